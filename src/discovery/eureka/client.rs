@@ -1,0 +1,309 @@
+//! The HTTP side of talking to Eureka: server URLs with failover, basic
+//! auth, timeouts, gzip.
+
+use std::fmt;
+use std::io::Read;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::header::{ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::error::{BuildError, DiscoveryError};
+
+/// One configured Eureka server: its base URL without credentials, and the
+/// `Authorization` header made from the URL's userinfo.
+#[derive(Clone)]
+pub(crate) struct Server {
+    base: String,
+    auth: Option<HeaderValue>,
+}
+
+impl Server {
+    /// Parses `http://user:pass@host:port/eureka` (trailing `/` optional).
+    pub(crate) fn parse(raw: &str) -> Result<Self, BuildError> {
+        let invalid = |reason: &str| BuildError::Invalid {
+            key: "eureka server URL".to_owned(),
+            reason: format!("{}: {reason}", redact(raw)),
+        };
+        let url = url::Url::parse(raw.trim()).map_err(|e| invalid(&e.to_string()))?;
+        match url.scheme() {
+            "http" => {}
+            "https" => {
+                return Err(invalid(
+                    "https registry URLs are not supported yet (no TLS connector); use http",
+                ));
+            }
+            other => return Err(invalid(&format!("unsupported scheme `{other}`"))),
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(invalid("no host"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(invalid("a server URL holds no query or fragment"));
+        }
+        let auth = if url.username().is_empty() && url.password().is_none() {
+            None
+        } else {
+            let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+            let user = decode(url.username());
+            let pass = decode(url.password().unwrap_or(""));
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            let mut value = HeaderValue::try_from(format!("Basic {token}"))
+                .map_err(|_| invalid("credentials cannot form a header"))?;
+            value.set_sensitive(true);
+            Some(value)
+        };
+        let mut clean = url.clone();
+        // Both setters only fail for URLs that cannot have credentials, which
+        // an http URL with a host always can.
+        let _ = clean.set_username("");
+        let _ = clean.set_password(None);
+        let base = clean.as_str().trim_end_matches('/').to_owned();
+        Ok(Self { base, auth })
+    }
+
+    /// The base URL without credentials, as shown in logs and errors.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("base", &self.base)
+            .field("auth", &self.auth.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// A URL string with any userinfo replaced by `***`, for error messages
+/// about URLs that did not parse.
+fn redact(raw: &str) -> String {
+    match (raw.find("://"), raw.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &raw[..s + 3], &raw[at..]),
+        _ => raw.to_owned(),
+    }
+}
+
+/// Settings shared by every request to the registry.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpSettings {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) max_body_bytes: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(8),
+            max_body_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// What a GET found.
+#[derive(Debug)]
+pub(crate) enum Fetched {
+    /// 200 with a decoded body.
+    Body(Bytes),
+    /// 404: the registry does not know the path's app or VIP.
+    NotFound,
+}
+
+/// A hyper-util client bound to an ordered list of Eureka servers.
+#[derive(Clone)]
+pub(crate) struct EurekaHttp {
+    servers: Vec<Server>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    settings: HttpSettings,
+}
+
+impl fmt::Debug for EurekaHttp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EurekaHttp")
+            .field("servers", &self.servers)
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl EurekaHttp {
+    pub(crate) fn new(servers: Vec<Server>, settings: HttpSettings) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(settings.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Self {
+            servers,
+            client,
+            settings,
+        }
+    }
+
+    /// `GET {base}/{path}` on each server in order until one answers 200
+    /// or 404. Every failure moves on to the next server.
+    pub(crate) async fn get(&self, path: &str) -> Result<Fetched, DiscoveryError> {
+        let mut errors = Vec::new();
+        for server in &self.servers {
+            match self.get_one(server, path).await {
+                Ok(found) => return Ok(found),
+                Err(e) => {
+                    tracing::debug!(server = %server.base, error = %e, "Eureka server failed; trying the next");
+                    errors.push(e);
+                }
+            }
+        }
+        match errors.len() {
+            0 => Err(DiscoveryError::AllServersFailed(errors)),
+            1 => Err(errors.remove(0)),
+            _ => Err(DiscoveryError::AllServersFailed(errors)),
+        }
+    }
+
+    async fn get_one(&self, server: &Server, path: &str) -> Result<Fetched, DiscoveryError> {
+        let timeout = self.settings.request_timeout;
+        match tokio::time::timeout(timeout, self.exchange(server, path)).await {
+            Ok(result) => result,
+            Err(_) => Err(DiscoveryError::Timeout {
+                server: server.base.clone(),
+                after: timeout,
+            }),
+        }
+    }
+
+    async fn exchange(&self, server: &Server, path: &str) -> Result<Fetched, DiscoveryError> {
+        let uri = format!("{}/{}", server.base, path.trim_start_matches('/'));
+        let mut builder = Request::builder()
+            .method(Method::GET)
+            .uri(&uri)
+            .header(ACCEPT, "application/json")
+            .header(ACCEPT_ENCODING, "gzip");
+        if let Some(auth) = &server.auth {
+            builder = builder.header(AUTHORIZATION, auth.clone());
+        }
+        let request = builder
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| DiscoveryError::Transport {
+                server: server.base.clone(),
+                source: Box::new(e),
+            })?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| DiscoveryError::Transport {
+                server: server.base.clone(),
+                source: Box::new(e),
+            })?;
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(Fetched::NotFound);
+        }
+        if !status.is_success() {
+            return Err(DiscoveryError::Status {
+                server: server.base.clone(),
+                status: status.as_u16(),
+            });
+        }
+        let content_type = header_text(response.headers().get(CONTENT_TYPE));
+        let gzip_header = response
+            .headers()
+            .get(CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
+        let limit = self.settings.max_body_bytes;
+        let body = Limited::new(response.into_body(), limit)
+            .collect()
+            .await
+            .map_err(|e| DiscoveryError::Decode {
+                server: server.base.clone(),
+                content_type: content_type.clone(),
+                reason: format!("reading the body failed (limit {limit} bytes): {e}"),
+            })?
+            .to_bytes();
+        // Servers gzip even when not asked; trust the magic bytes too.
+        if gzip_header || body.starts_with(&[0x1f, 0x8b]) {
+            return gunzip(&body, limit)
+                .map(Fetched::Body)
+                .map_err(|reason| DiscoveryError::Decode {
+                    server: server.base.clone(),
+                    content_type,
+                    reason,
+                });
+        }
+        Ok(Fetched::Body(body))
+    }
+
+    /// The configured servers, in order.
+    pub(crate) fn servers(&self) -> &[Server] {
+        &self.servers
+    }
+}
+
+fn header_text(v: Option<&HeaderValue>) -> String {
+    v.and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| "no content type".to_owned())
+}
+
+/// Decompresses a gzip body, refusing output beyond `limit` bytes.
+pub(crate) fn gunzip(body: &[u8], limit: usize) -> Result<Bytes, String> {
+    let mut out = Vec::new();
+    let mut decoder = flate2::read::GzDecoder::new(body).take(limit as u64 + 1);
+    decoder
+        .read_to_end(&mut out)
+        .map_err(|e| format!("bad gzip body: {e}"))?;
+    if out.len() > limit {
+        return Err(format!("gzip body inflates beyond {limit} bytes"));
+    }
+    Ok(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls_lose_their_credentials() {
+        let s = Server::parse("http://us%40er:p%3Ass@127.0.0.1:8761/eureka/").unwrap();
+        assert_eq!(s.base(), "http://127.0.0.1:8761/eureka");
+        let auth = s.auth.clone().unwrap();
+        assert!(auth.is_sensitive());
+        // base64("us@er:p:ss")
+        assert_eq!(auth.to_str().unwrap(), "Basic dXNAZXI6cDpzcw==");
+        assert!(!format!("{s:?}").contains("dXN"));
+        assert!(Server::parse("http://127.0.0.1:8761/eureka").unwrap().auth.is_none());
+    }
+
+    #[test]
+    fn bad_server_urls_are_typed_and_redacted() {
+        for bad in ["", "127.0.0.1:8761", "ftp://h/", "https://h/eureka", "http://h/?a=1"] {
+            assert!(matches!(Server::parse(bad), Err(BuildError::Invalid { .. })), "{bad}");
+        }
+        let err = Server::parse("ftp://user:secret@h/").unwrap_err().to_string();
+        assert!(!err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn gunzip_limits() {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&[b'a'; 1000]).unwrap();
+        let gz = enc.finish().unwrap();
+        assert_eq!(gunzip(&gz, 1000).unwrap().len(), 1000);
+        assert!(gunzip(&gz, 999).unwrap_err().contains("beyond"));
+        assert!(gunzip(&gz[..gz.len() / 2], 1000).is_err());
+        assert!(gunzip(&[0x1f, 0x8b, 0, 0], 1000).is_err());
+    }
+}

@@ -1,0 +1,173 @@
+//! Eureka discovery (feature `eureka`): [`EurekaSource`] fetches
+//! `GET {base}/apps/{APP}` as JSON from a Netflix / Spring Cloud Eureka
+//! server (Ribbon's `DiscoveryEnabledNIWSServerList`).
+//!
+//! Wire facts it follows (see [`wire`]): gzip bodies even when not asked,
+//! one-or-many list shapes, the port encodings, only `UP` instances get
+//! traffic, scheme and port chosen together (https only with an enabled
+//! secure port). A `404` for the app means "no instances" (an empty list);
+//! every other failure is a [`DiscoveryError`] that keeps the last list.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_ribbon::discovery::eureka::EurekaSource;
+//!
+//! let source = EurekaSource::builder()
+//!     .server_url("http://user:secret@127.0.0.1:8761/eureka")
+//!     .server_url("http://127.0.0.1:8762/eureka")
+//!     .request_timeout(Duration::from_secs(3))
+//!     .build()
+//!     .unwrap();
+//! // Credentials are sent as basic auth and never shown.
+//! assert!(!format!("{source:?}").contains("secret"));
+//! ```
+
+use std::time::Duration;
+
+mod client;
+pub mod wire;
+
+use client::{EurekaHttp, Fetched, HttpSettings, Server};
+
+use super::{FetchFuture, InstanceSource};
+use crate::error::{BuildError, DiscoveryError};
+use crate::instance::Instance;
+
+/// An [`InstanceSource`] backed by a Eureka registry.
+///
+/// Each fetch tries the configured servers in order (like the Java client's
+/// `defaultZone` list) and returns the first answer. Cloning is cheap and
+/// shares the connection pool.
+#[derive(Clone, Debug)]
+pub struct EurekaSource {
+    http: EurekaHttp,
+    options: wire::ParseOptions,
+}
+
+impl EurekaSource {
+    /// Starts configuring a source.
+    pub fn builder() -> EurekaSourceBuilder {
+        EurekaSourceBuilder::default()
+    }
+
+    /// The configured server base URLs, without credentials.
+    pub fn server_urls(&self) -> Vec<String> {
+        self.http.servers().iter().map(|s| s.base().to_owned()).collect()
+    }
+
+    /// Fetches one application: `GET {base}/apps/{APP}` (app name upper-cased).
+    ///
+    /// # Errors
+    /// [`DiscoveryError`] if every server fails or the body is not Eureka JSON.
+    pub async fn fetch_application(&self, app: &str) -> Result<wire::Application, DiscoveryError> {
+        let app = app.trim().to_ascii_uppercase();
+        let path = format!(
+            "apps/{}",
+            percent_encoding::utf8_percent_encode(&app, percent_encoding::NON_ALPHANUMERIC)
+        );
+        match self.http.get(&path).await? {
+            Fetched::NotFound => Ok(wire::Application {
+                name: app,
+                ..Default::default()
+            }),
+            Fetched::Body(body) => wire::parse_application_with(&body, self.options).map_err(|reason| {
+                DiscoveryError::Decode {
+                    server: self.http.servers().first().map(|s| s.base().to_owned()).unwrap_or_default(),
+                    content_type: "application/json expected".to_owned(),
+                    reason,
+                }
+            }),
+        }
+    }
+}
+
+impl InstanceSource for EurekaSource {
+    fn fetch<'a>(&'a self, service_id: &'a str) -> FetchFuture<'a> {
+        Box::pin(async move {
+            let app = self.fetch_application(service_id).await?;
+            Ok(app.instances.into_iter().map(|i| i.instance).collect::<Vec<Instance>>())
+        })
+    }
+}
+
+/// Configures an [`EurekaSource`].
+#[derive(Debug, Default)]
+#[must_use]
+pub struct EurekaSourceBuilder {
+    urls: Vec<String>,
+    settings: HttpSettings,
+    options: wire::ParseOptions,
+}
+
+impl EurekaSourceBuilder {
+    /// Adds a server base URL, e.g. `http://127.0.0.1:8761/eureka`.
+    /// Userinfo (`http://user:pass@host/eureka`) becomes basic auth and is
+    /// never logged. Servers are tried in the order added.
+    pub fn server_url(mut self, url: impl Into<String>) -> Self {
+        self.urls.push(url.into());
+        self
+    }
+
+    /// Adds comma-separated server URLs, as in Spring's
+    /// `eureka.client.service-url.defaultZone`.
+    pub fn server_urls(mut self, urls: &str) -> Self {
+        self.urls.extend(
+            urls.split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned),
+        );
+        self
+    }
+
+    /// TCP connect timeout per server. Default is 5 s (the Java client's
+    /// `eureka-server-connect-timeout-seconds`).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.connect_timeout = timeout;
+        self
+    }
+
+    /// Bound on one whole request to one server (connect, headers, body).
+    /// Default is 8 s (the Java client's read timeout).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.request_timeout = timeout;
+        self
+    }
+
+    /// Largest body accepted, after gzip inflation. Default is 32 MiB.
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.settings.max_body_bytes = bytes;
+        self
+    }
+
+    /// Use `ipAddr` rather than `hostName` as each instance's host (Spring's
+    /// `eureka.instance.prefer-ip-address` seen from the caller). Default is
+    /// `false`.
+    pub fn prefer_ip_address(mut self, prefer: bool) -> Self {
+        self.options.prefer_ip_address = prefer;
+        self
+    }
+
+    /// Builds the source.
+    ///
+    /// # Errors
+    /// [`BuildError::Invalid`] if no URL was given or one does not parse
+    /// (only `http` URLs are supported).
+    pub fn build(self) -> Result<EurekaSource, BuildError> {
+        if self.urls.is_empty() {
+            return Err(BuildError::Invalid {
+                key: "eureka server URL".to_owned(),
+                reason: "no server URL given".to_owned(),
+            });
+        }
+        let servers = self
+            .urls
+            .iter()
+            .map(|u| Server::parse(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(EurekaSource {
+            http: EurekaHttp::new(servers, self.settings),
+            options: self.options,
+        })
+    }
+}

@@ -1,0 +1,250 @@
+//! [`StaticSource`]: instance lists given in configuration (Ribbon's
+//! `ConfigurationBasedServerList`, key `<client>.ribbon.listOfServers`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use super::{FetchFuture, InstanceSource};
+use crate::error::{DiscoveryError, InstanceError};
+use crate::instance::Instance;
+
+/// Fixed instance lists per service id, replaceable at run time.
+///
+/// Service ids are matched case-insensitively. Clones share the same lists,
+/// so a test or an operator can [`set_instances`](StaticSource::set_instances)
+/// on one clone and the balancer's next refresh sees it. Fetching a service
+/// id the source does not hold is [`DiscoveryError::UnknownService`].
+///
+/// ```
+/// use tower_ribbon::discovery::StaticSource;
+///
+/// let source = StaticSource::new()
+///     .with_list("user-service", "127.0.0.1:8081, https://127.0.0.1:8443, [::1]:8082")
+///     .unwrap();
+/// let list = source.instances("USER-SERVICE").unwrap();
+/// assert_eq!(list.len(), 3);
+/// assert_eq!(list[1].to_string(), "https://127.0.0.1:8443");
+/// assert_eq!(list[2].authority().as_str(), "[::1]:8082");
+/// ```
+#[derive(Clone, Default)]
+pub struct StaticSource {
+    services: Arc<ArcSwap<HashMap<String, Arc<Vec<Instance>>>>>,
+}
+
+impl StaticSource {
+    /// A source with no services.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `service_id` with the instances of a `listOfServers` string.
+    ///
+    /// # Errors
+    /// [`InstanceError`] naming the first entry that cannot be parsed.
+    pub fn with_list(self, service_id: &str, list: &str) -> Result<Self, InstanceError> {
+        self.set_list(service_id, list)?;
+        Ok(self)
+    }
+
+    /// Adds `service_id` with `instances`.
+    pub fn with_instances(self, service_id: &str, instances: Vec<Instance>) -> Self {
+        self.set_instances(service_id, instances);
+        self
+    }
+
+    /// Replaces the list of `service_id` by a parsed `listOfServers` string.
+    ///
+    /// # Errors
+    /// [`InstanceError`] for the first bad entry; the old list is kept then.
+    pub fn set_list(&self, service_id: &str, list: &str) -> Result<(), InstanceError> {
+        let instances = parse_list_of_servers(service_id, list)?;
+        self.set_instances(service_id, instances);
+        Ok(())
+    }
+
+    /// Replaces the list of `service_id` (adding the service if new).
+    pub fn set_instances(&self, service_id: &str, instances: Vec<Instance>) {
+        let key = service_id.to_ascii_lowercase();
+        let instances = Arc::new(instances);
+        self.services.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.insert(key.clone(), Arc::clone(&instances));
+            map
+        });
+    }
+
+    /// Removes `service_id`; later fetches of it fail with `UnknownService`.
+    pub fn remove_service(&self, service_id: &str) {
+        let key = service_id.to_ascii_lowercase();
+        self.services.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.remove(&key);
+            map
+        });
+    }
+
+    /// The current list of `service_id`, if the source has it.
+    pub fn instances(&self, service_id: &str) -> Option<Arc<Vec<Instance>>> {
+        self.services
+            .load()
+            .get(&service_id.to_ascii_lowercase())
+            .cloned()
+    }
+}
+
+impl std::fmt::Debug for StaticSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let map = self.services.load();
+        let mut names: Vec<&String> = map.keys().collect();
+        names.sort();
+        f.debug_struct("StaticSource").field("services", &names).finish()
+    }
+}
+
+impl InstanceSource for StaticSource {
+    fn fetch<'a>(&'a self, service_id: &'a str) -> FetchFuture<'a> {
+        let result = self
+            .instances(service_id)
+            .map(|list| list.as_ref().clone())
+            .ok_or_else(|| DiscoveryError::UnknownService {
+                service: service_id.to_owned(),
+            });
+        Box::pin(std::future::ready(result))
+    }
+}
+
+/// Parses Ribbon's `listOfServers`: comma-separated `host:port`,
+/// `http://host:port` or `https://host:port` entries; blanks around entries
+/// and empty entries are ignored. A missing port is 80 for `http` and 443 for
+/// `https`. IPv6 addresses go in brackets (`[::1]:8080`).
+///
+/// # Errors
+/// [`InstanceError::InvalidEntry`] naming the first entry that is not of
+/// that form (unknown scheme, a path, userinfo, a bad port or host).
+pub fn parse_list_of_servers(service_id: &str, list: &str) -> Result<Vec<Instance>, InstanceError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| parse_entry(service_id, entry))
+        .collect()
+}
+
+fn parse_entry(service_id: &str, entry: &str) -> Result<Instance, InstanceError> {
+    let invalid = |reason: String| InstanceError::InvalidEntry {
+        entry: entry.to_owned(),
+        reason,
+    };
+    let (secure, rest) = match entry.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (false, rest),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (true, rest),
+        Some((scheme, _)) => return Err(invalid(format!("unsupported scheme `{scheme}`"))),
+        None => (false, entry),
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('/') || rest.contains('?') || rest.contains('#') {
+        return Err(invalid("a server entry holds no path or query".to_owned()));
+    }
+    if rest.contains('@') {
+        return Err(invalid("a server entry holds no userinfo".to_owned()));
+    }
+    // `[v6]:port`, `[v6]`, `host:port` or `host`.
+    let (host, port_text) = if let Some(inner) = rest.strip_prefix('[') {
+        let (host, after) = inner
+            .split_once(']')
+            .ok_or_else(|| invalid("unclosed `[` in an IPv6 address".to_owned()))?;
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => return Err(invalid("unexpected text after `]`".to_owned())),
+            },
+        }
+    } else {
+        match rest.split_once(':') {
+            Some((_, tail)) if tail.contains(':') => {
+                return Err(invalid("an IPv6 address must be written in brackets".to_owned()));
+            }
+            Some((host, port)) => (host, Some(port)),
+            None => (rest, None),
+        }
+    };
+    let port = match port_text {
+        Some(text) => match text.parse::<u16>() {
+            Ok(0) | Err(_) => return Err(invalid(format!("port `{text}` is not in 1..=65535"))),
+            Ok(port) => port,
+        },
+        None if secure => 443,
+        None => 80,
+    };
+    let instance = Instance::new(service_id, host, port)
+        .map_err(|e| invalid(e.to_string()))?
+        .with_secure(secure);
+    Ok(instance)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ribbon_forms() {
+        let list = parse_list_of_servers(
+            "svc",
+            " a.internal:8080 ,https://b:8443,, http://c , https://d, [::1]:9, HTTP://E:1/",
+        )
+        .unwrap();
+        let shown: Vec<String> = list.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "http://a.internal:8080",
+                "https://b:8443",
+                "http://c:80",
+                "https://d:443",
+                "http://[::1]:9",
+                "http://E:1"
+            ]
+        );
+        assert!(list.iter().all(|i| i.service_id() == "svc"));
+    }
+
+    #[test]
+    fn rejects_bad_entries() {
+        for bad in [
+            "ftp://a:1",
+            "a:0",
+            "a:99999",
+            "a:x",
+            "a:",
+            "u:p@a:1",
+            "a:1/path",
+            "::1:80",
+            "[::1",
+            "a b:1",
+            "http://",
+        ] {
+            let err = parse_list_of_servers("svc", bad).unwrap_err();
+            assert!(matches!(err, InstanceError::InvalidEntry { .. }), "{bad}: {err:?}");
+        }
+        assert!(parse_list_of_servers("svc", " , ").unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn fetch_and_replace() {
+        let s = StaticSource::new().with_list("Svc", "a:1").unwrap();
+        let clone = s.clone();
+        assert_eq!(s.fetch("svc").await.unwrap().len(), 1);
+        clone.set_list("svc", "a:1,b:2").unwrap();
+        assert_eq!(s.fetch("SVC").await.unwrap().len(), 2);
+        assert!(clone.set_list("svc", "bad:0").is_err());
+        assert_eq!(s.fetch("svc").await.unwrap().len(), 2);
+        assert!(matches!(
+            s.fetch("other").await.unwrap_err(),
+            DiscoveryError::UnknownService { .. }
+        ));
+        s.remove_service("svc");
+        assert!(s.fetch("svc").await.is_err());
+    }
+}

@@ -1,0 +1,135 @@
+//! Rules: how one instance is chosen per request (Ribbon's `IRule`).
+//!
+//! A [`Rule`] reads a [`Snapshot`] and a [`PickContext`] and returns one of
+//! the snapshot's endpoints, or `None` when no endpoint is eligible. Picks run
+//! on the request path: they take no lock and allocate nothing. Work that
+//! sorts or allocates (weights, rings) belongs in [`Rule::update`], which
+//! the refresh calls with every new snapshot.
+//!
+//! | rule | when to use it | counterpart |
+//! |---|---|---|
+//! | [`RoundRobin`] | equal instances, even spread; the default | Ribbon `RoundRobinRule`, SCLB `RoundRobinLoadBalancer` |
+//! | [`Random`] | many clients, no coordination wanted | Ribbon `RandomRule`, SCLB `RandomLoadBalancer` |
+//!
+//! ```
+//! use tower_ribbon::discovery::Snapshot;
+//! use tower_ribbon::instance::{Endpoint, Instance};
+//! use tower_ribbon::rule::{PickContext, RoundRobin, Rule};
+//!
+//! let endpoints = (1..=3)
+//!     .map(|p| Endpoint::new(Instance::new("svc", "127.0.0.1", 8080 + p).unwrap()))
+//!     .collect();
+//! let snapshot = Snapshot::new("svc", endpoints, 1);
+//! let rule = RoundRobin::with_start(0);
+//! let ports: Vec<u16> = (0..4)
+//!     .map(|_| rule.choose(&snapshot, &PickContext::new()).unwrap().instance().port())
+//!     .collect();
+//! assert_eq!(ports, [8081, 8082, 8083, 8081]);
+//! ```
+
+use std::fmt;
+
+use crate::discovery::Snapshot;
+use crate::instance::Endpoint;
+
+mod random;
+mod round_robin;
+
+pub use random::Random;
+pub use round_robin::RoundRobin;
+
+/// Chooses one endpoint per request.
+///
+/// Implementations must return an endpoint of `snapshot` that
+/// [`PickContext::is_eligible`] accepts, or `None`; they must not panic on
+/// an empty snapshot or one that changes between calls.
+pub trait Rule: Send + Sync + fmt::Debug + 'static {
+    /// Chooses an endpoint for one request.
+    fn choose<'s>(&self, snapshot: &'s Snapshot, ctx: &PickContext<'_>) -> Option<&'s Endpoint>;
+
+    /// Called by the refresh with each new snapshot, before it is published.
+    /// Precompute here; a pick may still see the previous snapshot for a
+    /// moment, so key precomputed state by [`Snapshot::version`]. Default:
+    /// nothing.
+    fn update(&self, snapshot: &Snapshot) {
+        let _ = snapshot;
+    }
+
+    /// A short name for logs and tables (`round_robin`, `random`, ...).
+    fn name(&self) -> &'static str;
+}
+
+/// Per-request facts a rule may use.
+///
+/// `excluded` holds endpoints this request must not be sent to (those a
+/// retry already tried); they are compared by identity.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PickContext<'a> {
+    excluded: &'a [Endpoint],
+    hash_key: Option<u64>,
+}
+
+impl<'a> PickContext<'a> {
+    /// A context with nothing excluded and no hash key.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Excludes `endpoints` (by identity).
+    pub fn with_excluded(mut self, endpoints: &'a [Endpoint]) -> Self {
+        self.excluded = endpoints;
+        self
+    }
+
+    /// Sets a hash key for rules that route by key.
+    pub fn with_hash_key(mut self, key: u64) -> Self {
+        self.hash_key = Some(key);
+        self
+    }
+
+    /// The excluded endpoints.
+    pub fn excluded(&self) -> &'a [Endpoint] {
+        self.excluded
+    }
+
+    /// The hash key, if any.
+    pub fn hash_key(&self) -> Option<u64> {
+        self.hash_key
+    }
+
+    /// Whether `endpoint` may be chosen for this request.
+    #[inline]
+    pub fn is_eligible(&self, endpoint: &Endpoint) -> bool {
+        !self.excluded.iter().any(|e| e.same_identity(endpoint))
+    }
+
+    /// Whether every endpoint is eligible without checking (fast path).
+    #[inline]
+    pub(crate) fn all_eligible(&self) -> bool {
+        self.excluded.is_empty()
+    }
+}
+
+/// The `k`-th (0-based, modulo the eligible count) eligible endpoint of
+/// `endpoints`, walking the list at most twice. `None` if none is eligible.
+#[inline]
+pub(crate) fn nth_eligible<'s>(
+    endpoints: &'s [Endpoint],
+    ctx: &PickContext<'_>,
+    k: usize,
+) -> Option<&'s Endpoint> {
+    if ctx.all_eligible() {
+        return match endpoints.len() {
+            0 => None,
+            n => endpoints.get(k % n),
+        };
+    }
+    let eligible = endpoints.iter().filter(|e| ctx.is_eligible(e)).count();
+    if eligible == 0 {
+        return None;
+    }
+    endpoints
+        .iter()
+        .filter(|e| ctx.is_eligible(e))
+        .nth(k % eligible)
+}

@@ -1,0 +1,52 @@
+//! The response future of [`LoadBalancer`](super::LoadBalancer).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use crate::error::Error;
+
+type Inner<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
+
+/// The future of one balanced request: waits for the service's first
+/// instance list if needed, picks, rewrites the URI and drives the inner
+/// service's future.
+///
+/// It is one boxed `async` state machine rather than a hand-written one:
+/// the steps (first-fetch wait, readiness of a cloned inner service, the
+/// call) are easier to keep correct this way, and the one allocation per
+/// request is small next to an HTTP exchange. The pick itself allocates
+/// nothing.
+pub struct ResponseFuture<T> {
+    inner: Inner<T>,
+}
+
+impl<T> ResponseFuture<T> {
+    pub(crate) fn new(fut: impl Future<Output = Result<T, Error>> + Send + 'static) -> Self {
+        Self {
+            inner: Box::pin(fut),
+        }
+    }
+
+    pub(crate) fn ready(result: Result<T, Error>) -> Self
+    where
+        T: Send + 'static,
+    {
+        Self::new(std::future::ready(result))
+    }
+}
+
+impl<T> Future for ResponseFuture<T> {
+    type Output = Result<T, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl<T> fmt::Debug for ResponseFuture<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,433 @@
+//! The tower middleware: [`LoadBalancer`], [`LoadBalancerLayer`] and the
+//! [`Builder`] that configures both (Spring's `@LoadBalanced` client,
+//! Ribbon's `LoadBalancerClient`).
+//!
+//! A request to `http://user-service/api/x` goes through five steps:
+//! 1. the URI host (`user-service`, case-insensitive) names the service;
+//! 2. the service's current [`Snapshot`](crate::discovery::Snapshot) is
+//!    loaded (one atomic load, no lock);
+//! 3. the service's [`Rule`] chooses an endpoint;
+//! 4. scheme and authority are rewritten to the endpoint
+//!    (`http://127.0.0.1:8081/api/x`); path and query are kept;
+//! 5. the inner service (hyper-util's client, [`ReqwestService`], ...) sends
+//!    it, and the endpoint's stats record the attempt.
+//!
+//! `LoadBalancer` is always ready: it routes each request to a different
+//! instance, so readiness of the inner service is awaited per request on a
+//! clone of it (the inner service must be `Clone`, as HTTP clients are).
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use http_body_util::Empty;
+//! use hyper_util::client::legacy::Client;
+//! use hyper_util::rt::TokioExecutor;
+//! use tower::ServiceExt;
+//! use tower_ribbon::discovery::StaticSource;
+//! use tower_ribbon::LoadBalancer;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let source = StaticSource::new().with_list("user-service", "127.0.0.1:8081,127.0.0.1:8082")?;
+//! let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+//! let lb = LoadBalancer::builder().source(source).service("user-service").build(client)?;
+//!
+//! let request = http::Request::get("http://user-service/whoami").body(Empty::new())?;
+//! let response = lb.oneshot(request).await?;
+//! println!("{}", response.status());
+//! # Ok(()) }
+//! ```
+//!
+//! [`Rule`]: crate::rule::Rule
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use http::{Request, Uri};
+use tower::{Service, ServiceExt};
+
+use crate::discovery::{InstanceSource, RefreshConfig, RefreshStatus, ServiceState, Snapshot};
+use crate::discovery::spawn_refresher;
+use crate::error::{BoxError, BuildError, Error};
+use crate::rule::{PickContext, RoundRobin, Rule};
+
+mod future;
+mod layer;
+#[cfg(feature = "reqwest")]
+mod reqwest_adapter;
+
+pub use future::ResponseFuture;
+pub use layer::LoadBalancerLayer;
+#[cfg(feature = "reqwest")]
+pub use reqwest_adapter::ReqwestService;
+
+type MakeRule = Arc<dyn Fn() -> Arc<dyn Rule> + Send + Sync>;
+
+/// Configures a [`LoadBalancer`] or [`LoadBalancerLayer`].
+///
+/// Required: a [`source`](Builder::source). Defaults: rule [`RoundRobin`],
+/// refresh every 30 s ([`RefreshConfig::default`]), no services declared and
+/// on-demand discovery off (so every service must be declared with
+/// [`service`](Builder::service)).
+#[must_use]
+pub struct Builder {
+    source: Option<Arc<dyn InstanceSource>>,
+    services: Vec<String>,
+    make_rule: MakeRule,
+    refresh: RefreshConfig,
+    discover_on_demand: bool,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            source: None,
+            services: Vec::new(),
+            make_rule: Arc::new(|| Arc::new(RoundRobin::new())),
+            refresh: RefreshConfig::default(),
+            discover_on_demand: false,
+        }
+    }
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("services", &self.services)
+            .field("refresh", &self.refresh)
+            .field("discover_on_demand", &self.discover_on_demand)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    /// Where instance lists come from (Eureka, a static list, your own).
+    pub fn source(mut self, source: impl InstanceSource) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// Declares a service id (as written in request URIs, e.g.
+    /// `user-service`). Its refresh starts when the balancer is built.
+    pub fn service(mut self, service_id: impl Into<String>) -> Self {
+        self.services.push(service_id.into());
+        self
+    }
+
+    /// Declares several service ids.
+    pub fn services<I, T>(mut self, service_ids: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.services.extend(service_ids.into_iter().map(Into::into));
+        self
+    }
+
+    /// How to make the rule of each service: called once per service, so
+    /// each service has its own rule state. Ribbon key
+    /// `NFLoadBalancerRuleClassName`. Default is [`RoundRobin::new`].
+    pub fn rule<R, F>(mut self, make: F) -> Self
+    where
+        R: Rule,
+        F: Fn() -> R + Send + Sync + 'static,
+    {
+        self.make_rule = Arc::new(move || Arc::new(make()) as Arc<dyn Rule>);
+        self
+    }
+
+    /// How instance lists are refreshed. Default is
+    /// [`RefreshConfig::default`] (every 30 s, ±10 % jitter).
+    pub fn refresh(mut self, config: RefreshConfig) -> Self {
+        self.refresh = config;
+        self
+    }
+
+    /// Whether a request to a service id that was not declared starts
+    /// discovery for it (and waits for its first fetch) instead of failing
+    /// with [`Error::UnknownService`]. Default is `false`.
+    pub fn discover_on_demand(mut self, on: bool) -> Self {
+        self.discover_on_demand = on;
+        self
+    }
+
+    /// Builds the layer and starts one refresh task per declared service.
+    ///
+    /// # Errors
+    /// [`BuildError::NoSource`] without a source; [`BuildError::NoRuntime`]
+    /// outside a Tokio runtime; [`BuildError::Invalid`] for an empty
+    /// service id.
+    pub fn layer(self) -> Result<LoadBalancerLayer, BuildError> {
+        let source = self.source.ok_or(BuildError::NoSource)?;
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let shared = Arc::new(Shared {
+            services: ArcSwap::from_pointee(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+            source,
+            make_rule: self.make_rule,
+            refresh: self.refresh,
+            discover_on_demand: self.discover_on_demand,
+            handle,
+        });
+        for service in &self.services {
+            if service.trim().is_empty() {
+                return Err(BuildError::Invalid {
+                    key: "service".to_owned(),
+                    reason: "empty service id".to_owned(),
+                });
+            }
+            shared.add_service(service.trim());
+        }
+        Ok(LoadBalancerLayer::new(shared))
+    }
+
+    /// Builds a [`LoadBalancer`] around `inner`. See [`Builder::layer`].
+    ///
+    /// # Errors
+    /// As [`Builder::layer`].
+    pub fn build<S>(self, inner: S) -> Result<LoadBalancer<S>, BuildError> {
+        Ok(LoadBalancer::from_shared(inner, self.layer()?.shared().clone()))
+    }
+}
+
+/// State shared by every clone of a balancer and its layer: the services,
+/// their refresh tasks, the source and the rule factory. Dropping the last
+/// holder aborts the refresh tasks.
+pub(crate) struct Shared {
+    services: ArcSwap<HashMap<String, Arc<ServiceState>>>,
+    tasks: Mutex<Vec<crate::discovery::TaskGuard>>,
+    source: Arc<dyn InstanceSource>,
+    make_rule: MakeRule,
+    refresh: RefreshConfig,
+    discover_on_demand: bool,
+    handle: tokio::runtime::Handle,
+}
+
+impl Shared {
+    fn key(service_id: &str) -> std::borrow::Cow<'_, str> {
+        if service_id.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(service_id.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(service_id)
+        }
+    }
+
+    fn get(&self, service_id: &str) -> Option<Arc<ServiceState>> {
+        self.services.load().get(Self::key(service_id).as_ref()).cloned()
+    }
+
+    /// Adds a service and starts its refresh, unless it exists already.
+    fn add_service(&self, service_id: &str) -> Arc<ServiceState> {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked under the lock so two racing requests start one task.
+        if let Some(state) = self.get(service_id) {
+            return state;
+        }
+        let state = Arc::new(ServiceState::new(
+            service_id,
+            (self.make_rule)(),
+            self.refresh.clone(),
+        ));
+        tasks.push(spawn_refresher(&state, Arc::clone(&self.source), &self.handle));
+        let key = Self::key(service_id).into_owned();
+        self.services.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.insert(key.clone(), Arc::clone(&state));
+            map
+        });
+        state
+    }
+}
+
+/// A tower [`Service`] that sends each request to one instance of the
+/// service named by the request URI's host. See the [module docs](self).
+///
+/// Clones share services, rules, stats and refresh tasks; the tasks stop
+/// when the last clone (and the last [`LoadBalancerLayer`]) is dropped.
+pub struct LoadBalancer<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl LoadBalancer<()> {
+    /// Starts configuring a balancer.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+}
+
+impl<S> LoadBalancer<S> {
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, consuming the balancer.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The service ids this balancer knows, sorted.
+    pub fn services(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .shared
+            .services
+            .load()
+            .values()
+            .map(|s| s.service_id().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The current instance list of `service_id`, if the service is known.
+    pub fn snapshot(&self, service_id: &str) -> Option<Arc<Snapshot>> {
+        self.shared.get(service_id).map(|s| s.snapshot_full())
+    }
+
+    /// What the refresh of `service_id` has done: counts, staleness, last
+    /// error. `None` if the service is not known.
+    pub fn refresh_status(&self, service_id: &str) -> Option<RefreshStatus> {
+        self.shared.get(service_id).map(|s| s.status())
+    }
+
+    /// Waits until the first fetch of `service_id` has finished (or the
+    /// configured first-fetch bound has passed). Returns whether it finished.
+    /// `false` for an unknown service.
+    pub async fn ready_service(&self, service_id: &str) -> bool {
+        match self.shared.get(service_id) {
+            Some(state) => state.wait_first_fetch().await,
+            None => false,
+        }
+    }
+}
+
+impl<S: Clone> Clone for LoadBalancer<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for LoadBalancer<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadBalancer")
+            .field("inner", &self.inner)
+            .field("services", &self.services())
+            .finish()
+    }
+}
+
+impl<S, B> Service<Request<B>> for LoadBalancer<S>
+where
+    S: Service<Request<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Response: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Future = ResponseFuture<S::Response>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let Some(host) = req.uri().host() else {
+            return ResponseFuture::ready(Err(Error::NoServiceInUri {
+                uri: req.uri().to_string(),
+            }));
+        };
+        let state = match self.shared.get(host) {
+            Some(state) => state,
+            None if self.shared.discover_on_demand => self.shared.add_service(host),
+            None => {
+                return ResponseFuture::ready(Err(Error::UnknownService {
+                    service: host.to_owned(),
+                }));
+            }
+        };
+        let inner = self.inner.clone();
+        ResponseFuture::new(send(state, inner, req))
+    }
+}
+
+/// One request: wait for the first list if needed, pick, rewrite, send.
+async fn send<S, B>(state: Arc<ServiceState>, mut inner: S, mut req: Request<B>) -> Result<S::Response, Error>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    if !state.wait_first_fetch().await {
+        return Err(Error::DiscoveryTimeout {
+            service: state.service_id().to_owned(),
+            waited: state.first_fetch_wait(),
+        });
+    }
+    let endpoint = {
+        let snapshot = state.snapshot();
+        match state.rule().choose(&snapshot, &PickContext::new()) {
+            Some(endpoint) => endpoint.clone(),
+            None => {
+                return Err(match state.error_before_first_success() {
+                    Some(source) => Error::Discovery {
+                        service: state.service_id().to_owned(),
+                        source,
+                    },
+                    None => Error::NoInstances {
+                        service: state.service_id().to_owned(),
+                    },
+                });
+            }
+        }
+    };
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.scheme = Some(endpoint.scheme().clone());
+    parts.authority = Some(endpoint.authority().clone());
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|e| Error::InvalidRequest {
+        service: state.service_id().to_owned(),
+        instance: endpoint.to_string(),
+        reason: e.to_string(),
+    })?;
+
+    let inner_error = |e: S::Error| Error::Inner {
+        service: state.service_id().to_owned(),
+        instance: endpoint.to_string(),
+        source: e.into(),
+    };
+    let guard = endpoint.stats().start();
+    let ready = match inner.ready().await {
+        Ok(ready) => ready,
+        Err(e) => {
+            guard.failure();
+            return Err(inner_error(e));
+        }
+    };
+    match ready.call(req).await {
+        Ok(response) => {
+            guard.success();
+            Ok(response)
+        }
+        Err(e) => {
+            guard.failure();
+            Err(inner_error(e))
+        }
+    }
+}
