@@ -1,0 +1,139 @@
+//! Against the real Spring Cloud Netflix Eureka server (tests/eureka-server).
+//!
+//! Three real backends on 127.0.0.1 register as USER-SERVICE through
+//! Eureka's REST API; the balancer discovers them through `EurekaSource`
+//! and requests go to `http://user-service/whoami`.
+
+mod support;
+
+use std::time::Duration;
+
+use support::backend::Backend;
+use support::eureka::EurekaFixture;
+use support::{HttpClient, counts, http_client, tally};
+use tower_ribbon::LoadBalancer;
+use tower_ribbon::discovery::RefreshConfig;
+use tower_ribbon::discovery::eureka::EurekaSource;
+use tower_ribbon::rule::RoundRobin;
+
+const INTERVAL: Duration = Duration::from_millis(1000);
+const URI: &str = "http://user-service/whoami";
+
+fn balancer(eureka: &EurekaFixture) -> LoadBalancer<HttpClient> {
+    let source = EurekaSource::builder()
+        .server_url(eureka.url())
+        .request_timeout(Duration::from_secs(2))
+        .build()
+        .expect("source");
+    LoadBalancer::builder()
+        .source(source)
+        .service("user-service")
+        .rule(|| RoundRobin::with_start(0))
+        .refresh(RefreshConfig::default().interval(INTERVAL).jitter(0.0))
+        .build(http_client())
+        .expect("balancer")
+}
+
+async fn three_backends(eureka: &EurekaFixture) -> (Vec<Backend>, Vec<String>) {
+    let mut backends = Vec::new();
+    let mut ids = Vec::new();
+    for name in ["b1", "b2", "b3"] {
+        let backend = Backend::start(name).await.expect("backend");
+        ids.push(eureka.register("user-service", backend.port()).await);
+        backends.push(backend);
+    }
+    (backends, ids)
+}
+
+/// Waits (bounded) until the service's list has exactly `n` instances.
+async fn wait_for_instances(lb: &LoadBalancer<HttpClient>, n: usize) {
+    for _ in 0..100 {
+        if lb.snapshot("user-service").is_some_and(|s| s.len() == n) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "list never reached {n} instances: {:?}",
+        lb.snapshot("user-service")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_follows_status_changes_and_deletes() {
+    let Some(eureka) = EurekaFixture::start() else { return };
+    let (backends, ids) = three_backends(&eureka).await;
+    let lb = balancer(&eureka);
+    assert!(lb.ready_service("user-service").await);
+    assert_eq!(lb.snapshot("user-service").map(|s| s.len()), Some(3));
+
+    // 300 GETs: exactly 100 each.
+    let got = tally(&lb, URI, 300).await;
+    assert_eq!(got, counts(&[("b1", 100), ("b2", 100), ("b3", 100)]));
+    for b in &backends {
+        assert_eq!(b.hits(), 100, "{}", b.name());
+    }
+
+    // b1 OUT_OF_SERVICE: after three refresh intervals it gets none of 100.
+    eureka.set_status("user-service", &ids[0], "OUT_OF_SERVICE").await;
+    tokio::time::sleep(INTERVAL * 3).await;
+    let got = tally(&lb, URI, 100).await;
+    assert_eq!(got, counts(&[("b2", 50), ("b3", 50)]));
+    assert_eq!(backends[0].hits(), 100);
+
+    // b2 deleted: gone from the list and from traffic.
+    eureka.delete("user-service", &ids[1]).await;
+    tokio::time::sleep(INTERVAL * 3).await;
+    let snapshot = lb.snapshot("user-service").expect("known service");
+    let ports: Vec<u16> = snapshot.endpoints().iter().map(|e| e.instance().port()).collect();
+    assert_eq!(ports, [backends[2].port()]);
+    assert_eq!(tally(&lb, URI, 30).await, counts(&[("b3", 30)]));
+
+    // Back UP: b1 returns, and b3 keeps its stats (same identity).
+    eureka.set_status("user-service", &ids[0], "UP").await;
+    wait_for_instances(&lb, 2).await;
+    let snapshot = lb.snapshot("user-service").expect("known service");
+    let b3 = snapshot
+        .endpoints()
+        .iter()
+        .find(|e| e.instance().port() == backends[2].port())
+        .expect("b3 listed");
+    assert_eq!(b3.stats().requests(), 100 + 50 + 30);
+    let status = lb.refresh_status("user-service").expect("status");
+    assert_eq!(status.failures, 0);
+    assert!(status.successes >= 7, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_serving_through_a_eureka_outage_and_follows_after_restart() {
+    let Some(mut eureka) = EurekaFixture::start() else { return };
+    let (backends, _ids) = three_backends(&eureka).await;
+    let lb = balancer(&eureka);
+    assert!(lb.ready_service("user-service").await);
+    assert_eq!(tally(&lb, URI, 30).await, counts(&[("b1", 10), ("b2", 10), ("b3", 10)]));
+
+    // Registry down: refreshes fail, the last list keeps serving.
+    eureka.stop();
+    tokio::time::sleep(INTERVAL * 3).await;
+    let status = lb.refresh_status("user-service").expect("status");
+    assert!(status.consecutive_failures >= 2, "{status:?}");
+    assert!(status.last_error.is_some());
+    assert!(status.since_last_success.expect("had a success") >= INTERVAL * 2);
+    assert_eq!(
+        tally(&lb, URI, 90).await,
+        counts(&[("b1", 30), ("b2", 30), ("b3", 30)])
+    );
+
+    // Registry back (empty, as after a real restart); b1 and b3 register
+    // again, b2 does not: the change shows.
+    eureka.restart();
+    eureka.register("user-service", backends[0].port()).await;
+    eureka.register("user-service", backends[2].port()).await;
+    wait_for_instances(&lb, 2).await;
+    tokio::time::sleep(INTERVAL * 2).await;
+    assert_eq!(tally(&lb, URI, 100).await, counts(&[("b1", 50), ("b3", 50)]));
+    let status = lb.refresh_status("user-service").expect("status");
+    assert_eq!(status.consecutive_failures, 0, "{status:?}");
+    assert!(status.last_error.is_none());
+    assert_eq!(backends[1].hits(), 40);
+}

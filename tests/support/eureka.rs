@@ -1,0 +1,169 @@
+//! The real Spring Cloud Netflix Eureka server, for tests.
+//!
+//! [`EurekaFixture::start`] runs `scripts/eureka-server start` (which builds
+//! the jar from `tests/eureka-server/` with Maven if needed), and the fixture
+//! stops the server when dropped. Under `CI=true` a server that cannot start
+//! fails the test; elsewhere the test is skipped with a message.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// A running Eureka server on 127.0.0.1.
+pub struct EurekaFixture {
+    port: u16,
+    running: bool,
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/eureka-server")
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+fn run_start(port: Option<u16>) -> Result<u16, String> {
+    let mut cmd = Command::new(script());
+    cmd.arg("start");
+    if let Some(port) = port {
+        cmd.arg(port.to_string());
+    }
+    let out = cmd.output().map_err(|e| format!("cannot run {}: {e}", script().display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "eureka-server start failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let url = stdout.lines().last().unwrap_or_default().trim().to_owned();
+    url.strip_prefix("http://127.0.0.1:")
+        .and_then(|rest| rest.strip_suffix("/eureka"))
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("unexpected output from eureka-server start: {stdout}"))
+}
+
+impl EurekaFixture {
+    /// Starts a server on a free port. `None` (test skipped) only outside
+    /// CI; under `CI=true` a failure panics so the test fails.
+    pub fn start() -> Option<EurekaFixture> {
+        match run_start(None) {
+            Ok(port) => Some(EurekaFixture { port, running: true }),
+            Err(e) if in_ci() => panic!("Eureka server fixture is required under CI=true: {e}"),
+            Err(e) => {
+                eprintln!("SKIPPED: Eureka server fixture unavailable (set CI=true to fail instead): {e}");
+                None
+            }
+        }
+    }
+
+    /// `http://127.0.0.1:PORT/eureka`
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/eureka", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server (its registry is lost, as with a real restart).
+    pub fn stop(&mut self) {
+        if self.running {
+            let _ = Command::new(script()).arg("stop").arg(self.port.to_string()).output();
+            self.running = false;
+        }
+    }
+
+    /// Starts the server again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let port = run_start(Some(self.port)).unwrap_or_else(|e| panic!("restart failed: {e}"));
+        assert_eq!(port, self.port);
+        self.running = true;
+    }
+
+    fn client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("reqwest client")
+    }
+
+    /// Registers an instance of `app` at 127.0.0.1:`port` through the REST
+    /// API (`POST /apps/{APP}`), with id `127.0.0.1:{app}:{port}`.
+    pub async fn register(&self, app: &str, port: u16) -> String {
+        self.register_with(app, port, serde_json::json!({})).await
+    }
+
+    /// As [`register`](Self::register), with extra metadata.
+    pub async fn register_with(&self, app: &str, port: u16, metadata: serde_json::Value) -> String {
+        let app_upper = app.to_ascii_uppercase();
+        let vip = app.to_ascii_lowercase();
+        let id = format!("127.0.0.1:{vip}:{port}");
+        let body = serde_json::json!({
+            "instance": {
+                "instanceId": id,
+                "hostName": "127.0.0.1",
+                "app": app_upper,
+                "ipAddr": "127.0.0.1",
+                "vipAddress": vip,
+                "secureVipAddress": vip,
+                "status": "UP",
+                "port": {"$": port, "@enabled": "true"},
+                "securePort": {"$": 443, "@enabled": "false"},
+                "healthCheckUrl": format!("http://127.0.0.1:{port}/health"),
+                "statusPageUrl": format!("http://127.0.0.1:{port}/info"),
+                "homePageUrl": format!("http://127.0.0.1:{port}/"),
+                "dataCenterInfo": {
+                    "@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo",
+                    "name": "MyOwn"
+                },
+                "leaseInfo": {"renewalIntervalInSecs": 30, "durationInSecs": 90},
+                "metadata": metadata,
+            }
+        });
+        let resp = Self::client()
+            .post(format!("{}/apps/{app_upper}", self.url()))
+            .header("Content-Type", "application/json")
+            .body(serde_json::to_vec(&body).expect("json"))
+            .send()
+            .await
+            .expect("register request");
+        assert_eq!(resp.status().as_u16(), 204, "register {id}");
+        id
+    }
+
+    /// Overrides an instance's status (`PUT .../status?value=STATUS`).
+    pub async fn set_status(&self, app: &str, id: &str, status: &str) {
+        let resp = Self::client()
+            .put(format!(
+                "{}/apps/{}/{id}/status?value={status}",
+                self.url(),
+                app.to_ascii_uppercase()
+            ))
+            .send()
+            .await
+            .expect("status request");
+        assert_eq!(resp.status().as_u16(), 200, "set status of {id}");
+    }
+
+    /// Cancels an instance (`DELETE /apps/{APP}/{id}`).
+    pub async fn delete(&self, app: &str, id: &str) {
+        let resp = Self::client()
+            .delete(format!("{}/apps/{}/{id}", self.url(), app.to_ascii_uppercase()))
+            .send()
+            .await
+            .expect("delete request");
+        assert_eq!(resp.status().as_u16(), 200, "delete {id}");
+    }
+}
+
+impl Drop for EurekaFixture {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
