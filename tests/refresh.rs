@@ -1,0 +1,356 @@
+//! The background refresh and the request path, with paused time and
+//! scripted sources (no network).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::Request;
+use tower::{Service, ServiceExt};
+use tower_ribbon::discovery::{FetchFuture, InstanceSource, RefreshConfig, StaticSource};
+use tower_ribbon::instance::Instance;
+use tower_ribbon::rule::RoundRobin;
+use tower_ribbon::{DiscoveryError, Error, LoadBalancer};
+
+const INTERVAL: Duration = Duration::from_secs(10);
+
+/// Answers each fetch with the next scripted result (the last one repeats)
+/// and counts fetches.
+#[derive(Clone)]
+struct Scripted {
+    script: Arc<Mutex<VecDeque<Result<Vec<Instance>, String>>>>,
+    fetches: Arc<AtomicUsize>,
+}
+
+impl Scripted {
+    fn new(script: Vec<Result<Vec<Instance>, String>>) -> Self {
+        Self {
+            script: Arc::new(Mutex::new(script.into())),
+            fetches: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+    fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
+impl InstanceSource for Scripted {
+    fn fetch<'a>(&'a self, _service_id: &'a str) -> FetchFuture<'a> {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        let mut script = self.script.lock().unwrap();
+        let next = if script.len() > 1 { script.pop_front() } else { script.front().cloned() };
+        let result = match next {
+            Some(Ok(list)) => Ok(list),
+            Some(Err(msg)) => Err(DiscoveryError::Other(msg.into())),
+            None => Ok(Vec::new()),
+        };
+        Box::pin(std::future::ready(result))
+    }
+}
+
+/// Never answers.
+struct Hanging;
+
+impl InstanceSource for Hanging {
+    fn fetch<'a>(&'a self, _service_id: &'a str) -> FetchFuture<'a> {
+        Box::pin(std::future::pending())
+    }
+}
+
+fn inst(port: u16) -> Instance {
+    Instance::new("user-service", "127.0.0.1", port).unwrap()
+}
+
+/// An inner service that answers with the URI it was sent.
+fn echo() -> impl Service<Request<()>, Response = String, Error = Infallible, Future = impl Future + Send> + Clone + Send
+{
+    tower::service_fn(|req: Request<()>| async move { Ok::<_, Infallible>(req.uri().to_string()) })
+}
+
+fn config() -> RefreshConfig {
+    RefreshConfig::default().interval(INTERVAL).jitter(0.0)
+}
+
+async fn get<S>(lb: &LoadBalancer<S>, uri: &str) -> Result<String, Error>
+where
+    LoadBalancer<S>: Service<Request<()>, Response = String, Error = Error> + Clone,
+{
+    lb.clone().oneshot(Request::get(uri).body(()).unwrap()).await
+}
+
+fn ports_of<S>(lb: &LoadBalancer<S>) -> Vec<u16> {
+    lb.snapshot("user-service")
+        .map(|s| s.endpoints().iter().map(|e| e.instance().port()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_keep_the_last_list_and_staleness_is_readable() {
+    let source = Scripted::new(vec![
+        Ok(vec![inst(1), inst(2)]),
+        Err("registry down".into()),
+        Err("registry down".into()),
+        Ok(vec![]),
+        Ok(vec![inst(2), inst(3)]),
+    ]);
+    let lb = LoadBalancer::builder()
+        .source(source.clone())
+        .service("user-service")
+        .rule(|| RoundRobin::with_start(0))
+        .refresh(config())
+        .build(echo())
+        .unwrap();
+    assert!(lb.ready_service("user-service").await);
+    assert_eq!(ports_of(&lb), [1, 2]);
+    assert_eq!(get(&lb, "http://user-service/x").await.unwrap(), "http://127.0.0.1:1/x");
+    assert_eq!(get(&lb, "http://user-service/x").await.unwrap(), "http://127.0.0.1:2/x");
+
+    // Two failed refreshes: same list, counted, staleness grows exactly.
+    tokio::time::sleep(INTERVAL + Duration::from_millis(1)).await;
+    let s = lb.refresh_status("user-service").unwrap();
+    assert_eq!((s.successes, s.failures, s.consecutive_failures), (1, 1, 1));
+    assert_eq!(ports_of(&lb), [1, 2]);
+    tokio::time::sleep(INTERVAL).await;
+    let s = lb.refresh_status("user-service").unwrap();
+    assert_eq!((s.successes, s.failures, s.consecutive_failures), (1, 2, 2));
+    assert_eq!(s.since_last_success, Some(INTERVAL * 2 + Duration::from_millis(1)));
+    assert!(s.last_error.unwrap().to_string().contains("registry down"));
+    assert_eq!(get(&lb, "http://user-service/x").await.unwrap(), "http://127.0.0.1:1/x");
+
+    // A successful empty fetch applies (documented), and requests say so.
+    tokio::time::sleep(INTERVAL).await;
+    assert!(ports_of(&lb).is_empty());
+    let err = get(&lb, "http://user-service/x").await.unwrap_err();
+    assert!(err.is_no_instances(), "{err}");
+    assert_eq!(err.service_id(), "user-service");
+    assert_eq!(err.to_string(), "no instances available for service `user-service`");
+
+    // The next good fetch replaces it.
+    tokio::time::sleep(INTERVAL).await;
+    assert_eq!(ports_of(&lb), [2, 3]);
+    let s = lb.refresh_status("user-service").unwrap();
+    assert_eq!((s.successes, s.failures, s.consecutive_failures), (3, 2, 0));
+    assert!(s.last_error.is_none());
+    assert_eq!(source.fetches(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stats_survive_a_refresh_that_keeps_the_identity() {
+    let source = StaticSource::new().with_instances("user-service", vec![inst(1), inst(2)]);
+    let lb = LoadBalancer::builder()
+        .source(source.clone())
+        .service("user-service")
+        .rule(|| RoundRobin::with_start(0))
+        .refresh(config())
+        .build(echo())
+        .unwrap();
+    assert!(lb.ready_service("user-service").await);
+    for _ in 0..4 {
+        get(&lb, "http://user-service/").await.unwrap();
+    }
+    // Same identity with new metadata keeps stats; a changed port is new.
+    source.set_instances(
+        "user-service",
+        vec![inst(1).with_zone("zone-a"), inst(20)],
+    );
+    tokio::time::sleep(INTERVAL + Duration::from_millis(1)).await;
+    let snap = lb.snapshot("user-service").unwrap();
+    assert_eq!(snap.version(), 2);
+    assert_eq!(snap.endpoints()[0].instance().zone(), Some("zone-a"));
+    assert_eq!(snap.endpoints()[0].stats().requests(), 2);
+    assert_eq!(snap.endpoints()[1].stats().requests(), 0);
+
+    // An identical refresh keeps the snapshot and the rotation.
+    let before = get(&lb, "http://user-service/").await.unwrap();
+    tokio::time::sleep(INTERVAL).await;
+    assert_eq!(lb.snapshot("user-service").unwrap().version(), 2);
+    let after = get(&lb, "http://user-service/").await.unwrap();
+    assert_ne!(before, after);
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_up_instances_are_listed() {
+    use tower_ribbon::InstanceStatus::*;
+    let list = vec![
+        inst(1).with_status(Down),
+        inst(2),
+        inst(3).with_status(OutOfService),
+        inst(4).with_status(Starting),
+        inst(5).with_status(Unknown),
+        inst(2), // a duplicate identity is listed once
+    ];
+    let lb = LoadBalancer::builder()
+        .source(StaticSource::new().with_instances("user-service", list))
+        .service("user-service")
+        .build(echo())
+        .unwrap();
+    assert!(lb.ready_service("user-service").await);
+    assert_eq!(ports_of(&lb), [2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keep_last_on_empty_guards_against_a_registry_that_forgets() {
+    let source = Scripted::new(vec![Ok(vec![inst(1)]), Ok(vec![])]);
+    let lb = LoadBalancer::builder()
+        .source(source)
+        .service("user-service")
+        .refresh(config().keep_last_on_empty(true))
+        .build(echo())
+        .unwrap();
+    assert!(lb.ready_service("user-service").await);
+    tokio::time::sleep(INTERVAL + Duration::from_millis(1)).await;
+    assert_eq!(ports_of(&lb), [1]);
+    let s = lb.refresh_status("user-service").unwrap();
+    assert_eq!(s.failures, 1);
+    assert!(matches!(
+        s.last_error.as_deref(),
+        Some(DiscoveryError::EmptyList { .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_request_waits_for_the_first_fetch_up_to_the_bound() {
+    let lb = LoadBalancer::builder()
+        .source(Hanging)
+        .service("user-service")
+        .refresh(
+            config()
+                .first_fetch_wait(Duration::from_secs(2))
+                .fetch_timeout(Duration::from_secs(60)),
+        )
+        .build(echo())
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let err = get(&lb, "http://user-service/").await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    assert!(matches!(err, Error::DiscoveryTimeout { waited, .. } if waited == Duration::from_secs(2)));
+    assert!(err.is_discovery());
+
+    // After the fetch timeout the refresh counts a timeout.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let s = lb.refresh_status("user-service").unwrap();
+    assert_eq!(s.failures, 1);
+    assert!(s.last_error.unwrap().is_timeout());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_first_fetch_is_a_discovery_error_and_is_retried_sooner() {
+    let source = Scripted::new(vec![
+        Err("connection refused".into()),
+        Err("connection refused".into()),
+        Ok(vec![inst(7)]),
+    ]);
+    let lb = LoadBalancer::builder()
+        .source(source.clone())
+        .service("user-service")
+        .refresh(config())
+        .build(echo())
+        .unwrap();
+    let err = get(&lb, "http://user-service/").await.unwrap_err();
+    match &err {
+        Error::Discovery { service, source } => {
+            assert_eq!(service, "user-service");
+            assert!(source.to_string().contains("connection refused"));
+        }
+        other => panic!("unexpected {other}"),
+    }
+    // Retries after 1 s, then 2 s, instead of the 10 s interval.
+    tokio::time::sleep(Duration::from_millis(1001)).await;
+    assert_eq!(source.fetches(), 2);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(source.fetches(), 3);
+    assert_eq!(get(&lb, "http://user-service/").await.unwrap(), "http://127.0.0.1:7/");
+}
+
+#[tokio::test(start_paused = true)]
+async fn refresh_tasks_stop_when_the_balancer_is_dropped() {
+    let source = Scripted::new(vec![Ok(vec![inst(1)])]);
+    let lb = LoadBalancer::builder()
+        .source(source.clone())
+        .services(["user-service", "order-service"])
+        .refresh(config())
+        .build(echo())
+        .unwrap();
+    let clone = lb.clone();
+    assert!(lb.ready_service("user-service").await);
+    assert!(lb.ready_service("order-service").await);
+    drop(lb);
+    tokio::time::sleep(INTERVAL * 3 + Duration::from_millis(1)).await;
+    assert_eq!(source.fetches(), 2 + 2 * 3, "a clone keeps the tasks alive");
+    drop(clone);
+    tokio::time::sleep(INTERVAL * 5).await;
+    assert_eq!(source.fetches(), 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn uris_are_rewritten_to_the_instance() {
+    let source = StaticSource::new()
+        .with_list("user-service", "127.0.0.1:8081")
+        .unwrap()
+        .with_list("v6", "https://[::1]:8443")
+        .unwrap()
+        .with_instances("zoned", vec![Instance::new("zoned", "fe80::1%eth0", 80).unwrap()]);
+    let lb = LoadBalancer::builder()
+        .source(source)
+        .services(["user-service", "V6", "zoned"])
+        .build(echo())
+        .unwrap();
+    assert_eq!(
+        get(&lb, "http://user-service/api/x?q=1&r=%20").await.unwrap(),
+        "http://127.0.0.1:8081/api/x?q=1&r=%20"
+    );
+    assert_eq!(get(&lb, "http://USER-SERVICE:9999").await.unwrap(), "http://127.0.0.1:8081/");
+    assert_eq!(get(&lb, "http://v6/a").await.unwrap(), "https://[::1]:8443/a");
+    assert_eq!(get(&lb, "http://zoned/").await.unwrap(), "http://[fe80::1%25eth0]:80/");
+
+    let err = get(&lb, "http://other-service/").await.unwrap_err();
+    assert!(err.is_unknown_service());
+    assert_eq!(err.to_string(), "unknown service `other-service`: not configured on this load balancer");
+    let err = get(&lb, "/relative").await.unwrap_err();
+    assert!(matches!(err, Error::NoServiceInUri { .. }), "{err}");
+    assert_eq!(lb.services(), ["V6", "user-service", "zoned"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn discover_on_demand_starts_unknown_services() {
+    let source = StaticSource::new().with_list("late-service", "127.0.0.1:9000").unwrap();
+    let lb = LoadBalancer::builder()
+        .source(source)
+        .discover_on_demand(true)
+        .build(echo())
+        .unwrap();
+    assert!(lb.services().is_empty());
+    assert_eq!(get(&lb, "http://late-service/").await.unwrap(), "http://127.0.0.1:9000/");
+    assert_eq!(lb.services(), ["late-service"]);
+    let err = get(&lb, "http://nowhere/").await.unwrap_err();
+    assert!(matches!(&err, Error::Discovery { source, .. } if matches!(**source, DiscoveryError::UnknownService { .. })), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_flight_is_released_when_a_request_is_cancelled() {
+    let source = StaticSource::new().with_list("user-service", "127.0.0.1:1").unwrap();
+    let never = tower::service_fn(|_req: Request<()>| std::future::pending::<Result<String, Infallible>>());
+    let lb = LoadBalancer::builder()
+        .source(source)
+        .service("user-service")
+        .build(never)
+        .unwrap();
+    assert!(lb.ready_service("user-service").await);
+    let fut = lb.clone().oneshot(Request::get("http://user-service/").body(()).unwrap());
+    let timed = tokio::time::timeout(Duration::from_secs(1), fut).await;
+    assert!(timed.is_err());
+    let snap = lb.snapshot("user-service").unwrap();
+    assert_eq!(snap.endpoints()[0].stats().in_flight(), 0);
+    assert_eq!(snap.endpoints()[0].stats().requests(), 1);
+}
+
+#[test]
+fn building_outside_a_runtime_is_an_error() {
+    let err = LoadBalancer::builder().source(StaticSource::new()).layer().unwrap_err();
+    assert!(matches!(err, tower_ribbon::error::BuildError::NoRuntime));
+    let err = LoadBalancer::builder().layer().unwrap_err();
+    assert!(matches!(err, tower_ribbon::error::BuildError::NoSource));
+}
