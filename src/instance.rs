@@ -351,7 +351,10 @@ fn build_authority(host: &str, port: u16) -> Result<(String, Authority), Instanc
             Some("") => return Err(invalid("empty IPv6 zone id")),
             Some(zone) => (
                 format!("{ip}%{zone}"),
-                format!("[{ip}%25{}]:{port}", utf8_percent_encode(zone, ZONE_ID_KEEP)),
+                format!(
+                    "[{ip}%25{}]:{port}",
+                    utf8_percent_encode(zone, ZONE_ID_KEEP)
+                ),
             ),
             None => (ip.to_string(), format!("[{ip}]:{port}")),
         };
@@ -370,7 +373,9 @@ fn build_authority(host: &str, port: u16) -> Result<(String, Authority), Instanc
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
     {
-        return Err(invalid("a host name may hold only letters, digits, '-', '.' and '_'"));
+        return Err(invalid(
+            "a host name may hold only letters, digits, '-', '.' and '_'",
+        ));
     }
     let text = format!("{bare}:{port}");
     let authority = Authority::from_str(&text).map_err(|e| invalid(&e.to_string()))?;
@@ -471,7 +476,10 @@ mod tests {
 
     #[test]
     fn authorities_for_names_and_ipv4() {
-        assert_eq!(auth("user-service.internal", 8080), "user-service.internal:8080");
+        assert_eq!(
+            auth("user-service.internal", 8080),
+            "user-service.internal:8080"
+        );
         assert_eq!(auth("127.0.0.1", 1), "127.0.0.1:1");
         assert_eq!(auth(" host_1 ", 65535), "host_1:65535");
     }
@@ -499,9 +507,23 @@ mod tests {
 
     #[test]
     fn bad_hosts_and_ports_are_typed_errors() {
-        for bad in ["", "  ", "a b", "user@host", "host:80", "::zz", "[::1", "fe80::1%", "a/b", "h\u{e9}"] {
+        for bad in [
+            "",
+            "  ",
+            "a b",
+            "user@host",
+            "host:80",
+            "::zz",
+            "[::1",
+            "fe80::1%",
+            "a/b",
+            "h\u{e9}",
+        ] {
             let err = Instance::new("svc", bad, 80).unwrap_err();
-            assert!(matches!(err, InstanceError::InvalidHost { .. }), "{bad:?}: {err}");
+            assert!(
+                matches!(err, InstanceError::InvalidHost { .. }),
+                "{bad:?}: {err}"
+            );
         }
         assert!(matches!(
             Instance::new("svc", "h", 0).unwrap_err(),
@@ -523,7 +545,10 @@ mod tests {
     #[test]
     fn status_parsing() {
         assert_eq!(InstanceStatus::parse("up"), InstanceStatus::Up);
-        assert_eq!(InstanceStatus::parse("OUT_OF_SERVICE"), InstanceStatus::OutOfService);
+        assert_eq!(
+            InstanceStatus::parse("OUT_OF_SERVICE"),
+            InstanceStatus::OutOfService
+        );
         assert_eq!(InstanceStatus::parse("WHATEVER"), InstanceStatus::Unknown);
         assert!(!InstanceStatus::parse("").is_up());
     }

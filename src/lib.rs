@@ -53,6 +53,6 @@ pub mod stats;
 
 pub use error::{BoxError, DiscoveryError, Error};
 pub use instance::{Endpoint, Instance, InstanceStatus};
-pub use service::{Builder, LoadBalancer, LoadBalancerLayer, ResponseFuture};
 #[cfg(feature = "reqwest")]
 pub use service::ReqwestService;
+pub use service::{Builder, LoadBalancer, LoadBalancerLayer, ResponseFuture};

@@ -7,7 +7,7 @@
 //! | `ribbon_refresh_success_total` | counter | `service` | successful instance-list fetches |
 //! | `ribbon_refresh_failure_total` | counter | `service` | failed fetches (last list kept) |
 //! | `ribbon_instances` | gauge | `service` | eligible instances in the current list |
-//! 
+//!
 /// Counter: successful instance-list fetches. Label: `service`.
 pub const REFRESH_SUCCESS: &str = "ribbon_refresh_success_total";
 /// Counter: failed instance-list fetches. Label: `service`.

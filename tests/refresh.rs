@@ -17,11 +17,13 @@ use tower_ribbon::{DiscoveryError, Error, LoadBalancer};
 
 const INTERVAL: Duration = Duration::from_secs(10);
 
+type Script = VecDeque<Result<Vec<Instance>, String>>;
+
 /// Answers each fetch with the next scripted result (the last one repeats)
 /// and counts fetches.
 #[derive(Clone)]
 struct Scripted {
-    script: Arc<Mutex<VecDeque<Result<Vec<Instance>, String>>>>,
+    script: Arc<Mutex<Script>>,
     fetches: Arc<AtomicUsize>,
 }
 
@@ -41,7 +43,11 @@ impl InstanceSource for Scripted {
     fn fetch<'a>(&'a self, _service_id: &'a str) -> FetchFuture<'a> {
         self.fetches.fetch_add(1, Ordering::SeqCst);
         let mut script = self.script.lock().unwrap();
-        let next = if script.len() > 1 { script.pop_front() } else { script.front().cloned() };
+        let next = if script.len() > 1 {
+            script.pop_front()
+        } else {
+            script.front().cloned()
+        };
         let result = match next {
             Some(Ok(list)) => Ok(list),
             Some(Err(msg)) => Err(DiscoveryError::Other(msg.into())),
@@ -65,8 +71,10 @@ fn inst(port: u16) -> Instance {
 }
 
 /// An inner service that answers with the URI it was sent.
-fn echo() -> impl Service<Request<()>, Response = String, Error = Infallible, Future = impl Future + Send> + Clone + Send
-{
+fn echo()
+-> impl Service<Request<()>, Response = String, Error = Infallible, Future = impl Future + Send>
++ Clone
++ Send {
     tower::service_fn(|req: Request<()>| async move { Ok::<_, Infallible>(req.uri().to_string()) })
 }
 
@@ -78,7 +86,9 @@ async fn get<S>(lb: &LoadBalancer<S>, uri: &str) -> Result<String, Error>
 where
     LoadBalancer<S>: Service<Request<()>, Response = String, Error = Error> + Clone,
 {
-    lb.clone().oneshot(Request::get(uri).body(()).unwrap()).await
+    lb.clone()
+        .oneshot(Request::get(uri).body(()).unwrap())
+        .await
 }
 
 fn ports_of<S>(lb: &LoadBalancer<S>) -> Vec<u16> {
@@ -105,8 +115,14 @@ async fn failures_keep_the_last_list_and_staleness_is_readable() {
         .unwrap();
     assert!(lb.ready_service("user-service").await);
     assert_eq!(ports_of(&lb), [1, 2]);
-    assert_eq!(get(&lb, "http://user-service/x").await.unwrap(), "http://127.0.0.1:1/x");
-    assert_eq!(get(&lb, "http://user-service/x").await.unwrap(), "http://127.0.0.1:2/x");
+    assert_eq!(
+        get(&lb, "http://user-service/x").await.unwrap(),
+        "http://127.0.0.1:1/x"
+    );
+    assert_eq!(
+        get(&lb, "http://user-service/x").await.unwrap(),
+        "http://127.0.0.1:2/x"
+    );
 
     // Two failed refreshes: same list, counted, staleness grows exactly.
     tokio::time::sleep(INTERVAL + Duration::from_millis(1)).await;
@@ -116,9 +132,15 @@ async fn failures_keep_the_last_list_and_staleness_is_readable() {
     tokio::time::sleep(INTERVAL).await;
     let s = lb.refresh_status("user-service").unwrap();
     assert_eq!((s.successes, s.failures, s.consecutive_failures), (1, 2, 2));
-    assert_eq!(s.since_last_success, Some(INTERVAL * 2 + Duration::from_millis(1)));
+    assert_eq!(
+        s.since_last_success,
+        Some(INTERVAL * 2 + Duration::from_millis(1))
+    );
     assert!(s.last_error.unwrap().to_string().contains("registry down"));
-    assert_eq!(get(&lb, "http://user-service/x").await.unwrap(), "http://127.0.0.1:1/x");
+    assert_eq!(
+        get(&lb, "http://user-service/x").await.unwrap(),
+        "http://127.0.0.1:1/x"
+    );
 
     // A successful empty fetch applies (documented), and requests say so.
     tokio::time::sleep(INTERVAL).await;
@@ -126,7 +148,10 @@ async fn failures_keep_the_last_list_and_staleness_is_readable() {
     let err = get(&lb, "http://user-service/x").await.unwrap_err();
     assert!(err.is_no_instances(), "{err}");
     assert_eq!(err.service_id(), "user-service");
-    assert_eq!(err.to_string(), "no instances available for service `user-service`");
+    assert_eq!(
+        err.to_string(),
+        "no instances available for service `user-service`"
+    );
 
     // The next good fetch replaces it.
     tokio::time::sleep(INTERVAL).await;
@@ -152,10 +177,7 @@ async fn stats_survive_a_refresh_that_keeps_the_identity() {
         get(&lb, "http://user-service/").await.unwrap();
     }
     // Same identity with new metadata keeps stats; a changed port is new.
-    source.set_instances(
-        "user-service",
-        vec![inst(1).with_zone("zone-a"), inst(20)],
-    );
+    source.set_instances("user-service", vec![inst(1).with_zone("zone-a"), inst(20)]);
     tokio::time::sleep(INTERVAL + Duration::from_millis(1)).await;
     let snap = lb.snapshot("user-service").unwrap();
     assert_eq!(snap.version(), 2);
@@ -226,7 +248,9 @@ async fn first_request_waits_for_the_first_fetch_up_to_the_bound() {
     let start = tokio::time::Instant::now();
     let err = get(&lb, "http://user-service/").await.unwrap_err();
     assert_eq!(start.elapsed(), Duration::from_secs(2));
-    assert!(matches!(err, Error::DiscoveryTimeout { waited, .. } if waited == Duration::from_secs(2)));
+    assert!(
+        matches!(err, Error::DiscoveryTimeout { waited, .. } if waited == Duration::from_secs(2))
+    );
     assert!(err.is_discovery());
 
     // After the fetch timeout the refresh counts a timeout.
@@ -262,7 +286,10 @@ async fn a_failing_first_fetch_is_a_discovery_error_and_is_retried_sooner() {
     assert_eq!(source.fetches(), 2);
     tokio::time::sleep(Duration::from_millis(2000)).await;
     assert_eq!(source.fetches(), 3);
-    assert_eq!(get(&lb, "http://user-service/").await.unwrap(), "http://127.0.0.1:7/");
+    assert_eq!(
+        get(&lb, "http://user-service/").await.unwrap(),
+        "http://127.0.0.1:7/"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -292,23 +319,40 @@ async fn uris_are_rewritten_to_the_instance() {
         .unwrap()
         .with_list("v6", "https://[::1]:8443")
         .unwrap()
-        .with_instances("zoned", vec![Instance::new("zoned", "fe80::1%eth0", 80).unwrap()]);
+        .with_instances(
+            "zoned",
+            vec![Instance::new("zoned", "fe80::1%eth0", 80).unwrap()],
+        );
     let lb = LoadBalancer::builder()
         .source(source)
         .services(["user-service", "V6", "zoned"])
         .build(echo())
         .unwrap();
     assert_eq!(
-        get(&lb, "http://user-service/api/x?q=1&r=%20").await.unwrap(),
+        get(&lb, "http://user-service/api/x?q=1&r=%20")
+            .await
+            .unwrap(),
         "http://127.0.0.1:8081/api/x?q=1&r=%20"
     );
-    assert_eq!(get(&lb, "http://USER-SERVICE:9999").await.unwrap(), "http://127.0.0.1:8081/");
-    assert_eq!(get(&lb, "http://v6/a").await.unwrap(), "https://[::1]:8443/a");
-    assert_eq!(get(&lb, "http://zoned/").await.unwrap(), "http://[fe80::1%25eth0]:80/");
+    assert_eq!(
+        get(&lb, "http://USER-SERVICE:9999").await.unwrap(),
+        "http://127.0.0.1:8081/"
+    );
+    assert_eq!(
+        get(&lb, "http://v6/a").await.unwrap(),
+        "https://[::1]:8443/a"
+    );
+    assert_eq!(
+        get(&lb, "http://zoned/").await.unwrap(),
+        "http://[fe80::1%25eth0]:80/"
+    );
 
     let err = get(&lb, "http://other-service/").await.unwrap_err();
     assert!(err.is_unknown_service());
-    assert_eq!(err.to_string(), "unknown service `other-service`: not configured on this load balancer");
+    assert_eq!(
+        err.to_string(),
+        "unknown service `other-service`: not configured on this load balancer"
+    );
     let err = get(&lb, "/relative").await.unwrap_err();
     assert!(matches!(err, Error::NoServiceInUri { .. }), "{err}");
     assert_eq!(lb.services(), ["V6", "user-service", "zoned"]);
@@ -316,30 +360,43 @@ async fn uris_are_rewritten_to_the_instance() {
 
 #[tokio::test(start_paused = true)]
 async fn discover_on_demand_starts_unknown_services() {
-    let source = StaticSource::new().with_list("late-service", "127.0.0.1:9000").unwrap();
+    let source = StaticSource::new()
+        .with_list("late-service", "127.0.0.1:9000")
+        .unwrap();
     let lb = LoadBalancer::builder()
         .source(source)
         .discover_on_demand(true)
         .build(echo())
         .unwrap();
     assert!(lb.services().is_empty());
-    assert_eq!(get(&lb, "http://late-service/").await.unwrap(), "http://127.0.0.1:9000/");
+    assert_eq!(
+        get(&lb, "http://late-service/").await.unwrap(),
+        "http://127.0.0.1:9000/"
+    );
     assert_eq!(lb.services(), ["late-service"]);
     let err = get(&lb, "http://nowhere/").await.unwrap_err();
-    assert!(matches!(&err, Error::Discovery { source, .. } if matches!(**source, DiscoveryError::UnknownService { .. })), "{err}");
+    assert!(
+        matches!(&err, Error::Discovery { source, .. } if matches!(**source, DiscoveryError::UnknownService { .. })),
+        "{err}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn in_flight_is_released_when_a_request_is_cancelled() {
-    let source = StaticSource::new().with_list("user-service", "127.0.0.1:1").unwrap();
-    let never = tower::service_fn(|_req: Request<()>| std::future::pending::<Result<String, Infallible>>());
+    let source = StaticSource::new()
+        .with_list("user-service", "127.0.0.1:1")
+        .unwrap();
+    let never =
+        tower::service_fn(|_req: Request<()>| std::future::pending::<Result<String, Infallible>>());
     let lb = LoadBalancer::builder()
         .source(source)
         .service("user-service")
         .build(never)
         .unwrap();
     assert!(lb.ready_service("user-service").await);
-    let fut = lb.clone().oneshot(Request::get("http://user-service/").body(()).unwrap());
+    let fut = lb
+        .clone()
+        .oneshot(Request::get("http://user-service/").body(()).unwrap());
     let timed = tokio::time::timeout(Duration::from_secs(1), fut).await;
     assert!(timed.is_err());
     let snap = lb.snapshot("user-service").unwrap();
@@ -349,7 +406,10 @@ async fn in_flight_is_released_when_a_request_is_cancelled() {
 
 #[test]
 fn building_outside_a_runtime_is_an_error() {
-    let err = LoadBalancer::builder().source(StaticSource::new()).layer().unwrap_err();
+    let err = LoadBalancer::builder()
+        .source(StaticSource::new())
+        .layer()
+        .unwrap_err();
     assert!(matches!(err, tower_ribbon::error::BuildError::NoRuntime));
     let err = LoadBalancer::builder().layer().unwrap_err();
     assert!(matches!(err, tower_ribbon::error::BuildError::NoSource));

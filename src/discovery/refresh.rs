@@ -124,7 +124,12 @@ impl RefreshConfig {
         self.first_fetch_wait
     }
 
-    fn next_delay(&self, rng: &AtomicRng, ok: bool, failures_before_first_success: u32) -> Duration {
+    fn next_delay(
+        &self,
+        rng: &AtomicRng,
+        ok: bool,
+        failures_before_first_success: u32,
+    ) -> Duration {
         if !ok && failures_before_first_success > 0 {
             // Never had a list: retry sooner (1 s, 2 s, 4 s, ... up to the interval).
             let backoff = Duration::from_secs(1 << (failures_before_first_success - 1).min(16));

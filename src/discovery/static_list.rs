@@ -99,7 +99,9 @@ impl std::fmt::Debug for StaticSource {
         let map = self.services.load();
         let mut names: Vec<&String> = map.keys().collect();
         names.sort();
-        f.debug_struct("StaticSource").field("services", &names).finish()
+        f.debug_struct("StaticSource")
+            .field("services", &names)
+            .finish()
     }
 }
 
@@ -164,7 +166,9 @@ fn parse_entry(service_id: &str, entry: &str) -> Result<Instance, InstanceError>
     } else {
         match rest.split_once(':') {
             Some((_, tail)) if tail.contains(':') => {
-                return Err(invalid("an IPv6 address must be written in brackets".to_owned()));
+                return Err(invalid(
+                    "an IPv6 address must be written in brackets".to_owned(),
+                ));
             }
             Some((host, port)) => (host, Some(port)),
             None => (rest, None),
@@ -226,7 +230,10 @@ mod tests {
             "http://",
         ] {
             let err = parse_list_of_servers("svc", bad).unwrap_err();
-            assert!(matches!(err, InstanceError::InvalidEntry { .. }), "{bad}: {err:?}");
+            assert!(
+                matches!(err, InstanceError::InvalidEntry { .. }),
+                "{bad}: {err:?}"
+            );
         }
         assert!(parse_list_of_servers("svc", " , ").unwrap().is_empty());
     }

@@ -94,6 +94,9 @@ mod tests {
         for c in &counts[..3] {
             assert!((9_700..=10_300).contains(c), "{counts:?}");
         }
-        assert!(a.choose(&Snapshot::empty("s"), &PickContext::new()).is_none());
+        assert!(
+            a.choose(&Snapshot::empty("s"), &PickContext::new())
+                .is_none()
+        );
     }
 }

@@ -110,10 +110,16 @@ mod tests {
     #[test]
     fn none_when_empty_or_all_excluded() {
         let rr = RoundRobin::new();
-        assert!(rr.choose(&Snapshot::empty("s"), &PickContext::new()).is_none());
+        assert!(
+            rr.choose(&Snapshot::empty("s"), &PickContext::new())
+                .is_none()
+        );
         let s = snapshot(2);
         let all = s.endpoints().to_vec();
-        assert!(rr.choose(&s, &PickContext::new().with_excluded(&all)).is_none());
+        assert!(
+            rr.choose(&s, &PickContext::new().with_excluded(&all))
+                .is_none()
+        );
     }
 
     #[test]

@@ -47,8 +47,8 @@ use arc_swap::ArcSwap;
 use http::{Request, Uri};
 use tower::{Service, ServiceExt};
 
-use crate::discovery::{InstanceSource, RefreshConfig, RefreshStatus, ServiceState, Snapshot};
 use crate::discovery::spawn_refresher;
+use crate::discovery::{InstanceSource, RefreshConfig, RefreshStatus, ServiceState, Snapshot};
 use crate::error::{BoxError, BuildError, Error};
 use crate::rule::{PickContext, RoundRobin, Rule};
 
@@ -121,7 +121,8 @@ impl Builder {
         I: IntoIterator<Item = T>,
         T: Into<String>,
     {
-        self.services.extend(service_ids.into_iter().map(Into::into));
+        self.services
+            .extend(service_ids.into_iter().map(Into::into));
         self
     }
 
@@ -187,7 +188,10 @@ impl Builder {
     /// # Errors
     /// As [`Builder::layer`].
     pub fn build<S>(self, inner: S) -> Result<LoadBalancer<S>, BuildError> {
-        Ok(LoadBalancer::from_shared(inner, self.layer()?.shared().clone()))
+        Ok(LoadBalancer::from_shared(
+            inner,
+            self.layer()?.shared().clone(),
+        ))
     }
 }
 
@@ -214,7 +218,10 @@ impl Shared {
     }
 
     fn get(&self, service_id: &str) -> Option<Arc<ServiceState>> {
-        self.services.load().get(Self::key(service_id).as_ref()).cloned()
+        self.services
+            .load()
+            .get(Self::key(service_id).as_ref())
+            .cloned()
     }
 
     /// Adds a service and starts its refresh, unless it exists already.
@@ -229,7 +236,11 @@ impl Shared {
             (self.make_rule)(),
             self.refresh.clone(),
         ));
-        tasks.push(spawn_refresher(&state, Arc::clone(&self.source), &self.handle));
+        tasks.push(spawn_refresher(
+            &state,
+            Arc::clone(&self.source),
+            &self.handle,
+        ));
         let key = Self::key(service_id).into_owned();
         self.services.rcu(|map| {
             let mut map = HashMap::clone(map);
@@ -367,7 +378,11 @@ where
 }
 
 /// One request: wait for the first list if needed, pick, rewrite, send.
-async fn send<S, B>(state: Arc<ServiceState>, mut inner: S, mut req: Request<B>) -> Result<S::Response, Error>
+async fn send<S, B>(
+    state: Arc<ServiceState>,
+    mut inner: S,
+    mut req: Request<B>,
+) -> Result<S::Response, Error>
 where
     S: Service<Request<B>>,
     S::Error: Into<BoxError>,

@@ -50,7 +50,11 @@ impl Server {
         let auth = if url.username().is_empty() && url.password().is_none() {
             None
         } else {
-            let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
             let user = decode(url.username());
             let pass = decode(url.password().unwrap_or(""));
             let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
@@ -192,20 +196,21 @@ impl EurekaHttp {
         if let Some(auth) = &server.auth {
             builder = builder.header(AUTHORIZATION, auth.clone());
         }
-        let request = builder
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| DiscoveryError::Transport {
-                server: server.base.clone(),
-                source: Box::new(e),
-            })?;
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| DiscoveryError::Transport {
-                server: server.base.clone(),
-                source: Box::new(e),
-            })?;
+        let request =
+            builder
+                .body(Full::new(Bytes::new()))
+                .map_err(|e| DiscoveryError::Transport {
+                    server: server.base.clone(),
+                    source: Box::new(e),
+                })?;
+        let response =
+            self.client
+                .request(request)
+                .await
+                .map_err(|e| DiscoveryError::Transport {
+                    server: server.base.clone(),
+                    source: Box::new(e),
+                })?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND {
             return Ok(Fetched::NotFound);
@@ -234,13 +239,13 @@ impl EurekaHttp {
             .to_bytes();
         // Servers gzip even when not asked; trust the magic bytes too.
         if gzip_header || body.starts_with(&[0x1f, 0x8b]) {
-            return gunzip(&body, limit)
-                .map(Fetched::Body)
-                .map_err(|reason| DiscoveryError::Decode {
+            return gunzip(&body, limit).map(Fetched::Body).map_err(|reason| {
+                DiscoveryError::Decode {
                     server: server.base.clone(),
                     content_type,
                     reason,
-                });
+                }
+            });
         }
         Ok(Fetched::Body(body))
     }
@@ -283,15 +288,31 @@ mod tests {
         // base64("us@er:p:ss")
         assert_eq!(auth.to_str().unwrap(), "Basic dXNAZXI6cDpzcw==");
         assert!(!format!("{s:?}").contains("dXN"));
-        assert!(Server::parse("http://127.0.0.1:8761/eureka").unwrap().auth.is_none());
+        assert!(
+            Server::parse("http://127.0.0.1:8761/eureka")
+                .unwrap()
+                .auth
+                .is_none()
+        );
     }
 
     #[test]
     fn bad_server_urls_are_typed_and_redacted() {
-        for bad in ["", "127.0.0.1:8761", "ftp://h/", "https://h/eureka", "http://h/?a=1"] {
-            assert!(matches!(Server::parse(bad), Err(BuildError::Invalid { .. })), "{bad}");
+        for bad in [
+            "",
+            "127.0.0.1:8761",
+            "ftp://h/",
+            "https://h/eureka",
+            "http://h/?a=1",
+        ] {
+            assert!(
+                matches!(Server::parse(bad), Err(BuildError::Invalid { .. })),
+                "{bad}"
+            );
         }
-        let err = Server::parse("ftp://user:secret@h/").unwrap_err().to_string();
+        let err = Server::parse("ftp://user:secret@h/")
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("secret"), "{err}");
     }
 

@@ -52,7 +52,11 @@ impl EurekaSource {
 
     /// The configured server base URLs, without credentials.
     pub fn server_urls(&self) -> Vec<String> {
-        self.http.servers().iter().map(|s| s.base().to_owned()).collect()
+        self.http
+            .servers()
+            .iter()
+            .map(|s| s.base().to_owned())
+            .collect()
     }
 
     /// Fetches one application: `GET {base}/apps/{APP}` (app name upper-cased).
@@ -70,13 +74,20 @@ impl EurekaSource {
                 name: app,
                 ..Default::default()
             }),
-            Fetched::Body(body) => wire::parse_application_with(&body, self.options).map_err(|reason| {
-                DiscoveryError::Decode {
-                    server: self.http.servers().first().map(|s| s.base().to_owned()).unwrap_or_default(),
-                    content_type: "application/json expected".to_owned(),
-                    reason,
-                }
-            }),
+            Fetched::Body(body) => {
+                wire::parse_application_with(&body, self.options).map_err(|reason| {
+                    DiscoveryError::Decode {
+                        server: self
+                            .http
+                            .servers()
+                            .first()
+                            .map(|s| s.base().to_owned())
+                            .unwrap_or_default(),
+                        content_type: "application/json expected".to_owned(),
+                        reason,
+                    }
+                })
+            }
         }
     }
 }
@@ -85,7 +96,11 @@ impl InstanceSource for EurekaSource {
     fn fetch<'a>(&'a self, service_id: &'a str) -> FetchFuture<'a> {
         Box::pin(async move {
             let app = self.fetch_application(service_id).await?;
-            Ok(app.instances.into_iter().map(|i| i.instance).collect::<Vec<Instance>>())
+            Ok(app
+                .instances
+                .into_iter()
+                .map(|i| i.instance)
+                .collect::<Vec<Instance>>())
         })
     }
 }

@@ -290,9 +290,15 @@ fn read_port(v: &Value, default_enabled: bool) -> Result<(u16, bool), String> {
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) if s.trim().eq_ignore_ascii_case("true") => true,
         Some(Value::String(s)) if s.trim().eq_ignore_ascii_case("false") => false,
-        Some(other) => return Err(format!("`@enabled` is neither a bool nor \"true\"/\"false\": {other}")),
+        Some(other) => {
+            return Err(format!(
+                "`@enabled` is neither a bool nor \"true\"/\"false\": {other}"
+            ));
+        }
     };
-    let text = num.and_then(scalar_string).ok_or("port has no `$` number")?;
+    let text = num
+        .and_then(scalar_string)
+        .ok_or("port has no `$` number")?;
     let port: u16 = text
         .trim()
         .parse()
@@ -303,10 +309,19 @@ fn read_port(v: &Value, default_enabled: bool) -> Result<(u16, bool), String> {
     Ok((port, enabled))
 }
 
-fn convert_instance(app_name: &str, value: Value, options: ParseOptions) -> Result<EurekaInstance, String> {
+fn convert_instance(
+    app_name: &str,
+    value: Value,
+    options: ParseOptions,
+) -> Result<EurekaInstance, String> {
     let raw: RawInstance =
         serde_json::from_value(value).map_err(|e| format!("malformed instance record: {e}"))?;
-    let non_empty = |s: &Option<String>| s.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+    let non_empty = |s: &Option<String>| {
+        s.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
     let host_name = non_empty(&raw.host_name);
     let ip_addr = non_empty(&raw.ip_addr);
     let host = if options.prefer_ip_address {
@@ -317,7 +332,11 @@ fn convert_instance(app_name: &str, value: Value, options: ParseOptions) -> Resu
     .ok_or("no hostName or ipAddr")?;
 
     let plain = raw.port.as_ref().map(|p| read_port(p, true)).transpose()?;
-    let secure = raw.secure_port.as_ref().map(|p| read_port(p, false)).transpose()?;
+    let secure = raw
+        .secure_port
+        .as_ref()
+        .map(|p| read_port(p, false))
+        .transpose()?;
     // Scheme and port are chosen together: https only with an enabled
     // secure port (Spring Cloud's EurekaServiceInstance does the same).
     let (port, is_secure) = match (plain, secure) {
@@ -395,15 +414,30 @@ mod tests {
 
     #[test]
     fn port_encodings() {
-        assert_eq!(read_port(&serde_json::json!({"$": 8080, "@enabled": "true"}), false), Ok((8080, true)));
-        assert_eq!(read_port(&serde_json::json!({"$": "8081", "@enabled": true}), false), Ok((8081, true)));
-        assert_eq!(read_port(&serde_json::json!({"$": 443, "@enabled": "false"}), true), Ok((443, false)));
-        assert_eq!(read_port(&serde_json::json!({"$": 80}), true), Ok((80, true)));
+        assert_eq!(
+            read_port(&serde_json::json!({"$": 8080, "@enabled": "true"}), false),
+            Ok((8080, true))
+        );
+        assert_eq!(
+            read_port(&serde_json::json!({"$": "8081", "@enabled": true}), false),
+            Ok((8081, true))
+        );
+        assert_eq!(
+            read_port(&serde_json::json!({"$": 443, "@enabled": "false"}), true),
+            Ok((443, false))
+        );
+        assert_eq!(
+            read_port(&serde_json::json!({"$": 80}), true),
+            Ok((80, true))
+        );
         assert_eq!(read_port(&serde_json::json!(" 81 "), true), Ok((81, true)));
         assert!(read_port(&serde_json::json!({"$": 70000}), true).is_err());
         assert!(read_port(&serde_json::json!({"$": -1}), true).is_err());
         assert!(read_port(&serde_json::json!({"$": 0, "@enabled": "true"}), true).is_err());
-        assert_eq!(read_port(&serde_json::json!({"$": 0, "@enabled": "false"}), true), Ok((0, false)));
+        assert_eq!(
+            read_port(&serde_json::json!({"$": 0, "@enabled": "false"}), true),
+            Ok((0, false))
+        );
         assert!(read_port(&serde_json::json!({"$": 8080, "@enabled": "yes"}), true).is_err());
         assert!(read_port(&serde_json::json!({"@enabled": "true"}), true).is_err());
         assert!(read_port(&serde_json::json!([1]), true).is_err());
@@ -428,8 +462,16 @@ mod tests {
     #[test]
     fn structural_errors() {
         assert!(parse_application(b"").unwrap_err().contains("truncated"));
-        assert!(parse_application(b"{\"application\": {\"name\"").unwrap_err().contains("truncated"));
-        assert!(parse_application(b"<html>502</html>").unwrap_err().contains("not Eureka JSON"));
+        assert!(
+            parse_application(b"{\"application\": {\"name\"")
+                .unwrap_err()
+                .contains("truncated")
+        );
+        assert!(
+            parse_application(b"<html>502</html>")
+                .unwrap_err()
+                .contains("not Eureka JSON")
+        );
         assert!(parse_application(b"{}").is_err());
         assert!(parse_application(b"{\"application\": 5}").is_err());
         assert!(parse_applications(b"{\"applications\": []}").is_err());
