@@ -61,7 +61,9 @@ async fn wait_for_instances(lb: &LoadBalancer<HttpClient>, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_follows_status_changes_and_deletes() {
-    let Some(eureka) = EurekaFixture::start() else { return };
+    let Some(eureka) = EurekaFixture::start() else {
+        return;
+    };
     let (backends, ids) = three_backends(&eureka).await;
     let lb = balancer(&eureka);
     assert!(lb.ready_service("user-service").await);
@@ -75,7 +77,9 @@ async fn round_robin_follows_status_changes_and_deletes() {
     }
 
     // b1 OUT_OF_SERVICE: after three refresh intervals it gets none of 100.
-    eureka.set_status("user-service", &ids[0], "OUT_OF_SERVICE").await;
+    eureka
+        .set_status("user-service", &ids[0], "OUT_OF_SERVICE")
+        .await;
     tokio::time::sleep(INTERVAL * 3).await;
     let got = tally(&lb, URI, 100).await;
     assert_eq!(got, counts(&[("b2", 50), ("b3", 50)]));
@@ -85,7 +89,11 @@ async fn round_robin_follows_status_changes_and_deletes() {
     eureka.delete("user-service", &ids[1]).await;
     tokio::time::sleep(INTERVAL * 3).await;
     let snapshot = lb.snapshot("user-service").expect("known service");
-    let ports: Vec<u16> = snapshot.endpoints().iter().map(|e| e.instance().port()).collect();
+    let ports: Vec<u16> = snapshot
+        .endpoints()
+        .iter()
+        .map(|e| e.instance().port())
+        .collect();
     assert_eq!(ports, [backends[2].port()]);
     assert_eq!(tally(&lb, URI, 30).await, counts(&[("b3", 30)]));
 
@@ -106,11 +114,16 @@ async fn round_robin_follows_status_changes_and_deletes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keeps_serving_through_a_eureka_outage_and_follows_after_restart() {
-    let Some(mut eureka) = EurekaFixture::start() else { return };
+    let Some(mut eureka) = EurekaFixture::start() else {
+        return;
+    };
     let (backends, _ids) = three_backends(&eureka).await;
     let lb = balancer(&eureka);
     assert!(lb.ready_service("user-service").await);
-    assert_eq!(tally(&lb, URI, 30).await, counts(&[("b1", 10), ("b2", 10), ("b3", 10)]));
+    assert_eq!(
+        tally(&lb, URI, 30).await,
+        counts(&[("b1", 10), ("b2", 10), ("b3", 10)])
+    );
 
     // Registry down: refreshes fail, the last list keeps serving.
     eureka.stop();
@@ -131,7 +144,10 @@ async fn keeps_serving_through_a_eureka_outage_and_follows_after_restart() {
     eureka.register("user-service", backends[2].port()).await;
     wait_for_instances(&lb, 2).await;
     tokio::time::sleep(INTERVAL * 2).await;
-    assert_eq!(tally(&lb, URI, 100).await, counts(&[("b1", 50), ("b3", 50)]));
+    assert_eq!(
+        tally(&lb, URI, 100).await,
+        counts(&[("b1", 50), ("b3", 50)])
+    );
     let status = lb.refresh_status("user-service").expect("status");
     assert_eq!(status.consecutive_failures, 0, "{status:?}");
     assert!(status.last_error.is_none());

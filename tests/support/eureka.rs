@@ -30,7 +30,9 @@ fn run_start(port: Option<u16>) -> Result<u16, String> {
     if let Some(port) = port {
         cmd.arg(port.to_string());
     }
-    let out = cmd.output().map_err(|e| format!("cannot run {}: {e}", script().display()))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script().display()))?;
     if !out.status.success() {
         return Err(format!(
             "eureka-server start failed ({}):\n{}",
@@ -51,10 +53,15 @@ impl EurekaFixture {
     /// CI; under `CI=true` a failure panics so the test fails.
     pub fn start() -> Option<EurekaFixture> {
         match run_start(None) {
-            Ok(port) => Some(EurekaFixture { port, running: true }),
+            Ok(port) => Some(EurekaFixture {
+                port,
+                running: true,
+            }),
             Err(e) if in_ci() => panic!("Eureka server fixture is required under CI=true: {e}"),
             Err(e) => {
-                eprintln!("SKIPPED: Eureka server fixture unavailable (set CI=true to fail instead): {e}");
+                eprintln!(
+                    "SKIPPED: Eureka server fixture unavailable (set CI=true to fail instead): {e}"
+                );
                 None
             }
         }
@@ -73,7 +80,10 @@ impl EurekaFixture {
     /// Stops the server (its registry is lost, as with a real restart).
     pub fn stop(&mut self) {
         if self.running {
-            let _ = Command::new(script()).arg("stop").arg(self.port.to_string()).output();
+            let _ = Command::new(script())
+                .arg("stop")
+                .arg(self.port.to_string())
+                .output();
             self.running = false;
         }
     }
@@ -154,7 +164,11 @@ impl EurekaFixture {
     /// Cancels an instance (`DELETE /apps/{APP}/{id}`).
     pub async fn delete(&self, app: &str, id: &str) {
         let resp = Self::client()
-            .delete(format!("{}/apps/{}/{id}", self.url(), app.to_ascii_uppercase()))
+            .delete(format!(
+                "{}/apps/{}/{id}",
+                self.url(),
+                app.to_ascii_uppercase()
+            ))
             .send()
             .await
             .expect("delete request");

@@ -27,7 +27,9 @@ pub fn http_client() -> HttpClient {
 pub async fn tally(lb: &LoadBalancer<HttpClient>, uri: &str, n: usize) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for _ in 0..n {
-        let request = http::Request::get(uri).body(Empty::<Bytes>::new()).expect("request");
+        let request = http::Request::get(uri)
+            .body(Empty::<Bytes>::new())
+            .expect("request");
         let key = match lb.clone().oneshot(request).await {
             Ok(response) => match response.into_body().collect().await {
                 Ok(body) => String::from_utf8_lossy(&body.to_bytes()).into_owned(),
