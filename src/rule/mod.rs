@@ -29,6 +29,8 @@
 
 use std::fmt;
 
+use tokio::time::Instant;
+
 use crate::discovery::Snapshot;
 use crate::instance::Endpoint;
 
@@ -63,16 +65,39 @@ pub trait Rule: Send + Sync + fmt::Debug + 'static {
 ///
 /// `excluded` holds endpoints this request must not be sent to (those a
 /// retry already tried); they are compared by identity.
-#[derive(Debug, Clone, Copy, Default)]
+/// `now` is read once per request, so time-aware rules (breaker state,
+/// decayed latencies) agree within one pick and tests can pause time.
+#[derive(Debug, Clone, Copy)]
 pub struct PickContext<'a> {
     excluded: &'a [Endpoint],
     hash_key: Option<u64>,
+    now: Instant,
+}
+
+impl Default for PickContext<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl<'a> PickContext<'a> {
-    /// A context with nothing excluded and no hash key.
+    /// A context at the current time, with nothing excluded and no hash key.
     pub fn new() -> Self {
-        Self::default()
+        Self::at(Instant::now())
+    }
+
+    /// A context at `now`, with nothing excluded and no hash key.
+    pub fn at(now: Instant) -> Self {
+        Self {
+            excluded: &[],
+            hash_key: None,
+            now,
+        }
+    }
+
+    /// The time of the pick.
+    pub fn now(&self) -> Instant {
+        self.now
     }
 
     /// Excludes `endpoints` (by identity).
