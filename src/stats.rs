@@ -113,7 +113,11 @@ impl StatsConfig {
             return None;
         }
         let exp = (failures - self.breaker_threshold.max(1)).min(20);
-        Some(self.breaker_base.saturating_mul(1 << exp).min(self.breaker_max))
+        Some(
+            self.breaker_base
+                .saturating_mul(1 << exp)
+                .min(self.breaker_max),
+        )
     }
 }
 
@@ -396,10 +400,18 @@ impl EndpointStats {
         let tau = self.tau_ms(self.config.ewma_decay);
         self.ewma_us.observe(latency_us, now_ms, tau, false);
         self.peak_ewma_us.observe(latency_us, now_ms, tau, true);
-        self.mean_us
-            .observe(latency_us, now_ms, self.tau_ms(self.config.mean_decay), false);
-        self.success_rate
-            .observe(if outcome.is_success() { 1.0 } else { 0.0 }, now_ms, tau, false);
+        self.mean_us.observe(
+            latency_us,
+            now_ms,
+            self.tau_ms(self.config.mean_decay),
+            false,
+        );
+        self.success_rate.observe(
+            if outcome.is_success() { 1.0 } else { 0.0 },
+            now_ms,
+            tau,
+            false,
+        );
 
         if outcome.is_connection_failure() {
             let n = self
@@ -412,7 +424,8 @@ impl EndpointStats {
             }
         } else if matches!(outcome, Outcome::Success | Outcome::FailureStatus(_)) {
             // Any response resets (Ribbon clears on every response).
-            self.successive_connection_failures.store(0, Ordering::Release);
+            self.successive_connection_failures
+                .store(0, Ordering::Release);
             self.tripped_until_ms.store(0, Ordering::Release);
         }
         if probe {
@@ -432,7 +445,10 @@ impl fmt::Debug for EndpointStats {
             .field("requests", &self.requests())
             .field("failures", &self.failures())
             .field("ewma", &self.ewma())
-            .field("successive_connection_failures", &self.successive_connection_failures())
+            .field(
+                "successive_connection_failures",
+                &self.successive_connection_failures(),
+            )
             .finish()
     }
 }
@@ -537,11 +553,16 @@ mod tests {
         s.start_at(t0).finish_at(Outcome::ReadTimeout, t0);
         assert_eq!(
             s.breaker_state_at(t0),
-            BreakerState::Open { remaining: Duration::from_secs(10) }
+            BreakerState::Open {
+                remaining: Duration::from_secs(10)
+            }
         );
         assert!(!s.is_available_at(t0 + Duration::from_millis(9_999)));
         let t1 = t0 + Duration::from_secs(10);
-        assert_eq!(s.breaker_state_at(t1), BreakerState::HalfOpen { probing: false });
+        assert_eq!(
+            s.breaker_state_at(t1),
+            BreakerState::HalfOpen { probing: false }
+        );
         assert!(s.is_available_at(t1));
 
         // The probe fails: re-trips for 20 s.
@@ -552,20 +573,26 @@ mod tests {
         probe.finish_at(Outcome::ConnectFailure, t1);
         assert_eq!(
             s.breaker_state_at(t1),
-            BreakerState::Open { remaining: Duration::from_secs(20) }
+            BreakerState::Open {
+                remaining: Duration::from_secs(20)
+            }
         );
         // Then 30 s, and 30 s after that.
         let t2 = t1 + Duration::from_secs(20);
         s.start_at(t2).finish_at(Outcome::ConnectFailure, t2);
         assert_eq!(
             s.breaker_state_at(t2),
-            BreakerState::Open { remaining: Duration::from_secs(30) }
+            BreakerState::Open {
+                remaining: Duration::from_secs(30)
+            }
         );
         let t3 = t2 + Duration::from_secs(30);
         s.start_at(t3).finish_at(Outcome::ConnectFailure, t3);
         assert_eq!(
             s.breaker_state_at(t3),
-            BreakerState::Open { remaining: Duration::from_secs(30) }
+            BreakerState::Open {
+                remaining: Duration::from_secs(30)
+            }
         );
         // A successful probe closes it.
         let t4 = t3 + Duration::from_secs(30);
@@ -587,7 +614,10 @@ mod tests {
         let probe = s.start_at(t1);
         assert!(probe.is_probe());
         drop(probe);
-        assert_eq!(s.breaker_state_at(t1), BreakerState::HalfOpen { probing: false });
+        assert_eq!(
+            s.breaker_state_at(t1),
+            BreakerState::HalfOpen { probing: false }
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -596,17 +626,33 @@ mod tests {
         let t0 = Instant::now();
         let g = s.start_at(t0);
         g.finish_at(Outcome::Success, t0 + Duration::from_millis(10));
-        assert_eq!(s.peak_ewma_at(t0 + Duration::from_millis(10)).unwrap().as_millis(), 10);
+        assert_eq!(
+            s.peak_ewma_at(t0 + Duration::from_millis(10))
+                .unwrap()
+                .as_millis(),
+            10
+        );
         let g = s.start_at(t0 + Duration::from_millis(10));
         g.finish_at(Outcome::Success, t0 + Duration::from_millis(110));
-        assert_eq!(s.peak_ewma_at(t0 + Duration::from_millis(110)).unwrap().as_millis(), 100);
+        assert_eq!(
+            s.peak_ewma_at(t0 + Duration::from_millis(110))
+                .unwrap()
+                .as_millis(),
+            100
+        );
         // 10 s (one τ) later with no traffic: decayed by e.
         let later = s.peak_ewma_at(t0 + Duration::from_millis(10_110)).unwrap();
         assert_eq!(later.as_micros(), 36_787);
         // A failure after 1 ms is priced as the 1 s penalty.
         let t = t0 + Duration::from_secs(20);
-        s.start_at(t).finish_at(Outcome::FailureStatus(500), t + Duration::from_millis(1));
-        assert_eq!(s.peak_ewma_at(t + Duration::from_millis(1)).unwrap().as_millis(), 1000);
+        s.start_at(t)
+            .finish_at(Outcome::FailureStatus(500), t + Duration::from_millis(1));
+        assert_eq!(
+            s.peak_ewma_at(t + Duration::from_millis(1))
+                .unwrap()
+                .as_millis(),
+            1000
+        );
         assert_eq!(s.failures(), 1);
         assert!(s.success_rate().unwrap() < 1.0);
     }

@@ -70,12 +70,17 @@ fn inst(port: u16) -> Instance {
     Instance::new("user-service", "127.0.0.1", port).unwrap()
 }
 
+/// The inner service's response: the URI it was sent.
+type Echoed = http::Response<String>;
+
 /// An inner service that answers with the URI it was sent.
 fn echo()
--> impl Service<Request<()>, Response = String, Error = Infallible, Future = impl Future + Send>
+-> impl Service<Request<()>, Response = Echoed, Error = Infallible, Future = impl Future + Send>
 + Clone
 + Send {
-    tower::service_fn(|req: Request<()>| async move { Ok::<_, Infallible>(req.uri().to_string()) })
+    tower::service_fn(|req: Request<()>| async move {
+        Ok::<_, Infallible>(http::Response::new(req.uri().to_string()))
+    })
 }
 
 fn config() -> RefreshConfig {
@@ -84,11 +89,12 @@ fn config() -> RefreshConfig {
 
 async fn get<S>(lb: &LoadBalancer<S>, uri: &str) -> Result<String, Error>
 where
-    LoadBalancer<S>: Service<Request<()>, Response = String, Error = Error> + Clone,
+    LoadBalancer<S>: Service<Request<()>, Response = Echoed, Error = Error> + Clone,
 {
     lb.clone()
         .oneshot(Request::get(uri).body(()).unwrap())
         .await
+        .map(http::Response::into_body)
 }
 
 fn ports_of<S>(lb: &LoadBalancer<S>) -> Vec<u16> {
@@ -386,8 +392,9 @@ async fn in_flight_is_released_when_a_request_is_cancelled() {
     let source = StaticSource::new()
         .with_list("user-service", "127.0.0.1:1")
         .unwrap();
-    let never =
-        tower::service_fn(|_req: Request<()>| std::future::pending::<Result<String, Infallible>>());
+    let never = tower::service_fn(|_req: Request<()>| {
+        std::future::pending::<Result<http::Response<String>, Infallible>>()
+    });
     let lb = LoadBalancer::builder()
         .source(source)
         .service("user-service")
@@ -413,4 +420,64 @@ fn building_outside_a_runtime_is_an_error() {
     assert!(matches!(err, tower_ribbon::error::BuildError::NoRuntime));
     let err = LoadBalancer::builder().layer().unwrap_err();
     assert!(matches!(err, tower_ribbon::error::BuildError::NoSource));
+}
+
+#[tokio::test(start_paused = true)]
+async fn outcomes_are_classified_and_recorded_against_the_chosen_instance() {
+    use tower_ribbon::stats::BreakerState;
+    let source = StaticSource::new()
+        .with_list("user-service", "127.0.0.1:1")
+        .unwrap();
+    let inner = tower::service_fn(|req: Request<()>| async move {
+        match req.uri().path() {
+            "/refused" => Err(tower_ribbon::BoxError::from(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused,
+            ))),
+            "/503" => {
+                let mut r = http::Response::new(String::new());
+                *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                Ok(r)
+            }
+            _ => Ok(http::Response::new(String::new())),
+        }
+    });
+    let lb = LoadBalancer::builder()
+        .source(source)
+        .service("user-service")
+        .build(inner)
+        .unwrap();
+    assert!(lb.ready_service("user-service").await);
+    let call = |path: &'static str| {
+        lb.clone().oneshot(
+            Request::get(format!("http://user-service{path}"))
+                .body(())
+                .unwrap(),
+        )
+    };
+    call("/ok").await.unwrap();
+    assert_eq!(call("/503").await.unwrap().status(), 503);
+    let stats = || {
+        lb.snapshot("user-service").unwrap().endpoints()[0]
+            .stats_handle()
+            .clone()
+    };
+    assert_eq!((stats().requests(), stats().failures()), (2, 1));
+    for _ in 0..3 {
+        let err = call("/refused").await.unwrap_err();
+        assert!(err.is_inner());
+    }
+    assert_eq!(stats().successive_connection_failures(), 3);
+    assert_eq!(
+        stats().breaker_state(),
+        BreakerState::Open {
+            remaining: Duration::from_secs(10)
+        }
+    );
+    // A response resets the breaker.
+    call("/ok").await.unwrap();
+    assert_eq!(stats().breaker_state(), BreakerState::Closed);
+    assert_eq!(
+        (stats().requests(), stats().failures(), stats().in_flight()),
+        (6, 4, 0)
+    );
 }

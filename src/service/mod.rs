@@ -52,11 +52,13 @@ use crate::discovery::{InstanceSource, RefreshConfig, RefreshStatus, ServiceStat
 use crate::error::{BoxError, BuildError, Error};
 use crate::rule::{PickContext, RoundRobin, Rule};
 
+mod classify;
 mod future;
 mod layer;
 #[cfg(feature = "reqwest")]
 mod reqwest_adapter;
 
+pub use classify::{FailureStatuses, ResponseStatus, classify_error};
 pub use future::ResponseFuture;
 pub use layer::LoadBalancerLayer;
 #[cfg(feature = "reqwest")]
@@ -77,6 +79,7 @@ pub struct Builder {
     make_rule: MakeRule,
     refresh: RefreshConfig,
     discover_on_demand: bool,
+    failure_statuses: FailureStatuses,
 }
 
 impl Default for Builder {
@@ -87,6 +90,7 @@ impl Default for Builder {
             make_rule: Arc::new(|| Arc::new(RoundRobin::new())),
             refresh: RefreshConfig::default(),
             discover_on_demand: false,
+            failure_statuses: FailureStatuses::default(),
         }
     }
 }
@@ -153,6 +157,13 @@ impl Builder {
         self
     }
 
+    /// Which response statuses count as failed attempts in the instance
+    /// stats (latency-aware rules price them as slow). Default: 5xx and 429.
+    pub fn failure_statuses(mut self, statuses: FailureStatuses) -> Self {
+        self.failure_statuses = statuses;
+        self
+    }
+
     /// Builds the layer and starts one refresh task per declared service.
     ///
     /// # Errors
@@ -169,6 +180,7 @@ impl Builder {
             make_rule: self.make_rule,
             refresh: self.refresh,
             discover_on_demand: self.discover_on_demand,
+            failure_statuses: self.failure_statuses,
             handle,
         });
         for service in &self.services {
@@ -205,6 +217,7 @@ pub(crate) struct Shared {
     make_rule: MakeRule,
     refresh: RefreshConfig,
     discover_on_demand: bool,
+    failure_statuses: FailureStatuses,
     handle: tokio::runtime::Handle,
 }
 
@@ -346,7 +359,7 @@ where
     S: Service<Request<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    S::Response: Send + 'static,
+    S::Response: ResponseStatus + Send + 'static,
     B: Send + 'static,
 {
     type Response = S::Response;
@@ -373,12 +386,14 @@ where
             }
         };
         let inner = self.inner.clone();
-        ResponseFuture::new(send(state, inner, req))
+        let shared = Arc::clone(&self.shared);
+        ResponseFuture::new(send(shared, state, inner, req))
     }
 }
 
 /// One request: wait for the first list if needed, pick, rewrite, send.
 async fn send<S, B>(
+    shared: Arc<Shared>,
     state: Arc<ServiceState>,
     mut inner: S,
     mut req: Request<B>,
@@ -386,6 +401,7 @@ async fn send<S, B>(
 where
     S: Service<Request<B>>,
     S::Error: Into<BoxError>,
+    S::Response: ResponseStatus,
 {
     if !state.wait_first_fetch().await {
         return Err(Error::DiscoveryTimeout {
@@ -422,26 +438,28 @@ where
         reason: e.to_string(),
     })?;
 
-    let inner_error = |e: S::Error| Error::Inner {
+    let inner_error = |source: BoxError| Error::Inner {
         service: state.service_id().to_owned(),
         instance: endpoint.to_string(),
-        source: e.into(),
+        source,
     };
     let guard = endpoint.stats().start();
-    let ready = match inner.ready().await {
-        Ok(ready) => ready,
-        Err(e) => {
-            guard.failure();
-            return Err(inner_error(e));
-        }
+    let ready: Result<&mut S, BoxError> = inner.ready().await.map_err(Into::into);
+    let result: Result<S::Response, BoxError> = match ready {
+        Ok(ready) => ready.call(req).await.map_err(Into::into),
+        Err(e) => Err(e),
     };
-    match ready.call(req).await {
+    match result {
         Ok(response) => {
-            guard.success();
+            guard.finish(
+                shared
+                    .failure_statuses
+                    .classify_status(response.status_code()),
+            );
             Ok(response)
         }
         Err(e) => {
-            guard.failure();
+            guard.finish(classify_error(&e));
             Err(inner_error(e))
         }
     }

@@ -1,0 +1,133 @@
+//! One outcome classification for every attempt (used by stats, the
+//! breaker and, later, retries): connect failure, read timeout, failure
+//! status, other error, success.
+
+use std::error::Error as StdError;
+
+use crate::error::BoxError;
+use crate::stats::Outcome;
+
+/// A response whose status can be classified. Implemented for
+/// `http::Response<B>`; implement it for your own response type to use
+/// `LoadBalancer` over a non-`http` inner service.
+pub trait ResponseStatus {
+    /// The HTTP status code, if the response has one.
+    fn status_code(&self) -> Option<u16>;
+}
+
+impl<B> ResponseStatus for http::Response<B> {
+    fn status_code(&self) -> Option<u16> {
+        Some(self.status().as_u16())
+    }
+}
+
+/// Which response statuses count as failures for stats and the breaker's
+/// success rate. Default: every 5xx, and 429.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureStatuses {
+    server_errors: bool,
+    extra: Vec<u16>,
+}
+
+impl Default for FailureStatuses {
+    fn default() -> Self {
+        Self {
+            server_errors: true,
+            extra: vec![429],
+        }
+    }
+}
+
+impl FailureStatuses {
+    /// Exactly `codes` count as failures (no blanket 5xx).
+    pub fn only(codes: impl IntoIterator<Item = u16>) -> Self {
+        Self {
+            server_errors: false,
+            extra: codes.into_iter().collect(),
+        }
+    }
+
+    /// Whether `code` counts as a failure.
+    pub fn is_failure(&self, code: u16) -> bool {
+        (self.server_errors && (500..600).contains(&code)) || self.extra.contains(&code)
+    }
+
+    /// The outcome of a response with `code`.
+    pub fn classify_status(&self, code: Option<u16>) -> Outcome {
+        match code {
+            Some(code) if self.is_failure(code) => Outcome::FailureStatus(code),
+            _ => Outcome::Success,
+        }
+    }
+}
+
+/// Classifies an inner service's error by walking its source chain:
+/// hyper-util's connect errors, reqwest's connect / timeout errors,
+/// `std::io::Error` kinds and tower's `Elapsed`.
+pub fn classify_error(error: &BoxError) -> Outcome {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(error.as_ref());
+    while let Some(e) = current {
+        if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+            if h.is_connect() {
+                return Outcome::ConnectFailure;
+            }
+        }
+        #[cfg(feature = "reqwest")]
+        if let Some(r) = e.downcast_ref::<reqwest::Error>() {
+            if r.is_connect() {
+                return Outcome::ConnectFailure;
+            }
+            if r.is_timeout() {
+                return Outcome::ReadTimeout;
+            }
+        }
+        if e.downcast_ref::<tower::timeout::error::Elapsed>().is_some()
+            || e.downcast_ref::<tokio::time::error::Elapsed>().is_some()
+        {
+            return Outcome::ReadTimeout;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            match io.kind() {
+                ConnectionRefused | AddrNotAvailable | HostUnreachable | NetworkUnreachable => {
+                    return Outcome::ConnectFailure;
+                }
+                TimedOut => return Outcome::ReadTimeout,
+                _ => {}
+            }
+        }
+        current = e.source();
+    }
+    Outcome::OtherError
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        let d = FailureStatuses::default();
+        assert_eq!(d.classify_status(Some(200)), Outcome::Success);
+        assert_eq!(d.classify_status(Some(404)), Outcome::Success);
+        assert_eq!(d.classify_status(Some(429)), Outcome::FailureStatus(429));
+        assert_eq!(d.classify_status(Some(503)), Outcome::FailureStatus(503));
+        assert_eq!(d.classify_status(None), Outcome::Success);
+        let only = FailureStatuses::only([502]);
+        assert_eq!(only.classify_status(Some(503)), Outcome::Success);
+        assert_eq!(only.classify_status(Some(502)), Outcome::FailureStatus(502));
+    }
+
+    #[test]
+    fn io_errors() {
+        let refused: BoxError =
+            Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(classify_error(&refused), Outcome::ConnectFailure);
+        let timeout: BoxError = Box::new(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert_eq!(classify_error(&timeout), Outcome::ReadTimeout);
+        let other: BoxError = "boom".into();
+        assert_eq!(classify_error(&other), Outcome::OtherError);
+        let elapsed: BoxError = Box::new(tower::timeout::error::Elapsed::new());
+        assert_eq!(classify_error(&elapsed), Outcome::ReadTimeout);
+    }
+}
