@@ -60,8 +60,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         }
     };
     lb.ready_service(&service).await;
-    let snapshot = lb.snapshot(&service).unwrap_or_else(|| usage());
-    println!("{service}: {} UP instance(s) in {url}", snapshot.len());
+    let Some(snapshot) = lb.snapshot(&service) else {
+        return Err(format!("service {service} is not configured").into());
+    };
+    match lb.refresh_status(&service).and_then(|s| s.last_error) {
+        Some(error) => println!("{service}: registry fetch failed: {error}"),
+        None => println!("{service}: {} UP instance(s) in {url}", snapshot.len()),
+    }
     for e in snapshot.endpoints() {
         println!(
             "  {} id={} zone={}",
@@ -109,6 +114,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     }
     if let Some(status) = lb.refresh_status(&service) {
         println!("\nrefresh: {status:?}");
+    }
+    if !errors.is_empty() {
+        std::process::exit(1);
     }
     Ok(())
 }

@@ -53,7 +53,7 @@ impl Default for RefreshConfig {
         Self {
             interval: Duration::from_secs(30),
             jitter: 0.1,
-            fetch_timeout: Duration::from_secs(10),
+            fetch_timeout: Duration::from_secs(60),
             first_fetch_wait: Duration::from_secs(5),
             keep_last_on_empty: false,
             seed: None,
@@ -83,7 +83,9 @@ impl RefreshConfig {
 
     /// Bound on one fetch, whatever the source does inside; a fetch that
     /// takes longer counts as a failed refresh ([`DiscoveryError::Timeout`]).
-    /// Default is 10 s.
+    /// A safety net for sources without timeouts of their own: keep it above
+    /// the source's worst case (for Eureka, servers × request timeout, so
+    /// failover can reach the last server). Default is 60 s.
     pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
         self.fetch_timeout = timeout;
         self

@@ -4,7 +4,7 @@
 //!
 //! A request to `http://user-service/api/x` goes through five steps:
 //! 1. the URI host (`user-service`, case-insensitive) names the service;
-//! 2. the service's current [`Snapshot`](crate::discovery::Snapshot) is
+//! 2. the service's current [`Snapshot`] is
 //!    loaded (one atomic load, no lock);
 //! 3. the service's [`Rule`] chooses an endpoint;
 //! 4. scheme and authority are rewritten to the endpoint
@@ -37,6 +37,7 @@
 //! ```
 //!
 //! [`Rule`]: crate::rule::Rule
+//! [`Snapshot`]: crate::discovery::Snapshot
 
 use std::collections::HashMap;
 use std::fmt;

@@ -116,9 +116,9 @@ impl Default for HttpSettings {
 
 /// What a GET found.
 #[derive(Debug)]
-pub(crate) enum Fetched {
-    /// 200 with a decoded body.
-    Body(Bytes),
+pub(crate) enum Fetched<T> {
+    /// 200 with a body that parsed.
+    Found(T),
     /// 404: the registry does not know the path's app or VIP.
     NotFound,
 }
@@ -155,12 +155,17 @@ impl EurekaHttp {
         }
     }
 
-    /// `GET {base}/{path}` on each server in order until one answers 200
-    /// or 404. Every failure moves on to the next server.
-    pub(crate) async fn get(&self, path: &str) -> Result<Fetched, DiscoveryError> {
+    /// `GET {base}/{path}` on each server in order until one answers 404
+    /// or 200 with a body that `parse` accepts. Every failure (transport,
+    /// timeout, status, gzip, parse) moves on to the next server.
+    pub(crate) async fn get<T>(
+        &self,
+        path: &str,
+        parse: impl Fn(&[u8]) -> Result<T, String>,
+    ) -> Result<Fetched<T>, DiscoveryError> {
         let mut errors = Vec::new();
         for server in &self.servers {
-            match self.get_one(server, path).await {
+            match self.get_one(server, path, &parse).await {
                 Ok(found) => return Ok(found),
                 Err(e) => {
                     tracing::debug!(server = %server.base, error = %e, "Eureka server failed; trying the next");
@@ -175,9 +180,14 @@ impl EurekaHttp {
         }
     }
 
-    async fn get_one(&self, server: &Server, path: &str) -> Result<Fetched, DiscoveryError> {
+    async fn get_one<T>(
+        &self,
+        server: &Server,
+        path: &str,
+        parse: &impl Fn(&[u8]) -> Result<T, String>,
+    ) -> Result<Fetched<T>, DiscoveryError> {
         let timeout = self.settings.request_timeout;
-        match tokio::time::timeout(timeout, self.exchange(server, path)).await {
+        match tokio::time::timeout(timeout, self.exchange(server, path, parse)).await {
             Ok(result) => result,
             Err(_) => Err(DiscoveryError::Timeout {
                 server: server.base.clone(),
@@ -186,7 +196,12 @@ impl EurekaHttp {
         }
     }
 
-    async fn exchange(&self, server: &Server, path: &str) -> Result<Fetched, DiscoveryError> {
+    async fn exchange<T>(
+        &self,
+        server: &Server,
+        path: &str,
+        parse: &impl Fn(&[u8]) -> Result<T, String>,
+    ) -> Result<Fetched<T>, DiscoveryError> {
         let uri = format!("{}/{}", server.base, path.trim_start_matches('/'));
         let mut builder = Request::builder()
             .method(Method::GET)
@@ -237,17 +252,18 @@ impl EurekaHttp {
                 reason: format!("reading the body failed (limit {limit} bytes): {e}"),
             })?
             .to_bytes();
+        let decode_error = |reason: String| DiscoveryError::Decode {
+            server: server.base.clone(),
+            content_type: content_type.clone(),
+            reason,
+        };
         // Servers gzip even when not asked; trust the magic bytes too.
-        if gzip_header || body.starts_with(&[0x1f, 0x8b]) {
-            return gunzip(&body, limit).map(Fetched::Body).map_err(|reason| {
-                DiscoveryError::Decode {
-                    server: server.base.clone(),
-                    content_type,
-                    reason,
-                }
-            });
-        }
-        Ok(Fetched::Body(body))
+        let body = if gzip_header || body.starts_with(&[0x1f, 0x8b]) {
+            gunzip(&body, limit).map_err(decode_error)?
+        } else {
+            body
+        };
+        parse(&body).map(Fetched::Found).map_err(decode_error)
     }
 
     /// The configured servers, in order.
@@ -259,7 +275,7 @@ impl EurekaHttp {
 fn header_text(v: Option<&HeaderValue>) -> String {
     v.and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .unwrap_or_else(|| "no content type".to_owned())
+        .unwrap_or_else(|| "none".to_owned())
 }
 
 /// Decompresses a gzip body, refusing output beyond `limit` bytes.

@@ -29,6 +29,13 @@ pub mod wire;
 
 use client::{EurekaHttp, Fetched, HttpSettings, Server};
 
+/// Characters escaped in a path segment: all but RFC 3986 `unreserved`.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 use super::{FetchFuture, InstanceSource};
 use crate::error::{BuildError, DiscoveryError};
 use crate::instance::Instance;
@@ -67,27 +74,19 @@ impl EurekaSource {
         let app = app.trim().to_ascii_uppercase();
         let path = format!(
             "apps/{}",
-            percent_encoding::utf8_percent_encode(&app, percent_encoding::NON_ALPHANUMERIC)
+            percent_encoding::utf8_percent_encode(&app, PATH_SEGMENT)
         );
-        match self.http.get(&path).await? {
+        let options = self.options;
+        match self
+            .http
+            .get(&path, |body| wire::parse_application_with(body, options))
+            .await?
+        {
             Fetched::NotFound => Ok(wire::Application {
                 name: app,
                 ..Default::default()
             }),
-            Fetched::Body(body) => {
-                wire::parse_application_with(&body, self.options).map_err(|reason| {
-                    DiscoveryError::Decode {
-                        server: self
-                            .http
-                            .servers()
-                            .first()
-                            .map(|s| s.base().to_owned())
-                            .unwrap_or_default(),
-                        content_type: "application/json expected".to_owned(),
-                        reason,
-                    }
-                })
-            }
+            Fetched::Found(app) => Ok(app),
         }
     }
 }
