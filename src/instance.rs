@@ -129,8 +129,9 @@ impl Instance {
     /// A new `UP` instance of `service_id` at `host:port`.
     ///
     /// `host` is a DNS name, an IPv4 address, or an IPv6 address with or
-    /// without brackets, optionally with a zone id (`fe80::1%eth0`; an
-    /// already-encoded `%25eth0` is accepted too).
+    /// without brackets, optionally with a zone id: `fe80::1%eth0` (RFC 4007
+    /// text form) or, in brackets, the URI form `[fe80::1%25eth0]` (RFC
+    /// 6874). Without brackets `%25` is read literally as part of the zone.
     ///
     /// # Errors
     /// [`InstanceError::InvalidHost`] if `host` is empty or cannot be part of
@@ -335,6 +336,12 @@ fn build_authority(host: &str, port: u16) -> Result<(String, Authority), Instanc
     }
     let bracketed = trimmed.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
     let bare = bracketed.unwrap_or(trimmed);
+    if bare.is_empty() {
+        return Err(invalid("empty host"));
+    }
+    if bracketed.is_some() && !bare.contains(':') {
+        return Err(invalid("brackets are only for IPv6 addresses"));
+    }
 
     // IPv6, possibly with a zone id.
     if bare.contains(':') {

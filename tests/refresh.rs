@@ -353,6 +353,18 @@ async fn uris_are_rewritten_to_the_instance() {
         "http://[fe80::1%25eth0]:80/"
     );
 
+    // An https request is never downgraded; CONNECT keeps authority form.
+    assert_eq!(
+        get(&lb, "https://user-service:9999/s").await.unwrap(),
+        "https://127.0.0.1:8081/s"
+    );
+    let connect = lb
+        .clone()
+        .oneshot(Request::connect("user-service:443").body(()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(connect.into_body(), "127.0.0.1:8081");
+
     let err = get(&lb, "http://other-service/").await.unwrap_err();
     assert!(err.is_unknown_service());
     assert_eq!(
@@ -480,4 +492,40 @@ async fn outcomes_are_classified_and_recorded_against_the_chosen_instance() {
         (stats().requests(), stats().failures(), stats().in_flight()),
         (6, 4, 0)
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn https_is_never_downgraded_and_connect_keeps_authority_form() {
+    let source = StaticSource::new().with_list("user-service", "127.0.0.1:8081").unwrap();
+    let lb = LoadBalancer::builder()
+        .source(source)
+        .service("user-service")
+        .build(echo())
+        .unwrap();
+    assert_eq!(
+        get(&lb, "https://user-service:9999/s").await.unwrap(),
+        "https://127.0.0.1:8081/s"
+    );
+    let connect = lb
+        .clone()
+        .oneshot(Request::connect("user-service:443").body(()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(connect.into_body(), "127.0.0.1:8081");
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_demand_discovery_is_capped() {
+    let source = StaticSource::new().with_list("a", "127.0.0.1:9000").unwrap();
+    let lb = LoadBalancer::builder()
+        .source(source)
+        .discover_on_demand(true)
+        .max_services(2)
+        .build(echo())
+        .unwrap();
+    assert_eq!(get(&lb, "http://a/").await.unwrap(), "http://127.0.0.1:9000/");
+    assert!(get(&lb, "http://b/").await.unwrap_err().is_discovery());
+    let err = get(&lb, "http://c/").await.unwrap_err();
+    assert!(err.is_unknown_service(), "{err}");
+    assert_eq!(lb.services(), ["a", "b"]);
 }

@@ -141,7 +141,7 @@ impl RefreshConfig {
             return self.interval;
         }
         let factor = 1.0 + self.jitter * (2.0 * rng.unit_f64() - 1.0);
-        self.interval.mul_f64(factor)
+        Duration::try_from_secs_f64(self.interval.as_secs_f64() * factor).unwrap_or(self.interval)
     }
 }
 

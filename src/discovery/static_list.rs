@@ -176,11 +176,17 @@ fn parse_entry(service_id: &str, entry: &str) -> Result<Instance, InstanceError>
     };
     let port = match port_text {
         Some(text) => match text.parse::<u16>() {
-            Ok(0) | Err(_) => return Err(invalid(format!("port `{text}` is not in 1..=65535"))),
-            Ok(port) => port,
+            Ok(port) if port > 0 && text.bytes().all(|b| b.is_ascii_digit()) => port,
+            _ => return Err(invalid(format!("port `{text}` is not in 1..=65535"))),
         },
         None if secure => 443,
         None => 80,
+    };
+    // Brackets kept, so `%25` of a zone id is read in its URI form.
+    let host = if rest.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
     };
     let instance = Instance::new(service_id, host, port)
         .map_err(|e| invalid(e.to_string()))?
@@ -196,7 +202,7 @@ mod tests {
     fn parses_ribbon_forms() {
         let list = parse_list_of_servers(
             "svc",
-            " a.internal:8080 ,https://b:8443,, http://c , https://d, [::1]:9, HTTP://E:1/",
+            " a.internal:8080 ,https://b:8443,, http://c , https://d, [::1]:9, HTTP://E:1/, [fe80::1%25eth0]:8",
         )
         .unwrap();
         let shown: Vec<String> = list.iter().map(ToString::to_string).collect();
@@ -208,7 +214,8 @@ mod tests {
                 "http://c:80",
                 "https://d:443",
                 "http://[::1]:9",
-                "http://E:1"
+                "http://E:1",
+                "http://[fe80::1%25eth0]:8"
             ]
         );
         assert!(list.iter().all(|i| i.service_id() == "svc"));
@@ -221,6 +228,8 @@ mod tests {
             "a:0",
             "a:99999",
             "a:x",
+            "a:+1",
+            "a: 1",
             "a:",
             "u:p@a:1",
             "a:1/path",

@@ -80,6 +80,7 @@ pub struct Builder {
     make_rule: MakeRule,
     refresh: RefreshConfig,
     discover_on_demand: bool,
+    max_services: usize,
     failure_statuses: FailureStatuses,
 }
 
@@ -91,6 +92,7 @@ impl Default for Builder {
             make_rule: Arc::new(|| Arc::new(RoundRobin::new())),
             refresh: RefreshConfig::default(),
             discover_on_demand: false,
+            max_services: 1024,
             failure_statuses: FailureStatuses::default(),
         }
     }
@@ -158,6 +160,16 @@ impl Builder {
         self
     }
 
+    /// Most services [`discover_on_demand`](Builder::discover_on_demand)
+    /// may start; requests naming further unknown hosts fail with
+    /// [`Error::UnknownService`], so arbitrary hosts cannot grow the
+    /// balancer without bound. Declared services always start. Default is
+    /// 1024.
+    pub fn max_services(mut self, max: usize) -> Self {
+        self.max_services = max;
+        self
+    }
+
     /// Which response statuses count as failed attempts in the instance
     /// stats (latency-aware rules price them as slow). Default: 5xx and 429.
     pub fn failure_statuses(mut self, statuses: FailureStatuses) -> Self {
@@ -181,6 +193,7 @@ impl Builder {
             make_rule: self.make_rule,
             refresh: self.refresh,
             discover_on_demand: self.discover_on_demand,
+            max_services: self.max_services,
             failure_statuses: self.failure_statuses,
             handle,
         });
@@ -218,6 +231,7 @@ pub(crate) struct Shared {
     make_rule: MakeRule,
     refresh: RefreshConfig,
     discover_on_demand: bool,
+    max_services: usize,
     failure_statuses: FailureStatuses,
     handle: tokio::runtime::Handle,
 }
@@ -379,7 +393,11 @@ where
         };
         let state = match self.shared.get(host) {
             Some(state) => state,
-            None if self.shared.discover_on_demand => self.shared.add_service(host),
+            None if self.shared.discover_on_demand
+                && self.shared.services.load().len() < self.shared.max_services =>
+            {
+                self.shared.add_service(host)
+            }
             None => {
                 return ResponseFuture::ready(Err(Error::UnknownService {
                     service: host.to_owned(),
@@ -427,11 +445,26 @@ where
             }
         }
     };
+    let connect = req.method() == http::Method::CONNECT;
     let mut parts = std::mem::take(req.uri_mut()).into_parts();
-    parts.scheme = Some(endpoint.scheme().clone());
     parts.authority = Some(endpoint.authority().clone());
-    if parts.path_and_query.is_none() {
-        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    if connect {
+        // CONNECT keeps the authority form (RFC 9110 §9.3.6).
+        parts.scheme = None;
+        parts.path_and_query = None;
+    } else {
+        // As Spring Cloud's `LoadBalancerUriTools`: a secure instance
+        // upgrades the scheme to https; otherwise the caller's scheme stays
+        // (an https request is never downgraded).
+        let keep_https = parts.scheme.as_ref() == Some(&http::uri::Scheme::HTTPS);
+        parts.scheme = Some(if keep_https {
+            http::uri::Scheme::HTTPS
+        } else {
+            endpoint.scheme().clone()
+        });
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
     }
     *req.uri_mut() = Uri::from_parts(parts).map_err(|e| Error::InvalidRequest {
         service: state.service_id().to_owned(),

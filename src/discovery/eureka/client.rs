@@ -47,6 +47,11 @@ impl Server {
         if url.query().is_some() || url.fragment().is_some() {
             return Err(invalid("a server URL holds no query or fragment"));
         }
+        if url.path().contains('@') {
+            return Err(invalid(
+                "`@` in the path: percent-encode `/`, `@` and `:` inside credentials",
+            ));
+        }
         let auth = if url.username().is_empty() && url.password().is_none() {
             None
         } else {
@@ -89,10 +94,13 @@ impl fmt::Debug for Server {
 
 /// A URL string with any userinfo replaced by `***`, for error messages
 /// about URLs that did not parse.
-fn redact(raw: &str) -> String {
-    match (raw.find("://"), raw.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &raw[..s + 3], &raw[at..]),
-        _ => raw.to_owned(),
+pub(crate) fn redact(raw: &str) -> String {
+    let Some(at) = raw.rfind('@') else {
+        return raw.to_owned();
+    };
+    match raw.find("://") {
+        Some(s) if s < at => format!("{}***{}", &raw[..s + 3], &raw[at..]),
+        _ => format!("***{}", &raw[at..]),
     }
 }
 
@@ -281,7 +289,7 @@ fn header_text(v: Option<&HeaderValue>) -> String {
 /// Decompresses a gzip body, refusing output beyond `limit` bytes.
 pub(crate) fn gunzip(body: &[u8], limit: usize) -> Result<Bytes, String> {
     let mut out = Vec::new();
-    let mut decoder = flate2::read::GzDecoder::new(body).take(limit as u64 + 1);
+    let mut decoder = flate2::read::GzDecoder::new(body).take((limit as u64).saturating_add(1));
     decoder
         .read_to_end(&mut out)
         .map_err(|e| format!("bad gzip body: {e}"))?;

@@ -72,6 +72,9 @@ impl EurekaSource {
     /// [`DiscoveryError`] if every server fails or the body is not Eureka JSON.
     pub async fn fetch_application(&self, app: &str) -> Result<wire::Application, DiscoveryError> {
         let app = app.trim().to_ascii_uppercase();
+        if app.is_empty() {
+            return Err(DiscoveryError::UnknownService { service: app });
+        }
         let path = format!(
             "apps/{}",
             percent_encoding::utf8_percent_encode(&app, PATH_SEGMENT)
@@ -104,13 +107,24 @@ impl InstanceSource for EurekaSource {
     }
 }
 
-/// Configures an [`EurekaSource`].
-#[derive(Debug, Default)]
+/// Configures an [`EurekaSource`]. Its `Debug` output hides credentials.
+#[derive(Default)]
 #[must_use]
 pub struct EurekaSourceBuilder {
     urls: Vec<String>,
     settings: HttpSettings,
     options: wire::ParseOptions,
+}
+
+impl std::fmt::Debug for EurekaSourceBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self.urls.iter().map(|u| client::redact(u)).collect();
+        f.debug_struct("EurekaSourceBuilder")
+            .field("urls", &urls)
+            .field("settings", &self.settings)
+            .field("options", &self.options)
+            .finish()
+    }
 }
 
 impl EurekaSourceBuilder {
