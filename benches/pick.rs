@@ -40,6 +40,27 @@ fn rules() -> Vec<(&'static str, Box<dyn Rule>)> {
     vec![
         ("round_robin", Box::new(rule::RoundRobin::with_start(0))),
         ("random", Box::new(rule::Random::with_seed(1))),
+        (
+            "weighted_response_time",
+            Box::new(rule::WeightedResponseTime::with_seed(1)),
+        ),
+        (
+            "weighted_round_robin",
+            Box::new(rule::WeightedRoundRobin::new()),
+        ),
+        ("consistent_hash", Box::new(rule::ConsistentHash::new())),
+        ("best_available", Box::new(rule::BestAvailable::new())),
+        ("peak_ewma_p2c", Box::new(rule::PeakEwmaP2c::with_seed(1))),
+        (
+            "availability_filtering_rr",
+            Box::new(rule::AvailabilityFiltering::new(
+                rule::RoundRobin::with_start(0),
+            )),
+        ),
+        (
+            "zone_avoidance_rr",
+            Box::new(rule::ZoneAvoidance::new(rule::RoundRobin::with_start(0))),
+        ),
     ]
 }
 

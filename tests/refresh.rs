@@ -496,7 +496,9 @@ async fn outcomes_are_classified_and_recorded_against_the_chosen_instance() {
 
 #[tokio::test(start_paused = true)]
 async fn https_is_never_downgraded_and_connect_keeps_authority_form() {
-    let source = StaticSource::new().with_list("user-service", "127.0.0.1:8081").unwrap();
+    let source = StaticSource::new()
+        .with_list("user-service", "127.0.0.1:8081")
+        .unwrap();
     let lb = LoadBalancer::builder()
         .source(source)
         .service("user-service")
@@ -516,14 +518,19 @@ async fn https_is_never_downgraded_and_connect_keeps_authority_form() {
 
 #[tokio::test(start_paused = true)]
 async fn on_demand_discovery_is_capped() {
-    let source = StaticSource::new().with_list("a", "127.0.0.1:9000").unwrap();
+    let source = StaticSource::new()
+        .with_list("a", "127.0.0.1:9000")
+        .unwrap();
     let lb = LoadBalancer::builder()
         .source(source)
         .discover_on_demand(true)
         .max_services(2)
         .build(echo())
         .unwrap();
-    assert_eq!(get(&lb, "http://a/").await.unwrap(), "http://127.0.0.1:9000/");
+    assert_eq!(
+        get(&lb, "http://a/").await.unwrap(),
+        "http://127.0.0.1:9000/"
+    );
     assert!(get(&lb, "http://b/").await.unwrap_err().is_discovery());
     let err = get(&lb, "http://c/").await.unwrap_err();
     assert!(err.is_unknown_service(), "{err}");

@@ -10,6 +10,13 @@
 //! |---|---|---|
 //! | [`RoundRobin`] | equal instances, even spread; the default | Ribbon `RoundRobinRule`, SCLB `RoundRobinLoadBalancer` |
 //! | [`Random`] | many clients, no coordination wanted | Ribbon `RandomRule`, SCLB `RandomLoadBalancer` |
+//! | [`AvailabilityFiltering`] | wrap another rule to skip tripped or overloaded instances | Ribbon `AvailabilityFilteringRule` |
+//! | [`BestAvailable`] | few clients, requests of similar cost; least in flight | Ribbon `BestAvailableRule` |
+//! | [`ZoneAvoidance`] | instances in several zones; avoid failing or loaded zones, prefer your own | Ribbon `ZoneAvoidanceRule`, `ZoneAffinityServerListFilter` |
+//! | [`PeakEwmaP2c`] | instances that differ in latency or health; latency-aware | Finagle `P2CPeakEwma`, tower `p2c` + `PeakEwma` |
+//! | [`WeightedResponseTime`] | instances of unequal speed; share falls as mean latency rises | Ribbon `WeightedResponseTimeRule` |
+//! | [`WeightedRoundRobin`] | static capacities from metadata `weight`; smooth, deterministic | NGINX smooth weighted round robin |
+//! | [`ConsistentHash`] | affinity: the same key to the same instance (caches, sessions) | Maglev hashing (NSDI 2016), with a fill that moves only a removed instance's keys |
 //!
 //! ```
 //! use tower_ribbon::discovery::Snapshot;
@@ -34,11 +41,25 @@ use tokio::time::Instant;
 use crate::discovery::Snapshot;
 use crate::instance::Endpoint;
 
+mod availability_filtering;
+mod best_available;
+mod consistent_hash;
+mod peak_ewma_p2c;
 mod random;
 mod round_robin;
+mod weighted_response_time;
+mod weighted_round_robin;
+mod zone_avoidance;
 
+pub use availability_filtering::{AllFilteredPolicy, AvailabilityFiltering};
+pub use best_available::BestAvailable;
+pub use consistent_hash::ConsistentHash;
+pub use peak_ewma_p2c::PeakEwmaP2c;
 pub use random::Random;
 pub use round_robin::RoundRobin;
+pub use weighted_response_time::WeightedResponseTime;
+pub use weighted_round_robin::WeightedRoundRobin;
+pub use zone_avoidance::ZoneAvoidance;
 
 /// Chooses one endpoint per request.
 ///

@@ -1,0 +1,200 @@
+//! Least requests in flight among the instances whose breaker is not
+//! tripped (Ribbon `BestAvailableRule`; Envoy's and SCLB's "least
+//! request" without the random sampling).
+//!
+//! One pass over the list from a rotating start offset keeps the first
+//! endpoint with the smallest in-flight count, so endpoints with equal load
+//! take turns instead of the first one in the list taking every request.
+//! Endpoints tripped at the pick time
+//! ([`EndpointStats::is_tripped_at`](crate::stats::EndpointStats::is_tripped_at))
+//! are skipped; when every eligible endpoint is tripped, the least loaded
+//! of them is returned (Ribbon falls back to round robin over all).
+//!
+//! The rule sees only in-flight counts, not latency: an instance that fails
+//! fast has few requests in flight and so draws *more* traffic. Use
+//! [`PeakEwmaP2c`](super::PeakEwmaP2c) when instances differ in speed or
+//! health.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::{PickContext, Rule};
+use crate::discovery::Snapshot;
+use crate::instance::Endpoint;
+
+/// Least in-flight requests among non-tripped eligible endpoints; ties go
+/// to the first endpoint after a rotating offset.
+#[derive(Debug, Default)]
+pub struct BestAvailable {
+    next: AtomicUsize,
+}
+
+impl BestAvailable {
+    /// A rule whose tie-breaking rotation starts at the first endpoint.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Rule for BestAvailable {
+    fn choose<'s>(&self, snapshot: &'s Snapshot, ctx: &PickContext<'_>) -> Option<&'s Endpoint> {
+        let endpoints = snapshot.endpoints();
+        let n = endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let now = ctx.now();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let mut best: Option<(&Endpoint, usize)> = None;
+        let mut tripped: Option<(&Endpoint, usize)> = None;
+        for k in 0..n {
+            let e = &endpoints[(start + k) % n];
+            if !ctx.is_eligible(e) {
+                continue;
+            }
+            let stats = e.stats();
+            let load = stats.in_flight();
+            let slot = if stats.is_tripped_at(now) {
+                &mut tripped
+            } else {
+                &mut best
+            };
+            if slot.is_none_or(|(_, l)| load < l) {
+                *slot = Some((e, load));
+            }
+        }
+        best.or(tripped).map(|(e, _)| e)
+    }
+
+    fn name(&self) -> &'static str {
+        "best_available"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::instance::Instance;
+    use crate::stats::Outcome;
+    use proptest::prelude::*;
+    use tokio::time::Instant;
+
+    fn snapshot(n: u16) -> Snapshot {
+        let eps = (0..n)
+            .map(|p| Endpoint::new(Instance::new("s", "127.0.0.1", 1000 + p).unwrap()))
+            .collect();
+        Snapshot::new("s", eps, 1)
+    }
+
+    fn trip(e: &Endpoint, now: Instant) {
+        for _ in 0..3 {
+            e.stats()
+                .start_at(now)
+                .finish_at(Outcome::ConnectFailure, now);
+        }
+    }
+
+    fn port(e: Option<&Endpoint>) -> u16 {
+        e.map(|e| e.instance().port()).unwrap_or(0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn least_in_flight_wins_and_ties_rotate() {
+        let s = snapshot(3);
+        let now = Instant::now();
+        let ctx = PickContext::at(now);
+        let rule = BestAvailable::new();
+        let mut counts = [0u32; 3];
+        for _ in 0..300 {
+            counts[(port(rule.choose(&s, &ctx)) - 1000) as usize] += 1;
+        }
+        assert_eq!(counts, [100, 100, 100]);
+        let _a = s.endpoints()[0].stats().start_at(now);
+        let _b = s.endpoints()[2].stats().start_at(now);
+        assert!((0..10).all(|_| port(rule.choose(&s, &ctx)) == 1001));
+        // Held requests pile up on the least loaded one until loads level.
+        let held: Vec<_> = (0..6)
+            .map(|_| rule.choose(&s, &ctx).unwrap().stats().start_at(now))
+            .collect();
+        let loads: Vec<usize> = s
+            .endpoints()
+            .iter()
+            .map(|e| e.stats().in_flight())
+            .collect();
+        let (min, max) = (loads.iter().min().unwrap(), loads.iter().max().unwrap());
+        assert!(
+            max - min <= 1 && loads.iter().sum::<usize>() == 8,
+            "{loads:?}"
+        );
+        drop(held);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tripped_skipped_unless_all_tripped() {
+        let s = snapshot(3);
+        let now = Instant::now();
+        trip(&s.endpoints()[0], now);
+        let _busy = s.endpoints()[1].stats().start_at(now);
+        let rule = BestAvailable::new();
+        let ctx = PickContext::at(now);
+        assert!((0..10).all(|_| port(rule.choose(&s, &ctx)) == 1002));
+        trip(&s.endpoints()[1], now);
+        trip(&s.endpoints()[2], now);
+        // All tripped: least in flight among the eligible (0 or 2).
+        let excluded = [s.endpoints()[2].clone()];
+        let ctx = PickContext::at(now).with_excluded(&excluded);
+        assert!((0..10).all(|_| port(rule.choose(&s, &ctx)) == 1000));
+        assert!(rule.choose(&Snapshot::empty("s"), &ctx).is_none());
+        let all = s.endpoints().to_vec();
+        assert!(
+            rule.choose(&s, &PickContext::at(now).with_excluded(&all))
+                .is_none()
+        );
+    }
+
+    proptest! {
+        /// The pick is an eligible member of the snapshot read, never
+        /// tripped unless every eligible endpoint is, with the least load
+        /// of its class; `None` only when nothing is eligible.
+        #[test]
+        fn least_loaded_eligible_member(
+            n in 0u16..24,
+            mask in proptest::collection::vec(0u8..32, 24),
+            picks in 1usize..40,
+        ) {
+            let now = Instant::now();
+            let s = snapshot(n);
+            let mut guards = Vec::new();
+            for (e, bits) in s.endpoints().iter().zip(&mask) {
+                if bits & 1 != 0 { trip(e, now); }
+                guards.extend((0..(bits >> 3)).map(|_| e.stats().start_at(now)));
+            }
+            let excluded: Vec<Endpoint> = s.endpoints().iter().zip(&mask)
+                .filter(|(_, bits)| *bits & 4 != 0).map(|(e, _)| e.clone()).collect();
+            let ctx = PickContext::at(now).with_excluded(&excluded);
+            let eligible: Vec<&Endpoint> =
+                s.endpoints().iter().filter(|e| ctx.is_eligible(e)).collect();
+            let open: Vec<&&Endpoint> =
+                eligible.iter().filter(|e| !e.stats().is_tripped_at(now)).collect();
+            let rule = BestAvailable::new();
+            for _ in 0..picks {
+                match rule.choose(&s, &ctx) {
+                    Some(e) => {
+                        prop_assert!(s.endpoints().iter().any(|x| std::ptr::eq(x, e)));
+                        prop_assert!(ctx.is_eligible(e));
+                        let class: Vec<usize> = if open.is_empty() {
+                            eligible.iter().map(|e| e.stats().in_flight()).collect()
+                        } else {
+                            prop_assert!(!e.stats().is_tripped_at(now));
+                            open.iter().map(|e| e.stats().in_flight()).collect()
+                        };
+                        prop_assert_eq!(Some(e.stats().in_flight()), class.into_iter().min());
+                    }
+                    None => prop_assert!(eligible.is_empty()),
+                }
+                // A changed list: the rule holds no per-list state.
+                prop_assert!(rule.choose(&snapshot(n / 2), &PickContext::at(now)).is_some() || n < 2);
+            }
+            drop(guards);
+        }
+    }
+}
