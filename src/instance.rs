@@ -404,6 +404,7 @@ struct EndpointInner {
     instance: Instance,
     scheme: Scheme,
     stats: Arc<EndpointStats>,
+    metrics: std::sync::OnceLock<crate::metrics::EndpointMetrics>,
 }
 
 impl Endpoint {
@@ -421,6 +422,7 @@ impl Endpoint {
                 instance,
                 scheme,
                 stats,
+                metrics: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -448,6 +450,14 @@ impl Endpoint {
     /// The shared stats handle (for code that keeps stats beyond a snapshot).
     pub fn stats_handle(&self) -> &Arc<EndpointStats> {
         &self.inner.stats
+    }
+
+    /// Metric handles, registered on first use.
+    pub(crate) fn metrics(&self) -> &crate::metrics::EndpointMetrics {
+        self.inner.metrics.get_or_init(|| {
+            let instance = &self.inner.instance;
+            crate::metrics::EndpointMetrics::register(instance.service_id(), instance.id())
+        })
     }
 
     /// Whether `other` has the same identity (shares its stats).

@@ -44,6 +44,7 @@
 
 pub mod discovery;
 pub mod error;
+mod hash;
 pub mod instance;
 pub mod metrics;
 mod rng;

@@ -1,16 +1,107 @@
 //! Names and labels of what the crate records through the [`metrics`]
-//! facade. Install any `metrics` recorder (Prometheus exporter, ...) to see
-//! them; without one, recording costs next to nothing.
+//! facade. Install any `metrics` recorder (a Prometheus exporter, ...) at
+//! start-up, before building the balancer; without one, recording costs next
+//! to nothing.
+//!
+//! Per-instance handles are registered once, on an endpoint's first request,
+//! and reused, so the request path does not build label sets.
 //!
 //! | name | kind | labels | meaning |
 //! |---|---|---|---|
+//! | `ribbon_requests_total` | counter | `service`, `instance`, `outcome` | finished attempts; `outcome` is `success`, `failure_status`, `connect_failure`, `read_timeout` or `error` |
+//! | `ribbon_request_duration_seconds` | histogram | `service`, `instance` | attempt latency in seconds, every outcome |
+//! | `ribbon_breaker_trips_total` | counter | `service`, `instance` | circuit breaker trips (and re-trips after a failed probe) |
+//! | `ribbon_breaker_recoveries_total` | counter | `service`, `instance` | tripped breakers closed by a response |
+//! | `ribbon_no_instances_total` | counter | `service` | requests that found no eligible instance |
 //! | `ribbon_refresh_success_total` | counter | `service` | successful instance-list fetches |
 //! | `ribbon_refresh_failure_total` | counter | `service` | failed fetches (last list kept) |
 //! | `ribbon_instances` | gauge | `service` | eligible instances in the current list |
+//! | `ribbon_refresh_staleness_seconds` | gauge | `service` | seconds since the last successful fetch, set after every fetch |
 //!
+//! `instance` is the instance id (Eureka's `instanceId`; `host:port` for
+//! static lists).
+
+use metrics::{Counter, Histogram};
+
+use crate::stats::{BreakerTransition, Outcome};
+
+/// Counter: finished attempts. Labels: `service`, `instance`, `outcome`.
+pub const REQUESTS: &str = "ribbon_requests_total";
+/// Histogram: attempt latency in seconds. Labels: `service`, `instance`.
+pub const REQUEST_DURATION: &str = "ribbon_request_duration_seconds";
+/// Counter: breaker trips. Labels: `service`, `instance`.
+pub const BREAKER_TRIPS: &str = "ribbon_breaker_trips_total";
+/// Counter: breaker recoveries. Labels: `service`, `instance`.
+pub const BREAKER_RECOVERIES: &str = "ribbon_breaker_recoveries_total";
+/// Counter: requests that found no eligible instance. Label: `service`.
+pub const NO_INSTANCES: &str = "ribbon_no_instances_total";
 /// Counter: successful instance-list fetches. Label: `service`.
 pub const REFRESH_SUCCESS: &str = "ribbon_refresh_success_total";
 /// Counter: failed instance-list fetches. Label: `service`.
 pub const REFRESH_FAILURE: &str = "ribbon_refresh_failure_total";
 /// Gauge: eligible instances in the current list. Label: `service`.
 pub const INSTANCES: &str = "ribbon_instances";
+/// Gauge: seconds since the last successful fetch. Label: `service`.
+pub const REFRESH_STALENESS: &str = "ribbon_refresh_staleness_seconds";
+
+/// The outcome label of an [`Outcome`].
+pub fn outcome_label(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Success => "success",
+        Outcome::FailureStatus(_) => "failure_status",
+        Outcome::ConnectFailure => "connect_failure",
+        Outcome::ReadTimeout => "read_timeout",
+        Outcome::OtherError => "error",
+    }
+}
+
+/// Registered handles of one endpoint.
+pub(crate) struct EndpointMetrics {
+    outcomes: [Counter; 5],
+    duration: Histogram,
+    trips: Counter,
+    recoveries: Counter,
+}
+
+const OUTCOMES: [Outcome; 5] = [
+    Outcome::Success,
+    Outcome::FailureStatus(0),
+    Outcome::ConnectFailure,
+    Outcome::ReadTimeout,
+    Outcome::OtherError,
+];
+
+fn outcome_index(outcome: Outcome) -> usize {
+    match outcome {
+        Outcome::Success => 0,
+        Outcome::FailureStatus(_) => 1,
+        Outcome::ConnectFailure => 2,
+        Outcome::ReadTimeout => 3,
+        Outcome::OtherError => 4,
+    }
+}
+
+impl EndpointMetrics {
+    pub(crate) fn register(service: &str, instance: &str) -> Self {
+        let (s, i) = (service.to_owned(), instance.to_owned());
+        Self {
+            outcomes: OUTCOMES.map(|o| {
+                metrics::counter!(REQUESTS, "service" => s.clone(), "instance" => i.clone(), "outcome" => outcome_label(o))
+            }),
+            duration: metrics::histogram!(REQUEST_DURATION, "service" => s.clone(), "instance" => i.clone()),
+            trips: metrics::counter!(BREAKER_TRIPS, "service" => s.clone(), "instance" => i.clone()),
+            recoveries: metrics::counter!(BREAKER_RECOVERIES, "service" => s, "instance" => i),
+        }
+    }
+
+    /// Records one finished attempt.
+    pub(crate) fn record(&self, outcome: Outcome, seconds: f64, transition: BreakerTransition) {
+        self.outcomes[outcome_index(outcome)].increment(1);
+        self.duration.record(seconds);
+        match transition {
+            BreakerTransition::Tripped => self.trips.increment(1),
+            BreakerTransition::Recovered => self.recoveries.increment(1),
+            BreakerTransition::None => {}
+        }
+    }
+}

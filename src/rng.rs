@@ -32,13 +32,11 @@ impl AtomicRng {
 
     /// The next uniform `u64`.
     pub(crate) fn next_u64(&self) -> u64 {
-        let mut z = self
-            .state
-            .fetch_add(GOLDEN_GAMMA, Ordering::Relaxed)
-            .wrapping_add(GOLDEN_GAMMA);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        crate::hash::mix64(
+            self.state
+                .fetch_add(GOLDEN_GAMMA, Ordering::Relaxed)
+                .wrapping_add(GOLDEN_GAMMA),
+        )
     }
 
     /// A uniform index in `0..n` (Lemire's multiply-shift; `n` must be > 0).

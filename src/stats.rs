@@ -121,6 +121,17 @@ impl StatsConfig {
     }
 }
 
+/// What one finished attempt did to the circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerTransition {
+    /// Nothing changed.
+    None,
+    /// The breaker tripped (or re-tripped after a failed probe).
+    Tripped,
+    /// A response closed a tripped breaker.
+    Recovered,
+}
+
 /// The circuit breaker's state at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
@@ -317,6 +328,23 @@ impl EndpointStats {
         self.success_rate.get()
     }
 
+    /// Success rate as of `now`, drifting back toward 1.0 with τ =
+    /// [`StatsConfig::ewma_decay`] while no outcome is recorded, so an idle
+    /// instance that failed is tried again. `None` before any outcome.
+    #[inline]
+    pub fn success_rate_at(&self, now: Instant) -> Option<f64> {
+        let tau = self.tau_ms(self.config.ewma_decay);
+        // 1 - (1 - r)·w: the failure share decays toward zero.
+        match self.success_rate.0.load(Ordering::Relaxed) {
+            EMPTY => None,
+            bits => {
+                let (rate, at) = Decaying::unpack(bits);
+                let w = (-f64::from(self.now_ms32(now).wrapping_sub(at)) / tau).exp();
+                Some(1.0 - (1.0 - rate) * w)
+            }
+        }
+    }
+
     /// Successive connection-class failures (reset by any response).
     pub fn successive_connection_failures(&self) -> u32 {
         self.successive_connection_failures.load(Ordering::Relaxed)
@@ -390,7 +418,13 @@ impl EndpointStats {
     }
 
     /// Records a finished attempt (called by [`InFlightGuard::finish`]).
-    fn record(&self, outcome: Outcome, latency: Duration, now: Instant, probe: bool) {
+    fn record(
+        &self,
+        outcome: Outcome,
+        latency: Duration,
+        now: Instant,
+        probe: bool,
+    ) -> BreakerTransition {
         let now_ms = self.now_ms32(now);
         let mut latency_us = latency.as_secs_f64() * 1e6;
         if !outcome.is_success() {
@@ -413,6 +447,7 @@ impl EndpointStats {
             false,
         );
 
+        let mut transition = BreakerTransition::None;
         if outcome.is_connection_failure() {
             let n = self
                 .successive_connection_failures
@@ -421,16 +456,20 @@ impl EndpointStats {
             if let Some(blackout) = self.config.blackout(n) {
                 let until = self.ms_at(now) + blackout.as_millis() as u64;
                 self.tripped_until_ms.store(until.max(1), Ordering::Release);
+                transition = BreakerTransition::Tripped;
             }
         } else if matches!(outcome, Outcome::Success | Outcome::FailureStatus(_)) {
             // Any response resets (Ribbon clears on every response).
             self.successive_connection_failures
                 .store(0, Ordering::Release);
-            self.tripped_until_ms.store(0, Ordering::Release);
+            if self.tripped_until_ms.swap(0, Ordering::AcqRel) != 0 {
+                transition = BreakerTransition::Recovered;
+            }
         }
         if probe {
             self.probing.store(false, Ordering::Release);
         }
+        transition
     }
 }
 
@@ -468,20 +507,26 @@ pub struct InFlightGuard<'a> {
 
 impl InFlightGuard<'_> {
     /// Ends the attempt now with `outcome`, measuring latency from start.
-    pub fn finish(self, outcome: Outcome) {
-        self.finish_at(outcome, Instant::now());
+    /// Returns what the attempt did to the circuit breaker.
+    pub fn finish(self, outcome: Outcome) -> BreakerTransition {
+        self.finish_at(outcome, Instant::now())
     }
 
     /// Ends the attempt at `now` with `outcome`.
-    pub fn finish_at(mut self, outcome: Outcome, now: Instant) {
+    pub fn finish_at(mut self, outcome: Outcome, now: Instant) -> BreakerTransition {
         let latency = now.saturating_duration_since(self.started);
-        self.stats.record(outcome, latency, now, self.probe);
         self.done = true;
+        self.stats.record(outcome, latency, now, self.probe)
     }
 
     /// Ends the attempt with a success now.
     pub fn success(self) {
         self.finish_at(Outcome::Success, Instant::now());
+    }
+
+    /// When the attempt started.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// Ends the attempt with an error of the inner service now.

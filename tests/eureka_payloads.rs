@@ -62,6 +62,17 @@ struct Want {
     vip: &'static str,
 }
 
+/// `user-7f9c`, the instance several fixtures share (zone and metadata vary).
+fn user_7f9c() -> Want {
+    Want::up(
+        "user-7f9c:user-service:8081",
+        "USER-SERVICE",
+        "http://10.0.1.11:8081",
+        "user-service",
+    )
+    .health("http://10.0.1.11:8081/actuator/health")
+}
+
 impl Want {
     /// The common case of the fixtures: `UP`, no zone, weight 1, only the
     /// `management.port` metadata key, `ADDED`.
@@ -229,15 +240,9 @@ fn app_single_instance_as_object() {
     check_app(
         &app,
         "USER-SERVICE",
-        &[Want::up(
-            "user-7f9c:user-service:8081",
-            "USER-SERVICE",
-            "http://10.0.1.11:8081",
-            "user-service",
-        )
-        .zone("zone-a")
-        .metadata(&["management.port", "zone"])
-        .health("http://10.0.1.11:8081/actuator/health")],
+        &[user_7f9c()
+            .zone("zone-a")
+            .metadata(&["management.port", "zone"])],
     );
 }
 
@@ -435,17 +440,7 @@ fn apps_single_application_as_object() {
     assert_eq!(apps.apps_hashcode.as_deref(), Some("UP_1_"));
     assert_eq!(apps.versions_delta.as_deref(), Some("1"));
     assert_eq!(apps.applications.len(), 1);
-    check_app(
-        &apps.applications[0],
-        "USER-SERVICE",
-        &[Want::up(
-            "user-7f9c:user-service:8081",
-            "USER-SERVICE",
-            "http://10.0.1.11:8081",
-            "user-service",
-        )
-        .health("http://10.0.1.11:8081/actuator/health")],
-    );
+    check_app(&apps.applications[0], "USER-SERVICE", &[user_7f9c()]);
 }
 
 #[test]

@@ -384,6 +384,7 @@ async fn discover_on_demand_starts_unknown_services() {
     let lb = LoadBalancer::builder()
         .source(source)
         .discover_on_demand(true)
+        .max_services(2)
         .build(echo())
         .unwrap();
     assert!(lb.services().is_empty());
@@ -397,6 +398,10 @@ async fn discover_on_demand_starts_unknown_services() {
         matches!(&err, Error::Discovery { source, .. } if matches!(**source, DiscoveryError::UnknownService { .. })),
         "{err}"
     );
+    // The cap: a third unknown host is refused without starting discovery.
+    let err = get(&lb, "http://third/").await.unwrap_err();
+    assert!(err.is_unknown_service(), "{err}");
+    assert_eq!(lb.services(), ["late-service", "nowhere"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -495,44 +500,42 @@ async fn outcomes_are_classified_and_recorded_against_the_chosen_instance() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn https_is_never_downgraded_and_connect_keeps_authority_form() {
+async fn a_hash_key_header_makes_routing_sticky() {
+    use tower_ribbon::rule::ConsistentHash;
+    use tower_ribbon::service::HashKey;
     let source = StaticSource::new()
-        .with_list("user-service", "127.0.0.1:8081")
+        .with_list(
+            "user-service",
+            "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3,127.0.0.1:4",
+        )
         .unwrap();
     let lb = LoadBalancer::builder()
         .source(source)
         .service("user-service")
+        .rule(ConsistentHash::new)
+        .hash_key(HashKey::header(http::HeaderName::from_static("x-user-id")))
         .build(echo())
         .unwrap();
-    assert_eq!(
-        get(&lb, "https://user-service:9999/s").await.unwrap(),
-        "https://127.0.0.1:8081/s"
-    );
-    let connect = lb
-        .clone()
-        .oneshot(Request::connect("user-service:443").body(()).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(connect.into_body(), "127.0.0.1:8081");
-}
-
-#[tokio::test(start_paused = true)]
-async fn on_demand_discovery_is_capped() {
-    let source = StaticSource::new()
-        .with_list("a", "127.0.0.1:9000")
-        .unwrap();
-    let lb = LoadBalancer::builder()
-        .source(source)
-        .discover_on_demand(true)
-        .max_services(2)
-        .build(echo())
-        .unwrap();
-    assert_eq!(
-        get(&lb, "http://a/").await.unwrap(),
-        "http://127.0.0.1:9000/"
-    );
-    assert!(get(&lb, "http://b/").await.unwrap_err().is_discovery());
-    let err = get(&lb, "http://c/").await.unwrap_err();
-    assert!(err.is_unknown_service(), "{err}");
-    assert_eq!(lb.services(), ["a", "b"]);
+    assert!(lb.ready_service("user-service").await);
+    let send = |user: String| {
+        lb.clone().oneshot(
+            Request::get("http://user-service/")
+                .header("x-user-id", user)
+                .body(())
+                .unwrap(),
+        )
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for user in 0..40 {
+        let first = send(format!("user-{user}")).await.unwrap().into_body();
+        for _ in 0..5 {
+            assert_eq!(
+                send(format!("user-{user}")).await.unwrap().into_body(),
+                first
+            );
+        }
+        seen.insert(first);
+    }
+    // 40 users spread over all four instances.
+    assert_eq!(seen.len(), 4);
 }

@@ -17,6 +17,16 @@ fn snapshot(ports: &[u16], version: u64) -> Snapshot {
     Snapshot::new("svc", endpoints, version)
 }
 
+/// The endpoints of `snap` whose `mask` entry is true.
+fn masked(snap: &Snapshot, mask: &[bool]) -> Vec<Endpoint> {
+    snap.endpoints()
+        .iter()
+        .zip(mask)
+        .filter(|(_, ex)| **ex)
+        .map(|(e, _)| e.clone())
+        .collect()
+}
+
 fn rules(seed: u64) -> Vec<Box<dyn Rule>> {
     vec![
         Box::new(RoundRobin::with_start(seed as usize)),
@@ -36,13 +46,7 @@ proptest! {
     ) {
         let ports: Vec<u16> = (1..=n as u16).collect();
         let snap = snapshot(&ports, 1);
-        let excluded: Vec<Endpoint> = snap
-            .endpoints()
-            .iter()
-            .zip(&excluded_mask)
-            .filter(|(_, ex)| **ex)
-            .map(|(e, _)| e.clone())
-            .collect();
+        let excluded = masked(&snap, &excluded_mask);
         let eligible = n - excluded.len();
         let ctx = PickContext::new().with_excluded(&excluded);
         for rule in rules(seed) {
@@ -69,13 +73,7 @@ proptest! {
     ) {
         let ports: Vec<u16> = (1..=n as u16).collect();
         let snap = snapshot(&ports, 1);
-        let mut excluded: Vec<Endpoint> = snap
-            .endpoints()
-            .iter()
-            .zip(&excluded_mask)
-            .filter(|(_, ex)| **ex)
-            .map(|(e, _)| e.clone())
-            .collect();
+        let mut excluded = masked(&snap, &excluded_mask);
         if excluded.len() == n {
             excluded.pop();
         }

@@ -307,6 +307,10 @@ impl ServiceState {
         }
         metrics::gauge!(crate::metrics::INSTANCES, "service" => self.service_id.to_string())
             .set(self.snapshot.load().len() as f64);
+        if let Some(since) = self.lock_counters().last_success.map(|t| t.elapsed()) {
+            metrics::gauge!(crate::metrics::REFRESH_STALENESS, "service" => self.service_id.to_string())
+                .set(since.as_secs_f64());
+        }
         if !self.first_done.swap(true, Ordering::AcqRel) {
             self.first_done_tx.send_replace(true);
         }

@@ -55,12 +55,14 @@ use crate::rule::{PickContext, RoundRobin, Rule};
 
 mod classify;
 mod future;
+mod hash_key;
 mod layer;
 #[cfg(feature = "reqwest")]
 mod reqwest_adapter;
 
 pub use classify::{FailureStatuses, ResponseStatus, classify_error};
 pub use future::ResponseFuture;
+pub use hash_key::HashKey;
 pub use layer::LoadBalancerLayer;
 #[cfg(feature = "reqwest")]
 pub use reqwest_adapter::ReqwestService;
@@ -82,6 +84,7 @@ pub struct Builder {
     discover_on_demand: bool,
     max_services: usize,
     failure_statuses: FailureStatuses,
+    hash_key: Option<HashKey>,
 }
 
 impl Default for Builder {
@@ -94,6 +97,7 @@ impl Default for Builder {
             discover_on_demand: false,
             max_services: 1024,
             failure_statuses: FailureStatuses::default(),
+            hash_key: None,
         }
     }
 }
@@ -170,6 +174,17 @@ impl Builder {
         self
     }
 
+    /// Where the key of key-routing rules ([`ConsistentHash`]) comes from:
+    /// [`HashKey::header`] or [`HashKey::from_fn`]. Without one, or when the
+    /// request has no key, such rules fall back to round robin. Default:
+    /// none.
+    ///
+    /// [`ConsistentHash`]: crate::rule::ConsistentHash
+    pub fn hash_key(mut self, key: HashKey) -> Self {
+        self.hash_key = Some(key);
+        self
+    }
+
     /// Which response statuses count as failed attempts in the instance
     /// stats (latency-aware rules price them as slow). Default: 5xx and 429.
     pub fn failure_statuses(mut self, statuses: FailureStatuses) -> Self {
@@ -195,6 +210,7 @@ impl Builder {
             discover_on_demand: self.discover_on_demand,
             max_services: self.max_services,
             failure_statuses: self.failure_statuses,
+            hash_key: self.hash_key,
             handle,
         });
         for service in &self.services {
@@ -233,6 +249,7 @@ pub(crate) struct Shared {
     discover_on_demand: bool,
     max_services: usize,
     failure_statuses: FailureStatuses,
+    hash_key: Option<HashKey>,
     handle: tokio::runtime::Handle,
 }
 
@@ -428,11 +445,21 @@ where
             waited: state.first_fetch_wait(),
         });
     }
+    let hash_key = shared
+        .hash_key
+        .as_ref()
+        .and_then(|key| key.extract(req.uri(), req.headers()));
     let endpoint = {
         let snapshot = state.snapshot();
-        match state.rule().choose(&snapshot, &PickContext::new()) {
+        let mut ctx = PickContext::new();
+        if let Some(key) = hash_key {
+            ctx = ctx.with_hash_key(key);
+        }
+        match state.rule().choose(&snapshot, &ctx) {
             Some(endpoint) => endpoint.clone(),
             None => {
+                metrics::counter!(crate::metrics::NO_INSTANCES, "service" => state.service_id().to_owned())
+                    .increment(1);
                 return Err(match state.error_before_first_success() {
                     Some(source) => Error::Discovery {
                         service: state.service_id().to_owned(),
@@ -483,18 +510,17 @@ where
         Ok(ready) => ready.call(req).await.map_err(Into::into),
         Err(e) => Err(e),
     };
-    match result {
-        Ok(response) => {
-            guard.finish(
-                shared
-                    .failure_statuses
-                    .classify_status(response.status_code()),
-            );
-            Ok(response)
-        }
-        Err(e) => {
-            guard.finish(classify_error(&e));
-            Err(inner_error(e))
-        }
-    }
+    let (outcome, result) = match result {
+        Ok(response) => (
+            shared
+                .failure_statuses
+                .classify_status(response.status_code()),
+            Ok(response),
+        ),
+        Err(e) => (classify_error(&e), Err(e)),
+    };
+    let seconds = guard.started().elapsed().as_secs_f64();
+    let transition = guard.finish(outcome);
+    endpoint.metrics().record(outcome, seconds, transition);
+    result.map_err(inner_error)
 }
