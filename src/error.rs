@@ -66,16 +66,19 @@ pub enum Error {
         /// Why.
         reason: String,
     },
-    /// The inner service failed for the chosen instance.
-    #[error("service `{service}`, instance {instance}: {source}")]
+    /// The last attempt failed without a response (an error of the inner
+    /// service, or a per-try timeout or the deadline cutting it off).
+    #[error("service `{service}`, instance {instance}: {source}{}", attempts_suffix(.attempts))]
     Inner {
         /// The service id.
         service: String,
-        /// The chosen instance (`scheme://authority`).
+        /// The instance of the last attempt (`scheme://authority`).
         instance: String,
-        /// The inner service's error.
+        /// The last attempt's error.
         #[source]
         source: BoxError,
+        /// Every attempt in order (the last one included).
+        attempts: Vec<crate::retry::Attempt>,
     },
 }
 
@@ -115,6 +118,26 @@ impl Error {
     /// The inner service failed.
     pub fn is_inner(&self) -> bool {
         matches!(self, Error::Inner { .. })
+    }
+
+    /// The last attempt was cut off by the per-try timeout or the deadline.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Error::Inner { source, .. } => {
+                source.is::<tower::timeout::error::Elapsed>()
+                    || source.is::<tokio::time::error::Elapsed>()
+            }
+            Error::DiscoveryTimeout { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The attempts made, in order (empty when no attempt was made).
+    pub fn attempts(&self) -> &[crate::retry::Attempt] {
+        match self {
+            Error::Inner { attempts, .. } => attempts,
+            _ => &[],
+        }
     }
 }
 
@@ -184,6 +207,14 @@ pub enum DiscoveryError {
     /// A custom source's own error.
     #[error(transparent)]
     Other(BoxError),
+}
+
+fn attempts_suffix(attempts: &[crate::retry::Attempt]) -> String {
+    if attempts.len() <= 1 {
+        return String::new();
+    }
+    let list: Vec<String> = attempts.iter().map(ToString::to_string).collect();
+    format!(" ({} attempts: {})", attempts.len(), list.join("; "))
 }
 
 fn last_error(errors: &[DiscoveryError]) -> String {

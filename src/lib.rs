@@ -45,8 +45,10 @@
 pub mod discovery;
 pub mod error;
 mod hash;
+pub mod health;
 pub mod instance;
 pub mod metrics;
+pub mod retry;
 mod rng;
 pub mod rule;
 pub mod service;

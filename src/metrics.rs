@@ -8,11 +8,16 @@
 //!
 //! | name | kind | labels | meaning |
 //! |---|---|---|---|
-//! | `ribbon_requests_total` | counter | `service`, `instance`, `outcome` | finished attempts; `outcome` is `success`, `failure_status`, `connect_failure`, `read_timeout` or `error` |
+//! | `ribbon_requests_total` | counter | `service`, `instance`, `outcome` | finished attempts; `outcome` is `success`, `failure_status`, `connect_failure`, `connect_timeout`, `read_timeout` or `error` |
 //! | `ribbon_request_duration_seconds` | histogram | `service`, `instance` | attempt latency in seconds, every outcome |
 //! | `ribbon_breaker_trips_total` | counter | `service`, `instance` | circuit breaker trips (and re-trips after a failed probe) |
 //! | `ribbon_breaker_recoveries_total` | counter | `service`, `instance` | tripped breakers closed by a response |
 //! | `ribbon_no_instances_total` | counter | `service` | requests that found no eligible instance |
+//! | `ribbon_retries_total` | counter | `service`, `reason` (`connect_failure`, `timeout`, `transport`, `status`) | retries made |
+//! | `ribbon_retry_budget_exhausted_total` | counter | | retries refused by the retry budget |
+//! | `ribbon_ejections_total` | counter | `service`, `instance` | outlier ejections |
+//! | `ribbon_ejection_returns_total` | counter | `service` | ejected instances whose ejection ended |
+//! | `ribbon_health_checks_total` | counter | `service`, `result` (`healthy`, `unhealthy`) | active health checks |
 //! | `ribbon_refresh_success_total` | counter | `service` | successful instance-list fetches |
 //! | `ribbon_refresh_failure_total` | counter | `service` | failed fetches (last list kept) |
 //! | `ribbon_instances` | gauge | `service` | eligible instances in the current list |
@@ -35,6 +40,16 @@ pub const BREAKER_TRIPS: &str = "ribbon_breaker_trips_total";
 pub const BREAKER_RECOVERIES: &str = "ribbon_breaker_recoveries_total";
 /// Counter: requests that found no eligible instance. Label: `service`.
 pub const NO_INSTANCES: &str = "ribbon_no_instances_total";
+/// Counter: retries made. Labels: `service`, `reason`.
+pub const RETRIES: &str = "ribbon_retries_total";
+/// Counter: retries refused by the retry budget.
+pub const RETRY_BUDGET_EXHAUSTED: &str = "ribbon_retry_budget_exhausted_total";
+/// Counter: outlier ejections. Labels: `service`, `instance`.
+pub const EJECTIONS: &str = "ribbon_ejections_total";
+/// Counter: ejections that ended. Label: `service`.
+pub const EJECTION_RETURNS: &str = "ribbon_ejection_returns_total";
+/// Counter: active health checks. Labels: `service`, `result`.
+pub const HEALTH_CHECKS: &str = "ribbon_health_checks_total";
 /// Counter: successful instance-list fetches. Label: `service`.
 pub const REFRESH_SUCCESS: &str = "ribbon_refresh_success_total";
 /// Counter: failed instance-list fetches. Label: `service`.
@@ -50,6 +65,7 @@ pub fn outcome_label(outcome: Outcome) -> &'static str {
         Outcome::Success => "success",
         Outcome::FailureStatus(_) => "failure_status",
         Outcome::ConnectFailure => "connect_failure",
+        Outcome::ConnectTimeout => "connect_timeout",
         Outcome::ReadTimeout => "read_timeout",
         Outcome::OtherError => "error",
     }
@@ -57,16 +73,17 @@ pub fn outcome_label(outcome: Outcome) -> &'static str {
 
 /// Registered handles of one endpoint.
 pub(crate) struct EndpointMetrics {
-    outcomes: [Counter; 5],
+    outcomes: [Counter; 6],
     duration: Histogram,
     trips: Counter,
     recoveries: Counter,
 }
 
-const OUTCOMES: [Outcome; 5] = [
+const OUTCOMES: [Outcome; 6] = [
     Outcome::Success,
     Outcome::FailureStatus(0),
     Outcome::ConnectFailure,
+    Outcome::ConnectTimeout,
     Outcome::ReadTimeout,
     Outcome::OtherError,
 ];
@@ -76,8 +93,9 @@ fn outcome_index(outcome: Outcome) -> usize {
         Outcome::Success => 0,
         Outcome::FailureStatus(_) => 1,
         Outcome::ConnectFailure => 2,
-        Outcome::ReadTimeout => 3,
-        Outcome::OtherError => 4,
+        Outcome::ConnectTimeout => 3,
+        Outcome::ReadTimeout => 4,
+        Outcome::OtherError => 5,
     }
 }
 

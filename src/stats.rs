@@ -47,9 +47,12 @@ use tokio::time::Instant;
 pub enum Outcome {
     /// A response that is not a failure status.
     Success,
-    /// The connection could not be made (refused, connect timeout): the
-    /// request provably never reached the server.
+    /// The connection was refused or could not be made: the request
+    /// provably never reached the server.
     ConnectFailure,
+    /// The connection was not made within the connect timeout: the request
+    /// provably never reached the server.
+    ConnectTimeout,
     /// No response in time after the request was sent (read timeout).
     ReadTimeout,
     /// A response whose status counts as a failure (default: 5xx and 429).
@@ -64,10 +67,19 @@ impl Outcome {
         self == Outcome::Success
     }
 
-    /// A connection-class failure (connect failure or read timeout): what
-    /// trips the circuit breaker (Ribbon counts the same).
+    /// A connection-class failure (connect failure, connect timeout or read
+    /// timeout): what trips the circuit breaker (Ribbon counts the same).
     pub fn is_connection_failure(self) -> bool {
-        matches!(self, Outcome::ConnectFailure | Outcome::ReadTimeout)
+        matches!(
+            self,
+            Outcome::ConnectFailure | Outcome::ConnectTimeout | Outcome::ReadTimeout
+        )
+    }
+
+    /// The request provably never reached a server (connect failure or
+    /// connect timeout), so even a non-idempotent request may be retried.
+    pub fn never_reached_server(self) -> bool {
+        matches!(self, Outcome::ConnectFailure | Outcome::ConnectTimeout)
     }
 }
 
@@ -236,6 +248,12 @@ pub struct EndpointStats {
     /// End of the blackout in ms since `created`; 0 when not tripped.
     tripped_until_ms: AtomicU64,
     probing: AtomicBool,
+    consecutive_server_errors: AtomicU32,
+    consecutive_gateway_errors: AtomicU32,
+    /// End of the outlier ejection in ms since `created`; 0 when not ejected.
+    ejected_until_ms: AtomicU64,
+    times_ejected: AtomicU32,
+    active_unhealthy: AtomicBool,
 }
 
 impl Default for EndpointStats {
@@ -265,6 +283,11 @@ impl EndpointStats {
             successive_connection_failures: AtomicU32::new(0),
             tripped_until_ms: AtomicU64::new(0),
             probing: AtomicBool::new(false),
+            consecutive_server_errors: AtomicU32::new(0),
+            consecutive_gateway_errors: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            times_ejected: AtomicU32::new(0),
+            active_unhealthy: AtomicBool::new(false),
         }
     }
 
@@ -385,6 +408,87 @@ impl EndpointStats {
         until == 0 || (self.ms_at(now) >= until && !self.probing.load(Ordering::Relaxed))
     }
 
+    /// Successive attempts that ended in a 5xx or a connection-level
+    /// failure (Envoy's `consecutive_5xx`).
+    pub fn consecutive_server_errors(&self) -> u32 {
+        self.consecutive_server_errors.load(Ordering::Relaxed)
+    }
+
+    /// Successive attempts that ended in 502, 503, 504 or a
+    /// connection-level failure (Envoy's `consecutive_gateway_failure`).
+    pub fn consecutive_gateway_errors(&self) -> u32 {
+        self.consecutive_gateway_errors.load(Ordering::Relaxed)
+    }
+
+    /// Whether outlier detection has ejected this endpoint at `now`.
+    #[inline]
+    pub fn is_ejected_at(&self, now: Instant) -> bool {
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until != 0 && self.ms_at(now) < until
+    }
+
+    /// How many times outlier detection ejected this endpoint.
+    pub fn times_ejected(&self) -> u32 {
+        self.times_ejected.load(Ordering::Relaxed)
+    }
+
+    /// Ejects until `now + base × (times ejected + 1)`, at most `max`;
+    /// resets the consecutive-error counters. Returns the ejection time.
+    pub(crate) fn eject(&self, now: Instant, base: Duration, max: Duration) -> Duration {
+        let times = self
+            .times_ejected
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1);
+        let time = base.saturating_mul(times).min(max);
+        let until = self.ms_at(now) + time.as_millis() as u64;
+        self.ejected_until_ms.store(until.max(1), Ordering::Release);
+        self.consecutive_server_errors.store(0, Ordering::Release);
+        self.consecutive_gateway_errors.store(0, Ordering::Release);
+        time
+    }
+
+    /// Ends an ejection whose time has passed; `true` if one ended.
+    pub(crate) fn end_expired_ejection(&self, now: Instant) -> bool {
+        let until = self.ejected_until_ms.load(Ordering::Acquire);
+        until != 0
+            && self.ms_at(now) >= until
+            && self
+                .ejected_until_ms
+                .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Records an active health check's verdict; `true` if it changed.
+    pub(crate) fn set_active_healthy(&self, healthy: bool) -> bool {
+        self.active_unhealthy.swap(!healthy, Ordering::AcqRel) == healthy
+    }
+
+    /// Whether the last active health check failed.
+    pub fn is_active_unhealthy(&self) -> bool {
+        self.active_unhealthy.load(Ordering::Relaxed)
+    }
+
+    /// Healthy at `now`: breaker available, not ejected, not failing active
+    /// health checks.
+    #[inline]
+    pub fn is_healthy_at(&self, now: Instant) -> bool {
+        self.is_available_at(now) && !self.is_ejected_at(now) && !self.is_active_unhealthy()
+    }
+
+    /// When an unhealthy endpoint becomes healthy again by itself: `None`
+    /// if it is healthy or waits for an event (an active check), else the
+    /// end of its blackout or ejection.
+    pub(crate) fn healthy_again_at(&self, now: Instant) -> Option<Instant> {
+        if self.is_healthy_at(now) || self.is_active_unhealthy() {
+            return None;
+        }
+        let until = self
+            .tripped_until_ms
+            .load(Ordering::Relaxed)
+            .max(self.ejected_until_ms.load(Ordering::Relaxed));
+        Some(self.created + Duration::from_millis(until))
+    }
+
     /// Whether the breaker is open or its half-open probe is taken at `now`.
     #[inline]
     pub fn is_tripped_at(&self, now: Instant) -> bool {
@@ -446,6 +550,24 @@ impl EndpointStats {
             tau,
             false,
         );
+
+        // Outlier-detection counters (Envoy): connection-level failures count
+        // as both 5xx and gateway errors; any other response resets.
+        let (server_error, gateway_error) = match outcome {
+            Outcome::Success => (false, false),
+            Outcome::FailureStatus(code) => ((500..600).contains(&code), matches!(code, 502..=504)),
+            _ => (true, true),
+        };
+        for (counter, hit) in [
+            (&self.consecutive_server_errors, server_error),
+            (&self.consecutive_gateway_errors, gateway_error),
+        ] {
+            if hit {
+                counter.fetch_add(1, Ordering::AcqRel);
+            } else {
+                counter.store(0, Ordering::Release);
+            }
+        }
 
         let mut transition = BreakerTransition::None;
         if outcome.is_connection_failure() {

@@ -74,6 +74,7 @@ async fn requests_outcomes_latency_breaker_and_refresh_are_recorded() {
     let lb = LoadBalancer::builder()
         .source(source.clone())
         .services(["user-service", "empty-service"])
+        .retry(tower_ribbon::retry::RetryPolicy::none())
         .refresh(
             RefreshConfig::default()
                 .interval(Duration::from_secs(10))

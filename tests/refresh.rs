@@ -461,6 +461,7 @@ async fn outcomes_are_classified_and_recorded_against_the_chosen_instance() {
     let lb = LoadBalancer::builder()
         .source(source)
         .service("user-service")
+        .retry(tower_ribbon::retry::RetryPolicy::none())
         .build(inner)
         .unwrap();
     assert!(lb.ready_service("user-service").await);

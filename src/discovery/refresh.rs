@@ -185,10 +185,16 @@ pub(crate) struct ServiceState {
     first_done: AtomicBool,
     first_done_tx: watch::Sender<bool>,
     counters: Mutex<Counters>,
+    health: crate::health::HealthView,
 }
 
 impl ServiceState {
-    pub(crate) fn new(service_id: &str, rule: Arc<dyn Rule>, config: RefreshConfig) -> Self {
+    pub(crate) fn new(
+        service_id: &str,
+        rule: Arc<dyn Rule>,
+        config: RefreshConfig,
+        panic_threshold_percent: u32,
+    ) -> Self {
         let service_id: Arc<str> = Arc::from(service_id);
         Self {
             snapshot: ArcSwap::from_pointee(Snapshot::empty(Arc::clone(&service_id))),
@@ -198,11 +204,16 @@ impl ServiceState {
             first_done: AtomicBool::new(false),
             first_done_tx: watch::Sender::new(false),
             counters: Mutex::new(Counters::default()),
+            health: crate::health::HealthView::new(panic_threshold_percent),
         }
     }
 
     pub(crate) fn service_id(&self) -> &str {
         &self.service_id
+    }
+
+    pub(crate) fn health(&self) -> &crate::health::HealthView {
+        &self.health
     }
 
     pub(crate) fn rule(&self) -> &dyn Rule {
@@ -380,12 +391,20 @@ impl ServiceState {
             "instance list updated"
         );
         self.snapshot.store(next);
+        self.health.invalidate();
         Ok(())
     }
 }
 
-/// Aborts the refresh task when the owning balancer is dropped.
+/// Aborts a background task (refresh, health checks) when the owning
+/// balancer is dropped.
 pub(crate) struct TaskGuard(JoinHandle<()>);
+
+impl TaskGuard {
+    pub(crate) fn new(handle: JoinHandle<()>) -> Self {
+        Self(handle)
+    }
+}
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
@@ -404,7 +423,7 @@ pub(crate) fn spawn_refresher(
         Some(seed) => AtomicRng::with_seed(seed),
         None => AtomicRng::from_entropy(),
     };
-    TaskGuard(handle.spawn(async move {
+    TaskGuard::new(handle.spawn(async move {
         let mut failures_before_first_success = 0u32;
         let mut ever_ok = false;
         loop {

@@ -19,15 +19,13 @@
 //! to the next endpoint it yields, so that neighbour gets a double share
 //! while the other is filtered.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
+use super::support::first_passing;
 use super::{PickContext, Rule};
 use crate::discovery::Snapshot;
 use crate::instance::Endpoint;
 use crate::rule::RoundRobin;
-
-/// Most times the inner rule is asked per pick (Ribbon tries about 10).
-const INNER_TRIES: usize = 10;
 
 /// What [`AvailabilityFiltering`] returns when every eligible endpoint is
 /// filtered out.
@@ -101,52 +99,16 @@ impl Default for AvailabilityFiltering<RoundRobin> {
     }
 }
 
-/// The index of `e` in `endpoints` if `e` points into that slice (O(1), by
-/// address), else `None`.
-#[inline]
-pub(super) fn position(endpoints: &[Endpoint], e: &Endpoint) -> Option<usize> {
-    let range = endpoints.as_ptr_range();
-    let p = e as *const Endpoint;
-    if !range.contains(&p) {
-        return None;
-    }
-    Some((p as usize - range.start as usize) / size_of::<Endpoint>())
-}
-
 impl<R: Rule> Rule for AvailabilityFiltering<R> {
     fn choose<'s>(&self, snapshot: &'s Snapshot, ctx: &PickContext<'_>) -> Option<&'s Endpoint> {
-        let endpoints = snapshot.endpoints();
-        let n = endpoints.len();
-        if n == 0 {
-            return None;
-        }
-        // The inner rule's first valid pick, for failing open.
-        let mut first = None;
-        for _ in 0..n.min(INNER_TRIES) {
-            let Some(e) = self.inner.choose(snapshot, ctx) else {
-                break;
-            };
-            if position(endpoints, e).is_none() || !ctx.is_eligible(e) {
-                continue;
-            }
-            if self.passes(e, ctx) {
-                return Some(e);
-            }
-            first.get_or_insert(e);
-        }
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        for k in 0..n {
-            let e = &endpoints[(start + k) % n];
-            if ctx.is_eligible(e) {
-                if self.passes(e, ctx) {
-                    return Some(e);
-                }
-                first.get_or_insert(e);
-            }
-        }
-        match self.policy {
-            AllFilteredPolicy::FailOpen => first,
-            AllFilteredPolicy::Error => None,
+        let passes = |e: &Endpoint| self.passes(e, ctx);
+        match first_passing(&self.inner, snapshot, ctx, &self.next, |_| true, passes) {
+            Ok(e) => Some(e),
+            // The inner rule's first valid pick, else the walk's.
+            Err(first) => match self.policy {
+                AllFilteredPolicy::FailOpen => first,
+                AllFilteredPolicy::Error => None,
+            },
         }
     }
 
@@ -162,28 +124,13 @@ impl<R: Rule> Rule for AvailabilityFiltering<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::instance::Instance;
-    use crate::stats::Outcome;
+    use crate::rule::support::position;
+    use crate::rule::test_support::{endpoints, port, trip};
     use proptest::prelude::*;
     use tokio::time::Instant;
 
     fn snapshot(n: u16, version: u64) -> Snapshot {
-        let eps = (0..n)
-            .map(|p| Endpoint::new(Instance::new("s", "127.0.0.1", 1000 + p).unwrap()))
-            .collect();
-        Snapshot::new("s", eps, version)
-    }
-
-    fn trip(e: &Endpoint, now: Instant) {
-        for _ in 0..3 {
-            e.stats()
-                .start_at(now)
-                .finish_at(Outcome::ConnectFailure, now);
-        }
-    }
-
-    fn port(e: Option<&Endpoint>) -> u16 {
-        e.map(|e| e.instance().port()).unwrap_or(0)
+        Snapshot::new("s", endpoints(n), version)
     }
 
     #[tokio::test(start_paused = true)]

@@ -17,6 +17,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::support::rotation;
 use super::{PickContext, Rule};
 use crate::discovery::Snapshot;
 use crate::instance::Endpoint;
@@ -43,11 +44,10 @@ impl Rule for BestAvailable {
             return None;
         }
         let now = ctx.now();
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
         let mut best: Option<(&Endpoint, usize)> = None;
         let mut tripped: Option<(&Endpoint, usize)> = None;
-        for k in 0..n {
-            let e = &endpoints[(start + k) % n];
+        for i in rotation(self.next.fetch_add(1, Ordering::Relaxed), n) {
+            let e = &endpoints[i];
             if !ctx.is_eligible(e) {
                 continue;
             }
@@ -73,29 +73,9 @@ impl Rule for BestAvailable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::instance::Instance;
-    use crate::stats::Outcome;
+    use crate::rule::test_support::{port, snapshot, trip};
     use proptest::prelude::*;
     use tokio::time::Instant;
-
-    fn snapshot(n: u16) -> Snapshot {
-        let eps = (0..n)
-            .map(|p| Endpoint::new(Instance::new("s", "127.0.0.1", 1000 + p).unwrap()))
-            .collect();
-        Snapshot::new("s", eps, 1)
-    }
-
-    fn trip(e: &Endpoint, now: Instant) {
-        for _ in 0..3 {
-            e.stats()
-                .start_at(now)
-                .finish_at(Outcome::ConnectFailure, now);
-        }
-    }
-
-    fn port(e: Option<&Endpoint>) -> u16 {
-        e.map(|e| e.instance().port()).unwrap_or(0)
-    }
 
     #[tokio::test(start_paused = true)]
     async fn least_in_flight_wins_and_ties_rotate() {

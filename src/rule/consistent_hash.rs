@@ -38,37 +38,26 @@
 //! decides.
 
 use std::fmt;
-use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
-
+use super::support::{Versioned, VersionedState};
 use super::{PickContext, RoundRobin, Rule};
 use crate::discovery::Snapshot;
+use crate::hash::{fnv1a64, mix64};
 use crate::instance::{Endpoint, Instance};
 
 const EMPTY: u32 = u32::MAX;
 
 /// Consistent hashing of [`PickContext::hash_key`] onto the instances.
 pub struct ConsistentHash {
-    table: ArcSwapOption<Table>,
+    table: VersionedState<Table>,
     table_size: usize,
     fallback: RoundRobin,
 }
 
-/// A filled lookup table for one snapshot version.
+/// A filled lookup table for the snapshot it is [`Versioned`] with.
 struct Table {
-    version: u64,
-    /// The snapshot's endpoints, in its order.
-    endpoints: Box<[Endpoint]>,
-    /// Slot → index into `endpoints`.
+    /// Slot → index into the snapshot's endpoints.
     slots: Box<[u32]>,
-}
-
-/// FNV-1a, 64 bit.
-fn fnv1a64(bytes: impl IntoIterator<Item = u8>) -> u64 {
-    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 /// The stable hash of an instance's identity (id, host, port).
@@ -76,13 +65,6 @@ fn identity_hash(i: &Instance) -> u64 {
     // 0xff never occurs in UTF-8, so the fields cannot run into each other.
     let bytes = i.id().bytes().chain([0xff]).chain(i.host().bytes());
     fnv1a64(bytes.chain([0xff]).chain(i.port().to_be_bytes()))
-}
-
-/// The SplitMix64 finaliser: a bijective mixer.
-fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 fn next_prime(n: usize) -> usize {
@@ -95,7 +77,7 @@ fn next_prime(n: usize) -> usize {
 }
 
 impl Table {
-    fn new(snapshot: &Snapshot, size: usize) -> Self {
+    fn build(snapshot: &Snapshot, size: usize) -> Versioned<Self> {
         let endpoints = snapshot.endpoints();
         let m = if endpoints.is_empty() { 0 } else { size };
         let mut slots = vec![EMPTY; m];
@@ -140,13 +122,16 @@ impl Table {
                 break;
             }
         }
-        Self {
-            version: snapshot.version(),
-            endpoints: endpoints.into(),
-            slots: slots.into(),
-        }
+        Versioned::new(
+            snapshot,
+            Self {
+                slots: slots.into(),
+            },
+        )
     }
+}
 
+impl Versioned<Table> {
     /// The key's instance, or the next eligible one in table order; `None`
     /// when the caller must fall back to round robin.
     fn pick<'s>(
@@ -161,8 +146,8 @@ impl Table {
         }
         let endpoints = snapshot.endpoints();
         let first = (mix64(key) % m as u64) as usize;
-        if self.version != snapshot.version() || self.endpoints.len() != endpoints.len() {
-            let owner = self.endpoints.get(self.slots[first] as usize)?;
+        if !self.aligned_with(snapshot) {
+            let owner = self.endpoints().get(self.slots[first] as usize)?;
             return endpoints
                 .iter()
                 .find(|e| e.same_identity(owner))
@@ -171,17 +156,7 @@ impl Table {
         if !ctx.all_eligible() && !endpoints.iter().any(|e| ctx.is_eligible(e)) {
             return None;
         }
-        for j in 0..m {
-            let i = self.slots[(first + j) % m] as usize;
-            let e = endpoints.get(i)?;
-            if !self.endpoints[i].same_identity(e) {
-                return None;
-            }
-            if ctx.is_eligible(e) {
-                return Some(e);
-            }
-        }
-        None
+        self.first_eligible(&self.slots, first, snapshot, ctx)
     }
 }
 
@@ -193,7 +168,7 @@ impl ConsistentHash {
     /// fallback starting at a random offset.
     pub fn new() -> Self {
         Self {
-            table: ArcSwapOption::empty(),
+            table: VersionedState::empty(),
             table_size: Self::DEFAULT_TABLE_SIZE,
             fallback: RoundRobin::new(),
         }
@@ -224,7 +199,7 @@ impl fmt::Debug for ConsistentHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConsistentHash")
             .field("table_size", &self.table_size)
-            .field("version", &self.table.load().as_deref().map(|t| t.version))
+            .field("version", &self.table.version())
             .finish_non_exhaustive()
     }
 }
@@ -245,8 +220,7 @@ impl Rule for ConsistentHash {
     }
 
     fn update(&self, snapshot: &Snapshot) {
-        self.table
-            .store(Some(Arc::new(Table::new(snapshot, self.table_size))));
+        self.table.store(Table::build(snapshot, self.table_size));
     }
 
     fn name(&self) -> &'static str {
@@ -259,10 +233,12 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::rule::test_support::{check_changing_lists, instance, list_steps, masked};
 
+    /// `n` endpoints `10.0.0.0:8080`, `10.0.0.1:8080`, …
     fn endpoints(n: u8) -> Vec<Endpoint> {
         (0..n)
-            .map(|i| Endpoint::new(Instance::new("s", format!("10.0.0.{i}"), 8080).unwrap()))
+            .map(|i| Endpoint::new(instance(&format!("10.0.0.{i}"), 8080)))
             .collect()
     }
 
@@ -393,54 +369,15 @@ mod tests {
         /// or colliding versions, tiny tables (fewer slots than instances).
         #[test]
         fn picks_are_members_and_never_excluded(
-            lists in prop::collection::vec(
-                (prop::collection::vec(any::<bool>(), 30), 0usize..=30, 0u64..3, any::<bool>()),
-                1..6,
-            ),
+            lists in list_steps(30),
             excluded_mask in prop::collection::vec(any::<bool>(), 30),
             table_size in 0usize..300,
             keys in prop::collection::vec(prop::option::of(any::<u64>()), 1..20),
         ) {
             let pool = endpoints(30);
-            let excluded: Vec<Endpoint> = pool
-                .iter()
-                .zip(&excluded_mask)
-                .filter(|(_, x)| **x)
-                .map(|(e, _)| e.clone())
-                .collect();
+            let excluded = masked(&pool, &excluded_mask);
             let rule = ConsistentHash::new().with_table_size(table_size);
-            let mut previous: Option<Snapshot> = None;
-            for (mask, n, version, update) in &lists {
-                let eps = pool[..*n]
-                    .iter()
-                    .zip(mask)
-                    .filter(|(_, m)| **m)
-                    .map(|(e, _)| e.clone())
-                    .collect();
-                let snap = Snapshot::new("s", eps, *version);
-                if *update {
-                    rule.update(&snap);
-                }
-                for s in std::iter::once(&snap).chain(previous.as_ref()) {
-                    for key in &keys {
-                        for ctx in [PickContext::new(), PickContext::new().with_excluded(&excluded)] {
-                            let ctx = match key {
-                                Some(k) => ctx.with_hash_key(*k),
-                                None => ctx,
-                            };
-                            let eligible = s.endpoints().iter().filter(|e| ctx.is_eligible(e)).count();
-                            match rule.choose(s, &ctx) {
-                                Some(e) => {
-                                    prop_assert!(s.endpoints().iter().any(|x| std::ptr::eq(x, e)));
-                                    prop_assert!(ctx.is_eligible(e));
-                                }
-                                None => prop_assert_eq!(eligible, 0),
-                            }
-                        }
-                    }
-                }
-                previous = Some(snap);
-            }
+            check_changing_lists(&rule, &pool, &lists, &excluded, &keys, 1)?;
         }
     }
 }

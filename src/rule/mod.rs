@@ -35,6 +35,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
 
 use tokio::time::Instant;
 
@@ -47,6 +48,9 @@ mod consistent_hash;
 mod peak_ewma_p2c;
 mod random;
 mod round_robin;
+mod support;
+#[cfg(test)]
+mod test_support;
 mod weighted_response_time;
 mod weighted_round_robin;
 mod zone_avoidance;
@@ -82,17 +86,49 @@ pub trait Rule: Send + Sync + fmt::Debug + 'static {
     fn name(&self) -> &'static str;
 }
 
+/// Implements [`Rule`] for a smart pointer to a rule by forwarding every
+/// method, so `Box<dyn Rule>` and `Arc<dyn Rule>` can be wrapped by
+/// [`AvailabilityFiltering`] or [`ZoneAvoidance`].
+macro_rules! forward_rule {
+    ($($pointer:ident),*) => {$(
+        impl<R: Rule + ?Sized> Rule for $pointer<R> {
+            #[inline]
+            fn choose<'s>(
+                &self,
+                snapshot: &'s Snapshot,
+                ctx: &PickContext<'_>,
+            ) -> Option<&'s Endpoint> {
+                (**self).choose(snapshot, ctx)
+            }
+
+            fn update(&self, snapshot: &Snapshot) {
+                (**self).update(snapshot);
+            }
+
+            fn name(&self) -> &'static str {
+                (**self).name()
+            }
+        }
+    )*};
+}
+
+forward_rule!(Box, Arc);
+
 /// Per-request facts a rule may use.
 ///
 /// `excluded` holds endpoints this request must not be sent to (those a
 /// retry already tried); they are compared by identity.
 /// `now` is read once per request, so time-aware rules (breaker state,
 /// decayed latencies) agree within one pick and tests can pause time.
+/// With the health filter on (the balancer turns it on while some instance
+/// is unhealthy and the service is not in panic mode), unhealthy endpoints
+/// (breaker open, ejected, failing active checks) are not eligible either.
 #[derive(Debug, Clone, Copy)]
 pub struct PickContext<'a> {
     excluded: &'a [Endpoint],
     hash_key: Option<u64>,
     now: Instant,
+    health_filter: bool,
 }
 
 impl Default for PickContext<'_> {
@@ -113,6 +149,7 @@ impl<'a> PickContext<'a> {
             excluded: &[],
             hash_key: None,
             now,
+            health_filter: false,
         }
     }
 
@@ -133,6 +170,18 @@ impl<'a> PickContext<'a> {
         self
     }
 
+    /// Makes unhealthy endpoints ineligible (see
+    /// [`EndpointStats::is_healthy_at`](crate::stats::EndpointStats::is_healthy_at)).
+    pub fn with_health_filter(mut self) -> Self {
+        self.health_filter = true;
+        self
+    }
+
+    /// Whether unhealthy endpoints are ineligible.
+    pub fn health_filter(&self) -> bool {
+        self.health_filter
+    }
+
     /// The excluded endpoints.
     pub fn excluded(&self) -> &'a [Endpoint] {
         self.excluded
@@ -147,35 +196,38 @@ impl<'a> PickContext<'a> {
     #[inline]
     pub fn is_eligible(&self, endpoint: &Endpoint) -> bool {
         !self.excluded.iter().any(|e| e.same_identity(endpoint))
+            && (!self.health_filter || endpoint.stats().is_healthy_at(self.now))
     }
 
     /// Whether every endpoint is eligible without checking (fast path).
     #[inline]
     pub(crate) fn all_eligible(&self) -> bool {
-        self.excluded.is_empty()
+        self.excluded.is_empty() && !self.health_filter
     }
 }
 
-/// The `k`-th (0-based, modulo the eligible count) eligible endpoint of
-/// `endpoints`, walking the list at most twice. `None` if none is eligible.
-#[inline]
-pub(crate) fn nth_eligible<'s>(
-    endpoints: &'s [Endpoint],
-    ctx: &PickContext<'_>,
-    k: usize,
-) -> Option<&'s Endpoint> {
-    if ctx.all_eligible() {
-        return match endpoints.len() {
-            0 => None,
-            n => endpoints.get(k % n),
-        };
+#[cfg(test)]
+mod tests {
+    use super::test_support::{port, snapshot};
+    use super::*;
+
+    #[test]
+    fn boxed_and_shared_rules_can_be_wrapped() {
+        let s = snapshot(3);
+        let ctx = PickContext::new();
+        let boxed =
+            AvailabilityFiltering::new(Box::new(RoundRobin::with_start(0)) as Box<dyn Rule>);
+        let ports: Vec<u16> = (0..4).map(|_| port(boxed.choose(&s, &ctx))).collect();
+        assert_eq!(ports, [1000, 1001, 1002, 1000]);
+        assert_eq!(boxed.inner().name(), "round_robin");
+
+        let shared: Arc<dyn Rule> = Arc::new(RoundRobin::with_start(1));
+        let zoned = ZoneAvoidance::new(Arc::clone(&shared));
+        zoned.update(&s);
+        assert_eq!(port(zoned.choose(&s, &ctx)), 1001);
+        // The wrapper and the other handle share one rotation.
+        assert_eq!(port(shared.choose(&s, &ctx)), 1002);
+        assert_eq!(port(zoned.choose(&s, &ctx)), 1000);
+        assert_eq!(zoned.inner().name(), "round_robin");
     }
-    let eligible = endpoints.iter().filter(|e| ctx.is_eligible(e)).count();
-    if eligible == 0 {
-        return None;
-    }
-    endpoints
-        .iter()
-        .filter(|e| ctx.is_eligible(e))
-        .nth(k % eligible)
 }

@@ -4,26 +4,50 @@
 //!
 //! Each pick draws two distinct eligible endpoints at random (the first
 //! uniformly from all `n`, the second from the other `n − 1`) and takes the
-//! cheaper, the first on a tie. The cost of an endpoint is
+//! cheaper, the first on a tie. The cost of an endpoint at the pick time is
 //!
 //! ```text
-//! cost = peak EWMA latency (µs) × (requests in flight + 1)
+//! cost = peak_ewma_us × (in_flight + 1) / max(success_rate, 0.05)
 //! ```
 //!
-//! with [`default_rtt`](PeakEwmaP2c::default_rtt) (30 ms) standing in for
-//! the latency before the first sample. The peak EWMA
-//! ([`EndpointStats::peak_ewma_us_at`](crate::stats::EndpointStats::peak_ewma_us_at))
-//! jumps up at once on a slow response, decays toward zero while an
-//! endpoint is idle (so it is tried again), and prices a failure as at
-//! least 1 s, so an instance that fails fast does not look fast.
+//! - `peak_ewma_us`: the peak EWMA of the latency in µs
+//!   ([`EndpointStats::peak_ewma_us_at`](crate::stats::EndpointStats::peak_ewma_us_at)),
+//!   or [`default_rtt`](PeakEwmaP2c::default_rtt) (30 ms) before the first
+//!   sample. It jumps up at once on a slower response, decays toward faster
+//!   ones with τ = [`StatsConfig::ewma_decay`](crate::stats::StatsConfig::ewma_decay)
+//!   (10 s), decays toward zero while the endpoint is idle (so it is tried
+//!   again), and prices a failure as at least the failure penalty (1 s).
+//! - `in_flight`: requests started on the endpoint and not yet finished.
+//! - `success_rate`: the decaying share of successes in `0..=1`
+//!   ([`EndpointStats::success_rate_at`](crate::stats::EndpointStats::success_rate_at),
+//!   τ = `ewma_decay`), which drifts back toward 1 while no outcome is
+//!   recorded, so an instance that failed and has since recovered is probed
+//!   again; 1 before the first outcome. The floor of 0.05 keeps the cost
+//!   finite: a failing endpoint costs at most 20 × latency × load.
 //!
-//! Limit: the cost trades latency against load, and a failure counts as
-//! 1 s, not as infinitely expensive. An instance answering errors fast
-//! gets little traffic while the healthy ones have few requests in flight,
-//! but once a healthy instance of latency `L` carries `1 s / L − 1`
-//! requests (19 at 50 ms) the failing one looks as cheap and takes the
-//! overflow. Under such load, put [`AvailabilityFiltering`](super::AvailabilityFiltering)
-//! or an outlier ejection in front, or raise the stats' failure penalty.
+//! The unit is µs × requests; only the order of two costs matters.
+//! Latency × (in flight + 1) is the peak-EWMA load of Finagle and Linkerd
+//! (tower's `PeakEwma` computes the same product). The division by the
+//! success rate is this crate's own addition, not taken from them.
+//!
+//! Why the success rate: a failure priced at 1 s is not infinitely
+//! expensive. By latency × load alone, an instance answering errors in
+//! 1 ms looks as cheap as a healthy 50 ms instance carrying `1 s / 50 ms −
+//! 1` = 19 requests, so at 1 000 requests per second it drew 61 % of the
+//! traffic. Divided by its success rate (near the floor), it looks like
+//! 20 s × (in flight + 1) right after a failure: the healthy instance must
+//! carry 399 requests to look as expensive. As the failing one stays idle,
+//! its peak EWMA decays and its success rate drifts back up, so it is
+//! probed again, against a 50 ms instance with 50 in flight after about
+//! 3 s. `tests/latency_aware.rs` measures the shares.
+//!
+//! Limit: the cost still trades health against load. An instance that
+//! fails every request is avoided only until a healthy one carries about
+//! `20 × penalty / latency` requests; an instance failing a fraction `f` of
+//! requests is priced at only `1 / (1 − f)` times its (penalty-raised)
+//! latency. To take failing instances out entirely, put
+//! [`AvailabilityFiltering`](super::AvailabilityFiltering) or an outlier
+//! ejection in front.
 //!
 //! Draws skip endpoints that are excluded or whose breaker is tripped; a
 //! draw is retried a few times and then replaced by a walk from a random
@@ -35,6 +59,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::support::rotation;
 use super::{PickContext, Rule};
 use crate::discovery::Snapshot;
 use crate::instance::Endpoint;
@@ -43,7 +68,12 @@ use crate::rng::AtomicRng;
 /// Random draws per candidate before walking the list instead.
 const DRAW_TRIES: usize = 8;
 
-/// Power of two choices over peak-EWMA latency × (in flight + 1).
+/// Least success rate the cost divides by: a failing endpoint costs at most
+/// 20 times a healthy one with the same latency and load.
+const MIN_SUCCESS_RATE: f64 = 0.05;
+
+/// Power of two choices over peak-EWMA latency × (in flight + 1) ÷ success
+/// rate.
 ///
 /// Defaults: seeded from entropy, default RTT 30 ms.
 pub struct PeakEwmaP2c {
@@ -105,19 +135,22 @@ impl PeakEwmaP2c {
                 return Some(k);
             }
         }
-        let start = self.rng.below(n);
-        (0..n)
-            .map(|step| (start + step) % n)
+        rotation(self.rng.below(n), n)
             .find(|&k| Some(k) != skip && Self::usable(&endpoints[k], ctx, need_available))
     }
 
+    /// `peak_ewma_us × (in_flight + 1) / max(success_rate, 0.05)` at the
+    /// pick time (see the module documentation).
     #[inline]
     fn cost(&self, e: &Endpoint, ctx: &PickContext<'_>) -> f64 {
         let stats = e.stats();
-        let rtt = stats
-            .peak_ewma_us_at(ctx.now())
-            .unwrap_or(self.default_rtt_us);
-        rtt * (stats.in_flight() as f64 + 1.0)
+        let now = ctx.now();
+        let rtt = stats.peak_ewma_us_at(now).unwrap_or(self.default_rtt_us);
+        let success = stats
+            .success_rate_at(now)
+            .unwrap_or(1.0)
+            .max(MIN_SUCCESS_RATE);
+        rtt * (stats.in_flight() as f64 + 1.0) / success
     }
 }
 
@@ -161,36 +194,11 @@ impl Rule for PeakEwmaP2c {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::instance::Instance;
     use crate::rule::BestAvailable;
-    use crate::stats::{InFlightGuard, Outcome};
+    use crate::rule::test_support::{port, sample, simulate, snapshot, trip};
+    use crate::stats::Outcome;
     use proptest::prelude::*;
     use tokio::time::Instant;
-
-    fn snapshot(n: u16) -> Snapshot {
-        let eps = (0..n)
-            .map(|p| Endpoint::new(Instance::new("s", "127.0.0.1", 1000 + p).unwrap()))
-            .collect();
-        Snapshot::new("s", eps, 1)
-    }
-
-    fn trip(e: &Endpoint, now: Instant) {
-        for _ in 0..3 {
-            e.stats()
-                .start_at(now)
-                .finish_at(Outcome::ConnectFailure, now);
-        }
-    }
-
-    fn sample(e: &Endpoint, at: Instant, ms: u64) {
-        e.stats()
-            .start_at(at)
-            .finish_at(Outcome::Success, at + Duration::from_millis(ms));
-    }
-
-    fn port(e: Option<&Endpoint>) -> u16 {
-        e.map(|e| e.instance().port()).unwrap_or(0)
-    }
 
     /// Endpoint 0 answers 500 after 1 ms, endpoint 1 answers 200 after
     /// 50 ms, on a virtual clock. With `gap` `None` requests run one after
@@ -199,28 +207,12 @@ mod tests {
     /// latency has passed, so requests overlap. Returns the failing
     /// endpoint's share of the requests after a 200-request warm-up.
     fn failing_share(rule: &dyn Rule, gap: Option<Duration>) -> f64 {
-        let s = snapshot(2);
-        let mut now = Instant::now();
-        let mut pending: Vec<(Instant, InFlightGuard<'_>, Outcome)> = Vec::new();
-        let mut failing = 0u32;
-        for k in 0..2_000 {
-            let (done, rest): (Vec<_>, Vec<_>) = pending.into_iter().partition(|p| p.0 <= now);
-            pending = rest;
-            for (at, guard, outcome) in done {
-                guard.finish_at(outcome, at);
-            }
-            let e = rule.choose(&s, &PickContext::at(now)).unwrap();
-            let (latency, outcome) = if e.instance().port() == 1000 {
-                failing += u32::from(k >= 200);
-                (Duration::from_millis(1), Outcome::FailureStatus(500))
-            } else {
-                (Duration::from_millis(50), Outcome::Success)
-            };
-            let guard = e.stats().start_at(now);
-            pending.push((now + latency, guard, outcome));
-            now += gap.unwrap_or(latency);
-        }
-        f64::from(failing) / 1_800.0
+        let respond = |i| match i {
+            0 => (Duration::from_millis(1), Outcome::FailureStatus(500)),
+            _ => (Duration::from_millis(50), Outcome::Success),
+        };
+        let counts = simulate(rule, &snapshot(2), respond, gap, 2_000, 200);
+        f64::from(counts[0]) / 1_800.0
     }
 
     #[tokio::test(start_paused = true)]
@@ -234,12 +226,13 @@ mod tests {
         println!("one every 10 ms: failing share p2c {p2c:.4}");
         assert!(p2c < 0.2, "p2c sent {p2c} to the failing instance");
         // Past 19 in flight on the healthy one, 50 ms × (19 + 1) reaches the
-        // failing one's 1 s × 1: the documented limit, measured, not asserted.
+        // failing one's 1 s × 1; the success-rate factor keeps it away.
         for gap_ms in [1, 2] {
             let gap = Some(Duration::from_millis(gap_ms));
             let p2c = failing_share(&PeakEwmaP2c::with_seed(7), gap);
             let best = failing_share(&BestAvailable::new(), gap);
             println!("one every {gap_ms} ms: failing share p2c {p2c:.4}, best_available {best:.4}");
+            assert!(p2c < 0.2, "p2c sent {p2c} to the failing instance");
         }
     }
 
@@ -258,6 +251,36 @@ mod tests {
         let _held: Vec<_> = (0..4)
             .map(|_| s.endpoints()[1].stats().start_at(later))
             .collect();
+        assert!((0..50).all(|_| port(rule.choose(&s, &ctx)) == 1000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn success_rate_prices_failures_and_drifts_back_while_idle() {
+        let s = snapshot(2);
+        let (failing, healthy) = (&s.endpoints()[0], &s.endpoints()[1]);
+        let t0 = Instant::now();
+        failing
+            .stats()
+            .start_at(t0)
+            .finish_at(Outcome::FailureStatus(500), t0 + Duration::from_millis(1));
+        sample(healthy, t0, 50);
+        let t1 = t0 + Duration::from_millis(50);
+        let rule = PeakEwmaP2c::with_seed(5);
+        let ctx = PickContext::at(t1);
+        // Success rate 0, floored at 0.05: 20 × the 1 s penalty × 1.
+        let peak = failing.stats().peak_ewma_us_at(t1).unwrap();
+        assert_eq!(rule.cost(failing, &ctx), peak / MIN_SUCCESS_RATE);
+        // 50 ms × (29 + 1) = 1.5 s is more than the failing one's 1 s × 1,
+        // but less than its 20 s.
+        let _held: Vec<_> = (0..29).map(|_| healthy.stats().start_at(t1)).collect();
+        assert!((0..50).all(|_| port(rule.choose(&s, &ctx)) == 1001));
+        // 30 s (3 τ) without outcomes: the success rate is back to 0.95 and
+        // the failing instance is tried again (by the undecayed rate of 0,
+        // it would cost 20 × and stay shunned).
+        let later = t1 + Duration::from_secs(30);
+        let ctx = PickContext::at(later);
+        let rate = failing.stats().success_rate_at(later).unwrap();
+        assert!((rate - 0.95).abs() < 0.01, "{rate}");
         assert!((0..50).all(|_| port(rule.choose(&s, &ctx)) == 1000));
     }
 

@@ -8,7 +8,8 @@
 
 use std::fmt;
 
-use super::{PickContext, Rule, nth_eligible};
+use super::support::nth_eligible;
+use super::{PickContext, Rule};
 use crate::discovery::Snapshot;
 use crate::instance::Endpoint;
 use crate::rng::AtomicRng;
@@ -73,22 +74,19 @@ impl Rule for Random {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::instance::Instance;
+    use crate::rule::test_support::{index, snapshot};
 
     #[test]
     fn seeded_spread_is_even_and_repeatable() {
-        let eps = (0..4)
-            .map(|p| Endpoint::new(Instance::new("s", "127.0.0.1", 1000 + p).unwrap()))
-            .collect();
-        let s = Snapshot::new("s", eps, 1);
+        let s = snapshot(4);
         let excluded = [s.endpoints()[3].clone()];
         let ctx = PickContext::new().with_excluded(&excluded);
         let (a, b) = (Random::with_seed(9), Random::with_seed(9));
         let mut counts = [0u32; 4];
         for _ in 0..30_000 {
-            let x = a.choose(&s, &ctx).unwrap().instance().port();
-            assert_eq!(x, b.choose(&s, &ctx).unwrap().instance().port());
-            counts[(x - 1000) as usize] += 1;
+            let x = index(a.choose(&s, &ctx).unwrap());
+            assert_eq!(x, index(b.choose(&s, &ctx).unwrap()));
+            counts[x] += 1;
         }
         assert_eq!(counts[3], 0);
         for c in &counts[..3] {

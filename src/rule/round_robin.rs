@@ -15,7 +15,8 @@
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{PickContext, Rule, nth_eligible};
+use super::support::nth_eligible;
+use super::{PickContext, Rule};
 use crate::discovery::Snapshot;
 use crate::instance::Endpoint;
 
@@ -71,18 +72,7 @@ impl Rule for RoundRobin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::instance::Instance;
-
-    fn snapshot(n: u16) -> Snapshot {
-        let eps = (0..n)
-            .map(|p| Endpoint::new(Instance::new("s", "127.0.0.1", 1000 + p).unwrap()))
-            .collect();
-        Snapshot::new("s", eps, 1)
-    }
-
-    fn port(e: Option<&Endpoint>) -> u16 {
-        e.map(|e| e.instance().port()).unwrap_or(0)
-    }
+    use crate::rule::test_support::{port, snapshot};
 
     #[test]
     fn rotates_and_wraps() {

@@ -25,13 +25,12 @@
 //! while the weights belong to another snapshot version than the one read.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use tokio::time::Instant;
 
+use super::support::{Versioned, VersionedState};
 use super::{PickContext, RoundRobin, Rule};
 use crate::discovery::Snapshot;
 use crate::instance::Endpoint;
@@ -43,7 +42,7 @@ const MIN_TOTAL_MS: f64 = 0.001;
 /// Weighted response time: the share of an instance grows as its mean
 /// response time falls below the others'.
 pub struct WeightedResponseTime {
-    weights: ArcSwapOption<Weights>,
+    weights: VersionedState<Weights>,
     rng: AtomicRng,
     fallback: RoundRobin,
     interval: Duration,
@@ -52,11 +51,8 @@ pub struct WeightedResponseTime {
     last_ms: AtomicU64,
 }
 
-/// Weights computed for one snapshot version.
+/// Weights computed for the snapshot they are [`Versioned`] with.
 struct Weights {
-    version: u64,
-    /// The snapshot's endpoints, in its order (identities and stats).
-    endpoints: Box<[Endpoint]>,
     /// `cumulative[i] = W(0) + … + W(i)` in ms, as `f64` bits.
     cumulative: Box<[AtomicU64]>,
 }
@@ -73,36 +69,24 @@ fn mean_ms(e: &Endpoint) -> f64 {
 }
 
 impl Weights {
-    fn new(snapshot: &Snapshot) -> Self {
-        let weights = Self {
-            version: snapshot.version(),
-            endpoints: snapshot.endpoints().into(),
-            cumulative: snapshot
-                .endpoints()
-                .iter()
-                .map(|_| AtomicU64::new(0))
-                .collect(),
-        };
+    fn build(snapshot: &Snapshot) -> Versioned<Self> {
+        let cumulative = snapshot
+            .endpoints()
+            .iter()
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        let weights = Versioned::new(snapshot, Self { cumulative });
         weights.fill();
         weights
     }
+}
 
-    /// Whether these weights were computed for exactly `snapshot`.
-    fn is_for(&self, snapshot: &Snapshot) -> bool {
-        self.version == snapshot.version()
-            && self.endpoints.len() == snapshot.len()
-            && self
-                .endpoints
-                .iter()
-                .zip(snapshot.endpoints())
-                .all(|(a, b)| a.same_identity(b))
-    }
-
+impl Versioned<Weights> {
     /// Recomputes the weights in place from the current stats.
     fn fill(&self) {
-        let total: f64 = self.endpoints.iter().map(mean_ms).sum();
+        let total: f64 = self.endpoints().iter().map(mean_ms).sum();
         let mut acc = 0.0;
-        for (e, c) in self.endpoints.iter().zip(&*self.cumulative) {
+        for (e, c) in self.endpoints().iter().zip(&*self.cumulative) {
             acc += (total - mean_ms(e)).max(0.0);
             c.store(acc.to_bits(), Ordering::Relaxed);
         }
@@ -113,7 +97,7 @@ impl Weights {
     }
 
     /// A weighted draw, or `None` when the caller must fall back. Robust to
-    /// a concurrent in-place [`Weights::fill`] (a torn array only skews one
+    /// a concurrent in-place [`fill`](Self::fill) (a torn array only skews one
     /// draw).
     fn pick<'s>(
         &self,
@@ -167,7 +151,7 @@ impl Weights {
             found?
         };
         let e = endpoints.get(i)?;
-        (self.endpoints[i].same_identity(e) && ctx.is_eligible(e)).then_some(e)
+        (self.endpoints()[i].same_identity(e) && ctx.is_eligible(e)).then_some(e)
     }
 }
 
@@ -191,7 +175,7 @@ impl WeightedResponseTime {
 
     fn build(rng: AtomicRng, fallback: RoundRobin) -> Self {
         Self {
-            weights: ArcSwapOption::empty(),
+            weights: VersionedState::empty(),
             rng,
             fallback,
             interval: Self::DEFAULT_RECOMPUTE_INTERVAL,
@@ -222,8 +206,8 @@ impl WeightedResponseTime {
     pub fn recompute(&self, snapshot: &Snapshot) {
         match self.weights.load().as_deref() {
             Some(w) if w.is_for(snapshot) => w.fill(),
-            Some(w) if w.version > snapshot.version() => return,
-            _ => self.weights.store(Some(Arc::new(Weights::new(snapshot)))),
+            Some(w) if w.version() > snapshot.version() => return,
+            _ => self.weights.store(Weights::build(snapshot)),
         }
         self.restart_interval();
     }
@@ -268,10 +252,7 @@ impl fmt::Debug for WeightedResponseTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WeightedResponseTime")
             .field("recompute_interval", &self.interval)
-            .field(
-                "version",
-                &self.weights.load().as_deref().map(|w| w.version),
-            )
+            .field("version", &self.weights.version())
             .finish_non_exhaustive()
     }
 }
@@ -283,7 +264,7 @@ impl Rule for WeightedResponseTime {
         }
         self.maybe_recompute(ctx.now());
         if let Some(w) = self.weights.load().as_deref() {
-            if w.version == snapshot.version() {
+            if w.version() == snapshot.version() {
                 if let Some(e) = w.pick(snapshot, ctx, &self.rng) {
                     return Some(e);
                 }
@@ -293,7 +274,7 @@ impl Rule for WeightedResponseTime {
     }
 
     fn update(&self, snapshot: &Snapshot) {
-        self.weights.store(Some(Arc::new(Weights::new(snapshot))));
+        self.weights.store(Weights::build(snapshot));
         self.restart_interval();
     }
 
@@ -307,24 +288,10 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::instance::Instance;
+    use crate::rule::test_support::{
+        check_changing_lists, endpoints, feed, index, list_steps, masked,
+    };
     use crate::stats::Outcome;
-
-    fn endpoints(n: u16) -> Vec<Endpoint> {
-        (0..n)
-            .map(|p| Endpoint::new(Instance::new("s", "127.0.0.1", 1000 + p).unwrap()))
-            .collect()
-    }
-
-    /// Records `samples` attempts of exactly `ms` each.
-    fn feed(e: &Endpoint, ms: u64, samples: usize) {
-        for _ in 0..samples {
-            let t = Instant::now();
-            e.stats()
-                .start_at(t)
-                .finish_at(Outcome::Success, t + Duration::from_millis(ms));
-        }
-    }
 
     fn shares(
         rule: &WeightedResponseTime,
@@ -334,8 +301,7 @@ mod tests {
     ) -> Vec<f64> {
         let mut counts = vec![0u32; s.len()];
         for _ in 0..picks {
-            let e = rule.choose(s, ctx).unwrap();
-            counts[usize::from(e.instance().port() - 1000)] += 1;
+            counts[index(rule.choose(s, ctx).unwrap())] += 1;
         }
         counts
             .iter()
@@ -436,10 +402,7 @@ mod tests {
         /// or colliding versions, random latencies and failures.
         #[test]
         fn picks_are_members_and_never_excluded(
-            lists in prop::collection::vec(
-                (prop::collection::vec(any::<bool>(), 30), 0usize..=30, 0u64..3, any::<bool>()),
-                1..6,
-            ),
+            lists in list_steps(30),
             latencies in prop::collection::vec(prop::option::of((0u64..2_000, any::<bool>())), 30),
             excluded_mask in prop::collection::vec(any::<bool>(), 30),
             seed in any::<u64>(),
@@ -453,42 +416,10 @@ mod tests {
                     e.stats().start_at(t).finish_at(outcome, t + Duration::from_millis(ms));
                 }
             }
-            let excluded: Vec<Endpoint> = pool
-                .iter()
-                .zip(&excluded_mask)
-                .filter(|(_, x)| **x)
-                .map(|(e, _)| e.clone())
-                .collect();
+            let excluded = masked(&pool, &excluded_mask);
             let interval = if lazy { Duration::ZERO } else { Duration::MAX };
             let rule = WeightedResponseTime::with_seed(seed).with_recompute_interval(interval);
-            let mut previous: Option<Snapshot> = None;
-            for (mask, n, version, update) in &lists {
-                let eps = pool[..*n]
-                    .iter()
-                    .zip(mask)
-                    .filter(|(_, m)| **m)
-                    .map(|(e, _)| e.clone())
-                    .collect();
-                let snap = Snapshot::new("s", eps, *version);
-                if *update {
-                    rule.update(&snap);
-                }
-                for s in std::iter::once(&snap).chain(previous.as_ref()) {
-                    for ctx in [PickContext::new(), PickContext::new().with_excluded(&excluded)] {
-                        let eligible = s.endpoints().iter().filter(|e| ctx.is_eligible(e)).count();
-                        for _ in 0..20 {
-                            match rule.choose(s, &ctx) {
-                                Some(e) => {
-                                    prop_assert!(s.endpoints().iter().any(|x| std::ptr::eq(x, e)));
-                                    prop_assert!(ctx.is_eligible(e));
-                                }
-                                None => prop_assert_eq!(eligible, 0),
-                            }
-                        }
-                    }
-                }
-                previous = Some(snap);
-            }
+            check_changing_lists(&rule, &pool, &lists, &excluded, &[None], 20)?;
         }
     }
 }

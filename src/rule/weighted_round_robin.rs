@@ -24,29 +24,25 @@
 //! [`Instance::weight`]: crate::instance::Instance::weight
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use arc_swap::ArcSwapOption;
-
-use super::{PickContext, Rule, nth_eligible};
+use super::support::{Versioned, VersionedState, nth_eligible};
+use super::{PickContext, Rule};
 use crate::discovery::Snapshot;
 use crate::instance::Endpoint;
 
 /// Smooth weighted round robin over the instances' static weights.
 pub struct WeightedRoundRobin {
-    cycle: ArcSwapOption<Cycle>,
+    cycle: VersionedState<Cycle>,
     next: AtomicUsize,
 }
 
-/// One precomputed cycle for one snapshot version.
+/// One precomputed cycle for the snapshot it is [`Versioned`] with.
 struct Cycle {
-    version: u64,
-    /// The snapshot's endpoints, in its order.
-    endpoints: Box<[Endpoint]>,
     /// Effective (reduced, scaled) weight per endpoint.
     weights: Box<[u64]>,
-    /// Indices into `endpoints`, one cycle long; empty if all weights are 0.
+    /// Indices into the snapshot's endpoints, one cycle long; empty if all
+    /// weights are 0.
     sequence: Box<[u32]>,
 }
 
@@ -103,21 +99,24 @@ fn smooth_cycle(weights: &[u32], cap: u64) -> (Vec<u64>, Vec<u32>) {
 }
 
 impl Cycle {
-    fn new(snapshot: &Snapshot) -> Self {
+    fn build(snapshot: &Snapshot) -> Versioned<Self> {
         let raw: Vec<u32> = snapshot
             .endpoints()
             .iter()
             .map(|e| e.instance().weight())
             .collect();
         let (weights, sequence) = smooth_cycle(&raw, WeightedRoundRobin::MAX_CYCLE as u64);
-        Self {
-            version: snapshot.version(),
-            endpoints: snapshot.endpoints().into(),
-            weights: weights.into(),
-            sequence: sequence.into(),
-        }
+        Versioned::new(
+            snapshot,
+            Self {
+                weights: weights.into(),
+                sequence: sequence.into(),
+            },
+        )
     }
+}
 
+impl Versioned<Cycle> {
     /// The `k`-th entry of the cycle, or the next eligible one; `None` when
     /// the caller must fall back to plain round robin.
     fn pick<'s>(
@@ -126,33 +125,19 @@ impl Cycle {
         ctx: &PickContext<'_>,
         k: usize,
     ) -> Option<&'s Endpoint> {
-        let endpoints = snapshot.endpoints();
-        let len = self.sequence.len();
-        if len == 0 || self.version != snapshot.version() || self.endpoints.len() != endpoints.len()
-        {
+        if self.sequence.is_empty() || !self.aligned_with(snapshot) {
             return None;
         }
         if !ctx.all_eligible()
             && !self
                 .weights
                 .iter()
-                .zip(endpoints)
+                .zip(snapshot.endpoints())
                 .any(|(&w, e)| w > 0 && ctx.is_eligible(e))
         {
             return None;
         }
-        let start = k % len;
-        for j in 0..len {
-            let i = self.sequence[(start + j) % len] as usize;
-            let e = endpoints.get(i)?;
-            if !self.endpoints[i].same_identity(e) {
-                return None;
-            }
-            if ctx.is_eligible(e) {
-                return Some(e);
-            }
-        }
-        None
+        self.first_eligible(&self.sequence, k, snapshot, ctx)
     }
 }
 
@@ -171,7 +156,7 @@ impl WeightedRoundRobin {
     /// the cycle, for repeatable tests.
     pub fn with_start(start: usize) -> Self {
         Self {
-            cycle: ArcSwapOption::empty(),
+            cycle: VersionedState::empty(),
             next: AtomicUsize::new(start),
         }
     }
@@ -188,7 +173,7 @@ impl fmt::Debug for WeightedRoundRobin {
         let cycle = self.cycle.load();
         f.debug_struct("WeightedRoundRobin")
             .field("next", &self.next.load(Ordering::Relaxed))
-            .field("version", &cycle.as_deref().map(|c| c.version))
+            .field("version", &cycle.as_deref().map(Versioned::version))
             .field("cycle_len", &cycle.as_deref().map(|c| c.sequence.len()))
             .finish()
     }
@@ -209,7 +194,7 @@ impl Rule for WeightedRoundRobin {
     }
 
     fn update(&self, snapshot: &Snapshot) {
-        self.cycle.store(Some(Arc::new(Cycle::new(snapshot))));
+        self.cycle.store(Cycle::build(snapshot));
     }
 
     fn name(&self) -> &'static str {
@@ -222,19 +207,15 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::instance::Instance;
+    use crate::rule::test_support::{
+        BASE_PORT, check_changing_lists, index, instance, list_steps, masked,
+    };
 
     fn snapshot(weights: &[u32], version: u64) -> Snapshot {
         let eps = weights
             .iter()
-            .zip(0u16..)
-            .map(|(&w, p)| {
-                Endpoint::new(
-                    Instance::new("s", "127.0.0.1", 1000 + p)
-                        .unwrap()
-                        .with_weight(w),
-                )
-            })
+            .zip(BASE_PORT..)
+            .map(|(&w, p)| Endpoint::new(instance("127.0.0.1", p).with_weight(w)))
             .collect();
         Snapshot::new("s", eps, version)
     }
@@ -242,7 +223,7 @@ mod tests {
     fn letters(rule: &WeightedRoundRobin, s: &Snapshot, ctx: &PickContext<'_>, n: usize) -> String {
         (0..n)
             .map(|_| match rule.choose(s, ctx) {
-                Some(e) => char::from(b'a' + (e.instance().port() - 1000) as u8),
+                Some(e) => char::from(b'a' + index(e) as u8),
                 None => '-',
             })
             .collect()
@@ -285,13 +266,7 @@ mod tests {
         assert_eq!(letters(&rule, &z, &PickContext::new(), 6).len(), 6);
         let mut counts = [0; 3];
         for _ in 0..300 {
-            counts[usize::from(
-                rule.choose(&z, &PickContext::new())
-                    .unwrap()
-                    .instance()
-                    .port()
-                    - 1000,
-            )] += 1;
+            counts[index(rule.choose(&z, &PickContext::new()).unwrap())] += 1;
         }
         assert_eq!(counts, [100, 100, 100]);
         assert!(
@@ -326,51 +301,15 @@ mod tests {
         /// share over a cycle.
         #[test]
         fn picks_are_members_and_never_excluded(
-            lists in prop::collection::vec(
-                (prop::collection::vec(any::<bool>(), 30), 0usize..=30, 0u64..3, any::<bool>()),
-                1..6,
-            ),
+            lists in list_steps(30),
             weights in prop::collection::vec(prop_oneof![99 => 0u32..8, 1 => any::<u32>()], 30),
             excluded_mask in prop::collection::vec(any::<bool>(), 30),
             start in any::<usize>(),
         ) {
             let pool = snapshot(&weights, 0);
-            let excluded: Vec<Endpoint> = pool
-                .endpoints()
-                .iter()
-                .zip(&excluded_mask)
-                .filter(|(_, x)| **x)
-                .map(|(e, _)| e.clone())
-                .collect();
+            let excluded = masked(pool.endpoints(), &excluded_mask);
             let rule = WeightedRoundRobin::with_start(start);
-            let mut previous: Option<Snapshot> = None;
-            for (mask, n, version, update) in &lists {
-                let eps = pool.endpoints()[..*n]
-                    .iter()
-                    .zip(mask)
-                    .filter(|(_, m)| **m)
-                    .map(|(e, _)| e.clone())
-                    .collect();
-                let snap = Snapshot::new("s", eps, *version);
-                if *update {
-                    rule.update(&snap);
-                }
-                for s in std::iter::once(&snap).chain(previous.as_ref()) {
-                    for ctx in [PickContext::new(), PickContext::new().with_excluded(&excluded)] {
-                        let eligible = s.endpoints().iter().filter(|e| ctx.is_eligible(e)).count();
-                        for _ in 0..20 {
-                            match rule.choose(s, &ctx) {
-                                Some(e) => {
-                                    prop_assert!(s.endpoints().iter().any(|x| std::ptr::eq(x, e)));
-                                    prop_assert!(ctx.is_eligible(e));
-                                }
-                                None => prop_assert_eq!(eligible, 0),
-                            }
-                        }
-                    }
-                }
-                previous = Some(snap);
-            }
+            check_changing_lists(&rule, pool.endpoints(), &lists, &excluded, &[None], 20)?;
         }
 
         /// Over one whole cycle each instance is picked exactly its reduced
@@ -384,7 +323,7 @@ mod tests {
             prop_assume!(!seq.is_empty());
             let mut counts = vec![0u64; weights.len()];
             for _ in 0..seq.len() {
-                counts[usize::from(rule.choose(&s, &PickContext::new()).unwrap().instance().port() - 1000)] += 1;
+                counts[index(rule.choose(&s, &PickContext::new()).unwrap())] += 1;
             }
             prop_assert_eq!(counts, w);
         }

@@ -42,19 +42,17 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
 use arc_swap::ArcSwap;
 
-use super::availability_filtering::position;
+use super::support::first_passing;
 use super::{PickContext, RoundRobin, Rule};
 use crate::discovery::Snapshot;
 use crate::instance::Endpoint;
 
 /// Most zones the per-pick counts hold; beyond that, no zone logic.
 const MAX_ZONES: usize = 16;
-/// Most times the wrapped rule is asked per pick.
-const INNER_TRIES: usize = 10;
 /// The zone of an instance that has none.
 const DEFAULT_ZONE: &str = "default";
 
@@ -153,33 +151,9 @@ impl<R: Rule> ZoneAvoidance<R> {
         ctx: &PickContext<'_>,
         allowed: impl Fn(usize) -> bool,
     ) -> Option<&'s Endpoint> {
-        let endpoints = snapshot.endpoints();
-        let n = endpoints.len();
-        let mut tripped = None;
-        for _ in 0..n.min(INNER_TRIES) {
-            let Some(e) = self.inner.choose(snapshot, ctx) else {
-                break;
-            };
-            if position(endpoints, e).is_some_and(&allowed) && ctx.is_eligible(e) {
-                if e.stats().is_available_at(ctx.now()) {
-                    return Some(e);
-                }
-                tripped.get_or_insert(e);
-            }
-        }
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        for k in 0..n {
-            let i = (start + k) % n;
-            let e = &endpoints[i];
-            if !allowed(i) || !ctx.is_eligible(e) {
-                continue;
-            }
-            if e.stats().is_available_at(ctx.now()) {
-                return Some(e);
-            }
-            tripped.get_or_insert(e);
-        }
-        tripped
+        let available = |e: &Endpoint| e.stats().is_available_at(ctx.now());
+        first_passing(&self.inner, snapshot, ctx, &self.next, allowed, available)
+            .map_or_else(|tripped| tripped, Some)
     }
 }
 
@@ -319,7 +293,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::instance::Instance;
+    use crate::rule::support::position;
+    use crate::rule::test_support::{BASE_PORT, instance, trip};
     use crate::rule::{AllFilteredPolicy, AvailabilityFiltering};
     use crate::stats::Outcome;
     use proptest::prelude::*;
@@ -328,18 +303,10 @@ mod tests {
     fn zoned(zones: &[&str], version: u64) -> Snapshot {
         let eps = zones
             .iter()
-            .zip(1000..)
-            .map(|(z, p)| Endpoint::new(Instance::new("s", "127.0.0.1", p).unwrap().with_zone(*z)))
+            .zip(BASE_PORT..)
+            .map(|(z, p)| Endpoint::new(instance("127.0.0.1", p).with_zone(*z)))
             .collect();
         Snapshot::new("s", eps, version)
-    }
-
-    fn trip(e: &Endpoint, now: Instant) {
-        for _ in 0..3 {
-            e.stats()
-                .start_at(now)
-                .finish_at(Outcome::ConnectFailure, now);
-        }
     }
 
     /// `picks` requests at the (paused) current time, each finished at once

@@ -13,11 +13,20 @@ use crate::stats::Outcome;
 pub trait ResponseStatus {
     /// The HTTP status code, if the response has one.
     fn status_code(&self) -> Option<u16>;
+
+    /// The `Retry-After` header, if any. Default: none.
+    fn retry_after(&self) -> Option<&http::HeaderValue> {
+        None
+    }
 }
 
 impl<B> ResponseStatus for http::Response<B> {
     fn status_code(&self) -> Option<u16> {
         Some(self.status().as_u16())
+    }
+
+    fn retry_after(&self) -> Option<&http::HeaderValue> {
+        self.headers().get(http::header::RETRY_AFTER)
     }
 }
 
@@ -62,29 +71,33 @@ impl FailureStatuses {
 }
 
 /// Classifies an inner service's error by walking its source chain:
-/// hyper-util's connect errors, reqwest's connect / timeout errors,
-/// `std::io::Error` kinds and tower's `Elapsed`.
+/// hyper-util's connect errors (a connect error caused by an I/O timeout is
+/// a connect timeout), reqwest's connect / timeout errors, `std::io::Error`
+/// kinds and tower's / tokio's `Elapsed` (a read timeout).
 pub fn classify_error(error: &BoxError) -> Outcome {
+    let mut connecting = false;
     let mut current: Option<&(dyn StdError + 'static)> = Some(error.as_ref());
     while let Some(e) = current {
         if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
-            if h.is_connect() {
-                return Outcome::ConnectFailure;
-            }
+            connecting |= h.is_connect();
         }
         #[cfg(feature = "reqwest")]
         if let Some(r) = e.downcast_ref::<reqwest::Error>() {
-            if r.is_connect() {
-                return Outcome::ConnectFailure;
-            }
-            if r.is_timeout() {
-                return Outcome::ReadTimeout;
+            match (r.is_connect(), r.is_timeout()) {
+                (true, true) => return Outcome::ConnectTimeout,
+                (true, false) => connecting = true,
+                (false, true) => return Outcome::ReadTimeout,
+                (false, false) => {}
             }
         }
         if e.downcast_ref::<tower::timeout::error::Elapsed>().is_some()
             || e.downcast_ref::<tokio::time::error::Elapsed>().is_some()
         {
-            return Outcome::ReadTimeout;
+            return if connecting {
+                Outcome::ConnectTimeout
+            } else {
+                Outcome::ReadTimeout
+            };
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;
@@ -92,13 +105,18 @@ pub fn classify_error(error: &BoxError) -> Outcome {
                 ConnectionRefused | AddrNotAvailable | HostUnreachable | NetworkUnreachable => {
                     return Outcome::ConnectFailure;
                 }
+                TimedOut if connecting => return Outcome::ConnectTimeout,
                 TimedOut => return Outcome::ReadTimeout,
                 _ => {}
             }
         }
         current = e.source();
     }
-    Outcome::OtherError
+    if connecting {
+        Outcome::ConnectFailure
+    } else {
+        Outcome::OtherError
+    }
 }
 
 #[cfg(test)]

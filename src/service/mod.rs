@@ -45,13 +45,15 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
-use http::{Request, Uri};
-use tower::{Service, ServiceExt};
+use http::Request;
+use tower::Service;
 
 use crate::discovery::spawn_refresher;
 use crate::discovery::{InstanceSource, RefreshConfig, RefreshStatus, ServiceState, Snapshot};
 use crate::error::{BoxError, BuildError, Error};
-use crate::rule::{PickContext, RoundRobin, Rule};
+use crate::health::{ActiveHealthCheck, OutlierDetection};
+use crate::retry::{RetryPolicy, TryCloneBody};
+use crate::rule::{RoundRobin, Rule};
 
 mod classify;
 mod future;
@@ -59,6 +61,7 @@ mod hash_key;
 mod layer;
 #[cfg(feature = "reqwest")]
 mod reqwest_adapter;
+mod send;
 
 pub use classify::{FailureStatuses, ResponseStatus, classify_error};
 pub use future::ResponseFuture;
@@ -85,6 +88,9 @@ pub struct Builder {
     max_services: usize,
     failure_statuses: FailureStatuses,
     hash_key: Option<HashKey>,
+    retry: RetryPolicy,
+    outliers: OutlierDetection,
+    active_health: Option<ActiveHealthCheck>,
 }
 
 impl Default for Builder {
@@ -98,6 +104,9 @@ impl Default for Builder {
             max_services: 1024,
             failure_statuses: FailureStatuses::default(),
             hash_key: None,
+            retry: RetryPolicy::default(),
+            outliers: OutlierDetection::default(),
+            active_health: None,
         }
     }
 }
@@ -185,6 +194,29 @@ impl Builder {
         self
     }
 
+    /// When requests are retried on the same or other instances. Default:
+    /// [`RetryPolicy::default`] (one retry on another instance, budget
+    /// 20 % + 10/s).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Outlier ejection and the panic threshold. Default:
+    /// [`OutlierDetection::default`] (5 consecutive 5xx or gateway errors
+    /// eject for 30 s × times ejected; at most 50 % ejected; panic below
+    /// 50 % healthy).
+    pub fn outlier_detection(mut self, detection: OutlierDetection) -> Self {
+        self.outliers = detection;
+        self
+    }
+
+    /// Active health checks of every instance. Default: off.
+    pub fn active_health_check(mut self, check: ActiveHealthCheck) -> Self {
+        self.active_health = Some(check);
+        self
+    }
+
     /// Which response statuses count as failed attempts in the instance
     /// stats (latency-aware rules price them as slow). Default: 5xx and 429.
     pub fn failure_statuses(mut self, statuses: FailureStatuses) -> Self {
@@ -201,6 +233,7 @@ impl Builder {
     pub fn layer(self) -> Result<LoadBalancerLayer, BuildError> {
         let source = self.source.ok_or(BuildError::NoSource)?;
         let handle = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let budget = self.retry.get_budget().build()?;
         let shared = Arc::new(Shared {
             services: ArcSwap::from_pointee(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
@@ -211,6 +244,11 @@ impl Builder {
             max_services: self.max_services,
             failure_statuses: self.failure_statuses,
             hash_key: self.hash_key,
+            retry: self.retry,
+            outliers: self.outliers,
+            active_health: self.active_health,
+            budget,
+            rng: crate::rng::AtomicRng::from_entropy(),
             handle,
         });
         for service in &self.services {
@@ -250,6 +288,11 @@ pub(crate) struct Shared {
     max_services: usize,
     failure_statuses: FailureStatuses,
     hash_key: Option<HashKey>,
+    retry: RetryPolicy,
+    outliers: OutlierDetection,
+    active_health: Option<ActiveHealthCheck>,
+    budget: Option<tower::retry::budget::TpsBudget>,
+    rng: crate::rng::AtomicRng,
     handle: tokio::runtime::Handle,
 }
 
@@ -280,12 +323,20 @@ impl Shared {
             service_id,
             (self.make_rule)(),
             self.refresh.clone(),
+            self.outliers.get_panic_threshold_percent(),
         ));
         tasks.push(spawn_refresher(
             &state,
             Arc::clone(&self.source),
             &self.handle,
         ));
+        if let Some(check) = &self.active_health {
+            tasks.push(crate::health::spawn_health_checks(
+                &state,
+                check.clone(),
+                &self.handle,
+            ));
+        }
         let key = Self::key(service_id).into_owned();
         self.services.rcu(|map| {
             let mut map = HashMap::clone(map);
@@ -357,6 +408,13 @@ impl<S> LoadBalancer<S> {
         self.shared.get(service_id).map(|s| s.status())
     }
 
+    /// Whether `service_id` is in panic mode: fewer than the panic threshold
+    /// of its instances are healthy, so health is ignored (as of the last
+    /// pick). `None` for an unknown service.
+    pub fn in_panic(&self, service_id: &str) -> Option<bool> {
+        self.shared.get(service_id).map(|s| s.health().in_panic())
+    }
+
     /// Waits until the first fetch of `service_id` has finished (or the
     /// configured first-fetch bound has passed). Returns whether it finished.
     /// `false` for an unknown service.
@@ -392,7 +450,7 @@ where
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     S::Response: ResponseStatus + Send + 'static,
-    B: Send + 'static,
+    B: TryCloneBody + Send + 'static,
 {
     type Response = S::Response;
     type Error = Error;
@@ -423,104 +481,6 @@ where
         };
         let inner = self.inner.clone();
         let shared = Arc::clone(&self.shared);
-        ResponseFuture::new(send(shared, state, inner, req))
+        ResponseFuture::new(send::send(shared, state, inner, req))
     }
-}
-
-/// One request: wait for the first list if needed, pick, rewrite, send.
-async fn send<S, B>(
-    shared: Arc<Shared>,
-    state: Arc<ServiceState>,
-    mut inner: S,
-    mut req: Request<B>,
-) -> Result<S::Response, Error>
-where
-    S: Service<Request<B>>,
-    S::Error: Into<BoxError>,
-    S::Response: ResponseStatus,
-{
-    if !state.wait_first_fetch().await {
-        return Err(Error::DiscoveryTimeout {
-            service: state.service_id().to_owned(),
-            waited: state.first_fetch_wait(),
-        });
-    }
-    let hash_key = shared
-        .hash_key
-        .as_ref()
-        .and_then(|key| key.extract(req.uri(), req.headers()));
-    let endpoint = {
-        let snapshot = state.snapshot();
-        let mut ctx = PickContext::new();
-        if let Some(key) = hash_key {
-            ctx = ctx.with_hash_key(key);
-        }
-        match state.rule().choose(&snapshot, &ctx) {
-            Some(endpoint) => endpoint.clone(),
-            None => {
-                metrics::counter!(crate::metrics::NO_INSTANCES, "service" => state.service_id().to_owned())
-                    .increment(1);
-                return Err(match state.error_before_first_success() {
-                    Some(source) => Error::Discovery {
-                        service: state.service_id().to_owned(),
-                        source,
-                    },
-                    None => Error::NoInstances {
-                        service: state.service_id().to_owned(),
-                    },
-                });
-            }
-        }
-    };
-    let connect = req.method() == http::Method::CONNECT;
-    let mut parts = std::mem::take(req.uri_mut()).into_parts();
-    parts.authority = Some(endpoint.authority().clone());
-    if connect {
-        // CONNECT keeps the authority form (RFC 9110 §9.3.6).
-        parts.scheme = None;
-        parts.path_and_query = None;
-    } else {
-        // As Spring Cloud's `LoadBalancerUriTools`: a secure instance
-        // upgrades the scheme to https; otherwise the caller's scheme stays
-        // (an https request is never downgraded).
-        let keep_https = parts.scheme.as_ref() == Some(&http::uri::Scheme::HTTPS);
-        parts.scheme = Some(if keep_https {
-            http::uri::Scheme::HTTPS
-        } else {
-            endpoint.scheme().clone()
-        });
-        if parts.path_and_query.is_none() {
-            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-        }
-    }
-    *req.uri_mut() = Uri::from_parts(parts).map_err(|e| Error::InvalidRequest {
-        service: state.service_id().to_owned(),
-        instance: endpoint.to_string(),
-        reason: e.to_string(),
-    })?;
-
-    let inner_error = |source: BoxError| Error::Inner {
-        service: state.service_id().to_owned(),
-        instance: endpoint.to_string(),
-        source,
-    };
-    let guard = endpoint.stats().start();
-    let ready: Result<&mut S, BoxError> = inner.ready().await.map_err(Into::into);
-    let result: Result<S::Response, BoxError> = match ready {
-        Ok(ready) => ready.call(req).await.map_err(Into::into),
-        Err(e) => Err(e),
-    };
-    let (outcome, result) = match result {
-        Ok(response) => (
-            shared
-                .failure_statuses
-                .classify_status(response.status_code()),
-            Ok(response),
-        ),
-        Err(e) => (classify_error(&e), Err(e)),
-    };
-    let seconds = guard.started().elapsed().as_secs_f64();
-    let transition = guard.finish(outcome);
-    endpoint.metrics().record(outcome, seconds, transition);
-    result.map_err(inner_error)
 }

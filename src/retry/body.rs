@@ -1,0 +1,224 @@
+//! Request bodies and retries: which bodies can be sent again.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Empty, Full};
+
+use crate::error::BoxError;
+
+/// A request body that may be copied for another attempt.
+///
+/// `try_clone_body` returns `None` when the body cannot be replayed (a
+/// stream that already started); the balancer then does not retry that
+/// request. Implemented for buffered bodies: `()`, `String`, `Vec<u8>`,
+/// `Bytes`, `&'static str`, `Full<Bytes>`, `Empty<Bytes>`, [`ReplayBody`],
+/// and `reqwest::Body` when it holds bytes (feature `reqwest`).
+pub trait TryCloneBody: Sized {
+    /// A copy for another attempt, or `None` if this body cannot be sent
+    /// again.
+    fn try_clone_body(&self) -> Option<Self>;
+}
+
+macro_rules! clone_body {
+    ($($t:ty),*) => {$(
+        impl TryCloneBody for $t {
+            fn try_clone_body(&self) -> Option<Self> {
+                Some(self.clone())
+            }
+        }
+    )*};
+}
+
+clone_body!(
+    (),
+    String,
+    Vec<u8>,
+    Bytes,
+    &'static str,
+    Full<Bytes>,
+    Empty<Bytes>
+);
+
+#[cfg(feature = "reqwest")]
+impl TryCloneBody for reqwest::Body {
+    fn try_clone_body(&self) -> Option<Self> {
+        self.as_bytes()
+            .map(|b| reqwest::Body::from(Bytes::copy_from_slice(b)))
+    }
+}
+
+/// A body that is either buffered (always replayable) or a stream that is
+/// replayable only until it is first polled.
+///
+/// ```
+/// use bytes::Bytes;
+/// use tower_ribbon::retry::{ReplayBody, TryCloneBody};
+///
+/// let buffered: ReplayBody<http_body_util::Empty<Bytes>> = ReplayBody::from_bytes("order #42");
+/// assert!(buffered.try_clone_body().is_some());
+/// ```
+pub struct ReplayBody<B> {
+    inner: Inner<B>,
+}
+
+enum Inner<B> {
+    Buffered(Option<Bytes>),
+    Streaming {
+        /// The stream until some attempt starts sending it.
+        slot: Arc<Mutex<Option<B>>>,
+        /// The stream once this attempt started it.
+        taken: Option<Pin<Box<B>>>,
+    },
+}
+
+impl<B> ReplayBody<B> {
+    /// A buffered body: replayed on every retry.
+    pub fn from_bytes(bytes: impl Into<Bytes>) -> Self {
+        Self {
+            inner: Inner::Buffered(Some(bytes.into())),
+        }
+    }
+
+    /// A streaming body: replayable only while no attempt has started
+    /// sending it (for example after a refused connection); never replayed
+    /// once its first frame was asked for.
+    pub fn streaming(body: B) -> Self {
+        Self {
+            inner: Inner::Streaming {
+                slot: Arc::new(Mutex::new(Some(body))),
+                taken: None,
+            },
+        }
+    }
+}
+
+impl<B> TryCloneBody for ReplayBody<B> {
+    fn try_clone_body(&self) -> Option<Self> {
+        match &self.inner {
+            Inner::Buffered(bytes) => Some(Self {
+                inner: Inner::Buffered(bytes.clone()),
+            }),
+            Inner::Streaming { slot, taken: None } => {
+                let unstarted = slot.lock().map(|s| s.is_some()).unwrap_or(false);
+                unstarted.then(|| Self {
+                    inner: Inner::Streaming {
+                        slot: Arc::clone(slot),
+                        taken: None,
+                    },
+                })
+            }
+            Inner::Streaming { taken: Some(_), .. } => None,
+        }
+    }
+}
+
+impl<B> Body for ReplayBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        // `ReplayBody` is `Unpin`: the stream is pinned in its own box.
+        let this = self.get_mut();
+        match &mut this.inner {
+            Inner::Buffered(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Streaming { slot, taken } => {
+                if taken.is_none() {
+                    let body = slot.lock().ok().and_then(|mut s| s.take());
+                    match body {
+                        Some(body) => *taken = Some(Box::pin(body)),
+                        None => {
+                            return Poll::Ready(Some(Err(
+                                "streaming body was already sent by another attempt".into(),
+                            )));
+                        }
+                    }
+                }
+                match taken {
+                    Some(body) => body.as_mut().poll_frame(cx).map_err(Into::into),
+                    None => Poll::Ready(None),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Buffered(bytes) => bytes.is_none(),
+            Inner::Streaming { taken: Some(b), .. } => b.is_end_stream(),
+            Inner::Streaming { .. } => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Buffered(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Inner::Buffered(None) => SizeHint::with_exact(0),
+            Inner::Streaming { taken: Some(b), .. } => b.size_hint(),
+            Inner::Streaming { .. } => SizeHint::default(),
+        }
+    }
+}
+
+impl<B> fmt::Debug for ReplayBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            Inner::Buffered(b) => f
+                .debug_struct("ReplayBody::Buffered")
+                .field("len", &b.as_ref().map(Bytes::len))
+                .finish(),
+            Inner::Streaming { taken, .. } => f
+                .debug_struct("ReplayBody::Streaming")
+                .field("started", &taken.is_some())
+                .finish(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn buffered_bodies_replay() {
+        let body: ReplayBody<Empty<Bytes>> = ReplayBody::from_bytes("abc");
+        let copy = body.try_clone_body().unwrap();
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "abc");
+        assert_eq!(copy.collect().await.unwrap().to_bytes(), "abc");
+    }
+
+    #[tokio::test]
+    async fn a_stream_replays_only_until_it_starts() {
+        let body = ReplayBody::streaming(Full::new(Bytes::from_static(b"stream")));
+        let spare = body.try_clone_body().expect("not started yet");
+        // The first attempt starts the stream: no further copies.
+        let mut first = body;
+        let frame = first.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "stream");
+        assert!(first.try_clone_body().is_none());
+        assert!(spare.try_clone_body().is_none());
+        // The spare made before the start cannot send it a second time.
+        let err = spare.collect().await.unwrap_err();
+        assert!(err.to_string().contains("already sent"));
+    }
+
+    #[tokio::test]
+    async fn an_unstarted_stream_moves_to_the_retry() {
+        let body = ReplayBody::streaming(Full::new(Bytes::from_static(b"once")));
+        let retry = body.try_clone_body().unwrap();
+        drop(body); // the first attempt failed to connect and was dropped
+        assert_eq!(retry.collect().await.unwrap().to_bytes(), "once");
+    }
+}

@@ -1,0 +1,463 @@
+//! Retries onto the same and the next instances, inside the balancer
+//! (Ribbon's `RetryHandler` / Spring Cloud's `LoadBalancedRetryPolicy`).
+//!
+//! Retrying must re-pick, so it cannot be a separate outer layer: the
+//! [`LoadBalancer`](crate::LoadBalancer) runs the attempts itself under a
+//! [`RetryPolicy`]:
+//!
+//! - **How many**: `max_same` retries on the same instance (Ribbon
+//!   `MaxAutoRetries`, default 0) and `max_next` retries on other instances
+//!   (Ribbon `MaxAutoRetriesNextServer`, default 1): 2 attempts in all by
+//!   default. A next-instance retry never returns to an instance already
+//!   tried while an untried eligible one exists (Envoy's `previous_hosts`).
+//! - **What**: a connect failure (refused, connect timeout) is always
+//!   retryable, since the request provably never reached a server. Other
+//!   transport errors, read timeouts (including the per-try timeout) and the
+//!   [retryable statuses](RetryPolicy::retryable_statuses) (default 502, 503,
+//!   504) are retried only for idempotent methods (GET, HEAD, OPTIONS, TRACE,
+//!   PUT, DELETE; RFC 9110 §9.2.2), unless the policy
+//!   ([`retry_on_all_operations`](RetryPolicy::retry_on_all_operations),
+//!   Ribbon `OkToRetryOnAllOperations`) or the request (the
+//!   [`RetryNonIdempotent`] extension) opts in.
+//! - **Bodies**: a request is retried only if its body can be replayed
+//!   ([`ReplayBody`]); a streaming body is never replayed once it started.
+//! - **When**: jittered exponential backoff ("full jitter":
+//!   `uniform(0, min(cap, base × 2^n))`), a `Retry-After` on 429/503 honoured
+//!   when it fits before the deadline, an optional per-try timeout and an
+//!   optional overall deadline.
+//! - **How much**: a retry budget (Finagle's `RetryBudget`, tower's
+//!   [`TpsBudget`](tower::retry::budget::TpsBudget)): retries may add at most
+//!   `ratio` of recent requests plus `min_per_sec` per second over a `ttl`
+//!   window (default 20 % + 10/s over 10 s), so retries cannot multiply load.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_ribbon::retry::{RetryBudgetConfig, RetryPolicy};
+//!
+//! let policy = RetryPolicy::default()
+//!     .max_next(2)
+//!     .retryable_statuses([503])
+//!     .per_try_timeout(Duration::from_millis(500))
+//!     .deadline(Duration::from_secs(2))
+//!     .budget(RetryBudgetConfig::default().ratio(0.1));
+//! assert_eq!(policy.get_max_next(), 2);
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use http::{HeaderValue, Method};
+
+use crate::error::BuildError;
+use crate::rng::AtomicRng;
+use crate::stats::Outcome;
+
+mod body;
+
+pub use body::{ReplayBody, TryCloneBody};
+
+/// Marks one request as safe to retry even though its method is not
+/// idempotent (insert it into the request's extensions).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryNonIdempotent;
+
+/// The retry budget's settings (Finagle's `RetryBudget`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryBudgetConfig {
+    ttl: Duration,
+    min_per_sec: u32,
+    ratio: f32,
+    enabled: bool,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(10),
+            min_per_sec: 10,
+            ratio: 0.2,
+            enabled: true,
+        }
+    }
+}
+
+impl RetryBudgetConfig {
+    /// No budget: every retry the policy allows is made. Use with care.
+    pub fn unlimited() -> Self {
+        Self {
+            enabled: false,
+            ..Self::default()
+        }
+    }
+
+    /// Window over which requests are counted, 1 s to 60 s. Default 10 s.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Retries allowed per second regardless of traffic. Default 10.
+    pub fn min_per_sec(mut self, n: u32) -> Self {
+        self.min_per_sec = n;
+        self
+    }
+
+    /// Retries allowed per request in the window, 0.0 to 1000.0.
+    /// Default 0.2 (20 %).
+    pub fn ratio(mut self, ratio: f32) -> Self {
+        self.ratio = ratio;
+        self
+    }
+
+    fn validate(&self) -> Result<(), BuildError> {
+        let invalid = |reason: &str| BuildError::Invalid {
+            key: "retry budget".to_owned(),
+            reason: reason.to_owned(),
+        };
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.ttl < Duration::from_secs(1) || self.ttl > Duration::from_secs(60) {
+            return Err(invalid("ttl must be between 1 s and 60 s"));
+        }
+        if !(0.0..=1000.0).contains(&self.ratio) {
+            return Err(invalid("ratio must be between 0.0 and 1000.0"));
+        }
+        if self.min_per_sec >= i32::MAX as u32 {
+            return Err(invalid("min_per_sec is too large"));
+        }
+        Ok(())
+    }
+
+    /// The budget, or `None` when unlimited.
+    pub(crate) fn build(&self) -> Result<Option<tower::retry::budget::TpsBudget>, BuildError> {
+        self.validate()?;
+        Ok(self
+            .enabled
+            .then(|| tower::retry::budget::TpsBudget::new(self.ttl, self.min_per_sec, self.ratio)))
+    }
+}
+
+/// When and how often a request is retried. See the [module docs](self).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    max_same: u32,
+    max_next: u32,
+    retryable_statuses: Vec<u16>,
+    all_operations: bool,
+    backoff_base: Duration,
+    backoff_cap: Duration,
+    per_try_timeout: Option<Duration>,
+    deadline: Option<Duration>,
+    budget: RetryBudgetConfig,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_same: 0,
+            max_next: 1,
+            retryable_statuses: vec![502, 503, 504],
+            all_operations: false,
+            backoff_base: Duration::from_millis(10),
+            backoff_cap: Duration::from_millis(250),
+            per_try_timeout: None,
+            deadline: None,
+            budget: RetryBudgetConfig::default(),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries at all: one attempt per request.
+    pub fn none() -> Self {
+        Self::default().max_same(0).max_next(0)
+    }
+
+    /// Retries on the same instance. Ribbon key `MaxAutoRetries`. Default 0.
+    pub fn max_same(mut self, n: u32) -> Self {
+        self.max_same = n;
+        self
+    }
+
+    /// Retries on other instances. Ribbon key `MaxAutoRetriesNextServer`.
+    /// Default 1.
+    pub fn max_next(mut self, n: u32) -> Self {
+        self.max_next = n;
+        self
+    }
+
+    /// Response statuses retried for idempotent requests. Spring key
+    /// `retryableStatusCodes`. Default 502, 503, 504.
+    pub fn retryable_statuses(mut self, codes: impl IntoIterator<Item = u16>) -> Self {
+        self.retryable_statuses = codes.into_iter().collect();
+        self
+    }
+
+    /// Treat every method as idempotent. Ribbon key
+    /// `OkToRetryOnAllOperations`. Default `false`.
+    pub fn retry_on_all_operations(mut self, on: bool) -> Self {
+        self.all_operations = on;
+        self
+    }
+
+    /// Backoff before retry `n` (0-based): uniform in
+    /// `0..min(cap, base × 2^n)`. Defaults: base 10 ms, cap 250 ms.
+    pub fn backoff(mut self, base: Duration, cap: Duration) -> Self {
+        self.backoff_base = base;
+        self.backoff_cap = cap.max(base);
+        self
+    }
+
+    /// Bound on one attempt; when it expires the attempt counts as a read
+    /// timeout. Ribbon key `ReadTimeout` (which Ribbon applies per attempt).
+    /// Default: none (the inner client's own timeouts apply).
+    pub fn per_try_timeout(mut self, timeout: Duration) -> Self {
+        self.per_try_timeout = Some(timeout);
+        self
+    }
+
+    /// Bound on the whole request, all attempts and backoffs included; a
+    /// request past it ends with the last attempt's result, or
+    /// [`Error::Timeout`](crate::Error) if an attempt is cut off. Default:
+    /// none.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// The retry budget. Default 20 % + 10/s over 10 s.
+    pub fn budget(mut self, budget: RetryBudgetConfig) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Same-instance retries.
+    pub fn get_max_same(&self) -> u32 {
+        self.max_same
+    }
+
+    /// Next-instance retries.
+    pub fn get_max_next(&self) -> u32 {
+        self.max_next
+    }
+
+    /// The per-try timeout.
+    pub fn get_per_try_timeout(&self) -> Option<Duration> {
+        self.per_try_timeout
+    }
+
+    /// The overall deadline.
+    pub fn get_deadline(&self) -> Option<Duration> {
+        self.deadline
+    }
+
+    /// The budget settings.
+    pub fn get_budget(&self) -> &RetryBudgetConfig {
+        &self.budget
+    }
+
+    /// Whether `method` may be retried after it may have reached a server.
+    pub fn is_idempotent(&self, method: &Method) -> bool {
+        self.all_operations
+            || matches!(
+                *method,
+                Method::GET
+                    | Method::HEAD
+                    | Method::OPTIONS
+                    | Method::TRACE
+                    | Method::PUT
+                    | Method::DELETE
+            )
+    }
+
+    /// Why an attempt may be retried, or `None`. `status` is the response
+    /// status when there was a response; `idempotent` says whether the
+    /// request may be repeated after it may have reached a server.
+    pub fn retry_reason(
+        &self,
+        outcome: Outcome,
+        status: Option<u16>,
+        idempotent: bool,
+    ) -> Option<RetryReason> {
+        match (outcome, status) {
+            (Outcome::ConnectFailure, _) => Some(RetryReason::ConnectFailure),
+            (Outcome::ReadTimeout, _) if idempotent => Some(RetryReason::Timeout),
+            (Outcome::OtherError, _) if idempotent => Some(RetryReason::Transport),
+            (_, Some(code)) if idempotent && self.retryable_statuses.contains(&code) => {
+                Some(RetryReason::Status(code))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether `code` is a retryable status.
+    pub fn is_retryable_status(&self, code: u16) -> bool {
+        self.retryable_statuses.contains(&code)
+    }
+
+    /// The backoff before retry `n` (0-based).
+    pub(crate) fn backoff_for(&self, n: u32, rng: &AtomicRng) -> Duration {
+        let ceiling = self
+            .backoff_base
+            .saturating_mul(1u32 << n.min(20))
+            .min(self.backoff_cap);
+        ceiling.mul_f64(rng.unit_f64())
+    }
+
+    /// Total attempts the policy allows: `(1 + max_same) × (1 + max_next)`.
+    pub fn max_attempts(&self) -> u32 {
+        (1 + self.max_same).saturating_mul(1 + self.max_next)
+    }
+}
+
+/// Why a retry was made (the `reason` label of `ribbon_retries_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RetryReason {
+    /// The connection could not be made.
+    ConnectFailure,
+    /// Read or per-try timeout (idempotent requests only).
+    Timeout,
+    /// Another transport error (idempotent requests only).
+    Transport,
+    /// A retryable status (idempotent requests only).
+    Status(u16),
+}
+
+impl RetryReason {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            RetryReason::ConnectFailure => "connect_failure",
+            RetryReason::Timeout => "timeout",
+            RetryReason::Transport => "transport",
+            RetryReason::Status(_) => "status",
+        }
+    }
+}
+
+/// One attempt of a request, as listed in errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// The instance (`scheme://authority`).
+    pub instance: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+impl fmt::Display for Attempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {:?} after {:?}",
+            self.instance, self.outcome, self.elapsed
+        )
+    }
+}
+
+/// Parses `Retry-After` (delta seconds or an HTTP date) relative to `now`.
+pub(crate) fn parse_retry_after(
+    value: &HeaderValue,
+    now: std::time::SystemTime,
+) -> Option<Duration> {
+    let text = value.to_str().ok()?.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(text).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_follow_idempotency() {
+        let p = RetryPolicy::default();
+        use Outcome::*;
+        assert_eq!(
+            p.retry_reason(ConnectFailure, None, false),
+            Some(RetryReason::ConnectFailure)
+        );
+        assert_eq!(p.retry_reason(ReadTimeout, None, false), None);
+        assert_eq!(
+            p.retry_reason(ReadTimeout, None, true),
+            Some(RetryReason::Timeout)
+        );
+        assert_eq!(p.retry_reason(OtherError, None, false), None);
+        assert_eq!(
+            p.retry_reason(OtherError, None, true),
+            Some(RetryReason::Transport)
+        );
+        let s503 = FailureStatus(503);
+        assert_eq!(
+            p.retry_reason(s503, Some(503), true),
+            Some(RetryReason::Status(503))
+        );
+        assert_eq!(p.retry_reason(s503, Some(503), false), None);
+        assert_eq!(p.retry_reason(FailureStatus(500), Some(500), true), None);
+        assert_eq!(p.retry_reason(Success, Some(200), true), None);
+        // Retryable even when not counted as a failure.
+        assert_eq!(
+            p.retry_reason(Success, Some(502), true),
+            Some(RetryReason::Status(502))
+        );
+        assert!(p.is_idempotent(&Method::PUT));
+        assert!(!p.is_idempotent(&Method::POST));
+        assert!(!p.is_idempotent(&Method::PATCH));
+        assert!(
+            p.clone()
+                .retry_on_all_operations(true)
+                .is_idempotent(&Method::POST)
+        );
+        assert_eq!(p.max_attempts(), 2);
+        assert_eq!(p.clone().max_same(1).max_next(2).max_attempts(), 6);
+    }
+
+    #[test]
+    fn backoff_is_jittered_and_capped() {
+        let p =
+            RetryPolicy::default().backoff(Duration::from_millis(10), Duration::from_millis(40));
+        let rng = AtomicRng::with_seed(3);
+        for n in 0..10 {
+            let ceiling = Duration::from_millis((10u64 << n).min(40));
+            for _ in 0..100 {
+                assert!(p.backoff_for(n, &rng) < ceiling);
+            }
+        }
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        let v = HeaderValue::from_static("7");
+        assert_eq!(parse_retry_after(&v, now), Some(Duration::from_secs(7)));
+        let v = HeaderValue::from_static("Wed, 21 Oct 2015 07:28:10 GMT");
+        assert_eq!(parse_retry_after(&v, now), Some(Duration::from_secs(10)));
+        let v = HeaderValue::from_static("soon");
+        assert_eq!(parse_retry_after(&v, now), None);
+    }
+
+    #[test]
+    fn budget_settings_are_validated() {
+        assert!(RetryBudgetConfig::default().build().unwrap().is_some());
+        assert!(RetryBudgetConfig::unlimited().build().unwrap().is_none());
+        assert!(
+            RetryBudgetConfig::default()
+                .ttl(Duration::ZERO)
+                .build()
+                .is_err()
+        );
+        assert!(RetryBudgetConfig::default().ratio(-1.0).build().is_err());
+        assert!(
+            RetryBudgetConfig::default()
+                .ratio(f32::NAN)
+                .build()
+                .is_err()
+        );
+    }
+}
