@@ -174,6 +174,39 @@ impl EurekaFixture {
             .expect("delete request");
         assert_eq!(resp.status().as_u16(), 200, "delete {id}");
     }
+
+    /// `(instance id, status)` of every instance of `app` the server lists,
+    /// sorted; empty if the server does not know the app (404).
+    pub async fn statuses(&self, app: &str) -> Vec<(String, String)> {
+        let resp = Self::client()
+            .get(format!("{}/apps/{}", self.url(), app.to_ascii_uppercase()))
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .expect("app request");
+        if resp.status().as_u16() == 404 {
+            return Vec::new();
+        }
+        assert_eq!(resp.status().as_u16(), 200, "GET app {app}");
+        let body: serde_json::Value =
+            serde_json::from_slice(&resp.bytes().await.expect("body")).expect("json");
+        let instances = match &body["application"]["instance"] {
+            serde_json::Value::Array(list) => list.clone(),
+            one @ serde_json::Value::Object(_) => vec![one.clone()],
+            _ => Vec::new(),
+        };
+        let mut out: Vec<(String, String)> = instances
+            .iter()
+            .map(|i| {
+                (
+                    i["instanceId"].as_str().unwrap_or_default().to_owned(),
+                    i["status"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
 }
 
 impl Drop for EurekaFixture {

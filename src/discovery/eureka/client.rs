@@ -14,7 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::error::{BuildError, DiscoveryError};
+use crate::error::{BoxError, BuildError, DiscoveryError};
 
 /// One configured Eureka server: its base URL without credentials, and the
 /// `Authorization` header made from the URL's userinfo.
@@ -272,6 +272,81 @@ impl EurekaHttp {
             body
         };
         parse(&body).map(Fetched::Found).map_err(decode_error)
+    }
+
+    /// Sends `method {base}/{path}` (with a JSON `body`, if any) to each
+    /// server in order until one answers with a status that is not 5xx;
+    /// returns that status. Transport errors, timeouts and 5xx move on to
+    /// the next server. Used by registration (register, renew, status,
+    /// cancel), whose callers interpret 2xx / 404.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<StatusCode, DiscoveryError> {
+        let mut errors = Vec::new();
+        for server in &self.servers {
+            let timeout = self.settings.request_timeout;
+            let once = self.send_one(server, method.clone(), path, body.clone());
+            let result = match tokio::time::timeout(timeout, once).await {
+                Ok(result) => result,
+                Err(_) => Err(DiscoveryError::Timeout {
+                    server: server.base.clone(),
+                    after: timeout,
+                }),
+            };
+            match result {
+                Ok(status) if !status.is_server_error() => return Ok(status),
+                Ok(status) => errors.push(DiscoveryError::Status {
+                    server: server.base.clone(),
+                    status: status.as_u16(),
+                }),
+                Err(e) => errors.push(e),
+            }
+        }
+        match errors.len() {
+            1 => Err(errors.remove(0)),
+            _ => Err(DiscoveryError::AllServersFailed(errors)),
+        }
+    }
+
+    async fn send_one(
+        &self,
+        server: &Server,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<StatusCode, DiscoveryError> {
+        let transport = |e: BoxError| DiscoveryError::Transport {
+            server: server.base.clone(),
+            source: e,
+        };
+        let uri = format!("{}/{}", server.base, path.trim_start_matches('/'));
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header(ACCEPT, "application/json");
+        if body.is_some() {
+            builder = builder.header(CONTENT_TYPE, "application/json");
+        }
+        if let Some(auth) = &server.auth {
+            builder = builder.header(AUTHORIZATION, auth.clone());
+        }
+        let request = builder
+            .body(Full::new(body.unwrap_or_default()))
+            .map_err(|e| transport(Box::new(e)))?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| transport(Box::new(e)))?;
+        let status = response.status();
+        // Drain the body so the connection can be reused.
+        let _ = Limited::new(response.into_body(), 64 * 1024)
+            .collect()
+            .await;
+        Ok(status)
     }
 
     /// The configured servers, in order.

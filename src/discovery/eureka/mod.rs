@@ -1,6 +1,14 @@
-//! Eureka discovery (feature `eureka`): [`EurekaSource`] fetches
-//! `GET {base}/apps/{APP}` as JSON from a Netflix / Spring Cloud Eureka
-//! server (Ribbon's `DiscoveryEnabledNIWSServerList`).
+//! Eureka (feature `eureka`): discovery and self-registration against a
+//! Netflix / Spring Cloud Eureka server.
+//!
+//! - [`EurekaRegistry`]: one cached registry per Eureka cluster, full fetch
+//!   then deltas reconciled by the status-count hash, like the Java
+//!   `DiscoveryClient`; it is an [`InstanceSource`] for every service id.
+//!   [`EurekaRegistry::vip_source`] looks up VIP addresses.
+//! - [`EurekaSource`]: a simpler source that fetches `GET {base}/apps/{APP}`
+//!   per service (Ribbon's `DiscoveryEnabledNIWSServerList`).
+//! - [`EurekaRegistration`]: registers the running service, renews,
+//!   re-registers on 404, changes status and cancels on shutdown.
 //!
 //! Wire facts it follows (see [`wire`]): gzip bodies even when not asked,
 //! one-or-many list shapes, the port encodings, only `UP` instances get
@@ -25,7 +33,14 @@
 use std::time::Duration;
 
 mod client;
+mod registration;
+mod registry;
 pub mod wire;
+
+pub use registration::{
+    EurekaRegistration, EurekaRegistrationBuilder, RegistrationHandle, RegistrationStats,
+};
+pub use registry::{EurekaRegistry, EurekaRegistryBuilder, RegistryStats, VipSource, status_hash};
 
 use client::{EurekaHttp, Fetched, HttpSettings, Server};
 

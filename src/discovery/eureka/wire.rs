@@ -49,7 +49,7 @@ pub enum ActionType {
 }
 
 impl ActionType {
-    fn parse(s: Option<&str>) -> Self {
+    pub(crate) fn parse(s: Option<&str>) -> Self {
         match s.map(str::trim) {
             Some(s) if s.eq_ignore_ascii_case("ADDED") => Self::Added,
             Some(s) if s.eq_ignore_ascii_case("MODIFIED") => Self::Modified,
@@ -71,6 +71,9 @@ pub struct EurekaInstance {
     pub vip_address: Option<String>,
     /// `secureVipAddress`, if present.
     pub secure_vip_address: Option<String>,
+    /// `status` as the server wrote it, upper-cased (`UNKNOWN` if absent);
+    /// the status-count hash is computed from it.
+    pub raw_status: String,
 }
 
 /// An instance record that was skipped, and why.
@@ -80,6 +83,11 @@ pub struct Rejected {
     pub id: Option<String>,
     /// Why it was skipped.
     pub reason: String,
+    /// `status` as the server wrote it, upper-cased, if it had one (a
+    /// skipped record still counts in the server's status-count hash).
+    pub raw_status: Option<String>,
+    /// `actionType`, for skipped delta entries.
+    pub action: ActionType,
 }
 
 /// One application (`GET /apps/{APP}`, or an element of `/apps`).
@@ -218,11 +226,21 @@ impl RawApplication {
                 .or_else(|| value.get("hostName"))
                 .and_then(Value::as_str)
                 .map(str::to_owned);
+            let raw_status = value
+                .get("status")
+                .and_then(Value::as_str)
+                .map(|s| s.trim().to_ascii_uppercase());
+            let action = ActionType::parse(value.get("actionType").and_then(Value::as_str));
             match convert_instance(&app.name, value, options) {
                 Ok(instance) => app.instances.push(instance),
                 Err(reason) => {
                     tracing::warn!(app = %app.name, id = ?id, %reason, "skipping Eureka instance record");
-                    app.rejected.push(Rejected { id, reason });
+                    app.rejected.push(Rejected {
+                        id,
+                        reason,
+                        raw_status,
+                        action,
+                    });
                 }
             }
         }
@@ -405,6 +423,11 @@ fn convert_instance(
         action: ActionType::parse(raw.action_type.as_deref()),
         vip_address: non_empty(&raw.vip_address),
         secure_vip_address: non_empty(&raw.secure_vip_address),
+        raw_status: raw
+            .status
+            .as_deref()
+            .map(|s| s.trim().to_ascii_uppercase())
+            .unwrap_or_else(|| "UNKNOWN".to_owned()),
     })
 }
 

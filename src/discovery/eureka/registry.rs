@@ -1,0 +1,612 @@
+//! [`EurekaRegistry`]: one registry client per Eureka cluster, shared by
+//! every service id, fetching the way the Java `DiscoveryClient` does.
+//!
+//! - At start: a full `GET /apps`.
+//! - Then every interval (default 30 s): `GET /apps/delta`, applied by
+//!   `actionType`: ADDED and MODIFIED insert or replace (a MODIFIED of an
+//!   unknown instance adds it), DELETED removes (a no-op for an unknown
+//!   one). Applying the same delta twice is harmless.
+//! - After applying, the local status-count hash (`DOWN_1_UP_3_`, statuses
+//!   sorted) is compared with the delta's `apps__hashcode`; on mismatch a
+//!   full fetch replaces the local copy.
+//! - A failed fetch keeps the local copy; the next tick tries again (a delta
+//!   if a full fetch ever succeeded, else a full fetch).
+//!
+//! Services read the local copy through the registry's [`InstanceSource`]
+//! implementation, so a balancer over many services costs one fetch per
+//! interval, not one per service.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tower_ribbon::LoadBalancer;
+//! use tower_ribbon::discovery::eureka::EurekaRegistry;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = EurekaRegistry::builder()
+//!     .server_urls("http://127.0.0.1:8761/eureka")
+//!     .fetch_interval(Duration::from_secs(30))
+//!     .build()?;
+//! let client = reqwest::Client::new();
+//! let lb = LoadBalancer::builder()
+//!     .source(registry.clone())
+//!     .services(["user-service", "auth-service"])
+//!     .build(tower_ribbon::ReqwestService::new(client))?;
+//! # let _ = lb; Ok(()) }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::client::{EurekaHttp, Fetched, HttpSettings, Server};
+use super::wire::{self, ActionType, Applications, ParseOptions};
+use crate::discovery::{FetchFuture, InstanceSource, TaskGuard};
+use crate::error::{BuildError, DiscoveryError};
+use crate::instance::Instance;
+
+/// One registry record: its raw status (for the hash) and, if usable, the
+/// instance.
+#[derive(Debug, Clone)]
+struct Record {
+    raw_status: String,
+    instance: Option<Instance>,
+}
+
+/// App name (upper case) → instance id → record.
+type Registry = HashMap<String, BTreeMap<String, Record>>;
+
+/// Counts of what the registry client has done.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RegistryStats {
+    /// Full `GET /apps` fetches that succeeded.
+    pub full_fetches: u64,
+    /// `GET /apps/delta` fetches that succeeded and were applied.
+    pub delta_fetches: u64,
+    /// Deltas whose hash did not match after applying (each led to a full
+    /// fetch).
+    pub hash_mismatches: u64,
+    /// Failed fetches (full or delta).
+    pub failures: u64,
+    /// Applications known.
+    pub applications: usize,
+    /// Instance records known (usable or not).
+    pub instances: usize,
+}
+
+struct Inner {
+    http: EurekaHttp,
+    options: ParseOptions,
+    registry: Mutex<Registry>,
+    full_fetches: AtomicU64,
+    delta_fetches: AtomicU64,
+    hash_mismatches: AtomicU64,
+    failures: AtomicU64,
+    /// `None` until the first fetch finishes; then its error, if any.
+    first: watch::Sender<Option<Result<(), Arc<DiscoveryError>>>>,
+    last_success: Mutex<Option<Instant>>,
+}
+
+/// A shared, cached view of a whole Eureka registry. Cloning is cheap; the
+/// background fetching stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct EurekaRegistry {
+    inner: Arc<Inner>,
+    _task: Arc<TaskGuard>,
+}
+
+impl std::fmt::Debug for EurekaRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EurekaRegistry")
+            .field("http", &self.inner.http)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// Configures an [`EurekaRegistry`].
+#[derive(Default)]
+#[must_use]
+pub struct EurekaRegistryBuilder {
+    urls: Vec<String>,
+    settings: HttpSettings,
+    options: ParseOptions,
+    interval: Option<Duration>,
+}
+
+impl std::fmt::Debug for EurekaRegistryBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self.urls.iter().map(|u| super::client::redact(u)).collect();
+        f.debug_struct("EurekaRegistryBuilder")
+            .field("urls", &urls)
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EurekaRegistryBuilder {
+    /// Adds comma-separated server URLs (Spring's
+    /// `eureka.client.service-url.defaultZone`), tried in order.
+    pub fn server_urls(mut self, urls: &str) -> Self {
+        self.urls.extend(
+            urls.split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned),
+        );
+        self
+    }
+
+    /// Time between two delta fetches. Spring key
+    /// `eureka.client.registry-fetch-interval-seconds`. Values under 10 ms
+    /// are raised to 10 ms. Default 30 s.
+    pub fn fetch_interval(mut self, interval: Duration) -> Self {
+        self.interval = Some(interval.max(Duration::from_millis(10)));
+        self
+    }
+
+    /// TCP connect timeout per server. Default 5 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.connect_timeout = timeout;
+        self
+    }
+
+    /// Bound on one request to one server. Default 8 s.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.request_timeout = timeout;
+        self
+    }
+
+    /// Use `ipAddr` rather than `hostName` as each instance's host.
+    /// Default `false`.
+    pub fn prefer_ip_address(mut self, prefer: bool) -> Self {
+        self.options.prefer_ip_address = prefer;
+        self
+    }
+
+    /// Builds the registry client and starts fetching.
+    ///
+    /// # Errors
+    /// [`BuildError::Invalid`] for missing or bad URLs;
+    /// [`BuildError::NoRuntime`] outside a Tokio runtime.
+    pub fn build(self) -> Result<EurekaRegistry, BuildError> {
+        if self.urls.is_empty() {
+            return Err(BuildError::Invalid {
+                key: "eureka server URL".to_owned(),
+                reason: "no server URL given".to_owned(),
+            });
+        }
+        let servers = self
+            .urls
+            .iter()
+            .map(|u| Server::parse(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let inner = Arc::new(Inner {
+            http: EurekaHttp::new(servers, self.settings),
+            options: self.options,
+            registry: Mutex::new(HashMap::new()),
+            full_fetches: AtomicU64::new(0),
+            delta_fetches: AtomicU64::new(0),
+            hash_mismatches: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            first: watch::Sender::new(None),
+            last_success: Mutex::new(None),
+        });
+        let interval = self.interval.unwrap_or(Duration::from_secs(30));
+        let weak = Arc::downgrade(&inner);
+        let task = TaskGuard::new(handle.spawn(run(weak, interval)));
+        Ok(EurekaRegistry {
+            inner,
+            _task: Arc::new(task),
+        })
+    }
+}
+
+async fn run(weak: Weak<Inner>, interval: Duration) {
+    let mut have_full = false;
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let result = if have_full {
+            inner.delta().await
+        } else {
+            inner.full().await
+        };
+        match &result {
+            Ok(()) => have_full = true,
+            Err(e) => {
+                inner.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "Eureka registry fetch failed; keeping the local copy");
+            }
+        }
+        if inner.first.borrow().is_none() {
+            let first = result.map_err(Arc::new);
+            inner.first.send_replace(Some(first));
+        } else if result.is_ok() {
+            inner.first.send_replace(Some(Ok(())));
+        }
+        drop(inner);
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// The status-count hash of `registry` (Eureka's
+/// `Applications.getReconcileHashCode`): `STATUS_count_` per status, sorted.
+fn hash_of(registry: &Registry) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for app in registry.values() {
+        for record in app.values() {
+            *counts.entry(record.raw_status.as_str()).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(status, n)| format!("{status}_{n}_"))
+        .collect()
+}
+
+/// The status-count hash of a parsed payload (skipped records included).
+pub fn status_hash(apps: &Applications) -> String {
+    let mut registry = Registry::new();
+    apply(&mut registry, apps, true);
+    hash_of(&registry)
+}
+
+/// Applies `apps` to `registry`: as a full copy, or by `actionType`.
+fn apply(registry: &mut Registry, apps: &Applications, full: bool) {
+    if full {
+        registry.clear();
+    }
+    for app in &apps.applications {
+        let name = app.name.to_ascii_uppercase();
+        let entries = registry.entry(name.clone()).or_default();
+        let records = app
+            .instances
+            .iter()
+            .map(|i| {
+                (
+                    i.instance.id().to_owned(),
+                    i.action,
+                    Record {
+                        raw_status: i.raw_status.clone(),
+                        instance: Some(i.instance.clone()),
+                    },
+                )
+            })
+            .chain(app.rejected.iter().filter_map(|r| {
+                let id = r.id.clone()?;
+                Some((
+                    id,
+                    r.action,
+                    Record {
+                        raw_status: r.raw_status.clone().unwrap_or_else(|| "UNKNOWN".to_owned()),
+                        instance: None,
+                    },
+                ))
+            }));
+        for (id, action, record) in records {
+            match action {
+                ActionType::Deleted if !full => {
+                    entries.remove(&id);
+                }
+                _ => {
+                    entries.insert(id, record);
+                }
+            }
+        }
+        if entries.is_empty() {
+            registry.remove(&name);
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn get(&self, path: &str) -> Result<Applications, DiscoveryError> {
+        let options = self.options;
+        match self
+            .http
+            .get(path, |body| wire::parse_applications_with(body, options))
+            .await?
+        {
+            Fetched::Found(apps) => Ok(apps),
+            Fetched::NotFound => Ok(Applications::default()),
+        }
+    }
+
+    async fn full(&self) -> Result<(), DiscoveryError> {
+        let apps = self.get("apps").await?;
+        apply(&mut self.lock(), &apps, true);
+        self.full_fetches.fetch_add(1, Ordering::Relaxed);
+        *self.last_success.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn delta(&self) -> Result<(), DiscoveryError> {
+        let delta = self.get("apps/delta").await?;
+        let matches = {
+            let mut registry = self.lock();
+            apply(&mut registry, &delta, false);
+            match delta.apps_hashcode.as_deref() {
+                Some(expected) => hash_of(&registry) == expected,
+                None => true,
+            }
+        };
+        self.delta_fetches.fetch_add(1, Ordering::Relaxed);
+        if matches {
+            *self.last_success.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+            return Ok(());
+        }
+        self.hash_mismatches.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            expected = ?delta.apps_hashcode,
+            "Eureka delta hash mismatch; fetching the full registry"
+        );
+        self.full().await
+    }
+}
+
+impl EurekaRegistry {
+    /// Starts configuring a registry client.
+    pub fn builder() -> EurekaRegistryBuilder {
+        EurekaRegistryBuilder::default()
+    }
+
+    /// What the client has done so far.
+    pub fn stats(&self) -> RegistryStats {
+        let (applications, instances) = {
+            let registry = self.inner.lock();
+            (registry.len(), registry.values().map(BTreeMap::len).sum())
+        };
+        RegistryStats {
+            full_fetches: self.inner.full_fetches.load(Ordering::Relaxed),
+            delta_fetches: self.inner.delta_fetches.load(Ordering::Relaxed),
+            hash_mismatches: self.inner.hash_mismatches.load(Ordering::Relaxed),
+            failures: self.inner.failures.load(Ordering::Relaxed),
+            applications,
+            instances,
+        }
+    }
+
+    /// Fetches now, outside the schedule: a delta (reconciled by hash) once
+    /// a full fetch has succeeded, else a full fetch.
+    ///
+    /// # Errors
+    /// The fetch's [`DiscoveryError`]; the local copy is kept.
+    pub async fn refresh_now(&self) -> Result<(), DiscoveryError> {
+        let result = if self.inner.full_fetches.load(Ordering::Relaxed) > 0 {
+            self.inner.delta().await
+        } else {
+            self.inner.full().await
+        };
+        if result.is_err() {
+            self.inner.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// The local status-count hash (`DOWN_1_UP_3_`).
+    pub fn local_hash(&self) -> String {
+        hash_of(&self.inner.lock())
+    }
+
+    /// Time since the last successful fetch; `None` before the first.
+    pub fn since_last_success(&self) -> Option<Duration> {
+        self.inner
+            .last_success
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|t| t.elapsed())
+    }
+
+    /// Waits until the first fetch has finished (successfully or not).
+    pub async fn ready(&self) -> Result<(), Arc<DiscoveryError>> {
+        let mut rx = self.inner.first.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(first) => first.clone().unwrap_or(Ok(())),
+            // The sender lives in `inner`, which `self` keeps alive.
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// The usable instances of `app` in the local copy (every status).
+    pub fn instances(&self, app: &str) -> Vec<Instance> {
+        self.inner
+            .lock()
+            .get(&app.trim().to_ascii_uppercase())
+            .map(|records| {
+                records
+                    .values()
+                    .filter_map(|r| r.instance.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A source that looks up `/vips/{vip}` (Eureka's VIP address lookup,
+    /// Ribbon's `DeploymentContextBasedVipAddresses`) on every fetch: the
+    /// service id of a request is taken as the VIP address.
+    pub fn vip_source(&self) -> VipSource {
+        VipSource {
+            http: self.inner.http.clone(),
+            options: self.inner.options,
+        }
+    }
+}
+
+impl InstanceSource for EurekaRegistry {
+    /// Reads `service_id`'s instances from the local copy, after waiting
+    /// for the first fetch. An app the registry does not list has no
+    /// instances.
+    fn fetch<'a>(&'a self, service_id: &'a str) -> FetchFuture<'a> {
+        Box::pin(async move {
+            self.ready()
+                .await
+                .map_err(|e| DiscoveryError::Other(Box::new(SharedError(e))))?;
+            Ok(self.instances(service_id))
+        })
+    }
+}
+
+/// A shared first-fetch error, as an owned error.
+#[derive(Debug)]
+struct SharedError(Arc<DiscoveryError>);
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
+    }
+}
+
+/// An [`InstanceSource`] backed by Eureka's VIP lookup, `GET /vips/{vip}`:
+/// the request's service id is the VIP address (`user-service`), and every
+/// application registered under it contributes instances.
+#[derive(Clone, Debug)]
+pub struct VipSource {
+    http: EurekaHttp,
+    options: ParseOptions,
+}
+
+impl InstanceSource for VipSource {
+    fn fetch<'a>(&'a self, service_id: &'a str) -> FetchFuture<'a> {
+        Box::pin(async move {
+            let vip = service_id.trim();
+            if vip.is_empty() {
+                return Err(DiscoveryError::UnknownService {
+                    service: vip.to_owned(),
+                });
+            }
+            let path = format!(
+                "vips/{}",
+                percent_encoding::utf8_percent_encode(vip, super::PATH_SEGMENT)
+            );
+            let options = self.options;
+            let apps = match self
+                .http
+                .get(&path, |body| wire::parse_applications_with(body, options))
+                .await?
+            {
+                Fetched::Found(apps) => apps,
+                Fetched::NotFound => Applications::default(),
+            };
+            Ok(apps
+                .applications
+                .into_iter()
+                .flat_map(|a| a.instances.into_iter().map(|i| i.instance))
+                .collect())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Applications {
+        wire::parse_applications(json.as_bytes()).unwrap()
+    }
+
+    fn record(id: &str, status: &str, action: &str) -> String {
+        format!(
+            r#"{{"instanceId": "{id}", "hostName": "127.0.0.1", "app": "A", "status": "{status}",
+                "port": {{"$": 1}}, "actionType": "{action}"}}"#
+        )
+    }
+
+    fn apps(hash: &str, records: &[String]) -> Applications {
+        parse(&format!(
+            r#"{{"applications": {{"apps__hashcode": "{hash}", "application": [{{"name": "A", "instance": [{}]}}]}}}}"#,
+            records.join(",")
+        ))
+    }
+
+    #[test]
+    fn deltas_apply_by_action_and_are_idempotent() {
+        let mut registry = Registry::new();
+        apply(
+            &mut registry,
+            &apps(
+                "UP_2_",
+                &[record("a", "UP", "ADDED"), record("b", "UP", "ADDED")],
+            ),
+            true,
+        );
+        assert_eq!(hash_of(&registry), "UP_2_");
+        let delta = apps(
+            "DOWN_1_UP_1_",
+            &[
+                record("a", "UP", "DELETED"),
+                record("b", "DOWN", "MODIFIED"),
+                record("c", "UP", "MODIFIED"), // unknown: added
+                record("zz", "UP", "DELETED"), // unknown: no-op
+            ],
+        );
+        apply(&mut registry, &delta, false);
+        assert_eq!(hash_of(&registry), "DOWN_1_UP_1_");
+        apply(&mut registry, &delta, false);
+        assert_eq!(hash_of(&registry), "DOWN_1_UP_1_");
+        let ids: Vec<&String> = registry["A"].keys().collect();
+        assert_eq!(ids, ["b", "c"]);
+        // Deleting the last instance removes the app.
+        apply(
+            &mut registry,
+            &apps(
+                "",
+                &[record("b", "DOWN", "DELETED"), record("c", "UP", "DELETED")],
+            ),
+            false,
+        );
+        assert!(registry.is_empty());
+        assert_eq!(hash_of(&registry), "");
+    }
+
+    #[test]
+    fn the_shared_delta_fixture_reconciles_to_its_hash() {
+        let base = parse(include_str!(
+            "../../../tests/data/eureka/delta-base-full.json"
+        ));
+        let delta = parse(include_str!(
+            "../../../tests/data/eureka/delta-add-modify-delete.json"
+        ));
+        let mut registry = Registry::new();
+        apply(&mut registry, &base, true);
+        assert_eq!(Some(hash_of(&registry)), base.apps_hashcode);
+        apply(&mut registry, &delta, false);
+        assert_eq!(hash_of(&registry), "OUT_OF_SERVICE_1_UP_1_");
+        assert_eq!(Some(hash_of(&registry)), delta.apps_hashcode);
+        let ids: Vec<&String> = registry["ORDER-SERVICE"].keys().collect();
+        assert_eq!(ids, ["order-b", "order-c"]);
+        // The full-registry fixtures carry their own hashes.
+        for json in [
+            include_str!("../../../tests/data/eureka/apps-full.json"),
+            include_str!("../../../tests/data/eureka/apps-mixed-status.json"),
+            include_str!("../../../tests/data/eureka/apps-empty.json"),
+        ] {
+            let apps = parse(json);
+            assert_eq!(Some(status_hash(&apps)), apps.apps_hashcode);
+        }
+    }
+
+    #[test]
+    fn skipped_records_still_count_in_the_hash() {
+        let no_port = r#"{"instanceId": "x", "hostName": "h", "status": "STARTING", "port": {"$": 1, "@enabled": "false"}, "actionType": "ADDED"}"#;
+        let all = apps(
+            "STARTING_1_UP_1_",
+            &[record("a", "UP", "ADDED"), no_port.to_owned()],
+        );
+        assert_eq!(status_hash(&all), "STARTING_1_UP_1_");
+    }
+}
