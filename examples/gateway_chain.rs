@@ -106,9 +106,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .health_path("/health")
         .build()?;
     let handle = registration.start().await?;
+    let handle_id = |port: &u16| format!("127.0.0.1:{port}");
     println!(
-        "USER-API registered in {eureka} as {}; Ctrl-C to stop",
-        "127.0.0.1"
+        "USER-API {} registered in {eureka}; Ctrl-C to stop",
+        handle_id(&port)
     );
 
     tokio::signal::ctrl_c().await?;
