@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod eureka;
+pub mod java;
 
 use std::collections::BTreeMap;
 
