@@ -42,6 +42,7 @@
 #![forbid(unsafe_code)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
+pub mod config;
 pub mod discovery;
 pub mod error;
 mod hash;

@@ -1,0 +1,638 @@
+//! `tower_ribbon::config`: Ribbon keys from properties and YAML files,
+//! parsed exactly and turned into working balancers over real backends.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use support::backend::Backend;
+use support::{counts, http_client, tally};
+use tower_ribbon::config::{ConfigError, RibbonConfig, RuleKind, ServerListKind};
+
+/// A file under the temp dir, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, text: &str) -> Self {
+        let path =
+            std::env::temp_dir().join(format!("tower-ribbon-config-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).expect("write temp file");
+        Self(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Builds from `config` and checks that 10 GETs split 5/5 over `a`, `b`.
+async fn ten_requests_split_evenly(config: &RibbonConfig, a: &Backend, b: &Backend) {
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    let client = config.client("user-service");
+    assert_eq!(client.rule, Some(RuleKind::RoundRobin));
+    assert_eq!(client.max_auto_retries_next_server, Some(1));
+    assert_eq!(
+        client.server_list_refresh_interval,
+        Some(Duration::from_millis(1000))
+    );
+    let lb = config
+        .builder()
+        .expect("builder")
+        .build(http_client())
+        .expect("balancer");
+    assert_eq!(lb.services(), ["user-service"]);
+    assert!(lb.ready_service("user-service").await);
+    let tally = tally(&lb, "http://user-service/hello", 10).await;
+    assert_eq!(tally, counts(&[("a", 5), ("b", 5)]));
+    assert_eq!((a.hits(), b.hits()), (5, 5));
+}
+
+#[tokio::test]
+async fn properties_file_with_ribbon_keys_builds_a_working_balancer() {
+    let (a, b) = (
+        Backend::start("a").await.unwrap(),
+        Backend::start("b").await.unwrap(),
+    );
+    let file = TempFile::new(
+        "client.properties",
+        &format!(
+            "# Ribbon keys only\n\
+             user-service.ribbon.listOfServers=127.0.0.1:{},127.0.0.1:{}\n\
+             user-service.ribbon.NFLoadBalancerRuleClassName=com.netflix.loadbalancer.RoundRobinRule\n\
+             user-service.ribbon.MaxAutoRetriesNextServer=1\n\
+             user-service.ribbon.ServerListRefreshInterval=1000\n",
+            a.port(),
+            b.port()
+        ),
+    );
+    let config = RibbonConfig::from_file(&file.0).expect("config");
+    ten_requests_split_evenly(&config, &a, &b).await;
+}
+
+#[tokio::test]
+async fn yaml_file_with_ribbon_keys_builds_a_working_balancer() {
+    let (a, b) = (
+        Backend::start("a").await.unwrap(),
+        Backend::start("b").await.unwrap(),
+    );
+    let file = TempFile::new(
+        "application.yml",
+        &format!(
+            "user-service:\n  \
+               ribbon:\n    \
+                 listOfServers:\n      \
+                   - 127.0.0.1:{}\n      \
+                   - 127.0.0.1:{}\n    \
+                 NFLoadBalancerRuleClassName: com.netflix.loadbalancer.RoundRobinRule\n    \
+                 MaxAutoRetriesNextServer: 1\n    \
+                 ServerListRefreshInterval: 1000\n\
+             server:\n  port: 8080\n",
+            a.port(),
+            b.port()
+        ),
+    );
+    let config = RibbonConfig::from_file(&file.0).expect("config");
+    ten_requests_split_evenly(&config, &a, &b).await;
+}
+
+#[tokio::test]
+async fn yaml_and_properties_read_the_same() {
+    let yaml = RibbonConfig::from_yaml_str(
+        "user-service:\n  ribbon:\n    listOfServers: h1:1, h2:2\n    MaxAutoRetries: 3\n\
+         ribbon:\n  ReadTimeout: 250\n",
+    )
+    .unwrap();
+    let dotted = RibbonConfig::from_yaml_str(
+        "user-service.ribbon.listOfServers: [h1:1, h2:2]\nuser-service.ribbon:\n  MaxAutoRetries: 3\n\
+         ribbon.ReadTimeout: 250\n",
+    )
+    .unwrap();
+    let properties = RibbonConfig::from_properties_str(
+        "user-service.ribbon.listOfServers = h1:1, h2:2\nuser-service.ribbon.MaxAutoRetries: 3\n\
+         ribbon.ReadTimeout 250\n",
+    )
+    .unwrap();
+    assert_eq!(yaml.clients(), properties.clients());
+    assert_eq!(dotted.clients(), properties.clients());
+    assert_eq!(
+        yaml.client("user-service").read_timeout,
+        Some(Duration::from_millis(250))
+    );
+}
+
+#[test]
+fn every_key_is_parsed_exactly() {
+    let config = RibbonConfig::from_properties_str(
+        r"
+ribbon.ConnectTimeout=750
+ribbon.MaxAutoRetries=9
+eureka.client.service-url.defaultZone=http://127.0.0.1:8761/eureka, http://127.0.0.1:8762/eureka
+eureka.client.eureka-server-connect-timeout-seconds=2
+eureka.client.eureka-server-read-timeout-seconds=4
+eureka.instance.metadata-map.zone=zone-from-spring
+
+svc.ribbon.listOfServers=127.0.0.1:8081, https://b.internal, [::1]:9
+svc.ribbon.NFLoadBalancerRuleClassName=com.netflix.loadbalancer.WeightedResponseTimeRule
+svc.ribbon.MaxAutoRetries=2
+svc.ribbon.MaxAutoRetriesNextServer=3
+svc.ribbon.OkToRetryOnAllOperations=TRUE
+svc.ribbon.ServerListRefreshInterval=1500
+svc.ribbon.ReadTimeout=2500
+svc.ribbon.retryableStatusCodes=500, 503,429
+svc.ribbon.HealthCheckPath=/actuator/health
+svc.ribbon.NFLoadBalancerPingInterval=7
+svc.ribbon.EnableZoneAffinity=true
+svc.ribbon.EnableZoneExclusivity=false
+svc.ribbon.zone=us-east-1a
+svc.ribbon.DeploymentContextBasedVipAddresses=svc-vip, svc-secure-vip
+svc.ribbon.NIWSServerListClassName=com.netflix.loadbalancer.ConfigurationBasedServerList
+svc.ribbon.eureka.enabled=false
+
+other.ribbon.NIWSServerListClassName=com.netflix.niws.loadbalancer.DiscoveryEnabledNIWSServerList
+",
+    )
+    .unwrap();
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    assert_eq!(
+        config.eureka_server_urls(),
+        [
+            "http://127.0.0.1:8761/eureka",
+            "http://127.0.0.1:8762/eureka"
+        ]
+    );
+    let names: Vec<&str> = config.clients().iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["svc", "other"]);
+
+    let svc = config.client("svc");
+    let servers: Vec<String> = svc
+        .list_of_servers
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        servers,
+        [
+            "http://127.0.0.1:8081",
+            "https://b.internal:443",
+            "http://[::1]:9"
+        ]
+    );
+    assert!(
+        svc.list_of_servers
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|i| i.service_id() == "svc")
+    );
+    assert_eq!(svc.rule, Some(RuleKind::WeightedResponseTime));
+    assert_eq!(
+        svc.rule_class_name.as_deref(),
+        Some("com.netflix.loadbalancer.WeightedResponseTimeRule")
+    );
+    assert_eq!(svc.max_auto_retries, Some(2));
+    assert_eq!(svc.max_auto_retries_next_server, Some(3));
+    assert_eq!(svc.ok_to_retry_on_all_operations, Some(true));
+    assert_eq!(
+        svc.server_list_refresh_interval,
+        Some(Duration::from_millis(1500))
+    );
+    assert_eq!(svc.read_timeout, Some(Duration::from_millis(2500)));
+    assert_eq!(svc.connect_timeout, Some(Duration::from_millis(750)));
+    assert_eq!(svc.retryable_status_codes, Some(vec![500, 503, 429]));
+    assert_eq!(svc.health_check_path.as_deref(), Some("/actuator/health"));
+    assert_eq!(svc.ping_interval, Some(Duration::from_secs(7)));
+    assert_eq!(svc.enable_zone_affinity, Some(true));
+    assert_eq!(svc.enable_zone_exclusivity, Some(false));
+    assert_eq!(svc.zone.as_deref(), Some("us-east-1a"));
+    assert_eq!(svc.preferred_zone(), Some("us-east-1a"));
+    assert_eq!(
+        svc.vip_addresses,
+        Some(vec!["svc-vip".to_owned(), "svc-secure-vip".to_owned()])
+    );
+    assert_eq!(svc.server_list, Some(ServerListKind::Static));
+    assert_eq!(svc.eureka_enabled, Some(false));
+
+    // What the builder receives.
+    let retry = svc.retry_policy();
+    assert_eq!(retry.get_max_same(), 2);
+    assert_eq!(retry.get_max_next(), 3);
+    assert_eq!(
+        retry.get_per_try_timeout(),
+        Some(Duration::from_millis(2500))
+    );
+    assert!(retry.is_idempotent(&http::Method::POST));
+    assert!(retry.is_retryable_status(429));
+    assert!(!retry.is_retryable_status(502));
+    assert_eq!(
+        svc.refresh_config().get_interval(),
+        Duration::from_millis(1500)
+    );
+    assert_eq!(
+        svc.health_check(),
+        Some(
+            tower_ribbon::health::ActiveHealthCheck::new("/actuator/health")
+                .interval(Duration::from_secs(7))
+        )
+    );
+    // Zone affinity wraps the configured rule in zone avoidance.
+    assert_eq!(svc.make_rule().name(), "zone_avoidance");
+    assert_eq!(
+        config.server_list_kind("svc").unwrap(),
+        ServerListKind::Static
+    );
+
+    // `other` has only the defaults and its server list class.
+    let other = config.client("other");
+    assert_eq!(other.max_auto_retries, Some(9));
+    assert_eq!(other.connect_timeout, Some(Duration::from_millis(750)));
+    assert_eq!(other.zone.as_deref(), Some("zone-from-spring"));
+    assert_eq!(other.preferred_zone(), None);
+    assert_eq!(other.rule, None);
+    assert_eq!(other.make_rule().name(), "round_robin");
+    assert_eq!(other.health_check(), None);
+    assert_eq!(other.retry_policy().get_per_try_timeout(), None);
+    assert_eq!(
+        config.server_list_kind("other").unwrap(),
+        ServerListKind::Eureka
+    );
+    // A client named nowhere gets the defaults, and Eureka.
+    assert_eq!(config.client("nowhere").max_auto_retries, Some(9));
+    assert_eq!(
+        config.server_list_kind("nowhere").unwrap(),
+        ServerListKind::Eureka
+    );
+}
+
+#[test]
+fn defaults_apply_when_keys_are_absent() {
+    let config = RibbonConfig::from_properties_str("svc.ribbon.listOfServers=h:1\n").unwrap();
+    let svc = config.client("svc");
+    assert_eq!(svc.rule, None);
+    assert_eq!(svc.read_timeout, None);
+    let retry = svc.retry_policy();
+    assert_eq!(
+        (retry.get_max_same(), retry.get_max_next()),
+        (0, 1),
+        "Ribbon's MaxAutoRetries 0, MaxAutoRetriesNextServer 1"
+    );
+    assert!(retry.is_retryable_status(503));
+    assert!(!retry.is_idempotent(&http::Method::POST));
+    assert_eq!(svc.refresh_config().get_interval(), Duration::from_secs(30));
+    // A health path alone checks every 30 s, Ribbon's configured default.
+    let config = RibbonConfig::from_properties_str(
+        "svc.ribbon.listOfServers=h:1\nsvc.ribbon.HealthCheckPath=health\n",
+    )
+    .unwrap();
+    assert_eq!(
+        config.client("svc").health_check(),
+        Some(
+            tower_ribbon::health::ActiveHealthCheck::new("/health")
+                .interval(Duration::from_secs(30))
+        )
+    );
+}
+
+/// Collects what `tracing` writes.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn unknown_keys_warn_and_are_ignored() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let config = RibbonConfig::from_properties_str(
+        "user-service.ribbon.listOfServers=h:1\n\
+         user-service.ribbon.MaxTotalHttpConnections=200\n\
+         ribbon.SomethingNew=1\n\
+         user-service.ribbon.maxAutoRetries=2\n\
+         spring.application.name=caller\n\
+         server.port=8080\n\
+         eureka.client.register-with-eureka=false\n",
+    )
+    .unwrap();
+    let warnings = config.warnings();
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert!(warnings[0].contains("`user-service.ribbon.MaxTotalHttpConnections`"));
+    assert!(warnings[1].contains("`ribbon.SomethingNew`"));
+    assert!(warnings[2].contains("`user-service.ribbon.maxAutoRetries`"));
+    assert!(
+        warnings[2].contains("did you mean `MaxAutoRetries`"),
+        "{}",
+        warnings[2]
+    );
+    // Each was logged as a warning too.
+    let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(logged.matches("WARN").count(), 3, "{logged}");
+    assert!(
+        logged.contains("user-service.ribbon.MaxTotalHttpConnections"),
+        "{logged}"
+    );
+    // Ignored, not applied.
+    assert_eq!(config.client("user-service").max_auto_retries, None);
+    assert_eq!(config.clients().len(), 1);
+}
+
+#[test]
+fn settings_without_effect_warn() {
+    let config = RibbonConfig::from_properties_str(
+        "a.ribbon.listOfServers=h:1\n\
+         a.ribbon.NFLoadBalancerPingInterval=5\n\
+         a.ribbon.EnableZoneAffinity=true\n",
+    )
+    .unwrap();
+    let warnings = config.warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("NFLoadBalancerPingInterval")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("EnableZoneAffinity")),
+        "{warnings:?}"
+    );
+}
+
+/// Parses `key=value` for client `svc` and returns the error's text.
+fn error_of(key: &str, value: &str) -> (ConfigError, String) {
+    let text = format!("svc.ribbon.listOfServers=h:1\nsvc.ribbon.{key}={value}\n");
+    let err = RibbonConfig::from_properties_str(&text).expect_err(key);
+    let shown = err.to_string();
+    (err, shown)
+}
+
+#[test]
+fn bad_values_are_errors_naming_key_and_value() {
+    let (err, shown) = error_of("MaxAutoRetries", "x");
+    assert_eq!(shown, "`svc.ribbon.MaxAutoRetries` = \"x\": not a number");
+    match err {
+        ConfigError::InvalidValue { key, value, .. } => {
+            assert_eq!(key, "svc.ribbon.MaxAutoRetries");
+            assert_eq!(value, "x");
+        }
+        other => panic!("{other:?}"),
+    }
+    for (key, value, reason) in [
+        ("MaxAutoRetries", "-1", "negative"),
+        ("MaxAutoRetriesNextServer", "1.5", "not a number"),
+        ("OkToRetryOnAllOperations", "yes", "not a boolean"),
+        ("ServerListRefreshInterval", "0", "at least 1"),
+        ("ServerListRefreshInterval", "30s", "not a number"),
+        ("ReadTimeout", "fast", "not a number"),
+        ("ConnectTimeout", "-5", "negative"),
+        (
+            "retryableStatusCodes",
+            "503,abc",
+            "`abc` is not an HTTP status code",
+        ),
+        (
+            "retryableStatusCodes",
+            "700",
+            "`700` is not an HTTP status code",
+        ),
+        ("NFLoadBalancerPingInterval", "0", "at least 1"),
+        ("EnableZoneAffinity", "1", "not a boolean"),
+        ("EnableZoneExclusivity", "on", "not a boolean"),
+        ("HealthCheckPath", "/health check", "no blanks"),
+        (
+            "NFLoadBalancerRuleClassName",
+            "com.example.MyRule",
+            "not a known rule",
+        ),
+        (
+            "NFLoadBalancerRuleClassName",
+            "FancyRule",
+            "not a known rule",
+        ),
+        (
+            "NIWSServerListClassName",
+            "com.example.MyList",
+            "not a supported server list",
+        ),
+        ("listOfServers", "h:0", "invalid server entry"),
+        ("eureka.enabled", "maybe", "not a boolean"),
+    ] {
+        let (err, shown) = error_of(key, value);
+        assert!(
+            matches!(err, ConfigError::InvalidValue { .. }),
+            "{key}: {err:?}"
+        );
+        assert!(
+            shown.contains(&format!("`svc.ribbon.{key}`")),
+            "{key}: {shown}"
+        );
+        assert!(shown.contains(&format!("\"{value}\"")), "{key}: {shown}");
+        assert!(shown.contains(reason), "{key}: {shown}");
+    }
+    // Global keys and Spring's Eureka keys are named as written too.
+    let err = RibbonConfig::from_properties_str("ribbon.ReadTimeout=soon\n").unwrap_err();
+    assert!(err.to_string().contains("`ribbon.ReadTimeout`"), "{err}");
+    let err =
+        RibbonConfig::from_properties_str("eureka.client.eureka-server-read-timeout-seconds=x\n")
+            .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`eureka.client.eureka-server-read-timeout-seconds` = \"x\""),
+        "{err}"
+    );
+    // YAML values are named by their dotted key.
+    let err =
+        RibbonConfig::from_yaml_str("svc:\n  ribbon:\n    MaxAutoRetries: many\n").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "`svc.ribbon.MaxAutoRetries` = \"many\": not a number"
+    );
+}
+
+#[test]
+fn malformed_files_are_errors() {
+    assert!(matches!(
+        RibbonConfig::from_yaml_str("svc: [a\n"),
+        Err(ConfigError::Yaml { .. })
+    ));
+    assert!(matches!(
+        RibbonConfig::from_properties_str("a=\\uZZZZ\n"),
+        Err(ConfigError::Properties { .. })
+    ));
+    let file = TempFile::new("client.toml", "a = 1\n");
+    assert!(matches!(
+        RibbonConfig::from_file(&file.0),
+        Err(ConfigError::UnsupportedFormat { .. })
+    ));
+    assert!(matches!(
+        RibbonConfig::from_file("/nonexistent/tower-ribbon/client.properties"),
+        Err(ConfigError::Io { .. })
+    ));
+}
+
+#[test]
+fn ribbon_class_names_map_to_rules() {
+    for (class, name) in [
+        ("com.netflix.loadbalancer.RoundRobinRule", "round_robin"),
+        ("com.netflix.loadbalancer.RandomRule", "random"),
+        (
+            "com.netflix.loadbalancer.WeightedResponseTimeRule",
+            "weighted_response_time",
+        ),
+        (
+            "com.netflix.loadbalancer.ResponseTimeWeightedRule",
+            "weighted_response_time",
+        ),
+        (
+            "com.netflix.loadbalancer.AvailabilityFilteringRule",
+            "availability_filtering",
+        ),
+        (
+            "com.netflix.loadbalancer.BestAvailableRule",
+            "best_available",
+        ),
+        (
+            "com.netflix.loadbalancer.ZoneAvoidanceRule",
+            "zone_avoidance",
+        ),
+        ("com.netflix.loadbalancer.RetryRule", "round_robin"),
+        ("RoundRobinRule", "round_robin"),
+        ("RandomRule", "random"),
+        ("WeightedResponseTimeRule", "weighted_response_time"),
+        ("AvailabilityFilteringRule", "availability_filtering"),
+        ("BestAvailableRule", "best_available"),
+        ("ZoneAvoidanceRule", "zone_avoidance"),
+        ("RetryRule", "round_robin"),
+        ("RoundRobin", "round_robin"),
+        ("PeakEwmaP2c", "peak_ewma_p2c"),
+        ("WeightedRoundRobin", "weighted_round_robin"),
+        ("ConsistentHash", "consistent_hash"),
+        ("peak_ewma_p2c", "peak_ewma_p2c"),
+    ] {
+        let config = RibbonConfig::from_properties_str(&format!(
+            "svc.ribbon.listOfServers=h:1\nsvc.ribbon.NFLoadBalancerRuleClassName={class}\n"
+        ))
+        .unwrap();
+        let client = config.client("svc");
+        assert_eq!(client.make_rule().name(), name, "{class}");
+        assert_eq!(client.rule.map(RuleKind::name), Some(name), "{class}");
+        assert_eq!(client.rule_class_name.as_deref(), Some(class));
+    }
+}
+
+#[tokio::test]
+async fn clients_with_different_rules_need_one_balancer_each() {
+    let (a, b) = (
+        Backend::start("a").await.unwrap(),
+        Backend::start("b").await.unwrap(),
+    );
+    let config = RibbonConfig::from_properties_str(&format!(
+        "users.ribbon.listOfServers=127.0.0.1:{}\n\
+         users.ribbon.NFLoadBalancerRuleClassName=RoundRobinRule\n\
+         orders.ribbon.listOfServers=127.0.0.1:{}\n\
+         orders.ribbon.NFLoadBalancerRuleClassName=RandomRule\n",
+        a.port(),
+        b.port()
+    ))
+    .unwrap();
+    match config.builder() {
+        Err(ConfigError::Conflicting {
+            key,
+            first_value,
+            second_value,
+            ..
+        }) => {
+            assert_eq!(key, "NFLoadBalancerRuleClassName");
+            assert_eq!(
+                (first_value.as_str(), second_value.as_str()),
+                ("round_robin", "random")
+            );
+        }
+        Err(other) => panic!("{other:?}"),
+        Ok(_) => panic!("conflicting rules accepted"),
+    }
+    let users = config
+        .builder_for("users")
+        .unwrap()
+        .build(http_client())
+        .unwrap();
+    let orders = config
+        .builder_for("orders")
+        .unwrap()
+        .build(http_client())
+        .unwrap();
+    assert_eq!(users.services(), ["users"]);
+    assert_eq!(
+        tally(&users, "http://users/x", 2).await,
+        counts(&[("a", 2)])
+    );
+    assert_eq!(
+        tally(&orders, "http://orders/x", 2).await,
+        counts(&[("b", 2)])
+    );
+}
+
+#[tokio::test]
+async fn clients_that_agree_share_one_balancer() {
+    let (a, b) = (
+        Backend::start("a").await.unwrap(),
+        Backend::start("b").await.unwrap(),
+    );
+    let config = RibbonConfig::from_yaml_str(&format!(
+        "ribbon:\n  NFLoadBalancerRuleClassName: RandomRule\n  MaxAutoRetries: 1\n\
+         users:\n  ribbon:\n    listOfServers: 127.0.0.1:{}\n\
+         orders:\n  ribbon:\n    listOfServers: 127.0.0.1:{}\n",
+        a.port(),
+        b.port()
+    ))
+    .unwrap();
+    let lb = config.builder().unwrap().build(http_client()).unwrap();
+    assert_eq!(lb.services(), ["orders", "users"]);
+    assert_eq!(tally(&lb, "http://users/x", 3).await, counts(&[("a", 3)]));
+    assert_eq!(tally(&lb, "http://orders/x", 3).await, counts(&[("b", 3)]));
+}
+
+#[tokio::test]
+async fn apply_keeps_builder_settings_for_absent_keys() {
+    let a = Backend::start("a").await.unwrap();
+    let config = RibbonConfig::from_properties_str(&format!(
+        "users.ribbon.listOfServers=127.0.0.1:{}\n",
+        a.port()
+    ))
+    .unwrap();
+    let builder = tower_ribbon::LoadBalancer::builder()
+        .rule(tower_ribbon::rule::Random::new)
+        .discover_on_demand(false);
+    let lb = config
+        .apply("users", builder)
+        .unwrap()
+        .build(http_client())
+        .unwrap();
+    assert_eq!(tally(&lb, "http://users/x", 2).await, counts(&[("a", 2)]));
+    // No source for a client without servers or Eureka.
+    assert!(matches!(
+        config.builder_for("nobody"),
+        Err(ConfigError::NoSource { .. })
+    ));
+    assert!(matches!(
+        RibbonConfig::from_properties_str("ribbon.ReadTimeout=1\n")
+            .unwrap()
+            .builder(),
+        Err(ConfigError::NoClients)
+    ));
+}
