@@ -88,7 +88,8 @@
 //!
 //! | key | unit | default | becomes |
 //! |---|---|---|---|
-//! | `eureka.client.service-url.defaultZone` | comma-separated URLs | none | an `EurekaSource` (`discovery::eureka`, feature `eureka`) |
+//! | `eureka.client.service-url.defaultZone` | comma-separated URLs | none | an `EurekaRegistry` shared by every Eureka client (an `EurekaSource` when built outside a Tokio runtime; feature `eureka`) |
+//! | `eureka.client.registry-fetch-interval-seconds` | seconds | 30 | the registry's delta interval |
 //! | `eureka.client.eureka-server-connect-timeout-seconds` | seconds | 5 | its connect timeout |
 //! | `eureka.client.eureka-server-read-timeout-seconds` | seconds | 8 | its request timeout |
 //! | `eureka.instance.metadata-map.zone` | zone name | none | every client's zone unless `zone` is set |
@@ -827,6 +828,8 @@ struct EurekaSettings {
     urls: Option<(String, Vec<String>)>,
     connect_timeout: Option<Duration>,
     read_timeout: Option<Duration>,
+    /// `eureka.client.registry-fetch-interval-seconds`.
+    fetch_interval: Option<Duration>,
     /// `eureka.instance.metadata-map.zone`.
     zone: Option<String>,
 }
@@ -856,6 +859,9 @@ impl EurekaSettings {
             }
             "eureka.client.eurekaserverreadtimeoutseconds" => {
                 self.read_timeout = Some(parse_secs(key, value)?);
+            }
+            "eureka.client.registryfetchintervalseconds" => {
+                self.fetch_interval = Some(parse_secs(key, value)?);
             }
             "eureka.instance.metadatamap.zone" => {
                 self.zone = (!value.is_empty()).then(|| value.to_owned());
@@ -1192,27 +1198,41 @@ impl RibbonConfig {
         }
     }
 
-    /// The Eureka source, shared by every Eureka client.
+    /// The Eureka source, shared by every Eureka client: an
+    /// [`EurekaRegistry`](crate::discovery::eureka::EurekaRegistry) (one
+    /// cached registry, deltas reconciled by hash) when called inside a
+    /// Tokio runtime, else a per-app
+    /// [`EurekaSource`](crate::discovery::eureka::EurekaSource).
     #[cfg(feature = "eureka")]
     fn eureka_source(&self, _client: &str) -> Result<Arc<dyn InstanceSource>, ConfigError> {
+        use crate::discovery::eureka::{EurekaRegistry, EurekaSource};
         let (key, urls) = self.eureka.urls.as_ref().map_or(
             ("eureka.client.service-url.defaultZone", &[][..]),
             |(k, u)| (k.as_str(), u.as_slice()),
         );
-        let mut builder = crate::discovery::eureka::EurekaSource::builder();
-        for url in urls {
-            builder = builder.server_url(url.clone());
+        let joined = urls.join(",");
+        let bad = |e: crate::error::BuildError| invalid(key, &redact_urls(&joined), &e.to_string());
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let mut builder = EurekaRegistry::builder().server_urls(&joined);
+            if let Some(timeout) = self.eureka.connect_timeout {
+                builder = builder.connect_timeout(timeout);
+            }
+            if let Some(timeout) = self.eureka.read_timeout {
+                builder = builder.request_timeout(timeout);
+            }
+            if let Some(interval) = self.eureka.fetch_interval {
+                builder = builder.fetch_interval(interval);
+            }
+            return Ok(Arc::new(builder.build().map_err(bad)?));
         }
+        let mut builder = EurekaSource::builder().server_urls(&joined);
         if let Some(timeout) = self.eureka.connect_timeout {
             builder = builder.connect_timeout(timeout);
         }
         if let Some(timeout) = self.eureka.read_timeout {
             builder = builder.request_timeout(timeout);
         }
-        let source = builder
-            .build()
-            .map_err(|e| invalid(key, &redact_urls(&urls.join(",")), &e.to_string()))?;
-        Ok(Arc::new(source))
+        Ok(Arc::new(builder.build().map_err(bad)?))
     }
 
     /// Without the `eureka` feature there is no Eureka source.
