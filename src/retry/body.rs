@@ -22,6 +22,12 @@ pub trait TryCloneBody: Sized {
     /// A copy for another attempt, or `None` if this body cannot be sent
     /// again.
     fn try_clone_body(&self) -> Option<Self>;
+
+    /// Whether a copy made earlier can still be sent: `false` once a
+    /// streaming body it shares has started. Default: `true`.
+    fn is_replayable(&self) -> bool {
+        true
+    }
 }
 
 macro_rules! clone_body {
@@ -98,6 +104,16 @@ impl<B> ReplayBody<B> {
 }
 
 impl<B> TryCloneBody for ReplayBody<B> {
+    fn is_replayable(&self) -> bool {
+        match &self.inner {
+            Inner::Buffered(_) => true,
+            Inner::Streaming { slot, taken: None } => {
+                slot.lock().map(|s| s.is_some()).unwrap_or(false)
+            }
+            Inner::Streaming { taken: Some(_), .. } => false,
+        }
+    }
+
     fn try_clone_body(&self) -> Option<Self> {
         match &self.inner {
             Inner::Buffered(bytes) => Some(Self {
@@ -203,12 +219,15 @@ mod tests {
     async fn a_stream_replays_only_until_it_starts() {
         let body = ReplayBody::streaming(Full::new(Bytes::from_static(b"stream")));
         let spare = body.try_clone_body().expect("not started yet");
-        // The first attempt starts the stream: no further copies.
+        // The first attempt starts the stream: no further copies, and the
+        // spare made before the start knows it.
+        assert!(spare.is_replayable());
         let mut first = body;
         let frame = first.frame().await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), "stream");
         assert!(first.try_clone_body().is_none());
         assert!(spare.try_clone_body().is_none());
+        assert!(!spare.is_replayable());
         // The spare made before the start cannot send it a second time.
         let err = spare.collect().await.unwrap_err();
         assert!(err.to_string().contains("already sent"));

@@ -212,6 +212,11 @@ impl RetryPolicy {
     /// Bound on one attempt; when it expires the attempt counts as a read
     /// timeout. Ribbon key `ReadTimeout` (which Ribbon applies per attempt).
     /// Default: none (the inner client's own timeouts apply).
+    ///
+    /// Keep it above the client's connect timeout: the balancer cannot see
+    /// whether a connection was made when this timeout fires, so a connect
+    /// it cuts off counts as a read timeout, and a non-idempotent request
+    /// is then not retried even though it never reached a server.
     pub fn per_try_timeout(mut self, timeout: Duration) -> Self {
         self.per_try_timeout = Some(timeout);
         self

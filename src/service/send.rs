@@ -194,10 +194,12 @@ where
 
         // Retry?
         let reason = policy.retry_reason(outcome, status, idempotent);
+        // A spare sharing a stream that this attempt started cannot be sent.
+        let have_copy = spare.as_ref().is_some_and(|r| r.body().is_replayable());
         let decision = decide(
             &shared,
             reason,
-            spare.is_some(),
+            have_copy,
             same_left + next_left,
             retries,
             deadline,

@@ -1,71 +1,125 @@
 //! Real HTTP backends on 127.0.0.1 for tests, examples and benches: a hyper
 //! server per backend that answers every request with its own name and
 //! counts what it served.
+//!
+//! A backend's [`Behavior`] can be switched while it runs (to answer a
+//! status, to answer slowly, or to read a request and never answer), it
+//! records the `x-request-id` of every request it receives, and it can be
+//! stopped (new connects are refused) and restarted on the same port.
+//! [`Blackhole`] is an address whose connects get no answer at all, for
+//! connect timeouts.
 #![allow(dead_code)]
 
 use std::convert::Infallible;
+use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
+
+/// The header whose value a backend records with each request.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// How a backend answers. Every behaviour but [`Behavior::HangAfterRead`]
+/// answers with the backend's name as the body; every behaviour reads the
+/// whole request body first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Behavior {
+    /// 200.
+    Ok,
+    /// This status.
+    Status(u16),
+    /// This status with `Retry-After: <secs>`.
+    StatusRetryAfter(u16, u64),
+    /// 200 after this delay.
+    Slow(Duration),
+    /// This status after this delay.
+    SlowStatus(Duration, u16),
+    /// Reads the whole request (body included), then never answers.
+    HangAfterRead,
+}
+
+impl Behavior {
+    /// `status` with a `Retry-After` of `secs` seconds if given.
+    pub fn status(code: u16, retry_after: Option<u64>) -> Self {
+        match retry_after {
+            Some(secs) => Behavior::StatusRetryAfter(code, secs),
+            None => Behavior::Status(code),
+        }
+    }
+}
+
+/// What outlives one run of the server: survives [`Backend::restart`].
+struct State {
+    name: String,
+    body: Bytes,
+    hits: AtomicUsize,
+    connections: AtomicUsize,
+    behavior: ArcSwap<Behavior>,
+    requests: Mutex<Vec<(String, Method)>>,
+}
 
 /// One running backend. Dropping it (or [`Backend::stop`]) closes the
 /// listener and every open connection.
 pub struct Backend {
-    name: String,
     addr: SocketAddr,
-    hits: Arc<AtomicUsize>,
+    state: Arc<State>,
+    stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
 
 impl Backend {
     /// Starts a backend named `name` on a free port of 127.0.0.1.
-    pub async fn start(name: &str) -> std::io::Result<Backend> {
+    pub async fn start(name: &str) -> io::Result<Backend> {
+        Self::start_with(name, Behavior::Ok).await
+    }
+
+    /// Starts a backend named `name` that answers as `behavior`.
+    pub async fn start_with(name: &str, behavior: Behavior) -> io::Result<Backend> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
-        let hits = Arc::new(AtomicUsize::new(0));
-        let body = Bytes::from(name.to_owned());
-        let counter = Arc::clone(&hits);
-        let task = tokio::spawn(async move {
-            let mut connections = JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let body = body.clone();
-                let counter = Arc::clone(&counter);
-                connections.spawn(async move {
-                    let svc = service_fn(move |_req: Request<hyper::body::Incoming>| {
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        let body = body.clone();
-                        async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-                while connections.try_join_next().is_some() {}
-            }
-        });
-        Ok(Backend {
+        let state = Arc::new(State {
             name: name.to_owned(),
+            body: Bytes::from(name.to_owned()),
+            hits: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
+            behavior: ArcSwap::from_pointee(behavior),
+            requests: Mutex::new(Vec::new()),
+        });
+        let mut backend = Backend {
             addr,
-            hits,
-            task: Some(task),
-        })
+            state,
+            stop: None,
+            task: None,
+        };
+        backend.spawn(listener);
+        Ok(backend)
+    }
+
+    fn spawn(&mut self, listener: TcpListener) {
+        let (stop, stopped) = oneshot::channel();
+        self.stop = Some(stop);
+        self.task = Some(tokio::spawn(serve(
+            listener,
+            Arc::clone(&self.state),
+            stopped,
+        )));
     }
 
     /// The backend's name (also its response body).
     pub fn name(&self) -> &str {
-        &self.name
+        &self.state.name
     }
 
     /// Where it listens.
@@ -78,21 +132,196 @@ impl Backend {
         self.addr.port()
     }
 
-    /// Requests served so far.
+    /// Requests received so far (counted when the request head arrives,
+    /// whatever the behaviour; restarts keep counting).
     pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::Relaxed)
+        self.state.hits.load(Ordering::SeqCst)
     }
 
-    /// Closes the listener and all connections.
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// Switches how it answers from the next request on.
+    pub fn set_behavior(&self, behavior: Behavior) {
+        self.state.behavior.store(Arc::new(behavior));
+    }
+
+    /// How it answers now.
+    pub fn behavior(&self) -> Behavior {
+        Behavior::clone(&self.state.behavior.load())
+    }
+
+    /// `(x-request-id, method)` of every request received that had the
+    /// header, in arrival order.
+    pub fn requests(&self) -> Vec<(String, Method)> {
+        self.state
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The `x-request-id`s received, in arrival order.
+    pub fn request_ids(&self) -> Vec<String> {
+        self.requests().into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// Whether it is serving (not stopped).
+    pub fn is_running(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| !t.is_finished()) && self.stop.is_some()
+    }
+
+    /// Closes the listener and all connections. The server task does it as
+    /// soon as it runs (at once on a multi-thread runtime); use
+    /// [`Backend::shutdown`] to wait until it is done.
     pub fn stop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
         }
+    }
+
+    /// Stops and waits until the listener and every connection are closed:
+    /// from then on connects to [`Backend::addr`] are refused.
+    pub async fn shutdown(&mut self) {
+        self.stop();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Stops (if running) and listens again on the same port, keeping name,
+    /// behaviour, hit counts and recorded ids. Fails if the port was taken
+    /// meanwhile.
+    pub async fn restart(&mut self) -> io::Result<()> {
+        self.shutdown().await;
+        let listener = TcpListener::bind(self.addr).await?;
+        self.spawn(listener);
+        Ok(())
     }
 }
 
 impl Drop for Backend {
     fn drop(&mut self) {
         self.stop();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Accepts until told to stop, then closes the listener and every
+/// connection (and waits for them).
+async fn serve(listener: TcpListener, state: Arc<State>, mut stopped: oneshot::Receiver<()>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            // A send or a dropped sender: either way, stop.
+            _ = &mut stopped => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    continue;
+                };
+                state.connections.fetch_add(1, Ordering::SeqCst);
+                let state = Arc::clone(&state);
+                connections.spawn(async move {
+                    let svc = service_fn(move |req| answer(Arc::clone(&state), req));
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    connections.shutdown().await;
+}
+
+async fn answer(
+    state: Arc<State>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    if let Some(id) = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        state
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id.to_owned(), req.method().clone()));
+    }
+    let behavior = state.behavior.load_full();
+    // Read the whole request first (a broken body is the client's problem).
+    let _ = req.into_body().collect().await;
+    let status =
+        |code: u16| StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = Response::new(Full::new(state.body.clone()));
+    match *behavior {
+        Behavior::Ok => {}
+        Behavior::Status(code) => *response.status_mut() = status(code),
+        Behavior::StatusRetryAfter(code, secs) => {
+            *response.status_mut() = status(code);
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, secs.into());
+        }
+        Behavior::Slow(delay) => tokio::time::sleep(delay).await,
+        Behavior::SlowStatus(delay, code) => {
+            tokio::time::sleep(delay).await;
+            *response.status_mut() = status(code);
+        }
+        Behavior::HangAfterRead => std::future::pending::<()>().await,
+    }
+    Ok(response)
+}
+
+/// An address on 127.0.0.1 whose connects are never answered, so a client
+/// connect times out: a listener with a backlog of 1 that never accepts,
+/// whose accept queue is filled by raw connects; Linux then drops further
+/// SYNs (the client retransmits the SYN after 1 s, 3 s, ...).
+pub struct Blackhole {
+    addr: SocketAddr,
+    _listener: TcpListener,
+    _fillers: Vec<TcpStream>,
+}
+
+impl Blackhole {
+    /// Binds, fills the backlog and checks that one more connect gets no
+    /// answer within 100 ms.
+    pub async fn start() -> io::Result<Blackhole> {
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let listener = socket.listen(1)?;
+        let addr = listener.local_addr()?;
+        let mut fillers = Vec::new();
+        for _ in 0..16 {
+            match tokio::time::timeout(Duration::from_millis(100), TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => fillers.push(stream),
+                Ok(Err(e)) => return Err(e),
+                // This connect got no answer: the accept queue is full.
+                Err(_) => {
+                    return Ok(Blackhole {
+                        addr,
+                        _listener: listener,
+                        _fillers: fillers,
+                    });
+                }
+            }
+        }
+        Err(io::Error::other(format!(
+            "{addr}: backlog still accepting after {} connects",
+            fillers.len()
+        )))
+    }
+
+    /// The address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
     }
 }
