@@ -122,6 +122,46 @@ impl Default for HttpSettings {
     }
 }
 
+/// The connection settings every Eureka builder shares: server URLs in
+/// order, timeouts and the body limit.
+#[derive(Default)]
+pub(crate) struct Connection {
+    pub(crate) urls: Vec<String>,
+    pub(crate) settings: HttpSettings,
+}
+
+impl Connection {
+    pub(crate) fn add_urls(&mut self, urls: &str) {
+        self.urls.extend(
+            urls.split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned),
+        );
+    }
+
+    /// The URLs with credentials hidden, for `Debug`.
+    pub(crate) fn redacted_urls(&self) -> Vec<String> {
+        self.urls.iter().map(|u| redact(u)).collect()
+    }
+
+    /// Parses the URLs and makes the client.
+    pub(crate) fn build(self) -> Result<EurekaHttp, BuildError> {
+        if self.urls.is_empty() {
+            return Err(BuildError::Invalid {
+                key: "eureka server URL".to_owned(),
+                reason: "no server URL given".to_owned(),
+            });
+        }
+        let servers = self
+            .urls
+            .iter()
+            .map(|u| Server::parse(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(EurekaHttp::new(servers, self.settings))
+    }
+}
+
 /// What a GET found.
 #[derive(Debug)]
 pub(crate) enum Fetched<T> {

@@ -30,7 +30,47 @@
 //! assert!(!format!("{source:?}").contains("secret"));
 //! ```
 
-use std::time::Duration;
+/// The server-URL and timeout setters of every Eureka builder (each has a
+/// `connection: client::Connection` field).
+macro_rules! connection_setters {
+    () => {
+        /// Adds one server base URL, e.g. `http://127.0.0.1:8761/eureka`.
+        /// Userinfo (`http://user:pass@host/eureka`) becomes basic auth and
+        /// is never logged. Servers are tried in the order added.
+        pub fn server_url(mut self, url: impl Into<String>) -> Self {
+            self.connection.urls.push(url.into());
+            self
+        }
+
+        /// Adds comma-separated server URLs, as in Spring's
+        /// `eureka.client.service-url.defaultZone`, tried in order.
+        pub fn server_urls(mut self, urls: &str) -> Self {
+            self.connection.add_urls(urls);
+            self
+        }
+
+        /// TCP connect timeout per server. Spring key
+        /// `eureka.client.eureka-server-connect-timeout-seconds`. Default 5 s.
+        pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.connection.settings.connect_timeout = timeout;
+            self
+        }
+
+        /// Bound on one whole request to one server (connect, headers,
+        /// body). Spring key `eureka.client.eureka-server-read-timeout-seconds`.
+        /// Default 8 s.
+        pub fn request_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.connection.settings.request_timeout = timeout;
+            self
+        }
+
+        /// Largest body accepted, after gzip inflation. Default 32 MiB.
+        pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+            self.connection.settings.max_body_bytes = bytes;
+            self
+        }
+    };
+}
 
 mod client;
 mod registration;
@@ -42,7 +82,7 @@ pub use registration::{
 };
 pub use registry::{EurekaRegistry, EurekaRegistryBuilder, RegistryStats, VipSource, status_hash};
 
-use client::{EurekaHttp, Fetched, HttpSettings, Server};
+use client::{EurekaHttp, Fetched};
 
 /// Characters escaped in a path segment: all but RFC 3986 `unreserved`.
 const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -126,62 +166,22 @@ impl InstanceSource for EurekaSource {
 #[derive(Default)]
 #[must_use]
 pub struct EurekaSourceBuilder {
-    urls: Vec<String>,
-    settings: HttpSettings,
+    connection: client::Connection,
     options: wire::ParseOptions,
 }
 
 impl std::fmt::Debug for EurekaSourceBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let urls: Vec<String> = self.urls.iter().map(|u| client::redact(u)).collect();
         f.debug_struct("EurekaSourceBuilder")
-            .field("urls", &urls)
-            .field("settings", &self.settings)
+            .field("urls", &self.connection.redacted_urls())
+            .field("settings", &self.connection.settings)
             .field("options", &self.options)
             .finish()
     }
 }
 
 impl EurekaSourceBuilder {
-    /// Adds a server base URL, e.g. `http://127.0.0.1:8761/eureka`.
-    /// Userinfo (`http://user:pass@host/eureka`) becomes basic auth and is
-    /// never logged. Servers are tried in the order added.
-    pub fn server_url(mut self, url: impl Into<String>) -> Self {
-        self.urls.push(url.into());
-        self
-    }
-
-    /// Adds comma-separated server URLs, as in Spring's
-    /// `eureka.client.service-url.defaultZone`.
-    pub fn server_urls(mut self, urls: &str) -> Self {
-        self.urls.extend(
-            urls.split(',')
-                .map(str::trim)
-                .filter(|u| !u.is_empty())
-                .map(str::to_owned),
-        );
-        self
-    }
-
-    /// TCP connect timeout per server. Default is 5 s (the Java client's
-    /// `eureka-server-connect-timeout-seconds`).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.connect_timeout = timeout;
-        self
-    }
-
-    /// Bound on one whole request to one server (connect, headers, body).
-    /// Default is 8 s (the Java client's read timeout).
-    pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.request_timeout = timeout;
-        self
-    }
-
-    /// Largest body accepted, after gzip inflation. Default is 32 MiB.
-    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
-        self.settings.max_body_bytes = bytes;
-        self
-    }
+    connection_setters!();
 
     /// Use `ipAddr` rather than `hostName` as each instance's host (Spring's
     /// `eureka.instance.prefer-ip-address` seen from the caller). Default is
@@ -197,19 +197,8 @@ impl EurekaSourceBuilder {
     /// [`BuildError::Invalid`] if no URL was given or one does not parse
     /// (only `http` URLs are supported).
     pub fn build(self) -> Result<EurekaSource, BuildError> {
-        if self.urls.is_empty() {
-            return Err(BuildError::Invalid {
-                key: "eureka server URL".to_owned(),
-                reason: "no server URL given".to_owned(),
-            });
-        }
-        let servers = self
-            .urls
-            .iter()
-            .map(|u| Server::parse(u))
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(EurekaSource {
-            http: EurekaHttp::new(servers, self.settings),
+            http: self.connection.build()?,
             options: self.options,
         })
     }

@@ -37,7 +37,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 
-use super::client::{EurekaHttp, HttpSettings, Server};
+use super::client::{Connection, EurekaHttp};
 use crate::discovery::TaskGuard;
 use crate::error::{BuildError, DiscoveryError};
 use crate::instance::InstanceStatus;
@@ -45,8 +45,7 @@ use crate::instance::InstanceStatus;
 /// Configures an [`EurekaRegistration`].
 #[must_use]
 pub struct EurekaRegistrationBuilder {
-    urls: Vec<String>,
-    settings: HttpSettings,
+    connection: Connection,
     app: String,
     instance_id: Option<String>,
     host_name: String,
@@ -63,9 +62,8 @@ pub struct EurekaRegistrationBuilder {
 
 impl std::fmt::Debug for EurekaRegistrationBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let urls: Vec<String> = self.urls.iter().map(|u| super::client::redact(u)).collect();
         f.debug_struct("EurekaRegistrationBuilder")
-            .field("urls", &urls)
+            .field("urls", &self.connection.redacted_urls())
             .field("app", &self.app)
             .field("host_name", &self.host_name)
             .field("port", &self.port)
@@ -74,17 +72,7 @@ impl std::fmt::Debug for EurekaRegistrationBuilder {
 }
 
 impl EurekaRegistrationBuilder {
-    /// Adds comma-separated server URLs (Spring's
-    /// `eureka.client.service-url.defaultZone`), tried in order.
-    pub fn server_urls(mut self, urls: &str) -> Self {
-        self.urls.extend(
-            urls.split(',')
-                .map(str::trim)
-                .filter(|u| !u.is_empty())
-                .map(str::to_owned),
-        );
-        self
-    }
+    connection_setters!();
 
     /// The instance id. Default `{host_name}:{app lower case}:{port}`
     /// (Spring Cloud's default form).
@@ -145,18 +133,6 @@ impl EurekaRegistrationBuilder {
         self
     }
 
-    /// TCP connect timeout per server. Default 5 s.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.connect_timeout = timeout;
-        self
-    }
-
-    /// Bound on one request to one server. Default 8 s.
-    pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.request_timeout = timeout;
-        self
-    }
-
     /// Builds the registration (nothing is sent until
     /// [`start`](EurekaRegistration::start)).
     ///
@@ -168,9 +144,6 @@ impl EurekaRegistrationBuilder {
             key: key.to_owned(),
             reason: reason.to_owned(),
         };
-        if self.urls.is_empty() {
-            return Err(invalid("eureka server URL", "no server URL given"));
-        }
         let app = self.app.trim().to_ascii_uppercase();
         if app.is_empty() || app.contains('/') {
             return Err(invalid("app name", "empty or contains `/`"));
@@ -180,11 +153,7 @@ impl EurekaRegistrationBuilder {
         if self.port == 0 {
             return Err(invalid("port", "port 0"));
         }
-        let servers = self
-            .urls
-            .iter()
-            .map(|u| Server::parse(u))
-            .collect::<Result<Vec<_>, _>>()?;
+        let http = self.connection.build()?;
         let vip = app.to_ascii_lowercase();
         let id = self
             .instance_id
@@ -224,7 +193,7 @@ impl EurekaRegistrationBuilder {
             .map_err(|e| invalid("registration body", &e.to_string()))?;
         Ok(EurekaRegistration {
             shared: Arc::new(Shared {
-                http: EurekaHttp::new(servers, self.settings),
+                http,
                 app,
                 id,
                 body: Bytes::from(body),
@@ -347,8 +316,7 @@ impl EurekaRegistration {
         port: u16,
     ) -> EurekaRegistrationBuilder {
         EurekaRegistrationBuilder {
-            urls: Vec::new(),
-            settings: HttpSettings::default(),
+            connection: Connection::default(),
             app: app.into(),
             instance_id: None,
             host_name: host_name.into(),

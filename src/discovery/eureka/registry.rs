@@ -42,7 +42,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::client::{EurekaHttp, Fetched, HttpSettings, Server};
+use super::client::{Connection, EurekaHttp, Fetched};
 use super::wire::{self, ActionType, Applications, ParseOptions};
 use crate::discovery::{FetchFuture, InstanceSource, TaskGuard};
 use crate::error::{BuildError, DiscoveryError};
@@ -108,56 +108,32 @@ impl std::fmt::Debug for EurekaRegistry {
     }
 }
 
-/// Configures an [`EurekaRegistry`].
+/// Configures an [`EurekaRegistry`]. Its `Debug` output hides credentials.
 #[derive(Default)]
 #[must_use]
 pub struct EurekaRegistryBuilder {
-    urls: Vec<String>,
-    settings: HttpSettings,
+    connection: Connection,
     options: ParseOptions,
     interval: Option<Duration>,
 }
 
 impl std::fmt::Debug for EurekaRegistryBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let urls: Vec<String> = self.urls.iter().map(|u| super::client::redact(u)).collect();
         f.debug_struct("EurekaRegistryBuilder")
-            .field("urls", &urls)
+            .field("urls", &self.connection.redacted_urls())
             .field("interval", &self.interval)
             .finish_non_exhaustive()
     }
 }
 
 impl EurekaRegistryBuilder {
-    /// Adds comma-separated server URLs (Spring's
-    /// `eureka.client.service-url.defaultZone`), tried in order.
-    pub fn server_urls(mut self, urls: &str) -> Self {
-        self.urls.extend(
-            urls.split(',')
-                .map(str::trim)
-                .filter(|u| !u.is_empty())
-                .map(str::to_owned),
-        );
-        self
-    }
+    connection_setters!();
 
     /// Time between two delta fetches. Spring key
     /// `eureka.client.registry-fetch-interval-seconds`. Values under 10 ms
     /// are raised to 10 ms. Default 30 s.
     pub fn fetch_interval(mut self, interval: Duration) -> Self {
         self.interval = Some(interval.max(Duration::from_millis(10)));
-        self
-    }
-
-    /// TCP connect timeout per server. Default 5 s.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.connect_timeout = timeout;
-        self
-    }
-
-    /// Bound on one request to one server. Default 8 s.
-    pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.request_timeout = timeout;
         self
     }
 
@@ -174,20 +150,9 @@ impl EurekaRegistryBuilder {
     /// [`BuildError::Invalid`] for missing or bad URLs;
     /// [`BuildError::NoRuntime`] outside a Tokio runtime.
     pub fn build(self) -> Result<EurekaRegistry, BuildError> {
-        if self.urls.is_empty() {
-            return Err(BuildError::Invalid {
-                key: "eureka server URL".to_owned(),
-                reason: "no server URL given".to_owned(),
-            });
-        }
-        let servers = self
-            .urls
-            .iter()
-            .map(|u| Server::parse(u))
-            .collect::<Result<Vec<_>, _>>()?;
         let handle = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         let inner = Arc::new(Inner {
-            http: EurekaHttp::new(servers, self.settings),
+            http: self.connection.build()?,
             options: self.options,
             registry: Mutex::new(HashMap::new()),
             full_fetches: AtomicU64::new(0),
