@@ -180,7 +180,8 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_millis(800))
-        .sample_size(20);
+        .sample_size(20)
+        .without_plots();
     targets = bench_one_thread, bench_two_threads
 }
 criterion_main!(benches);

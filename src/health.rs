@@ -4,7 +4,7 @@
 //!
 //! An instance is **unhealthy** while its circuit breaker is open, while
 //! outlier detection has it ejected, or while its active health check
-//! fails (see [`ActiveHealthCheck`](crate::health::ActiveHealthCheck)).
+//! fails (see [`ActiveHealthCheck`]).
 //! Rules pick among healthy instances only, unless fewer than the
 //! [panic threshold](OutlierDetection::panic_threshold_percent) of the
 //! instances are healthy: then health is ignored and traffic spreads over
