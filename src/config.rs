@@ -1327,11 +1327,13 @@ fn semantic_warnings(client: &ClientConfig, eureka_urls: &[String]) -> Vec<Strin
     warnings
 }
 
+/// An invalid value; the value and reason are shown with anything that may
+/// be credentials (before an `@`) hidden.
 fn invalid(key: &str, value: &str, reason: &str) -> ConfigError {
     ConfigError::InvalidValue {
         key: key.to_owned(),
-        value: value.to_owned(),
-        reason: reason.to_owned(),
+        value: crate::error::redact(value),
+        reason: crate::error::redact(reason),
     }
 }
 
@@ -1386,16 +1388,10 @@ fn split_list(value: &str) -> Vec<String> {
         .collect()
 }
 
-/// `http://user:pass@host/x` as `http://***@host/x`.
+/// `http://user:pass@host/x` as `http://***@host/x` (see
+/// [`crate::error::redact`]: every form that may hold credentials).
 fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***{}", &rest[at..]),
-        None => url.to_owned(),
-    }
+    crate::error::redact(url)
 }
 
 /// [`redact_url`] over a comma-separated list.
@@ -1405,6 +1401,50 @@ fn redact_urls(urls: &str) -> String {
         .map(|u| redact_url(u.trim()))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Refuses YAML that the loader would handle badly before loading it: the
+/// loader recurses per nesting level (deep block nesting overflows the
+/// stack and aborts the process) and expands aliases by copying (a few
+/// nested anchors grow exponentially). Configuration files need neither.
+fn yaml_guard(text: &str) -> Result<(), ConfigError> {
+    const MAX_BYTES: usize = 4 << 20;
+    const MAX_DEPTH: usize = 128;
+    const MAX_ANCHORS: usize = 32;
+    let refuse = |reason: String| Err(ConfigError::Yaml { reason });
+    if text.len() > MAX_BYTES {
+        return refuse(format!(
+            "{} bytes is more than the {MAX_BYTES} accepted",
+            text.len()
+        ));
+    }
+    for (n, line) in text.lines().enumerate() {
+        // Indentation plus `- ` sequence markers opening on the same line.
+        let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
+        let mut rest = line.trim_start();
+        let mut markers = 0usize;
+        while let Some(after) = rest.strip_prefix("- ") {
+            markers += 1;
+            rest = after.trim_start();
+        }
+        let flow = line.bytes().filter(|b| matches!(b, b'[' | b'{')).count();
+        if indent / 2 + markers + flow > MAX_DEPTH {
+            return refuse(format!(
+                "line {}: nested deeper than {MAX_DEPTH} levels",
+                n + 1
+            ));
+        }
+    }
+    let anchors = text
+        .split(|c: char| c.is_whitespace() || c == ':' || c == '-' || c == '[' || c == ',')
+        .filter(|token| token.starts_with('&') && token.len() > 1)
+        .count();
+    if anchors > MAX_ANCHORS {
+        return refuse(format!(
+            "{anchors} anchors; at most {MAX_ANCHORS} are accepted"
+        ));
+    }
+    Ok(())
 }
 
 /// The key/value pairs of properties text, in order.
@@ -1430,6 +1470,7 @@ fn read_properties(
 
 /// The dotted key/value pairs of YAML text, in order.
 fn flatten_yaml_str(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    yaml_guard(text)?;
     let documents = YamlLoader::load_from_str(text).map_err(|e| ConfigError::Yaml {
         reason: format!(
             "{} at line {}, column {}",
@@ -1507,6 +1548,25 @@ fn flatten_yaml(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn yaml_that_would_overflow_or_explode_is_refused() {
+        let deep: String = (0..300)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i * 2)))
+            .collect();
+        assert!(matches!(
+            super::flatten_yaml_str(&deep),
+            Err(ConfigError::Yaml { .. })
+        ));
+        let laughs: String = (0..40)
+            .map(|i| format!("a{i}: &a{i} [*a{}, *a{}]\n", i.max(1) - 1, i.max(1) - 1))
+            .collect();
+        assert!(matches!(
+            super::flatten_yaml_str(&laughs),
+            Err(ConfigError::Yaml { .. })
+        ));
+        assert!(super::flatten_yaml_str("svc:\n  ribbon:\n    MaxAutoRetries: 1\n").is_ok());
+    }
+
     use super::*;
 
     #[test]
@@ -1578,7 +1638,8 @@ mod tests {
     #[test]
     fn urls_are_redacted() {
         assert_eq!(redact_url("http://u:p@h:1/eureka"), "http://***@h:1/eureka");
-        assert_eq!(redact_url("http://h/a@b"), "http://h/a@b");
+        // Over-redacting a path with `@` is the safe side.
+        assert_eq!(redact_url("http://h/a@b"), "http://***@b");
         assert_eq!(redact_urls("http://a@x, http://y"), "http://***@x,http://y");
     }
 

@@ -287,3 +287,32 @@ pub enum BuildError {
     #[error(transparent)]
     Instance(#[from] InstanceError),
 }
+
+/// `text` with anything that may be credentials hidden: everything before
+/// the last `@` (after the scheme, if any) becomes `***`, so
+/// `http://user:pa/ss@host/x` shows as `http://***@host/x`. Text without
+/// `@` is returned as it is. Errors and `Debug` output use this for every
+/// URL or address that may hold userinfo.
+pub(crate) fn redact(text: &str) -> String {
+    let Some(at) = text.rfind('@') else {
+        return text.to_owned();
+    };
+    match text.find("://") {
+        Some(s) if s < at => format!("{}***{}", &text[..s + 3], &text[at..]),
+        _ => format!("***{}", &text[at..]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn credentials_are_hidden_in_every_form() {
+        assert_eq!(redact("http://u:p@h:1/eureka"), "http://***@h:1/eureka");
+        assert_eq!(redact("http://u:p/q@h/eureka"), "http://***@h/eureka");
+        assert_eq!(redact("http:u:secret@h/eureka"), "***@h/eureka");
+        assert_eq!(redact("u:secret@127.0.0.1:8761"), "***@127.0.0.1:8761");
+        assert_eq!(redact("http://h:1/eureka"), "http://h:1/eureka");
+    }
+}

@@ -440,7 +440,9 @@ impl EndpointStats {
             .fetch_add(1, Ordering::AcqRel)
             .saturating_add(1);
         let time = base.saturating_mul(times).min(max);
-        let until = self.ms_at(now) + time.as_millis() as u64;
+        let until = self
+            .ms_at(now)
+            .saturating_add(u64::try_from(time.as_millis()).unwrap_or(u64::MAX));
         self.ejected_until_ms.store(until.max(1), Ordering::Release);
         self.consecutive_server_errors.store(0, Ordering::Release);
         self.consecutive_gateway_errors.store(0, Ordering::Release);
@@ -486,7 +488,7 @@ impl EndpointStats {
             .tripped_until_ms
             .load(Ordering::Relaxed)
             .max(self.ejected_until_ms.load(Ordering::Relaxed));
-        Some(self.created + Duration::from_millis(until))
+        self.created.checked_add(Duration::from_millis(until))
     }
 
     /// Whether the breaker is open or its half-open probe is taken at `now`.
@@ -576,7 +578,9 @@ impl EndpointStats {
                 .fetch_add(1, Ordering::AcqRel)
                 .saturating_add(1);
             if let Some(blackout) = self.config.blackout(n) {
-                let until = self.ms_at(now) + blackout.as_millis() as u64;
+                let until = self
+                    .ms_at(now)
+                    .saturating_add(u64::try_from(blackout.as_millis()).unwrap_or(u64::MAX));
                 self.tripped_until_ms.store(until.max(1), Ordering::Release);
                 transition = BreakerTransition::Tripped;
             }

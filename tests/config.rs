@@ -320,6 +320,9 @@ fn unknown_keys_warn_and_are_ignored() {
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests of this binary may have run the same callsites with no
+    // subscriber; make them ask again.
+    tracing::callsite::rebuild_interest_cache();
     let config = RibbonConfig::from_properties_str(
         "user-service.ribbon.listOfServers=h:1\n\
          user-service.ribbon.MaxTotalHttpConnections=200\n\

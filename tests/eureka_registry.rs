@@ -37,6 +37,23 @@ async fn deltas_follow_changes_and_a_hash_mismatch_costs_one_full_fetch() {
     assert_eq!(registry.stats().full_fetches, 1);
     assert!(local(&registry, "order-service").is_empty());
 
+    // A wrong base path answers 404: an error, never an empty registry,
+    // and the next server is tried.
+    let wrong = format!("{}/wrong", eureka.url());
+    let broken = EurekaRegistry::builder()
+        .server_urls(&wrong)
+        .fetch_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let err = broken.ready().await.unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+    let failover = EurekaRegistry::builder()
+        .server_urls(&format!("{wrong},{}", eureka.url()))
+        .fetch_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    failover.ready().await.unwrap();
+
     let a = eureka.register("order-service", 20001).await;
     let b = eureka.register("order-service", 20002).await;
     registry.refresh_now().await.unwrap();

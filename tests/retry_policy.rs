@@ -268,3 +268,69 @@ async fn retries_spread_over_untried_instances_then_stop() {
     assert_eq!(first, [1, 2, 3]);
     assert!(matches!(err, Error::Inner { .. }));
 }
+
+#[tokio::test(start_paused = true)]
+async fn extreme_policies_neither_overflow_nor_wait_for_ever() {
+    let huge = quick()
+        .max_same(u32::MAX)
+        .max_next(u32::MAX)
+        .deadline(Duration::MAX)
+        .backoff(Duration::MAX, Duration::MAX);
+    assert_eq!(huge.max_attempts(), u32::MAX);
+    let (lb, log) = balancer(&[Act::Ok], huge);
+    assert!(lb.ready_service("svc").await);
+    assert_eq!(
+        lb.clone()
+            .oneshot(req(Method::GET))
+            .await
+            .unwrap()
+            .into_body(),
+        "1"
+    );
+    assert_eq!(ports(&log), [1]);
+
+    // A Retry-After beyond max_retry_after is returned, not waited for.
+    let (lb, log) = balancer(
+        &[Act::Status(503), Act::Ok],
+        quick().max_retry_after(Duration::from_secs(1)),
+    );
+    assert!(lb.ready_service("svc").await);
+    let start = tokio::time::Instant::now();
+    assert_eq!(
+        lb.clone().oneshot(req(Method::GET)).await.unwrap().status(),
+        503
+    );
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(ports(&log), [1]);
+}
+
+/// Real time: with no backoff, an unlimited budget and a huge retry count,
+/// instantly failing attempts still yield to other tasks, the deadline
+/// ends the request, and the error lists a bounded number of attempts.
+#[tokio::test]
+async fn instant_failures_without_backoff_do_not_starve_the_runtime() {
+    let policy = RetryPolicy::default()
+        .max_next(u32::MAX)
+        .backoff(Duration::ZERO, Duration::ZERO)
+        .budget(RetryBudgetConfig::unlimited())
+        .deadline(Duration::from_millis(200));
+    let (lb, _log) = balancer(&[Act::Refuse, Act::Refuse], policy);
+    assert!(lb.ready_service("svc").await);
+    let ticks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ticker = {
+        let ticks = Arc::clone(&ticks);
+        tokio::spawn(async move {
+            loop {
+                ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let start = std::time::Instant::now();
+    let err = lb.clone().oneshot(req(Method::GET)).await.unwrap_err();
+    let took = start.elapsed();
+    ticker.abort();
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(ticks.load(std::sync::atomic::Ordering::Relaxed) > 100);
+    assert!(err.attempts().len() <= 65, "{}", err.attempts().len());
+}

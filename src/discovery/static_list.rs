@@ -135,7 +135,7 @@ pub fn parse_list_of_servers(service_id: &str, list: &str) -> Result<Vec<Instanc
 
 fn parse_entry(service_id: &str, entry: &str) -> Result<Instance, InstanceError> {
     let invalid = |reason: String| InstanceError::InvalidEntry {
-        entry: entry.to_owned(),
+        entry: crate::error::redact(entry),
         reason,
     };
     let (secure, rest) = match entry.split_once("://") {

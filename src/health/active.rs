@@ -22,6 +22,12 @@ use crate::instance::Endpoint;
 /// healthy; anything else (another status, an error, a timeout) is
 /// unhealthy, and the instance gets no traffic until a later check passes.
 /// Results are kept per instance identity, so they survive refreshes.
+/// A registry URL that is not a plain `http://` URL is replaced by the
+/// configured path. `https` instances are not checked (this checker has no
+/// TLS connector): they keep their passive health only.
+/// A registry URL that is not a plain `http://` URL is replaced by the
+/// configured path. `https` instances are not checked (this checker has no
+/// TLS connector): they keep their passive health only.
 ///
 /// [`use_registry_url`]: ActiveHealthCheck::use_registry_url
 ///
@@ -77,16 +83,24 @@ impl ActiveHealthCheck {
         self
     }
 
-    fn url_of(&self, endpoint: &Endpoint) -> String {
-        match endpoint.instance().health_check_url() {
-            Some(url) if self.use_registry_url => url.to_owned(),
-            _ => format!(
-                "{}://{}{}",
-                endpoint.scheme(),
-                endpoint.authority(),
-                self.path
-            ),
+    /// The URL to check, or `None` when the instance cannot be checked
+    /// (https: this checker has no TLS connector). A registry URL that is
+    /// not a plain `http://` URL falls back to the configured path.
+    fn url_of(&self, endpoint: &Endpoint) -> Option<String> {
+        if endpoint.instance().is_secure() {
+            return None;
         }
+        if self.use_registry_url {
+            if let Some(url) = endpoint.instance().health_check_url() {
+                let usable = url
+                    .parse::<http::Uri>()
+                    .is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
+                if usable {
+                    return Some(url.to_owned());
+                }
+            }
+        }
+        Some(format!("http://{}{}", endpoint.authority(), self.path))
     }
 }
 
@@ -121,7 +135,10 @@ pub(crate) fn spawn_health_checks(
             let snapshot = state.snapshot_full();
             let mut checks = tokio::task::JoinSet::new();
             for endpoint in snapshot.endpoints().iter().cloned() {
-                let (client, url, timeout) = (client.clone(), config.url_of(&endpoint), config.timeout);
+                let Some(url) = config.url_of(&endpoint) else {
+                    continue;
+                };
+                let (client, timeout) = (client.clone(), config.timeout);
                 checks.spawn(async move {
                     let healthy = check_one(&client, &url, timeout).await;
                     (endpoint, healthy)

@@ -149,6 +149,7 @@ pub struct RetryPolicy {
     backoff_cap: Duration,
     per_try_timeout: Option<Duration>,
     deadline: Option<Duration>,
+    max_retry_after: Duration,
     budget: RetryBudgetConfig,
 }
 
@@ -163,6 +164,7 @@ impl Default for RetryPolicy {
             backoff_cap: Duration::from_millis(250),
             per_try_timeout: None,
             deadline: None,
+            max_retry_after: Duration::from_secs(10),
             budget: RetryBudgetConfig::default(),
         }
     }
@@ -229,6 +231,18 @@ impl RetryPolicy {
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
         self
+    }
+
+    /// Longest `Retry-After` honoured: a 429 or 503 asking to wait longer
+    /// is returned to the caller instead of retried. Default 10 s.
+    pub fn max_retry_after(mut self, max: Duration) -> Self {
+        self.max_retry_after = max;
+        self
+    }
+
+    /// The longest `Retry-After` honoured.
+    pub fn get_max_retry_after(&self) -> Duration {
+        self.max_retry_after
     }
 
     /// The retry budget. Default 20 % + 10/s over 10 s.
@@ -312,7 +326,9 @@ impl RetryPolicy {
 
     /// Total attempts the policy allows: `(1 + max_same) × (1 + max_next)`.
     pub fn max_attempts(&self) -> u32 {
-        (1 + self.max_same).saturating_mul(1 + self.max_next)
+        self.max_same
+            .saturating_add(1)
+            .saturating_mul(self.max_next.saturating_add(1))
     }
 }
 

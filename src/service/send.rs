@@ -19,6 +19,9 @@ use crate::retry::{Attempt, RetryNonIdempotent, RetryReason, TryCloneBody, parse
 use crate::rule::PickContext;
 use crate::stats::Outcome;
 
+/// Attempts listed in an error at most (the first ones, then the last).
+const MAX_LISTED_ATTEMPTS: usize = 64;
+
 /// A copy of `req` for another attempt, if its body can be replayed.
 fn try_clone_request<B: TryCloneBody>(req: &Request<B>) -> Option<Request<B>> {
     let body = req.body().try_clone_body()?;
@@ -99,7 +102,7 @@ where
     }
     let policy = &shared.retry;
     let started = Instant::now();
-    let deadline = policy.get_deadline().map(|d| started + d);
+    let deadline = policy.get_deadline().and_then(|d| started.checked_add(d));
     let idempotent = policy.is_idempotent(req.method())
         || req.extensions().get::<RetryNonIdempotent>().is_some();
     let hash_key = shared
@@ -200,7 +203,7 @@ where
             &shared,
             reason,
             have_copy,
-            same_left + next_left,
+            same_left.saturating_add(next_left),
             retries,
             deadline,
             &result,
@@ -217,13 +220,19 @@ where
         let reason = reason.map(RetryReason::label).unwrap_or("none");
         metrics::counter!(crate::metrics::RETRIES, "service" => service.to_owned(), "reason" => reason)
             .increment(1);
-        attempts.push(Attempt {
-            instance: endpoint.to_string(),
-            outcome,
-            elapsed,
-        });
+        if attempts.len() < MAX_LISTED_ATTEMPTS {
+            attempts.push(Attempt {
+                instance: endpoint.to_string(),
+                outcome,
+                elapsed,
+            });
+        }
         drop(result);
-        if !wait.is_zero() {
+        if wait.is_zero() {
+            // Let other tasks (and timeouts around this request) run even
+            // when attempts fail at once with no backoff.
+            tokio::task::yield_now().await;
+        } else {
             tokio::time::sleep(wait).await;
         }
         retries += 1;
@@ -280,12 +289,18 @@ fn decide<R: ResponseStatus>(
                 .retry_after()
                 .and_then(|v| parse_retry_after(v, SystemTime::now()))
             {
+                if after > shared.retry.get_max_retry_after() {
+                    return Decision::Stop(Some("Retry-After beyond max_retry_after"));
+                }
                 wait = wait.max(after);
             }
         }
     }
     if let Some(deadline) = deadline {
-        if Instant::now() + wait >= deadline {
+        if Instant::now()
+            .checked_add(wait)
+            .is_none_or(|at| at >= deadline)
+        {
             return Decision::Stop(Some("deadline"));
         }
     }

@@ -94,15 +94,7 @@ impl fmt::Debug for Server {
 
 /// A URL string with any userinfo replaced by `***`, for error messages
 /// about URLs that did not parse.
-pub(crate) fn redact(raw: &str) -> String {
-    let Some(at) = raw.rfind('@') else {
-        return raw.to_owned();
-    };
-    match raw.find("://") {
-        Some(s) if s < at => format!("{}***{}", &raw[..s + 3], &raw[at..]),
-        _ => format!("***{}", &raw[at..]),
-    }
-}
+pub(crate) use crate::error::redact;
 
 /// Settings shared by every request to the registry.
 #[derive(Debug, Clone)]
@@ -203,17 +195,24 @@ impl EurekaHttp {
         }
     }
 
-    /// `GET {base}/{path}` on each server in order until one answers 404
-    /// or 200 with a body that `parse` accepts. Every failure (transport,
-    /// timeout, status, gzip, parse) moves on to the next server.
+    /// `GET {base}/{path}` on each server in order until one answers 200
+    /// with a body that `parse` accepts, or 404 when `accept_not_found`
+    /// (an app or VIP the registry does not know). Every failure
+    /// (transport, timeout, status, gzip, parse; 404 otherwise) moves on to
+    /// the next server.
     pub(crate) async fn get<T>(
         &self,
         path: &str,
+        accept_not_found: bool,
         parse: impl Fn(&[u8]) -> Result<T, String>,
     ) -> Result<Fetched<T>, DiscoveryError> {
         let mut errors = Vec::new();
         for server in &self.servers {
             match self.get_one(server, path, &parse).await {
+                Ok(Fetched::NotFound) if !accept_not_found => errors.push(DiscoveryError::Status {
+                    server: server.base.clone(),
+                    status: 404,
+                }),
                 Ok(found) => return Ok(found),
                 Err(e) => {
                     tracing::debug!(server = %server.base, error = %e, "Eureka server failed; trying the next");
@@ -318,13 +317,14 @@ impl EurekaHttp {
     /// server in order until one answers with a status that is not 5xx;
     /// returns that status. Transport errors, timeouts and 5xx move on to
     /// the next server. Used by registration (register, renew, status,
-    /// cancel), whose callers interpret 2xx / 404.
+    /// cancel), whose callers interpret 2xx / 404. Returns the status and
+    /// the base URL of the server that answered.
     pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<Bytes>,
-    ) -> Result<StatusCode, DiscoveryError> {
+    ) -> Result<(StatusCode, String), DiscoveryError> {
         let mut errors = Vec::new();
         for server in &self.servers {
             let timeout = self.settings.request_timeout;
@@ -337,7 +337,9 @@ impl EurekaHttp {
                 }),
             };
             match result {
-                Ok(status) if !status.is_server_error() => return Ok(status),
+                Ok(status) if !status.is_server_error() => {
+                    return Ok((status, server.base.clone()));
+                }
                 Ok(status) => errors.push(DiscoveryError::Status {
                     server: server.base.clone(),
                     status: status.as_u16(),

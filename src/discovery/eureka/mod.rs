@@ -137,7 +137,9 @@ impl EurekaSource {
         let options = self.options;
         match self
             .http
-            .get(&path, |body| wire::parse_application_with(body, options))
+            .get(&path, true, |body| {
+                wire::parse_application_with(body, options)
+            })
             .await?
         {
             Fetched::NotFound => Ok(wire::Application {

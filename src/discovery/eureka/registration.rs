@@ -145,8 +145,24 @@ impl EurekaRegistrationBuilder {
             reason: reason.to_owned(),
         };
         let app = self.app.trim().to_ascii_uppercase();
-        if app.is_empty() || app.contains('/') {
-            return Err(invalid("app name", "empty or contains `/`"));
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s != "."
+                && s != ".."
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        };
+        if !name_ok(&app) {
+            return Err(invalid(
+                "app name",
+                &format!("`{app}`: use letters, digits, `-`, `_` and `.`"),
+            ));
+        }
+        if self.lease_duration <= self.renew_interval {
+            return Err(invalid(
+                "lease duration",
+                "must be longer than the renew interval, or the lease expires between renewals",
+            ));
         }
         let host = self.host_name.trim().to_owned();
         crate::instance::Instance::new(&app, &host, self.port.max(1))?;
@@ -158,9 +174,26 @@ impl EurekaRegistrationBuilder {
         let id = self
             .instance_id
             .unwrap_or_else(|| format!("{host}:{vip}:{}", self.port));
-        if id.trim().is_empty() || id.contains('/') {
-            return Err(invalid("instance id", "empty or contains `/`"));
+        if id.trim().is_empty()
+            || id == "."
+            || id == ".."
+            || id.contains('/')
+            || id.contains('%')
+            || id.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                "instance id",
+                &format!("`{id}`: empty, `.`/`..`, or holds `/`, `%` or a control character"),
+            ));
         }
+        let slash = |p: String| {
+            if p.starts_with('/') {
+                p
+            } else {
+                format!("/{p}")
+            }
+        };
+        let (health_path, status_path) = (slash(self.health_path), slash(self.status_path));
         let ip = self.ip_addr.unwrap_or_else(|| host.clone());
         let base = format!("http://{}:{}", authority_host(&host), self.port);
         let body = serde_json::json!({
@@ -176,8 +209,8 @@ impl EurekaRegistrationBuilder {
                 "$": self.secure_port.unwrap_or(443),
                 "@enabled": if self.secure_port.is_some() { "true" } else { "false" },
             },
-            "healthCheckUrl": format!("{base}{}", self.health_path),
-            "statusPageUrl": format!("{base}{}", self.status_path),
+            "healthCheckUrl": format!("{base}{health_path}"),
+            "statusPageUrl": format!("{base}{status_path}"),
             "homePageUrl": format!("{base}/"),
             "dataCenterInfo": {
                 "@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo",
@@ -228,10 +261,19 @@ struct Shared {
 }
 
 impl Shared {
+    fn app_path(&self) -> String {
+        format!(
+            "apps/{}",
+            percent_encoding::utf8_percent_encode(&self.app, super::PATH_SEGMENT)
+        )
+    }
+
     fn path(&self) -> String {
-        let enc =
-            |s: &str| percent_encoding::utf8_percent_encode(s, super::PATH_SEGMENT).to_string();
-        format!("apps/{}/{}", enc(&self.app), enc(&self.id))
+        format!(
+            "{}/{}",
+            self.app_path(),
+            percent_encoding::utf8_percent_encode(&self.id, super::PATH_SEGMENT)
+        )
     }
 
     fn status(&self) -> InstanceStatus {
@@ -239,15 +281,11 @@ impl Shared {
     }
 
     async fn register(&self) -> Result<(), DiscoveryError> {
-        let status = self
+        let answer = self
             .http
-            .send(
-                Method::POST,
-                &format!("apps/{}", self.app),
-                Some(self.body.clone()),
-            )
+            .send(Method::POST, &self.app_path(), Some(self.body.clone()))
             .await?;
-        self.expect(status, &[StatusCode::NO_CONTENT, StatusCode::OK])?;
+        expect(answer, &[StatusCode::NO_CONTENT, StatusCode::OK])?;
         self.registrations.fetch_add(1, Ordering::Relaxed);
         // A status set through `set_status` survives re-registration.
         let wanted = self.status();
@@ -259,36 +297,33 @@ impl Shared {
 
     async fn put_status(&self, status: InstanceStatus) -> Result<(), DiscoveryError> {
         let path = format!("{}/status?value={}", self.path(), status.as_str());
-        let code = self.http.send(Method::PUT, &path, None).await?;
-        self.expect(code, &[StatusCode::OK])
+        let answer = self.http.send(Method::PUT, &path, None).await?;
+        expect(answer, &[StatusCode::OK])
     }
 
     /// Renews; registers again on 404.
     async fn renew(&self) -> Result<(), DiscoveryError> {
-        let code = self.http.send(Method::PUT, &self.path(), None).await?;
-        if code == StatusCode::NOT_FOUND {
+        let answer = self.http.send(Method::PUT, &self.path(), None).await?;
+        if answer.0 == StatusCode::NOT_FOUND {
             tracing::info!(app = %self.app, id = %self.id, "Eureka lost the registration; registering again");
             return self.register().await;
         }
-        self.expect(code, &[StatusCode::OK])?;
+        expect(answer, &[StatusCode::OK])?;
         self.renewals.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
+}
 
-    fn expect(&self, code: StatusCode, ok: &[StatusCode]) -> Result<(), DiscoveryError> {
-        if ok.contains(&code) {
-            Ok(())
-        } else {
-            Err(DiscoveryError::Status {
-                server: self
-                    .http
-                    .servers()
-                    .first()
-                    .map(|s| s.base().to_owned())
-                    .unwrap_or_default(),
-                status: code.as_u16(),
-            })
-        }
+/// `Ok` if the answer's status is one of `ok`, else a `Status` error naming
+/// the server that answered.
+fn expect((code, server): (StatusCode, String), ok: &[StatusCode]) -> Result<(), DiscoveryError> {
+    if ok.contains(&code) {
+        Ok(())
+    } else {
+        Err(DiscoveryError::Status {
+            server,
+            status: code.as_u16(),
+        })
     }
 }
 
@@ -440,14 +475,54 @@ impl RegistrationHandle {
     /// expires by itself). A 404 (already gone) is success.
     pub async fn shutdown(mut self) -> Result<(), DiscoveryError> {
         self.task.take();
-        let code = self
+        let answer = self
             .shared
             .http
             .send(Method::DELETE, &self.shared.path(), None)
             .await?;
-        if code == StatusCode::NOT_FOUND {
+        if answer.0 == StatusCode::NOT_FOUND {
             return Ok(());
         }
-        self.shared.expect(code, &[StatusCode::OK])
+        expect(answer, &[StatusCode::OK])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(
+        app: &str,
+        f: impl FnOnce(EurekaRegistrationBuilder) -> EurekaRegistrationBuilder,
+    ) -> Result<EurekaRegistration, BuildError> {
+        f(EurekaRegistration::builder(app, "127.0.0.1", 8080)
+            .server_urls("http://127.0.0.1:1/eureka"))
+        .build()
+    }
+
+    #[test]
+    fn bad_names_paths_and_leases_are_refused() {
+        for app in ["", "..", "a#b", "a%2Fb", "my app", "a/b"] {
+            assert!(build(app, |b| b).is_err(), "{app:?}");
+        }
+        assert!(build("user-api", |b| b.instance_id("..")).is_err());
+        assert!(build("user-api", |b| b.instance_id("a/b")).is_err());
+        assert!(build("user-api", |b| b.lease_duration(Duration::from_secs(30))).is_err());
+        let ok = build("user-api", |b| b.health_path("health")).unwrap();
+        let body = String::from_utf8_lossy(&ok.shared.body).into_owned();
+        assert!(body.contains("http://127.0.0.1:8080/health"), "{body}");
+        assert_eq!(ok.instance_id(), "127.0.0.1:user-api:8080");
+        assert!(
+            EurekaRegistration::builder("x", "127.0.0.1", 0)
+                .server_urls("http://h/e")
+                .build()
+                .is_err()
+        );
+        assert!(
+            EurekaRegistration::builder("x", "a b", 1)
+                .server_urls("http://h/e")
+                .build()
+                .is_err()
+        );
     }
 }

@@ -258,6 +258,9 @@ fn apply(registry: &mut Registry, apps: &Applications, full: bool) {
                 ActionType::Deleted if !full => {
                     entries.remove(&id);
                 }
+                // A delta entry without a known action is ignored, as the
+                // Java client does.
+                ActionType::Unknown if !full => {}
                 _ => {
                     entries.insert(id, record);
                 }
@@ -276,13 +279,20 @@ impl Inner {
 
     async fn get(&self, path: &str) -> Result<Applications, DiscoveryError> {
         let options = self.options;
+        // A 404 here is a wrong base path or a disabled endpoint, never an
+        // empty registry (that is a 200 with no application).
         match self
             .http
-            .get(path, |body| wire::parse_applications_with(body, options))
+            .get(path, false, |body| {
+                wire::parse_applications_with(body, options)
+            })
             .await?
         {
             Fetched::Found(apps) => Ok(apps),
-            Fetched::NotFound => Ok(Applications::default()),
+            Fetched::NotFound => Err(DiscoveryError::Status {
+                server: path.to_owned(),
+                status: 404,
+            }),
         }
     }
 
@@ -295,7 +305,16 @@ impl Inner {
     }
 
     async fn delta(&self) -> Result<(), DiscoveryError> {
-        let delta = self.get("apps/delta").await?;
+        let delta = match self.get("apps/delta").await {
+            Ok(delta) => delta,
+            Err(e) => {
+                // Like the Java client: no usable delta (refused with
+                // `disableDelta`, a failure) means a full fetch.
+                tracing::info!(error = %e, "Eureka delta fetch failed; fetching the full registry");
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                return self.full().await;
+            }
+        };
         let matches = {
             let mut registry = self.lock();
             apply(&mut registry, &delta, false);
@@ -461,7 +480,9 @@ impl InstanceSource for VipSource {
             let options = self.options;
             let apps = match self
                 .http
-                .get(&path, |body| wire::parse_applications_with(body, options))
+                .get(&path, true, |body| {
+                    wire::parse_applications_with(body, options)
+                })
                 .await?
             {
                 Fetched::Found(apps) => apps,
