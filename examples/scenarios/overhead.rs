@@ -1,0 +1,253 @@
+//! Overhead: hyper-util's client calling one local backend that answers
+//! at once, directly and through the balancers, at the same concurrency.
+//!
+//! Each mode runs in 1 s slices, interleaved with the other modes (the
+//! order reversed every round), after a discarded 0.5 s warm-up slice per
+//! mode, so a burst of background load hits every mode alike.
+
+use std::time::Duration;
+
+use tower_ribbon::discovery::{RefreshConfig, StaticSource};
+use tower_ribbon::health::OutlierDetection;
+use tower_ribbon::retry::RetryPolicy;
+
+use crate::client::{self, Direct, Lb, LbConfig, Peer, RuleKind, SERVICE};
+use crate::load::{ClosedLoopResult, closed_loop, quantile};
+use crate::report::{Report, Table, f};
+use crate::{BoxError, Goal, Options};
+
+enum Any {
+    Direct(Direct),
+    Lb(Lb),
+    Peer(Peer),
+}
+
+async fn slice(target: &Any, concurrency: usize, duration: Duration) -> ClosedLoopResult {
+    match target {
+        Any::Direct(t) => closed_loop(t, concurrency, duration).await,
+        Any::Lb(t) => closed_loop(t, concurrency, duration).await,
+        Any::Peer(t) => closed_loop(t, concurrency, duration).await,
+    }
+}
+
+struct Measured {
+    rps: f64,
+    /// Throughput of each round's slice.
+    round_rps: Vec<f64>,
+    p50_us: f64,
+    p99_us: f64,
+    errors: u64,
+    requests: usize,
+}
+
+fn measure(mut r: ClosedLoopResult, round_rps: Vec<f64>) -> Measured {
+    r.latencies_us.sort_unstable();
+    Measured {
+        rps: r.latencies_us.len() as f64 / r.elapsed.as_secs_f64().max(1e-9),
+        round_rps,
+        p50_us: f64::from(quantile(&r.latencies_us, 0.5)),
+        p99_us: f64::from(quantile(&r.latencies_us, 0.99)),
+        errors: r.errors,
+        requests: r.latencies_us.len(),
+    }
+}
+
+/// Runs every mode for `total` at `concurrency`, interleaved.
+async fn interleaved(targets: &[(String, Any)], concurrency: usize, total: f64) -> Vec<Measured> {
+    let slice_len = Duration::from_secs(1).min(Duration::from_secs_f64(total.max(0.1)));
+    let rounds = (total / slice_len.as_secs_f64()).round().max(1.0) as usize;
+    for (_, t) in targets {
+        let _ = slice(t, concurrency, Duration::from_millis(500)).await;
+    }
+    let mut results: Vec<ClosedLoopResult> = targets
+        .iter()
+        .map(|_| ClosedLoopResult::default())
+        .collect();
+    let mut round_rps: Vec<Vec<f64>> = targets.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..targets.len()).collect()
+        } else {
+            (0..targets.len()).rev().collect()
+        };
+        for i in order {
+            let r = slice(&targets[i].1, concurrency, slice_len).await;
+            round_rps[i].push(r.latencies_us.len() as f64 / r.elapsed.as_secs_f64().max(1e-9));
+            results[i].merge(r);
+        }
+    }
+    results
+        .into_iter()
+        .zip(round_rps)
+        .map(|(r, rounds)| measure(r, rounds))
+        .collect()
+}
+
+pub async fn run(opts: &Options, report: &mut Report) -> Result<Vec<Goal>, BoxError> {
+    eprintln!("overhead: measuring ...");
+    let mut zero = opts.clone();
+    zero.median_ms = 0.0;
+    let backends = crate::start_backends(&zero, 1, 1, 0).await?;
+    let backend = &backends[0];
+    let source =
+        || StaticSource::new().with_instances(SERVICE, client::instances(&[(0, backend.port())]));
+    let defaults = LbConfig {
+        retry: RetryPolicy::default(),
+        outliers: OutlierDetection::default(),
+        refresh: RefreshConfig::default(),
+        wrt_interval: Duration::from_millis(opts.wrt_interval_ms),
+    };
+    let no_retry = LbConfig {
+        retry: RetryPolicy::none(),
+        ..defaults.clone()
+    };
+    let seed = opts.seed;
+    let targets = vec![
+        (
+            "hyper-util client, direct".to_owned(),
+            Any::Direct(Direct::new(client::http_client(), backend.addr())),
+        ),
+        (
+            "LoadBalancer round_robin (default policy)".to_owned(),
+            Any::Lb(client::build_lb(RuleKind::RoundRobin, seed, source(), &defaults).await?),
+        ),
+        (
+            "LoadBalancer round_robin, RetryPolicy::none()".to_owned(),
+            Any::Lb(client::build_lb(RuleKind::RoundRobin, seed, source(), &no_retry).await?),
+        ),
+        (
+            "LoadBalancer peak_ewma_p2c (default policy)".to_owned(),
+            Any::Lb(client::build_lb(RuleKind::PeakEwmaP2c, seed, source(), &defaults).await?),
+        ),
+        (
+            "tower p2c + PeakEwma (peer)".to_owned(),
+            Any::Peer(Peer::new(&client::http_client(), &[backend.addr()])),
+        ),
+    ];
+
+    let mut table = Table::new(&[
+        "mode",
+        ">in flight",
+        ">requests/s",
+        ">p50 µs",
+        ">p99 µs",
+        ">throughput vs direct",
+        ">added p50 µs",
+        ">added p99 µs",
+        ">errors",
+    ]);
+    let mut csv = Vec::new();
+    let mut goals = Vec::new();
+    let mut work = Vec::new();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    for (concurrency, total) in [
+        (opts.concurrency, opts.overhead_duration),
+        (1, opts.overhead_c1_duration),
+    ] {
+        if total <= 0.0 {
+            continue;
+        }
+        let measured = interleaved(&targets, concurrency, total).await;
+        let direct = &measured[0];
+        for ((name, _), m) in targets.iter().zip(&measured) {
+            let loss = 1.0 - m.rps / direct.rps.max(1e-9);
+            let is_direct = std::ptr::eq(m, direct);
+            let relative = |text: String| if is_direct { "—".to_owned() } else { text };
+            table.row(vec![
+                name.clone(),
+                concurrency.to_string(),
+                f(m.rps, 0),
+                f(m.p50_us, 0),
+                f(m.p99_us, 0),
+                relative(format!("{:+.1} %", -loss * 100.0)),
+                relative(format!("{:+.0}", m.p50_us - direct.p50_us)),
+                relative(format!("{:+.0}", m.p99_us - direct.p99_us)),
+                m.errors.to_string(),
+            ]);
+            csv.push(format!(
+                "{name},{concurrency},{},{:.1},{},{},{}",
+                m.requests, m.rps, m.p50_us, m.p99_us, m.errors
+            ));
+        }
+        if concurrency == opts.concurrency {
+            // The cores are saturated: the time per request spent by all of
+            // them is cores / throughput.
+            for ((name, _), m) in targets.iter().zip(&measured).skip(1) {
+                let added = cores * (1.0 / m.rps.max(1e-9) - 1.0 / direct.rps.max(1e-9)) * 1e6;
+                work.push(format!("{name} {added:+.1} µs"));
+            }
+            for (i, label) in [(1, "round_robin"), (3, "peak_ewma_p2c")] {
+                let m = &measured[i];
+                let loss = (1.0 - m.rps / direct.rps.max(1e-9)) * 100.0;
+                let added = m.p50_us - direct.p50_us;
+                // The loss of each round against the direct slice next to it.
+                let rounds: Vec<f64> = m
+                    .round_rps
+                    .iter()
+                    .zip(&direct.round_rps)
+                    .map(|(x, d)| (1.0 - x / d.max(1e-9)) * 100.0)
+                    .collect();
+                let lo = rounds.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = rounds.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                goals.push(Goal {
+                    goal: format!(
+                        "overhead {label}: ≤ 5 % throughput loss ({concurrency} in flight)"
+                    ),
+                    figure: format!(
+                        "{loss:.1} % loss ({:.0} vs {:.0} req/s); per 1 s round {lo:.1} to {hi:.1} %",
+                        m.rps, direct.rps
+                    ),
+                    met: loss <= 5.0,
+                    note: (lo <= 5.0 && hi > 5.0).then(|| "rounds on both sides of 5 %".to_owned()),
+                });
+                goals.push(Goal {
+                    goal: format!("overhead {label}: ≤ 20 µs added p50 ({concurrency} in flight)"),
+                    figure: format!(
+                        "{added:+.0} µs ({:.0} vs {:.0} µs)",
+                        m.p50_us, direct.p50_us
+                    ),
+                    met: added <= 20.0,
+                    note: None,
+                });
+            }
+        } else if concurrency == 1 {
+            for (i, label) in [(1, "round_robin"), (3, "peak_ewma_p2c")] {
+                let added = measured[i].p50_us - direct.p50_us;
+                goals.push(Goal {
+                    goal: format!(
+                        "overhead {label}: ≤ 20 µs added p50 (1 in flight, for reference)"
+                    ),
+                    figure: format!(
+                        "{added:+.0} µs ({:.0} vs {:.0} µs)",
+                        measured[i].p50_us, direct.p50_us
+                    ),
+                    met: added <= 20.0,
+                    note: None,
+                });
+            }
+        }
+    }
+    report.csv(
+        "overhead.csv",
+        "mode,in_flight,requests,requests_per_s,p50_us,p99_us,errors",
+        &csv,
+    );
+    report.add(&format!(
+        "## Overhead\n\n\
+         One backend on 127.0.0.1 answering at once; hyper-util's client calling it directly, through \
+         `LoadBalancer` (static list of one instance, default outlier detection) and through tower's p2c. \
+         Closed loop; {} s per mode at {} in flight and {} s with 1 in flight, in 1 s slices interleaved \
+         across modes after a 0.5 s warm-up each. Client, balancer and backend share the {} cores, so at {} in \
+         flight the cores are saturated and a throughput loss is extra CPU time per request: {} cores × \
+         (1 / rate − 1 / direct rate) = {}.\n\n{}\n",
+        opts.overhead_duration,
+        opts.concurrency,
+        opts.overhead_c1_duration,
+        cores,
+        opts.concurrency,
+        cores,
+        work.join(", "),
+        table.markdown()
+    ));
+    Ok(goals)
+}
