@@ -1,6 +1,6 @@
 //! The main job, with nothing installed beyond the toolchain: three local
 //! HTTP backends on 127.0.0.1, a static instance list, and 300 requests to
-//! `http://user-service/whoami` balanced with each rule.
+//! `http://user-service/whoami` balanced with round robin, then random.
 //!
 //! Run: `cargo run --example demo`
 

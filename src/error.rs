@@ -1,12 +1,23 @@
 //! Error types.
 //!
 //! - [`Error`]: what a [`LoadBalancer`](crate::LoadBalancer) call returns:
-//!   no instances, unknown service, discovery failure, or the inner
-//!   service's error, each naming the service.
+//!   no instances, unknown service, no service in the URI, discovery
+//!   failure or timeout, an unaddressable instance, or the last attempt's
+//!   error with every attempt listed; each names the service.
 //! - [`DiscoveryError`]: what an [`InstanceSource`](crate::discovery::InstanceSource)
 //!   fetch returns; a refresh that gets one keeps the last good list.
 //! - [`InstanceError`]: an address that cannot become an instance.
 //! - [`BuildError`]: a configuration that cannot become a balancer or source.
+//!
+//! ```
+//! use tower_ribbon::Error;
+//!
+//! let err = Error::NoInstances { service: "user-service".to_owned() };
+//! assert!(err.is_no_instances());
+//! assert_eq!(err.service_id(), "user-service");
+//! assert_eq!(err.to_string(), "no instances available for service `user-service`");
+//! assert!(err.attempts().is_empty());
+//! ```
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,12 +11,14 @@
 //! all of them (Envoy's panic mode), because a health signal that condemns
 //! most of a fleet is more likely wrong than the fleet.
 //!
-//! **Outlier ejection** (after Envoy): `consecutive_5xx` successive 5xx or
-//! connection-level failures, or `consecutive_gateway_failure` successive
-//! 502/503/504 or connection-level failures, eject the instance for
-//! `base_ejection_time × times ejected`, at most `max_ejection_time`.
-//! Never more than `max_ejection_percent` of the instances are ejected at
-//! once, but at least one may be.
+//! **Outlier ejection** (after Envoy): `consecutive_5xx` (default 5)
+//! successive 5xx or connection-level failures, or
+//! `consecutive_gateway_failure` (default 5) successive 502/503/504 or
+//! connection-level failures, eject the instance for `base_ejection_time`
+//! (default 30 s) × times ejected, at most `max_ejection_time` (default
+//! 300 s). Never more than `max_ejection_percent` (default 50 %) of the
+//! instances are ejected at once, but at least one may be. The panic
+//! threshold defaults to 50 % healthy.
 //!
 //! ```
 //! use std::time::Duration;

@@ -60,3 +60,8 @@ pub use instance::{Endpoint, Instance, InstanceStatus};
 #[cfg(feature = "reqwest")]
 pub use service::ReqwestService;
 pub use service::{Builder, LoadBalancer, LoadBalancerLayer, ResponseFuture};
+
+/// The README's examples, compiled as doc tests so they stay correct.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -25,6 +25,27 @@
 //!
 //! `instance` is the instance id (Eureka's `instanceId`; `host:port` for
 //! static lists).
+//!
+//! Reading them back, here with metrics-util's debugging recorder (in a
+//! service, install a Prometheus or other exporter the same way):
+//!
+//! ```
+//! use metrics_util::debugging::DebuggingRecorder;
+//!
+//! let recorder = DebuggingRecorder::new();
+//! let snapshotter = recorder.snapshotter();
+//! metrics::with_local_recorder(&recorder, || {
+//!     metrics::counter!(tower_ribbon::metrics::REFRESH_SUCCESS, "service" => "user-service")
+//!         .increment(1);
+//! });
+//! let names: Vec<String> = snapshotter
+//!     .snapshot()
+//!     .into_vec()
+//!     .into_iter()
+//!     .map(|(key, ..)| key.key().name().to_owned())
+//!     .collect();
+//! assert_eq!(names, ["ribbon_refresh_success_total"]);
+//! ```
 
 use metrics::{Counter, Histogram};
 

@@ -63,8 +63,9 @@ impl ActiveHealthCheck {
     }
 
     /// Time between two rounds of checks. Ribbon key
-    /// `NFLoadBalancerPingInterval`. Values under 10 ms are raised to
-    /// 10 ms. Default 10 s.
+    /// `NFLoadBalancerPingInterval` (whose own default, used when a
+    /// configuration file turns checks on, is 30 s). Values under 10 ms are
+    /// raised to 10 ms. Default 10 s.
     pub fn interval(mut self, interval: Duration) -> Self {
         self.interval = interval.max(Duration::from_millis(10));
         self
