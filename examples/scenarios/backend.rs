@@ -18,6 +18,9 @@
 //! draws. `factor` is 1 normally, 12 for the S1 slow backend and 2 for the
 //! S2 half-speed backends. A median of 0 answers at once (no sleep).
 
+#[path = "../../tests/support/serve.rs"]
+mod serve;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
@@ -26,15 +29,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 /// Marks "not set" in the µs timestamps below.
 const UNSET: u64 = u64::MAX;
@@ -275,29 +275,16 @@ impl Drop for SimBackend {
 
 /// Accepts until told to stop, then closes the listener and every
 /// connection.
-async fn serve(listener: TcpListener, state: Arc<State>, mut stopped: oneshot::Receiver<()>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = &mut stopped => break,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let state = Arc::clone(&state);
-                connections.spawn(async move {
-                    let svc = service_fn(move |req| answer(Arc::clone(&state), req));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    drop(listener);
-    connections.shutdown().await;
+async fn serve(listener: TcpListener, state: Arc<State>, stopped: oneshot::Receiver<()>) {
+    serve::serve(
+        listener,
+        stopped,
+        |stream| {
+            let _ = stream.set_nodelay(true);
+        },
+        move |req| answer(Arc::clone(&state), req),
+    )
+    .await;
 }
 
 async fn answer(

@@ -10,6 +10,9 @@
 //! connect timeouts.
 #![allow(dead_code)]
 
+#[path = "serve.rs"]
+mod serve;
+
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
@@ -20,13 +23,10 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 /// The header whose value a backend records with each request.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -213,30 +213,17 @@ impl Drop for Backend {
 
 /// Accepts until told to stop, then closes the listener and every
 /// connection (and waits for them).
-async fn serve(listener: TcpListener, state: Arc<State>, mut stopped: oneshot::Receiver<()>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            // A send or a dropped sender: either way, stop.
-            _ = &mut stopped => break,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
-                    continue;
-                };
-                state.connections.fetch_add(1, Ordering::SeqCst);
-                let state = Arc::clone(&state);
-                connections.spawn(async move {
-                    let svc = service_fn(move |req| answer(Arc::clone(&state), req));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    drop(listener);
-    connections.shutdown().await;
+async fn serve(listener: TcpListener, state: Arc<State>, stopped: oneshot::Receiver<()>) {
+    let counter = Arc::clone(&state);
+    serve::serve(
+        listener,
+        stopped,
+        move |_| {
+            counter.connections.fetch_add(1, Ordering::SeqCst);
+        },
+        move |req| answer(Arc::clone(&state), req),
+    )
+    .await;
 }
 
 async fn answer(
