@@ -162,7 +162,7 @@ where
             (None, Some(d)) => Some(d.saturating_duration_since(attempt_started)),
             (None, None) => None,
         };
-        let guard = endpoint.stats().start();
+        let guard = endpoint.stats().start_at(attempt_started);
         let call = async {
             let ready = inner.ready().await.map_err(Into::into)?;
             ready.call(request).await.map_err(Into::into)
@@ -179,12 +179,13 @@ where
             Ok(_) => shared.failure_statuses.classify_status(status),
             Err(e) => classify_error(e),
         };
-        let elapsed = attempt_started.elapsed();
-        let transition = guard.finish(outcome);
+        // One clock read ends the attempt for stats, metrics and ejection.
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(attempt_started);
+        let transition = guard.finish_at(outcome, now);
         endpoint
             .metrics()
             .record(outcome, elapsed.as_secs_f64(), transition);
-        let now = Instant::now();
         if transition != crate::stats::BreakerTransition::None {
             state.health().invalidate();
         }
