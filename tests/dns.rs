@@ -1,0 +1,1 @@
+//! DNS discovery tests (placeholder).
