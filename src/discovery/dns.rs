@@ -768,10 +768,10 @@ impl DnsSource {
             IpFamily::V6 => LookupIpStrategy::Ipv6Only,
             IpFamily::Both => LookupIpStrategy::Ipv4AndIpv6,
         };
+        // Cleared before every resolution (TTLs must be the server's; the
+        // cache's TTL bounds would rewrite them), so it only serves the
+        // lookups of one resolution (search names, SRV targets).
         options.cache_size = 64;
-        // Backstop: even a cached copy never outlives the ceiling.
-        options.positive_max_ttl = Some(config.ttl_ceiling);
-        options.negative_max_ttl = Some(config.ttl_floor);
         let resolver =
             TokioResolver::builder_with_config(resolver_config, TokioRuntimeProvider::default())
                 .with_options(options)
