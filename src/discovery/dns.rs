@@ -65,7 +65,9 @@
 //! records used, and every fetch inside that window returns the cached list
 //! without sending a query. Set the refresh interval well below the floor
 //! (1 s costs one map look-up per second): a DNS change is then seen within
-//! the clamped TTL plus one refresh interval. [`DnsSource::answer`] exposes
+//! the clamped TTL plus one refresh interval, or within the clamped TTL with
+//! [`DnsConfig::refresh_ahead`] set to the refresh interval plus the query
+//! time (the answer is then re-resolved that much before it expires). [`DnsSource::answer`] exposes
 //! the last answer's TTL and clamped lifetime. A failed resolution returns an
 //! error, so the refresh keeps the last good list (as with every source) and
 //! counts the failure; the next query waits a backoff (doubling from
@@ -201,6 +203,7 @@ pub struct DnsConfig {
     ttl_floor: Duration,
     ttl_ceiling: Duration,
     failure_backoff: Duration,
+    refresh_ahead: Duration,
     max_records: usize,
     max_name_len: usize,
     ip_family: IpFamily,
@@ -223,6 +226,7 @@ impl DnsConfig {
             ttl_floor: Duration::from_secs(5),
             ttl_ceiling: Duration::from_secs(30),
             failure_backoff: Duration::from_secs(1),
+            refresh_ahead: Duration::ZERO,
             max_records: 256,
             max_name_len: MAX_DNS_NAME_LEN,
             ip_family: IpFamily::Both,
@@ -415,6 +419,16 @@ impl DnsConfig {
         self
     }
 
+    /// Re-resolve this long before the clamped TTL runs out (at most half
+    /// of it), so that with the refresh interval (and the query time)
+    /// inside this margin a change is seen within one TTL, not one TTL plus
+    /// a refresh tick. Default 0 (the answer is used for the whole clamped
+    /// TTL).
+    pub fn refresh_ahead(mut self, ahead: Duration) -> Self {
+        self.refresh_ahead = ahead;
+        self
+    }
+
     /// Most instances (and SRV records) one answer may yield, at least 1.
     /// Default 256.
     pub fn max_records(mut self, max: usize) -> Self {
@@ -474,6 +488,14 @@ impl DnsConfig {
     /// ceiling)`.
     pub fn clamp_ttl(&self, ttl: Duration) -> Duration {
         ttl.max(self.ttl_floor).min(self.ttl_ceiling)
+    }
+
+    /// How long an answer with `ttl` is used before DNS is asked again:
+    /// [`clamp_ttl`](Self::clamp_ttl) less
+    /// [`refresh_ahead`](Self::refresh_ahead) (at most half of it).
+    pub fn answer_lifetime(&self, ttl: Duration) -> Duration {
+        let clamped = self.clamp_ttl(ttl);
+        clamped - self.refresh_ahead.min(clamped / 2)
     }
 
     fn backoff(&self, failures: u32) -> Duration {
@@ -665,7 +687,8 @@ pub struct DnsAnswer {
     pub instances: Arc<Vec<Instance>>,
     /// The smallest TTL of the records used.
     pub ttl: Duration,
-    /// How long the answer is used: the TTL clamped to `[floor, ceiling]`.
+    /// How long the answer is used: the TTL clamped to `[floor, ceiling]`,
+    /// less [`DnsConfig::refresh_ahead`].
     pub valid_for: Duration,
     /// When it was resolved.
     pub resolved_at: Instant,
@@ -930,7 +953,7 @@ impl DnsSource {
                 cached.answer = Some(DnsAnswer {
                     instances: Arc::clone(&instances),
                     ttl: resolved.ttl,
-                    valid_for: config.clamp_ttl(resolved.ttl),
+                    valid_for: config.answer_lifetime(resolved.ttl),
                     resolved_at: started,
                     truncated: resolved.truncated,
                 });
@@ -1379,6 +1402,17 @@ mod tests {
         let waits: Vec<u128> = (1..=7).map(|n| c.backoff(n).as_millis()).collect();
         assert_eq!(waits, [250, 500, 1000, 2000, 4000, 5000, 5000]);
         assert_eq!(c.backoff(u32::MAX), Duration::from_secs(5));
+        let c = DnsConfig::new([]).refresh_ahead(Duration::from_secs(1));
+        assert_eq!(
+            c.answer_lifetime(Duration::from_secs(10)),
+            Duration::from_secs(9)
+        );
+        // At most half of the clamped TTL (floor 5 s).
+        let c = c.refresh_ahead(Duration::from_secs(60));
+        assert_eq!(
+            c.answer_lifetime(Duration::ZERO),
+            Duration::from_millis(2500)
+        );
     }
 
     #[test]
