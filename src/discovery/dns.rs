@@ -160,6 +160,9 @@ pub const MAX_DNS_NAME_LEN: usize = 253;
 const MAX_SEARCH_DOMAINS: usize = 32;
 /// Name servers kept from resolv.conf (glibc's `MAXNS`).
 const MAX_NAME_SERVERS: usize = 3;
+/// Upper bound on every duration setting (a day), so deadlines computed
+/// from them never overflow.
+const MAX_SETTING: Duration = Duration::from_secs(24 * 3600);
 
 /// Which address records a host lookup asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -377,7 +380,7 @@ impl DnsConfig {
     /// Timeout of one query to one server (resolv.conf `timeout`). At least
     /// 1 ms. Default 5 s.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout.max(Duration::from_millis(1));
+        self.timeout = timeout.clamp(Duration::from_millis(1), MAX_SETTING);
         self
     }
 
@@ -391,31 +394,35 @@ impl DnsConfig {
     /// past it the fetch fails with [`DnsError::Timeout`]. Keep it under the
     /// refresh's `fetch_timeout`. Default 10 s.
     pub fn resolve_timeout(mut self, timeout: Duration) -> Self {
-        self.resolve_timeout = timeout.max(Duration::from_millis(1));
+        self.resolve_timeout = timeout.clamp(Duration::from_millis(1), MAX_SETTING);
         self
     }
 
     /// Shortest time an answer is used before DNS is asked again, whatever
-    /// its TTL. Raises the ceiling to match if needed. Default 5 s.
+    /// its TTL. Raises the ceiling to match if needed. At most a day.
+    /// Default 5 s.
     pub fn ttl_floor(mut self, floor: Duration) -> Self {
+        let floor = floor.min(MAX_SETTING);
         self.ttl_floor = floor;
         self.ttl_ceiling = self.ttl_ceiling.max(floor);
         self
     }
 
     /// Longest time an answer is used before DNS is asked again, whatever
-    /// its TTL. Lowers the floor to match if needed. Default 30 s.
+    /// its TTL. Lowers the floor to match if needed. At most a day.
+    /// Default 30 s.
     pub fn ttl_ceiling(mut self, ceiling: Duration) -> Self {
+        let ceiling = ceiling.min(MAX_SETTING);
         self.ttl_ceiling = ceiling;
         self.ttl_floor = self.ttl_floor.min(ceiling);
         self
     }
 
     /// First wait after a failed resolution before DNS is asked again; each
-    /// further failure doubles it, up to the TTL floor (at least 1 ms).
+    /// further failure doubles it, up to the TTL floor (1 ms to a day).
     /// Default 1 s.
     pub fn failure_backoff(mut self, backoff: Duration) -> Self {
-        self.failure_backoff = backoff.max(Duration::from_millis(1));
+        self.failure_backoff = backoff.clamp(Duration::from_millis(1), MAX_SETTING);
         self
     }
 
@@ -425,7 +432,7 @@ impl DnsConfig {
     /// a refresh tick. Default 0 (the answer is used for the whole clamped
     /// TTL).
     pub fn refresh_ahead(mut self, ahead: Duration) -> Self {
-        self.refresh_ahead = ahead;
+        self.refresh_ahead = ahead.min(MAX_SETTING);
         self
     }
 
@@ -1526,6 +1533,80 @@ mod tests {
         assert!(additional_addrs(&extra, "c.test").is_none());
         assert_eq!(min_ttl(&extra), Some(1));
         assert_eq!(min_ttl(&[]), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            rng_seed: proptest::test_runner::RngSeed::Fixed(13),
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        })]
+
+        /// No answer makes the SRV path panic, exceed its bounds, or mix
+        /// priorities; weights are the records' (all-zero groups aside).
+        #[test]
+        fn any_srv_answer_is_bounded(
+            records in proptest::collection::vec(
+                (0u16..4, 0u16..5, 0u16..4, 0usize..6, proptest::bool::ANY),
+                0..40,
+            ),
+            max in 1usize..12,
+            max_name_len in 1usize..20,
+        ) {
+            let answer: Vec<Record> = records
+                .iter()
+                .map(|(p, w, port, t, root)| {
+                    let target = if *root { ".".to_owned() } else { format!("t{t}.test.") };
+                    srv(*p, *w, *port, &target)
+                })
+                .collect();
+            let parsed = parse_srv(&answer, max, max_name_len);
+            proptest::prop_assert!(parsed.len() <= max);
+            proptest::prop_assert!(parsed.iter().all(|r| r.target.len() <= max_name_len));
+            let groups = priority_groups(parsed);
+            for pair in groups.windows(2) {
+                proptest::prop_assert!(pair[0][0].priority < pair[1][0].priority);
+            }
+            for group in &groups {
+                proptest::prop_assert!(group.iter().all(|r| r.priority == group[0].priority));
+                let candidates: Vec<Candidate> = group
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| Candidate {
+                        ip: IpAddr::V4(Ipv4Addr::new(127, 0, 0, u8::try_from(i % 200).unwrap())),
+                        port: r.port,
+                        weight: u32::from(r.weight),
+                        target: Some((r.target.clone(), r.priority)),
+                    })
+                    .collect();
+                let built = build("svc", "n", candidates, Duration::ZERO, false, max);
+                proptest::prop_assert!(built.instances.len() <= max);
+                // Port 0 cannot be an instance; every other record can.
+                proptest::prop_assert!(built.instances.iter().all(|i| i.port() > 0));
+            }
+        }
+
+        /// Any text: resolv.conf parsing never panics and stays bounded.
+        #[test]
+        fn any_resolv_conf_is_bounded(text in "(nameserver|search|domain|options|ndots:|[0-9a-z.:; #\n])*") {
+            if let Ok(c) = DnsConfig::from_resolv_conf(&text) {
+                proptest::prop_assert!(c.get_name_servers().len() <= 3);
+                proptest::prop_assert!(c.get_search().len() <= 32);
+                proptest::prop_assert!(c.get_ndots() <= 15);
+            }
+        }
+    }
+
+    #[test]
+    fn durations_are_capped() {
+        let c = DnsConfig::new([])
+            .ttl_floor(Duration::MAX)
+            .failure_backoff(Duration::MAX)
+            .refresh_ahead(Duration::MAX);
+        assert_eq!(c.get_ttl_ceiling(), MAX_SETTING);
+        // Deadlines from these never overflow.
+        let now = Instant::now();
+        let _ = now + c.answer_lifetime(Duration::MAX) + c.backoff(u32::MAX);
     }
 
     #[test]
