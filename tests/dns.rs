@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use dns_support::{Dnsmasq, IpBackend, Srv};
 use support::{HttpClient, http_client, tally};
-use tower_ribbon::discovery::dns::{DnsConfig, DnsError, DnsSource, DnsTarget};
+use tower_ribbon::discovery::dns::{DnsConfig, DnsError, DnsSource, DnsTarget, IpFamily};
 use tower_ribbon::discovery::{InstanceSource, RefreshConfig};
 use tower_ribbon::rule::{RoundRobin, WeightedRoundRobin};
 use tower_ribbon::{DiscoveryError, LoadBalancer};
@@ -475,6 +475,8 @@ async fn search_list_errors_and_bounds() {
         .map(|l| (IpAddr::V4(ip(l)), "big.test".to_owned()))
         .collect();
     records.extend(many);
+    records.push(("::1".parse().unwrap(), "dual.test".to_owned()));
+    records.push((IpAddr::V4(ip(2)), "dual.test".to_owned()));
     let Some(server) = Dnsmasq::start(2, &as_refs(&records), &[]) else {
         return;
     };
@@ -491,6 +493,11 @@ async fn search_list_errors_and_bounds() {
         .with_service("big", DnsTarget::host("big.test.", 80))
         .unwrap()
         .with_service("nosrv", DnsTarget::srv("_http._tcp.users"))
+        .unwrap()
+        .with_service(
+            "dual",
+            DnsTarget::host("dual.test.", 8080).with_secure(true),
+        )
         .unwrap();
 
     // `users` -> users.default.svc.cluster.local (first search domain).
@@ -540,6 +547,27 @@ async fn search_list_errors_and_bounds() {
     assert_eq!(big[0].host(), "127.0.0.10");
     assert_eq!(big[7].host(), "127.0.0.17");
     assert!(source.answer("big").unwrap().truncated);
+    // A and AAAA both kept (dual-stack headless service); `IpFamily` narrows.
+    let dual: Vec<String> = source
+        .fetch("dual")
+        .await
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(dual, ["https://127.0.0.2:8080", "https://[::1]:8080"]);
+    let v6 = DnsSource::new(pod_config(&server).ip_family(IpFamily::V6))
+        .unwrap()
+        .with_service("dual", DnsTarget::host("dual.test.", 8080))
+        .unwrap();
+    let only: Vec<String> = v6
+        .fetch("dual")
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.host().to_owned())
+        .collect();
+    assert_eq!(only, ["::1"]);
     // Unknown service id.
     assert!(matches!(
         source.fetch("other").await.unwrap_err(),
