@@ -77,12 +77,14 @@
 //! left of a cached copy.
 //!
 //! Defaults: floor **5 s**, ceiling **30 s**.
-//! - The floor is Envoy's `dns_min_refresh_rate` default (5 s, used with
-//!   `respect_dns_ttl`) and CoreDNS's default TTL for cluster records (5 s),
-//!   so pods that come and go are seen about as fast as the cluster DNS
-//!   itself publishes them, while a TTL of 0 or 1 s cannot turn the client
-//!   into a DNS load generator. gRPC uses a 30 s minimum between
-//!   re-resolutions, which is too slow for scale-ups (grpc/grpc#12295).
+//! - The floor is Envoy's default `dns_refresh_rate` for DNS clusters (5 s;
+//!   its DNS cache's `dns_min_refresh_rate`, the floor under TTL-driven
+//!   refresh, is 5 s too) and CoreDNS's default TTL for cluster records
+//!   (5 s), so pods that come and go are seen about as fast as the cluster
+//!   DNS publishes them, while a TTL of 0 or 1 s cannot turn every client
+//!   into a DNS load generator. gRPC waits at least 30 s between
+//!   re-resolutions (grpc/grpc#19661), too slow for scale-ups
+//!   (grpc/grpc#12295).
 //! - The ceiling is Ribbon's and this crate's default refresh interval
 //!   (30 s; Spring Cloud LoadBalancer caches lists 35 s), so an external zone
 //!   with a one-hour TTL still cannot keep a removed address for an hour.
@@ -102,9 +104,9 @@
 //!
 //! | System | What it does |
 //! |---|---|
-//! | Spring Cloud Kubernetes `DiscoveryClient` | reads Endpoints/EndpointSlices from the API server (a watch), not DNS; `spring.cloud.kubernetes.discovery.*` |
+//! | Spring Cloud Kubernetes `DiscoveryClient` | asks the API server for the service's Endpoints/EndpointSlices (not DNS), configured by `spring.cloud.kubernetes.discovery.*`; SCLB caches the list (35 s) |
 //! | gRPC `dns:///` resolver | A/AAAA (SRV only for grpclb), re-resolves on connection failure or GOAWAY, at most every 30 s; ignores TTLs |
-//! | Envoy `STRICT_DNS` cluster | every address of the name is a host; re-resolves every `dns_refresh_rate` (5 s), or by TTL with `respect_dns_ttl`, bounded below by `dns_min_refresh_rate` |
+//! | Envoy `STRICT_DNS` cluster | every address of the name is a host; re-resolves every `dns_refresh_rate` (5 s), or at the record TTL with `respect_dns_ttl`; `dns_failure_refresh_rate` (base and max interval) after failures; hosts kept until a successful resolution drops them |
 //! | this source | A/AAAA and SRV with priority and weight; re-resolves by TTL, clamped to `[floor, ceiling]`; last good list on failure |
 //!
 //! # Example
