@@ -568,6 +568,11 @@ async fn search_list_errors_and_bounds() {
         .map(|i| i.host().to_owned())
         .collect();
     assert_eq!(only, ["::1"]);
+    // Re-targeting a service drops its cached answer: the next fetch asks DNS.
+    source
+        .set_service("users", DnsTarget::host("orders.shop", 80))
+        .unwrap();
+    assert_eq!(source.fetch("users").await.unwrap()[0].host(), "127.0.0.9");
     // Unknown service id.
     assert!(matches!(
         source.fetch("other").await.unwrap_err(),

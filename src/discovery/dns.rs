@@ -935,7 +935,7 @@ impl DnsSource {
         &self,
         service_id: &str,
         key: &str,
-        entry: &ServiceEntry,
+        entry: &Arc<ServiceEntry>,
     ) -> Result<Vec<Instance>, DnsError> {
         self.inner.resolutions.fetch_add(1, Ordering::Relaxed);
         // TTLs must be the server's, not what is left of a cached copy.
@@ -954,6 +954,14 @@ impl DnsSource {
                 after: config.resolve_timeout,
             }),
         };
+        // The service may have been re-targeted or removed meanwhile: then
+        // this answer is for a name nobody asks about any more.
+        let current = self
+            .service(key)
+            .is_some_and(|now| Arc::ptr_eq(&now, entry));
+        if !current {
+            return result.map(|r| r.instances);
+        }
         let mut cache = self.lock_cache();
         let cached = cache.entry(key.to_owned()).or_default();
         match result {
