@@ -100,6 +100,13 @@
 //! service id is [`DiscoveryError::UnknownService`]. No answer, however
 //! malformed, makes the source panic.
 //!
+//! A name that stops existing (NXDOMAIN) or loses every record is an error
+//! ([`DnsError::NoRecords`]), not an empty list: the last good list stays,
+//! so a DNS glitch cannot empty a service. The flip side: a headless
+//! service scaled to zero keeps its last addresses until they fail their
+//! requests (outlier detection and health checks then take them out). Only
+//! an SRV answer of a single `.` target empties the list on purpose.
+//!
 //! # Counterparts
 //!
 //! | System | What it does |
