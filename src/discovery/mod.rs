@@ -35,6 +35,8 @@ use std::sync::Arc;
 use crate::error::DiscoveryError;
 use crate::instance::{Endpoint, Instance};
 
+#[cfg(feature = "dns")]
+pub mod dns;
 #[cfg(feature = "eureka")]
 pub mod eureka;
 mod refresh;
