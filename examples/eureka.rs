@@ -62,7 +62,9 @@ fn parse_args() -> Result<Args, String> {
     let url = positional.next().ok_or("EUREKA_URL is missing")?;
     let app = positional.next().unwrap_or_else(|| "demo-service".into());
     let requests = match positional.next() {
-        Some(n) => n.parse().map_err(|_| format!("N must be a number, not {n:?}"))?,
+        Some(n) => n
+            .parse()
+            .map_err(|_| format!("N must be a number, not {n:?}"))?,
         None => 300,
     };
     Ok(Args {
@@ -119,7 +121,10 @@ async fn main() -> Result<(), Error> {
             .renew_interval(Duration::from_secs(5))
             .build()?;
         handles.push(registration.start().await?);
-        println!("registered {service}-{k} at 127.0.0.1:{port} in {}", args.url);
+        println!(
+            "registered {service}-{k} at 127.0.0.1:{port} in {}",
+            args.url
+        );
     }
 
     // 2. The caller: discover through the registry, balance with round robin.
@@ -166,7 +171,9 @@ async fn main() -> Result<(), Error> {
                     .await?
                     .to_bytes();
                 let name: String = String::from_utf8_lossy(&body).chars().take(40).collect();
-                *per_instance.entry(format!("{name} [{status}]")).or_default() += 1;
+                *per_instance
+                    .entry(format!("{name} [{status}]"))
+                    .or_default() += 1;
             }
             Err(e) => *errors.entry(e.to_string()).or_default() += 1,
         }

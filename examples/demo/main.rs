@@ -166,14 +166,13 @@ fn listed(instances: &[(String, &str, backend::Instance)], drained: bool) -> Vec
         .collect()
 }
 
-async fn run_setup(
-    index: usize,
-    args: Args,
-    client: HttpClient,
-) -> Result<SetupResult, Error> {
+async fn run_setup(index: usize, args: Args, client: HttpClient) -> Result<SetupResult, Error> {
     let mut instances = Vec::new();
     for (n, (name, zone)) in START.iter().enumerate() {
-        let seed = args.seed.wrapping_mul(1000).wrapping_add(n as u64 * 100_003);
+        let seed = args
+            .seed
+            .wrapping_mul(1000)
+            .wrapping_add(n as u64 * 100_003);
         instances.push((
             (*name).to_owned(),
             *zone,
@@ -211,7 +210,10 @@ async fn run_setup(
         let (lb, shared) = (lb.clone(), Arc::clone(&records));
         tasks.spawn(async move {
             let record = one_request(lb, start).await;
-            shared.lock().unwrap_or_else(|e| e.into_inner()).push(record);
+            shared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(record);
         });
         if sent % u64::from(args.rate / 10).max(1) == 0 {
             report::progress(index, &SETUPS, now, total, sent, &records);

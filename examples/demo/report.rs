@@ -286,7 +286,10 @@ pub fn print_summary(results: &[SetupResult]) {
                     .filter_map(|x| x.outcome.as_ref().ok())
                     .collect();
                 percent(
-                    during.iter().filter(|n| n.as_str() == slow.instance()).count(),
+                    during
+                        .iter()
+                        .filter(|n| n.as_str() == slow.instance())
+                        .count(),
                     during.len(),
                 )
             };

@@ -1,0 +1,85 @@
+//! Why a DNS fetch or configuration failed.
+
+use super::*;
+
+/// Why a DNS fetch or configuration failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DnsError {
+    /// A configured name is not a valid DNS name.
+    #[error("invalid DNS name `{name}`: {reason}")]
+    InvalidName {
+        /// The name (cut to 64 characters).
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A configured name is longer than [`DnsConfig::max_name_len`].
+    #[error("DNS name of {len} bytes is longer than {max}")]
+    NameTooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// The configuration names no name server.
+    #[error("no DNS name server configured")]
+    NoNameServers,
+    /// resolv.conf could not be read.
+    #[error("cannot read {path}: {source}")]
+    ResolvConf {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The name exists nowhere on the search list (NXDOMAIN), or has no
+    /// record of the asked type. The last good list is kept.
+    #[error("no {record_type} records for `{name}`{}", if *.nxdomain { " (NXDOMAIN)" } else { "" })]
+    NoRecords {
+        /// The name as configured.
+        name: String,
+        /// `A/AAAA` or `SRV`.
+        record_type: &'static str,
+        /// The server said the name does not exist.
+        nxdomain: bool,
+    },
+    /// SRV records were found, but no target of any priority had an
+    /// address.
+    #[error("SRV `{name}`: {records} records, no target with an address")]
+    NoAddresses {
+        /// The SRV name.
+        name: String,
+        /// SRV records seen.
+        records: usize,
+    },
+    /// The query failed: no server answered, a server refused or failed.
+    #[error("resolving `{name}` failed: {source}")]
+    Resolve {
+        /// The name as configured.
+        name: String,
+        /// hickory's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The whole resolution took longer than [`DnsConfig::resolve_timeout`].
+    #[error("resolving `{name}` took longer than {after:?}")]
+    Timeout {
+        /// The name as configured.
+        name: String,
+        /// The bound.
+        after: Duration,
+    },
+    /// An earlier resolution failed and the backoff has not elapsed; DNS was
+    /// not asked.
+    #[error("resolving `{name}` failed {failures} times; next try in {retry_in:?}")]
+    Backoff {
+        /// The name as configured.
+        name: String,
+        /// Consecutive failures.
+        failures: u32,
+        /// Time left before the next query.
+        retry_in: Duration,
+    },
+}

@@ -1,0 +1,206 @@
+//! Reading SRV and address records into instances.
+
+use super::*;
+
+/// One SRV record, validated: `target` is lower-case ASCII without the
+/// final dot, empty for the root (`.`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SrvRecord {
+    pub(super) priority: u16,
+    pub(super) weight: u16,
+    pub(super) port: u16,
+    pub(super) target: String,
+}
+
+pub(super) struct Candidate {
+    pub(super) ip: IpAddr,
+    pub(super) port: u16,
+    pub(super) weight: u32,
+    /// SRV target name and priority.
+    pub(super) target: Option<(String, u16)>,
+}
+
+pub(super) struct Resolved {
+    pub(super) instances: Vec<Instance>,
+    pub(super) ttl: Duration,
+    pub(super) truncated: bool,
+}
+
+/// The SRV records of an answer, at most `max`, targets longer than
+/// `max_name_len` dropped.
+pub(super) fn parse_srv(records: &[Record], max: usize, max_name_len: usize) -> Vec<SrvRecord> {
+    records
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(srv) => {
+                let target = srv
+                    .target
+                    .to_ascii()
+                    .trim_end_matches('.')
+                    .to_ascii_lowercase();
+                (target.len() <= max_name_len).then_some(SrvRecord {
+                    priority: srv.priority,
+                    weight: srv.weight,
+                    port: srv.port,
+                    target,
+                })
+            }
+            _ => None,
+        })
+        .take(max)
+        .collect()
+}
+
+/// Records grouped by priority, lowest first; within a group by target and
+/// port, duplicates removed.
+pub(super) fn priority_groups(mut records: Vec<SrvRecord>) -> Vec<Vec<SrvRecord>> {
+    records.sort_by(|a, b| {
+        (a.priority, &a.target, a.port, a.weight).cmp(&(b.priority, &b.target, b.port, b.weight))
+    });
+    records.dedup_by(|b, a| a.priority == b.priority && a.target == b.target && a.port == b.port);
+    let mut groups: Vec<Vec<SrvRecord>> = Vec::new();
+    for record in records {
+        match groups.last_mut() {
+            Some(group) if group[0].priority == record.priority => group.push(record),
+            _ => groups.push(vec![record]),
+        }
+    }
+    groups
+}
+
+/// Addresses for `target` in an answer's additional section.
+pub(super) fn additional_addrs(additionals: &[Record], target: &str) -> Option<(Vec<IpAddr>, u32)> {
+    let matching: Vec<&Record> = additionals
+        .iter()
+        .filter(|r| {
+            record_ip(r).is_some()
+                && r.name
+                    .to_ascii()
+                    .trim_end_matches('.')
+                    .eq_ignore_ascii_case(target)
+        })
+        .collect();
+    let ttl = matching.iter().map(|r| r.ttl).min()?;
+    Some((matching.iter().filter_map(|r| record_ip(r)).collect(), ttl))
+}
+
+pub(super) fn record_ip(record: &Record) -> Option<IpAddr> {
+    match &record.data {
+        RData::A(a) => Some(IpAddr::V4(a.0)),
+        RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
+        _ => None,
+    }
+}
+
+pub(super) fn min_ttl(records: &[Record]) -> Option<u32> {
+    records
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.record_type(),
+                RecordType::A | RecordType::AAAA | RecordType::CNAME | RecordType::SRV
+            )
+        })
+        .map(|r| r.ttl)
+        .min()
+}
+
+/// Sorted, de-duplicated (first weight wins), cut to `max`.
+pub(super) fn build(
+    service_id: &str,
+    configured: &str,
+    mut candidates: Vec<Candidate>,
+    ttl: Duration,
+    secure: bool,
+    max: usize,
+) -> Resolved {
+    candidates.sort_by_key(|c| (c.ip, c.port));
+    let mut seen = BTreeSet::new();
+    candidates.retain(|c| seen.insert((c.ip, c.port)));
+    let truncated = candidates.len() > max;
+    if truncated {
+        tracing::warn!(
+            service = service_id,
+            name = configured,
+            records = candidates.len(),
+            max,
+            "DNS answer cut to max_records"
+        );
+        candidates.truncate(max);
+    }
+    let instances = candidates
+        .into_iter()
+        .filter_map(|c| {
+            let instance = Instance::new(service_id, c.ip.to_string(), c.port).ok()?;
+            let mut instance = instance
+                .with_secure(secure)
+                .with_weight(c.weight)
+                .with_metadata("weight", c.weight.to_string())
+                .with_metadata("dns.name", configured);
+            if let Some((target, priority)) = c.target {
+                instance = instance
+                    .with_metadata("dns.target", target)
+                    .with_metadata("dns.priority", priority.to_string());
+            }
+            Some(instance)
+        })
+        .collect();
+    Resolved {
+        instances,
+        ttl,
+        truncated,
+    }
+}
+
+pub(super) fn net_error(name: &str, record_type: &'static str, error: NetError) -> DnsError {
+    if error.is_no_records_found() {
+        DnsError::NoRecords {
+            name: name.to_owned(),
+            record_type,
+            nxdomain: error.is_nx_domain(),
+        }
+    } else {
+        DnsError::Resolve {
+            name: name.to_owned(),
+            source: Box::new(error),
+        }
+    }
+}
+
+/// Validates a configured name; a final dot makes it absolute.
+pub(super) fn parse_name(text: &str, max_len: usize) -> Result<Name, DnsError> {
+    let trimmed = text.trim();
+    let bare = trimmed.strip_suffix('.').unwrap_or(trimmed);
+    if bare.len() > max_len {
+        return Err(DnsError::NameTooLong {
+            len: bare.len(),
+            max: max_len,
+        });
+    }
+    let invalid = |reason: &'static str| DnsError::InvalidName {
+        name: shorten(trimmed),
+        reason,
+    };
+    if bare.is_empty() {
+        return Err(invalid("empty name"));
+    }
+    if !bare
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(invalid(
+            "only ASCII letters, digits, `-`, `_` and `.` are allowed",
+        ));
+    }
+    if bare
+        .split('.')
+        .any(|label| label.is_empty() || label.len() > 63)
+    {
+        return Err(invalid("every label must be 1 to 63 bytes"));
+    }
+    Name::from_ascii(trimmed).map_err(|_| invalid("not a DNS name"))
+}
+
+pub(super) fn shorten(text: &str) -> String {
+    text.chars().take(64).collect()
+}

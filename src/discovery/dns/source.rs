@@ -1,0 +1,457 @@
+//! The source itself: the resolver, the cached answers and the fetch.
+
+use super::*;
+
+/// The last successful answer for one service id.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DnsAnswer {
+    /// The instances, sorted by address and port.
+    pub instances: Arc<Vec<Instance>>,
+    /// The smallest TTL of the records used.
+    pub ttl: Duration,
+    /// How long the answer is used: the TTL clamped to `[floor, ceiling]`,
+    /// less [`DnsConfig::refresh_ahead`].
+    pub valid_for: Duration,
+    /// When it was resolved.
+    pub resolved_at: Instant,
+    /// Records beyond [`DnsConfig::max_records`] were dropped.
+    pub truncated: bool,
+}
+
+impl DnsAnswer {
+    /// Time until DNS is asked again (zero once expired).
+    pub fn expires_in(&self) -> Duration {
+        (self.resolved_at + self.valid_for).saturating_duration_since(Instant::now())
+    }
+}
+
+pub(super) struct ServiceEntry {
+    pub(super) target: DnsTarget,
+    /// The lookup name as hickory parses it (search rules apply unless it
+    /// ends with a dot).
+    pub(super) name: Name,
+}
+
+#[derive(Default)]
+pub(super) struct CacheEntry {
+    pub(super) answer: Option<DnsAnswer>,
+    pub(super) failures: u32,
+    pub(super) retry_at: Option<Instant>,
+}
+
+pub(super) struct Inner {
+    pub(super) resolver: TokioResolver,
+    pub(super) config: DnsConfig,
+    pub(super) services: RwLock<HashMap<String, Arc<ServiceEntry>>>,
+    pub(super) cache: Mutex<HashMap<String, CacheEntry>>,
+    pub(super) resolutions: AtomicU64,
+}
+
+/// An [`InstanceSource`] that resolves service ids through DNS: A/AAAA for
+/// headless services, SRV with priority and weight; see the
+/// [module documentation](self).
+///
+/// Service ids are matched case-insensitively. Clones share the resolver,
+/// the services and the cached answers.
+#[derive(Clone)]
+pub struct DnsSource {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for DnsSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let services = self
+            .inner
+            .services
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut names: Vec<&String> = services.keys().collect();
+        names.sort();
+        f.debug_struct("DnsSource")
+            .field("name_servers", &self.inner.config.name_servers)
+            .field("services", &names)
+            .finish()
+    }
+}
+
+impl DnsSource {
+    /// A source with no services that resolves as `config` says.
+    ///
+    /// # Errors
+    /// [`DnsError::NoNameServers`]; [`DnsError::InvalidName`] or
+    /// [`DnsError::NameTooLong`] for a bad search domain;
+    /// [`DnsError::Resolve`] if hickory refuses the configuration.
+    pub fn new(config: DnsConfig) -> Result<Self, DnsError> {
+        if config.name_servers.is_empty() {
+            return Err(DnsError::NoNameServers);
+        }
+        let mut search = Vec::with_capacity(config.search.len());
+        for domain in &config.search {
+            let mut name = parse_name(domain, config.max_name_len)?;
+            name.set_fqdn(true);
+            search.push(name);
+        }
+        let servers = config
+            .name_servers
+            .iter()
+            .map(|addr| {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = addr.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = addr.port();
+                NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+            })
+            .collect();
+        let resolver_config = ResolverConfig::from_parts(None, search, servers);
+        let mut options = ResolverOpts::default();
+        options.ndots = config.ndots;
+        options.timeout = config.timeout;
+        options.attempts = config.attempts;
+        options.use_hosts_file = ResolveHosts::Never;
+        options.ip_strategy = match config.ip_family {
+            IpFamily::V4 => LookupIpStrategy::Ipv4Only,
+            IpFamily::V6 => LookupIpStrategy::Ipv6Only,
+            IpFamily::Both => LookupIpStrategy::Ipv4AndIpv6,
+        };
+        // Cleared before every resolution (TTLs must be the server's; the
+        // cache's TTL bounds would rewrite them), so it only serves the
+        // lookups of one resolution (search names, SRV targets).
+        options.cache_size = 64;
+        let resolver =
+            TokioResolver::builder_with_config(resolver_config, TokioRuntimeProvider::default())
+                .with_options(options)
+                .build()
+                .map_err(|e| DnsError::Resolve {
+                    name: String::new(),
+                    source: Box::new(e),
+                })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                resolver,
+                config,
+                services: RwLock::new(HashMap::new()),
+                cache: Mutex::new(HashMap::new()),
+                resolutions: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Adds (or replaces) `service_id` resolving to `target`.
+    ///
+    /// # Errors
+    /// [`DnsError::InvalidName`] / [`DnsError::NameTooLong`] for a bad name.
+    pub fn with_service(self, service_id: &str, target: DnsTarget) -> Result<Self, DnsError> {
+        self.set_service(service_id, target)?;
+        Ok(self)
+    }
+
+    /// Adds or replaces `service_id`; its cached answer is dropped, so the
+    /// next fetch resolves the new target.
+    ///
+    /// # Errors
+    /// [`DnsError::InvalidName`] / [`DnsError::NameTooLong`] for a bad name.
+    pub fn set_service(&self, service_id: &str, target: DnsTarget) -> Result<(), DnsError> {
+        let name = parse_name(target.name(), self.inner.config.max_name_len)?;
+        let key = service_id.to_ascii_lowercase();
+        self.lock_cache().remove(&key);
+        self.inner
+            .services
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, Arc::new(ServiceEntry { target, name }));
+        Ok(())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DnsConfig {
+        &self.inner.config
+    }
+
+    /// The last successful answer for `service_id` (kept through failures).
+    pub fn answer(&self, service_id: &str) -> Option<DnsAnswer> {
+        self.lock_cache()
+            .get(&service_id.to_ascii_lowercase())
+            .and_then(|e| e.answer.clone())
+    }
+
+    /// The TTL of the last successful answer for `service_id`, before the
+    /// clamp.
+    pub fn last_ttl(&self, service_id: &str) -> Option<Duration> {
+        self.answer(service_id).map(|a| a.ttl)
+    }
+
+    /// Resolutions started so far (fetches answered from the cached answer
+    /// or refused by the backoff are not counted).
+    pub fn resolutions(&self) -> u64 {
+        self.inner.resolutions.load(Ordering::Relaxed)
+    }
+
+    /// Resolves `service_id` now, whatever the cached answer, and caches
+    /// the result.
+    ///
+    /// # Errors
+    /// [`DnsError`] as for a fetch; `None` inside means the service id is
+    /// not configured.
+    pub async fn resolve(&self, service_id: &str) -> Option<Result<Vec<Instance>, DnsError>> {
+        let key = service_id.to_ascii_lowercase();
+        let entry = self.service(&key)?;
+        Some(self.resolve_entry(service_id, &key, &entry).await)
+    }
+
+    pub(super) fn service(&self, key: &str) -> Option<Arc<ServiceEntry>> {
+        self.inner
+            .services
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    pub(super) fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, CacheEntry>> {
+        self.inner
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) async fn fetch_service(
+        &self,
+        service_id: &str,
+    ) -> Result<Vec<Instance>, DiscoveryError> {
+        let key = service_id.to_ascii_lowercase();
+        let Some(entry) = self.service(&key) else {
+            return Err(DiscoveryError::UnknownService {
+                service: service_id.to_owned(),
+            });
+        };
+        let now = Instant::now();
+        {
+            let cache = self.lock_cache();
+            if let Some(cached) = cache.get(&key) {
+                if let Some(retry_at) = cached.retry_at.filter(|at| *at > now) {
+                    return Err(DiscoveryError::Other(Box::new(DnsError::Backoff {
+                        name: entry.target.name().to_owned(),
+                        failures: cached.failures,
+                        retry_in: retry_at - now,
+                    })));
+                }
+                if let Some(answer) = &cached.answer {
+                    if now < answer.resolved_at + answer.valid_for {
+                        return Ok(answer.instances.as_ref().clone());
+                    }
+                }
+            }
+        }
+        self.resolve_entry(service_id, &key, &entry)
+            .await
+            .map_err(|e| DiscoveryError::Other(Box::new(e)))
+    }
+
+    pub(super) async fn resolve_entry(
+        &self,
+        service_id: &str,
+        key: &str,
+        entry: &Arc<ServiceEntry>,
+    ) -> Result<Vec<Instance>, DnsError> {
+        self.inner.resolutions.fetch_add(1, Ordering::Relaxed);
+        // TTLs must be the server's, not what is left of a cached copy.
+        self.inner.resolver.clear_cache();
+        let config = &self.inner.config;
+        let started = Instant::now();
+        let result = match tokio::time::timeout(
+            config.resolve_timeout,
+            self.lookup(service_id, entry),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(DnsError::Timeout {
+                name: entry.target.name().to_owned(),
+                after: config.resolve_timeout,
+            }),
+        };
+        // The service may have been re-targeted or removed meanwhile: then
+        // this answer is for a name nobody asks about any more.
+        let current = self
+            .service(key)
+            .is_some_and(|now| Arc::ptr_eq(&now, entry));
+        if !current {
+            return result.map(|r| r.instances);
+        }
+        let mut cache = self.lock_cache();
+        let cached = cache.entry(key.to_owned()).or_default();
+        match result {
+            Ok(resolved) => {
+                let instances = Arc::new(resolved.instances);
+                cached.answer = Some(DnsAnswer {
+                    instances: Arc::clone(&instances),
+                    ttl: resolved.ttl,
+                    valid_for: config.answer_lifetime(resolved.ttl),
+                    resolved_at: started,
+                    truncated: resolved.truncated,
+                });
+                cached.failures = 0;
+                cached.retry_at = None;
+                Ok(instances.as_ref().clone())
+            }
+            Err(e) => {
+                cached.failures = cached.failures.saturating_add(1);
+                cached.retry_at = Some(Instant::now() + config.backoff(cached.failures));
+                tracing::debug!(service = service_id, error = %e, "DNS resolution failed");
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) async fn lookup(
+        &self,
+        service_id: &str,
+        entry: &ServiceEntry,
+    ) -> Result<Resolved, DnsError> {
+        let config = &self.inner.config;
+        let configured = entry.target.name();
+        match &entry.target.kind {
+            TargetKind::Host { port, .. } => {
+                let lookup = self
+                    .inner
+                    .resolver
+                    .lookup_ip(entry.name.clone())
+                    .await
+                    .map_err(|e| net_error(configured, "A/AAAA", e))?;
+                let answers = lookup.as_lookup().answers();
+                let ttl = min_ttl(answers).map_or_else(
+                    || {
+                        lookup
+                            .valid_until()
+                            .saturating_duration_since(std::time::Instant::now())
+                    },
+                    |secs| Duration::from_secs(u64::from(secs)),
+                );
+                let addrs: Vec<IpAddr> = answers.iter().filter_map(record_ip).collect();
+                if addrs.is_empty() {
+                    return Err(DnsError::NoRecords {
+                        name: configured.to_owned(),
+                        record_type: "A/AAAA",
+                        nxdomain: false,
+                    });
+                }
+                let candidates = addrs
+                    .into_iter()
+                    .map(|ip| Candidate {
+                        ip,
+                        port: *port,
+                        weight: 1,
+                        target: None,
+                    })
+                    .collect();
+                Ok(build(
+                    service_id,
+                    configured,
+                    candidates,
+                    ttl,
+                    entry.target.secure,
+                    config.max_records,
+                ))
+            }
+            TargetKind::Srv { .. } => self.lookup_srv(service_id, entry).await,
+        }
+    }
+
+    pub(super) async fn lookup_srv(
+        &self,
+        service_id: &str,
+        entry: &ServiceEntry,
+    ) -> Result<Resolved, DnsError> {
+        let config = &self.inner.config;
+        let configured = entry.target.name();
+        let lookup = self
+            .inner
+            .resolver
+            .srv_lookup(entry.name.clone())
+            .await
+            .map_err(|e| net_error(configured, "SRV", e))?;
+        let srv_records = parse_srv(lookup.answers(), config.max_records, config.max_name_len);
+        if srv_records.is_empty() {
+            return Err(DnsError::NoRecords {
+                name: configured.to_owned(),
+                record_type: "SRV",
+                nxdomain: false,
+            });
+        }
+        let srv_ttl = min_ttl(lookup.answers()).unwrap_or(0);
+        let total = srv_records.len();
+        for group in priority_groups(srv_records) {
+            if group.len() == 1 && group[0].target.is_empty() {
+                // RFC 2782: "." alone means the service is decidedly not here.
+                return Ok(Resolved {
+                    instances: Vec::new(),
+                    ttl: Duration::from_secs(u64::from(srv_ttl)),
+                    truncated: false,
+                });
+            }
+            let all_zero = group.iter().all(|r| r.weight == 0);
+            let mut candidates = Vec::new();
+            let mut ttl = srv_ttl;
+            for record in group.iter().filter(|r| !r.target.is_empty() && r.port > 0) {
+                let (addrs, addr_ttl) = match additional_addrs(lookup.additionals(), &record.target)
+                {
+                    Some(found) => found,
+                    None => match self.target_addrs(&record.target).await {
+                        Some(found) => found,
+                        None => continue,
+                    },
+                };
+                ttl = ttl.min(addr_ttl);
+                let weight = if all_zero {
+                    1
+                } else {
+                    u32::from(record.weight)
+                };
+                candidates.extend(addrs.into_iter().map(|ip| Candidate {
+                    ip,
+                    port: record.port,
+                    weight,
+                    target: Some((record.target.clone(), record.priority)),
+                }));
+                if candidates.len() >= config.max_records.saturating_mul(2) {
+                    break;
+                }
+            }
+            if !candidates.is_empty() {
+                return Ok(build(
+                    service_id,
+                    configured,
+                    candidates,
+                    Duration::from_secs(u64::from(ttl)),
+                    entry.target.secure,
+                    config.max_records,
+                ));
+            }
+        }
+        Err(DnsError::NoAddresses {
+            name: configured.to_owned(),
+            records: total,
+        })
+    }
+
+    /// A/AAAA of an SRV target (an absolute name); `None` if it has none or
+    /// the lookup fails (the target is skipped).
+    pub(super) async fn target_addrs(&self, target: &str) -> Option<(Vec<IpAddr>, u32)> {
+        let mut name = Name::from_ascii(target).ok()?;
+        name.set_fqdn(true);
+        let lookup = self.inner.resolver.lookup_ip(name).await.ok()?;
+        let answers = lookup.as_lookup().answers();
+        let addrs: Vec<IpAddr> = answers.iter().filter_map(record_ip).collect();
+        if addrs.is_empty() {
+            return None;
+        }
+        Some((addrs, min_ttl(answers).unwrap_or(0)))
+    }
+}
+
+impl InstanceSource for DnsSource {
+    fn fetch<'a>(&'a self, service_id: &'a str) -> FetchFuture<'a> {
+        Box::pin(self.fetch_service(service_id))
+    }
+}

@@ -1,0 +1,285 @@
+use super::*;
+use hickory_resolver::proto::rr::rdata::{A, AAAA, SRV};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+fn srv(priority: u16, weight: u16, port: u16, target: &str) -> Record {
+    Record::from_rdata(
+        Name::from_ascii("_http._tcp.users.").unwrap(),
+        30,
+        RData::SRV(SRV::new(
+            priority,
+            weight,
+            port,
+            Name::from_ascii(target).unwrap(),
+        )),
+    )
+}
+
+#[test]
+fn resolv_conf_as_kubernetes_writes_it() {
+    let text = "# written by the kubelet\n\
+                search default.svc.cluster.local svc.cluster.local cluster.local.\n\
+                nameserver 10.96.0.10\n\
+                nameserver bogus\n\
+                options ndots:5 timeout:99 attempts:0 rotate edns0\n";
+    let c = DnsConfig::from_resolv_conf(text).unwrap();
+    assert_eq!(c.get_name_servers(), ["10.96.0.10:53".parse().unwrap()]);
+    assert_eq!(
+        c.get_search(),
+        [
+            "default.svc.cluster.local",
+            "svc.cluster.local",
+            "cluster.local"
+        ]
+    );
+    assert_eq!(c.get_ndots(), 5);
+    assert_eq!(c.get_timeout(), Duration::from_secs(30));
+    assert_eq!(c.get_attempts(), 1);
+    let k = DnsConfig::kubernetes("default", "10.96.0.10:53".parse().unwrap());
+    assert_eq!(k.get_search(), c.get_search());
+    assert_eq!(k.get_ndots(), 5);
+    // `domain` replaces `search`, the last line wins.
+    let d = DnsConfig::from_resolv_conf("nameserver ::1\nsearch a b\ndomain c.\n").unwrap();
+    assert_eq!(d.get_search(), ["c"]);
+    assert!(matches!(
+        DnsConfig::from_resolv_conf("search a\n"),
+        Err(DnsError::NoNameServers)
+    ));
+    // Four servers: glibc keeps three.
+    let many = "nameserver 1.1.1.1\nnameserver 1.1.1.2\nnameserver 1.1.1.3\nnameserver 1.1.1.4\n";
+    assert_eq!(
+        DnsConfig::from_resolv_conf(many)
+            .unwrap()
+            .get_name_servers()
+            .len(),
+        3
+    );
+}
+
+#[test]
+fn ttl_clamp_and_backoff() {
+    let c = DnsConfig::new([]);
+    assert_eq!(c.clamp_ttl(Duration::ZERO), Duration::from_secs(5));
+    assert_eq!(
+        c.clamp_ttl(Duration::from_secs(12)),
+        Duration::from_secs(12)
+    );
+    assert_eq!(
+        c.clamp_ttl(Duration::from_secs(3600)),
+        Duration::from_secs(30)
+    );
+    let c = c.ttl_floor(Duration::from_secs(60));
+    assert_eq!(c.get_ttl_ceiling(), Duration::from_secs(60));
+    let c = c.ttl_ceiling(Duration::from_secs(2));
+    assert_eq!(c.get_ttl_floor(), Duration::from_secs(2));
+    let c = DnsConfig::new([]).failure_backoff(Duration::from_millis(250));
+    let waits: Vec<u128> = (1..=7).map(|n| c.backoff(n).as_millis()).collect();
+    assert_eq!(waits, [250, 500, 1000, 2000, 4000, 5000, 5000]);
+    assert_eq!(c.backoff(u32::MAX), Duration::from_secs(5));
+    let c = DnsConfig::new([]).refresh_ahead(Duration::from_secs(1));
+    assert_eq!(
+        c.answer_lifetime(Duration::from_secs(10)),
+        Duration::from_secs(9)
+    );
+    // At most half of the clamped TTL (floor 5 s).
+    let c = c.refresh_ahead(Duration::from_secs(60));
+    assert_eq!(
+        c.answer_lifetime(Duration::ZERO),
+        Duration::from_millis(2500)
+    );
+}
+
+#[test]
+fn names_are_validated_and_bounded() {
+    assert!(parse_name("users.default.svc.cluster.local", 253).is_ok());
+    assert!(parse_name("_http._tcp.users.", 253).unwrap().is_fqdn());
+    assert!(!parse_name("users", 253).unwrap().is_fqdn());
+    let long = format!("{}.local", "a".repeat(250));
+    assert!(matches!(
+        parse_name(&long, 253),
+        Err(DnsError::NameTooLong { len: 256, max: 253 })
+    ));
+    assert!(matches!(
+        parse_name("users", 3),
+        Err(DnsError::NameTooLong { .. })
+    ));
+    for bad in ["", ".", "a..b", "a b", "ü.local", &"a".repeat(64)] {
+        assert!(
+            matches!(parse_name(bad, 253), Err(DnsError::InvalidName { .. })),
+            "{bad:?}"
+        );
+    }
+    assert!(DnsTarget::parse("users:0").is_err());
+    assert!(DnsTarget::parse("users:x").is_err());
+    assert_eq!(
+        DnsTarget::parse(" users.ns:80 ").unwrap(),
+        DnsTarget::host("users.ns", 80)
+    );
+}
+
+#[test]
+fn srv_groups_by_priority_and_bounds() {
+    let answer = [
+        srv(20, 5, 80, "backup.test."),
+        srv(10, 3, 8081, "B.test."),
+        srv(10, 1, 8080, "a.test."),
+        srv(10, 1, 8080, "a.test."),
+    ];
+    let records = parse_srv(&answer, 16, 253);
+    assert_eq!(records.len(), 4);
+    let groups = priority_groups(records);
+    assert_eq!(groups.len(), 2);
+    let first: Vec<(&str, u16, u16)> = groups[0]
+        .iter()
+        .map(|r| (r.target.as_str(), r.port, r.weight))
+        .collect();
+    assert_eq!(first, [("a.test", 8080, 1), ("b.test", 8081, 3)]);
+    assert_eq!(groups[1][0].priority, 20);
+    // max records and max name length.
+    assert_eq!(parse_srv(&answer, 2, 253).len(), 2);
+    assert_eq!(parse_srv(&answer, 16, 6).len(), 3);
+    // Root target.
+    let root = parse_srv(&[srv(0, 0, 0, ".")], 16, 253);
+    assert_eq!(root[0].target, "");
+}
+
+#[test]
+fn build_sorts_dedups_weights_and_cuts() {
+    let c = |ip: [u8; 4], port, weight| Candidate {
+        ip: IpAddr::V4(Ipv4Addr::from(ip)),
+        port,
+        weight,
+        target: Some(("a.test".to_owned(), 10)),
+    };
+    let r = build(
+        "users",
+        "_http._tcp.users",
+        vec![
+            c([127, 0, 0, 3], 80, 3),
+            c([127, 0, 0, 2], 80, 1),
+            c([127, 0, 0, 3], 80, 9),
+        ],
+        Duration::from_secs(7),
+        true,
+        16,
+    );
+    let shown: Vec<(String, u32)> = r
+        .instances
+        .iter()
+        .map(|i| (i.to_string(), i.weight()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("https://127.0.0.2:80".to_owned(), 1),
+            ("https://127.0.0.3:80".to_owned(), 3)
+        ]
+    );
+    assert_eq!(r.instances[1].metadata()["weight"], "3");
+    assert_eq!(r.instances[1].metadata()["dns.priority"], "10");
+    assert!(!r.truncated);
+    let many: Vec<Candidate> = (0..10u8).map(|i| c([10, 0, 0, i], 1, 1)).collect();
+    let r = build("s", "n", many, Duration::ZERO, false, 4);
+    assert!(r.truncated);
+    assert_eq!(r.instances.len(), 4);
+    assert_eq!(r.instances[3].host(), "10.0.0.3");
+}
+
+#[test]
+fn additional_section_and_ttls() {
+    let name = Name::from_ascii("a.test.").unwrap();
+    let other = Name::from_ascii("b.test.").unwrap();
+    let extra = [
+        Record::from_rdata(name.clone(), 9, RData::A(A(Ipv4Addr::new(127, 0, 0, 2)))),
+        Record::from_rdata(name, 4, RData::AAAA(AAAA(Ipv6Addr::LOCALHOST))),
+        Record::from_rdata(other, 1, RData::A(A(Ipv4Addr::new(127, 0, 0, 9)))),
+    ];
+    let (addrs, ttl) = additional_addrs(&extra, "a.test").unwrap();
+    assert_eq!(addrs.len(), 2);
+    assert_eq!(ttl, 4);
+    assert!(additional_addrs(&extra, "c.test").is_none());
+    assert_eq!(min_ttl(&extra), Some(1));
+    assert_eq!(min_ttl(&[]), None);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config {
+        rng_seed: proptest::test_runner::RngSeed::Fixed(13),
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    })]
+
+    /// No answer makes the SRV path panic, exceed its bounds, or mix
+    /// priorities; weights are the records' (all-zero groups aside).
+    #[test]
+    fn any_srv_answer_is_bounded(
+        records in proptest::collection::vec(
+            (0u16..4, 0u16..5, 0u16..4, 0usize..6, proptest::bool::ANY),
+            0..40,
+        ),
+        max in 1usize..12,
+        max_name_len in 1usize..20,
+    ) {
+        let answer: Vec<Record> = records
+            .iter()
+            .map(|(p, w, port, t, root)| {
+                let target = if *root { ".".to_owned() } else { format!("t{t}.test.") };
+                srv(*p, *w, *port, &target)
+            })
+            .collect();
+        let parsed = parse_srv(&answer, max, max_name_len);
+        proptest::prop_assert!(parsed.len() <= max);
+        proptest::prop_assert!(parsed.iter().all(|r| r.target.len() <= max_name_len));
+        let groups = priority_groups(parsed);
+        for pair in groups.windows(2) {
+            proptest::prop_assert!(pair[0][0].priority < pair[1][0].priority);
+        }
+        for group in &groups {
+            proptest::prop_assert!(group.iter().all(|r| r.priority == group[0].priority));
+            let candidates: Vec<Candidate> = group
+                .iter()
+                .enumerate()
+                .map(|(i, r)| Candidate {
+                    ip: IpAddr::V4(Ipv4Addr::new(127, 0, 0, u8::try_from(i % 200).unwrap())),
+                    port: r.port,
+                    weight: u32::from(r.weight),
+                    target: Some((r.target.clone(), r.priority)),
+                })
+                .collect();
+            let built = build("svc", "n", candidates, Duration::ZERO, false, max);
+            proptest::prop_assert!(built.instances.len() <= max);
+            // Port 0 cannot be an instance; every other record can.
+            proptest::prop_assert!(built.instances.iter().all(|i| i.port() > 0));
+        }
+    }
+
+    /// Any text: resolv.conf parsing never panics and stays bounded.
+    #[test]
+    fn any_resolv_conf_is_bounded(text in "(nameserver|search|domain|options|ndots:|[0-9a-z.:; #\n])*") {
+        if let Ok(c) = DnsConfig::from_resolv_conf(&text) {
+            proptest::prop_assert!(c.get_name_servers().len() <= 3);
+            proptest::prop_assert!(c.get_search().len() <= 32);
+            proptest::prop_assert!(c.get_ndots() <= 15);
+        }
+    }
+}
+
+#[test]
+fn durations_are_capped() {
+    let c = DnsConfig::new([])
+        .ttl_floor(Duration::MAX)
+        .failure_backoff(Duration::MAX)
+        .refresh_ahead(Duration::MAX);
+    assert_eq!(c.get_ttl_ceiling(), MAX_SETTING);
+    // Deadlines from these never overflow.
+    let now = Instant::now();
+    let _ = now + c.answer_lifetime(Duration::MAX) + c.backoff(u32::MAX);
+}
+
+#[test]
+fn configuration_errors_are_typed() {
+    assert!(matches!(
+        DnsSource::new(DnsConfig::new([])),
+        Err(DnsError::NoNameServers)
+    ));
+}
