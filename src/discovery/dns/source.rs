@@ -50,7 +50,7 @@ pub(super) struct Inner {
 
 /// An [`InstanceSource`] that resolves service ids through DNS: A/AAAA for
 /// headless services, SRV with priority and weight; see the
-/// [module documentation](self).
+/// [module documentation](crate::discovery::dns).
 ///
 /// Service ids are matched case-insensitively. Clones share the resolver,
 /// the services and the cached answers.
