@@ -23,6 +23,7 @@
 //! Sources: Envoy `config/cluster/v3/outlier_detection.proto` and the
 //! architecture overview "Outlier detection".
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -149,16 +150,18 @@ impl OutlierDetection {
                     self.consecutive_gateway_failure,
                     stats.consecutive_gateway_errors(),
                 ))
-            || stats.is_ejected_at(now)
             || !snapshot.contains(endpoint)
         {
             return None;
         }
+        // Whether this endpoint is ejected already is decided by `eject`
+        // at the endpoint's own clock, so a late record sees it right.
         let n = snapshot.len();
+        let me = endpoint.stats_handle();
         let ejected = snapshot
             .endpoints()
             .iter()
-            .filter(|e| e.stats().is_ejected_at(now))
+            .filter(|e| !Arc::ptr_eq(e.stats_handle(), me) && e.stats().is_ejected_at(now))
             .count();
         let percent = self.max_ejection_percent.min(100) as usize;
         if ejected >= (n * percent / 100).max(1) {

@@ -104,22 +104,25 @@ impl Ejection {
         stored.saturating_sub(u32::try_from(steps).unwrap_or(u32::MAX))
     }
 
-    /// Ejects at `now_ms` unless already ejected (or a racing caller won):
-    /// multiplier `m` = decayed multiplier + 1 (at most `⌈max / base⌉`),
+    /// Ejects from `now_ms` unless already ejected at `clock_ms` (or a
+    /// racing caller won): multiplier `m` = multiplier decayed until `clock_ms` (the
+    /// latest time seen, at least `now_ms`) + 1, at most `⌈max / base⌉`;
     /// ejection time `min(base × m, max)`. Resets the error counters.
-    pub(crate) fn eject(&self, now_ms: u64, t: EjectionTimes) -> Option<Duration> {
+    pub(crate) fn eject(&self, now_ms: u64, clock_ms: u64, t: EjectionTimes) -> Option<Duration> {
         let prev = self.until_ms();
-        if now_ms < prev {
+        let clock_ms = clock_ms.max(now_ms);
+        if clock_ms < prev {
             return None;
         }
         let base = millis(t.base).max(1);
         let cap = millis(t.max).div_ceil(base).clamp(1, u64::from(u32::MAX));
         let m = self
-            .multiplier(now_ms, t.interval)
+            .multiplier(clock_ms, t.interval)
             .saturating_add(1)
             .min(u32::try_from(cap).unwrap_or(u32::MAX));
         let time = t.base.saturating_mul(m).min(t.max);
-        let until = now_ms.saturating_add(millis(time)).max(1);
+        // Never earlier than the end of the previous ejection.
+        let until = now_ms.saturating_add(millis(time)).max(prev).max(1);
         self.until_ms
             .compare_exchange(prev, until, Ordering::AcqRel, Ordering::Relaxed)
             .ok()?;
@@ -201,22 +204,25 @@ mod tests {
     #[test]
     fn the_multiplier_grows_caps_and_decays_per_healthy_interval() {
         let e = Ejection::new();
-        assert_eq!(e.eject(0, T), Some(Duration::from_secs(30)));
-        assert_eq!(e.eject(29_999, T), None);
-        assert_eq!(e.eject(30_000, T), Some(Duration::from_secs(60)));
+        assert_eq!(e.eject(0, 0, T), Some(Duration::from_secs(30)));
+        assert_eq!(e.eject(29_999, 29_999, T), None);
+        assert_eq!(e.eject(30_000, 30_000, T), Some(Duration::from_secs(60)));
         let mut t = 90_000;
         for m in 3..=10 {
-            assert_eq!(e.eject(t, T), Some(Duration::from_secs(30 * m)));
+            assert_eq!(e.eject(t, t, T), Some(Duration::from_secs(30 * m)));
             t += 30_000 * m;
         }
         // Capped at max / base = 10: it stays at 300 s.
-        assert_eq!(e.eject(t, T), Some(Duration::from_secs(300)));
+        assert_eq!(e.eject(t, t, T), Some(Duration::from_secs(300)));
         t += 300_000;
         assert_eq!(e.multiplier(t, T.interval), 10);
         // 9.999 intervals healthy: 9 steps down; then one more.
         assert_eq!(e.multiplier(t + 99_999, T.interval), 1);
         assert_eq!(e.multiplier(t + 100_000, T.interval), 0);
-        assert_eq!(e.eject(t + 40_000, T), Some(Duration::from_secs(210)));
+        assert_eq!(
+            e.eject(t + 40_000, t + 40_000, T),
+            Some(Duration::from_secs(210))
+        );
         assert_eq!(e.times(), 12);
     }
 

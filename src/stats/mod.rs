@@ -77,6 +77,8 @@ pub struct EndpointStats {
     failures: AtomicU64,
     /// Time of the latest recorded failure (ms), for staleness of resets.
     last_failure_ms: AtomicU64,
+    /// Time of the latest record of any kind (ms): the stats' own clock.
+    latest_ms: AtomicU64,
     ewma_us: Decaying,
     peak_ewma_us: Decaying,
     mean_us: Decaying,
@@ -107,6 +109,7 @@ impl EndpointStats {
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             last_failure_ms: AtomicU64::new(0),
+            latest_ms: AtomicU64::new(0),
             ewma_us: Decaying::new(),
             peak_ewma_us: Decaying::new(),
             mean_us: Decaying::new(),
@@ -249,9 +252,14 @@ impl EndpointStats {
         self.ejection.multiplier(self.ms_at(now), interval)
     }
 
-    /// Ejects at `now` (see [`ejection`]); `None` if already ejected.
+    /// Ejects from `now` (see [`ejection`]); `None` if already ejected.
+    /// The multiplier decays up to the latest record's time, so an
+    /// ejection triggered by a late record is never longer than an
+    /// in-order one.
     pub(crate) fn eject(&self, now: Instant, times: EjectionTimes) -> Option<Duration> {
-        self.ejection.eject(self.ms_at(now), times)
+        let now_ms = self.ms_at(now);
+        let clock = now_ms.max(self.latest_ms.load(Ordering::Acquire));
+        self.ejection.eject(now_ms, clock, times)
     }
 
     /// `true` once per ejection, the first time it is seen over at `now`.
@@ -309,6 +317,7 @@ impl EndpointStats {
     /// Records a finished attempt (called by [`InFlightGuard::finish`]).
     fn record(&self, outcome: Outcome, latency: Duration, now: Instant) -> BreakerTransition {
         let now_ms = self.ms_at(now);
+        self.latest_ms.fetch_max(now_ms, Ordering::AcqRel);
         let mut latency_us = latency.as_secs_f64() * 1e6;
         let stale = if outcome.is_success() {
             now_ms < self.last_failure_ms.load(Ordering::Acquire)
@@ -425,3 +434,6 @@ impl fmt::Debug for InFlightGuard<'_> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod order_tests;
