@@ -304,12 +304,15 @@ async fn round(
     let snapshot = state.snapshot_full();
     let service = state.service_id().to_owned();
     drop(state);
-    warned.retain(|k| {
-        snapshot
+    if !warned.is_empty() {
+        // Forget instances that left, so the set stays bounded by the list.
+        let current: HashSet<InstanceKey> = snapshot
             .endpoints()
             .iter()
-            .any(|e| &e.instance().key() == k)
-    });
+            .map(|e| e.instance().key())
+            .collect();
+        warned.retain(|k| current.contains(k));
+    }
     let mut checks = tokio::task::JoinSet::new();
     for endpoint in snapshot.endpoints().iter().cloned() {
         let target = config.target_of(endpoint.instance());
