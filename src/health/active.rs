@@ -28,7 +28,7 @@
 //!   connector here): they keep their passive health only.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -37,7 +37,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::discovery::{ServiceState, TaskGuard};
+use crate::discovery::{Snapshot, TaskGuard};
 use crate::instance::{Instance, InstanceKey};
 use crate::stats::{InvalidConfig, check};
 
@@ -293,17 +293,28 @@ fn jittered(base: Duration, jitter: Duration, rng: &crate::rng::AtomicRng) -> Du
     base.saturating_add(jitter.mul_f64(rng.unit_f64()))
 }
 
-/// One round over the current list; `true` if a verdict changed.
+/// What the checking task of one service reads and reports, as callbacks,
+/// so health knows nothing of the service layer above it.
+pub(crate) struct CheckHooks {
+    /// The service id, for logs and metrics.
+    pub(crate) service: String,
+    /// The current list, or `None` once the service is gone (the task
+    /// then ends).
+    pub(crate) snapshot: Box<dyn Fn() -> Option<Arc<Snapshot>> + Send + Sync>,
+    /// A verdict changed: health must be recounted.
+    pub(crate) changed: Box<dyn Fn() + Send + Sync>,
+}
+
+/// One round over the current list; `true` if a verdict changed, `None`
+/// once the service is gone.
 async fn round(
-    weak: &Weak<ServiceState>,
+    hooks: &CheckHooks,
     config: &ActiveHealthCheck,
     client: &ProbeClient,
     warned: &mut HashSet<InstanceKey>,
 ) -> Option<bool> {
-    let state = weak.upgrade()?;
-    let snapshot = state.snapshot_full();
-    let service = state.service_id().to_owned();
-    drop(state);
+    let snapshot = (hooks.snapshot)()?;
+    let service = hooks.service.as_str();
     if !warned.is_empty() {
         // Forget instances that left, so the set stays bounded by the list.
         let current: HashSet<InstanceKey> = snapshot
@@ -331,7 +342,7 @@ async fn round(
     let mut changed = false;
     while let Some(Ok((endpoint, passed))) = checks.join_next().await {
         let result = if passed { "healthy" } else { "unhealthy" };
-        metrics::counter!(crate::metrics::HEALTH_CHECKS, "service" => service.clone(), "result" => result)
+        metrics::counter!(crate::metrics::HEALTH_CHECKS, "service" => service.to_owned(), "result" => result)
             .increment(1);
         let stats = endpoint.stats();
         if stats.record_active_check(passed, config.healthy_threshold, config.unhealthy_threshold) {
@@ -343,13 +354,13 @@ async fn round(
     Some(changed)
 }
 
-/// Starts the checking task of one service.
+/// Starts the checking task of one service; it ends once
+/// `hooks.snapshot` returns `None`.
 pub(crate) fn spawn_health_checks(
-    state: &Arc<ServiceState>,
+    hooks: CheckHooks,
     config: ActiveHealthCheck,
     handle: &tokio::runtime::Handle,
 ) -> TaskGuard {
-    let weak: Weak<ServiceState> = Arc::downgrade(state);
     TaskGuard::new(handle.spawn(async move {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.timeout));
@@ -359,12 +370,11 @@ pub(crate) fn spawn_health_checks(
         let mut wait = jittered(config.initial_delay, config.interval_jitter, &rng);
         loop {
             tokio::time::sleep(wait).await;
-            let Some(changed) = round(&weak, &config, &client, &mut warned).await else {
+            let Some(changed) = round(&hooks, &config, &client, &mut warned).await else {
                 return;
             };
             if changed {
-                let Some(state) = weak.upgrade() else { return };
-                state.health().invalidate();
+                (hooks.changed)();
             }
             wait = jittered(config.interval, config.interval_jitter, &rng);
         }

@@ -41,8 +41,8 @@ pub mod active;
 pub mod outlier;
 
 pub use crate::stats::InvalidConfig;
-pub(crate) use active::spawn_health_checks;
 pub use active::{ActiveHealthCheck, MANAGEMENT_CONTEXT_PATH, MANAGEMENT_PORT};
+pub(crate) use active::{CheckHooks, spawn_health_checks};
 pub use outlier::OutlierDetection;
 
 /// Checks the health settings a builder received.

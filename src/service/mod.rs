@@ -337,8 +337,18 @@ impl Shared {
             &self.handle,
         ));
         if let Some(check) = &self.active_health {
+            let (list, view) = (Arc::downgrade(&state), Arc::downgrade(&state));
+            let hooks = crate::health::CheckHooks {
+                service: state.service_id().to_owned(),
+                snapshot: Box::new(move || list.upgrade().map(|s| s.snapshot_full())),
+                changed: Box::new(move || {
+                    view.upgrade()
+                        .into_iter()
+                        .for_each(|s| s.health().invalidate())
+                }),
+            };
             tasks.push(crate::health::spawn_health_checks(
-                &state,
+                hooks,
                 check.clone(),
                 &self.handle,
             ));
