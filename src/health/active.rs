@@ -24,7 +24,11 @@
 //!   3. `http://{instance authority}{path}`.
 //!
 //!   A value that is malformed or points elsewhere is ignored with one
-//!   warning per instance. `https` instances are not probed (no TLS
+//!   warning per instance. "Elsewhere" compares names literally: a
+//!   `healthCheckUrl` naming the machine by its host name while the
+//!   instance is registered by IP (Spring's `preferIpAddress`) is ignored
+//!   too, and the probe goes to the instance's address with `path` (and the
+//!   management port, if any). `https` instances are not probed (no TLS
 //!   connector here): they keep their passive health only.
 
 use std::collections::HashSet;
