@@ -540,7 +540,10 @@ impl ClientConfig {
         let interval = self
             .ping_interval
             .unwrap_or(Duration::from_secs(DEFAULT_PING_INTERVAL_SECS));
-        Some(ActiveHealthCheck::new(path).interval(interval))
+        Some(ActiveHealthCheck {
+            interval,
+            ..ActiveHealthCheck::new(path)
+        })
     }
 
     fn rule_spec(&self) -> RuleSpec {

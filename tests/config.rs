@@ -234,10 +234,11 @@ other.ribbon.NIWSServerListClassName=com.netflix.niws.loadbalancer.DiscoveryEnab
     );
     assert_eq!(
         svc.health_check(),
-        Some(
-            tower_ribbon::health::ActiveHealthCheck::new("/actuator/health")
-                .interval(Duration::from_secs(7))
-        )
+        Some({
+            let mut check = tower_ribbon::health::ActiveHealthCheck::new("/actuator/health");
+            check.interval = Duration::from_secs(7);
+            check
+        })
     );
     // Zone affinity wraps the configured rule in zone avoidance.
     assert_eq!(svc.make_rule().name(), "zone_avoidance");
@@ -290,10 +291,11 @@ fn defaults_apply_when_keys_are_absent() {
     .unwrap();
     assert_eq!(
         config.client("svc").health_check(),
-        Some(
-            tower_ribbon::health::ActiveHealthCheck::new("/health")
-                .interval(Duration::from_secs(30))
-        )
+        Some({
+            let mut check = tower_ribbon::health::ActiveHealthCheck::new("/health");
+            check.interval = Duration::from_secs(30);
+            check
+        })
     );
 }
 

@@ -1,8 +1,38 @@
 //! Active health checks (optional, off by default): an HTTP GET to each
-//! instance's health URL every interval (Ribbon's `IPing` /
-//! `NFLoadBalancerPingInterval`, Envoy's active health checking).
+//! instance every interval (Envoy's active health checking; Ribbon's
+//! `IPing` / `NFLoadBalancerPingInterval`; Spring Cloud LoadBalancer's
+//! `HealthCheckServiceInstanceListSupplier`).
+//!
+//! - **Verdict** (Envoy): a 2xx answer within `timeout` passes; anything
+//!   else (another status, an error, a timeout) fails. A healthy instance
+//!   turns unhealthy after `unhealthy_threshold` failures **in a row**, an
+//!   unhealthy one healthy after `healthy_threshold` passes in a row, so a
+//!   probe that fails every other time changes nothing. Instances start
+//!   healthy. Verdicts are kept per instance identity (they survive
+//!   refreshes).
+//! - **Schedule**: the first round after `initial_delay`, then one round
+//!   `interval` after the previous round ended; every wait is lengthened
+//!   by a uniform random share of `interval_jitter`, so many clients do not
+//!   probe in step.
+//! - **Target**: the instance's own host, never another one unless
+//!   `allow_other_hosts` is set. In order:
+//!   1. the registry's health URL (Eureka `healthCheckUrl`, when
+//!      `use_registry_url`), if it is a plain `http://` URL on the
+//!      instance's host and on its traffic port or its management port;
+//!   2. Spring Boot's management port (metadata `management.port`) with
+//!      `management.context-path` (if set) before `path`;
+//!   3. `http://{instance authority}{path}`.
+//!
+//!   A value that is malformed or points elsewhere is ignored with one
+//!   warning per instance. "Elsewhere" compares names literally: a
+//!   `healthCheckUrl` naming the machine by its host name while the
+//!   instance is registered by IP (Spring's `preferIpAddress`) is ignored
+//!   too, and the probe goes to the instance's address with `path` (and the
+//!   management port, if any). `https` instances are not probed (no TLS
+//!   connector here): they keep their passive health only.
 
-use std::sync::{Arc, Weak};
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,44 +41,88 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::discovery::{ServiceState, TaskGuard};
-use crate::instance::Endpoint;
+use crate::discovery::{Snapshot, TaskGuard};
+use crate::instance::{Instance, InstanceKey};
+use crate::stats::{InvalidConfig, check};
+
+/// Metadata key of Spring Boot's management (actuator) port.
+pub const MANAGEMENT_PORT: &str = "management.port";
+/// Metadata key of Spring Boot's management context path.
+pub const MANAGEMENT_CONTEXT_PATH: &str = "management.context-path";
 
 /// Settings of active health checking.
 ///
-/// The URL checked is the instance's registry health URL (Eureka's
-/// `healthCheckUrl`) when it has one and [`use_registry_url`] is on, else
-/// `http://{instance authority}{path}`. A 2xx answer within the timeout is
-/// healthy; anything else (another status, an error, a timeout) is
-/// unhealthy, and the instance gets no traffic until a later check passes.
-/// Results are kept per instance identity, so they survive refreshes.
-/// A registry URL that is not a plain `http://` URL is replaced by the
-/// configured path. `https` instances are not checked (this checker has no
-/// TLS connector): they keep their passive health only.
-/// A registry URL that is not a plain `http://` URL is replaced by the
-/// configured path. `https` instances are not checked (this checker has no
-/// TLS connector): they keep their passive health only.
-///
-/// [`use_registry_url`]: ActiveHealthCheck::use_registry_url
+/// Set the public fields on [`ActiveHealthCheck::default`] or
+/// [`ActiveHealthCheck::new`]; the builder calls
+/// [`ActiveHealthCheck::validate`] once.
 ///
 /// ```
 /// use std::time::Duration;
 /// use tower_ribbon::health::ActiveHealthCheck;
 ///
-/// let check = ActiveHealthCheck::new("/actuator/health").interval(Duration::from_secs(5));
-/// # let _ = check;
+/// let mut check = ActiveHealthCheck::new("/actuator/health");
+/// check.interval = Duration::from_secs(5);
+/// check.unhealthy_threshold = 2;
+/// assert!(check.validate().is_ok());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ActiveHealthCheck {
-    path: String,
-    interval: Duration,
-    timeout: Duration,
-    use_registry_url: bool,
+    /// Path probed on each instance; starts with `/`. Default
+    /// `/actuator/health` (Spring Boot's, as Spring Cloud LoadBalancer).
+    pub path: String,
+    /// Time from the end of one round to the next; at least 10 ms. Ribbon
+    /// key `NFLoadBalancerPingInterval` (whose own default, used when a
+    /// configuration file turns checks on, is 30 s). Default 10 s.
+    pub interval: Duration,
+    /// Each wait is lengthened by a uniform random time in
+    /// `[0, interval_jitter)`. Envoy `interval_jitter`. Default 1 s.
+    pub interval_jitter: Duration,
+    /// Wait before the first round (plus jitter). Spring Cloud
+    /// LoadBalancer `initial-delay`. Default 0.
+    pub initial_delay: Duration,
+    /// Bound on one probe (connect and response headers); at least 1 ms.
+    /// Default 2 s.
+    pub timeout: Duration,
+    /// Passed probes in a row that make an unhealthy instance healthy; at
+    /// least 1. Envoy `healthy_threshold`. Default 2.
+    pub healthy_threshold: u32,
+    /// Failed probes in a row that make a healthy instance unhealthy; at
+    /// least 1. Envoy `unhealthy_threshold`. Default 3.
+    pub unhealthy_threshold: u32,
+    /// Whether the registry's health URL (Eureka `healthCheckUrl`) is used
+    /// when it points at the instance's own host. Default `true`.
+    pub use_registry_url: bool,
+    /// Whether a registry health URL may point at another host or port
+    /// (registry data then decides where probes go). Default `false`.
+    pub allow_other_hosts: bool,
+}
+
+impl Default for ActiveHealthCheck {
+    fn default() -> Self {
+        Self {
+            path: "/actuator/health".to_owned(),
+            interval: Duration::from_secs(10),
+            interval_jitter: Duration::from_secs(1),
+            initial_delay: Duration::ZERO,
+            timeout: Duration::from_secs(2),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+            use_registry_url: true,
+            allow_other_hosts: false,
+        }
+    }
+}
+
+/// Where one instance is probed, and what was ignored on the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub(crate) url: Option<String>,
+    pub(crate) warning: Option<String>,
 }
 
 impl ActiveHealthCheck {
-    /// Checks `path` on each instance (`/actuator/health`, `/health`, ...).
-    /// Defaults: every 10 s, 2 s timeout, registry URL preferred.
+    /// The defaults, probing `path` (`/` is prepended if missing).
     pub fn new(path: impl Into<String>) -> Self {
         let mut path = path.into();
         if !path.starts_with('/') {
@@ -56,60 +130,159 @@ impl ActiveHealthCheck {
         }
         Self {
             path,
-            interval: Duration::from_secs(10),
-            timeout: Duration::from_secs(2),
-            use_registry_url: true,
+            ..Self::default()
         }
     }
 
-    /// Time between two rounds of checks. Ribbon key
-    /// `NFLoadBalancerPingInterval` (whose own default, used when a
-    /// configuration file turns checks on, is 30 s). Values under 10 ms are
-    /// raised to 10 ms. Default 10 s.
-    pub fn interval(mut self, interval: Duration) -> Self {
-        self.interval = interval.max(Duration::from_millis(10));
-        self
+    /// Checks every field.
+    ///
+    /// # Errors
+    /// [`InvalidConfig`] naming the first field out of range (see each
+    /// field's doc).
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        check(
+            self.path.starts_with('/'),
+            "ActiveHealthCheck::path",
+            "must start with /",
+        )?;
+        check(
+            self.path.parse::<http::uri::PathAndQuery>().is_ok(),
+            "ActiveHealthCheck::path",
+            "must be a valid URI path",
+        )?;
+        check(
+            self.interval >= Duration::from_millis(10),
+            "ActiveHealthCheck::interval",
+            "must be at least 10 ms",
+        )?;
+        check(
+            self.timeout >= Duration::from_millis(1),
+            "ActiveHealthCheck::timeout",
+            "must be at least 1 ms",
+        )?;
+        check(
+            self.healthy_threshold >= 1,
+            "ActiveHealthCheck::healthy_threshold",
+            "must be at least 1",
+        )?;
+        check(
+            self.unhealthy_threshold >= 1,
+            "ActiveHealthCheck::unhealthy_threshold",
+            "must be at least 1",
+        )
     }
 
-    /// Bound on one check. Default 2 s.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Whether the registry's health URL wins over the configured path.
-    /// Default `true`.
-    pub fn use_registry_url(mut self, on: bool) -> Self {
-        self.use_registry_url = on;
-        self
-    }
-
-    /// The URL to check, or `None` when the instance cannot be checked
-    /// (https: this checker has no TLS connector). A registry URL that is
-    /// not a plain `http://` URL falls back to the configured path.
-    fn url_of(&self, endpoint: &Endpoint) -> Option<String> {
-        if endpoint.instance().is_secure() {
-            return None;
+    /// Where `instance` is probed (see the module doc).
+    pub(crate) fn target_of(&self, instance: &Instance) -> Target {
+        if instance.is_secure() {
+            return Target {
+                url: None,
+                warning: None,
+            };
         }
+        let mut warnings = Vec::new();
+        let management = management_port(instance, &mut warnings);
         if self.use_registry_url {
-            if let Some(url) = endpoint.instance().health_check_url() {
-                let usable = url
-                    .parse::<http::Uri>()
-                    .is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
-                if usable {
-                    return Some(url.to_owned());
+            if let Some(raw) = instance.health_check_url() {
+                match self.registry_url(instance, raw, management) {
+                    Ok(url) => {
+                        let warning = (!warnings.is_empty()).then(|| warnings.join("; "));
+                        return Target {
+                            url: Some(url),
+                            warning,
+                        };
+                    }
+                    Err(why) => warnings.push(format!("healthCheckUrl {raw:?} ignored: {why}")),
                 }
             }
         }
-        Some(format!("http://{}{}", endpoint.authority(), self.path))
+        let (port_authority, context) = match management {
+            Some(port) => (
+                with_port(instance, port),
+                context_path(instance, &mut warnings),
+            ),
+            None => (instance.authority().as_str().to_owned(), String::new()),
+        };
+        let warning = (!warnings.is_empty()).then(|| warnings.join("; "));
+        let url = Some(format!("http://{port_authority}{context}{}", self.path));
+        Target { url, warning }
+    }
+
+    fn registry_url(
+        &self,
+        instance: &Instance,
+        raw: &str,
+        management: Option<u16>,
+    ) -> Result<String, &'static str> {
+        let uri = raw.parse::<http::Uri>().map_err(|_| "not a URI")?;
+        let host = uri.host().ok_or("no host")?;
+        if uri.scheme_str() != Some("http") {
+            return Err("not a plain http URL");
+        }
+        if self.allow_other_hosts {
+            return Ok(raw.to_owned());
+        }
+        let bare = |h: &str| {
+            h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_ascii_lowercase()
+        };
+        if bare(host) != bare(instance.host()) {
+            return Err("another host");
+        }
+        let port = uri.port_u16().unwrap_or(80);
+        if port != instance.port() && Some(port) != management {
+            return Err("another port");
+        }
+        Ok(raw.to_owned())
     }
 }
 
-async fn check_one(
-    client: &Client<HttpConnector, Empty<Bytes>>,
-    url: &str,
-    timeout: Duration,
-) -> bool {
+/// The `management.port` metadata, when present and valid.
+fn management_port(instance: &Instance, warnings: &mut Vec<String>) -> Option<u16> {
+    let raw = instance.metadata().get(MANAGEMENT_PORT)?;
+    match raw.trim().parse::<u16>() {
+        Ok(port) if port != 0 => Some(port),
+        _ => {
+            warnings.push(format!("{MANAGEMENT_PORT} {raw:?} ignored: not a port"));
+            None
+        }
+    }
+}
+
+/// The `management.context-path` metadata as a path prefix (`/x`, no
+/// trailing slash), or empty when absent or malformed.
+fn context_path(instance: &Instance, warnings: &mut Vec<String>) -> String {
+    let Some(raw) = instance.metadata().get(MANAGEMENT_CONTEXT_PATH) else {
+        return String::new();
+    };
+    let trimmed = raw.trim().trim_matches('/');
+    let valid = trimmed
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~/%".contains(&b));
+    if !valid {
+        warnings.push(format!(
+            "{MANAGEMENT_CONTEXT_PATH} {raw:?} ignored: not a path"
+        ));
+        return String::new();
+    }
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("/{trimmed}")
+    }
+}
+
+/// The instance's authority with another port.
+fn with_port(instance: &Instance, port: u16) -> String {
+    let authority = instance.authority().as_str();
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+    format!("{host}:{port}")
+}
+
+type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
+
+async fn probe(client: &ProbeClient, url: &str, timeout: Duration) -> bool {
     let Ok(uri) = url.parse::<http::Uri>() else {
         return false;
     };
@@ -119,49 +292,192 @@ async fn check_one(
     }
 }
 
-/// Starts the checking task of one service.
+/// A uniform random share of `jitter`.
+fn jittered(base: Duration, jitter: Duration, rng: &crate::rng::AtomicRng) -> Duration {
+    base.saturating_add(jitter.mul_f64(rng.unit_f64()))
+}
+
+/// What the checking task of one service reads and reports, as callbacks,
+/// so health knows nothing of the service layer above it.
+pub(crate) struct CheckHooks {
+    /// The service id, for logs and metrics.
+    pub(crate) service: String,
+    /// The current list, or `None` once the service is gone (the task
+    /// then ends).
+    pub(crate) snapshot: Box<dyn Fn() -> Option<Arc<Snapshot>> + Send + Sync>,
+    /// A verdict changed: health must be recounted.
+    pub(crate) changed: Box<dyn Fn() + Send + Sync>,
+}
+
+/// One round over the current list; `true` if a verdict changed, `None`
+/// once the service is gone.
+async fn round(
+    hooks: &CheckHooks,
+    config: &ActiveHealthCheck,
+    client: &ProbeClient,
+    warned: &mut HashSet<InstanceKey>,
+) -> Option<bool> {
+    let snapshot = (hooks.snapshot)()?;
+    let service = hooks.service.as_str();
+    if !warned.is_empty() {
+        // Forget instances that left, so the set stays bounded by the list.
+        let current: HashSet<InstanceKey> = snapshot
+            .endpoints()
+            .iter()
+            .map(|e| e.instance().key())
+            .collect();
+        warned.retain(|k| current.contains(k));
+    }
+    let mut checks = tokio::task::JoinSet::new();
+    for endpoint in snapshot.endpoints().iter().cloned() {
+        let target = config.target_of(endpoint.instance());
+        if let Some(warning) = target.warning {
+            if warned.insert(endpoint.instance().key()) {
+                tracing::warn!(service = %service, instance = %endpoint, %warning, "health-check target");
+            }
+        }
+        let Some(url) = target.url else { continue };
+        let (client, timeout) = (client.clone(), config.timeout);
+        checks.spawn(async move {
+            let passed = probe(&client, &url, timeout).await;
+            (endpoint, passed)
+        });
+    }
+    let mut changed = false;
+    while let Some(Ok((endpoint, passed))) = checks.join_next().await {
+        let result = if passed { "healthy" } else { "unhealthy" };
+        metrics::counter!(crate::metrics::HEALTH_CHECKS, "service" => service.to_owned(), "result" => result)
+            .increment(1);
+        let stats = endpoint.stats();
+        if stats.record_active_check(passed, config.healthy_threshold, config.unhealthy_threshold) {
+            let healthy = !stats.is_active_unhealthy();
+            tracing::info!(service = %service, instance = %endpoint, healthy, "active health check changed");
+            changed = true;
+        }
+    }
+    Some(changed)
+}
+
+/// Starts the checking task of one service; it ends once
+/// `hooks.snapshot` returns `None`.
 pub(crate) fn spawn_health_checks(
-    state: &Arc<ServiceState>,
+    hooks: CheckHooks,
     config: ActiveHealthCheck,
     handle: &tokio::runtime::Handle,
 ) -> TaskGuard {
-    let weak: Weak<ServiceState> = Arc::downgrade(state);
     TaskGuard::new(handle.spawn(async move {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.timeout));
         let client = Client::builder(TokioExecutor::new()).build(connector);
+        let rng = crate::rng::AtomicRng::from_entropy();
+        let mut warned = HashSet::new();
+        let mut wait = jittered(config.initial_delay, config.interval_jitter, &rng);
         loop {
-            tokio::time::sleep(config.interval).await;
-            let Some(state) = weak.upgrade() else { return };
-            let snapshot = state.snapshot_full();
-            let mut checks = tokio::task::JoinSet::new();
-            for endpoint in snapshot.endpoints().iter().cloned() {
-                let Some(url) = config.url_of(&endpoint) else {
-                    continue;
-                };
-                let (client, timeout) = (client.clone(), config.timeout);
-                checks.spawn(async move {
-                    let healthy = check_one(&client, &url, timeout).await;
-                    (endpoint, healthy)
-                });
-            }
-            let service = state.service_id().to_owned();
-            drop(state);
-            let mut changed = false;
-            while let Some(Ok((endpoint, healthy))) = checks.join_next().await {
-                let result = if healthy { "healthy" } else { "unhealthy" };
-                metrics::counter!(crate::metrics::HEALTH_CHECKS, "service" => service.clone(), "result" => result)
-                    .increment(1);
-                if endpoint.stats().set_active_healthy(healthy) {
-                    tracing::info!(service = %service, instance = %endpoint, healthy, "active health check changed");
-                    changed = true;
-                }
-            }
+            tokio::time::sleep(wait).await;
+            let Some(changed) = round(&hooks, &config, &client, &mut warned).await else {
+                return;
+            };
             if changed {
-                if let Some(state) = weak.upgrade() {
-                    state.health().invalidate();
-                }
+                (hooks.changed)();
             }
+            wait = jittered(config.interval, config.interval_jitter, &rng);
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance() -> Instance {
+        Instance::new("s", "10.0.0.5", 8080).unwrap()
+    }
+
+    fn url(check: &ActiveHealthCheck, i: &Instance) -> Option<String> {
+        check.target_of(i).url
+    }
+
+    #[test]
+    fn targets_stay_on_the_instances_own_host() {
+        let c = ActiveHealthCheck::new("health");
+        assert_eq!(c.path, "/health");
+        let i = instance();
+        assert_eq!(url(&c, &i).unwrap(), "http://10.0.0.5:8080/health");
+        let own = i
+            .clone()
+            .with_health_check_url("http://10.0.0.5:8080/status");
+        assert_eq!(url(&c, &own).unwrap(), "http://10.0.0.5:8080/status");
+        for elsewhere in [
+            "http://10.0.0.6:8080/internal/admin/purge?all=true",
+            "http://10.0.0.5:9999/internal/admin/purge?all=true",
+            "https://10.0.0.5:8080/status",
+            "not a url",
+        ] {
+            let t = c.target_of(&i.clone().with_health_check_url(elsewhere));
+            assert_eq!(t.url.unwrap(), "http://10.0.0.5:8080/health", "{elsewhere}");
+            assert!(t.warning.unwrap().contains("healthCheckUrl"));
+        }
+        let open = ActiveHealthCheck {
+            allow_other_hosts: true,
+            ..c.clone()
+        };
+        let other = i.clone().with_health_check_url("http://10.0.0.6:1/x");
+        assert_eq!(url(&open, &other).unwrap(), "http://10.0.0.6:1/x");
+        let secure = i.with_secure(true);
+        assert_eq!(url(&c, &secure), None);
+    }
+
+    #[test]
+    fn spring_boot_management_port_and_context_path() {
+        let c = ActiveHealthCheck::default();
+        let i = instance().with_metadata(MANAGEMENT_PORT, "8081");
+        assert_eq!(url(&c, &i).unwrap(), "http://10.0.0.5:8081/actuator/health");
+        let ctx = i.clone().with_metadata(MANAGEMENT_CONTEXT_PATH, "/manage/");
+        assert_eq!(
+            url(&c, &ctx).unwrap(),
+            "http://10.0.0.5:8081/manage/actuator/health"
+        );
+        // healthCheckUrl on the management port wins.
+        let hc = ctx
+            .clone()
+            .with_health_check_url("http://10.0.0.5:8081/mgmt/health");
+        assert_eq!(url(&c, &hc).unwrap(), "http://10.0.0.5:8081/mgmt/health");
+        // Malformed values are ignored with a warning.
+        let bad = instance().with_metadata(MANAGEMENT_PORT, "80x");
+        let t = c.target_of(&bad);
+        assert_eq!(t.url.unwrap(), "http://10.0.0.5:8080/actuator/health");
+        assert!(t.warning.unwrap().contains("management.port"));
+        let bad_ctx = i.with_metadata(MANAGEMENT_CONTEXT_PATH, "a b");
+        let t = c.target_of(&bad_ctx);
+        assert_eq!(t.url.unwrap(), "http://10.0.0.5:8081/actuator/health");
+        assert!(t.warning.is_some());
+        let v6 = Instance::new("s", "::1", 8080)
+            .unwrap()
+            .with_metadata(MANAGEMENT_PORT, "9");
+        assert_eq!(url(&c, &v6).unwrap(), "http://[::1]:9/actuator/health");
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        let mut c = ActiveHealthCheck::default();
+        assert_eq!(c.validate(), Ok(()));
+        c.unhealthy_threshold = 0;
+        assert_eq!(
+            c.validate().unwrap_err().field(),
+            "ActiveHealthCheck::unhealthy_threshold"
+        );
+        c = ActiveHealthCheck {
+            interval: Duration::from_millis(9),
+            ..ActiveHealthCheck::default()
+        };
+        assert_eq!(
+            c.validate().unwrap_err().field(),
+            "ActiveHealthCheck::interval"
+        );
+        c = ActiveHealthCheck {
+            path: "x".into(),
+            ..ActiveHealthCheck::default()
+        };
+        assert_eq!(c.validate().unwrap_err().field(), "ActiveHealthCheck::path");
+    }
 }

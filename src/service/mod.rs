@@ -229,11 +229,17 @@ impl Builder {
     /// # Errors
     /// [`BuildError::NoSource`] without a source; [`BuildError::NoRuntime`]
     /// outside a Tokio runtime; [`BuildError::Invalid`] for an empty
-    /// service id.
+    /// service id or a health setting its `validate()` refuses.
     pub fn layer(self) -> Result<LoadBalancerLayer, BuildError> {
         let source = self.source.ok_or(BuildError::NoSource)?;
         let handle = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         let budget = self.retry.get_budget().build()?;
+        crate::health::validate(&self.outliers, self.active_health.as_ref()).map_err(|e| {
+            BuildError::Invalid {
+                key: e.field().to_owned(),
+                reason: e.reason().to_owned(),
+            }
+        })?;
         let shared = Arc::new(Shared {
             services: ArcSwap::from_pointee(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
@@ -323,7 +329,7 @@ impl Shared {
             service_id,
             (self.make_rule)(),
             self.refresh.clone(),
-            self.outliers.get_panic_threshold_percent(),
+            self.outliers.panic_threshold_percent,
         ));
         tasks.push(spawn_refresher(
             &state,
@@ -331,8 +337,18 @@ impl Shared {
             &self.handle,
         ));
         if let Some(check) = &self.active_health {
+            let (list, view) = (Arc::downgrade(&state), Arc::downgrade(&state));
+            let hooks = crate::health::CheckHooks {
+                service: state.service_id().to_owned(),
+                snapshot: Box::new(move || list.upgrade().map(|s| s.snapshot_full())),
+                changed: Box::new(move || {
+                    view.upgrade()
+                        .into_iter()
+                        .for_each(|s| s.health().invalidate())
+                }),
+            };
             tasks.push(crate::health::spawn_health_checks(
-                &state,
+                hooks,
                 check.clone(),
                 &self.handle,
             ));

@@ -1,0 +1,149 @@
+//! Health: which instances of a service get traffic.
+//!
+//! An instance is **unhealthy** while its circuit breaker is open
+//! ([`crate::stats::breaker`]), while outlier detection has it ejected
+//! ([`outlier`], Envoy's outlier detection), or while its active health
+//! checks hold it unhealthy ([`active`], Envoy's active health checking,
+//! Ribbon's `IPing`). Rules pick among healthy instances only, unless fewer
+//! than the [panic threshold](OutlierDetection::panic_threshold_percent)
+//! of the instances are healthy: then health is ignored and traffic spreads
+//! over all of them (Envoy's `healthy_panic_threshold`, default 50 %),
+//! because a health signal that condemns most of a fleet is more likely
+//! wrong than the fleet.
+//!
+//! Per-service state is one counter recounted only when
+//! something changed or a blackout / ejection ends, so a pick over a fully
+//! healthy service pays one atomic load. Per-instance state lives in the
+//! instance's [`EndpointStats`](crate::stats::EndpointStats), so it
+//! survives refreshes that bring the same instance again.
+//!
+//! Every config type here follows one convention: a `#[non_exhaustive]`
+//! struct with public fields and `Default`, whose `validate()` the builder
+//! calls once ([`InvalidConfig`] names the field).
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_ribbon::health::OutlierDetection;
+//!
+//! let mut detection = OutlierDetection::default();
+//! detection.consecutive_5xx = 3;
+//! detection.base_ejection_time = Duration::from_secs(10);
+//! assert!(detection.validate().is_ok());
+//! ```
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use tokio::time::Instant;
+
+use crate::discovery::Snapshot;
+
+pub mod active;
+pub mod outlier;
+
+pub use crate::stats::InvalidConfig;
+pub use active::{ActiveHealthCheck, MANAGEMENT_CONTEXT_PATH, MANAGEMENT_PORT};
+pub(crate) use active::{CheckHooks, spawn_health_checks};
+pub use outlier::OutlierDetection;
+
+/// Checks the health settings a builder received.
+///
+/// # Errors
+/// The first [`InvalidConfig`] of either.
+pub(crate) fn validate(
+    outliers: &OutlierDetection,
+    active: Option<&ActiveHealthCheck>,
+) -> Result<(), InvalidConfig> {
+    outliers.validate()?;
+    active.map_or(Ok(()), ActiveHealthCheck::validate)
+}
+
+const NO_CHANGE: u64 = u64::MAX;
+
+/// Which instances of one service are healthy, recounted only when
+/// something changed or a blackout / ejection ends, so a pick over a fully
+/// healthy service pays one atomic load.
+pub(crate) struct HealthView {
+    base: Instant,
+    panic_threshold_percent: u32,
+    unhealthy: AtomicUsize,
+    panic: AtomicBool,
+    /// When to recount (ms since `base`); 0 = now, `NO_CHANGE` = on event.
+    recount_at_ms: AtomicU64,
+    recounting: AtomicBool,
+}
+
+impl HealthView {
+    pub(crate) fn new(panic_threshold_percent: u32) -> Self {
+        Self {
+            base: Instant::now(),
+            panic_threshold_percent,
+            unhealthy: AtomicUsize::new(0),
+            panic: AtomicBool::new(false),
+            recount_at_ms: AtomicU64::new(0),
+            recounting: AtomicBool::new(false),
+        }
+    }
+
+    fn ms(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.base).as_millis() as u64
+    }
+
+    /// Something changed (a trip, a recovery, an ejection, a check, a new
+    /// list): recount at the next pick.
+    pub(crate) fn invalidate(&self) {
+        self.recount_at_ms.store(0, Ordering::Release);
+    }
+
+    /// Whether a pick at `now` must skip unhealthy instances: some are
+    /// unhealthy and the service is not in panic mode.
+    #[inline]
+    pub(crate) fn filter(&self, snapshot: &Snapshot, now: Instant) -> bool {
+        if self.ms(now) >= self.recount_at_ms.load(Ordering::Acquire)
+            && self
+                .recounting
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.recount(snapshot, now);
+            self.recounting.store(false, Ordering::Release);
+        }
+        self.unhealthy.load(Ordering::Relaxed) > 0 && !self.panic.load(Ordering::Relaxed)
+    }
+
+    /// Whether the service is in panic mode (as of the last recount).
+    pub(crate) fn in_panic(&self) -> bool {
+        self.panic.load(Ordering::Relaxed)
+    }
+
+    fn recount(&self, snapshot: &Snapshot, now: Instant) {
+        let mut unhealthy = 0usize;
+        let mut next: Option<Instant> = None;
+        for e in snapshot.endpoints() {
+            let stats = e.stats();
+            if stats.end_expired_ejection(now) {
+                metrics::counter!(crate::metrics::EJECTION_RETURNS, "service" => snapshot.service_id().to_owned())
+                    .increment(1);
+            }
+            if !stats.is_healthy_at(now) {
+                unhealthy += 1;
+                if let Some(at) = stats.healthy_again_at(now) {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                }
+            }
+        }
+        let n = snapshot.len();
+        let healthy = n - unhealthy;
+        let panic = n > 0 && healthy * 100 < self.panic_threshold_percent as usize * n;
+        self.unhealthy.store(unhealthy, Ordering::Relaxed);
+        self.panic.store(panic, Ordering::Relaxed);
+        let at = next.map_or(NO_CHANGE, |t| self.ms(t).max(1));
+        // An invalidation that raced with this recount keeps its 0.
+        let seen = self.recount_at_ms.load(Ordering::Acquire);
+        let _ = self
+            .recount_at_ms
+            .compare_exchange(seen, at, Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,236 @@
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::*;
+use crate::instance::Endpoint;
+use crate::instance::Instance;
+use crate::stats::Outcome;
+
+fn snapshot(n: u16) -> Snapshot {
+    let eps = (0..n)
+        .map(|p| Endpoint::new(Instance::new("s", "127.0.0.1", 1000 + p).unwrap()))
+        .collect();
+    Snapshot::new("s", eps, 1)
+}
+
+fn fail(e: &Endpoint, now: Instant, outcome: Outcome) {
+    e.stats().start_at(now).finish_at(outcome, now);
+}
+
+#[tokio::test(start_paused = true)]
+async fn five_5xx_eject_for_base_times_count() {
+    let s = snapshot(4);
+    let d = OutlierDetection::default();
+    let e = &s.endpoints()[0];
+    let t0 = Instant::now();
+    for i in 0..5 {
+        assert_eq!(d.observe(&s, e, t0), None, "after {i}");
+        fail(e, t0, Outcome::FailureStatus(500));
+    }
+    assert_eq!(d.observe(&s, e, t0), Some(Duration::from_secs(30)));
+    assert!(e.stats().is_ejected_at(t0 + Duration::from_millis(29_999)));
+    assert!(!e.stats().is_ejected_at(t0 + Duration::from_secs(30)));
+    // The second ejection lasts 60 s.
+    let t1 = t0 + Duration::from_secs(30);
+    assert!(e.stats().end_expired_ejection(t1));
+    for _ in 0..5 {
+        fail(e, t1, Outcome::ConnectFailure);
+    }
+    assert_eq!(d.observe(&s, e, t1), Some(Duration::from_secs(60)));
+    assert_eq!(e.stats().times_ejected(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_success_resets_and_429_is_not_a_5xx() {
+    let s = snapshot(2);
+    let d = OutlierDetection::default();
+    let e = &s.endpoints()[0];
+    let t0 = Instant::now();
+    for _ in 0..4 {
+        fail(e, t0, Outcome::FailureStatus(503));
+    }
+    fail(e, t0, Outcome::Success);
+    fail(e, t0, Outcome::FailureStatus(503));
+    assert_eq!(e.stats().consecutive_server_errors(), 1);
+    fail(e, t0, Outcome::FailureStatus(429));
+    assert_eq!(e.stats().consecutive_server_errors(), 0);
+    assert_eq!(d.observe(&s, e, t0), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_most_the_max_share_is_ejected_but_always_one() {
+    let d = OutlierDetection::default();
+    let t0 = Instant::now();
+    let s = snapshot(5);
+    for e in s.endpoints() {
+        for _ in 0..5 {
+            fail(e, t0, Outcome::FailureStatus(502));
+        }
+    }
+    let ejected = s
+        .endpoints()
+        .iter()
+        .filter(|e| d.observe(&s, e, t0).is_some())
+        .count();
+    assert_eq!(ejected, 2); // 50 % of 5, rounded down
+    let one = snapshot(1);
+    for _ in 0..5 {
+        fail(&one.endpoints()[0], t0, Outcome::FailureStatus(502));
+    }
+    assert!(d.observe(&one, &one.endpoints()[0], t0).is_some());
+    let off = OutlierDetection::disabled();
+    let s = snapshot(2);
+    for _ in 0..9 {
+        fail(&s.endpoints()[0], t0, Outcome::FailureStatus(500));
+    }
+    assert_eq!(off.observe(&s, &s.endpoints()[0], t0), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_view_filters_until_panic_and_recounts_when_ejections_end() {
+    let d = OutlierDetection {
+        max_ejection_percent: 100,
+        ..OutlierDetection::default()
+    };
+    let view = HealthView::new(50);
+    let s = snapshot(4);
+    let t0 = Instant::now();
+    assert!(!view.filter(&s, t0));
+    let eject = |i: usize, at: Instant| {
+        for _ in 0..5 {
+            fail(&s.endpoints()[i], at, Outcome::FailureStatus(500));
+        }
+        assert!(d.observe(&s, &s.endpoints()[i], at).is_some());
+        view.invalidate();
+    };
+    eject(0, t0);
+    assert!(view.filter(&s, t0)); // 3 of 4 healthy: filter
+    eject(1, t0);
+    assert!(view.filter(&s, t0)); // 2 of 4 = 50 %: still filter
+    eject(2, t0);
+    assert!(!view.filter(&s, t0)); // 1 of 4 < 50 %: panic, no filter
+    assert!(view.in_panic());
+    // 30 s later every ejection has ended; the view notices by itself.
+    assert!(!view.filter(&s, t0 + Duration::from_secs(30)));
+    assert!(!view.in_panic());
+    assert!(
+        s.endpoints()
+            .iter()
+            .all(|e| e.stats().is_healthy_at(t0 + Duration::from_secs(30)))
+    );
+}
+
+/// Five 5xx at now, then the outlier check.
+fn five_5xx(d: &OutlierDetection, s: &Snapshot, e: &Endpoint) -> Option<Duration> {
+    let now = Instant::now();
+    for _ in 0..5 {
+        fail(e, now, Outcome::FailureStatus(500));
+    }
+    d.observe(s, e, now)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_ejection_time_grows_to_the_max_and_the_multiplier_decays_while_healthy() {
+    let s = snapshot(2);
+    let d = OutlierDetection::default(); // 30 s base, 300 s max, 10 s interval
+    let e = &s.endpoints()[0];
+    let secs = Duration::from_secs;
+    // Ejected again the moment each ejection ends: 30, 60, ... 300 s.
+    for m in 1..=10 {
+        assert_eq!(five_5xx(&d, &s, e), Some(secs(30 * m)), "ejection {m}");
+        tokio::time::advance(secs(30 * m) - Duration::from_millis(1)).await;
+        assert!(e.stats().is_ejected_at(Instant::now()));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(!e.stats().is_ejected_at(Instant::now()));
+    }
+    // The max: the multiplier stops at 300 s / 30 s = 10.
+    assert_eq!(five_5xx(&d, &s, e), Some(secs(300)));
+    tokio::time::advance(secs(300)).await;
+    assert_eq!(
+        e.stats().ejection_multiplier_at(Instant::now(), d.interval),
+        10
+    );
+    // Healthy for 59.999 s: 5 full intervals, multiplier 5, next time 6 × 30 s.
+    tokio::time::advance(secs(60) - Duration::from_millis(1)).await;
+    assert_eq!(
+        e.stats().ejection_multiplier_at(Instant::now(), d.interval),
+        5
+    );
+    assert_eq!(five_5xx(&d, &s, e), Some(secs(180)));
+    // Ejected time does not count as healthy.
+    tokio::time::advance(secs(179)).await;
+    assert_eq!(
+        e.stats().ejection_multiplier_at(Instant::now(), d.interval),
+        6
+    );
+    // Healthy for 100 s after it ends: forgiven, back to the base time.
+    tokio::time::advance(secs(1 + 100)).await;
+    assert_eq!(
+        e.stats().ejection_multiplier_at(Instant::now(), d.interval),
+        0
+    );
+    assert_eq!(five_5xx(&d, &s, e), Some(secs(30)));
+    assert_eq!(e.stats().times_ejected(), 13);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shorter_interval_forgives_sooner_and_the_max_bounds_a_long_base() {
+    let s = snapshot(1);
+    let e = &s.endpoints()[0];
+    let d = OutlierDetection {
+        interval: Duration::from_secs(1),
+        base_ejection_time: Duration::from_secs(7),
+        max_ejection_time: Duration::from_secs(10),
+        ..OutlierDetection::default()
+    };
+    assert_eq!(five_5xx(&d, &s, e), Some(Duration::from_secs(7)));
+    tokio::time::advance(Duration::from_secs(7)).await;
+    // 2 × 7 s = 14 s, capped at 10 s; the multiplier stops at ⌈10 / 7⌉ = 2.
+    assert_eq!(five_5xx(&d, &s, e), Some(Duration::from_secs(10)));
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(five_5xx(&d, &s, e), Some(Duration::from_secs(10)));
+    tokio::time::advance(Duration::from_secs(10 + 1)).await;
+    // One healthy second: 2 -> 1, so 2 × 7 s again capped at 10 s; two: base.
+    assert_eq!(
+        e.stats().ejection_multiplier_at(Instant::now(), d.interval),
+        1
+    );
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(five_5xx(&d, &s, e), Some(Duration::from_secs(7)));
+}
+
+#[test]
+fn outlier_detection_validate_names_the_field() {
+    assert_eq!(OutlierDetection::default().validate(), Ok(()));
+    let bad = |d: OutlierDetection| d.validate().unwrap_err().field();
+    let d = OutlierDetection::default;
+    assert_eq!(
+        bad(OutlierDetection {
+            max_ejection_percent: 101,
+            ..d()
+        }),
+        "OutlierDetection::max_ejection_percent"
+    );
+    assert_eq!(
+        bad(OutlierDetection {
+            panic_threshold_percent: 150,
+            ..d()
+        }),
+        "OutlierDetection::panic_threshold_percent"
+    );
+    assert_eq!(
+        bad(OutlierDetection {
+            interval: Duration::ZERO,
+            ..d()
+        }),
+        "OutlierDetection::interval"
+    );
+    assert_eq!(
+        bad(OutlierDetection {
+            max_ejection_time: Duration::from_secs(1),
+            ..d()
+        }),
+        "OutlierDetection::max_ejection_time"
+    );
+}

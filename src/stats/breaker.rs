@@ -1,0 +1,189 @@
+//! The circuit breaker (Ribbon's `ServerStats` breaker, plus a half-open
+//! probe).
+//!
+//! - **Trip.** `breaker_threshold` (default 3) successive connection-class
+//!   failures ([`Outcome::is_connection_failure`]) trip it. The blackout is
+//!   `min(2^(n − threshold) × breaker_base, breaker_max)` from the failure
+//!   (defaults 10 s and 30 s: 10, 20, 30, 30 ... s), `n` the count.
+//! - **Reset.** Any response (success or failure status) resets the count
+//!   and closes the breaker (Ribbon clears it on every response).
+//! - **Half-open.** Ribbon has none; here, once the blackout ends, exactly
+//!   one request (the probe) may go; its outcome closes or re-trips.
+//!
+//! **Time.** Times are milliseconds since the stats were created. The end
+//! of a blackout only moves forward (`fetch_max`): a failure recorded out
+//! of order never shortens a blackout. A response whose time is older than
+//! the latest recorded failure is stale: it neither resets the count nor
+//! closes the breaker, because in time order it came before that failure.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::Outcome;
+use super::StatsConfig;
+
+/// What one finished attempt did to the circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerTransition {
+    /// Nothing changed.
+    None,
+    /// The breaker tripped (or re-tripped after a failed probe).
+    Tripped,
+    /// A response closed a tripped breaker.
+    Recovered,
+}
+
+/// The circuit breaker's state at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Traffic flows.
+    Closed,
+    /// Tripped: no traffic for `remaining`.
+    Open {
+        /// Time left in the blackout.
+        remaining: Duration,
+    },
+    /// The blackout is over: one probe request decides; `probing` is true
+    /// while it is in flight.
+    HalfOpen {
+        /// A probe is in flight.
+        probing: bool,
+    },
+}
+
+/// The breaker's atomics (part of [`super::EndpointStats`]).
+pub(crate) struct Breaker {
+    successive: AtomicU32,
+    /// End of the blackout in ms; 0 when closed.
+    until_ms: AtomicU64,
+    probing: AtomicBool,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Breaker {
+    pub(crate) const fn new() -> Self {
+        Self {
+            successive: AtomicU32::new(0),
+            until_ms: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn successive(&self) -> u32 {
+        self.successive.load(Ordering::Relaxed)
+    }
+
+    /// End of the blackout in ms (0: closed).
+    #[inline]
+    pub(crate) fn until_ms(&self) -> u64 {
+        self.until_ms.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn state(&self, now_ms: u64) -> BreakerState {
+        let until = self.until_ms();
+        if until == 0 {
+            BreakerState::Closed
+        } else if now_ms < until {
+            BreakerState::Open {
+                remaining: Duration::from_millis(until - now_ms),
+            }
+        } else {
+            BreakerState::HalfOpen {
+                probing: self.probing.load(Ordering::Acquire),
+            }
+        }
+    }
+
+    /// Closed, or half-open with no probe in flight.
+    #[inline]
+    pub(crate) fn is_available(&self, now_ms: u64) -> bool {
+        let until = self.until_ms.load(Ordering::Relaxed);
+        until == 0 || (now_ms >= until && !self.probing.load(Ordering::Relaxed))
+    }
+
+    /// Takes the half-open probe if the blackout is over and no probe is
+    /// in flight; `true` if this attempt is the probe.
+    pub(crate) fn try_probe(&self, now_ms: u64) -> bool {
+        let until = self.until_ms();
+        until != 0
+            && now_ms >= until
+            && self
+                .probing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    pub(crate) fn release_probe(&self) {
+        self.probing.store(false, Ordering::Release);
+    }
+
+    /// Records an outcome at `now_ms`; `stale` when `now_ms` is older than
+    /// the latest failure recorded before this one.
+    pub(crate) fn record(
+        &self,
+        config: &StatsConfig,
+        outcome: Outcome,
+        now_ms: u64,
+        stale: bool,
+    ) -> BreakerTransition {
+        if outcome.is_connection_failure() {
+            let n = self
+                .successive
+                .fetch_add(1, Ordering::AcqRel)
+                .saturating_add(1);
+            if let Some(blackout) = config.blackout(n) {
+                let until = now_ms.saturating_add(millis(blackout)).max(1);
+                self.until_ms.fetch_max(until, Ordering::AcqRel);
+                return BreakerTransition::Tripped;
+            }
+        } else if outcome.is_response() && !stale {
+            self.successive.store(0, Ordering::Release);
+            if self.until_ms.swap(0, Ordering::AcqRel) != 0 {
+                return BreakerTransition::Recovered;
+            }
+        }
+        BreakerTransition::None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_failure_never_shortens_and_a_stale_response_never_closes() {
+        let c = StatsConfig::default();
+        let b = Breaker::new();
+        for t in [1_000, 1_001] {
+            b.record(&c, Outcome::ConnectFailure, t, false);
+        }
+        assert_eq!(
+            b.record(&c, Outcome::ConnectFailure, 1_002, false),
+            BreakerTransition::Tripped
+        );
+        assert_eq!(b.until_ms(), 11_002);
+        // A fourth failure stamped 0 (out of order) blacks out 20 s from 0.
+        b.record(&c, Outcome::ReadTimeout, 0, true);
+        assert_eq!(b.until_ms(), 20_000);
+        b.record(&c, Outcome::ConnectFailure, 1_002, false);
+        assert_eq!(b.until_ms(), 31_002);
+        // An older failure whose blackout would end sooner moves nothing.
+        b.record(&c, Outcome::ConnectFailure, 0, true);
+        assert_eq!(b.until_ms(), 31_002);
+        // A success from before the last failure is stale.
+        assert_eq!(
+            b.record(&c, Outcome::Success, 900, true),
+            BreakerTransition::None
+        );
+        assert_eq!(b.successive(), 6);
+        assert!(matches!(b.state(1_500), BreakerState::Open { .. }));
+        assert_eq!(
+            b.record(&c, Outcome::FailureStatus(500), 1_500, false),
+            BreakerTransition::Recovered
+        );
+        assert_eq!(b.state(1_500), BreakerState::Closed);
+    }
+}

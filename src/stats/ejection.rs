@@ -1,0 +1,244 @@
+//! Per-endpoint state of outlier ejection and active health checks; the
+//! policies live in [`crate::health`], the atomics here so they follow the
+//! endpoint's identity across refreshes.
+//!
+//! **Ejection multiplier (Envoy).** Each ejection raises the multiplier by
+//! one and lasts `min(base × multiplier, max)`. Every full `interval` the
+//! host then stays un-ejected lowers it by one again (Envoy decrements it
+//! at each detection sweep while the host is healthy). Here the decrement
+//! is computed lazily from the time since the last ejection ended, so no
+//! sweep task is needed. The multiplier stops growing once
+//! `base × multiplier` reaches `max` (as in Envoy), so a long bad spell
+//! does not take longer to forgive than `max / base` intervals.
+//!
+//! **Time.** The end of an ejection only moves forward; an ejection
+//! attempted with a time older than the current ejection's end does
+//! nothing.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Settings an ejection needs, in the units of the atomics.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EjectionTimes {
+    /// Envoy `base_ejection_time`.
+    pub(crate) base: Duration,
+    /// Envoy `max_ejection_time`.
+    pub(crate) max: Duration,
+    /// Envoy `interval`: one healthy interval lowers the multiplier by one.
+    pub(crate) interval: Duration,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Outlier-ejection atomics (part of [`super::EndpointStats`]).
+pub(crate) struct Ejection {
+    consecutive_5xx: AtomicU32,
+    consecutive_gateway: AtomicU32,
+    /// End of the last ejection in ms; 0 if never ejected.
+    until_ms: AtomicU64,
+    /// An ejection whose end no recount has reported yet.
+    pending_return: AtomicBool,
+    multiplier: AtomicU32,
+    times: AtomicU32,
+}
+
+impl Ejection {
+    pub(crate) const fn new() -> Self {
+        Self {
+            consecutive_5xx: AtomicU32::new(0),
+            consecutive_gateway: AtomicU32::new(0),
+            until_ms: AtomicU64::new(0),
+            pending_return: AtomicBool::new(false),
+            multiplier: AtomicU32::new(0),
+            times: AtomicU32::new(0),
+        }
+    }
+
+    /// Counts an outcome's outlier errors; a non-error resets a counter
+    /// unless `stale` (older than the latest recorded failure).
+    pub(crate) fn record(&self, server_error: bool, gateway_error: bool, stale: bool) {
+        for (counter, hit) in [
+            (&self.consecutive_5xx, server_error),
+            (&self.consecutive_gateway, gateway_error),
+        ] {
+            if hit {
+                counter.fetch_add(1, Ordering::AcqRel);
+            } else if !stale {
+                counter.store(0, Ordering::Release);
+            }
+        }
+    }
+
+    pub(crate) fn consecutive_5xx(&self) -> u32 {
+        self.consecutive_5xx.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn consecutive_gateway(&self) -> u32 {
+        self.consecutive_gateway.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn times(&self) -> u32 {
+        self.times.load(Ordering::Relaxed)
+    }
+
+    /// End of the last ejection in ms (0: never ejected).
+    #[inline]
+    pub(crate) fn until_ms(&self) -> u64 {
+        self.until_ms.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn is_ejected(&self, now_ms: u64) -> bool {
+        now_ms < self.until_ms()
+    }
+
+    /// The multiplier at `now_ms`: the stored one less one per full
+    /// `interval` since the last ejection ended (unchanged while ejected).
+    pub(crate) fn multiplier(&self, now_ms: u64, interval: Duration) -> u32 {
+        let stored = self.multiplier.load(Ordering::Acquire);
+        let healthy_ms = now_ms.saturating_sub(self.until_ms());
+        let steps = healthy_ms / millis(interval).max(1);
+        stored.saturating_sub(u32::try_from(steps).unwrap_or(u32::MAX))
+    }
+
+    /// Ejects from `now_ms` unless already ejected at `clock_ms` (or a
+    /// racing caller won): multiplier `m` = multiplier decayed until `clock_ms` (the
+    /// latest time seen, at least `now_ms`) + 1, at most `⌈max / base⌉`;
+    /// ejection time `min(base × m, max)`. Resets the error counters.
+    pub(crate) fn eject(&self, now_ms: u64, clock_ms: u64, t: EjectionTimes) -> Option<Duration> {
+        let prev = self.until_ms();
+        let clock_ms = clock_ms.max(now_ms);
+        if clock_ms < prev {
+            return None;
+        }
+        let base = millis(t.base).max(1);
+        let cap = millis(t.max).div_ceil(base).clamp(1, u64::from(u32::MAX));
+        let m = self
+            .multiplier(clock_ms, t.interval)
+            .saturating_add(1)
+            .min(u32::try_from(cap).unwrap_or(u32::MAX));
+        let time = t.base.saturating_mul(m).min(t.max);
+        // Never earlier than the end of the previous ejection.
+        let until = now_ms.saturating_add(millis(time)).max(prev).max(1);
+        self.until_ms
+            .compare_exchange(prev, until, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()?;
+        self.multiplier.store(m, Ordering::Release);
+        self.times.fetch_add(1, Ordering::AcqRel);
+        self.pending_return.store(true, Ordering::Release);
+        self.consecutive_5xx.store(0, Ordering::Release);
+        self.consecutive_gateway.store(0, Ordering::Release);
+        Some(time)
+    }
+
+    /// `true` once per ejection, the first time it is seen over at `now_ms`.
+    pub(crate) fn take_return(&self, now_ms: u64) -> bool {
+        !self.is_ejected(now_ms)
+            && self.pending_return.load(Ordering::Acquire)
+            && self
+                .pending_return
+                .compare_exchange(true, false, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+/// Active-check atomics: the verdict and the current streaks.
+pub(crate) struct ActiveChecks {
+    unhealthy: AtomicBool,
+    passes: AtomicU32,
+    fails: AtomicU32,
+}
+
+impl ActiveChecks {
+    pub(crate) const fn new() -> Self {
+        Self {
+            unhealthy: AtomicBool::new(false),
+            passes: AtomicU32::new(0),
+            fails: AtomicU32::new(0),
+        }
+    }
+
+    pub(crate) fn is_unhealthy(&self) -> bool {
+        self.unhealthy.load(Ordering::Relaxed)
+    }
+
+    /// Records one probe (Envoy semantics): a healthy endpoint turns
+    /// unhealthy after `unhealthy_threshold` failed probes in a row, an
+    /// unhealthy one healthy after `healthy_threshold` passed probes in a
+    /// row. Returns `true` if the verdict changed. Thresholds of 0 act as 1.
+    pub(crate) fn record(
+        &self,
+        passed: bool,
+        healthy_threshold: u32,
+        unhealthy_threshold: u32,
+    ) -> bool {
+        let (streak, other, threshold) = if passed {
+            (&self.passes, &self.fails, healthy_threshold)
+        } else {
+            (&self.fails, &self.passes, unhealthy_threshold)
+        };
+        other.store(0, Ordering::Release);
+        let n = streak.fetch_add(1, Ordering::AcqRel).saturating_add(1);
+        let verdict_unhealthy = !passed;
+        if n >= threshold.max(1) && self.is_unhealthy() != verdict_unhealthy {
+            self.unhealthy.store(verdict_unhealthy, Ordering::Release);
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: EjectionTimes = EjectionTimes {
+        base: Duration::from_secs(30),
+        max: Duration::from_secs(300),
+        interval: Duration::from_secs(10),
+    };
+
+    #[test]
+    fn the_multiplier_grows_caps_and_decays_per_healthy_interval() {
+        let e = Ejection::new();
+        assert_eq!(e.eject(0, 0, T), Some(Duration::from_secs(30)));
+        assert_eq!(e.eject(29_999, 29_999, T), None);
+        assert_eq!(e.eject(30_000, 30_000, T), Some(Duration::from_secs(60)));
+        let mut t = 90_000;
+        for m in 3..=10 {
+            assert_eq!(e.eject(t, t, T), Some(Duration::from_secs(30 * m)));
+            t += 30_000 * m;
+        }
+        // Capped at max / base = 10: it stays at 300 s.
+        assert_eq!(e.eject(t, t, T), Some(Duration::from_secs(300)));
+        t += 300_000;
+        assert_eq!(e.multiplier(t, T.interval), 10);
+        // 9.999 intervals healthy: 9 steps down; then one more.
+        assert_eq!(e.multiplier(t + 99_999, T.interval), 1);
+        assert_eq!(e.multiplier(t + 100_000, T.interval), 0);
+        assert_eq!(
+            e.eject(t + 40_000, t + 40_000, T),
+            Some(Duration::from_secs(210))
+        );
+        assert_eq!(e.times(), 12);
+    }
+
+    #[test]
+    fn an_unhealthy_verdict_needs_its_threshold_in_a_row() {
+        let a = ActiveChecks::new();
+        let changes: usize = (0..20)
+            .map(|i| usize::from(a.record(i % 2 == 0, 2, 2)))
+            .sum();
+        assert_eq!(changes, 0);
+        // The last probe failed: two more failures reach 3 in a row.
+        assert!(!a.record(false, 2, 3));
+        assert!(a.record(false, 2, 3));
+        assert!(a.is_unhealthy());
+        assert!(!a.record(true, 2, 3));
+        assert!(a.record(true, 2, 3));
+        assert!(!a.is_unhealthy());
+    }
+}

@@ -1,0 +1,439 @@
+//! Per-endpoint live statistics and the circuit breaker, kept in atomics so
+//! the request path never locks (Ribbon's `ServerStats`, Finagle's and
+//! tower's peak EWMA, Envoy's outlier-detection counters).
+//!
+//! An [`EndpointStats`] lives as long as its instance's identity: a refresh
+//! that brings the same instance again keeps it. Every attempt goes through
+//! an [`InFlightGuard`], which lowers the in-flight count on every
+//! completion path, including a dropped (cancelled) future, and records the
+//! attempt's [`Outcome`] and latency (from start to finish, in µs).
+//!
+//! What is kept, per endpoint:
+//! - in-flight count, attempts, failures (this module);
+//! - latency EWMA and **peak EWMA** (Finagle / Linkerd: a slower observation
+//!   replaces the estimate at once, faster ones pull it down with weight
+//!   `exp(-Δt/τ)`, τ = 10 s by default); failures are priced as at least
+//!   [`StatsConfig::failure_penalty`] (1 s) so a fast-failing instance never
+//!   looks fast;
+//! - a decaying mean response time (τ = 30 s) for weighted response time;
+//! - a decaying success rate (τ = 10 s);
+//!   (all three in one packed atomic each: [`decaying`]);
+//! - successive connection-class failures and the **circuit breaker**
+//!   (Ribbon's defaults: trip after 3; blackout `min(2^(n-3) × 10 s, 30 s)`
+//!   from the last failure; any response resets), plus a half-open state:
+//!   after the blackout one probe request decides ([`breaker`]);
+//! - Envoy's consecutive-error counters, the ejection state and the active
+//!   health-check verdict ([`ejection`]; the policies are in
+//!   [`crate::health`]).
+//!
+//! **Time.** Read from [`tokio::time::Instant`], so tests can pause it, and
+//! kept as milliseconds since the stats were created. Under concurrency a
+//! record or a pick often carries a timestamp a little older than the last
+//! stored one. Every elapsed time saturates at zero for such a timestamp,
+//! stored times and deadlines only move forward, and a response older than
+//! the latest recorded failure does not reset failure counters. So no stat
+//! jumps for an out-of-order record: its value lies between the values
+//! without the record and with the record taken as in order.
+//!
+//! ```
+//! use tower_ribbon::stats::{BreakerState, EndpointStats, Outcome};
+//!
+//! let stats = EndpointStats::new();
+//! for _ in 0..3 {
+//!     stats.start().finish(Outcome::ConnectFailure);
+//! }
+//! assert!(matches!(stats.breaker_state(), BreakerState::Open { .. }));
+//! assert_eq!(stats.in_flight(), 0);
+//! ```
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+pub mod breaker;
+mod config;
+pub mod decaying;
+pub mod ejection;
+mod outcome;
+
+pub use breaker::{BreakerState, BreakerTransition};
+pub(crate) use config::check;
+pub use config::{InvalidConfig, StatsConfig};
+pub(crate) use ejection::EjectionTimes;
+pub use outcome::Outcome;
+
+use breaker::Breaker;
+use decaying::Decaying;
+use ejection::{ActiveChecks, Ejection};
+
+/// Live statistics of one endpoint identity. All methods are lock-free.
+pub struct EndpointStats {
+    created: Instant,
+    config: StatsConfig,
+    in_flight: AtomicUsize,
+    requests: AtomicU64,
+    failures: AtomicU64,
+    /// Time of the latest recorded failure (ms), for staleness of resets.
+    last_failure_ms: AtomicU64,
+    /// Time of the latest record of any kind (ms): the stats' own clock.
+    latest_ms: AtomicU64,
+    ewma_us: Decaying,
+    peak_ewma_us: Decaying,
+    mean_us: Decaying,
+    success_rate: Decaying,
+    breaker: Breaker,
+    ejection: Ejection,
+    active: ActiveChecks,
+}
+
+impl Default for EndpointStats {
+    fn default() -> Self {
+        Self::with_config(StatsConfig::default())
+    }
+}
+
+impl EndpointStats {
+    /// Fresh stats with the default [`StatsConfig`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Fresh stats with `config` (used as given; the builder validates it).
+    pub fn with_config(config: StatsConfig) -> Self {
+        Self {
+            created: Instant::now(),
+            config,
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            last_failure_ms: AtomicU64::new(0),
+            latest_ms: AtomicU64::new(0),
+            ewma_us: Decaying::new(),
+            peak_ewma_us: Decaying::new(),
+            mean_us: Decaying::new(),
+            success_rate: Decaying::new(),
+            breaker: Breaker::new(),
+            ejection: Ejection::new(),
+            active: ActiveChecks::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StatsConfig {
+        &self.config
+    }
+
+    /// Milliseconds from creation to `now`, zero for an earlier `now`.
+    #[inline]
+    fn ms_at(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.created).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn instant_at(&self, ms: u64) -> Option<Instant> {
+        self.created.checked_add(Duration::from_millis(ms))
+    }
+
+    fn tau_ms(d: Duration) -> f64 {
+        (d.as_secs_f64() * 1000.0).max(1.0)
+    }
+
+    /// Requests sent to this endpoint and not yet finished.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Attempts started against this endpoint since it was first seen.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Attempts that ended in a failure of any kind.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Latency EWMA (τ = [`StatsConfig::ewma_decay`]); `None` before the
+    /// first completed attempt.
+    pub fn ewma(&self) -> Option<Duration> {
+        self.ewma_us.get().map(us_to_duration)
+    }
+
+    /// Peak EWMA latency as of `now`, decayed toward zero since the last
+    /// observation (not at all for a `now` older than it); `None` before
+    /// the first completed attempt.
+    pub fn peak_ewma_at(&self, now: Instant) -> Option<Duration> {
+        self.peak_ewma_us_at(now).map(us_to_duration)
+    }
+
+    /// Peak EWMA in µs as of `now` (hot-path form of [`Self::peak_ewma_at`]).
+    #[inline]
+    pub fn peak_ewma_us_at(&self, now: Instant) -> Option<f64> {
+        self.peak_ewma_us
+            .get_decayed(self.ms_at(now), Self::tau_ms(self.config.ewma_decay))
+    }
+
+    /// Decaying mean response time (τ = [`StatsConfig::mean_decay`]), with
+    /// failures counted at least at the failure penalty.
+    pub fn mean_response_time(&self) -> Option<Duration> {
+        self.mean_us.get().map(us_to_duration)
+    }
+
+    /// Decaying success rate in `0.0..=1.0`; `None` before any outcome.
+    pub fn success_rate(&self) -> Option<f64> {
+        self.success_rate.get()
+    }
+
+    /// Success rate as of `now`, drifting back toward 1.0 with τ =
+    /// [`StatsConfig::ewma_decay`] while no outcome is recorded, so an idle
+    /// instance that failed is tried again. `None` before any outcome.
+    #[inline]
+    pub fn success_rate_at(&self, now: Instant) -> Option<f64> {
+        self.success_rate
+            .get_recovered(self.ms_at(now), Self::tau_ms(self.config.ewma_decay))
+    }
+
+    /// Successive connection-class failures (reset by any response).
+    pub fn successive_connection_failures(&self) -> u32 {
+        self.breaker.successive()
+    }
+
+    /// The breaker's state at `now`.
+    pub fn breaker_state_at(&self, now: Instant) -> BreakerState {
+        self.breaker.state(self.ms_at(now))
+    }
+
+    /// The breaker's state now.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker_state_at(Instant::now())
+    }
+
+    /// Whether a new request may go here at `now`: the breaker is closed,
+    /// or half-open with no probe in flight.
+    #[inline]
+    pub fn is_available_at(&self, now: Instant) -> bool {
+        self.breaker.is_available(self.ms_at(now))
+    }
+
+    /// Whether the breaker is open or its half-open probe is taken at `now`.
+    #[inline]
+    pub fn is_tripped_at(&self, now: Instant) -> bool {
+        !self.is_available_at(now)
+    }
+
+    /// Successive attempts that ended in a 5xx or a connection-level
+    /// failure (Envoy's `consecutive_5xx`).
+    pub fn consecutive_server_errors(&self) -> u32 {
+        self.ejection.consecutive_5xx()
+    }
+
+    /// Successive attempts that ended in 502, 503, 504 or a
+    /// connection-level failure (Envoy's `consecutive_gateway_failure`).
+    pub fn consecutive_gateway_errors(&self) -> u32 {
+        self.ejection.consecutive_gateway()
+    }
+
+    /// Whether outlier detection has ejected this endpoint at `now`.
+    #[inline]
+    pub fn is_ejected_at(&self, now: Instant) -> bool {
+        self.ejection.is_ejected(self.ms_at(now))
+    }
+
+    /// How many times outlier detection ejected this endpoint.
+    pub fn times_ejected(&self) -> u32 {
+        self.ejection.times()
+    }
+
+    /// The ejection multiplier at `now`: the next ejection lasts
+    /// `base × (this + 1)` (at most the max). It drops by one per full
+    /// `interval` since the last ejection ended (Envoy).
+    pub fn ejection_multiplier_at(&self, now: Instant, interval: Duration) -> u32 {
+        self.ejection.multiplier(self.ms_at(now), interval)
+    }
+
+    /// Ejects from `now` (see [`ejection`]); `None` if already ejected.
+    /// The multiplier decays up to the latest record's time, so an
+    /// ejection triggered by a late record is never longer than an
+    /// in-order one.
+    pub(crate) fn eject(&self, now: Instant, times: EjectionTimes) -> Option<Duration> {
+        let now_ms = self.ms_at(now);
+        let clock = now_ms.max(self.latest_ms.load(Ordering::Acquire));
+        self.ejection.eject(now_ms, clock, times)
+    }
+
+    /// `true` once per ejection, the first time it is seen over at `now`.
+    pub(crate) fn end_expired_ejection(&self, now: Instant) -> bool {
+        self.ejection.take_return(self.ms_at(now))
+    }
+
+    /// Records one active probe; `true` if the verdict changed (see
+    /// [`ejection::ActiveChecks`]).
+    pub(crate) fn record_active_check(&self, passed: bool, healthy: u32, unhealthy: u32) -> bool {
+        self.active.record(passed, healthy, unhealthy)
+    }
+
+    /// Whether active health checks hold this endpoint unhealthy.
+    pub fn is_active_unhealthy(&self) -> bool {
+        self.active.is_unhealthy()
+    }
+
+    /// Healthy at `now`: breaker available, not ejected, not failing active
+    /// health checks.
+    #[inline]
+    pub fn is_healthy_at(&self, now: Instant) -> bool {
+        self.is_available_at(now) && !self.is_ejected_at(now) && !self.is_active_unhealthy()
+    }
+
+    /// When an unhealthy endpoint becomes healthy again by itself: `None`
+    /// if it is healthy or waits for an event (an active check), else the
+    /// end of its blackout or ejection.
+    pub(crate) fn healthy_again_at(&self, now: Instant) -> Option<Instant> {
+        if self.is_healthy_at(now) || self.is_active_unhealthy() {
+            return None;
+        }
+        self.instant_at(self.breaker.until_ms().max(self.ejection.until_ms()))
+    }
+
+    /// Starts an attempt now. See [`EndpointStats::start_at`].
+    pub fn start(&self) -> InFlightGuard<'_> {
+        self.start_at(Instant::now())
+    }
+
+    /// Starts an attempt at `now`: counts it, raises the in-flight count
+    /// until the returned guard is finished or dropped, and takes the
+    /// half-open probe if the breaker is half-open.
+    pub fn start_at(&self, now: Instant) -> InFlightGuard<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard {
+            stats: self,
+            started: now,
+            probe: self.breaker.try_probe(self.ms_at(now)),
+            done: false,
+        }
+    }
+
+    /// Records a finished attempt (called by [`InFlightGuard::finish`]).
+    fn record(&self, outcome: Outcome, latency: Duration, now: Instant) -> BreakerTransition {
+        let now_ms = self.ms_at(now);
+        self.latest_ms.fetch_max(now_ms, Ordering::AcqRel);
+        let mut latency_us = latency.as_secs_f64() * 1e6;
+        let stale = if outcome.is_success() {
+            now_ms < self.last_failure_ms.load(Ordering::Acquire)
+        } else {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            latency_us = latency_us.max(self.config.failure_penalty.as_secs_f64() * 1e6);
+            now_ms < self.last_failure_ms.fetch_max(now_ms, Ordering::AcqRel)
+        };
+        let tau = Self::tau_ms(self.config.ewma_decay);
+        self.ewma_us.observe(latency_us, now_ms, tau, false);
+        self.peak_ewma_us.observe(latency_us, now_ms, tau, true);
+        self.mean_us.observe(
+            latency_us,
+            now_ms,
+            Self::tau_ms(self.config.mean_decay),
+            false,
+        );
+        let ok = if outcome.is_success() { 1.0 } else { 0.0 };
+        self.success_rate.observe(ok, now_ms, tau, false);
+        let (server_error, gateway_error) = outcome.outlier_errors();
+        self.ejection.record(server_error, gateway_error, stale);
+        self.breaker.record(&self.config, outcome, now_ms, stale)
+    }
+}
+
+fn us_to_duration(us: f64) -> Duration {
+    Duration::try_from_secs_f64(us / 1e6).unwrap_or(Duration::ZERO)
+}
+
+impl fmt::Debug for EndpointStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EndpointStats")
+            .field("in_flight", &self.in_flight())
+            .field("requests", &self.requests())
+            .field("failures", &self.failures())
+            .field("ewma", &self.ewma())
+            .field(
+                "successive_connection_failures",
+                &self.successive_connection_failures(),
+            )
+            .finish()
+    }
+}
+
+/// Keeps one attempt counted as in flight; finishing or dropping it ends
+/// the attempt.
+///
+/// Dropped without [`InFlightGuard::finish`] (a cancelled request), it only
+/// lowers the in-flight count and frees a half-open probe.
+#[must_use = "dropping the guard ends the attempt at once"]
+pub struct InFlightGuard<'a> {
+    stats: &'a EndpointStats,
+    started: Instant,
+    probe: bool,
+    done: bool,
+}
+
+impl InFlightGuard<'_> {
+    /// Ends the attempt now with `outcome`, measuring latency from start.
+    /// Returns what the attempt did to the circuit breaker.
+    pub fn finish(self, outcome: Outcome) -> BreakerTransition {
+        self.finish_at(outcome, Instant::now())
+    }
+
+    /// Ends the attempt at `now` with `outcome` (latency zero for a `now`
+    /// before the start).
+    pub fn finish_at(mut self, outcome: Outcome, now: Instant) -> BreakerTransition {
+        let latency = now.saturating_duration_since(self.started);
+        self.done = true;
+        let transition = self.stats.record(outcome, latency, now);
+        if self.probe {
+            self.stats.breaker.release_probe();
+        }
+        transition
+    }
+
+    /// Ends the attempt with a success now.
+    pub fn success(self) {
+        self.finish_at(Outcome::Success, Instant::now());
+    }
+
+    /// When the attempt started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Ends the attempt with an error of the inner service now.
+    pub fn failure(self) {
+        self.finish_at(Outcome::OtherError, Instant::now());
+    }
+
+    /// Whether this attempt is the breaker's half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !self.done && self.probe {
+            self.stats.breaker.release_probe();
+        }
+    }
+}
+
+impl fmt::Debug for InFlightGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InFlightGuard")
+            .field("probe", &self.probe)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod order_tests;

@@ -1,0 +1,228 @@
+//! Property: no stat jumps for an out-of-order record.
+//!
+//! **Definition.** Take a history `H` of attempts whose finish times never
+//! decrease, the last one finishing at `t`, each followed by the outlier
+//! check the request path runs. Add one more attempt `r` (an outcome and
+//! a latency) finishing at `t − δ`, `δ > 0` (out of order). Compare three
+//! stats: `A` = `H`, `B` = `H` then `r` finishing at `t` (in order),
+//! `C` = `H` then `r` finishing at `t − δ`. A stat does not jump when, read
+//! at the same time `T ≥ t`, `C`'s value lies within `[min(A, B), max(A,
+//! B)]` (for a yes/no state: equals `A`'s or `B`'s). Checked for the EWMA,
+//! the peak EWMA, the decaying mean, the success rate (raw and recovered),
+//! the three failure counters, the breaker (available, remaining
+//! blackout), ejection (ejected, times ejected).
+//!
+//! The wrapping clock this replaces failed it at once: `C`'s success rate
+//! after a late failure was 0 where `A` and `B` were 0.9998.
+//!
+//! A second property: reads are monotone in the read time (peak EWMA never
+//! grows, the recovered success rate never falls as `T` grows), so a pick
+//! with an older timestamp sees at most the stored value.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use tokio::time::Instant;
+
+use super::{EndpointStats, Outcome};
+use crate::discovery::Snapshot;
+use crate::health::OutlierDetection;
+use crate::instance::{Endpoint, Instance};
+
+const OUTCOMES: [Outcome; 6] = [
+    Outcome::Success,
+    Outcome::ConnectFailure,
+    Outcome::ReadTimeout,
+    Outcome::FailureStatus(500),
+    Outcome::FailureStatus(503),
+    Outcome::FailureStatus(429),
+];
+
+/// One attempt: ms after the previous finish, outcome index, latency ms.
+type Step = (u64, usize, u64);
+
+struct Run {
+    snapshot: Snapshot,
+    detection: OutlierDetection,
+    t0: Instant,
+}
+
+impl Run {
+    fn new(t0: Instant) -> Self {
+        let e = Endpoint::with_stats(
+            Instance::new("s", "127.0.0.1", 1000).unwrap(),
+            Arc::new(EndpointStats::new()),
+        );
+        let detection = OutlierDetection {
+            consecutive_5xx: 3,
+            consecutive_gateway_failure: 2,
+            base_ejection_time: Duration::from_millis(700),
+            interval: Duration::from_millis(300),
+            max_ejection_percent: 100,
+            ..OutlierDetection::default()
+        };
+        Self {
+            snapshot: Snapshot::new("s", vec![e], 1),
+            detection,
+            t0,
+        }
+    }
+
+    fn stats(&self) -> &EndpointStats {
+        self.snapshot.endpoints()[0].stats()
+    }
+
+    /// An attempt finishing at `finish_ms`, then the outlier check.
+    fn attempt(&self, outcome: Outcome, latency_ms: u64, finish_ms: u64) {
+        let end = self.t0 + Duration::from_millis(finish_ms);
+        let start = end
+            .checked_sub(Duration::from_millis(latency_ms))
+            .unwrap_or(end);
+        self.stats().start_at(start).finish_at(outcome, end);
+        let e = &self.snapshot.endpoints()[0];
+        let _ = self.detection.observe(&self.snapshot, e, end);
+    }
+
+    /// Every compared value at `at`, numbers first, then yes/no states.
+    fn values(&self, at: Instant) -> (Vec<f64>, Vec<bool>) {
+        let s = self.stats();
+        let d = |d: Option<Duration>| d.map_or(-1.0, |d| d.as_secs_f64());
+        let remaining = match s.breaker_state_at(at) {
+            super::BreakerState::Open { remaining } => remaining.as_secs_f64(),
+            _ => 0.0,
+        };
+        let numbers = vec![
+            d(s.ewma()),
+            s.peak_ewma_us_at(at).unwrap_or(-1.0),
+            d(s.mean_response_time()),
+            s.success_rate().unwrap_or(-1.0),
+            s.success_rate_at(at).unwrap_or(-1.0),
+            f64::from(s.consecutive_server_errors()),
+            f64::from(s.consecutive_gateway_errors()),
+            f64::from(s.successive_connection_failures()),
+            remaining,
+            f64::from(s.times_ejected()),
+        ];
+        (numbers, vec![s.is_available_at(at), s.is_ejected_at(at)])
+    }
+}
+
+fn within(c: f64, a: f64, b: f64) -> bool {
+    let slack = 1e-9 * a.abs().max(b.abs());
+    c >= a.min(b) - slack && c <= a.max(b) + slack
+}
+
+fn check(
+    history: &[Step],
+    late: Step,
+    delta_ms: u64,
+    reads_ms: &[u64],
+) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let t0 = Instant::now() + Duration::from_secs(1);
+    let runs = [Run::new(t0), Run::new(t0), Run::new(t0)];
+    let mut t = 0;
+    for &(gap, outcome, latency) in history {
+        t += gap;
+        for run in &runs {
+            run.attempt(OUTCOMES[outcome], latency, t);
+        }
+    }
+    let (_, outcome, latency) = late;
+    runs[1].attempt(OUTCOMES[outcome], latency, t);
+    runs[2].attempt(OUTCOMES[outcome], latency, t.saturating_sub(delta_ms));
+    for &read in reads_ms {
+        let at = t0 + Duration::from_millis(t + read);
+        let (a, b, c) = (runs[0].values(at), runs[1].values(at), runs[2].values(at));
+        for (k, ((a, b), c)) in a.0.iter().zip(&b.0).zip(&c.0).enumerate() {
+            prop_assert!(
+                within(*c, *a, *b),
+                "value {k} at +{read} ms: late {c}, without {a}, in order {b}"
+            );
+        }
+        for (k, ((a, b), c)) in a.1.iter().zip(&b.1).zip(&c.1).enumerate() {
+            prop_assert!(
+                c == a || c == b,
+                "state {k} at +{read} ms: late {c}, without {a}, in order {b}"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    (0u64..400, 0usize..OUTCOMES.len(), 0u64..2_000)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, rng_seed: proptest::test_runner::RngSeed::Fixed(10), ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_stat_jumps_for_an_out_of_order_record(
+        history in prop::collection::vec(step(), 1..40),
+        late in step(),
+        delta_ms in 1u64..3_000,
+    ) {
+        check(&history, late, delta_ms, &[0, 1, 250, 1_000, 20_000])?;
+    }
+
+    #[test]
+    fn reads_are_monotone_in_the_read_time(
+        history in prop::collection::vec(step(), 1..20),
+        reads in prop::collection::vec(0u64..60_000, 2..6),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        let _guard = rt.enter();
+        let t0 = Instant::now();
+        let run = Run::new(t0);
+        let mut t = 0;
+        for &(gap, outcome, latency) in &history {
+            t += gap;
+            run.attempt(OUTCOMES[outcome], latency, t);
+        }
+        let mut reads = reads;
+        reads.sort_unstable();
+        let s = run.stats();
+        let stored = s.peak_ewma_us_at(t0 + Duration::from_millis(t)).unwrap();
+        let mut last = (stored, 0.0);
+        for r in reads {
+            // Reads from before the last record (a stale pick) included.
+            let at = t0 + Duration::from_millis(r);
+            let peak = s.peak_ewma_us_at(at).unwrap();
+            let rate = s.success_rate_at(at).unwrap();
+            prop_assert!(peak <= last.0 && rate >= last.1, "at {r} ms: {peak} / {rate} after {last:?}");
+            last = (peak, rate);
+        }
+    }
+}
+
+/// The numbers: 10 000 successes of 20 ms one per ms, then one
+/// failure recorded 2 ms out of order. The wrapping clock gave a success
+/// rate of 0.0002 and a mean of 2 s; now nothing moves.
+#[tokio::test(start_paused = true)]
+async fn a_failure_2_ms_late_moves_nothing() {
+    let s = EndpointStats::new();
+    let t0 = Instant::now();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    for n in 20..10_020 {
+        s.start_at(ms(n - 20)).finish_at(Outcome::Success, ms(n));
+    }
+    s.start_at(ms(10_000))
+        .finish_at(Outcome::FailureStatus(500), ms(10_017));
+    assert_eq!(s.success_rate(), Some(1.0));
+    assert_eq!(s.mean_response_time(), Some(Duration::from_millis(20)));
+    assert_eq!(s.ewma(), Some(Duration::from_millis(20)));
+    // The peak still takes the (penalty-priced) failure, as in order.
+    assert_eq!(s.peak_ewma_at(ms(10_019)), Some(Duration::from_secs(1)));
+    // A success in order 1 ms later is not stale: the EWMA moves normally.
+    s.start_at(ms(10_000))
+        .finish_at(Outcome::Success, ms(10_020));
+    let rate = s.success_rate().unwrap();
+    assert!((rate - 1.0).abs() < 1e-12, "{rate}");
+}

@@ -1,0 +1,80 @@
+//! How one attempt ended: the one classification every part of the crate
+//! (stats, breaker, outlier ejection, retries) shares.
+
+/// How one attempt ended, as every part of the crate classifies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// A response that is not a failure status.
+    Success,
+    /// The connection was refused or could not be made: the request
+    /// provably never reached the server.
+    ConnectFailure,
+    /// The connection was not made within the connect timeout: the request
+    /// provably never reached the server.
+    ConnectTimeout,
+    /// No response in time after the request was sent (read timeout).
+    ReadTimeout,
+    /// A response whose status counts as a failure (default: 5xx and 429).
+    FailureStatus(u16),
+    /// Any other error of the inner service.
+    OtherError,
+}
+
+impl Outcome {
+    /// A success.
+    pub fn is_success(self) -> bool {
+        self == Outcome::Success
+    }
+
+    /// A connection-class failure (connect failure, connect timeout or read
+    /// timeout): what trips the circuit breaker (Ribbon counts the same).
+    pub fn is_connection_failure(self) -> bool {
+        matches!(
+            self,
+            Outcome::ConnectFailure | Outcome::ConnectTimeout | Outcome::ReadTimeout
+        )
+    }
+
+    /// The request provably never reached a server (connect failure or
+    /// connect timeout), so even a non-idempotent request may be retried.
+    pub fn never_reached_server(self) -> bool {
+        matches!(self, Outcome::ConnectFailure | Outcome::ConnectTimeout)
+    }
+
+    /// A response arrived (success or failure status): what resets the
+    /// breaker's count of successive connection failures (Ribbon clears it
+    /// on every response).
+    pub(crate) fn is_response(self) -> bool {
+        matches!(self, Outcome::Success | Outcome::FailureStatus(_))
+    }
+
+    /// Whether this outcome counts as an Envoy `consecutive_5xx` error and
+    /// as a `consecutive_gateway_failure` error: connection-level failures
+    /// count as both; 5xx as the first, 502/503/504 as both.
+    pub(crate) fn outlier_errors(self) -> (bool, bool) {
+        match self {
+            Outcome::Success => (false, false),
+            Outcome::FailureStatus(code) => ((500..600).contains(&code), matches!(code, 502..=504)),
+            _ => (true, true),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Outcome;
+
+    #[test]
+    fn classes() {
+        assert!(Outcome::ReadTimeout.is_connection_failure());
+        assert!(!Outcome::ReadTimeout.never_reached_server());
+        assert!(Outcome::ConnectTimeout.never_reached_server());
+        assert_eq!(Outcome::FailureStatus(503).outlier_errors(), (true, true));
+        assert_eq!(Outcome::FailureStatus(500).outlier_errors(), (true, false));
+        assert_eq!(Outcome::FailureStatus(429).outlier_errors(), (false, false));
+        assert_eq!(Outcome::OtherError.outlier_errors(), (true, true));
+        assert!(Outcome::FailureStatus(500).is_response());
+        assert!(!Outcome::OtherError.is_response());
+    }
+}

@@ -1,0 +1,142 @@
+use super::*;
+
+#[test]
+fn blackouts_follow_ribbon() {
+    let c = StatsConfig::default();
+    let secs = |n| c.blackout(n).map(|d| d.as_secs());
+    assert_eq!(secs(2), None);
+    assert_eq!(secs(3), Some(10));
+    assert_eq!(secs(4), Some(20));
+    assert_eq!(secs(5), Some(30));
+    assert_eq!(secs(60), Some(30));
+}
+
+#[tokio::test(start_paused = true)]
+async fn guard_counts_every_path() {
+    let s = EndpointStats::new();
+    let a = s.start();
+    let b = s.start();
+    let c = s.start();
+    assert_eq!(s.in_flight(), 3);
+    a.success();
+    b.failure();
+    drop(c);
+    assert_eq!(s.in_flight(), 0);
+    assert_eq!(s.requests(), 3);
+    assert_eq!(s.failures(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn breaker_trips_blacks_out_and_probes() {
+    let s = EndpointStats::new();
+    let t0 = Instant::now();
+    for _ in 0..2 {
+        s.start_at(t0).finish_at(Outcome::ConnectFailure, t0);
+    }
+    assert_eq!(s.breaker_state_at(t0), BreakerState::Closed);
+    s.start_at(t0).finish_at(Outcome::ReadTimeout, t0);
+    assert_eq!(
+        s.breaker_state_at(t0),
+        BreakerState::Open {
+            remaining: Duration::from_secs(10)
+        }
+    );
+    assert!(!s.is_available_at(t0 + Duration::from_millis(9_999)));
+    let t1 = t0 + Duration::from_secs(10);
+    assert_eq!(
+        s.breaker_state_at(t1),
+        BreakerState::HalfOpen { probing: false }
+    );
+    assert!(s.is_available_at(t1));
+
+    // The probe fails: re-trips for 20 s.
+    let probe = s.start_at(t1);
+    assert!(probe.is_probe());
+    assert!(!s.is_available_at(t1));
+    assert!(!s.start_at(t1).is_probe());
+    probe.finish_at(Outcome::ConnectFailure, t1);
+    assert_eq!(
+        s.breaker_state_at(t1),
+        BreakerState::Open {
+            remaining: Duration::from_secs(20)
+        }
+    );
+    // Then 30 s, and 30 s after that.
+    let t2 = t1 + Duration::from_secs(20);
+    s.start_at(t2).finish_at(Outcome::ConnectFailure, t2);
+    assert_eq!(
+        s.breaker_state_at(t2),
+        BreakerState::Open {
+            remaining: Duration::from_secs(30)
+        }
+    );
+    let t3 = t2 + Duration::from_secs(30);
+    s.start_at(t3).finish_at(Outcome::ConnectFailure, t3);
+    assert_eq!(
+        s.breaker_state_at(t3),
+        BreakerState::Open {
+            remaining: Duration::from_secs(30)
+        }
+    );
+    // A successful probe closes it.
+    let t4 = t3 + Duration::from_secs(30);
+    let probe = s.start_at(t4);
+    assert!(probe.is_probe());
+    probe.finish_at(Outcome::Success, t4);
+    assert_eq!(s.breaker_state_at(t4), BreakerState::Closed);
+    assert_eq!(s.successive_connection_failures(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_probe_frees_the_half_open_slot() {
+    let s = EndpointStats::new();
+    let t0 = Instant::now();
+    for _ in 0..3 {
+        s.start_at(t0).finish_at(Outcome::ConnectFailure, t0);
+    }
+    let t1 = t0 + Duration::from_secs(10);
+    let probe = s.start_at(t1);
+    assert!(probe.is_probe());
+    drop(probe);
+    assert_eq!(
+        s.breaker_state_at(t1),
+        BreakerState::HalfOpen { probing: false }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn peak_ewma_jumps_up_and_decays_down() {
+    let s = EndpointStats::new();
+    let t0 = Instant::now();
+    let g = s.start_at(t0);
+    g.finish_at(Outcome::Success, t0 + Duration::from_millis(10));
+    assert_eq!(
+        s.peak_ewma_at(t0 + Duration::from_millis(10))
+            .unwrap()
+            .as_millis(),
+        10
+    );
+    let g = s.start_at(t0 + Duration::from_millis(10));
+    g.finish_at(Outcome::Success, t0 + Duration::from_millis(110));
+    assert_eq!(
+        s.peak_ewma_at(t0 + Duration::from_millis(110))
+            .unwrap()
+            .as_millis(),
+        100
+    );
+    // 10 s (one τ) later with no traffic: decayed by e.
+    let later = s.peak_ewma_at(t0 + Duration::from_millis(10_110)).unwrap();
+    assert_eq!(later.as_micros(), 36_787);
+    // A failure after 1 ms is priced as the 1 s penalty.
+    let t = t0 + Duration::from_secs(20);
+    s.start_at(t)
+        .finish_at(Outcome::FailureStatus(500), t + Duration::from_millis(1));
+    assert_eq!(
+        s.peak_ewma_at(t + Duration::from_millis(1))
+            .unwrap()
+            .as_millis(),
+        1000
+    );
+    assert_eq!(s.failures(), 1);
+    assert!(s.success_rate().unwrap() < 1.0);
+}

@@ -1,0 +1,308 @@
+//! Active health checks against real loopback HTTP servers, on paused time
+//! (issue 10 item 6, issue 11 item 5).
+//!
+//! - thresholds (Envoy semantics): a probe failing every other time changes
+//!   nothing (it caused 19 changes in 20 probes before); 3 failures in a
+//!   row make an instance unhealthy, 2 passes in a row healthy again;
+//! - schedule: the first probe after `initial_delay`, then every
+//!   `interval`, each wait lengthened by less than `interval_jitter`;
+//! - targets: a `healthCheckUrl` on another host or port receives nothing
+//!   (one warning per instance); Spring Boot's `management.port` and
+//!   `management.context-path` are honoured.
+
+#[path = "support/serve.rs"]
+mod serve;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{Empty, Full};
+use hyper::{Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tower_ribbon::discovery::StaticSource;
+use tower_ribbon::health::{ActiveHealthCheck, MANAGEMENT_CONTEXT_PATH, MANAGEMENT_PORT};
+use tower_ribbon::{Instance, LoadBalancer};
+
+type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+type Script = Box<dyn Fn(usize) -> u16 + Send + Sync>;
+
+/// A loopback server answering the `n`-th request (from 0) with
+/// `script(n)`, recording each request's path and (paused) arrival time.
+struct ProbeServer {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<(String, Instant)>>>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl ProbeServer {
+    async fn start(ip: &str, script: Script) -> ProbeServer {
+        let listener = TcpListener::bind((ip, 0)).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (stop, stopped) = oneshot::channel();
+        let (log, script) = (Arc::clone(&seen), Arc::new(script));
+        tokio::spawn(serve::serve(
+            listener,
+            stopped,
+            |_| {},
+            move |req| {
+                let (log, script) = (Arc::clone(&log), Arc::clone(&script));
+                async move {
+                    let path = req
+                        .uri()
+                        .path_and_query()
+                        .map_or("", |p| p.as_str())
+                        .to_owned();
+                    let n = {
+                        let mut log = log.lock().unwrap();
+                        log.push((path, Instant::now()));
+                        log.len() - 1
+                    };
+                    let mut response = Response::new(Full::new(Bytes::new()));
+                    *response.status_mut() = StatusCode::from_u16(script(n)).unwrap();
+                    Ok::<_, Infallible>(response)
+                }
+            },
+        ));
+        ProbeServer {
+            addr,
+            seen,
+            _stop: stop,
+        }
+    }
+
+    fn hits(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    fn paths(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    fn times(&self) -> Vec<Instant> {
+        self.seen.lock().unwrap().iter().map(|(_, t)| *t).collect()
+    }
+}
+
+fn check(interval_ms: u64, jitter_ms: u64, initial_ms: u64) -> ActiveHealthCheck {
+    let mut check = ActiveHealthCheck::new("/actuator/health");
+    check.interval = Duration::from_millis(interval_ms);
+    check.interval_jitter = Duration::from_millis(jitter_ms);
+    check.initial_delay = Duration::from_millis(initial_ms);
+    check.timeout = Duration::from_millis(500);
+    check
+}
+
+async fn balancer(instances: Vec<Instance>, check: ActiveHealthCheck) -> LoadBalancer<HttpClient> {
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let lb = LoadBalancer::builder()
+        .source(StaticSource::new().with_instances("svc", instances))
+        .service("svc")
+        .active_health_check(check)
+        .build(client)
+        .expect("balancer");
+    assert!(lb.ready_service("svc").await);
+    lb
+}
+
+/// Whether active checks hold instance `i` of the list unhealthy.
+fn unhealthy(lb: &LoadBalancer<HttpClient>, i: usize) -> bool {
+    lb.snapshot("svc").expect("service").endpoints()[i]
+        .stats()
+        .is_active_unhealthy()
+}
+
+/// Verdicts seen half an interval after each of `rounds` rounds (rounds
+/// at 100 ms + k s).
+async fn verdicts(lb: &LoadBalancer<HttpClient>, rounds: usize) -> Vec<bool> {
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut seen = Vec::new();
+    for k in 0..rounds {
+        if k > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        seen.push(unhealthy(lb, 0));
+    }
+    seen
+}
+
+fn instance(addr: SocketAddr) -> Instance {
+    Instance::new("svc", addr.ip().to_string(), addr.port()).expect("instance")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_failing_every_other_time_changes_nothing() {
+    let server = ProbeServer::start(
+        "127.0.0.1",
+        Box::new(|n| if n % 2 == 0 { 200 } else { 503 }),
+    )
+    .await;
+    let lb = balancer(vec![instance(server.addr)], check(1_000, 0, 100)).await;
+    let seen = verdicts(&lb, 20).await;
+    assert_eq!(server.hits(), 20);
+    let changes = seen.windows(2).filter(|w| w[0] != w[1]).count();
+    assert_eq!((changes, seen[0]), (0, false), "{seen:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_failures_in_a_row_mark_unhealthy_and_two_passes_healthy() {
+    // Probes 0..5 fail, then pass.
+    let server = ProbeServer::start("127.0.0.1", Box::new(|n| if n < 5 { 503 } else { 200 })).await;
+    let lb = balancer(vec![instance(server.addr)], check(1_000, 0, 100)).await;
+    let seen = verdicts(&lb, 8).await;
+    assert_eq!(server.hits(), 8);
+    //          fail  fail  fail  fail  fail  pass  pass  pass
+    let want = [false, false, true, true, true, true, false, false];
+    assert_eq!(seen, want);
+    assert_eq!(server.paths()[0], "/actuator/health");
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_probe_after_the_delay_then_every_interval_plus_jitter() {
+    let server = ProbeServer::start("127.0.0.1", Box::new(|_| 200)).await;
+    let start = Instant::now();
+    let _lb = balancer(vec![instance(server.addr)], check(1_000, 400, 5_000)).await;
+    tokio::time::sleep(Duration::from_secs(5 + 12 * 2)).await;
+    let times = server.times();
+    assert!(times.len() >= 12, "{} probes", times.len());
+    let first = times[0] - start;
+    // Timers fire on whole milliseconds, rounded up: a wait under 400 ms
+    // of jitter fires at most 400 ms late.
+    assert!(
+        first >= Duration::from_secs(5) && first <= Duration::from_millis(5_400),
+        "{first:?}"
+    );
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter()
+            .all(|g| *g >= Duration::from_secs(1) && *g <= Duration::from_millis(1_400)),
+        "{gaps:?}"
+    );
+    // Jitter spreads the waits: not all the same.
+    assert!(gaps.iter().any(|g| *g != gaps[0]), "{gaps:?}");
+}
+
+/// Collects `tracing` output.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_health_check_url_on_another_host_or_port_receives_nothing() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let traffic = ProbeServer::start("127.0.0.1", Box::new(|_| 200)).await;
+    let other_port = ProbeServer::start("127.0.0.1", Box::new(|_| 200)).await;
+    let other_host = ProbeServer::start("127.0.0.2", Box::new(|_| 200)).await;
+    let purge = |addr: SocketAddr| format!("http://{addr}/internal/admin/purge?all=true");
+    let instances = vec![
+        instance(traffic.addr)
+            .with_id("a")
+            .with_health_check_url(purge(other_host.addr)),
+        instance(traffic.addr)
+            .with_id("b")
+            .with_health_check_url(purge(other_port.addr)),
+    ];
+    let lb = balancer(instances, check(1_000, 0, 100)).await;
+    verdicts(&lb, 3).await;
+    assert_eq!((other_host.hits(), other_port.hits()), (0, 0));
+    // Both instances were probed on their own address instead.
+    assert_eq!(traffic.hits(), 6);
+    assert!(traffic.paths().iter().all(|p| p == "/actuator/health"));
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("health-check target"))
+        .count();
+    assert_eq!(warnings, 2, "one per instance over 3 rounds:\n{log}");
+    assert!(
+        log.contains("another host") && log.contains("another port"),
+        "{log}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_management_port_is_probed_with_its_context_path() {
+    let traffic = ProbeServer::start("127.0.0.1", Box::new(|_| 200)).await;
+    let management = ProbeServer::start("127.0.0.1", Box::new(|_| 503)).await;
+    let port = management.addr.port().to_string();
+    let spring = instance(traffic.addr)
+        .with_metadata(MANAGEMENT_PORT, port)
+        .with_metadata(MANAGEMENT_CONTEXT_PATH, "/manage");
+    let lb = balancer(vec![spring], check(1_000, 0, 100)).await;
+    let seen = verdicts(&lb, 3).await;
+    assert_eq!(traffic.hits(), 0);
+    let paths: BTreeMap<String, usize> =
+        management
+            .paths()
+            .into_iter()
+            .fold(BTreeMap::new(), |mut m, p| {
+                *m.entry(p).or_default() += 1;
+                m
+            });
+    assert_eq!(
+        paths,
+        BTreeMap::from([("/manage/actuator/health".to_owned(), 3)])
+    );
+    // The management port's 503s count: unhealthy after the third.
+    assert_eq!(seen, [false, false, true]);
+}
+
+#[tokio::test]
+async fn the_builder_refuses_a_setting_its_validate_refuses() {
+    let build = |detection, check| {
+        let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+        LoadBalancer::builder()
+            .source(StaticSource::new())
+            .outlier_detection(detection)
+            .active_health_check(check)
+            .build(client)
+            .map(drop)
+    };
+    let mut detection = tower_ribbon::health::OutlierDetection::default();
+    detection.max_ejection_percent = 101;
+    let err = build(detection, check(1_000, 0, 0))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("OutlierDetection::max_ejection_percent"),
+        "{err}"
+    );
+    let mut probe = check(1_000, 0, 0);
+    probe.healthy_threshold = 0;
+    let err = build(Default::default(), probe).unwrap_err().to_string();
+    assert!(
+        err.contains("ActiveHealthCheck::healthy_threshold"),
+        "{err}"
+    );
+    assert!(build(Default::default(), check(1_000, 0, 0)).is_ok());
+}
