@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use support::backend::Backend;
 use support::{counts, http_client, tally};
-use tower_ribbon::config::{ConfigError, RibbonConfig, RuleKind, ServerListKind};
+use tower_ribbon::config::{ConfigError, ConfigErrorKind, RibbonConfig, RuleKind, ServerListKind};
 
 /// A file under the temp dir, removed on drop.
 struct TempFile(PathBuf);
@@ -388,13 +388,9 @@ fn error_of(key: &str, value: &str) -> (ConfigError, String) {
 fn bad_values_are_errors_naming_key_and_value() {
     let (err, shown) = error_of("MaxAutoRetries", "x");
     assert_eq!(shown, "`svc.ribbon.MaxAutoRetries` = \"x\": not a number");
-    match err {
-        ConfigError::InvalidValue { key, value, .. } => {
-            assert_eq!(key, "svc.ribbon.MaxAutoRetries");
-            assert_eq!(value, "x");
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(err.kind(), ConfigErrorKind::InvalidValue);
+    assert_eq!(err.key(), Some("svc.ribbon.MaxAutoRetries"));
+    assert_eq!(err.value(), Some("x"));
     for (key, value, reason) in [
         ("MaxAutoRetries", "-1", "negative"),
         ("MaxAutoRetriesNextServer", "1.5", "not a number"),
@@ -436,10 +432,16 @@ fn bad_values_are_errors_naming_key_and_value() {
         ("eureka.enabled", "maybe", "not a boolean"),
     ] {
         let (err, shown) = error_of(key, value);
+        // Out-of-range numbers are their own kind, with the range.
         assert!(
-            matches!(err, ConfigError::InvalidValue { .. }),
+            matches!(
+                err.kind(),
+                ConfigErrorKind::InvalidValue | ConfigErrorKind::OutOfRange
+            ),
             "{key}: {err:?}"
         );
+        assert_eq!(err.key(), Some(format!("svc.ribbon.{key}").as_str()));
+        assert_eq!(err.value(), Some(value));
         assert!(
             shown.contains(&format!("`svc.ribbon.{key}`")),
             "{key}: {shown}"
@@ -469,23 +471,23 @@ fn bad_values_are_errors_naming_key_and_value() {
 
 #[test]
 fn malformed_files_are_errors() {
-    assert!(matches!(
-        RibbonConfig::from_yaml_str("svc: [a\n"),
-        Err(ConfigError::Yaml { .. })
-    ));
-    assert!(matches!(
-        RibbonConfig::from_properties_str("a=\\uZZZZ\n"),
-        Err(ConfigError::Properties { .. })
-    ));
+    let kind = |r: Result<RibbonConfig, ConfigError>| r.unwrap_err().kind();
+    assert_eq!(
+        kind(RibbonConfig::from_yaml_str("svc: [a\n")),
+        ConfigErrorKind::Yaml
+    );
+    assert_eq!(
+        kind(RibbonConfig::from_properties_str("a=\\uZZZZ\n")),
+        ConfigErrorKind::Properties
+    );
     let file = TempFile::new("client.toml", "a = 1\n");
-    assert!(matches!(
-        RibbonConfig::from_file(&file.0),
-        Err(ConfigError::UnsupportedFormat { .. })
-    ));
-    assert!(matches!(
-        RibbonConfig::from_file("/nonexistent/tower-ribbon/client.properties"),
-        Err(ConfigError::Io { .. })
-    ));
+    assert_eq!(
+        kind(RibbonConfig::from_file(&file.0)),
+        ConfigErrorKind::UnsupportedFormat
+    );
+    let err = RibbonConfig::from_file("/nonexistent/tower-ribbon/client.properties").unwrap_err();
+    assert_eq!(err.kind(), ConfigErrorKind::Io);
+    assert!(std::error::Error::source(&err).is_some());
 }
 
 #[test]
@@ -553,22 +555,13 @@ async fn clients_with_different_rules_need_one_balancer_each() {
         b.port()
     ))
     .unwrap();
-    match config.builder() {
-        Err(ConfigError::Conflicting {
-            key,
-            first_value,
-            second_value,
-            ..
-        }) => {
-            assert_eq!(key, "NFLoadBalancerRuleClassName");
-            assert_eq!(
-                (first_value.as_str(), second_value.as_str()),
-                ("round_robin", "random")
-            );
-        }
-        Err(other) => panic!("{other:?}"),
-        Ok(_) => panic!("conflicting rules accepted"),
-    }
+    let err = config.builder().expect_err("conflicting rules accepted");
+    assert_eq!(err.kind(), ConfigErrorKind::Conflicting);
+    assert_eq!(err.key(), Some("NFLoadBalancerRuleClassName"));
+    assert_eq!(
+        (err.value(), err.other_value()),
+        (Some("round_robin"), Some("random"))
+    );
     let users = config
         .builder_for("users")
         .unwrap()
@@ -628,14 +621,16 @@ async fn apply_keeps_builder_settings_for_absent_keys() {
         .unwrap();
     assert_eq!(tally(&lb, "http://users/x", 2).await, counts(&[("a", 2)]));
     // No source for a client without servers or Eureka.
-    assert!(matches!(
-        config.builder_for("nobody"),
-        Err(ConfigError::NoSource { .. })
-    ));
-    assert!(matches!(
+    assert_eq!(
+        config.builder_for("nobody").unwrap_err().kind(),
+        ConfigErrorKind::NoSource
+    );
+    assert_eq!(
         RibbonConfig::from_properties_str("ribbon.ReadTimeout=1\n")
             .unwrap()
-            .builder(),
-        Err(ConfigError::NoClients)
-    ));
+            .builder()
+            .unwrap_err()
+            .kind(),
+        ConfigErrorKind::NoClients
+    );
 }

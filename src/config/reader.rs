@@ -1,0 +1,226 @@
+//! The reader: each `(key, value)` pair to its scope (global or per client,
+//! Ribbon or Spring Cloud LoadBalancer, Eureka), then the scopes merged into
+//! one [`ClientConfig`] per client.
+
+use std::path::Path;
+
+use super::RibbonConfig;
+use super::client::ClientConfig;
+use super::error::ConfigError;
+use super::eureka::EurekaSettings;
+use super::keys;
+use super::properties;
+use super::ribbon::RibbonScope;
+use super::spring_loadbalancer::SpringScope;
+use crate::discovery::StaticSource;
+
+/// Client-name prefixes that are Spring namespaces, never Ribbon clients.
+const NOT_CLIENTS: [&str; 4] = ["spring.", "eureka.", "zuul.", "niws."];
+/// The prefix of Spring Cloud LoadBalancer's keys.
+const SPRING_PREFIX: &str = "spring.cloud.loadbalancer.";
+/// Ribbon's own prefix of the breaker keys (`niws.loadbalancer.<client>.`).
+const NIWS_PREFIX: &str = "niws.loadbalancer.";
+
+/// The keys of one named client, read but not yet merged.
+#[derive(Clone, Default)]
+pub(crate) struct ClientScopes {
+    name: String,
+    ribbon: RibbonScope,
+    spring: Option<SpringScope>,
+}
+
+/// Everything read, before merging.
+#[derive(Default)]
+pub(crate) struct Reader {
+    pub(crate) defaults: RibbonScope,
+    pub(crate) spring: SpringScope,
+    pub(crate) clients: Vec<ClientScopes>,
+    pub(crate) eureka: EurekaSettings,
+    pub(crate) warnings: Vec<String>,
+}
+
+impl Reader {
+    fn client(&mut self, name: &str) -> &mut ClientScopes {
+        let index = match self
+            .clients
+            .iter()
+            .position(|c| c.name.eq_ignore_ascii_case(name))
+        {
+            Some(index) => index,
+            None => {
+                let name = name.to_owned();
+                self.clients.push(ClientScopes {
+                    name,
+                    ..ClientScopes::default()
+                });
+                self.clients.len() - 1
+            }
+        };
+        &mut self.clients[index]
+    }
+
+    pub(crate) fn read(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        if let Some(rest) = key.strip_prefix(SPRING_PREFIX) {
+            return self.read_spring(rest, key, value);
+        }
+        if let Some(rest) = key.strip_prefix(NIWS_PREFIX) {
+            return self.read_niws(rest, key, value);
+        }
+        let (scope, name) = if let Some(name) = key.strip_prefix("ribbon.") {
+            (&mut self.defaults, name)
+        } else if let Some((client, name)) = split_client_key(key) {
+            (&mut self.client(client).ribbon, name)
+        } else {
+            if key.starts_with("eureka.") {
+                self.eureka.set(key, value)?;
+            }
+            return Ok(());
+        };
+        if !scope.set(name, key, value)? {
+            let known = keys::RIBBON.iter().map(|k| k.name);
+            let warning = match known.clone().find(|k| k.eq_ignore_ascii_case(name)) {
+                Some(k) => format!(
+                    "unknown Ribbon key `{key}` ignored (keys are case-sensitive: did you mean `{k}`?)"
+                ),
+                None => match keys::nearest(name, known) {
+                    Some(k) => format!("unknown Ribbon key `{key}` ignored (did you mean `{k}`?)"),
+                    None => format!("unknown Ribbon key `{key}` ignored"),
+                },
+            };
+            self.warnings.push(warning);
+        }
+        Ok(())
+    }
+
+    /// `rest` is the key after `spring.cloud.loadbalancer.`.
+    fn read_spring(&mut self, rest: &str, key: &str, value: &str) -> Result<(), ConfigError> {
+        let (scope, name) = match rest
+            .strip_prefix("clients.")
+            .and_then(|r| r.split_once('.'))
+        {
+            Some((client, name)) if !client.trim().is_empty() => (
+                self.client(client.trim())
+                    .spring
+                    .get_or_insert_with(SpringScope::default),
+                name,
+            ),
+            _ => (&mut self.spring, rest),
+        };
+        if !scope.set(name, key, value)? {
+            let nearest = keys::nearest(name, keys::SPRING.iter().map(|k| k.name))
+                .map(|k| {
+                    format!(
+                        " (did you mean `{SPRING_PREFIX}{}`?)",
+                        k.replace(".*", ".<serviceId>")
+                    )
+                })
+                .unwrap_or_default();
+            self.warnings.push(format!(
+                "unknown Spring Cloud LoadBalancer key `{key}` ignored{nearest}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Ribbon's `niws.loadbalancer.<client>.<Key>` form of the breaker keys;
+    /// other keys there are ignored.
+    fn read_niws(&mut self, rest: &str, key: &str, value: &str) -> Result<(), ConfigError> {
+        const BREAKER: [&str; 3] = [
+            "connectionFailureCountThreshold",
+            "circuitTripTimeoutFactorSeconds",
+            "circuitTripMaxTimeoutSeconds",
+        ];
+        let Some((client, name)) = rest.rsplit_once('.') else {
+            return Ok(());
+        };
+        if !BREAKER.contains(&name) || client.trim().is_empty() {
+            return Ok(());
+        }
+        let scope = if client == "default" {
+            &mut self.defaults
+        } else {
+            &mut self.client(client.trim()).ribbon
+        };
+        scope.set(name, key, value).map(|_| ())
+    }
+
+    pub(crate) fn finish(self) -> RibbonConfig {
+        let zone = self.eureka.zone.as_deref();
+        let clients: Vec<ClientConfig> = (self.clients.iter())
+            .map(|c| {
+                let lb = SpringScope::resolve(c.spring.as_ref(), &self.spring, &c.name);
+                c.ribbon.resolve(&self.defaults, &c.name, zone, lb)
+            })
+            .collect();
+        let mut warnings = self.warnings;
+        warnings.extend(not_applied_warnings(&self.spring, &self.clients));
+        for client in &clients {
+            warnings.extend(client.semantic_warnings(self.eureka.urls()));
+        }
+        for warning in &warnings {
+            tracing::warn!(target: "tower_ribbon::config", "{warning}");
+        }
+        RibbonConfig {
+            defaults: self.defaults,
+            spring: self.spring,
+            clients,
+            eureka: self.eureka,
+            warnings,
+        }
+    }
+}
+
+/// "recognized, not yet applied" for the Spring keys set globally and per
+/// client.
+fn not_applied_warnings(global: &SpringScope, clients: &[ClientScopes]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let mut global_lb = SpringScope::resolve(None, global, "default");
+    global_lb.hint = global.hints.last().map(|(_, v)| v.clone());
+    for (key, what) in global_lb.not_applied() {
+        warnings.push(format!("`{SPRING_PREFIX}{key}`: {what}"));
+    }
+    for client in clients {
+        let Some(own) = &client.spring else { continue };
+        let lb = SpringScope::resolve(Some(own), &SpringScope::default(), &client.name);
+        for (key, what) in lb.not_applied() {
+            warnings.push(format!(
+                "`{SPRING_PREFIX}clients.{}.{key}`: {what}",
+                client.name
+            ));
+        }
+    }
+    warnings
+}
+
+/// The file's bytes, refusing more than 1 MiB without reading them all.
+pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| ConfigError::io(path, e))?;
+    let mut bytes = Vec::new();
+    let limit = properties::MAX_BYTES as u64 + 1;
+    file.take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ConfigError::io(path, e))?;
+    properties::check_size(bytes.len()).map_err(|e| e.with_path(path))?;
+    Ok(bytes)
+}
+
+/// One [`StaticSource`] holding the lists of `clients`.
+pub(crate) fn static_source(clients: &[ClientConfig]) -> StaticSource {
+    clients.iter().fold(StaticSource::new(), |source, client| {
+        source.with_instances(
+            &client.name,
+            client.list_of_servers.clone().unwrap_or_default(),
+        )
+    })
+}
+
+/// `(client, key name)` of `<client>.ribbon.<Key>`.
+pub(crate) fn split_client_key(key: &str) -> Option<(&str, &str)> {
+    let (client, name) = key.split_once(".ribbon.")?;
+    let client = client.trim();
+    if client.is_empty() || NOT_CLIENTS.iter().any(|p| client.starts_with(p)) {
+        return None;
+    }
+    Some((client, name))
+}
