@@ -634,3 +634,144 @@ async fn apply_keeps_builder_settings_for_absent_keys() {
         ConfigErrorKind::NoClients
     );
 }
+
+/// The three breaker keys of the properties file used by the breaker tests:
+/// trip after 2 connection failures, blackout 4 s doubling up to 6 s.
+const BREAKER_PROPERTIES: &str = "\
+ribbon.connectionFailureCountThreshold=9
+svc.ribbon.listOfServers=127.0.0.1:9
+svc.ribbon.MaxAutoRetriesNextServer=0
+svc.ribbon.connectionFailureCountThreshold=2
+svc.ribbon.circuitTripTimeoutFactorSeconds=4
+svc.ribbon.circuitTripMaxTimeoutSeconds=6
+";
+
+#[test]
+fn breaker_keys_map_onto_stats_config() {
+    let config = RibbonConfig::from_properties_str(BREAKER_PROPERTIES).unwrap();
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    let svc = config.client("svc");
+    assert_eq!(svc.connection_failure_count_threshold, Some(2));
+    assert_eq!(
+        svc.circuit_trip_timeout_factor,
+        Some(Duration::from_secs(4))
+    );
+    assert_eq!(svc.circuit_trip_max_timeout, Some(Duration::from_secs(6)));
+    let stats = svc.stats_config();
+    assert_eq!(
+        (
+            stats.breaker_threshold,
+            stats.breaker_base,
+            stats.breaker_max
+        ),
+        (2, Duration::from_secs(4), Duration::from_secs(6))
+    );
+    // The global form reaches clients without their own value; the rest of
+    // StatsConfig keeps its defaults.
+    let other = config.client("other").stats_config();
+    let defaults = tower_ribbon::stats::StatsConfig::default();
+    assert_eq!(other.breaker_threshold, 9);
+    assert_eq!(
+        (other.breaker_base, other.breaker_max, other.ewma_decay),
+        (
+            defaults.breaker_base,
+            defaults.breaker_max,
+            defaults.ewma_decay
+        )
+    );
+    // Ribbon's own `niws.loadbalancer.<client>.<Key>` form, and YAML.
+    let niws = RibbonConfig::from_properties_str(
+        "niws.loadbalancer.default.circuitTripMaxTimeoutSeconds=60\n\
+         niws.loadbalancer.svc.connectionFailureCountThreshold=5\n\
+         svc.ribbon.listOfServers=127.0.0.1:9\n",
+    )
+    .unwrap()
+    .client("svc")
+    .stats_config();
+    assert_eq!(
+        (niws.breaker_threshold, niws.breaker_max),
+        (5, Duration::from_secs(60))
+    );
+    let yaml = RibbonConfig::from_yaml_str(
+        "svc:\n  ribbon:\n    connectionFailureCountThreshold: 2\n    circuitTripTimeoutFactorSeconds: 4\n",
+    )
+    .unwrap();
+    assert_eq!(yaml.client("svc").stats_config().breaker_threshold, 2);
+    // Out of range: a typed error naming key, value and range.
+    for (key, value, allowed) in [
+        ("connectionFailureCountThreshold", "0", 1..=1_000_000),
+        ("circuitTripTimeoutFactorSeconds", "0", 1..=86_400),
+        ("circuitTripMaxTimeoutSeconds", "86401", 1..=86_400),
+    ] {
+        let (err, _) = error_of(key, value);
+        assert_eq!(err.kind(), ConfigErrorKind::OutOfRange, "{key}");
+        assert_eq!(err.key(), Some(format!("svc.ribbon.{key}").as_str()));
+        assert_eq!((err.value(), err.allowed()), (Some(value), Some(allowed)));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn breaker_from_keys_trips_after_the_count_for_the_blackout() {
+    use tower_ribbon::stats::{BreakerState, EndpointStats, Outcome};
+    let config = RibbonConfig::from_properties_str(BREAKER_PROPERTIES).unwrap();
+    let stats = EndpointStats::with_config(config.client("svc").stats_config());
+    let state = || stats.breaker_state_at(tokio::time::Instant::now());
+    stats.start().finish(Outcome::ConnectFailure);
+    assert_eq!(state(), BreakerState::Closed, "one failure of two");
+    stats.start().finish(Outcome::ConnectFailure);
+    let four = Duration::from_secs(4);
+    assert_eq!(state(), BreakerState::Open { remaining: four });
+    tokio::time::advance(four - Duration::from_millis(1)).await;
+    assert!(matches!(state(), BreakerState::Open { .. }));
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(matches!(state(), BreakerState::HalfOpen { .. }));
+    // The failed probe doubles the blackout to 8 s, capped at 6 s.
+    stats.start().finish(Outcome::ConnectFailure);
+    let six = Duration::from_secs(6);
+    assert_eq!(state(), BreakerState::Open { remaining: six });
+}
+
+/// Through the balancer built from the file: the refresh must create each
+/// endpoint with [`Builder::stats`]' config (wired on branch `rules`).
+/// Ignored on branch `config`, which only adds the setter; it passed there
+/// with that wiring applied locally. Remove the `ignore` when merging.
+#[ignore = "needs Builder::stats wired into the refresh (branch rules)"]
+#[tokio::test(start_paused = true)]
+async fn breaker_from_keys_trips_the_built_balancers_endpoints() {
+    use tower::ServiceExt;
+    use tower_ribbon::stats::BreakerState;
+    let config = RibbonConfig::from_properties_str(BREAKER_PROPERTIES).unwrap();
+    let inner = tower::service_fn(|_: http::Request<()>| async {
+        Err::<http::Response<()>, _>(tower_ribbon::BoxError::from(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )))
+    });
+    let lb = config.builder_for("svc").unwrap().build(inner).unwrap();
+    assert!(lb.ready_service("svc").await);
+    let send = || {
+        let req = http::Request::get("http://svc/x").body(()).unwrap();
+        lb.clone().oneshot(req)
+    };
+    let state = || {
+        let snapshot = lb.snapshot("svc").unwrap();
+        snapshot.endpoints()[0].stats().breaker_state()
+    };
+    assert!(send().await.is_err());
+    assert_eq!(state(), BreakerState::Closed, "one failure of two");
+    assert!(send().await.is_err());
+    let four = Duration::from_secs(4);
+    assert_eq!(state(), BreakerState::Open { remaining: four });
+    tokio::time::advance(four).await;
+    assert!(
+        matches!(state(), BreakerState::HalfOpen { .. }),
+        "{:?}",
+        state()
+    );
+    assert!(send().await.is_err());
+    assert_eq!(
+        state(),
+        BreakerState::Open {
+            remaining: Duration::from_secs(6)
+        }
+    );
+}
