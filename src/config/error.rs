@@ -106,12 +106,25 @@ impl ConfigError {
         allowed: RangeInclusive<u64>,
         unit: &'static str,
     ) -> Self {
+        let number = value.trim().parse::<i128>().ok();
+        Self::out_of_range_as(key, value, number, allowed, unit)
+    }
+
+    /// A number outside `allowed`, written as `value` (`0s`) and read as
+    /// `number` (in `unit`).
+    pub(crate) fn out_of_range_as(
+        key: &str,
+        value: &str,
+        number: Option<i128>,
+        allowed: RangeInclusive<u64>,
+        unit: &'static str,
+    ) -> Self {
         let (min, max) = (*allowed.start(), *allowed.end());
-        let reason: Cow<'static, str> = match value.trim().parse::<i128>() {
-            Ok(n) if n < 0 => "must not be negative".into(),
-            Ok(n) if n < i128::from(min) => format!("must be at least {min}").into(),
-            Ok(_) => format!("must be at most {max}").into(),
-            Err(_) => "out of range".into(),
+        let reason: Cow<'static, str> = match number {
+            Some(n) if n < 0 => "must not be negative".into(),
+            Some(n) if n < i128::from(min) => format!("must be at least {min}").into(),
+            Some(_) => format!("must be at most {max}").into(),
+            None => "out of range".into(),
         };
         let mut e = Self::new(ConfigErrorKind::OutOfRange, reason);
         e.inner.key = Some(key.to_owned());

@@ -265,7 +265,7 @@ pub(crate) const NOT_APPLIED: &[NotApplied] = &[
     ),
     (
         "retry.retry-on-all-exceptions",
-        |s| s.retry.retry_on_all_exceptions.is_some(),
+        |s| s.retry.retry_on_all_exceptions == Some(true),
         LATER,
     ),
     (

@@ -198,11 +198,9 @@ pub(crate) fn duration(kv: &Kv<'_>, range: RangeInclusive<u64>) -> Result<Durati
     let d = parse_spring_duration(kv.value).ok_or_else(bad)?;
     let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     if !range.contains(&ms) || (d.is_zero() && *range.start() > 0) {
-        return Err(ConfigError::out_of_range(
-            kv.key,
-            &ms.to_string(),
-            range,
-            "ms",
+        let n = Some(i128::from(ms));
+        return Err(ConfigError::out_of_range_as(
+            kv.key, kv.value, n, range, "ms",
         ));
     }
     Ok(d)
