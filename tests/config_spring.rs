@@ -344,7 +344,26 @@ fn bad_spring_values_are_typed_errors() {
             Some("spring.cloud.loadbalancer.clients.a.cache.ttl")
         )
     );
+    // A least backoff above the greatest is refused when the balancer is
+    // built (the two may come from different scopes), not raised silently.
+    let config = RibbonConfig::from_properties_str(
+        "spring.cloud.loadbalancer.retry.backoff.min-backoff=2s\n\
+         spring.cloud.loadbalancer.clients.a.retry.backoff.max-backoff=1s\n\
+         a.ribbon.listOfServers=127.0.0.1:1\n",
+    )
+    .unwrap();
+    let e = config.builder_for("a").unwrap_err();
+    assert_eq!(e.kind(), ConfigErrorKind::OutOfRange);
+    assert_eq!(
+        (e.key(), e.value(), e.allowed()),
+        (
+            Some("spring.cloud.loadbalancer.clients.a.retry.backoff.max-backoff"),
+            Some("1000"),
+            Some(2_000..=86_400_000)
+        )
+    );
     for (key, value) in [
+        ("health-check.interval", "5ms"),
         ("configurations", "fastest"),
         ("cache.ttl", "soon"),
         ("retry.backoff.jitter", "1.5"),

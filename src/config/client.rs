@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::error::ConfigError;
 use super::keys::{DAY_MS, DAY_S, MAX_RETRIES};
 use super::ribbon::{DEFAULT_PING_INTERVAL_SECS, RuleKind, RuleSpec, ServerListKind};
-use super::spring_loadbalancer::{LoadBalancerSettings, RetrySettings};
+use super::spring_loadbalancer::{DEFAULT_MIN_BACKOFF, LoadBalancerSettings, RetrySettings};
 use crate::discovery::RefreshConfig;
 use crate::health::ActiveHealthCheck;
 use crate::instance::Instance;
@@ -144,7 +144,7 @@ impl ClientConfig {
         let spring = |v: Option<u32>| if off { Some(0) } else { v };
         let backoff = match (lb.backoff.enabled, off) {
             (Some(true), false) => Some((
-                lb.backoff.min_backoff.unwrap_or(Duration::from_millis(5)),
+                lb.backoff.min_backoff.unwrap_or(DEFAULT_MIN_BACKOFF),
                 lb.backoff
                     .max_backoff
                     .unwrap_or(Duration::from_millis(DAY_MS)),

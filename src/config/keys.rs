@@ -119,7 +119,8 @@ pub(crate) const SPRING: &[KeyDef<SpringScope>] = &[
         s.lb.health_check.initial_delay = Some(duration(kv, 0..=DAY_MS)?);
     }),
     key!("health-check.interval", |s, kv| {
-        s.lb.health_check.interval = Some(duration(kv, 1..=DAY_MS)?);
+        // The checker's least interval is 10 ms.
+        s.lb.health_check.interval = Some(duration(kv, 10..=DAY_MS)?);
     }),
     key!("health-check.path.*", |s, kv| {
         let path = url_path(kv)?.unwrap_or_default();

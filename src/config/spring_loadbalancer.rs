@@ -42,6 +42,8 @@ use crate::health::ActiveHealthCheck;
 
 /// Spring Cloud LoadBalancer's default health check path.
 const DEFAULT_HEALTH_PATH: &str = "/actuator/health";
+/// Spring Cloud LoadBalancer's default least backoff.
+pub(crate) const DEFAULT_MIN_BACKOFF: Duration = Duration::from_millis(5);
 /// Spring Cloud LoadBalancer's default health check interval.
 const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(25);
 
@@ -308,7 +310,7 @@ impl LoadBalancerSettings {
             _ => Ok(()),
         };
         ms("cache.ttl", self.cache.ttl, 1)?;
-        ms("health-check.interval", self.health_check.interval, 1)?;
+        ms("health-check.interval", self.health_check.interval, 10)?;
         ms(
             "service-discovery.timeout",
             self.service_discovery_timeout,
@@ -319,10 +321,16 @@ impl LoadBalancerSettings {
             self.retry.backoff.min_backoff,
             0,
         )?;
+        let min_backoff = self
+            .retry
+            .backoff
+            .min_backoff
+            .unwrap_or(DEFAULT_MIN_BACKOFF);
+        let min_ms = u64::try_from(min_backoff.as_millis()).unwrap_or(u64::MAX);
         ms(
             "retry.backoff.max-backoff",
             self.retry.backoff.max_backoff,
-            0,
+            min_ms,
         )?;
         let retries = [
             (
