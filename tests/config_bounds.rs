@@ -211,3 +211,35 @@ proptest! {
         prop_assert!(start.elapsed() < TIME_LIMIT);
     }
 }
+
+#[test]
+fn many_keys_and_clients_stay_linear() {
+    // 5 000 unknown Ribbon keys: one edit-distance search per reported
+    // key, at most 100 reported.
+    let unknown: String = (0..5_000)
+        .map(|i| format!("ribbon.Unknown{i}=1\n"))
+        .collect();
+    assert!(unknown.len() < 1 << 20);
+    let (result, elapsed, _) = measured(|| RibbonConfig::from_properties_str(&unknown));
+    let config = result.unwrap();
+    assert_eq!(config.warnings().len(), 101);
+    assert_eq!(config.warnings()[100], "4900 more unknown keys ignored");
+    eprintln!("5 000 unknown keys: {elapsed:?}");
+    assert!(elapsed < TIME_LIMIT, "{elapsed:?}");
+    // Clients: 1 024 accepted, the next is a typed error, found in linear time.
+    let clients = |n: usize| -> String {
+        (0..n)
+            .map(|i| format!("c{i}.ribbon.listOfServers=127.0.0.1:1\n"))
+            .collect()
+    };
+    let config = RibbonConfig::from_properties_str(&clients(1024)).unwrap();
+    assert_eq!(config.clients().len(), 1024);
+    let (result, elapsed, _) = measured(|| RibbonConfig::from_properties_str(&clients(2_000)));
+    let err = result.unwrap_err();
+    assert_eq!(
+        (err.kind(), err.limit()),
+        (ConfigErrorKind::TooLarge, Some(1024))
+    );
+    eprintln!("2 000 clients: refused in {elapsed:?}");
+    assert!(elapsed < TIME_LIMIT, "{elapsed:?}");
+}

@@ -2,6 +2,7 @@
 //! Ribbon or Spring Cloud LoadBalancer, Eureka), then the scopes merged into
 //! one [`ClientConfig`] per client.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use super::RibbonConfig;
@@ -21,6 +22,13 @@ const SPRING_PREFIX: &str = "spring.cloud.loadbalancer.";
 /// Ribbon's own prefix of the breaker keys (`niws.loadbalancer.<client>.`).
 const NIWS_PREFIX: &str = "niws.loadbalancer.";
 
+/// Most clients one configuration may name; one balancer built from it
+/// runs a refresh task per client.
+pub(crate) const MAX_CLIENTS: usize = 1024;
+/// Most unknown keys reported one by one (each costs an edit-distance
+/// search); the rest are counted in one last warning.
+pub(crate) const MAX_UNKNOWN_WARNINGS: usize = 100;
+
 /// The keys of one named client, read but not yet merged.
 #[derive(Clone, Default)]
 pub(crate) struct ClientScopes {
@@ -37,26 +45,43 @@ pub(crate) struct Reader {
     pub(crate) clients: Vec<ClientScopes>,
     pub(crate) eureka: EurekaSettings,
     pub(crate) warnings: Vec<String>,
+    /// Lower-case client name -> index in `clients`.
+    index: HashMap<String, usize>,
+    /// Unknown keys seen.
+    unknown: usize,
 }
 
 impl Reader {
-    fn client(&mut self, name: &str) -> &mut ClientScopes {
-        let index = match self
-            .clients
-            .iter()
-            .position(|c| c.name.eq_ignore_ascii_case(name))
-        {
-            Some(index) => index,
+    fn client(&mut self, name: &str) -> Result<&mut ClientScopes, ConfigError> {
+        let lower = name.to_ascii_lowercase();
+        let index = match self.index.get(&lower) {
+            Some(&index) => index,
+            None if self.clients.len() >= MAX_CLIENTS => {
+                return Err(ConfigError::too_large(
+                    MAX_CLIENTS as u64,
+                    format!("more than {MAX_CLIENTS} clients"),
+                ));
+            }
             None => {
                 let name = name.to_owned();
                 self.clients.push(ClientScopes {
                     name,
                     ..ClientScopes::default()
                 });
+                self.index.insert(lower, self.clients.len() - 1);
                 self.clients.len() - 1
             }
         };
-        &mut self.clients[index]
+        Ok(&mut self.clients[index])
+    }
+
+    /// Reports an unknown key (the message is built only for the first
+    /// [`MAX_UNKNOWN_WARNINGS`]).
+    fn unknown(&mut self, message: impl FnOnce() -> String) {
+        self.unknown += 1;
+        if self.unknown <= MAX_UNKNOWN_WARNINGS {
+            self.warnings.push(message());
+        }
     }
 
     pub(crate) fn read(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
@@ -69,7 +94,7 @@ impl Reader {
         let (scope, name) = if let Some(name) = key.strip_prefix("ribbon.") {
             (&mut self.defaults, name)
         } else if let Some((client, name)) = split_client_key(key) {
-            (&mut self.client(client).ribbon, name)
+            (&mut self.client(client)?.ribbon, name)
         } else {
             if key.starts_with("eureka.") {
                 self.eureka.set(key, value)?;
@@ -77,17 +102,7 @@ impl Reader {
             return Ok(());
         };
         if !scope.set(name, key, value)? {
-            let known = keys::RIBBON.iter().map(|k| k.name);
-            let warning = match known.clone().find(|k| k.eq_ignore_ascii_case(name)) {
-                Some(k) => format!(
-                    "unknown Ribbon key `{key}` ignored (keys are case-sensitive: did you mean `{k}`?)"
-                ),
-                None => match keys::nearest(name, known) {
-                    Some(k) => format!("unknown Ribbon key `{key}` ignored (did you mean `{k}`?)"),
-                    None => format!("unknown Ribbon key `{key}` ignored"),
-                },
-            };
-            self.warnings.push(warning);
+            self.unknown(|| unknown_ribbon(key, name));
         }
         Ok(())
     }
@@ -99,7 +114,7 @@ impl Reader {
             .and_then(|r| r.split_once('.'))
         {
             Some((client, name)) if !client.trim().is_empty() => (
-                self.client(client.trim())
+                self.client(client.trim())?
                     .spring
                     .get_or_insert_with(SpringScope::default),
                 name,
@@ -107,17 +122,7 @@ impl Reader {
             _ => (&mut self.spring, rest),
         };
         if !scope.set(name, key, value)? {
-            let nearest = keys::nearest(name, keys::SPRING.iter().map(|k| k.name))
-                .map(|k| {
-                    format!(
-                        " (did you mean `{SPRING_PREFIX}{}`?)",
-                        k.replace(".*", ".<serviceId>")
-                    )
-                })
-                .unwrap_or_default();
-            self.warnings.push(format!(
-                "unknown Spring Cloud LoadBalancer key `{key}` ignored{nearest}"
-            ));
+            self.unknown(|| unknown_spring(key, name));
         }
         Ok(())
     }
@@ -139,7 +144,7 @@ impl Reader {
         let scope = if client == "default" {
             &mut self.defaults
         } else {
-            &mut self.client(client.trim()).ribbon
+            &mut self.client(client.trim())?.ribbon
         };
         scope.set(name, key, value).map(|_| ())
     }
@@ -153,6 +158,10 @@ impl Reader {
             })
             .collect();
         let mut warnings = self.warnings;
+        if self.unknown > MAX_UNKNOWN_WARNINGS {
+            let more = self.unknown - MAX_UNKNOWN_WARNINGS;
+            warnings.push(format!("{more} more unknown keys ignored"));
+        }
         warnings.extend(not_applied_warnings(&self.spring, &self.clients));
         for client in &clients {
             warnings.extend(client.semantic_warnings(self.eureka.urls()));
@@ -170,6 +179,31 @@ impl Reader {
     }
 }
 
+fn unknown_ribbon(key: &str, name: &str) -> String {
+    let known = keys::RIBBON.iter().map(|k| k.name);
+    match known.clone().find(|k| k.eq_ignore_ascii_case(name)) {
+        Some(k) => format!(
+            "unknown Ribbon key `{key}` ignored (keys are case-sensitive: did you mean `{k}`?)"
+        ),
+        None => match keys::nearest(name, known) {
+            Some(k) => format!("unknown Ribbon key `{key}` ignored (did you mean `{k}`?)"),
+            None => format!("unknown Ribbon key `{key}` ignored"),
+        },
+    }
+}
+
+fn unknown_spring(key: &str, name: &str) -> String {
+    let nearest = keys::nearest(name, keys::SPRING.iter().map(|k| k.name))
+        .map(|k| {
+            format!(
+                " (did you mean `{SPRING_PREFIX}{}`?)",
+                k.replace(".*", ".<serviceId>")
+            )
+        })
+        .unwrap_or_default();
+    format!("unknown Spring Cloud LoadBalancer key `{key}` ignored{nearest}")
+}
+
 /// "recognized, not yet applied" for the Spring keys set globally and per
 /// client.
 fn not_applied_warnings(global: &SpringScope, clients: &[ClientScopes]) -> Vec<String> {
@@ -178,6 +212,12 @@ fn not_applied_warnings(global: &SpringScope, clients: &[ClientScopes]) -> Vec<S
     global_lb.hint = global.hints.last().map(|(_, v)| v.clone());
     for (key, what) in global_lb.not_applied() {
         warnings.push(format!("`{SPRING_PREFIX}{key}`: {what}"));
+    }
+    if global.eager_load.is_some() {
+        warnings.push(format!(
+            "`{SPRING_PREFIX}eager-load.clients`: recognized, not applied \
+             (configured clients start when the balancer is built)"
+        ));
     }
     for client in clients {
         let Some(own) = &client.spring else { continue };
