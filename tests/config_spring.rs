@@ -262,7 +262,8 @@ fn properties_and_relaxed_names_read_the_same() {
         "spring.cloud.loadbalancer.retry.maxRetriesOnNextServiceInstance=3\n\
          spring.cloud.loadbalancer.cache.TTL=PT20S\n\
          spring.cloud.loadbalancer.clients.users.retry.max_retries_on_same_service_instance=2\n\
-         spring.cloud.loadbalancer.clients.users.configurations=RANDOM\n",
+         spring.cloud.loadbalancer.clients.users.configurations=RANDOM\n\
+         spring.cloud.loadbalancer.clients[v1.orders].configurations=weighted\n",
     )
     .unwrap();
     assert!(config.warnings().is_empty(), "{:?}", config.warnings());
@@ -276,6 +277,9 @@ fn properties_and_relaxed_names_read_the_same() {
         Duration::from_secs(20)
     );
     assert_eq!(users.make_rule().name(), "random");
+    // Spring's bracket form for a client name holding dots.
+    let orders = config.client("v1.orders");
+    assert_eq!(orders.make_rule().name(), "weighted_round_robin");
     // Ribbon's key wins over its Spring counterpart.
     let both = RibbonConfig::from_properties_str(
         "spring.cloud.loadbalancer.retry.max-retries-on-next-service-instance=3\n\

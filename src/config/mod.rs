@@ -106,7 +106,8 @@
 //! | `eureka.instance.metadata-map.zone` | zone name | none | every client's zone unless `zone` is set |
 //!
 //! Spring Cloud LoadBalancer's `spring.cloud.loadbalancer.*` keys and their
-//! per-client form `spring.cloud.loadbalancer.clients.<name>.*` (which wins
+//! per-client form `spring.cloud.loadbalancer.clients.<name>.*` (or
+//! `clients[<name>].*` for names with dots; it wins
 //! over the global form, and names a client as `<name>.ribbon.*` does) are
 //! read too: [`spring_loadbalancer`] lists each key and what it becomes.
 //! Where a Ribbon key and its Spring counterpart are both set, the Ribbon
@@ -130,7 +131,9 @@
 //! aliases and refused (a [`TooLarge`](ConfigErrorKind::TooLarge) error)
 //! beyond 64 levels of nesting, 100 000 nodes after alias expansion, or
 //! 8 MiB of flattened keys and values, so an alias bomb fails in
-//! milliseconds with bounded memory (see the `yaml` module source).
+//! milliseconds with bounded memory (see the `yaml` module source). At
+//! most 1 024 clients are read, and at most 100 unknown keys are reported
+//! one by one (the rest are counted in one warning).
 //!
 //! # Choices where Ribbon and this crate differ
 //!
@@ -173,7 +176,6 @@ mod value;
 mod yaml;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -192,7 +194,7 @@ use crate::{
     rule::ZoneAvoidance,
     stats::StatsConfig,
 };
-use eureka::{EurekaSettings, PerServiceSource, redact_url};
+use eureka::{EurekaSettings, PerServiceSource};
 use reader::{Reader, read_bounded, static_source};
 use ribbon::RibbonScope;
 use spring_loadbalancer::SpringScope;
@@ -206,17 +208,6 @@ pub struct RibbonConfig {
     clients: Vec<ClientConfig>,
     eureka: EurekaSettings,
     warnings: Vec<String>,
-}
-
-impl fmt::Debug for RibbonConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let urls: Vec<String> = self.eureka.urls().iter().map(|u| redact_url(u)).collect();
-        f.debug_struct("RibbonConfig")
-            .field("clients", &self.clients)
-            .field("eureka_server_urls", &urls)
-            .field("warnings", &self.warnings)
-            .finish_non_exhaustive()
-    }
 }
 
 impl RibbonConfig {

@@ -3,12 +3,13 @@
 //! one [`ClientConfig`] per client.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::path::Path;
 
 use super::RibbonConfig;
 use super::client::ClientConfig;
 use super::error::ConfigError;
-use super::eureka::EurekaSettings;
+use super::eureka::{EurekaSettings, redact_url};
 use super::keys;
 use super::properties;
 use super::ribbon::RibbonScope;
@@ -109,10 +110,14 @@ impl Reader {
 
     /// `rest` is the key after `spring.cloud.loadbalancer.`.
     fn read_spring(&mut self, rest: &str, key: &str, value: &str) -> Result<(), ConfigError> {
-        let (scope, name) = match rest
-            .strip_prefix("clients.")
-            .and_then(|r| r.split_once('.'))
-        {
+        // `clients.<name>.<key>`, or `clients[<name>].<key>` for names with dots.
+        let client = match rest.strip_prefix("clients[") {
+            Some(r) => r.split_once("]."),
+            None => rest
+                .strip_prefix("clients.")
+                .and_then(|r| r.split_once('.')),
+        };
+        let (scope, name) = match client {
             Some((client, name)) if !client.trim().is_empty() => (
                 self.client(client.trim())?
                     .spring
@@ -202,6 +207,17 @@ fn unknown_spring(key: &str, name: &str) -> String {
         })
         .unwrap_or_default();
     format!("unknown Spring Cloud LoadBalancer key `{key}` ignored{nearest}")
+}
+
+impl fmt::Debug for RibbonConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let urls: Vec<String> = self.eureka.urls().iter().map(|u| redact_url(u)).collect();
+        f.debug_struct("RibbonConfig")
+            .field("clients", &self.clients)
+            .field("eureka_server_urls", &urls)
+            .field("warnings", &self.warnings)
+            .finish_non_exhaustive()
+    }
 }
 
 /// "recognized, not yet applied" for the Spring keys set globally and per

@@ -5,7 +5,7 @@ use super::*;
 use crate::discovery::InstanceSource;
 use crate::error::DiscoveryError;
 use eureka::PerServiceSource;
-use eureka::redact_urls;
+use eureka::{redact_url, redact_urls};
 use std::time::Duration;
 
 #[test]
