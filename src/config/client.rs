@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use super::error::ConfigError;
-use super::keys::{DAY_MS, DAY_S, MAX_RETRIES};
 use super::ribbon::{DEFAULT_PING_INTERVAL_SECS, RuleKind, RuleSpec, ServerListKind};
 use super::spring_loadbalancer::{DEFAULT_MIN_BACKOFF, LoadBalancerSettings, RetrySettings};
+use super::value::{DAY_MS, DAY_S, MAX_RETRIES};
 use crate::discovery::RefreshConfig;
 use crate::health::ActiveHealthCheck;
 use crate::instance::Instance;

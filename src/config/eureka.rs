@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::ConfigError;
-use super::keys::{self, DAY_S, Kv};
-use super::value;
+use super::value::{self, DAY_S, Kv};
 use crate::discovery::{FetchFuture, InstanceSource};
 use crate::error::DiscoveryError;
 
@@ -33,7 +32,7 @@ impl EurekaSettings {
             value,
             arg: "",
         };
-        match keys::relaxed(key).as_str() {
+        match value::relaxed(key).as_str() {
             "eureka.client.serviceurl.defaultzone" => {
                 let urls = value::list(&kv);
                 #[cfg(feature = "eureka")]

@@ -7,34 +7,21 @@
 //! against the same table for the nearest known one.
 
 use super::error::ConfigError;
-use super::ribbon::RibbonScope;
+use super::ribbon::{RuleKind, ServerListKind};
+use super::scope::{RibbonScope, SpringScope};
 use super::spring_loadbalancer::{
-    LoadBalancerSettings, SpringScope, StickySessionSettings, SubsetSettings,
+    LoadBalancerConfiguration, LoadBalancerSettings, StickySessionSettings, SubsetSettings,
 };
 use super::value::{
-    boolean, configuration, count, duration, fraction, header_name, list, millis, rule, secs,
-    server_list, servers, status_codes, text, url_path,
+    DAY_MS, DAY_S, Kv, MAX_RETRIES, boolean, count, duration, fraction, header_name, list, millis,
+    relaxed, secs, servers, status_codes, text, url_path,
 };
-
-/// One day in milliseconds: the ceiling of every duration key.
-pub(crate) const DAY_MS: u64 = 86_400_000;
-/// One day in seconds.
-pub(crate) const DAY_S: u64 = 86_400;
-/// Ceiling of retry counts: more than 100 retries of one request is a typo.
-pub(crate) const MAX_RETRIES: u64 = 100;
 
 /// One key: its name as documented (a trailing `.*` marks a map key such as
 /// `hint.<serviceId>`) and how its value sets a field of scope `S`.
 pub(crate) struct KeyDef<S: 'static> {
     pub(crate) name: &'static str,
     pub(crate) apply: fn(&mut S, &Kv<'_>) -> Result<(), ConfigError>,
-}
-
-/// A key as written, its value, and for a map key the part after the name.
-pub(crate) struct Kv<'a> {
-    pub(crate) key: &'a str,
-    pub(crate) value: &'a str,
-    pub(crate) arg: &'a str,
 }
 
 macro_rules! key {
@@ -317,14 +304,6 @@ pub(crate) const NOT_APPLIED: &[NotApplied] = &[
     ),
 ];
 
-/// Spring's relaxed form of a name: lower case without `-` and `_`.
-pub(crate) fn relaxed(name: &str) -> String {
-    name.chars()
-        .filter(|c| *c != '-' && *c != '_')
-        .flat_map(char::to_lowercase)
-        .collect()
-}
-
 /// The Ribbon key named `name` (exact, case-sensitive).
 pub(crate) fn ribbon_key(name: &str) -> Option<&'static KeyDef<RibbonScope>> {
     RIBBON.iter().find(|k| k.name == name)
@@ -377,6 +356,89 @@ fn levenshtein(a: &str, b: &str) -> usize {
         std::mem::swap(&mut prev, &mut cur);
     }
     prev[b.len()]
+}
+
+/// Reads the Ribbon key `name` (the part after `ribbon.`) into `scope`;
+/// `Ok(false)` if the table has no such key.
+pub(crate) fn set_ribbon(
+    scope: &mut RibbonScope,
+    name: &str,
+    key: &str,
+    value: &str,
+) -> Result<bool, ConfigError> {
+    let Some(def) = ribbon_key(name) else {
+        return Ok(false);
+    };
+    (def.apply)(
+        scope,
+        &Kv {
+            key,
+            value,
+            arg: "",
+        },
+    )?;
+    Ok(true)
+}
+
+/// Reads the Spring key `name` (the part after the prefix) into `scope`;
+/// `Ok(false)` if the table has no such key.
+pub(crate) fn set_spring(
+    scope: &mut SpringScope,
+    name: &str,
+    key: &str,
+    value: &str,
+) -> Result<bool, ConfigError> {
+    let Some((def, arg)) = spring_key(name) else {
+        return Ok(false);
+    };
+    (def.apply)(scope, &Kv { key, value, arg })?;
+    Ok(true)
+}
+
+/// The keys set in `settings` that are recognized but not (yet) applied,
+/// each with what happens instead.
+pub(crate) fn not_applied(settings: &LoadBalancerSettings) -> Vec<(&'static str, &'static str)> {
+    NOT_APPLIED
+        .iter()
+        .filter(|(_, set, _)| set(settings))
+        .map(|(key, _, why)| (*key, *why))
+        .collect()
+}
+
+fn rule(kv: &Kv<'_>) -> Result<(RuleKind, String), ConfigError> {
+    let kind = RuleKind::from_class_name(kv.value).ok_or_else(|| {
+        ConfigError::invalid(
+            kv.key,
+            kv.value,
+            "not a known rule class (Ribbon's RoundRobinRule, RandomRule, \
+             WeightedResponseTimeRule, AvailabilityFilteringRule, BestAvailableRule, \
+             ZoneAvoidanceRule, RetryRule, or PeakEwmaP2c, WeightedRoundRobin, \
+             ConsistentHash); custom rules are set with Builder::rule",
+        )
+    })?;
+    Ok((kind, kv.value.to_owned()))
+}
+
+fn server_list(kv: &Kv<'_>) -> Result<ServerListKind, ConfigError> {
+    ServerListKind::from_class_name(kv.value).ok_or_else(|| {
+        ConfigError::invalid(
+            kv.key,
+            kv.value,
+            "not a supported server list class (ConfigurationBasedServerList, \
+             DiscoveryEnabledNIWSServerList)",
+        )
+    })
+}
+
+fn configuration(kv: &Kv<'_>) -> Result<LoadBalancerConfiguration, ConfigError> {
+    LoadBalancerConfiguration::from_name(kv.value).ok_or_else(|| {
+        ConfigError::invalid(
+            kv.key,
+            kv.value,
+            "not a configuration (default, round-robin, random, zone-preference, health-check, \
+             request-based-sticky-session, same-instance-preference, weighted, subset, api-version)",
+        )
+    })
 }
 
 #[cfg(test)]

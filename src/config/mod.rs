@@ -171,6 +171,7 @@ mod keys;
 mod properties;
 mod reader;
 mod ribbon;
+mod scope;
 pub mod spring_loadbalancer;
 mod value;
 mod yaml;
@@ -181,6 +182,7 @@ use std::sync::Arc;
 
 pub use client::ClientConfig;
 pub use error::{ConfigError, ConfigErrorKind};
+pub use reader::RibbonConfig;
 pub use ribbon::{RuleKind, ServerListKind};
 pub use spring_loadbalancer::{LoadBalancerConfiguration, LoadBalancerSettings};
 
@@ -194,21 +196,9 @@ use crate::{
     rule::ZoneAvoidance,
     stats::StatsConfig,
 };
-use eureka::{EurekaSettings, PerServiceSource};
+use eureka::PerServiceSource;
 use reader::{Reader, read_bounded, static_source};
-use ribbon::RibbonScope;
-use spring_loadbalancer::SpringScope;
-
-/// Ribbon and Spring Cloud LoadBalancer client settings read from a
-/// properties or YAML file. See the [module docs](self) for the keys.
-#[derive(Clone)]
-pub struct RibbonConfig {
-    defaults: RibbonScope,
-    spring: SpringScope,
-    clients: Vec<ClientConfig>,
-    eureka: EurekaSettings,
-    warnings: Vec<String>,
-}
+use scope::{RibbonScope, SpringScope};
 
 impl RibbonConfig {
     /// Reads Java properties text (`user-service.ribbon.MaxAutoRetries=1`).

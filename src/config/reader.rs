@@ -6,14 +6,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
-use super::RibbonConfig;
 use super::client::ClientConfig;
 use super::error::ConfigError;
 use super::eureka::{EurekaSettings, redact_url};
 use super::keys;
 use super::properties;
-use super::ribbon::RibbonScope;
-use super::spring_loadbalancer::SpringScope;
+use super::scope::{RibbonScope, SpringScope};
 use crate::discovery::StaticSource;
 
 /// Client-name prefixes that are Spring namespaces, never Ribbon clients.
@@ -102,7 +100,7 @@ impl Reader {
             }
             return Ok(());
         };
-        if !scope.set(name, key, value)? {
+        if !keys::set_ribbon(scope, name, key, value)? {
             self.unknown(|| unknown_ribbon(key, name));
         }
         Ok(())
@@ -126,7 +124,7 @@ impl Reader {
             ),
             _ => (&mut self.spring, rest),
         };
-        if !scope.set(name, key, value)? {
+        if !keys::set_spring(scope, name, key, value)? {
             self.unknown(|| unknown_spring(key, name));
         }
         Ok(())
@@ -151,7 +149,7 @@ impl Reader {
         } else {
             &mut self.client(client.trim())?.ribbon
         };
-        scope.set(name, key, value).map(|_| ())
+        keys::set_ribbon(scope, name, key, value).map(|_| ())
     }
 
     pub(crate) fn finish(self) -> RibbonConfig {
@@ -209,6 +207,17 @@ fn unknown_spring(key: &str, name: &str) -> String {
     format!("unknown Spring Cloud LoadBalancer key `{key}` ignored{nearest}")
 }
 
+/// Ribbon and Spring Cloud LoadBalancer client settings read from a
+/// properties or YAML file. See the [module docs](super) for the keys.
+#[derive(Clone)]
+pub struct RibbonConfig {
+    pub(crate) defaults: RibbonScope,
+    pub(crate) spring: SpringScope,
+    pub(crate) clients: Vec<ClientConfig>,
+    pub(crate) eureka: EurekaSettings,
+    pub(crate) warnings: Vec<String>,
+}
+
 impl fmt::Debug for RibbonConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let urls: Vec<String> = self.eureka.urls().iter().map(|u| redact_url(u)).collect();
@@ -226,7 +235,7 @@ fn not_applied_warnings(global: &SpringScope, clients: &[ClientScopes]) -> Vec<S
     let mut warnings = Vec::new();
     let mut global_lb = SpringScope::resolve(None, global, "default");
     global_lb.hint = global.hints.last().map(|(_, v)| v.clone());
-    for (key, what) in global_lb.not_applied() {
+    for (key, what) in keys::not_applied(&global_lb) {
         warnings.push(format!("`{SPRING_PREFIX}{key}`: {what}"));
     }
     if global.eager_load.is_some() {
@@ -238,7 +247,7 @@ fn not_applied_warnings(global: &SpringScope, clients: &[ClientScopes]) -> Vec<S
     for client in clients {
         let Some(own) = &client.spring else { continue };
         let lb = SpringScope::resolve(Some(own), &SpringScope::default(), &client.name);
-        for (key, what) in lb.not_applied() {
+        for (key, what) in keys::not_applied(&lb) {
             warnings.push(format!(
                 "`{SPRING_PREFIX}clients.{}.{key}`: {what}",
                 client.name

@@ -1,13 +1,8 @@
-//! Ribbon's names ([`RuleKind`], [`ServerListKind`]) and the Ribbon keys
-//! of one scope before merging.
+//! Ribbon's names: [`RuleKind`] (`NFLoadBalancerRuleClassName`) and
+//! [`ServerListKind`] (`NIWSServerListClassName`).
 
 use std::fmt;
 
-use super::client::ClientConfig;
-use super::error::ConfigError;
-use super::keys;
-use super::spring_loadbalancer::LoadBalancerSettings;
-use crate::discovery::parse_list_of_servers;
 use crate::rule::{
     AvailabilityFiltering, BestAvailable, ConsistentHash, PeakEwmaP2c, Random, RoundRobin, Rule,
     WeightedResponseTime, WeightedRoundRobin, ZoneAvoidance,
@@ -191,71 +186,5 @@ impl RuleSpec {
                 Box::new(ZoneAvoidance::new(kind.make()).preferred_zone(Some(zone)))
             }
         }
-    }
-}
-
-/// The Ribbon keys of one scope (global `ribbon.` or one client), read but
-/// not yet merged. The server list is kept as text so each client's
-/// instances get its name.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct RibbonScope {
-    pub(crate) servers: Option<String>,
-    pub(crate) c: ClientConfig,
-}
-
-/// `own.f = own.f.or(defaults.f)` for each listed field.
-macro_rules! inherit {
-    ($own:expr, $defaults:expr; $($field:ident),* $(,)?) => {
-        $( if $own.$field.is_none() { $own.$field = $defaults.$field.clone(); } )*
-    };
-}
-pub(crate) use inherit;
-
-impl RibbonScope {
-    /// Reads `name` (the part after `ribbon.`); `Ok(false)` if the key is
-    /// not one of the table's.
-    pub(crate) fn set(&mut self, name: &str, key: &str, value: &str) -> Result<bool, ConfigError> {
-        let Some(def) = keys::ribbon_key(name) else {
-            return Ok(false);
-        };
-        (def.apply)(
-            self,
-            &keys::Kv {
-                key,
-                value,
-                arg: "",
-            },
-        )?;
-        Ok(true)
-    }
-
-    /// This scope over `defaults`, as the client `name`, in `zone` (from
-    /// Eureka's metadata) with the Spring settings `lb`.
-    pub(crate) fn resolve(
-        &self,
-        defaults: &RibbonScope,
-        name: &str,
-        zone: Option<&str>,
-        lb: LoadBalancerSettings,
-    ) -> ClientConfig {
-        let mut c = self.c.clone();
-        inherit!(c, defaults.c;
-            rule, rule_class_name, max_auto_retries, max_auto_retries_next_server,
-            ok_to_retry_on_all_operations, retryable_status_codes, read_timeout, connect_timeout,
-            server_list_refresh_interval, health_check_path, ping_interval, enable_zone_affinity,
-            enable_zone_exclusivity, zone, vip_addresses, server_list, eureka_enabled,
-            connection_failure_count_threshold, circuit_trip_timeout_factor,
-            circuit_trip_max_timeout);
-        c.name = name.to_owned();
-        // Validated when read; parsing does not depend on the name.
-        c.list_of_servers = (self.servers.as_ref())
-            .or(defaults.servers.as_ref())
-            .map(|text| parse_list_of_servers(name, text).unwrap_or_default());
-        c.zone = c
-            .zone
-            .or_else(|| lb.zone.clone())
-            .or_else(|| zone.map(str::to_owned));
-        c.load_balancer = lb;
-        c
     }
 }

@@ -36,8 +36,8 @@
 use std::time::Duration;
 
 use super::error::ConfigError;
-use super::keys::{self, DAY_MS};
-use super::ribbon::{RuleKind, inherit};
+use super::ribbon::RuleKind;
+use super::value::{self, DAY_MS};
 use crate::health::ActiveHealthCheck;
 
 /// Spring Cloud LoadBalancer's default health check path.
@@ -83,7 +83,7 @@ impl LoadBalancerConfiguration {
     /// Reads a configuration name (case, `-` and `_` ignored); `None` if it
     /// is none of the above.
     pub fn from_name(name: &str) -> Option<Self> {
-        Some(match keys::relaxed(name.trim()).as_str() {
+        Some(match value::relaxed(name.trim()).as_str() {
             "default" => Self::Default,
             "roundrobin" => Self::RoundRobin,
             "random" => Self::Random,
@@ -343,11 +343,11 @@ impl LoadBalancerSettings {
             ),
         ];
         for (k, n) in retries {
-            if let Some(n) = n.filter(|n| u64::from(*n) > keys::MAX_RETRIES) {
+            if let Some(n) = n.filter(|n| u64::from(*n) > value::MAX_RETRIES) {
                 return Err(ConfigError::out_of_range(
                     &key(k),
                     &n.to_string(),
-                    0..=keys::MAX_RETRIES,
+                    0..=value::MAX_RETRIES,
                     "count",
                 ));
             }
@@ -361,79 +361,5 @@ impl LoadBalancerSettings {
             ));
         }
         Ok(())
-    }
-
-    /// The keys that were set and are recognized but not (yet) applied,
-    /// each with what happens instead.
-    pub(crate) fn not_applied(&self) -> Vec<(&'static str, &'static str)> {
-        keys::NOT_APPLIED
-            .iter()
-            .filter(|(_, set, _)| set(self))
-            .map(|(key, _, why)| (*key, *why))
-            .collect()
-    }
-}
-
-/// The Spring keys of one scope (global or one client), read but not yet
-/// merged; map keys keep their argument.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct SpringScope {
-    pub(crate) lb: LoadBalancerSettings,
-    /// `hint.<arg>` in order.
-    pub(crate) hints: Vec<(String, String)>,
-    /// `health-check.path.<arg>` in order.
-    pub(crate) health_paths: Vec<(String, String)>,
-    /// `eager-load.clients` (global only).
-    pub(crate) eager_load: Option<Vec<String>>,
-}
-
-/// The last value of `map` for `client`, else for `default`.
-fn lookup(map: &[(String, String)], client: &str) -> Option<String> {
-    let find = |k: &str| {
-        map.iter()
-            .rev()
-            .find(|(a, _)| a.eq_ignore_ascii_case(k))
-            .map(|(_, v)| v.clone())
-    };
-    find(client).or_else(|| find("default"))
-}
-
-impl SpringScope {
-    /// Reads `name` (the part after the prefix); `Ok(false)` if the key is
-    /// not one of the table's.
-    pub(crate) fn set(&mut self, name: &str, key: &str, value: &str) -> Result<bool, ConfigError> {
-        let Some((def, arg)) = keys::spring_key(name) else {
-            return Ok(false);
-        };
-        (def.apply)(self, &keys::Kv { key, value, arg })?;
-        Ok(true)
-    }
-
-    /// The settings of `client`: `own` (its `clients.<name>.*` keys) over
-    /// `global`.
-    pub(crate) fn resolve(
-        own: Option<&SpringScope>,
-        global: &SpringScope,
-        client: &str,
-    ) -> LoadBalancerSettings {
-        let empty = SpringScope::default();
-        let own = own.unwrap_or(&empty);
-        let mut lb = own.lb.clone();
-        let g = &global.lb;
-        inherit!(lb, g; configuration, zone, hint_header_name, micrometer_stats, stats_include_path,
-            service_discovery_timeout, enabled, approximate_zone_from_hostname, x_forwarded);
-        inherit!(lb.health_check, g.health_check; initial_delay, interval, port, repeat_health_check,
-            refetch_instances, refetch_instances_interval, update_results_list);
-        inherit!(lb.retry, g.retry; enabled, max_retries_on_same_service_instance,
-            max_retries_on_next_service_instance, retry_on_all_operations, retry_on_all_exceptions,
-            retryable_status_codes, retryable_exceptions, avoid_previous_instance);
-        inherit!(lb.retry.backoff, g.retry.backoff; enabled, min_backoff, max_backoff, jitter);
-        inherit!(lb.sticky_session, g.sticky_session; instance_id_cookie_name, add_service_instance_cookie);
-        inherit!(lb.subset, g.subset; size, instance_id);
-        inherit!(lb.cache, g.cache; enabled, ttl, capacity, caffeine_spec);
-        lb.hint = lookup(&own.hints, client).or_else(|| lookup(&global.hints, client));
-        lb.health_check.path =
-            lookup(&own.health_paths, client).or_else(|| lookup(&global.health_paths, client));
-        lb
     }
 }

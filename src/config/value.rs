@@ -1,15 +1,34 @@
 //! Parsers of values: numbers in a range and unit, booleans, lists, status
-//! codes, paths, header names, Spring durations, and Ribbon's class names.
-//! Each names the key and the value in its error.
+//! codes, paths, header names, server lists and Spring durations. Each
+//! names the key and the value in its error.
 
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use super::error::ConfigError;
-use super::keys::Kv;
-use super::ribbon::{RuleKind, ServerListKind};
-use super::spring_loadbalancer::LoadBalancerConfiguration;
 use crate::discovery::parse_list_of_servers;
+
+/// One day in milliseconds: the ceiling of every duration key.
+pub(crate) const DAY_MS: u64 = 86_400_000;
+/// One day in seconds.
+pub(crate) const DAY_S: u64 = 86_400;
+/// Ceiling of retry counts: more than 100 retries of one request is a typo.
+pub(crate) const MAX_RETRIES: u64 = 100;
+
+/// A key as written, its value, and for a map key the part after the name.
+pub(crate) struct Kv<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) value: &'a str,
+    pub(crate) arg: &'a str,
+}
+
+/// Spring's relaxed form of a name: lower case without `-` and `_`.
+pub(crate) fn relaxed(name: &str) -> String {
+    name.chars()
+        .filter(|c| *c != '-' && *c != '_')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
 
 /// An unsigned number in `range` (unit `unit`).
 pub(crate) fn number(
@@ -146,42 +165,6 @@ pub(crate) fn servers(kv: &Kv<'_>) -> Result<String, ConfigError> {
     parse_list_of_servers("validate", kv.value)
         .map_err(|e| ConfigError::invalid(kv.key, kv.value, e.to_string()))?;
     Ok(kv.value.to_owned())
-}
-
-pub(crate) fn rule(kv: &Kv<'_>) -> Result<(RuleKind, String), ConfigError> {
-    let kind = RuleKind::from_class_name(kv.value).ok_or_else(|| {
-        ConfigError::invalid(
-            kv.key,
-            kv.value,
-            "not a known rule class (Ribbon's RoundRobinRule, RandomRule, \
-             WeightedResponseTimeRule, AvailabilityFilteringRule, BestAvailableRule, \
-             ZoneAvoidanceRule, RetryRule, or PeakEwmaP2c, WeightedRoundRobin, \
-             ConsistentHash); custom rules are set with Builder::rule",
-        )
-    })?;
-    Ok((kind, kv.value.to_owned()))
-}
-
-pub(crate) fn server_list(kv: &Kv<'_>) -> Result<ServerListKind, ConfigError> {
-    ServerListKind::from_class_name(kv.value).ok_or_else(|| {
-        ConfigError::invalid(
-            kv.key,
-            kv.value,
-            "not a supported server list class (ConfigurationBasedServerList, \
-             DiscoveryEnabledNIWSServerList)",
-        )
-    })
-}
-
-pub(crate) fn configuration(kv: &Kv<'_>) -> Result<LoadBalancerConfiguration, ConfigError> {
-    LoadBalancerConfiguration::from_name(kv.value).ok_or_else(|| {
-        ConfigError::invalid(
-            kv.key,
-            kv.value,
-            "not a configuration (default, round-robin, random, zone-preference, health-check, \
-             request-based-sticky-session, same-instance-preference, weighted, subset, api-version)",
-        )
-    })
 }
 
 /// A Spring `Duration`: a bare number of milliseconds, a number with a unit
