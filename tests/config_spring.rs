@@ -280,6 +280,15 @@ fn properties_and_relaxed_names_read_the_same() {
     // Spring's bracket form for a client name holding dots.
     let orders = config.client("v1.orders");
     assert_eq!(orders.make_rule().name(), "weighted_round_robin");
+    // eager-load.clients declares clients, which one balancer can serve.
+    let eager = RibbonConfig::from_yaml_str(
+        "spring:\n  cloud:\n    loadbalancer:\n      eager-load:\n        clients: [users, orders]\n\
+         eureka:\n  client:\n    service-url:\n      defaultZone: http://127.0.0.1:8761/eureka\n",
+    )
+    .unwrap();
+    assert!(eager.warnings().is_empty(), "{:?}", eager.warnings());
+    let names: Vec<&str> = eager.clients().iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["users", "orders"]);
     // Ribbon's key wins over its Spring counterpart.
     let both = RibbonConfig::from_properties_str(
         "spring.cloud.loadbalancer.retry.max-retries-on-next-service-instance=3\n\

@@ -298,12 +298,15 @@ impl RibbonConfig {
         for (key, value) in pairs {
             reader.read(key.as_ref().trim(), value.as_ref().trim())?;
         }
+        reader.declare_eager()?;
         Ok(reader.finish())
     }
 
     /// The clients named by `<client>.ribbon.<Key>` or
     /// `spring.cloud.loadbalancer.clients.<client>.<key>` keys, in the order
-    /// they first appear, with the global defaults merged in.
+    /// they first appear, then those of
+    /// `spring.cloud.loadbalancer.eager-load.clients`, with the global
+    /// defaults merged in.
     pub fn clients(&self) -> &[ClientConfig] {
         &self.clients
     }

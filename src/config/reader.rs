@@ -152,6 +152,16 @@ impl Reader {
         keys::set_ribbon(scope, name, key, value).map(|_| ())
     }
 
+    /// Declares the services of `eager-load.clients` as clients (Spring
+    /// starts their balancers at startup; here declared services start when
+    /// the balancer is built).
+    pub(crate) fn declare_eager(&mut self) -> Result<(), ConfigError> {
+        for name in self.spring.eager_load.clone().unwrap_or_default() {
+            self.client(&name)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn finish(self) -> RibbonConfig {
         let zone = self.eureka.zone.as_deref();
         let clients: Vec<ClientConfig> = (self.clients.iter())
@@ -237,12 +247,6 @@ fn not_applied_warnings(global: &SpringScope, clients: &[ClientScopes]) -> Vec<S
     global_lb.hint = global.hints.last().map(|(_, v)| v.clone());
     for (key, what) in keys::not_applied(&global_lb) {
         warnings.push(format!("`{SPRING_PREFIX}{key}`: {what}"));
-    }
-    if global.eager_load.is_some() {
-        warnings.push(format!(
-            "`{SPRING_PREFIX}eager-load.clients`: recognized, not applied \
-             (configured clients start when the balancer is built)"
-        ));
     }
     for client in clients {
         let Some(own) = &client.spring else { continue };

@@ -27,7 +27,8 @@
 //! | `cache.enabled`, `cache.capacity`, `cache.caffeine.spec` | | recognized, not applied: the list is always kept between refreshes |
 //! | `service-discovery.timeout` | Spring duration | [`RefreshConfig::fetch_timeout`](crate::discovery::RefreshConfig::fetch_timeout) |
 //! | `stats.micrometer.enabled`, `stats.include-path` | bool | recognized: the crate's metrics go through the `metrics` facade whenever a recorder is installed |
-//! | `enabled`, `eager-load.clients`, `eureka.approximate-zone-from-hostname`, `x-forwarded.enabled` | | recognized, not yet applied |
+//! | `eager-load.clients` | service ids | each becomes a configured client, so [`RibbonConfig::builder`](super::RibbonConfig::builder) declares it and its refresh starts when the balancer is built |
+//! | `enabled`, `eureka.approximate-zone-from-hostname`, `x-forwarded.enabled` | | recognized, not yet applied |
 //!
 //! Spring durations are a bare number of milliseconds, a number with a unit
 //! (`ns`, `us`, `ms`, `s`, `m`, `h`, `d`) or ISO-8601 (`PT35S`). Keys match
