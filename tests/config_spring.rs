@@ -228,6 +228,8 @@ fn a_spring_application_yml_without_balancer_keys_loads_unchanged() {
     assert_eq!(c.retry_policy(), RetryPolicy::default());
 }
 
+/// The file's clients are Eureka clients, so this needs the Eureka source.
+#[cfg(feature = "eureka")]
 #[tokio::test]
 async fn each_client_builds_a_balancer() {
     let config = application_yml();
