@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use support::backend::Backend;
 use support::{counts, http_client, tally};
-use tower_ribbon::config::{ConfigError, RibbonConfig, RuleKind, ServerListKind};
+use tower_ribbon::config::{ConfigError, ConfigErrorKind, RibbonConfig, RuleKind, ServerListKind};
 
 /// A file under the temp dir, removed on drop.
 struct TempFile(PathBuf);
@@ -390,13 +390,9 @@ fn error_of(key: &str, value: &str) -> (ConfigError, String) {
 fn bad_values_are_errors_naming_key_and_value() {
     let (err, shown) = error_of("MaxAutoRetries", "x");
     assert_eq!(shown, "`svc.ribbon.MaxAutoRetries` = \"x\": not a number");
-    match err {
-        ConfigError::InvalidValue { key, value, .. } => {
-            assert_eq!(key, "svc.ribbon.MaxAutoRetries");
-            assert_eq!(value, "x");
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(err.kind(), ConfigErrorKind::InvalidValue);
+    assert_eq!(err.key(), Some("svc.ribbon.MaxAutoRetries"));
+    assert_eq!(err.value(), Some("x"));
     for (key, value, reason) in [
         ("MaxAutoRetries", "-1", "negative"),
         ("MaxAutoRetriesNextServer", "1.5", "not a number"),
@@ -438,10 +434,16 @@ fn bad_values_are_errors_naming_key_and_value() {
         ("eureka.enabled", "maybe", "not a boolean"),
     ] {
         let (err, shown) = error_of(key, value);
+        // Out-of-range numbers are their own kind, with the range.
         assert!(
-            matches!(err, ConfigError::InvalidValue { .. }),
+            matches!(
+                err.kind(),
+                ConfigErrorKind::InvalidValue | ConfigErrorKind::OutOfRange
+            ),
             "{key}: {err:?}"
         );
+        assert_eq!(err.key(), Some(format!("svc.ribbon.{key}").as_str()));
+        assert_eq!(err.value(), Some(value));
         assert!(
             shown.contains(&format!("`svc.ribbon.{key}`")),
             "{key}: {shown}"
@@ -471,23 +473,23 @@ fn bad_values_are_errors_naming_key_and_value() {
 
 #[test]
 fn malformed_files_are_errors() {
-    assert!(matches!(
-        RibbonConfig::from_yaml_str("svc: [a\n"),
-        Err(ConfigError::Yaml { .. })
-    ));
-    assert!(matches!(
-        RibbonConfig::from_properties_str("a=\\uZZZZ\n"),
-        Err(ConfigError::Properties { .. })
-    ));
+    let kind = |r: Result<RibbonConfig, ConfigError>| r.unwrap_err().kind();
+    assert_eq!(
+        kind(RibbonConfig::from_yaml_str("svc: [a\n")),
+        ConfigErrorKind::Yaml
+    );
+    assert_eq!(
+        kind(RibbonConfig::from_properties_str("a=\\uZZZZ\n")),
+        ConfigErrorKind::Properties
+    );
     let file = TempFile::new("client.toml", "a = 1\n");
-    assert!(matches!(
-        RibbonConfig::from_file(&file.0),
-        Err(ConfigError::UnsupportedFormat { .. })
-    ));
-    assert!(matches!(
-        RibbonConfig::from_file("/nonexistent/tower-ribbon/client.properties"),
-        Err(ConfigError::Io { .. })
-    ));
+    assert_eq!(
+        kind(RibbonConfig::from_file(&file.0)),
+        ConfigErrorKind::UnsupportedFormat
+    );
+    let err = RibbonConfig::from_file("/nonexistent/tower-ribbon/client.properties").unwrap_err();
+    assert_eq!(err.kind(), ConfigErrorKind::Io);
+    assert!(std::error::Error::source(&err).is_some());
 }
 
 #[test]
@@ -555,22 +557,13 @@ async fn clients_with_different_rules_need_one_balancer_each() {
         b.port()
     ))
     .unwrap();
-    match config.builder() {
-        Err(ConfigError::Conflicting {
-            key,
-            first_value,
-            second_value,
-            ..
-        }) => {
-            assert_eq!(key, "NFLoadBalancerRuleClassName");
-            assert_eq!(
-                (first_value.as_str(), second_value.as_str()),
-                ("round_robin", "random")
-            );
-        }
-        Err(other) => panic!("{other:?}"),
-        Ok(_) => panic!("conflicting rules accepted"),
-    }
+    let err = config.builder().expect_err("conflicting rules accepted");
+    assert_eq!(err.kind(), ConfigErrorKind::Conflicting);
+    assert_eq!(err.key(), Some("NFLoadBalancerRuleClassName"));
+    assert_eq!(
+        (err.value(), err.other_value()),
+        (Some("round_robin"), Some("random"))
+    );
     let users = config
         .builder_for("users")
         .unwrap()
@@ -630,14 +623,157 @@ async fn apply_keeps_builder_settings_for_absent_keys() {
         .unwrap();
     assert_eq!(tally(&lb, "http://users/x", 2).await, counts(&[("a", 2)]));
     // No source for a client without servers or Eureka.
-    assert!(matches!(
-        config.builder_for("nobody"),
-        Err(ConfigError::NoSource { .. })
-    ));
-    assert!(matches!(
+    assert_eq!(
+        config.builder_for("nobody").unwrap_err().kind(),
+        ConfigErrorKind::NoSource
+    );
+    assert_eq!(
         RibbonConfig::from_properties_str("ribbon.ReadTimeout=1\n")
             .unwrap()
-            .builder(),
-        Err(ConfigError::NoClients)
-    ));
+            .builder()
+            .unwrap_err()
+            .kind(),
+        ConfigErrorKind::NoClients
+    );
+}
+
+/// The three breaker keys of the properties file used by the breaker tests:
+/// trip after 2 connection failures, blackout 4 s doubling up to 6 s.
+const BREAKER_PROPERTIES: &str = "\
+ribbon.connectionFailureCountThreshold=9
+svc.ribbon.listOfServers=127.0.0.1:9
+svc.ribbon.MaxAutoRetriesNextServer=0
+svc.ribbon.connectionFailureCountThreshold=2
+svc.ribbon.circuitTripTimeoutFactorSeconds=4
+svc.ribbon.circuitTripMaxTimeoutSeconds=6
+";
+
+#[test]
+fn breaker_keys_map_onto_stats_config() {
+    let config = RibbonConfig::from_properties_str(BREAKER_PROPERTIES).unwrap();
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    let svc = config.client("svc");
+    assert_eq!(svc.connection_failure_count_threshold, Some(2));
+    assert_eq!(
+        svc.circuit_trip_timeout_factor,
+        Some(Duration::from_secs(4))
+    );
+    assert_eq!(svc.circuit_trip_max_timeout, Some(Duration::from_secs(6)));
+    let stats = svc.stats_config();
+    assert_eq!(
+        (
+            stats.breaker_threshold,
+            stats.breaker_base,
+            stats.breaker_max
+        ),
+        (2, Duration::from_secs(4), Duration::from_secs(6))
+    );
+    // The global form reaches clients without their own value; the rest of
+    // StatsConfig keeps its defaults.
+    let other = config.client("other").stats_config();
+    let defaults = tower_ribbon::stats::StatsConfig::default();
+    assert_eq!(other.breaker_threshold, 9);
+    assert_eq!(
+        (other.breaker_base, other.breaker_max, other.ewma_decay),
+        (
+            defaults.breaker_base,
+            defaults.breaker_max,
+            defaults.ewma_decay
+        )
+    );
+    // Ribbon's own `niws.loadbalancer.<client>.<Key>` form, and YAML.
+    let niws = RibbonConfig::from_properties_str(
+        "niws.loadbalancer.default.circuitTripMaxTimeoutSeconds=60\n\
+         niws.loadbalancer.svc.connectionFailureCountThreshold=5\n\
+         svc.ribbon.listOfServers=127.0.0.1:9\n",
+    )
+    .unwrap()
+    .client("svc")
+    .stats_config();
+    assert_eq!(
+        (niws.breaker_threshold, niws.breaker_max),
+        (5, Duration::from_secs(60))
+    );
+    let yaml = RibbonConfig::from_yaml_str(
+        "svc:\n  ribbon:\n    connectionFailureCountThreshold: 2\n    circuitTripTimeoutFactorSeconds: 4\n",
+    )
+    .unwrap();
+    assert_eq!(yaml.client("svc").stats_config().breaker_threshold, 2);
+    // Out of range: a typed error naming key, value and range.
+    for (key, value, allowed) in [
+        ("connectionFailureCountThreshold", "0", 1..=1_000_000),
+        ("circuitTripTimeoutFactorSeconds", "0", 1..=86_400),
+        ("circuitTripMaxTimeoutSeconds", "86401", 1..=86_400),
+    ] {
+        let (err, _) = error_of(key, value);
+        assert_eq!(err.kind(), ConfigErrorKind::OutOfRange, "{key}");
+        assert_eq!(err.key(), Some(format!("svc.ribbon.{key}").as_str()));
+        assert_eq!((err.value(), err.allowed()), (Some(value), Some(allowed)));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn breaker_from_keys_trips_after_the_count_for_the_blackout() {
+    use tower_ribbon::stats::{BreakerState, EndpointStats, Outcome};
+    let config = RibbonConfig::from_properties_str(BREAKER_PROPERTIES).unwrap();
+    let stats = EndpointStats::with_config(config.client("svc").stats_config());
+    let state = || stats.breaker_state_at(tokio::time::Instant::now());
+    stats.start().finish(Outcome::ConnectFailure);
+    assert_eq!(state(), BreakerState::Closed, "one failure of two");
+    stats.start().finish(Outcome::ConnectFailure);
+    let four = Duration::from_secs(4);
+    assert_eq!(state(), BreakerState::Open { remaining: four });
+    tokio::time::advance(four - Duration::from_millis(1)).await;
+    assert!(matches!(state(), BreakerState::Open { .. }));
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(matches!(state(), BreakerState::HalfOpen { .. }));
+    // The failed probe doubles the blackout to 8 s, capped at 6 s.
+    stats.start().finish(Outcome::ConnectFailure);
+    let six = Duration::from_secs(6);
+    assert_eq!(state(), BreakerState::Open { remaining: six });
+}
+
+/// Through the balancer built from the file: the refresh must create each
+/// endpoint with [`Builder::stats`]' config (wired on branch `rules`).
+/// Ignored on branch `config`, which only adds the setter; it passed there
+/// with that wiring applied locally. Remove the `ignore` when merging.
+#[ignore = "needs Builder::stats wired into the refresh (branch rules)"]
+#[tokio::test(start_paused = true)]
+async fn breaker_from_keys_trips_the_built_balancers_endpoints() {
+    use tower::ServiceExt;
+    use tower_ribbon::stats::BreakerState;
+    let config = RibbonConfig::from_properties_str(BREAKER_PROPERTIES).unwrap();
+    let inner = tower::service_fn(|_: http::Request<()>| async {
+        Err::<http::Response<()>, _>(tower_ribbon::BoxError::from(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )))
+    });
+    let lb = config.builder_for("svc").unwrap().build(inner).unwrap();
+    assert!(lb.ready_service("svc").await);
+    let send = || {
+        let req = http::Request::get("http://svc/x").body(()).unwrap();
+        lb.clone().oneshot(req)
+    };
+    let state = || {
+        let snapshot = lb.snapshot("svc").unwrap();
+        snapshot.endpoints()[0].stats().breaker_state()
+    };
+    assert!(send().await.is_err());
+    assert_eq!(state(), BreakerState::Closed, "one failure of two");
+    assert!(send().await.is_err());
+    let four = Duration::from_secs(4);
+    assert_eq!(state(), BreakerState::Open { remaining: four });
+    tokio::time::advance(four).await;
+    assert!(
+        matches!(state(), BreakerState::HalfOpen { .. }),
+        "{:?}",
+        state()
+    );
+    assert!(send().await.is_err());
+    assert_eq!(
+        state(),
+        BreakerState::Open {
+            remaining: Duration::from_secs(6)
+        }
+    );
 }

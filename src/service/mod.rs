@@ -91,6 +91,7 @@ pub struct Builder {
     retry: RetryPolicy,
     outliers: OutlierDetection,
     active_health: Option<ActiveHealthCheck>,
+    stats: crate::stats::StatsConfig,
 }
 
 impl Default for Builder {
@@ -107,6 +108,7 @@ impl Default for Builder {
             retry: RetryPolicy::default(),
             outliers: OutlierDetection::default(),
             active_health: None,
+            stats: crate::stats::StatsConfig::default(),
         }
     }
 }
@@ -214,6 +216,14 @@ impl Builder {
     /// Active health checks of every instance. Default: off.
     pub fn active_health_check(mut self, check: ActiveHealthCheck) -> Self {
         self.active_health = Some(check);
+        self
+    }
+
+    /// Tuning of per-instance statistics and the circuit breaker
+    /// ([`StatsConfig`](crate::stats::StatsConfig)). Default
+    /// [`StatsConfig::default`](crate::stats::StatsConfig::default).
+    pub fn stats(mut self, config: crate::stats::StatsConfig) -> Self {
+        self.stats = config;
         self
     }
 

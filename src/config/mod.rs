@@ -1,0 +1,484 @@
+//! Ribbon-style configuration: read `<client>.ribbon.<Key>` settings from a
+//! `.properties` or YAML file and turn them into a [`Builder`] (Ribbon's
+//! `IClientConfig` / Archaius properties, Spring Cloud Netflix's
+//! `application.yml`).
+//!
+//! ```
+//! use tower_ribbon::config::{RibbonConfig, RuleKind};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let config = RibbonConfig::from_properties_str(
+//!     r"
+//! # Defaults for every client.
+//! ribbon.ServerListRefreshInterval=10000
+//! ribbon.ReadTimeout=2000
+//!
+//! user-service.ribbon.listOfServers=127.0.0.1:8081, 127.0.0.1:8082
+//! user-service.ribbon.NFLoadBalancerRuleClassName=com.netflix.loadbalancer.RoundRobinRule
+//! user-service.ribbon.MaxAutoRetriesNextServer=2
+//! ",
+//! )?;
+//! let client = config.client("user-service");
+//! assert_eq!(client.rule, Some(RuleKind::RoundRobin));
+//! assert_eq!(client.max_auto_retries_next_server, Some(2));
+//! assert_eq!(client.read_timeout, Some(std::time::Duration::from_secs(2)));
+//! assert_eq!(client.list_of_servers.as_ref().map(Vec::len), Some(2));
+//! assert!(config.warnings().is_empty());
+//!
+//! // One balancer for every configured client (here just `user-service`).
+//! let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! runtime.block_on(async {
+//!     use hyper_util::client::legacy::Client;
+//!     use hyper_util::rt::TokioExecutor;
+//!     let http = Client::builder(TokioExecutor::new())
+//!         .build_http::<http_body_util::Empty<bytes::Bytes>>();
+//!     let lb = config.builder()?.build(http)?;
+//!     assert_eq!(lb.services(), ["user-service"]);
+//!     Ok(())
+//! })
+//! # }
+//! ```
+//!
+//! # Formats
+//!
+//! - `.properties` ([`RibbonConfig::from_properties_str`]): Java's
+//!   `java.util.Properties` grammar (`=`, `:` or blank separators, `#` and
+//!   `!` comments, `\` continuations, `\uXXXX` escapes), read with the
+//!   [`java-properties`](https://docs.rs/java-properties) crate.
+//! - YAML ([`RibbonConfig::from_yaml_str`]): read with
+//!   [`yaml-rust2`](https://docs.rs/yaml-rust2). Nested maps flatten to
+//!   dotted keys, so `user-service: { ribbon: { listOfServers: a:1 } }` is
+//!   `user-service.ribbon.listOfServers=a:1`; a list of scalars is joined
+//!   with commas; a list holding maps flattens with Spring's `[index]`
+//!   suffixes; `null` is an empty value. Several documents (`---`) are read
+//!   in order, later values winning.
+//! - Any other source of pairs: [`RibbonConfig::from_pairs`].
+//!
+//! Values are trimmed. A key given twice keeps the later value.
+//!
+//! # Keys
+//!
+//! Every key is read per client as `<client>.ribbon.<Key>`, and as a global
+//! default for every client as `ribbon.<Key>`; a client's own value wins.
+//! Key names are case-sensitive, as Ribbon writes them. Nothing is required
+//! except a way to find instances (`listOfServers` or a Eureka URL).
+//!
+//! | key | unit / form | default | becomes |
+//! |---|---|---|---|
+//! | `listOfServers` | `host:port`, `http://host:port`, `https://host:port`, comma-separated | none | a [`StaticSource`] list ([`parse_list_of_servers`]) |
+//! | `NFLoadBalancerRuleClassName` | Ribbon class name, short name, or ours | round robin | the rule, see [`RuleKind`] |
+//! | `MaxAutoRetries` | count | 0 | [`RetryPolicy::max_same`] |
+//! | `MaxAutoRetriesNextServer` | count | 1 | [`RetryPolicy::max_next`] |
+//! | `OkToRetryOnAllOperations` | `true` / `false` | `false` | [`RetryPolicy::retry_on_all_operations`] |
+//! | `retryableStatusCodes` | comma-separated codes | 502, 503, 504 | [`RetryPolicy::retryable_statuses`] |
+//! | `ReadTimeout` | milliseconds, 0 = none | none | [`RetryPolicy::per_try_timeout`] |
+//! | `ConnectTimeout` | milliseconds, 0 = none | none | recorded only: set it on your HTTP client's connector |
+//! | `ServerListRefreshInterval` | milliseconds | 30000 | [`RefreshConfig::interval`] |
+//! | `HealthCheckPath` (ours) | URL path | off | [`ActiveHealthCheck::new`]: turns active checks on |
+//! | `NFLoadBalancerPingInterval` | **seconds** (Ribbon's unit) | 30 | [`ActiveHealthCheck::interval`] |
+//! | `EnableZoneAffinity` | `true` / `false` | `false` | prefer the client's zone ([`ZoneAvoidance::preferred_zone`]) |
+//! | `EnableZoneExclusivity` | `true` / `false` | `false` | as `EnableZoneAffinity` (see below) |
+//! | `zone` (ours) | zone name | Spring's `eureka.instance.metadata-map.zone` | the client's own zone |
+//! | `DeploymentContextBasedVipAddresses` | comma-separated VIPs | none | recorded only |
+//! | `NIWSServerListClassName` | `ConfigurationBasedServerList` / `DiscoveryEnabledNIWSServerList` | see below | the instance source |
+//! | `eureka.enabled` (Spring) | `true` / `false` | `true` | `false` forces `listOfServers` |
+//! | `connectionFailureCountThreshold` | count, 1 to 1 000 000 | 3 | [`StatsConfig::breaker_threshold`] |
+//! | `circuitTripTimeoutFactorSeconds` | **seconds**, 1 to 86 400 | 10 | [`StatsConfig::breaker_base`] |
+//! | `circuitTripMaxTimeoutSeconds` | **seconds**, 1 to 86 400 | 30 | [`StatsConfig::breaker_max`] |
+//!
+//! The three breaker keys are also read in Ribbon's own form,
+//! `niws.loadbalancer.<client>.<Key>` and `niws.loadbalancer.default.<Key>`.
+//! Numbers have ranges: retries 0 to 100, milliseconds up to one day
+//! (`ServerListRefreshInterval` at least 1), seconds 1 to 86 400; a value
+//! outside is a [`ConfigError`] of kind
+//! [`OutOfRange`](ConfigErrorKind::OutOfRange) naming the key, the value and
+//! [the range](ConfigError::allowed).
+//!
+//! Outside the `ribbon` namespace these Spring keys are read (Spring's
+//! relaxed names, `service-url` or `serviceUrl` and so on, are accepted):
+//!
+//! | key | unit | default | becomes |
+//! |---|---|---|---|
+//! | `eureka.client.service-url.defaultZone` | comma-separated URLs | none | an `EurekaRegistry` shared by every Eureka client (an `EurekaSource` when built outside a Tokio runtime; feature `eureka`) |
+//! | `eureka.client.registry-fetch-interval-seconds` | seconds | 30 | the registry's delta interval |
+//! | `eureka.client.eureka-server-connect-timeout-seconds` | seconds | 5 | its connect timeout |
+//! | `eureka.client.eureka-server-read-timeout-seconds` | seconds | 8 | its request timeout |
+//! | `eureka.instance.metadata-map.zone` | zone name | none | every client's zone unless `zone` is set |
+//!
+//! Spring Cloud LoadBalancer's `spring.cloud.loadbalancer.*` keys and their
+//! per-client form `spring.cloud.loadbalancer.clients.<name>.*` (or
+//! `clients[<name>].*` for names with dots; it wins
+//! over the global form, and names a client as `<name>.ribbon.*` does) are
+//! read too: [`spring_loadbalancer`] lists each key and what it becomes.
+//! Where a Ribbon key and its Spring counterpart are both set, the Ribbon
+//! key wins.
+//!
+//! Other keys outside `ribbon` and `spring.cloud.loadbalancer` are ignored
+//! silently, so a whole Spring `application.yml` can be read; keys whose
+//! client part starts with `spring.`, `eureka.` or `zuul.` are never taken
+//! for clients. An unknown key inside `ribbon` (such as
+//! `ribbon.MaxTotalConnections`) or `spring.cloud.loadbalancer` is ignored
+//! with a warning naming the key and the nearest known key (by edit
+//! distance): [`tracing::warn!`] and an entry in [`RibbonConfig::warnings`].
+//! Spring keys that are read but whose policy this crate does not apply yet
+//! (hint routing, sticky sessions, subsetting, ...) warn the same way, as
+//! "recognized, not yet applied". A value that cannot be read is a
+//! [`ConfigError`] naming the key and the value.
+//!
+//! # Bounds
+//!
+//! Text and files over 1 MiB are refused. YAML is read without copying
+//! aliases and refused (a [`TooLarge`](ConfigErrorKind::TooLarge) error)
+//! beyond 64 levels of nesting, 100 000 nodes after alias expansion, or
+//! 8 MiB of flattened keys and values, so an alias bomb fails in
+//! milliseconds with bounded memory (see the `yaml` module source). At
+//! most 1 024 clients are read, and at most 100 unknown keys are reported
+//! one by one (the rest are counted in one warning).
+//!
+//! # Choices where Ribbon and this crate differ
+//!
+//! - **Instance source.** Per client, first match wins:
+//!   `NIWSServerListClassName` if set; a static list if `eureka.enabled` is
+//!   `false`; a static list if `listOfServers` is set; Eureka if a
+//!   `defaultZone` URL is set; else a [`NoSource`](ConfigErrorKind::NoSource) error. (Spring Cloud
+//!   with Eureka on the class path ignores `listOfServers` unless
+//!   `ribbon.eureka.enabled=false`; here an explicit list wins, since it was
+//!   written for this client.) When [`RibbonConfig::builder`] serves clients
+//!   of both kinds, it routes each service id to its own source.
+//! - **Rules.** `RetryRule` becomes round robin: its retrying of the pick is
+//!   what the balancer's retries (`MaxAutoRetries*`) and health filtering
+//!   already do. Custom rule classes cannot be loaded and are an error.
+//! - **Zones.** The preferred zone is set when the client's zone is known
+//!   and `EnableZoneAffinity` or `EnableZoneExclusivity` is `true`, or the
+//!   rule is `ZoneAvoidanceRule` and `EnableZoneAffinity` is not `false`
+//!   (Spring Cloud's `ZonePreferenceServerListFilter`); any other rule is
+//!   then wrapped in [`ZoneAvoidance`]. Exclusivity is not strict here: when
+//!   the own zone has no available instance, other zones are used (a
+//!   warning says so).
+//! - **Timeouts.** `ReadTimeout` bounds each whole attempt. `ConnectTimeout`
+//!   belongs to the HTTP client, which the caller owns: it is recorded in
+//!   [`ClientConfig::connect_timeout`] for you to apply.
+//! - **One balancer, one policy.** A [`Builder`] has one rule, retry policy,
+//!   refresh and health check for all its services.
+//!   [`RibbonConfig::builder`] therefore requires every client to agree on
+//!   those keys and fails with a [`Conflicting`](ConfigErrorKind::Conflicting) error naming the key
+//!   otherwise; [`RibbonConfig::builder_for`] builds one client's balancer.
+
+mod client;
+mod error;
+mod eureka;
+mod keys;
+mod properties;
+mod reader;
+mod ribbon;
+mod scope;
+pub mod spring_loadbalancer;
+mod value;
+mod yaml;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use client::ClientConfig;
+pub use error::{ConfigError, ConfigErrorKind};
+pub use reader::RibbonConfig;
+pub use ribbon::{RuleKind, ServerListKind};
+pub use spring_loadbalancer::{LoadBalancerConfiguration, LoadBalancerSettings};
+
+use crate::discovery::InstanceSource;
+use crate::service::{Builder, LoadBalancer};
+#[cfg(doc)]
+use crate::{
+    discovery::{RefreshConfig, StaticSource, parse_list_of_servers},
+    health::ActiveHealthCheck,
+    retry::RetryPolicy,
+    rule::ZoneAvoidance,
+    stats::StatsConfig,
+};
+use eureka::PerServiceSource;
+use reader::{Reader, read_bounded, static_source};
+use scope::{RibbonScope, SpringScope};
+
+impl RibbonConfig {
+    /// Reads Java properties text (`user-service.ribbon.MaxAutoRetries=1`).
+    ///
+    /// # Errors
+    /// [`Properties`](ConfigErrorKind::Properties) for text that is not a
+    /// properties file; [`TooLarge`](ConfigErrorKind::TooLarge) over 1 MiB;
+    /// [`InvalidValue`](ConfigErrorKind::InvalidValue) and
+    /// [`OutOfRange`](ConfigErrorKind::OutOfRange) for a value that cannot
+    /// be used.
+    pub fn from_properties_str(text: &str) -> Result<Self, ConfigError> {
+        Self::from_pairs(properties::read_properties(
+            text.as_bytes(),
+            encoding_rs::UTF_8,
+        )?)
+    }
+
+    /// Reads YAML text; nested maps flatten to dotted keys (see the
+    /// [module docs](self)).
+    ///
+    /// # Errors
+    /// [`Yaml`](ConfigErrorKind::Yaml) for text that is not YAML or not a
+    /// map; [`TooLarge`](ConfigErrorKind::TooLarge) past a bound (see
+    /// [Bounds](self#bounds)); the value errors of
+    /// [`RibbonConfig::from_properties_str`].
+    pub fn from_yaml_str(text: &str) -> Result<Self, ConfigError> {
+        Self::from_pairs(yaml::flatten_yaml_str(text)?)
+    }
+
+    /// Reads a file by its extension: `.properties` (UTF-8, or ISO-8859-1
+    /// as Java's `Properties.load` reads it when the bytes are not UTF-8),
+    /// `.yml` or `.yaml` (UTF-8). Files over 1 MiB are refused unread.
+    ///
+    /// # Errors
+    /// [`Io`](ConfigErrorKind::Io),
+    /// [`UnsupportedFormat`](ConfigErrorKind::UnsupportedFormat),
+    /// [`TooLarge`](ConfigErrorKind::TooLarge), and the errors of the
+    /// format's reader, each with [the path](ConfigError::path).
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let extension = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        let format_is_yaml = match extension.as_deref() {
+            Some("properties") => false,
+            Some("yml" | "yaml") => true,
+            _ => {
+                return Err(
+                    ConfigError::new(ConfigErrorKind::UnsupportedFormat, "").with_path(path)
+                );
+            }
+        };
+        let bytes = read_bounded(path)?;
+        let with_path = |e: ConfigError| e.with_path(path);
+        if format_is_yaml {
+            let text = std::str::from_utf8(&bytes).map_err(|e| {
+                ConfigError::new(ConfigErrorKind::Yaml, format!("not UTF-8: {e}")).with_path(path)
+            })?;
+            Self::from_yaml_str(text).map_err(with_path)
+        } else {
+            let encoding = if std::str::from_utf8(&bytes).is_ok() {
+                encoding_rs::UTF_8
+            } else {
+                encoding_rs::WINDOWS_1252
+            };
+            Self::from_pairs(properties::read_properties(&bytes, encoding).map_err(with_path)?)
+                .map_err(with_path)
+        }
+    }
+
+    /// Reads flat `(key, value)` pairs, in order (a later pair for the same
+    /// key wins).
+    ///
+    /// ```
+    /// use tower_ribbon::config::RibbonConfig;
+    ///
+    /// let config = RibbonConfig::from_pairs([
+    ///     ("ribbon.MaxAutoRetries", "1"),
+    ///     ("user-service.ribbon.listOfServers", "10.0.0.1:80"),
+    /// ])
+    /// .unwrap();
+    /// assert_eq!(config.client("user-service").max_auto_retries, Some(1));
+    /// ```
+    ///
+    /// # Errors
+    /// [`InvalidValue`](ConfigErrorKind::InvalidValue) and
+    /// [`OutOfRange`](ConfigErrorKind::OutOfRange) for a value that cannot
+    /// be used.
+    pub fn from_pairs<I, K, V>(pairs: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut reader = Reader::default();
+        for (key, value) in pairs {
+            reader.read(key.as_ref().trim(), value.as_ref().trim())?;
+        }
+        reader.declare_eager()?;
+        Ok(reader.finish())
+    }
+
+    /// The clients named by `<client>.ribbon.<Key>` or
+    /// `spring.cloud.loadbalancer.clients.<client>.<key>` keys, in the order
+    /// they first appear, then those of
+    /// `spring.cloud.loadbalancer.eager-load.clients`, with the global
+    /// defaults merged in.
+    pub fn clients(&self) -> &[ClientConfig] {
+        &self.clients
+    }
+
+    /// The settings of `name` (case-insensitive): a configured client, or
+    /// any other name with only the global defaults (as Ribbon gives every
+    /// client the defaults).
+    pub fn client(&self, name: &str) -> ClientConfig {
+        match self
+            .clients
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(name))
+        {
+            Some(client) => client.clone(),
+            None => {
+                let name = name.trim();
+                let lb = SpringScope::resolve(None, &self.spring, name);
+                RibbonScope::default().resolve(
+                    &self.defaults,
+                    name,
+                    self.eureka.zone.as_deref(),
+                    lb,
+                )
+            }
+        }
+    }
+
+    /// The Eureka server URLs of `eureka.client.service-url.defaultZone`,
+    /// as written (credentials included; the `Debug` output hides them).
+    pub fn eureka_server_urls(&self) -> &[String] {
+        self.eureka.urls()
+    }
+
+    /// What was ignored or read differently: unknown keys under `ribbon`
+    /// and `spring.cloud.loadbalancer` (each message names the key and the
+    /// nearest known one), Spring keys recognized but not yet applied, and
+    /// settings without effect. Each was also logged with
+    /// [`tracing::warn!`].
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Where the instances of `client` come from (see the [module
+    /// docs](self)).
+    ///
+    /// # Errors
+    /// [`NoSource`](ConfigErrorKind::NoSource) when the client has neither
+    /// a usable `listOfServers` nor a Eureka URL.
+    pub fn server_list_kind(&self, client: &str) -> Result<ServerListKind, ConfigError> {
+        self.kind_of(&self.client(client))
+    }
+
+    /// Configures `builder` for `client`: declares the service, sets the
+    /// source (replacing one set before), and sets the rule, retry policy,
+    /// refresh, breaker and health check from the keys that are set; keys
+    /// that are not set leave the builder's setting as it was. (A set retry
+    /// key replaces the builder's whole [`RetryPolicy`],
+    /// starting from its defaults.)
+    ///
+    /// To serve several clients from one balancer use
+    /// [`RibbonConfig::builder`].
+    ///
+    /// # Errors
+    /// [`NoSource`](ConfigErrorKind::NoSource) when the client has no
+    /// instance source; [`OutOfRange`](ConfigErrorKind::OutOfRange) from
+    /// [`ClientConfig::validate`].
+    pub fn apply(&self, client: &str, builder: Builder) -> Result<Builder, ConfigError> {
+        let config = self.client(client);
+        config.validate()?;
+        let builder = match self.kind_of(&config)? {
+            ServerListKind::Static => builder.source(static_source(std::slice::from_ref(&config))),
+            ServerListKind::Eureka => builder.source(self.eureka.source(&config.name)?),
+        };
+        Ok(config.configure(builder.service(config.name.clone()), false))
+    }
+
+    /// A new [`Builder`] for `client` alone: [`RibbonConfig::apply`] on
+    /// [`LoadBalancer::builder`].
+    ///
+    /// # Errors
+    /// As [`RibbonConfig::apply`].
+    pub fn builder_for(&self, client: &str) -> Result<Builder, ConfigError> {
+        self.apply(client, LoadBalancer::builder())
+    }
+
+    /// A new [`Builder`] serving every configured client: each is declared
+    /// as a service; static clients share one [`StaticSource`], Eureka
+    /// clients one Eureka source, and when both kinds are present each
+    /// service id is routed to its own source. The rule, retry policy,
+    /// refresh, breaker and health check are balancer-wide, so every client
+    /// must agree on them.
+    ///
+    /// # Errors
+    /// [`NoClients`](ConfigErrorKind::NoClients) without client keys;
+    /// [`NoSource`](ConfigErrorKind::NoSource) for a client without a
+    /// source; [`Conflicting`](ConfigErrorKind::Conflicting) naming the
+    /// first balancer-wide key two clients set differently;
+    /// [`OutOfRange`](ConfigErrorKind::OutOfRange) from
+    /// [`ClientConfig::validate`].
+    pub fn builder(&self) -> Result<Builder, ConfigError> {
+        let first = (self.clients.first())
+            .ok_or_else(|| ConfigError::new(ConfigErrorKind::NoClients, ""))?;
+        let first_settings = first.balancer_settings();
+        for other in &self.clients {
+            other.validate()?;
+            for ((key, a), (_, b)) in first_settings.iter().zip(other.balancer_settings()) {
+                if *a != b {
+                    return Err(ConfigError::conflicting(
+                        key,
+                        (&first.name, a.clone()),
+                        (&other.name, b),
+                    ));
+                }
+            }
+        }
+        let mut statics = Vec::new();
+        let mut eurekas = Vec::new();
+        for client in &self.clients {
+            match self.kind_of(client)? {
+                ServerListKind::Static => statics.push(client.clone()),
+                ServerListKind::Eureka => eurekas.push(client.name.clone()),
+            }
+        }
+        let builder = LoadBalancer::builder();
+        let builder = match (statics.is_empty(), eurekas.first()) {
+            (_, None) => builder.source(static_source(&statics)),
+            (true, Some(_)) => builder.source(self.eureka.source(&first.name)?),
+            (false, Some(eureka)) => {
+                let statics_source: Arc<dyn InstanceSource> = Arc::new(static_source(&statics));
+                let eureka_source = self.eureka.source(eureka)?;
+                let mut routes = HashMap::new();
+                for client in &statics {
+                    routes.insert(
+                        client.name.to_ascii_lowercase(),
+                        Arc::clone(&statics_source),
+                    );
+                }
+                for name in &eurekas {
+                    routes.insert(name.to_ascii_lowercase(), Arc::clone(&eureka_source));
+                }
+                builder.source(PerServiceSource { routes })
+            }
+        };
+        let names = self.clients.iter().map(|c| c.name.clone());
+        Ok(first.configure(builder.services(names), true))
+    }
+
+    fn kind_of(&self, client: &ClientConfig) -> Result<ServerListKind, ConfigError> {
+        let no_source = |reason| ConfigError::no_source(&client.name, reason);
+        let kind = match client.server_list {
+            Some(kind) => kind,
+            None if client.eureka_enabled == Some(false) || client.list_of_servers.is_some() => {
+                ServerListKind::Static
+            }
+            None if !self.eureka.urls().is_empty() => ServerListKind::Eureka,
+            None => {
+                return Err(no_source(
+                    "set `<client>.ribbon.listOfServers` or `eureka.client.service-url.defaultZone`",
+                ));
+            }
+        };
+        match kind {
+            ServerListKind::Static if client.list_of_servers.is_none() => Err(no_source(
+                "the static server list needs `<client>.ribbon.listOfServers`",
+            )),
+            ServerListKind::Eureka if self.eureka.urls().is_empty() => Err(no_source(
+                "Eureka discovery needs `eureka.client.service-url.defaultZone`",
+            )),
+            kind => Ok(kind),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

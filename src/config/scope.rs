@@ -1,0 +1,108 @@
+//! The keys of one scope (global, or one client) before merging, and the
+//! merge of a client's scopes over the global ones.
+
+use super::client::ClientConfig;
+use super::spring_loadbalancer::LoadBalancerSettings;
+use crate::discovery::parse_list_of_servers;
+
+/// The Ribbon keys of one scope (global `ribbon.` or one client), read but
+/// not yet merged. The server list is kept as text so each client's
+/// instances get its name.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RibbonScope {
+    pub(crate) servers: Option<String>,
+    pub(crate) c: ClientConfig,
+}
+
+/// `own.f = own.f.or(defaults.f)` for each listed field.
+macro_rules! inherit {
+    ($own:expr, $defaults:expr; $($field:ident),* $(,)?) => {
+        $( if $own.$field.is_none() { $own.$field = $defaults.$field.clone(); } )*
+    };
+}
+
+impl RibbonScope {
+    /// This scope over `defaults`, as the client `name`, in `zone` (from
+    /// Eureka's metadata) with the Spring settings `lb`.
+    pub(crate) fn resolve(
+        &self,
+        defaults: &RibbonScope,
+        name: &str,
+        zone: Option<&str>,
+        lb: LoadBalancerSettings,
+    ) -> ClientConfig {
+        let mut c = self.c.clone();
+        inherit!(c, defaults.c;
+            rule, rule_class_name, max_auto_retries, max_auto_retries_next_server,
+            ok_to_retry_on_all_operations, retryable_status_codes, read_timeout, connect_timeout,
+            server_list_refresh_interval, health_check_path, ping_interval, enable_zone_affinity,
+            enable_zone_exclusivity, zone, vip_addresses, server_list, eureka_enabled,
+            connection_failure_count_threshold, circuit_trip_timeout_factor,
+            circuit_trip_max_timeout);
+        c.name = name.to_owned();
+        // Validated when read; parsing does not depend on the name.
+        c.list_of_servers = (self.servers.as_ref())
+            .or(defaults.servers.as_ref())
+            .map(|text| parse_list_of_servers(name, text).unwrap_or_default());
+        c.zone = c
+            .zone
+            .or_else(|| lb.zone.clone())
+            .or_else(|| zone.map(str::to_owned));
+        c.load_balancer = lb;
+        c
+    }
+}
+
+/// The Spring keys of one scope (global or one client), read but not yet
+/// merged; map keys keep their argument.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SpringScope {
+    pub(crate) lb: LoadBalancerSettings,
+    /// `hint.<arg>` in order.
+    pub(crate) hints: Vec<(String, String)>,
+    /// `health-check.path.<arg>` in order.
+    pub(crate) health_paths: Vec<(String, String)>,
+    /// `eager-load.clients` (global only).
+    pub(crate) eager_load: Option<Vec<String>>,
+}
+
+/// The last value of `map` for `client`, else for `default`.
+fn lookup(map: &[(String, String)], client: &str) -> Option<String> {
+    let find = |k: &str| {
+        map.iter()
+            .rev()
+            .find(|(a, _)| a.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.clone())
+    };
+    find(client).or_else(|| find("default"))
+}
+
+impl SpringScope {
+    /// The settings of `client`: `own` (its `clients.<name>.*` keys) over
+    /// `global`.
+    pub(crate) fn resolve(
+        own: Option<&SpringScope>,
+        global: &SpringScope,
+        client: &str,
+    ) -> LoadBalancerSettings {
+        let empty = SpringScope::default();
+        let own = own.unwrap_or(&empty);
+        let mut lb = own.lb.clone();
+        let g = &global.lb;
+        inherit!(lb, g; configuration, zone, hint_header_name, micrometer_stats, stats_include_path,
+            service_discovery_timeout, enabled, approximate_zone_from_hostname, x_forwarded);
+        inherit!(lb.health_check, g.health_check; initial_delay, interval, port, repeat_health_check,
+            refetch_instances, refetch_instances_interval, update_results_list);
+        inherit!(lb.retry, g.retry; enabled, max_retries_on_same_service_instance,
+            max_retries_on_next_service_instance, retry_on_all_operations, retry_on_all_exceptions,
+            retryable_status_codes, retryable_exceptions, avoid_previous_instance);
+        inherit!(lb.retry.backoff, g.retry.backoff; enabled, min_backoff, max_backoff, jitter);
+        inherit!(lb.sticky_session, g.sticky_session; instance_id_cookie_name, add_service_instance_cookie);
+        inherit!(lb.subset, g.subset; size, instance_id);
+        inherit!(lb.cache, g.cache; enabled, ttl, capacity, caffeine_spec);
+        lb.hint = lookup(&own.hints, client).or_else(|| lookup(&global.hints, client));
+        lb.health_check.path =
+            lookup(&own.health_paths, client).or_else(|| lookup(&global.health_paths, client));
+        lb
+    }
+}

@@ -1,0 +1,282 @@
+//! Parsers of values: numbers in a range and unit, booleans, lists, status
+//! codes, paths, header names, server lists and Spring durations. Each
+//! names the key and the value in its error.
+
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use super::error::ConfigError;
+use crate::discovery::parse_list_of_servers;
+
+/// One day in milliseconds: the ceiling of every duration key.
+pub(crate) const DAY_MS: u64 = 86_400_000;
+/// One day in seconds.
+pub(crate) const DAY_S: u64 = 86_400;
+/// Ceiling of retry counts: more than 100 retries of one request is a typo.
+pub(crate) const MAX_RETRIES: u64 = 100;
+
+/// A key as written, its value, and for a map key the part after the name.
+pub(crate) struct Kv<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) value: &'a str,
+    pub(crate) arg: &'a str,
+}
+
+/// Spring's relaxed form of a name: lower case without `-` and `_`.
+pub(crate) fn relaxed(name: &str) -> String {
+    name.chars()
+        .filter(|c| *c != '-' && *c != '_')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// An unsigned number in `range` (unit `unit`).
+pub(crate) fn number(
+    kv: &Kv<'_>,
+    range: RangeInclusive<u64>,
+    unit: &'static str,
+) -> Result<u64, ConfigError> {
+    let v = kv.value;
+    match v.parse::<u64>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        Ok(_) => Err(ConfigError::out_of_range(kv.key, v, range, unit)),
+        Err(_) => {
+            let digits = v.strip_prefix('-').unwrap_or(v);
+            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                Err(ConfigError::out_of_range(kv.key, v, range, unit))
+            } else if unit == "ms" {
+                Err(ConfigError::invalid(
+                    kv.key,
+                    v,
+                    "not a number (milliseconds)",
+                ))
+            } else {
+                Err(ConfigError::invalid(kv.key, v, "not a number"))
+            }
+        }
+    }
+}
+
+pub(crate) fn count(kv: &Kv<'_>, range: RangeInclusive<u64>) -> Result<u32, ConfigError> {
+    let n = number(kv, range, "count")?;
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// Milliseconds, Ribbon's unit for timeouts and intervals.
+pub(crate) fn millis(kv: &Kv<'_>, range: RangeInclusive<u64>) -> Result<Duration, ConfigError> {
+    number(kv, range, "ms").map(Duration::from_millis)
+}
+
+/// Seconds.
+pub(crate) fn secs(kv: &Kv<'_>, range: RangeInclusive<u64>) -> Result<Duration, ConfigError> {
+    number(kv, range, "s").map(Duration::from_secs)
+}
+
+pub(crate) fn boolean(kv: &Kv<'_>) -> Result<bool, ConfigError> {
+    if kv.value.eq_ignore_ascii_case("true") {
+        Ok(true)
+    } else if kv.value.eq_ignore_ascii_case("false") {
+        Ok(false)
+    } else {
+        Err(ConfigError::invalid(
+            kv.key,
+            kv.value,
+            "not a boolean (true or false)",
+        ))
+    }
+}
+
+/// The value, `None` when empty.
+pub(crate) fn text(kv: &Kv<'_>) -> Option<String> {
+    (!kv.value.is_empty()).then(|| kv.value.to_owned())
+}
+
+/// A comma-separated list, blanks dropped.
+pub(crate) fn list(kv: &Kv<'_>) -> Vec<String> {
+    kv.value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+pub(crate) fn status_codes(kv: &Kv<'_>) -> Result<Vec<u16>, ConfigError> {
+    list(kv)
+        .iter()
+        .map(|c| match c.parse::<u16>() {
+            Ok(code) if (100..=599).contains(&code) => Ok(code),
+            _ => Err(ConfigError::invalid(
+                kv.key,
+                kv.value,
+                format!("`{c}` is not an HTTP status code (100-599)"),
+            )),
+        })
+        .collect()
+}
+
+/// A URL path (no blanks, query or fragment); `None` when empty.
+pub(crate) fn url_path(kv: &Kv<'_>) -> Result<Option<String>, ConfigError> {
+    if kv
+        .value
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
+    {
+        return Err(ConfigError::invalid(
+            kv.key,
+            kv.value,
+            "a path holds no blanks, query or fragment",
+        ));
+    }
+    Ok(text(kv))
+}
+
+/// A header or cookie name: an HTTP token.
+pub(crate) fn header_name(kv: &Kv<'_>) -> Result<String, ConfigError> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if kv.value.is_empty() || !kv.value.chars().all(token) {
+        return Err(ConfigError::invalid(
+            kv.key,
+            kv.value,
+            "not an HTTP header or cookie name",
+        ));
+    }
+    Ok(kv.value.to_owned())
+}
+
+/// A fraction in `0.0..=1.0`.
+pub(crate) fn fraction(kv: &Kv<'_>) -> Result<f64, ConfigError> {
+    match kv.value.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        Ok(_) => Err(ConfigError::invalid(
+            kv.key,
+            kv.value,
+            "must be within 0.0..=1.0",
+        )),
+        Err(_) => Err(ConfigError::invalid(
+            kv.key,
+            kv.value,
+            "not a number (0.0..=1.0)",
+        )),
+    }
+}
+
+pub(crate) fn servers(kv: &Kv<'_>) -> Result<String, ConfigError> {
+    parse_list_of_servers("validate", kv.value)
+        .map_err(|e| ConfigError::invalid(kv.key, kv.value, e.to_string()))?;
+    Ok(kv.value.to_owned())
+}
+
+/// A Spring `Duration`: a bare number of milliseconds, a number with a unit
+/// (`ns`, `us`, `ms`, `s`, `m`, `h`, `d`), or ISO-8601 (`PT35S`, `P1DT2H`),
+/// in `range` milliseconds.
+pub(crate) fn duration(kv: &Kv<'_>, range: RangeInclusive<u64>) -> Result<Duration, ConfigError> {
+    let bad = || {
+        ConfigError::invalid(
+            kv.key,
+            kv.value,
+            "not a duration (`35000`, `35s`, `500ms`, `2m`, `PT35S`)",
+        )
+    };
+    let d = parse_spring_duration(kv.value).ok_or_else(bad)?;
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if !range.contains(&ms) || (d.is_zero() && *range.start() > 0) {
+        let n = Some(i128::from(ms));
+        return Err(ConfigError::out_of_range_as(
+            kv.key, kv.value, n, range, "ms",
+        ));
+    }
+    Ok(d)
+}
+
+pub(crate) fn parse_spring_duration(value: &str) -> Option<Duration> {
+    let v = value.trim();
+    if v.len() > 40 {
+        return None;
+    }
+    if let Some(iso) = v.strip_prefix(['P', 'p']) {
+        return parse_iso_duration(iso);
+    }
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let per_unit = |nanos: u64| Some(Duration::from_nanos(n.checked_mul(nanos)?));
+    match unit.to_ascii_lowercase().as_str() {
+        "" | "ms" => Some(Duration::from_millis(n)),
+        "ns" => Some(Duration::from_nanos(n)),
+        "us" => per_unit(1_000),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        "h" => Some(Duration::from_secs(n.checked_mul(3_600)?)),
+        "d" => Some(Duration::from_secs(n.checked_mul(86_400)?)),
+        _ => None,
+    }
+}
+
+/// ISO-8601 after the `P`: `[nD][T[nH][nM][n[.f]S]]`.
+pub(crate) fn parse_iso_duration(iso: &str) -> Option<Duration> {
+    if iso.is_empty() {
+        return None;
+    }
+    let (date, time) = match iso.split_once(['T', 't']) {
+        Some((d, t)) => (d, Some(t)),
+        None => (iso, None),
+    };
+    let mut total = Duration::ZERO;
+    if !date.is_empty() {
+        let days: u64 = date.strip_suffix(['D', 'd'])?.parse().ok()?;
+        total = total.checked_add(Duration::from_secs(days.checked_mul(86_400)?))?;
+    }
+    let mut rest = time.unwrap_or("");
+    if time.is_some_and(str::is_empty) {
+        return None;
+    }
+    while !rest.is_empty() {
+        let end = rest.find(|c: char| c.is_ascii_alphabetic())?;
+        let (number, tail) = rest.split_at(end);
+        let secs_per = match tail.as_bytes().first()?.to_ascii_uppercase() {
+            b'H' => 3_600.0,
+            b'M' => 60.0,
+            b'S' => 1.0,
+            _ => return None,
+        };
+        let n: f64 = number
+            .parse()
+            .ok()
+            .filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
+        total = total.checked_add(Duration::try_from_secs_f64(n * secs_per).ok()?)?;
+        rest = &tail[1..];
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spring_durations() {
+        let d = |s| parse_spring_duration(s);
+        assert_eq!(d("35000"), Some(Duration::from_secs(35)));
+        assert_eq!(d("35s"), Some(Duration::from_secs(35)));
+        assert_eq!(d("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(d("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(d("1h"), Some(Duration::from_secs(3_600)));
+        assert_eq!(d("PT35S"), Some(Duration::from_secs(35)));
+        assert_eq!(d("PT0.5S"), Some(Duration::from_millis(500)));
+        assert_eq!(d("P1DT1H1M"), Some(Duration::from_secs(86_400 + 3_660)));
+        for bad in [
+            "",
+            "s",
+            "1x",
+            "PT",
+            "P",
+            "-1s",
+            "1.5s",
+            "PTS",
+            "99999999999999999999d",
+        ] {
+            assert_eq!(d(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! YAML text flattened to dotted `(key, value)` pairs, with every input
+//! bounded.
+//!
+//! The text is read with [`yaml-rust2`](https://docs.rs/yaml-rust2)'s
+//! event parser (which does not recurse) into a small tree in which an
+//! alias points at its anchored node instead of copying it. Flattening then
+//! walks the tree, expanding aliases, under three limits, each a
+//! [`TooLarge`](super::ConfigErrorKind::TooLarge) error:
+//!
+//! - the text: at most [`MAX_BYTES`](super::properties::MAX_BYTES) (1 MiB);
+//! - nesting: at most [`MAX_DEPTH`] (64) levels as written, and as many
+//!   again through aliases;
+//! - expansion: at most [`MAX_NODES`] (100 000) nodes visited and
+//!   [`MAX_OUTPUT_BYTES`] (8 MiB) of keys and values produced, so an alias
+//!   bomb ("billion laughs") stops after at most 100 000 steps and a few
+//!   MiB, whatever its shape.
+//!
+//! Merge keys (`<<: *defaults`) merge the aliased map under the explicit
+//! keys, as Spring reads them.
+
+use std::collections::HashMap;
+
+use yaml_rust2::parser::{Event, Parser};
+use yaml_rust2::scanner::TScalarStyle;
+
+use super::error::{ConfigError, ConfigErrorKind};
+use super::properties::check_size;
+
+/// Deepest nesting accepted as written.
+pub(crate) const MAX_DEPTH: usize = 64;
+/// Most nodes parsed, and most nodes visited while expanding aliases.
+pub(crate) const MAX_NODES: usize = 100_000;
+/// Most bytes of keys and values the flattening produces.
+pub(crate) const MAX_OUTPUT_BYTES: usize = 8 << 20;
+
+enum Node {
+    Scalar(String),
+    Seq(Vec<usize>),
+    /// Keys and values alternating.
+    Map(Vec<usize>),
+}
+
+struct Open {
+    items: Vec<usize>,
+    is_map: bool,
+    anchor: usize,
+}
+
+fn syntax(reason: impl Into<String>) -> ConfigError {
+    ConfigError::new(ConfigErrorKind::Yaml, reason.into())
+}
+
+fn too_many_nodes() -> ConfigError {
+    ConfigError::too_large(
+        MAX_NODES as u64,
+        format!("more than {MAX_NODES} YAML nodes (after expanding aliases)"),
+    )
+}
+
+/// The parsed documents: an arena of nodes and the root of each document.
+struct Tree {
+    nodes: Vec<Node>,
+    roots: Vec<usize>,
+}
+
+impl Tree {
+    fn scalar(&self, index: usize) -> Option<&str> {
+        match self.nodes.get(index)? {
+            Node::Scalar(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn push(&mut self, node: Node) -> Result<usize, ConfigError> {
+        if self.nodes.len() >= MAX_NODES {
+            return Err(too_many_nodes());
+        }
+        self.nodes.push(node);
+        Ok(self.nodes.len() - 1)
+    }
+
+    fn parse(text: &str) -> Result<Tree, ConfigError> {
+        let mut tree = Tree {
+            nodes: Vec::new(),
+            roots: Vec::new(),
+        };
+        let mut parser = Parser::new_from_str(text);
+        let mut stack: Vec<Open> = Vec::new();
+        let mut anchors: HashMap<usize, usize> = HashMap::new();
+        loop {
+            let (event, mark) = parser.next_token().map_err(|e| {
+                syntax(e.info().to_owned()).at(Some(e.marker().line()), Some(e.marker().col() + 1))
+            })?;
+            let done = match event {
+                Event::StreamEnd => break,
+                Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                    if stack.len() >= MAX_DEPTH {
+                        return Err(ConfigError::too_large(
+                            MAX_DEPTH as u64,
+                            format!("nested deeper than {MAX_DEPTH} levels"),
+                        )
+                        .at(Some(mark.line()), Some(mark.col() + 1)));
+                    }
+                    let is_map = matches!(event, Event::MappingStart(..));
+                    stack.push(Open {
+                        items: Vec::new(),
+                        is_map,
+                        anchor,
+                    });
+                    None
+                }
+                Event::SequenceEnd | Event::MappingEnd => {
+                    let open = stack.pop().ok_or_else(|| syntax("unbalanced collection"))?;
+                    let node = if open.is_map {
+                        Node::Map(open.items)
+                    } else {
+                        Node::Seq(open.items)
+                    };
+                    Some((tree.push(node)?, open.anchor))
+                }
+                Event::Scalar(value, style, anchor, _) => {
+                    let null = style == TScalarStyle::Plain
+                        && matches!(value.as_str(), "~" | "null" | "Null" | "NULL");
+                    let value = if null { String::new() } else { value };
+                    Some((tree.push(Node::Scalar(value))?, anchor))
+                }
+                Event::Alias(id) => {
+                    let target = anchors.get(&id).copied().ok_or_else(|| {
+                        syntax("an alias names no anchor defined before it")
+                            .at(Some(mark.line()), Some(mark.col() + 1))
+                    })?;
+                    Some((target, 0))
+                }
+                _ => None,
+            };
+            if let Some((index, anchor)) = done {
+                if anchor != 0 {
+                    anchors.insert(anchor, index);
+                }
+                match stack.last_mut() {
+                    Some(open) => open.items.push(index),
+                    None => tree.roots.push(index),
+                }
+            }
+        }
+        Ok(tree)
+    }
+}
+
+/// Flattening state: the output and the budgets left.
+struct Flat<'t> {
+    tree: &'t Tree,
+    out: Vec<(String, String)>,
+    visits: usize,
+    bytes: usize,
+}
+
+impl Flat<'_> {
+    fn emit(&mut self, key: String, value: String) -> Result<(), ConfigError> {
+        self.bytes += key.len() + value.len();
+        if self.bytes > MAX_OUTPUT_BYTES {
+            return Err(ConfigError::too_large(
+                MAX_OUTPUT_BYTES as u64,
+                format!(
+                    "more than {MAX_OUTPUT_BYTES} bytes of keys and values (after expanding aliases)"
+                ),
+            ));
+        }
+        self.out.push((key, value));
+        Ok(())
+    }
+
+    fn walk(&mut self, index: usize, prefix: &str, depth: usize) -> Result<(), ConfigError> {
+        self.visits += 1;
+        if self.visits > MAX_NODES {
+            return Err(too_many_nodes());
+        }
+        if depth > 2 * MAX_DEPTH {
+            return Err(ConfigError::too_large(
+                (2 * MAX_DEPTH) as u64,
+                format!(
+                    "nested deeper than {} levels through aliases",
+                    2 * MAX_DEPTH
+                ),
+            ));
+        }
+        let tree = self.tree;
+        match tree.nodes.get(index) {
+            Some(Node::Scalar(s)) => self.emit(prefix.to_owned(), s.clone()),
+            Some(Node::Seq(items)) => self.walk_seq(items, prefix, depth),
+            Some(Node::Map(items)) => self.walk_map(items, prefix, depth),
+            None => Err(syntax("dangling node")),
+        }
+    }
+
+    fn walk_seq(&mut self, items: &[usize], prefix: &str, depth: usize) -> Result<(), ConfigError> {
+        let tree = self.tree;
+        let scalars: Option<Vec<&str>> = items.iter().map(|i| tree.scalar(*i)).collect();
+        if let Some(scalars) = scalars {
+            self.visits += items.len();
+            let joined = scalars.join(",");
+            return self.emit(prefix.to_owned(), joined);
+        }
+        for (i, item) in items.iter().enumerate() {
+            self.walk(*item, &format!("{prefix}[{i}]"), depth + 1)?;
+        }
+        Ok(())
+    }
+
+    fn walk_map(&mut self, items: &[usize], prefix: &str, depth: usize) -> Result<(), ConfigError> {
+        // Merge keys first, so the map's own keys (later pairs) win.
+        let pairs: Vec<(usize, usize)> = items
+            .chunks(2)
+            .filter_map(|c| Some((c[0], *c.get(1)?)))
+            .collect();
+        let tree = self.tree;
+        let is_merge = |k: usize| tree.scalar(k) == Some("<<");
+        for &(_, value) in pairs.iter().filter(|(k, _)| is_merge(*k)) {
+            match tree.nodes.get(value) {
+                Some(Node::Seq(maps)) => {
+                    for &map in maps {
+                        self.walk(map, prefix, depth + 1)?;
+                    }
+                }
+                _ => self.walk(value, prefix, depth + 1)?,
+            }
+        }
+        for &(key, value) in pairs.iter().filter(|(k, _)| !is_merge(*k)) {
+            let key = tree
+                .scalar(key)
+                .ok_or_else(|| syntax(format!("under `{prefix}`: a key must be a scalar")))?;
+            let full = if prefix.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            self.walk(value, &full, depth + 1)?;
+        }
+        Ok(())
+    }
+}
+
+/// The dotted key/value pairs of YAML text, in order: nested maps join
+/// with `.`, a list of scalars joins with `,`, other lists get Spring's
+/// `[index]` suffixes, `null` is an empty value; several documents are
+/// read in order.
+pub(crate) fn flatten_yaml_str(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    check_size(text.len())?;
+    let tree = Tree::parse(text)?;
+    let mut flat = Flat {
+        tree: &tree,
+        out: Vec::new(),
+        visits: 0,
+        bytes: 0,
+    };
+    for &root in &tree.roots {
+        match tree.nodes.get(root) {
+            Some(Node::Map(_)) => flat.walk(root, "", 0)?,
+            Some(Node::Scalar(s)) if s.is_empty() => {}
+            _ => return Err(syntax("a document must be a map of settings")),
+        }
+    }
+    Ok(flat.out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_flattens_to_dotted_keys() {
+        let pairs = flatten_yaml_str(
+            "a:\n  b:\n    c: 1\n  list: [x, 2, true]\n  empty:\n  objs:\n    - k: v\n---\nd.e: 1.5\n",
+        )
+        .unwrap();
+        assert_eq!(
+            pairs,
+            [
+                ("a.b.c".to_owned(), "1".to_owned()),
+                ("a.list".to_owned(), "x,2,true".to_owned()),
+                ("a.empty".to_owned(), String::new()),
+                ("a.objs[0].k".to_owned(), "v".to_owned()),
+                ("d.e".to_owned(), "1.5".to_owned()),
+            ]
+        );
+        for bad in ["- a\n- b\n", "a: [b\n", "a: *nowhere\n", "{[a]: b}\n"] {
+            let err = flatten_yaml_str(bad).unwrap_err();
+            assert_eq!(err.kind(), ConfigErrorKind::Yaml, "{bad}: {err}");
+        }
+        assert!(flatten_yaml_str("").unwrap().is_empty());
+        assert!(flatten_yaml_str("---\n...\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn anchors_aliases_and_merge_keys() {
+        let pairs = flatten_yaml_str(
+            "defaults: &d\n  retry: 1\n  zone: z1\nsvc:\n  <<: *d\n  zone: z2\nother: *d\n",
+        )
+        .unwrap();
+        let got: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("defaults.retry", "1"),
+                ("defaults.zone", "z1"),
+                ("svc.retry", "1"),
+                ("svc.zone", "z1"),
+                ("svc.zone", "z2"),
+                ("other.retry", "1"),
+                ("other.zone", "z1"),
+            ]
+        );
+    }
+
+    #[test]
+    fn depth_is_bounded() {
+        let deep: String = (0..300)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i * 2)))
+            .collect();
+        let err = flatten_yaml_str(&deep).unwrap_err();
+        assert_eq!(
+            (err.kind(), err.limit()),
+            (ConfigErrorKind::TooLarge, Some(MAX_DEPTH as u64))
+        );
+        let flow = format!("a: {}{}\n", "[".repeat(200), "]".repeat(200));
+        assert_eq!(
+            flatten_yaml_str(&flow).unwrap_err().kind(),
+            ConfigErrorKind::TooLarge
+        );
+        // The scanner's own flow limit (255) answers first here.
+        let flow = format!("a: {}{}\n", "[".repeat(10_000), "]".repeat(10_000));
+        let kind = flatten_yaml_str(&flow).unwrap_err().kind();
+        assert!(
+            matches!(kind, ConfigErrorKind::Yaml | ConfigErrorKind::TooLarge),
+            "{kind:?}"
+        );
+        let ok: String = (0..MAX_DEPTH)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i * 2)))
+            .collect();
+        assert_eq!(flatten_yaml_str(&ok).unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,245 @@
+//! `tower_ribbon::config` on hostile input: the 413-byte YAML alias bomb
+//! of issue 10, deep nesting, oversized files, and arbitrary bytes to both
+//! parsers. Memory is measured with a counting allocator (this binary's
+//! global allocator), time with the wall clock.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use tower_ribbon::config::{ConfigErrorKind, RibbonConfig};
+
+/// Counts live heap bytes and their peak.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Serializes the measured tests (the counters are process-wide).
+static MEASURE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `f`, returning its result, the wall time and the peak heap growth
+/// in bytes over what was live before.
+fn measured<T>(f: impl FnOnce() -> T) -> (T, Duration, usize) {
+    let _guard = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let start = Instant::now();
+    let out = f();
+    let elapsed = start.elapsed();
+    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
+    (out, elapsed, peak)
+}
+
+/// Bounds the tests assert (debug build, on a shared 2-core machine).
+const TIME_LIMIT: Duration = Duration::from_secs(2);
+const MEMORY_LIMIT: usize = 32 << 20;
+
+fn data(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/config")
+        .join(name)
+}
+
+#[test]
+fn alias_bomb_is_refused_quickly_with_bounded_memory() {
+    let path = data("alias-bomb.yml");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 413);
+    let (result, elapsed, peak) = measured(|| RibbonConfig::from_file(&path));
+    let err = result.expect_err("the bomb must be refused");
+    assert_eq!(err.kind(), ConfigErrorKind::TooLarge, "{err}");
+    assert_eq!(err.limit(), Some(100_000), "{err}");
+    assert_eq!(err.path(), Some(path.as_path()));
+    assert!(err.to_string().contains("100000 YAML nodes"), "{err}");
+    eprintln!("alias bomb: refused in {elapsed:?}, peak heap growth {peak} bytes");
+    assert!(elapsed < TIME_LIMIT, "{elapsed:?}");
+    assert!(peak < MEMORY_LIMIT, "{peak} bytes");
+}
+
+#[test]
+fn aliases_within_the_budget_still_work() {
+    let yaml = "defaults: &d\n  MaxAutoRetries: 2\n  ReadTimeout: 500\n\
+                users:\n  ribbon:\n    <<: *d\n    listOfServers: 127.0.0.1:1\n    ReadTimeout: 700\n\
+                orders:\n  ribbon: *d\n";
+    let config = RibbonConfig::from_yaml_str(yaml).unwrap();
+    let users = config.client("users");
+    assert_eq!(users.max_auto_retries, Some(2));
+    assert_eq!(users.read_timeout, Some(Duration::from_millis(700)));
+    assert_eq!(
+        config.client("orders").read_timeout,
+        Some(Duration::from_millis(500))
+    );
+}
+
+#[test]
+fn deep_nesting_and_large_files_are_refused() {
+    // 10 000 levels of block nesting: refused at level 64.
+    let deep: String = (0..10_000)
+        .map(|i| format!("{}k:\n", " ".repeat(i % 200)))
+        .collect();
+    let nested: String = (0..1_000)
+        .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+        .collect();
+    for text in [&deep, &nested] {
+        let (result, elapsed, peak) = measured(|| RibbonConfig::from_yaml_str(text));
+        if let Err(err) = result {
+            assert!(
+                matches!(
+                    err.kind(),
+                    ConfigErrorKind::TooLarge | ConfigErrorKind::Yaml
+                ),
+                "{err}"
+            );
+        }
+        assert!(
+            elapsed < TIME_LIMIT && peak < MEMORY_LIMIT,
+            "{elapsed:?} {peak}"
+        );
+    }
+    let err = RibbonConfig::from_yaml_str(&nested).unwrap_err();
+    assert_eq!(
+        (err.kind(), err.limit()),
+        (ConfigErrorKind::TooLarge, Some(64))
+    );
+    // Over 1 MiB: refused before parsing, in both formats and from files.
+    let big = format!("a: {}\n", "x".repeat(1 << 20));
+    let err = RibbonConfig::from_yaml_str(&big).unwrap_err();
+    assert_eq!(
+        (err.kind(), err.limit()),
+        (ConfigErrorKind::TooLarge, Some(1 << 20))
+    );
+    let big = format!("a={}\n", "x".repeat(1 << 20));
+    let err = RibbonConfig::from_properties_str(&big).unwrap_err();
+    assert_eq!(err.kind(), ConfigErrorKind::TooLarge);
+    let path = std::env::temp_dir().join(format!(
+        "tower-ribbon-big-{}.properties",
+        std::process::id()
+    ));
+    std::fs::write(&path, &big).unwrap();
+    let err = RibbonConfig::from_file(&path).unwrap_err();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(err.kind(), ConfigErrorKind::TooLarge);
+}
+
+/// Text drawn from the tokens that steer YAML and properties parsers.
+fn syntaxy() -> impl Strategy<Value = String> {
+    const TOKENS: &[&str] = &[
+        ":",
+        ": ",
+        "\n",
+        "  ",
+        "- ",
+        "&a ",
+        "*a",
+        "&b ",
+        "*b",
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        "'",
+        "\"",
+        "|",
+        ">",
+        "!",
+        "%",
+        "#",
+        "?",
+        "<<: ",
+        "---\n",
+        "...\n",
+        "\\",
+        "\\u",
+        "=",
+        "ribbon.",
+        "svc.ribbon.",
+        "MaxAutoRetries",
+        "spring.cloud.loadbalancer.",
+        "clients.",
+        "retry.",
+        "hint.",
+        "cache.ttl",
+        "1",
+        "x",
+        "\t",
+        "\r",
+        "\u{feff}",
+        "é",
+    ];
+    proptest::collection::vec(proptest::sample::select(TOKENS), 0..200)
+        .prop_map(|parts| parts.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// No input makes either parser panic; each answers in bounded time.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        let text = String::from_utf8_lossy(&bytes);
+        let start = Instant::now();
+        let _ = RibbonConfig::from_yaml_str(&text);
+        let _ = RibbonConfig::from_properties_str(&text);
+        prop_assert!(start.elapsed() < TIME_LIMIT);
+    }
+
+    #[test]
+    fn syntax_soup_never_panics(text in syntaxy()) {
+        let start = Instant::now();
+        let _ = RibbonConfig::from_yaml_str(&text);
+        let _ = RibbonConfig::from_properties_str(&text);
+        prop_assert!(start.elapsed() < TIME_LIMIT);
+    }
+}
+
+#[test]
+fn many_keys_and_clients_stay_linear() {
+    // 5 000 unknown Ribbon keys: one edit-distance search per reported
+    // key, at most 100 reported.
+    let unknown: String = (0..5_000)
+        .map(|i| format!("ribbon.Unknown{i}=1\n"))
+        .collect();
+    assert!(unknown.len() < 1 << 20);
+    let (result, elapsed, _) = measured(|| RibbonConfig::from_properties_str(&unknown));
+    let config = result.unwrap();
+    assert_eq!(config.warnings().len(), 101);
+    assert_eq!(config.warnings()[100], "4900 more unknown keys ignored");
+    eprintln!("5 000 unknown keys: {elapsed:?}");
+    assert!(elapsed < TIME_LIMIT, "{elapsed:?}");
+    // Clients: 1 024 accepted, the next is a typed error, found in linear time.
+    let clients = |n: usize| -> String {
+        (0..n)
+            .map(|i| format!("c{i}.ribbon.listOfServers=127.0.0.1:1\n"))
+            .collect()
+    };
+    let config = RibbonConfig::from_properties_str(&clients(1024)).unwrap();
+    assert_eq!(config.clients().len(), 1024);
+    let (result, elapsed, _) = measured(|| RibbonConfig::from_properties_str(&clients(2_000)));
+    let err = result.unwrap_err();
+    assert_eq!(
+        (err.kind(), err.limit()),
+        (ConfigErrorKind::TooLarge, Some(1024))
+    );
+    eprintln!("2 000 clients: refused in {elapsed:?}");
+    assert!(elapsed < TIME_LIMIT, "{elapsed:?}");
+}

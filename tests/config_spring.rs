@@ -1,0 +1,400 @@
+//! `tower_ribbon::config` reading Spring Cloud LoadBalancer's keys from a
+//! real-looking Spring `application.yml` (tests/data/config), checking
+//! every key's effect on the settings the balancer is built from.
+
+use std::time::Duration;
+
+use tower_ribbon::config::spring_loadbalancer::LoadBalancerConfiguration;
+use tower_ribbon::config::{ConfigErrorKind, RibbonConfig};
+use tower_ribbon::health::ActiveHealthCheck;
+use tower_ribbon::retry::RetryPolicy;
+
+fn application_yml() -> RibbonConfig {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/config/application.yml");
+    RibbonConfig::from_file(path).expect("application.yml")
+}
+
+/// The settings of a client the file does not name: the global keys.
+#[test]
+fn global_keys_take_effect() {
+    let config = application_yml();
+    let names: Vec<&str> = config.clients().iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "payment-service",
+            "inventory-service",
+            "catalog-service",
+            "session-service"
+        ]
+    );
+    let c = config.client("shipping-service");
+    let lb = &c.load_balancer;
+    // configurations: zone-preference + zone: the rule prefers zone-a
+    // (spring.cloud.loadbalancer.zone wins over Eureka's metadata zone).
+    assert_eq!(
+        lb.configuration,
+        Some(LoadBalancerConfiguration::ZonePreference)
+    );
+    assert_eq!(lb.zone.as_deref(), Some("zone-a"));
+    assert_eq!(c.zone.as_deref(), Some("zone-a"));
+    assert_eq!(c.preferred_zone(), Some("zone-a"));
+    assert_eq!(c.make_rule().name(), "zone_avoidance");
+    // hint.default and hint-header-name: kept, typed.
+    assert_eq!(lb.hint.as_deref(), Some("canary"));
+    assert_eq!(lb.hint_header_name.as_deref(), Some("X-Route-Hint"));
+    // health-check.*: read; no active check outside `health-check`.
+    let hc = &lb.health_check;
+    assert_eq!(hc.initial_delay, Some(Duration::from_secs(1)));
+    assert_eq!(hc.interval, Some(Duration::from_secs(10)));
+    assert_eq!(hc.path.as_deref(), Some("/actuator/health"));
+    assert_eq!(hc.port, Some(8081));
+    assert_eq!(hc.refetch_instances, Some(true));
+    assert_eq!(hc.refetch_instances_interval, Some(Duration::from_secs(30)));
+    assert_eq!(hc.repeat_health_check, Some(false));
+    assert_eq!(hc.update_results_list, Some(false));
+    assert_eq!(c.health_check(), None);
+    // retry.*: the retry policy.
+    let r = &lb.retry;
+    assert_eq!(r.enabled, Some(true));
+    assert_eq!(r.max_retries_on_same_service_instance, Some(1));
+    assert_eq!(r.max_retries_on_next_service_instance, Some(2));
+    assert_eq!(r.retry_on_all_operations, Some(false));
+    assert_eq!(r.retry_on_all_exceptions, Some(false));
+    assert_eq!(r.retryable_status_codes, Some(vec![500, 503]));
+    assert_eq!(
+        r.retryable_exceptions,
+        Some(vec![
+            "java.io.IOException".to_owned(),
+            "java.util.concurrent.TimeoutException".to_owned()
+        ])
+    );
+    assert_eq!(r.avoid_previous_instance, Some(true));
+    assert_eq!(r.backoff.enabled, Some(true));
+    assert_eq!(r.backoff.min_backoff, Some(Duration::from_millis(50)));
+    assert_eq!(r.backoff.max_backoff, Some(Duration::from_secs(2)));
+    assert_eq!(r.backoff.jitter, Some(0.25));
+    assert_eq!(
+        c.retry_policy(),
+        RetryPolicy::default()
+            .max_same(1)
+            .max_next(2)
+            .retry_on_all_operations(false)
+            .retryable_statuses([500, 503])
+            .backoff(Duration::from_millis(50), Duration::from_secs(2))
+    );
+    // sticky-session.*, subset.*: kept, typed.
+    assert_eq!(
+        lb.sticky_session.instance_id_cookie_name.as_deref(),
+        Some("lb-instance")
+    );
+    assert_eq!(lb.sticky_session.add_service_instance_cookie, Some(true));
+    assert_eq!(lb.subset.size, Some(20));
+    assert_eq!(
+        lb.subset.instance_id.as_deref(),
+        Some("${spring.application.name}-1")
+    );
+    // cache.*: ttl is the refresh interval; service-discovery.timeout bounds a fetch.
+    assert_eq!(lb.cache.enabled, Some(true));
+    assert_eq!(lb.cache.ttl, Some(Duration::from_secs(15)));
+    assert_eq!(lb.cache.capacity, Some(512));
+    assert_eq!(lb.service_discovery_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(c.refresh_config().get_interval(), Duration::from_secs(15));
+    assert_eq!(
+        format!("{:?}", c.refresh_config()),
+        format!(
+            "{:?}",
+            tower_ribbon::discovery::RefreshConfig::default()
+                .interval(Duration::from_secs(15))
+                .fetch_timeout(Duration::from_secs(5))
+        )
+    );
+    // stats.micrometer.enabled: kept.
+    assert_eq!(lb.micrometer_stats, Some(true));
+    // Eureka keys of the same file: the source.
+    assert_eq!(
+        config.eureka_server_urls(),
+        ["http://127.0.0.1:8761/eureka/"]
+    );
+}
+
+#[test]
+fn per_client_keys_override_global_ones() {
+    let config = application_yml();
+    // payment-service: random, its own retry and cache, the global rest.
+    let pay = config.client("Payment-Service");
+    assert_eq!(
+        pay.load_balancer.configuration,
+        Some(LoadBalancerConfiguration::Random)
+    );
+    assert_eq!(pay.preferred_zone(), None);
+    assert_eq!(pay.make_rule().name(), "random");
+    assert_eq!(
+        pay.load_balancer.hint.as_deref(),
+        Some("stable"),
+        "hint.<serviceId>"
+    );
+    assert_eq!(
+        pay.retry_policy(),
+        RetryPolicy::default()
+            .max_same(1)
+            .max_next(0)
+            .retryable_statuses([502])
+            .backoff(Duration::from_millis(50), Duration::from_secs(2))
+    );
+    assert_eq!(pay.refresh_config().get_interval(), Duration::from_secs(5));
+    // inventory-service: active checks on its own path every 2 s.
+    let inv = config.client("inventory-service");
+    assert_eq!(inv.make_rule().name(), "round_robin");
+    let mut expected = ActiveHealthCheck::new("/health/ready");
+    expected.interval = Duration::from_secs(2);
+    expected.timeout = Duration::from_secs(2);
+    assert_eq!(inv.health_check(), Some(expected));
+    // catalog-service: weighted by instance metadata `weight`.
+    assert_eq!(
+        config.client("catalog-service").make_rule().name(),
+        "weighted_round_robin"
+    );
+    // session-service: sticky sessions recognized, round robin meanwhile.
+    let session = config.client("session-service");
+    assert_eq!(
+        session.load_balancer.configuration,
+        Some(LoadBalancerConfiguration::RequestBasedStickySession)
+    );
+    assert_eq!(session.make_rule().name(), "round_robin");
+    let sticky = &session.load_balancer.sticky_session;
+    assert_eq!(
+        sticky.instance_id_cookie_name.as_deref(),
+        Some("session-lb")
+    );
+    assert_eq!(sticky.add_service_instance_cookie, Some(true), "inherited");
+}
+
+#[test]
+fn policies_not_yet_applied_are_reported() {
+    let config = application_yml();
+    let global = |k: &str, why: &str| format!("`spring.cloud.loadbalancer.{k}`: {why}");
+    let later = "recognized, not yet applied";
+    let expected = [
+        global("hint", later),
+        global("hint-header-name", later),
+        global("health-check.initial-delay", later),
+        global("health-check.port", later),
+        global("health-check.repeat-health-check", later),
+        global("health-check.refetch-instances", later),
+        global("health-check.refetch-instances-interval", later),
+        global("health-check.update-results-list", later),
+        global(
+            "retry.retryable-exceptions",
+            "recognized, not applied (Java exception classes)",
+        ),
+        global(
+            "retry.backoff.jitter",
+            "recognized, not yet applied (the backoff is fully jittered)",
+        ),
+        global("sticky-session", later),
+        global("subset", later),
+        global("cache.capacity", "recognized, not applied"),
+        global(
+            "clients.session-service.configurations",
+            "recognized, not yet applied (round robin is used)",
+        ),
+        global("clients.session-service.sticky-session", later),
+    ];
+    assert_eq!(config.warnings(), expected);
+}
+
+#[test]
+fn a_spring_application_yml_without_balancer_keys_loads_unchanged() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/config/application.yml"),
+    )
+    .unwrap();
+    // Drop the `spring.cloud` block: what is left is an ordinary service.
+    let start = text.find("  cloud:\n").unwrap();
+    let end = text.find("\neureka:").unwrap();
+    let plain = format!("{}{}", &text[..start], &text[end..]);
+    let config = RibbonConfig::from_yaml_str(&plain).unwrap();
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    assert!(config.clients().is_empty());
+    let c = config.client("any");
+    assert_eq!(c.zone.as_deref(), Some("zone-b"), "Eureka's metadata zone");
+    assert_eq!(c.make_rule().name(), "round_robin");
+    assert_eq!(c.retry_policy(), RetryPolicy::default());
+}
+
+/// The file's clients are Eureka clients, so this needs the Eureka source.
+#[cfg(feature = "eureka")]
+#[tokio::test]
+async fn each_client_builds_a_balancer() {
+    let config = application_yml();
+    for name in [
+        "payment-service",
+        "inventory-service",
+        "catalog-service",
+        "session-service",
+    ] {
+        let lb = config
+            .builder_for(name)
+            .unwrap()
+            .build(tower::service_fn(|_: http::Request<()>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(()))
+            }))
+            .unwrap();
+        assert_eq!(lb.services(), [name]);
+    }
+    // One balancer for all of them cannot hold their different policies.
+    let err = config.builder().unwrap_err();
+    assert_eq!(err.kind(), ConfigErrorKind::Conflicting);
+    assert_eq!(err.key(), Some("NFLoadBalancerRuleClassName"));
+    assert_eq!(
+        (err.value(), err.other_value()),
+        (Some("random"), Some("round_robin"))
+    );
+}
+
+#[test]
+fn properties_and_relaxed_names_read_the_same() {
+    let config = RibbonConfig::from_properties_str(
+        "spring.cloud.loadbalancer.retry.maxRetriesOnNextServiceInstance=3\n\
+         spring.cloud.loadbalancer.cache.TTL=PT20S\n\
+         spring.cloud.loadbalancer.clients.users.retry.max_retries_on_same_service_instance=2\n\
+         spring.cloud.loadbalancer.clients.users.configurations=RANDOM\n\
+         spring.cloud.loadbalancer.clients[v1.orders].configurations=weighted\n",
+    )
+    .unwrap();
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    let users = config.client("users");
+    assert_eq!(
+        users.retry_policy(),
+        RetryPolicy::default().max_same(2).max_next(3)
+    );
+    assert_eq!(
+        users.refresh_config().get_interval(),
+        Duration::from_secs(20)
+    );
+    assert_eq!(users.make_rule().name(), "random");
+    // Spring's bracket form for a client name holding dots.
+    let orders = config.client("v1.orders");
+    assert_eq!(orders.make_rule().name(), "weighted_round_robin");
+    // eager-load.clients declares clients, which one balancer can serve.
+    let eager = RibbonConfig::from_yaml_str(
+        "spring:\n  cloud:\n    loadbalancer:\n      eager-load:\n        clients: [users, orders]\n\
+         eureka:\n  client:\n    service-url:\n      defaultZone: http://127.0.0.1:8761/eureka\n",
+    )
+    .unwrap();
+    assert!(eager.warnings().is_empty(), "{:?}", eager.warnings());
+    let names: Vec<&str> = eager.clients().iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["users", "orders"]);
+    // Ribbon's key wins over its Spring counterpart.
+    let both = RibbonConfig::from_properties_str(
+        "spring.cloud.loadbalancer.retry.max-retries-on-next-service-instance=3\n\
+         users.ribbon.MaxAutoRetriesNextServer=0\n\
+         spring.cloud.loadbalancer.retry.enabled=false\n\
+         orders.ribbon.listOfServers=127.0.0.1:1\n",
+    )
+    .unwrap();
+    assert_eq!(
+        both.client("users").retry_policy(),
+        RetryPolicy::default().max_same(0).max_next(0)
+    );
+    // retry.enabled=false: no retries.
+    assert_eq!(both.client("orders").retry_policy(), RetryPolicy::none());
+}
+
+#[test]
+fn unknown_keys_name_the_nearest_known_key() {
+    let config = RibbonConfig::from_properties_str(
+        "spring.cloud.loadbalancer.retry.max-retries-on-next-instance=1\n\
+         spring.cloud.loadbalancer.cache.tll=5s\n\
+         spring.cloud.loadbalancer.clients.users.healthcheck.intervall=5s\n\
+         spring.cloud.loadbalancer.hints.users=x\n\
+         users.ribbon.MaxAutoRetry=1\n\
+         ribbon.ReadTimout=10\n\
+         spring.cloud.gateway.routes[0].id=ignored\n",
+    )
+    .unwrap();
+    let spring = |k: &str, near: &str| {
+        format!(
+            "unknown Spring Cloud LoadBalancer key `spring.cloud.loadbalancer.{k}` ignored \
+             (did you mean `spring.cloud.loadbalancer.{near}`?)"
+        )
+    };
+    assert_eq!(
+        config.warnings(),
+        [
+            spring(
+                "retry.max-retries-on-next-instance",
+                "retry.max-retries-on-next-service-instance"
+            ),
+            spring("cache.tll", "cache.ttl"),
+            spring("clients.users.healthcheck.intervall", "health-check.interval"),
+            spring("hints.users", "hint.<serviceId>"),
+            "unknown Ribbon key `users.ribbon.MaxAutoRetry` ignored (did you mean `MaxAutoRetries`?)"
+                .to_owned(),
+            "unknown Ribbon key `ribbon.ReadTimout` ignored (did you mean `ReadTimeout`?)"
+                .to_owned(),
+        ]
+    );
+}
+
+#[test]
+fn bad_spring_values_are_typed_errors() {
+    let err = |text: &str| RibbonConfig::from_properties_str(text).unwrap_err();
+    let e = err("spring.cloud.loadbalancer.retry.max-retries-on-same-service-instance=101\n");
+    assert_eq!(e.kind(), ConfigErrorKind::OutOfRange);
+    assert_eq!(e.allowed(), Some(0..=100));
+    let e = err("spring.cloud.loadbalancer.clients.a.cache.ttl=0s\n");
+    assert_eq!((e.value(), e.allowed()), (Some("0s"), Some(1..=86_400_000)));
+    assert!(e.to_string().contains("must be at least 1"), "{e}");
+    assert_eq!(
+        (e.kind(), e.key()),
+        (
+            ConfigErrorKind::OutOfRange,
+            Some("spring.cloud.loadbalancer.clients.a.cache.ttl")
+        )
+    );
+    // A least backoff above the greatest is refused when the balancer is
+    // built (the two may come from different scopes), not raised silently.
+    let config = RibbonConfig::from_properties_str(
+        "spring.cloud.loadbalancer.retry.backoff.min-backoff=2s\n\
+         spring.cloud.loadbalancer.clients.a.retry.backoff.max-backoff=1s\n\
+         a.ribbon.listOfServers=127.0.0.1:1\n",
+    )
+    .unwrap();
+    let e = config.builder_for("a").unwrap_err();
+    assert_eq!(e.kind(), ConfigErrorKind::OutOfRange);
+    assert_eq!(
+        (e.key(), e.value(), e.allowed()),
+        (
+            Some("spring.cloud.loadbalancer.clients.a.retry.backoff.max-backoff"),
+            Some("1000"),
+            Some(2_000..=86_400_000)
+        )
+    );
+    for (key, value) in [
+        ("health-check.interval", "5ms"),
+        ("configurations", "fastest"),
+        ("cache.ttl", "soon"),
+        ("retry.backoff.jitter", "1.5"),
+        ("hint-header-name", "X Hint"),
+        ("retry.retryable-status-codes", "600"),
+        ("health-check.port", "70000"),
+        ("retry.enabled", "yes"),
+    ] {
+        let e = err(&format!("spring.cloud.loadbalancer.{key}={value}\n"));
+        assert!(
+            matches!(
+                e.kind(),
+                ConfigErrorKind::InvalidValue | ConfigErrorKind::OutOfRange
+            ),
+            "{key}: {e}"
+        );
+        assert_eq!(
+            e.key(),
+            Some(format!("spring.cloud.loadbalancer.{key}").as_str()),
+            "{e}"
+        );
+    }
+}
