@@ -4,7 +4,7 @@
 //!
 //! Two Rust services register through peer 1 (`server_urls` = peer 1, peer
 //! 2) and are read through peer 2 by a balancer over real loopback
-//! backends. Peer 1 is stopped: fetches (`EurekaRegistry` and `EurekaSource`
+//! backends. Peer 1 crashes (KILL): fetches (`EurekaRegistry` and `EurekaSource`
 //! over peer 1, peer 2) and renewals fail over to peer 2, both balancers
 //! answer every request, no instance is evicted although peer 1 stays down
 //! longer than the lease would last unrenewed, and nothing re-registers.
@@ -186,9 +186,9 @@ async fn a_two_peer_cluster_fails_over_without_losing_instances_and_catches_up()
     let before = renewals_and_registrations(&[&handle_a, &handle_b]);
     assert_eq!(before.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 1]);
 
-    // Stop peer 1.
+    // Peer 1 crashes (KILL).
     let t = Instant::now();
-    cluster.stop_peer(1).await;
+    cluster.kill_peer(1).await;
     let stopped_in = t.elapsed();
     let down_since = Instant::now();
     assert_eq!(cluster.statuses(1, APP).await, None, "peer 1 is down");
@@ -239,7 +239,6 @@ async fn a_two_peer_cluster_fails_over_without_losing_instances_and_catches_up()
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let back_at = restart.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
-    cluster.set_running(1);
     let outage = back_at.duration_since(down_since);
     let during = renewals_and_registrations(&[&handle_a, &handle_b]);
     println!(

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 pub struct EurekaCluster {
     id: String,
     urls: [String; 2],
-    running: [bool; 2],
     started_in: Duration,
 }
 
@@ -81,7 +80,6 @@ impl EurekaCluster {
             Ok((id, urls)) => Some(EurekaCluster {
                 id,
                 urls,
-                running: [true, true],
                 started_in: begin.elapsed(),
             }),
             Err(e) if in_ci() => panic!("Eureka cluster fixture is required under CI=true: {e}"),
@@ -110,15 +108,29 @@ impl EurekaCluster {
         self.urls.join(",")
     }
 
-    /// Stops peer `n` (TERM, as an orderly shutdown; its registry is lost).
-    /// Runs the script off the async workers.
+    /// Stops peer `n` in an orderly way (TERM; its registry is lost). Runs
+    /// the script off the async workers.
     pub async fn stop_peer(&mut self, n: usize) {
+        self.stop_peer_with(n, None).await;
+    }
+
+    /// Kills peer `n` (KILL: a crash, no shutdown hooks). Runs the script
+    /// off the async workers.
+    pub async fn kill_peer(&mut self, n: usize) {
+        self.stop_peer_with(n, Some("--kill")).await;
+    }
+
+    async fn stop_peer_with(&mut self, n: usize, how: Option<&'static str>) {
         let id = self.id.clone();
-        let result = tokio::task::spawn_blocking(move || run(&["stop-peer", &id, &n.to_string()]))
-            .await
-            .expect("stop-peer task");
+        let result = tokio::task::spawn_blocking(move || {
+            let n = n.to_string();
+            let mut args = vec!["stop-peer", &id, &n];
+            args.extend(how);
+            run(&args)
+        })
+        .await
+        .expect("stop-peer task");
         result.unwrap_or_else(|e| panic!("{e}"));
-        self.running[n - 1] = false;
     }
 
     /// Starts peer `n` again on its address and port, and waits until it
@@ -129,14 +141,13 @@ impl EurekaCluster {
             .await
             .expect("start-peer task");
         result.unwrap_or_else(|e| panic!("{e}"));
-        self.running[n - 1] = true;
     }
 
-    /// A future that starts peer `n` again (see [`start_peer`]), to run
-    /// while the test goes on; mark it running with [`set_running`].
+    /// Starts peer `n` again (see [`start_peer`]) after `after`, in a task,
+    /// while the test goes on; the task ends with the instant the peer
+    /// answered.
     ///
     /// [`start_peer`]: Self::start_peer
-    /// [`set_running`]: Self::set_running
     pub fn start_peer_later(
         &self,
         n: usize,
@@ -151,13 +162,6 @@ impl EurekaCluster {
             .await
             .map_err(|e| e.to_string())?
         })
-    }
-
-    /// Records that peer `n` runs again (after [`start_peer_later`]).
-    ///
-    /// [`start_peer_later`]: Self::start_peer_later
-    pub fn set_running(&mut self, n: usize) {
-        self.running[n - 1] = true;
     }
 
     /// `(instance id, status)` of every instance of `app` that peer `n`
@@ -219,8 +223,8 @@ impl EurekaCluster {
 
 impl Drop for EurekaCluster {
     fn drop(&mut self) {
-        // Always: a peer started by `start_peer_later` may be running
-        // without being marked so. Stopping a stopped peer is a no-op.
-        let _ = run(&["stop", &self.id]);
+        // Stopping a stopped peer is a no-op. KILL: the registries are
+        // thrown away, no need for an orderly stop.
+        let _ = run(&["stop", &self.id, "--kill"]);
     }
 }
