@@ -314,7 +314,16 @@ async fn a_two_peer_cluster_fails_over_without_losing_instances_and_catches_up()
         let listed = cluster.statuses(1, APP).await;
         panic!("peer 1 lists {listed:?} {CATCH_UP_BOUND:?} after its restart");
     };
-    println!("restarted peer 1 lists both instances {caught_up:?} after answering again");
+    let synced = cluster.log(1);
+    let synced = synced
+        .lines()
+        .filter(|l| l.contains("instances from neighboring DS node"))
+        .map(|l| l.rsplit(" : ").next().unwrap_or(l))
+        .collect::<Vec<_>>();
+    println!(
+        "restarted peer 1 lists both instances {caught_up:?} after answering again \
+         (its syncUp at each start: {synced:?})"
+    );
     registry.refresh_now().await.unwrap();
 
     stop.store(true, Ordering::Relaxed);

@@ -97,6 +97,15 @@ impl EurekaCluster {
         self.started_in
     }
 
+    /// Peer `n`'s log (all its runs), `target/eureka-cluster/ID/peerN.log`.
+    pub fn log(&self, n: usize) -> String {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target/eureka-cluster")
+            .join(&self.id)
+            .join(format!("peer{n}.log"));
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
     /// Peer `n`'s base URL (`n` is 1 or 2): `http://127.0.0.N:PORT/eureka`.
     pub fn url(&self, n: usize) -> &str {
         &self.urls[n - 1]
