@@ -2,7 +2,7 @@
 //! HTTP backends on 127.0.0.1, a static instance list, and 300 requests to
 //! `http://user-service/whoami` balanced with round robin, then random.
 //!
-//! Run: `cargo run --example demo`
+//! Run: `cargo run --example demo` (feature `hyper-util`, on by default).
 
 #[path = "../tests/support/backend.rs"]
 mod backend;

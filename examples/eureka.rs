@@ -8,7 +8,7 @@
 //! ```
 //!
 //! `scripts/eureka-server start` starts a local Eureka server and prints its
-//! URL.
+//! URL. Features: `eureka` and `reqwest` (both on by default).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -38,10 +38,12 @@ use tokio::time::Instant;
 use crate::discovery::Snapshot;
 use crate::instance::Endpoint;
 
-mod active;
-
-pub use active::ActiveHealthCheck;
-pub(crate) use active::spawn_health_checks;
+cfg_feature! {
+    #![feature = "hyper-util"]
+    mod active;
+    pub use active::ActiveHealthCheck;
+    pub(crate) use active::spawn_health_checks;
+}
 
 /// Outlier ejection and panic-threshold settings (Envoy's
 /// `outlier_detection` and `healthy_panic_threshold`).

@@ -461,6 +461,7 @@ impl EndpointStats {
     }
 
     /// Records an active health check's verdict; `true` if it changed.
+    #[cfg(feature = "hyper-util")]
     pub(crate) fn set_active_healthy(&self, healthy: bool) -> bool {
         self.active_unhealthy.swap(!healthy, Ordering::AcqRel) == healthy
     }

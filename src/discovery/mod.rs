@@ -35,8 +35,10 @@ use std::sync::Arc;
 use crate::error::DiscoveryError;
 use crate::instance::{Endpoint, Instance};
 
-#[cfg(feature = "eureka")]
-pub mod eureka;
+cfg_feature! {
+    #![feature = "eureka"]
+    pub mod eureka;
+}
 mod refresh;
 mod static_list;
 

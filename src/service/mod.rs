@@ -51,7 +51,9 @@ use tower::Service;
 use crate::discovery::spawn_refresher;
 use crate::discovery::{InstanceSource, RefreshConfig, RefreshStatus, ServiceState, Snapshot};
 use crate::error::{BoxError, BuildError, Error};
-use crate::health::{ActiveHealthCheck, OutlierDetection};
+#[cfg(feature = "hyper-util")]
+use crate::health::ActiveHealthCheck;
+use crate::health::OutlierDetection;
 use crate::retry::{RetryPolicy, TryCloneBody};
 use crate::rule::{RoundRobin, Rule};
 
@@ -59,16 +61,17 @@ mod classify;
 mod future;
 mod hash_key;
 mod layer;
-#[cfg(feature = "reqwest")]
-mod reqwest_adapter;
+cfg_feature! {
+    #![feature = "reqwest"]
+    mod reqwest_adapter;
+    pub use reqwest_adapter::ReqwestService;
+}
 mod send;
 
 pub use classify::{FailureStatuses, ResponseStatus, classify_error};
 pub use future::ResponseFuture;
 pub use hash_key::HashKey;
 pub use layer::LoadBalancerLayer;
-#[cfg(feature = "reqwest")]
-pub use reqwest_adapter::ReqwestService;
 
 type MakeRule = Arc<dyn Fn() -> Arc<dyn Rule> + Send + Sync>;
 
@@ -90,6 +93,7 @@ pub struct Builder {
     hash_key: Option<HashKey>,
     retry: RetryPolicy,
     outliers: OutlierDetection,
+    #[cfg(feature = "hyper-util")]
     active_health: Option<ActiveHealthCheck>,
 }
 
@@ -106,6 +110,7 @@ impl Default for Builder {
             hash_key: None,
             retry: RetryPolicy::default(),
             outliers: OutlierDetection::default(),
+            #[cfg(feature = "hyper-util")]
             active_health: None,
         }
     }
@@ -212,6 +217,8 @@ impl Builder {
     }
 
     /// Active health checks of every instance. Default: off.
+    #[cfg(feature = "hyper-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "hyper-util")))]
     pub fn active_health_check(mut self, check: ActiveHealthCheck) -> Self {
         self.active_health = Some(check);
         self
@@ -246,6 +253,7 @@ impl Builder {
             hash_key: self.hash_key,
             retry: self.retry,
             outliers: self.outliers,
+            #[cfg(feature = "hyper-util")]
             active_health: self.active_health,
             budget,
             rng: crate::rng::AtomicRng::from_entropy(),
@@ -290,6 +298,7 @@ pub(crate) struct Shared {
     hash_key: Option<HashKey>,
     retry: RetryPolicy,
     outliers: OutlierDetection,
+    #[cfg(feature = "hyper-util")]
     active_health: Option<ActiveHealthCheck>,
     budget: Option<tower::retry::budget::TpsBudget>,
     rng: crate::rng::AtomicRng,
@@ -330,6 +339,7 @@ impl Shared {
             Arc::clone(&self.source),
             &self.handle,
         ));
+        #[cfg(feature = "hyper-util")]
         if let Some(check) = &self.active_health {
             tasks.push(crate::health::spawn_health_checks(
                 &state,
