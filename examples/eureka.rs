@@ -13,6 +13,7 @@
 //!
 //! With `--instances 0` nothing is registered and the example balances
 //! over whatever instances of APP the registry already lists.
+//! Features: `eureka` and `reqwest` (both on by default).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

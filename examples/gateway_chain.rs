@@ -20,6 +20,8 @@
 //! cargo run --example gateway_chain -- "$URL" 18088 &
 //! curl "$GW/user-api/hello"     # -> "user-api (rust) -> auth-service:PORT"
 //! ```
+//!
+//! Features: `eureka` and `hyper-util` (both on by default).
 
 use std::convert::Infallible;
 use std::time::Duration;

@@ -94,7 +94,7 @@ scripts/bench
 on the project's machine (2 cores, 24 GiB, shared with other work; only
 127.0.0.1 is used). It runs the pick-cost micro-benchmarks
 (`cargo bench --bench pick`, criterion medians from short windows) and the
-scenario runner (`cargo run --release --example scenarios -- all`), then
+scenario runner (`cargo run --release -p tower-ribbon-scenarios -- all`), then
 writes this file.
 
 ## Pick cost

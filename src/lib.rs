@@ -7,7 +7,7 @@
 //! (Eureka, a static list, your own), keeps the instance list fresh in the
 //! background, picks an instance with a [`Rule`](rule::Rule), rewrites the
 //! request to it and hands it to any HTTP client that is a tower `Service`
-//! (hyper-util's client, or `reqwest` through [`ReqwestService`]).
+//! (hyper-util's client, or `reqwest` through `ReqwestService`).
 //!
 //! ```no_run
 //! use tower::ServiceExt;
@@ -26,6 +26,30 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## The request path
+//!
+//! In the background, one refresh task per service asks the source every
+//! 30 s ([`RefreshConfig`](discovery::RefreshConfig)) and swaps in a new
+//! immutable [`Snapshot`](discovery::Snapshot) of the `UP` instances. Each
+//! request then takes these steps ([`service`] has the details):
+//!
+//! ```text
+//! GET http://user-service/api/x
+//!  1. URI host -> service       "user-service", case-insensitive (unknown: Error)
+//!  2. service  -> snapshot      one atomic load, no lock
+//!  3. snapshot -> picker        the Rule picks one healthy Endpoint, no allocation
+//!  4. rewrite                   http://10.0.0.7:8081/api/x (path and query kept)
+//!  5. inner service             hyper-util's client, ReqwestService, any tower Service
+//!  6. stats and health          latency, in flight, circuit breaker, outlier ejection
+//!  7. retry                     RetryPolicy: same or next instance, budget, backoff -> 3
+//! ```
+//!
+//! The crate's pieces follow that path: [`instance`] (instances and their
+//! live stats), [`discovery`] (sources, refresh, snapshots), [`rule`]
+//! (pickers), [`service`] (the tower [`LoadBalancer`] and its [`Builder`]),
+//! [`stats`] and [`health`] (outcomes, breaker, ejection), [`retry`]
+//! ([`RetryPolicy`](retry::RetryPolicy)), [`error`] ([`Error`]), [`metrics`].
+//!
 //! Ribbon's names map to this crate's as follows: `Server` → [`Instance`],
 //! `ServerList` → [`InstanceSource`](discovery::InstanceSource),
 //! `ServerListUpdater` → the refresh ([`RefreshConfig`](discovery::RefreshConfig)),
@@ -33,16 +57,56 @@
 //! `ILoadBalancer` → [`LoadBalancer`].
 //!
 //! ## Features
-//! - `eureka` (default): [`discovery::eureka`].
-//! - `reqwest` (default): [`ReqwestService`].
+//!
+//! Each feature is one optional module (or adapter) and builds alone.
+//! Without any, the crate still has instances, [`StaticSource`](discovery::StaticSource),
+//! every rule, stats, passive health, retries and the [`LoadBalancer`] over
+//! any tower HTTP `Service`.
+//!
+//! | feature | default | turns on | compiles in |
+//! |---|---|---|---|
+//! | `eureka` | yes | `discovery::eureka`: `EurekaSource`, `EurekaRegistry`, `EurekaRegistration`; turns on `hyper-util` | serde, serde_json, flate2, url, base64 |
+//! | `reqwest` | yes | `ReqwestService` (a `reqwest::Client` 0.13 as inner service) and the `reqwest` re-export | reqwest 0.13 (no default features) |
+//! | `hyper-util` | yes | `health::ActiveHealthCheck` and `Builder::active_health_check`; hyper-util's connect errors classified as connect failures (stats, safe retries): turn it on when your inner client is hyper-util's | hyper, hyper-util |
+//! | `config` | no | `config`: a balancer from Ribbon / Spring Cloud keys in `.properties` or YAML; turns on `hyper-util` (`HealthCheckPath`) | java-properties, yaml-rust2, encoding_rs |
+//!
+//! Items that need a feature say so in their docs on docs.rs.
 //!
 //! [tower]: https://docs.rs/tower
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
-pub mod config;
+/// Gates items on a feature at the module boundary and shows the feature on
+/// docs.rs: every item gets `#[cfg(..)]` and `#[cfg_attr(docsrs,
+/// doc(cfg(..)))]` together (hyper's `cfg_feature!`). Defined first so every
+/// module below can use it.
+///
+/// ```text
+/// cfg_feature! {
+///     #![feature = "eureka"]
+///     pub mod eureka;
+/// }
+/// ```
+macro_rules! cfg_feature {
+    (
+        #![$meta:meta]
+        $($item:item)*
+    ) => {
+        $(
+            #[cfg($meta)]
+            #[cfg_attr(docsrs, doc(cfg($meta)))]
+            $item
+        )*
+    };
+}
+
+cfg_feature! {
+    #![feature = "config"]
+    pub mod config;
+}
 pub mod discovery;
 pub mod error;
 mod hash;
@@ -57,11 +121,24 @@ pub mod stats;
 
 pub use error::{BoxError, DiscoveryError, Error};
 pub use instance::{Endpoint, Instance, InstanceStatus};
-#[cfg(feature = "reqwest")]
-pub use service::ReqwestService;
 pub use service::{Builder, LoadBalancer, LoadBalancerLayer, ResponseFuture};
 
+cfg_feature! {
+    #![feature = "reqwest"]
+    pub use service::ReqwestService;
+    /// The reqwest crate this crate's [`ReqwestService`] is built against
+    /// (0.13), so `tower_ribbon::reqwest::Client` always matches it, whatever
+    /// other reqwest versions the application's tree holds.
+    pub use reqwest;
+}
+
 /// The README's examples, compiled as doc tests so they stay correct.
-#[cfg(doctest)]
+#[cfg(all(
+    doctest,
+    feature = "eureka",
+    feature = "reqwest",
+    feature = "hyper-util",
+    feature = "config"
+))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -35,10 +35,14 @@ use std::sync::Arc;
 use crate::error::DiscoveryError;
 use crate::instance::{Endpoint, Instance};
 
-#[cfg(feature = "dns")]
-pub mod dns;
-#[cfg(feature = "eureka")]
-pub mod eureka;
+cfg_feature! {
+    #![feature = "dns"]
+    pub mod dns;
+}
+cfg_feature! {
+    #![feature = "eureka"]
+    pub mod eureka;
+}
 mod refresh;
 mod static_list;
 

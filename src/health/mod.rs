@@ -37,25 +37,17 @@ use tokio::time::Instant;
 
 use crate::discovery::Snapshot;
 
-pub mod active;
 pub mod outlier;
 
-pub use crate::stats::InvalidConfig;
-pub use active::{ActiveHealthCheck, MANAGEMENT_CONTEXT_PATH, MANAGEMENT_PORT};
-pub(crate) use active::{CheckHooks, spawn_health_checks};
-pub use outlier::OutlierDetection;
-
-/// Checks the health settings a builder received.
-///
-/// # Errors
-/// The first [`InvalidConfig`] of either.
-pub(crate) fn validate(
-    outliers: &OutlierDetection,
-    active: Option<&ActiveHealthCheck>,
-) -> Result<(), InvalidConfig> {
-    outliers.validate()?;
-    active.map_or(Ok(()), ActiveHealthCheck::validate)
+cfg_feature! {
+    #![feature = "hyper-util"]
+    pub mod active;
+    pub use active::{ActiveHealthCheck, MANAGEMENT_CONTEXT_PATH, MANAGEMENT_PORT};
+    pub(crate) use active::{CheckHooks, spawn_health_checks};
 }
+
+pub use crate::stats::InvalidConfig;
+pub use outlier::OutlierDetection;
 
 const NO_CHANGE: u64 = u64::MAX;
 

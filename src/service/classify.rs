@@ -75,9 +75,14 @@ impl FailureStatuses {
 /// a connect timeout), reqwest's connect / timeout errors, `std::io::Error`
 /// kinds and tower's / tokio's `Elapsed` (a read timeout).
 pub fn classify_error(error: &BoxError) -> Outcome {
+    #[cfg_attr(
+        not(any(feature = "hyper-util", feature = "reqwest")),
+        allow(unused_mut)
+    )]
     let mut connecting = false;
     let mut current: Option<&(dyn StdError + 'static)> = Some(error.as_ref());
     while let Some(e) = current {
+        #[cfg(feature = "hyper-util")]
         if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
             connecting |= h.is_connect();
         }

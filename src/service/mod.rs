@@ -51,7 +51,9 @@ use tower::Service;
 use crate::discovery::spawn_refresher;
 use crate::discovery::{InstanceSource, RefreshConfig, RefreshStatus, ServiceState, Snapshot};
 use crate::error::{BoxError, BuildError, Error};
-use crate::health::{ActiveHealthCheck, OutlierDetection};
+#[cfg(feature = "hyper-util")]
+use crate::health::ActiveHealthCheck;
+use crate::health::OutlierDetection;
 use crate::retry::{RetryPolicy, TryCloneBody};
 use crate::rule::{RoundRobin, Rule};
 
@@ -59,16 +61,17 @@ mod classify;
 mod future;
 mod hash_key;
 mod layer;
-#[cfg(feature = "reqwest")]
-mod reqwest_adapter;
+cfg_feature! {
+    #![feature = "reqwest"]
+    mod reqwest_adapter;
+    pub use reqwest_adapter::ReqwestService;
+}
 mod send;
 
 pub use classify::{FailureStatuses, ResponseStatus, classify_error};
 pub use future::ResponseFuture;
 pub use hash_key::HashKey;
 pub use layer::LoadBalancerLayer;
-#[cfg(feature = "reqwest")]
-pub use reqwest_adapter::ReqwestService;
 
 type MakeRule = Arc<dyn Fn() -> Arc<dyn Rule> + Send + Sync>;
 
@@ -90,6 +93,7 @@ pub struct Builder {
     hash_key: Option<HashKey>,
     retry: RetryPolicy,
     outliers: OutlierDetection,
+    #[cfg(feature = "hyper-util")]
     active_health: Option<ActiveHealthCheck>,
     stats: crate::stats::StatsConfig,
 }
@@ -107,6 +111,7 @@ impl Default for Builder {
             hash_key: None,
             retry: RetryPolicy::default(),
             outliers: OutlierDetection::default(),
+            #[cfg(feature = "hyper-util")]
             active_health: None,
             stats: crate::stats::StatsConfig::default(),
         }
@@ -214,6 +219,8 @@ impl Builder {
     }
 
     /// Active health checks of every instance. Default: off.
+    #[cfg(feature = "hyper-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "hyper-util")))]
     pub fn active_health_check(mut self, check: ActiveHealthCheck) -> Self {
         self.active_health = Some(check);
         self
@@ -244,12 +251,15 @@ impl Builder {
         let source = self.source.ok_or(BuildError::NoSource)?;
         let handle = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         let budget = self.retry.get_budget().build()?;
-        crate::health::validate(&self.outliers, self.active_health.as_ref()).map_err(|e| {
-            BuildError::Invalid {
-                key: e.field().to_owned(),
-                reason: e.reason().to_owned(),
-            }
-        })?;
+        let invalid = |e: crate::stats::InvalidConfig| BuildError::Invalid {
+            key: e.field().to_owned(),
+            reason: e.reason().to_owned(),
+        };
+        self.outliers.validate().map_err(invalid)?;
+        #[cfg(feature = "hyper-util")]
+        if let Some(active) = &self.active_health {
+            active.validate().map_err(invalid)?;
+        }
         let shared = Arc::new(Shared {
             services: ArcSwap::from_pointee(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
@@ -262,6 +272,7 @@ impl Builder {
             hash_key: self.hash_key,
             retry: self.retry,
             outliers: self.outliers,
+            #[cfg(feature = "hyper-util")]
             active_health: self.active_health,
             budget,
             rng: crate::rng::AtomicRng::from_entropy(),
@@ -306,6 +317,7 @@ pub(crate) struct Shared {
     hash_key: Option<HashKey>,
     retry: RetryPolicy,
     outliers: OutlierDetection,
+    #[cfg(feature = "hyper-util")]
     active_health: Option<ActiveHealthCheck>,
     budget: Option<tower::retry::budget::TpsBudget>,
     rng: crate::rng::AtomicRng,
@@ -346,6 +358,7 @@ impl Shared {
             Arc::clone(&self.source),
             &self.handle,
         ));
+        #[cfg(feature = "hyper-util")]
         if let Some(check) = &self.active_health {
             let (list, view) = (Arc::downgrade(&state), Arc::downgrade(&state));
             let hooks = crate::health::CheckHooks {

@@ -145,7 +145,9 @@ impl Ejection {
     }
 }
 
-/// Active-check atomics: the verdict and the current streaks.
+/// Active-check atomics: the verdict and the current streaks (only the
+/// `hyper-util` feature's active checks write them).
+#[cfg_attr(not(feature = "hyper-util"), allow(dead_code))]
 pub(crate) struct ActiveChecks {
     unhealthy: AtomicBool,
     passes: AtomicU32,
@@ -169,6 +171,7 @@ impl ActiveChecks {
     /// unhealthy after `unhealthy_threshold` failed probes in a row, an
     /// unhealthy one healthy after `healthy_threshold` passed probes in a
     /// row. Returns `true` if the verdict changed. Thresholds of 0 act as 1.
+    #[cfg_attr(not(feature = "hyper-util"), allow(dead_code))]
     pub(crate) fn record(
         &self,
         passed: bool,

@@ -269,6 +269,7 @@ impl EndpointStats {
 
     /// Records one active probe; `true` if the verdict changed (see
     /// [`ejection::ActiveChecks`]).
+    #[cfg(feature = "hyper-util")]
     pub(crate) fn record_active_check(&self, passed: bool, healthy: u32, unhealthy: u32) -> bool {
         self.active.record(passed, healthy, unhealthy)
     }

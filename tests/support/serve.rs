@@ -1,6 +1,6 @@
 //! The accept loop of the loopback HTTP/1 backends, shared by the test
 //! backends (`tests/support/backend.rs`) and the scenario backends
-//! (`examples/scenarios/backend.rs`).
+//! (`scenarios/src/backend.rs`, the scenario runner).
 #![allow(dead_code, unreachable_pub)]
 
 use std::convert::Infallible;

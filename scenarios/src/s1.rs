@@ -433,10 +433,10 @@ pub async fn run(
         }
     }
 
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = crate::repo_root();
     let plots = plotted
         .iter()
-        .map(|p| format!("`{}`", p.strip_prefix(root).unwrap_or(p).display()))
+        .map(|p| format!("`{}`", p.strip_prefix(&root).unwrap_or(p).display()))
         .collect::<Vec<_>>()
         .join(", ");
     let max_lag = runs.iter().map(|r| r.max_lag).max().unwrap_or_default();

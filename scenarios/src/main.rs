@@ -2,9 +2,9 @@
 //! against tower's p2c balancer (issue 6).
 //!
 //! ```sh
-//! cargo run --release --example scenarios -- all          # everything, ~4 min on 2 cores
-//! cargo run --release --example scenarios -- s1 --duration 30 --rate 4000
-//! cargo run --release --example scenarios -- --help
+//! cargo run --release -p tower-ribbon-scenarios -- all          # everything, ~4 min on 2 cores
+//! cargo run --release -p tower-ribbon-scenarios -- s1 --duration 30 --rate 4000
+//! cargo run --release -p tower-ribbon-scenarios -- --help
 //! ```
 //!
 //! Commands: `overhead`, `s1`, `s2`, `s3`, `s4`, `all`. Every figure comes
@@ -163,7 +163,7 @@ impl Options {
 }
 
 const USAGE: &str = "\
-usage: cargo run --release --example scenarios -- <overhead|s1|s2|s3|s4|all> [flags]
+usage: cargo run --release -p tower-ribbon-scenarios -- <overhead|s1|s2|s3|s4|all> [flags]
 
 flags (defaults in brackets):
   --seed N                 seed of every draw [6]
@@ -356,8 +356,15 @@ fn header(command_line: &str, opts: &Options) -> String {
     )
 }
 
+/// The repository root (this crate lives in `<root>/scenarios`): results go
+/// to `<root>/target/scenarios`, plots to `<root>/docs/plots`.
+fn repo_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
 async fn run(command: &str, opts: &Options, command_line: &str) -> Result<(), BoxError> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = repo_root();
     let out_dir = root.join("target").join("scenarios");
     let plot_dir = root.join("docs").join("plots");
     let mut report = Report::new(&out_dir)?;
@@ -427,7 +434,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let command_line = format!(
-        "cargo run --release --example scenarios -- {}",
+        "cargo run --release -p tower-ribbon-scenarios -- {}",
         args.join(" ")
     );
     match run(&command, &opts, &command_line).await {
