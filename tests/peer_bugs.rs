@@ -33,7 +33,7 @@ use tower_ribbon::discovery::{RefreshConfig, StaticSource};
 use tower_ribbon::health::{ActiveHealthCheck, MANAGEMENT_PORT, OutlierDetection};
 use tower_ribbon::instance::{Endpoint, Instance};
 use tower_ribbon::retry::{RetryBudgetConfig, RetryPolicy};
-use tower_ribbon::rule::{BestAvailable, ConsistentHash, Random, RoundRobin};
+use tower_ribbon::rule::{BestAvailable, ConsistentHash, Random, RoundRobin, WeightedResponseTime};
 use tower_ribbon::service::HashKey;
 use tower_ribbon::stats::Outcome;
 use tower_ribbon::{BoxError, Builder, Error, LoadBalancer};
@@ -53,6 +53,8 @@ enum Reply {
     Refused,
     /// 200 whose body never ends (a long stream).
     Stream,
+    /// 200 after this delay.
+    Slow(Duration),
 }
 
 /// What the cluster saw for one attempt.
@@ -151,6 +153,13 @@ impl Service<Request<String>> for Cluster {
                 std::io::ErrorKind::ConnectionRefused,
             ))),
             Reply::Stream => Ok(response(200, Either::Right(Open))),
+            Reply::Slow(delay) => {
+                let r = response(200, Either::Left(Empty::new()));
+                return Box::pin(async move {
+                    tokio::time::sleep(delay).await;
+                    Ok(r)
+                });
+            }
         };
         Box::pin(std::future::ready(result))
     }
@@ -652,7 +661,153 @@ async fn grpc_java_6650_with_every_instance_down_requests_fail_fast() {
 }
 
 // ---------------------------------------------------------------------------
+// Weighted response time.
+
+/// A balancer over ports 1-3 of [`SVC`] with weighted response time
+/// (recomputed on every pick), refreshed every second from `source`.
+fn weighted(
+    source: &StaticSource,
+    cluster: &Cluster,
+    policy: RetryPolicy,
+) -> LoadBalancer<Cluster> {
+    LoadBalancer::builder()
+        .source(source.clone())
+        .service(SVC)
+        .rule(|| WeightedResponseTime::with_seed(365).with_recompute_interval(Duration::ZERO))
+        .refresh(
+            RefreshConfig::default()
+                .interval(Duration::from_secs(1))
+                .jitter(0.0),
+        )
+        .retry(policy)
+        .outlier_detection(OutlierDetection::disabled())
+        .build(cluster.clone())
+        .unwrap()
+}
+
+/// <https://github.com/Netflix/ribbon/pull/365>.
+/// `WeightedResponseTimeRule` kept the cumulative weights computed for the
+/// previous server list when the list grew or shrank, so it threw
+/// `IndexOutOfBoundsException` or applied one server's weight to another.
+/// Here instances with mean latencies 10, 60 and 30 ms lose the fastest
+/// one in a refresh; the other two must then share by their own means
+/// (weights 30 and 60 ms: the 30 ms instance gets 2/3 of 300 picks), not
+/// by the weights of the old positions (which would give the slow one
+/// 90 / 130).
+#[tokio::test(start_paused = true)]
+async fn ribbon_365_weights_follow_the_instances_when_the_list_shrinks() {
+    let cluster = Cluster::default();
+    cluster.set(1, Reply::Slow(Duration::from_millis(10)));
+    cluster.set(2, Reply::Slow(Duration::from_millis(60)));
+    cluster.set(3, Reply::Slow(Duration::from_millis(30)));
+    let source = StaticSource::new()
+        .with_list(SVC, &list(&[1, 2, 3]))
+        .unwrap();
+    let lb = weighted(&source, &cluster, RetryPolicy::none());
+    ready(&lb).await;
+    let warm = count(&ports_of(&lb, 60).await);
+    assert_eq!(warm.len(), 3, "{warm:?}");
+    let mean = |p| endpoint(&lb, p).stats().mean_response_time().unwrap();
+    assert_eq!(
+        [mean(1), mean(2), mean(3)],
+        [10, 60, 30].map(Duration::from_millis)
+    );
+
+    source.set_list(SVC, &list(&[2, 3])).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(lb.snapshot(SVC).unwrap().len(), 2);
+    let counts = count(&ports_of(&lb, 300).await);
+    eprintln!("weighted response time after the refresh: {counts:?}");
+    assert_eq!(counts.keys().copied().collect::<Vec<_>>(), [2, 3]);
+    assert!((175..=225).contains(&counts[&3]), "{counts:?}");
+}
+
+/// <https://github.com/spring-cloud/spring-cloud-netflix/issues/3077>.
+/// With `WeightedResponseTimeRule` and `MaxAutoRetriesNextServer=1`, the
+/// retry after a failure on a down server could choose that server again
+/// (the maintainers called it expected: the weights still favoured it).
+/// Here one of two instances refuses connects; with one retry all 100
+/// requests must succeed on the live instance, and the down one sees only
+/// the 3 attempts that trip its breaker.
+#[tokio::test(start_paused = true)]
+async fn spring_cloud_netflix_3077_a_weighted_retry_does_not_choose_the_down_server_again() {
+    let cluster = Cluster::default();
+    cluster.set(1, Reply::Slow(Duration::from_millis(5)));
+    let source = StaticSource::new().with_list(SVC, &list(&[1, 2])).unwrap();
+    let lb = weighted(&source, &cluster, retries(1));
+    ready(&lb).await;
+    // Port 2 is the faster one until it goes down.
+    ports_of(&lb, 20).await;
+    cluster.set(2, Reply::Refused);
+    cluster.clear();
+    for _ in 0..100 {
+        assert_eq!(send(&lb, get()).await.unwrap(), (200, 1));
+    }
+    assert_eq!(cluster.per_port(), BTreeMap::from([(1, 100), (2, 3)]));
+}
+
+// ---------------------------------------------------------------------------
 // Health: breaker, ejection, panic, probes.
+
+/// <https://github.com/Netflix/ribbon/issues/277>.
+/// `BestAvailableRule` routed traffic to the server with the fewest
+/// concurrent requests even while that server was failing every connect,
+/// since a server that fails at once never has requests in flight.
+/// Here [`BestAvailable`] balances over two instances, one refusing
+/// connects; it must see exactly the 3 attempts that trip its breaker, and
+/// with one retry all 20 requests succeed on the other.
+#[tokio::test(start_paused = true)]
+async fn ribbon_277_best_available_stops_choosing_an_instance_that_fails_to_connect() {
+    let cluster = Cluster::default();
+    cluster.set(1, Reply::Refused);
+    let lb = builder(&[1, 2])
+        .rule(BestAvailable::new)
+        .retry(retries(1))
+        .build(cluster.clone())
+        .unwrap();
+    ready(&lb).await;
+    for _ in 0..20 {
+        assert_eq!(send(&lb, get()).await.unwrap(), (200, 2));
+    }
+    assert_eq!(cluster.per_port(), BTreeMap::from([(1, 3), (2, 20)]));
+}
+
+/// <https://github.com/twitter/finagle/issues/524> (fixed by
+/// <https://github.com/twitter/finagle/pull/527>).
+/// When the probe request of Finagle's failure accrual failed because the
+/// node was still down, the factory stayed in `ProbeOpen`, so the dead node
+/// took request after request instead of being marked dead again.
+/// Here an instance trips its breaker; after the 10 s blackout exactly one
+/// probe goes to it and fails, after which it gets nothing for 20 s (the
+/// doubled blackout), then one probe again, which succeeds and restores
+/// its share.
+#[tokio::test(start_paused = true)]
+async fn finagle_524_a_failed_probe_marks_the_instance_dead_again() {
+    let cluster = Cluster::default();
+    cluster.set(1, Reply::Refused);
+    let lb = builder(&[1, 2])
+        .rule(|| RoundRobin::with_start(0))
+        .build(cluster.clone())
+        .unwrap();
+    ready(&lb).await;
+    assert_eq!(ports_of(&lb, 6).await, [0, 2, 0, 2, 0, 2]);
+
+    tokio::time::advance(Duration::from_secs(10)).await;
+    cluster.clear();
+    ports_of(&lb, 20).await;
+    assert_eq!(cluster.per_port(), BTreeMap::from([(1, 1), (2, 19)]));
+
+    tokio::time::advance(Duration::from_secs(19)).await;
+    cluster.clear();
+    ports_of(&lb, 10).await;
+    assert_eq!(cluster.per_port(), BTreeMap::from([(2, 10)]));
+
+    tokio::time::advance(Duration::from_secs(1)).await;
+    cluster.set(1, Reply::Status(200));
+    cluster.clear();
+    ports_of(&lb, 20).await;
+    assert_eq!(cluster.per_port(), BTreeMap::from([(1, 10), (2, 10)]));
+}
 
 /// <https://github.com/grpc/grpc/issues/11643>.
 /// `round_robin` never reconnected to failed subchannels, so a long-lived
