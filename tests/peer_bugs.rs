@@ -33,7 +33,9 @@ use tower_ribbon::discovery::{RefreshConfig, StaticSource};
 use tower_ribbon::health::{ActiveHealthCheck, MANAGEMENT_PORT, OutlierDetection};
 use tower_ribbon::instance::{Endpoint, Instance};
 use tower_ribbon::retry::{RetryBudgetConfig, RetryPolicy};
-use tower_ribbon::rule::{BestAvailable, ConsistentHash, Random, RoundRobin, WeightedResponseTime};
+use tower_ribbon::rule::{
+    AvailabilityFiltering, BestAvailable, ConsistentHash, Random, RoundRobin, WeightedResponseTime,
+};
 use tower_ribbon::service::HashKey;
 use tower_ribbon::stats::Outcome;
 use tower_ribbon::{BoxError, Builder, Error, LoadBalancer};
@@ -862,6 +864,36 @@ async fn ribbon_277_best_available_stops_choosing_an_instance_that_fails_to_conn
         assert_eq!(send(&lb, get()).await.unwrap(), (200, 2));
     }
     assert_eq!(cluster.per_port(), BTreeMap::from([(1, 3), (2, 20)]));
+}
+
+/// <https://github.com/spring-cloud/spring-cloud-netflix/issues/3603>.
+/// With `AvailabilityFilteringRule` and `MaxAutoRetriesNextServer`, the
+/// outcome of the retry was recorded against the first server, so the
+/// retry's success on the other server cleared the hanging server's
+/// successive-failure count: it never tripped and every request waited for
+/// its timeout first.
+/// Here one of two instances never answers (1 s per-try timeout); it must
+/// see exactly 3 attempts, trip, and then be skipped, so 20 requests all
+/// succeed on the other instance in exactly 3 s of waiting (paused clock).
+#[tokio::test(start_paused = true)]
+async fn spring_cloud_netflix_3603_a_retry_success_elsewhere_does_not_reset_the_hanging_server() {
+    let cluster = Cluster::default();
+    cluster.set(1, Reply::Slow(Duration::from_secs(3600)));
+    let lb = builder(&[1, 2])
+        .rule(|| AvailabilityFiltering::new(RoundRobin::with_start(0)))
+        .retry(retries(1).per_try_timeout(Duration::from_secs(1)))
+        .build(cluster.clone())
+        .unwrap();
+    ready(&lb).await;
+    let start = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(send(&lb, get()).await.unwrap(), (200, 2));
+    }
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+    assert_eq!(cluster.per_port(), BTreeMap::from([(1, 3), (2, 20)]));
+    let stats = endpoint(&lb, 1);
+    assert_eq!(stats.stats().successive_connection_failures(), 3);
+    assert!(stats.stats().is_tripped_at(Instant::now()));
 }
 
 /// <https://github.com/twitter/finagle/issues/524> (fixed by
