@@ -193,15 +193,18 @@ pub enum DiscoveryError {
         /// The HTTP status code.
         status: u16,
     },
-    /// The body could not be read, decompressed or parsed.
-    #[error("registry {server}: cannot decode response ({content_type}): {reason}")]
+    /// The body could not be decompressed or decoded, or exceeded a bound
+    /// (size, element count, deadline).
+    #[cfg(feature = "eureka")]
+    #[error("registry {server}: cannot decode response ({content_type}): {source}")]
     Decode {
         /// The registry URL, without credentials.
         server: String,
         /// The response's `Content-Type`, or `none`.
         content_type: String,
         /// What was wrong.
-        reason: String,
+        #[source]
+        source: crate::discovery::eureka::wire::WireError,
     },
     /// A fetch listed no `UP` instance while the current list was not empty,
     /// and [`RefreshConfig::keep_last_on_empty`](crate::discovery::RefreshConfig::keep_last_on_empty)

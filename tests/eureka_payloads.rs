@@ -316,9 +316,7 @@ fn apps_full() {
     // preferIpAddress: the ipAddr becomes the host, scheme and port unchanged.
     let by_ip = wire::parse_applications_with(
         &fixture("apps-full.json"),
-        wire::ParseOptions {
-            prefer_ip_address: true,
-        },
+        wire::ParseOptions::default().with_prefer_ip_address(true),
     )
     .expect("parses");
     let auth = &by_ip.applications[1].instances[0].instance;
@@ -893,9 +891,13 @@ async fn fetch_error(mode: Mode) -> (String, DiscoveryError) {
 async fn truncated_json_is_a_decode_error() {
     let (url, err) = fetch_error(Mode::Truncated).await;
     match &err {
-        DiscoveryError::Decode { server, reason, .. } => {
+        DiscoveryError::Decode { server, source, .. } => {
             assert_eq!(server, &url);
-            assert!(reason.contains("truncated"), "{reason}");
+            assert!(
+                matches!(source, wire::WireError::Truncated { .. }),
+                "{source}"
+            );
+            assert!(source.to_string().contains("truncated"), "{source}");
         }
         other => panic!("expected Decode, got {other:?}"),
     }
@@ -907,9 +909,10 @@ async fn truncated_json_is_a_decode_error() {
 async fn html_page_is_a_decode_error() {
     let (url, err) = fetch_error(Mode::Html).await;
     match &err {
-        DiscoveryError::Decode { server, reason, .. } => {
+        DiscoveryError::Decode { server, source, .. } => {
             assert_eq!(server, &url);
-            assert!(reason.contains("not Eureka JSON"), "{reason}");
+            assert!(matches!(source, wire::WireError::Syntax { .. }), "{source}");
+            assert!(source.to_string().contains("not Eureka JSON"), "{source}");
         }
         other => panic!("expected Decode, got {other:?}"),
     }
@@ -948,11 +951,12 @@ async fn gzip_garbage_is_a_decode_error() {
         DiscoveryError::Decode {
             server,
             content_type,
-            reason,
+            source,
         } => {
             assert_eq!(server, &url);
             assert_eq!(content_type, "application/json");
-            assert!(reason.contains("gzip"), "{reason}");
+            assert!(matches!(source, wire::WireError::Gzip { .. }), "{source}");
+            assert!(source.to_string().contains("gzip"), "{source}");
         }
         other => panic!("expected Decode, got {other:?}"),
     }
@@ -974,7 +978,7 @@ async fn not_found_is_an_empty_application() {
 type ErrorCheck = fn(&DiscoveryError) -> bool;
 
 fn is_decode_with(err: &DiscoveryError, needle: &str) -> bool {
-    matches!(err, DiscoveryError::Decode { reason, .. } if reason.contains(needle))
+    matches!(err, DiscoveryError::Decode { source, .. } if source.to_string().contains(needle))
 }
 
 #[tokio::test]

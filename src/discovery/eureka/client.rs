@@ -14,6 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::wire::WireError;
 use crate::error::{BoxError, BuildError, DiscoveryError};
 
 /// One configured Eureka server: its base URL without credentials, and the
@@ -96,6 +97,11 @@ impl fmt::Debug for Server {
 /// about URLs that did not parse.
 pub(crate) use crate::error::redact;
 
+/// Default body limit: 128 MiB after gzip inflation, room for 50 000
+/// instances of the real server's format (about 1.1 KB each, 55 MB) with
+/// large metadata.
+pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 128 * 1024 * 1024;
+
 /// Settings shared by every request to the registry.
 #[derive(Debug, Clone)]
 pub(crate) struct HttpSettings {
@@ -109,7 +115,7 @@ impl Default for HttpSettings {
         Self {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(8),
-            max_body_bytes: 32 * 1024 * 1024,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -196,19 +202,28 @@ impl EurekaHttp {
     }
 
     /// `GET {base}/{path}` on each server in order until one answers 200
-    /// with a body that `parse` accepts, or 404 when `accept_not_found`
+    /// with a body that `decode` accepts, or 404 when `accept_not_found`
     /// (an app or VIP the registry does not know). Every failure
-    /// (transport, timeout, status, gzip, parse; 404 otherwise) moves on to
-    /// the next server.
-    pub(crate) async fn get<T>(
+    /// (transport, timeout, status, gzip, decode; 404 otherwise) moves on
+    /// to the next server.
+    ///
+    /// The request timeout bounds each server's whole exchange: connect,
+    /// headers, body, gzip inflation and decoding. Inflation and decoding
+    /// run on Tokio's blocking pool, never on an async worker, and
+    /// `decode` is handed the deadline so it stops when the timeout fires.
+    pub(crate) async fn get<T, F>(
         &self,
         path: &str,
         accept_not_found: bool,
-        parse: impl Fn(&[u8]) -> Result<T, String>,
-    ) -> Result<Fetched<T>, DiscoveryError> {
+        decode: F,
+    ) -> Result<Fetched<T>, DiscoveryError>
+    where
+        T: Send + 'static,
+        F: Fn(&[u8], std::time::Instant) -> Result<T, WireError> + Clone + Send + 'static,
+    {
         let mut errors = Vec::new();
         for server in &self.servers {
-            match self.get_one(server, path, &parse).await {
+            match self.get_one(server, path, decode.clone()).await {
                 Ok(Fetched::NotFound) if !accept_not_found => errors.push(DiscoveryError::Status {
                     server: server.base.clone(),
                     status: 404,
@@ -221,20 +236,24 @@ impl EurekaHttp {
             }
         }
         match errors.len() {
-            0 => Err(DiscoveryError::AllServersFailed(errors)),
             1 => Err(errors.remove(0)),
             _ => Err(DiscoveryError::AllServersFailed(errors)),
         }
     }
 
-    async fn get_one<T>(
+    async fn get_one<T, F>(
         &self,
         server: &Server,
         path: &str,
-        parse: &impl Fn(&[u8]) -> Result<T, String>,
-    ) -> Result<Fetched<T>, DiscoveryError> {
+        decode: F,
+    ) -> Result<Fetched<T>, DiscoveryError>
+    where
+        T: Send + 'static,
+        F: Fn(&[u8], std::time::Instant) -> Result<T, WireError> + Send + 'static,
+    {
         let timeout = self.settings.request_timeout;
-        match tokio::time::timeout(timeout, self.exchange(server, path, parse)).await {
+        let deadline = std::time::Instant::now() + timeout;
+        match tokio::time::timeout(timeout, self.exchange(server, path, deadline, decode)).await {
             Ok(result) => result,
             Err(_) => Err(DiscoveryError::Timeout {
                 server: server.base.clone(),
@@ -243,12 +262,21 @@ impl EurekaHttp {
         }
     }
 
-    async fn exchange<T>(
+    async fn exchange<T, F>(
         &self,
         server: &Server,
         path: &str,
-        parse: &impl Fn(&[u8]) -> Result<T, String>,
-    ) -> Result<Fetched<T>, DiscoveryError> {
+        deadline: std::time::Instant,
+        decode: F,
+    ) -> Result<Fetched<T>, DiscoveryError>
+    where
+        T: Send + 'static,
+        F: Fn(&[u8], std::time::Instant) -> Result<T, WireError> + Send + 'static,
+    {
+        let transport = |e: BoxError| DiscoveryError::Transport {
+            server: server.base.clone(),
+            source: e,
+        };
         let uri = format!("{}/{}", server.base, path.trim_start_matches('/'));
         let mut builder = Request::builder()
             .method(Method::GET)
@@ -258,21 +286,14 @@ impl EurekaHttp {
         if let Some(auth) = &server.auth {
             builder = builder.header(AUTHORIZATION, auth.clone());
         }
-        let request =
-            builder
-                .body(Full::new(Bytes::new()))
-                .map_err(|e| DiscoveryError::Transport {
-                    server: server.base.clone(),
-                    source: Box::new(e),
-                })?;
-        let response =
-            self.client
-                .request(request)
-                .await
-                .map_err(|e| DiscoveryError::Transport {
-                    server: server.base.clone(),
-                    source: Box::new(e),
-                })?;
+        let request = builder
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| transport(Box::new(e)))?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| transport(Box::new(e)))?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND {
             return Ok(Fetched::NotFound);
@@ -290,27 +311,34 @@ impl EurekaHttp {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
         let limit = self.settings.max_body_bytes;
-        let body = Limited::new(response.into_body(), limit)
-            .collect()
-            .await
-            .map_err(|e| DiscoveryError::Decode {
-                server: server.base.clone(),
-                content_type: content_type.clone(),
-                reason: format!("reading the body failed (limit {limit} bytes): {e}"),
-            })?
-            .to_bytes();
-        let decode_error = |reason: String| DiscoveryError::Decode {
+        let decode_error = |source: WireError| DiscoveryError::Decode {
             server: server.base.clone(),
             content_type: content_type.clone(),
-            reason,
+            source,
+        };
+        let body = match Limited::new(response.into_body(), limit).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(decode_error(WireError::TooLarge { limit }));
+            }
+            Err(e) => return Err(transport(e)),
         };
         // Servers gzip even when not asked; trust the magic bytes too.
-        let body = if gzip_header || body.starts_with(&[0x1f, 0x8b]) {
-            gunzip(&body, limit).map_err(decode_error)?
-        } else {
-            body
+        let gzip = gzip_header || body.starts_with(&[0x1f, 0x8b]);
+        let work = move || {
+            let body = if gzip {
+                let inflated = gunzip(&body, limit)?;
+                drop(body);
+                inflated
+            } else {
+                body
+            };
+            decode(&body, deadline)
         };
-        parse(&body).map(Fetched::Found).map_err(decode_error)
+        match tokio::task::spawn_blocking(work).await {
+            Ok(decoded) => decoded.map(Fetched::Found).map_err(decode_error),
+            Err(e) => Err(DiscoveryError::Other(Box::new(e))),
+        }
     }
 
     /// Sends `method {base}/{path}` (with a JSON `body`, if any) to each
@@ -403,15 +431,28 @@ fn header_text(v: Option<&HeaderValue>) -> String {
         .unwrap_or_else(|| "none".to_owned())
 }
 
-/// Decompresses a gzip body, refusing output beyond `limit` bytes.
-pub(crate) fn gunzip(body: &[u8], limit: usize) -> Result<Bytes, String> {
-    let mut out = Vec::new();
+/// Decompresses a gzip body, refusing output beyond `limit` bytes (the
+/// inflated size is bounded as it is produced, not after).
+///
+/// The output buffer is sized once from the gzip trailer's size field,
+/// trusted only up to `limit` and to deflate's largest ratio (1032:1), so
+/// it is not grown by doubling (which would hold 1.5 × the body at peak).
+pub(crate) fn gunzip(body: &[u8], limit: usize) -> Result<Bytes, WireError> {
+    let hint = body
+        .len()
+        .checked_sub(4)
+        .and_then(|at| body.get(at..))
+        .and_then(|tail| <[u8; 4]>::try_from(tail).ok())
+        .map_or(0, |tail| u32::from_le_bytes(tail) as usize)
+        .min(limit)
+        .min(body.len().saturating_mul(1032));
+    let mut out = Vec::with_capacity(hint.saturating_add(1));
     let mut decoder = flate2::read::GzDecoder::new(body).take((limit as u64).saturating_add(1));
     decoder
         .read_to_end(&mut out)
-        .map_err(|e| format!("bad gzip body: {e}"))?;
+        .map_err(|source| WireError::Gzip { source })?;
     if out.len() > limit {
-        return Err(format!("gzip body inflates beyond {limit} bytes"));
+        return Err(WireError::TooLarge { limit });
     }
     Ok(Bytes::from(out))
 }
@@ -464,7 +505,10 @@ mod tests {
         enc.write_all(&[b'a'; 1000]).unwrap();
         let gz = enc.finish().unwrap();
         assert_eq!(gunzip(&gz, 1000).unwrap().len(), 1000);
-        assert!(gunzip(&gz, 999).unwrap_err().contains("beyond"));
+        assert!(matches!(
+            gunzip(&gz, 999),
+            Err(WireError::TooLarge { limit: 999 })
+        ));
         assert!(gunzip(&gz[..gz.len() / 2], 1000).is_err());
         assert!(gunzip(&[0x1f, 0x8b, 0, 0], 1000).is_err());
     }

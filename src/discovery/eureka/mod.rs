@@ -56,17 +56,52 @@ macro_rules! connection_setters {
             self
         }
 
-        /// Bound on one whole request to one server (connect, headers,
-        /// body). Spring key `eureka.client.eureka-server-read-timeout-seconds`.
-        /// Default 8 s.
+        /// Bound on one whole request to one server: connect, headers,
+        /// body, gzip inflation and decoding (which run off the async
+        /// workers). Spring key
+        /// `eureka.client.eureka-server-read-timeout-seconds`. Default 8 s.
         pub fn request_timeout(mut self, timeout: std::time::Duration) -> Self {
             self.connection.settings.request_timeout = timeout;
             self
         }
 
-        /// Largest body accepted, after gzip inflation. Default 32 MiB.
+        /// Largest body accepted, after gzip inflation (inflation stops at
+        /// the limit). Default 128 MiB, room for 50 000 instances.
         pub fn max_body_bytes(mut self, bytes: usize) -> Self {
             self.connection.settings.max_body_bytes = bytes;
+            self
+        }
+    };
+}
+
+/// The decoding setters of the builders that read instance lists (each has
+/// an `options: wire::ParseOptions` field).
+macro_rules! parse_setters {
+    () => {
+        /// Use `ipAddr` rather than `hostName` as each instance's host
+        /// (Spring's `eureka.instance.prefer-ip-address` seen from the
+        /// caller). Default `false`.
+        pub fn prefer_ip_address(mut self, prefer: bool) -> Self {
+            self.options.prefer_ip_address = prefer;
+            self
+        }
+
+        /// Most elements (instance records plus application objects) one
+        /// payload may hold; a payload with more is refused
+        /// ([`wire::WireError::TooManyInstances`]) and the last list kept.
+        /// For [`EurekaRegistry`] it also bounds the local copy across
+        /// deltas. Default [`wire::DEFAULT_MAX_INSTANCES`] (100 000).
+        pub fn max_instances(mut self, max: usize) -> Self {
+            self.options.max_instances = max;
+            self
+        }
+
+        /// Which port an instance with both `port` and `securePort`
+        /// enabled is reached on ([`wire::PortPreference`]): secure, as
+        /// Spring Cloud LoadBalancer does (the default), or plain, as
+        /// Ribbon does unless `IsSecure` is set.
+        pub fn port_preference(mut self, preference: wire::PortPreference) -> Self {
+            self.options.port_preference = preference;
             self
         }
     };
@@ -137,8 +172,8 @@ impl EurekaSource {
         let options = self.options;
         match self
             .http
-            .get(&path, true, |body| {
-                wire::parse_application_with(body, options)
+            .get(&path, true, move |body, deadline| {
+                wire::decode_application(body, options, Some(deadline))
             })
             .await?
         {
@@ -184,14 +219,7 @@ impl std::fmt::Debug for EurekaSourceBuilder {
 
 impl EurekaSourceBuilder {
     connection_setters!();
-
-    /// Use `ipAddr` rather than `hostName` as each instance's host (Spring's
-    /// `eureka.instance.prefer-ip-address` seen from the caller). Default is
-    /// `false`.
-    pub fn prefer_ip_address(mut self, prefer: bool) -> Self {
-        self.options.prefer_ip_address = prefer;
-        self
-    }
+    parse_setters!();
 
     /// Builds the source.
     ///

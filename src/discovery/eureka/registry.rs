@@ -128,19 +128,13 @@ impl std::fmt::Debug for EurekaRegistryBuilder {
 
 impl EurekaRegistryBuilder {
     connection_setters!();
+    parse_setters!();
 
     /// Time between two delta fetches. Spring key
     /// `eureka.client.registry-fetch-interval-seconds`. Values under 10 ms
     /// are raised to 10 ms. Default 30 s.
     pub fn fetch_interval(mut self, interval: Duration) -> Self {
         self.interval = Some(interval.max(Duration::from_millis(10)));
-        self
-    }
-
-    /// Use `ipAddr` rather than `hostName` as each instance's host.
-    /// Default `false`.
-    pub fn prefer_ip_address(mut self, prefer: bool) -> Self {
-        self.options.prefer_ip_address = prefer;
         self
     }
 
@@ -283,8 +277,8 @@ impl Inner {
         // empty registry (that is a 200 with no application).
         match self
             .http
-            .get(path, false, |body| {
-                wire::parse_applications_with(body, options)
+            .get(path, false, move |body, deadline| {
+                wire::decode_applications(body, options, Some(deadline))
             })
             .await?
         {
@@ -480,8 +474,8 @@ impl InstanceSource for VipSource {
             let options = self.options;
             let apps = match self
                 .http
-                .get(&path, true, |body| {
-                    wire::parse_applications_with(body, options)
+                .get(&path, true, move |body, deadline| {
+                    wire::decode_applications(body, options, Some(deadline))
                 })
                 .await?
             {
