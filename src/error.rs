@@ -214,6 +214,18 @@ pub enum DiscoveryError {
         /// The service id.
         service: String,
     },
+    /// Applying a registry delta would take the local copy past its bound
+    /// (`max_instances` of the Eureka registry builder); the delta was
+    /// refused and the last copy kept.
+    #[error(
+        "registry copy would grow to {would_hold} instances, over its bound of {limit}; keeping the last copy"
+    )]
+    RegistryFull {
+        /// The bound.
+        limit: usize,
+        /// The size the delta would have produced.
+        would_hold: usize,
+    },
     /// Every configured registry server failed; one error per server, in the
     /// order tried.
     #[error("all {} registry servers failed; last: {}", .0.len(), last_error(.0))]

@@ -574,6 +574,10 @@ enum Mode {
     GzipGarbage,
     /// 404 with a Spring error JSON body (as for an unknown or emptied app).
     NotFound,
+    /// 200, `{"application":{"garbage":true}}`: JSON, but not an application.
+    Garbage,
+    /// 200, three records that all have port `"9001x"`.
+    BadPorts,
 }
 
 /// One request the stub received.
@@ -757,6 +761,26 @@ async fn respond(mode: Mode, raw_path: &str) -> Response<Full<Bytes>> {
         Mode::Good => reply(200, JSON, false, good_body()),
         Mode::GzipWithHeader => reply(200, JSON, true, gzip(&good_body())),
         Mode::GzipUnasked => reply(200, JSON, false, gzip(&good_body())),
+        Mode::Garbage => reply(
+            200,
+            JSON,
+            false,
+            br#"{"application":{"garbage":true}}"#.to_vec(),
+        ),
+        Mode::BadPorts => {
+            let record = |id: &str| {
+                format!(
+                    r#"{{"instanceId":"{id}","hostName":"127.0.0.1","app":"USER-SERVICE","status":"UP","port":{{"$":"9001x","@enabled":"true"}}}}"#
+                )
+            };
+            let body = format!(
+                r#"{{"application":{{"name":"USER-SERVICE","instance":[{},{},{}]}}}}"#,
+                record("x1"),
+                record("x2"),
+                record("x3")
+            );
+            reply(200, JSON, false, body.into_bytes())
+        }
         Mode::Truncated => {
             let mut body = good_body();
             body.truncate(body.len() / 2);
@@ -1023,7 +1047,30 @@ async fn refresh_keeps_the_last_list_through_every_bad_answer() {
     let ids: Vec<&str> = good.iter().map(Instance::id).collect();
     assert_eq!(ids, ["user-a", "user-b"]);
 
-    let bad: [(Mode, ErrorCheck); 5] = [
+    // Issue 11: garbage and all-malformed records used to count as a
+    // successful fetch with zero instances and emptied the list.
+    let bad: [(Mode, ErrorCheck); 7] = [
+        (Mode::Garbage, |e| {
+            matches!(
+                e,
+                DiscoveryError::Decode {
+                    source: wire::WireError::NoName,
+                    ..
+                }
+            )
+        }),
+        (Mode::BadPorts, |e| {
+            matches!(
+                e,
+                DiscoveryError::Decode {
+                    source: wire::WireError::AllRecordsMalformed {
+                        records: 3,
+                        first: wire::RecordError::BadPort
+                    },
+                    ..
+                }
+            )
+        }),
         (Mode::Truncated, |e| is_decode_with(e, "truncated")),
         (Mode::Html, |e| is_decode_with(e, "not Eureka JSON")),
         (Mode::Status500, |e| {
