@@ -1,11 +1,11 @@
-//! The HTTP side of talking to Eureka: server URLs with failover, basic
-//! auth, timeouts, gzip.
+//! The HTTP side of talking to Eureka: failover over the configured
+//! servers, basic auth, one timeout over each whole exchange, gzip, and
+//! decoding on the blocking pool.
 
 use std::fmt;
 use std::io::Read;
 use std::time::Duration;
 
-use base64::Engine;
 use bytes::Bytes;
 use http::header::{ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, StatusCode};
@@ -15,150 +15,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::wire::WireError;
-use crate::error::{BoxError, BuildError, DiscoveryError};
+use crate::error::{BoxError, DiscoveryError};
 
-/// One configured Eureka server: its base URL without credentials, and the
-/// `Authorization` header made from the URL's userinfo.
-#[derive(Clone)]
-pub(crate) struct Server {
-    base: String,
-    auth: Option<HeaderValue>,
-}
+mod server;
 
-impl Server {
-    /// Parses `http://user:pass@host:port/eureka` (trailing `/` optional).
-    pub(crate) fn parse(raw: &str) -> Result<Self, BuildError> {
-        let invalid = |reason: &str| BuildError::Invalid {
-            key: "eureka server URL".to_owned(),
-            reason: format!("{}: {reason}", redact(raw)),
-        };
-        let url = url::Url::parse(raw.trim()).map_err(|e| invalid(&e.to_string()))?;
-        match url.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(invalid(
-                    "https registry URLs are not supported yet (no TLS connector); use http",
-                ));
-            }
-            other => return Err(invalid(&format!("unsupported scheme `{other}`"))),
-        }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err(invalid("no host"));
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(invalid("a server URL holds no query or fragment"));
-        }
-        if url.path().contains('@') {
-            return Err(invalid(
-                "`@` in the path: percent-encode `/`, `@` and `:` inside credentials",
-            ));
-        }
-        let auth = if url.username().is_empty() && url.password().is_none() {
-            None
-        } else {
-            let decode = |s: &str| {
-                percent_encoding::percent_decode_str(s)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
-            let user = decode(url.username());
-            let pass = decode(url.password().unwrap_or(""));
-            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-            let mut value = HeaderValue::try_from(format!("Basic {token}"))
-                .map_err(|_| invalid("credentials cannot form a header"))?;
-            value.set_sensitive(true);
-            Some(value)
-        };
-        let mut clean = url.clone();
-        // Both setters only fail for URLs that cannot have credentials, which
-        // an http URL with a host always can.
-        let _ = clean.set_username("");
-        let _ = clean.set_password(None);
-        let base = clean.as_str().trim_end_matches('/').to_owned();
-        Ok(Self { base, auth })
-    }
-
-    /// The base URL without credentials, as shown in logs and errors.
-    pub(crate) fn base(&self) -> &str {
-        &self.base
-    }
-}
-
-impl fmt::Debug for Server {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Server")
-            .field("base", &self.base)
-            .field("auth", &self.auth.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
-
-/// A URL string with any userinfo replaced by `***`, for error messages
-/// about URLs that did not parse.
-pub(crate) use crate::error::redact;
-
-/// Default body limit: 128 MiB after gzip inflation, room for 50 000
-/// instances of the real server's format (about 1.1 KB each, 55 MB) with
-/// large metadata.
-pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 128 * 1024 * 1024;
-
-/// Settings shared by every request to the registry.
-#[derive(Debug, Clone)]
-pub(crate) struct HttpSettings {
-    pub(crate) connect_timeout: Duration,
-    pub(crate) request_timeout: Duration,
-    pub(crate) max_body_bytes: usize,
-}
-
-impl Default for HttpSettings {
-    fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(8),
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-        }
-    }
-}
-
-/// The connection settings every Eureka builder shares: server URLs in
-/// order, timeouts and the body limit.
-#[derive(Default)]
-pub(crate) struct Connection {
-    pub(crate) urls: Vec<String>,
-    pub(crate) settings: HttpSettings,
-}
-
-impl Connection {
-    pub(crate) fn add_urls(&mut self, urls: &str) {
-        self.urls.extend(
-            urls.split(',')
-                .map(str::trim)
-                .filter(|u| !u.is_empty())
-                .map(str::to_owned),
-        );
-    }
-
-    /// The URLs with credentials hidden, for `Debug`.
-    pub(crate) fn redacted_urls(&self) -> Vec<String> {
-        self.urls.iter().map(|u| redact(u)).collect()
-    }
-
-    /// Parses the URLs and makes the client.
-    pub(crate) fn build(self) -> Result<EurekaHttp, BuildError> {
-        if self.urls.is_empty() {
-            return Err(BuildError::Invalid {
-                key: "eureka server URL".to_owned(),
-                reason: "no server URL given".to_owned(),
-            });
-        }
-        let servers = self
-            .urls
-            .iter()
-            .map(|u| Server::parse(u))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(EurekaHttp::new(servers, self.settings))
-    }
-}
+pub(crate) use server::{Connection, HttpSettings, Server};
 
 /// What a GET found.
 #[derive(Debug)]
@@ -460,43 +321,6 @@ pub(crate) fn gunzip(body: &[u8], limit: usize) -> Result<Bytes, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn server_urls_lose_their_credentials() {
-        let s = Server::parse("http://us%40er:p%3Ass@127.0.0.1:8761/eureka/").unwrap();
-        assert_eq!(s.base(), "http://127.0.0.1:8761/eureka");
-        let auth = s.auth.clone().unwrap();
-        assert!(auth.is_sensitive());
-        // base64("us@er:p:ss")
-        assert_eq!(auth.to_str().unwrap(), "Basic dXNAZXI6cDpzcw==");
-        assert!(!format!("{s:?}").contains("dXN"));
-        assert!(
-            Server::parse("http://127.0.0.1:8761/eureka")
-                .unwrap()
-                .auth
-                .is_none()
-        );
-    }
-
-    #[test]
-    fn bad_server_urls_are_typed_and_redacted() {
-        for bad in [
-            "",
-            "127.0.0.1:8761",
-            "ftp://h/",
-            "https://h/eureka",
-            "http://h/?a=1",
-        ] {
-            assert!(
-                matches!(Server::parse(bad), Err(BuildError::Invalid { .. })),
-                "{bad}"
-            );
-        }
-        let err = Server::parse("ftp://user:secret@h/")
-            .unwrap_err()
-            .to_string();
-        assert!(!err.contains("secret"), "{err}");
-    }
 
     #[test]
     fn gunzip_limits() {
