@@ -319,3 +319,61 @@ async fn hashless_delta_triggers_a_full_fetch() {
     assert_eq!(registry.stats().full_fetches, 2);
     assert_eq!(ports(&registry), [1001, 1005, 1006]);
 }
+
+/// Both ports enabled: `PortPreference::Secure` (the default, Spring Cloud
+/// LoadBalancer's choice) takes https on `securePort`;
+/// `PortPreference::Plain` (Ribbon's default without `IsSecure`) takes http
+/// on `port`. One port enabled: that one either way.
+#[tokio::test]
+async fn port_preference_through_the_source_and_the_registry() {
+    use tower_ribbon::discovery::eureka::wire::PortPreference;
+    let (stub, url) = Stub::start().await;
+    let both = r#"{"instanceId":"both","hostName":"127.0.0.1","app":"USER-SERVICE","status":"UP","port":{"$":8080,"@enabled":"true"},"securePort":{"$":8443,"@enabled":"true"},"actionType":"ADDED"}"#;
+    let plain_only = r#"{"instanceId":"plain","hostName":"127.0.0.1","app":"USER-SERVICE","status":"UP","port":{"$":8081,"@enabled":"true"},"securePort":{"$":8444,"@enabled":"false"},"actionType":"ADDED"}"#;
+    stub.set(
+        "apps/USER-SERVICE",
+        format!(r#"{{"application":{{"name":"USER-SERVICE","instance":[{both},{plain_only}]}}}}"#),
+    );
+    stub.set(
+        "apps",
+        apps(Some("UP_2_"), &[both.to_owned(), plain_only.to_owned()]),
+    );
+    for (preference, want) in [
+        (None, ["https://127.0.0.1:8443", "http://127.0.0.1:8081"]),
+        (
+            Some(PortPreference::Secure),
+            ["https://127.0.0.1:8443", "http://127.0.0.1:8081"],
+        ),
+        (
+            Some(PortPreference::Plain),
+            ["http://127.0.0.1:8080", "http://127.0.0.1:8081"],
+        ),
+    ] {
+        let mut builder = EurekaSource::builder().server_url(&url);
+        let mut registry = EurekaRegistry::builder()
+            .server_url(&url)
+            .fetch_interval(Duration::from_secs(3600));
+        if let Some(p) = preference {
+            builder = builder.port_preference(p);
+            registry = registry.port_preference(p);
+        }
+        let from_source: Vec<String> = builder
+            .build()
+            .expect("source")
+            .fetch("user-service")
+            .await
+            .expect("fetch")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(from_source, want, "{preference:?}");
+        let registry = registry.build().expect("registry");
+        registry.ready().await.expect("full fetch");
+        let from_registry: Vec<String> = registry
+            .instances("user-service")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(from_registry, want, "{preference:?}");
+    }
+}
