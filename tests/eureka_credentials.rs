@@ -7,7 +7,17 @@
 //! `Authorization` header carries exactly the password.
 //!
 //! Issue 11: "A comma in the password splits the server list inside the
-//! credentials and leaks its first part into errors and `Debug`."
+//! credentials and leaks its first part into errors and `Debug`." Public
+//! bug reports of other Eureka clients this test also covers:
+//! - <https://github.com/jhipster/jhipster-registry/issues/232>: an `@` in
+//!   the password broke the client ("Host name may not be null");
+//! - <https://github.com/spring-cloud/spring-cloud-netflix/issues/3035>:
+//!   credentials on every URL of a comma-separated `defaultZone` list broke
+//!   registration;
+//! - <https://github.com/spring-cloud/spring-cloud-netflix/issues/3815>:
+//!   basic auth failed with percent-encoded characters;
+//! - <https://github.com/keijack/python-eureka-client/issues/72>: a `!` in
+//!   the password was encoded twice (raw `!` and `%21` must both work).
 #![cfg(feature = "eureka")]
 
 use std::convert::Infallible;
@@ -26,7 +36,7 @@ use tower_ribbon::discovery::InstanceSource;
 use tower_ribbon::discovery::eureka::{EurekaRegistry, EurekaSource};
 
 const USER: &str = "svc-user";
-const PASSWORD: &str = "p,a@s:s%w";
+const PASSWORD: &str = "p,a@s:s%w!";
 /// Pieces of the password that must never show anywhere.
 const SECRETS: [&str; 5] = ["p,a", "a@s", "s:s", "s%w", "s%25w"];
 
@@ -114,9 +124,9 @@ async fn passwords_with_any_character_work_and_never_show() {
     // Raw `,`, `@`, `:` and an encoded `%`, in a comma-separated list whose
     // first server is down (its error is listed), then fully encoded.
     let raw = format!(
-        "http://{USER}:p,a@s:s%25w@127.0.0.1:{dead}/eureka,http://{USER}:p,a@s:s%25w@{good}/eureka"
+        "http://{USER}:p,a@s:s%25w!@127.0.0.1:{dead}/eureka,http://{USER}:p,a@s:s%25w!@{good}/eureka"
     );
-    let encoded = format!("http://{USER}:p%2Ca%40s%3As%25w@{good}/eureka");
+    let encoded = format!("http://{USER}:p%2Ca%40s%3As%25w%21@{good}/eureka");
     for list in [raw.as_str(), encoded.as_str()] {
         let builder = EurekaSource::builder().server_urls(list);
         assert_no_secret("builder Debug", &format!("{builder:?}"));
@@ -148,7 +158,7 @@ async fn passwords_with_any_character_work_and_never_show() {
     assert_no_secret("status error", &format!("{err}\n{err:?}\n{registry:?}"));
     // A URL that does not parse: the build error hides the credentials.
     let bad = EurekaSource::builder()
-        .server_urls(&format!("ftp://{USER}:p,a@s:s%25w@127.0.0.1/eureka"))
+        .server_urls(&format!("ftp://{USER}:p,a@s:s%25w!@127.0.0.1/eureka"))
         .build()
         .expect_err("ftp");
     assert_no_secret("build error", &format!("{bad}\n{bad:?}"));

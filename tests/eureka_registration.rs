@@ -7,6 +7,19 @@
 //! a draining OUT_OF_SERVICE instance came back UP and took traffic), and a
 //! shutdown racing a re-registration returned `Ok` and left the instance
 //! registered until its lease expired.
+//!
+//! Public bug reports these tests cover:
+//! - <https://github.com/Netflix/eureka/issues/1116>: after an eviction the
+//!   instance re-registered as STARTING although an operator had set it UP;
+//! - <https://github.com/spring-cloud/spring-cloud-netflix/issues/26>: apps
+//!   did not register again after the Eureka server restarted;
+//! - <https://github.com/Netflix/eureka/issues/1398> (and
+//!   <https://github.com/Netflix/eureka/pull/767>): after a registration
+//!   with OUT_OF_SERVICE, a later UP was ignored; here UP set after an
+//!   OUT_OF_SERVICE re-registration must show;
+//! - <https://github.com/Netflix/eureka/issues/1110>: a deleted instance
+//!   came back with its next heartbeat; after `shutdown` no renewal may
+//!   register it again.
 
 mod support;
 
@@ -73,6 +86,12 @@ async fn status_survives_a_registry_restart() {
     handle.renew_now().await.expect("registered again");
     wait_for(&eureka, APP, &[(id.clone(), "OUT_OF_SERVICE")]).await;
     assert_eq!(handle.stats().registrations, 3);
+    // Netflix/eureka#1398: UP after an OUT_OF_SERVICE registration shows.
+    handle
+        .set_status(InstanceStatus::Up)
+        .await
+        .expect("UP again");
+    wait_for(&eureka, APP, &[(id.clone(), "UP")]).await;
 
     handle.shutdown().await.expect("cancelled");
     wait_for(&eureka, APP, &[]).await;

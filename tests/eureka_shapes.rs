@@ -135,7 +135,10 @@ fn ports(registry: &EurekaRegistry) -> Vec<u16> {
 }
 
 /// Full fetch and delta: garbage and all-malformed payloads are decode
-/// errors, and the local copy keeps its two instances.
+/// errors, and the local copy keeps its two instances. (Also
+/// <https://github.com/jquatier/eureka-js-client/pull/81>: bad JSON from
+/// the server threw an uncaught exception in the JS client; here it is a
+/// typed error and nothing else changes.)
 #[tokio::test]
 async fn registry_keeps_its_copy_through_shape_errors() {
     let (stub, url) = Stub::start().await;
@@ -376,4 +379,81 @@ async fn port_preference_through_the_source_and_the_registry() {
             .collect();
         assert_eq!(from_registry, want, "{preference:?}");
     }
+}
+
+/// <https://github.com/Netflix/eureka/issues/1120>: a server answered
+/// `/apps/delta` with an `apps__hashcode` that contradicted the delta's own
+/// body. The client must notice the mismatch and take the full registry,
+/// ending with exactly the server's full copy.
+#[tokio::test]
+async fn delta_whose_hash_contradicts_its_body_is_reconciled_by_a_full_fetch() {
+    let (stub, url) = Stub::start().await;
+    stub.set(
+        "apps",
+        apps(
+            Some("UP_2_"),
+            &[record("a", 1001, "ADDED"), record("b", 1002, "ADDED")],
+        ),
+    );
+    let registry = registry(&url, 100).await;
+    // The delta adds one instance (UP_3_ after applying) but claims UP_2_.
+    stub.set(
+        "apps/delta",
+        apps(Some("UP_2_"), &[record("c", 1003, "ADDED")]),
+    );
+    stub.set(
+        "apps",
+        apps(
+            Some("UP_2_"),
+            &[record("a", 1001, "ADDED"), record("c", 1003, "ADDED")],
+        ),
+    );
+    registry.refresh_now().await.expect("delta then full");
+    let stats = registry.stats();
+    assert_eq!(
+        (stats.hash_mismatches, stats.full_fetches),
+        (1, 2),
+        "{stats:?}"
+    );
+    assert_eq!(ports(&registry), [1001, 1003]);
+    assert_eq!(registry.local_hash(), "UP_2_");
+}
+
+/// <https://github.com/keijack/python-eureka-client/issues/51>: instances
+/// registered with an empty `instanceId` collapsed into one because the
+/// client keyed them by that id. A blank id falls back to the host name,
+/// so three agents on three hosts stay three, through the source and the
+/// registry.
+#[tokio::test]
+async fn blank_instance_ids_do_not_collapse_instances() {
+    let (stub, url) = Stub::start().await;
+    let agent = |host: &str| {
+        format!(
+            r#"{{"instanceId":"","hostName":"{host}","app":"USER-SERVICE","status":"UP","port":{{"$":8080,"@enabled":"true"}},"actionType":"ADDED"}}"#
+        )
+    };
+    let records = [agent("127.0.0.1"), agent("127.0.0.2"), agent("127.0.0.3")];
+    stub.set(
+        "apps/USER-SERVICE",
+        format!(
+            r#"{{"application":{{"name":"USER-SERVICE","instance":[{}]}}}}"#,
+            records.join(",")
+        ),
+    );
+    stub.set("apps", apps(Some("UP_3_"), &records));
+    let source = EurekaSource::builder()
+        .server_url(&url)
+        .build()
+        .expect("source");
+    let ids: Vec<String> = source
+        .fetch("user-service")
+        .await
+        .expect("fetch")
+        .iter()
+        .map(|i| i.id().to_owned())
+        .collect();
+    assert_eq!(ids, ["127.0.0.1", "127.0.0.2", "127.0.0.3"]);
+    let registry = registry(&url, 100).await;
+    assert_eq!(registry.instances("user-service").len(), 3);
+    assert_eq!(registry.local_hash(), "UP_3_");
 }

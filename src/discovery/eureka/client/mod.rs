@@ -84,7 +84,11 @@ impl EurekaHttp {
     {
         let mut errors = Vec::new();
         for server in &self.servers {
-            match self.get_one(server, path, decode.clone()).await {
+            let mut result = self.get_one(server, path, decode.clone()).await;
+            if result.as_ref().is_err_and(stale_connection) {
+                result = self.get_one(server, path, decode.clone()).await;
+            }
+            match result {
                 Ok(Fetched::NotFound) if !accept_not_found => errors.push(DiscoveryError::Status {
                     server: server.base.clone(),
                     status: 404,
@@ -217,14 +221,20 @@ impl EurekaHttp {
         let mut errors = Vec::new();
         for server in &self.servers {
             let timeout = self.settings.request_timeout;
-            let once = self.send_one(server, method.clone(), path, body.clone());
-            let result = match tokio::time::timeout(timeout, once).await {
-                Ok(result) => result,
-                Err(_) => Err(DiscoveryError::Timeout {
-                    server: server.base.clone(),
-                    after: timeout,
-                }),
-            };
+            let mut result = Err(DiscoveryError::AllServersFailed(Vec::new()));
+            for _ in 0..2 {
+                let once = self.send_one(server, method.clone(), path, body.clone());
+                result = match tokio::time::timeout(timeout, once).await {
+                    Ok(result) => result,
+                    Err(_) => Err(DiscoveryError::Timeout {
+                        server: server.base.clone(),
+                        after: timeout,
+                    }),
+                };
+                if !result.as_ref().is_err_and(stale_connection) {
+                    break;
+                }
+            }
             match result {
                 Ok(status) if !status.is_server_error() => {
                     return Ok((status, server.base.clone()));
@@ -284,6 +294,23 @@ impl EurekaHttp {
     pub(crate) fn servers(&self) -> &[Server] {
         &self.servers
     }
+}
+
+/// A pooled connection the server closed before answering (it restarted,
+/// or dropped an idle keep-alive): worth one more try on the same server
+/// over a fresh connection, as every lease call is idempotent.
+fn stale_connection(e: &DiscoveryError) -> bool {
+    let DiscoveryError::Transport { source, .. } = e else {
+        return false;
+    };
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+    while let Some(err) = next {
+        if let Some(hyper) = err.downcast_ref::<hyper::Error>() {
+            return hyper.is_incomplete_message() || hyper.is_canceled() || hyper.is_closed();
+        }
+        next = err.source();
+    }
+    false
 }
 
 fn header_text(v: Option<&HeaderValue>) -> String {
