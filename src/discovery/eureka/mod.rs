@@ -8,13 +8,47 @@
 //! - [`EurekaSource`]: a simpler source that fetches `GET {base}/apps/{APP}`
 //!   per service (Ribbon's `DiscoveryEnabledNIWSServerList`).
 //! - [`EurekaRegistration`]: registers the running service, renews,
-//!   re-registers on 404, changes status and cancels on shutdown.
+//!   re-registers on 404 with the status wanted now, changes status and
+//!   cancels on shutdown.
+//!
+//! # What a fetch does
+//!
+//! 1. `GET` on the first server URL, `Accept: application/json`,
+//!    `Accept-Encoding: gzip`, basic auth from the URL's userinfo. A
+//!    transport error, a timeout, a 5xx or a body that does not decode
+//!    moves on to the next URL (like the Java client's `defaultZone` list);
+//!    a pooled connection the server had closed is retried once first.
+//! 2. The body is read up to `max_body_bytes` (default 128 MiB, room for
+//!    50 000 instances); a gzip body (by header or by its magic bytes) is
+//!    inflated up to the same limit.
+//! 3. Inflating and decoding run on Tokio's blocking pool, never on an
+//!    async worker, so a large or hostile payload cannot stall other tasks.
+//!    The decoder ([`wire`]) streams the JSON into typed records, with at
+//!    most `max_instances` elements (default 100 000), and stops at the
+//!    request deadline.
+//! 4. `request_timeout` (default 8 s) bounds steps 1 to 3 together, per
+//!    server.
+//!
+//! # What counts as an answer
 //!
 //! Wire facts it follows (see [`wire`]): gzip bodies even when not asked,
 //! one-or-many list shapes, the port encodings, only `UP` instances get
 //! traffic, scheme and port chosen together (https only with an enabled
-//! secure port). A `404` for the app means "no instances" (an empty list);
-//! every other failure is a [`DiscoveryError`] that keeps the last list.
+//! secure port; with both enabled, [`wire::PortPreference`] decides:
+//! secure like Spring Cloud LoadBalancer, or plain like Ribbon). A `404`
+//! for the app means "no instances" (an empty list), and so does an
+//! application object with a name and no records. A payload without
+//! Eureka's shape (`{"application":{"garbage":true}}`, records that are
+//! all malformed) is a [`DiscoveryError::Decode`] carrying a typed
+//! [`wire::WireError`]; that, and every other failure, keeps the last list.
+//!
+//! # Credentials
+//!
+//! `http://user:password@host/eureka` becomes an `Authorization: Basic`
+//! header marked sensitive; errors, `Debug` output and logs show the URL
+//! without userinfo. Any character may appear in the password: `,`, `@`
+//! and `:` as they are (a comma list is split outside credentials), `%` as
+//! `%25`, and `/`, `?`, `#` percent-encoded.
 //!
 //! ```
 //! use std::time::Duration;
