@@ -193,15 +193,18 @@ pub enum DiscoveryError {
         /// The HTTP status code.
         status: u16,
     },
-    /// The body could not be read, decompressed or parsed.
-    #[error("registry {server}: cannot decode response ({content_type}): {reason}")]
+    /// The body could not be decompressed or decoded, or exceeded a bound
+    /// (size, element count, deadline).
+    #[cfg(feature = "eureka")]
+    #[error("registry {server}: cannot decode response ({content_type}): {source}")]
     Decode {
         /// The registry URL, without credentials.
         server: String,
         /// The response's `Content-Type`, or `none`.
         content_type: String,
         /// What was wrong.
-        reason: String,
+        #[source]
+        source: crate::discovery::eureka::wire::WireError,
     },
     /// A fetch listed no `UP` instance while the current list was not empty,
     /// and [`RefreshConfig::keep_last_on_empty`](crate::discovery::RefreshConfig::keep_last_on_empty)
@@ -210,6 +213,18 @@ pub enum DiscoveryError {
     EmptyList {
         /// The service id.
         service: String,
+    },
+    /// Applying a registry delta would take the local copy past its bound
+    /// (`max_instances` of the Eureka registry builder); the delta was
+    /// refused and the last copy kept.
+    #[error(
+        "registry copy would grow to {would_hold} instances, over its bound of {limit}; keeping the last copy"
+    )]
+    RegistryFull {
+        /// The bound.
+        limit: usize,
+        /// The size the delta would have produced.
+        would_hold: usize,
     },
     /// Every configured registry server failed; one error per server, in the
     /// order tried.

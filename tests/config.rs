@@ -777,3 +777,26 @@ async fn breaker_from_keys_trips_the_built_balancers_endpoints() {
         }
     );
 }
+
+/// A `defaultZone` whose password holds `,`, `@`, `:` and `%` (percent-
+/// encoded as Spring expects) is one URL per server, and no warning or
+/// error text shows the password (spring-cloud-netflix#3035, #3815).
+#[cfg(feature = "eureka")]
+#[test]
+fn default_zone_with_a_comma_in_the_password_is_split_outside_credentials() {
+    let text = "eureka.client.serviceUrl.defaultZone=http://user:s3cr%2Cet%40x%3A9%25@127.0.0.1:8761/eureka,http://user:s3cr%2Cet%40x%3A9%25@127.0.0.1:8762/eureka\n\
+                svc.ribbon.NIWSServerListClassName=com.netflix.niws.loadbalancer.DiscoveryEnabledNIWSServerList\n\
+                svc.ribbon.bogusKey=1\n";
+    let config = RibbonConfig::from_properties_str(text).unwrap();
+    assert_eq!(config.eureka_server_urls().len(), 2);
+    let raw = "http://user:s3cr,et@x:9%@127.0.0.1:8761/eureka,http://h2:8762/eureka";
+    let raw_config =
+        RibbonConfig::from_properties_str(&format!("eureka.client.serviceUrl.defaultZone={raw}\n"))
+            .unwrap();
+    assert_eq!(raw_config.eureka_server_urls().len(), 2);
+    for w in config.warnings().iter().chain(raw_config.warnings()) {
+        assert!(!w.contains("s3cr"), "password in a warning: {w}");
+    }
+    let debug = format!("{config:?}{raw_config:?}");
+    assert!(!debug.contains("s3cr"), "password in Debug");
+}

@@ -316,9 +316,7 @@ fn apps_full() {
     // preferIpAddress: the ipAddr becomes the host, scheme and port unchanged.
     let by_ip = wire::parse_applications_with(
         &fixture("apps-full.json"),
-        wire::ParseOptions {
-            prefer_ip_address: true,
-        },
+        wire::ParseOptions::default().with_prefer_ip_address(true),
     )
     .expect("parses");
     let auth = &by_ip.applications[1].instances[0].instance;
@@ -576,6 +574,10 @@ enum Mode {
     GzipGarbage,
     /// 404 with a Spring error JSON body (as for an unknown or emptied app).
     NotFound,
+    /// 200, `{"application":{"garbage":true}}`: JSON, but not an application.
+    Garbage,
+    /// 200, three records that all have port `"9001x"`.
+    BadPorts,
 }
 
 /// One request the stub received.
@@ -759,6 +761,26 @@ async fn respond(mode: Mode, raw_path: &str) -> Response<Full<Bytes>> {
         Mode::Good => reply(200, JSON, false, good_body()),
         Mode::GzipWithHeader => reply(200, JSON, true, gzip(&good_body())),
         Mode::GzipUnasked => reply(200, JSON, false, gzip(&good_body())),
+        Mode::Garbage => reply(
+            200,
+            JSON,
+            false,
+            br#"{"application":{"garbage":true}}"#.to_vec(),
+        ),
+        Mode::BadPorts => {
+            let record = |id: &str| {
+                format!(
+                    r#"{{"instanceId":"{id}","hostName":"127.0.0.1","app":"USER-SERVICE","status":"UP","port":{{"$":"9001x","@enabled":"true"}}}}"#
+                )
+            };
+            let body = format!(
+                r#"{{"application":{{"name":"USER-SERVICE","instance":[{},{},{}]}}}}"#,
+                record("x1"),
+                record("x2"),
+                record("x3")
+            );
+            reply(200, JSON, false, body.into_bytes())
+        }
         Mode::Truncated => {
             let mut body = good_body();
             body.truncate(body.len() / 2);
@@ -893,9 +915,13 @@ async fn fetch_error(mode: Mode) -> (String, DiscoveryError) {
 async fn truncated_json_is_a_decode_error() {
     let (url, err) = fetch_error(Mode::Truncated).await;
     match &err {
-        DiscoveryError::Decode { server, reason, .. } => {
+        DiscoveryError::Decode { server, source, .. } => {
             assert_eq!(server, &url);
-            assert!(reason.contains("truncated"), "{reason}");
+            assert!(
+                matches!(source, wire::WireError::Truncated { .. }),
+                "{source}"
+            );
+            assert!(source.to_string().contains("truncated"), "{source}");
         }
         other => panic!("expected Decode, got {other:?}"),
     }
@@ -907,9 +933,10 @@ async fn truncated_json_is_a_decode_error() {
 async fn html_page_is_a_decode_error() {
     let (url, err) = fetch_error(Mode::Html).await;
     match &err {
-        DiscoveryError::Decode { server, reason, .. } => {
+        DiscoveryError::Decode { server, source, .. } => {
             assert_eq!(server, &url);
-            assert!(reason.contains("not Eureka JSON"), "{reason}");
+            assert!(matches!(source, wire::WireError::Syntax { .. }), "{source}");
+            assert!(source.to_string().contains("not Eureka JSON"), "{source}");
         }
         other => panic!("expected Decode, got {other:?}"),
     }
@@ -948,11 +975,12 @@ async fn gzip_garbage_is_a_decode_error() {
         DiscoveryError::Decode {
             server,
             content_type,
-            reason,
+            source,
         } => {
             assert_eq!(server, &url);
             assert_eq!(content_type, "application/json");
-            assert!(reason.contains("gzip"), "{reason}");
+            assert!(matches!(source, wire::WireError::Gzip { .. }), "{source}");
+            assert!(source.to_string().contains("gzip"), "{source}");
         }
         other => panic!("expected Decode, got {other:?}"),
     }
@@ -974,7 +1002,7 @@ async fn not_found_is_an_empty_application() {
 type ErrorCheck = fn(&DiscoveryError) -> bool;
 
 fn is_decode_with(err: &DiscoveryError, needle: &str) -> bool {
-    matches!(err, DiscoveryError::Decode { reason, .. } if reason.contains(needle))
+    matches!(err, DiscoveryError::Decode { source, .. } if source.to_string().contains(needle))
 }
 
 #[tokio::test]
@@ -1019,7 +1047,30 @@ async fn refresh_keeps_the_last_list_through_every_bad_answer() {
     let ids: Vec<&str> = good.iter().map(Instance::id).collect();
     assert_eq!(ids, ["user-a", "user-b"]);
 
-    let bad: [(Mode, ErrorCheck); 5] = [
+    // Issue 11: garbage and all-malformed records used to count as a
+    // successful fetch with zero instances and emptied the list.
+    let bad: [(Mode, ErrorCheck); 7] = [
+        (Mode::Garbage, |e| {
+            matches!(
+                e,
+                DiscoveryError::Decode {
+                    source: wire::WireError::NoName,
+                    ..
+                }
+            )
+        }),
+        (Mode::BadPorts, |e| {
+            matches!(
+                e,
+                DiscoveryError::Decode {
+                    source: wire::WireError::AllRecordsMalformed {
+                        records: 3,
+                        first: wire::RecordError::BadPort
+                    },
+                    ..
+                }
+            )
+        }),
         (Mode::Truncated, |e| is_decode_with(e, "truncated")),
         (Mode::Html, |e| is_decode_with(e, "not Eureka JSON")),
         (Mode::Status500, |e| {

@@ -34,7 +34,7 @@ impl EurekaSettings {
         };
         match value::relaxed(key).as_str() {
             "eureka.client.serviceurl.defaultzone" => {
-                let urls = value::list(&kv);
+                let urls = split_urls(value, &kv);
                 #[cfg(feature = "eureka")]
                 if !urls.is_empty() {
                     crate::discovery::eureka::EurekaSource::builder()
@@ -139,11 +139,31 @@ pub(crate) fn redact_url(url: &str) -> String {
     crate::error::redact(url)
 }
 
-/// [`redact_url`] over a comma-separated list.
+/// [`redact_url`] over a comma-separated list, split outside credentials
+/// (a `,` inside a password does not end a URL).
 #[cfg_attr(not(feature = "eureka"), allow(dead_code))]
 pub(crate) fn redact_urls(urls: &str) -> String {
-    urls.split(',')
+    #[cfg(feature = "eureka")]
+    let list = crate::discovery::eureka::split_server_urls(urls);
+    #[cfg(not(feature = "eureka"))]
+    let list: Vec<String> = urls.split(',').map(str::to_owned).collect();
+    list.iter()
         .map(|u| redact_url(u.trim()))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// The `defaultZone` list, split outside credentials when the `eureka`
+/// feature is on (Spring's own split cuts a password at its commas).
+fn split_urls(value: &str, kv: &Kv<'_>) -> Vec<String> {
+    #[cfg(feature = "eureka")]
+    {
+        let _ = kv;
+        crate::discovery::eureka::split_server_urls(value)
+    }
+    #[cfg(not(feature = "eureka"))]
+    {
+        let _ = value;
+        value::list(kv)
+    }
 }

@@ -14,6 +14,8 @@ use std::time::Duration;
 pub struct EurekaFixture {
     port: u16,
     running: bool,
+    /// Base URLs of the other peers of its cluster (empty: standalone).
+    peers: Vec<String>,
 }
 
 fn script() -> PathBuf {
@@ -25,10 +27,15 @@ pub fn in_ci() -> bool {
 }
 
 fn run_start(port: Option<u16>) -> Result<u16, String> {
+    run_start_with(port, &[])
+}
+
+fn run_start_with(port: Option<u16>, peers: &[String]) -> Result<u16, String> {
     let mut cmd = Command::new(script());
     cmd.arg("start");
     if let Some(port) = port {
         cmd.arg(port.to_string());
+        cmd.args(peers);
     }
     let out = cmd
         .output()
@@ -56,6 +63,7 @@ impl EurekaFixture {
             Ok(port) => Some(EurekaFixture {
                 port,
                 running: true,
+                peers: Vec::new(),
             }),
             Err(e) if in_ci() => panic!("Eureka server fixture is required under CI=true: {e}"),
             Err(e) => {
@@ -65,6 +73,43 @@ impl EurekaFixture {
                 None
             }
         }
+    }
+
+    /// Starts a two-peer cluster on two free ports, each peer replicating
+    /// to the other and syncing from it at start. `None` (test skipped)
+    /// only outside CI, as [`start`](Self::start).
+    pub fn start_cluster() -> Option<[EurekaFixture; 2]> {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+        };
+        let ports = match (free(), free()) {
+            (Ok(a), Ok(b)) if a != b => [a, b],
+            other => panic!("no free ports: {other:?}"),
+        };
+        let url = |port: u16| format!("http://127.0.0.1:{port}/eureka/");
+        let mut peers = Vec::new();
+        for (i, port) in ports.iter().enumerate() {
+            let others = vec![url(ports[1 - i])];
+            match run_start_with(Some(*port), &others) {
+                Ok(_) => peers.push(EurekaFixture {
+                    port: *port,
+                    running: true,
+                    peers: others,
+                }),
+                Err(e) if in_ci() => {
+                    panic!("Eureka cluster fixture is required under CI=true: {e}")
+                }
+                Err(e) => {
+                    eprintln!("SKIPPED: Eureka cluster fixture unavailable: {e}");
+                    return None;
+                }
+            }
+        }
+        let second = peers.pop()?;
+        let first = peers.pop()?;
+        Some([first, second])
     }
 
     /// `http://127.0.0.1:PORT/eureka`
@@ -91,7 +136,8 @@ impl EurekaFixture {
     /// Starts the server again on the same port.
     pub fn restart(&mut self) {
         self.stop();
-        let port = run_start(Some(self.port)).unwrap_or_else(|e| panic!("restart failed: {e}"));
+        let port = run_start_with(Some(self.port), &self.peers)
+            .unwrap_or_else(|e| panic!("restart failed: {e}"));
         assert_eq!(port, self.port);
         self.running = true;
     }

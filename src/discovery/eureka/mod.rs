@@ -8,13 +8,47 @@
 //! - [`EurekaSource`]: a simpler source that fetches `GET {base}/apps/{APP}`
 //!   per service (Ribbon's `DiscoveryEnabledNIWSServerList`).
 //! - [`EurekaRegistration`]: registers the running service, renews,
-//!   re-registers on 404, changes status and cancels on shutdown.
+//!   re-registers on 404 with the status wanted now, changes status and
+//!   cancels on shutdown.
+//!
+//! # What a fetch does
+//!
+//! 1. `GET` on the first server URL, `Accept: application/json`,
+//!    `Accept-Encoding: gzip`, basic auth from the URL's userinfo. A
+//!    transport error, a timeout, a 5xx or a body that does not decode
+//!    moves on to the next URL (like the Java client's `defaultZone` list);
+//!    a pooled connection the server had closed is retried once first.
+//! 2. The body is read up to `max_body_bytes` (default 128 MiB, room for
+//!    50 000 instances); a gzip body (by header or by its magic bytes) is
+//!    inflated up to the same limit.
+//! 3. Inflating and decoding run on Tokio's blocking pool, never on an
+//!    async worker, so a large or hostile payload cannot stall other tasks.
+//!    The decoder ([`wire`]) streams the JSON into typed records, with at
+//!    most `max_instances` elements (default 100 000), and stops at the
+//!    request deadline.
+//! 4. `request_timeout` (default 8 s) bounds steps 1 to 3 together, per
+//!    server.
+//!
+//! # What counts as an answer
 //!
 //! Wire facts it follows (see [`wire`]): gzip bodies even when not asked,
 //! one-or-many list shapes, the port encodings, only `UP` instances get
 //! traffic, scheme and port chosen together (https only with an enabled
-//! secure port). A `404` for the app means "no instances" (an empty list);
-//! every other failure is a [`DiscoveryError`] that keeps the last list.
+//! secure port; with both enabled, [`wire::PortPreference`] decides:
+//! secure like Spring Cloud LoadBalancer, or plain like Ribbon). A `404`
+//! for the app means "no instances" (an empty list), and so does an
+//! application object with a name and no records. A payload without
+//! Eureka's shape (`{"application":{"garbage":true}}`, records that are
+//! all malformed) is a [`DiscoveryError::Decode`] carrying a typed
+//! [`wire::WireError`]; that, and every other failure, keeps the last list.
+//!
+//! # Credentials
+//!
+//! `http://user:password@host/eureka` becomes an `Authorization: Basic`
+//! header marked sensitive; errors, `Debug` output and logs show the URL
+//! without userinfo. Any character may appear in the password: `,`, `@`
+//! and `:` as they are (a comma list is split outside credentials), `%` as
+//! `%25`, and `/`, `?`, `#` percent-encoded.
 //!
 //! ```
 //! use std::time::Duration;
@@ -56,17 +90,52 @@ macro_rules! connection_setters {
             self
         }
 
-        /// Bound on one whole request to one server (connect, headers,
-        /// body). Spring key `eureka.client.eureka-server-read-timeout-seconds`.
-        /// Default 8 s.
+        /// Bound on one whole request to one server: connect, headers,
+        /// body, gzip inflation and decoding (which run off the async
+        /// workers). Spring key
+        /// `eureka.client.eureka-server-read-timeout-seconds`. Default 8 s.
         pub fn request_timeout(mut self, timeout: std::time::Duration) -> Self {
             self.connection.settings.request_timeout = timeout;
             self
         }
 
-        /// Largest body accepted, after gzip inflation. Default 32 MiB.
+        /// Largest body accepted, after gzip inflation (inflation stops at
+        /// the limit). Default 128 MiB, room for 50 000 instances.
         pub fn max_body_bytes(mut self, bytes: usize) -> Self {
             self.connection.settings.max_body_bytes = bytes;
+            self
+        }
+    };
+}
+
+/// The decoding setters of the builders that read instance lists (each has
+/// an `options: wire::ParseOptions` field).
+macro_rules! parse_setters {
+    () => {
+        /// Use `ipAddr` rather than `hostName` as each instance's host
+        /// (Spring's `eureka.instance.prefer-ip-address` seen from the
+        /// caller). Default `false`.
+        pub fn prefer_ip_address(mut self, prefer: bool) -> Self {
+            self.options.prefer_ip_address = prefer;
+            self
+        }
+
+        /// Most elements (instance records plus application objects) one
+        /// payload may hold; a payload with more is refused
+        /// ([`wire::WireError::TooManyInstances`]) and the last list kept.
+        /// For [`EurekaRegistry`] it also bounds the local copy across
+        /// deltas. Default [`wire::DEFAULT_MAX_INSTANCES`] (100 000).
+        pub fn max_instances(mut self, max: usize) -> Self {
+            self.options.max_instances = max;
+            self
+        }
+
+        /// Which port an instance with both `port` and `securePort`
+        /// enabled is reached on ([`wire::PortPreference`]): secure, as
+        /// Spring Cloud LoadBalancer does (the default), or plain, as
+        /// Ribbon does unless `IsSecure` is set.
+        pub fn port_preference(mut self, preference: wire::PortPreference) -> Self {
+            self.options.port_preference = preference;
             self
         }
     };
@@ -80,6 +149,7 @@ pub mod wire;
 pub use registration::{
     EurekaRegistration, EurekaRegistrationBuilder, RegistrationHandle, RegistrationStats,
 };
+pub(crate) use client::split_urls as split_server_urls;
 pub use registry::{EurekaRegistry, EurekaRegistryBuilder, RegistryStats, VipSource, status_hash};
 
 use client::{EurekaHttp, Fetched};
@@ -137,8 +207,8 @@ impl EurekaSource {
         let options = self.options;
         match self
             .http
-            .get(&path, true, |body| {
-                wire::parse_application_with(body, options)
+            .get(&path, true, move |body, deadline| {
+                wire::decode_application(body, options, Some(deadline))
             })
             .await?
         {
@@ -184,14 +254,7 @@ impl std::fmt::Debug for EurekaSourceBuilder {
 
 impl EurekaSourceBuilder {
     connection_setters!();
-
-    /// Use `ipAddr` rather than `hostName` as each instance's host (Spring's
-    /// `eureka.instance.prefer-ip-address` seen from the caller). Default is
-    /// `false`.
-    pub fn prefer_ip_address(mut self, prefer: bool) -> Self {
-        self.options.prefer_ip_address = prefer;
-        self
-    }
+    parse_setters!();
 
     /// Builds the source.
     ///

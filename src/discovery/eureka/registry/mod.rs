@@ -7,10 +7,16 @@
 //!   unknown instance adds it), DELETED removes (a no-op for an unknown
 //!   one). Applying the same delta twice is harmless.
 //! - After applying, the local status-count hash (`DOWN_1_UP_3_`, statuses
-//!   sorted) is compared with the delta's `apps__hashcode`; on mismatch a
-//!   full fetch replaces the local copy.
-//! - A failed fetch keeps the local copy; the next tick tries again (a delta
-//!   if a full fetch ever succeeded, else a full fetch).
+//!   sorted) is compared with the delta's `apps__hashcode`; on mismatch, or
+//!   when the delta carries no hash at all, a full fetch replaces the local
+//!   copy.
+//! - The copy is bounded: a full payload with more than `max_instances`
+//!   elements is refused while decoding, and a delta that would take the
+//!   copy past `max_instances` records is refused before it is applied
+//!   ([`DiscoveryError::RegistryFull`]).
+//! - A failed fetch (transport, status, a payload without Eureka's shape,
+//!   a bound) keeps the local copy; the next tick tries again (a delta if a
+//!   full fetch ever succeeded, else a full fetch).
 //!
 //! Services read the local copy through the registry's [`InstanceSource`]
 //! implementation, so a balancer over many services costs one fetch per
@@ -42,22 +48,19 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+mod copy;
+mod vip;
+
+pub use copy::status_hash;
+pub use vip::VipSource;
+
+use copy::{Registry, apply, hash_of};
+
 use super::client::{Connection, EurekaHttp, Fetched};
-use super::wire::{self, ActionType, Applications, ParseOptions};
+use super::wire::{self, Applications, ParseOptions};
 use crate::discovery::{FetchFuture, InstanceSource, TaskGuard};
 use crate::error::{BuildError, DiscoveryError};
 use crate::instance::Instance;
-
-/// One registry record: its raw status (for the hash) and, if usable, the
-/// instance.
-#[derive(Debug, Clone)]
-struct Record {
-    raw_status: String,
-    instance: Option<Instance>,
-}
-
-/// App name (upper case) → instance id → record.
-type Registry = HashMap<String, BTreeMap<String, Record>>;
 
 /// Counts of what the registry client has done.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -128,19 +131,13 @@ impl std::fmt::Debug for EurekaRegistryBuilder {
 
 impl EurekaRegistryBuilder {
     connection_setters!();
+    parse_setters!();
 
     /// Time between two delta fetches. Spring key
     /// `eureka.client.registry-fetch-interval-seconds`. Values under 10 ms
     /// are raised to 10 ms. Default 30 s.
     pub fn fetch_interval(mut self, interval: Duration) -> Self {
         self.interval = Some(interval.max(Duration::from_millis(10)));
-        self
-    }
-
-    /// Use `ipAddr` rather than `hostName` as each instance's host.
-    /// Default `false`.
-    pub fn prefer_ip_address(mut self, prefer: bool) -> Self {
-        self.options.prefer_ip_address = prefer;
         self
     }
 
@@ -199,79 +196,6 @@ async fn run(weak: Weak<Inner>, interval: Duration) {
     }
 }
 
-/// The status-count hash of `registry` (Eureka's
-/// `Applications.getReconcileHashCode`): `STATUS_count_` per status, sorted.
-fn hash_of(registry: &Registry) -> String {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for app in registry.values() {
-        for record in app.values() {
-            *counts.entry(record.raw_status.as_str()).or_default() += 1;
-        }
-    }
-    counts
-        .into_iter()
-        .map(|(status, n)| format!("{status}_{n}_"))
-        .collect()
-}
-
-/// The status-count hash of a parsed payload (skipped records included).
-pub fn status_hash(apps: &Applications) -> String {
-    let mut registry = Registry::new();
-    apply(&mut registry, apps, true);
-    hash_of(&registry)
-}
-
-/// Applies `apps` to `registry`: as a full copy, or by `actionType`.
-fn apply(registry: &mut Registry, apps: &Applications, full: bool) {
-    if full {
-        registry.clear();
-    }
-    for app in &apps.applications {
-        let name = app.name.to_ascii_uppercase();
-        let entries = registry.entry(name.clone()).or_default();
-        let records = app
-            .instances
-            .iter()
-            .map(|i| {
-                (
-                    i.instance.id().to_owned(),
-                    i.action,
-                    Record {
-                        raw_status: i.raw_status.clone(),
-                        instance: Some(i.instance.clone()),
-                    },
-                )
-            })
-            .chain(app.rejected.iter().filter_map(|r| {
-                let id = r.id.clone()?;
-                Some((
-                    id,
-                    r.action,
-                    Record {
-                        raw_status: r.raw_status.clone().unwrap_or_else(|| "UNKNOWN".to_owned()),
-                        instance: None,
-                    },
-                ))
-            }));
-        for (id, action, record) in records {
-            match action {
-                ActionType::Deleted if !full => {
-                    entries.remove(&id);
-                }
-                // A delta entry without a known action is ignored, as the
-                // Java client does.
-                ActionType::Unknown if !full => {}
-                _ => {
-                    entries.insert(id, record);
-                }
-            }
-        }
-        if entries.is_empty() {
-            registry.remove(&name);
-        }
-    }
-}
-
 impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
@@ -283,8 +207,8 @@ impl Inner {
         // empty registry (that is a 200 with no application).
         match self
             .http
-            .get(path, false, |body| {
-                wire::parse_applications_with(body, options)
+            .get(path, false, move |body, deadline| {
+                wire::decode_applications(body, options, Some(deadline))
             })
             .await?
         {
@@ -315,13 +239,20 @@ impl Inner {
                 return self.full().await;
             }
         };
+        let limit = self.options.max_instances;
         let matches = {
             let mut registry = self.lock();
-            apply(&mut registry, &delta, false);
-            match delta.apps_hashcode.as_deref() {
-                Some(expected) => hash_of(&registry) == expected,
-                None => true,
+            let would_hold = copy::size_after(&registry, &delta);
+            if would_hold > limit {
+                return Err(DiscoveryError::RegistryFull { limit, would_hold });
             }
+            apply(&mut registry, &delta, false);
+            // A delta without a hash cannot be checked: it is not taken as
+            // consistent (the Java client's reconcile needs the hash too).
+            delta
+                .apps_hashcode
+                .as_deref()
+                .is_some_and(|expected| hash_of(&registry) == expected)
         };
         self.delta_fetches.fetch_add(1, Ordering::Relaxed);
         if matches {
@@ -452,147 +383,5 @@ impl std::fmt::Display for SharedError {
 impl std::error::Error for SharedError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(self.0.as_ref())
-    }
-}
-
-/// An [`InstanceSource`] backed by Eureka's VIP lookup, `GET /vips/{vip}`:
-/// the request's service id is the VIP address (`user-service`), and every
-/// application registered under it contributes instances.
-#[derive(Clone, Debug)]
-pub struct VipSource {
-    http: EurekaHttp,
-    options: ParseOptions,
-}
-
-impl InstanceSource for VipSource {
-    fn fetch<'a>(&'a self, service_id: &'a str) -> FetchFuture<'a> {
-        Box::pin(async move {
-            let vip = service_id.trim();
-            if vip.is_empty() {
-                return Err(DiscoveryError::UnknownService {
-                    service: vip.to_owned(),
-                });
-            }
-            let path = format!(
-                "vips/{}",
-                percent_encoding::utf8_percent_encode(vip, super::PATH_SEGMENT)
-            );
-            let options = self.options;
-            let apps = match self
-                .http
-                .get(&path, true, |body| {
-                    wire::parse_applications_with(body, options)
-                })
-                .await?
-            {
-                Fetched::Found(apps) => apps,
-                Fetched::NotFound => Applications::default(),
-            };
-            Ok(apps
-                .applications
-                .into_iter()
-                .flat_map(|a| a.instances.into_iter().map(|i| i.instance))
-                .collect())
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(json: &str) -> Applications {
-        wire::parse_applications(json.as_bytes()).unwrap()
-    }
-
-    fn record(id: &str, status: &str, action: &str) -> String {
-        format!(
-            r#"{{"instanceId": "{id}", "hostName": "127.0.0.1", "app": "A", "status": "{status}",
-                "port": {{"$": 1}}, "actionType": "{action}"}}"#
-        )
-    }
-
-    fn apps(hash: &str, records: &[String]) -> Applications {
-        parse(&format!(
-            r#"{{"applications": {{"apps__hashcode": "{hash}", "application": [{{"name": "A", "instance": [{}]}}]}}}}"#,
-            records.join(",")
-        ))
-    }
-
-    #[test]
-    fn deltas_apply_by_action_and_are_idempotent() {
-        let mut registry = Registry::new();
-        apply(
-            &mut registry,
-            &apps(
-                "UP_2_",
-                &[record("a", "UP", "ADDED"), record("b", "UP", "ADDED")],
-            ),
-            true,
-        );
-        assert_eq!(hash_of(&registry), "UP_2_");
-        let delta = apps(
-            "DOWN_1_UP_1_",
-            &[
-                record("a", "UP", "DELETED"),
-                record("b", "DOWN", "MODIFIED"),
-                record("c", "UP", "MODIFIED"), // unknown: added
-                record("zz", "UP", "DELETED"), // unknown: no-op
-            ],
-        );
-        apply(&mut registry, &delta, false);
-        assert_eq!(hash_of(&registry), "DOWN_1_UP_1_");
-        apply(&mut registry, &delta, false);
-        assert_eq!(hash_of(&registry), "DOWN_1_UP_1_");
-        let ids: Vec<&String> = registry["A"].keys().collect();
-        assert_eq!(ids, ["b", "c"]);
-        // Deleting the last instance removes the app.
-        apply(
-            &mut registry,
-            &apps(
-                "",
-                &[record("b", "DOWN", "DELETED"), record("c", "UP", "DELETED")],
-            ),
-            false,
-        );
-        assert!(registry.is_empty());
-        assert_eq!(hash_of(&registry), "");
-    }
-
-    #[test]
-    fn the_shared_delta_fixture_reconciles_to_its_hash() {
-        let base = parse(include_str!(
-            "../../../tests/data/eureka/delta-base-full.json"
-        ));
-        let delta = parse(include_str!(
-            "../../../tests/data/eureka/delta-add-modify-delete.json"
-        ));
-        let mut registry = Registry::new();
-        apply(&mut registry, &base, true);
-        assert_eq!(Some(hash_of(&registry)), base.apps_hashcode);
-        apply(&mut registry, &delta, false);
-        assert_eq!(hash_of(&registry), "OUT_OF_SERVICE_1_UP_1_");
-        assert_eq!(Some(hash_of(&registry)), delta.apps_hashcode);
-        let ids: Vec<&String> = registry["ORDER-SERVICE"].keys().collect();
-        assert_eq!(ids, ["order-b", "order-c"]);
-        // The full-registry fixtures carry their own hashes.
-        for json in [
-            include_str!("../../../tests/data/eureka/apps-full.json"),
-            include_str!("../../../tests/data/eureka/apps-mixed-status.json"),
-            include_str!("../../../tests/data/eureka/apps-empty.json"),
-        ] {
-            let apps = parse(json);
-            assert_eq!(Some(status_hash(&apps)), apps.apps_hashcode);
-        }
-    }
-
-    #[test]
-    fn skipped_records_still_count_in_the_hash() {
-        let no_port = r#"{"instanceId": "x", "hostName": "h", "status": "STARTING", "port": {"$": 1, "@enabled": "false"}, "actionType": "ADDED"}"#;
-        let all = apps(
-            "STARTING_1_UP_1_",
-            &[record("a", "UP", "ADDED"), no_port.to_owned()],
-        );
-        assert_eq!(status_hash(&all), "STARTING_1_UP_1_");
     }
 }

@@ -1,0 +1,366 @@
+//! The HTTP side of talking to Eureka: failover over the configured
+//! servers, basic auth, one timeout over each whole exchange, gzip, and
+//! decoding on the blocking pool.
+
+use std::fmt;
+use std::io::Read;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::wire::WireError;
+use crate::error::{BoxError, DiscoveryError};
+
+mod server;
+
+pub(crate) use server::{Connection, HttpSettings, Server, split_urls};
+
+/// What a GET found.
+#[derive(Debug)]
+pub(crate) enum Fetched<T> {
+    /// 200 with a body that parsed.
+    Found(T),
+    /// 404: the registry does not know the path's app or VIP.
+    NotFound,
+}
+
+/// A hyper-util client bound to an ordered list of Eureka servers.
+#[derive(Clone)]
+pub(crate) struct EurekaHttp {
+    servers: Vec<Server>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    settings: HttpSettings,
+}
+
+impl fmt::Debug for EurekaHttp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EurekaHttp")
+            .field("servers", &self.servers)
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl EurekaHttp {
+    pub(crate) fn new(servers: Vec<Server>, settings: HttpSettings) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(settings.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Self {
+            servers,
+            client,
+            settings,
+        }
+    }
+
+    /// `GET {base}/{path}` on each server in order until one answers 200
+    /// with a body that `decode` accepts, or 404 when `accept_not_found`
+    /// (an app or VIP the registry does not know). Every failure
+    /// (transport, timeout, status, gzip, decode; 404 otherwise) moves on
+    /// to the next server.
+    ///
+    /// The request timeout bounds each server's whole exchange: connect,
+    /// headers, body, gzip inflation and decoding. Inflation and decoding
+    /// run on Tokio's blocking pool, never on an async worker, and
+    /// `decode` is handed the deadline so it stops when the timeout fires.
+    pub(crate) async fn get<T, F>(
+        &self,
+        path: &str,
+        accept_not_found: bool,
+        decode: F,
+    ) -> Result<Fetched<T>, DiscoveryError>
+    where
+        T: Send + 'static,
+        F: Fn(&[u8], std::time::Instant) -> Result<T, WireError> + Clone + Send + 'static,
+    {
+        let mut errors = Vec::new();
+        for server in &self.servers {
+            let mut result = self.get_one(server, path, decode.clone()).await;
+            if result.as_ref().is_err_and(stale_connection) {
+                result = self.get_one(server, path, decode.clone()).await;
+            }
+            match result {
+                Ok(Fetched::NotFound) if !accept_not_found => errors.push(DiscoveryError::Status {
+                    server: server.base.clone(),
+                    status: 404,
+                }),
+                Ok(found) => return Ok(found),
+                Err(e) => {
+                    tracing::debug!(server = %server.base, error = %e, "Eureka server failed; trying the next");
+                    errors.push(e);
+                }
+            }
+        }
+        match errors.len() {
+            1 => Err(errors.remove(0)),
+            _ => Err(DiscoveryError::AllServersFailed(errors)),
+        }
+    }
+
+    async fn get_one<T, F>(
+        &self,
+        server: &Server,
+        path: &str,
+        decode: F,
+    ) -> Result<Fetched<T>, DiscoveryError>
+    where
+        T: Send + 'static,
+        F: Fn(&[u8], std::time::Instant) -> Result<T, WireError> + Send + 'static,
+    {
+        let timeout = self.settings.request_timeout;
+        let deadline = std::time::Instant::now() + timeout;
+        match tokio::time::timeout(timeout, self.exchange(server, path, deadline, decode)).await {
+            Ok(result) => result,
+            Err(_) => Err(DiscoveryError::Timeout {
+                server: server.base.clone(),
+                after: timeout,
+            }),
+        }
+    }
+
+    async fn exchange<T, F>(
+        &self,
+        server: &Server,
+        path: &str,
+        deadline: std::time::Instant,
+        decode: F,
+    ) -> Result<Fetched<T>, DiscoveryError>
+    where
+        T: Send + 'static,
+        F: Fn(&[u8], std::time::Instant) -> Result<T, WireError> + Send + 'static,
+    {
+        let transport = |e: BoxError| DiscoveryError::Transport {
+            server: server.base.clone(),
+            source: e,
+        };
+        let uri = format!("{}/{}", server.base, path.trim_start_matches('/'));
+        let mut builder = Request::builder()
+            .method(Method::GET)
+            .uri(&uri)
+            .header(ACCEPT, "application/json")
+            .header(ACCEPT_ENCODING, "gzip");
+        if let Some(auth) = &server.auth {
+            builder = builder.header(AUTHORIZATION, auth.clone());
+        }
+        let request = builder
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| transport(Box::new(e)))?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| transport(Box::new(e)))?;
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(Fetched::NotFound);
+        }
+        if !status.is_success() {
+            return Err(DiscoveryError::Status {
+                server: server.base.clone(),
+                status: status.as_u16(),
+            });
+        }
+        let content_type = header_text(response.headers().get(CONTENT_TYPE));
+        let gzip_header = response
+            .headers()
+            .get(CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
+        let limit = self.settings.max_body_bytes;
+        let decode_error = |source: WireError| DiscoveryError::Decode {
+            server: server.base.clone(),
+            content_type: content_type.clone(),
+            source,
+        };
+        let body = match Limited::new(response.into_body(), limit).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(decode_error(WireError::TooLarge { limit }));
+            }
+            Err(e) => return Err(transport(e)),
+        };
+        // Servers gzip even when not asked; trust the magic bytes too.
+        let gzip = gzip_header || body.starts_with(&[0x1f, 0x8b]);
+        let work = move || {
+            let body = if gzip {
+                let inflated = gunzip(&body, limit)?;
+                drop(body);
+                inflated
+            } else {
+                body
+            };
+            decode(&body, deadline)
+        };
+        match tokio::task::spawn_blocking(work).await {
+            Ok(decoded) => decoded.map(Fetched::Found).map_err(decode_error),
+            Err(e) => Err(DiscoveryError::Other(Box::new(e))),
+        }
+    }
+
+    /// Sends `method {base}/{path}` (with a JSON `body`, if any) to each
+    /// server in order until one answers with a status that is not 5xx;
+    /// returns that status. Transport errors, timeouts and 5xx move on to
+    /// the next server. Used by registration (register, renew, status,
+    /// cancel), whose callers interpret 2xx / 404. Returns the status and
+    /// the base URL of the server that answered.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, String), DiscoveryError> {
+        let mut errors = Vec::new();
+        for server in &self.servers {
+            let timeout = self.settings.request_timeout;
+            let mut result = Err(DiscoveryError::AllServersFailed(Vec::new()));
+            for _ in 0..2 {
+                let once = self.send_one(server, method.clone(), path, body.clone());
+                result = match tokio::time::timeout(timeout, once).await {
+                    Ok(result) => result,
+                    Err(_) => Err(DiscoveryError::Timeout {
+                        server: server.base.clone(),
+                        after: timeout,
+                    }),
+                };
+                if !result.as_ref().is_err_and(stale_connection) {
+                    break;
+                }
+            }
+            match result {
+                Ok(status) if !status.is_server_error() => {
+                    return Ok((status, server.base.clone()));
+                }
+                Ok(status) => errors.push(DiscoveryError::Status {
+                    server: server.base.clone(),
+                    status: status.as_u16(),
+                }),
+                Err(e) => errors.push(e),
+            }
+        }
+        match errors.len() {
+            1 => Err(errors.remove(0)),
+            _ => Err(DiscoveryError::AllServersFailed(errors)),
+        }
+    }
+
+    async fn send_one(
+        &self,
+        server: &Server,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<StatusCode, DiscoveryError> {
+        let transport = |e: BoxError| DiscoveryError::Transport {
+            server: server.base.clone(),
+            source: e,
+        };
+        let uri = format!("{}/{}", server.base, path.trim_start_matches('/'));
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header(ACCEPT, "application/json");
+        if body.is_some() {
+            builder = builder.header(CONTENT_TYPE, "application/json");
+        }
+        if let Some(auth) = &server.auth {
+            builder = builder.header(AUTHORIZATION, auth.clone());
+        }
+        let request = builder
+            .body(Full::new(body.unwrap_or_default()))
+            .map_err(|e| transport(Box::new(e)))?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| transport(Box::new(e)))?;
+        let status = response.status();
+        // Drain the body so the connection can be reused.
+        let _ = Limited::new(response.into_body(), 64 * 1024)
+            .collect()
+            .await;
+        Ok(status)
+    }
+
+    /// The configured servers, in order.
+    pub(crate) fn servers(&self) -> &[Server] {
+        &self.servers
+    }
+}
+
+/// A pooled connection the server closed before answering (it restarted,
+/// or dropped an idle keep-alive): worth one more try on the same server
+/// over a fresh connection, as every lease call is idempotent.
+fn stale_connection(e: &DiscoveryError) -> bool {
+    let DiscoveryError::Transport { source, .. } = e else {
+        return false;
+    };
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+    while let Some(err) = next {
+        if let Some(hyper) = err.downcast_ref::<hyper::Error>() {
+            return hyper.is_incomplete_message() || hyper.is_canceled() || hyper.is_closed();
+        }
+        next = err.source();
+    }
+    false
+}
+
+fn header_text(v: Option<&HeaderValue>) -> String {
+    v.and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| "none".to_owned())
+}
+
+/// Decompresses a gzip body, refusing output beyond `limit` bytes (the
+/// inflated size is bounded as it is produced, not after).
+///
+/// The output buffer is sized once from the gzip trailer's size field,
+/// trusted only up to `limit` and to deflate's largest ratio (1032:1), so
+/// it is not grown by doubling (which would hold 1.5 × the body at peak).
+pub(crate) fn gunzip(body: &[u8], limit: usize) -> Result<Bytes, WireError> {
+    let hint = body
+        .len()
+        .checked_sub(4)
+        .and_then(|at| body.get(at..))
+        .and_then(|tail| <[u8; 4]>::try_from(tail).ok())
+        .map_or(0, |tail| u32::from_le_bytes(tail) as usize)
+        .min(limit)
+        .min(body.len().saturating_mul(1032));
+    let mut out = Vec::with_capacity(hint.saturating_add(1));
+    let mut decoder = flate2::read::GzDecoder::new(body).take((limit as u64).saturating_add(1));
+    decoder
+        .read_to_end(&mut out)
+        .map_err(|source| WireError::Gzip { source })?;
+    if out.len() > limit {
+        return Err(WireError::TooLarge { limit });
+    }
+    Ok(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gunzip_limits() {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&[b'a'; 1000]).unwrap();
+        let gz = enc.finish().unwrap();
+        assert_eq!(gunzip(&gz, 1000).unwrap().len(), 1000);
+        assert!(matches!(
+            gunzip(&gz, 999),
+            Err(WireError::TooLarge { limit: 999 })
+        ));
+        assert!(gunzip(&gz[..gz.len() / 2], 1000).is_err());
+        assert!(gunzip(&[0x1f, 0x8b, 0, 0], 1000).is_err());
+    }
+}

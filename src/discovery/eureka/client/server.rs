@@ -1,0 +1,251 @@
+//! Server URLs: credentials turned into a basic-auth header that is never
+//! shown, and comma-separated lists split outside the credentials.
+
+use std::fmt;
+use std::time::Duration;
+
+use base64::Engine;
+use http::HeaderValue;
+
+use super::EurekaHttp;
+use crate::error::{BuildError, redact};
+
+/// Splits Spring's comma-separated `defaultZone` list outside
+/// credentials: in `http://user:p,w@host/eureka,http://h2/eureka` the
+/// first comma is part of the password. A piece that does not start a URL
+/// (`scheme://`) joins the URL before it when that URL has no `@` yet and
+/// an `@` follows before the next URL; other blank pieces are dropped.
+pub(crate) fn split_urls(list: &str) -> Vec<String> {
+    let pieces: Vec<&str> = list.split(',').collect();
+    let starts_url = |p: &str| {
+        p.trim_start().contains("://") && {
+            let p = p.trim_start();
+            p.find("://").is_some_and(|i| {
+                p[..i]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'+')
+            })
+        }
+    };
+    let mut urls: Vec<String> = Vec::new();
+    for (i, piece) in pieces.iter().enumerate() {
+        let in_credentials = !starts_url(piece)
+            && urls.last().is_some_and(|last| !last.contains('@'))
+            && pieces[i..]
+                .iter()
+                .take_while(|p| std::ptr::eq(**p, *piece) || !starts_url(p))
+                .any(|p| p.contains('@'));
+        match urls.last_mut() {
+            Some(last) if in_credentials => {
+                last.push(',');
+                last.push_str(piece);
+            }
+            _ => urls.push((*piece).to_owned()),
+        }
+    }
+    urls.into_iter()
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+/// One configured Eureka server: its base URL without credentials, and the
+/// `Authorization` header made from the URL's userinfo.
+#[derive(Clone)]
+pub(crate) struct Server {
+    pub(super) base: String,
+    pub(super) auth: Option<HeaderValue>,
+}
+
+impl Server {
+    /// Parses `http://user:pass@host:port/eureka` (trailing `/` optional).
+    pub(crate) fn parse(raw: &str) -> Result<Self, BuildError> {
+        let invalid = |reason: &str| BuildError::Invalid {
+            key: "eureka server URL".to_owned(),
+            reason: format!("{}: {reason}", redact(raw)),
+        };
+        let url = url::Url::parse(raw.trim()).map_err(|e| invalid(&e.to_string()))?;
+        match url.scheme() {
+            "http" => {}
+            "https" => {
+                return Err(invalid(
+                    "https registry URLs are not supported yet (no TLS connector); use http",
+                ));
+            }
+            other => return Err(invalid(&format!("unsupported scheme `{other}`"))),
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(invalid("no host"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(invalid("a server URL holds no query or fragment"));
+        }
+        if url.path().contains('@') {
+            return Err(invalid(
+                "`@` in the path: percent-encode `/`, `@` and `:` inside credentials",
+            ));
+        }
+        let auth = if url.username().is_empty() && url.password().is_none() {
+            None
+        } else {
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            let user = decode(url.username());
+            let pass = decode(url.password().unwrap_or(""));
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            let mut value = HeaderValue::try_from(format!("Basic {token}"))
+                .map_err(|_| invalid("credentials cannot form a header"))?;
+            value.set_sensitive(true);
+            Some(value)
+        };
+        let mut clean = url.clone();
+        // Both setters only fail for URLs that cannot have credentials, which
+        // an http URL with a host always can.
+        let _ = clean.set_username("");
+        let _ = clean.set_password(None);
+        let base = clean.as_str().trim_end_matches('/').to_owned();
+        Ok(Self { base, auth })
+    }
+
+    /// The base URL without credentials, as shown in logs and errors.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("base", &self.base)
+            .field("auth", &self.auth.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Default body limit: 128 MiB after gzip inflation, room for 50 000
+/// instances of the real server's format (about 1.1 KB each, 55 MB) with
+/// large metadata.
+pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 128 * 1024 * 1024;
+
+/// Settings shared by every request to the registry.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpSettings {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) max_body_bytes: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(8),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// The connection settings every Eureka builder shares: server URLs in
+/// order, timeouts and the body limit.
+#[derive(Default)]
+pub(crate) struct Connection {
+    pub(crate) urls: Vec<String>,
+    pub(crate) settings: HttpSettings,
+}
+
+impl Connection {
+    pub(crate) fn add_urls(&mut self, urls: &str) {
+        self.urls.extend(split_urls(urls));
+    }
+
+    /// The URLs with credentials hidden, for `Debug`.
+    pub(crate) fn redacted_urls(&self) -> Vec<String> {
+        self.urls.iter().map(|u| redact(u)).collect()
+    }
+
+    /// Parses the URLs and makes the client.
+    pub(crate) fn build(self) -> Result<EurekaHttp, BuildError> {
+        if self.urls.is_empty() {
+            return Err(BuildError::Invalid {
+                key: "eureka server URL".to_owned(),
+                reason: "no server URL given".to_owned(),
+            });
+        }
+        let servers = self
+            .urls
+            .iter()
+            .map(|u| Server::parse(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(EurekaHttp::new(servers, self.settings))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls_lose_their_credentials() {
+        let s = Server::parse("http://us%40er:p%3Ass@127.0.0.1:8761/eureka/").unwrap();
+        assert_eq!(s.base(), "http://127.0.0.1:8761/eureka");
+        let auth = s.auth.clone().unwrap();
+        assert!(auth.is_sensitive());
+        // base64("us@er:p:ss")
+        assert_eq!(auth.to_str().unwrap(), "Basic dXNAZXI6cDpzcw==");
+        assert!(!format!("{s:?}").contains("dXN"));
+        assert!(
+            Server::parse("http://127.0.0.1:8761/eureka")
+                .unwrap()
+                .auth
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn bad_server_urls_are_typed_and_redacted() {
+        for bad in [
+            "",
+            "127.0.0.1:8761",
+            "ftp://h/",
+            "https://h/eureka",
+            "http://h/?a=1",
+        ] {
+            assert!(
+                matches!(Server::parse(bad), Err(BuildError::Invalid { .. })),
+                "{bad}"
+            );
+        }
+        let err = Server::parse("ftp://user:secret@h/")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn lists_split_outside_credentials() {
+        let list = "http://user:p,a@s:s%25w@127.0.0.1:1/eureka, http://127.0.0.1:2/eureka,,";
+        assert_eq!(
+            split_urls("http://u:a,,b,c@h/e,http://h2/e"),
+            ["http://u:a,,b,c@h/e", "http://h2/e"]
+        );
+        assert_eq!(
+            split_urls(list),
+            [
+                "http://user:p,a@s:s%25w@127.0.0.1:1/eureka",
+                "http://127.0.0.1:2/eureka"
+            ]
+        );
+        let s = Server::parse(&split_urls(list)[0]).unwrap();
+        assert_eq!(s.base(), "http://127.0.0.1:1/eureka");
+        // base64("user:p,a@s:s%w")
+        let token = base64::engine::general_purpose::STANDARD.encode("user:p,a@s:s%w");
+        assert_eq!(
+            s.auth.clone().unwrap().to_str().unwrap(),
+            format!("Basic {token}")
+        );
+        assert!(!format!("{s:?}").contains("p,a"));
+    }
+}

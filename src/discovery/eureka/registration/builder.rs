@@ -1,0 +1,278 @@
+//! [`EurekaRegistrationBuilder`]: what is registered, validated once, and
+//! the registration body (Eureka's `InstanceInfo` JSON) built from it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::super::client::Connection;
+use super::{EurekaRegistration, Shared};
+use crate::error::BuildError;
+use crate::instance::InstanceStatus;
+
+/// Configures an [`EurekaRegistration`].
+#[must_use]
+pub struct EurekaRegistrationBuilder {
+    pub(super) connection: Connection,
+    pub(super) app: String,
+    pub(super) instance_id: Option<String>,
+    pub(super) host_name: String,
+    pub(super) ip_addr: Option<String>,
+    pub(super) port: u16,
+    pub(super) secure_port: Option<u16>,
+    pub(super) health_path: String,
+    pub(super) status_path: String,
+    pub(super) metadata: BTreeMap<String, String>,
+    pub(super) renew_interval: Duration,
+    pub(super) lease_duration: Duration,
+    pub(super) initial_status: InstanceStatus,
+}
+
+impl std::fmt::Debug for EurekaRegistrationBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EurekaRegistrationBuilder")
+            .field("urls", &self.connection.redacted_urls())
+            .field("app", &self.app)
+            .field("host_name", &self.host_name)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EurekaRegistrationBuilder {
+    connection_setters!();
+
+    /// The instance id. Default `{host_name}:{app lower case}:{port}`
+    /// (Spring Cloud's default form).
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance_id = Some(id.into());
+        self
+    }
+
+    /// The IP address registered as `ipAddr`. Default: the host name.
+    pub fn ip_addr(mut self, ip: impl Into<String>) -> Self {
+        self.ip_addr = Some(ip.into());
+        self
+    }
+
+    /// Also register an enabled secure (https) port. Default: none.
+    pub fn secure_port(mut self, port: u16) -> Self {
+        self.secure_port = Some(port);
+        self
+    }
+
+    /// Path of the health URL (`healthCheckUrl`). Default `/health`.
+    pub fn health_path(mut self, path: impl Into<String>) -> Self {
+        self.health_path = path.into();
+        self
+    }
+
+    /// Path of the status page URL (`statusPageUrl`). Default `/info`.
+    pub fn status_path(mut self, path: impl Into<String>) -> Self {
+        self.status_path = path.into();
+        self
+    }
+
+    /// Adds a metadata entry (`zone` is read by zone-aware callers).
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Time between renewals. Spring key
+    /// `eureka.instance.lease-renewal-interval-in-seconds`. Values under
+    /// 100 ms are raised to 100 ms. Default 30 s.
+    pub fn renew_interval(mut self, interval: Duration) -> Self {
+        self.renew_interval = interval.max(Duration::from_millis(100));
+        self
+    }
+
+    /// How long the server keeps the lease without a renewal. Spring key
+    /// `eureka.instance.lease-expiration-duration-in-seconds`; whole
+    /// seconds, at least 1. Default 90 s.
+    pub fn lease_duration(mut self, duration: Duration) -> Self {
+        self.lease_duration = duration.max(Duration::from_secs(1));
+        self
+    }
+
+    /// The status registered first. Default `UP`.
+    pub fn initial_status(mut self, status: InstanceStatus) -> Self {
+        self.initial_status = status;
+        self
+    }
+
+    /// Builds the registration (nothing is sent until
+    /// [`start`](EurekaRegistration::start)).
+    ///
+    /// # Errors
+    /// [`BuildError::Invalid`] for missing or bad URLs, an empty app name,
+    /// host or port 0.
+    pub fn build(self) -> Result<EurekaRegistration, BuildError> {
+        let app = self.app.trim().to_ascii_uppercase();
+        check_app(&app)?;
+        if self.lease_duration <= self.renew_interval {
+            return Err(invalid(
+                "lease duration",
+                "must be longer than the renew interval, or the lease expires between renewals",
+            ));
+        }
+        let host = self.host_name.trim().to_owned();
+        crate::instance::Instance::new(&app, &host, self.port.max(1))?;
+        if self.port == 0 {
+            return Err(invalid("port", "port 0"));
+        }
+        let vip = app.to_ascii_lowercase();
+        let id = self
+            .instance_id
+            .clone()
+            .unwrap_or_else(|| format!("{host}:{vip}:{}", self.port));
+        check_id(&id)?;
+        let body = self.body(&app, &host, &vip, &id);
+        Ok(EurekaRegistration {
+            shared: Arc::new(Shared {
+                http: self.connection.build()?,
+                app,
+                id,
+                body,
+                renew_interval: self.renew_interval,
+                status: Mutex::new(self.initial_status),
+                op: tokio::sync::Mutex::new(()),
+                registrations: AtomicU64::new(0),
+                renewals: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The registration body without its status (set at each
+    /// registration from the status wanted then).
+    fn body(&self, app: &str, host: &str, vip: &str, id: &str) -> serde_json::Value {
+        let slash = |p: &str| {
+            if p.starts_with('/') {
+                p.to_owned()
+            } else {
+                format!("/{p}")
+            }
+        };
+        let ip = self.ip_addr.clone().unwrap_or_else(|| host.to_owned());
+        let base = format!("http://{}:{}", authority_host(host), self.port);
+        serde_json::json!({
+            "instanceId": id,
+            "hostName": host,
+            "app": app,
+            "ipAddr": ip,
+            "vipAddress": vip,
+            "secureVipAddress": vip,
+            "port": {"$": self.port, "@enabled": "true"},
+            "securePort": {
+                "$": self.secure_port.unwrap_or(443),
+                "@enabled": if self.secure_port.is_some() { "true" } else { "false" },
+            },
+            "healthCheckUrl": format!("{base}{}", slash(&self.health_path)),
+            "statusPageUrl": format!("{base}{}", slash(&self.status_path)),
+            "homePageUrl": format!("{base}/"),
+            "dataCenterInfo": {
+                "@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo",
+                "name": "MyOwn",
+            },
+            "leaseInfo": {
+                "renewalIntervalInSecs": self.renew_interval.as_secs().max(1),
+                "durationInSecs": self.lease_duration.as_secs().max(1),
+            },
+            "metadata": self.metadata,
+        })
+    }
+}
+
+fn invalid(key: &str, reason: &str) -> BuildError {
+    BuildError::Invalid {
+        key: key.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// Letters, digits, `-`, `_` and `.`; not `.` or `..`.
+fn check_app(app: &str) -> Result<(), BuildError> {
+    let ok = !app.is_empty()
+        && app != "."
+        && app != ".."
+        && app
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "app name",
+            &format!("`{app}`: use letters, digits, `-`, `_` and `.`"),
+        ))
+    }
+}
+
+/// Not empty, `.` or `..`; no `/`, `%` or control character (it is a path
+/// segment of every lease call).
+fn check_id(id: &str) -> Result<(), BuildError> {
+    if id.trim().is_empty()
+        || id == "."
+        || id == ".."
+        || id.contains('/')
+        || id.contains('%')
+        || id.chars().any(char::is_control)
+    {
+        return Err(invalid(
+            "instance id",
+            &format!("`{id}`: empty, `.`/`..`, or holds `/`, `%` or a control character"),
+        ));
+    }
+    Ok(())
+}
+
+fn authority_host(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(
+        app: &str,
+        f: impl FnOnce(EurekaRegistrationBuilder) -> EurekaRegistrationBuilder,
+    ) -> Result<EurekaRegistration, BuildError> {
+        f(EurekaRegistration::builder(app, "127.0.0.1", 8080)
+            .server_urls("http://127.0.0.1:1/eureka"))
+        .build()
+    }
+
+    #[test]
+    fn bad_names_paths_and_leases_are_refused() {
+        for app in ["", "..", "a#b", "a%2Fb", "my app", "a/b"] {
+            assert!(build(app, |b| b).is_err(), "{app:?}");
+        }
+        assert!(build("user-api", |b| b.instance_id("..")).is_err());
+        assert!(build("user-api", |b| b.instance_id("a/b")).is_err());
+        assert!(build("user-api", |b| b.lease_duration(Duration::from_secs(30))).is_err());
+        let ok = build("user-api", |b| b.health_path("health")).unwrap();
+        let body = ok.shared.body_with(InstanceStatus::Up).expect("body");
+        let body = String::from_utf8_lossy(&body).into_owned();
+        assert!(body.contains("http://127.0.0.1:8080/health"), "{body}");
+        assert_eq!(ok.instance_id(), "127.0.0.1:user-api:8080");
+        assert!(
+            EurekaRegistration::builder("x", "127.0.0.1", 0)
+                .server_urls("http://h/e")
+                .build()
+                .is_err()
+        );
+        assert!(
+            EurekaRegistration::builder("x", "a b", 1)
+                .server_urls("http://h/e")
+                .build()
+                .is_err()
+        );
+    }
+}

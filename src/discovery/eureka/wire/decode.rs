@@ -1,0 +1,397 @@
+//! The streaming decoder: `serde` seeds that walk the envelope
+//! (`{"applications": {"application": [{"instance": [...]}]}}`) and turn
+//! each record into an instance as soon as it is read, counting elements
+//! against the budget and checking the deadline as they go.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Instant;
+
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::raw::{RawInstance, Record, Scalar, Text};
+use super::{Application, Applications, ParseOptions, RecordError, Rejected, WireError, convert};
+
+/// How often (in elements) the deadline is checked.
+const DEADLINE_EVERY: usize = 256;
+
+/// Skipped records, counted per reason, for the one warning per payload.
+#[derive(Debug, Default)]
+pub(super) struct Tally {
+    pub(super) records: usize,
+    pub(super) skipped: BTreeMap<RecordError, usize>,
+    pub(super) first: Option<(String, Option<String>)>,
+}
+
+/// State shared by the seeds of one decode.
+pub(super) struct Ctx {
+    pub(super) options: ParseOptions,
+    deadline: Option<Instant>,
+    elements: Cell<usize>,
+    failure: RefCell<Option<WireError>>,
+    pub(super) tally: RefCell<Tally>,
+}
+
+impl Ctx {
+    pub(super) fn new(options: ParseOptions, deadline: Option<Instant>) -> Self {
+        Self {
+            options,
+            deadline,
+            elements: Cell::new(0),
+            failure: RefCell::new(None),
+            tally: RefCell::new(Tally::default()),
+        }
+    }
+
+    /// Records `err` as the reason the decode stops, and returns a serde
+    /// error that unwinds the decoder.
+    fn fail<E: de::Error>(&self, err: WireError) -> E {
+        *self.failure.borrow_mut() = Some(err);
+        E::custom("decode refused")
+    }
+
+    /// Counts one element (an application or an instance record) against
+    /// the budget; checks the deadline every [`DEADLINE_EVERY`] elements.
+    fn count<E: de::Error>(&self) -> Result<(), E> {
+        let n = self.elements.get() + 1;
+        self.elements.set(n);
+        if n > self.options.max_instances {
+            return Err(self.fail(WireError::TooManyInstances {
+                limit: self.options.max_instances,
+            }));
+        }
+        if n % DEADLINE_EVERY == 0 && self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(self.fail(WireError::Deadline));
+        }
+        Ok(())
+    }
+
+    /// Decodes `{"<key>": ...}` from `body` with `seed` for the inner value.
+    pub(super) fn decode<'de, S>(
+        &self,
+        body: &'de [u8],
+        key: &'static str,
+        seed: S,
+    ) -> Result<S::Value, WireError>
+    where
+        S: DeserializeSeed<'de>,
+    {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let result = de
+            .deserialize_any(Root { key, seed })
+            .and_then(|v| de.end().map(|()| v));
+        match result {
+            Ok(Some(value)) => Ok(value),
+            Ok(None) => Err(WireError::NoRoot { key }),
+            Err(e) => Err(self
+                .failure
+                .borrow_mut()
+                .take()
+                .unwrap_or_else(|| WireError::from_json(e))),
+        }
+    }
+}
+
+/// The root object: finds `key`, ignores everything else.
+struct Root<S> {
+    key: &'static str,
+    seed: S,
+}
+
+impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Root<S> {
+    type Value = Option<S::Value>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "an object with `{}`", self.key)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seed = Some(self.seed);
+        let mut found = None;
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            match seed.take() {
+                Some(s) if key.0 == self.key => found = Some(map.next_value_seed(s)?),
+                other => {
+                    seed = other;
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(found)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// One application being read: records are converted as they arrive once
+/// the name is known (the server writes `name` first), else kept raw until
+/// the object ends.
+struct AppBuilder<'de> {
+    name: Option<String>,
+    app: Application,
+    pending: Vec<RawInstance<'de>>,
+    records: usize,
+    malformed: usize,
+    first_malformed: Option<RecordError>,
+}
+
+impl<'de> AppBuilder<'de> {
+    fn push(&mut self, ctx: &Ctx, record: Record<'de>) {
+        self.records += 1;
+        match record {
+            Record::NotAnObject => self.reject(ctx, RecordError::NotAnObject, None),
+            Record::Instance(raw) if self.name.is_some() => self.convert(ctx, &raw),
+            Record::Instance(raw) => self.pending.push(*raw),
+        }
+    }
+
+    fn convert(&mut self, ctx: &Ctx, raw: &RawInstance<'de>) {
+        let name = self.name.as_deref().unwrap_or_default();
+        match convert::convert(raw, name, &ctx.options) {
+            Ok(instance) => self.app.instances.push(instance),
+            Err(reason) => self.reject(ctx, reason, Some(raw)),
+        }
+    }
+
+    fn reject(&mut self, ctx: &Ctx, reason: RecordError, raw: Option<&RawInstance<'de>>) {
+        let (id, raw_status, action) = raw.map(convert::identity).unwrap_or_default();
+        if reason.is_malformed() {
+            self.malformed += 1;
+            self.first_malformed.get_or_insert(reason);
+        }
+        let mut tally = ctx.tally.borrow_mut();
+        *tally.skipped.entry(reason).or_default() += 1;
+        if tally.first.is_none() {
+            tally.first = Some((self.name.clone().unwrap_or_default(), id.clone()));
+        }
+        if raw.is_none() {
+            // Not an object: nothing to identify or count in the hash, so
+            // only the tally keeps it (a list of millions of zeros costs
+            // no memory per element).
+            return;
+        }
+        self.app.rejected.push(Rejected {
+            id,
+            reason,
+            raw_status,
+            action,
+        });
+    }
+
+    fn finish(mut self, ctx: &Ctx) -> Result<Application, WireError> {
+        let name = self.name.clone().ok_or(WireError::NoName)?;
+        self.app.name = name;
+        for raw in std::mem::take(&mut self.pending) {
+            self.convert(ctx, &raw);
+        }
+        ctx.tally.borrow_mut().records += self.records;
+        match self.first_malformed {
+            Some(first) if self.malformed == self.records => Err(WireError::AllRecordsMalformed {
+                records: self.records,
+                first,
+            }),
+            _ => Ok(self.app),
+        }
+    }
+}
+
+/// Reads one `application` object.
+pub(super) struct AppSeed<'c> {
+    pub(super) ctx: &'c Ctx,
+}
+
+impl<'de> DeserializeSeed<'de> for AppSeed<'_> {
+    type Value = Application;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Application, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for AppSeed<'_> {
+    type Value = Application;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an application object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Application, A::Error> {
+        let ctx = self.ctx;
+        let mut app = AppBuilder {
+            name: None,
+            app: Application::default(),
+            pending: Vec::new(),
+            records: 0,
+            malformed: 0,
+            first_malformed: None,
+        };
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            match key.0.as_ref() {
+                "name" => {
+                    let name = map.next_value::<Scalar<'de>>()?;
+                    app.name = name.string().ok().flatten().map(str::to_owned);
+                }
+                "instance" => map.next_value_seed(Instances { ctx, app: &mut app })?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        app.finish(ctx).map_err(|e| ctx.fail(e))
+    }
+}
+
+/// An `instance` value: a list, one object, or null.
+struct Instances<'c, 'de> {
+    ctx: &'c Ctx,
+    app: &'c mut AppBuilder<'de>,
+}
+
+impl<'de> DeserializeSeed<'de> for Instances<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Instances<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("instance records")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(record) = seq.next_element::<Record<'de>>()? {
+            self.ctx.count()?;
+            self.app.push(self.ctx, record);
+        }
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        let raw = RawInstance::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        self.ctx.count()?;
+        self.app.push(self.ctx, Record::Instance(Box::new(raw)));
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        self.one_scalar()
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.one_scalar()
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.one_scalar()
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.one_scalar()
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.one_scalar()
+    }
+}
+
+impl Instances<'_, '_> {
+    fn one_scalar<E: de::Error>(self) -> Result<(), E> {
+        self.ctx.count()?;
+        self.app.push(self.ctx, Record::NotAnObject);
+        Ok(())
+    }
+}
+
+/// Reads one `applications` object (`/apps`, `/apps/delta`, `/vips`).
+pub(super) struct AppsSeed<'c> {
+    pub(super) ctx: &'c Ctx,
+}
+
+impl<'de> DeserializeSeed<'de> for AppsSeed<'_> {
+    type Value = Applications;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Applications, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for AppsSeed<'_> {
+    type Value = Applications;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an applications object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Applications, A::Error> {
+        let text = |s: Scalar<'_>| s.text().map(std::borrow::Cow::into_owned);
+        let mut apps = Applications::default();
+        let mut known_key = false;
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            match key.0.as_ref() {
+                "apps__hashcode" => apps.apps_hashcode = text(map.next_value()?),
+                "versions__delta" => apps.versions_delta = text(map.next_value()?),
+                "application" => map.next_value_seed(AppList {
+                    ctx: self.ctx,
+                    out: &mut apps.applications,
+                })?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            }
+            known_key = true;
+        }
+        if known_key {
+            Ok(apps)
+        } else {
+            Err(self.ctx.fail(WireError::NotRegistry))
+        }
+    }
+}
+
+/// An `application` value: a list, one object, or null.
+struct AppList<'c> {
+    ctx: &'c Ctx,
+    out: &'c mut Vec<Application>,
+}
+
+impl<'de> DeserializeSeed<'de> for AppList<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for AppList<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of applications")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(app) = seq.next_element_seed(AppSeed { ctx: self.ctx })? {
+            self.ctx.count()?;
+            self.out.push(app);
+        }
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        self.ctx.count()?;
+        self.out.push(AppSeed { ctx: self.ctx }.visit_map(map)?);
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+}

@@ -1,0 +1,322 @@
+//! Eureka's JSON wire format, decoded leniently per record and strictly per
+//! payload, in bounded memory and time.
+//!
+//! Eureka's JSON is converted from XML, and it shows:
+//! - a one-element list may arrive as an object, an absent list as a
+//!   missing key (`application`, `instance`);
+//! - ports look like `{"$": 8080, "@enabled": "true"}`, with `$` a number or
+//!   a string and `@enabled` a string or a bool;
+//! - empty metadata is `{"@class": "java.util.Collections$EmptyMap"}`, and
+//!   that `@class` is not a metadata key;
+//! - `overriddenStatus` is also spelled `overriddenstatus`.
+//!
+//! # Records and payloads
+//!
+//! A record that cannot be used (no host, no enabled port, a bad address)
+//! is skipped, listed in [`Application::rejected`] with its
+//! [`RecordError`] (list elements that are not objects are only counted),
+//! and the rest of the list is kept; one warning per
+//! payload counts the skipped records by reason (never one per record).
+//! A payload is refused as a whole ([`WireError`]) when it is not Eureka
+//! JSON, when an `application` has no `name`
+//! (`{"application":{"garbage":true}}`), when every record of an
+//! application is malformed (three records all with port `"9001x"`), or
+//! when it exceeds a bound. An application that really has no instances
+//! (`{"application":{"name":"A","instance":[]}}`) is a valid empty list.
+//!
+//! # Bounds
+//!
+//! The decoder streams the JSON straight into typed records, borrowing
+//! strings from the body (no intermediate `serde_json::Value` tree), and
+//! turns each record into an [`Instance`] as it is read. Its time is linear
+//! in the body. Its memory, beside the body, is the result: the instances
+//! and, per skipped object record, one [`Rejected`] entry. Both are
+//! bounded by
+//! [`ParseOptions::max_instances`] (default [`DEFAULT_MAX_INSTANCES`],
+//! counting application objects too) and
+//! [`MAX_METADATA_ENTRIES`] per record, so a tiny gzip body that inflates
+//! to millions of elements is refused after `max_instances` of them.
+//!
+//! ```
+//! use tower_ribbon::discovery::eureka::wire;
+//!
+//! let body = br#"{"application": {"name": "USER-SERVICE", "instance": {
+//!     "instanceId": "u1", "hostName": "127.0.0.1", "app": "USER-SERVICE", "status": "UP",
+//!     "port": {"$": "8081", "@enabled": true}, "securePort": {"$": 443, "@enabled": "false"},
+//!     "metadata": {"zone": "zone-a"}}}}"#;
+//! let app = wire::parse_application(body).unwrap();
+//! assert_eq!(app.instances[0].instance.to_string(), "http://127.0.0.1:8081");
+//! assert_eq!(app.instances[0].instance.zone(), Some("zone-a"));
+//!
+//! // Not an application: refused, so a caller keeps its last good list.
+//! let err = wire::parse_application(br#"{"application": {"garbage": true}}"#).unwrap_err();
+//! assert!(matches!(err, wire::WireError::NoName));
+//! ```
+//!
+//! [`Instance`]: crate::Instance
+
+use std::time::Instant;
+
+use crate::instance::Instance;
+
+mod convert;
+mod decode;
+mod error;
+mod raw;
+
+pub use error::{RecordError, WireError};
+
+/// Default of [`ParseOptions::max_instances`]: 100 000 elements, twice
+/// the 50 000 instances the default body limit is sized for.
+pub const DEFAULT_MAX_INSTANCES: usize = 100_000;
+
+/// Metadata entries kept per record; a record with more is skipped
+/// ([`RecordError::TooManyMetadata`]). Spring Boot instances carry a few
+/// dozen at most.
+pub const MAX_METADATA_ENTRIES: usize = 256;
+
+/// What a delta entry says happened to an instance (`actionType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum ActionType {
+    /// Registered.
+    Added,
+    /// Changed (status, metadata, ...).
+    Modified,
+    /// Cancelled or evicted.
+    Deleted,
+    /// Missing or not one of the three.
+    #[default]
+    Unknown,
+}
+
+impl ActionType {
+    pub(crate) fn parse(s: Option<&str>) -> Self {
+        match s.map(str::trim) {
+            Some(s) if s.eq_ignore_ascii_case("ADDED") => Self::Added,
+            Some(s) if s.eq_ignore_ascii_case("MODIFIED") => Self::Modified,
+            Some(s) if s.eq_ignore_ascii_case("DELETED") => Self::Deleted,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// One instance record of a payload.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct EurekaInstance {
+    /// The instance, with scheme and port chosen, zone and metadata read.
+    pub instance: Instance,
+    /// `actionType` (meaningful in delta payloads).
+    pub action: ActionType,
+    /// `vipAddress`, if present.
+    pub vip_address: Option<String>,
+    /// `secureVipAddress`, if present.
+    pub secure_vip_address: Option<String>,
+    /// `status` as the server wrote it, upper-cased (`UNKNOWN` if absent);
+    /// the status-count hash is computed from it.
+    pub raw_status: String,
+}
+
+/// An instance record that was skipped, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Rejected {
+    /// The instance id or host name, if the record had one.
+    pub id: Option<String>,
+    /// Why it was skipped.
+    pub reason: RecordError,
+    /// `status` as the server wrote it, upper-cased, if it had one (a
+    /// skipped record still counts in the server's status-count hash).
+    pub raw_status: Option<String>,
+    /// `actionType`, for skipped delta entries.
+    pub action: ActionType,
+}
+
+/// One application (`GET /apps/{APP}`, or an element of `/apps`).
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Application {
+    /// The application name (upper case by Eureka's convention).
+    pub name: String,
+    /// Usable instance records, in payload order.
+    pub instances: Vec<EurekaInstance>,
+    /// Records that were skipped, except list elements that are not objects
+    /// at all (those are only counted in the payload's warning).
+    pub rejected: Vec<Rejected>,
+}
+
+/// The whole registry or a delta (`GET /apps`, `/apps/delta`, `/vips/{vip}`).
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Applications {
+    /// `apps__hashcode`: the status-count hash (`DOWN_1_UP_3_`), empty for
+    /// an empty registry.
+    pub apps_hashcode: Option<String>,
+    /// `versions__delta`.
+    pub versions_delta: Option<String>,
+    /// The applications.
+    pub applications: Vec<Application>,
+}
+
+/// Which port an instance with both ports enabled is reached on.
+///
+/// - [`PortPreference::Secure`] (the default): https on `securePort`, as
+///   Spring Cloud's `EurekaServiceInstance` (Spring Cloud LoadBalancer)
+///   does.
+/// - [`PortPreference::Plain`]: http on `port`, as Ribbon's
+///   `DiscoveryEnabledNIWSServerList` does unless its `IsSecure` key is
+///   set.
+///
+/// An instance with only one port enabled is reached on that one either
+/// way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PortPreference {
+    /// https on the secure port when both are enabled.
+    #[default]
+    Secure,
+    /// http on the plain port when both are enabled.
+    Plain,
+}
+
+/// Options for decoding payloads and turning records into instances.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct ParseOptions {
+    /// Use `ipAddr` instead of `hostName` as the host (Spring's
+    /// `preferIpAddress`). Default: `false`.
+    pub prefer_ip_address: bool,
+    /// Most elements (instance records, usable or not, plus application
+    /// objects) one payload may hold; more refuses the payload with
+    /// [`WireError::TooManyInstances`]. Default [`DEFAULT_MAX_INSTANCES`].
+    pub max_instances: usize,
+    /// The port taken when both are enabled. Default
+    /// [`PortPreference::Secure`].
+    pub port_preference: PortPreference,
+}
+
+impl Default for ParseOptions {
+    fn default() -> Self {
+        Self {
+            prefer_ip_address: false,
+            max_instances: DEFAULT_MAX_INSTANCES,
+            port_preference: PortPreference::Secure,
+        }
+    }
+}
+
+impl ParseOptions {
+    /// Sets [`ParseOptions::prefer_ip_address`].
+    #[must_use]
+    pub fn with_prefer_ip_address(mut self, prefer: bool) -> Self {
+        self.prefer_ip_address = prefer;
+        self
+    }
+
+    /// Sets [`ParseOptions::max_instances`].
+    #[must_use]
+    pub fn with_max_instances(mut self, max: usize) -> Self {
+        self.max_instances = max;
+        self
+    }
+
+    /// Sets [`ParseOptions::port_preference`].
+    #[must_use]
+    pub fn with_port_preference(mut self, preference: PortPreference) -> Self {
+        self.port_preference = preference;
+        self
+    }
+}
+
+/// Parses `GET /apps/{APP}` (root key `application`).
+///
+/// # Errors
+/// [`WireError`] if the body is not such a payload (see the module doc).
+pub fn parse_application(body: &[u8]) -> Result<Application, WireError> {
+    parse_application_with(body, ParseOptions::default())
+}
+
+/// [`parse_application`] with options.
+///
+/// # Errors
+/// As [`parse_application`].
+pub fn parse_application_with(
+    body: &[u8],
+    options: ParseOptions,
+) -> Result<Application, WireError> {
+    decode_application(body, options, None)
+}
+
+/// Parses `GET /apps`, `/apps/delta` or `/vips/{vip}` (root key
+/// `applications`).
+///
+/// # Errors
+/// [`WireError`] if the body is not such a payload (see the module doc).
+pub fn parse_applications(body: &[u8]) -> Result<Applications, WireError> {
+    parse_applications_with(body, ParseOptions::default())
+}
+
+/// [`parse_applications`] with options.
+///
+/// # Errors
+/// As [`parse_applications`].
+pub fn parse_applications_with(
+    body: &[u8],
+    options: ParseOptions,
+) -> Result<Applications, WireError> {
+    decode_applications(body, options, None)
+}
+
+/// [`parse_application_with`], giving up with [`WireError::Deadline`]
+/// once `deadline` passes.
+pub(crate) fn decode_application(
+    body: &[u8],
+    options: ParseOptions,
+    deadline: Option<Instant>,
+) -> Result<Application, WireError> {
+    let ctx = decode::Ctx::new(options, deadline);
+    let result = ctx.decode(body, "application", decode::AppSeed { ctx: &ctx });
+    warn_skipped(&ctx);
+    result
+}
+
+/// [`parse_applications_with`], giving up with [`WireError::Deadline`]
+/// once `deadline` passes.
+pub(crate) fn decode_applications(
+    body: &[u8],
+    options: ParseOptions,
+    deadline: Option<Instant>,
+) -> Result<Applications, WireError> {
+    let ctx = decode::Ctx::new(options, deadline);
+    let result = ctx.decode(body, "applications", decode::AppsSeed { ctx: &ctx });
+    warn_skipped(&ctx);
+    result
+}
+
+/// One warning per payload with the skipped records counted by reason.
+fn warn_skipped(ctx: &decode::Ctx) {
+    let tally = ctx.tally.borrow();
+    let skipped: usize = tally.skipped.values().sum();
+    if skipped == 0 {
+        return;
+    }
+    let reasons = tally
+        .skipped
+        .iter()
+        .map(|(reason, n)| format!("{n} {reason}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (first_app, first_id) = tally.first.clone().unwrap_or_default();
+    tracing::warn!(
+        skipped,
+        records = tally.records,
+        %reasons,
+        %first_app,
+        first_id = ?first_id,
+        "skipping unusable Eureka instance records"
+    );
+}
+
+#[cfg(test)]
+mod tests;

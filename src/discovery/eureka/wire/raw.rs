@@ -1,0 +1,379 @@
+//! The typed raw record: one instance as the JSON says it, with strings
+//! borrowed from the body wherever they hold no escape.
+//!
+//! Every field type here accepts any JSON value, so a record with a field
+//! of the wrong type is decoded (and then skipped with a [`RecordError`])
+//! instead of failing the whole payload mid-stream.
+//!
+//! [`RecordError`]: super::RecordError
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+/// A string borrowed from the body when it holds no escape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Text<'a>(pub(super) Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Any JSON value, kept only if it is a scalar.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Scalar<'a> {
+    Str(Cow<'a, str>),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Bool(bool),
+    Null,
+    /// An object or a list (skipped without allocating).
+    Composite,
+}
+
+impl<'a> Scalar<'a> {
+    /// A trimmed, non-empty string; `Err` for a non-string.
+    pub(super) fn string(&self) -> Result<Option<&str>, ()> {
+        match self {
+            Scalar::Str(s) => Ok(Some(s.trim()).filter(|s| !s.is_empty())),
+            Scalar::Null => Ok(None),
+            _ => Err(()),
+        }
+    }
+
+    /// A string, number or bool as text; `None` otherwise.
+    pub(super) fn text(&self) -> Option<Cow<'_, str>> {
+        match self {
+            Scalar::Str(s) => Some(Cow::Borrowed(s.as_ref())),
+            Scalar::U64(n) => Some(Cow::Owned(n.to_string())),
+            Scalar::I64(n) => Some(Cow::Owned(n.to_string())),
+            Scalar::F64(n) => Some(Cow::Owned(n.to_string())),
+            Scalar::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+            Scalar::Null | Scalar::Composite => None,
+        }
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(v)))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Scalar::U64(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Scalar::I64(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Scalar::F64(v))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Scalar::Bool(v))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Composite)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Composite)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+/// A port: `{"$": 8080, "@enabled": "true"}` or a bare number or string.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Port<'a> {
+    pub(super) number: Option<Scalar<'a>>,
+    pub(super) enabled: Option<Scalar<'a>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Port<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Port<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a port")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut port = Port {
+                    number: None,
+                    enabled: None,
+                };
+                while let Some(key) = map.next_key::<Text<'de>>()? {
+                    match key.0.as_ref() {
+                        "$" => port.number = Some(map.next_value()?),
+                        "@enabled" => port.enabled = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(port)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                let composite = ScalarVisitor.visit_seq(seq)?;
+                Ok(Port {
+                    number: Some(composite),
+                    enabled: None,
+                })
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                self.bare(ScalarVisitor.visit_borrowed_str(v)?)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                self.bare(ScalarVisitor.visit_str(v)?)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                self.bare(Scalar::U64(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                self.bare(Scalar::I64(v))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                self.bare(Scalar::F64(v))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                self.bare(Scalar::Bool(v))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                self.bare(Scalar::Null)
+            }
+        }
+        impl V {
+            fn bare<'a, E>(self, number: Scalar<'a>) -> Result<Port<'a>, E> {
+                Ok(Port {
+                    number: Some(number),
+                    enabled: None,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Metadata entries in payload order, at most
+/// [`MAX_METADATA_ENTRIES`](super::MAX_METADATA_ENTRIES) kept.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct Metadata<'a> {
+    pub(super) entries: Vec<(Text<'a>, Scalar<'a>)>,
+    pub(super) overflow: bool,
+    pub(super) wrong_type: bool,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Metadata<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Metadata<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a metadata object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut meta = Metadata::default();
+                while let Some(key) = map.next_key::<Text<'de>>()? {
+                    if meta.entries.len() >= super::MAX_METADATA_ENTRIES {
+                        meta.overflow = true;
+                        map.next_value::<IgnoredAny>()?;
+                    } else {
+                        meta.entries.push((key, map.next_value()?));
+                    }
+                }
+                Ok(meta)
+            }
+        }
+        match d.deserialize_any(ScalarOr(V))? {
+            Some(meta) => Ok(meta),
+            None => Ok(Metadata {
+                wrong_type: true,
+                ..Metadata::default()
+            }),
+        }
+    }
+}
+
+/// `dataCenterInfo.metadata["availability-zone"]`, anything else ignored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct DataCenterZone<'a>(pub(super) Option<Scalar<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for DataCenterZone<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Two levels, written out: `{"metadata": {"availability-zone": x}}`.
+        struct Outer;
+        struct Inner;
+        impl<'de> Visitor<'de> for Inner {
+            type Value = Option<Scalar<'de>>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut zone = None;
+                while let Some(key) = map.next_key::<Text<'de>>()? {
+                    if key.0 == "availability-zone" && zone.is_none() {
+                        zone = Some(map.next_value::<Scalar<'de>>()?);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(zone)
+            }
+        }
+        struct InnerField<'a>(Option<Scalar<'a>>);
+        impl<'de> Deserialize<'de> for InnerField<'de> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                Ok(InnerField(d.deserialize_any(ScalarOr(Inner))?.flatten()))
+            }
+        }
+        impl<'de> Visitor<'de> for Outer {
+            type Value = Option<Scalar<'de>>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut zone = None;
+                while let Some(key) = map.next_key::<Text<'de>>()? {
+                    if key.0 == "metadata" && zone.is_none() {
+                        zone = map.next_value::<InnerField<'de>>()?.0;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(zone)
+            }
+        }
+        Ok(DataCenterZone(
+            d.deserialize_any(ScalarOr(Outer))?.flatten(),
+        ))
+    }
+}
+
+/// Runs `V` on an object; any other JSON value is skipped and gives `None`.
+struct ScalarOr<V>(V);
+
+macro_rules! skip_scalar {
+    ($($name:ident: $ty:ty),*) => {
+        $(fn $name<E: de::Error>(self, _: $ty) -> Result<Self::Value, E> { Ok(None) })*
+    };
+}
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for ScalarOr<V> {
+    type Value = Option<V::Value>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.expecting(f)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        self.0.visit_map(map).map(Some)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        ScalarVisitor.visit_seq(seq).map(|_| None)
+    }
+    skip_scalar!(visit_str: &str, visit_u64: u64, visit_i64: i64, visit_f64: f64, visit_bool: bool);
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// One instance record, fields as the JSON has them.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawInstance<'a> {
+    #[serde(borrow)]
+    pub(super) instance_id: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub(super) host_name: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub(super) app: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub(super) ip_addr: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub(super) status: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub(super) port: Option<Port<'a>>,
+    #[serde(borrow)]
+    pub(super) secure_port: Option<Port<'a>>,
+    #[serde(borrow)]
+    pub(super) metadata: Option<Metadata<'a>>,
+    #[serde(borrow)]
+    pub(super) data_center_info: Option<DataCenterZone<'a>>,
+    #[serde(borrow)]
+    pub(super) vip_address: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub(super) secure_vip_address: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub(super) health_check_url: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub(super) secure_health_check_url: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub(super) action_type: Option<Scalar<'a>>,
+}
+
+/// One element of an `instance` list: a record, or something that is not
+/// an object.
+#[derive(Debug)]
+pub(super) enum Record<'a> {
+    Instance(Box<RawInstance<'a>>),
+    NotAnObject,
+}
+
+impl<'de> Deserialize<'de> for Record<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Record<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an instance record")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let raw = RawInstance::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(Record::Instance(Box::new(raw)))
+            }
+        }
+        Ok(d.deserialize_any(ScalarOr(V))?
+            .unwrap_or(Record::NotAnObject))
+    }
+}

@@ -1,0 +1,197 @@
+use super::*;
+
+fn port(json: &str, default_enabled: bool) -> Result<(u16, bool), RecordError> {
+    let port: raw::Port<'_> = serde_json::from_str(json).unwrap();
+    convert::read_port(&port, default_enabled)
+}
+
+#[test]
+fn port_encodings() {
+    assert_eq!(
+        port(r#"{"$": 8080, "@enabled": "true"}"#, false),
+        Ok((8080, true))
+    );
+    assert_eq!(
+        port(r#"{"$": "8081", "@enabled": true}"#, false),
+        Ok((8081, true))
+    );
+    assert_eq!(
+        port(r#"{"$": 443, "@enabled": "false"}"#, true),
+        Ok((443, false))
+    );
+    assert_eq!(port(r#"{"$": 80}"#, true), Ok((80, true)));
+    assert_eq!(port(r#"" 81 ""#, true), Ok((81, true)));
+    assert_eq!(port(r#"{"$": 70000}"#, true), Err(RecordError::BadPort));
+    assert_eq!(port(r#"{"$": -1}"#, true), Err(RecordError::BadPort));
+    assert_eq!(port(r#"{"$": "9001x"}"#, true), Err(RecordError::BadPort));
+    assert_eq!(
+        port(r#"{"$": 0, "@enabled": "true"}"#, true),
+        Err(RecordError::PortZero)
+    );
+    assert_eq!(
+        port(r#"{"$": 0, "@enabled": "false"}"#, true),
+        Ok((0, false))
+    );
+    assert_eq!(
+        port(r#"{"$": 8080, "@enabled": "yes"}"#, true),
+        Err(RecordError::BadEnabled)
+    );
+    assert_eq!(
+        port(r#"{"@enabled": "true"}"#, true),
+        Err(RecordError::BadPort)
+    );
+    assert_eq!(port("[1]", true), Err(RecordError::BadPort));
+}
+
+#[test]
+fn bad_records_are_rejected_not_fatal() {
+    let body = br#"{"application": {"name": "A", "instance": [
+        {"instanceId": "ok", "hostName": "h", "status": "UP", "port": {"$": 1}},
+        {"instanceId": "noport", "hostName": "h", "status": "UP", "port": {"$": 1, "@enabled": "false"}},
+        {"instanceId": "badhost", "hostName": "a b", "status": "UP", "port": {"$": 1}},
+        {"instanceId": "nohost", "status": "UP", "port": {"$": 1}},
+        {"instanceId": 7, "hostName": "h"},
+        "not an object", 42, null
+    ]}}"#;
+    let app = parse_application(body).unwrap();
+    assert_eq!(app.instances.len(), 1);
+    assert_eq!(app.instances[0].instance.id(), "ok");
+    let reasons: Vec<RecordError> = app.rejected.iter().map(|r| r.reason).collect();
+    assert_eq!(
+        reasons,
+        [
+            RecordError::NoEnabledPort,
+            RecordError::BadHost,
+            RecordError::NoHost,
+            RecordError::WrongType,
+        ]
+    );
+    assert_eq!(app.rejected[0].id.as_deref(), Some("noport"));
+    assert_eq!(app.rejected[0].raw_status.as_deref(), Some("UP"));
+}
+
+#[test]
+fn structural_errors() {
+    assert!(matches!(
+        parse_application(b""),
+        Err(WireError::Truncated { .. })
+    ));
+    assert!(matches!(
+        parse_application(b"{\"application\": {\"name\""),
+        Err(WireError::Truncated { .. })
+    ));
+    assert!(matches!(
+        parse_application(b"<html>502</html>"),
+        Err(WireError::Syntax { .. })
+    ));
+    assert!(
+        parse_application(b"<html>502</html>")
+            .unwrap_err()
+            .to_string()
+            .contains("not Eureka JSON")
+    );
+    assert!(matches!(
+        parse_application(b"{}"),
+        Err(WireError::NoRoot { key: "application" })
+    ));
+    assert!(matches!(
+        parse_application(b"{\"application\": 5}"),
+        Err(WireError::Malformed { .. })
+    ));
+    assert!(matches!(
+        parse_applications(b"{\"applications\": []}"),
+        Err(WireError::Malformed { .. })
+    ));
+    assert!(matches!(
+        parse_applications(b"{\"applications\": {\"garbage\": 1}}"),
+        Err(WireError::NotRegistry)
+    ));
+    assert!(matches!(
+        parse_application(b"{\"application\": {\"name\": \"A\"}} trailing"),
+        Err(WireError::Syntax { .. })
+    ));
+    let empty = parse_application(br#"{"application": {"name": "A"}}"#).unwrap();
+    assert!(empty.instances.is_empty());
+    let empty = parse_application(br#"{"application": {"name": "A", "instance": []}}"#).unwrap();
+    assert!(empty.instances.is_empty() && empty.rejected.is_empty());
+}
+
+/// `{"application":{"garbage":true}}` and records that are all malformed
+/// are not "no instances".
+#[test]
+fn shape_errors() {
+    assert!(matches!(
+        parse_application(br#"{"application": {"garbage": true}}"#),
+        Err(WireError::NoName)
+    ));
+    let bad_ports = br#"{"application": {"name": "A", "instance": [
+        {"instanceId": "a", "hostName": "h", "port": {"$": "9001x"}},
+        {"instanceId": "b", "hostName": "h", "port": {"$": "9001x"}},
+        {"instanceId": "c", "hostName": "h", "port": {"$": "9001x"}}]}}"#;
+    assert!(matches!(
+        parse_application(bad_ports),
+        Err(WireError::AllRecordsMalformed {
+            records: 3,
+            first: RecordError::BadPort
+        })
+    ));
+    // Well-formed records without an enabled port are valid Eureka: an
+    // application with nothing to route to, not garbage.
+    let disabled = br#"{"application": {"name": "A", "instance": [
+        {"instanceId": "a", "hostName": "h", "port": {"$": 1, "@enabled": false}}]}}"#;
+    assert_eq!(parse_application(disabled).unwrap().rejected.len(), 1);
+    // The same rules inside `applications`.
+    let apps =
+        br#"{"applications": {"apps__hashcode": "UP_1_", "application": [{"garbage": true}]}}"#;
+    assert!(matches!(parse_applications(apps), Err(WireError::NoName)));
+}
+
+#[test]
+fn element_budget_and_deadline() {
+    let zeros = format!(
+        r#"{{"application": {{"name": "A", "instance": [{}0]}}}}"#,
+        "0,".repeat(1000)
+    );
+    let options = ParseOptions::default().with_max_instances(100);
+    assert!(matches!(
+        parse_application_with(zeros.as_bytes(), options),
+        Err(WireError::TooManyInstances { limit: 100 })
+    ));
+    let past = Instant::now();
+    assert!(matches!(
+        decode_application(zeros.as_bytes(), ParseOptions::default(), Some(past)),
+        Err(WireError::Deadline)
+    ));
+}
+
+#[test]
+fn port_preference() {
+    let both = br#"{"application": {"name": "A", "instance": {"instanceId": "a", "hostName": "h",
+        "port": {"$": 8080, "@enabled": "true"}, "securePort": {"$": 8443, "@enabled": "true"}}}}"#;
+    let secure = parse_application(both).unwrap();
+    assert_eq!(secure.instances[0].instance.to_string(), "https://h:8443");
+    let plain = parse_application_with(
+        both,
+        ParseOptions::default().with_port_preference(PortPreference::Plain),
+    )
+    .unwrap();
+    assert_eq!(plain.instances[0].instance.to_string(), "http://h:8080");
+}
+
+#[test]
+fn escaped_strings_and_name_after_instances() {
+    let body = br#"{"application": {"instance": [{"instanceId": "a\u0041", "hostName": "h",
+        "port": 1, "metadata": {"k\"ey": "v\n", "@class": "x", "n": 5, "o": {"x": 1}}}],
+        "name": "LATE"}}"#;
+    let app = parse_application(body).unwrap();
+    assert_eq!(app.name, "LATE");
+    let i = &app.instances[0].instance;
+    assert_eq!(i.id(), "aA");
+    assert_eq!(i.service_id(), "LATE");
+    let meta: Vec<(&str, &str)> = i
+        .metadata()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(meta, [("k\"ey", "v\n"), ("n", "5")]);
+}

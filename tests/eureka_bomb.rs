@@ -1,0 +1,264 @@
+//! Decoding bombs: a tiny gzip body that inflates to an `instance` array of
+//! 4 million zeros, served by a stub on 127.0.0.1.
+//!
+//! Issue 11 measured this payload against the old decoder: +3.7 GB, 13 s on
+//! the async worker, one warning per element, a 2 s fetch timeout that could
+//! not fire and a single-threaded runtime that stalled. Here each fetch must
+//! end within the fetch timeout, allocate at most [`MEMORY_BOUND`] bytes
+//! beyond what was live before (counted by a global counting allocator),
+//! log at most one warning, and leave a ticker task on the same
+//! current-thread runtime ticking.
+#![cfg(feature = "eureka")]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::convert::Infallible;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tower_ribbon::DiscoveryError;
+use tower_ribbon::discovery::InstanceSource;
+use tower_ribbon::discovery::eureka::wire::WireError;
+use tower_ribbon::discovery::eureka::{EurekaRegistry, EurekaSource};
+
+/// Counts live heap bytes and their peak.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        ptr
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Zeros in the `instance` array (8 MB inflated, about 8 KB gzipped).
+const ZEROS: usize = 4_000_000;
+/// The fetch (request) timeout.
+const TIMEOUT: Duration = Duration::from_secs(2);
+/// Heap growth allowed during one fetch: 1.25 × the inflated body (8 MB).
+const MEMORY_BOUND: usize = 5 * 2 * ZEROS / 4;
+
+fn gzip(json: &str) -> Bytes {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(json.as_bytes()).expect("gzip");
+    Bytes::from(enc.finish().expect("gzip"))
+}
+
+fn zeros() -> String {
+    let mut s = String::with_capacity(2 * ZEROS);
+    for i in 0..ZEROS {
+        s.push_str(if i == 0 { "0" } else { ",0" });
+    }
+    s
+}
+
+/// The bomb for `/apps/{APP}` and for `/apps`.
+fn bombs() -> (Bytes, Bytes) {
+    let zeros = zeros();
+    let app = format!(r#"{{"application":{{"name":"USER-SERVICE","instance":[{zeros}]}}}}"#);
+    let apps = format!(
+        r#"{{"applications":{{"versions__delta":"1","apps__hashcode":"UP_1_","application":[{{"name":"USER-SERVICE","instance":[{zeros}]}}]}}}}"#
+    );
+    (gzip(&app), gzip(&apps))
+}
+
+/// A stub on its own thread and runtime (so its allocations and its work do
+/// not touch the runtime under test): `/apps` gets `apps`, anything else
+/// `app`, gzipped with `Content-Encoding: gzip`.
+fn stub(app: Bytes, apps: Bytes) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = TcpListener::from_std(listener).expect("listener");
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (app, apps) = (app.clone(), apps.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let body = if req.uri().path().ends_with("/apps") {
+                            apps.clone()
+                        } else {
+                            app.clone()
+                        };
+                        async move {
+                            Ok::<_, Infallible>(
+                                Response::builder()
+                                    .header("content-type", "application/json")
+                                    .header("content-encoding", "gzip")
+                                    .body(Full::new(body))
+                                    .expect("response"),
+                            )
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    });
+    format!("http://{addr}/eureka")
+}
+
+/// A ticker on the runtime under test; returns the longest gap between two
+/// ticks while `work` ran, the work's result, its duration and the heap
+/// growth at its peak.
+async fn measure<T>(work: impl std::future::Future<Output = T>) -> (Duration, T, Duration, usize) {
+    let max_gap = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ticker = {
+        let (max_gap, stop) = (max_gap.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut last = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let gap = last.elapsed().as_micros() as usize;
+                max_gap.fetch_max(gap, Ordering::Relaxed);
+                last = Instant::now();
+            }
+        })
+    };
+    tokio::task::yield_now().await;
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let started = Instant::now();
+    let out = work.await;
+    let took = started.elapsed();
+    let grew = PEAK.load(Ordering::Relaxed).saturating_sub(base);
+    stop.store(true, Ordering::Relaxed);
+    ticker.await.expect("ticker");
+    let gap = Duration::from_micros(max_gap.load(Ordering::Relaxed) as u64);
+    (gap, out, took, grew)
+}
+
+fn is_decode(err: &DiscoveryError, want: fn(&WireError) -> bool) -> bool {
+    match err {
+        DiscoveryError::Decode { source, .. } => want(source),
+        _ => false,
+    }
+}
+
+fn check(what: &str, gap: Duration, took: Duration, grew: usize) {
+    eprintln!(
+        "{what}: {took:?}, heap +{} KiB at peak, longest tick gap {gap:?}",
+        grew / 1024
+    );
+    assert!(took < TIMEOUT, "{what}: took {took:?}");
+    assert!(grew < MEMORY_BOUND, "{what}: heap grew {grew} bytes");
+    assert!(
+        gap < Duration::from_millis(500),
+        "{what}: ticker stalled {gap:?}"
+    );
+}
+
+/// The 4-million-zero bomb through `EurekaSource` and through
+/// `EurekaRegistry`'s full fetch: refused by the element bound
+/// (`TooManyInstances`), fast, in bounded memory, the runtime free.
+#[tokio::test(flavor = "current_thread")]
+async fn zero_bomb_is_refused_quickly_in_bounded_memory() {
+    let (app, apps) = bombs();
+    assert!(
+        app.len() < 64 * 1024,
+        "the bomb is tiny: {} bytes",
+        app.len()
+    );
+    let url = stub(app, apps);
+
+    let source = EurekaSource::builder()
+        .server_url(&url)
+        .request_timeout(TIMEOUT)
+        .build()
+        .expect("source");
+    let (gap, result, took, grew) = measure(source.fetch("user-service")).await;
+    let err = result.expect_err("a bomb is not an instance list");
+    assert!(
+        is_decode(&err, |e| matches!(
+            e,
+            WireError::TooManyInstances { limit: 100_000 }
+        )),
+        "{err:?}"
+    );
+    check("source", gap, took, grew);
+
+    let registry = EurekaRegistry::builder()
+        .server_url(&url)
+        .request_timeout(TIMEOUT)
+        .fetch_interval(Duration::from_secs(3600))
+        .build()
+        .expect("registry");
+    // Let the background first fetch fail first, so the measured fetch is
+    // the only one running.
+    let first = registry
+        .ready()
+        .await
+        .expect_err("the first fetch is refused too");
+    assert!(
+        is_decode(&first, |e| matches!(e, WireError::TooManyInstances { .. })),
+        "{first:?}"
+    );
+    let (gap, result, took, grew) = measure(registry.refresh_now()).await;
+    let err = result.expect_err("a bomb is not a registry");
+    assert!(
+        is_decode(&err, |e| matches!(e, WireError::TooManyInstances { .. })),
+        "{err:?}"
+    );
+    check("registry", gap, took, grew);
+    assert_eq!(registry.stats().instances, 0);
+}
+
+/// With the element bound lifted, the same bomb runs into the request
+/// timeout instead: the fetch ends at the timeout (the decoder checks the
+/// same deadline and stops), and the ticker keeps ticking meanwhile.
+#[tokio::test(flavor = "current_thread")]
+async fn without_the_element_bound_the_timeout_still_ends_the_fetch() {
+    let (app, apps) = bombs();
+    let url = stub(app, apps);
+    let timeout = Duration::from_millis(300);
+    let source = EurekaSource::builder()
+        .server_url(&url)
+        .request_timeout(timeout)
+        .max_instances(usize::MAX)
+        .build()
+        .expect("source");
+    let (gap, result, took, _) = measure(source.fetch("user-service")).await;
+    let err = result.expect_err("a bomb is not an instance list");
+    eprintln!("unbounded: {took:?}, longest tick gap {gap:?}: {err}");
+    // Either the runtime's timeout or the decoder's own deadline check
+    // ends it, whichever sees the deadline first.
+    assert!(
+        err.is_timeout() || is_decode(&err, |e| matches!(e, WireError::Deadline)),
+        "{err:?}"
+    );
+    assert!(took < timeout + Duration::from_millis(200), "took {took:?}");
+    assert!(gap < Duration::from_millis(200), "ticker stalled {gap:?}");
+}

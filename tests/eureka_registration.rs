@@ -1,0 +1,133 @@
+//! `EurekaRegistration` against the real Spring Cloud Netflix Eureka server
+//! (tests/eureka-server), restarted through the fixture (a restart loses
+//! the registry, as in production).
+//!
+//! Issue 11: after a registry restart the instance re-registered with the
+//! status it was built with (a STARTING-then-UP instance stayed STARTING;
+//! a draining OUT_OF_SERVICE instance came back UP and took traffic), and a
+//! shutdown racing a re-registration returned `Ok` and left the instance
+//! registered until its lease expired.
+//!
+//! Public bug reports these tests cover:
+//! - <https://github.com/Netflix/eureka/issues/1116>: after an eviction the
+//!   instance re-registered as STARTING although an operator had set it UP;
+//! - <https://github.com/spring-cloud/spring-cloud-netflix/issues/26>: apps
+//!   did not register again after the Eureka server restarted;
+//! - <https://github.com/Netflix/eureka/issues/1398> (and
+//!   <https://github.com/Netflix/eureka/pull/767>): after a registration
+//!   with OUT_OF_SERVICE, a later UP was ignored; here UP set after an
+//!   OUT_OF_SERVICE re-registration must show;
+//! - <https://github.com/Netflix/eureka/issues/1110>: a deleted instance
+//!   came back with its next heartbeat; after `shutdown` no renewal may
+//!   register it again.
+
+mod support;
+
+use std::time::Duration;
+
+use support::eureka::EurekaFixture;
+use tower_ribbon::InstanceStatus;
+use tower_ribbon::discovery::eureka::EurekaRegistration;
+
+const APP: &str = "status-keeper";
+
+/// Polls the server until `app` lists exactly `want`, for at most 10 s.
+async fn wait_for(eureka: &EurekaFixture, app: &str, want: &[(String, &str)]) {
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(id, s)| (id.clone(), (*s).to_owned()))
+        .collect();
+    let mut last = Vec::new();
+    for _ in 0..100 {
+        last = eureka.statuses(app).await;
+        if last == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{app}: want {want:?}, server lists {last:?}");
+}
+
+/// STARTING, then UP: a restart keeps UP. Then OUT_OF_SERVICE: a restart
+/// keeps OUT_OF_SERVICE.
+#[tokio::test]
+async fn status_survives_a_registry_restart() {
+    let Some(mut eureka) = EurekaFixture::start() else {
+        return;
+    };
+    let handle = EurekaRegistration::builder(APP, "127.0.0.1", 19_501)
+        .server_url(eureka.url())
+        .request_timeout(Duration::from_secs(20))
+        .initial_status(InstanceStatus::Starting)
+        .build()
+        .expect("registration")
+        .start()
+        .await
+        .expect("registered");
+    let id = "127.0.0.1:status-keeper:19501".to_owned();
+    wait_for(&eureka, APP, &[(id.clone(), "STARTING")]).await;
+    handle.set_status(InstanceStatus::Up).await.expect("UP");
+    wait_for(&eureka, APP, &[(id.clone(), "UP")]).await;
+
+    eureka.restart();
+    assert!(eureka.statuses(APP).await.is_empty(), "a restart forgets");
+    handle
+        .renew_now()
+        .await
+        .expect("404, then registered again");
+    wait_for(&eureka, APP, &[(id.clone(), "UP")]).await;
+
+    handle
+        .set_status(InstanceStatus::OutOfService)
+        .await
+        .expect("OUT_OF_SERVICE");
+    wait_for(&eureka, APP, &[(id.clone(), "OUT_OF_SERVICE")]).await;
+    eureka.restart();
+    handle.renew_now().await.expect("registered again");
+    wait_for(&eureka, APP, &[(id.clone(), "OUT_OF_SERVICE")]).await;
+    assert_eq!(handle.stats().registrations, 3);
+    // Netflix/eureka#1398: UP after an OUT_OF_SERVICE registration shows.
+    handle
+        .set_status(InstanceStatus::Up)
+        .await
+        .expect("UP again");
+    wait_for(&eureka, APP, &[(id.clone(), "UP")]).await;
+
+    handle.shutdown().await.expect("cancelled");
+    wait_for(&eureka, APP, &[]).await;
+}
+
+/// Renewals every 100 ms after a restart keep re-registering; a shutdown
+/// in the middle waits for the registration in flight, then cancels: the
+/// server lists nothing afterwards, also after several renew intervals.
+#[tokio::test]
+async fn shutdown_during_reregistration_leaves_nothing_registered() {
+    let Some(mut eureka) = EurekaFixture::start() else {
+        return;
+    };
+    let app = "racer";
+    for round in 0..2 {
+        let handle = EurekaRegistration::builder(app, "127.0.0.1", 19_600 + round)
+            .server_url(eureka.url())
+            .request_timeout(Duration::from_secs(20))
+            .renew_interval(Duration::from_millis(100))
+            .build()
+            .expect("registration")
+            .start()
+            .await
+            .expect("registered");
+        let id = format!("127.0.0.1:racer:{}", 19_600 + round);
+        wait_for(&eureka, app, &[(id.clone(), "UP")]).await;
+        eureka.restart();
+        // The background renewals now get 404 and re-register; shut down
+        // while they do.
+        let mut waited = 0;
+        while handle.stats().registrations < 2 && waited < 100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        handle.shutdown().await.expect("cancelled");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        wait_for(&eureka, app, &[]).await;
+    }
+}
