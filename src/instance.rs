@@ -31,7 +31,7 @@ use std::sync::Arc;
 use http::uri::{Authority, Scheme};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use crate::error::InstanceError;
+use crate::error::{InstanceError, InstanceErrorKind};
 use crate::stats::EndpointStats;
 
 /// Characters of an IPv6 zone id that stay as they are in a URI (RFC 6874:
@@ -143,10 +143,11 @@ impl Instance {
     ) -> Result<Self, InstanceError> {
         let host = host.into();
         if port == 0 {
-            return Err(InstanceError::InvalidPort {
-                host,
-                port: port.to_string(),
-            });
+            return Err(InstanceError::new(
+                InstanceErrorKind::InvalidPort,
+                &format!("{}:0", crate::error::quote(&host)),
+                "port 0",
+            ));
         }
         let (host, authority) = build_authority(&host, port)?;
         Ok(Self {
@@ -324,12 +325,14 @@ pub struct InstanceKey {
     pub secure: bool,
 }
 
+/// Longest host accepted, in bytes: a DNS name's limit in text form
+/// (RFC 1035 §2.3.4; 255 octets on the wire).
+const MAX_HOST_LEN: usize = 253;
+
 /// Normalises `host` and builds `host:port` as a URI authority.
 fn build_authority(host: &str, port: u16) -> Result<(String, Authority), InstanceError> {
-    let invalid = |reason: &str| InstanceError::InvalidHost {
-        host: host.to_owned(),
-        reason: reason.to_owned(),
-    };
+    let invalid =
+        |reason: &str| InstanceError::new(InstanceErrorKind::InvalidHost, host, reason.to_owned());
     let trimmed = host.trim();
     if trimmed.is_empty() {
         return Err(invalid("empty host"));
@@ -338,6 +341,9 @@ fn build_authority(host: &str, port: u16) -> Result<(String, Authority), Instanc
     let bare = bracketed.unwrap_or(trimmed);
     if bare.is_empty() {
         return Err(invalid("empty host"));
+    }
+    if bare.len() > MAX_HOST_LEN {
+        return Err(invalid("longer than 253 bytes (RFC 1035)"));
     }
     if bracketed.is_some() && !bare.contains(':') {
         return Err(invalid("brackets are only for IPv6 addresses"));
@@ -537,15 +543,9 @@ mod tests {
             "h\u{e9}",
         ] {
             let err = Instance::new("svc", bad, 80).unwrap_err();
-            assert!(
-                matches!(err, InstanceError::InvalidHost { .. }),
-                "{bad:?}: {err}"
-            );
+            assert!(err.is_invalid_host(), "{bad:?}: {err}");
         }
-        assert!(matches!(
-            Instance::new("svc", "h", 0).unwrap_err(),
-            InstanceError::InvalidPort { .. }
-        ));
+        assert!(Instance::new("svc", "h", 0).unwrap_err().is_invalid_port());
     }
 
     #[test]

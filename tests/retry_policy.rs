@@ -12,7 +12,7 @@ use tower_ribbon::health::OutlierDetection;
 use tower_ribbon::retry::{RetryBudgetConfig, RetryNonIdempotent, RetryPolicy};
 use tower_ribbon::rule::RoundRobin;
 use tower_ribbon::stats::Outcome;
-use tower_ribbon::{BoxError, Error, LoadBalancer};
+use tower_ribbon::{BoxError, LoadBalancer};
 
 /// What the scripted instance on a port does.
 #[derive(Clone, Copy, Debug)]
@@ -266,7 +266,7 @@ async fn retries_spread_over_untried_instances_then_stop() {
     let mut first: Vec<u16> = seen[..3].to_vec();
     first.sort();
     assert_eq!(first, [1, 2, 3]);
-    assert!(matches!(err, Error::Inner { .. }));
+    assert!(err.is_inner(), "{err}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -43,7 +43,6 @@
 //! assert_eq!(policy.get_max_next(), 2);
 //! ```
 
-use std::fmt;
 use std::time::Duration;
 
 use http::{HeaderValue, Method};
@@ -54,6 +53,8 @@ use crate::stats::Outcome;
 
 mod body;
 
+/// Moved to [`crate::error::Attempt`]; kept here so old paths compile.
+pub use crate::error::Attempt;
 pub use body::{ReplayBody, TryCloneBody};
 
 /// Marks one request as safe to retry even though its method is not
@@ -110,10 +111,7 @@ impl RetryBudgetConfig {
     }
 
     fn validate(&self) -> Result<(), BuildError> {
-        let invalid = |reason: &str| BuildError::Invalid {
-            key: "retry budget".to_owned(),
-            reason: reason.to_owned(),
-        };
+        let invalid = |reason: &'static str| BuildError::invalid("retry budget", reason);
         if !self.enabled {
             return Ok(());
         }
@@ -355,27 +353,6 @@ impl RetryReason {
             RetryReason::Transport => "transport",
             RetryReason::Status(_) => "status",
         }
-    }
-}
-
-/// One attempt of a request, as listed in errors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attempt {
-    /// The instance (`scheme://authority`).
-    pub instance: String,
-    /// How it ended.
-    pub outcome: Outcome,
-    /// How long it took.
-    pub elapsed: Duration,
-}
-
-impl fmt::Display for Attempt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {:?} after {:?}",
-            self.instance, self.outcome, self.elapsed
-        )
     }
 }
 

@@ -167,7 +167,7 @@ impl Builder {
 
     /// Whether a request to a service id that was not declared starts
     /// discovery for it (and waits for its first fetch) instead of failing
-    /// with [`Error::UnknownService`]. Default is `false`.
+    /// with [`Error::is_unknown_service`]. Default is `false`.
     pub fn discover_on_demand(mut self, on: bool) -> Self {
         self.discover_on_demand = on;
         self
@@ -175,7 +175,7 @@ impl Builder {
 
     /// Most services [`discover_on_demand`](Builder::discover_on_demand)
     /// may start; requests naming further unknown hosts fail with
-    /// [`Error::UnknownService`], so arbitrary hosts cannot grow the
+    /// [`Error::is_unknown_service`], so arbitrary hosts cannot grow the
     /// balancer without bound. Declared services always start. Default is
     /// 1024.
     pub fn max_services(mut self, max: usize) -> Self {
@@ -253,10 +253,7 @@ impl Builder {
         });
         for service in &self.services {
             if service.trim().is_empty() {
-                return Err(BuildError::Invalid {
-                    key: "service".to_owned(),
-                    reason: "empty service id".to_owned(),
-                });
+                return Err(BuildError::invalid("service", "empty service id"));
             }
             shared.add_service(service.trim());
         }
@@ -462,9 +459,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let Some(host) = req.uri().host() else {
-            return ResponseFuture::ready(Err(Error::NoServiceInUri {
-                uri: req.uri().to_string(),
-            }));
+            return ResponseFuture::ready(Err(Error::no_service_in_uri(req.uri())));
         };
         let state = match self.shared.get(host) {
             Some(state) => state,
@@ -474,9 +469,7 @@ where
                 self.shared.add_service(host)
             }
             None => {
-                return ResponseFuture::ready(Err(Error::UnknownService {
-                    service: host.to_owned(),
-                }));
+                return ResponseFuture::ready(Err(Error::unknown_service(host)));
             }
         };
         let inner = self.inner.clone();

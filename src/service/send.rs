@@ -13,9 +13,9 @@ use tower::{Service, ServiceExt};
 
 use super::{ResponseStatus, Shared, classify_error};
 use crate::discovery::ServiceState;
-use crate::error::{BoxError, Error};
+use crate::error::{Attempt, BoxError, Error};
 use crate::instance::Endpoint;
-use crate::retry::{Attempt, RetryNonIdempotent, RetryReason, TryCloneBody, parse_retry_after};
+use crate::retry::{RetryNonIdempotent, RetryReason, TryCloneBody, parse_retry_after};
 use crate::rule::PickContext;
 use crate::stats::Outcome;
 
@@ -95,10 +95,7 @@ where
 {
     let service = state.service_id();
     if !state.wait_first_fetch().await {
-        return Err(Error::DiscoveryTimeout {
-            service: service.to_owned(),
-            waited: state.first_fetch_wait(),
-        });
+        return Err(Error::discovery_timeout(service, state.first_fetch_wait()));
     }
     let policy = &shared.retry;
     let started = Instant::now();
@@ -117,13 +114,8 @@ where
         metrics::counter!(crate::metrics::NO_INSTANCES, "service" => service.to_owned())
             .increment(1);
         return Err(match state.error_before_first_success() {
-            Some(source) => Error::Discovery {
-                service: service.to_owned(),
-                source,
-            },
-            None => Error::NoInstances {
-                service: service.to_owned(),
-            },
+            Some(source) => Error::discovery(service, source),
+            None => Error::no_instances(service),
         });
     };
 
@@ -138,9 +130,7 @@ where
     loop {
         let Some(mut request) = req.take() else {
             unreachable_request();
-            return Err(Error::NoInstances {
-                service: service.to_owned(),
-            });
+            return Err(Error::no_instances(service));
         };
         let may_retry = same_left > 0 || next_left > 0;
         let spare = if may_retry {
@@ -148,11 +138,8 @@ where
         } else {
             None
         };
-        rewrite(&mut request, &endpoint).map_err(|e| Error::InvalidRequest {
-            service: service.to_owned(),
-            instance: endpoint.to_string(),
-            reason: e.to_string(),
-        })?;
+        rewrite(&mut request, &endpoint)
+            .map_err(|e| Error::invalid_request(service, endpoint.to_string(), e))?;
 
         // One attempt, bounded by the per-try timeout and the deadline.
         let attempt_started = Instant::now();
@@ -222,11 +209,7 @@ where
         metrics::counter!(crate::metrics::RETRIES, "service" => service.to_owned(), "reason" => reason)
             .increment(1);
         if attempts.len() < MAX_LISTED_ATTEMPTS {
-            attempts.push(Attempt {
-                instance: endpoint.to_string(),
-                outcome,
-                elapsed,
-            });
+            attempts.push(Attempt::new(endpoint.to_string(), outcome, elapsed));
         }
         drop(result);
         if wait.is_zero() {
@@ -326,17 +309,13 @@ fn finish<T>(
     match result {
         Ok(response) => Ok(response),
         Err(source) => {
-            attempts.push(Attempt {
-                instance: endpoint.to_string(),
-                outcome,
-                elapsed,
-            });
-            Err(Error::Inner {
-                service: service.to_owned(),
-                instance: endpoint.to_string(),
+            attempts.push(Attempt::new(endpoint.to_string(), outcome, elapsed));
+            Err(Error::inner(
+                service,
+                endpoint.to_string(),
                 source,
                 attempts,
-            })
+            ))
         }
     }
 }

@@ -140,10 +140,8 @@ impl EurekaRegistrationBuilder {
     /// [`BuildError::Invalid`] for missing or bad URLs, an empty app name,
     /// host or port 0.
     pub fn build(self) -> Result<EurekaRegistration, BuildError> {
-        let invalid = |key: &str, reason: &str| BuildError::Invalid {
-            key: key.to_owned(),
-            reason: reason.to_owned(),
-        };
+        let invalid =
+            |key: &str, reason: &str| BuildError::invalid(key.to_owned(), reason.to_owned());
         let app = self.app.trim().to_ascii_uppercase();
         let name_ok = |s: &str| {
             !s.is_empty()
