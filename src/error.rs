@@ -36,20 +36,20 @@
 //! # }
 //! ```
 
-use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::stats::Outcome;
 
+mod input;
+mod text;
+
+pub use input::{BuildError, InstanceError, InstanceErrorKind, InvalidSetting};
+pub(crate) use text::{quote, redact};
+
 /// A boxed error of an inner service or a custom source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// Longest input (host, entry, URI) quoted in an error's text, in bytes;
-/// longer input is cut and marked with `…`, so a hostile 20 MiB host name
-/// gives an error of a few hundred bytes.
-const MAX_QUOTED: usize = 128;
 
 /// The error of a [`LoadBalancer`](crate::LoadBalancer) call.
 ///
@@ -147,6 +147,14 @@ impl Error {
         let mut err = Self::new(Kind::Inner, service);
         err.inner.instance = Some(instance);
         err.inner.source = Some(source);
+        err.inner.attempts = attempts;
+        err
+    }
+
+    /// The inner service failed or timed out while becoming ready, before
+    /// an instance was chosen.
+    pub(crate) fn not_ready(service: &str, source: BoxError, attempts: Vec<Attempt>) -> Self {
+        let mut err = Self::new(Kind::Inner, service).with_source(source);
         err.inner.attempts = attempts;
         err
     }
@@ -337,28 +345,6 @@ impl fmt::Display for Attempt {
     }
 }
 
-/// `text` cut to [`MAX_QUOTED`] bytes (at a char boundary, then `…`) with
-/// control characters escaped, so input quoted in errors and logs is short
-/// and cannot forge lines.
-pub(crate) fn quote(text: &str) -> String {
-    let mut end = text.len().min(MAX_QUOTED);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let mut out = String::with_capacity(end + 4);
-    for c in text[..end].chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    if end < text.len() {
-        out.push('…');
-    }
-    out
-}
-
 /// Why a fetch of an instance list failed.
 ///
 /// Server names in these errors never hold credentials: userinfo is removed
@@ -453,163 +439,6 @@ impl DiscoveryError {
     }
 }
 
-/// An address or instance description that cannot be used.
-///
-/// The text quoted from the input is cut to 128 bytes and has control
-/// characters escaped; credentials are hidden.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstanceError {
-    kind: InstanceErrorKind,
-    input: String,
-    reason: Cow<'static, str>,
-}
-
-/// What kind of input an [`InstanceError`] is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum InstanceErrorKind {
-    /// The host cannot be part of a URI authority (empty, too long, bad
-    /// characters, a bad IPv6 address).
-    InvalidHost,
-    /// The port is 0, not a number, or out of range.
-    InvalidPort,
-    /// A `listOfServers` entry cannot be parsed.
-    InvalidEntry,
-}
-
-impl InstanceError {
-    pub(crate) fn new(
-        kind: InstanceErrorKind,
-        input: &str,
-        reason: impl Into<Cow<'static, str>>,
-    ) -> Self {
-        Self {
-            kind,
-            input: quote(&redact(input)),
-            reason: reason.into(),
-        }
-    }
-
-    /// What kind of input was refused.
-    pub fn kind(&self) -> InstanceErrorKind {
-        self.kind
-    }
-
-    /// The host was refused.
-    pub fn is_invalid_host(&self) -> bool {
-        self.kind == InstanceErrorKind::InvalidHost
-    }
-
-    /// The port was refused.
-    pub fn is_invalid_port(&self) -> bool {
-        self.kind == InstanceErrorKind::InvalidPort
-    }
-
-    /// A `listOfServers` entry was refused.
-    pub fn is_invalid_entry(&self) -> bool {
-        self.kind == InstanceErrorKind::InvalidEntry
-    }
-
-    /// The refused input, cut to 128 bytes, escaped and without credentials.
-    pub fn input(&self) -> &str {
-        &self.input
-    }
-
-    /// Why it was refused.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-}
-
-impl fmt::Display for InstanceError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self.kind {
-            InstanceErrorKind::InvalidHost => "host",
-            InstanceErrorKind::InvalidPort => "port",
-            InstanceErrorKind::InvalidEntry => "server entry",
-        };
-        write!(f, "invalid {what} `{}`: {}", self.input, self.reason)
-    }
-}
-
-impl std::error::Error for InstanceError {}
-
-/// A configuration that cannot be built.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BuildError {
-    /// `build` was called outside a Tokio runtime; refresh tasks need one.
-    #[error("no Tokio runtime: build the load balancer inside a runtime")]
-    NoRuntime,
-    /// No instance source was configured.
-    #[error("no instance source configured")]
-    NoSource,
-    /// A setting has a value that cannot be used.
-    #[error(transparent)]
-    Invalid(InvalidSetting),
-    /// An instance in a static list is invalid.
-    #[error(transparent)]
-    Instance(#[from] InstanceError),
-}
-
-impl BuildError {
-    /// A setting `key` (its builder or field name, e.g.
-    /// `RetryPolicy::backoff_cap`) that cannot be used, and why.
-    pub(crate) fn invalid(
-        key: impl Into<Cow<'static, str>>,
-        reason: impl Into<Cow<'static, str>>,
-    ) -> Self {
-        BuildError::Invalid(InvalidSetting {
-            key: key.into(),
-            reason: reason.into(),
-        })
-    }
-
-    /// The setting refused, for [`BuildError::Invalid`].
-    pub fn key(&self) -> Option<&str> {
-        match self {
-            BuildError::Invalid(setting) => Some(setting.key()),
-            _ => None,
-        }
-    }
-}
-
-/// A setting that cannot be used: which one and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid setting `{key}`: {reason}")]
-pub struct InvalidSetting {
-    key: Cow<'static, str>,
-    reason: Cow<'static, str>,
-}
-
-impl InvalidSetting {
-    /// The setting's name (a builder method or a field, such as
-    /// `RetryPolicy::backoff_cap`).
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
-    /// Why it cannot be used.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-}
-
-/// `text` with anything that may be credentials hidden: everything before
-/// the last `@` (after the scheme, if any) becomes `***`, so
-/// `http://user:pa/ss@host/x` shows as `http://***@host/x`. Text without
-/// `@` is returned as it is. Errors and `Debug` output use this for every
-/// URL or address that may hold userinfo.
-pub(crate) fn redact(text: &str) -> String {
-    let Some(at) = text.rfind('@') else {
-        return text.to_owned();
-    };
-    match text.find("://") {
-        Some(s) if s < at => format!("{}***{}", &text[..s + 3], &text[at..]),
-        _ => format!("***{}", &text[at..]),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,23 +446,5 @@ mod tests {
     #[test]
     fn error_is_one_word() {
         assert_eq!(std::mem::size_of::<Error>(), std::mem::size_of::<usize>());
-    }
-
-    #[test]
-    fn quoted_input_is_short_and_escaped() {
-        let long = "a".repeat(20 << 20);
-        let err = InstanceError::new(InstanceErrorKind::InvalidHost, &long, "too long");
-        assert!(err.to_string().len() < 200, "{}", err.to_string().len());
-        assert_eq!(quote("a\r\nb"), "a\\r\\nb");
-        assert_eq!(quote("é".repeat(100).as_str()).chars().count(), 65);
-    }
-
-    #[test]
-    fn credentials_are_hidden_in_every_form() {
-        assert_eq!(redact("http://u:p@h:1/eureka"), "http://***@h:1/eureka");
-        assert_eq!(redact("http://u:p/q@h/eureka"), "http://***@h/eureka");
-        assert_eq!(redact("http:u:secret@h/eureka"), "***@h/eureka");
-        assert_eq!(redact("u:secret@127.0.0.1:8761"), "***@127.0.0.1:8761");
-        assert_eq!(redact("http://h:1/eureka"), "http://h:1/eureka");
     }
 }

@@ -334,3 +334,34 @@ async fn instant_failures_without_backoff_do_not_starve_the_runtime() {
     assert!(ticks.load(std::sync::atomic::Ordering::Relaxed) > 100);
     assert!(err.attempts().len() <= 65, "{}", err.attempts().len());
 }
+
+#[tokio::test]
+async fn bad_policies_are_refused_at_build_naming_the_setting() {
+    let cases = [
+        (
+            RetryPolicy::default().backoff(Duration::from_millis(20), Duration::from_millis(10)),
+            "RetryPolicy::backoff",
+        ),
+        (
+            RetryPolicy::default().per_try_timeout(Duration::ZERO),
+            "RetryPolicy::per_try_timeout",
+        ),
+        (
+            RetryPolicy::default().deadline(Duration::ZERO),
+            "RetryPolicy::deadline",
+        ),
+        (
+            RetryPolicy::default().retryable_statuses([503, 1000]),
+            "RetryPolicy::retryable_statuses",
+        ),
+    ];
+    for (policy, key) in cases {
+        let err = LoadBalancer::builder()
+            .source(tower_ribbon::discovery::StaticSource::new())
+            .retry(policy)
+            .layer()
+            .unwrap_err();
+        assert_eq!(err.key(), Some(key), "{err}");
+        assert!(err.to_string().contains(key), "{err}");
+    }
+}

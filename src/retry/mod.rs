@@ -202,10 +202,12 @@ impl RetryPolicy {
     }
 
     /// Backoff before retry `n` (0-based): uniform in
-    /// `0..min(cap, base × 2^n)`. Defaults: base 10 ms, cap 250 ms.
+    /// `0..min(cap, base × 2^n)`. Defaults: base 10 ms, cap 250 ms. A cap
+    /// below the base is refused when the balancer is built
+    /// ([`BuildError`] naming `RetryPolicy::backoff`).
     pub fn backoff(mut self, base: Duration, cap: Duration) -> Self {
         self.backoff_base = base;
-        self.backoff_cap = cap.max(base);
+        self.backoff_cap = cap;
         self
     }
 
@@ -320,6 +322,39 @@ impl RetryPolicy {
             .saturating_mul(1u32 << n.min(20))
             .min(self.backoff_cap);
         ceiling.mul_f64(rng.unit_f64())
+    }
+
+    /// Checks the policy and builds its budget (`None` when unlimited).
+    ///
+    /// # Errors
+    /// [`BuildError::Invalid`] naming the setting: a backoff cap below its
+    /// base, a zero per-try timeout or deadline, a retryable status outside
+    /// 100..=599, or a budget out of range.
+    pub(crate) fn build(&self) -> Result<Option<tower::retry::budget::TpsBudget>, BuildError> {
+        if self.backoff_cap < self.backoff_base {
+            return Err(BuildError::invalid(
+                "RetryPolicy::backoff",
+                "cap below base",
+            ));
+        }
+        if self.per_try_timeout == Some(Duration::ZERO) {
+            return Err(BuildError::invalid("RetryPolicy::per_try_timeout", "zero"));
+        }
+        if self.deadline == Some(Duration::ZERO) {
+            return Err(BuildError::invalid("RetryPolicy::deadline", "zero"));
+        }
+        if let Some(code) = self
+            .retryable_statuses
+            .iter()
+            .find(|c| !(100..=599).contains(*c))
+        {
+            let reason = format!("{code} is not an HTTP status");
+            return Err(BuildError::invalid(
+                "RetryPolicy::retryable_statuses",
+                reason,
+            ));
+        }
+        self.budget.build()
     }
 
     /// Total attempts the policy allows: `(1 + max_same) × (1 + max_next)`.

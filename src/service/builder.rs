@@ -1,0 +1,216 @@
+//! [`Builder`]: configures a [`LoadBalancer`] or [`LoadBalancerLayer`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use super::{FailureStatuses, HashKey, LoadBalancer, LoadBalancerLayer, Shared};
+use crate::discovery::{InstanceSource, RefreshConfig};
+use crate::error::BuildError;
+use crate::health::{ActiveHealthCheck, OutlierDetection};
+use crate::retry::RetryPolicy;
+use crate::rule::{RoundRobin, Rule};
+
+pub(super) type MakeRule = Arc<dyn Fn() -> Arc<dyn Rule> + Send + Sync>;
+
+/// Configures a [`LoadBalancer`] or [`LoadBalancerLayer`].
+///
+/// Required: a [`source`](Builder::source). Defaults: rule [`RoundRobin`],
+/// refresh every 30 s ([`RefreshConfig::default`]), no services declared and
+/// on-demand discovery off (so every service must be declared with
+/// [`service`](Builder::service)).
+#[must_use]
+pub struct Builder {
+    source: Option<Arc<dyn InstanceSource>>,
+    services: Vec<String>,
+    make_rule: MakeRule,
+    refresh: RefreshConfig,
+    discover_on_demand: bool,
+    max_services: usize,
+    failure_statuses: FailureStatuses,
+    hash_key: Option<HashKey>,
+    retry: RetryPolicy,
+    outliers: OutlierDetection,
+    active_health: Option<ActiveHealthCheck>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            source: None,
+            services: Vec::new(),
+            make_rule: Arc::new(|| Arc::new(RoundRobin::new())),
+            refresh: RefreshConfig::default(),
+            discover_on_demand: false,
+            max_services: 1024,
+            failure_statuses: FailureStatuses::default(),
+            hash_key: None,
+            retry: RetryPolicy::default(),
+            outliers: OutlierDetection::default(),
+            active_health: None,
+        }
+    }
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("services", &self.services)
+            .field("refresh", &self.refresh)
+            .field("discover_on_demand", &self.discover_on_demand)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    /// Where instance lists come from (Eureka, a static list, your own).
+    pub fn source(mut self, source: impl InstanceSource) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// Declares a service id (as written in request URIs, e.g.
+    /// `user-service`). Its refresh starts when the balancer is built.
+    pub fn service(mut self, service_id: impl Into<String>) -> Self {
+        self.services.push(service_id.into());
+        self
+    }
+
+    /// Declares several service ids.
+    pub fn services<I, T>(mut self, service_ids: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.services
+            .extend(service_ids.into_iter().map(Into::into));
+        self
+    }
+
+    /// How to make the rule of each service: called once per service, so
+    /// each service has its own rule state. Ribbon key
+    /// `NFLoadBalancerRuleClassName`. Default is [`RoundRobin::new`].
+    pub fn rule<R, F>(mut self, make: F) -> Self
+    where
+        R: Rule,
+        F: Fn() -> R + Send + Sync + 'static,
+    {
+        self.make_rule = Arc::new(move || Arc::new(make()) as Arc<dyn Rule>);
+        self
+    }
+
+    /// How instance lists are refreshed. Default is
+    /// [`RefreshConfig::default`] (every 30 s, ±10 % jitter).
+    pub fn refresh(mut self, config: RefreshConfig) -> Self {
+        self.refresh = config;
+        self
+    }
+
+    /// Whether a request to a service id that was not declared starts
+    /// discovery for it (and waits for its first fetch) instead of failing
+    /// with [`Error::is_unknown_service`]. Default is `false`.
+    pub fn discover_on_demand(mut self, on: bool) -> Self {
+        self.discover_on_demand = on;
+        self
+    }
+
+    /// Most services [`discover_on_demand`](Builder::discover_on_demand)
+    /// may start; requests naming further unknown hosts fail with
+    /// [`Error::is_unknown_service`], so arbitrary hosts cannot grow the
+    /// balancer without bound. Declared services always start. Default is
+    /// 1024.
+    pub fn max_services(mut self, max: usize) -> Self {
+        self.max_services = max;
+        self
+    }
+
+    /// Where the key of key-routing rules ([`ConsistentHash`]) comes from:
+    /// [`HashKey::header`] or [`HashKey::from_fn`]. Without one, or when the
+    /// request has no key, such rules fall back to round robin. Default:
+    /// none.
+    ///
+    /// [`ConsistentHash`]: crate::rule::ConsistentHash
+    pub fn hash_key(mut self, key: HashKey) -> Self {
+        self.hash_key = Some(key);
+        self
+    }
+
+    /// When requests are retried on the same or other instances. Default:
+    /// [`RetryPolicy::default`] (one retry on another instance, budget
+    /// 20 % + 10/s).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Outlier ejection and the panic threshold. Default:
+    /// [`OutlierDetection::default`] (5 consecutive 5xx or gateway errors
+    /// eject for 30 s × times ejected; at most 50 % ejected; panic below
+    /// 50 % healthy).
+    pub fn outlier_detection(mut self, detection: OutlierDetection) -> Self {
+        self.outliers = detection;
+        self
+    }
+
+    /// Active health checks of every instance. Default: off.
+    pub fn active_health_check(mut self, check: ActiveHealthCheck) -> Self {
+        self.active_health = Some(check);
+        self
+    }
+
+    /// Which response statuses count as failed attempts in the instance
+    /// stats (latency-aware rules price them as slow). Default: 5xx and 429.
+    pub fn failure_statuses(mut self, statuses: FailureStatuses) -> Self {
+        self.failure_statuses = statuses;
+        self
+    }
+
+    /// Builds the layer and starts one refresh task per declared service.
+    ///
+    /// # Errors
+    /// [`BuildError::NoSource`] without a source; [`BuildError::NoRuntime`]
+    /// outside a Tokio runtime; [`BuildError::Invalid`] for an empty
+    /// service id.
+    pub fn layer(self) -> Result<LoadBalancerLayer, BuildError> {
+        let source = self.source.ok_or(BuildError::NoSource)?;
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let budget = self.retry.build()?;
+        let shared = Arc::new(Shared {
+            services: ArcSwap::from_pointee(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+            source,
+            make_rule: self.make_rule,
+            refresh: self.refresh,
+            discover_on_demand: self.discover_on_demand,
+            max_services: self.max_services,
+            failure_statuses: self.failure_statuses,
+            hash_key: self.hash_key,
+            retry: self.retry,
+            outliers: self.outliers,
+            active_health: self.active_health,
+            budget,
+            rng: crate::rng::AtomicRng::from_entropy(),
+            handle,
+        });
+        for service in &self.services {
+            if service.trim().is_empty() {
+                return Err(BuildError::invalid("service", "empty service id"));
+            }
+            shared.add_service(service.trim());
+        }
+        Ok(LoadBalancerLayer::new(shared))
+    }
+
+    /// Builds a [`LoadBalancer`] around `inner`. See [`Builder::layer`].
+    ///
+    /// # Errors
+    /// As [`Builder::layer`].
+    pub fn build<S>(self, inner: S) -> Result<LoadBalancer<S>, BuildError> {
+        Ok(LoadBalancer::from_shared(
+            inner,
+            self.layer()?.shared().clone(),
+        ))
+    }
+}
