@@ -73,6 +73,9 @@ fn inst(port: u16) -> Instance {
 /// The inner service's response: the URI it was sent.
 type Echoed = http::Response<String>;
 
+/// What the balancer hands back for an [`Echoed`] response.
+type Balanced = http::Response<tower_ribbon::service::TrackedBody<String>>;
+
 /// An inner service that answers with the URI it was sent.
 fn echo()
 -> impl Service<Request<()>, Response = Echoed, Error = Infallible, Future = impl Future + Send>
@@ -89,12 +92,12 @@ fn config() -> RefreshConfig {
 
 async fn get<S>(lb: &LoadBalancer<S>, uri: &str) -> Result<String, Error>
 where
-    LoadBalancer<S>: Service<Request<()>, Response = Echoed, Error = Error> + Clone,
+    LoadBalancer<S>: Service<Request<()>, Response = Balanced, Error = Error> + Clone,
 {
     lb.clone()
         .oneshot(Request::get(uri).body(()).unwrap())
         .await
-        .map(http::Response::into_body)
+        .map(|r| r.into_body().into_inner())
 }
 
 fn ports_of<S>(lb: &LoadBalancer<S>) -> Vec<u16> {
@@ -360,7 +363,7 @@ async fn uris_are_rewritten_to_the_instance() {
         .oneshot(Request::connect("user-service:443").body(()).unwrap())
         .await
         .unwrap();
-    assert_eq!(connect.into_body(), "127.0.0.1:8081");
+    assert_eq!(connect.into_body().into_inner(), "127.0.0.1:8081");
 
     let err = get(&lb, "http://other-service/").await.unwrap_err();
     assert!(err.is_unknown_service());
@@ -528,10 +531,18 @@ async fn a_hash_key_header_makes_routing_sticky() {
     };
     let mut seen = std::collections::BTreeSet::new();
     for user in 0..40 {
-        let first = send(format!("user-{user}")).await.unwrap().into_body();
+        let first = send(format!("user-{user}"))
+            .await
+            .unwrap()
+            .into_body()
+            .into_inner();
         for _ in 0..5 {
             assert_eq!(
-                send(format!("user-{user}")).await.unwrap().into_body(),
+                send(format!("user-{user}"))
+                    .await
+                    .unwrap()
+                    .into_body()
+                    .into_inner(),
                 first
             );
         }

@@ -111,7 +111,7 @@ async fn the_pick_waits_for_a_ready_inner_and_the_wait_is_not_latency() {
     gate.open();
 
     let response = call.await.unwrap().unwrap();
-    assert_eq!(response.into_body(), "http://127.0.0.1:2/x");
+    assert_eq!(response.into_body().into_inner(), "http://127.0.0.1:2/x");
     assert_eq!(start.elapsed(), Duration::from_millis(4500));
     // The 4.5 s spent waiting for readiness is charged to no instance.
     let snapshot = lb.snapshot("svc").unwrap();
@@ -119,4 +119,157 @@ async fn the_pick_waits_for_a_ready_inner_and_the_wait_is_not_latency() {
     assert_eq!(stats.requests(), 1);
     assert_eq!(stats.ewma(), Some(Duration::ZERO));
     assert_eq!(stats.in_flight(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// Streams stay in flight until their body ends.
+
+mod streaming {
+    use std::convert::Infallible;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::{Request, Response};
+    use http_body::Frame;
+    use http_body_util::{BodyExt, Empty};
+    use hyper::server::conn::http1;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio::net::TcpListener;
+    use tokio::sync::mpsc;
+    use tower::ServiceExt;
+    use tower_ribbon::LoadBalancer;
+    use tower_ribbon::discovery::{RefreshConfig, StaticSource};
+    use tower_ribbon::retry::RetryPolicy;
+    use tower_ribbon::rule::{BestAvailable, PeakEwmaP2c, Rule};
+
+    /// A response body fed chunk by chunk; it ends when its sender drops.
+    struct Chunks(mpsc::Receiver<Bytes>);
+
+    impl http_body::Body for Chunks {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            self.0.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    type Held = Arc<Mutex<Vec<mpsc::Sender<Bytes>>>>;
+
+    /// A loopback backend answering its name; `/stream` sends its name and
+    /// then keeps the body open while the sender sits in `held`.
+    async fn backend(name: &'static str, held: Held) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let held = Arc::clone(&held);
+                let answer =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let (tx, rx) = mpsc::channel(4);
+                        let _ = tx.try_send(Bytes::from_static(name.as_bytes()));
+                        if req.uri().path() == "/stream" {
+                            held.lock().unwrap().push(tx);
+                        }
+                        async move { Ok::<_, Infallible>(Response::new(Chunks(rx))) }
+                    });
+                tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), answer));
+            }
+        });
+        port
+    }
+
+    fn get(path: &str) -> Request<Empty<Bytes>> {
+        Request::get(format!("http://svc{path}"))
+            .body(Empty::new())
+            .unwrap()
+    }
+
+    /// Real loopback, two backends, 25 requests; under 5 s and a few MiB.
+    async fn avoids_the_instance_holding_streams<R: Rule>(make: fn() -> R) {
+        let held: Held = Arc::default();
+        let a = backend("a", Arc::clone(&held)).await;
+        let b = backend("b", Arc::clone(&held)).await;
+        let source = StaticSource::new()
+            .with_list("svc", &format!("127.0.0.1:{a}"))
+            .unwrap();
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let lb = LoadBalancer::builder()
+            .source(source.clone())
+            .service("svc")
+            .rule(make)
+            .refresh(
+                RefreshConfig::default()
+                    .interval(Duration::from_millis(20))
+                    .jitter(0.0),
+            )
+            .retry(RetryPolicy::none())
+            .build(client)
+            .unwrap();
+        assert!(lb.ready_service("svc").await);
+
+        // Five long streams on `a`: headers arrived, bodies still open.
+        let mut streams = Vec::new();
+        for _ in 0..5 {
+            streams.push(lb.clone().oneshot(get("/stream")).await.unwrap());
+        }
+        let in_flight = |lb: &LoadBalancer<_>, port: u16| {
+            let snap = lb.snapshot("svc").unwrap();
+            let e = snap
+                .endpoints()
+                .iter()
+                .find(|e| e.instance().port() == port)
+                .cloned();
+            e.map(|e| e.stats().in_flight())
+        };
+        assert_eq!(in_flight(&lb, a), Some(5));
+
+        source
+            .set_list("svc", &format!("127.0.0.1:{a},127.0.0.1:{b}"))
+            .unwrap();
+        for _ in 0..250 {
+            if lb.snapshot("svc").unwrap().endpoints().len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(in_flight(&lb, a), Some(5), "stats kept across the refresh");
+
+        let mut to_b = 0;
+        for _ in 0..20 {
+            let body = lb.clone().oneshot(get("/")).await.unwrap().into_body();
+            let bytes = body.collect().await.unwrap().to_bytes();
+            to_b += usize::from(bytes.as_ref() == b"b");
+        }
+        assert_eq!(
+            to_b, 20,
+            "every request avoided the instance holding five streams"
+        );
+        assert_eq!(
+            in_flight(&lb, b),
+            Some(0),
+            "read bodies ended their attempts"
+        );
+
+        // Dropping the streams ends their attempts.
+        drop(streams);
+        assert_eq!(in_flight(&lb, a), Some(0));
+    }
+
+    #[tokio::test]
+    async fn best_available_avoids_an_instance_holding_long_streams() {
+        avoids_the_instance_holding_streams(BestAvailable::new).await;
+    }
+
+    #[tokio::test]
+    async fn peak_ewma_p2c_avoids_an_instance_holding_long_streams() {
+        avoids_the_instance_holding_streams(|| PeakEwmaP2c::with_seed(7)).await;
+    }
 }

@@ -2,17 +2,22 @@
 //! instance, rewrite the URI to it, send, then classify the result and
 //! record it in the instance's stats, metrics and health.
 //!
+//! A successful attempt stays in flight until its response body ends or is
+//! dropped ([`Completion`]); a failed one ends when its result arrives.
+//!
 //! The pick comes after readiness, so an instance removed or ejected while
 //! the inner service was busy (a concurrency limit, a full buffer) is not
 //! chosen, and the wait is not charged to any instance: an attempt's
 //! latency runs from the send to the end of the inner call.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Uri};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
+use super::body::Completion;
 use super::{ResponseStatus, Shared, classify_error};
 use crate::discovery::ServiceState;
 use crate::error::BoxError;
@@ -38,6 +43,8 @@ pub(super) struct Attempted<R> {
     pub(super) outcome: Outcome,
     pub(super) status: Option<u16>,
     pub(super) elapsed: Duration,
+    /// For a success: ends the attempt when dropped (with the body).
+    pub(super) completion: Option<Completion>,
 }
 
 /// Why an attempt was not made.
@@ -75,7 +82,7 @@ async fn bounded<T>(
 /// One attempt; see the [module docs](self).
 pub(super) async fn run<S, B>(
     shared: &Shared,
-    state: &ServiceState,
+    state: &Arc<ServiceState>,
     inner: &mut S,
     mut request: Request<B>,
     target: Target<'_>,
@@ -105,7 +112,7 @@ where
     }
 
     let sent = Instant::now();
-    let guard = endpoint.stats().start_at(sent);
+    let guard = endpoint.stats_handle().start_owned_at(sent);
     let call = ready.call(request);
     let result = bounded(bound(per_try, deadline), async {
         call.await.map_err(Into::into)
@@ -119,26 +126,32 @@ where
     // One clock read ends the attempt for stats, metrics and ejection.
     let now = Instant::now();
     let elapsed = now.saturating_duration_since(sent);
-    let transition = guard.finish_at(outcome, now);
-    record(shared, state, &endpoint, outcome, elapsed, transition, now);
+    let completion = if result.is_ok() && outcome.is_success() {
+        let endpoint = endpoint.clone();
+        Some(Completion::new(guard, endpoint, Arc::clone(state), outcome))
+    } else {
+        let transition = guard.finish_at(outcome, now);
+        record(state, &endpoint, outcome, elapsed, transition);
+        None
+    };
+    observe(shared, state, &endpoint, now);
     Ok(Attempted {
         endpoint,
         result,
         outcome,
         status,
         elapsed,
+        completion,
     })
 }
 
-/// Metrics, breaker and outlier ejection for one finished attempt.
+/// Metrics and breaker for one failed attempt.
 fn record(
-    shared: &Shared,
     state: &ServiceState,
     endpoint: &Endpoint,
     outcome: Outcome,
     elapsed: Duration,
     transition: crate::stats::BreakerTransition,
-    now: Instant,
 ) {
     endpoint
         .metrics()
@@ -146,6 +159,10 @@ fn record(
     if transition != crate::stats::BreakerTransition::None {
         state.health().invalidate();
     }
+}
+
+/// Outlier ejection after an attempt's result.
+fn observe(shared: &Shared, state: &ServiceState, endpoint: &Endpoint, now: Instant) {
     if let Some(time) = shared.outliers.observe(&state.snapshot(), endpoint, now) {
         let service = state.service_id();
         tracing::warn!(service, instance = %endpoint, ?time, "outlier ejected");

@@ -12,6 +12,15 @@
 //! 5. the inner service (hyper-util's client, [`ReqwestService`], ...) sends
 //!    it, and the endpoint's stats record the attempt.
 //!
+//! **What an attempt measures.** The inner service is awaited ready
+//! *before* the pick, so that wait is charged to no instance. An attempt
+//! then counts as in flight on its instance from the send until, for a
+//! successful response, its body ends, fails or is dropped (the response
+//! body is wrapped in a [`TrackedBody`], as tower's `PeakEwma` tracks
+//! completion through the body); its latency covers the same span, so a
+//! long stream reads as both busy and slow. A failed attempt (an error, a
+//! failure status) ends when its result arrives.
+//!
 //! `LoadBalancer` is always ready: it routes each request to a different
 //! instance, so readiness of the inner service is awaited per request on a
 //! clone of it (the inner service must be `Clone`, as HTTP clients are).
@@ -55,6 +64,7 @@ use crate::health::{ActiveHealthCheck, OutlierDetection};
 use crate::retry::{RetryPolicy, TryCloneBody};
 
 mod attempt;
+mod body;
 mod builder;
 mod classify;
 mod future;
@@ -64,6 +74,7 @@ mod layer;
 mod reqwest_adapter;
 mod send;
 
+pub use body::{Completion, TrackCompletion, TrackedBody};
 pub use builder::Builder;
 use builder::MakeRule;
 pub use classify::{FailureStatuses, ResponseStatus, classify_error};
@@ -247,12 +258,13 @@ where
     S: Service<Request<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    S::Response: ResponseStatus + Send + 'static,
+    S::Response: TrackCompletion + Send + 'static,
+    <S::Response as TrackCompletion>::Tracked: Send + 'static,
     B: TryCloneBody + Send + 'static,
 {
-    type Response = S::Response;
+    type Response = <S::Response as TrackCompletion>::Tracked;
     type Error = Error;
-    type Future = ResponseFuture<S::Response>;
+    type Future = ResponseFuture<Self::Response>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))

@@ -13,6 +13,7 @@ use tower::Service;
 use tower::retry::budget::Budget as _;
 
 use super::attempt::{self, Attempted, NotSent, Target};
+use super::body::TrackCompletion;
 use super::{ResponseStatus, Shared};
 use crate::discovery::ServiceState;
 use crate::error::{Attempt, BoxError, Error};
@@ -40,11 +41,11 @@ pub(super) async fn send<S, B>(
     state: Arc<ServiceState>,
     mut inner: S,
     req: Request<B>,
-) -> Result<S::Response, Error>
+) -> Result<<S::Response as TrackCompletion>::Tracked, Error>
 where
     S: Service<Request<B>>,
     S::Error: Into<BoxError>,
-    S::Response: ResponseStatus,
+    S::Response: TrackCompletion,
     B: TryCloneBody,
 {
     let service = state.service_id();
@@ -225,9 +226,13 @@ fn decide<R: ResponseStatus>(
 }
 
 /// The result of the last attempt, as the caller sees it.
-fn finish<T>(service: &str, done: Attempted<T>, mut attempts: Vec<Attempt>) -> Result<T, Error> {
+fn finish<T: TrackCompletion>(
+    service: &str,
+    done: Attempted<T>,
+    mut attempts: Vec<Attempt>,
+) -> Result<T::Tracked, Error> {
     match done.result {
-        Ok(response) => Ok(response),
+        Ok(response) => Ok(response.track(done.completion)),
         Err(source) => {
             let instance = done.endpoint.to_string();
             attempts.push(Attempt::new(instance.clone(), done.outcome, done.elapsed));
