@@ -273,3 +273,173 @@ mod streaming {
         avoids_the_instance_holding_streams(|| PeakEwmaP2c::with_seed(7)).await;
     }
 }
+
+// ---------------------------------------------------------------------------
+// On-demand services: an atomic cap, idle expiry, declared ones kept.
+
+mod on_demand {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use http::Request;
+    use tower::ServiceExt;
+    use tower_ribbon::LoadBalancer;
+    use tower_ribbon::discovery::StaticSource;
+
+    use super::echo;
+
+    fn get(host: &str) -> Request<String> {
+        Request::get(format!("http://{host}/"))
+            .body(String::new())
+            .unwrap()
+    }
+
+    /// 16 OS threads race to start 16 different on-demand services with a
+    /// cap of 1: at most one exists afterwards. Real time, under 5 s.
+    #[test]
+    fn sixteen_racing_threads_never_exceed_a_cap_of_one() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        for round in 0..20 {
+            let lb = rt.block_on(async {
+                LoadBalancer::builder()
+                    .source(StaticSource::new())
+                    .discover_on_demand(true)
+                    .max_services(1)
+                    .build(echo())
+                    .unwrap()
+            });
+            let barrier = Arc::new(std::sync::Barrier::new(16));
+            let threads: Vec<_> = (0..16)
+                .map(|t| {
+                    let (lb, barrier, handle) =
+                        (lb.clone(), Arc::clone(&barrier), rt.handle().clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        handle.block_on(async move {
+                            let call = lb.oneshot(get(&format!("made-up-{t}")));
+                            tokio::time::timeout(Duration::from_secs(5), call)
+                                .await
+                                .is_ok()
+                        })
+                    })
+                })
+                .collect();
+            for thread in threads {
+                assert!(thread.join().unwrap(), "a call did not end");
+            }
+            assert!(
+                lb.services().len() <= 1,
+                "round {round}: {:?}",
+                lb.services()
+            );
+        }
+    }
+
+    /// Paused time; a handful of services.
+    #[tokio::test(start_paused = true)]
+    async fn idle_on_demand_services_expire_and_declared_ones_stay() {
+        let source = StaticSource::new()
+            .with_list("declared", "127.0.0.1:1")
+            .unwrap()
+            .with_list("late", "127.0.0.1:2")
+            .unwrap();
+        let lb = LoadBalancer::builder()
+            .source(source)
+            .service("declared")
+            .discover_on_demand(true)
+            .on_demand_idle(Duration::from_secs(60))
+            .build(echo())
+            .unwrap();
+        assert!(lb.clone().oneshot(get("late")).await.is_ok());
+        assert_eq!(lb.services(), ["declared", "late"]);
+        // Used every 40 s: kept.
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(40)).await;
+            assert!(lb.clone().oneshot(get("late")).await.is_ok());
+        }
+        assert_eq!(lb.services(), ["declared", "late"]);
+        // Idle for 60 s (plus up to one 30 s sweep): gone; declared stays.
+        tokio::time::sleep(Duration::from_secs(91)).await;
+        assert_eq!(lb.services(), ["declared"]);
+        // And comes back on the next request.
+        assert!(lb.clone().oneshot(get("late")).await.is_ok());
+        assert_eq!(lb.services(), ["declared", "late"]);
+    }
+
+    /// 5 000 made-up host names: paused time, at most 1 024 on-demand
+    /// services alive at once. A service in use keeps working throughout,
+    /// declared ones too, and a new real one gets a slot once the made-up
+    /// names have been idle for `on_demand_idle`.
+    #[tokio::test(start_paused = true)]
+    async fn five_thousand_made_up_hosts_do_not_lock_the_real_service_out() {
+        let source = StaticSource::new()
+            .with_list("declared", "127.0.0.1:1")
+            .unwrap()
+            .with_list("real", "127.0.0.1:2")
+            .unwrap()
+            .with_list("late", "127.0.0.1:3")
+            .unwrap();
+        let lb = LoadBalancer::builder()
+            .source(source)
+            .service("declared")
+            .discover_on_demand(true)
+            .on_demand_idle(Duration::from_secs(60))
+            .build(echo())
+            .unwrap();
+        let send = |host: &str| lb.clone().oneshot(get(host));
+        let body = |r: http::Response<tower_ribbon::service::TrackedBody<String>>| {
+            r.into_body().into_inner()
+        };
+        assert_eq!(body(send("real").await.unwrap()), "http://127.0.0.1:2/");
+        let mut refused = 0;
+        for i in 0..5_000 {
+            let err = send(&format!("made-up-{i}")).await.unwrap_err();
+            assert!(err.is_discovery() || err.is_unknown_service(), "{err}");
+            refused += usize::from(err.is_unknown_service());
+            assert!(lb.services().len() <= 1 + 1024);
+            if i % 500 == 0 {
+                assert_eq!(body(send("real").await.unwrap()), "http://127.0.0.1:2/");
+            }
+        }
+        assert_eq!(refused, 5_000 - 1023);
+        assert_eq!(body(send("declared").await.unwrap()), "http://127.0.0.1:1/");
+        assert!(send("late").await.unwrap_err().is_unknown_service());
+        // The made-up names expire (within 60 s plus one 30 s sweep) while
+        // `real` stays in use; then `late` gets a slot.
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_secs(25)).await;
+            assert_eq!(body(send("real").await.unwrap()), "http://127.0.0.1:2/");
+        }
+        assert_eq!(lb.services(), ["declared", "real"]);
+        assert_eq!(body(send("late").await.unwrap()), "http://127.0.0.1:3/");
+    }
+
+    /// A 20 MiB host name is refused at once with a short error and starts
+    /// no discovery. Memory: the one request; time: paused.
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_host_name_gets_a_short_error() {
+        let lb = LoadBalancer::builder()
+            .source(StaticSource::new())
+            .discover_on_demand(true)
+            .build(echo())
+            .unwrap();
+        let host = "a".repeat(60_000);
+        let uri = format!("http://{host}/");
+        let err = lb
+            .clone()
+            .oneshot(Request::get(uri).body(String::new()).unwrap())
+            .await
+            .unwrap_err();
+        assert!(err.is_unknown_service(), "{err}");
+        assert!(err.to_string().len() < 300, "{}", err.to_string().len());
+        assert!(lb.services().is_empty());
+        let huge = "h".repeat(20 << 20);
+        let err = tower_ribbon::instance::Instance::new("svc", huge, 80).unwrap_err();
+        assert!(err.is_invalid_host());
+        assert!(err.to_string().len() < 300, "{}", err.to_string().len());
+    }
+}

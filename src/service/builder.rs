@@ -29,6 +29,7 @@ pub struct Builder {
     refresh: RefreshConfig,
     discover_on_demand: bool,
     max_services: usize,
+    on_demand_idle: std::time::Duration,
     failure_statuses: FailureStatuses,
     hash_key: Option<HashKey>,
     retry: RetryPolicy,
@@ -45,6 +46,7 @@ impl Default for Builder {
             refresh: RefreshConfig::default(),
             discover_on_demand: false,
             max_services: 1024,
+            on_demand_idle: std::time::Duration::from_secs(600),
             failure_statuses: FailureStatuses::default(),
             hash_key: None,
             retry: RetryPolicy::default(),
@@ -110,19 +112,30 @@ impl Builder {
 
     /// Whether a request to a service id that was not declared starts
     /// discovery for it (and waits for its first fetch) instead of failing
-    /// with [`Error::is_unknown_service`]. Default is `false`.
+    /// with [`Error::is_unknown_service`](crate::Error::is_unknown_service). Default is `false`.
     pub fn discover_on_demand(mut self, on: bool) -> Self {
         self.discover_on_demand = on;
         self
     }
 
     /// Most services [`discover_on_demand`](Builder::discover_on_demand)
-    /// may start; requests naming further unknown hosts fail with
-    /// [`Error::is_unknown_service`], so arbitrary hosts cannot grow the
-    /// balancer without bound. Declared services always start. Default is
-    /// 1024.
+    /// may hold at once (declared services do not count and are never
+    /// dropped). The cap is checked under the insert lock, so racing
+    /// requests never exceed it. When it is reached, on-demand services idle
+    /// for [`on_demand_idle`](Builder::on_demand_idle) are dropped to make
+    /// room (so made-up host names hold slots only that long); if none can
+    /// be, the request fails with an error for which
+    /// [`Error::is_unknown_service`](crate::Error::is_unknown_service) holds. Default is 1024.
     pub fn max_services(mut self, max: usize) -> Self {
         self.max_services = max;
+        self
+    }
+
+    /// How long an on-demand service may go without requests before it is
+    /// dropped (its refresh stopped, its slot freed). Declared services are
+    /// never dropped. Must not be zero. Default is 10 minutes.
+    pub fn on_demand_idle(mut self, idle: std::time::Duration) -> Self {
+        self.on_demand_idle = idle;
         self
     }
 
@@ -177,9 +190,15 @@ impl Builder {
         let source = self.source.ok_or(BuildError::NoSource)?;
         let handle = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         let budget = self.retry.build()?;
-        let shared = Arc::new(Shared {
+        if self.on_demand_idle.is_zero() {
+            return Err(BuildError::invalid("Builder::on_demand_idle", "zero"));
+        }
+        let shared = Arc::new_cyclic(|me| Shared {
             services: ArcSwap::from_pointee(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
+            me: me.clone(),
+            epoch: tokio::time::Instant::now(),
+            on_demand_idle: self.on_demand_idle,
             source,
             make_rule: self.make_rule,
             refresh: self.refresh,
@@ -198,7 +217,7 @@ impl Builder {
             if service.trim().is_empty() {
                 return Err(BuildError::invalid("service", "empty service id"));
             }
-            shared.add_service(service.trim());
+            shared.add_service(service.trim(), false);
         }
         Ok(LoadBalancerLayer::new(shared))
     }

@@ -48,7 +48,6 @@
 //! [`Rule`]: crate::rule::Rule
 //! [`Snapshot`]: crate::discovery::Snapshot
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -57,8 +56,7 @@ use arc_swap::ArcSwap;
 use http::Request;
 use tower::Service;
 
-use crate::discovery::spawn_refresher;
-use crate::discovery::{InstanceSource, RefreshConfig, RefreshStatus, ServiceState, Snapshot};
+use crate::discovery::{InstanceSource, RefreshConfig, RefreshStatus, Snapshot};
 use crate::error::{BoxError, Error};
 use crate::health::{ActiveHealthCheck, OutlierDetection};
 use crate::retry::{RetryPolicy, TryCloneBody};
@@ -73,6 +71,7 @@ mod layer;
 #[cfg(feature = "reqwest")]
 mod reqwest_adapter;
 mod send;
+mod services;
 
 pub use body::{Completion, TrackCompletion, TrackedBody};
 pub use builder::Builder;
@@ -88,8 +87,12 @@ pub use reqwest_adapter::ReqwestService;
 /// their refresh tasks, the source and the rule factory. Dropping the last
 /// holder aborts the refresh tasks.
 pub(crate) struct Shared {
-    services: ArcSwap<HashMap<String, Arc<ServiceState>>>,
+    services: ArcSwap<services::Services>,
+    /// The insert lock; holds the idle sweeper's task.
     tasks: Mutex<Vec<crate::discovery::TaskGuard>>,
+    me: std::sync::Weak<Shared>,
+    epoch: tokio::time::Instant,
+    on_demand_idle: std::time::Duration,
     source: Arc<dyn InstanceSource>,
     make_rule: MakeRule,
     refresh: RefreshConfig,
@@ -103,57 +106,6 @@ pub(crate) struct Shared {
     budget: Option<tower::retry::budget::TpsBudget>,
     rng: crate::rng::AtomicRng,
     handle: tokio::runtime::Handle,
-}
-
-impl Shared {
-    fn key(service_id: &str) -> std::borrow::Cow<'_, str> {
-        if service_id.bytes().any(|b| b.is_ascii_uppercase()) {
-            std::borrow::Cow::Owned(service_id.to_ascii_lowercase())
-        } else {
-            std::borrow::Cow::Borrowed(service_id)
-        }
-    }
-
-    fn get(&self, service_id: &str) -> Option<Arc<ServiceState>> {
-        self.services
-            .load()
-            .get(Self::key(service_id).as_ref())
-            .cloned()
-    }
-
-    /// Adds a service and starts its refresh, unless it exists already.
-    fn add_service(&self, service_id: &str) -> Arc<ServiceState> {
-        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        // Checked under the lock so two racing requests start one task.
-        if let Some(state) = self.get(service_id) {
-            return state;
-        }
-        let state = Arc::new(ServiceState::new(
-            service_id,
-            (self.make_rule)(),
-            self.refresh.clone(),
-            self.outliers.get_panic_threshold_percent(),
-        ));
-        tasks.push(spawn_refresher(
-            &state,
-            Arc::clone(&self.source),
-            &self.handle,
-        ));
-        if let Some(check) = &self.active_health {
-            tasks.push(crate::health::spawn_health_checks(
-                &state,
-                check.clone(),
-                &self.handle,
-            ));
-        }
-        let key = Self::key(service_id).into_owned();
-        self.services.rcu(|map| {
-            let mut map = HashMap::clone(map);
-            map.insert(key.clone(), Arc::clone(&state));
-            map
-        });
-        state
-    }
 }
 
 /// A tower [`Service`] that sends each request to one instance of the
@@ -200,7 +152,7 @@ impl<S> LoadBalancer<S> {
             .services
             .load()
             .values()
-            .map(|s| s.service_id().to_owned())
+            .map(|e| e.state.service_id().to_owned())
             .collect();
         ids.sort();
         ids
@@ -274,16 +226,16 @@ where
         let Some(host) = req.uri().host() else {
             return ResponseFuture::ready(Err(Error::no_service_in_uri(req.uri())));
         };
-        let state = match self.shared.get(host) {
-            Some(state) => state,
-            None if self.shared.discover_on_demand
-                && self.shared.services.load().len() < self.shared.max_services =>
-            {
-                self.shared.add_service(host)
+        let state = match self.shared.route(host) {
+            Some(state) => Some(state),
+            // A host longer than a DNS name never starts discovery.
+            None if self.shared.discover_on_demand && host.len() <= 253 => {
+                self.shared.add_service(host, true)
             }
-            None => {
-                return ResponseFuture::ready(Err(Error::unknown_service(host)));
-            }
+            None => None,
+        };
+        let Some(state) = state else {
+            return ResponseFuture::ready(Err(Error::unknown_service(host)));
         };
         let inner = self.inner.clone();
         let shared = Arc::clone(&self.shared);
