@@ -393,11 +393,13 @@ impl Endpoint {
         &self.inner.stats
     }
 
-    /// Metric handles, registered on first use.
-    pub(crate) fn metrics(&self) -> &crate::metrics::EndpointMetrics {
+    /// Metric handles, registered on first use (with the instance label
+    /// if `per_instance`; a balancer always passes the same value).
+    pub(crate) fn metrics(&self, per_instance: bool) -> &crate::metrics::EndpointMetrics {
         self.inner.metrics.get_or_init(|| {
             let instance = &self.inner.instance;
-            crate::metrics::EndpointMetrics::register(instance.service_id(), instance.id())
+            let id = per_instance.then(|| instance.id());
+            crate::metrics::EndpointMetrics::register(instance.service_id(), id)
         })
     }
 

@@ -128,10 +128,21 @@ where
     let elapsed = now.saturating_duration_since(sent);
     let completion = if result.is_ok() && outcome.is_success() {
         let endpoint = endpoint.clone();
-        Some(Completion::new(guard, endpoint, Arc::clone(state), outcome))
+        let per_instance = shared.per_instance_metrics;
+        Some(Completion::new(
+            guard,
+            endpoint,
+            Arc::clone(state),
+            outcome,
+            per_instance,
+        ))
     } else {
         let transition = guard.finish_at(outcome, now);
-        record(state, &endpoint, outcome, elapsed, transition);
+        let metrics = endpoint.metrics(shared.per_instance_metrics);
+        metrics.record(outcome, elapsed.as_secs_f64(), transition);
+        if transition != crate::stats::BreakerTransition::None {
+            state.health().invalidate();
+        }
         None
     };
     observe(shared, state, &endpoint, now);
@@ -145,29 +156,18 @@ where
     })
 }
 
-/// Metrics and breaker for one failed attempt.
-fn record(
-    state: &ServiceState,
-    endpoint: &Endpoint,
-    outcome: Outcome,
-    elapsed: Duration,
-    transition: crate::stats::BreakerTransition,
-) {
-    endpoint
-        .metrics()
-        .record(outcome, elapsed.as_secs_f64(), transition);
-    if transition != crate::stats::BreakerTransition::None {
-        state.health().invalidate();
-    }
-}
-
 /// Outlier ejection after an attempt's result.
 fn observe(shared: &Shared, state: &ServiceState, endpoint: &Endpoint, now: Instant) {
     if let Some(time) = shared.outliers.observe(&state.snapshot(), endpoint, now) {
         let service = state.service_id();
         tracing::warn!(service, instance = %endpoint, ?time, "outlier ejected");
-        metrics::counter!(crate::metrics::EJECTIONS, "service" => service.to_owned(), "instance" => endpoint.instance().id().to_owned())
-            .increment(1);
+        if shared.per_instance_metrics {
+            metrics::counter!(crate::metrics::EJECTIONS, "service" => service.to_owned(), "instance" => endpoint.instance().id().to_owned())
+                .increment(1);
+        } else {
+            metrics::counter!(crate::metrics::EJECTIONS, "service" => service.to_owned())
+                .increment(1);
+        }
         state.health().invalidate();
     }
 }

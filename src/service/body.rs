@@ -23,6 +23,7 @@ pub struct Completion {
     endpoint: Endpoint,
     state: Arc<ServiceState>,
     outcome: Outcome,
+    per_instance: bool,
 }
 
 impl Completion {
@@ -31,12 +32,14 @@ impl Completion {
         endpoint: Endpoint,
         state: Arc<ServiceState>,
         outcome: Outcome,
+        per_instance: bool,
     ) -> Self {
         Self {
             guard: Some(guard),
             endpoint,
             state,
             outcome,
+            per_instance,
         }
     }
 }
@@ -49,9 +52,11 @@ impl Drop for Completion {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(guard.started());
         let transition = guard.finish_at(self.outcome, now);
-        self.endpoint
-            .metrics()
-            .record(self.outcome, elapsed.as_secs_f64(), transition);
+        self.endpoint.metrics(self.per_instance).record(
+            self.outcome,
+            elapsed.as_secs_f64(),
+            transition,
+        );
         if transition != BreakerTransition::None {
             self.state.health().invalidate();
         }

@@ -30,6 +30,7 @@ pub struct Builder {
     discover_on_demand: bool,
     max_services: usize,
     on_demand_idle: std::time::Duration,
+    per_instance_metrics: bool,
     failure_statuses: FailureStatuses,
     hash_key: Option<HashKey>,
     retry: RetryPolicy,
@@ -47,6 +48,7 @@ impl Default for Builder {
             discover_on_demand: false,
             max_services: 1024,
             on_demand_idle: std::time::Duration::from_secs(600),
+            per_instance_metrics: false,
             failure_statuses: FailureStatuses::default(),
             hash_key: None,
             retry: RetryPolicy::default(),
@@ -139,6 +141,15 @@ impl Builder {
         self
     }
 
+    /// Whether per-attempt metrics carry an `instance` label (see
+    /// [`crate::metrics`]). A recorder keeps every series it has seen, so
+    /// turn it on only with an exporter that drops idle series, or with a
+    /// stable set of instances. Default is `false` (series per service).
+    pub fn per_instance_metrics(mut self, on: bool) -> Self {
+        self.per_instance_metrics = on;
+        self
+    }
+
     /// Where the key of key-routing rules ([`ConsistentHash`]) comes from:
     /// [`HashKey::header`] or [`HashKey::from_fn`]. Without one, or when the
     /// request has no key, such rules fall back to round robin. Default:
@@ -199,6 +210,7 @@ impl Builder {
             me: me.clone(),
             epoch: tokio::time::Instant::now(),
             on_demand_idle: self.on_demand_idle,
+            per_instance_metrics: self.per_instance_metrics,
             source,
             make_rule: self.make_rule,
             refresh: self.refresh,
@@ -216,6 +228,13 @@ impl Builder {
         for service in &self.services {
             if service.trim().is_empty() {
                 return Err(BuildError::invalid("service", "empty service id"));
+            }
+            if service.chars().any(char::is_control) {
+                // Service ids end up in log fields and metric labels.
+                return Err(BuildError::invalid(
+                    "service",
+                    "control characters in a service id",
+                ));
             }
             shared.add_service(service.trim(), false);
         }

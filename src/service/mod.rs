@@ -93,6 +93,7 @@ pub(crate) struct Shared {
     me: std::sync::Weak<Shared>,
     epoch: tokio::time::Instant,
     on_demand_idle: std::time::Duration,
+    per_instance_metrics: bool,
     source: Arc<dyn InstanceSource>,
     make_rule: MakeRule,
     refresh: RefreshConfig,
