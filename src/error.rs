@@ -36,6 +36,7 @@
 //! # }
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +71,9 @@ struct ErrorImpl {
     instance: Option<String>,
     source: Option<BoxError>,
     attempts: Vec<Attempt>,
+    /// What to know or do next, for people (which timeout fired, why no
+    /// retry, which services exist).
+    note: Option<Cow<'static, str>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,8 +103,15 @@ impl Error {
                 instance: None,
                 source: None,
                 attempts: Vec::new(),
+                note: None,
             }),
         }
+    }
+
+    /// Adds a note for people to the message.
+    pub(crate) fn with_note(mut self, note: impl Into<Cow<'static, str>>) -> Self {
+        self.inner.note = Some(note.into());
+        self
     }
 
     fn with_source(mut self, source: impl Into<BoxError>) -> Self {
@@ -283,6 +294,9 @@ impl fmt::Display for Error {
         }
         if let Some(source) = &self.inner.source {
             write!(f, ": {source}")?;
+        }
+        if let Some(note) = &self.inner.note {
+            write!(f, "; {note}")?;
         }
         write!(f, "{}", attempts_suffix(&self.inner.attempts))
     }

@@ -157,9 +157,10 @@ async fn failures_keep_the_last_list_and_staleness_is_readable() {
     let err = get(&lb, "http://user-service/x").await.unwrap_err();
     assert!(err.is_no_instances(), "{err}");
     assert_eq!(err.service_id(), "user-service");
+    // The message starts with its cause, then says more (issue 12).
     assert_eq!(
         err.to_string(),
-        "no instances available for service `user-service`"
+        "no instances available for service `user-service`; the source lists no UP instance of it"
     );
 
     // The next good fetch replaces it.
@@ -369,7 +370,7 @@ async fn uris_are_rewritten_to_the_instance() {
     assert!(err.is_unknown_service());
     assert_eq!(
         err.to_string(),
-        "unknown service `other-service`: not configured on this load balancer"
+        "unknown service `other-service`: not configured on this load balancer; known services: `V6`, `user-service`, `zoned`; declare it with `Builder::service`, or turn on `Builder::discover_on_demand`"
     );
     let err = get(&lb, "/relative").await.unwrap_err();
     assert!(err.is_no_service_in_uri(), "{err}");

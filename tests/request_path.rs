@@ -443,3 +443,104 @@ mod on_demand {
         assert!(err.to_string().len() < 300, "{}", err.to_string().len());
     }
 }
+
+// ---------------------------------------------------------------------------
+// Error messages name their cause and what to do.
+
+mod messages {
+    use std::time::Duration;
+
+    use http::{Method, Request, Response};
+    use tower::ServiceExt;
+    use tower_ribbon::discovery::StaticSource;
+    use tower_ribbon::retry::{RetryBudgetConfig, RetryPolicy};
+    use tower_ribbon::{BoxError, Error, LoadBalancer};
+
+    async fn message(policy: RetryPolicy, on_demand: bool, method: Method, uri: &str) -> Error {
+        let source = StaticSource::new()
+            .with_list("user-service", "127.0.0.1:1,127.0.0.1:2")
+            .unwrap()
+            .with_list("empty-service", "")
+            .unwrap();
+        let inner = tower::service_fn(|req: Request<String>| async move {
+            match req.uri().path() {
+                "/hang" => std::future::pending().await,
+                "/refuse" => Err(BoxError::from(std::io::Error::from(
+                    std::io::ErrorKind::ConnectionRefused,
+                ))),
+                _ => Ok(Response::new(String::new())),
+            }
+        });
+        let lb = LoadBalancer::builder()
+            .source(source)
+            .services(["user-service", "empty-service"])
+            .discover_on_demand(on_demand)
+            .max_services(0)
+            .retry(policy.budget(RetryBudgetConfig::unlimited()))
+            .build(inner)
+            .unwrap();
+        assert!(lb.ready_service("user-service").await);
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(String::new())
+            .unwrap();
+        lb.oneshot(request).await.unwrap_err()
+    }
+
+    fn has(err: &Error, parts: &[&str]) {
+        let text = err.to_string();
+        for part in parts {
+            assert!(text.contains(part), "`{part}` missing from: {text}");
+        }
+    }
+
+    /// Paused time; one request each.
+    #[tokio::test(start_paused = true)]
+    async fn each_message_names_its_cause() {
+        let err = message(RetryPolicy::none(), false, Method::GET, "http://nowhere/").await;
+        assert!(err.is_unknown_service());
+        has(
+            &err,
+            &[
+                "`nowhere`",
+                "known services: `empty-service`, `user-service`",
+                "discover_on_demand",
+            ],
+        );
+
+        let err = message(RetryPolicy::none(), true, Method::GET, "http://nowhere/").await;
+        has(&err, &["`nowhere`", "max_services"]);
+
+        let err = message(
+            RetryPolicy::none(),
+            false,
+            Method::GET,
+            "http://empty-service/",
+        )
+        .await;
+        assert!(err.is_no_instances());
+        has(&err, &["`empty-service`", "no UP instance"]);
+
+        let per_try = RetryPolicy::default().per_try_timeout(Duration::from_millis(100));
+        let err = message(per_try, false, Method::POST, "http://user-service/hang").await;
+        assert!(err.is_timeout());
+        has(
+            &err,
+            &[
+                "per-try timeout (100ms) fired",
+                "not retried: the method is not idempotent",
+            ],
+        );
+
+        let deadline = RetryPolicy::default().deadline(Duration::from_millis(150));
+        let err = message(deadline, false, Method::GET, "http://user-service/hang").await;
+        assert!(err.is_timeout());
+        has(&err, &["deadline", "fired"]);
+
+        let twice = RetryPolicy::default().max_next(1);
+        let err = message(twice, false, Method::GET, "http://user-service/refuse").await;
+        assert_eq!(err.attempts().len(), 2);
+        has(&err, &["not retried: no retries left", "2 attempts"]);
+    }
+}

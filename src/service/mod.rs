@@ -236,7 +236,7 @@ where
             None => None,
         };
         let Some(state) = state else {
-            return ResponseFuture::ready(Err(Error::unknown_service(host)));
+            return ResponseFuture::ready(Err(self.shared.unknown_service(host)));
         };
         let inner = self.inner.clone();
         let shared = Arc::clone(&self.shared);

@@ -100,10 +100,13 @@ where
         let wait = match decide(&shared, reason, have_copy, left, retries, deadline, &done) {
             Decision::Retry(wait) => wait,
             Decision::Stop(why) => {
-                if let (Some(reason), Some(why)) = (reason, why) {
-                    tracing::debug!(service, reason = reason.label(), why, "not retrying");
-                }
-                return finish(service, done, attempts);
+                let refused = refused(policy, &done, reason, why, idempotent, service);
+                let why = Why {
+                    refused,
+                    deadline,
+                    per_try: policy.get_per_try_timeout(),
+                };
+                return finish(service, done, attempts, &why);
             }
         };
         note_retry(service, reason, &mut attempts, &done);
@@ -163,7 +166,13 @@ fn not_sent(state: &ServiceState, why: NotSent, attempts: Vec<Attempt>) -> Error
                 .increment(1);
             match state.error_before_first_success() {
                 Some(source) => Error::discovery(service, source),
-                None => Error::no_instances(service),
+                None => match state.snapshot().len() {
+                    0 => Error::no_instances(service)
+                        .with_note("the source lists no UP instance of it"),
+                    n => Error::no_instances(service).with_note(format!(
+                        "all {n} UP instances are excluded (circuit breaker tripped or ejected)"
+                    )),
+                },
             }
         }
         NotSent::Rewrite(endpoint, e) => Error::invalid_request(service, endpoint.to_string(), e),
@@ -225,18 +234,71 @@ fn decide<R: ResponseStatus>(
     Decision::Retry(wait)
 }
 
+/// Why no retry followed a retryable result, for the error message (and a
+/// debug event).
+fn refused<R>(
+    policy: &crate::retry::RetryPolicy,
+    done: &Attempted<R>,
+    reason: Option<RetryReason>,
+    why: Option<&'static str>,
+    idempotent: bool,
+    service: &str,
+) -> Option<&'static str> {
+    match (reason, why) {
+        (Some(reason), Some(why)) => {
+            tracing::debug!(service, reason = reason.label(), why, "not retrying");
+            Some(why)
+        }
+        (None, _)
+            if !idempotent
+                && policy
+                    .retry_reason(done.outcome, done.status, true)
+                    .is_some() =>
+        {
+            Some(
+                "the method is not idempotent (opt in with `RetryNonIdempotent` or `retry_on_all_operations`)",
+            )
+        }
+        _ => None,
+    }
+}
+
+/// Why the last attempt's error is the caller's: for the error message.
+struct Why {
+    /// Why a retry was refused, if one was.
+    refused: Option<&'static str>,
+    deadline: Option<Instant>,
+    per_try: Option<Duration>,
+}
+
 /// The result of the last attempt, as the caller sees it.
 fn finish<T: TrackCompletion>(
     service: &str,
     done: Attempted<T>,
     mut attempts: Vec<Attempt>,
+    why: &Why,
 ) -> Result<T::Tracked, Error> {
-    match done.result {
-        Ok(response) => Ok(response.track(done.completion)),
-        Err(source) => {
-            let instance = done.endpoint.to_string();
-            attempts.push(Attempt::new(instance.clone(), done.outcome, done.elapsed));
-            Err(Error::inner(service, instance, source, attempts))
-        }
+    let source = match done.result {
+        Ok(response) => return Ok(response.track(done.completion)),
+        Err(source) => source,
+    };
+    let instance = done.endpoint.to_string();
+    attempts.push(Attempt::new(instance.clone(), done.outcome, done.elapsed));
+    let mut notes = Vec::new();
+    if source.is::<tokio::time::error::Elapsed>() {
+        let past_deadline = why.deadline.is_some_and(|d| Instant::now() >= d);
+        notes.push(match (past_deadline, why.per_try) {
+            (false, Some(t)) => format!("the per-try timeout ({t:?}) fired"),
+            _ => "the request deadline (`RetryPolicy::deadline`) fired".to_owned(),
+        });
     }
+    if let Some(refused) = why.refused {
+        notes.push(format!("not retried: {refused}"));
+    }
+    let err = Error::inner(service, instance, source, attempts);
+    Err(if notes.is_empty() {
+        err
+    } else {
+        err.with_note(notes.join("; "))
+    })
 }

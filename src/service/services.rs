@@ -114,6 +114,40 @@ impl Shared {
         Some(state)
     }
 
+    /// The error for a host naming no known service: which services exist
+    /// and what to do.
+    pub(super) fn unknown_service(&self, host: &str) -> crate::Error {
+        const SHOWN: usize = 8;
+        let map = self.services.load();
+        let mut known: Vec<&str> = map.values().map(|e| e.state.service_id()).collect();
+        known.sort_unstable();
+        let mut list: Vec<String> = known
+            .iter()
+            .take(SHOWN)
+            .map(|s| format!("`{}`", crate::error::quote(s)))
+            .collect();
+        if known.len() > SHOWN {
+            list.push(format!("and {} more", known.len() - SHOWN));
+        }
+        let known = if list.is_empty() {
+            "no services are known".to_owned()
+        } else {
+            format!("known services: {}", list.join(", "))
+        };
+        let remedy = if !self.discover_on_demand {
+            "declare it with `Builder::service`, or turn on `Builder::discover_on_demand`"
+                .to_owned()
+        } else if host.len() > 253 {
+            "a host name over 253 bytes never starts discovery".to_owned()
+        } else {
+            format!(
+                "the on-demand cap (`max_services` = {}) is reached; raise it or shorten `on_demand_idle`",
+                self.max_services
+            )
+        };
+        crate::Error::unknown_service(host).with_note(format!("{known}; {remedy}"))
+    }
+
     fn on_demand_count(&self) -> usize {
         self.services
             .load()
