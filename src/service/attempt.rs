@@ -143,9 +143,10 @@ where
         if transition != crate::stats::BreakerTransition::None {
             state.health().invalidate();
         }
+        // Only a failure can eject (a success resets the counts).
+        observe(shared, state, &endpoint, now);
         None
     };
-    observe(shared, state, &endpoint, now);
     Ok(Attempted {
         endpoint,
         result,
