@@ -354,6 +354,11 @@ impl RetryPolicy {
                 reason,
             ));
         }
+        if self.max_attempts() == 1 {
+            // Nothing to budget: skip the deposit on every request.
+            self.budget.validate()?;
+            return Ok(None);
+        }
         self.budget.build()
     }
 
