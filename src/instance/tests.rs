@@ -78,3 +78,26 @@ fn status_parsing() {
     assert_eq!(InstanceStatus::parse("WHATEVER"), InstanceStatus::Unknown);
     assert!(!InstanceStatus::parse("").is_up());
 }
+
+#[test]
+fn debug_hides_metadata_values() {
+    let instance = Instance::new("svc", "h", 80)
+        .unwrap()
+        .with_metadata("management.password", "hunter2")
+        .with_metadata("zone", "eu-1a");
+    let text = format!("{instance:?}");
+    assert!(text.contains("management.password"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(!text.contains("eu-1a"), "{text}");
+    assert_eq!(text.matches("<redacted>").count(), 2, "{text}");
+}
+
+#[test]
+fn host_names_are_bounded_at_253_bytes() {
+    let label = "a".repeat(63);
+    let name = [label.as_str(); 4].join(".")[..253].to_owned();
+    assert!(Instance::new("svc", name.as_str(), 80).is_ok());
+    let err = Instance::new("svc", format!("{name}b"), 80).unwrap_err();
+    assert!(err.is_invalid_host(), "{err}");
+    assert!(err.to_string().contains("253"), "{err}");
+}
