@@ -42,7 +42,10 @@ pub(super) struct Attempted<R> {
     pub(super) result: Result<R, BoxError>,
     pub(super) outcome: Outcome,
     pub(super) status: Option<u16>,
-    pub(super) elapsed: Duration,
+    /// When the request was sent.
+    sent: Instant,
+    /// How long a failed attempt took (a success is still running).
+    pub(super) failed_after: Option<Duration>,
     /// For a success: ends the attempt when dropped (with the body).
     pub(super) completion: Option<Completion>,
 }
@@ -123,9 +126,7 @@ where
         Ok(_) => shared.failure_statuses.classify_status(status),
         Err(e) => classify_error(e),
     };
-    // One clock read ends the attempt for stats, metrics and ejection.
-    let now = Instant::now();
-    let elapsed = now.saturating_duration_since(sent);
+    let mut failed_after = None;
     let completion = if result.is_ok() && outcome.is_success() {
         let endpoint = endpoint.clone();
         let per_instance = shared.per_instance_metrics;
@@ -137,6 +138,10 @@ where
             per_instance,
         ))
     } else {
+        // One clock read ends the attempt for stats, metrics and ejection.
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(sent);
+        failed_after = Some(elapsed);
         let transition = guard.finish_at(outcome, now);
         let metrics = endpoint.metrics(shared.per_instance_metrics);
         metrics.record(outcome, elapsed.as_secs_f64(), transition);
@@ -152,9 +157,18 @@ where
         result,
         outcome,
         status,
-        elapsed,
+        sent,
+        failed_after,
         completion,
     })
+}
+
+impl<R> Attempted<R> {
+    /// How long the attempt took: until its failure, or until now for a
+    /// success (whose body may still be running).
+    pub(super) fn elapsed(&self) -> Duration {
+        self.failed_after.unwrap_or_else(|| self.sent.elapsed())
+    }
 }
 
 /// Outlier ejection after an attempt's result.

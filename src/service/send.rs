@@ -142,7 +142,7 @@ fn note_retry<R>(
         .increment(1);
     if attempts.len() < MAX_LISTED_ATTEMPTS {
         let instance = done.endpoint.to_string();
-        attempts.push(Attempt::new(instance, done.outcome, done.elapsed));
+        attempts.push(Attempt::new(instance, done.outcome, done.elapsed()));
     }
 }
 
@@ -278,12 +278,14 @@ fn finish<T: TrackCompletion>(
     mut attempts: Vec<Attempt>,
     why: &Why,
 ) -> Result<T::Tracked, Error> {
+    // An error always ended its attempt, so no clock read here.
+    let elapsed = done.failed_after.unwrap_or_default();
     let source = match done.result {
         Ok(response) => return Ok(response.track(done.completion)),
         Err(source) => source,
     };
     let instance = done.endpoint.to_string();
-    attempts.push(Attempt::new(instance.clone(), done.outcome, done.elapsed));
+    attempts.push(Attempt::new(instance.clone(), done.outcome, elapsed));
     let mut notes = Vec::new();
     if source.is::<tokio::time::error::Elapsed>() {
         let past_deadline = why.deadline.is_some_and(|d| Instant::now() >= d);
