@@ -24,23 +24,16 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
-use std::str::FromStr;
 use std::sync::Arc;
 
 use http::uri::{Authority, Scheme};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use crate::error::InstanceError;
+use crate::error::{InstanceError, InstanceErrorKind};
 use crate::stats::EndpointStats;
 
-/// Characters of an IPv6 zone id that stay as they are in a URI (RFC 6874:
-/// `unreserved`); everything else is percent-encoded.
-const ZONE_ID_KEEP: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+mod authority;
+
+use authority::build_authority;
 
 /// The registry status of an instance (Eureka's `InstanceStatus`).
 ///
@@ -134,8 +127,8 @@ impl Instance {
     /// 6874). Without brackets `%25` is read literally as part of the zone.
     ///
     /// # Errors
-    /// [`InstanceError::InvalidHost`] if `host` is empty or cannot be part of
-    /// a URI authority; [`InstanceError::InvalidPort`] for port 0.
+    /// [`InstanceError`] ([`is_invalid_host`](InstanceError::is_invalid_host)) if `host` is empty, longer than 253 bytes or cannot be part of
+    /// a URI authority; [`InstanceError`] ([`is_invalid_port`](InstanceError::is_invalid_port)) for port 0.
     pub fn new(
         service_id: impl Into<String>,
         host: impl Into<String>,
@@ -143,10 +136,11 @@ impl Instance {
     ) -> Result<Self, InstanceError> {
         let host = host.into();
         if port == 0 {
-            return Err(InstanceError::InvalidPort {
-                host,
-                port: port.to_string(),
-            });
+            return Err(InstanceError::new(
+                InstanceErrorKind::InvalidPort,
+                &format!("{}:0", crate::error::quote(&host)),
+                "port 0",
+            ));
         }
         let (host, authority) = build_authority(&host, port)?;
         Ok(Self {
@@ -297,7 +291,19 @@ impl fmt::Debug for Instance {
             .field("zone", &self.zone)
             .field("status", &self.status)
             .field("weight", &self.weight)
-            .field("metadata", &self.metadata)
+            .field("metadata", &RedactedMetadata(&self.metadata))
+            .finish()
+    }
+}
+
+/// Metadata keys with values hidden: registries carry secrets there in
+/// some setups (tokens, passwords of management endpoints).
+struct RedactedMetadata<'a>(&'a BTreeMap<String, String>);
+
+impl fmt::Debug for RedactedMetadata<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, format_args!("<redacted>"))))
             .finish()
     }
 }
@@ -322,71 +328,6 @@ pub struct InstanceKey {
     pub port: u16,
     /// `https` if true.
     pub secure: bool,
-}
-
-/// Normalises `host` and builds `host:port` as a URI authority.
-fn build_authority(host: &str, port: u16) -> Result<(String, Authority), InstanceError> {
-    let invalid = |reason: &str| InstanceError::InvalidHost {
-        host: host.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let trimmed = host.trim();
-    if trimmed.is_empty() {
-        return Err(invalid("empty host"));
-    }
-    let bracketed = trimmed.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
-    let bare = bracketed.unwrap_or(trimmed);
-    if bare.is_empty() {
-        return Err(invalid("empty host"));
-    }
-    if bracketed.is_some() && !bare.contains(':') {
-        return Err(invalid("brackets are only for IPv6 addresses"));
-    }
-
-    // IPv6, possibly with a zone id.
-    if bare.contains(':') {
-        let (addr, zone) = match bare.split_once('%') {
-            // In URI form (`[fe80::1%25eth0]`) the `%` is itself encoded.
-            Some((addr, zone)) if bracketed.is_some() => {
-                (addr, Some(zone.strip_prefix("25").unwrap_or(zone)))
-            }
-            Some((addr, zone)) => (addr, Some(zone)),
-            None => (bare, None),
-        };
-        let ip = Ipv6Addr::from_str(addr).map_err(|_| invalid("not a valid IPv6 address"))?;
-        let (stored, text) = match zone {
-            Some("") => return Err(invalid("empty IPv6 zone id")),
-            Some(zone) => (
-                format!("{ip}%{zone}"),
-                format!(
-                    "[{ip}%25{}]:{port}",
-                    utf8_percent_encode(zone, ZONE_ID_KEEP)
-                ),
-            ),
-            None => (ip.to_string(), format!("[{ip}]:{port}")),
-        };
-        let authority = Authority::from_str(&text).map_err(|e| invalid(&e.to_string()))?;
-        return Ok((stored, authority));
-    }
-
-    if let Ok(ip) = IpAddr::from_str(bare) {
-        let text = format!("{ip}:{port}");
-        let authority = Authority::from_str(&text).map_err(|e| invalid(&e.to_string()))?;
-        return Ok((ip.to_string(), authority));
-    }
-
-    // A DNS name: letters, digits, '-', '.', '_' only (no userinfo, no port).
-    if !bare
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-    {
-        return Err(invalid(
-            "a host name may hold only letters, digits, '-', '.' and '_'",
-        ));
-    }
-    let text = format!("{bare}:{port}");
-    let authority = Authority::from_str(&text).map_err(|e| invalid(&e.to_string()))?;
-    Ok((bare.to_owned(), authority))
 }
 
 /// An instance as the balancer holds it: the instance, its scheme and
@@ -452,11 +393,13 @@ impl Endpoint {
         &self.inner.stats
     }
 
-    /// Metric handles, registered on first use.
-    pub(crate) fn metrics(&self) -> &crate::metrics::EndpointMetrics {
+    /// Metric handles, registered on first use (with the instance label
+    /// if `per_instance`; a balancer always passes the same value).
+    pub(crate) fn metrics(&self, per_instance: bool) -> &crate::metrics::EndpointMetrics {
         self.inner.metrics.get_or_init(|| {
             let instance = &self.inner.instance;
-            crate::metrics::EndpointMetrics::register(instance.service_id(), instance.id())
+            let id = per_instance.then(|| instance.id());
+            crate::metrics::EndpointMetrics::register(instance.service_id(), id)
         })
     }
 
@@ -482,91 +425,4 @@ impl fmt::Display for Endpoint {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn auth(host: &str, port: u16) -> String {
-        Instance::new("svc", host, port)
-            .map(|i| i.authority().as_str().to_owned())
-            .unwrap_or_else(|e| format!("error: {e}"))
-    }
-
-    #[test]
-    fn authorities_for_names_and_ipv4() {
-        assert_eq!(
-            auth("user-service.internal", 8080),
-            "user-service.internal:8080"
-        );
-        assert_eq!(auth("127.0.0.1", 1), "127.0.0.1:1");
-        assert_eq!(auth(" host_1 ", 65535), "host_1:65535");
-    }
-
-    #[test]
-    fn authorities_for_ipv6() {
-        assert_eq!(auth("::1", 8080), "[::1]:8080");
-        assert_eq!(auth("[::1]", 8080), "[::1]:8080");
-        assert_eq!(auth("2001:DB8:0:0:0:0:0:1", 80), "[2001:db8::1]:80");
-        let i = Instance::new("svc", "[::1]", 9).unwrap();
-        assert_eq!(i.host(), "::1");
-    }
-
-    #[test]
-    fn ipv6_zone_ids_are_percent_encoded() {
-        assert_eq!(auth("fe80::1%eth0", 8080), "[fe80::1%25eth0]:8080");
-        assert_eq!(auth("[fe80::1%25eth0]", 8080), "[fe80::1%25eth0]:8080");
-        assert_eq!(auth("fe80::1%en 0", 1), "[fe80::1%25en%200]:1");
-        assert_eq!(auth("fe80::1%3", 1), "[fe80::1%253]:1");
-        assert_eq!(auth("[fe80::1%253]", 1), "[fe80::1%253]:1");
-        let i = Instance::new("svc", "fe80::1%eth0", 1).unwrap();
-        assert_eq!(i.host(), "fe80::1%eth0");
-        assert_eq!(i.to_string(), "http://[fe80::1%25eth0]:1");
-    }
-
-    #[test]
-    fn bad_hosts_and_ports_are_typed_errors() {
-        for bad in [
-            "",
-            "  ",
-            "a b",
-            "user@host",
-            "host:80",
-            "::zz",
-            "[::1",
-            "fe80::1%",
-            "a/b",
-            "h\u{e9}",
-        ] {
-            let err = Instance::new("svc", bad, 80).unwrap_err();
-            assert!(
-                matches!(err, InstanceError::InvalidHost { .. }),
-                "{bad:?}: {err}"
-            );
-        }
-        assert!(matches!(
-            Instance::new("svc", "h", 0).unwrap_err(),
-            InstanceError::InvalidPort { .. }
-        ));
-    }
-
-    #[test]
-    fn scheme_and_key() {
-        let a = Instance::new("svc", "h", 80).unwrap();
-        assert_eq!(a.scheme(), Scheme::HTTP);
-        assert_eq!(a.id(), "h:80");
-        let b = a.clone().with_secure(true);
-        assert_eq!(b.scheme(), Scheme::HTTPS);
-        assert_ne!(a.key(), b.key());
-        assert_eq!(a.key(), a.clone().with_zone("z").key());
-    }
-
-    #[test]
-    fn status_parsing() {
-        assert_eq!(InstanceStatus::parse("up"), InstanceStatus::Up);
-        assert_eq!(
-            InstanceStatus::parse("OUT_OF_SERVICE"),
-            InstanceStatus::OutOfService
-        );
-        assert_eq!(InstanceStatus::parse("WHATEVER"), InstanceStatus::Unknown);
-        assert!(!InstanceStatus::parse("").is_up());
-    }
-}
+mod tests;

@@ -24,7 +24,13 @@
 //! | `ribbon_refresh_staleness_seconds` | gauge | `service` | seconds since the last successful fetch, set after every fetch |
 //!
 //! `instance` is the instance id (Eureka's `instanceId`; `host:port` for
-//! static lists).
+//! static lists). It is recorded only when
+//! [`Builder::per_instance_metrics`](crate::service::Builder::per_instance_metrics)
+//! is on: a `metrics` recorder keeps every series it has seen, so with
+//! instances coming and going (autoscaling, redeploys) per-instance series
+//! would grow without bound. Off (the default), those series carry only
+//! `service`; on, let the exporter drop idle series (for example
+//! `metrics-exporter-prometheus`'s `idle_timeout`).
 //!
 //! Reading them back, here with metrics-util's debugging recorder (in a
 //! service, install a Prometheus or other exporter the same way):
@@ -121,7 +127,20 @@ fn outcome_index(outcome: Outcome) -> usize {
 }
 
 impl EndpointMetrics {
-    pub(crate) fn register(service: &str, instance: &str) -> Self {
+    /// Handles for one endpoint: labelled with its instance when
+    /// `instance` is given, else shared by every instance of the service.
+    pub(crate) fn register(service: &str, instance: Option<&str>) -> Self {
+        let Some(instance) = instance else {
+            let s = service.to_owned();
+            return Self {
+                outcomes: OUTCOMES.map(|o| {
+                    metrics::counter!(REQUESTS, "service" => s.clone(), "outcome" => outcome_label(o))
+                }),
+                duration: metrics::histogram!(REQUEST_DURATION, "service" => s.clone()),
+                trips: metrics::counter!(BREAKER_TRIPS, "service" => s.clone()),
+                recoveries: metrics::counter!(BREAKER_RECOVERIES, "service" => s),
+            };
+        };
         let (s, i) = (service.to_owned(), instance.to_owned());
         Self {
             outcomes: OUTCOMES.map(|o| {

@@ -285,7 +285,11 @@ fn post(service: &str, id: &str) -> Request<Full<Bytes>> {
 /// fails to arrive reads as `<body error: ...>`).
 async fn call<S, B>(lb: &LoadBalancer<S>, req: Request<B>) -> Result<(u16, String), Error>
 where
-    LoadBalancer<S>: Service<Request<B>, Response = Response<Incoming>, Error = Error> + Clone,
+    LoadBalancer<S>: Service<
+            Request<B>,
+            Response = Response<tower_ribbon::service::TrackedBody<Incoming>>,
+            Error = Error,
+        > + Clone,
 {
     let response = lb.clone().oneshot(req).await?;
     let status = response.status().as_u16();

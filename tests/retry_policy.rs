@@ -12,7 +12,7 @@ use tower_ribbon::health::OutlierDetection;
 use tower_ribbon::retry::{RetryBudgetConfig, RetryNonIdempotent, RetryPolicy};
 use tower_ribbon::rule::RoundRobin;
 use tower_ribbon::stats::Outcome;
-use tower_ribbon::{BoxError, Error, LoadBalancer};
+use tower_ribbon::{BoxError, LoadBalancer};
 
 /// What the scripted instance on a port does.
 #[derive(Clone, Copy, Debug)]
@@ -143,7 +143,7 @@ async fn a_post_is_retried_only_when_it_never_reached_a_server() {
     let (lb, log) = balancer(&[Act::Refuse, Act::Ok], quick());
     assert!(lb.ready_service("svc").await);
     let resp = lb.clone().oneshot(req(Method::POST)).await.unwrap();
-    assert_eq!(resp.into_body(), "2");
+    assert_eq!(resp.into_body().into_inner(), "2");
     assert_eq!(ports(&log), [1, 2]);
 
     // Reset after sending: a GET is retried, a POST is not.
@@ -154,7 +154,8 @@ async fn a_post_is_retried_only_when_it_never_reached_a_server() {
             .oneshot(req(Method::GET))
             .await
             .unwrap()
-            .into_body(),
+            .into_body()
+            .into_inner(),
         "2"
     );
     let err = lb.clone().oneshot(req(Method::POST)).await.unwrap_err();
@@ -167,7 +168,15 @@ async fn a_post_is_retried_only_when_it_never_reached_a_server() {
     assert!(lb.ready_service("svc").await);
     let mut opted = req(Method::POST);
     opted.extensions_mut().insert(RetryNonIdempotent);
-    assert_eq!(lb.clone().oneshot(opted).await.unwrap().into_body(), "2");
+    assert_eq!(
+        lb.clone()
+            .oneshot(opted)
+            .await
+            .unwrap()
+            .into_body()
+            .into_inner(),
+        "2"
+    );
     let resp = lb.clone().oneshot(req(Method::POST)).await.unwrap();
     assert_eq!(resp.status(), 503);
     assert_eq!(ports(&log), [1, 2, 1]);
@@ -195,7 +204,7 @@ async fn retry_after_is_honoured_within_the_deadline() {
     assert!(lb.ready_service("svc").await);
     let start = tokio::time::Instant::now();
     let resp = lb.clone().oneshot(req(Method::GET)).await.unwrap();
-    assert_eq!(resp.into_body(), "2");
+    assert_eq!(resp.into_body().into_inner(), "2");
     assert_eq!(start.elapsed(), Duration::from_secs(2));
     assert_eq!(ports(&log), [1, 2]);
 }
@@ -266,7 +275,7 @@ async fn retries_spread_over_untried_instances_then_stop() {
     let mut first: Vec<u16> = seen[..3].to_vec();
     first.sort();
     assert_eq!(first, [1, 2, 3]);
-    assert!(matches!(err, Error::Inner { .. }));
+    assert!(err.is_inner(), "{err}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -284,7 +293,8 @@ async fn extreme_policies_neither_overflow_nor_wait_for_ever() {
             .oneshot(req(Method::GET))
             .await
             .unwrap()
-            .into_body(),
+            .into_body()
+            .into_inner(),
         "1"
     );
     assert_eq!(ports(&log), [1]);
@@ -333,4 +343,35 @@ async fn instant_failures_without_backoff_do_not_starve_the_runtime() {
     assert!(took < Duration::from_secs(2), "{took:?}");
     assert!(ticks.load(std::sync::atomic::Ordering::Relaxed) > 100);
     assert!(err.attempts().len() <= 65, "{}", err.attempts().len());
+}
+
+#[tokio::test]
+async fn bad_policies_are_refused_at_build_naming_the_setting() {
+    let cases = [
+        (
+            RetryPolicy::default().backoff(Duration::from_millis(20), Duration::from_millis(10)),
+            "RetryPolicy::backoff",
+        ),
+        (
+            RetryPolicy::default().per_try_timeout(Duration::ZERO),
+            "RetryPolicy::per_try_timeout",
+        ),
+        (
+            RetryPolicy::default().deadline(Duration::ZERO),
+            "RetryPolicy::deadline",
+        ),
+        (
+            RetryPolicy::default().retryable_statuses([503, 1000]),
+            "RetryPolicy::retryable_statuses",
+        ),
+    ];
+    for (policy, key) in cases {
+        let err = LoadBalancer::builder()
+            .source(tower_ribbon::discovery::StaticSource::new())
+            .retry(policy)
+            .layer()
+            .unwrap_err();
+        assert_eq!(err.key(), Some(key), "{err}");
+        assert!(err.to_string().contains(key), "{err}");
+    }
 }

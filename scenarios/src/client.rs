@@ -51,7 +51,7 @@ pub trait Target: Clone + Send + Sync + 'static {
     fn send(&self, key: Option<u64>) -> impl Future<Output = Option<u16>> + Send + 'static;
 }
 
-async fn read(response: Response<Incoming>) -> Option<u16> {
+async fn read<B: http_body::Body>(response: Response<B>) -> Option<u16> {
     let status = response.status().as_u16();
     response.into_body().collect().await.ok()?;
     Some(status)

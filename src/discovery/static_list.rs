@@ -123,7 +123,7 @@ impl InstanceSource for StaticSource {
 /// `https`. IPv6 addresses go in brackets (`[::1]:8080`).
 ///
 /// # Errors
-/// [`InstanceError::InvalidEntry`] naming the first entry that is not of
+/// [`InstanceError`] ([`InstanceError::is_invalid_entry`]) naming the first entry that is not of
 /// that form (unknown scheme, a path, userinfo, a bad port or host).
 pub fn parse_list_of_servers(service_id: &str, list: &str) -> Result<Vec<Instance>, InstanceError> {
     list.split(',')
@@ -134,14 +134,18 @@ pub fn parse_list_of_servers(service_id: &str, list: &str) -> Result<Vec<Instanc
 }
 
 fn parse_entry(service_id: &str, entry: &str) -> Result<Instance, InstanceError> {
-    let invalid = |reason: String| InstanceError::InvalidEntry {
-        entry: crate::error::redact(entry),
-        reason,
+    let invalid = |reason: String| {
+        InstanceError::new(crate::error::InstanceErrorKind::InvalidEntry, entry, reason)
     };
     let (secure, rest) = match entry.split_once("://") {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (false, rest),
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (true, rest),
-        Some((scheme, _)) => return Err(invalid(format!("unsupported scheme `{scheme}`"))),
+        Some((scheme, _)) => {
+            return Err(invalid(format!(
+                "unsupported scheme `{}`",
+                crate::error::quote(scheme)
+            )));
+        }
         None => (false, entry),
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
@@ -177,7 +181,12 @@ fn parse_entry(service_id: &str, entry: &str) -> Result<Instance, InstanceError>
     let port = match port_text {
         Some(text) => match text.parse::<u16>() {
             Ok(port) if port > 0 && text.bytes().all(|b| b.is_ascii_digit()) => port,
-            _ => return Err(invalid(format!("port `{text}` is not in 1..=65535"))),
+            _ => {
+                return Err(invalid(format!(
+                    "port `{}` is not in 1..=65535",
+                    crate::error::quote(text)
+                )));
+            }
         },
         None if secure => 443,
         None => 80,
@@ -239,10 +248,7 @@ mod tests {
             "http://",
         ] {
             let err = parse_list_of_servers("svc", bad).unwrap_err();
-            assert!(
-                matches!(err, InstanceError::InvalidEntry { .. }),
-                "{bad}: {err:?}"
-            );
+            assert!(err.is_invalid_entry(), "{bad}: {err:?}");
         }
         assert!(parse_list_of_servers("svc", " , ").unwrap().is_empty());
     }

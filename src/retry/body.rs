@@ -18,6 +18,12 @@ use crate::error::BoxError;
 /// request. Implemented for buffered bodies: `()`, `String`, `Vec<u8>`,
 /// `Bytes`, `&'static str`, `Full<Bytes>`, `Empty<Bytes>`, [`ReplayBody`],
 /// and `reqwest::Body` when it holds bytes (feature `reqwest`).
+///
+/// `Bytes`, `Full<Bytes>` and [`ReplayBody`] copies share one buffer (a
+/// reference count), so a retried 64 MiB body does not double memory.
+/// `String`, `Vec<u8>` and `reqwest::Body` are copied whenever the policy
+/// may retry (reqwest exposes no shared handle to its bytes); send large
+/// bodies as `Bytes`.
 pub trait TryCloneBody: Sized {
     /// A copy for another attempt, or `None` if this body cannot be sent
     /// again.

@@ -43,7 +43,6 @@
 //! assert_eq!(policy.get_max_next(), 2);
 //! ```
 
-use std::fmt;
 use std::time::Duration;
 
 use http::{HeaderValue, Method};
@@ -53,90 +52,17 @@ use crate::rng::AtomicRng;
 use crate::stats::Outcome;
 
 mod body;
+mod budget;
 
+/// Moved to [`crate::error::Attempt`]; kept here so old paths compile.
+pub use crate::error::Attempt;
 pub use body::{ReplayBody, TryCloneBody};
+pub use budget::RetryBudgetConfig;
 
 /// Marks one request as safe to retry even though its method is not
 /// idempotent (insert it into the request's extensions).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetryNonIdempotent;
-
-/// The retry budget's settings (Finagle's `RetryBudget`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RetryBudgetConfig {
-    ttl: Duration,
-    min_per_sec: u32,
-    ratio: f32,
-    enabled: bool,
-}
-
-impl Default for RetryBudgetConfig {
-    fn default() -> Self {
-        Self {
-            ttl: Duration::from_secs(10),
-            min_per_sec: 10,
-            ratio: 0.2,
-            enabled: true,
-        }
-    }
-}
-
-impl RetryBudgetConfig {
-    /// No budget: every retry the policy allows is made. Use with care.
-    pub fn unlimited() -> Self {
-        Self {
-            enabled: false,
-            ..Self::default()
-        }
-    }
-
-    /// Window over which requests are counted, 1 s to 60 s. Default 10 s.
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
-        self
-    }
-
-    /// Retries allowed per second regardless of traffic. Default 10.
-    pub fn min_per_sec(mut self, n: u32) -> Self {
-        self.min_per_sec = n;
-        self
-    }
-
-    /// Retries allowed per request in the window, 0.0 to 1000.0.
-    /// Default 0.2 (20 %).
-    pub fn ratio(mut self, ratio: f32) -> Self {
-        self.ratio = ratio;
-        self
-    }
-
-    fn validate(&self) -> Result<(), BuildError> {
-        let invalid = |reason: &str| BuildError::Invalid {
-            key: "retry budget".to_owned(),
-            reason: reason.to_owned(),
-        };
-        if !self.enabled {
-            return Ok(());
-        }
-        if self.ttl < Duration::from_secs(1) || self.ttl > Duration::from_secs(60) {
-            return Err(invalid("ttl must be between 1 s and 60 s"));
-        }
-        if !(0.0..=1000.0).contains(&self.ratio) {
-            return Err(invalid("ratio must be between 0.0 and 1000.0"));
-        }
-        if self.min_per_sec >= i32::MAX as u32 {
-            return Err(invalid("min_per_sec is too large"));
-        }
-        Ok(())
-    }
-
-    /// The budget, or `None` when unlimited.
-    pub(crate) fn build(&self) -> Result<Option<tower::retry::budget::TpsBudget>, BuildError> {
-        self.validate()?;
-        Ok(self
-            .enabled
-            .then(|| tower::retry::budget::TpsBudget::new(self.ttl, self.min_per_sec, self.ratio)))
-    }
-}
 
 /// When and how often a request is retried. See the [module docs](self).
 #[derive(Debug, Clone, PartialEq)]
@@ -204,10 +130,12 @@ impl RetryPolicy {
     }
 
     /// Backoff before retry `n` (0-based): uniform in
-    /// `0..min(cap, base × 2^n)`. Defaults: base 10 ms, cap 250 ms.
+    /// `0..min(cap, base × 2^n)`. Defaults: base 10 ms, cap 250 ms. A cap
+    /// below the base is refused when the balancer is built
+    /// ([`BuildError`] naming `RetryPolicy::backoff`).
     pub fn backoff(mut self, base: Duration, cap: Duration) -> Self {
         self.backoff_base = base;
-        self.backoff_cap = cap.max(base);
+        self.backoff_cap = cap;
         self
     }
 
@@ -324,6 +252,44 @@ impl RetryPolicy {
         ceiling.mul_f64(rng.unit_f64())
     }
 
+    /// Checks the policy and builds its budget (`None` when unlimited).
+    ///
+    /// # Errors
+    /// [`BuildError::Invalid`] naming the setting: a backoff cap below its
+    /// base, a zero per-try timeout or deadline, a retryable status outside
+    /// 100..=599, or a budget out of range.
+    pub(crate) fn build(&self) -> Result<Option<tower::retry::budget::TpsBudget>, BuildError> {
+        if self.backoff_cap < self.backoff_base {
+            return Err(BuildError::invalid(
+                "RetryPolicy::backoff",
+                "cap below base",
+            ));
+        }
+        if self.per_try_timeout == Some(Duration::ZERO) {
+            return Err(BuildError::invalid("RetryPolicy::per_try_timeout", "zero"));
+        }
+        if self.deadline == Some(Duration::ZERO) {
+            return Err(BuildError::invalid("RetryPolicy::deadline", "zero"));
+        }
+        if let Some(code) = self
+            .retryable_statuses
+            .iter()
+            .find(|c| !(100..=599).contains(*c))
+        {
+            let reason = format!("{code} is not an HTTP status");
+            return Err(BuildError::invalid(
+                "RetryPolicy::retryable_statuses",
+                reason,
+            ));
+        }
+        if self.max_attempts() == 1 {
+            // Nothing to budget: skip the deposit on every request.
+            self.budget.validate()?;
+            return Ok(None);
+        }
+        self.budget.build()
+    }
+
     /// Total attempts the policy allows: `(1 + max_same) × (1 + max_next)`.
     pub fn max_attempts(&self) -> u32 {
         self.max_same
@@ -355,27 +321,6 @@ impl RetryReason {
             RetryReason::Transport => "transport",
             RetryReason::Status(_) => "status",
         }
-    }
-}
-
-/// One attempt of a request, as listed in errors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attempt {
-    /// The instance (`scheme://authority`).
-    pub instance: String,
-    /// How it ended.
-    pub outcome: Outcome,
-    /// How long it took.
-    pub elapsed: Duration,
-}
-
-impl fmt::Display for Attempt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {:?} after {:?}",
-            self.instance, self.outcome, self.elapsed
-        )
     }
 }
 

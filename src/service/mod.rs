@@ -12,6 +12,15 @@
 //! 5. the inner service (hyper-util's client, [`ReqwestService`], ...) sends
 //!    it, and the endpoint's stats record the attempt.
 //!
+//! **What an attempt measures.** The inner service is awaited ready
+//! *before* the pick, so that wait is charged to no instance. An attempt
+//! then counts as in flight on its instance from the send until, for a
+//! successful response, its body ends, fails or is dropped (the response
+//! body is wrapped in a [`TrackedBody`], as tower's `PeakEwma` tracks
+//! completion through the body); its latency covers the same span, so a
+//! long stream reads as both busy and slow. A failed attempt (an error, a
+//! failure status) ends when its result arrives.
+//!
 //! `LoadBalancer` is always ready: it routes each request to a different
 //! instance, so readiness of the inner service is awaited per request on a
 //! clone of it (the inner service must be `Clone`, as HTTP clients are).
@@ -39,7 +48,6 @@
 //! [`Rule`]: crate::rule::Rule
 //! [`Snapshot`]: crate::discovery::Snapshot
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -48,15 +56,16 @@ use arc_swap::ArcSwap;
 use http::Request;
 use tower::Service;
 
-use crate::discovery::spawn_refresher;
-use crate::discovery::{InstanceSource, RefreshConfig, RefreshStatus, ServiceState, Snapshot};
-use crate::error::{BoxError, BuildError, Error};
+use crate::discovery::{InstanceSource, RefreshConfig, RefreshStatus, Snapshot};
+use crate::error::{BoxError, Error};
 #[cfg(feature = "hyper-util")]
 use crate::health::ActiveHealthCheck;
 use crate::health::OutlierDetection;
 use crate::retry::{RetryPolicy, TryCloneBody};
-use crate::rule::{RoundRobin, Rule};
 
+mod attempt;
+mod body;
+mod builder;
 mod classify;
 mod future;
 mod hash_key;
@@ -67,247 +76,27 @@ cfg_feature! {
     pub use reqwest_adapter::ReqwestService;
 }
 mod send;
+mod services;
 
+pub use body::{Completion, TrackCompletion, TrackedBody};
+pub use builder::Builder;
+use builder::MakeRule;
 pub use classify::{FailureStatuses, ResponseStatus, classify_error};
 pub use future::ResponseFuture;
 pub use hash_key::HashKey;
 pub use layer::LoadBalancerLayer;
 
-type MakeRule = Arc<dyn Fn() -> Arc<dyn Rule> + Send + Sync>;
-
-/// Configures a [`LoadBalancer`] or [`LoadBalancerLayer`].
-///
-/// Required: a [`source`](Builder::source). Defaults: rule [`RoundRobin`],
-/// refresh every 30 s ([`RefreshConfig::default`]), no services declared and
-/// on-demand discovery off (so every service must be declared with
-/// [`service`](Builder::service)).
-#[must_use]
-pub struct Builder {
-    source: Option<Arc<dyn InstanceSource>>,
-    services: Vec<String>,
-    make_rule: MakeRule,
-    refresh: RefreshConfig,
-    discover_on_demand: bool,
-    max_services: usize,
-    failure_statuses: FailureStatuses,
-    hash_key: Option<HashKey>,
-    retry: RetryPolicy,
-    outliers: OutlierDetection,
-    #[cfg(feature = "hyper-util")]
-    active_health: Option<ActiveHealthCheck>,
-    stats: crate::stats::StatsConfig,
-}
-
-impl Default for Builder {
-    fn default() -> Self {
-        Self {
-            source: None,
-            services: Vec::new(),
-            make_rule: Arc::new(|| Arc::new(RoundRobin::new())),
-            refresh: RefreshConfig::default(),
-            discover_on_demand: false,
-            max_services: 1024,
-            failure_statuses: FailureStatuses::default(),
-            hash_key: None,
-            retry: RetryPolicy::default(),
-            outliers: OutlierDetection::default(),
-            #[cfg(feature = "hyper-util")]
-            active_health: None,
-            stats: crate::stats::StatsConfig::default(),
-        }
-    }
-}
-
-impl fmt::Debug for Builder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Builder")
-            .field("services", &self.services)
-            .field("refresh", &self.refresh)
-            .field("discover_on_demand", &self.discover_on_demand)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Builder {
-    /// Where instance lists come from (Eureka, a static list, your own).
-    pub fn source(mut self, source: impl InstanceSource) -> Self {
-        self.source = Some(Arc::new(source));
-        self
-    }
-
-    /// Declares a service id (as written in request URIs, e.g.
-    /// `user-service`). Its refresh starts when the balancer is built.
-    pub fn service(mut self, service_id: impl Into<String>) -> Self {
-        self.services.push(service_id.into());
-        self
-    }
-
-    /// Declares several service ids.
-    pub fn services<I, T>(mut self, service_ids: I) -> Self
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<String>,
-    {
-        self.services
-            .extend(service_ids.into_iter().map(Into::into));
-        self
-    }
-
-    /// How to make the rule of each service: called once per service, so
-    /// each service has its own rule state. Ribbon key
-    /// `NFLoadBalancerRuleClassName`. Default is [`RoundRobin::new`].
-    pub fn rule<R, F>(mut self, make: F) -> Self
-    where
-        R: Rule,
-        F: Fn() -> R + Send + Sync + 'static,
-    {
-        self.make_rule = Arc::new(move || Arc::new(make()) as Arc<dyn Rule>);
-        self
-    }
-
-    /// How instance lists are refreshed. Default is
-    /// [`RefreshConfig::default`] (every 30 s, ±10 % jitter).
-    pub fn refresh(mut self, config: RefreshConfig) -> Self {
-        self.refresh = config;
-        self
-    }
-
-    /// Whether a request to a service id that was not declared starts
-    /// discovery for it (and waits for its first fetch) instead of failing
-    /// with [`Error::UnknownService`]. Default is `false`.
-    pub fn discover_on_demand(mut self, on: bool) -> Self {
-        self.discover_on_demand = on;
-        self
-    }
-
-    /// Most services [`discover_on_demand`](Builder::discover_on_demand)
-    /// may start; requests naming further unknown hosts fail with
-    /// [`Error::UnknownService`], so arbitrary hosts cannot grow the
-    /// balancer without bound. Declared services always start. Default is
-    /// 1024.
-    pub fn max_services(mut self, max: usize) -> Self {
-        self.max_services = max;
-        self
-    }
-
-    /// Where the key of key-routing rules ([`ConsistentHash`]) comes from:
-    /// [`HashKey::header`] or [`HashKey::from_fn`]. Without one, or when the
-    /// request has no key, such rules fall back to round robin. Default:
-    /// none.
-    ///
-    /// [`ConsistentHash`]: crate::rule::ConsistentHash
-    pub fn hash_key(mut self, key: HashKey) -> Self {
-        self.hash_key = Some(key);
-        self
-    }
-
-    /// When requests are retried on the same or other instances. Default:
-    /// [`RetryPolicy::default`] (one retry on another instance, budget
-    /// 20 % + 10/s).
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
-        self
-    }
-
-    /// Outlier ejection and the panic threshold. Default:
-    /// [`OutlierDetection::default`] (5 consecutive 5xx or gateway errors
-    /// eject for 30 s × times ejected; at most 50 % ejected; panic below
-    /// 50 % healthy).
-    pub fn outlier_detection(mut self, detection: OutlierDetection) -> Self {
-        self.outliers = detection;
-        self
-    }
-
-    /// Active health checks of every instance. Default: off.
-    #[cfg(feature = "hyper-util")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "hyper-util")))]
-    pub fn active_health_check(mut self, check: ActiveHealthCheck) -> Self {
-        self.active_health = Some(check);
-        self
-    }
-
-    /// Tuning of per-instance statistics and the circuit breaker
-    /// ([`StatsConfig`](crate::stats::StatsConfig)). Default
-    /// [`StatsConfig::default`](crate::stats::StatsConfig::default).
-    pub fn stats(mut self, config: crate::stats::StatsConfig) -> Self {
-        self.stats = config;
-        self
-    }
-
-    /// Which response statuses count as failed attempts in the instance
-    /// stats (latency-aware rules price them as slow). Default: 5xx and 429.
-    pub fn failure_statuses(mut self, statuses: FailureStatuses) -> Self {
-        self.failure_statuses = statuses;
-        self
-    }
-
-    /// Builds the layer and starts one refresh task per declared service.
-    ///
-    /// # Errors
-    /// [`BuildError::NoSource`] without a source; [`BuildError::NoRuntime`]
-    /// outside a Tokio runtime; [`BuildError::Invalid`] for an empty
-    /// service id or a health setting its `validate()` refuses.
-    pub fn layer(self) -> Result<LoadBalancerLayer, BuildError> {
-        let source = self.source.ok_or(BuildError::NoSource)?;
-        let handle = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
-        let budget = self.retry.get_budget().build()?;
-        let invalid = |e: crate::stats::InvalidConfig| BuildError::Invalid {
-            key: e.field().to_owned(),
-            reason: e.reason().to_owned(),
-        };
-        self.outliers.validate().map_err(invalid)?;
-        #[cfg(feature = "hyper-util")]
-        if let Some(active) = &self.active_health {
-            active.validate().map_err(invalid)?;
-        }
-        let shared = Arc::new(Shared {
-            services: ArcSwap::from_pointee(HashMap::new()),
-            tasks: Mutex::new(Vec::new()),
-            source,
-            make_rule: self.make_rule,
-            refresh: self.refresh,
-            discover_on_demand: self.discover_on_demand,
-            max_services: self.max_services,
-            failure_statuses: self.failure_statuses,
-            hash_key: self.hash_key,
-            retry: self.retry,
-            outliers: self.outliers,
-            #[cfg(feature = "hyper-util")]
-            active_health: self.active_health,
-            budget,
-            rng: crate::rng::AtomicRng::from_entropy(),
-            handle,
-        });
-        for service in &self.services {
-            if service.trim().is_empty() {
-                return Err(BuildError::Invalid {
-                    key: "service".to_owned(),
-                    reason: "empty service id".to_owned(),
-                });
-            }
-            shared.add_service(service.trim());
-        }
-        Ok(LoadBalancerLayer::new(shared))
-    }
-
-    /// Builds a [`LoadBalancer`] around `inner`. See [`Builder::layer`].
-    ///
-    /// # Errors
-    /// As [`Builder::layer`].
-    pub fn build<S>(self, inner: S) -> Result<LoadBalancer<S>, BuildError> {
-        Ok(LoadBalancer::from_shared(
-            inner,
-            self.layer()?.shared().clone(),
-        ))
-    }
-}
-
 /// State shared by every clone of a balancer and its layer: the services,
 /// their refresh tasks, the source and the rule factory. Dropping the last
 /// holder aborts the refresh tasks.
 pub(crate) struct Shared {
-    services: ArcSwap<HashMap<String, Arc<ServiceState>>>,
+    services: ArcSwap<services::Services>,
+    /// The insert lock; holds the idle sweeper's task.
     tasks: Mutex<Vec<crate::discovery::TaskGuard>>,
+    me: std::sync::Weak<Shared>,
+    epoch: tokio::time::Instant,
+    on_demand_idle: std::time::Duration,
+    per_instance_metrics: bool,
     source: Arc<dyn InstanceSource>,
     make_rule: MakeRule,
     refresh: RefreshConfig,
@@ -319,71 +108,10 @@ pub(crate) struct Shared {
     outliers: OutlierDetection,
     #[cfg(feature = "hyper-util")]
     active_health: Option<ActiveHealthCheck>,
+    stats: crate::stats::StatsConfig,
     budget: Option<tower::retry::budget::TpsBudget>,
     rng: crate::rng::AtomicRng,
     handle: tokio::runtime::Handle,
-}
-
-impl Shared {
-    fn key(service_id: &str) -> std::borrow::Cow<'_, str> {
-        if service_id.bytes().any(|b| b.is_ascii_uppercase()) {
-            std::borrow::Cow::Owned(service_id.to_ascii_lowercase())
-        } else {
-            std::borrow::Cow::Borrowed(service_id)
-        }
-    }
-
-    fn get(&self, service_id: &str) -> Option<Arc<ServiceState>> {
-        self.services
-            .load()
-            .get(Self::key(service_id).as_ref())
-            .cloned()
-    }
-
-    /// Adds a service and starts its refresh, unless it exists already.
-    fn add_service(&self, service_id: &str) -> Arc<ServiceState> {
-        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        // Checked under the lock so two racing requests start one task.
-        if let Some(state) = self.get(service_id) {
-            return state;
-        }
-        let state = Arc::new(ServiceState::new(
-            service_id,
-            (self.make_rule)(),
-            self.refresh.clone(),
-            self.outliers.panic_threshold_percent,
-        ));
-        tasks.push(spawn_refresher(
-            &state,
-            Arc::clone(&self.source),
-            &self.handle,
-        ));
-        #[cfg(feature = "hyper-util")]
-        if let Some(check) = &self.active_health {
-            let (list, view) = (Arc::downgrade(&state), Arc::downgrade(&state));
-            let hooks = crate::health::CheckHooks {
-                service: state.service_id().to_owned(),
-                snapshot: Box::new(move || list.upgrade().map(|s| s.snapshot_full())),
-                changed: Box::new(move || {
-                    view.upgrade()
-                        .into_iter()
-                        .for_each(|s| s.health().invalidate())
-                }),
-            };
-            tasks.push(crate::health::spawn_health_checks(
-                hooks,
-                check.clone(),
-                &self.handle,
-            ));
-        }
-        let key = Self::key(service_id).into_owned();
-        self.services.rcu(|map| {
-            let mut map = HashMap::clone(map);
-            map.insert(key.clone(), Arc::clone(&state));
-            map
-        });
-        state
-    }
 }
 
 /// A tower [`Service`] that sends each request to one instance of the
@@ -430,7 +158,7 @@ impl<S> LoadBalancer<S> {
             .services
             .load()
             .values()
-            .map(|s| s.service_id().to_owned())
+            .map(|e| e.state.service_id().to_owned())
             .collect();
         ids.sort();
         ids
@@ -488,12 +216,13 @@ where
     S: Service<Request<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    S::Response: ResponseStatus + Send + 'static,
+    S::Response: TrackCompletion + Send + 'static,
+    <S::Response as TrackCompletion>::Tracked: Send + 'static,
     B: TryCloneBody + Send + 'static,
 {
-    type Response = S::Response;
+    type Response = <S::Response as TrackCompletion>::Tracked;
     type Error = Error;
-    type Future = ResponseFuture<S::Response>;
+    type Future = ResponseFuture<Self::Response>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -501,22 +230,18 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let Some(host) = req.uri().host() else {
-            return ResponseFuture::ready(Err(Error::NoServiceInUri {
-                uri: req.uri().to_string(),
-            }));
+            return ResponseFuture::ready(Err(Error::no_service_in_uri(req.uri())));
         };
-        let state = match self.shared.get(host) {
-            Some(state) => state,
-            None if self.shared.discover_on_demand
-                && self.shared.services.load().len() < self.shared.max_services =>
-            {
-                self.shared.add_service(host)
+        let state = match self.shared.route(host) {
+            Some(state) => Some(state),
+            // A host longer than a DNS name never starts discovery.
+            None if self.shared.discover_on_demand && host.len() <= 253 => {
+                self.shared.add_service(host, true)
             }
-            None => {
-                return ResponseFuture::ready(Err(Error::UnknownService {
-                    service: host.to_owned(),
-                }));
-            }
+            None => None,
+        };
+        let Some(state) = state else {
+            return ResponseFuture::ready(Err(self.shared.unknown_service(host)));
         };
         let inner = self.inner.clone();
         let shared = Arc::clone(&self.shared);

@@ -1,23 +1,24 @@
-//! The request path: wait for the first list, pick, rewrite, send, and
-//! retry onto the same or other instances as the [`RetryPolicy`] allows.
+//! The request path: wait for the first list, then run attempts
+//! ([`attempt`](super::attempt)) and retry onto the same or other instances
+//! as the [`RetryPolicy`] allows.
 //!
 //! [`RetryPolicy`]: crate::retry::RetryPolicy
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::{Request, Uri};
+use http::Request;
 use tokio::time::Instant;
+use tower::Service;
 use tower::retry::budget::Budget as _;
-use tower::{Service, ServiceExt};
 
-use super::{ResponseStatus, Shared, classify_error};
+use super::attempt::{self, Attempted, NotSent, Target};
+use super::body::TrackCompletion;
+use super::{ResponseStatus, Shared};
 use crate::discovery::ServiceState;
-use crate::error::{BoxError, Error};
+use crate::error::{Attempt, BoxError, Error};
 use crate::instance::Endpoint;
-use crate::retry::{Attempt, RetryNonIdempotent, RetryReason, TryCloneBody, parse_retry_after};
-use crate::rule::PickContext;
-use crate::stats::Outcome;
+use crate::retry::{RetryNonIdempotent, RetryReason, TryCloneBody, parse_retry_after};
 
 /// Attempts listed in an error at most (the first ones, then the last).
 const MAX_LISTED_ATTEMPTS: usize = 64;
@@ -34,75 +35,27 @@ fn try_clone_request<B: TryCloneBody>(req: &Request<B>) -> Option<Request<B>> {
     Some(copy)
 }
 
-/// Rewrites `req`'s URI to `endpoint`, keeping path and query.
-fn rewrite<B>(req: &mut Request<B>, endpoint: &Endpoint) -> Result<(), http::uri::InvalidUriParts> {
-    let connect = req.method() == http::Method::CONNECT;
-    let mut parts = std::mem::take(req.uri_mut()).into_parts();
-    parts.authority = Some(endpoint.authority().clone());
-    if connect {
-        // CONNECT keeps the authority form (RFC 9110 §9.3.6).
-        parts.scheme = None;
-        parts.path_and_query = None;
-    } else {
-        // As Spring Cloud's `LoadBalancerUriTools`: a secure instance
-        // upgrades the scheme to https; otherwise the caller's scheme stays
-        // (an https request is never downgraded).
-        let keep_https = parts.scheme.as_ref() == Some(&http::uri::Scheme::HTTPS);
-        parts.scheme = Some(if keep_https {
-            http::uri::Scheme::HTTPS
-        } else {
-            endpoint.scheme().clone()
-        });
-        if parts.path_and_query.is_none() {
-            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-        }
-    }
-    *req.uri_mut() = Uri::from_parts(parts)?;
-    Ok(())
-}
-
-/// Picks an endpoint not in `tried` if one is eligible, else any.
-fn pick(state: &ServiceState, tried: &[Endpoint], hash_key: Option<u64>) -> Option<Endpoint> {
-    let snapshot = state.snapshot();
-    let mut ctx = PickContext::new();
-    if let Some(key) = hash_key {
-        ctx = ctx.with_hash_key(key);
-    }
-    if state.health().filter(&snapshot, ctx.now()) {
-        ctx = ctx.with_health_filter();
-    }
-    let rule = state.rule();
-    if !tried.is_empty() {
-        if let Some(e) = rule.choose(&snapshot, &ctx.with_excluded(tried)) {
-            return Some(e.clone());
-        }
-    }
-    rule.choose(&snapshot, &ctx).cloned()
-}
-
-/// One request.
+/// One request: attempts and retries under the policy.
 pub(super) async fn send<S, B>(
     shared: Arc<Shared>,
     state: Arc<ServiceState>,
     mut inner: S,
     req: Request<B>,
-) -> Result<S::Response, Error>
+) -> Result<<S::Response as TrackCompletion>::Tracked, Error>
 where
     S: Service<Request<B>>,
     S::Error: Into<BoxError>,
-    S::Response: ResponseStatus,
+    S::Response: TrackCompletion,
     B: TryCloneBody,
 {
     let service = state.service_id();
     if !state.wait_first_fetch().await {
-        return Err(Error::DiscoveryTimeout {
-            service: service.to_owned(),
-            waited: state.first_fetch_wait(),
-        });
+        return Err(Error::discovery_timeout(service, state.first_fetch_wait()));
     }
     let policy = &shared.retry;
-    let started = Instant::now();
-    let deadline = policy.get_deadline().and_then(|d| started.checked_add(d));
+    let deadline = policy
+        .get_deadline()
+        .and_then(|d| Instant::now().checked_add(d));
     let idempotent = policy.is_idempotent(req.method())
         || req.extensions().get::<RetryNonIdempotent>().is_some();
     let hash_key = shared
@@ -113,150 +66,117 @@ where
         budget.deposit();
     }
 
-    let Some(mut endpoint) = pick(&state, &[], hash_key) else {
-        metrics::counter!(crate::metrics::NO_INSTANCES, "service" => service.to_owned())
-            .increment(1);
-        return Err(match state.error_before_first_success() {
-            Some(source) => Error::Discovery {
-                service: service.to_owned(),
-                source,
-            },
-            None => Error::NoInstances {
-                service: service.to_owned(),
-            },
-        });
-    };
-
     // Allocated only once an attempt fails.
     let mut tried: Vec<Endpoint> = Vec::new();
     let mut attempts: Vec<Attempt> = Vec::new();
-    let mut same_left = policy.get_max_same();
-    let mut next_left = policy.get_max_next();
+    let mut last: Option<Endpoint> = None;
+    let mut same = false;
+    let (mut same_left, mut next_left) = (policy.get_max_same(), policy.get_max_next());
     let mut retries = 0u32;
-    let mut req = Some(req);
+    let mut req = req;
 
     loop {
-        let Some(mut request) = req.take() else {
-            unreachable_request();
-            return Err(Error::NoInstances {
-                service: service.to_owned(),
-            });
-        };
-        let may_retry = same_left > 0 || next_left > 0;
-        let spare = if may_retry {
-            try_clone_request(&request)
+        let spare = if same_left > 0 || next_left > 0 {
+            try_clone_request(&req)
         } else {
             None
         };
-        rewrite(&mut request, &endpoint).map_err(|e| Error::InvalidRequest {
-            service: service.to_owned(),
-            instance: endpoint.to_string(),
-            reason: e.to_string(),
-        })?;
-
-        // One attempt, bounded by the per-try timeout and the deadline.
-        let attempt_started = Instant::now();
-        let bound = match (policy.get_per_try_timeout(), deadline) {
-            (Some(t), Some(d)) => Some(t.min(d.saturating_duration_since(attempt_started))),
-            (Some(t), None) => Some(t),
-            (None, Some(d)) => Some(d.saturating_duration_since(attempt_started)),
-            (None, None) => None,
-        };
-        let guard = endpoint.stats().start_at(attempt_started);
-        let call = async {
-            let ready = inner.ready().await.map_err(Into::into)?;
-            ready.call(request).await.map_err(Into::into)
-        };
-        let result: Result<S::Response, BoxError> = match bound {
-            Some(bound) => match tokio::time::timeout(bound, call).await {
-                Ok(result) => result,
-                Err(elapsed) => Err(Box::new(elapsed)),
+        let target = match (&last, same) {
+            (Some(endpoint), true) => Target::Same(endpoint),
+            _ => Target::Pick {
+                tried: &tried,
+                last: last.as_ref(),
             },
-            None => call.await,
         };
-        let status = result.as_ref().ok().and_then(ResponseStatus::status_code);
-        let outcome = match &result {
-            Ok(_) => shared.failure_statuses.classify_status(status),
-            Err(e) => classify_error(e),
-        };
-        // One clock read ends the attempt for stats, metrics and ejection.
-        let now = Instant::now();
-        let elapsed = now.saturating_duration_since(attempt_started);
-        let transition = guard.finish_at(outcome, now);
-        endpoint
-            .metrics()
-            .record(outcome, elapsed.as_secs_f64(), transition);
-        if transition != crate::stats::BreakerTransition::None {
-            state.health().invalidate();
-        }
-        if let Some(time) = shared.outliers.observe(&state.snapshot(), &endpoint, now) {
-            tracing::warn!(service, instance = %endpoint, ?time, "outlier ejected");
-            metrics::counter!(crate::metrics::EJECTIONS, "service" => service.to_owned(), "instance" => endpoint.instance().id().to_owned())
-                .increment(1);
-            state.health().invalidate();
-        }
+        let done = attempt::run(&shared, &state, &mut inner, req, target, hash_key, deadline)
+            .await
+            .map_err(|why| not_sent(&state, why, std::mem::take(&mut attempts)))?;
 
         // Retry?
-        let reason = policy.retry_reason(outcome, status, idempotent);
+        let reason = policy.retry_reason(done.outcome, done.status, idempotent);
         // A spare sharing a stream that this attempt started cannot be sent.
         let have_copy = spare.as_ref().is_some_and(|r| r.body().is_replayable());
-        let decision = decide(
-            &shared,
-            reason,
-            have_copy,
-            same_left.saturating_add(next_left),
-            retries,
-            deadline,
-            &result,
-        );
-        let wait = match decision {
+        let left = same_left.saturating_add(next_left);
+        let wait = match decide(&shared, reason, have_copy, left, retries, deadline, &done) {
             Decision::Retry(wait) => wait,
             Decision::Stop(why) => {
-                if let (Some(reason), Some(why)) = (reason, why) {
-                    tracing::debug!(service, reason = reason.label(), why, "not retrying");
-                }
-                return finish(service, &endpoint, result, attempts, outcome, elapsed);
+                let refused = refused(policy, &done, reason, why, idempotent, service);
+                let why = Why {
+                    refused,
+                    deadline,
+                    per_try: policy.get_per_try_timeout(),
+                };
+                return finish(service, done, attempts, &why);
             }
         };
-        let reason = reason.map(RetryReason::label).unwrap_or("none");
-        metrics::counter!(crate::metrics::RETRIES, "service" => service.to_owned(), "reason" => reason)
-            .increment(1);
-        if attempts.len() < MAX_LISTED_ATTEMPTS {
-            attempts.push(Attempt {
-                instance: endpoint.to_string(),
-                outcome,
-                elapsed,
-            });
-        }
-        drop(result);
-        if wait.is_zero() {
-            // Let other tasks (and timeouts around this request) run even
-            // when attempts fail at once with no backoff.
-            tokio::task::yield_now().await;
-        } else {
-            tokio::time::sleep(wait).await;
-        }
+        note_retry(service, reason, &mut attempts, &done);
+        let Attempted { endpoint, .. } = done;
+        pause(wait).await;
         retries += 1;
-        req = spare;
-        if same_left > 0 {
+        let Some(next) = spare else {
+            // `decide` retries only with a copy.
+            return Err(Error::no_instances(service));
+        };
+        req = next;
+        same = same_left > 0;
+        if same {
             same_left -= 1;
         } else {
             next_left -= 1;
             same_left = policy.get_max_same();
             tried.push(endpoint.clone());
-            match pick(&state, &tried, hash_key) {
-                Some(next) => endpoint = next,
-                None => {
-                    // The list emptied meanwhile: keep the last endpoint.
-                }
-            }
         }
+        last = Some(endpoint);
     }
 }
 
-#[cold]
-fn unreachable_request() {
-    tracing::error!("retry loop lost its request; this is a bug");
+/// Counts a retry and lists the attempt it follows.
+fn note_retry<R>(
+    service: &str,
+    reason: Option<RetryReason>,
+    attempts: &mut Vec<Attempt>,
+    done: &Attempted<R>,
+) {
+    let label = reason.map(RetryReason::label).unwrap_or("none");
+    metrics::counter!(crate::metrics::RETRIES, "service" => service.to_owned(), "reason" => label)
+        .increment(1);
+    if attempts.len() < MAX_LISTED_ATTEMPTS {
+        let instance = done.endpoint.to_string();
+        attempts.push(Attempt::new(instance, done.outcome, done.elapsed()));
+    }
+}
+
+/// The backoff before a retry. A zero wait still yields, so other tasks
+/// (and timeouts around this request) run even when attempts fail at once.
+async fn pause(wait: Duration) {
+    if wait.is_zero() {
+        tokio::task::yield_now().await;
+    } else {
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// The error for an attempt that was not sent.
+fn not_sent(state: &ServiceState, why: NotSent, attempts: Vec<Attempt>) -> Error {
+    let service = state.service_id();
+    match why {
+        NotSent::NotReady(source) => Error::not_ready(service, source, attempts),
+        NotSent::NoEndpoint => {
+            metrics::counter!(crate::metrics::NO_INSTANCES, "service" => service.to_owned())
+                .increment(1);
+            match state.error_before_first_success() {
+                Some(source) => Error::discovery(service, source),
+                None => match state.snapshot().len() {
+                    0 => Error::no_instances(service)
+                        .with_note("the source lists no UP instance of it"),
+                    n => Error::no_instances(service).with_note(format!(
+                        "all {n} UP instances are excluded (circuit breaker tripped or ejected)"
+                    )),
+                },
+            }
+        }
+        NotSent::Rewrite(endpoint, e) => Error::invalid_request(service, endpoint.to_string(), e),
+    }
 }
 
 enum Decision {
@@ -272,7 +192,7 @@ fn decide<R: ResponseStatus>(
     retries_left: u32,
     retries: u32,
     deadline: Option<Instant>,
-    result: &Result<R, BoxError>,
+    done: &Attempted<R>,
 ) -> Decision {
     if reason.is_none() {
         return Decision::Stop(None);
@@ -284,8 +204,8 @@ fn decide<R: ResponseStatus>(
         return Decision::Stop(Some("body cannot be replayed"));
     }
     let mut wait = shared.retry.backoff_for(retries, &shared.rng);
-    if let Ok(response) = result {
-        if matches!(response.status_code(), Some(429 | 503)) {
+    if let Ok(response) = &done.result {
+        if matches!(done.status, Some(429 | 503)) {
             if let Some(after) = response
                 .retry_after()
                 .and_then(|v| parse_retry_after(v, SystemTime::now()))
@@ -314,29 +234,73 @@ fn decide<R: ResponseStatus>(
     Decision::Retry(wait)
 }
 
-/// The result of the last attempt, as the caller sees it.
-fn finish<T>(
+/// Why no retry followed a retryable result, for the error message (and a
+/// debug event).
+fn refused<R>(
+    policy: &crate::retry::RetryPolicy,
+    done: &Attempted<R>,
+    reason: Option<RetryReason>,
+    why: Option<&'static str>,
+    idempotent: bool,
     service: &str,
-    endpoint: &Endpoint,
-    result: Result<T, BoxError>,
-    mut attempts: Vec<Attempt>,
-    outcome: Outcome,
-    elapsed: Duration,
-) -> Result<T, Error> {
-    match result {
-        Ok(response) => Ok(response),
-        Err(source) => {
-            attempts.push(Attempt {
-                instance: endpoint.to_string(),
-                outcome,
-                elapsed,
-            });
-            Err(Error::Inner {
-                service: service.to_owned(),
-                instance: endpoint.to_string(),
-                source,
-                attempts,
-            })
+) -> Option<&'static str> {
+    match (reason, why) {
+        (Some(reason), Some(why)) => {
+            tracing::debug!(service, reason = reason.label(), why, "not retrying");
+            Some(why)
         }
+        (None, _)
+            if !idempotent
+                && policy
+                    .retry_reason(done.outcome, done.status, true)
+                    .is_some() =>
+        {
+            Some(
+                "the method is not idempotent (opt in with `RetryNonIdempotent` or `retry_on_all_operations`)",
+            )
+        }
+        _ => None,
     }
+}
+
+/// Why the last attempt's error is the caller's: for the error message.
+struct Why {
+    /// Why a retry was refused, if one was.
+    refused: Option<&'static str>,
+    deadline: Option<Instant>,
+    per_try: Option<Duration>,
+}
+
+/// The result of the last attempt, as the caller sees it.
+fn finish<T: TrackCompletion>(
+    service: &str,
+    done: Attempted<T>,
+    mut attempts: Vec<Attempt>,
+    why: &Why,
+) -> Result<T::Tracked, Error> {
+    // An error always ended its attempt, so no clock read here.
+    let elapsed = done.failed_after.unwrap_or_default();
+    let source = match done.result {
+        Ok(response) => return Ok(response.track(done.completion)),
+        Err(source) => source,
+    };
+    let instance = done.endpoint.to_string();
+    attempts.push(Attempt::new(instance.clone(), done.outcome, elapsed));
+    let mut notes = Vec::new();
+    if source.is::<tokio::time::error::Elapsed>() {
+        let past_deadline = why.deadline.is_some_and(|d| Instant::now() >= d);
+        notes.push(match (past_deadline, why.per_try) {
+            (false, Some(t)) => format!("the per-try timeout ({t:?}) fired"),
+            _ => "the request deadline (`RetryPolicy::deadline`) fired".to_owned(),
+        });
+    }
+    if let Some(refused) = why.refused {
+        notes.push(format!("not retried: {refused}"));
+    }
+    let err = Error::inner(service, instance, source, attempts);
+    Err(if notes.is_empty() {
+        err
+    } else {
+        err.with_note(notes.join("; "))
+    })
 }

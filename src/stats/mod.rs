@@ -305,14 +305,34 @@ impl EndpointStats {
     /// until the returned guard is finished or dropped, and takes the
     /// half-open probe if the breaker is half-open.
     pub fn start_at(&self, now: Instant) -> InFlightGuard<'_> {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        let probe = self.begin(now);
         InFlightGuard {
-            stats: self,
+            stats: StatsRef::Borrowed(self),
             started: now,
-            probe: self.breaker.try_probe(self.ms_at(now)),
+            probe,
             done: false,
         }
+    }
+
+    /// As [`EndpointStats::start_at`], with a guard that holds the stats
+    /// itself, so the attempt can end after the call that started it (the
+    /// balancer ends it with the response body).
+    pub fn start_owned_at(self: &std::sync::Arc<Self>, now: Instant) -> InFlightGuard<'static> {
+        let probe = self.begin(now);
+        InFlightGuard {
+            stats: StatsRef::Owned(std::sync::Arc::clone(self)),
+            started: now,
+            probe,
+            done: false,
+        }
+    }
+
+    /// Counts an attempt starting at `now`; whether it is the half-open
+    /// probe.
+    fn begin(&self, now: Instant) -> bool {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.breaker.try_probe(self.ms_at(now))
     }
 
     /// Records a finished attempt (called by [`InFlightGuard::finish`]).
@@ -370,7 +390,7 @@ impl fmt::Debug for EndpointStats {
 /// lowers the in-flight count and frees a half-open probe.
 #[must_use = "dropping the guard ends the attempt at once"]
 pub struct InFlightGuard<'a> {
-    stats: &'a EndpointStats,
+    stats: StatsRef<'a>,
     started: Instant,
     probe: bool,
     done: bool,
@@ -413,6 +433,23 @@ impl InFlightGuard<'_> {
     /// Whether this attempt is the breaker's half-open probe.
     pub fn is_probe(&self) -> bool {
         self.probe
+    }
+}
+
+/// The stats an [`InFlightGuard`] ends an attempt on.
+enum StatsRef<'a> {
+    Borrowed(&'a EndpointStats),
+    Owned(std::sync::Arc<EndpointStats>),
+}
+
+impl std::ops::Deref for StatsRef<'_> {
+    type Target = EndpointStats;
+
+    fn deref(&self) -> &EndpointStats {
+        match self {
+            StatsRef::Borrowed(stats) => stats,
+            StatsRef::Owned(stats) => stats,
+        }
     }
 }
 

@@ -60,9 +60,8 @@ pub(crate) struct Server {
 impl Server {
     /// Parses `http://user:pass@host:port/eureka` (trailing `/` optional).
     pub(crate) fn parse(raw: &str) -> Result<Self, BuildError> {
-        let invalid = |reason: &str| BuildError::Invalid {
-            key: "eureka server URL".to_owned(),
-            reason: format!("{}: {reason}", redact(raw)),
+        let invalid = |reason: &str| {
+            BuildError::invalid("eureka server URL", format!("{}: {reason}", redact(raw)))
         };
         let url = url::Url::parse(raw.trim()).map_err(|e| invalid(&e.to_string()))?;
         match url.scheme() {
@@ -169,10 +168,7 @@ impl Connection {
     /// Parses the URLs and makes the client.
     pub(crate) fn build(self) -> Result<EurekaHttp, BuildError> {
         if self.urls.is_empty() {
-            return Err(BuildError::Invalid {
-                key: "eureka server URL".to_owned(),
-                reason: "no server URL given".to_owned(),
-            });
+            return Err(BuildError::invalid("eureka server URL", "no server URL given".to_owned()));
         }
         let servers = self
             .urls
@@ -214,7 +210,7 @@ mod tests {
             "http://h/?a=1",
         ] {
             assert!(
-                matches!(Server::parse(bad), Err(BuildError::Invalid { .. })),
+                matches!(Server::parse(bad), Err(BuildError::Invalid(_))),
                 "{bad}"
             );
         }

@@ -185,11 +185,8 @@ impl EurekaRegistrationBuilder {
     }
 }
 
-fn invalid(key: &str, reason: &str) -> BuildError {
-    BuildError::Invalid {
-        key: key.to_owned(),
-        reason: reason.to_owned(),
-    }
+fn invalid(key: &'static str, reason: &str) -> BuildError {
+    BuildError::invalid(key, reason.to_owned())
 }
 
 /// Letters, digits, `-`, `_` and `.`; not `.` or `..`.

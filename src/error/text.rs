@@ -1,0 +1,69 @@
+//! Text from outside quoted in errors and logs: cut, escaped, without
+//! credentials.
+
+/// Longest input (host, entry, URI) quoted in an error's text, in bytes;
+/// longer input is cut and marked with `…`, so a hostile 20 MiB host name
+/// gives an error of a few hundred bytes.
+const MAX_QUOTED: usize = 128;
+
+/// `text` cut to [`MAX_QUOTED`] bytes (at a char boundary, then `…`) with
+/// control characters escaped, so input quoted in errors and logs is short
+/// and cannot forge lines.
+pub(crate) fn quote(text: &str) -> String {
+    let mut end = text.len().min(MAX_QUOTED);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = String::with_capacity(end + 4);
+    for c in text[..end].chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if end < text.len() {
+        out.push('…');
+    }
+    out
+}
+
+/// `text` with anything that may be credentials hidden: everything before
+/// the last `@` (after the scheme, if any) becomes `***`, so
+/// `http://user:pa/ss@host/x` shows as `http://***@host/x`. Text without
+/// `@` is returned as it is. Errors and `Debug` output use this for every
+/// URL or address that may hold userinfo.
+pub(crate) fn redact(text: &str) -> String {
+    let Some(at) = text.rfind('@') else {
+        return text.to_owned();
+    };
+    match text.find("://") {
+        Some(s) if s < at => format!("{}***{}", &text[..s + 3], &text[at..]),
+        _ => format!("***{}", &text[at..]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{InstanceError, InstanceErrorKind};
+
+    #[test]
+    fn quoted_input_is_short_and_escaped() {
+        // Limits: a 20 MiB input, an error under 200 bytes.
+        let long = "a".repeat(20 << 20);
+        let err = InstanceError::new(InstanceErrorKind::InvalidHost, &long, "too long");
+        assert!(err.to_string().len() < 200, "{}", err.to_string().len());
+        assert_eq!(quote("a\r\nb"), "a\\r\\nb");
+        assert_eq!(quote("é".repeat(100).as_str()).chars().count(), 65);
+    }
+
+    #[test]
+    fn credentials_are_hidden_in_every_form() {
+        assert_eq!(redact("http://u:p@h:1/eureka"), "http://***@h:1/eureka");
+        assert_eq!(redact("http://u:p/q@h/eureka"), "http://***@h/eureka");
+        assert_eq!(redact("http:u:secret@h/eureka"), "***@h/eureka");
+        assert_eq!(redact("u:secret@127.0.0.1:8761"), "***@127.0.0.1:8761");
+        assert_eq!(redact("http://h:1/eureka"), "http://h:1/eureka");
+    }
+}

@@ -1,0 +1,88 @@
+//! Host validation and URI authorities: DNS names, IPv4, and IPv6 with
+//! optional zone ids (RFC 4007 text form, RFC 6874 URI form).
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::str::FromStr;
+
+use http::uri::Authority;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::error::{InstanceError, InstanceErrorKind};
+
+/// Characters of an IPv6 zone id that stay as they are in a URI (RFC 6874:
+/// `unreserved`); everything else is percent-encoded.
+const ZONE_ID_KEEP: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Longest host accepted, in bytes: a DNS name's limit in text form
+/// (RFC 1035 §2.3.4; 255 octets on the wire).
+const MAX_HOST_LEN: usize = 253;
+
+/// Normalises `host` and builds `host:port` as a URI authority.
+pub(super) fn build_authority(host: &str, port: u16) -> Result<(String, Authority), InstanceError> {
+    let invalid =
+        |reason: &str| InstanceError::new(InstanceErrorKind::InvalidHost, host, reason.to_owned());
+    let trimmed = host.trim();
+    if trimmed.is_empty() {
+        return Err(invalid("empty host"));
+    }
+    let bracketed = trimmed.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    let bare = bracketed.unwrap_or(trimmed);
+    if bare.is_empty() {
+        return Err(invalid("empty host"));
+    }
+    if bare.len() > MAX_HOST_LEN {
+        return Err(invalid("longer than 253 bytes (RFC 1035)"));
+    }
+    if bracketed.is_some() && !bare.contains(':') {
+        return Err(invalid("brackets are only for IPv6 addresses"));
+    }
+
+    // IPv6, possibly with a zone id.
+    if bare.contains(':') {
+        let (addr, zone) = match bare.split_once('%') {
+            // In URI form (`[fe80::1%25eth0]`) the `%` is itself encoded.
+            Some((addr, zone)) if bracketed.is_some() => {
+                (addr, Some(zone.strip_prefix("25").unwrap_or(zone)))
+            }
+            Some((addr, zone)) => (addr, Some(zone)),
+            None => (bare, None),
+        };
+        let ip = Ipv6Addr::from_str(addr).map_err(|_| invalid("not a valid IPv6 address"))?;
+        let (stored, text) = match zone {
+            Some("") => return Err(invalid("empty IPv6 zone id")),
+            Some(zone) => (
+                format!("{ip}%{zone}"),
+                format!(
+                    "[{ip}%25{}]:{port}",
+                    utf8_percent_encode(zone, ZONE_ID_KEEP)
+                ),
+            ),
+            None => (ip.to_string(), format!("[{ip}]:{port}")),
+        };
+        let authority = Authority::from_str(&text).map_err(|e| invalid(&e.to_string()))?;
+        return Ok((stored, authority));
+    }
+
+    if let Ok(ip) = IpAddr::from_str(bare) {
+        let text = format!("{ip}:{port}");
+        let authority = Authority::from_str(&text).map_err(|e| invalid(&e.to_string()))?;
+        return Ok((ip.to_string(), authority));
+    }
+
+    // A DNS name: letters, digits, '-', '.', '_' only (no userinfo, no port).
+    if !bare
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    {
+        return Err(invalid(
+            "a host name may hold only letters, digits, '-', '.' and '_'",
+        ));
+    }
+    let text = format!("{bare}:{port}");
+    let authority = Authority::from_str(&text).map_err(|e| invalid(&e.to_string()))?;
+    Ok((bare.to_owned(), authority))
+}

@@ -1,0 +1,103 @@
+use super::*;
+
+fn auth(host: &str, port: u16) -> String {
+    Instance::new("svc", host, port)
+        .map(|i| i.authority().as_str().to_owned())
+        .unwrap_or_else(|e| format!("error: {e}"))
+}
+
+#[test]
+fn authorities_for_names_and_ipv4() {
+    assert_eq!(
+        auth("user-service.internal", 8080),
+        "user-service.internal:8080"
+    );
+    assert_eq!(auth("127.0.0.1", 1), "127.0.0.1:1");
+    assert_eq!(auth(" host_1 ", 65535), "host_1:65535");
+}
+
+#[test]
+fn authorities_for_ipv6() {
+    assert_eq!(auth("::1", 8080), "[::1]:8080");
+    assert_eq!(auth("[::1]", 8080), "[::1]:8080");
+    assert_eq!(auth("2001:DB8:0:0:0:0:0:1", 80), "[2001:db8::1]:80");
+    let i = Instance::new("svc", "[::1]", 9).unwrap();
+    assert_eq!(i.host(), "::1");
+}
+
+#[test]
+fn ipv6_zone_ids_are_percent_encoded() {
+    assert_eq!(auth("fe80::1%eth0", 8080), "[fe80::1%25eth0]:8080");
+    assert_eq!(auth("[fe80::1%25eth0]", 8080), "[fe80::1%25eth0]:8080");
+    assert_eq!(auth("fe80::1%en 0", 1), "[fe80::1%25en%200]:1");
+    assert_eq!(auth("fe80::1%3", 1), "[fe80::1%253]:1");
+    assert_eq!(auth("[fe80::1%253]", 1), "[fe80::1%253]:1");
+    let i = Instance::new("svc", "fe80::1%eth0", 1).unwrap();
+    assert_eq!(i.host(), "fe80::1%eth0");
+    assert_eq!(i.to_string(), "http://[fe80::1%25eth0]:1");
+}
+
+#[test]
+fn bad_hosts_and_ports_are_typed_errors() {
+    for bad in [
+        "",
+        "  ",
+        "a b",
+        "user@host",
+        "host:80",
+        "::zz",
+        "[::1",
+        "fe80::1%",
+        "a/b",
+        "h\u{e9}",
+    ] {
+        let err = Instance::new("svc", bad, 80).unwrap_err();
+        assert!(err.is_invalid_host(), "{bad:?}: {err}");
+    }
+    assert!(Instance::new("svc", "h", 0).unwrap_err().is_invalid_port());
+}
+
+#[test]
+fn scheme_and_key() {
+    let a = Instance::new("svc", "h", 80).unwrap();
+    assert_eq!(a.scheme(), Scheme::HTTP);
+    assert_eq!(a.id(), "h:80");
+    let b = a.clone().with_secure(true);
+    assert_eq!(b.scheme(), Scheme::HTTPS);
+    assert_ne!(a.key(), b.key());
+    assert_eq!(a.key(), a.clone().with_zone("z").key());
+}
+
+#[test]
+fn status_parsing() {
+    assert_eq!(InstanceStatus::parse("up"), InstanceStatus::Up);
+    assert_eq!(
+        InstanceStatus::parse("OUT_OF_SERVICE"),
+        InstanceStatus::OutOfService
+    );
+    assert_eq!(InstanceStatus::parse("WHATEVER"), InstanceStatus::Unknown);
+    assert!(!InstanceStatus::parse("").is_up());
+}
+
+#[test]
+fn debug_hides_metadata_values() {
+    let instance = Instance::new("svc", "h", 80)
+        .unwrap()
+        .with_metadata("management.password", "hunter2")
+        .with_metadata("zone", "eu-1a");
+    let text = format!("{instance:?}");
+    assert!(text.contains("management.password"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(!text.contains("eu-1a"), "{text}");
+    assert_eq!(text.matches("<redacted>").count(), 2, "{text}");
+}
+
+#[test]
+fn host_names_are_bounded_at_253_bytes() {
+    let label = "a".repeat(63);
+    let name = [label.as_str(); 4].join(".")[..253].to_owned();
+    assert!(Instance::new("svc", name.as_str(), 80).is_ok());
+    let err = Instance::new("svc", format!("{name}b"), 80).unwrap_err();
+    assert!(err.is_invalid_host(), "{err}");
+    assert!(err.to_string().contains("253"), "{err}");
+}

@@ -1,0 +1,80 @@
+//! The retry budget's settings (Finagle's `RetryBudget`, tower's
+//! [`TpsBudget`](tower::retry::budget::TpsBudget)).
+
+use std::time::Duration;
+
+use crate::error::BuildError;
+
+/// The retry budget's settings (Finagle's `RetryBudget`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryBudgetConfig {
+    ttl: Duration,
+    min_per_sec: u32,
+    ratio: f32,
+    enabled: bool,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(10),
+            min_per_sec: 10,
+            ratio: 0.2,
+            enabled: true,
+        }
+    }
+}
+
+impl RetryBudgetConfig {
+    /// No budget: every retry the policy allows is made. Use with care.
+    pub fn unlimited() -> Self {
+        Self {
+            enabled: false,
+            ..Self::default()
+        }
+    }
+
+    /// Window over which requests are counted, 1 s to 60 s. Default 10 s.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Retries allowed per second regardless of traffic. Default 10.
+    pub fn min_per_sec(mut self, n: u32) -> Self {
+        self.min_per_sec = n;
+        self
+    }
+
+    /// Retries allowed per request in the window, 0.0 to 1000.0.
+    /// Default 0.2 (20 %).
+    pub fn ratio(mut self, ratio: f32) -> Self {
+        self.ratio = ratio;
+        self
+    }
+
+    pub(super) fn validate(&self) -> Result<(), BuildError> {
+        let invalid = |reason: &'static str| BuildError::invalid("retry budget", reason);
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.ttl < Duration::from_secs(1) || self.ttl > Duration::from_secs(60) {
+            return Err(invalid("ttl must be between 1 s and 60 s"));
+        }
+        if !(0.0..=1000.0).contains(&self.ratio) {
+            return Err(invalid("ratio must be between 0.0 and 1000.0"));
+        }
+        if self.min_per_sec >= i32::MAX as u32 {
+            return Err(invalid("min_per_sec is too large"));
+        }
+        Ok(())
+    }
+
+    /// The budget, or `None` when unlimited.
+    pub(crate) fn build(&self) -> Result<Option<tower::retry::budget::TpsBudget>, BuildError> {
+        self.validate()?;
+        Ok(self
+            .enabled
+            .then(|| tower::retry::budget::TpsBudget::new(self.ttl, self.min_per_sec, self.ratio)))
+    }
+}

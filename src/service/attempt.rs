@@ -1,0 +1,234 @@
+//! One attempt of a request: wait until the inner service is ready, pick an
+//! instance, rewrite the URI to it, send, then classify the result and
+//! record it in the instance's stats, metrics and health.
+//!
+//! A successful attempt stays in flight until its response body ends or is
+//! dropped ([`Completion`]); a failed one ends when its result arrives.
+//!
+//! The pick comes after readiness, so an instance removed or ejected while
+//! the inner service was busy (a concurrency limit, a full buffer) is not
+//! chosen, and the wait is not charged to any instance: an attempt's
+//! latency runs from the send to the end of the inner call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Uri};
+use tokio::time::Instant;
+use tower::{Service, ServiceExt};
+
+use super::body::Completion;
+use super::{ResponseStatus, Shared, classify_error};
+use crate::discovery::ServiceState;
+use crate::error::BoxError;
+use crate::instance::Endpoint;
+use crate::rule::PickContext;
+use crate::stats::Outcome;
+
+/// Where an attempt goes.
+pub(super) enum Target<'a> {
+    /// The same instance again (a same-instance retry).
+    Same(&'a Endpoint),
+    /// A fresh pick avoiding `tried`; `last` if nothing can be picked.
+    Pick {
+        tried: &'a [Endpoint],
+        last: Option<&'a Endpoint>,
+    },
+}
+
+/// A finished attempt.
+pub(super) struct Attempted<R> {
+    pub(super) endpoint: Endpoint,
+    pub(super) result: Result<R, BoxError>,
+    pub(super) outcome: Outcome,
+    pub(super) status: Option<u16>,
+    /// When the request was sent.
+    sent: Instant,
+    /// How long a failed attempt took (a success is still running).
+    pub(super) failed_after: Option<Duration>,
+    /// For a success: ends the attempt when dropped (with the body).
+    pub(super) completion: Option<Completion>,
+}
+
+/// Why an attempt was not made.
+pub(super) enum NotSent {
+    /// The inner service failed or timed out while becoming ready.
+    NotReady(BoxError),
+    /// No instance could be picked.
+    NoEndpoint,
+    /// The URI could not be rewritten to the instance.
+    Rewrite(Endpoint, http::uri::InvalidUriParts),
+}
+
+/// The bound on one wait: the per-try timeout, cut to the deadline.
+pub(super) fn bound(per_try: Option<Duration>, deadline: Option<Instant>) -> Option<Duration> {
+    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    match (per_try, left) {
+        (Some(t), Some(d)) => Some(t.min(d)),
+        (t, d) => t.or(d),
+    }
+}
+
+/// `fut` bounded by `bound`; expiry is tokio's `Elapsed` (a read timeout).
+async fn bounded<T>(
+    bound: Option<Duration>,
+    fut: impl Future<Output = Result<T, BoxError>>,
+) -> Result<T, BoxError> {
+    match bound {
+        Some(bound) => tokio::time::timeout(bound, fut)
+            .await
+            .unwrap_or_else(|elapsed| Err(Box::new(elapsed))),
+        None => fut.await,
+    }
+}
+
+/// One attempt; see the [module docs](self).
+pub(super) async fn run<S, B>(
+    shared: &Shared,
+    state: &Arc<ServiceState>,
+    inner: &mut S,
+    mut request: Request<B>,
+    target: Target<'_>,
+    hash_key: Option<u64>,
+    deadline: Option<Instant>,
+) -> Result<Attempted<S::Response>, NotSent>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+    S::Response: ResponseStatus,
+{
+    let per_try = shared.retry.get_per_try_timeout();
+    let ready = inner.ready();
+    let ready = bounded(bound(per_try, deadline), async move {
+        ready.await.map_err(Into::into)
+    })
+    .await
+    .map_err(NotSent::NotReady)?;
+    let endpoint = match target {
+        Target::Same(endpoint) => endpoint.clone(),
+        Target::Pick { tried, last } => pick(state, tried, hash_key)
+            .or_else(|| last.cloned())
+            .ok_or(NotSent::NoEndpoint)?,
+    };
+    if let Err(e) = rewrite(&mut request, &endpoint) {
+        return Err(NotSent::Rewrite(endpoint, e));
+    }
+
+    let sent = Instant::now();
+    let guard = endpoint.stats_handle().start_owned_at(sent);
+    let call = ready.call(request);
+    let result = bounded(bound(per_try, deadline), async {
+        call.await.map_err(Into::into)
+    })
+    .await;
+    let status = result.as_ref().ok().and_then(ResponseStatus::status_code);
+    let outcome = match &result {
+        Ok(_) => shared.failure_statuses.classify_status(status),
+        Err(e) => classify_error(e),
+    };
+    let mut failed_after = None;
+    let completion = if result.is_ok() && outcome.is_success() {
+        let endpoint = endpoint.clone();
+        let per_instance = shared.per_instance_metrics;
+        Some(Completion::new(
+            guard,
+            endpoint,
+            Arc::clone(state),
+            outcome,
+            per_instance,
+        ))
+    } else {
+        // One clock read ends the attempt for stats, metrics and ejection.
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(sent);
+        failed_after = Some(elapsed);
+        let transition = guard.finish_at(outcome, now);
+        let metrics = endpoint.metrics(shared.per_instance_metrics);
+        metrics.record(outcome, elapsed.as_secs_f64(), transition);
+        if transition != crate::stats::BreakerTransition::None {
+            state.health().invalidate();
+        }
+        // Only a failure can eject (a success resets the counts).
+        observe(shared, state, &endpoint, now);
+        None
+    };
+    Ok(Attempted {
+        endpoint,
+        result,
+        outcome,
+        status,
+        sent,
+        failed_after,
+        completion,
+    })
+}
+
+impl<R> Attempted<R> {
+    /// How long the attempt took: until its failure, or until now for a
+    /// success (whose body may still be running).
+    pub(super) fn elapsed(&self) -> Duration {
+        self.failed_after.unwrap_or_else(|| self.sent.elapsed())
+    }
+}
+
+/// Outlier ejection after an attempt's result.
+fn observe(shared: &Shared, state: &ServiceState, endpoint: &Endpoint, now: Instant) {
+    if let Some(time) = shared.outliers.observe(&state.snapshot(), endpoint, now) {
+        let service = state.service_id();
+        tracing::warn!(service, instance = %endpoint, ?time, "outlier ejected");
+        if shared.per_instance_metrics {
+            metrics::counter!(crate::metrics::EJECTIONS, "service" => service.to_owned(), "instance" => endpoint.instance().id().to_owned())
+                .increment(1);
+        } else {
+            metrics::counter!(crate::metrics::EJECTIONS, "service" => service.to_owned())
+                .increment(1);
+        }
+        state.health().invalidate();
+    }
+}
+
+/// Picks an endpoint not in `tried` if one is eligible, else any.
+fn pick(state: &ServiceState, tried: &[Endpoint], hash_key: Option<u64>) -> Option<Endpoint> {
+    let snapshot = state.snapshot();
+    let mut ctx = PickContext::new();
+    if let Some(key) = hash_key {
+        ctx = ctx.with_hash_key(key);
+    }
+    if state.health().filter(&snapshot, ctx.now()) {
+        ctx = ctx.with_health_filter();
+    }
+    let rule = state.rule();
+    if !tried.is_empty() {
+        if let Some(e) = rule.choose(&snapshot, &ctx.with_excluded(tried)) {
+            return Some(e.clone());
+        }
+    }
+    rule.choose(&snapshot, &ctx).cloned()
+}
+
+/// Rewrites `req`'s URI to `endpoint`, keeping path and query.
+fn rewrite<B>(req: &mut Request<B>, endpoint: &Endpoint) -> Result<(), http::uri::InvalidUriParts> {
+    let connect = req.method() == http::Method::CONNECT;
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.authority = Some(endpoint.authority().clone());
+    if connect {
+        // CONNECT keeps the authority form (RFC 9110 §9.3.6).
+        parts.scheme = None;
+        parts.path_and_query = None;
+    } else {
+        // As Spring Cloud's `LoadBalancerUriTools`: a secure instance
+        // upgrades the scheme to https; otherwise the caller's scheme stays
+        // (an https request is never downgraded).
+        let keep_https = parts.scheme.as_ref() == Some(&http::uri::Scheme::HTTPS);
+        parts.scheme = Some(if keep_https {
+            http::uri::Scheme::HTTPS
+        } else {
+            endpoint.scheme().clone()
+        });
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+    }
+    *req.uri_mut() = Uri::from_parts(parts)?;
+    Ok(())
+}

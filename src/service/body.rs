@@ -1,0 +1,150 @@
+//! Attempts that end with the response body, as tower's `PeakEwma` tracks
+//! completion through the body: a streaming response keeps its instance's
+//! in-flight count up until the body ends, fails or is dropped, and a
+//! successful attempt's latency runs from the send to that moment.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::Instant;
+
+use super::ResponseStatus;
+use crate::discovery::ServiceState;
+use crate::instance::Endpoint;
+use crate::stats::{BreakerTransition, InFlightGuard, Outcome};
+
+/// The end of one successful attempt, still to be recorded: dropping it
+/// ends the attempt in the instance's stats and metrics.
+pub struct Completion {
+    guard: Option<InFlightGuard<'static>>,
+    endpoint: Endpoint,
+    state: Arc<ServiceState>,
+    outcome: Outcome,
+    per_instance: bool,
+}
+
+impl Completion {
+    pub(super) fn new(
+        guard: InFlightGuard<'static>,
+        endpoint: Endpoint,
+        state: Arc<ServiceState>,
+        outcome: Outcome,
+        per_instance: bool,
+    ) -> Self {
+        Self {
+            guard: Some(guard),
+            endpoint,
+            state,
+            outcome,
+            per_instance,
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        let Some(guard) = self.guard.take() else {
+            return;
+        };
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(guard.started());
+        let transition = guard.finish_at(self.outcome, now);
+        self.endpoint.metrics(self.per_instance).record(
+            self.outcome,
+            elapsed.as_secs_f64(),
+            transition,
+        );
+        if transition != BreakerTransition::None {
+            self.state.health().invalidate();
+        }
+    }
+}
+
+impl fmt::Debug for Completion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Completion")
+            .field("instance", &self.endpoint.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A response the balancer can follow to its end. Implemented for
+/// `http::Response<B>` (the body is wrapped in a [`TrackedBody`]).
+pub trait TrackCompletion: ResponseStatus + Sized {
+    /// The response handed to the caller.
+    type Tracked;
+
+    /// Hands `done` to the response, to be dropped when the response ends.
+    fn track(self, done: Option<Completion>) -> Self::Tracked;
+}
+
+impl<B> TrackCompletion for http::Response<B> {
+    type Tracked = http::Response<TrackedBody<B>>;
+
+    fn track(self, done: Option<Completion>) -> Self::Tracked {
+        self.map(|inner| TrackedBody { inner, done })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that ends its attempt (in-flight count, latency,
+    /// breaker) when it yields its last frame, fails, or is dropped.
+    pub struct TrackedBody<B> {
+        #[pin]
+        inner: B,
+        done: Option<Completion>,
+    }
+}
+
+impl<B> TrackedBody<B> {
+    /// The body, ending the attempt now.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+
+    /// The body.
+    pub fn get_ref(&self) -> &B {
+        &self.inner
+    }
+}
+
+impl<B: Body> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        let ended = match &polled {
+            Poll::Ready(None | Some(Err(_))) => true,
+            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+            Poll::Pending => false,
+        };
+        if ended {
+            this.done.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: fmt::Debug> fmt::Debug for TrackedBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrackedBody")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}

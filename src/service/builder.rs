@@ -1,0 +1,281 @@
+//! [`Builder`]: configures a [`LoadBalancer`] or [`LoadBalancerLayer`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use super::{FailureStatuses, HashKey, LoadBalancer, LoadBalancerLayer, Shared};
+use crate::discovery::{InstanceSource, RefreshConfig};
+use crate::error::BuildError;
+#[cfg(feature = "hyper-util")]
+use crate::health::ActiveHealthCheck;
+use crate::health::OutlierDetection;
+use crate::retry::RetryPolicy;
+use crate::rule::{RoundRobin, Rule};
+
+pub(super) type MakeRule = Arc<dyn Fn() -> Arc<dyn Rule> + Send + Sync>;
+
+/// Configures a [`LoadBalancer`] or [`LoadBalancerLayer`].
+///
+/// Required: a [`source`](Builder::source). Defaults: rule [`RoundRobin`],
+/// refresh every 30 s ([`RefreshConfig::default`]), no services declared and
+/// on-demand discovery off (so every service must be declared with
+/// [`service`](Builder::service)).
+#[must_use]
+pub struct Builder {
+    source: Option<Arc<dyn InstanceSource>>,
+    services: Vec<String>,
+    make_rule: MakeRule,
+    refresh: RefreshConfig,
+    discover_on_demand: bool,
+    max_services: usize,
+    on_demand_idle: std::time::Duration,
+    per_instance_metrics: bool,
+    failure_statuses: FailureStatuses,
+    hash_key: Option<HashKey>,
+    retry: RetryPolicy,
+    outliers: OutlierDetection,
+    #[cfg(feature = "hyper-util")]
+    active_health: Option<ActiveHealthCheck>,
+    stats: crate::stats::StatsConfig,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            source: None,
+            services: Vec::new(),
+            make_rule: Arc::new(|| Arc::new(RoundRobin::new())),
+            refresh: RefreshConfig::default(),
+            discover_on_demand: false,
+            max_services: 1024,
+            on_demand_idle: std::time::Duration::from_secs(600),
+            per_instance_metrics: false,
+            failure_statuses: FailureStatuses::default(),
+            hash_key: None,
+            retry: RetryPolicy::default(),
+            outliers: OutlierDetection::default(),
+            #[cfg(feature = "hyper-util")]
+            active_health: None,
+            stats: crate::stats::StatsConfig::default(),
+        }
+    }
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("services", &self.services)
+            .field("refresh", &self.refresh)
+            .field("discover_on_demand", &self.discover_on_demand)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    /// Where instance lists come from (Eureka, a static list, your own).
+    pub fn source(mut self, source: impl InstanceSource) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// Declares a service id (as written in request URIs, e.g.
+    /// `user-service`). Its refresh starts when the balancer is built.
+    pub fn service(mut self, service_id: impl Into<String>) -> Self {
+        self.services.push(service_id.into());
+        self
+    }
+
+    /// Declares several service ids.
+    pub fn services<I, T>(mut self, service_ids: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.services
+            .extend(service_ids.into_iter().map(Into::into));
+        self
+    }
+
+    /// How to make the rule of each service: called once per service, so
+    /// each service has its own rule state. Ribbon key
+    /// `NFLoadBalancerRuleClassName`. Default is [`RoundRobin::new`].
+    pub fn rule<R, F>(mut self, make: F) -> Self
+    where
+        R: Rule,
+        F: Fn() -> R + Send + Sync + 'static,
+    {
+        self.make_rule = Arc::new(move || Arc::new(make()) as Arc<dyn Rule>);
+        self
+    }
+
+    /// How instance lists are refreshed. Default is
+    /// [`RefreshConfig::default`] (every 30 s, ±10 % jitter).
+    pub fn refresh(mut self, config: RefreshConfig) -> Self {
+        self.refresh = config;
+        self
+    }
+
+    /// Whether a request to a service id that was not declared starts
+    /// discovery for it (and waits for its first fetch) instead of failing
+    /// with [`Error::is_unknown_service`](crate::Error::is_unknown_service). Default is `false`.
+    pub fn discover_on_demand(mut self, on: bool) -> Self {
+        self.discover_on_demand = on;
+        self
+    }
+
+    /// Most services [`discover_on_demand`](Builder::discover_on_demand)
+    /// may hold at once (declared services do not count and are never
+    /// dropped). The cap is checked under the insert lock, so racing
+    /// requests never exceed it. When it is reached, on-demand services idle
+    /// for [`on_demand_idle`](Builder::on_demand_idle) are dropped to make
+    /// room (so made-up host names hold slots only that long); if none can
+    /// be, the request fails with an error for which
+    /// [`Error::is_unknown_service`](crate::Error::is_unknown_service) holds. Default is 1024.
+    pub fn max_services(mut self, max: usize) -> Self {
+        self.max_services = max;
+        self
+    }
+
+    /// How long an on-demand service may go without requests before it is
+    /// dropped (its refresh stopped, its slot freed). Declared services are
+    /// never dropped. Must not be zero. Default is 10 minutes.
+    pub fn on_demand_idle(mut self, idle: std::time::Duration) -> Self {
+        self.on_demand_idle = idle;
+        self
+    }
+
+    /// Whether per-attempt metrics carry an `instance` label (see
+    /// [`crate::metrics`]). A recorder keeps every series it has seen, so
+    /// turn it on only with an exporter that drops idle series, or with a
+    /// stable set of instances. Default is `false` (series per service).
+    pub fn per_instance_metrics(mut self, on: bool) -> Self {
+        self.per_instance_metrics = on;
+        self
+    }
+
+    /// Where the key of key-routing rules ([`ConsistentHash`]) comes from:
+    /// [`HashKey::header`] or [`HashKey::from_fn`]. Without one, or when the
+    /// request has no key, such rules fall back to round robin. Default:
+    /// none.
+    ///
+    /// [`ConsistentHash`]: crate::rule::ConsistentHash
+    pub fn hash_key(mut self, key: HashKey) -> Self {
+        self.hash_key = Some(key);
+        self
+    }
+
+    /// When requests are retried on the same or other instances. Default:
+    /// [`RetryPolicy::default`] (one retry on another instance, budget
+    /// 20 % + 10/s).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Outlier ejection and the panic threshold. Default:
+    /// [`OutlierDetection::default`] (5 consecutive 5xx or gateway errors
+    /// eject for 30 s × times ejected; at most 50 % ejected; panic below
+    /// 50 % healthy).
+    pub fn outlier_detection(mut self, detection: OutlierDetection) -> Self {
+        self.outliers = detection;
+        self
+    }
+
+    /// Tuning of per-instance statistics and the circuit breaker
+    /// ([`StatsConfig`](crate::stats::StatsConfig): Ribbon's
+    /// `connectionFailureCountThreshold`, `circuitTripTimeoutFactorSeconds`,
+    /// `circuitTripMaxTimeoutSeconds`, and the EWMA decays). Default
+    /// [`StatsConfig::default`](crate::stats::StatsConfig::default).
+    pub fn stats(mut self, config: crate::stats::StatsConfig) -> Self {
+        self.stats = config;
+        self
+    }
+
+    /// Active health checks of every instance. Default: off.
+    #[cfg(feature = "hyper-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "hyper-util")))]
+    pub fn active_health_check(mut self, check: ActiveHealthCheck) -> Self {
+        self.active_health = Some(check);
+        self
+    }
+
+    /// Which response statuses count as failed attempts in the instance
+    /// stats (latency-aware rules price them as slow). Default: 5xx and 429.
+    pub fn failure_statuses(mut self, statuses: FailureStatuses) -> Self {
+        self.failure_statuses = statuses;
+        self
+    }
+
+    /// Builds the layer and starts one refresh task per declared service.
+    ///
+    /// # Errors
+    /// [`BuildError::NoSource`] without a source; [`BuildError::NoRuntime`]
+    /// outside a Tokio runtime; [`BuildError::Invalid`] for an empty
+    /// service id.
+    pub fn layer(self) -> Result<LoadBalancerLayer, BuildError> {
+        let source = self.source.ok_or(BuildError::NoSource)?;
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let budget = self.retry.build()?;
+        if self.on_demand_idle.is_zero() {
+            return Err(BuildError::invalid("Builder::on_demand_idle", "zero"));
+        }
+        let invalid = |e: crate::stats::InvalidConfig| BuildError::invalid(e.field(), e.reason());
+        self.outliers.validate().map_err(invalid)?;
+        self.stats.validate().map_err(invalid)?;
+        #[cfg(feature = "hyper-util")]
+        if let Some(active) = &self.active_health {
+            active.validate().map_err(invalid)?;
+        }
+        let shared = Arc::new_cyclic(|me| Shared {
+            services: ArcSwap::from_pointee(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+            me: me.clone(),
+            epoch: tokio::time::Instant::now(),
+            on_demand_idle: self.on_demand_idle,
+            per_instance_metrics: self.per_instance_metrics,
+            source,
+            make_rule: self.make_rule,
+            refresh: self.refresh,
+            discover_on_demand: self.discover_on_demand,
+            max_services: self.max_services,
+            failure_statuses: self.failure_statuses,
+            hash_key: self.hash_key,
+            retry: self.retry,
+            outliers: self.outliers,
+            #[cfg(feature = "hyper-util")]
+            active_health: self.active_health,
+            stats: self.stats,
+            budget,
+            rng: crate::rng::AtomicRng::from_entropy(),
+            handle,
+        });
+        for service in &self.services {
+            if service.trim().is_empty() {
+                return Err(BuildError::invalid("service", "empty service id"));
+            }
+            if service.chars().any(char::is_control) {
+                // Service ids end up in log fields and metric labels.
+                return Err(BuildError::invalid(
+                    "service",
+                    "control characters in a service id",
+                ));
+            }
+            shared.add_service(service.trim(), false);
+        }
+        Ok(LoadBalancerLayer::new(shared))
+    }
+
+    /// Builds a [`LoadBalancer`] around `inner`. See [`Builder::layer`].
+    ///
+    /// # Errors
+    /// As [`Builder::layer`].
+    pub fn build<S>(self, inner: S) -> Result<LoadBalancer<S>, BuildError> {
+        Ok(LoadBalancer::from_shared(
+            inner,
+            self.layer()?.shared().clone(),
+        ))
+    }
+}

@@ -1,0 +1,204 @@
+//! The services a balancer knows: declared ones, which live as long as the
+//! balancer, and on-demand ones (Builder::discover_on_demand), which count
+//! against a cap checked under the insert lock and expire when idle.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Shared;
+use crate::discovery::{ServiceState, TaskGuard, spawn_refresher};
+
+/// One known service and its background tasks (aborted when the entry is
+/// dropped, that is when it leaves the map).
+pub(super) struct Entry {
+    pub(super) state: Arc<ServiceState>,
+    on_demand: bool,
+    /// Milliseconds since [`Shared::epoch`] of the last request.
+    last_used_ms: AtomicU64,
+    _tasks: Vec<TaskGuard>,
+}
+
+pub(super) type Services = HashMap<String, Arc<Entry>>;
+
+impl Shared {
+    fn key(service_id: &str) -> std::borrow::Cow<'_, str> {
+        if service_id.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(service_id.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(service_id)
+        }
+    }
+
+    fn ms_now(&self) -> u64 {
+        let ms = Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_millis();
+        u64::try_from(ms).unwrap_or(u64::MAX)
+    }
+
+    /// The service's state, without marking it used.
+    pub(super) fn get(&self, service_id: &str) -> Option<Arc<ServiceState>> {
+        let map = self.services.load();
+        map.get(Self::key(service_id).as_ref())
+            .map(|e| Arc::clone(&e.state))
+    }
+
+    /// The service's state for a request: an on-demand service is marked
+    /// used (one relaxed store).
+    pub(super) fn route(&self, service_id: &str) -> Option<Arc<ServiceState>> {
+        let map = self.services.load();
+        let entry = map.get(Self::key(service_id).as_ref())?;
+        if entry.on_demand {
+            entry.last_used_ms.store(self.ms_now(), Ordering::Relaxed);
+        }
+        Some(Arc::clone(&entry.state))
+    }
+
+    /// Adds a service and starts its refresh, unless it exists already.
+    /// An on-demand service is refused (`None`) when `max_services`
+    /// on-demand services exist and none can be evicted; the count is
+    /// checked under the insert lock, so racing requests cannot exceed it.
+    pub(super) fn add_service(
+        &self,
+        service_id: &str,
+        on_demand: bool,
+    ) -> Option<Arc<ServiceState>> {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked under the lock so two racing requests start one task.
+        if let Some(state) = self.route(service_id) {
+            return Some(state);
+        }
+        if on_demand && self.on_demand_count() >= self.max_services {
+            self.evict();
+            if self.on_demand_count() >= self.max_services {
+                return None;
+            }
+        }
+        let state = Arc::new(ServiceState::new(
+            service_id,
+            (self.make_rule)(),
+            self.refresh.clone(),
+            self.outliers.panic_threshold_percent,
+        ));
+        let mut service_tasks = vec![spawn_refresher(
+            &state,
+            Arc::clone(&self.source),
+            &self.handle,
+        )];
+        #[cfg(feature = "hyper-util")]
+        if let Some(check) = &self.active_health {
+            let (list, view) = (Arc::downgrade(&state), Arc::downgrade(&state));
+            let hooks = crate::health::CheckHooks {
+                service: state.service_id().to_owned(),
+                snapshot: Box::new(move || list.upgrade().map(|s| s.snapshot_full())),
+                changed: Box::new(move || {
+                    view.upgrade()
+                        .into_iter()
+                        .for_each(|s| s.health().invalidate())
+                }),
+            };
+            service_tasks.push(crate::health::spawn_health_checks(
+                hooks,
+                check.clone(),
+                &self.handle,
+            ));
+        }
+        let entry = Arc::new(Entry {
+            state: Arc::clone(&state),
+            on_demand,
+            last_used_ms: AtomicU64::new(self.ms_now()),
+            _tasks: service_tasks,
+        });
+        let key = Self::key(service_id).into_owned();
+        self.services.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.insert(key.clone(), Arc::clone(&entry));
+            map
+        });
+        if on_demand && tasks.is_empty() {
+            tasks.push(spawn_sweeper(self));
+        }
+        Some(state)
+    }
+
+    /// The error for a host naming no known service: which services exist
+    /// and what to do.
+    pub(super) fn unknown_service(&self, host: &str) -> crate::Error {
+        const SHOWN: usize = 8;
+        let map = self.services.load();
+        let mut known: Vec<&str> = map.values().map(|e| e.state.service_id()).collect();
+        known.sort_unstable();
+        let mut list: Vec<String> = known
+            .iter()
+            .take(SHOWN)
+            .map(|s| format!("`{}`", crate::error::quote(s)))
+            .collect();
+        if known.len() > SHOWN {
+            list.push(format!("and {} more", known.len() - SHOWN));
+        }
+        let known = if list.is_empty() {
+            "no services are known".to_owned()
+        } else {
+            format!("known services: {}", list.join(", "))
+        };
+        let remedy = if !self.discover_on_demand {
+            "declare it with `Builder::service`, or turn on `Builder::discover_on_demand`"
+                .to_owned()
+        } else if host.len() > 253 {
+            "a host name over 253 bytes never starts discovery".to_owned()
+        } else {
+            format!(
+                "the on-demand cap (`max_services` = {}) is reached; raise it or shorten `on_demand_idle`",
+                self.max_services
+            )
+        };
+        crate::Error::unknown_service(host).with_note(format!("{known}; {remedy}"))
+    }
+
+    fn on_demand_count(&self) -> usize {
+        self.services
+            .load()
+            .values()
+            .filter(|e| e.on_demand)
+            .count()
+    }
+
+    /// Removes on-demand services idle for `on_demand_idle`. Declared
+    /// services are never removed. Call with the insert lock held.
+    fn evict(&self) {
+        let now = self.ms_now();
+        let idle_ms = u64::try_from(self.on_demand_idle.as_millis()).unwrap_or(u64::MAX);
+        let expired = |e: &Entry| {
+            e.on_demand && now.saturating_sub(e.last_used_ms.load(Ordering::Relaxed)) >= idle_ms
+        };
+        if !self.services.load().values().any(|e| expired(e)) {
+            return;
+        }
+        self.services.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.retain(|_, e| !expired(e));
+            map
+        });
+    }
+}
+
+/// Sweeps idle on-demand services every half idle time, as long as the
+/// balancer lives.
+fn spawn_sweeper(shared: &Shared) -> TaskGuard {
+    let weak: Weak<Shared> = shared.me.clone();
+    let every = (shared.on_demand_idle / 2).max(Duration::from_millis(1));
+    TaskGuard::new(shared.handle.spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(shared) = weak.upgrade() else {
+                return;
+            };
+            let _lock = shared.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            shared.evict();
+        }
+    }))
+}

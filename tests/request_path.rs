@@ -1,0 +1,546 @@
+//! The request path around the inner service: readiness before the pick,
+//! what latency measures, bounds on hostile input.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use http::{Request, Response};
+use tower::{Service, ServiceExt};
+use tower_ribbon::discovery::{RefreshConfig, StaticSource};
+use tower_ribbon::retry::RetryPolicy;
+use tower_ribbon::rule::RoundRobin;
+use tower_ribbon::{BoxError, LoadBalancer};
+
+/// An inner service that is not ready until its gate opens (a stand-in for
+/// a concurrency limit or a full buffer). Clones share the gate.
+#[derive(Clone)]
+struct Gate<S> {
+    inner: S,
+    open: Arc<AtomicBool>,
+    waiters: Arc<Mutex<Vec<Waker>>>,
+}
+
+impl<S> Gate<S> {
+    fn closed(inner: S) -> Self {
+        Self {
+            inner,
+            open: Arc::new(AtomicBool::new(false)),
+            waiters: Arc::default(),
+        }
+    }
+
+    fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+        for waker in self.waiters.lock().unwrap().drain(..) {
+            waker.wake();
+        }
+    }
+}
+
+impl<S: Service<R>, R> Service<R> for Gate<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        if !self.open.load(Ordering::SeqCst) {
+            self.waiters.lock().unwrap().push(cx.waker().clone());
+            if !self.open.load(Ordering::SeqCst) {
+                return Poll::Pending;
+            }
+        }
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> S::Future {
+        self.inner.call(req)
+    }
+}
+
+fn echo()
+-> impl Service<Request<String>, Response = Response<String>, Error = BoxError, Future = impl Send>
++ Clone
++ Send {
+    tower::service_fn(|req: Request<String>| async move {
+        Ok::<_, BoxError>(Response::new(req.uri().to_string()))
+    })
+}
+
+/// Paused time; no memory bound needed (two instances, one request).
+#[tokio::test(start_paused = true)]
+async fn the_pick_waits_for_a_ready_inner_and_the_wait_is_not_latency() {
+    let source = StaticSource::new()
+        .with_list("svc", "127.0.0.1:1,127.0.0.1:2")
+        .unwrap();
+    let gate = Gate::closed(echo());
+    let lb = LoadBalancer::builder()
+        .source(source.clone())
+        .service("svc")
+        .rule(|| RoundRobin::with_start(0))
+        .refresh(
+            RefreshConfig::default()
+                .interval(Duration::from_secs(1))
+                .jitter(0.0),
+        )
+        .retry(RetryPolicy::none())
+        .build(gate.clone())
+        .unwrap();
+    assert!(lb.ready_service("svc").await);
+
+    let start = tokio::time::Instant::now();
+    let call = tokio::spawn(
+        lb.clone()
+            .oneshot(Request::get("http://svc/x").body(String::new()).unwrap()),
+    );
+    // While the inner service is not ready, the instance round robin would
+    // pick first (port 1) leaves the list.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    source.set_list("svc", "127.0.0.1:2").unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ports: Vec<u16> = lb
+        .snapshot("svc")
+        .unwrap()
+        .endpoints()
+        .iter()
+        .map(|e| e.instance().port())
+        .collect();
+    assert_eq!(ports, [2]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    gate.open();
+
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(response.into_body().into_inner(), "http://127.0.0.1:2/x");
+    assert_eq!(start.elapsed(), Duration::from_millis(4500));
+    // The 4.5 s spent waiting for readiness is charged to no instance.
+    let snapshot = lb.snapshot("svc").unwrap();
+    let stats = snapshot.endpoints()[0].stats();
+    assert_eq!(stats.requests(), 1);
+    assert_eq!(stats.ewma(), Some(Duration::ZERO));
+    assert_eq!(stats.in_flight(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// Streams stay in flight until their body ends.
+
+mod streaming {
+    use std::convert::Infallible;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::{Request, Response};
+    use http_body::Frame;
+    use http_body_util::{BodyExt, Empty};
+    use hyper::server::conn::http1;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio::net::TcpListener;
+    use tokio::sync::mpsc;
+    use tower::ServiceExt;
+    use tower_ribbon::LoadBalancer;
+    use tower_ribbon::discovery::{RefreshConfig, StaticSource};
+    use tower_ribbon::retry::RetryPolicy;
+    use tower_ribbon::rule::{BestAvailable, PeakEwmaP2c, Rule};
+
+    /// A response body fed chunk by chunk; it ends when its sender drops.
+    struct Chunks(mpsc::Receiver<Bytes>);
+
+    impl http_body::Body for Chunks {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            self.0.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    type Held = Arc<Mutex<Vec<mpsc::Sender<Bytes>>>>;
+
+    /// A loopback backend answering its name; `/stream` sends its name and
+    /// then keeps the body open while the sender sits in `held`.
+    async fn backend(name: &'static str, held: Held) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let held = Arc::clone(&held);
+                let answer =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let (tx, rx) = mpsc::channel(4);
+                        let _ = tx.try_send(Bytes::from_static(name.as_bytes()));
+                        if req.uri().path() == "/stream" {
+                            held.lock().unwrap().push(tx);
+                        }
+                        async move { Ok::<_, Infallible>(Response::new(Chunks(rx))) }
+                    });
+                tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), answer));
+            }
+        });
+        port
+    }
+
+    fn get(path: &str) -> Request<Empty<Bytes>> {
+        Request::get(format!("http://svc{path}"))
+            .body(Empty::new())
+            .unwrap()
+    }
+
+    /// Real loopback, two backends, 25 requests; under 5 s and a few MiB.
+    async fn avoids_the_instance_holding_streams<R: Rule>(make: fn() -> R) {
+        let held: Held = Arc::default();
+        let a = backend("a", Arc::clone(&held)).await;
+        let b = backend("b", Arc::clone(&held)).await;
+        let source = StaticSource::new()
+            .with_list("svc", &format!("127.0.0.1:{a}"))
+            .unwrap();
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let lb = LoadBalancer::builder()
+            .source(source.clone())
+            .service("svc")
+            .rule(make)
+            .refresh(
+                RefreshConfig::default()
+                    .interval(Duration::from_millis(20))
+                    .jitter(0.0),
+            )
+            .retry(RetryPolicy::none())
+            .build(client)
+            .unwrap();
+        assert!(lb.ready_service("svc").await);
+
+        // Five long streams on `a`: headers arrived, bodies still open.
+        let mut streams = Vec::new();
+        for _ in 0..5 {
+            streams.push(lb.clone().oneshot(get("/stream")).await.unwrap());
+        }
+        let in_flight = |lb: &LoadBalancer<_>, port: u16| {
+            let snap = lb.snapshot("svc").unwrap();
+            let e = snap
+                .endpoints()
+                .iter()
+                .find(|e| e.instance().port() == port)
+                .cloned();
+            e.map(|e| e.stats().in_flight())
+        };
+        assert_eq!(in_flight(&lb, a), Some(5));
+
+        source
+            .set_list("svc", &format!("127.0.0.1:{a},127.0.0.1:{b}"))
+            .unwrap();
+        for _ in 0..250 {
+            if lb.snapshot("svc").unwrap().endpoints().len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(in_flight(&lb, a), Some(5), "stats kept across the refresh");
+
+        let mut to_b = 0;
+        for _ in 0..20 {
+            let body = lb.clone().oneshot(get("/")).await.unwrap().into_body();
+            let bytes = body.collect().await.unwrap().to_bytes();
+            to_b += usize::from(bytes.as_ref() == b"b");
+        }
+        assert_eq!(
+            to_b, 20,
+            "every request avoided the instance holding five streams"
+        );
+        assert_eq!(
+            in_flight(&lb, b),
+            Some(0),
+            "read bodies ended their attempts"
+        );
+
+        // Dropping the streams ends their attempts.
+        drop(streams);
+        assert_eq!(in_flight(&lb, a), Some(0));
+    }
+
+    #[tokio::test]
+    async fn best_available_avoids_an_instance_holding_long_streams() {
+        avoids_the_instance_holding_streams(BestAvailable::new).await;
+    }
+
+    #[tokio::test]
+    async fn peak_ewma_p2c_avoids_an_instance_holding_long_streams() {
+        avoids_the_instance_holding_streams(|| PeakEwmaP2c::with_seed(7)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// On-demand services: an atomic cap, idle expiry, declared ones kept.
+
+mod on_demand {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use http::Request;
+    use tower::ServiceExt;
+    use tower_ribbon::LoadBalancer;
+    use tower_ribbon::discovery::StaticSource;
+
+    use super::echo;
+
+    fn get(host: &str) -> Request<String> {
+        Request::get(format!("http://{host}/"))
+            .body(String::new())
+            .unwrap()
+    }
+
+    /// 16 OS threads race to start 16 different on-demand services with a
+    /// cap of 1: at most one exists afterwards. Real time, under 5 s.
+    #[test]
+    fn sixteen_racing_threads_never_exceed_a_cap_of_one() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        for round in 0..20 {
+            let lb = rt.block_on(async {
+                LoadBalancer::builder()
+                    .source(StaticSource::new())
+                    .discover_on_demand(true)
+                    .max_services(1)
+                    .build(echo())
+                    .unwrap()
+            });
+            let barrier = Arc::new(std::sync::Barrier::new(16));
+            let threads: Vec<_> = (0..16)
+                .map(|t| {
+                    let (lb, barrier, handle) =
+                        (lb.clone(), Arc::clone(&barrier), rt.handle().clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        handle.block_on(async move {
+                            let call = lb.oneshot(get(&format!("made-up-{t}")));
+                            tokio::time::timeout(Duration::from_secs(5), call)
+                                .await
+                                .is_ok()
+                        })
+                    })
+                })
+                .collect();
+            for thread in threads {
+                assert!(thread.join().unwrap(), "a call did not end");
+            }
+            assert!(
+                lb.services().len() <= 1,
+                "round {round}: {:?}",
+                lb.services()
+            );
+        }
+    }
+
+    /// Paused time; a handful of services.
+    #[tokio::test(start_paused = true)]
+    async fn idle_on_demand_services_expire_and_declared_ones_stay() {
+        let source = StaticSource::new()
+            .with_list("declared", "127.0.0.1:1")
+            .unwrap()
+            .with_list("late", "127.0.0.1:2")
+            .unwrap();
+        let lb = LoadBalancer::builder()
+            .source(source)
+            .service("declared")
+            .discover_on_demand(true)
+            .on_demand_idle(Duration::from_secs(60))
+            .build(echo())
+            .unwrap();
+        assert!(lb.clone().oneshot(get("late")).await.is_ok());
+        assert_eq!(lb.services(), ["declared", "late"]);
+        // Used every 40 s: kept.
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(40)).await;
+            assert!(lb.clone().oneshot(get("late")).await.is_ok());
+        }
+        assert_eq!(lb.services(), ["declared", "late"]);
+        // Idle for 60 s (plus up to one 30 s sweep): gone; declared stays.
+        tokio::time::sleep(Duration::from_secs(91)).await;
+        assert_eq!(lb.services(), ["declared"]);
+        // And comes back on the next request.
+        assert!(lb.clone().oneshot(get("late")).await.is_ok());
+        assert_eq!(lb.services(), ["declared", "late"]);
+    }
+
+    /// 5 000 made-up host names: paused time, at most 1 024 on-demand
+    /// services alive at once. A service in use keeps working throughout,
+    /// declared ones too, and a new real one gets a slot once the made-up
+    /// names have been idle for `on_demand_idle`.
+    #[tokio::test(start_paused = true)]
+    async fn five_thousand_made_up_hosts_do_not_lock_the_real_service_out() {
+        let source = StaticSource::new()
+            .with_list("declared", "127.0.0.1:1")
+            .unwrap()
+            .with_list("real", "127.0.0.1:2")
+            .unwrap()
+            .with_list("late", "127.0.0.1:3")
+            .unwrap();
+        let lb = LoadBalancer::builder()
+            .source(source)
+            .service("declared")
+            .discover_on_demand(true)
+            .on_demand_idle(Duration::from_secs(60))
+            .build(echo())
+            .unwrap();
+        let send = |host: &str| lb.clone().oneshot(get(host));
+        let body = |r: http::Response<tower_ribbon::service::TrackedBody<String>>| {
+            r.into_body().into_inner()
+        };
+        assert_eq!(body(send("real").await.unwrap()), "http://127.0.0.1:2/");
+        let mut refused = 0;
+        for i in 0..5_000 {
+            let err = send(&format!("made-up-{i}")).await.unwrap_err();
+            assert!(err.is_discovery() || err.is_unknown_service(), "{err}");
+            refused += usize::from(err.is_unknown_service());
+            assert!(lb.services().len() <= 1 + 1024);
+            if i % 500 == 0 {
+                assert_eq!(body(send("real").await.unwrap()), "http://127.0.0.1:2/");
+            }
+        }
+        assert_eq!(refused, 5_000 - 1023);
+        assert_eq!(body(send("declared").await.unwrap()), "http://127.0.0.1:1/");
+        assert!(send("late").await.unwrap_err().is_unknown_service());
+        // The made-up names expire (within 60 s plus one 30 s sweep) while
+        // `real` stays in use; then `late` gets a slot.
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_secs(25)).await;
+            assert_eq!(body(send("real").await.unwrap()), "http://127.0.0.1:2/");
+        }
+        assert_eq!(lb.services(), ["declared", "real"]);
+        assert_eq!(body(send("late").await.unwrap()), "http://127.0.0.1:3/");
+    }
+
+    /// A 20 MiB host name is refused at once with a short error and starts
+    /// no discovery. Memory: the one request; time: paused.
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_host_name_gets_a_short_error() {
+        let lb = LoadBalancer::builder()
+            .source(StaticSource::new())
+            .discover_on_demand(true)
+            .build(echo())
+            .unwrap();
+        let host = "a".repeat(60_000);
+        let uri = format!("http://{host}/");
+        let err = lb
+            .clone()
+            .oneshot(Request::get(uri).body(String::new()).unwrap())
+            .await
+            .unwrap_err();
+        assert!(err.is_unknown_service(), "{err}");
+        assert!(err.to_string().len() < 300, "{}", err.to_string().len());
+        assert!(lb.services().is_empty());
+        let huge = "h".repeat(20 << 20);
+        let err = tower_ribbon::instance::Instance::new("svc", huge, 80).unwrap_err();
+        assert!(err.is_invalid_host());
+        assert!(err.to_string().len() < 300, "{}", err.to_string().len());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Error messages name their cause and what to do.
+
+mod messages {
+    use std::time::Duration;
+
+    use http::{Method, Request, Response};
+    use tower::ServiceExt;
+    use tower_ribbon::discovery::StaticSource;
+    use tower_ribbon::retry::{RetryBudgetConfig, RetryPolicy};
+    use tower_ribbon::{BoxError, Error, LoadBalancer};
+
+    async fn message(policy: RetryPolicy, on_demand: bool, method: Method, uri: &str) -> Error {
+        let source = StaticSource::new()
+            .with_list("user-service", "127.0.0.1:1,127.0.0.1:2")
+            .unwrap()
+            .with_list("empty-service", "")
+            .unwrap();
+        let inner = tower::service_fn(|req: Request<String>| async move {
+            match req.uri().path() {
+                "/hang" => std::future::pending().await,
+                "/refuse" => Err(BoxError::from(std::io::Error::from(
+                    std::io::ErrorKind::ConnectionRefused,
+                ))),
+                _ => Ok(Response::new(String::new())),
+            }
+        });
+        let lb = LoadBalancer::builder()
+            .source(source)
+            .services(["user-service", "empty-service"])
+            .discover_on_demand(on_demand)
+            .max_services(0)
+            .retry(policy.budget(RetryBudgetConfig::unlimited()))
+            .build(inner)
+            .unwrap();
+        assert!(lb.ready_service("user-service").await);
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(String::new())
+            .unwrap();
+        lb.oneshot(request).await.unwrap_err()
+    }
+
+    fn has(err: &Error, parts: &[&str]) {
+        let text = err.to_string();
+        for part in parts {
+            assert!(text.contains(part), "`{part}` missing from: {text}");
+        }
+    }
+
+    /// Paused time; one request each.
+    #[tokio::test(start_paused = true)]
+    async fn each_message_names_its_cause() {
+        let err = message(RetryPolicy::none(), false, Method::GET, "http://nowhere/").await;
+        assert!(err.is_unknown_service());
+        has(
+            &err,
+            &[
+                "`nowhere`",
+                "known services: `empty-service`, `user-service`",
+                "discover_on_demand",
+            ],
+        );
+
+        let err = message(RetryPolicy::none(), true, Method::GET, "http://nowhere/").await;
+        has(&err, &["`nowhere`", "max_services"]);
+
+        let err = message(
+            RetryPolicy::none(),
+            false,
+            Method::GET,
+            "http://empty-service/",
+        )
+        .await;
+        assert!(err.is_no_instances());
+        has(&err, &["`empty-service`", "no UP instance"]);
+
+        let per_try = RetryPolicy::default().per_try_timeout(Duration::from_millis(100));
+        let err = message(per_try, false, Method::POST, "http://user-service/hang").await;
+        assert!(err.is_timeout());
+        has(
+            &err,
+            &[
+                "per-try timeout (100ms) fired",
+                "not retried: the method is not idempotent",
+            ],
+        );
+
+        let deadline = RetryPolicy::default().deadline(Duration::from_millis(150));
+        let err = message(deadline, false, Method::GET, "http://user-service/hang").await;
+        assert!(err.is_timeout());
+        has(&err, &["deadline", "fired"]);
+
+        let twice = RetryPolicy::default().max_next(1);
+        let err = message(twice, false, Method::GET, "http://user-service/refuse").await;
+        assert_eq!(err.attempts().len(), 2);
+        has(&err, &["not retried: no retries left", "2 attempts"]);
+    }
+}
