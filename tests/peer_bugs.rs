@@ -1132,7 +1132,7 @@ async fn sclb_1005_failing_probes_on_every_instance_do_not_empty_the_list() {
 /// to the other instance, and the stream counts as in flight until its body
 /// is dropped.
 #[tokio::test(start_paused = true)]
-#[ignore = "defect: the in-flight count ends when response headers arrive, not when the body ends (issue 10 item 3)"]
+
 async fn envoy_6130_least_request_counts_an_open_stream_until_it_ends() {
     let cluster = Cluster::default();
     cluster.set(1, Reply::Stream);
