@@ -54,6 +54,8 @@ mod rng;
 pub mod rule;
 pub mod service;
 pub mod stats;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use error::{BoxError, DiscoveryError, Error};
 pub use instance::{Endpoint, Instance, InstanceStatus};
