@@ -45,6 +45,8 @@
 pub mod config;
 pub mod discovery;
 pub mod error;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 mod hash;
 pub mod health;
 pub mod instance;
