@@ -45,7 +45,6 @@
 pub mod config;
 pub mod discovery;
 pub mod error;
-#[cfg(feature = "grpc")]
 pub mod grpc;
 mod hash;
 pub mod health;
