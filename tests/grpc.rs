@@ -279,3 +279,22 @@ async fn a_server_dying_is_seen_by_calls_not_opted_in_only_as_connect_retries() 
         12
     );
 }
+
+#[tokio::test]
+async fn all_servers_gone_is_unavailable_naming_the_service() {
+    let mut backends = three().await;
+    let client = client(
+        &backends,
+        GrpcRetryLayer::new(),
+        OutlierDetection::default(),
+    );
+    for b in &mut backends {
+        b.kill().await;
+    }
+    let result = check(&client).await;
+    let Err((code, message)) = result else {
+        panic!("must fail: {result:?}");
+    };
+    assert_eq!(code, Code::Unavailable, "{message}");
+    assert!(message.contains("my-grpc-service"), "{message}");
+}

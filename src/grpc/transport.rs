@@ -20,6 +20,7 @@ use tower::{Layer, Service, ServiceExt};
 use super::GrpcStatus;
 use crate::error::{BoxError, BuildError};
 use crate::retry::{ReplayBody, RetryNonIdempotent};
+use crate::stats::Outcome;
 use crate::{Builder, LoadBalancer};
 
 /// The request body the balancer and the inner client carry for tonic: a
@@ -235,14 +236,62 @@ where
             inner
                 .oneshot(Request::from_parts(parts, body))
                 .await
-                .map_err(Into::into)
+                .map_err(|e| to_status(e.into()))
         })
     }
+}
+
+/// The `tonic::Status` a failed balanced call reports, with the
+/// balancer's error (instance, attempts) as message and source: a read or
+/// per-try timeout is DEADLINE_EXCEEDED, anything else (no instance,
+/// connection refused or reset) UNAVAILABLE, as gRPC clients report
+/// transport failures. A `Status` already in the chain is kept.
+fn to_status(error: BoxError) -> BoxError {
+    let error = match error.downcast::<tonic::Status>() {
+        Ok(status) => return status,
+        Err(error) => error,
+    };
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    let mut status = match crate::service::classify_error(&error) {
+        Outcome::ReadTimeout => tonic::Status::deadline_exceeded(message),
+        _ => tonic::Status::unavailable(message),
+    };
+    status.set_source(Arc::from(error));
+    Box::new(status)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_become_statuses() {
+        let refused: BoxError =
+            Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let status = to_status(refused).downcast::<tonic::Status>();
+        assert!(
+            matches!(&status, Ok(s) if s.code() == tonic::Code::Unavailable),
+            "{status:?}"
+        );
+        let elapsed: BoxError = Box::new(tower::timeout::error::Elapsed::new());
+        let status = to_status(elapsed).downcast::<tonic::Status>();
+        assert!(
+            matches!(&status, Ok(s) if s.code() == tonic::Code::DeadlineExceeded),
+            "{status:?}"
+        );
+        let kept: BoxError = Box::new(tonic::Status::aborted("x"));
+        let status = to_status(kept).downcast::<tonic::Status>();
+        assert!(
+            matches!(&status, Ok(s) if s.code() == tonic::Code::Aborted),
+            "{status:?}"
+        );
+    }
 
     #[test]
     fn opt_in() {
