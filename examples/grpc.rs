@@ -20,7 +20,9 @@
 //! With `--bench`, it instead times `calls` unary calls (default 20 000),
 //! one at a time and 32 at a time, through the balancer and through
 //! tonic's own `Channel` (`Channel::balance_list` over the same three
-//! servers, and a single endpoint), and prints calls/s and µs per call.
+//! servers, and a single endpoint) and through the balancer's inner client
+//! alone (hyper-util's h2c client, one server), and prints calls/s and µs
+//! per call (elapsed time / calls).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -271,8 +273,19 @@ where
         .collect::<Result<Vec<_>, _>>()?;
     let list = HealthClient::new(Channel::balance_list(endpoints.clone().into_iter()));
     let single = HealthClient::new(endpoints[0].connect().await?);
+    // The balancer's inner client alone, to one server: what the balancer
+    // adds is the difference to this row.
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    let raw_client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build::<_, tonic::body::Body>(connector);
+    let raw = HealthClient::with_origin(raw_client, format!("http://{}", servers[0].addr).parse()?);
 
-    println!("{calls} unary Check calls per row, release build recommended");
+    println!(
+        "{calls} unary Check calls per row (µs/call = elapsed / calls), release build recommended"
+    );
     println!(
         "{:<34} {:>11} {:>10} {:>9}",
         "path", "concurrency", "calls/s", "µs/call"
@@ -282,20 +295,25 @@ where
         time(&balanced, 300, concurrency).await?;
         time(&list, 300, concurrency).await?;
         time(&single, 300, concurrency).await?;
-        let rows = [
-            (
-                "tower-ribbon LoadBalancer (3)",
-                time(&balanced, calls, concurrency).await?,
-            ),
-            (
-                "tonic Channel::balance_list (3)",
-                time(&list, calls, concurrency).await?,
-            ),
-            (
-                "tonic Channel, one endpoint",
-                time(&single, calls, concurrency).await?,
-            ),
+        time(&raw, 300, concurrency).await?;
+        // Five rounds, each path in turn, so load from elsewhere on the
+        // machine falls on all paths alike.
+        let names = [
+            "tower-ribbon LoadBalancer (3)",
+            "tonic Channel::balance_list (3)",
+            "tonic Channel, one endpoint",
+            "hyper-util h2c client, one server",
         ];
+        let mut took = [Duration::ZERO; 4];
+        let rounds = 5;
+        for _ in 0..rounds {
+            took[0] += time(&balanced, calls / rounds, concurrency).await?;
+            took[1] += time(&list, calls / rounds, concurrency).await?;
+            took[2] += time(&single, calls / rounds, concurrency).await?;
+            took[3] += time(&raw, calls / rounds, concurrency).await?;
+        }
+        let calls = calls / rounds * rounds;
+        let rows = names.into_iter().zip(took);
         for (name, took) in rows {
             let per_call = took.as_secs_f64() * 1e6 / calls as f64;
             let rate = calls as f64 / took.as_secs_f64();
