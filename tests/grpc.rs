@@ -4,6 +4,9 @@
 
 #[path = "support/grpc.rs"]
 mod grpc_support;
+#[cfg(feature = "tls")]
+#[path = "support/tls.rs"]
+mod tls_support;
 
 use std::collections::BTreeMap;
 
@@ -297,4 +300,73 @@ async fn all_servers_gone_is_unavailable_naming_the_service() {
     };
     assert_eq!(code, Code::Unavailable, "{message}");
     assert!(message.contains("my-grpc-service"), "{message}");
+}
+
+/// gRPC over TLS: h2 by ALPN to secure instances, through the same
+/// balancer, with `tls::HttpsClient` as the inner client.
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn grpc_over_tls_to_secure_instances() {
+    use std::sync::Arc;
+
+    use tower_ribbon::Instance;
+    use tower_ribbon::grpc::GrpcBody;
+    use tower_ribbon::tls::HttpsClient;
+
+    let pki = tls_support::pki();
+    let acceptor = || {
+        Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+            tls_support::server_config(&pki, vec![b"h2".to_vec()], false),
+        )))
+    };
+    let backends = [
+        GrpcBackend::start_with("a", acceptor()).await.expect("a"),
+        GrpcBackend::start_with("b", acceptor()).await.expect("b"),
+        GrpcBackend::start_with("c", acceptor()).await.expect("c"),
+    ];
+    let instances = backends
+        .iter()
+        .map(|b| {
+            Instance::new("my-grpc-service", "127.0.0.1", b.port())
+                .expect("instance")
+                .with_secure(true)
+        })
+        .collect();
+    let source = StaticSource::new().with_instances("my-grpc-service", instances);
+    let https = HttpsClient::builder()
+        .webpki_roots(false)
+        .add_root_pem(pki.ca_pem.as_bytes())
+        .expect("ca")
+        .http2_only(true)
+        .build::<GrpcBody>()
+        .expect("client");
+    let channel = grpc::balance(
+        LoadBalancer::builder()
+            .source(source)
+            .service("my-grpc-service"),
+        https,
+        GrpcRetryLayer::new(),
+    )
+    .expect("balancer");
+    let client =
+        HealthClient::with_origin(channel, http::Uri::from_static("http://my-grpc-service"));
+    let mut results = Vec::new();
+    for _ in 0..9 {
+        results.push(client.clone().check(request()).await.map(|r| {
+            r.metadata()
+                .get("x-backend")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("?")
+                .to_owned()
+        }));
+    }
+    let served = counts(
+        &results
+            .into_iter()
+            .map(|r| r.map_err(|s| (s.code(), s.message().to_owned())))
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(served, split(&[("a", 3), ("b", 3), ("c", 3)]));
+    let connections: Vec<usize> = backends.iter().map(GrpcBackend::connections).collect();
+    assert_eq!(connections, vec![1, 1, 1]);
 }

@@ -90,8 +90,17 @@ pub struct GrpcBackend {
 }
 
 impl GrpcBackend {
-    /// Starts `Health` on a free port of 127.0.0.1.
+    /// Starts `Health` on a free port of 127.0.0.1 (h2c).
     pub async fn start(name: &str) -> std::io::Result<GrpcBackend> {
+        Self::start_with(name, None).await
+    }
+
+    /// Starts `Health` on a free port of 127.0.0.1, over TLS when
+    /// `tls` is given (the acceptor should offer ALPN `h2`).
+    pub async fn start_with(
+        name: &str,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<GrpcBackend> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let counters = Counters {
@@ -114,11 +123,26 @@ impl GrpcBackend {
                         let _ = tcp.set_nodelay(true);
                         accepted.fetch_add(1, Ordering::SeqCst);
                         let service = TowerToHyperService::new(routes.clone());
+                        let tls = tls.clone();
                         conns.spawn(async move {
-                            let _ = auto::Builder::new(TokioExecutor::new())
-                                .http2_only()
-                                .serve_connection(TokioIo::new(tcp), service)
-                                .await;
+                            let server = auto::Builder::new(TokioExecutor::new());
+                            match tls {
+                                None => {
+                                    let _ = server
+                                        .http2_only()
+                                        .serve_connection(TokioIo::new(tcp), service)
+                                        .await;
+                                }
+                                Some(acceptor) => {
+                                    let Ok(stream) = acceptor.accept(tcp).await else {
+                                        return;
+                                    };
+                                    let _ = server
+                                        .http2_only()
+                                        .serve_connection(TokioIo::new(stream), service)
+                                        .await;
+                                }
+                            }
                         });
                     }
                     Some(_) = conns.join_next(), if !conns.is_empty() => {}

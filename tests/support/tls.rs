@@ -127,7 +127,11 @@ pub enum Mode {
     H2c,
 }
 
-fn server_config(pki: &Pki, alpn: Vec<Vec<u8>>, require_client_cert: bool) -> rustls::ServerConfig {
+pub fn server_config(
+    pki: &Pki,
+    alpn: Vec<Vec<u8>>,
+    require_client_cert: bool,
+) -> rustls::ServerConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
