@@ -69,6 +69,9 @@
 //! | `reqwest` | yes | `ReqwestService` (a `reqwest::Client` 0.13 as inner service) and the `reqwest` re-export | reqwest 0.13 (no default features) |
 //! | `hyper-util` | yes | `health::ActiveHealthCheck` and `Builder::active_health_check`; hyper-util's connect errors classified as connect failures (stats, safe retries): turn it on when your inner client is hyper-util's | hyper, hyper-util |
 //! | `config` | no | `config`: a balancer from Ribbon / Spring Cloud keys in `.properties` or YAML; turns on `hyper-util` (`HealthCheckPath`) | java-properties, yaml-rust2, encoding_rs |
+//! | `dns` | no | `discovery::dns::DnsSource`: A/AAAA (Kubernetes headless services) and SRV with priority and weight, TTL-bounded refresh | hickory-resolver |
+//! | `tls` | no | `tls::HttpsClient`: hyper-util's client over rustls (ring), http1 and h2 by ALPN, custom roots, client certificates; turns on `hyper-util` | hyper-rustls, rustls, webpki-roots, rustls-native-certs |
+//! | `grpc` | no | `grpc::balance` and `grpc::h2c_client`: tonic calls through the balancer with opt-in retries (`grpc::effective_status` and the classification are always compiled); turns on `hyper-util` | tonic |
 //!
 //! Items that need a feature say so in their docs on docs.rs.
 //!
@@ -109,6 +112,7 @@ cfg_feature! {
 }
 pub mod discovery;
 pub mod error;
+pub mod grpc;
 mod hash;
 pub mod health;
 pub mod instance;
@@ -118,6 +122,10 @@ mod rng;
 pub mod rule;
 pub mod service;
 pub mod stats;
+cfg_feature! {
+    #![feature = "tls"]
+    pub mod tls;
+}
 
 pub use error::{BoxError, DiscoveryError, Error};
 pub use instance::{Endpoint, Instance, InstanceStatus};

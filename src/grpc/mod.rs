@@ -1,0 +1,320 @@
+//! gRPC through tonic: balance tonic calls over any
+//! [`InstanceSource`](crate::discovery::InstanceSource), classify gRPC
+//! statuses for stats, ejection and retry, and retry only the calls you
+//! mark as safe.
+//!
+//! A tonic client takes any `tower::Service<http::Request<tonic::body::Body>>`
+//! as its transport. [`balance`] builds that service from a
+//! [`Builder`](crate::Builder) and an HTTP/2 client:
+//!
+//! ```text
+//!  tonic client (origin http://my-grpc-service)
+//!   └ GrpcRetry        marks opted-in methods retryable, buffers their body
+//!      └ LoadBalancer  picks an instance per call, rewrites the URI, retries
+//!         └ GrpcStatus maps a trailers-only grpc-status to an HTTP status
+//!            └ client  h2c (h2c_client) or h2 over TLS (tls::HttpsClient)
+//! ```
+//!
+//! - **Per call, not per connection**: every call picks an instance, even
+//!   though each instance is reached over one multiplexed HTTP/2
+//!   connection.
+//! - **Status classification**: a gRPC server answers failures as HTTP 200
+//!   with `grpc-status` in the headers ("trailers-only"). [`GrpcStatus`]
+//!   rewrites such a response's HTTP status to the one Envoy's
+//!   `Grpc::Utility::grpcToHttpStatus` gives ([`http_status_for`]:
+//!   UNAVAILABLE → 503, RESOURCE_EXHAUSTED → 429, DEADLINE_EXCEEDED → 504,
+//!   INTERNAL/UNKNOWN/DATA_LOSS → 500, UNIMPLEMENTED → 501, client errors
+//!   → 4xx), so the balancer's [`FailureStatuses`](crate::service::FailureStatuses)
+//!   (stats, breaker), outlier detection (5xx) and retryable statuses (502,
+//!   503, 504) see them. The `grpc-status` and `grpc-message` headers stay,
+//!   and tonic reads them before the HTTP status, so the caller still gets
+//!   the server's own `Status`. A status sent in trailers after response
+//!   messages (a stream that fails midway) arrives after the attempt ended
+//!   and is not classified.
+//! - **Retries**: gRPC calls are POSTs, so the balancer treats them as not
+//!   idempotent: only a connect failure (the call never left) is retried.
+//!   [`GrpcRetryLayer::method`] / [`GrpcRetryLayer::service`] opt methods
+//!   in: their request body is buffered (bounded by
+//!   [`max_buffer`](GrpcRetryLayer::max_buffer)) and marked
+//!   [`RetryNonIdempotent`], so UNAVAILABLE, a reset connection or a
+//!   timeout is retried on another instance as the
+//!   [`RetryPolicy`](crate::retry::RetryPolicy) allows.
+//!
+//! Feature `grpc` adds the tonic transport ([`balance`], [`h2c_client`],
+//! [`GrpcRetryLayer`]); the classification ([`classify`],
+//! [`effective_status`], [`GrpcStatus`]) depends only on `http` and is
+//! always available.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{HeaderMap, Request, Response, StatusCode};
+use tower::{Layer, Service};
+
+use crate::service::FailureStatuses;
+use crate::stats::Outcome;
+
+#[cfg(feature = "grpc")]
+mod transport;
+
+#[cfg(feature = "grpc")]
+pub use transport::{
+    GrpcBalancer, GrpcBody, GrpcRetry, GrpcRetryLayer, H2cClient, balance, h2c_client,
+};
+
+/// The gRPC status code in `headers` (`grpc-status`), if present and a
+/// number.
+pub fn grpc_status(headers: &HeaderMap) -> Option<i32> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i32>().ok())
+}
+
+/// Whether `headers` carry a gRPC content type (`application/grpc`,
+/// `application/grpc+proto`, ...).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// The HTTP status a gRPC status code stands for, as Envoy's
+/// `Grpc::Utility::grpcToHttpStatus`: OK 200, CANCELLED 499, UNKNOWN 500,
+/// INVALID_ARGUMENT 400, DEADLINE_EXCEEDED 504, NOT_FOUND 404,
+/// ALREADY_EXISTS 409, PERMISSION_DENIED 403, RESOURCE_EXHAUSTED 429,
+/// FAILED_PRECONDITION 400, ABORTED 409, OUT_OF_RANGE 400, UNIMPLEMENTED
+/// 501, INTERNAL 500, UNAVAILABLE 503, DATA_LOSS 500, UNAUTHENTICATED 401;
+/// any other code 500.
+pub fn http_status_for(code: i32) -> u16 {
+    match code {
+        0 => 200,
+        1 => 499,
+        2 => 500,
+        3 => 400,
+        4 => 504,
+        5 => 404,
+        6 => 409,
+        7 => 403,
+        8 => 429,
+        9 => 400,
+        10 => 409,
+        11 => 400,
+        12 => 501,
+        13 => 500,
+        14 => 503,
+        15 => 500,
+        16 => 401,
+        _ => 500,
+    }
+}
+
+/// The HTTP status the balancer should classify a response by: for a gRPC
+/// response (gRPC content type, HTTP 200) whose headers carry a
+/// `grpc-status` (a trailers-only response), the status
+/// [`http_status_for`] that code; otherwise `status` itself.
+pub fn effective_status(status: StatusCode, headers: &HeaderMap) -> u16 {
+    if status == StatusCode::OK && is_grpc(headers) {
+        if let Some(code) = grpc_status(headers) {
+            return http_status_for(code);
+        }
+    }
+    status.as_u16()
+}
+
+/// The [`Outcome`] of a gRPC response for stats and the breaker: a
+/// trailers-only failure counts as
+/// [`Outcome::FailureStatus`] of its [`http_status_for`] code when
+/// `statuses` counts that code (by default UNAVAILABLE, RESOURCE_EXHAUSTED,
+/// DEADLINE_EXCEEDED, INTERNAL, UNKNOWN, DATA_LOSS and UNIMPLEMENTED); OK,
+/// client errors (INVALID_ARGUMENT, NOT_FOUND, ...) and responses whose
+/// status comes later in trailers are [`Outcome::Success`].
+pub fn classify<B>(response: &Response<B>, statuses: &FailureStatuses) -> Outcome {
+    statuses.classify_status(Some(effective_status(
+        response.status(),
+        response.headers(),
+    )))
+}
+
+/// The gRPC status code of a trailers-only response whose HTTP status
+/// [`GrpcStatus`] rewrote (a response extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrailersOnlyStatus(pub i32);
+
+/// Wraps the balancer's inner client: rewrites a trailers-only gRPC
+/// failure's HTTP status 200 to [`http_status_for`] its code, so the
+/// balancer classifies it, and records the code as a
+/// [`TrailersOnlyStatus`] extension. Other responses pass unchanged.
+#[derive(Debug, Clone)]
+pub struct GrpcStatus<S> {
+    inner: S,
+}
+
+impl<S> GrpcStatus<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+/// Makes [`GrpcStatus`] services.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcStatusLayer;
+
+impl<S> Layer<S> for GrpcStatusLayer {
+    type Service = GrpcStatus<S>;
+
+    fn layer(&self, inner: S) -> GrpcStatus<S> {
+        GrpcStatus::new(inner)
+    }
+}
+
+fn rewrite_status<B>(mut response: Response<B>) -> Response<B> {
+    let effective = effective_status(response.status(), response.headers());
+    if effective != response.status().as_u16() {
+        if let (Ok(status), Some(code)) = (
+            StatusCode::from_u16(effective),
+            grpc_status(response.headers()),
+        ) {
+            *response.status_mut() = status;
+            response.extensions_mut().insert(TrailersOnlyStatus(code));
+        }
+    }
+    response
+}
+
+impl<S, B, R> Service<Request<B>> for GrpcStatus<S>
+where
+    S: Service<Request<B>, Response = Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<R>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<R>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let future = self.inner.call(req);
+        Box::pin(async move { future.await.map(rewrite_status) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(grpc: Option<&str>, content_type: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_str(content_type).unwrap_or_else(|_| unreachable!()),
+        );
+        if let Some(code) = grpc {
+            h.insert(
+                "grpc-status",
+                http::HeaderValue::from_str(code).unwrap_or_else(|_| unreachable!()),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn effective_statuses() {
+        let ok = StatusCode::OK;
+        assert_eq!(
+            effective_status(ok, &headers(Some("14"), "application/grpc")),
+            503
+        );
+        assert_eq!(
+            effective_status(ok, &headers(Some("8"), "application/grpc+proto")),
+            429
+        );
+        assert_eq!(
+            effective_status(ok, &headers(Some("4"), "application/grpc")),
+            504
+        );
+        assert_eq!(
+            effective_status(ok, &headers(Some("13"), "application/grpc")),
+            500
+        );
+        assert_eq!(
+            effective_status(ok, &headers(Some("0"), "application/grpc")),
+            200
+        );
+        assert_eq!(
+            effective_status(ok, &headers(Some("5"), "application/grpc")),
+            404
+        );
+        assert_eq!(
+            effective_status(ok, &headers(Some("99"), "application/grpc")),
+            500
+        );
+        // Not gRPC, no status, garbage, or already an HTTP failure.
+        assert_eq!(
+            effective_status(ok, &headers(Some("14"), "text/plain")),
+            200
+        );
+        assert_eq!(
+            effective_status(ok, &headers(None, "application/grpc")),
+            200
+        );
+        assert_eq!(
+            effective_status(ok, &headers(Some("x"), "application/grpc")),
+            200
+        );
+        let bad = StatusCode::BAD_GATEWAY;
+        assert_eq!(
+            effective_status(bad, &headers(Some("0"), "application/grpc")),
+            502
+        );
+    }
+
+    #[test]
+    fn outcomes() {
+        let d = FailureStatuses::default();
+        let response = |code: &str| {
+            let mut r = Response::new(());
+            *r.headers_mut() = headers(Some(code), "application/grpc");
+            r
+        };
+        assert_eq!(classify(&response("14"), &d), Outcome::FailureStatus(503));
+        assert_eq!(classify(&response("8"), &d), Outcome::FailureStatus(429));
+        assert_eq!(classify(&response("4"), &d), Outcome::FailureStatus(504));
+        assert_eq!(classify(&response("13"), &d), Outcome::FailureStatus(500));
+        assert_eq!(classify(&response("2"), &d), Outcome::FailureStatus(500));
+        assert_eq!(classify(&response("0"), &d), Outcome::Success);
+        assert_eq!(classify(&response("3"), &d), Outcome::Success);
+        assert_eq!(classify(&response("5"), &d), Outcome::Success);
+        let only = FailureStatuses::only([503]);
+        assert_eq!(
+            classify(&response("14"), &only),
+            Outcome::FailureStatus(503)
+        );
+        assert_eq!(classify(&response("13"), &only), Outcome::Success);
+    }
+
+    #[test]
+    fn rewrite_keeps_grpc_headers() {
+        let mut r = Response::new(());
+        *r.headers_mut() = headers(Some("14"), "application/grpc");
+        let r = rewrite_status(r);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(grpc_status(r.headers()), Some(14));
+        assert_eq!(r.extensions().get(), Some(&TrailersOnlyStatus(14)));
+        let mut ok = Response::new(());
+        *ok.headers_mut() = headers(None, "application/grpc");
+        let ok = rewrite_status(ok);
+        assert_eq!(ok.status(), StatusCode::OK);
+        assert_eq!(ok.extensions().get::<TrailersOnlyStatus>(), None);
+    }
+}

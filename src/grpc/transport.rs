@@ -1,0 +1,306 @@
+//! The tonic transport: an h2c client, [`balance`] and the opt-in retry
+//! layer (feature `grpc`).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tower::{Layer, Service, ServiceExt};
+
+use super::GrpcStatus;
+use crate::error::{BoxError, BuildError};
+use crate::retry::{ReplayBody, RetryNonIdempotent};
+use crate::stats::Outcome;
+use crate::{Builder, LoadBalancer};
+
+/// The request body the balancer and the inner client carry for tonic: a
+/// buffered body for calls opted into retries, tonic's stream otherwise.
+pub type GrpcBody = ReplayBody<tonic::body::Body>;
+
+/// An h2c client (HTTP/2 with prior knowledge over plain TCP), the inner
+/// client for gRPC servers without TLS. Made by [`h2c_client`].
+pub type H2cClient = Client<HttpConnector, GrpcBody>;
+
+/// The transport service [`balance`] builds: pass it to
+/// `tonic::client::Grpc::with_origin` or a generated client's
+/// `with_origin`.
+pub type GrpcBalancer<S> = GrpcRetry<LoadBalancer<GrpcStatus<S>>>;
+
+/// hyper-util's client speaking HTTP/2 only, with prior knowledge (as
+/// tonic's own `Channel` does for `http` endpoints), `TCP_NODELAY` and a
+/// 2 s connect timeout. One connection per instance carries every call.
+pub fn h2c_client() -> H2cClient {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(2)));
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(http)
+}
+
+/// A balanced gRPC transport: `client` (an HTTP/2 client such as
+/// [`h2c_client`] or `tls::HttpsClient` (feature `tls`) with `http2_only`)
+/// wrapped in [`GrpcStatus`], balanced by the [`LoadBalancer`] that
+/// `builder` describes, under the opt-in retries of `retry`.
+///
+/// # Errors
+/// As [`Builder::build`].
+///
+/// ```no_run
+/// // tonic-health brings the generated Health client (no protoc needed).
+/// use tonic_health::pb::HealthCheckRequest;
+/// use tonic_health::pb::health_client::HealthClient;
+/// use tower_ribbon::LoadBalancer;
+/// use tower_ribbon::discovery::StaticSource;
+/// use tower_ribbon::grpc::{self, GrpcRetryLayer};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let source = StaticSource::new().with_list("my-grpc-service", "127.0.0.1:50051,127.0.0.1:50052")?;
+/// let channel = grpc::balance(
+///     LoadBalancer::builder().source(source).service("my-grpc-service"),
+///     grpc::h2c_client(),
+///     GrpcRetryLayer::new().service("grpc.health.v1.Health"),
+/// )?;
+/// let origin = http::Uri::from_static("http://my-grpc-service");
+/// let mut client = HealthClient::with_origin(channel, origin);
+/// let reply = client.check(HealthCheckRequest { service: String::new() }).await?;
+/// # let _ = reply; Ok(()) }
+/// ```
+pub fn balance<S>(
+    builder: Builder,
+    client: S,
+    retry: GrpcRetryLayer,
+) -> Result<GrpcBalancer<S>, BuildError> {
+    let lb = builder.build(GrpcStatus::new(client))?;
+    Ok(retry.layer(lb))
+}
+
+/// Which gRPC methods may be retried after they may have reached a server,
+/// and the outer layer that marks them. Default: none (only connect
+/// failures are retried), bodies of opted-in calls buffered up to 4 MiB
+/// (tonic's default message limit).
+///
+/// Opt in only methods that are safe to run twice, and only unary or
+/// server-streaming ones: a client-streaming request is buffered whole
+/// before it is sent.
+#[derive(Clone)]
+pub struct GrpcRetryLayer {
+    methods: Arc<HashSet<String>>,
+    services: Arc<HashSet<String>>,
+    max_buffer: usize,
+}
+
+impl Default for GrpcRetryLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for GrpcRetryLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcRetryLayer")
+            .field("methods", &self.methods)
+            .field("services", &self.services)
+            .field("max_buffer", &self.max_buffer)
+            .finish()
+    }
+}
+
+impl GrpcRetryLayer {
+    /// No method opted in.
+    pub fn new() -> Self {
+        Self {
+            methods: Arc::new(HashSet::new()),
+            services: Arc::new(HashSet::new()),
+            max_buffer: 4 * 1024 * 1024,
+        }
+    }
+
+    /// Opts one method in, by its full path `/package.Service/Method`
+    /// (a leading `/` is added if missing), e.g.
+    /// `/grpc.health.v1.Health/Check`.
+    pub fn method(mut self, path: impl Into<String>) -> Self {
+        let mut path = path.into();
+        if !path.starts_with('/') {
+            path.insert(0, '/');
+        }
+        Arc::make_mut(&mut self.methods).insert(path);
+        self
+    }
+
+    /// Opts every method of a service in, by its full name
+    /// `package.Service`, e.g. `grpc.health.v1.Health`.
+    pub fn service(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        Arc::make_mut(&mut self.services).insert(name.trim_matches('/').to_owned());
+        self
+    }
+
+    /// Largest request body buffered for an opted-in call; a larger one
+    /// fails with an error naming the limit. Default 4 MiB.
+    pub fn max_buffer(mut self, bytes: usize) -> Self {
+        self.max_buffer = bytes;
+        self
+    }
+
+    /// Whether the call to `path` (`/package.Service/Method`) is opted in.
+    pub fn is_retryable(&self, path: &str) -> bool {
+        if self.methods.contains(path) {
+            return true;
+        }
+        let service = path
+            .trim_start_matches('/')
+            .rsplit_once('/')
+            .map(|(service, _)| service);
+        service.is_some_and(|s| self.services.contains(s))
+    }
+}
+
+impl<S> Layer<S> for GrpcRetryLayer {
+    type Service = GrpcRetry<S>;
+
+    fn layer(&self, inner: S) -> GrpcRetry<S> {
+        GrpcRetry {
+            inner,
+            config: self.clone(),
+        }
+    }
+}
+
+/// Takes tonic's requests (`http::Request<tonic::body::Body>`) and sends
+/// them to the balancer as [`GrpcBody`]: opted-in calls buffered and
+/// marked [`RetryNonIdempotent`], others streamed (retried only when the
+/// connection failed). Made by [`GrpcRetryLayer`].
+#[derive(Clone, Debug)]
+pub struct GrpcRetry<S> {
+    inner: S,
+    config: GrpcRetryLayer,
+}
+
+impl<S> GrpcRetry<S> {
+    /// The wrapped service (the balancer).
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S> Service<Request<tonic::body::Body>> for GrpcRetry<S>
+where
+    S: Service<Request<GrpcBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<tonic::body::Body>) -> Self::Future {
+        // The ready service handles this call; a fresh clone waits for the
+        // next one (tower's usual pattern for services that are Clone).
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let retryable = self.config.is_retryable(req.uri().path());
+        let max_buffer = self.config.max_buffer;
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            let body = if retryable {
+                let bytes: Bytes = Limited::new(body, max_buffer)
+                    .collect()
+                    .await
+                    .map_err(|e| -> BoxError {
+                        format!(
+                            "gRPC request body to buffer for retries failed or exceeds max_buffer ({max_buffer} bytes): {e}"
+                        )
+                        .into()
+                    })?
+                    .to_bytes();
+                parts.extensions.insert(RetryNonIdempotent);
+                ReplayBody::from_bytes(bytes)
+            } else {
+                ReplayBody::streaming(body)
+            };
+            inner
+                .oneshot(Request::from_parts(parts, body))
+                .await
+                .map_err(|e| to_status(e.into()))
+        })
+    }
+}
+
+/// The `tonic::Status` a failed balanced call reports, with the
+/// balancer's error (instance, attempts) as message and source: a read or
+/// per-try timeout is DEADLINE_EXCEEDED, anything else (no instance,
+/// connection refused or reset) UNAVAILABLE, as gRPC clients report
+/// transport failures. A `Status` already in the chain is kept.
+fn to_status(error: BoxError) -> BoxError {
+    let error = match error.downcast::<tonic::Status>() {
+        Ok(status) => return status,
+        Err(error) => error,
+    };
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    let mut status = match crate::service::classify_error(&error) {
+        Outcome::ReadTimeout => tonic::Status::deadline_exceeded(message),
+        _ => tonic::Status::unavailable(message),
+    };
+    status.set_source(Arc::from(error));
+    Box::new(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_become_statuses() {
+        let refused: BoxError =
+            Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let status = to_status(refused).downcast::<tonic::Status>();
+        assert!(
+            matches!(&status, Ok(s) if s.code() == tonic::Code::Unavailable),
+            "{status:?}"
+        );
+        let elapsed: BoxError = Box::new(tower::timeout::error::Elapsed::new());
+        let status = to_status(elapsed).downcast::<tonic::Status>();
+        assert!(
+            matches!(&status, Ok(s) if s.code() == tonic::Code::DeadlineExceeded),
+            "{status:?}"
+        );
+        let kept: BoxError = Box::new(tonic::Status::aborted("x"));
+        let status = to_status(kept).downcast::<tonic::Status>();
+        assert!(
+            matches!(&status, Ok(s) if s.code() == tonic::Code::Aborted),
+            "{status:?}"
+        );
+    }
+
+    #[test]
+    fn opt_in() {
+        let layer = GrpcRetryLayer::new().method("pkg.A/Get").service("pkg.B");
+        assert!(layer.is_retryable("/pkg.A/Get"));
+        assert!(!layer.is_retryable("/pkg.A/Put"));
+        assert!(layer.is_retryable("/pkg.B/Anything"));
+        assert!(!layer.is_retryable("/pkg.Bx/Anything"));
+        assert!(!layer.is_retryable("/"));
+        assert!(!GrpcRetryLayer::new().is_retryable("/pkg.A/Get"));
+    }
+}

@@ -1,0 +1,372 @@
+//! tonic calls balanced over three real tonic servers on 127.0.0.1:
+//! unary and server-streaming calls, a server answering UNAVAILABLE
+//! (retried when opted in, and ejected), a server dying mid-test.
+
+#[path = "support/grpc.rs"]
+mod grpc_support;
+#[cfg(feature = "tls")]
+#[path = "support/tls.rs"]
+mod tls_support;
+
+use std::collections::BTreeMap;
+
+use grpc_support::{GrpcBackend, WATCH};
+use tokio::task::JoinSet;
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tower_ribbon::LoadBalancer;
+use tower_ribbon::discovery::StaticSource;
+use tower_ribbon::grpc::{self, GrpcBalancer, GrpcRetryLayer, H2cClient};
+use tower_ribbon::health::OutlierDetection;
+use tower_ribbon::retry::{RetryBudgetConfig, RetryPolicy};
+
+type Client = HealthClient<GrpcBalancer<H2cClient>>;
+
+const CHECK: &str = "/grpc.health.v1.Health/Check";
+
+async fn three() -> [GrpcBackend; 3] {
+    [
+        GrpcBackend::start("a").await.expect("a"),
+        GrpcBackend::start("b").await.expect("b"),
+        GrpcBackend::start("c").await.expect("c"),
+    ]
+}
+
+fn client(backends: &[GrpcBackend], retry: GrpcRetryLayer, outliers: OutlierDetection) -> Client {
+    let list = backends
+        .iter()
+        .map(|b| b.addr.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let source = StaticSource::new()
+        .with_list("my-grpc-service", &list)
+        .expect("list");
+    let builder = LoadBalancer::builder()
+        .source(source)
+        .service("my-grpc-service")
+        .retry(RetryPolicy::default().budget(RetryBudgetConfig::unlimited()))
+        .outlier_detection(outliers);
+    let channel = grpc::balance(builder, grpc::h2c_client(), retry).expect("balancer");
+    HealthClient::with_origin(channel, http::Uri::from_static("http://my-grpc-service"))
+}
+
+fn request() -> HealthCheckRequest {
+    HealthCheckRequest {
+        service: String::new(),
+    }
+}
+
+/// Which backend answered (`x-backend`), or the error's code and message.
+async fn check(client: &Client) -> Result<String, (Code, String)> {
+    match client.clone().check(request()).await {
+        Ok(response) => {
+            assert_eq!(response.get_ref().status, ServingStatus::Serving as i32);
+            Ok(response
+                .metadata()
+                .get("x-backend")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("?")
+                .to_owned())
+        }
+        Err(status) => Err((status.code(), status.message().to_owned())),
+    }
+}
+
+fn counts<'a>(
+    results: impl IntoIterator<Item = &'a Result<String, (Code, String)>>,
+) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for r in results {
+        let key = match r {
+            Ok(name) => name.clone(),
+            Err((code, message)) => format!("error {code:?}: {message}"),
+        };
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn split(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+}
+
+#[tokio::test]
+async fn unary_and_server_streaming_calls_are_balanced() {
+    let backends = three().await;
+    let client = client(
+        &backends,
+        GrpcRetryLayer::new(),
+        OutlierDetection::default(),
+    );
+
+    // 30 unary calls, 10 concurrent at a time: 10 per server.
+    let mut results = Vec::new();
+    for _ in 0..3 {
+        let mut wave = JoinSet::new();
+        for _ in 0..10 {
+            let client = client.clone();
+            wave.spawn(async move { check(&client).await });
+        }
+        while let Some(r) = wave.join_next().await {
+            results.push(r.expect("task"));
+        }
+    }
+    assert_eq!(counts(&results), split(&[("a", 10), ("b", 10), ("c", 10)]));
+
+    // 6 server-streaming calls: each streams the three statuses; 2 per server.
+    let mut by_backend = BTreeMap::new();
+    for _ in 0..6 {
+        let response = client.clone().watch(request()).await.expect("watch");
+        let name = response
+            .metadata()
+            .get("x-backend")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?")
+            .to_owned();
+        let mut stream = response.into_inner();
+        let mut got = Vec::new();
+        while let Some(message) = stream.message().await.expect("stream message") {
+            got.push(message.status);
+        }
+        assert_eq!(got, WATCH.map(|s| s as i32).to_vec());
+        *by_backend.entry(name).or_insert(0) += 1;
+    }
+    assert_eq!(by_backend, split(&[("a", 2), ("b", 2), ("c", 2)]));
+
+    let checks: Vec<usize> = backends.iter().map(GrpcBackend::checks).collect();
+    let watches: Vec<usize> = backends.iter().map(GrpcBackend::watches).collect();
+    assert_eq!((checks, watches), (vec![10, 10, 10], vec![2, 2, 2]));
+    // Every call to a server went over its one HTTP/2 connection.
+    let connections: Vec<usize> = backends.iter().map(GrpcBackend::connections).collect();
+    assert_eq!(connections, vec![1, 1, 1]);
+}
+
+#[tokio::test]
+async fn unavailable_without_opt_in_is_returned_not_retried() {
+    let backends = three().await;
+    backends[1].set_unavailable(true);
+    let client = client(
+        &backends,
+        GrpcRetryLayer::new(),
+        OutlierDetection::disabled(),
+    );
+
+    let mut results = Vec::new();
+    for _ in 0..6 {
+        results.push(check(&client).await);
+    }
+    // A gRPC call is a POST: not idempotent, so the balancer returns b's
+    // UNAVAILABLE, with b's own message, after one attempt.
+    assert_eq!(
+        counts(&results),
+        split(&[
+            ("a", 2),
+            ("c", 2),
+            ("error Unavailable: b is unavailable", 2)
+        ])
+    );
+    let checks: Vec<usize> = backends.iter().map(GrpcBackend::checks).collect();
+    assert_eq!(checks, vec![2, 2, 2]);
+}
+
+#[tokio::test]
+async fn unavailable_is_retried_when_opted_in_and_ejected() {
+    let backends = three().await;
+    backends[1].set_unavailable(true);
+    let client = client(
+        &backends,
+        GrpcRetryLayer::new().method(CHECK),
+        OutlierDetection::default(),
+    );
+
+    let mut results = Vec::new();
+    for _ in 0..30 {
+        results.push(check(&client).await);
+    }
+    // Every call succeeds: UNAVAILABLE (HTTP 503 to the balancer) is
+    // retried on another instance.
+    assert!(results.iter().all(Result::is_ok), "{:?}", counts(&results));
+    // Five consecutive failures eject b (outlier detection's default); it
+    // saw five calls and no more.
+    assert_eq!(backends[1].checks(), 5);
+
+    // Later calls avoid b altogether.
+    for _ in 0..30 {
+        results.push(check(&client).await);
+    }
+    assert!(results.iter().all(Result::is_ok), "{:?}", counts(&results));
+    assert_eq!(backends[1].checks(), 5);
+    assert_eq!(backends[0].checks() + backends[2].checks(), 60);
+    let served = counts(&results);
+    assert_eq!(served.get("b"), None);
+    assert_eq!(served.values().sum::<usize>(), 60);
+}
+
+#[tokio::test]
+async fn a_server_dying_fails_no_opted_in_call() {
+    let backends = three().await;
+    let client = client(
+        &backends,
+        GrpcRetryLayer::new().service("grpc.health.v1.Health"),
+        OutlierDetection::default(),
+    );
+    let [a, b, mut c] = backends;
+
+    // c dies abruptly (every connection dropped) while calls are in
+    // flight, once it has served ten.
+    let killer = tokio::spawn(async move {
+        while c.checks() < 10 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        c.kill().await;
+        c
+    });
+    let mut workers = JoinSet::new();
+    for _ in 0..4 {
+        let client = client.clone();
+        workers.spawn(async move {
+            let mut results = Vec::new();
+            for _ in 0..30 {
+                results.push(check(&client).await);
+            }
+            results
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(r) = workers.join_next().await {
+        results.extend(r.expect("worker"));
+    }
+    let c = killer.await.expect("killer");
+    assert_eq!(results.len(), 120);
+    assert!(results.iter().all(Result::is_ok), "{:?}", counts(&results));
+    // c's answers stop at its death; a and b answered the rest.
+    let served = counts(&results);
+    let by_c = served.get("c").copied().unwrap_or(0);
+    assert!(
+        (10..=c.checks()).contains(&by_c),
+        "c answered {by_c} of {}",
+        c.checks()
+    );
+    assert_eq!(served.values().sum::<usize>(), 120);
+    assert!(a.checks() + b.checks() >= 120 - by_c);
+}
+
+#[tokio::test]
+async fn a_server_dying_is_seen_by_calls_not_opted_in_only_as_connect_retries() {
+    // Without opt-in, calls after the death still succeed: the connection
+    // to the dead server is refused, and a refused connection is retried
+    // for any method (the call never left).
+    let mut backends = three().await;
+    let client = client(
+        &backends,
+        GrpcRetryLayer::new(),
+        OutlierDetection::default(),
+    );
+    for _ in 0..6 {
+        check(&client).await.expect("before");
+    }
+    backends[2].kill().await;
+    // Let the client notice the closed connection.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut results = Vec::new();
+    for _ in 0..12 {
+        results.push(check(&client).await);
+    }
+    assert!(results.iter().all(Result::is_ok), "{:?}", counts(&results));
+    let served = counts(&results);
+    assert_eq!(served.get("c"), None);
+    assert_eq!(
+        served.get("a").copied().unwrap_or(0) + served.get("b").copied().unwrap_or(0),
+        12
+    );
+}
+
+#[tokio::test]
+async fn all_servers_gone_is_unavailable_naming_the_service() {
+    let mut backends = three().await;
+    let client = client(
+        &backends,
+        GrpcRetryLayer::new(),
+        OutlierDetection::default(),
+    );
+    for b in &mut backends {
+        b.kill().await;
+    }
+    let result = check(&client).await;
+    let Err((code, message)) = result else {
+        panic!("must fail: {result:?}");
+    };
+    assert_eq!(code, Code::Unavailable, "{message}");
+    assert!(message.contains("my-grpc-service"), "{message}");
+}
+
+/// gRPC over TLS: h2 by ALPN to secure instances, through the same
+/// balancer, with `tls::HttpsClient` as the inner client.
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn grpc_over_tls_to_secure_instances() {
+    use std::sync::Arc;
+
+    use tower_ribbon::Instance;
+    use tower_ribbon::grpc::GrpcBody;
+    use tower_ribbon::tls::HttpsClient;
+
+    let pki = tls_support::pki();
+    let acceptor = || {
+        Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+            tls_support::server_config(&pki, vec![b"h2".to_vec()], false),
+        )))
+    };
+    let backends = [
+        GrpcBackend::start_with("a", acceptor()).await.expect("a"),
+        GrpcBackend::start_with("b", acceptor()).await.expect("b"),
+        GrpcBackend::start_with("c", acceptor()).await.expect("c"),
+    ];
+    let instances = backends
+        .iter()
+        .map(|b| {
+            Instance::new("my-grpc-service", "127.0.0.1", b.port())
+                .expect("instance")
+                .with_secure(true)
+        })
+        .collect();
+    let source = StaticSource::new().with_instances("my-grpc-service", instances);
+    let https = HttpsClient::builder()
+        .webpki_roots(false)
+        .add_root_pem(pki.ca_pem.as_bytes())
+        .expect("ca")
+        .http2_only(true)
+        .build::<GrpcBody>()
+        .expect("client");
+    let channel = grpc::balance(
+        LoadBalancer::builder()
+            .source(source)
+            .service("my-grpc-service"),
+        https,
+        GrpcRetryLayer::new(),
+    )
+    .expect("balancer");
+    let client =
+        HealthClient::with_origin(channel, http::Uri::from_static("http://my-grpc-service"));
+    let mut results = Vec::new();
+    for _ in 0..9 {
+        results.push(client.clone().check(request()).await.map(|r| {
+            r.metadata()
+                .get("x-backend")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("?")
+                .to_owned()
+        }));
+    }
+    let served = counts(
+        &results
+            .into_iter()
+            .map(|r| r.map_err(|s| (s.code(), s.message().to_owned())))
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(served, split(&[("a", 3), ("b", 3), ("c", 3)]));
+    let connections: Vec<usize> = backends.iter().map(GrpcBackend::connections).collect();
+    assert_eq!(connections, vec![1, 1, 1]);
+}
