@@ -45,7 +45,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let builder = LoadBalancer::builder()
         .source(source)
         .service(service.clone())
-        .refresh(RefreshConfig::default().interval(Duration::from_secs(5)));
+        .refresh({
+            let mut refresh = RefreshConfig::default();
+            refresh.interval = Duration::from_secs(5);
+            refresh
+        });
     let client = ReqwestService::new(
         reqwest::Client::builder()
             .timeout(Duration::from_secs(10))

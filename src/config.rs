@@ -526,11 +526,11 @@ impl ClientConfig {
     /// The refresh: [`RefreshConfig::default`] with
     /// `ServerListRefreshInterval` applied.
     pub fn refresh_config(&self) -> RefreshConfig {
-        let config = RefreshConfig::default();
-        match self.server_list_refresh_interval {
-            Some(interval) => config.interval(interval),
-            None => config,
+        let mut config = RefreshConfig::default();
+        if let Some(interval) = self.server_list_refresh_interval {
+            config.interval = interval;
         }
+        config
     }
 
     /// The active health check, when `HealthCheckPath` is set, every
@@ -594,7 +594,7 @@ impl ClientConfig {
             ("ReadTimeout", ms(retry.get_per_try_timeout())),
             (
                 "ServerListRefreshInterval",
-                ms(Some(self.refresh_config().get_interval())),
+                ms(Some(self.refresh_config().interval)),
             ),
             (
                 "HealthCheckPath",

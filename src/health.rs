@@ -35,8 +35,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::discovery::Snapshot;
 use crate::instance::Endpoint;
+use crate::snapshot::Snapshot;
 
 mod active;
 

@@ -53,6 +53,7 @@ pub mod retry;
 mod rng;
 pub mod rule;
 pub mod service;
+pub mod snapshot;
 pub mod stats;
 
 pub use error::{BoxError, DiscoveryError, Error};

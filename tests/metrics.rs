@@ -75,11 +75,12 @@ async fn requests_outcomes_latency_breaker_and_refresh_are_recorded() {
         .source(source.clone())
         .services(["user-service", "empty-service"])
         .retry(tower_ribbon::retry::RetryPolicy::none())
-        .refresh(
-            RefreshConfig::default()
-                .interval(Duration::from_secs(10))
-                .jitter(0.0),
-        )
+        .refresh({
+            let mut refresh = RefreshConfig::default();
+            refresh.interval = Duration::from_secs(10);
+            refresh.jitter = 0.0;
+            refresh
+        })
         .build(inner)
         .unwrap();
     assert!(lb.ready_service("user-service").await);

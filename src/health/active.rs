@@ -11,8 +11,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::discovery::{ServiceState, TaskGuard};
+use crate::discovery::TaskGuard;
 use crate::instance::Endpoint;
+use crate::service::ServiceState;
 
 /// Settings of active health checking.
 ///

@@ -4,9 +4,9 @@
 //!
 //! A request to `http://user-service/api/x` goes through five steps:
 //! 1. the URI host (`user-service`, case-insensitive) names the service;
-//! 2. the service's current [`Snapshot`] is
-//!    loaded (one atomic load, no lock);
-//! 3. the service's [`Rule`] chooses an endpoint;
+//! 2. the service's current [`Picker`] (built by its [`Rule`] for the
+//!    current [`Snapshot`]) is loaded (one atomic load, no lock);
+//! 3. the picker chooses an endpoint;
 //! 4. scheme and authority are rewritten to the endpoint
 //!    (`http://127.0.0.1:8081/api/x`); path and query are kept;
 //! 5. the inner service (hyper-util's client, [`ReqwestService`], ...) sends
@@ -37,7 +37,8 @@
 //! ```
 //!
 //! [`Rule`]: crate::rule::Rule
-//! [`Snapshot`]: crate::discovery::Snapshot
+//! [`Picker`]: crate::rule::Picker
+//! [`Snapshot`]: crate::snapshot::Snapshot
 
 use std::collections::HashMap;
 use std::fmt;
@@ -49,11 +50,13 @@ use http::Request;
 use tower::Service;
 
 use crate::discovery::spawn_refresher;
-use crate::discovery::{InstanceSource, RefreshConfig, RefreshStatus, ServiceState, Snapshot};
+use crate::discovery::{InstanceSource, RefreshConfig, RefreshStatus};
 use crate::error::{BoxError, BuildError, Error};
 use crate::health::{ActiveHealthCheck, OutlierDetection};
 use crate::retry::{RetryPolicy, TryCloneBody};
 use crate::rule::{RoundRobin, Rule};
+use crate::snapshot::Snapshot;
+use crate::stats::StatsConfig;
 
 mod classify;
 mod future;
@@ -62,6 +65,7 @@ mod layer;
 #[cfg(feature = "reqwest")]
 mod reqwest_adapter;
 mod send;
+pub(crate) mod state;
 
 pub use classify::{FailureStatuses, ResponseStatus, classify_error};
 pub use future::ResponseFuture;
@@ -69,6 +73,7 @@ pub use hash_key::HashKey;
 pub use layer::LoadBalancerLayer;
 #[cfg(feature = "reqwest")]
 pub use reqwest_adapter::ReqwestService;
+pub(crate) use state::ServiceState;
 
 type MakeRule = Arc<dyn Fn() -> Arc<dyn Rule> + Send + Sync>;
 
@@ -91,6 +96,7 @@ pub struct Builder {
     retry: RetryPolicy,
     outliers: OutlierDetection,
     active_health: Option<ActiveHealthCheck>,
+    stats: StatsConfig,
 }
 
 impl Default for Builder {
@@ -107,6 +113,7 @@ impl Default for Builder {
             retry: RetryPolicy::default(),
             outliers: OutlierDetection::default(),
             active_health: None,
+            stats: StatsConfig::default(),
         }
     }
 }
@@ -159,9 +166,17 @@ impl Builder {
     }
 
     /// How instance lists are refreshed. Default is
-    /// [`RefreshConfig::default`] (every 30 s, ±10 % jitter).
+    /// [`RefreshConfig::default`] (every 30 s, ±10 % jitter); checked when
+    /// the balancer is built.
     pub fn refresh(mut self, config: RefreshConfig) -> Self {
         self.refresh = config;
+        self
+    }
+
+    /// Tuning of per-instance statistics and the circuit breaker
+    /// ([`StatsConfig`]). Default [`StatsConfig::default`].
+    pub fn stats(mut self, config: crate::stats::StatsConfig) -> Self {
+        self.stats = config;
         self
     }
 
@@ -233,6 +248,7 @@ impl Builder {
     pub fn layer(self) -> Result<LoadBalancerLayer, BuildError> {
         let source = self.source.ok_or(BuildError::NoSource)?;
         let handle = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        self.refresh.validate()?;
         let budget = self.retry.get_budget().build()?;
         let shared = Arc::new(Shared {
             services: ArcSwap::from_pointee(HashMap::new()),
@@ -240,6 +256,7 @@ impl Builder {
             source,
             make_rule: self.make_rule,
             refresh: self.refresh,
+            stats: self.stats,
             discover_on_demand: self.discover_on_demand,
             max_services: self.max_services,
             failure_statuses: self.failure_statuses,
@@ -284,6 +301,7 @@ pub(crate) struct Shared {
     source: Arc<dyn InstanceSource>,
     make_rule: MakeRule,
     refresh: RefreshConfig,
+    stats: StatsConfig,
     discover_on_demand: bool,
     max_services: usize,
     failure_statuses: FailureStatuses,
@@ -323,6 +341,7 @@ impl Shared {
             service_id,
             (self.make_rule)(),
             self.refresh.clone(),
+            self.stats.clone(),
             self.outliers.get_panic_threshold_percent(),
         ));
         tasks.push(spawn_refresher(
@@ -399,7 +418,7 @@ impl<S> LoadBalancer<S> {
 
     /// The current instance list of `service_id`, if the service is known.
     pub fn snapshot(&self, service_id: &str) -> Option<Arc<Snapshot>> {
-        self.shared.get(service_id).map(|s| s.snapshot_full())
+        self.shared.get(service_id).map(|s| s.snapshot())
     }
 
     /// What the refresh of `service_id` has done: counts, staleness, last

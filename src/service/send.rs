@@ -11,8 +11,8 @@ use tokio::time::Instant;
 use tower::retry::budget::Budget as _;
 use tower::{Service, ServiceExt};
 
+use super::ServiceState;
 use super::{ResponseStatus, Shared, classify_error};
-use crate::discovery::ServiceState;
 use crate::error::{BoxError, Error};
 use crate::instance::Endpoint;
 use crate::retry::{Attempt, RetryNonIdempotent, RetryReason, TryCloneBody, parse_retry_after};
@@ -63,21 +63,20 @@ fn rewrite<B>(req: &mut Request<B>, endpoint: &Endpoint) -> Result<(), http::uri
 
 /// Picks an endpoint not in `tried` if one is eligible, else any.
 fn pick(state: &ServiceState, tried: &[Endpoint], hash_key: Option<u64>) -> Option<Endpoint> {
-    let snapshot = state.snapshot();
+    let picker = state.picker();
     let mut ctx = PickContext::new();
     if let Some(key) = hash_key {
         ctx = ctx.with_hash_key(key);
     }
-    if state.health().filter(&snapshot, ctx.now()) {
+    if state.health().filter(picker.snapshot(), ctx.now()) {
         ctx = ctx.with_health_filter();
     }
-    let rule = state.rule();
     if !tried.is_empty() {
-        if let Some(e) = rule.choose(&snapshot, &ctx.with_excluded(tried)) {
+        if let Some(e) = picker.pick(&ctx.with_excluded(tried)) {
             return Some(e.clone());
         }
     }
-    rule.choose(&snapshot, &ctx).cloned()
+    picker.pick(&ctx).cloned()
 }
 
 /// One request.
