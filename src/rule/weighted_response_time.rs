@@ -49,6 +49,7 @@ const DUE: u64 = u64::MAX;
 /// response time falls below the others'.
 pub struct WeightedResponseTime {
     shared: Arc<Shared>,
+    interval: Duration,
 }
 
 /// What the rule shares with its pickers: the generator, the fallback
@@ -56,7 +57,6 @@ pub struct WeightedResponseTime {
 struct Shared {
     rng: AtomicRng,
     cursor: AtomicUsize,
-    interval: Duration,
     epoch: Instant,
     /// Time of the last recomputation, in ms since `epoch`, or [`DUE`].
     last_ms: AtomicU64,
@@ -71,10 +71,10 @@ impl Shared {
 
     /// Whether this caller should recompute now: the interval has passed
     /// (or a recomputation was asked for) and it won the compare-and-swap.
-    fn due(&self, now: Instant) -> bool {
+    fn due(&self, now: Instant, interval: Duration) -> bool {
         let now_ms = self.ms_since_epoch(now);
         let last = self.last_ms.load(Ordering::Relaxed);
-        let interval_ms = u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX);
+        let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
         if last != DUE && now_ms.saturating_sub(last) < interval_ms {
             return false;
         }
@@ -115,10 +115,10 @@ impl WeightedResponseTime {
             shared: Arc::new(Shared {
                 rng,
                 cursor: AtomicUsize::new(start),
-                interval: Self::DEFAULT_RECOMPUTE_INTERVAL,
                 epoch: Instant::now(),
                 last_ms: AtomicU64::new(0),
             }),
+            interval: Self::DEFAULT_RECOMPUTE_INTERVAL,
         }
     }
 
@@ -128,26 +128,13 @@ impl WeightedResponseTime {
     /// leaves recomputation to [`Rule::build`] and
     /// [`WeightedResponseTime::recompute`].
     pub fn with_recompute_interval(mut self, interval: Duration) -> Self {
-        // Only this handle exists while the builder methods run.
-        match Arc::get_mut(&mut self.shared) {
-            Some(shared) => shared.interval = interval,
-            None => {
-                let old = &self.shared;
-                self.shared = Arc::new(Shared {
-                    rng: AtomicRng::with_seed(old.rng.next_u64()),
-                    cursor: AtomicUsize::new(old.cursor.load(Ordering::Relaxed)),
-                    interval,
-                    epoch: old.epoch,
-                    last_ms: AtomicU64::new(old.last_ms.load(Ordering::Relaxed)),
-                });
-            }
-        }
+        self.interval = interval;
         self
     }
 
     /// The lazy recompute interval (default 30 s).
     pub fn recompute_interval(&self) -> Duration {
-        self.shared.interval
+        self.interval
     }
 
     /// Makes the next pick recompute its weights from the current stats
@@ -166,7 +153,7 @@ impl Default for WeightedResponseTime {
 impl fmt::Debug for WeightedResponseTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WeightedResponseTime")
-            .field("recompute_interval", &self.shared.interval)
+            .field("recompute_interval", &self.interval)
             .finish_non_exhaustive()
     }
 }
@@ -181,6 +168,7 @@ impl Rule for WeightedResponseTime {
         let picker = WeightedResponseTimePicker {
             snapshot: Arc::clone(snapshot),
             shared: Arc::clone(&self.shared),
+            interval: self.interval,
             cumulative,
         };
         picker.fill();
@@ -198,6 +186,7 @@ impl Rule for WeightedResponseTime {
 struct WeightedResponseTimePicker {
     snapshot: Arc<Snapshot>,
     shared: Arc<Shared>,
+    interval: Duration,
     /// `cumulative[i] = W(0) + … + W(i)` in ms, as `f64` bits.
     cumulative: Box<[AtomicU64]>,
 }
@@ -293,7 +282,7 @@ impl Picker for WeightedResponseTimePicker {
         if endpoints.is_empty() {
             return None;
         }
-        if self.shared.due(ctx.now()) {
+        if self.shared.due(ctx.now(), self.interval) {
             self.fill();
         }
         if endpoints.len() < 2 || (ctx.all_eligible() && !ctx.has_tiers()) {
