@@ -65,6 +65,13 @@ fn rules() -> Vec<(&'static str, Box<dyn Rule>)> {
             "zone_avoidance_rr",
             Box::new(rule::ZoneAvoidance::new(rule::RoundRobin::with_start(0))),
         ),
+        (
+            "zone_avoidance_rr_preferred_zone",
+            Box::new(
+                rule::ZoneAvoidance::new(rule::RoundRobin::with_start(0))
+                    .preferred_zone(Some("zone-a")),
+            ),
+        ),
     ]
 }
 

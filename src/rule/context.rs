@@ -15,6 +15,11 @@ pub type Tier<'a> = &'a (dyn Fn(usize, &Endpoint) -> bool + 'a);
 /// in every wrapper's tier at its level (index, endpoint as in [`Tier`]).
 pub(crate) type Member<'m> = &'m dyn Fn(usize, &Endpoint) -> bool;
 
+/// Where a tier's members can be: ascending indices into the snapshot's
+/// endpoints, a superset of the tier's members (for example one zone's
+/// endpoints). `None`: anywhere in the list.
+pub type Domain<'a> = Option<&'a [u32]>;
+
 /// The tiers one wrapping picker adds, in order of preference, chained to
 /// the tiers of the pickers wrapping it.
 ///
@@ -26,6 +31,8 @@ pub(crate) type Member<'m> = &'m dyn Fn(usize, &Endpoint) -> bool;
 #[derive(Clone, Copy)]
 pub struct Tiers<'a> {
     tiers: &'a [Tier<'a>],
+    /// One per tier, or empty (no domains).
+    domains: &'a [Domain<'a>],
     outer: Option<&'a Tiers<'a>>,
 }
 
@@ -39,20 +46,30 @@ impl std::fmt::Debug for Tiers<'_> {
 }
 
 impl<'a> Tiers<'a> {
-    /// Calls `f` with the predicate of each combined tier in order (outer
-    /// tiers major), until `f` returns `Some`. Allocates nothing.
+    /// Calls `f` with the predicate and the domain of each combined tier in
+    /// order (outer tiers major), until `f` returns `Some`. A combined
+    /// tier's domain is the first one any level gives (each is a superset
+    /// of the combined members). Allocates nothing.
     pub(crate) fn find<R>(
         list: Option<&Tiers<'_>>,
-        f: &mut dyn FnMut(Member<'_>) -> Option<R>,
+        f: &mut dyn FnMut(Member<'_>, Domain<'_>) -> Option<R>,
     ) -> Option<R> {
         match list {
-            None => f(&|_, _| true),
-            Some(l) => Self::find(l.outer, &mut |outer: Member<'_>| {
-                l.tiers
-                    .iter()
-                    .find_map(|t| f(&|i, e| outer(i, e) && t(i, e)))
-            }),
+            None => f(&|_, _| true, None),
+            Some(l) => Self::find(
+                l.outer,
+                &mut |outer: Member<'_>, outer_domain: Domain<'_>| {
+                    l.tiers.iter().enumerate().find_map(|(j, t)| {
+                        let domain = outer_domain.or_else(|| l.domain(j));
+                        f(&|i, e| outer(i, e) && t(i, e), domain)
+                    })
+                },
+            ),
         }
+    }
+
+    fn domain(&self, j: usize) -> Domain<'a> {
+        self.domains.get(j).copied().flatten()
     }
 }
 
@@ -174,8 +191,25 @@ impl<'a> PickContext<'a> {
     where
         'a: 'b,
     {
+        self.with_tiers_in(storage, tiers, &[])
+    }
+
+    /// [`PickContext::with_tiers`] with the [`Domain`] of each tier
+    /// (`domains[j]` for `tiers[j]`; missing entries mean "anywhere"), so a
+    /// rotation can step over a tier's possible members only: a pick from a
+    /// one-zone tier then costs O(1) instead of a walk of the list.
+    pub fn with_tiers_in<'b>(
+        &self,
+        storage: &'b mut Option<Tiers<'b>>,
+        tiers: &'b [Tier<'b>],
+        domains: &'b [Domain<'b>],
+    ) -> PickContext<'b>
+    where
+        'a: 'b,
+    {
         let link = storage.insert(Tiers {
             tiers,
+            domains,
             outer: self.tiers,
         });
         PickContext {
@@ -192,8 +226,18 @@ impl<'a> PickContext<'a> {
     /// `Some`. Without tiers, one call with plain eligibility.
     #[inline]
     pub(crate) fn find_tier<R>(&self, f: &mut dyn FnMut(Member<'_>) -> Option<R>) -> Option<R> {
-        Tiers::find(self.tiers, &mut |t: Member<'_>| {
-            f(&|i, e| self.is_eligible(e) && t(i, e))
+        self.find_tier_in(&mut |member, _| f(member))
+    }
+
+    /// [`PickContext::find_tier`], also passing each combined tier's
+    /// [`Domain`].
+    #[inline]
+    pub(crate) fn find_tier_in<R>(
+        &self,
+        f: &mut dyn FnMut(Member<'_>, Domain<'_>) -> Option<R>,
+    ) -> Option<R> {
+        Tiers::find(self.tiers, &mut |t: Member<'_>, domain: Domain<'_>| {
+            f(&|i, e| self.is_eligible(e) && t(i, e), domain)
         })
     }
 
@@ -203,6 +247,17 @@ impl<'a> PickContext<'a> {
     pub(crate) fn in_first_tier(&self, i: usize, e: &Endpoint) -> bool {
         self.is_eligible(e) && first_tier(self.tiers, i, e)
     }
+
+    /// The domain of the first combined tier.
+    #[inline]
+    pub(crate) fn first_domain(&self) -> Domain<'a> {
+        first_domain(self.tiers)
+    }
+}
+
+fn first_domain<'a>(list: Option<&Tiers<'a>>) -> Domain<'a> {
+    let l = list?;
+    first_domain(l.outer).or_else(|| l.domain(0))
 }
 
 fn first_tier(list: Option<&Tiers<'_>>, i: usize, e: &Endpoint) -> bool {

@@ -78,7 +78,7 @@ pub mod zone_avoidance;
 pub use availability_filtering::{AllFilteredPolicy, AvailabilityFiltering};
 pub use best_available::BestAvailable;
 pub use consistent_hash::ConsistentHash;
-pub use context::{PickContext, Tier, Tiers};
+pub use context::{Domain, PickContext, Tier, Tiers};
 pub use peak_ewma_p2c::PeakEwmaP2c;
 pub use random::Random;
 pub use round_robin::RoundRobin;

@@ -6,6 +6,7 @@
 //! walk is bounded by a small multiple of the list length.
 
 use super::PickContext;
+use super::context::Domain;
 use crate::instance::Endpoint;
 
 /// The indices `0..n` in the order of one walk that begins at `start % n`
@@ -68,15 +69,17 @@ pub(crate) fn nth_eligible<'s>(
 /// round-robin (or random, with a random `k`) picker.
 ///
 /// Without tiers: [`nth_eligible`]. With tiers (a wrapping picker's
-/// filters), from this one step: the candidate `endpoints[k % n]` if it is
-/// in the first non-empty tier; otherwise the candidate's turn is handed
-/// on, and the hand-offs of successive rounds (`k / n`) walk the tier's `m`
-/// members in turn: member number `(round · (n − m) + r) mod m`, where `r`
-/// counts the non-members before the candidate. Over any `n` successive
-/// steps each member gets its own turn plus an even share of the others',
-/// so `N · m` steps give each member `N` picks up to about 2, and no member
-/// inherits a filtered neighbour's share. A member-candidate costs O(1)
-/// per tier; a hand-off walks the list up to twice per tier.
+/// filters), from this one step, over the `L` positions of the tier's
+/// [`Domain`](super::context::Domain) (its possible members; the whole list
+/// when it has none): the candidate at position `k mod L` if it is in the
+/// first non-empty tier; otherwise the candidate's turn is handed on, and
+/// the hand-offs of successive rounds (`k / L`) walk the tier's `m`
+/// members in turn: member number `(round · (L − m) + r) mod m`, where `r`
+/// counts the non-members at positions before the candidate. Over any `L`
+/// successive steps each member gets its own turn plus an even share of
+/// the others', so `N · m` steps give each member `N` picks up to about 2,
+/// and no member inherits a filtered neighbour's share. A member-candidate
+/// costs O(1); a hand-off walks the domain up to twice per tier.
 pub(crate) fn rotate<'s>(
     endpoints: &'s [Endpoint],
     ctx: &PickContext<'_>,
@@ -86,29 +89,44 @@ pub(crate) fn rotate<'s>(
         return nth_eligible(endpoints, ctx, k);
     }
     let n = endpoints.len();
-    let i0 = k.checked_rem(n)?;
-    let candidate = &endpoints[i0];
-    if ctx.in_first_tier(i0, candidate) {
-        return Some(candidate);
+    let at = |domain: Domain<'_>, pos: usize| match domain {
+        Some(d) => d[pos] as usize,
+        None => pos,
+    };
+    let len = |domain: Domain<'_>| domain.map_or(n, <[u32]>::len);
+    let first = ctx.first_domain();
+    if let Some(pos) = k.checked_rem(len(first)) {
+        let i = at(first, pos);
+        if let Some(e) = endpoints.get(i).filter(|e| ctx.in_first_tier(i, e)) {
+            return Some(e);
+        }
     }
-    let round = k / n;
-    ctx.find_tier(&mut |member| {
+    ctx.find_tier_in(&mut |member, domain| {
+        let l = len(domain);
+        let p0 = k.checked_rem(l)?;
         let (mut m, mut before) = (0usize, 0usize);
-        for (i, e) in endpoints.iter().enumerate() {
-            if member(i, e) {
+        for pos in 0..l {
+            let i = at(domain, pos);
+            if endpoints.get(i).is_some_and(|e| member(i, e)) {
                 m += 1;
-            } else if i < i0 {
+            } else if pos < p0 {
                 before += 1;
             }
         }
         if m == 0 {
             return None;
         }
+        let i0 = at(domain, p0);
+        let candidate = endpoints.get(i0)?;
         if member(i0, candidate) {
             return Some(candidate);
         }
-        let turn = round.wrapping_mul(n - m).wrapping_add(before) % m;
-        nth_member(endpoints, member, turn)
+        let turn = (k / l).wrapping_mul(l - m).wrapping_add(before) % m;
+        (0..l)
+            .map(|pos| at(domain, pos))
+            .filter(|&i| endpoints.get(i).is_some_and(|e| member(i, e)))
+            .nth(turn)
+            .and_then(|i| endpoints.get(i))
     })
 }
 

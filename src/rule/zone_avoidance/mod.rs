@@ -39,9 +39,12 @@
 //! filter widen the pick to the next tier at once. A pick is never
 //! ineligible and `None` only when nothing is eligible.
 //!
-//! Cost: a pick costs what the wrapped picker costs with the tiers: for
-//! round robin, O(1) while its candidate is in the first tier, else one or
-//! two walks of the list. Build and recount: O(n).
+//! Cost: a pick costs what the wrapped picker costs with the tiers. A tier
+//! of one zone (the preferred zone, or a single good zone) tells the
+//! wrapped picker its zone's endpoints ([`Domain`](super::Domain)), so a
+//! round-robin picker steps over that zone only: O(1) while its candidate
+//! is available and eligible, else one or two walks of the zone (of the
+//! list for a tier of several zones). Build and recount: O(n).
 //!
 //! Differences from Ribbon: Ribbon drops only the single worst zone per
 //! pick (and one at random among equals); here every overloaded zone is
@@ -62,7 +65,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use self::zones::{MAX_ZONES, ZoneTable, classify, count};
-use super::{PickContext, Picker, RoundRobin, Rule, Tier};
+use super::{Domain, PickContext, Picker, RoundRobin, Rule, Tier};
 use crate::instance::Endpoint;
 use crate::snapshot::Snapshot;
 
@@ -266,17 +269,20 @@ impl Picker for ZonePicker {
         let masks = [preferred, good, available, all];
         let filters = masks.map(in_zones);
         let mut tiers: [Tier<'_>; 5] = [&any; 5];
+        let mut domains: [Domain<'_>; 5] = [None; 5];
         let mut len = 0;
         for (j, (mask, filter)) in masks.iter().zip(&filters).enumerate() {
             if *mask != 0 && !masks[..j].contains(mask) {
                 tiers[len] = filter;
+                domains[len] = self.table.domain(*mask);
                 len += 1;
             }
         }
         // Fail open: tripped endpoints too, when nothing available is left.
         tiers[len] = &any;
         let mut link = None;
-        self.inner.pick(&ctx.with_tiers(&mut link, &tiers[..=len]))
+        let inner = ctx.with_tiers_in(&mut link, &tiers[..=len], &domains[..=len]);
+        self.inner.pick(&inner)
     }
 
     fn snapshot(&self) -> &Arc<Snapshot> {

@@ -26,6 +26,8 @@ pub(super) struct ZoneTable {
     pub(super) names: Box<[Box<str>]>,
     /// The preferred zone's id, if it is in the list.
     pub(super) preferred: Option<u16>,
+    /// The endpoint indices of each zone, ascending, by zone id.
+    pub(super) members: Box<[Box<[u32]>]>,
 }
 
 impl ZoneTable {
@@ -33,7 +35,7 @@ impl ZoneTable {
     pub(super) fn build(endpoints: &[Endpoint], preferred: Option<&str>) -> Self {
         let mut by_name: HashMap<String, u16> = HashMap::new();
         let mut names: Vec<Box<str>> = Vec::new();
-        let ids = endpoints
+        let ids: Box<[u16]> = endpoints
             .iter()
             .map(|e| {
                 let key = zone_name(e).to_ascii_lowercase();
@@ -44,11 +46,29 @@ impl ZoneTable {
             })
             .collect();
         let preferred = preferred.and_then(|p| by_name.get(&p.to_ascii_lowercase()).copied());
+        let mut members: Vec<Vec<u32>> = vec![Vec::new(); names.len().min(MAX_ZONES)];
+        for (i, &z) in ids.iter().enumerate() {
+            if let (Some(list), Ok(i)) = (members.get_mut(usize::from(z)), u32::try_from(i)) {
+                list.push(i);
+            }
+        }
         Self {
             ids,
             names: names.into(),
             preferred,
+            members: members.into_iter().map(Vec::into_boxed_slice).collect(),
         }
+    }
+
+    /// The endpoints a tier of the zones in `mask` can hold: one zone's
+    /// indices when `mask` names a single zone, else `None` (anywhere).
+    pub(super) fn domain(&self, mask: u32) -> Option<&[u32]> {
+        if mask.count_ones() != 1 {
+            return None;
+        }
+        self.members
+            .get(mask.trailing_zeros() as usize)
+            .map(|m| &**m)
     }
 
     /// Number of distinct zones.
