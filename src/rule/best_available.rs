@@ -69,36 +69,49 @@ impl fmt::Debug for BestAvailablePicker {
     }
 }
 
+impl BestAvailablePicker {
+    /// The least loaded member, non-tripped first, walking from `start`.
+    #[inline]
+    fn best_in(
+        endpoints: &[Endpoint],
+        now: tokio::time::Instant,
+        start: usize,
+        member: impl Fn(usize, &Endpoint) -> bool,
+    ) -> Option<&Endpoint> {
+        let mut best: Option<(&Endpoint, usize)> = None;
+        let mut tripped: Option<(&Endpoint, usize)> = None;
+        for i in rotation(start, endpoints.len()) {
+            let e = &endpoints[i];
+            if !member(i, e) {
+                continue;
+            }
+            let stats = e.stats();
+            let load = stats.in_flight();
+            let slot = if stats.is_tripped_at(now) {
+                &mut tripped
+            } else {
+                &mut best
+            };
+            if slot.is_none_or(|(_, l)| load < l) {
+                *slot = Some((e, load));
+            }
+        }
+        best.or(tripped).map(|(e, _)| e)
+    }
+}
+
 impl Picker for BestAvailablePicker {
     fn pick(&self, ctx: &PickContext<'_>) -> Option<&Endpoint> {
         let endpoints = self.snapshot.endpoints();
-        let n = endpoints.len();
-        if n == 0 {
+        if endpoints.is_empty() {
             return None;
         }
         let now = ctx.now();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        ctx.find_tier(&mut |member| {
-            let mut best: Option<(&Endpoint, usize)> = None;
-            let mut tripped: Option<(&Endpoint, usize)> = None;
-            for i in rotation(start, n) {
-                let e = &endpoints[i];
-                if !member(i, e) {
-                    continue;
-                }
-                let stats = e.stats();
-                let load = stats.in_flight();
-                let slot = if stats.is_tripped_at(now) {
-                    &mut tripped
-                } else {
-                    &mut best
-                };
-                if slot.is_none_or(|(_, l)| load < l) {
-                    *slot = Some((e, load));
-                }
-            }
-            best.or(tripped).map(|(e, _)| e)
-        })
+        if !ctx.has_tiers() {
+            return Self::best_in(endpoints, now, start, |_, e| ctx.is_eligible(e));
+        }
+        ctx.find_tier(&mut |member| Self::best_in(endpoints, now, start, member))
     }
 
     fn snapshot(&self) -> &Arc<Snapshot> {

@@ -159,10 +159,11 @@ impl fmt::Debug for P2cPicker {
 impl P2cPicker {
     /// A random index other than `skip` that `usable` accepts: up to
     /// [`DRAW_TRIES`] uniform draws, then a walk from a random offset.
+    #[inline]
     fn draw(
         &self,
         endpoints: &[Endpoint],
-        usable: &dyn Fn(usize, &Endpoint) -> bool,
+        usable: &impl Fn(usize, &Endpoint) -> bool,
         skip: Option<usize>,
     ) -> Option<usize> {
         let n = endpoints.len();
@@ -199,11 +200,12 @@ impl P2cPicker {
 
     /// The cheaper of two draws among the members of one tier: available
     /// ones first, else any (fail open).
+    #[inline]
     fn choose_in<'s>(
         &self,
         endpoints: &'s [Endpoint],
         ctx: &PickContext<'_>,
-        member: &dyn Fn(usize, &Endpoint) -> bool,
+        member: &impl Fn(usize, &Endpoint) -> bool,
     ) -> Option<&'s Endpoint> {
         let now = ctx.now();
         let available = |i: usize, e: &Endpoint| member(i, e) && e.stats().is_available_at(now);
@@ -234,7 +236,10 @@ impl Picker for P2cPicker {
         if endpoints.is_empty() {
             return None;
         }
-        ctx.find_tier(&mut |member| self.choose_in(endpoints, ctx, member))
+        if !ctx.has_tiers() {
+            return self.choose_in(endpoints, ctx, &|_, e: &Endpoint| ctx.is_eligible(e));
+        }
+        ctx.find_tier(&mut |member| self.choose_in(endpoints, ctx, &member))
     }
 
     fn snapshot(&self) -> &Arc<Snapshot> {
