@@ -41,7 +41,7 @@
 //!
 //! Cost: a pick costs what the wrapped picker costs with the tiers. A tier
 //! of one zone (the preferred zone, or a single good zone) tells the
-//! wrapped picker its zone's endpoints ([`Domain`](super::Domain)), so a
+//! wrapped picker its zone's endpoints ([`Domain`]), so a
 //! round-robin picker steps over that zone only: O(1) while its candidate
 //! is available and eligible, else one or two walks of the zone (of the
 //! list for a tier of several zones). Build and recount: O(n).
