@@ -4,10 +4,14 @@
 //! `load::PeakEwma` over the same number of endpoints (its `poll_ready`
 //! picks and `call` dispatches to an always-ready endpoint).
 //!
+//! A pick here is what the request path does: one call of the picker the
+//! rule built for the list ([`Rule::build`] runs once per list, outside the
+//! measurement).
+//!
 //! Run: `cargo bench --bench pick`
 
 use std::hint::black_box;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -15,13 +19,13 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use tower::Service;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PeakEwma};
-use tower_ribbon::discovery::Snapshot;
 use tower_ribbon::instance::{Endpoint, Instance};
 use tower_ribbon::rule::{self, PickContext, Rule};
+use tower_ribbon::snapshot::Snapshot;
 
 const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
 
-fn snapshot(n: usize) -> Snapshot {
+fn snapshot(n: usize) -> Arc<Snapshot> {
     let endpoints = (0..n)
         .map(|i| {
             let host = format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
@@ -32,7 +36,7 @@ fn snapshot(n: usize) -> Snapshot {
             Endpoint::new(instance)
         })
         .collect();
-    Snapshot::new("svc", endpoints, 1)
+    Arc::new(Snapshot::new("svc", endpoints, 1))
 }
 
 /// Every rule of the crate, freshly made, with fixed seeds.
@@ -61,6 +65,13 @@ fn rules() -> Vec<(&'static str, Box<dyn Rule>)> {
             "zone_avoidance_rr",
             Box::new(rule::ZoneAvoidance::new(rule::RoundRobin::with_start(0))),
         ),
+        (
+            "zone_avoidance_rr_preferred_zone",
+            Box::new(
+                rule::ZoneAvoidance::new(rule::RoundRobin::with_start(0))
+                    .preferred_zone(Some("zone-a")),
+            ),
+        ),
     ]
 }
 
@@ -83,10 +94,10 @@ fn bench_one_thread(c: &mut Criterion) {
         let snap = snapshot(n);
         warm(&snap);
         for (name, rule) in rules() {
-            rule.update(&snap);
+            let picker = rule.build(&snap);
             let ctx = PickContext::new();
             group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
-                b.iter(|| black_box(rule.choose(black_box(&snap), &ctx).is_some()))
+                b.iter(|| black_box(black_box(&picker).pick(&ctx).is_some()))
             });
         }
         let naive = Mutex::new(0usize);
@@ -147,7 +158,7 @@ fn bench_two_threads(c: &mut Criterion) {
         let snap = snapshot(n);
         warm(&snap);
         for (name, rule) in rules() {
-            rule.update(&snap);
+            let picker = rule.build(&snap);
             group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
                 // Both threads pick `iters` times; the time reported is the
                 // wall time per pick of one thread while the other also picks.
@@ -156,13 +167,13 @@ fn bench_two_threads(c: &mut Criterion) {
                         let other = s.spawn(|| {
                             let ctx = PickContext::new();
                             for _ in 0..iters {
-                                black_box(rule.choose(black_box(&snap), &ctx).is_some());
+                                black_box(black_box(&picker).pick(&ctx).is_some());
                             }
                         });
                         let ctx = PickContext::new();
                         let start = Instant::now();
                         for _ in 0..iters {
-                            black_box(rule.choose(black_box(&snap), &ctx).is_some());
+                            black_box(black_box(&picker).pick(&ctx).is_some());
                         }
                         let elapsed = start.elapsed();
                         let _ = other.join();

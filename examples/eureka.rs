@@ -137,7 +137,11 @@ async fn main() -> Result<(), Error> {
         .source(source)
         .service(service.clone())
         .rule(RoundRobin::new)
-        .refresh(RefreshConfig::default().interval(Duration::from_millis(500)))
+        .refresh({
+            let mut c = RefreshConfig::default();
+            c.interval = Duration::from_millis(500);
+            c
+        })
         .build(ReqwestService::new(
             reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))

@@ -57,7 +57,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let auth = LoadBalancer::builder()
         .source(registry)
         .service("auth-service")
-        .refresh(RefreshConfig::default().interval(Duration::from_secs(5)))
+        .refresh({
+            let mut refresh = RefreshConfig::default();
+            refresh.interval = Duration::from_secs(5);
+            refresh
+        })
         .build(client)?;
 
     // Server side: GET /hello calls AUTH-SERVICE; /health for Eureka.

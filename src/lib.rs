@@ -121,6 +121,7 @@ pub mod retry;
 mod rng;
 pub mod rule;
 pub mod service;
+pub mod snapshot;
 pub mod stats;
 cfg_feature! {
     #![feature = "tls"]

@@ -16,15 +16,16 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tower_ribbon::discovery::Snapshot;
 use tower_ribbon::instance::{Endpoint, Instance};
 use tower_ribbon::rule::{
     AllFilteredPolicy, AvailabilityFiltering, BestAvailable, ConsistentHash, PeakEwmaP2c,
     PickContext, Random, RoundRobin, Rule, WeightedResponseTime, WeightedRoundRobin, ZoneAvoidance,
 };
+use tower_ribbon::snapshot::Snapshot;
 use tower_ribbon::stats::{InFlightGuard, Outcome};
 
 // ---------------------------------------------------------------------------
@@ -98,7 +99,7 @@ const ZONES: [&str; 3] = ["zone-a", "zone-b", "zone-c"];
 
 /// `n` endpoints in zones a/b/c (round robin over the index) with weights
 /// 1..=3.
-fn snapshot(n: usize, version: u64) -> Snapshot {
+fn snapshot(n: usize, version: u64) -> Arc<Snapshot> {
     let endpoints = (0..n)
         .map(|i| {
             let instance = Instance::new(
@@ -112,7 +113,7 @@ fn snapshot(n: usize, version: u64) -> Snapshot {
             Endpoint::new(instance)
         })
         .collect();
-    Snapshot::new("svc", endpoints, version)
+    Arc::new(Snapshot::new("svc", endpoints, version))
 }
 
 /// Endpoints whose breaker is tripped at [`Times::open`]: every 4th,
@@ -201,7 +202,7 @@ fn exclusions(snapshot: &Snapshot) -> Vec<(&'static str, Vec<Endpoint>)> {
 // ---------------------------------------------------------------------------
 // The check.
 
-/// For each size: a fresh rule, `update` (may allocate), then for every
+/// For each size: a fresh rule, `build` (may allocate), then for every
 /// context a few warm-up picks and `PICKS` measured picks (`QUADRATIC_PICKS`
 /// for all of 1 000 excluded, see there) that must not allocate.
 fn check(make: fn() -> Box<dyn Rule>) {
@@ -226,7 +227,7 @@ fn check_with(make: fn() -> Box<dyn Rule>, may_refuse: bool) {
         let snap = snapshot(n, version as u64 + 1);
         let (times, guards) = warm(&snap);
         let rule = make();
-        rule.update(&snap);
+        let picker = rule.build(&snap);
         for (ex_name, excluded) in exclusions(&snap) {
             let expect_some = excluded.len() < n;
             let picks = if excluded.len() * n > QUADRATIC_WORK && !full {
@@ -249,7 +250,7 @@ fn check_with(make: fn() -> Box<dyn Rule>, may_refuse: bool) {
                     };
                     let pick = |k: usize| {
                         let ctx = ctx(k);
-                        let got = rule.choose(black_box(&snap), black_box(&ctx));
+                        let got = picker.pick(black_box(&ctx));
                         match got {
                             Some(e) => assert!(
                                 expect_some && ctx.is_eligible(e),
@@ -273,7 +274,7 @@ fn check_with(make: fn() -> Box<dyn Rule>, may_refuse: bool) {
                             "{} ({:?}): n={n}, {ex_name}, {t_name}, hash key: {hashed}: \
                              {count} allocations in {picks} picks ({:.3} per pick)",
                             rule.name(),
-                            rule,
+                            picker,
                             count as f64 / picks as f64,
                         ));
                     }
@@ -335,6 +336,12 @@ no_alloc! {
     zone_avoidance => ZoneAvoidance::new(RoundRobin::with_start(7));
     zone_avoidance_preferred_zone =>
         ZoneAvoidance::new(RoundRobin::with_start(7)).preferred_zone(Some("zone-b"));
+    zone_avoidance_over_availability_filtering => ZoneAvoidance::new(
+        AvailabilityFiltering::new(RoundRobin::with_start(7)).max_in_flight(1),
+    )
+    .preferred_zone(Some("zone-a"));
+    zone_avoidance_over_weighted_round_robin =>
+        ZoneAvoidance::new(WeightedRoundRobin::with_start(7)).preferred_zone(Some("zone-c"));
 }
 
 #[tokio::test(start_paused = true)]

@@ -228,10 +228,7 @@ other.ribbon.NIWSServerListClassName=com.netflix.niws.loadbalancer.DiscoveryEnab
     assert!(retry.is_idempotent(&http::Method::POST));
     assert!(retry.is_retryable_status(429));
     assert!(!retry.is_retryable_status(502));
-    assert_eq!(
-        svc.refresh_config().get_interval(),
-        Duration::from_millis(1500)
-    );
+    assert_eq!(svc.refresh_config().interval, Duration::from_millis(1500));
     assert_eq!(
         svc.health_check(),
         Some({
@@ -283,7 +280,7 @@ fn defaults_apply_when_keys_are_absent() {
     );
     assert!(retry.is_retryable_status(503));
     assert!(!retry.is_idempotent(&http::Method::POST));
-    assert_eq!(svc.refresh_config().get_interval(), Duration::from_secs(30));
+    assert_eq!(svc.refresh_config().interval, Duration::from_secs(30));
     // A health path alone checks every 30 s, Ribbon's configured default.
     let config = RibbonConfig::from_properties_str(
         "svc.ribbon.listOfServers=h:1\nsvc.ribbon.HealthCheckPath=health\n",

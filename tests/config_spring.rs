@@ -100,15 +100,15 @@ fn global_keys_take_effect() {
     assert_eq!(lb.cache.ttl, Some(Duration::from_secs(15)));
     assert_eq!(lb.cache.capacity, Some(512));
     assert_eq!(lb.service_discovery_timeout, Some(Duration::from_secs(5)));
-    assert_eq!(c.refresh_config().get_interval(), Duration::from_secs(15));
+    assert_eq!(c.refresh_config().interval, Duration::from_secs(15));
     assert_eq!(
         format!("{:?}", c.refresh_config()),
-        format!(
-            "{:?}",
-            tower_ribbon::discovery::RefreshConfig::default()
-                .interval(Duration::from_secs(15))
-                .fetch_timeout(Duration::from_secs(5))
-        )
+        format!("{:?}", {
+            let mut c = tower_ribbon::discovery::RefreshConfig::default();
+            c.interval = Duration::from_secs(15);
+            c.fetch_timeout = Duration::from_secs(5);
+            c
+        })
     );
     // stats.micrometer.enabled: kept.
     assert_eq!(lb.micrometer_stats, Some(true));
@@ -143,7 +143,7 @@ fn per_client_keys_override_global_ones() {
             .retryable_statuses([502])
             .backoff(Duration::from_millis(50), Duration::from_secs(2))
     );
-    assert_eq!(pay.refresh_config().get_interval(), Duration::from_secs(5));
+    assert_eq!(pay.refresh_config().interval, Duration::from_secs(5));
     // inventory-service: active checks on its own path every 2 s.
     let inv = config.client("inventory-service");
     assert_eq!(inv.make_rule().name(), "round_robin");
@@ -270,10 +270,7 @@ fn properties_and_relaxed_names_read_the_same() {
         users.retry_policy(),
         RetryPolicy::default().max_same(2).max_next(3)
     );
-    assert_eq!(
-        users.refresh_config().get_interval(),
-        Duration::from_secs(20)
-    );
+    assert_eq!(users.refresh_config().interval, Duration::from_secs(20));
     assert_eq!(users.make_rule().name(), "random");
     // Spring's bracket form for a client name holding dots.
     let orders = config.client("v1.orders");

@@ -83,10 +83,13 @@ fn pod_config(server: &Dnsmasq) -> DnsConfig {
 }
 
 fn refresh() -> RefreshConfig {
-    RefreshConfig::default()
-        .interval(TICK)
-        .jitter(0.0)
-        .first_fetch_wait(Duration::from_secs(5))
+    {
+        let mut c = RefreshConfig::default();
+        c.interval = TICK;
+        c.jitter = 0.0;
+        c.first_fetch_wait = Duration::from_secs(5);
+        c
+    }
 }
 
 fn balancer<R: tower_ribbon::rule::Rule + 'static>(

@@ -29,7 +29,12 @@ fn balancer(eureka: &EurekaFixture) -> LoadBalancer<HttpClient> {
         .source(source)
         .service("user-service")
         .rule(|| RoundRobin::with_start(0))
-        .refresh(RefreshConfig::default().interval(INTERVAL).jitter(0.0))
+        .refresh({
+            let mut refresh = RefreshConfig::default();
+            refresh.interval = INTERVAL;
+            refresh.jitter = 0.0;
+            refresh
+        })
         .build(http_client())
         .expect("balancer")
 }

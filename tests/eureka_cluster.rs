@@ -63,11 +63,12 @@ fn balancer(source: impl InstanceSource) -> LoadBalancer<HttpClient> {
         .source(source)
         .service(APP)
         .rule(|| RoundRobin::with_start(0))
-        .refresh(
-            RefreshConfig::default()
-                .interval(Duration::from_millis(250))
-                .jitter(0.0),
-        )
+        .refresh({
+            let mut c = RefreshConfig::default();
+            c.interval = Duration::from_millis(250);
+            c.jitter = 0.0;
+            c
+        })
         .build(http_client())
         .unwrap()
 }

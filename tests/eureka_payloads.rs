@@ -422,7 +422,11 @@ async fn apps_mixed_status_up_set() {
     let lb = LoadBalancer::builder()
         .source(Parsed(instances))
         .service("order-service")
-        .refresh(RefreshConfig::default().jitter(0.0))
+        .refresh({
+            let mut refresh = RefreshConfig::default();
+            refresh.jitter = 0.0;
+            refresh
+        })
         .build(())
         .expect("balancer");
     assert!(lb.ready_service("order-service").await, "first fetch");
@@ -1011,11 +1015,12 @@ async fn refresh_keeps_the_last_list_through_every_bad_answer() {
     let lb = LoadBalancer::builder()
         .source(source(&[stub.url()]))
         .service("user-service")
-        .refresh(
-            RefreshConfig::default()
-                .interval(Duration::from_millis(100))
-                .jitter(0.0),
-        )
+        .refresh({
+            let mut refresh = RefreshConfig::default();
+            refresh.interval = Duration::from_millis(100);
+            refresh.jitter = 0.0;
+            refresh
+        })
         // No request goes through this balancer: only its refresh is tested.
         .build(())
         .expect("balancer");

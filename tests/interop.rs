@@ -123,11 +123,12 @@ async fn the_rust_balancer_finds_and_balances_over_java_eureka_clients() {
         .source(registry.clone())
         .service("auth-service")
         .rule(|| RoundRobin::with_start(0))
-        .refresh(
-            RefreshConfig::default()
-                .interval(Duration::from_millis(500))
-                .jitter(0.0),
-        )
+        .refresh({
+            let mut refresh = RefreshConfig::default();
+            refresh.interval = Duration::from_millis(500);
+            refresh.jitter = 0.0;
+            refresh
+        })
         .build(http_client())
         .unwrap();
     assert!(lb.ready_service("auth-service").await);

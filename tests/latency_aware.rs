@@ -18,12 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tower_ribbon::discovery::Snapshot;
 use tower_ribbon::instance::{Endpoint, Instance};
 use tower_ribbon::rule::{
     AvailabilityFiltering, BestAvailable, PeakEwmaP2c, PickContext, RoundRobin, Rule,
     WeightedResponseTime, ZoneAvoidance,
 };
+use tower_ribbon::snapshot::Snapshot;
 use tower_ribbon::stats::{InFlightGuard, Outcome};
 
 /// Requests per run.
@@ -48,16 +48,16 @@ fn respond(index: usize) -> (Duration, Outcome) {
     }
 }
 
-fn snapshot() -> Snapshot {
+fn snapshot() -> Arc<Snapshot> {
     let endpoints = [8081, 8082]
         .into_iter()
         .map(|port| Endpoint::new(Instance::new("svc", "127.0.0.1", port).unwrap()))
         .collect();
-    Snapshot::new("svc", endpoints, 1)
+    Arc::new(Snapshot::new("svc", endpoints, 1))
 }
 
 /// Something done every [`RECOMPUTE_EVERY`] of virtual time.
-type Periodic = Box<dyn Fn(&Snapshot)>;
+type Periodic = Box<dyn Fn()>;
 
 /// One rule under test: a fresh instance per run.
 struct Case {
@@ -83,7 +83,7 @@ fn cases() -> Vec<Case> {
                     WeightedResponseTime::with_seed(7).with_recompute_interval(Duration::MAX),
                 );
                 let handle = Arc::clone(&rule);
-                let recompute: Periodic = Box::new(move |s| handle.recompute(s));
+                let recompute: Periodic = Box::new(move || handle.recompute());
                 (rule, Some(recompute))
             },
         },
@@ -122,7 +122,7 @@ fn cases() -> Vec<Case> {
 /// one arrival every `gap`.
 fn failing_share(rule: &dyn Rule, periodic: Option<&Periodic>, gap: Duration) -> f64 {
     let s = snapshot();
-    rule.update(&s);
+    let picker = rule.build(&s);
     let start = Instant::now();
     let mut next_periodic = start + RECOMPUTE_EVERY;
     // (finish time, request number) → the request's guard and outcome.
@@ -141,11 +141,11 @@ fn failing_share(rule: &dyn Rule, periodic: Option<&Periodic>, gap: Duration) ->
         }
         if let Some(periodic) = periodic {
             while next_periodic <= now {
-                periodic(&s);
+                periodic();
                 next_periodic += RECOMPUTE_EVERY;
             }
         }
-        let e = rule.choose(&s, &PickContext::at(now)).unwrap();
+        let e = picker.pick(&PickContext::at(now)).unwrap();
         let index = s
             .endpoints()
             .iter()

@@ -76,11 +76,12 @@ async fn requests_outcomes_latency_breaker_and_refresh_are_recorded() {
         .services(["user-service", "empty-service"])
         .per_instance_metrics(true)
         .retry(tower_ribbon::retry::RetryPolicy::none())
-        .refresh(
-            RefreshConfig::default()
-                .interval(Duration::from_secs(10))
-                .jitter(0.0),
-        )
+        .refresh({
+            let mut refresh = RefreshConfig::default();
+            refresh.interval = Duration::from_secs(10);
+            refresh.jitter = 0.0;
+            refresh
+        })
         .build(inner)
         .unwrap();
     assert!(lb.ready_service("user-service").await);
@@ -196,11 +197,12 @@ fn series_stay_bounded_while_instances_churn() {
                 .source(source.clone())
                 .service("churn")
                 .retry(tower_ribbon::retry::RetryPolicy::none())
-                .refresh(
-                    RefreshConfig::default()
-                        .interval(Duration::from_secs(1))
-                        .jitter(0.0),
-                )
+                .refresh({
+                    let mut c = RefreshConfig::default();
+                    c.interval = Duration::from_secs(1);
+                    c.jitter = 0.0;
+                    c
+                })
                 .build(inner)
                 .unwrap();
             assert!(lb.ready_service("churn").await);

@@ -768,11 +768,12 @@ fn weighted(
         .source(source.clone())
         .service(SVC)
         .rule(|| WeightedResponseTime::with_seed(365).with_recompute_interval(Duration::ZERO))
-        .refresh(
-            RefreshConfig::default()
-                .interval(Duration::from_secs(1))
-                .jitter(0.0),
-        )
+        .refresh({
+            let mut c = RefreshConfig::default();
+            c.interval = Duration::from_secs(1);
+            c.jitter = 0.0;
+            c
+        })
         .retry(policy)
         .outlier_detection(OutlierDetection::disabled())
         .build(cluster.clone())
@@ -1047,11 +1048,12 @@ async fn ribbon_312_a_list_refresh_does_not_revive_an_instance_marked_down() {
         .source(source.clone())
         .service(SVC)
         .rule(|| RoundRobin::with_start(0))
-        .refresh(
-            RefreshConfig::default()
-                .interval(Duration::from_secs(1))
-                .jitter(0.0),
-        )
+        .refresh({
+            let mut c = RefreshConfig::default();
+            c.interval = Duration::from_secs(1);
+            c.jitter = 0.0;
+            c
+        })
         .retry(RetryPolicy::none())
         .outlier_detection(OutlierDetection::disabled())
         .build(cluster.clone())

@@ -87,7 +87,10 @@ fn echo()
 }
 
 fn config() -> RefreshConfig {
-    RefreshConfig::default().interval(INTERVAL).jitter(0.0)
+    let mut config = RefreshConfig::default();
+    config.interval = INTERVAL;
+    config.jitter = 0.0;
+    config
 }
 
 async fn get<S>(lb: &LoadBalancer<S>, uri: &str) -> Result<String, Error>
@@ -229,7 +232,11 @@ async fn keep_last_on_empty_guards_against_a_registry_that_forgets() {
     let lb = LoadBalancer::builder()
         .source(source)
         .service("user-service")
-        .refresh(config().keep_last_on_empty(true))
+        .refresh({
+            let mut config = config();
+            config.keep_last_on_empty = true;
+            config
+        })
         .build(echo())
         .unwrap();
     assert!(lb.ready_service("user-service").await);
@@ -248,11 +255,12 @@ async fn first_request_waits_for_the_first_fetch_up_to_the_bound() {
     let lb = LoadBalancer::builder()
         .source(Hanging)
         .service("user-service")
-        .refresh(
-            config()
-                .first_fetch_wait(Duration::from_secs(2))
-                .fetch_timeout(Duration::from_secs(60)),
-        )
+        .refresh({
+            let mut config = config();
+            config.first_fetch_wait = Duration::from_secs(2);
+            config.fetch_timeout = Duration::from_secs(60);
+            config
+        })
         .build(echo())
         .unwrap();
     let start = tokio::time::Instant::now();

@@ -79,11 +79,12 @@ async fn the_pick_waits_for_a_ready_inner_and_the_wait_is_not_latency() {
         .source(source.clone())
         .service("svc")
         .rule(|| RoundRobin::with_start(0))
-        .refresh(
-            RefreshConfig::default()
-                .interval(Duration::from_secs(1))
-                .jitter(0.0),
-        )
+        .refresh({
+            let mut c = RefreshConfig::default();
+            c.interval = Duration::from_secs(1);
+            c.jitter = 0.0;
+            c
+        })
         .retry(RetryPolicy::none())
         .build(gate.clone())
         .unwrap();
@@ -205,11 +206,12 @@ mod streaming {
             .source(source.clone())
             .service("svc")
             .rule(make)
-            .refresh(
-                RefreshConfig::default()
-                    .interval(Duration::from_millis(20))
-                    .jitter(0.0),
-            )
+            .refresh({
+                let mut c = RefreshConfig::default();
+                c.interval = Duration::from_millis(20);
+                c.jitter = 0.0;
+                c
+            })
             .retry(RetryPolicy::none())
             .build(client)
             .unwrap();

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tower_ribbon::discovery::Snapshot;
-use tower_ribbon::rule::{PeakEwmaP2c, PickContext, Rule};
+use tower_ribbon::rule::{PeakEwmaP2c, PickContext, Picker, Rule};
 use tower_ribbon::stats::{EndpointStats, Outcome, StatsConfig};
 use tower_ribbon::{Endpoint, Instance};
 
@@ -31,11 +31,9 @@ const THREADS: usize = 4;
 const PICKS_PER_THREAD: usize = 5_000;
 const FAST: usize = 0;
 
-/// The one call of the rule API.
-fn pick(rule: &PeakEwmaP2c, snapshot: &Snapshot, at: Instant) -> usize {
-    let e = rule
-        .choose(snapshot, &PickContext::at(at))
-        .expect("an endpoint");
+/// One pick through the rule's picker for the list.
+fn pick(picker: &dyn Picker, at: Instant) -> usize {
+    let e = picker.pick(&PickContext::at(at)).expect("an endpoint");
     usize::from(e.instance().port() - 9000)
 }
 
@@ -71,7 +69,9 @@ fn snapshot() -> Snapshot {
 
 /// Picks and records from `THREADS` threads; returns picks per instance
 /// after the first 500 of each thread.
-fn run(rule: &PeakEwmaP2c, snapshot: &Snapshot) -> [usize; 2] {
+fn run(rule: &PeakEwmaP2c, snapshot: &Arc<Snapshot>) -> [usize; 2] {
+    let picker = rule.build(snapshot);
+    let picker = &*picker;
     let counts = [AtomicUsize::new(0), AtomicUsize::new(0)];
     std::thread::scope(|scope| {
         for thread in 0..THREADS {
@@ -80,7 +80,7 @@ fn run(rule: &PeakEwmaP2c, snapshot: &Snapshot) -> [usize; 2] {
                 let mut rng = Rng(thread as u64 + 1);
                 for n in 0..PICKS_PER_THREAD {
                     let now = Instant::now() + Duration::from_millis(3);
-                    let i = pick(rule, snapshot, now - rng.lag());
+                    let i = pick(picker, now - rng.lag());
                     let latency = Duration::from_millis(if i == FAST { 10 } else { 50 });
                     let outcome = if i == FAST && rng.below(100) == 0 {
                         Outcome::FailureStatus(500)
@@ -105,7 +105,7 @@ fn run(rule: &PeakEwmaP2c, snapshot: &Snapshot) -> [usize; 2] {
 
 #[test]
 fn p2c_keeps_90_percent_on_the_fast_instance_under_out_of_order_timestamps() {
-    let snapshot = snapshot();
+    let snapshot = Arc::new(snapshot());
     let rule = PeakEwmaP2c::with_seed(42);
     let counts = run(&rule, &snapshot);
     let total = counts[0] + counts[1];

@@ -122,7 +122,11 @@ fn balancer(
         LoadBalancer::builder()
             .source(source.clone())
             .service(SERVICE)
-            .refresh(RefreshConfig::default().interval(REFRESH))
+            .refresh({
+                let mut c = RefreshConfig::default();
+                c.interval = REFRESH;
+                c
+            })
     };
     let with_retries = || {
         base()

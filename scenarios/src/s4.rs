@@ -154,7 +154,12 @@ pub async fn run(opts: &Options, report: &mut Report) -> Result<Vec<Goal>, BoxEr
         let config = LbConfig {
             retry: RetryPolicy::default(),
             outliers: OutlierDetection::default(),
-            refresh: RefreshConfig::default().interval(refresh).jitter(jitter),
+            refresh: {
+                let mut config = RefreshConfig::default();
+                config.interval = refresh;
+                config.jitter = jitter;
+                config
+            },
             wrt_interval: Duration::from_millis(opts.wrt_interval_ms),
         };
         let target = client::build_lb(kind, opts.seed, source.clone(), &config).await?;

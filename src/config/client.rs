@@ -200,13 +200,12 @@ impl ClientConfig {
     /// `ServerListRefreshInterval` (else `cache.ttl`) and
     /// `service-discovery.timeout` applied.
     pub fn refresh_config(&self) -> RefreshConfig {
-        // Merge note: one line per setting of `RefreshConfig`.
         let mut config = RefreshConfig::default();
         if let Some(interval) = self.refresh_interval() {
-            config = config.interval(interval);
+            config.interval = interval;
         }
         if let Some(timeout) = self.load_balancer.service_discovery_timeout {
-            config = config.fetch_timeout(timeout);
+            config.fetch_timeout = timeout;
         }
         config
     }

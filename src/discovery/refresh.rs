@@ -4,13 +4,15 @@
 //! One task per service id: the first fetch at once, then one every
 //! interval (default 30 s, ±10 % jitter so many clients do not fetch in
 //! step). A successful fetch keeps the `UP` instances, reuses the stats of
-//! every instance whose identity it already knew, and swaps the new
-//! [`Snapshot`] in with one atomic store. A failed fetch keeps the last good
-//! list, counts the failure and leaves the time since the last success
-//! readable through [`RefreshStatus`]. The task ends when the balancer that
-//! owns it is dropped.
+//! every instance whose identity it already knew, and publishes the new
+//! [`Snapshot`] through a callback (the service layer builds the rule's
+//! picker for it); the refresh knows nothing of rules or health. A failed
+//! fetch keeps the last good list, counts the failure and leaves the time
+//! since the last success readable through [`RefreshStatus`]. The task ends
+//! when the balancer that owns it is dropped.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -20,32 +22,60 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{InstanceSource, Snapshot};
-use crate::error::DiscoveryError;
+use super::InstanceSource;
+use crate::error::{BuildError, DiscoveryError};
 use crate::instance::{Endpoint, Instance, InstanceKey};
 use crate::rng::AtomicRng;
-use crate::rule::Rule;
+use crate::snapshot::Snapshot;
 
 /// How the instance list of each service is refreshed.
+///
+/// Plain data: set the public fields on [`RefreshConfig::default`]; the
+/// values are checked once, when the balancer is built
+/// ([`BuildError::Invalid`] naming the field).
 ///
 /// ```
 /// use std::time::Duration;
 /// use tower_ribbon::discovery::RefreshConfig;
 ///
-/// let config = RefreshConfig::default()
-///     .interval(Duration::from_secs(5))
-///     .jitter(0.0)
-///     .first_fetch_wait(Duration::from_secs(2));
-/// assert_eq!(config.get_interval(), Duration::from_secs(5));
+/// let mut config = RefreshConfig::default();
+/// config.interval = Duration::from_secs(5);
+/// config.jitter = 0.0;
+/// config.first_fetch_wait = Duration::from_secs(2);
+/// assert!(config.validate().is_ok());
+/// config.jitter = 0.9;
+/// assert!(config.validate().is_err());
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RefreshConfig {
-    interval: Duration,
-    jitter: f64,
-    fetch_timeout: Duration,
-    first_fetch_wait: Duration,
-    keep_last_on_empty: bool,
-    seed: Option<u64>,
+    /// Time between two fetches of one service. Ribbon key
+    /// `ServerListRefreshInterval`. At least 1 ms. Default is 30 s.
+    pub interval: Duration,
+    /// Fraction of the interval by which each wait is randomly lengthened
+    /// or shortened, in `0.0..=0.5`. Default is 0.1 (±10 %).
+    pub jitter: f64,
+    /// Bound on one fetch, whatever the source does inside; a fetch that
+    /// takes longer counts as a failed refresh ([`DiscoveryError::Timeout`]).
+    /// A safety net for sources without timeouts of their own: keep it
+    /// above the source's worst case (for Eureka, servers × request
+    /// timeout, so failover can reach the last server). More than zero.
+    /// Default is 60 s.
+    pub fetch_timeout: Duration,
+    /// How long a request may wait for the first fetch of its service to
+    /// finish before failing with a discovery timeout
+    /// ([`Error`](crate::Error)). Zero means "never wait". Default is 5 s.
+    pub first_fetch_wait: Duration,
+    /// What to do when a fetch succeeds but lists no `UP` instance while
+    /// the current list is not empty. `false` (Ribbon's behaviour): apply
+    /// the empty list; requests fail with "no instances" until a later
+    /// fetch brings instances back. `true`: keep the current list and count
+    /// the fetch as failed, guarding against a registry that suddenly
+    /// forgets everything. Default is `false`.
+    pub keep_last_on_empty: bool,
+    /// Seeds the jitter, for repeatable tests. Default `None`: seeded from
+    /// entropy.
+    pub seed: Option<u64>,
 }
 
 impl Default for RefreshConfig {
@@ -62,68 +92,25 @@ impl Default for RefreshConfig {
 }
 
 impl RefreshConfig {
-    /// Time between two fetches of one service. Ribbon key
-    /// `ServerListRefreshInterval`. Values under 1 ms are raised to 1 ms.
-    /// Default is 30 s.
-    pub fn interval(mut self, interval: Duration) -> Self {
-        self.interval = interval.max(Duration::from_millis(1));
-        self
-    }
-
-    /// Fraction of the interval by which each wait is randomly lengthened or
-    /// shortened, clamped to `0.0..=0.5`. Default is 0.1 (±10 %).
-    pub fn jitter(mut self, fraction: f64) -> Self {
-        self.jitter = if fraction.is_finite() {
-            fraction.clamp(0.0, 0.5)
-        } else {
-            0.0
-        };
-        self
-    }
-
-    /// Bound on one fetch, whatever the source does inside; a fetch that
-    /// takes longer counts as a failed refresh ([`DiscoveryError::Timeout`]).
-    /// A safety net for sources without timeouts of their own: keep it above
-    /// the source's worst case (for Eureka, servers × request timeout, so
-    /// failover can reach the last server). Default is 60 s.
-    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
-        self.fetch_timeout = timeout;
-        self
-    }
-
-    /// How long a request may wait for the first fetch of its service to
-    /// finish before failing with [`Error::DiscoveryTimeout`](crate::Error).
-    /// Zero means "never wait". Default is 5 s.
-    pub fn first_fetch_wait(mut self, wait: Duration) -> Self {
-        self.first_fetch_wait = wait;
-        self
-    }
-
-    /// What to do when a fetch succeeds but lists no `UP` instance while the
-    /// current list is not empty. `false` (Ribbon's behaviour): apply the
-    /// empty list; requests fail with `NoInstances` until a later fetch
-    /// brings instances back. `true`: keep the current list and count the
-    /// fetch as failed, guarding against a registry that suddenly forgets
-    /// everything. Default is `false`.
-    pub fn keep_last_on_empty(mut self, keep: bool) -> Self {
-        self.keep_last_on_empty = keep;
-        self
-    }
-
-    /// Seeds the jitter, for repeatable tests. Default: seeded from entropy.
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
-        self
-    }
-
-    /// The interval between fetches.
-    pub fn get_interval(&self) -> Duration {
-        self.interval
-    }
-
-    /// The bound on waiting for the first fetch.
-    pub fn get_first_fetch_wait(&self) -> Duration {
-        self.first_fetch_wait
+    /// Checks every field (the balancer's builder calls this once).
+    ///
+    /// # Errors
+    /// [`BuildError::Invalid`] naming the first field out of range:
+    /// `refresh.interval` under 1 ms, `refresh.jitter` outside
+    /// `0.0..=0.5` (or not finite), `refresh.fetch_timeout` zero.
+    pub fn validate(&self) -> Result<(), BuildError> {
+        let invalid =
+            |key: &'static str, reason: &'static str| Err(BuildError::invalid(key, reason));
+        if self.interval < Duration::from_millis(1) {
+            return invalid("refresh.interval", "must be at least 1 ms");
+        }
+        if !(0.0..=0.5).contains(&self.jitter) {
+            return invalid("refresh.jitter", "must be a fraction in 0.0..=0.5");
+        }
+        if self.fetch_timeout.is_zero() {
+            return invalid("refresh.fetch_timeout", "must be more than zero");
+        }
+        Ok(())
     }
 
     fn next_delay(
@@ -132,16 +119,22 @@ impl RefreshConfig {
         ok: bool,
         failures_before_first_success: u32,
     ) -> Duration {
+        let interval = self.interval.max(Duration::from_millis(1));
         if !ok && failures_before_first_success > 0 {
             // Never had a list: retry sooner (1 s, 2 s, 4 s, ... up to the interval).
             let backoff = Duration::from_secs(1 << (failures_before_first_success - 1).min(16));
-            return backoff.min(self.interval);
+            return backoff.min(interval);
         }
-        if self.jitter == 0.0 {
-            return self.interval;
+        let jitter = if self.jitter.is_finite() {
+            self.jitter.clamp(0.0, 0.5)
+        } else {
+            0.0
+        };
+        if jitter == 0.0 {
+            return interval;
         }
-        let factor = 1.0 + self.jitter * (2.0 * rng.unit_f64() - 1.0);
-        Duration::try_from_secs_f64(self.interval.as_secs_f64() * factor).unwrap_or(self.interval)
+        let factor = 1.0 + jitter * (2.0 * rng.unit_f64() - 1.0);
+        Duration::try_from_secs_f64(interval.as_secs_f64() * factor).unwrap_or(interval)
     }
 }
 
@@ -176,56 +169,54 @@ struct Counters {
     last_error: Option<Arc<DiscoveryError>>,
 }
 
-/// The live state of one service: its snapshot, rule and refresh record.
-pub(crate) struct ServiceState {
+/// Makes the endpoint of a newly listed instance (the service layer passes
+/// one that gives it stats with the configured
+/// [`StatsConfig`](crate::stats::StatsConfig)).
+pub(crate) type NewEndpoint = Arc<dyn Fn(Instance) -> Endpoint + Send + Sync>;
+
+/// The refresh record of one service: the last published list, the
+/// configuration and the counters. Publishes lists through the callback
+/// given to [`Refresh::refresh_once`].
+pub(crate) struct Refresh {
     service_id: Arc<str>,
-    snapshot: ArcSwap<Snapshot>,
-    rule: Arc<dyn Rule>,
+    current: ArcSwap<Snapshot>,
     config: RefreshConfig,
+    new_endpoint: NewEndpoint,
     first_done: AtomicBool,
     first_done_tx: watch::Sender<bool>,
     counters: Mutex<Counters>,
-    health: crate::health::HealthView,
 }
 
-impl ServiceState {
-    pub(crate) fn new(
-        service_id: &str,
-        rule: Arc<dyn Rule>,
-        config: RefreshConfig,
-        panic_threshold_percent: u32,
-    ) -> Self {
+impl fmt::Debug for Refresh {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Refresh")
+            .field("service_id", &self.service_id)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Refresh {
+    pub(crate) fn new(service_id: &str, config: RefreshConfig, new_endpoint: NewEndpoint) -> Self {
         let service_id: Arc<str> = Arc::from(service_id);
         Self {
-            snapshot: ArcSwap::from_pointee(Snapshot::empty(Arc::clone(&service_id))),
+            current: ArcSwap::from_pointee(Snapshot::empty(Arc::clone(&service_id))),
             service_id,
-            rule,
             config,
+            new_endpoint,
             first_done: AtomicBool::new(false),
             first_done_tx: watch::Sender::new(false),
             counters: Mutex::new(Counters::default()),
-            health: crate::health::HealthView::new(panic_threshold_percent),
         }
     }
 
-    pub(crate) fn service_id(&self) -> &str {
+    pub(crate) fn service_id(&self) -> &Arc<str> {
         &self.service_id
     }
 
-    pub(crate) fn health(&self) -> &crate::health::HealthView {
-        &self.health
-    }
-
-    pub(crate) fn rule(&self) -> &dyn Rule {
-        &*self.rule
-    }
-
-    pub(crate) fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
-        self.snapshot.load()
-    }
-
-    pub(crate) fn snapshot_full(&self) -> Arc<Snapshot> {
-        self.snapshot.load_full()
+    /// The last published list.
+    pub(crate) fn current(&self) -> Arc<Snapshot> {
+        self.current.load_full()
     }
 
     /// Waits until the first fetch has finished (success or failure), for at
@@ -263,7 +254,7 @@ impl ServiceState {
     }
 
     pub(crate) fn status(&self) -> RefreshStatus {
-        let snap = self.snapshot.load();
+        let snap = self.current.load();
         let c = self.lock_counters();
         RefreshStatus {
             service_id: self.service_id.to_string(),
@@ -281,20 +272,33 @@ impl ServiceState {
         }
     }
 
-    /// Fetches once and applies the result. Returns whether it succeeded.
-    pub(crate) async fn refresh_once(&self, source: &dyn InstanceSource) -> bool {
-        let fetched =
-            match tokio::time::timeout(self.config.fetch_timeout, source.fetch(&self.service_id))
-                .await
-            {
-                Ok(result) => result,
-                Err(_) => Err(DiscoveryError::Timeout {
-                    server: "instance source".to_owned(),
-                    after: self.config.fetch_timeout,
-                }),
-            };
-        let result = fetched.and_then(|instances| self.apply(instances));
+    /// Fetches once and applies the result, handing a changed list to
+    /// `publish` before it becomes current. Returns whether it succeeded.
+    pub(crate) async fn refresh_once(
+        &self,
+        source: &dyn InstanceSource,
+        publish: &(dyn Fn(Arc<Snapshot>) + Sync),
+    ) -> bool {
+        let timeout = self.config.fetch_timeout;
+        let fetched = match tokio::time::timeout(timeout, source.fetch(&self.service_id)).await {
+            Ok(result) => result,
+            Err(_) => Err(DiscoveryError::Timeout {
+                server: "instance source".to_owned(),
+                after: timeout,
+            }),
+        };
+        let result = fetched.and_then(|instances| self.apply(instances, publish));
         let ok = result.is_ok();
+        self.record(result);
+        if !self.first_done.swap(true, Ordering::AcqRel) {
+            self.first_done_tx.send_replace(true);
+        }
+        ok
+    }
+
+    /// Counts the outcome of one fetch and updates the refresh metrics.
+    fn record(&self, result: Result<(), DiscoveryError>) {
+        let service = self.service_id.to_string();
         {
             let mut c = self.lock_counters();
             match result {
@@ -303,7 +307,7 @@ impl ServiceState {
                     c.consecutive_failures = 0;
                     c.last_success = Some(Instant::now());
                     c.last_error = None;
-                    metrics::counter!(crate::metrics::REFRESH_SUCCESS, "service" => self.service_id.to_string())
+                    metrics::counter!(crate::metrics::REFRESH_SUCCESS, "service" => service.clone())
                         .increment(1);
                 }
                 Err(e) => {
@@ -311,26 +315,27 @@ impl ServiceState {
                     c.failures += 1;
                     c.consecutive_failures += 1;
                     c.last_error = Some(Arc::new(e));
-                    metrics::counter!(crate::metrics::REFRESH_FAILURE, "service" => self.service_id.to_string())
+                    metrics::counter!(crate::metrics::REFRESH_FAILURE, "service" => service.clone())
                         .increment(1);
                 }
             }
         }
-        metrics::gauge!(crate::metrics::INSTANCES, "service" => self.service_id.to_string())
-            .set(self.snapshot.load().len() as f64);
+        metrics::gauge!(crate::metrics::INSTANCES, "service" => service.clone())
+            .set(self.current.load().len() as f64);
         if let Some(since) = self.lock_counters().last_success.map(|t| t.elapsed()) {
-            metrics::gauge!(crate::metrics::REFRESH_STALENESS, "service" => self.service_id.to_string())
+            metrics::gauge!(crate::metrics::REFRESH_STALENESS, "service" => service)
                 .set(since.as_secs_f64());
         }
-        if !self.first_done.swap(true, Ordering::AcqRel) {
-            self.first_done_tx.send_replace(true);
-        }
-        ok
     }
 
-    /// Builds and stores the next snapshot from a fetched list.
-    fn apply(&self, instances: Vec<Instance>) -> Result<(), DiscoveryError> {
-        let current = self.snapshot.load_full();
+    /// Builds the next snapshot from a fetched list, publishes it and makes
+    /// it current.
+    fn apply(
+        &self,
+        instances: Vec<Instance>,
+        publish: &(dyn Fn(Arc<Snapshot>) + Sync),
+    ) -> Result<(), DiscoveryError> {
+        let current = self.current.load_full();
         let mut seen = HashSet::new();
         let eligible: Vec<Instance> = instances
             .into_iter()
@@ -371,7 +376,7 @@ impl ServiceState {
                 }
                 None => {
                     added += 1;
-                    Endpoint::new(instance)
+                    (self.new_endpoint)(instance)
                 }
             })
             .collect();
@@ -381,7 +386,6 @@ impl ServiceState {
             endpoints,
             current.version() + 1,
         ));
-        self.rule.update(&next);
         tracing::debug!(
             service = %self.service_id,
             instances = next.len(),
@@ -390,10 +394,19 @@ impl ServiceState {
             version = next.version(),
             "instance list updated"
         );
-        self.snapshot.store(next);
-        self.health.invalidate();
+        publish(Arc::clone(&next));
+        self.current.store(next);
         Ok(())
     }
+}
+
+/// What the refresh task drives: a [`Refresh`] record and the callback that
+/// receives each new list.
+pub(crate) trait Refreshed: Send + Sync + 'static {
+    /// The refresh record.
+    fn refresh(&self) -> &Refresh;
+    /// Receives each new list before it becomes current.
+    fn publish(&self, snapshot: Arc<Snapshot>);
 }
 
 /// Aborts a background task (refresh, health checks) when the owning
@@ -412,14 +425,15 @@ impl Drop for TaskGuard {
     }
 }
 
-/// Starts the refresh task of `state` on `handle`.
-pub(crate) fn spawn_refresher(
-    state: &Arc<ServiceState>,
+/// Starts the refresh task of `target` on `handle`; it ends when `target`
+/// is dropped.
+pub(crate) fn spawn_refresher<T: Refreshed>(
+    target: &Arc<T>,
     source: Arc<dyn InstanceSource>,
     handle: &tokio::runtime::Handle,
 ) -> TaskGuard {
-    let weak: Weak<ServiceState> = Arc::downgrade(state);
-    let rng = match state.config.seed {
+    let weak: Weak<T> = Arc::downgrade(target);
+    let rng = match target.refresh().config.seed {
         Some(seed) => AtomicRng::with_seed(seed),
         None => AtomicRng::from_entropy(),
     };
@@ -428,7 +442,8 @@ pub(crate) fn spawn_refresher(
         let mut ever_ok = false;
         loop {
             let Some(state) = weak.upgrade() else { return };
-            let ok = state.refresh_once(&*source).await;
+            let publish = |snapshot| state.publish(snapshot);
+            let ok = state.refresh().refresh_once(&*source, &publish).await;
             ever_ok |= ok;
             if !ever_ok {
                 failures_before_first_success = failures_before_first_success.saturating_add(1);
@@ -436,6 +451,7 @@ pub(crate) fn spawn_refresher(
                 failures_before_first_success = 0;
             }
             let delay = state
+                .refresh()
                 .config
                 .next_delay(&rng, ok, failures_before_first_success);
             drop(state);

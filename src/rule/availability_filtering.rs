@@ -7,25 +7,28 @@
 //! open, or half-open with its probe taken) or when it already has
 //! [`max_in_flight`](AvailabilityFiltering::max_in_flight) requests in flight.
 //!
-//! The inner rule cannot be told about extra exclusions without allocating,
-//! so the pick works as Ribbon's does: ask the inner rule up to
-//! `min(len, 10)` times and return its first unfiltered pick; then walk the
-//! whole list once from a rotating offset for an eligible, unfiltered
-//! endpoint. When every eligible endpoint is filtered,
-//! [`AllFilteredPolicy`] decides: fail open with the inner rule's pick
-//! (Ribbon's behaviour, the default), or return `None`.
+//! The rule wraps the inner rule's picker (built for the same list) and
+//! asks it exactly once per pick, passing two [`Tiers`](super::Tiers):
+//! the unfiltered endpoints, then (with [`AllFilteredPolicy::FailOpen`],
+//! Ribbon's fallback to all servers) every eligible endpoint. The inner
+//! picker steps its rotation once and takes from the first non-empty tier,
+//! so with a round-robin inner rule and `m` unfiltered endpoints, `N · m`
+//! picks give each of them `N` up to 2, and when every endpoint is filtered
+//! the fail-open picks spread evenly over all of them (Ribbon asked the
+//! inner rule up to 10 times per pick, which piled a filtered endpoint's
+//! turns, or all of them, onto one neighbour). With
+//! [`AllFilteredPolicy::Error`] the pick is `None` when every eligible
+//! endpoint is filtered.
 //!
-//! As in Ribbon, a round-robin inner rule hands a filtered endpoint's turn
-//! to the next endpoint it yields, so that neighbour gets a double share
-//! while the other is filtered.
+//! Build: the inner rule's build. Pick: the inner picker's cost plus one
+//! filter test per endpoint it considers (O(1) for a round-robin inner
+//! rule while its candidate passes).
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 
-use super::support::first_passing;
-use super::{PickContext, Rule};
-use crate::discovery::Snapshot;
+use super::{PickContext, Picker, RoundRobin, Rule, Tier};
 use crate::instance::Endpoint;
-use crate::rule::RoundRobin;
+use crate::snapshot::Snapshot;
 
 /// What [`AvailabilityFiltering`] returns when every eligible endpoint is
 /// filtered out.
@@ -48,9 +51,22 @@ pub enum AllFilteredPolicy {
 #[derive(Debug)]
 pub struct AvailabilityFiltering<R> {
     inner: R,
+    filter: Filter,
+}
+
+/// The filter settings, copied into each picker.
+#[derive(Debug, Clone, Copy)]
+struct Filter {
     max_in_flight: Option<usize>,
     policy: AllFilteredPolicy,
-    next: AtomicUsize,
+}
+
+impl Filter {
+    #[inline]
+    fn passes(&self, e: &Endpoint, ctx: &PickContext<'_>) -> bool {
+        let stats = e.stats();
+        !stats.is_tripped_at(ctx.now()) && self.max_in_flight.is_none_or(|m| stats.in_flight() < m)
+    }
 }
 
 impl<R: Rule> AvailabilityFiltering<R> {
@@ -59,9 +75,10 @@ impl<R: Rule> AvailabilityFiltering<R> {
     pub fn new(inner: R) -> Self {
         Self {
             inner,
-            max_in_flight: None,
-            policy: AllFilteredPolicy::FailOpen,
-            next: AtomicUsize::new(0),
+            filter: Filter {
+                max_in_flight: None,
+                policy: AllFilteredPolicy::FailOpen,
+            },
         }
     }
 
@@ -69,26 +86,20 @@ impl<R: Rule> AvailabilityFiltering<R> {
     /// most `limit` run on one endpoint at once (unless the policy fails
     /// open). Ribbon key `ActiveConnectionsLimit`. Default: no limit.
     pub fn max_in_flight(mut self, limit: usize) -> Self {
-        self.max_in_flight = Some(limit);
+        self.filter.max_in_flight = Some(limit);
         self
     }
 
     /// What to return when every eligible endpoint is filtered. Default:
     /// [`AllFilteredPolicy::FailOpen`].
     pub fn when_all_filtered(mut self, policy: AllFilteredPolicy) -> Self {
-        self.policy = policy;
+        self.filter.policy = policy;
         self
     }
 
     /// The inner rule.
     pub fn inner(&self) -> &R {
         &self.inner
-    }
-
-    #[inline]
-    fn passes(&self, e: &Endpoint, ctx: &PickContext<'_>) -> bool {
-        let stats = e.stats();
-        !stats.is_tripped_at(ctx.now()) && self.max_in_flight.is_none_or(|m| stats.in_flight() < m)
     }
 }
 
@@ -100,20 +111,11 @@ impl Default for AvailabilityFiltering<RoundRobin> {
 }
 
 impl<R: Rule> Rule for AvailabilityFiltering<R> {
-    fn choose<'s>(&self, snapshot: &'s Snapshot, ctx: &PickContext<'_>) -> Option<&'s Endpoint> {
-        let passes = |e: &Endpoint| self.passes(e, ctx);
-        match first_passing(&self.inner, snapshot, ctx, &self.next, |_| true, passes) {
-            Ok(e) => Some(e),
-            // The inner rule's first valid pick, else the walk's.
-            Err(first) => match self.policy {
-                AllFilteredPolicy::FailOpen => first,
-                AllFilteredPolicy::Error => None,
-            },
-        }
-    }
-
-    fn update(&self, snapshot: &Snapshot) {
-        self.inner.update(snapshot);
+    fn build(&self, snapshot: &Arc<Snapshot>) -> Arc<dyn Picker> {
+        Arc::new(AvailabilityPicker {
+            inner: self.inner.build(snapshot),
+            filter: self.filter,
+        })
     }
 
     fn name(&self) -> &'static str {
@@ -121,16 +123,41 @@ impl<R: Rule> Rule for AvailabilityFiltering<R> {
     }
 }
 
+/// The picker of [`AvailabilityFiltering`]: the inner picker and the filter.
+#[derive(Debug)]
+struct AvailabilityPicker {
+    inner: Arc<dyn Picker>,
+    filter: Filter,
+}
+
+impl Picker for AvailabilityPicker {
+    #[inline]
+    fn pick(&self, ctx: &PickContext<'_>) -> Option<&Endpoint> {
+        let passes = |_: usize, e: &Endpoint| self.filter.passes(e, ctx);
+        let any = |_: usize, _: &Endpoint| true;
+        let tiers: [Tier<'_>; 2] = [&passes, &any];
+        let used = match self.filter.policy {
+            AllFilteredPolicy::FailOpen => &tiers[..],
+            AllFilteredPolicy::Error => &tiers[..1],
+        };
+        let mut link = None;
+        self.inner.pick(&ctx.with_tiers(&mut link, used))
+    }
+
+    fn snapshot(&self) -> &Arc<Snapshot> {
+        self.inner.snapshot()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rule::support::position;
-    use crate::rule::test_support::{endpoints, port, trip};
+    use crate::rule::test_support::{endpoints, index, port, trip};
     use proptest::prelude::*;
     use tokio::time::Instant;
 
-    fn snapshot(n: u16, version: u64) -> Snapshot {
-        Snapshot::new("s", endpoints(n), version)
+    fn snapshot(n: u16, version: u64) -> Arc<Snapshot> {
+        Arc::new(Snapshot::new("s", endpoints(n), version))
     }
 
     #[tokio::test(start_paused = true)]
@@ -139,14 +166,33 @@ mod tests {
         let now = Instant::now();
         s.endpoints().iter().for_each(|e| trip(e, now));
         let ctx = PickContext::at(now);
-        let open = AvailabilityFiltering::new(RoundRobin::with_start(0));
-        assert_eq!(port(open.choose(&s, &ctx)), 1000);
+        let open = AvailabilityFiltering::new(RoundRobin::with_start(0)).build(&s);
+        assert_eq!(port(open.pick(&ctx)), 1000);
         let strict = AvailabilityFiltering::new(RoundRobin::with_start(0))
-            .when_all_filtered(AllFilteredPolicy::Error);
-        assert!(strict.choose(&s, &ctx).is_none());
+            .when_all_filtered(AllFilteredPolicy::Error)
+            .build(&s);
+        assert!(strict.pick(&ctx).is_none());
         // After the blackout the half-open instances are available again.
         let later = PickContext::at(now + std::time::Duration::from_secs(10));
-        assert!(strict.choose(&s, &later).is_some());
+        assert!(strict.pick(&later).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn all_filtered_fail_open_spreads_evenly() {
+        // Issue 10: 4 instances, all tripped, 1 200 picks: 300 each (Ribbon
+        // spreads so); before, all 1 200 went to one instance.
+        for n in [4u16, 12] {
+            let s = snapshot(n, 1);
+            let now = Instant::now();
+            s.endpoints().iter().for_each(|e| trip(e, now));
+            let picker = AvailabilityFiltering::new(RoundRobin::with_start(0)).build(&s);
+            let mut counts = vec![0u32; usize::from(n)];
+            for _ in 0..1_200 {
+                counts[index(picker.pick(&PickContext::at(now)).unwrap())] += 1;
+            }
+            let each = 1_200 / u32::from(n);
+            assert!(counts.iter().all(|&c| c == each), "{counts:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -158,34 +204,38 @@ mod tests {
             s.endpoints()[2].stats().start_at(now),
             s.endpoints()[2].stats().start_at(now),
         ];
-        let rule = AvailabilityFiltering::new(RoundRobin::with_start(0)).max_in_flight(2);
+        let rule = AvailabilityFiltering::new(RoundRobin::with_start(0))
+            .max_in_flight(2)
+            .build(&s);
         let ctx = PickContext::at(now);
         let mut counts = [0u32; 4];
         for _ in 0..300 {
-            counts[(port(rule.choose(&s, &ctx)) - 1000) as usize] += 1;
+            counts[(port(rule.pick(&ctx)) - 1000) as usize] += 1;
         }
         assert_eq!(counts[1] + counts[2], 0, "{counts:?}");
         assert_eq!(counts[0] + counts[3], 300);
+        // And evenly: no neighbour inherits the filtered ones' turns.
+        assert_eq!(counts[0], 150);
         drop(busy);
-        assert!((0..8).any(|_| port(rule.choose(&s, &ctx)) == 1002));
+        assert!((0..8).any(|_| port(rule.pick(&ctx)) == 1002));
     }
 
     #[test]
     fn excluded_and_empty() {
         let rule = AvailabilityFiltering::<RoundRobin>::default();
-        assert!(
-            rule.choose(&Snapshot::empty("s"), &PickContext::new())
-                .is_none()
-        );
+        let empty = Arc::new(Snapshot::empty("s"));
+        assert!(rule.build(&empty).pick(&PickContext::new()).is_none());
         let s = snapshot(2, 1);
+        let picker = rule.build(&s);
         let all = s.endpoints().to_vec();
         assert!(
-            rule.choose(&s, &PickContext::new().with_excluded(&all))
+            picker
+                .pick(&PickContext::new().with_excluded(&all))
                 .is_none()
         );
         let one = [s.endpoints()[0].clone()];
         let ctx = PickContext::new().with_excluded(&one);
-        assert!((0..10).all(|_| port(rule.choose(&s, &ctx)) == 1001));
+        assert!((0..10).all(|_| port(picker.pick(&ctx)) == 1001));
         assert_eq!(rule.name(), "availability_filtering");
     }
 
@@ -217,13 +267,14 @@ mod tests {
                 let rule = AvailabilityFiltering::new(RoundRobin::with_start(start))
                     .max_in_flight(limit)
                     .when_all_filtered(policy);
-                rule.update(&a); // stale precomputed state must not matter
+                let old = rule.build(&a); // another list's picker must not matter
+                let picker = rule.build(&b);
                 for _ in 0..40 {
-                    match rule.choose(&b, &ctx) {
+                    match picker.pick(&ctx) {
                         Some(e) => {
-                            prop_assert!(position(b.endpoints(), e).is_some());
+                            prop_assert!(b.endpoints().iter().any(|x| std::ptr::eq(x, e)));
                             prop_assert!(ctx.is_eligible(e));
-                            if !rule.passes(e, &ctx) {
+                            if !rule.filter.passes(e, &ctx) {
                                 prop_assert_eq!(open, 0);
                                 prop_assert_eq!(policy, AllFilteredPolicy::FailOpen);
                             }
@@ -233,7 +284,7 @@ mod tests {
                         ),
                     }
                 }
-                prop_assert!(rule.choose(&a, &PickContext::at(now)).is_some() || n == 0);
+                prop_assert!(old.pick(&PickContext::at(now)).is_some() || n == 0);
             }
             drop(guards);
         }

@@ -9,24 +9,30 @@
 //! ([`EndpointStats::is_tripped_at`](crate::stats::EndpointStats::is_tripped_at))
 //! are skipped; when every eligible endpoint is tripped, the least loaded
 //! of them is returned (Ribbon falls back to round robin over all).
+//! Wrapped, the same choice runs inside the wrapper's first non-empty tier.
+//!
+//! Build: O(1); the rotating offset is shared by every picker of the rule.
+//! Pick: one walk of the list, O(n).
 //!
 //! The rule sees only in-flight counts, not latency: an instance that fails
 //! fast has few requests in flight and so draws *more* traffic. Use
 //! [`PeakEwmaP2c`](super::PeakEwmaP2c) when instances differ in speed or
 //! health.
 
+use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::support::rotation;
-use super::{PickContext, Rule};
-use crate::discovery::Snapshot;
+use super::walk::rotation;
+use super::{PickContext, Picker, Rule};
 use crate::instance::Endpoint;
+use crate::snapshot::Snapshot;
 
 /// Least in-flight requests among non-tripped eligible endpoints; ties go
 /// to the first endpoint after a rotating offset.
 #[derive(Debug, Default)]
 pub struct BestAvailable {
-    next: AtomicUsize,
+    next: Arc<AtomicUsize>,
 }
 
 impl BestAvailable {
@@ -37,18 +43,46 @@ impl BestAvailable {
 }
 
 impl Rule for BestAvailable {
-    fn choose<'s>(&self, snapshot: &'s Snapshot, ctx: &PickContext<'_>) -> Option<&'s Endpoint> {
-        let endpoints = snapshot.endpoints();
-        let n = endpoints.len();
-        if n == 0 {
-            return None;
-        }
-        let now = ctx.now();
+    fn build(&self, snapshot: &Arc<Snapshot>) -> Arc<dyn Picker> {
+        Arc::new(BestAvailablePicker {
+            snapshot: Arc::clone(snapshot),
+            next: Arc::clone(&self.next),
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "best_available"
+    }
+}
+
+/// The picker of [`BestAvailable`] for one list.
+struct BestAvailablePicker {
+    snapshot: Arc<Snapshot>,
+    next: Arc<AtomicUsize>,
+}
+
+impl fmt::Debug for BestAvailablePicker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BestAvailablePicker")
+            .field("instances", &self.snapshot.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BestAvailablePicker {
+    /// The least loaded member, non-tripped first, walking from `start`.
+    #[inline]
+    fn best_in(
+        endpoints: &[Endpoint],
+        now: tokio::time::Instant,
+        start: usize,
+        member: impl Fn(usize, &Endpoint) -> bool,
+    ) -> Option<&Endpoint> {
         let mut best: Option<(&Endpoint, usize)> = None;
         let mut tripped: Option<(&Endpoint, usize)> = None;
-        for i in rotation(self.next.fetch_add(1, Ordering::Relaxed), n) {
+        for i in rotation(start, endpoints.len()) {
             let e = &endpoints[i];
-            if !ctx.is_eligible(e) {
+            if !member(i, e) {
                 continue;
             }
             let stats = e.stats();
@@ -64,9 +98,24 @@ impl Rule for BestAvailable {
         }
         best.or(tripped).map(|(e, _)| e)
     }
+}
 
-    fn name(&self) -> &'static str {
-        "best_available"
+impl Picker for BestAvailablePicker {
+    fn pick(&self, ctx: &PickContext<'_>) -> Option<&Endpoint> {
+        let endpoints = self.snapshot.endpoints();
+        if endpoints.is_empty() {
+            return None;
+        }
+        let now = ctx.now();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        if !ctx.has_tiers() {
+            return Self::best_in(endpoints, now, start, |_, e| ctx.is_eligible(e));
+        }
+        ctx.find_tier(&mut |member| Self::best_in(endpoints, now, start, member))
+    }
+
+    fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snapshot
     }
 }
 
@@ -82,18 +131,18 @@ mod tests {
         let s = snapshot(3);
         let now = Instant::now();
         let ctx = PickContext::at(now);
-        let rule = BestAvailable::new();
+        let rule = BestAvailable::new().build(&s);
         let mut counts = [0u32; 3];
         for _ in 0..300 {
-            counts[(port(rule.choose(&s, &ctx)) - 1000) as usize] += 1;
+            counts[(port(rule.pick(&ctx)) - 1000) as usize] += 1;
         }
         assert_eq!(counts, [100, 100, 100]);
         let _a = s.endpoints()[0].stats().start_at(now);
         let _b = s.endpoints()[2].stats().start_at(now);
-        assert!((0..10).all(|_| port(rule.choose(&s, &ctx)) == 1001));
+        assert!((0..10).all(|_| port(rule.pick(&ctx)) == 1001));
         // Held requests pile up on the least loaded one until loads level.
         let held: Vec<_> = (0..6)
-            .map(|_| rule.choose(&s, &ctx).unwrap().stats().start_at(now))
+            .map(|_| rule.pick(&ctx).unwrap().stats().start_at(now))
             .collect();
         let loads: Vec<usize> = s
             .endpoints()
@@ -114,19 +163,20 @@ mod tests {
         let now = Instant::now();
         trip(&s.endpoints()[0], now);
         let _busy = s.endpoints()[1].stats().start_at(now);
-        let rule = BestAvailable::new();
+        let rule = BestAvailable::new().build(&s);
         let ctx = PickContext::at(now);
-        assert!((0..10).all(|_| port(rule.choose(&s, &ctx)) == 1002));
+        assert!((0..10).all(|_| port(rule.pick(&ctx)) == 1002));
         trip(&s.endpoints()[1], now);
         trip(&s.endpoints()[2], now);
         // All tripped: least in flight among the eligible (0 or 2).
         let excluded = [s.endpoints()[2].clone()];
         let ctx = PickContext::at(now).with_excluded(&excluded);
-        assert!((0..10).all(|_| port(rule.choose(&s, &ctx)) == 1000));
-        assert!(rule.choose(&Snapshot::empty("s"), &ctx).is_none());
+        assert!((0..10).all(|_| port(rule.pick(&ctx)) == 1000));
+        let empty = Arc::new(Snapshot::empty("s"));
+        assert!(BestAvailable::new().build(&empty).pick(&ctx).is_none());
         let all = s.endpoints().to_vec();
         assert!(
-            rule.choose(&s, &PickContext::at(now).with_excluded(&all))
+            rule.pick(&PickContext::at(now).with_excluded(&all))
                 .is_none()
         );
     }
@@ -155,9 +205,10 @@ mod tests {
                 s.endpoints().iter().filter(|e| ctx.is_eligible(e)).collect();
             let open: Vec<&&Endpoint> =
                 eligible.iter().filter(|e| !e.stats().is_tripped_at(now)).collect();
-            let rule = BestAvailable::new();
+            let shared = BestAvailable::new();
+            let rule = shared.build(&s);
             for _ in 0..picks {
-                match rule.choose(&s, &ctx) {
+                match rule.pick(&ctx) {
                     Some(e) => {
                         prop_assert!(s.endpoints().iter().any(|x| std::ptr::eq(x, e)));
                         prop_assert!(ctx.is_eligible(e));
@@ -172,7 +223,7 @@ mod tests {
                     None => prop_assert!(eligible.is_empty()),
                 }
                 // A changed list: the rule holds no per-list state.
-                prop_assert!(rule.choose(&snapshot(n / 2), &PickContext::at(now)).is_some() || n < 2);
+                prop_assert!(shared.build(&snapshot(n / 2)).pick(&PickContext::at(now)).is_some() || n < 2);
             }
             drop(guards);
         }

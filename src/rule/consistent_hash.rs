@@ -7,7 +7,7 @@
 //! `offset` and a `skip` in a table of `M` slots (`M` prime, default
 //! 65 537). Together they give the instance's preference order of the
 //! slots, `(offset + j·skip) mod M` for `j = 0, 1, …`.
-//! [`Rule::update`] fills the table. A pick maps [`PickContext::hash_key`]
+//! [`Rule::build`] fills the table. A pick maps [`PickContext::hash_key`]
 //! to a slot (the key goes through the SplitMix64 finaliser first, so
 //! sequential keys spread) and returns that slot's instance. That is O(1),
 //! with no lock and no allocation.
@@ -30,34 +30,33 @@
 //! relative spread per instance is about √(n/M): 0.9 % for 5 instances, and
 //! 10 % at `M` = 100·n, the paper's smallest recommended table.
 //!
-//! Requests without a hash key go by round robin. If the key's instance is
-//! excluded, the following slots are tried in order (at most `M` of them)
-//! until one holds an eligible instance. While the table belongs to another
-//! snapshot version than the one read, the key's instance is looked up in
-//! that snapshot by identity. If it is absent or excluded, round robin
-//! decides.
+//! Requests without a hash key go by round robin (a cursor the rule shares
+//! with its pickers). If the key's instance is excluded (or outside the
+//! wrapper's tier), the following slots are tried in order (at most `M` of
+//! them) until one holds an eligible instance; if none does (a table
+//! smaller than the list), round robin decides among the eligible ones.
+//!
+//! Build cost: a sort of the identities, O(n log n), then the fill; the
+//! walkers step in lockstep until every slot is taken, about `M · ln M`
+//! steps when `n < M` (the coupon collector's bound) and `n` steps plus a
+//! few rounds when `n ≥ M`. Memory: 4 bytes per slot.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::support::{Versioned, VersionedState};
-use super::{PickContext, RoundRobin, Rule};
-use crate::discovery::Snapshot;
+use super::walk::{nth_member, rotate, rotation};
+use super::{PickContext, Picker, Rule};
 use crate::hash::{fnv1a64, mix64};
 use crate::instance::{Endpoint, Instance};
+use crate::snapshot::Snapshot;
 
 const EMPTY: u32 = u32::MAX;
 
 /// Consistent hashing of [`PickContext::hash_key`] onto the instances.
 pub struct ConsistentHash {
-    table: VersionedState<Table>,
     table_size: usize,
-    fallback: RoundRobin,
-}
-
-/// A filled lookup table for the snapshot it is [`Versioned`] with.
-struct Table {
-    /// Slot → index into the snapshot's endpoints.
-    slots: Box<[u32]>,
+    cursor: Arc<AtomicUsize>,
 }
 
 /// The stable hash of an instance's identity (id, host, port).
@@ -76,88 +75,52 @@ fn next_prime(n: usize) -> usize {
     n
 }
 
-impl Table {
-    fn build(snapshot: &Snapshot, size: usize) -> Versioned<Self> {
-        let endpoints = snapshot.endpoints();
-        let m = if endpoints.is_empty() { 0 } else { size };
-        let mut slots = vec![EMPTY; m];
-        // A fixed, set-independent rank: identity hash, then identity.
-        let mut order: Vec<(u64, usize)> = endpoints
-            .iter()
-            .enumerate()
-            .take(EMPTY as usize)
-            .map(|(i, e)| (identity_hash(e.instance()), i))
-            .collect();
-        // Stable: equal identities keep list order.
-        order.sort_by(|&(ha, a), &(hb, b)| {
-            let (a, b) = (endpoints[a].instance(), endpoints[b].instance());
-            ha.cmp(&hb)
-                .then_with(|| (a.id(), a.host(), a.port()).cmp(&(b.id(), b.host(), b.port())))
-        });
-        let m64 = m as u64;
-        // (position in the permutation, skip, endpoint index)
-        let mut walkers: Vec<(u64, u64, u32)> = order
-            .iter()
-            .map(|&(h, i)| {
-                let offset = mix64(h) % m64;
-                let skip = mix64(h ^ 0x9e37_79b9_7f4a_7c15) % (m64 - 1) + 1;
-                (offset, skip, i as u32)
-            })
-            .collect();
-        let mut filled = 0;
-        // M is prime and 0 < skip < M: every walker visits all M slots in M steps.
-        for _ in 0..m {
-            for (pos, skip, index) in &mut walkers {
-                let slot = &mut slots[*pos as usize];
-                if *slot == EMPTY {
-                    *slot = *index;
-                    filled += 1;
-                }
-                *pos += *skip;
-                if *pos >= m64 {
-                    *pos -= m64;
-                }
+/// The filled lookup table of `endpoints`: slot → index into `endpoints`.
+fn fill_table(endpoints: &[Endpoint], size: usize) -> Vec<u32> {
+    let m = if endpoints.is_empty() { 0 } else { size };
+    let mut slots = vec![EMPTY; m];
+    // A fixed, set-independent rank: identity hash, then identity.
+    let mut order: Vec<(u64, usize)> = endpoints
+        .iter()
+        .enumerate()
+        .take(EMPTY as usize)
+        .map(|(i, e)| (identity_hash(e.instance()), i))
+        .collect();
+    // Stable: equal identities keep list order.
+    order.sort_by(|&(ha, a), &(hb, b)| {
+        let (a, b) = (endpoints[a].instance(), endpoints[b].instance());
+        ha.cmp(&hb)
+            .then_with(|| (a.id(), a.host(), a.port()).cmp(&(b.id(), b.host(), b.port())))
+    });
+    let m64 = m as u64;
+    // (position in the permutation, skip, endpoint index)
+    let mut walkers: Vec<(u64, u64, u32)> = order
+        .iter()
+        .map(|&(h, i)| {
+            let offset = mix64(h) % m64;
+            let skip = mix64(h ^ 0x9e37_79b9_7f4a_7c15) % (m64 - 1) + 1;
+            (offset, skip, i as u32)
+        })
+        .collect();
+    let mut filled = 0;
+    // M is prime and 0 < skip < M: every walker visits all M slots in M steps.
+    for _ in 0..m {
+        for (pos, skip, index) in &mut walkers {
+            let slot = &mut slots[*pos as usize];
+            if *slot == EMPTY {
+                *slot = *index;
+                filled += 1;
             }
-            if filled == m {
-                break;
+            *pos += *skip;
+            if *pos >= m64 {
+                *pos -= m64;
             }
         }
-        Versioned::new(
-            snapshot,
-            Self {
-                slots: slots.into(),
-            },
-        )
+        if filled == m {
+            break;
+        }
     }
-}
-
-impl Versioned<Table> {
-    /// The key's instance, or the next eligible one in table order; `None`
-    /// when the caller must fall back to round robin.
-    fn pick<'s>(
-        &self,
-        snapshot: &'s Snapshot,
-        ctx: &PickContext<'_>,
-        key: u64,
-    ) -> Option<&'s Endpoint> {
-        let m = self.slots.len();
-        if m == 0 {
-            return None;
-        }
-        let endpoints = snapshot.endpoints();
-        let first = (mix64(key) % m as u64) as usize;
-        if !self.aligned_with(snapshot) {
-            let owner = self.endpoints().get(self.slots[first] as usize)?;
-            return endpoints
-                .iter()
-                .find(|e| e.same_identity(owner))
-                .filter(|e| ctx.is_eligible(e));
-        }
-        if !ctx.all_eligible() && !endpoints.iter().any(|e| ctx.is_eligible(e)) {
-            return None;
-        }
-        self.first_eligible(&self.slots, first, snapshot, ctx)
-    }
+    slots
 }
 
 impl ConsistentHash {
@@ -168,9 +131,8 @@ impl ConsistentHash {
     /// fallback starting at a random offset.
     pub fn new() -> Self {
         Self {
-            table: VersionedState::empty(),
             table_size: Self::DEFAULT_TABLE_SIZE,
-            fallback: RoundRobin::new(),
+            cursor: Arc::new(AtomicUsize::new(rand::random::<u64>() as usize)),
         }
     }
 
@@ -199,32 +161,71 @@ impl fmt::Debug for ConsistentHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConsistentHash")
             .field("table_size", &self.table_size)
-            .field("version", &self.table.version())
             .finish_non_exhaustive()
     }
 }
 
 impl Rule for ConsistentHash {
-    fn choose<'s>(&self, snapshot: &'s Snapshot, ctx: &PickContext<'_>) -> Option<&'s Endpoint> {
-        if snapshot.is_empty() {
-            return None;
-        }
-        if let Some(key) = ctx.hash_key() {
-            if let Some(t) = self.table.load().as_deref() {
-                if let Some(e) = t.pick(snapshot, ctx, key) {
-                    return Some(e);
-                }
-            }
-        }
-        self.fallback.choose(snapshot, ctx)
-    }
-
-    fn update(&self, snapshot: &Snapshot) {
-        self.table.store(Table::build(snapshot, self.table_size));
+    fn build(&self, snapshot: &Arc<Snapshot>) -> Arc<dyn Picker> {
+        Arc::new(ConsistentHashPicker {
+            slots: fill_table(snapshot.endpoints(), self.table_size).into(),
+            snapshot: Arc::clone(snapshot),
+            cursor: Arc::clone(&self.cursor),
+        })
     }
 
     fn name(&self) -> &'static str {
         "consistent_hash"
+    }
+}
+
+/// The picker of [`ConsistentHash`]: the filled table of one list.
+struct ConsistentHashPicker {
+    snapshot: Arc<Snapshot>,
+    cursor: Arc<AtomicUsize>,
+    /// Slot → index into the snapshot's endpoints.
+    slots: Box<[u32]>,
+}
+
+impl fmt::Debug for ConsistentHashPicker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsistentHashPicker")
+            .field("instances", &self.snapshot.len())
+            .field("table_size", &self.slots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Picker for ConsistentHashPicker {
+    fn pick(&self, ctx: &PickContext<'_>) -> Option<&Endpoint> {
+        let endpoints = self.snapshot.endpoints();
+        let m = self.slots.len();
+        let Some(key) = ctx.hash_key().filter(|_| m > 0) else {
+            let k = self.cursor.fetch_add(1, Ordering::Relaxed);
+            return rotate(endpoints, ctx, k);
+        };
+        let first = (mix64(key) % m as u64) as usize;
+        if ctx.all_eligible() && !ctx.has_tiers() {
+            return endpoints.get(self.slots[first] as usize);
+        }
+        ctx.find_tier(&mut |member| {
+            if !endpoints.iter().enumerate().any(|(i, e)| member(i, e)) {
+                return None;
+            }
+            rotation(first, m)
+                .map(|j| self.slots[j] as usize)
+                .find(|&i| endpoints.get(i).is_some_and(|e| member(i, e)))
+                .map(|i| &endpoints[i])
+                // A table smaller than the list may hold none of them.
+                .or_else(|| {
+                    let k = self.cursor.fetch_add(1, Ordering::Relaxed);
+                    nth_member(endpoints, member, k)
+                })
+        })
+    }
+
+    fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snapshot
     }
 }
 
@@ -243,12 +244,10 @@ mod tests {
     }
 
     /// The host's last octet chosen for each key.
-    fn map(rule: &ConsistentHash, s: &Snapshot, keys: u64) -> Vec<u8> {
+    fn map(picker: &dyn Picker, keys: u64) -> Vec<u8> {
         (0..keys)
             .map(|k| {
-                let e = rule
-                    .choose(s, &PickContext::new().with_hash_key(k))
-                    .unwrap();
+                let e = picker.pick(&PickContext::new().with_hash_key(k)).unwrap();
                 e.instance()
                     .host()
                     .rsplit('.')
@@ -264,9 +263,8 @@ mod tests {
     fn removal_moves_only_the_removed_instances_keys() {
         let all = endpoints(5);
         let rule = ConsistentHash::new();
-        let s1 = Snapshot::new("s", all.clone(), 1);
-        rule.update(&s1);
-        let before = map(&rule, &s1, 10_000);
+        let s1 = Arc::new(Snapshot::new("s", all.clone(), 1));
+        let before = map(&*rule.build(&s1), 10_000);
         let mut counts = [0u32; 5];
         before.iter().for_each(|&i| counts[usize::from(i)] += 1);
         eprintln!("consistent_hash spread of 10 000 keys over 5: {counts:?}");
@@ -280,9 +278,8 @@ mod tests {
             .filter(|e| e.instance().host() != "10.0.0.2")
             .cloned()
             .collect();
-        let s2 = Snapshot::new("s", rest, 2);
-        rule.update(&s2);
-        let after = map(&rule, &s2, 10_000);
+        let s2 = Arc::new(Snapshot::new("s", rest, 2));
+        let after = map(&*rule.build(&s2), 10_000);
         let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
         eprintln!(
             "consistent_hash: removing 1 of 5 moved {moved} keys; {} were on it",
@@ -299,39 +296,38 @@ mod tests {
         // A pure function of the set: re-adding, reordering, other clients.
         let mut reversed = all.clone();
         reversed.reverse();
-        let s3 = Snapshot::new("s", reversed, 3);
+        let s3 = Arc::new(Snapshot::new("s", reversed, 3));
         let other = ConsistentHash::new();
-        other.update(&s3);
-        assert_eq!(map(&other, &s3, 10_000), before);
+        assert_eq!(map(&*other.build(&s3), 10_000), before);
     }
 
     #[test]
     fn exclusions_walk_the_table_and_no_key_round_robins() {
-        let s = Snapshot::new("s", endpoints(4), 1);
-        let rule = ConsistentHash::new().with_table_size(1000);
-        assert_eq!(rule.table_size(), 1009);
+        let s = Arc::new(Snapshot::new("s", endpoints(4), 1));
+        let shared = ConsistentHash::new().with_table_size(1000);
+        assert_eq!(shared.table_size(), 1009);
         assert_eq!(ConsistentHash::new().with_table_size(0).table_size(), 2);
         assert_eq!(ConsistentHash::new().table_size(), 65_537);
-        rule.update(&s);
+        let rule = shared.build(&s);
         for k in 0..200u64 {
             let owner = rule
-                .choose(&s, &PickContext::new().with_hash_key(k))
+                .pick(&PickContext::new().with_hash_key(k))
                 .unwrap()
                 .clone();
             let ex = [owner.clone()];
             let ctx = PickContext::new().with_hash_key(k).with_excluded(&ex);
-            let next = rule.choose(&s, &ctx).unwrap();
+            let next = rule.pick(&ctx).unwrap();
             assert!(!next.same_identity(&owner));
-            assert!(rule.choose(&s, &ctx).unwrap().same_identity(next));
+            assert!(rule.pick(&ctx).unwrap().same_identity(next));
         }
         let all = s.endpoints().to_vec();
         assert!(
-            rule.choose(&s, &PickContext::new().with_hash_key(1).with_excluded(&all))
+            rule.pick(&PickContext::new().with_hash_key(1).with_excluded(&all))
                 .is_none()
         );
         let seen: std::collections::HashSet<_> = (0..4)
             .map(|_| {
-                rule.choose(&s, &PickContext::new())
+                rule.pick(&PickContext::new())
                     .unwrap()
                     .instance()
                     .host()
@@ -339,28 +335,13 @@ mod tests {
             })
             .collect();
         assert_eq!(seen.len(), 4);
+        let empty = Arc::new(Snapshot::empty("s"));
         assert!(
-            rule.choose(&Snapshot::empty("s"), &PickContext::new().with_hash_key(1))
+            shared
+                .build(&empty)
+                .pick(&PickContext::new().with_hash_key(1))
                 .is_none()
         );
-    }
-
-    #[test]
-    fn stale_table_keeps_affinity_where_it_can() {
-        let all = endpoints(5);
-        let old = Snapshot::new("s", all.clone(), 1);
-        let rule = ConsistentHash::new();
-        rule.update(&old);
-        let before = map(&rule, &old, 1_000);
-        rule.update(&Snapshot::new("s", all[1..].to_vec(), 2));
-        // Picks still reading the old list: members of it, same instance
-        // whenever the new table's choice is in it.
-        let during = map(&rule, &old, 1_000);
-        for (b, d) in before.iter().zip(&during) {
-            if *b != 0 {
-                assert_eq!(b, d);
-            }
-        }
     }
 
     proptest! {

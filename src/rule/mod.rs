@@ -1,10 +1,23 @@
-//! Rules: how one instance is chosen per request (Ribbon's `IRule`).
+//! Rules: how one instance is chosen per request (Ribbon's `IRule`), at two
+//! levels.
 //!
-//! A [`Rule`] reads a [`Snapshot`] and a [`PickContext`] and returns one of
-//! the snapshot's endpoints, or `None` when no endpoint is eligible. Picks run
-//! on the request path: they take no lock and allocate nothing. Work that
-//! sorts or allocates (weights, rings) belongs in [`Rule::update`], which
-//! the refresh calls with every new snapshot.
+//! - A [`Rule`] is configuration plus the state that must outlive one
+//!   instance list (a round-robin cursor, a recompute clock, a seeded
+//!   generator). Whenever the list changes, the service layer calls
+//!   [`Rule::build`] with the new [`Snapshot`], off the request path; the
+//!   rule does everything that sorts, hashes or allocates there (weights,
+//!   hash rings, zone tables) and returns a [`Picker`].
+//! - A [`Picker`] is immutable for its list and answers
+//!   [`Picker::pick`] on the request path: no lock, no allocation. State
+//!   shared with later pickers (the cursor, the clock) is held through an
+//!   `Arc` the rule handed it, so a refresh that brings the same list does
+//!   not reset a rotation.
+//! - The wrapping rules ([`AvailabilityFiltering`], [`ZoneAvoidance`])
+//!   wrap the inner rule's *picker*, and pass their filters to it as
+//!   [`Tiers`] in the [`PickContext`]: the inner picker steps its own
+//!   rotation once and takes from the first non-empty tier, so a pick that
+//!   falls back (everything filtered, zone failover, panic mode, a retry's
+//!   exclusions) spreads evenly over what remains.
 //!
 //! | rule | when to use it | counterpart |
 //! |---|---|---|
@@ -18,18 +31,26 @@
 //! | [`WeightedRoundRobin`] | static capacities from metadata `weight`; smooth, deterministic | NGINX smooth weighted round robin |
 //! | [`ConsistentHash`] | affinity: the same key to the same instance (caches, sessions) | Maglev hashing (NSDI 2016), with a fill that moves only a removed instance's keys |
 //!
+//! Build cost is O(n log n) or less in the number of instances `n` for
+//! every rule (see each module); a pick is O(1) for round robin, random,
+//! smooth weighted round robin and consistent hashing while nothing is
+//! excluded, O(log n) for weighted response time, O(n) for best available
+//! and for any pick that must count the eligible endpoints.
+//!
 //! ```
-//! use tower_ribbon::discovery::Snapshot;
+//! use std::sync::Arc;
 //! use tower_ribbon::instance::{Endpoint, Instance};
 //! use tower_ribbon::rule::{PickContext, RoundRobin, Rule};
+//! use tower_ribbon::snapshot::Snapshot;
 //!
 //! let endpoints = (1..=3)
 //!     .map(|p| Endpoint::new(Instance::new("svc", "127.0.0.1", 8080 + p).unwrap()))
 //!     .collect();
-//! let snapshot = Snapshot::new("svc", endpoints, 1);
+//! let snapshot = Arc::new(Snapshot::new("svc", endpoints, 1));
 //! let rule = RoundRobin::with_start(0);
+//! let picker = rule.build(&snapshot); // once per list, off the request path
 //! let ports: Vec<u16> = (0..4)
-//!     .map(|_| rule.choose(&snapshot, &PickContext::new()).unwrap().instance().port())
+//!     .map(|_| picker.pick(&PickContext::new()).unwrap().instance().port())
 //!     .collect();
 //! assert_eq!(ports, [8081, 8082, 8083, 8081]);
 //! ```
@@ -37,27 +58,27 @@
 use std::fmt;
 use std::sync::Arc;
 
-use tokio::time::Instant;
-
-use crate::discovery::Snapshot;
 use crate::instance::Endpoint;
+use crate::snapshot::Snapshot;
 
-mod availability_filtering;
-mod best_available;
-mod consistent_hash;
-mod peak_ewma_p2c;
-mod random;
-mod round_robin;
-mod support;
+pub mod availability_filtering;
+pub mod best_available;
+pub mod consistent_hash;
+mod context;
+pub mod peak_ewma_p2c;
+pub mod random;
+pub mod round_robin;
 #[cfg(test)]
 mod test_support;
-mod weighted_response_time;
-mod weighted_round_robin;
-mod zone_avoidance;
+mod walk;
+pub mod weighted_response_time;
+pub mod weighted_round_robin;
+pub mod zone_avoidance;
 
 pub use availability_filtering::{AllFilteredPolicy, AvailabilityFiltering};
 pub use best_available::BestAvailable;
 pub use consistent_hash::ConsistentHash;
+pub use context::{Domain, PickContext, Tier, Tiers};
 pub use peak_ewma_p2c::PeakEwmaP2c;
 pub use random::Random;
 pub use round_robin::RoundRobin;
@@ -65,25 +86,32 @@ pub use weighted_response_time::WeightedResponseTime;
 pub use weighted_round_robin::WeightedRoundRobin;
 pub use zone_avoidance::ZoneAvoidance;
 
-/// Chooses one endpoint per request.
+/// Builds a [`Picker`] for each instance list.
 ///
-/// Implementations must return an endpoint of `snapshot` that
-/// [`PickContext::is_eligible`] accepts, or `None`; they must not panic on
-/// an empty snapshot or one that changes between calls.
+/// Implementations keep in the rule only what must outlive one list, and
+/// share it with the pickers they build through an `Arc`.
 pub trait Rule: Send + Sync + fmt::Debug + 'static {
-    /// Chooses an endpoint for one request.
-    fn choose<'s>(&self, snapshot: &'s Snapshot, ctx: &PickContext<'_>) -> Option<&'s Endpoint>;
-
-    /// Called by the refresh with each new snapshot, before it is published.
-    /// Precompute here; a pick may still see the previous snapshot for a
-    /// moment, so key precomputed state by [`Snapshot::version`]. Default:
-    /// nothing.
-    fn update(&self, snapshot: &Snapshot) {
-        let _ = snapshot;
-    }
+    /// Builds the picker of `snapshot`: called off the request path, once
+    /// per published list. May sort, hash and allocate; must not panic on
+    /// any list (empty included). Cost: O(n log n) or less.
+    fn build(&self, snapshot: &Arc<Snapshot>) -> Arc<dyn Picker>;
 
     /// A short name for logs and tables (`round_robin`, `random`, ...).
     fn name(&self) -> &'static str;
+}
+
+/// Chooses one endpoint of one list per request.
+///
+/// Implementations must return an endpoint of [`Picker::snapshot`] that
+/// [`PickContext::is_eligible`] accepts, from the first non-empty tier of
+/// the context's [`Tiers`], or `None` when no eligible endpoint is in any
+/// tier; they take no lock, allocate nothing and never panic.
+pub trait Picker: Send + Sync + fmt::Debug + 'static {
+    /// Chooses an endpoint for one request.
+    fn pick(&self, ctx: &PickContext<'_>) -> Option<&Endpoint>;
+
+    /// The list this picker was built for.
+    fn snapshot(&self) -> &Arc<Snapshot>;
 }
 
 /// Implements [`Rule`] for a smart pointer to a rule by forwarding every
@@ -92,17 +120,8 @@ pub trait Rule: Send + Sync + fmt::Debug + 'static {
 macro_rules! forward_rule {
     ($($pointer:ident),*) => {$(
         impl<R: Rule + ?Sized> Rule for $pointer<R> {
-            #[inline]
-            fn choose<'s>(
-                &self,
-                snapshot: &'s Snapshot,
-                ctx: &PickContext<'_>,
-            ) -> Option<&'s Endpoint> {
-                (**self).choose(snapshot, ctx)
-            }
-
-            fn update(&self, snapshot: &Snapshot) {
-                (**self).update(snapshot);
+            fn build(&self, snapshot: &Arc<Snapshot>) -> Arc<dyn Picker> {
+                (**self).build(snapshot)
             }
 
             fn name(&self) -> &'static str {
@@ -113,98 +132,6 @@ macro_rules! forward_rule {
 }
 
 forward_rule!(Box, Arc);
-
-/// Per-request facts a rule may use.
-///
-/// `excluded` holds endpoints this request must not be sent to (those a
-/// retry already tried); they are compared by identity.
-/// `now` is read once per request, so time-aware rules (breaker state,
-/// decayed latencies) agree within one pick and tests can pause time.
-/// With the health filter on (the balancer turns it on while some instance
-/// is unhealthy and the service is not in panic mode), unhealthy endpoints
-/// (breaker open, ejected, failing active checks) are not eligible either.
-#[derive(Debug, Clone, Copy)]
-pub struct PickContext<'a> {
-    excluded: &'a [Endpoint],
-    hash_key: Option<u64>,
-    now: Instant,
-    health_filter: bool,
-}
-
-impl Default for PickContext<'_> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<'a> PickContext<'a> {
-    /// A context at the current time, with nothing excluded and no hash key.
-    pub fn new() -> Self {
-        Self::at(Instant::now())
-    }
-
-    /// A context at `now`, with nothing excluded and no hash key.
-    pub fn at(now: Instant) -> Self {
-        Self {
-            excluded: &[],
-            hash_key: None,
-            now,
-            health_filter: false,
-        }
-    }
-
-    /// The time of the pick.
-    pub fn now(&self) -> Instant {
-        self.now
-    }
-
-    /// Excludes `endpoints` (by identity).
-    pub fn with_excluded(mut self, endpoints: &'a [Endpoint]) -> Self {
-        self.excluded = endpoints;
-        self
-    }
-
-    /// Sets a hash key for rules that route by key.
-    pub fn with_hash_key(mut self, key: u64) -> Self {
-        self.hash_key = Some(key);
-        self
-    }
-
-    /// Makes unhealthy endpoints ineligible (see
-    /// [`EndpointStats::is_healthy_at`](crate::stats::EndpointStats::is_healthy_at)).
-    pub fn with_health_filter(mut self) -> Self {
-        self.health_filter = true;
-        self
-    }
-
-    /// Whether unhealthy endpoints are ineligible.
-    pub fn health_filter(&self) -> bool {
-        self.health_filter
-    }
-
-    /// The excluded endpoints.
-    pub fn excluded(&self) -> &'a [Endpoint] {
-        self.excluded
-    }
-
-    /// The hash key, if any.
-    pub fn hash_key(&self) -> Option<u64> {
-        self.hash_key
-    }
-
-    /// Whether `endpoint` may be chosen for this request.
-    #[inline]
-    pub fn is_eligible(&self, endpoint: &Endpoint) -> bool {
-        !self.excluded.iter().any(|e| e.same_identity(endpoint))
-            && (!self.health_filter || endpoint.stats().is_healthy_at(self.now))
-    }
-
-    /// Whether every endpoint is eligible without checking (fast path).
-    #[inline]
-    pub(crate) fn all_eligible(&self) -> bool {
-        self.excluded.is_empty() && !self.health_filter
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -217,17 +144,19 @@ mod tests {
         let ctx = PickContext::new();
         let boxed =
             AvailabilityFiltering::new(Box::new(RoundRobin::with_start(0)) as Box<dyn Rule>);
-        let ports: Vec<u16> = (0..4).map(|_| port(boxed.choose(&s, &ctx))).collect();
+        let picker = boxed.build(&s);
+        let ports: Vec<u16> = (0..4).map(|_| port(picker.pick(&ctx))).collect();
         assert_eq!(ports, [1000, 1001, 1002, 1000]);
         assert_eq!(boxed.inner().name(), "round_robin");
 
         let shared: Arc<dyn Rule> = Arc::new(RoundRobin::with_start(1));
         let zoned = ZoneAvoidance::new(Arc::clone(&shared));
-        zoned.update(&s);
-        assert_eq!(port(zoned.choose(&s, &ctx)), 1001);
+        let (zp, sp) = (zoned.build(&s), shared.build(&s));
+        assert_eq!(port(zp.pick(&ctx)), 1001);
         // The wrapper and the other handle share one rotation.
-        assert_eq!(port(shared.choose(&s, &ctx)), 1002);
-        assert_eq!(port(zoned.choose(&s, &ctx)), 1000);
+        assert_eq!(port(sp.pick(&ctx)), 1002);
+        assert_eq!(port(zp.pick(&ctx)), 1000);
         assert_eq!(zoned.inner().name(), "round_robin");
+        assert!(Arc::ptr_eq(zp.snapshot(), &s));
     }
 }

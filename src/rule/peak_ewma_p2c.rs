@@ -53,17 +53,22 @@
 //! draw is retried a few times and then replaced by a walk from a random
 //! offset, so every pick is bounded by the list length. When every eligible
 //! endpoint is tripped the same choice runs over the tripped ones (fail
-//! open). Draws come from a lock-free seeded generator, so
-//! [`PeakEwmaP2c::with_seed`] repeats.
+//! open). Wrapped, all of this runs inside the wrapper's first non-empty
+//! tier. Draws come from a lock-free seeded generator shared by every
+//! picker of the rule, so [`PeakEwmaP2c::with_seed`] repeats.
+//!
+//! Build: O(1). Pick: O(1) expected (a few draws and two cost
+//! evaluations), at most two walks of the list.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::support::rotation;
-use super::{PickContext, Rule};
-use crate::discovery::Snapshot;
+use super::walk::rotation;
+use super::{PickContext, Picker, Rule};
 use crate::instance::Endpoint;
 use crate::rng::AtomicRng;
+use crate::snapshot::Snapshot;
 
 /// Random draws per candidate before walking the list instead.
 const DRAW_TRIES: usize = 8;
@@ -77,7 +82,7 @@ const MIN_SUCCESS_RATE: f64 = 0.05;
 ///
 /// Defaults: seeded from entropy, default RTT 30 ms.
 pub struct PeakEwmaP2c {
-    rng: AtomicRng,
+    rng: Arc<AtomicRng>,
     default_rtt_us: f64,
 }
 
@@ -94,7 +99,7 @@ impl PeakEwmaP2c {
 
     fn from_rng(rng: AtomicRng) -> Self {
         Self {
-            rng,
+            rng: Arc::new(rng),
             default_rtt_us: 30_000.0,
         }
     }
@@ -104,53 +109,6 @@ impl PeakEwmaP2c {
     pub fn default_rtt(mut self, rtt: Duration) -> Self {
         self.default_rtt_us = rtt.as_secs_f64() * 1e6;
         self
-    }
-
-    #[inline]
-    fn usable(e: &Endpoint, ctx: &PickContext<'_>, need_available: bool) -> bool {
-        ctx.is_eligible(e) && (!need_available || e.stats().is_available_at(ctx.now()))
-    }
-
-    /// A random usable index other than `skip`: up to [`DRAW_TRIES`]
-    /// uniform draws, then a walk from a random offset.
-    fn draw(
-        &self,
-        endpoints: &[Endpoint],
-        ctx: &PickContext<'_>,
-        skip: Option<usize>,
-        need_available: bool,
-    ) -> Option<usize> {
-        let n = endpoints.len();
-        let m = n - usize::from(skip.is_some());
-        if m == 0 {
-            return None;
-        }
-        let shift = |k: usize| match skip {
-            Some(s) if k >= s => k + 1,
-            _ => k,
-        };
-        for _ in 0..DRAW_TRIES.min(m) {
-            let k = shift(self.rng.below(m));
-            if Self::usable(&endpoints[k], ctx, need_available) {
-                return Some(k);
-            }
-        }
-        rotation(self.rng.below(n), n)
-            .find(|&k| Some(k) != skip && Self::usable(&endpoints[k], ctx, need_available))
-    }
-
-    /// `peak_ewma_us × (in_flight + 1) / max(success_rate, 0.05)` at the
-    /// pick time (see the module documentation).
-    #[inline]
-    fn cost(&self, e: &Endpoint, ctx: &PickContext<'_>) -> f64 {
-        let stats = e.stats();
-        let now = ctx.now();
-        let rtt = stats.peak_ewma_us_at(now).unwrap_or(self.default_rtt_us);
-        let success = stats
-            .success_rate_at(now)
-            .unwrap_or(1.0)
-            .max(MIN_SUCCESS_RATE);
-        rtt * (stats.in_flight() as f64 + 1.0) / success
     }
 }
 
@@ -169,13 +127,98 @@ impl fmt::Debug for PeakEwmaP2c {
 }
 
 impl Rule for PeakEwmaP2c {
-    fn choose<'s>(&self, snapshot: &'s Snapshot, ctx: &PickContext<'_>) -> Option<&'s Endpoint> {
-        let endpoints = snapshot.endpoints();
-        let (i, available) = match self.draw(endpoints, ctx, None, true) {
-            Some(i) => (i, true),
-            None => (self.draw(endpoints, ctx, None, false)?, false),
+    fn build(&self, snapshot: &Arc<Snapshot>) -> Arc<dyn Picker> {
+        Arc::new(P2cPicker {
+            snapshot: Arc::clone(snapshot),
+            rng: Arc::clone(&self.rng),
+            default_rtt_us: self.default_rtt_us,
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "peak_ewma_p2c"
+    }
+}
+
+/// The picker of [`PeakEwmaP2c`] for one list.
+struct P2cPicker {
+    snapshot: Arc<Snapshot>,
+    rng: Arc<AtomicRng>,
+    default_rtt_us: f64,
+}
+
+impl fmt::Debug for P2cPicker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("P2cPicker")
+            .field("instances", &self.snapshot.len())
+            .field("default_rtt_us", &self.default_rtt_us)
+            .finish_non_exhaustive()
+    }
+}
+
+impl P2cPicker {
+    /// A random index other than `skip` that `usable` accepts: up to
+    /// [`DRAW_TRIES`] uniform draws, then a walk from a random offset.
+    #[inline]
+    fn draw(
+        &self,
+        endpoints: &[Endpoint],
+        usable: &impl Fn(usize, &Endpoint) -> bool,
+        skip: Option<usize>,
+    ) -> Option<usize> {
+        let n = endpoints.len();
+        let m = n - usize::from(skip.is_some());
+        if m == 0 {
+            return None;
+        }
+        let shift = |k: usize| match skip {
+            Some(s) if k >= s => k + 1,
+            _ => k,
         };
-        let Some(j) = self.draw(endpoints, ctx, Some(i), available) else {
+        for _ in 0..DRAW_TRIES.min(m) {
+            let k = shift(self.rng.below(m));
+            if usable(k, &endpoints[k]) {
+                return Some(k);
+            }
+        }
+        rotation(self.rng.below(n), n).find(|&k| Some(k) != skip && usable(k, &endpoints[k]))
+    }
+
+    /// `peak_ewma_us × (in_flight + 1) / max(success_rate, 0.05)` at the
+    /// pick time (see the module documentation).
+    #[inline]
+    fn cost(&self, e: &Endpoint, ctx: &PickContext<'_>) -> f64 {
+        let stats = e.stats();
+        let now = ctx.now();
+        let rtt = stats.peak_ewma_us_at(now).unwrap_or(self.default_rtt_us);
+        let success = stats
+            .success_rate_at(now)
+            .unwrap_or(1.0)
+            .max(MIN_SUCCESS_RATE);
+        rtt * (stats.in_flight() as f64 + 1.0) / success
+    }
+
+    /// The cheaper of two draws among the members of one tier: available
+    /// ones first, else any (fail open).
+    #[inline]
+    fn choose_in<'s>(
+        &self,
+        endpoints: &'s [Endpoint],
+        ctx: &PickContext<'_>,
+        member: &impl Fn(usize, &Endpoint) -> bool,
+    ) -> Option<&'s Endpoint> {
+        let now = ctx.now();
+        let available = |i: usize, e: &Endpoint| member(i, e) && e.stats().is_available_at(now);
+        let (i, first_available) = match self.draw(endpoints, &available, None) {
+            Some(i) => (i, true),
+            None => (self.draw(endpoints, member, None)?, false),
+        };
+        let second = if first_available {
+            self.draw(endpoints, &available, Some(i))
+        } else {
+            self.draw(endpoints, member, Some(i))
+        };
+        let Some(j) = second else {
             return Some(&endpoints[i]);
         };
         let (a, b) = (&endpoints[i], &endpoints[j]);
@@ -185,9 +228,22 @@ impl Rule for PeakEwmaP2c {
             Some(b)
         }
     }
+}
 
-    fn name(&self) -> &'static str {
-        "peak_ewma_p2c"
+impl Picker for P2cPicker {
+    fn pick(&self, ctx: &PickContext<'_>) -> Option<&Endpoint> {
+        let endpoints = self.snapshot.endpoints();
+        if endpoints.is_empty() {
+            return None;
+        }
+        if !ctx.has_tiers() {
+            return self.choose_in(endpoints, ctx, &|_, e: &Endpoint| ctx.is_eligible(e));
+        }
+        ctx.find_tier(&mut |member| self.choose_in(endpoints, ctx, &member))
+    }
+
+    fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snapshot
     }
 }
 
@@ -207,11 +263,12 @@ mod tests {
     /// latency has passed, so requests overlap. Returns the failing
     /// endpoint's share of the requests after a 200-request warm-up.
     fn failing_share(rule: &dyn Rule, gap: Option<Duration>) -> f64 {
+        let picker = rule.build(&snapshot(2));
         let respond = |i| match i {
             0 => (Duration::from_millis(1), Outcome::FailureStatus(500)),
             _ => (Duration::from_millis(50), Outcome::Success),
         };
-        let counts = simulate(rule, &snapshot(2), respond, gap, 2_000, 200);
+        let counts = simulate(&*picker, respond, gap, 2_000, 200);
         f64::from(counts[0]) / 1_800.0
     }
 
@@ -243,15 +300,15 @@ mod tests {
         sample(&s.endpoints()[0], now, 40);
         sample(&s.endpoints()[1], now, 10);
         let later = now + Duration::from_millis(40);
-        let rule = PeakEwmaP2c::with_seed(1);
+        let rule = PeakEwmaP2c::with_seed(1).build(&s);
         let ctx = PickContext::at(later);
         // Two endpoints: both are always drawn, so the cheaper always wins.
-        assert!((0..50).all(|_| port(rule.choose(&s, &ctx)) == 1001));
+        assert!((0..50).all(|_| port(rule.pick(&ctx)) == 1001));
         // 10 ms × (4 + 1) > 40 ms × 1.
         let _held: Vec<_> = (0..4)
             .map(|_| s.endpoints()[1].stats().start_at(later))
             .collect();
-        assert!((0..50).all(|_| port(rule.choose(&s, &ctx)) == 1000));
+        assert!((0..50).all(|_| port(rule.pick(&ctx)) == 1000));
     }
 
     #[tokio::test(start_paused = true)]
@@ -265,15 +322,20 @@ mod tests {
             .finish_at(Outcome::FailureStatus(500), t0 + Duration::from_millis(1));
         sample(healthy, t0, 50);
         let t1 = t0 + Duration::from_millis(50);
-        let rule = PeakEwmaP2c::with_seed(5);
+        let rule = PeakEwmaP2c::with_seed(5).build(&s);
         let ctx = PickContext::at(t1);
         // Success rate 0, floored at 0.05: 20 × the 1 s penalty × 1.
         let peak = failing.stats().peak_ewma_us_at(t1).unwrap();
-        assert_eq!(rule.cost(failing, &ctx), peak / MIN_SUCCESS_RATE);
+        let p2c = P2cPicker {
+            snapshot: Arc::clone(&s),
+            rng: Arc::new(AtomicRng::with_seed(5)),
+            default_rtt_us: 30_000.0,
+        };
+        assert_eq!(p2c.cost(failing, &ctx), peak / MIN_SUCCESS_RATE);
         // 50 ms × (29 + 1) = 1.5 s is more than the failing one's 1 s × 1,
         // but less than its 20 s.
         let _held: Vec<_> = (0..29).map(|_| healthy.stats().start_at(t1)).collect();
-        assert!((0..50).all(|_| port(rule.choose(&s, &ctx)) == 1001));
+        assert!((0..50).all(|_| port(rule.pick(&ctx)) == 1001));
         // 30 s (3 τ) without outcomes: the success rate is back to 0.95 and
         // the failing instance is tried again (by the undecayed rate of 0,
         // it would cost 20 × and stay shunned).
@@ -281,7 +343,7 @@ mod tests {
         let ctx = PickContext::at(later);
         let rate = failing.stats().success_rate_at(later).unwrap();
         assert!((rate - 0.95).abs() < 0.01, "{rate}");
-        assert!((0..50).all(|_| port(rule.choose(&s, &ctx)) == 1000));
+        assert!((0..50).all(|_| port(rule.pick(&ctx)) == 1000));
     }
 
     #[tokio::test(start_paused = true)]
@@ -290,10 +352,12 @@ mod tests {
         let now = Instant::now();
         sample(&s.endpoints()[0], now, 20);
         let ctx = PickContext::at(now + Duration::from_millis(20));
-        let optimistic = PeakEwmaP2c::with_seed(3).default_rtt(Duration::from_millis(1));
-        assert!((0..20).all(|_| port(optimistic.choose(&s, &ctx)) == 1001));
-        let pessimistic = PeakEwmaP2c::with_seed(3);
-        assert!((0..20).all(|_| port(pessimistic.choose(&s, &ctx)) == 1000));
+        let optimistic = PeakEwmaP2c::with_seed(3)
+            .default_rtt(Duration::from_millis(1))
+            .build(&s);
+        assert!((0..20).all(|_| port(optimistic.pick(&ctx)) == 1001));
+        let pessimistic = PeakEwmaP2c::with_seed(3).build(&s);
+        assert!((0..20).all(|_| port(pessimistic.pick(&ctx)) == 1000));
     }
 
     #[tokio::test(start_paused = true)]
@@ -303,11 +367,14 @@ mod tests {
         trip(&s.endpoints()[0], now);
         let excluded = [s.endpoints()[1].clone()];
         let ctx = PickContext::at(now).with_excluded(&excluded);
-        let (a, b) = (PeakEwmaP2c::with_seed(11), PeakEwmaP2c::with_seed(11));
+        let (a, b) = (
+            PeakEwmaP2c::with_seed(11).build(&s),
+            PeakEwmaP2c::with_seed(11).build(&s),
+        );
         let mut counts = [0u32; 5];
         for _ in 0..3_000 {
-            let x = port(a.choose(&s, &ctx));
-            assert_eq!(x, port(b.choose(&s, &ctx)));
+            let x = port(a.pick(&ctx));
+            assert_eq!(x, port(b.pick(&ctx)));
             counts[usize::from(x - 1000)] += 1;
         }
         assert_eq!(counts[..2], [0, 0]);
@@ -318,13 +385,11 @@ mod tests {
         );
         // All tripped: fail open among the eligible.
         s.endpoints()[2..].iter().for_each(|e| trip(e, now));
-        assert!(a.choose(&s, &ctx).is_some_and(|e| ctx.is_eligible(e)));
-        assert!(a.choose(&Snapshot::empty("s"), &ctx).is_none());
+        assert!(a.pick(&ctx).is_some_and(|e| ctx.is_eligible(e)));
+        let empty = Arc::new(Snapshot::empty("s"));
+        assert!(PeakEwmaP2c::new().build(&empty).pick(&ctx).is_none());
         let all = s.endpoints().to_vec();
-        assert!(
-            a.choose(&s, &PickContext::at(now).with_excluded(&all))
-                .is_none()
-        );
+        assert!(a.pick(&PickContext::at(now).with_excluded(&all)).is_none());
     }
 
     proptest! {
@@ -337,10 +402,11 @@ mod tests {
             mask in proptest::collection::vec(0u8..16, 24),
             seed in any::<u64>(),
         ) {
-            let rule = PeakEwmaP2c::with_seed(seed);
+            let shared = PeakEwmaP2c::with_seed(seed);
             let now = Instant::now();
             for n in sizes {
                 let s = snapshot(n);
+                let rule = shared.build(&s);
                 let mut guards = Vec::new();
                 for (k, (e, bits)) in s.endpoints().iter().zip(&mask).enumerate() {
                     if bits & 1 != 0 { trip(e, now); }
@@ -354,7 +420,7 @@ mod tests {
                 let any_available = s.endpoints().iter()
                     .any(|e| ctx.is_eligible(e) && e.stats().is_available_at(now));
                 for _ in 0..20 {
-                    match rule.choose(&s, &ctx) {
+                    match rule.pick(&ctx) {
                         Some(e) => {
                             prop_assert!(s.endpoints().iter().any(|x| std::ptr::eq(x, e)));
                             prop_assert!(ctx.is_eligible(e));

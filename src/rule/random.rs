@@ -3,34 +3,39 @@
 //!
 //! The draw is over the eligible endpoints of the same list it then indexes
 //! (Ribbon drew over one list and read another). Draws come from a
-//! lock-free seeded generator, so `Random::with_seed` gives repeatable
-//! sequences in tests.
+//! lock-free seeded generator shared by every picker of the rule, so
+//! `Random::with_seed` gives repeatable sequences in tests. Build: O(1).
+//! Pick: O(1) while every endpoint is eligible, else O(n) (one count, one
+//! walk). Wrapped, a draw is one step of the tiered rotation (see
+//! [`Tiers`](super::Tiers)), so a filtered endpoint's share spreads
+//! uniformly too.
 
 use std::fmt;
+use std::sync::Arc;
 
-use super::support::nth_eligible;
-use super::{PickContext, Rule};
-use crate::discovery::Snapshot;
+use super::walk::{nth_eligible, rotate};
+use super::{PickContext, Picker, Rule};
 use crate::instance::Endpoint;
 use crate::rng::AtomicRng;
+use crate::snapshot::Snapshot;
 
 /// Uniform random choice among eligible endpoints.
 pub struct Random {
-    rng: AtomicRng,
+    rng: Arc<AtomicRng>,
 }
 
 impl Random {
     /// A rule seeded from the operating system's entropy.
     pub fn new() -> Self {
         Self {
-            rng: AtomicRng::from_entropy(),
+            rng: Arc::new(AtomicRng::from_entropy()),
         }
     }
 
     /// A rule whose draws are fixed by `seed`.
     pub fn with_seed(seed: u64) -> Self {
         Self {
-            rng: AtomicRng::with_seed(seed),
+            rng: Arc::new(AtomicRng::with_seed(seed)),
         }
     }
 }
@@ -48,11 +53,41 @@ impl fmt::Debug for Random {
 }
 
 impl Rule for Random {
+    fn build(&self, snapshot: &Arc<Snapshot>) -> Arc<dyn Picker> {
+        Arc::new(RandomPicker {
+            snapshot: Arc::clone(snapshot),
+            rng: Arc::clone(&self.rng),
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "random"
+    }
+}
+
+/// The picker of [`Random`] for one list.
+struct RandomPicker {
+    snapshot: Arc<Snapshot>,
+    rng: Arc<AtomicRng>,
+}
+
+impl fmt::Debug for RandomPicker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RandomPicker")
+            .field("instances", &self.snapshot.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Picker for RandomPicker {
     #[inline]
-    fn choose<'s>(&self, snapshot: &'s Snapshot, ctx: &PickContext<'_>) -> Option<&'s Endpoint> {
-        let endpoints = snapshot.endpoints();
+    fn pick(&self, ctx: &PickContext<'_>) -> Option<&Endpoint> {
+        let endpoints = self.snapshot.endpoints();
         if endpoints.is_empty() {
             return None;
+        }
+        if ctx.has_tiers() {
+            return rotate(endpoints, ctx, self.rng.next_u64() as usize);
         }
         let k = if ctx.all_eligible() {
             self.rng.below(endpoints.len())
@@ -66,8 +101,8 @@ impl Rule for Random {
         nth_eligible(endpoints, ctx, k)
     }
 
-    fn name(&self) -> &'static str {
-        "random"
+    fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snapshot
     }
 }
 
@@ -81,19 +116,25 @@ mod tests {
         let s = snapshot(4);
         let excluded = [s.endpoints()[3].clone()];
         let ctx = PickContext::new().with_excluded(&excluded);
-        let (a, b) = (Random::with_seed(9), Random::with_seed(9));
+        let (a, b) = (
+            Random::with_seed(9).build(&s),
+            Random::with_seed(9).build(&s),
+        );
         let mut counts = [0u32; 4];
         for _ in 0..30_000 {
-            let x = index(a.choose(&s, &ctx).unwrap());
-            assert_eq!(x, index(b.choose(&s, &ctx).unwrap()));
+            let x = index(a.pick(&ctx).unwrap());
+            assert_eq!(x, index(b.pick(&ctx).unwrap()));
             counts[x] += 1;
         }
         assert_eq!(counts[3], 0);
         for c in &counts[..3] {
             assert!((9_700..=10_300).contains(c), "{counts:?}");
         }
+        let empty = Arc::new(Snapshot::empty("s"));
         assert!(
-            a.choose(&Snapshot::empty("s"), &PickContext::new())
+            Random::new()
+                .build(&empty)
+                .pick(&PickContext::new())
                 .is_none()
         );
     }

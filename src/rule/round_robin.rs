@@ -1,28 +1,40 @@
 //! Round robin over the eligible instances (Ribbon `RoundRobinRule`, Spring
 //! Cloud LoadBalancer `RoundRobinLoadBalancer`).
 //!
-//! One atomic counter per rule; pick `k` goes to the `(start + k) mod m`-th
-//! of the `m` eligible endpoints. Two things differ from Ribbon on purpose:
+//! One atomic cursor per rule, shared by every picker the rule builds; pick
+//! `k` (the `k`-th step of the cursor) goes to the `(start + k) mod m`-th of
+//! the `m` eligible endpoints. Build: O(1) (the picker only holds the list
+//! and the cursor). Pick: O(1) while every endpoint is eligible, else one
+//! count and one walk of the list (O(n)).
+//!
+//! Two things differ from Ribbon on purpose:
 //! - the rotation is over the *eligible* endpoints, so an excluded
 //!   endpoint's share is spread over all others instead of falling on its
 //!   neighbour ("dogpiling");
-//! - the counter starts at a random offset (as SCLB does), so many clients
+//! - the cursor starts at a random offset (as SCLB does), so many clients
 //!   do not all begin on the first instance.
 //!
-//! The counter wraps on overflow and lives in the rule, not the snapshot, so
-//! a refresh that brings the same list does not reset the rotation.
+//! Wrapped by [`AvailabilityFiltering`](super::AvailabilityFiltering) or
+//! [`ZoneAvoidance`](super::ZoneAvoidance), the picker steps the cursor
+//! once per pick and takes from the wrapper's first non-empty tier, handing
+//! a filtered endpoint's turn on evenly (see [`Tiers`](super::Tiers)): with
+//! `m` endpoints left, `N · m` picks give each `N` up to 2.
+//!
+//! The cursor wraps on overflow and lives in the rule, not the list, so a
+//! refresh that brings the same list does not reset the rotation.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::support::nth_eligible;
-use super::{PickContext, Rule};
-use crate::discovery::Snapshot;
+use super::walk::rotate;
+use super::{PickContext, Picker, Rule};
 use crate::instance::Endpoint;
+use crate::snapshot::Snapshot;
 
 /// Round robin over eligible endpoints, starting at a random offset.
 pub struct RoundRobin {
-    next: AtomicUsize,
+    cursor: Arc<AtomicUsize>,
 }
 
 impl RoundRobin {
@@ -35,7 +47,7 @@ impl RoundRobin {
     /// count), for repeatable tests.
     pub fn with_start(start: usize) -> Self {
         Self {
-            next: AtomicUsize::new(start),
+            cursor: Arc::new(AtomicUsize::new(start)),
         }
     }
 }
@@ -49,23 +61,52 @@ impl Default for RoundRobin {
 impl fmt::Debug for RoundRobin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RoundRobin")
-            .field("next", &self.next.load(Ordering::Relaxed))
+            .field("next", &self.cursor.load(Ordering::Relaxed))
             .finish()
     }
 }
 
 impl Rule for RoundRobin {
-    #[inline]
-    fn choose<'s>(&self, snapshot: &'s Snapshot, ctx: &PickContext<'_>) -> Option<&'s Endpoint> {
-        if snapshot.is_empty() {
-            return None;
-        }
-        let k = self.next.fetch_add(1, Ordering::Relaxed);
-        nth_eligible(snapshot.endpoints(), ctx, k)
+    fn build(&self, snapshot: &Arc<Snapshot>) -> Arc<dyn Picker> {
+        Arc::new(RoundRobinPicker {
+            snapshot: Arc::clone(snapshot),
+            cursor: Arc::clone(&self.cursor),
+        })
     }
 
     fn name(&self) -> &'static str {
         "round_robin"
+    }
+}
+
+/// The picker of [`RoundRobin`] for one list.
+struct RoundRobinPicker {
+    snapshot: Arc<Snapshot>,
+    cursor: Arc<AtomicUsize>,
+}
+
+impl fmt::Debug for RoundRobinPicker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoundRobinPicker")
+            .field("instances", &self.snapshot.len())
+            .field("next", &self.cursor.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Picker for RoundRobinPicker {
+    #[inline]
+    fn pick(&self, ctx: &PickContext<'_>) -> Option<&Endpoint> {
+        let endpoints = self.snapshot.endpoints();
+        if endpoints.is_empty() {
+            return None;
+        }
+        let k = self.cursor.fetch_add(1, Ordering::Relaxed);
+        rotate(endpoints, ctx, k)
+    }
+
+    fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snapshot
     }
 }
 
@@ -77,9 +118,9 @@ mod tests {
     #[test]
     fn rotates_and_wraps() {
         let s = snapshot(3);
-        let rr = RoundRobin::with_start(usize::MAX - 1);
+        let rr = RoundRobin::with_start(usize::MAX - 1).build(&s);
         let ctx = PickContext::new();
-        let got: Vec<u16> = (0..4).map(|_| port(rr.choose(&s, &ctx))).collect();
+        let got: Vec<u16> = (0..4).map(|_| port(rr.pick(&ctx))).collect();
         // usize::MAX - 1 ≡ 2 (mod 3 on 64-bit), usize::MAX ≡ 0, then wraps to 0.
         assert_eq!(got, [1002, 1000, 1000, 1001]);
     }
@@ -89,10 +130,10 @@ mod tests {
         let s = snapshot(4);
         let excluded = [s.endpoints()[1].clone()];
         let ctx = PickContext::new().with_excluded(&excluded);
-        let rr = RoundRobin::with_start(0);
+        let rr = RoundRobin::with_start(0).build(&s);
         let mut counts = [0u32; 4];
         for _ in 0..300 {
-            counts[(port(rr.choose(&s, &ctx)) - 1000) as usize] += 1;
+            counts[(port(rr.pick(&ctx)) - 1000) as usize] += 1;
         }
         assert_eq!(counts, [100, 0, 100, 100]);
     }
@@ -100,14 +141,13 @@ mod tests {
     #[test]
     fn none_when_empty_or_all_excluded() {
         let rr = RoundRobin::new();
-        assert!(
-            rr.choose(&Snapshot::empty("s"), &PickContext::new())
-                .is_none()
-        );
+        let empty = Arc::new(Snapshot::empty("s"));
+        assert!(rr.build(&empty).pick(&PickContext::new()).is_none());
         let s = snapshot(2);
         let all = s.endpoints().to_vec();
         assert!(
-            rr.choose(&s, &PickContext::new().with_excluded(&all))
+            rr.build(&s)
+                .pick(&PickContext::new().with_excluded(&all))
                 .is_none()
         );
     }
@@ -116,9 +156,11 @@ mod tests {
     fn identical_refresh_keeps_position() {
         let rr = RoundRobin::with_start(0);
         let ctx = PickContext::new();
-        let a = snapshot(3);
-        assert_eq!(port(rr.choose(&a, &ctx)), 1000);
-        let b = snapshot(3);
-        assert_eq!(port(rr.choose(&b, &ctx)), 1001);
+        let a = rr.build(&snapshot(3));
+        assert_eq!(port(a.pick(&ctx)), 1000);
+        let b = rr.build(&snapshot(3));
+        assert_eq!(port(b.pick(&ctx)), 1001);
+        // The old picker still works on its own list and shares the cursor.
+        assert_eq!(port(a.pick(&ctx)), 1002);
     }
 }

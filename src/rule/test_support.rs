@@ -4,15 +4,16 @@
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use tokio::time::Instant;
 
-use super::{PickContext, Rule};
-use crate::discovery::Snapshot;
+use super::{PickContext, Picker, Rule};
 use crate::instance::{Endpoint, Instance};
+use crate::snapshot::Snapshot;
 use crate::stats::{InFlightGuard, Outcome};
 
 /// The first port of [`endpoints`]; an endpoint's index is its port minus
@@ -32,8 +33,8 @@ pub(crate) fn endpoints(n: u16) -> Vec<Endpoint> {
 }
 
 /// A snapshot of [`endpoints`]`(n)`, version 1.
-pub(crate) fn snapshot(n: u16) -> Snapshot {
-    Snapshot::new("s", endpoints(n), 1)
+pub(crate) fn snapshot(n: u16) -> Arc<Snapshot> {
+    Arc::new(Snapshot::new("s", endpoints(n), 1))
 }
 
 /// The port of a pick, 0 for `None`.
@@ -104,14 +105,13 @@ impl Ord for Pending<'_> {
     }
 }
 
-/// Drives `rule` over `s` on a virtual clock starting now: a request
+/// Drives `picker` over its list on a virtual clock starting now: a request
 /// arrives every `gap`, or with `None` as soon as the previous one has
 /// finished; endpoint `i` answers after `respond(i).0` with `respond(i).1`.
 /// Before each pick, the requests due by then finish at their own time.
 /// Returns the picks per endpoint after the first `warmup` requests.
 pub(crate) fn simulate(
-    rule: &dyn Rule,
-    s: &Snapshot,
+    picker: &dyn Picker,
     respond: impl Fn(usize) -> (Duration, Outcome),
     gap: Option<Duration>,
     requests: usize,
@@ -119,13 +119,13 @@ pub(crate) fn simulate(
 ) -> Vec<u32> {
     let mut now = Instant::now();
     let mut pending = BinaryHeap::new();
-    let mut counts = vec![0u32; s.len()];
+    let mut counts = vec![0u32; picker.snapshot().len()];
     for seq in 0..requests {
         while pending.peek().is_some_and(|p: &Pending<'_>| p.at <= now) {
             let p = pending.pop().unwrap();
             p.guard.finish_at(p.outcome, p.at);
         }
-        let e = rule.choose(s, &PickContext::at(now)).unwrap();
+        let e = picker.pick(&PickContext::at(now)).unwrap();
         let i = index(e);
         if seq >= warmup {
             counts[i] += 1;
@@ -152,8 +152,8 @@ pub(crate) fn masked(pool: &[Endpoint], mask: &[bool]) -> Vec<Endpoint> {
 }
 
 /// One list of a changing-lists run: which of the first `n` pool members
-/// it holds, its version (from a few, so versions collide), and whether
-/// the rule is updated with it.
+/// it holds, its version (from a few, so versions collide), and whether a
+/// picker of the list before it keeps picking too.
 pub(crate) type ListStep = (Vec<bool>, usize, u64, bool);
 
 /// 1 to 5 [`ListStep`]s over a pool of `pool` endpoints.
@@ -169,12 +169,12 @@ pub(crate) fn list_steps(pool: usize) -> impl Strategy<Value = Vec<ListStep>> {
     )
 }
 
-/// The changing-lists property of a rule with precomputed state: for each
-/// step's list, updated or not, and the list before it (a pick may still
-/// read that one), with and without `excluded`, and with each of `keys` as
-/// hash key: `picks` picks, each an eligible member of the list read, and
-/// `None` only when nothing is eligible. No panic on stale or colliding
-/// versions.
+/// The changing-lists property of a rule: for each step's list, a picker
+/// built for it (and, when the step says so, the previous list's picker,
+/// which a request may still hold), with and without `excluded`, and with
+/// each of `keys` as hash key: `picks` picks, each an eligible member of
+/// the picker's own list, and `None` only when nothing is eligible. No
+/// panic on colliding versions or pickers of replaced lists.
 pub(crate) fn check_changing_lists(
     rule: &dyn Rule,
     pool: &[Endpoint],
@@ -183,13 +183,14 @@ pub(crate) fn check_changing_lists(
     keys: &[Option<u64>],
     picks: usize,
 ) -> Result<(), TestCaseError> {
-    let mut previous: Option<Snapshot> = None;
-    for (mask, n, version, update) in steps {
-        let snap = Snapshot::new("s", masked(&pool[..*n], mask), *version);
-        if *update {
-            rule.update(&snap);
-        }
-        for s in std::iter::once(&snap).chain(previous.as_ref()) {
+    let mut previous: Option<Arc<dyn Picker>> = None;
+    for (mask, n, version, keep_old) in steps {
+        let snap = Arc::new(Snapshot::new("s", masked(&pool[..*n], mask), *version));
+        let picker = rule.build(&snap);
+        prop_assert!(Arc::ptr_eq(picker.snapshot(), &snap));
+        let old = previous.as_ref().filter(|_| *keep_old);
+        for p in std::iter::once(&picker).chain(old) {
+            let s = p.snapshot();
             for key in keys {
                 for ctx in [
                     PickContext::new(),
@@ -201,7 +202,7 @@ pub(crate) fn check_changing_lists(
                     };
                     let eligible = s.endpoints().iter().filter(|e| ctx.is_eligible(e)).count();
                     for _ in 0..picks {
-                        match rule.choose(s, &ctx) {
+                        match p.pick(&ctx) {
                             Some(e) => {
                                 prop_assert!(s.endpoints().iter().any(|x| std::ptr::eq(x, e)));
                                 prop_assert!(ctx.is_eligible(e));
@@ -212,7 +213,7 @@ pub(crate) fn check_changing_lists(
                 }
             }
         }
-        previous = Some(snap);
+        previous = Some(picker);
     }
     Ok(())
 }

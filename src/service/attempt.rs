@@ -17,9 +17,9 @@ use http::{Request, Uri};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
+use super::ServiceState;
 use super::body::Completion;
 use super::{ResponseStatus, Shared, classify_error};
-use crate::discovery::ServiceState;
 use crate::error::BoxError;
 use crate::instance::Endpoint;
 use crate::rule::PickContext;
@@ -189,21 +189,20 @@ fn observe(shared: &Shared, state: &ServiceState, endpoint: &Endpoint, now: Inst
 
 /// Picks an endpoint not in `tried` if one is eligible, else any.
 fn pick(state: &ServiceState, tried: &[Endpoint], hash_key: Option<u64>) -> Option<Endpoint> {
-    let snapshot = state.snapshot();
+    let picker = state.picker();
     let mut ctx = PickContext::new();
     if let Some(key) = hash_key {
         ctx = ctx.with_hash_key(key);
     }
-    if state.health().filter(&snapshot, ctx.now()) {
+    if state.health().filter(picker.snapshot(), ctx.now()) {
         ctx = ctx.with_health_filter();
     }
-    let rule = state.rule();
     if !tried.is_empty() {
-        if let Some(e) = rule.choose(&snapshot, &ctx.with_excluded(tried)) {
+        if let Some(e) = picker.pick(&ctx.with_excluded(tried)) {
             return Some(e.clone());
         }
     }
-    rule.choose(&snapshot, &ctx).cloned()
+    picker.pick(&ctx).cloned()
 }
 
 /// Rewrites `req`'s URI to `endpoint`, keeping path and query.

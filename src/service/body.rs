@@ -12,7 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
 use super::ResponseStatus;
-use crate::discovery::ServiceState;
+use super::ServiceState;
 use crate::instance::Endpoint;
 use crate::stats::{BreakerTransition, InFlightGuard, Outcome};
 

@@ -218,6 +218,7 @@ impl Builder {
     pub fn layer(self) -> Result<LoadBalancerLayer, BuildError> {
         let source = self.source.ok_or(BuildError::NoSource)?;
         let handle = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        self.refresh.validate()?;
         let budget = self.retry.build()?;
         if self.on_demand_idle.is_zero() {
             return Err(BuildError::invalid("Builder::on_demand_idle", "zero"));

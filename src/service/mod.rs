@@ -4,9 +4,9 @@
 //!
 //! A request to `http://user-service/api/x` goes through five steps:
 //! 1. the URI host (`user-service`, case-insensitive) names the service;
-//! 2. the service's current [`Snapshot`] is
-//!    loaded (one atomic load, no lock);
-//! 3. the service's [`Rule`] chooses an endpoint;
+//! 2. the service's current [`Picker`] (built by its [`Rule`] for the
+//!    current [`Snapshot`]) is loaded (one atomic load, no lock);
+//! 3. the picker chooses an endpoint;
 //! 4. scheme and authority are rewritten to the endpoint
 //!    (`http://127.0.0.1:8081/api/x`); path and query are kept;
 //! 5. the inner service (hyper-util's client, [`ReqwestService`], ...) sends
@@ -46,7 +46,8 @@
 //! ```
 //!
 //! [`Rule`]: crate::rule::Rule
-//! [`Snapshot`]: crate::discovery::Snapshot
+//! [`Picker`]: crate::rule::Picker
+//! [`Snapshot`]: crate::snapshot::Snapshot
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -56,12 +57,13 @@ use arc_swap::ArcSwap;
 use http::Request;
 use tower::Service;
 
-use crate::discovery::{InstanceSource, RefreshConfig, RefreshStatus, Snapshot};
+use crate::discovery::{InstanceSource, RefreshConfig, RefreshStatus};
 use crate::error::{BoxError, Error};
 #[cfg(feature = "hyper-util")]
 use crate::health::ActiveHealthCheck;
 use crate::health::OutlierDetection;
 use crate::retry::{RetryPolicy, TryCloneBody};
+use crate::snapshot::Snapshot;
 
 mod attempt;
 mod body;
@@ -77,6 +79,7 @@ cfg_feature! {
 }
 mod send;
 mod services;
+pub(crate) mod state;
 
 pub use body::{Completion, TrackCompletion, TrackedBody};
 pub use builder::Builder;
@@ -85,6 +88,7 @@ pub use classify::{FailureStatuses, ResponseStatus, classify_error};
 pub use future::ResponseFuture;
 pub use hash_key::HashKey;
 pub use layer::LoadBalancerLayer;
+pub(crate) use state::ServiceState;
 
 /// State shared by every clone of a balancer and its layer: the services,
 /// their refresh tasks, the source and the rule factory. Dropping the last
@@ -166,7 +170,7 @@ impl<S> LoadBalancer<S> {
 
     /// The current instance list of `service_id`, if the service is known.
     pub fn snapshot(&self, service_id: &str) -> Option<Arc<Snapshot>> {
-        self.shared.get(service_id).map(|s| s.snapshot_full())
+        self.shared.get(service_id).map(|s| s.snapshot())
     }
 
     /// What the refresh of `service_id` has done: counts, staleness, last

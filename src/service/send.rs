@@ -12,10 +12,10 @@ use tokio::time::Instant;
 use tower::Service;
 use tower::retry::budget::Budget as _;
 
+use super::ServiceState;
 use super::attempt::{self, Attempted, NotSent, Target};
 use super::body::TrackCompletion;
 use super::{ResponseStatus, Shared};
-use crate::discovery::ServiceState;
 use crate::error::{Attempt, BoxError, Error};
 use crate::instance::Endpoint;
 use crate::retry::{RetryNonIdempotent, RetryReason, TryCloneBody, parse_retry_after};

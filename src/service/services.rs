@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::ServiceState;
 use super::Shared;
-use crate::discovery::{ServiceState, TaskGuard, spawn_refresher};
+use crate::discovery::{TaskGuard, spawn_refresher};
 
 /// One known service and its background tasks (aborted when the entry is
 /// dropped, that is when it leaves the map).
@@ -82,6 +83,7 @@ impl Shared {
             service_id,
             (self.make_rule)(),
             self.refresh.clone(),
+            self.stats.clone(),
             self.outliers.panic_threshold_percent,
         ));
         let mut service_tasks = vec![spawn_refresher(
@@ -94,7 +96,7 @@ impl Shared {
             let (list, view) = (Arc::downgrade(&state), Arc::downgrade(&state));
             let hooks = crate::health::CheckHooks {
                 service: state.service_id().to_owned(),
-                snapshot: Box::new(move || list.upgrade().map(|s| s.snapshot_full())),
+                snapshot: Box::new(move || list.upgrade().map(|s| s.snapshot())),
                 changed: Box::new(move || {
                     view.upgrade()
                         .into_iter()

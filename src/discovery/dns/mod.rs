@@ -132,7 +132,7 @@
 //! let balancer = LoadBalancer::builder()
 //!     .source(source)
 //!     .services(["users", "orders"])
-//!     .refresh(RefreshConfig::default().interval(Duration::from_secs(1)))
+//!     .refresh({ let mut c = RefreshConfig::default(); c.interval = Duration::from_secs(1); c })
 //!     .build(tower::service_fn(|_req: http::Request<()>| async {
 //!         Ok::<_, std::convert::Infallible>(http::Response::new(()))
 //!     }))?;

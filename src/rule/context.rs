@@ -1,0 +1,268 @@
+//! [`PickContext`]: the per-request facts a pick reads, and the tiers of
+//! filters the wrapping pickers add.
+
+use tokio::time::Instant;
+
+use crate::instance::Endpoint;
+
+/// One filter of a wrapping picker: whether the endpoint at an index of the
+/// picker's snapshot belongs to a tier. Called with the index into
+/// [`Picker::snapshot`](super::Picker::snapshot)'s endpoints and the
+/// endpoint there (wrappers and the pickers they wrap share one snapshot).
+pub type Tier<'a> = &'a (dyn Fn(usize, &Endpoint) -> bool + 'a);
+
+/// The membership test of one combined tier: eligible for the request and
+/// in every wrapper's tier at its level (index, endpoint as in [`Tier`]).
+pub(crate) type Member<'m> = &'m dyn Fn(usize, &Endpoint) -> bool;
+
+/// Where a tier's members can be: ascending indices into the snapshot's
+/// endpoints, a superset of the tier's members (for example one zone's
+/// endpoints). `None`: anywhere in the list.
+pub type Domain<'a> = Option<&'a [u32]>;
+
+/// The tiers one wrapping picker adds, in order of preference, chained to
+/// the tiers of the pickers wrapping it.
+///
+/// A pick takes an endpoint from the *first non-empty* combined tier. With
+/// nested wrappers the outer wrapper's tiers are the major order: for each
+/// outer tier in order, each inner tier in order, the endpoints in both.
+/// So a wrapped rule chooses inside the set its wrapper allows, and its own
+/// fallback (fail open) stays inside that set before the wrapper widens.
+#[derive(Clone, Copy)]
+pub struct Tiers<'a> {
+    tiers: &'a [Tier<'a>],
+    /// One per tier, or empty (no domains).
+    domains: &'a [Domain<'a>],
+    outer: Option<&'a Tiers<'a>>,
+}
+
+impl std::fmt::Debug for Tiers<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tiers")
+            .field("tiers", &self.tiers.len())
+            .field("outer", &self.outer)
+            .finish()
+    }
+}
+
+impl<'a> Tiers<'a> {
+    /// Calls `f` with the predicate and the domain of each combined tier in
+    /// order (outer tiers major), until `f` returns `Some`. A combined
+    /// tier's domain is the first one any level gives (each is a superset
+    /// of the combined members). Allocates nothing.
+    pub(crate) fn find<R>(
+        list: Option<&Tiers<'_>>,
+        f: &mut dyn FnMut(Member<'_>, Domain<'_>) -> Option<R>,
+    ) -> Option<R> {
+        match list {
+            None => f(&|_, _| true, None),
+            Some(l) => Self::find(
+                l.outer,
+                &mut |outer: Member<'_>, outer_domain: Domain<'_>| {
+                    l.tiers.iter().enumerate().find_map(|(j, t)| {
+                        let domain = outer_domain.or_else(|| l.domain(j));
+                        f(&|i, e| outer(i, e) && t(i, e), domain)
+                    })
+                },
+            ),
+        }
+    }
+
+    fn domain(&self, j: usize) -> Domain<'a> {
+        self.domains.get(j).copied().flatten()
+    }
+}
+
+/// Per-request facts a picker may use.
+///
+/// `excluded` holds endpoints this request must not be sent to (those a
+/// retry already tried); they are compared by identity.
+/// `now` is read once per request, so time-aware rules (breaker state,
+/// decayed latencies) agree within one pick and tests can pause time.
+/// With the health filter on (the balancer turns it on while some instance
+/// is unhealthy and the service is not in panic mode), unhealthy endpoints
+/// (breaker open, ejected, failing active checks) are not eligible either.
+/// Wrapping pickers ([`AvailabilityFiltering`](super::AvailabilityFiltering),
+/// [`ZoneAvoidance`](super::ZoneAvoidance)) add [`Tiers`] of filters with
+/// [`PickContext::with_tiers`]; the wrapped picker then picks among the
+/// eligible endpoints of the first non-empty tier, from one step of its own
+/// rotation.
+#[derive(Debug, Clone, Copy)]
+pub struct PickContext<'a> {
+    excluded: &'a [Endpoint],
+    hash_key: Option<u64>,
+    now: Instant,
+    health_filter: bool,
+    tiers: Option<&'a Tiers<'a>>,
+}
+
+impl Default for PickContext<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a> PickContext<'a> {
+    /// A context at the current time, with nothing excluded and no hash key.
+    pub fn new() -> Self {
+        Self::at(Instant::now())
+    }
+
+    /// A context at `now`, with nothing excluded and no hash key.
+    pub fn at(now: Instant) -> Self {
+        Self {
+            excluded: &[],
+            hash_key: None,
+            now,
+            health_filter: false,
+            tiers: None,
+        }
+    }
+
+    /// The time of the pick.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Excludes `endpoints` (by identity).
+    pub fn with_excluded(mut self, endpoints: &'a [Endpoint]) -> Self {
+        self.excluded = endpoints;
+        self
+    }
+
+    /// Sets a hash key for rules that route by key.
+    pub fn with_hash_key(mut self, key: u64) -> Self {
+        self.hash_key = Some(key);
+        self
+    }
+
+    /// Makes unhealthy endpoints ineligible (see
+    /// [`EndpointStats::is_healthy_at`](crate::stats::EndpointStats::is_healthy_at)).
+    pub fn with_health_filter(mut self) -> Self {
+        self.health_filter = true;
+        self
+    }
+
+    /// Whether unhealthy endpoints are ineligible.
+    pub fn health_filter(&self) -> bool {
+        self.health_filter
+    }
+
+    /// The excluded endpoints.
+    pub fn excluded(&self) -> &'a [Endpoint] {
+        self.excluded
+    }
+
+    /// The hash key, if any.
+    pub fn hash_key(&self) -> Option<u64> {
+        self.hash_key
+    }
+
+    /// Whether `endpoint` may be chosen for this request (exclusions and
+    /// the health filter; tiers are not a matter of eligibility).
+    #[inline]
+    pub fn is_eligible(&self, endpoint: &Endpoint) -> bool {
+        !self.excluded.iter().any(|e| e.same_identity(endpoint))
+            && (!self.health_filter || endpoint.stats().is_healthy_at(self.now))
+    }
+
+    /// Whether every endpoint is eligible without checking (fast path).
+    #[inline]
+    pub(crate) fn all_eligible(&self) -> bool {
+        self.excluded.is_empty() && !self.health_filter
+    }
+
+    /// Whether a wrapping picker added tiers.
+    #[inline]
+    pub(crate) fn has_tiers(&self) -> bool {
+        self.tiers.is_some()
+    }
+
+    /// The same context with `tiers` (from a wrapping picker) chained
+    /// inside the tiers it already has. See [`Tiers`].
+    ///
+    /// `storage` holds the chain link; declare it in the caller:
+    /// `let mut link = None; let ctx = ctx.with_tiers(&mut link, &[&f, &g]);`.
+    pub fn with_tiers<'b>(
+        &self,
+        storage: &'b mut Option<Tiers<'b>>,
+        tiers: &'b [Tier<'b>],
+    ) -> PickContext<'b>
+    where
+        'a: 'b,
+    {
+        self.with_tiers_in(storage, tiers, &[])
+    }
+
+    /// [`PickContext::with_tiers`] with the [`Domain`] of each tier
+    /// (`domains[j]` for `tiers[j]`; missing entries mean "anywhere"), so a
+    /// rotation can step over a tier's possible members only: a pick from a
+    /// one-zone tier then costs O(1) instead of a walk of the list.
+    pub fn with_tiers_in<'b>(
+        &self,
+        storage: &'b mut Option<Tiers<'b>>,
+        tiers: &'b [Tier<'b>],
+        domains: &'b [Domain<'b>],
+    ) -> PickContext<'b>
+    where
+        'a: 'b,
+    {
+        let link = storage.insert(Tiers {
+            tiers,
+            domains,
+            outer: self.tiers,
+        });
+        PickContext {
+            excluded: self.excluded,
+            hash_key: self.hash_key,
+            now: self.now,
+            health_filter: self.health_filter,
+            tiers: Some(link),
+        }
+    }
+
+    /// Calls `f` with the membership test of each combined tier in order
+    /// (eligible for this request and in the tier), until `f` returns
+    /// `Some`. Without tiers, one call with plain eligibility.
+    #[inline]
+    pub(crate) fn find_tier<R>(&self, f: &mut dyn FnMut(Member<'_>) -> Option<R>) -> Option<R> {
+        self.find_tier_in(&mut |member, _| f(member))
+    }
+
+    /// [`PickContext::find_tier`], also passing each combined tier's
+    /// [`Domain`].
+    #[inline]
+    pub(crate) fn find_tier_in<R>(
+        &self,
+        f: &mut dyn FnMut(Member<'_>, Domain<'_>) -> Option<R>,
+    ) -> Option<R> {
+        Tiers::find(self.tiers, &mut |t: Member<'_>, domain: Domain<'_>| {
+            f(&|i, e| self.is_eligible(e) && t(i, e), domain)
+        })
+    }
+
+    /// Whether `e` is in the first tier (and eligible): the fast-path test
+    /// of a candidate. Without tiers, eligibility.
+    #[inline]
+    pub(crate) fn in_first_tier(&self, i: usize, e: &Endpoint) -> bool {
+        self.is_eligible(e) && first_tier(self.tiers, i, e)
+    }
+
+    /// The domain of the first combined tier.
+    #[inline]
+    pub(crate) fn first_domain(&self) -> Domain<'a> {
+        first_domain(self.tiers)
+    }
+}
+
+fn first_domain<'a>(list: Option<&Tiers<'a>>) -> Domain<'a> {
+    let l = list?;
+    first_domain(l.outer).or_else(|| l.domain(0))
+}
+
+fn first_tier(list: Option<&Tiers<'_>>, i: usize, e: &Endpoint) -> bool {
+    match list {
+        None => true,
+        Some(l) => l.tiers.first().is_some_and(|t| t(i, e)) && first_tier(l.outer, i, e),
+    }
+}

@@ -1,0 +1,299 @@
+//! Zone avoidance and zone preference in front of any other rule (Ribbon
+//! `ZoneAvoidanceRule` with its `ZoneAvoidancePredicate`, and
+//! `ZoneAffinityServerListFilter`).
+//!
+//! An endpoint's zone is [`Instance::zone`](crate::instance::Instance::zone),
+//! or `default` when it has none, compared ASCII-case-insensitively. The
+//! rule counts, per zone, the instances whose breaker is not tripped
+//! (*available*) and the requests in flight *on those available instances*
+//! (load on a tripped instance, which is avoided anyway, does not make its
+//! zone look loaded), and classifies zones:
+//! - *blacked out*: no available instance (Ribbon's
+//!   `triggeringBlackoutPercentage`, 0.99999, i.e. all tripped);
+//! - *overloaded*: in flight per available instance at or above
+//!   [`load_threshold`](ZoneAvoidance::load_threshold) (Ribbon's
+//!   `triggeringLoadPerServerThreshold`, 0.2 requests per instance);
+//! - *good*: neither.
+//!
+//! [`Rule::build`] makes the zone table of the list (zone id per endpoint,
+//! O(n)) and counts the zones at once. The counts and classes are global
+//! (the same for every request), so picks do not recount them: the one
+//! pick that wins a compare-and-swap on the time of the last count (read
+//! from [`PickContext::now`], so paused-time tests drive it) recounts at
+//! most once per [`stats_interval`](ZoneAvoidance::stats_interval) (default
+//! 100 ms), in O(n) and without allocating. Like Ribbon's
+//! `ZoneAwareLoadBalancer`, which works from periodically refreshed
+//! `LoadBalancerStats` zone snapshots, the classes may be up to
+//! `stats_interval` old; a new list is counted when its picker is built.
+//!
+//! The allowed zones form tiers, first non-empty wins: the
+//! [preferred zone](ZoneAvoidance::preferred_zone); the good zones; every
+//! zone that is not blacked out; all zones; each tier holding only the
+//! endpoints of its zones that are available at the pick time; and last
+//! (fail open) every eligible endpoint, tripped ones included. The wrapped
+//! rule's picker chooses, asked once per pick with these tiers (see
+//! [`Tiers`](super::Tiers)): it steps its rotation once and takes from the
+//! first tier that has an eligible endpoint for this request. So when a
+//! zone fails over, the next zones' instances share its traffic evenly,
+//! and a breaker tripped since the last count, an exclusion or the health
+//! filter widen the pick to the next tier at once. A pick is never
+//! ineligible and `None` only when nothing is eligible.
+//!
+//! Cost: a pick costs what the wrapped picker costs with the tiers. A tier
+//! of one zone (the preferred zone, or a single good zone) tells the
+//! wrapped picker its zone's endpoints ([`Domain`]), so a
+//! round-robin picker steps over that zone only: O(1) while its candidate
+//! is available and eligible, else one or two walks of the zone (of the
+//! list for a tier of several zones). Build and recount: O(n).
+//!
+//! Differences from Ribbon: Ribbon drops only the single worst zone per
+//! pick (and one at random among equals); here every overloaded zone is
+//! avoided while a good one remains. Ribbon's zone affinity has its own
+//! thresholds (80 % tripped, 0.6 load); here the preferred zone is used
+//! whenever it has an available eligible instance. For an in-flight limit
+//! per instance, wrap [`AvailabilityFiltering`](super::AvailabilityFiltering).
+//! Per-zone counts live in fixed arrays: with more than 16 zones the rule
+//! applies no zone logic, skips only tripped instances, and delegates.
+
+mod zones;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use self::zones::{MAX_ZONES, ZoneTable, classify, count};
+use super::{Domain, PickContext, Picker, RoundRobin, Rule, Tier};
+use crate::instance::Endpoint;
+use crate::snapshot::Snapshot;
+
+/// Avoids blacked-out and overloaded zones and prefers one zone; the
+/// wrapped rule chooses inside the allowed zones.
+///
+/// Defaults: no preferred zone, load threshold 0.2 requests in flight per
+/// available instance, zone classes recomputed at most every 100 ms.
+pub struct ZoneAvoidance<R> {
+    inner: R,
+    preferred: Option<Box<str>>,
+    load_threshold: f64,
+    interval: Duration,
+}
+
+impl<R: Rule> ZoneAvoidance<R> {
+    /// Default [`stats_interval`](Self::stats_interval): 100 ms.
+    pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_millis(100);
+
+    /// Zone avoidance over `inner`, with no preferred zone and a load
+    /// threshold of 0.2.
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            preferred: None,
+            load_threshold: 0.2,
+            interval: Self::DEFAULT_STATS_INTERVAL,
+        }
+    }
+
+    /// Sends requests only to `zone` (case-insensitive; `default` names
+    /// instances without a zone) while it has an available eligible
+    /// instance. Ribbon's `ZoneAffinityServerListFilter` with the client's
+    /// own zone. Default: `None`, no preference. `Some("")` means `None`.
+    pub fn preferred_zone(mut self, zone: Option<&str>) -> Self {
+        self.preferred = zone.filter(|z| !z.is_empty()).map(Box::from);
+        self
+    }
+
+    /// In-flight requests per available instance at or above which a zone
+    /// is avoided while a good zone remains. Ribbon key
+    /// `ZoneAwareNIWSDiscoveryLoadBalancer.triggeringLoadPerServerThreshold`.
+    /// Default 0.2. `NaN` or a value ≤ 0 makes every zone overloaded, which
+    /// turns load avoidance off.
+    pub fn load_threshold(mut self, requests_per_instance: f64) -> Self {
+        self.load_threshold = requests_per_instance;
+        self
+    }
+
+    /// How old the per-zone counts and classes (available instances,
+    /// requests in flight, good / overloaded / blacked out) may get: one
+    /// pick recounts them at most once per `interval` (in whole
+    /// milliseconds, rounded up); a new list is counted when its picker is
+    /// built. Like Ribbon's `ZoneAwareLoadBalancer`, which works from
+    /// periodically refreshed `LoadBalancerStats` zone snapshots. Default
+    /// 100 ms. A breaker tripped since the last count is still skipped at
+    /// pick time (the pick widens to the next tier of zones); a zone's load
+    /// and recovery are seen with this delay. `Duration::ZERO` recounts on
+    /// every pick (O(n); for tests); `Duration::MAX` counts only at build.
+    pub fn stats_interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// The wrapped rule.
+    pub fn inner(&self) -> &R {
+        &self.inner
+    }
+}
+
+impl Default for ZoneAvoidance<RoundRobin> {
+    /// Zone avoidance over round robin, no preferred zone.
+    fn default() -> Self {
+        Self::new(RoundRobin::new())
+    }
+}
+
+impl<R: Rule> fmt::Debug for ZoneAvoidance<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZoneAvoidance")
+            .field("inner", &self.inner)
+            .field("preferred_zone", &self.preferred)
+            .field("load_threshold", &self.load_threshold)
+            .field("stats_interval", &self.interval)
+            .finish()
+    }
+}
+
+impl<R: Rule> Rule for ZoneAvoidance<R> {
+    fn build(&self, snapshot: &Arc<Snapshot>) -> Arc<dyn Picker> {
+        let table = ZoneTable::build(snapshot.endpoints(), self.preferred.as_deref());
+        let picker = ZonePicker {
+            inner: self.inner.build(snapshot),
+            table,
+            load_threshold: self.load_threshold,
+            interval_ms: millis_ceil(self.interval),
+            base: Instant::now(),
+            classes: AtomicU64::new(0),
+            counted_ms: AtomicU64::new(0),
+        };
+        picker.recount(Instant::now());
+        Arc::new(picker)
+    }
+
+    fn name(&self) -> &'static str {
+        "zone_avoidance"
+    }
+}
+
+/// The picker of [`ZoneAvoidance`]: the wrapped picker, the list's zone
+/// table and its cached zone classes.
+struct ZonePicker {
+    inner: Arc<dyn Picker>,
+    table: ZoneTable,
+    load_threshold: f64,
+    interval_ms: u64,
+    /// The origin of `counted_ms`.
+    base: Instant,
+    /// Zones with an available instance (low 32 bits) and good zones (high
+    /// 32 bits), by zone id, as of the last count.
+    classes: AtomicU64,
+    /// Time of the last count in ms since `base`.
+    counted_ms: AtomicU64,
+}
+
+impl fmt::Debug for ZonePicker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (available, good) = self.masks();
+        f.debug_struct("ZonePicker")
+            .field("inner", &self.inner)
+            .field("zones", &self.table.names)
+            .field("available_zones", &format_args!("{available:#b}"))
+            .field("good_zones", &format_args!("{good:#b}"))
+            .finish()
+    }
+}
+
+impl ZonePicker {
+    fn ms_since_base(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn masks(&self) -> (u32, u32) {
+        let packed = self.classes.load(Ordering::Acquire);
+        (packed as u32, (packed >> 32) as u32)
+    }
+
+    /// Counts the zones at `now` and publishes their classes.
+    fn recount(&self, now: Instant) {
+        let counts = count(&self.table, self.inner.snapshot().endpoints(), now);
+        let (available, good) = classify(&counts, self.load_threshold);
+        self.classes.store(
+            u64::from(available) | u64::from(good) << 32,
+            Ordering::Release,
+        );
+    }
+
+    /// Recounts if the interval has passed and this caller wins the
+    /// compare-and-swap on the time of the last count.
+    #[inline]
+    fn maybe_recount(&self, now: Instant) {
+        let now_ms = self.ms_since_base(now);
+        let last = self.counted_ms.load(Ordering::Acquire);
+        if now_ms.saturating_sub(last) < self.interval_ms {
+            return;
+        }
+        if self
+            .counted_ms
+            .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.recount(now);
+        }
+    }
+}
+
+impl Picker for ZonePicker {
+    fn pick(&self, ctx: &PickContext<'_>) -> Option<&Endpoint> {
+        let now = ctx.now();
+        let any = |_: usize, _: &Endpoint| true;
+        let zones = self.table.zones();
+        if zones == 0 {
+            return None;
+        }
+        if zones > MAX_ZONES {
+            let available = |_: usize, e: &Endpoint| e.stats().is_available_at(now);
+            let tiers: [Tier<'_>; 2] = [&available, &any];
+            let mut link = None;
+            return self.inner.pick(&ctx.with_tiers(&mut link, &tiers));
+        }
+        self.maybe_recount(now);
+        let (available, good) = self.masks();
+        let all = u32::MAX >> (32 - zones);
+        let preferred = self.table.preferred.map_or(0, |p| 1 << p) & available;
+        let ids = &*self.table.ids;
+        let in_zones = |mask: u32| {
+            move |i: usize, e: &Endpoint| {
+                ids.get(i).is_some_and(|&z| mask & (1 << z) != 0) && e.stats().is_available_at(now)
+            }
+        };
+        let masks = [preferred, good, available, all];
+        let filters = masks.map(in_zones);
+        let mut tiers: [Tier<'_>; 5] = [&any; 5];
+        let mut domains: [Domain<'_>; 5] = [None; 5];
+        let mut len = 0;
+        for (j, (mask, filter)) in masks.iter().zip(&filters).enumerate() {
+            if *mask != 0 && !masks[..j].contains(mask) {
+                tiers[len] = filter;
+                domains[len] = self.table.domain(*mask);
+                len += 1;
+            }
+        }
+        // Fail open: tripped endpoints too, when nothing available is left.
+        tiers[len] = &any;
+        let mut link = None;
+        let inner = ctx.with_tiers_in(&mut link, &tiers[..=len], &domains[..=len]);
+        self.inner.pick(&inner)
+    }
+
+    fn snapshot(&self) -> &Arc<Snapshot> {
+        self.inner.snapshot()
+    }
+}
+
+/// `d` in whole milliseconds, rounded up (saturating).
+fn millis_ceil(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests;

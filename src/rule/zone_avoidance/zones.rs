@@ -1,0 +1,128 @@
+//! The zone table of one list and the per-zone counts zone avoidance
+//! classifies zones by.
+
+use std::collections::HashMap;
+
+use tokio::time::Instant;
+
+use crate::instance::Endpoint;
+
+/// Most zones the per-zone counts hold; beyond that, no zone logic.
+pub(super) const MAX_ZONES: usize = 16;
+/// The zone of an instance that has none.
+const DEFAULT_ZONE: &str = "default";
+
+/// The zone of `e`: its instance's zone, or `default`.
+pub(super) fn zone_name(e: &Endpoint) -> &str {
+    e.instance().zone().unwrap_or(DEFAULT_ZONE)
+}
+
+/// The zone id of each endpoint of one list (built once per list).
+#[derive(Debug)]
+pub(super) struct ZoneTable {
+    /// Zone id per endpoint index.
+    pub(super) ids: Box<[u16]>,
+    /// Zone names (lower case) by id.
+    pub(super) names: Box<[Box<str>]>,
+    /// The preferred zone's id, if it is in the list.
+    pub(super) preferred: Option<u16>,
+    /// The endpoint indices of each zone, ascending, by zone id.
+    pub(super) members: Box<[Box<[u32]>]>,
+}
+
+impl ZoneTable {
+    /// The zones of `endpoints` (case-insensitive), O(n) expected.
+    pub(super) fn build(endpoints: &[Endpoint], preferred: Option<&str>) -> Self {
+        let mut by_name: HashMap<String, u16> = HashMap::new();
+        let mut names: Vec<Box<str>> = Vec::new();
+        let ids: Box<[u16]> = endpoints
+            .iter()
+            .map(|e| {
+                let key = zone_name(e).to_ascii_lowercase();
+                *by_name.entry(key).or_insert_with_key(|key| {
+                    names.push(key.as_str().into());
+                    u16::try_from(names.len() - 1).unwrap_or(u16::MAX)
+                })
+            })
+            .collect();
+        let preferred = preferred.and_then(|p| by_name.get(&p.to_ascii_lowercase()).copied());
+        let mut members: Vec<Vec<u32>> = vec![Vec::new(); names.len().min(MAX_ZONES)];
+        for (i, &z) in ids.iter().enumerate() {
+            if let (Some(list), Ok(i)) = (members.get_mut(usize::from(z)), u32::try_from(i)) {
+                list.push(i);
+            }
+        }
+        Self {
+            ids,
+            names: names.into(),
+            preferred,
+            members: members.into_iter().map(Vec::into_boxed_slice).collect(),
+        }
+    }
+
+    /// The endpoints a tier of the zones in `mask` can hold: one zone's
+    /// indices when `mask` names a single zone, else `None` (anywhere).
+    pub(super) fn domain(&self, mask: u32) -> Option<&[u32]> {
+        if mask.count_ones() != 1 {
+            return None;
+        }
+        self.members
+            .get(mask.trailing_zeros() as usize)
+            .map(|m| &**m)
+    }
+
+    /// Number of distinct zones.
+    pub(super) fn zones(&self) -> usize {
+        self.names.len()
+    }
+}
+
+/// Per-zone counts of one recount.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub(super) struct ZoneCount {
+    /// Instances whose breaker is not tripped.
+    pub(super) available: usize,
+    /// Requests in flight on those available instances only: load on a
+    /// tripped (already avoided) instance does not make its zone look
+    /// loaded.
+    pub(super) in_flight: usize,
+}
+
+/// Counts the zones of `endpoints` at `now` (O(n), no allocation). With
+/// more than [`MAX_ZONES`] zones, all zeros.
+pub(super) fn count(
+    table: &ZoneTable,
+    endpoints: &[Endpoint],
+    now: Instant,
+) -> [ZoneCount; MAX_ZONES] {
+    let mut counts = [ZoneCount::default(); MAX_ZONES];
+    if table.zones() > MAX_ZONES {
+        return counts;
+    }
+    for (e, &z) in endpoints.iter().zip(&*table.ids) {
+        let stats = e.stats();
+        if let Some(c) = counts.get_mut(usize::from(z)) {
+            if stats.is_available_at(now) {
+                c.available += 1;
+                c.in_flight += stats.in_flight();
+            }
+        }
+    }
+    counts
+}
+
+/// The zones with an available instance and, among them, the good ones
+/// (in flight per available instance under `threshold`), as bit masks by
+/// zone id.
+pub(super) fn classify(counts: &[ZoneCount], threshold: f64) -> (u32, u32) {
+    let (mut available, mut good) = (0u32, 0u32);
+    for (z, c) in counts.iter().enumerate().take(MAX_ZONES) {
+        if c.available > 0 {
+            available |= 1 << z;
+            if (c.in_flight as f64) < threshold * c.available as f64 {
+                good |= 1 << z;
+            }
+        }
+    }
+    (available, good)
+}

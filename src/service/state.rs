@@ -1,0 +1,201 @@
+//! [`ServiceState`]: the live state of one service in the balancer: its
+//! refresh record, its rule and current picker, and its health view.
+//!
+//! The refresh (in [`discovery`](crate::discovery)) publishes each new
+//! list here; the state builds the rule's picker for it (off the request
+//! path), swaps it in with one atomic store and tells the health view to
+//! recount. The request path loads the current picker with one atomic
+//! load, and reads the list from the picker, so the list and the picker a
+//! request uses always belong together.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, Guard};
+
+use crate::discovery::{NewEndpoint, Refresh, RefreshConfig, RefreshStatus, Refreshed};
+use crate::error::DiscoveryError;
+use crate::health::HealthView;
+use crate::instance::Endpoint;
+use crate::rule::{Picker, Rule};
+use crate::snapshot::Snapshot;
+use crate::stats::{EndpointStats, StatsConfig};
+
+/// The live state of one service: its refresh, rule, picker and health.
+pub(crate) struct ServiceState {
+    refresh: Refresh,
+    rule: Arc<dyn Rule>,
+    picker: ArcSwap<Arc<dyn Picker>>,
+    health: HealthView,
+}
+
+impl ServiceState {
+    /// A service with no list yet (an empty picker), whose new endpoints
+    /// get stats tuned by `stats`.
+    pub(crate) fn new(
+        service_id: &str,
+        rule: Arc<dyn Rule>,
+        config: RefreshConfig,
+        stats: StatsConfig,
+        panic_threshold_percent: u32,
+    ) -> Self {
+        let new_endpoint: NewEndpoint = Arc::new(move |instance| {
+            Endpoint::with_stats(
+                instance,
+                Arc::new(EndpointStats::with_config(stats.clone())),
+            )
+        });
+        let refresh = Refresh::new(service_id, config, new_endpoint);
+        let picker = rule.build(&refresh.current());
+        Self {
+            refresh,
+            rule,
+            picker: ArcSwap::from_pointee(picker),
+            health: HealthView::new(panic_threshold_percent),
+        }
+    }
+
+    pub(crate) fn service_id(&self) -> &str {
+        self.refresh.service_id()
+    }
+
+    pub(crate) fn health(&self) -> &HealthView {
+        &self.health
+    }
+
+    /// The current picker (one atomic load); its
+    /// [`snapshot`](Picker::snapshot) is the list it picks from.
+    #[inline]
+    pub(crate) fn picker(&self) -> Guard<Arc<Arc<dyn Picker>>> {
+        self.picker.load()
+    }
+
+    /// The current list.
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(self.picker.load().snapshot())
+    }
+
+    /// Waits until the first fetch has finished (success or failure), for
+    /// at most the configured bound. Returns whether it has finished.
+    pub(crate) async fn wait_first_fetch(&self) -> bool {
+        self.refresh.wait_first_fetch().await
+    }
+
+    pub(crate) fn first_fetch_wait(&self) -> Duration {
+        self.refresh.first_fetch_wait()
+    }
+
+    /// The last fetch error, if no fetch has succeeded yet.
+    pub(crate) fn error_before_first_success(&self) -> Option<Arc<DiscoveryError>> {
+        self.refresh.error_before_first_success()
+    }
+
+    pub(crate) fn status(&self) -> RefreshStatus {
+        self.refresh.status()
+    }
+}
+
+impl Refreshed for ServiceState {
+    fn refresh(&self) -> &Refresh {
+        &self.refresh
+    }
+
+    /// Builds the rule's picker for `snapshot`, swaps it in and makes the
+    /// health view recount.
+    fn publish(&self, snapshot: Arc<Snapshot>) {
+        let picker = self.rule.build(&snapshot);
+        self.picker.store(Arc::new(picker));
+        self.health.invalidate();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::StaticSource;
+    use crate::rule::{PickContext, RoundRobin};
+
+    #[tokio::test(start_paused = true)]
+    async fn endpoints_of_a_refresh_use_the_stats_config() {
+        let source = StaticSource::new()
+            .with_list("svc", "127.0.0.1:8081,127.0.0.1:8082")
+            .unwrap();
+        let stats = StatsConfig {
+            breaker_threshold: 7,
+            ..StatsConfig::default()
+        };
+        let state = ServiceState::new(
+            "svc",
+            Arc::new(RoundRobin::with_start(0)),
+            RefreshConfig::default(),
+            stats,
+            50,
+        );
+        assert!(state.picker().pick(&PickContext::new()).is_none());
+        let publish = |s| state.publish(s);
+        assert!(state.refresh().refresh_once(&source, &publish).await);
+        let snapshot = state.snapshot();
+        assert_eq!(snapshot.len(), 2);
+        for e in snapshot.endpoints() {
+            assert_eq!(e.stats().config().breaker_threshold, 7);
+        }
+        // The picker was built for the published list.
+        let picker = state.picker();
+        assert!(Arc::ptr_eq(picker.snapshot(), &snapshot));
+        assert_eq!(
+            picker.pick(&PickContext::new()).unwrap().instance().port(),
+            8081
+        );
+        assert_eq!(state.status().instances, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn builder_stats_reach_the_endpoints_and_refresh_is_validated() {
+        let source = || {
+            StaticSource::new()
+                .with_list("svc", "127.0.0.1:8081")
+                .unwrap()
+        };
+        let stats = StatsConfig {
+            breaker_threshold: 9,
+            breaker_base: Duration::from_secs(2),
+            ..StatsConfig::default()
+        };
+        let lb = crate::LoadBalancer::builder()
+            .source(source())
+            .service("svc")
+            .stats(stats)
+            .build(())
+            .unwrap();
+        assert!(lb.ready_service("svc").await);
+        let snapshot = lb.snapshot("svc").unwrap();
+        let config = snapshot.endpoints()[0].stats().config();
+        assert_eq!(config.breaker_threshold, 9);
+        assert_eq!(config.breaker_base, Duration::from_secs(2));
+
+        for (field, set) in [
+            (
+                "refresh.interval",
+                (|c: &mut RefreshConfig| c.interval = Duration::ZERO) as fn(&mut RefreshConfig),
+            ),
+            ("refresh.jitter", |c| c.jitter = f64::NAN),
+            ("refresh.jitter", |c| c.jitter = 0.6),
+            ("refresh.fetch_timeout", |c| {
+                c.fetch_timeout = Duration::ZERO
+            }),
+        ] {
+            let mut refresh = RefreshConfig::default();
+            set(&mut refresh);
+            let err = crate::LoadBalancer::builder()
+                .source(source())
+                .service("svc")
+                .refresh(refresh)
+                .build(())
+                .unwrap_err();
+            assert!(
+                matches!(&err, crate::error::BuildError::Invalid(setting) if setting.key() == field),
+                "{err:?}"
+            );
+        }
+    }
+}
