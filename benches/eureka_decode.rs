@@ -3,7 +3,9 @@
 //! side of `scripts/bench-eureka-decode` (the Java side is
 //! `bench/eureka-decode-java`, Netflix eureka-client's own codec).
 //!
-//! Run: `cargo bench --bench eureka_decode --features eureka -- FILE [WARMUP] [RUNS]`
+//! Run: `cargo bench --bench eureka_decode --features eureka -- FILE [WARMUP] [RUNS] [WARMUP_SECS]`
+//! (warm-up: at least WARMUP decodes, default 20, and at least WARMUP_SECS
+//! seconds, default 3, as the Java side)
 //! (bodies from `scripts/gen-eureka-payload`). Prints one line:
 //! `rust instances=N body_mb=X warmup=W runs=K median_ms=M min_ms=M rss_peak_mb=R`,
 //! where `rss_peak_mb` is the growth of VmHWM (/proc/self/status) from a
@@ -33,7 +35,7 @@ fn main() -> ExitCode {
         .filter(|a| !a.starts_with("--"))
         .collect();
     let Some(file) = args.first() else {
-        eprintln!("usage: eureka_decode FILE [WARMUP=20] [RUNS=15]");
+        eprintln!("usage: eureka_decode FILE [WARMUP=20] [RUNS=15] [WARMUP_SECS=3]");
         return ExitCode::from(2);
     };
     let warmup: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         .and_then(|s| s.parse().ok())
         .unwrap_or(15)
         .max(1);
+    let warmup_secs: f64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let body = match std::fs::read(file) {
         Ok(body) => body,
         Err(e) => {
@@ -58,7 +61,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    for _ in 0..warmup {
+    let warm_start = Instant::now();
+    let mut warmed = 0usize;
+    while warmed < warmup || warm_start.elapsed().as_secs_f64() < warmup_secs {
+        warmed += 1;
         black_box(
             wire::parse_applications(black_box(&body))
                 .map(|a| count(&a))
@@ -82,7 +88,7 @@ fn main() -> ExitCode {
     #[allow(clippy::cast_precision_loss)]
     let (body_mb, rss_mb) = (body.len() as f64 / 1e6, rss_kb as f64 / 1024.0);
     println!(
-        "rust instances={instances} body_mb={body_mb:.2} warmup={warmup} runs={runs} \
+        "rust instances={instances} body_mb={body_mb:.2} warmup={warmed} runs={runs} \
          median_ms={median:.2} min_ms={:.2} rss_peak_mb={rss_mb:.1}",
         ms[0]
     );

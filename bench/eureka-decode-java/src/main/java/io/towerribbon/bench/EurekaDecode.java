@@ -28,7 +28,10 @@ import java.util.List;
  * used heap after GC with one decoded {@code Applications} alive, minus the
  * baseline.
  *
- * usage: java -jar eureka-decode-java.jar FILE [WARMUP=20] [RUNS=15]
+ * Warm-up: at least WARMUP decodes and at least WARMUP_SECS seconds of them,
+ * so small bodies get the JIT's compiled code too.
+ *
+ * usage: java -jar eureka-decode-java.jar FILE [WARMUP=20] [RUNS=15] [WARMUP_SECS=3]
  */
 public final class EurekaDecode {
     private EurekaDecode() {}
@@ -40,6 +43,7 @@ public final class EurekaDecode {
         }
         int warmup = args.length > 1 ? Integer.parseInt(args[1]) : 20;
         int runs = args.length > 2 ? Integer.parseInt(args[2]) : 15;
+        double warmupSecs = args.length > 3 ? Double.parseDouble(args[3]) : 3.0;
         DecoderWrapper codec = CodecWrappers.getDecoder(CodecWrappers.JacksonJson.class);
         if (codec == null) {
             throw new IllegalStateException("no JacksonJson codec");
@@ -58,8 +62,11 @@ public final class EurekaDecode {
         long retained = usedAfterGc() - baseHeap;
         kept = null;
 
-        for (int i = 0; i < warmup; i++) {
+        long warmStart = System.nanoTime();
+        int warmed = 0;
+        while (warmed < warmup || (System.nanoTime() - warmStart) / 1e9 < warmupSecs) {
             sink ^= count(decode(codec, body));
+            warmed++;
         }
         double[] ms = new double[runs];
         for (int i = 0; i < runs; i++) {
@@ -75,7 +82,7 @@ public final class EurekaDecode {
         System.out.printf(
                 "java instances=%d body_mb=%.2f warmup=%d runs=%d median_ms=%.2f min_ms=%.2f"
                         + " rss_peak_mb=%.1f heap_peak_mb=%.1f heap_retained_mb=%.1f sink=%d%n",
-                instances, body.length / 1e6, warmup, runs, median, ms[0],
+                instances, body.length / 1e6, warmed, runs, median, ms[0],
                 rss / 1024.0, peakHeap / 1048576.0, retained / 1048576.0, sink);
     }
 
