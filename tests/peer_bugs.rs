@@ -505,7 +505,6 @@ async fn linkerd_2369_retries_stop_at_the_total_deadline() {
 /// requests to a service whose instances all answer 503, the healthy
 /// service must still get its retries: all 10 requests succeed.
 #[tokio::test(start_paused = true)]
-#[ignore = "defect: one retry budget is shared by every service of a balancer, so a failing service starves the others' retries"]
 async fn linkerd_737_a_failing_service_does_not_use_up_the_retry_budget_of_another() {
     let cluster = Cluster::default();
     for port in [1, 2, 3] {

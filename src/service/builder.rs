@@ -219,7 +219,7 @@ impl Builder {
         let source = self.source.ok_or(BuildError::NoSource)?;
         let handle = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         self.refresh.validate()?;
-        let budget = self.retry.build()?;
+        self.retry.build()?;
         if self.on_demand_idle.is_zero() {
             return Err(BuildError::invalid("Builder::on_demand_idle", "zero"));
         }
@@ -249,7 +249,6 @@ impl Builder {
             #[cfg(feature = "hyper-util")]
             active_health: self.active_health,
             stats: self.stats,
-            budget,
             rng: crate::rng::AtomicRng::from_entropy(),
             handle,
         });

@@ -113,7 +113,6 @@ pub(crate) struct Shared {
     #[cfg(feature = "hyper-util")]
     active_health: Option<ActiveHealthCheck>,
     stats: crate::stats::StatsConfig,
-    budget: Option<tower::retry::budget::TpsBudget>,
     rng: crate::rng::AtomicRng,
     handle: tokio::runtime::Handle,
 }

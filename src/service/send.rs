@@ -62,7 +62,7 @@ where
         .hash_key
         .as_ref()
         .and_then(|key| key.extract(req.uri(), req.headers()));
-    if let Some(budget) = &shared.budget {
+    if let Some(budget) = state.retry_budget() {
         budget.deposit();
     }
 
@@ -97,7 +97,16 @@ where
         // A spare sharing a stream that this attempt started cannot be sent.
         let have_copy = spare.as_ref().is_some_and(|r| r.body().is_replayable());
         let left = same_left.saturating_add(next_left);
-        let wait = match decide(&shared, reason, have_copy, left, retries, deadline, &done) {
+        let wait = match decide(
+            &shared,
+            state.retry_budget(),
+            reason,
+            have_copy,
+            left,
+            retries,
+            deadline,
+            &done,
+        ) {
             Decision::Retry(wait) => wait,
             Decision::Stop(why) => {
                 let refused = refused(policy, &done, reason, why, idempotent, service);
@@ -187,6 +196,7 @@ enum Decision {
 /// Whether to retry, and after how long.
 fn decide<R: ResponseStatus>(
     shared: &Shared,
+    budget: Option<&tower::retry::budget::TpsBudget>,
     reason: Option<RetryReason>,
     have_copy: bool,
     retries_left: u32,
@@ -225,7 +235,7 @@ fn decide<R: ResponseStatus>(
             return Decision::Stop(Some("deadline"));
         }
     }
-    if let Some(budget) = &shared.budget {
+    if let Some(budget) = budget {
         if !budget.withdraw() {
             metrics::counter!(crate::metrics::RETRY_BUDGET_EXHAUSTED).increment(1);
             return Decision::Stop(Some("retry budget exhausted"));

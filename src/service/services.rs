@@ -79,13 +79,17 @@ impl Shared {
                 return None;
             }
         }
-        let state = Arc::new(ServiceState::new(
-            service_id,
-            (self.make_rule)(),
-            self.refresh.clone(),
-            self.stats.clone(),
-            self.outliers.panic_threshold_percent,
-        ));
+        let state = Arc::new(
+            ServiceState::new(
+                service_id,
+                (self.make_rule)(),
+                self.refresh.clone(),
+                self.stats.clone(),
+                self.outliers.panic_threshold_percent,
+            )
+            // Validated by the builder, so `build` cannot fail here.
+            .with_retry_budget(self.retry.build().ok().flatten()),
+        );
         let mut service_tasks = vec![spawn_refresher(
             &state,
             Arc::clone(&self.source),

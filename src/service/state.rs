@@ -27,6 +27,7 @@ pub(crate) struct ServiceState {
     rule: Arc<dyn Rule>,
     picker: ArcSwap<Arc<dyn Picker>>,
     health: HealthView,
+    retry_budget: Option<tower::retry::budget::TpsBudget>,
 }
 
 impl ServiceState {
@@ -52,7 +53,24 @@ impl ServiceState {
             rule,
             picker: ArcSwap::from_pointee(picker),
             health: HealthView::new(panic_threshold_percent),
+            retry_budget: None,
         }
+    }
+
+    /// Gives the service its own retry budget (Finagle and Linkerd keep one
+    /// per destination, so a failing service cannot spend the retries of
+    /// a healthy one: linkerd/linkerd#737).
+    pub(crate) fn with_retry_budget(
+        mut self,
+        budget: Option<tower::retry::budget::TpsBudget>,
+    ) -> Self {
+        self.retry_budget = budget;
+        self
+    }
+
+    /// The service's retry budget, if the policy has one.
+    pub(crate) fn retry_budget(&self) -> Option<&tower::retry::budget::TpsBudget> {
+        self.retry_budget.as_ref()
     }
 
     pub(crate) fn service_id(&self) -> &str {
