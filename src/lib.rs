@@ -81,6 +81,8 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![warn(rust_2018_idioms, unreachable_pub)]
+// One concept per function: clippy.toml sets the threshold to 80 lines.
+#![warn(clippy::too_many_lines)]
 
 /// Gates items on a feature at the module boundary and shows the feature on
 /// docs.rs: every item gets `#[cfg(..)]` and `#[cfg_attr(docsrs,

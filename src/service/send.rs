@@ -66,28 +66,18 @@ where
         budget.deposit();
     }
 
-    // Allocated only once an attempt fails.
-    let mut tried: Vec<Endpoint> = Vec::new();
+    let mut walk = Walk::new(policy);
     let mut attempts: Vec<Attempt> = Vec::new();
-    let mut last: Option<Endpoint> = None;
-    let mut same = false;
-    let (mut same_left, mut next_left) = (policy.get_max_same(), policy.get_max_next());
     let mut retries = 0u32;
     let mut req = req;
 
     loop {
-        let spare = if same_left > 0 || next_left > 0 {
+        let spare = if walk.same_left > 0 || walk.next_left > 0 {
             try_clone_request(&req)
         } else {
             None
         };
-        let target = match (&last, same) {
-            (Some(endpoint), true) => Target::Same(endpoint),
-            _ => Target::Pick {
-                tried: &tried,
-                last: last.as_ref(),
-            },
-        };
+        let target = walk.target();
         let done = attempt::run(&shared, &state, &mut inner, req, target, hash_key, deadline)
             .await
             .map_err(|why| not_sent(&state, why, std::mem::take(&mut attempts)))?;
@@ -96,17 +86,9 @@ where
         let reason = policy.retry_reason(done.outcome, done.status, idempotent);
         // A spare sharing a stream that this attempt started cannot be sent.
         let have_copy = spare.as_ref().is_some_and(|r| r.body().is_replayable());
-        let left = same_left.saturating_add(next_left);
-        let wait = match decide(
-            &shared,
-            state.retry_budget(),
-            reason,
-            have_copy,
-            left,
-            retries,
-            deadline,
-            &done,
-        ) {
+        let left = walk.same_left.saturating_add(walk.next_left);
+        let decision = decide(&shared, reason, have_copy, left, retries, deadline, &done);
+        let wait = match decision.spend(state.retry_budget()) {
             Decision::Retry(wait) => wait,
             Decision::Stop(why) => {
                 let refused = refused(policy, &done, reason, why, idempotent, service);
@@ -127,15 +109,55 @@ where
             return Err(Error::no_instances(service));
         };
         req = next;
-        same = same_left > 0;
-        if same {
-            same_left -= 1;
-        } else {
-            next_left -= 1;
-            same_left = policy.get_max_same();
-            tried.push(endpoint.clone());
+        walk.advance(endpoint, policy);
+    }
+}
+
+/// Where the next attempt goes: the same instance while same-instance
+/// retries are left (Ribbon's `MaxAutoRetries`), then an instance not
+/// tried yet (`MaxAutoRetriesNextServer`).
+struct Walk {
+    /// Instances left behind by a next-instance retry (allocated only once
+    /// an attempt fails).
+    tried: Vec<Endpoint>,
+    last: Option<Endpoint>,
+    same: bool,
+    same_left: u32,
+    next_left: u32,
+}
+
+impl Walk {
+    fn new(policy: &crate::retry::RetryPolicy) -> Self {
+        Self {
+            tried: Vec::new(),
+            last: None,
+            same: false,
+            same_left: policy.get_max_same(),
+            next_left: policy.get_max_next(),
         }
-        last = Some(endpoint);
+    }
+
+    fn target(&self) -> Target<'_> {
+        match (&self.last, self.same) {
+            (Some(endpoint), true) => Target::Same(endpoint),
+            _ => Target::Pick {
+                tried: &self.tried,
+                last: self.last.as_ref(),
+            },
+        }
+    }
+
+    /// Steps past an attempt on `endpoint` that will be retried.
+    fn advance(&mut self, endpoint: Endpoint, policy: &crate::retry::RetryPolicy) {
+        self.same = self.same_left > 0;
+        if self.same {
+            self.same_left -= 1;
+        } else {
+            self.next_left -= 1;
+            self.same_left = policy.get_max_same();
+            self.tried.push(endpoint.clone());
+        }
+        self.last = Some(endpoint);
     }
 }
 
@@ -196,7 +218,6 @@ enum Decision {
 /// Whether to retry, and after how long.
 fn decide<R: ResponseStatus>(
     shared: &Shared,
-    budget: Option<&tower::retry::budget::TpsBudget>,
     reason: Option<RetryReason>,
     have_copy: bool,
     retries_left: u32,
@@ -235,13 +256,21 @@ fn decide<R: ResponseStatus>(
             return Decision::Stop(Some("deadline"));
         }
     }
-    if let Some(budget) = budget {
-        if !budget.withdraw() {
-            metrics::counter!(crate::metrics::RETRY_BUDGET_EXHAUSTED).increment(1);
-            return Decision::Stop(Some("retry budget exhausted"));
+    Decision::Retry(wait)
+}
+
+impl Decision {
+    /// A retry spends one token of the service's budget (tower's
+    /// `TpsBudget`); without one it stops.
+    fn spend(self, budget: Option<&tower::retry::budget::TpsBudget>) -> Self {
+        match (self, budget) {
+            (Decision::Retry(_), Some(budget)) if !budget.withdraw() => {
+                metrics::counter!(crate::metrics::RETRY_BUDGET_EXHAUSTED).increment(1);
+                Decision::Stop(Some("retry budget exhausted"))
+            }
+            (decision, _) => decision,
         }
     }
-    Decision::Retry(wait)
 }
 
 /// Why no retry followed a retryable result, for the error message (and a
