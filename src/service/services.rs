@@ -90,6 +90,7 @@ impl Shared {
             // Validated by the builder, so `build` cannot fail here.
             .with_retry_budget(self.retry.build().ok().flatten()),
         );
+        #[cfg_attr(not(feature = "hyper-util"), allow(unused_mut))]
         let mut service_tasks = vec![spawn_refresher(
             &state,
             Arc::clone(&self.source),

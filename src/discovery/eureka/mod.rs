@@ -149,6 +149,7 @@ pub mod wire;
 pub use registration::{
     EurekaRegistration, EurekaRegistrationBuilder, RegistrationHandle, RegistrationStats,
 };
+#[cfg(feature = "config")]
 pub(crate) use client::split_urls as split_server_urls;
 pub use registry::{EurekaRegistry, EurekaRegistryBuilder, RegistryStats, VipSource, status_hash};
 

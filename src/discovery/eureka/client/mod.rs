@@ -19,7 +19,9 @@ use crate::error::{BoxError, DiscoveryError};
 
 mod server;
 
-pub(crate) use server::{Connection, HttpSettings, Server, split_urls};
+pub(crate) use server::{Connection, HttpSettings, Server};
+#[cfg(feature = "config")]
+pub(crate) use server::split_urls;
 
 /// What a GET found.
 #[derive(Debug)]
