@@ -45,6 +45,10 @@ use crate::stats::Outcome;
 
 mod input;
 mod text;
+cfg_feature! {
+    #![feature = "eureka"]
+    pub mod wire;
+}
 
 pub use input::{BuildError, InstanceError, InstanceErrorKind, InvalidSetting};
 pub(crate) use text::quote;
@@ -413,7 +417,7 @@ pub enum DiscoveryError {
         content_type: String,
         /// What was wrong.
         #[source]
-        source: crate::discovery::eureka::wire::WireError,
+        source: wire::WireError,
     },
     /// A fetch listed no `UP` instance while the current list was not empty,
     /// and [`RefreshConfig::keep_last_on_empty`](crate::discovery::RefreshConfig::keep_last_on_empty)

@@ -24,11 +24,14 @@ impl<B> ResponseStatus for http::Response<B> {
     /// The HTTP status, or for a gRPC trailers-only response (`200` with
     /// `grpc-status` in the headers) the HTTP status Envoy maps that gRPC
     /// status to (`UNAVAILABLE` -> 503, ...; see
-    /// [`grpc::effective_status`](crate::grpc::effective_status)), so
+    /// [`grpc::effective_status`](super::grpc_status::effective_status)), so
     /// stats, the breaker, outlier ejection and retries see gRPC failures
     /// through any client.
     fn status_code(&self) -> Option<u16> {
-        Some(crate::grpc::effective_status(self.status(), self.headers()))
+        Some(super::grpc_status::effective_status(
+            self.status(),
+            self.headers(),
+        ))
     }
 
     fn retry_after(&self) -> Option<&http::HeaderValue> {

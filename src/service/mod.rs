@@ -70,6 +70,7 @@ mod body;
 mod builder;
 mod classify;
 mod future;
+pub(crate) mod grpc_status;
 mod hash_key;
 mod layer;
 cfg_feature! {

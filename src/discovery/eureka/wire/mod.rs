@@ -61,10 +61,9 @@ use crate::instance::Instance;
 
 mod convert;
 mod decode;
-mod error;
 mod raw;
 
-pub use error::{RecordError, WireError};
+pub use crate::error::wire::{RecordError, WireError};
 
 /// Default of [`ParseOptions::max_instances`]: 100 000 elements, twice
 /// the 50 000 instances the default body limit is sized for.

@@ -64,7 +64,7 @@ pub enum WireError {
         first: RecordError,
     },
     /// More instance records (usable or not) than the configured bound
-    /// ([`ParseOptions::max_instances`](super::ParseOptions::max_instances)).
+    /// ([`ParseOptions::max_instances`](crate::discovery::eureka::wire::ParseOptions::max_instances)).
     #[error("more than {limit} instance records")]
     TooManyInstances {
         /// The bound that was exceeded.
@@ -130,7 +130,7 @@ pub enum RecordError {
     #[error("the host cannot be part of a URI")]
     BadHost,
     /// More metadata entries than
-    /// [`MAX_METADATA_ENTRIES`](super::MAX_METADATA_ENTRIES).
+    /// [`MAX_METADATA_ENTRIES`](crate::discovery::eureka::wire::MAX_METADATA_ENTRIES).
     #[error("too many metadata entries")]
     TooManyMetadata,
     /// A well-formed record with neither port nor securePort enabled: valid
