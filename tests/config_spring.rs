@@ -395,3 +395,30 @@ fn bad_spring_values_are_typed_errors() {
         );
     }
 }
+
+/// The worked migration of docs/spring-cloud-users.md reads unchanged and
+/// every key in it takes effect.
+#[test]
+fn the_spring_users_page_migration_reads_as_documented() {
+    let config = tower_ribbon::config::RibbonConfig::from_file(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/config/migration.yml"
+    ))
+    .unwrap();
+    let user = config.client("user-service");
+    assert_eq!(user.make_rule().name(), "zone_avoidance");
+    assert_eq!(user.preferred_zone(), Some("zone-a"));
+    assert_eq!(user.refresh_config().interval, Duration::from_secs(10));
+    let retry = user.retry_policy();
+    assert_eq!((retry.get_max_same(), retry.get_max_next()), (0, 2));
+    assert!(retry.is_retryable_status(503) && !retry.is_retryable_status(500));
+    assert_eq!(retry.get_per_try_timeout(), Some(Duration::from_secs(3)));
+    let stats = user.stats_config();
+    assert_eq!(stats.breaker_threshold, 5);
+    assert_eq!(stats.breaker_base, Duration::from_secs(5));
+    assert_eq!(stats.breaker_max, Duration::from_secs(60));
+    assert_eq!(
+        config.eureka_server_urls(),
+        ["http://127.0.0.1:8761/eureka/".to_owned()]
+    );
+}
