@@ -734,7 +734,6 @@ async fn breaker_from_keys_trips_after_the_count_for_the_blackout() {
 /// endpoint with [`Builder::stats`]' config (wired on branch `rules`).
 /// Ignored on branch `config`, which only adds the setter; it passed there
 /// with that wiring applied locally. Remove the `ignore` when merging.
-#[ignore = "needs Builder::stats wired into the refresh (branch rules)"]
 #[tokio::test(start_paused = true)]
 async fn breaker_from_keys_trips_the_built_balancers_endpoints() {
     use tower::ServiceExt;
