@@ -24,7 +24,7 @@
 //!   `Grpc::Utility::grpcToHttpStatus` gives ([`http_status_for`]:
 //!   UNAVAILABLE → 503, RESOURCE_EXHAUSTED → 429, DEADLINE_EXCEEDED → 504,
 //!   INTERNAL/UNKNOWN/DATA_LOSS → 500, UNIMPLEMENTED → 501, client errors
-//!   → 4xx), so the balancer's [`FailureStatuses`](crate::service::FailureStatuses)
+//!   → 4xx), so the balancer's [`FailureStatuses`]
 //!   (stats, breaker), outlier detection (5xx) and retryable statuses (502,
 //!   503, 504) see them. The `grpc-status` and `grpc-message` headers stay,
 //!   and tonic reads them before the HTTP status, so the caller still gets
@@ -36,7 +36,7 @@
 //!   [`GrpcRetryLayer::method`] / [`GrpcRetryLayer::service`] opt methods
 //!   in: their request body is buffered (bounded by
 //!   [`max_buffer`](GrpcRetryLayer::max_buffer)) and marked
-//!   [`RetryNonIdempotent`], so UNAVAILABLE, a reset connection or a
+//!   [`RetryNonIdempotent`](crate::retry::RetryNonIdempotent), so UNAVAILABLE, a reset connection or a
 //!   timeout is retried on another instance as the
 //!   [`RetryPolicy`](crate::retry::RetryPolicy) allows.
 //!
