@@ -1,6 +1,16 @@
 //! Resolver settings: name servers, search list, ndots, TTL bounds and limits.
 
-use super::*;
+
+
+use super::error::DnsError;
+use std::time::Duration;
+use std::net::IpAddr;
+use super::MAX_DNS_NAME_LEN;
+use super::MAX_NAME_SERVERS;
+use super::MAX_SEARCH_DOMAINS;
+use super::MAX_SETTING;
+use std::path::Path;
+use std::net::SocketAddr;
 
 /// Which address records a host lookup asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,6 +1,9 @@
 //! Why a DNS fetch or configuration failed.
 
-use super::*;
+
+
+use crate::BoxError;
+use std::time::Duration;
 
 /// Why a DNS fetch or configuration failed.
 #[derive(Debug, thiserror::Error)]

@@ -139,27 +139,7 @@
 //! # let _ = balancer; Ok(()) }
 //! ```
 
-use std::collections::{BTreeSet, HashMap};
-use std::fmt;
-use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
-
-use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{
-    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig,
-    ResolverOpts,
-};
-use hickory_resolver::net::NetError;
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
-use tokio::time::Instant;
-
-use super::{FetchFuture, InstanceSource};
-use crate::error::{BoxError, DiscoveryError};
-use crate::instance::Instance;
 
 /// The longest DNS name (RFC 1035: 255 octets on the wire, 253 in text).
 pub const MAX_DNS_NAME_LEN: usize = 253;
@@ -183,6 +163,5 @@ mod tests;
 
 pub use config::*;
 pub use error::*;
-use records::*;
 pub use source::*;
 pub use target::*;

@@ -1,6 +1,17 @@
 //! Reading SRV and address records into instances.
 
-use super::*;
+
+
+use hickory_resolver::net::NetError;
+use hickory_resolver::proto::rr::Name;
+use hickory_resolver::proto::rr::RData;
+use hickory_resolver::proto::rr::Record;
+use hickory_resolver::proto::rr::RecordType;
+use crate::Instance;
+use std::collections::BTreeSet;
+use super::error::DnsError;
+use std::time::Duration;
+use std::net::IpAddr;
 
 /// One SRV record, validated: `target` is lower-case ASCII without the
 /// final dot, empty for the root (`.`).

@@ -1,6 +1,46 @@
 //! The source itself: the resolver, the cached answers and the fetch.
 
-use super::*;
+
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::ConnectionConfig;
+use hickory_resolver::config::LookupIpStrategy;
+use hickory_resolver::config::NameServerConfig;
+use hickory_resolver::config::ResolveHosts;
+use hickory_resolver::config::ResolverConfig;
+use hickory_resolver::config::ResolverOpts;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::Name;
+use crate::DiscoveryError;
+use crate::Instance;
+use std::sync::Arc;
+use crate::discovery::FetchFuture;
+use crate::discovery::InstanceSource;
+use std::sync::atomic::AtomicU64;
+use super::records::Candidate;
+use super::config::DnsConfig;
+use super::error::DnsError;
+use super::target::DnsTarget;
+use std::time::Duration;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use super::config::IpFamily;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::sync::PoisonError;
+use super::records::Resolved;
+use std::sync::RwLock;
+use super::target::TargetKind;
+use super::records::additional_addrs;
+use super::records::build;
+use std::fmt;
+use super::records::min_ttl;
+use super::records::net_error;
+use super::records::parse_name;
+use super::records::parse_srv;
+use super::records::priority_groups;
+use super::records::record_ip;
+use tokio::time::Instant;
 
 /// The last successful answer for one service id.
 #[derive(Debug, Clone)]

@@ -1,6 +1,9 @@
 //! What a service id resolves to: a host (A/AAAA) or an SRV name.
 
-use super::*;
+
+
+use super::error::DnsError;
+use super::records::shorten;
 
 /// What a service id resolves to.
 ///

@@ -1,4 +1,23 @@
-use super::*;
+
+use hickory_resolver::proto::rr::Name;
+use hickory_resolver::proto::rr::RData;
+use hickory_resolver::proto::rr::Record;
+use super::records::Candidate;
+use super::config::DnsConfig;
+use super::error::DnsError;
+use super::source::DnsSource;
+use super::target::DnsTarget;
+use std::time::Duration;
+use std::net::IpAddr;
+use super::MAX_SETTING;
+use super::records::additional_addrs;
+use super::records::build;
+use super::records::min_ttl;
+use super::records::parse_name;
+use super::records::parse_srv;
+use super::records::priority_groups;
+use tokio::time::Instant;
+
 use hickory_resolver::proto::rr::rdata::{A, AAAA, SRV};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
