@@ -243,3 +243,22 @@ fn many_keys_and_clients_stay_linear() {
     eprintln!("2 000 clients: refused in {elapsed:?}");
     assert!(elapsed < TIME_LIMIT, "{elapsed:?}");
 }
+
+/// A UTF-8 byte order mark does not rename the first client, and a key
+/// holding a line break cannot forge a log line through a warning.
+#[test]
+fn a_bom_is_not_a_key_and_keys_cannot_forge_lines() {
+    let config = tower_ribbon::config::RibbonConfig::from_yaml_str(
+        "\u{feff}svc:\n  ribbon:\n    MaxAutoRetries: 1\n    listOfServers: 127.0.0.1:1\n",
+    )
+    .unwrap();
+    assert_eq!(config.client("svc").max_auto_retries, Some(1));
+    let config =
+        tower_ribbon::config::RibbonConfig::from_pairs([("svc.ribbon.Max\nFAKE LOG LINE", "1")])
+            .unwrap();
+    assert!(
+        config.warnings().iter().all(|w| !w.contains('\n')),
+        "{:?}",
+        config.warnings()
+    );
+}

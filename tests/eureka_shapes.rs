@@ -457,3 +457,26 @@ async fn blank_instance_ids_do_not_collapse_instances() {
     assert_eq!(registry.instances("user-service").len(), 3);
     assert_eq!(registry.local_hash(), "UP_3_");
 }
+
+/// `request_timeout(Duration::MAX)` is accepted and a fetch neither panics
+/// (no overflow adding it to now) nor waits: the refused connect fails at
+/// once.
+#[tokio::test]
+async fn a_maximal_request_timeout_does_not_panic() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let source = tower_ribbon::discovery::eureka::EurekaSource::builder()
+        .server_url(format!("http://127.0.0.1:{port}/eureka"))
+        .request_timeout(std::time::Duration::MAX)
+        .build()
+        .unwrap();
+    let outcome = tokio::spawn(async move {
+        tower_ribbon::discovery::InstanceSource::fetch(&source, "svc")
+            .await
+            .is_err()
+    })
+    .await;
+    assert_eq!(outcome.ok(), Some(true), "the fetch must fail, not panic");
+}

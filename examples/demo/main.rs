@@ -317,7 +317,8 @@ async fn main() -> Result<(), Error> {
         }
     };
     println!(
-        "tower-ribbon demo: {SERVICE} with 5 instances (zones east and west, median latency {} ms),\n\
+        "tower-ribbon demo: {SERVICE}, 5 instances in zones east and west (median latency {} ms),\n\
+         a sixth joining during each run;\n\
          {} requests/s for {:.0} s per setup; the list refreshes every {} ms.\n",
         MEDIAN.as_millis(),
         args.rate,

@@ -142,6 +142,10 @@ pub fn progress(
     sent: u64,
     records: &Mutex<Vec<Record>>,
 ) {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return;
+    }
     let errors = records
         .lock()
         .map(|r| r.iter().filter(|r| r.outcome.is_err()).count())
@@ -161,6 +165,10 @@ pub fn progress(
 
 /// Clears the progress line.
 pub fn clear_progress() {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return;
+    }
     eprint!("\r{:120}\r", "");
     let _ = std::io::stderr().flush();
 }
@@ -187,14 +195,22 @@ pub fn print_setup(index: usize, count: usize, result: &SetupResult) {
             .map(|r| r.latency)
             .collect();
         latencies.sort_unstable();
+        let (p50, p99) = if latencies.is_empty() {
+            ("-".to_owned(), "-".to_owned())
+        } else {
+            (
+                format!("{:.1}", ms(quantile(&latencies, 0.5))),
+                format!("{:.1}", ms(quantile(&latencies, 0.99))),
+            )
+        };
         println!(
-            "  {:<8} {:<5} {:>8} {:>6.1}% {:>8.1} {:>8.1}   {}",
+            "  {:<8} {:<5} {:>8} {:>6.1}% {:>8} {:>8}   {}",
             name,
             zone,
             latencies.len(),
             percent(latencies.len(), answered),
-            ms(quantile(&latencies, 0.5)),
-            ms(quantile(&latencies, 0.99)),
+            p50,
+            p99,
             after_event(result, name)
         );
     }
@@ -241,7 +257,7 @@ fn after_event(result: &SetupResult, name: &str) -> String {
                 .iter()
                 .filter(|r| r.sent_at >= at && r.outcome.is_err())
                 .count();
-            format!("{errors} failed requests after it died")
+            format!("{errors} failed requests sent after it died")
         }
         Event::Drained(_) => format!(
             "{} requests sent more than 2 refreshes after it left the list",
@@ -271,8 +287,8 @@ pub fn print_summary(results: &[SetupResult]) {
         println!("  No setup lost a request.");
     } else {
         println!(
-            "  Lost requests: {}. A dead instance costs requests until its circuit breaker \
-             opens unless a retry moves them to another instance.",
+            "  A dead instance costs requests until its circuit breaker opens, unless a retry \
+             moves them to another instance ({} had no retries).",
             losers.join(", ")
         );
     }

@@ -193,6 +193,8 @@ impl Reader {
 }
 
 fn unknown_ribbon(key: &str, name: &str) -> String {
+    // Keys come from files: escape them so a key cannot forge log lines.
+    let key = crate::error::quote(key);
     let known = keys::RIBBON.iter().map(|k| k.name);
     match known.clone().find(|k| k.eq_ignore_ascii_case(name)) {
         Some(k) => format!(
@@ -206,6 +208,7 @@ fn unknown_ribbon(key: &str, name: &str) -> String {
 }
 
 fn unknown_spring(key: &str, name: &str) -> String {
+    let key = crate::error::quote(key);
     let nearest = keys::nearest(name, keys::SPRING.iter().map(|k| k.name))
         .map(|k| {
             format!(

@@ -246,6 +246,8 @@ impl Flat<'_> {
 /// read in order.
 pub(crate) fn flatten_yaml_str(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
     check_size(text.len())?;
+    // A UTF-8 byte order mark is not part of the first key.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let tree = Tree::parse(text)?;
     let mut flat = Flat {
         tree: &tree,

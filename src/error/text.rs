@@ -35,6 +35,19 @@ pub(crate) fn quote(text: &str) -> String {
 /// URL or address that may hold userinfo.
 pub(crate) fn redact(text: &str) -> String {
     let Some(at) = text.rfind('@') else {
+        // `scheme://user:pass` cut before its `@` (a password holding
+        // `,x://`): hide everything after the scheme up to the first `/`
+        // when it holds a `:` that is not a port.
+        if let Some(s) = text.find("://") {
+            let rest = &text[s + 3..];
+            let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+            let port_only = authority.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit())
+            });
+            if authority.contains(':') && !port_only && !authority.starts_with('[') {
+                return format!("{}***{}", &text[..s + 3], &rest[authority.len()..]);
+            }
+        }
         return text.to_owned();
     };
     match text.find("://") {
@@ -47,6 +60,17 @@ pub(crate) fn redact(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::error::{InstanceError, InstanceErrorKind};
+
+    #[test]
+    fn a_url_cut_before_its_at_hides_the_password() {
+        assert_eq!(redact("http://user:pw"), "http://***");
+        assert_eq!(redact("http://user:S3cret/x"), "http://***/x");
+        assert_eq!(redact("http://h:8761/eureka"), "http://h:8761/eureka");
+        assert_eq!(
+            redact("http://[::1]:8761/eureka"),
+            "http://[::1]:8761/eureka"
+        );
+    }
 
     #[test]
     fn quoted_input_is_short_and_escaped() {

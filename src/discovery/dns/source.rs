@@ -337,7 +337,7 @@ impl DnsSource {
             }
             Err(e) => {
                 cached.failures = cached.failures.saturating_add(1);
-                cached.retry_at = Some(Instant::now() + config.backoff(cached.failures));
+                cached.retry_at = Instant::now().checked_add(config.backoff(cached.failures));
                 tracing::debug!(service = service_id, error = %e, "DNS resolution failed");
                 Err(e)
             }

@@ -119,7 +119,13 @@ impl EurekaHttp {
         F: Fn(&[u8], std::time::Instant) -> Result<T, WireError> + Send + 'static,
     {
         let timeout = self.settings.request_timeout;
-        let deadline = std::time::Instant::now() + timeout;
+        // A timeout too long to add to now (`Duration::MAX`) means no
+        // deadline in practice: a year.
+        let now = std::time::Instant::now();
+        let deadline = now
+            .checked_add(timeout)
+            .or_else(|| now.checked_add(std::time::Duration::from_secs(365 * 86_400)))
+            .unwrap_or(now);
         match tokio::time::timeout(timeout, self.exchange(server, path, deadline, decode)).await {
             Ok(result) => result,
             Err(_) => Err(DiscoveryError::Timeout {
