@@ -34,6 +34,9 @@ struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+/// The allocation counters are process-wide: the tests of this file run one
+/// at a time so one test's allocations never count against another's bound.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -186,6 +189,7 @@ fn check(what: &str, gap: Duration, took: Duration, grew: usize) {
 /// (`TooManyInstances`), fast, in bounded memory, the runtime free.
 #[tokio::test(flavor = "current_thread")]
 async fn zero_bomb_is_refused_quickly_in_bounded_memory() {
+    let _serial = SERIAL.lock().await;
     let (app, apps) = bombs();
     assert!(
         app.len() < 64 * 1024,
@@ -241,6 +245,7 @@ async fn zero_bomb_is_refused_quickly_in_bounded_memory() {
 /// same deadline and stops), and the ticker keeps ticking meanwhile.
 #[tokio::test(flavor = "current_thread")]
 async fn without_the_element_bound_the_timeout_still_ends_the_fetch() {
+    let _serial = SERIAL.lock().await;
     let (app, apps) = bombs();
     let url = stub(app, apps);
     let timeout = Duration::from_millis(300);
