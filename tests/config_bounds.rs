@@ -262,3 +262,16 @@ fn a_bom_is_not_a_key_and_keys_cannot_forge_lines() {
         config.warnings()
     );
 }
+
+/// An invalid value under a key holding a line break is reported without
+/// a raw line break, so the error cannot forge a log line.
+#[test]
+fn config_errors_escape_keys_and_values() {
+    let err = tower_ribbon::config::RibbonConfig::from_pairs([(
+        "sv\nc.ribbon.MaxAutoRetries",
+        "not\na number",
+    )])
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(!text.contains('\n'), "{text}");
+}

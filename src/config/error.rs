@@ -94,8 +94,8 @@ impl ConfigError {
     pub(crate) fn invalid(key: &str, value: &str, reason: impl Into<Cow<'static, str>>) -> Self {
         let reason: Cow<'static, str> = reason.into();
         let mut e = Self::new(ConfigErrorKind::InvalidValue, crate::error::redact(&reason));
-        e.inner.key = Some(key.to_owned());
-        e.inner.value = Some(crate::error::redact(value));
+        e.inner.key = Some(crate::error::quote(key));
+        e.inner.value = Some(crate::error::quote(&crate::error::redact(value)));
         e
     }
 
@@ -127,8 +127,8 @@ impl ConfigError {
             None => "out of range".into(),
         };
         let mut e = Self::new(ConfigErrorKind::OutOfRange, reason);
-        e.inner.key = Some(key.to_owned());
-        e.inner.value = Some(crate::error::redact(value));
+        e.inner.key = Some(crate::error::quote(key));
+        e.inner.value = Some(crate::error::quote(&crate::error::redact(value)));
         e.inner.allowed = Some(allowed);
         e.inner.unit = Some(unit);
         e
@@ -158,7 +158,7 @@ impl ConfigError {
             "one load balancer has one rule, retry policy, refresh, breaker and health check; \
              build one per client with `RibbonConfig::builder_for`",
         );
-        e.inner.key = Some(key.to_owned());
+        e.inner.key = Some(crate::error::quote(key));
         e.inner.client = Some(first_client.to_owned());
         e.inner.value = Some(first_value);
         e.inner.other_client = Some(second_client.to_owned());
