@@ -260,3 +260,90 @@ impl Drop for EurekaFixture {
         self.stop();
     }
 }
+
+/// The Eureka server over https with basic auth (tests/eureka-server-secure),
+/// started by `scripts/eureka-server start-secure DIR`; stopped when
+/// dropped. Under `CI=true` a server that cannot start fails the test;
+/// elsewhere the test is skipped with a message.
+pub struct SecureEurekaFixture {
+    port: u16,
+    running: bool,
+}
+
+impl SecureEurekaFixture {
+    /// Starts the server on a free port with the PEM files in `dir`
+    /// (`server.pem`, `server-key.pem`, optionally `client-ca.pem` with
+    /// `client.pem` + `client-key.pem`: client certificates required) and
+    /// one user. The password reaches the server through its environment.
+    pub fn start(dir: &std::path::Path, user: &str, password: &str) -> Option<SecureEurekaFixture> {
+        let started = Command::new(script())
+            .arg("start-secure")
+            .arg(dir)
+            .env("EUREKA_USER", user)
+            .env("EUREKA_PASSWORD", password)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script().display()))
+            .and_then(|out| {
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                if !out.status.success() {
+                    return Err(format!(
+                        "eureka-server start-secure failed ({}):\n{}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
+                }
+                let url = stdout.lines().last().unwrap_or_default().trim().to_owned();
+                url.strip_prefix("https://127.0.0.1:")
+                    .and_then(|rest| rest.strip_suffix("/eureka"))
+                    .and_then(|p| p.parse().ok())
+                    .ok_or_else(|| format!("unexpected output from start-secure: {stdout}"))
+            });
+        match started {
+            Ok(port) => Some(SecureEurekaFixture {
+                port,
+                running: true,
+            }),
+            Err(e) if in_ci() => {
+                panic!("secure Eureka server fixture is required under CI=true: {e}")
+            }
+            Err(e) => {
+                eprintln!(
+                    "SKIPPED: secure Eureka server fixture unavailable (set CI=true to fail instead): {e}"
+                );
+                None
+            }
+        }
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `https://{userinfo}@127.0.0.1:PORT/eureka` (no `@` when `userinfo`
+    /// is empty); `userinfo` is put in as given.
+    pub fn url_with(&self, userinfo: &str) -> String {
+        if userinfo.is_empty() {
+            format!("https://127.0.0.1:{}/eureka", self.port)
+        } else {
+            format!("https://{userinfo}@127.0.0.1:{}/eureka", self.port)
+        }
+    }
+
+    /// Stops the server.
+    pub fn stop(&mut self) {
+        if self.running {
+            let _ = Command::new(script())
+                .arg("stop")
+                .arg(self.port.to_string())
+                .output();
+            self.running = false;
+        }
+    }
+}
+
+impl Drop for SecureEurekaFixture {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -48,7 +48,42 @@
 //! header marked sensitive; errors, `Debug` output and logs show the URL
 //! without userinfo. Any character may appear in the password: `,`, `@`
 //! and `:` as they are (a comma list is split outside credentials), `%` as
-//! `%25`, and `/`, `?`, `#` percent-encoded.
+//! `%25`, and `/`, `?`, `#` percent-encoded. A wrong password is a
+//! [`DiscoveryError::Status`] with status 401.
+//!
+//! # TLS
+//!
+//! `https://user:password@host:8443/eureka` URLs need the `tls` feature
+//! (built without it, such a URL is refused at `build` with a
+//! [`BuildError::Invalid`] that names the feature). They go through rustls
+//! with the same setup as `tls::HttpsClient`: by default the
+//! Mozilla roots of `webpki-roots`; other roots, the system's roots or a
+//! client certificate (mutual TLS) through the builders' `tls` setter,
+//! which takes a `tls::HttpsClientBuilder`. `http` and `https`
+//! URLs may be mixed in one list. Registration (register, renew, status,
+//! cancel) and fetches share the connection. A failed handshake (an
+//! untrusted certificate, a refused client certificate) is a
+//! [`DiscoveryError::Transport`] whose source is an `EurekaTlsError`
+//! carrying rustls' error. The body limit, the request timeout over the
+//! whole exchange (TLS handshake included) and decoding off the async
+//! workers apply as for `http`.
+//!
+//! ```no_run
+//! # #[cfg(feature = "tls")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use tower_ribbon::discovery::eureka::EurekaSource;
+//! use tower_ribbon::tls::HttpsClient;
+//!
+//! let ca = std::fs::read("eureka-ca.pem")?;
+//! let source = EurekaSource::builder()
+//!     .server_urls("https://eureka:p,a@s:s%25w!@eureka-1:8443/eureka,https://eureka-2:8443/eureka")
+//!     .tls(HttpsClient::builder().webpki_roots(false).add_root_pem(&ca)?)
+//!     .build()?;
+//! assert!(!format!("{source:?}").contains("s%25w"));
+//! # Ok(()) }
+//! # #[cfg(not(feature = "tls"))]
+//! # fn main() {}
+//! ```
 //!
 //! ```
 //! use std::time::Duration;
@@ -105,6 +140,21 @@ macro_rules! connection_setters {
             self.connection.settings.max_body_bytes = bytes;
             self
         }
+
+        /// How `https` server URLs are trusted (feature `tls`): the roots
+        /// and the optional client certificate (mutual TLS) of `tls`, the
+        /// builder of [`crate::tls::HttpsClient`]. Its connect timeout and
+        /// protocol settings are not used here: the connect timeout is
+        /// [`connect_timeout`](Self::connect_timeout) and registries are
+        /// spoken to over HTTP/1.1. Default: the Mozilla roots of
+        /// `webpki-roots`, no client certificate. Only read when a server
+        /// URL is `https`.
+        #[cfg(feature = "tls")]
+        #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+        pub fn tls(mut self, tls: crate::tls::HttpsClientBuilder) -> Self {
+            self.connection.tls = Some(tls);
+            self
+        }
     };
 }
 
@@ -149,6 +199,8 @@ pub mod wire;
 pub use registration::{
     EurekaRegistration, EurekaRegistrationBuilder, RegistrationHandle, RegistrationStats,
 };
+#[cfg(feature = "tls")]
+pub use client::EurekaTlsError;
 #[cfg(feature = "config")]
 pub(crate) use client::split_urls as split_server_urls;
 pub use registry::{EurekaRegistry, EurekaRegistryBuilder, RegistryStats, VipSource, status_hash};
@@ -261,7 +313,8 @@ impl EurekaSourceBuilder {
     ///
     /// # Errors
     /// [`BuildError::Invalid`] if no URL was given or one does not parse
-    /// (only `http` URLs are supported).
+    /// (`https` needs the `tls` feature), or the TLS settings cannot be
+    /// used.
     pub fn build(self) -> Result<EurekaSource, BuildError> {
         Ok(EurekaSource {
             http: self.connection.build()?,

@@ -1,25 +1,26 @@
 //! The HTTP side of talking to Eureka: failover over the configured
-//! servers, basic auth, one timeout over each whole exchange, gzip, and
-//! decoding on the blocking pool.
+//! servers, basic auth, `https` through rustls (feature `tls`), one
+//! timeout over each whole exchange, gzip, and decoding on the blocking
+//! pool.
 
 use std::fmt;
 use std::io::Read;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use super::wire::WireError;
 use crate::error::{BoxError, DiscoveryError};
 
 mod server;
+mod transport;
 
 pub(crate) use server::{Connection, HttpSettings, Server};
+#[cfg(feature = "tls")]
+pub use transport::EurekaTlsError;
+use transport::{Transport, classify};
 #[cfg(feature = "config")]
 pub(crate) use server::split_urls;
 
@@ -36,7 +37,7 @@ pub(crate) enum Fetched<T> {
 #[derive(Clone)]
 pub(crate) struct EurekaHttp {
     servers: Vec<Server>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Transport,
     settings: HttpSettings,
 }
 
@@ -45,18 +46,13 @@ impl fmt::Debug for EurekaHttp {
         f.debug_struct("EurekaHttp")
             .field("servers", &self.servers)
             .field("settings", &self.settings)
+            .field("tls", &self.client.is_tls())
             .finish()
     }
 }
 
 impl EurekaHttp {
-    pub(crate) fn new(servers: Vec<Server>, settings: HttpSettings) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+    pub(crate) fn new(servers: Vec<Server>, settings: HttpSettings, client: Transport) -> Self {
         Self {
             servers,
             client,
@@ -166,7 +162,7 @@ impl EurekaHttp {
             .client
             .request(request)
             .await
-            .map_err(|e| transport(Box::new(e)))?;
+            .map_err(|e| transport(classify(Box::new(e))))?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND {
             return Ok(Fetched::NotFound);
@@ -194,7 +190,7 @@ impl EurekaHttp {
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 return Err(decode_error(WireError::TooLarge { limit }));
             }
-            Err(e) => return Err(transport(e)),
+            Err(e) => return Err(transport(classify(e))),
         };
         // Servers gzip even when not asked; trust the magic bytes too.
         let gzip = gzip_header || body.starts_with(&[0x1f, 0x8b]);
@@ -289,7 +285,7 @@ impl EurekaHttp {
             .client
             .request(request)
             .await
-            .map_err(|e| transport(Box::new(e)))?;
+            .map_err(|e| transport(classify(Box::new(e))))?;
         let status = response.status();
         // Drain the body so the connection can be reused.
         let _ = Limited::new(response.into_body(), 64 * 1024)

@@ -8,6 +8,7 @@ use base64::Engine;
 use http::HeaderValue;
 
 use super::EurekaHttp;
+use super::transport::Transport;
 use crate::error::{BuildError, redact};
 
 /// Splits Spring's comma-separated `defaultZone` list outside
@@ -55,24 +56,29 @@ pub(crate) fn split_urls(list: &str) -> Vec<String> {
 pub(crate) struct Server {
     pub(super) base: String,
     pub(super) auth: Option<HeaderValue>,
+    /// An `https` URL: needs the rustls transport.
+    pub(super) https: bool,
 }
 
+/// Why an `https` server URL is refused when the crate is built without
+/// the `tls` feature.
+const HTTPS_NEEDS_TLS: &str = "https server URLs need the crate feature `tls` \
+     (tower-ribbon = { features = [\"eureka\", \"tls\"] }); without it only http is supported";
+
 impl Server {
-    /// Parses `http://user:pass@host:port/eureka` (trailing `/` optional).
+    /// Parses `http://user:pass@host:port/eureka` (trailing `/` optional);
+    /// `https://` too with the `tls` feature.
     pub(crate) fn parse(raw: &str) -> Result<Self, BuildError> {
         let invalid = |reason: &str| {
             BuildError::invalid("eureka server URL", format!("{}: {reason}", redact(raw)))
         };
         let url = url::Url::parse(raw.trim()).map_err(|e| invalid(&e.to_string()))?;
-        match url.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(invalid(
-                    "https registry URLs are not supported yet (no TLS connector); use http",
-                ));
-            }
+        let https = match url.scheme() {
+            "http" => false,
+            "https" if cfg!(feature = "tls") => true,
+            "https" => return Err(invalid(HTTPS_NEEDS_TLS)),
             other => return Err(invalid(&format!("unsupported scheme `{other}`"))),
-        }
+        };
         if url.host_str().is_none_or(str::is_empty) {
             return Err(invalid("no host"));
         }
@@ -106,7 +112,7 @@ impl Server {
         let _ = clean.set_username("");
         let _ = clean.set_password(None);
         let base = clean.as_str().trim_end_matches('/').to_owned();
-        Ok(Self { base, auth })
+        Ok(Self { base, auth, https })
     }
 
     /// The base URL without credentials, as shown in logs and errors.
@@ -148,11 +154,17 @@ impl Default for HttpSettings {
 }
 
 /// The connection settings every Eureka builder shares: server URLs in
-/// order, timeouts and the body limit.
+/// order, timeouts, the body limit and (feature `tls`) the TLS settings
+/// for `https` URLs.
 #[derive(Default)]
 pub(crate) struct Connection {
     pub(crate) urls: Vec<String>,
     pub(crate) settings: HttpSettings,
+    /// Roots and client certificate for `https` URLs; `None`: the
+    /// defaults of [`crate::tls::HttpsClientBuilder`] (webpki roots, no
+    /// client certificate).
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::HttpsClientBuilder>,
 }
 
 impl Connection {
@@ -175,7 +187,32 @@ impl Connection {
             .iter()
             .map(|u| Server::parse(u))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(EurekaHttp::new(servers, self.settings))
+        let transport = if servers.iter().any(|s| s.https) {
+            self.tls_transport()?
+        } else {
+            Transport::plain(self.settings.connect_timeout)
+        };
+        Ok(EurekaHttp::new(servers, self.settings, transport))
+    }
+
+    /// The rustls transport, from the TLS settings given (or the
+    /// defaults). A TLS setting that cannot be used (no roots, a key that
+    /// does not match its certificate) is a [`BuildError::Invalid`] for
+    /// the key `eureka tls`, quoting the [`TlsError`](crate::tls::TlsError).
+    #[cfg(feature = "tls")]
+    fn tls_transport(&self) -> Result<Transport, BuildError> {
+        let config = match &self.tls {
+            Some(tls) => tls.client_config(),
+            None => crate::tls::HttpsClientBuilder::default().client_config(),
+        }
+        .map_err(|e| BuildError::invalid("eureka tls", e.to_string()))?;
+        Ok(Transport::tls(self.settings.connect_timeout, config))
+    }
+
+    /// Unreachable without `tls`: `Server::parse` refuses `https` URLs.
+    #[cfg(not(feature = "tls"))]
+    fn tls_transport(&self) -> Result<Transport, BuildError> {
+        Err(BuildError::invalid("eureka server URL", HTTPS_NEEDS_TLS))
     }
 }
 
@@ -206,7 +243,6 @@ mod tests {
             "",
             "127.0.0.1:8761",
             "ftp://h/",
-            "https://h/eureka",
             "http://h/?a=1",
         ] {
             assert!(
@@ -218,6 +254,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn https_urls_follow_the_tls_feature() {
+        let parsed = Server::parse("https://user:s%25cret@127.0.0.1:8443/eureka/");
+        if cfg!(feature = "tls") {
+            let server = parsed.unwrap();
+            assert!(server.https);
+            assert_eq!(server.base(), "https://127.0.0.1:8443/eureka");
+        } else {
+            let err = parsed.unwrap_err().to_string();
+            assert!(err.contains("feature `tls`"), "{err}");
+            assert!(!err.contains("cret"), "{err}");
+        }
     }
 
     #[test]
