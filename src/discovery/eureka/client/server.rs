@@ -270,6 +270,32 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "tls")]
+    #[test]
+    fn https_builds_a_rustls_transport_only_when_needed() {
+        let connection = |urls: &str| {
+            let mut c = Connection::default();
+            c.add_urls(urls);
+            c
+        };
+        let plain = connection("http://127.0.0.1:1/eureka").build().unwrap();
+        assert!(!plain.client.is_tls());
+        let mixed = connection("https://u:p,w@127.0.0.1:1/eureka,http://127.0.0.1:2/eureka")
+            .build()
+            .unwrap();
+        assert!(mixed.client.is_tls());
+        assert_eq!(mixed.servers().len(), 2);
+        // TLS settings that cannot be used are refused at build, typed.
+        let mut no_roots = connection("https://127.0.0.1:1/eureka");
+        no_roots.tls = Some(crate::tls::HttpsClient::builder().webpki_roots(false));
+        let err = no_roots.build().unwrap_err();
+        assert_eq!(err.key(), Some("eureka tls"));
+        // ... but only read when a URL is https.
+        let mut unused = connection("http://127.0.0.1:1/eureka");
+        unused.tls = Some(crate::tls::HttpsClient::builder().webpki_roots(false));
+        assert!(unused.build().is_ok());
+    }
+
     #[test]
     fn lists_split_outside_credentials() {
         let list = "http://user:p,a@s:s%25w@127.0.0.1:1/eureka, http://127.0.0.1:2/eureka,,";
