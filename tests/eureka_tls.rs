@@ -283,6 +283,23 @@ async fn eureka_over_https_with_basic_auth() {
     let (p1, p2) = (backends[0].port(), backends[1].port());
     let check = source(&urls, tls(&pki));
     shown.push(format!("{check:?}"));
+    shown.push(format!(
+        "{:?} {:?} {:?} {:?}",
+        EurekaSource::builder().server_urls(&urls).tls(tls(&pki)),
+        EurekaRegistry::builder().server_urls(&urls).tls(tls(&pki)),
+        EurekaRegistration::builder(APP, "127.0.0.1", 9).server_urls(&urls),
+        tls(&pki),
+    ));
+    #[cfg(feature = "config")]
+    {
+        // Spring's key with the same list: accepted (https builds with
+        // `tls`), and neither its warnings nor its `Debug` show the password.
+        let text = format!("eureka.client.serviceUrl.defaultZone={urls}\nsvc.ribbon.bogusKey=1\n");
+        let config = tower_ribbon::config::RibbonConfig::from_properties_str(&text)
+            .expect("config with https Eureka URLs");
+        assert_eq!(config.eureka_server_urls().len(), 2);
+        shown.push(format!("{config:?} {:?}", config.warnings()));
+    }
     wait_listed(&check, &[(p1, "UP"), (p2, "UP")]).await;
 
     // The balancer discovers both through the registry over https.
