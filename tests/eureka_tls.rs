@@ -26,6 +26,7 @@ use support::eureka::SecureEurekaFixture;
 use support::{HttpClient, counts, http_client, tally};
 use tls_support::{Pki, pki};
 use tower_ribbon::discovery::RefreshConfig;
+use tower_ribbon::discovery::eureka::wire::WireError;
 use tower_ribbon::discovery::eureka::{
     EurekaRegistration, EurekaRegistry, EurekaSource, EurekaTlsError,
 };
@@ -366,6 +367,29 @@ async fn eureka_over_https_with_basic_auth() {
     );
     shown.push(full_text(&refused));
 
+    // The body limit holds over https: the registry's answer (a few
+    // hundred bytes) is refused at 64 bytes.
+    let small = EurekaSource::builder()
+        .server_url(&good)
+        .tls(tls(&pki))
+        .max_body_bytes(64)
+        .build()
+        .expect("source");
+    let err = small
+        .fetch_application(APP)
+        .await
+        .expect_err("over the limit");
+    assert!(
+        matches!(
+            err,
+            DiscoveryError::Decode {
+                source: WireError::TooLarge { limit: 64 },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
     // The password fully percent-encoded works too.
     let encoded = source(
         &eureka.url_with(&format!("{USER}:{PASSWORD_ENCODED}")),
@@ -454,4 +478,39 @@ async fn eureka_over_https_with_basic_auth() {
 /// The root of a second CA, which did not sign the server's certificate.
 fn pki_other() -> String {
     pki().ca_pem
+}
+
+/// The request timeout covers the TLS handshake: a server that accepts
+/// the connection and never answers the ClientHello is a `Timeout` of
+/// exactly the configured length, not a hang. (No Java needed.)
+#[tokio::test]
+async fn the_request_timeout_covers_a_stalled_handshake() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listener");
+    let port = listener.local_addr().expect("addr").port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    let timeout = Duration::from_millis(300);
+    let source = EurekaSource::builder()
+        .server_url(format!(
+            "https://{USER}:{PASSWORD_IN_URL}@127.0.0.1:{port}/eureka"
+        ))
+        .request_timeout(timeout)
+        .build()
+        .expect("source");
+    let err = source.fetch_application(APP).await.expect_err("stalled");
+    match &err {
+        DiscoveryError::Timeout { server, after } => {
+            assert_eq!(*after, timeout);
+            assert_eq!(server, &format!("https://127.0.0.1:{port}/eureka"));
+        }
+        other => panic!("not a timeout: {other:?}"),
+    }
+    assert_no_secret("a timeout error", &full_text(&err));
+    held.abort();
 }
