@@ -153,8 +153,16 @@ fn tls_error(e: &DiscoveryError) -> Option<&EurekaTlsError> {
 }
 
 /// A fresh directory under the target dir with the PEM files the script
-/// hands to Spring Boot.
-fn pem_dir(pki: &Pki) -> PathBuf {
+/// hands to Spring Boot; removed when dropped, also when the test fails.
+struct PemDir(PathBuf);
+
+impl Drop for PemDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn pem_dir(pki: &Pki) -> PemDir {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("eureka-tls-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -168,7 +176,7 @@ fn pem_dir(pki: &Pki) -> PathBuf {
     ] {
         std::fs::write(dir.join(name), pem).expect("pem file");
     }
-    dir
+    PemDir(dir)
 }
 
 /// Trusts only the test CA and presents the client certificate.
@@ -249,7 +257,7 @@ async fn eureka_over_https_with_basic_auth() {
     capture_logs();
     let pki = pki();
     let dir = pem_dir(&pki);
-    let Some(eureka) = SecureEurekaFixture::start(&dir, USER, PASSWORD) else {
+    let Some(eureka) = SecureEurekaFixture::start(&dir.0, USER, PASSWORD) else {
         return;
     };
     eprintln!("secure Eureka server up after {:?}", started.elapsed());
@@ -472,7 +480,6 @@ async fn eureka_over_https_with_basic_auth() {
         started.elapsed(),
         logs.lines().count()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The root of a second CA, which did not sign the server's certificate.
