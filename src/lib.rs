@@ -70,7 +70,7 @@
 //! | `hyper-util` | yes | `health::ActiveHealthCheck` and `Builder::active_health_check`; hyper-util's connect errors classified as connect failures (stats, safe retries): turn it on when your inner client is hyper-util's | hyper, hyper-util |
 //! | `config` | no | `config`: a balancer from Ribbon / Spring Cloud keys in `.properties` or YAML; turns on `hyper-util` (`HealthCheckPath`) | java-properties, yaml-rust2, encoding_rs |
 //! | `dns` | no | `discovery::dns::DnsSource`: A/AAAA (Kubernetes headless services) and SRV with priority and weight, TTL-bounded refresh | hickory-resolver |
-//! | `tls` | no | `tls::HttpsClient`: hyper-util's client over rustls (ring), http1 and h2 by ALPN, custom roots, client certificates; turns on `hyper-util` | hyper-rustls, rustls, webpki-roots, rustls-native-certs |
+//! | `tls` | no | `tls::HttpsClient`: hyper-util's client over rustls (ring), http1 and h2 by ALPN, custom roots, client certificates; `https` Eureka server URLs (registry fetch and registration, basic auth, mutual TLS); turns on `hyper-util` | hyper-rustls, rustls, webpki-roots, rustls-native-certs |
 //! | `grpc` | no | `grpc::balance` and `grpc::h2c_client`: tonic calls through the balancer with opt-in retries (`grpc::effective_status` and the classification are always compiled); turns on `hyper-util` | tonic |
 //!
 //! Items that need a feature say so in their docs on docs.rs.
