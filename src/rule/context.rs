@@ -147,8 +147,8 @@ impl<'a> PickContext<'a> {
     }
 
     /// Gives the pick the request's headers, for rules that route by a
-    /// header or a cookie (hint-based routing reads
-    /// `X-SC-LB-Hint`, request-based sticky sessions the cookie
+    /// header or a cookie ([`HintBased`](super::HintBased) reads
+    /// `X-SC-LB-Hint`, [`StickySession`](super::StickySession) the cookie
     /// `sc-lb-instance-id`). The balancer passes every request's headers;
     /// rules that do not read them pay nothing (one more pointer in the
     /// context). Default: none.
