@@ -454,29 +454,11 @@ impl RibbonConfig {
         };
         let names = self.clients.iter().map(|c| c.name.clone());
         let builder = first.configure(builder.services(names), true);
-        Ok(match self.hint_spec() {
+        let global_hint = SpringScope::resolve(None, &self.spring, "").hint;
+        Ok(match client::hint_spec(&self.clients, global_hint) {
             Some(spec) => builder.rule(move || spec.make()),
             None => builder,
         })
-    }
-
-    /// The rule of a balancer serving every client when some client routes
-    /// by hint: the first client's rule, with each client's own hint and
-    /// the global default for other services.
-    fn hint_spec(&self) -> Option<ribbon::RuleSpec> {
-        let hinted = self.clients.iter().find_map(|c| {
-            let spec = c.rule_spec();
-            spec.policies.hint.as_ref()?;
-            Some(spec)
-        })?;
-        let mut spec = self.clients.first()?.rule_spec();
-        let mut hint = hinted.policies.hint?;
-        hint.default = SpringScope::resolve(None, &self.spring, "").hint;
-        hint.services = (self.clients.iter())
-            .filter_map(|c| Some((c.name.clone(), c.load_balancer.hint.clone()?)))
-            .collect();
-        spec.policies.hint = Some(hint);
-        Some(spec)
     }
 
     fn kind_of(&self, client: &ClientConfig) -> Result<ServerListKind, ConfigError> {

@@ -9,18 +9,18 @@
 //! instances), [`ZoneAvoidance`] (the client's zone), [`SlowStart`], then
 //! the rule itself. An outer wrapper's preference wins: a sticky cookie
 //! beats a hint, a hint beats the zone.
-//!
-//! [`ZoneAvoidance`]: crate::rule::ZoneAvoidance
 
 use std::time::Duration;
 
 use http::HeaderName;
 
 use super::error::ConfigError;
+use super::ribbon::RuleKind;
 use super::spring_loadbalancer::{LoadBalancerConfiguration, LoadBalancerSettings};
 use super::value::DAY_MS;
 use crate::rule::{
-    HintBased, Rule, SameInstancePreference, SlowStart, SlowStartConfig, StickySession, Subset,
+    HintBased, RoundRobin, Rule, SameInstancePreference, SlowStart, SlowStartConfig,
+    StickySession, Subset, WeightedRoundRobin, ZoneAvoidance,
 };
 
 /// This crate's slow start keys (`<client>.ribbon.SlowStartWindow`,
@@ -173,6 +173,38 @@ impl Policies {
             rule = Box::new(Subset::new(rule, id.clone()).size(*size));
         }
         rule
+    }
+}
+
+/// What rule to make: the kind, the preferred zone, and the policy
+/// wrappers (see the `policies` module for their order).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RuleSpec {
+    pub(crate) kind: RuleKind,
+    pub(crate) preferred_zone: Option<String>,
+    /// `configurations: weighted`: SCLB's reading of metadata `weight`.
+    pub(crate) spring_weights: bool,
+    pub(crate) policies: Policies,
+}
+
+impl RuleSpec {
+    pub(crate) fn make(&self) -> Box<dyn Rule> {
+        let base: Box<dyn Rule> = match self.kind {
+            RuleKind::ZoneAvoidance => Box::new(RoundRobin::new()),
+            RuleKind::WeightedRoundRobin if self.spring_weights => {
+                Box::new(WeightedRoundRobin::new().spring_weights())
+            }
+            kind => kind.make(),
+        };
+        let inner = self.policies.wrap_inner(base);
+        let zone = self.preferred_zone.as_deref();
+        let rule: Box<dyn Rule> = match (zone, self.kind) {
+            (None, RuleKind::ZoneAvoidance) | (Some(_), _) => {
+                Box::new(ZoneAvoidance::new(inner).preferred_zone(zone))
+            }
+            (None, _) => inner,
+        };
+        self.policies.wrap_outer(rule)
     }
 }
 
