@@ -4,8 +4,10 @@
 //! refreshes, deterministic subsets stable across refreshes and even
 //! across many clients, and a new instance's share over the slow start
 //! window for round robin, smooth weighted round robin and P2C, on paused
-//! time with seeded generators.
+//! time with seeded generators; and that none of their picks allocates.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -323,4 +325,123 @@ async fn slow_start_with_only_new_instances() {
     let excluded = [a.clone()];
     let only_b = ctx.with_excluded(&excluded);
     assert!((0..50).all(|_| picker.pick(&only_b).unwrap().same_identity(&b)));
+}
+
+// ---------------------------------------------------------------------------
+// Picks allocate nothing (a per-thread counting allocator, as tests/alloc.rs).
+
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn bump() {
+    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+}
+
+// SAFETY: every call is forwarded unchanged to `System`.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        bump();
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        bump();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        bump();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocs() -> u64 {
+    ALLOCS.with(Cell::get)
+}
+
+/// 10 000 picks of every policy wrapper, nested as the config nests them,
+/// with a hint header, a sticky cookie, a retry's exclusion and an instance
+/// in slow start: zero allocations after 16 warm-up picks.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn policy_picks_allocate_nothing() {
+    let hints: Vec<Option<&str>> = (0..100).map(|i| HINTS.get(i % 4).copied()).collect();
+    let old = list(&hints, &[]);
+    let slow = |inner: Box<dyn Rule>| -> Box<dyn Rule> {
+        Box::new(SlowStart::new(
+            inner,
+            SlowStartConfig::new(Duration::from_secs(10)),
+        ))
+    };
+    let rules: Vec<(&str, Box<dyn Rule>)> = vec![
+        (
+            "hint",
+            Box::new(HintBased::new(slow(Box::new(RoundRobin::with_start(0))))),
+        ),
+        (
+            "sticky",
+            Box::new(StickySession::new(HintBased::new(RoundRobin::with_start(
+                0,
+            )))),
+        ),
+        (
+            "same",
+            Box::new(SameInstancePreference::new(PeakEwmaP2c::with_seed(1))),
+        ),
+        (
+            "subset",
+            Box::new(Subset::new(StickySession::new(RoundRobin::with_start(0)), "c-1").size(10)),
+        ),
+        (
+            "slow-wrr",
+            slow(Box::new(WeightedRoundRobin::with_start(0))),
+        ),
+    ];
+    // The counter counts.
+    let before = allocs();
+    std::hint::black_box(vec![0u8; 8]);
+    assert_eq!(allocs() - before, 1);
+    let mut h = HeaderMap::new();
+    h.insert("x-sc-lb-hint", HeaderValue::from_static("b"));
+    h.insert(
+        "cookie",
+        HeaderValue::from_static("a=1; sc-lb-instance-id=i7; b=2"),
+    );
+    for (name, rule) in &rules {
+        let _ = rule.build(&old);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let mut endpoints = old.endpoints().to_vec();
+        endpoints.push(Endpoint::new(
+            Instance::new("svc", "127.0.0.1", 999).unwrap(),
+        ));
+        let excluded = [endpoints[7].clone()];
+        let picker = rule.build(&Arc::new(Snapshot::new("svc", endpoints, 2)));
+        let now = tokio::time::Instant::now() + Duration::from_secs(2);
+        let contexts = [
+            PickContext::at(now),
+            PickContext::at(now).with_headers(&h),
+            PickContext::at(now)
+                .with_headers(&h)
+                .with_excluded(&excluded),
+        ];
+        for ctx in &contexts {
+            for _ in 0..16 {
+                std::hint::black_box(picker.pick(ctx));
+            }
+            let before = allocs();
+            for _ in 0..10_000 {
+                std::hint::black_box(picker.pick(ctx));
+            }
+            assert_eq!(allocs() - before, 0, "{name}");
+        }
+    }
 }

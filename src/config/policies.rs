@@ -114,8 +114,7 @@ impl Policies {
                 .unwrap_or_else(|| "sc-lb-instance-id".to_owned())
         });
         let subset = (lb.configuration == Some(C::Subset)).then(|| {
-            let id = (lb.subset.instance_id.clone())
-                .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+            let id = (lb.subset.instance_id.clone()).unwrap_or_else(|| process_id().to_owned());
             let size = lb.subset.size.map_or(100, |s| s as usize);
             (id, size)
         });
@@ -206,6 +205,15 @@ impl RuleSpec {
         };
         self.policies.wrap_outer(rule)
     }
+}
+
+/// A random id drawn once per process: the subset client id when neither
+/// `subset.instance-id` nor Spring's identity keys give one (SCLB 4.0 drew
+/// a random UUID per supplier). One per process, so every client and every
+/// rebuilt rule of this process agree.
+fn process_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| format!("{:016x}", rand::random::<u64>()))
 }
 
 /// Spring's default instance id (`IdUtils.getDefaultInstanceId`):
