@@ -445,3 +445,102 @@ async fn policy_picks_allocate_nothing() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Slow start through a balancer whose list refreshes. The inner service is
+// a stub that echoes the URI it was sent: the test runs on paused time,
+// which real sockets would let jump ahead while the runtime waits on I/O.
+
+type Echoed = http::Response<String>;
+
+fn echo() -> impl tower::Service<
+    http::Request<()>,
+    Response = Echoed,
+    Error = std::convert::Infallible,
+    Future = impl std::future::Future + Send,
+> + Clone
++ Send {
+    tower::service_fn(|req: http::Request<()>| async move {
+        Ok::<_, std::convert::Infallible>(http::Response::new(req.uri().to_string()))
+    })
+}
+
+fn svc(port: u16) -> Instance {
+    Instance::new("svc", "127.0.0.1", port).unwrap()
+}
+
+/// A new instance joins by a refresh; later refreshes (the same list,
+/// then a reordered one) keep its first-seen time, so its share of real
+/// requests through the balancer follows the window from when it joined.
+#[tokio::test(start_paused = true)]
+async fn slow_start_through_the_balancer_survives_refreshes() {
+    use tower::ServiceExt;
+
+    let source = tower_ribbon::discovery::StaticSource::new()
+        .with_instances("svc", vec![svc(1), svc(2), svc(3)]);
+    let mut refresh = tower_ribbon::discovery::RefreshConfig::default();
+    refresh.interval = Duration::from_secs(1);
+    refresh.jitter = 0.0;
+    let lb = tower_ribbon::LoadBalancer::builder()
+        .source(source.clone())
+        .service("svc")
+        .refresh(refresh)
+        .rule(|| {
+            SlowStart::new(
+                RoundRobin::with_start(0),
+                SlowStartConfig::new(Duration::from_secs(40)),
+            )
+        })
+        .build(echo())
+        .unwrap();
+    assert!(lb.ready_service("svc").await);
+    source.set_instances("svc", vec![svc(1), svc(2), svc(3), svc(4)]);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let new = |lb: &tower_ribbon::LoadBalancer<_>| {
+        let s = lb.snapshot("svc").unwrap();
+        s.endpoints()
+            .iter()
+            .find(|e| e.instance().port() == 4)
+            .cloned()
+    };
+    let joined = new(&lb)
+        .expect("the new instance is listed")
+        .stats()
+        .first_seen();
+    let mut shares = Vec::new();
+    for (step, list) in [
+        vec![svc(1), svc(2), svc(3), svc(4)],
+        vec![svc(4), svc(3), svc(2), svc(1)],
+        vec![svc(2), svc(4), svc(1), svc(3)],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Refresh, then 10 s later (25 %, 50 %, 75 % of the window)…
+        source.set_instances("svc", list);
+        let at = joined + Duration::from_secs(10 * (step as u64 + 1));
+        tokio::time::sleep_until(at).await;
+        assert_eq!(
+            new(&lb).unwrap().stats().first_seen(),
+            joined,
+            "kept across refreshes"
+        );
+        // …2 800 requests at one instant (time is paused).
+        let mut hits = 0;
+        for _ in 0..2_800 {
+            let response = lb
+                .clone()
+                .oneshot(http::Request::get("http://svc/x").body(()).unwrap())
+                .await
+                .unwrap();
+            hits += usize::from(response.into_body().into_inner() == "http://127.0.0.1:4/x");
+        }
+        shares.push(hits);
+    }
+    // Factor 0.25, 0.5, 0.75 against three full instances: f / (3 + f).
+    let want = [0.25, 0.5, 0.75].map(|f: f64| (2_800.0 * f / (3.0 + f)).round() as usize);
+    eprintln!("slow start through the balancer: {shares:?} of 2 800, formula {want:?}");
+    for (got, want) in shares.iter().zip(want) {
+        assert!(got.abs_diff(want) <= 2, "{shares:?} vs {want}");
+    }
+}
