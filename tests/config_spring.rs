@@ -2,12 +2,68 @@
 //! real-looking Spring `application.yml` (tests/data/config), checking
 //! every key's effect on the settings the balancer is built from.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderMap;
 use tower_ribbon::config::spring_loadbalancer::LoadBalancerConfiguration;
 use tower_ribbon::config::{ConfigErrorKind, RibbonConfig};
 use tower_ribbon::health::ActiveHealthCheck;
+use tower_ribbon::instance::{Endpoint, Instance};
 use tower_ribbon::retry::RetryPolicy;
+use tower_ribbon::rule::{PickContext, Rule};
+use tower_ribbon::snapshot::Snapshot;
+
+/// A snapshot of instances `(id, zone, metadata hint)` on ports 9001, ….
+fn snapshot(instances: &[(&str, Option<&str>, Option<&str>)]) -> Arc<Snapshot> {
+    let endpoints = (instances.iter().zip(9001..))
+        .map(|((id, zone, hint), port)| {
+            let mut i = Instance::new("svc", "127.0.0.1", port)
+                .unwrap()
+                .with_id(*id);
+            if let Some(z) = zone {
+                i = i.with_zone(*z);
+            }
+            if let Some(h) = hint {
+                i = i.with_metadata("hint", *h);
+            }
+            Endpoint::new(i)
+        })
+        .collect();
+    Arc::new(Snapshot::new("svc", endpoints, 1))
+}
+
+/// A snapshot of instances `(id, metadata weight)`.
+fn snapshot_weights(instances: &[(&str, &str)]) -> Arc<Snapshot> {
+    let endpoints = (instances.iter().zip(9001..))
+        .map(|((id, w), port)| {
+            let i = Instance::new("svc", "127.0.0.1", port)
+                .unwrap()
+                .with_id(*id);
+            Endpoint::new(i.with_metadata("weight", *w))
+        })
+        .collect();
+    Arc::new(Snapshot::new("svc", endpoints, 1))
+}
+
+/// The instance ids of `n` picks of `rule` over `list`, each request with
+/// `headers`.
+fn ids(rule: &dyn Rule, list: &Arc<Snapshot>, headers: &[(&str, &str)], n: usize) -> Vec<String> {
+    let mut h = HeaderMap::new();
+    for (k, v) in headers {
+        h.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let picker = rule.build(list);
+    (0..n)
+        .map(|_| {
+            let ctx = PickContext::new().with_headers(&h);
+            picker.pick(&ctx).unwrap().instance().id().to_owned()
+        })
+        .collect()
+}
 
 fn application_yml() -> RibbonConfig {
     let path =
@@ -40,10 +96,28 @@ fn global_keys_take_effect() {
     assert_eq!(lb.zone.as_deref(), Some("zone-a"));
     assert_eq!(c.zone.as_deref(), Some("zone-a"));
     assert_eq!(c.preferred_zone(), Some("zone-a"));
-    assert_eq!(c.make_rule().name(), "zone_avoidance");
-    // hint.default and hint-header-name: kept, typed.
+    // hint.default and hint-header-name: hint routing wraps zone avoidance.
     assert_eq!(lb.hint.as_deref(), Some("canary"));
     assert_eq!(lb.hint_header_name.as_deref(), Some("X-Route-Hint"));
+    assert_eq!(c.make_rule().name(), "hint_based");
+    // Their effect: zone-a preferred; the `canary` instances (hint.default)
+    // preferred over the zone; the header's hint over both.
+    let list = snapshot(&[
+        ("a1", Some("zone-a"), None),
+        ("a2", Some("zone-a"), None),
+        ("b-canary", Some("zone-b"), Some("canary")),
+        ("b-blue", Some("zone-b"), Some("blue")),
+    ]);
+    let rule = c.make_rule();
+    assert_eq!(ids(&*rule, &list, &[], 4), ["b-canary"; 4]);
+    let header = [("x-route-hint", "blue")];
+    assert_eq!(ids(&*rule, &list, &header, 3), ["b-blue"; 3]);
+    // The default header name is no longer read.
+    let default_header = [("x-sc-lb-hint", "blue")];
+    assert_eq!(ids(&*rule, &list, &default_header, 2), ["b-canary"; 2]);
+    // No hinted instance: the zone decides.
+    let plain = snapshot(&[("a1", Some("zone-a"), None), ("b1", Some("zone-b"), None)]);
+    assert_eq!(ids(&*rule, &plain, &[], 3), ["a1"; 3]);
     // health-check.*: read; no active check outside `health-check`.
     let hc = &lb.health_check;
     assert_eq!(hc.initial_delay, Some(Duration::from_secs(1)));
@@ -93,7 +167,8 @@ fn global_keys_take_effect() {
     assert_eq!(lb.subset.size, Some(20));
     assert_eq!(
         lb.subset.instance_id.as_deref(),
-        Some("${spring.application.name}-1")
+        Some("order-service-1"),
+        "placeholders of Spring's identity keys are resolved"
     );
     // cache.*: ttl is the refresh interval; service-discovery.timeout bounds a fetch.
     assert_eq!(lb.cache.enabled, Some(true));
@@ -129,12 +204,22 @@ fn per_client_keys_override_global_ones() {
         Some(LoadBalancerConfiguration::Random)
     );
     assert_eq!(pay.preferred_zone(), None);
-    assert_eq!(pay.make_rule().name(), "random");
+    assert_eq!(pay.make_rule().name(), "hint_based");
     assert_eq!(
         pay.load_balancer.hint.as_deref(),
         Some("stable"),
         "hint.<serviceId>"
     );
+    // Random among the `stable` instances, never a `canary` one.
+    let list = snapshot(&[
+        ("s1", None, Some("stable")),
+        ("c1", None, Some("canary")),
+        ("s2", None, Some("stable")),
+    ]);
+    let mut seen = ids(&*pay.make_rule(), &list, &[], 200);
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen, ["s1", "s2"]);
     assert_eq!(
         pay.retry_policy(),
         RetryPolicy::default()
@@ -146,23 +231,44 @@ fn per_client_keys_override_global_ones() {
     assert_eq!(pay.refresh_config().interval, Duration::from_secs(5));
     // inventory-service: active checks on its own path every 2 s.
     let inv = config.client("inventory-service");
-    assert_eq!(inv.make_rule().name(), "round_robin");
+    assert_eq!(
+        inv.make_rule().name(),
+        "hint_based",
+        "hint.default is global"
+    );
     let mut expected = ActiveHealthCheck::new("/health/ready");
     expected.interval = Duration::from_secs(2);
     expected.timeout = Duration::from_secs(2);
     assert_eq!(inv.health_check(), Some(expected));
-    // catalog-service: weighted by instance metadata `weight`.
-    assert_eq!(
-        config.client("catalog-service").make_rule().name(),
-        "weighted_round_robin"
-    );
-    // session-service: sticky sessions recognized, round robin meanwhile.
+    // catalog-service: weighted by instance metadata `weight`, read as
+    // SCLB reads it (0 or a bad value is 1).
+    let catalog = config.client("catalog-service").make_rule();
+    let list = snapshot_weights(&[("w3", "3"), ("w0", "0"), ("bad", "x")]);
+    let picks = ids(&*catalog, &list, &[], 500);
+    let share = |id: &str| picks.iter().filter(|p| *p == id).count();
+    assert_eq!((share("w3"), share("w0"), share("bad")), (300, 100, 100));
+    // session-service: sticky sessions on its own cookie name.
     let session = config.client("session-service");
     assert_eq!(
         session.load_balancer.configuration,
         Some(LoadBalancerConfiguration::RequestBasedStickySession)
     );
-    assert_eq!(session.make_rule().name(), "round_robin");
+    assert_eq!(session.make_rule().name(), "sticky_session");
+    let list = snapshot(&[
+        ("i-1", None, None),
+        ("i-2", None, None),
+        ("i-3", None, None),
+    ]);
+    let cookie = [("cookie", "theme=dark; session-lb=i-2")];
+    assert_eq!(ids(&*session.make_rule(), &list, &cookie, 4), ["i-2"; 4]);
+    let other = [("cookie", "lb-instance=i-2")];
+    let mut seen = ids(&*session.make_rule(), &list, &other, 3);
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        ["i-1", "i-2", "i-3"],
+        "the global cookie name is overridden"
+    );
     let sticky = &session.load_balancer.sticky_session;
     assert_eq!(
         sticky.instance_id_cookie_name.as_deref(),
@@ -177,8 +283,6 @@ fn policies_not_yet_applied_are_reported() {
     let global = |k: &str, why: &str| format!("`spring.cloud.loadbalancer.{k}`: {why}");
     let later = "recognized, not yet applied";
     let expected = [
-        global("hint", later),
-        global("hint-header-name", later),
         global("health-check.initial-delay", later),
         global("health-check.port", later),
         global("health-check.repeat-health-check", later),
@@ -193,14 +297,12 @@ fn policies_not_yet_applied_are_reported() {
             "retry.backoff.jitter",
             "recognized, not yet applied (the backoff is fully jittered)",
         ),
-        global("sticky-session", later),
-        global("subset", later),
-        global("cache.capacity", "recognized, not applied"),
         global(
-            "clients.session-service.configurations",
-            "recognized, not yet applied (round robin is used)",
+            "sticky-session.add-service-instance-cookie",
+            "recognized, not yet applied (the request path does not add the cookie; \
+             rule::sticky_session::instance_cookie builds it)",
         ),
-        global("clients.session-service.sticky-session", later),
+        global("cache.capacity", "recognized, not applied"),
     ];
     assert_eq!(config.warnings(), expected);
 }
@@ -420,5 +522,239 @@ fn the_spring_users_page_migration_reads_as_documented() {
     assert_eq!(
         config.eureka_server_urls(),
         ["http://127.0.0.1:8761/eureka/".to_owned()]
+    );
+}
+
+#[path = "support/backend.rs"]
+mod backend;
+
+/// A second `application.yml`: the policy keys not in the first one, per
+/// client, and this crate's slow start keys in the Ribbon namespace.
+const POLICIES_YML: &str = r"
+server:
+  port: 9090
+spring:
+  application:
+    name: edge
+  cloud:
+    loadbalancer:
+      hint:
+        users: gold
+      subset:
+        size: 2
+      clients:
+        users:
+          configurations: same-instance-preference
+        orders:
+          configurations: subset
+          subset:
+            instance-id: client-1
+        fleet:
+          configurations: subset
+        carts:
+          configurations: request-based-sticky-session
+ribbon:
+  SlowStartWindow: 10000
+  SlowStartAggression: 2.0
+  SlowStartMinWeightPercent: 20
+carts:
+  ribbon:
+    listOfServers: 127.0.0.1:1
+    SlowStartWindow: 0
+";
+
+/// Seven instances `i0`…`i6`.
+fn seven() -> Arc<Snapshot> {
+    let ids = ["i0", "i1", "i2", "i3", "i4", "i5", "i6"];
+    snapshot(&ids.map(|id| (id, None, None)))
+}
+
+fn distinct(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+#[test]
+fn policy_keys_take_effect() {
+    let config = RibbonConfig::from_yaml_str(POLICIES_YML).unwrap();
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    // users: same-instance preference inside hint routing (hint.users,
+    // default header X-SC-LB-Hint).
+    let users = config.client("users");
+    let list = snapshot(&[
+        ("g1", None, Some("gold")),
+        ("g2", None, Some("gold")),
+        ("s1", None, None),
+    ]);
+    let picks = ids(&*users.make_rule(), &list, &[], 6);
+    assert!(
+        picks.iter().all(|p| p == &picks[0]) && picks[0].starts_with('g'),
+        "{picks:?}"
+    );
+    let header = [("x-sc-lb-hint", "none-has-it")];
+    let picks = ids(&*users.make_rule(), &list, &header, 6);
+    assert!(picks.iter().all(|p| p == &picks[0]), "{picks:?}");
+    // orders: SCLB's subset of client-1 over 7 instances, size 2: Java
+    // gives positions 1 and 5.
+    let orders = config.client("orders");
+    assert_eq!(orders.load_balancer.subset.size, Some(2), "global size");
+    assert_eq!(
+        distinct(ids(&*orders.make_rule(), &seven(), &[], 50)),
+        ["i1", "i5"]
+    );
+    // fleet: Spring's default instance id, `spring.application.name:server.port`.
+    let fleet = config.client("fleet");
+    assert_eq!(
+        fleet.load_balancer.subset.instance_id.as_deref(),
+        Some("edge:9090")
+    );
+    let want: Vec<String> = tower_ribbon::rule::subset::subset_indices("edge:9090", 7, 2)
+        .iter()
+        .map(|i| format!("i{i}"))
+        .collect();
+    assert_eq!(
+        distinct(ids(&*fleet.make_rule(), &seven(), &[], 50)),
+        distinct(want)
+    );
+    // carts: the default cookie `sc-lb-instance-id`.
+    let carts = config.client("carts");
+    let cookie = [("cookie", "sc-lb-instance-id=i4")];
+    assert_eq!(ids(&*carts.make_rule(), &seven(), &cookie, 5), ["i4"; 5]);
+    // SlowStart*: global, and off for carts (window 0).
+    let slow = users.slow_start.config().unwrap();
+    assert_eq!(
+        (slow.window, slow.aggression, slow.min_weight_percent),
+        (Duration::from_secs(10), 2.0, 20.0)
+    );
+    assert_eq!(carts.slow_start.config(), None);
+    // Hints are per service: clients that differ only in their hint share
+    // one balancer.
+    let shared = RibbonConfig::from_properties_str(
+        "spring.cloud.loadbalancer.hint.a=x\n\
+         spring.cloud.loadbalancer.hint.b=y\n\
+         a.ribbon.listOfServers=127.0.0.1:1\n\
+         b.ribbon.listOfServers=127.0.0.1:2\n",
+    )
+    .unwrap();
+    assert_eq!(shared.client("a").load_balancer.hint.as_deref(), Some("x"));
+    assert_eq!(shared.client("b").load_balancer.hint.as_deref(), Some("y"));
+    assert!(shared.builder().is_ok());
+    // One balancer cannot hold different configurations.
+    let err = config.builder().unwrap_err();
+    assert_eq!(err.kind(), ConfigErrorKind::Conflicting);
+    assert_eq!(err.key(), Some("spring.cloud.loadbalancer.configurations"));
+}
+
+/// `SlowStartWindow` and friends: a new instance ramps as configured
+/// (aggression 2, so factor = sqrt(t / window), at least 20 %).
+#[tokio::test(start_paused = true)]
+async fn slow_start_keys_ramp_a_new_instance() {
+    let config = RibbonConfig::from_yaml_str(POLICIES_YML).unwrap();
+    let rule = config.client("orders-free").make_rule();
+    let old = seven();
+    let _ = rule.build(&old);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let new = Endpoint::new(
+        Instance::new("svc", "127.0.0.1", 9100)
+            .unwrap()
+            .with_id("new"),
+    );
+    let mut list = old.endpoints().to_vec();
+    list.push(new.clone());
+    let picker = rule.build(&Arc::new(Snapshot::new("svc", list, 2)));
+    let seen = new.stats().first_seen();
+    for (at_ms, factor) in [(0u64, 0.2), (2_500, 0.5), (10_000, 1.0)] {
+        let ctx = PickContext::at(seen + Duration::from_millis(at_ms));
+        let n = 8_000;
+        let hits = (0..n)
+            .filter(|_| picker.pick(&ctx).unwrap().instance().id() == "new")
+            .count();
+        let share = hits as f64 / n as f64;
+        let want = factor / (7.0 + factor);
+        assert!(
+            (share - want).abs() < 0.002,
+            "t={at_ms} ms: {share} vs {want}"
+        );
+    }
+}
+
+/// Through a real balancer over loopback backends: the request's sticky
+/// cookie and hint header reach the rule.
+#[tokio::test]
+async fn cookie_and_hint_header_route_real_requests() {
+    use http_body_util::Empty;
+    use tower::ServiceExt;
+
+    let backends = [
+        backend::Backend::start("a").await.unwrap(),
+        backend::Backend::start("b").await.unwrap(),
+        backend::Backend::start("c").await.unwrap(),
+    ];
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let yml = format!(
+        "{POLICIES_YML}\nsticky:\n  ribbon:\n    listOfServers: {}\n\
+         spring.cloud.loadbalancer.clients.sticky.configurations: request-based-sticky-session\n",
+        backends
+            .iter()
+            .map(|b| format!("127.0.0.1:{}", b.port()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let config = RibbonConfig::from_yaml_str(&yml).unwrap();
+    let lb = config
+        .builder_for("sticky")
+        .unwrap()
+        .build(client.clone())
+        .unwrap();
+    assert!(lb.ready_service("sticky").await);
+    let target = format!("127.0.0.1:{}", backends[1].port());
+    for _ in 0..6 {
+        let req = http::Request::get("http://sticky/x")
+            .header("cookie", format!("sc-lb-instance-id={target}"))
+            .body(Empty::new())
+            .unwrap();
+        assert_eq!(lb.clone().oneshot(req).await.unwrap().status(), 200);
+    }
+    assert_eq!(
+        backends
+            .iter()
+            .map(backend::Backend::hits)
+            .collect::<Vec<_>>(),
+        [0, 6, 0]
+    );
+
+    // Hint routing: instances with metadata `hint`, the users client's rule.
+    let instances = ["gold", "silver", "gold-2"]
+        .iter()
+        .zip(&backends)
+        .map(|(hint, b)| {
+            Instance::new("users", "127.0.0.1", b.port())
+                .unwrap()
+                .with_metadata("hint", hint.trim_end_matches("-2"))
+        })
+        .collect();
+    let users = config.client("users");
+    let lb = tower_ribbon::LoadBalancer::builder()
+        .source(tower_ribbon::discovery::StaticSource::new().with_instances("users", instances))
+        .service("users")
+        .rule(move || users.make_rule())
+        .build(client)
+        .unwrap();
+    assert!(lb.ready_service("users").await);
+    for _ in 0..4 {
+        let req = http::Request::get("http://users/x")
+            .header("x-sc-lb-hint", "silver")
+            .body(Empty::new())
+            .unwrap();
+        assert_eq!(lb.clone().oneshot(req).await.unwrap().status(), 200);
+    }
+    assert_eq!(
+        backends
+            .iter()
+            .map(backend::Backend::hits)
+            .collect::<Vec<_>>(),
+        [0, 10, 0]
     );
 }

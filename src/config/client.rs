@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use super::error::ConfigError;
-use super::ribbon::{DEFAULT_PING_INTERVAL_SECS, RuleKind, RuleSpec, ServerListKind};
+use super::policies::{Policies, RuleSpec, SlowStartSettings};
+use super::ribbon::{DEFAULT_PING_INTERVAL_SECS, RuleKind, ServerListKind};
 use super::spring_loadbalancer::{DEFAULT_MIN_BACKOFF, LoadBalancerSettings, RetrySettings};
 use super::value::{DAY_MS, DAY_S, MAX_RETRIES};
 use crate::discovery::RefreshConfig;
@@ -91,6 +92,9 @@ pub struct ClientConfig {
     /// `circuitTripMaxTimeoutSeconds` (seconds, 1 to 86 400): the longest
     /// blackout ([`StatsConfig::breaker_max`]). Default 30 s.
     pub circuit_trip_max_timeout: Option<Duration>,
+    /// `SlowStartWindow`, `SlowStartAggression`, `SlowStartMinWeightPercent`
+    /// (this crate's keys): Envoy-style slow start. Default: off.
+    pub slow_start: SlowStartSettings,
     /// The `spring.cloud.loadbalancer.*` keys of this client, per-client
     /// form over global form.
     pub load_balancer: LoadBalancerSettings,
@@ -323,6 +327,7 @@ impl ClientConfig {
                 ));
             }
         }
+        self.slow_start.validate(&self.name)?;
         self.load_balancer.validate(&self.name)
     }
 
@@ -333,6 +338,10 @@ impl ClientConfig {
         RuleSpec {
             kind,
             preferred_zone: self.preferred_zone().map(str::to_owned),
+            spring_weights: self.rule.is_none()
+                && self.load_balancer.configuration
+                    == Some(super::LoadBalancerConfiguration::Weighted),
+            policies: Policies::new(&self.load_balancer, &self.slow_start),
         }
     }
 
@@ -340,6 +349,7 @@ impl ClientConfig {
         self.rule.is_some()
             || self.preferred_zone().is_some()
             || self.load_balancer.rule_kind().is_some()
+            || self.rule_spec().policies != Policies::default()
     }
 
     fn sets_retry(&self) -> bool {
@@ -361,7 +371,7 @@ impl ClientConfig {
     /// The balancer-wide settings in effect, one per Ribbon key (a Spring
     /// Cloud LoadBalancer counterpart shows under the Ribbon name), as
     /// shown in a conflict.
-    pub(crate) fn balancer_settings(&self) -> [(&'static str, String); 12] {
+    pub(crate) fn balancer_settings(&self) -> [(&'static str, String); 13] {
         let v = self.retry_values();
         let ms =
             |d: Option<Duration>| d.map_or("none".to_owned(), |d| format!("{} ms", d.as_millis()));
@@ -375,6 +385,10 @@ impl ClientConfig {
             (
                 "NFLoadBalancerRuleClassName",
                 self.rule_spec().kind.name().to_owned(),
+            ),
+            (
+                "spring.cloud.loadbalancer.configurations",
+                self.rule_spec().policies.balancer_wide(),
             ),
             (
                 "zone",
@@ -463,4 +477,18 @@ impl ClientConfig {
         }
         warnings
     }
+}
+
+/// The rule of a balancer serving all `clients` when some client routes by
+/// hint: the first client's rule, with each client's own hint and
+/// `global_hint` (`hint.default`) for other services.
+pub(crate) fn hint_spec(clients: &[ClientConfig], global_hint: Option<String>) -> Option<RuleSpec> {
+    let mut hint = clients.iter().find_map(|c| c.rule_spec().policies.hint)?;
+    let mut spec = clients.first()?.rule_spec();
+    hint.default = global_hint;
+    hint.services = (clients.iter())
+        .filter_map(|c| Some((c.name.clone(), c.load_balancer.hint.clone()?)))
+        .collect();
+    spec.policies.hint = Some(hint);
+    Some(spec)
 }

@@ -167,24 +167,3 @@ impl ServerListKind {
         }
     }
 }
-
-/// What rule to make: the kind and the preferred zone.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct RuleSpec {
-    pub(crate) kind: RuleKind,
-    pub(crate) preferred_zone: Option<String>,
-}
-
-impl RuleSpec {
-    pub(crate) fn make(&self) -> Box<dyn Rule> {
-        match (&self.preferred_zone, self.kind) {
-            (None, kind) => kind.make(),
-            (Some(zone), RuleKind::ZoneAvoidance) => {
-                Box::new(ZoneAvoidance::new(RoundRobin::new()).preferred_zone(Some(zone)))
-            }
-            (Some(zone), kind) => {
-                Box::new(ZoneAvoidance::new(kind.make()).preferred_zone(Some(zone)))
-            }
-        }
-    }
-}
