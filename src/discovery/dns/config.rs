@@ -25,7 +25,7 @@ pub enum IpFamily {
     Both,
 }
 
-/// How a [`DnsSource`] resolves: name servers, search list, `ndots`,
+/// How a [`DnsSource`](super::DnsSource) resolves: name servers, search list, `ndots`,
 /// timeouts, TTL clamp and answer bounds.
 ///
 /// ```

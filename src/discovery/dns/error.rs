@@ -17,7 +17,7 @@ pub enum DnsError {
         /// Why.
         reason: &'static str,
     },
-    /// A configured name is longer than [`DnsConfig::max_name_len`].
+    /// A configured name is longer than [`DnsConfig::max_name_len`](super::DnsConfig::max_name_len).
     #[error("DNS name of {len} bytes is longer than {max}")]
     NameTooLong {
         /// Its length in bytes.
@@ -66,7 +66,7 @@ pub enum DnsError {
         #[source]
         source: BoxError,
     },
-    /// The whole resolution took longer than [`DnsConfig::resolve_timeout`].
+    /// The whole resolution took longer than [`DnsConfig::resolve_timeout`](super::DnsConfig::resolve_timeout).
     #[error("resolving `{name}` took longer than {after:?}")]
     Timeout {
         /// The name as configured.

@@ -11,7 +11,7 @@
 //! client that resolves a normal `ClusterIP` service gets one address, and
 //! kube-proxy balances per connection, so long-lived connections stay on one
 //! pod. [`DnsTarget::host`] maps a service id to `name:port`: every address
-//! becomes one [`Instance`] at that port, weight 1.
+//! becomes one [`Instance`](crate::Instance) at that port, weight 1.
 //!
 //! The pod's `/etc/resolv.conf` is written by the kubelet:
 //!
@@ -42,7 +42,7 @@
 //!   DNS (RFC 2782: "a client MUST attempt to contact the target host with
 //!   the lowest-numbered priority it can reach").
 //! - **weight**: within the group, a target's share is its weight over the
-//!   sum of weights. The weight becomes [`Instance::weight`] (and metadata
+//!   sum of weights. The weight becomes [`Instance::weight`](crate::Instance::weight) (and metadata
 //!   `weight`), which [`WeightedRoundRobin`](crate::rule::WeightedRoundRobin)
 //!   reads, so weight 3 against weight 1 gets three requests in four. If
 //!   every weight in the group is 0 they all become 1 (RFC 2782: equal
@@ -96,8 +96,8 @@
 //! and SRV records, names of at most [`DnsConfig::max_name_len`] bytes
 //! (longer SRV targets are skipped), one whole resolution within
 //! [`DnsConfig::resolve_timeout`]. Errors are [`DnsError`] values, carried as
-//! [`DiscoveryError::Other`] (downcast to read them); an unconfigured
-//! service id is [`DiscoveryError::UnknownService`]. No answer, however
+//! [`DiscoveryError::Other`](crate::DiscoveryError::Other) (downcast to read them); an unconfigured
+//! service id is [`DiscoveryError::UnknownService`](crate::DiscoveryError::UnknownService). No answer, however
 //! malformed, makes the source panic.
 //!
 //! A name that stops existing (NXDOMAIN) or loses every record is an error
