@@ -2,12 +2,68 @@
 //! real-looking Spring `application.yml` (tests/data/config), checking
 //! every key's effect on the settings the balancer is built from.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderMap;
 use tower_ribbon::config::spring_loadbalancer::LoadBalancerConfiguration;
 use tower_ribbon::config::{ConfigErrorKind, RibbonConfig};
 use tower_ribbon::health::ActiveHealthCheck;
+use tower_ribbon::instance::{Endpoint, Instance};
 use tower_ribbon::retry::RetryPolicy;
+use tower_ribbon::rule::{PickContext, Rule};
+use tower_ribbon::snapshot::Snapshot;
+
+/// A snapshot of instances `(id, zone, metadata hint)` on ports 9001, ….
+fn snapshot(instances: &[(&str, Option<&str>, Option<&str>)]) -> Arc<Snapshot> {
+    let endpoints = (instances.iter().zip(9001..))
+        .map(|((id, zone, hint), port)| {
+            let mut i = Instance::new("svc", "127.0.0.1", port)
+                .unwrap()
+                .with_id(*id);
+            if let Some(z) = zone {
+                i = i.with_zone(*z);
+            }
+            if let Some(h) = hint {
+                i = i.with_metadata("hint", *h);
+            }
+            Endpoint::new(i)
+        })
+        .collect();
+    Arc::new(Snapshot::new("svc", endpoints, 1))
+}
+
+/// A snapshot of instances `(id, metadata weight)`.
+fn snapshot_weights(instances: &[(&str, &str)]) -> Arc<Snapshot> {
+    let endpoints = (instances.iter().zip(9001..))
+        .map(|((id, w), port)| {
+            let i = Instance::new("svc", "127.0.0.1", port)
+                .unwrap()
+                .with_id(*id);
+            Endpoint::new(i.with_metadata("weight", *w))
+        })
+        .collect();
+    Arc::new(Snapshot::new("svc", endpoints, 1))
+}
+
+/// The instance ids of `n` picks of `rule` over `list`, each request with
+/// `headers`.
+fn ids(rule: &dyn Rule, list: &Arc<Snapshot>, headers: &[(&str, &str)], n: usize) -> Vec<String> {
+    let mut h = HeaderMap::new();
+    for (k, v) in headers {
+        h.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let picker = rule.build(list);
+    (0..n)
+        .map(|_| {
+            let ctx = PickContext::new().with_headers(&h);
+            picker.pick(&ctx).unwrap().instance().id().to_owned()
+        })
+        .collect()
+}
 
 fn application_yml() -> RibbonConfig {
     let path =
@@ -40,10 +96,28 @@ fn global_keys_take_effect() {
     assert_eq!(lb.zone.as_deref(), Some("zone-a"));
     assert_eq!(c.zone.as_deref(), Some("zone-a"));
     assert_eq!(c.preferred_zone(), Some("zone-a"));
-    assert_eq!(c.make_rule().name(), "zone_avoidance");
-    // hint.default and hint-header-name: kept, typed.
+    // hint.default and hint-header-name: hint routing wraps zone avoidance.
     assert_eq!(lb.hint.as_deref(), Some("canary"));
     assert_eq!(lb.hint_header_name.as_deref(), Some("X-Route-Hint"));
+    assert_eq!(c.make_rule().name(), "hint_based");
+    // Their effect: zone-a preferred; the `canary` instances (hint.default)
+    // preferred over the zone; the header's hint over both.
+    let list = snapshot(&[
+        ("a1", Some("zone-a"), None),
+        ("a2", Some("zone-a"), None),
+        ("b-canary", Some("zone-b"), Some("canary")),
+        ("b-blue", Some("zone-b"), Some("blue")),
+    ]);
+    let rule = c.make_rule();
+    assert_eq!(ids(&*rule, &list, &[], 4), ["b-canary"; 4]);
+    let header = [("x-route-hint", "blue")];
+    assert_eq!(ids(&*rule, &list, &header, 3), ["b-blue"; 3]);
+    // The default header name is no longer read.
+    let default_header = [("x-sc-lb-hint", "blue")];
+    assert_eq!(ids(&*rule, &list, &default_header, 2), ["b-canary"; 2]);
+    // No hinted instance: the zone decides.
+    let plain = snapshot(&[("a1", Some("zone-a"), None), ("b1", Some("zone-b"), None)]);
+    assert_eq!(ids(&*rule, &plain, &[], 3), ["a1"; 3]);
     // health-check.*: read; no active check outside `health-check`.
     let hc = &lb.health_check;
     assert_eq!(hc.initial_delay, Some(Duration::from_secs(1)));
@@ -93,7 +167,8 @@ fn global_keys_take_effect() {
     assert_eq!(lb.subset.size, Some(20));
     assert_eq!(
         lb.subset.instance_id.as_deref(),
-        Some("${spring.application.name}-1")
+        Some("order-service-1"),
+        "placeholders of Spring's identity keys are resolved"
     );
     // cache.*: ttl is the refresh interval; service-discovery.timeout bounds a fetch.
     assert_eq!(lb.cache.enabled, Some(true));
@@ -129,12 +204,22 @@ fn per_client_keys_override_global_ones() {
         Some(LoadBalancerConfiguration::Random)
     );
     assert_eq!(pay.preferred_zone(), None);
-    assert_eq!(pay.make_rule().name(), "random");
+    assert_eq!(pay.make_rule().name(), "hint_based");
     assert_eq!(
         pay.load_balancer.hint.as_deref(),
         Some("stable"),
         "hint.<serviceId>"
     );
+    // Random among the `stable` instances, never a `canary` one.
+    let list = snapshot(&[
+        ("s1", None, Some("stable")),
+        ("c1", None, Some("canary")),
+        ("s2", None, Some("stable")),
+    ]);
+    let mut seen = ids(&*pay.make_rule(), &list, &[], 200);
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen, ["s1", "s2"]);
     assert_eq!(
         pay.retry_policy(),
         RetryPolicy::default()
@@ -146,23 +231,44 @@ fn per_client_keys_override_global_ones() {
     assert_eq!(pay.refresh_config().interval, Duration::from_secs(5));
     // inventory-service: active checks on its own path every 2 s.
     let inv = config.client("inventory-service");
-    assert_eq!(inv.make_rule().name(), "round_robin");
+    assert_eq!(
+        inv.make_rule().name(),
+        "hint_based",
+        "hint.default is global"
+    );
     let mut expected = ActiveHealthCheck::new("/health/ready");
     expected.interval = Duration::from_secs(2);
     expected.timeout = Duration::from_secs(2);
     assert_eq!(inv.health_check(), Some(expected));
-    // catalog-service: weighted by instance metadata `weight`.
-    assert_eq!(
-        config.client("catalog-service").make_rule().name(),
-        "weighted_round_robin"
-    );
-    // session-service: sticky sessions recognized, round robin meanwhile.
+    // catalog-service: weighted by instance metadata `weight`, read as
+    // SCLB reads it (0 or a bad value is 1).
+    let catalog = config.client("catalog-service").make_rule();
+    let list = snapshot_weights(&[("w3", "3"), ("w0", "0"), ("bad", "x")]);
+    let picks = ids(&*catalog, &list, &[], 500);
+    let share = |id: &str| picks.iter().filter(|p| *p == id).count();
+    assert_eq!((share("w3"), share("w0"), share("bad")), (300, 100, 100));
+    // session-service: sticky sessions on its own cookie name.
     let session = config.client("session-service");
     assert_eq!(
         session.load_balancer.configuration,
         Some(LoadBalancerConfiguration::RequestBasedStickySession)
     );
-    assert_eq!(session.make_rule().name(), "round_robin");
+    assert_eq!(session.make_rule().name(), "sticky_session");
+    let list = snapshot(&[
+        ("i-1", None, None),
+        ("i-2", None, None),
+        ("i-3", None, None),
+    ]);
+    let cookie = [("cookie", "theme=dark; session-lb=i-2")];
+    assert_eq!(ids(&*session.make_rule(), &list, &cookie, 4), ["i-2"; 4]);
+    let other = [("cookie", "lb-instance=i-2")];
+    let mut seen = ids(&*session.make_rule(), &list, &other, 3);
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        ["i-1", "i-2", "i-3"],
+        "the global cookie name is overridden"
+    );
     let sticky = &session.load_balancer.sticky_session;
     assert_eq!(
         sticky.instance_id_cookie_name.as_deref(),
@@ -177,8 +283,6 @@ fn policies_not_yet_applied_are_reported() {
     let global = |k: &str, why: &str| format!("`spring.cloud.loadbalancer.{k}`: {why}");
     let later = "recognized, not yet applied";
     let expected = [
-        global("hint", later),
-        global("hint-header-name", later),
         global("health-check.initial-delay", later),
         global("health-check.port", later),
         global("health-check.repeat-health-check", later),
@@ -193,14 +297,12 @@ fn policies_not_yet_applied_are_reported() {
             "retry.backoff.jitter",
             "recognized, not yet applied (the backoff is fully jittered)",
         ),
-        global("sticky-session", later),
-        global("subset", later),
-        global("cache.capacity", "recognized, not applied"),
         global(
-            "clients.session-service.configurations",
-            "recognized, not yet applied (round robin is used)",
+            "sticky-session.add-service-instance-cookie",
+            "recognized, not yet applied (the request path does not add the cookie; \
+             rule::sticky_session::instance_cookie builds it)",
         ),
-        global("clients.session-service.sticky-session", later),
+        global("cache.capacity", "recognized, not applied"),
     ];
     assert_eq!(config.warnings(), expected);
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::error::ConfigError;
+use super::policies::{Policies, SlowStartSettings};
 use super::ribbon::{DEFAULT_PING_INTERVAL_SECS, RuleKind, RuleSpec, ServerListKind};
 use super::spring_loadbalancer::{DEFAULT_MIN_BACKOFF, LoadBalancerSettings, RetrySettings};
 use super::value::{DAY_MS, DAY_S, MAX_RETRIES};
@@ -91,6 +92,9 @@ pub struct ClientConfig {
     /// `circuitTripMaxTimeoutSeconds` (seconds, 1 to 86 400): the longest
     /// blackout ([`StatsConfig::breaker_max`]). Default 30 s.
     pub circuit_trip_max_timeout: Option<Duration>,
+    /// `SlowStartWindow`, `SlowStartAggression`, `SlowStartMinWeightPercent`
+    /// (this crate's keys): Envoy-style slow start. Default: off.
+    pub slow_start: SlowStartSettings,
     /// The `spring.cloud.loadbalancer.*` keys of this client, per-client
     /// form over global form.
     pub load_balancer: LoadBalancerSettings,
@@ -323,6 +327,7 @@ impl ClientConfig {
                 ));
             }
         }
+        self.slow_start.validate(&self.name)?;
         self.load_balancer.validate(&self.name)
     }
 
@@ -333,6 +338,10 @@ impl ClientConfig {
         RuleSpec {
             kind,
             preferred_zone: self.preferred_zone().map(str::to_owned),
+            spring_weights: self.rule.is_none()
+                && self.load_balancer.configuration
+                    == Some(super::LoadBalancerConfiguration::Weighted),
+            policies: Policies::new(&self.load_balancer, &self.slow_start),
         }
     }
 
@@ -340,6 +349,7 @@ impl ClientConfig {
         self.rule.is_some()
             || self.preferred_zone().is_some()
             || self.load_balancer.rule_kind().is_some()
+            || self.rule_spec().policies != Policies::default()
     }
 
     fn sets_retry(&self) -> bool {
@@ -361,7 +371,7 @@ impl ClientConfig {
     /// The balancer-wide settings in effect, one per Ribbon key (a Spring
     /// Cloud LoadBalancer counterpart shows under the Ribbon name), as
     /// shown in a conflict.
-    pub(crate) fn balancer_settings(&self) -> [(&'static str, String); 12] {
+    pub(crate) fn balancer_settings(&self) -> [(&'static str, String); 13] {
         let v = self.retry_values();
         let ms =
             |d: Option<Duration>| d.map_or("none".to_owned(), |d| format!("{} ms", d.as_millis()));
@@ -375,6 +385,10 @@ impl ClientConfig {
             (
                 "NFLoadBalancerRuleClassName",
                 self.rule_spec().kind.name().to_owned(),
+            ),
+            (
+                "spring.cloud.loadbalancer.configurations",
+                self.rule_spec().policies.balancer_wide(),
             ),
             (
                 "zone",

@@ -9,12 +9,10 @@
 use super::error::ConfigError;
 use super::ribbon::{RuleKind, ServerListKind};
 use super::scope::{RibbonScope, SpringScope};
-use super::spring_loadbalancer::{
-    LoadBalancerConfiguration, LoadBalancerSettings, StickySessionSettings, SubsetSettings,
-};
+use super::spring_loadbalancer::{LoadBalancerConfiguration, LoadBalancerSettings};
 use super::value::{
     DAY_MS, DAY_S, Kv, MAX_RETRIES, boolean, count, duration, fraction, header_name, list, millis,
-    relaxed, secs, servers, status_codes, text, url_path,
+    real, relaxed, secs, servers, status_codes, text, url_path,
 };
 
 /// One key: its name as documented (a trailing `.*` marks a map key such as
@@ -88,6 +86,15 @@ pub(crate) const RIBBON: &[KeyDef<RibbonScope>] = &[
     key!("circuitTripMaxTimeoutSeconds", |s, kv| {
         s.c.circuit_trip_max_timeout = Some(secs(kv, 1..=DAY_S)?);
     }),
+    key!("SlowStartWindow", |s, kv| s.c.slow_start.window =
+        Some(millis(kv, 0..=DAY_MS)?)),
+    key!("SlowStartAggression", |s, kv| s.c.slow_start.aggression =
+        Some(real(kv, 0.0, false, 100.0)?)),
+    key!("SlowStartMinWeightPercent", |s, kv| s
+        .c
+        .slow_start
+        .min_weight_percent =
+        Some(real(kv, 0.0, true, 100.0)?)),
 ];
 
 /// Spring Cloud LoadBalancer's keys, after `spring.cloud.loadbalancer.` or
@@ -219,8 +226,6 @@ pub(crate) const NOT_APPLIED: &[NotApplied] = &[
         |s| s.configuration.is_some_and(|c| !c.is_applied()),
         "recognized, not yet applied (round robin is used)",
     ),
-    ("hint", |s| s.hint.is_some(), LATER),
-    ("hint-header-name", |s| s.hint_header_name.is_some(), LATER),
     (
         "health-check.initial-delay",
         |s| s.health_check.initial_delay.is_some(),
@@ -272,11 +277,11 @@ pub(crate) const NOT_APPLIED: &[NotApplied] = &[
         "recognized, not yet applied (the backoff is fully jittered)",
     ),
     (
-        "sticky-session",
-        |s| s.sticky_session != StickySessionSettings::default(),
-        LATER,
+        "sticky-session.add-service-instance-cookie",
+        |s| s.sticky_session.add_service_instance_cookie == Some(true),
+        "recognized, not yet applied (the request path does not add the cookie; \
+         rule::sticky_session::instance_cookie builds it)",
     ),
-    ("subset", |s| s.subset != SubsetSettings::default(), LATER),
     (
         "cache.enabled",
         |s| s.cache.enabled == Some(false),

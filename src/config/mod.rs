@@ -168,6 +168,7 @@ mod client;
 mod error;
 mod eureka;
 mod keys;
+mod policies;
 mod properties;
 mod reader;
 mod ribbon;
@@ -182,6 +183,7 @@ use std::sync::Arc;
 
 pub use client::ClientConfig;
 pub use error::{ConfigError, ConfigErrorKind};
+pub use policies::SlowStartSettings;
 pub use reader::RibbonConfig;
 pub use ribbon::{RuleKind, ServerListKind};
 pub use spring_loadbalancer::{LoadBalancerConfiguration, LoadBalancerSettings};
@@ -451,7 +453,30 @@ impl RibbonConfig {
             }
         };
         let names = self.clients.iter().map(|c| c.name.clone());
-        Ok(first.configure(builder.services(names), true))
+        let builder = first.configure(builder.services(names), true);
+        Ok(match self.hint_spec() {
+            Some(spec) => builder.rule(move || spec.make()),
+            None => builder,
+        })
+    }
+
+    /// The rule of a balancer serving every client when some client routes
+    /// by hint: the first client's rule, with each client's own hint and
+    /// the global default for other services.
+    fn hint_spec(&self) -> Option<ribbon::RuleSpec> {
+        let hinted = self.clients.iter().find_map(|c| {
+            let spec = c.rule_spec();
+            spec.policies.hint.as_ref()?;
+            Some(spec)
+        })?;
+        let mut spec = self.clients.first()?.rule_spec();
+        let mut hint = hinted.policies.hint?;
+        hint.default = SpringScope::resolve(None, &self.spring, "").hint;
+        hint.services = (self.clients.iter())
+            .filter_map(|c| Some((c.name.clone(), c.load_balancer.hint.clone()?)))
+            .collect();
+        spec.policies.hint = Some(hint);
+        Some(spec)
     }
 
     fn kind_of(&self, client: &ClientConfig) -> Result<ServerListKind, ConfigError> {

@@ -10,6 +10,7 @@ use super::client::ClientConfig;
 use super::error::ConfigError;
 use super::eureka::{EurekaSettings, redact_url};
 use super::keys;
+use super::policies::AppIdentity;
 use super::properties;
 use super::scope::{RibbonScope, SpringScope};
 use crate::discovery::StaticSource;
@@ -44,6 +45,8 @@ pub(crate) struct Reader {
     pub(crate) clients: Vec<ClientScopes>,
     pub(crate) eureka: EurekaSettings,
     pub(crate) warnings: Vec<String>,
+    /// Spring's application identity keys (for `subset.instance-id`).
+    app: AppIdentity,
     /// Lower-case client name -> index in `clients`.
     index: HashMap<String, usize>,
     /// Unknown keys seen.
@@ -98,6 +101,7 @@ impl Reader {
             if key.starts_with("eureka.") {
                 self.eureka.set(key, value)?;
             }
+            self.app.read(key, value);
             return Ok(());
         };
         if !keys::set_ribbon(scope, name, key, value)? {
@@ -162,7 +166,9 @@ impl Reader {
         Ok(())
     }
 
-    pub(crate) fn finish(self) -> RibbonConfig {
+    pub(crate) fn finish(mut self) -> RibbonConfig {
+        self.spring.default_instance_id = self.app.default_id();
+        self.spring.identity = self.app.clone();
         let zone = self.eureka.zone.as_deref();
         let clients: Vec<ClientConfig> = (self.clients.iter())
             .map(|c| {

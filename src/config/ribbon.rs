@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use super::policies::Policies;
+
 use crate::rule::{
     AvailabilityFiltering, BestAvailable, ConsistentHash, PeakEwmaP2c, Random, RoundRobin, Rule,
     WeightedResponseTime, WeightedRoundRobin, ZoneAvoidance,
@@ -168,23 +170,34 @@ impl ServerListKind {
     }
 }
 
-/// What rule to make: the kind and the preferred zone.
+/// What rule to make: the kind, the preferred zone, and the policy
+/// wrappers (see the `policies` module for their order).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RuleSpec {
     pub(crate) kind: RuleKind,
     pub(crate) preferred_zone: Option<String>,
+    /// `configurations: weighted`: SCLB's reading of metadata `weight`.
+    pub(crate) spring_weights: bool,
+    pub(crate) policies: Policies,
 }
 
 impl RuleSpec {
     pub(crate) fn make(&self) -> Box<dyn Rule> {
-        match (&self.preferred_zone, self.kind) {
-            (None, kind) => kind.make(),
-            (Some(zone), RuleKind::ZoneAvoidance) => {
-                Box::new(ZoneAvoidance::new(RoundRobin::new()).preferred_zone(Some(zone)))
+        let base: Box<dyn Rule> = match self.kind {
+            RuleKind::ZoneAvoidance => Box::new(RoundRobin::new()),
+            RuleKind::WeightedRoundRobin if self.spring_weights => {
+                Box::new(WeightedRoundRobin::new().spring_weights())
             }
-            (Some(zone), kind) => {
-                Box::new(ZoneAvoidance::new(kind.make()).preferred_zone(Some(zone)))
+            kind => kind.make(),
+        };
+        let inner = self.policies.wrap_inner(base);
+        let zone = self.preferred_zone.as_deref();
+        let rule: Box<dyn Rule> = match (zone, self.kind) {
+            (None, RuleKind::ZoneAvoidance) | (Some(_), _) => {
+                Box::new(ZoneAvoidance::new(inner).preferred_zone(zone))
             }
-        }
+            (None, _) => inner,
+        };
+        self.policies.wrap_outer(rule)
     }
 }

@@ -2,6 +2,7 @@
 //! merge of a client's scopes over the global ones.
 
 use super::client::ClientConfig;
+use super::policies::AppIdentity;
 use super::spring_loadbalancer::LoadBalancerSettings;
 use crate::discovery::parse_list_of_servers;
 
@@ -39,6 +40,7 @@ impl RibbonScope {
             enable_zone_exclusivity, zone, vip_addresses, server_list, eureka_enabled,
             connection_failure_count_threshold, circuit_trip_timeout_factor,
             circuit_trip_max_timeout);
+        inherit!(c.slow_start, defaults.c.slow_start; window, aggression, min_weight_percent);
         c.name = name.to_owned();
         // Validated when read; parsing does not depend on the name.
         c.list_of_servers = (self.servers.as_ref())
@@ -64,6 +66,12 @@ pub(crate) struct SpringScope {
     pub(crate) health_paths: Vec<(String, String)>,
     /// `eager-load.clients` (global only).
     pub(crate) eager_load: Option<Vec<String>>,
+    /// Spring's default instance id from `spring.application.name` and
+    /// its neighbours (global only): `subset.instance-id` when unset.
+    pub(crate) default_instance_id: Option<String>,
+    /// Spring's identity keys, for placeholders in `subset.instance-id`
+    /// (global only).
+    pub(crate) identity: AppIdentity,
 }
 
 /// The last value of `map` for `client`, else for `default`.
@@ -101,6 +109,10 @@ impl SpringScope {
         inherit!(lb.subset, g.subset; size, instance_id);
         inherit!(lb.cache, g.cache; enabled, ttl, capacity, caffeine_spec);
         lb.hint = lookup(&own.hints, client).or_else(|| lookup(&global.hints, client));
+        lb.subset.instance_id = match lb.subset.instance_id.take() {
+            Some(id) => Some(global.identity.resolve(&id)),
+            None => global.default_instance_id.clone(),
+        };
         lb.health_check.path =
             lookup(&own.health_paths, client).or_else(|| lookup(&global.health_paths, client));
         lb

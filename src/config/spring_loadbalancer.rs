@@ -101,13 +101,7 @@ impl LoadBalancerConfiguration {
 
     /// Whether this crate applies the configuration today.
     pub fn is_applied(self) -> bool {
-        !matches!(
-            self,
-            Self::RequestBasedStickySession
-                | Self::SameInstancePreference
-                | Self::Subset
-                | Self::ApiVersion
-        )
+        self != Self::ApiVersion
     }
 }
 

@@ -144,6 +144,21 @@ pub(crate) fn header_name(kv: &Kv<'_>) -> Result<String, ConfigError> {
     Ok(kv.value.to_owned())
 }
 
+/// A finite decimal number `lo < x <= hi` (`lo` itself allowed when
+/// `lo_inclusive`).
+pub(crate) fn real(kv: &Kv<'_>, lo: f64, lo_inclusive: bool, hi: f64) -> Result<f64, ConfigError> {
+    let open = if lo_inclusive { '[' } else { '(' };
+    match kv.value.parse::<f64>() {
+        Ok(x) if x.is_finite() && (x > lo || (lo_inclusive && x == lo)) && x <= hi => Ok(x),
+        Ok(_) => Err(ConfigError::invalid(
+            kv.key,
+            kv.value,
+            format!("must be within {open}{lo}, {hi}]"),
+        )),
+        Err(_) => Err(ConfigError::invalid(kv.key, kv.value, "not a number")),
+    }
+}
+
 /// A fraction in `0.0..=1.0`.
 pub(crate) fn fraction(kv: &Kv<'_>) -> Result<f64, ConfigError> {
     match kv.value.parse::<f64>() {

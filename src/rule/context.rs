@@ -1,6 +1,7 @@
 //! [`PickContext`]: the per-request facts a pick reads, and the tiers of
 //! filters the wrapping pickers add.
 
+use http::HeaderMap;
 use tokio::time::Instant;
 
 use crate::instance::Endpoint;
@@ -94,6 +95,7 @@ pub struct PickContext<'a> {
     now: Instant,
     health_filter: bool,
     tiers: Option<&'a Tiers<'a>>,
+    headers: Option<&'a HeaderMap>,
 }
 
 impl Default for PickContext<'_> {
@@ -116,6 +118,7 @@ impl<'a> PickContext<'a> {
             now,
             health_filter: false,
             tiers: None,
+            headers: None,
         }
     }
 
@@ -141,6 +144,23 @@ impl<'a> PickContext<'a> {
     pub fn with_health_filter(mut self) -> Self {
         self.health_filter = true;
         self
+    }
+
+    /// Gives the pick the request's headers, for rules that route by a
+    /// header or a cookie ([`HintBased`](super::HintBased) reads
+    /// `X-SC-LB-Hint`, [`StickySession`](super::StickySession) the cookie
+    /// `sc-lb-instance-id`). The balancer passes every request's headers;
+    /// rules that do not read them pay nothing (one more pointer in the
+    /// context). Default: none.
+    pub fn with_headers(mut self, headers: &'a HeaderMap) -> Self {
+        self.headers = Some(headers);
+        self
+    }
+
+    /// The request's headers, if the caller passed them
+    /// ([`PickContext::with_headers`]).
+    pub fn headers(&self) -> Option<&'a HeaderMap> {
+        self.headers
     }
 
     /// Whether unhealthy endpoints are ineligible.
@@ -218,6 +238,7 @@ impl<'a> PickContext<'a> {
             now: self.now,
             health_filter: self.health_filter,
             tiers: Some(link),
+            headers: self.headers,
         }
     }
 

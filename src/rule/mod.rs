@@ -12,7 +12,9 @@
 //!   shared with later pickers (the cursor, the clock) is held through an
 //!   `Arc` the rule handed it, so a refresh that brings the same list does
 //!   not reset a rotation.
-//! - The wrapping rules ([`AvailabilityFiltering`], [`ZoneAvoidance`])
+//! - The wrapping rules ([`AvailabilityFiltering`], [`ZoneAvoidance`],
+//!   and the Spring Cloud LoadBalancer policies [`HintBased`],
+//!   [`StickySession`], [`SameInstancePreference`], [`Subset`])
 //!   wrap the inner rule's *picker*, and pass their filters to it as
 //!   [`Tiers`] in the [`PickContext`]: the inner picker steps its own
 //!   rotation once and takes from the first non-empty tier, so a pick that
@@ -30,6 +32,11 @@
 //! | [`WeightedResponseTime`] | instances of unequal speed; share falls as mean latency rises | Ribbon `WeightedResponseTimeRule` |
 //! | [`WeightedRoundRobin`] | static capacities from metadata `weight`; smooth, deterministic | NGINX smooth weighted round robin |
 //! | [`ConsistentHash`] | affinity: the same key to the same instance (caches, sessions) | Maglev hashing (NSDI 2016), with a fill that moves only a removed instance's keys |
+//! | [`HintBased`] | wrap another rule: prefer instances whose metadata `hint` matches the request's `X-SC-LB-Hint` header or the configured hint | SCLB `HintBasedServiceInstanceListSupplier` |
+//! | [`StickySession`] | wrap another rule: prefer the instance named by the `sc-lb-instance-id` cookie | SCLB `RequestBasedStickySessionServiceInstanceListSupplier` |
+//! | [`SameInstancePreference`] | wrap another rule: keep going to the instance chosen last time | SCLB `SameInstancePreferenceServiceInstanceListSupplier` |
+//! | [`Subset`] | wrap another rule: talk to a deterministic subset, the same one SCLB picks for the same instance id | SCLB `SubsetServiceInstanceListSupplier` (Google SRE book, ch. 20) |
+//! | [`SlowStart`] | wrap another rule: ramp a new instance's share up over a window | Envoy `slow_start_config` |
 //!
 //! Build cost is O(n log n) or less in the number of instances `n` for
 //! every rule (see each module); a pick is O(1) for round robin, random,
@@ -65,9 +72,15 @@ pub mod availability_filtering;
 pub mod best_available;
 pub mod consistent_hash;
 mod context;
+pub mod hint;
 pub mod peak_ewma_p2c;
+mod prefer;
 pub mod random;
 pub mod round_robin;
+pub mod same_instance;
+pub mod slow_start;
+pub mod sticky_session;
+pub mod subset;
 #[cfg(test)]
 mod test_support;
 mod walk;
@@ -79,9 +92,14 @@ pub use availability_filtering::{AllFilteredPolicy, AvailabilityFiltering};
 pub use best_available::BestAvailable;
 pub use consistent_hash::ConsistentHash;
 pub use context::{Domain, PickContext, Tier, Tiers};
+pub use hint::HintBased;
 pub use peak_ewma_p2c::PeakEwmaP2c;
 pub use random::Random;
 pub use round_robin::RoundRobin;
+pub use same_instance::SameInstancePreference;
+pub use slow_start::{SlowStart, SlowStartConfig};
+pub use sticky_session::StickySession;
+pub use subset::Subset;
 pub use weighted_response_time::WeightedResponseTime;
 pub use weighted_round_robin::WeightedRoundRobin;
 pub use zone_avoidance::ZoneAvoidance;

@@ -46,6 +46,25 @@ use crate::snapshot::Snapshot;
 /// Smooth weighted round robin over the instances' static weights.
 pub struct WeightedRoundRobin {
     cursor: Arc<AtomicUsize>,
+    spring: bool,
+}
+
+/// An instance's weight as Spring Cloud LoadBalancer's
+/// `WeightedServiceInstanceListSupplier.metadataWeightFunction` reads it:
+/// metadata `weight` parsed as a Java `int` (`Integer.parseInt`: an
+/// optional sign and digits, no spaces); a value ≤ 0 or one that does not
+/// parse gives 1. Without the metadata key, [`Instance::weight`](crate::instance::Instance::weight) (1 unless
+/// the source set it), at least 1.
+pub fn spring_weight(instance: &crate::instance::Instance) -> u32 {
+    match instance.metadata().get("weight") {
+        Some(w) => w
+            .parse::<i32>()
+            .ok()
+            .and_then(|w| u32::try_from(w).ok())
+            .filter(|w| *w > 0)
+            .unwrap_or(1),
+        None => instance.weight().max(1),
+    }
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -162,7 +181,19 @@ impl WeightedRoundRobin {
     pub fn with_start(start: usize) -> Self {
         Self {
             cursor: Arc::new(AtomicUsize::new(start)),
+            spring: false,
         }
+    }
+
+    /// Reads weights as Spring Cloud LoadBalancer's `weighted`
+    /// configuration does ([`spring_weight`]: metadata `weight`, a value
+    /// ≤ 0 or unparsable is 1) instead of [`Instance::weight`](crate::instance::Instance::weight) (where 0
+    /// means no share). SCLB expands the list by weight and indexes it
+    /// round robin (A:3, B:1 gives `A B A A`); this rule's smooth order
+    /// (`A A B A`) gives the same shares per cycle.
+    pub fn spring_weights(mut self) -> Self {
+        self.spring = true;
+        self
     }
 }
 
@@ -176,6 +207,7 @@ impl fmt::Debug for WeightedRoundRobin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WeightedRoundRobin")
             .field("next", &self.cursor.load(Ordering::Relaxed))
+            .field("spring_weights", &self.spring)
             .finish()
     }
 }
@@ -185,7 +217,13 @@ impl Rule for WeightedRoundRobin {
         let raw: Vec<u32> = snapshot
             .endpoints()
             .iter()
-            .map(|e| e.instance().weight())
+            .map(|e| {
+                if self.spring {
+                    spring_weight(e.instance())
+                } else {
+                    e.instance().weight()
+                }
+            })
             .collect();
         let (weights, sequence) = smooth_cycle(&raw, Self::MAX_CYCLE as u64);
         Arc::new(WeightedRoundRobinPicker {
@@ -281,6 +319,31 @@ mod tests {
                 None => '-',
             })
             .collect()
+    }
+
+    #[test]
+    fn spring_weights_follow_sclb() {
+        let w = |m: Option<&str>, own: u32| {
+            let i = instance("127.0.0.1", 1).with_weight(own);
+            spring_weight(&m.map_or(i.clone(), |m| i.with_metadata("weight", m)))
+        };
+        assert_eq!(w(Some("3"), 1), 3);
+        assert_eq!(w(Some("+4"), 1), 4);
+        for bad in ["0", "-2", " 3", "3.5", "x", "", "2147483648"] {
+            assert_eq!(w(Some(bad), 7), 1, "{bad}");
+        }
+        assert_eq!(w(None, 0), 1);
+        assert_eq!(w(None, 5), 5);
+        let eps = [("3", 1000), ("1", 1001), ("0", 1002)]
+            .iter()
+            .map(|(m, p)| Endpoint::new(instance("127.0.0.1", *p).with_metadata("weight", *m)))
+            .collect();
+        let s = Arc::new(Snapshot::new("s", eps, 1));
+        let rule = WeightedRoundRobin::with_start(0).spring_weights();
+        assert_eq!(
+            letters(&*rule.build(&s), &PickContext::new(), 10),
+            "abacaabaca"
+        );
     }
 
     #[test]

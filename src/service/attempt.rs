@@ -106,7 +106,7 @@ where
     .map_err(NotSent::NotReady)?;
     let endpoint = match target {
         Target::Same(endpoint) => endpoint.clone(),
-        Target::Pick { tried, last } => pick(state, tried, hash_key)
+        Target::Pick { tried, last } => pick(state, tried, hash_key, request.headers())
             .or_else(|| last.cloned())
             .ok_or(NotSent::NoEndpoint)?,
     };
@@ -188,9 +188,14 @@ fn observe(shared: &Shared, state: &ServiceState, endpoint: &Endpoint, now: Inst
 }
 
 /// Picks an endpoint not in `tried` if one is eligible, else any.
-fn pick(state: &ServiceState, tried: &[Endpoint], hash_key: Option<u64>) -> Option<Endpoint> {
+fn pick(
+    state: &ServiceState,
+    tried: &[Endpoint],
+    hash_key: Option<u64>,
+    headers: &http::HeaderMap,
+) -> Option<Endpoint> {
     let picker = state.picker();
-    let mut ctx = PickContext::new();
+    let mut ctx = PickContext::new().with_headers(headers);
     if let Some(key) = hash_key {
         ctx = ctx.with_hash_key(key);
     }

@@ -120,6 +120,15 @@ impl EndpointStats {
         }
     }
 
+    /// When these stats were created: when the refresh first saw this
+    /// endpoint's [identity](crate::instance::InstanceKey). A refresh that
+    /// keeps the identity keeps the stats, so this survives refreshes; an
+    /// instance that leaves the list and comes back gets new stats and a
+    /// new time. Read by [`SlowStart`](crate::rule::SlowStart).
+    pub fn first_seen(&self) -> Instant {
+        self.created
+    }
+
     /// The configuration.
     pub fn config(&self) -> &StatsConfig {
         &self.config

@@ -1,0 +1,296 @@
+//! The policy wrappers a client's rule gets from its keys: Spring Cloud
+//! LoadBalancer's `configurations` (`request-based-sticky-session`,
+//! `same-instance-preference`, `subset`, `weighted`), its hint keys, and
+//! this crate's slow start keys.
+//!
+//! Wrapping order, outermost first: [`Subset`] (which instances this client
+//! talks to), [`StickySession`] or [`SameInstancePreference`] (the one
+//! instance a request should stay on), [`HintBased`] (a group of
+//! instances), [`ZoneAvoidance`] (the client's zone), [`SlowStart`], then
+//! the rule itself. An outer wrapper's preference wins: a sticky cookie
+//! beats a hint, a hint beats the zone.
+//!
+//! [`ZoneAvoidance`]: crate::rule::ZoneAvoidance
+
+use std::time::Duration;
+
+use http::HeaderName;
+
+use super::error::ConfigError;
+use super::spring_loadbalancer::{LoadBalancerConfiguration, LoadBalancerSettings};
+use super::value::DAY_MS;
+use crate::rule::{
+    HintBased, Rule, SameInstancePreference, SlowStart, SlowStartConfig, StickySession, Subset,
+};
+
+/// This crate's slow start keys (`<client>.ribbon.SlowStartWindow`,
+/// `SlowStartAggression`, `SlowStartMinWeightPercent`), Envoy's
+/// `slow_start_config`. `None` means not set.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
+pub struct SlowStartSettings {
+    /// `SlowStartWindow` (ms, 0 to one day): Envoy's `slow_start_window`;
+    /// setting it above 0 turns slow start on. Default: off.
+    pub window: Option<Duration>,
+    /// `SlowStartAggression` (a number above 0, at most 100): Envoy's
+    /// `aggression`. Default 1.0 (linear).
+    pub aggression: Option<f64>,
+    /// `SlowStartMinWeightPercent` (0 to 100): Envoy's
+    /// `min_weight_percent`. Default 10.
+    pub min_weight_percent: Option<f64>,
+}
+
+impl SlowStartSettings {
+    /// The slow start in effect, if the window is set above 0.
+    pub fn config(&self) -> Option<SlowStartConfig> {
+        let window = self.window.filter(|w| !w.is_zero())?;
+        let mut config = SlowStartConfig::new(window);
+        if let Some(a) = self.aggression {
+            config = config.aggression(a);
+        }
+        if let Some(p) = self.min_weight_percent {
+            config = config.min_weight_percent(p);
+        }
+        Some(config)
+    }
+}
+
+impl SlowStartSettings {
+    /// Checks the set fields against their keys' ranges (a
+    /// [`ClientConfig`](super::ClientConfig) filled in by hand skips the
+    /// file readers' checks).
+    ///
+    /// # Errors
+    /// [`InvalidValue`](super::ConfigErrorKind::InvalidValue) naming the
+    /// key (`<client>.ribbon.SlowStart…`).
+    pub fn validate(&self, client: &str) -> Result<(), ConfigError> {
+        let bad = |k: &str, v: String, why: &'static str| {
+            Err(ConfigError::invalid(&format!("{client}.ribbon.{k}"), &v, why))
+        };
+        if let Some(w) = self.window.filter(|w| w.as_millis() > u128::from(DAY_MS)) {
+            return bad("SlowStartWindow", format!("{}", w.as_millis()), "at most one day (ms)");
+        }
+        if let Some(a) = self.aggression.filter(|a| !(*a > 0.0 && *a <= 100.0)) {
+            return bad("SlowStartAggression", a.to_string(), "must be within (0, 100]");
+        }
+        if let Some(p) = self.min_weight_percent.filter(|p| !(0.0..=100.0).contains(p)) {
+            return bad("SlowStartMinWeightPercent", p.to_string(), "must be within [0, 100]");
+        }
+        Ok(())
+    }
+}
+
+/// Hint routing as configured: the header, the default hint and the hints
+/// of named services.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct HintSpec {
+    pub(crate) header: Option<String>,
+    pub(crate) default: Option<String>,
+    pub(crate) services: Vec<(String, String)>,
+}
+
+/// The wrappers of one rule.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct Policies {
+    pub(crate) configuration: Option<LoadBalancerConfiguration>,
+    /// Some when a `hint.*` or `hint-header-name` key is set.
+    pub(crate) hint: Option<HintSpec>,
+    pub(crate) sticky_cookie: Option<String>,
+    pub(crate) subset: Option<(String, usize)>,
+    pub(crate) slow_start: Option<SlowStartConfig>,
+}
+
+impl Policies {
+    /// The policies of a client's settings.
+    pub(crate) fn new(lb: &LoadBalancerSettings, slow_start: &SlowStartSettings) -> Self {
+        use LoadBalancerConfiguration as C;
+        let hint = (lb.hint.is_some() || lb.hint_header_name.is_some()).then(|| HintSpec {
+            header: lb.hint_header_name.clone(),
+            default: lb.hint.clone(),
+            services: Vec::new(),
+        });
+        let sticky_cookie = (lb.configuration == Some(C::RequestBasedStickySession)).then(|| {
+            (lb.sticky_session.instance_id_cookie_name.clone())
+                .unwrap_or_else(|| "sc-lb-instance-id".to_owned())
+        });
+        let subset = (lb.configuration == Some(C::Subset)).then(|| {
+            let id = (lb.subset.instance_id.clone())
+                .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+            let size = lb.subset.size.map_or(100, |s| s as usize);
+            (id, size)
+        });
+        Self {
+            configuration: lb.configuration,
+            hint,
+            sticky_cookie,
+            subset,
+            slow_start: slow_start.config(),
+        }
+    }
+
+    /// What must be equal across the clients of one balancer (everything
+    /// but hint routing, which is per service), as text for a conflict
+    /// message.
+    pub(crate) fn balancer_wide(&self) -> String {
+        let shared = Self {
+            hint: None,
+            ..self.clone()
+        };
+        format!("{shared:?}")
+    }
+
+    /// Wraps `inner` in the slow start wrapper, if configured (the
+    /// innermost wrapper).
+    pub(crate) fn wrap_inner(&self, inner: Box<dyn Rule>) -> Box<dyn Rule> {
+        match self.slow_start {
+            Some(config) => Box::new(SlowStart::new(inner, config)),
+            None => inner,
+        }
+    }
+
+    /// Wraps `rule` (zone avoidance included) in the SCLB policies.
+    pub(crate) fn wrap_outer(&self, mut rule: Box<dyn Rule>) -> Box<dyn Rule> {
+        if let Some(spec) = &self.hint {
+            let mut hint = HintBased::new(rule);
+            if let Some(header) = spec.header.as_deref().and_then(|h| h.parse::<HeaderName>().ok()) {
+                hint = hint.header_name(header);
+            }
+            if let Some(default) = &spec.default {
+                hint = hint.hint(default.clone());
+            }
+            for (service, h) in &spec.services {
+                hint = hint.service_hint(service, h.clone());
+            }
+            rule = Box::new(hint);
+        }
+        if let Some(cookie) = &self.sticky_cookie {
+            rule = Box::new(StickySession::new(rule).cookie_name(cookie.clone()));
+        }
+        if self.configuration == Some(LoadBalancerConfiguration::SameInstancePreference) {
+            rule = Box::new(SameInstancePreference::new(rule));
+        }
+        if let Some((id, size)) = &self.subset {
+            rule = Box::new(Subset::new(rule, id.clone()).size(*size));
+        }
+        rule
+    }
+}
+
+/// Spring's default instance id (`IdUtils.getDefaultInstanceId`):
+/// `vcap.application.instance_id` if set, else
+/// `[spring.cloud.client.hostname:]spring.application.name[:index]` with
+/// `index` = `spring.application.instance_id`, else `server.port`; `None`
+/// when none of them is set. Spring fills `spring.cloud.client.hostname`
+/// with the machine's host name, which a file rarely holds: set
+/// `subset.instance-id` for a Rust and a Java client to agree.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AppIdentity {
+    pub(crate) vcap_instance_id: Option<String>,
+    pub(crate) hostname: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) instance_id: Option<String>,
+    pub(crate) port: Option<String>,
+}
+
+impl AppIdentity {
+    /// Records `key` if it is one of the identity keys.
+    pub(crate) fn read(&mut self, key: &str, value: &str) {
+        let slot = match key {
+            "vcap.application.instance_id" => &mut self.vcap_instance_id,
+            "spring.cloud.client.hostname" => &mut self.hostname,
+            "spring.application.name" => &mut self.name,
+            "spring.application.instance_id" => &mut self.instance_id,
+            "server.port" => &mut self.port,
+            _ => return,
+        };
+        *slot = Some(value.to_owned()).filter(|v| !v.trim().is_empty());
+    }
+
+    /// The value of an identity key, if set.
+    fn get(&self, key: &str) -> Option<&str> {
+        match key.trim() {
+            "vcap.application.instance_id" => self.vcap_instance_id.as_deref(),
+            "spring.cloud.client.hostname" => self.hostname.as_deref(),
+            "spring.application.name" => self.name.as_deref(),
+            "spring.application.instance_id" => self.instance_id.as_deref(),
+            "server.port" => self.port.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// `text` with each `${key}` or `${key:default}` placeholder naming an
+    /// identity key replaced (by the default when the key is not set), as
+    /// Spring resolves `subset.instance-id`; other placeholders stay as
+    /// written. One pass, no nesting; at most 16 placeholders.
+    pub(crate) fn resolve(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        for _ in 0..16 {
+            let Some(start) = rest.find("${") else { break };
+            let Some(len) = rest[start..].find('}') else { break };
+            let inner = &rest[start + 2..start + len];
+            let (key, default) = match inner.split_once(':') {
+                Some((k, d)) => (k, Some(d)),
+                None => (inner, None),
+            };
+            out.push_str(&rest[..start]);
+            match self.get(key).or(default) {
+                Some(v) => out.push_str(v),
+                None => out.push_str(&rest[start..=start + len]),
+            }
+            rest = &rest[start + len + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// The default instance id, if any part is set.
+    pub(crate) fn default_id(&self) -> Option<String> {
+        if let Some(vcap) = &self.vcap_instance_id {
+            return Some(vcap.clone());
+        }
+        let combine = |a: Option<String>, b: Option<String>| match (a, b) {
+            (Some(a), Some(b)) => Some(format!("{a}:{b}")),
+            (a, b) => a.or(b),
+        };
+        let name = combine(self.hostname.clone(), self.name.clone());
+        combine(name, self.instance_id.clone().or_else(|| self.port.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_instance_id_as_spring_builds_it() {
+        let mut app = AppIdentity::default();
+        assert_eq!(app.default_id(), None);
+        app.read("server.port", "8080");
+        assert_eq!(app.default_id().as_deref(), Some("8080"));
+        app.read("spring.application.name", "gateway");
+        assert_eq!(app.default_id().as_deref(), Some("gateway:8080"));
+        app.read("spring.cloud.client.hostname", "host-1");
+        app.read("spring.application.instance_id", "7");
+        assert_eq!(app.default_id().as_deref(), Some("host-1:gateway:7"));
+        app.read("vcap.application.instance_id", "cf-1");
+        assert_eq!(app.default_id().as_deref(), Some("cf-1"));
+        app.read("other.key", "x");
+        assert_eq!(app.resolve("${spring.application.name}-1"), "gateway-1");
+        assert_eq!(app.resolve("a${x.y:dflt}b${server.port}"), "adfltb8080");
+        assert_eq!(app.resolve("${unknown}${"), "${unknown}${");
+        assert_eq!(app.resolve("é${spring.application.name}é"), "égatewayé");
+    }
+
+    #[test]
+    fn slow_start_settings() {
+        assert_eq!(SlowStartSettings::default().config(), None);
+        let s = SlowStartSettings {
+            window: Some(Duration::from_secs(30)),
+            aggression: Some(2.0),
+            min_weight_percent: Some(5.0),
+        };
+        let c = s.config().unwrap();
+        assert_eq!((c.window, c.aggression, c.min_weight_percent), (Duration::from_secs(30), 2.0, 5.0));
+    }
+}

@@ -1,0 +1,289 @@
+//! Hint-based routing (Spring Cloud LoadBalancer's
+//! `HintBasedServiceInstanceListSupplier`) in front of any other rule.
+//!
+//! The hint of a request is the first value of the header
+//! [`header_name`](HintBased::header_name) (default `X-SC-LB-Hint`) when it
+//! has text (a character other than whitespace); otherwise the configured
+//! hint of the service ([`service_hint`](HintBased::service_hint), Spring's
+//! `spring.cloud.loadbalancer.hint.<serviceId>`), else the default hint
+//! ([`hint`](HintBased::hint), Spring's `hint.default`), else the literal
+//! `default` (as Spring's `LoadBalancerClient` fills its
+//! `HintRequestContext`). Instances whose metadata `hint` equals the hint
+//! (byte for byte, case-sensitive, as Java's `String.equals`) are
+//! preferred; when none of them is eligible, the wrapped rule picks among
+//! all instances, as SCLB returns every instance when none matches. A
+//! header hint that matches no instance also means all instances (SCLB
+//! does not fall back from the header to the configured hint).
+//!
+//! Difference from SCLB: the preference is over the *eligible* instances
+//! (a retry's exclusions, the health filter), so a hinted instance that is
+//! excluded or unhealthy lets the pick go to the others instead of failing.
+//!
+//! Cost: [`Rule::build`] groups the endpoints by hint (O(n), one hash map);
+//! a pick reads one header and does one hash lookup, then costs what the
+//! wrapped picker costs with one preferred tier, whose [`Domain`] is the
+//! group's endpoints (a round-robin picker steps over them only). A
+//! request without the header and with no group for the configured hint
+//! goes straight to the wrapped picker.
+//!
+//! [`Domain`]: super::Domain
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use http::HeaderName;
+
+use super::prefer::pick_preferring;
+use super::{PickContext, Picker, Rule};
+use crate::instance::Endpoint;
+use crate::snapshot::Snapshot;
+
+/// The metadata key holding an instance's hint (SCLB's).
+pub const HINT_METADATA_KEY: &str = "hint";
+
+/// Prefers the instances whose metadata `hint` matches the request's hint;
+/// the wrapped rule chooses among them. See the [module docs](self).
+///
+/// Defaults: header `X-SC-LB-Hint`, no configured hint (the literal
+/// `default` is used).
+pub struct HintBased<R> {
+    inner: R,
+    header: HeaderName,
+    default_hint: Box<str>,
+    /// Per-service hints, keyed by the service id in ASCII lowercase.
+    services: HashMap<Box<str>, Box<str>>,
+}
+
+impl<R: Rule> HintBased<R> {
+    /// SCLB's default header (`spring.cloud.loadbalancer.hint-header-name`).
+    pub const DEFAULT_HEADER: &'static str = "x-sc-lb-hint";
+    /// The hint used when none is configured (SCLB's literal).
+    pub const DEFAULT_HINT: &'static str = "default";
+
+    /// Hint-based routing over `inner` with SCLB's defaults.
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            header: HeaderName::from_static(Self::DEFAULT_HEADER),
+            default_hint: Self::DEFAULT_HINT.into(),
+            services: HashMap::new(),
+        }
+    }
+
+    /// The header that carries a request's hint (SCLB's
+    /// `hint-header-name`). Default `X-SC-LB-Hint`.
+    pub fn header_name(mut self, name: HeaderName) -> Self {
+        self.header = name;
+        self
+    }
+
+    /// The hint of services without their own (SCLB's `hint.default`).
+    /// Default: the literal `default`.
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.default_hint = hint.into().into_boxed_str();
+        self
+    }
+
+    /// The hint of `service` (SCLB's `hint.<serviceId>`; the id compares
+    /// ASCII-case-insensitively).
+    pub fn service_hint(mut self, service: &str, hint: impl Into<String>) -> Self {
+        self.services.insert(
+            service.to_ascii_lowercase().into_boxed_str(),
+            hint.into().into_boxed_str(),
+        );
+        self
+    }
+
+    /// The configured hint for `service`: its own, else the default.
+    pub fn configured_hint(&self, service: &str) -> &str {
+        self.services
+            .get(service.to_ascii_lowercase().as_str())
+            .unwrap_or(&self.default_hint)
+    }
+
+    /// The wrapped rule.
+    pub fn inner(&self) -> &R {
+        &self.inner
+    }
+}
+
+impl<R: Rule> fmt::Debug for HintBased<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HintBased")
+            .field("inner", &self.inner)
+            .field("header", &self.header)
+            .field("default_hint", &self.default_hint)
+            .field("services", &self.services.len())
+            .finish()
+    }
+}
+
+/// No hint group.
+const NONE: u32 = u32::MAX;
+
+impl<R: Rule> Rule for HintBased<R> {
+    fn build(&self, snapshot: &Arc<Snapshot>) -> Arc<dyn Picker> {
+        let endpoints = snapshot.endpoints();
+        let mut groups: HashMap<Box<[u8]>, u32> = HashMap::new();
+        let mut members: Vec<Vec<u32>> = Vec::new();
+        let mut ids = Vec::with_capacity(endpoints.len());
+        for (i, e) in endpoints.iter().enumerate() {
+            let group = match (
+                e.instance().metadata().get(HINT_METADATA_KEY),
+                u32::try_from(i),
+            ) {
+                (Some(hint), Ok(i)) => {
+                    let next = u32::try_from(members.len()).unwrap_or(NONE);
+                    let g = *groups.entry(hint.as_bytes().into()).or_insert(next);
+                    if g == next && next != NONE {
+                        members.push(Vec::new());
+                    }
+                    if let Some(m) = members.get_mut(g as usize) {
+                        m.push(i);
+                    }
+                    g
+                }
+                _ => NONE,
+            };
+            ids.push(group);
+        }
+        let configured = groups
+            .get(self.configured_hint(snapshot.service_id()).as_bytes())
+            .copied();
+        Arc::new(HintPicker {
+            inner: self.inner.build(snapshot),
+            header: self.header.clone(),
+            groups,
+            members: members.into_iter().map(Vec::into_boxed_slice).collect(),
+            ids: ids.into_boxed_slice(),
+            configured,
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "hint_based"
+    }
+}
+
+/// The picker of [`HintBased`]: hint groups of one list.
+struct HintPicker {
+    inner: Arc<dyn Picker>,
+    header: HeaderName,
+    /// Hint value to group id.
+    groups: HashMap<Box<[u8]>, u32>,
+    /// Per group, its endpoints' indices, ascending.
+    members: Box<[Box<[u32]>]>,
+    /// Per endpoint, its group id ([`NONE`] without a hint).
+    ids: Box<[u32]>,
+    /// The group of the configured hint, if any instance has it.
+    configured: Option<u32>,
+}
+
+impl fmt::Debug for HintPicker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HintPicker")
+            .field("inner", &self.inner)
+            .field("groups", &self.members.len())
+            .field("configured", &self.configured)
+            .finish()
+    }
+}
+
+/// Whether `value` has a byte other than ASCII whitespace (Spring's
+/// `StringUtils.hasText`).
+fn has_text(value: &[u8]) -> bool {
+    value.iter().any(|b| !b.is_ascii_whitespace())
+}
+
+impl Picker for HintPicker {
+    fn pick(&self, ctx: &PickContext<'_>) -> Option<&Endpoint> {
+        let header = ctx
+            .headers()
+            .and_then(|h| h.get(&self.header))
+            .map(http::HeaderValue::as_bytes)
+            .filter(|v| has_text(v));
+        let group = match header {
+            Some(hint) => self.groups.get(hint).copied(),
+            None => self.configured,
+        };
+        let Some(g) = group else {
+            return self.inner.pick(ctx);
+        };
+        let ids = &*self.ids;
+        let domain = self.members.get(g as usize).map(|m| &**m);
+        pick_preferring(&*self.inner, ctx, &|i, _| ids.get(i) == Some(&g), domain)
+    }
+
+    fn snapshot(&self) -> &Arc<Snapshot> {
+        self.inner.snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderMap;
+
+    use super::super::RoundRobin;
+    use super::super::test_support::{index, instance};
+    use super::*;
+
+    fn hinted(hints: &[Option<&str>]) -> Arc<Snapshot> {
+        let endpoints = hints
+            .iter()
+            .zip(1000..)
+            .map(|(h, p)| {
+                let i = instance("127.0.0.1", p);
+                Endpoint::new(match h {
+                    Some(h) => i.with_metadata("hint", *h),
+                    None => i,
+                })
+            })
+            .collect();
+        Arc::new(Snapshot::new("s", endpoints, 1))
+    }
+
+    fn picks(p: &dyn Picker, ctx: &PickContext<'_>, n: usize) -> Vec<usize> {
+        (0..n).map(|_| index(p.pick(ctx).unwrap())).collect()
+    }
+
+    #[test]
+    fn header_hint_wins_and_falls_back_to_all() {
+        let s = hinted(&[Some("a"), Some("b"), None, Some("b")]);
+        let rule = HintBased::new(RoundRobin::with_start(0)).hint("a");
+        let p = rule.build(&s);
+        let mut h = HeaderMap::new();
+        h.insert("x-sc-lb-hint", "b".parse().unwrap());
+        let ctx = PickContext::new().with_headers(&h);
+        assert_eq!(picks(&*p, &ctx, 4), [1, 3, 1, 3]);
+        // Configured hint without a header.
+        assert_eq!(picks(&*p, &PickContext::new(), 2), [0, 0]);
+        // A header hint nobody has: every instance (not the configured hint).
+        h.insert("x-sc-lb-hint", "zzz".parse().unwrap());
+        let ctx = PickContext::new().with_headers(&h);
+        let mut all = picks(&*p, &ctx, 4);
+        all.sort_unstable();
+        assert_eq!(all, [0, 1, 2, 3]);
+        // A blank header is no hint: the configured one applies.
+        h.insert("x-sc-lb-hint", "  ".parse().unwrap());
+        let ctx = PickContext::new().with_headers(&h);
+        assert_eq!(picks(&*p, &ctx, 2), [0, 0]);
+    }
+
+    #[test]
+    fn literal_default_service_hints_and_exclusions() {
+        let s = hinted(&[Some("default"), Some("x"), Some("x")]);
+        let p = HintBased::new(RoundRobin::with_start(0)).build(&s);
+        assert_eq!(picks(&*p, &PickContext::new(), 2), [0, 0]);
+        let rule = HintBased::new(RoundRobin::with_start(0)).service_hint("S", "x");
+        assert_eq!(rule.configured_hint("s"), "x");
+        let p = rule.build(&s);
+        assert_eq!(picks(&*p, &PickContext::new(), 4), [1, 2, 1, 2]);
+        // Both hinted instances excluded: the others take the pick.
+        let excluded = [s.endpoints()[1].clone(), s.endpoints()[2].clone()];
+        let ctx = PickContext::new().with_excluded(&excluded);
+        assert_eq!(picks(&*p, &ctx, 2), [0, 0]);
+        assert!(format!("{rule:?}").contains("HintBased"));
+        assert_eq!(rule.name(), "hint_based");
+    }
+}

@@ -1,0 +1,57 @@
+//! What the preference wrappers ([`HintBased`](super::HintBased),
+//! [`StickySession`](super::StickySession),
+//! [`SameInstancePreference`](super::SameInstancePreference),
+//! [`Subset`](super::Subset)) share: a pick from the wrapped picker that
+//! prefers one set of endpoints and falls back to all, and the index of a
+//! picked endpoint in its list.
+
+use super::context::Domain;
+use super::{PickContext, Picker, Tier};
+use crate::instance::Endpoint;
+
+/// Picks from `inner` with two tiers: the endpoints `member` accepts
+/// (all of them inside `domain`, ascending indices, when given), else any
+/// eligible endpoint. The wrapped picker steps its own rotation once.
+#[inline]
+pub(crate) fn pick_preferring<'p>(
+    inner: &'p dyn Picker,
+    ctx: &PickContext<'_>,
+    member: &dyn Fn(usize, &Endpoint) -> bool,
+    domain: Domain<'_>,
+) -> Option<&'p Endpoint> {
+    let any = |_: usize, _: &Endpoint| true;
+    let tiers: [Tier<'_>; 2] = [member, &any];
+    let domains = [domain, None];
+    let mut link = None;
+    inner.pick(&ctx.with_tiers_in(&mut link, &tiers, &domains))
+}
+
+/// The index of `e` in `endpoints` when `e` is an element of that slice
+/// (a picker returns references into its snapshot's list), found from the
+/// addresses in O(1) without dereferencing anything; `None` for an
+/// endpoint held elsewhere.
+#[inline]
+pub(crate) fn index_of(endpoints: &[Endpoint], e: &Endpoint) -> Option<usize> {
+    let size = std::mem::size_of::<Endpoint>();
+    let offset = (e as *const Endpoint as usize).checked_sub(endpoints.as_ptr() as usize)?;
+    let i = offset / size.max(1);
+    (offset % size.max(1) == 0 && i < endpoints.len() && std::ptr::eq(&endpoints[i], e))
+        .then_some(i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::endpoints;
+    use super::*;
+
+    #[test]
+    fn index_of_finds_members_only() {
+        let list = endpoints(4);
+        for (i, e) in list.iter().enumerate() {
+            assert_eq!(index_of(&list, e), Some(i));
+        }
+        let other = endpoints(1);
+        assert_eq!(index_of(&list, &other[0]), None);
+        assert_eq!(index_of(&[], &other[0]), None);
+    }
+}

@@ -1,0 +1,169 @@
+//! Same-instance preference (Spring Cloud LoadBalancer's
+//! `SameInstancePreferenceServiceInstanceListSupplier`) in front of any
+//! other rule.
+//!
+//! The rule remembers the instance it returned last (one memory per rule,
+//! so per service and shared by every caller, as SCLB's supplier is) and
+//! prefers it while it is in the list and eligible; otherwise the wrapped
+//! rule picks, and its pick becomes the new memory. The memory is the
+//! endpoint's identity (its shared [`EndpointStats`]), so it survives
+//! refreshes that keep the instance and never matches a removed instance
+//! that comes back as new.
+//!
+//! Cost: a pick loads the memory (one lock-free `ArcSwap` load) and finds
+//! its index from a per-picker cache (O(1); O(n) once per list); it stores
+//! a new memory (a reference-count increment, no allocation) only when the
+//! pick changes instance.
+//!
+//! [`EndpointStats`]: crate::stats::EndpointStats
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arc_swap::ArcSwapOption;
+
+use super::prefer::pick_preferring;
+use super::{PickContext, Picker, Rule};
+use crate::instance::Endpoint;
+use crate::snapshot::Snapshot;
+use crate::stats::EndpointStats;
+
+/// Prefers the instance chosen last time. See the [module docs](self).
+pub struct SameInstancePreference<R> {
+    inner: R,
+    last: Arc<ArcSwapOption<EndpointStats>>,
+}
+
+impl<R: Rule> SameInstancePreference<R> {
+    /// Same-instance preference over `inner`, with no memory yet.
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            last: Arc::new(ArcSwapOption::empty()),
+        }
+    }
+
+    /// The wrapped rule.
+    pub fn inner(&self) -> &R {
+        &self.inner
+    }
+}
+
+impl<R: Rule> fmt::Debug for SameInstancePreference<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SameInstancePreference")
+            .field("inner", &self.inner)
+            .field("remembers", &self.last.load().is_some())
+            .finish()
+    }
+}
+
+impl<R: Rule> Rule for SameInstancePreference<R> {
+    fn build(&self, snapshot: &Arc<Snapshot>) -> Arc<dyn Picker> {
+        Arc::new(SamePicker {
+            inner: self.inner.build(snapshot),
+            last: Arc::clone(&self.last),
+            cached: AtomicUsize::new(usize::MAX),
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "same_instance_preference"
+    }
+}
+
+/// The picker of [`SameInstancePreference`].
+struct SamePicker {
+    inner: Arc<dyn Picker>,
+    last: Arc<ArcSwapOption<EndpointStats>>,
+    /// Index of the remembered endpoint in this list, as last found.
+    cached: AtomicUsize,
+}
+
+impl fmt::Debug for SamePicker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SamePicker")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl SamePicker {
+    /// The index of the endpoint whose stats are `stats` in this list.
+    fn index_of(&self, stats: &Arc<EndpointStats>) -> Option<usize> {
+        let endpoints = self.inner.snapshot().endpoints();
+        let cached = self.cached.load(Ordering::Relaxed);
+        if endpoints
+            .get(cached)
+            .is_some_and(|e| Arc::ptr_eq(e.stats_handle(), stats))
+        {
+            return Some(cached);
+        }
+        let i = endpoints
+            .iter()
+            .position(|e| Arc::ptr_eq(e.stats_handle(), stats))?;
+        self.cached.store(i, Ordering::Relaxed);
+        Some(i)
+    }
+}
+
+impl Picker for SamePicker {
+    fn pick(&self, ctx: &PickContext<'_>) -> Option<&Endpoint> {
+        let last = self.last.load();
+        let preferred = last.as_ref().and_then(|l| self.index_of(l));
+        let e = match preferred.and_then(|i| Some((i, u32::try_from(i).ok()?))) {
+            Some((i, i32)) => {
+                let domain = [i32];
+                pick_preferring(&*self.inner, ctx, &|j, _| j == i, Some(&domain))
+            }
+            None => self.inner.pick(ctx),
+        }?;
+        if !last
+            .as_ref()
+            .is_some_and(|l| Arc::ptr_eq(l, e.stats_handle()))
+        {
+            self.last.store(Some(Arc::clone(e.stats_handle())));
+        }
+        Some(e)
+    }
+
+    fn snapshot(&self) -> &Arc<Snapshot> {
+        self.inner.snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::RoundRobin;
+    use super::super::test_support::{endpoints, index};
+    use super::*;
+
+    #[test]
+    fn sticks_until_the_instance_leaves_or_is_excluded() {
+        let list = endpoints(3);
+        let s = Arc::new(Snapshot::new("s", list.clone(), 1));
+        let rule = SameInstancePreference::new(RoundRobin::with_start(1));
+        let p = rule.build(&s);
+        let ctx = PickContext::new();
+        for _ in 0..4 {
+            assert_eq!(index(p.pick(&ctx).unwrap()), 1);
+        }
+        // Excluded: another one, which becomes the memory.
+        let excluded = [list[1].clone()];
+        let other = index(p.pick(&ctx.with_excluded(&excluded)).unwrap());
+        assert_ne!(other, 1);
+        assert_eq!(index(p.pick(&ctx).unwrap()), other);
+        // A refresh that keeps it (other order): still preferred.
+        let reordered: Vec<Endpoint> = list.iter().rev().cloned().collect();
+        let p2 = rule.build(&Arc::new(Snapshot::new("s", reordered, 2)));
+        assert_eq!(index(p2.pick(&ctx).unwrap()), other);
+        // A refresh without it: the rotation picks and is remembered.
+        let rest: Vec<Endpoint> = list.iter().filter(|e| index(e) != other).cloned().collect();
+        let p3 = rule.build(&Arc::new(Snapshot::new("s", rest, 3)));
+        let next = index(p3.pick(&ctx).unwrap());
+        assert_ne!(next, other);
+        assert_eq!(index(p3.pick(&ctx).unwrap()), next);
+        assert!(format!("{rule:?}").contains("remembers: true"));
+    }
+}

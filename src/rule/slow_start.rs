@@ -1,0 +1,278 @@
+//! Slow start for instances new to the list, after Envoy's
+//! `slow_start_config` (load balancing docs, "Slow start mode"), in front
+//! of any rule: round robin, the weighted rules, P2C.
+//!
+//! An instance is in slow start for [`window`](SlowStartConfig::window)
+//! after it was first seen ([`EndpointStats::first_seen`], which survives
+//! refreshes that keep the instance). Its share of traffic is scaled by
+//!
+//! `factor = max(min_weight_percent / 100, time_factor^(1 / aggression))`,
+//! `time_factor = max(elapsed, 1 ms) / window`
+//!
+//! as Envoy scales its weight. Instances of the first list the rule sees
+//! are not in slow start (Envoy starts slow start only for hosts added by
+//! a membership update after the load balancer exists); neither is any
+//! instance once its window has passed.
+//!
+//! How the share is scaled: the wrapped picker picks as usual; a pick of an
+//! instance in slow start is *accepted* at the rate `factor / f_max`
+//! (`f_max` is 1 while some instance is out of slow start, else the
+//! largest factor), otherwise the wrapped picker picks again. With a
+//! deterministic credit per instance (it gains `factor / f_max` per offer
+//! and is accepted each time the credit reaches 1), an instance that the
+//! wrapped rule would give the share `p` gets `p·f / (p·f + 1 − p)`:
+//! exactly Envoy's weight scaling (`w·f / (w·f + Σ others)`) for round
+//! robin, smooth weighted round robin and random, and for P2C the same
+//! scaling applied to what P2C would give it. After
+//! [`MAX_REJECTIONS`] rejections in one pick the pick goes to an instance
+//! out of slow start if one is eligible (else the last candidate), so a
+//! pick never fails because of slow start and costs at most
+//! `MAX_REJECTIONS + 2` picks of the wrapped rule.
+//!
+//! Differences from Envoy: Envoy applies slow start to round robin and
+//! least request only, by EDF weights; here to any wrapped rule, by
+//! acceptance. Envoy also puts a host back into slow start when it passes
+//! an active health check after failing; here only new instances are.
+//!
+//! Cost: [`Rule::build`] is O(n) (and returns the wrapped picker itself
+//! when no instance is in slow start); a pick of an instance out of slow
+//! start costs one table lookup more, one in slow start a `powf` (none
+//! for aggression 1) and a compare-and-swap.
+//!
+//! [`EndpointStats::first_seen`]: crate::stats::EndpointStats::first_seen
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::prefer::index_of;
+use super::{PickContext, Picker, Rule, Tier};
+use crate::instance::Endpoint;
+use crate::snapshot::Snapshot;
+
+/// Rejections in one pick after which the pick leaves slow-start
+/// instances.
+pub const MAX_REJECTIONS: usize = 8;
+
+/// Envoy's `slow_start_config`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct SlowStartConfig {
+    /// `slow_start_window`: how long a new instance is in slow start. No
+    /// default in Envoy (it is what turns slow start on); zero turns it
+    /// off.
+    pub window: Duration,
+    /// `aggression`: the ramp's curvature, `> 0` (1 is linear, larger
+    /// ramps faster early). Default 1.0. A value that is not a positive
+    /// number is read as 1.0, as Envoy does.
+    pub aggression: f64,
+    /// `min_weight_percent`: the least share, in percent of the full one,
+    /// 0 to 100. Default 10.
+    pub min_weight_percent: f64,
+}
+
+impl SlowStartConfig {
+    /// Slow start over `window`, aggression 1.0, minimum weight 10 %.
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window,
+            aggression: 1.0,
+            min_weight_percent: 10.0,
+        }
+    }
+
+    /// Sets [`aggression`](Self::aggression).
+    pub fn aggression(mut self, aggression: f64) -> Self {
+        self.aggression = aggression;
+        self
+    }
+
+    /// Sets [`min_weight_percent`](Self::min_weight_percent).
+    pub fn min_weight_percent(mut self, percent: f64) -> Self {
+        self.min_weight_percent = percent;
+        self
+    }
+
+    /// The factor of an instance `elapsed` after it was first seen: 1 at
+    /// or after the window, else Envoy's formula (see the
+    /// [module docs](self)). Always in `(0, 1]` for a minimum above 0.
+    pub fn factor(&self, elapsed: Duration) -> f64 {
+        if elapsed >= self.window || self.window.is_zero() {
+            return 1.0;
+        }
+        let aggression = if self.aggression > 0.0 && self.aggression.is_finite() {
+            self.aggression
+        } else {
+            1.0
+        };
+        let window_ms = self.window.as_secs_f64() * 1000.0;
+        let time = (elapsed.as_secs_f64() * 1000.0).max(1.0) / window_ms;
+        let ramp = if aggression == 1.0 {
+            time
+        } else {
+            time.powf(1.0 / aggression)
+        };
+        let min = (self.min_weight_percent / 100.0).clamp(0.0, 1.0);
+        let min = if min.is_nan() { 0.1 } else { min };
+        ramp.max(min).min(1.0)
+    }
+}
+
+/// Slow start in front of `R`. See the [module docs](self).
+pub struct SlowStart<R> {
+    inner: R,
+    config: SlowStartConfig,
+    /// When the first list was built: instances first seen by then are not
+    /// in slow start.
+    origin: Arc<OnceLock<Instant>>,
+}
+
+impl<R: Rule> SlowStart<R> {
+    /// Slow start over `inner` with `config`.
+    pub fn new(inner: R, config: SlowStartConfig) -> Self {
+        Self {
+            inner,
+            config,
+            origin: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SlowStartConfig {
+        &self.config
+    }
+
+    /// The wrapped rule.
+    pub fn inner(&self) -> &R {
+        &self.inner
+    }
+}
+
+impl<R: Rule> fmt::Debug for SlowStart<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlowStart")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// One unit of credit.
+const ONE: u64 = 1 << 32;
+
+impl<R: Rule> Rule for SlowStart<R> {
+    fn build(&self, snapshot: &Arc<Snapshot>) -> Arc<dyn Picker> {
+        let inner = self.inner.build(snapshot);
+        if snapshot.is_empty() && snapshot.version() == 0 {
+            return inner;
+        }
+        let now = Instant::now();
+        let origin = *self.origin.get_or_init(|| now);
+        let window = self.config.window;
+        let since: Vec<Option<Instant>> = snapshot
+            .endpoints()
+            .iter()
+            .map(|e| {
+                let seen = e.stats().first_seen();
+                (seen > origin && now.saturating_duration_since(seen) < window).then_some(seen)
+            })
+            .collect();
+        if since.iter().all(Option::is_none) {
+            return inner;
+        }
+        let all_new = since.iter().all(Option::is_some);
+        let earliest = since.iter().flatten().min().copied();
+        let credits = since.iter().map(|_| AtomicU64::new(0)).collect();
+        Arc::new(SlowStartPicker {
+            inner,
+            config: self.config,
+            since: since.into_boxed_slice(),
+            credits,
+            oldest: if all_new { earliest } else { None },
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "slow_start"
+    }
+}
+
+/// The picker of [`SlowStart`] for a list with instances in slow start.
+struct SlowStartPicker {
+    inner: Arc<dyn Picker>,
+    config: SlowStartConfig,
+    /// Per endpoint, when it was first seen if it is in slow start.
+    since: Box<[Option<Instant>]>,
+    /// Per endpoint, its acceptance credit (in units of [`ONE`]).
+    credits: Box<[AtomicU64]>,
+    /// When every instance is in slow start: the oldest first-seen time,
+    /// whose factor is `f_max`.
+    oldest: Option<Instant>,
+}
+
+impl fmt::Debug for SlowStartPicker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlowStartPicker")
+            .field("inner", &self.inner)
+            .field("in_slow_start", &self.since.iter().flatten().count())
+            .finish()
+    }
+}
+
+impl SlowStartPicker {
+    /// Whether the pick of endpoint `i` at `now` is accepted (spending its
+    /// credit).
+    fn accept(&self, i: usize, now: Instant, f_max: f64) -> bool {
+        let (Some(Some(since)), Some(credit)) = (self.since.get(i), self.credits.get(i)) else {
+            return true;
+        };
+        let rate = self.config.factor(now.saturating_duration_since(*since)) / f_max;
+        if rate >= 1.0 || rate.is_nan() {
+            return true;
+        }
+        // In (0, ONE): the credit stays below 2·ONE.
+        let gain = (rate * ONE as f64) as u64;
+        let mut accepted = false;
+        let _ = credit.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+            let c = c.saturating_add(gain);
+            accepted = c >= ONE;
+            Some(if accepted { c - ONE } else { c })
+        });
+        accepted
+    }
+}
+
+impl Picker for SlowStartPicker {
+    fn pick(&self, ctx: &PickContext<'_>) -> Option<&Endpoint> {
+        let now = ctx.now();
+        let f_max = self.oldest.map_or(1.0, |oldest| {
+            self.config.factor(now.saturating_duration_since(oldest))
+        });
+        let endpoints = self.inner.snapshot().endpoints();
+        let mut last = None;
+        for _ in 0..=MAX_REJECTIONS {
+            let e = self.inner.pick(ctx)?;
+            let i = index_of(endpoints, e);
+            if i.is_none_or(|i| self.accept(i, now, f_max)) {
+                return Some(e);
+            }
+            last = Some(e);
+        }
+        let since = &*self.since;
+        let mature = |i: usize, _: &Endpoint| since.get(i).is_none_or(Option::is_none);
+        let any = |_: usize, _: &Endpoint| true;
+        let tiers: [Tier<'_>; 2] = [&mature, &any];
+        let mut link = None;
+        self.inner.pick(&ctx.with_tiers(&mut link, &tiers)).or(last)
+    }
+
+    fn snapshot(&self) -> &Arc<Snapshot> {
+        self.inner.snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests;
