@@ -22,52 +22,57 @@ fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// How to start one fixture: `scripts/{script} {command} EUREKA_URL {args}`.
+/// How to start one fixture: `scripts/{script} {args}`, which prints one
+/// `http://127.0.0.1:PORT` line per instance (the last lines).
 #[derive(Clone, Debug)]
 pub struct Launch {
     pub script: &'static str,
-    pub command: &'static str,
     pub args: Vec<String>,
+    /// How many instances (URL lines) it starts.
+    pub instances: usize,
 }
 
 impl Launch {
     /// `scripts/{script} start EUREKA_URL {spring_args}`: one instance;
     /// `scripts/gateway` and `scripts/user-api` hand `--key=value`
     /// arguments to Spring.
-    pub fn start(script: &'static str, spring_args: Vec<String>) -> Self {
+    pub fn start(script: &'static str, eureka_url: &str, spring_args: Vec<String>) -> Self {
+        let mut args = vec!["start".to_owned(), eureka_url.to_owned()];
+        args.extend(spring_args);
         Self {
             script,
-            command: "start",
-            args: spring_args,
+            args,
+            instances: 1,
         }
     }
 
-    /// `scripts/{script} start-group EUREKA_URL {args}`: several instances
-    /// in one JVM (`scripts/user-api`: one per hint; `scripts/gateway`: one
-    /// per application file).
-    pub fn group(script: &'static str, args: Vec<String>) -> Self {
+    /// `scripts/{script} start-group EUREKA_URL {each}`: one instance per
+    /// item, all in one JVM (`scripts/user-api`: one per hint;
+    /// `scripts/gateway`: one per application file).
+    pub fn group(script: &'static str, eureka_url: &str, each: Vec<String>) -> Self {
+        let instances = each.len();
+        let mut args = vec!["start-group".to_owned(), eureka_url.to_owned()];
+        args.extend(each);
         Self {
             script,
-            command: "start-group",
             args,
+            instances,
         }
     }
 }
 
-/// Runs `launch` and reads the ports of the URLs it prints.
-fn run(launch: &Launch, eureka_url: &str) -> Result<Vec<u16>, String> {
+/// Runs `launch` and reads the ports of the URLs it prints last.
+fn run(launch: &Launch) -> Result<Vec<u16>, String> {
     let name = launch.script;
     let out = Command::new(script(name))
-        .arg(launch.command)
-        .arg(eureka_url)
         .args(&launch.args)
         .output()
         .map_err(|e| format!("cannot run scripts/{name}: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         return Err(format!(
-            "{name} {} failed ({}):\n{}",
-            launch.command,
+            "{name} {:?} failed ({}):\n{}",
+            launch.args,
             out.status,
             String::from_utf8_lossy(&out.stderr)
         ));
@@ -75,16 +80,10 @@ fn run(launch: &Launch, eureka_url: &str) -> Result<Vec<u16>, String> {
     let mut ports: Vec<u16> = stdout
         .lines()
         .filter_map(|line| line.trim().strip_prefix("http://127.0.0.1:"))
-        .filter_map(|port| port.parse().ok())
+        .filter_map(|rest| rest.split('/').next()?.parse().ok())
         .collect();
-    let want = if launch.command == "start" {
-        // `start` prints its URL last.
-        ports.drain(..ports.len().saturating_sub(1));
-        1
-    } else {
-        launch.args.len()
-    };
-    if ports.len() == want && want > 0 {
+    ports.drain(..ports.len().saturating_sub(launch.instances));
+    if ports.len() == launch.instances && !ports.is_empty() {
         Ok(ports)
     } else {
         Err(format!("unexpected output: {stdout}"))
@@ -95,13 +94,13 @@ impl JavaFixture {
     /// Starts `scripts/{name} start EUREKA_URL` and waits until it is ready.
     /// `None` (test skipped) only outside CI.
     pub fn start(name: &'static str, eureka_url: &str) -> Option<JavaFixture> {
-        Self::launch(&Launch::start(name, Vec::new()), eureka_url)
+        Self::launch(&Launch::start(name, eureka_url, Vec::new()))
     }
 
     /// Runs `launch` and waits until every instance is ready. `None` (test
     /// skipped) only outside CI.
-    pub fn launch(launch: &Launch, eureka_url: &str) -> Option<JavaFixture> {
-        match run(launch, eureka_url) {
+    pub fn launch(launch: &Launch) -> Option<JavaFixture> {
+        match run(launch) {
             Ok(ports) => Some(JavaFixture {
                 script: launch.script,
                 ports,
@@ -121,11 +120,11 @@ impl JavaFixture {
     /// ready. `None` (test skipped) when one is unavailable outside CI;
     /// under `CI=true` that panics. Either way the fixtures that did start
     /// are stopped.
-    pub fn launch_all(launches: &[Launch], eureka_url: &str) -> Option<Vec<JavaFixture>> {
+    pub fn launch_all(launches: &[Launch]) -> Option<Vec<JavaFixture>> {
         let joined: Vec<_> = std::thread::scope(|scope| {
             let handles: Vec<_> = launches
                 .iter()
-                .map(|launch| scope.spawn(move || Self::launch(launch, eureka_url)))
+                .map(|launch| scope.spawn(move || Self::launch(launch)))
                 .collect();
             handles.into_iter().map(|h| h.join()).collect()
         });

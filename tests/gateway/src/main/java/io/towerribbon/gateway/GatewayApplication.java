@@ -8,8 +8,8 @@ import org.springframework.boot.autoconfigure.SpringBootApplication;
 import org.springframework.cloud.loadbalancer.annotation.LoadBalancerClients;
 
 @SpringBootApplication
-// Adds `spring.cloud.loadbalancer.configurations: hints` (see HintsConfiguration);
-// without that value every client keeps SCLB's default configuration.
+// Hint routing when the file sets SCLB's hint keys (see HintsConfiguration);
+// otherwise every client keeps SCLB's own configuration.
 @LoadBalancerClients(defaultConfiguration = HintsConfiguration.class)
 public class GatewayApplication {
 
