@@ -524,3 +524,225 @@ fn the_spring_users_page_migration_reads_as_documented() {
         ["http://127.0.0.1:8761/eureka/".to_owned()]
     );
 }
+
+#[path = "support/backend.rs"]
+mod backend;
+
+/// A second `application.yml`: the policy keys not in the first one, per
+/// client, and this crate's slow start keys in the Ribbon namespace.
+const POLICIES_YML: &str = r"
+server:
+  port: 9090
+spring:
+  application:
+    name: edge
+  cloud:
+    loadbalancer:
+      hint:
+        users: gold
+      subset:
+        size: 2
+      clients:
+        users:
+          configurations: same-instance-preference
+        orders:
+          configurations: subset
+          subset:
+            instance-id: client-1
+        fleet:
+          configurations: subset
+        carts:
+          configurations: request-based-sticky-session
+ribbon:
+  SlowStartWindow: 10000
+  SlowStartAggression: 2.0
+  SlowStartMinWeightPercent: 20
+carts:
+  ribbon:
+    listOfServers: 127.0.0.1:1
+    SlowStartWindow: 0
+";
+
+/// Seven instances `i0`…`i6`.
+fn seven() -> Arc<Snapshot> {
+    let ids = ["i0", "i1", "i2", "i3", "i4", "i5", "i6"];
+    snapshot(&ids.map(|id| (id, None, None)))
+}
+
+fn distinct(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+#[test]
+fn policy_keys_take_effect() {
+    let config = RibbonConfig::from_yaml_str(POLICIES_YML).unwrap();
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    // users: same-instance preference inside hint routing (hint.users,
+    // default header X-SC-LB-Hint).
+    let users = config.client("users");
+    let list = snapshot(&[
+        ("g1", None, Some("gold")),
+        ("g2", None, Some("gold")),
+        ("s1", None, None),
+    ]);
+    let picks = ids(&*users.make_rule(), &list, &[], 6);
+    assert!(
+        picks.iter().all(|p| p == &picks[0]) && picks[0].starts_with('g'),
+        "{picks:?}"
+    );
+    let header = [("x-sc-lb-hint", "none-has-it")];
+    let picks = ids(&*users.make_rule(), &list, &header, 6);
+    assert!(picks.iter().all(|p| p == &picks[0]), "{picks:?}");
+    // orders: SCLB's subset of client-1 over 7 instances, size 2: Java
+    // gives positions 1 and 5.
+    let orders = config.client("orders");
+    assert_eq!(orders.load_balancer.subset.size, Some(2), "global size");
+    assert_eq!(
+        distinct(ids(&*orders.make_rule(), &seven(), &[], 50)),
+        ["i1", "i5"]
+    );
+    // fleet: Spring's default instance id, `spring.application.name:server.port`.
+    let fleet = config.client("fleet");
+    assert_eq!(
+        fleet.load_balancer.subset.instance_id.as_deref(),
+        Some("edge:9090")
+    );
+    let want: Vec<String> = tower_ribbon::rule::subset::subset_indices("edge:9090", 7, 2)
+        .iter()
+        .map(|i| format!("i{i}"))
+        .collect();
+    assert_eq!(
+        distinct(ids(&*fleet.make_rule(), &seven(), &[], 50)),
+        distinct(want)
+    );
+    // carts: the default cookie `sc-lb-instance-id`.
+    let carts = config.client("carts");
+    let cookie = [("cookie", "sc-lb-instance-id=i4")];
+    assert_eq!(ids(&*carts.make_rule(), &seven(), &cookie, 5), ["i4"; 5]);
+    // SlowStart*: global, and off for carts (window 0).
+    let slow = users.slow_start.config().unwrap();
+    assert_eq!(
+        (slow.window, slow.aggression, slow.min_weight_percent),
+        (Duration::from_secs(10), 2.0, 20.0)
+    );
+    assert_eq!(carts.slow_start.config(), None);
+    // One balancer cannot hold different configurations.
+    let err = config.builder().unwrap_err();
+    assert_eq!(err.kind(), ConfigErrorKind::Conflicting);
+    assert_eq!(err.key(), Some("spring.cloud.loadbalancer.configurations"));
+}
+
+/// `SlowStartWindow` and friends: a new instance ramps as configured
+/// (aggression 2, so factor = sqrt(t / window), at least 20 %).
+#[tokio::test(start_paused = true)]
+async fn slow_start_keys_ramp_a_new_instance() {
+    let config = RibbonConfig::from_yaml_str(POLICIES_YML).unwrap();
+    let rule = config.client("orders-free").make_rule();
+    let old = seven();
+    let _ = rule.build(&old);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let new = Endpoint::new(
+        Instance::new("svc", "127.0.0.1", 9100)
+            .unwrap()
+            .with_id("new"),
+    );
+    let mut list = old.endpoints().to_vec();
+    list.push(new.clone());
+    let picker = rule.build(&Arc::new(Snapshot::new("svc", list, 2)));
+    let seen = new.stats().first_seen();
+    for (at_ms, factor) in [(0u64, 0.2), (2_500, 0.5), (10_000, 1.0)] {
+        let ctx = PickContext::at(seen + Duration::from_millis(at_ms));
+        let n = 8_000;
+        let hits = (0..n)
+            .filter(|_| picker.pick(&ctx).unwrap().instance().id() == "new")
+            .count();
+        let share = hits as f64 / n as f64;
+        let want = factor / (7.0 + factor);
+        assert!(
+            (share - want).abs() < 0.002,
+            "t={at_ms} ms: {share} vs {want}"
+        );
+    }
+}
+
+/// Through a real balancer over loopback backends: the request's sticky
+/// cookie and hint header reach the rule.
+#[tokio::test]
+async fn cookie_and_hint_header_route_real_requests() {
+    use http_body_util::Empty;
+    use tower::ServiceExt;
+
+    let backends = [
+        backend::Backend::start("a").await.unwrap(),
+        backend::Backend::start("b").await.unwrap(),
+        backend::Backend::start("c").await.unwrap(),
+    ];
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let yml = format!(
+        "{POLICIES_YML}\nsticky:\n  ribbon:\n    listOfServers: {}\n\
+         spring.cloud.loadbalancer.clients.sticky.configurations: request-based-sticky-session\n",
+        backends
+            .iter()
+            .map(|b| format!("127.0.0.1:{}", b.port()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let config = RibbonConfig::from_yaml_str(&yml).unwrap();
+    let lb = config
+        .builder_for("sticky")
+        .unwrap()
+        .build(client.clone())
+        .unwrap();
+    assert!(lb.ready_service("sticky").await);
+    let target = format!("127.0.0.1:{}", backends[1].port());
+    for _ in 0..6 {
+        let req = http::Request::get("http://sticky/x")
+            .header("cookie", format!("sc-lb-instance-id={target}"))
+            .body(Empty::new())
+            .unwrap();
+        assert_eq!(lb.clone().oneshot(req).await.unwrap().status(), 200);
+    }
+    assert_eq!(
+        backends
+            .iter()
+            .map(backend::Backend::hits)
+            .collect::<Vec<_>>(),
+        [0, 6, 0]
+    );
+
+    // Hint routing: instances with metadata `hint`, the users client's rule.
+    let instances = ["gold", "silver", "gold-2"]
+        .iter()
+        .zip(&backends)
+        .map(|(hint, b)| {
+            Instance::new("users", "127.0.0.1", b.port())
+                .unwrap()
+                .with_metadata("hint", hint.trim_end_matches("-2"))
+        })
+        .collect();
+    let users = config.client("users");
+    let lb = tower_ribbon::LoadBalancer::builder()
+        .source(tower_ribbon::discovery::StaticSource::new().with_instances("users", instances))
+        .service("users")
+        .rule(move || users.make_rule())
+        .build(client)
+        .unwrap();
+    assert!(lb.ready_service("users").await);
+    for _ in 0..4 {
+        let req = http::Request::get("http://users/x")
+            .header("x-sc-lb-hint", "silver")
+            .body(Empty::new())
+            .unwrap();
+        assert_eq!(lb.clone().oneshot(req).await.unwrap().status(), 200);
+    }
+    assert_eq!(
+        backends
+            .iter()
+            .map(backend::Backend::hits)
+            .collect::<Vec<_>>(),
+        [0, 10, 0]
+    );
+}

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use super::error::ConfigError;
-use super::policies::{Policies, SlowStartSettings};
-use super::ribbon::{DEFAULT_PING_INTERVAL_SECS, RuleKind, RuleSpec, ServerListKind};
+use super::policies::{Policies, RuleSpec, SlowStartSettings};
+use super::ribbon::{DEFAULT_PING_INTERVAL_SECS, RuleKind, ServerListKind};
 use super::spring_loadbalancer::{DEFAULT_MIN_BACKOFF, LoadBalancerSettings, RetrySettings};
 use super::value::{DAY_MS, DAY_S, MAX_RETRIES};
 use crate::discovery::RefreshConfig;
@@ -477,4 +477,18 @@ impl ClientConfig {
         }
         warnings
     }
+}
+
+/// The rule of a balancer serving all `clients` when some client routes by
+/// hint: the first client's rule, with each client's own hint and
+/// `global_hint` (`hint.default`) for other services.
+pub(crate) fn hint_spec(clients: &[ClientConfig], global_hint: Option<String>) -> Option<RuleSpec> {
+    let mut hint = clients.iter().find_map(|c| c.rule_spec().policies.hint)?;
+    let mut spec = clients.first()?.rule_spec();
+    hint.default = global_hint;
+    hint.services = (clients.iter())
+        .filter_map(|c| Some((c.name.clone(), c.load_balancer.hint.clone()?)))
+        .collect();
+    spec.policies.hint = Some(hint);
+    Some(spec)
 }

@@ -85,6 +85,9 @@
 //! | `connectionFailureCountThreshold` | count, 1 to 1 000 000 | 3 | [`StatsConfig::breaker_threshold`] |
 //! | `circuitTripTimeoutFactorSeconds` | **seconds**, 1 to 86 400 | 10 | [`StatsConfig::breaker_base`] |
 //! | `circuitTripMaxTimeoutSeconds` | **seconds**, 1 to 86 400 | 30 | [`StatsConfig::breaker_max`] |
+//! | `SlowStartWindow` (ours) | milliseconds, 0 to one day, 0 = off | off | Envoy's `slow_start_window`: [`SlowStart`] around the rule |
+//! | `SlowStartAggression` (ours) | number, above 0, at most 100 | 1.0 | Envoy's `aggression` |
+//! | `SlowStartMinWeightPercent` (ours) | number, 0 to 100 | 10 | Envoy's `min_weight_percent` |
 //!
 //! The three breaker keys are also read in Ribbon's own form,
 //! `niws.loadbalancer.<client>.<Key>` and `niws.loadbalancer.default.<Key>`.
@@ -121,8 +124,8 @@
 //! with a warning naming the key and the nearest known key (by edit
 //! distance): [`tracing::warn!`] and an entry in [`RibbonConfig::warnings`].
 //! Spring keys that are read but whose policy this crate does not apply yet
-//! (hint routing, sticky sessions, subsetting, ...) warn the same way, as
-//! "recognized, not yet applied". A value that cannot be read is a
+//! (`api-version`, `add-service-instance-cookie`, some health-check and
+//! retry keys) warn the same way, as "recognized, not yet applied". A value that cannot be read is a
 //! [`ConfigError`] naming the key and the value.
 //!
 //! # Bounds
@@ -195,7 +198,7 @@ use crate::{
     discovery::{RefreshConfig, StaticSource, parse_list_of_servers},
     health::ActiveHealthCheck,
     retry::RetryPolicy,
-    rule::ZoneAvoidance,
+    rule::{SlowStart, ZoneAvoidance},
     stats::StatsConfig,
 };
 use eureka::PerServiceSource;
@@ -454,29 +457,11 @@ impl RibbonConfig {
         };
         let names = self.clients.iter().map(|c| c.name.clone());
         let builder = first.configure(builder.services(names), true);
-        Ok(match self.hint_spec() {
+        let global_hint = SpringScope::resolve(None, &self.spring, "").hint;
+        Ok(match client::hint_spec(&self.clients, global_hint) {
             Some(spec) => builder.rule(move || spec.make()),
             None => builder,
         })
-    }
-
-    /// The rule of a balancer serving every client when some client routes
-    /// by hint: the first client's rule, with each client's own hint and
-    /// the global default for other services.
-    fn hint_spec(&self) -> Option<ribbon::RuleSpec> {
-        let hinted = self.clients.iter().find_map(|c| {
-            let spec = c.rule_spec();
-            spec.policies.hint.as_ref()?;
-            Some(spec)
-        })?;
-        let mut spec = self.clients.first()?.rule_spec();
-        let mut hint = hinted.policies.hint?;
-        hint.default = SpringScope::resolve(None, &self.spring, "").hint;
-        hint.services = (self.clients.iter())
-            .filter_map(|c| Some((c.name.clone(), c.load_balancer.hint.clone()?)))
-            .collect();
-        spec.policies.hint = Some(hint);
-        Some(spec)
     }
 
     fn kind_of(&self, client: &ClientConfig) -> Result<ServerListKind, ConfigError> {

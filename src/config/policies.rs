@@ -9,18 +9,18 @@
 //! instances), [`ZoneAvoidance`] (the client's zone), [`SlowStart`], then
 //! the rule itself. An outer wrapper's preference wins: a sticky cookie
 //! beats a hint, a hint beats the zone.
-//!
-//! [`ZoneAvoidance`]: crate::rule::ZoneAvoidance
 
 use std::time::Duration;
 
 use http::HeaderName;
 
 use super::error::ConfigError;
+use super::ribbon::RuleKind;
 use super::spring_loadbalancer::{LoadBalancerConfiguration, LoadBalancerSettings};
 use super::value::DAY_MS;
 use crate::rule::{
-    HintBased, Rule, SameInstancePreference, SlowStart, SlowStartConfig, StickySession, Subset,
+    HintBased, RoundRobin, Rule, SameInstancePreference, SlowStart, SlowStartConfig,
+    StickySession, Subset, WeightedRoundRobin, ZoneAvoidance,
 };
 
 /// This crate's slow start keys (`<client>.ribbon.SlowStartWindow`,
@@ -114,8 +114,7 @@ impl Policies {
                 .unwrap_or_else(|| "sc-lb-instance-id".to_owned())
         });
         let subset = (lb.configuration == Some(C::Subset)).then(|| {
-            let id = (lb.subset.instance_id.clone())
-                .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+            let id = (lb.subset.instance_id.clone()).unwrap_or_else(|| process_id().to_owned());
             let size = lb.subset.size.map_or(100, |s| s as usize);
             (id, size)
         });
@@ -174,6 +173,47 @@ impl Policies {
         }
         rule
     }
+}
+
+/// What rule to make: the kind, the preferred zone, and the policy
+/// wrappers (see the `policies` module for their order).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RuleSpec {
+    pub(crate) kind: RuleKind,
+    pub(crate) preferred_zone: Option<String>,
+    /// `configurations: weighted`: SCLB's reading of metadata `weight`.
+    pub(crate) spring_weights: bool,
+    pub(crate) policies: Policies,
+}
+
+impl RuleSpec {
+    pub(crate) fn make(&self) -> Box<dyn Rule> {
+        let base: Box<dyn Rule> = match self.kind {
+            RuleKind::ZoneAvoidance => Box::new(RoundRobin::new()),
+            RuleKind::WeightedRoundRobin if self.spring_weights => {
+                Box::new(WeightedRoundRobin::new().spring_weights())
+            }
+            kind => kind.make(),
+        };
+        let inner = self.policies.wrap_inner(base);
+        let zone = self.preferred_zone.as_deref();
+        let rule: Box<dyn Rule> = match (zone, self.kind) {
+            (None, RuleKind::ZoneAvoidance) | (Some(_), _) => {
+                Box::new(ZoneAvoidance::new(inner).preferred_zone(zone))
+            }
+            (None, _) => inner,
+        };
+        self.policies.wrap_outer(rule)
+    }
+}
+
+/// A random id drawn once per process: the subset client id when neither
+/// `subset.instance-id` nor Spring's identity keys give one (SCLB 4.0 drew
+/// a random UUID per supplier). One per process, so every client and every
+/// rebuilt rule of this process agree.
+fn process_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| format!("{:016x}", rand::random::<u64>()))
 }
 
 /// Spring's default instance id (`IdUtils.getDefaultInstanceId`):

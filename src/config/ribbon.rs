@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use super::policies::Policies;
-
 use crate::rule::{
     AvailabilityFiltering, BestAvailable, ConsistentHash, PeakEwmaP2c, Random, RoundRobin, Rule,
     WeightedResponseTime, WeightedRoundRobin, ZoneAvoidance,
@@ -167,37 +165,5 @@ impl ServerListKind {
             }
             _ => None,
         }
-    }
-}
-
-/// What rule to make: the kind, the preferred zone, and the policy
-/// wrappers (see the `policies` module for their order).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct RuleSpec {
-    pub(crate) kind: RuleKind,
-    pub(crate) preferred_zone: Option<String>,
-    /// `configurations: weighted`: SCLB's reading of metadata `weight`.
-    pub(crate) spring_weights: bool,
-    pub(crate) policies: Policies,
-}
-
-impl RuleSpec {
-    pub(crate) fn make(&self) -> Box<dyn Rule> {
-        let base: Box<dyn Rule> = match self.kind {
-            RuleKind::ZoneAvoidance => Box::new(RoundRobin::new()),
-            RuleKind::WeightedRoundRobin if self.spring_weights => {
-                Box::new(WeightedRoundRobin::new().spring_weights())
-            }
-            kind => kind.make(),
-        };
-        let inner = self.policies.wrap_inner(base);
-        let zone = self.preferred_zone.as_deref();
-        let rule: Box<dyn Rule> = match (zone, self.kind) {
-            (None, RuleKind::ZoneAvoidance) | (Some(_), _) => {
-                Box::new(ZoneAvoidance::new(inner).preferred_zone(zone))
-            }
-            (None, _) => inner,
-        };
-        self.policies.wrap_outer(rule)
     }
 }

@@ -8,10 +8,10 @@
 //!
 //! | key (after `spring.cloud.loadbalancer.`) | form | becomes |
 //! |---|---|---|
-//! | `configurations` | `default`, `round-robin`, `random`, `zone-preference`, `health-check`, `weighted`, `request-based-sticky-session`, `same-instance-preference`, `subset`, `api-version` | the rule, see [`LoadBalancerConfiguration`] |
+//! | `configurations` | SCLB's `default`, `zone-preference`, `health-check`, `weighted`, `request-based-sticky-session`, `same-instance-preference`, `subset`, `api-version`; also `round-robin`, `random` (this crate's) | the rule and its wrappers, see [`LoadBalancerConfiguration`] |
 //! | `zone` | zone name | the client's zone (under Ribbon's `zone`, over `eureka.instance.metadata-map.zone`) |
-//! | `hint.<serviceId>`, `hint.default` | text | [`LoadBalancerSettings::hint`]: recognized, not yet applied |
-//! | `hint-header-name` | header name | recognized, not yet applied |
+//! | `hint.<serviceId>`, `hint.default` | text | hint routing ([`HintBased`]) with this hint for requests without the header (unset: the literal `default`); setting either hint key turns hint routing on (Spring needs `.withHints()` in code; there is no `configurations` value for it) |
+//! | `hint-header-name` | header name | the header [`HintBased`] reads (default `X-SC-LB-Hint`); also turns hint routing on |
 //! | `health-check.path.<serviceId>`, `.default` | URL path, empty = no check | with `configurations: health-check`, the [`ActiveHealthCheck`] path (default `/actuator/health`) |
 //! | `health-check.interval` | Spring duration | its interval and per-check timeout (default 25 s) |
 //! | `health-check.initial-delay`, `.port`, `.repeat-health-check`, `.refetch-instances`, `.refetch-instances-interval`, `.update-results-list` | | recognized, not yet applied |
@@ -22,13 +22,29 @@
 //! | `retry.retryable-status-codes` | codes | [`RetryPolicy::retryable_statuses`](crate::retry::RetryPolicy::retryable_statuses) |
 //! | `retry.backoff.enabled`, `.min-backoff`, `.max-backoff` | bool, durations | [`RetryPolicy::backoff`](crate::retry::RetryPolicy::backoff) (`false`: none) |
 //! | `retry.backoff.jitter`, `retry.retry-on-all-exceptions`, `retry.retryable-exceptions`, `retry.avoid-previous-instance` | | recognized, not yet applied (Java exception classes have no counterpart; retries always go to another instance first) |
-//! | `sticky-session.*`, `subset.*` | | recognized, not yet applied |
+//! | `sticky-session.instance-id-cookie-name` | cookie name | with `configurations: request-based-sticky-session`, the cookie [`StickySession`] reads (default `sc-lb-instance-id`) |
+//! | `sticky-session.add-service-instance-cookie` | bool | recognized, not yet applied: the request path does not add the cookie ([`instance_cookie`] builds it) |
+//! | `subset.size` | count, 1 to 1 000 000 | with `configurations: subset`, the [`Subset`] size (default 100) |
+//! | `subset.instance-id` | text, `${…}` placeholders of `spring.application.name`, `server.port`, `spring.application.instance_id`, `spring.cloud.client.hostname`, `vcap.application.instance_id` resolved | the [`Subset`] client id (default: Spring's default instance id from those keys, else a random id) |
 //! | `cache.ttl` | Spring duration | the refresh interval (under `ServerListRefreshInterval`) |
 //! | `cache.enabled`, `cache.capacity`, `cache.caffeine.spec` | | recognized, not applied: the list is always kept between refreshes |
 //! | `service-discovery.timeout` | Spring duration | [`RefreshConfig::fetch_timeout`](crate::discovery::RefreshConfig::fetch_timeout) |
 //! | `stats.micrometer.enabled`, `stats.include-path` | bool | recognized: the crate's metrics go through the `metrics` facade whenever a recorder is installed |
 //! | `eager-load.clients` | service ids | each becomes a configured client, so [`RibbonConfig::builder`](super::RibbonConfig::builder) declares it and its refresh starts when the balancer is built |
 //! | `enabled`, `eureka.approximate-zone-from-hostname`, `x-forwarded.enabled` | | recognized, not yet applied |
+//!
+//! With `configurations: same-instance-preference` the rule is wrapped in
+//! [`SameInstancePreference`]; with `weighted`, smooth weighted round robin
+//! reads weights as SCLB does ([`WeightedRoundRobin::spring_weights`]).
+//! The wrappers' order is: subset, sticky session or same instance, hint,
+//! zone, slow start, rule.
+//!
+//! [`HintBased`]: crate::rule::HintBased
+//! [`StickySession`]: crate::rule::StickySession
+//! [`SameInstancePreference`]: crate::rule::SameInstancePreference
+//! [`Subset`]: crate::rule::Subset
+//! [`instance_cookie`]: crate::rule::sticky_session::instance_cookie
+//! [`WeightedRoundRobin::spring_weights`]: crate::rule::WeightedRoundRobin::spring_weights
 //!
 //! Spring durations are a bare number of milliseconds, a number with a unit
 //! (`ns`, `us`, `ms`, `s`, `m`, `h`, `d`) or ISO-8601 (`PT35S`). Keys match
@@ -68,13 +84,13 @@ pub enum LoadBalancerConfiguration {
     /// weight (Eureka metadata `weight`), as SCLB's
     /// `WeightedServiceInstanceListSupplier` reads it.
     Weighted,
-    /// `request-based-sticky-session`: recognized, not yet applied (round
-    /// robin).
+    /// `request-based-sticky-session`: round robin wrapped in
+    /// [`StickySession`](crate::rule::StickySession).
     RequestBasedStickySession,
-    /// `same-instance-preference`: recognized, not yet applied (round
-    /// robin).
+    /// `same-instance-preference`: round robin wrapped in
+    /// [`SameInstancePreference`](crate::rule::SameInstancePreference).
     SameInstancePreference,
-    /// `subset`: recognized, not yet applied (round robin over all).
+    /// `subset`: round robin wrapped in [`Subset`](crate::rule::Subset).
     Subset,
     /// `api-version`: recognized, not yet applied (round robin).
     ApiVersion,
@@ -173,23 +189,25 @@ pub struct RetrySettings {
     pub backoff: BackoffSettings,
 }
 
-/// `sticky-session.*`: request-based sticky sessions. Not yet applied.
+/// `sticky-session.*`: request-based sticky sessions (with
+/// `configurations: request-based-sticky-session`).
 #[derive(Debug, Clone, PartialEq, Default)]
 #[non_exhaustive]
 pub struct StickySessionSettings {
     /// `instance-id-cookie-name` (default `sc-lb-instance-id`).
     pub instance_id_cookie_name: Option<String>,
-    /// `add-service-instance-cookie` (default `false`).
+    /// `add-service-instance-cookie` (default `false`). Not yet applied.
     pub add_service_instance_cookie: Option<bool>,
 }
 
-/// `subset.*`: deterministic subsetting. Not yet applied.
+/// `subset.*`: deterministic subsetting (with `configurations: subset`).
 #[derive(Debug, Clone, PartialEq, Default)]
 #[non_exhaustive]
 pub struct SubsetSettings {
     /// `size`, 1 to 1 000 000 (default 100).
     pub size: Option<u32>,
-    /// `instance-id` (default: the application's instance id).
+    /// `instance-id`, placeholders resolved (default: Spring's default
+    /// instance id from the identity keys, if the file sets any).
     pub instance_id: Option<String>,
 }
 
@@ -218,9 +236,9 @@ pub struct LoadBalancerSettings {
     /// `zone`: the client's zone for `zone-preference`.
     pub zone: Option<String>,
     /// `hint.<serviceId>`, else `hint.default`: the hint matched against
-    /// instance metadata `hint`. Not yet applied.
+    /// instance metadata `hint` by [`HintBased`](crate::rule::HintBased).
     pub hint: Option<String>,
-    /// `hint-header-name` (default `X-SC-LB-Hint`). Not yet applied.
+    /// `hint-header-name` (default `X-SC-LB-Hint`).
     pub hint_header_name: Option<String>,
     /// `health-check.*`.
     pub health_check: HealthCheckSettings,

@@ -41,8 +41,42 @@ pub(crate) fn index_of(endpoints: &[Endpoint], e: &Endpoint) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::endpoints;
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::super::test_support::{check_changing_lists, endpoints, list_steps, masked};
+    use super::super::{
+        HintBased, Rule, SameInstancePreference, SlowStart, SlowStartConfig, StickySession, Subset,
+    };
     use super::*;
+    use crate::rule::RoundRobin;
+
+    proptest! {
+        /// Every policy wrapper keeps the rules' changing-lists property:
+        /// picks are members of their list, never excluded, `None` only
+        /// when nothing is eligible, from new and old pickers alike.
+        #[test]
+        fn wrappers_keep_picks_members_and_eligible(
+            lists in list_steps(12),
+            excluded_mask in prop::collection::vec(any::<bool>(), 12),
+            start in any::<usize>(),
+        ) {
+            let pool = endpoints(12);
+            let excluded = masked(&pool, &excluded_mask);
+            let rr = || RoundRobin::with_start(start);
+            let rules: [Box<dyn Rule>; 5] = [
+                Box::new(HintBased::new(rr()).hint("x")),
+                Box::new(StickySession::new(rr())),
+                Box::new(SameInstancePreference::new(rr())),
+                Box::new(Subset::new(rr(), "c").size(3)),
+                Box::new(SlowStart::new(rr(), SlowStartConfig::new(Duration::from_secs(9)))),
+            ];
+            for rule in &rules {
+                check_changing_lists(&**rule, &pool, &lists, &excluded, &[None], 5)?;
+            }
+        }
+    }
 
     #[test]
     fn index_of_finds_members_only() {

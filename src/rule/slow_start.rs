@@ -9,10 +9,12 @@
 //! `factor = max(min_weight_percent / 100, time_factor^(1 / aggression))`,
 //! `time_factor = max(elapsed, 1 ms) / window`
 //!
-//! as Envoy scales its weight. Instances of the first list the rule sees
-//! are not in slow start (Envoy starts slow start only for hosts added by
-//! a membership update after the load balancer exists); neither is any
-//! instance once its window has passed.
+//! as Envoy scales its weight. Instances of the first fetched list the
+//! rule builds for (the first list with a version above 0, or any
+//! non-empty one; the empty list a service holds before its first fetch
+//! does not count) are not in slow start: Envoy starts slow start only for
+//! hosts added by a membership update after the load balancer exists.
+//! Neither is any instance once its window has passed.
 //!
 //! How the share is scaled: the wrapped picker picks as usual; a pick of an
 //! instance in slow start is *accepted* at the rate `factor / f_max`
