@@ -628,6 +628,18 @@ fn policy_keys_take_effect() {
         (Duration::from_secs(10), 2.0, 20.0)
     );
     assert_eq!(carts.slow_start.config(), None);
+    // Hints are per service: clients that differ only in their hint share
+    // one balancer.
+    let shared = RibbonConfig::from_properties_str(
+        "spring.cloud.loadbalancer.hint.a=x\n\
+         spring.cloud.loadbalancer.hint.b=y\n\
+         a.ribbon.listOfServers=127.0.0.1:1\n\
+         b.ribbon.listOfServers=127.0.0.1:2\n",
+    )
+    .unwrap();
+    assert_eq!(shared.client("a").load_balancer.hint.as_deref(), Some("x"));
+    assert_eq!(shared.client("b").load_balancer.hint.as_deref(), Some("y"));
+    assert!(shared.builder().is_ok());
     // One balancer cannot hold different configurations.
     let err = config.builder().unwrap_err();
     assert_eq!(err.kind(), ConfigErrorKind::Conflicting);

@@ -161,3 +161,38 @@ async fn mixed_sources_route_per_service() {
         .unwrap();
     assert_eq!(lb.services(), ["a", "b"]);
 }
+
+#[test]
+fn one_balancer_routes_each_service_by_its_own_hint() {
+    use crate::instance::{Endpoint, Instance};
+    use crate::rule::PickContext;
+    use crate::snapshot::Snapshot;
+
+    let config = RibbonConfig::from_properties_str(
+        "spring.cloud.loadbalancer.hint.a=x\n\
+         spring.cloud.loadbalancer.hint.default=z\n\
+         a.ribbon.listOfServers=127.0.0.1:1\n\
+         b.ribbon.listOfServers=127.0.0.1:2\n",
+    )
+    .unwrap();
+    let global = scope::SpringScope::resolve(None, &config.spring, "").hint;
+    assert_eq!(global.as_deref(), Some("z"));
+    let rule = client::hint_spec(config.clients(), global).unwrap().make();
+    let hinted = |service: &str| {
+        let endpoints = ["x", "y", "z"]
+            .iter()
+            .zip(1u16..)
+            .map(|(h, p)| {
+                let i = Instance::new(service, "127.0.0.1", p).unwrap();
+                Endpoint::new(i.with_metadata("hint", *h))
+            })
+            .collect();
+        std::sync::Arc::new(Snapshot::new(service, endpoints, 1))
+    };
+    let port = |service: &str| {
+        let picker = rule.build(&hinted(service));
+        picker.pick(&PickContext::new()).unwrap().instance().port()
+    };
+    // a: its own hint; b (no hint.b): hint.default; c: not a client, default.
+    assert_eq!((port("a"), port("b"), port("c")), (1, 3, 3));
+}

@@ -26,6 +26,31 @@
 //! request without the header and with no group for the configured hint
 //! goes straight to the wrapped picker.
 //!
+//! ```
+//! use std::sync::Arc;
+//! use http::HeaderMap;
+//! use tower_ribbon::instance::{Endpoint, Instance};
+//! use tower_ribbon::rule::{HintBased, PickContext, RoundRobin, Rule};
+//! use tower_ribbon::snapshot::Snapshot;
+//!
+//! let endpoints = [("stable", 8081), ("canary", 8082)]
+//!     .iter()
+//!     .map(|(hint, port)| {
+//!         let i = Instance::new("svc", "127.0.0.1", *port).unwrap();
+//!         Endpoint::new(i.with_metadata("hint", *hint))
+//!     })
+//!     .collect();
+//! let snapshot = Arc::new(Snapshot::new("svc", endpoints, 1));
+//! let picker = HintBased::new(RoundRobin::new()).hint("stable").build(&snapshot);
+//! // No header: the configured hint.
+//! assert_eq!(picker.pick(&PickContext::new()).unwrap().instance().port(), 8081);
+//! // The header's hint wins.
+//! let mut headers = HeaderMap::new();
+//! headers.insert("x-sc-lb-hint", "canary".parse().unwrap());
+//! let ctx = PickContext::new().with_headers(&headers);
+//! assert_eq!(picker.pick(&ctx).unwrap().instance().port(), 8082);
+//! ```
+//!
 //! [`Domain`]: super::Domain
 
 use std::collections::HashMap;

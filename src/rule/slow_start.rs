@@ -41,6 +41,17 @@
 //! start costs one table lookup more, one in slow start a `powf` (none
 //! for aggression 1) and a compare-and-swap.
 //!
+//! ```
+//! use std::time::Duration;
+//! use tower_ribbon::rule::{RoundRobin, SlowStart, SlowStartConfig};
+//!
+//! // Envoy's defaults but a 60 s window: 10 % at first, linear to 100 %.
+//! let config = SlowStartConfig::new(Duration::from_secs(60));
+//! assert_eq!(config.factor(Duration::from_secs(30)), 0.5);
+//! let rule = SlowStart::new(RoundRobin::new(), config);
+//! # let _ = rule;
+//! ```
+//!
 //! [`EndpointStats::first_seen`]: crate::stats::EndpointStats::first_seen
 
 use std::fmt;
