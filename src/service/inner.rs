@@ -24,8 +24,8 @@ use crate::retry::TryCloneBody;
 /// - a hyper-util `Client<C, B1>` sends only `Request<B1>`: build it for the
 ///   body type of your requests (`build_http::<B>()`), or convert the bodies.
 ///
-/// Where the message appears: at [`LoadBalancer::oneshot`] (an inherent
-/// method, so its bounds are this trait and [`TryCloneBody`]). Through
+/// Where the message appears: at [`LoadBalancer::send`] (an inherent
+/// method whose bounds are this trait and [`TryCloneBody`]). Through
 /// tower's `ServiceExt` (`lb.ready()`, `ServiceExt::oneshot`) rustc checks
 /// `LoadBalancer<S>: Service<_>` during method lookup and reports only
 /// "method exists but its trait bounds were not satisfied" (E0599), naming
@@ -78,17 +78,30 @@ where
 }
 
 impl<S> LoadBalancer<S> {
-    /// Sends one request, consuming this handle: the same as
-    /// [`tower::ServiceExt::oneshot`] (a `LoadBalancer` is always ready),
-    /// which it shadows so that the compiler checks [`InnerService`] and
-    /// [`TryCloneBody`] here, at the call, and says what to pass instead
-    /// when they do not hold. Call `ServiceExt::oneshot(lb, req)` for
-    /// tower's.
+    /// Sends one request, consuming this handle (clone the balancer to
+    /// keep one): what [`tower::ServiceExt::oneshot`] does, since a
+    /// `LoadBalancer` is always ready. Its bounds are [`InnerService`] and
+    /// [`TryCloneBody`] themselves, so when the inner service or the body
+    /// does not fit, the compiler says so here with what to pass instead;
+    /// through `ServiceExt` it can only say that `LoadBalancer<S>` is not a
+    /// `Service`.
+    ///
+    /// ```no_run
+    /// use tower_ribbon::{Error, InnerService, LoadBalancer};
+    ///
+    /// async fn whoami<S: InnerService<String>>(lb: &LoadBalancer<S>) -> Result<(), Error> {
+    ///     let request = http::Request::get("http://user-service/whoami")
+    ///         .body(String::new())
+    ///         .expect("a valid request");
+    ///     let _response = lb.clone().send(request).await?;
+    ///     Ok(())
+    /// }
+    /// ```
     ///
     /// # Errors
     /// As [`Service::call`]: an [`Error`](crate::Error) naming the service
     /// and the cause.
-    pub fn oneshot<B, R>(mut self, req: Request<B>) -> ResponseFuture<R>
+    pub fn send<B, R>(mut self, req: Request<B>) -> ResponseFuture<R>
     where
         S: InnerService<B, Output = R>,
         B: TryCloneBody + Send + 'static,

@@ -24,7 +24,7 @@ async fn call() {
     let request = http::Request::post("http://user-service/")
         .body(StreamBody::new(chunks))
         .unwrap();
-    let _ = lb.oneshot(request).await;
+    let _ = lb.send(request).await;
 }
 
 fn main() {

@@ -20,7 +20,7 @@ async fn call() {
     let request = http::Request::post("http://user-service/")
         .body(Full::new(Bytes::from_static(b"order")))
         .unwrap();
-    let _ = lb.oneshot(request).await;
+    let _ = lb.send(request).await;
 }
 
 fn main() {

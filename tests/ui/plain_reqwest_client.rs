@@ -13,7 +13,7 @@ async fn call() {
         .build(reqwest::Client::new())
         .unwrap();
     let request = http::Request::get("http://user-service/").body(String::new()).unwrap();
-    let _ = lb.oneshot(request).await;
+    let _ = lb.send(request).await;
 }
 
 fn main() {
