@@ -15,6 +15,12 @@ use tower_ribbon::retry::{RetryBudgetConfig, RetryPolicy};
 use tower_ribbon::stats::StatsConfig;
 use tower_ribbon::{Builder, LoadBalancer};
 
+/// A change to the builder, the setting it breaks and the reason given.
+type Case = (Set, &'static str, &'static str);
+
+/// A change to the builder.
+type Set = Box<dyn FnOnce(Builder) -> Builder>;
+
 fn builder() -> Builder {
     let source = StaticSource::new()
         .with_list("svc", "127.0.0.1:1")
@@ -32,34 +38,34 @@ fn refused(set: impl FnOnce(Builder) -> Builder) -> (String, String) {
     }
 }
 
-fn refresh(f: impl FnOnce(&mut RefreshConfig)) -> impl FnOnce(Builder) -> Builder {
+fn refresh(f: impl FnOnce(&mut RefreshConfig)) -> Set {
     let mut c = RefreshConfig::default();
     f(&mut c);
-    move |b: Builder| b.refresh(c)
+    Box::new(move |b: Builder| b.refresh(c))
 }
 
-fn outliers(f: impl FnOnce(&mut OutlierDetection)) -> impl FnOnce(Builder) -> Builder {
+fn outliers(f: impl FnOnce(&mut OutlierDetection)) -> Set {
     let mut c = OutlierDetection::default();
     f(&mut c);
-    move |b: Builder| b.outlier_detection(c)
+    Box::new(move |b: Builder| b.outlier_detection(c))
 }
 
-fn stats(f: impl FnOnce(&mut StatsConfig)) -> impl FnOnce(Builder) -> Builder {
+fn stats(f: impl FnOnce(&mut StatsConfig)) -> Set {
     let mut c = StatsConfig::default();
     f(&mut c);
-    move |b: Builder| b.stats(c)
+    Box::new(move |b: Builder| b.stats(c))
 }
 
-fn health(f: impl FnOnce(&mut ActiveHealthCheck)) -> impl FnOnce(Builder) -> Builder {
+fn health(f: impl FnOnce(&mut ActiveHealthCheck)) -> Set {
     let mut c = ActiveHealthCheck::default();
     f(&mut c);
-    move |b: Builder| b.active_health_check(c)
+    Box::new(move |b: Builder| b.active_health_check(c))
 }
 
 #[tokio::test]
 async fn every_number_and_duration_out_of_bounds_is_named_with_its_bound() {
     let zero = Duration::ZERO;
-    let cases: Vec<(Box<dyn FnOnce(Builder) -> Builder>, &str, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             Box::new(|b: Builder| b.max_services(0)),
             "Builder::max_services",
