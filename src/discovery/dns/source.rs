@@ -86,7 +86,7 @@ pub(super) struct Inner {
     pub(super) resolutions: AtomicU64,
 }
 
-/// An [`InstanceSource`] that resolves service ids through DNS: A/AAAA for
+/// An [`InstanceSource`](crate::discovery::InstanceSource) that resolves service ids through DNS: A/AAAA for
 /// headless services, SRV with priority and weight; see the
 /// [module documentation](crate::discovery::dns).
 ///
