@@ -131,9 +131,10 @@ impl Error {
         Self::new(Kind::NoInstances, service)
     }
 
-    /// No `UP` instance listed: the message says what `listing` holds.
-    pub(crate) fn none_up(service: &str, listing: &crate::snapshot::Listing) -> Self {
-        Self::new(Kind::NoneUp, service).with_note(listing.why_none_up())
+    /// No `UP` instance listed; `why` continues the sentence after the
+    /// service (`Listing::why_none_up`: ": no instance is UP (...)").
+    pub(crate) fn none_up(service: &str, why: String) -> Self {
+        Self::new(Kind::NoneUp, service).with_note(why)
     }
 
     pub(crate) fn unknown_service(service: &str) -> Self {

@@ -199,7 +199,9 @@ fn not_sent(state: &ServiceState, why: NotSent, attempts: Vec<Attempt>) -> Error
                 Some(source) => Error::discovery(service, source),
                 None => match state.snapshot() {
                     // What the source listed, by status (issue 12 item 8).
-                    s if s.is_empty() && s.version() > 0 => Error::none_up(service, s.listing()),
+                    s if s.is_empty() && s.version() > 0 => {
+                        Error::none_up(service, s.listing().why_none_up())
+                    }
                     s if s.is_empty() => Error::no_instances(service)
                         .with_note("the source lists no UP instance of it"),
                     s => Error::no_instances(service).with_note(format!(
