@@ -86,6 +86,8 @@ struct ErrorImpl {
 enum Kind {
     /// The service is known but has no eligible (`UP`) instance right now.
     NoInstances,
+    /// As `NoInstances`, none listed `UP`; the note says what was listed.
+    NoneUp,
     /// The URI host names no service this balancer was configured with.
     UnknownService,
     /// The request URI has no host to take a service id from.
@@ -127,6 +129,12 @@ impl Error {
 
     pub(crate) fn no_instances(service: &str) -> Self {
         Self::new(Kind::NoInstances, service)
+    }
+
+    /// No `UP` instance listed; `why` continues the sentence after the
+    /// service (`Listing::why_none_up`: ": no instance is UP (...)").
+    pub(crate) fn none_up(service: &str, why: String) -> Self {
+        Self::new(Kind::NoneUp, service).with_note(why)
     }
 
     pub(crate) fn unknown_service(service: &str) -> Self {
@@ -196,7 +204,7 @@ impl Error {
 
     /// The service is known but has no eligible (`UP`) instance right now.
     pub fn is_no_instances(&self) -> bool {
-        self.inner.kind == Kind::NoInstances
+        matches!(self.inner.kind, Kind::NoInstances | Kind::NoneUp)
     }
 
     /// The URI host names no service this balancer knows, and on-demand
@@ -281,6 +289,10 @@ impl fmt::Display for Error {
         let instance = self.inner.instance.as_deref().unwrap_or("none");
         match self.inner.kind {
             Kind::NoInstances => write!(f, "no instances available for service `{service}`")?,
+            Kind::NoneUp => {
+                let why = self.inner.note.as_deref().unwrap_or_default();
+                return write!(f, "service `{service}`{why}");
+            }
             Kind::UnknownService => write!(
                 f,
                 "unknown service `{service}`: not configured on this load balancer"

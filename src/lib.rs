@@ -132,7 +132,7 @@ cfg_feature! {
 
 pub use error::{BoxError, DiscoveryError, Error};
 pub use instance::{Endpoint, Instance, InstanceStatus};
-pub use service::{Builder, LoadBalancer, LoadBalancerLayer, ResponseFuture};
+pub use service::{Builder, InnerService, LoadBalancer, LoadBalancerLayer, ResponseFuture};
 
 cfg_feature! {
     #![feature = "reqwest"]

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::instance::Endpoint;
+use crate::instance::{Endpoint, InstanceStatus};
 
 /// The eligible endpoints of one service at one moment.
 ///
@@ -21,6 +21,7 @@ pub struct Snapshot {
     service_id: Arc<str>,
     endpoints: Box<[Endpoint]>,
     version: u64,
+    listing: Listing,
 }
 
 impl Snapshot {
@@ -30,7 +31,23 @@ impl Snapshot {
             service_id: service_id.into(),
             endpoints: endpoints.into_boxed_slice(),
             version,
+            listing: Listing::default(),
         }
+    }
+
+    /// This snapshot with `listing`: what the fetch it was built from
+    /// listed, every status counted.
+    #[must_use]
+    pub fn with_listing(mut self, listing: Listing) -> Self {
+        self.listing = listing;
+        self
+    }
+
+    /// What the source listed at the fetch this snapshot was built from,
+    /// counted by status (the endpoints are only the `UP` ones). Empty
+    /// before the first fetch.
+    pub fn listing(&self) -> &Listing {
+        &self.listing
     }
 
     /// An empty snapshot (version 0), what a service holds before its first
@@ -75,7 +92,159 @@ impl fmt::Debug for Snapshot {
         f.debug_struct("Snapshot")
             .field("service_id", &self.service_id)
             .field("version", &self.version)
+            .field("listing", &self.listing)
             .field("endpoints", &self.endpoints)
             .finish()
+    }
+}
+
+/// What kind of source an instance list came from: names it in errors
+/// and says whether its instances carry statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum SourceKind {
+    /// A registry with instance statuses (Eureka). The default.
+    #[default]
+    Registry,
+    /// A static list (`listOfServers`, [`StaticSource`](crate::discovery::StaticSource)).
+    StaticList,
+    /// DNS: addresses have no status, every listed address is `UP`.
+    Dns,
+    /// Another source.
+    Other,
+}
+
+impl SourceKind {
+    /// How errors name it: `registry`, `static list`, `DNS`, `source`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Registry => "registry",
+            Self::StaticList => "static list",
+            Self::Dns => "DNS",
+            Self::Other => "source",
+        }
+    }
+
+    /// Whether its instances carry statuses (all but DNS).
+    pub fn has_statuses(self) -> bool {
+        !matches!(self, Self::Dns)
+    }
+}
+
+/// What one fetch listed for a service, counted by status: the `UP`
+/// instances become the snapshot's endpoints, the others only show here
+/// (so "no instances" can say whether the service is listed at all, and in
+/// which statuses). A fixed array, no allocation.
+///
+/// ```
+/// use tower_ribbon::InstanceStatus;
+/// use tower_ribbon::snapshot::{Listing, SourceKind};
+///
+/// let mut listing = Listing::new(SourceKind::Registry);
+/// listing.add(InstanceStatus::OutOfService);
+/// listing.add(InstanceStatus::Starting);
+/// listing.add(InstanceStatus::OutOfService);
+/// assert_eq!(listing.total(), 3);
+/// assert_eq!(listing.to_string(), "registry lists 3: 2 OUT_OF_SERVICE, 1 STARTING");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Listing {
+    source: SourceKind,
+    /// Instances per status, in [`Listing::STATUSES`] order (saturating).
+    counts: [u32; 5],
+}
+
+impl Listing {
+    /// The statuses counted, in the order of the counts.
+    pub const STATUSES: [InstanceStatus; 5] = [
+        InstanceStatus::Up,
+        InstanceStatus::Down,
+        InstanceStatus::Starting,
+        InstanceStatus::OutOfService,
+        InstanceStatus::Unknown,
+    ];
+
+    /// Nothing listed yet, by a source of kind `source`.
+    pub fn new(source: SourceKind) -> Self {
+        Self {
+            source,
+            counts: [0; 5],
+        }
+    }
+
+    fn index(status: InstanceStatus) -> usize {
+        match status {
+            InstanceStatus::Up => 0,
+            InstanceStatus::Down => 1,
+            InstanceStatus::Starting => 2,
+            InstanceStatus::OutOfService => 3,
+            InstanceStatus::Unknown => 4,
+        }
+    }
+
+    /// Counts one listed instance of `status`.
+    pub fn add(&mut self, status: InstanceStatus) {
+        let n = &mut self.counts[Self::index(status)];
+        *n = n.saturating_add(1);
+    }
+
+    /// The kind of source that listed them.
+    pub fn source(&self) -> SourceKind {
+        self.source
+    }
+
+    /// Instances listed with `status`.
+    pub fn count(&self, status: InstanceStatus) -> u32 {
+        self.counts[Self::index(status)]
+    }
+
+    /// Instances listed, every status.
+    pub fn total(&self) -> u32 {
+        self.counts.iter().fold(0u32, |a, n| a.saturating_add(*n))
+    }
+}
+
+impl Listing {
+    /// Why a service with this listing has no `UP` instance, as the rest
+    /// of a sentence that starts with the service: ` is not in the
+    /// registry, so it has no UP instance` when nothing is listed,
+    /// `: no instance is UP (registry lists 3: 2 OUT_OF_SERVICE, 1 STARTING)`
+    /// otherwise (each source kind words the empty case its own way).
+    pub fn why_none_up(&self) -> String {
+        if self.total() > 0 {
+            return format!(": no instance is UP ({self})");
+        }
+        match self.source {
+            SourceKind::Registry => " is not in the registry, so it has no UP instance".into(),
+            SourceKind::StaticList => ": its static list is empty, so it has no UP instance".into(),
+            SourceKind::Dns => ": DNS lists no address for it, so it has no UP instance (DNS has no instance statuses)".into(),
+            SourceKind::Other => " is not listed by its source, so it has no UP instance".into(),
+        }
+    }
+}
+
+/// `registry lists 3: 2 OUT_OF_SERVICE, 1 STARTING`: statuses by count,
+/// most first (ties in Eureka's spelling order); `registry lists none`.
+impl fmt::Display for Listing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let total = self.total();
+        if total == 0 {
+            return write!(f, "{} lists none", self.source.name());
+        }
+        write!(f, "{} lists {total}", self.source.name())?;
+        if !self.source.has_statuses() {
+            return write!(f, " (DNS has no instance statuses)");
+        }
+        let mut order: Vec<(u32, &str)> = Self::STATUSES
+            .iter()
+            .map(|s| (self.count(*s), s.as_str()))
+            .filter(|(n, _)| *n > 0)
+            .collect();
+        order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        for (i, (n, status)) in order.iter().enumerate() {
+            let sep = if i == 0 { ": " } else { ", " };
+            write!(f, "{sep}{n} {status}")?;
+        }
+        Ok(())
     }
 }

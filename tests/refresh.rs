@@ -160,10 +160,11 @@ async fn failures_keep_the_last_list_and_staleness_is_readable() {
     let err = get(&lb, "http://user-service/x").await.unwrap_err();
     assert!(err.is_no_instances(), "{err}");
     assert_eq!(err.service_id(), "user-service");
-    // The message starts with its cause, then says more (issue 12).
+    // The message says what the source listed (issue 12 item 8): a
+    // source that does not say what kind it is counts as a registry.
     assert_eq!(
         err.to_string(),
-        "no instances available for service `user-service`; the source lists no UP instance of it"
+        "service `user-service` is not in the registry, so it has no UP instance"
     );
 
     // The next good fetch replaces it.

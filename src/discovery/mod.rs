@@ -48,7 +48,7 @@ cfg_feature! {
 mod refresh;
 mod static_list;
 
-pub use crate::snapshot::Snapshot;
+pub use crate::snapshot::{Listing, Snapshot, SourceKind};
 pub(crate) use refresh::{NewEndpoint, Refresh, Refreshed, TaskGuard, spawn_refresher};
 pub use refresh::{RefreshConfig, RefreshStatus};
 pub use static_list::{StaticSource, parse_list_of_servers};
@@ -69,16 +69,31 @@ pub trait InstanceSource: Send + Sync + 'static {
     /// # Errors
     /// Any [`DiscoveryError`]; the refresh counts it and keeps the last list.
     fn fetch<'a>(&'a self, service_id: &'a str) -> FetchFuture<'a>;
+
+    /// What kind of source this is, for errors ("not in the registry",
+    /// "the static list has none") and whether its instances carry
+    /// statuses. Default [`SourceKind::Registry`].
+    fn kind(&self) -> SourceKind {
+        SourceKind::Registry
+    }
 }
 
 impl<T: InstanceSource + ?Sized> InstanceSource for Arc<T> {
     fn fetch<'a>(&'a self, service_id: &'a str) -> FetchFuture<'a> {
         (**self).fetch(service_id)
     }
+
+    fn kind(&self) -> SourceKind {
+        (**self).kind()
+    }
 }
 
 impl<T: InstanceSource + ?Sized> InstanceSource for Box<T> {
     fn fetch<'a>(&'a self, service_id: &'a str) -> FetchFuture<'a> {
         (**self).fetch(service_id)
+    }
+
+    fn kind(&self) -> SourceKind {
+        (**self).kind()
     }
 }

@@ -26,7 +26,7 @@ use super::InstanceSource;
 use crate::error::{BuildError, DiscoveryError};
 use crate::instance::{Endpoint, Instance, InstanceKey};
 use crate::rng::AtomicRng;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Listing, Snapshot, SourceKind};
 
 /// How the instance list of each service is refreshed.
 ///
@@ -287,7 +287,8 @@ impl Refresh {
                 after: timeout,
             }),
         };
-        let result = fetched.and_then(|instances| self.apply(instances, publish));
+        let kind = source.kind();
+        let result = fetched.and_then(|instances| self.apply(instances, kind, publish));
         let ok = result.is_ok();
         self.record(result);
         if !self.first_done.swap(true, Ordering::AcqRel) {
@@ -333,13 +334,20 @@ impl Refresh {
     fn apply(
         &self,
         instances: Vec<Instance>,
+        kind: SourceKind,
         publish: &(dyn Fn(Arc<Snapshot>) + Sync),
     ) -> Result<(), DiscoveryError> {
         let current = self.current.load_full();
         let mut seen = HashSet::new();
+        // Every listed instance is counted by status (the "no instances"
+        // error says what was listed); only `UP` ones become endpoints.
+        let mut listing = Listing::new(kind);
         let eligible: Vec<Instance> = instances
             .into_iter()
-            .filter(|i| i.status().is_up())
+            .filter(|i| {
+                listing.add(i.status());
+                i.status().is_up()
+            })
             .filter(|i| seen.insert(i.key()))
             .collect();
 
@@ -352,7 +360,8 @@ impl Refresh {
             && eligible
                 .iter()
                 .zip(current.endpoints())
-                .all(|(new, old)| new == old.instance());
+                .all(|(new, old)| new == old.instance())
+            && listing == *current.listing();
         if unchanged && current.version() > 0 {
             return Ok(());
         }
@@ -381,11 +390,14 @@ impl Refresh {
             })
             .collect();
         let removed = current.len() - kept;
-        let next = Arc::new(Snapshot::new(
-            Arc::clone(&self.service_id),
-            endpoints,
-            current.version() + 1,
-        ));
+        let next = Arc::new(
+            Snapshot::new(
+                Arc::clone(&self.service_id),
+                endpoints,
+                current.version() + 1,
+            )
+            .with_listing(listing),
+        );
         tracing::debug!(
             service = %self.service_id,
             instances = next.len(),

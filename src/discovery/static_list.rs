@@ -115,6 +115,10 @@ impl InstanceSource for StaticSource {
             });
         Box::pin(std::future::ready(result))
     }
+
+    fn kind(&self) -> crate::snapshot::SourceKind {
+        crate::snapshot::SourceKind::StaticList
+    }
 }
 
 /// Parses Ribbon's `listOfServers`: comma-separated `host:port`,

@@ -28,8 +28,14 @@
 //!   `healthCheckUrl` naming the machine by its host name while the
 //!   instance is registered by IP (Spring's `preferIpAddress`) is ignored
 //!   too, and the probe goes to the instance's address with `path` (and the
-//!   management port, if any). `https` instances are not probed (no TLS
-//!   connector here): they keep their passive health only.
+//!   management port, if any).
+//! - **https**: a secure instance is probed over `https` (a registry
+//!   `healthCheckUrl` may be `http` or `https`) through the crate's rustls
+//!   client (feature `tls`): [`ActiveHealthCheck::https_client`] sets it,
+//!   with custom roots or a client certificate; by default webpki roots.
+//!   A failed handshake (an unknown root, a wrong name) fails the probe.
+//!   Without the `tls` feature `https` instances are not probed (one
+//!   warning per instance) and keep their passive health only.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -42,8 +48,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::discovery::{Snapshot, TaskGuard};
+use crate::error::BoxError;
 use crate::instance::{Instance, InstanceKey};
 use crate::stats::{InvalidConfig, check};
+
+cfg_feature! {
+    #![feature = "tls"]
+    mod https;
+}
 
 /// Metadata key of Spring Boot's management (actuator) port.
 pub const MANAGEMENT_PORT: &str = "management.port";
@@ -96,6 +108,9 @@ pub struct ActiveHealthCheck {
     /// Whether a registry health URL may point at another host or port
     /// (registry data then decides where probes go). Default `false`.
     pub allow_other_hosts: bool,
+    /// The client of `https` probes, set by `https_client` (feature `tls`).
+    #[cfg(feature = "tls")]
+    pub(crate) https: Option<https::TlsProbe>,
 }
 
 impl Default for ActiveHealthCheck {
@@ -110,6 +125,8 @@ impl Default for ActiveHealthCheck {
             unhealthy_threshold: 3,
             use_registry_url: true,
             allow_other_hosts: false,
+            #[cfg(feature = "tls")]
+            https: None,
         }
     }
 }
@@ -174,12 +191,16 @@ impl ActiveHealthCheck {
 
     /// Where `instance` is probed (see the module doc).
     pub(crate) fn target_of(&self, instance: &Instance) -> Target {
-        if instance.is_secure() {
+        if instance.is_secure() && !cfg!(feature = "tls") {
             return Target {
                 url: None,
-                warning: None,
+                warning: Some(
+                    "https instance not probed: active health checks over https need the `tls` feature"
+                        .to_owned(),
+                ),
             };
         }
+        let scheme = if instance.is_secure() { "https" } else { "http" };
         let mut warnings = Vec::new();
         let management = management_port(instance, &mut warnings);
         if self.use_registry_url {
@@ -204,7 +225,7 @@ impl ActiveHealthCheck {
             None => (instance.authority().as_str().to_owned(), String::new()),
         };
         let warning = (!warnings.is_empty()).then(|| warnings.join("; "));
-        let url = Some(format!("http://{port_authority}{context}{}", self.path));
+        let url = Some(format!("{scheme}://{port_authority}{context}{}", self.path));
         Target { url, warning }
     }
 
@@ -216,8 +237,10 @@ impl ActiveHealthCheck {
     ) -> Result<String, &'static str> {
         let uri = raw.parse::<http::Uri>().map_err(|_| "not a URI")?;
         let host = uri.host().ok_or("no host")?;
-        if uri.scheme_str() != Some("http") {
-            return Err("not a plain http URL");
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") if cfg!(feature = "tls") => {}
+            _ => return Err("not an http URL (https needs the `tls` feature)"),
         }
         if self.allow_other_hosts {
             return Ok(raw.to_owned());
@@ -230,7 +253,8 @@ impl ActiveHealthCheck {
         if bare(host) != bare(instance.host()) {
             return Err("another host");
         }
-        let port = uri.port_u16().unwrap_or(80);
+        let default_port = if uri.scheme_str() == Some("https") { 443 } else { 80 };
+        let port = uri.port_u16().unwrap_or(default_port);
         if port != instance.port() && Some(port) != management {
             return Err("another port");
         }
@@ -280,14 +304,53 @@ fn with_port(instance: &Instance, port: u16) -> String {
     format!("{host}:{port}")
 }
 
-type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
+/// The clients probes go through: plain `http`, and `https` (feature
+/// `tls`; `None` when no TLS client could be built).
+#[derive(Clone)]
+struct ProbeClient {
+    http: Client<HttpConnector, Empty<Bytes>>,
+    #[cfg(feature = "tls")]
+    https: Option<https::HttpsProbeClient>,
+}
+
+impl ProbeClient {
+    fn new(config: &ActiveHealthCheck) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.timeout));
+        Self {
+            http: Client::builder(TokioExecutor::new()).build(connector),
+            #[cfg(feature = "tls")]
+            https: config.probe_client_https(),
+        }
+    }
+
+    /// Whether `url` can be probed (an `https` one needs a TLS client).
+    fn can_probe(&self, url: &str) -> bool {
+        #[cfg(feature = "tls")]
+        if url.starts_with("https://") {
+            return self.https.is_some();
+        }
+        url.starts_with("http://")
+    }
+
+    async fn get(&self, uri: http::Uri) -> Result<http::StatusCode, BoxError> {
+        #[cfg(feature = "tls")]
+        if uri.scheme_str() == Some("https") {
+            let Some(client) = &self.https else {
+                return Err("no TLS client".into());
+            };
+            return Ok(client.inner().get(uri).await?.status());
+        }
+        Ok(self.http.get(uri).await?.status())
+    }
+}
 
 async fn probe(client: &ProbeClient, url: &str, timeout: Duration) -> bool {
     let Ok(uri) = url.parse::<http::Uri>() else {
         return false;
     };
     match tokio::time::timeout(timeout, client.get(uri)).await {
-        Ok(Ok(response)) => response.status().is_success(),
+        Ok(Ok(status)) => status.is_success(),
         _ => false,
     }
 }
@@ -336,7 +399,9 @@ async fn round(
                 tracing::warn!(service = %service, instance = %endpoint, %warning, "health-check target");
             }
         }
-        let Some(url) = target.url else { continue };
+        let Some(url) = target.url.filter(|u| client.can_probe(u)) else {
+            continue;
+        };
         let (client, timeout) = (client.clone(), config.timeout);
         checks.spawn(async move {
             let passed = probe(&client, &url, timeout).await;
@@ -366,9 +431,7 @@ pub(crate) fn spawn_health_checks(
     handle: &tokio::runtime::Handle,
 ) -> TaskGuard {
     TaskGuard::new(handle.spawn(async move {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.timeout));
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let client = ProbeClient::new(&config);
         let rng = crate::rng::AtomicRng::from_entropy();
         let mut warned = HashSet::new();
         let mut wait = jittered(config.initial_delay, config.interval_jitter, &rng);
@@ -386,98 +449,4 @@ pub(crate) fn spawn_health_checks(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn instance() -> Instance {
-        Instance::new("s", "10.0.0.5", 8080).unwrap()
-    }
-
-    fn url(check: &ActiveHealthCheck, i: &Instance) -> Option<String> {
-        check.target_of(i).url
-    }
-
-    #[test]
-    fn targets_stay_on_the_instances_own_host() {
-        let c = ActiveHealthCheck::new("health");
-        assert_eq!(c.path, "/health");
-        let i = instance();
-        assert_eq!(url(&c, &i).unwrap(), "http://10.0.0.5:8080/health");
-        let own = i
-            .clone()
-            .with_health_check_url("http://10.0.0.5:8080/status");
-        assert_eq!(url(&c, &own).unwrap(), "http://10.0.0.5:8080/status");
-        for elsewhere in [
-            "http://10.0.0.6:8080/internal/admin/purge?all=true",
-            "http://10.0.0.5:9999/internal/admin/purge?all=true",
-            "https://10.0.0.5:8080/status",
-            "not a url",
-        ] {
-            let t = c.target_of(&i.clone().with_health_check_url(elsewhere));
-            assert_eq!(t.url.unwrap(), "http://10.0.0.5:8080/health", "{elsewhere}");
-            assert!(t.warning.unwrap().contains("healthCheckUrl"));
-        }
-        let open = ActiveHealthCheck {
-            allow_other_hosts: true,
-            ..c.clone()
-        };
-        let other = i.clone().with_health_check_url("http://10.0.0.6:1/x");
-        assert_eq!(url(&open, &other).unwrap(), "http://10.0.0.6:1/x");
-        let secure = i.with_secure(true);
-        assert_eq!(url(&c, &secure), None);
-    }
-
-    #[test]
-    fn spring_boot_management_port_and_context_path() {
-        let c = ActiveHealthCheck::default();
-        let i = instance().with_metadata(MANAGEMENT_PORT, "8081");
-        assert_eq!(url(&c, &i).unwrap(), "http://10.0.0.5:8081/actuator/health");
-        let ctx = i.clone().with_metadata(MANAGEMENT_CONTEXT_PATH, "/manage/");
-        assert_eq!(
-            url(&c, &ctx).unwrap(),
-            "http://10.0.0.5:8081/manage/actuator/health"
-        );
-        // healthCheckUrl on the management port wins.
-        let hc = ctx
-            .clone()
-            .with_health_check_url("http://10.0.0.5:8081/mgmt/health");
-        assert_eq!(url(&c, &hc).unwrap(), "http://10.0.0.5:8081/mgmt/health");
-        // Malformed values are ignored with a warning.
-        let bad = instance().with_metadata(MANAGEMENT_PORT, "80x");
-        let t = c.target_of(&bad);
-        assert_eq!(t.url.unwrap(), "http://10.0.0.5:8080/actuator/health");
-        assert!(t.warning.unwrap().contains("management.port"));
-        let bad_ctx = i.with_metadata(MANAGEMENT_CONTEXT_PATH, "a b");
-        let t = c.target_of(&bad_ctx);
-        assert_eq!(t.url.unwrap(), "http://10.0.0.5:8081/actuator/health");
-        assert!(t.warning.is_some());
-        let v6 = Instance::new("s", "::1", 8080)
-            .unwrap()
-            .with_metadata(MANAGEMENT_PORT, "9");
-        assert_eq!(url(&c, &v6).unwrap(), "http://[::1]:9/actuator/health");
-    }
-
-    #[test]
-    fn validate_names_the_field() {
-        let mut c = ActiveHealthCheck::default();
-        assert_eq!(c.validate(), Ok(()));
-        c.unhealthy_threshold = 0;
-        assert_eq!(
-            c.validate().unwrap_err().field(),
-            "ActiveHealthCheck::unhealthy_threshold"
-        );
-        c = ActiveHealthCheck {
-            interval: Duration::from_millis(9),
-            ..ActiveHealthCheck::default()
-        };
-        assert_eq!(
-            c.validate().unwrap_err().field(),
-            "ActiveHealthCheck::interval"
-        );
-        c = ActiveHealthCheck {
-            path: "x".into(),
-            ..ActiveHealthCheck::default()
-        };
-        assert_eq!(c.validate().unwrap_err().field(), "ActiveHealthCheck::path");
-    }
-}
+mod tests;

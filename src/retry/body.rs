@@ -7,7 +7,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{Empty, Full};
+use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
+use http_body_util::{BodyExt, Empty, Full};
 
 use crate::error::BoxError;
 
@@ -24,6 +25,19 @@ use crate::error::BoxError;
 /// `String`, `Vec<u8>` and `reqwest::Body` are copied whenever the policy
 /// may retry (reqwest exposes no shared handle to its bytes); send large
 /// bodies as `Bytes`.
+///
+/// Boxed bodies ([`BoxBody`] and [`UnsyncBoxBody`] over `Bytes`) are
+/// accepted too; they cannot be copied, so a boxed body is replayed only
+/// when it is known to be empty (a `GET` built with an empty boxed body),
+/// and otherwise its request is sent once and never retried. To retry a
+/// boxed body, buffer it first with [`ReplayBody::buffer`] (bounded) or
+/// wrap it in [`ReplayBody::streaming`] (replayed until it starts).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a request body of a `LoadBalancer`: it cannot be copied for a retry",
+    label = "the body of this request",
+    note = "buffered bodies are accepted as they are: `Full<Bytes>`, `Empty<Bytes>`, `Bytes`, `String`, `Vec<u8>`, `&'static str`, `()`, boxed bodies over `Bytes`",
+    note = "for a stream, wrap it: `ReplayBody::streaming(body)` (replayed only until it starts) or `ReplayBody::buffer(body, max_bytes).await` (read into memory, replayed on every retry)"
+)]
 pub trait TryCloneBody: Sized {
     /// A copy for another attempt, or `None` if this body cannot be sent
     /// again.
@@ -64,6 +78,39 @@ impl TryCloneBody for reqwest::Body {
     }
 }
 
+/// A boxed body is copied only when it is known to be empty (its end is
+/// already reached): the copy is a new empty boxed body. Any other boxed
+/// body cannot be copied (`None`), so its request is not retried.
+impl<E: 'static> TryCloneBody for BoxBody<Bytes, E> {
+    fn try_clone_body(&self) -> Option<Self> {
+        self.is_end_stream()
+            .then(|| Empty::new().map_err(|never| match never {}).boxed())
+    }
+}
+
+/// As for [`BoxBody`]: copied only when known to be empty.
+impl<E: 'static> TryCloneBody for UnsyncBoxBody<Bytes, E> {
+    fn try_clone_body(&self) -> Option<Self> {
+        self.is_end_stream()
+            .then(|| Empty::new().map_err(|never| match never {}).boxed_unsync())
+    }
+}
+
+/// Why [`ReplayBody::buffer`] could not buffer a body.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BufferError {
+    /// The body is longer than the bound.
+    #[error("request body longer than {max_bytes} bytes: too long to buffer for retries")]
+    TooLong {
+        /// The bound passed to [`ReplayBody::buffer`].
+        max_bytes: usize,
+    },
+    /// Reading the body failed.
+    #[error("reading the request body to buffer it failed: {0}")]
+    Read(#[source] BoxError),
+}
+
 /// A body that is either buffered (always replayable) or a stream that is
 /// replayable only until it is first polled.
 ///
@@ -94,6 +141,44 @@ impl<B> ReplayBody<B> {
         Self {
             inner: Inner::Buffered(Some(bytes.into())),
         }
+    }
+
+    /// Reads `body` into memory, at most `max_bytes` bytes, so that every
+    /// retry can send it again (for example a [`BoxBody`] a gateway
+    /// received). Trailers are dropped. Reading stops at the first frame
+    /// past the bound, so a longer body costs at most `max_bytes` plus one
+    /// frame of memory.
+    ///
+    /// # Errors
+    /// [`BufferError::TooLong`] when the body (by its size hint or as read)
+    /// exceeds `max_bytes`; [`BufferError::Read`] when reading fails.
+    pub async fn buffer<S>(body: S, max_bytes: usize) -> Result<Self, BufferError>
+    where
+        S: Body,
+        S::Error: Into<BoxError>,
+    {
+        let too_long = BufferError::TooLong { max_bytes };
+        if body.size_hint().lower() > max_bytes as u64 {
+            return Err(too_long);
+        }
+        let mut body = std::pin::pin!(body);
+        let mut buf = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| BufferError::Read(e.into()))?;
+            if let Ok(mut data) = frame.into_data() {
+                use bytes::Buf;
+                if buf.len().saturating_add(data.remaining()) > max_bytes {
+                    return Err(too_long);
+                }
+                while data.has_remaining() {
+                    let chunk = data.chunk();
+                    buf.extend_from_slice(chunk);
+                    let n = chunk.len();
+                    data.advance(n);
+                }
+            }
+        }
+        Ok(Self::from_bytes(buf.freeze()))
     }
 
     /// A streaming body: replayable only while no attempt has started
@@ -237,6 +322,37 @@ mod tests {
         // The spare made before the start cannot send it a second time.
         let err = spare.collect().await.unwrap_err();
         assert!(err.to_string().contains("already sent"));
+    }
+
+    #[tokio::test]
+    async fn boxed_bodies_copy_only_when_empty() {
+        let empty: BoxBody<Bytes, BoxError> = Empty::new().map_err(|n| match n {}).boxed();
+        let copy = empty
+            .try_clone_body()
+            .expect("an empty boxed body is copied");
+        assert!(copy.is_end_stream());
+        let full: UnsyncBoxBody<Bytes, BoxError> = Full::new(Bytes::from_static(b"x"))
+            .map_err(|n| match n {})
+            .boxed_unsync();
+        assert!(full.try_clone_body().is_none());
+    }
+
+    #[tokio::test]
+    async fn buffer_reads_up_to_the_bound() {
+        let boxed: BoxBody<Bytes, BoxError> = Full::new(Bytes::from_static(b"order #42"))
+            .map_err(|n| match n {})
+            .boxed();
+        let body: ReplayBody<Empty<Bytes>> = ReplayBody::buffer(boxed, 9).await.unwrap();
+        let copy = body.try_clone_body().unwrap();
+        assert_eq!(copy.collect().await.unwrap().to_bytes(), "order #42");
+        let long = Full::new(Bytes::from_static(b"order #42"));
+        let err = ReplayBody::<Empty<Bytes>>::buffer(long, 8)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, BufferError::TooLong { max_bytes: 8 }),
+            "{err}"
+        );
     }
 
     #[tokio::test]

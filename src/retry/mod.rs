@@ -56,7 +56,7 @@ mod budget;
 
 /// Moved to [`crate::error::Attempt`]; kept here so old paths compile.
 pub use crate::error::Attempt;
-pub use body::{ReplayBody, TryCloneBody};
+pub use body::{BufferError, ReplayBody, TryCloneBody};
 pub use budget::RetryBudgetConfig;
 
 /// Marks one request as safe to retry even though its method is not

@@ -211,18 +211,36 @@ impl Builder {
 
     /// Builds the layer and starts one refresh task per declared service.
     ///
+    /// Every setting that takes a number or a duration is checked here;
+    /// [`BuildError::Invalid`] names the first one out of bounds and the
+    /// bound ([`BuildError::key`] is the setting):
+    ///
+    /// | setting | bound |
+    /// |---|---|
+    /// | `Builder::max_services` | `1..=1_000_000` |
+    /// | `Builder::on_demand_idle` | more than zero |
+    /// | `refresh.interval`, `.jitter`, `.fetch_timeout` | at least 1 ms; `0.0..=0.5`; more than zero |
+    /// | `RetryPolicy::per_try_timeout`, `::deadline` | more than zero |
+    /// | `RetryPolicy::backoff` | cap at least base |
+    /// | `RetryPolicy::retryable_statuses` | `100..=599` |
+    /// | retry budget `ttl`, `ratio`, `min_per_sec` | 1 s..=60 s; `0.0..=1000.0`; below `i32::MAX` |
+    /// | `OutlierDetection::*` | see [`OutlierDetection::validate`] |
+    /// | `StatsConfig::*` | see [`StatsConfig::validate`](crate::stats::StatsConfig::validate) |
+    /// | `ActiveHealthCheck::*` | see `ActiveHealthCheck::validate` |
+    ///
+    /// `max_same` and `max_next` take any count: the deadline and the
+    /// retry budget bound what they cost.
+    ///
     /// # Errors
     /// [`BuildError::NoSource`] without a source; [`BuildError::NoRuntime`]
-    /// outside a Tokio runtime; [`BuildError::Invalid`] for an empty
-    /// service id.
+    /// outside a Tokio runtime; [`BuildError::Invalid`] for a setting out of
+    /// bounds (above) or an empty service id.
     pub fn layer(self) -> Result<LoadBalancerLayer, BuildError> {
         let source = self.source.ok_or(BuildError::NoSource)?;
         let handle = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         self.refresh.validate()?;
+        validate_numbers(&self.retry, self.on_demand_idle, self.max_services)?;
         self.retry.build()?;
-        if self.on_demand_idle.is_zero() {
-            return Err(BuildError::invalid("Builder::on_demand_idle", "zero"));
-        }
         let invalid = |e: crate::stats::InvalidConfig| BuildError::invalid(e.field(), e.reason());
         self.outliers.validate().map_err(invalid)?;
         self.stats.validate().map_err(invalid)?;
@@ -277,5 +295,35 @@ impl Builder {
             inner,
             self.layer()?.shared().clone(),
         ))
+    }
+}
+
+/// The most services a balancer may hold with on-demand discovery.
+const MAX_SERVICES: usize = 1_000_000;
+
+/// The bounds of the builder's own numbers and of the retry timeouts,
+/// named with the bound they miss (see [`Builder::layer`]).
+fn validate_numbers(
+    retry: &RetryPolicy,
+    on_demand_idle: std::time::Duration,
+    max_services: usize,
+) -> Result<(), BuildError> {
+    if !(1..=MAX_SERVICES).contains(&max_services) {
+        return Err(BuildError::invalid(
+            "Builder::max_services",
+            format!("{max_services} is outside 1..=1000000"),
+        ));
+    }
+    let positive = [
+        ("Builder::on_demand_idle", Some(on_demand_idle)),
+        ("RetryPolicy::per_try_timeout", retry.get_per_try_timeout()),
+        ("RetryPolicy::deadline", retry.get_deadline()),
+    ];
+    match positive
+        .into_iter()
+        .find(|(_, d)| *d == Some(std::time::Duration::ZERO))
+    {
+        Some((key, _)) => Err(BuildError::invalid(key, "must be more than zero")),
+        None => Ok(()),
     }
 }

@@ -58,7 +58,7 @@ use http::Request;
 use tower::Service;
 
 use crate::discovery::{InstanceSource, RefreshConfig, RefreshStatus};
-use crate::error::{BoxError, Error};
+use crate::error::Error;
 #[cfg(feature = "hyper-util")]
 use crate::health::ActiveHealthCheck;
 use crate::health::OutlierDetection;
@@ -72,6 +72,7 @@ mod classify;
 mod future;
 pub(crate) mod grpc_status;
 mod hash_key;
+mod inner;
 mod layer;
 cfg_feature! {
     #![feature = "reqwest"]
@@ -88,6 +89,7 @@ use builder::MakeRule;
 pub use classify::{FailureStatuses, ResponseStatus, classify_error};
 pub use future::ResponseFuture;
 pub use hash_key::HashKey;
+pub use inner::InnerService;
 pub use layer::LoadBalancerLayer;
 pub(crate) use state::ServiceState;
 
@@ -215,13 +217,11 @@ impl<S: fmt::Debug> fmt::Debug for LoadBalancer<S> {
     }
 }
 
+// The bounds on `S` are one crate trait, so a wrong inner service is
+// reported with `InnerService`'s message (see `inner.rs`).
 impl<S, B> Service<Request<B>> for LoadBalancer<S>
 where
-    S: Service<Request<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    S::Response: TrackCompletion + Send + 'static,
-    <S::Response as TrackCompletion>::Tracked: Send + 'static,
+    S: InnerService<B>,
     B: TryCloneBody + Send + 'static,
 {
     type Response = <S::Response as TrackCompletion>::Tracked;

@@ -197,11 +197,16 @@ fn not_sent(state: &ServiceState, why: NotSent, attempts: Vec<Attempt>) -> Error
                 .increment(1);
             match state.error_before_first_success() {
                 Some(source) => Error::discovery(service, source),
-                None => match state.snapshot().len() {
-                    0 => Error::no_instances(service)
+                None => match state.snapshot() {
+                    // What the source listed, by status (issue 12 item 8).
+                    s if s.is_empty() && s.version() > 0 => {
+                        Error::none_up(service, s.listing().why_none_up())
+                    }
+                    s if s.is_empty() => Error::no_instances(service)
                         .with_note("the source lists no UP instance of it"),
-                    n => Error::no_instances(service).with_note(format!(
-                        "all {n} UP instances are excluded (circuit breaker tripped or ejected)"
+                    s => Error::no_instances(service).with_note(format!(
+                        "all {} UP instances are excluded (circuit breaker tripped or ejected)",
+                        s.len()
                     )),
                 },
             }

@@ -14,8 +14,6 @@ use hickory_resolver::proto::rr::Name;
 use crate::DiscoveryError;
 use crate::Instance;
 use std::sync::Arc;
-use crate::discovery::FetchFuture;
-use crate::discovery::InstanceSource;
 use std::sync::atomic::AtomicU64;
 use super::records::Candidate;
 use super::config::DnsConfig;
@@ -88,7 +86,7 @@ pub(super) struct Inner {
     pub(super) resolutions: AtomicU64,
 }
 
-/// An [`InstanceSource`] that resolves service ids through DNS: A/AAAA for
+/// An [`InstanceSource`](crate::discovery::InstanceSource) that resolves service ids through DNS: A/AAAA for
 /// headless services, SRV with priority and weight; see the
 /// [module documentation](crate::discovery::dns).
 ///
@@ -487,11 +485,5 @@ impl DnsSource {
             return None;
         }
         Some((addrs, min_ttl(answers).unwrap_or(0)))
-    }
-}
-
-impl InstanceSource for DnsSource {
-    fn fetch<'a>(&'a self, service_id: &'a str) -> FetchFuture<'a> {
-        Box::pin(self.fetch_service(service_id))
     }
 }

@@ -1,0 +1,105 @@
+//! Unit tests of health-check targets and settings.
+
+use super::*;
+
+fn instance() -> Instance {
+    Instance::new("s", "10.0.0.5", 8080).unwrap()
+}
+
+fn url(check: &ActiveHealthCheck, i: &Instance) -> Option<String> {
+    check.target_of(i).url
+}
+
+#[test]
+fn targets_stay_on_the_instances_own_host() {
+    let c = ActiveHealthCheck::new("health");
+    assert_eq!(c.path, "/health");
+    let i = instance();
+    assert_eq!(url(&c, &i).unwrap(), "http://10.0.0.5:8080/health");
+    let own = i
+        .clone()
+        .with_health_check_url("http://10.0.0.5:8080/status");
+    assert_eq!(url(&c, &own).unwrap(), "http://10.0.0.5:8080/status");
+    for elsewhere in [
+        "http://10.0.0.6:8080/internal/admin/purge?all=true",
+        "http://10.0.0.5:9999/internal/admin/purge?all=true",
+        "https://10.0.0.5:9999/status",
+        "ftp://10.0.0.5:8080/status",
+        "not a url",
+    ] {
+        let t = c.target_of(&i.clone().with_health_check_url(elsewhere));
+        assert_eq!(t.url.unwrap(), "http://10.0.0.5:8080/health", "{elsewhere}");
+        assert!(t.warning.unwrap().contains("healthCheckUrl"));
+    }
+    let open = ActiveHealthCheck {
+        allow_other_hosts: true,
+        ..c.clone()
+    };
+    let other = i.clone().with_health_check_url("http://10.0.0.6:1/x");
+    assert_eq!(url(&open, &other).unwrap(), "http://10.0.0.6:1/x");
+    let tls_url = i.clone().with_health_check_url("https://10.0.0.5:8080/status");
+    let secure = i.with_secure(true);
+    if cfg!(feature = "tls") {
+        assert_eq!(url(&c, &tls_url).unwrap(), "https://10.0.0.5:8080/status");
+        assert_eq!(url(&c, &secure).unwrap(), "https://10.0.0.5:8080/health");
+    } else {
+        assert_eq!(url(&c, &tls_url).unwrap(), "http://10.0.0.5:8080/health");
+        let t = c.target_of(&secure);
+        assert_eq!(t.url, None);
+        assert!(t.warning.unwrap().contains("`tls` feature"));
+    }
+}
+
+#[test]
+fn spring_boot_management_port_and_context_path() {
+    let c = ActiveHealthCheck::default();
+    let i = instance().with_metadata(MANAGEMENT_PORT, "8081");
+    assert_eq!(url(&c, &i).unwrap(), "http://10.0.0.5:8081/actuator/health");
+    let ctx = i.clone().with_metadata(MANAGEMENT_CONTEXT_PATH, "/manage/");
+    assert_eq!(
+        url(&c, &ctx).unwrap(),
+        "http://10.0.0.5:8081/manage/actuator/health"
+    );
+    // healthCheckUrl on the management port wins.
+    let hc = ctx
+        .clone()
+        .with_health_check_url("http://10.0.0.5:8081/mgmt/health");
+    assert_eq!(url(&c, &hc).unwrap(), "http://10.0.0.5:8081/mgmt/health");
+    // Malformed values are ignored with a warning.
+    let bad = instance().with_metadata(MANAGEMENT_PORT, "80x");
+    let t = c.target_of(&bad);
+    assert_eq!(t.url.unwrap(), "http://10.0.0.5:8080/actuator/health");
+    assert!(t.warning.unwrap().contains("management.port"));
+    let bad_ctx = i.with_metadata(MANAGEMENT_CONTEXT_PATH, "a b");
+    let t = c.target_of(&bad_ctx);
+    assert_eq!(t.url.unwrap(), "http://10.0.0.5:8081/actuator/health");
+    assert!(t.warning.is_some());
+    let v6 = Instance::new("s", "::1", 8080)
+        .unwrap()
+        .with_metadata(MANAGEMENT_PORT, "9");
+    assert_eq!(url(&c, &v6).unwrap(), "http://[::1]:9/actuator/health");
+}
+
+#[test]
+fn validate_names_the_field() {
+    let mut c = ActiveHealthCheck::default();
+    assert_eq!(c.validate(), Ok(()));
+    c.unhealthy_threshold = 0;
+    assert_eq!(
+        c.validate().unwrap_err().field(),
+        "ActiveHealthCheck::unhealthy_threshold"
+    );
+    c = ActiveHealthCheck {
+        interval: Duration::from_millis(9),
+        ..ActiveHealthCheck::default()
+    };
+    assert_eq!(
+        c.validate().unwrap_err().field(),
+        "ActiveHealthCheck::interval"
+    );
+    c = ActiveHealthCheck {
+        path: "x".into(),
+        ..ActiveHealthCheck::default()
+    };
+    assert_eq!(c.validate().unwrap_err().field(), "ActiveHealthCheck::path");
+}

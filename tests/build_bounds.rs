@@ -1,0 +1,238 @@
+//! Every builder setting that takes a number or a duration, set out of
+//! bounds: `build()` refuses it with a typed error naming the setting and
+//! the bound (issue 12 item 6). One value per bound, exact messages.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tower_ribbon::discovery::{RefreshConfig, StaticSource};
+use tower_ribbon::error::BuildError;
+use tower_ribbon::health::{ActiveHealthCheck, OutlierDetection};
+use tower_ribbon::retry::{RetryBudgetConfig, RetryPolicy};
+use tower_ribbon::stats::StatsConfig;
+use tower_ribbon::{Builder, LoadBalancer};
+
+/// A change to the builder, the setting it breaks and the reason given.
+type Case = (Set, &'static str, &'static str);
+
+/// A change to the builder.
+type Set = Box<dyn FnOnce(Builder) -> Builder>;
+
+fn builder() -> Builder {
+    let source = StaticSource::new()
+        .with_list("svc", "127.0.0.1:1")
+        .expect("list");
+    LoadBalancer::builder().source(source).service("svc")
+}
+
+/// The error of building with `set` applied, as `(key, message)`.
+fn refused(set: impl FnOnce(Builder) -> Builder) -> (String, String) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    match set(builder()).build(client) {
+        Ok(_) => panic!("built"),
+        Err(e @ BuildError::Invalid(_)) => (e.key().unwrap_or_default().to_owned(), e.to_string()),
+        Err(e) => panic!("not Invalid: {e}"),
+    }
+}
+
+fn refresh(f: impl FnOnce(&mut RefreshConfig)) -> Set {
+    let mut c = RefreshConfig::default();
+    f(&mut c);
+    Box::new(move |b: Builder| b.refresh(c))
+}
+
+fn outliers(f: impl FnOnce(&mut OutlierDetection)) -> Set {
+    let mut c = OutlierDetection::default();
+    f(&mut c);
+    Box::new(move |b: Builder| b.outlier_detection(c))
+}
+
+fn stats(f: impl FnOnce(&mut StatsConfig)) -> Set {
+    let mut c = StatsConfig::default();
+    f(&mut c);
+    Box::new(move |b: Builder| b.stats(c))
+}
+
+fn health(f: impl FnOnce(&mut ActiveHealthCheck)) -> Set {
+    let mut c = ActiveHealthCheck::default();
+    f(&mut c);
+    Box::new(move |b: Builder| b.active_health_check(c))
+}
+
+#[tokio::test]
+async fn every_number_and_duration_out_of_bounds_is_named_with_its_bound() {
+    let zero = Duration::ZERO;
+    let cases: Vec<Case> = vec![
+        (
+            Box::new(|b: Builder| b.max_services(0)),
+            "Builder::max_services",
+            "0 is outside 1..=1000000",
+        ),
+        (
+            Box::new(|b: Builder| b.max_services(1_000_001)),
+            "Builder::max_services",
+            "1000001 is outside 1..=1000000",
+        ),
+        (
+            Box::new(move |b: Builder| b.on_demand_idle(zero)),
+            "Builder::on_demand_idle",
+            "must be more than zero",
+        ),
+        (
+            Box::new(refresh(|c| c.interval = zero)),
+            "refresh.interval",
+            "must be at least 1 ms",
+        ),
+        (
+            Box::new(refresh(|c| c.jitter = 0.6)),
+            "refresh.jitter",
+            "must be a fraction in 0.0..=0.5",
+        ),
+        (
+            Box::new(refresh(|c| c.jitter = f64::NAN)),
+            "refresh.jitter",
+            "must be a fraction in 0.0..=0.5",
+        ),
+        (
+            Box::new(refresh(|c| c.fetch_timeout = zero)),
+            "refresh.fetch_timeout",
+            "must be more than zero",
+        ),
+        (
+            Box::new(move |b: Builder| b.retry(RetryPolicy::default().per_try_timeout(zero))),
+            "RetryPolicy::per_try_timeout",
+            "must be more than zero",
+        ),
+        (
+            Box::new(move |b: Builder| b.retry(RetryPolicy::default().deadline(zero))),
+            "RetryPolicy::deadline",
+            "must be more than zero",
+        ),
+        (
+            Box::new(|b: Builder| {
+                b.retry(
+                    RetryPolicy::default().backoff(Duration::from_secs(2), Duration::from_secs(1)),
+                )
+            }),
+            "RetryPolicy::backoff",
+            "cap below base",
+        ),
+        (
+            Box::new(|b: Builder| b.retry(RetryPolicy::default().retryable_statuses([600]))),
+            "RetryPolicy::retryable_statuses",
+            "600 is not an HTTP status",
+        ),
+        (
+            Box::new(|b: Builder| {
+                b.retry(
+                    RetryPolicy::default()
+                        .budget(RetryBudgetConfig::default().ttl(Duration::from_secs(61))),
+                )
+            }),
+            "retry budget",
+            "ttl must be between 1 s and 60 s",
+        ),
+        (
+            Box::new(|b: Builder| {
+                b.retry(RetryPolicy::default().budget(RetryBudgetConfig::default().ratio(1001.0)))
+            }),
+            "retry budget",
+            "ratio must be between 0.0 and 1000.0",
+        ),
+        (
+            Box::new(outliers(|c| c.interval = zero)),
+            "OutlierDetection::interval",
+            "must be at least 1 ms",
+        ),
+        (
+            Box::new(outliers(|c| c.base_ejection_time = zero)),
+            "OutlierDetection::base_ejection_time",
+            "must be at least 1 ms",
+        ),
+        (
+            Box::new(outliers(|c| c.max_ejection_time = Duration::from_millis(1))),
+            "OutlierDetection::max_ejection_time",
+            "must be at least base_ejection_time",
+        ),
+        (
+            Box::new(outliers(|c| c.max_ejection_percent = 101)),
+            "OutlierDetection::max_ejection_percent",
+            "must be at most 100",
+        ),
+        (
+            Box::new(outliers(|c| c.panic_threshold_percent = 101)),
+            "OutlierDetection::panic_threshold_percent",
+            "must be at most 100",
+        ),
+        (
+            Box::new(stats(|c| c.ewma_decay = zero)),
+            "StatsConfig::ewma_decay",
+            "must be at least 1 ms",
+        ),
+        (
+            Box::new(stats(|c| c.mean_decay = zero)),
+            "StatsConfig::mean_decay",
+            "must be at least 1 ms",
+        ),
+        (
+            Box::new(stats(|c| c.breaker_threshold = 0)),
+            "StatsConfig::breaker_threshold",
+            "must be at least 1",
+        ),
+        (
+            Box::new(stats(|c| c.breaker_max = zero)),
+            "StatsConfig::breaker_max",
+            "must be at least breaker_base",
+        ),
+        (
+            Box::new(health(|c| c.interval = Duration::from_millis(9))),
+            "ActiveHealthCheck::interval",
+            "must be at least 10 ms",
+        ),
+        (
+            Box::new(health(|c| c.timeout = zero)),
+            "ActiveHealthCheck::timeout",
+            "must be at least 1 ms",
+        ),
+        (
+            Box::new(health(|c| c.healthy_threshold = 0)),
+            "ActiveHealthCheck::healthy_threshold",
+            "must be at least 1",
+        ),
+        (
+            Box::new(health(|c| c.unhealthy_threshold = 0)),
+            "ActiveHealthCheck::unhealthy_threshold",
+            "must be at least 1",
+        ),
+    ];
+    let n = cases.len();
+    for (set, key, reason) in cases {
+        assert_eq!(
+            refused(set),
+            (key.to_owned(), format!("invalid setting `{key}`: {reason}"))
+        );
+    }
+    assert_eq!(n, 26);
+}
+
+#[tokio::test]
+async fn the_bounds_themselves_are_accepted() {
+    let client = || Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    for max in [1, 1_000_000] {
+        assert!(builder().max_services(max).build(client()).is_ok(), "{max}");
+    }
+    let mut edge = RefreshConfig::default();
+    (edge.interval, edge.jitter) = (Duration::from_millis(1), 0.5);
+    let mut check = ActiveHealthCheck::default();
+    (check.interval, check.timeout) = (Duration::from_millis(10), Duration::from_millis(1));
+    let lb = builder()
+        .on_demand_idle(Duration::from_millis(1))
+        .refresh(edge)
+        .retry(RetryPolicy::default().per_try_timeout(Duration::from_nanos(1)))
+        .active_health_check(check)
+        .build(client());
+    assert!(lb.is_ok());
+}
