@@ -135,17 +135,28 @@ impl Instance {
         port: u16,
     ) -> Result<Self, InstanceError> {
         let host = host.into();
+        Self::with_identity(service_id.into(), None, &host, port)
+    }
+
+    /// [`Instance::new`] with the id given up front (`None`: `host:port`),
+    /// so a registry decoder builds each string once.
+    pub(crate) fn with_identity(
+        service_id: String,
+        id: Option<String>,
+        host: &str,
+        port: u16,
+    ) -> Result<Self, InstanceError> {
         if port == 0 {
             return Err(InstanceError::new(
                 InstanceErrorKind::InvalidPort,
-                &format!("{}:0", crate::error::quote(&host)),
+                &format!("{}:0", crate::error::quote(host)),
                 "port 0",
             ));
         }
-        let (host, authority) = build_authority(&host, port)?;
+        let (host, authority) = build_authority(host, port)?;
         Ok(Self {
-            id: format!("{host}:{port}"),
-            service_id: service_id.into(),
+            id: id.unwrap_or_else(|| format!("{host}:{port}")),
+            service_id,
             host,
             port,
             secure: false,
@@ -194,6 +205,12 @@ impl Instance {
     /// Adds one metadata entry.
     pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Replaces all metadata at once (a decoder's map, moved in).
+    pub(crate) fn with_metadata_map(mut self, metadata: BTreeMap<String, String>) -> Self {
+        self.metadata = metadata;
         self
     }
 

@@ -1,9 +1,10 @@
 //! Host validation and URI authorities: DNS names, IPv4, and IPv6 with
 //! optional zone ids (RFC 4007 text form, RFC 6874 URI form).
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
+use bytes::Bytes;
 use http::uri::Authority;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
@@ -67,10 +68,11 @@ pub(super) fn build_authority(host: &str, port: u16) -> Result<(String, Authorit
         return Ok((stored, authority));
     }
 
-    if let Ok(ip) = IpAddr::from_str(bare) {
-        let text = format!("{ip}:{port}");
-        let authority = Authority::from_str(&text).map_err(|e| invalid(&e.to_string()))?;
-        return Ok((ip.to_string(), authority));
+    // IPv4 (the IPv6 forms all hold a ':'): Rust's parser takes only the
+    // canonical dotted quad, so the text is already normal.
+    if bare.parse::<Ipv4Addr>().is_ok() {
+        let authority = host_port(bare, port).map_err(|e| invalid(&e.to_string()))?;
+        return Ok((bare.to_owned(), authority));
     }
 
     // A DNS name: letters, digits, '-', '.', '_' only (no userinfo, no port).
@@ -82,7 +84,32 @@ pub(super) fn build_authority(host: &str, port: u16) -> Result<(String, Authorit
             "a host name may hold only letters, digits, '-', '.' and '_'",
         ));
     }
-    let text = format!("{bare}:{port}");
-    let authority = Authority::from_str(&text).map_err(|e| invalid(&e.to_string()))?;
+    let authority = host_port(bare, port).map_err(|e| invalid(&e.to_string()))?;
     Ok((bare.to_owned(), authority))
+}
+
+/// `host:port` as an [`Authority`], written straight into one buffer of
+/// the exact size (no `format!`, no second copy: `Bytes` takes the buffer
+/// over) and checked by `http`'s authority parser.
+fn host_port(host: &str, port: u16) -> Result<Authority, http::uri::InvalidUri> {
+    let mut digits = [0u8; 5];
+    let mut n = port;
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        // `n % 10` is a single decimal digit.
+        #[allow(clippy::cast_possible_truncation)]
+        let digit = (n % 10) as u8;
+        digits[start] = b'0' + digit;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let digits = &digits[start..];
+    let mut text = Vec::with_capacity(host.len() + 1 + digits.len());
+    text.extend_from_slice(host.as_bytes());
+    text.push(b':');
+    text.extend_from_slice(digits);
+    Authority::from_maybe_shared(Bytes::from(text))
 }

@@ -77,40 +77,33 @@ fn choose_port(
     }
 }
 
-/// Metadata without the XML converter's `@class` tag, values as text.
-fn metadata(raw: &RawInstance<'_>) -> Result<BTreeMap<String, String>, RecordError> {
-    let Some(meta) = &raw.metadata else {
-        return Ok(BTreeMap::new());
-    };
-    if meta.wrong_type {
-        return Err(RecordError::WrongType);
-    }
-    if meta.overflow {
-        return Err(RecordError::TooManyMetadata);
-    }
-    Ok(meta
-        .entries
-        .iter()
-        .filter(|(key, _)| !key.0.starts_with('@'))
-        .filter_map(|(key, value)| Some((key.0.clone().into_owned(), value.text()?.into_owned())))
-        .collect())
+/// The record's metadata (already without the XML converter's `@class`
+/// tag, values as text), moved out of the record; checked for
+/// `wrong_type` and `overflow` by the caller.
+fn take_metadata(raw: &mut RawInstance<'_>) -> BTreeMap<String, String> {
+    raw.metadata
+        .as_mut()
+        .map(|meta| std::mem::take(&mut meta.map))
+        .unwrap_or_default()
 }
 
 /// `metadata.zone`, else `dataCenterInfo.metadata["availability-zone"]`.
 fn zone(raw: &RawInstance<'_>, metadata: &BTreeMap<String, String>) -> Option<String> {
-    metadata
-        .get("zone")
-        .cloned()
-        .or_else(|| {
+    match metadata.get("zone") {
+        Some(zone) => Some(zone.clone()),
+        None => {
             let dc = raw.data_center_info.as_ref()?.0.as_ref()?;
-            dc.text().map(|z| z.into_owned())
-        })
-        .filter(|z| !z.trim().is_empty())
+            dc.text().map(std::borrow::Cow::into_owned)
+        }
+    }
+    .filter(|z| !z.trim().is_empty())
 }
 
-/// Converts one record of application `app_name`.
+/// Converts one record of application `app_name`. Every check runs before
+/// anything is moved out of `raw`, so a refused record still has its
+/// identity for [`identity`].
 pub(super) fn convert(
-    raw: &RawInstance<'_>,
+    raw: &mut RawInstance<'_>,
     app_name: &str,
     options: &ParseOptions,
 ) -> Result<EurekaInstance, RecordError> {
@@ -126,12 +119,12 @@ pub(super) fn convert(
     let service_id = field(&raw.app)?.unwrap_or(app_name);
     let id = field(&raw.instance_id)?.or(host_name).unwrap_or(host);
     let (port, is_secure) = choose_port(raw, options.port_preference)?;
-    let metadata = metadata(raw)?;
-    let zone = zone(raw, &metadata);
-    let weight = metadata
-        .get("weight")
-        .and_then(|w| w.trim().parse::<u32>().ok())
-        .unwrap_or(1);
+    if raw.metadata.as_ref().is_some_and(|m| m.wrong_type) {
+        return Err(RecordError::WrongType);
+    }
+    if raw.metadata.as_ref().is_some_and(|m| m.overflow) {
+        return Err(RecordError::TooManyMetadata);
+    }
     let plain_health = field(&raw.health_check_url)?;
     let secure_health = field(&raw.secure_health_check_url)?;
     let health = if is_secure {
@@ -139,26 +132,31 @@ pub(super) fn convert(
     } else {
         plain_health
     };
-    let mut instance = Instance::new(service_id, host, port)
-        .map_err(|_| RecordError::BadHost)?
-        .with_id(id)
-        .with_secure(is_secure)
-        .with_status(raw_status.map_or(InstanceStatus::Unknown, InstanceStatus::parse))
-        .with_weight(weight);
-    if let Some(zone) = zone {
-        instance = instance.with_zone(zone);
-    }
+    let mut instance =
+        Instance::with_identity(service_id.to_owned(), Some(id.to_owned()), host, port)
+            .map_err(|_| RecordError::BadHost)?
+            .with_secure(is_secure)
+            .with_status(raw_status.map_or(InstanceStatus::Unknown, InstanceStatus::parse));
+    let action = ActionType::parse(field(&raw.action_type)?);
+    let vip_address = field(&raw.vip_address)?.map(str::to_owned);
+    let secure_vip_address = field(&raw.secure_vip_address)?.map(str::to_owned);
+    let raw_status = raw_status.map_or_else(|| "UNKNOWN".to_owned(), str::to_ascii_uppercase);
     if let Some(url) = health {
         instance = instance.with_health_check_url(url);
     }
-    for (k, v) in metadata {
-        instance = instance.with_metadata(k, v);
+    let metadata = take_metadata(raw);
+    let weight = metadata
+        .get("weight")
+        .and_then(|w| w.trim().parse::<u32>().ok())
+        .unwrap_or(1);
+    if let Some(zone) = zone(raw, &metadata) {
+        instance = instance.with_zone(zone);
     }
     Ok(EurekaInstance {
-        instance,
-        action: ActionType::parse(field(&raw.action_type)?),
-        vip_address: field(&raw.vip_address)?.map(str::to_owned),
-        secure_vip_address: field(&raw.secure_vip_address)?.map(str::to_owned),
-        raw_status: raw_status.map_or_else(|| "UNKNOWN".to_owned(), str::to_ascii_uppercase),
+        instance: instance.with_weight(weight).with_metadata_map(metadata),
+        action,
+        vip_address,
+        secure_vip_address,
+        raw_status,
     })
 }

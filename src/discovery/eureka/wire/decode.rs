@@ -32,6 +32,12 @@ pub(super) struct Ctx {
     elements: Cell<usize>,
     failure: RefCell<Option<WireError>>,
     pub(super) tally: RefCell<Tally>,
+    /// The instances of the application being read. Reused across
+    /// applications, so the list grows to the largest application once
+    /// instead of every application's list growing by doubling (each
+    /// large reallocation made glibc consolidate its free lists); each
+    /// application then gets an exact-size copy.
+    scratch: RefCell<Vec<super::EurekaInstance>>,
 }
 
 impl Ctx {
@@ -42,6 +48,7 @@ impl Ctx {
             elements: Cell::new(0),
             failure: RefCell::new(None),
             tally: RefCell::new(Tally::default()),
+            scratch: RefCell::new(Vec::new()),
         }
     }
 
@@ -158,17 +165,19 @@ struct AppBuilder<'de> {
 impl<'de> AppBuilder<'de> {
     fn push(&mut self, ctx: &Ctx, record: Record<'de>) {
         self.records += 1;
-        match record {
-            Record::NotAnObject => self.reject(ctx, RecordError::NotAnObject, None),
-            Record::Instance(raw) if self.name.is_some() => self.convert(ctx, &raw),
-            Record::Instance(raw) => self.pending.push(*raw),
+        match record.0 {
+            None => self.reject(ctx, RecordError::NotAnObject, None),
+            Some(mut raw) if self.name.is_some() => self.convert(ctx, &mut raw),
+            Some(raw) => self.pending.push(raw),
         }
     }
 
-    fn convert(&mut self, ctx: &Ctx, raw: &RawInstance<'de>) {
+    /// Converts one record into the shared scratch list (see
+    /// [`Ctx::scratch`]).
+    fn convert(&mut self, ctx: &Ctx, raw: &mut RawInstance<'de>) {
         let name = self.name.as_deref().unwrap_or_default();
         match convert::convert(raw, name, &ctx.options) {
-            Ok(instance) => self.app.instances.push(instance),
+            Ok(instance) => ctx.scratch.borrow_mut().push(instance),
             Err(reason) => self.reject(ctx, reason, Some(raw)),
         }
     }
@@ -201,9 +210,12 @@ impl<'de> AppBuilder<'de> {
     fn finish(mut self, ctx: &Ctx) -> Result<Application, WireError> {
         let name = self.name.clone().ok_or(WireError::NoName)?;
         self.app.name = name;
-        for raw in std::mem::take(&mut self.pending) {
-            self.convert(ctx, &raw);
+        for mut raw in std::mem::take(&mut self.pending) {
+            self.convert(ctx, &mut raw);
         }
+        // One allocation of the exact size per application; the scratch
+        // list keeps its capacity for the next one.
+        self.app.instances = ctx.scratch.borrow_mut().drain(..).collect();
         ctx.tally.borrow_mut().records += self.records;
         match self.first_malformed {
             Some(first) if self.malformed == self.records => Err(WireError::AllRecordsMalformed {
@@ -234,6 +246,7 @@ impl<'de> Visitor<'de> for AppSeed<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Application, A::Error> {
         let ctx = self.ctx;
+        ctx.scratch.borrow_mut().clear();
         let mut app = AppBuilder {
             name: None,
             app: Application::default(),
@@ -286,7 +299,7 @@ impl<'de> Visitor<'de> for Instances<'_, 'de> {
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
         let raw = RawInstance::deserialize(de::value::MapAccessDeserializer::new(map))?;
         self.ctx.count()?;
-        self.app.push(self.ctx, Record::Instance(Box::new(raw)));
+        self.app.push(self.ctx, Record(Some(raw)));
         Ok(())
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
@@ -312,7 +325,7 @@ impl<'de> Visitor<'de> for Instances<'_, 'de> {
 impl Instances<'_, '_> {
     fn one_scalar<E: de::Error>(self) -> Result<(), E> {
         self.ctx.count()?;
-        self.app.push(self.ctx, Record::NotAnObject);
+        self.app.push(self.ctx, Record(None));
         Ok(())
     }
 }

@@ -8,6 +8,7 @@
 //! [`RecordError`]: super::RecordError
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
@@ -59,6 +60,15 @@ impl<'a> Scalar<'a> {
             Scalar::Str(s) => Ok(Some(s.trim()).filter(|s| !s.is_empty())),
             Scalar::Null => Ok(None),
             _ => Err(()),
+        }
+    }
+
+    /// [`Scalar::text`], owned (a string is moved, not copied, when it
+    /// already is).
+    pub(super) fn into_text(self) -> Option<String> {
+        match self {
+            Scalar::Str(s) => Some(s.into_owned()),
+            other => other.text().map(Cow::into_owned),
         }
     }
 
@@ -197,31 +207,43 @@ impl<'de: 'a, 'a> Deserialize<'de> for Port<'a> {
     }
 }
 
-/// Metadata entries in payload order, at most
-/// [`MAX_METADATA_ENTRIES`](super::MAX_METADATA_ENTRIES) kept.
+/// Metadata as the instance keeps it: values as text, the XML
+/// converter's `@`-keys (`@class`) and non-scalar or null values dropped,
+/// built while the record is read (no intermediate list). At most
+/// [`MAX_METADATA_ENTRIES`](super::MAX_METADATA_ENTRIES) entries are read,
+/// counting dropped ones; past that the rest are skipped and `overflow`
+/// is set.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(super) struct Metadata<'a> {
-    pub(super) entries: Vec<(Text<'a>, Scalar<'a>)>,
+pub(super) struct Metadata {
+    pub(super) map: BTreeMap<String, String>,
     pub(super) overflow: bool,
     pub(super) wrong_type: bool,
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Metadata<'a> {
+impl<'de> Deserialize<'de> for Metadata {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Metadata<'de>;
+            type Value = Metadata;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a metadata object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut meta = Metadata::default();
+                let mut read = 0usize;
                 while let Some(key) = map.next_key::<Text<'de>>()? {
-                    if meta.entries.len() >= super::MAX_METADATA_ENTRIES {
+                    if read >= super::MAX_METADATA_ENTRIES {
                         meta.overflow = true;
                         map.next_value::<IgnoredAny>()?;
-                    } else {
-                        meta.entries.push((key, map.next_value()?));
+                        continue;
+                    }
+                    read += 1;
+                    let value = map.next_value::<Scalar<'de>>()?;
+                    if key.0.starts_with('@') {
+                        continue;
+                    }
+                    if let Some(text) = value.into_text() {
+                        meta.map.insert(key.0.into_owned(), text);
                     }
                 }
                 Ok(meta)
@@ -336,8 +358,7 @@ pub(super) struct RawInstance<'a> {
     pub(super) port: Option<Port<'a>>,
     #[serde(borrow)]
     pub(super) secure_port: Option<Port<'a>>,
-    #[serde(borrow)]
-    pub(super) metadata: Option<Metadata<'a>>,
+    pub(super) metadata: Option<Metadata>,
     #[serde(borrow)]
     pub(super) data_center_info: Option<DataCenterZone<'a>>,
     #[serde(borrow)]
@@ -352,28 +373,23 @@ pub(super) struct RawInstance<'a> {
     pub(super) action_type: Option<Scalar<'a>>,
 }
 
-/// One element of an `instance` list: a record, or something that is not
-/// an object.
-#[derive(Debug)]
-pub(super) enum Record<'a> {
-    Instance(Box<RawInstance<'a>>),
-    NotAnObject,
-}
+/// One element of an `instance` list: a record, or `None` for something
+/// that is not an object. Not boxed: the record is moved into its
+/// application (or converted) right away.
+pub(super) struct Record<'a>(pub(super) Option<RawInstance<'a>>);
 
 impl<'de> Deserialize<'de> for Record<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Record<'de>;
+            type Value = RawInstance<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an instance record")
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                let raw = RawInstance::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(Record::Instance(Box::new(raw)))
+                RawInstance::deserialize(de::value::MapAccessDeserializer::new(map))
             }
         }
-        Ok(d.deserialize_any(ScalarOr(V))?
-            .unwrap_or(Record::NotAnObject))
+        Ok(Record(d.deserialize_any(ScalarOr(V))?))
     }
 }
