@@ -22,7 +22,6 @@
 //! assert_eq!(https.status(), InstanceStatus::Up);
 //! ```
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -32,8 +31,10 @@ use crate::error::{InstanceError, InstanceErrorKind};
 use crate::stats::EndpointStats;
 
 mod authority;
+mod metadata;
 
 use authority::build_authority;
+pub use metadata::Metadata;
 
 /// The registry status of an instance (Eureka's `InstanceStatus`).
 ///
@@ -106,13 +107,18 @@ impl fmt::Display for InstanceStatus {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Instance {
     id: String,
-    service_id: String,
-    host: String,
+    /// Shared by the instances of one service a registry decoder builds.
+    service_id: Arc<str>,
+    /// The host when it differs from the authority's (IPv6: no brackets,
+    /// a plain `%` before the zone id); `None` for names and IPv4, whose
+    /// host is the authority's, so it is stored once.
+    host: Option<String>,
     port: u16,
     secure: bool,
-    zone: Option<String>,
+    /// Shared by the instances in one zone a registry decoder builds.
+    zone: Option<Arc<str>>,
     status: InstanceStatus,
-    metadata: BTreeMap<String, String>,
+    metadata: Metadata,
     weight: u32,
     health_check_url: Option<String>,
     authority: Authority,
@@ -135,13 +141,13 @@ impl Instance {
         port: u16,
     ) -> Result<Self, InstanceError> {
         let host = host.into();
-        Self::with_identity(service_id.into(), None, &host, port)
+        Self::with_identity(Arc::from(service_id.into()), None, &host, port)
     }
 
     /// [`Instance::new`] with the id given up front (`None`: `host:port`),
     /// so a registry decoder builds each string once.
     pub(crate) fn with_identity(
-        service_id: String,
+        service_id: Arc<str>,
         id: Option<String>,
         host: &str,
         port: u16,
@@ -155,14 +161,17 @@ impl Instance {
         }
         let (host, authority) = build_authority(host, port)?;
         Ok(Self {
-            id: id.unwrap_or_else(|| format!("{host}:{port}")),
+            id: id.unwrap_or_else(|| {
+                let host = host.as_deref().unwrap_or_else(|| authority.host());
+                format!("{host}:{port}")
+            }),
             service_id,
             host,
             port,
             secure: false,
             zone: None,
             status: InstanceStatus::Up,
-            metadata: BTreeMap::new(),
+            metadata: Metadata::new(),
             weight: 1,
             health_check_url: None,
             authority,
@@ -185,6 +194,17 @@ impl Instance {
     /// Default: none, which zone-aware rules treat as `default`.
     pub fn with_zone(mut self, zone: impl Into<String>) -> Self {
         let zone = zone.into();
+        self.zone = if zone.is_empty() {
+            None
+        } else {
+            Some(Arc::from(zone))
+        };
+        self
+    }
+
+    /// [`Instance::with_zone`] with a zone string shared with other
+    /// instances (a decoder's interned copy).
+    pub(crate) fn with_shared_zone(mut self, zone: Arc<str>) -> Self {
         self.zone = if zone.is_empty() { None } else { Some(zone) };
         self
     }
@@ -209,7 +229,7 @@ impl Instance {
     }
 
     /// Replaces all metadata at once (a decoder's map, moved in).
-    pub(crate) fn with_metadata_map(mut self, metadata: BTreeMap<String, String>) -> Self {
+    pub(crate) fn with_metadata_map(mut self, metadata: Metadata) -> Self {
         self.metadata = metadata;
         self
     }
@@ -233,7 +253,9 @@ impl Instance {
     /// The host: a DNS name, an IPv4 address, or an IPv6 address without
     /// brackets (a zone id, if any, after a plain `%`).
     pub fn host(&self) -> &str {
-        &self.host
+        self.host
+            .as_deref()
+            .unwrap_or_else(|| self.authority.host())
     }
 
     /// The port requests go to.
@@ -266,7 +288,7 @@ impl Instance {
     }
 
     /// Metadata, sorted by key.
-    pub fn metadata(&self) -> &BTreeMap<String, String> {
+    pub fn metadata(&self) -> &Metadata {
         &self.metadata
     }
 
@@ -291,7 +313,7 @@ impl Instance {
     pub fn key(&self) -> InstanceKey {
         InstanceKey {
             id: self.id.clone(),
-            host: self.host.clone(),
+            host: self.host().to_owned(),
             port: self.port,
             secure: self.secure,
         }
@@ -315,7 +337,7 @@ impl fmt::Debug for Instance {
 
 /// Metadata keys with values hidden: registries carry secrets there in
 /// some setups (tokens, passwords of management endpoints).
-struct RedactedMetadata<'a>(&'a BTreeMap<String, String>);
+struct RedactedMetadata<'a>(&'a Metadata);
 
 impl fmt::Debug for RedactedMetadata<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

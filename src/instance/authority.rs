@@ -22,8 +22,13 @@ const ZONE_ID_KEEP: &AsciiSet = &NON_ALPHANUMERIC
 /// (RFC 1035 §2.3.4; 255 octets on the wire).
 const MAX_HOST_LEN: usize = 253;
 
-/// Normalises `host` and builds `host:port` as a URI authority.
-pub(super) fn build_authority(host: &str, port: u16) -> Result<(String, Authority), InstanceError> {
+/// Normalises `host` and builds `host:port` as a URI authority. The
+/// normalised host comes back only when it differs from
+/// [`Authority::host`] (IPv6); for names and IPv4 the authority holds it.
+pub(super) fn build_authority(
+    host: &str,
+    port: u16,
+) -> Result<(Option<String>, Authority), InstanceError> {
     let invalid =
         |reason: &str| InstanceError::new(InstanceErrorKind::InvalidHost, host, reason.to_owned());
     let trimmed = host.trim();
@@ -65,14 +70,14 @@ pub(super) fn build_authority(host: &str, port: u16) -> Result<(String, Authorit
             None => (ip.to_string(), format!("[{ip}]:{port}")),
         };
         let authority = Authority::from_str(&text).map_err(|e| invalid(&e.to_string()))?;
-        return Ok((stored, authority));
+        return Ok((Some(stored), authority));
     }
 
     // IPv4 (the IPv6 forms all hold a ':'): Rust's parser takes only the
     // canonical dotted quad, so the text is already normal.
     if bare.parse::<Ipv4Addr>().is_ok() {
         let authority = host_port(bare, port).map_err(|e| invalid(&e.to_string()))?;
-        return Ok((bare.to_owned(), authority));
+        return Ok((None, authority));
     }
 
     // A DNS name: letters, digits, '-', '.', '_' only (no userinfo, no port).
@@ -85,7 +90,7 @@ pub(super) fn build_authority(host: &str, port: u16) -> Result<(String, Authorit
         ));
     }
     let authority = host_port(bare, port).map_err(|e| invalid(&e.to_string()))?;
-    Ok((bare.to_owned(), authority))
+    Ok((None, authority))
 }
 
 /// `host:port` as an [`Authority`], written straight into one buffer of

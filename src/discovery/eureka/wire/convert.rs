@@ -1,11 +1,12 @@
 //! From a raw record to an [`EurekaInstance`]: host, scheme and port,
 //! zone, weight, metadata and health URL.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::sync::Arc;
 
 use super::raw::{Port, RawInstance, Scalar};
 use super::{ActionType, EurekaInstance, ParseOptions, PortPreference, RecordError};
-use crate::instance::{Instance, InstanceStatus};
+use crate::instance::{Instance, InstanceStatus, Metadata};
 
 /// A string field: `Ok(None)` if absent, null or blank; `WrongType` if it is
 /// not a string.
@@ -80,23 +81,57 @@ fn choose_port(
 /// The record's metadata (already without the XML converter's `@class`
 /// tag, values as text), moved out of the record; checked for
 /// `wrong_type` and `overflow` by the caller.
-fn take_metadata(raw: &mut RawInstance<'_>) -> BTreeMap<String, String> {
+fn take_metadata(raw: &mut RawInstance<'_>) -> Metadata {
     raw.metadata
         .as_mut()
-        .map(|meta| std::mem::take(&mut meta.map))
+        .map(|meta| Metadata::from_unsorted(std::mem::take(&mut meta.entries)))
         .unwrap_or_default()
 }
 
-/// `metadata.zone`, else `dataCenterInfo.metadata["availability-zone"]`.
-fn zone(raw: &RawInstance<'_>, metadata: &BTreeMap<String, String>) -> Option<String> {
-    match metadata.get("zone") {
-        Some(zone) => Some(zone.clone()),
-        None => {
-            let dc = raw.data_center_info.as_ref()?.0.as_ref()?;
-            dc.text().map(std::borrow::Cow::into_owned)
+/// `metadata.zone`, else `dataCenterInfo.metadata["availability-zone"]`,
+/// shared through `strings`.
+fn zone(raw: &RawInstance<'_>, metadata: &Metadata, strings: &mut Interner) -> Option<Arc<str>> {
+    let zone = match metadata.get("zone") {
+        Some(zone) => Cow::Borrowed(zone.as_str()),
+        None => raw.data_center_info.as_ref()?.0.as_ref()?.text()?,
+    };
+    (!zone.trim().is_empty()).then(|| strings.get(&zone))
+}
+
+/// Short strings that repeat across a payload's instances, shared instead
+/// of copied: zones and service names that differ from the application's
+/// (the first [`Interner::MAX`] distinct ones; later ones are copied), and
+/// the VIP addresses, which repeat within an application (the last one
+/// seen is kept).
+#[derive(Debug, Default)]
+pub(super) struct Interner {
+    seen: Vec<Arc<str>>,
+    vip: Option<Arc<str>>,
+    secure_vip: Option<Arc<str>>,
+}
+
+impl Interner {
+    /// Distinct strings kept; a payload has a handful of zones.
+    const MAX: usize = 32;
+
+    pub(super) fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(shared) = self.seen.iter().find(|a| ***a == *s) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(s);
+        if self.seen.len() < Self::MAX {
+            self.seen.push(Arc::clone(&shared));
+        }
+        shared
+    }
+
+    /// `s`, shared with the previous call's result if equal.
+    fn last(slot: &mut Option<Arc<str>>, s: &str) -> Arc<str> {
+        match slot {
+            Some(last) if **last == *s => Arc::clone(last),
+            _ => Arc::clone(slot.insert(Arc::from(s))),
         }
     }
-    .filter(|z| !z.trim().is_empty())
 }
 
 /// Converts one record of application `app_name`. Every check runs before
@@ -104,8 +139,9 @@ fn zone(raw: &RawInstance<'_>, metadata: &BTreeMap<String, String>) -> Option<St
 /// identity for [`identity`].
 pub(super) fn convert(
     raw: &mut RawInstance<'_>,
-    app_name: &str,
+    app_name: &Arc<str>,
     options: &ParseOptions,
+    strings: &mut Interner,
 ) -> Result<EurekaInstance, RecordError> {
     let host_name = field(&raw.host_name)?;
     let ip_addr = field(&raw.ip_addr)?;
@@ -116,7 +152,10 @@ pub(super) fn convert(
     }
     .ok_or(RecordError::NoHost)?;
     let raw_status = field(&raw.status)?;
-    let service_id = field(&raw.app)?.unwrap_or(app_name);
+    let service_id = match field(&raw.app)? {
+        Some(app) if app != &**app_name => strings.get(app),
+        _ => Arc::clone(app_name),
+    };
     let id = field(&raw.instance_id)?.or(host_name).unwrap_or(host);
     let (port, is_secure) = choose_port(raw, options.port_preference)?;
     if raw.metadata.as_ref().is_some_and(|m| m.wrong_type) {
@@ -133,13 +172,14 @@ pub(super) fn convert(
         plain_health
     };
     let mut instance =
-        Instance::with_identity(service_id.to_owned(), Some(id.to_owned()), host, port)
+        Instance::with_identity(service_id, Some(id.to_owned()), host, port)
             .map_err(|_| RecordError::BadHost)?
             .with_secure(is_secure)
             .with_status(raw_status.map_or(InstanceStatus::Unknown, InstanceStatus::parse));
     let action = ActionType::parse(field(&raw.action_type)?);
-    let vip_address = field(&raw.vip_address)?.map(str::to_owned);
-    let secure_vip_address = field(&raw.secure_vip_address)?.map(str::to_owned);
+    let vip_address = field(&raw.vip_address)?.map(|v| Interner::last(&mut strings.vip, v));
+    let secure_vip_address =
+        field(&raw.secure_vip_address)?.map(|v| Interner::last(&mut strings.secure_vip, v));
     let raw_status = raw_status.map_or_else(|| "UNKNOWN".to_owned(), str::to_ascii_uppercase);
     if let Some(url) = health {
         instance = instance.with_health_check_url(url);
@@ -149,8 +189,8 @@ pub(super) fn convert(
         .get("weight")
         .and_then(|w| w.trim().parse::<u32>().ok())
         .unwrap_or(1);
-    if let Some(zone) = zone(raw, &metadata) {
-        instance = instance.with_zone(zone);
+    if let Some(zone) = zone(raw, &metadata, strings) {
+        instance = instance.with_shared_zone(zone);
     }
     Ok(EurekaInstance {
         instance: instance.with_weight(weight).with_metadata_map(metadata),

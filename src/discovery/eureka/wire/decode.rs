@@ -6,6 +6,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Deserialize;
@@ -38,6 +39,8 @@ pub(super) struct Ctx {
     /// large reallocation made glibc consolidate its free lists); each
     /// application then gets an exact-size copy.
     scratch: RefCell<Vec<super::EurekaInstance>>,
+    /// Zones and service names shared across the payload's instances.
+    strings: RefCell<convert::Interner>,
 }
 
 impl Ctx {
@@ -49,6 +52,7 @@ impl Ctx {
             failure: RefCell::new(None),
             tally: RefCell::new(Tally::default()),
             scratch: RefCell::new(Vec::new()),
+            strings: RefCell::new(convert::Interner::default()),
         }
     }
 
@@ -155,6 +159,8 @@ impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Root<S> {
 /// the object ends.
 struct AppBuilder<'de> {
     name: Option<String>,
+    /// `name`, shared by the instances (made at the first conversion).
+    shared_name: Option<Arc<str>>,
     app: Application,
     pending: Vec<RawInstance<'de>>,
     records: usize,
@@ -175,8 +181,11 @@ impl<'de> AppBuilder<'de> {
     /// Converts one record into the shared scratch list (see
     /// [`Ctx::scratch`]).
     fn convert(&mut self, ctx: &Ctx, raw: &mut RawInstance<'de>) {
-        let name = self.name.as_deref().unwrap_or_default();
-        match convert::convert(raw, name, &ctx.options) {
+        let name = self.shared_name.get_or_insert_with(|| {
+            Arc::from(self.name.as_deref().unwrap_or_default())
+        });
+        let converted = convert::convert(raw, name, &ctx.options, &mut ctx.strings.borrow_mut());
+        match converted {
             Ok(instance) => ctx.scratch.borrow_mut().push(instance),
             Err(reason) => self.reject(ctx, reason, Some(raw)),
         }
@@ -249,6 +258,7 @@ impl<'de> Visitor<'de> for AppSeed<'_> {
         ctx.scratch.borrow_mut().clear();
         let mut app = AppBuilder {
             name: None,
+            shared_name: None,
             app: Application::default(),
             pending: Vec::new(),
             records: 0,
@@ -260,6 +270,7 @@ impl<'de> Visitor<'de> for AppSeed<'_> {
                 "name" => {
                     let name = map.next_value::<Scalar<'de>>()?;
                     app.name = name.string().ok().flatten().map(str::to_owned);
+                    app.shared_name = None;
                 }
                 "instance" => map.next_value_seed(Instances { ctx, app: &mut app })?,
                 _ => {

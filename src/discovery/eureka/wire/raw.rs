@@ -8,7 +8,6 @@
 //! [`RecordError`]: super::RecordError
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
@@ -215,7 +214,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Port<'a> {
 /// is set.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Metadata {
-    pub(super) map: BTreeMap<String, String>,
+    /// Entries in payload order, repeated keys included.
+    pub(super) entries: Vec<(String, String)>,
     pub(super) overflow: bool,
     pub(super) wrong_type: bool,
 }
@@ -243,7 +243,7 @@ impl<'de> Deserialize<'de> for Metadata {
                         continue;
                     }
                     if let Some(text) = value.into_text() {
-                        meta.map.insert(key.0.into_owned(), text);
+                        meta.entries.push((key.0.into_owned(), text));
                     }
                 }
                 Ok(meta)
