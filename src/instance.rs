@@ -23,7 +23,7 @@
 //! ```
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::uri::{Authority, Scheme};
 
@@ -109,10 +109,7 @@ pub struct Instance {
     id: String,
     /// Shared by the instances of one service a registry decoder builds.
     service_id: Arc<str>,
-    /// The host when it differs from the authority's (IPv6: no brackets,
-    /// a plain `%` before the zone id); `None` for names and IPv4, whose
-    /// host is the authority's, so it is stored once.
-    host: Option<String>,
+    host: String,
     port: u16,
     secure: bool,
     /// Shared by the instances in one zone a registry decoder builds.
@@ -121,7 +118,7 @@ pub struct Instance {
     metadata: Metadata,
     weight: u32,
     health_check_url: Option<String>,
-    authority: Authority,
+    authority: LazyAuthority,
 }
 
 impl Instance {
@@ -161,10 +158,7 @@ impl Instance {
         }
         let (host, authority) = build_authority(host, port)?;
         Ok(Self {
-            id: id.unwrap_or_else(|| {
-                let host = host.as_deref().unwrap_or_else(|| authority.host());
-                format!("{host}:{port}")
-            }),
+            id: id.unwrap_or_else(|| format!("{host}:{port}")),
             service_id,
             host,
             port,
@@ -174,7 +168,7 @@ impl Instance {
             metadata: Metadata::new(),
             weight: 1,
             health_check_url: None,
-            authority,
+            authority: LazyAuthority(authority.map(OnceLock::from).unwrap_or_default()),
         })
     }
 
@@ -253,9 +247,7 @@ impl Instance {
     /// The host: a DNS name, an IPv4 address, or an IPv6 address without
     /// brackets (a zone id, if any, after a plain `%`).
     pub fn host(&self) -> &str {
-        self.host
-            .as_deref()
-            .unwrap_or_else(|| self.authority.host())
+        &self.host
     }
 
     /// The port requests go to.
@@ -304,8 +296,14 @@ impl Instance {
 
     /// The request authority: `host:port`, `1.2.3.4:port`, `[::1]:port`, or
     /// `[fe80::1%25eth0]:port` for an IPv6 address with a zone id.
+    ///
+    /// Built on first use for a name or an IPv4 address (a registry
+    /// decoder makes thousands of instances, most never called; an
+    /// [`Endpoint`] builds it when it is made), at once for IPv6.
     pub fn authority(&self) -> &Authority {
-        &self.authority
+        self.authority
+            .0
+            .get_or_init(|| authority::name_authority(&self.host, self.port))
     }
 
     /// The identity that per-instance state is kept under across refreshes:
@@ -313,19 +311,33 @@ impl Instance {
     pub fn key(&self) -> InstanceKey {
         InstanceKey {
             id: self.id.clone(),
-            host: self.host().to_owned(),
+            host: self.host.clone(),
             port: self.port,
             secure: self.secure,
         }
     }
 }
 
+/// An instance's request authority, made from its host and port when first
+/// asked for. Two instances with the same host and port have the same
+/// authority, so it takes no part in comparing them.
+#[derive(Clone, Default)]
+struct LazyAuthority(OnceLock<Authority>);
+
+impl PartialEq for LazyAuthority {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for LazyAuthority {}
+
 impl fmt::Debug for Instance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Instance")
             .field("id", &self.id)
             .field("service_id", &self.service_id)
-            .field("authority", &self.authority.as_str())
+            .field("authority", &self.authority().as_str())
             .field("secure", &self.secure)
             .field("zone", &self.zone)
             .field("status", &self.status)
@@ -349,7 +361,7 @@ impl fmt::Debug for RedactedMetadata<'_> {
 
 impl fmt::Display for Instance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}", self.scheme(), self.authority)
+        write!(f, "{}://{}", self.scheme(), self.authority())
     }
 }
 
@@ -397,6 +409,8 @@ impl Endpoint {
     /// brings an instance whose identity is already known).
     pub fn with_stats(instance: Instance, stats: Arc<EndpointStats>) -> Self {
         let scheme = instance.scheme();
+        // Built here, once, so no request pays for it.
+        instance.authority();
         Self {
             inner: Arc::new(EndpointInner {
                 instance,

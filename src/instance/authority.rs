@@ -22,13 +22,14 @@ const ZONE_ID_KEEP: &AsciiSet = &NON_ALPHANUMERIC
 /// (RFC 1035 §2.3.4; 255 octets on the wire).
 const MAX_HOST_LEN: usize = 253;
 
-/// Normalises `host` and builds `host:port` as a URI authority. The
-/// normalised host comes back only when it differs from
-/// [`Authority::host`] (IPv6); for names and IPv4 the authority holds it.
+/// Normalises and checks `host`. Gives the normalised host and, for IPv6,
+/// the `[host]:port` authority; for a name or an IPv4 address the authority
+/// is left to [`name_authority`] (the checks here are stricter than
+/// `http`'s, so it cannot fail later).
 pub(super) fn build_authority(
     host: &str,
     port: u16,
-) -> Result<(Option<String>, Authority), InstanceError> {
+) -> Result<(String, Option<Authority>), InstanceError> {
     let invalid =
         |reason: &str| InstanceError::new(InstanceErrorKind::InvalidHost, host, reason.to_owned());
     let trimmed = host.trim();
@@ -70,14 +71,13 @@ pub(super) fn build_authority(
             None => (ip.to_string(), format!("[{ip}]:{port}")),
         };
         let authority = Authority::from_str(&text).map_err(|e| invalid(&e.to_string()))?;
-        return Ok((Some(stored), authority));
+        return Ok((stored, Some(authority)));
     }
 
     // IPv4 (the IPv6 forms all hold a ':'): Rust's parser takes only the
     // canonical dotted quad, so the text is already normal.
     if bare.parse::<Ipv4Addr>().is_ok() {
-        let authority = host_port(bare, port).map_err(|e| invalid(&e.to_string()))?;
-        return Ok((None, authority));
+        return Ok((bare.to_owned(), None));
     }
 
     // A DNS name: letters, digits, '-', '.', '_' only (no userinfo, no port).
@@ -89,8 +89,15 @@ pub(super) fn build_authority(
             "a host name may hold only letters, digits, '-', '.' and '_'",
         ));
     }
-    let authority = host_port(bare, port).map_err(|e| invalid(&e.to_string()))?;
-    Ok((None, authority))
+    Ok((bare.to_owned(), None))
+}
+
+/// `host:port` for a host [`build_authority`] accepted as a name or an
+/// IPv4 address. Those hold only letters, digits, `-`, `.` and `_`, which
+/// `http`'s authority parser always takes, so the fallback (an authority
+/// no server answers to) is never used; it keeps this path free of panics.
+pub(super) fn name_authority(host: &str, port: u16) -> Authority {
+    host_port(host, port).unwrap_or_else(|_| Authority::from_static("invalid.invalid:9"))
 }
 
 /// `host:port` as an [`Authority`], written straight into one buffer of

@@ -9,10 +9,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::raw::{RawInstance, Record, Scalar, Text};
+use super::raw::{RawInstance, RecordSeed, Scalar, Text};
 use super::{Application, Applications, ParseOptions, RecordError, Rejected, WireError, convert};
 
 /// How often (in elements) the deadline is checked.
@@ -89,7 +88,10 @@ impl Ctx {
     where
         S: DeserializeSeed<'de>,
     {
-        let mut de = serde_json::Deserializer::from_slice(body);
+        // One UTF-8 check of the whole body, then a `&str` reader, which
+        // takes each string as it is instead of checking it again.
+        let text = std::str::from_utf8(body).map_err(|e| not_utf8(body, e.valid_up_to()))?;
+        let mut de = serde_json::Deserializer::from_str(text);
         let result = de
             .deserialize_any(Root { key, seed })
             .and_then(|v| de.end().map(|()| v));
@@ -102,6 +104,19 @@ impl Ctx {
                 .take()
                 .unwrap_or_else(|| WireError::from_json(e))),
         }
+    }
+}
+
+/// A body that is not UTF-8 is not JSON (RFC 8259 §8.1): a syntax error
+/// placed at the first bad byte, line and column counted from 1 in bytes
+/// as `serde_json` counts them.
+fn not_utf8(body: &[u8], at: usize) -> WireError {
+    let before = body.get(..at).unwrap_or(body);
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    WireError::Syntax {
+        line,
+        column: at - line_start + 1,
     }
 }
 
@@ -169,12 +184,14 @@ struct AppBuilder<'de> {
 }
 
 impl<'de> AppBuilder<'de> {
-    fn push(&mut self, ctx: &Ctx, record: Record<'de>) {
+    /// Takes one list element: a record (`Some`), converted at once when the
+    /// name is known, or something that is not an object.
+    fn push(&mut self, ctx: &Ctx, record: Option<&mut RawInstance<'de>>) {
         self.records += 1;
-        match record.0 {
+        match record {
             None => self.reject(ctx, RecordError::NotAnObject, None),
-            Some(mut raw) if self.name.is_some() => self.convert(ctx, &mut raw),
-            Some(raw) => self.pending.push(raw),
+            Some(raw) if self.name.is_some() => self.convert(ctx, raw),
+            Some(raw) => self.pending.push(std::mem::take(raw)),
         }
     }
 
@@ -301,16 +318,21 @@ impl<'de> Visitor<'de> for Instances<'_, 'de> {
         f.write_str("instance records")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(record) = seq.next_element::<Record<'de>>()? {
+        loop {
+            // Each record is read in place into a fresh slot on the stack.
+            let mut raw = RawInstance::default();
+            let Some(is_object) = seq.next_element_seed(RecordSeed { slot: &mut raw })? else {
+                return Ok(());
+            };
             self.ctx.count()?;
-            self.app.push(self.ctx, record);
+            self.app.push(self.ctx, is_object.then_some(&mut raw));
         }
-        Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        let raw = RawInstance::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        let mut raw = RawInstance::default();
+        RecordSeed { slot: &mut raw }.visit_map(map)?;
         self.ctx.count()?;
-        self.app.push(self.ctx, Record(Some(raw)));
+        self.app.push(self.ctx, Some(&mut raw));
         Ok(())
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
@@ -336,7 +358,7 @@ impl<'de> Visitor<'de> for Instances<'_, 'de> {
 impl Instances<'_, '_> {
     fn one_scalar<E: de::Error>(self) -> Result<(), E> {
         self.ctx.count()?;
-        self.app.push(self.ctx, Record(None));
+        self.app.push(self.ctx, None);
         Ok(())
     }
 }

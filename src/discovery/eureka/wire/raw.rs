@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// A string borrowed from the body when it holds no escape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -340,56 +340,71 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for ScalarOr<V> {
     }
 }
 
-/// One instance record, fields as the JSON has them.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// One instance record, fields as the JSON has them. Filled in place by
+/// [`RecordSeed`]: no derive, so a record is never moved while it is read
+/// (it is about half a kilobyte), and a scalar field is read without an
+/// `Option` layer (`null` reads as [`Scalar::Null`], which every reader of
+/// these fields takes as absent). A repeated key keeps its last value, as
+/// Jackson does.
+#[derive(Debug, Default)]
 pub(super) struct RawInstance<'a> {
-    #[serde(borrow)]
     pub(super) instance_id: Option<Scalar<'a>>,
-    #[serde(borrow)]
     pub(super) host_name: Option<Scalar<'a>>,
-    #[serde(borrow)]
     pub(super) app: Option<Scalar<'a>>,
-    #[serde(borrow)]
     pub(super) ip_addr: Option<Scalar<'a>>,
-    #[serde(borrow)]
     pub(super) status: Option<Scalar<'a>>,
-    #[serde(borrow)]
     pub(super) port: Option<Port<'a>>,
-    #[serde(borrow)]
     pub(super) secure_port: Option<Port<'a>>,
     pub(super) metadata: Option<Metadata>,
-    #[serde(borrow)]
     pub(super) data_center_info: Option<DataCenterZone<'a>>,
-    #[serde(borrow)]
     pub(super) vip_address: Option<Scalar<'a>>,
-    #[serde(borrow)]
     pub(super) secure_vip_address: Option<Scalar<'a>>,
-    #[serde(borrow)]
     pub(super) health_check_url: Option<Scalar<'a>>,
-    #[serde(borrow)]
     pub(super) secure_health_check_url: Option<Scalar<'a>>,
-    #[serde(borrow)]
     pub(super) action_type: Option<Scalar<'a>>,
 }
 
-/// One element of an `instance` list: a record, or `None` for something
-/// that is not an object. Not boxed: the record is moved into its
-/// application (or converted) right away.
-pub(super) struct Record<'a>(pub(super) Option<RawInstance<'a>>);
+/// Reads one element of an `instance` list into `slot` (which starts
+/// empty); gives `true` for an object, `false` for anything else.
+pub(super) struct RecordSeed<'s, 'de> {
+    pub(super) slot: &'s mut RawInstance<'de>,
+}
 
-impl<'de> Deserialize<'de> for Record<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawInstance<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an instance record")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                RawInstance::deserialize(de::value::MapAccessDeserializer::new(map))
+impl<'de> DeserializeSeed<'de> for RecordSeed<'_, 'de> {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        Ok(d.deserialize_any(ScalarOr(self))?.is_some())
+    }
+}
+
+impl<'de> Visitor<'de> for RecordSeed<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an instance record")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let raw = self.slot;
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            match key.0.as_ref() {
+                "instanceId" => raw.instance_id = Some(map.next_value()?),
+                "hostName" => raw.host_name = Some(map.next_value()?),
+                "app" => raw.app = Some(map.next_value()?),
+                "ipAddr" => raw.ip_addr = Some(map.next_value()?),
+                "status" => raw.status = Some(map.next_value()?),
+                "port" => raw.port = map.next_value()?,
+                "securePort" => raw.secure_port = map.next_value()?,
+                "metadata" => raw.metadata = map.next_value()?,
+                "dataCenterInfo" => raw.data_center_info = map.next_value()?,
+                "vipAddress" => raw.vip_address = Some(map.next_value()?),
+                "secureVipAddress" => raw.secure_vip_address = Some(map.next_value()?),
+                "healthCheckUrl" => raw.health_check_url = Some(map.next_value()?),
+                "secureHealthCheckUrl" => raw.secure_health_check_url = Some(map.next_value()?),
+                "actionType" => raw.action_type = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
         }
-        Ok(Record(d.deserialize_any(ScalarOr(V))?))
+        Ok(())
     }
 }
