@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use super::raw::{Port, RawInstance, Scalar};
+use super::raw::{Port, RawInstance, Scalar, trim};
 use super::{ActionType, EurekaInstance, ParseOptions, PortPreference, RecordError};
 use crate::instance::{Instance, InstanceStatus, Metadata};
 
@@ -40,8 +40,8 @@ pub(super) fn read_port(
     let enabled = match &port.enabled {
         None | Some(Scalar::Null) => default_enabled,
         Some(Scalar::Bool(b)) => *b,
-        Some(Scalar::Str(s)) if s.trim().eq_ignore_ascii_case("true") => true,
-        Some(Scalar::Str(s)) if s.trim().eq_ignore_ascii_case("false") => false,
+        Some(Scalar::Str(s)) if trim(s).eq_ignore_ascii_case("true") => true,
+        Some(Scalar::Str(s)) if trim(s).eq_ignore_ascii_case("false") => false,
         Some(_) => return Err(RecordError::BadEnabled),
     };
     let text = port
@@ -49,7 +49,7 @@ pub(super) fn read_port(
         .as_ref()
         .and_then(Scalar::text)
         .ok_or(RecordError::BadPort)?;
-    let number: u16 = text.trim().parse().map_err(|_| RecordError::BadPort)?;
+    let number: u16 = trim(&text).parse().map_err(|_| RecordError::BadPort)?;
     if number == 0 && enabled {
         return Err(RecordError::PortZero);
     }

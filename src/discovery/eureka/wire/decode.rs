@@ -32,11 +32,12 @@ pub(super) struct Ctx {
     elements: Cell<usize>,
     failure: RefCell<Option<WireError>>,
     pub(super) tally: RefCell<Tally>,
-    /// The instances of the application being read. Reused across
-    /// applications, so the list grows to the largest application once
-    /// instead of every application's list growing by doubling (each
-    /// large reallocation made glibc consolidate its free lists); each
-    /// application then gets an exact-size copy.
+    /// The instances of the application being read. Each application's
+    /// list starts with room for as many as the previous one had (see
+    /// [`Ctx::take_instances`]), so a registry of like-sized applications
+    /// makes one allocation per application instead of growing every list
+    /// by doubling (each large reallocation made glibc consolidate its free
+    /// lists).
     scratch: RefCell<Vec<super::EurekaInstance>>,
     /// Zones and service names shared across the payload's instances.
     strings: RefCell<convert::Interner>,
@@ -76,6 +77,21 @@ impl Ctx {
             return Err(self.fail(WireError::Deadline));
         }
         Ok(())
+    }
+
+    /// The instances of the application just read. The list itself is
+    /// handed over (no copy), and the next application's list starts with
+    /// room for as many (applications are usually of a size); a list that
+    /// grew to more than a quarter beyond its length is shrunk, so a result
+    /// holds little slack.
+    fn take_instances(&self) -> Vec<super::EurekaInstance> {
+        let mut scratch = self.scratch.borrow_mut();
+        let next = Vec::with_capacity(scratch.len());
+        let mut instances = std::mem::replace(&mut *scratch, next);
+        if instances.capacity() - instances.len() > instances.len() / 4 {
+            instances.shrink_to_fit();
+        }
+        instances
     }
 
     /// Decodes `{"<key>": ...}` from `body` with `seed` for the inner value.
@@ -239,9 +255,7 @@ impl<'de> AppBuilder<'de> {
         for mut raw in std::mem::take(&mut self.pending) {
             self.convert(ctx, &mut raw);
         }
-        // One allocation of the exact size per application; the scratch
-        // list keeps its capacity for the next one.
-        self.app.instances = ctx.scratch.borrow_mut().drain(..).collect();
+        self.app.instances = ctx.take_instances();
         ctx.tally.borrow_mut().records += self.records;
         match self.first_malformed {
             Some(first) if self.malformed == self.records => Err(WireError::AllRecordsMalformed {

@@ -39,6 +39,18 @@ impl<'de> Deserialize<'de> for Text<'de> {
     }
 }
 
+/// [`str::trim`], answered without decoding characters when both ends are
+/// visible ASCII (the usual case: every string field is trimmed). Unicode
+/// whitespace other than ASCII starts with a byte of 0x80 or more.
+pub(super) fn trim(s: &str) -> &str {
+    let visible = |b: Option<&u8>| b.is_some_and(|&b| b > b' ' && b < 0x80);
+    if visible(s.as_bytes().first()) && visible(s.as_bytes().last()) {
+        s
+    } else {
+        s.trim()
+    }
+}
+
 /// Any JSON value, kept only if it is a scalar.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Scalar<'a> {
@@ -56,7 +68,7 @@ impl<'a> Scalar<'a> {
     /// A trimmed, non-empty string; `Err` for a non-string.
     pub(super) fn string(&self) -> Result<Option<&str>, ()> {
         match self {
-            Scalar::Str(s) => Ok(Some(s.trim()).filter(|s| !s.is_empty())),
+            Scalar::Str(s) => Ok(Some(trim(s)).filter(|s| !s.is_empty())),
             Scalar::Null => Ok(None),
             _ => Err(()),
         }
