@@ -32,9 +32,11 @@ use crate::stats::EndpointStats;
 
 mod authority;
 mod metadata;
+mod names;
 
 use authority::build_authority;
 pub use metadata::Metadata;
+use names::Names;
 
 /// The registry status of an instance (Eureka's `InstanceStatus`).
 ///
@@ -106,10 +108,10 @@ impl fmt::Display for InstanceStatus {
 /// no metadata.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Instance {
-    id: String,
+    /// Id, host and health check URL.
+    names: Names,
     /// Shared by the instances of one service a registry decoder builds.
     service_id: Arc<str>,
-    host: String,
     port: u16,
     secure: bool,
     /// Shared by the instances in one zone a registry decoder builds.
@@ -117,7 +119,6 @@ pub struct Instance {
     status: InstanceStatus,
     metadata: Metadata,
     weight: u32,
-    health_check_url: Option<String>,
     authority: LazyAuthority,
 }
 
@@ -138,16 +139,17 @@ impl Instance {
         port: u16,
     ) -> Result<Self, InstanceError> {
         let host = host.into();
-        Self::with_identity(Arc::from(service_id.into()), None, &host, port)
+        Self::with_identity(Arc::from(service_id.into()), None, &host, port, None)
     }
 
     /// [`Instance::new`] with the id given up front (`None`: `host:port`),
     /// so a registry decoder builds each string once.
     pub(crate) fn with_identity(
         service_id: Arc<str>,
-        id: Option<String>,
+        id: Option<&str>,
         host: &str,
         port: u16,
+        health_check_url: Option<&str>,
     ) -> Result<Self, InstanceError> {
         if port == 0 {
             return Err(InstanceError::new(
@@ -158,23 +160,24 @@ impl Instance {
         }
         let (host, authority) = build_authority(host, port)?;
         Ok(Self {
-            id: id.unwrap_or_else(|| format!("{host}:{port}")),
+            names: match id {
+                Some(id) => Names::new(id, &host, health_check_url),
+                None => Names::new(&format!("{host}:{port}"), &host, health_check_url),
+            },
             service_id,
-            host,
             port,
             secure: false,
             zone: None,
             status: InstanceStatus::Up,
             metadata: Metadata::new(),
             weight: 1,
-            health_check_url: None,
             authority: LazyAuthority(authority.map(OnceLock::from).unwrap_or_default()),
         })
     }
 
     /// Sets the instance id (Eureka's `instanceId`). Default: `host:port`.
     pub fn with_id(mut self, id: impl Into<String>) -> Self {
-        self.id = id.into();
+        self.names = Names::new(&id.into(), self.host(), self.health_check_url());
         self
     }
 
@@ -230,13 +233,13 @@ impl Instance {
 
     /// Sets the health check URL (Eureka's `healthCheckUrl`). Default: none.
     pub fn with_health_check_url(mut self, url: impl Into<String>) -> Self {
-        self.health_check_url = Some(url.into());
+        self.names = Names::new(self.id(), self.host(), Some(&url.into()));
         self
     }
 
     /// The instance id.
     pub fn id(&self) -> &str {
-        &self.id
+        self.names.id()
     }
 
     /// The service id this instance belongs to, as the registry spells it.
@@ -247,7 +250,7 @@ impl Instance {
     /// The host: a DNS name, an IPv4 address, or an IPv6 address without
     /// brackets (a zone id, if any, after a plain `%`).
     pub fn host(&self) -> &str {
-        &self.host
+        self.names.host()
     }
 
     /// The port requests go to.
@@ -291,7 +294,7 @@ impl Instance {
 
     /// The health check URL, if the registry gave one.
     pub fn health_check_url(&self) -> Option<&str> {
-        self.health_check_url.as_deref()
+        self.names.health_check_url()
     }
 
     /// The request authority: `host:port`, `1.2.3.4:port`, `[::1]:port`, or
@@ -303,15 +306,15 @@ impl Instance {
     pub fn authority(&self) -> &Authority {
         self.authority
             .0
-            .get_or_init(|| authority::name_authority(&self.host, self.port))
+            .get_or_init(|| authority::name_authority(self.host(), self.port))
     }
 
     /// The identity that per-instance state is kept under across refreshes:
     /// instance id, host, port and scheme. A changed port is a new identity.
     pub fn key(&self) -> InstanceKey {
         InstanceKey {
-            id: self.id.clone(),
-            host: self.host.clone(),
+            id: self.id().to_owned(),
+            host: self.host().to_owned(),
             port: self.port,
             secure: self.secure,
         }
@@ -335,7 +338,7 @@ impl Eq for LazyAuthority {}
 impl fmt::Debug for Instance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Instance")
-            .field("id", &self.id)
+            .field("id", &self.id())
             .field("service_id", &self.service_id)
             .field("authority", &self.authority().as_str())
             .field("secure", &self.secure)

@@ -1,6 +1,7 @@
 //! Host validation and URI authorities: DNS names, IPv4, and IPv6 with
 //! optional zone ids (RFC 4007 text form, RFC 6874 URI form).
 
+use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
@@ -43,7 +44,7 @@ const NAME_BYTES: [bool; 256] = {
 pub(super) fn build_authority(
     host: &str,
     port: u16,
-) -> Result<(String, Option<Authority>), InstanceError> {
+) -> Result<(Cow<'_, str>, Option<Authority>), InstanceError> {
     let invalid =
         |reason: &str| InstanceError::new(InstanceErrorKind::InvalidHost, host, reason.to_owned());
     let trimmed = host.trim();
@@ -85,13 +86,13 @@ pub(super) fn build_authority(
             None => (ip.to_string(), format!("[{ip}]:{port}")),
         };
         let authority = Authority::from_str(&text).map_err(|e| invalid(&e.to_string()))?;
-        return Ok((stored, Some(authority)));
+        return Ok((Cow::Owned(stored), Some(authority)));
     }
 
     // IPv4 (the IPv6 forms all hold a ':'): Rust's parser takes only the
     // canonical dotted quad, so the text is already normal.
     if bare.parse::<Ipv4Addr>().is_ok() {
-        return Ok((bare.to_owned(), None));
+        return Ok((Cow::Borrowed(bare), None));
     }
 
     // A DNS name: letters, digits, '-', '.', '_' only (no userinfo, no port).
@@ -100,7 +101,7 @@ pub(super) fn build_authority(
             "a host name may hold only letters, digits, '-', '.' and '_'",
         ));
     }
-    Ok((bare.to_owned(), None))
+    Ok((Cow::Borrowed(bare), None))
 }
 
 /// `host:port` for a host [`build_authority`] accepted as a name or an

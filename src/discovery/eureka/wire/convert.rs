@@ -172,7 +172,7 @@ pub(super) fn convert(
         plain_health
     };
     let mut instance =
-        Instance::with_identity(service_id, Some(id.to_owned()), host, port)
+        Instance::with_identity(service_id, Some(id), host, port, health)
             .map_err(|_| RecordError::BadHost)?
             .with_secure(is_secure)
             .with_status(raw_status.map_or(InstanceStatus::Unknown, InstanceStatus::parse));
@@ -181,9 +181,6 @@ pub(super) fn convert(
     let secure_vip_address =
         field(&raw.secure_vip_address)?.map(|v| Interner::last(&mut strings.secure_vip, v));
     let raw_status = raw_status.map_or_else(|| "UNKNOWN".to_owned(), str::to_ascii_uppercase);
-    if let Some(url) = health {
-        instance = instance.with_health_check_url(url);
-    }
     let metadata = take_metadata(raw);
     let weight = metadata
         .get("weight")
