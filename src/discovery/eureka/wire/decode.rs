@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::raw::{RawInstance, RecordSeed, Scalar, Text};
+use super::raw::{Keys, RawInstance, RecordSeed, Scalar, Text};
 use super::{Application, Applications, ParseOptions, RecordError, Rejected, WireError, convert};
 
 /// How often (in elements) the deadline is checked.
@@ -41,6 +41,8 @@ pub(super) struct Ctx {
     scratch: RefCell<Vec<super::EurekaInstance>>,
     /// Zones and service names shared across the payload's instances.
     strings: RefCell<convert::Interner>,
+    /// Metadata keys shared across the payload's instances.
+    keys: RefCell<Keys>,
 }
 
 impl Ctx {
@@ -53,6 +55,7 @@ impl Ctx {
             tally: RefCell::new(Tally::default()),
             scratch: RefCell::new(Vec::new()),
             strings: RefCell::new(convert::Interner::default()),
+            keys: RefCell::new(Keys::default()),
         }
     }
 
@@ -335,7 +338,11 @@ impl<'de> Visitor<'de> for Instances<'_, 'de> {
         loop {
             // Each record is read in place into a fresh slot on the stack.
             let mut raw = RawInstance::default();
-            let Some(is_object) = seq.next_element_seed(RecordSeed { slot: &mut raw })? else {
+            let seed = RecordSeed {
+                slot: &mut raw,
+                keys: &mut self.ctx.keys.borrow_mut(),
+            };
+            let Some(is_object) = seq.next_element_seed(seed)? else {
                 return Ok(());
             };
             self.ctx.count()?;
@@ -344,7 +351,11 @@ impl<'de> Visitor<'de> for Instances<'_, 'de> {
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
         let mut raw = RawInstance::default();
-        RecordSeed { slot: &mut raw }.visit_map(map)?;
+        RecordSeed {
+            slot: &mut raw,
+            keys: &mut self.ctx.keys.borrow_mut(),
+        }
+        .visit_map(map)?;
         self.ctx.count()?;
         self.app.push(self.ctx, Some(&mut raw));
         Ok(())

@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -220,54 +221,106 @@ impl<'de: 'a, 'a> Deserialize<'de> for Port<'a> {
 
 /// Metadata as the instance keeps it: values as text, the XML
 /// converter's `@`-keys (`@class`) and non-scalar or null values dropped,
-/// built while the record is read (no intermediate list). At most
+/// keys shared through [`Keys`], built while the record is read (no
+/// intermediate list). At most
 /// [`MAX_METADATA_ENTRIES`](super::MAX_METADATA_ENTRIES) entries are read,
 /// counting dropped ones; past that the rest are skipped and `overflow`
 /// is set.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Metadata {
     /// Entries in payload order, repeated keys included.
-    pub(super) entries: Vec<(String, String)>,
+    pub(super) entries: Vec<(Arc<str>, String)>,
     pub(super) overflow: bool,
     pub(super) wrong_type: bool,
 }
 
-impl<'de> Deserialize<'de> for Metadata {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Metadata;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a metadata object")
+/// Metadata keys shared across a payload's records (a Spring payload
+/// repeats the same few keys on every instance): the first [`Keys::MAX`]
+/// distinct ones are kept, later ones are copied.
+#[derive(Debug, Default)]
+pub(super) struct Keys(Vec<Arc<str>>);
+
+impl Keys {
+    const MAX: usize = 64;
+
+    fn get(&mut self, key: &str) -> Arc<str> {
+        if let Some(shared) = self.0.iter().find(|k| ***k == *key) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(key);
+        if self.0.len() < Self::MAX {
+            self.0.push(Arc::clone(&shared));
+        }
+        shared
+    }
+}
+
+/// Reads a `metadata` value: `None` for null (absent), a [`Metadata`]
+/// marked `wrong_type` for a scalar or a list.
+pub(super) struct MetadataSeed<'s> {
+    pub(super) keys: &'s mut Keys,
+}
+
+impl<'de> DeserializeSeed<'de> for MetadataSeed<'_> {
+    type Value = Option<Metadata>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+fn wrong_type_metadata<E>() -> Result<Option<Metadata>, E> {
+    Ok(Some(Metadata {
+        wrong_type: true,
+        ..Metadata::default()
+    }))
+}
+
+impl<'de> Visitor<'de> for MetadataSeed<'_> {
+    type Value = Option<Metadata>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a metadata object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut meta = Metadata::default();
+        let mut read = 0usize;
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            if read >= super::MAX_METADATA_ENTRIES {
+                meta.overflow = true;
+                map.next_value::<IgnoredAny>()?;
+                continue;
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut meta = Metadata::default();
-                let mut read = 0usize;
-                while let Some(key) = map.next_key::<Text<'de>>()? {
-                    if read >= super::MAX_METADATA_ENTRIES {
-                        meta.overflow = true;
-                        map.next_value::<IgnoredAny>()?;
-                        continue;
-                    }
-                    read += 1;
-                    let value = map.next_value::<Scalar<'de>>()?;
-                    if key.0.starts_with('@') {
-                        continue;
-                    }
-                    if let Some(text) = value.into_text() {
-                        meta.entries.push((key.0.into_owned(), text));
-                    }
-                }
-                Ok(meta)
+            read += 1;
+            let value = map.next_value::<Scalar<'de>>()?;
+            if key.0.starts_with('@') {
+                continue;
+            }
+            if let Some(text) = value.into_text() {
+                meta.entries.push((self.keys.get(&key.0), text));
             }
         }
-        match d.deserialize_any(ScalarOr(V))? {
-            Some(meta) => Ok(meta),
-            None => Ok(Metadata {
-                wrong_type: true,
-                ..Metadata::default()
-            }),
-        }
+        Ok(Some(meta))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        ScalarVisitor.visit_seq(seq)?;
+        wrong_type_metadata()
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        wrong_type_metadata()
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        wrong_type_metadata()
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        wrong_type_metadata()
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        wrong_type_metadata()
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        wrong_type_metadata()
     }
 }
 
@@ -380,6 +433,7 @@ pub(super) struct RawInstance<'a> {
 /// empty); gives `true` for an object, `false` for anything else.
 pub(super) struct RecordSeed<'s, 'de> {
     pub(super) slot: &'s mut RawInstance<'de>,
+    pub(super) keys: &'s mut Keys,
 }
 
 impl<'de> DeserializeSeed<'de> for RecordSeed<'_, 'de> {
@@ -405,7 +459,11 @@ impl<'de> Visitor<'de> for RecordSeed<'_, 'de> {
                 "status" => raw.status = Some(map.next_value()?),
                 "port" => raw.port = map.next_value()?,
                 "securePort" => raw.secure_port = map.next_value()?,
-                "metadata" => raw.metadata = map.next_value()?,
+                "metadata" => {
+                    raw.metadata = map.next_value_seed(MetadataSeed {
+                        keys: &mut *self.keys,
+                    })?;
+                }
                 "dataCenterInfo" => raw.data_center_info = map.next_value()?,
                 "vipAddress" => raw.vip_address = Some(map.next_value()?),
                 "secureVipAddress" => raw.secure_vip_address = Some(map.next_value()?),
