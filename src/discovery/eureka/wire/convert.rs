@@ -99,7 +99,7 @@ fn zone(raw: &RawInstance<'_>, metadata: &Metadata, strings: &mut Interner) -> O
 }
 
 /// Short strings that repeat across a payload's instances, shared instead
-/// of copied: zones and service names that differ from the application's
+/// of copied: zones, statuses and service names that differ from the application's
 /// (the first [`Interner::MAX`] distinct ones; later ones are copied), and
 /// the VIP addresses, which repeat within an application (the last one
 /// seen is kept).
@@ -180,7 +180,11 @@ pub(super) fn convert(
     let vip_address = field(&raw.vip_address)?.map(|v| Interner::last(&mut strings.vip, v));
     let secure_vip_address =
         field(&raw.secure_vip_address)?.map(|v| Interner::last(&mut strings.secure_vip, v));
-    let raw_status = raw_status.map_or_else(|| "UNKNOWN".to_owned(), str::to_ascii_uppercase);
+    let raw_status = match raw_status {
+        None => strings.get("UNKNOWN"),
+        Some(s) if !s.bytes().any(|b| b.is_ascii_lowercase()) => strings.get(s),
+        Some(s) => strings.get(&s.to_ascii_uppercase()),
+    };
     let metadata = take_metadata(raw);
     let weight = metadata
         .get("weight")

@@ -116,7 +116,7 @@ pub struct EurekaInstance {
     pub secure_vip_address: Option<Arc<str>>,
     /// `status` as the server wrote it, upper-cased (`UNKNOWN` if absent);
     /// the status-count hash is computed from it.
-    pub raw_status: String,
+    pub raw_status: Arc<str>,
 }
 
 /// An instance record that was skipped, and why.
