@@ -201,6 +201,7 @@ impl Instance {
 
     /// [`Instance::with_zone`] with a zone string shared with other
     /// instances (a decoder's interned copy).
+    #[cfg(feature = "eureka")]
     pub(crate) fn with_shared_zone(mut self, zone: Arc<str>) -> Self {
         self.zone = if zone.is_empty() { None } else { Some(zone) };
         self
@@ -226,6 +227,7 @@ impl Instance {
     }
 
     /// Replaces all metadata at once (a decoder's map, moved in).
+    #[cfg(feature = "eureka")]
     pub(crate) fn with_metadata_map(mut self, metadata: Metadata) -> Self {
         self.metadata = metadata;
         self
