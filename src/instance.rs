@@ -22,9 +22,8 @@
 //! assert_eq!(https.status(), InstanceStatus::Up);
 //! ```
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::uri::{Authority, Scheme};
 
@@ -32,8 +31,12 @@ use crate::error::{InstanceError, InstanceErrorKind};
 use crate::stats::EndpointStats;
 
 mod authority;
+mod metadata;
+mod names;
 
 use authority::build_authority;
+pub use metadata::Metadata;
+use names::Names;
 
 /// The registry status of an instance (Eureka's `InstanceStatus`).
 ///
@@ -105,17 +108,18 @@ impl fmt::Display for InstanceStatus {
 /// no metadata.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Instance {
-    id: String,
-    service_id: String,
-    host: String,
+    /// Id, host and health check URL.
+    names: Names,
+    /// Shared by the instances of one service a registry decoder builds.
+    service_id: Arc<str>,
     port: u16,
     secure: bool,
-    zone: Option<String>,
+    /// Shared by the instances in one zone a registry decoder builds.
+    zone: Option<Arc<str>>,
     status: InstanceStatus,
-    metadata: BTreeMap<String, String>,
+    metadata: Metadata,
     weight: u32,
-    health_check_url: Option<String>,
-    authority: Authority,
+    authority: LazyAuthority,
 }
 
 impl Instance {
@@ -135,32 +139,45 @@ impl Instance {
         port: u16,
     ) -> Result<Self, InstanceError> {
         let host = host.into();
+        Self::with_identity(Arc::from(service_id.into()), None, &host, port, None)
+    }
+
+    /// [`Instance::new`] with the id given up front (`None`: `host:port`),
+    /// so a registry decoder builds each string once.
+    pub(crate) fn with_identity(
+        service_id: Arc<str>,
+        id: Option<&str>,
+        host: &str,
+        port: u16,
+        health_check_url: Option<&str>,
+    ) -> Result<Self, InstanceError> {
         if port == 0 {
             return Err(InstanceError::new(
                 InstanceErrorKind::InvalidPort,
-                &format!("{}:0", crate::error::quote(&host)),
+                &format!("{}:0", crate::error::quote(host)),
                 "port 0",
             ));
         }
-        let (host, authority) = build_authority(&host, port)?;
+        let (host, authority) = build_authority(host, port)?;
         Ok(Self {
-            id: format!("{host}:{port}"),
-            service_id: service_id.into(),
-            host,
+            names: match id {
+                Some(id) => Names::new(id, &host, health_check_url),
+                None => Names::new(&format!("{host}:{port}"), &host, health_check_url),
+            },
+            service_id,
             port,
             secure: false,
             zone: None,
             status: InstanceStatus::Up,
-            metadata: BTreeMap::new(),
+            metadata: Metadata::new(),
             weight: 1,
-            health_check_url: None,
-            authority,
+            authority: LazyAuthority(authority.map(OnceLock::from).unwrap_or_default()),
         })
     }
 
     /// Sets the instance id (Eureka's `instanceId`). Default: `host:port`.
     pub fn with_id(mut self, id: impl Into<String>) -> Self {
-        self.id = id.into();
+        self.names = Names::new(&id.into(), self.host(), self.health_check_url());
         self
     }
 
@@ -174,6 +191,18 @@ impl Instance {
     /// Default: none, which zone-aware rules treat as `default`.
     pub fn with_zone(mut self, zone: impl Into<String>) -> Self {
         let zone = zone.into();
+        self.zone = if zone.is_empty() {
+            None
+        } else {
+            Some(Arc::from(zone))
+        };
+        self
+    }
+
+    /// [`Instance::with_zone`] with a zone string shared with other
+    /// instances (a decoder's interned copy).
+    #[cfg(feature = "eureka")]
+    pub(crate) fn with_shared_zone(mut self, zone: Arc<str>) -> Self {
         self.zone = if zone.is_empty() { None } else { Some(zone) };
         self
     }
@@ -197,15 +226,22 @@ impl Instance {
         self
     }
 
+    /// Replaces all metadata at once (a decoder's map, moved in).
+    #[cfg(feature = "eureka")]
+    pub(crate) fn with_metadata_map(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
     /// Sets the health check URL (Eureka's `healthCheckUrl`). Default: none.
     pub fn with_health_check_url(mut self, url: impl Into<String>) -> Self {
-        self.health_check_url = Some(url.into());
+        self.names = Names::new(self.id(), self.host(), Some(&url.into()));
         self
     }
 
     /// The instance id.
     pub fn id(&self) -> &str {
-        &self.id
+        self.names.id()
     }
 
     /// The service id this instance belongs to, as the registry spells it.
@@ -216,7 +252,7 @@ impl Instance {
     /// The host: a DNS name, an IPv4 address, or an IPv6 address without
     /// brackets (a zone id, if any, after a plain `%`).
     pub fn host(&self) -> &str {
-        &self.host
+        self.names.host()
     }
 
     /// The port requests go to.
@@ -249,7 +285,7 @@ impl Instance {
     }
 
     /// Metadata, sorted by key.
-    pub fn metadata(&self) -> &BTreeMap<String, String> {
+    pub fn metadata(&self) -> &Metadata {
         &self.metadata
     }
 
@@ -260,33 +296,53 @@ impl Instance {
 
     /// The health check URL, if the registry gave one.
     pub fn health_check_url(&self) -> Option<&str> {
-        self.health_check_url.as_deref()
+        self.names.health_check_url()
     }
 
     /// The request authority: `host:port`, `1.2.3.4:port`, `[::1]:port`, or
     /// `[fe80::1%25eth0]:port` for an IPv6 address with a zone id.
+    ///
+    /// Built on first use for a name or an IPv4 address (a registry
+    /// decoder makes thousands of instances, most never called; an
+    /// [`Endpoint`] builds it when it is made), at once for IPv6.
     pub fn authority(&self) -> &Authority {
-        &self.authority
+        self.authority
+            .0
+            .get_or_init(|| authority::name_authority(self.host(), self.port))
     }
 
     /// The identity that per-instance state is kept under across refreshes:
     /// instance id, host, port and scheme. A changed port is a new identity.
     pub fn key(&self) -> InstanceKey {
         InstanceKey {
-            id: self.id.clone(),
-            host: self.host.clone(),
+            id: self.id().to_owned(),
+            host: self.host().to_owned(),
             port: self.port,
             secure: self.secure,
         }
     }
 }
 
+/// An instance's request authority, made from its host and port when first
+/// asked for. Two instances with the same host and port have the same
+/// authority, so it takes no part in comparing them.
+#[derive(Clone, Default)]
+struct LazyAuthority(OnceLock<Authority>);
+
+impl PartialEq for LazyAuthority {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for LazyAuthority {}
+
 impl fmt::Debug for Instance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Instance")
-            .field("id", &self.id)
+            .field("id", &self.id())
             .field("service_id", &self.service_id)
-            .field("authority", &self.authority.as_str())
+            .field("authority", &self.authority().as_str())
             .field("secure", &self.secure)
             .field("zone", &self.zone)
             .field("status", &self.status)
@@ -298,7 +354,7 @@ impl fmt::Debug for Instance {
 
 /// Metadata keys with values hidden: registries carry secrets there in
 /// some setups (tokens, passwords of management endpoints).
-struct RedactedMetadata<'a>(&'a BTreeMap<String, String>);
+struct RedactedMetadata<'a>(&'a Metadata);
 
 impl fmt::Debug for RedactedMetadata<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -310,7 +366,7 @@ impl fmt::Debug for RedactedMetadata<'_> {
 
 impl fmt::Display for Instance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}", self.scheme(), self.authority)
+        write!(f, "{}://{}", self.scheme(), self.authority())
     }
 }
 
@@ -358,6 +414,8 @@ impl Endpoint {
     /// brings an instance whose identity is already known).
     pub fn with_stats(instance: Instance, stats: Arc<EndpointStats>) -> Self {
         let scheme = instance.scheme();
+        // Built here, once, so no request pays for it.
+        instance.authority();
         Self {
             inner: Arc::new(EndpointInner {
                 instance,

@@ -136,7 +136,7 @@ fn check_app(app: &Application, name: &str, want: &[Want]) {
         assert_eq!(i.status(), want.status, "{ctx}: status");
         assert_eq!(i.zone(), want.zone, "{ctx}: zone");
         assert_eq!(i.weight(), want.weight, "{ctx}: weight");
-        let keys: Vec<&str> = i.metadata().keys().map(String::as_str).collect();
+        let keys: Vec<&str> = i.metadata().keys().collect();
         assert_eq!(keys, want.metadata, "{ctx}: metadata keys");
         assert!(
             !i.metadata().contains_key("@class"),

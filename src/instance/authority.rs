@@ -1,9 +1,11 @@
 //! Host validation and URI authorities: DNS names, IPv4, and IPv6 with
 //! optional zone ids (RFC 4007 text form, RFC 6874 URI form).
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::borrow::Cow;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
+use bytes::Bytes;
 use http::uri::Authority;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
@@ -21,8 +23,28 @@ const ZONE_ID_KEEP: &AsciiSet = &NON_ALPHANUMERIC
 /// (RFC 1035 §2.3.4; 255 octets on the wire).
 const MAX_HOST_LEN: usize = 253;
 
-/// Normalises `host` and builds `host:port` as a URI authority.
-pub(super) fn build_authority(host: &str, port: u16) -> Result<(String, Authority), InstanceError> {
+/// The bytes a host name may hold: letters, digits, `-`, `.`, `_` (one
+/// table lookup per byte; a registry decode checks every instance's host).
+const NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0u8;
+    loop {
+        table[b as usize] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
+        if b == u8::MAX {
+            break table;
+        }
+        b += 1;
+    }
+};
+
+/// Normalises and checks `host`. Gives the normalised host and, for IPv6,
+/// the `[host]:port` authority; for a name or an IPv4 address the authority
+/// is left to [`name_authority`] (the checks here are stricter than
+/// `http`'s, so it cannot fail later).
+pub(super) fn build_authority(
+    host: &str,
+    port: u16,
+) -> Result<(Cow<'_, str>, Option<Authority>), InstanceError> {
     let invalid =
         |reason: &str| InstanceError::new(InstanceErrorKind::InvalidHost, host, reason.to_owned());
     let trimmed = host.trim();
@@ -64,25 +86,54 @@ pub(super) fn build_authority(host: &str, port: u16) -> Result<(String, Authorit
             None => (ip.to_string(), format!("[{ip}]:{port}")),
         };
         let authority = Authority::from_str(&text).map_err(|e| invalid(&e.to_string()))?;
-        return Ok((stored, authority));
+        return Ok((Cow::Owned(stored), Some(authority)));
     }
 
-    if let Ok(ip) = IpAddr::from_str(bare) {
-        let text = format!("{ip}:{port}");
-        let authority = Authority::from_str(&text).map_err(|e| invalid(&e.to_string()))?;
-        return Ok((ip.to_string(), authority));
+    // IPv4 (the IPv6 forms all hold a ':'): Rust's parser takes only the
+    // canonical dotted quad, so the text is already normal.
+    if bare.parse::<Ipv4Addr>().is_ok() {
+        return Ok((Cow::Borrowed(bare), None));
     }
 
     // A DNS name: letters, digits, '-', '.', '_' only (no userinfo, no port).
-    if !bare
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-    {
+    if !bare.bytes().all(|b| NAME_BYTES[usize::from(b)]) {
         return Err(invalid(
             "a host name may hold only letters, digits, '-', '.' and '_'",
         ));
     }
-    let text = format!("{bare}:{port}");
-    let authority = Authority::from_str(&text).map_err(|e| invalid(&e.to_string()))?;
-    Ok((bare.to_owned(), authority))
+    Ok((Cow::Borrowed(bare), None))
+}
+
+/// `host:port` for a host [`build_authority`] accepted as a name or an
+/// IPv4 address. Those hold only letters, digits, `-`, `.` and `_`, which
+/// `http`'s authority parser always takes, so the fallback (an authority
+/// no server answers to) is never used; it keeps this path free of panics.
+pub(super) fn name_authority(host: &str, port: u16) -> Authority {
+    host_port(host, port).unwrap_or_else(|_| Authority::from_static("invalid.invalid:9"))
+}
+
+/// `host:port` as an [`Authority`], written straight into one buffer of
+/// the exact size (no `format!`, no second copy: `Bytes` takes the buffer
+/// over) and checked by `http`'s authority parser.
+fn host_port(host: &str, port: u16) -> Result<Authority, http::uri::InvalidUri> {
+    let mut digits = [0u8; 5];
+    let mut n = port;
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        // `n % 10` is a single decimal digit.
+        #[allow(clippy::cast_possible_truncation)]
+        let digit = (n % 10) as u8;
+        digits[start] = b'0' + digit;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let digits = &digits[start..];
+    let mut text = Vec::with_capacity(host.len() + 1 + digits.len());
+    text.extend_from_slice(host.as_bytes());
+    text.push(b':');
+    text.extend_from_slice(digits);
+    Authority::from_maybe_shared(Bytes::from(text))
 }

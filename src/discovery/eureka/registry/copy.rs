@@ -55,7 +55,7 @@ pub(super) fn apply(registry: &mut Registry, apps: &Applications, full: bool) {
                     i.instance.id().to_owned(),
                     i.action,
                     Record {
-                        raw_status: i.raw_status.clone(),
+                        raw_status: i.raw_status.to_string(),
                         instance: Some(i.instance.clone()),
                     },
                 )

@@ -1,11 +1,12 @@
 //! From a raw record to an [`EurekaInstance`]: host, scheme and port,
 //! zone, weight, metadata and health URL.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::sync::Arc;
 
-use super::raw::{Port, RawInstance, Scalar};
+use super::raw::{Port, RawInstance, Scalar, trim};
 use super::{ActionType, EurekaInstance, ParseOptions, PortPreference, RecordError};
-use crate::instance::{Instance, InstanceStatus};
+use crate::instance::{Instance, InstanceStatus, Metadata};
 
 /// A string field: `Ok(None)` if absent, null or blank; `WrongType` if it is
 /// not a string.
@@ -39,8 +40,8 @@ pub(super) fn read_port(
     let enabled = match &port.enabled {
         None | Some(Scalar::Null) => default_enabled,
         Some(Scalar::Bool(b)) => *b,
-        Some(Scalar::Str(s)) if s.trim().eq_ignore_ascii_case("true") => true,
-        Some(Scalar::Str(s)) if s.trim().eq_ignore_ascii_case("false") => false,
+        Some(Scalar::Str(s)) if trim(s).eq_ignore_ascii_case("true") => true,
+        Some(Scalar::Str(s)) if trim(s).eq_ignore_ascii_case("false") => false,
         Some(_) => return Err(RecordError::BadEnabled),
     };
     let text = port
@@ -48,7 +49,7 @@ pub(super) fn read_port(
         .as_ref()
         .and_then(Scalar::text)
         .ok_or(RecordError::BadPort)?;
-    let number: u16 = text.trim().parse().map_err(|_| RecordError::BadPort)?;
+    let number: u16 = trim(&text).parse().map_err(|_| RecordError::BadPort)?;
     if number == 0 && enabled {
         return Err(RecordError::PortZero);
     }
@@ -77,42 +78,70 @@ fn choose_port(
     }
 }
 
-/// Metadata without the XML converter's `@class` tag, values as text.
-fn metadata(raw: &RawInstance<'_>) -> Result<BTreeMap<String, String>, RecordError> {
-    let Some(meta) = &raw.metadata else {
-        return Ok(BTreeMap::new());
+/// The record's metadata (already without the XML converter's `@class`
+/// tag, values as text), moved out of the record; checked for
+/// `wrong_type` and `overflow` by the caller.
+fn take_metadata(raw: &mut RawInstance<'_>) -> Metadata {
+    raw.metadata
+        .as_mut()
+        .map(|meta| Metadata::from_unsorted(std::mem::take(&mut meta.entries)))
+        .unwrap_or_default()
+}
+
+/// `metadata.zone`, else `dataCenterInfo.metadata["availability-zone"]`,
+/// shared through `strings`.
+fn zone(raw: &RawInstance<'_>, metadata: &Metadata, strings: &mut Interner) -> Option<Arc<str>> {
+    let zone = match metadata.get("zone") {
+        Some(zone) => Cow::Borrowed(zone.as_str()),
+        None => raw.data_center_info.as_ref()?.0.as_ref()?.text()?,
     };
-    if meta.wrong_type {
-        return Err(RecordError::WrongType);
-    }
-    if meta.overflow {
-        return Err(RecordError::TooManyMetadata);
-    }
-    Ok(meta
-        .entries
-        .iter()
-        .filter(|(key, _)| !key.0.starts_with('@'))
-        .filter_map(|(key, value)| Some((key.0.clone().into_owned(), value.text()?.into_owned())))
-        .collect())
+    (!zone.trim().is_empty()).then(|| strings.get(&zone))
 }
 
-/// `metadata.zone`, else `dataCenterInfo.metadata["availability-zone"]`.
-fn zone(raw: &RawInstance<'_>, metadata: &BTreeMap<String, String>) -> Option<String> {
-    metadata
-        .get("zone")
-        .cloned()
-        .or_else(|| {
-            let dc = raw.data_center_info.as_ref()?.0.as_ref()?;
-            dc.text().map(|z| z.into_owned())
-        })
-        .filter(|z| !z.trim().is_empty())
+/// Short strings that repeat across a payload's instances, shared instead
+/// of copied: zones, statuses and service names that differ from the application's
+/// (the first [`Interner::MAX`] distinct ones; later ones are copied), and
+/// the VIP addresses, which repeat within an application (the last one
+/// seen is kept).
+#[derive(Debug, Default)]
+pub(super) struct Interner {
+    seen: Vec<Arc<str>>,
+    vip: Option<Arc<str>>,
+    secure_vip: Option<Arc<str>>,
 }
 
-/// Converts one record of application `app_name`.
+impl Interner {
+    /// Distinct strings kept; a payload has a handful of zones.
+    const MAX: usize = 32;
+
+    pub(super) fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(shared) = self.seen.iter().find(|a| ***a == *s) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(s);
+        if self.seen.len() < Self::MAX {
+            self.seen.push(Arc::clone(&shared));
+        }
+        shared
+    }
+
+    /// `s`, shared with the previous call's result if equal.
+    fn last(slot: &mut Option<Arc<str>>, s: &str) -> Arc<str> {
+        match slot {
+            Some(last) if **last == *s => Arc::clone(last),
+            _ => Arc::clone(slot.insert(Arc::from(s))),
+        }
+    }
+}
+
+/// Converts one record of application `app_name`. Every check runs before
+/// anything is moved out of `raw`, so a refused record still has its
+/// identity for [`identity`].
 pub(super) fn convert(
-    raw: &RawInstance<'_>,
-    app_name: &str,
+    raw: &mut RawInstance<'_>,
+    app_name: &Arc<str>,
     options: &ParseOptions,
+    strings: &mut Interner,
 ) -> Result<EurekaInstance, RecordError> {
     let host_name = field(&raw.host_name)?;
     let ip_addr = field(&raw.ip_addr)?;
@@ -123,15 +152,18 @@ pub(super) fn convert(
     }
     .ok_or(RecordError::NoHost)?;
     let raw_status = field(&raw.status)?;
-    let service_id = field(&raw.app)?.unwrap_or(app_name);
+    let service_id = match field(&raw.app)? {
+        Some(app) if app != &**app_name => strings.get(app),
+        _ => Arc::clone(app_name),
+    };
     let id = field(&raw.instance_id)?.or(host_name).unwrap_or(host);
     let (port, is_secure) = choose_port(raw, options.port_preference)?;
-    let metadata = metadata(raw)?;
-    let zone = zone(raw, &metadata);
-    let weight = metadata
-        .get("weight")
-        .and_then(|w| w.trim().parse::<u32>().ok())
-        .unwrap_or(1);
+    if raw.metadata.as_ref().is_some_and(|m| m.wrong_type) {
+        return Err(RecordError::WrongType);
+    }
+    if raw.metadata.as_ref().is_some_and(|m| m.overflow) {
+        return Err(RecordError::TooManyMetadata);
+    }
     let plain_health = field(&raw.health_check_url)?;
     let secure_health = field(&raw.secure_health_check_url)?;
     let health = if is_secure {
@@ -139,26 +171,33 @@ pub(super) fn convert(
     } else {
         plain_health
     };
-    let mut instance = Instance::new(service_id, host, port)
-        .map_err(|_| RecordError::BadHost)?
-        .with_id(id)
-        .with_secure(is_secure)
-        .with_status(raw_status.map_or(InstanceStatus::Unknown, InstanceStatus::parse))
-        .with_weight(weight);
-    if let Some(zone) = zone {
-        instance = instance.with_zone(zone);
-    }
-    if let Some(url) = health {
-        instance = instance.with_health_check_url(url);
-    }
-    for (k, v) in metadata {
-        instance = instance.with_metadata(k, v);
+    let mut instance =
+        Instance::with_identity(service_id, Some(id), host, port, health)
+            .map_err(|_| RecordError::BadHost)?
+            .with_secure(is_secure)
+            .with_status(raw_status.map_or(InstanceStatus::Unknown, InstanceStatus::parse));
+    let action = ActionType::parse(field(&raw.action_type)?);
+    let vip_address = field(&raw.vip_address)?.map(|v| Interner::last(&mut strings.vip, v));
+    let secure_vip_address =
+        field(&raw.secure_vip_address)?.map(|v| Interner::last(&mut strings.secure_vip, v));
+    let raw_status = match raw_status {
+        None => strings.get("UNKNOWN"),
+        Some(s) if !s.bytes().any(|b| b.is_ascii_lowercase()) => strings.get(s),
+        Some(s) => strings.get(&s.to_ascii_uppercase()),
+    };
+    let metadata = take_metadata(raw);
+    let weight = metadata
+        .get("weight")
+        .and_then(|w| w.trim().parse::<u32>().ok())
+        .unwrap_or(1);
+    if let Some(zone) = zone(raw, &metadata, strings) {
+        instance = instance.with_shared_zone(zone);
     }
     Ok(EurekaInstance {
-        instance,
-        action: ActionType::parse(field(&raw.action_type)?),
-        vip_address: field(&raw.vip_address)?.map(str::to_owned),
-        secure_vip_address: field(&raw.secure_vip_address)?.map(str::to_owned),
-        raw_status: raw_status.map_or_else(|| "UNKNOWN".to_owned(), str::to_ascii_uppercase),
+        instance: instance.with_weight(weight).with_metadata_map(metadata),
+        action,
+        vip_address,
+        secure_vip_address,
+        raw_status,
     })
 }

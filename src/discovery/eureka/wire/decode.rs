@@ -6,12 +6,12 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::raw::{RawInstance, Record, Scalar, Text};
+use super::raw::{Keys, RawInstance, RecordSeed, Scalar, Text};
 use super::{Application, Applications, ParseOptions, RecordError, Rejected, WireError, convert};
 
 /// How often (in elements) the deadline is checked.
@@ -32,6 +32,17 @@ pub(super) struct Ctx {
     elements: Cell<usize>,
     failure: RefCell<Option<WireError>>,
     pub(super) tally: RefCell<Tally>,
+    /// The instances of the application being read. Each application's
+    /// list starts with room for as many as the previous one had (see
+    /// [`Ctx::take_instances`]), so a registry of like-sized applications
+    /// makes one allocation per application instead of growing every list
+    /// by doubling (each large reallocation made glibc consolidate its free
+    /// lists).
+    scratch: RefCell<Vec<super::EurekaInstance>>,
+    /// Zones and service names shared across the payload's instances.
+    strings: RefCell<convert::Interner>,
+    /// Metadata keys shared across the payload's instances.
+    keys: RefCell<Keys>,
 }
 
 impl Ctx {
@@ -42,6 +53,9 @@ impl Ctx {
             elements: Cell::new(0),
             failure: RefCell::new(None),
             tally: RefCell::new(Tally::default()),
+            scratch: RefCell::new(Vec::new()),
+            strings: RefCell::new(convert::Interner::default()),
+            keys: RefCell::new(Keys::default()),
         }
     }
 
@@ -68,6 +82,21 @@ impl Ctx {
         Ok(())
     }
 
+    /// The instances of the application just read. The list itself is
+    /// handed over (no copy), and the next application's list starts with
+    /// room for as many (applications are usually of a size); a list that
+    /// grew to more than a quarter beyond its length is shrunk, so a result
+    /// holds little slack.
+    fn take_instances(&self) -> Vec<super::EurekaInstance> {
+        let mut scratch = self.scratch.borrow_mut();
+        let next = Vec::with_capacity(scratch.len());
+        let mut instances = std::mem::replace(&mut *scratch, next);
+        if instances.capacity() - instances.len() > instances.len() / 4 {
+            instances.shrink_to_fit();
+        }
+        instances
+    }
+
     /// Decodes `{"<key>": ...}` from `body` with `seed` for the inner value.
     pub(super) fn decode<'de, S>(
         &self,
@@ -78,7 +107,10 @@ impl Ctx {
     where
         S: DeserializeSeed<'de>,
     {
-        let mut de = serde_json::Deserializer::from_slice(body);
+        // One UTF-8 check of the whole body, then a `&str` reader, which
+        // takes each string as it is instead of checking it again.
+        let text = std::str::from_utf8(body).map_err(|e| not_utf8(body, e.valid_up_to()))?;
+        let mut de = serde_json::Deserializer::from_str(text);
         let result = de
             .deserialize_any(Root { key, seed })
             .and_then(|v| de.end().map(|()| v));
@@ -91,6 +123,19 @@ impl Ctx {
                 .take()
                 .unwrap_or_else(|| WireError::from_json(e))),
         }
+    }
+}
+
+/// A body that is not UTF-8 is not JSON (RFC 8259 §8.1): a syntax error
+/// placed at the first bad byte, line and column counted from 1 in bytes
+/// as `serde_json` counts them.
+fn not_utf8(body: &[u8], at: usize) -> WireError {
+    let before = body.get(..at).unwrap_or(body);
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    WireError::Syntax {
+        line,
+        column: at - line_start + 1,
     }
 }
 
@@ -148,6 +193,8 @@ impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Root<S> {
 /// the object ends.
 struct AppBuilder<'de> {
     name: Option<String>,
+    /// `name`, shared by the instances (made at the first conversion).
+    shared_name: Option<Arc<str>>,
     app: Application,
     pending: Vec<RawInstance<'de>>,
     records: usize,
@@ -156,19 +203,26 @@ struct AppBuilder<'de> {
 }
 
 impl<'de> AppBuilder<'de> {
-    fn push(&mut self, ctx: &Ctx, record: Record<'de>) {
+    /// Takes one list element: a record (`Some`), converted at once when the
+    /// name is known, or something that is not an object.
+    fn push(&mut self, ctx: &Ctx, record: Option<&mut RawInstance<'de>>) {
         self.records += 1;
         match record {
-            Record::NotAnObject => self.reject(ctx, RecordError::NotAnObject, None),
-            Record::Instance(raw) if self.name.is_some() => self.convert(ctx, &raw),
-            Record::Instance(raw) => self.pending.push(*raw),
+            None => self.reject(ctx, RecordError::NotAnObject, None),
+            Some(raw) if self.name.is_some() => self.convert(ctx, raw),
+            Some(raw) => self.pending.push(std::mem::take(raw)),
         }
     }
 
-    fn convert(&mut self, ctx: &Ctx, raw: &RawInstance<'de>) {
-        let name = self.name.as_deref().unwrap_or_default();
-        match convert::convert(raw, name, &ctx.options) {
-            Ok(instance) => self.app.instances.push(instance),
+    /// Converts one record into the shared scratch list (see
+    /// [`Ctx::scratch`]).
+    fn convert(&mut self, ctx: &Ctx, raw: &mut RawInstance<'de>) {
+        let name = self.shared_name.get_or_insert_with(|| {
+            Arc::from(self.name.as_deref().unwrap_or_default())
+        });
+        let converted = convert::convert(raw, name, &ctx.options, &mut ctx.strings.borrow_mut());
+        match converted {
+            Ok(instance) => ctx.scratch.borrow_mut().push(instance),
             Err(reason) => self.reject(ctx, reason, Some(raw)),
         }
     }
@@ -201,9 +255,10 @@ impl<'de> AppBuilder<'de> {
     fn finish(mut self, ctx: &Ctx) -> Result<Application, WireError> {
         let name = self.name.clone().ok_or(WireError::NoName)?;
         self.app.name = name;
-        for raw in std::mem::take(&mut self.pending) {
-            self.convert(ctx, &raw);
+        for mut raw in std::mem::take(&mut self.pending) {
+            self.convert(ctx, &mut raw);
         }
+        self.app.instances = ctx.take_instances();
         ctx.tally.borrow_mut().records += self.records;
         match self.first_malformed {
             Some(first) if self.malformed == self.records => Err(WireError::AllRecordsMalformed {
@@ -234,8 +289,10 @@ impl<'de> Visitor<'de> for AppSeed<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Application, A::Error> {
         let ctx = self.ctx;
+        ctx.scratch.borrow_mut().clear();
         let mut app = AppBuilder {
             name: None,
+            shared_name: None,
             app: Application::default(),
             pending: Vec::new(),
             records: 0,
@@ -247,6 +304,7 @@ impl<'de> Visitor<'de> for AppSeed<'_> {
                 "name" => {
                     let name = map.next_value::<Scalar<'de>>()?;
                     app.name = name.string().ok().flatten().map(str::to_owned);
+                    app.shared_name = None;
                 }
                 "instance" => map.next_value_seed(Instances { ctx, app: &mut app })?,
                 _ => {
@@ -277,16 +335,29 @@ impl<'de> Visitor<'de> for Instances<'_, 'de> {
         f.write_str("instance records")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(record) = seq.next_element::<Record<'de>>()? {
+        loop {
+            // Each record is read in place into a fresh slot on the stack.
+            let mut raw = RawInstance::default();
+            let seed = RecordSeed {
+                slot: &mut raw,
+                keys: &mut self.ctx.keys.borrow_mut(),
+            };
+            let Some(is_object) = seq.next_element_seed(seed)? else {
+                return Ok(());
+            };
             self.ctx.count()?;
-            self.app.push(self.ctx, record);
+            self.app.push(self.ctx, is_object.then_some(&mut raw));
         }
-        Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        let raw = RawInstance::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        let mut raw = RawInstance::default();
+        RecordSeed {
+            slot: &mut raw,
+            keys: &mut self.ctx.keys.borrow_mut(),
+        }
+        .visit_map(map)?;
         self.ctx.count()?;
-        self.app.push(self.ctx, Record::Instance(Box::new(raw)));
+        self.app.push(self.ctx, Some(&mut raw));
         Ok(())
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
@@ -312,7 +383,7 @@ impl<'de> Visitor<'de> for Instances<'_, 'de> {
 impl Instances<'_, '_> {
     fn one_scalar<E: de::Error>(self) -> Result<(), E> {
         self.ctx.count()?;
-        self.app.push(self.ctx, Record::NotAnObject);
+        self.app.push(self.ctx, None);
         Ok(())
     }
 }

@@ -55,6 +55,7 @@
 //!
 //! [`Instance`]: crate::Instance
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::instance::Instance;
@@ -108,13 +109,14 @@ pub struct EurekaInstance {
     pub instance: Instance,
     /// `actionType` (meaningful in delta payloads).
     pub action: ActionType,
-    /// `vipAddress`, if present.
-    pub vip_address: Option<String>,
-    /// `secureVipAddress`, if present.
-    pub secure_vip_address: Option<String>,
+    /// `vipAddress`, if present (shared by the instances of a payload
+    /// that name the same one in a row).
+    pub vip_address: Option<Arc<str>>,
+    /// `secureVipAddress`, if present (shared like `vip_address`).
+    pub secure_vip_address: Option<Arc<str>>,
     /// `status` as the server wrote it, upper-cased (`UNKNOWN` if absent);
     /// the status-count hash is computed from it.
-    pub raw_status: String,
+    pub raw_status: Arc<str>,
 }
 
 /// An instance record that was skipped, and why.

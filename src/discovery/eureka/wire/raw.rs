@@ -9,9 +9,10 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// A string borrowed from the body when it holds no escape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +40,18 @@ impl<'de> Deserialize<'de> for Text<'de> {
     }
 }
 
+/// [`str::trim`], answered without decoding characters when both ends are
+/// visible ASCII (the usual case: every string field is trimmed). Unicode
+/// whitespace other than ASCII starts with a byte of 0x80 or more.
+pub(super) fn trim(s: &str) -> &str {
+    let visible = |b: Option<&u8>| b.is_some_and(|&b| b > b' ' && b < 0x80);
+    if visible(s.as_bytes().first()) && visible(s.as_bytes().last()) {
+        s
+    } else {
+        s.trim()
+    }
+}
+
 /// Any JSON value, kept only if it is a scalar.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Scalar<'a> {
@@ -56,9 +69,18 @@ impl<'a> Scalar<'a> {
     /// A trimmed, non-empty string; `Err` for a non-string.
     pub(super) fn string(&self) -> Result<Option<&str>, ()> {
         match self {
-            Scalar::Str(s) => Ok(Some(s.trim()).filter(|s| !s.is_empty())),
+            Scalar::Str(s) => Ok(Some(trim(s)).filter(|s| !s.is_empty())),
             Scalar::Null => Ok(None),
             _ => Err(()),
+        }
+    }
+
+    /// [`Scalar::text`], owned (a string is moved, not copied, when it
+    /// already is).
+    pub(super) fn into_text(self) -> Option<String> {
+        match self {
+            Scalar::Str(s) => Some(s.into_owned()),
+            other => other.text().map(Cow::into_owned),
         }
     }
 
@@ -197,43 +219,108 @@ impl<'de: 'a, 'a> Deserialize<'de> for Port<'a> {
     }
 }
 
-/// Metadata entries in payload order, at most
-/// [`MAX_METADATA_ENTRIES`](super::MAX_METADATA_ENTRIES) kept.
+/// Metadata as the instance keeps it: values as text, the XML
+/// converter's `@`-keys (`@class`) and non-scalar or null values dropped,
+/// keys shared through [`Keys`], built while the record is read (no
+/// intermediate list). At most
+/// [`MAX_METADATA_ENTRIES`](super::MAX_METADATA_ENTRIES) entries are read,
+/// counting dropped ones; past that the rest are skipped and `overflow`
+/// is set.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(super) struct Metadata<'a> {
-    pub(super) entries: Vec<(Text<'a>, Scalar<'a>)>,
+pub(super) struct Metadata {
+    /// Entries in payload order, repeated keys included.
+    pub(super) entries: Vec<(Arc<str>, String)>,
     pub(super) overflow: bool,
     pub(super) wrong_type: bool,
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Metadata<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Metadata<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a metadata object")
+/// Metadata keys shared across a payload's records (a Spring payload
+/// repeats the same few keys on every instance): the first [`Keys::MAX`]
+/// distinct ones are kept, later ones are copied.
+#[derive(Debug, Default)]
+pub(super) struct Keys(Vec<Arc<str>>);
+
+impl Keys {
+    const MAX: usize = 64;
+
+    fn get(&mut self, key: &str) -> Arc<str> {
+        if let Some(shared) = self.0.iter().find(|k| ***k == *key) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(key);
+        if self.0.len() < Self::MAX {
+            self.0.push(Arc::clone(&shared));
+        }
+        shared
+    }
+}
+
+/// Reads a `metadata` value: `None` for null (absent), a [`Metadata`]
+/// marked `wrong_type` for a scalar or a list.
+pub(super) struct MetadataSeed<'s> {
+    pub(super) keys: &'s mut Keys,
+}
+
+impl<'de> DeserializeSeed<'de> for MetadataSeed<'_> {
+    type Value = Option<Metadata>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+fn wrong_type_metadata<E>() -> Result<Option<Metadata>, E> {
+    Ok(Some(Metadata {
+        wrong_type: true,
+        ..Metadata::default()
+    }))
+}
+
+impl<'de> Visitor<'de> for MetadataSeed<'_> {
+    type Value = Option<Metadata>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a metadata object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut meta = Metadata::default();
+        let mut read = 0usize;
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            if read >= super::MAX_METADATA_ENTRIES {
+                meta.overflow = true;
+                map.next_value::<IgnoredAny>()?;
+                continue;
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut meta = Metadata::default();
-                while let Some(key) = map.next_key::<Text<'de>>()? {
-                    if meta.entries.len() >= super::MAX_METADATA_ENTRIES {
-                        meta.overflow = true;
-                        map.next_value::<IgnoredAny>()?;
-                    } else {
-                        meta.entries.push((key, map.next_value()?));
-                    }
-                }
-                Ok(meta)
+            read += 1;
+            let value = map.next_value::<Scalar<'de>>()?;
+            if key.0.starts_with('@') {
+                continue;
+            }
+            if let Some(text) = value.into_text() {
+                meta.entries.push((self.keys.get(&key.0), text));
             }
         }
-        match d.deserialize_any(ScalarOr(V))? {
-            Some(meta) => Ok(meta),
-            None => Ok(Metadata {
-                wrong_type: true,
-                ..Metadata::default()
-            }),
-        }
+        Ok(Some(meta))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        ScalarVisitor.visit_seq(seq)?;
+        wrong_type_metadata()
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        wrong_type_metadata()
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        wrong_type_metadata()
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        wrong_type_metadata()
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        wrong_type_metadata()
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        wrong_type_metadata()
     }
 }
 
@@ -318,62 +405,76 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for ScalarOr<V> {
     }
 }
 
-/// One instance record, fields as the JSON has them.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// One instance record, fields as the JSON has them. Filled in place by
+/// [`RecordSeed`]: no derive, so a record is never moved while it is read
+/// (it is about half a kilobyte), and a scalar field is read without an
+/// `Option` layer (`null` reads as [`Scalar::Null`], which every reader of
+/// these fields takes as absent). A repeated key keeps its last value, as
+/// Jackson does.
+#[derive(Debug, Default)]
 pub(super) struct RawInstance<'a> {
-    #[serde(borrow)]
     pub(super) instance_id: Option<Scalar<'a>>,
-    #[serde(borrow)]
     pub(super) host_name: Option<Scalar<'a>>,
-    #[serde(borrow)]
     pub(super) app: Option<Scalar<'a>>,
-    #[serde(borrow)]
     pub(super) ip_addr: Option<Scalar<'a>>,
-    #[serde(borrow)]
     pub(super) status: Option<Scalar<'a>>,
-    #[serde(borrow)]
     pub(super) port: Option<Port<'a>>,
-    #[serde(borrow)]
     pub(super) secure_port: Option<Port<'a>>,
-    #[serde(borrow)]
-    pub(super) metadata: Option<Metadata<'a>>,
-    #[serde(borrow)]
+    pub(super) metadata: Option<Metadata>,
     pub(super) data_center_info: Option<DataCenterZone<'a>>,
-    #[serde(borrow)]
     pub(super) vip_address: Option<Scalar<'a>>,
-    #[serde(borrow)]
     pub(super) secure_vip_address: Option<Scalar<'a>>,
-    #[serde(borrow)]
     pub(super) health_check_url: Option<Scalar<'a>>,
-    #[serde(borrow)]
     pub(super) secure_health_check_url: Option<Scalar<'a>>,
-    #[serde(borrow)]
     pub(super) action_type: Option<Scalar<'a>>,
 }
 
-/// One element of an `instance` list: a record, or something that is not
-/// an object.
-#[derive(Debug)]
-pub(super) enum Record<'a> {
-    Instance(Box<RawInstance<'a>>),
-    NotAnObject,
+/// Reads one element of an `instance` list into `slot` (which starts
+/// empty); gives `true` for an object, `false` for anything else.
+pub(super) struct RecordSeed<'s, 'de> {
+    pub(super) slot: &'s mut RawInstance<'de>,
+    pub(super) keys: &'s mut Keys,
 }
 
-impl<'de> Deserialize<'de> for Record<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Record<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an instance record")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                let raw = RawInstance::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(Record::Instance(Box::new(raw)))
+impl<'de> DeserializeSeed<'de> for RecordSeed<'_, 'de> {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        Ok(d.deserialize_any(ScalarOr(self))?.is_some())
+    }
+}
+
+impl<'de> Visitor<'de> for RecordSeed<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an instance record")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let raw = self.slot;
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            match key.0.as_ref() {
+                "instanceId" => raw.instance_id = Some(map.next_value()?),
+                "hostName" => raw.host_name = Some(map.next_value()?),
+                "app" => raw.app = Some(map.next_value()?),
+                "ipAddr" => raw.ip_addr = Some(map.next_value()?),
+                "status" => raw.status = Some(map.next_value()?),
+                "port" => raw.port = map.next_value()?,
+                "securePort" => raw.secure_port = map.next_value()?,
+                "metadata" => {
+                    raw.metadata = map.next_value_seed(MetadataSeed {
+                        keys: &mut *self.keys,
+                    })?;
+                }
+                "dataCenterInfo" => raw.data_center_info = map.next_value()?,
+                "vipAddress" => raw.vip_address = Some(map.next_value()?),
+                "secureVipAddress" => raw.secure_vip_address = Some(map.next_value()?),
+                "healthCheckUrl" => raw.health_check_url = Some(map.next_value()?),
+                "secureHealthCheckUrl" => raw.secure_health_check_url = Some(map.next_value()?),
+                "actionType" => raw.action_type = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
         }
-        Ok(d.deserialize_any(ScalarOr(V))?
-            .unwrap_or(Record::NotAnObject))
+        Ok(())
     }
 }

@@ -191,7 +191,7 @@ fn escaped_strings_and_name_after_instances() {
     let meta: Vec<(&str, &str)> = i
         .metadata()
         .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .map(|(k, v)| (k, v.as_str()))
         .collect();
     assert_eq!(meta, [("k\"ey", "v\n"), ("n", "5")]);
 }
