@@ -211,7 +211,7 @@ async fn listed(source: &EurekaSource) -> Vec<(u16, String)> {
     let mut out: Vec<(u16, String)> = app
         .instances
         .iter()
-        .map(|i| (i.instance.port(), i.raw_status.clone()))
+        .map(|i| (i.instance.port(), i.raw_status.to_string()))
         .collect();
     out.sort();
     out
