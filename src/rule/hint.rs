@@ -8,7 +8,9 @@
 //! `spring.cloud.loadbalancer.hint.<serviceId>`), else the default hint
 //! ([`hint`](HintBased::hint), Spring's `hint.default`), else the literal
 //! `default` (as Spring's `LoadBalancerClient` fills its
-//! `HintRequestContext`). Instances whose metadata `hint` equals the hint
+//! `HintRequestContext`). A configured hint without text (empty, or only
+//! Java's whitespace) is no hint: every instance, as SCLB's
+//! `StringUtils.hasText` check gives. Instances whose metadata `hint` equals the hint
 //! (byte for byte, case-sensitive, as Java's `String.equals`) are
 //! preferred; when none of them is eligible, the wrapped rule picks among
 //! all instances, as SCLB returns every instance when none matches. A
@@ -173,9 +175,12 @@ impl<R: Rule> Rule for HintBased<R> {
             };
             ids.push(group);
         }
-        let configured = groups
-            .get(self.configured_hint(snapshot.service_id()).as_bytes())
-            .copied();
+        // A blank configured hint is no hint (SCLB's `StringUtils.hasText`
+        // check): every instance, even one whose metadata hint is blank.
+        let hint = self.configured_hint(snapshot.service_id());
+        let configured = java_has_text(hint)
+            .then(|| groups.get(hint.as_bytes()).copied())
+            .flatten();
         Arc::new(HintPicker {
             inner: self.inner.build(snapshot),
             header: self.header.clone(),
@@ -219,6 +224,19 @@ impl fmt::Debug for HintPicker {
 /// `StringUtils.hasText`).
 fn has_text(value: &[u8]) -> bool {
     value.iter().any(|b| !b.is_ascii_whitespace())
+}
+
+/// Whether `value` has a character other than Java's whitespace
+/// (`Character.isWhitespace`: ASCII whitespace, `\u{b}`, `\u{1c}` to
+/// `\u{1f}`, and the Unicode space, line and paragraph separators other
+/// than the non-breaking ones), as Spring's `StringUtils.hasText` tests a
+/// configured hint.
+fn java_has_text(value: &str) -> bool {
+    value.chars().any(|c| {
+        let space = matches!(c, '\u{9}'..='\u{d}' | '\u{1c}'..='\u{1f}' | ' ')
+            || (c.is_whitespace() && !matches!(c, '\u{85}' | '\u{a0}' | '\u{2007}' | '\u{202f}'));
+        !space
+    })
 }
 
 impl Picker for HintPicker {
@@ -310,5 +328,28 @@ mod tests {
         assert_eq!(picks(&*p, &ctx, 2), [0, 0]);
         assert!(format!("{rule:?}").contains("HintBased"));
         assert_eq!(rule.name(), "hint_based");
+    }
+
+    #[test]
+    fn a_blank_configured_hint_is_no_hint() {
+        // SCLB returns every instance for a hint without text, even when an
+        // instance's metadata hint is blank too.
+        let s = hinted(&[Some(""), None, Some("\u{2003}"), Some("\u{b}")]);
+        for blank in ["", "  ", "\u{2003}", "\u{b}\t"] {
+            let p = HintBased::new(RoundRobin::with_start(0))
+                .hint(blank)
+                .build(&s);
+            assert_eq!(
+                picks(&*p, &PickContext::new(), 4),
+                [0, 1, 2, 3],
+                "{blank:?}"
+            );
+        }
+        // A non-breaking space is text for Java.
+        let s = hinted(&[None, Some("\u{a0}")]);
+        let p = HintBased::new(RoundRobin::with_start(0))
+            .hint("\u{a0}")
+            .build(&s);
+        assert_eq!(picks(&*p, &PickContext::new(), 2), [1, 1]);
     }
 }
