@@ -101,35 +101,54 @@ pub(crate) fn rotate<'s>(
             return Some(e);
         }
     }
-    ctx.find_tier_in(&mut |member, domain| {
-        let l = len(domain);
-        let p0 = k.checked_rem(l)?;
-        // A member candidate needs no count: O(1) (a retry whose preferred
-        // tier is excluded must not walk a long list on the fallback tier).
-        let i0 = at(domain, p0);
-        let candidate = endpoints.get(i0)?;
-        if member(i0, candidate) {
-            return Some(candidate);
+    ctx.find_tier_in(&mut |member, domain| step_in(endpoints, member, domain, k))
+}
+
+/// Step `k` of a rotation over the positions of `domain` (indices into
+/// `endpoints`, in any order, repeats allowed; `None`: every index once)
+/// that takes `member`s only: the candidate at position `k mod L` if it is
+/// a member (O(1)), else the hand-off of [`rotate`] (member number
+/// `(round · (L − m) + r) mod m` over the `m` member positions), so the
+/// turns of non-members spread over the members in proportion to their
+/// positions instead of going to the next member. `None` when no position
+/// holds a member.
+pub(crate) fn step_in<'s>(
+    endpoints: &'s [Endpoint],
+    member: &dyn Fn(usize, &Endpoint) -> bool,
+    domain: Domain<'_>,
+    k: usize,
+) -> Option<&'s Endpoint> {
+    let at = |pos: usize| match domain {
+        Some(d) => d[pos] as usize,
+        None => pos,
+    };
+    let l = domain.map_or(endpoints.len(), <[u32]>::len);
+    let p0 = k.checked_rem(l)?;
+    // A member candidate needs no count: O(1) (a retry whose preferred
+    // tier is excluded must not walk a long list on the fallback tier).
+    let i0 = at(p0);
+    let candidate = endpoints.get(i0)?;
+    if member(i0, candidate) {
+        return Some(candidate);
+    }
+    let (mut m, mut before) = (0usize, 0usize);
+    for pos in 0..l {
+        let i = at(pos);
+        if endpoints.get(i).is_some_and(|e| member(i, e)) {
+            m += 1;
+        } else if pos < p0 {
+            before += 1;
         }
-        let (mut m, mut before) = (0usize, 0usize);
-        for pos in 0..l {
-            let i = at(domain, pos);
-            if endpoints.get(i).is_some_and(|e| member(i, e)) {
-                m += 1;
-            } else if pos < p0 {
-                before += 1;
-            }
-        }
-        if m == 0 {
-            return None;
-        }
-        let turn = (k / l).wrapping_mul(l - m).wrapping_add(before) % m;
-        (0..l)
-            .map(|pos| at(domain, pos))
-            .filter(|&i| endpoints.get(i).is_some_and(|e| member(i, e)))
-            .nth(turn)
-            .and_then(|i| endpoints.get(i))
-    })
+    }
+    if m == 0 {
+        return None;
+    }
+    let turn = (k / l).wrapping_mul(l - m).wrapping_add(before) % m;
+    (0..l)
+        .map(at)
+        .filter(|&i| endpoints.get(i).is_some_and(|e| member(i, e)))
+        .nth(turn)
+        .and_then(|i| endpoints.get(i))
 }
 
 #[cfg(test)]
