@@ -14,6 +14,14 @@ fn factor_follows_envoy() {
     // 1 ms floor of the time factor, and bad aggression read as 1.
     assert_eq!(fast.factor(Duration::ZERO), (1e-4f64).sqrt());
     assert_eq!(c.aggression(f64::NAN).factor(Duration::from_secs(5)), 0.5);
+    assert_eq!(c.aggression(-2.0).factor(Duration::from_secs(5)), 0.5);
+    assert_eq!(c.aggression(0.0).factor(Duration::from_secs(5)), 0.5);
+    // Envoy: pow(time_factor, 1 / inf) = 1.
+    assert_eq!(c.aggression(f64::INFINITY).factor(Duration::ZERO), 1.0);
+    assert_eq!(
+        c.aggression(f64::INFINITY).factor(Duration::from_secs(5)),
+        1.0
+    );
     assert_eq!(
         SlowStartConfig::new(Duration::ZERO).factor(Duration::ZERO),
         1.0
