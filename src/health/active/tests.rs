@@ -81,6 +81,29 @@ fn spring_boot_management_port_and_context_path() {
 }
 
 #[test]
+fn hostile_metadata_gives_short_escaped_warnings() {
+    // 1 MB values: the warning (built every round) stays short; CR/LF are
+    // escaped.
+    let c = ActiveHealthCheck::default();
+    let huge = "9".repeat(1 << 20);
+    for i in [
+        instance().with_metadata(MANAGEMENT_PORT, huge.as_str()),
+        instance()
+            .with_metadata(MANAGEMENT_PORT, "1")
+            .with_metadata(MANAGEMENT_CONTEXT_PATH, format!("a b{huge}")),
+        instance().with_health_check_url(format!("http://elsewhere/{huge}")),
+    ] {
+        let w = c.target_of(&i).warning.unwrap();
+        assert!(w.len() < 300, "{}", w.len());
+    }
+    let forged = instance().with_metadata(MANAGEMENT_PORT, "1\r\nFORGED");
+    assert_eq!(
+        c.target_of(&forged).warning.unwrap(),
+        "management.port \"1\\r\\nFORGED\" ignored: not a port"
+    );
+}
+
+#[test]
 fn validate_names_the_field() {
     let mut c = ActiveHealthCheck::default();
     assert_eq!(c.validate(), Ok(()));
