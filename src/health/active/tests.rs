@@ -126,3 +126,27 @@ fn validate_names_the_field() {
     };
     assert_eq!(c.validate().unwrap_err().field(), "ActiveHealthCheck::path");
 }
+
+#[cfg(feature = "tls")]
+#[tokio::test(start_paused = true)]
+async fn a_tls_handshake_that_never_answers_fails_the_probe_at_the_timeout() {
+    // The server accepts and reads the ClientHello, then says nothing.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let check = ActiveHealthCheck {
+        timeout: Duration::from_secs(3),
+        ..ActiveHealthCheck::default()
+    };
+    let client = ProbeClient::new(&check);
+    let start = tokio::time::Instant::now();
+    let url = format!("https://127.0.0.1:{port}/actuator/health");
+    assert!(!probe(&client, &url, check.timeout).await);
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+    server.abort();
+}
