@@ -80,6 +80,8 @@ pub struct HintBased<R> {
     default_hint: Box<str>,
     /// Per-service hints, keyed by the service id in ASCII lowercase.
     services: HashMap<Box<str>, Box<str>>,
+    /// Per-service headers, keyed by the service id in ASCII lowercase.
+    headers: HashMap<Box<str>, HeaderName>,
 }
 
 impl<R: Rule> HintBased<R> {
@@ -95,6 +97,7 @@ impl<R: Rule> HintBased<R> {
             header: HeaderName::from_static(Self::DEFAULT_HEADER),
             default_hint: Self::DEFAULT_HINT.into(),
             services: HashMap::new(),
+            headers: HashMap::new(),
         }
     }
 
@@ -122,6 +125,22 @@ impl<R: Rule> HintBased<R> {
         self
     }
 
+    /// The header that carries the hint of requests to `service` (SCLB's
+    /// `clients.<serviceId>.hint-header-name`; the id compares
+    /// ASCII-case-insensitively). Default: [`header_name`](Self::header_name).
+    pub fn service_header_name(mut self, service: &str, name: HeaderName) -> Self {
+        self.headers
+            .insert(service.to_ascii_lowercase().into_boxed_str(), name);
+        self
+    }
+
+    /// The header read for `service`: its own, else the default.
+    pub fn header_for(&self, service: &str) -> &HeaderName {
+        self.headers
+            .get(service.to_ascii_lowercase().as_str())
+            .unwrap_or(&self.header)
+    }
+
     /// The configured hint for `service`: its own, else the default.
     pub fn configured_hint(&self, service: &str) -> &str {
         self.services
@@ -142,6 +161,7 @@ impl<R: Rule> fmt::Debug for HintBased<R> {
             .field("header", &self.header)
             .field("default_hint", &self.default_hint)
             .field("services", &self.services.len())
+            .field("service_headers", &self.headers.len())
             .finish()
     }
 }
@@ -183,7 +203,7 @@ impl<R: Rule> Rule for HintBased<R> {
             .flatten();
         Arc::new(HintPicker {
             inner: self.inner.build(snapshot),
-            header: self.header.clone(),
+            header: self.header_for(snapshot.service_id()).clone(),
             groups,
             members: members.into_iter().map(Vec::into_boxed_slice).collect(),
             ids: ids.into_boxed_slice(),
@@ -328,6 +348,20 @@ mod tests {
         assert_eq!(picks(&*p, &ctx, 2), [0, 0]);
         assert!(format!("{rule:?}").contains("HintBased"));
         assert_eq!(rule.name(), "hint_based");
+    }
+
+    #[test]
+    fn each_service_reads_its_own_header() {
+        let s = hinted(&[Some("a"), Some("b")]);
+        let rule = HintBased::new(RoundRobin::with_start(0))
+            .service_header_name("S", HeaderName::from_static("x-own"));
+        assert_eq!(rule.header_for("s").as_str(), "x-own");
+        assert_eq!(rule.header_for("other").as_str(), "x-sc-lb-hint");
+        let p = rule.build(&s);
+        let mut h = HeaderMap::new();
+        h.insert("x-sc-lb-hint", "a".parse().unwrap());
+        h.insert("x-own", "b".parse().unwrap());
+        assert_eq!(picks(&*p, &PickContext::new().with_headers(&h), 2), [1, 1]);
     }
 
     #[test]
