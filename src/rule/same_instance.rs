@@ -175,6 +175,35 @@ mod tests {
     }
 
     #[test]
+    fn racing_pickers_respect_exclusions_and_agree_afterwards() {
+        // Four threads, one retry in seven excluding some instance: no pick
+        // goes to its excluded instance, and once they stop every pick
+        // goes to the one remembered instance.
+        let s = Arc::new(Snapshot::new("s", endpoints(8), 1));
+        let p = SameInstancePreference::new(RoundRobin::with_start(0)).build(&s);
+        std::thread::scope(|scope| {
+            for t in 0..4usize {
+                let (p, s) = (&p, &s);
+                scope.spawn(move || {
+                    for i in 0..5_000usize {
+                        let ctx = PickContext::new();
+                        if (i + t) % 7 == 0 {
+                            let ex = [s.endpoints()[(i * 3 + t) % 8].clone()];
+                            let e = p.pick(&ctx.with_excluded(&ex)).unwrap();
+                            assert!(!e.same_identity(&ex[0]));
+                        } else {
+                            assert!(p.pick(&ctx).is_some());
+                        }
+                    }
+                });
+            }
+        });
+        let ctx = PickContext::new();
+        let first = index(p.pick(&ctx).unwrap());
+        assert!((0..100).all(|_| index(p.pick(&ctx).unwrap()) == first));
+    }
+
+    #[test]
     fn a_changed_memory_is_found_without_a_walk() {
         // A retry moves the memory; the next pick must not walk the list to
         // find it (O(n) per retry on a 100 000-instance list).
