@@ -249,8 +249,10 @@ impl SlowStartPicker {
         if rate >= 1.0 || rate.is_nan() {
             return true;
         }
-        // In (0, ONE): the credit stays below 2·ONE.
-        let gain = (rate * ONE as f64) as u64;
+        // In (0, ONE]: the credit stays below 2·ONE.
+        // Rounded up: `n` offers at rate `1/n` (1/6, 1/7) reach one unit
+        // on the `n`-th offer, where truncation needed one offer more.
+        let gain = (rate * ONE as f64).ceil() as u64;
         let mut accepted = false;
         let _ = credit.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
             let c = c.saturating_add(gain);
