@@ -236,3 +236,18 @@ fn each_client_keeps_its_hint_header_in_a_shared_balancer() {
     assert_eq!(port_of("a", "x-sc-lb-hint"), 9002);
     assert_eq!(port_of("a", "x-b"), 9001);
 }
+
+#[test]
+fn a_blank_subset_instance_id_is_spring_s_default_id() {
+    // SCLB's `StringUtils.hasText(instanceId)`: blank falls back to
+    // `IdUtils.getDefaultInstanceId` (`spring.application.name:server.port`).
+    let config = RibbonConfig::from_yaml_str(
+        "spring:\n  application: { name: gateway }\n  cloud:\n    loadbalancer:\n      \
+         configurations: subset\n      subset: { instance-id: \"\\u2003 \\t\" }\n\
+         server: { port: 8080 }\n\
+         a: { ribbon: { listOfServers: \"127.0.0.1:1\" } }\n",
+    )
+    .unwrap();
+    let id = config.client("a").load_balancer.subset.instance_id.clone();
+    assert_eq!(id.as_deref(), Some("gateway:8080"));
+}
