@@ -14,12 +14,9 @@
 //! first; a cycle longer than [`WeightedRoundRobin::MAX_CYCLE`] is scaled
 //! down proportionally, keeping every non-zero weight at least 1), and a
 //! pick is an atomic cursor (shared by every picker of the rule) modulo the
-//! cycle length. The turns of an excluded instance (or one outside the
-//! wrapper's tier) are handed to the eligible entries of the cycle in turn
-//! (member number `(round · (T − m) + r) mod m` of the `m` eligible
-//! entries, `r` the ineligible ones before it), so the others keep their
-//! weights' proportions: with equal weights and one of five excluded, each
-//! other gets 1/4, where the next in the cycle used to get 2/5. Such a
+//! cycle length. An excluded (or filtered) instance's turns are handed to
+//! the eligible entries in turn, as round robin's hand-off, so the others
+//! keep their weights' proportions (not all to the next entry); such a
 //! pick costs O(T) when its own entry is not eligible.
 //!
 //! Build cost: after step `t` the current weight of instance `i` is
