@@ -500,6 +500,45 @@ fn bad_spring_values_are_typed_errors() {
 
 /// The worked migration of docs/spring-cloud-users.md reads unchanged and
 /// every key in it takes effect.
+/// Extreme policy values: every one is a typed error naming its key, none
+/// is clamped or wraps.
+#[test]
+fn extreme_policy_values_are_refused_by_key() {
+    let err = |text: &str| RibbonConfig::from_properties_str(text).unwrap_err();
+    for (key, value) in [
+        ("spring.cloud.loadbalancer.subset.size", "0"),
+        ("spring.cloud.loadbalancer.subset.size", "-1"),
+        ("spring.cloud.loadbalancer.subset.size", "1000001"),
+        (
+            "spring.cloud.loadbalancer.subset.size",
+            "99999999999999999999",
+        ),
+        ("a.ribbon.SlowStartWindow", "-1"),
+        ("a.ribbon.SlowStartWindow", "86400001"),
+        ("a.ribbon.SlowStartWindow", "18446744073709551615"),
+        ("a.ribbon.SlowStartAggression", "0"),
+        ("a.ribbon.SlowStartAggression", "-1"),
+        ("a.ribbon.SlowStartAggression", "NaN"),
+        ("a.ribbon.SlowStartAggression", "inf"),
+        ("a.ribbon.SlowStartAggression", "100.5"),
+        ("a.ribbon.SlowStartMinWeightPercent", "-0.1"),
+        ("a.ribbon.SlowStartMinWeightPercent", "100.5"),
+        ("a.ribbon.SlowStartMinWeightPercent", "NaN"),
+    ] {
+        let e = err(&format!(
+            "a.ribbon.listOfServers=127.0.0.1:1\n{key}={value}\n"
+        ));
+        assert!(
+            matches!(
+                e.kind(),
+                ConfigErrorKind::InvalidValue | ConfigErrorKind::OutOfRange
+            ),
+            "{key}={value}: {e}"
+        );
+        assert_eq!(e.key(), Some(key), "{key}={value}: {e}");
+    }
+}
+
 #[test]
 fn the_spring_users_page_migration_reads_as_documented() {
     let config = tower_ribbon::config::RibbonConfig::from_file(concat!(

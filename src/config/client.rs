@@ -480,14 +480,19 @@ impl ClientConfig {
 }
 
 /// The rule of a balancer serving all `clients` when some client routes by
-/// hint: the first client's rule, with each client's own hint and
-/// `global_hint` (`hint.default`) for other services.
-pub(crate) fn hint_spec(clients: &[ClientConfig], global_hint: Option<String>) -> Option<RuleSpec> {
+/// hint: the first client's rule, with each client's own hint and header,
+/// and the global ones (`global`: `hint.default`, `hint-header-name`) for
+/// other services.
+pub(crate) fn hint_spec(clients: &[ClientConfig], global: &LoadBalancerSettings) -> Option<RuleSpec> {
     let mut hint = clients.iter().find_map(|c| c.rule_spec().policies.hint)?;
     let mut spec = clients.first()?.rule_spec();
-    hint.default = global_hint;
+    hint.default = global.hint.clone();
+    hint.header = global.hint_header_name.clone();
     hint.services = (clients.iter())
         .filter_map(|c| Some((c.name.clone(), c.load_balancer.hint.clone()?)))
+        .collect();
+    hint.service_headers = (clients.iter())
+        .filter_map(|c| Some((c.name.clone(), c.load_balancer.hint_header_name.clone()?)))
         .collect();
     spec.policies.hint = Some(hint);
     Some(spec)

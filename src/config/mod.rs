@@ -457,8 +457,8 @@ impl RibbonConfig {
         };
         let names = self.clients.iter().map(|c| c.name.clone());
         let builder = first.configure(builder.services(names), true);
-        let global_hint = SpringScope::resolve(None, &self.spring, "").hint;
-        Ok(match client::hint_spec(&self.clients, global_hint) {
+        let global = SpringScope::resolve(None, &self.spring, "");
+        Ok(match client::hint_spec(&self.clients, &global) {
             Some(spec) => builder.rule(move || spec.make()),
             None => builder,
         })

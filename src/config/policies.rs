@@ -87,6 +87,8 @@ pub(crate) struct HintSpec {
     pub(crate) header: Option<String>,
     pub(crate) default: Option<String>,
     pub(crate) services: Vec<(String, String)>,
+    /// Per-service `hint-header-name` (a balancer serving several clients).
+    pub(crate) service_headers: Vec<(String, String)>,
 }
 
 /// The wrappers of one rule.
@@ -108,6 +110,7 @@ impl Policies {
             header: lb.hint_header_name.clone(),
             default: lb.hint.clone(),
             services: Vec::new(),
+            service_headers: Vec::new(),
         });
         let sticky_cookie = (lb.configuration == Some(C::RequestBasedStickySession)).then(|| {
             (lb.sticky_session.instance_id_cookie_name.clone())
@@ -159,6 +162,11 @@ impl Policies {
             }
             for (service, h) in &spec.services {
                 hint = hint.service_hint(service, h.clone());
+            }
+            for (service, h) in &spec.service_headers {
+                if let Ok(name) = h.parse::<HeaderName>() {
+                    hint = hint.service_header_name(service, name);
+                }
             }
             rule = Box::new(hint);
         }

@@ -175,9 +175,9 @@ fn one_balancer_routes_each_service_by_its_own_hint() {
          b.ribbon.listOfServers=127.0.0.1:2\n",
     )
     .unwrap();
-    let global = scope::SpringScope::resolve(None, &config.spring, "").hint;
-    assert_eq!(global.as_deref(), Some("z"));
-    let rule = client::hint_spec(config.clients(), global).unwrap().make();
+    let global = scope::SpringScope::resolve(None, &config.spring, "");
+    assert_eq!(global.hint.as_deref(), Some("z"));
+    let rule = client::hint_spec(config.clients(), &global).unwrap().make();
     let hinted = |service: &str| {
         let endpoints = ["x", "y", "z"]
             .iter()
@@ -195,4 +195,59 @@ fn one_balancer_routes_each_service_by_its_own_hint() {
     };
     // a: its own hint; b (no hint.b): hint.default; c: not a client, default.
     assert_eq!((port("a"), port("b"), port("c")), (1, 3, 3));
+}
+
+#[test]
+fn each_client_keeps_its_hint_header_in_a_shared_balancer() {
+    use crate::instance::Endpoint;
+    use crate::rule::PickContext;
+    use crate::snapshot::Snapshot;
+    use std::sync::Arc;
+    let config = RibbonConfig::from_properties_str(
+        "spring.cloud.loadbalancer.hint.default=x\n\
+         spring.cloud.loadbalancer.clients.b.hint-header-name=X-B\n\
+         a.ribbon.listOfServers=127.0.0.1:1\n\
+         b.ribbon.listOfServers=127.0.0.1:2\n",
+    )
+    .unwrap();
+    assert!(config.builder().is_ok());
+    let global = scope::SpringScope::resolve(None, &config.spring, "");
+    let rule = client::hint_spec(config.clients(), &global).unwrap().make();
+    let port_of = |service: &str, header: &str| {
+        let endpoints = [("x", 9001), ("y", 9002)]
+            .iter()
+            .map(|(h, p)| {
+                let i = crate::instance::Instance::new(service, "127.0.0.1", *p).unwrap();
+                Endpoint::new(i.with_metadata("hint", *h))
+            })
+            .collect();
+        let picker = rule.build(&Arc::new(Snapshot::new(service, endpoints, 1)));
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::HeaderName::from_bytes(header.as_bytes()).unwrap(),
+            http::HeaderValue::from_static("y"),
+        );
+        let ctx = PickContext::new().with_headers(&headers);
+        picker.pick(&ctx).unwrap().instance().port()
+    };
+    // b reads X-B (its own key), not the default header; a the default.
+    assert_eq!(port_of("b", "x-b"), 9002);
+    assert_eq!(port_of("b", "x-sc-lb-hint"), 9001);
+    assert_eq!(port_of("a", "x-sc-lb-hint"), 9002);
+    assert_eq!(port_of("a", "x-b"), 9001);
+}
+
+#[test]
+fn a_blank_subset_instance_id_is_spring_s_default_id() {
+    // SCLB's `StringUtils.hasText(instanceId)`: blank falls back to
+    // `IdUtils.getDefaultInstanceId` (`spring.application.name:server.port`).
+    let config = RibbonConfig::from_yaml_str(
+        "spring:\n  application: { name: gateway }\n  cloud:\n    loadbalancer:\n      \
+         configurations: subset\n      subset: { instance-id: \"\\u2003 \\t\" }\n\
+         server: { port: 8080 }\n\
+         a: { ribbon: { listOfServers: \"127.0.0.1:1\" } }\n",
+    )
+    .unwrap();
+    let id = config.client("a").load_balancer.subset.instance_id.clone();
+    assert_eq!(id.as_deref(), Some("gateway:8080"));
 }

@@ -48,7 +48,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::discovery::{Snapshot, TaskGuard};
-use crate::error::BoxError;
+use crate::error::{BoxError, quote};
 use crate::instance::{Instance, InstanceKey};
 use crate::stats::{InvalidConfig, check};
 
@@ -213,7 +213,7 @@ impl ActiveHealthCheck {
                             warning,
                         };
                     }
-                    Err(why) => warnings.push(format!("healthCheckUrl {raw:?} ignored: {why}")),
+                    Err(why) => warnings.push(format!("healthCheckUrl \"{}\" ignored: {why}", quote(raw))),
                 }
             }
         }
@@ -268,7 +268,7 @@ fn management_port(instance: &Instance, warnings: &mut Vec<String>) -> Option<u1
     match raw.trim().parse::<u16>() {
         Ok(port) if port != 0 => Some(port),
         _ => {
-            warnings.push(format!("{MANAGEMENT_PORT} {raw:?} ignored: not a port"));
+            warnings.push(format!("{MANAGEMENT_PORT} \"{}\" ignored: not a port", quote(raw)));
             None
         }
     }
@@ -286,7 +286,8 @@ fn context_path(instance: &Instance, warnings: &mut Vec<String>) -> String {
         .all(|b| b.is_ascii_alphanumeric() || b"-._~/%".contains(&b));
     if !valid {
         warnings.push(format!(
-            "{MANAGEMENT_CONTEXT_PATH} {raw:?} ignored: not a path"
+            "{MANAGEMENT_CONTEXT_PATH} \"{}\" ignored: not a path",
+            quote(raw)
         ));
         return String::new();
     }

@@ -8,7 +8,9 @@
 //! `spring.cloud.loadbalancer.hint.<serviceId>`), else the default hint
 //! ([`hint`](HintBased::hint), Spring's `hint.default`), else the literal
 //! `default` (as Spring's `LoadBalancerClient` fills its
-//! `HintRequestContext`). Instances whose metadata `hint` equals the hint
+//! `HintRequestContext`). A configured hint without text (empty, or only
+//! Java's whitespace) is no hint: every instance, as SCLB's
+//! `StringUtils.hasText` check gives. Instances whose metadata `hint` equals the hint
 //! (byte for byte, case-sensitive, as Java's `String.equals`) are
 //! preferred; when none of them is eligible, the wrapped rule picks among
 //! all instances, as SCLB returns every instance when none matches. A
@@ -78,6 +80,8 @@ pub struct HintBased<R> {
     default_hint: Box<str>,
     /// Per-service hints, keyed by the service id in ASCII lowercase.
     services: HashMap<Box<str>, Box<str>>,
+    /// Per-service headers, keyed by the service id in ASCII lowercase.
+    headers: HashMap<Box<str>, HeaderName>,
 }
 
 impl<R: Rule> HintBased<R> {
@@ -93,6 +97,7 @@ impl<R: Rule> HintBased<R> {
             header: HeaderName::from_static(Self::DEFAULT_HEADER),
             default_hint: Self::DEFAULT_HINT.into(),
             services: HashMap::new(),
+            headers: HashMap::new(),
         }
     }
 
@@ -120,6 +125,22 @@ impl<R: Rule> HintBased<R> {
         self
     }
 
+    /// The header that carries the hint of requests to `service` (SCLB's
+    /// `clients.<serviceId>.hint-header-name`; the id compares
+    /// ASCII-case-insensitively). Default: [`header_name`](Self::header_name).
+    pub fn service_header_name(mut self, service: &str, name: HeaderName) -> Self {
+        self.headers
+            .insert(service.to_ascii_lowercase().into_boxed_str(), name);
+        self
+    }
+
+    /// The header read for `service`: its own, else the default.
+    pub fn header_for(&self, service: &str) -> &HeaderName {
+        self.headers
+            .get(service.to_ascii_lowercase().as_str())
+            .unwrap_or(&self.header)
+    }
+
     /// The configured hint for `service`: its own, else the default.
     pub fn configured_hint(&self, service: &str) -> &str {
         self.services
@@ -140,6 +161,7 @@ impl<R: Rule> fmt::Debug for HintBased<R> {
             .field("header", &self.header)
             .field("default_hint", &self.default_hint)
             .field("services", &self.services.len())
+            .field("service_headers", &self.headers.len())
             .finish()
     }
 }
@@ -173,12 +195,15 @@ impl<R: Rule> Rule for HintBased<R> {
             };
             ids.push(group);
         }
-        let configured = groups
-            .get(self.configured_hint(snapshot.service_id()).as_bytes())
-            .copied();
+        // A blank configured hint is no hint (SCLB's `StringUtils.hasText`
+        // check): every instance, even one whose metadata hint is blank.
+        let hint = self.configured_hint(snapshot.service_id());
+        let configured = java_has_text(hint)
+            .then(|| groups.get(hint.as_bytes()).copied())
+            .flatten();
         Arc::new(HintPicker {
             inner: self.inner.build(snapshot),
-            header: self.header.clone(),
+            header: self.header_for(snapshot.service_id()).clone(),
             groups,
             members: members.into_iter().map(Vec::into_boxed_slice).collect(),
             ids: ids.into_boxed_slice(),
@@ -219,6 +244,19 @@ impl fmt::Debug for HintPicker {
 /// `StringUtils.hasText`).
 fn has_text(value: &[u8]) -> bool {
     value.iter().any(|b| !b.is_ascii_whitespace())
+}
+
+/// Whether `value` has a character other than Java's whitespace
+/// (`Character.isWhitespace`: ASCII whitespace, `\u{b}`, `\u{1c}` to
+/// `\u{1f}`, and the Unicode space, line and paragraph separators other
+/// than the non-breaking ones), as Spring's `StringUtils.hasText` tests a
+/// configured hint.
+fn java_has_text(value: &str) -> bool {
+    value.chars().any(|c| {
+        let space = matches!(c, '\u{9}'..='\u{d}' | '\u{1c}'..='\u{1f}' | ' ')
+            || (c.is_whitespace() && !matches!(c, '\u{85}' | '\u{a0}' | '\u{2007}' | '\u{202f}'));
+        !space
+    })
 }
 
 impl Picker for HintPicker {
@@ -310,5 +348,42 @@ mod tests {
         assert_eq!(picks(&*p, &ctx, 2), [0, 0]);
         assert!(format!("{rule:?}").contains("HintBased"));
         assert_eq!(rule.name(), "hint_based");
+    }
+
+    #[test]
+    fn each_service_reads_its_own_header() {
+        let s = hinted(&[Some("a"), Some("b")]);
+        let rule = HintBased::new(RoundRobin::with_start(0))
+            .service_header_name("S", HeaderName::from_static("x-own"));
+        assert_eq!(rule.header_for("s").as_str(), "x-own");
+        assert_eq!(rule.header_for("other").as_str(), "x-sc-lb-hint");
+        let p = rule.build(&s);
+        let mut h = HeaderMap::new();
+        h.insert("x-sc-lb-hint", "a".parse().unwrap());
+        h.insert("x-own", "b".parse().unwrap());
+        assert_eq!(picks(&*p, &PickContext::new().with_headers(&h), 2), [1, 1]);
+    }
+
+    #[test]
+    fn a_blank_configured_hint_is_no_hint() {
+        // SCLB returns every instance for a hint without text, even when an
+        // instance's metadata hint is blank too.
+        let s = hinted(&[Some(""), None, Some("\u{2003}"), Some("\u{b}")]);
+        for blank in ["", "  ", "\u{2003}", "\u{b}\t"] {
+            let p = HintBased::new(RoundRobin::with_start(0))
+                .hint(blank)
+                .build(&s);
+            assert_eq!(
+                picks(&*p, &PickContext::new(), 4),
+                [0, 1, 2, 3],
+                "{blank:?}"
+            );
+        }
+        // A non-breaking space is text for Java.
+        let s = hinted(&[None, Some("\u{a0}")]);
+        let p = HintBased::new(RoundRobin::with_start(0))
+            .hint("\u{a0}")
+            .build(&s);
+        assert_eq!(picks(&*p, &PickContext::new(), 2), [1, 1]);
     }
 }

@@ -65,7 +65,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::walk::rotation;
-use super::{PickContext, Picker, Rule};
+use super::{Domain, PickContext, Picker, Rule};
 use crate::instance::Endpoint;
 use crate::rng::AtomicRng;
 use crate::snapshot::Snapshot;
@@ -157,16 +157,22 @@ impl fmt::Debug for P2cPicker {
 }
 
 impl P2cPicker {
-    /// A random index other than `skip` that `usable` accepts: up to
-    /// [`DRAW_TRIES`] uniform draws, then a walk from a random offset.
+    /// A random position of `domain` (its indices into `endpoints`; every
+    /// index when `None`) other than `skip` whose endpoint `usable`
+    /// accepts: up to [`DRAW_TRIES`] uniform draws, then a walk from a
+    /// random offset. Drawing inside the tier's domain keeps a pick in a
+    /// small tier (a sticky instance, a hint group, a subset) O(1) and
+    /// uniform over it, instead of walking the list from a random offset
+    /// (O(n), and biased to the member after the longest gap).
     #[inline]
     fn draw(
         &self,
         endpoints: &[Endpoint],
         usable: &impl Fn(usize, &Endpoint) -> bool,
         skip: Option<usize>,
+        domain: Domain<'_>,
     ) -> Option<usize> {
-        let n = endpoints.len();
+        let n = domain.map_or(endpoints.len(), <[u32]>::len);
         let m = n - usize::from(skip.is_some());
         if m == 0 {
             return None;
@@ -175,13 +181,17 @@ impl P2cPicker {
             Some(s) if k >= s => k + 1,
             _ => k,
         };
+        let ok = |p: usize| {
+            let i = at(domain, p);
+            endpoints.get(i).is_some_and(|e| usable(i, e))
+        };
         for _ in 0..DRAW_TRIES.min(m) {
-            let k = shift(self.rng.below(m));
-            if usable(k, &endpoints[k]) {
-                return Some(k);
+            let p = shift(self.rng.below(m));
+            if ok(p) {
+                return Some(p);
             }
         }
-        rotation(self.rng.below(n), n).find(|&k| Some(k) != skip && usable(k, &endpoints[k]))
+        rotation(self.rng.below(n), n).find(|&p| Some(p) != skip && ok(p))
     }
 
     /// `peak_ewma_us × (in_flight + 1) / max(success_rate, 0.05)` at the
@@ -206,28 +216,35 @@ impl P2cPicker {
         endpoints: &'s [Endpoint],
         ctx: &PickContext<'_>,
         member: &impl Fn(usize, &Endpoint) -> bool,
+        domain: Domain<'_>,
     ) -> Option<&'s Endpoint> {
         let now = ctx.now();
         let available = |i: usize, e: &Endpoint| member(i, e) && e.stats().is_available_at(now);
-        let (i, first_available) = match self.draw(endpoints, &available, None) {
-            Some(i) => (i, true),
-            None => (self.draw(endpoints, member, None)?, false),
+        let (p, first_available) = match self.draw(endpoints, &available, None, domain) {
+            Some(p) => (p, true),
+            None => (self.draw(endpoints, member, None, domain)?, false),
         };
         let second = if first_available {
-            self.draw(endpoints, &available, Some(i))
+            self.draw(endpoints, &available, Some(p), domain)
         } else {
-            self.draw(endpoints, member, Some(i))
+            self.draw(endpoints, member, Some(p), domain)
         };
-        let Some(j) = second else {
-            return Some(&endpoints[i]);
+        let a = endpoints.get(at(domain, p))?;
+        let Some(b) = second.and_then(|q| endpoints.get(at(domain, q))) else {
+            return Some(a);
         };
-        let (a, b) = (&endpoints[i], &endpoints[j]);
         if self.cost(a, ctx) <= self.cost(b, ctx) {
             Some(a)
         } else {
             Some(b)
         }
     }
+}
+
+/// The index at position `p` of `domain` (`p` itself without one).
+#[inline]
+fn at(domain: Domain<'_>, p: usize) -> usize {
+    domain.map_or(p, |d| d.get(p).map_or(usize::MAX, |&i| i as usize))
 }
 
 impl Picker for P2cPicker {
@@ -237,9 +254,9 @@ impl Picker for P2cPicker {
             return None;
         }
         if !ctx.has_tiers() {
-            return self.choose_in(endpoints, ctx, &|_, e: &Endpoint| ctx.is_eligible(e));
+            return self.choose_in(endpoints, ctx, &|_, e: &Endpoint| ctx.is_eligible(e), None);
         }
-        ctx.find_tier(&mut |member| self.choose_in(endpoints, ctx, &member))
+        ctx.find_tier_in(&mut |member, domain| self.choose_in(endpoints, ctx, &member, domain))
     }
 
     fn snapshot(&self) -> &Arc<Snapshot> {
@@ -431,6 +448,37 @@ mod tests {
                 }
                 drop(guards);
             }
+        }
+    }
+
+    #[test]
+    fn a_small_tier_is_drawn_from_its_domain_uniformly() {
+        // Ten members, nine adjacent and one after a gap of 9 000: drawn
+        // from the domain, each gets about a tenth (a walk from a random
+        // offset gave the one after the gap about 90 %), and no pick
+        // tests more than a few endpoints.
+        let s = snapshot(10_000);
+        let p = PeakEwmaP2c::with_seed(7).build(&s);
+        let domain: Vec<u32> = (0..9).chain([9_000]).collect();
+        let calls = std::cell::Cell::new(0usize);
+        let member = |i: usize, _: &Endpoint| {
+            calls.set(calls.get() + 1);
+            domain.binary_search(&(i as u32)).is_ok()
+        };
+        let tiers: [crate::rule::Tier<'_>; 1] = [&member];
+        let domains = [Some(&domain[..])];
+        let mut link = None;
+        let base = PickContext::new();
+        let ctx = base.with_tiers_in(&mut link, &tiers, &domains);
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..10_000 {
+            calls.set(0);
+            *counts.entry(port(p.pick(&ctx))).or_insert(0usize) += 1;
+            assert!(calls.get() <= 4, "{}", calls.get());
+        }
+        assert_eq!(counts.len(), 10);
+        for (port, c) in &counts {
+            assert!((850..=1150).contains(c), "{port}: {counts:?}");
         }
     }
 }

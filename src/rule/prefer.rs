@@ -79,6 +79,55 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_away_from_the_preferred_instances_spreads_evenly() {
+        // The sticky instance, the hint group and the subset all excluded
+        // (a retry): the others share the picks exactly, none piles up.
+        let list: Vec<Endpoint> = endpoints(5)
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let hint = if i == 1 || i == 2 { "x" } else { "y" };
+                Endpoint::new(e.instance().clone().with_metadata("hint", hint))
+            })
+            .collect();
+        let s = std::sync::Arc::new(crate::snapshot::Snapshot::new("s", list, 1));
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::COOKIE,
+            "sc-lb-instance-id=127.0.0.1:1002".parse().unwrap(),
+        );
+        let subset = super::super::subset::subset_indices("c", 5, 2);
+        let cases: [(Box<dyn Rule>, Vec<usize>); 3] = [
+            (
+                Box::new(StickySession::new(RoundRobin::with_start(0))),
+                vec![2],
+            ),
+            (
+                Box::new(HintBased::new(RoundRobin::with_start(0)).hint("x")),
+                vec![1, 2],
+            ),
+            (
+                Box::new(Subset::new(RoundRobin::with_start(0), "c").size(2)),
+                subset,
+            ),
+        ];
+        for (rule, excluded) in cases {
+            let p = rule.build(&s);
+            let ex: Vec<Endpoint> = excluded.iter().map(|&i| s.endpoints()[i].clone()).collect();
+            let ctx = PickContext::new().with_headers(&h).with_excluded(&ex);
+            let others = 5 - excluded.len();
+            let mut counts = [0usize; 5];
+            for _ in 0..others * 100 {
+                counts[super::super::test_support::index(p.pick(&ctx).unwrap())] += 1;
+            }
+            for (i, c) in counts.iter().enumerate() {
+                let want = if excluded.contains(&i) { 0 } else { 100 };
+                assert!(c.abs_diff(want) <= 1, "{}: {counts:?}", rule.name());
+            }
+        }
+    }
+
+    #[test]
     fn index_of_finds_members_only() {
         let list = endpoints(4);
         for (i, e) in list.iter().enumerate() {

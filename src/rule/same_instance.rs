@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arc_swap::ArcSwapOption;
 
-use super::prefer::pick_preferring;
+use super::prefer::{index_of, pick_preferring};
 use super::{PickContext, Picker, Rule};
 use crate::instance::Endpoint;
 use crate::snapshot::Snapshot;
@@ -83,8 +83,10 @@ struct SamePicker {
 
 impl fmt::Debug for SamePicker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cached = self.cached.load(Ordering::Relaxed);
         f.debug_struct("SamePicker")
             .field("inner", &self.inner)
+            .field("cached", &(cached != usize::MAX).then_some(cached))
             .finish()
     }
 }
@@ -124,6 +126,11 @@ impl Picker for SamePicker {
             .is_some_and(|l| Arc::ptr_eq(l, e.stats_handle()))
         {
             self.last.store(Some(Arc::clone(e.stats_handle())));
+            // The new memory's index is known from its address: the next
+            // pick finds it in O(1) instead of walking the list.
+            if let Some(i) = index_of(self.inner.snapshot().endpoints(), e) {
+                self.cached.store(i, Ordering::Relaxed);
+            }
         }
         Some(e)
     }
@@ -165,5 +172,50 @@ mod tests {
         assert_ne!(next, other);
         assert_eq!(index(p3.pick(&ctx).unwrap()), next);
         assert!(format!("{rule:?}").contains("remembers: true"));
+    }
+
+    #[test]
+    fn racing_pickers_respect_exclusions_and_agree_afterwards() {
+        // Four threads, one retry in seven excluding some instance: no pick
+        // goes to its excluded instance, and once they stop every pick
+        // goes to the one remembered instance.
+        let s = Arc::new(Snapshot::new("s", endpoints(8), 1));
+        let p = SameInstancePreference::new(RoundRobin::with_start(0)).build(&s);
+        std::thread::scope(|scope| {
+            for t in 0..4usize {
+                let (p, s) = (&p, &s);
+                scope.spawn(move || {
+                    for i in 0..5_000usize {
+                        let ctx = PickContext::new();
+                        if (i + t) % 7 == 0 {
+                            let ex = [s.endpoints()[(i * 3 + t) % 8].clone()];
+                            let e = p.pick(&ctx.with_excluded(&ex)).unwrap();
+                            assert!(!e.same_identity(&ex[0]));
+                        } else {
+                            assert!(p.pick(&ctx).is_some());
+                        }
+                    }
+                });
+            }
+        });
+        let ctx = PickContext::new();
+        let first = index(p.pick(&ctx).unwrap());
+        assert!((0..100).all(|_| index(p.pick(&ctx).unwrap()) == first));
+    }
+
+    #[test]
+    fn a_changed_memory_is_found_without_a_walk() {
+        // A retry moves the memory; the next pick must not walk the list to
+        // find it (O(n) per retry on a 100 000-instance list).
+        let s = Arc::new(Snapshot::new("s", endpoints(5), 1));
+        let rule = SameInstancePreference::new(RoundRobin::with_start(1));
+        let p = rule.build(&s);
+        let ctx = PickContext::new();
+        assert_eq!(index(p.pick(&ctx).unwrap()), 1);
+        assert!(format!("{p:?}").ends_with("cached: Some(1) }"), "{p:?}");
+        let excluded = [s.endpoints()[1].clone()];
+        let moved = index(p.pick(&ctx.with_excluded(&excluded)).unwrap());
+        assert_eq!(moved, 2);
+        assert!(format!("{p:?}").ends_with("cached: Some(2) }"), "{p:?}");
     }
 }

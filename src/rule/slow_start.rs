@@ -80,7 +80,8 @@ pub struct SlowStartConfig {
     pub window: Duration,
     /// `aggression`: the ramp's curvature, `> 0` (1 is linear, larger
     /// ramps faster early). Default 1.0. A value that is not a positive
-    /// number is read as 1.0, as Envoy does.
+    /// number (NaN, 0, negative) is read as 1.0, as Envoy does; infinity
+    /// gives the full share at once (`time_factor^0`), as in Envoy.
     pub aggression: f64,
     /// `min_weight_percent`: the least share, in percent of the full one,
     /// 0 to 100. Default 10.
@@ -116,7 +117,9 @@ impl SlowStartConfig {
         if elapsed >= self.window || self.window.is_zero() {
             return 1.0;
         }
-        let aggression = if self.aggression > 0.0 && self.aggression.is_finite() {
+        // Envoy reads a NaN or non-positive aggression as 1; an infinite
+        // one gives `time^0 = 1`, the full share at once.
+        let aggression = if self.aggression > 0.0 {
             self.aggression
         } else {
             1.0
@@ -246,8 +249,10 @@ impl SlowStartPicker {
         if rate >= 1.0 || rate.is_nan() {
             return true;
         }
-        // In (0, ONE): the credit stays below 2·ONE.
-        let gain = (rate * ONE as f64) as u64;
+        // In (0, ONE]: the credit stays below 2·ONE.
+        // Rounded up: `n` offers at rate `1/n` (1/6, 1/7) reach one unit
+        // on the `n`-th offer, where truncation needed one offer more.
+        let gain = (rate * ONE as f64).ceil() as u64;
         let mut accepted = false;
         let _ = credit.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
             let c = c.saturating_add(gain);

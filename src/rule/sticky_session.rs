@@ -176,14 +176,19 @@ fn unquote(v: &[u8]) -> &[u8] {
 }
 
 /// The `Cookie` pair SCLB's `add-service-instance-cookie` adds to the
-/// request sent to `instance`: `name=<instance id>`. `None` when the name
-/// or the id cannot be part of a header value (a control character), or
-/// either is empty (SCLB then adds nothing).
+/// request sent to `instance`: `name=<instance id>`. `None` when either is
+/// empty (SCLB then adds nothing), when the name is not an RFC 6265 token,
+/// or when the id holds a byte outside RFC 6265's `cookie-octet` (a
+/// control character, whitespace, `"`, `,`, `;`, `\`, non-ASCII): an id
+/// such as `a; admin=1` must not add a second cookie to the request.
 pub fn instance_cookie(name: &str, instance: &Instance) -> Option<HeaderValue> {
-    if name.is_empty() || instance.id().is_empty() {
+    let id = instance.id();
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let octet = |b: u8| matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E);
+    if name.is_empty() || id.is_empty() || !name.bytes().all(token) || !id.bytes().all(octet) {
         return None;
     }
-    HeaderValue::from_str(&format!("{name}={}", instance.id())).ok()
+    HeaderValue::from_str(&format!("{name}={id}")).ok()
 }
 
 #[cfg(test)]
@@ -255,5 +260,18 @@ mod tests {
         );
         assert!(instance_cookie("", &i).is_none());
         assert!(instance_cookie("x", &i.clone().with_id("bad\nid")).is_none());
+        // No second pair, no split value, no bad name.
+        for id in ["a; admin=1", "a,b", "a b", "\"a\"", "a\\b", "é"] {
+            assert!(
+                instance_cookie("x", &i.clone().with_id(id)).is_none(),
+                "{id}"
+            );
+        }
+        for name in ["a;b", "a=b", "a b"] {
+            assert!(instance_cookie(name, &i).is_none(), "{name}");
+        }
+        let id = "host-1:user-api:8080";
+        let v = instance_cookie("sc-lb-instance-id", &i.clone().with_id(id)).unwrap();
+        assert_eq!(v, "sc-lb-instance-id=host-1:user-api:8080");
     }
 }

@@ -101,40 +101,89 @@ pub(crate) fn rotate<'s>(
             return Some(e);
         }
     }
-    ctx.find_tier_in(&mut |member, domain| {
-        let l = len(domain);
-        let p0 = k.checked_rem(l)?;
-        let (mut m, mut before) = (0usize, 0usize);
-        for pos in 0..l {
-            let i = at(domain, pos);
-            if endpoints.get(i).is_some_and(|e| member(i, e)) {
-                m += 1;
-            } else if pos < p0 {
-                before += 1;
-            }
+    ctx.find_tier_in(&mut |member, domain| step_in(endpoints, member, domain, k))
+}
+
+/// Step `k` of a rotation over the positions of `domain` (indices into
+/// `endpoints`, in any order, repeats allowed; `None`: every index once)
+/// that takes `member`s only: the candidate at position `k mod L` if it is
+/// a member (O(1)), else the hand-off of [`rotate`] (member number
+/// `(round · (L − m) + r) mod m` over the `m` member positions), so the
+/// turns of non-members spread over the members in proportion to their
+/// positions instead of going to the next member. `None` when no position
+/// holds a member.
+pub(crate) fn step_in<'s>(
+    endpoints: &'s [Endpoint],
+    member: &dyn Fn(usize, &Endpoint) -> bool,
+    domain: Domain<'_>,
+    k: usize,
+) -> Option<&'s Endpoint> {
+    let at = |pos: usize| match domain {
+        Some(d) => d[pos] as usize,
+        None => pos,
+    };
+    let l = domain.map_or(endpoints.len(), <[u32]>::len);
+    let p0 = k.checked_rem(l)?;
+    // A member candidate needs no count: O(1) (a retry whose preferred
+    // tier is excluded must not walk a long list on the fallback tier).
+    let i0 = at(p0);
+    let candidate = endpoints.get(i0)?;
+    if member(i0, candidate) {
+        return Some(candidate);
+    }
+    let (mut m, mut before) = (0usize, 0usize);
+    for pos in 0..l {
+        let i = at(pos);
+        if endpoints.get(i).is_some_and(|e| member(i, e)) {
+            m += 1;
+        } else if pos < p0 {
+            before += 1;
         }
-        if m == 0 {
-            return None;
-        }
-        let i0 = at(domain, p0);
-        let candidate = endpoints.get(i0)?;
-        if member(i0, candidate) {
-            return Some(candidate);
-        }
-        let turn = (k / l).wrapping_mul(l - m).wrapping_add(before) % m;
-        (0..l)
-            .map(|pos| at(domain, pos))
-            .filter(|&i| endpoints.get(i).is_some_and(|e| member(i, e)))
-            .nth(turn)
-            .and_then(|i| endpoints.get(i))
-    })
+    }
+    if m == 0 {
+        return None;
+    }
+    let turn = (k / l).wrapping_mul(l - m).wrapping_add(before) % m;
+    (0..l)
+        .map(at)
+        .filter(|&i| endpoints.get(i).is_some_and(|e| member(i, e)))
+        .nth(turn)
+        .and_then(|i| endpoints.get(i))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+
     use super::*;
     use crate::rule::Tier;
     use crate::rule::test_support::endpoints;
+
+    #[test]
+    fn a_member_candidate_of_a_fallback_tier_costs_no_walk() {
+        // A sticky-like first tier of one excluded endpoint, then all: the
+        // fallback's candidate is eligible, so no tier is walked.
+        let eps = endpoints(1000);
+        let excluded = [eps[5].clone()];
+        let calls = Cell::new(0usize);
+        let only = |i: usize, _: &Endpoint| i == 5;
+        let any = |_: usize, _: &Endpoint| {
+            calls.set(calls.get() + 1);
+            true
+        };
+        let tiers: [Tier<'_>; 2] = [&only, &any];
+        let domain = [5u32];
+        let domains = [Some(&domain[..]), None];
+        let mut link = None;
+        let base = PickContext::new().with_excluded(&excluded);
+        let ctx = base.with_tiers_in(&mut link, &tiers, &domains);
+        for k in [0usize, 7, 999, 1006] {
+            calls.set(0);
+            let e = rotate(&eps, &ctx, k).unwrap();
+            assert_eq!(usize::from(e.instance().port() - 1000), k % 1000);
+            assert_eq!(calls.get(), 1, "k {k}");
+        }
+    }
 
     #[test]
     fn hand_offs_spread_evenly() {

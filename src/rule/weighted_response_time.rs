@@ -34,7 +34,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::walk::{nth_member, rotate};
-use super::{PickContext, Picker, Rule};
+use super::{Domain, PickContext, Picker, Rule};
 use crate::instance::Endpoint;
 use crate::rng::AtomicRng;
 use crate::snapshot::Snapshot;
@@ -233,25 +233,42 @@ impl WeightedResponseTimePicker {
 
     /// A draw over the endpoints `member` accepts; round robin among them
     /// when their weights total too little. Robust to a concurrent in-place
-    /// [`fill`](Self::fill) (a torn array only skews one draw).
+    /// [`fill`](Self::fill) (a torn array only skews one draw). Walks the
+    /// tier's domain (the sticky instance, the hint group, the subset) when
+    /// it has one, so a small tier costs O(its size) instead of O(n).
     fn draw_members<'s>(
         &self,
         endpoints: &'s [Endpoint],
         member: &dyn Fn(usize, &Endpoint) -> bool,
+        domain: Domain<'_>,
     ) -> Option<&'s Endpoint> {
-        let weight = |i: usize, prev: &mut f64| {
-            let c = self.cum(i);
-            let w = (c - *prev).max(0.0);
-            *prev = c;
-            w
+        match domain {
+            Some(d) => self.draw_in(endpoints, member, d.iter().map(|&i| i as usize)),
+            None => self.draw_in(endpoints, member, 0..endpoints.len()),
+        }
+    }
+
+    /// [`Self::draw_members`] over the indices `at`, ascending.
+    fn draw_in<'s>(
+        &self,
+        endpoints: &'s [Endpoint],
+        member: &dyn Fn(usize, &Endpoint) -> bool,
+        at: impl Iterator<Item = usize> + Clone,
+    ) -> Option<&'s Endpoint> {
+        let n = self.cumulative.len();
+        // Endpoint i's weight: its step of the cumulative sums.
+        let weight = |i: usize| {
+            let before = i.checked_sub(1).map_or(0.0, |p| self.cum(p));
+            (self.cum(i) - before).max(0.0)
         };
-        let (mut total, mut prev, mut any) = (0.0, 0.0, false);
-        for (i, e) in endpoints.iter().enumerate() {
-            let w = weight(i, &mut prev);
-            if member(i, e) {
-                total += w;
-                any = true;
-            }
+        let members = at
+            .filter(|&i| i < n)
+            .filter_map(|i| Some((i, endpoints.get(i)?)))
+            .filter(|(i, e)| member(*i, e));
+        let (mut total, mut any) = (0.0, false);
+        for (i, _) in members.clone() {
+            total += weight(i);
+            any = true;
         }
         if !any {
             return None;
@@ -261,10 +278,10 @@ impl WeightedResponseTimePicker {
             return nth_member(endpoints, member, k);
         }
         let u = self.shared.rng.unit_f64() * total;
-        let (mut acc, mut prev, mut found) = (0.0, 0.0, None);
-        for (i, e) in endpoints.iter().enumerate() {
-            let w = weight(i, &mut prev);
-            if w > 0.0 && member(i, e) {
+        let (mut acc, mut found) = (0.0, None);
+        for (i, e) in members {
+            let w = weight(i);
+            if w > 0.0 {
                 acc += w;
                 found = Some(e);
                 if u < acc {
@@ -294,7 +311,7 @@ impl Picker for WeightedResponseTimePicker {
             let k = self.shared.cursor.fetch_add(1, Ordering::Relaxed);
             return rotate(endpoints, ctx, k);
         }
-        ctx.find_tier(&mut |member| self.draw_members(endpoints, member))
+        ctx.find_tier_in(&mut |member, domain| self.draw_members(endpoints, member, domain))
     }
 
     fn snapshot(&self) -> &Arc<Snapshot> {
@@ -321,6 +338,41 @@ mod tests {
             .iter()
             .map(|&c| f64::from(c) / f64::from(picks))
             .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_small_tier_walks_its_domain_only() {
+        // A tier of 3 in 1 000 (a hint group): two passes over the 3, not
+        // over the list; the draw stays weighted among them.
+        let eps = endpoints(1000);
+        for (i, e) in eps.iter().enumerate() {
+            feed(e, [30, 60].get(i / 500).copied().unwrap_or(10), 5);
+        }
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let s = Arc::new(Snapshot::new("s", eps, 1));
+        let p = WeightedResponseTime::with_seed(3).build(&s);
+        let domain = [0u32, 500, 999];
+        let calls = std::cell::Cell::new(0usize);
+        let member = |i: usize, _: &Endpoint| {
+            calls.set(calls.get() + 1);
+            domain.contains(&(i as u32))
+        };
+        let tiers: [crate::rule::Tier<'_>; 1] = [&member];
+        let domains = [Some(&domain[..])];
+        let mut link = None;
+        let base = PickContext::new();
+        let ctx = base.with_tiers_in(&mut link, &tiers, &domains);
+        let mut counts = [0usize; 3];
+        for _ in 0..3_000 {
+            calls.set(0);
+            let i = index(p.pick(&ctx).unwrap());
+            counts[domain.iter().position(|&d| d as usize == i).unwrap()] += 1;
+            assert!(calls.get() <= 6, "{}", calls.get());
+        }
+        assert!(
+            counts.iter().all(|c| (900..=1100).contains(c)),
+            "{counts:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -14,8 +14,10 @@
 //! first; a cycle longer than [`WeightedRoundRobin::MAX_CYCLE`] is scaled
 //! down proportionally, keeping every non-zero weight at least 1), and a
 //! pick is an atomic cursor (shared by every picker of the rule) modulo the
-//! cycle length. An excluded instance's turn goes to the next eligible
-//! entry of the cycle.
+//! cycle length. An excluded (or filtered) instance's turns are handed to
+//! the eligible entries in turn, as round robin's hand-off, so the others
+//! keep their weights' proportions (not all to the next entry); such a
+//! pick costs O(T) when its own entry is not eligible.
 //!
 //! Build cost: after step `t` the current weight of instance `i` is
 //! `(t + 1)·w(i) − T·c(i)` (`T` the total, `c(i)` its picks so far), so
@@ -38,7 +40,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::walk::{nth_member, rotate, rotation};
+use super::walk::{nth_member, rotate, step_in};
 use super::{PickContext, Picker, Rule};
 use crate::instance::Endpoint;
 use crate::snapshot::Snapshot;
@@ -282,10 +284,9 @@ impl Picker for WeightedRoundRobinPicker {
             if !weighted {
                 return nth_member(endpoints, member, k);
             }
-            rotation(k, seq.len())
-                .map(|j| seq[j] as usize)
-                .find(|&i| member(i, &endpoints[i]))
-                .map(|i| &endpoints[i])
+            // Turns of excluded or filtered instances spread over the
+            // others by weight (not all to the next one in the cycle).
+            step_in(endpoints, member, Some(seq), k)
         })
     }
 
@@ -344,6 +345,32 @@ mod tests {
             letters(&*rule.build(&s), &PickContext::new(), 10),
             "abacaabaca"
         );
+    }
+
+    #[test]
+    fn excluded_turns_spread_by_weight() {
+        // A retry's exclusion must not double the next instance's share.
+        for (weights, excluded, want) in [
+            (
+                &[1u32, 1, 1, 1, 1][..],
+                2usize,
+                &[100usize, 100, 0, 100, 100][..],
+            ),
+            (&[2, 1, 1], 1, &[200, 0, 100]),
+            (&[1, 3, 1, 1], 0, &[0, 180, 60, 60]),
+        ] {
+            let s = snapshot(weights, 1);
+            let p = WeightedRoundRobin::with_start(0).build(&s);
+            let ex = [s.endpoints()[excluded].clone()];
+            let ctx = PickContext::new().with_excluded(&ex);
+            let mut counts = vec![0usize; weights.len()];
+            for _ in 0..want.iter().sum::<usize>() {
+                counts[index(p.pick(&ctx).unwrap())] += 1;
+            }
+            for (c, w) in counts.iter().zip(want) {
+                assert!(c.abs_diff(*w) <= 2, "{weights:?} -{excluded}: {counts:?}");
+            }
+        }
     }
 
     #[test]

@@ -81,6 +81,29 @@ fn spring_boot_management_port_and_context_path() {
 }
 
 #[test]
+fn hostile_metadata_gives_short_escaped_warnings() {
+    // 1 MB values: the warning (built every round) stays short; CR/LF are
+    // escaped.
+    let c = ActiveHealthCheck::default();
+    let huge = "9".repeat(1 << 20);
+    for i in [
+        instance().with_metadata(MANAGEMENT_PORT, huge.as_str()),
+        instance()
+            .with_metadata(MANAGEMENT_PORT, "1")
+            .with_metadata(MANAGEMENT_CONTEXT_PATH, format!("a b{huge}")),
+        instance().with_health_check_url(format!("http://elsewhere/{huge}")),
+    ] {
+        let w = c.target_of(&i).warning.unwrap();
+        assert!(w.len() < 300, "{}", w.len());
+    }
+    let forged = instance().with_metadata(MANAGEMENT_PORT, "1\r\nFORGED");
+    assert_eq!(
+        c.target_of(&forged).warning.unwrap(),
+        "management.port \"1\\r\\nFORGED\" ignored: not a port"
+    );
+}
+
+#[test]
 fn validate_names_the_field() {
     let mut c = ActiveHealthCheck::default();
     assert_eq!(c.validate(), Ok(()));
@@ -102,4 +125,28 @@ fn validate_names_the_field() {
         ..ActiveHealthCheck::default()
     };
     assert_eq!(c.validate().unwrap_err().field(), "ActiveHealthCheck::path");
+}
+
+#[cfg(feature = "tls")]
+#[tokio::test(start_paused = true)]
+async fn a_tls_handshake_that_never_answers_fails_the_probe_at_the_timeout() {
+    // The server accepts and reads the ClientHello, then says nothing.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let check = ActiveHealthCheck {
+        timeout: Duration::from_secs(3),
+        ..ActiveHealthCheck::default()
+    };
+    let client = ProbeClient::new(&check);
+    let start = tokio::time::Instant::now();
+    let url = format!("https://127.0.0.1:{port}/actuator/health");
+    assert!(!probe(&client, &url, check.timeout).await);
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+    server.abort();
 }

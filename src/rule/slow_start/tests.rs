@@ -14,6 +14,14 @@ fn factor_follows_envoy() {
     // 1 ms floor of the time factor, and bad aggression read as 1.
     assert_eq!(fast.factor(Duration::ZERO), (1e-4f64).sqrt());
     assert_eq!(c.aggression(f64::NAN).factor(Duration::from_secs(5)), 0.5);
+    assert_eq!(c.aggression(-2.0).factor(Duration::from_secs(5)), 0.5);
+    assert_eq!(c.aggression(0.0).factor(Duration::from_secs(5)), 0.5);
+    // Envoy: pow(time_factor, 1 / inf) = 1.
+    assert_eq!(c.aggression(f64::INFINITY).factor(Duration::ZERO), 1.0);
+    assert_eq!(
+        c.aggression(f64::INFINITY).factor(Duration::from_secs(5)),
+        1.0
+    );
     assert_eq!(
         SlowStartConfig::new(Duration::ZERO).factor(Duration::ZERO),
         1.0
@@ -50,4 +58,44 @@ async fn first_list_is_exempt_and_new_instances_ramp() {
     }
     assert_eq!(rule.name(), "slow_start");
     assert_eq!(rule.config().window, Duration::from_secs(10));
+}
+
+/// Picks of `port` in `n` picks at `at`.
+fn hits(p: &dyn Picker, at: Instant, port: u16, n: usize) -> usize {
+    let ctx = PickContext::at(at);
+    (0..n)
+        .filter(|_| p.pick(&ctx).unwrap().instance().port() == port)
+        .count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_instance_new_and_instances_joining_and_leaving() {
+    // The first fetch lists nothing: every later instance is new, and the
+    // shares follow Envoy's weights relative to each other.
+    let rule = SlowStart::new(
+        RoundRobin::with_start(0),
+        SlowStartConfig::new(Duration::from_secs(10)),
+    );
+    let t0 = Instant::now();
+    let _ = rule.build(&Arc::new(Snapshot::new("s", Vec::new(), 1)));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let a = Endpoint::new(instance("127.0.0.1", 1000));
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let b = Endpoint::new(instance("127.0.0.1", 1001));
+    let p = rule.build(&Arc::new(Snapshot::new("s", vec![a.clone(), b.clone()], 2)));
+    // At 7 s: a 0.6, b 0.1 (its floor): b's share 0.1 / 0.7 = 1/7.
+    let at = t0 + Duration::from_secs(7);
+    assert_eq!(hits(&*p, at, 1001, 7000), 1000);
+    // b leaves: a alone gets everything, though still in its window.
+    let p = rule.build(&Arc::new(Snapshot::new("s", vec![a.clone()], 3)));
+    assert_eq!(hits(&*p, at, 1000, 100), 100);
+    // c joins at 8 s, a at 0.7: c's share 0.1 / 0.8 = 1/8.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let c = Endpoint::new(instance("127.0.0.1", 1002));
+    let p = rule.build(&Arc::new(Snapshot::new("s", vec![a, c], 4)));
+    let at = t0 + Duration::from_secs(8);
+    assert_eq!(hits(&*p, at, 1002, 8000), 1000);
+    // Past c's window every instance is even.
+    let at = t0 + Duration::from_secs(18);
+    assert_eq!(hits(&*p, at, 1002, 8000), 4000);
 }

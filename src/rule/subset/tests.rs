@@ -68,3 +68,19 @@ fn picks_stay_in_the_subset_and_fail_open() {
     assert_eq!(rule.instance_id(), "client-1");
     assert_eq!(rule.name(), "subset");
 }
+
+#[test]
+fn a_hash_of_i32_min_and_a_long_list_match_java() {
+    // "polygenelubricants".hashCode() is Integer.MIN_VALUE: `& MAX_VALUE`
+    // makes it 0 (where Math.abs would stay negative). Printed by OpenJDK.
+    assert_eq!(java::string_hash("polygenelubricants"), i32::MIN);
+    assert_eq!(subset_indices("polygenelubricants", 10, 3), [4, 8, 9]);
+    assert_eq!(
+        subset_indices("polygenelubricants", 100, 7),
+        [24, 54, 94, 80, 47, 40, 63]
+    );
+    assert_eq!(subset_indices("polygenelubricants", 1000, 1).len(), 1);
+    let big = subset_indices("gateway:8080", 100_000, 100);
+    assert_eq!(big[..5], [3678, 72277, 56974, 65654, 78633]);
+    assert_eq!((big.len(), big[99]), (100, 65547));
+}

@@ -9,7 +9,7 @@ use http::HeaderValue;
 
 use super::EurekaHttp;
 use super::transport::Transport;
-use crate::error::{BuildError, redact};
+use crate::error::{BuildError, quote, redact};
 
 /// Splits Spring's comma-separated `defaultZone` list outside
 /// credentials: in `http://user:p,w@host/eureka,http://h2/eureka` the
@@ -69,8 +69,10 @@ impl Server {
     /// Parses `http://user:pass@host:port/eureka` (trailing `/` optional);
     /// `https://` too with the `tls` feature.
     pub(crate) fn parse(raw: &str) -> Result<Self, BuildError> {
+        // Redacted, then cut and escaped: a URL from a file must not forge
+        // log lines through the error (CR/LF, which the URL parser drops).
         let invalid = |reason: &str| {
-            BuildError::invalid("eureka server URL", format!("{}: {reason}", redact(raw)))
+            BuildError::invalid("eureka server URL", format!("{}: {reason}", quote(&redact(raw))))
         };
         let url = url::Url::parse(raw.trim()).map_err(|e| invalid(&e.to_string()))?;
         let https = match url.scheme() {
@@ -93,14 +95,12 @@ impl Server {
         let auth = if url.username().is_empty() && url.password().is_none() {
             None
         } else {
-            let decode = |s: &str| {
-                percent_encoding::percent_decode_str(s)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
-            let user = decode(url.username());
-            let pass = decode(url.password().unwrap_or(""));
-            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            // The bytes as written: a percent-encoded byte that is not
+            // UTF-8 is sent as it is, not replaced by U+FFFD.
+            let mut pair: Vec<u8> = percent_encoding::percent_decode_str(url.username()).collect();
+            pair.push(b':');
+            pair.extend(percent_encoding::percent_decode_str(url.password().unwrap_or("")));
+            let token = base64::engine::general_purpose::STANDARD.encode(&pair);
             let mut value = HeaderValue::try_from(format!("Basic {token}"))
                 .map_err(|_| invalid("credentials cannot form a header"))?;
             value.set_sensitive(true);
@@ -254,6 +254,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!err.contains("secret"), "{err}");
+        // CR/LF (dropped by the URL parser) cannot forge a log line.
+        let err = Server::parse("http://h/eureka?\r\nFORGED: yes")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid setting `eureka server URL`: http://h/eureka?\\r\\nFORGED: yes: \
+             a server URL holds no query or fragment"
+        );
+    }
+
+    #[test]
+    fn odd_credentials_and_ipv6_hosts() {
+        let basic = |raw: &str| {
+            let s = Server::parse(raw).unwrap();
+            let auth = s.auth.unwrap();
+            (s.base, auth.to_str().unwrap().to_owned())
+        };
+        // base64("us:er:p@ss:w"), the host in brackets.
+        assert_eq!(
+            basic("https://us%3Aer:p%40ss:w@[::1]:8761/eureka/"),
+            ("https://[::1]:8761/eureka".to_owned(), "Basic dXM6ZXI6cEBzczp3".to_owned())
+        );
+        // An unencoded `@` in the password: the last one ends the userinfo.
+        assert_eq!(basic("https://user:p@ss@[::1]:8761/eureka").1, "Basic dXNlcjpwQHNz");
+        assert_eq!(basic("http://:pass@h/eureka").1, "Basic OnBhc3M=");
+        assert_eq!(basic("http://user:@h/eureka").1, "Basic dXNlcjo=");
+        // Bytes that are not UTF-8 are sent as written: base64("user:\xff\xfe").
+        assert_eq!(basic("http://user:%FF%FE@h/eureka").1, "Basic dXNlcjr//g==");
     }
 
     #[test]
@@ -321,3 +350,4 @@ mod tests {
         assert!(!format!("{s:?}").contains("p,a"));
     }
 }
+
