@@ -224,7 +224,7 @@ impl Listing {
 }
 
 /// `registry lists 3: 2 OUT_OF_SERVICE, 1 STARTING`: statuses by count,
-/// most first (ties in Eureka's spelling order); `registry lists none`.
+/// most first (ties in alphabetical order of the status name); `registry lists none`.
 impl fmt::Display for Listing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let total = self.total();
