@@ -530,8 +530,8 @@ mod messages {
         has(
             &err,
             &[
-                "per-try timeout (100ms) fired",
-                "not retried: the method is not idempotent",
+                ": the per-try (read) timeout (100ms) fired before the response headers",
+                "POST not retried: the request may have reached the server",
             ],
         );
 

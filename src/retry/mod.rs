@@ -141,7 +141,9 @@ impl RetryPolicy {
 
     /// Bound on one attempt; when it expires the attempt counts as a read
     /// timeout. Ribbon key `ReadTimeout` (which Ribbon applies per attempt).
-    /// Default: none (the inner client's own timeouts apply).
+    /// Default: none here, so the balancer's
+    /// [`Builder::read_timeout`](crate::Builder::read_timeout) applies (5 s,
+    /// Ribbon's); set here, this one takes precedence.
     ///
     /// Keep it above the client's connect timeout: the balancer cannot see
     /// whether a connection was made when this timeout fires, so a connect
@@ -228,7 +230,10 @@ impl RetryPolicy {
         idempotent: bool,
     ) -> Option<RetryReason> {
         match (outcome, status) {
-            (Outcome::ConnectFailure, _) => Some(RetryReason::ConnectFailure),
+            // A connect timeout also never reached a server.
+            (Outcome::ConnectFailure | Outcome::ConnectTimeout, _) => {
+                Some(RetryReason::ConnectFailure)
+            }
             (Outcome::ReadTimeout, _) if idempotent => Some(RetryReason::Timeout),
             (Outcome::OtherError, _) if idempotent => Some(RetryReason::Transport),
             (_, Some(code)) if idempotent && self.retryable_statuses.contains(&code) => {

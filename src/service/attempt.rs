@@ -97,7 +97,7 @@ where
     S::Error: Into<BoxError>,
     S::Response: ResponseStatus,
 {
-    let per_try = shared.retry.get_per_try_timeout();
+    let per_try = shared.per_try;
     let ready = inner.ready();
     let ready = bounded(bound(per_try, deadline), async move {
         ready.await.map_err(Into::into)

@@ -4,8 +4,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
 use arc_swap::ArcSwap;
 
+use super::timeouts::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT};
 use super::{FailureStatuses, HashKey, LoadBalancer, LoadBalancerLayer, Shared};
 use crate::discovery::{InstanceSource, RefreshConfig};
 use crate::error::BuildError;
@@ -22,7 +25,8 @@ pub(super) type MakeRule = Arc<dyn Fn() -> Arc<dyn Rule> + Send + Sync>;
 /// Required: a [`source`](Builder::source). Defaults: rule [`RoundRobin`],
 /// refresh every 30 s ([`RefreshConfig::default`]), no services declared and
 /// on-demand discovery off (so every service must be declared with
-/// [`service`](Builder::service)).
+/// [`service`](Builder::service)), Ribbon's timeouts (2 s connect, 5 s per
+/// try; see [`timeouts`](super::timeouts)).
 #[must_use]
 pub struct Builder {
     source: Option<Arc<dyn InstanceSource>>,
@@ -40,6 +44,8 @@ pub struct Builder {
     #[cfg(feature = "hyper-util")]
     active_health: Option<ActiveHealthCheck>,
     stats: crate::stats::StatsConfig,
+    connect_timeout: Option<Duration>,
+    read_timeout: Option<Duration>,
 }
 
 impl Default for Builder {
@@ -60,6 +66,8 @@ impl Default for Builder {
             #[cfg(feature = "hyper-util")]
             active_health: None,
             stats: crate::stats::StatsConfig::default(),
+            connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
+            read_timeout: Some(DEFAULT_READ_TIMEOUT),
         }
     }
 }
@@ -209,6 +217,54 @@ impl Builder {
         self
     }
 
+    /// The connect timeout for the HTTP client the balancer sends through
+    /// (Ribbon key `ConnectTimeout`; `None`: the operating system's).
+    /// Default [`DEFAULT_CONNECT_TIMEOUT`] (2 s, Ribbon's).
+    ///
+    /// The balancer cannot change a client it is given: this value is set
+    /// on the connector of the client [`build_http`](Builder::build_http)
+    /// makes, and named in connect-timeout errors. For your own client, set
+    /// it there from [`get_connect_timeout`](Builder::get_connect_timeout)
+    /// (`HttpConnector::set_connect_timeout`,
+    /// `tls::HttpsClientBuilder::connect_timeout`,
+    /// `reqwest::ClientBuilder::connect_timeout`).
+    pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The connect timeout set (or defaulted) on this builder.
+    pub fn get_connect_timeout(&self) -> Option<Duration> {
+        self.connect_timeout
+    }
+
+    /// The per-try (read) timeout: each attempt, from waiting for the inner
+    /// service to be ready until its response headers, is cut off after it
+    /// (Ribbon key `ReadTimeout`, which Ribbon applies per attempt). `None`:
+    /// no per-try bound. [`RetryPolicy::per_try_timeout`], when set, takes
+    /// precedence. Default [`DEFAULT_READ_TIMEOUT`] (5 s, Ribbon's).
+    pub fn read_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.read_timeout = timeout;
+        self
+    }
+
+    /// Builds a [`LoadBalancer`] around hyper-util's client
+    /// ([`http_client`](super::http_client)) with this builder's connect
+    /// timeout on its connector.
+    ///
+    /// # Errors
+    /// As [`Builder::layer`].
+    #[cfg(feature = "hyper-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "hyper-util")))]
+    pub fn build_http<B>(self) -> Result<LoadBalancer<super::HttpClient<B>>, BuildError>
+    where
+        B: http_body::Body + Send,
+        B::Data: Send,
+    {
+        let client = super::http_client(self.connect_timeout);
+        self.build(client)
+    }
+
     /// Builds the layer and starts one refresh task per declared service.
     ///
     /// # Errors
@@ -220,6 +276,9 @@ impl Builder {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         self.refresh.validate()?;
         self.retry.build()?;
+        if self.read_timeout == Some(Duration::ZERO) {
+            return Err(BuildError::invalid("Builder::read_timeout", "zero"));
+        }
         if self.on_demand_idle.is_zero() {
             return Err(BuildError::invalid("Builder::on_demand_idle", "zero"));
         }
@@ -244,6 +303,8 @@ impl Builder {
             max_services: self.max_services,
             failure_statuses: self.failure_statuses,
             hash_key: self.hash_key,
+            per_try: self.retry.get_per_try_timeout().or(self.read_timeout),
+            connect_timeout: self.connect_timeout,
             retry: self.retry,
             outliers: self.outliers,
             #[cfg(feature = "hyper-util")]

@@ -81,6 +81,7 @@ cfg_feature! {
 mod send;
 mod services;
 pub(crate) mod state;
+pub mod timeouts;
 
 pub use body::{Completion, TrackCompletion, TrackedBody};
 pub use builder::Builder;
@@ -90,6 +91,16 @@ pub use future::ResponseFuture;
 pub use hash_key::HashKey;
 pub use layer::LoadBalancerLayer;
 pub(crate) use state::ServiceState;
+pub use timeouts::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT};
+cfg_feature! {
+    #![feature = "hyper-util"]
+    pub use timeouts::http_client;
+    /// The client [`http_client`] and [`Builder::build_http`] make.
+    pub type HttpClient<B> = hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        B,
+    >;
+}
 
 /// State shared by every clone of a balancer and its layer: the services,
 /// their refresh tasks, the source and the rule factory. Dropping the last
@@ -110,6 +121,10 @@ pub(crate) struct Shared {
     failure_statuses: FailureStatuses,
     hash_key: Option<HashKey>,
     retry: RetryPolicy,
+    /// The per-try timeout: the policy's, else the builder's read timeout.
+    per_try: Option<std::time::Duration>,
+    /// The builder's connect timeout, for error messages.
+    connect_timeout: Option<std::time::Duration>,
     outliers: OutlierDetection,
     #[cfg(feature = "hyper-util")]
     active_health: Option<ActiveHealthCheck>,

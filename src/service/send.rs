@@ -16,7 +16,7 @@ use super::ServiceState;
 use super::attempt::{self, Attempted, NotSent, Target};
 use super::body::TrackCompletion;
 use super::{ResponseStatus, Shared};
-use crate::error::{Attempt, BoxError, Error};
+use crate::error::{Attempt, BoxError, Error, TimedOut, TimeoutKind};
 use crate::instance::Endpoint;
 use crate::retry::{RetryNonIdempotent, RetryReason, TryCloneBody, parse_retry_after};
 
@@ -56,6 +56,7 @@ where
     let deadline = policy
         .get_deadline()
         .and_then(|d| Instant::now().checked_add(d));
+    let method = req.method().clone();
     let idempotent = policy.is_idempotent(req.method())
         || req.extensions().get::<RetryNonIdempotent>().is_some();
     let hash_key = shared
@@ -80,7 +81,15 @@ where
         let target = walk.target();
         let done = attempt::run(&shared, &state, &mut inner, req, target, hash_key, deadline)
             .await
-            .map_err(|why| not_sent(&state, why, std::mem::take(&mut attempts)))?;
+            .map_err(|why| {
+                not_sent(
+                    &shared,
+                    &state,
+                    why,
+                    std::mem::take(&mut attempts),
+                    deadline,
+                )
+            })?;
 
         // Retry?
         let reason = policy.retry_reason(done.outcome, done.status, idempotent);
@@ -91,13 +100,13 @@ where
         let wait = match decision.spend(state.retry_budget()) {
             Decision::Retry(wait) => wait,
             Decision::Stop(why) => {
-                let refused = refused(policy, &done, reason, why, idempotent, service);
+                let refused = refused(policy, &done, reason, why, &method, idempotent, service);
                 let why = Why {
                     refused,
                     deadline,
-                    per_try: policy.get_per_try_timeout(),
+                    per_try: shared.per_try,
                 };
-                return finish(service, done, attempts, &why);
+                return finish(&shared, service, done, attempts, &why);
             }
         };
         note_retry(service, reason, &mut attempts, &done);
@@ -188,10 +197,26 @@ async fn pause(wait: Duration) {
 }
 
 /// The error for an attempt that was not sent.
-fn not_sent(state: &ServiceState, why: NotSent, attempts: Vec<Attempt>) -> Error {
+fn not_sent(
+    shared: &Shared,
+    state: &ServiceState,
+    why: NotSent,
+    attempts: Vec<Attempt>,
+    deadline: Option<Instant>,
+) -> Error {
     let service = state.service_id();
     match why {
-        NotSent::NotReady(source) => Error::not_ready(service, source, attempts),
+        NotSent::NotReady(source) => {
+            let outcome = crate::stats::Outcome::OtherError;
+            let timeout = timeout_kind(shared, outcome, &source, deadline, shared.per_try);
+            let (source, _) = name_timeout(source, timeout);
+            match timeout {
+                Some(timeout) => Error::not_ready(service, source, attempts)
+                    .with_timeout(timeout)
+                    .with_note("the inner service was not ready in time"),
+                None => Error::not_ready(service, source, attempts),
+            }
+        }
         NotSent::NoEndpoint => {
             metrics::counter!(crate::metrics::NO_INSTANCES, "service" => service.to_owned())
                 .increment(1);
@@ -280,13 +305,14 @@ fn refused<R>(
     done: &Attempted<R>,
     reason: Option<RetryReason>,
     why: Option<&'static str>,
+    method: &http::Method,
     idempotent: bool,
     service: &str,
-) -> Option<&'static str> {
+) -> Option<String> {
     match (reason, why) {
         (Some(reason), Some(why)) => {
             tracing::debug!(service, reason = reason.label(), why, "not retrying");
-            Some(why)
+            Some(format!("{method} not retried: {why}"))
         }
         (None, _)
             if !idempotent
@@ -294,9 +320,10 @@ fn refused<R>(
                     .retry_reason(done.outcome, done.status, true)
                     .is_some() =>
         {
-            Some(
-                "the method is not idempotent (opt in with `RetryNonIdempotent` or `retry_on_all_operations`)",
-            )
+            Some(format!(
+                "{method} not retried: the request may have reached the server and {method} is not \
+                 idempotent (opt in with `RetryNonIdempotent` or `retry_on_all_operations`)"
+            ))
         }
         _ => None,
     }
@@ -305,13 +332,54 @@ fn refused<R>(
 /// Why the last attempt's error is the caller's: for the error message.
 struct Why {
     /// Why a retry was refused, if one was.
-    refused: Option<&'static str>,
+    refused: Option<String>,
     deadline: Option<Instant>,
     per_try: Option<Duration>,
 }
 
+/// Which timeout ended an attempt that failed with `source`.
+fn timeout_kind(
+    shared: &Shared,
+    outcome: crate::stats::Outcome,
+    source: &BoxError,
+    deadline: Option<Instant>,
+    per_try: Option<Duration>,
+) -> Option<TimeoutKind> {
+    use crate::stats::Outcome;
+    if source.is::<tokio::time::error::Elapsed>() {
+        // Our own timer: the deadline if it has passed, else the per-try.
+        let past_deadline = deadline.is_some_and(|d| Instant::now() >= d);
+        return Some(
+            match (past_deadline, per_try, shared.retry.get_deadline()) {
+                (false, Some(t), _) => TimeoutKind::PerTry(t),
+                (_, _, Some(d)) => TimeoutKind::Deadline(d),
+                (_, t, None) => TimeoutKind::PerTry(t.unwrap_or_default()),
+            },
+        );
+    }
+    match outcome {
+        Outcome::ConnectTimeout => Some(TimeoutKind::Connect(shared.connect_timeout)),
+        Outcome::ReadTimeout => Some(TimeoutKind::Client),
+        _ => None,
+    }
+}
+
+/// `source` with the timeout named: our own timer's `Elapsed` becomes a
+/// [`TimedOut`] saying which timeout fired; a client's timeout keeps its
+/// error and gets a note.
+fn name_timeout(source: BoxError, timeout: Option<TimeoutKind>) -> (BoxError, Vec<String>) {
+    match timeout {
+        Some(kind) if source.is::<tokio::time::error::Elapsed>() => {
+            (Box::new(TimedOut { kind, source }), Vec::new())
+        }
+        Some(kind) => (source, vec![kind.to_string()]),
+        None => (source, Vec::new()),
+    }
+}
+
 /// The result of the last attempt, as the caller sees it.
 fn finish<T: TrackCompletion>(
+    shared: &Shared,
     service: &str,
     done: Attempted<T>,
     mut attempts: Vec<Attempt>,
@@ -325,18 +393,15 @@ fn finish<T: TrackCompletion>(
     };
     let instance = done.endpoint.to_string();
     attempts.push(Attempt::new(instance.clone(), done.outcome, elapsed));
-    let mut notes = Vec::new();
-    if source.is::<tokio::time::error::Elapsed>() {
-        let past_deadline = why.deadline.is_some_and(|d| Instant::now() >= d);
-        notes.push(match (past_deadline, why.per_try) {
-            (false, Some(t)) => format!("the per-try timeout ({t:?}) fired"),
-            _ => "the request deadline (`RetryPolicy::deadline`) fired".to_owned(),
-        });
+    let timeout = timeout_kind(shared, done.outcome, &source, why.deadline, why.per_try);
+    let (source, mut notes) = name_timeout(source, timeout);
+    if let Some(refused) = &why.refused {
+        notes.push(refused.clone());
     }
-    if let Some(refused) = why.refused {
-        notes.push(format!("not retried: {refused}"));
+    let mut err = Error::inner(service, instance, source, attempts);
+    if let Some(timeout) = timeout {
+        err = err.with_timeout(timeout);
     }
-    let err = Error::inner(service, instance, source, attempts);
     Err(if notes.is_empty() {
         err
     } else {
