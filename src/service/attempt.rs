@@ -82,21 +82,33 @@ async fn bounded<T>(
     }
 }
 
+/// What every attempt of one call shares.
+pub(super) struct Call<'a> {
+    pub(super) shared: &'a Shared,
+    pub(super) state: &'a Arc<ServiceState>,
+    pub(super) hash_key: Option<u64>,
+    pub(super) deadline: Option<Instant>,
+}
+
 /// One attempt; see the [module docs](self).
 pub(super) async fn run<S, B>(
-    shared: &Shared,
-    state: &Arc<ServiceState>,
+    call: &Call<'_>,
     inner: &mut S,
     mut request: Request<B>,
     target: Target<'_>,
-    hash_key: Option<u64>,
-    deadline: Option<Instant>,
+    span: &tracing::Span,
 ) -> Result<Attempted<S::Response>, NotSent>
 where
     S: Service<Request<B>>,
     S::Error: Into<BoxError>,
     S::Response: ResponseStatus,
 {
+    let Call {
+        shared,
+        state,
+        hash_key,
+        deadline,
+    } = *call;
     let per_try = shared.per_try;
     let ready = inner.ready();
     let ready = bounded(bound(per_try, deadline), async move {
@@ -110,6 +122,7 @@ where
             .or_else(|| last.cloned())
             .ok_or(NotSent::NoEndpoint)?,
     };
+    super::trace::picked(span, &endpoint);
     if let Err(e) = rewrite(&mut request, &endpoint) {
         return Err(NotSent::Rewrite(endpoint, e));
     }

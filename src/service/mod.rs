@@ -82,6 +82,7 @@ mod send;
 mod services;
 pub(crate) mod state;
 pub mod timeouts;
+mod trace;
 
 pub use body::{Completion, TrackCompletion, TrackedBody};
 pub use builder::Builder;
@@ -264,6 +265,8 @@ where
         };
         let inner = self.inner.clone();
         let shared = Arc::clone(&self.shared);
-        ResponseFuture::new(send::send(shared, state, inner, req))
+        let span = trace::request(req.method(), state.service_id());
+        let send = send::send(shared, state, inner, req, span.clone());
+        ResponseFuture::new(tracing::Instrument::instrument(send, span))
     }
 }

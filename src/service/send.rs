@@ -15,7 +15,7 @@ use tower::retry::budget::Budget as _;
 use super::ServiceState;
 use super::attempt::{self, Attempted, NotSent, Target};
 use super::body::TrackCompletion;
-use super::{ResponseStatus, Shared};
+use super::{ResponseStatus, Shared, trace};
 use crate::error::{Attempt, BoxError, Error, TimedOut, TimeoutKind};
 use crate::instance::Endpoint;
 use crate::retry::{RetryNonIdempotent, RetryReason, TryCloneBody, parse_retry_after};
@@ -41,6 +41,7 @@ pub(super) async fn send<S, B>(
     state: Arc<ServiceState>,
     mut inner: S,
     req: Request<B>,
+    span: tracing::Span,
 ) -> Result<<S::Response as TrackCompletion>::Tracked, Error>
 where
     S: Service<Request<B>>,
@@ -50,6 +51,7 @@ where
 {
     let service = state.service_id();
     if !state.wait_first_fetch().await {
+        trace::failed(&span, "discovery");
         return Err(Error::discovery_timeout(service, state.first_fetch_wait()));
     }
     let policy = &shared.retry;
@@ -79,17 +81,22 @@ where
             None
         };
         let target = walk.target();
-        let done = attempt::run(&shared, &state, &mut inner, req, target, hash_key, deadline)
-            .await
-            .map_err(|why| {
-                not_sent(
-                    &shared,
-                    &state,
-                    why,
-                    std::mem::take(&mut attempts),
-                    deadline,
-                )
-            })?;
+        let call = attempt::Call {
+            shared: &shared,
+            state: &state,
+            hash_key,
+            deadline,
+        };
+        let (done, timed_out) = traced_attempt(
+            &call,
+            &mut inner,
+            req,
+            target,
+            &span,
+            retries,
+            &mut attempts,
+        )
+        .await?;
 
         // Retry?
         let reason = policy.retry_reason(done.outcome, done.status, idempotent);
@@ -106,10 +113,12 @@ where
                     deadline,
                     per_try: shared.per_try,
                 };
+                trace::finished(&span, &done.endpoint, attempts.len() + 1);
+                trace::ended(&span, done.outcome, done.status, timed_out);
                 return finish(&shared, service, done, attempts, &why);
             }
         };
-        note_retry(service, reason, &mut attempts, &done);
+        note_retry(service, reason, &mut attempts, &done, retries, wait);
         let Attempted { endpoint, .. } = done;
         pause(wait).await;
         retries += 1;
@@ -120,6 +129,45 @@ where
         req = next;
         walk.advance(endpoint, policy);
     }
+}
+
+/// One attempt in its `ribbon.attempt` span; a request that could not be
+/// sent is the call's error. Returns the attempt and whether the balancer's
+/// own timer cut it off.
+async fn traced_attempt<S, B>(
+    call: &attempt::Call<'_>,
+    inner: &mut S,
+    req: Request<B>,
+    target: Target<'_>,
+    span: &tracing::Span,
+    retries: u32,
+    attempts: &mut Vec<Attempt>,
+) -> Result<(Attempted<S::Response>, bool), Error>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+    S::Response: ResponseStatus,
+{
+    let service = call.state.service_id();
+    let try_span = trace::attempt(span, req.method(), service, retries);
+    let run = attempt::run(call, inner, req, target, &try_span);
+    let done = match tracing::Instrument::instrument(run, try_span.clone()).await {
+        Ok(done) => done,
+        Err(why) => {
+            let attempts = std::mem::take(attempts);
+            let err = not_sent(call.shared, call.state, why, attempts, call.deadline);
+            trace::failed(&try_span, error_class(&err));
+            trace::failed(span, error_class(&err));
+            return Err(err);
+        }
+    };
+    let timed_out = done
+        .result
+        .as_ref()
+        .err()
+        .is_some_and(|e| e.is::<tokio::time::error::Elapsed>());
+    trace::ended(&try_span, done.outcome, done.status, timed_out);
+    Ok((done, timed_out))
 }
 
 /// Where the next attempt goes: the same instance while same-instance
@@ -176,8 +224,18 @@ fn note_retry<R>(
     reason: Option<RetryReason>,
     attempts: &mut Vec<Attempt>,
     done: &Attempted<R>,
+    retries: u32,
+    wait: Duration,
 ) {
     let label = reason.map(RetryReason::label).unwrap_or("none");
+    tracing::info!(
+        service,
+        instance = %done.endpoint,
+        reason = label,
+        retry = retries + 1,
+        ?wait,
+        "retrying"
+    );
     metrics::counter!(crate::metrics::RETRIES, "service" => service.to_owned(), "reason" => label)
         .increment(1);
     if attempts.len() < MAX_LISTED_ATTEMPTS {
@@ -193,6 +251,21 @@ async fn pause(wait: Duration) {
         tokio::task::yield_now().await;
     } else {
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// `error.type` of a call that ended without an attempt's result.
+fn error_class(err: &Error) -> &'static str {
+    if err.timeout().is_some() {
+        "timeout"
+    } else if err.is_no_instances() {
+        "no_instances"
+    } else if err.is_discovery() {
+        "discovery"
+    } else if err.is_invalid_request() {
+        "invalid_request"
+    } else {
+        "not_ready"
     }
 }
 

@@ -135,7 +135,9 @@ impl Shared {
     /// The error for a host naming no known service: which services exist
     /// and what to do.
     pub(super) fn unknown_service(&self, host: &str) -> crate::Error {
-        const SHOWN: usize = 8;
+        const SHOWN: usize = 10;
+        metrics::counter!(crate::metrics::UNKNOWN_SERVICE).increment(1);
+        tracing::info!(service = %crate::error::quote(host), "request to an unknown service");
         let map = self.services.load();
         let mut known: Vec<&str> = map.values().map(|e| e.state.service_id()).collect();
         known.sort_unstable();
