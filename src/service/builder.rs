@@ -1,6 +1,5 @@
 //! [`Builder`]: configures a [`LoadBalancer`] or [`LoadBalancerLayer`].
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -290,7 +289,7 @@ impl Builder {
             active.validate().map_err(invalid)?;
         }
         let shared = Arc::new_cyclic(|me| Shared {
-            services: ArcSwap::from_pointee(HashMap::new()),
+            services: ArcSwap::from_pointee(super::services::Services::default()),
             tasks: Mutex::new(Vec::new()),
             me: me.clone(),
             epoch: tokio::time::Instant::now(),

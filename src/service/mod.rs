@@ -266,7 +266,9 @@ where
         let inner = self.inner.clone();
         let shared = Arc::clone(&self.shared);
         let span = trace::request(req.method(), state.service_id());
-        let send = send::send(shared, state, inner, req, span.clone());
-        ResponseFuture::new(tracing::Instrument::instrument(send, span))
+        // The request span is not entered around the whole future (that
+        // would move the future once more): its attempt spans and events
+        // name it as their parent.
+        ResponseFuture::new(send::send(shared, state, inner, req, span))
     }
 }

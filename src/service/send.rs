@@ -50,7 +50,7 @@ where
     B: TryCloneBody,
 {
     let service = state.service_id();
-    if !state.wait_first_fetch().await {
+    if !state.first_fetch_seen() && !state.wait_first_fetch_boxed().await {
         trace::failed(&span, "discovery");
         return Err(Error::discovery_timeout(service, state.first_fetch_wait()));
     }
@@ -72,11 +72,13 @@ where
     let mut walk = Walk::new(policy);
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut retries = 0u32;
-    let mut req = req;
+    // The request lives here only; the attempt takes it out to send it (so
+    // nested futures hold no copy of it).
+    let mut slot = Some(req);
 
     loop {
         let spare = if walk.same_left > 0 || walk.next_left > 0 {
-            try_clone_request(&req)
+            slot.as_ref().and_then(try_clone_request)
         } else {
             None
         };
@@ -90,7 +92,7 @@ where
         let (done, timed_out) = traced_attempt(
             &call,
             &mut inner,
-            req,
+            &mut slot,
             target,
             &span,
             retries,
@@ -118,7 +120,7 @@ where
                 return finish(&shared, service, done, attempts, &why);
             }
         };
-        note_retry(service, reason, &mut attempts, &done, retries, wait);
+        note_retry(&span, service, reason, &mut attempts, &done, retries, wait);
         let Attempted { endpoint, .. } = done;
         pause(wait).await;
         retries += 1;
@@ -126,7 +128,7 @@ where
             // `decide` retries only with a copy.
             return Err(Error::no_instances(service));
         };
-        req = next;
+        slot = Some(next);
         walk.advance(endpoint, policy);
     }
 }
@@ -137,7 +139,7 @@ where
 async fn traced_attempt<S, B>(
     call: &attempt::Call<'_>,
     inner: &mut S,
-    req: Request<B>,
+    slot: &mut Option<Request<B>>,
     target: Target<'_>,
     span: &tracing::Span,
     retries: u32,
@@ -149,9 +151,9 @@ where
     S::Response: ResponseStatus,
 {
     let service = call.state.service_id();
-    let try_span = trace::attempt(span, req.method(), service, retries);
-    let run = attempt::run(call, inner, req, target, &try_span);
-    let done = match tracing::Instrument::instrument(run, try_span.clone()).await {
+    let method = slot.as_ref().map(Request::method);
+    let try_span = trace::attempt(span, method, service, retries);
+    let done = match attempt::run(call, inner, slot, target, &try_span).await {
         Ok(done) => done,
         Err(why) => {
             let attempts = std::mem::take(attempts);
@@ -220,6 +222,7 @@ impl Walk {
 
 /// Counts a retry and lists the attempt it follows.
 fn note_retry<R>(
+    span: &tracing::Span,
     service: &str,
     reason: Option<RetryReason>,
     attempts: &mut Vec<Attempt>,
@@ -229,6 +232,7 @@ fn note_retry<R>(
 ) {
     let label = reason.map(RetryReason::label).unwrap_or("none");
     tracing::info!(
+        parent: span,
         service,
         instance = %done.endpoint,
         reason = label,
@@ -250,7 +254,9 @@ async fn pause(wait: Duration) {
     if wait.is_zero() {
         tokio::task::yield_now().await;
     } else {
-        tokio::time::sleep(wait).await;
+        // Boxed: only retries sleep, so the timer stays out of every
+        // request's future.
+        Box::pin(tokio::time::sleep(wait)).await;
     }
 }
 

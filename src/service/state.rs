@@ -28,6 +28,9 @@ pub(crate) struct ServiceState {
     picker: ArcSwap<Arc<dyn Picker>>,
     health: HealthView,
     retry_budget: Option<tower::retry::budget::TpsBudget>,
+    /// Set once a request saw the first fetch finished, so later requests
+    /// skip the wait (and its future) with one load.
+    first_fetch_seen: std::sync::atomic::AtomicBool,
 }
 
 impl ServiceState {
@@ -54,6 +57,7 @@ impl ServiceState {
             picker: ArcSwap::from_pointee(picker),
             health: HealthView::new(panic_threshold_percent),
             retry_budget: None,
+            first_fetch_seen: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -97,6 +101,25 @@ impl ServiceState {
     /// at most the configured bound. Returns whether it has finished.
     pub(crate) async fn wait_first_fetch(&self) -> bool {
         self.refresh.wait_first_fetch().await
+    }
+
+    /// Whether a request already saw the first fetch finished (one load).
+    #[inline]
+    pub(crate) fn first_fetch_seen(&self) -> bool {
+        self.first_fetch_seen
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// [`wait_first_fetch`](Self::wait_first_fetch), boxed (its future is
+    /// large and awaited only until the first list arrives), remembering a
+    /// finished fetch.
+    pub(crate) async fn wait_first_fetch_boxed(&self) -> bool {
+        let done = Box::pin(self.wait_first_fetch()).await;
+        if done {
+            self.first_fetch_seen
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        done
     }
 
     pub(crate) fn first_fetch_wait(&self) -> Duration {

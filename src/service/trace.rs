@@ -44,16 +44,22 @@ pub(super) fn request(method: &http::Method, service: &str) -> Span {
 
 /// The span of one attempt, a child of `parent`; `resends` is how many
 /// attempts came before it.
-pub(super) fn attempt(parent: &Span, method: &http::Method, service: &str, resends: u32) -> Span {
+pub(super) fn attempt(
+    parent: &Span,
+    method: Option<&http::Method>,
+    service: &str,
+    resends: u32,
+) -> Span {
     if parent.is_disabled() {
         return Span::none();
     }
+    let method = method.map_or("", http::Method::as_str);
     let span = tracing::info_span!(
         parent: parent,
         "ribbon.attempt",
         otel.kind = "client",
-        otel.name = method.as_str(),
-        http.request.method = method.as_str(),
+        otel.name = method,
+        http.request.method = method,
         peer.service = service,
         server.address = Empty,
         server.port = Empty,
