@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Writes BENCHMARKS.md from one run of scripts/bench.
 
-Usage: benchmarks_md.py PICK_LOG SCENARIO_RESULTS_MD > BENCHMARKS.md
+Usage: benchmarks_md.py PICK_LOG SCENARIO_RESULTS_MD [OLD_BENCHMARKS_MD] > NEW
 PICK_LOG is criterion's output of `cargo bench --bench pick`;
-SCENARIO_RESULTS_MD is target/scenarios/results.md.
+SCENARIO_RESULTS_MD is target/scenarios/results.md. Everything after the
+MARKER line of OLD_BENCHMARKS_MD (default BENCHMARKS.md; sections measured
+by other scripts, such as the Eureka decode comparison) is kept, marker
+included, at the end of the new file. Write to another file and move it
+over BENCHMARKS.md (a shell redirection would empty it before it is read).
 """
 import re
 import sys
@@ -78,7 +82,21 @@ def pick_tables(r):
     return "\n".join(out)
 
 
+MARKER = "<!-- manual sections below: kept by scripts/benchmarks_md.py -->"
+
+
+def kept_sections(path):
+    """The marker and everything after it in `path`, or "" without one."""
+    try:
+        text = open(path, encoding="utf-8").read()
+    except FileNotFoundError:
+        return ""
+    at = text.find(MARKER)
+    return "" if at < 0 else text[at:].rstrip("\n") + "\n"
+
+
 def main():
+    kept = kept_sections(sys.argv[3] if len(sys.argv) > 3 else "BENCHMARKS.md")
     pick = parse_pick(sys.argv[1])
     scenarios = open(sys.argv[2], encoding="utf-8").read()
     scenarios = re.sub(r"^# Scenario results\n", "", scenarios)
@@ -146,7 +164,7 @@ What they mean, two sentences each:
   failed.
 
 {scenarios}
-""")
+{kept}""")
 
 
 if __name__ == "__main__":
