@@ -142,12 +142,14 @@ so a contended pick costs several times an uncontended one.
 ![S1 share over time, tower p2c](docs/plots/s1-share-tower_p2c_peak_ewma.png)
 
 What they mean, two sentences each:
-- **Overhead**: the balancer adds about a microsecond of CPU per request
-  (hyper's client plus the balancer share the two cores with the
-  backend), which shows as a few per cent of throughput when the cores
-  are saturated and about 1 µs of p50 at one request in flight.
-  Throughput figures of single 1 s rounds vary by several points on this
-  shared machine, so read the loss as "about 5 %", not to the decimal.
+- **Overhead**: at 32 in flight the two cores are saturated, so the
+  balancer's extra CPU per request shows as lost throughput; the sentence
+  above the table turns it into microseconds per request. On this shared
+  machine single 1 s rounds vary by several points, so two runs of the
+  same build differ by a microsecond or more: compare modes within one
+  run, and read **Path cost** for the balancer's own CPU per request
+  without sockets (issue 10's goal: round robin at most 1.0 µs added and
+  at most a third of tower's p2c).
 - **S1**: without retries, rules that ignore latency keep sending the slow
   instance its share and their tail (p99, p99.9) follows it, while peak
   EWMA P2C (ours and tower's) moves traffic away within milliseconds.
