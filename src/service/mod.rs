@@ -21,6 +21,21 @@
 //! long stream reads as both busy and slow. A failed attempt (an error, a
 //! failure status) ends when its result arrives.
 //!
+//! **Timeouts.** Each attempt is cut off after the per-try (read) timeout,
+//! Ribbon's 5 s unless set ([`Builder::read_timeout`], Ribbon key
+//! `ReadTimeout`); the connect timeout (2 s, `ConnectTimeout`) is set on the
+//! connector of the client [`Builder::build_http`] makes and must be set on
+//! a client you bring. The error says which timeout fired and why no retry
+//! followed ([`timeouts`], [`crate::error::TimeoutKind`]).
+//!
+//! **Tracing.** Each call is a `ribbon.request` span with one
+//! `ribbon.attempt` child per attempt, carrying the OpenTelemetry HTTP
+//! client attributes (`http.request.method`, `server.address`,
+//! `server.port`, `http.response.status_code`, `error.type`,
+//! `http.request.resend_count`) plus `peer.service` (the service id) and
+//! `ribbon.instance.id`; retries, ejections and list changes are events.
+//! Without a subscriber they cost a few nanoseconds per request.
+//!
 //! `LoadBalancer` is always ready: it routes each request to a different
 //! instance, so readiness of the inner service is awaited per request on a
 //! clone of it (the inner service must be `Clone`, as HTTP clients are).
