@@ -25,8 +25,9 @@
 //!   `uniform(0, min(cap, base × 2^n))`), a `Retry-After` on 429/503 honoured
 //!   when it fits before the deadline, an optional per-try timeout and an
 //!   optional overall deadline.
-//! - **How much**: a retry budget (Finagle's `RetryBudget`, tower's
-//!   [`TpsBudget`](tower::retry::budget::TpsBudget)): retries may add at most
+//! - **How much**: a retry budget (Finagle's `RetryBudget`, with the
+//!   accounting of tower's [`TpsBudget`](tower::retry::budget::TpsBudget)
+//!   and lock-free deposits): retries may add at most
 //!   `ratio` of recent requests plus `min_per_sec` per second over a `ttl`
 //!   window (default 20 % + 10/s over 10 s), so retries cannot multiply load.
 //!
@@ -53,11 +54,13 @@ use crate::stats::Outcome;
 
 mod body;
 mod budget;
+mod tps;
 
 /// Moved to [`crate::error::Attempt`]; kept here so old paths compile.
 pub use crate::error::Attempt;
 pub use body::{ReplayBody, TryCloneBody};
 pub use budget::RetryBudgetConfig;
+pub(crate) use tps::TpsBudget;
 
 /// Marks one request as safe to retry even though its method is not
 /// idempotent (insert it into the request's extensions).
@@ -263,7 +266,7 @@ impl RetryPolicy {
     /// [`BuildError::Invalid`] naming the setting: a backoff cap below its
     /// base, a zero per-try timeout or deadline, a retryable status outside
     /// 100..=599, or a budget out of range.
-    pub(crate) fn build(&self) -> Result<Option<tower::retry::budget::TpsBudget>, BuildError> {
+    pub(crate) fn build(&self) -> Result<Option<TpsBudget>, BuildError> {
         if self.backoff_cap < self.backoff_base {
             return Err(BuildError::invalid(
                 "RetryPolicy::backoff",

@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime};
 use http::Request;
 use tokio::time::Instant;
 use tower::Service;
-use tower::retry::budget::Budget as _;
 
 use super::ServiceState;
 use super::attempt::{self, Attempted, NotSent, Target};
@@ -366,7 +365,7 @@ fn decide<R: ResponseStatus>(
 impl Decision {
     /// A retry spends one token of the service's budget (tower's
     /// `TpsBudget`); without one it stops.
-    fn spend(self, budget: Option<&tower::retry::budget::TpsBudget>) -> Self {
+    fn spend(self, budget: Option<&crate::retry::TpsBudget>) -> Self {
         match (self, budget) {
             (Decision::Retry(_), Some(budget)) if !budget.withdraw() => {
                 metrics::counter!(crate::metrics::RETRY_BUDGET_EXHAUSTED).increment(1);

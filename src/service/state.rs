@@ -27,7 +27,7 @@ pub(crate) struct ServiceState {
     rule: Arc<dyn Rule>,
     picker: ArcSwap<Arc<dyn Picker>>,
     health: HealthView,
-    retry_budget: Option<tower::retry::budget::TpsBudget>,
+    retry_budget: Option<crate::retry::TpsBudget>,
     /// Set once a request saw the first fetch finished, so later requests
     /// skip the wait (and its future) with one load.
     first_fetch_seen: std::sync::atomic::AtomicBool,
@@ -64,16 +64,13 @@ impl ServiceState {
     /// Gives the service its own retry budget (Finagle and Linkerd keep one
     /// per destination, so a failing service cannot spend the retries of
     /// a healthy one: linkerd/linkerd#737).
-    pub(crate) fn with_retry_budget(
-        mut self,
-        budget: Option<tower::retry::budget::TpsBudget>,
-    ) -> Self {
+    pub(crate) fn with_retry_budget(mut self, budget: Option<crate::retry::TpsBudget>) -> Self {
         self.retry_budget = budget;
         self
     }
 
     /// The service's retry budget, if the policy has one.
-    pub(crate) fn retry_budget(&self) -> Option<&tower::retry::budget::TpsBudget> {
+    pub(crate) fn retry_budget(&self) -> Option<&crate::retry::TpsBudget> {
         self.retry_budget.as_ref()
     }
 
