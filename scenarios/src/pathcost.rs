@@ -23,13 +23,11 @@ use crate::BoxError;
 use crate::report::{Report, Table};
 
 type Req = Request<Empty<Bytes>>;
+type Answer = std::future::Ready<Result<Response<Empty<Bytes>>, Infallible>>;
 
-fn instant() -> impl Service<
-    Req,
-    Response = Response<Empty<Bytes>>,
-    Error = Infallible,
-    Future = std::future::Ready<Result<Response<Empty<Bytes>>, Infallible>>,
-> + Clone {
+fn instant()
+-> impl Service<Req, Response = Response<Empty<Bytes>>, Error = Infallible, Future = Answer> + Clone
+{
     tower::service_fn(|_req: Req| std::future::ready(Ok(Response::new(Empty::new()))))
 }
 
@@ -75,21 +73,10 @@ where
     start.elapsed().as_nanos() as f64 / f64::from(n)
 }
 
-type P2c = Balance<
-    ServiceList<
-        Vec<
-            PeakEwma<
-                tower::util::ServiceFn<
-                    fn(Req) -> std::future::Ready<Result<Response<Empty<Bytes>>, Infallible>>,
-                >,
-            >,
-        >,
-    >,
-    Req,
->;
+type P2c = Balance<ServiceList<Vec<PeakEwma<tower::util::ServiceFn<fn(Req) -> Answer>>>>, Req>;
 
 fn p2c() -> P2c {
-    fn answer(_req: Req) -> std::future::Ready<Result<Response<Empty<Bytes>>, Infallible>> {
+    fn answer(_req: Req) -> Answer {
         std::future::ready(Ok(Response::new(Empty::new())))
     }
     let f: fn(Req) -> _ = answer;
