@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Writes BENCHMARKS.md from one run of scripts/bench.
 
-Usage: benchmarks_md.py PICK_LOG SCENARIO_RESULTS_MD > BENCHMARKS.md
+Usage: benchmarks_md.py PICK_LOG SCENARIO_RESULTS_MD [OLD_BENCHMARKS_MD] > NEW
 PICK_LOG is criterion's output of `cargo bench --bench pick`;
-SCENARIO_RESULTS_MD is target/scenarios/results.md.
+SCENARIO_RESULTS_MD is target/scenarios/results.md. Everything after the
+MARKER line of OLD_BENCHMARKS_MD (default BENCHMARKS.md; sections measured
+by other scripts, such as the Eureka decode comparison) is kept, marker
+included, at the end of the new file. Write to another file and move it
+over BENCHMARKS.md (a shell redirection would empty it before it is read).
 """
 import re
 import sys
@@ -78,7 +82,21 @@ def pick_tables(r):
     return "\n".join(out)
 
 
+MARKER = "<!-- manual sections below: kept by scripts/benchmarks_md.py -->"
+
+
+def kept_sections(path):
+    """The marker and everything after it in `path`, or "" without one."""
+    try:
+        text = open(path, encoding="utf-8").read()
+    except FileNotFoundError:
+        return ""
+    at = text.find(MARKER)
+    return "" if at < 0 else text[at:].rstrip("\n") + "\n"
+
+
 def main():
+    kept = kept_sections(sys.argv[3] if len(sys.argv) > 3 else "BENCHMARKS.md")
     pick = parse_pick(sys.argv[1])
     scenarios = open(sys.argv[2], encoding="utf-8").read()
     scenarios = re.sub(r"^# Scenario results\n", "", scenarios)
@@ -124,12 +142,14 @@ so a contended pick costs several times an uncontended one.
 ![S1 share over time, tower p2c](docs/plots/s1-share-tower_p2c_peak_ewma.png)
 
 What they mean, two sentences each:
-- **Overhead**: the balancer adds about a microsecond of CPU per request
-  (hyper's client plus the balancer share the two cores with the
-  backend), which shows as a few per cent of throughput when the cores
-  are saturated and about 1 µs of p50 at one request in flight.
-  Throughput figures of single 1 s rounds vary by several points on this
-  shared machine, so read the loss as "about 5 %", not to the decimal.
+- **Overhead**: at 32 in flight the two cores are saturated, so the
+  balancer's extra CPU per request shows as lost throughput; the sentence
+  above the table turns it into microseconds per request. On this shared
+  machine single 1 s rounds vary by several points, so two runs of the
+  same build differ by a microsecond or more: compare modes within one
+  run, and read **Path cost** for the balancer's own CPU per request
+  without sockets (issue 10's goal: round robin at most 1.0 µs added and
+  at most a third of tower's p2c).
 - **S1**: without retries, rules that ignore latency keep sending the slow
   instance its share and their tail (p99, p99.9) follows it, while peak
   EWMA P2C (ours and tower's) moves traffic away within milliseconds.
@@ -146,7 +166,7 @@ What they mean, two sentences each:
   failed.
 
 {scenarios}
-""")
+{kept}""")
 
 
 if __name__ == "__main__":

@@ -41,19 +41,22 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::stats::Outcome;
-
+mod attempt;
 mod input;
 mod text;
+mod timeout;
 cfg_feature! {
     #![feature = "eureka"]
     pub mod wire;
 }
 
+pub use attempt::Attempt;
 pub use input::{BuildError, InstanceError, InstanceErrorKind, InvalidSetting};
 pub(crate) use text::quote;
 #[cfg(any(feature = "config", feature = "eureka"))]
 pub(crate) use text::redact;
+pub(crate) use timeout::TimedOut;
+pub use timeout::TimeoutKind;
 
 /// A boxed error of an inner service or a custom source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -77,6 +80,8 @@ struct ErrorImpl {
     instance: Option<String>,
     source: Option<BoxError>,
     attempts: Vec<Attempt>,
+    /// Which timeout ended the request, if one did.
+    timeout: Option<TimeoutKind>,
     /// What to know or do next, for people (which timeout fired, why no
     /// retry, which services exist).
     note: Option<Cow<'static, str>>,
@@ -111,6 +116,7 @@ impl Error {
                 instance: None,
                 source: None,
                 attempts: Vec::new(),
+                timeout: None,
                 note: None,
             }),
         }
@@ -119,6 +125,12 @@ impl Error {
     /// Adds a note for people to the message.
     pub(crate) fn with_note(mut self, note: impl Into<Cow<'static, str>>) -> Self {
         self.inner.note = Some(note.into());
+        self
+    }
+
+    /// Records which timeout ended the request.
+    pub(crate) fn with_timeout(mut self, timeout: TimeoutKind) -> Self {
+        self.inner.timeout = Some(timeout);
         self
     }
 
@@ -234,9 +246,20 @@ impl Error {
         self.inner.kind == Kind::Inner
     }
 
-    /// A timeout: the per-try timeout or the deadline cut the last attempt
-    /// off, or the first instance list did not arrive in time.
+    /// Which timeout ended the request (connect, per-try, deadline, the
+    /// client's own), if one did. A discovery timeout is
+    /// [`Error::discovery_waited`].
+    pub fn timeout(&self) -> Option<TimeoutKind> {
+        self.inner.timeout
+    }
+
+    /// A timeout: a connect, per-try or client timeout or the deadline cut
+    /// the last attempt off, or the first instance list did not arrive in
+    /// time.
     pub fn is_timeout(&self) -> bool {
+        if self.inner.timeout.is_some() {
+            return true;
+        }
         match self.inner.kind {
             Kind::Inner => self.inner.source.as_ref().is_some_and(|s| {
                 s.is::<tower::timeout::error::Elapsed>() || s.is::<tokio::time::error::Elapsed>()
@@ -342,38 +365,6 @@ impl fmt::Display for SharedDiscoveryError {
 impl std::error::Error for SharedDiscoveryError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         std::error::Error::source(&*self.0)
-    }
-}
-
-/// One attempt of a request, as listed by [`Error::attempts`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Attempt {
-    /// The instance (`scheme://authority`).
-    pub instance: String,
-    /// How it ended.
-    pub outcome: Outcome,
-    /// How long it took, from send to the end of the attempt.
-    pub elapsed: Duration,
-}
-
-impl Attempt {
-    pub(crate) fn new(instance: String, outcome: Outcome, elapsed: Duration) -> Self {
-        Self {
-            instance,
-            outcome,
-            elapsed,
-        }
-    }
-}
-
-impl fmt::Display for Attempt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {:?} after {:?}",
-            self.instance, self.outcome, self.elapsed
-        )
     }
 }
 

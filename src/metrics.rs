@@ -13,6 +13,7 @@
 //! | `ribbon_breaker_trips_total` | counter | `service`, `instance` | circuit breaker trips (and re-trips after a failed probe) |
 //! | `ribbon_breaker_recoveries_total` | counter | `service`, `instance` | tripped breakers closed by a response |
 //! | `ribbon_no_instances_total` | counter | `service` | requests that found no eligible instance |
+//! | `ribbon_unknown_service_total` | counter | | requests whose host names no known service (no label: the host comes from the caller, so a label would let anyone add series) |
 //! | `ribbon_retries_total` | counter | `service`, `reason` (`connect_failure`, `timeout`, `transport`, `status`) | retries made |
 //! | `ribbon_retry_budget_exhausted_total` | counter | | retries refused by the retry budget |
 //! | `ribbon_ejections_total` | counter | `service`, `instance` | outlier ejections |
@@ -67,6 +68,9 @@ pub const BREAKER_TRIPS: &str = "ribbon_breaker_trips_total";
 pub const BREAKER_RECOVERIES: &str = "ribbon_breaker_recoveries_total";
 /// Counter: requests that found no eligible instance. Label: `service`.
 pub const NO_INSTANCES: &str = "ribbon_no_instances_total";
+/// Counter: requests whose URI host names no service this balancer knows.
+/// No labels.
+pub const UNKNOWN_SERVICE: &str = "ribbon_unknown_service_total";
 /// Counter: retries made. Labels: `service`, `reason`.
 pub const RETRIES: &str = "ribbon_retries_total";
 /// Counter: retries refused by the retry budget.

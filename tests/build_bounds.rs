@@ -82,6 +82,16 @@ async fn every_number_and_duration_out_of_bounds_is_named_with_its_bound() {
             "must be more than zero",
         ),
         (
+            Box::new(move |b: Builder| b.read_timeout(Some(zero))),
+            "Builder::read_timeout",
+            "must be more than zero (None: no per-try bound)",
+        ),
+        (
+            Box::new(move |b: Builder| b.connect_timeout(Some(zero))),
+            "Builder::connect_timeout",
+            "must be more than zero (None: the operating system's)",
+        ),
+        (
             Box::new(refresh(|c| c.interval = zero)),
             "refresh.interval",
             "must be at least 1 ms",
@@ -230,6 +240,8 @@ async fn the_bounds_themselves_are_accepted() {
     (check.interval, check.timeout) = (Duration::from_millis(10), Duration::from_millis(1));
     let lb = builder()
         .on_demand_idle(Duration::from_millis(1))
+        .read_timeout(Some(Duration::from_nanos(1)))
+        .connect_timeout(None)
         .refresh(edge)
         .retry(RetryPolicy::default().per_try_timeout(Duration::from_nanos(1)))
         .active_health_check(check)

@@ -530,8 +530,8 @@ mod messages {
         has(
             &err,
             &[
-                "per-try timeout (100ms) fired",
-                "not retried: the method is not idempotent",
+                ": the per-try (read) timeout (100ms) fired before the response headers",
+                "POST not retried: the request may have reached the server",
             ],
         );
 
@@ -544,5 +544,34 @@ mod messages {
         let err = message(twice, false, Method::GET, "http://user-service/refuse").await;
         assert_eq!(err.attempts().len(), 2);
         has(&err, &["not retried: no retries left", "2 attempts"]);
+    }
+
+    /// The unknown-service error lists at most 10 known services, sorted,
+    /// then how many more exist.
+    #[tokio::test(start_paused = true)]
+    async fn unknown_service_lists_ten_known_services_and_a_count() {
+        let mut source = StaticSource::new();
+        let names: Vec<String> = (0..13).map(|i| format!("svc-{i:02}")).collect();
+        for name in &names {
+            source = source.with_list(name, "127.0.0.1:1").unwrap();
+        }
+        let inner = tower::service_fn(|_: Request<String>| async {
+            Ok::<_, BoxError>(Response::new(String::new()))
+        });
+        let lb = LoadBalancer::builder()
+            .source(source)
+            .services(names.clone())
+            .build(inner)
+            .unwrap();
+        let request = Request::get("http://nowhere/").body(String::new()).unwrap();
+        let err = lb.oneshot(request).await.unwrap_err();
+        let listed: Vec<String> = names[..10].iter().map(|n| format!("`{n}`")).collect();
+        has(
+            &err,
+            &[
+                &format!("known services: {}, and 3 more", listed.join(", ")),
+                "declare it with `Builder::service`, or turn on `Builder::discover_on_demand`",
+            ],
+        );
     }
 }

@@ -273,7 +273,21 @@ pub async fn build_lb(
     source: StaticSource,
     config: &LbConfig,
 ) -> Result<Lb, Box<dyn std::error::Error>> {
+    let read_timeout = Some(tower_ribbon::service::DEFAULT_READ_TIMEOUT);
+    build_lb_with(kind, seed, source, config, read_timeout).await
+}
+
+/// [`build_lb`] with the balancer's per-try (read) timeout set
+/// (`Builder::read_timeout`; `None` for none).
+pub async fn build_lb_with(
+    kind: RuleKind,
+    seed: u64,
+    source: StaticSource,
+    config: &LbConfig,
+    read_timeout: Option<Duration>,
+) -> Result<Lb, Box<dyn std::error::Error>> {
     let builder = LoadBalancer::builder()
+        .read_timeout(read_timeout)
         .source(source)
         .service(SERVICE)
         .retry(config.retry.clone())

@@ -7,7 +7,7 @@
 //! cargo run --release -p tower-ribbon-scenarios -- --help
 //! ```
 //!
-//! Commands: `overhead`, `s1`, `s2`, `s3`, `s4`, `all`. Every figure comes
+//! Commands: `overhead`, `pathcost`, `s1`, `s2`, `s3`, `s4`, `all`. Every figure comes
 //! from real HTTP/1 requests over 127.0.0.1 between hyper-util's client and
 //! hyper servers in this process (one Tokio runtime, one worker per core).
 //!
@@ -50,6 +50,7 @@ mod backend;
 mod client;
 mod load;
 mod overhead;
+mod pathcost;
 mod plot;
 mod report;
 mod s1;
@@ -163,7 +164,7 @@ impl Options {
 }
 
 const USAGE: &str = "\
-usage: cargo run --release -p tower-ribbon-scenarios -- <overhead|s1|s2|s3|s4|all> [flags]
+usage: cargo run --release -p tower-ribbon-scenarios -- <overhead|pathcost|s1|s2|s3|s4|all> [flags]
 
 flags (defaults in brackets):
   --seed N                 seed of every draw [6]
@@ -259,7 +260,7 @@ fn parse(args: &[String]) -> Result<(String, Options), String> {
     opts.overhead_duration *= scale;
     opts.overhead_c1_duration *= scale;
     let command = command.ok_or_else(String::new)?;
-    if !["overhead", "s1", "s2", "s3", "s4", "all"].contains(&command.as_str()) {
+    if !["overhead", "pathcost", "s1", "s2", "s3", "s4", "all"].contains(&command.as_str()) {
         return Err(format!("unknown command {command}"));
     }
     Ok((command, opts))
@@ -373,6 +374,9 @@ async fn run(command: &str, opts: &Options, command_line: &str) -> Result<(), Bo
     let mut goals = Vec::new();
     if matches!(command, "overhead" | "all") {
         goals.extend(overhead::run(opts, &mut report).await?);
+    }
+    if matches!(command, "pathcost" | "all") {
+        pathcost::run(&mut report).await?;
     }
     if matches!(command, "s1" | "all") {
         goals.extend(s1::run(opts, &mut report, &plot_dir).await?);

@@ -123,6 +123,14 @@ pub async fn run(opts: &Options, report: &mut Report) -> Result<Vec<Goal>, BoxEr
             "tower p2c + PeakEwma (peer)".to_owned(),
             Any::Peer(Peer::new(&client::http_client(), &[backend.addr()])),
         ),
+        (
+            // What the default 5 s per-try timer costs (a timer per request).
+            "LoadBalancer round_robin, RetryPolicy::none(), no per-try timeout".to_owned(),
+            Any::Lb(
+                client::build_lb_with(RuleKind::RoundRobin, seed, source(), &no_retry, None)
+                    .await?,
+            ),
+        ),
     ];
 
     let mut table = Table::new(&[

@@ -48,10 +48,15 @@ pub struct ClientConfig {
     /// Default 502, 503, 504.
     pub retryable_status_codes: Option<Vec<u16>>,
     /// `ReadTimeout` (ms): bound on each attempt; zero means none.
-    /// Default: none.
+    /// Default: unset, so the balancer's 5 s (Ribbon's) applies.
     pub read_timeout: Option<Duration>,
-    /// `ConnectTimeout` (ms): recorded for the caller's HTTP client (the
-    /// balancer does not own the connector). Zero means none.
+    /// `ConnectTimeout` (ms): set on the balancer
+    /// ([`Builder::connect_timeout`](crate::Builder::connect_timeout)), which
+    /// puts it on the connector of the client it builds
+    /// ([`Builder::build_http`](crate::Builder::build_http)) and names it in
+    /// errors; set it on a client of your own from
+    /// [`Builder::get_connect_timeout`](crate::Builder::get_connect_timeout).
+    /// Zero means none. Default: unset, so 2 s (Ribbon's) applies.
     pub connect_timeout: Option<Duration>,
     /// `ServerListRefreshInterval` (ms, at least 1): time between instance
     /// list fetches. Default 30 s.
@@ -437,6 +442,14 @@ impl ClientConfig {
         }
         if let Some(check) = self.health_check() {
             builder = builder.active_health_check(check);
+        }
+        // Zero means none, as in Ribbon; unset keeps the builder's default.
+        let timeout = |t: Duration| (!t.is_zero()).then_some(t);
+        if let Some(t) = self.read_timeout {
+            builder = builder.read_timeout(timeout(t));
+        }
+        if let Some(t) = self.connect_timeout {
+            builder = builder.connect_timeout(timeout(t));
         }
         builder
     }

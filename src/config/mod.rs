@@ -71,8 +71,8 @@
 //! | `MaxAutoRetriesNextServer` | count | 1 | [`RetryPolicy::max_next`] |
 //! | `OkToRetryOnAllOperations` | `true` / `false` | `false` | [`RetryPolicy::retry_on_all_operations`] |
 //! | `retryableStatusCodes` | comma-separated codes | 502, 503, 504 | [`RetryPolicy::retryable_statuses`] |
-//! | `ReadTimeout` | milliseconds, 0 = none | none | [`RetryPolicy::per_try_timeout`] |
-//! | `ConnectTimeout` | milliseconds, 0 = none | none | recorded only: set it on your HTTP client's connector |
+//! | `ReadTimeout` | milliseconds, 0 = none | 5000 (Ribbon's) | [`Builder::read_timeout`], [`RetryPolicy::per_try_timeout`] |
+//! | `ConnectTimeout` | milliseconds, 0 = none | 2000 (Ribbon's) | [`Builder::connect_timeout`]: the connector of [`Builder::build_http`]'s client; yours from [`Builder::get_connect_timeout`] |
 //! | `ServerListRefreshInterval` | milliseconds | 30000 | [`RefreshConfig::interval`] |
 //! | `HealthCheckPath` (ours) | URL path | off | [`ActiveHealthCheck::new`]: turns active checks on |
 //! | `NFLoadBalancerPingInterval` | **seconds** (Ribbon's unit) | 30 | [`ActiveHealthCheck::interval`] |
@@ -159,8 +159,10 @@
 //!   the own zone has no available instance, other zones are used (a
 //!   warning says so).
 //! - **Timeouts.** `ReadTimeout` bounds each whole attempt. `ConnectTimeout`
-//!   belongs to the HTTP client, which the caller owns: it is recorded in
-//!   [`ClientConfig::connect_timeout`] for you to apply.
+//!   belongs to the HTTP client's connector: it is set on the client
+//!   [`Builder::build_http`] makes; a client you build yourself takes it
+//!   from [`Builder::get_connect_timeout`]. Unset, Ribbon's 2 s / 5 s apply
+//!   (see [`crate::service::timeouts`]).
 //! - **One balancer, one policy.** A [`Builder`] has one rule, retry policy,
 //!   refresh and health check for all its services.
 //!   [`RibbonConfig::builder`] therefore requires every client to agree on

@@ -71,10 +71,10 @@ impl RetryBudgetConfig {
     }
 
     /// The budget, or `None` when unlimited.
-    pub(crate) fn build(&self) -> Result<Option<tower::retry::budget::TpsBudget>, BuildError> {
+    pub(crate) fn build(&self) -> Result<Option<super::tps::TpsBudget>, BuildError> {
         self.validate()?;
         Ok(self
             .enabled
-            .then(|| tower::retry::budget::TpsBudget::new(self.ttl, self.min_per_sec, self.ratio)))
+            .then(|| super::tps::TpsBudget::new(self.ttl, self.min_per_sec, self.ratio)))
     }
 }

@@ -25,8 +25,9 @@
 //!   `uniform(0, min(cap, base × 2^n))`), a `Retry-After` on 429/503 honoured
 //!   when it fits before the deadline, an optional per-try timeout and an
 //!   optional overall deadline.
-//! - **How much**: a retry budget (Finagle's `RetryBudget`, tower's
-//!   [`TpsBudget`](tower::retry::budget::TpsBudget)): retries may add at most
+//! - **How much**: a retry budget (Finagle's `RetryBudget`, with the
+//!   accounting of tower's [`TpsBudget`](tower::retry::budget::TpsBudget)
+//!   and lock-free deposits): retries may add at most
 //!   `ratio` of recent requests plus `min_per_sec` per second over a `ttl`
 //!   window (default 20 % + 10/s over 10 s), so retries cannot multiply load.
 //!
@@ -53,11 +54,13 @@ use crate::stats::Outcome;
 
 mod body;
 mod budget;
+mod tps;
 
 /// Moved to [`crate::error::Attempt`]; kept here so old paths compile.
 pub use crate::error::Attempt;
 pub use body::{BufferError, ReplayBody, TryCloneBody};
 pub use budget::RetryBudgetConfig;
+pub(crate) use tps::TpsBudget;
 
 /// Marks one request as safe to retry even though its method is not
 /// idempotent (insert it into the request's extensions).
@@ -141,7 +144,9 @@ impl RetryPolicy {
 
     /// Bound on one attempt; when it expires the attempt counts as a read
     /// timeout. Ribbon key `ReadTimeout` (which Ribbon applies per attempt).
-    /// Default: none (the inner client's own timeouts apply).
+    /// Default: none here, so the balancer's
+    /// [`Builder::read_timeout`](crate::Builder::read_timeout) applies (5 s,
+    /// Ribbon's); set here, this one takes precedence.
     ///
     /// Keep it above the client's connect timeout: the balancer cannot see
     /// whether a connection was made when this timeout fires, so a connect
@@ -228,7 +233,10 @@ impl RetryPolicy {
         idempotent: bool,
     ) -> Option<RetryReason> {
         match (outcome, status) {
-            (Outcome::ConnectFailure, _) => Some(RetryReason::ConnectFailure),
+            // A connect timeout also never reached a server.
+            (Outcome::ConnectFailure | Outcome::ConnectTimeout, _) => {
+                Some(RetryReason::ConnectFailure)
+            }
             (Outcome::ReadTimeout, _) if idempotent => Some(RetryReason::Timeout),
             (Outcome::OtherError, _) if idempotent => Some(RetryReason::Transport),
             (_, Some(code)) if idempotent && self.retryable_statuses.contains(&code) => {
@@ -258,7 +266,7 @@ impl RetryPolicy {
     /// [`BuildError::Invalid`] naming the setting: a backoff cap below its
     /// base, a zero per-try timeout or deadline, a retryable status outside
     /// 100..=599, or a budget out of range.
-    pub(crate) fn build(&self) -> Result<Option<tower::retry::budget::TpsBudget>, BuildError> {
+    pub(crate) fn build(&self) -> Result<Option<TpsBudget>, BuildError> {
         if self.backoff_cap < self.backoff_base {
             return Err(BuildError::invalid(
                 "RetryPolicy::backoff",

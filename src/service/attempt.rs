@@ -69,6 +69,16 @@ pub(super) fn bound(per_try: Option<Duration>, deadline: Option<Instant>) -> Opt
     }
 }
 
+/// When the per-try timeout (cut to the deadline) of an attempt sent at
+/// `sent` expires, without another clock read.
+fn until(sent: Instant, per_try: Option<Duration>, deadline: Option<Instant>) -> Option<Instant> {
+    let per_try = per_try.and_then(|t| sent.checked_add(t));
+    match (per_try, deadline) {
+        (Some(t), Some(d)) => Some(t.min(d)),
+        (t, d) => t.or(d),
+    }
+}
+
 /// `fut` bounded by `bound`; expiry is tokio's `Elapsed` (a read timeout).
 async fn bounded<T>(
     bound: Option<Duration>,
@@ -82,45 +92,95 @@ async fn bounded<T>(
     }
 }
 
+/// What every attempt of one call shares.
+pub(super) struct Call<'a> {
+    pub(super) shared: &'a Shared,
+    pub(super) state: &'a Arc<ServiceState>,
+    pub(super) hash_key: Option<u64>,
+    pub(super) deadline: Option<Instant>,
+}
+
+/// Waits until `inner` is ready. Most inner services (HTTP clients) are
+/// always ready: poll once, and only when that is pending wait under the
+/// timeout, in a boxed future (kept out of every request's future).
+async fn ready<S, B>(
+    inner: &mut S,
+    per_try: Option<Duration>,
+    deadline: Option<Instant>,
+) -> Result<(), NotSent>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(inner.poll_ready(cx)))
+        .await
+        .map_err(Into::into);
+    match first {
+        std::task::Poll::Ready(Ok(())) => Ok(()),
+        std::task::Poll::Ready(Err(e)) => Err(NotSent::NotReady(e)),
+        std::task::Poll::Pending => {
+            let ready = inner.ready();
+            let wait = bounded(bound(per_try, deadline), async move {
+                ready.await.map(|_| ()).map_err(Into::into)
+            });
+            Box::pin(wait).await.map_err(NotSent::NotReady)
+        }
+    }
+}
+
 /// One attempt; see the [module docs](self).
 pub(super) async fn run<S, B>(
-    shared: &Shared,
-    state: &Arc<ServiceState>,
+    call: &Call<'_>,
     inner: &mut S,
-    mut request: Request<B>,
+    slot: &mut Option<Request<B>>,
     target: Target<'_>,
-    hash_key: Option<u64>,
-    deadline: Option<Instant>,
+    span: &tracing::Span,
 ) -> Result<Attempted<S::Response>, NotSent>
 where
     S: Service<Request<B>>,
     S::Error: Into<BoxError>,
     S::Response: ResponseStatus,
 {
-    let per_try = shared.retry.get_per_try_timeout();
-    let ready = inner.ready();
-    let ready = bounded(bound(per_try, deadline), async move {
-        ready.await.map_err(Into::into)
-    })
-    .await
-    .map_err(NotSent::NotReady)?;
+    let Call {
+        shared,
+        state,
+        hash_key,
+        deadline,
+    } = *call;
+    let per_try = shared.per_try;
+    ready(inner, per_try, deadline).await?;
+    // One clock read for the pick and the send.
+    let sent = Instant::now();
     let endpoint = match target {
         Target::Same(endpoint) => endpoint.clone(),
-        Target::Pick { tried, last } => pick(state, tried, hash_key, request.headers())
+        Target::Pick { tried, last } => {
+            let headers = slot.as_ref().map(Request::headers);
+            pick(state, tried, hash_key, sent, headers)
+        }
             .or_else(|| last.cloned())
             .ok_or(NotSent::NoEndpoint)?,
     };
-    if let Err(e) = rewrite(&mut request, &endpoint) {
+    super::trace::picked(span, &endpoint);
+    let Some(request) = slot.as_mut() else {
+        return Err(NotSent::NoEndpoint);
+    };
+    if let Err(e) = rewrite(request, &endpoint) {
         return Err(NotSent::Rewrite(endpoint, e));
     }
 
-    let sent = Instant::now();
     let guard = endpoint.stats_handle().start_owned_at(sent);
-    let call = ready.call(request);
-    let result = bounded(bound(per_try, deadline), async {
-        call.await.map_err(Into::into)
-    })
-    .await;
+    let Some(request) = slot.take() else {
+        return Err(NotSent::NoEndpoint);
+    };
+    // The inner client's own spans are children of the attempt's.
+    let call = tracing::Instrument::instrument(inner.call(request), span.clone());
+    let result = match until(sent, per_try, deadline) {
+        Some(at) => match tokio::time::timeout_at(at, call).await {
+            Ok(result) => result.map_err(Into::into),
+            Err(elapsed) => Err(Box::new(elapsed) as BoxError),
+        },
+        None => call.await.map_err(Into::into),
+    };
     let status = result.as_ref().ok().and_then(ResponseStatus::status_code);
     let outcome = match &result {
         Ok(_) => shared.failure_statuses.classify_status(status),
@@ -192,10 +252,14 @@ fn pick(
     state: &ServiceState,
     tried: &[Endpoint],
     hash_key: Option<u64>,
-    headers: &http::HeaderMap,
+    now: Instant,
+    headers: Option<&http::HeaderMap>,
 ) -> Option<Endpoint> {
     let picker = state.picker();
-    let mut ctx = PickContext::new().with_headers(headers);
+    let mut ctx = PickContext::at(now);
+    if let Some(headers) = headers {
+        ctx = ctx.with_headers(headers);
+    }
     if let Some(key) = hash_key {
         ctx = ctx.with_hash_key(key);
     }

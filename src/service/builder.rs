@@ -1,11 +1,13 @@
 //! [`Builder`]: configures a [`LoadBalancer`] or [`LoadBalancerLayer`].
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
 use arc_swap::ArcSwap;
 
+use super::timeouts::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT};
 use super::{FailureStatuses, HashKey, LoadBalancer, LoadBalancerLayer, Shared};
 use crate::discovery::{InstanceSource, RefreshConfig};
 use crate::error::BuildError;
@@ -22,7 +24,8 @@ pub(super) type MakeRule = Arc<dyn Fn() -> Arc<dyn Rule> + Send + Sync>;
 /// Required: a [`source`](Builder::source). Defaults: rule [`RoundRobin`],
 /// refresh every 30 s ([`RefreshConfig::default`]), no services declared and
 /// on-demand discovery off (so every service must be declared with
-/// [`service`](Builder::service)).
+/// [`service`](Builder::service)), Ribbon's timeouts (2 s connect, 5 s per
+/// try; see [`timeouts`](super::timeouts)).
 #[must_use]
 pub struct Builder {
     source: Option<Arc<dyn InstanceSource>>,
@@ -40,6 +43,8 @@ pub struct Builder {
     #[cfg(feature = "hyper-util")]
     active_health: Option<ActiveHealthCheck>,
     stats: crate::stats::StatsConfig,
+    connect_timeout: Option<Duration>,
+    read_timeout: Option<Duration>,
 }
 
 impl Default for Builder {
@@ -60,6 +65,8 @@ impl Default for Builder {
             #[cfg(feature = "hyper-util")]
             active_health: None,
             stats: crate::stats::StatsConfig::default(),
+            connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
+            read_timeout: Some(DEFAULT_READ_TIMEOUT),
         }
     }
 }
@@ -209,6 +216,54 @@ impl Builder {
         self
     }
 
+    /// The connect timeout for the HTTP client the balancer sends through
+    /// (Ribbon key `ConnectTimeout`; `None`: the operating system's).
+    /// Default [`DEFAULT_CONNECT_TIMEOUT`] (2 s, Ribbon's).
+    ///
+    /// The balancer cannot change a client it is given: this value is set
+    /// on the connector of the client [`build_http`](Builder::build_http)
+    /// makes, and named in connect-timeout errors. For your own client, set
+    /// it there from [`get_connect_timeout`](Builder::get_connect_timeout)
+    /// (`HttpConnector::set_connect_timeout`,
+    /// `tls::HttpsClientBuilder::connect_timeout`,
+    /// `reqwest::ClientBuilder::connect_timeout`).
+    pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The connect timeout set (or defaulted) on this builder.
+    pub fn get_connect_timeout(&self) -> Option<Duration> {
+        self.connect_timeout
+    }
+
+    /// The per-try (read) timeout: each attempt, from waiting for the inner
+    /// service to be ready until its response headers, is cut off after it
+    /// (Ribbon key `ReadTimeout`, which Ribbon applies per attempt). `None`:
+    /// no per-try bound. [`RetryPolicy::per_try_timeout`], when set, takes
+    /// precedence. Default [`DEFAULT_READ_TIMEOUT`] (5 s, Ribbon's).
+    pub fn read_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.read_timeout = timeout;
+        self
+    }
+
+    /// Builds a [`LoadBalancer`] around hyper-util's client
+    /// ([`http_client`](super::http_client)) with this builder's connect
+    /// timeout on its connector.
+    ///
+    /// # Errors
+    /// As [`Builder::layer`].
+    #[cfg(feature = "hyper-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "hyper-util")))]
+    pub fn build_http<B>(self) -> Result<LoadBalancer<super::HttpClient<B>>, BuildError>
+    where
+        B: http_body::Body + Send,
+        B::Data: Send,
+    {
+        let client = super::http_client(self.connect_timeout);
+        self.build(client)
+    }
+
     /// Builds the layer and starts one refresh task per declared service.
     ///
     /// Every setting that takes a number or a duration is checked here;
@@ -219,6 +274,7 @@ impl Builder {
     /// |---|---|
     /// | `Builder::max_services` | `1..=1_000_000` |
     /// | `Builder::on_demand_idle` | more than zero |
+    /// | `Builder::read_timeout`, `Builder::connect_timeout` | more than zero, or `None` |
     /// | `refresh.interval`, `.jitter`, `.fetch_timeout` | at least 1 ms; `0.0..=0.5`; more than zero |
     /// | `RetryPolicy::per_try_timeout`, `::deadline` | more than zero |
     /// | `RetryPolicy::backoff` | cap at least base |
@@ -241,6 +297,18 @@ impl Builder {
         self.refresh.validate()?;
         validate_numbers(&self.retry, self.on_demand_idle, self.max_services)?;
         self.retry.build()?;
+        if self.read_timeout == Some(Duration::ZERO) {
+            return Err(BuildError::invalid(
+                "Builder::read_timeout",
+                "must be more than zero (None: no per-try bound)",
+            ));
+        }
+        if self.connect_timeout == Some(Duration::ZERO) {
+            return Err(BuildError::invalid(
+                "Builder::connect_timeout",
+                "must be more than zero (None: the operating system's)",
+            ));
+        }
         let invalid = |e: crate::stats::InvalidConfig| BuildError::invalid(e.field(), e.reason());
         self.outliers.validate().map_err(invalid)?;
         self.stats.validate().map_err(invalid)?;
@@ -249,7 +317,7 @@ impl Builder {
             active.validate().map_err(invalid)?;
         }
         let shared = Arc::new_cyclic(|me| Shared {
-            services: ArcSwap::from_pointee(HashMap::new()),
+            services: ArcSwap::from_pointee(super::services::Services::default()),
             tasks: Mutex::new(Vec::new()),
             me: me.clone(),
             epoch: tokio::time::Instant::now(),
@@ -262,6 +330,8 @@ impl Builder {
             max_services: self.max_services,
             failure_statuses: self.failure_statuses,
             hash_key: self.hash_key,
+            per_try: self.retry.get_per_try_timeout().or(self.read_timeout),
+            connect_timeout: self.connect_timeout,
             retry: self.retry,
             outliers: self.outliers,
             #[cfg(feature = "hyper-util")]

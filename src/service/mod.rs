@@ -21,6 +21,21 @@
 //! long stream reads as both busy and slow. A failed attempt (an error, a
 //! failure status) ends when its result arrives.
 //!
+//! **Timeouts.** Each attempt is cut off after the per-try (read) timeout,
+//! Ribbon's 5 s unless set ([`Builder::read_timeout`], Ribbon key
+//! `ReadTimeout`); the connect timeout (2 s, `ConnectTimeout`) is set on the
+//! connector of the client [`Builder::build_http`] makes and must be set on
+//! a client you bring. The error says which timeout fired and why no retry
+//! followed ([`timeouts`], [`crate::error::TimeoutKind`]).
+//!
+//! **Tracing.** Each call is a `ribbon.request` span with one
+//! `ribbon.attempt` child per attempt, carrying the OpenTelemetry HTTP
+//! client attributes (`http.request.method`, `server.address`,
+//! `server.port`, `http.response.status_code`, `error.type`,
+//! `http.request.resend_count`) plus `peer.service` (the service id) and
+//! `ribbon.instance.id`; retries, ejections and list changes are events.
+//! Without a subscriber they cost a few nanoseconds per request.
+//!
 //! `LoadBalancer` is always ready: it routes each request to a different
 //! instance, so readiness of the inner service is awaited per request on a
 //! clone of it (the inner service must be `Clone`, as HTTP clients are).
@@ -82,6 +97,8 @@ cfg_feature! {
 mod send;
 mod services;
 pub(crate) mod state;
+pub mod timeouts;
+mod trace;
 
 pub use body::{Completion, TrackCompletion, TrackedBody};
 pub use builder::Builder;
@@ -92,6 +109,16 @@ pub use hash_key::HashKey;
 pub use inner::InnerService;
 pub use layer::LoadBalancerLayer;
 pub(crate) use state::ServiceState;
+pub use timeouts::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT};
+cfg_feature! {
+    #![feature = "hyper-util"]
+    pub use timeouts::http_client;
+    /// The client [`http_client`] and [`Builder::build_http`] make.
+    pub type HttpClient<B> = hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        B,
+    >;
+}
 
 /// State shared by every clone of a balancer and its layer: the services,
 /// their refresh tasks, the source and the rule factory. Dropping the last
@@ -112,6 +139,10 @@ pub(crate) struct Shared {
     failure_statuses: FailureStatuses,
     hash_key: Option<HashKey>,
     retry: RetryPolicy,
+    /// The per-try timeout: the policy's, else the builder's read timeout.
+    per_try: Option<std::time::Duration>,
+    /// The builder's connect timeout, for error messages.
+    connect_timeout: Option<std::time::Duration>,
     outliers: OutlierDetection,
     #[cfg(feature = "hyper-util")]
     active_health: Option<ActiveHealthCheck>,
@@ -249,6 +280,10 @@ where
         };
         let inner = self.inner.clone();
         let shared = Arc::clone(&self.shared);
-        ResponseFuture::new(send::send(shared, state, inner, req))
+        let span = trace::request(req.method(), state.service_id());
+        // The request span is not entered around the whole future (that
+        // would move the future once more): its attempt spans and events
+        // name it as their parent.
+        ResponseFuture::new(send::send(shared, state, inner, req, span))
     }
 }

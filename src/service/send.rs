@@ -10,13 +10,12 @@ use std::time::{Duration, SystemTime};
 use http::Request;
 use tokio::time::Instant;
 use tower::Service;
-use tower::retry::budget::Budget as _;
 
 use super::ServiceState;
 use super::attempt::{self, Attempted, NotSent, Target};
 use super::body::TrackCompletion;
-use super::{ResponseStatus, Shared};
-use crate::error::{Attempt, BoxError, Error};
+use super::{ResponseStatus, Shared, trace};
+use crate::error::{Attempt, BoxError, Error, TimedOut, TimeoutKind};
 use crate::instance::Endpoint;
 use crate::retry::{RetryNonIdempotent, RetryReason, TryCloneBody, parse_retry_after};
 
@@ -41,6 +40,7 @@ pub(super) async fn send<S, B>(
     state: Arc<ServiceState>,
     mut inner: S,
     req: Request<B>,
+    span: tracing::Span,
 ) -> Result<<S::Response as TrackCompletion>::Tracked, Error>
 where
     S: Service<Request<B>>,
@@ -49,13 +49,15 @@ where
     B: TryCloneBody,
 {
     let service = state.service_id();
-    if !state.wait_first_fetch().await {
+    if !state.first_fetch_seen() && !state.wait_first_fetch_boxed().await {
+        trace::failed(&span, "discovery");
         return Err(Error::discovery_timeout(service, state.first_fetch_wait()));
     }
     let policy = &shared.retry;
     let deadline = policy
         .get_deadline()
         .and_then(|d| Instant::now().checked_add(d));
+    let method = req.method().clone();
     let idempotent = policy.is_idempotent(req.method())
         || req.extensions().get::<RetryNonIdempotent>().is_some();
     let hash_key = shared
@@ -69,18 +71,33 @@ where
     let mut walk = Walk::new(policy);
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut retries = 0u32;
-    let mut req = req;
+    // The request lives here only; the attempt takes it out to send it (so
+    // nested futures hold no copy of it).
+    let mut slot = Some(req);
 
     loop {
         let spare = if walk.same_left > 0 || walk.next_left > 0 {
-            try_clone_request(&req)
+            slot.as_ref().and_then(try_clone_request)
         } else {
             None
         };
         let target = walk.target();
-        let done = attempt::run(&shared, &state, &mut inner, req, target, hash_key, deadline)
-            .await
-            .map_err(|why| not_sent(&state, why, std::mem::take(&mut attempts)))?;
+        let call = attempt::Call {
+            shared: &shared,
+            state: &state,
+            hash_key,
+            deadline,
+        };
+        let (done, timed_out) = traced_attempt(
+            &call,
+            &mut inner,
+            &mut slot,
+            target,
+            &span,
+            retries,
+            &mut attempts,
+        )
+        .await?;
 
         // Retry?
         let reason = policy.retry_reason(done.outcome, done.status, idempotent);
@@ -91,16 +108,18 @@ where
         let wait = match decision.spend(state.retry_budget()) {
             Decision::Retry(wait) => wait,
             Decision::Stop(why) => {
-                let refused = refused(policy, &done, reason, why, idempotent, service);
+                let refused = refused(policy, &done, reason, why, &method, idempotent, service);
                 let why = Why {
                     refused,
                     deadline,
-                    per_try: policy.get_per_try_timeout(),
+                    per_try: shared.per_try,
                 };
-                return finish(service, done, attempts, &why);
+                trace::finished(&span, &done.endpoint, attempts.len() + 1);
+                trace::ended(&span, done.outcome, done.status, timed_out);
+                return finish(&shared, service, done, attempts, &why);
             }
         };
-        note_retry(service, reason, &mut attempts, &done);
+        note_retry(&span, service, reason, &mut attempts, &done, retries, wait);
         let Attempted { endpoint, .. } = done;
         pause(wait).await;
         retries += 1;
@@ -108,9 +127,48 @@ where
             // `decide` retries only with a copy.
             return Err(Error::no_instances(service));
         };
-        req = next;
+        slot = Some(next);
         walk.advance(endpoint, policy);
     }
+}
+
+/// One attempt in its `ribbon.attempt` span; a request that could not be
+/// sent is the call's error. Returns the attempt and whether the balancer's
+/// own timer cut it off.
+async fn traced_attempt<S, B>(
+    call: &attempt::Call<'_>,
+    inner: &mut S,
+    slot: &mut Option<Request<B>>,
+    target: Target<'_>,
+    span: &tracing::Span,
+    retries: u32,
+    attempts: &mut Vec<Attempt>,
+) -> Result<(Attempted<S::Response>, bool), Error>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+    S::Response: ResponseStatus,
+{
+    let service = call.state.service_id();
+    let method = slot.as_ref().map(Request::method);
+    let try_span = trace::attempt(span, method, service, retries);
+    let done = match attempt::run(call, inner, slot, target, &try_span).await {
+        Ok(done) => done,
+        Err(why) => {
+            let attempts = std::mem::take(attempts);
+            let err = not_sent(call.shared, call.state, why, attempts, call.deadline);
+            trace::failed(&try_span, error_class(&err));
+            trace::failed(span, error_class(&err));
+            return Err(err);
+        }
+    };
+    let timed_out = done
+        .result
+        .as_ref()
+        .err()
+        .is_some_and(|e| e.is::<tokio::time::error::Elapsed>());
+    trace::ended(&try_span, done.outcome, done.status, timed_out);
+    Ok((done, timed_out))
 }
 
 /// Where the next attempt goes: the same instance while same-instance
@@ -163,12 +221,24 @@ impl Walk {
 
 /// Counts a retry and lists the attempt it follows.
 fn note_retry<R>(
+    span: &tracing::Span,
     service: &str,
     reason: Option<RetryReason>,
     attempts: &mut Vec<Attempt>,
     done: &Attempted<R>,
+    retries: u32,
+    wait: Duration,
 ) {
     let label = reason.map(RetryReason::label).unwrap_or("none");
+    tracing::info!(
+        parent: span,
+        service,
+        instance = %done.endpoint,
+        reason = label,
+        retry = retries + 1,
+        ?wait,
+        "retrying"
+    );
     metrics::counter!(crate::metrics::RETRIES, "service" => service.to_owned(), "reason" => label)
         .increment(1);
     if attempts.len() < MAX_LISTED_ATTEMPTS {
@@ -183,15 +253,48 @@ async fn pause(wait: Duration) {
     if wait.is_zero() {
         tokio::task::yield_now().await;
     } else {
-        tokio::time::sleep(wait).await;
+        // Boxed: only retries sleep, so the timer stays out of every
+        // request's future.
+        Box::pin(tokio::time::sleep(wait)).await;
+    }
+}
+
+/// `error.type` of a call that ended without an attempt's result.
+fn error_class(err: &Error) -> &'static str {
+    if err.timeout().is_some() {
+        "timeout"
+    } else if err.is_no_instances() {
+        "no_instances"
+    } else if err.is_discovery() {
+        "discovery"
+    } else if err.is_invalid_request() {
+        "invalid_request"
+    } else {
+        "not_ready"
     }
 }
 
 /// The error for an attempt that was not sent.
-fn not_sent(state: &ServiceState, why: NotSent, attempts: Vec<Attempt>) -> Error {
+fn not_sent(
+    shared: &Shared,
+    state: &ServiceState,
+    why: NotSent,
+    attempts: Vec<Attempt>,
+    deadline: Option<Instant>,
+) -> Error {
     let service = state.service_id();
     match why {
-        NotSent::NotReady(source) => Error::not_ready(service, source, attempts),
+        NotSent::NotReady(source) => {
+            let outcome = crate::stats::Outcome::OtherError;
+            let timeout = timeout_kind(shared, outcome, &source, deadline, shared.per_try);
+            let (source, _) = name_timeout(source, timeout);
+            match timeout {
+                Some(timeout) => Error::not_ready(service, source, attempts)
+                    .with_timeout(timeout)
+                    .with_note("the inner service was not ready in time"),
+                None => Error::not_ready(service, source, attempts),
+            }
+        }
         NotSent::NoEndpoint => {
             metrics::counter!(crate::metrics::NO_INSTANCES, "service" => service.to_owned())
                 .increment(1);
@@ -267,7 +370,7 @@ fn decide<R: ResponseStatus>(
 impl Decision {
     /// A retry spends one token of the service's budget (tower's
     /// `TpsBudget`); without one it stops.
-    fn spend(self, budget: Option<&tower::retry::budget::TpsBudget>) -> Self {
+    fn spend(self, budget: Option<&crate::retry::TpsBudget>) -> Self {
         match (self, budget) {
             (Decision::Retry(_), Some(budget)) if !budget.withdraw() => {
                 metrics::counter!(crate::metrics::RETRY_BUDGET_EXHAUSTED).increment(1);
@@ -285,13 +388,14 @@ fn refused<R>(
     done: &Attempted<R>,
     reason: Option<RetryReason>,
     why: Option<&'static str>,
+    method: &http::Method,
     idempotent: bool,
     service: &str,
-) -> Option<&'static str> {
+) -> Option<String> {
     match (reason, why) {
         (Some(reason), Some(why)) => {
             tracing::debug!(service, reason = reason.label(), why, "not retrying");
-            Some(why)
+            Some(format!("{method} not retried: {why}"))
         }
         (None, _)
             if !idempotent
@@ -299,9 +403,10 @@ fn refused<R>(
                     .retry_reason(done.outcome, done.status, true)
                     .is_some() =>
         {
-            Some(
-                "the method is not idempotent (opt in with `RetryNonIdempotent` or `retry_on_all_operations`)",
-            )
+            Some(format!(
+                "{method} not retried: the request may have reached the server and {method} is not \
+                 idempotent (opt in with `RetryNonIdempotent` or `retry_on_all_operations`)"
+            ))
         }
         _ => None,
     }
@@ -310,13 +415,54 @@ fn refused<R>(
 /// Why the last attempt's error is the caller's: for the error message.
 struct Why {
     /// Why a retry was refused, if one was.
-    refused: Option<&'static str>,
+    refused: Option<String>,
     deadline: Option<Instant>,
     per_try: Option<Duration>,
 }
 
+/// Which timeout ended an attempt that failed with `source`.
+fn timeout_kind(
+    shared: &Shared,
+    outcome: crate::stats::Outcome,
+    source: &BoxError,
+    deadline: Option<Instant>,
+    per_try: Option<Duration>,
+) -> Option<TimeoutKind> {
+    use crate::stats::Outcome;
+    if source.is::<tokio::time::error::Elapsed>() {
+        // Our own timer: the deadline if it has passed, else the per-try.
+        let past_deadline = deadline.is_some_and(|d| Instant::now() >= d);
+        return Some(
+            match (past_deadline, per_try, shared.retry.get_deadline()) {
+                (false, Some(t), _) => TimeoutKind::PerTry(t),
+                (_, _, Some(d)) => TimeoutKind::Deadline(d),
+                (_, t, None) => TimeoutKind::PerTry(t.unwrap_or_default()),
+            },
+        );
+    }
+    match outcome {
+        Outcome::ConnectTimeout => Some(TimeoutKind::Connect(shared.connect_timeout)),
+        Outcome::ReadTimeout => Some(TimeoutKind::Client),
+        _ => None,
+    }
+}
+
+/// `source` with the timeout named: our own timer's `Elapsed` becomes a
+/// [`TimedOut`] saying which timeout fired; a client's timeout keeps its
+/// error and gets a note.
+fn name_timeout(source: BoxError, timeout: Option<TimeoutKind>) -> (BoxError, Vec<String>) {
+    match timeout {
+        Some(kind) if source.is::<tokio::time::error::Elapsed>() => {
+            (Box::new(TimedOut { kind, source }), Vec::new())
+        }
+        Some(kind) => (source, vec![kind.to_string()]),
+        None => (source, Vec::new()),
+    }
+}
+
 /// The result of the last attempt, as the caller sees it.
 fn finish<T: TrackCompletion>(
+    shared: &Shared,
     service: &str,
     done: Attempted<T>,
     mut attempts: Vec<Attempt>,
@@ -330,18 +476,15 @@ fn finish<T: TrackCompletion>(
     };
     let instance = done.endpoint.to_string();
     attempts.push(Attempt::new(instance.clone(), done.outcome, elapsed));
-    let mut notes = Vec::new();
-    if source.is::<tokio::time::error::Elapsed>() {
-        let past_deadline = why.deadline.is_some_and(|d| Instant::now() >= d);
-        notes.push(match (past_deadline, why.per_try) {
-            (false, Some(t)) => format!("the per-try timeout ({t:?}) fired"),
-            _ => "the request deadline (`RetryPolicy::deadline`) fired".to_owned(),
-        });
+    let timeout = timeout_kind(shared, done.outcome, &source, why.deadline, why.per_try);
+    let (source, mut notes) = name_timeout(source, timeout);
+    if let Some(refused) = &why.refused {
+        notes.push(refused.clone());
     }
-    if let Some(refused) = why.refused {
-        notes.push(format!("not retried: {refused}"));
+    let mut err = Error::inner(service, instance, source, attempts);
+    if let Some(timeout) = timeout {
+        err = err.with_timeout(timeout);
     }
-    let err = Error::inner(service, instance, source, attempts);
     Err(if notes.is_empty() {
         err
     } else {

@@ -23,7 +23,34 @@ pub(super) struct Entry {
     _tasks: Vec<TaskGuard>,
 }
 
-pub(super) type Services = HashMap<String, Arc<Entry>>;
+/// Service id to entry, hashed with FNV-1a: the key is hashed on every
+/// request, and SipHash's flood resistance buys nothing here, since the map
+/// holds only declared services and at most `max_services` on-demand ones
+/// (so colliding keys cost at most that many comparisons).
+pub(super) type Services = HashMap<String, Arc<Entry>, std::hash::BuildHasherDefault<Fnv>>;
+
+/// FNV-1a, 64 bit (Fowler, Noll, Vo).
+#[derive(Default)]
+pub(super) struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+}
 
 impl Shared {
     fn key(service_id: &str) -> std::borrow::Cow<'_, str> {
@@ -135,7 +162,9 @@ impl Shared {
     /// The error for a host naming no known service: which services exist
     /// and what to do.
     pub(super) fn unknown_service(&self, host: &str) -> crate::Error {
-        const SHOWN: usize = 8;
+        const SHOWN: usize = 10;
+        metrics::counter!(crate::metrics::UNKNOWN_SERVICE).increment(1);
+        tracing::info!(service = %crate::error::quote(host), "request to an unknown service");
         let map = self.services.load();
         let mut known: Vec<&str> = map.values().map(|e| e.state.service_id()).collect();
         known.sort_unstable();

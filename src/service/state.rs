@@ -27,7 +27,10 @@ pub(crate) struct ServiceState {
     rule: Arc<dyn Rule>,
     picker: ArcSwap<Arc<dyn Picker>>,
     health: HealthView,
-    retry_budget: Option<tower::retry::budget::TpsBudget>,
+    retry_budget: Option<crate::retry::TpsBudget>,
+    /// Set once a request saw the first fetch finished, so later requests
+    /// skip the wait (and its future) with one load.
+    first_fetch_seen: std::sync::atomic::AtomicBool,
 }
 
 impl ServiceState {
@@ -54,22 +57,20 @@ impl ServiceState {
             picker: ArcSwap::from_pointee(picker),
             health: HealthView::new(panic_threshold_percent),
             retry_budget: None,
+            first_fetch_seen: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// Gives the service its own retry budget (Finagle and Linkerd keep one
     /// per destination, so a failing service cannot spend the retries of
     /// a healthy one: linkerd/linkerd#737).
-    pub(crate) fn with_retry_budget(
-        mut self,
-        budget: Option<tower::retry::budget::TpsBudget>,
-    ) -> Self {
+    pub(crate) fn with_retry_budget(mut self, budget: Option<crate::retry::TpsBudget>) -> Self {
         self.retry_budget = budget;
         self
     }
 
     /// The service's retry budget, if the policy has one.
-    pub(crate) fn retry_budget(&self) -> Option<&tower::retry::budget::TpsBudget> {
+    pub(crate) fn retry_budget(&self) -> Option<&crate::retry::TpsBudget> {
         self.retry_budget.as_ref()
     }
 
@@ -97,6 +98,25 @@ impl ServiceState {
     /// at most the configured bound. Returns whether it has finished.
     pub(crate) async fn wait_first_fetch(&self) -> bool {
         self.refresh.wait_first_fetch().await
+    }
+
+    /// Whether a request already saw the first fetch finished (one load).
+    #[inline]
+    pub(crate) fn first_fetch_seen(&self) -> bool {
+        self.first_fetch_seen
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// [`wait_first_fetch`](Self::wait_first_fetch), boxed (its future is
+    /// large and awaited only until the first list arrives), remembering a
+    /// finished fetch.
+    pub(crate) async fn wait_first_fetch_boxed(&self) -> bool {
+        let done = Box::pin(self.wait_first_fetch()).await;
+        if done {
+            self.first_fetch_seen
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        done
     }
 
     pub(crate) fn first_fetch_wait(&self) -> Duration {

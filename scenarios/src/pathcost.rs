@@ -1,0 +1,199 @@
+//! Path cost: CPU time per request of the balancers alone, with an inner
+//! service that answers at once (no network, no backend), on one thread.
+//! What `overhead` measures through loopback sockets, without their noise:
+//! each mode sends `n` requests one after another, in 5 interleaved rounds;
+//! the table shows the fastest round per mode (the least disturbed by other
+//! load) and the median.
+
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Empty;
+use tower::balance::p2c::Balance;
+use tower::discover::ServiceList;
+use tower::load::{CompleteOnResponse, PeakEwma};
+use tower::{Service, ServiceExt};
+use tower_ribbon::LoadBalancer;
+use tower_ribbon::discovery::StaticSource;
+use tower_ribbon::retry::RetryPolicy;
+
+use crate::BoxError;
+use crate::report::{Report, Table};
+
+type Req = Request<Empty<Bytes>>;
+type Answer = std::future::Ready<Result<Response<Empty<Bytes>>, Infallible>>;
+
+fn instant()
+-> impl Service<Req, Response = Response<Empty<Bytes>>, Error = Infallible, Future = Answer> + Clone
+{
+    tower::service_fn(|_req: Req| std::future::ready(Ok(Response::new(Empty::new()))))
+}
+
+fn request() -> Req {
+    Request::get("http://svc/x")
+        .body(Empty::new())
+        .expect("request")
+}
+
+async fn lb(
+    policy: RetryPolicy,
+) -> Result<impl Service<Req, Error = tower_ribbon::Error> + Clone, BoxError> {
+    let source = StaticSource::new().with_list("svc", "127.0.0.1:8081")?;
+    let lb = LoadBalancer::builder()
+        .source(source)
+        .service("svc")
+        .retry(policy)
+        .build(instant())?;
+    lb.ready_service("svc").await;
+    Ok(lb)
+}
+
+/// Nanoseconds per request over `n` requests.
+async fn direct_round(n: u32) -> f64 {
+    let svc = instant();
+    let start = Instant::now();
+    for _ in 0..n {
+        let response = svc.clone().oneshot(request()).await;
+        drop(std::hint::black_box(response));
+    }
+    start.elapsed().as_nanos() as f64 / f64::from(n)
+}
+
+async fn lb_round<S>(svc: &S, n: u32) -> f64
+where
+    S: Service<Req> + Clone,
+{
+    let start = Instant::now();
+    for _ in 0..n {
+        let response = svc.clone().oneshot(request()).await;
+        drop(std::hint::black_box(response));
+    }
+    start.elapsed().as_nanos() as f64 / f64::from(n)
+}
+
+type P2c = Balance<ServiceList<Vec<PeakEwma<tower::util::ServiceFn<fn(Req) -> Answer>>>>, Req>;
+
+fn p2c() -> P2c {
+    fn answer(_req: Req) -> Answer {
+        std::future::ready(Ok(Response::new(Empty::new())))
+    }
+    let f: fn(Req) -> _ = answer;
+    let hop = PeakEwma::new(
+        tower::service_fn(f),
+        Duration::from_millis(30),
+        Duration::from_secs(10).as_nanos() as f64,
+        CompleteOnResponse::default(),
+    );
+    Balance::new(ServiceList::new(vec![hop]))
+}
+
+async fn p2c_round(balance: &mut P2c, n: u32) -> f64 {
+    let start = Instant::now();
+    for _ in 0..n {
+        let ready = balance.ready().await.expect("ready");
+        let response = ready.call(request()).await;
+        drop(std::hint::black_box(response));
+    }
+    start.elapsed().as_nanos() as f64 / f64::from(n)
+}
+
+/// Nanoseconds per request of the balancer's spans and events with no
+/// subscriber: the same macros, fields and records as
+/// `tower_ribbon::service::trace` (one request span, one attempt span,
+/// their records), `n` times.
+fn spans_round(n: u32) -> f64 {
+    use tracing::field::Empty;
+    let method = http::Method::GET;
+    let start = Instant::now();
+    for i in 0..n {
+        let request = tracing::info_span!(
+            "ribbon.request",
+            otel.kind = "client",
+            http.request.method = method.as_str(),
+            peer.service = "svc",
+            ribbon.instance.id = Empty,
+            ribbon.attempts = Empty,
+            http.response.status_code = Empty,
+            "error.type" = Empty,
+        );
+        let attempt = if request.is_disabled() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(parent: &request, "ribbon.attempt", otel.kind = "client")
+        };
+        if !attempt.is_disabled() {
+            attempt.record("server.port", 8081);
+        }
+        attempt.record("http.response.status_code", 200);
+        let _entered = attempt.enter();
+        std::hint::black_box((&request, &attempt, i));
+    }
+    start.elapsed().as_nanos() as f64 / f64::from(n)
+}
+
+pub async fn run(report: &mut Report) -> Result<(), BoxError> {
+    eprintln!("pathcost: measuring ...");
+    const N: u32 = 200_000;
+    const ROUNDS: usize = 5;
+    let rr = lb(RetryPolicy::default()).await?;
+    let rr_none = lb(RetryPolicy::none()).await?;
+    let mut balance = p2c();
+    let mut ns: [Vec<f64>; 4] = Default::default();
+    // Warm-up.
+    direct_round(N / 10).await;
+    lb_round(&rr, N / 10).await;
+    lb_round(&rr_none, N / 10).await;
+    p2c_round(&mut balance, N / 10).await;
+    for _ in 0..ROUNDS {
+        ns[0].push(direct_round(N).await);
+        ns[1].push(lb_round(&rr, N).await);
+        ns[2].push(lb_round(&rr_none, N).await);
+        ns[3].push(p2c_round(&mut balance, N).await);
+    }
+    let labels = [
+        "inner service alone (instant answer)",
+        "LoadBalancer round_robin (default policy)",
+        "LoadBalancer round_robin, RetryPolicy::none()",
+        "tower p2c + PeakEwma",
+    ];
+    let mut table = Table::new(&[
+        "mode",
+        ">ns/request (fastest round)",
+        ">ns/request (median)",
+        ">added over inner, fastest (ns)",
+    ]);
+    let stat = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        (v[0], v[v.len() / 2])
+    };
+    let (base, _) = stat(&ns[0]);
+    for (label, v) in labels.iter().zip(&ns) {
+        let (min, median) = stat(v);
+        table.row(vec![
+            (*label).to_owned(),
+            format!("{min:.0}"),
+            format!("{median:.0}"),
+            if std::ptr::eq(v, &ns[0]) {
+                "—".to_owned()
+            } else {
+                format!("{:+.0}", min - base)
+            },
+        ]);
+    }
+    let spans = (0..ROUNDS)
+        .map(|_| spans_round(N * 5))
+        .fold(f64::INFINITY, f64::min);
+    report.add(&format!(
+        "## Path cost\n\nCPU per request of the balancer alone: an inner service that answers at once, \
+         {N} requests one after another per round on one thread, {ROUNDS} rounds interleaved; no \
+         network, so this is the balancer's own cost without the noise of `overhead`.\n\n{}\n\
+         The balancer's tracing spans (one per request, one per attempt, their records) with no \
+         subscriber: {spans:.1} ns per request (fastest of {ROUNDS} rounds of {} requests).\n\n",
+        table.markdown(),
+        N * 5
+    ));
+    Ok(())
+}

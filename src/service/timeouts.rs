@@ -1,0 +1,72 @@
+//! Default timeouts: Ribbon's, so that a request to a hung instance never
+//! waits without bound.
+//!
+//! | setting | default | Ribbon key | applied by |
+//! |---|---|---|---|
+//! | connect timeout | [`DEFAULT_CONNECT_TIMEOUT`] (2 s) | `ConnectTimeout` | the HTTP client's connector ([`http_client`], [`Builder::build_http`], `tls::HttpsClient`, `grpc::h2c_client`) |
+//! | per-try (read) timeout | [`DEFAULT_READ_TIMEOUT`] (5 s) | `ReadTimeout` | the balancer, around each attempt |
+//! | overall deadline | none | — | the balancer ([`RetryPolicy::deadline`]) |
+//!
+//! **Whose defaults.** Ribbon's `DefaultClientConfigImpl`
+//! (`DEFAULT_CONNECT_TIMEOUT` = 2000 ms, `DEFAULT_READ_TIMEOUT` = 5000 ms),
+//! because this crate reads Ribbon's keys and a Ribbon user who sets none of
+//! them gets these. Spring Cloud Netflix's `RibbonClientConfiguration` set
+//! 1000/1000 ms, tuned to sit under a Hystrix timeout that this crate does
+//! not have; 1 s per try fails ordinary slow endpoints (reports, uploads),
+//! and Spring Cloud LoadBalancer (its successor) sets no timeout of its own
+//! and leaves it to the HTTP client. Envoy's route timeout is 15 s with no
+//! per-try timeout. 2 s connect / 5 s per try keeps Ribbon's behaviour.
+//!
+//! **Worst case.** Every attempt is bounded by the per-try timeout, so a
+//! request to hung instances takes at most `RetryPolicy::max_attempts` ×
+//! 5 s plus backoff (10 s plus at most 10 ms with the default policy, whose
+//! second attempt goes to another instance); a POST is not retried after a
+//! read timeout (it may have reached the server), so it fails after 5 s.
+//! Set [`RetryPolicy::deadline`] to bound the whole request.
+//!
+//! **Your own client.** The balancer cannot reach into a client it is
+//! given: set the connect timeout on it yourself
+//! (`HttpConnector::set_connect_timeout`, `reqwest::ClientBuilder::connect_timeout`),
+//! e.g. from [`Builder::get_connect_timeout`]. A client without one waits
+//! for the operating system (minutes), cut to the per-try timeout.
+//!
+//! [`Builder::build_http`]: super::Builder::build_http
+//! [`Builder::get_connect_timeout`]: super::Builder::get_connect_timeout
+//! [`RetryPolicy::deadline`]: crate::retry::RetryPolicy::deadline
+
+use std::time::Duration;
+
+/// The default connect timeout: 2 s (Ribbon's `DefaultClientConfigImpl`
+/// `DEFAULT_CONNECT_TIMEOUT`, key `ConnectTimeout`).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(2000);
+
+/// The default per-try (read) timeout: 5 s (Ribbon's
+/// `DefaultClientConfigImpl` `DEFAULT_READ_TIMEOUT`, key `ReadTimeout`).
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_millis(5000);
+
+cfg_feature! {
+    #![feature = "hyper-util"]
+
+    /// hyper-util's legacy client (http1, plain TCP) with `connect_timeout`
+    /// on its connector and `TCP_NODELAY`, for request bodies of type `B`.
+    /// `None` waits for the operating system's connect timeout.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use tower_ribbon::service::{http_client, DEFAULT_CONNECT_TIMEOUT};
+    /// let client = http_client::<http_body_util::Empty<bytes::Bytes>>(Some(DEFAULT_CONNECT_TIMEOUT));
+    /// # drop(client); }
+    /// ```
+    pub fn http_client<B>(
+        connect_timeout: Option<Duration>,
+    ) -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, B>
+    where
+        B: http_body::Body + Send,
+        B::Data: Send,
+    {
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(connect_timeout);
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(http)
+    }
+}
