@@ -477,11 +477,17 @@ mod messages {
             .source(source)
             .services(["user-service", "empty-service"])
             .discover_on_demand(on_demand)
-            .max_services(0)
+            .max_services(1)
             .retry(policy.budget(RetryBudgetConfig::unlimited()))
             .build(inner)
             .unwrap();
         assert!(lb.ready_service("user-service").await);
+        if on_demand {
+            // Takes the one on-demand slot (not idle under paused time), so
+            // the next unknown host meets the cap.
+            let filler = Request::get("http://filler/").body(String::new()).unwrap();
+            let _ = lb.clone().oneshot(filler).await;
+        }
         let request = Request::builder()
             .method(method)
             .uri(uri)
