@@ -388,7 +388,8 @@ impl RibbonConfig {
             ServerListKind::Eureka => builder.source(self.eureka.source(&config.name)?),
         };
         let builder = config.configure(builder.service(config.name.clone()), false);
-        Ok(policies::with_instance_cookies(builder, std::slice::from_ref(&config), None))
+        let client = (config.name.as_str(), &config.load_balancer);
+        Ok(policies::with_instance_cookies(builder, [client], None))
     }
 
     /// A new [`Builder`] for `client` alone: [`RibbonConfig::apply`] on
@@ -461,7 +462,8 @@ impl RibbonConfig {
         let names = self.clients.iter().map(|c| c.name.clone());
         let builder = first.configure(builder.services(names), true);
         let global = SpringScope::resolve(None, &self.spring, "");
-        let builder = policies::with_instance_cookies(builder, &self.clients, Some(&global));
+        let clients = (self.clients.iter()).map(|c| (c.name.as_str(), &c.load_balancer));
+        let builder = policies::with_instance_cookies(builder, clients, Some(&global));
         Ok(match client::hint_spec(&self.clients, &global) {
             Some(spec) => builder.rule(move || spec.make()),
             None => builder,

@@ -86,25 +86,24 @@ impl SlowStartSettings {
 pub(crate) fn instance_cookie(lb: &LoadBalancerSettings) -> Option<&str> {
     let sticky = &lb.sticky_session;
     (sticky.add_service_instance_cookie == Some(true))
-        .then(|| sticky.instance_id_cookie_name.as_deref())
+        .then_some(sticky.instance_id_cookie_name.as_deref())
         .map(|name| name.unwrap_or("sc-lb-instance-id"))
 }
 
-/// `builder` with the instance cookie of each client in `clients` (their
-/// own or inherited `add-service-instance-cookie`), and, when `global` is
-/// given, the global setting for services no client names (discovered on
-/// demand).
-pub(crate) fn with_instance_cookies(
+/// `builder` with the instance cookie of each `(client name, settings)`
+/// (their own or inherited `add-service-instance-cookie`), and, when
+/// `global` is given, the global setting for services no client names
+/// (discovered on demand).
+pub(crate) fn with_instance_cookies<'a>(
     mut builder: crate::service::Builder,
-    clients: &[super::ClientConfig],
+    clients: impl IntoIterator<Item = (&'a str, &'a LoadBalancerSettings)>,
     global: Option<&LoadBalancerSettings>,
 ) -> crate::service::Builder {
     if let Some(global) = global {
         builder = builder.instance_cookie(instance_cookie(global));
     }
-    for client in clients {
-        let name = instance_cookie(&client.load_balancer);
-        builder = builder.service_instance_cookie(client.name.clone(), name);
+    for (client, lb) in clients {
+        builder = builder.service_instance_cookie(client, instance_cookie(lb));
     }
     builder
 }

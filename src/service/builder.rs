@@ -269,7 +269,6 @@ impl Builder {
     /// # Errors
     /// [`Builder::layer`] fails with [`BuildError::Invalid`] when `name` is
     /// not an RFC 6265 cookie name (an HTTP token).
-    #[must_use]
     pub fn instance_cookie(mut self, name: Option<&str>) -> Self {
         self.instance_cookies.default = name.map(Arc::from);
         self
@@ -282,7 +281,6 @@ impl Builder {
     ///
     /// # Errors
     /// As [`Builder::instance_cookie`].
-    #[must_use]
     pub fn service_instance_cookie(
         mut self,
         service_id: impl Into<String>,
