@@ -297,11 +297,6 @@ fn policies_not_yet_applied_are_reported() {
             "retry.backoff.jitter",
             "recognized, not yet applied (the backoff is fully jittered)",
         ),
-        global(
-            "sticky-session.add-service-instance-cookie",
-            "recognized, not yet applied (the request path does not add the cookie; \
-             rule::sticky_session::instance_cookie builds it)",
-        ),
         global("cache.capacity", "recognized, not applied"),
     ];
     assert_eq!(config.warnings(), expected);
@@ -796,4 +791,91 @@ async fn cookie_and_hint_header_route_real_requests() {
             .collect::<Vec<_>>(),
         [0, 10, 0]
     );
+}
+
+/// `sticky-session.add-service-instance-cookie` from the Spring
+/// application.yml, through real balancers over loopback backends that
+/// record the `Cookie` fields they get: the global key (cookie
+/// `lb-instance`), a client's own cookie name (`session-lb`), a client
+/// turning it off, and a file without the key adding nothing.
+#[tokio::test]
+async fn the_instance_cookie_key_sets_the_cookie_on_real_requests() {
+    use http_body_util::Empty;
+    use tower::ServiceExt;
+
+    let backend = backend::Backend::start("a").await.unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let server = format!("127.0.0.1:{}", backend.port());
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/config/application.yml"),
+    )
+    .unwrap();
+    let yml = format!(
+        "{text}\npayment-service.ribbon.listOfServers: {server}\n\
+         session-service.ribbon.listOfServers: {server}\n\
+         plain-service.ribbon.listOfServers: {server}\n\
+         spring.cloud.loadbalancer.clients.plain-service.sticky-session.add-service-instance-cookie: false\n"
+    );
+    let config = RibbonConfig::from_yaml_str(&yml).unwrap();
+    assert_eq!(
+        config
+            .client("plain-service")
+            .load_balancer
+            .sticky_session
+            .add_service_instance_cookie,
+        Some(false)
+    );
+    let without = RibbonConfig::from_yaml_str(&format!(
+        "{POLICIES_YML}\nplain-service.ribbon.listOfServers: {server}\n"
+    ))
+    .unwrap();
+    for (config, name, want) in [
+        (&config, "payment-service", Some("lb-instance")),
+        (&config, "session-service", Some("session-lb")),
+        (&config, "plain-service", None),
+        (&without, "plain-service", None),
+    ] {
+        let lb = config
+            .builder_for(name)
+            .unwrap()
+            .build(client.clone())
+            .unwrap();
+        assert!(lb.ready_service(name).await);
+        let req = http::Request::get(format!("http://{name}/x"))
+            .header("cookie", "theme=dark")
+            .body(Empty::new())
+            .unwrap();
+        assert_eq!(lb.oneshot(req).await.unwrap().status(), 200);
+        let got = backend.cookies().pop().unwrap();
+        let expected = match want {
+            Some(cookie) => format!("theme=dark; {cookie}={server}"),
+            None => "theme=dark".to_owned(),
+        };
+        assert_eq!(got, [expected], "{name}");
+    }
+    // One balancer for several clients keeps each client's cookie.
+    let yml = format!(
+        "a.ribbon.listOfServers: {server}\nb.ribbon.listOfServers: {server}\n\
+         spring.cloud.loadbalancer.sticky-session.add-service-instance-cookie: true\n\
+         spring.cloud.loadbalancer.clients.b.sticky-session.instance-id-cookie-name: b-lb\n"
+    );
+    let lb = RibbonConfig::from_yaml_str(&yml)
+        .unwrap()
+        .builder()
+        .unwrap()
+        .build(client)
+        .unwrap();
+    for (name, cookie) in [("a", "sc-lb-instance-id"), ("b", "b-lb")] {
+        assert!(lb.ready_service(name).await);
+        let req = http::Request::get(format!("http://{name}/x"))
+            .body(Empty::new())
+            .unwrap();
+        assert_eq!(lb.clone().oneshot(req).await.unwrap().status(), 200);
+        assert_eq!(
+            backend.cookies().pop().unwrap(),
+            [format!("{cookie}={server}")],
+            "{name}"
+        );
+    }
 }

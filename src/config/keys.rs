@@ -277,12 +277,6 @@ pub(crate) const NOT_APPLIED: &[NotApplied] = &[
         "recognized, not yet applied (the backoff is fully jittered)",
     ),
     (
-        "sticky-session.add-service-instance-cookie",
-        |s| s.sticky_session.add_service_instance_cookie == Some(true),
-        "recognized, not yet applied (the request path does not add the cookie; \
-         rule::sticky_session::instance_cookie builds it)",
-    ),
-    (
         "cache.enabled",
         |s| s.cache.enabled == Some(false),
         "recognized, not applied (the list is kept between refreshes)",

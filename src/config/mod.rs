@@ -124,7 +124,7 @@
 //! with a warning naming the key and the nearest known key (by edit
 //! distance): [`tracing::warn!`] and an entry in [`RibbonConfig::warnings`].
 //! Spring keys that are read but whose policy this crate does not apply yet
-//! (`api-version`, `add-service-instance-cookie`, some health-check and
+//! (`api-version`, some health-check and
 //! retry keys) warn the same way, as "recognized, not yet applied". A value that cannot be read is a
 //! [`ConfigError`] naming the key and the value.
 //!
@@ -387,7 +387,9 @@ impl RibbonConfig {
             ServerListKind::Static => builder.source(static_source(std::slice::from_ref(&config))),
             ServerListKind::Eureka => builder.source(self.eureka.source(&config.name)?),
         };
-        Ok(config.configure(builder.service(config.name.clone()), false))
+        let builder = config.configure(builder.service(config.name.clone()), false);
+        let client = (config.name.as_str(), &config.load_balancer);
+        Ok(policies::with_instance_cookies(builder, [client], None))
     }
 
     /// A new [`Builder`] for `client` alone: [`RibbonConfig::apply`] on
@@ -460,6 +462,8 @@ impl RibbonConfig {
         let names = self.clients.iter().map(|c| c.name.clone());
         let builder = first.configure(builder.services(names), true);
         let global = SpringScope::resolve(None, &self.spring, "");
+        let clients = (self.clients.iter()).map(|c| (c.name.as_str(), &c.load_balancer));
+        let builder = policies::with_instance_cookies(builder, clients, Some(&global));
         Ok(match client::hint_spec(&self.clients, &global) {
             Some(spec) => builder.rule(move || spec.make()),
             None => builder,

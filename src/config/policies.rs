@@ -80,6 +80,34 @@ impl SlowStartSettings {
     }
 }
 
+/// The cookie SCLB's `sticky-session.add-service-instance-cookie: true`
+/// adds to each request (`instance-id-cookie-name`, default
+/// `sc-lb-instance-id`); `None` when the key is unset or `false`.
+pub(crate) fn instance_cookie(lb: &LoadBalancerSettings) -> Option<&str> {
+    let sticky = &lb.sticky_session;
+    (sticky.add_service_instance_cookie == Some(true))
+        .then_some(sticky.instance_id_cookie_name.as_deref())
+        .map(|name| name.unwrap_or("sc-lb-instance-id"))
+}
+
+/// `builder` with the instance cookie of each `(client name, settings)`
+/// (their own or inherited `add-service-instance-cookie`), and, when
+/// `global` is given, the global setting for services no client names
+/// (discovered on demand).
+pub(crate) fn with_instance_cookies<'a>(
+    mut builder: crate::service::Builder,
+    clients: impl IntoIterator<Item = (&'a str, &'a LoadBalancerSettings)>,
+    global: Option<&LoadBalancerSettings>,
+) -> crate::service::Builder {
+    if let Some(global) = global {
+        builder = builder.instance_cookie(instance_cookie(global));
+    }
+    for (client, lb) in clients {
+        builder = builder.service_instance_cookie(client, instance_cookie(lb));
+    }
+    builder
+}
+
 /// Hint routing as configured: the header, the default hint and the hints
 /// of named services.
 #[derive(Debug, Clone, PartialEq, Default)]

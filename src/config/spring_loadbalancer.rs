@@ -23,7 +23,7 @@
 //! | `retry.backoff.enabled`, `.min-backoff`, `.max-backoff` | bool, durations | [`RetryPolicy::backoff`](crate::retry::RetryPolicy::backoff) (`false`: none) |
 //! | `retry.backoff.jitter`, `retry.retry-on-all-exceptions`, `retry.retryable-exceptions`, `retry.avoid-previous-instance` | | recognized, not yet applied (Java exception classes have no counterpart; retries always go to another instance first) |
 //! | `sticky-session.instance-id-cookie-name` | cookie name | with `configurations: request-based-sticky-session`, the cookie [`StickySession`] reads (default `sc-lb-instance-id`) |
-//! | `sticky-session.add-service-instance-cookie` | bool | recognized, not yet applied: the request path does not add the cookie ([`instance_cookie`] builds it) |
+//! | `sticky-session.add-service-instance-cookie` | bool, default `false` | [`Builder::service_instance_cookie`] (per client; in [`RibbonConfig::builder`](super::RibbonConfig::builder) the global key also sets [`Builder::instance_cookie`] for services discovered on demand): each attempt sends `<instance-id-cookie-name>=<instance id>` to the instance it goes to, replacing a pair of that name; ids that are not cookie values ([`instance_cookie`]) get none |
 //! | `subset.size` | count, 1 to 1 000 000 | with `configurations: subset`, the [`Subset`] size (default 100) |
 //! | `subset.instance-id` | text, `${…}` placeholders of `spring.application.name`, `server.port`, `spring.application.instance_id`, `spring.cloud.client.hostname`, `vcap.application.instance_id` resolved | the [`Subset`] client id (default: Spring's default instance id from those keys, else a random id) |
 //! | `cache.ttl` | Spring duration | the refresh interval (under `ServerListRefreshInterval`) |
@@ -44,6 +44,8 @@
 //! [`SameInstancePreference`]: crate::rule::SameInstancePreference
 //! [`Subset`]: crate::rule::Subset
 //! [`instance_cookie`]: crate::rule::sticky_session::instance_cookie
+//! [`Builder::service_instance_cookie`]: crate::service::Builder::service_instance_cookie
+//! [`Builder::instance_cookie`]: crate::service::Builder::instance_cookie
 //! [`WeightedRoundRobin::spring_weights`]: crate::rule::WeightedRoundRobin::spring_weights
 //!
 //! Spring durations are a bare number of milliseconds, a number with a unit
@@ -196,7 +198,9 @@ pub struct RetrySettings {
 pub struct StickySessionSettings {
     /// `instance-id-cookie-name` (default `sc-lb-instance-id`).
     pub instance_id_cookie_name: Option<String>,
-    /// `add-service-instance-cookie` (default `false`). Not yet applied.
+    /// `add-service-instance-cookie` (default `false`): each request gets
+    /// the cookie `<instance-id-cookie-name>=<chosen instance id>`
+    /// ([`Builder::service_instance_cookie`](crate::service::Builder::service_instance_cookie)).
     pub add_service_instance_cookie: Option<bool>,
 }
 

@@ -22,7 +22,9 @@
 //! balancing filters add the chosen instance's id as that cookie to the
 //! request *sent to the instance* (so an instance that proxies on can keep
 //! the affinity). That is a change to the outgoing request, made by the
-//! request path, not by a rule: [`instance_cookie`] builds the pair for it.
+//! request path, not by a rule: [`instance_cookie`] builds the pair, and
+//! [`Builder::instance_cookie`](crate::service::Builder::instance_cookie)
+//! turns it on.
 //!
 //! Cost: [`Rule::build`] indexes the instance ids (O(n), one hash map); a
 //! pick scans the cookie header once and does one hash lookup, then costs

@@ -157,8 +157,8 @@ where
             let headers = slot.as_ref().map(Request::headers);
             pick(state, tried, hash_key, sent, headers)
         }
-            .or_else(|| last.cloned())
-            .ok_or(NotSent::NoEndpoint)?,
+        .or_else(|| last.cloned())
+        .ok_or(NotSent::NoEndpoint)?,
     };
     super::trace::picked(span, &endpoint);
     let Some(request) = slot.as_mut() else {
@@ -166,6 +166,9 @@ where
     };
     if let Err(e) = rewrite(request, &endpoint) {
         return Err(NotSent::Rewrite(endpoint, e));
+    }
+    if let Some(name) = state.instance_cookie() {
+        instance_cookie(request.headers_mut(), name, state, &endpoint);
     }
 
     let guard = endpoint.stats_handle().start_owned_at(sent);
@@ -272,6 +275,27 @@ fn pick(
         }
     }
     picker.pick(&ctx).cloned()
+}
+
+/// Sets the instance cookie naming `endpoint` (a retry replaces the
+/// previous attempt's); an id that is not a cookie value adds none, and the
+/// service's first such refusal logs a warning.
+fn instance_cookie(
+    headers: &mut http::HeaderMap,
+    name: &str,
+    state: &ServiceState,
+    endpoint: &Endpoint,
+) {
+    let instance = endpoint.instance();
+    if !super::cookie::set(headers, name, instance) && state.first_cookie_refusal() {
+        tracing::warn!(
+            service = state.service_id(),
+            instance = %endpoint,
+            id = ?instance.id(),
+            cookie = name,
+            "instance id is not a cookie value: no instance cookie added (warned once per service)"
+        );
+    }
 }
 
 /// Rewrites `req`'s URI to `endpoint`, keeping path and query.

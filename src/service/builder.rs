@@ -45,6 +45,7 @@ pub struct Builder {
     stats: crate::stats::StatsConfig,
     connect_timeout: Option<Duration>,
     read_timeout: Option<Duration>,
+    instance_cookies: super::cookie::InstanceCookies,
 }
 
 impl Default for Builder {
@@ -67,6 +68,7 @@ impl Default for Builder {
             stats: crate::stats::StatsConfig::default(),
             connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
             read_timeout: Some(DEFAULT_READ_TIMEOUT),
+            instance_cookies: super::cookie::InstanceCookies::default(),
         }
     }
 }
@@ -247,6 +249,48 @@ impl Builder {
         self
     }
 
+    /// Adds the cookie `name=<chosen instance id>` to every request this
+    /// balancer sends, for every service (Spring Cloud LoadBalancer's
+    /// `sticky-session.add-service-instance-cookie: true` with
+    /// `instance-id-cookie-name`, default name `sc-lb-instance-id`; SCLB's
+    /// `LoadBalancerServiceInstanceCookieTransformer`). The instance can
+    /// echo it back (`Set-Cookie`) so that later requests carrying it stick
+    /// to it ([`StickySession`](crate::rule::StickySession)). `None` (the
+    /// default): no cookie, and the request path does no work for it.
+    ///
+    /// Each attempt sets the pair of the instance it goes to: an existing
+    /// pair of that name is replaced (a retry to another instance, or a
+    /// caller's sticky cookie naming an instance that was not chosen),
+    /// other cookies are kept and all are sent as one `Cookie` field. An
+    /// instance id that is empty or holds a byte outside RFC 6265's
+    /// `cookie-octet` gets no cookie (the first such refusal of a service
+    /// logs a warning); see [`instance_cookie`](crate::rule::sticky_session::instance_cookie).
+    ///
+    /// # Errors
+    /// [`Builder::layer`] fails with [`BuildError::Invalid`] when `name` is
+    /// not an RFC 6265 cookie name (an HTTP token).
+    pub fn instance_cookie(mut self, name: Option<&str>) -> Self {
+        self.instance_cookies.default = name.map(Arc::from);
+        self
+    }
+
+    /// As [`Builder::instance_cookie`] for the one service `service_id`
+    /// (matched ignoring ASCII case), overriding the balancer-wide setting:
+    /// `None` turns the cookie off for that service. The last call for a
+    /// service wins.
+    ///
+    /// # Errors
+    /// As [`Builder::instance_cookie`].
+    pub fn service_instance_cookie(
+        mut self,
+        service_id: impl Into<String>,
+        name: Option<&str>,
+    ) -> Self {
+        self.instance_cookies
+            .set(service_id.into(), name.map(Arc::from));
+        self
+    }
+
     /// Builds a [`LoadBalancer`] around hyper-util's client
     /// ([`http_client`](super::http_client)) with this builder's connect
     /// timeout on its connector.
@@ -309,6 +353,7 @@ impl Builder {
                 "must be more than zero (None: the operating system's)",
             ));
         }
+        self.instance_cookies.validate()?;
         let invalid = |e: crate::stats::InvalidConfig| BuildError::invalid(e.field(), e.reason());
         self.outliers.validate().map_err(invalid)?;
         self.stats.validate().map_err(invalid)?;
@@ -337,6 +382,7 @@ impl Builder {
             #[cfg(feature = "hyper-util")]
             active_health: self.active_health,
             stats: self.stats,
+            instance_cookies: self.instance_cookies,
             rng: crate::rng::AtomicRng::from_entropy(),
             handle,
         });

@@ -84,6 +84,7 @@ mod attempt;
 mod body;
 mod builder;
 mod classify;
+mod cookie;
 mod future;
 pub(crate) mod grpc_status;
 mod hash_key;
@@ -147,6 +148,8 @@ pub(crate) struct Shared {
     #[cfg(feature = "hyper-util")]
     active_health: Option<ActiveHealthCheck>,
     stats: crate::stats::StatsConfig,
+    /// The instance cookie of each service (`Builder::instance_cookie`).
+    instance_cookies: cookie::InstanceCookies,
     rng: crate::rng::AtomicRng,
     handle: tokio::runtime::Handle,
 }

@@ -115,7 +115,8 @@ impl Shared {
                 self.outliers.panic_threshold_percent,
             )
             // Validated by the builder, so `build` cannot fail here.
-            .with_retry_budget(self.retry.build().ok().flatten()),
+            .with_retry_budget(self.retry.build().ok().flatten())
+            .with_instance_cookie(self.instance_cookies.for_service(service_id)),
         );
         #[cfg_attr(not(feature = "hyper-util"), allow(unused_mut))]
         let mut service_tasks = vec![spawn_refresher(

@@ -31,6 +31,12 @@ pub(crate) struct ServiceState {
     /// Set once a request saw the first fetch finished, so later requests
     /// skip the wait (and its future) with one load.
     first_fetch_seen: std::sync::atomic::AtomicBool,
+    /// The cookie name each request gets `name=<instance id>` under
+    /// (`Builder::instance_cookie`); `None`: off.
+    instance_cookie: Option<Arc<str>>,
+    /// Set once an instance id was refused as a cookie value (one warning
+    /// per service, not one per request).
+    cookie_refused: std::sync::atomic::AtomicBool,
 }
 
 impl ServiceState {
@@ -58,6 +64,8 @@ impl ServiceState {
             health: HealthView::new(panic_threshold_percent),
             retry_budget: None,
             first_fetch_seen: std::sync::atomic::AtomicBool::new(false),
+            instance_cookie: None,
+            cookie_refused: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -67,6 +75,24 @@ impl ServiceState {
     pub(crate) fn with_retry_budget(mut self, budget: Option<crate::retry::TpsBudget>) -> Self {
         self.retry_budget = budget;
         self
+    }
+
+    /// Sets the instance cookie's name (`None`: off).
+    pub(crate) fn with_instance_cookie(mut self, name: Option<Arc<str>>) -> Self {
+        self.instance_cookie = name;
+        self
+    }
+
+    /// The instance cookie's name, if the service adds one.
+    pub(crate) fn instance_cookie(&self) -> Option<&str> {
+        self.instance_cookie.as_deref()
+    }
+
+    /// `true` the first time it is called (the first refused id warns).
+    pub(crate) fn first_cookie_refusal(&self) -> bool {
+        !self
+            .cookie_refused
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The service's retry budget, if the policy has one.

@@ -31,6 +31,9 @@ use tokio::task::JoinHandle;
 /// The header whose value a backend records with each request.
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// The response header a backend echoes each received `Cookie` field in.
+pub const ECHO_COOKIE: &str = "x-echo-cookie";
+
 /// How a backend answers. Every behaviour but [`Behavior::HangAfterRead`]
 /// answers with the backend's name as the body; every behaviour reads the
 /// whole request body first.
@@ -68,6 +71,8 @@ struct State {
     connections: AtomicUsize,
     behavior: ArcSwap<Behavior>,
     requests: Mutex<Vec<(String, Method)>>,
+    /// The `Cookie` fields of every request, in order of arrival.
+    cookies: Mutex<Vec<Vec<String>>>,
 }
 
 /// One running backend. Dropping it (or [`Backend::stop`]) closes the
@@ -96,6 +101,7 @@ impl Backend {
             connections: AtomicUsize::new(0),
             behavior: ArcSwap::from_pointee(behavior),
             requests: Mutex::new(Vec::new()),
+            cookies: Mutex::new(Vec::new()),
         });
         let mut backend = Backend {
             addr,
@@ -168,6 +174,16 @@ impl Backend {
         self.requests().into_iter().map(|(id, _)| id).collect()
     }
 
+    /// The `Cookie` fields each request carried (one inner list per
+    /// request, in arrival order; non-UTF-8 bytes replaced).
+    pub fn cookies(&self) -> Vec<Vec<String>> {
+        self.state
+            .cookies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Whether it is serving (not stopped).
     pub fn is_running(&self) -> bool {
         self.task.as_ref().is_some_and(|t| !t.is_finished()) && self.stop.is_some()
@@ -238,12 +254,26 @@ async fn answer(
             .unwrap_or_else(|e| e.into_inner())
             .push((id.to_owned(), req.method().clone()));
     }
+    let cookies: Vec<String> = (req.headers().get_all(http::header::COOKIE).iter())
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    state
+        .cookies
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(cookies.clone());
     let behavior = state.behavior.load_full();
     // Read the whole request first (a broken body is the client's problem).
     let _ = req.into_body().collect().await;
     let status =
         |code: u16| StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = Response::new(Full::new(state.body.clone()));
+    // Echo every `Cookie` field back, one `x-echo-cookie` field each.
+    for cookie in cookies {
+        if let Ok(v) = http::HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(ECHO_COOKIE, v);
+        }
+    }
     match *behavior {
         Behavior::Ok => {}
         Behavior::Status(code) => *response.status_mut() = status(code),
