@@ -375,3 +375,39 @@ async fn a_connect_timeout_above_the_read_timeout_is_reported_as_a_read_timeout(
     assert_eq!(err.timeout(), Some(TimeoutKind::Connect(Some(second))));
     assert_eq!(err.attempts().len(), 2);
 }
+
+/// The h2c client takes the builder's connect timeout through
+/// `h2c_client_with` (`h2c_client` always had 2 s, so `ConnectTimeout`
+/// could not reach the gRPC path and its errors named a timeout that had
+/// not fired); a POST (every gRPC call) is retried after it.
+#[cfg(feature = "grpc")]
+#[tokio::test(start_paused = true)]
+async fn the_h2c_client_takes_the_builders_connect_timeout() {
+    use tower_ribbon::grpc::{GrpcBody, h2c_client, h2c_client_with};
+    use tower_ribbon::retry::ReplayBody;
+    let post = || {
+        Request::post("http://svc/pkg.Svc/Call")
+            .body(GrpcBody::from_bytes(Bytes::new()))
+            .unwrap()
+    };
+    let second = Duration::from_secs(1);
+    let (addr, _alive) = unanswered_listener();
+    let b = builder(&[addr]).connect_timeout(Some(second));
+    let client = h2c_client_with(b.get_connect_timeout());
+    let lb = b.build(client).unwrap();
+    let start = Instant::now();
+    let err = lb.oneshot(post()).await.unwrap_err();
+    within(start.elapsed(), 2 * second, BACKOFF);
+    assert_eq!(err.timeout(), Some(TimeoutKind::Connect(Some(second))));
+    assert_eq!(err.attempts().len(), 2);
+
+    let (addr, _alive) = unanswered_listener();
+    let uri = format!("http://{addr}/pkg.Svc/Call");
+    let start = Instant::now();
+    let request = Request::post(uri)
+        .body(ReplayBody::from_bytes(Bytes::new()))
+        .unwrap();
+    let err = h2c_client().request(request).await.unwrap_err();
+    assert!(err.is_connect(), "{err}");
+    assert_eq!(start.elapsed(), 2 * second);
+}

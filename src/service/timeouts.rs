@@ -3,7 +3,7 @@
 //!
 //! | setting | default | Ribbon key | applied by |
 //! |---|---|---|---|
-//! | connect timeout | [`DEFAULT_CONNECT_TIMEOUT`] (2 s) | `ConnectTimeout` | the HTTP client's connector ([`http_client`], [`Builder::build_http`], `tls::HttpsClient`, `grpc::h2c_client`) |
+//! | connect timeout | [`DEFAULT_CONNECT_TIMEOUT`] (2 s) | `ConnectTimeout` | the HTTP client's connector ([`http_client`], [`Builder::build_http`], `tls::HttpsClient`, `grpc::h2c_client_with`; `grpc::h2c_client` has Ribbon's 2 s whatever the key says) |
 //! | per-try (read) timeout | [`DEFAULT_READ_TIMEOUT`] (5 s) | `ReadTimeout` | the balancer, around each attempt |
 //! | overall deadline | none | — | the balancer ([`RetryPolicy::deadline`]) |
 //!
