@@ -270,4 +270,42 @@ mod tests {
             assert_eq!(taken, 10, "round {round}");
         }
     }
+
+    proptest::proptest! {
+        /// Within one window, deposits and withdrawals interleaved in any
+        /// order never take more than `ratio` × deposits (to a millionth)
+        /// plus the reserve, and taking until refused takes exactly that.
+        #[test]
+        fn never_more_than_ratio_plus_reserve(
+            ratio_micro in 0u32..=5_000_000,
+            min_per_sec in 0u32..20,
+            ttl_secs in 1u64..=60,
+            ops in proptest::collection::vec(proptest::bool::ANY, 0..400),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            let _g = rt.enter();
+            let ratio = ratio_micro as f32 / 1e6;
+            let b = TpsBudget::new(Duration::from_secs(ttl_secs), min_per_sec, ratio);
+            let per_deposit = u64::from(ratio_micro);
+            let reserve = u64::from(min_per_sec) * ttl_secs;
+            let (mut deposits, mut taken) = (0u64, 0u64);
+            for deposit in ops {
+                if deposit {
+                    b.deposit();
+                    deposits += 1;
+                } else if b.withdraw() {
+                    taken += 1;
+                }
+                proptest::prop_assert!(taken <= per_deposit * deposits / 1_000_000 + reserve);
+            }
+            while b.withdraw() {
+                taken += 1;
+            }
+            proptest::prop_assert_eq!(taken, per_deposit * deposits / 1_000_000 + reserve);
+        }
+    }
 }
