@@ -225,7 +225,7 @@ async fn every_number_and_duration_out_of_bounds_is_named_with_its_bound() {
             (key.to_owned(), format!("invalid setting `{key}`: {reason}"))
         );
     }
-    assert_eq!(n, 26);
+    assert_eq!(n, 28);
 }
 
 #[tokio::test]
