@@ -311,3 +311,103 @@ fn a_zero_read_timeout_is_refused_at_build() {
         .unwrap_err();
     assert!(err.to_string().contains("Builder::read_timeout"), "{err}");
 }
+
+/// A real hyper server answering 200 with its headers at once and a body
+/// that never sends a byte (a backend stalled mid-response).
+async fn headers_then_stalled_body() -> SocketAddr {
+    use hyper::body::Frame;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(|_req| async {
+                let never = tokio_stream::pending::<Result<Frame<Bytes>, std::io::Error>>();
+                let body = http_body_util::StreamBody::new(never);
+                Ok::<_, std::convert::Infallible>(http::Response::new(body))
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(io, service));
+        }
+    });
+    addr
+}
+
+/// The per-try timeout ends at the response headers, as its docs say: a
+/// body stalled after them is the caller's to bound (60 s of paused time
+/// and still pending).
+#[tokio::test(start_paused = true)]
+async fn a_body_stalled_after_the_headers_is_not_cut_by_the_read_timeout() {
+    use http_body_util::BodyExt;
+    let addr = headers_then_stalled_body().await;
+    let lb = builder(&[addr]).build_http::<Full<Bytes>>().unwrap();
+    let request = Request::get("http://svc/x").body(Full::default()).unwrap();
+    let response = lb.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let read = tokio::time::timeout(Duration::from_secs(60), body.frame()).await;
+    assert!(read.is_err(), "the body should still be pending after 60 s");
+}
+
+/// A connect timeout above the per-try timeout is cut by the per-try timer
+/// (started before the connect), as the module docs warn: a POST whose
+/// connect hangs is reported as a read timeout and not retried. At equal
+/// values (Spring Cloud Netflix's 1000/1000 ms) the client's connect timer
+/// fires first and the POST is retried.
+#[tokio::test(start_paused = true)]
+async fn a_connect_timeout_above_the_read_timeout_is_reported_as_a_read_timeout() {
+    let second = Duration::from_secs(1);
+    let lb = |addr, connect| {
+        builder(&[addr])
+            .connect_timeout(Some(connect))
+            .read_timeout(Some(second))
+            .build_http::<Full<Bytes>>()
+            .unwrap()
+    };
+    let (addr, _alive) = unanswered_listener();
+    let (err, elapsed) = call(&lb(addr, 2 * second), http::Method::POST).await;
+    assert_eq!(elapsed, second);
+    assert_eq!(err.timeout(), Some(TimeoutKind::PerTry(second)));
+    assert_eq!(err.attempts().len(), 1);
+
+    let (addr, _alive) = unanswered_listener();
+    let (err, elapsed) = call(&lb(addr, second), http::Method::POST).await;
+    within(elapsed, 2 * second, BACKOFF);
+    assert_eq!(err.timeout(), Some(TimeoutKind::Connect(Some(second))));
+    assert_eq!(err.attempts().len(), 2);
+}
+
+/// The h2c client takes the builder's connect timeout through
+/// `h2c_client_with` (`h2c_client` always had 2 s, so `ConnectTimeout`
+/// could not reach the gRPC path and its errors named a timeout that had
+/// not fired); a POST (every gRPC call) is retried after it.
+#[cfg(feature = "grpc")]
+#[tokio::test(start_paused = true)]
+async fn the_h2c_client_takes_the_builders_connect_timeout() {
+    use tower_ribbon::grpc::{GrpcBody, h2c_client, h2c_client_with};
+    use tower_ribbon::retry::ReplayBody;
+    let post = || {
+        Request::post("http://svc/pkg.Svc/Call")
+            .body(GrpcBody::from_bytes(Bytes::new()))
+            .unwrap()
+    };
+    let second = Duration::from_secs(1);
+    let (addr, _alive) = unanswered_listener();
+    let b = builder(&[addr]).connect_timeout(Some(second));
+    let client = h2c_client_with(b.get_connect_timeout());
+    let lb = b.build(client).unwrap();
+    let start = Instant::now();
+    let err = lb.oneshot(post()).await.unwrap_err();
+    within(start.elapsed(), 2 * second, BACKOFF);
+    assert_eq!(err.timeout(), Some(TimeoutKind::Connect(Some(second))));
+    assert_eq!(err.attempts().len(), 2);
+
+    let (addr, _alive) = unanswered_listener();
+    let uri = format!("http://{addr}/pkg.Svc/Call");
+    let start = Instant::now();
+    let request = Request::post(uri)
+        .body(ReplayBody::from_bytes(Bytes::new()))
+        .unwrap();
+    let err = h2c_client().request(request).await.unwrap_err();
+    assert!(err.is_connect(), "{err}");
+    assert_eq!(start.elapsed(), 2 * second);
+}

@@ -61,6 +61,7 @@ mod transport;
 #[cfg(feature = "grpc")]
 pub use transport::{
     GrpcBalancer, GrpcBody, GrpcRetry, GrpcRetryLayer, H2cClient, balance, h2c_client,
+    h2c_client_with,
 };
 
 pub use crate::service::grpc_status::{effective_status, grpc_status, http_status_for, is_grpc};

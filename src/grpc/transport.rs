@@ -38,11 +38,22 @@ pub type GrpcBalancer<S> = GrpcRetry<LoadBalancer<GrpcStatus<S>>>;
 
 /// hyper-util's client speaking HTTP/2 only, with prior knowledge (as
 /// tonic's own `Channel` does for `http` endpoints), `TCP_NODELAY` and a
-/// 2 s connect timeout. One connection per instance carries every call.
+/// 2 s connect timeout (Ribbon's default). One connection per instance
+/// carries every call. A builder's own connect timeout (`ConnectTimeout`
+/// key, [`Builder::connect_timeout`]) is not read here: pass it through
+/// [`h2c_client_with`].
 pub fn h2c_client() -> H2cClient {
+    h2c_client_with(Some(crate::service::DEFAULT_CONNECT_TIMEOUT))
+}
+
+/// [`h2c_client`] with this connect timeout (`None`: the operating
+/// system's), e.g. `h2c_client_with(builder.get_connect_timeout())` so that
+/// the `ConnectTimeout` key applies and connect-timeout errors name the
+/// timeout that fired.
+pub fn h2c_client_with(connect_timeout: Option<Duration>) -> H2cClient {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(2)));
+    http.set_connect_timeout(connect_timeout);
     Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build(http)

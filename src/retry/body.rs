@@ -109,7 +109,19 @@ pub enum BufferError {
     /// Reading the body failed.
     #[error("reading the request body to buffer it failed: {0}")]
     Read(#[source] BoxError),
+    /// The body yielded more frames without data (empty data frames,
+    /// trailers) than the bound: `max_bytes`, at least 1024.
+    #[error(
+        "request body yielded more than {max_frames} frames without data: too many to buffer for retries"
+    )]
+    TooManyFrames {
+        /// The bound on frames without data.
+        max_frames: usize,
+    },
 }
+
+/// Frames without data that [`ReplayBody::buffer`] accepts at least.
+const MIN_EMPTY_FRAMES: usize = 1024;
 
 /// A body that is either buffered (always replayable) or a stream that is
 /// replayable only until it is first polled.
@@ -147,11 +159,14 @@ impl<B> ReplayBody<B> {
     /// retry can send it again (for example a [`BoxBody`] a gateway
     /// received). Trailers are dropped. Reading stops at the first frame
     /// past the bound, so a longer body costs at most `max_bytes` plus one
-    /// frame of memory.
+    /// frame of memory. Frames without data (empty ones, trailers) are
+    /// counted apart, at most `max_bytes` of them (at least 1024), so a body
+    /// yielding empty frames forever ends too.
     ///
     /// # Errors
     /// [`BufferError::TooLong`] when the body (by its size hint or as read)
-    /// exceeds `max_bytes`; [`BufferError::Read`] when reading fails.
+    /// exceeds `max_bytes`; [`BufferError::TooManyFrames`] past the bound on
+    /// frames without data; [`BufferError::Read`] when reading fails.
     pub async fn buffer<S>(body: S, max_bytes: usize) -> Result<Self, BufferError>
     where
         S: Body,
@@ -163,10 +178,18 @@ impl<B> ReplayBody<B> {
         }
         let mut body = std::pin::pin!(body);
         let mut buf = bytes::BytesMut::new();
+        let max_frames = max_bytes.max(MIN_EMPTY_FRAMES);
+        let mut empty_frames = 0usize;
         while let Some(frame) = body.frame().await {
+            use bytes::Buf;
             let frame = frame.map_err(|e| BufferError::Read(e.into()))?;
+            if frame.data_ref().is_none_or(|data| !data.has_remaining()) {
+                empty_frames += 1;
+                if empty_frames > max_frames {
+                    return Err(BufferError::TooManyFrames { max_frames });
+                }
+            }
             if let Ok(mut data) = frame.into_data() {
-                use bytes::Buf;
                 if buf.len().saturating_add(data.remaining()) > max_bytes {
                     return Err(too_long);
                 }
@@ -335,6 +358,39 @@ mod tests {
             .map_err(|n| match n {})
             .boxed_unsync();
         assert!(full.try_clone_body().is_none());
+    }
+
+    /// A body yielding empty data frames forever (always ready): `buffer`
+    /// looped without end and without yielding before the bound on them.
+    #[tokio::test]
+    async fn buffer_ends_a_body_of_endless_empty_frames() {
+        let endless = http_body_util::StreamBody::new(endless_empty_frames());
+        let err = ReplayBody::<Empty<Bytes>>::buffer(endless, 10)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, BufferError::TooManyFrames { max_frames: 1024 }),
+            "{err}"
+        );
+        let endless = http_body_util::StreamBody::new(endless_empty_frames());
+        let err = ReplayBody::<Empty<Bytes>>::buffer(endless, 5000)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, BufferError::TooManyFrames { max_frames: 5000 }),
+            "{err}"
+        );
+        // Up to the bound, empty frames are fine.
+        let some = http_body_util::StreamBody::new(tokio_stream::iter(
+            (0..1024).map(|_| Ok::<_, BoxError>(Frame::data(Bytes::new()))),
+        ));
+        let body: ReplayBody<Empty<Bytes>> = ReplayBody::buffer(some, 0).await.unwrap();
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "");
+    }
+
+    /// An endless, always-ready stream of empty data frames.
+    fn endless_empty_frames() -> impl tokio_stream::Stream<Item = Result<Frame<Bytes>, BoxError>> {
+        tokio_stream::iter(std::iter::repeat_with(|| Ok(Frame::data(Bytes::new()))))
     }
 
     #[tokio::test]

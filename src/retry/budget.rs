@@ -46,8 +46,8 @@ impl RetryBudgetConfig {
         self
     }
 
-    /// Retries allowed per request in the window, 0.0 to 1000.0.
-    /// Default 0.2 (20 %).
+    /// Retries allowed per request in the window, 0.0 to 1000.0, counted
+    /// to a millionth (0.7: 7 retries per 10 requests). Default 0.2 (20 %).
     pub fn ratio(mut self, ratio: f32) -> Self {
         self.ratio = ratio;
         self

@@ -26,8 +26,8 @@
 //!   when it fits before the deadline, an optional per-try timeout and an
 //!   optional overall deadline.
 //! - **How much**: a retry budget (Finagle's `RetryBudget`, with the
-//!   accounting of tower's [`TpsBudget`](tower::retry::budget::TpsBudget)
-//!   and lock-free deposits): retries may add at most
+//!   windows of tower's [`TpsBudget`](tower::retry::budget::TpsBudget),
+//!   lock-free deposits and exact ratios): retries may add at most
 //!   `ratio` of recent requests plus `min_per_sec` per second over a `ttl`
 //!   window (default 20 % + 10/s over 10 s), so retries cannot multiply load.
 //!

@@ -1,11 +1,18 @@
 //! [`TpsBudget`]: tower's `TpsBudget` (Finagle's `RetryBudget`) with the
-//! same accounting, but a deposit takes no lock while the current window
+//! same windows, but a deposit takes no lock while the current window
 //! lasts. tower's locks a mutex and reads the clock on every deposit, and
 //! the balancer deposits once per request, so two cores sending at once
 //! queued on that lock.
+//!
+//! Two departures from tower's accounting, both so that retries never
+//! exceed the configured bound: amounts are in millionths of a request
+//! (tower's `(1 / ratio) as isize` truncates, so a ratio of 0.7 allowed a
+//! retry per request and 0.3 one per three), and a withdrawal checks and
+//! takes under the window lock (tower's reads the sum and then subtracts,
+//! so withdrawals racing on several threads could all pass one check).
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -20,12 +27,12 @@ pub(crate) struct TpsBudget {
     /// deposit only adds (no lock).
     window_end_ns: AtomicU64,
     start: Instant,
-    reserve: isize,
-    slots: Box<[AtomicIsize]>,
+    reserve: i64,
+    slots: Box<[AtomicI64]>,
     window: Duration,
-    writer: AtomicIsize,
-    deposit_amount: isize,
-    withdraw_amount: isize,
+    writer: AtomicI64,
+    deposit_amount: i64,
+    withdraw_amount: i64,
 }
 
 #[derive(Debug)]
@@ -36,20 +43,21 @@ struct Generation {
 
 const WINDOWS: u32 = 10;
 
+/// A retry withdraws this much; a request deposits `ratio` times it
+/// (rounded), so the ratio counts to a millionth.
+const UNIT: i64 = 1_000_000;
+
 impl TpsBudget {
     /// `ttl` 1..=60 s, `retry_percent` 0..=1000, `min_per_sec` below
     /// `i32::MAX` (checked by `RetryBudgetConfig::validate`).
     pub(crate) fn new(ttl: Duration, min_per_sec: u32, retry_percent: f32) -> Self {
-        let (deposit_amount, withdraw_amount) = if retry_percent <= 0.0 {
-            (0, 1)
-        } else if retry_percent <= 1.0 {
-            (1, (1.0 / retry_percent) as isize)
-        } else {
-            (1000, (1000.0 / retry_percent) as isize)
-        };
-        let reserve = isize::try_from(min_per_sec)
-            .unwrap_or(isize::MAX)
-            .saturating_mul(isize::try_from(ttl.as_secs()).unwrap_or(isize::MAX))
+        // At most 1000 × UNIT = 1e9 per request (NaN and below zero: 0).
+        let deposit_amount =
+            (f64::from(retry_percent.clamp(0.0, 1000.0)) * UNIT as f64).round() as i64;
+        let withdraw_amount = UNIT;
+        // At most i32::MAX × 60 × 1e6 < 1.3e17.
+        let reserve = i64::from(min_per_sec)
+            .saturating_mul(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
             .saturating_mul(withdraw_amount);
         let start = Instant::now();
         let window = ttl / WINDOWS;
@@ -61,9 +69,9 @@ impl TpsBudget {
             window_end_ns: AtomicU64::new(nanos(window)),
             start,
             reserve,
-            slots: (0..WINDOWS).map(|_| AtomicIsize::new(0)).collect(),
+            slots: (0..WINDOWS).map(|_| AtomicI64::new(0)).collect(),
             window,
-            writer: AtomicIsize::new(0),
+            writer: AtomicI64::new(0),
             deposit_amount,
             withdraw_amount,
         }
@@ -76,29 +84,36 @@ impl TpsBudget {
             return;
         }
         let mut generation = self.generation.lock().unwrap_or_else(|e| e.into_inner());
+        self.expire_locked(&mut generation, now);
+    }
+
+    /// Moves to the window `now` falls in; the caller holds the lock.
+    fn expire_locked(&self, generation: &mut Generation, now: Instant) {
         let diff = now.saturating_duration_since(generation.time);
         if diff < self.window {
             return;
         }
         let to_commit = self.writer.swap(0, Ordering::SeqCst);
         self.slots[generation.index].store(to_commit, Ordering::SeqCst);
-        let mut diff = diff;
-        let mut idx = (generation.index + 1) % self.slots.len();
-        while diff > self.window {
-            self.slots[idx].store(0, Ordering::SeqCst);
-            diff -= self.window;
-            idx = (idx + 1) % self.slots.len();
+        // Windows passed with no call: each is emptied, at most all of them
+        // (tower's loop ran once per window, 3e8 times after a year idle).
+        let len = self.slots.len();
+        let skipped =
+            usize::try_from(diff.as_nanos().saturating_sub(1) / self.window.as_nanos().max(1))
+                .unwrap_or(usize::MAX);
+        for step in 0..skipped.min(len) {
+            self.slots[(generation.index + 1 + step) % len].store(0, Ordering::SeqCst);
         }
-        generation.index = idx;
+        generation.index = (generation.index + 1 + skipped % len) % len;
         generation.time = now;
         let end = now.saturating_duration_since(self.start) + self.window;
         self.window_end_ns.store(nanos(end), Ordering::Relaxed);
     }
 
-    fn sum(&self) -> isize {
+    fn sum(&self) -> i64 {
         let windowed = (self.slots.iter())
             .map(|slot| slot.load(Ordering::SeqCst))
-            .fold(0, isize::saturating_add);
+            .fold(0, i64::saturating_add);
         (self.writer.load(Ordering::SeqCst))
             .saturating_add(windowed)
             .saturating_add(self.reserve)
@@ -110,9 +125,12 @@ impl TpsBudget {
         self.writer.fetch_add(self.deposit_amount, Ordering::SeqCst);
     }
 
-    /// One retry: takes from the budget if it holds enough.
+    /// One retry: takes from the budget if it holds enough. Under the
+    /// window lock, so the sum cannot move under the check except by
+    /// deposits (which only add).
     pub(crate) fn withdraw(&self) -> bool {
-        self.expire();
+        let mut generation = self.generation.lock().unwrap_or_else(|e| e.into_inner());
+        self.expire_locked(&mut generation, Instant::now());
         if self.sum() >= self.withdraw_amount {
             self.writer
                 .fetch_add(-self.withdraw_amount, Ordering::SeqCst);
@@ -185,5 +203,109 @@ mod tests {
         assert!(b.withdraw());
         assert!(b.withdraw());
         assert!(!b.withdraw());
+    }
+
+    /// Retries allowed by `deposits` requests under `ratio` (no reserve).
+    fn allowed(ratio: f32, deposits: usize) -> usize {
+        let b = TpsBudget::new(Duration::from_secs(10), 0, ratio);
+        for _ in 0..deposits {
+            b.deposit();
+        }
+        std::iter::from_fn(|| b.withdraw().then_some(())).count()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ratios_that_are_not_one_over_n() {
+        // tower's `(1 / ratio) as isize` gave 10, 5 and 10 here.
+        assert_eq!(allowed(0.7, 10), 7);
+        assert_eq!(allowed(0.3, 10), 3);
+        assert_eq!(allowed(0.55, 100), 55);
+        assert_eq!(allowed(2.5, 10), 25);
+        assert_eq!(allowed(1000.0, 1), 1000);
+        assert_eq!(allowed(0.0, 1000), 0);
+        assert_eq!(allowed(f32::NAN, 1000), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_idle_spell_costs_one_pass_over_the_windows() {
+        let b = TpsBudget::new(Duration::from_secs(1), 2, 1.0);
+        for _ in 0..50 {
+            b.deposit();
+        }
+        // 1000 years of 100 ms windows: tower's loop stepped 3e11 times.
+        tokio::time::advance(Duration::from_secs(1000 * 365 * 86_400)).await;
+        b.deposit();
+        let n = std::iter::from_fn(|| b.withdraw().then_some(())).count();
+        assert_eq!(n, 3, "the reserve of 2 and the one new deposit");
+    }
+
+    #[test]
+    fn racing_withdrawals_never_exceed_the_budget() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        for round in 0..5000 {
+            // A reserve of 5 retries and 10 deposits at ratio 0.5: 10. (Before
+            // the fix, 5000 rounds of 8 threads on 2 cores took more than 10.)
+            let b = std::sync::Arc::new(TpsBudget::new(Duration::from_secs(1), 5, 0.5));
+            let _g = rt.enter();
+            for _ in 0..10 {
+                b.deposit();
+            }
+            let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    let (b, start) = (b.clone(), start.clone());
+                    let handle = rt.handle().clone();
+                    std::thread::spawn(move || {
+                        let _g = handle.enter();
+                        start.wait();
+                        (0..20).filter(|_| b.withdraw()).count()
+                    })
+                })
+                .collect();
+            let taken: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+            assert_eq!(taken, 10, "round {round}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Within one window, deposits and withdrawals interleaved in any
+        /// order never take more than `ratio` × deposits (to a millionth)
+        /// plus the reserve, and taking until refused takes exactly that.
+        #[test]
+        fn never_more_than_ratio_plus_reserve(
+            ratio_micro in 0u32..=5_000_000,
+            min_per_sec in 0u32..20,
+            ttl_secs in 1u64..=60,
+            ops in proptest::collection::vec(proptest::bool::ANY, 0..400),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            let _g = rt.enter();
+            let ratio = ratio_micro as f32 / 1e6;
+            let b = TpsBudget::new(Duration::from_secs(ttl_secs), min_per_sec, ratio);
+            let per_deposit = u64::from(ratio_micro);
+            let reserve = u64::from(min_per_sec) * ttl_secs;
+            let (mut deposits, mut taken) = (0u64, 0u64);
+            for deposit in ops {
+                if deposit {
+                    b.deposit();
+                    deposits += 1;
+                } else if b.withdraw() {
+                    taken += 1;
+                }
+                proptest::prop_assert!(taken <= per_deposit * deposits / 1_000_000 + reserve);
+            }
+            while b.withdraw() {
+                taken += 1;
+            }
+            proptest::prop_assert_eq!(taken, per_deposit * deposits / 1_000_000 + reserve);
+        }
     }
 }

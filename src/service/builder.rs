@@ -334,7 +334,8 @@ impl Builder {
     /// # Errors
     /// [`BuildError::NoSource`] without a source; [`BuildError::NoRuntime`]
     /// outside a Tokio runtime; [`BuildError::Invalid`] for a setting out of
-    /// bounds (above) or an empty service id.
+    /// bounds (above), an empty service id, one over 253 bytes or one with
+    /// control characters.
     pub fn layer(self) -> Result<LoadBalancerLayer, BuildError> {
         let source = self.source.ok_or(BuildError::NoSource)?;
         let handle = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
@@ -390,6 +391,14 @@ impl Builder {
             if service.trim().is_empty() {
                 return Err(BuildError::invalid("service", "empty service id"));
             }
+            if service.trim().len() > MAX_SERVICE_ID {
+                // Requests are routed by their host, so a longer id is never
+                // reached; it would only fill every span, log and label.
+                return Err(BuildError::invalid(
+                    "service",
+                    "a service id is at most 253 bytes (a host name's bound)",
+                ));
+            }
             if service.chars().any(char::is_control) {
                 // Service ids end up in log fields and metric labels.
                 return Err(BuildError::invalid(
@@ -413,6 +422,10 @@ impl Builder {
         ))
     }
 }
+
+/// The longest service id, in bytes: a DNS name's bound, as on-demand
+/// discovery's.
+const MAX_SERVICE_ID: usize = 253;
 
 /// The most services a balancer may hold with on-demand discovery.
 const MAX_SERVICES: usize = 1_000_000;

@@ -3,7 +3,7 @@
 //!
 //! | setting | default | Ribbon key | applied by |
 //! |---|---|---|---|
-//! | connect timeout | [`DEFAULT_CONNECT_TIMEOUT`] (2 s) | `ConnectTimeout` | the HTTP client's connector ([`http_client`], [`Builder::build_http`], `tls::HttpsClient`, `grpc::h2c_client`) |
+//! | connect timeout | [`DEFAULT_CONNECT_TIMEOUT`] (2 s) | `ConnectTimeout` | the HTTP client's connector ([`http_client`], [`Builder::build_http`], `tls::HttpsClient`, `grpc::h2c_client_with`; `grpc::h2c_client` has Ribbon's 2 s whatever the key says) |
 //! | per-try (read) timeout | [`DEFAULT_READ_TIMEOUT`] (5 s) | `ReadTimeout` | the balancer, around each attempt |
 //! | overall deadline | none | — | the balancer ([`RetryPolicy::deadline`]) |
 //!
@@ -18,11 +18,27 @@
 //! per-try timeout. 2 s connect / 5 s per try keeps Ribbon's behaviour.
 //!
 //! **Worst case.** Every attempt is bounded by the per-try timeout, so a
-//! request to hung instances takes at most `RetryPolicy::max_attempts` ×
-//! 5 s plus backoff (10 s plus at most 10 ms with the default policy, whose
-//! second attempt goes to another instance); a POST is not retried after a
-//! read timeout (it may have reached the server), so it fails after 5 s.
-//! Set [`RetryPolicy::deadline`] to bound the whole request.
+//! request to hung instances gets its response headers or its error within
+//! `RetryPolicy::max_attempts` × 5 s plus backoff (10 s plus at most 10 ms
+//! with the default policy, whose second attempt goes to another instance);
+//! a POST is not retried after a read timeout (it may have reached the
+//! server), so it fails after 5 s. Set [`RetryPolicy::deadline`] to bound
+//! the wait for the headers of the whole request.
+//!
+//! **The response body is not bounded.** Both timers stop at the response
+//! headers: a backend that sends its headers and then stalls the body keeps
+//! the caller's body read waiting (Ribbon's `ReadTimeout`, a socket read
+//! timeout, would also cut a stalled body). Bound the body where you read
+//! it, e.g. `tokio::time::timeout` around `collect()`, or tower-http's
+//! `TimeoutBody`.
+//!
+//! **Connect inside the per-try timeout.** The per-try timer starts before
+//! the connection is made, so a connect timeout above the per-try timeout
+//! never fires: a connect that hangs is cut by the per-try timer and
+//! reported (and refused a POST retry) as a read timeout, because the
+//! balancer cannot see that no connection was made. Keep the connect
+//! timeout at or below the per-try timeout (the defaults are 2 s and 5 s;
+//! at equal values the client's connect timer fires first).
 //!
 //! **Your own client.** The balancer cannot reach into a client it is
 //! given: set the connect timeout on it yourself
