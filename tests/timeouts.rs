@@ -267,7 +267,8 @@ async fn a_policy_per_try_timeout_wins_over_the_builder_default() {
         Some(TimeoutKind::PerTry(Duration::from_millis(250)))
     );
     assert!(
-        err.to_string().contains("PUT not retried: no retries left"),
+        err.to_string()
+            .contains("PUT not retried: retries are off (the `RetryPolicy` allows none)"),
         "{err}"
     );
 }
@@ -277,7 +278,7 @@ fn each_timeout_message_names_its_cause() {
     let cases = [
         (
             TimeoutKind::Connect(Some(Duration::from_secs(2))),
-            "the connect timeout (2s) fired: no connection was made, the request never reached the server",
+            "the connect timeout (2s) fired: no connection was made, the request never reached the server (set it with `ConnectTimeout` or `Builder::connect_timeout`)",
         ),
         (
             TimeoutKind::Connect(None),
@@ -285,7 +286,7 @@ fn each_timeout_message_names_its_cause() {
         ),
         (
             TimeoutKind::PerTry(Duration::from_secs(5)),
-            "the per-try (read) timeout (5s) fired before the response headers",
+            "the per-try (read) timeout (5s) fired before the response headers (raise it with `ReadTimeout` or `Builder::read_timeout`; `RetryPolicy::per_try_timeout` wins when set)",
         ),
         (
             TimeoutKind::Deadline(Duration::from_millis(1500)),

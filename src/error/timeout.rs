@@ -32,7 +32,7 @@ impl fmt::Display for TimeoutKind {
         match self {
             TimeoutKind::Connect(Some(t)) => write!(
                 f,
-                "the connect timeout ({t:?}) fired: no connection was made, the request never reached the server"
+                "the connect timeout ({t:?}) fired: no connection was made, the request never reached the server (set it with `ConnectTimeout` or `Builder::connect_timeout`)"
             ),
             TimeoutKind::Connect(None) => write!(
                 f,
@@ -40,7 +40,7 @@ impl fmt::Display for TimeoutKind {
             ),
             TimeoutKind::PerTry(t) => write!(
                 f,
-                "the per-try (read) timeout ({t:?}) fired before the response headers"
+                "the per-try (read) timeout ({t:?}) fired before the response headers (raise it with `ReadTimeout` or `Builder::read_timeout`; `RetryPolicy::per_try_timeout` wins when set)"
             ),
             TimeoutKind::Deadline(t) => write!(
                 f,

@@ -337,7 +337,12 @@ fn decide<R: ResponseStatus>(
         return Decision::Stop(None);
     }
     if retries_left == 0 {
-        return Decision::Stop(Some("no retries left"));
+        let off = shared.retry.get_max_same() == 0 && shared.retry.get_max_next() == 0;
+        return Decision::Stop(Some(if off {
+            "retries are off (the `RetryPolicy` allows none)"
+        } else {
+            "no retries left"
+        }));
     }
     if !have_copy {
         return Decision::Stop(Some("body cannot be replayed"));
