@@ -13,6 +13,7 @@ use super::keys;
 use super::policies::AppIdentity;
 use super::properties;
 use super::scope::{RibbonScope, SpringScope};
+use super::simple_discovery::{self, DISCOVERY_PREFIX, SimpleDiscovery};
 use crate::discovery::StaticSource;
 
 /// Client-name prefixes that are Spring namespaces, never Ribbon clients.
@@ -51,6 +52,8 @@ pub(crate) struct Reader {
     index: HashMap<String, usize>,
     /// Unknown keys seen.
     unknown: usize,
+    /// `spring.cloud.discovery.client.simple.*`.
+    simple: SimpleDiscovery,
 }
 
 impl Reader {
@@ -92,6 +95,14 @@ impl Reader {
         }
         if let Some(rest) = key.strip_prefix(NIWS_PREFIX) {
             return self.read_niws(rest, key, value);
+        }
+        if let Some(rest) = key.strip_prefix(DISCOVERY_PREFIX) {
+            match self.simple.read(rest, key, value)? {
+                simple_discovery::Read::Service(name) => _ = self.client(&name)?,
+                simple_discovery::Read::Unknown(warning) => self.unknown(|| warning),
+                simple_discovery::Read::Other => {}
+            }
+            return Ok(());
         }
         let (scope, name) = if let Some(name) = key.strip_prefix("ribbon.") {
             (&mut self.defaults, name)
@@ -166,11 +177,11 @@ impl Reader {
         Ok(())
     }
 
-    pub(crate) fn finish(mut self) -> RibbonConfig {
+    pub(crate) fn finish(mut self) -> Result<RibbonConfig, ConfigError> {
         self.spring.default_instance_id = self.app.default_id();
         self.spring.identity = self.app.clone();
         let zone = self.eureka.zone.as_deref();
-        let clients: Vec<ClientConfig> = (self.clients.iter())
+        let mut clients: Vec<ClientConfig> = (self.clients.iter())
             .map(|c| {
                 let lb = SpringScope::resolve(c.spring.as_ref(), &self.spring, &c.name);
                 c.ribbon.resolve(&self.defaults, &c.name, zone, lb)
@@ -185,16 +196,17 @@ impl Reader {
         for client in &clients {
             warnings.extend(client.semantic_warnings(self.eureka.urls()));
         }
+        warnings.extend(self.simple.apply(&mut clients, self.eureka.urls())?);
         for warning in &warnings {
             tracing::warn!(target: "tower_ribbon::config", "{warning}");
         }
-        RibbonConfig {
+        Ok(RibbonConfig {
             defaults: self.defaults,
             spring: self.spring,
             clients,
             eureka: self.eureka,
             warnings,
-        }
+        })
     }
 }
 
