@@ -241,6 +241,7 @@ fn unknown_and_not_applied_keys_warn() {
          {p}.order=1\n\
          {p}.local.host=127.0.0.1\n\
          spring.cloud.discovery.client.health-indicator.enabled=false\n\
+         spring.cloud.discovery.client.health-indicator.include-description=true\n\
          spring.cloud.discovery.other-client.key=ignored\n"
     ))
     .unwrap();
@@ -372,4 +373,48 @@ fn bad_instances_are_typed_errors() {
     )
     .unwrap_err();
     assert_eq!(err.key(), Some(format!("{p}[0].uri").as_str()));
+}
+
+/// Odd key shapes and values: each is a warning or a typed error, never a
+/// panic.
+#[test]
+fn odd_keys_never_panic() {
+    let p = "spring.cloud.discovery.client.simple.";
+    let keys = [
+        "instances",
+        "instances.",
+        "instances[",
+        "instances[]",
+        "instances[]]",
+        "instances.x[",
+        "instances.x[]",
+        "instances.x[0]",
+        "instances.x[0].",
+        "instances.x[0].metadata.",
+        "instances..[0].uri",
+        "instances.x[٣].uri",
+        "instances.x[0]].uri",
+        "instances[x][0]].uri",
+        "instances[x].uri",
+        "instances.x[0].uri.y",
+        "instances.é[0].uri",
+        "instances. [0].uri",
+    ];
+    let values = [
+        "",
+        "http://",
+        "http://é:1",
+        "http://a:1/p?q",
+        "https://[fe80::1%25eth0]:1",
+        "\u{0}",
+    ];
+    for key in keys {
+        for value in values {
+            let text = format!("{p}{key}={value}\n");
+            match RibbonConfig::from_properties_str(&text) {
+                Ok(config) => assert!(config.warnings().len() <= 1, "{text}"),
+                Err(err) => assert!(err.key().is_some(), "{text}: {err}"),
+            }
+        }
+    }
 }

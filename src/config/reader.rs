@@ -12,6 +12,7 @@ use super::eureka::{EurekaSettings, redact_url};
 use super::keys;
 use super::policies::AppIdentity;
 use super::properties;
+use super::ribbon::ServerListKind;
 use super::scope::{RibbonScope, SpringScope};
 use super::simple_discovery::{self, DISCOVERY_PREFIX, SimpleDiscovery};
 use crate::discovery::StaticSource;
@@ -313,4 +314,33 @@ pub(crate) fn split_client_key(key: &str) -> Option<(&str, &str)> {
         return None;
     }
     Some((client, name))
+}
+
+impl RibbonConfig {
+    /// The instance source of `client`: see "Instance source" in the
+    /// [module docs](super).
+    pub(crate) fn kind_of(&self, client: &ClientConfig) -> Result<ServerListKind, ConfigError> {
+        let no_source = |reason| ConfigError::no_source(&client.name, reason);
+        let kind = match client.server_list {
+            Some(kind) => kind,
+            None if client.eureka_enabled == Some(false) || client.list_of_servers.is_some() => {
+                ServerListKind::Static
+            }
+            None if !self.eureka.urls().is_empty() => ServerListKind::Eureka,
+            None => {
+                return Err(no_source(
+                    "set `<client>.ribbon.listOfServers`, `spring.cloud.discovery.client.simple.instances.<client>` or `eureka.client.service-url.defaultZone`",
+                ));
+            }
+        };
+        match kind {
+            ServerListKind::Static if client.list_of_servers.is_none() => Err(no_source(
+                "the static server list needs `<client>.ribbon.listOfServers` or simple instances",
+            )),
+            ServerListKind::Eureka if self.eureka.urls().is_empty() => Err(no_source(
+                "Eureka discovery needs `eureka.client.service-url.defaultZone`",
+            )),
+            kind => Ok(kind),
+        }
+    }
 }

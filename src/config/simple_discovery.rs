@@ -21,11 +21,35 @@
 //! at most [`MAX_INSTANCES`] per service. `order`, `local.*` and the other
 //! `spring.cloud.discovery.*` switches are recognized but not applied;
 //! `spring.cloud.discovery.enabled=false` turns the instances off.
+//!
+//! Precedence per client: `<client>.ribbon.listOfServers` wins over these
+//! instances, which win over Eureka's `defaultZone`; each conflict warns
+//! (see "Instance source" in the [config docs](super)).
+//!
+//! ```
+//! use tower_ribbon::config::RibbonConfig;
+//!
+//! let config = RibbonConfig::from_yaml_str(
+//!     r"
+//! spring.cloud.discovery.client.simple.instances:
+//!   users:
+//!     - uri: https://10.0.0.1:8443
+//!       instance-id: users-a
+//!       metadata: { hint: canary, zone: zone-a }
+//! ",
+//! )
+//! .unwrap();
+//! let users = config.client("users").list_of_servers.unwrap();
+//! assert_eq!(users[0].id(), "users-a");
+//! assert_eq!(users[0].to_string(), "https://10.0.0.1:8443");
+//! assert_eq!(users[0].metadata()["hint"], "canary");
+//! assert_eq!(users[0].zone(), Some("zone-a"));
+//! ```
 
 use std::collections::BTreeMap;
 
 use super::client::ClientConfig;
-use super::{RibbonConfig, ServerListKind};
+use super::ribbon::ServerListKind;
 use super::error::ConfigError;
 use super::keys;
 use super::value::{Kv, boolean};
@@ -65,7 +89,7 @@ const NOT_APPLIED: [(&str, &str); 6] = [
     ("reactive.enabled", "one client kind here"),
 ];
 
-/// One instance as written: fields by name, and the key of its index.
+/// One instance as written (`uri` and `port` with the key they came from).
 #[derive(Clone, Default)]
 struct Entry {
     uri: Option<(String, String)>,
@@ -84,7 +108,10 @@ type Entries = BTreeMap<usize, (String, Entry)>;
 pub(crate) struct SimpleDiscovery {
     /// Service id as written -> index -> (index as written, entry).
     services: Vec<(String, Entries)>,
+    /// `spring.cloud.discovery.enabled=false`.
     disabled: bool,
+    /// Which [`NOT_APPLIED`] entries were reported.
+    warned: [bool; NOT_APPLIED.len()],
     warnings: Vec<String>,
 }
 
@@ -115,9 +142,14 @@ impl SimpleDiscovery {
             self.disabled = !parse_bool(key, value)?;
             return Ok(Read::Other);
         }
-        if let Some((_, why)) = NOT_APPLIED.iter().find(|(k, _)| rest.starts_with(k)) {
-            let key = crate::error::quote(key);
-            self.warnings.push(format!("`{key}`: recognized, not applied ({why})"));
+        if let Some(i) = NOT_APPLIED.iter().position(|(k, _)| rest.starts_with(k)) {
+            // One warning per entry of the table, so the count is bounded.
+            if !self.warned[i] {
+                self.warned[i] = true;
+                let key = crate::error::quote(key);
+                let why = NOT_APPLIED[i].1;
+                self.warnings.push(format!("`{key}`: recognized, not applied ({why})"));
+            }
             return Ok(Read::Other);
         }
         let Some(simple) = rest.strip_prefix(SIMPLE) else {
@@ -374,33 +406,4 @@ fn unknown(key: &str, name: &str) -> String {
     };
     let key = crate::error::quote(key);
     format!("unknown simple discovery key `{key}` ignored (did you mean `{nearest}`?)")
-}
-
-impl RibbonConfig {
-    /// The instance source of `client`: see "Instance source" in the
-    /// [module docs](super).
-    pub(crate) fn kind_of(&self, client: &ClientConfig) -> Result<ServerListKind, ConfigError> {
-        let no_source = |reason| ConfigError::no_source(&client.name, reason);
-        let kind = match client.server_list {
-            Some(kind) => kind,
-            None if client.eureka_enabled == Some(false) || client.list_of_servers.is_some() => {
-                ServerListKind::Static
-            }
-            None if !self.eureka.urls().is_empty() => ServerListKind::Eureka,
-            None => {
-                return Err(no_source(
-                    "set `<client>.ribbon.listOfServers`, `spring.cloud.discovery.client.simple.instances.<client>` or `eureka.client.service-url.defaultZone`",
-                ));
-            }
-        };
-        match kind {
-            ServerListKind::Static if client.list_of_servers.is_none() => Err(no_source(
-                "the static server list needs `<client>.ribbon.listOfServers` or simple instances",
-            )),
-            ServerListKind::Eureka if self.eureka.urls().is_empty() => Err(no_source(
-                "Eureka discovery needs `eureka.client.service-url.defaultZone`",
-            )),
-            kind => Ok(kind),
-        }
-    }
 }
