@@ -173,12 +173,12 @@ fn properties_form_reads_the_same_instances() {
     let p = "spring.cloud.discovery.client.simple.instances.users";
     let props = RibbonConfig::from_properties_str(&format!(
         "{p}[1].uri=http://127.0.0.1:8082\n\
-         {p}[1].instanceId=users-b\n\
+         {p}[1].INSTANCEID=users-b\n\
          {p}[1].metadata.hint=stable\n\
          {p}[0].uri=http://127.0.0.1:8081\n\
          {p}[0].instance_id=users-a\n\
          {p}[0].metadata.hint=canary\n\
-         {p}[0].metadata.zone=zone-a\n"
+         {p}[0].metadata[zone]=zone-a\n"
     ))
     .unwrap();
     assert!(props.warnings().is_empty(), "{:?}", props.warnings());
@@ -330,7 +330,8 @@ fn bad_instances_are_typed_errors() {
         // Duplicate instance ids in one service.
         (
             format!(
-                "{p}[0].uri=http://a\n{p}[0].instance-id=x\n{p}[1].uri=http://b\n{p}[1].instance-id=x"
+                "{p}[0].uri=http://a\n{p}[0].instance-id=x\n\
+                 {p}[1].uri=http://b\n{p}[1].instance-id=x"
             ),
             ConfigErrorKind::InvalidValue,
             format!("{p}[1].instance-id"),

@@ -329,7 +329,9 @@ impl RibbonConfig {
             None if !self.eureka.urls().is_empty() => ServerListKind::Eureka,
             None => {
                 return Err(no_source(
-                    "set `<client>.ribbon.listOfServers`, `spring.cloud.discovery.client.simple.instances.<client>` or `eureka.client.service-url.defaultZone`",
+                    "set `<client>.ribbon.listOfServers`, \
+                     `spring.cloud.discovery.client.simple.instances.<client>` or \
+                     `eureka.client.service-url.defaultZone`",
                 ));
             }
         };

@@ -81,7 +81,10 @@ const FIELDS: [&str; 6] = ["uri", "instance-id", "host", "port", "secure", "meta
 
 /// Keys under `spring.cloud.discovery.` read but not applied, with why.
 const NOT_APPLIED: [(&str, &str); 6] = [
-    ("client.simple.order", "one discovery client at a time here; see the precedence in `docs/spring-cloud-users.md`"),
+    (
+        "client.simple.order",
+        "one discovery client per service here; see the precedence in `docs/spring-cloud-users.md`",
+    ),
     ("client.simple.local.", "this application's own instance: nothing to balance"),
     ("client.health-indicator.", "no Spring health indicators here"),
     ("client.composite-indicator.", "no Spring health indicators here"),
@@ -162,11 +165,11 @@ impl SimpleDiscovery {
             return Err(ConfigError::invalid(key, value, "the service id is empty"));
         }
         let index = parse_index(key, index_text)?;
-        if !is_field(field) {
+        let Some(parsed) = self::field(field) else {
             return Ok(Read::Unknown(unknown(key, field)));
-        }
+        };
         let slot = self.slot(service, index, index_text, key)?;
-        set_field(slot, field, key, value)?;
+        set_field(slot, parsed, key, value)?;
         Ok(Read::Service(service.to_owned()))
     }
 
@@ -177,7 +180,8 @@ impl SimpleDiscovery {
         text: &str,
         key: &str,
     ) -> Result<&mut Entry, ConfigError> {
-        let position = match (self.services.iter()).position(|(s, _)| s.eq_ignore_ascii_case(service)) {
+        let found = (self.services.iter()).position(|(s, _)| s.eq_ignore_ascii_case(service));
+        let position = match found {
             Some(p) => p,
             None => {
                 self.services.push((service.to_owned(), BTreeMap::new()));
@@ -243,7 +247,8 @@ impl SimpleDiscovery {
         let services = self.instances()?;
         if self.disabled && !services.is_empty() {
             warnings.push(format!(
-                "`{DISCOVERY_PREFIX}enabled` is false: the `{DISCOVERY_PREFIX}{SIMPLE}instances` are not used"
+                "`{DISCOVERY_PREFIX}enabled` is false: \
+                 the `{DISCOVERY_PREFIX}{SIMPLE}instances` are not used"
             ));
             return Ok(warnings);
         }
@@ -255,18 +260,21 @@ impl SimpleDiscovery {
             let name = &client.name;
             if client.list_of_servers.is_some() {
                 warnings.push(format!(
-                    "client `{name}`: both `listOfServers` and `{DISCOVERY_PREFIX}{SIMPLE}instances` are set; \
+                    "client `{name}`: both `listOfServers` and \
+                     `{DISCOVERY_PREFIX}{SIMPLE}instances` are set; \
                      `listOfServers` is used"
                 ));
                 continue;
             }
             if client.server_list == Some(ServerListKind::Eureka) {
                 warnings.push(format!(
-                    "client `{name}`: `NIWSServerListClassName` chooses Eureka; its simple instances are not used"
+                    "client `{name}`: `NIWSServerListClassName` chooses Eureka; \
+                     its simple instances are not used"
                 ));
             } else if !eureka_urls.is_empty() && client.eureka_enabled != Some(false) {
                 warnings.push(format!(
-                    "client `{name}`: both simple instances and a Eureka URL are set; the simple instances are \
+                    "client `{name}`: both simple instances and a Eureka URL are set; \
+                     the simple instances are \
                      used (set `NIWSServerListClassName` to choose)"
                 ));
             }
@@ -315,36 +323,55 @@ impl Entry {
     }
 }
 
-fn set_field(entry: &mut Entry, field: &str, key: &str, value: &str) -> Result<(), ConfigError> {
-    let owned = || (key.to_owned(), value.to_owned());
-    match field {
-        "uri" => entry.uri = Some(owned()),
-        "host" => entry.host = Some(value.to_owned()),
-        "port" => entry.port = Some(owned()),
-        "secure" => entry.secure = Some(parse_bool(key, value)?),
-        "instance-id" | "instanceId" | "instance_id" | "instanceid" => {
-            entry.id = Some(value.to_owned()).filter(|v| !v.is_empty());
-        }
-        // Spring overwrites it with the map key.
-        "service-id" | "serviceId" => {}
-        _ => {
-            let name = field.strip_prefix("metadata.").unwrap_or(field).trim().to_owned();
-            entry.metadata.insert(name, value.to_owned());
-        }
-    }
-    Ok(())
+/// An instance field, by Spring's relaxed name (`instance-id`,
+/// `instanceId`, `instance_id`, `INSTANCEID`), or a metadata key as
+/// written (`metadata.<key>` or `metadata[<key>]`).
+enum Field<'a> {
+    Uri,
+    Host,
+    Port,
+    Secure,
+    Id,
+    /// Spring overwrites it with the map key: ignored.
+    ServiceId,
+    Metadata(&'a str),
 }
 
-/// Whether `field` is an instance field [`set_field`] reads.
-fn is_field(field: &str) -> bool {
-    const NAMES: [&str; 9] = [
-        "uri", "host", "port", "secure", "instance-id", "instanceId", "instance_id", "service-id",
-        "serviceId",
-    ];
-    NAMES.contains(&field)
-        || field
-            .strip_prefix("metadata.")
-            .is_some_and(|name| !name.trim().is_empty())
+fn field(name: &str) -> Option<Field<'_>> {
+    let metadata = (name.strip_prefix("metadata."))
+        .or_else(|| name.strip_prefix("metadata[")?.strip_suffix(']'))
+        .map(str::trim);
+    if let Some(key) = metadata {
+        return (!key.is_empty()).then_some(Field::Metadata(key));
+    }
+    Some(match super::value::relaxed(name).as_str() {
+        "uri" => Field::Uri,
+        "host" => Field::Host,
+        "port" => Field::Port,
+        "secure" => Field::Secure,
+        "instanceid" => Field::Id,
+        "serviceid" => Field::ServiceId,
+        _ => return None,
+    })
+}
+
+fn set_field(
+    entry: &mut Entry,
+    field: Field<'_>,
+    key: &str,
+    value: &str,
+) -> Result<(), ConfigError> {
+    let owned = || (key.to_owned(), value.to_owned());
+    match field {
+        Field::Uri => entry.uri = Some(owned()),
+        Field::Host => entry.host = Some(value.to_owned()),
+        Field::Port => entry.port = Some(owned()),
+        Field::Secure => entry.secure = Some(parse_bool(key, value)?),
+        Field::Id => entry.id = Some(value.to_owned()).filter(|v| !v.is_empty()),
+        Field::ServiceId => {}
+        Field::Metadata(name) => _ = entry.metadata.insert(name.to_owned(), value.to_owned()),
+    }
+    Ok(())
 }
 
 /// The index of `[i]`: decimal digits, at most [`MAX_INSTANCES`] - 1.
@@ -353,9 +380,11 @@ fn parse_index(key: &str, text: &str) -> Result<usize, ConfigError> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ConfigError::invalid(key, text, "an index is a decimal number"));
     }
-    match text.parse::<u64>() {
-        Ok(n) if n <= max => usize::try_from(n).map_err(|_| ConfigError::out_of_range(key, text, 0..=max, "index")),
-        _ => Err(ConfigError::out_of_range(key, text, 0..=max, "index")),
+    let out_of_range = || ConfigError::out_of_range(key, text, 0..=max, "index");
+    let n = text.parse::<u64>().map_err(|_| out_of_range())?;
+    match usize::try_from(n) {
+        Ok(n) if n < MAX_INSTANCES => Ok(n),
+        _ => Err(out_of_range()),
     }
 }
 
@@ -375,7 +404,8 @@ fn parse_uri(key: &str, text: &str) -> Result<(String, u16, bool), ConfigError> 
         Some(s) if s.eq_ignore_ascii_case("https") => true,
         Some(s) if s.eq_ignore_ascii_case("http") => false,
         _ => {
-            return Err(ConfigError::invalid(key, text, "the uri must start with `http://` or `https://`"));
+            let reason = "the uri must start with `http://` or `https://`";
+            return Err(ConfigError::invalid(key, text, reason));
         }
     };
     let authority = uri
