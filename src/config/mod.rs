@@ -124,7 +124,8 @@
 //! silently, so a whole Spring `application.yml` can be read; keys whose
 //! client part starts with `spring.`, `eureka.` or `zuul.` are never taken
 //! for clients. An unknown key inside `ribbon` (such as
-//! `ribbon.MaxTotalConnections`) or `spring.cloud.loadbalancer` is ignored
+//! `ribbon.MaxTotalConnections`), `spring.cloud.loadbalancer` or
+//! `spring.cloud.discovery.client.simple` is ignored
 //! with a warning naming the key and the nearest known key (by edit
 //! distance): [`tracing::warn!`] and an entry in [`RibbonConfig::warnings`].
 //! Spring keys that are read but whose policy this crate does not apply yet
@@ -356,9 +357,10 @@ impl RibbonConfig {
         self.eureka.urls()
     }
 
-    /// What was ignored or read differently: unknown keys under `ribbon`
-    /// and `spring.cloud.loadbalancer` (each message names the key and the
-    /// nearest known one), Spring keys recognized but not yet applied, and
+    /// What was ignored or read differently: unknown keys under `ribbon`,
+    /// `spring.cloud.loadbalancer` and `spring.cloud.discovery.client.simple`
+    /// (each message names the key and the nearest known one), Spring keys
+    /// recognized but not yet applied, conflicting instance sources, and
     /// settings without effect. Each was also logged with
     /// [`tracing::warn!`].
     pub fn warnings(&self) -> &[String] {
