@@ -29,8 +29,8 @@ pub struct ClientConfig {
     /// The client name, which is the service id requests use
     /// (`http://user-service/...`) and the Eureka app name.
     pub name: String,
-    /// `listOfServers`: the static instances, each with `name` as its
-    /// service id. Default: none.
+    /// The static instances: `listOfServers`, else Spring's simple
+    /// discovery instances (ids, metadata). Default: none.
     pub list_of_servers: Option<Vec<Instance>>,
     /// `NFLoadBalancerRuleClassName`, read. Default: round robin.
     pub rule: Option<RuleKind>,

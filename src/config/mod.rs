@@ -116,11 +116,16 @@
 //! Where a Ribbon key and its Spring counterpart are both set, the Ribbon
 //! key wins.
 //!
+//! Spring Cloud's `SimpleDiscoveryClient` keys,
+//! `spring.cloud.discovery.client.simple.instances.<serviceId>[i].*`, give
+//! static instances with ids and metadata: see [`simple_discovery`].
+//!
 //! Other keys outside `ribbon` and `spring.cloud.loadbalancer` are ignored
 //! silently, so a whole Spring `application.yml` can be read; keys whose
 //! client part starts with `spring.`, `eureka.` or `zuul.` are never taken
 //! for clients. An unknown key inside `ribbon` (such as
-//! `ribbon.MaxTotalConnections`) or `spring.cloud.loadbalancer` is ignored
+//! `ribbon.MaxTotalConnections`), `spring.cloud.loadbalancer` or
+//! `spring.cloud.discovery.client.simple` is ignored
 //! with a warning naming the key and the nearest known key (by edit
 //! distance): [`tracing::warn!`] and an entry in [`RibbonConfig::warnings`].
 //! Spring keys that are read but whose policy this crate does not apply yet
@@ -142,8 +147,12 @@
 //!
 //! - **Instance source.** Per client, first match wins:
 //!   `NIWSServerListClassName` if set; a static list if `eureka.enabled` is
-//!   `false`; a static list if `listOfServers` is set; Eureka if a
-//!   `defaultZone` URL is set; else a [`NoSource`](ConfigErrorKind::NoSource) error. (Spring Cloud
+//!   `false`; a static list if `listOfServers` is set, else the client's
+//!   Spring Cloud simple instances ([`simple_discovery`]:
+//!   `spring.cloud.discovery.client.simple.instances.<client>`, with ids
+//!   and metadata); Eureka if a `defaultZone` URL is set; else a
+//!   [`NoSource`](ConfigErrorKind::NoSource) error. A warning names each
+//!   client where two of these are set. (Spring Cloud
 //!   with Eureka on the class path ignores `listOfServers` unless
 //!   `ribbon.eureka.enabled=false`; here an explicit list wins, since it was
 //!   written for this client.) When [`RibbonConfig::builder`] serves clients
@@ -178,6 +187,7 @@ mod properties;
 mod reader;
 mod ribbon;
 mod scope;
+pub mod simple_discovery;
 pub mod spring_loadbalancer;
 mod value;
 mod yaml;
@@ -306,7 +316,7 @@ impl RibbonConfig {
             reader.read(key.as_ref().trim(), value.as_ref().trim())?;
         }
         reader.declare_eager()?;
-        Ok(reader.finish())
+        reader.finish()
     }
 
     /// The clients named by `<client>.ribbon.<Key>` or
@@ -347,9 +357,10 @@ impl RibbonConfig {
         self.eureka.urls()
     }
 
-    /// What was ignored or read differently: unknown keys under `ribbon`
-    /// and `spring.cloud.loadbalancer` (each message names the key and the
-    /// nearest known one), Spring keys recognized but not yet applied, and
+    /// What was ignored or read differently: unknown keys under `ribbon`,
+    /// `spring.cloud.loadbalancer` and `spring.cloud.discovery.client.simple`
+    /// (each message names the key and the nearest known one), Spring keys
+    /// recognized but not yet applied, conflicting instance sources, and
     /// settings without effect. Each was also logged with
     /// [`tracing::warn!`].
     pub fn warnings(&self) -> &[String] {
@@ -468,31 +479,6 @@ impl RibbonConfig {
             Some(spec) => builder.rule(move || spec.make()),
             None => builder,
         })
-    }
-
-    fn kind_of(&self, client: &ClientConfig) -> Result<ServerListKind, ConfigError> {
-        let no_source = |reason| ConfigError::no_source(&client.name, reason);
-        let kind = match client.server_list {
-            Some(kind) => kind,
-            None if client.eureka_enabled == Some(false) || client.list_of_servers.is_some() => {
-                ServerListKind::Static
-            }
-            None if !self.eureka.urls().is_empty() => ServerListKind::Eureka,
-            None => {
-                return Err(no_source(
-                    "set `<client>.ribbon.listOfServers` or `eureka.client.service-url.defaultZone`",
-                ));
-            }
-        };
-        match kind {
-            ServerListKind::Static if client.list_of_servers.is_none() => Err(no_source(
-                "the static server list needs `<client>.ribbon.listOfServers`",
-            )),
-            ServerListKind::Eureka if self.eureka.urls().is_empty() => Err(no_source(
-                "Eureka discovery needs `eureka.client.service-url.defaultZone`",
-            )),
-            kind => Ok(kind),
-        }
     }
 }
 

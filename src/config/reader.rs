@@ -12,7 +12,9 @@ use super::eureka::{EurekaSettings, redact_url};
 use super::keys;
 use super::policies::AppIdentity;
 use super::properties;
+use super::ribbon::ServerListKind;
 use super::scope::{RibbonScope, SpringScope};
+use super::simple_discovery::{self, DISCOVERY_PREFIX, SimpleDiscovery};
 use crate::discovery::StaticSource;
 
 /// Client-name prefixes that are Spring namespaces, never Ribbon clients.
@@ -51,6 +53,8 @@ pub(crate) struct Reader {
     index: HashMap<String, usize>,
     /// Unknown keys seen.
     unknown: usize,
+    /// `spring.cloud.discovery.client.simple.*`.
+    simple: SimpleDiscovery,
 }
 
 impl Reader {
@@ -92,6 +96,14 @@ impl Reader {
         }
         if let Some(rest) = key.strip_prefix(NIWS_PREFIX) {
             return self.read_niws(rest, key, value);
+        }
+        if let Some(rest) = key.strip_prefix(DISCOVERY_PREFIX) {
+            match self.simple.read(rest, key, value)? {
+                simple_discovery::Read::Service(name) => _ = self.client(&name)?,
+                simple_discovery::Read::Unknown(warning) => self.unknown(|| warning),
+                simple_discovery::Read::Other => {}
+            }
+            return Ok(());
         }
         let (scope, name) = if let Some(name) = key.strip_prefix("ribbon.") {
             (&mut self.defaults, name)
@@ -166,11 +178,11 @@ impl Reader {
         Ok(())
     }
 
-    pub(crate) fn finish(mut self) -> RibbonConfig {
+    pub(crate) fn finish(mut self) -> Result<RibbonConfig, ConfigError> {
         self.spring.default_instance_id = self.app.default_id();
         self.spring.identity = self.app.clone();
         let zone = self.eureka.zone.as_deref();
-        let clients: Vec<ClientConfig> = (self.clients.iter())
+        let mut clients: Vec<ClientConfig> = (self.clients.iter())
             .map(|c| {
                 let lb = SpringScope::resolve(c.spring.as_ref(), &self.spring, &c.name);
                 c.ribbon.resolve(&self.defaults, &c.name, zone, lb)
@@ -185,16 +197,17 @@ impl Reader {
         for client in &clients {
             warnings.extend(client.semantic_warnings(self.eureka.urls()));
         }
+        warnings.extend(self.simple.apply(&mut clients, self.eureka.urls())?);
         for warning in &warnings {
             tracing::warn!(target: "tower_ribbon::config", "{warning}");
         }
-        RibbonConfig {
+        Ok(RibbonConfig {
             defaults: self.defaults,
             spring: self.spring,
             clients,
             eureka: self.eureka,
             warnings,
-        }
+        })
     }
 }
 
@@ -301,4 +314,35 @@ pub(crate) fn split_client_key(key: &str) -> Option<(&str, &str)> {
         return None;
     }
     Some((client, name))
+}
+
+impl RibbonConfig {
+    /// The instance source of `client`: see "Instance source" in the
+    /// [module docs](super).
+    pub(crate) fn kind_of(&self, client: &ClientConfig) -> Result<ServerListKind, ConfigError> {
+        let no_source = |reason| ConfigError::no_source(&client.name, reason);
+        let kind = match client.server_list {
+            Some(kind) => kind,
+            None if client.eureka_enabled == Some(false) || client.list_of_servers.is_some() => {
+                ServerListKind::Static
+            }
+            None if !self.eureka.urls().is_empty() => ServerListKind::Eureka,
+            None => {
+                return Err(no_source(
+                    "set `<client>.ribbon.listOfServers`, \
+                     `spring.cloud.discovery.client.simple.instances.<client>` or \
+                     `eureka.client.service-url.defaultZone`",
+                ));
+            }
+        };
+        match kind {
+            ServerListKind::Static if client.list_of_servers.is_none() => Err(no_source(
+                "the static server list needs `<client>.ribbon.listOfServers` or simple instances",
+            )),
+            ServerListKind::Eureka if self.eureka.urls().is_empty() => Err(no_source(
+                "Eureka discovery needs `eureka.client.service-url.defaultZone`",
+            )),
+            kind => Ok(kind),
+        }
+    }
 }
