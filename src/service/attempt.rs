@@ -157,8 +157,8 @@ where
             let headers = slot.as_ref().map(Request::headers);
             pick(state, tried, hash_key, sent, headers)
         }
-            .or_else(|| last.cloned())
-            .ok_or(NotSent::NoEndpoint)?,
+        .or_else(|| last.cloned())
+        .ok_or(NotSent::NoEndpoint)?,
     };
     super::trace::picked(span, &endpoint);
     let Some(request) = slot.as_mut() else {
