@@ -106,6 +106,8 @@ struct State {
     bucket_us: u64,
     buckets: Box<[AtomicU64]>,
     hits: AtomicU64,
+    /// Connections accepted.
+    accepts: AtomicU64,
     in_flight: AtomicUsize,
     removed_at_us: AtomicU64,
     /// µs between the removal and each request that arrived after it.
@@ -160,6 +162,7 @@ impl SimBackend {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             hits: AtomicU64::new(0),
+            accepts: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             removed_at_us: AtomicU64::new(UNSET),
             late: Mutex::new(Vec::new()),
@@ -225,6 +228,11 @@ impl SimBackend {
             .collect()
     }
 
+    /// Connections accepted so far.
+    pub fn accepts(&self) -> u64 {
+        self.state.accepts.load(Ordering::Relaxed)
+    }
+
     /// Requests being answered now.
     pub fn in_flight(&self) -> usize {
         self.state.in_flight.load(Ordering::Relaxed)
@@ -276,10 +284,12 @@ impl Drop for SimBackend {
 /// Accepts until told to stop, then closes the listener and every
 /// connection.
 async fn serve(listener: TcpListener, state: Arc<State>, stopped: oneshot::Receiver<()>) {
+    let counts = Arc::clone(&state);
     serve::serve(
         listener,
         stopped,
-        |stream| {
+        move |stream| {
+            counts.accepts.fetch_add(1, Ordering::Relaxed);
             let _ = stream.set_nodelay(true);
         },
         move |req| answer(Arc::clone(&state), req),

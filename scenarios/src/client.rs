@@ -88,7 +88,10 @@ pub struct Lb {
     /// The balancer (snapshots and stats are read from it).
     pub lb: LoadBalancer<HttpClient>,
     /// `http://svc/`, parsed once as [`Direct`]'s URI is.
-    uri: Uri,
+    pub uri: Uri,
+    /// Send with `lb.clone().oneshot(req)` (tower's way) instead of
+    /// `lb.request(req)`.
+    pub oneshot: bool,
 }
 
 impl Target for Lb {
@@ -98,8 +101,21 @@ impl Target for Lb {
             request = request.header(HeaderName::from_static(KEY_HEADER), HeaderValue::from(key));
         }
         let request = request.body(Empty::new()).expect("request");
-        let lb = self.lb.clone();
-        async move { read(lb.oneshot(request).await.ok()?).await }
+        // By reference, as `Direct` calls `Client::request`: no clone of
+        // the balancer (and its client) per request.
+        let (sent, later) = if self.oneshot {
+            (None, Some((self.lb.clone(), request)))
+        } else {
+            (Some(self.lb.request(request)), None)
+        };
+        async move {
+            let response = match (sent, later) {
+                (Some(sent), _) => sent.await,
+                (None, Some((lb, request))) => lb.oneshot(request).await,
+                (None, None) => return None,
+            };
+            read(response.ok()?).await
+        }
     }
 }
 
@@ -320,5 +336,6 @@ pub async fn build_lb_with(
     Ok(Lb {
         lb,
         uri: Uri::from_static("http://svc/"),
+        oneshot: false,
     })
 }

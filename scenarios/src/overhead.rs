@@ -30,8 +30,24 @@ async fn slice(target: &Any, concurrency: usize, duration: Duration) -> ClosedLo
     }
 }
 
+/// CPU time of this whole process (client, balancer, backend) so far,
+/// from `/proc/self/stat` (user + system, in 10 ms ticks: Linux's
+/// `USER_HZ` is 100); `None` where that file is missing.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces), from field 3.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((user + system) * 10))
+}
+
 struct Measured {
     rps: f64,
+    /// Process CPU time per request, µs (load on other processes does not
+    /// change it, unlike the rate).
+    cpu_us: Option<f64>,
     /// Throughput of each round's slice.
     round_rps: Vec<f64>,
     p50_us: f64,
@@ -40,9 +56,11 @@ struct Measured {
     requests: usize,
 }
 
-fn measure(mut r: ClosedLoopResult, round_rps: Vec<f64>) -> Measured {
+fn measure(mut r: ClosedLoopResult, round_rps: Vec<f64>, cpu: Option<Duration>) -> Measured {
     r.latencies_us.sort_unstable();
+    let done = (r.latencies_us.len() as u64 + r.errors).max(1) as f64;
     Measured {
+        cpu_us: cpu.map(|c| c.as_secs_f64() * 1e6 / done),
         rps: r.latencies_us.len() as f64 / r.elapsed.as_secs_f64().max(1e-9),
         round_rps,
         p50_us: f64::from(quantile(&r.latencies_us, 0.5)),
@@ -53,7 +71,12 @@ fn measure(mut r: ClosedLoopResult, round_rps: Vec<f64>) -> Measured {
 }
 
 /// Runs every mode for `total` at `concurrency`, interleaved.
-async fn interleaved(targets: &[(String, Any)], concurrency: usize, total: f64) -> Vec<Measured> {
+async fn interleaved(
+    targets: &[(String, Any)],
+    concurrency: usize,
+    total: f64,
+    backend: &crate::backend::SimBackend,
+) -> Vec<Measured> {
     let slice_len = Duration::from_secs(1).min(Duration::from_secs_f64(total.max(0.1)));
     let rounds = (total / slice_len.as_secs_f64()).round().max(1.0) as usize;
     for (_, t) in targets {
@@ -64,6 +87,7 @@ async fn interleaved(targets: &[(String, Any)], concurrency: usize, total: f64) 
         .map(|_| ClosedLoopResult::default())
         .collect();
     let mut round_rps: Vec<Vec<f64>> = targets.iter().map(|_| Vec::new()).collect();
+    let mut cpu: Vec<Option<Duration>> = targets.iter().map(|_| Some(Duration::ZERO)).collect();
     for round in 0..rounds {
         let order: Vec<usize> = if round % 2 == 0 {
             (0..targets.len()).collect()
@@ -71,7 +95,17 @@ async fn interleaved(targets: &[(String, Any)], concurrency: usize, total: f64) 
             (0..targets.len()).rev().collect()
         };
         for i in order {
+            let accepted = backend.accepts();
+            let cpu_before = process_cpu();
             let r = slice(&targets[i].1, concurrency, slice_len).await;
+            let used = process_cpu()
+                .zip(cpu_before)
+                .map(|(a, b)| a.saturating_sub(b));
+            cpu[i] = cpu[i].zip(used).map(|(a, b)| a + b);
+            let opened = backend.accepts() - accepted;
+            if opened > 0 {
+                eprintln!("overhead: {} opened {opened} connections", targets[i].0);
+            }
             round_rps[i].push(r.latencies_us.len() as f64 / r.elapsed.as_secs_f64().max(1e-9));
             results[i].merge(r);
         }
@@ -79,7 +113,8 @@ async fn interleaved(targets: &[(String, Any)], concurrency: usize, total: f64) 
     results
         .into_iter()
         .zip(round_rps)
-        .map(|(r, rounds)| measure(r, rounds))
+        .zip(cpu)
+        .map(|((r, rounds), cpu)| measure(r, rounds, cpu))
         .collect()
 }
 
@@ -116,6 +151,16 @@ pub async fn run(opts: &Options, report: &mut Report) -> Result<Vec<Goal>, BoxEr
             Any::Lb(client::build_lb(RuleKind::RoundRobin, seed, source(), &no_retry).await?),
         ),
         (
+            // The same through tower's `ServiceExt::oneshot` on a clone of
+            // the balancer per request (what the mode above cost before
+            // `LoadBalancer::request`).
+            "LoadBalancer round_robin, RetryPolicy::none(), lb.clone().oneshot()".to_owned(),
+            Any::Lb(client::Lb {
+                oneshot: true,
+                ..client::build_lb(RuleKind::RoundRobin, seed, source(), &no_retry).await?
+            }),
+        ),
+        (
             "LoadBalancer peak_ewma_p2c (default policy)".to_owned(),
             Any::Lb(client::build_lb(RuleKind::PeakEwmaP2c, seed, source(), &defaults).await?),
         ),
@@ -133,10 +178,25 @@ pub async fn run(opts: &Options, report: &mut Report) -> Result<Vec<Goal>, BoxEr
         ),
     ];
 
+    // Diagnostics: OVERHEAD_ONLY=0,1 keeps only those modes (for profiles).
+    let targets = match std::env::var("OVERHEAD_ONLY") {
+        Ok(only) => {
+            let keep: Vec<usize> = only.split(',').filter_map(|s| s.parse().ok()).collect();
+            targets
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| keep.contains(i))
+                .map(|(_, t)| t)
+                .collect()
+        }
+        Err(_) => targets,
+    };
     let mut table = Table::new(&[
         "mode",
         ">in flight",
         ">requests/s",
+        ">CPU µs/request",
+        ">added CPU µs",
         ">p50 µs",
         ">p99 µs",
         ">throughput vs direct",
@@ -155,7 +215,7 @@ pub async fn run(opts: &Options, report: &mut Report) -> Result<Vec<Goal>, BoxEr
         if total <= 0.0 {
             continue;
         }
-        let measured = interleaved(&targets, concurrency, total).await;
+        let measured = interleaved(&targets, concurrency, total, backend).await;
         let direct = &measured[0];
         for ((name, _), m) in targets.iter().zip(&measured) {
             let loss = 1.0 - m.rps / direct.rps.max(1e-9);
@@ -165,6 +225,11 @@ pub async fn run(opts: &Options, report: &mut Report) -> Result<Vec<Goal>, BoxEr
                 name.clone(),
                 concurrency.to_string(),
                 f(m.rps, 0),
+                m.cpu_us.map_or("—".to_owned(), |c| f(c, 2)),
+                match (m.cpu_us, direct.cpu_us) {
+                    (Some(c), Some(d)) => relative(format!("{:+.2}", c - d)),
+                    _ => "—".to_owned(),
+                },
                 f(m.p50_us, 0),
                 f(m.p99_us, 0),
                 relative(format!("{:+.1} %", -loss * 100.0)),
@@ -184,8 +249,8 @@ pub async fn run(opts: &Options, report: &mut Report) -> Result<Vec<Goal>, BoxEr
                 let added = cores * (1.0 / m.rps.max(1e-9) - 1.0 / direct.rps.max(1e-9)) * 1e6;
                 work.push(format!("{name} {added:+.1} µs"));
             }
-            for (i, label) in [(1, "round_robin"), (3, "peak_ewma_p2c")] {
-                let m = &measured[i];
+            for (i, label) in [(1, "round_robin"), (4, "peak_ewma_p2c")] {
+                let Some(m) = measured.get(i) else { continue };
                 let loss = (1.0 - m.rps / direct.rps.max(1e-9)) * 100.0;
                 let added = m.p50_us - direct.p50_us;
                 // The loss of each round against the direct slice next to it.
@@ -219,15 +284,16 @@ pub async fn run(opts: &Options, report: &mut Report) -> Result<Vec<Goal>, BoxEr
                 });
             }
         } else if concurrency == 1 {
-            for (i, label) in [(1, "round_robin"), (3, "peak_ewma_p2c")] {
-                let added = measured[i].p50_us - direct.p50_us;
+            for (i, label) in [(1, "round_robin"), (4, "peak_ewma_p2c")] {
+                let Some(m) = measured.get(i) else { continue };
+                let added = m.p50_us - direct.p50_us;
                 goals.push(Goal {
                     goal: format!(
                         "overhead {label}: ≤ 20 µs added p50 (1 in flight, for reference)"
                     ),
                     figure: format!(
                         "{added:+.0} µs ({:.0} vs {:.0} µs)",
-                        measured[i].p50_us, direct.p50_us
+                        m.p50_us, direct.p50_us
                     ),
                     met: added <= 20.0,
                     note: None,

@@ -267,6 +267,51 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        self.start(req)
+    }
+}
+
+impl<S> LoadBalancer<S> {
+    /// Sends one request through a shared reference, as hyper-util's
+    /// `Client::request` does: no clone of the balancer per request (the
+    /// call clones only the inner service, which the request's future must
+    /// own). `lb.clone().oneshot(req)` does the same plus a clone and drop
+    /// of the whole balancer (its inner client and shared state), which on
+    /// two cores costs about 0.1-0.2 µs of reference-count traffic per
+    /// request.
+    ///
+    /// ```no_run
+    /// use tower_ribbon::{Error, InnerService, LoadBalancer};
+    ///
+    /// async fn whoami<S: InnerService<String>>(lb: &LoadBalancer<S>) -> Result<(), Error> {
+    ///     let request = http::Request::get("http://user-service/whoami")
+    ///         .body(String::new())
+    ///         .expect("a valid request");
+    ///     let _response = lb.request(request).await?;
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Service::call`]: an [`Error`](crate::Error) naming the service
+    /// and the cause.
+    pub fn request<B>(
+        &self,
+        req: Request<B>,
+    ) -> ResponseFuture<<S::Response as TrackCompletion>::Tracked>
+    where
+        S: InnerService<B>,
+        B: TryCloneBody + Send + 'static,
+    {
+        self.start(req)
+    }
+
+    /// The shared start of [`Service::call`] and [`LoadBalancer::request`].
+    fn start<B>(&self, req: Request<B>) -> ResponseFuture<<S::Response as TrackCompletion>::Tracked>
+    where
+        S: InnerService<B>,
+        B: TryCloneBody + Send + 'static,
+    {
         let Some(host) = req.uri().host() else {
             return ResponseFuture::ready(Err(Error::no_service_in_uri(req.uri())));
         };
