@@ -13,8 +13,6 @@
 //! `QUADRATIC_PICKS`); `TOWER_RIBBON_ALLOC_FULL=1 cargo test --release
 //! --test alloc` runs 10 000 there too.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,49 +29,13 @@ use tower_ribbon::stats::{InFlightGuard, Outcome};
 // ---------------------------------------------------------------------------
 // Counting allocator.
 
-struct Counting;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
-thread_local! {
-    /// Allocations made by this thread. Const-initialised `Cell<u64>`: no
-    /// lazy initialisation and no destructor, so touching it never allocates.
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-#[inline]
-fn bump() {
-    // `try_with`: never panic inside the allocator, even during teardown.
-    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-}
-
-// SAFETY: every call is forwarded unchanged to `System`.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        bump();
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        bump();
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        bump();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use counting_alloc::allocs;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Allocations this thread has made so far.
-fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
-}
+static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
 
 /// Allocations this thread makes while running `f`.
 fn allocs_during(f: impl FnOnce()) -> u64 {
