@@ -293,7 +293,7 @@ impl<S> LoadBalancer<S> {
     /// ```
     ///
     /// # Errors
-    /// As [`Service::call`]: an [`Error`](crate::Error) naming the service
+    /// As [`Service::call`]: an [`Error`] naming the service
     /// and the cause.
     pub fn request<B>(
         &self,
