@@ -85,6 +85,27 @@ fn peak() -> i64 {
     PEAK.with(Cell::get)
 }
 
+/// A balancer over `source`'s service `svc` with `RetryPolicy::none()`,
+/// its list fetched.
+async fn ready_balancer<S: Clone>(source: StaticSource, inner: S) -> LoadBalancer<S> {
+    let lb = LoadBalancer::builder()
+        .source(source)
+        .service("svc")
+        .retry(RetryPolicy::none())
+        .build(inner)
+        .unwrap();
+    assert!(lb.ready_service("svc").await);
+    lb
+}
+
+/// `n` bodiless GETs to `http://svc/x`, built before any is measured.
+fn requests(n: usize) -> std::vec::IntoIter<Request<()>> {
+    let requests: Vec<Request<()>> = (0..n)
+        .map(|_| Request::get("http://svc/x").body(()).unwrap())
+        .collect();
+    requests.into_iter()
+}
+
 /// 1 000 measured requests after 100 warm-up ones; paused time, well under
 /// 1 MiB.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -95,17 +116,8 @@ async fn a_request_allocates_once() {
     let inner = tower::service_fn(|_req: Request<()>| {
         std::future::ready(Ok::<_, std::convert::Infallible>(Response::new(())))
     });
-    let lb = LoadBalancer::builder()
-        .source(source)
-        .service("svc")
-        .retry(RetryPolicy::none())
-        .build(inner)
-        .unwrap();
-    assert!(lb.ready_service("svc").await);
-    let requests: Vec<Request<()>> = (0..1_100)
-        .map(|_| Request::get("http://svc/x").body(()).unwrap())
-        .collect();
-    let mut requests = requests.into_iter();
+    let lb = ready_balancer(source, inner).await;
+    let mut requests = requests(1_100);
     for request in requests.by_ref().take(100) {
         drop(lb.clone().oneshot(request).await.unwrap());
     }
@@ -132,17 +144,8 @@ async fn a_request_by_reference_allocates_once() {
         }
         std::future::ready(Ok::<_, std::convert::Infallible>(response))
     });
-    let lb = LoadBalancer::builder()
-        .source(source)
-        .service("svc")
-        .retry(RetryPolicy::none())
-        .build(inner)
-        .unwrap();
-    assert!(lb.ready_service("svc").await);
-    let requests: Vec<Request<()>> = (0..1_100)
-        .map(|_| Request::get("http://svc/x").body(()).unwrap())
-        .collect();
-    let mut requests = requests.into_iter();
+    let lb = ready_balancer(source, inner).await;
+    let mut requests = requests(1_100);
     for request in requests.by_ref().take(100) {
         drop(lb.request(request).await.unwrap());
     }
