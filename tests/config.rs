@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use support::backend::Backend;
 use support::{counts, http_client, tally};
+
+#[path = "common/log_capture.rs"]
+mod log_capture;
 use tower_ribbon::config::{ConfigError, ConfigErrorKind, RibbonConfig, RuleKind, ServerListKind};
 
 /// A file under the temp dir, removed on drop.
@@ -52,6 +55,7 @@ async fn ten_requests_split_evenly(config: &RibbonConfig, a: &Backend, b: &Backe
 
 #[tokio::test]
 async fn properties_file_with_ribbon_keys_builds_a_working_balancer() {
+    log_capture::init();
     let (a, b) = (
         Backend::start("a").await.unwrap(),
         Backend::start("b").await.unwrap(),
@@ -74,6 +78,7 @@ async fn properties_file_with_ribbon_keys_builds_a_working_balancer() {
 
 #[tokio::test]
 async fn yaml_file_with_ribbon_keys_builds_a_working_balancer() {
+    log_capture::init();
     let (a, b) = (
         Backend::start("a").await.unwrap(),
         Backend::start("b").await.unwrap(),
@@ -100,6 +105,7 @@ async fn yaml_file_with_ribbon_keys_builds_a_working_balancer() {
 
 #[tokio::test]
 async fn yaml_and_properties_read_the_same() {
+    log_capture::init();
     let yaml = RibbonConfig::from_yaml_str(
         "user-service:\n  ribbon:\n    listOfServers: h1:1, h2:2\n    MaxAutoRetries: 3\n\
          ribbon:\n  ReadTimeout: 250\n",
@@ -125,6 +131,7 @@ async fn yaml_and_properties_read_the_same() {
 
 #[test]
 fn every_key_is_parsed_exactly() {
+    log_capture::init();
     let config = RibbonConfig::from_properties_str(
         r"
 ribbon.ConnectTimeout=750
@@ -268,6 +275,7 @@ other.ribbon.NIWSServerListClassName=com.netflix.niws.loadbalancer.DiscoveryEnab
 
 #[test]
 fn defaults_apply_when_keys_are_absent() {
+    log_capture::init();
     let config = RibbonConfig::from_properties_str("svc.ribbon.listOfServers=h:1\n").unwrap();
     let svc = config.client("svc");
     assert_eq!(svc.rule, None);
@@ -296,32 +304,9 @@ fn defaults_apply_when_keys_are_absent() {
     );
 }
 
-/// Collects what `tracing` writes.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn unknown_keys_warn_and_are_ignored() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // Other tests of this binary may have run the same callsites with no
-    // subscriber; make them ask again.
-    tracing::callsite::rebuild_interest_cache();
+    let (_guard, captured) = log_capture::capture(tracing::Level::INFO);
     let config = RibbonConfig::from_properties_str(
         "user-service.ribbon.listOfServers=h:1\n\
          user-service.ribbon.MaxTotalHttpConnections=200\n\
@@ -343,7 +328,7 @@ fn unknown_keys_warn_and_are_ignored() {
         warnings[2]
     );
     // Each was logged as a warning too.
-    let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logged = captured.text();
     assert_eq!(logged.matches("WARN").count(), 3, "{logged}");
     assert!(
         logged.contains("user-service.ribbon.MaxTotalHttpConnections"),
@@ -356,6 +341,7 @@ fn unknown_keys_warn_and_are_ignored() {
 
 #[test]
 fn settings_without_effect_warn() {
+    log_capture::init();
     let config = RibbonConfig::from_properties_str(
         "a.ribbon.listOfServers=h:1\n\
          a.ribbon.NFLoadBalancerPingInterval=5\n\
@@ -385,6 +371,7 @@ fn error_of(key: &str, value: &str) -> (ConfigError, String) {
 
 #[test]
 fn bad_values_are_errors_naming_key_and_value() {
+    log_capture::init();
     let (err, shown) = error_of("MaxAutoRetries", "x");
     assert_eq!(shown, "`svc.ribbon.MaxAutoRetries` = \"x\": not a number");
     assert_eq!(err.kind(), ConfigErrorKind::InvalidValue);
@@ -470,6 +457,7 @@ fn bad_values_are_errors_naming_key_and_value() {
 
 #[test]
 fn malformed_files_are_errors() {
+    log_capture::init();
     let kind = |r: Result<RibbonConfig, ConfigError>| r.unwrap_err().kind();
     assert_eq!(
         kind(RibbonConfig::from_yaml_str("svc: [a\n")),
@@ -491,6 +479,7 @@ fn malformed_files_are_errors() {
 
 #[test]
 fn ribbon_class_names_map_to_rules() {
+    log_capture::init();
     for (class, name) in [
         ("com.netflix.loadbalancer.RoundRobinRule", "round_robin"),
         ("com.netflix.loadbalancer.RandomRule", "random"),
@@ -541,6 +530,7 @@ fn ribbon_class_names_map_to_rules() {
 
 #[tokio::test]
 async fn clients_with_different_rules_need_one_balancer_each() {
+    log_capture::init();
     let (a, b) = (
         Backend::start("a").await.unwrap(),
         Backend::start("b").await.unwrap(),
@@ -584,6 +574,7 @@ async fn clients_with_different_rules_need_one_balancer_each() {
 
 #[tokio::test]
 async fn clients_that_agree_share_one_balancer() {
+    log_capture::init();
     let (a, b) = (
         Backend::start("a").await.unwrap(),
         Backend::start("b").await.unwrap(),
@@ -604,6 +595,7 @@ async fn clients_that_agree_share_one_balancer() {
 
 #[tokio::test]
 async fn apply_keeps_builder_settings_for_absent_keys() {
+    log_capture::init();
     let a = Backend::start("a").await.unwrap();
     let config = RibbonConfig::from_properties_str(&format!(
         "users.ribbon.listOfServers=127.0.0.1:{}\n",
@@ -647,6 +639,7 @@ svc.ribbon.circuitTripMaxTimeoutSeconds=6
 
 #[test]
 fn breaker_keys_map_onto_stats_config() {
+    log_capture::init();
     let config = RibbonConfig::from_properties_str(BREAKER_PROPERTIES).unwrap();
     assert!(config.warnings().is_empty(), "{:?}", config.warnings());
     let svc = config.client("svc");
@@ -711,6 +704,7 @@ fn breaker_keys_map_onto_stats_config() {
 
 #[tokio::test(start_paused = true)]
 async fn breaker_from_keys_trips_after_the_count_for_the_blackout() {
+    log_capture::init();
     use tower_ribbon::stats::{BreakerState, EndpointStats, Outcome};
     let config = RibbonConfig::from_properties_str(BREAKER_PROPERTIES).unwrap();
     let stats = EndpointStats::with_config(config.client("svc").stats_config());
@@ -736,6 +730,7 @@ async fn breaker_from_keys_trips_after_the_count_for_the_blackout() {
 /// with that wiring applied locally. Remove the `ignore` when merging.
 #[tokio::test(start_paused = true)]
 async fn breaker_from_keys_trips_the_built_balancers_endpoints() {
+    log_capture::init();
     use tower::ServiceExt;
     use tower_ribbon::stats::BreakerState;
     let config = RibbonConfig::from_properties_str(BREAKER_PROPERTIES).unwrap();
@@ -780,6 +775,7 @@ async fn breaker_from_keys_trips_the_built_balancers_endpoints() {
 #[cfg(feature = "eureka")]
 #[test]
 fn default_zone_with_a_comma_in_the_password_is_split_outside_credentials() {
+    log_capture::init();
     let text = "eureka.client.serviceUrl.defaultZone=http://user:s3cr%2Cet%40x%3A9%25@127.0.0.1:8761/eureka,http://user:s3cr%2Cet%40x%3A9%25@127.0.0.1:8762/eureka\n\
                 svc.ribbon.NIWSServerListClassName=com.netflix.niws.loadbalancer.DiscoveryEnabledNIWSServerList\n\
                 svc.ribbon.bogusKey=1\n";

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use tower_ribbon::discovery::eureka::wire;
 
+#[path = "common/log_capture.rs"]
+mod log_capture;
+
 struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
@@ -71,6 +74,7 @@ fn payload(instances: usize, apps: usize) -> Vec<u8> {
 #[test]
 #[ignore = "timing; run with --release --ignored --nocapture"]
 fn decode_timing() {
+    log_capture::init();
     for instances in [1_000, 10_000, 50_000] {
         let body = payload(instances, 100);
         let mut times = Vec::new();
@@ -121,6 +125,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
 /// with the counts.
 #[test]
 fn one_warning_per_payload_with_counts() {
+    log_capture::init();
     use tracing_subscriber::layer::SubscriberExt;
     let warnings = Warnings::default();
     let subscriber = tracing_subscriber::registry().with(warnings.clone());
@@ -163,6 +168,7 @@ fn one_warning_per_payload_with_counts() {
 /// 10 000 records decode within 2 s even in a debug build.
 #[test]
 fn ten_thousand_instances_decode_in_linear_time() {
+    log_capture::init();
     let body = payload(10_000, 100);
     let started = Instant::now();
     let apps = wire::parse_applications(&body).expect("decodes");

@@ -30,6 +30,9 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tower_ribbon::discovery::StaticSource;
 use tower_ribbon::health::{ActiveHealthCheck, MANAGEMENT_CONTEXT_PATH, MANAGEMENT_PORT};
+
+#[path = "common/log_capture.rs"]
+mod log_capture;
 use tower_ribbon::{Instance, LoadBalancer};
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
@@ -146,6 +149,7 @@ fn instance(addr: SocketAddr) -> Instance {
 
 #[tokio::test(start_paused = true)]
 async fn a_probe_failing_every_other_time_changes_nothing() {
+    log_capture::init();
     let server = ProbeServer::start(
         "127.0.0.1",
         Box::new(|n| if n % 2 == 0 { 200 } else { 503 }),
@@ -160,6 +164,7 @@ async fn a_probe_failing_every_other_time_changes_nothing() {
 
 #[tokio::test(start_paused = true)]
 async fn three_failures_in_a_row_mark_unhealthy_and_two_passes_healthy() {
+    log_capture::init();
     // Probes 0..5 fail, then pass.
     let server = ProbeServer::start("127.0.0.1", Box::new(|n| if n < 5 { 503 } else { 200 })).await;
     let lb = balancer(vec![instance(server.addr)], check(1_000, 0, 100)).await;
@@ -173,6 +178,7 @@ async fn three_failures_in_a_row_mark_unhealthy_and_two_passes_healthy() {
 
 #[tokio::test(start_paused = true)]
 async fn first_probe_after_the_delay_then_every_interval_plus_jitter() {
+    log_capture::init();
     let server = ProbeServer::start("127.0.0.1", Box::new(|_| 200)).await;
     let start = Instant::now();
     let _lb = balancer(vec![instance(server.addr)], check(1_000, 400, 5_000)).await;
@@ -196,29 +202,9 @@ async fn first_probe_after_the_delay_then_every_interval_plus_jitter() {
     assert!(gaps.iter().any(|g| *g != gaps[0]), "{gaps:?}");
 }
 
-/// Collects `tracing` output.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_health_check_url_on_another_host_or_port_receives_nothing() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let (_guard, captured) = log_capture::capture(tracing::Level::INFO);
 
     let traffic = ProbeServer::start("127.0.0.1", Box::new(|_| 200)).await;
     let other_port = ProbeServer::start("127.0.0.1", Box::new(|_| 200)).await;
@@ -238,7 +224,7 @@ async fn a_health_check_url_on_another_host_or_port_receives_nothing() {
     // Both instances were probed on their own address instead.
     assert_eq!(traffic.hits(), 6);
     assert!(traffic.paths().iter().all(|p| p == "/actuator/health"));
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     let warnings = log
         .lines()
         .filter(|l| l.contains("health-check target"))
@@ -252,6 +238,7 @@ async fn a_health_check_url_on_another_host_or_port_receives_nothing() {
 
 #[tokio::test(start_paused = true)]
 async fn the_management_port_is_probed_with_its_context_path() {
+    log_capture::init();
     let traffic = ProbeServer::start("127.0.0.1", Box::new(|_| 200)).await;
     let management = ProbeServer::start("127.0.0.1", Box::new(|_| 503)).await;
     let port = management.addr.port().to_string();
@@ -279,6 +266,7 @@ async fn the_management_port_is_probed_with_its_context_path() {
 
 #[tokio::test]
 async fn the_builder_refuses_a_setting_its_validate_refuses() {
+    log_capture::init();
     let build = |detection, check| {
         let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
         LoadBalancer::builder()

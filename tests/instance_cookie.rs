@@ -8,8 +8,6 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
-
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Empty;
@@ -21,6 +19,9 @@ use tower::ServiceExt;
 use tower_ribbon::LoadBalancer;
 use tower_ribbon::discovery::StaticSource;
 use tower_ribbon::instance::Instance;
+
+#[path = "common/log_capture.rs"]
+mod log_capture;
 use tower_ribbon::retry::RetryPolicy;
 
 const SVC: &str = "svc";
@@ -84,6 +85,7 @@ fn id_of(name: &str) -> &'static str {
 
 #[tokio::test]
 async fn the_cookie_names_the_instance_that_receives_it() {
+    log_capture::init();
     let a = Backend::start("a").await.unwrap();
     let b = Backend::start("b").await.unwrap();
     let lb = balancer(&[&a, &b], &[id_of("a"), id_of("b")], Some(COOKIE)).await;
@@ -103,6 +105,7 @@ async fn the_cookie_names_the_instance_that_receives_it() {
 /// one `Cookie` field.
 #[tokio::test]
 async fn a_retry_replaces_the_pair_and_keeps_other_cookies() {
+    log_capture::init();
     let a = Backend::start_with("a", Behavior::Status(503))
         .await
         .unwrap();
@@ -127,36 +130,12 @@ async fn a_retry_replaces_the_pair_and_keeps_other_cookies() {
     assert_eq!(echoed, [format!("{COOKIE}={}", id_of(&name))]);
 }
 
-/// Captures what a `tracing_subscriber::fmt` subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// An id that would smuggle a second cookie (or a header) is refused: no
 /// pair is added, the caller's cookies pass unchanged, and the service logs
 /// one warning however many requests go out.
 #[tokio::test]
 async fn a_hostile_instance_id_gets_no_cookie_and_one_warning() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .finish();
-    // This test runs on a current-thread runtime: the requests are polled
-    // on this thread, under this subscriber.
-    let _guard = tracing::subscriber::set_default(subscriber);
-    tracing::callsite::rebuild_interest_cache();
+    let (_guard, captured) = log_capture::capture(tracing::Level::WARN);
 
     let a = Backend::start("a").await.unwrap();
     let lb = balancer(&[&a], &["a-1; admin=1"], Some(COOKIE)).await;
@@ -169,7 +148,7 @@ async fn a_hostile_instance_id_gets_no_cookie_and_one_warning() {
     assert_eq!((status, echoed.len()), (200, 0));
     let x = || vec!["x=1".to_owned()];
     assert_eq!(a.cookies(), [x(), x(), x(), vec![]]);
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
     assert_eq!(warnings.len(), 1, "{log}");
     assert!(
@@ -182,6 +161,7 @@ async fn a_hostile_instance_id_gets_no_cookie_and_one_warning() {
 
 #[tokio::test]
 async fn off_by_default_and_per_service() {
+    log_capture::init();
     let a = Backend::start("a").await.unwrap();
     let lb = balancer(&[&a], &["a-1"], None).await;
     let (_, _, echoed) = get(&lb, &["x=1; sc-lb-instance-id=stale"]).await;
@@ -214,6 +194,7 @@ async fn off_by_default_and_per_service() {
 
 #[tokio::test]
 async fn a_bad_cookie_name_fails_the_build() {
+    log_capture::init();
     for bad in ["", "a;b", "a=b", "a b"] {
         let err = LoadBalancer::builder()
             .source(StaticSource::new())

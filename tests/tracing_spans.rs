@@ -21,6 +21,9 @@ use tracing_subscriber::registry::LookupSpan;
 
 use support::backend::{Backend, Behavior};
 
+#[path = "common/log_capture.rs"]
+mod log_capture;
+
 type Fields = BTreeMap<String, String>;
 
 #[derive(Debug, Clone)]
@@ -110,6 +113,7 @@ fn fields(pairs: &[(&str, String)]) -> Fields {
 
 #[tokio::test]
 async fn one_retried_request_has_one_span_per_attempt_with_otel_fields() {
+    log_capture::init();
     let failing = Backend::start_with("failing", Behavior::Status(503))
         .await
         .unwrap();
@@ -219,6 +223,7 @@ async fn one_retried_request_has_one_span_per_attempt_with_otel_fields() {
 
 #[tokio::test]
 async fn an_unknown_service_is_an_event_and_a_counter() {
+    log_capture::init();
     use metrics_util::debugging::DebuggingRecorder;
     let capture = Capture::default();
     let subscriber = tracing_subscriber::registry().with(capture.clone());
