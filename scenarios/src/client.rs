@@ -89,33 +89,36 @@ pub struct Lb {
     pub lb: LoadBalancer<HttpClient>,
     /// `http://svc/`, parsed once as [`Direct`]'s URI is.
     pub uri: Uri,
-    /// Send with `lb.clone().oneshot(req)` (tower's way) instead of
-    /// `lb.request(req)`.
-    pub oneshot: bool,
+}
+
+fn lb_request(uri: &Uri, key: Option<u64>) -> Request<Empty<Bytes>> {
+    let mut request = Request::get(uri.clone());
+    if let Some(key) = key {
+        request = request.header(HeaderName::from_static(KEY_HEADER), HeaderValue::from(key));
+    }
+    request.body(Empty::new()).expect("request")
 }
 
 impl Target for Lb {
     fn send(&self, key: Option<u64>) -> impl Future<Output = Option<u16>> + Send + 'static {
-        let mut request = Request::get(self.uri.clone());
-        if let Some(key) = key {
-            request = request.header(HeaderName::from_static(KEY_HEADER), HeaderValue::from(key));
-        }
-        let request = request.body(Empty::new()).expect("request");
         // By reference, as `Direct` calls `Client::request`: no clone of
         // the balancer (and its client) per request.
-        let (sent, later) = if self.oneshot {
-            (None, Some((self.lb.clone(), request)))
-        } else {
-            (Some(self.lb.request(request)), None)
-        };
-        async move {
-            let response = match (sent, later) {
-                (Some(sent), _) => sent.await,
-                (None, Some((lb, request))) => lb.oneshot(request).await,
-                (None, None) => return None,
-            };
-            read(response.ok()?).await
-        }
+        let sent = self.lb.request(lb_request(&self.uri, key));
+        async move { read(sent.await.ok()?).await }
+    }
+}
+
+/// [`Lb`] sending with tower's `lb.clone().oneshot(req)` instead of
+/// `lb.request(req)`: a clone and drop of the whole balancer per request.
+/// Its own type, so [`Lb`]'s future carries nothing for this mode.
+#[derive(Clone)]
+pub struct LbOneshot(pub Lb);
+
+impl Target for LbOneshot {
+    fn send(&self, key: Option<u64>) -> impl Future<Output = Option<u16>> + Send + 'static {
+        let request = lb_request(&self.0.uri, key);
+        let lb = self.0.lb.clone();
+        async move { read(lb.oneshot(request).await.ok()?).await }
     }
 }
 
@@ -158,6 +161,8 @@ type PeerBalance = Balance<ServiceList<Vec<PeakEwma<PeerHop>>>, Request<Empty<By
 #[derive(Clone)]
 pub struct Peer {
     balance: Arc<tokio::sync::Mutex<PeerBalance>>,
+    /// `http://svc/`, parsed once as [`Lb`]'s URI is.
+    uri: Uri,
 }
 
 impl Peer {
@@ -182,6 +187,7 @@ impl Peer {
             balance: Arc::new(tokio::sync::Mutex::new(Balance::new(ServiceList::new(
                 endpoints,
             )))),
+            uri: Uri::from_static("http://svc/"),
         }
     }
 }
@@ -189,10 +195,10 @@ impl Peer {
 impl Target for Peer {
     fn send(&self, _key: Option<u64>) -> impl Future<Output = Option<u16>> + Send + 'static {
         let balance = Arc::clone(&self.balance);
+        let request = Request::get(self.uri.clone())
+            .body(Empty::new())
+            .expect("request");
         async move {
-            let request = Request::get("http://svc/")
-                .body(Empty::new())
-                .expect("request");
             let response = {
                 let mut guard = balance.lock().await;
                 let ready = ServiceExt::<Request<Empty<Bytes>>>::ready(&mut *guard)
@@ -336,6 +342,5 @@ pub async fn build_lb_with(
     Ok(Lb {
         lb,
         uri: Uri::from_static("http://svc/"),
-        oneshot: false,
     })
 }

@@ -11,7 +11,7 @@ use tower_ribbon::discovery::{RefreshConfig, StaticSource};
 use tower_ribbon::health::OutlierDetection;
 use tower_ribbon::retry::RetryPolicy;
 
-use crate::client::{self, Direct, Lb, LbConfig, Peer, RuleKind, SERVICE};
+use crate::client::{self, Direct, Lb, LbConfig, LbOneshot, Peer, RuleKind, SERVICE};
 use crate::load::{ClosedLoopResult, closed_loop, quantile};
 use crate::report::{Report, Table, f};
 use crate::{BoxError, Goal, Options};
@@ -19,6 +19,7 @@ use crate::{BoxError, Goal, Options};
 enum Any {
     Direct(Direct),
     Lb(Lb),
+    LbOneshot(LbOneshot),
     Peer(Peer),
 }
 
@@ -26,6 +27,7 @@ async fn slice(target: &Any, concurrency: usize, duration: Duration) -> ClosedLo
     match target {
         Any::Direct(t) => closed_loop(t, concurrency, duration).await,
         Any::Lb(t) => closed_loop(t, concurrency, duration).await,
+        Any::LbOneshot(t) => closed_loop(t, concurrency, duration).await,
         Any::Peer(t) => closed_loop(t, concurrency, duration).await,
     }
 }
@@ -118,6 +120,56 @@ async fn interleaved(
         .collect()
 }
 
+/// Issue 10's cost goal: round robin (default policy) adds at most 1.0 µs
+/// of CPU per request over the direct client, and at most a third of what
+/// tower's p2c adds in the same run. Judged on both measures, the
+/// rate-derived one (cores × (1/rate − 1/direct rate)) and the process CPU
+/// per request, and met only if both hold.
+fn cost_goal(
+    targets: &[(String, Any)],
+    measured: &[Measured],
+    cores: f64,
+    concurrency: usize,
+) -> Option<Goal> {
+    let find = |prefix: &str| {
+        targets
+            .iter()
+            .position(|(name, _)| name.starts_with(prefix))
+            .and_then(|i| measured.get(i))
+    };
+    let direct = measured.first()?;
+    let rr = find("LoadBalancer round_robin (default policy)")?;
+    let peer = find("tower p2c")?;
+    let by_rate = |m: &Measured| cores * (1.0 / m.rps.max(1e-9) - 1.0 / direct.rps.max(1e-9)) * 1e6;
+    let by_cpu = |m: &Measured| Some(m.cpu_us? - direct.cpu_us?);
+    let (rate_rr, rate_peer) = (by_rate(rr), by_rate(peer));
+    let holds = |ours: f64, theirs: f64| ours <= 1.0 && ours <= theirs / 3.0;
+    let mut figure = format!(
+        "rate-derived {rate_rr:+.2} µs vs tower p2c {rate_peer:+.2} µs ({:.0} % of it)",
+        100.0 * rate_rr / rate_peer.max(1e-9)
+    );
+    let mut met = holds(rate_rr, rate_peer);
+    match (by_cpu(rr), by_cpu(peer)) {
+        (Some(cpu_rr), Some(cpu_peer)) => {
+            figure.push_str(&format!(
+                "; process CPU {cpu_rr:+.2} µs vs {cpu_peer:+.2} µs ({:.0} % of it)",
+                100.0 * cpu_rr / cpu_peer.max(1e-9)
+            ));
+            met &= holds(cpu_rr, cpu_peer);
+        }
+        _ => figure.push_str("; process CPU not measured here"),
+    }
+    Some(Goal {
+        goal: format!(
+            "overhead round_robin: ≤ 1.0 µs added CPU per request and ≤ ⅓ of tower p2c's \
+             ({concurrency} in flight, both measures)"
+        ),
+        figure,
+        met,
+        note: None,
+    })
+}
+
 pub async fn run(opts: &Options, report: &mut Report) -> Result<Vec<Goal>, BoxError> {
     eprintln!("overhead: measuring ...");
     let mut zero = opts.clone();
@@ -155,10 +207,9 @@ pub async fn run(opts: &Options, report: &mut Report) -> Result<Vec<Goal>, BoxEr
             // the balancer per request (what the mode above cost before
             // `LoadBalancer::request`).
             "LoadBalancer round_robin, RetryPolicy::none(), lb.clone().oneshot()".to_owned(),
-            Any::Lb(client::Lb {
-                oneshot: true,
-                ..client::build_lb(RuleKind::RoundRobin, seed, source(), &no_retry).await?
-            }),
+            Any::LbOneshot(LbOneshot(
+                client::build_lb(RuleKind::RoundRobin, seed, source(), &no_retry).await?,
+            )),
         ),
         (
             "LoadBalancer peak_ewma_p2c (default policy)".to_owned(),
@@ -249,6 +300,7 @@ pub async fn run(opts: &Options, report: &mut Report) -> Result<Vec<Goal>, BoxEr
                 let added = cores * (1.0 / m.rps.max(1e-9) - 1.0 / direct.rps.max(1e-9)) * 1e6;
                 work.push(format!("{name} {added:+.1} µs"));
             }
+            goals.extend(cost_goal(&targets, &measured, cores, concurrency));
             for (i, label) in [(1, "round_robin"), (4, "peak_ewma_p2c")] {
                 let Some(m) = measured.get(i) else { continue };
                 let loss = (1.0 - m.rps / direct.rps.max(1e-9)) * 100.0;
