@@ -36,9 +36,35 @@ pub(super) enum Target<'a> {
     },
 }
 
+/// Who holds a finished attempt's instance.
+pub(super) enum Held {
+    /// A failed attempt: ended already.
+    Endpoint(Endpoint),
+    /// A successful one: ends when the completion drops (with the body).
+    Completion(Completion),
+}
+
+impl Held {
+    /// The instance.
+    pub(super) fn endpoint(&self) -> &Endpoint {
+        match self {
+            Held::Endpoint(endpoint) => endpoint,
+            Held::Completion(completion) => completion.endpoint(),
+        }
+    }
+
+    /// The completion of a successful attempt, which ends it when dropped.
+    pub(super) fn into_completion(self) -> Option<Completion> {
+        match self {
+            Held::Endpoint(_) => None,
+            Held::Completion(completion) => Some(completion),
+        }
+    }
+}
+
 /// A finished attempt.
 pub(super) struct Attempted<R> {
-    pub(super) endpoint: Endpoint,
+    held: Held,
     pub(super) result: Result<R, BoxError>,
     pub(super) outcome: Outcome,
     pub(super) status: Option<u16>,
@@ -46,8 +72,6 @@ pub(super) struct Attempted<R> {
     sent: Instant,
     /// How long a failed attempt took (a success is still running).
     pub(super) failed_after: Option<Duration>,
-    /// For a success: ends the attempt when dropped (with the body).
-    pub(super) completion: Option<Completion>,
 }
 
 /// Why an attempt was not made.
@@ -171,7 +195,8 @@ where
         instance_cookie(request.headers_mut(), name, state, &endpoint);
     }
 
-    let guard = endpoint.stats_handle().start_owned_at(sent);
+    // Borrowed from `endpoint`: no reference count taken per attempt.
+    let guard = endpoint.stats_handle().start_at(sent);
     let Some(request) = slot.take() else {
         return Err(NotSent::NoEndpoint);
     };
@@ -190,11 +215,11 @@ where
         Err(e) => classify_error(e),
     };
     let mut failed_after = None;
-    let completion = if result.is_ok() && outcome.is_success() {
-        let endpoint = endpoint.clone();
+    let held = if result.is_ok() && outcome.is_success() {
+        let attempt = guard.detach();
         let per_instance = shared.per_instance_metrics;
-        Some(Completion::new(
-            guard,
+        Held::Completion(Completion::new(
+            attempt,
             endpoint,
             Arc::clone(state),
             outcome,
@@ -213,16 +238,15 @@ where
         }
         // Only a failure can eject (a success resets the counts).
         observe(shared, state, &endpoint, now);
-        None
+        Held::Endpoint(endpoint)
     };
     Ok(Attempted {
-        endpoint,
+        held,
         result,
         outcome,
         status,
         sent,
         failed_after,
-        completion,
     })
 }
 
@@ -231,6 +255,25 @@ impl<R> Attempted<R> {
     /// success (whose body may still be running).
     pub(super) fn elapsed(&self) -> Duration {
         self.failed_after.unwrap_or_else(|| self.sent.elapsed())
+    }
+
+    /// The instance the attempt went to.
+    pub(super) fn endpoint(&self) -> &Endpoint {
+        self.held.endpoint()
+    }
+
+    /// The instance, ending a successful attempt now (a success that is
+    /// retried: its response is dropped).
+    pub(super) fn into_endpoint(self) -> Endpoint {
+        match self.held {
+            Held::Endpoint(endpoint) => endpoint,
+            Held::Completion(completion) => completion.endpoint().clone(),
+        }
+    }
+
+    /// The result, and who holds the instance.
+    pub(super) fn into_parts(self) -> (Result<R, BoxError>, Held) {
+        (self.result, self.held)
     }
 }
 

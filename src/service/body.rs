@@ -14,12 +14,16 @@ use tokio::time::Instant;
 use super::ResponseStatus;
 use super::ServiceState;
 use crate::instance::Endpoint;
-use crate::stats::{BreakerTransition, InFlightGuard, Outcome};
+use crate::stats::{BreakerTransition, Detached, Outcome};
 
 /// The end of one successful attempt, still to be recorded: dropping it
 /// ends the attempt in the instance's stats and metrics.
+///
+/// It owns the attempt's instance (moved in, not cloned) and the attempt
+/// detached from its stats guard, so a request costs no reference-count
+/// traffic here beyond the service state's.
 pub struct Completion {
-    guard: Option<InFlightGuard<'static>>,
+    attempt: Option<Detached>,
     endpoint: Endpoint,
     state: Arc<ServiceState>,
     outcome: Outcome,
@@ -28,30 +32,38 @@ pub struct Completion {
 
 impl Completion {
     pub(super) fn new(
-        guard: InFlightGuard<'static>,
+        attempt: Detached,
         endpoint: Endpoint,
         state: Arc<ServiceState>,
         outcome: Outcome,
         per_instance: bool,
     ) -> Self {
         Self {
-            guard: Some(guard),
+            attempt: Some(attempt),
             endpoint,
             state,
             outcome,
             per_instance,
         }
     }
+
+    /// The instance the attempt went to.
+    pub(super) fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
 }
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        let Some(guard) = self.guard.take() else {
+        let Some(attempt) = self.attempt.take() else {
             return;
         };
         let now = Instant::now();
-        let elapsed = now.saturating_duration_since(guard.started());
-        let transition = guard.finish_at(self.outcome, now);
+        let elapsed = now.saturating_duration_since(attempt.started());
+        let transition = self
+            .endpoint
+            .stats_handle()
+            .finish_detached(attempt, self.outcome, now);
         self.endpoint.metrics(self.per_instance).record(
             self.outcome,
             elapsed.as_secs_f64(),

@@ -114,13 +114,13 @@ where
                     deadline,
                     per_try: shared.per_try,
                 };
-                trace::finished(&span, &done.endpoint, attempts.len() + 1);
+                trace::finished(&span, done.endpoint(), attempts.len() + 1);
                 trace::ended(&span, done.outcome, done.status, timed_out);
                 return finish(&shared, service, done, attempts, &why);
             }
         };
         note_retry(&span, service, reason, &mut attempts, &done, retries, wait);
-        let Attempted { endpoint, .. } = done;
+        let endpoint = done.into_endpoint();
         pause(wait).await;
         retries += 1;
         let Some(next) = spare else {
@@ -233,7 +233,7 @@ fn note_retry<R>(
     tracing::info!(
         parent: span,
         service,
-        instance = %done.endpoint,
+        instance = %done.endpoint(),
         reason = label,
         retry = retries + 1,
         ?wait,
@@ -242,7 +242,7 @@ fn note_retry<R>(
     metrics::counter!(crate::metrics::RETRIES, "service" => service.to_owned(), "reason" => label)
         .increment(1);
     if attempts.len() < MAX_LISTED_ATTEMPTS {
-        let instance = done.endpoint.to_string();
+        let instance = done.endpoint().to_string();
         attempts.push(Attempt::new(instance, done.outcome, done.elapsed()));
     }
 }
@@ -475,13 +475,15 @@ fn finish<T: TrackCompletion>(
 ) -> Result<T::Tracked, Error> {
     // An error always ended its attempt, so no clock read here.
     let elapsed = done.failed_after.unwrap_or_default();
-    let source = match done.result {
-        Ok(response) => return Ok(response.track(done.completion)),
+    let outcome = done.outcome;
+    let (result, held) = done.into_parts();
+    let source = match result {
+        Ok(response) => return Ok(response.track(held.into_completion())),
         Err(source) => source,
     };
-    let instance = done.endpoint.to_string();
-    attempts.push(Attempt::new(instance.clone(), done.outcome, elapsed));
-    let timeout = timeout_kind(shared, done.outcome, &source, why.deadline, why.per_try);
+    let instance = held.endpoint().to_string();
+    attempts.push(Attempt::new(instance.clone(), outcome, elapsed));
+    let timeout = timeout_kind(shared, outcome, &source, why.deadline, why.per_try);
     let (source, mut notes) = name_timeout(source, timeout);
     if let Some(refused) = &why.refused {
         notes.push(refused.clone());

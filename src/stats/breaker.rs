@@ -140,8 +140,16 @@ impl Breaker {
                 return BreakerTransition::Tripped;
             }
         } else if outcome.is_response() && !stale {
-            self.successive.store(0, Ordering::Release);
-            if self.until_ms.swap(0, Ordering::AcqRel) != 0 {
+            // Read before writing: on the common path (nothing to reset)
+            // the cache line stays shared between cores instead of being
+            // taken for a write by every response. A reset racing with a
+            // failure is ordered before it, as it could have been anyway.
+            if self.successive.load(Ordering::Acquire) != 0 {
+                self.successive.store(0, Ordering::Release);
+            }
+            if self.until_ms.load(Ordering::Acquire) != 0
+                && self.until_ms.swap(0, Ordering::AcqRel) != 0
+            {
                 return BreakerTransition::Recovered;
             }
         }

@@ -66,7 +66,9 @@ impl Ejection {
         ] {
             if hit {
                 counter.fetch_add(1, Ordering::AcqRel);
-            } else if !stale {
+            } else if !stale && counter.load(Ordering::Acquire) != 0 {
+                // Written only when there is something to reset: a success
+                // leaves the line shared between cores (see `Breaker`).
                 counter.store(0, Ordering::Release);
             }
         }

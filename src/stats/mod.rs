@@ -320,6 +320,7 @@ impl EndpointStats {
             started: now,
             probe,
             done: false,
+            detached: false,
         }
     }
 
@@ -333,7 +334,25 @@ impl EndpointStats {
             started: now,
             probe,
             done: false,
+            detached: false,
         }
+    }
+
+    /// Ends an attempt detached from its guard ([`InFlightGuard::detach`])
+    /// with `outcome` at `now`, as [`InFlightGuard::finish_at`] would.
+    pub(crate) fn finish_detached(
+        &self,
+        attempt: Detached,
+        outcome: Outcome,
+        now: Instant,
+    ) -> BreakerTransition {
+        let latency = now.saturating_duration_since(attempt.started);
+        let transition = self.record(outcome, latency, now);
+        if attempt.probe {
+            self.breaker.release_probe();
+        }
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        transition
     }
 
     /// Counts an attempt starting at `now`; whether it is the half-open
@@ -347,7 +366,10 @@ impl EndpointStats {
     /// Records a finished attempt (called by [`InFlightGuard::finish`]).
     fn record(&self, outcome: Outcome, latency: Duration, now: Instant) -> BreakerTransition {
         let now_ms = self.ms_at(now);
-        self.latest_ms.fetch_max(now_ms, Ordering::AcqRel);
+        // Most records fall in a millisecond already stored: no write then.
+        if now_ms > self.latest_ms.load(Ordering::Acquire) {
+            self.latest_ms.fetch_max(now_ms, Ordering::AcqRel);
+        }
         let mut latency_us = latency.as_secs_f64() * 1e6;
         let stale = if outcome.is_success() {
             now_ms < self.last_failure_ms.load(Ordering::Acquire)
@@ -403,6 +425,28 @@ pub struct InFlightGuard<'a> {
     started: Instant,
     probe: bool,
     done: bool,
+    /// Handed to a [`Detached`] attempt: dropping the guard leaves the
+    /// attempt counted.
+    detached: bool,
+}
+
+/// An attempt still counted in flight, held without a reference to its
+/// stats: whoever holds it also holds the stats (the balancer's response
+/// body holds the instance) and ends it with
+/// [`EndpointStats::finish_detached`]. It saves the reference-count
+/// traffic of a guard that owns the stats, which on a multi-core host is
+/// a contended cache line per request.
+#[derive(Debug)]
+pub(crate) struct Detached {
+    started: Instant,
+    probe: bool,
+}
+
+impl Detached {
+    /// When the attempt started.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
 }
 
 impl InFlightGuard<'_> {
@@ -443,6 +487,16 @@ impl InFlightGuard<'_> {
     pub fn is_probe(&self) -> bool {
         self.probe
     }
+
+    /// Keeps the attempt counted in flight past this guard, to be ended
+    /// with [`EndpointStats::finish_detached`] on the same stats.
+    pub(crate) fn detach(mut self) -> Detached {
+        self.detached = true;
+        Detached {
+            started: self.started,
+            probe: self.probe,
+        }
+    }
 }
 
 /// The stats an [`InFlightGuard`] ends an attempt on.
@@ -464,6 +518,9 @@ impl std::ops::Deref for StatsRef<'_> {
 
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         if !self.done && self.probe {
             self.stats.breaker.release_probe();
