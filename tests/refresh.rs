@@ -308,6 +308,30 @@ async fn a_failing_first_fetch_is_a_discovery_error_and_is_retried_sooner() {
     );
 }
 
+/// `lb.oneshot(req)` drops the balancer right after the call. A request
+/// still waiting for its service's first list keeps the balancer, and so
+/// the refresh task bringing that list, alive; once the list is there the
+/// request holds only its service's state, and the tasks stop with the
+/// last balancer as before.
+#[tokio::test(start_paused = true)]
+async fn a_request_waiting_for_the_first_list_keeps_its_refresh_alive() {
+    let source = Scripted::new(vec![Ok(vec![inst(7)])]);
+    let lb = LoadBalancer::builder()
+        .source(source.clone())
+        .service("user-service")
+        .refresh(config())
+        .build(echo())
+        .unwrap();
+    // No await before the call: the first fetch has not run yet.
+    let request = Request::get("http://user-service/x").body(()).unwrap();
+    let response = lb.oneshot(request).await.expect("the first list arrived");
+    assert_eq!(response.into_body().into_inner(), "http://127.0.0.1:7/x");
+    assert_eq!(source.fetches(), 1);
+    // The balancer is gone: no refresh after the request ended.
+    tokio::time::sleep(INTERVAL * 3).await;
+    assert_eq!(source.fetches(), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn refresh_tasks_stop_when_the_balancer_is_dropped() {
     let source = Scripted::new(vec![Ok(vec![inst(1)])]);

@@ -19,7 +19,7 @@ use tower::{Service, ServiceExt};
 
 use super::ServiceState;
 use super::body::Completion;
-use super::{ResponseStatus, Shared, classify_error};
+use super::{RequestConfig, ResponseStatus, classify_error};
 use crate::error::BoxError;
 use crate::instance::Endpoint;
 use crate::rule::PickContext;
@@ -118,7 +118,7 @@ async fn bounded<T>(
 
 /// What every attempt of one call shares.
 pub(super) struct Call<'a> {
-    pub(super) shared: &'a Shared,
+    pub(super) config: &'a RequestConfig,
     pub(super) state: &'a Arc<ServiceState>,
     pub(super) hash_key: Option<u64>,
     pub(super) deadline: Option<Instant>,
@@ -166,12 +166,12 @@ where
     S::Response: ResponseStatus,
 {
     let Call {
-        shared,
+        config,
         state,
         hash_key,
         deadline,
     } = *call;
-    let per_try = shared.per_try;
+    let per_try = config.per_try;
     ready(inner, per_try, deadline).await?;
     // One clock read for the pick and the send.
     let sent = Instant::now();
@@ -211,33 +211,29 @@ where
     };
     let status = result.as_ref().ok().and_then(ResponseStatus::status_code);
     let outcome = match &result {
-        Ok(_) => shared.failure_statuses.classify_status(status),
+        Ok(_) => config.failure_statuses.classify_status(status),
         Err(e) => classify_error(e),
     };
     let mut failed_after = None;
     let held = if result.is_ok() && outcome.is_success() {
         let attempt = guard.detach();
-        let per_instance = shared.per_instance_metrics;
-        Held::Completion(Completion::new(
-            attempt,
-            endpoint,
-            Arc::clone(state),
-            outcome,
-            per_instance,
-        ))
+        let per_instance = config.per_instance_metrics;
+        // The state is attached by the caller, which hands over its own
+        // reference when the response goes out (no count per request).
+        Held::Completion(Completion::new(attempt, endpoint, outcome, per_instance))
     } else {
         // One clock read ends the attempt for stats, metrics and ejection.
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(sent);
         failed_after = Some(elapsed);
         let transition = guard.finish_at(outcome, now);
-        let metrics = endpoint.metrics(shared.per_instance_metrics);
+        let metrics = endpoint.metrics(config.per_instance_metrics);
         metrics.record(outcome, elapsed.as_secs_f64(), transition);
         if transition != crate::stats::BreakerTransition::None {
             state.health().invalidate();
         }
         // Only a failure can eject (a success resets the counts).
-        observe(shared, state, &endpoint, now);
+        observe(config, state, &endpoint, now);
         Held::Endpoint(endpoint)
     };
     Ok(Attempted {
@@ -263,11 +259,16 @@ impl<R> Attempted<R> {
     }
 
     /// The instance, ending a successful attempt now (a success that is
-    /// retried: its response is dropped).
-    pub(super) fn into_endpoint(self) -> Endpoint {
+    /// retried: its response is dropped, which ends the attempt and may
+    /// tell `state` that the breaker moved).
+    pub(super) fn into_endpoint(self, state: &Arc<ServiceState>) -> Endpoint {
         match self.held {
             Held::Endpoint(endpoint) => endpoint,
-            Held::Completion(completion) => completion.endpoint().clone(),
+            Held::Completion(completion) => {
+                let endpoint = completion.endpoint().clone();
+                drop(completion.with_state(Arc::clone(state)));
+                endpoint
+            }
         }
     }
 
@@ -278,11 +279,11 @@ impl<R> Attempted<R> {
 }
 
 /// Outlier ejection after an attempt's result.
-fn observe(shared: &Shared, state: &ServiceState, endpoint: &Endpoint, now: Instant) {
-    if let Some(time) = shared.outliers.observe(&state.snapshot(), endpoint, now) {
+fn observe(config: &RequestConfig, state: &ServiceState, endpoint: &Endpoint, now: Instant) {
+    if let Some(time) = config.outliers.observe(&state.snapshot(), endpoint, now) {
         let service = state.service_id();
         tracing::warn!(service, instance = %endpoint, ?time, "outlier ejected");
-        if shared.per_instance_metrics {
+        if config.per_instance_metrics {
             metrics::counter!(crate::metrics::EJECTIONS, "service" => service.to_owned(), "instance" => endpoint.instance().id().to_owned())
                 .increment(1);
         } else {

@@ -25,7 +25,10 @@ use crate::stats::{BreakerTransition, Detached, Outcome};
 pub struct Completion {
     attempt: Option<Detached>,
     endpoint: Endpoint,
-    state: Arc<ServiceState>,
+    /// The service, told when the attempt moves the circuit breaker.
+    /// Attached when the request's future hands over its own reference
+    /// (no count taken per request).
+    state: Option<Arc<ServiceState>>,
     outcome: Outcome,
     per_instance: bool,
 }
@@ -34,17 +37,22 @@ impl Completion {
     pub(super) fn new(
         attempt: Detached,
         endpoint: Endpoint,
-        state: Arc<ServiceState>,
         outcome: Outcome,
         per_instance: bool,
     ) -> Self {
         Self {
             attempt: Some(attempt),
             endpoint,
-            state,
+            state: None,
             outcome,
             per_instance,
         }
+    }
+
+    /// Attaches the service's state.
+    pub(super) fn with_state(mut self, state: Arc<ServiceState>) -> Self {
+        self.state = Some(state);
+        self
     }
 
     /// The instance the attempt went to.
@@ -70,7 +78,9 @@ impl Drop for Completion {
             transition,
         );
         if transition != BreakerTransition::None {
-            self.state.health().invalidate();
+            if let Some(state) = &self.state {
+                state.health().invalidate();
+            }
         }
     }
 }

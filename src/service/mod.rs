@@ -131,27 +131,52 @@ pub(crate) struct Shared {
     me: std::sync::Weak<Shared>,
     epoch: tokio::time::Instant,
     on_demand_idle: std::time::Duration,
-    per_instance_metrics: bool,
     source: Arc<dyn InstanceSource>,
     make_rule: MakeRule,
     refresh: RefreshConfig,
     discover_on_demand: bool,
     max_services: usize,
-    failure_statuses: FailureStatuses,
-    hash_key: Option<HashKey>,
-    retry: RetryPolicy,
-    /// The per-try timeout: the policy's, else the builder's read timeout.
-    per_try: Option<std::time::Duration>,
-    /// The builder's connect timeout, for error messages.
-    connect_timeout: Option<std::time::Duration>,
-    outliers: OutlierDetection,
+    /// What the request path reads; every service state holds it too.
+    request: Arc<RequestConfig>,
     #[cfg(feature = "hyper-util")]
     active_health: Option<ActiveHealthCheck>,
     stats: crate::stats::StatsConfig,
     /// The instance cookie of each service (`Builder::instance_cookie`).
     instance_cookies: cookie::InstanceCookies,
-    rng: crate::rng::AtomicRng,
     handle: tokio::runtime::Handle,
+}
+
+/// The builder's settings the request path reads. The balancer and each
+/// service state share one, so a request's future holds a single
+/// reference (its service state) and takes no count on the balancer's
+/// state: on a multi-core host every reference count taken per request is
+/// a cache line moved between cores.
+pub(crate) struct RequestConfig {
+    pub(crate) per_instance_metrics: bool,
+    pub(crate) failure_statuses: FailureStatuses,
+    pub(crate) hash_key: Option<HashKey>,
+    pub(crate) retry: RetryPolicy,
+    /// The per-try timeout: the policy's, else the builder's read timeout.
+    pub(crate) per_try: Option<std::time::Duration>,
+    /// The builder's connect timeout, for error messages.
+    pub(crate) connect_timeout: Option<std::time::Duration>,
+    pub(crate) outliers: OutlierDetection,
+    pub(crate) rng: crate::rng::AtomicRng,
+}
+
+impl Default for RequestConfig {
+    fn default() -> Self {
+        Self {
+            per_instance_metrics: false,
+            failure_statuses: FailureStatuses::default(),
+            hash_key: None,
+            retry: RetryPolicy::default(),
+            per_try: None,
+            connect_timeout: None,
+            outliers: OutlierDetection::default(),
+            rng: crate::rng::AtomicRng::from_entropy(),
+        }
+    }
 }
 
 /// A tower [`Service`] that sends each request to one instance of the
@@ -327,11 +352,15 @@ impl<S> LoadBalancer<S> {
             return ResponseFuture::ready(Err(self.shared.unknown_service(host)));
         };
         let inner = self.inner.clone();
-        let shared = Arc::clone(&self.shared);
         let span = trace::request(req.method(), state.service_id());
         // The request span is not entered around the whole future (that
         // would move the future once more): its attempt spans and events
         // name it as their parent.
-        ResponseFuture::new(send::send(shared, state, inner, req, span))
+        // Until the service's first list has arrived, the request keeps
+        // the balancer, and so the refresh task bringing that list, alive:
+        // `lb.oneshot(req)` drops the balancer right after the call. Later
+        // requests need only their service's state.
+        let keep_alive = (!state.first_fetch_seen()).then(|| Arc::clone(&self.shared));
+        ResponseFuture::new(send::send(state, inner, req, span, keep_alive))
     }
 }

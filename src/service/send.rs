@@ -14,7 +14,7 @@ use tower::Service;
 use super::ServiceState;
 use super::attempt::{self, Attempted, NotSent, Target};
 use super::body::TrackCompletion;
-use super::{ResponseStatus, Shared, trace};
+use super::{RequestConfig, ResponseStatus, Shared, trace};
 use crate::error::{Attempt, BoxError, Error, TimedOut, TimeoutKind};
 use crate::instance::Endpoint;
 use crate::retry::{RetryNonIdempotent, RetryReason, TryCloneBody, parse_retry_after};
@@ -36,11 +36,11 @@ fn try_clone_request<B: TryCloneBody>(req: &Request<B>) -> Option<Request<B>> {
 
 /// One request: attempts and retries under the policy.
 pub(super) async fn send<S, B>(
-    shared: Arc<Shared>,
     state: Arc<ServiceState>,
     mut inner: S,
     req: Request<B>,
     span: tracing::Span,
+    keep_alive: Option<Arc<Shared>>,
 ) -> Result<<S::Response as TrackCompletion>::Tracked, Error>
 where
     S: Service<Request<B>>,
@@ -49,18 +49,21 @@ where
     B: TryCloneBody,
 {
     let service = state.service_id();
+    let config = state.request_config();
     if !state.first_fetch_seen() && !state.wait_first_fetch_boxed().await {
         trace::failed(&span, "discovery");
         return Err(Error::discovery_timeout(service, state.first_fetch_wait()));
     }
-    let policy = &shared.retry;
+    // The list is here: the request needs only its service's state now.
+    drop(keep_alive);
+    let policy = &config.retry;
     let deadline = policy
         .get_deadline()
         .and_then(|d| Instant::now().checked_add(d));
     let method = req.method().clone();
     let idempotent = policy.is_idempotent(req.method())
         || req.extensions().get::<RetryNonIdempotent>().is_some();
-    let hash_key = shared
+    let hash_key = config
         .hash_key
         .as_ref()
         .and_then(|key| key.extract(req.uri(), req.headers()));
@@ -83,7 +86,7 @@ where
         };
         let target = walk.target();
         let call = attempt::Call {
-            shared: &shared,
+            config,
             state: &state,
             hash_key,
             deadline,
@@ -104,7 +107,7 @@ where
         // A spare sharing a stream that this attempt started cannot be sent.
         let have_copy = spare.as_ref().is_some_and(|r| r.body().is_replayable());
         let left = walk.same_left.saturating_add(walk.next_left);
-        let decision = decide(&shared, reason, have_copy, left, retries, deadline, &done);
+        let decision = decide(config, reason, have_copy, left, retries, deadline, &done);
         let wait = match decision.spend(state.retry_budget()) {
             Decision::Retry(wait) => wait,
             Decision::Stop(why) => {
@@ -112,15 +115,15 @@ where
                 let why = Why {
                     refused,
                     deadline,
-                    per_try: shared.per_try,
+                    per_try: config.per_try,
                 };
                 trace::finished(&span, done.endpoint(), attempts.len() + 1);
                 trace::ended(&span, done.outcome, done.status, timed_out);
-                return finish(&shared, service, done, attempts, &why);
+                return track(finish(config, service, done, attempts, &why), state);
             }
         };
         note_retry(&span, service, reason, &mut attempts, &done, retries, wait);
-        let endpoint = done.into_endpoint();
+        let endpoint = done.into_endpoint(&state);
         pause(wait).await;
         retries += 1;
         let Some(next) = spare else {
@@ -156,7 +159,7 @@ where
         Ok(done) => done,
         Err(why) => {
             let attempts = std::mem::take(attempts);
-            let err = not_sent(call.shared, call.state, why, attempts, call.deadline);
+            let err = not_sent(call.config, call.state, why, attempts, call.deadline);
             trace::failed(&try_span, error_class(&err));
             trace::failed(span, error_class(&err));
             return Err(err);
@@ -276,7 +279,7 @@ fn error_class(err: &Error) -> &'static str {
 
 /// The error for an attempt that was not sent.
 fn not_sent(
-    shared: &Shared,
+    config: &RequestConfig,
     state: &ServiceState,
     why: NotSent,
     attempts: Vec<Attempt>,
@@ -286,7 +289,7 @@ fn not_sent(
     match why {
         NotSent::NotReady(source) => {
             let outcome = crate::stats::Outcome::OtherError;
-            let timeout = timeout_kind(shared, outcome, &source, deadline, shared.per_try);
+            let timeout = timeout_kind(config, outcome, &source, deadline, config.per_try);
             let (source, _) = name_timeout(source, timeout);
             match timeout {
                 Some(timeout) => Error::not_ready(service, source, attempts)
@@ -325,7 +328,7 @@ enum Decision {
 
 /// Whether to retry, and after how long.
 fn decide<R: ResponseStatus>(
-    shared: &Shared,
+    config: &RequestConfig,
     reason: Option<RetryReason>,
     have_copy: bool,
     retries_left: u32,
@@ -337,7 +340,7 @@ fn decide<R: ResponseStatus>(
         return Decision::Stop(None);
     }
     if retries_left == 0 {
-        let off = shared.retry.get_max_same() == 0 && shared.retry.get_max_next() == 0;
+        let off = config.retry.get_max_same() == 0 && config.retry.get_max_next() == 0;
         return Decision::Stop(Some(if off {
             "retries are off (the `RetryPolicy` allows none)"
         } else {
@@ -347,14 +350,14 @@ fn decide<R: ResponseStatus>(
     if !have_copy {
         return Decision::Stop(Some("body cannot be replayed"));
     }
-    let mut wait = shared.retry.backoff_for(retries, &shared.rng);
+    let mut wait = config.retry.backoff_for(retries, &config.rng);
     if let Ok(response) = &done.result {
         if matches!(done.status, Some(429 | 503)) {
             if let Some(after) = response
                 .retry_after()
                 .and_then(|v| parse_retry_after(v, SystemTime::now()))
             {
-                if after > shared.retry.get_max_retry_after() {
+                if after > config.retry.get_max_retry_after() {
                     return Decision::Stop(Some("Retry-After beyond max_retry_after"));
                 }
                 wait = wait.max(after);
@@ -427,7 +430,7 @@ struct Why {
 
 /// Which timeout ended an attempt that failed with `source`.
 fn timeout_kind(
-    shared: &Shared,
+    config: &RequestConfig,
     outcome: crate::stats::Outcome,
     source: &BoxError,
     deadline: Option<Instant>,
@@ -438,7 +441,7 @@ fn timeout_kind(
         // Our own timer: the deadline if it has passed, else the per-try.
         let past_deadline = deadline.is_some_and(|d| Instant::now() >= d);
         return Some(
-            match (past_deadline, per_try, shared.retry.get_deadline()) {
+            match (past_deadline, per_try, config.retry.get_deadline()) {
                 (false, Some(t), _) => TimeoutKind::PerTry(t),
                 (_, _, Some(d)) => TimeoutKind::Deadline(d),
                 (_, t, None) => TimeoutKind::PerTry(t.unwrap_or_default()),
@@ -446,7 +449,7 @@ fn timeout_kind(
         );
     }
     match outcome {
-        Outcome::ConnectTimeout => Some(TimeoutKind::Connect(shared.connect_timeout)),
+        Outcome::ConnectTimeout => Some(TimeoutKind::Connect(config.connect_timeout)),
         Outcome::ReadTimeout => Some(TimeoutKind::Client),
         _ => None,
     }
@@ -465,25 +468,34 @@ fn name_timeout(source: BoxError, timeout: Option<TimeoutKind>) -> (BoxError, Ve
     }
 }
 
+/// The response with its completion, which gets the request's reference
+/// to the service (no count taken per request).
+fn track<T: TrackCompletion>(
+    finished: Result<(T, Option<super::Completion>), Error>,
+    state: Arc<ServiceState>,
+) -> Result<T::Tracked, Error> {
+    finished.map(|(response, completion)| response.track(completion.map(|c| c.with_state(state))))
+}
+
 /// The result of the last attempt, as the caller sees it.
-fn finish<T: TrackCompletion>(
-    shared: &Shared,
+fn finish<T>(
+    config: &RequestConfig,
     service: &str,
     done: Attempted<T>,
     mut attempts: Vec<Attempt>,
     why: &Why,
-) -> Result<T::Tracked, Error> {
+) -> Result<(T, Option<super::Completion>), Error> {
     // An error always ended its attempt, so no clock read here.
     let elapsed = done.failed_after.unwrap_or_default();
     let outcome = done.outcome;
     let (result, held) = done.into_parts();
     let source = match result {
-        Ok(response) => return Ok(response.track(held.into_completion())),
+        Ok(response) => return Ok((response, held.into_completion())),
         Err(source) => source,
     };
     let instance = held.endpoint().to_string();
     attempts.push(Attempt::new(instance.clone(), outcome, elapsed));
-    let timeout = timeout_kind(shared, outcome, &source, why.deadline, why.per_try);
+    let timeout = timeout_kind(config, outcome, &source, why.deadline, why.per_try);
     let (source, mut notes) = name_timeout(source, timeout);
     if let Some(refused) = &why.refused {
         notes.push(refused.clone());

@@ -112,10 +112,11 @@ impl Shared {
                 (self.make_rule)(),
                 self.refresh.clone(),
                 self.stats.clone(),
-                self.outliers.panic_threshold_percent,
+                self.request.outliers.panic_threshold_percent,
             )
+            .with_request_config(Arc::clone(&self.request))
             // Validated by the builder, so `build` cannot fail here.
-            .with_retry_budget(self.retry.build().ok().flatten())
+            .with_retry_budget(self.request.retry.build().ok().flatten())
             .with_instance_cookie(self.instance_cookies.for_service(service_id)),
         );
         #[cfg_attr(not(feature = "hyper-util"), allow(unused_mut))]

@@ -37,6 +37,8 @@ pub(crate) struct ServiceState {
     /// Set once an instance id was refused as a cookie value (one warning
     /// per service, not one per request).
     cookie_refused: std::sync::atomic::AtomicBool,
+    /// The balancer's request settings (shared with it).
+    request: Arc<super::RequestConfig>,
 }
 
 impl ServiceState {
@@ -66,7 +68,20 @@ impl ServiceState {
             first_fetch_seen: std::sync::atomic::AtomicBool::new(false),
             instance_cookie: None,
             cookie_refused: std::sync::atomic::AtomicBool::new(false),
+            request: Arc::new(super::RequestConfig::default()),
         }
+    }
+
+    /// Uses the balancer's request settings (a new state has the defaults).
+    pub(crate) fn with_request_config(mut self, request: Arc<super::RequestConfig>) -> Self {
+        self.request = request;
+        self
+    }
+
+    /// The balancer's request settings.
+    #[inline]
+    pub(crate) fn request_config(&self) -> &super::RequestConfig {
+        &self.request
     }
 
     /// Gives the service its own retry budget (Finagle and Linkerd keep one
