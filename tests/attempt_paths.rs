@@ -1,0 +1,551 @@
+//! Every attempt path raises and lowers `in_flight` exactly once, the
+//! half-open probe is released once, and a success that moves the breaker
+//! tells the health view on every path (written as the adversarial review
+//! of the per-request reference-count cuts).
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tokio::sync::Notify;
+use tower::Service;
+use tower_ribbon::discovery::StaticSource;
+use tower_ribbon::health::OutlierDetection;
+use tower_ribbon::retry::RetryPolicy;
+use tower_ribbon::rule::RoundRobin;
+use tower_ribbon::service::FailureStatuses;
+use tower_ribbon::stats::BreakerState;
+use tower_ribbon::{BoxError, Endpoint, LoadBalancer};
+
+#[derive(Clone)]
+enum Act {
+    Status(u16),
+    Refused,
+    Hang,
+    PanicInCall,
+    PanicInFuture,
+    Gate(Arc<Notify>, u16),
+}
+
+/// An inner service answering each port from its own script (200 once a
+/// script is empty) and logging the ports it was called on.
+#[derive(Clone, Default)]
+struct Script {
+    acts: Arc<Mutex<HashMap<u16, VecDeque<Act>>>>,
+    seen: Arc<Mutex<Vec<u16>>>,
+}
+
+impl Script {
+    fn push(&self, port: u16, acts: impl IntoIterator<Item = Act>) {
+        self.acts
+            .lock()
+            .unwrap()
+            .entry(port)
+            .or_default()
+            .extend(acts);
+    }
+
+    fn seen(&self) -> Vec<u16> {
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+type Fut = Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, BoxError>> + Send>>;
+
+fn status(code: u16) -> Result<Response<Full<Bytes>>, BoxError> {
+    let mut response = Response::new(Full::new(Bytes::from_static(b"body")));
+    *response.status_mut() = StatusCode::from_u16(code).unwrap();
+    Ok(response)
+}
+
+impl Service<Request<Full<Bytes>>> for Script {
+    type Response = Response<Full<Bytes>>;
+    type Error = BoxError;
+    type Future = Fut;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Full<Bytes>>) -> Fut {
+        let port = req.uri().port_u16().unwrap();
+        self.seen.lock().unwrap().push(port);
+        let act = self
+            .acts
+            .lock()
+            .unwrap()
+            .get_mut(&port)
+            .and_then(VecDeque::pop_front)
+            .unwrap_or(Act::Status(200));
+        match act {
+            Act::Status(code) => Box::pin(async move { status(code) }),
+            Act::Refused => Box::pin(async {
+                Err(
+                    Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+                        as BoxError,
+                )
+            }),
+            Act::Hang => Box::pin(std::future::pending()),
+            Act::PanicInCall => panic!("inner call panicked"),
+            Act::PanicInFuture => Box::pin(async { panic!("inner future panicked") }),
+            Act::Gate(gate, code) => Box::pin(async move {
+                gate.notified().await;
+                status(code)
+            }),
+        }
+    }
+}
+
+async fn balancer(script: &Script, list: &str, retry: RetryPolicy) -> LoadBalancer<Script> {
+    let source = StaticSource::new().with_list("svc", list).unwrap();
+    let lb = LoadBalancer::builder()
+        .source(source)
+        .service("svc")
+        .rule(|| RoundRobin::with_start(0))
+        .retry(retry)
+        .read_timeout(None)
+        .failure_statuses(FailureStatuses::only([500]))
+        .outlier_detection(OutlierDetection::disabled())
+        .build(script.clone())
+        .unwrap();
+    assert!(lb.ready_service("svc").await);
+    lb
+}
+
+fn endpoint(lb: &LoadBalancer<Script>, port: u16) -> Endpoint {
+    lb.snapshot("svc")
+        .unwrap()
+        .endpoints()
+        .iter()
+        .find(|e| e.instance().port() == port)
+        .unwrap()
+        .clone()
+}
+
+fn get() -> Request<Full<Bytes>> {
+    Request::get("http://svc/x")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+/// 503 counts as a success (failure statuses: only 500) but is retried
+/// once on the same instance.
+fn retry_503_same() -> RetryPolicy {
+    RetryPolicy::default()
+        .max_same(1)
+        .max_next(0)
+        .retryable_statuses([503])
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_read_to_its_end_ends_the_attempt_once() {
+    let script = Script::default();
+    let lb = balancer(&script, "127.0.0.1:1", RetryPolicy::none()).await;
+    let e = endpoint(&lb, 1);
+    let response = lb.request(get()).await.unwrap();
+    assert_eq!(e.stats().in_flight(), 1);
+    let mut body = response.into_body();
+    let frame = body.frame().await.unwrap().unwrap();
+    assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"body"));
+    // Ended with its last frame, the body still held.
+    assert_eq!(e.stats().in_flight(), 0);
+    drop(body);
+    assert_eq!(e.stats().in_flight(), 0);
+    assert_eq!(e.stats().requests(), 1);
+    assert_eq!(e.stats().failures(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_dropped_early_ends_the_attempt_once() {
+    let script = Script::default();
+    let lb = balancer(&script, "127.0.0.1:1", RetryPolicy::none()).await;
+    let e = endpoint(&lb, 1);
+    let response = lb.request(get()).await.unwrap();
+    assert_eq!(e.stats().in_flight(), 1);
+    drop(response);
+    assert_eq!(e.stats().in_flight(), 0);
+    assert_eq!(e.stats().requests(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_ends_the_attempt_once() {
+    let script = Script::default();
+    script.push(1, [Act::Refused]);
+    let lb = balancer(&script, "127.0.0.1:1", RetryPolicy::none()).await;
+    let e = endpoint(&lb, 1);
+    let err = lb.request(get()).await.unwrap_err();
+    assert!(!err.is_no_instances());
+    assert_eq!(e.stats().in_flight(), 0);
+    assert_eq!(e.stats().requests(), 1);
+    assert_eq!(e.stats().failures(), 1);
+    assert_eq!(e.stats().successive_connection_failures(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_future_dropped_mid_call_ends_the_attempt_once() {
+    let script = Script::default();
+    script.push(1, [Act::Hang]);
+    let lb = balancer(&script, "127.0.0.1:1", RetryPolicy::none()).await;
+    let e = endpoint(&lb, 1);
+    let cut = tokio::time::timeout(Duration::from_millis(100), lb.request(get())).await;
+    assert!(cut.is_err());
+    assert_eq!(e.stats().in_flight(), 0);
+    assert_eq!(e.stats().requests(), 1);
+    assert_eq!(e.stats().failures(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retried_success_status_ends_its_attempt_before_the_retry() {
+    let script = Script::default();
+    script.push(1, [Act::Status(503), Act::Status(200)]);
+    let lb = balancer(&script, "127.0.0.1:1", retry_503_same()).await;
+    let e = endpoint(&lb, 1);
+    let response = lb.request(get()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(script.seen(), [1, 1]);
+    // The 503 attempt ended; only the answered one is in flight.
+    assert_eq!(e.stats().in_flight(), 1);
+    assert_eq!(e.stats().requests(), 2);
+    drop(response);
+    assert_eq!(e.stats().in_flight(), 0);
+    assert_eq!(e.stats().failures(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retried_success_then_a_failure_leaves_nothing_in_flight() {
+    let script = Script::default();
+    script.push(1, [Act::Status(503), Act::Refused]);
+    let lb = balancer(&script, "127.0.0.1:1", retry_503_same()).await;
+    let e = endpoint(&lb, 1);
+    assert!(lb.request(get()).await.is_err());
+    assert_eq!(e.stats().in_flight(), 0);
+    assert_eq!(e.stats().requests(), 2);
+    assert_eq!(e.stats().failures(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_in_the_inner_call_or_future_ends_the_attempt_once() {
+    for act in [Act::PanicInCall, Act::PanicInFuture] {
+        let script = Script::default();
+        script.push(1, [act]);
+        let lb = balancer(&script, "127.0.0.1:1", RetryPolicy::none()).await;
+        let e = endpoint(&lb, 1);
+        let joined = tokio::spawn(lb.request(get())).await;
+        assert!(joined.unwrap_err().is_panic());
+        assert_eq!(e.stats().in_flight(), 0);
+        assert_eq!(e.stats().requests(), 1);
+    }
+}
+
+/// Three refused attempts trip port 1 (default threshold 3, blackout 10 s).
+async fn trip(lb: &LoadBalancer<Script>, script: &Script, e: &Endpoint) {
+    script.push(1, [Act::Refused, Act::Refused, Act::Refused]);
+    for _ in 0..3 {
+        assert!(lb.request(get()).await.is_err());
+    }
+    assert!(matches!(
+        e.stats().breaker_state(),
+        BreakerState::Open { .. }
+    ));
+    assert_eq!(e.stats().in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_half_open_probe_is_released_once_on_every_path() {
+    let script = Script::default();
+    let lb = balancer(&script, "127.0.0.1:1", RetryPolicy::none()).await;
+    let e = endpoint(&lb, 1);
+    trip(&lb, &script, &e).await;
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert_eq!(
+        e.stats().breaker_state(),
+        BreakerState::HalfOpen { probing: false }
+    );
+
+    // A probe cancelled mid-call frees the probe.
+    script.push(1, [Act::Hang]);
+    let cut = tokio::time::timeout(Duration::from_millis(10), lb.request(get())).await;
+    assert!(cut.is_err());
+    assert_eq!(
+        e.stats().breaker_state(),
+        BreakerState::HalfOpen { probing: false }
+    );
+    assert_eq!(e.stats().in_flight(), 0);
+
+    // A successful probe stays the probe while its body is held, then closes.
+    let response = lb.request(get()).await.unwrap();
+    assert_eq!(
+        e.stats().breaker_state(),
+        BreakerState::HalfOpen { probing: true }
+    );
+    assert_eq!(e.stats().in_flight(), 1);
+    drop(response);
+    assert_eq!(e.stats().breaker_state(), BreakerState::Closed);
+    assert_eq!(e.stats().in_flight(), 0);
+    assert_eq!(lb.in_panic("svc"), Some(false));
+    // The probe was freed: after the next trip a new probe can go.
+    trip(&lb, &script, &e).await;
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert_eq!(
+        e.stats().breaker_state(),
+        BreakerState::HalfOpen { probing: false }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retried_success_probe_closes_the_breaker_and_frees_the_probe() {
+    let script = Script::default();
+    let lb = balancer(&script, "127.0.0.1:1", retry_503_same()).await;
+    let e = endpoint(&lb, 1);
+    // Refused attempts are retried once on the same instance: two requests
+    // make four failures, the third trips.
+    script.push(1, [Act::Refused, Act::Refused, Act::Refused, Act::Refused]);
+    for _ in 0..2 {
+        assert!(lb.request(get()).await.is_err());
+    }
+    assert!(matches!(
+        e.stats().breaker_state(),
+        BreakerState::Open { .. }
+    ));
+    tokio::time::advance(Duration::from_secs(21)).await;
+    script.seen();
+    script.push(1, [Act::Status(503), Act::Status(200)]);
+    let response = lb.request(get()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(script.seen(), [1, 1]);
+    assert_eq!(e.stats().breaker_state(), BreakerState::Closed);
+    assert_eq!(e.stats().in_flight(), 1);
+    drop(response);
+    assert_eq!(e.stats().in_flight(), 0);
+    assert_eq!(e.stats().successive_connection_failures(), 0);
+    // The retried probe was freed: after the next trip a new probe can go.
+    script.push(1, [Act::Refused, Act::Refused, Act::Refused, Act::Refused]);
+    for _ in 0..2 {
+        assert!(lb.request(get()).await.is_err());
+    }
+    assert!(matches!(
+        e.stats().breaker_state(),
+        BreakerState::Open { .. }
+    ));
+    tokio::time::advance(Duration::from_secs(21)).await;
+    assert_eq!(
+        e.stats().breaker_state(),
+        BreakerState::HalfOpen { probing: false }
+    );
+}
+
+/// Both instances tripped: fewer than half healthy, so the service is in
+/// panic (health ignored). An attempt to port 1 started before the trips
+/// answers during the blackout: the success closes port 1's breaker
+/// (Recovered), and the health view must recount at once: one of two
+/// healthy is no panic, so picks skip port 2 (still open). `retried`: the
+/// answer is a 503 counted as success and retried on port 1 (the
+/// `into_endpoint` path); otherwise a 200 handed to the caller (`track`).
+async fn recovery_reaches_the_health_view(retried: bool) {
+    let script = Script::default();
+    let policy = if retried {
+        retry_503_same()
+    } else {
+        RetryPolicy::none()
+    };
+    let lb = balancer(&script, "127.0.0.1:1,127.0.0.1:2", policy).await;
+    let (e1, e2) = (endpoint(&lb, 1), endpoint(&lb, 2));
+    let gate = Arc::new(Notify::new());
+    script.push(
+        1,
+        [Act::Gate(
+            Arc::clone(&gate),
+            if retried { 503 } else { 200 },
+        )],
+    );
+    let slow = tokio::spawn(lb.request(get()));
+    tokio::task::yield_now().await;
+    assert_eq!(script.seen(), [1]);
+    assert_eq!(e1.stats().in_flight(), 1);
+
+    let open = |e: &Endpoint| matches!(e.stats().breaker_state(), BreakerState::Open { .. });
+    script.push(1, std::iter::repeat_n(Act::Refused, 8));
+    script.push(2, std::iter::repeat_n(Act::Refused, 8));
+    while !(open(&e1) && open(&e2)) {
+        assert!(lb.request(get()).await.is_err());
+    }
+    script.acts.lock().unwrap().clear();
+    // One more pick recounts (in panic); its attempt is cancelled, so it
+    // records nothing that would invalidate the view again.
+    script.push(1, [Act::Hang]);
+    script.push(2, [Act::Hang]);
+    let cut = tokio::time::timeout(Duration::from_millis(1), lb.request(get())).await;
+    assert!(cut.is_err());
+    assert_eq!(lb.in_panic("svc"), Some(true));
+    script.acts.lock().unwrap().clear();
+    script.seen();
+
+    // The slow attempt answers: port 1 Recovered.
+    gate.notify_one();
+    let response = slow.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    drop(response);
+    assert_eq!(e1.stats().breaker_state(), BreakerState::Closed);
+    assert!(open(&e2));
+    assert_eq!(e1.stats().in_flight(), 0);
+    script.seen();
+    for _ in 0..2 {
+        drop(lb.request(get()).await.unwrap());
+    }
+    assert_eq!(lb.in_panic("svc"), Some(false), "stale health view");
+    assert_eq!(script.seen(), [1, 1], "a tripped instance got traffic");
+    assert!(open(&e2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recovery_by_a_returned_response_reaches_the_health_view() {
+    recovery_reaches_the_health_view(false).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recovery_by_a_retried_success_reaches_the_health_view() {
+    recovery_reaches_the_health_view(true).await;
+}
+
+/// `lb.request` on a cold balancer dropped right after the call: the
+/// request keeps the balancer until the first list arrives.
+#[tokio::test(start_paused = true)]
+async fn a_request_on_a_cold_dropped_balancer_completes() {
+    let script = Script::default();
+    let source = StaticSource::new().with_list("svc", "127.0.0.1:1").unwrap();
+    let lb = LoadBalancer::builder()
+        .source(source)
+        .service("svc")
+        .read_timeout(None)
+        .build(script.clone())
+        .unwrap();
+    let future = lb.request(get());
+    drop(lb);
+    let response = future.await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(script.seen(), [1]);
+}
+
+/// The balancer dropped while a request waits out a backoff between a
+/// retried success and its retry: the retry still runs, and nothing stays
+/// in flight.
+#[tokio::test(start_paused = true)]
+async fn a_balancer_dropped_mid_retry_leaves_nothing_in_flight() {
+    let script = Script::default();
+    let policy = retry_503_same().backoff(Duration::from_secs(1), Duration::from_secs(1));
+    let lb = balancer(&script, "127.0.0.1:1", policy).await;
+    let e = endpoint(&lb, 1);
+    script.push(1, [Act::Status(503), Act::Status(200)]);
+    let call = tokio::spawn(lb.request(get()));
+    tokio::task::yield_now().await;
+    assert_eq!(script.seen(), [1]);
+    assert_eq!(e.stats().in_flight(), 0);
+    drop(lb);
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(script.seen(), [1]);
+    assert_eq!(e.stats().in_flight(), 1);
+    drop(response);
+    assert_eq!(e.stats().in_flight(), 0);
+    assert_eq!(e.stats().requests(), 2);
+}
+
+/// An on-demand service evicted (idle) while its request is in flight:
+/// the request completes on the state it holds, its attempt ends once on
+/// the old instance, and the next request starts a new service.
+#[tokio::test(start_paused = true)]
+async fn an_on_demand_service_evicted_mid_request_ends_its_attempt_once() {
+    let script = Script::default();
+    let source = StaticSource::new()
+        .with_list("late", "127.0.0.1:2")
+        .unwrap();
+    let lb = LoadBalancer::builder()
+        .source(source)
+        .discover_on_demand(true)
+        .on_demand_idle(Duration::from_secs(60))
+        .retry(RetryPolicy::none())
+        .read_timeout(None)
+        .build(script.clone())
+        .unwrap();
+    let late = || {
+        Request::get("http://late/x")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    drop(lb.request(late()).await.unwrap());
+    let old = lb.snapshot("late").unwrap().endpoints()[0].clone();
+    assert_eq!(old.stats().requests(), 1);
+    let gate = Arc::new(Notify::new());
+    script.push(2, [Act::Gate(Arc::clone(&gate), 200)]);
+    let slow = tokio::spawn(lb.request(late()));
+    tokio::task::yield_now().await;
+    assert_eq!(old.stats().in_flight(), 1);
+    // Idle 60 s plus one 30 s sweep: evicted while the call runs.
+    tokio::time::sleep(Duration::from_secs(91)).await;
+    assert!(lb.services().is_empty());
+    gate.notify_one();
+    let response = slow.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(old.stats().in_flight(), 1);
+    drop(response);
+    assert_eq!(old.stats().in_flight(), 0);
+    assert_eq!(old.stats().requests(), 2);
+    // The next request discovers the service again, with fresh stats.
+    drop(lb.request(late()).await.unwrap());
+    assert_eq!(lb.services(), ["late"]);
+    let new = lb.snapshot("late").unwrap().endpoints()[0].clone();
+    assert_eq!(new.stats().requests(), 1);
+    assert_eq!(new.stats().in_flight(), 0);
+    assert_eq!(old.stats().requests(), 2);
+    assert_eq!(script.seen(), [2, 2, 2]);
+}
+
+/// The conditional resets keep the stale rule: a success older than the
+/// latest failure neither resets the count nor closes the breaker; an
+/// in-order one does both, once (a second success reports no transition).
+#[tokio::test(start_paused = true)]
+async fn stale_successes_still_reset_nothing_and_fresh_ones_reset_once() {
+    use tower_ribbon::stats::{BreakerTransition, EndpointStats, Outcome};
+    let stats = EndpointStats::new();
+    let t0 = tokio::time::Instant::now();
+    let at = |ms| t0 + Duration::from_millis(ms);
+    // A success started at 0 and recorded at 50: before the failures.
+    let early = stats.start_at(at(0));
+    for ms in [100, 101] {
+        stats
+            .start_at(at(ms))
+            .finish_at(Outcome::ConnectFailure, at(ms));
+    }
+    assert_eq!(
+        early.finish_at(Outcome::Success, at(50)),
+        BreakerTransition::None
+    );
+    assert_eq!(stats.successive_connection_failures(), 2);
+    let third = stats
+        .start_at(at(102))
+        .finish_at(Outcome::ConnectFailure, at(102));
+    assert_eq!(third, BreakerTransition::Tripped);
+    // Stale (recorded at 90, before the trip at 102): the breaker stays open.
+    let stale = stats.start_at(at(0)).finish_at(Outcome::Success, at(90));
+    assert_eq!(stale, BreakerTransition::None);
+    assert_eq!(stats.successive_connection_failures(), 3);
+    assert!(matches!(
+        stats.breaker_state_at(at(200)),
+        BreakerState::Open { .. }
+    ));
+    // In order: closes once.
+    let fresh = stats.start_at(at(0)).finish_at(Outcome::Success, at(200));
+    assert_eq!(fresh, BreakerTransition::Recovered);
+    assert_eq!(stats.successive_connection_failures(), 0);
+    assert_eq!(stats.breaker_state_at(at(200)), BreakerState::Closed);
+    let again = stats.start_at(at(0)).finish_at(Outcome::Success, at(201));
+    assert_eq!(again, BreakerTransition::None);
+    assert_eq!(stats.in_flight(), 0);
+    assert_eq!(stats.requests(), 7);
+}
