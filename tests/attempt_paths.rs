@@ -128,6 +128,19 @@ fn endpoint(lb: &LoadBalancer<Script>, port: u16) -> Endpoint {
         .clone()
 }
 
+/// One instance, port 1, answering `acts` first (then 200s): its script,
+/// balancer and endpoint.
+async fn one_instance(
+    acts: impl IntoIterator<Item = Act>,
+    retry: RetryPolicy,
+) -> (Script, LoadBalancer<Script>, Endpoint) {
+    let script = Script::default();
+    script.push(1, acts);
+    let lb = balancer(&script, "127.0.0.1:1", retry).await;
+    let e = endpoint(&lb, 1);
+    (script, lb, e)
+}
+
 fn get() -> Request<Full<Bytes>> {
     Request::get("http://svc/x")
         .body(Full::new(Bytes::new()))
@@ -145,9 +158,7 @@ fn retry_503_same() -> RetryPolicy {
 
 #[tokio::test(start_paused = true)]
 async fn a_body_read_to_its_end_ends_the_attempt_once() {
-    let script = Script::default();
-    let lb = balancer(&script, "127.0.0.1:1", RetryPolicy::none()).await;
-    let e = endpoint(&lb, 1);
+    let (_, lb, e) = one_instance([], RetryPolicy::none()).await;
     let response = lb.request(get()).await.unwrap();
     assert_eq!(e.stats().in_flight(), 1);
     let mut body = response.into_body();
@@ -163,9 +174,7 @@ async fn a_body_read_to_its_end_ends_the_attempt_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_body_dropped_early_ends_the_attempt_once() {
-    let script = Script::default();
-    let lb = balancer(&script, "127.0.0.1:1", RetryPolicy::none()).await;
-    let e = endpoint(&lb, 1);
+    let (_, lb, e) = one_instance([], RetryPolicy::none()).await;
     let response = lb.request(get()).await.unwrap();
     assert_eq!(e.stats().in_flight(), 1);
     drop(response);
@@ -175,10 +184,7 @@ async fn a_body_dropped_early_ends_the_attempt_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failure_ends_the_attempt_once() {
-    let script = Script::default();
-    script.push(1, [Act::Refused]);
-    let lb = balancer(&script, "127.0.0.1:1", RetryPolicy::none()).await;
-    let e = endpoint(&lb, 1);
+    let (_, lb, e) = one_instance([Act::Refused], RetryPolicy::none()).await;
     let err = lb.request(get()).await.unwrap_err();
     assert!(!err.is_no_instances());
     assert_eq!(e.stats().in_flight(), 0);
@@ -189,10 +195,7 @@ async fn a_failure_ends_the_attempt_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_future_dropped_mid_call_ends_the_attempt_once() {
-    let script = Script::default();
-    script.push(1, [Act::Hang]);
-    let lb = balancer(&script, "127.0.0.1:1", RetryPolicy::none()).await;
-    let e = endpoint(&lb, 1);
+    let (_, lb, e) = one_instance([Act::Hang], RetryPolicy::none()).await;
     let cut = tokio::time::timeout(Duration::from_millis(100), lb.request(get())).await;
     assert!(cut.is_err());
     assert_eq!(e.stats().in_flight(), 0);
@@ -202,10 +205,8 @@ async fn a_future_dropped_mid_call_ends_the_attempt_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_retried_success_status_ends_its_attempt_before_the_retry() {
-    let script = Script::default();
-    script.push(1, [Act::Status(503), Act::Status(200)]);
-    let lb = balancer(&script, "127.0.0.1:1", retry_503_same()).await;
-    let e = endpoint(&lb, 1);
+    let (script, lb, e) =
+        one_instance([Act::Status(503), Act::Status(200)], retry_503_same()).await;
     let response = lb.request(get()).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(script.seen(), [1, 1]);
@@ -219,10 +220,7 @@ async fn a_retried_success_status_ends_its_attempt_before_the_retry() {
 
 #[tokio::test(start_paused = true)]
 async fn a_retried_success_then_a_failure_leaves_nothing_in_flight() {
-    let script = Script::default();
-    script.push(1, [Act::Status(503), Act::Refused]);
-    let lb = balancer(&script, "127.0.0.1:1", retry_503_same()).await;
-    let e = endpoint(&lb, 1);
+    let (_, lb, e) = one_instance([Act::Status(503), Act::Refused], retry_503_same()).await;
     assert!(lb.request(get()).await.is_err());
     assert_eq!(e.stats().in_flight(), 0);
     assert_eq!(e.stats().requests(), 2);
@@ -232,10 +230,7 @@ async fn a_retried_success_then_a_failure_leaves_nothing_in_flight() {
 #[tokio::test(start_paused = true)]
 async fn a_panic_in_the_inner_call_or_future_ends_the_attempt_once() {
     for act in [Act::PanicInCall, Act::PanicInFuture] {
-        let script = Script::default();
-        script.push(1, [act]);
-        let lb = balancer(&script, "127.0.0.1:1", RetryPolicy::none()).await;
-        let e = endpoint(&lb, 1);
+        let (_, lb, e) = one_instance([act], RetryPolicy::none()).await;
         let joined = tokio::spawn(lb.request(get())).await;
         assert!(joined.unwrap_err().is_panic());
         assert_eq!(e.stats().in_flight(), 0);
@@ -258,9 +253,7 @@ async fn trip(lb: &LoadBalancer<Script>, script: &Script, e: &Endpoint) {
 
 #[tokio::test(start_paused = true)]
 async fn the_half_open_probe_is_released_once_on_every_path() {
-    let script = Script::default();
-    let lb = balancer(&script, "127.0.0.1:1", RetryPolicy::none()).await;
-    let e = endpoint(&lb, 1);
+    let (script, lb, e) = one_instance([], RetryPolicy::none()).await;
     trip(&lb, &script, &e).await;
     tokio::time::advance(Duration::from_secs(11)).await;
     assert_eq!(
@@ -298,13 +291,9 @@ async fn the_half_open_probe_is_released_once_on_every_path() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_retried_success_probe_closes_the_breaker_and_frees_the_probe() {
-    let script = Script::default();
-    let lb = balancer(&script, "127.0.0.1:1", retry_503_same()).await;
-    let e = endpoint(&lb, 1);
-    // Refused attempts are retried once on the same instance: two requests
-    // make four failures, the third trips.
+/// Trips `e`'s breaker under a policy that retries once on the same
+/// instance: two requests make four refused attempts.
+async fn trip_retried(lb: &LoadBalancer<Script>, script: &Script, e: &Endpoint) {
     script.push(1, [Act::Refused, Act::Refused, Act::Refused, Act::Refused]);
     for _ in 0..2 {
         assert!(lb.request(get()).await.is_err());
@@ -313,6 +302,14 @@ async fn a_retried_success_probe_closes_the_breaker_and_frees_the_probe() {
         e.stats().breaker_state(),
         BreakerState::Open { .. }
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retried_success_probe_closes_the_breaker_and_frees_the_probe() {
+    let (script, lb, e) = one_instance([], retry_503_same()).await;
+    // Refused attempts are retried once on the same instance: two requests
+    // make four failures, the third trips.
+    trip_retried(&lb, &script, &e).await;
     tokio::time::advance(Duration::from_secs(21)).await;
     script.seen();
     script.push(1, [Act::Status(503), Act::Status(200)]);
@@ -325,14 +322,7 @@ async fn a_retried_success_probe_closes_the_breaker_and_frees_the_probe() {
     assert_eq!(e.stats().in_flight(), 0);
     assert_eq!(e.stats().successive_connection_failures(), 0);
     // The retried probe was freed: after the next trip a new probe can go.
-    script.push(1, [Act::Refused, Act::Refused, Act::Refused, Act::Refused]);
-    for _ in 0..2 {
-        assert!(lb.request(get()).await.is_err());
-    }
-    assert!(matches!(
-        e.stats().breaker_state(),
-        BreakerState::Open { .. }
-    ));
+    trip_retried(&lb, &script, &e).await;
     tokio::time::advance(Duration::from_secs(21)).await;
     assert_eq!(
         e.stats().breaker_state(),

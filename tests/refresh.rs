@@ -86,6 +86,23 @@ fn echo()
     })
 }
 
+/// A balancer of `user-service` over `source`, refreshed every
+/// [`INTERVAL`], answering with [`echo`].
+fn user_service(
+    source: Scripted,
+) -> LoadBalancer<
+    impl Service<Request<()>, Response = Echoed, Error = Infallible, Future = impl Future + Send>
+    + Clone
+    + Send,
+> {
+    LoadBalancer::builder()
+        .source(source)
+        .service("user-service")
+        .refresh(config())
+        .build(echo())
+        .unwrap()
+}
+
 fn config() -> RefreshConfig {
     let mut config = RefreshConfig::default();
     config.interval = INTERVAL;
@@ -284,12 +301,7 @@ async fn a_failing_first_fetch_is_a_discovery_error_and_is_retried_sooner() {
         Err("connection refused".into()),
         Ok(vec![inst(7)]),
     ]);
-    let lb = LoadBalancer::builder()
-        .source(source.clone())
-        .service("user-service")
-        .refresh(config())
-        .build(echo())
-        .unwrap();
+    let lb = user_service(source.clone());
     let err = get(&lb, "http://user-service/").await.unwrap_err();
     assert!(err.is_discovery(), "unexpected {err}");
     assert_eq!(err.service_id(), "user-service");
@@ -316,12 +328,7 @@ async fn a_failing_first_fetch_is_a_discovery_error_and_is_retried_sooner() {
 #[tokio::test(start_paused = true)]
 async fn a_request_waiting_for_the_first_list_keeps_its_refresh_alive() {
     let source = Scripted::new(vec![Ok(vec![inst(7)])]);
-    let lb = LoadBalancer::builder()
-        .source(source.clone())
-        .service("user-service")
-        .refresh(config())
-        .build(echo())
-        .unwrap();
+    let lb = user_service(source.clone());
     // No await before the call: the first fetch has not run yet.
     let request = Request::get("http://user-service/x").body(()).unwrap();
     let response = lb.oneshot(request).await.expect("the first list arrived");
