@@ -372,6 +372,50 @@ mod on_demand {
         assert_eq!(lb.services(), ["declared", "late"]);
     }
 
+    /// Answers after `delay` with one instance of any service.
+    struct Slow {
+        delay: Duration,
+    }
+
+    impl tower_ribbon::discovery::InstanceSource for Slow {
+        fn fetch<'a>(&'a self, service_id: &'a str) -> tower_ribbon::discovery::FetchFuture<'a> {
+            Box::pin(async move {
+                tokio::time::sleep(self.delay).await;
+                let instance = tower_ribbon::instance::Instance::new(service_id, "127.0.0.1", 9)
+                    .map_err(|e| tower_ribbon::DiscoveryError::Other(Box::new(e)))?;
+                Ok(vec![instance])
+            })
+        }
+    }
+
+    /// A request waiting for an on-demand service's first list keeps the
+    /// service: with an idle time (1 s) shorter than the fetch (3 s), the
+    /// sweeper leaves the service alone until its first fetch is done, and
+    /// the request gets the list. Evicted then, the fetch was stopped and
+    /// the request failed after the 5 s first-fetch wait.
+    #[tokio::test(start_paused = true)]
+    async fn a_service_waiting_for_its_first_list_is_not_evicted() {
+        let lb = LoadBalancer::builder()
+            .source(Slow {
+                delay: Duration::from_secs(3),
+            })
+            .discover_on_demand(true)
+            .on_demand_idle(Duration::from_secs(1))
+            .build(echo())
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        let response = lb
+            .clone()
+            .oneshot(get("slow"))
+            .await
+            .expect("the list arrived");
+        assert_eq!(response.into_body().into_inner(), "http://127.0.0.1:9/");
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        // Idle now that its first fetch is done: swept as usual.
+        tokio::time::sleep(Duration::from_millis(1_501)).await;
+        assert!(lb.services().is_empty(), "{:?}", lb.services());
+    }
+
     /// 5 000 made-up host names: paused time, at most 1 024 on-demand
     /// services alive at once. A service in use keeps working throughout,
     /// declared ones too, and a new real one gets a slot once the made-up

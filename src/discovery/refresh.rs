@@ -233,6 +233,11 @@ impl Refresh {
         )
     }
 
+    /// Whether the first fetch has finished (success or failure).
+    pub(crate) fn first_fetch_done(&self) -> bool {
+        self.first_done.load(Ordering::Acquire)
+    }
+
     pub(crate) fn first_fetch_wait(&self) -> Duration {
         self.config.first_fetch_wait
     }

@@ -206,12 +206,18 @@ impl Shared {
     }
 
     /// Removes on-demand services idle for `on_demand_idle`. Declared
-    /// services are never removed. Call with the insert lock held.
+    /// services are never removed, nor is a service whose first fetch is
+    /// still running: requests may be waiting for that list, and removing
+    /// the service would stop the fetch they wait for. (The fetch timeout
+    /// bounds that wait, so made-up names still free their slots.) Call
+    /// with the insert lock held.
     fn evict(&self) {
         let now = self.ms_now();
         let idle_ms = u64::try_from(self.on_demand_idle.as_millis()).unwrap_or(u64::MAX);
         let expired = |e: &Entry| {
-            e.on_demand && now.saturating_sub(e.last_used_ms.load(Ordering::Relaxed)) >= idle_ms
+            e.on_demand
+                && now.saturating_sub(e.last_used_ms.load(Ordering::Relaxed)) >= idle_ms
+                && e.state.first_fetch_done()
         };
         if !self.services.load().values().any(|e| expired(e)) {
             return;

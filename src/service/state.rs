@@ -141,6 +141,11 @@ impl ServiceState {
         self.refresh.wait_first_fetch().await
     }
 
+    /// Whether the first fetch has finished (success or failure).
+    pub(crate) fn first_fetch_done(&self) -> bool {
+        self.refresh.first_fetch_done()
+    }
+
     /// Whether a request already saw the first fetch finished (one load).
     #[inline]
     pub(crate) fn first_fetch_seen(&self) -> bool {
