@@ -448,12 +448,23 @@ async fn eureka_over_https_with_basic_auth() {
         .fetch_application(APP)
         .await
         .expect_err("no client certificate");
-    let refused = tls_error(&err).unwrap_or_else(|| panic!("not a TLS error: {err:?}"));
-    // JSSE answers a missing certificate with bad_certificate.
-    assert_eq!(
-        refused.rustls_error(),
-        &rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate)
-    );
+    // JSSE answers a missing certificate with bad_certificate. Under TLS
+    // 1.3 the client's handshake ends before the server checks, so on a
+    // loaded host the client may write its request and see the server close
+    // the connection before it reads the alert: then the fetch fails as a
+    // transport error (seen once in about ten runs under a full suite).
+    match tls_error(&err) {
+        Some(refused) => assert_eq!(
+            refused.rustls_error(),
+            &rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate)
+        ),
+        None => assert!(
+            matches!(&err, DiscoveryError::Transport { .. })
+                || matches!(&err, DiscoveryError::AllServersFailed(all)
+                    if all.iter().all(|e| matches!(e, DiscoveryError::Transport { .. }))),
+            "neither the TLS alert nor a closed connection: {err:?}"
+        ),
+    }
     shown.push(full_text(&err));
 
     // Shutdown cancels over https: nothing is left registered.

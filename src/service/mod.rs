@@ -85,6 +85,7 @@ mod body;
 mod builder;
 mod classify;
 mod cookie;
+mod ending;
 mod future;
 pub(crate) mod grpc_status;
 mod hash_key;

@@ -12,10 +12,11 @@ use tokio::time::Instant;
 use tower::Service;
 
 use super::ServiceState;
-use super::attempt::{self, Attempted, NotSent, Target};
+use super::attempt::{self, Attempted, Target};
 use super::body::TrackCompletion;
+use super::ending::{Why, error_class, finish, not_sent, track};
 use super::{RequestConfig, ResponseStatus, Shared, trace};
-use crate::error::{Attempt, BoxError, Error, TimedOut, TimeoutKind};
+use crate::error::{Attempt, BoxError, Error};
 use crate::instance::Endpoint;
 use crate::retry::{RetryNonIdempotent, RetryReason, TryCloneBody, parse_retry_after};
 
@@ -262,65 +263,6 @@ async fn pause(wait: Duration) {
     }
 }
 
-/// `error.type` of a call that ended without an attempt's result.
-fn error_class(err: &Error) -> &'static str {
-    if err.timeout().is_some() {
-        "timeout"
-    } else if err.is_no_instances() {
-        "no_instances"
-    } else if err.is_discovery() {
-        "discovery"
-    } else if err.is_invalid_request() {
-        "invalid_request"
-    } else {
-        "not_ready"
-    }
-}
-
-/// The error for an attempt that was not sent.
-fn not_sent(
-    config: &RequestConfig,
-    state: &ServiceState,
-    why: NotSent,
-    attempts: Vec<Attempt>,
-    deadline: Option<Instant>,
-) -> Error {
-    let service = state.service_id();
-    match why {
-        NotSent::NotReady(source) => {
-            let outcome = crate::stats::Outcome::OtherError;
-            let timeout = timeout_kind(config, outcome, &source, deadline, config.per_try);
-            let (source, _) = name_timeout(source, timeout);
-            match timeout {
-                Some(timeout) => Error::not_ready(service, source, attempts)
-                    .with_timeout(timeout)
-                    .with_note("the inner service was not ready in time"),
-                None => Error::not_ready(service, source, attempts),
-            }
-        }
-        NotSent::NoEndpoint => {
-            metrics::counter!(crate::metrics::NO_INSTANCES, "service" => service.to_owned())
-                .increment(1);
-            match state.error_before_first_success() {
-                Some(source) => Error::discovery(service, source),
-                None => match state.snapshot() {
-                    // What the source listed, by status (issue 12 item 8).
-                    s if s.is_empty() && s.version() > 0 => {
-                        Error::none_up(service, s.listing().why_none_up())
-                    }
-                    s if s.is_empty() => Error::no_instances(service)
-                        .with_note("the source lists no UP instance of it"),
-                    s => Error::no_instances(service).with_note(format!(
-                        "all {} UP instances are excluded (circuit breaker tripped or ejected)",
-                        s.len()
-                    )),
-                },
-            }
-        }
-        NotSent::Rewrite(endpoint, e) => Error::invalid_request(service, endpoint.to_string(), e),
-    }
-}
-
 enum Decision {
     Retry(Duration),
     Stop(Option<&'static str>),
@@ -418,95 +360,4 @@ fn refused<R>(
         }
         _ => None,
     }
-}
-
-/// Why the last attempt's error is the caller's: for the error message.
-struct Why {
-    /// Why a retry was refused, if one was.
-    refused: Option<String>,
-    deadline: Option<Instant>,
-    per_try: Option<Duration>,
-}
-
-/// Which timeout ended an attempt that failed with `source`.
-fn timeout_kind(
-    config: &RequestConfig,
-    outcome: crate::stats::Outcome,
-    source: &BoxError,
-    deadline: Option<Instant>,
-    per_try: Option<Duration>,
-) -> Option<TimeoutKind> {
-    use crate::stats::Outcome;
-    if source.is::<tokio::time::error::Elapsed>() {
-        // Our own timer: the deadline if it has passed, else the per-try.
-        let past_deadline = deadline.is_some_and(|d| Instant::now() >= d);
-        return Some(
-            match (past_deadline, per_try, config.retry.get_deadline()) {
-                (false, Some(t), _) => TimeoutKind::PerTry(t),
-                (_, _, Some(d)) => TimeoutKind::Deadline(d),
-                (_, t, None) => TimeoutKind::PerTry(t.unwrap_or_default()),
-            },
-        );
-    }
-    match outcome {
-        Outcome::ConnectTimeout => Some(TimeoutKind::Connect(config.connect_timeout)),
-        Outcome::ReadTimeout => Some(TimeoutKind::Client),
-        _ => None,
-    }
-}
-
-/// `source` with the timeout named: our own timer's `Elapsed` becomes a
-/// [`TimedOut`] saying which timeout fired; a client's timeout keeps its
-/// error and gets a note.
-fn name_timeout(source: BoxError, timeout: Option<TimeoutKind>) -> (BoxError, Vec<String>) {
-    match timeout {
-        Some(kind) if source.is::<tokio::time::error::Elapsed>() => {
-            (Box::new(TimedOut { kind, source }), Vec::new())
-        }
-        Some(kind) => (source, vec![kind.to_string()]),
-        None => (source, Vec::new()),
-    }
-}
-
-/// The response with its completion, which gets the request's reference
-/// to the service (no count taken per request).
-fn track<T: TrackCompletion>(
-    finished: Result<(T, Option<super::Completion>), Error>,
-    state: Arc<ServiceState>,
-) -> Result<T::Tracked, Error> {
-    finished.map(|(response, completion)| response.track(completion.map(|c| c.with_state(state))))
-}
-
-/// The result of the last attempt, as the caller sees it.
-fn finish<T>(
-    config: &RequestConfig,
-    service: &str,
-    done: Attempted<T>,
-    mut attempts: Vec<Attempt>,
-    why: &Why,
-) -> Result<(T, Option<super::Completion>), Error> {
-    // An error always ended its attempt, so no clock read here.
-    let elapsed = done.failed_after.unwrap_or_default();
-    let outcome = done.outcome;
-    let (result, held) = done.into_parts();
-    let source = match result {
-        Ok(response) => return Ok((response, held.into_completion())),
-        Err(source) => source,
-    };
-    let instance = held.endpoint().to_string();
-    attempts.push(Attempt::new(instance.clone(), outcome, elapsed));
-    let timeout = timeout_kind(config, outcome, &source, why.deadline, why.per_try);
-    let (source, mut notes) = name_timeout(source, timeout);
-    if let Some(refused) = &why.refused {
-        notes.push(refused.clone());
-    }
-    let mut err = Error::inner(service, instance, source, attempts);
-    if let Some(timeout) = timeout {
-        err = err.with_timeout(timeout);
-    }
-    Err(if notes.is_empty() {
-        err
-    } else {
-        err.with_note(notes.join("; "))
-    })
 }
