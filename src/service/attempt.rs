@@ -10,15 +10,18 @@
 //! chosen, and the wait is not charged to any instance: an attempt's
 //! latency runs from the send to the end of the inner call.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Uri};
 use tokio::time::Instant;
-use tower::{Service, ServiceExt};
+use tower::Service;
 
 use super::ServiceState;
-use super::body::Completion;
+use super::body::{Completion, InFlight};
 use super::{RequestConfig, ResponseStatus, classify_error};
 use crate::error::BoxError;
 use crate::instance::Endpoint;
@@ -39,7 +42,7 @@ pub(super) enum Target<'a> {
 /// Who holds a finished attempt's instance.
 pub(super) enum Held {
     /// A failed attempt: ended already.
-    Endpoint(Endpoint),
+    Failed(InFlight),
     /// A successful one: ends when the completion drops (with the body).
     Completion(Completion),
 }
@@ -48,7 +51,7 @@ impl Held {
     /// The instance.
     pub(super) fn endpoint(&self) -> &Endpoint {
         match self {
-            Held::Endpoint(endpoint) => endpoint,
+            Held::Failed(in_flight) => in_flight.endpoint(),
             Held::Completion(completion) => completion.endpoint(),
         }
     }
@@ -56,7 +59,7 @@ impl Held {
     /// The completion of a successful attempt, which ends it when dropped.
     pub(super) fn into_completion(self) -> Option<Completion> {
         match self {
-            Held::Endpoint(_) => None,
+            Held::Failed(_) => None,
             Held::Completion(completion) => Some(completion),
         }
     }
@@ -103,19 +106,6 @@ fn until(sent: Instant, per_try: Option<Duration>, deadline: Option<Instant>) ->
     }
 }
 
-/// `fut` bounded by `bound`; expiry is tokio's `Elapsed` (a read timeout).
-async fn bounded<T>(
-    bound: Option<Duration>,
-    fut: impl Future<Output = Result<T, BoxError>>,
-) -> Result<T, BoxError> {
-    match bound {
-        Some(bound) => tokio::time::timeout(bound, fut)
-            .await
-            .unwrap_or_else(|elapsed| Err(Box::new(elapsed))),
-        None => fut.await,
-    }
-}
-
 /// What every attempt of one call shares.
 pub(super) struct Call<'a> {
     pub(super) config: &'a RequestConfig,
@@ -124,91 +114,116 @@ pub(super) struct Call<'a> {
     pub(super) deadline: Option<Instant>,
 }
 
-/// Waits until `inner` is ready. Most inner services (HTTP clients) are
-/// always ready: poll once, and only when that is pending wait under the
-/// timeout, in a boxed future (kept out of every request's future).
-async fn ready<S, B>(
-    inner: &mut S,
+/// Waits, under the per-try timeout cut to the deadline, until `inner` is
+/// ready. The caller polls readiness once inline (most inner services, HTTP
+/// clients among them, are always ready) and comes here only when that was
+/// pending, so this future is boxed and stays out of every request's.
+pub(super) fn wait_ready<'a, S, B>(
+    inner: &'a mut S,
     per_try: Option<Duration>,
     deadline: Option<Instant>,
-) -> Result<(), NotSent>
+) -> Pin<Box<dyn Future<Output = Result<(), NotSent>> + Send + 'a>>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>> + Send,
     S::Error: Into<BoxError>,
 {
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(inner.poll_ready(cx)))
-        .await
-        .map_err(Into::into);
-    match first {
-        std::task::Poll::Ready(Ok(())) => Ok(()),
-        std::task::Poll::Ready(Err(e)) => Err(NotSent::NotReady(e)),
-        std::task::Poll::Pending => {
-            let ready = inner.ready();
-            let wait = bounded(bound(per_try, deadline), async move {
-                ready.await.map(|_| ()).map_err(Into::into)
-            });
-            Box::pin(wait).await.map_err(NotSent::NotReady)
+    let ready = std::future::poll_fn(move |cx| inner.poll_ready(cx).map_err(Into::into));
+    let bound = bound(per_try, deadline);
+    Box::pin(async move {
+        let result = match bound {
+            Some(bound) => tokio::time::timeout(bound, ready)
+                .await
+                .unwrap_or_else(|elapsed| Err(Box::new(elapsed))),
+            None => ready.await,
+        };
+        result.map_err(NotSent::NotReady)
+    })
+}
+
+pin_project_lite::pin_project! {
+    /// The inner service's future, under the per-try timeout cut to the
+    /// deadline if there is one (expiry is tokio's `Elapsed`, a read
+    /// timeout), in the attempt's span.
+    #[project = SendingProj]
+    pub(super) enum Sending<F> {
+        Bounded { #[pin] fut: tokio::time::Timeout<tracing::instrument::Instrumented<F>> },
+        Unbounded { #[pin] fut: tracing::instrument::Instrumented<F> },
+    }
+}
+
+impl<F, T, E> Future for Sending<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            SendingProj::Bounded { fut } => match fut.poll(cx) {
+                Poll::Ready(Ok(result)) => Poll::Ready(result.map_err(Into::into)),
+                Poll::Ready(Err(elapsed)) => Poll::Ready(Err(Box::new(elapsed))),
+                Poll::Pending => Poll::Pending,
+            },
+            SendingProj::Unbounded { fut } => fut.poll(cx).map_err(Into::into),
         }
     }
 }
 
-/// One attempt; see the [module docs](self).
-pub(super) async fn run<S, B>(
+/// Starts one attempt, the inner service being ready: picks an instance
+/// (see the [module docs](self)), rewrites the URI to it, counts it in
+/// flight and calls the inner service.
+pub(super) fn start<S, B>(
     call: &Call<'_>,
     inner: &mut S,
-    slot: &mut Option<Request<B>>,
+    mut request: Request<B>,
     target: Target<'_>,
     span: &tracing::Span,
-) -> Result<Attempted<S::Response>, NotSent>
+) -> Result<(Sending<S::Future>, InFlight), NotSent>
 where
     S: Service<Request<B>>,
-    S::Error: Into<BoxError>,
-    S::Response: ResponseStatus,
 {
-    let Call {
-        config,
-        state,
-        hash_key,
-        deadline,
-    } = *call;
-    let per_try = config.per_try;
-    ready(inner, per_try, deadline).await?;
+    let state = call.state;
     // One clock read for the pick and the send.
     let sent = Instant::now();
     let endpoint = match target {
         Target::Same(endpoint) => endpoint.clone(),
         Target::Pick { tried, last } => {
-            let headers = slot.as_ref().map(Request::headers);
-            pick(state, tried, hash_key, sent, headers)
+            { pick(state, tried, call.hash_key, sent, request.headers()) }
+                .or_else(|| last.cloned())
+                .ok_or(NotSent::NoEndpoint)?
         }
-        .or_else(|| last.cloned())
-        .ok_or(NotSent::NoEndpoint)?,
     };
     super::trace::picked(span, &endpoint);
-    let Some(request) = slot.as_mut() else {
-        return Err(NotSent::NoEndpoint);
-    };
-    if let Err(e) = rewrite(request, &endpoint) {
+    if let Err(e) = rewrite(&mut request, &endpoint) {
         return Err(NotSent::Rewrite(endpoint, e));
     }
     if let Some(name) = state.instance_cookie() {
         instance_cookie(request.headers_mut(), name, state, &endpoint);
     }
-
-    // Borrowed from `endpoint`: no reference count taken per attempt.
-    let guard = endpoint.stats_handle().start_at(sent);
-    let Some(request) = slot.take() else {
-        return Err(NotSent::NoEndpoint);
-    };
+    let in_flight = InFlight::start(endpoint, sent);
     // The inner client's own spans are children of the attempt's.
-    let call = tracing::Instrument::instrument(inner.call(request), span.clone());
-    let result = match until(sent, per_try, deadline) {
-        Some(at) => match tokio::time::timeout_at(at, call).await {
-            Ok(result) => result.map_err(Into::into),
-            Err(elapsed) => Err(Box::new(elapsed) as BoxError),
+    let fut = tracing::Instrument::instrument(inner.call(request), span.clone());
+    let sending = match until(sent, call.config.per_try, call.deadline) {
+        Some(at) => Sending::Bounded {
+            fut: tokio::time::timeout_at(at, fut),
         },
-        None => call.await.map_err(Into::into),
+        None => Sending::Unbounded { fut },
     };
+    Ok((sending, in_flight))
+}
+
+/// Ends an attempt with its result: classifies it, and records a failure
+/// at once in stats, metrics and outlier ejection; a success stays in
+/// flight in the returned [`Completion`] until its body ends.
+pub(super) fn end<R: ResponseStatus>(
+    call: &Call<'_>,
+    in_flight: InFlight,
+    result: Result<R, BoxError>,
+) -> Attempted<R> {
+    let (config, state) = (call.config, call.state);
+    let mut in_flight = in_flight;
+    let sent = in_flight.sent();
     let status = result.as_ref().ok().and_then(ResponseStatus::status_code);
     let outcome = match &result {
         Ok(_) => config.failure_statuses.classify_status(status),
@@ -216,34 +231,30 @@ where
     };
     let mut failed_after = None;
     let held = if result.is_ok() && outcome.is_success() {
-        let attempt = guard.detach();
-        let per_instance = config.per_instance_metrics;
         // The state is attached by the caller, which hands over its own
         // reference when the response goes out (no count per request).
-        Held::Completion(Completion::new(attempt, endpoint, outcome, per_instance))
+        let per_instance = config.per_instance_metrics;
+        Held::Completion(Completion::new(in_flight, outcome, per_instance))
     } else {
         // One clock read ends the attempt for stats, metrics and ejection.
         let now = Instant::now();
-        let elapsed = now.saturating_duration_since(sent);
-        failed_after = Some(elapsed);
-        let transition = guard.finish_at(outcome, now);
-        let metrics = endpoint.metrics(config.per_instance_metrics);
-        metrics.record(outcome, elapsed.as_secs_f64(), transition);
+        failed_after = Some(now.saturating_duration_since(sent));
+        let transition = in_flight.finish(outcome, now, config.per_instance_metrics);
         if transition != crate::stats::BreakerTransition::None {
             state.health().invalidate();
         }
         // Only a failure can eject (a success resets the counts).
-        observe(config, state, &endpoint, now);
-        Held::Endpoint(endpoint)
+        observe(config, state, in_flight.endpoint(), now);
+        Held::Failed(in_flight)
     };
-    Ok(Attempted {
+    Attempted {
         held,
         result,
         outcome,
         status,
         sent,
         failed_after,
-    })
+    }
 }
 
 impl<R> Attempted<R> {
@@ -258,12 +269,21 @@ impl<R> Attempted<R> {
         self.held.endpoint()
     }
 
+    /// Whether the balancer's own timer (per-try timeout or deadline) cut
+    /// the attempt off.
+    pub(super) fn timed_out(&self) -> bool {
+        self.result
+            .as_ref()
+            .err()
+            .is_some_and(|e| e.is::<tokio::time::error::Elapsed>())
+    }
+
     /// The instance, ending a successful attempt now (a success that is
     /// retried: its response is dropped, which ends the attempt and may
     /// tell `state` that the breaker moved).
     pub(super) fn into_endpoint(self, state: &Arc<ServiceState>) -> Endpoint {
         match self.held {
-            Held::Endpoint(endpoint) => endpoint,
+            Held::Failed(in_flight) => in_flight.endpoint().clone(),
             Held::Completion(completion) => {
                 let endpoint = completion.endpoint().clone();
                 drop(completion.with_state(Arc::clone(state)));
@@ -300,13 +320,10 @@ fn pick(
     tried: &[Endpoint],
     hash_key: Option<u64>,
     now: Instant,
-    headers: Option<&http::HeaderMap>,
+    headers: &http::HeaderMap,
 ) -> Option<Endpoint> {
     let picker = state.picker();
-    let mut ctx = PickContext::at(now);
-    if let Some(headers) = headers {
-        ctx = ctx.with_headers(headers);
-    }
+    let mut ctx = PickContext::at(now).with_headers(headers);
     if let Some(key) = hash_key {
         ctx = ctx.with_hash_key(key);
     }

@@ -16,15 +16,76 @@ use super::ServiceState;
 use crate::instance::Endpoint;
 use crate::stats::{BreakerTransition, Detached, Outcome};
 
+/// One attempt counted in flight on its instance until it is finished.
+/// Dropped unfinished (the caller dropped the request), it leaves the
+/// in-flight count and frees a half-open probe, and records nothing else.
+///
+/// It owns the attempt's instance (moved in from the pick, not cloned) and
+/// the attempt detached from a stats guard, so a request costs no
+/// reference-count traffic here beyond the instance's.
+pub(super) struct InFlight {
+    endpoint: Endpoint,
+    attempt: Option<Detached>,
+    sent: Instant,
+}
+
+impl InFlight {
+    /// Counts an attempt on `endpoint` in flight from `now`.
+    pub(super) fn start(endpoint: Endpoint, now: Instant) -> Self {
+        let attempt = endpoint.stats_handle().start_detached(now);
+        Self {
+            endpoint,
+            attempt: Some(attempt),
+            sent: now,
+        }
+    }
+
+    /// The instance.
+    pub(super) fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// When the attempt was sent.
+    pub(super) fn sent(&self) -> Instant {
+        self.sent
+    }
+
+    /// Ends the attempt at `now` with `outcome` in the instance's stats and
+    /// metrics (once; later calls do nothing). Returns what it did to the
+    /// circuit breaker.
+    pub(super) fn finish(
+        &mut self,
+        outcome: Outcome,
+        now: Instant,
+        per_instance: bool,
+    ) -> BreakerTransition {
+        let Some(attempt) = self.attempt.take() else {
+            return BreakerTransition::None;
+        };
+        let elapsed = now.saturating_duration_since(attempt.started());
+        let transition = self
+            .endpoint
+            .stats_handle()
+            .finish_detached(attempt, outcome, now);
+        self.endpoint
+            .metrics(per_instance)
+            .record(outcome, elapsed.as_secs_f64(), transition);
+        transition
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(attempt) = self.attempt.take() {
+            self.endpoint.stats_handle().cancel_detached(attempt);
+        }
+    }
+}
+
 /// The end of one successful attempt, still to be recorded: dropping it
 /// ends the attempt in the instance's stats and metrics.
-///
-/// It owns the attempt's instance (moved in, not cloned) and the attempt
-/// detached from its stats guard, so a request costs no reference-count
-/// traffic here beyond the service state's.
 pub struct Completion {
-    attempt: Option<Detached>,
-    endpoint: Endpoint,
+    in_flight: InFlight,
     /// The service, told when the attempt moves the circuit breaker.
     /// Attached when the request's future hands over its own reference
     /// (no count taken per request).
@@ -34,15 +95,9 @@ pub struct Completion {
 }
 
 impl Completion {
-    pub(super) fn new(
-        attempt: Detached,
-        endpoint: Endpoint,
-        outcome: Outcome,
-        per_instance: bool,
-    ) -> Self {
+    pub(super) fn new(in_flight: InFlight, outcome: Outcome, per_instance: bool) -> Self {
         Self {
-            attempt: Some(attempt),
-            endpoint,
+            in_flight,
             state: None,
             outcome,
             per_instance,
@@ -57,26 +112,15 @@ impl Completion {
 
     /// The instance the attempt went to.
     pub(super) fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
+        self.in_flight.endpoint()
     }
 }
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        let Some(attempt) = self.attempt.take() else {
-            return;
-        };
-        let now = Instant::now();
-        let elapsed = now.saturating_duration_since(attempt.started());
         let transition = self
-            .endpoint
-            .stats_handle()
-            .finish_detached(attempt, self.outcome, now);
-        self.endpoint.metrics(self.per_instance).record(
-            self.outcome,
-            elapsed.as_secs_f64(),
-            transition,
-        );
+            .in_flight
+            .finish(self.outcome, Instant::now(), self.per_instance);
         if transition != BreakerTransition::None {
             if let Some(state) = &self.state {
                 state.health().invalidate();
@@ -88,7 +132,7 @@ impl Drop for Completion {
 impl fmt::Debug for Completion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Completion")
-            .field("instance", &self.endpoint.to_string())
+            .field("instance", &self.endpoint().to_string())
             .finish_non_exhaustive()
     }
 }

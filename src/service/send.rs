@@ -4,7 +4,9 @@
 //!
 //! [`RetryPolicy`]: crate::retry::RetryPolicy
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use http::Request;
@@ -12,7 +14,7 @@ use tokio::time::Instant;
 use tower::Service;
 
 use super::ServiceState;
-use super::attempt::{self, Attempted, Target};
+use super::attempt::{self, Attempted, NotSent, Target};
 use super::body::TrackCompletion;
 use super::ending::{Why, error_class, finish, not_sent, track};
 use super::{RequestConfig, ResponseStatus, Shared, trace};
@@ -36,143 +38,193 @@ fn try_clone_request<B: TryCloneBody>(req: &Request<B>) -> Option<Request<B>> {
 }
 
 /// One request: attempts and retries under the policy.
-pub(super) async fn send<S, B>(
+///
+/// A plain function returning an `async` block rather than an `async fn`:
+/// the block uses its captured values in place, where an `async fn` moves
+/// each argument into a local and keeps both in its state (rustc issue
+/// 62958), and the request's future is allocated per request. The attempt
+/// steps before and after the inner call are plain functions
+/// ([`attempt::start`], [`attempt::end`]), so the future holds only what
+/// lives across an await.
+pub(super) fn send<S, B>(
     state: Arc<ServiceState>,
     mut inner: S,
     req: Request<B>,
     span: tracing::Span,
-    keep_alive: Option<Arc<Shared>>,
-) -> Result<<S::Response as TrackCompletion>::Tracked, Error>
+    mut keep_alive: Option<Arc<Shared>>,
+) -> impl Future<Output = Result<<S::Response as TrackCompletion>::Tracked, Error>>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>> + Send,
     S::Error: Into<BoxError>,
     S::Response: TrackCompletion,
     B: TryCloneBody,
 {
-    let service = state.service_id();
-    let config = state.request_config();
-    if !state.first_fetch_seen() && !state.wait_first_fetch_boxed().await {
-        trace::failed(&span, "discovery");
-        return Err(Error::discovery_timeout(service, state.first_fetch_wait()));
-    }
-    // The list is here: the request needs only its service's state now.
-    drop(keep_alive);
-    let policy = &config.retry;
-    let deadline = policy
-        .get_deadline()
-        .and_then(|d| Instant::now().checked_add(d));
-    let method = req.method().clone();
-    let idempotent = policy.is_idempotent(req.method())
-        || req.extensions().get::<RetryNonIdempotent>().is_some();
-    let hash_key = config
-        .hash_key
-        .as_ref()
-        .and_then(|key| key.extract(req.uri(), req.headers()));
-    if let Some(budget) = state.retry_budget() {
-        budget.deposit();
-    }
-
-    let mut walk = Walk::new(policy);
-    let mut attempts: Vec<Attempt> = Vec::new();
-    let mut retries = 0u32;
-    // The request lives here only; the attempt takes it out to send it (so
-    // nested futures hold no copy of it).
+    // The request lives here only; an attempt takes it out to send it.
     let mut slot = Some(req);
-
-    loop {
-        let spare = if walk.same_left > 0 || walk.next_left > 0 {
-            slot.as_ref().and_then(try_clone_request)
-        } else {
-            None
-        };
-        let target = walk.target();
-        let call = attempt::Call {
-            config,
-            state: &state,
-            hash_key,
-            deadline,
-        };
-        let (done, timed_out) = traced_attempt(
-            &call,
-            &mut inner,
-            &mut slot,
-            target,
-            &span,
-            retries,
-            &mut attempts,
-        )
-        .await?;
-
-        // Retry?
-        let reason = policy.retry_reason(done.outcome, done.status, idempotent);
-        // A spare sharing a stream that this attempt started cannot be sent.
-        let have_copy = spare.as_ref().is_some_and(|r| r.body().is_replayable());
-        let left = walk.same_left.saturating_add(walk.next_left);
-        let decision = decide(config, reason, have_copy, left, retries, deadline, &done);
-        let wait = match decision.spend(state.retry_budget()) {
-            Decision::Retry(wait) => wait,
-            Decision::Stop(why) => {
-                let refused = refused(policy, &done, reason, why, &method, idempotent, service);
-                let why = Why {
-                    refused,
-                    deadline,
-                    per_try: config.per_try,
-                };
-                trace::finished(&span, done.endpoint(), attempts.len() + 1);
-                trace::ended(&span, done.outcome, done.status, timed_out);
-                return track(finish(config, service, done, attempts, &why), state);
-            }
-        };
-        note_retry(&span, service, reason, &mut attempts, &done, retries, wait);
-        let endpoint = done.into_endpoint(&state);
-        pause(wait).await;
-        retries += 1;
-        let Some(next) = spare else {
-            // `decide` retries only with a copy.
+    async move {
+        let service = state.service_id();
+        let config = state.request_config();
+        if !state.first_fetch_seen() && !state.wait_first_fetch_boxed().await {
+            trace::failed(&span, "discovery");
+            return Err(Error::discovery_timeout(service, state.first_fetch_wait()));
+        }
+        // The list is here: the request needs only its service's state now.
+        drop(keep_alive.take());
+        let Some(facts) = Facts::of(config, slot.as_ref()) else {
             return Err(Error::no_instances(service));
         };
-        slot = Some(next);
-        walk.advance(endpoint, policy);
+        if let Some(budget) = state.retry_budget() {
+            budget.deposit();
+        }
+        let policy = &config.retry;
+        let mut walk = Walk::new(policy);
+        let mut attempts: Vec<Attempt> = Vec::new();
+        let mut retries = 0u32;
+
+        loop {
+            let try_span = trace::attempt(&span, Some(&facts.method), service, retries);
+            let call = attempt::Call {
+                config,
+                state: &state,
+                hash_key: facts.hash_key,
+                deadline: facts.deadline,
+            };
+            // In a block of its own, so that nothing of it but the inner
+            // call's future and the attempt stays in the request's future.
+            let (sending, in_flight) = {
+                // Most inner services are always ready: one poll, and only
+                // a pending one waits (boxed, under the per-try timeout).
+                let first = std::future::poll_fn(|cx| {
+                    Poll::Ready(inner.poll_ready(cx).map_err(Into::into))
+                })
+                .await;
+                let ready = match first {
+                    Poll::Ready(ready) => ready.map_err(NotSent::NotReady),
+                    Poll::Pending => {
+                        attempt::wait_ready(&mut inner, config.per_try, facts.deadline).await
+                    }
+                };
+                let Some(request) = walk.request(&mut slot) else {
+                    return Err(Error::no_instances(service));
+                };
+                match ready.and_then(|()| {
+                    attempt::start(&call, &mut inner, request, walk.target(), &try_span)
+                }) {
+                    Ok(started) => started,
+                    Err(why) => {
+                        let attempts = std::mem::take(&mut attempts);
+                        return Err(not_started(&call, why, attempts, &try_span, &span));
+                    }
+                }
+            };
+            let result = sending.await;
+            let done = attempt::end(&call, in_flight, result);
+            trace::ended(&try_span, done.outcome, done.status, done.timed_out());
+
+            // Retry?
+            let reason = policy.retry_reason(done.outcome, done.status, facts.idempotent);
+            // A request sharing a stream that this attempt started cannot
+            // be sent again.
+            let have_copy = slot.as_ref().is_some_and(|r| r.body().is_replayable());
+            let left = walk.same_left.saturating_add(walk.next_left);
+            let decision = decide(
+                config,
+                reason,
+                have_copy,
+                left,
+                retries,
+                facts.deadline,
+                &done,
+            );
+            let wait = match decision.spend(state.retry_budget()) {
+                Decision::Retry(wait) => wait,
+                Decision::Stop(why) => {
+                    let finished = stop(&call, &facts, done, (reason, why), attempts, &span);
+                    // The response takes the request's reference to its
+                    // service (no count taken per request).
+                    return track(finished, state);
+                }
+            };
+            note_retry(&span, service, reason, &mut attempts, &done, retries, wait);
+            let endpoint = done.into_endpoint(&state);
+            pause(wait).await;
+            retries += 1;
+            walk.advance(endpoint, policy);
+        }
     }
 }
 
-/// One attempt in its `ribbon.attempt` span; a request that could not be
-/// sent is the call's error. Returns the attempt and whether the balancer's
-/// own timer cut it off.
-async fn traced_attempt<S, B>(
+/// What a request's attempts share, read once from the request.
+struct Facts {
+    method: http::Method,
+    /// Whether a request that may have reached the server can be retried.
+    idempotent: bool,
+    hash_key: Option<u64>,
+    /// The policy's overall deadline, from now.
+    deadline: Option<Instant>,
+}
+
+impl Facts {
+    fn of<B>(config: &RequestConfig, req: Option<&Request<B>>) -> Option<Self> {
+        let req = req?;
+        let policy = &config.retry;
+        Some(Self {
+            method: req.method().clone(),
+            idempotent: policy.is_idempotent(req.method())
+                || req.extensions().get::<RetryNonIdempotent>().is_some(),
+            hash_key: config
+                .hash_key
+                .as_ref()
+                .and_then(|key| key.extract(req.uri(), req.headers())),
+            deadline: policy
+                .get_deadline()
+                .and_then(|d| Instant::now().checked_add(d)),
+        })
+    }
+}
+
+/// The call's error when an attempt could not be sent.
+fn not_started(
     call: &attempt::Call<'_>,
-    inner: &mut S,
-    slot: &mut Option<Request<B>>,
-    target: Target<'_>,
+    why: NotSent,
+    attempts: Vec<Attempt>,
+    try_span: &tracing::Span,
     span: &tracing::Span,
-    retries: u32,
-    attempts: &mut Vec<Attempt>,
-) -> Result<(Attempted<S::Response>, bool), Error>
-where
-    S: Service<Request<B>>,
-    S::Error: Into<BoxError>,
-    S::Response: ResponseStatus,
-{
-    let service = call.state.service_id();
-    let method = slot.as_ref().map(Request::method);
-    let try_span = trace::attempt(span, method, service, retries);
-    let done = match attempt::run(call, inner, slot, target, &try_span).await {
-        Ok(done) => done,
-        Err(why) => {
-            let attempts = std::mem::take(attempts);
-            let err = not_sent(call.config, call.state, why, attempts, call.deadline);
-            trace::failed(&try_span, error_class(&err));
-            trace::failed(span, error_class(&err));
-            return Err(err);
-        }
+) -> Error {
+    let err = not_sent(call.config, call.state, why, attempts, call.deadline);
+    trace::failed(try_span, error_class(&err));
+    trace::failed(span, error_class(&err));
+    err
+}
+
+/// The call's end after its last attempt: the response, or the error
+/// saying why no retry followed.
+fn stop<T: ResponseStatus>(
+    call: &attempt::Call<'_>,
+    facts: &Facts,
+    done: Attempted<T>,
+    (reason, why): (Option<RetryReason>, Option<&'static str>),
+    attempts: Vec<Attempt>,
+    span: &tracing::Span,
+) -> Result<(T, Option<super::Completion>), Error> {
+    let (config, service) = (call.config, call.state.service_id());
+    let refused = refused(
+        &config.retry,
+        &done,
+        reason,
+        why,
+        &facts.method,
+        facts.idempotent,
+        service,
+    );
+    let why = Why {
+        refused,
+        deadline: facts.deadline,
+        per_try: config.per_try,
     };
-    let timed_out = done
-        .result
-        .as_ref()
-        .err()
-        .is_some_and(|e| e.is::<tokio::time::error::Elapsed>());
-    trace::ended(&try_span, done.outcome, done.status, timed_out);
-    Ok((done, timed_out))
+    trace::finished(span, done.endpoint(), attempts.len() + 1);
+    trace::ended(span, done.outcome, done.status, done.timed_out());
+    finish(config, service, done, attempts, &why)
 }
 
 /// Where the next attempt goes: the same instance while same-instance
@@ -206,6 +258,19 @@ impl Walk {
                 tried: &self.tried,
                 last: self.last.as_ref(),
             },
+        }
+    }
+
+    /// The request for the next attempt. While another attempt may follow,
+    /// it is a copy and the request stays in `slot` for the next one (one
+    /// request in the call's future, not two); else it is the request.
+    fn request<B: TryCloneBody>(&self, slot: &mut Option<Request<B>>) -> Option<Request<B>> {
+        if self.same_left > 0 || self.next_left > 0 {
+            slot.as_ref()
+                .and_then(try_clone_request)
+                .or_else(|| slot.take())
+        } else {
+            slot.take()
         }
     }
 

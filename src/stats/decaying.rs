@@ -88,6 +88,10 @@ impl Decaying {
                 let (v, at) = unpack(old);
                 let next = if peak && x > v {
                     x
+                } else if now_ms <= at {
+                    // No time elapsed: weight 1 keeps the value (and the
+                    // time) as they are, without computing it.
+                    return;
                 } else {
                     let w = weight(now_ms, at, tau_ms);
                     v * w + x * (1.0 - w)

@@ -19,15 +19,12 @@ pub struct InFlightGuard<'a> {
     pub(super) started: Instant,
     pub(super) probe: bool,
     pub(super) done: bool,
-    /// Handed to a [`Detached`] attempt: dropping the guard leaves the
-    /// attempt counted.
-    pub(super) detached: bool,
 }
 
 /// An attempt still counted in flight, held without a reference to its
-/// stats: whoever holds it also holds the stats (the balancer's response
-/// body holds the instance) and ends it with
-/// [`EndpointStats::finish_detached`]. It saves the reference-count
+/// stats: whoever holds it also holds the stats (the balancer's attempt
+/// holds the instance) and ends it with [`EndpointStats::finish_detached`]
+/// or [`EndpointStats::cancel_detached`]. It saves the reference-count
 /// traffic of a guard that owns the stats, which on a multi-core host is
 /// a contended cache line per request.
 #[derive(Debug)]
@@ -81,16 +78,6 @@ impl InFlightGuard<'_> {
     pub fn is_probe(&self) -> bool {
         self.probe
     }
-
-    /// Keeps the attempt counted in flight past this guard, to be ended
-    /// with [`EndpointStats::finish_detached`] on the same stats.
-    pub(crate) fn detach(mut self) -> Detached {
-        self.detached = true;
-        Detached {
-            started: self.started,
-            probe: self.probe,
-        }
-    }
 }
 
 /// The stats an [`InFlightGuard`] ends an attempt on.
@@ -112,9 +99,6 @@ impl std::ops::Deref for StatsRef<'_> {
 
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
-        if self.detached {
-            return;
-        }
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         if !self.done && self.probe {
             self.stats.breaker.release_probe();

@@ -324,7 +324,6 @@ impl EndpointStats {
             started: now,
             probe,
             done: false,
-            detached: false,
         }
     }
 
@@ -338,11 +337,31 @@ impl EndpointStats {
             started: now,
             probe,
             done: false,
-            detached: false,
         }
     }
 
-    /// Ends an attempt detached from its guard ([`InFlightGuard::detach`])
+    /// Starts an attempt at `now` held without a guard: the caller ends it
+    /// with [`EndpointStats::finish_detached`] or
+    /// [`EndpointStats::cancel_detached`] on these stats.
+    pub(crate) fn start_detached(&self, now: Instant) -> Detached {
+        let probe = self.begin(now);
+        Detached {
+            started: now,
+            probe,
+        }
+    }
+
+    /// Ends an attempt that got no result (its request was cancelled): it
+    /// only leaves the in-flight count and frees a half-open probe, as a
+    /// dropped [`InFlightGuard`] does.
+    pub(crate) fn cancel_detached(&self, attempt: Detached) {
+        if attempt.probe {
+            self.breaker.release_probe();
+        }
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Ends an attempt started with [`EndpointStats::start_detached`]
     /// with `outcome` at `now`, as [`InFlightGuard::finish_at`] would.
     pub(crate) fn finish_detached(
         &self,
