@@ -18,6 +18,13 @@ type Inner<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
 /// call) are easier to keep correct this way, and the one allocation per
 /// request is small next to an HTTP exchange. The pick itself allocates
 /// nothing.
+///
+/// Its size is kept down on purpose (1 000 bytes around hyper-util's
+/// client, whose own future is about 900): an allocation of at most 1 032
+/// bytes comes from glibc's per-thread cache, and the state is copied once
+/// into its box. Halving it from 2 008 bytes, with the attempt's steps made
+/// plain functions around one awaited future, cut the median added CPU per
+/// request in `scenarios overhead` from 2.4 to 1.4 µs (see `CHANGELOG.md`).
 pub struct ResponseFuture<T> {
     inner: Inner<T>,
 }
