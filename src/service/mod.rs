@@ -96,6 +96,7 @@ cfg_feature! {
     mod reqwest_adapter;
     pub use reqwest_adapter::ReqwestService;
 }
+mod retrying;
 mod send;
 mod services;
 pub(crate) mod state;

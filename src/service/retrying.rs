@@ -1,0 +1,231 @@
+//! The retry walk: which instance the next attempt goes to, whether a
+//! result is retried and after how long, and why not when it is not.
+//! Ribbon's `RetryHandler`/`LoadBalancerCommand` split these between
+//! `MaxAutoRetries` (same instance) and `MaxAutoRetriesNextServer`.
+
+use std::time::{Duration, SystemTime};
+
+use http::Request;
+use tokio::time::Instant;
+
+use super::RequestConfig;
+use super::ResponseStatus;
+use super::attempt::{Attempted, Target};
+use crate::error::Attempt;
+use crate::instance::Endpoint;
+use crate::retry::{RetryReason, TryCloneBody, parse_retry_after};
+
+/// Attempts listed in an error at most (the first ones, then the last).
+pub(super) const MAX_LISTED_ATTEMPTS: usize = 64;
+
+/// A copy of `req` for another attempt, if its body can be replayed.
+pub(super) fn try_clone_request<B: TryCloneBody>(req: &Request<B>) -> Option<Request<B>> {
+    let body = req.body().try_clone_body()?;
+    let mut copy = Request::new(body);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    *copy.extensions_mut() = req.extensions().clone();
+    Some(copy)
+}
+
+/// Where the next attempt goes: the same instance while same-instance
+/// retries are left (Ribbon's `MaxAutoRetries`), then an instance not
+/// tried yet (`MaxAutoRetriesNextServer`).
+pub(super) struct Walk {
+    /// Instances left behind by a next-instance retry (allocated only once
+    /// an attempt fails).
+    tried: Vec<Endpoint>,
+    last: Option<Endpoint>,
+    same: bool,
+    same_left: u32,
+    next_left: u32,
+    /// Retries so far.
+    pub(super) retries: u32,
+}
+
+impl Walk {
+    pub(super) fn new(policy: &crate::retry::RetryPolicy) -> Self {
+        Self {
+            tried: Vec::new(),
+            last: None,
+            same: false,
+            same_left: policy.get_max_same(),
+            next_left: policy.get_max_next(),
+            retries: 0,
+        }
+    }
+
+    /// Retries the policy still allows (same-instance and next-instance).
+    pub(super) fn retries_left(&self) -> u32 {
+        self.same_left.saturating_add(self.next_left)
+    }
+
+    pub(super) fn target(&self) -> Target<'_> {
+        match (&self.last, self.same) {
+            (Some(endpoint), true) => Target::Same(endpoint),
+            _ => Target::Pick {
+                tried: &self.tried,
+                last: self.last.as_ref(),
+            },
+        }
+    }
+
+    /// The request for the next attempt. While another attempt may follow,
+    /// it is a copy and the request stays in `slot` for the next one (one
+    /// request in the call's future, not two); else it is the request.
+    pub(super) fn request<B: TryCloneBody>(
+        &self,
+        slot: &mut Option<Request<B>>,
+    ) -> Option<Request<B>> {
+        if self.same_left > 0 || self.next_left > 0 {
+            slot.as_ref()
+                .and_then(try_clone_request)
+                .or_else(|| slot.take())
+        } else {
+            slot.take()
+        }
+    }
+
+    /// Steps past an attempt on `endpoint` that will be retried.
+    pub(super) fn advance(&mut self, endpoint: Endpoint, policy: &crate::retry::RetryPolicy) {
+        self.retries += 1;
+        self.same = self.same_left > 0;
+        if self.same {
+            self.same_left -= 1;
+        } else {
+            self.next_left -= 1;
+            self.same_left = policy.get_max_same();
+            self.tried.push(endpoint.clone());
+        }
+        self.last = Some(endpoint);
+    }
+}
+
+/// Counts a retry and lists the attempt it follows.
+pub(super) fn note_retry<R>(
+    span: &tracing::Span,
+    service: &str,
+    reason: Option<RetryReason>,
+    attempts: &mut Vec<Attempt>,
+    done: &Attempted<R>,
+    retries: u32,
+    wait: Duration,
+) {
+    let label = reason.map(RetryReason::label).unwrap_or("none");
+    tracing::info!(
+        parent: span,
+        service,
+        instance = %done.endpoint(),
+        reason = label,
+        retry = retries + 1,
+        ?wait,
+        "retrying"
+    );
+    metrics::counter!(crate::metrics::RETRIES, "service" => service.to_owned(), "reason" => label)
+        .increment(1);
+    if attempts.len() < MAX_LISTED_ATTEMPTS {
+        let instance = done.endpoint().to_string();
+        attempts.push(Attempt::new(instance, done.outcome, done.elapsed()));
+    }
+}
+
+pub(super) enum Decision {
+    Retry(Duration),
+    Stop(Option<&'static str>),
+}
+
+/// Whether to retry, and after how long.
+pub(super) fn decide<R: ResponseStatus>(
+    config: &RequestConfig,
+    reason: Option<RetryReason>,
+    have_copy: bool,
+    retries_left: u32,
+    retries: u32,
+    deadline: Option<Instant>,
+    done: &Attempted<R>,
+) -> Decision {
+    if reason.is_none() {
+        return Decision::Stop(None);
+    }
+    if retries_left == 0 {
+        let off = config.retry.get_max_same() == 0 && config.retry.get_max_next() == 0;
+        return Decision::Stop(Some(if off {
+            "retries are off (the `RetryPolicy` allows none)"
+        } else {
+            "no retries left"
+        }));
+    }
+    if !have_copy {
+        return Decision::Stop(Some("body cannot be replayed"));
+    }
+    let mut wait = config.retry.backoff_for(retries, &config.rng);
+    if let Ok(response) = &done.result {
+        if matches!(done.status, Some(429 | 503)) {
+            if let Some(after) = response
+                .retry_after()
+                .and_then(|v| parse_retry_after(v, SystemTime::now()))
+            {
+                if after > config.retry.get_max_retry_after() {
+                    return Decision::Stop(Some("Retry-After beyond max_retry_after"));
+                }
+                wait = wait.max(after);
+            }
+        }
+    }
+    if let Some(deadline) = deadline {
+        if Instant::now()
+            .checked_add(wait)
+            .is_none_or(|at| at >= deadline)
+        {
+            return Decision::Stop(Some("deadline"));
+        }
+    }
+    Decision::Retry(wait)
+}
+
+impl Decision {
+    /// A retry spends one token of the service's budget (tower's
+    /// `TpsBudget`); without one it stops.
+    pub(super) fn spend(self, budget: Option<&crate::retry::TpsBudget>) -> Self {
+        match (self, budget) {
+            (Decision::Retry(_), Some(budget)) if !budget.withdraw() => {
+                metrics::counter!(crate::metrics::RETRY_BUDGET_EXHAUSTED).increment(1);
+                Decision::Stop(Some("retry budget exhausted"))
+            }
+            (decision, _) => decision,
+        }
+    }
+}
+
+/// Why no retry followed a retryable result, for the error message (and a
+/// debug event).
+pub(super) fn refused<R>(
+    policy: &crate::retry::RetryPolicy,
+    done: &Attempted<R>,
+    reason: Option<RetryReason>,
+    why: Option<&'static str>,
+    method: &http::Method,
+    idempotent: bool,
+    service: &str,
+) -> Option<String> {
+    match (reason, why) {
+        (Some(reason), Some(why)) => {
+            tracing::debug!(service, reason = reason.label(), why, "not retrying");
+            Some(format!("{method} not retried: {why}"))
+        }
+        (None, _)
+            if !idempotent
+                && policy
+                    .retry_reason(done.outcome, done.status, true)
+                    .is_some() =>
+        {
+            Some(format!(
+                "{method} not retried: the request may have reached the server and {method} is not \
+                 idempotent (opt in with `RetryNonIdempotent` or `retry_on_all_operations`)"
+            ))
+        }
+        _ => None,
+    }
+}
