@@ -145,15 +145,15 @@ fn cost_goal(
     let (rate_rr, rate_peer) = (by_rate(rr), by_rate(peer));
     let holds = |ours: f64, theirs: f64| ours <= 1.0 && ours <= theirs / 3.0;
     let mut figure = format!(
-        "rate-derived {rate_rr:+.2} µs vs tower p2c {rate_peer:+.2} µs ({:.0} % of it)",
-        100.0 * rate_rr / rate_peer.max(1e-9)
+        "rate-derived {rate_rr:+.2} µs vs tower p2c {rate_peer:+.2} µs ({})",
+        share(rate_rr, rate_peer)
     );
     let mut met = holds(rate_rr, rate_peer);
     match (by_cpu(rr), by_cpu(peer)) {
         (Some(cpu_rr), Some(cpu_peer)) => {
             figure.push_str(&format!(
-                "; process CPU {cpu_rr:+.2} µs vs {cpu_peer:+.2} µs ({:.0} % of it)",
-                100.0 * cpu_rr / cpu_peer.max(1e-9)
+                "; process CPU {cpu_rr:+.2} µs vs {cpu_peer:+.2} µs ({})",
+                share(cpu_rr, cpu_peer)
             ));
             met &= holds(cpu_rr, cpu_peer);
         }
@@ -168,6 +168,18 @@ fn cost_goal(
         met,
         note: None,
     })
+}
+
+/// Ours as a share of the peer's added cost. On a noisy host the peer can
+/// come out no slower than the direct client; a ratio to that means
+/// nothing, so it says so instead of printing a huge or negative percentage.
+fn share(ours: f64, theirs: f64) -> String {
+    if theirs > 0.0 {
+        format!("{:.0} % of it", 100.0 * ours / theirs)
+    } else {
+        "no ratio: tower p2c measured no slower than direct in this run, too noisy to judge"
+            .to_owned()
+    }
 }
 
 pub async fn run(opts: &Options, report: &mut Report) -> Result<Vec<Goal>, BoxError> {
@@ -376,4 +388,16 @@ pub async fn run(opts: &Options, report: &mut Report) -> Result<Vec<Goal>, BoxEr
         table.markdown()
     ));
     Ok(goals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share;
+
+    #[test]
+    fn a_share_of_a_peer_no_slower_than_direct_is_not_a_percentage() {
+        assert_eq!(share(0.5, 1.5), "33 % of it");
+        assert!(share(1.04, -3.36).starts_with("no ratio"));
+        assert!(share(1.04, 0.0).starts_with("no ratio"));
+    }
 }
