@@ -4,7 +4,9 @@
 //!
 //! An instance is in slow start for [`window`](SlowStartConfig::window)
 //! after it was first seen ([`EndpointStats::first_seen`], which survives
-//! refreshes that keep the instance). Its share of traffic is scaled by
+//! refreshes that keep the instance), and again after active health checks
+//! find it healthy after failing ([`EndpointStats::slow_start_since`]; the
+//! balancer rebuilds the picker when a verdict changes). Its share of traffic is scaled by
 //!
 //! `factor = max(min_weight_percent / 100, time_factor^(1 / aggression))`,
 //! `time_factor = max(elapsed, 1 ms) / window`
@@ -33,8 +35,9 @@
 //!
 //! Differences from Envoy: Envoy applies slow start to round robin and
 //! least request only, by EDF weights; here to any wrapped rule, by
-//! acceptance. Envoy also puts a host back into slow start when it passes
-//! an active health check after failing; here only new instances are.
+//! acceptance. As in Envoy, a host back from failing active health checks
+//! is in slow start again; one back from outlier ejection or a tripped
+//! circuit breaker is not (Envoy's docs name active checks only).
 //!
 //! Cost: [`Rule::build`] is O(n) (and returns the wrapped picker itself
 //! when no instance is in slow start); a pick of an instance out of slow
@@ -53,6 +56,7 @@
 //! ```
 //!
 //! [`EndpointStats::first_seen`]: crate::stats::EndpointStats::first_seen
+//! [`EndpointStats::slow_start_since`]: crate::stats::EndpointStats::slow_start_since
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -192,7 +196,7 @@ impl<R: Rule> Rule for SlowStart<R> {
             .endpoints()
             .iter()
             .map(|e| {
-                let seen = e.stats().first_seen();
+                let seen = e.stats().slow_start_since();
                 (seen > origin && now.saturating_duration_since(seen) < window).then_some(seen)
             })
             .collect();
@@ -220,7 +224,7 @@ impl<R: Rule> Rule for SlowStart<R> {
 struct SlowStartPicker {
     inner: Arc<dyn Picker>,
     config: SlowStartConfig,
-    /// Per endpoint, when it was first seen if it is in slow start.
+    /// Per endpoint, when its slow start began if it is in slow start.
     since: Box<[Option<Instant>]>,
     /// Per endpoint, its acceptance credit (in units of [`ONE`]).
     credits: Box<[AtomicU64]>,

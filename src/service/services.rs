@@ -131,10 +131,10 @@ impl Shared {
             let hooks = crate::health::CheckHooks {
                 service: state.service_id().to_owned(),
                 snapshot: Box::new(move || list.upgrade().map(|s| s.snapshot())),
+                // The rule may read verdicts at build time (slow start
+                // after a recovery): rebuild, which also recounts health.
                 changed: Box::new(move || {
-                    view.upgrade()
-                        .into_iter()
-                        .for_each(|s| s.health().invalidate())
+                    view.upgrade().into_iter().for_each(|s| s.rebuild_picker())
                 }),
             };
             service_tasks.push(crate::health::spawn_health_checks(

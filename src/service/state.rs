@@ -177,6 +177,19 @@ impl ServiceState {
     pub(crate) fn status(&self) -> RefreshStatus {
         self.refresh.status()
     }
+
+    /// Rebuilds the picker for the list it serves and makes the health
+    /// view recount: an active-check verdict changed, and the rule may read
+    /// it at build time (an instance back from failing checks is in slow
+    /// start again). A refresh publishing meanwhile wins: the new picker is
+    /// swapped in only if the one it replaces is still current.
+    #[cfg_attr(not(feature = "hyper-util"), allow(dead_code))]
+    pub(crate) fn rebuild_picker(&self) {
+        let current = self.picker.load_full();
+        let picker = self.rule.build(current.snapshot());
+        let _previous = self.picker.compare_and_swap(&current, Arc::new(picker));
+        self.health.invalidate();
+    }
 }
 
 impl Refreshed for ServiceState {

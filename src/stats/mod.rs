@@ -90,6 +90,9 @@ pub struct EndpointStats {
     breaker: Breaker,
     ejection: Ejection,
     active: ActiveChecks,
+    /// When active checks last found this endpoint healthy again after
+    /// failing (ms, 0 for never): slow start begins again from there.
+    returned_ms: AtomicU64,
 }
 
 impl Default for EndpointStats {
@@ -121,6 +124,7 @@ impl EndpointStats {
             breaker: Breaker::new(),
             ejection: Ejection::new(),
             active: ActiveChecks::new(),
+            returned_ms: AtomicU64::new(0),
         }
     }
 
@@ -131,6 +135,19 @@ impl EndpointStats {
     /// new time. Read by [`SlowStart`](crate::rule::SlowStart).
     pub fn first_seen(&self) -> Instant {
         self.created
+    }
+
+    /// When this endpoint (re)entered service: when active health checks
+    /// last found it healthy again after failing, else
+    /// [`first_seen`](Self::first_seen). [`SlowStart`](crate::rule::SlowStart)
+    /// ramps its share from here, as Envoy puts a host that passes an
+    /// active health check after failing back into slow start (load
+    /// balancing docs, "Slow start mode").
+    pub fn slow_start_since(&self) -> Instant {
+        match self.returned_ms.load(Ordering::Acquire) {
+            0 => self.created,
+            ms => self.instant_at(ms).unwrap_or(self.created),
+        }
     }
 
     /// The configuration.
@@ -284,7 +301,13 @@ impl EndpointStats {
     /// [`ejection::ActiveChecks`]).
     #[cfg(feature = "hyper-util")]
     pub(crate) fn record_active_check(&self, passed: bool, healthy: u32, unhealthy: u32) -> bool {
-        self.active.record(passed, healthy, unhealthy)
+        let changed = self.active.record(passed, healthy, unhealthy);
+        if changed && passed {
+            // Back in service: slow start begins again (0 means never).
+            let ms = self.ms_at(Instant::now()).max(1);
+            self.returned_ms.store(ms, Ordering::Release);
+        }
+        changed
     }
 
     /// Whether active health checks hold this endpoint unhealthy.

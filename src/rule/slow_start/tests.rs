@@ -99,3 +99,51 @@ async fn every_instance_new_and_instances_joining_and_leaving() {
     let at = t0 + Duration::from_secs(18);
     assert_eq!(hits(&*p, at, 1002, 8000), 4000);
 }
+
+/// Envoy puts a host that passes active health checks after failing back
+/// into slow start; the first list's instances are otherwise exempt.
+#[cfg(feature = "hyper-util")]
+#[tokio::test(start_paused = true)]
+async fn an_instance_back_from_failing_active_checks_ramps_again() {
+    let list = endpoints(4);
+    let rule = SlowStart::new(
+        RoundRobin::with_start(0),
+        SlowStartConfig::new(Duration::from_secs(10)),
+    );
+    let snapshot = Arc::new(Snapshot::new("s", list.clone(), 1));
+    let first = rule.build(&snapshot);
+    assert!(format!("{first:?}").starts_with("RoundRobinPicker"));
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let back = &list[3];
+    // One failed probe (threshold 1) makes it unhealthy: not in slow start
+    // while it fails, nothing to ramp.
+    assert!(back.stats().record_active_check(false, 1, 1));
+    assert_eq!(back.stats().slow_start_since(), back.stats().first_seen());
+    let failing = rule.build(&snapshot);
+    assert!(format!("{failing:?}").starts_with("RoundRobinPicker"));
+    tokio::time::advance(Duration::from_secs(5)).await;
+    // One passed probe brings it back: its slow start begins now.
+    assert!(back.stats().record_active_check(true, 1, 1));
+    let returned = Instant::now();
+    assert_eq!(back.stats().slow_start_since(), returned);
+    assert_eq!(
+        back.stats().first_seen() + Duration::from_secs(35),
+        returned
+    );
+    let p = rule.build(&snapshot);
+    assert!(format!("{p:?}").starts_with("SlowStartPicker"), "{p:?}");
+    // At 50 % of the window its factor is 0.5: share 0.5 / 3.5 = 1/7.
+    let ctx = PickContext::at(returned + Duration::from_secs(5));
+    let hits = (0..7000)
+        .filter(|_| index(p.pick(&ctx).unwrap()) == 3)
+        .count();
+    assert_eq!(hits, 1000);
+    // A passed probe that changes nothing does not restart the ramp.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(!back.stats().record_active_check(true, 1, 1));
+    assert_eq!(back.stats().slow_start_since(), returned);
+    // After the window: the wrapped picker itself again.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let later = rule.build(&snapshot);
+    assert!(format!("{later:?}").starts_with("RoundRobinPicker"));
+}
