@@ -99,6 +99,33 @@ async fn p2c_round(balance: &mut P2c, n: u32) -> f64 {
     start.elapsed().as_nanos() as f64 / f64::from(n)
 }
 
+/// Nanoseconds per request (wall time per thread) with the same balancer
+/// used from two threads at once, each on a runtime of its own: what
+/// the one-thread rounds cannot show, the reference counts, stats and
+/// cursor shared across cores.
+fn two_threads<S>(svc: &S, n: u32) -> f64
+where
+    S: Service<Req> + Clone + Send + 'static,
+{
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let svc = svc.clone();
+            let barrier = std::sync::Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                barrier.wait();
+                rt.block_on(lb_round(&svc, n))
+            })
+        })
+        .collect();
+    let ns: Vec<f64> = threads.into_iter().filter_map(|t| t.join().ok()).collect();
+    ns.iter().sum::<f64>() / ns.len().max(1) as f64
+}
+
 /// Nanoseconds per request of the balancer's spans and events with no
 /// subscriber: the same macros, fields and records as
 /// `tower_ribbon::service::trace` (one request span, one attempt span,
@@ -183,6 +210,34 @@ pub async fn run(report: &mut Report) -> Result<(), BoxError> {
             },
         ]);
     }
+    // Two threads at once, to see what sharing across cores adds.
+    let mut two: [Vec<f64>; 3] = Default::default();
+    let inner = instant();
+    for _ in 0..ROUNDS {
+        two[0].push(two_threads(&inner, N / 2));
+        two[1].push(two_threads(&rr, N / 2));
+        two[2].push(two_threads(&rr_none, N / 2));
+    }
+    let mut shared = Table::new(&[
+        "mode, two threads at once",
+        ">ns/request per thread (fastest round)",
+        ">ns/request (median)",
+        ">added over inner, fastest (ns)",
+    ]);
+    let (base2, _) = stat(&two[0]);
+    for (label, v) in labels.iter().zip(&two) {
+        let (min, median) = stat(v);
+        shared.row(vec![
+            (*label).to_owned(),
+            format!("{min:.0}"),
+            format!("{median:.0}"),
+            if std::ptr::eq(v, &two[0]) {
+                "—".to_owned()
+            } else {
+                format!("{:+.0}", min - base2)
+            },
+        ]);
+    }
     let spans = (0..ROUNDS)
         .map(|_| spans_round(N * 5))
         .fold(f64::INFINITY, f64::min);
@@ -190,9 +245,14 @@ pub async fn run(report: &mut Report) -> Result<(), BoxError> {
         "## Path cost\n\nCPU per request of the balancer alone: an inner service that answers at once, \
          {N} requests one after another per round on one thread, {ROUNDS} rounds interleaved; no \
          network, so this is the balancer's own cost without the noise of `overhead`.\n\n{}\n\
+         The same balancers used from two threads at once (each on a runtime of its own, {} \
+         requests each per round): what sharing reference counts, stats and the cursor across \
+         cores adds.\n\n{}\n\
          The balancer's tracing spans (one per request, one per attempt, their records) with no \
          subscriber: {spans:.1} ns per request (fastest of {ROUNDS} rounds of {} requests).\n\n",
         table.markdown(),
+        N / 2,
+        shared.markdown(),
         N * 5
     ));
     Ok(())
