@@ -360,11 +360,17 @@ async fn until_verdict(lb: &LoadBalancer<HttpClient>, i: usize, want_unhealthy: 
 }
 
 /// Envoy puts a host that passes active health checks after failing back
-/// into slow start ("Slow start mode"): the balancer rebuilds its picker
+/// into slow start ("Slow start mode"; [envoy PR #23946], asked for in
+/// [envoy#18351] and [envoy#23328]: JVM services need warm-up traffic after
+/// they come back, as after they start): the balancer rebuilds its picker
 /// when a verdict changes, so the instance's share ramps again instead of
 /// jumping to a full share the moment it is healthy. Real time (the
 /// requests go over loopback); the 60 s window keeps the factor at its
 /// 10 % floor for the first 6 s, far longer than the 400 requests take.
+///
+/// [envoy PR #23946]: https://github.com/envoyproxy/envoy/pull/23946
+/// [envoy#18351]: https://github.com/envoyproxy/envoy/issues/18351
+/// [envoy#23328]: https://github.com/envoyproxy/envoy/issues/23328
 #[tokio::test]
 async fn an_instance_back_from_failing_checks_is_in_slow_start_again() {
     use tower::ServiceExt;
