@@ -99,6 +99,40 @@ async fn p2c_round(balance: &mut P2c, n: u32) -> f64 {
     start.elapsed().as_nanos() as f64 / f64::from(n)
 }
 
+/// A table of rounds (`rows[0]` the inner service alone): fastest and
+/// median per mode, and the fastest over the inner's fastest.
+fn cost_table(head: [&str; 2], labels: &[&str], rows: &[Vec<f64>]) -> Table {
+    let stat = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        (
+            v.first().copied().unwrap_or(f64::NAN),
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN),
+        )
+    };
+    let mut table = Table::new(&[
+        head[0],
+        head[1],
+        ">ns/request (median)",
+        ">added over inner, fastest (ns)",
+    ]);
+    let base = rows.first().map_or(f64::NAN, |v| stat(v).0);
+    for (i, (label, v)) in labels.iter().zip(rows).enumerate() {
+        let (min, median) = stat(v);
+        table.row(vec![
+            (*label).to_owned(),
+            format!("{min:.0}"),
+            format!("{median:.0}"),
+            if i == 0 {
+                "—".to_owned()
+            } else {
+                format!("{:+.0}", min - base)
+            },
+        ]);
+    }
+    table
+}
+
 /// Nanoseconds per request (wall time per thread) with the same balancer
 /// used from two threads at once, each on a runtime of its own: what
 /// the one-thread rounds cannot show, the reference counts, stats and
@@ -185,31 +219,7 @@ pub async fn run(report: &mut Report) -> Result<(), BoxError> {
         "LoadBalancer round_robin, RetryPolicy::none()",
         "tower p2c + PeakEwma",
     ];
-    let mut table = Table::new(&[
-        "mode",
-        ">ns/request (fastest round)",
-        ">ns/request (median)",
-        ">added over inner, fastest (ns)",
-    ]);
-    let stat = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        (v[0], v[v.len() / 2])
-    };
-    let (base, _) = stat(&ns[0]);
-    for (label, v) in labels.iter().zip(&ns) {
-        let (min, median) = stat(v);
-        table.row(vec![
-            (*label).to_owned(),
-            format!("{min:.0}"),
-            format!("{median:.0}"),
-            if std::ptr::eq(v, &ns[0]) {
-                "—".to_owned()
-            } else {
-                format!("{:+.0}", min - base)
-            },
-        ]);
-    }
+    let table = cost_table(["mode", ">ns/request (fastest round)"], &labels, &ns);
     // Two threads at once, to see what sharing across cores adds.
     let mut two: [Vec<f64>; 3] = Default::default();
     let inner = instant();
@@ -218,26 +228,14 @@ pub async fn run(report: &mut Report) -> Result<(), BoxError> {
         two[1].push(two_threads(&rr, N / 2));
         two[2].push(two_threads(&rr_none, N / 2));
     }
-    let mut shared = Table::new(&[
-        "mode, two threads at once",
-        ">ns/request per thread (fastest round)",
-        ">ns/request (median)",
-        ">added over inner, fastest (ns)",
-    ]);
-    let (base2, _) = stat(&two[0]);
-    for (label, v) in labels.iter().zip(&two) {
-        let (min, median) = stat(v);
-        shared.row(vec![
-            (*label).to_owned(),
-            format!("{min:.0}"),
-            format!("{median:.0}"),
-            if std::ptr::eq(v, &two[0]) {
-                "—".to_owned()
-            } else {
-                format!("{:+.0}", min - base2)
-            },
-        ]);
-    }
+    let shared = cost_table(
+        [
+            "mode, two threads at once",
+            ">ns/request per thread (fastest round)",
+        ],
+        &labels,
+        &two,
+    );
     let spans = (0..ROUNDS)
         .map(|_| spans_round(N * 5))
         .fold(f64::INFINITY, f64::min);
