@@ -2,7 +2,7 @@
 //! the registration body (Eureka's `InstanceInfo` JSON) built from it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -137,6 +137,7 @@ impl EurekaRegistrationBuilder {
                 body,
                 renew_interval: self.renew_interval,
                 status: Mutex::new(self.initial_status),
+                status_unsent: AtomicBool::new(false),
                 op: tokio::sync::Mutex::new(()),
                 registrations: AtomicU64::new(0),
                 renewals: AtomicU64::new(0),

@@ -7,7 +7,13 @@
 //!   the server forgot the instance (a restart, an eviction), so it is
 //!   registered again at once;
 //! - `PUT /apps/{APP}/{id}/status?value=OUT_OF_SERVICE` to change the
-//!   status (kept, and sent again after a re-registration);
+//!   status (kept, and sent again after a re-registration). Eureka
+//!   registers an instance UP whatever status its registration carries
+//!   (its `AlwaysAvailableRule`), so a status other than UP lives in the
+//!   server only once this call succeeds: until one does, every renewal
+//!   sends it again, and a [`start`](EurekaRegistration::start) whose
+//!   status cannot be set cancels the registration it made, so a draining
+//!   instance is never left UP;
 //! - `DELETE /apps/{APP}/{id}` on graceful shutdown.
 //!
 //! Renewals go on through a Eureka outage (each failure is logged and
@@ -32,7 +38,7 @@
 mod builder;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,6 +62,11 @@ struct Shared {
     /// The status wanted now: registered with, and set again after, every
     /// (re-)registration.
     status: Mutex<InstanceStatus>,
+    /// Whether the server may not hold the wanted status: a status change
+    /// or a (re-)registration with a status other than UP whose status
+    /// call has not succeeded. Every renewal sends the status until one
+    /// does (Eureka would serve the instance UP meanwhile).
+    status_unsent: AtomicBool,
     /// Held for the whole of every exchange with the server (register,
     /// renew, status, cancel), so they never overlap: a cancel waits for a
     /// registration in flight instead of racing it.
@@ -99,8 +110,10 @@ impl Shared {
     /// Registers with the status wanted now, so a re-registration after a
     /// registry restart keeps it (UP stays UP, OUT_OF_SERVICE stays
     /// OUT_OF_SERVICE); a status other than UP is also set as the
-    /// server's override, as `set_status` does. Call with `op` held.
-    async fn register_locked(&self) -> Result<(), DiscoveryError> {
+    /// server's override, as `set_status` does. `Ok(false)` if the server
+    /// took the registration but not the status (it then serves the
+    /// instance UP; the status stays unsent). Call with `op` held.
+    async fn register_locked(&self) -> Result<Result<(), DiscoveryError>, DiscoveryError> {
         let wanted = self.status();
         let body = self.body_with(wanted)?;
         let answer = self
@@ -109,39 +122,65 @@ impl Shared {
             .await?;
         expect(answer, &[StatusCode::NO_CONTENT, StatusCode::OK])?;
         self.registrations.fetch_add(1, Ordering::Relaxed);
-        if wanted != InstanceStatus::Up {
-            self.put_status_locked(wanted).await?;
+        if wanted == InstanceStatus::Up {
+            // Served UP unless the server kept an override (it keeps them
+            // across an eviction): a status change still unsent (an UP
+            // after OUT_OF_SERVICE) stays so, for the next renewal.
+            return Ok(Ok(()));
+        }
+        self.status_unsent.store(true, Ordering::Release);
+        Ok(self.send_status_locked().await)
+    }
+
+    /// Sends the wanted status, and marks it sent if the server took it
+    /// and it is still the one wanted. Call with `op` held.
+    async fn send_status_locked(&self) -> Result<(), DiscoveryError> {
+        let status = self.status();
+        let path = format!("{}/status?value={}", self.path(), status.as_str());
+        let answer = self.http.send(Method::PUT, &path, None).await?;
+        expect(answer, &[StatusCode::OK])?;
+        if self.status() == status {
+            self.status_unsent.store(false, Ordering::Release);
         }
         Ok(())
     }
 
-    async fn register(&self) -> Result<(), DiscoveryError> {
+    /// Records `status` as wanted and sends it.
+    async fn set_status(&self, status: InstanceStatus) -> Result<(), DiscoveryError> {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
+        self.status_unsent.store(true, Ordering::Release);
         let _op = self.op.lock().await;
-        self.register_locked().await
+        // The status wanted when the lock is ours: of two racing changes,
+        // the last one asked for is the last one sent.
+        self.send_status_locked().await
     }
 
-    async fn put_status(&self, status: InstanceStatus) -> Result<(), DiscoveryError> {
-        let _op = self.op.lock().await;
-        self.put_status_locked(status).await
-    }
-
-    async fn put_status_locked(&self, status: InstanceStatus) -> Result<(), DiscoveryError> {
-        let path = format!("{}/status?value={}", self.path(), status.as_str());
-        let answer = self.http.send(Method::PUT, &path, None).await?;
-        expect(answer, &[StatusCode::OK])
-    }
-
-    /// Renews; registers again on 404.
+    /// Renews; registers again on 404; sends the wanted status again if
+    /// the server may not hold it.
     async fn renew(&self) -> Result<(), DiscoveryError> {
         let _op = self.op.lock().await;
         let answer = self.http.send(Method::PUT, &self.path(), None).await?;
         if answer.0 == StatusCode::NOT_FOUND {
             tracing::info!(app = %self.app, id = %self.id, "Eureka lost the registration; registering again");
-            return self.register_locked().await;
+            return self.register_locked().await?;
         }
         expect(answer, &[StatusCode::OK])?;
         self.renewals.fetch_add(1, Ordering::Relaxed);
+        if self.status_unsent.load(Ordering::Acquire) {
+            tracing::info!(app = %self.app, id = %self.id, status = self.status().as_str(), "sending the instance status again");
+            self.send_status_locked().await?;
+        }
         Ok(())
+    }
+
+    /// Cancels the registration (`DELETE`); a 404 (already gone) is
+    /// success. Call with `op` held.
+    async fn cancel_locked(&self) -> Result<(), DiscoveryError> {
+        let answer = self.http.send(Method::DELETE, &self.path(), None).await?;
+        if answer.0 == StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        expect(answer, &[StatusCode::OK])
     }
 }
 
@@ -212,9 +251,20 @@ impl EurekaRegistration {
     /// down or dropped.
     ///
     /// # Errors
-    /// The first registration's [`DiscoveryError`]; nothing runs then.
+    /// The first registration's [`DiscoveryError`]; nothing runs then. With
+    /// an initial status other than UP, an error setting it cancels the
+    /// registration the server took (Eureka would serve it UP), so a
+    /// failed start leaves nothing registered.
     pub async fn start(self) -> Result<RegistrationHandle, DiscoveryError> {
-        self.shared.register().await?;
+        {
+            let _op = self.shared.op.lock().await;
+            if let Err(e) = self.shared.register_locked().await? {
+                if let Err(cancel) = self.shared.cancel_locked().await {
+                    tracing::warn!(app = %self.shared.app, id = %self.shared.id, error = %cancel, "could not cancel a registration whose status was not set; Eureka serves it UP until its lease expires");
+                }
+                return Err(e);
+            }
+        }
         let weak = Arc::downgrade(&self.shared);
         let interval = self.shared.renew_interval;
         let task = TaskGuard::new(tokio::spawn(async move {
@@ -269,11 +319,11 @@ impl RegistrationHandle {
     /// kept for re-registrations.
     ///
     /// # Errors
-    /// [`DiscoveryError`] if no server accepted it (the wanted status is
-    /// still kept and sent with the next re-registration).
+    /// [`DiscoveryError`] if no server accepted it; the wanted status is
+    /// still kept, and sent again with every renewal (and re-registration)
+    /// until the server takes it.
     pub async fn set_status(&self, status: InstanceStatus) -> Result<(), DiscoveryError> {
-        *self.shared.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
-        self.shared.put_status(status).await
+        self.shared.set_status(status).await
     }
 
     /// The status last asked for.
@@ -310,14 +360,6 @@ impl RegistrationHandle {
         // registration can land after the cancel.
         let _op = self.shared.op.lock().await;
         self.task.take();
-        let answer = self
-            .shared
-            .http
-            .send(Method::DELETE, &self.shared.path(), None)
-            .await?;
-        if answer.0 == StatusCode::NOT_FOUND {
-            return Ok(());
-        }
-        expect(answer, &[StatusCode::OK])
+        self.shared.cancel_locked().await
     }
 }

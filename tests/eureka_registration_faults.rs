@@ -1,0 +1,227 @@
+//! `EurekaRegistration` when a status call fails: a draining
+//! (OUT_OF_SERVICE) instance must never be left UP in the registry.
+//!
+//! Eureka registers an instance UP whatever status its registration
+//! carries (its `InstanceStatusOverrideRule`s: a DOWN or STARTING body is
+//! believed, else an override set through the status API wins, else
+//! `AlwaysAvailableRule` gives UP), so OUT_OF_SERVICE holds only once
+//! `PUT …/status` succeeds. Found by an attack on the crate: after a
+//! registry restart, one failed status call left the instance UP for good
+//! (later renewals answered 200 and nothing sent the status again), and a
+//! `start` with `initial_status(OutOfService)` whose status call failed
+//! returned `Err` but left the instance registered UP until its lease ran
+//! out.
+//!
+//! A stub registry, not the real server: it copies the server's rules
+//! above and fails the next status call with a 500 on demand, which the
+//! real server cannot be made to do (`tests/eureka_registration.rs` runs
+//! the restart against the real server).
+#![cfg(feature = "eureka")]
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tower_ribbon::InstanceStatus;
+use tower_ribbon::discovery::eureka::EurekaRegistration;
+
+#[derive(Default)]
+struct Registry {
+    status: HashMap<String, String>, // id -> status as served
+    overrides: HashMap<String, String>,
+    fail_next_status_put: bool,
+    status_puts: usize,
+}
+
+async fn stub(reg: Arc<Mutex<Registry>>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            let reg = reg.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let reg = reg.clone();
+                    async move {
+                        let method = req.method().clone();
+                        let path = req.uri().path().to_owned();
+                        let query = req.uri().query().unwrap_or("").to_owned();
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let parts: Vec<&str> = path
+                            .trim_start_matches("/eureka/apps/")
+                            .split('/')
+                            .collect();
+                        let mut r = reg.lock().unwrap();
+                        let code = match (method.as_str(), parts.len()) {
+                            ("POST", 1) => {
+                                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                                let id = v["instance"]["instanceId"].as_str().unwrap().to_owned();
+                                let s = v["instance"]["status"].as_str().unwrap().to_owned();
+                                let served = if s != "UP" && s != "OUT_OF_SERVICE" {
+                                    s
+                                } else {
+                                    r.overrides.get(&id).cloned().unwrap_or_else(|| "UP".into())
+                                };
+                                r.status.insert(id, served);
+                                204
+                            }
+                            ("PUT", 2) => {
+                                if r.status.contains_key(parts[1]) {
+                                    200
+                                } else {
+                                    404
+                                }
+                            }
+                            ("PUT", 3) => {
+                                r.status_puts += 1;
+                                if std::mem::take(&mut r.fail_next_status_put) {
+                                    500
+                                } else if let Some(v) = query.strip_prefix("value=") {
+                                    r.overrides.insert(parts[1].to_owned(), v.to_owned());
+                                    r.status.insert(parts[1].to_owned(), v.to_owned());
+                                    200
+                                } else {
+                                    400
+                                }
+                            }
+                            ("DELETE", 2) => {
+                                r.status.remove(parts[1]);
+                                200
+                            }
+                            _ => 400,
+                        };
+                        Ok::<_, Infallible>(
+                            Response::builder()
+                                .status(code)
+                                .body(Full::new(Bytes::new()))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}/eureka")
+}
+
+/// A registration of `i1`, started.
+async fn started(url: &str) -> tower_ribbon::discovery::eureka::RegistrationHandle {
+    EurekaRegistration::builder("APP", "127.0.0.1", 9001)
+        .instance_id("i1")
+        .server_url(url)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap()
+}
+
+fn served(reg: &Mutex<Registry>) -> Option<String> {
+    reg.lock().unwrap().status.get("i1").cloned()
+}
+
+/// A draining instance; the registry restarts (forgets instances and
+/// overrides); the re-registration's status call fails once. The next
+/// renewal sends the status again, and it holds from then on.
+#[tokio::test]
+async fn a_failed_status_call_after_a_restart_is_sent_again_by_the_next_renewal() {
+    let reg = Arc::new(Mutex::new(Registry::default()));
+    let url = stub(reg.clone()).await;
+    let handle = started(&url).await;
+    handle
+        .set_status(InstanceStatus::OutOfService)
+        .await
+        .unwrap();
+    assert_eq!(served(&reg).as_deref(), Some("OUT_OF_SERVICE"));
+    {
+        let mut r = reg.lock().unwrap();
+        r.status.clear();
+        r.overrides.clear();
+        r.fail_next_status_put = true;
+    }
+    // Re-registered (served UP by the rules), the status call fails.
+    let first = handle.renew_now().await;
+    assert!(
+        matches!(
+            first,
+            Err(tower_ribbon::DiscoveryError::Status { status: 500, .. })
+        ),
+        "{first:?}"
+    );
+    assert_eq!(served(&reg).as_deref(), Some("UP"));
+    // The next renewal sends it again; later ones send nothing more.
+    handle.renew_now().await.unwrap();
+    assert_eq!(served(&reg).as_deref(), Some("OUT_OF_SERVICE"));
+    for _ in 0..4 {
+        handle.renew_now().await.unwrap();
+    }
+    assert_eq!(served(&reg).as_deref(), Some("OUT_OF_SERVICE"));
+    // Calls: the first set_status, the failed one, the one resent.
+    assert_eq!(reg.lock().unwrap().status_puts, 3);
+    assert_eq!(handle.status(), InstanceStatus::OutOfService);
+}
+
+/// `set_status` whose call fails (no restart): the status is kept and the
+/// next renewal sends it, instead of the instance staying UP while the
+/// handle says OUT_OF_SERVICE.
+#[tokio::test]
+async fn a_failed_set_status_is_sent_again_by_the_next_renewal() {
+    let reg = Arc::new(Mutex::new(Registry::default()));
+    let url = stub(reg.clone()).await;
+    let handle = started(&url).await;
+    reg.lock().unwrap().fail_next_status_put = true;
+    assert!(
+        handle
+            .set_status(InstanceStatus::OutOfService)
+            .await
+            .is_err()
+    );
+    assert_eq!(served(&reg).as_deref(), Some("UP"));
+    handle.renew_now().await.unwrap();
+    assert_eq!(served(&reg).as_deref(), Some("OUT_OF_SERVICE"));
+    handle.renew_now().await.unwrap();
+    assert_eq!(reg.lock().unwrap().status_puts, 2);
+    // Back to UP: sent once, and it holds.
+    handle.set_status(InstanceStatus::Up).await.unwrap();
+    handle.renew_now().await.unwrap();
+    assert_eq!(served(&reg).as_deref(), Some("UP"));
+    assert_eq!(reg.lock().unwrap().status_puts, 3);
+}
+
+/// `initial_status(OutOfService)` whose status call fails: `start` fails
+/// and cancels the registration the server took, instead of leaving the
+/// instance registered UP until its lease expires (90 s by default).
+#[tokio::test]
+async fn a_start_whose_status_cannot_be_set_leaves_nothing_registered() {
+    let reg = Arc::new(Mutex::new(Registry::default()));
+    reg.lock().unwrap().fail_next_status_put = true;
+    let url = stub(reg.clone()).await;
+    let started = EurekaRegistration::builder("APP", "127.0.0.1", 9001)
+        .instance_id("i1")
+        .initial_status(InstanceStatus::OutOfService)
+        .server_url(url)
+        .build()
+        .unwrap()
+        .start()
+        .await;
+    assert!(
+        matches!(
+            started,
+            Err(tower_ribbon::DiscoveryError::Status { status: 500, .. })
+        ),
+        "{:?}",
+        started.err()
+    );
+    assert_eq!(served(&reg), None);
+    assert_eq!(reg.lock().unwrap().status_puts, 1);
+}
