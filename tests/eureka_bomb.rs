@@ -1,5 +1,7 @@
 //! Decoding bombs: a tiny gzip body that inflates to an `instance` array of
-//! 4 million zeros, served by a stub on 127.0.0.1.
+//! 4 million zeros, served by a stub on 127.0.0.1; and records whose
+//! metadata costs memory out of proportion to the body (one key repeated
+//! 256 times, hundreds of distinct keys), decoded directly.
 //!
 //! Issue 11 measured this payload against the old decoder: +3.7 GB, 13 s on
 //! the async worker, one warning per element, a 2 s fetch timeout that could
@@ -266,4 +268,114 @@ async fn without_the_element_bound_the_timeout_still_ends_the_fetch() {
     );
     assert!(took < timeout + Duration::from_millis(200), "took {took:?}");
     assert!(gap < Duration::from_millis(200), "ticker stalled {gap:?}");
+}
+
+/// An application whose `records` records each carry `entries` metadata
+/// entries, with distinct keys (`k0`, `k1`, ...) or one key repeated.
+fn metadata_payload(records: usize, entries: usize, distinct: bool) -> String {
+    let meta: Vec<String> = (0..entries)
+        .map(|i| {
+            if distinct {
+                format!(r#""k{i}":"""#)
+            } else {
+                r#""a":"""#.to_owned()
+            }
+        })
+        .collect();
+    let record = format!(
+        r#"{{"hostName":"h","port":1,"metadata":{{{}}}}}"#,
+        meta.join(",")
+    );
+    format!(
+        r#"{{"application":{{"name":"A","instance":[{}]}}}}"#,
+        vec![record; records].join(",")
+    )
+}
+
+/// Heap growth (bytes kept, peak) while `work` runs.
+fn heap<T>(work: impl FnOnce() -> T) -> (T, usize, usize) {
+    let before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    let out = work();
+    let kept = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+    (out, kept, peak)
+}
+
+/// A record repeating one metadata key 256 times keeps one entry and no
+/// slack. Found by an attack: each such instance kept room for 256 entries
+/// (10 KB), so a 290 KB gzip body (127 MiB inflated, 72 730 records) kept
+/// 724 MB; this payload (8 000 records, 14.6 MB, 32 KB gzipped) kept
+/// 84 MB, 5.7 times the body. Now it keeps 2.0 MB.
+#[tokio::test(flavor = "current_thread")]
+async fn a_repeated_metadata_key_keeps_one_entry_and_no_slack() {
+    use tower_ribbon::discovery::eureka::wire;
+    let _serial = SERIAL.lock().await;
+    let json = metadata_payload(8_000, 256, false);
+    let (app, kept, peak) = heap(|| wire::parse_application(json.as_bytes()));
+    let app = app.expect("payload");
+    eprintln!(
+        "repeated key: body {} B, kept {kept} B, peak {peak} B",
+        json.len()
+    );
+    assert_eq!(app.instances.len(), 8_000);
+    assert_eq!(app.instances[0].instance.metadata().len(), 1);
+    // Each instance keeps its own fields and one entry: well under the
+    // body, where it kept 5.7 times the body before.
+    assert!(
+        kept < json.len() / 2,
+        "kept {kept} B for a {} B body",
+        json.len()
+    );
+    assert!(
+        peak < json.len(),
+        "peak {peak} B for a {} B body",
+        json.len()
+    );
+}
+
+/// The metadata of a payload's records together is bounded: records of
+/// 256 distinct keys each (about 7 bytes in the body, 40 and more in
+/// memory per entry) are refused once they pass the budget, keeping the
+/// last good list; under it they decode whole.
+#[tokio::test(flavor = "current_thread")]
+async fn metadata_past_the_payload_budget_refuses_the_payload() {
+    use tower_ribbon::discovery::eureka::wire::{self, ParseOptions};
+    let _serial = SERIAL.lock().await;
+    let options = ParseOptions::default().with_max_metadata_entries(1_000);
+    let three = metadata_payload(3, 256, true);
+    let app = wire::parse_application_with(three.as_bytes(), options).expect("768 entries");
+    assert_eq!(app.instances.len(), 3);
+    assert_eq!(app.instances[2].instance.metadata().len(), 256);
+    let four = metadata_payload(4, 256, true);
+    let refused = wire::parse_application_with(four.as_bytes(), options).unwrap_err();
+    assert!(
+        matches!(refused, WireError::TooMuchMetadata { limit: 1_000 }),
+        "{refused:?}"
+    );
+    assert_eq!(
+        refused.to_string(),
+        "more than 1000 metadata entries in one payload"
+    );
+
+    // The default budget (2^20 entries) against 8 192 such records (2^21
+    // entries, 20 MB of JSON): refused after about half of them, at a
+    // peak of 62 MB (about 60 bytes per entry kept, key copies included),
+    // where the whole payload would take twice that and 100 000 records
+    // of 256 entries 1.5 GB.
+    let json = metadata_payload(8_192, 256, true);
+    let started = Instant::now();
+    let (refused, _, peak) = heap(|| wire::parse_application(json.as_bytes()));
+    eprintln!(
+        "distinct keys: body {} B, refused after {:?}, peak {peak} B",
+        json.len(),
+        started.elapsed()
+    );
+    assert!(matches!(refused, Err(WireError::TooMuchMetadata { limit }) if limit == 1 << 20));
+    assert!(peak < 96 << 20, "peak {peak} B");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -70,6 +70,14 @@ pub enum WireError {
         /// The bound that was exceeded.
         limit: usize,
     },
+    /// More metadata entries in the payload's records together than the
+    /// configured bound
+    /// ([`ParseOptions::max_metadata_entries`](crate::discovery::eureka::wire::ParseOptions::max_metadata_entries)).
+    #[error("more than {limit} metadata entries in one payload")]
+    TooMuchMetadata {
+        /// The bound that was exceeded.
+        limit: usize,
+    },
     /// The body, after gzip inflation, exceeds the body limit.
     #[error("body larger than {limit} bytes (after gzip inflation)")]
     TooLarge {

@@ -36,6 +36,9 @@ impl Metadata {
         entries.reverse();
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         entries.dedup_by(|later, first| later.0 == first.0);
+        // No slack: a record that repeated one key 256 times keeps one
+        // entry, not room for 256 (10 KB per instance).
+        entries.shrink_to_fit();
         Self { entries }
     }
 

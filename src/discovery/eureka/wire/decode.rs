@@ -55,7 +55,7 @@ impl Ctx {
             tally: RefCell::new(Tally::default()),
             scratch: RefCell::new(Vec::new()),
             strings: RefCell::new(convert::Interner::default()),
-            keys: RefCell::new(Keys::default()),
+            keys: RefCell::new(Keys::new(options.max_metadata_entries)),
         }
     }
 
@@ -117,11 +117,15 @@ impl Ctx {
         match result {
             Ok(Some(value)) => Ok(value),
             Ok(None) => Err(WireError::NoRoot { key }),
-            Err(e) => Err(self
-                .failure
-                .borrow_mut()
-                .take()
-                .unwrap_or_else(|| WireError::from_json(e))),
+            Err(e) => Err(self.failure.borrow_mut().take().unwrap_or_else(|| {
+                if self.keys.borrow().over_budget() {
+                    WireError::TooMuchMetadata {
+                        limit: self.options.max_metadata_entries,
+                    }
+                } else {
+                    WireError::from_json(e)
+                }
+            })),
         }
     }
 }

@@ -34,8 +34,15 @@
 //! bounded by
 //! [`ParseOptions::max_instances`] (default [`DEFAULT_MAX_INSTANCES`],
 //! counting application objects too) and
-//! [`MAX_METADATA_ENTRIES`] per record, so a tiny gzip body that inflates
-//! to millions of elements is refused after `max_instances` of them.
+//! [`MAX_METADATA_ENTRIES`] per record, and the metadata of all records
+//! together by [`ParseOptions::max_metadata_entries`] (default
+//! [`DEFAULT_MAX_METADATA_ENTRIES`]), so a tiny gzip body that inflates to
+//! millions of elements is refused after `max_instances` of them, and one
+//! whose records each carry hundreds of metadata entries (about 40 bytes
+//! each in memory for 7 in the body) after a million entries: at most
+//! about 40 MiB of metadata, where 256 entries on each of 100 000 records
+//! would take a gigabyte. Repeated keys in one record keep one entry and
+//! no slack.
 //!
 //! ```
 //! use tower_ribbon::discovery::eureka::wire;
@@ -69,6 +76,11 @@ pub use crate::error::wire::{RecordError, WireError};
 /// Default of [`ParseOptions::max_instances`]: 100 000 elements, twice
 /// the 50 000 instances the default body limit is sized for.
 pub const DEFAULT_MAX_INSTANCES: usize = 100_000;
+
+/// Default of [`ParseOptions::max_metadata_entries`]: 1 048 576 metadata
+/// entries in one payload, 20 for each of the 50 000 instances the default
+/// body limit is sized for (Spring Boot instances carry a handful).
+pub const DEFAULT_MAX_METADATA_ENTRIES: usize = 1 << 20;
 
 /// Metadata entries kept per record; a record with more is skipped
 /// ([`RecordError::TooManyMetadata`]). Spring Boot instances carry a few
@@ -192,6 +204,11 @@ pub struct ParseOptions {
     /// objects) one payload may hold; more refuses the payload with
     /// [`WireError::TooManyInstances`]. Default [`DEFAULT_MAX_INSTANCES`].
     pub max_instances: usize,
+    /// Most metadata entries the records of one payload may hold together;
+    /// more refuses the payload with [`WireError::TooMuchMetadata`] (a
+    /// refresh then keeps its last good list). Default
+    /// [`DEFAULT_MAX_METADATA_ENTRIES`].
+    pub max_metadata_entries: usize,
     /// The port taken when both are enabled. Default
     /// [`PortPreference::Secure`].
     pub port_preference: PortPreference,
@@ -202,6 +219,7 @@ impl Default for ParseOptions {
         Self {
             prefer_ip_address: false,
             max_instances: DEFAULT_MAX_INSTANCES,
+            max_metadata_entries: DEFAULT_MAX_METADATA_ENTRIES,
             port_preference: PortPreference::Secure,
         }
     }
@@ -219,6 +237,13 @@ impl ParseOptions {
     #[must_use]
     pub fn with_max_instances(mut self, max: usize) -> Self {
         self.max_instances = max;
+        self
+    }
+
+    /// Sets [`ParseOptions::max_metadata_entries`].
+    #[must_use]
+    pub fn with_max_metadata_entries(mut self, max: usize) -> Self {
+        self.max_metadata_entries = max;
         self
     }
 

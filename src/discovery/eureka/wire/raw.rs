@@ -228,7 +228,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Port<'a> {
 /// is set.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Metadata {
-    /// Entries in payload order, repeated keys included.
+    /// Entries sorted by key, each key once (the last value of a repeated
+    /// key).
     pub(super) entries: Vec<(Arc<str>, String)>,
     pub(super) overflow: bool,
     pub(super) wrong_type: bool,
@@ -236,20 +237,47 @@ pub(super) struct Metadata {
 
 /// Metadata keys shared across a payload's records (a Spring payload
 /// repeats the same few keys on every instance): the first [`Keys::MAX`]
-/// distinct ones are kept, later ones are copied.
-#[derive(Debug, Default)]
-pub(super) struct Keys(Vec<Arc<str>>);
+/// distinct ones are kept, later ones are copied. It also counts the
+/// payload's metadata entries against
+/// [`ParseOptions::max_metadata_entries`](super::ParseOptions::max_metadata_entries).
+#[derive(Debug)]
+pub(super) struct Keys {
+    shared: Vec<Arc<str>>,
+    /// Entries kept so far in this payload.
+    kept: usize,
+    limit: usize,
+}
 
 impl Keys {
     const MAX: usize = 64;
 
+    /// For a payload that may keep `limit` metadata entries.
+    pub(super) fn new(limit: usize) -> Self {
+        Self {
+            shared: Vec::new(),
+            kept: 0,
+            limit,
+        }
+    }
+
+    /// Whether the payload went over its metadata budget.
+    pub(super) fn over_budget(&self) -> bool {
+        self.kept > self.limit
+    }
+
+    /// Counts `n` entries kept; `false` once the payload is over budget.
+    fn charge(&mut self, n: usize) -> bool {
+        self.kept = self.kept.saturating_add(n);
+        !self.over_budget()
+    }
+
     fn get(&mut self, key: &str) -> Arc<str> {
-        if let Some(shared) = self.0.iter().find(|k| ***k == *key) {
+        if let Some(shared) = self.shared.iter().find(|k| ***k == *key) {
             return Arc::clone(shared);
         }
         let shared: Arc<str> = Arc::from(key);
-        if self.0.len() < Self::MAX {
-            self.0.push(Arc::clone(&shared));
+        if self.shared.len() < Self::MAX {
+            self.shared.push(Arc::clone(&shared));
         }
         shared
     }
@@ -297,6 +325,16 @@ impl<'de> Visitor<'de> for MetadataSeed<'_> {
             if let Some(text) = value.into_text() {
                 meta.entries.push((self.keys.get(&key.0), text));
             }
+        }
+        // What the instance will keep counts against the payload's budget:
+        // each key once, the last value winning (as `Metadata` keeps it).
+        meta.entries.reverse();
+        meta.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        meta.entries.dedup_by(|later, first| later.0 == first.0);
+        if !self.keys.charge(meta.entries.len()) {
+            // The decoder reads `Keys::over_budget` and refuses the
+            // payload with `WireError::TooMuchMetadata`.
+            return Err(de::Error::custom("metadata budget"));
         }
         Ok(Some(meta))
     }
