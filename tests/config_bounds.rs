@@ -75,6 +75,40 @@ fn alias_bomb_is_refused_quickly_with_bounded_memory() {
     assert!(peak < MEMORY_LIMIT, "{peak} bytes");
 }
 
+/// A flow list of aliases to one large anchored scalar: the joined value
+/// is counted against the 8 MiB output budget before it is built. Found by
+/// an attack: 278 KB of YAML (a 256 KiB scalar, 4 000 aliases) reached a
+/// 1 000 MB heap peak and took 1.7 s before the error; at the 1 MiB input
+/// cap (a 512 KiB scalar, about 120 000 aliases) it would have asked for
+/// about 60 GB. The same scalar aliased as separate keys is counted
+/// before each copy.
+#[test]
+fn a_list_of_aliases_to_a_large_scalar_is_refused_before_it_is_joined() {
+    let big = "x".repeat(256 << 10);
+    for list in [
+        // One list value of 4 000 aliases.
+        format!("listOfServers: [{}]", vec!["*a"; 4_000].join(", ")),
+        // 4 000 keys, each an alias (each copied).
+        (0..4_000)
+            .map(|i| format!("k{i}: *a"))
+            .collect::<Vec<_>>()
+            .join("\n  "),
+    ] {
+        let yaml = format!("anchor: &a {big}\nribbon:\n  {list}\n");
+        assert!(yaml.len() < 1 << 20);
+        let (result, elapsed, peak) = measured(|| RibbonConfig::from_yaml_str(&yaml));
+        let err = result.expect_err("over the output budget");
+        assert_eq!(err.kind(), ConfigErrorKind::TooLarge, "{err}");
+        assert_eq!(err.limit(), Some(8 << 20), "{err}");
+        eprintln!(
+            "{} B of aliases: refused in {elapsed:?}, peak heap growth {peak} bytes",
+            yaml.len()
+        );
+        assert!(elapsed < TIME_LIMIT, "{elapsed:?}");
+        assert!(peak < MEMORY_LIMIT, "{peak} bytes");
+    }
+}
+
 #[test]
 fn aliases_within_the_budget_still_work() {
     let yaml = "defaults: &d\n  MaxAutoRetries: 2\n  ReadTimeout: 500\n\

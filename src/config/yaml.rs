@@ -156,8 +156,10 @@ struct Flat<'t> {
 }
 
 impl Flat<'_> {
-    fn emit(&mut self, key: String, value: String) -> Result<(), ConfigError> {
-        self.bytes += key.len() + value.len();
+    /// Counts `n` bytes of output against [`MAX_OUTPUT_BYTES`], before
+    /// they are built.
+    fn charge(&mut self, n: usize) -> Result<(), ConfigError> {
+        self.bytes = self.bytes.saturating_add(n);
         if self.bytes > MAX_OUTPUT_BYTES {
             return Err(ConfigError::too_large(
                 MAX_OUTPUT_BYTES as u64,
@@ -166,7 +168,6 @@ impl Flat<'_> {
                 ),
             ));
         }
-        self.out.push((key, value));
         Ok(())
     }
 
@@ -186,7 +187,13 @@ impl Flat<'_> {
         }
         let tree = self.tree;
         match tree.nodes.get(index) {
-            Some(Node::Scalar(s)) => self.emit(prefix.to_owned(), s.clone()),
+            Some(Node::Scalar(s)) => {
+                // Counted before the copy: an alias to a large scalar is
+                // copied only while the output budget lasts.
+                self.charge(prefix.len().saturating_add(s.len()))?;
+                self.out.push((prefix.to_owned(), s.clone()));
+                Ok(())
+            }
             Some(Node::Seq(items)) => self.walk_seq(items, prefix, depth),
             Some(Node::Map(items)) => self.walk_map(items, prefix, depth),
             None => Err(syntax("dangling node")),
@@ -197,9 +204,20 @@ impl Flat<'_> {
         let tree = self.tree;
         let scalars: Option<Vec<&str>> = items.iter().map(|i| tree.scalar(*i)).collect();
         if let Some(scalars) = scalars {
-            self.visits += items.len();
-            let joined = scalars.join(",");
-            return self.emit(prefix.to_owned(), joined);
+            // Aliased items count as visits, and the joined value against
+            // the output budget before it is built: a list of 4 000
+            // aliases to a 256 KiB scalar would join to 1 GB first.
+            self.visits = self.visits.saturating_add(items.len());
+            if self.visits > MAX_NODES {
+                return Err(too_many_nodes());
+            }
+            let commas = scalars.len().saturating_sub(1);
+            let len = scalars
+                .iter()
+                .fold(commas, |n, s| n.saturating_add(s.len()));
+            self.charge(prefix.len().saturating_add(len))?;
+            self.out.push((prefix.to_owned(), scalars.join(",")));
+            return Ok(());
         }
         for (i, item) in items.iter().enumerate() {
             self.walk(*item, &format!("{prefix}[{i}]"), depth + 1)?;
