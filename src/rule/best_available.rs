@@ -2,17 +2,20 @@
 //! tripped (Ribbon `BestAvailableRule`; Envoy's and SCLB's "least
 //! request" without the random sampling).
 //!
-//! One pass over the list from a rotating start offset keeps the first
-//! endpoint with the smallest in-flight count, so endpoints with equal load
-//! take turns instead of the first one in the list taking every request.
+//! One pass over the list finds the smallest in-flight count and how many
+//! endpoints share it; a rotating counter picks which of them goes, so
+//! endpoints with equal load take turns (each its own, not the turns of
+//! filtered neighbours) instead of the first one in the list taking every
+//! request.
 //! Endpoints tripped at the pick time
 //! ([`EndpointStats::is_tripped_at`](crate::stats::EndpointStats::is_tripped_at))
 //! are skipped; when every eligible endpoint is tripped, the least loaded
 //! of them is returned (Ribbon falls back to round robin over all).
 //! Wrapped, the same choice runs inside the wrapper's first non-empty tier.
 //!
-//! Build: O(1); the rotating offset is shared by every picker of the rule.
-//! Pick: one walk of the list, O(n).
+//! Build: O(1); the rotating counter is shared by every picker of the rule.
+//! Pick: one walk of the list, O(n), and part of a second when several
+//! endpoints tie.
 //!
 //! The rule sees only in-flight counts, not latency: an instance that fails
 //! fast has few requests in flight and so draws *more* traffic. Use
@@ -23,13 +26,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::walk::rotation;
 use super::{PickContext, Picker, Rule};
 use crate::instance::Endpoint;
 use crate::snapshot::Snapshot;
 
-/// Least in-flight requests among non-tripped eligible endpoints; ties go
-/// to the first endpoint after a rotating offset.
+/// Least in-flight requests among non-tripped eligible endpoints; ties
+/// take turns by a rotating counter.
 #[derive(Debug, Default)]
 pub struct BestAvailable {
     next: Arc<AtomicUsize>,
@@ -70,7 +72,13 @@ impl fmt::Debug for BestAvailablePicker {
 }
 
 impl BestAvailablePicker {
-    /// The least loaded member, non-tripped first, walking from `start`.
+    /// The least loaded member, non-tripped first; of equally loaded ones
+    /// the `start`-th (modulo their count), so ties take turns over the
+    /// members alone and no member inherits the turns of filtered or
+    /// tripped neighbours (a rotation that kept the first least loaded
+    /// after `start` gave the member after a run of filtered ones that
+    /// whole run's turns). One pass counts the ties, a second finds the
+    /// chosen one when there are several.
     #[inline]
     fn best_in(
         endpoints: &[Endpoint],
@@ -78,10 +86,16 @@ impl BestAvailablePicker {
         start: usize,
         member: impl Fn(usize, &Endpoint) -> bool,
     ) -> Option<&Endpoint> {
-        let mut best: Option<(&Endpoint, usize)> = None;
-        let mut tripped: Option<(&Endpoint, usize)> = None;
-        for i in rotation(start, endpoints.len()) {
-            let e = &endpoints[i];
+        /// The least load seen, its first endpoint and how many share it.
+        #[derive(Clone, Copy)]
+        struct Least<'e> {
+            first: &'e Endpoint,
+            load: usize,
+            ties: usize,
+        }
+        let mut best: Option<Least<'_>> = None;
+        let mut tripped: Option<Least<'_>> = None;
+        for (i, e) in endpoints.iter().enumerate() {
             if !member(i, e) {
                 continue;
             }
@@ -92,11 +106,41 @@ impl BestAvailablePicker {
             } else {
                 &mut best
             };
-            if slot.is_none_or(|(_, l)| load < l) {
-                *slot = Some((e, load));
+            match slot {
+                Some(least) if load == least.load => least.ties += 1,
+                Some(least) if load > least.load => {}
+                _ => {
+                    *slot = Some(Least {
+                        first: e,
+                        load,
+                        ties: 1,
+                    });
+                }
             }
         }
-        best.or(tripped).map(|(e, _)| e)
+        let (least, want_tripped) = match (best, tripped) {
+            (Some(least), _) => (least, false),
+            (None, Some(least)) => (least, true),
+            (None, None) => return None,
+        };
+        if least.ties == 1 {
+            return Some(least.first);
+        }
+        let tie = |i: usize, e: &Endpoint| {
+            let stats = e.stats();
+            member(i, e)
+                && stats.in_flight() == least.load
+                && stats.is_tripped_at(now) == want_tripped
+        };
+        // Loads move under concurrent requests: if no endpoint is tied any
+        // more, the first one seen is as good.
+        endpoints
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| tie(*i, e))
+            .nth(start % least.ties)
+            .map(|(_, e)| e)
+            .or(Some(least.first))
     }
 }
 

@@ -64,7 +64,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::walk::rotation;
 use super::{Domain, PickContext, Picker, Rule};
 use crate::instance::Endpoint;
 use crate::rng::AtomicRng;
@@ -159,8 +158,8 @@ impl fmt::Debug for P2cPicker {
 impl P2cPicker {
     /// A random position of `domain` (its indices into `endpoints`; every
     /// index when `None`) other than `skip` whose endpoint `usable`
-    /// accepts: up to [`DRAW_TRIES`] uniform draws, then a walk from a
-    /// random offset. Drawing inside the tier's domain keeps a pick in a
+    /// accepts: up to [`DRAW_TRIES`] uniform draws, then a uniform draw
+    /// among the usable positions (two walks). Drawing inside the tier's domain keeps a pick in a
     /// small tier (a sticky instance, a hint group, a subset) O(1) and
     /// uniform over it, instead of walking the list from a random offset
     /// (O(n), and biased to the member after the longest gap).
@@ -191,7 +190,16 @@ impl P2cPicker {
                 return Some(p);
             }
         }
-        rotation(self.rng.below(n), n).find(|&p| Some(p) != skip && ok(p))
+        // Few usable positions: a uniform draw among them (one pass to
+        // count, one to find). The first usable one after a random offset
+        // would give the member after a long run of unusable ones that
+        // whole run's draws.
+        let usable = |p: &usize| Some(*p) != skip && ok(*p);
+        let count = (0..n).filter(usable).count();
+        if count == 0 {
+            return None;
+        }
+        (0..n).filter(usable).nth(self.rng.below(count))
     }
 
     /// `peak_ewma_us × (in_flight + 1) / max(success_rate, 0.05)` at the
