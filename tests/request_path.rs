@@ -165,7 +165,8 @@ mod streaming {
     type Held = Arc<Mutex<Vec<mpsc::Sender<Bytes>>>>;
 
     /// A loopback backend answering its name; `/stream` sends its name and
-    /// then keeps the body open while the sender sits in `held`.
+    /// then keeps the body open while the sender sits in `held`; so does
+    /// `/stream503`, with status 503.
     async fn backend(name: &'static str, held: Held) -> u16 {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -176,10 +177,15 @@ mod streaming {
                     hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                         let (tx, rx) = mpsc::channel(4);
                         let _ = tx.try_send(Bytes::from_static(name.as_bytes()));
-                        if req.uri().path() == "/stream" {
+                        let path = req.uri().path();
+                        if path == "/stream" || path == "/stream503" {
                             held.lock().unwrap().push(tx);
                         }
-                        async move { Ok::<_, Infallible>(Response::new(Chunks(rx))) }
+                        let mut response = Response::new(Chunks(rx));
+                        if path == "/stream503" {
+                            *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                        }
+                        async move { Ok::<_, Infallible>(response) }
                     });
                 tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), answer));
             }
@@ -263,6 +269,52 @@ mod streaming {
         // Dropping the streams ends their attempts.
         drop(streams);
         assert_eq!(in_flight(&lb, a), Some(0));
+    }
+
+    /// A failed response handed to the caller (no retry left) is load
+    /// until its body ends, as a successful one is: its failure is
+    /// recorded at once (for the breaker and ejection), its in-flight
+    /// count lasts until the body ends or is dropped. Found by an attack:
+    /// a 5xx response's count ended with its headers, so least-loaded
+    /// rules did not see its streaming body.
+    #[tokio::test]
+    async fn a_failed_response_still_streaming_is_load_until_its_body_ends() {
+        let held: Held = Arc::default();
+        let a = backend("a", Arc::clone(&held)).await;
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let lb = LoadBalancer::builder()
+            .source(
+                StaticSource::new()
+                    .with_list("svc", &format!("127.0.0.1:{a}"))
+                    .unwrap(),
+            )
+            .service("svc")
+            .rule(BestAvailable::new)
+            .retry(RetryPolicy::none())
+            .build(client)
+            .unwrap();
+        assert!(lb.ready_service("svc").await);
+        let snap = lb.snapshot("svc").unwrap();
+        let stats = snap.endpoints()[0].stats();
+        let mut open = Vec::new();
+        for _ in 0..3 {
+            let response = lb.clone().oneshot(get("/stream503")).await.unwrap();
+            assert_eq!(response.status(), 503);
+            open.push(response);
+        }
+        assert_eq!((stats.in_flight(), stats.failures()), (3, 3));
+        // One read to its end, one dropped, one still open.
+        let first = open.remove(0).into_body().collect();
+        held.lock().unwrap().remove(0);
+        assert_eq!(first.await.unwrap().to_bytes().as_ref(), b"a");
+        assert_eq!(stats.in_flight(), 2);
+        drop(open.remove(0));
+        assert_eq!(stats.in_flight(), 1);
+        drop(open);
+        assert_eq!(
+            (stats.in_flight(), stats.failures(), stats.requests()),
+            (0, 3, 3)
+        );
     }
 
     #[tokio::test]

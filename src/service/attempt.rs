@@ -3,7 +3,9 @@
 //! record it in the instance's stats, metrics and health.
 //!
 //! A successful attempt stays in flight until its response body ends or is
-//! dropped ([`Completion`]); a failed one ends when its result arrives.
+//! dropped ([`Completion`]); a failed one is recorded when its result
+//! arrives, and stays in flight until its response body ends if that
+//! response goes to the caller (else it ends at once).
 //!
 //! The pick comes after readiness, so an instance removed or ejected while
 //! the inner service was busy (a concurrency limit, a full buffer) is not
@@ -41,7 +43,8 @@ pub(super) enum Target<'a> {
 
 /// Who holds a finished attempt's instance.
 pub(super) enum Held {
-    /// A failed attempt: ended already.
+    /// A failed attempt: recorded already, in flight until dropped (with
+    /// its response body, when the response goes to the caller).
     Failed(InFlight),
     /// A successful one: ends when the completion drops (with the body).
     Completion(Completion),
@@ -56,11 +59,13 @@ impl Held {
         }
     }
 
-    /// The completion of a successful attempt, which ends it when dropped.
-    pub(super) fn into_completion(self) -> Option<Completion> {
+    /// The completion that ends the attempt when dropped: a successful
+    /// one's (which records it then), or a failed one's whose response
+    /// goes to the caller (recorded already; only its load remains).
+    pub(super) fn into_completion(self) -> Completion {
         match self {
-            Held::Failed(_) => None,
-            Held::Completion(completion) => Some(completion),
+            Held::Failed(in_flight) => Completion::of_recorded(in_flight),
+            Held::Completion(completion) => completion,
         }
     }
 }
@@ -239,7 +244,9 @@ pub(super) fn end<R: ResponseStatus>(
         // One clock read ends the attempt for stats, metrics and ejection.
         let now = Instant::now();
         failed_after = Some(now.saturating_duration_since(sent));
-        let transition = in_flight.finish(outcome, now, config.per_instance_metrics);
+        // Recorded now; still in flight while the `Held` lives (a response
+        // handed to the caller keeps it until its body ends).
+        let transition = in_flight.record(outcome, now, config.per_instance_metrics);
         if transition != crate::stats::BreakerTransition::None {
             state.health().invalidate();
         }

@@ -27,6 +27,9 @@ pub(super) struct InFlight {
     endpoint: Endpoint,
     attempt: Option<Detached>,
     sent: Instant,
+    /// Whether the result is in the stats already (a failure is recorded
+    /// at once, and stays in flight while its response body streams).
+    recorded: bool,
 }
 
 impl InFlight {
@@ -37,6 +40,7 @@ impl InFlight {
             endpoint,
             attempt: Some(attempt),
             sent: now,
+            recorded: false,
         }
     }
 
@@ -50,26 +54,44 @@ impl InFlight {
         self.sent
     }
 
-    /// Ends the attempt at `now` with `outcome` in the instance's stats and
-    /// metrics (once; later calls do nothing). Returns what it did to the
-    /// circuit breaker.
+    /// Records the attempt's result, `outcome` at `now`, in the instance's
+    /// stats and metrics (once; later calls do nothing) and frees its
+    /// half-open probe, keeping it in flight until it is dropped: a failed
+    /// response handed to the caller is load until its body ends, as a
+    /// successful one is. Returns what it did to the circuit breaker.
+    pub(super) fn record(
+        &mut self,
+        outcome: Outcome,
+        now: Instant,
+        per_instance: bool,
+    ) -> BreakerTransition {
+        let Some(attempt) = self.attempt.as_mut().filter(|_| !self.recorded) else {
+            return BreakerTransition::None;
+        };
+        self.recorded = true;
+        let elapsed = now.saturating_duration_since(attempt.started());
+        let transition = self
+            .endpoint
+            .stats_handle()
+            .record_detached(attempt, outcome, now);
+        self.endpoint
+            .metrics(per_instance)
+            .record(outcome, elapsed.as_secs_f64(), transition);
+        transition
+    }
+
+    /// Ends the attempt at `now`: records `outcome` unless a result is
+    /// recorded already, and leaves the in-flight count.
     pub(super) fn finish(
         &mut self,
         outcome: Outcome,
         now: Instant,
         per_instance: bool,
     ) -> BreakerTransition {
-        let Some(attempt) = self.attempt.take() else {
-            return BreakerTransition::None;
-        };
-        let elapsed = now.saturating_duration_since(attempt.started());
-        let transition = self
-            .endpoint
-            .stats_handle()
-            .finish_detached(attempt, outcome, now);
-        self.endpoint
-            .metrics(per_instance)
-            .record(outcome, elapsed.as_secs_f64(), transition);
+        let transition = self.record(outcome, now, per_instance);
+        if let Some(attempt) = self.attempt.take() {
+            self.endpoint.stats_handle().cancel_detached(attempt);
+        }
         transition
     }
 }
@@ -102,6 +124,14 @@ impl Completion {
             outcome,
             per_instance,
         }
+    }
+
+    /// The completion of a failed attempt whose response goes to the
+    /// caller: its result is in the stats already (recorded when the
+    /// attempt ended), and it leaves the in-flight count with the body.
+    pub(super) fn of_recorded(in_flight: InFlight) -> Self {
+        debug_assert!(in_flight.recorded);
+        Self::new(in_flight, Outcome::OtherError, false)
     }
 
     /// Attaches the service's state.

@@ -145,7 +145,7 @@ pub(super) fn finish<T>(
     let outcome = done.outcome;
     let (result, held) = done.into_parts();
     let source = match result {
-        Ok(response) => return Ok((response, held.into_completion())),
+        Ok(response) => return Ok((response, Some(held.into_completion()))),
         Err(source) => source,
     };
     let instance = held.endpoint().to_string();

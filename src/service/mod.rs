@@ -19,7 +19,10 @@
 //! body is wrapped in a [`TrackedBody`], as tower's `PeakEwma` tracks
 //! completion through the body); its latency covers the same span, so a
 //! long stream reads as both busy and slow. A failed attempt (an error, a
-//! failure status) ends when its result arrives.
+//! failure status) is recorded when its result arrives, with the latency
+//! to then; a failure status handed to the caller (no retry follows)
+//! still counts in flight until its body ends, fails or is dropped, since
+//! its body streams from the instance as any other.
 //!
 //! **Timeouts.** Each attempt is cut off after the per-try (read) timeout,
 //! Ribbon's 5 s unless set ([`Builder::read_timeout`], Ribbon key

@@ -23,8 +23,9 @@ pub struct InFlightGuard<'a> {
 
 /// An attempt still counted in flight, held without a reference to its
 /// stats: whoever holds it also holds the stats (the balancer's attempt
-/// holds the instance) and ends it with [`EndpointStats::finish_detached`]
-/// or [`EndpointStats::cancel_detached`]. It saves the reference-count
+/// holds the instance), records its result with
+/// [`EndpointStats::record_detached`] and ends it with
+/// [`EndpointStats::cancel_detached`]. It saves the reference-count
 /// traffic of a guard that owns the stats, which on a multi-core host is
 /// a contended cache line per request.
 #[derive(Debug)]

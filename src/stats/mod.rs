@@ -363,9 +363,9 @@ impl EndpointStats {
         }
     }
 
-    /// Starts an attempt at `now` held without a guard: the caller ends it
-    /// with [`EndpointStats::finish_detached`] or
-    /// [`EndpointStats::cancel_detached`] on these stats.
+    /// Starts an attempt at `now` held without a guard: the caller records
+    /// its result with [`EndpointStats::record_detached`] (if it got one)
+    /// and ends it with [`EndpointStats::cancel_detached`] on these stats.
     pub(crate) fn start_detached(&self, now: Instant) -> Detached {
         let probe = self.begin(now);
         Detached {
@@ -374,9 +374,10 @@ impl EndpointStats {
         }
     }
 
-    /// Ends an attempt that got no result (its request was cancelled): it
-    /// only leaves the in-flight count and frees a half-open probe, as a
-    /// dropped [`InFlightGuard`] does.
+    /// Ends an attempt: it leaves the in-flight count and frees a half-open
+    /// probe not freed yet. With no result recorded (its request was
+    /// cancelled) nothing else is recorded, as a dropped [`InFlightGuard`]
+    /// does.
     pub(crate) fn cancel_detached(&self, attempt: Detached) {
         if attempt.probe {
             self.breaker.release_probe();
@@ -384,20 +385,22 @@ impl EndpointStats {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Ends an attempt started with [`EndpointStats::start_detached`]
-    /// with `outcome` at `now`, as [`InFlightGuard::finish_at`] would.
-    pub(crate) fn finish_detached(
+    /// Records the result of an attempt started with
+    /// [`EndpointStats::start_detached`] (`outcome` at `now`) and frees its
+    /// half-open probe, but keeps it in flight: a failed response whose
+    /// body still streams is load until
+    /// [`EndpointStats::cancel_detached`] ends it.
+    pub(crate) fn record_detached(
         &self,
-        attempt: Detached,
+        attempt: &mut Detached,
         outcome: Outcome,
         now: Instant,
     ) -> BreakerTransition {
         let latency = now.saturating_duration_since(attempt.started);
         let transition = self.record(outcome, latency, now);
-        if attempt.probe {
+        if std::mem::take(&mut attempt.probe) {
             self.breaker.release_probe();
         }
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
         transition
     }
 
