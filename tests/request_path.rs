@@ -317,6 +317,56 @@ mod streaming {
         );
     }
 
+    /// A body cut off after a 200 (the connection closes 3 bytes into a
+    /// 100-byte body) ends its attempt as a failure: the success rate and
+    /// outlier ejection see it, the breaker does not (no connection
+    /// failure). Before, the attempt was recorded as the success its
+    /// headers said. A raw TCP stub: no real server truncates on demand.
+    #[tokio::test]
+    async fn a_body_cut_off_after_a_200_ends_its_attempt_as_a_failure() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nabc")
+                    .await;
+                // Dropped: the body ends 97 bytes short.
+            }
+        });
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let lb = LoadBalancer::builder()
+            .source(
+                StaticSource::new()
+                    .with_list("svc", &format!("127.0.0.1:{port}"))
+                    .unwrap(),
+            )
+            .service("svc")
+            .retry(RetryPolicy::none())
+            .build(client)
+            .unwrap();
+        assert!(lb.ready_service("svc").await);
+        let snap = lb.snapshot("svc").unwrap();
+        let stats = snap.endpoints()[0].stats();
+        let response = lb.clone().oneshot(get("/")).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!((stats.in_flight(), stats.failures()), (1, 0));
+        assert!(response.into_body().collect().await.is_err(), "a cut body");
+        assert_eq!(
+            (stats.in_flight(), stats.failures(), stats.requests()),
+            (0, 1, 1)
+        );
+        assert_eq!(stats.successive_connection_failures(), 0);
+        assert!(
+            stats.success_rate().is_some_and(|r| r < 0.5),
+            "{:?}",
+            stats.success_rate()
+        );
+    }
+
     #[tokio::test]
     async fn best_available_avoids_an_instance_holding_long_streams() {
         avoids_the_instance_holding_streams(BestAvailable::new).await;

@@ -134,6 +134,16 @@ impl Completion {
         Self::new(in_flight, Outcome::OtherError, false)
     }
 
+    /// The response body failed: the attempt ends as
+    /// [`Outcome::OtherError`] (a failure for the success rate and
+    /// outlier ejection, not a connection failure for the breaker) unless
+    /// its result was recorded already.
+    pub(super) fn body_failed(&mut self) {
+        if self.outcome.is_success() {
+            self.outcome = Outcome::OtherError;
+        }
+    }
+
     /// Attaches the service's state.
     pub(super) fn with_state(mut self, state: Arc<ServiceState>) -> Self {
         self.state = Some(state);
@@ -187,7 +197,9 @@ impl<B> TrackCompletion for http::Response<B> {
 
 pin_project_lite::pin_project! {
     /// A response body that ends its attempt (in-flight count, latency,
-    /// breaker) when it yields its last frame, fails, or is dropped.
+    /// breaker) when it yields its last frame, fails, or is dropped. A
+    /// body that fails ends a successful attempt as a failure
+    /// ([`Outcome::OtherError`](crate::stats::Outcome::OtherError)).
     pub struct TrackedBody<B> {
         #[pin]
         inner: B,
@@ -218,7 +230,15 @@ impl<B: Body> Body for TrackedBody<B> {
         let mut this = self.project();
         let polled = this.inner.as_mut().poll_frame(cx);
         let ended = match &polled {
-            Poll::Ready(None | Some(Err(_))) => true,
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Err(_))) => {
+                // A body cut off (a reset, a truncated message) is a failed
+                // attempt, whatever its headers said.
+                if let Some(done) = this.done.as_mut() {
+                    done.body_failed();
+                }
+                true
+            }
             Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
             Poll::Pending => false,
         };
