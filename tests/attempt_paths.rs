@@ -539,3 +539,143 @@ async fn stale_successes_still_reset_nothing_and_fresh_ones_reset_once() {
     assert_eq!(stats.in_flight(), 0);
     assert_eq!(stats.requests(), 7);
 }
+
+// ---------------------------------------------------------------------------
+// Retry targets: a retry never goes to an instance that left the list, was
+// ejected, or tripped its breaker since the last attempt (found by an
+// attack: same-instance retries followed a removed instance 3 times and an
+// ejected one 10 times in one request; a next-instance retry with nothing
+// left to pick went back to the instance that had left).
+
+/// A balancer over `source`, refreshed every 10 ms, with `outliers`.
+async fn balancer_over(
+    script: &Script,
+    source: &StaticSource,
+    retry: RetryPolicy,
+    outliers: OutlierDetection,
+) -> LoadBalancer<Script> {
+    let mut refresh = tower_ribbon::discovery::RefreshConfig::default();
+    refresh.interval = Duration::from_millis(10);
+    refresh.jitter = 0.0;
+    let lb = LoadBalancer::builder()
+        .source(source.clone())
+        .service("svc")
+        .rule(|| RoundRobin::with_start(0))
+        .retry(
+            retry
+                .backoff(Duration::ZERO, Duration::ZERO)
+                .retryable_statuses([500]),
+        )
+        .refresh(refresh)
+        .read_timeout(None)
+        .failure_statuses(FailureStatuses::only([500]))
+        .outlier_detection(outliers)
+        .build(script.clone())
+        .unwrap();
+    assert!(lb.ready_service("svc").await);
+    lb
+}
+
+/// Sends one GET in a task; returns its handle once the script has seen
+/// its first attempt.
+async fn sent_once(
+    lb: &LoadBalancer<Script>,
+    script: &Script,
+) -> tokio::task::JoinHandle<
+    Result<Response<tower_ribbon::service::TrackedBody<Full<Bytes>>>, tower_ribbon::Error>,
+> {
+    let call = tokio::spawn(tower::ServiceExt::oneshot(lb.clone(), get()));
+    while script.seen.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    call
+}
+
+/// Waits (real time, at most 5 s) until the balancer lists `n` instances.
+async fn until_listed(lb: &LoadBalancer<Script>, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while lb.snapshot("svc").unwrap().len() != n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the list never had {n} instances"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_same_instance_retry_leaves_an_instance_removed_meanwhile() {
+    let script = Script::default();
+    let gate = Arc::new(Notify::new());
+    script.push(1, [Act::Gate(Arc::clone(&gate), 500)]);
+    let source = StaticSource::new()
+        .with_list("svc", "127.0.0.1:1,127.0.0.1:2")
+        .unwrap();
+    let retry = RetryPolicy::default().max_same(3).max_next(0);
+    let lb = balancer_over(&script, &source, retry, OutlierDetection::disabled()).await;
+    let call = sent_once(&lb, &script).await;
+    // Port 1 leaves the list while its attempt is on the wire.
+    source.set_list("svc", "127.0.0.1:2").unwrap();
+    until_listed(&lb, 1).await;
+    gate.notify_one();
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        script.seen(),
+        [1, 2],
+        "the retry went to the instance still listed"
+    );
+}
+
+#[tokio::test]
+async fn a_same_instance_retry_leaves_an_ejected_instance() {
+    let script = Script::default();
+    script.push(1, std::iter::repeat_n(Act::Status(500), 10));
+    let source = StaticSource::new()
+        .with_list("svc", "127.0.0.1:1,127.0.0.1:2")
+        .unwrap();
+    let retry = RetryPolicy::default().max_same(9).max_next(0);
+    let lb = balancer_over(&script, &source, retry, OutlierDetection::default()).await;
+    let response = tower::ServiceExt::oneshot(lb.clone(), get()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    // Ejected at its 5th consecutive 500 (Envoy's consecutive_5xx): the
+    // 6th attempt goes to port 2.
+    assert_eq!(script.seen(), [1, 1, 1, 1, 1, 2]);
+    assert!(
+        endpoint(&lb, 1)
+            .stats()
+            .is_ejected_at(tokio::time::Instant::now())
+    );
+}
+
+#[tokio::test]
+async fn a_same_instance_retry_leaves_an_instance_whose_breaker_tripped() {
+    let script = Script::default();
+    script.push(1, [Act::Refused, Act::Refused, Act::Refused, Act::Refused]);
+    let source = StaticSource::new()
+        .with_list("svc", "127.0.0.1:1,127.0.0.1:2")
+        .unwrap();
+    let retry = RetryPolicy::default().max_same(5).max_next(0);
+    let lb = balancer_over(&script, &source, retry, OutlierDetection::disabled()).await;
+    let response = tower::ServiceExt::oneshot(lb.clone(), get()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    // Ribbon's breaker trips at the 3rd connection failure in a row.
+    assert_eq!(script.seen(), [1, 1, 1, 2]);
+}
+
+#[tokio::test]
+async fn a_next_instance_retry_never_goes_to_an_instance_that_left() {
+    let script = Script::default();
+    let gate = Arc::new(Notify::new());
+    script.push(1, [Act::Gate(Arc::clone(&gate), 500)]);
+    let source = StaticSource::new().with_list("svc", "127.0.0.1:1").unwrap();
+    let retry = RetryPolicy::default().max_same(0).max_next(1);
+    let lb = balancer_over(&script, &source, retry, OutlierDetection::disabled()).await;
+    let call = sent_once(&lb, &script).await;
+    source.set_list("svc", "").unwrap();
+    until_listed(&lb, 0).await;
+    gate.notify_one();
+    let err = call.await.unwrap().unwrap_err();
+    assert!(err.is_no_instances(), "{err}");
+    assert_eq!(script.seen(), [1], "nothing went to the instance that left");
+}

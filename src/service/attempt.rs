@@ -10,7 +10,9 @@
 //! The pick comes after readiness, so an instance removed or ejected while
 //! the inner service was busy (a concurrency limit, a full buffer) is not
 //! chosen, and the wait is not charged to any instance: an attempt's
-//! latency runs from the send to the end of the inner call.
+//! latency runs from the send to the end of the inner call. A retry to
+//! the same instance checks it again against the current list and its
+//! health, so it never follows an instance that left or was ejected.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -192,10 +194,24 @@ where
     // One clock read for the pick and the send.
     let sent = Instant::now();
     let endpoint = match target {
-        Target::Same(endpoint) => endpoint.clone(),
+        // Still listed and healthy: the same instance again.
+        Target::Same(endpoint) => match still_usable(state, endpoint, sent) {
+            Some(endpoint) => endpoint,
+            // Removed, ejected, tripped or failing active checks since the
+            // last attempt: the retry goes elsewhere, as a pick.
+            None => pick(
+                state,
+                std::slice::from_ref(endpoint),
+                call.hash_key,
+                sent,
+                request.headers(),
+            )
+            .ok_or(NotSent::NoEndpoint)?,
+        },
         Target::Pick { tried, last } => {
             { pick(state, tried, call.hash_key, sent, request.headers()) }
-                .or_else(|| last.cloned())
+                // Nothing to pick: the last instance, only if still listed.
+                .or_else(|| last.and_then(|last| listed(state, last)))
                 .ok_or(NotSent::NoEndpoint)?
         }
     };
@@ -319,6 +335,24 @@ fn observe(config: &RequestConfig, state: &ServiceState, endpoint: &Endpoint, no
         }
         state.health().invalidate();
     }
+}
+
+/// `endpoint` as the current list holds it (same identity, so the same
+/// stats), if it is still listed.
+fn listed(state: &ServiceState, endpoint: &Endpoint) -> Option<Endpoint> {
+    state
+        .picker()
+        .snapshot()
+        .endpoints()
+        .iter()
+        .find(|e| e.same_identity(endpoint))
+        .cloned()
+}
+
+/// `endpoint` for a same-instance retry: still listed and healthy at `now`
+/// (breaker available, not ejected, not failing active checks).
+fn still_usable(state: &ServiceState, endpoint: &Endpoint, now: Instant) -> Option<Endpoint> {
+    listed(state, endpoint).filter(|e| e.stats().is_healthy_at(now))
 }
 
 /// Picks an endpoint not in `tried` if one is eligible, else any.

@@ -32,7 +32,11 @@ pub(super) fn try_clone_request<B: TryCloneBody>(req: &Request<B>) -> Option<Req
 
 /// Where the next attempt goes: the same instance while same-instance
 /// retries are left (Ribbon's `MaxAutoRetries`), then an instance not
-/// tried yet (`MaxAutoRetriesNextServer`).
+/// tried yet (`MaxAutoRetriesNextServer`). A same-instance retry goes
+/// elsewhere (a pick) if its instance has left the list, been ejected,
+/// tripped its breaker or failed active checks since; a next-instance
+/// retry with nothing to pick goes back to the last instance only if it is
+/// still listed.
 pub(super) struct Walk {
     /// Instances left behind by a next-instance retry (allocated only once
     /// an attempt fails).
