@@ -879,3 +879,102 @@ async fn the_instance_cookie_key_sets_the_cookie_on_real_requests() {
         );
     }
 }
+
+/// Retry keys go by scope first, then Ribbon over Spring within a scope,
+/// and `retry.enabled=false` turns its scope's retries off. Found by an
+/// attack: a client's `retry.enabled=false` lost to global
+/// `ribbon.MaxAutoRetries*` and `ribbon.OkToRetryOnAllOperations=true`,
+/// giving 6 attempts with POST included and no warning.
+#[test]
+fn retry_keys_go_by_scope_and_retry_enabled_false_turns_its_scope_off() {
+    // (properties, max same, max next, POST retried)
+    let cases: [(&str, u32, u32, bool); 8] = [
+        // The attack's case: the client's switch beats every global key.
+        (
+            "ribbon.MaxAutoRetriesNextServer=2\nribbon.MaxAutoRetries=1\n\
+             ribbon.OkToRetryOnAllOperations=true\n\
+             spring.cloud.loadbalancer.clients.payments.retry.enabled=false",
+            0,
+            0,
+            false,
+        ),
+        // The global switch beats the global Ribbon keys (its own scope).
+        (
+            "ribbon.MaxAutoRetriesNextServer=1\nspring.cloud.loadbalancer.retry.enabled=false",
+            0,
+            0,
+            false,
+        ),
+        // The client's Ribbon key beats the global switch.
+        (
+            "payments.ribbon.MaxAutoRetries=2\nspring.cloud.loadbalancer.retry.enabled=false",
+            2,
+            0,
+            false,
+        ),
+        // The client's switch beats its own Ribbon keys too.
+        (
+            "payments.ribbon.MaxAutoRetries=1\n\
+             spring.cloud.loadbalancer.clients.payments.retry.enabled=false",
+            0,
+            0,
+            false,
+        ),
+        // The client's Spring counts beat the global Ribbon ones.
+        (
+            "ribbon.MaxAutoRetriesNextServer=1\n\
+             spring.cloud.loadbalancer.clients.payments.retry.max-retries-on-next-service-instance=3",
+            0,
+            3,
+            false,
+        ),
+        // The client's `retry-on-all-operations=false` beats the global
+        // Ribbon `true`: no POST retry.
+        (
+            "ribbon.OkToRetryOnAllOperations=true\n\
+             spring.cloud.loadbalancer.clients.payments.retry.retry-on-all-operations=false",
+            0,
+            1,
+            false,
+        ),
+        // Within one scope the Ribbon key wins over its Spring counterpart.
+        (
+            "payments.ribbon.MaxAutoRetriesNextServer=2\n\
+             spring.cloud.loadbalancer.clients.payments.retry.max-retries-on-next-service-instance=5",
+            0,
+            2,
+            false,
+        ),
+        // Global keys alone still apply.
+        (
+            "ribbon.MaxAutoRetries=1\nribbon.OkToRetryOnAllOperations=true",
+            1,
+            1,
+            true,
+        ),
+    ];
+    for (properties, same, next, post) in cases {
+        let text = format!("payments.ribbon.listOfServers=127.0.0.1:8081\n{properties}\n");
+        let config = RibbonConfig::from_properties_str(&text).unwrap();
+        {
+            let client = config.client("payments");
+            let policy = client.retry_policy();
+            assert_eq!(
+                (
+                    policy.get_max_same(),
+                    policy.get_max_next(),
+                    policy.is_idempotent(&http::Method::POST)
+                ),
+                (same, next, post),
+                "{properties}"
+            );
+        }
+    }
+    // A client the file does not name gets the global scope alone.
+    let config = RibbonConfig::from_properties_str(
+        "ribbon.MaxAutoRetries=1\nspring.cloud.loadbalancer.retry.enabled=false\n",
+    )
+    .unwrap();
+    let policy = config.client("elsewhere").retry_policy();
+    assert_eq!((policy.get_max_same(), policy.get_max_next()), (0, 0));
+}

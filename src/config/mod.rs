@@ -113,8 +113,11 @@
 //! `clients[<name>].*` for names with dots; it wins
 //! over the global form, and names a client as `<name>.ribbon.*` does) are
 //! read too: [`spring_loadbalancer`] lists each key and what it becomes.
-//! Where a Ribbon key and its Spring counterpart are both set, the Ribbon
-//! key wins.
+//! Where a Ribbon key and its Spring counterpart are both set in one scope,
+//! the Ribbon key wins; a client's own keys, Ribbon or Spring, win over
+//! the global ones. For the retry keys, `retry.enabled=false` turns its
+//! scope's retries off: a client's beats every global retry key, the
+//! global one beats the global Ribbon keys but not a client's own.
 //!
 //! Spring Cloud's `SimpleDiscoveryClient` keys,
 //! `spring.cloud.discovery.client.simple.instances.<serviceId>[i].*`, give
@@ -346,6 +349,8 @@ impl RibbonConfig {
                     name,
                     self.eureka.zone.as_deref(),
                     lb,
+                    None,
+                    &self.spring.lb.retry,
                 )
             }
         }

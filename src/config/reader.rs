@@ -185,7 +185,8 @@ impl Reader {
         let mut clients: Vec<ClientConfig> = (self.clients.iter())
             .map(|c| {
                 let lb = SpringScope::resolve(c.spring.as_ref(), &self.spring, &c.name);
-                c.ribbon.resolve(&self.defaults, &c.name, zone, lb)
+                let own_retry = c.spring.as_ref().map(|s| &s.lb.retry);
+                c.ribbon.resolve(&self.defaults, &c.name, zone, lb, own_retry, &self.spring.lb.retry)
             })
             .collect();
         let mut warnings = self.warnings;

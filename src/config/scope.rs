@@ -3,7 +3,7 @@
 
 use super::client::ClientConfig;
 use super::policies::AppIdentity;
-use super::spring_loadbalancer::LoadBalancerSettings;
+use super::spring_loadbalancer::{LoadBalancerSettings, RetrySettings};
 use crate::discovery::parse_list_of_servers;
 
 /// The Ribbon keys of one scope (global `ribbon.` or one client), read but
@@ -24,18 +24,67 @@ macro_rules! inherit {
 
 impl RibbonScope {
     /// This scope over `defaults`, as the client `name`, in `zone` (from
-    /// Eureka's metadata) with the Spring settings `lb`.
+    /// Eureka's metadata) with the Spring settings `lb` (merged) and
+    /// `own_retry` (the client's own `retry.*` Spring keys, unmerged).
+    ///
+    /// The retry keys go by scope first: whatever the client's own scope
+    /// says (its `retry.enabled=false` turns its retries off; else its
+    /// Ribbon key, else its Spring key) beats the global scope (in the same
+    /// order), so a client's `retry.enabled=false` or its Spring retry
+    /// counts are not overridden by a global `ribbon.MaxAutoRetries`. The
+    /// value in effect is shown under the Ribbon name.
     pub(crate) fn resolve(
         &self,
         defaults: &RibbonScope,
         name: &str,
         zone: Option<&str>,
         lb: LoadBalancerSettings,
+        own_retry: Option<&RetrySettings>,
+        global_retry: &RetrySettings,
     ) -> ClientConfig {
         let mut c = self.c.clone();
+        let empty = RetrySettings::default();
+        let own_retry = own_retry.unwrap_or(&empty);
+        let (mine, global) = (&self.c, &defaults.c);
+        let scopes = [(mine, own_retry), (global, global_retry)];
+        // The first scope with a say; `retry.enabled=false` there is `off`.
+        fn first<T: Clone>(
+            scopes: &[(&ClientConfig, &RetrySettings); 2],
+            ribbon: impl Fn(&ClientConfig) -> Option<T>,
+            spring: impl Fn(&RetrySettings) -> Option<T>,
+            off: Option<T>,
+        ) -> Option<T> {
+            scopes.iter().find_map(|(r, s)| match (s.enabled, &off) {
+                (Some(false), Some(off)) => Some(off.clone()),
+                _ => ribbon(r).or_else(|| spring(s)),
+            })
+        }
+        c.max_auto_retries = first(
+            &scopes,
+            |r| r.max_auto_retries,
+            |s| s.max_retries_on_same_service_instance,
+            Some(0),
+        );
+        c.max_auto_retries_next_server = first(
+            &scopes,
+            |r| r.max_auto_retries_next_server,
+            |s| s.max_retries_on_next_service_instance,
+            Some(0),
+        );
+        c.ok_to_retry_on_all_operations = first(
+            &scopes,
+            |r| r.ok_to_retry_on_all_operations,
+            |s| s.retry_on_all_operations,
+            Some(false),
+        );
+        c.retryable_status_codes = first(
+            &scopes,
+            |r| r.retryable_status_codes.clone(),
+            |s| s.retryable_status_codes.clone(),
+            None,
+        );
         inherit!(c, defaults.c;
-            rule, rule_class_name, max_auto_retries, max_auto_retries_next_server,
-            ok_to_retry_on_all_operations, retryable_status_codes, read_timeout, connect_timeout,
+            rule, rule_class_name, read_timeout, connect_timeout,
             server_list_refresh_interval, health_check_path, ping_interval, enable_zone_affinity,
             enable_zone_exclusivity, zone, vip_addresses, server_list, eureka_enabled,
             connection_failure_count_threshold, circuit_trip_timeout_factor,
