@@ -89,6 +89,11 @@ struct Inner {
     delta_fetches: AtomicU64,
     hash_mismatches: AtomicU64,
     failures: AtomicU64,
+    /// Bumped by every fetch applied: a fetch applies its answer only if
+    /// none was applied since it started, so an older answer arriving late
+    /// (a slow background fetch racing `refresh_now`) never overwrites a
+    /// newer one. The Java client's `fetchRegistryGeneration`.
+    generation: AtomicU64,
     /// `None` until the first fetch finishes; then its error, if any.
     first: watch::Sender<Option<Result<(), Arc<DiscoveryError>>>>,
     last_success: Mutex<Option<Instant>>,
@@ -156,6 +161,7 @@ impl EurekaRegistryBuilder {
             delta_fetches: AtomicU64::new(0),
             hash_mismatches: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
             first: watch::Sender::new(None),
             last_success: Mutex::new(None),
         });
@@ -220,15 +226,38 @@ impl Inner {
         }
     }
 
+    /// Takes the next generation if `started` (read before the fetch) is
+    /// still current; `false` if another fetch was applied meanwhile (this
+    /// one's answer is older). Call with the registry lock held, so answers
+    /// are applied in generation order.
+    fn take_turn(&self, started: u64) -> bool {
+        let newer = self
+            .generation
+            .compare_exchange(started, started.wrapping_add(1), Ordering::AcqRel, Ordering::Acquire)
+            .is_err();
+        if newer {
+            tracing::info!("an older Eureka answer arrived after a newer one was applied; dropped");
+        }
+        !newer
+    }
+
     async fn full(&self) -> Result<(), DiscoveryError> {
+        let started = self.generation.load(Ordering::Acquire);
         let apps = self.get("apps").await?;
-        apply(&mut self.lock(), &apps, true);
+        {
+            let mut registry = self.lock();
+            if !self.take_turn(started) {
+                return Ok(());
+            }
+            apply(&mut registry, &apps, true);
+        }
         self.full_fetches.fetch_add(1, Ordering::Relaxed);
         *self.last_success.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         Ok(())
     }
 
     async fn delta(&self) -> Result<(), DiscoveryError> {
+        let started = self.generation.load(Ordering::Acquire);
         let delta = match self.get("apps/delta").await {
             Ok(delta) => delta,
             Err(e) => {
@@ -245,6 +274,11 @@ impl Inner {
             let would_hold = copy::size_after(&registry, &delta);
             if would_hold > limit {
                 return Err(DiscoveryError::RegistryFull { limit, would_hold });
+            }
+            // Another fetch applied since this one started: its answer is
+            // newer than this delta, which is dropped.
+            if !self.take_turn(started) {
+                return Ok(());
             }
             apply(&mut registry, &delta, false);
             // A delta without a hash cannot be checked: it is not taken as
