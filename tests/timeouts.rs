@@ -412,3 +412,63 @@ async fn the_h2c_client_takes_the_builders_connect_timeout() {
     assert!(err.is_connect(), "{err}");
     assert_eq!(start.elapsed(), 2 * second);
 }
+
+/// `RetryPolicy::deadline` bounds the whole request, the wait for the
+/// service's first list included. Found by an attack: the deadline clock
+/// started only once the list had arrived, so a 100 ms deadline over a
+/// registry answering in 1.5 s gave a request of 1.504 s (up to the 5 s
+/// first-fetch bound with a slower registry). Paused time, an instant
+/// inner service.
+#[tokio::test(start_paused = true)]
+async fn the_deadline_covers_the_wait_for_the_first_list() {
+    use std::convert::Infallible;
+    use tower_ribbon::discovery::{FetchFuture, InstanceSource};
+
+    /// A source whose every fetch takes 1.5 s.
+    struct Slow;
+    impl InstanceSource for Slow {
+        fn fetch<'a>(&'a self, service_id: &'a str) -> FetchFuture<'a> {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                Ok(vec![
+                    tower_ribbon::Instance::new(service_id, "127.0.0.1", 1).unwrap(),
+                ])
+            })
+        }
+    }
+    let inner = tower::service_fn(|_req: Request<Full<Bytes>>| async {
+        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::new())))
+    });
+    let build = |retry: RetryPolicy| {
+        LoadBalancer::builder()
+            .source(Slow)
+            .service("svc")
+            .retry(retry)
+            .build(inner)
+            .unwrap()
+    };
+    let get = || {
+        Request::get("http://svc/")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+
+    let lb = build(RetryPolicy::default().deadline(Duration::from_millis(100)));
+    let started = Instant::now();
+    let err = lb.clone().oneshot(get()).await.unwrap_err();
+    assert_eq!(started.elapsed(), Duration::from_millis(100));
+    assert!(err.is_discovery() && err.is_timeout(), "{err}");
+    assert_eq!(
+        err.timeout(),
+        Some(TimeoutKind::Deadline(Duration::from_millis(100)))
+    );
+    // Once the list is there, the deadline starts with each request.
+    assert!(lb.ready_service("svc").await);
+    assert_eq!(lb.oneshot(get()).await.unwrap().status(), 200);
+
+    // Without a deadline the request waits for the list (1.5 s) and succeeds.
+    let lb = build(RetryPolicy::default());
+    let started = Instant::now();
+    assert_eq!(lb.oneshot(get()).await.unwrap().status(), 200);
+    assert_eq!(started.elapsed(), Duration::from_millis(1500));
+}

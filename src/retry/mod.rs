@@ -157,8 +157,11 @@ impl RetryPolicy {
         self
     }
 
-    /// Bound on the whole request, all attempts and backoffs included; a
-    /// request past it ends with the last attempt's result, or
+    /// Bound on the whole request, all attempts and backoffs included, and
+    /// the wait for the service's first instance list (a request that
+    /// waits for it past the deadline ends with a discovery error whose
+    /// [`timeout`](crate::Error::timeout) is the deadline); a request past
+    /// it ends with the last attempt's result, or
     /// [`Error::Timeout`](crate::Error) if an attempt is cut off. Default:
     /// none.
     pub fn deadline(mut self, deadline: Duration) -> Self {

@@ -19,7 +19,7 @@ type Inner<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
 /// request is small next to an HTTP exchange. The pick itself allocates
 /// nothing.
 ///
-/// Its size is kept down on purpose (1 016 bytes around hyper-util's
+/// Its size is kept down on purpose (1 024 bytes around hyper-util's
 /// client with an empty body, held by a unit test): an allocation of at most 1 032
 /// bytes comes from glibc's per-thread cache, and the state is copied once
 /// into its box. Halving it from 2 008 bytes, with the attempt's steps made

@@ -51,16 +51,22 @@ where
         // Read from `state` where used rather than kept in locals: every
         // local that lives across an await takes room in the future.
         let config = state.request_config();
-        if !state.first_fetch_seen() && !state.wait_first_fetch_boxed().await {
-            trace::failed(&span, "discovery");
-            return Err(Error::discovery_timeout(
-                state.service_id(),
-                state.first_fetch_wait(),
-            ));
-        }
+        // Before the first list: the deadline starts before the wait for
+        // it (boxed: only the first requests of a service wait).
+        let deadline = if state.first_fetch_seen() {
+            None
+        } else {
+            match Box::pin(first_list(&state, config)).await {
+                Ok(deadline) => Some(deadline),
+                Err(err) => {
+                    trace::failed(&span, "discovery");
+                    return Err(err);
+                }
+            }
+        };
         // The list is here: the request needs only its service's state now.
         drop(keep_alive.take());
-        let Some(facts) = Facts::of(config, slot.as_ref()) else {
+        let Some(facts) = Facts::of(config, slot.as_ref(), deadline) else {
             return Err(Error::no_instances(state.service_id()));
         };
         if let Some(budget) = state.retry_budget() {
@@ -137,6 +143,40 @@ where
     }
 }
 
+/// Waits for the service's first list, for at most the first-fetch bound
+/// and until the policy's deadline, which starts now (the deadline covers
+/// the whole request, this wait included); returns that deadline. A
+/// discovery timeout when the bound passes, marked as the deadline's when
+/// the deadline comes first.
+async fn first_list(
+    state: &ServiceState,
+    config: &RequestConfig,
+) -> Result<Option<Instant>, Error> {
+    let started = Instant::now();
+    let deadline = config
+        .retry
+        .get_deadline()
+        .and_then(|d| started.checked_add(d));
+    let waited = match deadline {
+        Some(at) => tokio::time::timeout_at(at, state.wait_first_fetch_boxed()).await,
+        None => Ok(state.wait_first_fetch_boxed().await),
+    };
+    match waited {
+        Ok(true) => Ok(deadline),
+        Ok(false) => Err(Error::discovery_timeout(
+            state.service_id(),
+            state.first_fetch_wait(),
+        )),
+        Err(_) => Err(
+            Error::discovery_timeout(state.service_id(), started.elapsed()).with_timeout(
+                crate::error::TimeoutKind::Deadline(
+                    config.retry.get_deadline().unwrap_or_default(),
+                ),
+            ),
+        ),
+    }
+}
+
 /// What a request's attempts share, read once from the request.
 struct Facts {
     method: http::Method,
@@ -162,7 +202,13 @@ impl Facts {
         }
     }
 
-    fn of<B>(config: &RequestConfig, req: Option<&Request<B>>) -> Option<Self> {
+    /// `deadline`: the policy's deadline if it was computed already
+    /// (`Some`, before the wait for the first list), else computed now.
+    fn of<B>(
+        config: &RequestConfig,
+        req: Option<&Request<B>>,
+        deadline: Option<Option<Instant>>,
+    ) -> Option<Self> {
         let req = req?;
         let policy = &config.retry;
         Some(Self {
@@ -173,9 +219,11 @@ impl Facts {
                 .hash_key
                 .as_ref()
                 .and_then(|key| key.extract(req.uri(), req.headers())),
-            deadline: policy
-                .get_deadline()
-                .and_then(|d| Instant::now().checked_add(d)),
+            deadline: deadline.unwrap_or_else(|| {
+                policy
+                    .get_deadline()
+                    .and_then(|d| Instant::now().checked_add(d))
+            }),
         })
     }
 }
