@@ -271,6 +271,27 @@ mod streaming {
         assert_eq!(in_flight(&lb, a), Some(0));
     }
 
+    /// A balancer over the one instance on `port`: best available, no
+    /// retries, its list fetched.
+    async fn one_instance(
+        port: u16,
+    ) -> LoadBalancer<Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>>
+    {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let source = StaticSource::new()
+            .with_list("svc", &format!("127.0.0.1:{port}"))
+            .unwrap();
+        let lb = LoadBalancer::builder()
+            .source(source)
+            .service("svc")
+            .rule(BestAvailable::new)
+            .retry(RetryPolicy::none())
+            .build(client)
+            .unwrap();
+        assert!(lb.ready_service("svc").await);
+        lb
+    }
+
     /// A failed response handed to the caller (no retry left) is load
     /// until its body ends, as a successful one is: its failure is
     /// recorded at once (for the breaker and ejection), its in-flight
@@ -281,19 +302,7 @@ mod streaming {
     async fn a_failed_response_still_streaming_is_load_until_its_body_ends() {
         let held: Held = Arc::default();
         let a = backend("a", Arc::clone(&held)).await;
-        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-        let lb = LoadBalancer::builder()
-            .source(
-                StaticSource::new()
-                    .with_list("svc", &format!("127.0.0.1:{a}"))
-                    .unwrap(),
-            )
-            .service("svc")
-            .rule(BestAvailable::new)
-            .retry(RetryPolicy::none())
-            .build(client)
-            .unwrap();
-        assert!(lb.ready_service("svc").await);
+        let lb = one_instance(a).await;
         let snap = lb.snapshot("svc").unwrap();
         let stats = snap.endpoints()[0].stats();
         let mut open = Vec::new();
@@ -337,18 +346,7 @@ mod streaming {
                 // Dropped: the body ends 97 bytes short.
             }
         });
-        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-        let lb = LoadBalancer::builder()
-            .source(
-                StaticSource::new()
-                    .with_list("svc", &format!("127.0.0.1:{port}"))
-                    .unwrap(),
-            )
-            .service("svc")
-            .retry(RetryPolicy::none())
-            .build(client)
-            .unwrap();
-        assert!(lb.ready_service("svc").await);
+        let lb = one_instance(port).await;
         let snap = lb.snapshot("svc").unwrap();
         let stats = snap.endpoints()[0].stats();
         let response = lb.clone().oneshot(get("/")).await.unwrap();

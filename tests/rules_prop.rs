@@ -66,6 +66,31 @@ fn rules(seed: u64) -> Vec<Box<dyn Rule>> {
     ]
 }
 
+/// Trips the endpoints of `s` whose `mask` entry is true, at `now`.
+fn trip_masked(s: &Snapshot, mask: &[bool], now: Instant) {
+    for (e, _) in s.endpoints().iter().zip(mask).filter(|(_, t)| **t) {
+        trip(e, now);
+    }
+}
+
+/// A retry's exclusions over `fresh`: the endpoints `mask` marks, at least
+/// one left out; and which indices are kept.
+fn exclusions(fresh: &Snapshot, mask: &[bool]) -> (Vec<Endpoint>, Vec<bool>) {
+    let n = fresh.len();
+    let mut excluded = masked(fresh, &mask[..n]);
+    if excluded.len() == n {
+        excluded.pop();
+    }
+    let kept = (0..n)
+        .map(|i| {
+            !excluded
+                .iter()
+                .any(|x| x.same_identity(&fresh.endpoints()[i]))
+        })
+        .collect();
+    (excluded, kept)
+}
+
 /// `picks` picks of `picker` under `ctx`: the count per endpoint index.
 fn counts(picker: &dyn Picker, ctx: &PickContext<'_>, picks: usize) -> Vec<usize> {
     let s = picker.snapshot();
@@ -196,9 +221,7 @@ proptest! {
         let zone = |i: usize| if zone_mask[i] { "local" } else { "other" };
         let s = zoned(n, zone);
         let tripped = |i: usize| tripped_mask[i];
-        for (i, e) in s.endpoints().iter().enumerate() {
-            if tripped(i) { trip(e, now); }
-        }
+        trip_masked(&s, &tripped_mask, now);
         let ctx = PickContext::at(now);
         let rr = || RoundRobin::with_start(start);
         let all = |_: usize| true;
@@ -230,11 +253,8 @@ proptest! {
         // A retry's exclusions (some excluded, at least one left), plain
         // and wrapped, with nothing tripped in a fresh list.
         let fresh = zoned(n, zone);
-        let mut excluded = masked(&fresh, &excluded_mask[..n]);
-        if excluded.len() == n {
-            excluded.pop();
-        }
-        let kept = |i: usize| !excluded.iter().any(|x| x.same_identity(&fresh.endpoints()[i]));
+        let (excluded, kept) = exclusions(&fresh, &excluded_mask);
+        let kept = |i: usize| kept[i];
         let m = (0..n).filter(|&i| kept(i)).count();
         let retry = PickContext::at(now).with_excluded(&excluded);
         for (name, picker) in [
@@ -280,9 +300,7 @@ proptest! {
         let now = Instant::now();
         let s = zoned(n, |_| "z");
         let tripped = |i: usize| tripped_mask[i];
-        for (i, e) in s.endpoints().iter().enumerate() {
-            if tripped(i) { trip(e, now); }
-        }
+        trip_masked(&s, &tripped_mask, now);
         let ctx = PickContext::at(now);
         let open = |i: usize| !tripped(i);
         let any_open = (0..n).any(open);
@@ -305,11 +323,8 @@ proptest! {
         }
 
         let fresh = zoned(n, |_| "z");
-        let mut excluded = masked(&fresh, &excluded_mask[..n]);
-        if excluded.len() == n {
-            excluded.pop();
-        }
-        let kept = |i: usize| !excluded.iter().any(|x| x.same_identity(&fresh.endpoints()[i]));
+        let (excluded, kept) = exclusions(&fresh, &excluded_mask);
+        let kept = |i: usize| kept[i];
         let m = (0..n).filter(|&i| kept(i)).count();
         let retry = PickContext::at(now).with_excluded(&excluded);
         for (name, picker) in [
