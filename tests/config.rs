@@ -792,3 +792,59 @@ fn default_zone_with_a_comma_in_the_password_is_split_outside_credentials() {
     let debug = format!("{config:?}{raw_config:?}");
     assert!(!debug.contains("s3cr"), "password in Debug");
 }
+
+/// Timeouts are balancer-wide (`Builder::connect_timeout`,
+/// `Builder::read_timeout`): clients that disagree need one balancer each,
+/// and `builder()` says so instead of keeping the first client's value.
+/// Found by an attack: a second client's `ConnectTimeout` was dropped
+/// silently (60 s asked, 100 ms applied), and `ReadTimeout=0` (no bound)
+/// compared equal to unset (the 5 s default), so a client asking for no
+/// bound was cut at 5 s when another client was listed first.
+#[test]
+fn clients_with_different_timeouts_conflict() {
+    let cases = [
+        (
+            "a.ribbon.ConnectTimeout=100\nb.ribbon.ConnectTimeout=60000\n",
+            "ConnectTimeout",
+            ("100 ms", "60000 ms"),
+        ),
+        (
+            "a.ribbon.ConnectTimeout=100\n",
+            "ConnectTimeout",
+            ("100 ms", "2000 ms (default)"),
+        ),
+        (
+            "b.ribbon.ReadTimeout=0\n",
+            "ReadTimeout",
+            ("5000 ms (default)", "none (0)"),
+        ),
+    ];
+    for (keys, key, (first, second)) in cases {
+        let config = RibbonConfig::from_properties_str(&format!(
+            "a.ribbon.listOfServers=127.0.0.1:1\nb.ribbon.listOfServers=127.0.0.1:2\n{keys}"
+        ))
+        .unwrap();
+        let err = config.builder().expect_err(keys);
+        assert_eq!(err.kind(), ConfigErrorKind::Conflicting, "{err}");
+        assert_eq!(err.key(), Some(key), "{err}");
+        assert_eq!(
+            (err.value(), err.other_value()),
+            (Some(first), Some(second)),
+            "{err}"
+        );
+        // Each client alone builds, with its own value.
+        assert!(config.builder_for("a").is_ok() && config.builder_for("b").is_ok());
+    }
+    // The same values on both clients: one balancer, that value.
+    let config = RibbonConfig::from_properties_str(
+        "a.ribbon.listOfServers=127.0.0.1:1\nb.ribbon.listOfServers=127.0.0.1:2\n\
+         a.ribbon.ConnectTimeout=700\nb.ribbon.ConnectTimeout=700\n\
+         a.ribbon.ReadTimeout=0\nb.ribbon.ReadTimeout=0\n",
+    )
+    .unwrap();
+    let builder = config.builder().unwrap();
+    assert_eq!(
+        builder.get_connect_timeout(),
+        Some(Duration::from_millis(700))
+    );
+}

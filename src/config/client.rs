@@ -378,10 +378,8 @@ impl ClientConfig {
     /// The balancer-wide settings in effect, one per Ribbon key (a Spring
     /// Cloud LoadBalancer counterpart shows under the Ribbon name), as
     /// shown in a conflict.
-    pub(crate) fn balancer_settings(&self) -> [(&'static str, String); 13] {
+    pub(crate) fn balancer_settings(&self) -> [(&'static str, String); 14] {
         let v = self.retry_values();
-        let ms =
-            |d: Option<Duration>| d.map_or("none".to_owned(), |d| format!("{} ms", d.as_millis()));
         let codes = v.codes.as_ref().map_or_else(
             || "502,503,504".to_owned(),
             |c| c.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
@@ -407,7 +405,19 @@ impl ClientConfig {
             ("MaxAutoRetriesNextServer", v.next.to_string()),
             ("OkToRetryOnAllOperations", v.all_operations.to_string()),
             ("retryableStatusCodes", codes),
-            ("ReadTimeout", ms(v.per_try)),
+            // As `configure` applies them: unset keeps the default, zero
+            // means no bound.
+            (
+                "ReadTimeout",
+                timeout_setting(self.read_timeout, crate::service::DEFAULT_READ_TIMEOUT),
+            ),
+            (
+                "ConnectTimeout",
+                timeout_setting(
+                    self.connect_timeout,
+                    crate::service::DEFAULT_CONNECT_TIMEOUT,
+                ),
+            ),
             ("retry.backoff", format!("{:?}", v.backoff)),
             ("ServerListRefreshInterval", format!("{refresh:?}")),
             ("HealthCheckPath", format!("{:?}", self.health_check())),
@@ -454,6 +464,16 @@ impl ClientConfig {
             builder = builder.connect_timeout(timeout(t));
         }
         builder
+    }
+}
+
+/// A timeout key as the balancer applies it: unset is the default, zero no
+/// bound.
+fn timeout_setting(set: Option<Duration>, default: Duration) -> String {
+    match set {
+        None => format!("{} ms (default)", default.as_millis()),
+        Some(t) if t.is_zero() => "none (0)".to_owned(),
+        Some(t) => format!("{} ms", t.as_millis()),
     }
 }
 
