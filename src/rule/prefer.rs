@@ -9,9 +9,20 @@ use super::context::Domain;
 use super::{PickContext, Picker, Tier};
 use crate::instance::Endpoint;
 
-/// Picks from `inner` with two tiers: the endpoints `member` accepts
-/// (all of them inside `domain`, ascending indices, when given), else any
-/// eligible endpoint. The wrapped picker steps its own rotation once.
+/// Picks from `inner` with two tiers: the healthy endpoints `member`
+/// accepts (all of them inside `domain`, ascending indices, when given),
+/// else any eligible endpoint. The wrapped picker steps its own rotation
+/// once.
+///
+/// A preferred endpoint that is unhealthy at the pick time (breaker open
+/// or half-open with its probe out, ejected, failing active checks) is not
+/// preferred: the request goes wherever the wrapped rule sends one without
+/// a preference, as Spring Cloud LoadBalancer filters by health before
+/// sticky, hint and same-instance choices. Without this the preference was
+/// the major tier, and a wrapped rule's fail-open tier (availability
+/// filtering, zone avoidance) let a tripped preferred instance take every
+/// such request while healthy ones existed, in panic mode, where the
+/// service-wide health filter is off.
 #[inline]
 pub(crate) fn pick_preferring<'p>(
     inner: &'p dyn Picker,
@@ -19,8 +30,10 @@ pub(crate) fn pick_preferring<'p>(
     member: &dyn Fn(usize, &Endpoint) -> bool,
     domain: Domain<'_>,
 ) -> Option<&'p Endpoint> {
+    let now = ctx.now();
+    let preferred = |i: usize, e: &Endpoint| member(i, e) && e.stats().is_healthy_at(now);
     let any = |_: usize, _: &Endpoint| true;
-    let tiers: [Tier<'_>; 2] = [member, &any];
+    let tiers: [Tier<'_>; 2] = [&preferred, &any];
     let domains = [domain, None];
     let mut link = None;
     inner.pick(&ctx.with_tiers_in(&mut link, &tiers, &domains))
