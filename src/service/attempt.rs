@@ -380,7 +380,7 @@ fn pick(
 }
 
 /// Sets the instance cookie naming `endpoint` (a retry replaces the
-/// previous attempt's); an id that is not a cookie value adds none, and the
+/// previous attempt's); an id that is not a cookie value adds none (and drops a pair of that name naming another instance), and the
 /// service's first such refusal logs a warning.
 fn instance_cookie(
     headers: &mut http::HeaderMap,

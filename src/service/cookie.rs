@@ -10,7 +10,9 @@
 //! caller's sticky cookie naming an instance that was not chosen) reaches
 //! the instance with two; here the pair is replaced, so the instance sees
 //! exactly one, naming itself. SCLB also sends an empty id as `name=`;
-//! here an empty id, or one that is not a valid cookie value, adds nothing.
+//! here an empty id, or one that is not a valid cookie value, adds
+//! nothing, and a pair of that name the request carried is dropped (it
+//! would name another instance).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -64,16 +66,29 @@ impl InstanceCookies {
 
 /// Sets the pair `name=<instance id>` in `headers`: every `Cookie` field
 /// is merged into one, any pair named `name` is dropped, the others are
-/// kept in order, and the new pair goes last. `false` (and `headers`
-/// untouched) when [`instance_cookie`] refuses the id or the name.
+/// kept in order, and the new pair goes last. `false` when
+/// [`instance_cookie`] refuses the id or the name: then no pair is added,
+/// and a pair named `name` the request carried is dropped all the same (it
+/// names another instance than the one the request goes to; the rest of
+/// the header is left as it was).
 pub(super) fn set(headers: &mut HeaderMap, name: &str, instance: &Instance) -> bool {
-    let Some(pair) = instance_cookie(name, instance) else {
-        return false;
-    };
+    let pair = instance_cookie(name, instance);
+    let added = pair.is_some();
     let mut fields = headers.get_all(COOKIE).iter().peekable();
     if fields.peek().is_none() {
-        headers.insert(COOKIE, pair);
-        return true;
+        if let Some(pair) = pair {
+            headers.insert(COOKIE, pair);
+        }
+        return added;
+    }
+    let named = |p: &[u8]| pair_name(p) == name.as_bytes();
+    if pair.is_none()
+        && !headers
+            .get_all(COOKIE)
+            .iter()
+            .any(|f| f.as_bytes().split(|b| *b == b';').any(&named))
+    {
+        return false;
     }
     let mut sensitive = false;
     let mut out = Vec::new();
@@ -83,20 +98,31 @@ pub(super) fn set(headers: &mut HeaderMap, name: &str, instance: &Instance) -> b
             .as_bytes()
             .split(|b| *b == b';')
             .map(<[u8]>::trim_ascii)
-            .filter(|p| !p.is_empty() && pair_name(p) != name.as_bytes())
+            .filter(|p| !p.is_empty() && !named(p))
         {
+            if !out.is_empty() {
+                out.extend_from_slice(b"; ");
+            }
             out.extend_from_slice(kept);
-            out.extend_from_slice(b"; ");
         }
     }
-    out.extend_from_slice(pair.as_bytes());
+    if let Some(pair) = &pair {
+        if !out.is_empty() {
+            out.extend_from_slice(b"; ");
+        }
+        out.extend_from_slice(pair.as_bytes());
+    }
+    if out.is_empty() {
+        headers.remove(COOKIE);
+        return added;
+    }
     // The bytes of valid field values joined by "; ": always valid.
     let Ok(mut merged) = HeaderValue::from_bytes(&out) else {
         return false;
     };
     merged.set_sensitive(sensitive);
     headers.insert(COOKIE, merged);
-    true
+    added
 }
 
 /// The name of one `name=value` pair (the whole pair if it has no `=`).
@@ -157,6 +183,21 @@ mod tests {
             h.insert(COOKIE, HeaderValue::from_static("x=1"));
             assert!(!set(&mut h, "sc-lb-instance-id", &instance(id)), "{id:?}");
             assert_eq!(cookies(&h), ["x=1"]);
+            // A pair of that name naming another instance is dropped: the
+            // request does not go there (found by an attack: a retry to an
+            // instance whose id is not a cookie value kept the caller's
+            // pair naming the first instance).
+            let mut h = HeaderMap::new();
+            h.insert(
+                COOKIE,
+                HeaderValue::from_static("x=1; sc-lb-instance-id=a-1"),
+            );
+            assert!(!set(&mut h, "sc-lb-instance-id", &instance(id)), "{id:?}");
+            assert_eq!(cookies(&h), ["x=1"]);
+            let mut h = HeaderMap::new();
+            h.insert(COOKIE, HeaderValue::from_static("sc-lb-instance-id=a-1"));
+            assert!(!set(&mut h, "sc-lb-instance-id", &instance(id)), "{id:?}");
+            assert!(cookies(&h).is_empty());
         }
         let mut sensitive = HeaderValue::from_static("x=1");
         sensitive.set_sensitive(true);
