@@ -126,6 +126,11 @@ impl BestAvailablePicker {
         if least.ties == 1 {
             return Some(least.first);
         }
+        // Every endpoint tied (an idle, unfiltered list): the tie number
+        // `start` is the endpoint there, no second pass.
+        if least.ties == endpoints.len() {
+            return endpoints.get(start % least.ties).or(Some(least.first));
+        }
         let tie = |i: usize, e: &Endpoint| {
             let stats = e.stats();
             member(i, e)
