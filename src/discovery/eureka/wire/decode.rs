@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::raw::{Keys, RawInstance, RecordSeed, Scalar, Text};
+use super::keys::Keys;
+use super::raw::{RawInstance, RecordSeed, Scalar, Text};
 use super::{Application, Applications, ParseOptions, RecordError, Rejected, WireError, convert};
 
 /// How often (in elements) the deadline is checked.

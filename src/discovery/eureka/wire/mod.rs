@@ -69,6 +69,7 @@ use crate::instance::Instance;
 
 mod convert;
 mod decode;
+mod keys;
 mod raw;
 
 pub use crate::error::wire::{RecordError, WireError};
