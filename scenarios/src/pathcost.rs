@@ -201,6 +201,24 @@ pub async fn run(report: &mut Report) -> Result<(), BoxError> {
     let rr = lb(RetryPolicy::default()).await?;
     let rr_none = lb(RetryPolicy::none()).await?;
     let mut balance = p2c();
+    // Diagnostics: PATHCOST_ONLY=inner|rr|rr_none|p2c sends PATHCOST_N (1 000 000)
+    // requests in that mode alone and reports nothing (for instruction
+    // counts with `perf stat`, which the host's load does not move).
+    if let Ok(only) = std::env::var("PATHCOST_ONLY") {
+        let n = std::env::var("PATHCOST_N")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1_000_000);
+        let ns = match only.as_str() {
+            "inner" => direct_round(n).await,
+            "rr" => lb_round(&rr, n).await,
+            "rr_none" => lb_round(&rr_none, n).await,
+            "p2c" => p2c_round(&mut balance, n).await,
+            other => return Err(format!("PATHCOST_ONLY: unknown mode {other:?}").into()),
+        };
+        eprintln!("pathcost {only}: {ns:.0} ns/request");
+        return Ok(());
+    }
     let mut ns: [Vec<f64>; 4] = Default::default();
     // Warm-up.
     direct_round(N / 10).await;
