@@ -51,6 +51,11 @@ pub use outlier::OutlierDetection;
 
 const NO_CHANGE: u64 = u64::MAX;
 
+/// `recount_at_ms` while a recount walks the list: not due for other
+/// picks, and replaced by the recount's result only if no invalidation
+/// (which stores 0) came meanwhile.
+const RECOUNTING: u64 = u64::MAX - 1;
+
 /// Which instances of one service are healthy, recounted only when
 /// something changed or a blackout / ejection ends, so a pick over a fully
 /// healthy service pays one atomic load.
@@ -108,6 +113,13 @@ impl HealthView {
     }
 
     fn recount(&self, snapshot: &Snapshot, now: Instant) {
+        // Marked before the walk (a swap, so the walk sees every change an
+        // earlier invalidation announced): an invalidation during the walk
+        // replaces the mark with 0, and the result below does not overwrite
+        // it. (A load after the walk and a compare-exchange from that value
+        // lost such an invalidation: an instance ejected mid-walk kept its
+        // full share until the ejection ended.)
+        self.recount_at_ms.swap(RECOUNTING, Ordering::AcqRel);
         let mut unhealthy = 0usize;
         let mut next: Option<Instant> = None;
         for e in snapshot.endpoints() {
@@ -128,12 +140,14 @@ impl HealthView {
         let panic = n > 0 && healthy * 100 < self.panic_threshold_percent as usize * n;
         self.unhealthy.store(unhealthy, Ordering::Relaxed);
         self.panic.store(panic, Ordering::Relaxed);
-        let at = next.map_or(NO_CHANGE, |t| self.ms(t).max(1));
-        // An invalidation that raced with this recount keeps its 0.
-        let seen = self.recount_at_ms.load(Ordering::Acquire);
-        let _ = self
-            .recount_at_ms
-            .compare_exchange(seen, at, Ordering::AcqRel, Ordering::Relaxed);
+        let at = next.map_or(NO_CHANGE, |t| self.ms(t).clamp(1, RECOUNTING - 1));
+        // An invalidation that came during the walk keeps its 0.
+        let _ = self.recount_at_ms.compare_exchange(
+            RECOUNTING,
+            at,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
     }
 }
 
