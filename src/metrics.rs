@@ -160,6 +160,11 @@ impl EndpointMetrics {
     pub(crate) fn record(&self, outcome: Outcome, seconds: f64, transition: BreakerTransition) {
         self.outcomes[outcome_index(outcome)].increment(1);
         self.duration.record(seconds);
+        self.transition(transition);
+    }
+
+    /// Counts a move of the circuit breaker.
+    pub(crate) fn transition(&self, transition: BreakerTransition) {
         match transition {
             BreakerTransition::Tripped => self.trips.increment(1),
             BreakerTransition::Recovered => self.recoveries.increment(1),

@@ -223,6 +223,11 @@ where
         instance_cookie(request.headers_mut(), name, state, &endpoint);
     }
     let in_flight = InFlight::start(endpoint, sent);
+    if in_flight.is_probe() {
+        // The instance is out until the probe's result: the health view
+        // counts it unhealthy from the next pick.
+        state.health().invalidate();
+    }
     // The inner client's own spans are children of the attempt's.
     let fut = tracing::Instrument::instrument(inner.call(request), span.clone());
     let sending = match until(sent, call.config.per_try, call.deadline) {
@@ -255,6 +260,10 @@ pub(super) fn end<R: ResponseStatus>(
         // The state is attached by the caller, which hands over its own
         // reference when the response goes out (no count per request).
         let per_instance = config.per_instance_metrics;
+        // Any response closes the breaker (Ribbon), at its headers.
+        if in_flight.response_arrived(per_instance) != crate::stats::BreakerTransition::None {
+            state.health().invalidate();
+        }
         Held::Completion(Completion::new(in_flight, outcome, per_instance))
     } else {
         // One clock read ends the attempt for stats, metrics and ejection.

@@ -54,6 +54,29 @@ impl InFlight {
         self.sent
     }
 
+    /// Whether the attempt took its instance's half-open probe.
+    pub(super) fn is_probe(&self) -> bool {
+        self.attempt.as_ref().is_some_and(Detached::is_probe)
+    }
+
+    /// The response's headers arrived: the circuit breaker is reset and the
+    /// probe freed now, not when the body ends (see
+    /// `EndpointStats::record_response_detached`). Returns what it did to
+    /// the breaker (counted in the metrics).
+    pub(super) fn response_arrived(&mut self, per_instance: bool) -> BreakerTransition {
+        let Some(attempt) = self.attempt.as_mut().filter(|_| !self.recorded) else {
+            return BreakerTransition::None;
+        };
+        let transition = self
+            .endpoint
+            .stats_handle()
+            .record_response_detached(attempt);
+        if transition != BreakerTransition::None {
+            self.endpoint.metrics(per_instance).transition(transition);
+        }
+        transition
+    }
+
     /// Records the attempt's result, `outcome` at `now`, in the instance's
     /// stats and metrics (once; later calls do nothing) and frees its
     /// half-open probe, keeping it in flight until it is dropped: a failed

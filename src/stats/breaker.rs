@@ -6,9 +6,16 @@
 //!   `min(2^(n − threshold) × breaker_base, breaker_max)` from the failure
 //!   (defaults 10 s and 30 s: 10, 20, 30, 30 ... s), `n` the count.
 //! - **Reset.** Any response (success or failure status) resets the count
-//!   and closes the breaker (Ribbon clears it on every response).
+//!   and closes the breaker (Ribbon clears it on every response). The
+//!   balancer does this when the response's headers arrive, not when its
+//!   body ends, so a probe answered with a long stream (SSE, a watch, a
+//!   server-streaming gRPC call) gives its instance back at once.
 //! - **Half-open.** Ribbon has none; here, once the blackout ends, exactly
-//!   one request (the probe) may go; its outcome closes or re-trips.
+//!   one request (the probe) may go; its outcome closes or re-trips. The
+//!   balancer's health view counts the instance unhealthy from the moment
+//!   the probe is taken until its result (every rule, round robin
+//!   included, then skips it), and looks again every [`PROBE_RECHECK`] in
+//!   case the probe's request is dropped without a result.
 //!
 //! **Time.** Times are milliseconds since the stats were created. The end
 //! of a blackout only moves forward (`fetch_max`): a failure recorded out
@@ -58,6 +65,14 @@ pub(crate) struct Breaker {
     until_ms: AtomicU64,
     probing: AtomicBool,
 }
+
+/// How often the health view looks again at an instance whose half-open
+/// probe is in flight: the probe's result is reported at once, so this
+/// only bounds the wait when the probe's request is dropped (its instance
+/// is then half-open and free to probe again).
+pub const PROBE_RECHECK: Duration = Duration::from_secs(1);
+
+pub(crate) const PROBE_RECHECK_MS: u64 = PROBE_RECHECK.as_millis() as u64;
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -114,6 +129,13 @@ impl Breaker {
                 .probing
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
+    }
+
+    /// Whether a response has anything to reset: successive failures
+    /// counted, or a blackout (over or not) not cleared yet.
+    #[inline]
+    pub(crate) fn needs_reset(&self) -> bool {
+        self.successive.load(Ordering::Relaxed) != 0 || self.until_ms.load(Ordering::Relaxed) != 0
     }
 
     pub(crate) fn release_probe(&self) {

@@ -39,6 +39,79 @@ impl Detached {
     pub(crate) fn started(&self) -> Instant {
         self.started
     }
+
+    /// Whether the attempt holds its instance's half-open probe.
+    pub(crate) fn is_probe(&self) -> bool {
+        self.probe
+    }
+}
+
+/// Attempts held without a guard (the balancer's).
+impl EndpointStats {
+    /// Starts an attempt at `now` held without a guard: the caller records
+    /// its result with [`EndpointStats::record_detached`] (if it got one)
+    /// and ends it with [`EndpointStats::cancel_detached`] on these stats.
+    pub(crate) fn start_detached(&self, now: Instant) -> Detached {
+        let probe = self.begin(now);
+        Detached {
+            started: now,
+            probe,
+        }
+    }
+
+    /// Ends an attempt: it leaves the in-flight count and frees a half-open
+    /// probe not freed yet. With no result recorded (its request was
+    /// cancelled) nothing else is recorded, as a dropped [`InFlightGuard`]
+    /// does.
+    pub(crate) fn cancel_detached(&self, attempt: Detached) {
+        if attempt.probe {
+            self.breaker.release_probe();
+        }
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Records the result of an attempt started with
+    /// [`EndpointStats::start_detached`] (`outcome` at `now`) and frees its
+    /// half-open probe, but keeps it in flight: a failed response whose
+    /// body still streams is load until
+    /// [`EndpointStats::cancel_detached`] ends it.
+    pub(crate) fn record_detached(
+        &self,
+        attempt: &mut Detached,
+        outcome: Outcome,
+        now: Instant,
+    ) -> BreakerTransition {
+        let latency = now.saturating_duration_since(attempt.started);
+        let transition = self.record(outcome, latency, now);
+        if std::mem::take(&mut attempt.probe) {
+            self.breaker.release_probe();
+        }
+        transition
+    }
+
+    /// A response (its headers) arrived at `now` for an attempt started
+    /// with [`EndpointStats::start_detached`]: as Ribbon, any response
+    /// resets the successive connection failures and closes the breaker,
+    /// and this does it when the headers arrive rather than when the body
+    /// ends (a half-open probe answered with a long stream kept its
+    /// instance out of rotation for the stream's life); frees the
+    /// attempt's half-open probe. Reads the clock only when the breaker
+    /// has something to reset or the attempt is the probe. The attempt's
+    /// result is recorded later, as before.
+    pub(crate) fn record_response_detached(&self, attempt: &mut Detached) -> BreakerTransition {
+        if !attempt.probe && !self.breaker.needs_reset() {
+            return BreakerTransition::None;
+        }
+        let now_ms = self.ms_at(Instant::now());
+        let stale = now_ms < self.last_failure_ms.load(Ordering::Acquire);
+        let transition = self
+            .breaker
+            .record(&self.config, Outcome::Success, now_ms, stale);
+        if std::mem::take(&mut attempt.probe) {
+            self.breaker.release_probe();
+        }
+        transition
+    }
 }
 
 impl InFlightGuard<'_> {

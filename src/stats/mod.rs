@@ -325,11 +325,24 @@ impl EndpointStats {
     /// When an unhealthy endpoint becomes healthy again by itself: `None`
     /// if it is healthy or waits for an event (an active check), else the
     /// end of its blackout or ejection.
+    ///
+    /// An instance whose half-open probe is in flight is due again
+    /// [`PROBE_RECHECK`](breaker::PROBE_RECHECK) from `now` (or at its ejection's end if later):
+    /// the probe's result tells the balancer at once, and this bounds the
+    /// wait when the probe's request is dropped instead. (Its blackout's
+    /// end, in the past, made every pick recount the list while a probe
+    /// was out.)
     pub(crate) fn healthy_again_at(&self, now: Instant) -> Option<Instant> {
         if self.is_healthy_at(now) || self.is_active_unhealthy() {
             return None;
         }
-        self.instant_at(self.breaker.until_ms().max(self.ejection.until_ms()))
+        let now_ms = self.ms_at(now);
+        let mut breaker = self.breaker.until_ms();
+        if breaker != 0 && breaker <= now_ms {
+            // Over: half-open with its probe taken.
+            breaker = now_ms.saturating_add(breaker::PROBE_RECHECK_MS);
+        }
+        self.instant_at(breaker.max(self.ejection.until_ms()))
     }
 
     /// Starts an attempt now. See [`EndpointStats::start_at`].
@@ -363,57 +376,21 @@ impl EndpointStats {
         }
     }
 
-    /// Starts an attempt at `now` held without a guard: the caller records
-    /// its result with [`EndpointStats::record_detached`] (if it got one)
-    /// and ends it with [`EndpointStats::cancel_detached`] on these stats.
-    pub(crate) fn start_detached(&self, now: Instant) -> Detached {
-        let probe = self.begin(now);
-        Detached {
-            started: now,
-            probe,
-        }
-    }
-
-    /// Ends an attempt: it leaves the in-flight count and frees a half-open
-    /// probe not freed yet. With no result recorded (its request was
-    /// cancelled) nothing else is recorded, as a dropped [`InFlightGuard`]
-    /// does.
-    pub(crate) fn cancel_detached(&self, attempt: Detached) {
-        if attempt.probe {
-            self.breaker.release_probe();
-        }
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// Records the result of an attempt started with
-    /// [`EndpointStats::start_detached`] (`outcome` at `now`) and frees its
-    /// half-open probe, but keeps it in flight: a failed response whose
-    /// body still streams is load until
-    /// [`EndpointStats::cancel_detached`] ends it.
-    pub(crate) fn record_detached(
-        &self,
-        attempt: &mut Detached,
-        outcome: Outcome,
-        now: Instant,
-    ) -> BreakerTransition {
-        let latency = now.saturating_duration_since(attempt.started);
-        let transition = self.record(outcome, latency, now);
-        if std::mem::take(&mut attempt.probe) {
-            self.breaker.release_probe();
-        }
-        transition
-    }
-
     /// Counts an attempt starting at `now`; whether it is the half-open
     /// probe.
-    fn begin(&self, now: Instant) -> bool {
+    pub(super) fn begin(&self, now: Instant) -> bool {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.breaker.try_probe(self.ms_at(now))
     }
 
     /// Records a finished attempt (called by [`InFlightGuard::finish`]).
-    fn record(&self, outcome: Outcome, latency: Duration, now: Instant) -> BreakerTransition {
+    pub(super) fn record(
+        &self,
+        outcome: Outcome,
+        latency: Duration,
+        now: Instant,
+    ) -> BreakerTransition {
         let now_ms = self.ms_at(now);
         // Most records fall in a millisecond already stored: no write then.
         if now_ms > self.latest_ms.load(Ordering::Acquire) {
