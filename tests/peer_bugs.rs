@@ -34,7 +34,8 @@ use tower_ribbon::health::{ActiveHealthCheck, MANAGEMENT_PORT, OutlierDetection}
 use tower_ribbon::instance::{Endpoint, Instance};
 use tower_ribbon::retry::{RetryBudgetConfig, RetryPolicy};
 use tower_ribbon::rule::{
-    AvailabilityFiltering, BestAvailable, ConsistentHash, Random, RoundRobin, WeightedResponseTime,
+    AvailabilityFiltering, BestAvailable, ConsistentHash, Random, RoundRobin, StickySession,
+    WeightedResponseTime,
 };
 use tower_ribbon::service::HashKey;
 use tower_ribbon::stats::Outcome;
@@ -355,6 +356,29 @@ async fn sclb_1144_sticky_requests_do_not_move_the_round_robin_of_the_others() {
     for _ in 0..50 {
         let (_, p) = send(&lb, get_with("x-session", "s-1")).await.unwrap();
         assert_eq!(p, pinned);
+        free.push(send(&lb, get()).await.unwrap().1);
+    }
+    assert_eq!(count(&free), BTreeMap::from([(1, 25), (2, 25)]));
+    assert!(free.windows(2).all(|w| w[0] != w[1]), "{free:?}");
+}
+
+/// <https://github.com/spring-cloud/spring-cloud-commons/issues/1144>, the
+/// reported case: request-based sticky sessions ([`StickySession`]) over
+/// round robin, a request with the instance cookie in turn with one
+/// without. Before the fix the pinned request stepped the wrapped round
+/// robin, and all 50 cookie-less requests went to instance 2.
+#[tokio::test(start_paused = true)]
+async fn sclb_1144_cookie_pinned_requests_do_not_move_the_round_robin() {
+    let cluster = Cluster::default();
+    let lb = builder(&[1, 2])
+        .rule(|| StickySession::new(RoundRobin::with_start(0)))
+        .build(cluster.clone())
+        .unwrap();
+    ready(&lb).await;
+    let mut free = Vec::new();
+    for _ in 0..50 {
+        let pinned = get_with("cookie", "sc-lb-instance-id=127.0.0.1:1");
+        assert_eq!(send(&lb, pinned).await.unwrap().1, 1);
         free.push(send(&lb, get()).await.unwrap().1);
     }
     assert_eq!(count(&free), BTreeMap::from([(1, 25), (2, 25)]));

@@ -24,7 +24,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{PickContext, Picker, Rule};
 use crate::instance::Endpoint;
@@ -34,7 +33,7 @@ use crate::snapshot::Snapshot;
 /// take turns by a rotating counter.
 #[derive(Debug, Default)]
 pub struct BestAvailable {
-    next: Arc<AtomicUsize>,
+    next: Arc<super::cursor::Cursor>,
 }
 
 impl BestAvailable {
@@ -60,7 +59,7 @@ impl Rule for BestAvailable {
 /// The picker of [`BestAvailable`] for one list.
 struct BestAvailablePicker {
     snapshot: Arc<Snapshot>,
-    next: Arc<AtomicUsize>,
+    next: Arc<super::cursor::Cursor>,
 }
 
 impl fmt::Debug for BestAvailablePicker {
@@ -156,7 +155,7 @@ impl Picker for BestAvailablePicker {
             return None;
         }
         let now = ctx.now();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let start = self.next.step(ctx);
         if !ctx.has_tiers() {
             return Self::best_in(endpoints, now, start, |_, e| ctx.is_eligible(e));
         }

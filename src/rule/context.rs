@@ -96,6 +96,9 @@ pub struct PickContext<'a> {
     health_filter: bool,
     tiers: Option<&'a Tiers<'a>>,
     headers: Option<&'a HeaderMap>,
+    /// Set by a preference wrapper on the pick it hands to the wrapped
+    /// rule: a rotating rule steps its preferred lane (see `Cursor`).
+    preferring: bool,
 }
 
 impl Default for PickContext<'_> {
@@ -119,6 +122,7 @@ impl<'a> PickContext<'a> {
             health_filter: false,
             tiers: None,
             headers: None,
+            preferring: false,
         }
     }
 
@@ -192,6 +196,21 @@ impl<'a> PickContext<'a> {
         self.excluded.is_empty() && !self.health_filter
     }
 
+    /// The same context, marked as confined by a preference wrapper to
+    /// its preferred tier first (see `Cursor`).
+    #[inline]
+    pub(crate) fn preferring(mut self) -> Self {
+        self.preferring = true;
+        self
+    }
+
+    /// Whether a preference wrapper confines this pick to its preferred
+    /// tier first.
+    #[inline]
+    pub(crate) fn is_preferring(&self) -> bool {
+        self.preferring
+    }
+
     /// Whether a wrapping picker added tiers.
     #[inline]
     pub(crate) fn has_tiers(&self) -> bool {
@@ -239,6 +258,7 @@ impl<'a> PickContext<'a> {
             health_filter: self.health_filter,
             tiers: Some(link),
             headers: self.headers,
+            preferring: self.preferring,
         }
     }
 

@@ -72,6 +72,7 @@ pub mod availability_filtering;
 pub mod best_available;
 pub mod consistent_hash;
 mod context;
+mod cursor;
 pub mod hint;
 pub mod peak_ewma_p2c;
 mod prefer;

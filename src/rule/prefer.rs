@@ -23,6 +23,10 @@ use crate::instance::Endpoint;
 /// filtering, zone avoidance) let a tripped preferred instance take every
 /// such request while healthy ones existed, in panic mode, where the
 /// service-wide health filter is off.
+///
+/// A rotating wrapped rule steps its preferred lane for these picks
+/// (`rule::cursor`), so they do not split the rotation of the
+/// requests without a preference.
 #[inline]
 pub(crate) fn pick_preferring<'p>(
     inner: &'p dyn Picker,
@@ -32,11 +36,25 @@ pub(crate) fn pick_preferring<'p>(
 ) -> Option<&'p Endpoint> {
     let now = ctx.now();
     let preferred = |i: usize, e: &Endpoint| member(i, e) && e.stats().is_healthy_at(now);
+    // A preferred tier of one usable endpoint is the pick, whatever the
+    // wrapped rule: it takes from the first non-empty tier, and this one
+    // holds that endpoint alone. So a sticky or one-instance hint pick
+    // moves no rotation of the wrapped rule (spring-cloud-commons#1144:
+    // pinned requests in turn with others sent every other request to one
+    // instance).
+    if let Some(&[only]) = domain {
+        let i = only as usize;
+        if let Some(e) = inner.snapshot().endpoints().get(i) {
+            if preferred(i, e) && ctx.in_first_tier(i, e) {
+                return Some(e);
+            }
+        }
+    }
     let any = |_: usize, _: &Endpoint| true;
     let tiers: [Tier<'_>; 2] = [&preferred, &any];
     let domains = [domain, None];
     let mut link = None;
-    inner.pick(&ctx.with_tiers_in(&mut link, &tiers, &domains))
+    inner.pick(&ctx.with_tiers_in(&mut link, &tiers, &domains).preferring())
 }
 
 /// The index of `e` in `endpoints` when `e` is an element of that slice

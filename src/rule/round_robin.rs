@@ -21,12 +21,15 @@
 //! `m` endpoints left, `N · m` picks give each `N` up to 2.
 //!
 //! The cursor wraps on overflow and lives in the rule, not the list, so a
-//! refresh that brings the same list does not reset the rotation.
+//! refresh that brings the same list does not reset the rotation. Picks a
+//! preference wrapper (hint, subset, sticky session, same instance)
+//! confines to its preferred tier step a second cursor of their own, so
+//! they do not split the rotation of the other requests.
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::cursor::Cursor;
 use super::walk::rotate;
 use super::{PickContext, Picker, Rule};
 use crate::instance::Endpoint;
@@ -34,7 +37,7 @@ use crate::snapshot::Snapshot;
 
 /// Round robin over eligible endpoints, starting at a random offset.
 pub struct RoundRobin {
-    cursor: Arc<AtomicUsize>,
+    cursor: Arc<Cursor>,
 }
 
 impl RoundRobin {
@@ -47,7 +50,7 @@ impl RoundRobin {
     /// count), for repeatable tests.
     pub fn with_start(start: usize) -> Self {
         Self {
-            cursor: Arc::new(AtomicUsize::new(start)),
+            cursor: Arc::new(Cursor::new(start)),
         }
     }
 }
@@ -61,7 +64,7 @@ impl Default for RoundRobin {
 impl fmt::Debug for RoundRobin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RoundRobin")
-            .field("next", &self.cursor.load(Ordering::Relaxed))
+            .field("next", &self.cursor.peek())
             .finish()
     }
 }
@@ -82,14 +85,14 @@ impl Rule for RoundRobin {
 /// The picker of [`RoundRobin`] for one list.
 struct RoundRobinPicker {
     snapshot: Arc<Snapshot>,
-    cursor: Arc<AtomicUsize>,
+    cursor: Arc<Cursor>,
 }
 
 impl fmt::Debug for RoundRobinPicker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RoundRobinPicker")
             .field("instances", &self.snapshot.len())
-            .field("next", &self.cursor.load(Ordering::Relaxed))
+            .field("next", &self.cursor.peek())
             .finish()
     }
 }
@@ -101,7 +104,7 @@ impl Picker for RoundRobinPicker {
         if endpoints.is_empty() {
             return None;
         }
-        let k = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let k = self.cursor.step(ctx);
         rotate(endpoints, ctx, k)
     }
 

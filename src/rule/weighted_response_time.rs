@@ -28,7 +28,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -56,7 +56,7 @@ pub struct WeightedResponseTime {
 /// rotation and the recompute clock.
 struct Shared {
     rng: AtomicRng,
-    cursor: AtomicUsize,
+    cursor: super::cursor::Cursor,
     epoch: Instant,
     /// Time of the last recomputation, in ms since `epoch`, or [`DUE`].
     last_ms: AtomicU64,
@@ -114,7 +114,7 @@ impl WeightedResponseTime {
         Self {
             shared: Arc::new(Shared {
                 rng,
-                cursor: AtomicUsize::new(start),
+                cursor: super::cursor::Cursor::new(start),
                 epoch: Instant::now(),
                 last_ms: AtomicU64::new(0),
             }),
@@ -238,19 +238,21 @@ impl WeightedResponseTimePicker {
     /// it has one, so a small tier costs O(its size) instead of O(n).
     fn draw_members<'s>(
         &self,
+        ctx: &PickContext<'_>,
         endpoints: &'s [Endpoint],
         member: &dyn Fn(usize, &Endpoint) -> bool,
         domain: Domain<'_>,
     ) -> Option<&'s Endpoint> {
         match domain {
-            Some(d) => self.draw_in(endpoints, member, d.iter().map(|&i| i as usize)),
-            None => self.draw_in(endpoints, member, 0..endpoints.len()),
+            Some(d) => self.draw_in(ctx, endpoints, member, d.iter().map(|&i| i as usize)),
+            None => self.draw_in(ctx, endpoints, member, 0..endpoints.len()),
         }
     }
 
     /// [`Self::draw_members`] over the indices `at`, ascending.
     fn draw_in<'s>(
         &self,
+        ctx: &PickContext<'_>,
         endpoints: &'s [Endpoint],
         member: &dyn Fn(usize, &Endpoint) -> bool,
         at: impl Iterator<Item = usize> + Clone,
@@ -274,7 +276,7 @@ impl WeightedResponseTimePicker {
             return None;
         }
         if !usable(total) {
-            let k = self.shared.cursor.fetch_add(1, Ordering::Relaxed);
+            let k = self.shared.cursor.step(ctx);
             return nth_member(endpoints, member, k);
         }
         let u = self.shared.rng.unit_f64() * total;
@@ -308,10 +310,10 @@ impl Picker for WeightedResponseTimePicker {
                     return endpoints.get(i);
                 }
             }
-            let k = self.shared.cursor.fetch_add(1, Ordering::Relaxed);
+            let k = self.shared.cursor.step(ctx);
             return rotate(endpoints, ctx, k);
         }
-        ctx.find_tier_in(&mut |member, domain| self.draw_members(endpoints, member, domain))
+        ctx.find_tier_in(&mut |member, domain| self.draw_members(ctx, endpoints, member, domain))
     }
 
     fn snapshot(&self) -> &Arc<Snapshot> {

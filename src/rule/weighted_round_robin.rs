@@ -36,9 +36,9 @@
 //!
 //! [`Instance::weight`]: crate::instance::Instance::weight
 
+use super::cursor::Cursor;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::walk::{nth_member, rotate, step_in};
 use super::{PickContext, Picker, Rule};
@@ -47,7 +47,7 @@ use crate::snapshot::Snapshot;
 
 /// Smooth weighted round robin over the instances' static weights.
 pub struct WeightedRoundRobin {
-    cursor: Arc<AtomicUsize>,
+    cursor: Arc<Cursor>,
     spring: bool,
 }
 
@@ -182,7 +182,7 @@ impl WeightedRoundRobin {
     /// the cycle, for repeatable tests.
     pub fn with_start(start: usize) -> Self {
         Self {
-            cursor: Arc::new(AtomicUsize::new(start)),
+            cursor: Arc::new(Cursor::new(start)),
             spring: false,
         }
     }
@@ -208,7 +208,7 @@ impl Default for WeightedRoundRobin {
 impl fmt::Debug for WeightedRoundRobin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WeightedRoundRobin")
-            .field("next", &self.cursor.load(Ordering::Relaxed))
+            .field("next", &self.cursor.peek())
             .field("spring_weights", &self.spring)
             .finish()
     }
@@ -244,7 +244,7 @@ impl Rule for WeightedRoundRobin {
 /// The picker of [`WeightedRoundRobin`]: one precomputed cycle.
 struct WeightedRoundRobinPicker {
     snapshot: Arc<Snapshot>,
-    cursor: Arc<AtomicUsize>,
+    cursor: Arc<Cursor>,
     /// Effective (reduced, scaled) weight per endpoint.
     weights: Box<[u64]>,
     /// Indices into the snapshot's endpoints, one cycle long; empty if all
@@ -268,7 +268,7 @@ impl Picker for WeightedRoundRobinPicker {
         if endpoints.is_empty() {
             return None;
         }
-        let k = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let k = self.cursor.step(ctx);
         let seq = &*self.sequence;
         if seq.is_empty() {
             return rotate(endpoints, ctx, k);
