@@ -36,22 +36,52 @@
 //! them) until one holds an eligible instance; if none does (a table
 //! smaller than the list), round robin decides among the eligible ones.
 //!
+//! A tier with a small [`Domain`] (at most 256 possible members: the sticky
+//! instance, a hint group, a subset, a small zone) is not looked up in the
+//! table: the walk from the key's slot to a slot of the tier's `m` members
+//! takes about `n / m` steps, 20 000 for a one-instance hint group among
+//! 20 000, and gives each member the gaps before its few slots, so the
+//! spread inside the tier is as uneven as `n` is large against `M`.
+//! Such a tier uses rendezvous (highest random weight) hashing instead
+//! (Thaler and Ravishankar, "Using Name-Based Mappings to Increase Hit
+//! Rates", IEEE/ACM Transactions on Networking 6(1), 1998): each member's
+//! score is the SplitMix64 finaliser of the key's hash XOR the member's
+//! identity hash, and the highest score wins. A pick tests each position
+//! of the domain once, O(|domain|), and allocates nothing. A key's member
+//! depends only on the key and the members' identities, so it stays the
+//! same across picks and across refreshes that keep the tier (whatever
+//! happens to the other instances, and in any list order); a member that
+//! leaves the tier gives up only its own keys, spread over the rest. The
+//! scores are independent and uniform, so each of the `m` members gets
+//! `1/m` of the keys (within 1 % for 40 000 keys over 4 in the tests).
+//! A tier with a larger domain (a big zone) or none keeps the table walk:
+//! its members own a fair share of the slots, so the walk is short (about
+//! `n / m` steps for `m` members, at most `n / 256` when every position of
+//! the domain is a member) and checks that the tier has a member within
+//! the domain only.
+//!
 //! Build cost: a sort of the identities, O(n log n), then the fill; the
 //! walkers step in lockstep until every slot is taken, about `M · ln M`
 //! steps when `n < M` (the coupon collector's bound) and `n` steps plus a
-//! few rounds when `n ≥ M`. Memory: 4 bytes per slot.
+//! few rounds when `n ≥ M`. Memory: 4 bytes per slot and 8 per instance
+//! (its identity hash).
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::walk::{nth_member, rotate, rotation};
+use super::context::{Domain, Member};
+use super::walk::{rotate, rotation, step_in};
 use super::{PickContext, Picker, Rule};
 use crate::hash::{fnv1a64, mix64};
 use crate::instance::{Endpoint, Instance};
 use crate::snapshot::Snapshot;
 
 const EMPTY: u32 = u32::MAX;
+
+/// The largest tier domain picked by rendezvous hashing rather than by the
+/// table walk (see the module docs).
+const RENDEZVOUS_MAX: usize = 256;
 
 /// Consistent hashing of [`PickContext::hash_key`] onto the instances.
 pub struct ConsistentHash {
@@ -75,16 +105,17 @@ fn next_prime(n: usize) -> usize {
     n
 }
 
-/// The filled lookup table of `endpoints`: slot → index into `endpoints`.
-fn fill_table(endpoints: &[Endpoint], size: usize) -> Vec<u32> {
+/// The filled lookup table of `endpoints` (whose identity hashes are
+/// `hashes`): slot → index into `endpoints`.
+fn fill_table(endpoints: &[Endpoint], hashes: &[u64], size: usize) -> Vec<u32> {
     let m = if endpoints.is_empty() { 0 } else { size };
     let mut slots = vec![EMPTY; m];
     // A fixed, set-independent rank: identity hash, then identity.
-    let mut order: Vec<(u64, usize)> = endpoints
+    let mut order: Vec<(u64, usize)> = hashes
         .iter()
         .enumerate()
         .take(EMPTY as usize)
-        .map(|(i, e)| (identity_hash(e.instance()), i))
+        .map(|(i, &h)| (h, i))
         .collect();
     // Stable: equal identities keep list order.
     order.sort_by(|&(ha, a), &(hb, b)| {
@@ -167,8 +198,14 @@ impl fmt::Debug for ConsistentHash {
 
 impl Rule for ConsistentHash {
     fn build(&self, snapshot: &Arc<Snapshot>) -> Arc<dyn Picker> {
+        let endpoints = snapshot.endpoints();
+        let hashes: Box<[u64]> = endpoints
+            .iter()
+            .map(|e| identity_hash(e.instance()))
+            .collect();
         Arc::new(ConsistentHashPicker {
-            slots: fill_table(snapshot.endpoints(), self.table_size).into(),
+            slots: fill_table(endpoints, &hashes, self.table_size).into(),
+            hashes,
             snapshot: Arc::clone(snapshot),
             cursor: Arc::clone(&self.cursor),
         })
@@ -185,6 +222,8 @@ struct ConsistentHashPicker {
     cursor: Arc<AtomicUsize>,
     /// Slot → index into the snapshot's endpoints.
     slots: Box<[u32]>,
+    /// The identity hash of each endpoint, by index.
+    hashes: Box<[u64]>,
 }
 
 impl fmt::Debug for ConsistentHashPicker {
@@ -193,6 +232,47 @@ impl fmt::Debug for ConsistentHashPicker {
             .field("instances", &self.snapshot.len())
             .field("table_size", &self.slots.len())
             .finish_non_exhaustive()
+    }
+}
+
+impl ConsistentHashPicker {
+    /// The member of `domain` with the highest rendezvous score for `key`
+    /// (ties: the higher identity hash, then the later position). One
+    /// membership test per position of `domain`.
+    fn rendezvous(&self, member: Member<'_>, domain: &[u32], key: u64) -> Option<&Endpoint> {
+        let endpoints = self.snapshot.endpoints();
+        let k = mix64(key);
+        domain
+            .iter()
+            .map(|&i| i as usize)
+            .filter_map(|i| Some((i, endpoints.get(i)?, *self.hashes.get(i)?)))
+            .filter(|&(i, e, _)| member(i, e))
+            .max_by_key(|&(_, _, h)| (mix64(k ^ h), h))
+            .map(|(_, e, _)| e)
+    }
+
+    /// The first member in the table from slot `first` on, after checking
+    /// (inside `domain` when given) that the tier has one; round robin over
+    /// the domain when no slot holds a member (a table smaller than the
+    /// list).
+    fn walk(&self, member: Member<'_>, domain: Domain<'_>, first: usize) -> Option<&Endpoint> {
+        let endpoints = self.snapshot.endpoints();
+        let is_member = |i: usize| endpoints.get(i).is_some_and(|e| member(i, e));
+        let any = match domain {
+            Some(d) => d.iter().any(|&i| is_member(i as usize)),
+            None => (0..endpoints.len()).any(is_member),
+        };
+        if !any {
+            return None;
+        }
+        rotation(first, self.slots.len())
+            .map(|j| self.slots[j] as usize)
+            .find(|&i| is_member(i))
+            .and_then(|i| endpoints.get(i))
+            .or_else(|| {
+                let k = self.cursor.fetch_add(1, Ordering::Relaxed);
+                step_in(endpoints, member, domain, k)
+            })
     }
 }
 
@@ -208,19 +288,9 @@ impl Picker for ConsistentHashPicker {
         if ctx.all_eligible() && !ctx.has_tiers() {
             return endpoints.get(self.slots[first] as usize);
         }
-        ctx.find_tier(&mut |member| {
-            if !endpoints.iter().enumerate().any(|(i, e)| member(i, e)) {
-                return None;
-            }
-            rotation(first, m)
-                .map(|j| self.slots[j] as usize)
-                .find(|&i| endpoints.get(i).is_some_and(|e| member(i, e)))
-                .map(|i| &endpoints[i])
-                // A table smaller than the list may hold none of them.
-                .or_else(|| {
-                    let k = self.cursor.fetch_add(1, Ordering::Relaxed);
-                    nth_member(endpoints, member, k)
-                })
+        ctx.find_tier_in(&mut |member, domain| match domain {
+            Some(d) if d.len() <= RENDEZVOUS_MAX => self.rendezvous(member, d, key),
+            _ => self.walk(member, domain, first),
         })
     }
 
@@ -231,9 +301,12 @@ impl Picker for ConsistentHashPicker {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+
     use proptest::prelude::*;
 
     use super::*;
+    use crate::rule::Tier;
     use crate::rule::test_support::{check_changing_lists, instance, list_steps, masked};
 
     /// `n` endpoints `10.0.0.0:8080`, `10.0.0.1:8080`, …
@@ -342,6 +415,41 @@ mod tests {
                 .pick(&PickContext::new().with_hash_key(1))
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_small_tier_tests_its_domain_only() {
+        // A tier of 4 among 20 000 (a hint group, a subset) and a fallback
+        // of all: each pick tests the 4 once and never reaches the
+        // fallback. The table walk tested ~10 000 endpoints to find that
+        // the tier had a member, then ~5 000 slots.
+        let eps = crate::rule::test_support::endpoints(20_000);
+        let s = Arc::new(Snapshot::new("s", eps, 1));
+        let picker = ConsistentHash::new().build(&s);
+        let domain = [10_000u32, 10_001, 15_000, 19_999];
+        let (calls, fallback) = (Cell::new(0usize), Cell::new(0usize));
+        let only = |i: usize, _: &Endpoint| {
+            calls.set(calls.get() + 1);
+            domain.contains(&(i as u32))
+        };
+        let any = |_: usize, _: &Endpoint| {
+            fallback.set(fallback.get() + 1);
+            true
+        };
+        let tiers: [Tier<'_>; 2] = [&only, &any];
+        let domains = [Some(&domain[..]), None];
+        let mut link = None;
+        let base = PickContext::new();
+        let ctx = base.with_tiers_in(&mut link, &tiers, &domains);
+        for k in 0..1_000u64 {
+            let e = picker.pick(&ctx.with_hash_key(k)).unwrap();
+            assert!(
+                domain
+                    .iter()
+                    .any(|&i| s.endpoints()[i as usize].same_identity(e))
+            );
+        }
+        assert_eq!((calls.get(), fallback.get()), (4_000, 0));
     }
 
     proptest! {

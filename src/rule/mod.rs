@@ -31,7 +31,7 @@
 //! | [`PeakEwmaP2c`] | instances that differ in latency or health; latency-aware | Finagle `P2CPeakEwma`, tower `p2c` + `PeakEwma` |
 //! | [`WeightedResponseTime`] | instances of unequal speed; share falls as mean latency rises | Ribbon `WeightedResponseTimeRule` |
 //! | [`WeightedRoundRobin`] | static capacities from metadata `weight`; smooth, deterministic | NGINX smooth weighted round robin |
-//! | [`ConsistentHash`] | affinity: the same key to the same instance (caches, sessions) | Maglev hashing (NSDI 2016), with a fill that moves only a removed instance's keys |
+//! | [`ConsistentHash`] | affinity: the same key to the same instance (caches, sessions) | Maglev hashing (NSDI 2016), with a fill that moves only a removed instance's keys; rendezvous hashing inside a small tier (a hint group, a subset) |
 //! | [`HintBased`] | wrap another rule: prefer instances whose metadata `hint` matches the request's `X-SC-LB-Hint` header or the configured hint | SCLB `HintBasedServiceInstanceListSupplier` |
 //! | [`StickySession`] | wrap another rule: prefer the instance named by the `sc-lb-instance-id` cookie | SCLB `RequestBasedStickySessionServiceInstanceListSupplier` |
 //! | [`SameInstancePreference`] | wrap another rule: keep going to the instance chosen last time | SCLB `SameInstancePreferenceServiceInstanceListSupplier` |
