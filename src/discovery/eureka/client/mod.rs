@@ -33,6 +33,44 @@ pub(crate) enum Fetched<T> {
     NotFound,
 }
 
+/// A lease call of [`EurekaRegistration`](super::EurekaRegistration):
+/// its method, and which answers end it at the server that gave them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LeaseCall {
+    /// `POST /apps/{APP}`.
+    Register,
+    /// `PUT /apps/{APP}/{id}` (heartbeat).
+    Renew,
+    /// `PUT /apps/{APP}/{id}/status?value=…`.
+    Status,
+    /// `DELETE /apps/{APP}/{id}`.
+    Cancel,
+}
+
+impl LeaseCall {
+    fn method(self) -> Method {
+        match self {
+            Self::Register => Method::POST,
+            Self::Renew | Self::Status => Method::PUT,
+            Self::Cancel => Method::DELETE,
+        }
+    }
+
+    /// Whether `status` is this call's answer, not a reason to try the
+    /// next server. As Java's legacy `ServerStatusEvaluator`: any 2xx;
+    /// 404 for a registration and for a heartbeat (the server forgot the
+    /// instance: the caller registers again on the server that said so).
+    /// A status update's 404 tries the next server, which may hold the
+    /// instance. Two differences from Java: a 302 moves on (no redirect is
+    /// followed here, so it is no answer), and a cancel accepts only 2xx
+    /// and 404 (already gone), where Java takes any status as best effort:
+    /// `shutdown` awaits and reports the cancel, and an instance left
+    /// registered keeps getting traffic until its lease expires.
+    fn accepts(self, status: StatusCode) -> bool {
+        status.is_success() || (status == StatusCode::NOT_FOUND && self != Self::Status)
+    }
+}
+
 /// A hyper-util client bound to an ordered list of Eureka servers.
 #[derive(Clone)]
 pub(crate) struct EurekaHttp {
@@ -210,15 +248,19 @@ impl EurekaHttp {
         }
     }
 
-    /// Sends `method {base}/{path}` (with a JSON `body`, if any) to each
-    /// server in order until one answers with a status that is not 5xx;
-    /// returns that status. Transport errors, timeouts and 5xx move on to
-    /// the next server. Used by registration (register, renew, status,
-    /// cancel), whose callers interpret 2xx / 404. Returns the status and
-    /// the base URL of the server that answered.
+    /// Sends `call`'s request to `{base}/{path}` (with a JSON `body`, if
+    /// any) on each server in order until one answers with a status that
+    /// [`LeaseCall::accepts`]; returns that status and the base URL of the
+    /// server that gave it. Every other answer (transport error, timeout,
+    /// 3xx, 4xx, 5xx) moves on to the next server, as the Java client's
+    /// `RetryableEurekaHttpClient` does with its legacy
+    /// `ServerStatusEvaluator`: a peer that rate-limits (429), refuses
+    /// (401, 403) or is misrouted must not cost the lease while another
+    /// server is healthy. Used by registration (register, renew, status,
+    /// cancel), whose callers interpret 2xx / 404.
     pub(crate) async fn send(
         &self,
-        method: Method,
+        call: LeaseCall,
         path: &str,
         body: Option<Bytes>,
     ) -> Result<(StatusCode, String), DiscoveryError> {
@@ -227,7 +269,7 @@ impl EurekaHttp {
             let timeout = self.settings.request_timeout;
             let mut result = Err(DiscoveryError::AllServersFailed(Vec::new()));
             for _ in 0..2 {
-                let once = self.send_one(server, method.clone(), path, body.clone());
+                let once = self.send_one(server, call.method(), path, body.clone());
                 result = match tokio::time::timeout(timeout, once).await {
                     Ok(result) => result,
                     Err(_) => Err(DiscoveryError::Timeout {
@@ -240,13 +282,16 @@ impl EurekaHttp {
                 }
             }
             match result {
-                Ok(status) if !status.is_server_error() => {
+                Ok(status) if call.accepts(status) => {
                     return Ok((status, server.base.clone()));
                 }
-                Ok(status) => errors.push(DiscoveryError::Status {
-                    server: server.base.clone(),
-                    status: status.as_u16(),
-                }),
+                Ok(status) => {
+                    tracing::debug!(server = %server.base, status = status.as_u16(), ?call, "Eureka server refused a lease call; trying the next");
+                    errors.push(DiscoveryError::Status {
+                        server: server.base.clone(),
+                        status: status.as_u16(),
+                    });
+                }
                 Err(e) => errors.push(e),
             }
         }

@@ -16,6 +16,12 @@
 //!   instance is never left UP;
 //! - `DELETE /apps/{APP}/{id}` on graceful shutdown.
 //!
+//! Each call tries the configured servers in order until one answers it,
+//! as the Java client does: a 2xx, or a 404 to a registration, heartbeat
+//! or cancel. Any other answer (transport error, timeout, 3xx, 4xx such as
+//! a 429, 5xx) moves on to the next server, so one peer that rate-limits
+//! or refuses does not cost the lease while another is healthy.
+//!
 //! Renewals go on through a Eureka outage (each failure is logged and
 //! counted), and the instance is registered again when the server is back.
 //!
@@ -43,11 +49,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, StatusCode};
+use http::StatusCode;
 
 pub use builder::EurekaRegistrationBuilder;
 
-use super::client::{Connection, EurekaHttp};
+use super::client::{Connection, EurekaHttp, LeaseCall};
 use crate::discovery::TaskGuard;
 use crate::error::DiscoveryError;
 use crate::instance::InstanceStatus;
@@ -118,7 +124,7 @@ impl Shared {
         let body = self.body_with(wanted)?;
         let answer = self
             .http
-            .send(Method::POST, &self.app_path(), Some(body))
+            .send(LeaseCall::Register, &self.app_path(), Some(body))
             .await?;
         expect(answer, &[StatusCode::NO_CONTENT, StatusCode::OK])?;
         self.registrations.fetch_add(1, Ordering::Relaxed);
@@ -137,7 +143,7 @@ impl Shared {
     async fn send_status_locked(&self) -> Result<(), DiscoveryError> {
         let status = self.status();
         let path = format!("{}/status?value={}", self.path(), status.as_str());
-        let answer = self.http.send(Method::PUT, &path, None).await?;
+        let answer = self.http.send(LeaseCall::Status, &path, None).await?;
         expect(answer, &[StatusCode::OK])?;
         if self.status() == status {
             self.status_unsent.store(false, Ordering::Release);
@@ -159,7 +165,7 @@ impl Shared {
     /// the server may not hold it.
     async fn renew(&self) -> Result<(), DiscoveryError> {
         let _op = self.op.lock().await;
-        let answer = self.http.send(Method::PUT, &self.path(), None).await?;
+        let answer = self.http.send(LeaseCall::Renew, &self.path(), None).await?;
         if answer.0 == StatusCode::NOT_FOUND {
             tracing::info!(app = %self.app, id = %self.id, "Eureka lost the registration; registering again");
             return self.register_locked().await?;
@@ -176,7 +182,7 @@ impl Shared {
     /// Cancels the registration (`DELETE`); a 404 (already gone) is
     /// success. Call with `op` held.
     async fn cancel_locked(&self) -> Result<(), DiscoveryError> {
-        let answer = self.http.send(Method::DELETE, &self.path(), None).await?;
+        let answer = self.http.send(LeaseCall::Cancel, &self.path(), None).await?;
         if answer.0 == StatusCode::NOT_FOUND {
             return Ok(());
         }
