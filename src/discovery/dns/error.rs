@@ -17,6 +17,13 @@ pub enum DnsError {
         /// Why.
         reason: &'static str,
     },
+    /// A host target at port 0 ([`DnsTarget::host`](super::DnsTarget::host)
+    /// or `name:0`): no instance can have that port.
+    #[error("DNS target `{name}`: port 0; the port must be in 1..=65535")]
+    PortZero {
+        /// The name (cut to 64 characters).
+        name: String,
+    },
     /// A configured name is longer than [`DnsConfig::max_name_len`](super::DnsConfig::max_name_len).
     #[error("DNS name of {len} bytes is longer than {max}")]
     NameTooLong {

@@ -48,8 +48,10 @@
 //!   every weight in the group is 0 they all become 1 (RFC 2782: equal
 //!   chance); a weight 0 next to non-zero weights stays 0, which weighted
 //!   rules treat as no share (RFC 2782 gives it "a very small chance").
-//! - a single record with target `.` means "decidedly not available": the
-//!   fetch succeeds with an empty list.
+//! - an answer whose only target is `.` means "decidedly not available"
+//!   (RFC 2782): the fetch succeeds with an empty list. A `.` record next
+//!   to real targets, whatever its priority, is skipped, as is a record
+//!   with port 0.
 //!
 //! Target addresses are taken from the answer's additional section when the
 //! server sends them, otherwise looked up (A and AAAA of the target as an
@@ -95,7 +97,12 @@
 //! (sorted by address and port, then cut; [`DnsAnswer::truncated`] says so)
 //! and SRV records, names of at most [`DnsConfig::max_name_len`] bytes
 //! (longer SRV targets are skipped), one whole resolution within
-//! [`DnsConfig::resolve_timeout`]. Errors are [`DnsError`] values, carried as
+//! [`DnsConfig::resolve_timeout`]. SRV records are sorted by priority
+//! before the cut to `max_records`, so the lowest priorities are the ones
+//! kept whatever their order in the answer; the sort is bounded by the
+//! answer, one DNS message of at most 64 KiB (at most 3 449 SRV records).
+//! A host target at port 0 is refused when it is configured
+//! ([`DnsError::PortZero`]). Errors are [`DnsError`] values, carried as
 //! [`DiscoveryError::Other`](crate::DiscoveryError::Other) (downcast to read them); an unconfigured
 //! service id is [`DiscoveryError::UnknownService`](crate::DiscoveryError::UnknownService). No answer, however
 //! malformed, makes the source panic.

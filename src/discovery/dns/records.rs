@@ -37,9 +37,17 @@ pub(super) struct Resolved {
     pub(super) truncated: bool,
 }
 
-/// The SRV records of an answer, at most `max`, targets longer than
+/// The SRV records of an answer, in answer order, targets longer than
 /// `max_name_len` dropped.
-pub(super) fn parse_srv(records: &[Record], max: usize, max_name_len: usize) -> Vec<SrvRecord> {
+///
+/// Not cut to `max_records` here: the cut must come after the sort by
+/// priority ([`priority_groups`]), or a primary target listed after its
+/// backups can be the one cut. The answer bounds the work instead: it is
+/// one DNS message of at most 65 535 bytes, already held by the resolver,
+/// and an SRV record takes at least 19 of them (a compressed owner name,
+/// the fixed fields, a one-byte target), so at most 3 449 records are
+/// copied (each target at most `max_name_len` bytes) and sorted.
+pub(super) fn parse_srv(records: &[Record], max_name_len: usize) -> Vec<SrvRecord> {
     records
         .iter()
         .filter_map(|r| match &r.data {
@@ -58,17 +66,36 @@ pub(super) fn parse_srv(records: &[Record], max: usize, max_name_len: usize) -> 
             }
             _ => None,
         })
-        .take(max)
         .collect()
 }
 
+/// Whether every record of a non-empty answer has the target `.`: RFC
+/// 2782's "the service is decidedly not available at this domain". A `.`
+/// next to real targets is not that answer; it is skipped.
+pub(super) fn only_root(records: &[SrvRecord]) -> bool {
+    !records.is_empty() && records.iter().all(|r| r.target.is_empty())
+}
+
+/// The usable SRV records of an answer, grouped by priority.
+pub(super) struct PriorityGroups {
+    /// Lowest priority first; within a group by target and port.
+    pub(super) groups: Vec<Vec<SrvRecord>>,
+    /// The priority of the first record cut by `max`, if any.
+    pub(super) cut_at: Option<u16>,
+}
+
 /// Records grouped by priority, lowest first; within a group by target and
-/// port, duplicates removed.
-pub(super) fn priority_groups(mut records: Vec<SrvRecord>) -> Vec<Vec<SrvRecord>> {
+/// port, duplicates removed; records that name no host (`.`, port 0)
+/// dropped. At most `max` records in all, taken from the lowest priorities
+/// (after the sort, so the order of the answer does not matter).
+pub(super) fn priority_groups(mut records: Vec<SrvRecord>, max: usize) -> PriorityGroups {
+    records.retain(|r| !r.target.is_empty() && r.port > 0);
     records.sort_by(|a, b| {
         (a.priority, &a.target, a.port, a.weight).cmp(&(b.priority, &b.target, b.port, b.weight))
     });
     records.dedup_by(|b, a| a.priority == b.priority && a.target == b.target && a.port == b.port);
+    let cut_at = records.get(max).map(|r| r.priority);
+    records.truncate(max);
     let mut groups: Vec<Vec<SrvRecord>> = Vec::new();
     for record in records {
         match groups.last_mut() {
@@ -76,7 +103,7 @@ pub(super) fn priority_groups(mut records: Vec<SrvRecord>) -> Vec<Vec<SrvRecord>
             _ => groups.push(vec![record]),
         }
     }
-    groups
+    PriorityGroups { groups, cut_at }
 }
 
 /// Addresses for `target` in an answer's additional section.

@@ -36,6 +36,8 @@ use super::records::min_ttl;
 use super::records::net_error;
 use super::records::parse_name;
 use super::records::parse_srv;
+use super::records::PriorityGroups;
+use super::records::only_root;
 use super::records::priority_groups;
 use super::records::record_ip;
 use tokio::time::Instant;
@@ -178,7 +180,7 @@ impl DnsSource {
     /// Adds (or replaces) `service_id` resolving to `target`.
     ///
     /// # Errors
-    /// [`DnsError::InvalidName`] / [`DnsError::NameTooLong`] for a bad name.
+    /// As [`set_service`](Self::set_service).
     pub fn with_service(self, service_id: &str, target: DnsTarget) -> Result<Self, DnsError> {
         self.set_service(service_id, target)?;
         Ok(self)
@@ -188,8 +190,11 @@ impl DnsSource {
     /// next fetch resolves the new target.
     ///
     /// # Errors
-    /// [`DnsError::InvalidName`] / [`DnsError::NameTooLong`] for a bad name.
+    /// [`DnsError::InvalidName`] / [`DnsError::NameTooLong`] for a bad name;
+    /// [`DnsError::PortZero`] for a host target at port 0 (no instance can
+    /// have it, so every fetch would be an empty list).
     pub fn set_service(&self, service_id: &str, target: DnsTarget) -> Result<(), DnsError> {
+        target.check_port()?;
         let name = parse_name(target.name(), self.inner.config.max_name_len)?;
         let key = service_id.to_ascii_lowercase();
         self.lock_cache().remove(&key);
@@ -409,7 +414,7 @@ impl DnsSource {
             .srv_lookup(entry.name.clone())
             .await
             .map_err(|e| net_error(configured, "SRV", e))?;
-        let srv_records = parse_srv(lookup.answers(), config.max_records, config.max_name_len);
+        let srv_records = parse_srv(lookup.answers(), config.max_name_len);
         if srv_records.is_empty() {
             return Err(DnsError::NoRecords {
                 name: configured.to_owned(),
@@ -418,20 +423,21 @@ impl DnsSource {
             });
         }
         let srv_ttl = min_ttl(lookup.answers()).unwrap_or(0);
+        if only_root(&srv_records) {
+            // RFC 2782: "." alone means the service is decidedly not here.
+            return Ok(Resolved {
+                instances: Vec::new(),
+                ttl: Duration::from_secs(u64::from(srv_ttl)),
+                truncated: false,
+            });
+        }
         let total = srv_records.len();
-        for group in priority_groups(srv_records) {
-            if group.len() == 1 && group[0].target.is_empty() {
-                // RFC 2782: "." alone means the service is decidedly not here.
-                return Ok(Resolved {
-                    instances: Vec::new(),
-                    ttl: Duration::from_secs(u64::from(srv_ttl)),
-                    truncated: false,
-                });
-            }
+        let PriorityGroups { groups, cut_at } = priority_groups(srv_records, config.max_records);
+        for group in groups {
             let all_zero = group.iter().all(|r| r.weight == 0);
             let mut candidates = Vec::new();
             let mut ttl = srv_ttl;
-            for record in group.iter().filter(|r| !r.target.is_empty() && r.port > 0) {
+            for record in &group {
                 let (addrs, addr_ttl) = match additional_addrs(lookup.additionals(), &record.target)
                 {
                     Some(found) => found,
@@ -457,14 +463,16 @@ impl DnsSource {
                 }
             }
             if !candidates.is_empty() {
-                return Ok(build(
+                let mut resolved = build(
                     service_id,
                     configured,
                     candidates,
                     Duration::from_secs(u64::from(ttl)),
                     entry.target.secure,
                     config.max_records,
-                ));
+                );
+                resolved.truncated |= cut_at.is_some() && cut_at == group.first().map(|r| r.priority);
+                return Ok(resolved);
             }
         }
         Err(DnsError::NoAddresses {

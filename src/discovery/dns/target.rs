@@ -31,7 +31,9 @@ pub(super) enum TargetKind {
 
 impl DnsTarget {
     /// A/AAAA records of `name`, every address at `port` (a Kubernetes
-    /// headless service).
+    /// headless service). Port 0 is refused by
+    /// [`DnsSource::set_service`](super::DnsSource::set_service) with
+    /// [`DnsError::PortZero`].
     pub fn host(name: impl Into<String>, port: u16) -> Self {
         Self {
             kind: TargetKind::Host {
@@ -55,8 +57,8 @@ impl DnsTarget {
     /// target.
     ///
     /// # Errors
-    /// [`DnsError::InvalidName`] for anything else (no port, port 0, not a
-    /// number).
+    /// [`DnsError::PortZero`] for port 0; [`DnsError::InvalidName`] for
+    /// anything else (no port, not a number).
     pub fn parse(text: &str) -> Result<Self, DnsError> {
         let text = text.trim();
         if text.starts_with('_') {
@@ -71,10 +73,20 @@ impl DnsTarget {
             .ok_or_else(|| invalid("expected `name:port` or `_service._proto.name`"))?;
         let port = port
             .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| invalid("port is not in 1..=65535"))?;
-        Ok(Self::host(name, port))
+            .map_err(|_| invalid("port is not in 1..=65535"))?;
+        let target = Self::host(name, port);
+        target.check_port()?;
+        Ok(target)
+    }
+
+    /// [`DnsError::PortZero`] for a host target at port 0.
+    pub(super) fn check_port(&self) -> Result<(), DnsError> {
+        match &self.kind {
+            TargetKind::Host { name, port: 0 } => Err(DnsError::PortZero {
+                name: shorten(name),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Requests go over `https`. Default `false`.

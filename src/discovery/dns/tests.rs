@@ -15,6 +15,8 @@ use super::records::build;
 use super::records::min_ttl;
 use super::records::parse_name;
 use super::records::parse_srv;
+use super::records::PriorityGroups;
+use super::records::only_root;
 use super::records::priority_groups;
 use tokio::time::Instant;
 
@@ -128,7 +130,7 @@ fn names_are_validated_and_bounded() {
             "{bad:?}"
         );
     }
-    assert!(DnsTarget::parse("users:0").is_err());
+    assert!(matches!(DnsTarget::parse("users:0"), Err(DnsError::PortZero { .. })));
     assert!(DnsTarget::parse("users:x").is_err());
     assert_eq!(
         DnsTarget::parse(" users.ns:80 ").unwrap(),
@@ -144,9 +146,10 @@ fn srv_groups_by_priority_and_bounds() {
         srv(10, 1, 8080, "a.test."),
         srv(10, 1, 8080, "a.test."),
     ];
-    let records = parse_srv(&answer, 16, 253);
+    let records = parse_srv(&answer, 253);
     assert_eq!(records.len(), 4);
-    let groups = priority_groups(records);
+    let PriorityGroups { groups, cut_at } = priority_groups(records, 16);
+    assert_eq!(cut_at, None);
     assert_eq!(groups.len(), 2);
     let first: Vec<(&str, u16, u16)> = groups[0]
         .iter()
@@ -154,12 +157,23 @@ fn srv_groups_by_priority_and_bounds() {
         .collect();
     assert_eq!(first, [("a.test", 8080, 1), ("b.test", 8081, 3)]);
     assert_eq!(groups[1][0].priority, 20);
-    // max records and max name length.
-    assert_eq!(parse_srv(&answer, 2, 253).len(), 2);
-    assert_eq!(parse_srv(&answer, 16, 6).len(), 3);
-    // Root target.
-    let root = parse_srv(&[srv(0, 0, 0, ".")], 16, 253);
+    // max records (after the sort: the backup listed first is the one
+    // cut) and max name length.
+    let cut = priority_groups(parse_srv(&answer, 253), 2);
+    assert_eq!((cut.groups.len(), cut.groups[0].len(), cut.cut_at), (1, 2, Some(20)));
+    let cut = priority_groups(parse_srv(&answer, 253), 1);
+    assert_eq!((cut.groups[0][0].target.as_str(), cut.cut_at), ("a.test", Some(10)));
+    assert_eq!(parse_srv(&answer, 6).len(), 3);
+    // Root target: alone, the service is not available; next to real
+    // targets, skipped (and port 0 too).
+    let root = parse_srv(&[srv(0, 0, 0, ".")], 253);
     assert_eq!(root[0].target, "");
+    assert!(only_root(&root));
+    assert!(!only_root(&[]));
+    let mixed = parse_srv(&[srv(0, 0, 0, "."), srv(5, 1, 0, "z.test."), srv(10, 1, 80, "p.test.")], 253);
+    assert!(!only_root(&mixed));
+    let groups = priority_groups(mixed, 1).groups;
+    assert_eq!((groups.len(), groups[0][0].target.as_str()), (1, "p.test"));
 }
 
 #[test]
@@ -246,10 +260,15 @@ proptest::proptest! {
                 srv(*p, *w, *port, &target)
             })
             .collect();
-        let parsed = parse_srv(&answer, max, max_name_len);
-        proptest::prop_assert!(parsed.len() <= max);
+        let parsed = parse_srv(&answer, max_name_len);
+        proptest::prop_assert!(parsed.len() <= answer.len());
         proptest::prop_assert!(parsed.iter().all(|r| r.target.len() <= max_name_len));
-        let groups = priority_groups(parsed);
+        let lowest = parsed.iter().filter(|r| !r.target.is_empty() && r.port > 0).map(|r| r.priority).min();
+        let groups = priority_groups(parsed, max).groups;
+        proptest::prop_assert!(groups.iter().map(Vec::len).sum::<usize>() <= max);
+        // The lowest usable priority is always kept, whatever the order.
+        proptest::prop_assert_eq!(groups.first().map(|g| g[0].priority), lowest);
+        proptest::prop_assert!(groups.iter().flatten().all(|r| !r.target.is_empty() && r.port > 0));
         for pair in groups.windows(2) {
             proptest::prop_assert!(pair[0][0].priority < pair[1][0].priority);
         }
