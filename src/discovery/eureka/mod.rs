@@ -15,9 +15,12 @@
 //!
 //! 1. `GET` on the first server URL, `Accept: application/json`,
 //!    `Accept-Encoding: gzip`, basic auth from the URL's userinfo. A
-//!    transport error, a timeout, a 5xx or a body that does not decode
-//!    moves on to the next URL (like the Java client's `defaultZone` list);
-//!    a pooled connection the server had closed is retried once first.
+//!    transport error, a timeout, any status but 2xx (a 404 to an app or
+//!    VIP fetch aside: the registry does not know it, an empty list) or a
+//!    body that does not decode moves on to the next URL (like the Java
+//!    client's `defaultZone` list); a pooled connection the server had
+//!    closed is retried once first. Registration calls fail over the same
+//!    way, on every answer but their own (see [`EurekaRegistration`]).
 //! 2. The body is read up to `max_body_bytes` (default 128 MiB, room for
 //!    50 000 instances); a gzip body (by header or by its magic bytes) is
 //!    inflated up to the same limit.
