@@ -53,10 +53,13 @@ pub enum WireError {
         "the `applications` object has none of `application`, `apps__hashcode`, `versions__delta`"
     )]
     NotRegistry,
-    /// Every instance record of one application is malformed (for example
+    /// Every instance record of the payload is malformed (for example
     /// every port is `"9001x"`): the server is sending garbage, not an
-    /// application without usable instances.
-    #[error("all {records} instance records of one application are malformed (first: {first})")]
+    /// application without usable instances. Checked over the whole
+    /// payload: in `/apps`, `/apps/delta` or `/vips/{vip}`, an application
+    /// whose records are all malformed beside applications with
+    /// well-formed records only has its records skipped.
+    #[error("all {records} instance records of the payload are malformed (first: {first})")]
     AllRecordsMalformed {
         /// How many records the application listed.
         records: usize,
@@ -149,9 +152,8 @@ pub enum RecordError {
 
 impl RecordError {
     /// Whether the record is malformed (as opposed to well-formed but
-    /// unusable, [`RecordError::NoEnabledPort`]). An application whose
-    /// records are all malformed refuses the payload
-    /// ([`WireError::AllRecordsMalformed`]).
+    /// unusable, [`RecordError::NoEnabledPort`]). A payload whose records
+    /// are all malformed is refused ([`WireError::AllRecordsMalformed`]).
     pub fn is_malformed(self) -> bool {
         !matches!(self, Self::NoEnabledPort)
     }

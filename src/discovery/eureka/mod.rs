@@ -44,6 +44,10 @@
 //! Eureka's shape (`{"application":{"garbage":true}}`, records that are
 //! all malformed) is a [`DiscoveryError::Decode`] carrying a typed
 //! [`wire::WireError`]; that, and every other failure, keeps the last list.
+//! A malformed record beside well-formed ones (of its application, or in
+//! the registry's `/apps` and `/apps/delta`, of other applications) is
+//! skipped and counted in one warning per payload; it never stops the
+//! others' updates.
 //!
 //! # Credentials
 //!

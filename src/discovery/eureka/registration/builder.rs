@@ -56,7 +56,8 @@ impl EurekaRegistrationBuilder {
         self
     }
 
-    /// Also register an enabled secure (https) port. Default: none.
+    /// Also register an enabled secure (https) port. Default: none. Port
+    /// 0 is refused at [`build`](Self::build).
     pub fn secure_port(mut self, port: u16) -> Self {
         self.secure_port = Some(port);
         self
@@ -107,7 +108,8 @@ impl EurekaRegistrationBuilder {
     ///
     /// # Errors
     /// [`BuildError::Invalid`] for missing or bad URLs, an empty app name,
-    /// host or port 0.
+    /// host, port 0 or secure port 0 (registered as an enabled
+    /// `securePort` of 0, nothing a client can connect to).
     pub fn build(self) -> Result<EurekaRegistration, BuildError> {
         let app = self.app.trim().to_ascii_uppercase();
         check_app(&app)?;
@@ -121,6 +123,9 @@ impl EurekaRegistrationBuilder {
         crate::instance::Instance::new(&app, &host, self.port.max(1))?;
         if self.port == 0 {
             return Err(invalid("port", "port 0"));
+        }
+        if self.secure_port == Some(0) {
+            return Err(invalid("secure port", "port 0"));
         }
         let vip = app.to_ascii_lowercase();
         let id = self

@@ -58,23 +58,31 @@ pub(super) fn read_port(
 
 /// Chooses scheme and port together: https only with an enabled secure
 /// port. With both enabled, `preference` decides.
+///
+/// Each port is read on its own: one that cannot be used (an enabled port
+/// 0, a number out of range, a bad `@enabled`) leaves the record usable on
+/// the other one, whatever the preference (a registrant with
+/// `securePort {"$": 0, "@enabled": "true"}` and a good `port` is reached
+/// over http). A record usable on neither is refused with the first
+/// port's error (plain, then secure), else [`RecordError::NoEnabledPort`].
 fn choose_port(
     raw: &RawInstance<'_>,
     preference: PortPreference,
 ) -> Result<(u16, bool), RecordError> {
-    let plain = raw.port.as_ref().map(|p| read_port(p, true)).transpose()?;
-    let secure = raw
-        .secure_port
-        .as_ref()
-        .map(|p| read_port(p, false))
-        .transpose()?;
-    match (plain, secure) {
-        (Some((port, true)), Some((_, true))) if preference == PortPreference::Plain => {
-            Ok((port, false))
-        }
-        (_, Some((port, true))) => Ok((port, true)),
-        (Some((port, true)), _) => Ok((port, false)),
-        _ => Err(RecordError::NoEnabledPort),
+    let plain = raw.port.as_ref().map(|p| read_port(p, true));
+    let secure = raw.secure_port.as_ref().map(|p| read_port(p, false));
+    let usable = |port: &Option<Result<(u16, bool), RecordError>>| match port {
+        Some(Ok((number, true))) => Some(*number),
+        _ => None,
+    };
+    match (usable(&plain), usable(&secure)) {
+        (Some(port), Some(_)) if preference == PortPreference::Plain => Ok((port, false)),
+        (_, Some(port)) => Ok((port, true)),
+        (Some(port), None) => Ok((port, false)),
+        (None, None) => match (plain, secure) {
+            (Some(Err(e)), _) | (_, Some(Err(e))) => Err(e),
+            _ => Err(RecordError::NoEnabledPort),
+        },
     }
 }
 

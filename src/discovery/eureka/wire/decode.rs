@@ -18,10 +18,17 @@ use super::{Application, Applications, ParseOptions, RecordError, Rejected, Wire
 /// How often (in elements) the deadline is checked.
 const DEADLINE_EVERY: usize = 256;
 
-/// Skipped records, counted per reason, for the one warning per payload.
+/// Skipped records, counted per reason, for the one warning per payload,
+/// and the malformed ones among them, for the payload-level check (see
+/// [`Ctx::decode`]).
 #[derive(Debug, Default)]
 pub(super) struct Tally {
     pub(super) records: usize,
+    /// Records (and non-object list elements) that are malformed
+    /// ([`RecordError::is_malformed`]), over the whole payload.
+    malformed: usize,
+    /// The first malformed record's reason.
+    first_malformed: Option<RecordError>,
     pub(super) skipped: BTreeMap<RecordError, usize>,
     pub(super) first: Option<(String, Option<String>)>,
 }
@@ -99,6 +106,15 @@ impl Ctx {
     }
 
     /// Decodes `{"<key>": ...}` from `body` with `seed` for the inner value.
+    ///
+    /// A payload whose records are all malformed (at least one, and not
+    /// one well-formed, in every application together) is refused with
+    /// [`WireError::AllRecordsMalformed`]: the server is sending garbage,
+    /// and a caller keeps its last good list. An application whose records
+    /// are all malformed beside other applications with well-formed ones
+    /// is kept with those records skipped (listed in its `rejected`), as
+    /// the Java client decodes per record: one bad registrant must not
+    /// stop the updates of every other application.
     pub(super) fn decode<'de, S>(
         &self,
         body: &'de [u8],
@@ -116,7 +132,18 @@ impl Ctx {
             .deserialize_any(Root { key, seed })
             .and_then(|v| de.end().map(|()| v));
         match result {
-            Ok(Some(value)) => Ok(value),
+            Ok(Some(value)) => {
+                let tally = self.tally.borrow();
+                match tally.first_malformed {
+                    Some(first) if tally.malformed == tally.records => {
+                        Err(WireError::AllRecordsMalformed {
+                            records: tally.records,
+                            first,
+                        })
+                    }
+                    _ => Ok(value),
+                }
+            }
             Ok(None) => Err(WireError::NoRoot { key }),
             Err(e) => Err(self.failure.borrow_mut().take().unwrap_or_else(|| {
                 if self.keys.borrow().over_budget() {
@@ -203,8 +230,6 @@ struct AppBuilder<'de> {
     app: Application,
     pending: Vec<RawInstance<'de>>,
     records: usize,
-    malformed: usize,
-    first_malformed: Option<RecordError>,
 }
 
 impl<'de> AppBuilder<'de> {
@@ -234,11 +259,11 @@ impl<'de> AppBuilder<'de> {
 
     fn reject(&mut self, ctx: &Ctx, reason: RecordError, raw: Option<&RawInstance<'de>>) {
         let (id, raw_status, action) = raw.map(convert::identity).unwrap_or_default();
-        if reason.is_malformed() {
-            self.malformed += 1;
-            self.first_malformed.get_or_insert(reason);
-        }
         let mut tally = ctx.tally.borrow_mut();
+        if reason.is_malformed() {
+            tally.malformed += 1;
+            tally.first_malformed.get_or_insert(reason);
+        }
         *tally.skipped.entry(reason).or_default() += 1;
         if tally.first.is_none() {
             tally.first = Some((self.name.clone().unwrap_or_default(), id.clone()));
@@ -257,6 +282,8 @@ impl<'de> AppBuilder<'de> {
         });
     }
 
+    /// The application read. Its malformed records only count towards the
+    /// payload-level check in [`Ctx::decode`].
     fn finish(mut self, ctx: &Ctx) -> Result<Application, WireError> {
         let name = self.name.clone().ok_or(WireError::NoName)?;
         self.app.name = name;
@@ -265,13 +292,7 @@ impl<'de> AppBuilder<'de> {
         }
         self.app.instances = ctx.take_instances();
         ctx.tally.borrow_mut().records += self.records;
-        match self.first_malformed {
-            Some(first) if self.malformed == self.records => Err(WireError::AllRecordsMalformed {
-                records: self.records,
-                first,
-            }),
-            _ => Ok(self.app),
-        }
+        Ok(self.app)
     }
 }
 
@@ -301,8 +322,6 @@ impl<'de> Visitor<'de> for AppSeed<'_> {
             app: Application::default(),
             pending: Vec::new(),
             records: 0,
-            malformed: 0,
-            first_malformed: None,
         };
         while let Some(key) = map.next_key::<Text<'de>>()? {
             match key.0.as_ref() {

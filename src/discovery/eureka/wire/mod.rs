@@ -17,10 +17,16 @@
 //! [`RecordError`] (list elements that are not objects are only counted),
 //! and the rest of the list is kept; one warning per
 //! payload counts the skipped records by reason (never one per record).
+//! Records are judged one by one, as the Java client does: an application
+//! whose only registrant is malformed (an enabled port `70000`, a host
+//! `http://10.0.0.9`) loses that record, and every other application of
+//! the same `/apps` or `/apps/delta` payload is still taken. A port that
+//! cannot be used (an enabled `securePort` of `0`) leaves the record usable
+//! on its other port.
 //! A payload is refused as a whole ([`WireError`]) when it is not Eureka
 //! JSON, when an `application` has no `name`
-//! (`{"application":{"garbage":true}}`), when every record of an
-//! application is malformed (three records all with port `"9001x"`), or
+//! (`{"application":{"garbage":true}}`), when every record of the payload
+//! is malformed (three records all with port `"9001x"`, and no other), or
 //! when it exceeds a bound. An application that really has no instances
 //! (`{"application":{"name":"A","instance":[]}}`) is a valid empty list.
 //!
