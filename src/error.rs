@@ -55,6 +55,7 @@ pub use input::{BuildError, InstanceError, InstanceErrorKind, InvalidSetting};
 pub(crate) use text::quote;
 #[cfg(any(feature = "config", feature = "eureka"))]
 pub(crate) use text::redact;
+use text::{attempts_suffix, last_error};
 pub(crate) use timeout::TimedOut;
 pub use timeout::TimeoutKind;
 
@@ -442,6 +443,18 @@ pub enum DiscoveryError {
         /// The size the delta would have produced.
         would_hold: usize,
     },
+    /// Applying a registry delta would take the metadata entries of the
+    /// local copy past their bound (`max_metadata_entries` of the Eureka
+    /// registry builder); the delta was refused and the last copy kept.
+    #[error(
+        "registry copy would hold {would_hold} metadata entries, over its bound of {limit}; keeping the last copy"
+    )]
+    RegistryMetadataFull {
+        /// The bound.
+        limit: usize,
+        /// The entries the delta would have produced.
+        would_hold: usize,
+    },
     /// Every configured registry server failed; one error per server, in the
     /// order tried.
     #[error("all {} registry servers failed; last: {}", .0.len(), last_error(.0))]
@@ -449,21 +462,6 @@ pub enum DiscoveryError {
     /// A custom source's own error.
     #[error(transparent)]
     Other(BoxError),
-}
-
-fn attempts_suffix(attempts: &[Attempt]) -> String {
-    if attempts.len() <= 1 {
-        return String::new();
-    }
-    let list: Vec<String> = attempts.iter().map(ToString::to_string).collect();
-    format!(" ({} attempts: {})", attempts.len(), list.join("; "))
-}
-
-fn last_error(errors: &[DiscoveryError]) -> String {
-    errors
-        .last()
-        .map(ToString::to_string)
-        .unwrap_or_else(|| "none".to_owned())
 }
 
 impl DiscoveryError {

@@ -181,9 +181,12 @@ async fn registry_keeps_its_copy_through_shape_errors() {
         );
         assert_eq!(ports(&registry), [1001, 1002], "{delta}");
     }
-    // Through the registry as an instance source too.
-    let listed = registry.fetch("user-service").await.expect("fetch");
-    assert_eq!(listed.len(), 2);
+    // Through the registry as an instance source, the failure shows (a
+    // service's refresh counts it and keeps its last list) while the copy
+    // stays.
+    let err = registry.fetch("user-service").await.expect_err("stale");
+    assert!(err.to_string().contains("may be stale"), "{err}");
+    assert_eq!(registry.instances("user-service").len(), 2);
 }
 
 /// `EurekaSource` and `VipSource`: garbage is an error; an application that

@@ -56,6 +56,23 @@ pub(crate) fn redact(text: &str) -> String {
     }
 }
 
+/// The ` (N attempts: ...)` suffix of an error that took more than one.
+pub(super) fn attempts_suffix(attempts: &[super::Attempt]) -> String {
+    if attempts.len() <= 1 {
+        return String::new();
+    }
+    let list: Vec<String> = attempts.iter().map(ToString::to_string).collect();
+    format!(" ({} attempts: {})", attempts.len(), list.join("; "))
+}
+
+/// The last of a list of registry errors, or `none`.
+pub(super) fn last_error(errors: &[super::DiscoveryError]) -> String {
+    errors
+        .last()
+        .map(ToString::to_string)
+        .unwrap_or_else(|| "none".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

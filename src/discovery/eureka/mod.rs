@@ -126,7 +126,8 @@ macro_rules! connection_setters {
         }
 
         /// TCP connect timeout per server. Spring key
-        /// `eureka.client.eureka-server-connect-timeout-seconds`. Default 5 s.
+        /// `eureka.client.eureka-server-connect-timeout-seconds`. Default 5 s;
+        /// zero is refused at `build`.
         pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {
             self.connection.settings.connect_timeout = timeout;
             self
@@ -135,14 +136,16 @@ macro_rules! connection_setters {
         /// Bound on one whole request to one server: connect, headers,
         /// body, gzip inflation and decoding (which run off the async
         /// workers). Spring key
-        /// `eureka.client.eureka-server-read-timeout-seconds`. Default 8 s.
+        /// `eureka.client.eureka-server-read-timeout-seconds`. Default 8 s;
+        /// zero is refused at `build`.
         pub fn request_timeout(mut self, timeout: std::time::Duration) -> Self {
             self.connection.settings.request_timeout = timeout;
             self
         }
 
         /// Largest body accepted, after gzip inflation (inflation stops at
-        /// the limit). Default 128 MiB, room for 50 000 instances.
+        /// the limit). Default 128 MiB, room for 50 000 instances; 0 is
+        /// refused at `build`.
         pub fn max_body_bytes(mut self, bytes: usize) -> Self {
             self.connection.settings.max_body_bytes = bytes;
             self
@@ -181,9 +184,22 @@ macro_rules! parse_setters {
         /// payload may hold; a payload with more is refused
         /// ([`wire::WireError::TooManyInstances`]) and the last list kept.
         /// For [`EurekaRegistry`] it also bounds the local copy across
-        /// deltas. Default [`wire::DEFAULT_MAX_INSTANCES`] (100 000).
+        /// deltas. Default [`wire::DEFAULT_MAX_INSTANCES`] (100 000); 0 is
+        /// refused at `build`.
         pub fn max_instances(mut self, max: usize) -> Self {
             self.options.max_instances = max;
+            self
+        }
+
+        /// Most metadata entries the records of one payload may keep
+        /// together (40 bytes each in memory plus their text); a payload with more is
+        /// refused ([`wire::WireError::TooMuchMetadata`]) and the last list
+        /// kept. For [`EurekaRegistry`] it also bounds the local copy
+        /// across deltas ([`DiscoveryError::RegistryMetadataFull`]). Default
+        /// [`wire::DEFAULT_MAX_METADATA_ENTRIES`] (2^20, about 40 MiB with
+        /// shared keys); 0 is refused at `build`.
+        pub fn max_metadata_entries(mut self, max: usize) -> Self {
+            self.options.max_metadata_entries = max;
             self
         }
 
@@ -198,6 +214,22 @@ macro_rules! parse_setters {
     };
 }
 
+/// Refuses decoding bounds that make every fetch fail (0), naming the
+/// setting and its range.
+fn validate_options(options: &wire::ParseOptions) -> Result<(), BuildError> {
+    let bounds = [
+        ("eureka max_instances", options.max_instances),
+        ("eureka max_metadata_entries", options.max_metadata_entries),
+    ];
+    match bounds.into_iter().find(|(_, n)| *n == 0) {
+        Some((key, _)) => Err(BuildError::invalid(
+            key,
+            "0 is outside 1..=usize::MAX (every payload would be refused)",
+        )),
+        None => Ok(()),
+    }
+}
+
 mod client;
 mod registration;
 mod registry;
@@ -210,7 +242,9 @@ pub use registration::{
 pub use client::EurekaTlsError;
 #[cfg(feature = "config")]
 pub(crate) use client::split_urls as split_server_urls;
-pub use registry::{EurekaRegistry, EurekaRegistryBuilder, RegistryStats, VipSource, status_hash};
+pub use registry::{
+    EurekaRegistry, EurekaRegistryBuilder, RegistryStale, RegistryStats, VipSource, status_hash,
+};
 
 use client::{EurekaHttp, Fetched};
 
@@ -256,7 +290,8 @@ impl EurekaSource {
     /// # Errors
     /// [`DiscoveryError`] if every server fails or the body is not Eureka JSON.
     pub async fn fetch_application(&self, app: &str) -> Result<wire::Application, DiscoveryError> {
-        let app = app.trim().to_ascii_uppercase();
+        // Unicode upper case, as Eureka's `toUpperCase(Locale.ROOT)`.
+        let app = app.trim().to_uppercase();
         if app.is_empty() {
             return Err(DiscoveryError::UnknownService { service: app });
         }
@@ -320,9 +355,13 @@ impl EurekaSourceBuilder {
     ///
     /// # Errors
     /// [`BuildError::Invalid`] if no URL was given or one does not parse
-    /// (`https` needs the `tls` feature), or the TLS settings cannot be
-    /// used.
+    /// (`https` needs the `tls` feature), the TLS settings cannot be used,
+    /// a timeout is zero, or `max_body_bytes`, `max_instances` or
+    /// `max_metadata_entries` is 0 (keys `eureka connect_timeout`,
+    /// `eureka request_timeout`, `eureka max_body_bytes`,
+    /// `eureka max_instances`, `eureka max_metadata_entries`).
     pub fn build(self) -> Result<EurekaSource, BuildError> {
+        validate_options(&self.options)?;
         Ok(EurekaSource {
             http: self.connection.build()?,
             options: self.options,

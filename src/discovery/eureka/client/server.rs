@@ -153,6 +153,33 @@ impl Default for HttpSettings {
     }
 }
 
+impl HttpSettings {
+    /// Refuses values that make every request fail: a zero timeout or a
+    /// zero body limit, named with the range they miss.
+    fn validate(&self) -> Result<(), BuildError> {
+        let zero = std::time::Duration::ZERO;
+        if self.connect_timeout == zero {
+            return Err(BuildError::invalid(
+                "eureka connect_timeout",
+                "must be more than zero",
+            ));
+        }
+        if self.request_timeout == zero {
+            return Err(BuildError::invalid(
+                "eureka request_timeout",
+                "must be more than zero",
+            ));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(BuildError::invalid(
+                "eureka max_body_bytes",
+                "0 is outside 1..=usize::MAX (no body would be accepted)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The connection settings every Eureka builder shares: server URLs in
 /// order, timeouts, the body limit and (feature `tls`) the TLS settings
 /// for `https` URLs.
@@ -177,11 +204,12 @@ impl Connection {
         self.urls.iter().map(|u| redact(u)).collect()
     }
 
-    /// Parses the URLs and makes the client.
+    /// Parses the URLs, checks the settings and makes the client.
     pub(crate) fn build(self) -> Result<EurekaHttp, BuildError> {
         if self.urls.is_empty() {
             return Err(BuildError::invalid("eureka server URL", "no server URL given".to_owned()));
         }
+        self.settings.validate()?;
         let servers = self
             .urls
             .iter()

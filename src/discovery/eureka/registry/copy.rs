@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::super::wire::{ActionType, Applications};
+use super::super::wire::{ActionType, Application, Applications};
 use crate::instance::Instance;
 
 /// One registry record: its raw status (for the hash) and, if usable, the
@@ -39,48 +39,60 @@ pub fn status_hash(apps: &Applications) -> String {
     hash_of(&registry)
 }
 
+/// An app's records in the order [`apply`] takes them (usable ones, then
+/// skipped ones that have an id): id, action, instance if usable, status.
+fn records_of(
+    app: &Application,
+) -> impl Iterator<Item = (&str, ActionType, Option<&Instance>, &str)> {
+    app.instances
+        .iter()
+        .map(|i| {
+            (
+                i.instance.id(),
+                i.action,
+                Some(&i.instance),
+                &*i.raw_status,
+            )
+        })
+        .chain(app.rejected.iter().filter_map(|r| {
+            Some((
+                r.id.as_deref()?,
+                r.action,
+                None,
+                r.raw_status.as_deref().unwrap_or("UNKNOWN"),
+            ))
+        }))
+}
+
+/// The key of an app in the copy: its name upper-cased the way Eureka
+/// (Java's `toUpperCase(Locale.ROOT)`) does, Unicode included
+/// (`über-service` is `ÜBER-SERVICE`).
+pub(super) fn app_key(name: &str) -> String {
+    name.trim().to_uppercase()
+}
+
 /// Applies `apps` to `registry`: as a full copy, or by `actionType`.
 pub(super) fn apply(registry: &mut Registry, apps: &Applications, full: bool) {
     if full {
         registry.clear();
     }
     for app in &apps.applications {
-        let name = app.name.to_ascii_uppercase();
+        let name = app_key(&app.name);
         let entries = registry.entry(name.clone()).or_default();
-        let records = app
-            .instances
-            .iter()
-            .map(|i| {
-                (
-                    i.instance.id().to_owned(),
-                    i.action,
-                    Record {
-                        raw_status: i.raw_status.to_string(),
-                        instance: Some(i.instance.clone()),
-                    },
-                )
-            })
-            .chain(app.rejected.iter().filter_map(|r| {
-                let id = r.id.clone()?;
-                Some((
-                    id,
-                    r.action,
-                    Record {
-                        raw_status: r.raw_status.clone().unwrap_or_else(|| "UNKNOWN".to_owned()),
-                        instance: None,
-                    },
-                ))
-            }));
-        for (id, action, record) in records {
+        for (id, action, instance, raw_status) in records_of(app) {
             match action {
                 ActionType::Deleted if !full => {
-                    entries.remove(&id);
+                    entries.remove(id);
                 }
                 // A delta entry without a known action is ignored, as the
                 // Java client does.
                 ActionType::Unknown if !full => {}
                 _ => {
-                    entries.insert(id, record);
+                    let record = Record {
+                        raw_status: raw_status.to_owned(),
+                        instance: instance.cloned(),
+                    };
+                    entries.insert(id.to_owned(), record);
                 }
             }
         }
@@ -90,33 +102,78 @@ pub(super) fn apply(registry: &mut Registry, apps: &Applications, full: bool) {
     }
 }
 
-/// The number of records `registry` would hold after applying `delta`
-/// (an over-estimate if the delta names an id twice), computed without
-/// changing it, so a delta that would pass the bound can be refused with
-/// the copy intact.
-pub(super) fn size_after(registry: &Registry, delta: &Applications) -> usize {
-    let mut size: usize = registry.values().map(BTreeMap::len).sum();
-    for app in &delta.applications {
-        let known = registry.get(&app.name.to_ascii_uppercase());
-        let has = |id: &str| known.is_some_and(|records| records.contains_key(id));
-        let ids = app
-            .instances
-            .iter()
-            .map(|i| (i.instance.id(), i.action))
-            .chain(
-                app.rejected
-                    .iter()
-                    .filter_map(|r| Some((r.id.as_deref()?, r.action))),
-            );
-        for (id, action) in ids {
-            match action {
-                ActionType::Added | ActionType::Modified if !has(id) => size += 1,
-                ActionType::Deleted if has(id) => size = size.saturating_sub(1),
-                _ => {}
-            }
+/// What a copy holds, for its bounds: records (usable or not) and the
+/// metadata entries of their instances.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Footprint {
+    pub(super) records: usize,
+    pub(super) metadata: usize,
+}
+
+fn metadata_of(instance: Option<&Instance>) -> usize {
+    instance.map_or(0, |i| i.metadata().len())
+}
+
+/// What `registry` holds.
+pub(super) fn footprint(registry: &Registry) -> Footprint {
+    let mut held = Footprint::default();
+    for record in registry.values().flat_map(BTreeMap::values) {
+        held.records += 1;
+        held.metadata = held
+            .metadata
+            .saturating_add(metadata_of(record.instance.as_ref()));
+    }
+    held
+}
+
+/// What a full copy of `apps` would hold (the last record for an id wins,
+/// as in [`apply`]).
+pub(super) fn footprint_of(apps: &Applications) -> Footprint {
+    let mut last: HashMap<(String, &str), usize> = HashMap::new();
+    for app in &apps.applications {
+        let name = app_key(&app.name);
+        for (id, _, instance, _) in records_of(app) {
+            last.insert((name.clone(), id), metadata_of(instance));
         }
     }
-    size
+    Footprint {
+        records: last.len(),
+        metadata: last.values().fold(0, |sum, m| sum.saturating_add(*m)),
+    }
+}
+
+/// Exactly what `registry` would hold after applying `delta` (the last
+/// entry for an id wins, as in [`apply`]), computed without changing it,
+/// so a delta that would pass a bound can be refused with the copy intact.
+pub(super) fn footprint_after(registry: &Registry, delta: &Applications) -> Footprint {
+    let mut held = footprint(registry);
+    // The delta's last word on each id: `Some(metadata)` for a record kept,
+    // `None` for a delete.
+    let mut last: HashMap<(String, &str), Option<usize>> = HashMap::new();
+    for app in &delta.applications {
+        let name = app_key(&app.name);
+        for (id, action, instance, _) in records_of(app) {
+            let after = match action {
+                ActionType::Deleted => None,
+                ActionType::Unknown => continue,
+                _ => Some(metadata_of(instance)),
+            };
+            last.insert((name.clone(), id), after);
+        }
+    }
+    for ((name, id), after) in last {
+        if let Some(before) = registry.get(&name).and_then(|records| records.get(id)) {
+            held.records = held.records.saturating_sub(1);
+            held.metadata = held
+                .metadata
+                .saturating_sub(metadata_of(before.instance.as_ref()));
+        }
+        if let Some(metadata) = after {
+            held.records += 1;
+            held.metadata = held.metadata.saturating_add(metadata);
+        }
+    }
+    held
 }
 
 #[cfg(test)]
@@ -210,7 +267,7 @@ mod tests {
     }
 
     #[test]
-    fn size_after_counts_new_ids_and_deletes_of_known_ones() {
+    fn footprint_after_counts_new_ids_and_deletes_of_known_ones() {
         let mut registry = Registry::new();
         apply(
             &mut registry,
@@ -230,9 +287,55 @@ mod tests {
                 record("zz", "UP", "DELETED"),   // unknown: 0
             ],
         );
-        assert_eq!(size_after(&registry, &delta), 3);
+        assert_eq!(footprint_after(&registry, &delta).records, 3);
         apply(&mut registry, &delta, false);
         assert_eq!(registry["A"].len(), 3);
+        assert_eq!(footprint(&registry).records, 3);
+    }
+
+    fn with_metadata(id: &str, action: &str, entries: usize) -> String {
+        let metadata: Vec<String> = (0..entries).map(|k| format!(r#""k{k}": "v""#)).collect();
+        format!(
+            r#"{{"instanceId": "{id}", "hostName": "127.0.0.1", "app": "A", "status": "UP",
+                "port": {{"$": 1}}, "metadata": {{{}}}, "actionType": "{action}"}}"#,
+            metadata.join(",")
+        )
+    }
+
+    #[test]
+    fn footprints_count_metadata_exactly_with_repeated_ids() {
+        let mut registry = Registry::new();
+        let full = apps(
+            "",
+            &[with_metadata("a", "ADDED", 3), with_metadata("a", "ADDED", 5), with_metadata("b", "ADDED", 2)],
+        );
+        let expected = Footprint { records: 2, metadata: 7 };
+        assert_eq!(footprint_of(&full), expected);
+        apply(&mut registry, &full, true);
+        assert_eq!(footprint(&registry), expected);
+        // a: 5 -> deleted, then re-added with 1; b: 2 -> 4; c: new with 6;
+        // a delete of an unknown id and a repeated delete change nothing.
+        let delta = apps(
+            "",
+            &[
+                with_metadata("a", "DELETED", 0),
+                with_metadata("a", "DELETED", 0),
+                with_metadata("a", "ADDED", 1),
+                with_metadata("b", "MODIFIED", 4),
+                with_metadata("c", "ADDED", 6),
+                with_metadata("zz", "DELETED", 0),
+            ],
+        );
+        let after = footprint_after(&registry, &delta);
+        apply(&mut registry, &delta, false);
+        assert_eq!(after, footprint(&registry));
+        assert_eq!(after, Footprint { records: 3, metadata: 11 });
+    }
+
+    #[test]
+    fn app_keys_upper_case_unicode_like_java() {
+        assert_eq!(app_key(" über-service "), "ÜBER-SERVICE");
+        assert_eq!(app_key("straße"), "STRASSE");
     }
 
     #[test]

@@ -10,13 +10,33 @@
 //!   sorted) is compared with the delta's `apps__hashcode`; on mismatch, or
 //!   when the delta carries no hash at all, a full fetch replaces the local
 //!   copy.
-//! - The copy is bounded: a full payload with more than `max_instances`
-//!   elements is refused while decoding, and a delta that would take the
-//!   copy past `max_instances` records is refused before it is applied
-//!   ([`DiscoveryError::RegistryFull`]).
+//! - The copy is bounded in records and in metadata, across deltas as in
+//!   one payload. A full payload with more than `max_instances` elements,
+//!   or whose records keep more than `max_metadata_entries` metadata
+//!   entries together, is refused while decoding. A delta that would take
+//!   the copy past `max_instances` records
+//!   ([`DiscoveryError::RegistryFull`]) or past `max_metadata_entries`
+//!   metadata entries ([`DiscoveryError::RegistryMetadataFull`]) is
+//!   refused before it is applied; the copy is kept, and the hash check of
+//!   a later delta brings the full fetch. So however many deltas arrive,
+//!   the copy holds at most 2^20 metadata entries at the default bound:
+//!   40 bytes each plus their text, about 40 MiB when keys repeat across
+//!   records as Spring's do (shared), about 60 MiB measured with 256
+//!   distinct keys per record and short values (keys past the 64 shared
+//!   ones are copied). The text of one entry is bounded only by the payload
+//!   it came in (`max_body_bytes`).
 //! - A failed fetch (transport, status, a payload without Eureka's shape,
 //!   a bound) keeps the local copy; the next tick tries again (a delta if a
 //!   full fetch ever succeeded, else a full fetch).
+//! - While the registry's fetches fail, a service's read fails too, with a
+//!   [`RegistryStale`] (inside [`DiscoveryError::Other`]) naming the
+//!   registry's last error: the service's refresh keeps its last good list,
+//!   and its `refresh_status` (failures, consecutive failures, time since
+//!   the last success) and staleness gauge show the outage. The first
+//!   success clears it.
+//! - App names are matched upper-cased with Unicode rules, as Eureka (Java's
+//!   `toUpperCase(Locale.ROOT)`) stores them: service id `über-service`
+//!   finds app `ÜBER-SERVICE`.
 //!
 //! Services read the local copy through the registry's [`InstanceSource`]
 //! implementation, so a balancer over many services costs one fetch per
@@ -40,24 +60,29 @@
 //! # let _ = lb; Ok(()) }
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 mod copy;
+mod fetch;
+mod stale;
 mod vip;
 
 pub use copy::status_hash;
+pub use stale::RegistryStale;
 pub use vip::VipSource;
 
-use copy::{Registry, apply, hash_of};
+use copy::{Registry, app_key, hash_of};
+use fetch::run;
+use stale::Failing;
 
-use super::client::{Connection, EurekaHttp, Fetched};
-use super::wire::{self, Applications, ParseOptions};
+use super::client::{Connection, EurekaHttp};
+use super::wire::{self, ParseOptions};
 use crate::discovery::{FetchFuture, InstanceSource, TaskGuard};
 use crate::error::{BuildError, DiscoveryError};
 use crate::instance::Instance;
@@ -79,6 +104,12 @@ pub struct RegistryStats {
     pub applications: usize,
     /// Instance records known (usable or not).
     pub instances: usize,
+    /// Metadata entries of the known instances together (bounded by
+    /// `max_metadata_entries`).
+    pub metadata_entries: usize,
+    /// Failed fetches since the last one that succeeded (0 while the
+    /// registry answers).
+    pub consecutive_failures: u64,
 }
 
 struct Inner {
@@ -97,6 +128,8 @@ struct Inner {
     /// `None` until the first fetch finishes; then its error, if any.
     first: watch::Sender<Option<Result<(), Arc<DiscoveryError>>>>,
     last_success: Mutex<Option<Instant>>,
+    /// Failures since the last successful fetch, and the last error.
+    failing: Mutex<Failing>,
 }
 
 /// A shared, cached view of a whole Eureka registry. Cloning is cheap; the
@@ -149,9 +182,12 @@ impl EurekaRegistryBuilder {
     /// Builds the registry client and starts fetching.
     ///
     /// # Errors
-    /// [`BuildError::Invalid`] for missing or bad URLs;
+    /// [`BuildError::Invalid`] for missing or bad URLs, a zero timeout, or
+    /// `max_body_bytes`, `max_instances` or `max_metadata_entries` of 0
+    /// (as [`EurekaSourceBuilder::build`](super::EurekaSourceBuilder::build));
     /// [`BuildError::NoRuntime`] outside a Tokio runtime.
     pub fn build(self) -> Result<EurekaRegistry, BuildError> {
+        super::validate_options(&self.options)?;
         let handle = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         let inner = Arc::new(Inner {
             http: self.connection.build()?,
@@ -164,6 +200,7 @@ impl EurekaRegistryBuilder {
             generation: AtomicU64::new(0),
             first: watch::Sender::new(None),
             last_success: Mutex::new(None),
+            failing: Mutex::new(Failing::default()),
         });
         let interval = self.interval.unwrap_or(Duration::from_secs(30));
         let weak = Arc::downgrade(&inner);
@@ -175,133 +212,6 @@ impl EurekaRegistryBuilder {
     }
 }
 
-async fn run(weak: Weak<Inner>, interval: Duration) {
-    let mut have_full = false;
-    loop {
-        let Some(inner) = weak.upgrade() else { return };
-        let result = if have_full {
-            inner.delta().await
-        } else {
-            inner.full().await
-        };
-        match &result {
-            Ok(()) => have_full = true,
-            Err(e) => {
-                inner.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "Eureka registry fetch failed; keeping the local copy");
-            }
-        }
-        if inner.first.borrow().is_none() {
-            let first = result.map_err(Arc::new);
-            inner.first.send_replace(Some(first));
-        } else if result.is_ok() {
-            inner.first.send_replace(Some(Ok(())));
-        }
-        drop(inner);
-        tokio::time::sleep(interval).await;
-    }
-}
-
-impl Inner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
-        self.registry.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    async fn get(&self, path: &str) -> Result<Applications, DiscoveryError> {
-        let options = self.options;
-        // A 404 here is a wrong base path or a disabled endpoint, never an
-        // empty registry (that is a 200 with no application).
-        match self
-            .http
-            .get(path, false, move |body, deadline| {
-                wire::decode_applications(body, options, Some(deadline))
-            })
-            .await?
-        {
-            Fetched::Found(apps) => Ok(apps),
-            Fetched::NotFound => Err(DiscoveryError::Status {
-                server: path.to_owned(),
-                status: 404,
-            }),
-        }
-    }
-
-    /// Takes the next generation if `started` (read before the fetch) is
-    /// still current; `false` if another fetch was applied meanwhile (this
-    /// one's answer is older). Call with the registry lock held, so answers
-    /// are applied in generation order.
-    fn take_turn(&self, started: u64) -> bool {
-        let newer = self
-            .generation
-            .compare_exchange(started, started.wrapping_add(1), Ordering::AcqRel, Ordering::Acquire)
-            .is_err();
-        if newer {
-            tracing::info!("an older Eureka answer arrived after a newer one was applied; dropped");
-        }
-        !newer
-    }
-
-    async fn full(&self) -> Result<(), DiscoveryError> {
-        let started = self.generation.load(Ordering::Acquire);
-        let apps = self.get("apps").await?;
-        {
-            let mut registry = self.lock();
-            if !self.take_turn(started) {
-                return Ok(());
-            }
-            apply(&mut registry, &apps, true);
-        }
-        self.full_fetches.fetch_add(1, Ordering::Relaxed);
-        *self.last_success.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-        Ok(())
-    }
-
-    async fn delta(&self) -> Result<(), DiscoveryError> {
-        let started = self.generation.load(Ordering::Acquire);
-        let delta = match self.get("apps/delta").await {
-            Ok(delta) => delta,
-            Err(e) => {
-                // Like the Java client: no usable delta (refused with
-                // `disableDelta`, a failure) means a full fetch.
-                tracing::info!(error = %e, "Eureka delta fetch failed; fetching the full registry");
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                return self.full().await;
-            }
-        };
-        let limit = self.options.max_instances;
-        let matches = {
-            let mut registry = self.lock();
-            let would_hold = copy::size_after(&registry, &delta);
-            if would_hold > limit {
-                return Err(DiscoveryError::RegistryFull { limit, would_hold });
-            }
-            // Another fetch applied since this one started: its answer is
-            // newer than this delta, which is dropped.
-            if !self.take_turn(started) {
-                return Ok(());
-            }
-            apply(&mut registry, &delta, false);
-            // A delta without a hash cannot be checked: it is not taken as
-            // consistent (the Java client's reconcile needs the hash too).
-            delta
-                .apps_hashcode
-                .as_deref()
-                .is_some_and(|expected| hash_of(&registry) == expected)
-        };
-        self.delta_fetches.fetch_add(1, Ordering::Relaxed);
-        if matches {
-            *self.last_success.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-            return Ok(());
-        }
-        self.hash_mismatches.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(
-            expected = ?delta.apps_hashcode,
-            "Eureka delta hash mismatch; fetching the full registry"
-        );
-        self.full().await
-    }
-}
-
 impl EurekaRegistry {
     /// Starts configuring a registry client.
     pub fn builder() -> EurekaRegistryBuilder {
@@ -310,9 +220,9 @@ impl EurekaRegistry {
 
     /// What the client has done so far.
     pub fn stats(&self) -> RegistryStats {
-        let (applications, instances) = {
+        let (applications, held) = {
             let registry = self.inner.lock();
-            (registry.len(), registry.values().map(BTreeMap::len).sum())
+            (registry.len(), copy::footprint(&registry))
         };
         RegistryStats {
             full_fetches: self.inner.full_fetches.load(Ordering::Relaxed),
@@ -320,7 +230,9 @@ impl EurekaRegistry {
             hash_mismatches: self.inner.hash_mismatches.load(Ordering::Relaxed),
             failures: self.inner.failures.load(Ordering::Relaxed),
             applications,
-            instances,
+            instances: held.records,
+            metadata_entries: held.metadata,
+            consecutive_failures: self.inner.lock_failing().consecutive,
         }
     }
 
@@ -335,8 +247,15 @@ impl EurekaRegistry {
         } else {
             self.inner.full().await
         };
-        if result.is_err() {
-            self.inner.failures.fetch_add(1, Ordering::Relaxed);
+        match &result {
+            Ok(()) => self.inner.note(None),
+            Err(e) => {
+                self.inner.failures.fetch_add(1, Ordering::Relaxed);
+                // The error itself goes to the caller; services read from
+                // the copy see its text.
+                let seen = DiscoveryError::Other(e.to_string().into());
+                self.inner.note(Some(Arc::new(seen)));
+            }
         }
         result
     }
@@ -366,10 +285,12 @@ impl EurekaRegistry {
     }
 
     /// The usable instances of `app` in the local copy (every status).
+    /// `app` is matched upper-cased with Unicode rules, as Eureka stores
+    /// app names (`über-service` finds `ÜBER-SERVICE`).
     pub fn instances(&self, app: &str) -> Vec<Instance> {
         self.inner
             .lock()
-            .get(&app.trim().to_ascii_uppercase())
+            .get(&app_key(app))
             .map(|records| {
                 records
                     .values()
@@ -393,12 +314,17 @@ impl EurekaRegistry {
 impl InstanceSource for EurekaRegistry {
     /// Reads `service_id`'s instances from the local copy, after waiting
     /// for the first fetch. An app the registry does not list has no
-    /// instances.
+    /// instances. While the registry's fetches fail, fails with a
+    /// [`RegistryStale`] (inside [`DiscoveryError::Other`]), so the
+    /// service's refresh keeps its last list and counts the failure.
     fn fetch<'a>(&'a self, service_id: &'a str) -> FetchFuture<'a> {
         Box::pin(async move {
             self.ready()
                 .await
                 .map_err(|e| DiscoveryError::Other(Box::new(SharedError(e))))?;
+            if let Some(stale) = self.inner.stale() {
+                return Err(DiscoveryError::Other(Box::new(stale)));
+            }
             Ok(self.instances(service_id))
         })
     }

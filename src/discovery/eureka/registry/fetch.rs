@@ -1,0 +1,195 @@
+//! The registry's fetching: the background loop, full fetches, deltas
+//! checked against the copy's bounds and reconciled by hash, and the
+//! record of failures that services see.
+
+use std::sync::Arc;
+use std::sync::Weak;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::copy::{self, Registry, apply, hash_of};
+use super::stale::{Failing, RegistryStale};
+use super::{Inner, wire};
+use crate::discovery::eureka::client::Fetched;
+use crate::discovery::eureka::wire::Applications;
+use crate::error::DiscoveryError;
+
+pub(super) async fn run(weak: Weak<Inner>, interval: Duration) {
+    let mut have_full = false;
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let result = if have_full {
+            inner.delta().await
+        } else {
+            inner.full().await
+        };
+        match &result {
+            Ok(()) => have_full = true,
+            Err(e) => {
+                inner.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "Eureka registry fetch failed; keeping the local copy");
+            }
+        }
+        let result = result.map_err(Arc::new);
+        inner.note(result.as_ref().err().cloned());
+        if inner.first.borrow().is_none() {
+            inner.first.send_replace(Some(result));
+        } else if result.is_ok() {
+            inner.first.send_replace(Some(Ok(())));
+        }
+        drop(inner);
+        tokio::time::sleep(interval).await;
+    }
+}
+
+impl Inner {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn lock_failing(&self) -> std::sync::MutexGuard<'_, Failing> {
+        self.failing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes a fetch's outcome: `None` for a success (the failures are
+    /// cleared), else its error.
+    pub(super) fn note(&self, error: Option<Arc<DiscoveryError>>) {
+        let mut failing = self.lock_failing();
+        match error {
+            None => *failing = Failing::default(),
+            Some(e) => {
+                failing.consecutive += 1;
+                failing.last_error = Some(e);
+            }
+        }
+    }
+
+    /// The registry's failure, if its last fetch failed.
+    pub(super) fn stale(&self) -> Option<RegistryStale> {
+        let failing = self.lock_failing();
+        let last_error = Arc::clone(failing.last_error.as_ref()?);
+        let since_last_success = self
+            .last_success
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|t| t.elapsed());
+        Some(RegistryStale {
+            consecutive_failures: failing.consecutive,
+            since_last_success,
+            last_error,
+        })
+    }
+
+    async fn get(&self, path: &str) -> Result<Applications, DiscoveryError> {
+        let options = self.options;
+        // A 404 here is a wrong base path or a disabled endpoint, never an
+        // empty registry (that is a 200 with no application).
+        match self
+            .http
+            .get(path, false, move |body, deadline| {
+                wire::decode_applications(body, options, Some(deadline))
+            })
+            .await?
+        {
+            Fetched::Found(apps) => Ok(apps),
+            Fetched::NotFound => Err(DiscoveryError::Status {
+                server: path.to_owned(),
+                status: 404,
+            }),
+        }
+    }
+
+    /// Takes the next generation if `started` (read before the fetch) is
+    /// still current; `false` if another fetch was applied meanwhile (this
+    /// one's answer is older). Call with the registry lock held, so answers
+    /// are applied in generation order.
+    fn take_turn(&self, started: u64) -> bool {
+        let newer = self
+            .generation
+            .compare_exchange(started, started.wrapping_add(1), Ordering::AcqRel, Ordering::Acquire)
+            .is_err();
+        if newer {
+            tracing::info!("an older Eureka answer arrived after a newer one was applied; dropped");
+        }
+        !newer
+    }
+
+    pub(super) async fn full(&self) -> Result<(), DiscoveryError> {
+        let started = self.generation.load(Ordering::Acquire);
+        let apps = self.get("apps").await?;
+        // The decoder bounds the payload's metadata already; what the copy
+        // would keep is checked too, so the bound holds however it counts.
+        let limit = self.options.max_metadata_entries;
+        let would_hold = copy::footprint_of(&apps).metadata;
+        if would_hold > limit {
+            return Err(DiscoveryError::RegistryMetadataFull { limit, would_hold });
+        }
+        {
+            let mut registry = self.lock();
+            if !self.take_turn(started) {
+                return Ok(());
+            }
+            apply(&mut registry, &apps, true);
+        }
+        self.full_fetches.fetch_add(1, Ordering::Relaxed);
+        *self.last_success.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        Ok(())
+    }
+
+    pub(super) async fn delta(&self) -> Result<(), DiscoveryError> {
+        let started = self.generation.load(Ordering::Acquire);
+        let delta = match self.get("apps/delta").await {
+            Ok(delta) => delta,
+            Err(e) => {
+                // Like the Java client: no usable delta (refused with
+                // `disableDelta`, a failure) means a full fetch.
+                tracing::info!(error = %e, "Eureka delta fetch failed; fetching the full registry");
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                return self.full().await;
+            }
+        };
+        let matches = {
+            let mut registry = self.lock();
+            let after = copy::footprint_after(&registry, &delta);
+            let limit = self.options.max_instances;
+            if after.records > limit {
+                return Err(DiscoveryError::RegistryFull {
+                    limit,
+                    would_hold: after.records,
+                });
+            }
+            let limit = self.options.max_metadata_entries;
+            if after.metadata > limit {
+                return Err(DiscoveryError::RegistryMetadataFull {
+                    limit,
+                    would_hold: after.metadata,
+                });
+            }
+            // Another fetch applied since this one started: its answer is
+            // newer than this delta, which is dropped.
+            if !self.take_turn(started) {
+                return Ok(());
+            }
+            apply(&mut registry, &delta, false);
+            // A delta without a hash cannot be checked: it is not taken as
+            // consistent (the Java client's reconcile needs the hash too).
+            delta
+                .apps_hashcode
+                .as_deref()
+                .is_some_and(|expected| hash_of(&registry) == expected)
+        };
+        self.delta_fetches.fetch_add(1, Ordering::Relaxed);
+        if matches {
+            *self.last_success.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+            return Ok(());
+        }
+        self.hash_mismatches.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            expected = ?delta.apps_hashcode,
+            "Eureka delta hash mismatch; fetching the full registry"
+        );
+        self.full().await
+    }
+}

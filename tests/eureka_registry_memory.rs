@@ -1,0 +1,106 @@
+//! Live heap held by `EurekaRegistry`'s local copy after deltas stays
+//! within the documented metadata bound (2^20 entries: about 40 MiB with
+//! shared keys, about 60 MiB with 256 distinct keys per record). Four deltas of 3 900 records x 256 entries, each inside one
+//! payload's budget, used to leave 3 993 600 entries and +240.8 MiB held.
+//! One test in this binary: the counting allocator sees the whole process.
+#![cfg(feature = "eureka")]
+
+#[path = "support/eureka_stub.rs"]
+mod eureka_stub;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use eureka_stub::{Answer, Stub, apps, record};
+use tower_ribbon::discovery::eureka::EurekaRegistry;
+
+struct Live;
+static LIVE: AtomicI64 = AtomicI64::new(0);
+
+// SAFETY: forwards to `System`, counting the bytes live.
+unsafe impl GlobalAlloc for Live {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as i64, Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as i64, Ordering::Relaxed);
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        LIVE.fetch_add(n as i64 - l.size() as i64, Ordering::Relaxed);
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Live = Live;
+
+fn metadata256(tag: usize) -> String {
+    let entries: Vec<String> = (0..256).map(|k| format!(r#""k{k}":"{tag}""#)).collect();
+    format!("{{{}}}", entries.join(","))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deltas_keep_the_copy_within_the_documented_metadata_memory() {
+    let stub = Stub::start().await;
+    let base = record("BIG", "base", 1000, "UP", "ADDED", "{}");
+    stub.set(
+        "/eureka/apps",
+        vec![Answer::ok(apps("UP_1_", "BIG", &[base]))],
+    );
+    let per_delta = 3_900usize;
+    let rounds = 4usize;
+    let deltas: Vec<Answer> = (1..=rounds)
+        .map(|d| {
+            let records: Vec<String> = (0..per_delta)
+                .map(|i| {
+                    record(
+                        "BIG",
+                        &format!("d{d}-{i}"),
+                        2000,
+                        "UP",
+                        "ADDED",
+                        &metadata256(i),
+                    )
+                })
+                .collect();
+            Answer::ok(apps(&format!("UP_{}_", 1 + per_delta * d), "BIG", &records))
+        })
+        .collect();
+    stub.set("/eureka/apps/delta", deltas);
+    let registry = EurekaRegistry::builder()
+        .server_urls(&stub.url())
+        .fetch_interval(Duration::from_secs(3600))
+        .request_timeout(Duration::from_secs(60))
+        .build()
+        .expect("build");
+    registry.ready().await.expect("full fetch");
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut refused = 0;
+    for _ in 0..rounds {
+        if registry.refresh_now().await.is_err() {
+            refused += 1;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = LIVE.load(Ordering::Relaxed);
+    let grown_mib = (after - before) as f64 / (1024.0 * 1024.0);
+    let held: usize = registry
+        .instances("BIG")
+        .iter()
+        .map(|i| i.metadata().len())
+        .sum();
+    println!(
+        "metadata entries held {held}, live heap grew {grown_mib:.1} MiB, {refused} deltas refused"
+    );
+    // 2^20 entries x (40 bytes + an unshared key and a short value): the
+    // documented ~60 MiB for keys that are not shared; what one payload
+    // may hold, however many deltas arrive.
+    assert!(held <= tower_ribbon::discovery::eureka::wire::DEFAULT_MAX_METADATA_ENTRIES);
+    assert!(
+        grown_mib <= 64.0,
+        "the copy grew by {grown_mib:.1} MiB ({held} metadata entries) through {rounds} deltas; documented bound about 60 MiB"
+    );
+}

@@ -1,0 +1,141 @@
+//! What a service sees through `EurekaRegistry` when the registry fails,
+//! and app names outside ASCII.
+//!
+//! - A registry outage shows in the service's `refresh_status`: every
+//!   registry call answered 500 for 3 s (64 registry failures) while
+//!   `refresh_status` reported 0 failures and a last success 44.8 ms ago.
+//!   Now the service's refresh fails with `RegistryStale` and keeps its
+//!   last list.
+//! - Eureka stores `über-service` as `ÜBER-SERVICE` (Java's Unicode
+//!   `toUpperCase`); the registry upper-cased ASCII only and found nothing.
+#![cfg(feature = "eureka")]
+
+#[path = "support/eureka_stub.rs"]
+mod eureka_stub;
+
+use std::time::Duration;
+
+use eureka_stub::{Answer, Stub, apps, record};
+use tower_ribbon::LoadBalancer;
+use tower_ribbon::discovery::eureka::EurekaRegistry;
+use tower_ribbon::discovery::{InstanceSource, RefreshConfig};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_outage_shows_in_refresh_status_and_keeps_the_list() {
+    let stub = Stub::start().await;
+    let a = record("GOOD", "a", 1001, "UP", "ADDED", "{}");
+    stub.set(
+        "/eureka/apps",
+        vec![Answer::ok(apps("UP_1_", "GOOD", &[a]))],
+    );
+    stub.set(
+        "/eureka/apps/delta",
+        vec![Answer::ok(apps("UP_1_", "GOOD", &[]))],
+    );
+    let registry = EurekaRegistry::builder()
+        .server_urls(&stub.url())
+        .fetch_interval(Duration::from_millis(100))
+        .build()
+        .expect("build");
+    registry.ready().await.expect("first fetch");
+    let mut refresh = RefreshConfig::default();
+    refresh.interval = Duration::from_millis(100);
+    refresh.jitter = 0.0;
+    let lb = LoadBalancer::builder()
+        .source(registry.clone())
+        .service("good")
+        .refresh(refresh)
+        .build(tower::service_fn(|_req: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(()))
+        }))
+        .expect("balancer");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let healthy = lb.refresh_status("good").expect("status");
+    assert_eq!(
+        (healthy.instances, healthy.consecutive_failures),
+        (1, 0),
+        "{healthy:?}"
+    );
+
+    // Outage: every registry call fails.
+    stub.set("/eureka/apps", vec![Answer::status(500)]);
+    stub.set("/eureka/apps/delta", vec![Answer::status(500)]);
+    let outage = Duration::from_millis(1500);
+    tokio::time::sleep(outage).await;
+    let status = lb.refresh_status("good").expect("status");
+    let registry_age = registry.since_last_success();
+    println!(
+        "registry: last success {registry_age:?} ago, {:?}\nrefresh: {status:?}",
+        registry.stats()
+    );
+    assert!(
+        status.failures > 0 && status.consecutive_failures > 0,
+        "{status:?}"
+    );
+    assert!(
+        status
+            .since_last_success
+            .is_some_and(|d| d >= outage - Duration::from_millis(300)),
+        "registry failing for {outage:?} but the service's last success was {:?} ago",
+        status.since_last_success
+    );
+    assert_eq!(status.instances, 1, "the last good list is kept");
+    let err = status.last_error.expect("the registry's error");
+    assert!(err.to_string().contains("500"), "{err}");
+    let err = registry.fetch("good").await.expect_err("stale");
+    let stale = match &err {
+        tower_ribbon::error::DiscoveryError::Other(e) => e
+            .downcast_ref::<tower_ribbon::discovery::eureka::RegistryStale>()
+            .expect("RegistryStale"),
+        other => panic!("not Other: {other:?}"),
+    };
+    assert!(stale.consecutive_failures() > 0);
+    assert_eq!(
+        registry.stats().consecutive_failures,
+        stale.consecutive_failures()
+    );
+
+    // Recovery: the next success clears it.
+    stub.set(
+        "/eureka/apps",
+        vec![Answer::ok(apps(
+            "UP_1_",
+            "GOOD",
+            &[record("GOOD", "a", 1001, "UP", "ADDED", "{}")],
+        ))],
+    );
+    stub.set(
+        "/eureka/apps/delta",
+        vec![Answer::ok(apps("UP_1_", "GOOD", &[]))],
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let status = lb.refresh_status("good").expect("status");
+    assert_eq!(
+        (status.instances, status.consecutive_failures),
+        (1, 0),
+        "{status:?}"
+    );
+    assert_eq!(registry.fetch("good").await.expect("fresh").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_ascii_service_id_finds_its_upper_cased_app() {
+    let stub = Stub::start().await;
+    let u = record("ÜBER-SERVICE", "u1", 1001, "UP", "ADDED", "{}");
+    stub.set(
+        "/eureka/apps",
+        vec![Answer::ok(apps("UP_1_", "ÜBER-SERVICE", &[u]))],
+    );
+    let registry = EurekaRegistry::builder()
+        .server_urls(&stub.url())
+        .fetch_interval(Duration::from_secs(3600))
+        .build()
+        .expect("build");
+    registry.ready().await.expect("first fetch");
+    assert_eq!(registry.instances("über-service").len(), 1);
+    assert_eq!(registry.instances(" Über-Service ").len(), 1);
+    assert_eq!(
+        registry.fetch("über-service").await.expect("fetch").len(),
+        1
+    );
+}
