@@ -166,7 +166,7 @@ impl ConfigError {
         e
     }
 
-    pub(crate) fn no_source(client: &str, reason: &'static str) -> Self {
+    pub(crate) fn no_source(client: &str, reason: impl Into<Cow<'static, str>>) -> Self {
         let mut e = Self::new(ConfigErrorKind::NoSource, reason);
         e.inner.client = Some(client.to_owned());
         e

@@ -21,12 +21,38 @@ pub(crate) struct EurekaSettings {
     pub(crate) fetch_interval: Option<Duration>,
     /// `eureka.instance.metadata-map.zone`.
     pub(crate) zone: Option<String>,
+    /// `eureka.client.enabled`: `false` means Spring creates no Eureka
+    /// client (`EurekaClientAutoConfiguration` is
+    /// `@ConditionalOnProperty("eureka.client.enabled", matchIfMissing = true)`).
+    pub(crate) enabled: Option<bool>,
+    /// `eureka.client.fetch-registry`: `false` means Eureka's client never
+    /// fetches the registry, so a Eureka-backed list stays empty.
+    pub(crate) fetch_registry: Option<bool>,
+}
+
+/// Why the `defaultZone` URLs give no instances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EurekaOff {
+    /// `eureka.client.enabled=false`.
+    Disabled,
+    /// `eureka.client.fetch-registry=false`.
+    NoFetch,
+}
+
+impl EurekaOff {
+    /// The key as Spring's docs write it.
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            Self::Disabled => "eureka.client.enabled",
+            Self::NoFetch => "eureka.client.fetch-registry",
+        }
+    }
 }
 
 impl EurekaSettings {
     /// Reads a key under `eureka.`; other keys there are Spring's and are
-    /// ignored.
-    pub(crate) fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+    /// ignored. Returns a warning for a value read but not used.
+    pub(crate) fn set(&mut self, key: &str, value: &str) -> Result<Option<String>, ConfigError> {
         let kv = Kv {
             key,
             value,
@@ -58,13 +84,46 @@ impl EurekaSettings {
             "eureka.instance.metadatamap.zone" => {
                 self.zone = (!value.is_empty()).then(|| value.to_owned());
             }
+            name @ ("eureka.client.enabled" | "eureka.client.fetchregistry") => {
+                // A file read whole may hold `${EUREKA_ENABLED:true}`, which
+                // only Spring resolves: warn and keep Eureka on, no error.
+                let Ok(on) = value::boolean(&kv) else {
+                    let (key, value) = (crate::error::quote(key), crate::error::quote(value));
+                    return Ok(Some(format!(
+                        "`{key}` = `{value}` is not true or false: ignored"
+                    )));
+                };
+                match name {
+                    "eureka.client.enabled" => self.enabled = Some(on),
+                    _ => self.fetch_registry = Some(on),
+                }
+            }
             _ => {}
         }
-        Ok(())
+        Ok(None)
     }
 
+    /// The `defaultZone` URLs as written (also when [`Self::off`]).
     pub(crate) fn urls(&self) -> &[String] {
         self.urls.as_ref().map_or(&[], |(_, urls)| urls.as_slice())
+    }
+
+    /// Whether Spring's Eureka client would give no instances although
+    /// URLs may be set: `eureka.client.enabled=false`, else
+    /// `eureka.client.fetch-registry=false`.
+    pub(crate) fn off(&self) -> Option<EurekaOff> {
+        if self.enabled == Some(false) {
+            Some(EurekaOff::Disabled)
+        } else if self.fetch_registry == Some(false) {
+            Some(EurekaOff::NoFetch)
+        } else {
+            None
+        }
+    }
+
+    /// The URLs Eureka clients read from: none when [`Self::off`].
+    pub(crate) fn active_urls(&self) -> &[String] {
+        if self.off().is_some() { &[] } else { self.urls() }
     }
 
     /// The Eureka source, shared by every Eureka client: an

@@ -341,7 +341,7 @@ pub(crate) fn nearest<'a>(name: &str, names: impl Iterator<Item = &'a str>) -> O
 
 /// Levenshtein distance, two rows; names are short (under 100 chars here,
 /// longer ones are cut, so the cost is bounded).
-fn levenshtein(a: &str, b: &str) -> usize {
+pub(crate) fn levenshtein(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().take(128).collect();
     let b: Vec<char> = b.chars().take(128).collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();

@@ -97,8 +97,10 @@
 //! [`OutOfRange`](ConfigErrorKind::OutOfRange) naming the key, the value and
 //! [the range](ConfigError::allowed).
 //!
-//! Outside the `ribbon` namespace these Spring keys are read (Spring's
-//! relaxed names, `service-url` or `serviceUrl` and so on, are accepted):
+//! Outside the `ribbon` namespace these Spring keys are read (relaxed as
+//! Spring binds them: case, `-` and `_` are ignored in every name element,
+//! here and in the `spring.cloud.*` prefixes below, so `serviceUrl` or
+//! `spring.cloud.loadBalancer` work; Ribbon's names stay case-sensitive):
 //!
 //! | key | unit | default | becomes |
 //! |---|---|---|---|
@@ -107,6 +109,7 @@
 //! | `eureka.client.eureka-server-connect-timeout-seconds` | seconds | 5 | its connect timeout |
 //! | `eureka.client.eureka-server-read-timeout-seconds` | seconds | 8 | its request timeout |
 //! | `eureka.instance.metadata-map.zone` | zone name | none | every client's zone unless `zone` is set |
+//! | `eureka.client.enabled`, `eureka.client.fetch-registry` | `true` / `false` | `true` | `false`: no Eureka source (Spring then has no Eureka client, or one that never fetches); other values warn |
 //!
 //! Spring Cloud LoadBalancer's `spring.cloud.loadbalancer.*` keys and their
 //! per-client form `spring.cloud.loadbalancer.clients.<name>.*` (or
@@ -126,10 +129,12 @@
 //! Other keys outside `ribbon` and `spring.cloud.loadbalancer` are ignored
 //! silently, so a whole Spring `application.yml` can be read; keys whose
 //! client part starts with `spring.`, `eureka.` or `zuul.` are never taken
-//! for clients. An unknown key inside `ribbon` (such as
-//! `ribbon.MaxTotalConnections`), `spring.cloud.loadbalancer` or
-//! `spring.cloud.discovery.client.simple` is ignored
-//! with a warning naming the key and the nearest known key (by edit
+//! for clients; near misses warn (a `spring.cloud.*` namespace one or two
+//! edits from `loadbalancer` or `discovery`, an unknown key under
+//! `spring.cloud.discovery.client`, `Ribbon` for `ribbon`). An unknown key
+//! inside `ribbon` (such as `ribbon.MaxTotalConnections`),
+//! `spring.cloud.loadbalancer` or `spring.cloud.discovery.client.simple` is
+//! ignored with a warning naming the key and the nearest known key (by edit
 //! distance): [`tracing::warn!`] and an entry in [`RibbonConfig::warnings`].
 //! Spring keys that are read but whose policy this crate does not apply yet
 //! (`api-version`, some health-check and
@@ -153,7 +158,8 @@
 //!   `false`; a static list if `listOfServers` is set, else the client's
 //!   Spring Cloud simple instances ([`simple_discovery`]:
 //!   `spring.cloud.discovery.client.simple.instances.<client>`, with ids
-//!   and metadata); Eureka if a `defaultZone` URL is set; else a
+//!   and metadata); Eureka if a `defaultZone` URL is set and neither
+//!   `eureka.client.enabled` nor `fetch-registry` is `false`; else a
 //!   [`NoSource`](ConfigErrorKind::NoSource) error. A warning names each
 //!   client where two of these are set. (Spring Cloud
 //!   with Eureka on the class path ignores `listOfServers` unless
@@ -357,7 +363,8 @@ impl RibbonConfig {
     }
 
     /// The Eureka server URLs of `eureka.client.service-url.defaultZone`,
-    /// as written (credentials included; the `Debug` output hides them).
+    /// as written (credentials included; the `Debug` output hides them),
+    /// also when `eureka.client.enabled` is `false`.
     pub fn eureka_server_urls(&self) -> &[String] {
         self.eureka.urls()
     }

@@ -2,25 +2,31 @@
 //! Ribbon or Spring Cloud LoadBalancer, Eureka), then the scopes merged into
 //! one [`ClientConfig`] per client.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
 use super::client::ClientConfig;
 use super::error::ConfigError;
-use super::eureka::{EurekaSettings, redact_url};
+use super::eureka::{EurekaOff, EurekaSettings, redact_url};
 use super::keys;
 use super::policies::AppIdentity;
 use super::properties;
 use super::ribbon::ServerListKind;
 use super::scope::{RibbonScope, SpringScope};
-use super::simple_discovery::{self, DISCOVERY_PREFIX, SimpleDiscovery};
+use super::simple_discovery::{self, SimpleDiscovery};
+use super::value;
 use crate::discovery::StaticSource;
 
 /// Client-name prefixes that are Spring namespaces, never Ribbon clients.
 const NOT_CLIENTS: [&str; 4] = ["spring.", "eureka.", "zuul.", "niws."];
 /// The prefix of Spring Cloud LoadBalancer's keys.
 const SPRING_PREFIX: &str = "spring.cloud.loadbalancer.";
+/// [`SPRING_PREFIX`]'s name elements, matched relaxed.
+const SPRING_ELEMENTS: &str = "spring.cloud.loadbalancer";
+/// The name elements of Spring Cloud's discovery keys, matched relaxed.
+const DISCOVERY_ELEMENTS: &str = "spring.cloud.discovery";
 /// Ribbon's own prefix of the breaker keys (`niws.loadbalancer.<client>.`).
 const NIWS_PREFIX: &str = "niws.loadbalancer.";
 
@@ -91,13 +97,15 @@ impl Reader {
     }
 
     pub(crate) fn read(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
-        if let Some(rest) = key.strip_prefix(SPRING_PREFIX) {
+        // Spring's prefixes bind relaxed (`spring.cloud.loadBalancer.` too);
+        // Ribbon's (`ribbon`, `niws`) are Archaius names, exact.
+        if let Some(rest) = value::strip_elements(key, SPRING_ELEMENTS) {
             return self.read_spring(rest, key, value);
         }
         if let Some(rest) = key.strip_prefix(NIWS_PREFIX) {
             return self.read_niws(rest, key, value);
         }
-        if let Some(rest) = key.strip_prefix(DISCOVERY_PREFIX) {
+        if let Some(rest) = value::strip_elements(key, DISCOVERY_ELEMENTS) {
             match self.simple.read(rest, key, value)? {
                 simple_discovery::Read::Service(name) => _ = self.client(&name)?,
                 simple_discovery::Read::Unknown(warning) => self.unknown(|| warning),
@@ -110,8 +118,12 @@ impl Reader {
         } else if let Some((client, name)) = split_client_key(key) {
             (&mut self.client(client)?.ribbon, name)
         } else {
-            if key.starts_with("eureka.") {
-                self.eureka.set(key, value)?;
+            if value::strip_elements(key, "eureka").is_some() {
+                if let Some(warning) = self.eureka.set(key, value)? {
+                    self.unknown(|| warning);
+                }
+            } else if let Some(warning) = near_miss(key) {
+                self.unknown(|| warning);
             }
             self.app.read(key, value);
             return Ok(());
@@ -124,12 +136,14 @@ impl Reader {
 
     /// `rest` is the key after `spring.cloud.loadbalancer.`.
     fn read_spring(&mut self, rest: &str, key: &str, value: &str) -> Result<(), ConfigError> {
-        // `clients.<name>.<key>`, or `clients[<name>].<key>` for names with dots.
-        let client = match rest.strip_prefix("clients[") {
+        // `clients.<name>.<key>`, or `clients[<name>].<key>` for names with
+        // dots; `clients` is relaxed as Spring binds it.
+        let head = rest.find(['.', '[']).map_or(rest, |at| &rest[..at]);
+        let after = &rest[head.len()..];
+        let client = match after.strip_prefix('[') {
+            _ if !value::element_is(head, "clients") => None,
             Some(r) => r.split_once("]."),
-            None => rest
-                .strip_prefix("clients.")
-                .and_then(|r| r.split_once('.')),
+            None => after.strip_prefix('.').and_then(|r| r.split_once('.')),
         };
         let (scope, name) = match client {
             Some((client, name)) if !client.trim().is_empty() => (
@@ -196,9 +210,9 @@ impl Reader {
         }
         warnings.extend(not_applied_warnings(&self.spring, &self.clients));
         for client in &clients {
-            warnings.extend(client.semantic_warnings(self.eureka.urls()));
+            warnings.extend(client.semantic_warnings(self.eureka.active_urls()));
         }
-        warnings.extend(self.simple.apply(&mut clients, self.eureka.urls())?);
+        warnings.extend(self.simple.apply(&mut clients, self.eureka.active_urls())?);
         for warning in &warnings {
             tracing::warn!(target: "tower_ribbon::config", "{warning}");
         }
@@ -225,6 +239,41 @@ fn unknown_ribbon(key: &str, name: &str) -> String {
             None => format!("unknown Ribbon key `{key}` ignored"),
         },
     }
+}
+
+/// The warning for a key read nowhere that looks meant for this crate: a
+/// `spring.cloud.*` namespace one or two edits from `loadbalancer` or
+/// `discovery` (or split by a dot, `load.balancer`), or Ribbon's `ribbon`
+/// element in another case (Archaius names are case-sensitive, so Ribbon
+/// ignores `Ribbon.ReadTimeout` too). Other keys, the rest of a Spring
+/// `application.yml`, stay silent.
+fn near_miss(key: &str) -> Option<String> {
+    let quoted = || crate::error::quote(key);
+    if let Some(rest) = value::strip_elements(key, "spring.cloud") {
+        let canonical = |s: &str| value::relaxed(s).replace('.', "");
+        let element = canonical(rest.split('.').next().unwrap_or(rest));
+        let joined = canonical(rest);
+        for namespace in ["loadbalancer", "discovery"] {
+            let near = keys::levenshtein(&element, namespace) <= 2 || joined.starts_with(namespace);
+            if near && element != namespace {
+                return Some(format!(
+                    "unknown key `{}` ignored (did you mean `spring.cloud.{namespace}.…`?)",
+                    quoted()
+                ));
+            }
+        }
+        return None;
+    }
+    let mut elements = key.split('.');
+    elements.next_back();
+    let ribbon = elements.clone().any(|e| e == "ribbon");
+    (!ribbon && elements.any(|e| e.eq_ignore_ascii_case("ribbon"))).then(|| {
+        format!(
+            "unknown key `{}` ignored (Ribbon's keys are case-sensitive: \
+             the namespace is `ribbon`, lower case)",
+            quoted()
+        )
+    })
 }
 
 fn unknown_spring(key: &str, name: &str) -> String {
@@ -321,29 +370,48 @@ impl RibbonConfig {
     /// The instance source of `client`: see "Instance source" in the
     /// [module docs](super).
     pub(crate) fn kind_of(&self, client: &ClientConfig) -> Result<ServerListKind, ConfigError> {
-        let no_source = |reason| ConfigError::no_source(&client.name, reason);
-        let kind = match client.server_list {
-            Some(kind) => kind,
-            None if client.eureka_enabled == Some(false) || client.list_of_servers.is_some() => {
+        let no_source = |reason: Cow<'static, str>| ConfigError::no_source(&client.name, reason);
+        let urls = !self.eureka.urls().is_empty();
+        // `eureka.client.enabled=false` (or `fetch-registry=false`) with URLs.
+        let off = self.eureka.off().filter(|_| urls);
+        let off_reason = |off: EurekaOff, then: &str| {
+            let key = off.key();
+            no_source(format!("`{key}` is false, so Eureka gives no instances: {then}").into())
+        };
+        let kind = match (client.server_list, off) {
+            (Some(kind), _) => kind,
+            (None, _) if client.eureka_enabled == Some(false) || client.list_of_servers.is_some() => {
                 ServerListKind::Static
             }
-            None if !self.eureka.urls().is_empty() => ServerListKind::Eureka,
-            None => {
+            (None, Some(off)) => {
+                return Err(off_reason(
+                    off,
+                    "set `<client>.ribbon.listOfServers` or \
+                     `spring.cloud.discovery.client.simple.instances.<client>`",
+                ));
+            }
+            (None, None) if urls => ServerListKind::Eureka,
+            (None, None) => {
                 return Err(no_source(
                     "set `<client>.ribbon.listOfServers`, \
                      `spring.cloud.discovery.client.simple.instances.<client>` or \
-                     `eureka.client.service-url.defaultZone`",
+                     `eureka.client.service-url.defaultZone`"
+                        .into(),
                 ));
             }
         };
-        match kind {
-            ServerListKind::Static if client.list_of_servers.is_none() => Err(no_source(
-                "the static server list needs `<client>.ribbon.listOfServers` or simple instances",
+        match (kind, off) {
+            (ServerListKind::Static, _) if client.list_of_servers.is_none() => Err(no_source(
+                "the static server list needs `<client>.ribbon.listOfServers` or simple instances"
+                    .into(),
             )),
-            ServerListKind::Eureka if self.eureka.urls().is_empty() => Err(no_source(
-                "Eureka discovery needs `eureka.client.service-url.defaultZone`",
+            (ServerListKind::Eureka, _) if !urls => Err(no_source(
+                "Eureka discovery needs `eureka.client.service-url.defaultZone`".into(),
             )),
-            kind => Ok(kind),
+            (ServerListKind::Eureka, Some(off)) => {
+                Err(off_reason(off, "`NIWSServerListClassName` chooses Eureka"))
+            }
+            (kind, _) => Ok(kind),
         }
     }
 }

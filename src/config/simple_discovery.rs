@@ -52,7 +52,7 @@ use super::client::ClientConfig;
 use super::ribbon::ServerListKind;
 use super::error::ConfigError;
 use super::keys;
-use super::value::{Kv, boolean};
+use super::value::{self, Kv, boolean};
 use crate::instance::Instance;
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
@@ -120,7 +120,8 @@ pub(crate) struct SimpleDiscovery {
 
 /// `(service, index text, field)` of `instances.<svc>[i].<field>`.
 fn split_instance(rest: &str) -> Option<(&str, &str, &str)> {
-    let rest = rest.strip_prefix("instances")?;
+    let head = rest.find(['.', '[']).map_or(rest, |at| &rest[..at]);
+    let rest = Some(&rest[head.len()..]).filter(|_| value::element_is(head, "instances"))?;
     let (service, rest) = if let Some(r) = rest.strip_prefix('[') {
         let (service, r) = r.split_once(']')?;
         (service, r.strip_prefix('[')?)
@@ -141,11 +142,11 @@ impl SimpleDiscovery {
         key: &str,
         value: &str,
     ) -> Result<Read, ConfigError> {
-        if rest == "enabled" {
+        if value::elements_match(rest, "enabled") {
             self.disabled = !parse_bool(key, value)?;
             return Ok(Read::Other);
         }
-        if let Some(i) = NOT_APPLIED.iter().position(|(k, _)| rest.starts_with(k)) {
+        if let Some(i) = (NOT_APPLIED.iter()).position(|(k, _)| value::elements_match(rest, k)) {
             // One warning per entry of the table, so the count is bounded.
             if !self.warned[i] {
                 self.warned[i] = true;
@@ -155,8 +156,9 @@ impl SimpleDiscovery {
             }
             return Ok(Read::Other);
         }
-        let Some(simple) = rest.strip_prefix(SIMPLE) else {
-            return Ok(Read::Other);
+        // Spring binds every element relaxed (`client.Simple.Instances`).
+        let Some(simple) = value::strip_elements(rest, "client.simple") else {
+            return Ok(unknown_discovery(key, rest).map_or(Read::Other, Read::Unknown));
         };
         let Some((service, index_text, field)) = split_instance(simple) else {
             return Ok(Read::Unknown(unknown(key, simple)));
@@ -423,6 +425,24 @@ fn parse_uri(key: &str, text: &str) -> Result<(String, u16, bool), ConfigError> 
         Some(port) => parse_port(key, port)?,
     };
     Ok((authority.host().to_owned(), port, secure))
+}
+
+/// The warning of an unknown key under `spring.cloud.discovery.` outside
+/// `client.simple.`, naming the nearest known one: for keys under
+/// `client.` (Spring Cloud Commons' own clients) or one or two edits from
+/// it or from a known key. Others (another discovery client's) are silent.
+fn unknown_discovery(key: &str, name: &str) -> Option<String> {
+    let known = ["enabled", "blocking.enabled", "reactive.enabled", "client.simple.instances"];
+    let first = name.split(['.', '[']).next().unwrap_or(name);
+    let near = |a: &str, b: &str| keys::levenshtein(&value::relaxed(a), &value::relaxed(b)) <= 2;
+    if !near(first, "client") && !known.iter().any(|k| near(name, k)) {
+        return None;
+    }
+    let nearest = keys::nearest(name, known.into_iter()).unwrap_or("enabled");
+    let key = crate::error::quote(key);
+    Some(format!(
+        "unknown Spring Cloud discovery key `{key}` ignored (did you mean `{DISCOVERY_PREFIX}{nearest}`?)"
+    ))
 }
 
 /// The warning of an unknown key under

@@ -30,6 +30,49 @@ pub(crate) fn relaxed(name: &str) -> String {
         .collect()
 }
 
+/// Whether the name element `written` is `element` under Spring Boot's
+/// relaxed binding (`ConfigurationPropertyName`'s element equality for
+/// property sources): letters compared in lower case, every character
+/// other than `a-z` and `0-9` skipped, so `loadBalancer`, `load-balancer`,
+/// `load_balancer` and `LOADBALANCER` are all `loadbalancer`.
+pub(crate) fn element_is(written: &str, element: &str) -> bool {
+    let canonical = |s: &str| {
+        s.chars()
+            .flat_map(char::to_lowercase)
+            .filter(char::is_ascii_alphanumeric)
+            .collect::<String>()
+    };
+    canonical(written) == canonical(element)
+}
+
+/// `key` after the dot-separated leading elements of `prefix` and the dot
+/// that follows them, each element matched with [`element_is`]:
+/// `strip_elements("spring.cloud.loadBalancer.retry.enabled",
+/// "spring.cloud.loadbalancer")` is `Some("retry.enabled")`.
+pub(crate) fn strip_elements<'a>(key: &'a str, prefix: &str) -> Option<&'a str> {
+    let mut rest = key;
+    for element in prefix.split('.') {
+        let (written, after) = rest.split_once('.')?;
+        if !element_is(written, element) {
+            return None;
+        }
+        rest = after;
+    }
+    Some(rest)
+}
+
+/// Whether `name` is `pattern` element by element ([`element_is`]); a
+/// pattern ending in `.` matches the names under it.
+pub(crate) fn elements_match(name: &str, pattern: &str) -> bool {
+    match pattern.strip_suffix('.') {
+        Some(prefix) => strip_elements(name, prefix).is_some(),
+        None => {
+            name.split('.').count() == pattern.split('.').count()
+                && name.split('.').zip(pattern.split('.')).all(|(n, p)| element_is(n, p))
+        }
+    }
+}
+
 /// An unsigned number in `range` (unit `unit`).
 pub(crate) fn number(
     kv: &Kv<'_>,
@@ -268,6 +311,18 @@ pub(crate) fn parse_iso_duration(iso: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn name_elements_match_as_spring_binds_them() {
+        let key = "spring.cloud.load_Balancer.retry.enabled";
+        assert_eq!(strip_elements(key, "spring.cloud.loadbalancer"), Some("retry.enabled"));
+        assert_eq!(strip_elements("spring.cloud.load.balancer.x", "spring.cloud.loadbalancer"), None);
+        assert_eq!(strip_elements("spring.cloud.loadbalancer", "spring.cloud.loadbalancer"), None);
+        assert!(element_is("Health-Indicator", "healthindicator"));
+        assert!(elements_match("client.Health_Indicator.enabled", "client.health-indicator."));
+        assert!(elements_match("Blocking.ENABLED", "blocking.enabled"));
+        assert!(!elements_match("blocking.enabled.x", "blocking.enabled"));
+    }
 
     #[test]
     fn spring_durations() {
