@@ -96,9 +96,10 @@ pub struct PickContext<'a> {
     health_filter: bool,
     tiers: Option<&'a Tiers<'a>>,
     headers: Option<&'a HeaderMap>,
-    /// Set by a preference wrapper on the pick it hands to the wrapped
-    /// rule: a rotating rule steps its preferred lane (see `Cursor`).
-    preferring: bool,
+    /// Set by preference wrappers on the pick they hand to the wrapped
+    /// rule (0: none): a rotating rule steps the lane this key chooses
+    /// (see `Cursor`). Nested wrappers mix their keys.
+    lane: u64,
 }
 
 impl Default for PickContext<'_> {
@@ -122,7 +123,7 @@ impl<'a> PickContext<'a> {
             health_filter: false,
             tiers: None,
             headers: None,
-            preferring: false,
+            lane: 0,
         }
     }
 
@@ -197,18 +198,18 @@ impl<'a> PickContext<'a> {
     }
 
     /// The same context, marked as confined by a preference wrapper to
-    /// its preferred tier first (see `Cursor`).
+    /// its preferred tier first, `key` naming that tier (mixed into the
+    /// key of wrappers outside it; see `Cursor`).
     #[inline]
-    pub(crate) fn preferring(mut self) -> Self {
-        self.preferring = true;
+    pub(crate) fn preferring(mut self, key: u64) -> Self {
+        self.lane = (self.lane.rotate_left(17) ^ key).max(1);
         self
     }
 
-    /// Whether a preference wrapper confines this pick to its preferred
-    /// tier first.
+    /// The rotation lane key of this pick: 0 without a preference.
     #[inline]
-    pub(crate) fn is_preferring(&self) -> bool {
-        self.preferring
+    pub(crate) fn lane(&self) -> u64 {
+        self.lane
     }
 
     /// Whether a wrapping picker added tiers.
@@ -258,7 +259,7 @@ impl<'a> PickContext<'a> {
             health_filter: self.health_filter,
             tiers: Some(link),
             headers: self.headers,
-            preferring: self.preferring,
+            lane: self.lane,
         }
     }
 

@@ -11,43 +11,57 @@
 //! request went to one member of the group and the others to every other
 //! instance. The same happened with a one-instance tier (a sticky cookie),
 //! which Spring Cloud LoadBalancer fixed by not moving its position for a
-//! list of one (spring-cloud-commons#1144); here such a pick does not reach
-//! the wrapped rule at all, and picks that do go through a preferred tier
-//! step their own lane.
+//! list of one (spring-cloud-commons#1144). Here every pick confined to a
+//! preferred tier steps a lane chosen by that tier (its wrapper's key,
+//! mixed with the keys of wrappers outside it), so hinted requests inside
+//! a subset, two hint groups in turn, or sticky requests next to hinted
+//! ones each rotate on their own.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::PickContext;
 
-/// Two rotation positions; see the [module docs](self).
-#[derive(Debug, Default)]
+/// Lanes for preferred tiers; a tier's key picks one. Two groups share a
+/// lane only when their keys collide (about 1 in 63 pairs).
+const PREFERRED_LANES: usize = 63;
+
+/// Rotation positions: one lane for picks without a preference, and
+/// [`PREFERRED_LANES`] for preferred tiers; see the [module docs](self).
+#[derive(Debug)]
 pub(crate) struct Cursor {
-    main: AtomicUsize,
-    preferred: AtomicUsize,
+    lanes: Box<[AtomicUsize]>,
+}
+
+impl Default for Cursor {
+    fn default() -> Self {
+        Self::new(0)
+    }
 }
 
 impl Cursor {
-    /// Both lanes at `start`.
+    /// Every lane at `start`.
     pub(crate) fn new(start: usize) -> Self {
         Self {
-            main: AtomicUsize::new(start),
-            preferred: AtomicUsize::new(start),
+            lanes: (0..=PREFERRED_LANES)
+                .map(|_| AtomicUsize::new(start))
+                .collect(),
         }
     }
 
     /// The step for a pick in `ctx`'s lane, and moves it on.
     #[inline]
     pub(crate) fn step(&self, ctx: &PickContext<'_>) -> usize {
-        let lane = if ctx.is_preferring() {
-            &self.preferred
-        } else {
-            &self.main
+        let lane = match ctx.lane() {
+            0 => 0,
+            key => 1 + (key % PREFERRED_LANES as u64) as usize,
         };
-        lane.fetch_add(1, Ordering::Relaxed)
+        self.lanes
+            .get(lane)
+            .map_or(0, |l| l.fetch_add(1, Ordering::Relaxed))
     }
 
     /// The next step of the lane without a preference (for `Debug`).
     pub(crate) fn peek(&self) -> usize {
-        self.main.load(Ordering::Relaxed)
+        self.lanes.first().map_or(0, |l| l.load(Ordering::Relaxed))
     }
 }

@@ -24,9 +24,10 @@ use crate::instance::Endpoint;
 /// such request while healthy ones existed, in panic mode, where the
 /// service-wide health filter is off.
 ///
-/// A rotating wrapped rule steps its preferred lane for these picks
-/// (`rule::cursor`), so they do not split the rotation of the
-/// requests without a preference.
+/// A rotating wrapped rule steps a lane of its own for these picks, chosen
+/// by the preferred tier (`rule::cursor`), so they do not split the
+/// rotation of the requests without a preference, nor of other preferred
+/// tiers.
 #[inline]
 pub(crate) fn pick_preferring<'p>(
     inner: &'p dyn Picker,
@@ -36,25 +37,29 @@ pub(crate) fn pick_preferring<'p>(
 ) -> Option<&'p Endpoint> {
     let now = ctx.now();
     let preferred = |i: usize, e: &Endpoint| member(i, e) && e.stats().is_healthy_at(now);
-    // A preferred tier of one usable endpoint is the pick, whatever the
-    // wrapped rule: it takes from the first non-empty tier, and this one
-    // holds that endpoint alone. So a sticky or one-instance hint pick
-    // moves no rotation of the wrapped rule (spring-cloud-commons#1144:
-    // pinned requests in turn with others sent every other request to one
-    // instance).
-    if let Some(&[only]) = domain {
-        let i = only as usize;
-        if let Some(e) = inner.snapshot().endpoints().get(i) {
-            if preferred(i, e) && ctx.in_first_tier(i, e) {
-                return Some(e);
-            }
-        }
-    }
     let any = |_: usize, _: &Endpoint| true;
     let tiers: [Tier<'_>; 2] = [&preferred, &any];
     let domains = [domain, None];
     let mut link = None;
-    inner.pick(&ctx.with_tiers_in(&mut link, &tiers, &domains).preferring())
+    let key = domain.map_or(1, lane_key);
+    inner.pick(
+        &ctx.with_tiers_in(&mut link, &tiers, &domains)
+            .preferring(key),
+    )
+}
+
+/// A key for the preferred tier `domain` (its size and first, middle and
+/// last positions: O(1), and different for different groups of one list
+/// but for rare collisions), which picks the rotation lane of a wrapped
+/// rule (`rule::cursor`).
+fn lane_key(domain: &[u32]) -> u64 {
+    let at = |i: usize| domain.get(i).map_or(u64::MAX, |&v| u64::from(v));
+    let n = domain.len();
+    [n as u64, at(0), at(n / 2), at(n.wrapping_sub(1))]
+        .into_iter()
+        .fold(0x9e37_79b9_7f4a_7c15, |h, v| {
+            (h ^ v).wrapping_mul(0x0100_0000_01b3).rotate_left(29)
+        })
 }
 
 /// The index of `e` in `endpoints` when `e` is an element of that slice
