@@ -130,6 +130,11 @@ struct Inner {
     last_success: Mutex<Option<Instant>>,
     /// Failures since the last successful fetch, and the last error.
     failing: Mutex<Failing>,
+    /// Apps (keys) read successfully through [`InstanceSource::fetch`]
+    /// (at most [`stale::MAX_SERVED`]): during an outage these get
+    /// [`RegistryStale`] and keep their last list, while an app first
+    /// read then gets the copy.
+    served: Mutex<std::collections::HashSet<String>>,
 }
 
 /// A shared, cached view of a whole Eureka registry. Cloning is cheap; the
@@ -201,6 +206,7 @@ impl EurekaRegistryBuilder {
             first: watch::Sender::new(None),
             last_success: Mutex::new(None),
             failing: Mutex::new(Failing::default()),
+            served: Mutex::new(std::collections::HashSet::new()),
         });
         let interval = self.interval.unwrap_or(Duration::from_secs(30));
         let weak = Arc::downgrade(&inner);
@@ -314,16 +320,27 @@ impl EurekaRegistry {
 impl InstanceSource for EurekaRegistry {
     /// Reads `service_id`'s instances from the local copy, after waiting
     /// for the first fetch. An app the registry does not list has no
-    /// instances. While the registry's fetches fail, fails with a
-    /// [`RegistryStale`] (inside [`DiscoveryError::Other`]), so the
-    /// service's refresh keeps its last list and counts the failure.
+    /// instances. While the registry's fetches fail, an app read before
+    /// fails with a [`RegistryStale`] (inside [`DiscoveryError::Other`]),
+    /// so its refresh keeps its last list and counts the failure; an app
+    /// first read during the outage gets the copy, the last good data
+    /// there is (as the Java client serves its cache), and the stale error
+    /// from its next read on.
     fn fetch<'a>(&'a self, service_id: &'a str) -> FetchFuture<'a> {
         Box::pin(async move {
             self.ready()
                 .await
                 .map_err(|e| DiscoveryError::Other(Box::new(SharedError(e))))?;
-            if let Some(stale) = self.inner.stale() {
-                return Err(DiscoveryError::Other(Box::new(stale)));
+            let key = app_key(service_id);
+            let first_read = {
+                let mut served = self.inner.served.lock().unwrap_or_else(|e| e.into_inner());
+                // Past the bound every app counts as read before.
+                served.len() < stale::MAX_SERVED && served.insert(key)
+            };
+            if !first_read {
+                if let Some(stale) = self.inner.stale() {
+                    return Err(DiscoveryError::Other(Box::new(stale)));
+                }
             }
             Ok(self.instances(service_id))
         })

@@ -61,6 +61,10 @@ impl std::error::Error for RegistryStale {
     }
 }
 
+/// Apps the registry remembers as read (65 536): one more is treated as
+/// read before, so its first read during an outage fails like the others.
+pub(super) const MAX_SERVED: usize = 1 << 16;
+
 /// The registry's failures since its last successful fetch.
 #[derive(Debug, Default)]
 pub(super) struct Failing {
