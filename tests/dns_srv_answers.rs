@@ -144,3 +144,21 @@ async fn a_host_target_at_port_zero_is_refused() {
     let list = source.fetch("users").await.expect("resolves");
     assert_eq!(list.len(), 1, "{list:?}");
 }
+
+/// Within one priority the cut keeps the heavier records: a weight-0
+/// target has "a very small chance" next to a weighted one (RFC 2782).
+/// Before, records were ordered by name within a priority, and
+/// `max_records(1)` kept the weight-0 `a.test` over `b.test` at weight 100.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cut_keeps_weighted_targets_over_weight_zero_ones() {
+    let hosts = [(ip(0, 1), "a.test"), (ip(0, 2), "b.test")];
+    let records = [
+        Srv::new(SRV_NAME, "b.test", 9002, 10, 100),
+        Srv::new(SRV_NAME, "a.test", 9001, 10, 0),
+    ];
+    let Some(server) = Dnsmasq::start(5, &hosts, &records) else {
+        return;
+    };
+    let list = fetch_srv(config(&server).max_records(1)).await;
+    assert_eq!(list.expect("resolves"), ["http://10.0.0.2:9002"]);
+}

@@ -78,14 +78,15 @@ pub(super) fn only_root(records: &[SrvRecord]) -> bool {
 
 /// The usable SRV records of an answer, grouped by priority.
 pub(super) struct PriorityGroups {
-    /// Lowest priority first; within a group by target and port.
+    /// Lowest priority first; within a group heaviest weight first, then
+    /// by target and port.
     pub(super) groups: Vec<Vec<SrvRecord>>,
     /// The priority of the first record cut by `max`, if any.
     pub(super) cut_at: Option<u16>,
 }
 
-/// Records grouped by priority, lowest first; within a group by target and
-/// port, duplicates removed; records that name no host (`.`, port 0)
+/// Records grouped by priority, lowest first; within a group heaviest
+/// weight first, then by target and port, duplicates removed; records that name no host (`.`, port 0)
 /// dropped. At most `max` records in all, taken from the lowest priorities
 /// (after the sort, so the order of the answer does not matter).
 pub(super) fn priority_groups(mut records: Vec<SrvRecord>, max: usize) -> PriorityGroups {
@@ -94,6 +95,10 @@ pub(super) fn priority_groups(mut records: Vec<SrvRecord>, max: usize) -> Priori
         (a.priority, &a.target, a.port, a.weight).cmp(&(b.priority, &b.target, b.port, b.weight))
     });
     records.dedup_by(|b, a| a.priority == b.priority && a.target == b.target && a.port == b.port);
+    // Within a priority the heavier records first (stable: then by target),
+    // so a cut keeps them: RFC 2782 gives weight 0 "a very small chance"
+    // next to weighted records.
+    records.sort_by_key(|r| (r.priority, std::cmp::Reverse(r.weight)));
     let cut_at = records.get(max).map(|r| r.priority);
     records.truncate(max);
     let mut groups: Vec<Vec<SrvRecord>> = Vec::new();

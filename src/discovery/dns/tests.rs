@@ -155,14 +155,15 @@ fn srv_groups_by_priority_and_bounds() {
         .iter()
         .map(|r| (r.target.as_str(), r.port, r.weight))
         .collect();
-    assert_eq!(first, [("a.test", 8080, 1), ("b.test", 8081, 3)]);
+    // Heaviest first within a priority, so a cut keeps it.
+    assert_eq!(first, [("b.test", 8081, 3), ("a.test", 8080, 1)]);
     assert_eq!(groups[1][0].priority, 20);
     // max records (after the sort: the backup listed first is the one
     // cut) and max name length.
     let cut = priority_groups(parse_srv(&answer, 253), 2);
     assert_eq!((cut.groups.len(), cut.groups[0].len(), cut.cut_at), (1, 2, Some(20)));
     let cut = priority_groups(parse_srv(&answer, 253), 1);
-    assert_eq!((cut.groups[0][0].target.as_str(), cut.cut_at), ("a.test", Some(10)));
+    assert_eq!((cut.groups[0][0].target.as_str(), cut.cut_at), ("b.test", Some(10)));
     assert_eq!(parse_srv(&answer, 6).len(), 3);
     // Root target: alone, the service is not available; next to real
     // targets, skipped (and port 0 too).
