@@ -11,11 +11,14 @@
 //! Paused time: the factors are fixed by the pick time the test passes.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use proptest::prelude::*;
 use tokio::time::Instant;
-use tower_ribbon::rule::{PickContext, Random, RoundRobin, Rule, SlowStart, SlowStartConfig};
+use tower_ribbon::rule::{
+    PickContext, Picker, Random, RoundRobin, Rule, SlowStart, SlowStartConfig,
+};
 use tower_ribbon::snapshot::Snapshot;
 use tower_ribbon::{Endpoint, Instance};
 
@@ -204,5 +207,93 @@ proptest! {
                 old, a, b, count, picks, envoy
             );
         }
+    }
+}
+
+#[derive(Debug)]
+struct Counting<R> {
+    inner: R,
+    calls: Arc<AtomicUsize>,
+}
+#[derive(Debug)]
+struct CountingPicker {
+    inner: Arc<dyn Picker>,
+    calls: Arc<AtomicUsize>,
+}
+impl<R: Rule> Rule for Counting<R> {
+    fn build(&self, s: &Arc<Snapshot>) -> Arc<dyn Picker> {
+        Arc::new(CountingPicker {
+            inner: self.inner.build(s),
+            calls: Arc::clone(&self.calls),
+        })
+    }
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+}
+impl Picker for CountingPicker {
+    fn pick(&self, ctx: &PickContext<'_>) -> Option<&Endpoint> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.pick(ctx)
+    }
+    fn snapshot(&self) -> &Arc<Snapshot> {
+        self.inner.snapshot()
+    }
+}
+
+fn numbered(p: u32) -> Endpoint {
+    let host = format!("10.{}.{}.{}", (p >> 16) & 255, (p >> 8) & 255, p & 255);
+    Endpoint::new(Instance::new("s", &host, 8080).unwrap())
+}
+
+/// 1 old instance + n new ones at a tiny factor (min weight 0), a retry
+/// excluding one new instance (so each wrapped pick walks the list): one
+/// slow-start pick made up to `4n + 10` wrapped picks, each O(n): 1.2 s
+/// per pick at 16 000 instances.
+async fn wrapped_picks(n: u32, random: bool) -> usize {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let config = SlowStartConfig::new(Duration::from_secs(3600)).min_weight_percent(0.0);
+    let inner: Box<dyn Rule> = if random {
+        Box::new(Random::new())
+    } else {
+        Box::new(RoundRobin::with_start(1))
+    };
+    let rule = SlowStart::new(
+        Counting {
+            inner,
+            calls: Arc::clone(&calls),
+        },
+        config,
+    );
+    let old = numbered(0);
+    let first = Arc::new(Snapshot::new("s", vec![old.clone()], 1));
+    let _ = rule.build(&first);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let mut list = vec![old];
+    list.extend((1..=n).map(numbered));
+    let s = Arc::new(Snapshot::new("s", list, 2));
+    let picker = rule.build(&s);
+    let excluded = [s.endpoints()[n as usize].clone()];
+    let mut most = 0;
+    for _ in 0..20 {
+        let before = calls.load(Ordering::Relaxed);
+        let ctx = PickContext::new().with_excluded(&excluded);
+        picker.pick(&ctx).unwrap();
+        most = most.max(calls.load(Ordering::Relaxed) - before);
+    }
+    most
+}
+
+/// A pick's wrapped picks are bounded whatever the list's size (4 · 64 + 9
+/// rejections, then one tiered pick): with exclusions each wrapped pick
+/// walks the list, and a bound of `4n + 9` made a pick O(n²).
+#[tokio::test(start_paused = true)]
+async fn a_pick_makes_a_bounded_number_of_wrapped_picks() {
+    for random in [false, true] {
+        let most = wrapped_picks(4_000, random).await;
+        assert!(
+            most <= 4 * 64 + 10,
+            "random={random}: {most} wrapped picks in one pick"
+        );
     }
 }

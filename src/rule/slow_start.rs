@@ -30,17 +30,21 @@
 //! scaling applied to what P2C would give it, for any number of new and
 //! old instances.
 //!
-//! A pick gives up after `REJECTIONS_PER_ENDPOINT · n + MAX_REJECTIONS + 1`
-//! rejections in a row (`4n + 9` for `n` instances) and goes to an eligible
-//! instance accepted at rate 1 (else the last candidate), so a pick never
-//! fails because of slow start and costs at most `4n + 10` picks of the
-//! wrapped rule: O(n). On average it costs `1 / A` of them, `A = Σ p·rate`
+//! A pick gives up after `REJECTIONS_PER_ENDPOINT · min(n, 64) +
+//! MAX_REJECTIONS + 1` rejections in a row (`4n + 9` for `n ≤ 64`
+//! instances, 265 above) and goes to an eligible instance accepted at
+//! rate 1 (else the last candidate), so a pick never fails because of slow
+//! start and costs at most 266 picks of the wrapped rule (each O(n) when
+//! the request excludes instances or the health filter is on). On
+//! average it costs `1 / A` of them, `A = Σ p·rate`
 //! being the rate at which the wrapped rule's picks are accepted (round
 //! robin with old instances: `n / (old + Σ factor)`, 8.8 for 1 old and 64
 //! new at factor 0.1). Only giving up moves a share off Envoy's. Round
-//! robin never gives up while its cycle is neither shared with concurrent
-//! picks nor filtered: `n` picks in a row pass an instance accepted at
-//! rate 1. Uniform random gives up with probability below
+//! robin over at most 265 instances never gives up while its cycle is
+//! neither shared with concurrent picks nor filtered: `n` picks in a row
+//! pass an instance accepted at rate 1 (over more, a run of 265
+//! rejections between two such instances gives up). Uniform random over
+//! `n ≤ 64` gives up with probability below
 //! `(1 − k/n)^(4n + 9) < e^(−4k)`, `k` the instances accepted at rate 1:
 //! less than 1.8 % of a slow-start instance's share goes to them, and
 //! their own share grows by less than 0.2 % of itself. (The bound was a
@@ -94,6 +98,13 @@ pub const MAX_REJECTIONS: usize = 8;
 /// passes an instance accepted at rate 1) always fits and a random draw
 /// gives up rarely.
 pub const REJECTIONS_PER_ENDPOINT: usize = 4;
+
+/// Endpoints counted for [`REJECTIONS_PER_ENDPOINT`] at most: a pick gives
+/// up after at most `4 · 64 + 9` rejections, whatever the list's size.
+/// Each wrapped pick costs O(n) when the request excludes instances (a
+/// retry) or the health filter is on, so a bound growing with the list
+/// made such a pick O(n²): 1.2 s at 16 000 instances.
+pub const REJECTION_ENDPOINTS_MAX: usize = 64;
 
 /// Envoy's `slow_start_config`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -298,6 +309,7 @@ impl Picker for SlowStartPicker {
         let mut last = None;
         let bound = endpoints
             .len()
+            .min(REJECTION_ENDPOINTS_MAX)
             .saturating_mul(REJECTIONS_PER_ENDPOINT)
             .saturating_add(MAX_REJECTIONS);
         for _ in 0..=bound {
