@@ -455,6 +455,18 @@ pub enum DiscoveryError {
         /// The entries the delta would have produced.
         would_hold: usize,
     },
+    /// A fetch would have grown the registry copy's metadata text (keys
+    /// and values, in bytes) past the response body bound
+    /// (`max_body_bytes`): a copy no full payload could carry.
+    #[error(
+        "registry copy would hold {would_hold} bytes of metadata, over its bound of {limit}; keeping the last copy"
+    )]
+    RegistryMetadataTooLarge {
+        /// The bound, in bytes.
+        limit: usize,
+        /// The bytes the fetch would have produced.
+        would_hold: usize,
+    },
     /// Every configured registry server failed; one error per server, in the
     /// order tried.
     #[error("all {} registry servers failed; last: {}", .0.len(), last_error(.0))]

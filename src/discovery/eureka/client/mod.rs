@@ -90,6 +90,11 @@ impl fmt::Debug for EurekaHttp {
 }
 
 impl EurekaHttp {
+    /// The bound on a response body, in bytes (after decompression).
+    pub(crate) fn max_body_bytes(&self) -> usize {
+        self.settings.max_body_bytes
+    }
+
     pub(crate) fn new(servers: Vec<Server>, settings: HttpSettings, client: Transport) -> Self {
         Self {
             servers,

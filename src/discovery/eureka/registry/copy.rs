@@ -108,20 +108,39 @@ pub(super) fn apply(registry: &mut Registry, apps: &Applications, full: bool) {
 pub(super) struct Footprint {
     pub(super) records: usize,
     pub(super) metadata: usize,
+    /// Bytes of metadata keys and values.
+    pub(super) metadata_bytes: usize,
 }
 
-fn metadata_of(instance: Option<&Instance>) -> usize {
-    instance.map_or(0, |i| i.metadata().len())
+impl Footprint {
+    fn add(&mut self, (entries, bytes): (usize, usize)) {
+        self.records += 1;
+        self.metadata = self.metadata.saturating_add(entries);
+        self.metadata_bytes = self.metadata_bytes.saturating_add(bytes);
+    }
+
+    fn remove(&mut self, (entries, bytes): (usize, usize)) {
+        self.records = self.records.saturating_sub(1);
+        self.metadata = self.metadata.saturating_sub(entries);
+        self.metadata_bytes = self.metadata_bytes.saturating_sub(bytes);
+    }
+}
+
+/// An instance's metadata entries and their bytes (keys and values).
+fn metadata_of(instance: Option<&Instance>) -> (usize, usize) {
+    instance.map_or((0, 0), |i| {
+        let bytes = (i.metadata().iter())
+            .map(|(k, v)| k.len().saturating_add(v.len()))
+            .fold(0usize, usize::saturating_add);
+        (i.metadata().len(), bytes)
+    })
 }
 
 /// What `registry` holds.
 pub(super) fn footprint(registry: &Registry) -> Footprint {
     let mut held = Footprint::default();
     for record in registry.values().flat_map(BTreeMap::values) {
-        held.records += 1;
-        held.metadata = held
-            .metadata
-            .saturating_add(metadata_of(record.instance.as_ref()));
+        held.add(metadata_of(record.instance.as_ref()));
     }
     held
 }
@@ -129,17 +148,18 @@ pub(super) fn footprint(registry: &Registry) -> Footprint {
 /// What a full copy of `apps` would hold (the last record for an id wins,
 /// as in [`apply`]).
 pub(super) fn footprint_of(apps: &Applications) -> Footprint {
-    let mut last: HashMap<(String, &str), usize> = HashMap::new();
+    let mut last: HashMap<(String, &str), (usize, usize)> = HashMap::new();
     for app in &apps.applications {
         let name = app_key(&app.name);
         for (id, _, instance, _) in records_of(app) {
             last.insert((name.clone(), id), metadata_of(instance));
         }
     }
-    Footprint {
-        records: last.len(),
-        metadata: last.values().fold(0, |sum, m| sum.saturating_add(*m)),
+    let mut held = Footprint::default();
+    for m in last.into_values() {
+        held.add(m);
     }
+    held
 }
 
 /// Exactly what `registry` would hold after applying `delta` (the last
@@ -149,7 +169,7 @@ pub(super) fn footprint_after(registry: &Registry, delta: &Applications) -> Foot
     let mut held = footprint(registry);
     // The delta's last word on each id: `Some(metadata)` for a record kept,
     // `None` for a delete.
-    let mut last: HashMap<(String, &str), Option<usize>> = HashMap::new();
+    let mut last: HashMap<(String, &str), Option<(usize, usize)>> = HashMap::new();
     for app in &delta.applications {
         let name = app_key(&app.name);
         for (id, action, instance, _) in records_of(app) {
@@ -163,14 +183,10 @@ pub(super) fn footprint_after(registry: &Registry, delta: &Applications) -> Foot
     }
     for ((name, id), after) in last {
         if let Some(before) = registry.get(&name).and_then(|records| records.get(id)) {
-            held.records = held.records.saturating_sub(1);
-            held.metadata = held
-                .metadata
-                .saturating_sub(metadata_of(before.instance.as_ref()));
+            held.remove(metadata_of(before.instance.as_ref()));
         }
         if let Some(metadata) = after {
-            held.records += 1;
-            held.metadata = held.metadata.saturating_add(metadata);
+            held.add(metadata);
         }
     }
     held
@@ -309,7 +325,12 @@ mod tests {
             "",
             &[with_metadata("a", "ADDED", 3), with_metadata("a", "ADDED", 5), with_metadata("b", "ADDED", 2)],
         );
-        let expected = Footprint { records: 2, metadata: 7 };
+        // Each entry `k<n>: v` is 3 bytes of text.
+        let expected = Footprint {
+            records: 2,
+            metadata: 7,
+            metadata_bytes: 21,
+        };
         assert_eq!(footprint_of(&full), expected);
         apply(&mut registry, &full, true);
         assert_eq!(footprint(&registry), expected);
@@ -329,7 +350,12 @@ mod tests {
         let after = footprint_after(&registry, &delta);
         apply(&mut registry, &delta, false);
         assert_eq!(after, footprint(&registry));
-        assert_eq!(after, Footprint { records: 3, metadata: 11 });
+        let expected = Footprint {
+            records: 3,
+            metadata: 11,
+            metadata_bytes: 33,
+        };
+        assert_eq!(after, expected);
     }
 
     #[test]

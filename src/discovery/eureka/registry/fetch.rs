@@ -116,16 +116,31 @@ impl Inner {
         !newer
     }
 
+    /// The copy's metadata text is bounded by the response body bound: a
+    /// copy no full payload could carry is refused (deltas each within the
+    /// entry bound could otherwise pile up long values without bound).
+    fn check_metadata_bytes(&self, would_hold: usize) -> Result<(), DiscoveryError> {
+        let limit = self.http.max_body_bytes();
+        if would_hold > limit {
+            return Err(DiscoveryError::RegistryMetadataTooLarge { limit, would_hold });
+        }
+        Ok(())
+    }
+
     pub(super) async fn full(&self) -> Result<(), DiscoveryError> {
         let started = self.generation.load(Ordering::Acquire);
         let apps = self.get("apps").await?;
         // The decoder bounds the payload's metadata already; what the copy
         // would keep is checked too, so the bound holds however it counts.
         let limit = self.options.max_metadata_entries;
-        let would_hold = copy::footprint_of(&apps).metadata;
-        if would_hold > limit {
-            return Err(DiscoveryError::RegistryMetadataFull { limit, would_hold });
+        let would = copy::footprint_of(&apps);
+        if would.metadata > limit {
+            return Err(DiscoveryError::RegistryMetadataFull {
+                limit,
+                would_hold: would.metadata,
+            });
         }
+        self.check_metadata_bytes(would.metadata_bytes)?;
         {
             let mut registry = self.lock();
             if !self.take_turn(started) {
@@ -167,6 +182,7 @@ impl Inner {
                     would_hold: after.metadata,
                 });
             }
+            self.check_metadata_bytes(after.metadata_bytes)?;
             // Another fetch applied since this one started: its answer is
             // newer than this delta, which is dropped.
             if !self.take_turn(started) {

@@ -23,8 +23,10 @@
 //!   40 bytes each plus their text, about 40 MiB when keys repeat across
 //!   records as Spring's do (shared), about 60 MiB measured with 256
 //!   distinct keys per record and short values (keys past the 64 shared
-//!   ones are copied). The text of one entry is bounded only by the payload
-//!   it came in (`max_body_bytes`).
+//!   ones are copied). Their text (keys and values) is bounded by the body
+//!   bound, `max_body_bytes`, across deltas too: a fetch that would take the
+//!   copy past it is refused ([`DiscoveryError::RegistryMetadataTooLarge`])
+//!   and the copy kept, since no full payload could carry such a copy.
 //! - A failed fetch (transport, status, a payload without Eureka's shape,
 //!   a bound) keeps the local copy; the next tick tries again (a delta if a
 //!   full fetch ever succeeded, else a full fetch).

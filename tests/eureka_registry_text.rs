@@ -1,0 +1,93 @@
+//! The text of the metadata an `EurekaRegistry`'s copy keeps is bounded
+//! by the response body bound across deltas: a copy no full payload could
+//! carry is refused (`RegistryMetadataTooLarge`), the last copy kept.
+//! One test in this binary: the counting allocator sees the whole process.
+#![cfg(feature = "eureka")]
+
+#[path = "support/eureka_stub.rs"]
+mod eureka_stub;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use eureka_stub::{Answer, Stub, apps, record};
+use tower_ribbon::DiscoveryError;
+use tower_ribbon::discovery::eureka::EurekaRegistry;
+
+struct Live;
+static LIVE: AtomicI64 = AtomicI64::new(0);
+
+// SAFETY: forwards to `System`, counting the bytes live.
+unsafe impl GlobalAlloc for Live {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as i64, Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as i64, Ordering::Relaxed);
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        LIVE.fetch_add(n as i64 - l.size() as i64, Ordering::Relaxed);
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Live = Live;
+
+/// 8 deltas of 10 new records with one 1 MiB metadata value each (10 MiB
+/// per delta, inside the entry bound) against a 16 MiB body bound: the
+/// first is taken, the others refused with `RegistryMetadataTooLarge`, and
+/// the heap keeps the one delta's text. Before, all 8 were taken: +80.4 MiB
+/// live heap, growing with every delta.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_metadata_values_are_bounded_by_the_body_bound_across_deltas() {
+    let stub = Stub::start().await;
+    let base = record("BIG", "base", 1000, "UP", "ADDED", "{}");
+    stub.set(
+        "/eureka/apps",
+        vec![Answer::ok(apps("UP_1_", "BIG", &[base]))],
+    );
+    let value = "x".repeat(1 << 20);
+    let per_delta = 10usize;
+    let rounds = 8usize;
+    let deltas: Vec<Answer> = (1..=rounds)
+        .map(|d| {
+            let records: Vec<String> = (0..per_delta)
+                .map(|i| {
+                    let metadata = format!(r#"{{"k":"{value}"}}"#);
+                    record("BIG", &format!("d{d}-{i}"), 2000, "UP", "ADDED", &metadata)
+                })
+                .collect();
+            Answer::ok(apps(&format!("UP_{}_", 1 + per_delta * d), "BIG", &records))
+        })
+        .collect();
+    stub.set("/eureka/apps/delta", deltas);
+    let registry = EurekaRegistry::builder()
+        .server_urls(&stub.url())
+        .fetch_interval(Duration::from_secs(3600))
+        .request_timeout(Duration::from_secs(60))
+        .max_body_bytes(16 << 20)
+        .build()
+        .expect("build");
+    registry.ready().await.expect("full fetch");
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut refused = 0;
+    for _ in 0..rounds {
+        match registry.refresh_now().await {
+            Ok(()) => {}
+            Err(DiscoveryError::RegistryMetadataTooLarge { limit, .. }) => {
+                assert_eq!(limit, 16 << 20);
+                refused += 1;
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let grown_mib = (LIVE.load(Ordering::Relaxed) - before) as f64 / (1024.0 * 1024.0);
+    let instances = registry.instances("BIG");
+    assert_eq!((instances.len(), refused), (11, 7));
+    assert!(grown_mib <= 16.0, "live heap grew {grown_mib:.1} MiB");
+}
