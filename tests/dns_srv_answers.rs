@@ -162,3 +162,23 @@ async fn the_cut_keeps_weighted_targets_over_weight_zero_ones() {
     let list = fetch_srv(config(&server).max_records(1)).await;
     assert_eq!(list.expect("resolves"), ["http://10.0.0.2:9002"]);
 }
+
+/// A target without addresses does not hide the resolvable ones after it:
+/// `max_records` bounds the lookups (twice it) and the instances, not the
+/// records considered. Before, `max_records(1)` kept only `a.test` (no
+/// address) of the primary group and the fetch failed with
+/// `NoAddresses`, though `b.test` and the backup resolve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unresolvable_target_does_not_hide_the_next_one() {
+    let hosts = [(ip(0, 2), "b.test"), (ip(0, 3), "c.test")];
+    let records = [
+        Srv::new(SRV_NAME, "a.test", 9001, 10, 1),
+        Srv::new(SRV_NAME, "b.test", 9002, 10, 1),
+        Srv::new(SRV_NAME, "c.test", 9003, 20, 1),
+    ];
+    let Some(server) = Dnsmasq::start(5, &hosts, &records) else {
+        return;
+    };
+    let list = fetch_srv(config(&server).max_records(1)).await;
+    assert_eq!(list.expect("resolves"), ["http://10.0.0.2:9002"]);
+}

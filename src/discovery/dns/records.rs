@@ -82,6 +82,8 @@ pub(super) struct PriorityGroups {
     /// by target and port.
     pub(super) groups: Vec<Vec<SrvRecord>>,
     /// The priority of the first record cut by `max`, if any.
+    /// (The fetch takes every record and bounds its lookups instead.)
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(super) cut_at: Option<u16>,
 }
 
@@ -148,7 +150,7 @@ pub(super) fn min_ttl(records: &[Record]) -> Option<u32> {
         .min()
 }
 
-/// Sorted, de-duplicated (first weight wins), cut to `max`.
+/// Sorted, de-duplicated (first weight wins), cut to the `max` heaviest.
 pub(super) fn build(
     service_id: &str,
     configured: &str,
@@ -169,7 +171,11 @@ pub(super) fn build(
             max,
             "DNS answer cut to max_records"
         );
+        // The heaviest kept (weight 0 has "a very small chance" next to
+        // weighted records, RFC 2782), then back in address order.
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.weight));
         candidates.truncate(max);
+        candidates.sort_by_key(|c| (c.ip, c.port));
     }
     let instances = candidates
         .into_iter()

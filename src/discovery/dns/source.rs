@@ -432,26 +432,27 @@ impl DnsSource {
             });
         }
         let total = srv_records.len();
-        let PriorityGroups { groups, cut_at } = priority_groups(srv_records, config.max_records);
+        // All records (one message, ≤ 3 449); lookups ≤ 2 · max_records; weights all 0: 1 each.
+        let PriorityGroups { groups, .. } = priority_groups(srv_records, usize::MAX);
+        let mut lookups_left = config.max_records.saturating_mul(2);
         for group in groups {
             let all_zero = group.iter().all(|r| r.weight == 0);
-            let mut candidates = Vec::new();
-            let mut ttl = srv_ttl;
+            let (mut candidates, mut ttl, mut visited) = (Vec::new(), srv_ttl, 0);
             for record in &group {
-                let (addrs, addr_ttl) = match additional_addrs(lookup.additionals(), &record.target)
-                {
-                    Some(found) => found,
-                    None => match self.target_addrs(&record.target).await {
-                        Some(found) => found,
-                        None => continue,
-                    },
+                let found = match additional_addrs(lookup.additionals(), &record.target) {
+                    Some(found) => Some(found),
+                    None if lookups_left == 0 => break,
+                    None => {
+                        lookups_left -= 1;
+                        self.target_addrs(&record.target).await
+                    }
+                };
+                visited += 1;
+                let Some((addrs, addr_ttl)) = found else {
+                    continue;
                 };
                 ttl = ttl.min(addr_ttl);
-                let weight = if all_zero {
-                    1
-                } else {
-                    u32::from(record.weight)
-                };
+                let weight = u32::from(record.weight).max(u32::from(all_zero));
                 candidates.extend(addrs.into_iter().map(|ip| Candidate {
                     ip,
                     port: record.port,
@@ -471,7 +472,7 @@ impl DnsSource {
                     entry.target.secure,
                     config.max_records,
                 );
-                resolved.truncated |= cut_at.is_some() && cut_at == group.first().map(|r| r.priority);
+                resolved.truncated |= visited < group.len();
                 return Ok(resolved);
             }
         }
