@@ -58,7 +58,11 @@
 //! its members own a fair share of the slots, so the walk is short (about
 //! `n / m` steps for `m` members, at most `n / 256` when every position of
 //! the domain is a member) and checks that the tier has a member within
-//! the domain only.
+//! the domain only. The two map keys differently, so a tier whose domain
+//! grows past 256 positions (or shrinks below 257) moves most of its keys
+//! once, as a change of the whole ring would (an attack measured 19 925
+//! of 20 000 keys moved from 256 to 257 members, against about 100 for a
+//! change of one member on either side).
 //!
 //! Build cost: a sort of the identities, O(n log n), then the fill; the
 //! walkers step in lockstep until every slot is taken, about `M · ln M`
