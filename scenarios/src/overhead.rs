@@ -143,7 +143,9 @@ fn cost_goal(
     let by_rate = |m: &Measured| cores * (1.0 / m.rps.max(1e-9) - 1.0 / direct.rps.max(1e-9)) * 1e6;
     let by_cpu = |m: &Measured| Some(m.cpu_us? - direct.cpu_us?);
     let (rate_rr, rate_peer) = (by_rate(rr), by_rate(peer));
-    let holds = |ours: f64, theirs: f64| ours <= 1.0 && ours <= theirs / 3.0;
+    // A peer measured no slower than direct leaves nothing to take a third
+    // of: the run cannot judge the goal, so it is not met.
+    let holds = |ours: f64, theirs: f64| theirs > 0.0 && ours <= 1.0 && ours <= theirs / 3.0;
     let mut figure = format!(
         "rate-derived {rate_rr:+.2} µs vs tower p2c {rate_peer:+.2} µs ({})",
         share(rate_rr, rate_peer)
