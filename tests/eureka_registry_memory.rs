@@ -2,7 +2,9 @@
 //! within the documented metadata bound (2^20 entries: about 40 MiB with
 //! shared keys, about 60 MiB with 256 distinct keys per record). Four deltas of 3 900 records x 256 entries, each inside one
 //! payload's budget, used to leave 3 993 600 entries and +240.8 MiB held.
-//! One test in this binary: the counting allocator sees the whole process.
+//! Its text is bounded by `max_body_bytes` across deltas too.
+//! The counting allocator sees the whole process, so the tests of this
+//! binary take turns (`SERIAL`).
 #![cfg(feature = "eureka")]
 
 #[path = "support/eureka_stub.rs"]
@@ -13,7 +15,11 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use eureka_stub::{Answer, Stub, apps, record};
+use tower_ribbon::DiscoveryError;
 use tower_ribbon::discovery::eureka::EurekaRegistry;
+
+/// Held by each test: one at a time, so each sees its own allocations.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Live;
 static LIVE: AtomicI64 = AtomicI64::new(0);
@@ -44,6 +50,7 @@ fn metadata256(tag: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deltas_keep_the_copy_within_the_documented_metadata_memory() {
+    let _turn = SERIAL.lock().await;
     let stub = Stub::start().await;
     let base = record("BIG", "base", 1000, "UP", "ADDED", "{}");
     stub.set(
@@ -103,4 +110,60 @@ async fn deltas_keep_the_copy_within_the_documented_metadata_memory() {
         grown_mib <= 64.0,
         "the copy grew by {grown_mib:.1} MiB ({held} metadata entries) through {rounds} deltas; documented bound about 60 MiB"
     );
+}
+
+/// 8 deltas of 10 new records with one 1 MiB metadata value each (10 MiB
+/// per delta, inside the entry bound) against a 16 MiB body bound: the
+/// first is taken, the others refused with `RegistryMetadataTooLarge`, and
+/// the heap keeps the one delta's text. Before, all 8 were taken: +80.4 MiB
+/// live heap, growing with every delta.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_metadata_values_are_bounded_by_the_body_bound_across_deltas() {
+    let _turn = SERIAL.lock().await;
+    let stub = Stub::start().await;
+    let base = record("BIG", "base", 1000, "UP", "ADDED", "{}");
+    stub.set(
+        "/eureka/apps",
+        vec![Answer::ok(apps("UP_1_", "BIG", &[base]))],
+    );
+    let value = "x".repeat(1 << 20);
+    let per_delta = 10usize;
+    let rounds = 8usize;
+    let deltas: Vec<Answer> = (1..=rounds)
+        .map(|d| {
+            let records: Vec<String> = (0..per_delta)
+                .map(|i| {
+                    let metadata = format!(r#"{{"k":"{value}"}}"#);
+                    record("BIG", &format!("d{d}-{i}"), 2000, "UP", "ADDED", &metadata)
+                })
+                .collect();
+            Answer::ok(apps(&format!("UP_{}_", 1 + per_delta * d), "BIG", &records))
+        })
+        .collect();
+    stub.set("/eureka/apps/delta", deltas);
+    let registry = EurekaRegistry::builder()
+        .server_urls(&stub.url())
+        .fetch_interval(Duration::from_secs(3600))
+        .request_timeout(Duration::from_secs(60))
+        .max_body_bytes(16 << 20)
+        .build()
+        .expect("build");
+    registry.ready().await.expect("full fetch");
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut refused = 0;
+    for _ in 0..rounds {
+        match registry.refresh_now().await {
+            Ok(()) => {}
+            Err(DiscoveryError::RegistryMetadataTooLarge { limit, .. }) => {
+                assert_eq!(limit, 16 << 20);
+                refused += 1;
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let grown_mib = (LIVE.load(Ordering::Relaxed) - before) as f64 / (1024.0 * 1024.0);
+    let instances = registry.instances("BIG");
+    assert_eq!((instances.len(), refused), (11, 7));
+    assert!(grown_mib <= 16.0, "live heap grew {grown_mib:.1} MiB");
 }

@@ -7,7 +7,11 @@
 //! unpinned one went to the same instance (spring-cloud-commons#1144, which
 //! Spring fixed for lists of one); and hinted requests to a group of two
 //! among four, in turn with unhinted ones, all got the cursor's even steps:
-//! every hinted request went to one member of the group.
+//! every hinted request went to one member of the group. A first fix
+//! (a shortcut for one-instance tiers and one shared preferred lane) passed
+//! over an inner availability filter's hard in-flight cap (10 of 10
+//! picks), sent hinted requests inside a subset all to one member
+//! ({1002: 100}) and piled two hint groups in turn on one member each.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -18,7 +22,8 @@ use tower::ServiceExt;
 use tower_ribbon::discovery::StaticSource;
 use tower_ribbon::retry::RetryPolicy;
 use tower_ribbon::rule::{
-    BestAvailable, HintBased, PickContext, RoundRobin, Rule, StickySession, WeightedRoundRobin,
+    AllFilteredPolicy, AvailabilityFiltering, BestAvailable, HintBased, PickContext, RoundRobin,
+    Rule, StickySession, Subset, WeightedRoundRobin,
 };
 use tower_ribbon::snapshot::Snapshot;
 use tower_ribbon::{Endpoint, Instance, LoadBalancer};
@@ -166,4 +171,118 @@ async fn through_the_balancer_stateless_calls_alternate() {
         *free.entry(port).or_insert(0usize) += 1;
     }
     assert_eq!(free, even(1000..1002, 50), "stateless calls");
+}
+
+/// Hint groups inside a subset, nested either way: a subset of 4 among 8
+/// and a hint group of 2 of its members; hinted requests take turns in the
+/// group, the others over the subset.
+#[test]
+fn hinted_requests_inside_a_subset_take_turns_either_nesting() {
+    let plain = Subset::new(RoundRobin::with_start(0), "client-a").size(4);
+    let p = plain.build(&list(8, &[]));
+    let mut subset: Vec<u16> = (0..40)
+        .map(|_| p.pick(&PickContext::new()).unwrap().instance().port() - 1000)
+        .collect();
+    subset.sort_unstable();
+    subset.dedup();
+    assert_eq!(subset.len(), 4, "{subset:?}");
+    let canary = [subset[0], subset[1]];
+    let rules: [(&str, Box<dyn Rule>); 2] = [
+        (
+            "hint over subset",
+            Box::new(HintBased::new(
+                Subset::new(RoundRobin::with_start(0), "client-a").size(4),
+            )),
+        ),
+        (
+            "subset over hint",
+            Box::new(Subset::new(HintBased::new(RoundRobin::with_start(0)), "client-a").size(4)),
+        ),
+    ];
+    for (name, rule) in rules {
+        let (pins, frees) = alternate(&*rule, &hint(), 8, &canary);
+        let want: BTreeMap<u16, usize> = canary.iter().map(|&c| (1000 + c, 50)).collect();
+        assert_eq!(pins, want, "{name}: hinted picks");
+        let want: BTreeMap<u16, usize> = subset.iter().map(|&c| (1000 + c, 25)).collect();
+        assert_eq!(frees, want, "{name}: other picks");
+    }
+}
+
+/// A preferred instance that an inner availability filter with a hard
+/// in-flight cap (`AllFilteredPolicy::Error`: no fail-open tier) excludes
+/// is not picked: a sticky instance, a one-instance and a two-instance
+/// hint group, each at its cap.
+#[test]
+fn a_preferred_instance_an_inner_hard_cap_excludes_is_not_picked() {
+    let capped = || {
+        AvailabilityFiltering::new(RoundRobin::with_start(0))
+            .max_in_flight(1)
+            .when_all_filtered(AllFilteredPolicy::Error)
+    };
+    type Case = (&'static str, Box<dyn Rule>, HeaderMap, &'static [u16]);
+    let cases: [Case; 3] = [
+        (
+            "sticky",
+            Box::new(StickySession::new(capped())),
+            cookie(1000),
+            &[],
+        ),
+        (
+            "hint of one",
+            Box::new(HintBased::new(capped())),
+            hint(),
+            &[0],
+        ),
+        (
+            "hint of two",
+            Box::new(HintBased::new(capped())),
+            hint(),
+            &[0, 1],
+        ),
+    ];
+    for (name, rule, headers, canary) in cases {
+        let s = list(4, canary);
+        let picker = rule.build(&s);
+        let _busy: Vec<_> = (0..canary.len().max(1))
+            .map(|i| s.endpoints()[i].stats().start())
+            .collect();
+        for _ in 0..10 {
+            let e = picker
+                .pick(&PickContext::new().with_headers(&headers))
+                .unwrap();
+            let port = e.instance().port();
+            assert!(
+                port >= 1000 + canary.len().max(1) as u16,
+                "{name}: picked {port} at its cap"
+            );
+        }
+    }
+}
+
+/// Two hint groups of two, requests of each in turn: each group's
+/// requests take turns over its members.
+#[test]
+fn two_hint_groups_in_turn_each_take_turns() {
+    let eps = (0..4u16)
+        .map(|p| {
+            let group = if p < 2 { "a" } else { "b" };
+            let i = Instance::new("s", "127.0.0.1", 1000 + p).unwrap();
+            Endpoint::new(i.with_metadata("hint", group))
+        })
+        .collect();
+    let s = Arc::new(Snapshot::new("s", eps, 1));
+    let picker = HintBased::new(RoundRobin::with_start(0)).build(&s);
+    let headers = ["a", "b"].map(|g| {
+        let mut h = HeaderMap::new();
+        h.insert("x-sc-lb-hint", g.parse().unwrap());
+        h
+    });
+    let mut counts = BTreeMap::new();
+    for _ in 0..100 {
+        for h in &headers {
+            let e = picker.pick(&PickContext::new().with_headers(h)).unwrap();
+            *counts.entry(e.instance().port()).or_insert(0usize) += 1;
+        }
+    }
+    assert_eq!(counts, even(1000..1004, 50));
 }
