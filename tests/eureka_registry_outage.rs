@@ -5,7 +5,7 @@
 //!   registry call answered 500 for 3 s (64 registry failures) while
 //!   `refresh_status` reported 0 failures and a last success 44.8 ms ago.
 //!   Now the service's refresh fails with `RegistryStale` and keeps its
-//!   last list.
+//!   last list. A service first read during the outage gets the copy.
 //! - Eureka stores `über-service` as `ÜBER-SERVICE` (Java's Unicode
 //!   `toUpperCase`); the registry upper-cased ASCII only and found nothing.
 #![cfg(feature = "eureka")]
@@ -16,12 +16,14 @@ mod eureka_stub;
 use std::time::Duration;
 
 use eureka_stub::{Answer, Stub, apps, record};
+use tower::ServiceExt;
 use tower_ribbon::LoadBalancer;
 use tower_ribbon::discovery::eureka::EurekaRegistry;
 use tower_ribbon::discovery::{InstanceSource, RefreshConfig};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_registry_outage_shows_in_refresh_status_and_keeps_the_list() {
+/// A stub registry listing GOOD's instance `a` (fetched every 100 ms),
+/// and a registry over it that has its first copy.
+async fn good_registry() -> (Stub, EurekaRegistry) {
     let stub = Stub::start().await;
     let a = record("GOOD", "a", 1001, "UP", "ADDED", "{}");
     stub.set(
@@ -38,6 +40,12 @@ async fn a_registry_outage_shows_in_refresh_status_and_keeps_the_list() {
         .build()
         .expect("build");
     registry.ready().await.expect("first fetch");
+    (stub, registry)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_outage_shows_in_refresh_status_and_keeps_the_list() {
+    let (stub, registry) = good_registry().await;
     let mut refresh = RefreshConfig::default();
     refresh.interval = Duration::from_millis(100);
     refresh.jitter = 0.0;
@@ -132,4 +140,48 @@ async fn a_non_ascii_service_id_finds_its_upper_cased_app() {
         registry.fetch("über-service").await.expect("fetch").len(),
         1
     );
+}
+
+/// A service first read during an outage gets the registry's copy (the
+/// last good data there is, as the Java client serves its cache): its 10
+/// requests all succeed. Before, every read failed while the last fetch
+/// had failed: 0 of 10.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_first_used_during_an_outage_gets_the_copy() {
+    let (stub, registry) = good_registry().await;
+    assert_eq!(registry.instances("good").len(), 1);
+    stub.set("/eureka/apps", vec![Answer::status(500)]);
+    stub.set("/eureka/apps/delta", vec![Answer::status(500)]);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    println!(
+        "copy still holds {} instance(s)",
+        registry.instances("good").len()
+    );
+    let mut refresh = RefreshConfig::default();
+    refresh.interval = Duration::from_millis(100);
+    refresh.jitter = 0.0;
+    let lb = LoadBalancer::builder()
+        .source(registry.clone())
+        .service("good")
+        .refresh(refresh)
+        .build(tower::service_fn(|_req: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(()))
+        }))
+        .expect("balancer");
+    let mut ok = 0;
+    let mut last = String::new();
+    for _ in 0..10 {
+        let req = http::Request::builder()
+            .uri("http://good/x")
+            .body(())
+            .unwrap();
+        match lb.clone().oneshot(req).await {
+            Ok(_) => ok += 1,
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = lb.refresh_status("good");
+    println!("ok {ok} of 10; last error: {last}; status {status:?}");
+    assert_eq!(ok, 10, "copy has the instance; last error: {last}");
 }
