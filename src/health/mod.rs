@@ -95,7 +95,11 @@ impl HealthView {
     /// unhealthy and the service is not in panic mode.
     #[inline]
     pub(crate) fn filter(&self, snapshot: &Snapshot, now: Instant) -> bool {
-        if self.ms(now) >= self.recount_at_ms.load(Ordering::Acquire)
+        // A view with nothing due (every instance healthy, or waiting for
+        // an event) needs no clock conversion.
+        let at = self.recount_at_ms.load(Ordering::Acquire);
+        if at != NO_CHANGE
+            && self.ms(now) >= at
             && self
                 .recounting
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)

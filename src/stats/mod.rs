@@ -381,7 +381,9 @@ impl EndpointStats {
     pub(super) fn begin(&self, now: Instant) -> bool {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        self.breaker.try_probe(self.ms_at(now))
+        // A closed breaker (no blackout set) has no probe to take: no clock
+        // conversion then.
+        self.breaker.until_ms() != 0 && self.breaker.try_probe(self.ms_at(now))
     }
 
     /// Records a finished attempt (called by [`InFlightGuard::finish`]).
