@@ -23,12 +23,40 @@ use crate::BoxError;
 use crate::report::{Report, Table};
 
 type Req = Request<Empty<Bytes>>;
-type Answer = std::future::Ready<Result<Response<Empty<Bytes>>, Infallible>>;
+/// The inner service's answer: at once, or (diagnostic `PATHCOST_PENDING=1`)
+/// after one `Pending` poll, as a network call is, so that timers armed on
+/// the first poll (the per-try timeout) and the task's wake-up are counted.
+pub struct Answer {
+    pending: bool,
+}
+
+static PENDING_ONCE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn answer_future() -> Answer {
+    Answer {
+        pending: PENDING_ONCE.load(std::sync::atomic::Ordering::Relaxed),
+    }
+}
+
+impl std::future::Future for Answer {
+    type Output = Result<Response<Empty<Bytes>>, Infallible>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        if std::mem::take(&mut self.pending) {
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        std::task::Poll::Ready(Ok(Response::new(Empty::new())))
+    }
+}
 
 fn instant()
 -> impl Service<Req, Response = Response<Empty<Bytes>>, Error = Infallible, Future = Answer> + Clone
 {
-    tower::service_fn(|_req: Req| std::future::ready(Ok(Response::new(Empty::new()))))
+    tower::service_fn(|_req: Req| answer_future())
 }
 
 fn request() -> Req {
@@ -77,7 +105,7 @@ type P2c = Balance<ServiceList<Vec<PeakEwma<tower::util::ServiceFn<fn(Req) -> An
 
 fn p2c() -> P2c {
     fn answer(_req: Req) -> Answer {
-        std::future::ready(Ok(Response::new(Empty::new())))
+        answer_future()
     }
     let f: fn(Req) -> _ = answer;
     let hop = PeakEwma::new(
@@ -205,6 +233,10 @@ pub async fn run(report: &mut Report) -> Result<(), BoxError> {
     // requests in that mode alone and reports nothing (for instruction
     // counts with `perf stat`, which the host's load does not move).
     if let Ok(only) = std::env::var("PATHCOST_ONLY") {
+        PENDING_ONCE.store(
+            std::env::var("PATHCOST_PENDING").is_ok_and(|v| v == "1"),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let n = std::env::var("PATHCOST_N")
             .ok()
             .and_then(|n| n.parse().ok())
