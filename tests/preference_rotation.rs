@@ -22,8 +22,8 @@ use tower::ServiceExt;
 use tower_ribbon::discovery::StaticSource;
 use tower_ribbon::retry::RetryPolicy;
 use tower_ribbon::rule::{
-    AllFilteredPolicy, AvailabilityFiltering, BestAvailable, HintBased, PickContext, RoundRobin,
-    Rule, StickySession, Subset, WeightedRoundRobin,
+    AllFilteredPolicy, AvailabilityFiltering, BestAvailable, ConsistentHash, HintBased,
+    PickContext, RoundRobin, Rule, StickySession, Subset, WeightedRoundRobin,
 };
 use tower_ribbon::snapshot::Snapshot;
 use tower_ribbon::{Endpoint, Instance, LoadBalancer};
@@ -84,17 +84,31 @@ fn even(ports: std::ops::Range<u16>, each: usize) -> BTreeMap<u16, usize> {
     ports.map(|p| (p, each)).collect()
 }
 
+/// For round robin and for consistent hashing's round robin of requests
+/// without a hash key (which shared one cursor between both kinds: every
+/// stateless call went to one instance of two, {1000: 100}).
 #[test]
 fn sticky_requests_do_not_move_the_round_robin_of_the_others() {
     for n in [2u16, 4] {
-        let rule = StickySession::new(RoundRobin::with_start(0));
-        let (pins, frees) = alternate(&rule, &cookie(1000), n, &[]);
-        assert_eq!(pins, BTreeMap::from([(1000, 100)]));
-        assert_eq!(
-            frees,
-            even(1000..1000 + n, 100 / n as usize),
-            "{n} instances"
-        );
+        let rules: [(&str, Box<dyn Rule>); 2] = [
+            (
+                "round_robin",
+                Box::new(StickySession::new(RoundRobin::with_start(0))),
+            ),
+            (
+                "consistent_hash",
+                Box::new(StickySession::new(ConsistentHash::new())),
+            ),
+        ];
+        for (name, rule) in rules {
+            let (pins, frees) = alternate(&*rule, &cookie(1000), n, &[]);
+            assert_eq!(pins, BTreeMap::from([(1000, 100)]), "{name}");
+            assert_eq!(
+                frees,
+                even(1000..1000 + n, 100 / n as usize),
+                "{name}: {n} instances"
+            );
+        }
     }
 }
 
@@ -122,6 +136,10 @@ fn hinted_requests_to_a_group_of_two_take_turns_and_leave_the_others_even() {
         (
             "best_available",
             Box::new(HintBased::new(BestAvailable::new())),
+        ),
+        (
+            "consistent_hash without a key",
+            Box::new(HintBased::new(ConsistentHash::new())),
         ),
     ];
     for (name, rule) in rules {

@@ -31,7 +31,9 @@
 //! 10 % at `M` = 100·n, the paper's smallest recommended table.
 //!
 //! Requests without a hash key go by round robin (a cursor the rule shares
-//! with its pickers). If the key's instance is excluded (or outside the
+//! with its pickers, with the lanes of `rule::cursor`, so picks a preference
+//! wrapper confines to a sticky instance or a hint group do not split the
+//! rotation of the others). If the key's instance is excluded (or outside the
 //! wrapper's tier), the following slots are tried in order (at most `M` of
 //! them) until one holds an eligible instance; if none does (a table
 //! smaller than the list), round robin decides among the eligible ones.
@@ -72,9 +74,9 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::context::{Domain, Member};
+use super::cursor::Cursor;
 use super::walk::{rotate, rotation, step_in};
 use super::{PickContext, Picker, Rule};
 use crate::hash::{fnv1a64, mix64};
@@ -90,7 +92,7 @@ const RENDEZVOUS_MAX: usize = 256;
 /// Consistent hashing of [`PickContext::hash_key`] onto the instances.
 pub struct ConsistentHash {
     table_size: usize,
-    cursor: Arc<AtomicUsize>,
+    cursor: Arc<Cursor>,
 }
 
 /// The stable hash of an instance's identity (id, host, port).
@@ -167,7 +169,7 @@ impl ConsistentHash {
     pub fn new() -> Self {
         Self {
             table_size: Self::DEFAULT_TABLE_SIZE,
-            cursor: Arc::new(AtomicUsize::new(rand::random::<u64>() as usize)),
+            cursor: Arc::new(Cursor::new(rand::random::<u64>() as usize)),
         }
     }
 
@@ -223,7 +225,7 @@ impl Rule for ConsistentHash {
 /// The picker of [`ConsistentHash`]: the filled table of one list.
 struct ConsistentHashPicker {
     snapshot: Arc<Snapshot>,
-    cursor: Arc<AtomicUsize>,
+    cursor: Arc<Cursor>,
     /// Slot → index into the snapshot's endpoints.
     slots: Box<[u32]>,
     /// The identity hash of each endpoint, by index.
@@ -259,7 +261,13 @@ impl ConsistentHashPicker {
     /// (inside `domain` when given) that the tier has one; round robin over
     /// the domain when no slot holds a member (a table smaller than the
     /// list).
-    fn walk(&self, member: Member<'_>, domain: Domain<'_>, first: usize) -> Option<&Endpoint> {
+    fn walk(
+        &self,
+        ctx: &PickContext<'_>,
+        member: Member<'_>,
+        domain: Domain<'_>,
+        first: usize,
+    ) -> Option<&Endpoint> {
         let endpoints = self.snapshot.endpoints();
         let is_member = |i: usize| endpoints.get(i).is_some_and(|e| member(i, e));
         let any = match domain {
@@ -274,7 +282,7 @@ impl ConsistentHashPicker {
             .find(|&i| is_member(i))
             .and_then(|i| endpoints.get(i))
             .or_else(|| {
-                let k = self.cursor.fetch_add(1, Ordering::Relaxed);
+                let k = self.cursor.step(ctx);
                 step_in(endpoints, member, domain, k)
             })
     }
@@ -285,7 +293,7 @@ impl Picker for ConsistentHashPicker {
         let endpoints = self.snapshot.endpoints();
         let m = self.slots.len();
         let Some(key) = ctx.hash_key().filter(|_| m > 0) else {
-            let k = self.cursor.fetch_add(1, Ordering::Relaxed);
+            let k = self.cursor.step(ctx);
             return rotate(endpoints, ctx, k);
         };
         let first = (mix64(key) % m as u64) as usize;
@@ -294,7 +302,7 @@ impl Picker for ConsistentHashPicker {
         }
         ctx.find_tier_in(&mut |member, domain| match domain {
             Some(d) if d.len() <= RENDEZVOUS_MAX => self.rendezvous(member, d, key),
-            _ => self.walk(member, domain, first),
+            _ => self.walk(ctx, member, domain, first),
         })
     }
 
