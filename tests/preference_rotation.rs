@@ -304,3 +304,63 @@ fn two_hint_groups_in_turn_each_take_turns() {
     }
     assert_eq!(counts, even(1000..1004, 50));
 }
+
+/// A one-instance preferred tier (a sticky cookie, same-instance
+/// preference) with its domain costs each rotating or weighted rule at
+/// most two membership tests per pick (weighted response time sums, then
+/// draws). Smooth
+/// weighted round robin walked its whole cycle (30 001 tests per pick at
+/// 10 000 instances) and weighted response time the whole list twice
+/// (20 001) before it had stats.
+#[test]
+fn a_one_instance_preferred_tier_costs_two_membership_tests_at_most() {
+    use std::cell::Cell;
+    use tower_ribbon::rule::{PeakEwmaP2c, Tier, WeightedResponseTime};
+    let n = 10_000u32;
+    let eps = (0..n)
+        .map(|p| {
+            let host = format!("10.0.{}.{}", p >> 8, p & 255);
+            Endpoint::new(Instance::new("s", &host, 80).unwrap())
+        })
+        .collect();
+    let s = Arc::new(Snapshot::new("s", eps, 1));
+    let rules: [(&str, Box<dyn Rule>); 5] = [
+        ("round_robin", Box::new(RoundRobin::with_start(0))),
+        (
+            "weighted_round_robin",
+            Box::new(WeightedRoundRobin::with_start(0)),
+        ),
+        (
+            "weighted_response_time",
+            Box::new(WeightedResponseTime::with_seed(1)),
+        ),
+        ("peak_ewma_p2c", Box::new(PeakEwmaP2c::with_seed(1))),
+        ("consistent_hash", Box::new(ConsistentHash::new())),
+    ];
+    for (name, rule) in rules {
+        let picker = rule.build(&s);
+        for target in [0u32, 4_321, n - 1] {
+            let calls = Cell::new(0usize);
+            let only = |i: usize, _: &Endpoint| {
+                calls.set(calls.get() + 1);
+                i == target as usize
+            };
+            let any = |_: usize, _: &Endpoint| true;
+            let tiers: [Tier<'_>; 2] = [&only, &any];
+            let domain = [target];
+            let domains = [Some(&domain[..]), None];
+            let mut link = None;
+            let base = PickContext::new();
+            let ctx = base.with_tiers_in(&mut link, &tiers, &domains);
+            for _ in 0..10 {
+                let e = picker.pick(&ctx).unwrap();
+                assert!(e.same_identity(&s.endpoints()[target as usize]), "{name}");
+            }
+            assert!(
+                calls.get() <= 20,
+                "{name}: {} membership tests in 10 picks",
+                calls.get()
+            );
+        }
+    }
+}

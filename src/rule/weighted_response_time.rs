@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::walk::{nth_member, rotate};
+use super::walk::{nth_member, rotate, step_in};
 use super::{Domain, PickContext, Picker, Rule};
 use crate::instance::Endpoint;
 use crate::rng::AtomicRng;
@@ -243,20 +243,26 @@ impl WeightedResponseTimePicker {
         member: &dyn Fn(usize, &Endpoint) -> bool,
         domain: Domain<'_>,
     ) -> Option<&'s Endpoint> {
+        let k = || self.shared.cursor.step(ctx);
         match domain {
-            Some(d) => self.draw_in(ctx, endpoints, member, d.iter().map(|&i| i as usize)),
-            None => self.draw_in(ctx, endpoints, member, 0..endpoints.len()),
+            Some(d) => self
+                .draw_in(endpoints, member, d.iter().map(|&i| i as usize))
+                .unwrap_or_else(|| step_in(endpoints, member, domain, k())),
+            None => self
+                .draw_in(endpoints, member, 0..endpoints.len())
+                .unwrap_or_else(|| nth_member(endpoints, member, k())),
         }
     }
 
-    /// [`Self::draw_members`] over the indices `at`, ascending.
+    /// [`Self::draw_members`] over the indices `at`, ascending: `Some` of
+    /// the draw (`None` inside when no index holds a member), or `None`
+    /// when the members' weights total too little to draw by.
     fn draw_in<'s>(
         &self,
-        ctx: &PickContext<'_>,
         endpoints: &'s [Endpoint],
         member: &dyn Fn(usize, &Endpoint) -> bool,
         at: impl Iterator<Item = usize> + Clone,
-    ) -> Option<&'s Endpoint> {
+    ) -> Option<Option<&'s Endpoint>> {
         let n = self.cumulative.len();
         // Endpoint i's weight: its step of the cumulative sums.
         let weight = |i: usize| {
@@ -273,11 +279,13 @@ impl WeightedResponseTimePicker {
             any = true;
         }
         if !any {
-            return None;
+            return Some(None);
         }
         if !usable(total) {
-            let k = self.shared.cursor.step(ctx);
-            return nth_member(endpoints, member, k);
+            // Round robin among the members: over the tier's domain when
+            // it has one (a sticky pick walked the whole list twice, 20 001
+            // membership tests at 10 000 instances before any stats).
+            return None;
         }
         let u = self.shared.rng.unit_f64() * total;
         let (mut acc, mut found) = (0.0, None);
@@ -291,7 +299,7 @@ impl WeightedResponseTimePicker {
                 }
             }
         }
-        found
+        Some(found)
     }
 }
 

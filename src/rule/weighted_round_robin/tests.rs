@@ -1,0 +1,199 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::rule::test_support::{
+    BASE_PORT, check_changing_lists, index, instance, list_steps, masked,
+};
+
+fn snapshot(weights: &[u32], version: u64) -> Arc<Snapshot> {
+    let eps = weights
+        .iter()
+        .zip(BASE_PORT..)
+        .map(|(&w, p)| Endpoint::new(instance("127.0.0.1", p).with_weight(w)))
+        .collect();
+    Arc::new(Snapshot::new("s", eps, version))
+}
+
+fn letters(picker: &dyn Picker, ctx: &PickContext<'_>, n: usize) -> String {
+    (0..n)
+        .map(|_| match picker.pick(ctx) {
+            Some(e) => char::from(b'a' + index(e) as u8),
+            None => '-',
+        })
+        .collect()
+}
+
+#[test]
+fn spring_weights_follow_sclb() {
+    let w = |m: Option<&str>, own: u32| {
+        let i = instance("127.0.0.1", 1).with_weight(own);
+        spring_weight(&m.map_or(i.clone(), |m| i.with_metadata("weight", m)))
+    };
+    assert_eq!(w(Some("3"), 1), 3);
+    assert_eq!(w(Some("+4"), 1), 4);
+    for bad in ["0", "-2", " 3", "3.5", "x", "", "2147483648"] {
+        assert_eq!(w(Some(bad), 7), 1, "{bad}");
+    }
+    assert_eq!(w(None, 0), 1);
+    assert_eq!(w(None, 5), 5);
+    let eps = [("3", 1000), ("1", 1001), ("0", 1002)]
+        .iter()
+        .map(|(m, p)| Endpoint::new(instance("127.0.0.1", *p).with_metadata("weight", *m)))
+        .collect();
+    let s = Arc::new(Snapshot::new("s", eps, 1));
+    let rule = WeightedRoundRobin::with_start(0).spring_weights();
+    assert_eq!(
+        letters(&*rule.build(&s), &PickContext::new(), 10),
+        "abacaabaca"
+    );
+}
+
+#[test]
+fn excluded_turns_spread_by_weight() {
+    // A retry's exclusion must not double the next instance's share.
+    for (weights, excluded, want) in [
+        (
+            &[1u32, 1, 1, 1, 1][..],
+            2usize,
+            &[100usize, 100, 0, 100, 100][..],
+        ),
+        (&[2, 1, 1], 1, &[200, 0, 100]),
+        (&[1, 3, 1, 1], 0, &[0, 180, 60, 60]),
+    ] {
+        let s = snapshot(weights, 1);
+        let p = WeightedRoundRobin::with_start(0).build(&s);
+        let ex = [s.endpoints()[excluded].clone()];
+        let ctx = PickContext::new().with_excluded(&ex);
+        let mut counts = vec![0usize; weights.len()];
+        for _ in 0..want.iter().sum::<usize>() {
+            counts[index(p.pick(&ctx).unwrap())] += 1;
+        }
+        for (c, w) in counts.iter().zip(want) {
+            assert!(c.abs_diff(*w) <= 2, "{weights:?} -{excluded}: {counts:?}");
+        }
+    }
+}
+
+#[test]
+fn nginx_example_sequence() {
+    let s = snapshot(&[5, 1, 1], 1);
+    let rule = WeightedRoundRobin::with_start(0);
+    let got = letters(&*rule.build(&s), &PickContext::new(), 21);
+    eprintln!("weighted_round_robin [5,1,1]: {got}");
+    assert_eq!(got, "aabacaa".repeat(3));
+    // Scaling the weights by a common factor keeps the sequence.
+    let s = snapshot(&[50, 10, 10], 2);
+    assert_eq!(letters(&*rule.build(&s), &PickContext::new(), 7), "aabacaa");
+}
+
+#[test]
+fn zero_weights_and_exclusions() {
+    let rule = WeightedRoundRobin::with_start(0);
+    let s = snapshot(&[0, 2, 0, 1], 1);
+    let picker = rule.build(&s);
+    assert_eq!(letters(&*picker, &PickContext::new(), 6), "bdbbdb");
+    // All weighted instances excluded: weight-0 ones still serve.
+    let ex = [s.endpoints()[1].clone(), s.endpoints()[3].clone()];
+    assert_eq!(
+        letters(&*picker, &PickContext::new().with_excluded(&ex), 4),
+        "acac"
+    );
+    let all = s.endpoints().to_vec();
+    assert!(
+        picker
+            .pick(&PickContext::new().with_excluded(&all))
+            .is_none()
+    );
+    // All zero: plain round robin.
+    let z = rule.build(&snapshot(&[0, 0, 0], 2));
+    assert_eq!(letters(&*z, &PickContext::new(), 6).len(), 6);
+    let mut counts = [0; 3];
+    for _ in 0..300 {
+        counts[index(z.pick(&PickContext::new()).unwrap())] += 1;
+    }
+    assert_eq!(counts, [100, 100, 100]);
+    let empty = Arc::new(Snapshot::empty("s"));
+    assert!(rule.build(&empty).pick(&PickContext::new()).is_none());
+}
+
+#[test]
+fn huge_weights_are_scaled_to_the_cap() {
+    let (w, seq) = smooth_cycle(
+        &[u32::MAX, 1, u32::MAX / 2],
+        WeightedRoundRobin::MAX_CYCLE as u64,
+    );
+    assert!(
+        seq.len() <= WeightedRoundRobin::MAX_CYCLE + 3,
+        "{}",
+        seq.len()
+    );
+    assert_eq!(w[1], 1);
+    assert_eq!(seq.iter().filter(|&&i| i == 1).count(), 1);
+    let a = seq.iter().filter(|&&i| i == 0).count() as f64;
+    let c = seq.iter().filter(|&&i| i == 2).count() as f64;
+    assert!((a / c - 2.0).abs() < 0.001, "{a} {c}");
+}
+
+/// NGINX's literal loop, O(T·n): the reference the grouped build must
+/// match entry for entry.
+fn nginx_cycle(w: &[u64]) -> Vec<u32> {
+    let total: u64 = w.iter().sum();
+    let active: Vec<usize> = (0..w.len()).filter(|&i| w[i] > 0).collect();
+    let mut current = vec![0i64; w.len()];
+    let mut sequence = Vec::new();
+    for _ in 0..total {
+        let mut best = active[0];
+        for &i in &active {
+            current[i] += w[i] as i64;
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total as i64;
+        sequence.push(best as u32);
+    }
+    sequence
+}
+
+proptest! {
+    /// The grouped build gives NGINX's sequence exactly.
+    #[test]
+    fn grouped_build_matches_nginx(weights in prop::collection::vec(prop_oneof![0u32..6, 0u32..200], 1..40)) {
+        let (w, seq) = smooth_cycle(&weights, WeightedRoundRobin::MAX_CYCLE as u64);
+        prop_assume!(w.iter().any(|&x| x > 0));
+        prop_assert_eq!(seq, nginx_cycle(&w));
+    }
+
+    /// Never an excluded endpoint or one outside the snapshot read, None
+    /// only when nothing is eligible, no panic on changing lists, stale
+    /// or colliding versions and random weights; with nothing excluded
+    /// and a current cycle, each weighted instance gets exactly its
+    /// share over a cycle.
+    #[test]
+    fn picks_are_members_and_never_excluded(
+        lists in list_steps(30),
+        weights in prop::collection::vec(prop_oneof![99 => 0u32..8, 1 => any::<u32>()], 30),
+        excluded_mask in prop::collection::vec(any::<bool>(), 30),
+        start in any::<usize>(),
+    ) {
+        let pool = snapshot(&weights, 0);
+        let excluded = masked(pool.endpoints(), &excluded_mask);
+        let rule = WeightedRoundRobin::with_start(start);
+        check_changing_lists(&rule, pool.endpoints(), &lists, &excluded, &[None], 20)?;
+    }
+
+    /// Over one whole cycle each instance is picked exactly its reduced
+    /// weight times.
+    #[test]
+    fn one_cycle_gives_exact_shares(weights in prop::collection::vec(0u32..12, 1..12), start in 0usize..1 << 30) {
+        let s = snapshot(&weights, 1);
+        let rule = WeightedRoundRobin::with_start(start).build(&s);
+        let (w, seq) = smooth_cycle(&weights, WeightedRoundRobin::MAX_CYCLE as u64);
+        prop_assume!(!seq.is_empty());
+        let mut counts = vec![0u64; weights.len()];
+        for _ in 0..seq.len() {
+            counts[index(rule.pick(&PickContext::new()).unwrap())] += 1;
+        }
+        prop_assert_eq!(counts, w);
+    }
+}
