@@ -308,7 +308,8 @@ fn two_hint_groups_in_turn_each_take_turns() {
 /// A one-instance preferred tier (a sticky cookie, same-instance
 /// preference) with its domain costs each rotating or weighted rule at
 /// most two membership tests per pick (weighted response time sums, then
-/// draws). Smooth
+/// draws). Best available tested every endpoint of the list (10 000 per
+/// pick). Smooth
 /// weighted round robin walked its whole cycle (30 001 tests per pick at
 /// 10 000 instances) and weighted response time the whole list twice
 /// (20 001) before it had stats.
@@ -324,8 +325,9 @@ fn a_one_instance_preferred_tier_costs_two_membership_tests_at_most() {
         })
         .collect();
     let s = Arc::new(Snapshot::new("s", eps, 1));
-    let rules: [(&str, Box<dyn Rule>); 5] = [
+    let rules: [(&str, Box<dyn Rule>); 6] = [
         ("round_robin", Box::new(RoundRobin::with_start(0))),
+        ("best_available", Box::new(BestAvailable::new())),
         (
             "weighted_round_robin",
             Box::new(WeightedRoundRobin::with_start(0)),

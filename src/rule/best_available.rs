@@ -15,7 +15,8 @@
 //!
 //! Build: O(1); the rotating counter is shared by every picker of the rule.
 //! Pick: one walk of the list, O(n), and part of a second when several
-//! endpoints tie.
+//! endpoints tie; inside a wrapper's tier with a domain (a sticky instance,
+//! a hint group, a subset, one zone), a walk of that domain only.
 //!
 //! The rule sees only in-flight counts, not latency: an instance that fails
 //! fast has few requests in flight and so draws *more* traffic. Use
@@ -25,7 +26,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::{PickContext, Picker, Rule};
+use super::{Domain, PickContext, Picker, Rule};
 use crate::instance::Endpoint;
 use crate::snapshot::Snapshot;
 
@@ -78,13 +79,23 @@ impl BestAvailablePicker {
     /// after `start` gave the member after a run of filtered ones that
     /// whole run's turns). One pass counts the ties, a second finds the
     /// chosen one when there are several.
+    /// Only the positions of `domain` (a wrapper's tier: the sticky
+    /// instance, a hint group, a subset, a zone) are considered when it is
+    /// given: a sticky pick tested all 10 000 endpoints of a list.
     #[inline]
-    fn best_in(
-        endpoints: &[Endpoint],
+    fn best_in<'e>(
+        endpoints: &'e [Endpoint],
         now: tokio::time::Instant,
         start: usize,
         member: impl Fn(usize, &Endpoint) -> bool,
-    ) -> Option<&Endpoint> {
+        domain: Domain<'_>,
+    ) -> Option<&'e Endpoint> {
+        let positions = || {
+            let all = domain.is_none().then_some(0..endpoints.len());
+            let listed = domain.unwrap_or_default().iter().map(|&i| i as usize);
+            all.into_iter().flatten().chain(listed)
+        };
+        let at = |i: usize| endpoints.get(i).map(|e| (i, e));
         /// The least load seen, its first endpoint and how many share it.
         #[derive(Clone, Copy)]
         struct Least<'e> {
@@ -94,7 +105,7 @@ impl BestAvailablePicker {
         }
         let mut best: Option<Least<'_>> = None;
         let mut tripped: Option<Least<'_>> = None;
-        for (i, e) in endpoints.iter().enumerate() {
+        for (i, e) in positions().filter_map(at) {
             if !member(i, e) {
                 continue;
             }
@@ -127,7 +138,7 @@ impl BestAvailablePicker {
         }
         // Every endpoint tied (an idle, unfiltered list): the tie number
         // `start` is the endpoint there, no second pass.
-        if least.ties == endpoints.len() {
+        if domain.is_none() && least.ties == endpoints.len() {
             return endpoints.get(start % least.ties).or(Some(least.first));
         }
         let tie = |i: usize, e: &Endpoint| {
@@ -138,9 +149,8 @@ impl BestAvailablePicker {
         };
         // Loads move under concurrent requests: if no endpoint is tied any
         // more, the first one seen is as good.
-        endpoints
-            .iter()
-            .enumerate()
+        positions()
+            .filter_map(at)
             .filter(|(i, e)| tie(*i, e))
             .nth(start % least.ties)
             .map(|(_, e)| e)
@@ -157,9 +167,9 @@ impl Picker for BestAvailablePicker {
         let now = ctx.now();
         let start = self.next.step(ctx);
         if !ctx.has_tiers() {
-            return Self::best_in(endpoints, now, start, |_, e| ctx.is_eligible(e));
+            return Self::best_in(endpoints, now, start, |_, e| ctx.is_eligible(e), None);
         }
-        ctx.find_tier(&mut |member| Self::best_in(endpoints, now, start, member))
+        ctx.find_tier_in(&mut |member, domain| Self::best_in(endpoints, now, start, member, domain))
     }
 
     fn snapshot(&self) -> &Arc<Snapshot> {

@@ -264,15 +264,9 @@ impl<'a> PickContext<'a> {
     }
 
     /// Calls `f` with the membership test of each combined tier in order
-    /// (eligible for this request and in the tier), until `f` returns
-    /// `Some`. Without tiers, one call with plain eligibility.
-    #[inline]
-    pub(crate) fn find_tier<R>(&self, f: &mut dyn FnMut(Member<'_>) -> Option<R>) -> Option<R> {
-        self.find_tier_in(&mut |member, _| f(member))
-    }
-
-    /// [`PickContext::find_tier`], also passing each combined tier's
-    /// [`Domain`].
+    /// (eligible for this request and in the tier) and its [`Domain`],
+    /// until `f` returns `Some`. Without tiers, one call with plain
+    /// eligibility.
     #[inline]
     pub(crate) fn find_tier_in<R>(
         &self,
