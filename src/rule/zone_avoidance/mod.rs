@@ -27,7 +27,10 @@
 //! `stats_interval` old; a new list is counted when its picker is built.
 //!
 //! The allowed zones form tiers, first non-empty wins: the
-//! [preferred zone](ZoneAvoidance::preferred_zone); the good zones; every
+//! [preferred zone](ZoneAvoidance::preferred_zone)'s healthy instances
+//! (not ejected, not failing active health checks, so in panic mode a
+//! preferred zone of unhealthy instances is not preferred, as the
+//! preference wrappers treat their instances); the good zones; every
 //! zone that is not blacked out; all zones; each tier holding only the
 //! endpoints of its zones that are available at the pick time; and last
 //! (fail open) every eligible endpoint, tripped ones included. The wrapped
@@ -97,8 +100,8 @@ impl<R: Rule> ZoneAvoidance<R> {
     }
 
     /// Sends requests only to `zone` (case-insensitive; `default` names
-    /// instances without a zone) while it has an available eligible
-    /// instance. Ribbon's `ZoneAffinityServerListFilter` with the client's
+    /// instances without a zone) while it has a healthy eligible instance
+    /// (breaker available, not ejected, not failing active checks). Ribbon's `ZoneAffinityServerListFilter` with the client's
     /// own zone. Default: `None`, no preference. `Some("")` means `None`.
     pub fn preferred_zone(mut self, zone: Option<&str>) -> Self {
         self.preferred = zone.filter(|z| !z.is_empty()).map(Box::from);
@@ -261,18 +264,30 @@ impl Picker for ZonePicker {
         let all = u32::MAX >> (32 - zones);
         let preferred = self.table.preferred.map_or(0, |p| 1 << p) & available;
         let ids = &*self.table.ids;
-        let in_zones = |mask: u32| {
+        // The preferred zone's tier takes its healthy instances only (not
+        // ejected, not failing active checks), as the preference wrappers
+        // do: in panic mode (no health filter) a preferred zone of ejected
+        // instances took every pick from the healthy ones elsewhere.
+        let in_zones = |mask: u32, healthy: bool| {
             move |i: usize, e: &Endpoint| {
-                ids.get(i).is_some_and(|&z| mask & (1 << z) != 0) && e.stats().is_available_at(now)
+                let stats = e.stats();
+                ids.get(i).is_some_and(|&z| mask & (1 << z) != 0)
+                    && if healthy {
+                        stats.is_healthy_at(now)
+                    } else {
+                        stats.is_available_at(now)
+                    }
             }
         };
         let masks = [preferred, good, available, all];
-        let filters = masks.map(in_zones);
+        let filters = [0, 1, 2, 3].map(|j| in_zones(masks[j], j == 0));
         let mut tiers: [Tier<'_>; 5] = [&any; 5];
         let mut domains: [Domain<'_>; 5] = [None; 5];
         let mut len = 0;
         for (j, (mask, filter)) in masks.iter().zip(&filters).enumerate() {
-            if *mask != 0 && !masks[..j].contains(mask) {
+            // The preferred tier (healthy only) does not stand for a later
+            // tier of the same zones.
+            if *mask != 0 && !masks[1..j.max(1)].contains(mask) {
                 tiers[len] = filter;
                 domains[len] = self.table.domain(*mask);
                 len += 1;

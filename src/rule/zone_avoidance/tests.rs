@@ -304,3 +304,47 @@ proptest! {
         drop(guards);
     }
 }
+
+/// In panic mode (the health filter off: 3 of 4 instances ejected) a
+/// preferred zone whose instances are all ejected is not preferred: the
+/// picks spread over every instance, as with no preferred zone and as the
+/// preference wrappers do. It took all 400 picks ([134, 133, 133, 0]) from
+/// the healthy instance of the other zone.
+#[tokio::test(start_paused = true)]
+async fn unhealthy_instances_of_the_preferred_zone_are_not_preferred() {
+    let s = zoned(&["a", "a", "a", "b"], 1);
+    let now = Instant::now();
+    let times = crate::stats::EjectionTimes {
+        base: Duration::from_secs(30),
+        max: Duration::from_secs(300),
+        interval: Duration::from_secs(10),
+    };
+    for e in &s.endpoints()[..3] {
+        e.stats().eject(now, times).unwrap();
+    }
+    assert!(!crate::health::HealthView::new(50).filter(&s, now), "panic");
+    for zone in [Some("a"), None] {
+        let rule = ZoneAvoidance::new(RoundRobin::with_start(0)).preferred_zone(zone);
+        let p = rule.build(&s);
+        let count = |ctx: PickContext<'_>| {
+            let mut c = [0; 4];
+            for _ in 0..400 {
+                c[index(&s, p.pick(&ctx).unwrap())] += 1;
+            }
+            c
+        };
+        assert_eq!(count(PickContext::at(now)), [100; 4], "{zone:?}");
+        let filtered = PickContext::at(now).with_health_filter();
+        assert_eq!(count(filtered), [0, 0, 0, 400], "{zone:?}");
+    }
+    // One healthy instance left in the preferred zone: it is preferred.
+    let s = zoned(&["a", "a", "b"], 1);
+    s.endpoints()[0].stats().eject(now, times).unwrap();
+    let p = ZoneAvoidance::new(RoundRobin::with_start(0))
+        .preferred_zone(Some("a"))
+        .build(&s);
+    let got: Vec<usize> = (0..4)
+        .map(|_| index(&s, p.pick(&PickContext::at(now)).unwrap()))
+        .collect();
+    assert_eq!(got, [1; 4]);
+}
