@@ -34,8 +34,12 @@ use crate::stats::Outcome;
 
 /// Where an attempt goes.
 pub(super) enum Target<'a> {
-    /// The same instance again (a same-instance retry).
-    Same(&'a Endpoint),
+    /// The same instance again (a same-instance retry); if it is no
+    /// longer usable, a fresh pick avoiding `tried` (which holds it).
+    Same {
+        endpoint: &'a Endpoint,
+        tried: &'a [Endpoint],
+    },
     /// A fresh pick avoiding `tried`; `last` if nothing can be picked.
     Pick {
         tried: &'a [Endpoint],
@@ -195,18 +199,13 @@ where
     let sent = Instant::now();
     let endpoint = match target {
         // Still listed and healthy: the same instance again.
-        Target::Same(endpoint) => match still_usable(state, endpoint, sent) {
+        Target::Same { endpoint, tried } => match still_usable(state, endpoint, sent) {
             Some(endpoint) => endpoint,
             // Removed, ejected, tripped or failing active checks since the
-            // last attempt: the retry goes elsewhere, as a pick.
-            None => pick(
-                state,
-                std::slice::from_ref(endpoint),
-                call.hash_key,
-                sent,
-                request.headers(),
-            )
-            .ok_or(NotSent::NoEndpoint)?,
+            // last attempt: the retry goes elsewhere, as a pick avoiding
+            // every instance tried (not only this one).
+            None => pick(state, tried, call.hash_key, sent, request.headers())
+                .ok_or(NotSent::NoEndpoint)?,
         },
         Target::Pick { tried, last } => {
             { pick(state, tried, call.hash_key, sent, request.headers()) }
