@@ -30,7 +30,10 @@ pub(super) struct Tally {
     /// The first malformed record's reason.
     first_malformed: Option<RecordError>,
     pub(super) skipped: BTreeMap<RecordError, usize>,
-    pub(super) first: Option<(String, Option<String>)>,
+    /// The first skipped record's app name and id as the warning shows
+    /// them: registrant text, so cut and escaped
+    /// ([`quote`](crate::error::quote)).
+    pub(super) first: Option<(String, String)>,
 }
 
 /// State shared by the seeds of one decode.
@@ -266,7 +269,11 @@ impl<'de> AppBuilder<'de> {
         }
         *tally.skipped.entry(reason).or_default() += 1;
         if tally.first.is_none() {
-            tally.first = Some((self.name.clone().unwrap_or_default(), id.clone()));
+            // Registrant text: a name with CR/LF would forge log lines, a
+            // 1 MiB id would make a 1 MiB warning at every fetch.
+            let name = crate::error::quote(self.name.as_deref().unwrap_or_default());
+            let id = id.as_deref().map_or_else(|| "none".to_owned(), crate::error::quote);
+            tally.first = Some((name, id));
         }
         if raw.is_none() {
             // Not an object: nothing to identify or count in the hash, so

@@ -346,7 +346,7 @@ fn warn_skipped(ctx: &decode::Ctx) {
         records = tally.records,
         %reasons,
         %first_app,
-        first_id = ?first_id,
+        %first_id,
         "skipping unusable Eureka instance records"
     );
 }
