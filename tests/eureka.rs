@@ -158,3 +158,54 @@ async fn keeps_serving_through_a_eureka_outage_and_follows_after_restart() {
     assert!(status.last_error.is_none());
     assert_eq!(backends[1].hits(), 40);
 }
+
+/// A Eureka server that does not know the app (restarted with an empty
+/// registry and not synced yet, or not yet replicated to) answers 404 for
+/// `GET /apps/{APP}` (for `/vips/{vip}` it answers 200 with no
+/// application). Listed first, its 404 used to end
+/// the fetch: the service got an empty list (0 instances, every request
+/// failing) although the next server listed the app. Java's
+/// `RetryableEurekaHttpClient` moves on from such a 404; so does the
+/// crate now, and a 404 is an empty list only when no server lists the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_does_not_know_the_app_does_not_hide_the_next_one() {
+    let Some(empty) = EurekaFixture::start() else {
+        return;
+    };
+    let Some(listing) = EurekaFixture::start() else {
+        return;
+    };
+    let backend = Backend::start("b1").await.expect("backend");
+    let id = listing.register("user-service", backend.port()).await;
+    let urls = format!("{},{}", empty.url(), listing.url());
+    let source = EurekaSource::builder()
+        .server_urls(&urls)
+        .request_timeout(Duration::from_secs(5))
+        .build()
+        .expect("source");
+    let app = source
+        .fetch_application("user-service")
+        .await
+        .expect("fetch");
+    let ids: Vec<&str> = app.instances.iter().map(|i| i.instance.id()).collect();
+    assert_eq!(ids, [id.as_str()], "the second server's instance");
+    // Requests reach the instance only the second server lists.
+    let lb = LoadBalancer::builder()
+        .source(source)
+        .service("user-service")
+        .build(http_client())
+        .expect("balancer");
+    wait_for_instances(&lb, 1).await;
+    assert_eq!(tally(&lb, URI, 3).await, counts(&[("b1", 3)]));
+    // No server lists a deleted app: then the 404 is an empty list.
+    listing.delete("user-service", &id).await;
+    let source = EurekaSource::builder()
+        .server_urls(&urls)
+        .build()
+        .expect("source");
+    let app = source
+        .fetch_application("user-service")
+        .await
+        .expect("404 everywhere");
+    assert_eq!(app.instances.len(), 0);
+}

@@ -15,10 +15,12 @@
 //!
 //! 1. `GET` on the first server URL, `Accept: application/json`,
 //!    `Accept-Encoding: gzip`, basic auth from the URL's userinfo. A
-//!    transport error, a timeout, any status but 2xx (a 404 to an app or
-//!    VIP fetch aside: the registry does not know it, an empty list) or a
-//!    body that does not decode moves on to the next URL (like the Java
-//!    client's `defaultZone` list); a pooled connection the server had
+//!    transport error, a timeout, any status but 2xx (a 404 too: a peer
+//!    that restarted empty may not know an app its peers list) or a body
+//!    that does not decode moves on to the next URL (like the Java
+//!    client's `defaultZone` list); an app or VIP fetch that no server
+//!    answers with 200 but one with 404 is an empty list (the registry
+//!    does not know it); a pooled connection the server had
 //!    closed is retried once first. Registration calls fail over the same
 //!    way, on every answer but their own (see [`EurekaRegistration`]).
 //! 2. The body is read up to `max_body_bytes` (default 128 MiB, room for
@@ -39,7 +41,8 @@
 //! traffic, scheme and port chosen together (https only with an enabled
 //! secure port; with both enabled, [`wire::PortPreference`] decides:
 //! secure like Spring Cloud LoadBalancer, or plain like Ribbon). A `404`
-//! for the app means "no instances" (an empty list), and so does an
+//! for the app, when no server lists it, means "no instances" (an
+//! empty list), and so does an
 //! application object with a name and no records. A payload without
 //! Eureka's shape (`{"application":{"garbage":true}}`, records that are
 //! all malformed) is a [`DiscoveryError::Decode`] carrying a typed

@@ -104,10 +104,14 @@ impl EurekaHttp {
     }
 
     /// `GET {base}/{path}` on each server in order until one answers 200
-    /// with a body that `decode` accepts, or 404 when `accept_not_found`
-    /// (an app or VIP the registry does not know). Every failure
-    /// (transport, timeout, status, gzip, decode; 404 otherwise) moves on
-    /// to the next server.
+    /// with a body that `decode` accepts. Every failure (transport,
+    /// timeout, status, gzip, decode) and every 404 moves on to the next
+    /// server: a peer that does not know the app (restarted with an empty
+    /// registry, or not yet replicated to) must not hide the peers that
+    /// list it, as Java's `RetryableEurekaHttpClient` moves on from a 404
+    /// to an application or VIP query. When no server answers 200,
+    /// `NotFound` if one answered 404 and `accept_not_found` (an app or VIP
+    /// the registry does not know), else the errors.
     ///
     /// The request timeout bounds each server's whole exchange: connect,
     /// headers, body, gzip inflation and decoding. Inflation and decoding
@@ -124,22 +128,30 @@ impl EurekaHttp {
         F: Fn(&[u8], std::time::Instant) -> Result<T, WireError> + Clone + Send + 'static,
     {
         let mut errors = Vec::new();
+        let mut not_found = false;
         for server in &self.servers {
             let mut result = self.get_one(server, path, decode.clone()).await;
             if result.as_ref().is_err_and(stale_connection) {
                 result = self.get_one(server, path, decode.clone()).await;
             }
             match result {
-                Ok(Fetched::NotFound) if !accept_not_found => errors.push(DiscoveryError::Status {
-                    server: server.base.clone(),
-                    status: 404,
-                }),
+                Ok(Fetched::NotFound) => {
+                    tracing::debug!(server = %server.base, "Eureka server does not know the path; trying the next");
+                    not_found = true;
+                    errors.push(DiscoveryError::Status {
+                        server: server.base.clone(),
+                        status: 404,
+                    });
+                }
                 Ok(found) => return Ok(found),
                 Err(e) => {
                     tracing::debug!(server = %server.base, error = %e, "Eureka server failed; trying the next");
                     errors.push(e);
                 }
             }
+        }
+        if not_found && accept_not_found {
+            return Ok(Fetched::NotFound);
         }
         match errors.len() {
             1 => Err(errors.remove(0)),
