@@ -423,10 +423,10 @@ pub enum DiscoveryError {
         #[source]
         source: wire::WireError,
     },
-    /// A fetch listed no `UP` instance while the current list was not empty,
-    /// and [`RefreshConfig::keep_last_on_empty`](crate::discovery::RefreshConfig::keep_last_on_empty)
+    /// A fetch listed no instance at all while the current list was not
+    /// empty, and [`RefreshConfig::keep_last_on_empty`](crate::discovery::RefreshConfig::keep_last_on_empty)
     /// is on: the current list was kept.
-    #[error("service `{service}`: fetch listed no UP instance; keeping the last list")]
+    #[error("service `{service}`: fetch listed no instance; keeping the last list")]
     EmptyList {
         /// The service id.
         service: String,

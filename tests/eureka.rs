@@ -209,3 +209,93 @@ async fn a_server_that_does_not_know_the_app_does_not_hide_the_next_one() {
         .expect("404 everywhere");
     assert_eq!(app.instances.len(), 0);
 }
+
+/// `keep_last_on_empty` guards against a registry that forgets: a fetch
+/// that lists no instance at all. A registry that lists every instance
+/// OUT_OF_SERVICE or DOWN has not forgotten them; an operator (or their
+/// health) drains them. The guard used to keep them too: with both
+/// backends set OUT_OF_SERVICE in the real server, 10 of 10 requests still
+/// reached them, for as long as the drain lasted. Now the drained list is
+/// applied and the requests fail naming the statuses; the guard still keeps
+/// the list when the app is gone from the registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_last_on_empty_does_not_keep_drained_instances() {
+    let Some(eureka) = EurekaFixture::start() else {
+        return;
+    };
+    let b1 = Backend::start("b1").await.expect("backend");
+    let b2 = Backend::start("b2").await.expect("backend");
+    let ids = [
+        eureka.register("user-service", b1.port()).await,
+        eureka.register("user-service", b2.port()).await,
+    ];
+    let source = EurekaSource::builder()
+        .server_url(eureka.url())
+        .request_timeout(Duration::from_secs(2))
+        .build()
+        .expect("source");
+    let lb = LoadBalancer::builder()
+        .source(source)
+        .service("user-service")
+        .rule(|| RoundRobin::with_start(0))
+        .refresh({
+            let mut refresh = RefreshConfig::default();
+            refresh.interval = Duration::from_millis(200);
+            refresh.jitter = 0.0;
+            refresh.keep_last_on_empty = true;
+            refresh
+        })
+        .build(http_client())
+        .expect("balancer");
+    assert!(lb.ready_service("user-service").await);
+    assert_eq!(tally(&lb, URI, 4).await, counts(&[("b1", 2), ("b2", 2)]));
+
+    // Both drained; wait for two fetches that started after the change.
+    for id in &ids {
+        eureka
+            .set_status("user-service", id, "OUT_OF_SERVICE")
+            .await;
+    }
+    let fetches = |lb: &LoadBalancer<HttpClient>| {
+        let s = lb.refresh_status("user-service").expect("status");
+        s.successes + s.failures
+    };
+    let before = fetches(&lb);
+    for _ in 0..100 {
+        if fetches(&lb) >= before + 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(fetches(&lb) >= before + 2, "no refresh after the drain");
+    let got = tally(&lb, URI, 10).await;
+    let reached: usize = ["b1", "b2"].iter().filter_map(|b| got.get(*b)).sum();
+    assert_eq!(reached, 0, "requests reached drained instances: {got:?}");
+    assert_eq!(lb.snapshot("user-service").map(|s| s.len()), Some(0));
+    assert_eq!(b1.hits() + b2.hits(), 4);
+
+    // Back UP, then gone from the registry: the guard keeps the last list.
+    for id in &ids {
+        eureka.set_status("user-service", id, "UP").await;
+    }
+    wait_for_instances(&lb, 2).await;
+    for id in &ids {
+        eureka.delete("user-service", id).await;
+    }
+    let before = fetches(&lb);
+    for _ in 0..100 {
+        if fetches(&lb) >= before + 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(lb.snapshot("user-service").map(|s| s.len()), Some(2));
+    let status = lb.refresh_status("user-service").expect("status");
+    assert!(
+        matches!(
+            status.last_error.as_deref(),
+            Some(tower_ribbon::DiscoveryError::EmptyList { .. })
+        ),
+        "{status:?}"
+    );
+}

@@ -66,12 +66,15 @@ pub struct RefreshConfig {
     /// finish before failing with a discovery timeout
     /// ([`Error`](crate::Error)). Zero means "never wait". Default is 5 s.
     pub first_fetch_wait: Duration,
-    /// What to do when a fetch succeeds but lists no `UP` instance while
+    /// What to do when a fetch succeeds but lists no instance at all while
     /// the current list is not empty. `false` (Ribbon's behaviour): apply
     /// the empty list; requests fail with "no instances" until a later
     /// fetch brings instances back. `true`: keep the current list and count
     /// the fetch as failed, guarding against a registry that suddenly
-    /// forgets everything. Default is `false`.
+    /// forgets everything. A fetch that lists instances, none of them `UP`
+    /// (all OUT_OF_SERVICE, DOWN or STARTING), is applied either way: the
+    /// registry has not forgotten them, they are being drained, and a
+    /// draining instance never gets traffic. Default is `false`.
     pub keep_last_on_empty: bool,
     /// Seeds the jitter, for repeatable tests. Default `None`: seeded from
     /// entropy.
@@ -356,7 +359,13 @@ impl Refresh {
             .filter(|i| seen.insert(i.key()))
             .collect();
 
-        if eligible.is_empty() && !current.is_empty() && self.config.keep_last_on_empty {
+        // Only a listing of nothing is a registry that forgot: instances
+        // listed but none UP are drained, and are applied as such.
+        if eligible.is_empty()
+            && listing.total() == 0
+            && !current.is_empty()
+            && self.config.keep_last_on_empty
+        {
             return Err(DiscoveryError::EmptyList {
                 service: self.service_id.to_string(),
             });
