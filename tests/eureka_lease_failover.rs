@@ -1,10 +1,9 @@
 //! `EurekaRegistration`'s lease calls fail over to the next configured
 //! server on every answer that is not the call's own, as the Java client's
 //! `RetryableEurekaHttpClient` with its legacy `ServerStatusEvaluator`
-//! does: a 2xx ends every call, a 404 ends a registration, a heartbeat
-//! (the caller registers again) or a cancel (already gone); anything else
-//! (here a 429 rate limit, a 403, a 404 to a status update) tries the next
-//! server.
+//! does: a 2xx ends every call, a 404 ends a registration or a heartbeat
+//! (the caller registers again); anything else (here a 429 rate limit, a
+//! 403, a 404 to a status update or to a cancel) tries the next server.
 //!
 //! Found by an attack on the crate: only 5xx and transport errors failed
 //! over. With server one answering 429 to heartbeats and server two
@@ -207,7 +206,8 @@ async fn a_status_update_refused_with_404_or_403_is_sent_to_the_next_server() {
 
 /// A cancel that server one refuses (429) is sent to server two, so a
 /// shutdown does not leave the instance registered until its lease
-/// expires; a 404 (already gone) ends it at server one.
+/// expires; so is one that server one answers 404 (it does not hold the
+/// instance; server two may), and 404 from both is "already gone".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_refused_with_429_is_sent_to_the_next_server() {
     let (one, two) = healthy_pair().await;
@@ -223,6 +223,24 @@ async fn a_cancel_refused_with_429_is_sent_to_the_next_server() {
         .await
         .shutdown()
         .await
-        .expect("already gone");
-    assert_eq!((one.count("DELETE"), two.count("DELETE")), (1, 0));
+        .expect("cancelled at server two");
+    assert_eq!((one.count("DELETE"), two.count("DELETE")), (1, 1));
+
+    let (one, two) = healthy_pair().await;
+    one.answer(&format!("DELETE {INSTANCE}"), 404);
+    two.answer(&format!("DELETE {INSTANCE}"), 404);
+    started(&one, &two)
+        .await
+        .shutdown()
+        .await
+        .expect("already gone everywhere");
+    assert_eq!((one.count("DELETE"), two.count("DELETE")), (1, 1));
+
+    // Server one does not hold it and server two fails: the instance may
+    // still be listed there, so the shutdown says so.
+    let (one, two) = healthy_pair().await;
+    one.answer(&format!("DELETE {INSTANCE}"), 404);
+    two.answer(&format!("DELETE {INSTANCE}"), 503);
+    let result = started(&one, &two).await.shutdown().await;
+    assert!(result.is_err(), "{result:?}");
 }

@@ -131,3 +131,46 @@ async fn shutdown_during_reregistration_leaves_nothing_registered() {
         wait_for(&eureka, app, &[]).await;
     }
 }
+
+/// Server one was down when the instance registered (so it registered at
+/// server two), then came back with an empty registry. A shutdown's cancel
+/// got 404 from server one and stopped there ("already gone"), leaving the
+/// instance UP at server two, which kept serving it to callers until its
+/// lease expired (90 s by default, and Eureka's eviction on top). Now a
+/// cancel's 404 moves on to the next server, which may hold the instance;
+/// it is success when some server cancelled it or every server said 404.
+#[tokio::test]
+async fn shutdown_cancels_at_the_server_that_holds_the_instance() {
+    let Some(mut one) = EurekaFixture::start() else {
+        return;
+    };
+    let Some(two) = EurekaFixture::start() else {
+        return;
+    };
+    let app = "canceller";
+    one.stop();
+    let handle = EurekaRegistration::builder(app, "127.0.0.1", 19_701)
+        .server_urls(&format!("{},{}", one.url(), two.url()))
+        .request_timeout(Duration::from_secs(20))
+        .build()
+        .expect("registration")
+        .start()
+        .await
+        .expect("registered at server two");
+    let id = "127.0.0.1:canceller:19701".to_owned();
+    wait_for(&two, app, &[(id.clone(), "UP")]).await;
+    one.restart();
+    assert!(
+        one.statuses(app).await.is_empty(),
+        "server one starts empty"
+    );
+
+    handle.shutdown().await.expect("cancelled");
+    let left = two.statuses(app).await;
+    assert_eq!(
+        left,
+        Vec::<(String, String)>::new(),
+        "server two still lists it"
+    );
+    assert!(one.statuses(app).await.is_empty());
+}

@@ -62,12 +62,16 @@ impl LeaseCall {
     /// instance: the caller registers again on the server that said so).
     /// A status update's 404 tries the next server, which may hold the
     /// instance. Two differences from Java: a 302 moves on (no redirect is
-    /// followed here, so it is no answer), and a cancel accepts only 2xx
-    /// and 404 (already gone), where Java takes any status as best effort:
-    /// `shutdown` awaits and reports the cancel, and an instance left
-    /// registered keeps getting traffic until its lease expires.
+    /// followed here, so it is no answer), and a cancel accepts only 2xx,
+    /// where Java takes any status as best effort: `shutdown` awaits and
+    /// reports the cancel, and an instance left registered keeps getting
+    /// traffic until its lease expires. A cancel's 404 (this server does
+    /// not hold the instance: it restarted empty, or the instance
+    /// registered elsewhere while it was down) tries the next server, which
+    /// may; the caller takes 404 from every server as "already gone".
     fn accepts(self, status: StatusCode) -> bool {
-        status.is_success() || (status == StatusCode::NOT_FOUND && self != Self::Status)
+        status.is_success()
+            || (status == StatusCode::NOT_FOUND && matches!(self, Self::Register | Self::Renew))
     }
 }
 

@@ -17,10 +17,13 @@
 //! - `DELETE /apps/{APP}/{id}` on graceful shutdown.
 //!
 //! Each call tries the configured servers in order until one answers it,
-//! as the Java client does: a 2xx, or a 404 to a registration, heartbeat
-//! or cancel. Any other answer (transport error, timeout, 3xx, 4xx such as
+//! as the Java client does: a 2xx, or a 404 to a registration or
+//! heartbeat. Any other answer (transport error, timeout, 3xx, 4xx such as
 //! a 429, 5xx) moves on to the next server, so one peer that rate-limits
-//! or refuses does not cost the lease while another is healthy.
+//! or refuses does not cost the lease while another is healthy. A
+//! cancel's 404 moves on too (a server that restarted empty does not hold
+//! an instance its peers still serve); 404 from every server is "already
+//! gone".
 //!
 //! Renewals go on through a Eureka outage (each failure is logged and
 //! counted), and the instance is registered again when the server is back.
@@ -179,14 +182,24 @@ impl Shared {
         Ok(())
     }
 
-    /// Cancels the registration (`DELETE`); a 404 (already gone) is
-    /// success. Call with `op` held.
+    /// Cancels the registration (`DELETE`) at the first server that holds
+    /// it; 404 from every server (already gone) is success. Call with `op`
+    /// held.
     async fn cancel_locked(&self) -> Result<(), DiscoveryError> {
-        let answer = self.http.send(LeaseCall::Cancel, &self.path(), None).await?;
-        if answer.0 == StatusCode::NOT_FOUND {
-            return Ok(());
+        match self.http.send(LeaseCall::Cancel, &self.path(), None).await {
+            Ok(_) => Ok(()),
+            Err(e) if all_not_found(&e) => Ok(()),
+            Err(e) => Err(e),
         }
-        expect(answer, &[StatusCode::OK])
+    }
+}
+
+/// Whether every server answered 404.
+fn all_not_found(e: &DiscoveryError) -> bool {
+    match e {
+        DiscoveryError::Status { status, .. } => *status == 404,
+        DiscoveryError::AllServersFailed(all) => !all.is_empty() && all.iter().all(all_not_found),
+        _ => false,
     }
 }
 
@@ -359,7 +372,8 @@ impl RegistrationHandle {
     ///
     /// # Errors
     /// [`DiscoveryError`] if no server accepted the cancel (the lease then
-    /// expires by itself). A 404 (already gone) is success.
+    /// expires by itself). A 404 moves on to the next server, which may
+    /// hold the instance; 404 from every server (already gone) is success.
     pub async fn shutdown(mut self) -> Result<(), DiscoveryError> {
         // Wait for an exchange in flight (a renewal that re-registers) to
         // finish, then stop the renewals while holding the lock, so no
