@@ -17,6 +17,10 @@ mod log_capture;
 use support::eureka::EurekaFixture;
 use tower_ribbon::discovery::eureka::wire;
 
+/// `wire::MAX_INSTANCE_ID_BYTES`, written out so the test builds against
+/// the code before the bound.
+const MAX_ID: usize = 8 * 1024;
+
 /// An app name with a forged log line after CR/LF.
 const EVIL_APP: &str = "EVIL\r\n2026-12-02T10:00:00.000000Z  INFO FORGED: all instances healthy";
 
@@ -95,4 +99,58 @@ async fn a_skipped_registrants_name_and_id_cannot_forge_or_flood_log_lines() {
         &lines[0][..600.min(lines[0].len())]
     );
     assert!(logged.len() < 1024, "warning of {} bytes", logged.len());
+}
+
+/// Eureka takes and serves a usable record whose `instanceId` is 1 MiB
+/// (its POST carries the id in the body; only its heartbeats, which carry
+/// it in the path, are refused with 400 past Tomcat's 8 KiB, so a
+/// registrant that posts again stays listed). Such an instance used to be
+/// listed and picked, and every request to it recorded the whole id twice
+/// in its spans (`ribbon.instance.id` on the request and the attempt: 2 MiB
+/// formatted per request under a `fmt` subscriber, exported as is by
+/// OpenTelemetry), and in metrics labels and cookies. Ids longer than
+/// `MAX_INSTANCE_ID_BYTES` (8 KiB, past what a lease call can carry) are now
+/// skipped as malformed, like an unusable host.
+#[tokio::test]
+async fn a_registrant_with_an_id_no_heartbeat_can_carry_is_skipped() {
+    log_capture::init();
+    let Some(eureka) = EurekaFixture::start() else {
+        return;
+    };
+    let long = "L".repeat(1 << 20);
+    // `wire::MAX_INSTANCE_ID_BYTES`: an id of exactly that length is kept.
+    let edge = "E".repeat(MAX_ID);
+    let client = reqwest::Client::new();
+    for (id, port) in [(long.as_str(), 18_081), (edge.as_str(), 18_082)] {
+        let body = serde_json::json!({"instance": {
+            "instanceId": id, "hostName": "127.0.0.1", "app": "LONG-ID", "ipAddr": "127.0.0.1",
+            "vipAddress": "long-id", "status": "UP",
+            "port": {"$": port, "@enabled": "true"},
+            "dataCenterInfo": {
+                "@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo",
+                "name": "MyOwn"
+            },
+        }});
+        let resp = client
+            .post(format!("{}/apps/LONG-ID", eureka.url()))
+            .header("Content-Type", "application/json")
+            .body(serde_json::to_vec(&body).expect("json"))
+            .send()
+            .await
+            .expect("register request");
+        assert_eq!(resp.status().as_u16(), 204, "Eureka takes the registrant");
+    }
+    let short = eureka.register("long-id", 18_083).await;
+    let source = tower_ribbon::discovery::eureka::EurekaSource::builder()
+        .server_url(eureka.url())
+        .build()
+        .expect("source");
+    let app = source.fetch_application("long-id").await.expect("fetch");
+    let mut lengths: Vec<usize> = app
+        .instances
+        .iter()
+        .map(|i| i.instance.id().len())
+        .collect();
+    lengths.sort_unstable();
+    assert_eq!(lengths, [short.len(), MAX_ID]);
 }

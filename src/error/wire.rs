@@ -140,6 +140,10 @@ pub enum RecordError {
     /// The host cannot be part of a URI authority.
     #[error("the host cannot be part of a URI")]
     BadHost,
+    /// The instance id is longer than
+    /// [`MAX_INSTANCE_ID_BYTES`](crate::discovery::eureka::wire::MAX_INSTANCE_ID_BYTES).
+    #[error("the instance id is longer than 8 KiB")]
+    LongId,
     /// More metadata entries than
     /// [`MAX_METADATA_ENTRIES`](crate::discovery::eureka::wire::MAX_METADATA_ENTRIES).
     #[error("too many metadata entries")]

@@ -109,7 +109,8 @@ impl EurekaRegistrationBuilder {
     /// # Errors
     /// [`BuildError::Invalid`] for missing or bad URLs, an empty app name,
     /// host, port 0 or secure port 0 (registered as an enabled
-    /// `securePort` of 0, nothing a client can connect to).
+    /// `securePort` of 0, nothing a client can connect to), or an instance
+    /// id longer than 8 KiB (no heartbeat could carry it).
     pub fn build(self) -> Result<EurekaRegistration, BuildError> {
         let app = self.app.trim().to_ascii_uppercase();
         check_app(&app)?;
@@ -214,8 +215,17 @@ fn check_app(app: &str) -> Result<(), BuildError> {
 }
 
 /// Not empty, `.` or `..`; no `/`, `%` or control character (it is a path
-/// segment of every lease call).
+/// segment of every lease call); at most
+/// [`MAX_INSTANCE_ID_BYTES`](crate::discovery::eureka::wire::MAX_INSTANCE_ID_BYTES)
+/// (longer, the server refuses every heartbeat and readers skip the record).
 fn check_id(id: &str) -> Result<(), BuildError> {
+    let max = crate::discovery::eureka::wire::MAX_INSTANCE_ID_BYTES;
+    if id.len() > max {
+        return Err(invalid(
+            "instance id",
+            &format!("{} bytes, longer than {max}", id.len()),
+        ));
+    }
     if id.trim().is_empty()
         || id == "."
         || id == ".."
@@ -259,6 +269,8 @@ mod tests {
         }
         assert!(build("user-api", |b| b.instance_id("..")).is_err());
         assert!(build("user-api", |b| b.instance_id("a/b")).is_err());
+        assert!(build("user-api", |b| b.instance_id("i".repeat(8 * 1024))).is_ok());
+        assert!(build("user-api", |b| b.instance_id("i".repeat(8 * 1024 + 1))).is_err());
         assert!(build("user-api", |b| b.lease_duration(Duration::from_secs(30))).is_err());
         let ok = build("user-api", |b| b.health_path("health")).unwrap();
         let body = ok.shared.body_with(InstanceStatus::Up).expect("body");

@@ -165,6 +165,9 @@ pub(super) fn convert(
         _ => Arc::clone(app_name),
     };
     let id = field(&raw.instance_id)?.or(host_name).unwrap_or(host);
+    if id.len() > super::MAX_INSTANCE_ID_BYTES {
+        return Err(RecordError::LongId);
+    }
     let (port, is_secure) = choose_port(raw, options.port_preference)?;
     if raw.metadata.as_ref().is_some_and(|m| m.wrong_type) {
         return Err(RecordError::WrongType);

@@ -94,6 +94,16 @@ pub const DEFAULT_MAX_METADATA_ENTRIES: usize = 1 << 20;
 /// dozen at most.
 pub const MAX_METADATA_ENTRIES: usize = 256;
 
+/// Longest instance id kept, in bytes (8 KiB); a record with a longer id
+/// (`instanceId`, else the host name standing in for it) is skipped
+/// ([`RecordError::LongId`]). Every lease call carries the id in its
+/// request path, which the Spring Cloud Eureka server (Tomcat: 8 KiB of
+/// request line and headers) refuses with 400 past this size, so no such
+/// instance can renew; and every request to an instance records its id
+/// (in its spans, and in metrics labels and cookies when those are on), so
+/// a 1 MiB id would cost 2 MiB of span text per request.
+pub const MAX_INSTANCE_ID_BYTES: usize = 8 * 1024;
+
 /// What a delta entry says happened to an instance (`actionType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
