@@ -172,3 +172,39 @@ async fn registration_renews_changes_status_survives_a_restart_and_cancels() {
     handle.shutdown().await.unwrap();
     assert!(eureka.statuses("user-api").await.is_empty());
 }
+
+/// The registry's first fetch failed (Eureka not up yet, as when both
+/// start together), then `refresh_now` succeeded once the server was up.
+/// `ready()` kept answering the first fetch's error, so every service read
+/// failed (0 instances, "connection refused") until the next background
+/// fetch, one `fetch_interval` later (30 s by default), although the copy
+/// was fresh. Now a successful `refresh_now` makes the registry ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successful_refresh_now_ends_a_failed_first_fetch() {
+    use tower_ribbon::discovery::InstanceSource;
+    let Some(mut eureka) = EurekaFixture::start() else {
+        return;
+    };
+    eureka.stop();
+    let registry = EurekaRegistry::builder()
+        .server_urls(&eureka.url())
+        .fetch_interval(Duration::from_secs(3600))
+        .request_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    assert!(registry.ready().await.is_err(), "the server is down");
+    eureka.restart();
+    let id = eureka.register("late-service", 19_801).await;
+    registry.refresh_now().await.expect("the server is up");
+    let listed = registry
+        .fetch("late-service")
+        .await
+        .map_err(|e| e.to_string());
+    let ids: Result<Vec<String>, String> =
+        listed.map(|list| list.iter().map(|i| i.id().to_owned()).collect());
+    assert_eq!(ids, Ok(vec![id]));
+    assert!(
+        registry.ready().await.is_ok(),
+        "ready after a successful fetch"
+    );
+}

@@ -245,7 +245,8 @@ impl EurekaRegistry {
     }
 
     /// Fetches now, outside the schedule: a delta (reconciled by hash) once
-    /// a full fetch has succeeded, else a full fetch.
+    /// a full fetch has succeeded, else a full fetch. A success makes the
+    /// registry [`ready`](Self::ready), also after a failed first fetch.
     ///
     /// # Errors
     /// The fetch's [`DiscoveryError`]; the local copy is kept.
@@ -256,7 +257,13 @@ impl EurekaRegistry {
             self.inner.full().await
         };
         match &result {
-            Ok(()) => self.inner.note(None),
+            Ok(()) => {
+                self.inner.note(None);
+                // A failed first fetch no longer holds readers back: the
+                // copy is fresh (else they wait for the next background
+                // fetch, a whole interval).
+                self.inner.first.send_replace(Some(Ok(())));
+            }
             Err(e) => {
                 self.inner.failures.fetch_add(1, Ordering::Relaxed);
                 // The error itself goes to the caller; services read from
