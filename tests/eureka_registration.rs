@@ -174,3 +174,54 @@ async fn shutdown_cancels_at_the_server_that_holds_the_instance() {
     );
     assert!(one.statuses(app).await.is_empty());
 }
+
+/// A server that missed a status change (its peer took the change and
+/// went down before replicating it; here two servers that do not
+/// replicate) holds the instance UP. When renewals fail over to it, its
+/// heartbeat answered 200 and the draining instance stayed UP there, the
+/// only server left, for as long as renewals went on. Java's heartbeat
+/// carries the instance's `lastDirtyTimestamp` (bumped by a status
+/// change), and a server with an older copy answers 404, so the client
+/// registers again with its current status; the crate now does the same.
+#[tokio::test]
+async fn a_renewal_failing_over_to_a_server_that_missed_a_status_change_resends_it() {
+    let Some(mut one) = EurekaFixture::start() else {
+        return;
+    };
+    let Some(two) = EurekaFixture::start() else {
+        return;
+    };
+    let app = "dirty-keeper";
+    let id = "127.0.0.1:dirty-keeper:19702".to_owned();
+    // Registered at server two while server one is down, then at server
+    // one once it is back (its renewal's 404): UP at both.
+    one.stop();
+    let handle = EurekaRegistration::builder(app, "127.0.0.1", 19_702)
+        .server_urls(&format!("{},{}", one.url(), two.url()))
+        .request_timeout(Duration::from_secs(20))
+        .build()
+        .expect("registration")
+        .start()
+        .await
+        .expect("registered at server two");
+    one.restart();
+    handle.renew_now().await.expect("registered at server one");
+    wait_for(&one, app, &[(id.clone(), "UP")]).await;
+    // The status change reaches server one only.
+    handle
+        .set_status(InstanceStatus::OutOfService)
+        .await
+        .expect("OUT_OF_SERVICE");
+    wait_for(&one, app, &[(id.clone(), "OUT_OF_SERVICE")]).await;
+    assert_eq!(two.statuses(app).await, [(id.clone(), "UP".to_owned())]);
+
+    // Server one goes away: the renewal fails over to server two.
+    one.stop();
+    handle.renew_now().await.expect("renewed at server two");
+    assert_eq!(
+        two.statuses(app).await,
+        [(id.clone(), "OUT_OF_SERVICE".to_owned())],
+        "server two serves the draining instance UP"
+    );
+    handle.shutdown().await.expect("cancelled");
+}

@@ -83,7 +83,9 @@ async fn stub(reg: Arc<Mutex<Registry>>) -> String {
                                 r.status_puts += 1;
                                 if std::mem::take(&mut r.fail_next_status_put) {
                                     500
-                                } else if let Some(v) = query.strip_prefix("value=") {
+                                } else if let Some(v) =
+                                    query.split('&').find_map(|p| p.strip_prefix("value="))
+                                {
                                     r.overrides.insert(parts[1].to_owned(), v.to_owned());
                                     r.status.insert(parts[1].to_owned(), v.to_owned());
                                     200

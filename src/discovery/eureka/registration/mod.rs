@@ -3,9 +3,11 @@
 //!
 //! Follows the Java client's lease protocol:
 //! - `POST /apps/{APP}` with the instance (expects 204);
-//! - `PUT /apps/{APP}/{id}` every renew interval (default 30 s); a 404 means
-//!   the server forgot the instance (a restart, an eviction), so it is
-//!   registered again at once;
+//! - `PUT /apps/{APP}/{id}?status=…&lastDirtyTimestamp=…` every renew
+//!   interval (default 30 s); a 404 means the server forgot the instance (a
+//!   restart, an eviction) or holds a copy older than the instance's last
+//!   change (it missed a status change its peer took), so it is registered
+//!   again at once, with the status wanted now;
 //! - `PUT /apps/{APP}/{id}/status?value=OUT_OF_SERVICE` to change the
 //!   status (kept, and sent again after a re-registration). Eureka
 //!   registers an instance UP whatever status its registration carries
@@ -76,6 +78,13 @@ struct Shared {
     /// call has not succeeded. Every renewal sends the status until one
     /// does (Eureka would serve the instance UP meanwhile).
     status_unsent: AtomicBool,
+    /// The instance's `lastDirtyTimestamp` (ms since the epoch): set at
+    /// build, raised by every status change, and sent with every
+    /// registration, status update and heartbeat, as the Java client does.
+    /// A server whose copy is older (it missed a status change: a peer took
+    /// it and went down before replicating it) answers the heartbeat 404,
+    /// so the instance registers there again with the status wanted now.
+    dirty: AtomicU64,
     /// Held for the whole of every exchange with the server (register,
     /// renew, status, cancel), so they never overlap: a cancel waits for a
     /// registration in flight instead of racing it.
@@ -105,11 +114,25 @@ impl Shared {
         *self.status.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn dirty(&self) -> u64 {
+        self.dirty.load(Ordering::Acquire)
+    }
+
+    /// Raises the dirty timestamp to now, and at least by one.
+    fn mark_dirty(&self) {
+        let _ = self
+            .dirty
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |was| {
+                Some(now_ms().max(was.saturating_add(1)))
+            });
+    }
+
     /// The registration body with `status`.
     fn body_with(&self, status: InstanceStatus) -> Result<Bytes, DiscoveryError> {
         let mut instance = self.body.clone();
         if let Some(fields) = instance.as_object_mut() {
             fields.insert("status".to_owned(), status.as_str().into());
+            fields.insert("lastDirtyTimestamp".to_owned(), self.dirty().to_string().into());
         }
         serde_json::to_vec(&serde_json::json!({ "instance": instance }))
             .map(Bytes::from)
@@ -145,7 +168,12 @@ impl Shared {
     /// and it is still the one wanted. Call with `op` held.
     async fn send_status_locked(&self) -> Result<(), DiscoveryError> {
         let status = self.status();
-        let path = format!("{}/status?value={}", self.path(), status.as_str());
+        let path = format!(
+            "{}/status?value={}&lastDirtyTimestamp={}",
+            self.path(),
+            status.as_str(),
+            self.dirty()
+        );
         let answer = self.http.send(LeaseCall::Status, &path, None).await?;
         expect(answer, &[StatusCode::OK])?;
         if self.status() == status {
@@ -157,6 +185,7 @@ impl Shared {
     /// Records `status` as wanted and sends it.
     async fn set_status(&self, status: InstanceStatus) -> Result<(), DiscoveryError> {
         *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
+        self.mark_dirty();
         self.status_unsent.store(true, Ordering::Release);
         let _op = self.op.lock().await;
         // The status wanted when the lock is ours: of two racing changes,
@@ -164,13 +193,20 @@ impl Shared {
         self.send_status_locked().await
     }
 
-    /// Renews; registers again on 404; sends the wanted status again if
-    /// the server may not hold it.
+    /// Renews; registers again on 404 (the server forgot the instance, or
+    /// its copy is older than the dirty timestamp); sends the wanted
+    /// status again if the server may not hold it.
     async fn renew(&self) -> Result<(), DiscoveryError> {
         let _op = self.op.lock().await;
-        let answer = self.http.send(LeaseCall::Renew, &self.path(), None).await?;
+        let path = format!(
+            "{}?status={}&lastDirtyTimestamp={}",
+            self.path(),
+            self.status().as_str(),
+            self.dirty()
+        );
+        let answer = self.http.send(LeaseCall::Renew, &path, None).await?;
         if answer.0 == StatusCode::NOT_FOUND {
-            tracing::info!(app = %self.app, id = %self.id, "Eureka lost the registration; registering again");
+            tracing::info!(app = %self.app, id = %self.id, "Eureka lost the registration or holds an older copy; registering again");
             return self.register_locked().await?;
         }
         expect(answer, &[StatusCode::OK])?;
@@ -192,6 +228,13 @@ impl Shared {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Whether every server answered 404.
