@@ -223,5 +223,25 @@ async fn a_renewal_failing_over_to_a_server_that_missed_a_status_change_resends_
         [(id.clone(), "OUT_OF_SERVICE".to_owned())],
         "server two serves the draining instance UP"
     );
+
+    // The other way: UP again, taken by server one only (back, empty); server
+    // two keeps its OUT_OF_SERVICE override. A renewal failing over to it
+    // registers again with UP, which the override turns OUT_OF_SERVICE:
+    // the UP is sent again after that registration too.
+    one.restart();
+    handle.renew_now().await.expect("registered at server one");
+    handle.set_status(InstanceStatus::Up).await.expect("UP");
+    wait_for(&one, app, &[(id.clone(), "UP")]).await;
+    assert_eq!(
+        two.statuses(app).await,
+        [(id.clone(), "OUT_OF_SERVICE".to_owned())]
+    );
+    one.stop();
+    handle.renew_now().await.expect("renewed at server two");
+    assert_eq!(
+        two.statuses(app).await,
+        [(id.clone(), "UP".to_owned())],
+        "server two keeps the instance out of service"
+    );
     handle.shutdown().await.expect("cancelled");
 }

@@ -144,6 +144,7 @@ impl EurekaRegistrationBuilder {
                 renew_interval: self.renew_interval,
                 status: Mutex::new(self.initial_status),
                 status_unsent: AtomicBool::new(false),
+                status_changed: AtomicBool::new(false),
                 dirty: AtomicU64::new(super::now_ms()),
                 op: tokio::sync::Mutex::new(()),
                 registrations: AtomicU64::new(0),

@@ -9,10 +9,12 @@
 //!   change (it missed a status change its peer took), so it is registered
 //!   again at once, with the status wanted now;
 //! - `PUT /apps/{APP}/{id}/status?value=OUT_OF_SERVICE` to change the
-//!   status (kept, and sent again after a re-registration). Eureka
-//!   registers an instance UP whatever status its registration carries
-//!   (its `AlwaysAvailableRule`), so a status other than UP lives in the
-//!   server only once this call succeeds: until one does, every renewal
+//!   status (kept, and sent again after a re-registration). Eureka does
+//!   not always serve the status a registration carries (over an existing
+//!   UP lease, its `LeaseExistsRule` keeps UP; an override it kept wins),
+//!   so a status other than UP lives in the server only once this call
+//!   succeeds (and, once the status was ever changed, UP too): until one
+//!   does, every renewal
 //!   sends it again, and a [`start`](EurekaRegistration::start) whose
 //!   status cannot be set cancels the registration it made, so a draining
 //!   instance is never left UP;
@@ -78,6 +80,9 @@ struct Shared {
     /// call has not succeeded. Every renewal sends the status until one
     /// does (Eureka would serve the instance UP meanwhile).
     status_unsent: AtomicBool,
+    /// Whether `set_status` was ever called: then a registration with UP
+    /// sends UP as a status update too, over any override the server kept.
+    status_changed: AtomicBool,
     /// The instance's `lastDirtyTimestamp` (ms since the epoch): set at
     /// build, raised by every status change, and sent with every
     /// registration, status update and heartbeat, as the Java client does.
@@ -154,10 +159,11 @@ impl Shared {
             .await?;
         expect(answer, &[StatusCode::NO_CONTENT, StatusCode::OK])?;
         self.registrations.fetch_add(1, Ordering::Relaxed);
-        if wanted == InstanceStatus::Up {
-            // Served UP unless the server kept an override (it keeps them
-            // across an eviction): a status change still unsent (an UP
-            // after OUT_OF_SERVICE) stays so, for the next renewal.
+        if wanted == InstanceStatus::Up && !self.status_changed.load(Ordering::Acquire) {
+            // Never changed: served UP. After a change, the server may
+            // keep an override (OUT_OF_SERVICE from a status it took or
+            // a peer replicated, before it missed the UP), which turns
+            // this UP registration OUT_OF_SERVICE: the UP is sent too.
             return Ok(Ok(()));
         }
         self.status_unsent.store(true, Ordering::Release);
@@ -185,6 +191,7 @@ impl Shared {
     /// Records `status` as wanted and sends it.
     async fn set_status(&self, status: InstanceStatus) -> Result<(), DiscoveryError> {
         *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
+        self.status_changed.store(true, Ordering::Release);
         self.mark_dirty();
         self.status_unsent.store(true, Ordering::Release);
         let _op = self.op.lock().await;
