@@ -207,6 +207,14 @@ async fn a_renewal_failing_over_to_a_server_that_missed_a_status_change_resends_
     one.restart();
     handle.renew_now().await.expect("registered at server one");
     wait_for(&one, app, &[(id.clone(), "UP")]).await;
+    assert_eq!(handle.stats().registrations, 2);
+    // The same status again is no change: the next heartbeat is no 404.
+    handle
+        .set_status(InstanceStatus::Up)
+        .await
+        .expect("UP again");
+    handle.renew_now().await.expect("renewed");
+    assert_eq!(handle.stats().registrations, 2);
     // The status change reaches server one only.
     handle
         .set_status(InstanceStatus::OutOfService)

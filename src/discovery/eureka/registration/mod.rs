@@ -190,9 +190,17 @@ impl Shared {
 
     /// Records `status` as wanted and sends it.
     async fn set_status(&self, status: InstanceStatus) -> Result<(), DiscoveryError> {
-        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
+        let was = std::mem::replace(
+            &mut *self.status.lock().unwrap_or_else(|e| e.into_inner()),
+            status,
+        );
         self.status_changed.store(true, Ordering::Release);
-        self.mark_dirty();
+        // The same status again changes nothing: a server that holds it
+        // takes the update as a no-op and keeps its timestamp, so a raised
+        // one would cost a registration at the next heartbeat.
+        if was != status {
+            self.mark_dirty();
+        }
         self.status_unsent.store(true, Ordering::Release);
         let _op = self.op.lock().await;
         // The status wanted when the lock is ours: of two racing changes,
