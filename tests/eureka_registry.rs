@@ -208,3 +208,41 @@ async fn a_successful_refresh_now_ends_a_failed_first_fetch() {
         "ready after a successful fetch"
     );
 }
+
+/// Eureka is not up when the registry starts (both start together). Its
+/// failed first fetch was tried again only one `fetch_interval` later (30 s
+/// by default; an hour here), so every service read failed that long
+/// although the server came up seconds later, where a service's own
+/// refresh retries a first list after 1 s, 2 s, 4 s, ... Now the registry
+/// does the same until its first success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_first_fetch_is_tried_again_sooner_than_the_interval() {
+    use tower_ribbon::discovery::InstanceSource;
+    let Some(mut eureka) = EurekaFixture::start() else {
+        return;
+    };
+    eureka.stop();
+    let registry = EurekaRegistry::builder()
+        .server_urls(&eureka.url())
+        .fetch_interval(Duration::from_secs(3600))
+        .request_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    assert!(registry.ready().await.is_err(), "the server is down");
+    eureka.restart();
+    let id = eureka.register("early-service", 19_802).await;
+    let back = Instant::now();
+    // The JVM took seconds to start: the backoff has reached at most a few
+    // seconds, so a try comes well within a minute (an hour before).
+    let mut ids = Vec::new();
+    while back.elapsed() < Duration::from_secs(60) {
+        if let Ok(list) = registry.fetch("early-service").await {
+            ids = list.iter().map(|i| i.id().to_owned()).collect();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("listed {:?} after the server was back", back.elapsed());
+    assert_eq!(ids, [id]);
+    assert_eq!(registry.stats().full_fetches, 1);
+}

@@ -18,6 +18,11 @@ use crate::error::DiscoveryError;
 
 pub(super) async fn run(weak: Weak<Inner>, interval: Duration) {
     let mut have_full = false;
+    // Failed fetches before the first success: until one succeeds the
+    // copy is empty and every service read fails, so the next try comes
+    // sooner (1 s, 2 s, 4 s, ... up to the interval), as a service's own
+    // refresh retries a first list.
+    let mut failures_before_first = 0u32;
     loop {
         let Some(inner) = weak.upgrade() else { return };
         let result = if have_full {
@@ -40,7 +45,14 @@ pub(super) async fn run(weak: Weak<Inner>, interval: Duration) {
             inner.first.send_replace(Some(Ok(())));
         }
         drop(inner);
-        tokio::time::sleep(interval).await;
+        let delay = if have_full {
+            interval
+        } else {
+            failures_before_first = failures_before_first.saturating_add(1);
+            let backoff = Duration::from_secs(1 << (failures_before_first - 1).min(16));
+            backoff.min(interval)
+        };
+        tokio::time::sleep(delay).await;
     }
 }
 

@@ -29,7 +29,9 @@
 //!   and the copy kept, since no full payload could carry such a copy.
 //! - A failed fetch (transport, status, a payload without Eureka's shape,
 //!   a bound) keeps the local copy; the next tick tries again (a delta if a
-//!   full fetch ever succeeded, else a full fetch).
+//!   full fetch ever succeeded, else a full fetch). Until a first fetch
+//!   succeeds the copy is empty, so the next try comes sooner: 1 s, 2 s,
+//!   4 s, ... up to the fetch interval.
 //! - While the registry's fetches fail, a service's read fails too, with a
 //!   [`RegistryStale`] (inside [`DiscoveryError::Other`]) naming the
 //!   registry's last error: the service's refresh keeps its last good list,
