@@ -215,15 +215,30 @@ fn eureka_on_and_unresolved_values_keep_eureka() {
         ServerListKind::Eureka
     );
     assert!(on.warnings().is_empty(), "{:?}", on.warnings());
-    // A placeholder only Spring resolves: warned, not an error.
+    // A placeholder with a default resolves to it, as in Spring.
     let placeholder = read(&format!(
-        "eureka.client.enabled=${{EUREKA_ON:true}}\n{EUREKA}users.ribbon.ReadTimeout=1000\n"
+        "eureka.client.enabled=${{TOWER_RIBBON_TEST_UNSET_EUREKA_ON:true}}\n{EUREKA}\
+         users.ribbon.ReadTimeout=1000\n"
     ));
     assert_eq!(
         placeholder.server_list_kind("users").unwrap(),
         ServerListKind::Eureka
     );
-    let warnings = placeholder.warnings();
+    assert!(
+        placeholder.warnings().is_empty(),
+        "{:?}",
+        placeholder.warnings()
+    );
+    // One that resolves to nothing: warned, not an error, Eureka stays on.
+    let unresolved = read(&format!(
+        "eureka.client.enabled=${{TOWER_RIBBON_TEST_UNSET_EUREKA_ON}}\n{EUREKA}\
+         users.ribbon.ReadTimeout=1000\n"
+    ));
+    assert_eq!(
+        unresolved.server_list_kind("users").unwrap(),
+        ServerListKind::Eureka
+    );
+    let warnings = unresolved.warnings();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("not true or false"), "{warnings:?}");
 }
@@ -237,4 +252,24 @@ fn eureka_prefix_binds_relaxed() {
         "{:?}",
         config.warnings()
     );
+}
+
+/// Spring's placeholders, as `application.yml` files write `defaultZone`
+/// (`${EUREKA_URI:http://localhost:8761/eureka/}`); the whole config
+/// failed on it before. The variable names are ones no environment sets.
+#[test]
+fn placeholders_resolve_from_the_file_or_the_default() {
+    let yaml = "eureka:\n  host: 127.0.0.1\n  client:\n    service-url:\n      defaultZone: \
+                ${TOWER_RIBBON_TEST_UNSET_URI:http://${eureka.host}:${TOWER_RIBBON_TEST_UNSET_PORT:8761}/eureka/}\n\
+                users:\n  ribbon:\n    ReadTimeout: ${TOWER_RIBBON_TEST_UNSET_RT:1500}\n";
+    let config = tower_ribbon::config::RibbonConfig::from_yaml_str(yaml).unwrap();
+    assert_eq!(
+        config.eureka_server_urls(),
+        ["http://127.0.0.1:8761/eureka/"]
+    );
+    assert_eq!(
+        config.client("users").read_timeout,
+        Some(std::time::Duration::from_millis(1500))
+    );
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
 }

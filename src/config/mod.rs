@@ -24,7 +24,6 @@
 //! assert_eq!(client.read_timeout, Some(std::time::Duration::from_secs(2)));
 //! assert_eq!(client.list_of_servers.as_ref().map(Vec::len), Some(2));
 //! assert!(config.warnings().is_empty());
-//!
 //! // One balancer for every configured client (here just `user-service`).
 //! let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
 //! runtime.block_on(async {
@@ -54,7 +53,9 @@
 //!   in order, later values winning.
 //! - Any other source of pairs: [`RibbonConfig::from_pairs`].
 //!
-//! Values are trimmed. A key given twice keeps the later value.
+//! Values are trimmed. A key given twice keeps the later value. Spring's
+//! `${name:default}` placeholders are resolved from the environment, the
+//! file's keys or the default, as Spring does (see [`placeholders`]).
 //!
 //! # Keys
 //!
@@ -192,6 +193,7 @@ mod error;
 mod eureka;
 mod keys;
 mod policies;
+pub mod placeholders;
 mod properties;
 mod reader;
 mod ribbon;
@@ -215,13 +217,9 @@ pub use spring_loadbalancer::{LoadBalancerConfiguration, LoadBalancerSettings};
 use crate::discovery::InstanceSource;
 use crate::service::{Builder, LoadBalancer};
 #[cfg(doc)]
-use crate::{
-    discovery::{RefreshConfig, StaticSource, parse_list_of_servers},
-    health::ActiveHealthCheck,
-    retry::RetryPolicy,
-    rule::{SlowStart, ZoneAvoidance},
-    stats::StatsConfig,
-};
+use crate::{discovery::{RefreshConfig, StaticSource, parse_list_of_servers}, health::ActiveHealthCheck};
+#[cfg(doc)]
+use crate::{retry::RetryPolicy, rule::{SlowStart, ZoneAvoidance}, stats::StatsConfig};
 use eureka::PerServiceSource;
 use reader::{Reader, read_bounded, static_source};
 use scope::{RibbonScope, SpringScope};
@@ -320,9 +318,11 @@ impl RibbonConfig {
         K: AsRef<str>,
         V: AsRef<str>,
     {
+        let (pairs, warnings) = placeholders::resolve_in(pairs);
         let mut reader = Reader::default();
-        for (key, value) in pairs {
-            reader.read(key.as_ref().trim(), value.as_ref().trim())?;
+        reader.warnings.extend(warnings);
+        for (key, value) in &pairs {
+            reader.read(key, value.trim())?;
         }
         reader.declare_eager()?;
         reader.finish()
