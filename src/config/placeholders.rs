@@ -12,7 +12,8 @@
 //! 2. among the same file's keys, relaxed (case, `-` and `_` ignored:
 //!    `${eureka.client.serviceUrl.defaultZone}` finds
 //!    `eureka.client.service-url.defaultZone`);
-//! 3. else the default after the first `:`, itself resolved.
+//! 3. else the default after the first `:` (outside nested placeholders),
+//!    itself resolved.
 //!
 //! A value found is resolved in turn (Spring resolves nested references).
 //! A placeholder that resolves to nothing, or that refers back to itself,
@@ -172,10 +173,7 @@ fn resolve(
             budget.exceeded = true;
             return None;
         }
-        let (name, default) = match inner.split_once(':') {
-            Some((n, d)) => (n, Some(d)),
-            None => (inner, None),
-        };
+        let (name, default) = split_default(inner);
         let name = resolve(name, lookup, depth + 1, budget)?;
         let found = match lookup(&name) {
             // A value naming itself stays as written.
@@ -196,6 +194,25 @@ fn resolve(
         budget.exceeded = true;
         None
     })
+}
+
+/// A placeholder's inside split at its first `:` outside nested
+/// placeholders: `${${P:eureka}.uri:x}` is name `${P:eureka}.uri`, default
+/// `x`, as Spring's parser splits it.
+fn split_default(inner: &str) -> (&str, Option<&str>) {
+    let bytes = inner.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'$' if bytes.get(i + 1) == Some(&b'{') => match closing(&inner[i + 2..]) {
+                Some(len) => i += 2 + len + 1,
+                None => break,
+            },
+            b':' => return (&inner[..i], Some(&inner[i + 1..])),
+            _ => i += 1,
+        }
+    }
+    (inner, None)
 }
 
 /// Length of a placeholder's inside up to its closing `}` (nested `${…}`
@@ -287,6 +304,17 @@ mod tests {
         assert_eq!(out[0].1, "d1d2");
         let (_, warnings) = run(&[("a", "${a}")], &[]);
         assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn a_nested_name_splits_at_its_own_colon() {
+        // Name `${P:eureka}.uri`, default `x`: it was split at the nested
+        // placeholder's colon, giving `eureka}.uri:x`.
+        let nested = ("a", "${${P:eureka}.uri:x}");
+        assert_eq!(value(&[nested], &[], "a"), "x");
+        assert_eq!(value(&[nested, ("eureka.uri", "E")], &[], "a"), "E");
+        assert_eq!(value(&[nested], &[("P", "o"), ("O_URI", "env")], "a"), "env");
+        assert_eq!(value(&[("a", "${${P}:${Q:d}}")], &[], "a"), "d");
     }
 
     #[test]
