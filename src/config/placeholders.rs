@@ -19,8 +19,9 @@
 //! A placeholder that resolves to nothing, or that refers back to itself,
 //! stays as written (Spring fails only when such a property is used; here
 //! the key that reads it reports the value). Bounds: 8 levels of nesting,
-//! 64 placeholders and 64 KiB of result per value, 16 384 placeholders and
-//! 8 MiB of results per config; past them values stay as written and the
+//! 64 placeholders and 64 KiB of result (and of values looked up) per
+//! value, 16 384 placeholders and 8 MiB of results per config (a value
+//! left as written counts the bytes it looked up); past them values stay as written and the
 //! config carries a warning.
 
 use std::collections::HashMap;
@@ -115,7 +116,8 @@ pub(crate) fn resolve_pairs(
             let mut budget = Budget::default();
             let result = resolve(value, &lookup, 0, &mut budget);
             total_placeholders += budget.placeholders;
-            total_bytes += result.as_ref().map_or(0, String::len);
+            // A value left as written counts the bytes it looked up.
+            total_bytes += result.as_ref().map_or(0, String::len).max(budget.read);
             if total_bytes > MAX_TOTAL_BYTES || total_placeholders > MAX_TOTAL_PLACEHOLDERS {
                 warnings.push(format!(
                     "placeholders resolved up to `{}` only: the config's placeholders passed \
@@ -143,6 +145,8 @@ pub(crate) fn resolve_pairs(
 #[derive(Default)]
 struct Budget {
     placeholders: usize,
+    /// Bytes of the values looked up, all levels counted.
+    read: usize,
     exceeded: bool,
 }
 
@@ -175,7 +179,15 @@ fn resolve(
         }
         let (name, default) = split_default(inner);
         let name = resolve(name, lookup, depth + 1, budget)?;
-        let found = match lookup(&name) {
+        let value = lookup(&name);
+        // Bytes looked up count even when not used (a value naming itself,
+        // or one past a bound): 64 KiB per value.
+        budget.read += value.as_ref().map_or(0, String::len);
+        if budget.read > MAX_RESOLVED_BYTES {
+            budget.exceeded = true;
+            return None;
+        }
+        let found = match value {
             // A value naming itself stays as written.
             Some(v) if !v.contains(whole) => Some(resolve(&v, lookup, depth + 1, budget)?),
             _ => match default {
@@ -315,6 +327,27 @@ mod tests {
         assert_eq!(value(&[nested, ("eureka.uri", "E")], &[], "a"), "E");
         assert_eq!(value(&[nested], &[("P", "o"), ("O_URI", "env")], "a"), "env");
         assert_eq!(value(&[("a", "${${P}:${Q:d}}")], &[], "a"), "d");
+    }
+
+    #[test]
+    fn values_left_as_written_count_the_bytes_they_looked_up() {
+        // 200 values naming a 900 000-byte value, each past 64 KiB: they
+        // counted no bytes, so all 200 copied and scanned it (800 lookups,
+        // 200 warnings, 180 MB); now the tenth passes 8 MiB.
+        let mut pairs = vec![("b".to_owned(), "x".repeat(900_000))];
+        pairs.extend((0..200).map(|i| (format!("k{i}"), "${b}".to_owned())));
+        let lookups = std::cell::Cell::new(0);
+        let (out, warnings) = resolve_pairs(pairs, &|_| {
+            lookups.set(lookups.get() + 1);
+            None
+        });
+        assert_eq!(lookups.get(), 10 * 4);
+        assert_eq!(warnings.len(), 10, "{warnings:?}");
+        assert!(out[1..].iter().all(|(_, v)| v == "${b}"));
+        // A value naming itself past 64 KiB is looked up once per value.
+        let own = format!("${{b}}{}", "x".repeat(100_000));
+        let (out, warnings) = run(&[("b", &own), ("a", "${b}${b}${b}")], &[]);
+        assert_eq!((out[1].1.as_str(), warnings.len()), ("${b}${b}${b}", 2));
     }
 
     #[test]
