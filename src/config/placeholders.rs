@@ -15,6 +15,9 @@
 //! 3. else the default after the first `:` (outside nested placeholders),
 //!    itself resolved.
 //!
+//! `\${` is a literal `${` (Spring's escape character): `pa\${ss}` is the
+//! text `pa${ss}`, not `ss` resolved.
+//!
 //! A value found is resolved in turn (Spring resolves nested references).
 //! A placeholder that resolves to nothing, or that refers back to itself,
 //! stays as written (Spring fails only when such a property is used; here
@@ -164,6 +167,13 @@ fn resolve(
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
+        if rest[..start].ends_with('\\') {
+            // `\${` is Spring's escape (6.2): a literal `${`.
+            out.push_str(&rest[..start - 1]);
+            out.push_str("${");
+            rest = &rest[start + 2..];
+            continue;
+        }
         out.push_str(&rest[..start]);
         let Some(len) = closing(&rest[start + 2..]) else {
             // No closing brace: the rest is text.
@@ -316,6 +326,20 @@ mod tests {
         assert_eq!(out[0].1, "d1d2");
         let (_, warnings) = run(&[("a", "${a}")], &[]);
         assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn an_escaped_prefix_is_a_literal() {
+        // Spring 6.2's escape: `\${` is `${`. It gave `p\Bq`, and a
+        // password could not hold a literal `${USER}`.
+        assert_eq!(value(&[("a", "p\\${b}q"), ("b", "B")], &[], "a"), "p${b}q");
+        assert_eq!(value(&[("a", "\\${missing}")], &[], "a"), "${missing}");
+        assert_eq!(value(&[("a", "${X:\\${lit}}")], &[], "a"), "${lit}");
+        let zone = [(ZONE, "http://u:pa\\${USER}@h/eureka/")];
+        assert_eq!(
+            value(&zone, &[("USER", "bob")], ZONE),
+            "http://u:pa${USER}@h/eureka/"
+        );
     }
 
     #[test]
