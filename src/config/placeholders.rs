@@ -9,10 +9,13 @@
 //! 1. in the process environment, as written and in Spring's
 //!    `SystemEnvironmentPropertySource` forms (`.` and `-` as `_`, and each
 //!    upper-cased: `eureka.uri` is also `EUREKA_URI`);
-//! 2. among the same file's keys, relaxed (case, `-` and `_` ignored:
+//! 2. for `random.*` names, Spring Boot's random values (`random.value`,
+//!    `random.int`, `random.int(10)`, `random.long[1,100]`, `random.uuid`),
+//!    a new one at each placeholder;
+//! 3. among the same file's keys, relaxed (case, `-` and `_` ignored:
 //!    `${eureka.client.serviceUrl.defaultZone}` finds
 //!    `eureka.client.service-url.defaultZone`);
-//! 3. else the default after the first `:` (outside nested placeholders),
+//! 4. else the default after the first `:` (outside nested placeholders),
 //!    itself resolved.
 //!
 //! `\${` is a literal `${` (Spring's escape character): `pa\${ss}` is the
@@ -63,6 +66,44 @@ fn env_forms(name: &str) -> [String; 4] {
     ]
 }
 
+/// Spring Boot's `RandomValuePropertySource`: `random.int`, `random.long`,
+/// `random.int(max)` or `random.int[min,max]` (`max` excluded; the same for
+/// `long`), `random.uuid`, and any other `random.*` 32 hex digits; a new
+/// value at each placeholder. `None` for other names and bad ranges.
+fn random_value(name: &str) -> Option<String> {
+    let kind = name.strip_prefix("random.")?;
+    let bytes = rand::random::<u128>();
+    match kind {
+        "int" => return Some(rand::random::<i32>().to_string()),
+        "long" => return Some(rand::random::<i64>().to_string()),
+        "uuid" => {
+            // Version 4, variant 10.
+            let v4 = bytes & !(0xf000 << 64 | 0xc << 60) | (0x4000 << 64 | 0x8 << 60);
+            let hex = format!("{v4:032x}");
+            let parts = [&hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]];
+            return Some(parts.join("-"));
+        }
+        _ => {}
+    }
+    for (prefix, max) in [("int", i64::from(i32::MAX)), ("long", i64::MAX)] {
+        let Some(rest) = kind.strip_prefix(prefix) else {
+            continue;
+        };
+        if rest.len() < 2 || !rest.starts_with(['(', '[']) || !rest.ends_with([')', ']']) {
+            continue;
+        }
+        let bound = |t: &str| t.trim().parse::<i64>().ok().filter(|b| b.abs() <= max);
+        let inner = &rest[1..rest.len() - 1];
+        let (low, high) = match inner.split_once(',') {
+            Some((low, high)) => (bound(low)?, bound(high)?),
+            None => (0, bound(inner)?),
+        };
+        let span = u128::try_from(i128::from(high) - i128::from(low)).ok().filter(|s| *s > 0)?;
+        return Some((i128::from(low) + (bytes % span) as i128).to_string());
+    }
+    Some(format!("{bytes:032x}"))
+}
+
 /// `pairs` trimmed, with placeholders resolved from the process
 /// environment and the pairs themselves (see [`resolve_pairs`]).
 pub(crate) fn resolve_in<I, K, V>(pairs: I) -> (Vec<(String, String)>, Vec<String>)
@@ -103,6 +144,7 @@ pub(crate) fn resolve_pairs(
             .iter()
             .filter(|_| env_name)
             .find_map(|form| env(form))
+            .or_else(|| random_value(name))
             .or_else(|| file.get(&relaxed(name)).map(|v| (*v).to_owned()))
     };
     let mut warnings = Vec::new();
@@ -340,6 +382,39 @@ mod tests {
             value(&zone, &[("USER", "bob")], ZONE),
             "http://u:pa${USER}@h/eureka/"
         );
+    }
+
+    #[test]
+    fn random_values_as_spring_boot_gives_them() {
+        // Spring Cloud's `${spring.application.name}:${random.value}` id
+        // stayed as written: every replica had the same id (and subset).
+        let app = ("spring.application.name", "app");
+        let id = value(&[("a", "${spring.application.name}:${random.value}"), app], &[], "a");
+        let (name, hex) = id.split_once(':').unwrap();
+        assert_eq!((name, hex.len()), ("app", 32), "{id}");
+        assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        let two = value(&[("a", "${random.value} ${random.value}")], &[], "a");
+        let (x, y) = two.split_once(' ').unwrap();
+        assert_ne!(x, y);
+        for _ in 0..100 {
+            let int = value(&[("a", "${random.int[5,8]}")], &[], "a");
+            assert!((5..8).contains(&int.parse::<i32>().unwrap()), "{int}");
+            let long = value(&[("a", "${random.long(3)}")], &[], "a");
+            assert!((0..3).contains(&long.parse::<i64>().unwrap()), "{long}");
+        }
+        value(&[("a", "${random.int}")], &[], "a").parse::<i32>().unwrap();
+        value(&[("a", "${random.long}")], &[], "a").parse::<i64>().unwrap();
+        let uuid = value(&[("a", "${random.uuid}")], &[], "a");
+        let dashes: Vec<usize> = uuid.match_indices('-').map(|(i, _)| i).collect();
+        assert_eq!((uuid.len(), dashes), (36, vec![8, 13, 18, 23]), "{uuid}");
+        assert_eq!(uuid.as_bytes()[14], b'4', "{uuid}");
+        assert!(b"89ab".contains(&uuid.as_bytes()[19]), "{uuid}");
+        // Bounds Spring refuses stay as written; the environment wins.
+        for bad in ["${random.int[8,5]}", "${random.int(0)}", "${random.int(3000000000)}"] {
+            assert_eq!(value(&[("a", bad)], &[], "a"), bad);
+        }
+        let env = [("RANDOM_VALUE", "e")];
+        assert_eq!(value(&[("a", "${random.value}")], &env, "a"), "e");
     }
 
     #[test]
