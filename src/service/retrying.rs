@@ -38,8 +38,9 @@ pub(super) fn try_clone_request<B: TryCloneBody>(req: &Request<B>) -> Option<Req
 /// retry with nothing to pick goes back to the last instance only if it is
 /// still listed.
 pub(super) struct Walk {
-    /// Instances left behind by a next-instance retry (allocated only once
-    /// an attempt fails).
+    /// Every instance an attempt went to, once each (a same-instance
+    /// retry's too, so one moved elsewhere avoids them all); allocated only
+    /// once an attempt is retried.
     tried: Vec<Endpoint>,
     last: Option<Endpoint>,
     same: bool,
