@@ -24,24 +24,27 @@ const MAX_ID: usize = 8 * 1024;
 /// An app name with a forged log line after CR/LF.
 const EVIL_APP: &str = "EVIL\r\n2026-12-02T10:00:00.000000Z  INFO FORGED: all instances healthy";
 
-#[tokio::test]
-async fn a_skipped_registrants_name_and_id_cannot_forge_or_flood_log_lines() {
-    log_capture::init();
-    let Some(eureka) = EurekaFixture::start() else {
-        return;
-    };
-    let id = "L".repeat(1 << 20);
+/// Registers an instance of `app` (sent as written, percent-encoded in the
+/// path; VIP address `vip`) with `id`, `host` and `port` by a raw `POST /apps/{app}`, as any
+/// registrant may; Eureka takes it (204).
+async fn register_raw(
+    client: &reqwest::Client,
+    eureka: &EurekaFixture,
+    (app, vip): (&str, &str),
+    id: &str,
+    host: &str,
+    port: u32,
+) {
     let body = serde_json::json!({"instance": {
-        "instanceId": id, "hostName": "10.0.0.9", "app": EVIL_APP, "ipAddr": "10.0.0.9",
-        "vipAddress": "evil", "status": "UP",
-        "port": {"$": 70_000, "@enabled": "true"},
+        "instanceId": id, "hostName": host, "app": app, "ipAddr": host,
+        "vipAddress": vip, "status": "UP",
+        "port": {"$": port, "@enabled": "true"},
         "dataCenterInfo": {
             "@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo",
             "name": "MyOwn"
         },
     }});
-    let path = percent_encoding::utf8_percent_encode(EVIL_APP, percent_encoding::NON_ALPHANUMERIC);
-    let client = reqwest::Client::new();
+    let path = percent_encoding::utf8_percent_encode(app, percent_encoding::NON_ALPHANUMERIC);
     let resp = client
         .post(format!("{}/apps/{path}", eureka.url()))
         .header("Content-Type", "application/json")
@@ -50,6 +53,25 @@ async fn a_skipped_registrants_name_and_id_cannot_forge_or_flood_log_lines() {
         .await
         .expect("register request");
     assert_eq!(resp.status().as_u16(), 204, "Eureka takes the registrant");
+}
+
+#[tokio::test]
+async fn a_skipped_registrants_name_and_id_cannot_forge_or_flood_log_lines() {
+    log_capture::init();
+    let Some(eureka) = EurekaFixture::start() else {
+        return;
+    };
+    let id = "L".repeat(1 << 20);
+    let client = reqwest::Client::new();
+    register_raw(
+        &client,
+        &eureka,
+        (EVIL_APP, "evil"),
+        &id,
+        "10.0.0.9",
+        70_000,
+    )
+    .await;
     // A well-formed registrant of another app, so the payload is not
     // refused as all malformed.
     let good = eureka.register("good-app", 18_080).await;
@@ -122,23 +144,15 @@ async fn a_registrant_with_an_id_no_heartbeat_can_carry_is_skipped() {
     let edge = "E".repeat(MAX_ID);
     let client = reqwest::Client::new();
     for (id, port) in [(long.as_str(), 18_081), (edge.as_str(), 18_082)] {
-        let body = serde_json::json!({"instance": {
-            "instanceId": id, "hostName": "127.0.0.1", "app": "LONG-ID", "ipAddr": "127.0.0.1",
-            "vipAddress": "long-id", "status": "UP",
-            "port": {"$": port, "@enabled": "true"},
-            "dataCenterInfo": {
-                "@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo",
-                "name": "MyOwn"
-            },
-        }});
-        let resp = client
-            .post(format!("{}/apps/LONG-ID", eureka.url()))
-            .header("Content-Type", "application/json")
-            .body(serde_json::to_vec(&body).expect("json"))
-            .send()
-            .await
-            .expect("register request");
-        assert_eq!(resp.status().as_u16(), 204, "Eureka takes the registrant");
+        register_raw(
+            &client,
+            &eureka,
+            ("LONG-ID", "long-id"),
+            id,
+            "127.0.0.1",
+            port,
+        )
+        .await;
     }
     let short = eureka.register("long-id", 18_083).await;
     let source = tower_ribbon::discovery::eureka::EurekaSource::builder()

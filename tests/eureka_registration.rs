@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use support::eureka::EurekaFixture;
 use tower_ribbon::InstanceStatus;
-use tower_ribbon::discovery::eureka::EurekaRegistration;
+use tower_ribbon::discovery::eureka::{EurekaRegistration, RegistrationHandle};
 
 const APP: &str = "status-keeper";
 
@@ -132,6 +132,26 @@ async fn shutdown_during_reregistration_leaves_nothing_registered() {
     }
 }
 
+/// Two servers that do not replicate; the instance registers while server
+/// one is down (so at server two only). Server one is stopped still.
+async fn registered_at_two_while_one_was_down(
+    app: &str,
+    port: u16,
+) -> Option<(EurekaFixture, EurekaFixture, RegistrationHandle)> {
+    let mut one = EurekaFixture::start()?;
+    let two = EurekaFixture::start()?;
+    one.stop();
+    let handle = EurekaRegistration::builder(app, "127.0.0.1", port)
+        .server_urls(&format!("{},{}", one.url(), two.url()))
+        .request_timeout(Duration::from_secs(20))
+        .build()
+        .expect("registration")
+        .start()
+        .await
+        .expect("registered at server two");
+    Some((one, two, handle))
+}
+
 /// Server one was down when the instance registered (so it registered at
 /// server two), then came back with an empty registry. A shutdown's cancel
 /// got 404 from server one and stopped there ("already gone"), leaving the
@@ -141,22 +161,11 @@ async fn shutdown_during_reregistration_leaves_nothing_registered() {
 /// it is success when some server cancelled it or every server said 404.
 #[tokio::test]
 async fn shutdown_cancels_at_the_server_that_holds_the_instance() {
-    let Some(mut one) = EurekaFixture::start() else {
-        return;
-    };
-    let Some(two) = EurekaFixture::start() else {
-        return;
-    };
     let app = "canceller";
-    one.stop();
-    let handle = EurekaRegistration::builder(app, "127.0.0.1", 19_701)
-        .server_urls(&format!("{},{}", one.url(), two.url()))
-        .request_timeout(Duration::from_secs(20))
-        .build()
-        .expect("registration")
-        .start()
-        .await
-        .expect("registered at server two");
+    let Some((mut one, two, handle)) = registered_at_two_while_one_was_down(app, 19_701).await
+    else {
+        return;
+    };
     let id = "127.0.0.1:canceller:19701".to_owned();
     wait_for(&two, app, &[(id.clone(), "UP")]).await;
     one.restart();
@@ -185,25 +194,14 @@ async fn shutdown_cancels_at_the_server_that_holds_the_instance() {
 /// registers again with its current status; the crate now does the same.
 #[tokio::test]
 async fn a_renewal_failing_over_to_a_server_that_missed_a_status_change_resends_it() {
-    let Some(mut one) = EurekaFixture::start() else {
-        return;
-    };
-    let Some(two) = EurekaFixture::start() else {
-        return;
-    };
     let app = "dirty-keeper";
     let id = "127.0.0.1:dirty-keeper:19702".to_owned();
     // Registered at server two while server one is down, then at server
     // one once it is back (its renewal's 404): UP at both.
-    one.stop();
-    let handle = EurekaRegistration::builder(app, "127.0.0.1", 19_702)
-        .server_urls(&format!("{},{}", one.url(), two.url()))
-        .request_timeout(Duration::from_secs(20))
-        .build()
-        .expect("registration")
-        .start()
-        .await
-        .expect("registered at server two");
+    let Some((mut one, two, handle)) = registered_at_two_while_one_was_down(app, 19_702).await
+    else {
+        return;
+    };
     one.restart();
     handle.renew_now().await.expect("registered at server one");
     wait_for(&one, app, &[(id.clone(), "UP")]).await;

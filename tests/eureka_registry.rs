@@ -173,6 +173,21 @@ async fn registration_renews_changes_status_survives_a_restart_and_cancels() {
     assert!(eureka.statuses("user-api").await.is_empty());
 }
 
+/// A registry (fetch interval 1 h) built while `eureka` is down, whose
+/// first fetch failed; `eureka` is up again on return.
+async fn built_while_down(eureka: &mut EurekaFixture) -> EurekaRegistry {
+    eureka.stop();
+    let registry = EurekaRegistry::builder()
+        .server_urls(&eureka.url())
+        .fetch_interval(Duration::from_secs(3600))
+        .request_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    assert!(registry.ready().await.is_err(), "the server is down");
+    eureka.restart();
+    registry
+}
+
 /// The registry's first fetch failed (Eureka not up yet, as when both
 /// start together), then `refresh_now` succeeded once the server was up.
 /// `ready()` kept answering the first fetch's error, so every service read
@@ -185,15 +200,7 @@ async fn a_successful_refresh_now_ends_a_failed_first_fetch() {
     let Some(mut eureka) = EurekaFixture::start() else {
         return;
     };
-    eureka.stop();
-    let registry = EurekaRegistry::builder()
-        .server_urls(&eureka.url())
-        .fetch_interval(Duration::from_secs(3600))
-        .request_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    assert!(registry.ready().await.is_err(), "the server is down");
-    eureka.restart();
+    let registry = built_while_down(&mut eureka).await;
     let id = eureka.register("late-service", 19_801).await;
     registry.refresh_now().await.expect("the server is up");
     let listed = registry
@@ -217,32 +224,28 @@ async fn a_successful_refresh_now_ends_a_failed_first_fetch() {
 /// does the same until its first success.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_first_fetch_is_tried_again_sooner_than_the_interval() {
-    use tower_ribbon::discovery::InstanceSource;
     let Some(mut eureka) = EurekaFixture::start() else {
         return;
     };
-    eureka.stop();
-    let registry = EurekaRegistry::builder()
-        .server_urls(&eureka.url())
-        .fetch_interval(Duration::from_secs(3600))
-        .request_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    assert!(registry.ready().await.is_err(), "the server is down");
-    eureka.restart();
-    let id = eureka.register("early-service", 19_802).await;
+    let registry = built_while_down(&mut eureka).await;
     let back = Instant::now();
     // The JVM took seconds to start: the backoff has reached at most a few
-    // seconds, so a try comes well within a minute (an hour before).
-    let mut ids = Vec::new();
+    // seconds, so a try comes well within a minute (an hour before). The
+    // test waits for the registry to be ready, not for a service registered
+    // after the restart: the retry may fetch before that registration (it
+    // did in CI), and then the copy lacks it for the hour.
+    let mut ready = false;
     while back.elapsed() < Duration::from_secs(60) {
-        if let Ok(list) = registry.fetch("early-service").await {
-            ids = list.iter().map(|i| i.id().to_owned()).collect();
+        if registry.ready().await.is_ok() {
+            ready = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    println!("listed {:?} after the server was back", back.elapsed());
-    assert_eq!(ids, [id]);
+    println!("ready {:?} after the server was back", back.elapsed());
+    assert!(
+        ready,
+        "no successful fetch within 60 s of the server's return"
+    );
     assert_eq!(registry.stats().full_fetches, 1);
 }
