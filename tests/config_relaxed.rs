@@ -273,3 +273,34 @@ fn placeholders_resolve_from_the_file_or_the_default() {
     );
     assert!(config.warnings().is_empty(), "{:?}", config.warnings());
 }
+
+/// `spring.cloud.discovery.enabled: false` turns off every discovery
+/// client in Spring, Eureka's included (`EurekaClientAutoConfiguration` is
+/// `@ConditionalOnDiscoveryEnabled`); it turned off only the simple
+/// instances here, and Eureka stayed the source.
+#[test]
+fn discovery_disabled_gives_no_eureka_source() {
+    let off = read(&format!(
+        "spring.cloud.discovery.Enabled=false\n{EUREKA}users.ribbon.ReadTimeout=1000\n\
+         listed.ribbon.listOfServers=127.0.0.1:8081\n"
+    ));
+    let err = off.server_list_kind("users").unwrap_err();
+    assert_eq!(err.kind(), ConfigErrorKind::NoSource, "{err}");
+    assert!(
+        err.to_string()
+            .contains("`spring.cloud.discovery.enabled` is false"),
+        "{err}"
+    );
+    assert_eq!(
+        off.server_list_kind("listed").unwrap(),
+        ServerListKind::Static
+    );
+    // On (or unset), Eureka is the source.
+    let on = read(&format!(
+        "spring.cloud.discovery.enabled=true\n{EUREKA}users.ribbon.ReadTimeout=1000\n"
+    ));
+    assert_eq!(
+        on.server_list_kind("users").unwrap(),
+        ServerListKind::Eureka
+    );
+}

@@ -21,6 +21,9 @@ pub(crate) struct EurekaSettings {
     pub(crate) fetch_interval: Option<Duration>,
     /// `eureka.instance.metadata-map.zone`.
     pub(crate) zone: Option<String>,
+    /// `spring.cloud.discovery.enabled=false` (set when the config is read
+    /// whole): no discovery client at all, Eureka's included.
+    pub(crate) discovery_disabled: bool,
     /// `eureka.client.enabled`: `false` means Spring creates no Eureka
     /// client (`EurekaClientAutoConfiguration` is
     /// `@ConditionalOnProperty("eureka.client.enabled", matchIfMissing = true)`).
@@ -37,6 +40,9 @@ pub(crate) enum EurekaOff {
     Disabled,
     /// `eureka.client.fetch-registry=false`.
     NoFetch,
+    /// `spring.cloud.discovery.enabled=false`: Spring's Eureka client
+    /// auto-configuration is `@ConditionalOnDiscoveryEnabled`.
+    DiscoveryDisabled,
 }
 
 impl EurekaOff {
@@ -45,6 +51,7 @@ impl EurekaOff {
         match self {
             Self::Disabled => "eureka.client.enabled",
             Self::NoFetch => "eureka.client.fetch-registry",
+            Self::DiscoveryDisabled => "spring.cloud.discovery.enabled",
         }
     }
 }
@@ -109,10 +116,12 @@ impl EurekaSettings {
     }
 
     /// Whether Spring's Eureka client would give no instances although
-    /// URLs may be set: `eureka.client.enabled=false`, else
-    /// `eureka.client.fetch-registry=false`.
+    /// URLs may be set: `spring.cloud.discovery.enabled=false`, else
+    /// `eureka.client.enabled=false`, else `eureka.client.fetch-registry=false`.
     pub(crate) fn off(&self) -> Option<EurekaOff> {
-        if self.enabled == Some(false) {
+        if self.discovery_disabled {
+            Some(EurekaOff::DiscoveryDisabled)
+        } else if self.enabled == Some(false) {
             Some(EurekaOff::Disabled)
         } else if self.fetch_registry == Some(false) {
             Some(EurekaOff::NoFetch)

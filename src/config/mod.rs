@@ -159,8 +159,8 @@
 //!   `false`; a static list if `listOfServers` is set, else the client's
 //!   Spring Cloud simple instances ([`simple_discovery`]:
 //!   `spring.cloud.discovery.client.simple.instances.<client>`, with ids
-//!   and metadata); Eureka if a `defaultZone` URL is set and neither
-//!   `eureka.client.enabled` nor `fetch-registry` is `false`; else a
+//!   and metadata); Eureka if a `defaultZone` URL is set and none of
+//!   `spring.cloud.discovery.enabled`, `eureka.client.enabled`, `fetch-registry` is `false`; else a
 //!   [`NoSource`](ConfigErrorKind::NoSource) error. A warning names each
 //!   client where two of these are set. (Spring Cloud
 //!   with Eureka on the class path ignores `listOfServers` unless

@@ -193,6 +193,7 @@ impl Reader {
     }
 
     pub(crate) fn finish(mut self) -> Result<RibbonConfig, ConfigError> {
+        self.eureka.discovery_disabled = self.simple.is_disabled();
         self.spring.default_instance_id = self.app.default_id();
         self.spring.identity = self.app.clone();
         let zone = self.eureka.zone.as_deref();
@@ -382,6 +383,12 @@ impl RibbonConfig {
             (Some(kind), _) => kind,
             (None, _) if client.eureka_enabled == Some(false) || client.list_of_servers.is_some() => {
                 ServerListKind::Static
+            }
+            (None, Some(EurekaOff::DiscoveryDisabled)) => {
+                return Err(off_reason(
+                    EurekaOff::DiscoveryDisabled,
+                    "set `<client>.ribbon.listOfServers`",
+                ));
             }
             (None, Some(off)) => {
                 return Err(off_reason(

@@ -238,6 +238,11 @@ impl SimpleDiscovery {
         Ok(out)
     }
 
+    /// Whether `spring.cloud.discovery.enabled` is `false`.
+    pub(crate) fn is_disabled(&self) -> bool {
+        self.disabled
+    }
+
     /// Puts the instances into `clients` where no `listOfServers` is set,
     /// and warns where another source wins or both are set.
     pub(crate) fn apply(
