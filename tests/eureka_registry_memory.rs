@@ -48,6 +48,21 @@ fn metadata256(tag: usize) -> String {
     format!("{{{}}}", entries.join(","))
 }
 
+/// A registry over `stub` (fetch interval 1 h; `max_body_bytes` if given)
+/// after its full fetch, and the live heap then.
+async fn fetched(stub: &Stub, max_body_bytes: Option<usize>) -> (EurekaRegistry, i64) {
+    let mut builder = EurekaRegistry::builder()
+        .server_urls(&stub.url())
+        .fetch_interval(Duration::from_secs(3600))
+        .request_timeout(Duration::from_secs(60));
+    if let Some(max) = max_body_bytes {
+        builder = builder.max_body_bytes(max);
+    }
+    let registry = builder.build().expect("build");
+    registry.ready().await.expect("full fetch");
+    (registry, LIVE.load(Ordering::Relaxed))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deltas_keep_the_copy_within_the_documented_metadata_memory() {
     let _turn = SERIAL.lock().await;
@@ -77,14 +92,7 @@ async fn deltas_keep_the_copy_within_the_documented_metadata_memory() {
         })
         .collect();
     stub.set("/eureka/apps/delta", deltas);
-    let registry = EurekaRegistry::builder()
-        .server_urls(&stub.url())
-        .fetch_interval(Duration::from_secs(3600))
-        .request_timeout(Duration::from_secs(60))
-        .build()
-        .expect("build");
-    registry.ready().await.expect("full fetch");
-    let before = LIVE.load(Ordering::Relaxed);
+    let (registry, before) = fetched(&stub, None).await;
     let mut refused = 0;
     for _ in 0..rounds {
         if registry.refresh_now().await.is_err() {
@@ -141,15 +149,7 @@ async fn long_metadata_values_are_bounded_by_the_body_bound_across_deltas() {
         })
         .collect();
     stub.set("/eureka/apps/delta", deltas);
-    let registry = EurekaRegistry::builder()
-        .server_urls(&stub.url())
-        .fetch_interval(Duration::from_secs(3600))
-        .request_timeout(Duration::from_secs(60))
-        .max_body_bytes(16 << 20)
-        .build()
-        .expect("build");
-    registry.ready().await.expect("full fetch");
-    let before = LIVE.load(Ordering::Relaxed);
+    let (registry, before) = fetched(&stub, Some(16 << 20)).await;
     let mut refused = 0;
     for _ in 0..rounds {
         match registry.refresh_now().await {

@@ -43,20 +43,37 @@ async fn good_registry() -> (Stub, EurekaRegistry) {
     (stub, registry)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_registry_outage_shows_in_refresh_status_and_keeps_the_list() {
-    let (stub, registry) = good_registry().await;
+/// The inner service: answers at once.
+type Answering = tower::util::ServiceFn<
+    fn(
+        http::Request<()>,
+    ) -> std::future::Ready<Result<http::Response<()>, std::convert::Infallible>>,
+>;
+
+/// A balancer over `registry`'s service `good`, refreshed every 100 ms
+/// (no jitter), over an inner service that answers at once.
+fn balancer_over(registry: &EurekaRegistry) -> LoadBalancer<Answering> {
+    fn answer(
+        _req: http::Request<()>,
+    ) -> std::future::Ready<Result<http::Response<()>, std::convert::Infallible>> {
+        std::future::ready(Ok(http::Response::new(())))
+    }
     let mut refresh = RefreshConfig::default();
     refresh.interval = Duration::from_millis(100);
     refresh.jitter = 0.0;
-    let lb = LoadBalancer::builder()
+    let answer: fn(_) -> _ = answer;
+    LoadBalancer::builder()
         .source(registry.clone())
         .service("good")
         .refresh(refresh)
-        .build(tower::service_fn(|_req: http::Request<()>| async {
-            Ok::<_, std::convert::Infallible>(http::Response::new(()))
-        }))
-        .expect("balancer");
+        .build(tower::service_fn(answer))
+        .expect("balancer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_outage_shows_in_refresh_status_and_keeps_the_list() {
+    let (stub, registry) = good_registry().await;
+    let lb = balancer_over(&registry);
     tokio::time::sleep(Duration::from_millis(400)).await;
     let healthy = lb.refresh_status("good").expect("status");
     assert_eq!(
@@ -157,17 +174,7 @@ async fn a_service_first_used_during_an_outage_gets_the_copy() {
         "copy still holds {} instance(s)",
         registry.instances("good").len()
     );
-    let mut refresh = RefreshConfig::default();
-    refresh.interval = Duration::from_millis(100);
-    refresh.jitter = 0.0;
-    let lb = LoadBalancer::builder()
-        .source(registry.clone())
-        .service("good")
-        .refresh(refresh)
-        .build(tower::service_fn(|_req: http::Request<()>| async {
-            Ok::<_, std::convert::Infallible>(http::Response::new(()))
-        }))
-        .expect("balancer");
+    let lb = balancer_over(&registry);
     let mut ok = 0;
     let mut last = String::new();
     for _ in 0..10 {
