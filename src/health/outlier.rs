@@ -23,7 +23,7 @@
 //! Sources: Envoy `config/cluster/v3/outlier_detection.proto` and the
 //! architecture overview "Outlier detection".
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -156,17 +156,32 @@ impl OutlierDetection {
         }
         // Whether this endpoint is ejected already is decided by `eject`
         // at the endpoint's own clock, so a late record sees it right.
-        let n = snapshot.len();
-        let me = endpoint.stats_handle();
-        let ejected = snapshot
-            .endpoints()
-            .iter()
-            .filter(|e| !Arc::ptr_eq(e.stats_handle(), me) && e.stats().is_ejected_at(now))
-            .count();
         let percent = self.max_ejection_percent.min(100) as usize;
-        if ejected >= (n * percent / 100).max(1) {
+        let cap = (snapshot.len() * percent / 100).max(1);
+        let me = endpoint.stats_handle();
+        let others_ejected = || {
+            snapshot
+                .endpoints()
+                .iter()
+                .filter(|e| !Arc::ptr_eq(e.stats_handle(), me) && e.stats().is_ejected_at(now))
+                .count()
+        };
+        // At the cap already: no lock (a failure storm on a capped fleet
+        // keeps calling this).
+        if others_ejected() >= cap {
+            return None;
+        }
+        // Count and eject under one lock: two instances counted at one
+        // below the cap at once each ejected, exceeding it (400 instances
+        // at 50 %: 201 ejected).
+        let _serial = EJECTING.lock().unwrap_or_else(PoisonError::into_inner);
+        if others_ejected() >= cap {
             return None;
         }
         stats.eject(now, self.times())
     }
 }
+
+/// Serialises the count and the ejection of [`OutlierDetection::observe`]
+/// (taken only when an instance reached a trigger under the cap).
+static EJECTING: Mutex<()> = Mutex::new(());

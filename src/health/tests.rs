@@ -234,3 +234,44 @@ fn outlier_detection_validate_names_the_field() {
         "OutlierDetection::max_ejection_time"
     );
 }
+
+/// Two threads ejecting at once never take more than the max share between
+/// them: each counted the others' ejections, then ejected, so both could
+/// pass the count at one below the cap (400 instances, cap 200: 201 and
+/// more were ejected).
+#[test]
+fn concurrent_ejections_never_exceed_the_max_share() {
+    let d = OutlierDetection::default(); // max_ejection_percent 50
+    for round in 0..20 {
+        let s = snapshot(400);
+        let now = Instant::now();
+        for e in s.endpoints() {
+            for _ in 0..5 {
+                fail(e, now, Outcome::FailureStatus(500));
+            }
+        }
+        let barrier = std::sync::Barrier::new(2);
+        let ejected: usize = std::thread::scope(|scope| {
+            let halves: Vec<_> = s
+                .endpoints()
+                .chunks(200)
+                .map(|half| {
+                    let (d, s, barrier) = (&d, &s, &barrier);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        half.iter()
+                            .filter(|e| d.observe(s, e, now).is_some())
+                            .count()
+                    })
+                })
+                .collect();
+            halves.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+        });
+        let now_ejected = s
+            .endpoints()
+            .iter()
+            .filter(|e| e.stats().is_ejected_at(now))
+            .count();
+        assert_eq!((ejected, now_ejected), (200, 200), "round {round}");
+    }
+}
