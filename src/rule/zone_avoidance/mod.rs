@@ -7,7 +7,9 @@
 //! rule counts, per zone, the instances whose breaker is not tripped
 //! (*available*) and the requests in flight *on those available instances*
 //! (load on a tripped instance, which is avoided anyway, does not make its
-//! zone look loaded), and classifies zones:
+//! zone look loaded); for picks under the health filter (not in panic
+//! mode) it counts the healthy instances only, as ejected ones and those
+//! failing active checks are skipped too. It classifies zones:
 //! - *blacked out*: no available instance (Ribbon's
 //!   `triggeringBlackoutPercentage`, 0.99999, i.e. all tripped);
 //! - *overloaded*: in flight per available instance at or above
@@ -187,8 +189,9 @@ struct ZonePicker {
     interval_ms: u64,
     /// The origin of `counted_ms`.
     base: Instant,
-    /// Zones with an available instance (low 32 bits) and good zones (high
-    /// 32 bits), by zone id, as of the last count.
+    /// By zone id, as of the last count, 16 bits each from the low end:
+    /// zones with an available instance, good zones, and the same two
+    /// counted over healthy instances only.
     classes: AtomicU64,
     /// Time of the last count in ms since `base`.
     counted_ms: AtomicU64,
@@ -196,7 +199,7 @@ struct ZonePicker {
 
 impl fmt::Debug for ZonePicker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (available, good) = self.masks();
+        let (available, good) = self.masks(false);
         f.debug_struct("ZonePicker")
             .field("inner", &self.inner)
             .field("zones", &self.table.names)
@@ -211,17 +214,24 @@ impl ZonePicker {
         u64::try_from(now.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn masks(&self) -> (u32, u32) {
-        let packed = self.classes.load(Ordering::Acquire);
-        (packed as u32, (packed >> 32) as u32)
+    /// The zones with an available instance and the good ones; with
+    /// `healthy`, as counted over the healthy instances.
+    fn masks(&self, healthy: bool) -> (u32, u32) {
+        let packed = self.classes.load(Ordering::Acquire) >> if healthy { 32 } else { 0 };
+        (packed as u32 & 0xFFFF, (packed >> 16) as u32 & 0xFFFF)
     }
 
     /// Counts the zones at `now` and publishes their classes.
     fn recount(&self, now: Instant) {
         let counts = count(&self.table, self.inner.snapshot().endpoints(), now);
-        let (available, good) = classify(&counts, self.load_threshold);
+        // Four 16-bit masks (at most `MAX_ZONES` = 16 zones get here).
+        let (available, good) = classify(&counts, self.load_threshold, false);
+        let (healthy, healthy_good) = classify(&counts, self.load_threshold, true);
         self.classes.store(
-            u64::from(available) | u64::from(good) << 32,
+            u64::from(available)
+                | u64::from(good) << 16
+                | u64::from(healthy) << 32
+                | u64::from(healthy_good) << 48,
             Ordering::Release,
         );
     }
@@ -260,7 +270,10 @@ impl Picker for ZonePicker {
             return self.inner.pick(&ctx.with_tiers(&mut link, &tiers));
         }
         self.maybe_recount(now);
-        let (available, good) = self.masks();
+        // Under the health filter the zones' loads are those of their
+        // healthy instances: ejected ones, counted, made a loaded zone
+        // look idle and took every pick onto its few healthy instances.
+        let (available, good) = self.masks(ctx.health_filter());
         let all = u32::MAX >> (32 - zones);
         let preferred = self.table.preferred.map_or(0, |p| 1 << p) & available;
         let ids = &*self.table.ids;

@@ -91,7 +91,9 @@ async fn zone_load_counts_only_available_instances() {
         counts[0],
         zones::ZoneCount {
             available: 1,
-            in_flight: 0
+            in_flight: 0,
+            healthy: 1,
+            healthy_in_flight: 0,
         }
     );
     drop(held);
@@ -347,4 +349,49 @@ async fn unhealthy_instances_of_the_preferred_zone_are_not_preferred() {
         .map(|_| index(&s, p.pick(&PickContext::at(now)).unwrap()))
         .collect();
     assert_eq!(got, [1; 4]);
+}
+
+/// With the health filter on, a zone's load is counted over its healthy
+/// instances: ejected ones take no traffic, so counted as available they
+/// made a loaded zone look idle. Zone a: one healthy instance with 1 in
+/// flight and 5 ejected (1/6 = 0.17 < 0.2: "good"); zone b: 5 healthy
+/// instances with 1 in flight each (overloaded). Every filtered pick went
+/// to zone a's one healthy instance ([600, 0, ...]); both zones are
+/// overloaded, so the picks spread over the 6 healthy instances. In panic
+/// mode (no filter) the ejected instances take traffic and count.
+#[tokio::test(start_paused = true)]
+async fn ejected_instances_do_not_dilute_their_zones_load_under_the_health_filter() {
+    let s = zoned(&["a", "a", "a", "a", "a", "a", "b", "b", "b", "b", "b"], 1);
+    let now = Instant::now();
+    let times = crate::stats::EjectionTimes {
+        base: Duration::from_secs(30),
+        max: Duration::from_secs(300),
+        interval: Duration::from_secs(10),
+    };
+    for e in &s.endpoints()[1..6] {
+        e.stats().eject(now, times).unwrap();
+    }
+    let _held: Vec<_> = [0, 6, 7, 8, 9, 10]
+        .iter()
+        .map(|&i| s.endpoints()[i].stats().start_at(now))
+        .collect();
+    let p = ZoneAvoidance::new(RoundRobin::with_start(0)).build(&s);
+    let count = |ctx: PickContext<'_>, picks: usize| {
+        let mut c = [0; 11];
+        for _ in 0..picks {
+            c[index(&s, p.pick(&ctx).unwrap())] += 1;
+        }
+        c
+    };
+    // Round robin's turns over the filtered list: within one of 100 each.
+    let filtered = count(PickContext::at(now).with_health_filter(), 600);
+    assert!(filtered[1..6].iter().all(|&c| c == 0), "{filtered:?}");
+    assert!(
+        [0, 6, 7, 8, 9, 10]
+            .iter()
+            .all(|&i| (99..=101).contains(&filtered[i])),
+        "{filtered:?}"
+    );
+    let panic = count(PickContext::at(now), 600);
+    assert_eq!(panic, [100, 100, 100, 100, 100, 100, 0, 0, 0, 0, 0]);
 }

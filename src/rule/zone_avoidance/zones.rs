@@ -86,6 +86,12 @@ pub(super) struct ZoneCount {
     /// tripped (already avoided) instance does not make its zone look
     /// loaded.
     pub(super) in_flight: usize,
+    /// Healthy instances (breaker available, not ejected, not failing
+    /// active checks): the available ones a pick under the health filter
+    /// can take.
+    pub(super) healthy: usize,
+    /// Requests in flight on the healthy instances.
+    pub(super) healthy_in_flight: usize,
 }
 
 /// Counts the zones of `endpoints` at `now` (O(n), no allocation). With
@@ -103,8 +109,13 @@ pub(super) fn count(
         let stats = e.stats();
         if let Some(c) = counts.get_mut(usize::from(z)) {
             if stats.is_available_at(now) {
+                let load = stats.in_flight();
                 c.available += 1;
-                c.in_flight += stats.in_flight();
+                c.in_flight += load;
+                if stats.is_healthy_at(now) {
+                    c.healthy += 1;
+                    c.healthy_in_flight += load;
+                }
             }
         }
     }
@@ -113,13 +124,19 @@ pub(super) fn count(
 
 /// The zones with an available instance and, among them, the good ones
 /// (in flight per available instance under `threshold`), as bit masks by
-/// zone id.
-pub(super) fn classify(counts: &[ZoneCount], threshold: f64) -> (u32, u32) {
+/// zone id; with `healthy`, counting the healthy instances only (picks
+/// under the health filter, which skip the others).
+pub(super) fn classify(counts: &[ZoneCount], threshold: f64, healthy: bool) -> (u32, u32) {
     let (mut available, mut good) = (0u32, 0u32);
     for (z, c) in counts.iter().enumerate().take(MAX_ZONES) {
-        if c.available > 0 {
+        let (n, load) = if healthy {
+            (c.healthy, c.healthy_in_flight)
+        } else {
+            (c.available, c.in_flight)
+        };
+        if n > 0 {
             available |= 1 << z;
-            if (c.in_flight as f64) < threshold * c.available as f64 {
+            if (load as f64) < threshold * n as f64 {
                 good |= 1 << z;
             }
         }
