@@ -423,8 +423,14 @@ impl EndpointStats {
     }
 }
 
+/// `us` microseconds; beyond `Duration::MAX` saturates (it read as zero,
+/// the fastest latency), a NaN or negative value is zero.
 fn us_to_duration(us: f64) -> Duration {
-    Duration::try_from_secs_f64(us / 1e6).unwrap_or(Duration::ZERO)
+    Duration::try_from_secs_f64(us / 1e6).unwrap_or(if us > 0.0 {
+        Duration::MAX
+    } else {
+        Duration::ZERO
+    })
 }
 
 impl fmt::Debug for EndpointStats {

@@ -187,3 +187,21 @@ async fn a_probing_instance_is_due_again_after_the_recheck_and_a_response_closes
     s.cancel_detached(probe);
     assert_eq!(s.in_flight(), 0);
 }
+
+/// A latency too large for a `Duration` reads as `Duration::MAX`, never as
+/// zero: with `failure_penalty = Duration::MAX` one failure's mean, EWMA
+/// and peak read 0 s, the fastest an instance can look (weighted response
+/// time then gave the failing instance the largest weight).
+#[tokio::test(start_paused = true)]
+async fn a_latency_beyond_duration_saturates_instead_of_reading_zero() {
+    let config = StatsConfig {
+        failure_penalty: Duration::MAX,
+        ..StatsConfig::default()
+    };
+    let s = EndpointStats::with_config(config);
+    let now = Instant::now();
+    s.start_at(now).finish_at(Outcome::OtherError, now);
+    assert_eq!(s.mean_response_time(), Some(Duration::MAX));
+    assert_eq!(s.ewma(), Some(Duration::MAX));
+    assert_eq!(s.peak_ewma_at(now), Some(Duration::MAX));
+}
