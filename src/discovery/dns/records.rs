@@ -250,6 +250,9 @@ pub(super) fn parse_name(text: &str, max_len: usize) -> Result<Name, DnsError> {
     Name::from_ascii(trimmed).map_err(|_| invalid("not a DNS name"))
 }
 
+/// `text` cut to 64 characters, control characters escaped: names go into
+/// error messages and logs, where a CR/LF would forge lines.
 pub(super) fn shorten(text: &str) -> String {
-    text.chars().take(64).collect()
+    let cut: String = text.chars().take(64).collect();
+    crate::error::quote(&cut)
 }

@@ -322,3 +322,19 @@ fn configuration_errors_are_typed() {
         Err(DnsError::NoNameServers)
     ));
 }
+
+/// Names quoted in errors cannot forge log lines (before, the CR/LF of
+/// `users\r\nFORGED` went into the message as is).
+#[test]
+fn names_in_errors_are_escaped() {
+    let e = DnsTarget::parse("users\r\nFORGED:0").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "DNS target `users\\r\\nFORGED`: port 0; the port must be in 1..=65535"
+    );
+    let e = parse_name("a\nb", 253).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid DNS name `a\\nb`: only ASCII letters, digits, `-`, `_` and `.` are allowed"
+    );
+}
