@@ -25,6 +25,17 @@ pub enum IpFamily {
     Both,
 }
 
+impl IpFamily {
+    /// Whether `ip` is of this family.
+    pub(super) fn admits(self, ip: IpAddr) -> bool {
+        match self {
+            Self::V4 => ip.is_ipv4(),
+            Self::V6 => ip.is_ipv6(),
+            Self::Both => true,
+        }
+    }
+}
+
 /// How a [`DnsSource`](super::DnsSource) resolves: name servers, search list, `ndots`,
 /// timeouts, TTL clamp and answer bounds.
 ///

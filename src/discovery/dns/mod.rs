@@ -56,7 +56,8 @@
 //! Target addresses are taken from the answer's additional section when the
 //! server sends them, otherwise looked up (A and AAAA of the target as an
 //! absolute name). Each address of a target becomes one instance with the
-//! target's port and full weight.
+//! target's port and full weight. Only additional records of the
+//! configured [`IpFamily`] count.
 //!
 //! # TTL handling
 //!
@@ -165,6 +166,8 @@ mod error;
 mod records;
 mod source;
 mod target;
+#[cfg(test)]
+mod served_tests;
 #[cfg(test)]
 mod tests;
 

@@ -114,11 +114,18 @@ pub(super) fn priority_groups(mut records: Vec<SrvRecord>, max: usize) -> Priori
 }
 
 /// Addresses for `target` in an answer's additional section.
-pub(super) fn additional_addrs(additionals: &[Record], target: &str) -> Option<(Vec<IpAddr>, u32)> {
+///
+/// Only addresses of the configured [`IpFamily`](super::IpFamily) count: a
+/// server adds A and AAAA alike whatever the client asked.
+pub(super) fn additional_addrs(
+    additionals: &[Record],
+    target: &str,
+    config: &super::DnsConfig,
+) -> Option<(Vec<IpAddr>, u32)> {
     let matching: Vec<&Record> = additionals
         .iter()
         .filter(|r| {
-            record_ip(r).is_some()
+            record_ip(r).is_some_and(|ip| config.ip_family.admits(ip))
                 && r.name
                     .to_ascii()
                     .trim_end_matches('.')

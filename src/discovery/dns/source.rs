@@ -439,7 +439,7 @@ impl DnsSource {
             let all_zero = group.iter().all(|r| r.weight == 0);
             let (mut candidates, mut ttl, mut visited) = (Vec::new(), srv_ttl, 0);
             for record in &group {
-                let found = match additional_addrs(lookup.additionals(), &record.target) {
+                let found = match additional_addrs(lookup.additionals(), &record.target, config) {
                     Some(found) => Some(found),
                     None if lookups_left == 0 => break,
                     None => {

@@ -228,10 +228,10 @@ fn additional_section_and_ttls() {
         Record::from_rdata(name, 4, RData::AAAA(AAAA(Ipv6Addr::LOCALHOST))),
         Record::from_rdata(other, 1, RData::A(A(Ipv4Addr::new(127, 0, 0, 9)))),
     ];
-    let (addrs, ttl) = additional_addrs(&extra, "a.test").unwrap();
+    let (addrs, ttl) = additional_addrs(&extra, "a.test", &DnsConfig::new([])).unwrap();
     assert_eq!(addrs.len(), 2);
     assert_eq!(ttl, 4);
-    assert!(additional_addrs(&extra, "c.test").is_none());
+    assert!(additional_addrs(&extra, "c.test", &DnsConfig::new([])).is_none());
     assert_eq!(min_ttl(&extra), Some(1));
     assert_eq!(min_ttl(&[]), None);
 }

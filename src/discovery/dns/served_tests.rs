@@ -1,0 +1,110 @@
+//! The source against a scripted DNS server on 127.0.0.1 (answers built
+//! with hickory's own message types), for answers dnsmasq does not give:
+//! chosen additional sections, per-name failures.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use hickory_resolver::proto::op::{Message, ResponseCode};
+use hickory_resolver::proto::rr::rdata::{A, AAAA, SRV};
+use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+use tokio::net::UdpSocket;
+
+use super::{DnsConfig, DnsSource, DnsTarget, IpFamily};
+
+/// Rcode, answers and additionals for one question.
+type Answer = dyn Fn(&str, RecordType) -> (ResponseCode, Vec<Record>, Vec<Record>) + Send + Sync;
+
+/// Serves `answer` over UDP until the runtime ends.
+async fn serve(answer: Arc<Answer>) -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let Ok(query) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let Some(q) = query.queries.first().cloned() else {
+                continue;
+            };
+            let name = q.name().to_ascii().to_ascii_lowercase();
+            let (code, answers, additionals) = answer(&name, q.query_type());
+            let (id, op) = (query.metadata.id, query.metadata.op_code);
+            let mut response = Message::error_msg(id, op, code);
+            response.metadata.recursion_desired = query.metadata.recursion_desired;
+            response.metadata.recursion_available = true;
+            response.metadata.authoritative = true;
+            response.add_query(q);
+            response.add_answers(answers);
+            response.add_additionals(additionals);
+            let _ = socket.send_to(&response.to_vec().unwrap(), from).await;
+        }
+    });
+    addr
+}
+
+fn name(text: &str) -> Name {
+    Name::from_ascii(text).unwrap()
+}
+
+fn a(owner: &str, last: u8) -> Record {
+    let ip = Ipv4Addr::new(127, 0, 0, last);
+    Record::from_rdata(name(owner), 30, RData::A(A(ip)))
+}
+
+fn aaaa(owner: &str) -> Record {
+    Record::from_rdata(name(owner), 30, RData::AAAA(AAAA(Ipv6Addr::LOCALHOST)))
+}
+
+fn srv(target: &str) -> Record {
+    let data = SRV::new(0, 1, 8080, name(target));
+    Record::from_rdata(name("_http._tcp.users.test."), 30, RData::SRV(data))
+}
+
+fn config(server: SocketAddr) -> DnsConfig {
+    DnsConfig::new([server])
+        .attempts(1)
+        .timeout(std::time::Duration::from_secs(2))
+}
+
+fn hosts(list: &[crate::Instance]) -> Vec<&str> {
+    list.iter().map(crate::Instance::host).collect()
+}
+
+/// An IPv4-only source took the AAAA records a server adds to an SRV
+/// answer's additional section: an IPv6 instance the cluster cannot reach
+/// (before: `["127.0.0.2", "::1"]`).
+#[tokio::test]
+async fn srv_additionals_follow_the_ip_family() {
+    let server = serve(Arc::new(|qname, qtype| match (qname, qtype) {
+        ("_http._tcp.users.test.", RecordType::SRV) => (
+            ResponseCode::NoError,
+            vec![srv("a.test.")],
+            vec![a("a.test.", 2), aaaa("a.test.")],
+        ),
+        ("a.test.", RecordType::A) => (ResponseCode::NoError, vec![a("a.test.", 2)], vec![]),
+        ("a.test.", RecordType::AAAA) => (ResponseCode::NoError, vec![aaaa("a.test.")], vec![]),
+        _ => (ResponseCode::NXDomain, vec![], vec![]),
+    }))
+    .await;
+    let target = DnsTarget::srv("_http._tcp.users.test.");
+    let v4 = DnsSource::new(config(server).ip_family(IpFamily::V4))
+        .unwrap()
+        .with_service("users", target.clone())
+        .unwrap();
+    assert_eq!(hosts(&v4.resolve("users").await.unwrap().unwrap()), ["127.0.0.2"]);
+    let v6 = DnsSource::new(config(server).ip_family(IpFamily::V6))
+        .unwrap()
+        .with_service("users", target.clone())
+        .unwrap();
+    assert_eq!(hosts(&v6.resolve("users").await.unwrap().unwrap()), ["::1"]);
+    let both = DnsSource::new(config(server))
+        .unwrap()
+        .with_service("users", target)
+        .unwrap();
+    assert_eq!(
+        hosts(&both.resolve("users").await.unwrap().unwrap()),
+        ["127.0.0.2", "::1"]
+    );
+}
