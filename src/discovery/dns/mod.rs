@@ -57,7 +57,12 @@
 //! server sends them, otherwise looked up (A and AAAA of the target as an
 //! absolute name). Each address of a target becomes one instance with the
 //! target's port and full weight. Only additional records of the
-//! configured [`IpFamily`] count.
+//! configured [`IpFamily`] count. A target whose lookup fails (SERVFAIL,
+//! REFUSED, a timeout), as opposed to one gone from DNS (NXDOMAIN, no
+//! address records), keeps the addresses the last answer had for it, and
+//! the answer is asked again at the TTL floor: one failed lookup neither
+//! moves a service onto its other targets nor hands it to a backup
+//! priority.
 //!
 //! # TTL handling
 //!
@@ -166,6 +171,7 @@ mod error;
 mod records;
 mod source;
 mod target;
+mod targets;
 #[cfg(test)]
 mod served_tests;
 #[cfg(test)]

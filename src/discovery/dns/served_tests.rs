@@ -108,3 +108,58 @@ async fn srv_additionals_follow_the_ip_family() {
         ["127.0.0.2", "::1"]
     );
 }
+
+/// A failed lookup of an SRV target (SERVFAIL) is not a target gone from
+/// DNS: the target keeps the addresses of the last answer. Before, it was
+/// skipped: one failure moved the whole service onto the other target
+/// (`["127.0.0.2"]`), and both failing handed it to the backup priority
+/// (`["127.0.0.4"]`) until the next resolution.
+#[tokio::test]
+async fn a_failed_srv_target_lookup_keeps_its_last_addresses() {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    // Bit 0: a.test fails; bit 1: b.test fails; bit 2: b.test is gone.
+    let failing = Arc::new(AtomicU8::new(0));
+    let fails = Arc::clone(&failing);
+    let server = serve(Arc::new(move |qname, qtype| {
+        let down = fails.load(Ordering::SeqCst);
+        let record = |prio, target: &str| {
+            let data = SRV::new(prio, 1, 8080, name(target));
+            Record::from_rdata(name("_http._tcp.users.test."), 30, RData::SRV(data))
+        };
+        match (qname, qtype) {
+            ("_http._tcp.users.test.", RecordType::SRV) => (
+                ResponseCode::NoError,
+                vec![record(0, "a.test."), record(0, "b.test."), record(1, "c.test.")],
+                vec![],
+            ),
+            ("a.test.", _) if down & 1 != 0 => (ResponseCode::ServFail, vec![], vec![]),
+            ("b.test.", _) if down & 2 != 0 => (ResponseCode::ServFail, vec![], vec![]),
+            ("b.test.", _) if down & 4 != 0 => (ResponseCode::NXDomain, vec![], vec![]),
+            ("a.test.", RecordType::A) => (ResponseCode::NoError, vec![a(qname, 2)], vec![]),
+            ("b.test.", RecordType::A) => (ResponseCode::NoError, vec![a(qname, 3)], vec![]),
+            ("c.test.", RecordType::A) => (ResponseCode::NoError, vec![a(qname, 4)], vec![]),
+            _ => (ResponseCode::NXDomain, vec![], vec![]),
+        }
+    }))
+    .await;
+    let source = DnsSource::new(config(server).ip_family(IpFamily::V4))
+        .unwrap()
+        .with_service("users", DnsTarget::srv("_http._tcp.users.test."))
+        .unwrap();
+    let both = ["127.0.0.2", "127.0.0.3"];
+    assert_eq!(hosts(&source.resolve("users").await.unwrap().unwrap()), both);
+    failing.store(2, Ordering::SeqCst);
+    assert_eq!(hosts(&source.resolve("users").await.unwrap().unwrap()), both);
+    failing.store(3, Ordering::SeqCst);
+    assert_eq!(hosts(&source.resolve("users").await.unwrap().unwrap()), both);
+    // Kept addresses count as TTL 0: asked again at the floor.
+    assert_eq!(source.answer("users").unwrap().ttl, std::time::Duration::ZERO);
+    // Recovered, then gone from DNS (NXDOMAIN): dropped.
+    failing.store(0, Ordering::SeqCst);
+    assert_eq!(hosts(&source.resolve("users").await.unwrap().unwrap()), both);
+    failing.store(4, Ordering::SeqCst);
+    assert_eq!(
+        hosts(&source.resolve("users").await.unwrap().unwrap()),
+        ["127.0.0.2"]
+    );
+}

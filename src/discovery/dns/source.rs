@@ -444,7 +444,7 @@ impl DnsSource {
                     None if lookups_left == 0 => break,
                     None => {
                         lookups_left -= 1;
-                        self.target_addrs(&record.target).await
+                        self.target_addrs(service_id, record).await
                     }
                 };
                 visited += 1;
@@ -482,17 +482,8 @@ impl DnsSource {
         })
     }
 
-    /// A/AAAA of an SRV target (an absolute name); `None` if it has none or
-    /// the lookup fails (the target is skipped).
-    pub(super) async fn target_addrs(&self, target: &str) -> Option<(Vec<IpAddr>, u32)> {
-        let mut name = Name::from_ascii(target).ok()?;
-        name.set_fqdn(true);
-        let lookup = self.inner.resolver.lookup_ip(name).await.ok()?;
-        let answers = lookup.as_lookup().answers();
-        let addrs: Vec<IpAddr> = answers.iter().filter_map(record_ip).collect();
-        if addrs.is_empty() {
-            return None;
-        }
-        Some((addrs, min_ttl(answers).unwrap_or(0)))
+    /// The resolver.
+    pub(super) fn resolver(&self) -> &TokioResolver {
+        &self.inner.resolver
     }
 }
