@@ -113,6 +113,10 @@
 //! service id is [`DiscoveryError::UnknownService`](crate::DiscoveryError::UnknownService). No answer, however
 //! malformed, makes the source panic.
 //!
+//! With [`IpFamily::Both`], a family whose lookup fails while the other
+//! answers keeps the addresses the last answer had for it (TTL 0, asked
+//! again at the floor); a family answered with no records is gone.
+//!
 //! A name that stops existing (NXDOMAIN) or loses every record is an error
 //! ([`DnsError::NoRecords`]), not an empty list: the last good list stays,
 //! so a DNS glitch cannot empty a service. The flip side: a headless

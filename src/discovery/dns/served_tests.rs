@@ -163,3 +163,43 @@ async fn a_failed_srv_target_lookup_keeps_its_last_addresses() {
         ["127.0.0.2"]
     );
 }
+
+/// With both families, hickory answers with the A records alone when the
+/// AAAA lookup fails: every IPv6 instance left on one SERVFAIL (before:
+/// `["127.0.0.2"]`). The family's last addresses are kept now; an AAAA
+/// answer with no records still removes them.
+#[tokio::test]
+async fn a_failed_family_lookup_keeps_its_last_addresses() {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    // 0: both answer; 1: AAAA fails; 2: AAAA has no records.
+    let mode = Arc::new(AtomicU8::new(0));
+    let m = Arc::clone(&mode);
+    let server = serve(Arc::new(move |qname, qtype| {
+        match (qname, qtype, m.load(Ordering::SeqCst)) {
+            ("dual.test.", RecordType::A, _) => {
+                (ResponseCode::NoError, vec![a(qname, 2)], vec![])
+            }
+            ("dual.test.", RecordType::AAAA, 0) => {
+                (ResponseCode::NoError, vec![aaaa(qname)], vec![])
+            }
+            ("dual.test.", RecordType::AAAA, 1) => (ResponseCode::ServFail, vec![], vec![]),
+            ("dual.test.", _, _) => (ResponseCode::NoError, vec![], vec![]),
+            _ => (ResponseCode::NXDomain, vec![], vec![]),
+        }
+    }))
+    .await;
+    let source = DnsSource::new(config(server))
+        .unwrap()
+        .with_service("dual", DnsTarget::host("dual.test.", 8080))
+        .unwrap();
+    let both = ["127.0.0.2", "::1"];
+    assert_eq!(hosts(&source.resolve("dual").await.unwrap().unwrap()), both);
+    mode.store(1, Ordering::SeqCst);
+    assert_eq!(hosts(&source.resolve("dual").await.unwrap().unwrap()), both);
+    assert_eq!(source.answer("dual").unwrap().ttl, std::time::Duration::ZERO);
+    mode.store(2, Ordering::SeqCst);
+    assert_eq!(
+        hosts(&source.resolve("dual").await.unwrap().unwrap()),
+        ["127.0.0.2"]
+    );
+}

@@ -363,7 +363,7 @@ impl DnsSource {
                     .await
                     .map_err(|e| net_error(configured, "A/AAAA", e))?;
                 let answers = lookup.as_lookup().answers();
-                let ttl = min_ttl(answers).map_or_else(
+                let mut ttl = min_ttl(answers).map_or_else(
                     || {
                         lookup
                             .valid_until()
@@ -371,7 +371,10 @@ impl DnsSource {
                     },
                     |secs| Duration::from_secs(u64::from(secs)),
                 );
-                let addrs: Vec<IpAddr> = answers.iter().filter_map(record_ip).collect();
+                let mut addrs: Vec<IpAddr> = answers.iter().filter_map(record_ip).collect();
+                let last = (service_id, *port);
+                self.keep_failed_family(last, &entry.name, &mut addrs, &mut ttl)
+                    .await;
                 if addrs.is_empty() {
                     return Err(DnsError::NoRecords {
                         name: configured.to_owned(),

@@ -1,10 +1,12 @@
-//! The addresses of one SRV target: looked up, or kept from the last
-//! answer when the lookup fails.
+//! The addresses of one SRV target, or of one address family: looked up,
+//! or kept from the last answer when the lookup fails.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
-use hickory_resolver::proto::rr::Name;
+use hickory_resolver::proto::rr::{Name, RecordType};
 
+use super::IpFamily;
 use super::records::{SrvRecord, min_ttl, record_ip};
 use super::source::DnsSource;
 
@@ -58,5 +60,58 @@ impl DnsSource {
             .filter_map(|i| i.host().parse().ok())
             .collect();
         (!addrs.is_empty()).then_some((addrs, 0))
+    }
+
+    /// With [`IpFamily::Both`], hickory drops a family whose lookup failed
+    /// and answers with the other: a transient SERVFAIL on AAAA would
+    /// remove every IPv6 instance. A family missing from `addrs` that the
+    /// last answer (`last`: service id and port) had is asked alone: failed
+    /// again (not "no records"), its last addresses are kept and the TTL
+    /// drops to 0 (asked again at the floor); answered, its addresses are
+    /// added; no records, it is gone.
+    pub(super) async fn keep_failed_family(
+        &self,
+        (service_id, port): (&str, u16),
+        name: &Name,
+        addrs: &mut Vec<IpAddr>,
+        ttl: &mut Duration,
+    ) {
+        if self.config().ip_family != IpFamily::Both {
+            return;
+        }
+        let Some(answer) = self.answer(service_id) else {
+            return;
+        };
+        for (v4, record_type) in [(true, RecordType::A), (false, RecordType::AAAA)] {
+            if addrs.iter().any(|ip| ip.is_ipv4() == v4) {
+                continue;
+            }
+            let kept: Vec<IpAddr> = (answer.instances.iter())
+                .filter(|i| i.port() == port)
+                .filter_map(|i| i.host().parse::<IpAddr>().ok())
+                .filter(|ip| ip.is_ipv4() == v4)
+                .collect();
+            if kept.is_empty() {
+                continue;
+            }
+            match self.resolver().lookup(name.clone(), record_type).await {
+                Ok(lookup) => {
+                    addrs.extend(lookup.answers().iter().filter_map(record_ip));
+                    let secs = min_ttl(lookup.answers()).unwrap_or(0);
+                    *ttl = (*ttl).min(Duration::from_secs(u64::from(secs)));
+                }
+                Err(e) if e.is_no_records_found() => {}
+                Err(e) => {
+                    tracing::debug!(
+                        service = service_id,
+                        %record_type,
+                        error = %e,
+                        "lookup of one address family failed; its last addresses are kept"
+                    );
+                    addrs.extend(kept);
+                    *ttl = Duration::ZERO;
+                }
+            }
+        }
     }
 }
