@@ -184,6 +184,9 @@ async fn a_failed_family_lookup_keeps_its_last_addresses() {
             }
             ("dual.test.", RecordType::AAAA, 1) => (ResponseCode::ServFail, vec![], vec![]),
             ("dual.test.", _, _) => (ResponseCode::NoError, vec![], vec![]),
+            ("_http._tcp.users.test.", RecordType::SRV, _) => {
+                (ResponseCode::NoError, vec![srv("dual.test.")], vec![])
+            }
             _ => (ResponseCode::NXDomain, vec![], vec![]),
         }
     }))
@@ -202,4 +205,16 @@ async fn a_failed_family_lookup_keeps_its_last_addresses() {
         hosts(&source.resolve("dual").await.unwrap().unwrap()),
         ["127.0.0.2"]
     );
+    // The same for an SRV target (before: `["127.0.0.2"]`).
+    let srv_source = DnsSource::new(config(server))
+        .unwrap()
+        .with_service("users", DnsTarget::srv("_http._tcp.users.test."))
+        .unwrap();
+    mode.store(0, Ordering::SeqCst);
+    let srv = || srv_source.resolve("users");
+    assert_eq!(hosts(&srv().await.unwrap().unwrap()), both);
+    mode.store(1, Ordering::SeqCst);
+    assert_eq!(hosts(&srv().await.unwrap().unwrap()), both);
+    mode.store(2, Ordering::SeqCst);
+    assert_eq!(hosts(&srv().await.unwrap().unwrap()), ["127.0.0.2"]);
 }

@@ -372,7 +372,7 @@ impl DnsSource {
                     |secs| Duration::from_secs(u64::from(secs)),
                 );
                 let mut addrs: Vec<IpAddr> = answers.iter().filter_map(record_ip).collect();
-                let last = (service_id, *port);
+                let last = (service_id, *port, None);
                 self.keep_failed_family(last, &entry.name, &mut addrs, &mut ttl)
                     .await;
                 if addrs.is_empty() {

@@ -26,7 +26,7 @@ impl DnsSource {
     ) -> Option<(Vec<IpAddr>, u32)> {
         let mut name = Name::from_ascii(&record.target).ok()?;
         name.set_fqdn(true);
-        let lookup = match self.resolver().lookup_ip(name).await {
+        let lookup = match self.resolver().lookup_ip(name.clone()).await {
             Ok(lookup) => lookup,
             Err(e) if e.is_no_records_found() => return None,
             Err(e) => {
@@ -40,11 +40,15 @@ impl DnsSource {
             }
         };
         let answers = lookup.as_lookup().answers();
-        let addrs: Vec<IpAddr> = answers.iter().filter_map(record_ip).collect();
+        let mut addrs: Vec<IpAddr> = answers.iter().filter_map(record_ip).collect();
+        let mut ttl = Duration::from_secs(u64::from(min_ttl(answers).unwrap_or(0)));
+        let last = (service_id, record.port, Some(record.target.as_str()));
+        self.keep_failed_family(last, &name, &mut addrs, &mut ttl)
+            .await;
         if addrs.is_empty() {
             return None;
         }
-        Some((addrs, min_ttl(answers).unwrap_or(0)))
+        Some((addrs, u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX)))
     }
 
     /// The addresses of `record`'s target and port in the last answer.
@@ -65,13 +69,14 @@ impl DnsSource {
     /// With [`IpFamily::Both`], hickory drops a family whose lookup failed
     /// and answers with the other: a transient SERVFAIL on AAAA would
     /// remove every IPv6 instance. A family missing from `addrs` that the
-    /// last answer (`last`: service id and port) had is asked alone: failed
+    /// last answer (`last`: service id, port and SRV target) had is asked
+    /// alone: failed
     /// again (not "no records"), its last addresses are kept and the TTL
     /// drops to 0 (asked again at the floor); answered, its addresses are
     /// added; no records, it is gone.
     pub(super) async fn keep_failed_family(
         &self,
-        (service_id, port): (&str, u16),
+        (service_id, port, target): (&str, u16, Option<&str>),
         name: &Name,
         addrs: &mut Vec<IpAddr>,
         ttl: &mut Duration,
@@ -82,12 +87,16 @@ impl DnsSource {
         let Some(answer) = self.answer(service_id) else {
             return;
         };
+        let same_target = |i: &crate::Instance| {
+            let listed = i.metadata().get("dns.target").map(String::as_str);
+            target.is_none_or(|t| listed == Some(t))
+        };
         for (v4, record_type) in [(true, RecordType::A), (false, RecordType::AAAA)] {
             if addrs.iter().any(|ip| ip.is_ipv4() == v4) {
                 continue;
             }
             let kept: Vec<IpAddr> = (answer.instances.iter())
-                .filter(|i| i.port() == port)
+                .filter(|i| i.port() == port && same_target(i))
                 .filter_map(|i| i.host().parse::<IpAddr>().ok())
                 .filter(|ip| ip.is_ipv4() == v4)
                 .collect();
