@@ -62,10 +62,14 @@ fn srv(target: &str) -> Record {
     Record::from_rdata(name("_http._tcp.users.test."), 30, RData::SRV(data))
 }
 
+/// Generous timeouts: every answer is immediate, and none of these tests
+/// waits for one to fire (a loaded machine must not turn a slow answer
+/// into a failed lookup).
 fn config(server: SocketAddr) -> DnsConfig {
     DnsConfig::new([server])
         .attempts(1)
-        .timeout(std::time::Duration::from_secs(2))
+        .timeout(std::time::Duration::from_secs(20))
+        .resolve_timeout(std::time::Duration::from_secs(60))
 }
 
 fn hosts(list: &[crate::Instance]) -> Vec<&str> {
