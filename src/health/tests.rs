@@ -41,6 +41,37 @@ async fn five_5xx_eject_for_base_times_count() {
     assert_eq!(e.stats().times_ejected(), 2);
 }
 
+/// In panic mode an ejected instance still takes traffic. Its errors
+/// during the ejection must not carry over: once back, it needs five fresh
+/// consecutive errors again (they counted, and its first error back
+/// re-ejected it at once, for 60 s).
+#[tokio::test(start_paused = true)]
+async fn errors_while_ejected_do_not_re_eject_at_the_first_error_back() {
+    let s = snapshot(4);
+    let d = OutlierDetection::default();
+    let e = &s.endpoints()[0];
+    let t0 = Instant::now();
+    for _ in 0..5 {
+        fail(e, t0, Outcome::FailureStatus(500));
+    }
+    assert_eq!(d.observe(&s, e, t0), Some(Duration::from_secs(30)));
+    let during = t0 + Duration::from_secs(10);
+    for _ in 0..7 {
+        fail(e, during, Outcome::FailureStatus(503));
+        fail(e, during, Outcome::ConnectFailure);
+    }
+    assert_eq!(e.stats().consecutive_server_errors(), 0);
+    assert_eq!(e.stats().consecutive_gateway_errors(), 0);
+    let back = t0 + Duration::from_secs(30);
+    for i in 1..5 {
+        fail(e, back, Outcome::FailureStatus(500));
+        assert_eq!(d.observe(&s, e, back), None, "error {i} back");
+    }
+    fail(e, back, Outcome::FailureStatus(500));
+    assert_eq!(d.observe(&s, e, back), Some(Duration::from_secs(60)));
+    assert_eq!(e.stats().times_ejected(), 2);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_success_resets_and_429_is_not_a_5xx() {
     let s = snapshot(2);

@@ -417,8 +417,14 @@ impl EndpointStats {
         );
         let ok = if outcome.is_success() { 1.0 } else { 0.0 };
         self.success_rate.observe(ok, now_ms, tau, false);
+        // Errors while ejected do not count toward the next ejection (in
+        // panic mode an ejected instance still takes traffic): a returning
+        // instance gets its `consecutive_5xx` afresh, as Envoy's counters
+        // start again when a host returns.
         let (server_error, gateway_error) = outcome.outlier_errors();
-        self.ejection.record(server_error, gateway_error, stale);
+        let counted = !self.ejection.is_ejected(now_ms);
+        self.ejection
+            .record(server_error && counted, gateway_error && counted, stale);
         self.breaker.record(&self.config, outcome, now_ms, stale)
     }
 }
