@@ -329,8 +329,14 @@ impl<R> Attempted<R> {
     }
 }
 
-/// Outlier ejection after an attempt's result.
-fn observe(config: &RequestConfig, state: &ServiceState, endpoint: &Endpoint, now: Instant) {
+/// Outlier ejection after an attempt's result (also after a response
+/// body that failed, see [`Completion`](super::Completion)).
+pub(super) fn observe(
+    config: &RequestConfig,
+    state: &ServiceState,
+    endpoint: &Endpoint,
+    now: Instant,
+) {
     if let Some(time) = config.outliers.observe(&state.snapshot(), endpoint, now) {
         let service = state.service_id();
         tracing::warn!(service, instance = %endpoint, ?time, "outlier ejected");

@@ -181,13 +181,18 @@ impl Completion {
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        let transition = self
-            .in_flight
-            .finish(self.outcome, Instant::now(), self.per_instance);
+        let now = Instant::now();
+        let transition = self.in_flight.finish(self.outcome, now, self.per_instance);
+        let Some(state) = &self.state else { return };
+        // A body that failed counts toward outlier ejection as an error
+        // before the headers does: an instance whose every body breaks
+        // was never ejected, since no attempt of it failed before then.
+        if !self.outcome.is_success() {
+            let config = state.request_config();
+            super::attempt::observe(config, state, self.in_flight.endpoint(), now);
+        }
         if transition != BreakerTransition::None {
-            if let Some(state) = &self.state {
-                state.health().invalidate();
-            }
+            state.health().invalidate();
         }
     }
 }
