@@ -8,7 +8,7 @@
 //!
 //! | name | kind | labels | meaning |
 //! |---|---|---|---|
-//! | `ribbon_requests_total` | counter | `service`, `instance`, `outcome` | finished attempts; `outcome` is `success`, `failure_status`, `connect_failure`, `connect_timeout`, `read_timeout` or `error` |
+//! | `ribbon_requests_total` | counter | `service`, `instance`, `outcome` | finished attempts; `outcome` is `success`, `failure_status`, `connect_failure`, `connect_timeout`, `read_timeout`, `error` or `request_error` (the caller's request could not be sent; not counted against the instance) |
 //! | `ribbon_request_duration_seconds` | histogram | `service`, `instance` | attempt latency in seconds, every outcome |
 //! | `ribbon_breaker_trips_total` | counter | `service`, `instance` | circuit breaker trips (and re-trips after a failed probe) |
 //! | `ribbon_breaker_recoveries_total` | counter | `service`, `instance` | tripped breakers closed by a response |
@@ -99,24 +99,26 @@ pub fn outcome_label(outcome: Outcome) -> &'static str {
         Outcome::ConnectTimeout => "connect_timeout",
         Outcome::ReadTimeout => "read_timeout",
         Outcome::OtherError => "error",
+        Outcome::RequestError => "request_error",
     }
 }
 
 /// Registered handles of one endpoint.
 pub(crate) struct EndpointMetrics {
-    outcomes: [Counter; 6],
+    outcomes: [Counter; 7],
     duration: Histogram,
     trips: Counter,
     recoveries: Counter,
 }
 
-const OUTCOMES: [Outcome; 6] = [
+const OUTCOMES: [Outcome; 7] = [
     Outcome::Success,
     Outcome::FailureStatus(0),
     Outcome::ConnectFailure,
     Outcome::ConnectTimeout,
     Outcome::ReadTimeout,
     Outcome::OtherError,
+    Outcome::RequestError,
 ];
 
 fn outcome_index(outcome: Outcome) -> usize {
@@ -127,6 +129,7 @@ fn outcome_index(outcome: Outcome) -> usize {
         Outcome::ConnectTimeout => 3,
         Outcome::ReadTimeout => 4,
         Outcome::OtherError => 5,
+        Outcome::RequestError => 6,
     }
 }
 

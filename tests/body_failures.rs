@@ -24,6 +24,7 @@ use tower_ribbon::discovery::StaticSource;
 use tower_ribbon::health::OutlierDetection;
 use tower_ribbon::instance::Instance;
 use tower_ribbon::rule::RoundRobin;
+use tower_ribbon::stats::Outcome;
 
 const SVC: &str = "svc";
 
@@ -93,4 +94,73 @@ async fn an_instance_whose_bodies_break_is_ejected() {
     // (default `consecutive_5xx` 5, 30 s): 5 broken, then all to `good`.
     assert_eq!((broken_hits.load(Ordering::SeqCst), good.hits()), (5, 15));
     assert_eq!(bodies, (15, 5));
+}
+
+/// A request body that sends one chunk, then fails: the caller's upload
+/// breaking (in a gateway, the downstream client went away mid-upload).
+struct BrokenUpload(u8);
+
+impl http_body::Body for BrokenUpload {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        self.0 += 1;
+        std::task::Poll::Ready(Some(if self.0 == 1 {
+            Ok(http_body::Frame::data(Bytes::from_static(b"part")))
+        } else {
+            Err(std::io::Error::other("the caller's upload broke"))
+        }))
+    }
+}
+
+impl tower_ribbon::retry::TryCloneBody for BrokenUpload {
+    fn try_clone_body(&self) -> Option<Self> {
+        None
+    }
+}
+
+/// The caller's request body failing is not its instance's fault: ten
+/// broken uploads over two healthy instances eject neither and count no
+/// failure against them (before: each counted as a 5xx, and the first
+/// instance was ejected at its fifth broken upload),
+/// and each fails once, at one instance, with the caller's error.
+#[tokio::test]
+async fn a_callers_broken_upload_is_not_its_instances_failure() {
+    let a = Backend::start("a").await.expect("backend");
+    let b = Backend::start("b").await.expect("backend");
+    let instances = vec![
+        Instance::new(SVC, "127.0.0.1", a.port()).unwrap(),
+        Instance::new(SVC, "127.0.0.1", b.port()).unwrap(),
+    ];
+    let client: Client<HttpConnector, BrokenUpload> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let lb = LoadBalancer::builder()
+        .source(StaticSource::new().with_instances(SVC, instances))
+        .service(SVC)
+        .rule(|| RoundRobin::with_start(0))
+        .outlier_detection(OutlierDetection::default())
+        .build(client)
+        .unwrap();
+    assert!(lb.ready_service(SVC).await);
+    for i in 0..10 {
+        let req = Request::post("http://svc/upload")
+            .header(http::header::CONTENT_LENGTH, 100)
+            .body(BrokenUpload(0))
+            .unwrap();
+        let err = lb.clone().oneshot(req).await.expect_err("the upload broke");
+        let outcomes: Vec<Outcome> = err.attempts().iter().map(|a| a.outcome).collect();
+        assert_eq!(outcomes, [Outcome::RequestError], "request {i}: {err:?}");
+    }
+    let snapshot = lb.snapshot(SVC).unwrap();
+    let now = tokio::time::Instant::now();
+    for e in snapshot.endpoints() {
+        let stats = e.stats();
+        assert_eq!(stats.consecutive_server_errors(), 0, "{e}");
+        assert!(!stats.is_ejected_at(now), "{e}");
+        assert_eq!(stats.in_flight(), 0, "{e}");
+    }
 }

@@ -95,8 +95,19 @@ pub fn classify_error(error: &BoxError) -> Outcome {
         if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
             connecting |= h.is_connect();
         }
+        // The caller's request body failed (hyper's user body error, the
+        // only user error that carries a cause).
+        #[cfg(feature = "hyper-util")]
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_user() && h.source().is_some() {
+                return Outcome::RequestError;
+            }
+        }
         #[cfg(feature = "reqwest")]
         if let Some(r) = e.downcast_ref::<reqwest::Error>() {
+            if r.is_builder() {
+                return Outcome::RequestError;
+            }
             match (r.is_connect(), r.is_timeout()) {
                 (true, true) => return Outcome::ConnectTimeout,
                 (true, false) => connecting = true,
@@ -148,6 +159,14 @@ mod tests {
         let only = FailureStatuses::only([502]);
         assert_eq!(only.classify_status(Some(503)), Outcome::Success);
         assert_eq!(only.classify_status(Some(502)), Outcome::FailureStatus(502));
+    }
+
+    #[cfg(feature = "reqwest")]
+    #[test]
+    fn a_request_reqwest_cannot_build_is_the_callers_error() {
+        let built = reqwest::Client::new().get("http://[::1").build();
+        let err: BoxError = Box::new(built.expect_err("not a URL"));
+        assert_eq!(classify_error(&err), Outcome::RequestError);
     }
 
     #[test]

@@ -107,6 +107,7 @@ pub(super) fn ended(span: &Span, outcome: Outcome, status: Option<u16>, timeout:
         Outcome::ReadTimeout => "timeout",
         Outcome::OtherError if timeout => "timeout",
         Outcome::OtherError => "_OTHER",
+        Outcome::RequestError => "request_error",
     };
     span.record("error.type", class);
 }

@@ -393,6 +393,10 @@ impl EndpointStats {
         latency: Duration,
         now: Instant,
     ) -> BreakerTransition {
+        // The caller's fault, not the instance's: nothing to record.
+        if outcome == Outcome::RequestError {
+            return BreakerTransition::None;
+        }
         let now_ms = self.ms_at(now);
         // Most records fall in a millisecond already stored: no write then.
         if now_ms > self.latest_ms.load(Ordering::Acquire) {

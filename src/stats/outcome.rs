@@ -19,6 +19,14 @@ pub enum Outcome {
     FailureStatus(u16),
     /// Any other error of the inner service.
     OtherError,
+    /// The request could not be sent as the caller gave it: the caller's
+    /// request body failed while being sent (hyper's user body error), or
+    /// the client refused to build the request (reqwest's builder error).
+    /// Not the instance's fault: it counts in no stats, circuit breaker or
+    /// outlier ejection, and it is never retried (it fails the same at
+    /// every instance). Envoy likewise leaves downstream resets out of
+    /// outlier detection.
+    RequestError,
 }
 
 impl Outcome {
@@ -56,6 +64,7 @@ impl Outcome {
         match self {
             Outcome::Success => (false, false),
             Outcome::FailureStatus(code) => ((500..600).contains(&code), matches!(code, 502..=504)),
+            Outcome::RequestError => (false, false),
             _ => (true, true),
         }
     }
@@ -76,5 +85,8 @@ mod tests {
         assert_eq!(Outcome::OtherError.outlier_errors(), (true, true));
         assert!(Outcome::FailureStatus(500).is_response());
         assert!(!Outcome::OtherError.is_response());
+        assert_eq!(Outcome::RequestError.outlier_errors(), (false, false));
+        assert!(!Outcome::RequestError.is_connection_failure());
+        assert!(!Outcome::RequestError.never_reached_server());
     }
 }
