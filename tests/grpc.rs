@@ -370,3 +370,21 @@ async fn grpc_over_tls_to_secure_instances() {
     let connections: Vec<usize> = backends.iter().map(GrpcBackend::connections).collect();
     assert_eq!(connections, vec![1, 1, 1]);
 }
+
+/// An opted-in call whose request is larger than `max_buffer` fails with
+/// RESOURCE_EXHAUSTED naming the limit, as gRPC reports a message over its
+/// size limit, and reaches no backend (it was UNKNOWN).
+#[tokio::test]
+async fn a_request_over_max_buffer_is_resource_exhausted() {
+    let backends = three().await;
+    let client = client(
+        &backends,
+        GrpcRetryLayer::new().method(CHECK).max_buffer(4),
+        OutlierDetection::default(),
+    );
+    let (code, message) = check(&client).await.expect_err("over max_buffer");
+    assert_eq!(code, Code::ResourceExhausted, "{message}");
+    assert!(message.contains("max_buffer (4 bytes)"), "{message}");
+    let checks: Vec<usize> = backends.iter().map(GrpcBackend::checks).collect();
+    assert_eq!(checks, vec![0, 0, 0]);
+}

@@ -232,12 +232,7 @@ where
                 let bytes: Bytes = Limited::new(body, max_buffer)
                     .collect()
                     .await
-                    .map_err(|e| -> BoxError {
-                        format!(
-                            "gRPC request body to buffer for retries failed or exceeds max_buffer ({max_buffer} bytes): {e}"
-                        )
-                        .into()
-                    })?
+                    .map_err(|e| buffer_status(e, max_buffer))?
                     .to_bytes();
                 parts.extensions.insert(RetryNonIdempotent);
                 ReplayBody::from_bytes(bytes)
@@ -249,6 +244,25 @@ where
                 .await
                 .map_err(|e| to_status(e.into()))
         })
+    }
+}
+
+/// The `tonic::Status` of a request body that could not be buffered for
+/// retries: RESOURCE_EXHAUSTED over `max_buffer` (as gRPC reports a
+/// message over its size limit), the body's own `Status` if it failed with
+/// one, else INTERNAL. Nothing was sent. (A plain error here reached the
+/// caller as UNKNOWN.)
+fn buffer_status(error: BoxError, max_buffer: usize) -> BoxError {
+    if error.is::<http_body_util::LengthLimitError>() {
+        return Box::new(tonic::Status::resource_exhausted(format!(
+            "gRPC request body exceeds max_buffer ({max_buffer} bytes), the most buffered for retries"
+        )));
+    }
+    match error.downcast::<tonic::Status>() {
+        Ok(status) => status,
+        Err(error) => Box::new(tonic::Status::internal(format!(
+            "gRPC request body to buffer for retries failed: {error}"
+        ))),
     }
 }
 
