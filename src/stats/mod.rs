@@ -426,7 +426,7 @@ impl EndpointStats {
         // instance gets its `consecutive_5xx` afresh, as Envoy's counters
         // start again when a host returns.
         let (server_error, gateway_error) = outcome.outlier_errors();
-        let counted = !self.ejection.is_ejected(now_ms);
+        let counted = !(server_error || gateway_error) || !self.ejection.is_ejected(now_ms);
         self.ejection
             .record(server_error && counted, gateway_error && counted, stale);
         self.breaker.record(&self.config, outcome, now_ms, stale)
