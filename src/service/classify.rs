@@ -105,8 +105,13 @@ pub fn classify_error(error: &BoxError) -> Outcome {
         }
         #[cfg(feature = "reqwest")]
         if let Some(r) = e.downcast_ref::<reqwest::Error>() {
+            // reqwest refused to build the request before any I/O: the
+            // balancer rewrote its URI to the instance's address, so this is
+            // an address reqwest cannot take (an IPv6 zone id, a plain
+            // instance under `https_only`), not the caller's request. It
+            // never reached a server, and another instance may take it.
             if r.is_builder() {
-                return Outcome::RequestError;
+                return Outcome::ConnectFailure;
             }
             match (r.is_connect(), r.is_timeout()) {
                 (true, true) => return Outcome::ConnectTimeout,
@@ -163,10 +168,10 @@ mod tests {
 
     #[cfg(feature = "reqwest")]
     #[test]
-    fn a_request_reqwest_cannot_build_is_the_callers_error() {
+    fn a_request_reqwest_cannot_build_never_reached_a_server() {
         let built = reqwest::Client::new().get("http://[::1").build();
         let err: BoxError = Box::new(built.expect_err("not a URL"));
-        assert_eq!(classify_error(&err), Outcome::RequestError);
+        assert_eq!(classify_error(&err), Outcome::ConnectFailure);
     }
 
     #[test]

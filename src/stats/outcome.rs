@@ -20,8 +20,9 @@ pub enum Outcome {
     /// Any other error of the inner service.
     OtherError,
     /// The request could not be sent as the caller gave it: the caller's
-    /// request body failed while being sent (hyper's user body error), or
-    /// the client refused to build the request (reqwest's builder error).
+    /// request body failed while being sent (hyper's user body error).
+    /// (reqwest's builder error is a [`Outcome::ConnectFailure`]: the
+    /// balancer put the instance's address in the URI reqwest refused.)
     /// Not the instance's fault: it counts in no stats, circuit breaker or
     /// outlier ejection, and it is never retried (it fails the same at
     /// every instance). Envoy likewise leaves downstream resets out of
