@@ -103,6 +103,19 @@ pub fn classify_error(error: &BoxError) -> Outcome {
                 return Outcome::RequestError;
             }
         }
+        // Over HTTP/2 hyper reports the caller's body failing as the reset
+        // it sent for it: a stream reset by this side (not the server, not
+        // h2 itself) with INTERNAL_ERROR.
+        #[cfg(any(feature = "tls", feature = "grpc"))]
+        if let Some(h) = e.downcast_ref::<h2::Error>() {
+            if h.is_reset()
+                && !h.is_remote()
+                && !h.is_library()
+                && h.reason() == Some(h2::Reason::INTERNAL_ERROR)
+            {
+                return Outcome::RequestError;
+            }
+        }
         #[cfg(feature = "reqwest")]
         if let Some(r) = e.downcast_ref::<reqwest::Error>() {
             // reqwest refused to build the request before any I/O: the

@@ -1,0 +1,145 @@
+//! The caller's request body failing over HTTP/2 (h2c here) is the
+//! caller's error, as over HTTP/1: hyper reports it as the stream reset it
+//! sent (INTERNAL_ERROR, initiated by this side), not as its user body
+//! error, so it was an `OtherError` counted against the instance.
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tower::ServiceExt;
+use tower_ribbon::LoadBalancer;
+use tower_ribbon::discovery::StaticSource;
+use tower_ribbon::health::OutlierDetection;
+use tower_ribbon::instance::Instance;
+use tower_ribbon::rule::RoundRobin;
+use tower_ribbon::stats::Outcome;
+
+const SVC: &str = "svc";
+
+struct BrokenUpload(u8);
+
+impl http_body::Body for BrokenUpload {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        self.0 += 1;
+        std::task::Poll::Ready(Some(if self.0 == 1 {
+            Ok(http_body::Frame::data(Bytes::from_static(b"part")))
+        } else {
+            Err(std::io::Error::other("the caller's upload broke"))
+        }))
+    }
+}
+
+impl tower_ribbon::retry::TryCloneBody for BrokenUpload {
+    fn try_clone_body(&self) -> Option<Self> {
+        None
+    }
+}
+
+/// An h2c server that reads each request body and answers 200, or with
+/// `fail` resets every stream (its service fails: hyper sends
+/// RST_STREAM INTERNAL_ERROR).
+async fn h2c_server_with(fail: bool) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                    let _ = req.into_body().collect().await;
+                    if fail {
+                        return Err(std::io::Error::other("server failed"));
+                    }
+                    Ok(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+async fn h2c_server() -> u16 {
+    h2c_server_with(false).await
+}
+
+/// Ten broken uploads over two healthy h2c instances: each fails once, at
+/// one instance, as `RequestError`, and neither instance counts an error
+/// or is ejected (before: each was `[OtherError]`, a 5xx for outlier
+/// ejection, and the first instance was ejected at its fifth).
+#[tokio::test]
+async fn a_callers_broken_upload_over_h2_is_not_its_instances_failure() {
+    let instances = vec![
+        Instance::new(SVC, "127.0.0.1", h2c_server().await).unwrap(),
+        Instance::new(SVC, "127.0.0.1", h2c_server().await).unwrap(),
+    ];
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<BrokenUpload>();
+    let lb = LoadBalancer::builder()
+        .source(StaticSource::new().with_instances(SVC, instances))
+        .service(SVC)
+        .rule(|| RoundRobin::with_start(0))
+        .outlier_detection(OutlierDetection::default())
+        .build(client)
+        .unwrap();
+    assert!(lb.ready_service(SVC).await);
+    for i in 0..10 {
+        let req = Request::post("http://svc/upload")
+            .body(BrokenUpload(0))
+            .unwrap();
+        let err = lb.clone().oneshot(req).await.expect_err("the upload broke");
+        let outcomes: Vec<Outcome> = err.attempts().iter().map(|a| a.outcome).collect();
+        assert_eq!(outcomes, [Outcome::RequestError], "request {i}: {err:?}");
+    }
+    let snapshot = lb.snapshot(SVC).unwrap();
+    let now = tokio::time::Instant::now();
+    for e in snapshot.endpoints() {
+        let stats = e.stats();
+        assert_eq!(
+            (
+                stats.consecutive_server_errors(),
+                stats.failures(),
+                stats.in_flight()
+            ),
+            (0, 0, 0),
+            "{e}"
+        );
+        assert!(!stats.is_ejected_at(now), "{e}");
+    }
+}
+
+/// The server resetting the stream with the same INTERNAL_ERROR is still
+/// the instance's failure: only a reset this side sent is the caller's.
+#[tokio::test]
+async fn a_reset_from_the_server_stays_the_instances_failure() {
+    let port = h2c_server_with(true).await;
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let lb = LoadBalancer::builder()
+        .source(
+            StaticSource::new()
+                .with_instances(SVC, vec![Instance::new(SVC, "127.0.0.1", port).unwrap()]),
+        )
+        .service(SVC)
+        .build(client)
+        .unwrap();
+    assert!(lb.ready_service(SVC).await);
+    let req = Request::post("http://svc/upload")
+        .body(Full::new(Bytes::from_static(b"whole")))
+        .unwrap();
+    let err = lb.oneshot(req).await.expect_err("reset");
+    let outcomes: Vec<Outcome> = err.attempts().iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, [Outcome::OtherError], "{err:?}");
+}
