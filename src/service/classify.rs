@@ -96,8 +96,9 @@ pub fn classify_error(error: &BoxError) -> Outcome {
             connecting |= h.is_connect();
         }
         // The caller's request body failed (hyper's user body error, the
-        // only user error that carries a cause).
-        #[cfg(feature = "hyper-util")]
+        // only user error that carries a cause); reqwest sends through
+        // hyper too.
+        #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
         if let Some(h) = e.downcast_ref::<hyper::Error>() {
             if h.is_user() && h.source().is_some() {
                 return Outcome::RequestError;
