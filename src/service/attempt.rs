@@ -274,8 +274,12 @@ pub(super) fn end<R: ResponseStatus>(
         if transition != crate::stats::BreakerTransition::None {
             state.health().invalidate();
         }
-        // Only a failure can eject (a success resets the counts).
-        observe(config, state, in_flight.endpoint(), now);
+        // Only a failure can eject (a success resets the counts), and not
+        // the caller's own: an instance held at its trigger by the cap is
+        // not ejected by the caller's broken request.
+        if outcome != crate::stats::Outcome::RequestError {
+            observe(config, state, in_flight.endpoint(), now);
+        }
         Held::Failed(in_flight)
     };
     Attempted {
