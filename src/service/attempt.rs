@@ -278,7 +278,7 @@ pub(super) fn end<R: ResponseStatus>(
         // the caller's own: an instance held at its trigger by the cap is
         // not ejected by the caller's broken request.
         if outcome != crate::stats::Outcome::RequestError {
-            observe(config, state, in_flight.endpoint(), now);
+            super::body::observe(config, state, in_flight.endpoint(), now);
         }
         Held::Failed(in_flight)
     };
@@ -330,28 +330,6 @@ impl<R> Attempted<R> {
     /// The result, and who holds the instance.
     pub(super) fn into_parts(self) -> (Result<R, BoxError>, Held) {
         (self.result, self.held)
-    }
-}
-
-/// Outlier ejection after an attempt's result (also after a response
-/// body that failed, see [`Completion`](super::Completion)).
-pub(super) fn observe(
-    config: &RequestConfig,
-    state: &ServiceState,
-    endpoint: &Endpoint,
-    now: Instant,
-) {
-    if let Some(time) = config.outliers.observe(&state.snapshot(), endpoint, now) {
-        let service = state.service_id();
-        tracing::warn!(service, instance = %endpoint, ?time, "outlier ejected");
-        if config.per_instance_metrics {
-            metrics::counter!(crate::metrics::EJECTIONS, "service" => service.to_owned(), "instance" => endpoint.instance().id().to_owned())
-                .increment(1);
-        } else {
-            metrics::counter!(crate::metrics::EJECTIONS, "service" => service.to_owned())
-                .increment(1);
-        }
-        state.health().invalidate();
     }
 }
 

@@ -189,7 +189,7 @@ impl Drop for Completion {
         // was never ejected, since no attempt of it failed before then.
         if !self.outcome.is_success() {
             let config = state.request_config();
-            super::attempt::observe(config, state, self.in_flight.endpoint(), now);
+            observe(config, state, self.in_flight.endpoint(), now);
         }
         if transition != BreakerTransition::None {
             state.health().invalidate();
@@ -290,5 +290,27 @@ impl<B: fmt::Debug> fmt::Debug for TrackedBody<B> {
         f.debug_struct("TrackedBody")
             .field("inner", &self.inner)
             .finish_non_exhaustive()
+    }
+}
+
+/// Outlier ejection after an attempt's result (also after a response
+/// body that failed, see [`Completion`]).
+pub(super) fn observe(
+    config: &super::RequestConfig,
+    state: &ServiceState,
+    endpoint: &Endpoint,
+    now: Instant,
+) {
+    if let Some(time) = config.outliers.observe(&state.snapshot(), endpoint, now) {
+        let service = state.service_id();
+        tracing::warn!(service, instance = %endpoint, ?time, "outlier ejected");
+        if config.per_instance_metrics {
+            metrics::counter!(crate::metrics::EJECTIONS, "service" => service.to_owned(), "instance" => endpoint.instance().id().to_owned())
+                .increment(1);
+        } else {
+            metrics::counter!(crate::metrics::EJECTIONS, "service" => service.to_owned())
+                .increment(1);
+        }
+        state.health().invalidate();
     }
 }
