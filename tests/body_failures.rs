@@ -26,6 +26,10 @@ use tower_ribbon::instance::Instance;
 use tower_ribbon::rule::RoundRobin;
 use tower_ribbon::stats::Outcome;
 
+#[path = "common/broken_upload.rs"]
+mod broken_upload;
+use broken_upload::BrokenUpload;
+
 const SVC: &str = "svc";
 
 /// A stub that answers every request with headers promising 100 bytes,
@@ -59,24 +63,34 @@ async fn truncating() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, hits)
 }
 
-#[tokio::test]
-async fn an_instance_whose_bodies_break_is_ejected() {
-    let (broken, broken_hits) = truncating().await;
-    let good = Backend::start("good").await.expect("backend");
-    let instances = vec![
-        Instance::new(SVC, "127.0.0.1", broken.port()).unwrap(),
-        Instance::new(SVC, "127.0.0.1", good.port()).unwrap(),
-    ];
-    let client: Client<HttpConnector, Empty<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+/// Round robin from the first of `ports` (127.0.0.1) over hyper-util's
+/// client, default outlier detection, ready.
+async fn balancer<B>(ports: &[u16]) -> LoadBalancer<Client<HttpConnector, B>>
+where
+    B: http_body::Body + tower_ribbon::retry::TryCloneBody + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let instances = ports
+        .iter()
+        .map(|port| Instance::new(SVC, "127.0.0.1", *port).unwrap())
+        .collect();
     let lb = LoadBalancer::builder()
         .source(StaticSource::new().with_instances(SVC, instances))
         .service(SVC)
         .rule(|| RoundRobin::with_start(0))
         .outlier_detection(OutlierDetection::default())
-        .build(client)
+        .build(Client::builder(TokioExecutor::new()).build_http())
         .unwrap();
     assert!(lb.ready_service(SVC).await);
+    lb
+}
+
+#[tokio::test]
+async fn an_instance_whose_bodies_break_is_ejected() {
+    let (broken, broken_hits) = truncating().await;
+    let good = Backend::start("good").await.expect("backend");
+    let lb = balancer::<Empty<Bytes>>(&[broken.port(), good.port()]).await;
     let mut bodies = (0, 0);
     for _ in 0..20 {
         let response = lb
@@ -96,33 +110,6 @@ async fn an_instance_whose_bodies_break_is_ejected() {
     assert_eq!(bodies, (15, 5));
 }
 
-/// A request body that sends one chunk, then fails: the caller's upload
-/// breaking (in a gateway, the downstream client went away mid-upload).
-struct BrokenUpload(u8);
-
-impl http_body::Body for BrokenUpload {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
-        self.0 += 1;
-        std::task::Poll::Ready(Some(if self.0 == 1 {
-            Ok(http_body::Frame::data(Bytes::from_static(b"part")))
-        } else {
-            Err(std::io::Error::other("the caller's upload broke"))
-        }))
-    }
-}
-
-impl tower_ribbon::retry::TryCloneBody for BrokenUpload {
-    fn try_clone_body(&self) -> Option<Self> {
-        None
-    }
-}
-
 /// The caller's request body failing is not its instance's fault: ten
 /// broken uploads over two healthy instances eject neither and count no
 /// failure against them (before: each counted as a 5xx, and the first
@@ -132,20 +119,7 @@ impl tower_ribbon::retry::TryCloneBody for BrokenUpload {
 async fn a_callers_broken_upload_is_not_its_instances_failure() {
     let a = Backend::start("a").await.expect("backend");
     let b = Backend::start("b").await.expect("backend");
-    let instances = vec![
-        Instance::new(SVC, "127.0.0.1", a.port()).unwrap(),
-        Instance::new(SVC, "127.0.0.1", b.port()).unwrap(),
-    ];
-    let client: Client<HttpConnector, BrokenUpload> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let lb = LoadBalancer::builder()
-        .source(StaticSource::new().with_instances(SVC, instances))
-        .service(SVC)
-        .rule(|| RoundRobin::with_start(0))
-        .outlier_detection(OutlierDetection::default())
-        .build(client)
-        .unwrap();
-    assert!(lb.ready_service(SVC).await);
+    let lb = balancer::<BrokenUpload>(&[a.port(), b.port()]).await;
     for i in 0..10 {
         let req = Request::post("http://svc/upload")
             .header(http::header::CONTENT_LENGTH, 100)

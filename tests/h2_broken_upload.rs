@@ -17,32 +17,11 @@ use tower_ribbon::instance::Instance;
 use tower_ribbon::rule::RoundRobin;
 use tower_ribbon::stats::Outcome;
 
+#[path = "common/broken_upload.rs"]
+mod broken_upload;
+use broken_upload::BrokenUpload;
+
 const SVC: &str = "svc";
-
-struct BrokenUpload(u8);
-
-impl http_body::Body for BrokenUpload {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
-        self.0 += 1;
-        std::task::Poll::Ready(Some(if self.0 == 1 {
-            Ok(http_body::Frame::data(Bytes::from_static(b"part")))
-        } else {
-            Err(std::io::Error::other("the caller's upload broke"))
-        }))
-    }
-}
-
-impl tower_ribbon::retry::TryCloneBody for BrokenUpload {
-    fn try_clone_body(&self) -> Option<Self> {
-        None
-    }
-}
 
 /// An h2c server that reads each request body and answers 200, or with
 /// `fail` resets every stream (its service fails: hyper sends

@@ -1,10 +1,12 @@
 //! The caller's request body failing while reqwest sends it is the
 //! caller's error (`RequestError`), with the `reqwest` feature alone too:
 //! hyper's user body error was recognised only with `hyper-util` on.
+//! That build is what this test guards: run it with
+//! `cargo test --no-default-features --features reqwest --test reqwest_broken_upload`
+//! (with `hyper-util` on too, as in `scripts/test`, it passed before the fix).
 
 mod support;
 
-use bytes::Bytes;
 use http::Request;
 use support::backend::Backend;
 use tower::ServiceExt;
@@ -13,27 +15,11 @@ use tower_ribbon::instance::Instance;
 use tower_ribbon::stats::Outcome;
 use tower_ribbon::{LoadBalancer, ReqwestService};
 
+#[path = "common/broken_upload.rs"]
+mod broken_upload;
+use broken_upload::BrokenUpload;
+
 const SVC: &str = "svc";
-
-/// A request body that sends one chunk, then fails.
-struct BrokenUpload(u8);
-
-impl http_body::Body for BrokenUpload {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
-        self.0 += 1;
-        std::task::Poll::Ready(Some(if self.0 == 1 {
-            Ok(http_body::Frame::data(Bytes::from_static(b"part")))
-        } else {
-            Err(std::io::Error::other("the caller's upload broke"))
-        }))
-    }
-}
 
 /// Four broken uploads through `ReqwestService`: each `[RequestError]`,
 /// no failure counted on the instance (before, with `reqwest` alone:
