@@ -24,11 +24,10 @@ use tower_ribbon::discovery::StaticSource;
 use tower_ribbon::health::OutlierDetection;
 use tower_ribbon::instance::Instance;
 use tower_ribbon::rule::RoundRobin;
-use tower_ribbon::stats::Outcome;
 
 #[path = "common/broken_upload.rs"]
 mod broken_upload;
-use broken_upload::BrokenUpload;
+use broken_upload::{BrokenUpload, expect_request_errors, expect_untouched};
 
 const SVC: &str = "svc";
 
@@ -120,21 +119,13 @@ async fn a_callers_broken_upload_is_not_its_instances_failure() {
     let a = Backend::start("a").await.expect("backend");
     let b = Backend::start("b").await.expect("backend");
     let lb = balancer::<BrokenUpload>(&[a.port(), b.port()]).await;
-    for i in 0..10 {
+    expect_request_errors(10, || {
         let req = Request::post("http://svc/upload")
             .header(http::header::CONTENT_LENGTH, 100)
             .body(BrokenUpload(0))
             .unwrap();
-        let err = lb.clone().oneshot(req).await.expect_err("the upload broke");
-        let outcomes: Vec<Outcome> = err.attempts().iter().map(|a| a.outcome).collect();
-        assert_eq!(outcomes, [Outcome::RequestError], "request {i}: {err:?}");
-    }
-    let snapshot = lb.snapshot(SVC).unwrap();
-    let now = tokio::time::Instant::now();
-    for e in snapshot.endpoints() {
-        let stats = e.stats();
-        assert_eq!(stats.consecutive_server_errors(), 0, "{e}");
-        assert!(!stats.is_ejected_at(now), "{e}");
-        assert_eq!(stats.in_flight(), 0, "{e}");
-    }
+        lb.clone().oneshot(req)
+    })
+    .await;
+    expect_untouched(&lb.snapshot(SVC).unwrap());
 }

@@ -19,7 +19,7 @@ use tower_ribbon::stats::Outcome;
 
 #[path = "common/broken_upload.rs"]
 mod broken_upload;
-use broken_upload::BrokenUpload;
+use broken_upload::{BrokenUpload, expect_request_errors, expect_untouched};
 
 const SVC: &str = "svc";
 
@@ -73,29 +73,14 @@ async fn a_callers_broken_upload_over_h2_is_not_its_instances_failure() {
         .build(client)
         .unwrap();
     assert!(lb.ready_service(SVC).await);
-    for i in 0..10 {
+    expect_request_errors(10, || {
         let req = Request::post("http://svc/upload")
             .body(BrokenUpload(0))
             .unwrap();
-        let err = lb.clone().oneshot(req).await.expect_err("the upload broke");
-        let outcomes: Vec<Outcome> = err.attempts().iter().map(|a| a.outcome).collect();
-        assert_eq!(outcomes, [Outcome::RequestError], "request {i}: {err:?}");
-    }
-    let snapshot = lb.snapshot(SVC).unwrap();
-    let now = tokio::time::Instant::now();
-    for e in snapshot.endpoints() {
-        let stats = e.stats();
-        assert_eq!(
-            (
-                stats.consecutive_server_errors(),
-                stats.failures(),
-                stats.in_flight()
-            ),
-            (0, 0, 0),
-            "{e}"
-        );
-        assert!(!stats.is_ejected_at(now), "{e}");
-    }
+        lb.clone().oneshot(req)
+    })
+    .await;
+    expect_untouched(&lb.snapshot(SVC).unwrap());
 }
 
 /// The server resetting the stream with the same INTERNAL_ERROR is still

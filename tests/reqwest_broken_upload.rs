@@ -12,12 +12,11 @@ use support::backend::Backend;
 use tower::ServiceExt;
 use tower_ribbon::discovery::StaticSource;
 use tower_ribbon::instance::Instance;
-use tower_ribbon::stats::Outcome;
 use tower_ribbon::{LoadBalancer, ReqwestService};
 
 #[path = "common/broken_upload.rs"]
 mod broken_upload;
-use broken_upload::BrokenUpload;
+use broken_upload::{BrokenUpload, expect_request_errors, expect_untouched};
 
 const SVC: &str = "svc";
 
@@ -34,22 +33,12 @@ async fn a_callers_broken_upload_through_reqwest_is_a_request_error() {
         .build(ReqwestService::new(reqwest::Client::new()))
         .unwrap();
     assert!(lb.ready_service(SVC).await);
-    for i in 0..4 {
+    expect_request_errors(4, || {
         let req = Request::post("http://svc/upload")
             .body(reqwest::Body::wrap(BrokenUpload(0)))
             .unwrap();
-        let err = lb.clone().oneshot(req).await.expect_err("the upload broke");
-        let outcomes: Vec<Outcome> = err.attempts().iter().map(|a| a.outcome).collect();
-        assert_eq!(outcomes, [Outcome::RequestError], "request {i}: {err:?}");
-    }
-    let snapshot = lb.snapshot(SVC).unwrap();
-    let stats = snapshot.endpoints()[0].stats();
-    assert_eq!(
-        (
-            stats.failures(),
-            stats.consecutive_server_errors(),
-            stats.in_flight()
-        ),
-        (0, 0, 0)
-    );
+        lb.clone().oneshot(req)
+    })
+    .await;
+    expect_untouched(&lb.snapshot(SVC).unwrap());
 }

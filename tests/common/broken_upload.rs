@@ -31,3 +31,41 @@ impl tower_ribbon::retry::TryCloneBody for BrokenUpload {
         None
     }
 }
+
+/// Sends `n` requests with `send` and checks each failed with exactly one
+/// attempt, whose outcome is `RequestError` (not retried).
+pub async fn expect_request_errors<R, F, Fut>(n: usize, send: F)
+where
+    R: std::fmt::Debug,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<R, tower_ribbon::Error>>,
+{
+    for i in 0..n {
+        let err = send().await.expect_err("the upload broke");
+        let outcomes: Vec<_> = err.attempts().iter().map(|a| a.outcome).collect();
+        assert_eq!(
+            outcomes,
+            [tower_ribbon::stats::Outcome::RequestError],
+            "request {i}: {err:?}"
+        );
+    }
+}
+
+/// Checks that no instance of `snapshot` counts a failure, a consecutive
+/// error, an ejection or a request still in flight.
+pub fn expect_untouched(snapshot: &tower_ribbon::snapshot::Snapshot) {
+    let now = tokio::time::Instant::now();
+    for e in snapshot.endpoints() {
+        let stats = e.stats();
+        assert_eq!(
+            (
+                stats.consecutive_server_errors(),
+                stats.failures(),
+                stats.in_flight(),
+                stats.is_ejected_at(now)
+            ),
+            (0, 0, 0, false),
+            "{e}"
+        );
+    }
+}
