@@ -182,12 +182,15 @@ impl Completion {
 impl Drop for Completion {
     fn drop(&mut self) {
         let now = Instant::now();
+        // A failure recorded when its attempt ended was checked for
+        // ejection then; only one recorded here is checked below.
+        let records_now = !self.in_flight.recorded;
         let transition = self.in_flight.finish(self.outcome, now, self.per_instance);
         let Some(state) = &self.state else { return };
         // A body that failed counts toward outlier ejection as an error
         // before the headers does: an instance whose every body breaks
         // was never ejected, since no attempt of it failed before then.
-        if !self.outcome.is_success() {
+        if records_now && !self.outcome.is_success() {
             let config = state.request_config();
             observe(config, state, self.in_flight.endpoint(), now);
         }
