@@ -9,6 +9,7 @@ mod grpc_support;
 mod tls_support;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 
 use grpc_support::{GrpcBackend, WATCH};
 use tokio::task::JoinSet;
@@ -35,6 +36,17 @@ async fn three() -> [GrpcBackend; 3] {
 }
 
 fn client(backends: &[GrpcBackend], retry: GrpcRetryLayer, outliers: OutlierDetection) -> Client {
+    HealthClient::with_origin(
+        channel(backends, retry, outliers),
+        http::Uri::from_static("http://my-grpc-service"),
+    )
+}
+
+fn channel(
+    backends: &[GrpcBackend],
+    retry: GrpcRetryLayer,
+    outliers: OutlierDetection,
+) -> GrpcBalancer<H2cClient> {
     let list = backends
         .iter()
         .map(|b| b.addr.to_string())
@@ -48,8 +60,7 @@ fn client(backends: &[GrpcBackend], retry: GrpcRetryLayer, outliers: OutlierDete
         .service("my-grpc-service")
         .retry(RetryPolicy::default().budget(RetryBudgetConfig::unlimited()))
         .outlier_detection(outliers);
-    let channel = grpc::balance(builder, grpc::h2c_client(), retry).expect("balancer");
-    HealthClient::with_origin(channel, http::Uri::from_static("http://my-grpc-service"))
+    grpc::balance(builder, grpc::h2c_client(), retry).expect("balancer")
 }
 
 fn request() -> HealthCheckRequest {
@@ -385,6 +396,92 @@ async fn a_request_over_max_buffer_is_resource_exhausted() {
     let (code, message) = check(&client).await.expect_err("over max_buffer");
     assert_eq!(code, Code::ResourceExhausted, "{message}");
     assert!(message.contains("max_buffer (4 bytes)"), "{message}");
+    let checks: Vec<usize> = backends.iter().map(GrpcBackend::checks).collect();
+    assert_eq!(checks, vec![0, 0, 0]);
+}
+
+/// A `Check` call whose request stream fails with the caller's own status
+/// once its headers are out (a gateway's downstream client leaving, a
+/// producer task failing).
+fn broken_call(authority: &str) -> http::Request<tonic::body::Body> {
+    let body = FailsLater(Box::pin(tokio::time::sleep(
+        std::time::Duration::from_millis(50),
+    )));
+    http::Request::post(format!("http://{authority}{CHECK}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(body))
+        .expect("request")
+}
+
+/// A request body that fails with DATA_LOSS "caller gave up" after a wait.
+struct FailsLater(std::pin::Pin<Box<tokio::time::Sleep>>);
+
+impl http_body::Body for FailsLater {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, tonic::Status>>> {
+        self.0
+            .as_mut()
+            .poll(cx)
+            .map(|()| Some(Err(tonic::Status::data_loss("caller gave up"))))
+    }
+}
+
+/// A call whose own request stream fails is INTERNAL, as through tonic's
+/// `Channel` (hyper resets the stream with INTERNAL_ERROR), not
+/// UNAVAILABLE: that code tells gRPC clients and gateways to retry a call
+/// that fails the same everywhere. No backend handles a call.
+#[tokio::test]
+async fn a_callers_broken_request_stream_reports_the_callers_status() {
+    use tower::{Service, ServiceExt};
+    let backends = three().await;
+
+    let mut direct = tonic::transport::Channel::from_shared(format!("http://{}", backends[0].addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("direct channel");
+    let error = direct
+        .ready()
+        .await
+        .expect("ready")
+        .call(broken_call(&backends[0].addr.to_string()))
+        .await
+        .expect_err("a broken request stream");
+    // hyper resets the stream (INTERNAL_ERROR) and drops the caller's
+    // status; tonic maps the reset to INTERNAL.
+    let direct = tonic::Status::from_error(Box::new(error));
+    assert_eq!(
+        direct.code(),
+        Code::Internal,
+        "tonic's own channel: {direct:?}"
+    );
+
+    let mut balanced = channel(
+        &backends,
+        GrpcRetryLayer::new(),
+        OutlierDetection::default(),
+    );
+    for _ in 0..6 {
+        let error = balanced
+            .ready()
+            .await
+            .expect("ready")
+            .call(broken_call("my-grpc-service"))
+            .await
+            .expect_err("a broken request stream");
+        let status = error.downcast::<tonic::Status>().expect("a tonic::Status");
+        assert_eq!(
+            status.code(),
+            Code::Internal,
+            "through the balancer: {status:?}"
+        );
+    }
     let checks: Vec<usize> = backends.iter().map(GrpcBackend::checks).collect();
     assert_eq!(checks, vec![0, 0, 0]);
 }

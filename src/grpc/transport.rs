@@ -267,15 +267,36 @@ fn buffer_status(error: BoxError, max_buffer: usize) -> BoxError {
 }
 
 /// The `tonic::Status` a failed balanced call reports, with the
-/// balancer's error (instance, attempts) as message and source: a read or
-/// per-try timeout is DEADLINE_EXCEEDED, anything else (no instance,
-/// connection refused or reset) UNAVAILABLE, as gRPC clients report
-/// transport failures. A `Status` already in the chain is kept.
+/// balancer's error (instance, attempts) as message and source, after
+/// tonic's own `Status::from_error`:
+/// - a `Status` anywhere in the error's sources is kept (code, message,
+///   details, metadata), as tonic finds it;
+/// - the caller's own request body failing ([`Outcome::RequestError`]) is
+///   INTERNAL, as tonic reports the INTERNAL_ERROR reset hyper sends
+///   then: it fails the same on every server, so it must not read as
+///   retryable (it was UNAVAILABLE);
+/// - a read or per-try timeout is DEADLINE_EXCEEDED;
+/// - anything else (no instance, connection refused or reset) is
+///   UNAVAILABLE, as gRPC clients report transport failures.
 fn to_status(error: BoxError) -> BoxError {
     let error = match error.downcast::<tonic::Status>() {
         Ok(status) => return status,
         Err(error) => error,
     };
+    let mut source = error.source();
+    while let Some(s) = source {
+        if let Some(found) = s.downcast_ref::<tonic::Status>() {
+            let mut status = tonic::Status::with_details_and_metadata(
+                found.code(),
+                found.message().to_owned(),
+                found.details().to_vec().into(),
+                found.metadata().clone(),
+            );
+            status.set_source(Arc::from(error));
+            return Box::new(status);
+        }
+        source = s.source();
+    }
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(s) = source {
@@ -285,6 +306,7 @@ fn to_status(error: BoxError) -> BoxError {
     }
     let mut status = match crate::service::classify_error(&error) {
         Outcome::ReadTimeout => tonic::Status::deadline_exceeded(message),
+        Outcome::RequestError => tonic::Status::internal(message),
         _ => tonic::Status::unavailable(message),
     };
     status.set_source(Arc::from(error));
@@ -316,6 +338,42 @@ mod tests {
             matches!(&status, Ok(s) if s.code() == tonic::Code::Aborted),
             "{status:?}"
         );
+    }
+
+    /// A status below the top of the chain is kept, as tonic's
+    /// `Status::from_error` finds it (it became UNAVAILABLE).
+    #[test]
+    fn a_status_in_the_sources_is_kept() {
+        #[derive(Debug)]
+        struct Wrapper(tonic::Status);
+        impl fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("wrapped")
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let mut inner = tonic::Status::data_loss("caller gave up");
+        inner
+            .metadata_mut()
+            .insert("x-why", "gone".parse().expect("ascii"));
+        let wrapped: BoxError = Box::new(Wrapper(inner));
+        let status = to_status(wrapped)
+            .downcast::<tonic::Status>()
+            .expect("a status");
+        assert_eq!(
+            (status.code(), status.message()),
+            (tonic::Code::DataLoss, "caller gave up")
+        );
+        assert_eq!(
+            status.metadata().get("x-why").map(|v| v.as_bytes()),
+            Some(&b"gone"[..])
+        );
+        let source = std::error::Error::source(&*status).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("wrapped"));
     }
 
     #[test]
