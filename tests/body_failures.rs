@@ -129,3 +129,109 @@ async fn a_callers_broken_upload_is_not_its_instances_failure() {
     .await;
     expect_untouched(&lb.snapshot(SVC).unwrap());
 }
+
+/// A whole body, or the caller's broken upload, in one request type.
+enum Upload {
+    Whole,
+    Broken(BrokenUpload),
+}
+
+impl http_body::Body for Upload {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        match self.get_mut() {
+            Upload::Whole => std::task::Poll::Ready(None),
+            Upload::Broken(b) => std::pin::Pin::new(b).poll_frame(cx),
+        }
+    }
+}
+
+impl tower_ribbon::retry::TryCloneBody for Upload {
+    fn try_clone_body(&self) -> Option<Self> {
+        None
+    }
+}
+
+/// An instance held at its ejection trigger by `max_ejection_percent` is
+/// not ejected by the caller's broken upload once the cap has room: the
+/// ejection check skips `RequestError` (before: it ejected `b` for its
+/// base ejection time, though its last failure was the caller's).
+#[tokio::test]
+async fn a_callers_broken_upload_does_not_eject_an_instance_held_at_its_trigger() {
+    use tower_ribbon::retry::RetryPolicy;
+    use tower_ribbon::snapshot::Snapshot;
+
+    let a = Backend::start_with("a", support::backend::Behavior::Status(503))
+        .await
+        .expect("a");
+    let b = Backend::start_with("b", support::backend::Behavior::Status(503))
+        .await
+        .expect("b");
+    let instances = [a.port(), b.port()]
+        .iter()
+        .map(|port| Instance::new(SVC, "127.0.0.1", *port).unwrap())
+        .collect();
+    let mut outliers = OutlierDetection::default();
+    outliers.base_ejection_time = std::time::Duration::from_secs(1);
+    let lb = LoadBalancer::builder()
+        .source(StaticSource::new().with_instances(SVC, instances))
+        .service(SVC)
+        .rule(|| RoundRobin::with_start(0))
+        .retry(RetryPolicy::none())
+        .outlier_detection(outliers)
+        .build(Client::builder(TokioExecutor::new()).build_http::<Upload>())
+        .unwrap();
+    assert!(lb.ready_service(SVC).await);
+    let post = |body| Request::post("http://svc/upload").body(body).unwrap();
+    let ejected = |snapshot: &Snapshot| -> Vec<bool> {
+        let now = tokio::time::Instant::now();
+        snapshot
+            .endpoints()
+            .iter()
+            .map(|e| e.stats().is_ejected_at(now))
+            .collect()
+    };
+
+    // Round robin alternates: `a`'s fifth 503 ejects it; `b`'s fifth finds
+    // the cap (1 of 2) full, so `b` stays in at its trigger.
+    for _ in 0..10 {
+        let response = lb
+            .clone()
+            .oneshot(post(Upload::Whole))
+            .await
+            .expect("a 503");
+        assert_eq!(response.status(), 503);
+    }
+    assert_eq!((a.hits(), b.hits()), (5, 5));
+    let snapshot = lb.snapshot(SVC).unwrap();
+    assert_eq!(ejected(&snapshot), [true, false]);
+    assert_eq!(
+        snapshot.endpoints()[1].stats().consecutive_server_errors(),
+        5
+    );
+
+    // `a` comes back: the cap has room again.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(ejected(&snapshot), [false, false]);
+
+    // Two broken uploads, one at each instance: neither is ejected.
+    expect_request_errors(2, || {
+        let req = Request::post("http://svc/upload")
+            .header(http::header::CONTENT_LENGTH, 100)
+            .body(Upload::Broken(BrokenUpload(0)))
+            .unwrap();
+        lb.clone().oneshot(req)
+    })
+    .await;
+    let snapshot = lb.snapshot(SVC).unwrap();
+    assert_eq!(ejected(&snapshot), [false, false]);
+    assert_eq!(
+        snapshot.endpoints()[1].stats().consecutive_server_errors(),
+        5
+    );
+}
