@@ -426,3 +426,84 @@ async fn an_instance_back_from_failing_checks_is_in_slow_start_again() {
     assert!((30..=45).contains(&back), "{back} of 400");
     assert_eq!(a.traffic() + back, 440);
 }
+
+/// Answers every request (probes and traffic) with `status`.
+fn answering(status: u16) -> Script {
+    Box::new(move |_| status)
+}
+
+/// An instance that joins after the checks began waits unhealthy for its
+/// first probe, sent when the list holding it is published, not at the
+/// next round (Envoy: `FAILED_ACTIVE_HC` and `PENDING_ACTIVE_HC` on an
+/// added host, checked at once). Before, it started healthy and took its
+/// share of traffic until the next round (60 s here): 5 of 20 requests
+/// reached an instance answering 503 to everything (each retried
+/// elsewhere) until passive outlier ejection took it out, and it was not
+/// probed at all. One joining with a passing check takes its share at
+/// once after its probe.
+#[tokio::test(start_paused = true)]
+async fn an_instance_joining_later_waits_for_its_first_probe() {
+    let a = ProbeServer::start("127.0.0.1", answering(200)).await;
+    let failing = ProbeServer::start("127.0.0.1", answering(503)).await;
+    let passing = ProbeServer::start("127.0.0.1", answering(200)).await;
+    let source = StaticSource::new().with_instances("svc", vec![instance(a.addr)]);
+    let mut refresh = tower_ribbon::discovery::RefreshConfig::default();
+    refresh.interval = Duration::from_secs(1);
+    refresh.jitter = 0.0;
+    let lb = LoadBalancer::builder()
+        .source(source.clone())
+        .service("svc")
+        .refresh(refresh)
+        .active_health_check(check(60_000, 0, 0))
+        .build(Client::builder(TokioExecutor::new()).build_http())
+        .expect("balancer");
+    assert!(lb.ready_service("svc").await);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(a.paths(), ["/actuator/health"], "the first round");
+
+    let send = |n: usize| {
+        let lb = lb.clone();
+        async move {
+            for _ in 0..n {
+                let req = http::Request::get("http://svc/work")
+                    .body(Empty::new())
+                    .unwrap();
+                let _ = tower::ServiceExt::oneshot(lb.clone(), req).await;
+            }
+        }
+    };
+    let traffic = |s: &ProbeServer| s.paths().iter().filter(|p| *p == "/work").count();
+
+    source.set_instances("svc", vec![instance(a.addr), instance(failing.addr)]);
+    tokio::time::sleep(Duration::from_millis(1_001)).await;
+    assert_eq!(lb.snapshot("svc").expect("svc").endpoints().len(), 2);
+    send(20).await;
+    assert_eq!((traffic(&a), traffic(&failing)), (20, 0));
+    let probes = |s: &ProbeServer| {
+        s.paths()
+            .iter()
+            .filter(|p| *p == "/actuator/health")
+            .count()
+    };
+    assert_eq!(probes(&failing), 1);
+    assert!(unhealthy(&lb, 1));
+
+    source.set_instances(
+        "svc",
+        vec![
+            instance(a.addr),
+            instance(failing.addr),
+            instance(passing.addr),
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(1_001)).await;
+    send(20).await;
+    assert_eq!(
+        (passing.paths()[0].as_str(), probes(&passing)),
+        ("/actuator/health", 1)
+    );
+    assert_eq!(
+        (traffic(&a), traffic(&failing), traffic(&passing)),
+        (30, 0, 10)
+    );
+}

@@ -7,9 +7,15 @@
 //!   else (another status, an error, a timeout) fails. A healthy instance
 //!   turns unhealthy after `unhealthy_threshold` failures **in a row**, an
 //!   unhealthy one healthy after `healthy_threshold` passes in a row, so a
-//!   probe that fails every other time changes nothing. Instances start
-//!   healthy. Verdicts are kept per instance identity (they survive
-//!   refreshes).
+//!   probe that fails every other time changes nothing. Instances of the
+//!   list at the first round start healthy; an instance that joins later
+//!   is held unhealthy until its first probe, sent as soon as the list
+//!   holding it is published, and that probe alone decides (Envoy marks
+//!   an added host `FAILED_ACTIVE_HC` / `PENDING_ACTIVE_HC` and checks it
+//!   at once; Spring Cloud LoadBalancer lists an instance only once a
+//!   check passed). An instance that cannot be probed (see **Target**
+//!   and **https**) does not wait. Verdicts are kept per instance
+//!   identity (they survive refreshes).
 //! - **Schedule**: the first round after `initial_delay`, then one round
 //!   `interval` after the previous round ended; every wait is lengthened
 //!   by a uniform random share of `interval_jitter`, so many clients do not
@@ -371,15 +377,22 @@ pub(crate) struct CheckHooks {
     pub(crate) snapshot: Box<dyn Fn() -> Option<Arc<Snapshot>> + Send + Sync>,
     /// A verdict changed: health must be recounted.
     pub(crate) changed: Box<dyn Fn() + Send + Sync>,
+    /// Set when the first round begins: endpoints new from then on wait
+    /// unhealthy for their first probe.
+    pub(crate) wait_for_probe: Arc<std::sync::atomic::AtomicBool>,
+    /// Woken when the service publishes a new list.
+    pub(crate) published: Arc<tokio::sync::Notify>,
 }
 
-/// One round over the current list; `true` if a verdict changed, `None`
-/// once the service is gone.
+/// One round over the current list (with `only_pending`, over the
+/// endpoints waiting for their first probe); `true` if a verdict changed,
+/// `None` once the service is gone.
 async fn round(
     hooks: &CheckHooks,
     config: &ActiveHealthCheck,
     client: &ProbeClient,
     warned: &mut HashSet<InstanceKey>,
+    only_pending: bool,
 ) -> Option<bool> {
     let snapshot = (hooks.snapshot)()?;
     let service = hooks.service.as_str();
@@ -393,7 +406,11 @@ async fn round(
         warned.retain(|k| current.contains(k));
     }
     let mut checks = tokio::task::JoinSet::new();
+    let mut changed = false;
     for endpoint in snapshot.endpoints().iter().cloned() {
+        if only_pending && !endpoint.stats().is_active_pending() {
+            continue;
+        }
         let target = config.target_of(endpoint.instance());
         if let Some(warning) = target.warning {
             if warned.insert(endpoint.instance().key()) {
@@ -401,6 +418,9 @@ async fn round(
             }
         }
         let Some(url) = target.url.filter(|u| client.can_probe(u)) else {
+            // Never probed: it keeps its passive health only, and does not
+            // wait for a first probe.
+            changed |= endpoint.stats().clear_active_pending();
             continue;
         };
         let (client, timeout) = (client.clone(), config.timeout);
@@ -409,7 +429,6 @@ async fn round(
             (endpoint, passed)
         });
     }
-    let mut changed = false;
     while let Some(Ok((endpoint, passed))) = checks.join_next().await {
         let result = if passed { "healthy" } else { "unhealthy" };
         metrics::counter!(crate::metrics::HEALTH_CHECKS, "service" => service.to_owned(), "result" => result)
@@ -435,16 +454,37 @@ pub(crate) fn spawn_health_checks(
         let client = ProbeClient::new(&config);
         let rng = crate::rng::AtomicRng::from_entropy();
         let mut warned = HashSet::new();
-        let mut wait = jittered(config.initial_delay, config.interval_jitter, &rng);
+        let first = jittered(config.initial_delay, config.interval_jitter, &rng);
+        let next_round = tokio::time::sleep(first);
+        tokio::pin!(next_round);
+        let mut began = false;
         loop {
-            tokio::time::sleep(wait).await;
-            let Some(changed) = round(&hooks, &config, &client, &mut warned).await else {
+            // A round on schedule, or, once rounds began, the endpoints of
+            // a new list that wait for their first probe, at once (Envoy
+            // checks a host as it is added).
+            let full = tokio::select! {
+                biased;
+                () = &mut next_round => true,
+                () = hooks.published.notified(), if began => false,
+            };
+            if full && !began {
+                began = true;
+                hooks
+                    .wait_for_probe
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
+            let Some(changed) = round(&hooks, &config, &client, &mut warned, !full).await else {
                 return;
             };
             if changed {
                 (hooks.changed)();
             }
-            wait = jittered(config.interval, config.interval_jitter, &rng);
+            if full {
+                let wait = jittered(config.interval, config.interval_jitter, &rng);
+                next_round
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + wait);
+            }
         }
     }))
 }

@@ -128,7 +128,10 @@ impl Shared {
         #[cfg(feature = "hyper-util")]
         if let Some(check) = &self.active_health {
             let (list, view) = (Arc::downgrade(&state), Arc::downgrade(&state));
+            let (wait_for_probe, published) = state.active_check_links();
             let hooks = crate::health::CheckHooks {
+                wait_for_probe,
+                published,
                 service: state.service_id().to_owned(),
                 snapshot: Box::new(move || list.upgrade().map(|s| s.snapshot())),
                 // The rule may read verdicts at build time (slow start

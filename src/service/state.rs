@@ -39,6 +39,13 @@ pub(crate) struct ServiceState {
     cookie_refused: std::sync::atomic::AtomicBool,
     /// The balancer's request settings (shared with it).
     request: Arc<super::RequestConfig>,
+    /// Set by the active checks when their first round begins: endpoints
+    /// new from then on wait unhealthy for their first probe.
+    #[cfg_attr(not(feature = "hyper-util"), allow(dead_code))]
+    new_wait_for_probe: Arc<std::sync::atomic::AtomicBool>,
+    /// Woken when a new list is published (the active checks probe the
+    /// endpoints waiting for their first probe at once).
+    published: Arc<tokio::sync::Notify>,
 }
 
 impl ServiceState {
@@ -51,11 +58,17 @@ impl ServiceState {
         stats: StatsConfig,
         panic_threshold_percent: u32,
     ) -> Self {
+        let new_wait_for_probe = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let wait_for_probe = Arc::clone(&new_wait_for_probe);
         let new_endpoint: NewEndpoint = Arc::new(move |instance| {
-            Endpoint::with_stats(
-                instance,
-                Arc::new(EndpointStats::with_config(stats.clone())),
-            )
+            let stats = EndpointStats::with_config(stats.clone());
+            #[cfg(feature = "hyper-util")]
+            if wait_for_probe.load(std::sync::atomic::Ordering::Acquire) {
+                stats.start_active_pending();
+            }
+            #[cfg(not(feature = "hyper-util"))]
+            let _ = &wait_for_probe;
+            Endpoint::with_stats(instance, Arc::new(stats))
         });
         let refresh = Refresh::new(service_id, config, new_endpoint);
         let picker = rule.build(&refresh.current());
@@ -69,7 +82,22 @@ impl ServiceState {
             instance_cookie: None,
             cookie_refused: std::sync::atomic::AtomicBool::new(false),
             request: Arc::new(super::RequestConfig::default()),
+            new_wait_for_probe,
+            published: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// What the active checks share with the service: the flag that makes
+    /// new endpoints wait for their first probe, and the wake-up of a
+    /// published list.
+    #[cfg(feature = "hyper-util")]
+    pub(crate) fn active_check_links(
+        &self,
+    ) -> (Arc<std::sync::atomic::AtomicBool>, Arc<tokio::sync::Notify>) {
+        (
+            Arc::clone(&self.new_wait_for_probe),
+            Arc::clone(&self.published),
+        )
     }
 
     /// Uses the balancer's request settings (a new state has the defaults).
@@ -203,6 +231,7 @@ impl Refreshed for ServiceState {
         let picker = self.rule.build(&snapshot);
         self.picker.store(Arc::new(picker));
         self.health.invalidate();
+        self.published.notify_one();
     }
 }
 

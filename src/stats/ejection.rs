@@ -152,17 +152,44 @@ impl Ejection {
 #[cfg_attr(not(feature = "hyper-util"), allow(dead_code))]
 pub(crate) struct ActiveChecks {
     unhealthy: AtomicBool,
+    /// Joined after the checks began and not probed yet: held unhealthy
+    /// until its first probe, which alone decides (Envoy's
+    /// `PENDING_ACTIVE_HC`).
+    pending: AtomicBool,
     passes: AtomicU32,
     fails: AtomicU32,
 }
 
+#[cfg_attr(not(feature = "hyper-util"), allow(dead_code))]
 impl ActiveChecks {
     pub(crate) const fn new() -> Self {
         Self {
             unhealthy: AtomicBool::new(false),
+            pending: AtomicBool::new(false),
             passes: AtomicU32::new(0),
             fails: AtomicU32::new(0),
         }
+    }
+
+    /// Holds a new endpoint unhealthy until its first probe.
+    pub(crate) fn start_pending(&self) {
+        self.unhealthy.store(true, Ordering::Release);
+        self.pending.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Ends the wait for a first probe that will not come (the endpoint
+    /// cannot be probed): it is healthy, as before checks began. `true` if
+    /// it was pending.
+    pub(crate) fn clear_pending(&self) -> bool {
+        if self.pending.swap(false, Ordering::AcqRel) {
+            self.unhealthy.store(false, Ordering::Release);
+            return true;
+        }
+        false
     }
 
     pub(crate) fn is_unhealthy(&self) -> bool {
@@ -180,6 +207,17 @@ impl ActiveChecks {
         healthy_threshold: u32,
         unhealthy_threshold: u32,
     ) -> bool {
+        if self.pending.swap(false, Ordering::AcqRel) {
+            // The first probe of a new endpoint decides alone, as Envoy's
+            // first check does: a pass makes it healthy, a failure leaves
+            // it unhealthy with a failure streak of one.
+            let streak = if passed { &self.passes } else { &self.fails };
+            streak.store(1, Ordering::Release);
+            if passed {
+                self.unhealthy.store(false, Ordering::Release);
+            }
+            return passed;
+        }
         let (streak, other, threshold) = if passed {
             (&self.passes, &self.fails, healthy_threshold)
         } else {
@@ -205,6 +243,30 @@ mod tests {
         max: Duration::from_secs(300),
         interval: Duration::from_secs(10),
     };
+
+    /// A pending endpoint is unhealthy until its first probe, which alone
+    /// decides whatever the thresholds; a failed first probe needs
+    /// `healthy_threshold` passes after it.
+    #[test]
+    fn a_pending_endpoint_is_decided_by_its_first_probe() {
+        let a = ActiveChecks::new();
+        a.start_pending();
+        assert!(a.is_unhealthy() && a.is_pending());
+        assert!(a.record(true, 3, 3), "one pass is enough");
+        assert!(!a.is_unhealthy() && !a.is_pending());
+
+        let b = ActiveChecks::new();
+        b.start_pending();
+        assert!(!b.record(false, 3, 3), "still unhealthy: no change");
+        assert!(b.is_unhealthy() && !b.is_pending());
+        assert!(!b.record(true, 2, 3));
+        assert!(b.record(true, 2, 3), "then healthy_threshold passes");
+
+        let c = ActiveChecks::new();
+        c.start_pending();
+        assert!(c.clear_pending());
+        assert!(!c.is_unhealthy() && !c.clear_pending());
+    }
 
     #[test]
     fn the_multiplier_grows_caps_and_decays_per_healthy_interval() {

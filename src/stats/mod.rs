@@ -310,7 +310,28 @@ impl EndpointStats {
         changed
     }
 
-    /// Whether active health checks hold this endpoint unhealthy.
+    /// Holds this endpoint unhealthy until its first active probe (it
+    /// joined after the checks began).
+    #[cfg(feature = "hyper-util")]
+    pub(crate) fn start_active_pending(&self) {
+        self.active.start_pending();
+    }
+
+    /// Whether this endpoint waits for its first active probe.
+    #[cfg(feature = "hyper-util")]
+    pub(crate) fn is_active_pending(&self) -> bool {
+        self.active.is_pending()
+    }
+
+    /// Ends the wait for a first probe that will not come; `true` if it
+    /// was waiting.
+    #[cfg(feature = "hyper-util")]
+    pub(crate) fn clear_active_pending(&self) -> bool {
+        self.active.clear_pending()
+    }
+
+    /// Whether active health checks hold this endpoint unhealthy (failing,
+    /// or joined after the checks began and not probed yet).
     pub fn is_active_unhealthy(&self) -> bool {
         self.active.is_unhealthy()
     }
