@@ -544,12 +544,36 @@ async fn search_list_errors_and_bounds() {
         ),
         "{e:?}"
     );
-    // 40 addresses, max_records 8: the 8 lowest, flagged.
+    // 40 addresses, max_records 8: 8 of them in address order, flagged;
+    // which 8 depends on the client's subset seed, so clients differ (the
+    // 8 lowest for every client before).
     let big = source.fetch("big").await.unwrap();
     assert_eq!(big.len(), 8);
-    assert_eq!(big[0].host(), "127.0.0.10");
-    assert_eq!(big[7].host(), "127.0.0.17");
+    let hosts: Vec<IpAddr> = big.iter().map(|i| i.host().parse().unwrap()).collect();
+    assert!(hosts.windows(2).all(|w| w[0] < w[1]), "{hosts:?}");
+    assert!(
+        hosts
+            .iter()
+            .all(|h| (IpAddr::V4(ip(10))..=IpAddr::V4(ip(49))).contains(h))
+    );
     assert!(source.answer("big").unwrap().truncated);
+    let mut subsets = std::collections::BTreeSet::new();
+    for seed in 0..4 {
+        let seeded = DnsSource::new(pod_config(&server).max_records(8).subset_seed(seed))
+            .unwrap()
+            .with_service("big", DnsTarget::host("big.test.", 80))
+            .unwrap();
+        let kept: Vec<String> = seeded
+            .fetch("big")
+            .await
+            .unwrap()
+            .iter()
+            .map(|i| i.host().to_owned())
+            .collect();
+        assert_eq!(kept.len(), 8);
+        subsets.insert(kept);
+    }
+    assert_eq!(subsets.len(), 4, "4 seeds, 4 subsets: {subsets:?}");
     // A and AAAA both kept (dual-stack headless service); `IpFamily` narrows.
     let dual: Vec<String> = source
         .fetch("dual")

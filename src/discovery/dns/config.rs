@@ -67,6 +67,7 @@ pub struct DnsConfig {
     pub(super) failure_backoff: Duration,
     pub(super) refresh_ahead: Duration,
     pub(super) max_records: usize,
+    pub(super) subset_seed: u64,
     pub(super) max_name_len: usize,
     pub(super) ip_family: IpFamily,
 }
@@ -90,6 +91,7 @@ impl DnsConfig {
             failure_backoff: Duration::from_secs(1),
             refresh_ahead: Duration::ZERO,
             max_records: 256,
+            subset_seed: crate::rng::AtomicRng::from_entropy().next_u64(),
             max_name_len: MAX_DNS_NAME_LEN,
             ip_family: IpFamily::Both,
         }
@@ -296,9 +298,26 @@ impl DnsConfig {
     }
 
     /// Most instances (and SRV records) one answer may yield, at least 1.
-    /// Default 256.
+    /// Default 256. Over it, the heaviest records are kept, and among
+    /// records of equal weight a subset chosen by
+    /// [`subset_seed`](Self::subset_seed).
     pub fn max_records(mut self, max: usize) -> Self {
         self.max_records = max.max(1);
+        self
+    }
+
+    /// Seeds which records of equal weight a cut to
+    /// [`max_records`](Self::max_records) keeps: each record is ranked by a
+    /// hash of the seed, its address and its port (rendezvous hashing), and
+    /// the best-ranked are kept. Default: random per `DnsConfig`, so each
+    /// client keeps its own subset and a fleet of clients covers every
+    /// address, while one client keeps the same subset across refreshes
+    /// (a removed address is replaced by one other, the rest stay). A
+    /// fixed seed makes the choice reproducible. (The lowest addresses were
+    /// kept, the same for every client: over a 1 000-address answer cut to
+    /// 10, a fleet sent all its traffic to 10 addresses.)
+    pub fn subset_seed(mut self, seed: u64) -> Self {
+        self.subset_seed = seed;
         self
     }
 

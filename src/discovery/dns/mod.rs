@@ -100,7 +100,8 @@
 //! # Bounds and errors
 //!
 //! Every answer is bounded: at most [`DnsConfig::max_records`] instances
-//! (sorted by address and port, then cut; [`DnsAnswer::truncated`] says so)
+//! (the heaviest, ties by a per-client rank, [`DnsConfig::subset_seed`],
+//! so clients keep different subsets; [`DnsAnswer::truncated`] says so)
 //! and SRV records, names of at most [`DnsConfig::max_name_len`] bytes
 //! (longer SRV targets are skipped), one whole resolution within
 //! [`DnsConfig::resolve_timeout`]. SRV records are sorted by priority

@@ -157,7 +157,21 @@ pub(super) fn min_ttl(records: &[Record]) -> Option<u32> {
         .min()
 }
 
-/// Sorted, de-duplicated (first weight wins), cut to the `max` heaviest.
+/// A record's rank for the client seeded `seed`: a hash of the seed, the
+/// address and the port (rendezvous hashing), so every client ranks the
+/// records differently and each keeps its own ranking across answers.
+fn rank(seed: u64, c: &Candidate) -> u64 {
+    let bytes = match c.ip {
+        std::net::IpAddr::V4(ip) => ip.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(ip) => ip.octets(),
+    };
+    let key = crate::hash::fnv1a64(bytes.into_iter().chain(c.port.to_be_bytes()));
+    crate::hash::mix64(key ^ crate::hash::mix64(seed))
+}
+
+/// Sorted, de-duplicated (first weight wins), cut to the `max` heaviest;
+/// among equal weights the best-ranked by `seed` (see
+/// [`DnsConfig::subset_seed`](super::DnsConfig::subset_seed)).
 pub(super) fn build(
     service_id: &str,
     configured: &str,
@@ -165,6 +179,7 @@ pub(super) fn build(
     ttl: Duration,
     secure: bool,
     max: usize,
+    seed: u64,
 ) -> Resolved {
     candidates.sort_by_key(|c| (c.ip, c.port));
     let mut seen = BTreeSet::new();
@@ -179,8 +194,9 @@ pub(super) fn build(
             "DNS answer cut to max_records"
         );
         // The heaviest kept (weight 0 has "a very small chance" next to
-        // weighted records, RFC 2782), then back in address order.
-        candidates.sort_by_key(|c| std::cmp::Reverse(c.weight));
+        // weighted records, RFC 2782), ties by this client's rank, then
+        // back in address order.
+        candidates.sort_by_cached_key(|c| (std::cmp::Reverse(c.weight), rank(seed, c)));
         candidates.truncate(max);
         candidates.sort_by_key(|c| (c.ip, c.port));
     }

@@ -398,6 +398,7 @@ impl DnsSource {
                     ttl,
                     entry.target.secure,
                     config.max_records,
+                    config.subset_seed,
                 ))
             }
             TargetKind::Srv { .. } => self.lookup_srv(service_id, entry).await,
@@ -474,6 +475,7 @@ impl DnsSource {
                     Duration::from_secs(u64::from(ttl)),
                     entry.target.secure,
                     config.max_records,
+                    config.subset_seed,
                 );
                 resolved.truncated |= visited < group.len();
                 return Ok(resolved);

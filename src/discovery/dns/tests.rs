@@ -8,6 +8,7 @@ use super::error::DnsError;
 use super::source::DnsSource;
 use super::target::DnsTarget;
 use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use super::MAX_SETTING;
 use super::records::additional_addrs;
@@ -196,6 +197,7 @@ fn build_sorts_dedups_weights_and_cuts() {
         Duration::from_secs(7),
         true,
         16,
+        0,
     );
     let shown: Vec<(String, u32)> = r
         .instances
@@ -212,11 +214,61 @@ fn build_sorts_dedups_weights_and_cuts() {
     assert_eq!(r.instances[1].metadata()["weight"], "3");
     assert_eq!(r.instances[1].metadata()["dns.priority"], "10");
     assert!(!r.truncated);
-    let many: Vec<Candidate> = (0..10u8).map(|i| c([10, 0, 0, i], 1, 1)).collect();
-    let r = build("s", "n", many, Duration::ZERO, false, 4);
+    let mut many: Vec<Candidate> = (0..10u8).map(|i| c([10, 0, 0, i], 1, 1)).collect();
+    many.push(c([10, 0, 0, 99], 1, 2));
+    let r = build("s", "n", many, Duration::ZERO, false, 4, 0);
     assert!(r.truncated);
     assert_eq!(r.instances.len(), 4);
-    assert_eq!(r.instances[3].host(), "10.0.0.3");
+    // The heaviest always kept; the rest in address order.
+    assert!(r.instances.iter().any(|i| i.host() == "10.0.0.99"));
+    let hosts: Vec<&str> = r.instances.iter().map(|i| i.host()).collect();
+    let mut sorted = hosts.clone();
+    sorted.sort_by_key(|h| h.parse::<Ipv4Addr>().unwrap());
+    assert_eq!(hosts, sorted);
+}
+
+/// A cut to `max_records` keeps a different subset per client seed, so a
+/// fleet covers every address: 100 clients over 1 000 equal records cut
+/// to 10 use 630 distinct addresses (634 expected of a uniform choice), none kept by more than 6 clients
+/// (before: the 10 lowest for every client, 10 addresses with 100 each).
+/// One client keeps its subset across answers: an answer without one of
+/// its addresses changes one member.
+#[test]
+fn a_cut_keeps_a_subset_per_client_and_keeps_it_across_answers() {
+    let answer = |skip: Option<usize>| -> Vec<Candidate> {
+        (0..1_000usize)
+            .filter(|i| Some(*i) != skip)
+            .map(|i| Candidate {
+                ip: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + u32::try_from(i).unwrap())),
+                port: 8080,
+                weight: 1,
+                target: None,
+            })
+            .collect()
+    };
+    let kept = |seed: u64, skip: Option<usize>| -> BTreeSet<String> {
+        build("s", "n", answer(skip), Duration::ZERO, false, 10, seed)
+            .instances
+            .iter()
+            .map(|i| i.host().to_owned())
+            .collect()
+    };
+    let mut times: BTreeMap<String, usize> = BTreeMap::new();
+    for seed in 0..100 {
+        for host in kept(seed, None) {
+            *times.entry(host).or_default() += 1;
+        }
+    }
+    assert_eq!(times.values().sum::<usize>(), 1_000);
+    assert_eq!(times.len(), 630, "distinct addresses kept by 100 clients");
+    assert!(times.values().all(|&n| n <= 6), "{:?}", times.values().max());
+
+    let before = kept(7, None);
+    let gone: Ipv4Addr = before.iter().next().unwrap().parse().unwrap();
+    let index = usize::try_from(u32::from(gone) - 0x0a00_0000).unwrap();
+    let after = kept(7, Some(index));
+    assert_eq!(after.len(), 10);
+    assert_eq!(before.intersection(&after).count(), 9);
 }
 
 #[test]
@@ -285,7 +337,7 @@ proptest::proptest! {
                     target: Some((r.target.clone(), r.priority)),
                 })
                 .collect();
-            let built = build("svc", "n", candidates, Duration::ZERO, false, max);
+            let built = build("svc", "n", candidates, Duration::ZERO, false, max, 0);
             proptest::prop_assert!(built.instances.len() <= max);
             // Port 0 cannot be an instance; every other record can.
             proptest::prop_assert!(built.instances.iter().all(|i| i.port() > 0));
