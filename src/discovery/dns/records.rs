@@ -169,6 +169,20 @@ fn rank(seed: u64, c: &Candidate) -> u64 {
     crate::hash::mix64(key ^ crate::hash::mix64(seed))
 }
 
+/// Orders a priority group for its lookups: heaviest first, ties in the
+/// order of the client seeded `seed` (as [`rank`], over target and port).
+/// Lookups stop at `2 · max_records`, and every client stopping at the
+/// same first targets of the answer would leave the rest unused.
+pub(super) fn lookup_order(group: &mut [SrvRecord], seed: u64) {
+    group.sort_by_cached_key(|r| {
+        let key = crate::hash::fnv1a64(r.target.bytes().chain(r.port.to_be_bytes()));
+        (
+            std::cmp::Reverse(r.weight),
+            crate::hash::mix64(key ^ crate::hash::mix64(seed)),
+        )
+    });
+}
+
 /// Sorted, de-duplicated (first weight wins), cut to the `max` heaviest;
 /// among equal weights the best-ranked by `seed` (see
 /// [`DnsConfig::subset_seed`](super::DnsConfig::subset_seed)).

@@ -222,3 +222,37 @@ async fn a_failed_family_lookup_keeps_its_last_addresses() {
     mode.store(2, Ordering::SeqCst);
     assert_eq!(hosts(&srv().await.unwrap().unwrap()), ["127.0.0.2"]);
 }
+
+/// A priority group longer than the lookups allowed (`2 · max_records`)
+/// is looked up in each client's own order among equal weights: clients
+/// seeded differently list different targets. Before, every client looked
+/// up the first 2 targets of the answer (`t0`, `t1`) and listed them.
+#[tokio::test]
+async fn a_long_srv_group_is_looked_up_in_each_clients_order() {
+    let server = serve(Arc::new(|qname, qtype| {
+        if (qname, qtype) == ("_http._tcp.users.test.", RecordType::SRV) {
+            let records = (0..20).map(|i| srv(&format!("t{i}.test."))).collect();
+            return (ResponseCode::NoError, records, vec![]);
+        }
+        match qname.strip_prefix('t').and_then(|r| r.strip_suffix(".test.")) {
+            Some(i) if qtype == RecordType::A => {
+                let last = 10 + i.parse::<u8>().unwrap();
+                (ResponseCode::NoError, vec![a(qname, last)], vec![])
+            }
+            _ => (ResponseCode::NoError, vec![], vec![]),
+        }
+    }))
+    .await;
+    let mut listed = std::collections::BTreeSet::new();
+    for seed in 0..5 {
+        let source = DnsSource::new(config(server).max_records(1).subset_seed(seed))
+            .unwrap()
+            .with_service("users", DnsTarget::srv("_http._tcp.users.test."))
+            .unwrap();
+        let list = source.resolve("users").await.unwrap().unwrap();
+        assert_eq!(list.len(), 1);
+        listed.insert(list[0].host().to_owned());
+    }
+    let want = ["127.0.0.10", "127.0.0.11", "127.0.0.18", "127.0.0.21", "127.0.0.28"];
+    assert_eq!(listed, want.map(str::to_owned).into());
+}

@@ -439,7 +439,8 @@ impl DnsSource {
         // All records (one message, ≤ 3 449); lookups ≤ 2 · max_records; weights all 0: 1 each.
         let PriorityGroups { groups, .. } = priority_groups(srv_records, usize::MAX);
         let mut lookups_left = config.max_records.saturating_mul(2);
-        for group in groups {
+        for mut group in groups {
+            super::records::lookup_order(&mut group, config.subset_seed);
             let all_zero = group.iter().all(|r| r.weight == 0);
             let (mut candidates, mut ttl, mut visited) = (Vec::new(), srv_ttl, 0);
             for record in &group {
