@@ -344,6 +344,10 @@ pub(crate) fn parse_retry_after(
     if let Ok(secs) = text.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        // Delta seconds that overflow: the longest wait, not no header.
+        return Some(Duration::MAX);
+    }
     let at = httpdate::parse_http_date(text).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
@@ -416,6 +420,25 @@ mod tests {
         let v = HeaderValue::from_static("Wed, 21 Oct 2015 07:28:10 GMT");
         assert_eq!(parse_retry_after(&v, now), Some(Duration::from_secs(10)));
         let v = HeaderValue::from_static("soon");
+        assert_eq!(parse_retry_after(&v, now), None);
+    }
+
+    /// Delta seconds past `u64::MAX` ask for a longer wait than any that
+    /// fits, not for none: they must exceed every `max_retry_after` (so the
+    /// retry stops) instead of reading as no header (retried at once).
+    #[test]
+    fn retry_after_beyond_u64_is_the_longest_wait() {
+        let now = std::time::UNIX_EPOCH;
+        for text in ["18446744073709551616", "99999999999999999999999999999999"] {
+            let v = HeaderValue::from_static(text);
+            assert_eq!(parse_retry_after(&v, now), Some(Duration::MAX), "{text}");
+        }
+        let v = HeaderValue::from_static("18446744073709551615");
+        assert_eq!(
+            parse_retry_after(&v, now),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        let v = HeaderValue::from_static("-1");
         assert_eq!(parse_retry_after(&v, now), None);
     }
 
