@@ -309,3 +309,39 @@ fn config_errors_escape_keys_and_values() {
     let text = err.to_string();
     assert!(!text.contains('\n'), "{text}");
 }
+
+/// A client name holding a line break (a quoted YAML key, an escaped
+/// properties key) is escaped in every warning that names the client:
+/// the semantic warnings (`NFLoadBalancerPingInterval` without a health
+/// check path, zone affinity without a zone, `listOfServers` next to a
+/// Eureka URL), Spring's not-applied keys and simple discovery's. Every
+/// warning is logged as one `tracing` line.
+#[test]
+fn client_names_cannot_forge_lines_through_warnings() {
+    let name = "sv\r\nFAKE LOG LINE";
+    let pairs = [
+        (format!("{name}.ribbon.NFLoadBalancerPingInterval"), "5"),
+        (format!("{name}.ribbon.EnableZoneAffinity"), "true"),
+        (format!("{name}.ribbon.listOfServers"), "127.0.0.1:1"),
+        (
+            "eureka.client.service-url.defaultZone".to_owned(),
+            "http://127.0.0.1:8761/eureka",
+        ),
+        (
+            format!("spring.cloud.loadbalancer.clients[{name}].health-check.initial-delay"),
+            "1s",
+        ),
+        (
+            format!("spring.cloud.discovery.client.simple.instances.{name}[0].uri"),
+            "http://127.0.0.1:2",
+        ),
+    ];
+    let config = tower_ribbon::config::RibbonConfig::from_pairs(pairs).unwrap();
+    let naming: Vec<&String> = (config.warnings().iter())
+        .filter(|w| w.contains("FAKE LOG LINE"))
+        .collect();
+    assert_eq!(naming.len(), 5, "{:?}", config.warnings());
+    for w in config.warnings() {
+        assert!(!w.contains(['\r', '\n']), "{w:?}");
+    }
+}

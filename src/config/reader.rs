@@ -327,7 +327,7 @@ fn not_applied_warnings(global: &SpringScope, clients: &[ClientScopes]) -> Vec<S
         for (key, what) in keys::not_applied(&lb) {
             warnings.push(format!(
                 "`{SPRING_PREFIX}clients.{}.{key}`: {what}",
-                client.name
+                crate::error::quote(&client.name)
             ));
         }
     }

@@ -264,7 +264,7 @@ impl SimpleDiscovery {
             else {
                 continue;
             };
-            let name = &client.name;
+            let name = crate::error::quote(&client.name);
             if client.list_of_servers.is_some() {
                 warnings.push(format!(
                     "client `{name}`: both `listOfServers` and \

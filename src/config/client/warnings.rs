@@ -6,7 +6,8 @@ use super::ClientConfig;
 impl ClientConfig {
     /// Settings that were read but do nothing as written.
     pub(crate) fn semantic_warnings(&self, eureka_urls: &[String]) -> Vec<String> {
-        let name = &self.name;
+        // Quoted: a name from a quoted YAML key may hold a line break.
+        let name = crate::error::quote(&self.name);
         let mut warnings = Vec::new();
         let affinity =
             self.enable_zone_affinity == Some(true) || self.enable_zone_exclusivity == Some(true);
