@@ -9,6 +9,8 @@
 
 #[path = "support/eureka_stub.rs"]
 mod eureka_stub;
+#[path = "common/log_capture.rs"]
+mod log_capture;
 
 use std::time::Duration;
 
@@ -188,4 +190,39 @@ async fn the_metadata_bound_is_a_setting_and_its_refusal_is_typed() {
     assert!(over_budget(&err), "{err:?}");
     assert_eq!(registry.stats().metadata_entries, 75);
     assert_eq!(registry.stats().hash_mismatches, 1);
+}
+
+/// A delta whose `apps__hashcode` is 1 MiB long (and never matches) is
+/// logged as a short quote: the hash-mismatch line is not 1 MiB at every
+/// delta fetch. The copy is fetched again in full, as for any mismatch.
+#[tokio::test]
+async fn a_huge_delta_hash_makes_a_short_log_line() {
+    let stub = Stub::start().await;
+    let base = record("BIG", "base", 1000, "UP", "ADDED", "{}");
+    stub.set(
+        "/eureka/apps",
+        vec![Answer::ok(apps("UP_1_", "BIG", &[base]))],
+    );
+    let hash = format!("UP_1_\\r\\n{}", "x".repeat(1 << 20));
+    stub.set(
+        "/eureka/apps/delta",
+        vec![Answer::ok(apps(&hash, "BIG", &[]))],
+    );
+    let registry = EurekaRegistry::builder()
+        .server_urls(&stub.url())
+        .fetch_interval(Duration::from_secs(3600))
+        .build()
+        .expect("build");
+    registry.ready().await.expect("full fetch");
+    let (guard, logs) = log_capture::capture(tracing::Level::INFO);
+    registry
+        .refresh_now()
+        .await
+        .expect("full fetch after the mismatch");
+    drop(guard);
+    let text = logs.text();
+    assert!(text.contains("hash mismatch"), "{text}");
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.len() < 400, "a log line of {} bytes", text.len());
+    assert_eq!(registry.instances("BIG").len(), 1);
 }

@@ -215,7 +215,8 @@ impl Inner {
         }
         self.hash_mismatches.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
-            expected = ?delta.apps_hashcode,
+            // Registry text: quoted, so a 1 MiB hash is not a 1 MiB line.
+            expected = %delta.apps_hashcode.as_deref().map_or_else(|| "none".to_owned(), crate::error::quote),
             "Eureka delta hash mismatch; fetching the full registry"
         );
         self.full().await
