@@ -417,7 +417,7 @@ pub enum DiscoveryError {
     Decode {
         /// The registry URL, without credentials.
         server: String,
-        /// The response's `Content-Type`, or `none`.
+        /// The response's `Content-Type` (cut to 128 bytes), or `none`.
         content_type: String,
         /// What was wrong.
         #[source]

@@ -570,6 +570,8 @@ enum Mode {
     Truncated,
     /// 200, `text/html`, an error page.
     Html,
+    /// 200, the error page with a 60 KiB `Content-Type`.
+    HugeContentType,
     /// 500 with a Spring error JSON body.
     Status500,
     /// Never answers (within [`HANG`]).
@@ -796,6 +798,12 @@ async fn respond(mode: Mode, raw_path: &str) -> Response<Full<Bytes>> {
             false,
             b"<html><body><h1>Whitelabel Error Page</h1><p>Bad Gateway</p></body></html>".to_vec(),
         ),
+        Mode::HugeContentType => reply(
+            200,
+            &format!("text/html; x={}", "a".repeat(60 * 1024)),
+            false,
+            b"<html></html>".to_vec(),
+        ),
         Mode::Status500 => reply(
             500,
             JSON,
@@ -944,6 +952,26 @@ async fn html_page_is_a_decode_error() {
         }
         other => panic!("expected Decode, got {other:?}"),
     }
+}
+
+/// The registry's `Content-Type` is quoted in the decode error (cut to
+/// 128 bytes), so a 60 KiB header does not make a 60 KiB error, logged
+/// at every refresh.
+#[tokio::test]
+async fn a_huge_content_type_makes_a_short_decode_error() {
+    let (_, err) = fetch_error(Mode::HugeContentType).await;
+    match &err {
+        DiscoveryError::Decode { content_type, .. } => {
+            assert!(
+                content_type.starts_with("text/html; x=aaa"),
+                "{content_type}"
+            );
+            assert!(content_type.len() <= 131, "{}", content_type.len());
+        }
+        other => panic!("expected Decode, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(text.len() < 300, "an error of {} bytes", text.len());
 }
 
 #[tokio::test]

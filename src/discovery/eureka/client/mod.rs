@@ -383,9 +383,11 @@ fn stale_connection(e: &DiscoveryError) -> bool {
     false
 }
 
+/// A header's text for an error: quoted (cut to 128 bytes), since the
+/// registry chooses it.
 fn header_text(v: Option<&HeaderValue>) -> String {
     v.and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+        .map(crate::error::quote)
         .unwrap_or_else(|| "none".to_owned())
 }
 
