@@ -33,6 +33,11 @@
 //! `service`; on, let the exporter drop idle series (for example
 //! `metrics-exporter-prometheus`'s `idle_timeout`).
 //!
+//! A service started by
+//! [`Builder::discover_on_demand`](crate::service::Builder::discover_on_demand)
+//! records series only once a fetch lists an instance of it: its name
+//! comes from the caller's URI, so made-up names add none.
+//!
 //! Reading them back, here with metrics-util's debugging recorder (in a
 //! service, install a Prometheus or other exporter the same way):
 //!
@@ -173,5 +178,22 @@ impl EndpointMetrics {
             BreakerTransition::Recovered => self.recoveries.increment(1),
             BreakerTransition::None => {}
         }
+    }
+}
+
+/// Records one fetch of `service`'s list: its outcome, the eligible
+/// instances and the time since the last success.
+pub(crate) fn record_refresh(
+    service: &str,
+    ok: bool,
+    instances: usize,
+    since_success: Option<std::time::Duration>,
+) {
+    let service = service.to_owned();
+    let counter = if ok { REFRESH_SUCCESS } else { REFRESH_FAILURE };
+    metrics::counter!(counter, "service" => service.clone()).increment(1);
+    metrics::gauge!(INSTANCES, "service" => service.clone()).set(instances as f64);
+    if let Some(since) = since_success {
+        metrics::gauge!(REFRESH_STALENESS, "service" => service).set(since.as_secs_f64());
     }
 }

@@ -236,3 +236,55 @@ fn series_stay_bounded_while_instances_churn() {
         });
     });
 }
+
+/// Made-up host names under `discover_on_demand`: each starts discovery,
+/// which lists nothing, and is evicted when idle. The host comes from the
+/// caller (as for `ribbon_unknown_service_total`, which has no label), so
+/// no series may carry it: 200 names, one at a time with the cap at 4,
+/// leave no series labelled with any of them. A name that lists an
+/// instance records its series as a declared service does. Paused time.
+#[test]
+fn made_up_on_demand_names_add_no_series() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let source = StaticSource::new()
+                .with_list("real", "127.0.0.1:1")
+                .unwrap();
+            let inner = tower::service_fn(|_req: Request<()>| async {
+                Ok::<_, tower_ribbon::BoxError>(http::Response::new(()))
+            });
+            let lb = LoadBalancer::builder()
+                .source(source)
+                .discover_on_demand(true)
+                .max_services(4)
+                .on_demand_idle(Duration::from_secs(1))
+                .retry(tower_ribbon::retry::RetryPolicy::none())
+                .build(inner)
+                .unwrap();
+            for i in 0..200 {
+                let request = Request::get(format!("http://made-up-{i}/"))
+                    .body(())
+                    .unwrap();
+                assert!(lb.clone().oneshot(request).await.is_err());
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            let request = Request::get("http://real/").body(()).unwrap();
+            lb.clone().oneshot(request).await.unwrap();
+            let all = read(&snapshotter);
+            let made_up: Vec<&String> = all.keys().filter(|k| k.contains("made-up")).collect();
+            assert_eq!(made_up.len(), 0, "{made_up:?}");
+            assert_eq!(
+                counter(&all, "ribbon_requests_total{outcome=success,service=real}"),
+                1
+            );
+            assert_eq!(gauge(&all, "ribbon_instances{service=real}"), 1.0);
+        });
+    });
+}

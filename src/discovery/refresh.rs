@@ -188,6 +188,9 @@ pub(crate) struct Refresh {
     first_done: AtomicBool,
     first_done_tx: watch::Sender<bool>,
     counters: Mutex<Counters>,
+    /// Whether metrics carry this service's label: an on-demand name (the
+    /// caller's) gets it once a fetch lists an instance.
+    labelled: AtomicBool,
 }
 
 impl fmt::Debug for Refresh {
@@ -210,7 +213,19 @@ impl Refresh {
             first_done: AtomicBool::new(false),
             first_done_tx: watch::Sender::new(false),
             counters: Mutex::new(Counters::default()),
+            labelled: AtomicBool::new(true),
         }
+    }
+
+    /// Records no labelled metric until a fetch lists an instance (for a
+    /// name a caller chose, so made-up names add no series).
+    pub(crate) fn label_once_listed(&self) {
+        self.labelled.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether metrics may carry this service's label.
+    pub(crate) fn labels_metrics(&self) -> bool {
+        self.labelled.load(Ordering::Relaxed)
     }
 
     pub(crate) fn service_id(&self) -> &Arc<str> {
@@ -307,33 +322,30 @@ impl Refresh {
 
     /// Counts the outcome of one fetch and updates the refresh metrics.
     fn record(&self, result: Result<(), DiscoveryError>) {
-        let service = self.service_id.to_string();
-        {
-            let mut c = self.lock_counters();
-            match result {
-                Ok(()) => {
-                    c.successes += 1;
-                    c.consecutive_failures = 0;
-                    c.last_success = Some(Instant::now());
-                    c.last_error = None;
-                    metrics::counter!(crate::metrics::REFRESH_SUCCESS, "service" => service.clone())
-                        .increment(1);
-                }
-                Err(e) => {
-                    tracing::warn!(service = %self.service_id, error = %e, "instance list refresh failed; keeping the last list");
-                    c.failures += 1;
-                    c.consecutive_failures += 1;
-                    c.last_error = Some(Arc::new(e));
-                    metrics::counter!(crate::metrics::REFRESH_FAILURE, "service" => service.clone())
-                        .increment(1);
-                }
+        let ok = result.is_ok();
+        if ok && !self.current.load().is_empty() {
+            self.labelled.store(true, Ordering::Relaxed);
+        }
+        let mut c = self.lock_counters();
+        match result {
+            Ok(()) => {
+                c.successes += 1;
+                c.consecutive_failures = 0;
+                c.last_success = Some(Instant::now());
+                c.last_error = None;
+            }
+            Err(e) => {
+                tracing::warn!(service = %self.service_id, error = %e, "instance list refresh failed; keeping the last list");
+                c.failures += 1;
+                c.consecutive_failures += 1;
+                c.last_error = Some(Arc::new(e));
             }
         }
-        metrics::gauge!(crate::metrics::INSTANCES, "service" => service.clone())
-            .set(self.current.load().len() as f64);
-        if let Some(since) = self.lock_counters().last_success.map(|t| t.elapsed()) {
-            metrics::gauge!(crate::metrics::REFRESH_STALENESS, "service" => service)
-                .set(since.as_secs_f64());
+        let since = c.last_success.map(|t| t.elapsed());
+        drop(c);
+        if self.labels_metrics() {
+            let instances = self.current.load().len();
+            crate::metrics::record_refresh(&self.service_id, ok, instances, since);
         }
     }
 

@@ -50,8 +50,10 @@ pub(super) fn not_sent(
             }
         }
         NotSent::NoEndpoint => {
-            metrics::counter!(crate::metrics::NO_INSTANCES, "service" => service.to_owned())
-                .increment(1);
+            if state.labels_metrics() {
+                metrics::counter!(crate::metrics::NO_INSTANCES, "service" => service.to_owned())
+                    .increment(1);
+            }
             match state.error_before_first_success() {
                 Some(source) => Error::discovery(service, source),
                 None => match state.snapshot() {

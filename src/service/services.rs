@@ -117,7 +117,8 @@ impl Shared {
             .with_request_config(Arc::clone(&self.request))
             // Validated by the builder, so `build` cannot fail here.
             .with_retry_budget(self.request.retry.build().ok().flatten())
-            .with_instance_cookie(self.instance_cookies.for_service(service_id)),
+            .with_instance_cookie(self.instance_cookies.for_service(service_id))
+            .on_demand(on_demand),
         );
         #[cfg_attr(not(feature = "hyper-util"), allow(unused_mut))]
         let mut service_tasks = vec![spawn_refresher(

@@ -106,6 +106,20 @@ impl ServiceState {
         self
     }
 
+    /// Marks a service started on demand: its metrics carry its name only
+    /// once a fetch lists an instance.
+    pub(crate) fn on_demand(self, on: bool) -> Self {
+        if on {
+            self.refresh.label_once_listed();
+        }
+        self
+    }
+
+    /// Whether metrics may carry this service's label.
+    pub(crate) fn labels_metrics(&self) -> bool {
+        self.refresh.labels_metrics()
+    }
+
     /// The balancer's request settings.
     #[inline]
     pub(crate) fn request_config(&self) -> &super::RequestConfig {
