@@ -974,6 +974,28 @@ async fn a_huge_content_type_makes_a_short_decode_error() {
     assert!(text.len() < 300, "an error of {} bytes", text.len());
 }
 
+/// App names `.` and `..` are dot segments, which servers resolve before
+/// routing (`apps/.` is `apps/`, the whole registry, up to
+/// `max_body_bytes` at every refresh of a service a caller named `.`
+/// under `discover_on_demand`): refused as unknown, nothing is sent.
+#[tokio::test]
+async fn dot_segment_app_names_are_not_fetched() {
+    let stub = Stub::start(Mode::Good).await;
+    let source = source(&[stub.url()]);
+    for app in [".", "..", " .. "] {
+        let err = source
+            .fetch_application(app)
+            .await
+            .expect_err("a dot segment is no app");
+        assert!(
+            matches!(err, DiscoveryError::UnknownService { .. }),
+            "{app:?}: {err:?}"
+        );
+    }
+    let paths: Vec<String> = stub.seen().into_iter().map(|s| s.raw_path).collect();
+    assert!(paths.is_empty(), "{paths:?}");
+}
+
 #[tokio::test]
 async fn status_500_is_a_status_error() {
     let (url, err) = fetch_error(Mode::Status500).await;

@@ -258,6 +258,13 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANU
     .remove(b'_')
     .remove(b'~');
 
+/// Whether `name` cannot be one path segment: empty, or a dot segment,
+/// which servers resolve before routing (RFC 3986 §5.2.4: `apps/.` is
+/// `apps/`, the whole registry).
+fn not_a_segment(name: &str) -> bool {
+    matches!(name, "" | "." | "..")
+}
+
 use super::{FetchFuture, InstanceSource};
 use crate::error::{BuildError, DiscoveryError};
 use crate::instance::Instance;
@@ -295,7 +302,7 @@ impl EurekaSource {
     pub async fn fetch_application(&self, app: &str) -> Result<wire::Application, DiscoveryError> {
         // Unicode upper case, as Eureka's `toUpperCase(Locale.ROOT)`.
         let app = app.trim().to_uppercase();
-        if app.is_empty() {
+        if not_a_segment(&app) {
             return Err(DiscoveryError::UnknownService { service: app });
         }
         let path = format!(

@@ -18,7 +18,7 @@ impl InstanceSource for VipSource {
     fn fetch<'a>(&'a self, service_id: &'a str) -> FetchFuture<'a> {
         Box::pin(async move {
             let vip = service_id.trim();
-            if vip.is_empty() {
+            if super::super::not_a_segment(vip) {
                 return Err(DiscoveryError::UnknownService {
                     service: vip.to_owned(),
                 });
