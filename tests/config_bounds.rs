@@ -345,3 +345,22 @@ fn client_names_cannot_forge_lines_through_warnings() {
         assert!(!w.contains(['\r', '\n']), "{w:?}");
     }
 }
+
+/// A bad element of a status-code list is quoted in the error's reason:
+/// a line break in it is escaped and a 64 KiB element is cut, so the
+/// error is one short line.
+#[test]
+fn a_bad_status_code_element_is_quoted_in_the_error() {
+    let long = "9".repeat(64 * 1024);
+    for (element, limit) in [("5\r\nFAKE LOG LINE", 300), (long.as_str(), 600)] {
+        let err = tower_ribbon::config::RibbonConfig::from_pairs([(
+            "svc.ribbon.retryableStatusCodes",
+            format!("503,{element}"),
+        )])
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(!text.contains(['\r', '\n']), "{text}");
+        assert!(text.len() < limit, "an error of {} bytes", text.len());
+        assert!(text.contains("is not an HTTP status code"), "{text}");
+    }
+}

@@ -152,7 +152,10 @@ pub(crate) fn status_codes(kv: &Kv<'_>) -> Result<Vec<u16>, ConfigError> {
             _ => Err(ConfigError::invalid(
                 kv.key,
                 kv.value,
-                format!("`{c}` is not an HTTP status code (100-599)"),
+                format!(
+                    "`{}` is not an HTTP status code (100-599)",
+                    crate::error::quote(c)
+                ),
             )),
         })
         .collect()
