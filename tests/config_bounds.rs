@@ -364,3 +364,19 @@ fn a_bad_status_code_element_is_quoted_in_the_error() {
         assert!(text.contains("is not an HTTP status code"), "{text}");
     }
 }
+
+/// A YAML key that is not a scalar is reported under its parent's key,
+/// quoted: a parent key holding a line break cannot forge a log line, and
+/// a 1 000-byte one (YAML's implicit keys stop at 1 024) is cut.
+#[test]
+fn a_non_scalar_key_error_quotes_its_parent_key() {
+    let long = "k".repeat(1_000);
+    for (parent, limit) in [("sv\\r\\nFAKE LOG LINE", 300), (long.as_str(), 300)] {
+        let yaml = format!("\"{parent}\":\n  ? [a, b]\n  : 1\n");
+        let err = tower_ribbon::config::RibbonConfig::from_yaml_str(&yaml).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("a key must be a scalar"), "{text}");
+        assert!(!text.contains(['\r', '\n']), "{text}");
+        assert!(text.len() < limit, "an error of {} bytes", text.len());
+    }
+}

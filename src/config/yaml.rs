@@ -246,7 +246,10 @@ impl Flat<'_> {
         for &(key, value) in pairs.iter().filter(|(k, _)| !is_merge(*k)) {
             let key = tree
                 .scalar(key)
-                .ok_or_else(|| syntax(format!("under `{prefix}`: a key must be a scalar")))?;
+                .ok_or_else(|| {
+                    let prefix = crate::error::quote(prefix);
+                    syntax(format!("under `{prefix}`: a key must be a scalar"))
+                })?;
             let full = if prefix.is_empty() {
                 key.to_owned()
             } else {
