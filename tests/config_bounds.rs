@@ -380,3 +380,32 @@ fn a_non_scalar_key_error_quotes_its_parent_key() {
         assert!(text.len() < limit, "an error of {} bytes", text.len());
     }
 }
+
+/// The client named by a `NoSource` or `Conflicting` error is quoted: a
+/// client name holding a line break cannot forge a log line.
+#[test]
+fn errors_naming_a_client_escape_it() {
+    let name = "sv\r\nFAKE LOG LINE";
+    let config = tower_ribbon::config::RibbonConfig::from_pairs([(
+        format!("{name}.ribbon.ReadTimeout"),
+        "100",
+    )])
+    .unwrap();
+    let err = config.server_list_kind(name).unwrap_err();
+    assert_eq!(err.kind(), ConfigErrorKind::NoSource);
+    let text = err.to_string();
+    assert!(text.contains("FAKE LOG LINE"), "{text}");
+    assert!(!text.contains(['\r', '\n']), "{text}");
+    let config = tower_ribbon::config::RibbonConfig::from_pairs([
+        ("a.ribbon.listOfServers".to_owned(), "127.0.0.1:1"),
+        ("a.ribbon.MaxAutoRetries".to_owned(), "1"),
+        (format!("{name}.ribbon.listOfServers"), "127.0.0.1:2"),
+        (format!("{name}.ribbon.MaxAutoRetries"), "2"),
+    ])
+    .unwrap();
+    let err = config.builder().unwrap_err();
+    assert_eq!(err.kind(), ConfigErrorKind::Conflicting);
+    let text = err.to_string();
+    assert!(text.contains("FAKE LOG LINE"), "{text}");
+    assert!(!text.contains(['\r', '\n']), "{text}");
+}

@@ -159,16 +159,16 @@ impl ConfigError {
              build one per client with `RibbonConfig::builder_for`",
         );
         e.inner.key = Some(crate::error::quote(key));
-        e.inner.client = Some(first_client.to_owned());
+        e.inner.client = Some(crate::error::quote(first_client));
         e.inner.value = Some(first_value);
-        e.inner.other_client = Some(second_client.to_owned());
+        e.inner.other_client = Some(crate::error::quote(second_client));
         e.inner.other_value = Some(second_value);
         e
     }
 
     pub(crate) fn no_source(client: &str, reason: impl Into<Cow<'static, str>>) -> Self {
         let mut e = Self::new(ConfigErrorKind::NoSource, reason);
-        e.inner.client = Some(client.to_owned());
+        e.inner.client = Some(crate::error::quote(client));
         e
     }
 
@@ -208,12 +208,13 @@ impl ConfigError {
         self.inner.other_value.as_deref()
     }
 
-    /// The client without a source, or the first client of a conflict.
+    /// The client without a source, or the first client of a conflict
+    /// (cut to 128 bytes, control characters escaped).
     pub fn client(&self) -> Option<&str> {
         self.inner.client.as_deref()
     }
 
-    /// The second client of a conflict.
+    /// The second client of a conflict (quoted as [`ConfigError::client`]).
     pub fn other_client(&self) -> Option<&str> {
         self.inner.other_client.as_deref()
     }
