@@ -99,3 +99,14 @@ async fn the_smallest_values_in_range_build() {
         .build()
         .expect("registry");
 }
+
+/// A server URL with a 64 KiB scheme is refused with a short error: the
+/// URL is quoted (cut to 128 bytes) and so is the scheme the reason names.
+#[tokio::test]
+async fn a_long_unsupported_scheme_makes_a_short_error() {
+    let url = format!("{}://127.0.0.1:1/eureka", "s".repeat(64 * 1024));
+    let (key, text) = refused(EurekaSource::builder().server_urls(&url).build());
+    assert_eq!(key, "eureka server URL");
+    assert!(text.contains("unsupported scheme"), "{text}");
+    assert!(text.len() < 400, "an error of {} bytes", text.len());
+}

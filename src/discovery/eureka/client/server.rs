@@ -79,7 +79,7 @@ impl Server {
             "http" => false,
             "https" if cfg!(feature = "tls") => true,
             "https" => return Err(invalid(HTTPS_NEEDS_TLS)),
-            other => return Err(invalid(&format!("unsupported scheme `{other}`"))),
+            other => return Err(invalid(&format!("unsupported scheme `{}`", quote(other)))),
         };
         if url.host_str().is_none_or(str::is_empty) {
             return Err(invalid("no host"));
