@@ -76,6 +76,12 @@ pub(super) fn build_authority(
         let ip = Ipv6Addr::from_str(addr).map_err(|_| invalid("not a valid IPv6 address"))?;
         let (stored, text) = match zone {
             Some("") => return Err(invalid("empty IPv6 zone id")),
+            // `host()` and the default id keep the zone as written: a
+            // control character there would reach every log line and
+            // header that prints them.
+            Some(zone) if zone.chars().any(char::is_control) => {
+                return Err(invalid("control character in IPv6 zone id"));
+            }
             Some(zone) => (
                 format!("{ip}%{zone}"),
                 format!(

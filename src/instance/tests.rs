@@ -48,6 +48,10 @@ fn bad_hosts_and_ports_are_typed_errors() {
         "::zz",
         "[::1",
         "fe80::1%",
+        "fe80::1%eth\n0",
+        "[fe80::1%25eth\r0]",
+        "fe80::1%\u{7f}",
+        "fe80::1%\u{85}",
         "a/b",
         "h\u{e9}",
     ] {
