@@ -164,6 +164,9 @@ pub(crate) struct Shared {
     /// The instance cookie of each service (`Builder::instance_cookie`).
     instance_cookies: cookie::InstanceCookies,
     handle: tokio::runtime::Handle,
+    /// Requests to unknown services since the last INFO line about them,
+    /// and when that line was written (ms since `epoch`, `u64::MAX`: never).
+    unknown_logged: services::LogLimit,
 }
 
 /// The builder's settings the request path reads. The balancer and each
