@@ -28,6 +28,19 @@ fn read(snapshotter: &Snapshotter) -> BTreeMap<String, DebugValue> {
         .collect()
 }
 
+/// Runs `test` on a paused current-thread runtime with a debugging
+/// recorder local to it; `test` reads the recorder through the snapshotter.
+fn on_paused_recorder<F: std::future::Future<Output = ()>>(test: impl FnOnce(Snapshotter) -> F) {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || rt.block_on(test(snapshotter)));
+}
+
 fn counter(all: &BTreeMap<String, DebugValue>, key: &str) -> u64 {
     match all.get(key) {
         Some(DebugValue::Counter(n)) => *n,
@@ -178,15 +191,8 @@ async fn requests_outcomes_latency_breaker_and_refresh_are_recorded() {
 /// instance. Paused time; the recorder holds under 20 series.
 #[test]
 fn series_stay_bounded_while_instances_churn() {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    metrics::with_local_recorder(&recorder, || {
-        rt.block_on(async {
+    on_paused_recorder(|snapshotter| async move {
+        {
             let source = StaticSource::new()
                 .with_list("churn", "127.0.0.1:1")
                 .unwrap();
@@ -233,7 +239,7 @@ fn series_stay_bounded_while_instances_churn() {
             );
             assert!(all.len() < 20, "{}", all.len());
             assert_eq!(counted + counter(&all, key), 1_000);
-        });
+        }
     });
 }
 
@@ -245,15 +251,8 @@ fn series_stay_bounded_while_instances_churn() {
 /// instance records its series as a declared service does. Paused time.
 #[test]
 fn made_up_on_demand_names_add_no_series() {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    metrics::with_local_recorder(&recorder, || {
-        rt.block_on(async {
+    on_paused_recorder(|snapshotter| async move {
+        {
             let source = StaticSource::new()
                 .with_list("real", "127.0.0.1:1")
                 .unwrap();
@@ -285,6 +284,6 @@ fn made_up_on_demand_names_add_no_series() {
                 1
             );
             assert_eq!(gauge(&all, "ribbon_instances{service=real}"), 1.0);
-        });
+        }
     });
 }
