@@ -192,54 +192,52 @@ async fn requests_outcomes_latency_breaker_and_refresh_are_recorded() {
 #[test]
 fn series_stay_bounded_while_instances_churn() {
     on_paused_recorder(|snapshotter| async move {
-        {
-            let source = StaticSource::new()
-                .with_list("churn", "127.0.0.1:1")
+        let source = StaticSource::new()
+            .with_list("churn", "127.0.0.1:1")
+            .unwrap();
+        let inner = tower::service_fn(|_req: Request<()>| async {
+            Ok::<_, tower_ribbon::BoxError>(http::Response::new(()))
+        });
+        let lb = LoadBalancer::builder()
+            .source(source.clone())
+            .service("churn")
+            .retry(tower_ribbon::retry::RetryPolicy::none())
+            .refresh({
+                let mut c = RefreshConfig::default();
+                c.interval = Duration::from_secs(1);
+                c.jitter = 0.0;
+                c
+            })
+            .build(inner)
+            .unwrap();
+        assert!(lb.ready_service("churn").await);
+        let (mut after_first, mut counted) = (0, 0);
+        let key = "ribbon_requests_total{outcome=success,service=churn}";
+        for port in 1..=1_000u16 {
+            source
+                .set_list("churn", &format!("127.0.0.1:{port}"))
                 .unwrap();
-            let inner = tower::service_fn(|_req: Request<()>| async {
-                Ok::<_, tower_ribbon::BoxError>(http::Response::new(()))
-            });
-            let lb = LoadBalancer::builder()
-                .source(source.clone())
-                .service("churn")
-                .retry(tower_ribbon::retry::RetryPolicy::none())
-                .refresh({
-                    let mut c = RefreshConfig::default();
-                    c.interval = Duration::from_secs(1);
-                    c.jitter = 0.0;
-                    c
-                })
-                .build(inner)
-                .unwrap();
-            assert!(lb.ready_service("churn").await);
-            let (mut after_first, mut counted) = (0, 0);
-            let key = "ribbon_requests_total{outcome=success,service=churn}";
-            for port in 1..=1_000u16 {
-                source
-                    .set_list("churn", &format!("127.0.0.1:{port}"))
-                    .unwrap();
-                tokio::time::sleep(Duration::from_millis(1_001)).await;
-                let snap = lb.snapshot("churn").unwrap();
-                assert_eq!(snap.endpoints()[0].instance().port(), port);
-                let request = Request::get("http://churn/").body(()).unwrap();
-                lb.clone().oneshot(request).await.unwrap();
-                if port == 1 {
-                    // A snapshot takes the counters' values so far.
-                    let first = read(&snapshotter);
-                    after_first = first.len();
-                    counted = counter(&first, key);
-                }
+            tokio::time::sleep(Duration::from_millis(1_001)).await;
+            let snap = lb.snapshot("churn").unwrap();
+            assert_eq!(snap.endpoints()[0].instance().port(), port);
+            let request = Request::get("http://churn/").body(()).unwrap();
+            lb.clone().oneshot(request).await.unwrap();
+            if port == 1 {
+                // A snapshot takes the counters' values so far.
+                let first = read(&snapshotter);
+                after_first = first.len();
+                counted = counter(&first, key);
             }
-            let all = read(&snapshotter);
-            assert_eq!(
-                all.len(),
-                after_first,
-                "{:?}",
-                all.keys().collect::<Vec<_>>()
-            );
-            assert!(all.len() < 20, "{}", all.len());
-            assert_eq!(counted + counter(&all, key), 1_000);
         }
+        let all = read(&snapshotter);
+        assert_eq!(
+            all.len(),
+            after_first,
+            "{:?}",
+            all.keys().collect::<Vec<_>>()
+        );
+        assert!(all.len() < 20, "{}", all.len());
+        assert_eq!(counted + counter(&all, key), 1_000);
     });
 }
 
@@ -252,38 +250,36 @@ fn series_stay_bounded_while_instances_churn() {
 #[test]
 fn made_up_on_demand_names_add_no_series() {
     on_paused_recorder(|snapshotter| async move {
-        {
-            let source = StaticSource::new()
-                .with_list("real", "127.0.0.1:1")
+        let source = StaticSource::new()
+            .with_list("real", "127.0.0.1:1")
+            .unwrap();
+        let inner = tower::service_fn(|_req: Request<()>| async {
+            Ok::<_, tower_ribbon::BoxError>(http::Response::new(()))
+        });
+        let lb = LoadBalancer::builder()
+            .source(source)
+            .discover_on_demand(true)
+            .max_services(4)
+            .on_demand_idle(Duration::from_secs(1))
+            .retry(tower_ribbon::retry::RetryPolicy::none())
+            .build(inner)
+            .unwrap();
+        for i in 0..200 {
+            let request = Request::get(format!("http://made-up-{i}/"))
+                .body(())
                 .unwrap();
-            let inner = tower::service_fn(|_req: Request<()>| async {
-                Ok::<_, tower_ribbon::BoxError>(http::Response::new(()))
-            });
-            let lb = LoadBalancer::builder()
-                .source(source)
-                .discover_on_demand(true)
-                .max_services(4)
-                .on_demand_idle(Duration::from_secs(1))
-                .retry(tower_ribbon::retry::RetryPolicy::none())
-                .build(inner)
-                .unwrap();
-            for i in 0..200 {
-                let request = Request::get(format!("http://made-up-{i}/"))
-                    .body(())
-                    .unwrap();
-                assert!(lb.clone().oneshot(request).await.is_err());
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-            let request = Request::get("http://real/").body(()).unwrap();
-            lb.clone().oneshot(request).await.unwrap();
-            let all = read(&snapshotter);
-            let made_up: Vec<&String> = all.keys().filter(|k| k.contains("made-up")).collect();
-            assert_eq!(made_up.len(), 0, "{made_up:?}");
-            assert_eq!(
-                counter(&all, "ribbon_requests_total{outcome=success,service=real}"),
-                1
-            );
-            assert_eq!(gauge(&all, "ribbon_instances{service=real}"), 1.0);
+            assert!(lb.clone().oneshot(request).await.is_err());
+            tokio::time::sleep(Duration::from_secs(2)).await;
         }
+        let request = Request::get("http://real/").body(()).unwrap();
+        lb.clone().oneshot(request).await.unwrap();
+        let all = read(&snapshotter);
+        let made_up: Vec<&String> = all.keys().filter(|k| k.contains("made-up")).collect();
+        assert_eq!(made_up.len(), 0, "{made_up:?}");
+        assert_eq!(
+            counter(&all, "ribbon_requests_total{outcome=success,service=real}"),
+            1
+        );
+        assert_eq!(gauge(&all, "ribbon_instances{service=real}"), 1.0);
     });
 }
