@@ -17,10 +17,14 @@
 //! and leaves it to the HTTP client. Envoy's route timeout is 15 s with no
 //! per-try timeout. 2 s connect / 5 s per try keeps Ribbon's behaviour.
 //!
-//! **Worst case.** Every attempt is bounded by the per-try timeout, so a
-//! request to hung instances gets its response headers or its error within
-//! `RetryPolicy::max_attempts` × 5 s plus backoff (10 s plus at most 10 ms
-//! with the default policy, whose second attempt goes to another instance);
+//! **Worst case.** Every attempt's send is bounded by the per-try timeout,
+//! so a request to hung instances gets its response headers or its error
+//! within `RetryPolicy::max_attempts` × 5 s plus backoff (10 s plus at most
+//! 10 ms with the default policy, whose second attempt goes to another
+//! instance). An inner service that is not ready (a concurrency limit or a
+//! buffer inside it) is waited for before the pick under a per-try timeout
+//! of its own, so an attempt that waited can take up to twice the per-try
+//! timeout; [`RetryPolicy::deadline`] bounds both waits together.
 //! a POST is not retried after a read timeout (it may have reached the
 //! server), so it fails after 5 s. Set [`RetryPolicy::deadline`] to bound
 //! the wait for the headers of the whole request.
