@@ -211,10 +211,11 @@ impl Shared {
         metrics::counter!(crate::metrics::UNKNOWN_SERVICE).increment(1);
         let service = crate::error::quote(host);
         match self.unknown_logged.admit(self.ms_now()) {
+            // `suppressed`: requests logged at DEBUG since the last line.
             Some(suppressed) => tracing::info!(
                 service = %service,
                 suppressed,
-                "request to an unknown service (`suppressed`: others since the last such line, at DEBUG)"
+                "request to an unknown service"
             ),
             None => tracing::debug!(service = %service, "request to an unknown service"),
         }
