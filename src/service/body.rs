@@ -96,7 +96,7 @@ impl InFlight {
         let transition = self
             .endpoint
             .stats_handle()
-            .record_detached(attempt, outcome, now);
+            .record_detached(attempt, outcome, now, elapsed);
         self.endpoint
             .metrics(per_instance)
             .record(outcome, elapsed.as_secs_f64(), transition);

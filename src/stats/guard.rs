@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -71,7 +72,9 @@ impl EndpointStats {
     }
 
     /// Records the result of an attempt started with
-    /// [`EndpointStats::start_detached`] (`outcome` at `now`) and frees its
+    /// [`EndpointStats::start_detached`] (`outcome` at `now`, after
+    /// `latency` from the attempt's start, which the caller computed once
+    /// for its metrics too) and frees its
     /// half-open probe, but keeps it in flight: a failed response whose
     /// body still streams is load until
     /// [`EndpointStats::cancel_detached`] ends it.
@@ -80,8 +83,8 @@ impl EndpointStats {
         attempt: &mut Detached,
         outcome: Outcome,
         now: Instant,
+        latency: Duration,
     ) -> BreakerTransition {
-        let latency = now.saturating_duration_since(attempt.started);
         let transition = self.record(outcome, latency, now);
         if std::mem::take(&mut attempt.probe) {
             self.breaker.release_probe();
