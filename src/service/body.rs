@@ -179,13 +179,23 @@ impl Completion {
     }
 }
 
-impl Drop for Completion {
-    fn drop(&mut self) {
+impl Completion {
+    /// Records the attempt's result now, keeping it in flight until the
+    /// completion is dropped: an upgraded connection's result is its
+    /// response head (the 101, the 2xx to a `CONNECT`), while its load
+    /// lasts as long as the connection (see [`super::upgrade`]).
+    #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
+    pub(super) fn record_now(&mut self) {
         let now = Instant::now();
-        // A failure recorded when its attempt ended was checked for
-        // ejection then; only one recorded here is checked below.
         let records_now = !self.in_flight.recorded;
-        let transition = self.in_flight.finish(self.outcome, now, self.per_instance);
+        let transition = self.in_flight.record(self.outcome, now, self.per_instance);
+        self.recorded(records_now, transition, now);
+    }
+
+    /// After a result was recorded at `now` (`records_now`: by this call,
+    /// not when the attempt ended): outlier ejection for a failure, and
+    /// the service told when the breaker moved.
+    fn recorded(&self, records_now: bool, transition: BreakerTransition, now: Instant) {
         let Some(state) = &self.state else { return };
         // A body that failed counts toward outlier ejection as an error
         // before the headers does: an instance whose every body breaks
@@ -197,6 +207,17 @@ impl Drop for Completion {
         if transition != BreakerTransition::None {
             state.health().invalidate();
         }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        // A failure recorded when its attempt ended was checked for
+        // ejection then; only one recorded here is checked.
+        let records_now = !self.in_flight.recorded;
+        let transition = self.in_flight.finish(self.outcome, now, self.per_instance);
+        self.recorded(records_now, transition, now);
     }
 }
 
@@ -222,7 +243,12 @@ impl<B> TrackCompletion for http::Response<B> {
     type Tracked = http::Response<TrackedBody<B>>;
 
     fn track(self, done: Option<Completion>) -> Self::Tracked {
-        self.map(|inner| TrackedBody { inner, done })
+        // An upgrade's load is its connection's, not its (empty) body's.
+        #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
+        let (response, done) = super::upgrade::hold(self, done);
+        #[cfg(not(any(feature = "hyper-util", feature = "reqwest")))]
+        let response = self;
+        response.map(|inner| TrackedBody { inner, done })
     }
 }
 

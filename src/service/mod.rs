@@ -105,6 +105,10 @@ mod services;
 pub(crate) mod state;
 pub mod timeouts;
 mod trace;
+cfg_feature! {
+    #![any(feature = "hyper-util", feature = "reqwest")]
+    pub mod upgrade;
+}
 
 pub use body::{Completion, TrackCompletion, TrackedBody};
 pub use builder::Builder;
