@@ -230,7 +230,10 @@ impl fmt::Debug for Completion {
 }
 
 /// A response the balancer can follow to its end. Implemented for
-/// `http::Response<B>` (the body is wrapped in a [`TrackedBody`]).
+/// `http::Response<B>` (the body is wrapped in a [`TrackedBody`]; an
+/// upgrade response, one with hyper's `OnUpgrade` in its extensions, gets
+/// its attempt in its extensions instead, for `service::upgrade::on` to
+/// carry over to the upgraded connection).
 pub trait TrackCompletion: ResponseStatus + Sized {
     /// The response handed to the caller.
     type Tracked;
@@ -245,11 +248,45 @@ impl<B> TrackCompletion for http::Response<B> {
     fn track(self, done: Option<Completion>) -> Self::Tracked {
         // An upgrade's load is its connection's, not its (empty) body's.
         #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
-        let (response, done) = super::upgrade::hold(self, done);
+        let (response, done) = hold_upgrade(self, done);
         #[cfg(not(any(feature = "hyper-util", feature = "reqwest")))]
         let response = self;
         response.map(|inner| TrackedBody { inner, done })
     }
+}
+
+/// The attempt of an upgrade response, in its extensions: dropped with
+/// the last clone (the response's, or the connection's from
+/// `upgrade::on`), it leaves the in-flight count. Its result is recorded
+/// already.
+#[cfg(any(feature = "hyper-util", feature = "reqwest"))]
+#[derive(Clone)]
+pub(super) struct UpgradeHold {
+    _attempt: Arc<Completion>,
+}
+
+/// Moves an upgrade response's completion into its extensions, with its
+/// result recorded now; any other response gets its completion back.
+#[cfg(any(feature = "hyper-util", feature = "reqwest"))]
+fn hold_upgrade<B>(
+    mut response: http::Response<B>,
+    done: Option<Completion>,
+) -> (http::Response<B>, Option<Completion>) {
+    let Some(mut done) = done else {
+        return (response, None);
+    };
+    if response
+        .extensions()
+        .get::<hyper::upgrade::OnUpgrade>()
+        .is_none()
+    {
+        return (response, Some(done));
+    }
+    done.record_now();
+    response.extensions_mut().insert(UpgradeHold {
+        _attempt: Arc::new(done),
+    });
+    (response, None)
 }
 
 pin_project_lite::pin_project! {

@@ -56,43 +56,11 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use hyper::rt::{Read, ReadBufCursor, Write};
 
-use super::body::Completion;
-
-/// The attempt of an upgrade response, in its extensions: dropped with
-/// the last clone (the response's, or the [`Upgraded`] connection's), it
-/// leaves the in-flight count. Its result is recorded already.
-#[derive(Clone)]
-struct Hold {
-    _attempt: Arc<Completion>,
-}
-
-/// Moves an upgrade response's completion into its extensions, with its
-/// result recorded now; any other response gets its completion back.
-pub(super) fn hold<B>(
-    mut response: http::Response<B>,
-    done: Option<Completion>,
-) -> (http::Response<B>, Option<Completion>) {
-    let Some(mut done) = done else {
-        return (response, None);
-    };
-    if response
-        .extensions()
-        .get::<hyper::upgrade::OnUpgrade>()
-        .is_none()
-    {
-        return (response, Some(done));
-    }
-    done.record_now();
-    response.extensions_mut().insert(Hold {
-        _attempt: Arc::new(done),
-    });
-    (response, None)
-}
+use super::body::UpgradeHold as Hold;
 
 /// Takes the pending upgrade of a response from the balancer, as
 /// `hyper::upgrade::on` does, with its attempt: the connection it yields
