@@ -22,7 +22,11 @@
 //! failure status) is recorded when its result arrives, with the latency
 //! to then; a failure status handed to the caller (no retry follows)
 //! still counts in flight until its body ends, fails or is dropped, since
-//! its body streams from the instance as any other.
+//! its body streams from the instance as any other. An HTTP/1.1 upgrade
+//! (a WebSocket's `101`, a `CONNECT`'s 2xx) is recorded when its head
+//! arrives and counts in flight until the upgraded connection is dropped
+//! if the caller takes it with [`upgrade::on`] (with
+//! `hyper::upgrade::on`, until the response is dropped); see [`upgrade`].
 //!
 //! **Timeouts.** Each attempt is cut off after the per-try (read) timeout,
 //! Ribbon's 5 s unless set ([`Builder::read_timeout`], Ribbon key
