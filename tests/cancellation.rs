@@ -1,0 +1,614 @@
+//! Cancellation at every await point of the request path: the request's
+//! future dropped while it waits for the first list, for a not-ready inner
+//! service, for the inner call, for a backoff, for a same-instance retry,
+//! while its attempt is the half-open probe or goes to an instance in slow
+//! start; the response or its body dropped part-way; timeouts around the
+//! balancer; the balancer dropped; many callers cancelling at seeded random
+//! points. After each: nothing in flight, the probe free, nothing recorded
+//! against the instance for the caller's cancel, the retry budget not spent
+//! by a retry that was never sent, no panic.
+//!
+//! The request's future is polled by hand ([`poll_once`]) where the await
+//! point must be exact, so no timing decides where the drop lands.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full};
+use tokio::sync::{Notify, mpsc};
+use tower::Service;
+use tower_ribbon::discovery::{FetchFuture, InstanceSource, StaticSource};
+use tower_ribbon::health::OutlierDetection;
+use tower_ribbon::retry::{RetryBudgetConfig, RetryPolicy};
+use tower_ribbon::rule::{RoundRobin, SlowStart, SlowStartConfig};
+use tower_ribbon::service::FailureStatuses;
+use tower_ribbon::stats::BreakerState;
+use tower_ribbon::{BoxError, DiscoveryError, Endpoint, Instance, LoadBalancer};
+
+/// What the scripted inner service does with one call.
+#[derive(Clone)]
+enum Act {
+    /// Answers at once with this status and a one-frame body.
+    Status(u16),
+    /// A refused connection (a connect failure).
+    Refused,
+    /// Never answers.
+    Hang,
+    /// Answers this status once the gate is notified.
+    Gate(Arc<Notify>, u16),
+    /// Answers 200 after this long (paused time).
+    After(Duration, u16),
+    /// Answers 200 at once with a body that streams until its sender
+    /// (kept in [`Script::streams`]) sends or drops.
+    Stream,
+}
+
+/// A response body: one frame, or frames from a channel.
+#[derive(Debug)]
+struct TestBody {
+    first: Option<Bytes>,
+    rx: Option<mpsc::UnboundedReceiver<Bytes>>,
+}
+
+impl Body for TestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        let Some(rx) = self.rx.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match rx.poll_recv(cx) {
+            Poll::Ready(Some(bytes)) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+            Poll::Ready(None) => {
+                self.rx = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rx.is_none()
+    }
+}
+
+type Resp = Response<TestBody>;
+type Fut = Pin<Box<dyn Future<Output = Result<Resp, BoxError>> + Send>>;
+
+/// An inner service answering each port from its own script (200 once a
+/// script is empty), logging the ports it was called on; not ready while
+/// `blocked` is set.
+#[derive(Clone, Default)]
+struct Script {
+    acts: Arc<Mutex<HashMap<u16, VecDeque<Act>>>>,
+    seen: Arc<Mutex<Vec<u16>>>,
+    blocked: Arc<AtomicBool>,
+    streams: Arc<Mutex<Vec<mpsc::UnboundedSender<Bytes>>>>,
+    waiting: Arc<Mutex<Option<Waker>>>,
+}
+
+impl Script {
+    fn push(&self, port: u16, acts: impl IntoIterator<Item = Act>) {
+        let mut all = self.acts.lock().unwrap();
+        all.entry(port).or_default().extend(acts);
+    }
+
+    fn seen(&self) -> Vec<u16> {
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+
+    fn block(&self, on: bool) {
+        self.blocked.store(on, Ordering::SeqCst);
+        if let Some(waker) = self.waiting.lock().unwrap().take() {
+            waker.wake();
+        }
+    }
+}
+
+fn response(code: u16, body: TestBody) -> Result<Resp, BoxError> {
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::from_u16(code).unwrap();
+    Ok(response)
+}
+
+fn one_frame() -> TestBody {
+    TestBody {
+        first: Some(Bytes::from_static(b"body")),
+        rx: None,
+    }
+}
+
+impl Service<Request<Full<Bytes>>> for Script {
+    type Response = Resp;
+    type Error = BoxError;
+    type Future = Fut;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.blocked.load(Ordering::SeqCst) {
+            // Woken when unblocked.
+            *self.waiting.lock().unwrap() = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Full<Bytes>>) -> Fut {
+        let port = req.uri().port_u16().unwrap();
+        self.seen.lock().unwrap().push(port);
+        let act = (self.acts.lock().unwrap().get_mut(&port))
+            .and_then(VecDeque::pop_front)
+            .unwrap_or(Act::Status(200));
+        match act {
+            Act::Status(code) => Box::pin(async move { response(code, one_frame()) }),
+            Act::Refused => Box::pin(async {
+                Err(Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)) as _)
+            }),
+            Act::Hang => Box::pin(std::future::pending()),
+            Act::Gate(gate, code) => Box::pin(async move {
+                gate.notified().await;
+                response(code, one_frame())
+            }),
+            Act::After(wait, code) => Box::pin(async move {
+                tokio::time::sleep(wait).await;
+                response(code, one_frame())
+            }),
+            Act::Stream => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.streams.lock().unwrap().push(tx);
+                let body = TestBody {
+                    first: None,
+                    rx: Some(rx),
+                };
+                Box::pin(async move { response(200, body) })
+            }
+        }
+    }
+}
+
+/// Polls `fut` once, with a waker that does nothing: the test decides
+/// when it is polled again, so the await point it stops at is exact.
+fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+    let mut cx = Context::from_waker(Waker::noop());
+    Pin::new(fut).poll(&mut cx)
+}
+
+/// Failure statuses: only 500 (so a 503 is a retried success).
+fn builder(list: &str, retry: RetryPolicy) -> tower_ribbon::Builder {
+    let source = StaticSource::new().with_list("svc", list).unwrap();
+    LoadBalancer::builder()
+        .source(source)
+        .service("svc")
+        .rule(|| RoundRobin::with_start(0))
+        .retry(retry)
+        .read_timeout(None)
+        .failure_statuses(FailureStatuses::only([500]))
+}
+
+async fn balancer(script: &Script, list: &str, retry: RetryPolicy) -> LoadBalancer<Script> {
+    let lb = builder(list, retry).build(script.clone()).unwrap();
+    assert!(lb.ready_service("svc").await);
+    lb
+}
+
+fn endpoint(lb: &LoadBalancer<Script>, port: u16) -> Endpoint {
+    let snapshot = lb.snapshot("svc").unwrap();
+    let found = snapshot
+        .endpoints()
+        .iter()
+        .find(|e| e.instance().port() == port);
+    found.unwrap().clone()
+}
+
+fn get() -> Request<Full<Bytes>> {
+    Request::get("http://svc/x")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+/// Nothing of the caller's cancel on `e`: nothing in flight, no failure of
+/// any kind, no ejection, the breaker closed, `requests` attempts started.
+#[track_caller]
+fn untouched(e: &Endpoint, requests: u64) {
+    let s = e.stats();
+    assert_eq!(s.in_flight(), 0, "in flight on {e}");
+    assert_eq!(s.requests(), requests, "attempts on {e}");
+    assert_eq!(s.failures(), 0, "failures on {e}");
+    assert_eq!(s.successive_connection_failures(), 0);
+    assert_eq!(s.consecutive_server_errors(), 0);
+    assert_eq!(s.consecutive_gateway_errors(), 0);
+    assert_eq!(s.times_ejected(), 0);
+    assert_ne!(s.success_rate(), Some(0.0));
+    assert_eq!(s.breaker_state(), BreakerState::Closed);
+}
+
+/// A source whose first fetch waits for `gate`.
+struct GatedSource {
+    gate: Arc<Notify>,
+}
+
+impl InstanceSource for GatedSource {
+    fn fetch<'a>(&'a self, _service_id: &'a str) -> FetchFuture<'a> {
+        Box::pin(async move {
+            self.gate.notified().await;
+            Ok::<_, DiscoveryError>(vec![Instance::new("svc", "127.0.0.1", 1).unwrap()])
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropped_while_waiting_for_the_first_list() {
+    let gate = Arc::new(Notify::new());
+    let script = Script::default();
+    let lb = LoadBalancer::builder()
+        .source(GatedSource {
+            gate: Arc::clone(&gate),
+        })
+        .service("svc")
+        .read_timeout(None)
+        .build(script.clone())
+        .unwrap();
+    let mut fut = Box::pin(lb.request(get()));
+    assert!(poll_once(&mut fut).is_pending());
+    tokio::task::yield_now().await;
+    assert!(poll_once(&mut fut).is_pending());
+    drop(fut);
+    // Also with the balancer gone: the future held the only reference.
+    let mut orphan = Box::pin(lb.request(get()));
+    assert!(poll_once(&mut orphan).is_pending());
+    let lb2 = lb.clone();
+    drop(lb);
+    drop(orphan);
+    gate.notify_one();
+    assert!(lb2.ready_service("svc").await);
+    assert!(script.seen().is_empty());
+    let e = endpoint(&lb2, 1);
+    untouched(&e, 0);
+    let response = lb2.request(get()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    drop(response);
+    untouched(&e, 1);
+}
+
+/// The inner service not ready: the wait is charged to no instance, with
+/// or without a per-try timeout around it.
+#[tokio::test(start_paused = true)]
+async fn dropped_while_the_inner_service_is_not_ready() {
+    for per_try in [None, Some(Duration::from_secs(1))] {
+        let script = Script::default();
+        let mut policy = RetryPolicy::default();
+        if let Some(t) = per_try {
+            policy = policy.per_try_timeout(t);
+        }
+        let lb = balancer(&script, "127.0.0.1:1,127.0.0.1:2", policy).await;
+        let (e1, e2) = (endpoint(&lb, 1), endpoint(&lb, 2));
+        script.block(true);
+        let mut fut = Box::pin(lb.request(get()));
+        assert!(poll_once(&mut fut).is_pending());
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(poll_once(&mut fut).is_pending());
+        drop(fut);
+        // tokio::time::timeout around it, firing in the wait.
+        let cut = tokio::time::timeout(Duration::from_millis(900), lb.request(get())).await;
+        assert!(cut.is_err());
+        assert!(script.seen().is_empty());
+        untouched(&e1, 0);
+        untouched(&e2, 0);
+        script.block(false);
+        assert_eq!(lb.request(get()).await.unwrap().status(), 200);
+        assert_eq!(script.seen(), [1]);
+        untouched(&e1, 1);
+    }
+}
+
+/// Dropped mid-call, by hand, by `tokio::time::timeout` and by tower's
+/// `Timeout` around the balancer: in flight during the call, nothing after.
+#[tokio::test(start_paused = true)]
+async fn dropped_mid_call_by_hand_or_by_an_outer_timeout() {
+    let script = Script::default();
+    let lb = balancer(&script, "127.0.0.1:1", RetryPolicy::default()).await;
+    let e = endpoint(&lb, 1);
+    script.push(1, [Act::Hang, Act::Hang, Act::Hang]);
+    let mut fut = Box::pin(lb.request(get()));
+    assert!(poll_once(&mut fut).is_pending());
+    assert_eq!(e.stats().in_flight(), 1);
+    drop(fut);
+    untouched(&e, 1);
+
+    let cut = tokio::time::timeout(Duration::from_millis(10), lb.request(get())).await;
+    assert!(cut.is_err());
+    untouched(&e, 2);
+
+    let mut outer = tower::timeout::Timeout::new(lb.clone(), Duration::from_millis(10));
+    let err = tower::ServiceExt::ready(&mut outer)
+        .await
+        .unwrap()
+        .call(get())
+        .await
+        .unwrap_err();
+    assert!(err.is::<tower::timeout::error::Elapsed>(), "{err}");
+    untouched(&e, 3);
+    assert_eq!(script.seen(), [1, 1, 1]);
+}
+
+/// Dropped during the backoff after a retried success (a 503) and after a
+/// failure (refused): in flight nothing; the refused attempt is the
+/// instance's own failure, recorded once.
+#[tokio::test(start_paused = true)]
+async fn dropped_during_a_backoff() {
+    let policy = RetryPolicy::default()
+        .max_same(1)
+        .max_next(1)
+        .retryable_statuses([503])
+        .backoff(Duration::from_secs(1), Duration::from_secs(1));
+    let script = Script::default();
+    let lb = balancer(&script, "127.0.0.1:1,127.0.0.1:2", policy).await;
+    let (e1, e2) = (endpoint(&lb, 1), endpoint(&lb, 2));
+    script.push(1, [Act::Status(503)]);
+    let mut fut = Box::pin(lb.request(get()));
+    // The 503 came back and the request sleeps (or yields) before its retry.
+    assert!(poll_once(&mut fut).is_pending());
+    assert_eq!(script.seen(), [1]);
+    drop(fut);
+    untouched(&e1, 1);
+    untouched(&e2, 0);
+
+    script.push(2, [Act::Refused]);
+    let mut fut = Box::pin(lb.request(get()));
+    assert!(poll_once(&mut fut).is_pending());
+    assert_eq!(script.seen(), [2]);
+    drop(fut);
+    assert_eq!(e2.stats().in_flight(), 0);
+    assert_eq!(e2.stats().failures(), 1);
+    assert_eq!(e2.stats().successive_connection_failures(), 1);
+    untouched(&e1, 1);
+}
+
+/// Dropped during a same-instance retry's call: the first attempt (a 503,
+/// a success status) recorded as a success, the retry as nothing.
+#[tokio::test(start_paused = true)]
+async fn dropped_during_a_same_instance_retry() {
+    let policy = RetryPolicy::default()
+        .max_same(1)
+        .max_next(0)
+        .retryable_statuses([503])
+        .backoff(Duration::ZERO, Duration::ZERO);
+    let script = Script::default();
+    let lb = balancer(&script, "127.0.0.1:1,127.0.0.1:2", policy).await;
+    let e1 = endpoint(&lb, 1);
+    script.push(1, [Act::Status(503), Act::Hang]);
+    let mut fut = Box::pin(lb.request(get()));
+    assert!(poll_once(&mut fut).is_pending());
+    assert!(poll_once(&mut fut).is_pending());
+    assert_eq!(script.seen(), [1, 1]);
+    assert_eq!(e1.stats().in_flight(), 1);
+    drop(fut);
+    untouched(&e1, 2);
+    assert_eq!(e1.stats().success_rate(), Some(1.0));
+    untouched(&endpoint(&lb, 2), 0);
+}
+
+/// A response dropped before its body, and a streaming body dropped
+/// half-read: the attempt ends with the drop, as a success (the instance
+/// answered), never as a failure.
+#[tokio::test(start_paused = true)]
+async fn a_response_or_a_body_dropped_part_way() {
+    let script = Script::default();
+    let lb = balancer(&script, "127.0.0.1:1", RetryPolicy::default()).await;
+    let e = endpoint(&lb, 1);
+    script.push(1, [Act::Stream, Act::Stream]);
+
+    let response = lb.request(get()).await.unwrap();
+    assert_eq!(e.stats().in_flight(), 1);
+    drop(response);
+    untouched(&e, 1);
+
+    let mut body = lb.request(get()).await.unwrap().into_body();
+    let tx = script.streams.lock().unwrap().pop().unwrap();
+    tx.send(Bytes::from_static(b"half")).unwrap();
+    let frame = body.frame().await.unwrap().unwrap();
+    assert_eq!(frame.into_data().unwrap(), "half");
+    assert_eq!(e.stats().in_flight(), 1);
+    // A read cut off by the caller's own timeout, then the body dropped.
+    let cut = tokio::time::timeout(Duration::from_millis(10), body.frame()).await;
+    assert!(cut.is_err());
+    assert_eq!(e.stats().in_flight(), 1);
+    drop(body);
+    untouched(&e, 2);
+    assert_eq!(e.stats().success_rate(), Some(1.0));
+    drop(tx);
+}
+
+/// Three refused attempts trip `e` (threshold 3, blackout 10 s).
+async fn trip(lb: &LoadBalancer<Script>, script: &Script, e: &Endpoint) {
+    script.push(e.instance().port(), vec![Act::Refused; 3]);
+    for _ in 0..3 {
+        let mut fut = Box::pin(lb.request(get()));
+        while poll_once(&mut fut).is_pending() {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert!(matches!(
+        e.stats().breaker_state(),
+        BreakerState::Open { .. }
+    ));
+}
+
+/// A half-open probe dropped mid-call frees the probe: the instance can
+/// be probed again, and the cancel counts as no failure.
+#[tokio::test(start_paused = true)]
+async fn a_dropped_probe_leaves_the_instance_probable() {
+    let script = Script::default();
+    let lb = balancer(&script, "127.0.0.1:1", RetryPolicy::none()).await;
+    let e = endpoint(&lb, 1);
+    trip(&lb, &script, &e).await;
+    script.seen();
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let failures = e.stats().failures();
+    script.push(1, [Act::Hang]);
+    let mut fut = Box::pin(lb.request(get()));
+    assert!(poll_once(&mut fut).is_pending());
+    assert_eq!(
+        e.stats().breaker_state(),
+        BreakerState::HalfOpen { probing: true }
+    );
+    drop(fut);
+    assert_eq!(
+        e.stats().breaker_state(),
+        BreakerState::HalfOpen { probing: false }
+    );
+    assert_eq!(e.stats().in_flight(), 0);
+    assert_eq!(e.stats().failures(), failures);
+    assert_eq!(e.stats().successive_connection_failures(), 3);
+    // Probed again: the next request is the probe, and closes the breaker.
+    let response = lb.request(get()).await.unwrap();
+    assert_eq!(script.seen(), [1, 1]);
+    assert_eq!(e.stats().breaker_state(), BreakerState::Closed);
+    drop(response);
+    assert_eq!(e.stats().in_flight(), 0);
+}
+
+/// An instance in slow start (its share ramping up): a cancel there ends
+/// the attempt as anywhere else.
+#[tokio::test(start_paused = true)]
+async fn dropped_on_an_instance_in_slow_start() {
+    let script = Script::default();
+    let lb = builder("127.0.0.1:1", RetryPolicy::none())
+        .rule(|| {
+            SlowStart::new(
+                RoundRobin::with_start(0),
+                SlowStartConfig::new(Duration::from_secs(60)),
+            )
+        })
+        .build(script.clone())
+        .unwrap();
+    assert!(lb.ready_service("svc").await);
+    let e = endpoint(&lb, 1);
+    script.push(1, [Act::Hang]);
+    let mut fut = Box::pin(lb.request(get()));
+    assert!(poll_once(&mut fut).is_pending());
+    assert_eq!(e.stats().in_flight(), 1);
+    drop(fut);
+    untouched(&e, 1);
+}
+
+/// The balancer dropped while requests are in flight, then the requests
+/// dropped or finished: nothing left in flight.
+#[tokio::test(start_paused = true)]
+async fn the_balancer_dropped_with_requests_in_flight() {
+    let script = Script::default();
+    let lb = balancer(&script, "127.0.0.1:1", RetryPolicy::none()).await;
+    let e = endpoint(&lb, 1);
+    let gate = Arc::new(Notify::new());
+    script.push(
+        1,
+        [Act::Hang, Act::Gate(Arc::clone(&gate), 200), Act::Stream],
+    );
+    let mut hung = Box::pin(lb.request(get()));
+    let gated = tokio::spawn(lb.request(get()));
+    let streamed = lb.request(get());
+    assert!(poll_once(&mut hung).is_pending());
+    tokio::task::yield_now().await;
+    drop(lb);
+    let body = streamed.await.unwrap().into_body();
+    assert_eq!(e.stats().in_flight(), 3);
+    drop(hung);
+    gate.notify_one();
+    drop(gated.await.unwrap().unwrap());
+    assert_eq!(e.stats().in_flight(), 1);
+    drop(body);
+    untouched(&e, 3);
+}
+
+/// A tiny seeded generator (xorshift), so the random runs repeat.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// 200 callers on paused time, each cancelling at a seeded random moment
+/// (during the call, a backoff, a retry, or with the body half-read), over
+/// instances answering after random delays with random statuses: nothing
+/// is left in flight, and no probe stays taken.
+#[tokio::test(start_paused = true)]
+async fn many_callers_cancelling_at_random_points() {
+    for seed in [1_u64, 7, 42, 1234] {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let policy = RetryPolicy::default()
+            .max_same(1)
+            .max_next(1)
+            .retryable_statuses([503])
+            .budget(RetryBudgetConfig::unlimited())
+            .backoff(Duration::from_millis(5), Duration::from_millis(20));
+        let script = Script::default();
+        let list = "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3";
+        let lb = builder(list, policy)
+            .outlier_detection(OutlierDetection::default())
+            .build(script.clone())
+            .unwrap();
+        assert!(lb.ready_service("svc").await);
+        for port in 1..=3 {
+            let acts: Vec<Act> = (0..300)
+                .map(|_| match rng.below(6) {
+                    0 => Act::Refused,
+                    1 => Act::After(Duration::from_millis(rng.below(30)), 503),
+                    2 => Act::Stream,
+                    3 => Act::Status(500),
+                    _ => Act::After(Duration::from_millis(rng.below(30)), 200),
+                })
+                .collect();
+            script.push(port, acts);
+        }
+        let mut tasks = Vec::new();
+        for _ in 0..200 {
+            let fut = lb.request(get());
+            let cancel_at = Duration::from_millis(rng.below(60));
+            let hold_body = Duration::from_millis(rng.below(20));
+            let start = Duration::from_millis(rng.below(50));
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(start).await;
+                let Ok(Ok(response)) = tokio::time::timeout(cancel_at, fut).await else {
+                    return;
+                };
+                let mut body = response.into_body();
+                let _ = tokio::time::timeout(hold_body, body.frame()).await;
+            }));
+        }
+        // Unanswered streams end when their senders drop.
+        for task in tasks {
+            task.await.unwrap();
+        }
+        script.streams.lock().unwrap().clear();
+        for port in 1..=3 {
+            let e = endpoint(&lb, port);
+            assert_eq!(e.stats().in_flight(), 0, "seed {seed}, {e}");
+            assert!(
+                !matches!(
+                    e.stats().breaker_state(),
+                    BreakerState::HalfOpen { probing: true }
+                ),
+                "seed {seed}, {e}"
+            );
+        }
+    }
+}
