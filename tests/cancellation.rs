@@ -612,3 +612,60 @@ async fn many_callers_cancelling_at_random_points() {
         }
     }
 }
+
+/// A retry the caller cancels before it is sent gives its token back to
+/// the budget. The budget holds one retry (`min_per_sec` 1 over 1 s, no
+/// share of requests), so a second request's retry goes only if the first
+/// one's cancelled retry did not spend it.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_retry_that_never_sent_spends_no_budget() {
+    let budget = RetryBudgetConfig::default()
+        .ttl(Duration::from_secs(1))
+        .min_per_sec(1)
+        .ratio(0.0);
+    let policy = RetryPolicy::default()
+        .max_same(1)
+        .max_next(0)
+        .retryable_statuses([503])
+        .budget(budget)
+        .backoff(Duration::from_millis(100), Duration::from_millis(100));
+    let script = Script::default();
+    let lb = balancer(&script, "127.0.0.1:1", policy).await;
+
+    // Control: a retry that was sent spends the one token, so the next
+    // request's retry is refused (the caller gets the 503).
+    script.push(1, [Act::Status(503), Act::Status(200), Act::Status(503)]);
+    assert_eq!(lb.request(get()).await.unwrap().status(), 200);
+    assert_eq!(lb.request(get()).await.unwrap().status(), 503);
+    assert_eq!(script.seen(), [1, 1, 1]);
+    // The token comes back after the budget's ttl.
+    tokio::time::advance(Duration::from_secs(2)).await;
+
+    // Cancelled during its backoff: the retry was never sent.
+    script.push(1, [Act::Status(503)]);
+    let mut fut = Box::pin(lb.request(get()));
+    assert!(poll_once(&mut fut).is_pending());
+    drop(fut);
+    assert_eq!(script.seen(), [1]);
+    script.push(1, [Act::Status(503), Act::Status(200)]);
+    let response = lb.request(get()).await.unwrap();
+    assert_eq!(script.seen(), [1, 1]);
+    assert_eq!(response.status(), 200);
+    drop(response);
+    tokio::time::advance(Duration::from_secs(2)).await;
+
+    // Cancelled while the retry waits for a not-ready inner service.
+    script.push(1, [Act::Status(503)]);
+    let mut fut = Box::pin(lb.request(get()));
+    assert!(poll_once(&mut fut).is_pending());
+    script.block(true);
+    tokio::time::advance(Duration::from_millis(150)).await;
+    assert!(poll_once(&mut fut).is_pending());
+    drop(fut);
+    script.block(false);
+    assert_eq!(script.seen(), [1]);
+    script.push(1, [Act::Status(503), Act::Status(200)]);
+    assert_eq!(lb.request(get()).await.unwrap().status(), 200);
+    assert_eq!(script.seen(), [1, 1]);
+    untouched(&endpoint(&lb, 1), 9);
+}

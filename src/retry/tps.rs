@@ -141,6 +141,22 @@ impl TpsBudget {
     }
 }
 
+impl TpsBudget {
+    /// Gives back a withdrawal made at `withdrawn_at` whose retry was never
+    /// sent (see `service::retrying::Unsent`). Only while that withdrawal
+    /// surely still counts: one made 9 windows ago or more may have
+    /// expired with its window, and giving it back then would add a retry
+    /// the budget never held.
+    pub(crate) fn refund(&self, withdrawn_at: Instant) {
+        self.expire();
+        let counted = self.window.saturating_mul(WINDOWS - 1);
+        if withdrawn_at.elapsed() < counted {
+            self.writer
+                .fetch_add(self.withdraw_amount, Ordering::SeqCst);
+        }
+    }
+}
+
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -191,6 +207,26 @@ mod tests {
         for _ in 0..5 {
             assert!(b.withdraw());
         }
+        assert!(!b.withdraw());
+    }
+
+    /// A refund gives a withdrawal back while it counts, and nothing once
+    /// it may have expired (that would add a retry the budget never held).
+    #[tokio::test(start_paused = true)]
+    async fn a_refund_gives_back_only_a_withdrawal_that_still_counts() {
+        let b = TpsBudget::new(Duration::from_secs(1), 1, 0.0);
+        let at = Instant::now();
+        assert!(b.withdraw());
+        assert!(!b.withdraw());
+        tokio::time::advance(Duration::from_millis(500)).await;
+        b.refund(at);
+        assert!(b.withdraw());
+        assert!(!b.withdraw());
+        let at = Instant::now();
+        tokio::time::advance(Duration::from_millis(1200)).await;
+        // Expired with its window: the reserve holds one retry again.
+        b.refund(at);
+        assert!(b.withdraw());
         assert!(!b.withdraw());
     }
 

@@ -212,6 +212,46 @@ impl Decision {
     }
 }
 
+/// A retry's token, taken from the service's retry budget when the retry
+/// was decided, given back if the retry is never sent: the caller dropped
+/// the request during the backoff or while the inner service was not
+/// ready, or the retry found no instance or a not-ready inner service.
+/// The budget bounds the load retries add to instances, and an unsent
+/// retry added none (a caller cancelling during backoffs drained it, and
+/// other requests' retries were refused as "retry budget exhausted").
+///
+/// Holds its own reference to the service (taken only for a retry under a
+/// budget), since the request's future hands its own to the response;
+/// boxed, so every request's future grows by one pointer only (the
+/// allocation is made per retry, as the backoff's timer is).
+#[derive(Default)]
+pub(super) struct Unsent(Option<Box<(std::sync::Arc<super::ServiceState>, Instant)>>);
+
+impl Unsent {
+    /// A retry was decided, and took a token if the service has a budget:
+    /// the token, held until the retry is sent.
+    pub(super) fn taken(state: &std::sync::Arc<super::ServiceState>) -> Self {
+        let budget = state.retry_budget().is_some();
+        Self(budget.then(|| Box::new((std::sync::Arc::clone(state), Instant::now()))))
+    }
+
+    /// The attempt was sent: its token is spent.
+    pub(super) fn sent(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unsent {
+    fn drop(&mut self) {
+        if let Some(taken) = self.0.take() {
+            let (state, at) = *taken;
+            if let Some(budget) = state.retry_budget() {
+                budget.refund(at);
+            }
+        }
+    }
+}
+
 /// Why no retry followed a retryable result, for the error message (and a
 /// debug event).
 pub(super) fn refused<R>(

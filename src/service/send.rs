@@ -17,7 +17,7 @@ use super::ServiceState;
 use super::attempt::{self, Attempted, NotSent};
 use super::body::TrackCompletion;
 use super::ending::{Why, error_class, finish, not_sent, track};
-use super::retrying::{Decision, Walk, decide, note_retry, refused};
+use super::retrying::{Decision, Unsent, Walk, decide, note_retry, refused};
 use super::{RequestConfig, ResponseStatus, Shared, trace};
 use crate::error::{Attempt, BoxError, Error};
 use crate::instance::Endpoint;
@@ -74,11 +74,12 @@ where
         }
         let mut walk = Walk::new(&config.retry);
         let mut attempts: Vec<Attempt> = Vec::new();
+        let mut unsent = Unsent::default();
 
         loop {
             // The attempt in a block, so that nothing of it but the
             // instance stays in the request's future during a backoff.
-            let (endpoint, wait) = {
+            let (endpoint, wait, token) = {
                 let try_span =
                     trace::attempt(&span, Some(&facts.method), state.service_id(), walk.retries);
                 // In a block of its own, so that nothing of it but the inner
@@ -110,17 +111,13 @@ where
                     }) {
                         Ok(started) => started,
                         Err(why) => {
-                            let attempts = std::mem::take(&mut attempts);
-                            return Err(not_started(
-                                &facts.call(config, &state),
-                                why,
-                                attempts,
-                                &try_span,
-                                &span,
-                            ));
+                            let call = facts.call(config, &state);
+                            return Err(not_started(&call, why, &mut attempts, &try_span, &span));
                         }
                     }
                 };
+                // A retry's budget token is spent once its attempt is sent.
+                unsent.sent();
                 let result = sending.await;
                 let done = attempt::end(&facts.call(config, &state), in_flight, result);
                 trace::ended(&try_span, done.outcome, done.status, done.timed_out());
@@ -131,12 +128,14 @@ where
                 let call = facts.call(config, &state);
                 let next = next(&call, &facts, done, replayable, &walk, &mut attempts, &span);
                 match next {
-                    Next::Retry(endpoint, wait) => (endpoint, wait),
+                    Next::Retry(endpoint, wait, token) => (endpoint, wait, token),
                     // The response takes the request's reference to its
                     // service (no count taken per request).
                     Next::Done(finished) => return track(finished, state),
                 }
             };
+            // Given back if the retry is never sent (see `Unsent`).
+            unsent = token;
             pause(wait).await;
             walk.advance(endpoint, &config.retry);
         }
@@ -230,8 +229,9 @@ impl Facts {
 
 /// What follows an attempt.
 enum Next<T> {
-    /// Another attempt, after the backoff, walking on from this instance.
-    Retry(Endpoint, Duration),
+    /// Another attempt, after the backoff, walking on from this instance,
+    /// holding the retry's budget token until it is sent.
+    Retry(Endpoint, Duration, Unsent),
     /// The call's end.
     Done(Result<(T, Option<super::Completion>), Error>),
 }
@@ -266,7 +266,7 @@ fn next<T: ResponseStatus>(
         Decision::Retry(wait) => {
             let service = state.service_id();
             note_retry(span, service, reason, attempts, &done, walk.retries, wait);
-            Next::Retry(done.into_endpoint(state), wait)
+            Next::Retry(done.into_endpoint(state), wait, Unsent::taken(state))
         }
         Decision::Stop(why) => {
             let attempts = std::mem::take(attempts);
@@ -275,14 +275,16 @@ fn next<T: ResponseStatus>(
     }
 }
 
-/// The call's error when an attempt could not be sent.
+/// The call's error when an attempt could not be sent (taking the
+/// attempts made before it).
 fn not_started(
     call: &attempt::Call<'_>,
     why: NotSent,
-    attempts: Vec<Attempt>,
+    attempts: &mut Vec<Attempt>,
     try_span: &tracing::Span,
     span: &tracing::Span,
 ) -> Error {
+    let attempts = std::mem::take(attempts);
     let err = not_sent(call.config, call.state, why, attempts, call.deadline);
     trace::failed(try_span, error_class(&err));
     trace::failed(span, error_class(&err));
