@@ -669,3 +669,200 @@ async fn a_cancelled_retry_that_never_sent_spends_no_budget() {
     assert_eq!(script.seen(), [1, 1]);
     untouched(&endpoint(&lb, 1), 9);
 }
+
+/// With other instances to go to (3, so one out is not panic mode), a
+/// dropped probe's instance is probed again within [`PROBE_RECHECK`] (the
+/// documented bound: the health view is told when a probe's result
+/// arrives, not when its request is dropped, and looks again after it).
+///
+/// [`PROBE_RECHECK`]: tower_ribbon::stats::breaker::PROBE_RECHECK
+#[tokio::test(start_paused = true)]
+async fn a_dropped_probe_is_probed_again_within_the_recheck() {
+    use tower_ribbon::stats::breaker::PROBE_RECHECK;
+    let script = Script::default();
+    let lb = builder("127.0.0.1:1,127.0.0.1:2,127.0.0.1:3", RetryPolicy::none())
+        .outlier_detection(OutlierDetection::disabled())
+        .build(script.clone())
+        .unwrap();
+    assert!(lb.ready_service("svc").await);
+    let e1 = endpoint(&lb, 1);
+    script.push(1, vec![Act::Refused; 3]);
+    while e1.stats().failures() < 3 {
+        drop(lb.request(get()).await);
+    }
+    assert!(matches!(
+        e1.stats().breaker_state(),
+        BreakerState::Open { .. }
+    ));
+    tokio::time::advance(Duration::from_secs(11)).await;
+    script.seen();
+    script.push(1, [Act::Hang]);
+    // Requests until one is the probe (the one left pending).
+    let mut probe = None;
+    for _ in 0..3 {
+        let mut fut = Box::pin(lb.request(get()));
+        if poll_once(&mut fut).is_pending() {
+            probe = Some(fut);
+        }
+    }
+    assert!(probe.is_some());
+    assert_eq!(script.seen().iter().filter(|p| **p == 1).count(), 1);
+    drop(probe);
+    assert_eq!(
+        e1.stats().breaker_state(),
+        BreakerState::HalfOpen { probing: false }
+    );
+    // Probed again within the recheck: rounds of 3 requests, 100 ms apart.
+    let dropped = tokio::time::Instant::now();
+    loop {
+        for _ in 0..3 {
+            drop(lb.request(get()).await.unwrap());
+        }
+        if script.seen().contains(&1) {
+            break;
+        }
+        assert!(dropped.elapsed() < PROBE_RECHECK, "not probed again");
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    assert_eq!(e1.stats().breaker_state(), BreakerState::Closed);
+    assert_eq!(e1.stats().in_flight(), 0);
+}
+
+/// The runtime shut down with requests mid-call (under a per-try timeout),
+/// mid-backoff (under a budget) and with a body half-read: their futures
+/// are dropped by the shutdown, without a panic, leaving nothing in flight.
+#[test]
+fn a_runtime_shut_down_under_requests_leaves_nothing_in_flight() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let script = Script::default();
+    let policy = RetryPolicy::default()
+        .max_same(1)
+        .retryable_statuses([503])
+        .per_try_timeout(Duration::from_secs(60))
+        .backoff(Duration::from_secs(30), Duration::from_secs(30));
+    let (lb, e, held) = rt.block_on(async {
+        let lb = balancer(&script, "127.0.0.1:1", policy).await;
+        let e = endpoint(&lb, 1);
+        script.push(1, [Act::Stream, Act::Hang, Act::Status(503)]);
+        let body = lb.request(get()).await;
+        let hung = tokio::spawn(lb.request(get()));
+        let backoff = tokio::spawn(lb.request(get()));
+        tokio::task::yield_now().await;
+        (lb, e, (body, hung, backoff))
+    });
+    let (body, hung, backoff) = held;
+    assert_eq!(script.seen(), [1, 1, 1]);
+    assert_eq!(e.stats().in_flight(), 2);
+    drop(rt);
+    drop((hung, backoff));
+    // The half-read body only.
+    assert_eq!(e.stats().in_flight(), 1);
+    drop(body);
+    drop(lb);
+    assert_eq!(e.stats().in_flight(), 0);
+    assert_eq!(e.stats().failures(), 0);
+}
+
+/// Drops its future after it has been polled `left` times.
+struct CutAfter<F> {
+    fut: Option<Pin<Box<F>>>,
+    left: u32,
+}
+
+impl<F: Future> Future for CutAfter<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.left == 0 {
+            self.fut = None;
+            return Poll::Ready(None);
+        }
+        self.left -= 1;
+        let Some(fut) = self.fut.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match fut.as_mut().poll(cx) {
+            Poll::Ready(out) => Poll::Ready(Some(out)),
+            Poll::Pending => {
+                // Polled again soon, whatever it waits for.
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// On two worker threads (real time, no timer involved in where a drop
+/// lands): 2 000 requests each dropped after a seeded number of polls, or
+/// their body after a seeded number of frames, over instances answering
+/// after a seeded number of yields: nothing left in flight, no probe held.
+#[test]
+fn many_callers_on_threads_cancelling_after_seeded_poll_counts() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        let policy = RetryPolicy::default()
+            .max_same(1)
+            .max_next(1)
+            .retryable_statuses([503])
+            .backoff(Duration::ZERO, Duration::ZERO);
+        let script = Script::default();
+        let lb = builder("127.0.0.1:1,127.0.0.1:2,127.0.0.1:3", policy)
+            .build(script.clone())
+            .unwrap();
+        assert!(lb.ready_service("svc").await);
+        for port in 1..=3 {
+            let acts: Vec<Act> = (0..2_000)
+                .map(|_| match rng.below(5) {
+                    0 => Act::Refused,
+                    1 => Act::Status(503),
+                    2 => Act::Status(500),
+                    3 => Act::Stream,
+                    _ => Act::Status(200),
+                })
+                .collect();
+            script.push(port, acts);
+        }
+        let mut tasks = Vec::new();
+        for _ in 0..2_000 {
+            let cut = CutAfter {
+                fut: Some(Box::pin(lb.request(get()))),
+                left: u32::try_from(rng.below(6)).unwrap(),
+            };
+            let frames = rng.below(2);
+            let script = script.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Some(Ok(response)) = cut.await {
+                    let mut body = response.into_body();
+                    if frames > 0 {
+                        // A stream: one frame sent, read, then dropped.
+                        if let Some(tx) = script.streams.lock().unwrap().pop() {
+                            let _ = tx.send(Bytes::from_static(b"x"));
+                        }
+                        let _ = tokio::time::timeout(Duration::from_millis(1), body.frame()).await;
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        script.streams.lock().unwrap().clear();
+        for port in 1..=3 {
+            let e = endpoint(&lb, port);
+            assert_eq!(e.stats().in_flight(), 0, "{e}");
+            assert!(!matches!(
+                e.stats().breaker_state(),
+                BreakerState::HalfOpen { probing: true }
+            ));
+        }
+    });
+}
