@@ -19,8 +19,9 @@ type Inner<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
 /// request is small next to an HTTP exchange. The pick itself allocates
 /// nothing.
 ///
-/// Its size is kept down on purpose (1 024 bytes around hyper-util's
-/// client with an empty body, held by a unit test): an allocation of at most 1 032
+/// Its size is kept down on purpose (1 032 bytes around hyper-util's
+/// client with an empty body, held by a unit test; 1 024 before a retry's
+/// budget token was held in it): an allocation of at most 1 032
 /// bytes comes from glibc's per-thread cache, and the state is copied once
 /// into its box. Halving it from 2 008 bytes, with the attempt's steps made
 /// plain functions around one awaited future, cut the median added CPU per
