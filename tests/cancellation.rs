@@ -548,68 +548,91 @@ impl Rng {
 
 /// 200 callers on paused time, each cancelling at a seeded random moment
 /// (during the call, a backoff, a retry, or with the body half-read), over
-/// instances answering after random delays with random statuses: nothing
-/// is left in flight, and no probe stays taken.
+/// instances answering after random delays with random statuses, under a
+/// per-try timeout and a deadline: nothing is left in flight, and no probe
+/// stays taken. With `failing` off the instances never fail, so whatever
+/// the cancels did, no failure of any kind is recorded.
+async fn random_cancels(seed: u64, failing: bool) {
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut policy = RetryPolicy::default()
+        .max_same(1)
+        .max_next(1)
+        .retryable_statuses([503])
+        .budget(RetryBudgetConfig::unlimited())
+        .backoff(Duration::from_millis(5), Duration::from_millis(20));
+    if failing {
+        policy = policy
+            .per_try_timeout(Duration::from_millis(25))
+            .deadline(Duration::from_millis(70));
+    }
+    let script = Script::default();
+    let list = "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3";
+    let lb = builder(list, policy)
+        .outlier_detection(OutlierDetection::default())
+        .build(script.clone())
+        .unwrap();
+    assert!(lb.ready_service("svc").await);
+    for port in 1..=3 {
+        let acts: Vec<Act> = (0..300)
+            .map(|_| match rng.below(if failing { 6 } else { 3 }) {
+                0 => Act::After(Duration::from_millis(rng.below(30)), 503),
+                1 => Act::Stream,
+                2 => Act::After(Duration::from_millis(rng.below(30)), 200),
+                3 => Act::Refused,
+                4 => Act::Status(500),
+                _ => Act::Hang,
+            })
+            .collect();
+        script.push(port, acts);
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let fut = lb.request(get());
+        let cancel_at = Duration::from_millis(rng.below(60));
+        let hold_body = Duration::from_millis(rng.below(20));
+        let start = Duration::from_millis(rng.below(50));
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(start).await;
+            let Ok(Ok(response)) = tokio::time::timeout(cancel_at, fut).await else {
+                return;
+            };
+            let mut body = response.into_body();
+            let _ = tokio::time::timeout(hold_body, body.frame()).await;
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // Unanswered streams end when their senders drop.
+    script.streams.lock().unwrap().clear();
+    let mut attempts = 0;
+    for port in 1..=3 {
+        let e = endpoint(&lb, port);
+        let s = e.stats();
+        assert_eq!(s.in_flight(), 0, "seed {seed}, {e}");
+        assert!(
+            !matches!(s.breaker_state(), BreakerState::HalfOpen { probing: true }),
+            "seed {seed}, {e}"
+        );
+        if !failing {
+            untouched(&e, s.requests());
+        }
+        attempts += s.requests();
+    }
+    assert!(attempts > 100, "seed {seed}: {attempts} attempts");
+}
+
 #[tokio::test(start_paused = true)]
 async fn many_callers_cancelling_at_random_points() {
     for seed in [1_u64, 7, 42, 1234] {
-        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-        let policy = RetryPolicy::default()
-            .max_same(1)
-            .max_next(1)
-            .retryable_statuses([503])
-            .budget(RetryBudgetConfig::unlimited())
-            .backoff(Duration::from_millis(5), Duration::from_millis(20));
-        let script = Script::default();
-        let list = "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3";
-        let lb = builder(list, policy)
-            .outlier_detection(OutlierDetection::default())
-            .build(script.clone())
-            .unwrap();
-        assert!(lb.ready_service("svc").await);
-        for port in 1..=3 {
-            let acts: Vec<Act> = (0..300)
-                .map(|_| match rng.below(6) {
-                    0 => Act::Refused,
-                    1 => Act::After(Duration::from_millis(rng.below(30)), 503),
-                    2 => Act::Stream,
-                    3 => Act::Status(500),
-                    _ => Act::After(Duration::from_millis(rng.below(30)), 200),
-                })
-                .collect();
-            script.push(port, acts);
-        }
-        let mut tasks = Vec::new();
-        for _ in 0..200 {
-            let fut = lb.request(get());
-            let cancel_at = Duration::from_millis(rng.below(60));
-            let hold_body = Duration::from_millis(rng.below(20));
-            let start = Duration::from_millis(rng.below(50));
-            tasks.push(tokio::spawn(async move {
-                tokio::time::sleep(start).await;
-                let Ok(Ok(response)) = tokio::time::timeout(cancel_at, fut).await else {
-                    return;
-                };
-                let mut body = response.into_body();
-                let _ = tokio::time::timeout(hold_body, body.frame()).await;
-            }));
-        }
-        // Unanswered streams end when their senders drop.
-        for task in tasks {
-            task.await.unwrap();
-        }
-        script.streams.lock().unwrap().clear();
-        for port in 1..=3 {
-            let e = endpoint(&lb, port);
-            assert_eq!(e.stats().in_flight(), 0, "seed {seed}, {e}");
-            assert!(
-                !matches!(
-                    e.stats().breaker_state(),
-                    BreakerState::HalfOpen { probing: true }
-                ),
-                "seed {seed}, {e}"
-            );
-        }
+        random_cancels(seed, true).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancels_alone_never_count_as_failures() {
+    for seed in [3_u64, 11, 99, 2024] {
+        random_cancels(seed, false).await;
     }
 }
 
