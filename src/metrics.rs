@@ -14,7 +14,7 @@
 //! | `ribbon_breaker_recoveries_total` | counter | `service`, `instance` | tripped breakers closed by a response |
 //! | `ribbon_no_instances_total` | counter | `service` | requests that found no eligible instance |
 //! | `ribbon_unknown_service_total` | counter | | requests whose host names no known service (no label: the host comes from the caller, so a label would let anyone add series) |
-//! | `ribbon_retries_total` | counter | `service`, `reason` (`connect_failure`, `timeout`, `transport`, `status`) | retries made |
+//! | `ribbon_retries_total` | counter | `service`, `reason` (`connect_failure`, `timeout`, `transport`, `status`) | retries decided, counted before the backoff (a retry whose request is dropped during its backoff counts, though it is never sent) |
 //! | `ribbon_retry_budget_exhausted_total` | counter | | retries refused by the retry budget |
 //! | `ribbon_ejections_total` | counter | `service`, `instance` | outlier ejections |
 //! | `ribbon_ejection_returns_total` | counter | `service` | ejected instances whose ejection ended |
