@@ -28,7 +28,7 @@ use tower::Service;
 use tower_ribbon::discovery::{FetchFuture, InstanceSource, StaticSource};
 use tower_ribbon::health::OutlierDetection;
 use tower_ribbon::retry::{RetryBudgetConfig, RetryPolicy};
-use tower_ribbon::rule::{RoundRobin, SlowStart, SlowStartConfig};
+use tower_ribbon::rule::{PeakEwmaP2c, RoundRobin, SlowStart, SlowStartConfig};
 use tower_ribbon::service::FailureStatuses;
 use tower_ribbon::stats::BreakerState;
 use tower_ribbon::{BoxError, DiscoveryError, Endpoint, Instance, LoadBalancer};
@@ -888,4 +888,54 @@ fn many_callers_on_threads_cancelling_after_seeded_poll_counts() {
             ));
         }
     });
+}
+
+/// An instance that hangs until every caller gives up (its own timeout
+/// around the balancer, shorter than any per-try timeout) records no
+/// result, but its wait is a lower bound of its latency: peak EWMA P2C
+/// turns away from it as tower's `PeakEwma` does, which records the
+/// elapsed time of a dropped request. Before, the cancel recorded nothing,
+/// so the instance kept the 10 ms it had answered in: 40 of 40 requests
+/// went to it after it began to hang, every one a 100 ms timeout; now 1,
+/// the first. Nothing counts as a failure: the cancel is the caller's act.
+#[tokio::test(start_paused = true)]
+async fn an_instance_that_hangs_until_callers_give_up_is_avoided_by_latency() {
+    let script = Script::default();
+    // Both answer in 10 ms for the first 20 requests, then the first
+    // hangs.
+    let fast = Act::After(Duration::from_millis(10), 200);
+    script.push(1, std::iter::repeat_n(fast.clone(), 20));
+    script.push(2, std::iter::repeat_n(fast.clone(), 60));
+    let lb = builder("127.0.0.1:1,127.0.0.1:2", RetryPolicy::none())
+        .rule(|| PeakEwmaP2c::with_seed(7))
+        .build(script.clone())
+        .unwrap();
+    assert!(lb.ready_service("svc").await);
+    for _ in 0..20 {
+        drop(lb.request(get()).await.unwrap());
+    }
+    let warm = script.seen().iter().filter(|&&p| p == 1).count() as u64;
+    assert!(warm >= 1, "{warm} of 20 to the first");
+    script
+        .acts
+        .lock()
+        .unwrap()
+        .insert(1, std::iter::repeat_n(Act::Hang, 40).collect());
+    let mut timed_out = 0;
+    for _ in 0..40 {
+        match tokio::time::timeout(Duration::from_millis(100), lb.request(get())).await {
+            Ok(response) => drop(response.unwrap()),
+            Err(_) => timed_out += 1,
+        }
+    }
+    let seen = script.seen();
+    let hung = seen.iter().filter(|&&p| p == 1).count();
+    assert_eq!((hung, timed_out), (1, 1), "{seen:?}");
+    let e1 = endpoint(&lb, 1);
+    untouched(&e1, warm + 1);
+    let peak = e1
+        .stats()
+        .peak_ewma_at(tokio::time::Instant::now())
+        .unwrap();
+    assert!(peak >= Duration::from_millis(90), "{peak:?}");
 }

@@ -121,8 +121,16 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(attempt) = self.attempt.take() {
-            self.endpoint.stats_handle().cancel_detached(attempt);
+        let Some(attempt) = self.attempt.take() else {
+            return;
+        };
+        let stats = self.endpoint.stats_handle();
+        if self.recorded {
+            stats.cancel_detached(attempt);
+        } else {
+            // Dropped before its result: the wait so far is a lower bound
+            // of the instance's latency.
+            stats.cancel_unanswered(attempt, Instant::now());
         }
     }
 }

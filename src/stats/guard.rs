@@ -71,6 +71,33 @@ impl EndpointStats {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Ends an attempt whose request was dropped before its result (the
+    /// caller's own timeout, say) at `now`, as
+    /// [`EndpointStats::cancel_detached`] does, and notes what its wait
+    /// shows: the instance's latency is at least `now − start`. That lower
+    /// bound (a censored observation) raises the latency averages it
+    /// exceeds and leaves the others as they are; it counts as no
+    /// success or failure, so no breaker, ejection or success rate moves.
+    /// Without it an instance that hangs until callers give up looked as
+    /// fast as before to latency-aware rules (tower's `PeakEwma` records
+    /// the elapsed time of a dropped request for the same reason).
+    pub(crate) fn cancel_unanswered(&self, attempt: Detached, now: Instant) {
+        let waited = now.saturating_duration_since(attempt.started);
+        self.cancel_detached(attempt);
+        let (us, now_ms) = (waited.as_secs_f64() * 1e6, self.ms_at(now));
+        let tau = Self::tau_ms(self.config.ewma_decay);
+        let mean_tau = Self::tau_ms(self.config.mean_decay);
+        for (average, tau, peak) in [
+            (&self.ewma_us, tau, false),
+            (&self.peak_ewma_us, tau, true),
+            (&self.mean_us, mean_tau, false),
+        ] {
+            if average.get_decayed(now_ms, tau).is_none_or(|v| us > v) {
+                average.observe(us, now_ms, tau, peak);
+            }
+        }
+    }
+
     /// Records the result of an attempt started with
     /// [`EndpointStats::start_detached`] (`outcome` at `now`, after
     /// `latency` from the attempt's start, which the caller computed once

@@ -205,3 +205,25 @@ async fn a_latency_beyond_duration_saturates_instead_of_reading_zero() {
     assert_eq!(s.ewma(), Some(Duration::MAX));
     assert_eq!(s.peak_ewma_at(now), Some(Duration::MAX));
 }
+
+/// A cancelled attempt's wait is a lower bound of the latency: it raises
+/// an average below it and leaves one above it, and counts as no outcome.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_wait_only_raises_the_latency_averages() {
+    let s = EndpointStats::new();
+    let t0 = Instant::now();
+    s.start_at(t0)
+        .finish_at(Outcome::Success, t0 + Duration::from_millis(50));
+    let t1 = t0 + Duration::from_millis(50);
+    // Waited 10 ms, below the 50 ms known: nothing moves.
+    let short = s.start_detached(t1);
+    s.cancel_unanswered(short, t1 + Duration::from_millis(10));
+    assert_eq!(s.peak_ewma_at(t1), Some(Duration::from_millis(50)));
+    // Waited 200 ms: the peak takes it at once.
+    let long = s.start_detached(t1);
+    s.cancel_unanswered(long, t1 + Duration::from_millis(200));
+    let peak = s.peak_ewma_at(t1 + Duration::from_millis(200)).unwrap();
+    assert!(peak.as_micros().abs_diff(200_000) <= 2, "{peak:?}");
+    assert_eq!((s.in_flight(), s.requests(), s.failures()), (0, 3, 0));
+    assert_eq!(s.success_rate(), Some(1.0));
+}
