@@ -12,8 +12,11 @@ use super::{BreakerTransition, EndpointStats, Outcome};
 /// Keeps one attempt counted as in flight; finishing or dropping it ends
 /// the attempt.
 ///
-/// Dropped without [`InFlightGuard::finish`] (a cancelled request), it only
-/// lowers the in-flight count and frees a half-open probe.
+/// Dropped without [`InFlightGuard::finish`] (a cancelled request), it
+/// lowers the in-flight count, frees a half-open probe, and notes the wait
+/// so far as a lower bound of the latency (it raises the EWMA, peak EWMA
+/// and mean it exceeds; tower's `PeakEwma` records a dropped request's
+/// elapsed time too). It counts as no success or failure.
 #[must_use = "dropping the guard ends the attempt at once"]
 pub struct InFlightGuard<'a> {
     pub(super) stats: StatsRef<'a>,
@@ -61,9 +64,9 @@ impl EndpointStats {
     }
 
     /// Ends an attempt: it leaves the in-flight count and frees a half-open
-    /// probe not freed yet. With no result recorded (its request was
-    /// cancelled) nothing else is recorded, as a dropped [`InFlightGuard`]
-    /// does.
+    /// probe not freed yet. Nothing else is recorded: a result was
+    /// recorded already, or [`EndpointStats::cancel_unanswered`] notes a
+    /// cancelled attempt's wait.
     pub(crate) fn cancel_detached(&self, attempt: Detached) {
         if attempt.probe {
             self.breaker.release_probe();
@@ -82,8 +85,16 @@ impl EndpointStats {
     /// fast as before to latency-aware rules (tower's `PeakEwma` records
     /// the elapsed time of a dropped request for the same reason).
     pub(crate) fn cancel_unanswered(&self, attempt: Detached, now: Instant) {
-        let waited = now.saturating_duration_since(attempt.started);
+        let started = attempt.started;
         self.cancel_detached(attempt);
+        self.note_lower_bound(started, now);
+    }
+
+    /// An attempt started at `started` had no result by `now`: its wait
+    /// raises the latency averages it exceeds (see
+    /// [`EndpointStats::cancel_unanswered`]).
+    fn note_lower_bound(&self, started: Instant, now: Instant) {
+        let waited = now.saturating_duration_since(started);
         let (us, now_ms) = (waited.as_secs_f64() * 1e6, self.ms_at(now));
         let tau = Self::tau_ms(self.config.ewma_decay);
         let mean_tau = Self::tau_ms(self.config.mean_decay);
@@ -204,9 +215,15 @@ impl std::ops::Deref for StatsRef<'_> {
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if !self.done && self.probe {
+        if self.done {
+            return;
+        }
+        if self.probe {
             self.stats.breaker.release_probe();
         }
+        // Dropped without a result, as the balancer's cancelled attempts:
+        // the wait so far is a lower bound of the latency.
+        self.stats.note_lower_bound(self.started, Instant::now());
     }
 }
 

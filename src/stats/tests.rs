@@ -227,3 +227,19 @@ async fn a_cancelled_wait_only_raises_the_latency_averages() {
     assert_eq!((s.in_flight(), s.requests(), s.failures()), (0, 3, 0));
     assert_eq!(s.success_rate(), Some(1.0));
 }
+
+/// A guard dropped without a result notes its wait as the balancer's
+/// cancelled attempts do: 300 ms raises a 50 ms peak, no outcome counts.
+#[tokio::test(start_paused = true)]
+async fn a_dropped_guard_notes_its_wait_as_a_lower_bound() {
+    let s = EndpointStats::new();
+    let t0 = Instant::now();
+    s.start_at(t0)
+        .finish_at(Outcome::Success, t0 + Duration::from_millis(50));
+    let guard = s.start();
+    tokio::time::advance(Duration::from_millis(300)).await;
+    drop(guard);
+    let peak = s.peak_ewma_at(Instant::now()).unwrap();
+    assert!(peak.as_micros().abs_diff(300_000) <= 2, "{peak:?}");
+    assert_eq!((s.in_flight(), s.requests(), s.failures()), (0, 2, 0));
+}
