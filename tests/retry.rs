@@ -805,6 +805,49 @@ async fn c_next_instance_retries_do_not_repeat_under_a_moving_cursor() {
     );
 }
 
+/// Retries step a rotation of their own, so a failing instance gets only
+/// its share of first attempts. Before, each retry took the round-robin
+/// step after the failing instance's, so with one of two failing every
+/// request went to it first (200 of 200 first attempts, each a 503 and a
+/// retry); with one of three, every other request. The retry rotation is
+/// the sibling of spring-cloud-commons#1144's fix (sticky picks must not
+/// move the round robin of the others).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_a_failing_instance_gets_only_its_share_of_first_attempts() {
+    let _light = HEAVY.read().await;
+    for (n, requests) in [(2usize, 200usize), (3, 300)] {
+        let svc = format!("first-share-{n}");
+        let backends = start_backends(&format!("fs{n}-"), n).await;
+        backends[0].set_behavior(Behavior::Status(503));
+        let lb = balancer(
+            &svc,
+            &ports(&backends),
+            RetryPolicy::default()
+                .budget(RetryBudgetConfig::unlimited())
+                .backoff(Duration::ZERO, Duration::ZERO),
+            // The failing instance stays eligible.
+            OutlierDetection::disabled(),
+            http_client::<Full<Bytes>>(None),
+        );
+        assert!(lb.ready_service(&svc).await);
+        for i in 0..requests {
+            let (status, _) = call(&lb, get(&svc, Some(&format!("fs-{n}-{i}"))))
+                .await
+                .expect("a response");
+            assert_eq!(status, 200, "request {i}");
+        }
+        let received: Vec<usize> = backends.iter().map(|b| b.request_ids().len()).collect();
+        // First attempts: requests / n each; the failing one's retries
+        // (requests / n) spread over the n - 1 others.
+        let share = requests / n;
+        let retried = share / (n - 1);
+        let mut expected = vec![share + retried; n];
+        expected[0] = share;
+        assert_eq!(received, expected, "{n} instances, the first failing");
+        println!("first-attempt share, {n} instances, one failing: {received:?}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // d. The retry budget and the deadline.
 

@@ -132,10 +132,33 @@ impl<'a> PickContext<'a> {
         self.now
     }
 
-    /// Excludes `endpoints` (by identity).
+    /// Excludes `endpoints` (by identity): the instances a retry already
+    /// tried. A pick with exclusions is a retry's, so rotating rules step
+    /// a rotation of their own for it (see [`PickContext::retrying`]);
+    /// retries then do not move the rotation of first picks.
     pub fn with_excluded(mut self, endpoints: &'a [Endpoint]) -> Self {
         self.excluded = endpoints;
+        if !endpoints.is_empty() {
+            self = self.retrying();
+        }
         self
+    }
+
+    /// Marks the pick as a retry's: rotating rules (round robin, weighted
+    /// round robin, ties of best available, ...) step a cursor lane kept
+    /// for retries. With one cursor, retries took steps between first
+    /// picks: with one failing instance of two, every first pick went to
+    /// the failing one (its retry took the step after it), doubling the
+    /// failures seen. Set by [`PickContext::with_excluded`]; also for a
+    /// retry whose exclusions left nothing, which picks from all.
+    pub fn retrying(self) -> Self {
+        /// The retry lane's key ("retry" in ASCII).
+        const RETRY: u64 = 0x72_65_74_72_79;
+        if self.lane == 0 {
+            self.preferring(RETRY)
+        } else {
+            self
+        }
     }
 
     /// Sets a hash key for rules that route by key.

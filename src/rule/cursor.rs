@@ -16,6 +16,12 @@
 //! mixed with the keys of wrappers outside it), so hinted requests inside
 //! a subset, two hint groups in turn, or sticky requests next to hinted
 //! ones each rotate on their own.
+//!
+//! Retries are a population too: a pick with exclusions (or a retry that
+//! found every instance tried) is marked by `PickContext::retrying` and
+//! steps a lane of its own. On one cursor each retry took the step after
+//! its failed first pick, so with one failing instance of two every
+//! request went to it first.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -24,7 +24,8 @@
 //! refresh that brings the same list does not reset the rotation. Picks a
 //! preference wrapper (hint, subset, sticky session, same instance)
 //! confines to its preferred tier step a second cursor of their own, so
-//! they do not split the rotation of the other requests.
+//! they do not split the rotation of the other requests; so do retries
+//! (see [`PickContext::retrying`]).
 
 use std::fmt;
 use std::sync::Arc;

@@ -371,6 +371,9 @@ fn pick(
         if let Some(e) = picker.pick(&ctx.with_excluded(tried)) {
             return Some(e.clone());
         }
+        // Every instance tried: a retry picks from all, still in the
+        // retries' rotation.
+        ctx = ctx.retrying();
     }
     picker.pick(&ctx).cloned()
 }
