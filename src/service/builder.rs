@@ -388,7 +388,7 @@ impl Builder {
             stats: self.stats,
             instance_cookies: self.instance_cookies,
             handle,
-            unknown_logged: super::services::LogLimit::default(),
+            unknown_logged: super::log_limit::LogLimit::default(),
         });
         for service in &self.services {
             if service.trim().is_empty() {

@@ -98,6 +98,7 @@ pub(crate) mod grpc_status;
 mod hash_key;
 mod inner;
 mod layer;
+mod log_limit;
 cfg_feature! {
     #![feature = "reqwest"]
     mod reqwest_adapter;
@@ -174,7 +175,7 @@ pub(crate) struct Shared {
     handle: tokio::runtime::Handle,
     /// Requests to unknown services since the last INFO line about them,
     /// and when that line was written (ms since `epoch`, `u64::MAX`: never).
-    unknown_logged: services::LogLimit,
+    unknown_logged: log_limit::LogLimit,
 }
 
 /// The builder's settings the request path reads. The balancer and each

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::RequestConfig;
 use super::ResponseStatus;
+use super::ServiceState;
 use super::attempt::{Attempted, Target};
 use crate::error::Attempt;
 use crate::instance::Endpoint;
@@ -116,26 +117,43 @@ impl Walk {
     }
 }
 
-/// Counts a retry and lists the attempt it follows.
+/// Counts a retry and lists the attempt it follows. The log line is INFO
+/// at most once a second per service (with the retries logged at DEBUG
+/// since the last one as `suppressed`), DEBUG otherwise: while an instance
+/// fails, every request may retry, and one INFO line each flooded the logs
+/// at the request rate.
 pub(super) fn note_retry<R>(
     span: &tracing::Span,
-    service: &str,
+    state: &ServiceState,
     reason: Option<RetryReason>,
     attempts: &mut Vec<Attempt>,
     done: &Attempted<R>,
     retries: u32,
     wait: Duration,
 ) {
+    let service = state.service_id();
     let label = reason.map(RetryReason::label).unwrap_or("none");
-    tracing::info!(
-        parent: span,
-        service,
-        instance = %done.endpoint(),
-        reason = label,
-        retry = retries + 1,
-        ?wait,
-        "retrying"
-    );
+    match state.retries_logged().admit() {
+        Some(suppressed) => tracing::info!(
+            parent: span,
+            service,
+            instance = %done.endpoint(),
+            reason = label,
+            retry = retries + 1,
+            ?wait,
+            suppressed,
+            "retrying"
+        ),
+        None => tracing::debug!(
+            parent: span,
+            service,
+            instance = %done.endpoint(),
+            reason = label,
+            retry = retries + 1,
+            ?wait,
+            "retrying"
+        ),
+    }
     metrics::counter!(crate::metrics::RETRIES, "service" => service.to_owned(), "reason" => label)
         .increment(1);
     if attempts.len() < MAX_LISTED_ATTEMPTS {

@@ -264,8 +264,7 @@ fn next<T: ResponseStatus>(
     );
     match decision.spend(state.retry_budget()) {
         Decision::Retry(wait) => {
-            let service = state.service_id();
-            note_retry(span, service, reason, attempts, &done, walk.retries, wait);
+            note_retry(span, state, reason, attempts, &done, walk.retries, wait);
             Next::Retry(done.into_endpoint(state), wait, Unsent::taken(state))
         }
         Decision::Stop(why) => {

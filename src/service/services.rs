@@ -23,45 +23,6 @@ pub(super) struct Entry {
     _tasks: Vec<TaskGuard>,
 }
 
-/// At most one INFO line per [`LogLimit::EVERY`] about requests to unknown
-/// services, which callers choose (a gateway forwards any host name): the
-/// others go to DEBUG and are counted in the next INFO line.
-pub(super) struct LogLimit {
-    last_ms: AtomicU64,
-    suppressed: AtomicU64,
-}
-
-impl Default for LogLimit {
-    fn default() -> Self {
-        Self {
-            last_ms: AtomicU64::new(u64::MAX),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-}
-
-impl LogLimit {
-    /// The shortest time between two INFO lines.
-    pub(super) const EVERY_MS: u64 = 1_000;
-
-    /// `Some(requests not logged at INFO since the last line)` if this
-    /// request writes the INFO line.
-    fn admit(&self, now_ms: u64) -> Option<u64> {
-        let last = self.last_ms.load(Ordering::Relaxed);
-        let due = last == u64::MAX || now_ms.saturating_sub(last) >= Self::EVERY_MS;
-        if due
-            && self
-                .last_ms
-                .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
-            return Some(self.suppressed.swap(0, Ordering::AcqRel));
-        }
-        self.suppressed.fetch_add(1, Ordering::Relaxed);
-        None
-    }
-}
-
 /// Service id to entry, hashed with FNV-1a: the key is hashed on every
 /// request, and SipHash's flood resistance buys nothing here, since the map
 /// holds only declared services and at most `max_services` on-demand ones
@@ -210,7 +171,7 @@ impl Shared {
         const SHOWN: usize = 10;
         metrics::counter!(crate::metrics::UNKNOWN_SERVICE).increment(1);
         let service = crate::error::quote(host);
-        match self.unknown_logged.admit(self.ms_now()) {
+        match self.unknown_logged.admit() {
             // `suppressed`: requests logged at DEBUG since the last line.
             Some(suppressed) => tracing::info!(
                 service = %service,

@@ -46,6 +46,9 @@ pub(crate) struct ServiceState {
     /// Woken when a new list is published (the active checks probe the
     /// endpoints waiting for their first probe at once).
     published: Arc<tokio::sync::Notify>,
+    /// Retries are logged at INFO at most once a second per service (while
+    /// an instance fails, every request may retry).
+    retries_logged: super::log_limit::LogLimit,
 }
 
 impl ServiceState {
@@ -84,7 +87,13 @@ impl ServiceState {
             request: Arc::new(super::RequestConfig::default()),
             new_wait_for_probe,
             published: Arc::new(tokio::sync::Notify::new()),
+            retries_logged: super::log_limit::LogLimit::default(),
         }
+    }
+
+    /// The rate limit on this service's INFO lines about retries.
+    pub(super) fn retries_logged(&self) -> &super::log_limit::LogLimit {
+        &self.retries_logged
     }
 
     /// What the active checks share with the service: the flag that makes

@@ -18,6 +18,13 @@
 //! `connect_timeout`, `timeout` (per-try or read), `deadline`,
 //! `no_instances`, `discovery`, `not_ready`, `invalid_request` or `_OTHER`.
 //!
+//! Events whose rate others choose are limited to one INFO line a second,
+//! the others written at DEBUG and counted in the next INFO line's
+//! `suppressed` field: `retrying` (per service; fields `service`,
+//! `instance`, `reason`, `retry`, `wait`), inside the request's span, and
+//! `request to an unknown service` (per balancer). Counters count every
+//! one (`ribbon_retries_total`, `ribbon_unknown_service_total`).
+//!
 //! Without a subscriber that wants them, creating, entering and recording
 //! these spans is a few atomic loads and branches per request (measured in
 //! BENCHMARKS.md's overhead table, which runs without one).
