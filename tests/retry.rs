@@ -811,7 +811,13 @@ async fn c_next_instance_retries_do_not_repeat_under_a_moving_cursor() {
 /// request went to it first (200 of 200 first attempts, each a 503 and a
 /// retry); with one of three, every other request. The retry rotation is
 /// the sibling of spring-cloud-commons#1144's fix (sticky picks must not
-/// move the round robin of the others).
+/// move the round robin of the others). Peers' reports of the same:
+/// [spring-cloud-netflix#3974](https://github.com/spring-cloud/spring-cloud-netflix/issues/3974)
+/// (two instances answering 500, every call on one),
+/// [conjure-java-runtime#942](https://github.com/palantir/conjure-java-runtime/issues/942)
+/// (round robin advanced twice on a retry) and
+/// [envoy#27200](https://github.com/envoyproxy/envoy/issues/27200)
+/// (with retries on, requests that need none keep meeting the dead host).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c_a_failing_instance_gets_only_its_share_of_first_attempts() {
     let _light = HEAVY.read().await;
@@ -846,6 +852,35 @@ async fn c_a_failing_instance_gets_only_its_share_of_first_attempts() {
         assert_eq!(received, expected, "{n} instances, the first failing");
         println!("first-attempt share, {n} instances, one failing: {received:?}");
     }
+
+    // spring-cloud-netflix#3974's setting: both answer 500, one retry on
+    // the same instance and none on the next: 100 requests each.
+    let svc = "first-share-same";
+    let backends = start_backends("fss-", 2).await;
+    for b in &backends {
+        b.set_behavior(Behavior::Status(500));
+    }
+    let lb = balancer(
+        svc,
+        &ports(&backends),
+        RetryPolicy::default()
+            .max_same(1)
+            .max_next(0)
+            .retryable_statuses([500])
+            .budget(RetryBudgetConfig::unlimited())
+            .backoff(Duration::ZERO, Duration::ZERO),
+        OutlierDetection::disabled(),
+        http_client::<Full<Bytes>>(None),
+    );
+    assert!(lb.ready_service(svc).await);
+    for i in 0..200 {
+        let (status, _) = call(&lb, get(svc, Some(&format!("fss-{i}"))))
+            .await
+            .expect("a response");
+        assert_eq!(status, 500, "request {i}");
+    }
+    let received: Vec<usize> = backends.iter().map(|b| b.request_ids().len()).collect();
+    assert_eq!(received, [200, 200], "100 requests and their retries each");
 }
 
 // ---------------------------------------------------------------------------
