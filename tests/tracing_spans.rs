@@ -215,6 +215,8 @@ async fn one_retried_request_has_one_span_per_attempt_with_otel_fields() {
     assert_eq!(e["service"], "user-service");
     assert_eq!(e["reason"], "status");
     assert_eq!(e["retry"], "1");
+    // The service's first retry line: none left out before it.
+    assert_eq!(e["suppressed"], "0");
     assert_eq!(e["instance"], format!("http://{}", id(&failing)));
     // The event belongs to the request's span tree.
     let parent = retrying[0].span.expect("inside a span");

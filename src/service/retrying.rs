@@ -133,26 +133,24 @@ pub(super) fn note_retry<R>(
 ) {
     let service = state.service_id();
     let label = reason.map(RetryReason::label).unwrap_or("none");
+    // One line, at INFO or DEBUG (tracing's levels are per call site).
+    macro_rules! retrying {
+        ($level:ident $(, $extra:ident)?) => {
+            tracing::$level!(
+                parent: span,
+                service,
+                instance = %done.endpoint(),
+                reason = label,
+                retry = retries + 1,
+                ?wait,
+                $($extra,)?
+                "retrying"
+            )
+        };
+    }
     match state.retries_logged().admit() {
-        Some(suppressed) => tracing::info!(
-            parent: span,
-            service,
-            instance = %done.endpoint(),
-            reason = label,
-            retry = retries + 1,
-            ?wait,
-            suppressed,
-            "retrying"
-        ),
-        None => tracing::debug!(
-            parent: span,
-            service,
-            instance = %done.endpoint(),
-            reason = label,
-            retry = retries + 1,
-            ?wait,
-            "retrying"
-        ),
+        Some(suppressed) => retrying!(info, suppressed),
+        None => retrying!(debug),
     }
     metrics::counter!(crate::metrics::RETRIES, "service" => service.to_owned(), "reason" => label)
         .increment(1);
