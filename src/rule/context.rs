@@ -6,6 +6,13 @@ use tokio::time::Instant;
 
 use crate::instance::Endpoint;
 
+/// The lane key of a retry's pick without a preference
+/// ([`PickContext::retrying`]): `Cursor` gives it a lane of its own, and
+/// [`PickContext::preferring`] never yields it for a preferred tier. Before,
+/// it was one more hashed key, and shared a lane with about 1 in 63 hint
+/// groups, subsets or sticky tiers, whose rotation retries then moved.
+pub(crate) const RETRY_LANE: u64 = u64::MAX;
+
 /// One filter of a wrapping picker: whether the endpoint at an index of the
 /// picker's snapshot belongs to a tier. Called with the index into
 /// [`Picker::snapshot`](super::Picker::snapshot)'s endpoints and the
@@ -151,14 +158,15 @@ impl<'a> PickContext<'a> {
     /// the failing one (its retry took the step after it), doubling the
     /// failures seen. Set by [`PickContext::with_excluded`]; also for a
     /// retry whose exclusions left nothing, which picks from all.
-    pub fn retrying(self) -> Self {
-        /// The retry lane's key ("retry" in ASCII).
-        const RETRY: u64 = 0x72_65_74_72_79;
+    ///
+    /// A retry without a preference steps a lane reserved for it, which
+    /// no preferred tier shares; a retry inside a preferred tier steps a
+    /// lane chosen by that tier and the retry mark together.
+    pub fn retrying(mut self) -> Self {
         if self.lane == 0 {
-            self.preferring(RETRY)
-        } else {
-            self
+            self.lane = RETRY_LANE;
         }
+        self
     }
 
     /// Sets a hash key for rules that route by key.
@@ -225,7 +233,13 @@ impl<'a> PickContext<'a> {
     /// key of wrappers outside it; see `Cursor`).
     #[inline]
     pub(crate) fn preferring(mut self, key: u64) -> Self {
-        self.lane = (self.lane.rotate_left(17) ^ key).max(1);
+        let mixed = (self.lane.rotate_left(17) ^ key).max(1);
+        // A tier's key never lands on the lane reserved for retries.
+        self.lane = if mixed == RETRY_LANE {
+            mixed - 1
+        } else {
+            mixed
+        };
         self
     }
 

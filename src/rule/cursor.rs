@@ -21,18 +21,23 @@
 //! found every instance tried) is marked by `PickContext::retrying` and
 //! steps a lane of its own. On one cursor each retry took the step after
 //! its failed first pick, so with one failing instance of two every
-//! request went to it first.
+//! request went to it first. That lane is reserved: no preferred tier's key
+//! maps to it (as one more hashed key it shared a lane with about 1 in 63
+//! hint groups, whose rotation retries then moved). A retry inside a
+//! preferred tier steps a hashed lane of that tier and the retry mark.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::PickContext;
+use super::context::RETRY_LANE;
 
 /// Lanes for preferred tiers; a tier's key picks one. Two groups share a
 /// lane only when their keys collide (about 1 in 63 pairs).
 const PREFERRED_LANES: usize = 63;
 
-/// Rotation positions: one lane for picks without a preference, and
-/// [`PREFERRED_LANES`] for preferred tiers; see the [module docs](self).
+/// Rotation positions: one lane for picks without a preference,
+/// [`PREFERRED_LANES`] for preferred tiers, and one for retries without a
+/// preference; see the [module docs](self).
 #[derive(Debug)]
 pub(crate) struct Cursor {
     lanes: Box<[AtomicUsize]>,
@@ -48,7 +53,7 @@ impl Cursor {
     /// Every lane at `start`.
     pub(crate) fn new(start: usize) -> Self {
         Self {
-            lanes: (0..=PREFERRED_LANES)
+            lanes: (0..PREFERRED_LANES + 2)
                 .map(|_| AtomicUsize::new(start))
                 .collect(),
         }
@@ -59,6 +64,7 @@ impl Cursor {
     pub(crate) fn step(&self, ctx: &PickContext<'_>) -> usize {
         let lane = match ctx.lane() {
             0 => 0,
+            RETRY_LANE => PREFERRED_LANES + 1,
             key => 1 + (key % PREFERRED_LANES as u64) as usize,
         };
         self.lanes
