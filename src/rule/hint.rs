@@ -434,4 +434,62 @@ mod tests {
         }
         assert_eq!(layouts, 311);
     }
+
+    /// Two hint groups in turn each rotate on their own, whatever their
+    /// layout: with lanes chosen by a hash of the group, about 1 in 63
+    /// pairs of groups shared one, and then each request to the first
+    /// group, followed by `len - 1` requests to the second, went to the
+    /// same member. Every pair of disjoint contiguous groups of 2 or 3 in
+    /// lists of 4 to 12 is tried.
+    #[test]
+    fn two_hint_groups_in_turn_never_share_a_rotation() {
+        let mut layouts = 0;
+        for n in 4..=12usize {
+            for la in 2..=3usize {
+                for lb in 2..=3usize {
+                    for a0 in 0..=n.saturating_sub(la) {
+                        for b0 in 0..=n.saturating_sub(lb) {
+                            let (a, b) = (a0..a0 + la, b0..b0 + lb);
+                            if a.end > n || b.end > n || (a.start < b.end && b.start < a.end) {
+                                continue;
+                            }
+                            let hints: Vec<Option<&str>> = (0..n)
+                                .map(|i| {
+                                    if a.contains(&i) {
+                                        Some("a")
+                                    } else if b.contains(&i) {
+                                        Some("b")
+                                    } else {
+                                        None
+                                    }
+                                })
+                                .collect();
+                            let s = hinted(&hints);
+                            let p = HintBased::new(RoundRobin::with_start(0)).build(&s);
+                            let (mut ha, mut hb) = (HeaderMap::new(), HeaderMap::new());
+                            ha.insert("x-sc-lb-hint", "a".parse().unwrap());
+                            hb.insert("x-sc-lb-hint", "b".parse().unwrap());
+                            let (ca, cb) = (
+                                PickContext::new().with_headers(&ha),
+                                PickContext::new().with_headers(&hb),
+                            );
+                            let mut counts = vec![0usize; n];
+                            for _ in 0..100 * la {
+                                counts[index(p.pick(&ca).unwrap())] += 1;
+                                for _ in 1..la {
+                                    assert!(b.contains(&index(p.pick(&cb).unwrap())));
+                                }
+                            }
+                            let expected: Vec<usize> = (0..n)
+                                .map(|i| if a.contains(&i) { 100 } else { 0 })
+                                .collect();
+                            assert_eq!(counts, expected, "n {n}, groups {a:?} and {b:?}");
+                            layouts += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(layouts, 978);
+    }
 }
