@@ -98,8 +98,9 @@ impl Cursor {
     /// (keys of tiers gone with an old list leave this way; a live tier
     /// pushed out claims a slot again at its next pick). Races between
     /// pickers can at worst let two tiers share a lane for a while, as a
-    /// hashed lane did; a pick never fails or loops.
-    #[inline]
+    /// hashed lane did; a pick never fails or loops. Kept out of line:
+    /// picks without a preference, the common case, do not carry it.
+    #[inline(never)]
     fn slot_of(&self, key: u64) -> usize {
         let home = (key % PREFERRED_LANES as u64) as usize;
         let slot = |i: usize| (home + i) % PREFERRED_LANES;
