@@ -17,16 +17,29 @@
 //! inside a subset, two hint groups in turn, or sticky requests next to
 //! hinted ones each rotate on their own.
 //!
-//! A key claims one of 127 lanes by its whole value at its first pick (see
-//! `Cursor::slot_of`). When a lane was chosen by a hash of the key (63
+//! A key claims one of 509 lanes by its whole value at its first pick (see
+//! `Cursor::step_preferred`). When a lane was chosen by a hash of the key (63
 //! lanes), about 1 in 63 pairs of tiers shared one, and requests to two
-//! hint groups in turn then piled on one member of each. Two tiers share a
-//! lane now only while 16 slots from a key's home slot are all held by
-//! others: with up to 32 tiers in use, never but for vanishing odds. With
-//! more (sticky traffic to over 32 instances, each its own tier), a key
-//! finding no room clears those slots and takes its home one, so keys of
-//! tiers gone with an old list leave, and a pushed-out tier claims a lane
-//! again at its next pick.
+//! hint groups in turn then piled on one member of each. A key looks at 16
+//! slots from its home slot; with up to 200 tiers in use it finds its own
+//! or a free one (tested with 100, 120, 200 and 300 hint groups in turn, each
+//! split exactly). The table (about 8.6 KB) is allocated at a cursor's
+//! first preferred pick, so services without preferences do not pay it.
+//!
+//! The table is bounded, so more tiers than it holds (sticky traffic to
+//! hundreds of instances, each its own tier) must share it. A key finding
+//! no room evicts one of its 16 slots by a second-chance sweep (each slot
+//! has a bit set at every pick; the sweep clears set bits and takes the
+//! first slot found clear), so keys of tiers gone with an old list, never
+//! picked again, leave first. The lane it takes over starts from a
+//! position mixed from its key and the lane's count, not from the count
+//! the evicted tier left: with 127 lanes and a plain takeover, tiers
+//! beyond capacity evicted one another in turn and each continued the
+//! other's count, so tiers of two picked in turn got every other step
+//! (120 hint groups of two in turn: one group split 67 to 133 of 200; a
+//! simulation with random keys, 198 to 2). Beyond the table, picks in a
+//! tier spread like random ones (1 000 groups: every split within 70 to
+//! 130 of 200).
 //!
 //! Retries are a population too: a pick with exclusions (or a retry that
 //! found every instance tried) is marked by `PickContext::retrying` and
@@ -36,30 +49,65 @@
 //! maps to it. A retry inside a preferred tier steps a lane of that tier
 //! and the retry mark together.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::fmt;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use super::PickContext;
 use super::context::RETRY_LANE;
 
-/// Lanes for preferred tiers. A tier's key claims one of them by its whole
-/// key (see `Cursor::slot_of`); with up to a quarter of them in use, a key
-/// finds a free lane within [`PROBES`] slots but for vanishing odds.
-const PREFERRED_LANES: usize = 127;
+/// Lanes for preferred tiers (a prime, so keys spread over the home slots
+/// whatever their low bits). A tier's key claims one of them by its whole
+/// key (see `Cursor::step_preferred`); with up to 200 in use, a key finds its own
+/// or a free lane within [`PROBES`] slots.
+const PREFERRED_LANES: usize = 509;
 
-/// Slots a key looks at from its home slot before it takes its home slot
-/// over. Bounds a pick's cost (at most this many loads, and as many stores
-/// when the slots are cleared), and clears keys of tiers that no longer
-/// exist (a list change moves a group's positions, so its key changes).
+/// Slots a key looks at from its home slot before it evicts one. Bounds a
+/// pick's cost: at most this many loads, and as many stores when it
+/// sweeps.
 const PROBES: usize = 16;
 
-/// Rotation positions: one lane for picks without a preference,
-/// [`PREFERRED_LANES`] for preferred tiers, and one for retries without a
-/// preference; see the [module docs](self).
-#[derive(Debug)]
-pub(crate) struct Cursor {
+/// The preferred lanes, their keys and their second-chance bits.
+struct Table {
     lanes: Box<[AtomicUsize]>,
-    /// The tier key holding each preferred lane (0: free).
+    /// The tier key holding each lane (0: free).
     keys: Box<[AtomicU64]>,
+    /// Set at each pick in the lane; cleared by an evicting key's sweep.
+    used: Box<[AtomicBool]>,
+}
+
+impl Table {
+    fn new(start: usize) -> Self {
+        Self {
+            lanes: (0..PREFERRED_LANES)
+                .map(|_| AtomicUsize::new(start))
+                .collect(),
+            keys: (0..PREFERRED_LANES).map(|_| AtomicU64::new(0)).collect(),
+            used: (0..PREFERRED_LANES)
+                .map(|_| AtomicBool::new(false))
+                .collect(),
+        }
+    }
+}
+
+/// Rotation positions: one lane for picks without a preference, one for
+/// retries without a preference, and a table of [`PREFERRED_LANES`] for
+/// preferred tiers; see the [module docs](self).
+pub(crate) struct Cursor {
+    plain: AtomicUsize,
+    retry: AtomicUsize,
+    /// Where the preferred lanes start.
+    start: usize,
+    preferred: OnceLock<Table>,
+}
+
+impl fmt::Debug for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cursor")
+            .field("next", &self.peek())
+            .field("preferred_lanes", &self.preferred.get().is_some())
+            .finish()
+    }
 }
 
 impl Default for Cursor {
@@ -72,67 +120,92 @@ impl Cursor {
     /// Every lane at `start`.
     pub(crate) fn new(start: usize) -> Self {
         Self {
-            lanes: (0..PREFERRED_LANES + 2)
-                .map(|_| AtomicUsize::new(start))
-                .collect(),
-            keys: (0..PREFERRED_LANES).map(|_| AtomicU64::new(0)).collect(),
+            plain: AtomicUsize::new(start),
+            retry: AtomicUsize::new(start),
+            start,
+            preferred: OnceLock::new(),
         }
     }
 
     /// The step for a pick in `ctx`'s lane, and moves it on.
     #[inline]
     pub(crate) fn step(&self, ctx: &PickContext<'_>) -> usize {
-        let lane = match ctx.lane() {
-            0 => 0,
-            RETRY_LANE => PREFERRED_LANES + 1,
-            key => 1 + self.slot_of(key),
-        };
-        self.lanes
-            .get(lane)
-            .map_or(0, |l| l.fetch_add(1, Ordering::Relaxed))
+        match ctx.lane() {
+            0 => self.plain.fetch_add(1, Ordering::Relaxed),
+            RETRY_LANE => self.retry.fetch_add(1, Ordering::Relaxed),
+            key => self.step_preferred(key),
+        }
     }
 
-    /// The preferred lane `key` holds, claimed on its first pick: the first
-    /// of [`PROBES`] slots from its home slot that holds `key` or is free.
-    /// When none is, those slots are cleared and `key` takes its home slot
-    /// (keys of tiers gone with an old list leave this way; a live tier
-    /// pushed out claims a slot again at its next pick). Races between
-    /// pickers can at worst let two tiers share a lane for a while, as a
-    /// hashed lane did; a pick never fails or loops. Kept out of line:
-    /// picks without a preference, the common case, do not carry it.
+    /// The step of the preferred lane `key` holds, claimed on its first
+    /// pick: the first of [`PROBES`] slots from its home slot that holds
+    /// `key` or is free. When none is, a second-chance sweep over those
+    /// slots picks one to take over (the first whose bit is clear, clearing
+    /// the set bits it passes; the home slot when all were set), and the
+    /// lane restarts from a position mixed from `key` and its count. Races
+    /// between pickers can at worst let two tiers share a lane for a while;
+    /// a pick never fails or loops. Kept out of line: picks without a
+    /// preference, the common case, do not carry it.
     #[inline(never)]
-    fn slot_of(&self, key: u64) -> usize {
+    fn step_preferred(&self, key: u64) -> usize {
+        let t = self.preferred.get_or_init(|| Table::new(self.start));
         let home = (key % PREFERRED_LANES as u64) as usize;
         let slot = |i: usize| (home + i) % PREFERRED_LANES;
+        let step = |s: usize| {
+            if let Some(u) = t.used.get(s) {
+                if !u.load(Ordering::Relaxed) {
+                    u.store(true, Ordering::Relaxed);
+                }
+            }
+            t.lanes
+                .get(s)
+                .map_or(0, |l| l.fetch_add(1, Ordering::Relaxed))
+        };
         for i in 0..PROBES {
-            let Some(k) = self.keys.get(slot(i)) else {
-                return home;
+            let s = slot(i);
+            let Some(k) = t.keys.get(s) else {
+                break;
             };
             match k.load(Ordering::Relaxed) {
-                held if held == key => return slot(i),
+                held if held == key => return step(s),
                 0 => match k.compare_exchange(0, key, Ordering::Relaxed, Ordering::Relaxed) {
-                    Ok(_) => return slot(i),
-                    Err(held) if held == key => return slot(i),
+                    Ok(_) => return step(s),
+                    Err(held) if held == key => return step(s),
                     Err(_) => {}
                 },
                 _ => {}
             }
         }
-        for i in 1..PROBES {
-            if let Some(k) = self.keys.get(slot(i)) {
-                k.store(0, Ordering::Relaxed);
-            }
-        }
-        if let Some(k) = self.keys.get(home) {
+        let victim = (0..PROBES)
+            .map(slot)
+            .find(|&s| {
+                t.used
+                    .get(s)
+                    .is_some_and(|u| !u.swap(false, Ordering::Relaxed))
+            })
+            .unwrap_or(home);
+        if let (Some(k), Some(l)) = (t.keys.get(victim), t.lanes.get(victim)) {
             k.store(key, Ordering::Relaxed);
+            let count = l.load(Ordering::Relaxed) as u64;
+            l.store(mix(key ^ count) as usize, Ordering::Relaxed);
         }
-        home
+        step(victim)
     }
 
     /// The next step of the lane without a preference (for `Debug`).
     pub(crate) fn peek(&self) -> usize {
-        self.lanes.first().map_or(0, |l| l.load(Ordering::Relaxed))
+        self.plain.load(Ordering::Relaxed)
     }
+}
+
+/// A 64-bit finalizer (MurmurHash3's `fmix64`): a lane taken over starts
+/// at a position no other tier's count predicts.
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
 }
 
 #[cfg(test)]
@@ -159,30 +232,50 @@ mod tests {
         assert_eq!(c.peek(), 1);
     }
 
+    /// Keys `7 + PREFERRED_LANES * i`: one home slot, 7.
+    fn same_home(n: usize) -> Vec<u64> {
+        (0..n as u64)
+            .map(|i| 7 + PREFERRED_LANES as u64 * i)
+            .collect()
+    }
+
     #[test]
-    fn a_key_finding_no_free_slot_takes_its_home_over_and_the_others_come_back() {
+    fn a_key_finding_no_free_slot_evicts_one_not_picked_since_the_last_sweep() {
         let c = Cursor::new(0);
-        let lanes = PREFERRED_LANES as u64;
-        let keys: Vec<u64> = (0..=PROBES as u64).map(|i| 7 + lanes * i).collect();
+        let keys = same_home(PROBES + 2);
         for &k in &keys[..PROBES] {
             assert_eq!(c.step(&ctx(k)), 0);
         }
-        // One more on the same home: its slots are cleared, it takes the home
-        // lane (which the first key had stepped once).
-        let last = keys[PROBES];
-        assert_eq!(c.step(&ctx(last)), 1);
-        assert_eq!(c.keys[7].load(Ordering::Relaxed), last);
-        assert!(
-            c.keys[8..7 + PROBES]
-                .iter()
-                .all(|k| k.load(Ordering::Relaxed) == 0)
-        );
-        // A key pushed out claims the first free slot again (its old lane
-        // here, stepped once) and keeps rotating there.
-        assert_eq!(c.step(&ctx(keys[1])), 1);
-        assert_eq!(c.step(&ctx(keys[1])), 2);
-        assert_eq!(c.keys[8].load(Ordering::Relaxed), keys[1]);
-        assert_eq!(c.step(&ctx(last)), 2);
+        let t = c.preferred.get().unwrap();
+        let held = |s: usize| t.keys[s].load(Ordering::Relaxed);
+        // Every slot was picked since: the sweep clears all 16 bits and the
+        // home slot is taken over, its lane restarting at a mixed position.
+        let x = keys[PROBES];
+        let first = c.step(&ctx(x));
+        assert_eq!(held(7), x);
+        assert_eq!(first, mix(x ^ 1) as usize);
+        assert_eq!(c.step(&ctx(x)), first.wrapping_add(1));
+        // x and keys[2] are picked again (their bits set); a new key y
+        // passes slot 7 (x's) and evicts the first slot not picked since
+        // the sweep, slot 8 (keys[1]'s), not slot 9 (keys[2]'s).
+        assert_eq!(c.step(&ctx(keys[2])), 1);
+        let y = keys[PROBES + 1];
+        let _ = c.step(&ctx(y));
+        assert_eq!(held(8), y);
+        assert_eq!(held(9), keys[2]);
+        // The home slot's holder keeps its lane and count.
+        assert_eq!(c.step(&ctx(x)), first.wrapping_add(2));
+    }
+
+    #[test]
+    fn a_cursor_allocates_its_preferred_lanes_at_the_first_preferred_pick() {
+        let c = Cursor::new(3);
+        assert_eq!(c.step(&PickContext::new()), 3);
+        assert_eq!(c.step(&PickContext::new().retrying()), 3);
+        assert!(c.preferred.get().is_none());
+        assert_eq!(c.step(&ctx(42)), 3);
+        assert!(c.preferred.get().is_some());
+        assert_eq!(c.peek(), 4);
     }
 
     #[test]
