@@ -366,3 +366,76 @@ fn a_one_instance_preferred_tier_costs_two_membership_tests_at_most() {
         }
     }
 }
+
+/// A preferred tier of several instances with its domain (a hint group, a
+/// subset, a zone) costs every rule at most two membership tests per
+/// position of the domain per pick, and the rotating rules give each
+/// member exactly its turn. Smooth weighted round robin walked the whole
+/// list's cycle: 9 908 tests per pick for a group of two among 10 000
+/// instances, 14 640 for a group of eight.
+#[test]
+fn a_preferred_tier_of_several_costs_its_own_size_per_pick() {
+    use std::cell::Cell;
+    use tower_ribbon::rule::{PeakEwmaP2c, Random, Tier, WeightedResponseTime};
+    let n = 10_000u32;
+    let eps = (0..n)
+        .map(|p| {
+            let host = format!("10.0.{}.{}", p >> 8, p & 255);
+            Endpoint::new(Instance::new("s", &host, 80).unwrap())
+        })
+        .collect();
+    let s = Arc::new(Snapshot::new("s", eps, 1));
+    let rules: [(&str, Box<dyn Rule>, bool); 7] = [
+        ("round_robin", Box::new(RoundRobin::with_start(0)), true),
+        ("best_available", Box::new(BestAvailable::new()), true),
+        (
+            "weighted_round_robin",
+            Box::new(WeightedRoundRobin::with_start(0)),
+            true,
+        ),
+        (
+            "weighted_response_time",
+            Box::new(WeightedResponseTime::with_seed(1)),
+            true,
+        ),
+        ("peak_ewma_p2c", Box::new(PeakEwmaP2c::with_seed(1)), false),
+        ("consistent_hash", Box::new(ConsistentHash::new()), true),
+        ("random", Box::new(Random::with_seed(1)), false),
+    ];
+    for (name, rule, exact) in rules {
+        let picker = rule.build(&s);
+        for domain in [
+            vec![5u32, 6],
+            vec![100, 2000, 3000, 4000, 5000, 6000, 7000, n - 1],
+        ] {
+            let calls = Cell::new(0usize);
+            let only = |i: usize, _: &Endpoint| {
+                calls.set(calls.get() + 1);
+                domain.contains(&(i as u32))
+            };
+            let any = |_: usize, _: &Endpoint| true;
+            let tiers: [Tier<'_>; 2] = [&only, &any];
+            let domains = [Some(&domain[..]), None];
+            let mut link = None;
+            let base = PickContext::new();
+            let ctx = base.with_tiers_in(&mut link, &tiers, &domains);
+            let picks = 100 * domain.len();
+            let mut got = BTreeMap::new();
+            for _ in 0..picks {
+                let e = picker.pick(&ctx).unwrap();
+                let i = s.endpoints().iter().position(|x| x.same_identity(e));
+                *got.entry(i.unwrap() as u32).or_insert(0usize) += 1;
+            }
+            assert!(got.keys().all(|i| domain.contains(i)), "{name}: {got:?}");
+            if exact {
+                assert!(got.values().all(|&c| c == 100), "{name}: {got:?}");
+            }
+            let per_pick = calls.get() as f64 / picks as f64;
+            assert!(
+                per_pick <= 2.0 * domain.len() as f64,
+                "{name}: {per_pick} membership tests per pick, domain of {}",
+                domain.len()
+            );
+        }
+    }
+}

@@ -19,10 +19,14 @@
 //! keep their weights' proportions (not all to the next entry); such a
 //! pick costs O(T) when its own entry is not eligible. A wrapper's tier of
 //! one instance (a sticky or same-instance preference) is its instance in
-//! O(1), and a tier with a [`Domain`](super::Domain) (a hint group, a
-//! subset, a zone) checks its weights over that domain only; the walk of
-//! a sticky pick over the whole cycle cost 30 001 membership tests at
-//! 10 000 instances.
+//! O(1), and a tier with a [`Domain`](super::Domain) of several positions
+//! (a hint group, a subset, a zone) is a weighted rotation over that
+//! domain's members, O(|domain|) per pick: over their total weight in
+//! picks each gets exactly its weight, its turns spread by a stride
+//! coprime to the total rather than NGINX's interleaving (see
+//! `weighted_in`). The walk over the whole list's cycle cost 30 001
+//! membership tests per sticky pick at 10 000 instances, and 9 908 per
+//! pick for a hint group of two.
 //!
 //! Build cost: after step `t` the current weight of instance `i` is
 //! `(t + 1)·w(i) − T·c(i)` (`T` the total, `c(i)` its picks so far), so
@@ -288,14 +292,16 @@ impl Picker for WeightedRoundRobinPicker {
                 // A tier of one position (a sticky or same-instance
                 // preference): its member whatever the weights, in O(1).
                 Some(&[i]) => return is_member(i as usize).then(|| &endpoints[i as usize]),
-                Some(d) => d.iter().any(|&i| weighted(i as usize)),
+                // A tier of several positions (a hint group, a subset, a
+                // zone): a weighted rotation over them, O(|domain|).
+                Some(d) => {
+                    return weighted_in(endpoints, &self.weights, &is_member, d, k)
+                        .or_else(|| step_in(endpoints, member, domain, k));
+                }
                 None => (0..endpoints.len()).any(weighted),
             };
             if !weighted {
-                return match domain {
-                    Some(_) => step_in(endpoints, member, domain, k),
-                    None => nth_member(endpoints, member, k),
-                };
+                return nth_member(endpoints, member, k);
             }
             // Turns of excluded or filtered instances spread over the
             // others by weight (not all to the next one in the cycle).
@@ -306,6 +312,52 @@ impl Picker for WeightedRoundRobinPicker {
     fn snapshot(&self) -> &Arc<Snapshot> {
         &self.snapshot
     }
+}
+
+/// Step `k` of a weighted rotation over the members of `domain` that have
+/// a weight, in O(|domain|) (two passes, each calling `is_member` once per
+/// position); `None` when no member has one. Over any `W` consecutive
+/// steps (`W` the members' total weight) each member gets exactly its
+/// weight in picks: step `k` takes the member whose share of `0..W` holds
+/// `(k mod W) · s mod W`, with `s` the first number from `0.618·W` up
+/// that is coprime to `W` (a bijection of `0..W`), which spreads each
+/// member's turns over the cycle instead of in one run. Walking the whole
+/// list's cycle instead cost 9 908 membership tests per pick for a hint
+/// group of two among 10 000 instances, and 14 640 for one of eight.
+fn weighted_in<'s>(
+    endpoints: &'s [Endpoint],
+    weights: &[u64],
+    is_member: &dyn Fn(usize) -> bool,
+    domain: &[u32],
+    k: usize,
+) -> Option<&'s Endpoint> {
+    let weight = |i: u32| {
+        let i = i as usize;
+        weights
+            .get(i)
+            .copied()
+            .filter(|&w| w > 0 && is_member(i))
+            .unwrap_or(0)
+    };
+    let total = domain
+        .iter()
+        .fold(0u64, |t, &i| t.saturating_add(weight(i)));
+    if total == 0 {
+        return None;
+    }
+    let mut stride = ((total as f64 * 0.618_033_988_749_895) as u64).clamp(1, total);
+    while gcd(stride, total) != 1 {
+        stride += 1;
+    }
+    let target = (u128::from(k as u64 % total) * u128::from(stride) % u128::from(total)) as u64;
+    let mut acc = 0u64;
+    domain
+        .iter()
+        .find(|&&i| {
+            acc = acc.saturating_add(weight(i));
+            acc > target
+        })
+        .and_then(|&i| endpoints.get(i as usize))
 }
 
 #[cfg(test)]

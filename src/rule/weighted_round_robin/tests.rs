@@ -196,4 +196,47 @@ proptest! {
         }
         prop_assert_eq!(counts, w);
     }
+
+    /// A tier with a domain (a hint group, a subset, a zone): over the
+    /// members' total reduced weight in picks, from any start, each member
+    /// with a weight gets exactly its reduced weight, in O(|domain|)
+    /// membership tests per pick (at most two per position); members
+    /// without a weight get nothing while one has a weight.
+    #[test]
+    fn a_domain_tier_gives_exact_weighted_shares_in_its_own_cost(
+        weights in prop::collection::vec(0u32..12, 2..40),
+        in_domain in prop::collection::vec(any::<bool>(), 40),
+        start in any::<usize>(),
+    ) {
+        let s = snapshot(&weights, 1);
+        let (w, _) = smooth_cycle(&weights, WeightedRoundRobin::MAX_CYCLE as u64);
+        let domain: Vec<u32> = (0..weights.len() as u32)
+            .filter(|&i| in_domain[i as usize])
+            .collect();
+        prop_assume!(domain.len() >= 2);
+        let total: u64 = domain.iter().map(|&i| w[i as usize]).sum();
+        prop_assume!(total > 0);
+        let rule = WeightedRoundRobin::with_start(start).build(&s);
+        let calls = std::cell::Cell::new(0usize);
+        let member = |i: usize, _: &Endpoint| {
+            calls.set(calls.get() + 1);
+            in_domain[i]
+        };
+        let any = |_: usize, _: &Endpoint| true;
+        let tiers: [crate::rule::Tier<'_>; 2] = [&member, &any];
+        let domains = [Some(&domain[..]), None];
+        let mut link = None;
+        let base = PickContext::new().preferring(7);
+        let ctx = base.with_tiers_in(&mut link, &tiers, &domains);
+        let mut counts = vec![0u64; weights.len()];
+        for _ in 0..total {
+            calls.set(0);
+            counts[index(rule.pick(&ctx).unwrap())] += 1;
+            prop_assert!(calls.get() <= 2 * domain.len(), "{} tests", calls.get());
+        }
+        let expected: Vec<u64> = (0..weights.len())
+            .map(|i| if in_domain[i] { w[i] } else { 0 })
+            .collect();
+        prop_assert_eq!(counts, expected);
+    }
 }
