@@ -208,7 +208,12 @@ impl P2cPicker {
     fn cost(&self, e: &Endpoint, ctx: &PickContext<'_>) -> f64 {
         let stats = e.stats();
         let now = ctx.now();
-        let rtt = stats.peak_ewma_us_at(now).unwrap_or(self.default_rtt_us);
+        let rtt = match stats.peak_ewma_us_at(now) {
+            // Only lower bounds (dropped requests' waits): at least the default.
+            Some(peak) if !stats.has_latency_sample() => peak.max(self.default_rtt_us),
+            Some(peak) => peak,
+            None => self.default_rtt_us,
+        };
         let success = stats
             .success_rate_at(now)
             .unwrap_or(1.0)

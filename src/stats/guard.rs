@@ -98,12 +98,21 @@ impl EndpointStats {
         let (us, now_ms) = (waited.as_secs_f64() * 1e6, self.ms_at(now));
         let tau = Self::tau_ms(self.config.ewma_decay);
         let mean_tau = Self::tau_ms(self.config.mean_decay);
-        for (average, tau, peak) in [
-            (&self.ewma_us, tau, false),
-            (&self.peak_ewma_us, tau, true),
-            (&self.mean_us, mean_tau, false),
+        // Without a completed attempt the EWMA stays empty (a bound is no
+        // sample: see `EndpointStats::has_latency_sample`, by which P2C
+        // prices such a peak at no less than its default RTT); the peak and
+        // the mean (which weighted response time reads as 0 when empty)
+        // take the bound.
+        for (average, tau, peak, from_empty) in [
+            (&self.ewma_us, tau, false, false),
+            (&self.peak_ewma_us, tau, true, true),
+            (&self.mean_us, mean_tau, false, true),
         ] {
-            if average.get_decayed(now_ms, tau).is_none_or(|v| us > v) {
+            let raise = match average.get_decayed(now_ms, tau) {
+                Some(v) => us > v,
+                None => from_empty,
+            };
+            if raise {
                 average.observe(us, now_ms, tau, peak);
             }
         }

@@ -197,6 +197,12 @@ impl EndpointStats {
         self.peak_ewma_us_at(now).map(us_to_duration)
     }
 
+    /// Whether an attempt completed (the EWMA has a sample): a peak without
+    /// one holds only dropped requests' waits, lower bounds of the latency.
+    pub(crate) fn has_latency_sample(&self) -> bool {
+        self.ewma_us.load().is_some()
+    }
+
     /// Peak EWMA in µs as of `now` (hot-path form of [`Self::peak_ewma_at`]).
     #[inline]
     pub fn peak_ewma_us_at(&self, now: Instant) -> Option<f64> {
