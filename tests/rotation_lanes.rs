@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use http::HeaderMap;
-use tower_ribbon::rule::{HintBased, PickContext, RoundRobin, Rule};
+use tower_ribbon::rule::{HintBased, PickContext, RoundRobin, Rule, WeightedRoundRobin};
 use tower_ribbon::snapshot::Snapshot;
 use tower_ribbon::{Endpoint, Instance};
 
@@ -77,4 +77,63 @@ fn beyond_the_lane_table_no_group_piles_on_one_member() {
     let total: usize = counts.iter().map(|c| c[0]).sum();
     // The first members' share over all groups: half, within 1 %.
     assert!(total.abs_diff(100_000) <= 1_000, "first members: {total}");
+}
+
+/// Four threads pick at once, each group in turn from each thread (120
+/// groups of two, hinted, over round robin and weighted round robin): no
+/// pick leaves its group, and every group's 400 picks split 200 to 200, as
+/// each lane's steps are taken atomically and no lane is shared.
+#[test]
+fn threads_picking_at_once_keep_every_group_split_exactly() {
+    let groups = 120;
+    let eps: Vec<Endpoint> = (0..2 * groups)
+        .map(|p| {
+            let i = Instance::new("s", "127.0.0.1", 1000 + p as u16).unwrap();
+            Endpoint::new(i.with_metadata("hint", format!("g{}", p / 2)))
+        })
+        .collect();
+    let s = Arc::new(Snapshot::new("s", eps, 1));
+    let headers: Vec<HeaderMap> = (0..groups)
+        .map(|g| {
+            let mut h = HeaderMap::new();
+            h.insert("x-sc-lb-hint", format!("g{g}").parse().unwrap());
+            h
+        })
+        .collect();
+    let pickers = [
+        HintBased::new(RoundRobin::with_start(0)).build(&s),
+        HintBased::new(WeightedRoundRobin::with_start(0)).build(&s),
+    ];
+    for picker in &pickers {
+        let counts: Vec<[usize; 2]> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|t| {
+                    let (picker, headers) = (picker, &headers);
+                    scope.spawn(move || {
+                        let mut counts = vec![[0usize; 2]; groups];
+                        for _ in 0..100 {
+                            for k in 0..groups {
+                                let g = (k + 37 * t) % groups;
+                                let ctx = PickContext::new().with_headers(&headers[g]);
+                                let e = picker.pick(&ctx).unwrap();
+                                let i = usize::from(e.instance().port() - 1000);
+                                assert_eq!(i / 2, g, "a hinted pick left its group");
+                                counts[g][i % 2] += 1;
+                            }
+                        }
+                        counts
+                    })
+                })
+                .collect();
+            let mut total = vec![[0usize; 2]; groups];
+            for h in handles {
+                for (t, c) in total.iter_mut().zip(h.join().unwrap()) {
+                    t[0] += c[0];
+                    t[1] += c[1];
+                }
+            }
+            total
+        });
+        assert_eq!(worst(&counts).1, [200, 200]);
+    }
 }

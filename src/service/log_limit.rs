@@ -72,4 +72,39 @@ mod tests {
         assert_eq!(limit.admit_at(900), None);
         assert_eq!(limit.admit_at(2_000), Some(2));
     }
+
+    /// Eight threads admit 10 000 events each at the same clock readings
+    /// (one tick a millisecond, 0..40 s): every event is counted exactly
+    /// once, as an INFO line or in the next line's `suppressed`, and lines
+    /// are at least a second apart.
+    #[test]
+    fn threads_at_once_lose_and_double_count_nothing() {
+        let limit = LogLimit::default();
+        let lines: Vec<(u64, u64)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    let limit = &limit;
+                    scope.spawn(move || {
+                        (0..10_000u64)
+                            .filter_map(|i| limit.admit_at(i * 4).map(|n| (i * 4, n)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        let counted: u64 = lines.iter().map(|&(_, n)| n + 1).sum();
+        let pending = limit.suppressed.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(counted + pending, 80_000);
+        let mut at: Vec<u64> = lines.iter().map(|&(t, _)| t).collect();
+        at.sort_unstable();
+        assert!(
+            at.windows(2).all(|w| w[1] - w[0] >= LogLimit::EVERY_MS),
+            "{at:?}"
+        );
+        assert!(at.len() <= 40, "{}", at.len());
+    }
 }
