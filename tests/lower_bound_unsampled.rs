@@ -13,22 +13,30 @@ use tower_ribbon::snapshot::Snapshot;
 use tower_ribbon::stats::Outcome;
 use tower_ribbon::{Endpoint, Instance};
 
-#[tokio::test(start_paused = true)]
-async fn a_short_cancel_does_not_make_an_unsampled_instance_look_fast() {
+/// Two instances on ports 1000 and 1001: the first answered once in
+/// 10 ms at `t0`, the second's only request, started at `t0`, dropped
+/// after `wait_ms` (paused time advanced by it).
+async fn after_a_cancel(wait_ms: u64) -> (Arc<Snapshot>, Instant) {
     let eps = (0..2u16)
         .map(|p| Endpoint::new(Instance::new("s", "127.0.0.1", 1000 + p).unwrap()))
         .collect();
     let s = Arc::new(Snapshot::new("s", eps, 1));
-    let (sampled, unsampled) = (&s.endpoints()[0], &s.endpoints()[1]);
     let t0 = Instant::now();
-    sampled
+    s.endpoints()[0]
         .stats()
         .start_at(t0)
         .finish_at(Outcome::Success, t0 + Duration::from_millis(10));
-    // A request to the unsampled instance dropped after 1 ms.
-    let guard = unsampled.stats().start_at(t0);
-    tokio::time::advance(Duration::from_millis(1)).await;
+    let guard = s.endpoints()[1].stats().start_at(t0);
+    tokio::time::advance(Duration::from_millis(wait_ms)).await;
     drop(guard);
+    (s, t0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_short_cancel_does_not_make_an_unsampled_instance_look_fast() {
+    // A request to the unsampled instance dropped after 1 ms.
+    let (s, t0) = after_a_cancel(1).await;
+    let unsampled = &s.endpoints()[1];
     // Nothing was learnt that lowers its price below the default 30 ms.
     let rule = PeakEwmaP2c::with_seed(3).build(&s);
     let ctx = PickContext::at(t0 + Duration::from_millis(10));
@@ -44,19 +52,8 @@ async fn a_short_cancel_does_not_make_an_unsampled_instance_look_fast() {
 /// answer prices it above a real 10 ms instance and its default 30 ms.
 #[tokio::test(start_paused = true)]
 async fn a_long_cancel_still_prices_an_unsampled_instance_up() {
-    let eps = (0..2u16)
-        .map(|p| Endpoint::new(Instance::new("s", "127.0.0.1", 1000 + p).unwrap()))
-        .collect();
-    let s = Arc::new(Snapshot::new("s", eps, 1));
-    let (sampled, unsampled) = (&s.endpoints()[0], &s.endpoints()[1]);
-    let t0 = Instant::now();
-    sampled
-        .stats()
-        .start_at(t0)
-        .finish_at(Outcome::Success, t0 + Duration::from_millis(10));
-    let guard = unsampled.stats().start_at(t0);
-    tokio::time::advance(Duration::from_millis(100)).await;
-    drop(guard);
+    let (s, _) = after_a_cancel(100).await;
+    let unsampled = &s.endpoints()[1];
     let peak = unsampled.stats().peak_ewma_at(Instant::now()).unwrap();
     assert!(peak.as_micros().abs_diff(100_000) <= 2, "{peak:?}");
     // The mean (weighted response time's input, 0 when empty) rises too.

@@ -192,7 +192,9 @@ impl EndpointStats {
 
     /// Peak EWMA latency as of `now`, decayed toward zero since the last
     /// observation (not at all for a `now` older than it); `None` before
-    /// the first completed attempt.
+    /// the first completed attempt or dropped one (a request dropped before
+    /// its result gives its wait, a lower bound of the latency; see
+    /// [`InFlightGuard`]).
     pub fn peak_ewma_at(&self, now: Instant) -> Option<Duration> {
         self.peak_ewma_us_at(now).map(us_to_duration)
     }
@@ -211,7 +213,9 @@ impl EndpointStats {
     }
 
     /// Decaying mean response time (τ = [`StatsConfig::mean_decay`]), with
-    /// failures counted at least at the failure penalty.
+    /// failures counted at least at the failure penalty; raised by a
+    /// dropped request's wait it exceeds (see [`InFlightGuard`]), and `None`
+    /// before the first completed or dropped attempt.
     pub fn mean_response_time(&self) -> Option<Duration> {
         self.mean_us.get().map(us_to_duration)
     }
