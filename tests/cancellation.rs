@@ -939,3 +939,47 @@ async fn an_instance_that_hangs_until_callers_give_up_is_avoided_by_latency() {
         .unwrap();
     assert!(peak >= Duration::from_millis(90), "{peak:?}");
 }
+
+/// A refund cancels its withdrawal and no more: it expires with it. The
+/// budget holds 5 retries (`min_per_sec` 5 over 1 s, no share of
+/// requests); 5 requests take them and are cancelled in their backoffs
+/// 800 ms later (refunded, the withdrawals still counting), and 400 ms on,
+/// when the withdrawals have expired with their window, the budget holds
+/// its 5 again, not 10: 10 requests find 5 retries.
+#[tokio::test(start_paused = true)]
+async fn a_refund_expires_with_its_withdrawal() {
+    let budget = RetryBudgetConfig::default()
+        .ttl(Duration::from_secs(1))
+        .min_per_sec(5)
+        .ratio(0.0);
+    let policy = RetryPolicy::default()
+        .max_same(1)
+        .max_next(0)
+        .retryable_statuses([503])
+        .budget(budget)
+        .backoff(Duration::from_secs(5), Duration::from_secs(5));
+    let script = Script::default();
+    let lb = balancer(&script, "127.0.0.1:1", policy).await;
+
+    // In backoff: polled once, the first attempt answered 503 and retried.
+    let in_backoff = |n: usize| {
+        script.push(1, vec![Act::Status(503); n]);
+        let mut futs: Vec<_> = (0..n).map(|_| Box::pin(lb.request(get()))).collect();
+        let retried = futs
+            .iter_mut()
+            .map(poll_once)
+            .filter(Poll::is_pending)
+            .count();
+        (futs, retried)
+    };
+    let (cancelled, retried) = in_backoff(5);
+    assert_eq!(retried, 5);
+    tokio::time::advance(Duration::from_millis(800)).await;
+    drop(cancelled);
+    tokio::time::advance(Duration::from_millis(400)).await;
+    let (later, retried) = in_backoff(10);
+    assert_eq!(retried, 5, "retries the budget allows after the refunds");
+    drop(later);
+    assert_eq!(script.seen(), [1; 15]);
+    untouched(&endpoint(&lb, 1), 15);
+}

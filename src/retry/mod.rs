@@ -60,7 +60,7 @@ mod tps;
 pub use crate::error::Attempt;
 pub use body::{BufferError, ReplayBody, TryCloneBody};
 pub use budget::RetryBudgetConfig;
-pub(crate) use tps::TpsBudget;
+pub(crate) use tps::{TpsBudget, Withdrawal};
 
 /// Marks one request as safe to retry even though its method is not
 /// idempotent (insert it into the request's extensions).

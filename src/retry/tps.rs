@@ -37,8 +37,17 @@ pub(crate) struct TpsBudget {
 
 #[derive(Debug)]
 struct Generation {
-    index: usize,
+    /// Windows begun since the start: the current one's slot is
+    /// `epoch % WINDOWS`.
+    epoch: u64,
     time: Instant,
+}
+
+/// A withdrawal, to give back with [`TpsBudget::refund`]: the window it
+/// was taken in.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Withdrawal {
+    epoch: u64,
 }
 
 const WINDOWS: u32 = 10;
@@ -63,7 +72,7 @@ impl TpsBudget {
         let window = ttl / WINDOWS;
         Self {
             generation: Mutex::new(Generation {
-                index: 0,
+                epoch: 0,
                 time: start,
             }),
             window_end_ns: AtomicU64::new(nanos(window)),
@@ -94,17 +103,18 @@ impl TpsBudget {
             return;
         }
         let to_commit = self.writer.swap(0, Ordering::SeqCst);
-        self.slots[generation.index].store(to_commit, Ordering::SeqCst);
+        let index = slot(generation.epoch);
+        self.slots[index].store(to_commit, Ordering::SeqCst);
         // Windows passed with no call: each is emptied, at most all of them
         // (tower's loop ran once per window, 3e8 times after a year idle).
         let len = self.slots.len();
         let skipped =
-            usize::try_from(diff.as_nanos().saturating_sub(1) / self.window.as_nanos().max(1))
-                .unwrap_or(usize::MAX);
-        for step in 0..skipped.min(len) {
-            self.slots[(generation.index + 1 + step) % len].store(0, Ordering::SeqCst);
+            u64::try_from(diff.as_nanos().saturating_sub(1) / self.window.as_nanos().max(1))
+                .unwrap_or(u64::MAX);
+        for step in 0..skipped.min(len as u64) as usize {
+            self.slots[(index + 1 + step) % len].store(0, Ordering::SeqCst);
         }
-        generation.index = (generation.index + 1 + skipped % len) % len;
+        generation.epoch = generation.epoch.saturating_add(skipped).saturating_add(1);
         generation.time = now;
         let end = now.saturating_duration_since(self.start) + self.window;
         self.window_end_ns.store(nanos(end), Ordering::Relaxed);
@@ -128,33 +138,52 @@ impl TpsBudget {
     /// One retry: takes from the budget if it holds enough. Under the
     /// window lock, so the sum cannot move under the check except by
     /// deposits (which only add).
+    #[cfg(test)]
     pub(crate) fn withdraw(&self) -> bool {
+        self.take().is_some()
+    }
+
+    /// One retry, as [`TpsBudget::withdraw`]: the withdrawal if the budget
+    /// held enough.
+    pub(crate) fn take(&self) -> Option<Withdrawal> {
         let mut generation = self.generation.lock().unwrap_or_else(|e| e.into_inner());
         self.expire_locked(&mut generation, Instant::now());
-        if self.sum() >= self.withdraw_amount {
+        (self.sum() >= self.withdraw_amount).then(|| {
             self.writer
                 .fetch_add(-self.withdraw_amount, Ordering::SeqCst);
-            true
-        } else {
-            false
-        }
+            Withdrawal {
+                epoch: generation.epoch,
+            }
+        })
     }
 }
 
 impl TpsBudget {
-    /// Gives back a withdrawal made at `withdrawn_at` whose retry was never
-    /// sent (see `service::retrying::Unsent`). Only while that withdrawal
-    /// surely still counts: one made 9 windows ago or more may have
-    /// expired with its window, and giving it back then would add a retry
-    /// the budget never held.
-    pub(crate) fn refund(&self, withdrawn_at: Instant) {
-        self.expire();
-        let counted = self.window.saturating_mul(WINDOWS - 1);
-        if withdrawn_at.elapsed() < counted {
-            self.writer
-                .fetch_add(self.withdraw_amount, Ordering::SeqCst);
+    /// Gives back a withdrawal whose retry was never sent (see
+    /// `service::retrying::Unsent`), into the window it was taken in, so
+    /// that the refund expires with it; nothing once that window expired
+    /// (the withdrawal no longer counts). A refund into the current window
+    /// outlived its withdrawal by up to a ttl, a retry the budget never
+    /// held; and the 9 windows it was allowed in were too many, since a
+    /// window is skipped whenever one runs past its end (a withdrawal
+    /// expires in 5 windows of steady traffic).
+    pub(crate) fn refund(&self, withdrawal: Withdrawal) {
+        let mut generation = self.generation.lock().unwrap_or_else(|e| e.into_inner());
+        self.expire_locked(&mut generation, Instant::now());
+        let age = generation.epoch.saturating_sub(withdrawal.epoch);
+        let amount = self.withdraw_amount;
+        if age == 0 {
+            self.writer.fetch_add(amount, Ordering::SeqCst);
+        } else if age <= u64::from(WINDOWS) {
+            // Committed to its slot, not overwritten or emptied yet.
+            self.slots[slot(withdrawal.epoch)].fetch_add(amount, Ordering::SeqCst);
         }
     }
+}
+
+/// The slot of the window `epoch`.
+fn slot(epoch: u64) -> usize {
+    (epoch % u64::from(WINDOWS)) as usize
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -211,22 +240,65 @@ mod tests {
     }
 
     /// A refund gives a withdrawal back while it counts, and nothing once
-    /// it may have expired (that would add a retry the budget never held).
+    /// it expired (that would add a retry the budget never held).
     #[tokio::test(start_paused = true)]
     async fn a_refund_gives_back_only_a_withdrawal_that_still_counts() {
         let b = TpsBudget::new(Duration::from_secs(1), 1, 0.0);
-        let at = Instant::now();
-        assert!(b.withdraw());
+        let taken = b.take().unwrap();
         assert!(!b.withdraw());
         tokio::time::advance(Duration::from_millis(500)).await;
-        b.refund(at);
+        b.refund(taken);
         assert!(b.withdraw());
         assert!(!b.withdraw());
-        let at = Instant::now();
+        let taken = b.take();
+        assert!(taken.is_none());
+        tokio::time::advance(Duration::from_millis(1200)).await;
+        let taken = b.take().unwrap();
         tokio::time::advance(Duration::from_millis(1200)).await;
         // Expired with its window: the reserve holds one retry again.
-        b.refund(at);
+        b.refund(taken);
         assert!(b.withdraw());
+        assert!(!b.withdraw());
+    }
+
+    /// A refund expires with its withdrawal: given back 800 ms after it
+    /// was taken (ttl 1 s), it is gone with it 400 ms later, when the
+    /// budget holds only what came since (before: the refund, in the
+    /// window it was made in, stayed a retry the budget never held).
+    #[tokio::test(start_paused = true)]
+    async fn a_refund_expires_with_its_withdrawal() {
+        let b = TpsBudget::new(Duration::from_secs(1), 0, 1.0);
+        for _ in 0..5 {
+            b.deposit();
+        }
+        let taken: Vec<_> = std::iter::from_fn(|| b.take()).collect();
+        assert_eq!(taken.len(), 5);
+        tokio::time::advance(Duration::from_millis(800)).await;
+        for t in taken {
+            b.refund(t);
+        }
+        b.deposit();
+        tokio::time::advance(Duration::from_millis(400)).await;
+        b.deposit();
+        let n = std::iter::from_fn(|| b.withdraw().then_some(())).count();
+        assert_eq!(n, 2, "the two deposits since");
+    }
+
+    /// Windows that run past their end skip one (as tower's): with a call
+    /// every 101 ms (100 ms windows), a withdrawal expires in 6 windows,
+    /// and a refund after 8 gives back nothing (before: up to 9 windows
+    /// were refunded, a retry the budget never held).
+    #[tokio::test(start_paused = true)]
+    async fn a_refund_after_its_withdrawal_expired_gives_nothing() {
+        let b = TpsBudget::new(Duration::from_secs(1), 1, 0.0);
+        tokio::time::advance(Duration::from_millis(99)).await;
+        let taken = b.take().unwrap();
+        for _ in 0..8 {
+            tokio::time::advance(Duration::from_millis(101)).await;
+            b.deposit();
+        }
+        b.refund(taken);
+        assert!(b.withdraw(), "the reserve");
         assert!(!b.withdraw());
     }
 

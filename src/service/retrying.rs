@@ -14,7 +14,7 @@ use super::ServiceState;
 use super::attempt::{Attempted, Target};
 use crate::error::Attempt;
 use crate::instance::Endpoint;
-use crate::retry::{RetryReason, TryCloneBody, parse_retry_after};
+use crate::retry::{RetryReason, TryCloneBody, Withdrawal, parse_retry_after};
 
 /// Attempts listed in an error at most (the first ones, then the last).
 pub(super) const MAX_LISTED_ATTEMPTS: usize = 64;
@@ -216,14 +216,20 @@ pub(super) fn decide<R: ResponseStatus>(
 
 impl Decision {
     /// A retry spends one token of the service's budget (tower's
-    /// `TpsBudget`); without one it stops.
-    pub(super) fn spend(self, budget: Option<&crate::retry::TpsBudget>) -> Self {
+    /// `TpsBudget`), returned with it; without one it stops.
+    pub(super) fn spend(
+        self,
+        budget: Option<&crate::retry::TpsBudget>,
+    ) -> (Self, Option<Withdrawal>) {
         match (self, budget) {
-            (Decision::Retry(_), Some(budget)) if !budget.withdraw() => {
-                metrics::counter!(crate::metrics::RETRY_BUDGET_EXHAUSTED).increment(1);
-                Decision::Stop(Some("retry budget exhausted"))
-            }
-            (decision, _) => decision,
+            (Decision::Retry(wait), Some(budget)) => match budget.take() {
+                Some(token) => (Decision::Retry(wait), Some(token)),
+                None => {
+                    metrics::counter!(crate::metrics::RETRY_BUDGET_EXHAUSTED).increment(1);
+                    (Decision::Stop(Some("retry budget exhausted")), None)
+                }
+            },
+            (decision, _) => (decision, None),
         }
     }
 }
@@ -241,14 +247,16 @@ impl Decision {
 /// boxed, so every request's future grows by one pointer only (the
 /// allocation is made per retry, as the backoff's timer is).
 #[derive(Default)]
-pub(super) struct Unsent(Option<Box<(std::sync::Arc<super::ServiceState>, Instant)>>);
+pub(super) struct Unsent(Option<Box<(std::sync::Arc<super::ServiceState>, Withdrawal)>>);
 
 impl Unsent {
-    /// A retry was decided, and took a token if the service has a budget:
+    /// A retry was decided, and took `token` if the service has a budget:
     /// the token, held until the retry is sent.
-    pub(super) fn taken(state: &std::sync::Arc<super::ServiceState>) -> Self {
-        let budget = state.retry_budget().is_some();
-        Self(budget.then(|| Box::new((std::sync::Arc::clone(state), Instant::now()))))
+    pub(super) fn taken(
+        state: &std::sync::Arc<super::ServiceState>,
+        token: Option<Withdrawal>,
+    ) -> Self {
+        Self(token.map(|token| Box::new((std::sync::Arc::clone(state), token))))
     }
 
     /// The attempt was sent: its token is spent.
@@ -260,9 +268,9 @@ impl Unsent {
 impl Drop for Unsent {
     fn drop(&mut self) {
         if let Some(taken) = self.0.take() {
-            let (state, at) = *taken;
+            let (state, token) = *taken;
             if let Some(budget) = state.retry_budget() {
-                budget.refund(at);
+                budget.refund(token);
             }
         }
     }

@@ -262,10 +262,11 @@ fn next<T: ResponseStatus>(
         facts.deadline,
         &done,
     );
-    match decision.spend(state.retry_budget()) {
+    let (decision, token) = decision.spend(state.retry_budget());
+    match decision {
         Decision::Retry(wait) => {
             note_retry(span, state, reason, attempts, &done, walk.retries, wait);
-            Next::Retry(done.into_endpoint(state), wait, Unsent::taken(state))
+            Next::Retry(done.into_endpoint(state), wait, Unsent::taken(state, token))
         }
         Decision::Stop(why) => {
             let attempts = std::mem::take(attempts);
