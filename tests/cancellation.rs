@@ -983,3 +983,97 @@ async fn a_refund_expires_with_its_withdrawal() {
     assert_eq!(script.seen(), [1; 15]);
     untouched(&endpoint(&lb, 1), 15);
 }
+
+/// Callers on four threads cancel their requests at seeded random polls:
+/// never polled, after the first attempt (a retry decided, its token
+/// taken, in its zero backoff), or after the retry was sent. Each unsent
+/// retry gives its token back once and each sent one keeps it spent: the
+/// budget (300 retries over a 60 s ttl, no share of requests) then allows
+/// exactly 300 minus the retries sent, for every seed.
+#[test]
+fn concurrent_cancels_give_back_each_unsent_token_once() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    for seed in [3_u64, 11, 99] {
+        rt.block_on(async {
+            let budget = RetryBudgetConfig::default()
+                .ttl(Duration::from_secs(60))
+                .min_per_sec(5)
+                .ratio(0.0);
+            let policy = RetryPolicy::default()
+                .max_same(1)
+                .max_next(0)
+                .retryable_statuses([503])
+                .budget(budget)
+                .backoff(Duration::ZERO, Duration::ZERO);
+            let script = Script::default();
+            let lb = balancer(&script, "127.0.0.1:1", policy).await;
+            script.push(1, vec![Act::Status(503); 2_000]);
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let callers: Vec<_> = (0..400)
+                .map(|_| {
+                    let polls = rng.below(3);
+                    let mut fut = Box::pin(lb.request(get()));
+                    tokio::spawn(async move {
+                        for _ in 0..polls {
+                            if poll_once(&mut fut).is_ready() {
+                                break;
+                            }
+                            tokio::task::yield_now().await;
+                        }
+                        polls > 0
+                    })
+                })
+                .collect();
+            let mut first_attempts = 0;
+            for caller in callers {
+                first_attempts += usize::from(caller.await.unwrap());
+            }
+            let sent = script.seen().len() - first_attempts;
+            assert!(sent > 50 && sent < 250, "seed {seed}: {sent} retries sent");
+            for _ in 0..400 {
+                assert_eq!(lb.request(get()).await.unwrap().status(), 503);
+            }
+            let later = script.seen().len() - 400;
+            assert_eq!(later, 300 - sent, "seed {seed}: retries allowed after");
+            untouched(
+                &endpoint(&lb, 1),
+                (first_attempts + sent + 400 + later) as u64,
+            );
+        });
+    }
+}
+
+/// A retry that was sent and then cancelled (its attempt hangs, the
+/// caller drops the request) keeps its token spent: it reached the
+/// instance. A same-instance retry under a budget of one: the next
+/// request's retry is refused.
+#[tokio::test(start_paused = true)]
+async fn a_retry_sent_then_cancelled_keeps_its_token_spent() {
+    let budget = RetryBudgetConfig::default()
+        .ttl(Duration::from_secs(1))
+        .min_per_sec(1)
+        .ratio(0.0);
+    let policy = RetryPolicy::default()
+        .max_same(1)
+        .max_next(0)
+        .retryable_statuses([503])
+        .budget(budget)
+        .backoff(Duration::from_millis(100), Duration::from_millis(100));
+    let script = Script::default();
+    let lb = balancer(&script, "127.0.0.1:1", policy).await;
+    script.push(1, [Act::Status(503), Act::Hang]);
+    let mut fut = Box::pin(lb.request(get()));
+    assert!(poll_once(&mut fut).is_pending());
+    tokio::time::advance(Duration::from_millis(150)).await;
+    assert!(poll_once(&mut fut).is_pending());
+    assert_eq!(script.seen(), [1, 1], "the retry was sent");
+    drop(fut);
+    script.push(1, [Act::Status(503), Act::Status(200)]);
+    assert_eq!(lb.request(get()).await.unwrap().status(), 503);
+    assert_eq!(script.seen(), [1], "the next request's retry refused");
+    untouched(&endpoint(&lb, 1), 3);
+}
