@@ -301,3 +301,277 @@ async fn a_dropped_upgrade_response_leaves_the_count() {
     assert_eq!(stats.in_flight(), 0);
     assert_eq!((stats.requests(), stats.failures()), (1, 0));
 }
+
+/// A hyper server over h2c with extended CONNECT (RFC 8441): a `CONNECT`
+/// is answered 200 and its stream echoes what it reads.
+async fn h2_server() -> SocketAddr {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let svc = service_fn(move |mut req: Request<hyper::body::Incoming>| async move {
+                    let on = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move {
+                        let Ok(upgraded) = on.await else { return };
+                        let mut io = TokioIo::new(upgraded);
+                        let mut buf = [0u8; 1024];
+                        while let Ok(n @ 1..) = io.read(&mut buf).await {
+                            if io.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .enable_connect_protocol()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A server that answers a WebSocket handshake 101 and closes the
+/// upgraded connection at once.
+async fn closing_server() -> SocketAddr {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let svc = service_fn(move |mut req: Request<hyper::body::Incoming>| async move {
+                    let on = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move { drop(on.await) });
+                    let mut response = Response::new(Empty::<Bytes>::new());
+                    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                    let headers = response.headers_mut();
+                    headers.insert(header::CONNECTION, "upgrade".parse().unwrap());
+                    headers.insert(header::UPGRADE, "websocket".parse().unwrap());
+                    Ok::<_, Infallible>(response)
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// The hold is counted once whatever the caller does with the response:
+/// `upgrade::on` twice (the second fails, holding nothing), the
+/// extensions cleared (the count ends then), cloned (it ends with the
+/// last clone), hyper's `on` first (ours then fails; the count ends with
+/// the response), the `on` future dropped unpolled, `into_inner`.
+#[tokio::test]
+async fn the_hold_is_counted_once_whatever_happens_to_the_response() {
+    let a = server("a").await;
+    let lb = balancer(&[a], false);
+    assert!(lb.ready_service(SVC).await);
+    let ep = endpoint(&lb, a);
+    let stats = ep.stats();
+    let websocket = || lb.clone().oneshot(websocket_request());
+
+    let mut response = websocket().await.unwrap();
+    let first = upgrade::on(&mut response);
+    assert!(upgrade::on(&mut response).await.is_err());
+    assert_eq!(stats.in_flight(), 1);
+    let upgraded = first.await.unwrap();
+    drop(response);
+    assert_eq!(stats.in_flight(), 1);
+    drop(upgraded);
+    assert_eq!(stats.in_flight(), 0);
+
+    let mut response = websocket().await.unwrap();
+    response.extensions_mut().clear();
+    assert_eq!(stats.in_flight(), 0);
+    assert!(upgrade::on(&mut response).await.is_err());
+
+    let mut response = websocket().await.unwrap();
+    let extensions = response.extensions().clone();
+    let upgraded = upgrade::on(&mut response).await.unwrap();
+    drop((response, upgraded));
+    assert_eq!(stats.in_flight(), 1);
+    drop(extensions);
+    assert_eq!(stats.in_flight(), 0);
+
+    let mut response = websocket().await.unwrap();
+    let upgraded = hyper::upgrade::on(&mut response).await.unwrap();
+    assert!(upgrade::on(&mut response).await.is_err());
+    assert_eq!(stats.in_flight(), 0);
+    drop((response, upgraded));
+
+    let mut response = websocket().await.unwrap();
+    let on = upgrade::on(&mut response);
+    drop(response);
+    assert_eq!(stats.in_flight(), 1);
+    drop(on);
+    assert_eq!(stats.in_flight(), 0);
+
+    let mut response = websocket().await.unwrap();
+    let inner = upgrade::on(&mut response).await.unwrap().into_inner();
+    assert_eq!(stats.in_flight(), 0);
+    drop(inner);
+    assert_eq!((stats.requests(), stats.failures()), (6, 0));
+}
+
+/// A 101 whose server closes the upgraded connection at once: the
+/// connection reads its end and counts until it is dropped.
+#[tokio::test]
+async fn a_101_closed_at_once_counts_until_dropped() {
+    let a = closing_server().await;
+    let lb = balancer(&[a], false);
+    let mut response = lb.clone().oneshot(websocket_request()).await.unwrap();
+    let ep = endpoint(&lb, a);
+    let stats = ep.stats();
+    let upgraded = upgrade::on(&mut response).await.unwrap();
+    drop(response);
+    let mut io = TokioIo::new(upgraded);
+    let mut buf = [0u8; 8];
+    assert_eq!(io.read(&mut buf).await.unwrap(), 0);
+    assert_eq!(stats.in_flight(), 1);
+    drop(io);
+    assert_eq!(stats.in_flight(), 0);
+    assert_eq!((stats.requests(), stats.failures()), (1, 0));
+}
+
+/// HTTP/2 extended CONNECT (a WebSocket over h2, RFC 8441) is an upgrade
+/// too: the stream echoes and counts in flight until it is dropped.
+#[tokio::test]
+async fn an_h2_extended_connect_counts_in_flight_until_dropped() {
+    let a = h2_server().await;
+    let source = StaticSource::new().with_list(SVC, &a.to_string()).unwrap();
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let lb: LoadBalancer<Http> = LoadBalancer::builder()
+        .source(source)
+        .service(SVC)
+        .retry(RetryPolicy::none())
+        .read_timeout(None)
+        .build(client)
+        .unwrap();
+    let mut request = Request::connect(format!("http://{SVC}/ws"))
+        .body(Empty::new())
+        .unwrap();
+    (request.extensions_mut()).insert(hyper::ext::Protocol::from_static("websocket"));
+    let mut response = lb.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let ep = endpoint(&lb, a);
+    let stats = ep.stats();
+    let upgraded = upgrade::on(&mut response).await.unwrap();
+    drop(response);
+    assert_eq!(stats.in_flight(), 1);
+    let mut io = TokioIo::new(upgraded);
+    echo(&mut io, b"over an h2 stream").await;
+    drop(io);
+    assert_eq!(stats.in_flight(), 0);
+    assert_eq!((stats.requests(), stats.failures()), (1, 0));
+}
+
+/// The balancer and its runtime dropped while an upgraded connection is
+/// open: it still counts, and leaves the count when dropped (no panic).
+#[test]
+fn an_upgrade_outlives_its_balancer_and_runtime() {
+    let servers = tokio::runtime::Runtime::new().unwrap();
+    let a = servers.block_on(server("a"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (upgraded, ep) = rt.block_on(async {
+        let lb = balancer(&[a], false);
+        let mut response = lb.clone().oneshot(websocket_request()).await.unwrap();
+        let upgraded = upgrade::on(&mut response).await.unwrap();
+        (upgraded, endpoint(&lb, a))
+    });
+    drop(rt);
+    assert_eq!(ep.stats().in_flight(), 1);
+    drop(upgraded);
+    assert_eq!(ep.stats().in_flight(), 0);
+    assert_eq!((ep.stats().requests(), ep.stats().failures()), (1, 0));
+}
+
+/// An upgrade's latency is its head's: an hour-long WebSocket leaves the
+/// EWMA and mean as the 101 set them, adds no failure, and its load ends
+/// with it.
+#[tokio::test]
+async fn an_hour_long_websocket_is_no_latency_sample() {
+    let a = server("a").await;
+    let lb = balancer(&[a], false);
+    let mut response = lb.clone().oneshot(websocket_request()).await.unwrap();
+    let upgraded = upgrade::on(&mut response).await.unwrap();
+    drop(response);
+    let ep = endpoint(&lb, a);
+    let stats = ep.stats();
+    let head = (stats.ewma(), stats.mean_response_time());
+    assert!(
+        head.0
+            .is_some_and(|d| d < std::time::Duration::from_secs(60))
+    );
+    tokio::time::pause();
+    tokio::time::advance(std::time::Duration::from_secs(3600)).await;
+    drop(upgraded);
+    assert_eq!((stats.ewma(), stats.mean_response_time()), head);
+    let now = tokio::time::Instant::now();
+    assert!(stats.peak_ewma_at(now) <= head.0);
+    assert_eq!(
+        (stats.in_flight(), stats.requests(), stats.failures()),
+        (0, 1, 0)
+    );
+}
+
+/// 200 upgrades on four threads, each ended another way (the response
+/// dropped, the `on` future dropped, the connection used and dropped,
+/// hyper's `on`, `on` awaited on another task): nothing left in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrades_ended_every_way_on_four_threads_leave_no_count() {
+    let (a, b) = (server("a").await, server("b").await);
+    let lb = balancer(&[a, b], true);
+    let mut tasks = Vec::new();
+    for i in 0..200u32 {
+        let lb = lb.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut response = lb.oneshot(websocket_request()).await.unwrap();
+            match i % 5 {
+                0 => drop(response),
+                1 => {
+                    let on = upgrade::on(&mut response);
+                    drop(response);
+                    tokio::task::yield_now().await;
+                    drop(on);
+                }
+                2 => {
+                    let upgraded = upgrade::on(&mut response).await.unwrap();
+                    drop(response);
+                    echo(&mut TokioIo::new(upgraded), b"x").await;
+                }
+                3 => drop(hyper::upgrade::on(&mut response).await.unwrap()),
+                _ => {
+                    let on = tokio::spawn(async move { upgrade::on(&mut response).await });
+                    let upgraded = on.await.unwrap().unwrap();
+                    tokio::task::yield_now().await;
+                    drop(upgraded);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let (ea, eb) = (endpoint(&lb, a), endpoint(&lb, b));
+    let (sa, sb) = (ea.stats(), eb.stats());
+    assert_eq!((sa.in_flight(), sb.in_flight()), (0, 0));
+    assert_eq!(sa.requests() + sb.requests(), 200);
+    assert_eq!(sa.failures() + sb.failures(), 0);
+}
