@@ -642,18 +642,14 @@ async fn cancels_alone_never_count_as_failures() {
 /// one's cancelled retry did not spend it.
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_retry_that_never_sent_spends_no_budget() {
-    let budget = RetryBudgetConfig::default()
-        .ttl(Duration::from_secs(1))
-        .min_per_sec(1)
-        .ratio(0.0);
-    let policy = RetryPolicy::default()
-        .max_same(1)
-        .max_next(0)
-        .retryable_statuses([503])
-        .budget(budget)
-        .backoff(Duration::from_millis(100), Duration::from_millis(100));
     let script = Script::default();
-    let lb = balancer(&script, "127.0.0.1:1", policy).await;
+    let lb = budgeted(
+        &script,
+        Duration::from_secs(1),
+        1,
+        Duration::from_millis(100),
+    )
+    .await;
 
     // Control: a retry that was sent spends the one token, so the next
     // request's retry is refused (the caller gets the 503).
@@ -948,18 +944,8 @@ async fn an_instance_that_hangs_until_callers_give_up_is_avoided_by_latency() {
 /// its 5 again, not 10: 10 requests find 5 retries.
 #[tokio::test(start_paused = true)]
 async fn a_refund_expires_with_its_withdrawal() {
-    let budget = RetryBudgetConfig::default()
-        .ttl(Duration::from_secs(1))
-        .min_per_sec(5)
-        .ratio(0.0);
-    let policy = RetryPolicy::default()
-        .max_same(1)
-        .max_next(0)
-        .retryable_statuses([503])
-        .budget(budget)
-        .backoff(Duration::from_secs(5), Duration::from_secs(5));
     let script = Script::default();
-    let lb = balancer(&script, "127.0.0.1:1", policy).await;
+    let lb = budgeted(&script, Duration::from_secs(1), 5, Duration::from_secs(5)).await;
 
     // In backoff: polled once, the first attempt answered 503 and retried.
     let in_backoff = |n: usize| {
@@ -999,18 +985,8 @@ fn concurrent_cancels_give_back_each_unsent_token_once() {
         .unwrap();
     for seed in [3_u64, 11, 99] {
         rt.block_on(async {
-            let budget = RetryBudgetConfig::default()
-                .ttl(Duration::from_secs(60))
-                .min_per_sec(5)
-                .ratio(0.0);
-            let policy = RetryPolicy::default()
-                .max_same(1)
-                .max_next(0)
-                .retryable_statuses([503])
-                .budget(budget)
-                .backoff(Duration::ZERO, Duration::ZERO);
             let script = Script::default();
-            let lb = balancer(&script, "127.0.0.1:1", policy).await;
+            let lb = budgeted(&script, Duration::from_secs(60), 5, Duration::ZERO).await;
             script.push(1, vec![Act::Status(503); 2_000]);
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
             let callers: Vec<_> = (0..400)
@@ -1053,18 +1029,14 @@ fn concurrent_cancels_give_back_each_unsent_token_once() {
 /// request's retry is refused.
 #[tokio::test(start_paused = true)]
 async fn a_retry_sent_then_cancelled_keeps_its_token_spent() {
-    let budget = RetryBudgetConfig::default()
-        .ttl(Duration::from_secs(1))
-        .min_per_sec(1)
-        .ratio(0.0);
-    let policy = RetryPolicy::default()
-        .max_same(1)
-        .max_next(0)
-        .retryable_statuses([503])
-        .budget(budget)
-        .backoff(Duration::from_millis(100), Duration::from_millis(100));
     let script = Script::default();
-    let lb = balancer(&script, "127.0.0.1:1", policy).await;
+    let lb = budgeted(
+        &script,
+        Duration::from_secs(1),
+        1,
+        Duration::from_millis(100),
+    )
+    .await;
     script.push(1, [Act::Status(503), Act::Hang]);
     let mut fut = Box::pin(lb.request(get()));
     assert!(poll_once(&mut fut).is_pending());
@@ -1076,4 +1048,26 @@ async fn a_retry_sent_then_cancelled_keeps_its_token_spent() {
     assert_eq!(lb.request(get()).await.unwrap().status(), 503);
     assert_eq!(script.seen(), [1], "the next request's retry refused");
     untouched(&endpoint(&lb, 1), 3);
+}
+
+/// A balancer on one instance (port 1) of `script` whose policy retries a
+/// 503 once on the same instance after `backoff`, under a retry budget of
+/// `min_per_sec` retries per second over `ttl` and no share of requests.
+async fn budgeted(
+    script: &Script,
+    ttl: Duration,
+    min_per_sec: u32,
+    backoff: Duration,
+) -> LoadBalancer<Script> {
+    let budget = RetryBudgetConfig::default()
+        .ttl(ttl)
+        .min_per_sec(min_per_sec)
+        .ratio(0.0);
+    let policy = RetryPolicy::default()
+        .max_same(1)
+        .max_next(0)
+        .retryable_statuses([503])
+        .budget(budget)
+        .backoff(backoff, backoff);
+    balancer(script, "127.0.0.1:1", policy).await
 }

@@ -68,10 +68,7 @@ async fn server(name: &'static str) -> SocketAddr {
                         });
                     }
                     if websocket {
-                        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-                        let headers = response.headers_mut();
-                        headers.insert(header::CONNECTION, "upgrade".parse().unwrap());
-                        headers.insert(header::UPGRADE, "websocket".parse().unwrap());
+                        switching_protocols(&mut response);
                     }
                     Ok::<_, Infallible>(response)
                 });
@@ -352,10 +349,7 @@ async fn closing_server() -> SocketAddr {
                     let on = hyper::upgrade::on(&mut req);
                     tokio::spawn(async move { drop(on.await) });
                     let mut response = Response::new(Empty::<Bytes>::new());
-                    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-                    let headers = response.headers_mut();
-                    headers.insert(header::CONNECTION, "upgrade".parse().unwrap());
-                    headers.insert(header::UPGRADE, "websocket".parse().unwrap());
+                    switching_protocols(&mut response);
                     Ok::<_, Infallible>(response)
                 });
                 let _ = http1::Builder::new()
@@ -574,4 +568,13 @@ async fn upgrades_ended_every_way_on_four_threads_leave_no_count() {
     assert_eq!((sa.in_flight(), sb.in_flight()), (0, 0));
     assert_eq!(sa.requests() + sb.requests(), 200);
     assert_eq!(sa.failures() + sb.failures(), 0);
+}
+
+/// Makes `response` a WebSocket handshake's answer: 101 with
+/// `Connection: upgrade` and `Upgrade: websocket`.
+fn switching_protocols<B>(response: &mut Response<B>) {
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, "upgrade".parse().unwrap());
+    headers.insert(header::UPGRADE, "websocket".parse().unwrap());
 }
