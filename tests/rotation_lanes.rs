@@ -137,3 +137,83 @@ fn threads_picking_at_once_keep_every_group_split_exactly() {
         assert_eq!(worst(&counts).1, [200, 200]);
     }
 }
+
+/// Sticky requests to each of 400 instances (a tier of one each) in turn
+/// with hinted requests to 100 groups of two: a tier of one picks its
+/// instance whatever the step, so it claims no lane, and the 100 hint
+/// groups (well inside the table) keep exact turns. Before, the 400 sticky
+/// tiers claimed lanes too, 500 tiers shared 509 lanes with evictions, and
+/// the groups' turns spread like random ones. Over round robin, weighted
+/// round robin and best available (ties rotate).
+#[test]
+fn sticky_tiers_of_one_claim_no_lane_and_leave_hint_groups_exact() {
+    use tower_ribbon::rule::{BestAvailable, StickySession};
+    let (groups, sticky) = (100, 400);
+    let eps: Vec<Endpoint> = (0..sticky)
+        .map(|p| {
+            let i = Instance::new("s", "127.0.0.1", 1000 + p as u16).unwrap();
+            // Groups of two among the first 200 instances.
+            let hint = if p < 2 * groups {
+                format!("g{}", p / 2)
+            } else {
+                "none".into()
+            };
+            Endpoint::new(i.with_metadata("hint", hint))
+        })
+        .collect();
+    let s = Arc::new(Snapshot::new("s", eps, 1));
+    let hinted: Vec<HeaderMap> = (0..groups)
+        .map(|g| {
+            let mut h = HeaderMap::new();
+            h.insert("x-sc-lb-hint", format!("g{g}").parse().unwrap());
+            h
+        })
+        .collect();
+    let cookies: Vec<HeaderMap> = (0..sticky)
+        .map(|p| {
+            let mut h = HeaderMap::new();
+            let cookie = format!("sc-lb-instance-id=127.0.0.1:{}", 1000 + p);
+            h.insert(http::header::COOKIE, cookie.parse().unwrap());
+            h
+        })
+        .collect();
+    let rules: [(&str, Box<dyn Rule>); 3] = [
+        (
+            "round robin",
+            Box::new(StickySession::new(HintBased::new(RoundRobin::with_start(
+                0,
+            )))),
+        ),
+        (
+            "weighted round robin",
+            Box::new(StickySession::new(HintBased::new(
+                WeightedRoundRobin::with_start(0),
+            ))),
+        ),
+        (
+            "best available",
+            Box::new(StickySession::new(HintBased::new(BestAvailable::new()))),
+        ),
+    ];
+    for (name, rule) in rules {
+        let picker = rule.build(&s);
+        let mut counts = vec![[0usize; 2]; groups];
+        for round in 0..200 {
+            for (p, h) in cookies.iter().enumerate() {
+                let e = picker.pick(&PickContext::new().with_headers(h)).unwrap();
+                assert_eq!(usize::from(e.instance().port() - 1000), p, "{name}: sticky");
+                // A hinted pick after every fourth sticky one.
+                if p % 4 == 3 {
+                    let g = (p / 4 + round) % groups;
+                    let e = picker
+                        .pick(&PickContext::new().with_headers(&hinted[g]))
+                        .unwrap();
+                    let i = usize::from(e.instance().port() - 1000);
+                    assert_eq!(i / 2, g, "{name}: a hinted pick left its group");
+                    counts[g][i % 2] += 1;
+                }
+            }
+        }
+        assert_eq!(worst(&counts).1, [100, 100], "{name}");
+    }
+}

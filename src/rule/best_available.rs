@@ -165,7 +165,7 @@ impl Picker for BestAvailablePicker {
             return None;
         }
         let now = ctx.now();
-        let start = self.next.step(ctx);
+        let start = self.next.step(ctx, endpoints);
         if !ctx.has_tiers() {
             return Self::best_in(endpoints, now, start, |_, e| ctx.is_eligible(e), None);
         }

@@ -282,7 +282,7 @@ impl ConsistentHashPicker {
             .find(|&i| is_member(i))
             .and_then(|i| endpoints.get(i))
             .or_else(|| {
-                let k = self.cursor.step(ctx);
+                let k = self.cursor.step(ctx, endpoints);
                 step_in(endpoints, member, domain, k)
             })
     }
@@ -293,7 +293,7 @@ impl Picker for ConsistentHashPicker {
         let endpoints = self.snapshot.endpoints();
         let m = self.slots.len();
         let Some(key) = ctx.hash_key().filter(|_| m > 0) else {
-            let k = self.cursor.step(ctx);
+            let k = self.cursor.step(ctx, endpoints);
             return rotate(endpoints, ctx, k);
         };
         let first = (mix64(key) % m as u64) as usize;

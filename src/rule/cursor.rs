@@ -26,8 +26,17 @@
 //! split exactly). The table (about 8.6 KB) is allocated at a cursor's
 //! first preferred pick, so services without preferences do not pay it.
 //!
-//! The table is bounded, so more tiers than it holds (sticky traffic to
-//! hundreds of instances, each its own tier) must share it. A key finding
+//! A tier of one instance (a sticky cookie, a same-instance preference)
+//! whose instance is in the pick's first tier claims no lane: every rule
+//! picks that instance whatever the step, so the pick takes step 0. Only
+//! when its instance is not there (unhealthy, excluded by a retry) does its
+//! key step a lane, for the fallback's rotation over the others. Before,
+//! sticky traffic to 400 instances claimed 400 lanes, and 100 hint groups
+//! in turn beside it lost exact turns (one group split 110 to 90).
+//!
+//! The table is bounded, so more tiers than it holds (hundreds of hint
+//! groups or subsets, or sticky tiers whose instance is down) must share
+//! it. A key finding
 //! no room evicts one of its 16 slots by a second-chance sweep (each slot
 //! has a bit set at every pick; the sweep clears set bits and takes the
 //! first slot found clear), so keys of tiers gone with an old list, never
@@ -55,6 +64,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use super::PickContext;
 use super::context::RETRY_LANE;
+use crate::instance::Endpoint;
 
 /// Lanes for preferred tiers (a prime, so keys spread over the home slots
 /// whatever their low bits). A tier's key claims one of them by its whole
@@ -127,12 +137,20 @@ impl Cursor {
         }
     }
 
-    /// The step for a pick in `ctx`'s lane, and moves it on.
+    /// The step for a pick in `ctx`'s lane over `endpoints` (the picker's
+    /// list), and moves it on.
+    ///
+    /// A preferred tier of one instance (a sticky or same-instance
+    /// preference) whose instance is in the pick's first tier gets step 0
+    /// and claims no lane: every rule picks that instance whatever the
+    /// step. Only when it is not (unhealthy, excluded) does the tier's key
+    /// step a lane, for the fallback's rotation over the others.
     #[inline]
-    pub(crate) fn step(&self, ctx: &PickContext<'_>) -> usize {
+    pub(crate) fn step(&self, ctx: &PickContext<'_>, endpoints: &[Endpoint]) -> usize {
         match ctx.lane() {
             0 => self.plain.fetch_add(1, Ordering::Relaxed),
             RETRY_LANE => self.retry.fetch_add(1, Ordering::Relaxed),
+            _ if sole_first(ctx, endpoints) => 0,
             key => self.step_preferred(key),
         }
     }
@@ -198,6 +216,17 @@ impl Cursor {
     }
 }
 
+/// Whether the pick's first tier is one instance, in that tier: its domain
+/// is one position and the endpoint there passes the tier and eligibility.
+fn sole_first(ctx: &PickContext<'_>, endpoints: &[Endpoint]) -> bool {
+    match ctx.first_domain() {
+        Some(&[i]) => endpoints
+            .get(i as usize)
+            .is_some_and(|e| ctx.in_first_tier(i as usize, e)),
+        _ => false,
+    }
+}
+
 /// A 64-bit finalizer (MurmurHash3's `fmix64`): a lane taken over starts
 /// at a position no other tier's count predicts.
 fn mix(mut x: u64) -> u64 {
@@ -223,12 +252,12 @@ mod tests {
         let keys: Vec<u64> = (0..PROBES as u64).map(|i| 5 + 63 * i).collect();
         for round in 0..3 {
             for &k in &keys {
-                assert_eq!(c.step(&ctx(k)), round, "key {k}");
+                assert_eq!(c.step(&ctx(k), &[]), round, "key {k}");
             }
         }
         // Without a preference and for retries: lanes of their own too.
-        assert_eq!(c.step(&PickContext::new()), 0);
-        assert_eq!(c.step(&PickContext::new().retrying()), 0);
+        assert_eq!(c.step(&PickContext::new(), &[]), 0);
+        assert_eq!(c.step(&PickContext::new().retrying(), &[]), 0);
         assert_eq!(c.peek(), 1);
     }
 
@@ -244,36 +273,36 @@ mod tests {
         let c = Cursor::new(0);
         let keys = same_home(PROBES + 2);
         for &k in &keys[..PROBES] {
-            assert_eq!(c.step(&ctx(k)), 0);
+            assert_eq!(c.step(&ctx(k), &[]), 0);
         }
         let t = c.preferred.get().unwrap();
         let held = |s: usize| t.keys[s].load(Ordering::Relaxed);
         // Every slot was picked since: the sweep clears all 16 bits and the
         // home slot is taken over, its lane restarting at a mixed position.
         let x = keys[PROBES];
-        let first = c.step(&ctx(x));
+        let first = c.step(&ctx(x), &[]);
         assert_eq!(held(7), x);
         assert_eq!(first, mix(x ^ 1) as usize);
-        assert_eq!(c.step(&ctx(x)), first.wrapping_add(1));
+        assert_eq!(c.step(&ctx(x), &[]), first.wrapping_add(1));
         // x and keys[2] are picked again (their bits set); a new key y
         // passes slot 7 (x's) and evicts the first slot not picked since
         // the sweep, slot 8 (keys[1]'s), not slot 9 (keys[2]'s).
-        assert_eq!(c.step(&ctx(keys[2])), 1);
+        assert_eq!(c.step(&ctx(keys[2]), &[]), 1);
         let y = keys[PROBES + 1];
-        let _ = c.step(&ctx(y));
+        let _ = c.step(&ctx(y), &[]);
         assert_eq!(held(8), y);
         assert_eq!(held(9), keys[2]);
         // The home slot's holder keeps its lane and count.
-        assert_eq!(c.step(&ctx(x)), first.wrapping_add(2));
+        assert_eq!(c.step(&ctx(x), &[]), first.wrapping_add(2));
     }
 
     #[test]
     fn a_cursor_allocates_its_preferred_lanes_at_the_first_preferred_pick() {
         let c = Cursor::new(3);
-        assert_eq!(c.step(&PickContext::new()), 3);
-        assert_eq!(c.step(&PickContext::new().retrying()), 3);
+        assert_eq!(c.step(&PickContext::new(), &[]), 3);
+        assert_eq!(c.step(&PickContext::new().retrying(), &[]), 3);
         assert!(c.preferred.get().is_none());
-        assert_eq!(c.step(&ctx(42)), 3);
+        assert_eq!(c.step(&ctx(42), &[]), 3);
         assert!(c.preferred.get().is_some());
         assert_eq!(c.peek(), 4);
     }
@@ -287,8 +316,53 @@ mod tests {
             .collect();
         for round in 0..4 {
             for &k in &keys {
-                assert_eq!(c.step(&ctx(k)), round, "key {k:#x}");
+                assert_eq!(c.step(&ctx(k), &[]), round, "key {k:#x}");
             }
         }
+    }
+
+    /// A tier of one instance in the first tier takes step 0 and claims no
+    /// lane (the table is not even allocated); the same tier with its
+    /// instance excluded (a retry) or not in the first tier steps a lane of
+    /// its own, for the fallback's rotation.
+    #[test]
+    fn a_tier_of_one_in_the_first_tier_claims_no_lane() {
+        use crate::rule::Tier;
+        use crate::rule::test_support::endpoints;
+        let eps = endpoints(4);
+        let c = Cursor::new(7);
+        let only = |i: usize, _: &Endpoint| i == 2;
+        let any = |_: usize, _: &Endpoint| true;
+        let tiers: [Tier<'_>; 2] = [&only, &any];
+        let one = [2u32];
+        let domains = [Some(&one[..]), None];
+        let base = PickContext::new();
+        let mut link = None;
+        let sticky = base
+            .with_tiers_in(&mut link, &tiers, &domains)
+            .preferring(5);
+        for _ in 0..3 {
+            assert_eq!(c.step(&sticky, &eps), 0);
+        }
+        assert!(c.preferred.get().is_none());
+        // Its instance excluded: the fallback rotates in the tier's lane.
+        let excluded = [eps[2].clone()];
+        let retry = PickContext::new().with_excluded(&excluded);
+        let mut link = None;
+        let away = retry
+            .with_tiers_in(&mut link, &tiers, &domains)
+            .preferring(5);
+        assert_eq!(c.step(&away, &eps), 7);
+        assert_eq!(c.step(&away, &eps), 8);
+        // A domain of one whose position is outside the list: a lane too.
+        let outside = [9u32];
+        let domains = [Some(&outside[..]), None];
+        let mut link = None;
+        let stale = base
+            .with_tiers_in(&mut link, &tiers, &domains)
+            .preferring(6);
+        assert_eq!(c.step(&stale, &eps), 7);
+        // Without a preference, the plain lane steps as before.
+        assert_eq!(c.step(&PickContext::new(), &eps), 7);
     }
 }

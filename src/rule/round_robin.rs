@@ -105,7 +105,7 @@ impl Picker for RoundRobinPicker {
         if endpoints.is_empty() {
             return None;
         }
-        let k = self.cursor.step(ctx);
+        let k = self.cursor.step(ctx, endpoints);
         rotate(endpoints, ctx, k)
     }
 

@@ -243,7 +243,7 @@ impl WeightedResponseTimePicker {
         member: &dyn Fn(usize, &Endpoint) -> bool,
         domain: Domain<'_>,
     ) -> Option<&'s Endpoint> {
-        let k = || self.shared.cursor.step(ctx);
+        let k = || self.shared.cursor.step(ctx, endpoints);
         match domain {
             Some(d) => self
                 .draw_in(endpoints, member, d.iter().map(|&i| i as usize))
@@ -318,7 +318,7 @@ impl Picker for WeightedResponseTimePicker {
                     return endpoints.get(i);
                 }
             }
-            let k = self.shared.cursor.step(ctx);
+            let k = self.shared.cursor.step(ctx, endpoints);
             return rotate(endpoints, ctx, k);
         }
         ctx.find_tier_in(&mut |member, domain| self.draw_members(ctx, endpoints, member, domain))

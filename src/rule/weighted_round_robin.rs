@@ -277,7 +277,7 @@ impl Picker for WeightedRoundRobinPicker {
         if endpoints.is_empty() {
             return None;
         }
-        let k = self.cursor.step(ctx);
+        let k = self.cursor.step(ctx, endpoints);
         let seq = &*self.sequence;
         if seq.is_empty() {
             return rotate(endpoints, ctx, k);
