@@ -578,3 +578,46 @@ fn switching_protocols<B>(response: &mut Response<B>) {
     headers.insert(header::CONNECTION, "upgrade".parse().unwrap());
     headers.insert(header::UPGRADE, "websocket".parse().unwrap());
 }
+
+/// A balancer stacked on another (an edge service whose one instance is
+/// the inner balancer's service name): each counts the upgraded
+/// connection in flight on its own instance until it is dropped. The
+/// outer attempt's hold replaced the inner one in the response's
+/// extensions, so the inner instance left the count with the 101.
+#[tokio::test]
+async fn stacked_balancers_each_count_an_upgrade_until_it_is_dropped() {
+    let a = server("a").await;
+    let inner = balancer(&[a], false);
+    let edge = StaticSource::new()
+        .with_list("edge", &format!("{SVC}:80"))
+        .unwrap();
+    let outer = LoadBalancer::builder()
+        .source(edge)
+        .service("edge")
+        .retry(RetryPolicy::none())
+        .outlier_detection(OutlierDetection::disabled())
+        .read_timeout(None)
+        .build(inner.clone())
+        .unwrap();
+    let request = {
+        let mut r = websocket_request();
+        *r.uri_mut() = "http://edge/ws".parse().unwrap();
+        r
+    };
+    let mut response = outer.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let upgraded = upgrade::on(&mut response).await.unwrap();
+    drop(response);
+    let inner_ep = endpoint(&inner, a);
+    let inner_stats = inner_ep.stats();
+    let outer_ep = outer.snapshot("edge").unwrap().endpoints()[0].clone();
+    let outer_stats = outer_ep.stats();
+    assert_eq!((outer_stats.in_flight(), inner_stats.in_flight()), (1, 1));
+    let mut io = TokioIo::new(upgraded);
+    echo(&mut io, b"through two balancers").await;
+    assert_eq!((outer_stats.in_flight(), inner_stats.in_flight()), (1, 1));
+    drop(io);
+    assert_eq!((outer_stats.in_flight(), inner_stats.in_flight()), (0, 0));
+    assert_eq!((inner_stats.requests(), inner_stats.failures()), (1, 0));
+    assert_eq!((outer_stats.requests(), outer_stats.failures()), (1, 0));
+}

@@ -266,11 +266,13 @@ impl<B> TrackCompletion for http::Response<B> {
 /// The attempt of an upgrade response, in its extensions: dropped with
 /// the last clone (the response's, or the connection's from
 /// `upgrade::on`), it leaves the in-flight count. Its result is recorded
-/// already.
+/// already. A balancer stacked on another holds the inner balancer's hold
+/// too, so both attempts last as long as the connection.
 #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
 #[derive(Clone)]
 pub(super) struct UpgradeHold {
     _attempt: Arc<Completion>,
+    _inner: Option<Arc<UpgradeHold>>,
 }
 
 /// Moves an upgrade response's completion into its extensions, with its
@@ -291,8 +293,16 @@ fn hold_upgrade<B>(
         return (response, Some(done));
     }
     done.record_now();
+    // A balancer under this one put its hold here already: keep it (a
+    // plain insert dropped it, and the inner instance left the in-flight
+    // count with the 101).
+    let inner = response
+        .extensions_mut()
+        .remove::<UpgradeHold>()
+        .map(Arc::new);
     response.extensions_mut().insert(UpgradeHold {
         _attempt: Arc::new(done),
+        _inner: inner,
     });
     (response, None)
 }
