@@ -621,3 +621,35 @@ async fn stacked_balancers_each_count_an_upgrade_until_it_is_dropped() {
     assert_eq!((inner_stats.requests(), inner_stats.failures()), (1, 0));
     assert_eq!((outer_stats.requests(), outer_stats.failures()), (1, 0));
 }
+
+/// Through reqwest (`ReqwestService`): reqwest hands hyper's response
+/// over with its extensions, so a WebSocket upgrade taken with
+/// `upgrade::on` echoes and counts in flight on its instance until it is
+/// dropped, as through hyper-util's client.
+#[tokio::test]
+async fn a_websocket_through_reqwest_counts_in_flight_until_dropped() {
+    let a = server("a").await;
+    let source = StaticSource::new().with_list(SVC, &a.to_string()).unwrap();
+    let lb = LoadBalancer::builder()
+        .source(source)
+        .service(SVC)
+        .retry(RetryPolicy::none())
+        .outlier_detection(OutlierDetection::disabled())
+        .read_timeout(None)
+        .build(tower_ribbon::ReqwestService::new(reqwest::Client::new()))
+        .unwrap();
+    let request = websocket_request().map(|_| reqwest::Body::from(Vec::new()));
+    let mut response = lb.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let upgraded = upgrade::on(&mut response).await.unwrap();
+    drop(response);
+    let ep = lb.snapshot(SVC).unwrap().endpoints()[0].clone();
+    let stats = ep.stats();
+    assert_eq!(stats.in_flight(), 1);
+    let mut io = TokioIo::new(upgraded);
+    echo(&mut io, b"hello through reqwest").await;
+    assert_eq!(stats.in_flight(), 1);
+    drop(io);
+    assert_eq!(stats.in_flight(), 0);
+    assert_eq!((stats.requests(), stats.failures()), (1, 0));
+}
