@@ -16,8 +16,16 @@
 //! pick is an atomic cursor (shared by every picker of the rule) modulo the
 //! cycle length. An excluded (or filtered) instance's turns are handed to
 //! the eligible entries in turn, as round robin's hand-off, so the others
-//! keep their weights' proportions (not all to the next entry); such a
-//! pick costs O(T) when its own entry is not eligible. A wrapper's tier of
+//! keep their weights' proportions (not all to the next entry): the
+//! handed-on turns, numbered in cycle order, go out by a weighted rotation
+//! over the eligible instances (as in a tier with a domain, below), so over
+//! any `W` of them (`W` the eligible weight) each eligible instance gets
+//! exactly its weight. Such a pick costs O(n), at most three walks of the
+//! list: the filtered entries before its position are counted from
+//! checkpoints of the cycle every `n` entries (walking the cycle cost
+//! O(T), 65 663 membership tests for one pick over 200 instances weighing
+//! 1 000 to 1 996, and 51 µs per pick on average over 1 000 instances with
+//! every tenth one filtered; 1.5 µs now, round robin's 1.0 µs). A wrapper's tier of
 //! one instance (a sticky or same-instance preference) is its instance in
 //! O(1), and a tier with a [`Domain`](super::Domain) of several positions
 //! (a hint group, a subset, a zone) is a weighted rotation over that
@@ -36,7 +44,8 @@
 //! O(n log n + T·D) for a cycle of `T ≤ MAX_CYCLE + n` entries and `D`
 //! distinct weights (NGINX's literal loop is O(T·n): 7.5 to 12.6 s for
 //! 100 000 instances; this is milliseconds for a few distinct weights).
-//! Memory: 4 bytes per cycle entry.
+//! Memory: 8 bytes per cycle entry (the cycle and its checkpoints) and 4
+//! per instance.
 //!
 //! Weight 0 means no share. If every weight is 0 or every instance with a
 //! weight is excluded (or outside the wrapper's tier), the picker picks by
@@ -237,11 +246,13 @@ impl Rule for WeightedRoundRobin {
             })
             .collect();
         let (weights, sequence) = smooth_cycle(&raw, Self::MAX_CYCLE as u64);
+        let counts_at = checkpoints(&sequence, weights.len());
         Arc::new(WeightedRoundRobinPicker {
             snapshot: Arc::clone(snapshot),
             cursor: Arc::clone(&self.cursor),
             weights: weights.into(),
             sequence: sequence.into(),
+            counts_at: counts_at.into(),
         })
     }
 
@@ -259,6 +270,29 @@ struct WeightedRoundRobinPicker {
     /// Indices into the snapshot's endpoints, one cycle long; empty if all
     /// weights are 0.
     sequence: Box<[u32]>,
+    /// Checkpoints of the cycle every `n` entries (`n` the list's length):
+    /// row `r` holds, per instance, its entries before position `r·n`.
+    /// About `T + n` counts; they count the filtered entries before a
+    /// position in O(n) for the hand-off.
+    counts_at: Box<[u32]>,
+}
+
+/// Per instance, its entries of `sequence` before each position that is a
+/// multiple of `n` (rows of `n` counts, one row per started block of `n`
+/// entries), in O(T + n) time and space.
+fn checkpoints(sequence: &[u32], n: usize) -> Vec<u32> {
+    let block = n.max(1);
+    let mut rows = Vec::with_capacity(sequence.len().div_ceil(block).saturating_mul(n));
+    let mut seen = vec![0u32; n];
+    for (p, &i) in sequence.iter().enumerate() {
+        if p % block == 0 {
+            rows.extend_from_slice(&seen);
+        }
+        if let Some(c) = seen.get_mut(i as usize) {
+            *c = c.saturating_add(1);
+        }
+    }
+    rows
 }
 
 impl fmt::Debug for WeightedRoundRobinPicker {
@@ -287,25 +321,81 @@ impl Picker for WeightedRoundRobinPicker {
         }
         ctx.find_tier_in(&mut |member, domain| {
             let is_member = |i: usize| endpoints.get(i).is_some_and(|e| member(i, e));
-            let weighted = |i: usize| self.weights.get(i).is_some_and(|&w| w > 0) && is_member(i);
-            let weighted = match domain {
+            match domain {
                 // A tier of one position (a sticky or same-instance
                 // preference): its member whatever the weights, in O(1).
                 Some(&[i]) => return is_member(i as usize).then(|| &endpoints[i as usize]),
                 // A tier of several positions (a hint group, a subset, a
                 // zone): a weighted rotation over them, O(|domain|).
                 Some(d) => {
-                    return weighted_in(endpoints, &self.weights, &is_member, d, k)
-                        .or_else(|| step_in(endpoints, member, domain, k));
+                    return weighted_in(
+                        endpoints,
+                        &self.weights,
+                        &is_member,
+                        d.iter().map(|&i| i as usize),
+                        k as u64,
+                    )
+                    .or_else(|| step_in(endpoints, member, domain, k));
                 }
-                None => (0..endpoints.len()).any(weighted),
-            };
-            if !weighted {
-                return nth_member(endpoints, member, k);
+                None => {}
             }
-            // Turns of excluded or filtered instances spread over the
-            // others by weight (not all to the next one in the cycle).
-            step_in(endpoints, member, Some(seq), k)
+            // The cycle's own entry when it is a member: O(1).
+            let total = seq.len() as u64;
+            let p0 = (k as u64 % total) as usize;
+            if let Some(&i) = seq.get(p0) {
+                if is_member(i as usize) {
+                    return endpoints.get(i as usize);
+                }
+            }
+            // Its turn handed on, in O(n): at most three walks of the list.
+            // (Walking the cycle, as round robin walks its list, cost O(T):
+            // 65 663 membership tests for one pick over 200 instances
+            // weighing 1 000 to 1 996.)
+            //
+            // The hand-offs are numbered in cycle order across rounds,
+            // `j = round · f + (filtered entries before p0)`, `f` the
+            // filtered entries per cycle, so successive hand-offs have
+            // successive numbers, and `weighted_at` gives number `j` to the
+            // member whose share of the members' weight `W` holds
+            // `j · s mod W`: over any `W` successive hand-offs each member
+            // gets exactly its weight, and the turns of one filtered
+            // instance spread over the members.
+            let n = endpoints.len();
+            let block = n.max(1);
+            let start = p0 - p0 % block;
+            let row = self
+                .counts_at
+                .get(start / block * n..)
+                .and_then(|r| r.get(..n))
+                .unwrap_or(&[]);
+            let w = &*self.weights;
+            let (mut members, mut filtered, mut before) = (0u64, 0u64, 0u64);
+            for i in 0..n {
+                let wi = w.get(i).copied().unwrap_or(0);
+                if wi == 0 {
+                    continue;
+                }
+                if is_member(i) {
+                    members = members.saturating_add(wi);
+                } else {
+                    filtered = filtered.saturating_add(wi);
+                    before = before.saturating_add(row.get(i).copied().map_or(0, u64::from));
+                }
+            }
+            if members > 0 {
+                let rest = seq.get(start..p0).unwrap_or(&[]);
+                let rest = rest.iter().filter(|&&i| !is_member(i as usize)).count() as u64;
+                let j = (k as u64 / total)
+                    .wrapping_mul(filtered)
+                    .wrapping_add(before)
+                    .wrapping_add(rest);
+                let all = 0..n;
+                if let Some(e) = weighted_at(endpoints, w, &is_member, all, members, j) {
+                    return Some(e);
+                }
+            }
+            // No member with a weight: round robin over those without.
+            nth_member(endpoints, member, k)
         })
     }
 
@@ -328,36 +418,56 @@ fn weighted_in<'s>(
     endpoints: &'s [Endpoint],
     weights: &[u64],
     is_member: &dyn Fn(usize) -> bool,
-    domain: &[u32],
-    k: usize,
+    domain: impl Iterator<Item = usize> + Clone,
+    k: u64,
 ) -> Option<&'s Endpoint> {
-    let weight = |i: u32| {
-        let i = i as usize;
-        weights
-            .get(i)
-            .copied()
-            .filter(|&w| w > 0 && is_member(i))
-            .unwrap_or(0)
-    };
-    let total = domain
-        .iter()
-        .fold(0u64, |t, &i| t.saturating_add(weight(i)));
+    let total = domain.clone().fold(0u64, |t, i| {
+        let w = weights.get(i).copied().unwrap_or(0);
+        if w > 0 && is_member(i) {
+            t.saturating_add(w)
+        } else {
+            t
+        }
+    });
+    weighted_at(endpoints, weights, is_member, domain, total, k)
+}
+
+/// Step `k` of [`weighted_in`]'s rotation with the members' total weight
+/// `total` known: one pass over `domain`; `None` when `total` is 0.
+fn weighted_at<'s>(
+    endpoints: &'s [Endpoint],
+    weights: &[u64],
+    is_member: &dyn Fn(usize) -> bool,
+    mut domain: impl Iterator<Item = usize>,
+    total: u64,
+    k: u64,
+) -> Option<&'s Endpoint> {
     if total == 0 {
         return None;
     }
-    let mut stride = ((total as f64 * 0.618_033_988_749_895) as u64).clamp(1, total);
-    while gcd(stride, total) != 1 {
-        stride += 1;
-    }
-    let target = (u128::from(k as u64 % total) * u128::from(stride) % u128::from(total)) as u64;
+    let target = (u128::from(k % total) * u128::from(stride(total)) % u128::from(total)) as u64;
     let mut acc = 0u64;
     domain
-        .iter()
-        .find(|&&i| {
-            acc = acc.saturating_add(weight(i));
+        .find(|&i| {
+            let w = weights.get(i).copied().unwrap_or(0);
+            if w == 0 || !is_member(i) {
+                return false;
+            }
+            acc = acc.saturating_add(w);
             acc > target
         })
-        .and_then(|&i| endpoints.get(i as usize))
+        .and_then(|i| endpoints.get(i))
+}
+
+/// The first number from `0.618·total` up that is coprime to `total`
+/// (`total` ≥ 1): a step that visits every point of `0..total` once per
+/// `total` steps and spreads consecutive steps apart.
+fn stride(total: u64) -> u64 {
+    let mut s = ((total as f64 * 0.618_033_988_749_895) as u64).clamp(1, total);
+    while gcd(s, total) != 1 {
+        s += 1;
+    }
+    s
 }
 
 #[cfg(test)]

@@ -239,4 +239,54 @@ proptest! {
             .collect();
         prop_assert_eq!(counts, expected);
     }
+
+    /// A tier without a domain (availability filtering, a retry's
+    /// exclusions) with some instances filtered: over `C` whole cycles,
+    /// from any start, each member gets its own `C · w` turns plus its
+    /// weight's share of the filtered turns (`C · w · f / W`) within `C + 1`,
+    /// never a filtered instance, in at most `3n` membership tests per pick
+    /// (the cycle's `T` entries were walked twice before).
+    #[test]
+    fn filtered_turns_go_out_by_weight_in_three_walks_of_the_list(
+        weights in prop::collection::vec(0u32..12, 2..40),
+        filtered in prop::collection::vec(any::<bool>(), 40),
+        start in any::<usize>(),
+    ) {
+        let n = weights.len();
+        let s = snapshot(&weights, 1);
+        let (w, seq) = smooth_cycle(&weights, WeightedRoundRobin::MAX_CYCLE as u64);
+        let members: u64 = (0..n).filter(|&i| !filtered[i]).map(|i| w[i]).sum();
+        let off: u64 = (0..n).filter(|&i| filtered[i]).map(|i| w[i]).sum();
+        prop_assume!(members > 0);
+        let rule = WeightedRoundRobin::with_start(start).build(&s);
+        let calls = std::cell::Cell::new(0usize);
+        let available = |i: usize, _: &Endpoint| {
+            calls.set(calls.get() + 1);
+            !filtered[i]
+        };
+        let any = |_: usize, _: &Endpoint| true;
+        let tiers: [crate::rule::Tier<'_>; 2] = [&available, &any];
+        let mut link = None;
+        let base = PickContext::new();
+        let ctx = base.with_tiers(&mut link, &tiers);
+        let cycles = 3u64;
+        let mut counts = vec![0u64; n];
+        for _ in 0..cycles * seq.len() as u64 {
+            calls.set(0);
+            counts[index(rule.pick(&ctx).unwrap())] += 1;
+            prop_assert!(calls.get() <= 3 * n, "{} tests", calls.get());
+        }
+        for i in 0..n {
+            if filtered[i] || w[i] == 0 {
+                // Weight 0 gets nothing while a member has a weight.
+                prop_assert_eq!(counts[i], 0, "instance {}: {:?}", i, counts);
+                continue;
+            }
+            let want = (cycles * w[i]) as f64 * (1.0 + off as f64 / members as f64);
+            prop_assert!(
+                (counts[i] as f64 - want).abs() <= (cycles + 1) as f64,
+                "instance {}: {} of {:.2} ({:?}, filtered {:?})", i, counts[i], want, counts, &filtered[..n]
+            );
+        }
+    }
 }
