@@ -467,6 +467,19 @@ pub enum DiscoveryError {
         /// The bytes the fetch would have produced.
         would_hold: usize,
     },
+    /// A fetch would have grown the text the registry copy keeps per
+    /// record (metadata, instance ids, health check URLs and statuses, in
+    /// bytes) past the response body bound (`max_body_bytes`): a copy no
+    /// full payload could carry, piled up by deltas.
+    #[error(
+        "registry copy would hold {would_hold} bytes of record text, over its bound of {limit}; keeping the last copy"
+    )]
+    RegistryTextTooLarge {
+        /// The bound, in bytes.
+        limit: usize,
+        /// The bytes the fetch would have produced.
+        would_hold: usize,
+    },
     /// Every configured registry server failed; one error per server, in the
     /// order tried.
     #[error("all {} registry servers failed; last: {}", .0.len(), last_error(.0))]

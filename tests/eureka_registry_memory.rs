@@ -167,3 +167,90 @@ async fn long_metadata_values_are_bounded_by_the_body_bound_across_deltas() {
     assert_eq!((instances.len(), refused), (11, 7));
     assert!(grown_mib <= 16.0, "live heap grew {grown_mib:.1} MiB");
 }
+
+/// The sibling of the metadata bound for the copy's other text: 8 deltas
+/// of 10 new records each carrying 1 MiB of text outside the metadata (a
+/// health check URL; a skipped record's over-long id, which the copy
+/// keeps as its key; a status), against a 16 MiB body bound. The first
+/// delta is taken, the other 7 refused with `RegistryTextTooLarge`, and
+/// the heap keeps the one delta's text. Before, only metadata text was
+/// bounded across deltas: all 8 were taken (81 records, +80 MiB live heap
+/// for each kind), growing with every delta.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_record_text_is_bounded_by_the_body_bound_across_deltas() {
+    let _turn = SERIAL.lock().await;
+    let long = "x".repeat(1 << 20);
+    // Each kind: a record of delta `d`, and the copy's status-count hash
+    // after `n` records of the deltas (the base record is UP).
+    type Make = fn(&str, &str) -> String;
+    type Hash = fn(usize, &str) -> String;
+    let up = |n: usize, _: &str| format!("UP_{}_", n + 1);
+    let kinds: [(&str, Make, Hash); 3] = [
+        (
+            "health check URL",
+            |id, long| {
+                record("BIG", id, 2000, "UP", "ADDED", "{}").replace(
+                    r#""metadata":{}"#,
+                    &format!(r#""healthCheckUrl":"http://127.0.0.1:2000/{long}","metadata":{{}}"#),
+                )
+            },
+            up,
+        ),
+        (
+            "skipped record's id",
+            // With a usable record next to it: a payload whose every
+            // record is skipped is refused whole.
+            |id, long| {
+                let skipped = record("BIG", &format!("{id}-{long}"), 2000, "UP", "ADDED", "{}");
+                let usable = record("BIG", id, 2000, "UP", "ADDED", "{}");
+                format!("{skipped},{usable}")
+            },
+            |n, _| format!("UP_{}_", 2 * n + 1),
+        ),
+        (
+            "status",
+            |id, long| record("BIG", id, 2000, &format!("S{long}"), "ADDED", "{}"),
+            |n, long| format!("S{}_{n}_UP_1_", long.to_ascii_uppercase()),
+        ),
+    ];
+    for (kind, make, hash) in kinds {
+        let stub = Stub::start().await;
+        let base = record("BIG", "base", 1000, "UP", "ADDED", "{}");
+        stub.set(
+            "/eureka/apps",
+            vec![Answer::ok(apps("UP_1_", "BIG", &[base]))],
+        );
+        let (per_delta, rounds) = (10usize, 8usize);
+        let deltas: Vec<Answer> = (1..=rounds)
+            .map(|d| {
+                let records: Vec<String> = (0..per_delta)
+                    .map(|i| make(&format!("d{d}-{i}"), &long))
+                    .collect();
+                Answer::ok(apps(&hash(per_delta * d, &long), "BIG", &records))
+            })
+            .collect();
+        stub.set("/eureka/apps/delta", deltas);
+        let (registry, before) = fetched(&stub, Some(16 << 20)).await;
+        let mut refused = 0;
+        for _ in 0..rounds {
+            match registry.refresh_now().await {
+                Ok(()) => {}
+                Err(DiscoveryError::RegistryTextTooLarge { limit, .. }) => {
+                    assert_eq!(limit, 16 << 20);
+                    refused += 1;
+                }
+                Err(e) => panic!("{kind}: unexpected error: {e}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let grown_mib = (LIVE.load(Ordering::Relaxed) - before) as f64 / (1024.0 * 1024.0);
+        println!("{kind}: live heap grew {grown_mib:.1} MiB, {refused} deltas refused");
+        assert_eq!(refused, 7, "{kind}");
+        assert!(
+            grown_mib <= 16.0,
+            "{kind}: live heap grew {grown_mib:.1} MiB"
+        );
+        drop(registry);
+        drop(stub);
+    }
+}

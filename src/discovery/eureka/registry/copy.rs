@@ -102,45 +102,70 @@ pub(super) fn apply(registry: &mut Registry, apps: &Applications, full: bool) {
     }
 }
 
-/// What a copy holds, for its bounds: records (usable or not) and the
-/// metadata entries of their instances.
+/// What a copy holds, for its bounds: records (usable or not), the
+/// metadata entries of their instances, and their text.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Footprint {
     pub(super) records: usize,
     pub(super) metadata: usize,
     /// Bytes of metadata keys and values.
     pub(super) metadata_bytes: usize,
+    /// Bytes of all the text a record keeps: its metadata, id, health
+    /// check URL and status (each as the payload carried it once).
+    pub(super) text_bytes: usize,
 }
 
+/// One record's part of a [`Footprint`]: metadata entries, metadata bytes,
+/// all text bytes.
+type Weight = (usize, usize, usize);
+
 impl Footprint {
-    fn add(&mut self, (entries, bytes): (usize, usize)) {
+    fn add(&mut self, (entries, bytes, text): Weight) {
         self.records += 1;
         self.metadata = self.metadata.saturating_add(entries);
         self.metadata_bytes = self.metadata_bytes.saturating_add(bytes);
+        self.text_bytes = self.text_bytes.saturating_add(text);
     }
 
-    fn remove(&mut self, (entries, bytes): (usize, usize)) {
+    fn remove(&mut self, (entries, bytes, text): Weight) {
         self.records = self.records.saturating_sub(1);
         self.metadata = self.metadata.saturating_sub(entries);
         self.metadata_bytes = self.metadata_bytes.saturating_sub(bytes);
+        self.text_bytes = self.text_bytes.saturating_sub(text);
     }
 }
 
-/// An instance's metadata entries and their bytes (keys and values).
-fn metadata_of(instance: Option<&Instance>) -> (usize, usize) {
-    instance.map_or((0, 0), |i| {
+/// A record's weight: its instance's metadata entries and their bytes
+/// (keys and values), and those bytes plus the id (the copy's key, the
+/// one text a skipped record keeps besides its status), the health check
+/// URL and the raw status. Each was a field of its own in the payload, so
+/// a copy no full payload could carry is over the body bound.
+fn weight_of(id: &str, instance: Option<&Instance>, raw_status: &str) -> Weight {
+    let (entries, bytes) = instance.map_or((0, 0), |i| {
         let bytes = (i.metadata().iter())
             .map(|(k, v)| k.len().saturating_add(v.len()))
             .fold(0usize, usize::saturating_add);
         (i.metadata().len(), bytes)
-    })
+    });
+    let url = instance
+        .and_then(Instance::health_check_url)
+        .map_or(0, str::len);
+    let text = [id.len(), url, raw_status.len()]
+        .into_iter()
+        .fold(bytes, usize::saturating_add);
+    (entries, bytes, text)
+}
+
+/// A held record's weight.
+fn weight_of_record(id: &str, record: &Record) -> Weight {
+    weight_of(id, record.instance.as_ref(), &record.raw_status)
 }
 
 /// What `registry` holds.
 pub(super) fn footprint(registry: &Registry) -> Footprint {
     let mut held = Footprint::default();
-    for record in registry.values().flat_map(BTreeMap::values) {
-        held.add(metadata_of(record.instance.as_ref()));
+    for (id, record) in registry.values().flat_map(BTreeMap::iter) {
+        held.add(weight_of_record(id, record));
     }
     held
 }
@@ -148,11 +173,11 @@ pub(super) fn footprint(registry: &Registry) -> Footprint {
 /// What a full copy of `apps` would hold (the last record for an id wins,
 /// as in [`apply`]).
 pub(super) fn footprint_of(apps: &Applications) -> Footprint {
-    let mut last: HashMap<(String, &str), (usize, usize)> = HashMap::new();
+    let mut last: HashMap<(String, &str), Weight> = HashMap::new();
     for app in &apps.applications {
         let name = app_key(&app.name);
-        for (id, _, instance, _) in records_of(app) {
-            last.insert((name.clone(), id), metadata_of(instance));
+        for (id, _, instance, raw_status) in records_of(app) {
+            last.insert((name.clone(), id), weight_of(id, instance, raw_status));
         }
     }
     let mut held = Footprint::default();
@@ -167,26 +192,26 @@ pub(super) fn footprint_of(apps: &Applications) -> Footprint {
 /// so a delta that would pass a bound can be refused with the copy intact.
 pub(super) fn footprint_after(registry: &Registry, delta: &Applications) -> Footprint {
     let mut held = footprint(registry);
-    // The delta's last word on each id: `Some(metadata)` for a record kept,
+    // The delta's last word on each id: `Some(weight)` for a record kept,
     // `None` for a delete.
-    let mut last: HashMap<(String, &str), Option<(usize, usize)>> = HashMap::new();
+    let mut last: HashMap<(String, &str), Option<Weight>> = HashMap::new();
     for app in &delta.applications {
         let name = app_key(&app.name);
-        for (id, action, instance, _) in records_of(app) {
+        for (id, action, instance, raw_status) in records_of(app) {
             let after = match action {
                 ActionType::Deleted => None,
                 ActionType::Unknown => continue,
-                _ => Some(metadata_of(instance)),
+                _ => Some(weight_of(id, instance, raw_status)),
             };
             last.insert((name.clone(), id), after);
         }
     }
     for ((name, id), after) in last {
         if let Some(before) = registry.get(&name).and_then(|records| records.get(id)) {
-            held.remove(metadata_of(before.instance.as_ref()));
+            held.remove(weight_of_record(id, before));
         }
-        if let Some(metadata) = after {
-            held.add(metadata);
+        if let Some(weight) = after {
+            held.add(weight);
         }
     }
     held
@@ -325,11 +350,13 @@ mod tests {
             "",
             &[with_metadata("a", "ADDED", 3), with_metadata("a", "ADDED", 5), with_metadata("b", "ADDED", 2)],
         );
-        // Each entry `k<n>: v` is 3 bytes of text.
+        // Each entry `k<n>: v` is 3 bytes of text; each record adds its id
+        // (1 byte) and status (`UP`).
         let expected = Footprint {
             records: 2,
             metadata: 7,
             metadata_bytes: 21,
+            text_bytes: 27,
         };
         assert_eq!(footprint_of(&full), expected);
         apply(&mut registry, &full, true);
@@ -354,6 +381,7 @@ mod tests {
             records: 3,
             metadata: 11,
             metadata_bytes: 33,
+            text_bytes: 42,
         };
         assert_eq!(after, expected);
     }

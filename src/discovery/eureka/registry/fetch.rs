@@ -128,13 +128,24 @@ impl Inner {
         !newer
     }
 
-    /// The copy's metadata text is bounded by the response body bound: a
-    /// copy no full payload could carry is refused (deltas each within the
-    /// entry bound could otherwise pile up long values without bound).
-    fn check_metadata_bytes(&self, would_hold: usize) -> Result<(), DiscoveryError> {
+    /// The copy's text is bounded by the response body bound: a copy no
+    /// full payload could carry is refused (deltas each within the body
+    /// bound could otherwise pile up long values without bound): its
+    /// metadata text alone, then all its text (metadata, ids, health check
+    /// URLs, statuses).
+    fn check_text_bytes(&self, held: &copy::Footprint) -> Result<(), DiscoveryError> {
         let limit = self.http.max_body_bytes();
-        if would_hold > limit {
-            return Err(DiscoveryError::RegistryMetadataTooLarge { limit, would_hold });
+        if held.metadata_bytes > limit {
+            return Err(DiscoveryError::RegistryMetadataTooLarge {
+                limit,
+                would_hold: held.metadata_bytes,
+            });
+        }
+        if held.text_bytes > limit {
+            return Err(DiscoveryError::RegistryTextTooLarge {
+                limit,
+                would_hold: held.text_bytes,
+            });
         }
         Ok(())
     }
@@ -152,7 +163,7 @@ impl Inner {
                 would_hold: would.metadata,
             });
         }
-        self.check_metadata_bytes(would.metadata_bytes)?;
+        self.check_text_bytes(&would)?;
         {
             let mut registry = self.lock();
             if !self.take_turn(started) {
@@ -194,7 +205,7 @@ impl Inner {
                     would_hold: after.metadata,
                 });
             }
-            self.check_metadata_bytes(after.metadata_bytes)?;
+            self.check_text_bytes(&after)?;
             // Another fetch applied since this one started: its answer is
             // newer than this delta, which is dropped.
             if !self.take_turn(started) {

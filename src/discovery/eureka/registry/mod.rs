@@ -26,7 +26,10 @@
 //!   ones are copied). Their text (keys and values) is bounded by the body
 //!   bound, `max_body_bytes`, across deltas too: a fetch that would take the
 //!   copy past it is refused ([`DiscoveryError::RegistryMetadataTooLarge`])
-//!   and the copy kept, since no full payload could carry such a copy.
+//!   and the copy kept, since no full payload could carry such a copy. So
+//!   is all the text the copy keeps per record (metadata, instance ids,
+//!   skipped records' ids too, health check URLs, statuses):
+//!   [`DiscoveryError::RegistryTextTooLarge`] past `max_body_bytes`.
 //! - A failed fetch (transport, status, a payload without Eureka's shape,
 //!   a bound) keeps the local copy; the next tick tries again (a delta if a
 //!   full fetch ever succeeded, else a full fetch). Until a first fetch
