@@ -15,9 +15,9 @@
 //!   so a status other than UP lives in the server only once this call
 //!   succeeds (and, once the status was ever changed, UP too): until one
 //!   does, every renewal
-//!   sends it again, and a [`start`](EurekaRegistration::start) whose
-//!   status cannot be set cancels the registration it made, so a draining
-//!   instance is never left UP;
+//!   sends it again, and a [`start`](EurekaRegistration::start) or a
+//!   re-registration whose status (other than UP) cannot be set cancels
+//!   the registration it made, so a draining instance is never left UP;
 //! - `DELETE /apps/{APP}/{id}` on graceful shutdown.
 //!
 //! Each call tries the configured servers in order until one answers it,
@@ -222,7 +222,17 @@ impl Shared {
         let answer = self.http.send(LeaseCall::Renew, &path, None).await?;
         if answer.0 == StatusCode::NOT_FOUND {
             tracing::info!(app = %self.app, id = %self.id, "Eureka lost the registration or holds an older copy; registering again");
-            return self.register_locked().await?;
+            let registered = self.register_locked().await?;
+            if registered.is_err() && self.status() != InstanceStatus::Up {
+                // Taken without its status, the registration is served UP:
+                // cancelled, as `start` does, so a draining instance is
+                // gone rather than UP until the next renewal registers it
+                // again (and sends the status again).
+                if let Err(cancel) = self.cancel_locked().await {
+                    tracing::warn!(app = %self.app, id = %self.id, error = %cancel, "could not cancel a re-registration whose status was not set; Eureka serves it UP until the next renewal");
+                }
+            }
+            return registered;
         }
         expect(answer, &[StatusCode::OK])?;
         self.renewals.fetch_add(1, Ordering::Relaxed);
