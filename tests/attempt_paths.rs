@@ -444,11 +444,12 @@ async fn a_balancer_dropped_mid_retry_leaves_nothing_in_flight() {
     assert_eq!(e.stats().requests(), 2);
 }
 
-/// An on-demand service evicted (idle) while its request is in flight:
-/// the request completes on the state it holds, its attempt ends once on
-/// the old instance, and the next request starts a new service.
+/// An on-demand service idle (no request started) for `on_demand_idle`
+/// while its request is in flight is kept until the request ends: its
+/// attempt ends once on the instance, then the next sweep evicts it, and
+/// the next request starts a new service. (It was evicted mid-request.)
 #[tokio::test(start_paused = true)]
-async fn an_on_demand_service_evicted_mid_request_ends_its_attempt_once() {
+async fn an_on_demand_service_is_evicted_only_once_its_request_ends() {
     let script = Script::default();
     let source = StaticSource::new()
         .with_list("late", "127.0.0.1:2")
@@ -474,9 +475,9 @@ async fn an_on_demand_service_evicted_mid_request_ends_its_attempt_once() {
     let slow = tokio::spawn(lb.request(late()));
     tokio::task::yield_now().await;
     assert_eq!(old.stats().in_flight(), 1);
-    // Idle 60 s plus one 30 s sweep: evicted while the call runs.
+    // Idle 60 s plus one 30 s sweep: kept while the call runs.
     tokio::time::sleep(Duration::from_secs(91)).await;
-    assert!(lb.services().is_empty());
+    assert_eq!(lb.services(), ["late"]);
     gate.notify_one();
     let response = slow.await.unwrap().unwrap();
     assert_eq!(response.status(), 200);
@@ -484,6 +485,9 @@ async fn an_on_demand_service_evicted_mid_request_ends_its_attempt_once() {
     drop(response);
     assert_eq!(old.stats().in_flight(), 0);
     assert_eq!(old.stats().requests(), 2);
+    // Ended: the next sweep evicts it.
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert!(lb.services().is_empty());
     // The next request discovers the service again, with fresh stats.
     drop(lb.request(late()).await.unwrap());
     assert_eq!(lb.services(), ["late"]);
@@ -735,4 +739,65 @@ async fn a_same_instance_retry_moved_elsewhere_avoids_every_tried_instance() {
         assert_ne!(seen[3], seen[2], "{seen:?}");
     }
     assert_eq!(back_to_first, 0, "of 40 runs");
+}
+
+/// An on-demand service whose only traffic is a long stream (its response
+/// held open past `on_demand_idle`) is not idle: it is not evicted, so the
+/// stream stays in flight on its instance for the requests that follow.
+/// Before, the sweeper evicted it (idle counted from the last request's
+/// start), the next request discovered it again with fresh stats, and
+/// best available saw the streaming instance as empty: 10 of the next 20
+/// requests went to it (0 now, all to the other instance).
+#[tokio::test(start_paused = true)]
+async fn an_on_demand_service_with_a_stream_open_is_not_idle() {
+    let script = Script::default();
+    let source = StaticSource::new()
+        .with_list("late", "127.0.0.1:2,127.0.0.1:3")
+        .unwrap();
+    let lb = LoadBalancer::builder()
+        .source(source)
+        .discover_on_demand(true)
+        .on_demand_idle(Duration::from_secs(60))
+        .rule(tower_ribbon::rule::BestAvailable::new)
+        .retry(RetryPolicy::none())
+        .read_timeout(None)
+        .build(script.clone())
+        .unwrap();
+    let late = || {
+        Request::get("http://late/x")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    // A stream: its response held, its body not read to the end.
+    let stream = lb.request(late()).await.unwrap();
+    let port = script.seen()[0];
+    let open = lb
+        .snapshot("late")
+        .unwrap()
+        .endpoints()
+        .iter()
+        .find(|e| e.instance().port() == port)
+        .unwrap()
+        .clone();
+    assert_eq!(open.stats().in_flight(), 1);
+    // Idle 60 s plus the 30 s sweeps, with the stream still open.
+    tokio::time::sleep(Duration::from_secs(91)).await;
+    assert_eq!(lb.services(), ["late"]);
+    for _ in 0..20 {
+        drop(lb.request(late()).await.unwrap());
+    }
+    let seen = script.seen();
+    let to_open = seen.iter().filter(|&&p| p == port).count();
+    assert_eq!((to_open, seen.len()), (0, 20), "{seen:?}");
+    let now = lb
+        .snapshot("late")
+        .unwrap()
+        .endpoints()
+        .iter()
+        .find(|e| e.instance().port() == port)
+        .unwrap()
+        .clone();
+    assert_eq!(now.stats().in_flight(), 1);
+    drop(stream);
+    assert_eq!(now.stats().in_flight(), 0);
 }

@@ -149,8 +149,10 @@ impl Builder {
     }
 
     /// How long an on-demand service may go without requests before it is
-    /// dropped (its refresh stopped, its slot freed). Declared services are
-    /// never dropped. Must not be zero. Default is 10 minutes.
+    /// dropped (its refresh stopped, its slot freed); one with a request in
+    /// flight (a response body still open: a stream, a WebSocket) is kept
+    /// until it ends. Declared services are never dropped. Must not be
+    /// zero. Default is 10 minutes.
     pub fn on_demand_idle(mut self, idle: std::time::Duration) -> Self {
         self.on_demand_idle = idle;
         self

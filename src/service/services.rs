@@ -222,8 +222,11 @@ impl Shared {
     /// services are never removed, nor is a service whose first fetch is
     /// still running: requests may be waiting for that list, and removing
     /// the service would stop the fetch they wait for. (The fetch timeout
-    /// bounds that wait, so made-up names still free their slots.) Call
-    /// with the insert lock held.
+    /// bounds that wait, so made-up names still free their slots.) Nor is
+    /// one with a request in flight (a stream, a WebSocket): a service
+    /// discovered again gets fresh stats, and its least-loaded rules would
+    /// no longer see those requests on their instances. Call with the
+    /// insert lock held.
     fn evict(&self) {
         let now = self.ms_now();
         let idle_ms = u64::try_from(self.on_demand_idle.as_millis()).unwrap_or(u64::MAX);
@@ -231,6 +234,7 @@ impl Shared {
             e.on_demand
                 && now.saturating_sub(e.last_used_ms.load(Ordering::Relaxed)) >= idle_ms
                 && e.state.first_fetch_done()
+                && !e.state.has_in_flight()
         };
         if !self.services.load().values().any(|e| expired(e)) {
             return;

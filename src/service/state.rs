@@ -192,6 +192,16 @@ impl ServiceState {
         self.refresh.wait_first_fetch().await
     }
 
+    /// Whether a request is in flight on an instance of the current list
+    /// (a response whose body is still open counts): such a service is in
+    /// use, however long ago its last request started.
+    pub(crate) fn has_in_flight(&self) -> bool {
+        self.snapshot()
+            .endpoints()
+            .iter()
+            .any(|e| e.stats().in_flight() > 0)
+    }
+
     /// Whether the first fetch has finished (success or failure).
     pub(crate) fn first_fetch_done(&self) -> bool {
         self.refresh.first_fetch_done()
