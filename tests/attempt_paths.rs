@@ -801,3 +801,56 @@ async fn an_on_demand_service_with_a_stream_open_is_not_idle() {
     drop(stream);
     assert_eq!(now.stats().in_flight(), 0);
 }
+
+/// An instance that leaves the list while a stream on it is open, and
+/// comes back before it ends, gets its stats back: the stream stays in
+/// flight on it for the rules. Before, it came back with fresh stats, and
+/// best available sent 10 of the next 20 requests to the instance with
+/// the open stream (0 now).
+#[tokio::test(start_paused = true)]
+async fn an_instance_back_in_the_list_keeps_its_open_streams_in_flight() {
+    use tower_ribbon::discovery::RefreshConfig;
+    let script = Script::default();
+    let source = StaticSource::new()
+        .with_list("svc", "127.0.0.1:2,127.0.0.1:3")
+        .unwrap();
+    let lb = LoadBalancer::builder()
+        .source(source.clone())
+        .service("svc")
+        .refresh({
+            let mut refresh = RefreshConfig::default();
+            refresh.interval = Duration::from_secs(1);
+            refresh.jitter = 0.0;
+            refresh
+        })
+        .rule(tower_ribbon::rule::BestAvailable::new)
+        .retry(RetryPolicy::none())
+        .read_timeout(None)
+        .build(script.clone())
+        .unwrap();
+    assert!(lb.ready_service("svc").await);
+    // A stream on port 2: its response held, its body not read.
+    let stream = loop {
+        let response = lb.request(get()).await.unwrap();
+        if script.seen() == [2] {
+            break response;
+        }
+    };
+    assert_eq!(endpoint(&lb, 2).stats().in_flight(), 1);
+    // Port 2 leaves the list for one refresh, then comes back.
+    source.set_list("svc", "127.0.0.1:3").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(lb.snapshot("svc").unwrap().len(), 1);
+    source.set_list("svc", "127.0.0.1:2,127.0.0.1:3").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(lb.snapshot("svc").unwrap().len(), 2);
+    assert_eq!(endpoint(&lb, 2).stats().in_flight(), 1);
+    for _ in 0..20 {
+        drop(lb.request(get()).await.unwrap());
+    }
+    let seen = script.seen();
+    let to_open = seen.iter().filter(|&&p| p == 2).count();
+    assert_eq!((to_open, seen.len()), (0, 20), "{seen:?}");
+    drop(stream);
+    assert_eq!(endpoint(&lb, 2).stats().in_flight(), 0);
+}

@@ -4,7 +4,9 @@
 //! One task per service id: the first fetch at once, then one every
 //! interval (default 30 s, ±10 % jitter so many clients do not fetch in
 //! step). A successful fetch keeps the `UP` instances, reuses the stats of
-//! every instance whose identity it already knew, and publishes the new
+//! every instance whose identity it already knew (or that left the list
+//! with requests still in flight on it, a stream, while they last, so
+//! least-loaded rules still see them when it comes back), and publishes the new
 //! [`Snapshot`] through a callback (the service layer builds the rule's
 //! picker for it); the refresh knows nothing of rules or health. A failed
 //! fetch keeps the last good list, counts the failure and leaves the time
@@ -27,6 +29,7 @@ use crate::error::{BuildError, DiscoveryError};
 use crate::instance::{Endpoint, Instance, InstanceKey};
 use crate::rng::AtomicRng;
 use crate::snapshot::{Listing, Snapshot, SourceKind};
+use crate::stats::EndpointStats;
 
 /// How the instance list of each service is refreshed.
 ///
@@ -191,6 +194,11 @@ pub(crate) struct Refresh {
     /// Whether metrics carry this service's label: an on-demand name (the
     /// caller's) gets it once a fetch lists an instance.
     labelled: AtomicBool,
+    /// The stats of instances that left the list with requests still in
+    /// flight on them (streams, WebSockets), by identity, kept only while
+    /// such a request lasts: an instance listed again meanwhile gets them
+    /// back, so those requests still count on it.
+    departed: Mutex<HashMap<InstanceKey, Arc<EndpointStats>>>,
 }
 
 impl fmt::Debug for Refresh {
@@ -214,6 +222,7 @@ impl Refresh {
             first_done_tx: watch::Sender::new(false),
             counters: Mutex::new(Counters::default()),
             labelled: AtomicBool::new(true),
+            departed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -349,6 +358,54 @@ impl Refresh {
         }
     }
 
+    /// The endpoints of `eligible`, with the stats of the same identity in
+    /// `current` (or of one that left with requests in flight), and how
+    /// many were kept and added.
+    fn endpoints_of(
+        &self,
+        current: &Snapshot,
+        eligible: Vec<Instance>,
+    ) -> (Vec<Endpoint>, usize, usize) {
+        let known: HashMap<InstanceKey, &Endpoint> = current
+            .endpoints()
+            .iter()
+            .map(|e| (e.instance().key(), e))
+            .collect();
+        let (mut kept, mut added) = (0usize, 0usize);
+        let mut departed = self.departed.lock().unwrap_or_else(|e| e.into_inner());
+        // Only while a request of theirs lasts (the map stays as small as
+        // the requests in flight on instances that left).
+        departed.retain(|_, stats| stats.in_flight() > 0);
+        let endpoints: Vec<Endpoint> = eligible
+            .into_iter()
+            .map(|instance| match known.get(&instance.key()) {
+                Some(old) if old.instance() == &instance => {
+                    kept += 1;
+                    (*old).clone()
+                }
+                Some(old) => {
+                    kept += 1;
+                    Endpoint::with_stats(instance, Arc::clone(old.stats_handle()))
+                }
+                None => {
+                    added += 1;
+                    match departed.remove(&instance.key()) {
+                        Some(stats) => Endpoint::with_stats(instance, stats),
+                        None => (self.new_endpoint)(instance),
+                    }
+                }
+            })
+            .collect();
+        let listed: HashSet<InstanceKey> = endpoints.iter().map(|e| e.instance().key()).collect();
+        for old in current.endpoints() {
+            if old.stats().in_flight() > 0 && !listed.contains(&old.instance().key()) {
+                departed.insert(old.instance().key(), Arc::clone(old.stats_handle()));
+            }
+        }
+        drop(departed);
+        (endpoints, kept, added)
+    }
+
     /// Builds the next snapshot from a fetched list, publishes it and makes
     /// it current.
     fn apply(
@@ -392,29 +449,7 @@ impl Refresh {
             return Ok(());
         }
 
-        let known: HashMap<InstanceKey, &Endpoint> = current
-            .endpoints()
-            .iter()
-            .map(|e| (e.instance().key(), e))
-            .collect();
-        let (mut kept, mut added) = (0usize, 0usize);
-        let endpoints: Vec<Endpoint> = eligible
-            .into_iter()
-            .map(|instance| match known.get(&instance.key()) {
-                Some(old) if old.instance() == &instance => {
-                    kept += 1;
-                    (*old).clone()
-                }
-                Some(old) => {
-                    kept += 1;
-                    Endpoint::with_stats(instance, Arc::clone(old.stats_handle()))
-                }
-                None => {
-                    added += 1;
-                    (self.new_endpoint)(instance)
-                }
-            })
-            .collect();
+        let (endpoints, kept, added) = self.endpoints_of(&current, eligible);
         let removed = current.len() - kept;
         let next = Arc::new(
             Snapshot::new(

@@ -132,7 +132,9 @@ impl EndpointStats {
     /// endpoint's [identity](crate::instance::InstanceKey). A refresh that
     /// keeps the identity keeps the stats, so this survives refreshes; an
     /// instance that leaves the list and comes back gets new stats and a
-    /// new time. Read by [`SlowStart`](crate::rule::SlowStart).
+    /// new time, unless a request it took before it left is still in
+    /// flight (a stream): then it gets its stats back, so that request
+    /// still counts on it. Read by [`SlowStart`](crate::rule::SlowStart).
     pub fn first_seen(&self) -> Instant {
         self.created
     }
