@@ -507,3 +507,44 @@ async fn an_instance_joining_later_waits_for_its_first_probe() {
         (30, 0, 10)
     );
 }
+
+/// A check interval too long to add to the clock (`Duration::MAX`, which
+/// `validate` accepts: at least 10 ms) runs its rounds at the clock's far
+/// end instead of panicking the checking task: instances that join later
+/// are still probed when their list is published. Before, the task
+/// panicked after its first round ("overflow when adding duration to
+/// instant"), and a passing instance that joined waited unhealthy for a
+/// probe that never came: 0 of 20 requests (10 now).
+#[tokio::test(start_paused = true)]
+async fn an_interval_past_the_clock_end_keeps_checking_joining_instances() {
+    let a = ProbeServer::start("127.0.0.1", answering(200)).await;
+    let passing = ProbeServer::start("127.0.0.1", answering(200)).await;
+    let source = StaticSource::new().with_instances("svc", vec![instance(a.addr)]);
+    let mut refresh = tower_ribbon::discovery::RefreshConfig::default();
+    refresh.interval = Duration::from_secs(1);
+    refresh.jitter = 0.0;
+    let mut health = check(10, 0, 0);
+    health.interval = Duration::MAX;
+    let lb = LoadBalancer::builder()
+        .source(source.clone())
+        .service("svc")
+        .refresh(refresh)
+        .active_health_check(health)
+        .build(Client::builder(TokioExecutor::new()).build_http())
+        .expect("balancer");
+    assert!(lb.ready_service("svc").await);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(a.paths(), ["/actuator/health"], "the first round");
+    source.set_instances("svc", vec![instance(a.addr), instance(passing.addr)]);
+    tokio::time::sleep(Duration::from_millis(1_001)).await;
+    assert_eq!(lb.snapshot("svc").expect("svc").endpoints().len(), 2);
+    for _ in 0..20 {
+        let req = http::Request::get("http://svc/work")
+            .body(Empty::new())
+            .unwrap();
+        let _ = tower::ServiceExt::oneshot(lb.clone(), req).await;
+    }
+    let traffic = |s: &ProbeServer| s.paths().iter().filter(|p| *p == "/work").count();
+    assert_eq!((traffic(&a), traffic(&passing)), (10, 10));
+    assert_eq!(passing.paths()[0], "/actuator/health");
+}

@@ -362,6 +362,16 @@ async fn probe(client: &ProbeClient, url: &str, timeout: Duration) -> bool {
     }
 }
 
+/// `wait` from now, or the clock's far end (30 years, tokio's own bound
+/// for a sleep) for a wait past it: `Instant + Duration` panics on
+/// overflow, and an interval of `Duration::MAX` (which `validate` accepts)
+/// killed the checking task after its first round.
+fn after(wait: Duration) -> tokio::time::Instant {
+    const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+    let now = tokio::time::Instant::now();
+    now.checked_add(wait.min(FAR)).unwrap_or(now)
+}
+
 /// A uniform random share of `jitter`.
 fn jittered(base: Duration, jitter: Duration, rng: &crate::rng::AtomicRng) -> Duration {
     base.saturating_add(jitter.mul_f64(rng.unit_f64()))
@@ -481,9 +491,7 @@ pub(crate) fn spawn_health_checks(
             }
             if full {
                 let wait = jittered(config.interval, config.interval_jitter, &rng);
-                next_round
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + wait);
+                next_round.as_mut().reset(after(wait));
             }
         }
     }))
