@@ -34,9 +34,15 @@
 //! with its pickers, with the lanes of `rule::cursor`, so picks a preference
 //! wrapper confines to a sticky instance or a hint group do not split the
 //! rotation of the others). If the key's instance is excluded (or outside the
-//! wrapper's tier), the following slots are tried in order (at most `M` of
-//! them) until one holds an eligible instance; if none does (a table
-//! smaller than the list), round robin decides among the eligible ones.
+//! wrapper's tier), the key probes further slots with a stride of its own
+//! (double hashing: slot `first + j·stride mod M`, at most `M` of them)
+//! until one holds an eligible instance, so an excluded instance's keys
+//! spread over the others in proportion to their slots (the next slot in
+//! order belongs to an owner the lockstep fill correlates with the
+//! excluded one's: with one of 3 instances excluded its keys split about
+//! 63/37, 32 672 against 27 328 of 60 000 keys in all);
+//! if none does (a table smaller than the list), round robin decides among
+//! the eligible ones.
 //!
 //! A tier with a small [`Domain`] (at most 256 possible members: the sticky
 //! instance, a hint group, a subset, a small zone) is not looked up in the
@@ -77,13 +83,16 @@ use std::sync::Arc;
 
 use super::context::{Domain, Member};
 use super::cursor::Cursor;
-use super::walk::{rotate, rotation, step_in};
+use super::walk::{rotate, step_in};
 use super::{PickContext, Picker, Rule};
 use crate::hash::{fnv1a64, mix64};
 use crate::instance::{Endpoint, Instance};
 use crate::snapshot::Snapshot;
 
 const EMPTY: u32 = u32::MAX;
+
+/// Salt of a key's probe stride (independent of its slot).
+const PROBE_SALT: u64 = 0x2545_f491_4f6c_dd1d;
 
 /// The largest tier domain picked by rendezvous hashing rather than by the
 /// table walk (see the module docs).
@@ -257,16 +266,17 @@ impl ConsistentHashPicker {
             .map(|(_, e, _)| e)
     }
 
-    /// The first member in the table from slot `first` on, after checking
-    /// (inside `domain` when given) that the tier has one; round robin over
-    /// the domain when no slot holds a member (a table smaller than the
-    /// list).
+    /// The first member in the key's probe sequence of the table (slot
+    /// `first`, then steps of the key's own stride), after checking (inside
+    /// `domain` when given) that the tier has one; round robin over the
+    /// domain when no slot holds a member (a table smaller than the list).
     fn walk(
         &self,
         ctx: &PickContext<'_>,
         member: Member<'_>,
         domain: Domain<'_>,
         first: usize,
+        key: u64,
     ) -> Option<&Endpoint> {
         let endpoints = self.snapshot.endpoints();
         let is_member = |i: usize| endpoints.get(i).is_some_and(|e| member(i, e));
@@ -277,8 +287,23 @@ impl ConsistentHashPicker {
         if !any {
             return None;
         }
-        rotation(first, self.slots.len())
-            .map(|j| self.slots[j] as usize)
+        // Each key steps by a stride of its own (double hashing), so the
+        // keys of a slot whose owner is not a member spread over the
+        // members in proportion to their slots. With one stride (the next
+        // slot), they went to whoever owns the slots after that owner's:
+        // the lockstep fill makes that owner depend on the skips, and with
+        // one of 3 instances excluded its keys split about 63/37.
+        // M is prime, so any stride in 1..M visits every slot in M steps.
+        let m = self.slots.len();
+        let stride =
+            usize::try_from(mix64(key ^ PROBE_SALT) % (m as u64 - 1).max(1)).map_or(1, |s| s + 1);
+        let mut at = first;
+        (0..m)
+            .map(|_| {
+                let slot = self.slots.get(at).map_or(usize::MAX, |&i| i as usize);
+                at = (at + stride) % m;
+                slot
+            })
             .find(|&i| is_member(i))
             .and_then(|i| endpoints.get(i))
             .or_else(|| {
@@ -302,7 +327,7 @@ impl Picker for ConsistentHashPicker {
         }
         ctx.find_tier_in(&mut |member, domain| match domain {
             Some(d) if d.len() <= RENDEZVOUS_MAX => self.rendezvous(member, d, key),
-            _ => self.walk(ctx, member, domain, first),
+            _ => self.walk(ctx, member, domain, first, key),
         })
     }
 
@@ -384,6 +409,44 @@ mod tests {
         let s3 = Arc::new(Snapshot::new("s", reversed, 3));
         let other = ConsistentHash::new();
         assert_eq!(map(&*other.build(&s3), 10_000), before);
+    }
+
+    /// An excluded instance's keys (a retry's exclusion, the health
+    /// filter, availability filtering) spread evenly over the others: with
+    /// 3 to 6 instances and each one excluded in turn, 60 000 keys give
+    /// each remaining instance its even share ± 2 %. Before, the keys went
+    /// to the owners of the slots after the excluded one's, which the
+    /// lockstep fill correlates: with 3 instances and the first one
+    /// excluded, 32 672 and 27 328 keys (30 021 and 29 979 now).
+    #[test]
+    fn an_excluded_instances_keys_spread_evenly_over_the_others() {
+        for n in 3u8..=6 {
+            let all = endpoints(n);
+            let s = Arc::new(Snapshot::new("s", all.clone(), 1));
+            let picker = ConsistentHash::new().build(&s);
+            for x in 0..usize::from(n) {
+                let ex = [all[x].clone()];
+                let mut counts = vec![0usize; usize::from(n)];
+                let keys = 60_000u64;
+                for k in 0..keys {
+                    let ctx = PickContext::new().with_hash_key(k).with_excluded(&ex);
+                    let e = picker.pick(&ctx).unwrap();
+                    let i = all.iter().position(|a| a.same_identity(e)).unwrap();
+                    counts[i] += 1;
+                }
+                let even = keys as f64 / f64::from(n - 1);
+                for (i, &c) in counts.iter().enumerate() {
+                    if i == x {
+                        assert_eq!(c, 0);
+                    } else {
+                        assert!(
+                            (c as f64 - even).abs() <= even * 0.02,
+                            "n {n}, excluded {x}: {counts:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -9,14 +9,6 @@ use super::PickContext;
 use super::context::Domain;
 use crate::instance::Endpoint;
 
-/// The indices `0..n` in the order of one walk that begins at `start % n`
-/// and wraps around; empty when `n` is 0.
-#[inline]
-pub(crate) fn rotation(start: usize, n: usize) -> impl Iterator<Item = usize> {
-    let start = start.checked_rem(n).unwrap_or(0);
-    (start..n).chain(0..start)
-}
-
 /// The `k`-th (0-based, modulo their count) endpoint that `member` accepts,
 /// walking the list at most twice. `None` if none is accepted.
 #[inline]
