@@ -171,7 +171,8 @@ async fn long_metadata_values_are_bounded_by_the_body_bound_across_deltas() {
 /// The sibling of the metadata bound for the copy's other text: 8 deltas
 /// of 10 new records each carrying 1 MiB of text outside the metadata (a
 /// health check URL; a skipped record's over-long id, which the copy
-/// keeps as its key; a status), against a 16 MiB body bound. The first
+/// keeps as its key; a status; a record's own app name, which each
+/// instance holds), against a 16 MiB body bound. The first
 /// delta is taken, the other 7 refused with `RegistryTextTooLarge`, and
 /// the heap keeps the one delta's text. Before, only metadata text was
 /// bounded across deltas: all 8 were taken (81 records, +80 MiB live heap
@@ -185,7 +186,7 @@ async fn long_record_text_is_bounded_by_the_body_bound_across_deltas() {
     type Make = fn(&str, &str) -> String;
     type Hash = fn(usize, &str) -> String;
     let up = |n: usize, _: &str| format!("UP_{}_", n + 1);
-    let kinds: [(&str, Make, Hash); 3] = [
+    let kinds: [(&str, Make, Hash); 4] = [
         (
             "health check URL",
             |id, long| {
@@ -211,6 +212,11 @@ async fn long_record_text_is_bounded_by_the_body_bound_across_deltas() {
             "status",
             |id, long| record("BIG", id, 2000, &format!("S{long}"), "ADDED", "{}"),
             |n, long| format!("S{}_{n}_UP_1_", long.to_ascii_uppercase()),
+        ),
+        (
+            "record's app name",
+            |id, long| record(&format!("A{id}{long}"), id, 2000, "UP", "ADDED", "{}"),
+            up,
         ),
     ];
     for (kind, make, hash) in kinds {

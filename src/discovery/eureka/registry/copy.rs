@@ -138,9 +138,12 @@ impl Footprint {
 /// A record's weight: its instance's metadata entries and their bytes
 /// (keys and values), and those bytes plus the id (the copy's key, the
 /// one text a skipped record keeps besides its status), the health check
-/// URL and the raw status. Each was a field of its own in the payload, so
-/// a copy no full payload could carry is over the body bound.
-fn weight_of(id: &str, instance: Option<&Instance>, raw_status: &str) -> Weight {
+/// URL, the raw status and its service name (the instance's, which each
+/// delta's records hold in a copy of their own; a skipped record's app's).
+/// Each was a field of the payload, so a copy no full payload could carry
+/// is over the body bound (a service name is counted per record: an upper
+/// bound of what the copies of it take).
+fn weight_of(app: &str, id: &str, instance: Option<&Instance>, raw_status: &str) -> Weight {
     let (entries, bytes) = instance.map_or((0, 0), |i| {
         let bytes = (i.metadata().iter())
             .map(|(k, v)| k.len().saturating_add(v.len()))
@@ -150,22 +153,25 @@ fn weight_of(id: &str, instance: Option<&Instance>, raw_status: &str) -> Weight 
     let url = instance
         .and_then(Instance::health_check_url)
         .map_or(0, str::len);
-    let text = [id.len(), url, raw_status.len()]
+    let service = instance.map_or(app.len(), |i| i.service_id().len());
+    let text = [id.len(), url, raw_status.len(), service]
         .into_iter()
         .fold(bytes, usize::saturating_add);
     (entries, bytes, text)
 }
 
 /// A held record's weight.
-fn weight_of_record(id: &str, record: &Record) -> Weight {
-    weight_of(id, record.instance.as_ref(), &record.raw_status)
+fn weight_of_record(app: &str, id: &str, record: &Record) -> Weight {
+    weight_of(app, id, record.instance.as_ref(), &record.raw_status)
 }
 
 /// What `registry` holds.
 pub(super) fn footprint(registry: &Registry) -> Footprint {
     let mut held = Footprint::default();
-    for (id, record) in registry.values().flat_map(BTreeMap::iter) {
-        held.add(weight_of_record(id, record));
+    for (app, records) in registry {
+        for (id, record) in records {
+            held.add(weight_of_record(app, id, record));
+        }
     }
     held
 }
@@ -177,7 +183,8 @@ pub(super) fn footprint_of(apps: &Applications) -> Footprint {
     for app in &apps.applications {
         let name = app_key(&app.name);
         for (id, _, instance, raw_status) in records_of(app) {
-            last.insert((name.clone(), id), weight_of(id, instance, raw_status));
+            let weight = weight_of(&name, id, instance, raw_status);
+            last.insert((name.clone(), id), weight);
         }
     }
     let mut held = Footprint::default();
@@ -201,14 +208,14 @@ pub(super) fn footprint_after(registry: &Registry, delta: &Applications) -> Foot
             let after = match action {
                 ActionType::Deleted => None,
                 ActionType::Unknown => continue,
-                _ => Some(weight_of(id, instance, raw_status)),
+                _ => Some(weight_of(&name, id, instance, raw_status)),
             };
             last.insert((name.clone(), id), after);
         }
     }
     for ((name, id), after) in last {
         if let Some(before) = registry.get(&name).and_then(|records| records.get(id)) {
-            held.remove(weight_of_record(id, before));
+            held.remove(weight_of_record(&name, id, before));
         }
         if let Some(weight) = after {
             held.add(weight);
@@ -351,12 +358,12 @@ mod tests {
             &[with_metadata("a", "ADDED", 3), with_metadata("a", "ADDED", 5), with_metadata("b", "ADDED", 2)],
         );
         // Each entry `k<n>: v` is 3 bytes of text; each record adds its id
-        // (1 byte) and status (`UP`).
+        // (1 byte), status (`UP`) and service name (`A`).
         let expected = Footprint {
             records: 2,
             metadata: 7,
             metadata_bytes: 21,
-            text_bytes: 27,
+            text_bytes: 29,
         };
         assert_eq!(footprint_of(&full), expected);
         apply(&mut registry, &full, true);
@@ -381,7 +388,7 @@ mod tests {
             records: 3,
             metadata: 11,
             metadata_bytes: 33,
-            text_bytes: 42,
+            text_bytes: 45,
         };
         assert_eq!(after, expected);
     }
