@@ -23,11 +23,18 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Live;
 static LIVE: AtomicI64 = AtomicI64::new(0);
+/// The most bytes live at once since it was last reset to `LIVE`.
+static PEAK: AtomicI64 = AtomicI64::new(0);
+
+fn grew(size: i64) {
+    let live = LIVE.fetch_add(size, Ordering::Relaxed) + size;
+    PEAK.fetch_max(live, Ordering::Relaxed);
+}
 
 // SAFETY: forwards to `System`, counting the bytes live.
 unsafe impl GlobalAlloc for Live {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as i64, Ordering::Relaxed);
+        grew(l.size() as i64);
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
@@ -35,7 +42,7 @@ unsafe impl GlobalAlloc for Live {
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        LIVE.fetch_add(n as i64 - l.size() as i64, Ordering::Relaxed);
+        grew(n as i64 - l.size() as i64);
         unsafe { System.realloc(p, l, n) }
     }
 }
@@ -259,4 +266,51 @@ async fn long_record_text_is_bounded_by_the_body_bound_across_deltas() {
         drop(registry);
         drop(stub);
     }
+}
+
+/// A long application name costs its length once, not once per record:
+/// the copy's bounds were checked with a map keyed by a copy of the app
+/// name per record, so a payload of 200 records under a 1 MiB app name
+/// (1.1 MiB of JSON, a few KiB gzipped) held 200 MiB at once while it was
+/// checked, a delta as much; and at the body bound, 100 000 records under
+/// a 100 MiB name would have asked for 10 TB. Now the peak stays within a
+/// few copies of the payload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_app_name_is_not_copied_per_record() {
+    let _turn = SERIAL.lock().await;
+    let stub = Stub::start().await;
+    let name = format!("A{}", "x".repeat(1 << 20));
+    let records = |prefix: &str| -> Vec<String> {
+        (0..200)
+            .map(|i| record("A", &format!("{prefix}{i}"), 2000, "UP", "ADDED", "{}"))
+            .collect()
+    };
+    stub.set(
+        "/eureka/apps",
+        vec![Answer::ok(apps("UP_200_", &name, &records("f")))],
+    );
+    stub.set(
+        "/eureka/apps/delta",
+        vec![Answer::ok(apps("UP_400_", &name, &records("d")))],
+    );
+    let registry = EurekaRegistry::builder()
+        .server_urls(&stub.url())
+        .fetch_interval(Duration::from_secs(3600))
+        .request_timeout(Duration::from_secs(60))
+        .build()
+        .expect("build");
+    let before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    registry.ready().await.expect("full fetch");
+    let full_mib = (PEAK.load(Ordering::Relaxed) - before) as f64 / (1024.0 * 1024.0);
+    let before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    registry.refresh_now().await.expect("delta");
+    let delta_mib = (PEAK.load(Ordering::Relaxed) - before) as f64 / (1024.0 * 1024.0);
+    println!("peak over the full fetch {full_mib:.1} MiB, over the delta {delta_mib:.1} MiB");
+    assert_eq!(registry.stats().instances, 400);
+    assert!(
+        full_mib <= 16.0 && delta_mib <= 16.0,
+        "full {full_mib:.1} MiB, delta {delta_mib:.1} MiB"
+    );
 }

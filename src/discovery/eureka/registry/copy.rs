@@ -176,15 +176,22 @@ pub(super) fn footprint(registry: &Registry) -> Footprint {
     held
 }
 
+/// The key of each app of `apps`, in order.
+fn app_keys(apps: &Applications) -> Vec<String> {
+    apps.applications.iter().map(|a| app_key(&a.name)).collect()
+}
+
 /// What a full copy of `apps` would hold (the last record for an id wins,
 /// as in [`apply`]).
 pub(super) fn footprint_of(apps: &Applications) -> Footprint {
-    let mut last: HashMap<(String, &str), Weight> = HashMap::new();
-    for app in &apps.applications {
-        let name = app_key(&app.name);
+    // Each app's key once, borrowed by its records' entries: a copy per
+    // record made a 1 MiB app name with 200 records cost 200 MiB here.
+    let names = app_keys(apps);
+    let mut last: HashMap<(&str, &str), Weight> = HashMap::new();
+    for (app, name) in apps.applications.iter().zip(&names) {
         for (id, _, instance, raw_status) in records_of(app) {
-            let weight = weight_of(&name, id, instance, raw_status);
-            last.insert((name.clone(), id), weight);
+            let weight = weight_of(name, id, instance, raw_status);
+            last.insert((name.as_str(), id), weight);
         }
     }
     let mut held = Footprint::default();
@@ -201,21 +208,21 @@ pub(super) fn footprint_after(registry: &Registry, delta: &Applications) -> Foot
     let mut held = footprint(registry);
     // The delta's last word on each id: `Some(weight)` for a record kept,
     // `None` for a delete.
-    let mut last: HashMap<(String, &str), Option<Weight>> = HashMap::new();
-    for app in &delta.applications {
-        let name = app_key(&app.name);
+    let names = app_keys(delta);
+    let mut last: HashMap<(&str, &str), Option<Weight>> = HashMap::new();
+    for (app, name) in delta.applications.iter().zip(&names) {
         for (id, action, instance, raw_status) in records_of(app) {
             let after = match action {
                 ActionType::Deleted => None,
                 ActionType::Unknown => continue,
-                _ => Some(weight_of(&name, id, instance, raw_status)),
+                _ => Some(weight_of(name, id, instance, raw_status)),
             };
-            last.insert((name.clone(), id), after);
+            last.insert((name.as_str(), id), after);
         }
     }
     for ((name, id), after) in last {
-        if let Some(before) = registry.get(&name).and_then(|records| records.get(id)) {
-            held.remove(weight_of_record(&name, id, before));
+        if let Some(before) = registry.get(name).and_then(|records| records.get(id)) {
+            held.remove(weight_of_record(name, id, before));
         }
         if let Some(weight) = after {
             held.add(weight);
