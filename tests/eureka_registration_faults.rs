@@ -232,3 +232,26 @@ async fn a_start_whose_status_cannot_be_set_leaves_nothing_registered() {
     assert_eq!(served(&reg), None);
     assert_eq!(reg.lock().unwrap().status_puts, 1);
 }
+
+/// A registration started twice (from clones) shares its instance: once
+/// one handle shut it down (cancelled in the registry), the other's
+/// renewals do not register it again. Before, the other's next renewal
+/// met the 404 and registered the instance UP again after its shutdown.
+#[tokio::test]
+async fn a_shut_down_instance_is_not_registered_again_by_another_handle() {
+    let reg = Arc::new(Mutex::new(Registry::default()));
+    let url = stub(reg.clone()).await;
+    let registration = EurekaRegistration::builder("APP", "127.0.0.1", 9001)
+        .instance_id("i1")
+        .server_url(url)
+        .build()
+        .unwrap();
+    let first = registration.clone().start().await.unwrap();
+    let second = registration.start().await.unwrap();
+    assert_eq!(served(&reg).as_deref(), Some("UP"));
+    first.shutdown().await.unwrap();
+    assert_eq!(served(&reg), None);
+    let renewed = second.renew_now().await;
+    assert_eq!(served(&reg), None, "{renewed:?}");
+    assert_eq!(second.stats().registrations, 2);
+}

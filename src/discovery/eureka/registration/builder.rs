@@ -147,6 +147,7 @@ impl EurekaRegistrationBuilder {
                 status_changed: AtomicBool::new(false),
                 dirty: AtomicU64::new(super::now_ms()),
                 op: tokio::sync::Mutex::new(()),
+                shut_down: AtomicBool::new(false),
                 registrations: AtomicU64::new(0),
                 renewals: AtomicU64::new(0),
                 failures: AtomicU64::new(0),

@@ -94,6 +94,10 @@ struct Shared {
     /// renew, status, cancel), so they never overlap: a cancel waits for a
     /// registration in flight instead of racing it.
     op: tokio::sync::Mutex<()>,
+    /// Set by a shutdown (under `op`), cleared by a start: a registration
+    /// started twice (from clones) shares its instance, and the other
+    /// handle's renewals must not register it again after the cancel.
+    shut_down: AtomicBool,
     registrations: AtomicU64,
     renewals: AtomicU64,
     failures: AtomicU64,
@@ -213,6 +217,11 @@ impl Shared {
     /// status again if the server may not hold it.
     async fn renew(&self) -> Result<(), DiscoveryError> {
         let _op = self.op.lock().await;
+        if self.shut_down.load(Ordering::Acquire) {
+            // Cancelled by another handle's shutdown: nothing to renew,
+            // and a 404 must not register it again.
+            return Ok(());
+        }
         let path = format!(
             "{}?status={}&lastDirtyTimestamp={}",
             self.path(),
@@ -345,6 +354,7 @@ impl EurekaRegistration {
     pub async fn start(self) -> Result<RegistrationHandle, DiscoveryError> {
         {
             let _op = self.shared.op.lock().await;
+            self.shared.shut_down.store(false, Ordering::Release);
             if let Err(e) = self.shared.register_locked().await? {
                 if let Err(cancel) = self.shared.cancel_locked().await {
                     tracing::warn!(app = %self.shared.app, id = %self.shared.id, error = %cancel, "could not cancel a registration whose status was not set; Eureka serves it UP until its lease expires");
@@ -436,7 +446,10 @@ impl RegistrationHandle {
     }
 
     /// Stops renewing and cancels the registration (`DELETE`), so callers
-    /// stop routing here at their next fetch.
+    /// stop routing here at their next fetch. Handles of the same
+    /// registration started from clones stop renewing it too (their
+    /// renewals would register it again), until one of them is started
+    /// again.
     ///
     /// # Errors
     /// [`DiscoveryError`] if no server accepted the cancel (the lease then
@@ -448,6 +461,7 @@ impl RegistrationHandle {
         // registration can land after the cancel.
         let _op = self.shared.op.lock().await;
         self.task.take();
+        self.shared.shut_down.store(true, Ordering::Release);
         self.shared.cancel_locked().await
     }
 }
