@@ -158,8 +158,15 @@ impl Breaker {
                 .saturating_add(1);
             if let Some(blackout) = config.blackout(n) {
                 let until = now_ms.saturating_add(millis(blackout)).max(1);
-                self.until_ms.fetch_max(until, Ordering::AcqRel);
-                return BreakerTransition::Tripped;
+                let was = self.until_ms.fetch_max(until, Ordering::AcqRel);
+                // A trip when it was closed, or half-open (a failed probe
+                // re-trips); a failure while it is open only extends the
+                // blackout, as Ribbon's count goes on. (Every failure past
+                // the threshold reported a trip: the requests in flight when
+                // an instance dies, failing together, each counted one.)
+                if was == 0 || was <= now_ms {
+                    return BreakerTransition::Tripped;
+                }
             }
         } else if outcome.is_response() && !stale {
             // Read before writing: on the common path (nothing to reset)

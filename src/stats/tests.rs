@@ -243,3 +243,43 @@ async fn a_dropped_guard_notes_its_wait_as_a_lower_bound() {
     assert!(peak.as_micros().abs_diff(300_000) <= 2, "{peak:?}");
     assert_eq!((s.in_flight(), s.requests(), s.failures()), (0, 2, 0));
 }
+
+/// Requests in flight when an instance dies fail together, after its
+/// breaker tripped: their failures extend the blackout (Ribbon's count
+/// goes on) but are no new trip. Before, each failure past the threshold
+/// reported `Tripped`: 8 concurrent failures counted 6 trips in
+/// `ribbon_breaker_trips_total` (and made the health view recount 6
+/// times); now 1. A failed half-open probe is a trip again (a re-trip).
+#[tokio::test(start_paused = true)]
+async fn failures_while_the_breaker_is_open_are_no_new_trips() {
+    let s = EndpointStats::new();
+    let t0 = Instant::now();
+    let failed = t0 + Duration::from_millis(1);
+    let in_flight: Vec<_> = (0..8).map(|_| s.start_at(t0)).collect();
+    let trips = in_flight
+        .into_iter()
+        .map(|g| g.finish_at(Outcome::ConnectFailure, failed))
+        .filter(|t| *t == BreakerTransition::Tripped)
+        .count();
+    assert_eq!(trips, 1);
+    // Ribbon's blackout for 8 failures: min(2^5 × 10 s, 30 s).
+    assert_eq!(
+        s.breaker_state_at(failed),
+        BreakerState::Open {
+            remaining: Duration::from_secs(30)
+        }
+    );
+    // A late failure (recorded out of order) while open: no trip either.
+    assert_eq!(
+        s.start_at(t0).finish_at(Outcome::ConnectFailure, t0),
+        BreakerTransition::None
+    );
+    // Half-open: the probe fails, a re-trip.
+    let t1 = failed + Duration::from_secs(30);
+    let probe = s.start_at(t1);
+    assert!(probe.is_probe());
+    assert_eq!(
+        probe.finish_at(Outcome::ConnectFailure, t1),
+        BreakerTransition::Tripped
+    );
+}
