@@ -242,10 +242,12 @@ proptest! {
 
     /// A tier without a domain (availability filtering, a retry's
     /// exclusions) with some instances filtered: over `C` whole cycles,
-    /// from any start, each member gets its own `C · w` turns plus its
-    /// weight's share of the filtered turns (`C · w · f / W`) within `C + 1`,
-    /// never a filtered instance, in at most `3n` membership tests per pick
-    /// (the cycle's `T` entries were walked twice before).
+    /// from any start, each member gets exactly its own `C · w` turns, and
+    /// the `C · f` filtered turns (successive hand-offs, over any `W` of
+    /// which each member gets exactly its weight) give it `q · w` to
+    /// `q · w + min(r, w)` more, `C · f = q · W + r`; never a filtered
+    /// instance, in at most `3n` membership tests per pick (the cycle's `T`
+    /// entries were walked twice before).
     #[test]
     fn filtered_turns_go_out_by_weight_in_three_walks_of_the_list(
         weights in prop::collection::vec(0u32..12, 2..40),
@@ -282,10 +284,12 @@ proptest! {
                 prop_assert_eq!(counts[i], 0, "instance {}: {:?}", i, counts);
                 continue;
             }
-            let want = (cycles * w[i]) as f64 * (1.0 + off as f64 / members as f64);
+            let handed = counts[i].checked_sub(cycles * w[i]);
+            let (q, r) = (cycles * off / members, cycles * off % members);
             prop_assert!(
-                (counts[i] as f64 - want).abs() <= (cycles + 1) as f64,
-                "instance {}: {} of {:.2} ({:?}, filtered {:?})", i, counts[i], want, counts, &filtered[..n]
+                handed.is_some_and(|h| (q * w[i]..=q * w[i] + r.min(w[i])).contains(&h)),
+                "instance {}: {} (own {}, q {}, r {}; {:?}, filtered {:?})",
+                i, counts[i], cycles * w[i], q, r, counts, &filtered[..n]
             );
         }
     }
