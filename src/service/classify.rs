@@ -81,7 +81,8 @@ impl FailureStatuses {
 
 /// Classifies an inner service's error by walking its source chain:
 /// hyper-util's connect errors (a connect error caused by an I/O timeout is
-/// a connect timeout), reqwest's connect / timeout errors, `std::io::Error`
+/// a connect timeout), an HTTP/2 stream refused by the server
+/// (`REFUSED_STREAM`: not processed, so a connect failure), reqwest's connect / timeout errors, `std::io::Error`
 /// kinds and tower's / tokio's `Elapsed` (a read timeout).
 pub fn classify_error(error: &BoxError) -> Outcome {
     #[cfg_attr(
@@ -107,8 +108,14 @@ pub fn classify_error(error: &BoxError) -> Outcome {
         // Over HTTP/2 hyper reports the caller's body failing as the reset
         // it sent for it: a stream reset by this side (not the server, not
         // h2 itself) with INTERNAL_ERROR.
+        // A stream the server refused with REFUSED_STREAM was not
+        // processed (RFC 9113, section 8.7): like a refused connection, it
+        // never reached the application, and even a POST may go elsewhere.
         #[cfg(any(feature = "tls", feature = "grpc"))]
         if let Some(h) = e.downcast_ref::<h2::Error>() {
+            if h.is_reset() && h.is_remote() && h.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                return Outcome::ConnectFailure;
+            }
             if h.is_reset()
                 && !h.is_remote()
                 && !h.is_library()

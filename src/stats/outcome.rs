@@ -7,8 +7,10 @@
 pub enum Outcome {
     /// A response that is not a failure status.
     Success,
-    /// The connection was refused or could not be made: the request
-    /// provably never reached the server.
+    /// The connection was refused or could not be made, or the server
+    /// refused the HTTP/2 stream with `REFUSED_STREAM` (which it sends
+    /// only for a stream it did not process): the request provably never
+    /// reached the server.
     ConnectFailure,
     /// The connection was not made within the connect timeout: the request
     /// provably never reached the server.
