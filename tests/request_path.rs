@@ -564,6 +564,48 @@ mod on_demand {
         assert_eq!(body(send("late").await.unwrap()), "http://127.0.0.1:3/");
     }
 
+    /// A fully qualified host name (`svc.`, trailing dot) names the same
+    /// service as `svc`, in any case: every form lands on the declared
+    /// service, and on demand on one slot named without the dot (before:
+    /// `svc.` was an unknown service with on-demand off, and with it a
+    /// second service `svc.` whose fetch found no list; `late.` and `late`
+    /// were two on-demand services).
+    #[tokio::test(start_paused = true)]
+    async fn a_trailing_dot_names_the_same_service() {
+        let source = || {
+            StaticSource::new()
+                .with_list("svc", "127.0.0.1:1")
+                .unwrap()
+                .with_list("late", "127.0.0.1:2")
+                .unwrap()
+        };
+        let body = |r: http::Response<tower_ribbon::service::TrackedBody<String>>| {
+            r.into_body().into_inner()
+        };
+        for on_demand in [false, true] {
+            let lb = LoadBalancer::builder()
+                .source(source())
+                .service("svc")
+                .discover_on_demand(on_demand)
+                .build(echo())
+                .unwrap();
+            for host in ["svc", "svc.", "SVC.", "svc.:8080", "user@Svc.:80"] {
+                let response = lb.clone().oneshot(get(host)).await;
+                let response = response.unwrap_or_else(|e| panic!("{host}: {e}"));
+                assert_eq!(body(response), "http://127.0.0.1:1/", "{host}");
+            }
+            assert_eq!(lb.services(), ["svc"], "on demand: {on_demand}");
+            if on_demand {
+                for host in ["late.", "late", "LATE."] {
+                    let response = lb.clone().oneshot(get(host)).await;
+                    let response = response.unwrap_or_else(|e| panic!("{host}: {e}"));
+                    assert_eq!(body(response), "http://127.0.0.1:2/", "{host}");
+                }
+                assert_eq!(lb.services(), ["late", "svc"]);
+            }
+        }
+    }
+
     /// A 20 MiB host name is refused at once with a short error and starts
     /// no discovery. Memory: the one request; time: paused.
     #[tokio::test(start_paused = true)]

@@ -3,7 +3,8 @@
 //! Ribbon's `LoadBalancerClient`).
 //!
 //! A request to `http://user-service/api/x` goes through five steps:
-//! 1. the URI host (`user-service`, case-insensitive) names the service;
+//! 1. the URI host (`user-service`, case-insensitive, a trailing dot
+//!    ignored) names the service;
 //! 2. the service's current [`Picker`] (built by its [`Rule`] for the
 //!    current [`Snapshot`]) is loaded (one atomic load, no lock);
 //! 3. the picker chooses an endpoint;

@@ -53,7 +53,20 @@ impl std::hash::Hasher for Fnv {
 }
 
 impl Shared {
+    /// The service a host names, case kept: a fully qualified name's
+    /// trailing dot (`svc.`) is dropped, since `svc.` and `svc` are one host
+    /// (RFC 1034, section 3.1) and must share one slot.
+    fn name(host: &str) -> &str {
+        match host.strip_suffix('.') {
+            Some(name) if !name.is_empty() => name,
+            _ => host,
+        }
+    }
+
+    /// The map key of the service a host names: its [`name`](Self::name),
+    /// lowercased.
     fn key(service_id: &str) -> std::borrow::Cow<'_, str> {
+        let service_id = Self::name(service_id);
         if service_id.bytes().any(|b| b.is_ascii_uppercase()) {
             std::borrow::Cow::Owned(service_id.to_ascii_lowercase())
         } else {
@@ -100,6 +113,7 @@ impl Shared {
         if let Some(state) = self.route(service_id) {
             return Some(state);
         }
+        let service_id = Self::name(service_id);
         if on_demand && self.on_demand_count() >= self.max_services {
             self.evict();
             if self.on_demand_count() >= self.max_services {
