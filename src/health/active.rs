@@ -372,9 +372,13 @@ fn after(wait: Duration) -> tokio::time::Instant {
     now.checked_add(wait.min(FAR)).unwrap_or(now)
 }
 
-/// A uniform random share of `jitter`.
+/// `base` plus a uniform random share of `jitter`, saturating (a share
+/// of a jitter near `Duration::MAX` can round past it, where `mul_f64`
+/// panics).
 fn jittered(base: Duration, jitter: Duration, rng: &crate::rng::AtomicRng) -> Duration {
-    base.saturating_add(jitter.mul_f64(rng.unit_f64()))
+    let share = Duration::try_from_secs_f64(jitter.as_secs_f64() * rng.unit_f64())
+        .unwrap_or(Duration::MAX);
+    base.saturating_add(share)
 }
 
 /// What the checking task of one service reads and reports, as callbacks,
@@ -490,6 +494,11 @@ pub(crate) fn spawn_health_checks(
                 (hooks.changed)();
             }
             if full {
+                // A wait past the clock's range (an interval of
+                // `Duration::MAX`: no more full rounds) is the farthest
+                // time tokio's own `sleep` takes: `Instant + Duration`
+                // panicked there, ending the task, and instances joining
+                // later waited for a first probe that never came.
                 let wait = jittered(config.interval, config.interval_jitter, &rng);
                 next_round.as_mut().reset(after(wait));
             }
