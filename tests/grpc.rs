@@ -485,3 +485,46 @@ async fn a_callers_broken_request_stream_reports_the_callers_status() {
     let checks: Vec<usize> = backends.iter().map(GrpcBackend::checks).collect();
     assert_eq!(checks, vec![0, 0, 0]);
 }
+
+/// A server-streaming call whose server fails it midway (UNAVAILABLE in
+/// the trailers, after a message) is a failure of its instance (503, as
+/// a trailers-only UNAVAILABLE is), so outlier ejection takes out a
+/// server failing every stream: 20 watches over a failing and a healthy
+/// server, the failing one ejected at its 5th failure (Envoy reads
+/// grpc-status from trailers for outlier detection too). Before, such a
+/// stream counted as a success: 10 of 20 watches failed.
+#[tokio::test]
+async fn a_stream_failing_midway_counts_against_its_server() {
+    let backends = [
+        GrpcBackend::start("a").await.expect("a"),
+        GrpcBackend::start("b").await.expect("b"),
+    ];
+    backends[0].set_fail_midway(true);
+    let client = client(
+        &backends,
+        GrpcRetryLayer::new(),
+        OutlierDetection::default(),
+    );
+    let mut failed = 0;
+    for _ in 0..20 {
+        let mut stream = client
+            .clone()
+            .watch(request())
+            .await
+            .expect("watch")
+            .into_inner();
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(status) => {
+                    assert_eq!(status.code(), Code::Unavailable, "{status}");
+                    failed += 1;
+                    break;
+                }
+            }
+        }
+    }
+    let watches: Vec<usize> = backends.iter().map(GrpcBackend::watches).collect();
+    assert_eq!((failed, watches), (5, vec![5, 15]));
+}

@@ -29,8 +29,11 @@
 //!   503, 504) see them. The `grpc-status` and `grpc-message` headers stay,
 //!   and tonic reads them before the HTTP status, so the caller still gets
 //!   the server's own `Status`. A status sent in trailers after response
-//!   messages (a stream that fails midway) arrives after the attempt ended
-//!   and is not classified.
+//!   messages (a stream that fails midway) arrives while the attempt is
+//!   still in flight (it ends with the response body), and classifies it
+//!   the same way for stats, the breaker and outlier ejection (as Envoy
+//!   reads it for outlier detection); the call is not retried, since its
+//!   messages reached the caller.
 //! - **Retries**: gRPC calls are POSTs, so the balancer treats them as not
 //!   idempotent: only a connect failure (the call never left) is retried.
 //!   [`GrpcRetryLayer::method`] / [`GrpcRetryLayer::service`] opt methods
@@ -72,7 +75,8 @@ pub use crate::service::grpc_status::{effective_status, grpc_status, http_status
 /// `statuses` counts that code (by default UNAVAILABLE, RESOURCE_EXHAUSTED,
 /// DEADLINE_EXCEEDED, INTERNAL, UNKNOWN, DATA_LOSS and UNIMPLEMENTED); OK,
 /// client errors (INVALID_ARGUMENT, NOT_FOUND, ...) and responses whose
-/// status comes later in trailers are [`Outcome::Success`].
+/// status comes later in trailers are [`Outcome::Success`] here (the
+/// balancer classifies such a status when the trailers arrive).
 pub fn classify<B>(response: &Response<B>, statuses: &FailureStatuses) -> Outcome {
     statuses.classify_status(Some(effective_status(
         response.status(),

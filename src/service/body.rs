@@ -175,6 +175,26 @@ impl Completion {
         }
     }
 
+    /// The response's trailers arrived: a gRPC status in them (a call
+    /// that failed after response messages) classifies the attempt as a
+    /// trailers-only response's would be (UNAVAILABLE a 503, ...), if the
+    /// service's failure statuses count it, unless its result is
+    /// recorded already. Envoy reads grpc-status from trailers for
+    /// outlier detection the same way.
+    fn trailers(&mut self, trailers: &http::HeaderMap) {
+        if !self.outcome.is_success() {
+            return;
+        }
+        let (Some(state), Some(code)) = (&self.state, super::grpc_status::grpc_status(trailers))
+        else {
+            return;
+        };
+        let status = super::grpc_status::http_status_for(code);
+        if state.request_config().failure_statuses.is_failure(status) {
+            self.outcome = Outcome::FailureStatus(status);
+        }
+    }
+
     /// Attaches the service's state.
     pub(super) fn with_state(mut self, state: Arc<ServiceState>) -> Self {
         self.state = Some(state);
@@ -311,7 +331,10 @@ pin_project_lite::pin_project! {
     /// A response body that ends its attempt (in-flight count, latency,
     /// breaker) when it yields its last frame, fails, or is dropped. A
     /// body that fails ends a successful attempt as a failure
-    /// ([`Outcome::OtherError`](crate::stats::Outcome::OtherError)).
+    /// ([`Outcome::OtherError`](crate::stats::Outcome::OtherError)), and
+    /// so do trailers whose `grpc-status` maps to a failure status
+    /// ([`Outcome::FailureStatus`](crate::stats::Outcome::FailureStatus)
+    /// of [`http_status_for`](crate::grpc::http_status_for) the code).
     pub struct TrackedBody<B> {
         #[pin]
         inner: B,
@@ -351,7 +374,12 @@ impl<B: Body> Body for TrackedBody<B> {
                 }
                 true
             }
-            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(trailers), Some(done)) = (frame.trailers_ref(), this.done.as_mut()) {
+                    done.trailers(trailers);
+                }
+                this.inner.is_end_stream()
+            }
             Poll::Pending => false,
         };
         if ended {

@@ -35,6 +35,9 @@ struct Counters {
     checks: Arc<AtomicUsize>,
     watches: Arc<AtomicUsize>,
     unavailable: Arc<AtomicBool>,
+    /// `Watch` streams one status, then fails with UNAVAILABLE (in the
+    /// trailers, after a message).
+    fail_midway: Arc<AtomicBool>,
 }
 
 impl Counters {
@@ -75,7 +78,16 @@ impl Health for Counters {
     ) -> Result<Response<Self::WatchStream>, Status> {
         self.watches.fetch_add(1, Ordering::SeqCst);
         self.refuse()?;
-        let items = WATCH.map(|s| Ok(HealthCheckResponse { status: s as i32 }));
+        let mut items: Vec<Result<HealthCheckResponse, Status>> = WATCH
+            .map(|s| Ok(HealthCheckResponse { status: s as i32 }))
+            .into();
+        if self.fail_midway.load(Ordering::SeqCst) {
+            items.truncate(1);
+            items.push(Err(Status::unavailable(format!(
+                "{} failed midway",
+                self.name
+            ))));
+        }
         Ok(self.tagged(Box::pin(tokio_stream::iter(items)) as Self::WatchStream))
     }
 }
@@ -108,6 +120,7 @@ impl GrpcBackend {
             checks: Arc::new(AtomicUsize::new(0)),
             watches: Arc::new(AtomicUsize::new(0)),
             unavailable: Arc::new(AtomicBool::new(false)),
+            fail_midway: Arc::new(AtomicBool::new(false)),
         };
         let connections = Arc::new(AtomicUsize::new(0));
         let routes = tonic::service::Routes::new(HealthServer::new(counters.clone()));
@@ -180,6 +193,12 @@ impl GrpcBackend {
     /// Answer every call with UNAVAILABLE (trailers-only) from now on.
     pub fn set_unavailable(&self, on: bool) {
         self.counters.unavailable.store(on, Ordering::SeqCst);
+    }
+
+    /// Make every `Watch` fail with UNAVAILABLE after its first message
+    /// (the status in the trailers), from now on.
+    pub fn set_fail_midway(&self, on: bool) {
+        self.counters.fail_midway.store(on, Ordering::SeqCst);
     }
 
     /// Dies: the listener and every open connection close at once.
