@@ -1,5 +1,6 @@
-//! An HTTP/2 stream the server refuses with REFUSED_STREAM was not
-//! processed (RFC 9113, section 8.7), so even a POST may go to another
+//! An HTTP/2 stream the server refuses with REFUSED_STREAM (RFC 9113,
+//! section 8.7), or one above the last stream id of the server's GOAWAY
+//! (section 6.8), was not processed, so even a POST may go to another
 //! instance, as after a refused connection.
 
 use std::sync::Arc;
@@ -36,6 +37,62 @@ async fn resetting_server(reason: h2::Reason) -> (u16, Arc<AtomicUsize>) {
                 while let Some(Ok((_req, mut respond))) = conn.accept().await {
                     seen.fetch_add(1, Ordering::SeqCst);
                     respond.send_reset(reason);
+                }
+            });
+        }
+    });
+    (port, streams)
+}
+
+/// A bare HTTP/2 server that answers a request's HEADERS with GOAWAY
+/// (NO_ERROR) naming `last` as the last stream id (0: nothing was
+/// processed), then keeps the connection open until the client closes
+/// it, or with `close` closes it at once. Counts the HEADERS frames it
+/// gets.
+async fn going_away_server(last: u8, close: bool) -> (u16, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let streams = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&streams);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let mut preface = [0u8; 24];
+                if socket.read_exact(&mut preface).await.is_err() {
+                    return;
+                }
+                // SETTINGS (empty).
+                let _ = socket.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await;
+                loop {
+                    let mut head = [0u8; 9];
+                    if socket.read_exact(&mut head).await.is_err() {
+                        return;
+                    }
+                    let len = usize::from(head[0]) << 16
+                        | usize::from(head[1]) << 8
+                        | usize::from(head[2]);
+                    let mut payload = vec![0u8; len];
+                    if socket.read_exact(&mut payload).await.is_err() {
+                        return;
+                    }
+                    match (head[3], head[4]) {
+                        // SETTINGS: acknowledge.
+                        (4, flags) if flags & 1 == 0 => {
+                            let _ = socket.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await;
+                        }
+                        // HEADERS: GOAWAY, last stream id `last`, NO_ERROR.
+                        (1, _) => {
+                            seen.fetch_add(1, Ordering::SeqCst);
+                            let goaway = [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, last, 0, 0, 0, 0];
+                            let _ = socket.write_all(&goaway).await;
+                            if close {
+                                return;
+                            }
+                        }
+                        _ => {}
+                    }
                 }
             });
         }
@@ -139,5 +196,34 @@ async fn a_post_reset_with_internal_error_is_not_retried() {
     let outcomes: Vec<Outcome> = err.attempts().iter().map(|a| a.outcome).collect();
     assert_eq!(outcomes, [Outcome::OtherError], "{err:?}");
     assert_eq!(reset.load(Ordering::SeqCst), 1);
+    assert_eq!(served.load(Ordering::SeqCst), 0);
+}
+
+/// A POST whose stream lies above the last stream id of the server's
+/// GOAWAY was not processed: it goes on to the next instance (before:
+/// `[OtherError]`, "POST not retried", 0 of 1 reached the second).
+#[tokio::test]
+async fn a_post_above_the_goaway_last_stream_id_goes_to_the_next_instance() {
+    let (going_away, got) = going_away_server(0, false).await;
+    let (healthy, served) = ok_server().await;
+    let lb = balancer(going_away, healthy).await;
+    let response = lb.clone().oneshot(post()).await;
+    let response = response.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(response.status(), 200);
+    assert_eq!(got.load(Ordering::SeqCst), 1);
+    assert_eq!(served.load(Ordering::SeqCst), 1);
+}
+
+/// A POST at or below the GOAWAY's last stream id may have been
+/// processed: the connection closing after it is not retried.
+#[tokio::test]
+async fn a_post_at_the_goaway_last_stream_id_is_not_retried() {
+    let (going_away, got) = going_away_server(1, true).await;
+    let (healthy, served) = ok_server().await;
+    let lb = balancer(going_away, healthy).await;
+    let err = lb.clone().oneshot(post()).await.expect_err("closed");
+    let outcomes: Vec<Outcome> = err.attempts().iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, [Outcome::OtherError], "{err:?}");
+    assert_eq!(got.load(Ordering::SeqCst), 1);
     assert_eq!(served.load(Ordering::SeqCst), 0);
 }

@@ -81,8 +81,9 @@ impl FailureStatuses {
 
 /// Classifies an inner service's error by walking its source chain:
 /// hyper-util's connect errors (a connect error caused by an I/O timeout is
-/// a connect timeout), an HTTP/2 stream refused by the server
-/// (`REFUSED_STREAM`: not processed, so a connect failure), reqwest's connect / timeout errors, `std::io::Error`
+/// a connect timeout), an HTTP/2 stream the server did not process
+/// (refused with `REFUSED_STREAM`, or failed by its `GOAWAY`: a connect
+/// failure), reqwest's connect / timeout errors, `std::io::Error`
 /// kinds and tower's / tokio's `Elapsed` (a read timeout).
 pub fn classify_error(error: &BoxError) -> Outcome {
     #[cfg_attr(
@@ -109,11 +110,16 @@ pub fn classify_error(error: &BoxError) -> Outcome {
         // it sent for it: a stream reset by this side (not the server, not
         // h2 itself) with INTERNAL_ERROR.
         // A stream the server refused with REFUSED_STREAM was not
-        // processed (RFC 9113, section 8.7): like a refused connection, it
-        // never reached the application, and even a POST may go elsewhere.
+        // processed (RFC 9113, section 8.7), nor was one the server's
+        // GOAWAY failed: h2 fails with the remote GOAWAY only the streams
+        // above its last stream id (section 6.8) and those opened after it
+        // (never sent); streams at or below it end with the connection's
+        // own error. Like a refused connection, it never reached the
+        // application, and even a POST may go elsewhere.
         #[cfg(any(feature = "tls", feature = "grpc"))]
         if let Some(h) = e.downcast_ref::<h2::Error>() {
-            if h.is_reset() && h.is_remote() && h.reason() == Some(h2::Reason::REFUSED_STREAM) {
+            let refused = h.is_reset() && h.reason() == Some(h2::Reason::REFUSED_STREAM);
+            if h.is_remote() && (refused || h.is_go_away()) {
                 return Outcome::ConnectFailure;
             }
             if h.is_reset()
