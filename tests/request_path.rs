@@ -606,6 +606,25 @@ mod on_demand {
         }
     }
 
+    /// An authority with no host (`http://:8080/`, `http://user@:80/`) or
+    /// the DNS root alone (`http://./`) names no service: it is refused as
+    /// such and starts no discovery (before: on-demand services named ``
+    /// (empty) and `.`, fetched from the source, each holding one of the
+    /// `max_services` slots).
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_host_names_no_service() {
+        let lb = LoadBalancer::builder()
+            .source(StaticSource::new())
+            .discover_on_demand(true)
+            .build(echo())
+            .unwrap();
+        for host in [":8080", "user@:80", ":", ".", ".:80"] {
+            let err = lb.clone().oneshot(get(host)).await.unwrap_err();
+            assert!(err.is_no_service_in_uri(), "{host}: {err}");
+        }
+        assert!(lb.services().is_empty(), "{:?}", lb.services());
+    }
+
     /// A 20 MiB host name is refused at once with a short error and starts
     /// no discovery. Memory: the one request; time: paused.
     #[tokio::test(start_paused = true)]

@@ -370,7 +370,9 @@ impl<S> LoadBalancer<S> {
         S: InnerService<B>,
         B: TryCloneBody + Send + 'static,
     {
-        let Some(host) = uri_host(req.uri()) else {
+        // An authority without a host (`http://:8080/`), or the DNS root
+        // alone, names no service.
+        let Some(host) = uri_host(req.uri()).filter(|h| !matches!(*h, "" | ".")) else {
             return ResponseFuture::ready(Err(Error::no_service_in_uri(req.uri())));
         };
         let state = match self.shared.route(host) {
