@@ -12,8 +12,8 @@
 //! wrong than the fleet.
 //!
 //! Per-service state is one counter recounted only when
-//! something changed or a blackout / ejection ends, so a pick over a fully
-//! healthy service pays one atomic load. Per-instance state lives in the
+//! something changed, a blackout / ejection ends or a pick brings a newer
+//! list, so a pick over a fully healthy service pays two atomic loads. Per-instance state lives in the
 //! instance's [`EndpointStats`](crate::stats::EndpointStats), so it
 //! survives refreshes that bring the same instance again.
 //!
@@ -57,8 +57,8 @@ const NO_CHANGE: u64 = u64::MAX;
 const RECOUNTING: u64 = u64::MAX - 1;
 
 /// Which instances of one service are healthy, recounted only when
-/// something changed or a blackout / ejection ends, so a pick over a fully
-/// healthy service pays one atomic load.
+/// something changed, a blackout / ejection ends or a pick brings a newer
+/// list, so a pick over a fully healthy service pays two atomic loads.
 pub(crate) struct HealthView {
     base: Instant,
     panic_threshold_percent: u32,
@@ -67,6 +67,11 @@ pub(crate) struct HealthView {
     /// When to recount (ms since `base`); 0 = now, `NO_CHANGE` = on event.
     recount_at_ms: AtomicU64,
     recounting: AtomicBool,
+    /// The version of the list the last recount walked: a pick over a
+    /// newer list recounts, whatever `recount_at_ms` says (a pick still
+    /// holding the list a refresh replaced may have taken the refresh's
+    /// invalidation with a recount of the old list).
+    counted_version: AtomicU64,
 }
 
 impl HealthView {
@@ -78,6 +83,7 @@ impl HealthView {
             panic: AtomicBool::new(false),
             recount_at_ms: AtomicU64::new(0),
             recounting: AtomicBool::new(false),
+            counted_version: AtomicU64::new(0),
         }
     }
 
@@ -98,8 +104,8 @@ impl HealthView {
         // A view with nothing due (every instance healthy, or waiting for
         // an event) needs no clock conversion.
         let at = self.recount_at_ms.load(Ordering::Acquire);
-        if at != NO_CHANGE
-            && self.ms(now) >= at
+        let due = at != NO_CHANGE && self.ms(now) >= at;
+        if (due || snapshot.version() > self.counted_version.load(Ordering::Acquire))
             && self
                 .recounting
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
@@ -124,6 +130,8 @@ impl HealthView {
         // lost such an invalidation: an instance ejected mid-walk kept its
         // full share until the ejection ended.)
         self.recount_at_ms.swap(RECOUNTING, Ordering::AcqRel);
+        self.counted_version
+            .store(snapshot.version(), Ordering::Release);
         let mut unhealthy = 0usize;
         let mut next: Option<Instant> = None;
         for e in snapshot.endpoints() {

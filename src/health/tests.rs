@@ -306,3 +306,36 @@ fn concurrent_ejections_never_exceed_the_max_share() {
         assert_eq!((ejected, now_ejected), (200, 200), "round {round}");
     }
 }
+
+/// A pick that loaded the list before a refresh replaced it, and reaches
+/// the view after the refresh's invalidation, recounts the old list: that
+/// count must not stand for the new one. Before, it took the invalidation
+/// and the new list's picks used the old list's count (no instance
+/// unhealthy, so no filter) until the next event: an instance new in the
+/// list and already unhealthy (here ejected; with active checks, one
+/// waiting for its first probe, whose failed first probe changes no
+/// verdict) kept its full share.
+#[tokio::test(start_paused = true)]
+async fn a_recount_of_a_replaced_list_does_not_stand_for_the_new_one() {
+    let d = OutlierDetection {
+        max_ejection_percent: 100,
+        ..OutlierDetection::default()
+    };
+    let view = HealthView::new(50);
+    let old = snapshot(2);
+    let t0 = Instant::now();
+    assert!(!view.filter(&old, t0));
+    let mut endpoints = old.endpoints().to_vec();
+    endpoints.push(Endpoint::new(
+        Instance::new("s", "127.0.0.1", 2000).unwrap(),
+    ));
+    let new = Snapshot::new("s", endpoints, old.version() + 1);
+    assert!(five_5xx(&d, &new, &new.endpoints()[2]).is_some());
+    // The refresh publishes `new` and invalidates; a pick holding `old`
+    // reaches the view first.
+    view.invalidate();
+    assert!(!view.filter(&old, t0));
+    // Picks over `new`: 2 of 3 healthy, so the ejected one is skipped.
+    assert!(view.filter(&new, t0));
+    assert!(!view.in_panic());
+}
