@@ -10,10 +10,10 @@
 //!   (Ribbon `MaxAutoRetriesNextServer`, default 1): 2 attempts in all by
 //!   default. A next-instance retry never returns to an instance already
 //!   tried while an untried eligible one exists (Envoy's `previous_hosts`).
-//! - **What**: a connect failure (refused, connect timeout, an HTTP/2
-//!   stream refused with `REFUSED_STREAM` or above a `GOAWAY`'s last
-//!   stream id) is always retryable, since the request provably never
-//!   reached a server. Other
+//! - **What**: a connect failure (refused, connect timeout, a request
+//!   hyper-util handed back unsent, an HTTP/2 stream refused with
+//!   `REFUSED_STREAM` or above a `GOAWAY`'s last stream id) is always
+//!   retryable, since the request provably never reached a server. Other
 //!   transport errors, read timeouts (including the per-try timeout) and the
 //!   [retryable statuses](RetryPolicy::retryable_statuses) (default 502, 503,
 //!   504) are retried only for idempotent methods (GET, HEAD, OPTIONS, TRACE,

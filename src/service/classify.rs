@@ -81,7 +81,8 @@ impl FailureStatuses {
 
 /// Classifies an inner service's error by walking its source chain:
 /// hyper-util's connect errors (a connect error caused by an I/O timeout is
-/// a connect timeout), an HTTP/2 stream the server did not process
+/// a connect timeout) and requests it reports handed back unsent (a
+/// connect failure), an HTTP/2 stream the server did not process
 /// (refused with `REFUSED_STREAM`, or failed by its `GOAWAY`: a connect
 /// failure), reqwest's connect / timeout errors, `std::io::Error`
 /// kinds and tower's / tokio's `Elapsed` (a read timeout).
@@ -95,7 +96,7 @@ pub fn classify_error(error: &BoxError) -> Outcome {
     while let Some(e) = current {
         #[cfg(feature = "hyper-util")]
         if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
-            connecting |= h.is_connect();
+            connecting |= h.is_connect() || handed_back_unsent(h);
         }
         // The caller's request body failed (hyper's user body error, the
         // only user error that carries a cause); reqwest sends through
@@ -174,6 +175,37 @@ pub fn classify_error(error: &BoxError) -> Outcome {
     } else {
         Outcome::OtherError
     }
+}
+
+/// Whether hyper-util reports `error` as its `Canceled` kind: hyper
+/// handed the request back unwritten (the connection closed before it was
+/// sent, which hyper-util retries itself only on a reused connection), or
+/// the pool gave up on the connection before any request. Either way the
+/// request never reached a server. hyper-util has no public test for the
+/// kind; its `Display` names it (`client error (Canceled)`), compared here
+/// without allocating. Should that text change, such errors fall back to
+/// `OtherError` (not retried for a POST), as before.
+#[cfg(feature = "hyper-util")]
+fn handed_back_unsent(error: &hyper_util::client::legacy::Error) -> bool {
+    use std::fmt::Write;
+
+    /// Matches written text against `rest`, stopping at the first
+    /// difference.
+    struct Matches<'a> {
+        rest: &'a str,
+    }
+
+    impl Write for Matches<'_> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.rest = self.rest.strip_prefix(s).ok_or(std::fmt::Error)?;
+            Ok(())
+        }
+    }
+
+    let mut matches = Matches {
+        rest: "client error (Canceled)",
+    };
+    write!(matches, "{error}").is_ok() && matches.rest.is_empty()
 }
 
 #[cfg(test)]

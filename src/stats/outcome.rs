@@ -7,10 +7,12 @@
 pub enum Outcome {
     /// A response that is not a failure status.
     Success,
-    /// The connection was refused or could not be made, or the server did
-    /// not process the HTTP/2 stream (it refused it with
-    /// `REFUSED_STREAM`, or its `GOAWAY` named a lower last stream id):
-    /// the request provably never reached the server.
+    /// The connection was refused or could not be made, the client handed
+    /// the request back unsent (the connection closed before it was
+    /// written: hyper-util's `Canceled`), or the server did not process
+    /// the HTTP/2 stream (it refused it with `REFUSED_STREAM`, or its
+    /// `GOAWAY` named a lower last stream id): the request provably never
+    /// reached the server.
     ConnectFailure,
     /// The connection was not made within the connect timeout: the request
     /// provably never reached the server.
