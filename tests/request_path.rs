@@ -606,6 +606,33 @@ mod on_demand {
         }
     }
 
+    /// A host name of 253 bytes (the longest DNS name) written fully
+    /// qualified (254 bytes with the trailing dot) lands on the same
+    /// on-demand service as without the dot (before: refused as a host
+    /// "over 253 bytes").
+    #[tokio::test(start_paused = true)]
+    async fn the_longest_name_with_a_trailing_dot_lands_on_its_service() {
+        let name = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(61),
+        ]
+        .join(".");
+        assert_eq!(name.len(), 253);
+        let lb = LoadBalancer::builder()
+            .source(StaticSource::new().with_list(&name, "127.0.0.1:7").unwrap())
+            .discover_on_demand(true)
+            .build(echo())
+            .unwrap();
+        for host in [format!("{name}."), name.clone()] {
+            let response = lb.clone().oneshot(get(&host)).await;
+            let response = response.unwrap_or_else(|e| panic!("{}: {e}", host.len()));
+            assert_eq!(response.into_body().into_inner(), "http://127.0.0.1:7/");
+        }
+        assert_eq!(lb.services(), [name]);
+    }
+
     /// An authority with no host (`http://:8080/`, `http://user@:80/`) or
     /// the DNS root alone (`http://./`) names no service: it is refused as
     /// such and starts no discovery (before: on-demand services named ``

@@ -377,8 +377,9 @@ impl<S> LoadBalancer<S> {
         };
         let state = match self.shared.route(host) {
             Some(state) => Some(state),
-            // A host longer than a DNS name never starts discovery.
-            None if self.shared.discover_on_demand && host.len() <= 253 => {
+            // A host longer than a DNS name (253 bytes, or 254 with the
+            // trailing dot of a fully qualified one) never starts discovery.
+            None if self.shared.discover_on_demand && Shared::name(host).len() <= 253 => {
                 self.shared.add_service(host, true)
             }
             None => None,

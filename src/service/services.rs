@@ -56,7 +56,7 @@ impl Shared {
     /// The service a host names, case kept: a fully qualified name's
     /// trailing dot (`svc.`) is dropped, since `svc.` and `svc` are one host
     /// (RFC 1034, section 3.1) and must share one slot.
-    fn name(host: &str) -> &str {
+    pub(super) fn name(host: &str) -> &str {
         match host.strip_suffix('.') {
             Some(name) if !name.is_empty() => name,
             _ => host,
@@ -213,7 +213,7 @@ impl Shared {
         let remedy = if !self.discover_on_demand {
             "declare it with `Builder::service`, or turn on `Builder::discover_on_demand`"
                 .to_owned()
-        } else if host.len() > 253 {
+        } else if Self::name(host).len() > 253 {
             "a host name over 253 bytes never starts discovery".to_owned()
         } else {
             format!(
