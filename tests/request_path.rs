@@ -199,6 +199,64 @@ mod streaming {
             .unwrap()
     }
 
+    /// A response without content (a 204, or `Content-Length: 0`) has
+    /// ended with its headers: its attempt leaves the in-flight count and
+    /// records its latency then, not when the caller drops the response
+    /// (before: 3 held 204s and 2 held empty 200s kept 5 in flight, their
+    /// latency running on while held). A held response with content still
+    /// counts.
+    #[tokio::test]
+    async fn a_response_without_a_body_is_not_in_flight_while_held() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let answer =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let mut response =
+                            Response::new(http_body_util::Full::new(Bytes::from_static(b"body")));
+                        match req.uri().path() {
+                            "/empty" => *response.status_mut() = http::StatusCode::NO_CONTENT,
+                            "/zero" => {
+                                *response.body_mut() = http_body_util::Full::new(Bytes::new())
+                            }
+                            _ => {}
+                        }
+                        Ok::<_, Infallible>(response)
+                    });
+                tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), answer));
+            }
+        });
+        let lb = LoadBalancer::builder()
+            .source(
+                StaticSource::new()
+                    .with_list("svc", &format!("127.0.0.1:{port}"))
+                    .unwrap(),
+            )
+            .service("svc")
+            .build(Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>())
+            .unwrap();
+        assert!(lb.ready_service("svc").await);
+        let in_flight = || {
+            lb.snapshot("svc").unwrap().endpoints()[0]
+                .stats()
+                .in_flight()
+        };
+        let mut held = Vec::new();
+        for path in ["/empty", "/empty", "/empty", "/zero", "/zero"] {
+            let response = lb.clone().oneshot(get(path)).await.unwrap();
+            held.push(response);
+        }
+        let statuses: Vec<u16> = held.iter().map(|r| r.status().as_u16()).collect();
+        assert_eq!(statuses, [204, 204, 204, 200, 200]);
+        assert_eq!(in_flight(), 0);
+        let with_body = lb.clone().oneshot(get("/")).await.unwrap();
+        assert_eq!(in_flight(), 1);
+        drop(with_body);
+        assert_eq!(in_flight(), 0);
+        drop(held);
+    }
+
     /// Real loopback, two backends, 25 requests; under 5 s and a few MiB.
     async fn avoids_the_instance_holding_streams<R: Rule>(make: fn() -> R) {
         let held: Held = Arc::default();

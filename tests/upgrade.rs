@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Empty;
+use http_body_util::{Empty, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
@@ -50,7 +50,14 @@ async fn server(name: &'static str) -> SocketAddr {
                         .get(header::UPGRADE)
                         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
                     let connect = req.method() == Method::CONNECT;
-                    let mut response = Response::new(Empty::<Bytes>::new());
+                    // `/body` answers with content (its attempt lasts until
+                    // the response is dropped); the rest without.
+                    let content = if req.uri().path() == "/body" {
+                        Bytes::from_static(b"content")
+                    } else {
+                        Bytes::new()
+                    };
+                    let mut response = Response::new(Full::new(content));
                     response
                         .headers_mut()
                         .insert("x-server", header::HeaderValue::from_static(name));
@@ -167,7 +174,7 @@ async fn a_websocket_upgrade_with_hyper_upgrade_on_echoes_bytes() {
 async fn upgrade_on_a_plain_response_fails_and_holds_nothing() {
     let a = server("a").await;
     let lb = balancer(&[a], false);
-    let request = Request::get(format!("http://{SVC}/"))
+    let request = Request::get(format!("http://{SVC}/body"))
         .body(Empty::new())
         .unwrap();
     let mut response = lb.clone().oneshot(request).await.unwrap();

@@ -279,8 +279,25 @@ impl<B> TrackCompletion for http::Response<B> {
         let (response, done) = hold_upgrade(self, done);
         #[cfg(not(any(feature = "hyper-util", feature = "reqwest")))]
         let response = self;
+        // A response without content has ended with its headers: its
+        // attempt ends now, not when the caller drops the response (a held
+        // 204 kept its instance busy and its latency running).
+        let done = done.filter(|_| has_content(&response));
         response.map(|inner| TrackedBody { inner, done })
     }
+}
+
+/// Whether `response` may carry content: not a 204 or 304 (RFC 9110
+/// sections 15.3.5 and 15.4.5), nor one whose `Content-Length` is 0.
+fn has_content<B>(response: &http::Response<B>) -> bool {
+    let status = response.status();
+    if status == http::StatusCode::NO_CONTENT || status == http::StatusCode::NOT_MODIFIED {
+        return false;
+    }
+    response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .is_none_or(|length| length.as_bytes() != b"0")
 }
 
 /// The attempt of an upgrade response, in its extensions: dropped with

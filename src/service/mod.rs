@@ -16,9 +16,11 @@
 //! **What an attempt measures.** The inner service is awaited ready
 //! *before* the pick, so that wait is charged to no instance. An attempt
 //! then counts as in flight on its instance from the send until, for a
-//! successful response, its body ends, fails or is dropped (the response
-//! body is wrapped in a [`TrackedBody`], as tower's `PeakEwma` tracks
-//! completion through the body); its latency covers the same span, so a
+//! successful response, its body ends, fails or is dropped (a response
+//! without content, a 204, 304 or `Content-Length: 0`, has ended with its
+//! headers; the response body is wrapped in a [`TrackedBody`], as tower's
+//! `PeakEwma` tracks completion through the body); its latency covers the
+//! same span, so a
 //! long stream reads as both busy and slow. A failed attempt (an error, a
 //! failure status) is recorded when its result arrives, with the latency
 //! to then; a failure status handed to the caller (no retry follows)
