@@ -107,22 +107,23 @@ pub fn classify_error(error: &BoxError) -> Outcome {
                 return Outcome::RequestError;
             }
         }
-        // Over HTTP/2 hyper reports the caller's body failing as the reset
-        // it sent for it: a stream reset by this side (not the server, not
-        // h2 itself) with INTERNAL_ERROR.
-        // A stream the server refused with REFUSED_STREAM was not
-        // processed (RFC 9113, section 8.7), nor was one the server's
-        // GOAWAY failed: h2 fails with the remote GOAWAY only the streams
-        // above its last stream id (section 6.8) and those opened after it
-        // (never sent); streams at or below it end with the connection's
-        // own error. Like a refused connection, it never reached the
-        // application, and even a POST may go elsewhere.
         #[cfg(any(feature = "tls", feature = "grpc"))]
         if let Some(h) = e.downcast_ref::<h2::Error>() {
+            // A stream the server refused with REFUSED_STREAM was not
+            // processed (RFC 9113, section 8.7), nor was one the server's
+            // GOAWAY failed: h2 fails with the remote GOAWAY only the
+            // streams above its last stream id (section 6.8) and those
+            // opened after it (never sent); streams at or below it end with
+            // the connection's own error. Like a refused connection, it
+            // never reached the application, and even a POST may go
+            // elsewhere.
             let refused = h.is_reset() && h.reason() == Some(h2::Reason::REFUSED_STREAM);
             if h.is_remote() && (refused || h.is_go_away()) {
                 return Outcome::ConnectFailure;
             }
+            // Over HTTP/2 hyper reports the caller's body failing as the
+            // reset it sent for it: a stream reset by this side (not the
+            // server, not h2 itself) with INTERNAL_ERROR.
             if h.is_reset()
                 && !h.is_remote()
                 && !h.is_library()

@@ -20,8 +20,7 @@
 //! without content, a 204, 304 or `Content-Length: 0`, has ended with its
 //! headers; the response body is wrapped in a [`TrackedBody`], as tower's
 //! `PeakEwma` tracks completion through the body); its latency covers the
-//! same span, so a
-//! long stream reads as both busy and slow. A failed attempt (an error, a
+//! same span, so a long stream reads as both busy and slow. A failed attempt (an error, a
 //! failure status) is recorded when its result arrives, with the latency
 //! to then; a failure status handed to the caller (no retry follows)
 //! still counts in flight until its body ends, fails or is dropped, since
