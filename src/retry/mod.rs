@@ -315,7 +315,10 @@ impl RetryPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RetryReason {
-    /// The connection could not be made.
+    /// The request provably never reached a server
+    /// ([`Outcome::ConnectFailure`] or [`Outcome::ConnectTimeout`]: the
+    /// connection could not be made, the client handed the request back
+    /// unsent, or the server did not process its HTTP/2 stream).
     ConnectFailure,
     /// Read or per-try timeout (idempotent requests only).
     Timeout,
