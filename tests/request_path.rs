@@ -199,11 +199,11 @@ mod streaming {
             .unwrap()
     }
 
-    /// A response without content (a 204, or `Content-Length: 0`) has
-    /// ended with its headers: its attempt leaves the in-flight count and
+    /// A response without content (a 204, `Content-Length: 0`, a HEAD's)
+    /// has ended with its headers: its attempt leaves the in-flight count and
     /// records its latency then, not when the caller drops the response
-    /// (before: 3 held 204s and 2 held empty 200s kept 5 in flight, their
-    /// latency running on while held). A held response with content still
+    /// (before: 3 held 204s and 2 held empty 200s kept 5 in flight, and a
+    /// held HEAD response 1, their latency running on while held). A held response with content still
     /// counts.
     #[tokio::test]
     async fn a_response_without_a_body_is_not_in_flight_while_held() {
@@ -249,6 +249,12 @@ mod streaming {
         }
         let statuses: Vec<u16> = held.iter().map(|r| r.status().as_u16()).collect();
         assert_eq!(statuses, [204, 204, 204, 200, 200]);
+        assert_eq!(in_flight(), 0);
+        // A HEAD's response has no content, whatever its `Content-Length`.
+        let head = Request::head("http://svc/").body(Empty::new()).unwrap();
+        let response = lb.clone().oneshot(head).await.unwrap();
+        assert_eq!(response.headers()[http::header::CONTENT_LENGTH], "4");
+        held.push(response);
         assert_eq!(in_flight(), 0);
         let with_body = lb.clone().oneshot(get("/")).await.unwrap();
         assert_eq!(in_flight(), 1);

@@ -126,12 +126,19 @@ pub(super) fn name_timeout(
 }
 
 /// The response with its completion, which gets the request's reference
-/// to the service (no count taken per request).
+/// to the service (no count taken per request); the response to a HEAD
+/// (`head`) ends its attempt at once.
 pub(super) fn track<T: TrackCompletion>(
     finished: Result<(T, Option<super::Completion>), Error>,
     state: Arc<ServiceState>,
+    head: bool,
 ) -> Result<T::Tracked, Error> {
-    finished.map(|(response, completion)| response.track(completion.map(|c| c.with_state(state))))
+    finished.map(|(response, completion)| {
+        let completion = completion.map(|c| c.with_state(state));
+        // A HEAD's response has no content (RFC 9110, section 9.3.2): its
+        // attempt ends now, not when the caller drops the response.
+        response.track(completion.filter(|_| !head))
+    })
 }
 
 /// The result of the last attempt, as the caller sees it.

@@ -131,7 +131,10 @@ where
                     Next::Retry(endpoint, wait, token) => (endpoint, wait, token),
                     // The response takes the request's reference to its
                     // service (no count taken per request).
-                    Next::Done(finished) => return track(finished, state),
+                    Next::Done(finished) => {
+                        let head = facts.method == http::Method::HEAD;
+                        return track(finished, state, head);
+                    }
                 }
             };
             // Given back if the retry is never sent (see `Unsent`).
