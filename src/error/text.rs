@@ -65,14 +65,6 @@ pub(super) fn attempts_suffix(attempts: &[super::Attempt]) -> String {
     format!(" ({} attempts: {})", attempts.len(), list.join("; "))
 }
 
-/// The last of a list of registry errors, or `none`.
-pub(super) fn last_error(errors: &[super::DiscoveryError]) -> String {
-    errors
-        .last()
-        .map(ToString::to_string)
-        .unwrap_or_else(|| "none".to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,14 +47,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-
 use crate::discovery::{Snapshot, TaskGuard};
-use crate::error::{BoxError, quote};
+use crate::error::quote;
 use crate::instance::{Instance, InstanceKey};
 use crate::stats::{InvalidConfig, check};
 
@@ -62,6 +56,8 @@ cfg_feature! {
     #![feature = "tls"]
     mod https;
 }
+mod probe;
+use probe::{ProbeClient, probe};
 
 /// Metadata key of Spring Boot's management (actuator) port.
 pub const MANAGEMENT_PORT: &str = "management.port";
@@ -309,57 +305,6 @@ fn with_port(instance: &Instance, port: u16) -> String {
     let authority = instance.authority().as_str();
     let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
     format!("{host}:{port}")
-}
-
-/// The clients probes go through: plain `http`, and `https` (feature
-/// `tls`; `None` when no TLS client could be built).
-#[derive(Clone)]
-struct ProbeClient {
-    http: Client<HttpConnector, Empty<Bytes>>,
-    #[cfg(feature = "tls")]
-    https: Option<https::HttpsProbeClient>,
-}
-
-impl ProbeClient {
-    fn new(config: &ActiveHealthCheck) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.timeout));
-        Self {
-            http: Client::builder(TokioExecutor::new()).build(connector),
-            #[cfg(feature = "tls")]
-            https: config.probe_client_https(),
-        }
-    }
-
-    /// Whether `url` can be probed (an `https` one needs a TLS client).
-    fn can_probe(&self, url: &str) -> bool {
-        #[cfg(feature = "tls")]
-        if url.starts_with("https://") {
-            return self.https.is_some();
-        }
-        url.starts_with("http://")
-    }
-
-    async fn get(&self, uri: http::Uri) -> Result<http::StatusCode, BoxError> {
-        #[cfg(feature = "tls")]
-        if uri.scheme_str() == Some("https") {
-            let Some(client) = &self.https else {
-                return Err("no TLS client".into());
-            };
-            return Ok(client.inner().get(uri).await?.status());
-        }
-        Ok(self.http.get(uri).await?.status())
-    }
-}
-
-async fn probe(client: &ProbeClient, url: &str, timeout: Duration) -> bool {
-    let Ok(uri) = url.parse::<http::Uri>() else {
-        return false;
-    };
-    match tokio::time::timeout(timeout, client.get(uri)).await {
-        Ok(Ok(status)) => status.is_success(),
-        _ => false,
-    }
 }
 
 /// `wait` from now, or the clock's far end (30 years, tokio's own bound
