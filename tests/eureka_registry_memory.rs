@@ -55,6 +55,25 @@ fn metadata256(tag: usize) -> String {
     format!("{{{}}}", entries.join(","))
 }
 
+/// `rounds` refreshes of `registry`; how many were refused with the error
+/// `bound` recognises (its bound must be 16 MiB; any other error fails the
+/// test). Then a pause for freed memory to settle.
+async fn refusals(
+    registry: &EurekaRegistry,
+    rounds: usize,
+    bound: impl Fn(&DiscoveryError) -> Option<usize>,
+) -> usize {
+    let mut refused = 0;
+    for _ in 0..rounds {
+        if let Err(e) = registry.refresh_now().await {
+            assert_eq!(bound(&e), Some(16 << 20), "unexpected error: {e}");
+            refused += 1;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    refused
+}
+
 /// A registry over `stub` (fetch interval 1 h; `max_body_bytes` if given)
 /// after its full fetch, and the live heap then.
 async fn fetched(stub: &Stub, max_body_bytes: Option<usize>) -> (EurekaRegistry, i64) {
@@ -157,18 +176,11 @@ async fn long_metadata_values_are_bounded_by_the_body_bound_across_deltas() {
         .collect();
     stub.set("/eureka/apps/delta", deltas);
     let (registry, before) = fetched(&stub, Some(16 << 20)).await;
-    let mut refused = 0;
-    for _ in 0..rounds {
-        match registry.refresh_now().await {
-            Ok(()) => {}
-            Err(DiscoveryError::RegistryMetadataTooLarge { limit, .. }) => {
-                assert_eq!(limit, 16 << 20);
-                refused += 1;
-            }
-            Err(e) => panic!("unexpected error: {e}"),
-        }
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = refusals(&registry, rounds, |e| match e {
+        DiscoveryError::RegistryMetadataTooLarge { limit, .. } => Some(*limit),
+        _ => None,
+    })
+    .await;
     let grown_mib = (LIVE.load(Ordering::Relaxed) - before) as f64 / (1024.0 * 1024.0);
     let instances = registry.instances("BIG");
     assert_eq!((instances.len(), refused), (11, 7));
@@ -244,18 +256,11 @@ async fn long_record_text_is_bounded_by_the_body_bound_across_deltas() {
             .collect();
         stub.set("/eureka/apps/delta", deltas);
         let (registry, before) = fetched(&stub, Some(16 << 20)).await;
-        let mut refused = 0;
-        for _ in 0..rounds {
-            match registry.refresh_now().await {
-                Ok(()) => {}
-                Err(DiscoveryError::RegistryTextTooLarge { limit, .. }) => {
-                    assert_eq!(limit, 16 << 20);
-                    refused += 1;
-                }
-                Err(e) => panic!("{kind}: unexpected error: {e}"),
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let refused = refusals(&registry, rounds, |e| match e {
+            DiscoveryError::RegistryTextTooLarge { limit, .. } => Some(*limit),
+            _ => None,
+        })
+        .await;
         let grown_mib = (LIVE.load(Ordering::Relaxed) - before) as f64 / (1024.0 * 1024.0);
         println!("{kind}: live heap grew {grown_mib:.1} MiB, {refused} deltas refused");
         assert_eq!(refused, 7, "{kind}");

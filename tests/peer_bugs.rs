@@ -388,6 +388,20 @@ async fn sclb_1144_cookie_pinned_requests_do_not_move_the_round_robin() {
 // ---------------------------------------------------------------------------
 // Retries.
 
+/// A ready balancer over `ports` of a fresh cluster, routing by the
+/// `x-user` header ([`ConsistentHash`]), with one retry.
+async fn routed_by_user(ports: &[u16]) -> (Cluster, LoadBalancer<Cluster>) {
+    let cluster = Cluster::default();
+    let lb = builder(ports)
+        .rule(ConsistentHash::new)
+        .hash_key(HashKey::header(http::HeaderName::from_static("x-user")))
+        .retry(retries(1))
+        .build(cluster.clone())
+        .unwrap();
+    ready(&lb).await;
+    (cluster, lb)
+}
+
 /// <https://github.com/envoyproxy/envoy/issues/27317>.
 /// With `RANDOM`, `RING_HASH` or `MAGLEV`, Envoy's `previous_hosts` retry
 /// predicate did not keep retries off the host that failed: with one of two
@@ -397,14 +411,7 @@ async fn sclb_1144_cookie_pinned_requests_do_not_move_the_round_robin() {
 /// exactly 20 attempts.
 #[tokio::test(start_paused = true)]
 async fn envoy_27317_a_hash_routed_retry_leaves_the_host_that_failed() {
-    let cluster = Cluster::default();
-    let lb = builder(&[1, 2])
-        .rule(ConsistentHash::new)
-        .hash_key(HashKey::header(http::HeaderName::from_static("x-user")))
-        .retry(retries(1))
-        .build(cluster.clone())
-        .unwrap();
-    ready(&lb).await;
+    let (cluster, lb) = routed_by_user(&[1, 2]).await;
     let (_, home) = send(&lb, get_with("x-user", "u-7")).await.unwrap();
     let other = 3 - home;
     cluster.set(home, Reply::Status(503));
@@ -434,14 +441,7 @@ async fn envoy_27317_a_hash_routed_retry_leaves_the_host_that_failed() {
 async fn envoy_10559_a_hash_routed_retry_is_stable_per_key_and_spreads_evenly() {
     let keys: Vec<String> = (0..1200).map(|k| format!("u-{k}")).collect();
     for failing in [1u16, 2, 3] {
-        let cluster = Cluster::default();
-        let lb = builder(&[1, 2, 3])
-            .rule(ConsistentHash::new)
-            .hash_key(HashKey::header(http::HeaderName::from_static("x-user")))
-            .retry(retries(1))
-            .build(cluster.clone())
-            .unwrap();
-        ready(&lb).await;
+        let (cluster, lb) = routed_by_user(&[1, 2, 3]).await;
         let mut home = BTreeMap::new();
         for k in &keys {
             home.insert(k.clone(), send(&lb, get_with("x-user", k)).await.unwrap().1);
