@@ -267,3 +267,44 @@ async fn a_service_id_over_a_host_names_bound_is_refused() {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     assert!(builder().service("a".repeat(253)).build(client).is_ok());
 }
+
+/// A declared service id that is no URI host (a port, a scheme, userinfo,
+/// a path, a blank) is refused: requests are routed by their URI's host,
+/// so `http://user-service:8080/x` names `user-service` and a service
+/// declared as `user-service:8080` was never reached (every request an
+/// "unknown service" error). Host forms requests can name still build.
+#[tokio::test]
+async fn a_service_id_no_request_uri_can_name_is_refused() {
+    for id in [
+        "user-service:8080",
+        "http://user-service",
+        "me@user-service",
+        "user-service/api",
+        "user service",
+        "user-service?x",
+        "[::1]:80",
+    ] {
+        let (key, message) = refused(move |b| b.service(id));
+        assert_eq!(
+            (key.as_str(), message.as_str()),
+            (
+                "service",
+                format!(
+                    "invalid setting `service`: `{id}` is not a URI host, so no request can name \
+                     it (requests are routed by their URI's host: `http://user-service/...`)"
+                )
+                .as_str()
+            ),
+        );
+    }
+    for id in [
+        "User_Service",
+        "users.default.svc.",
+        "10.0.0.1",
+        "[::1]",
+        " padded ",
+    ] {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        assert!(builder().service(id).build(client).is_ok(), "{id}");
+    }
+}

@@ -336,8 +336,10 @@ impl Builder {
     /// # Errors
     /// [`BuildError::NoSource`] without a source; [`BuildError::NoRuntime`]
     /// outside a Tokio runtime; [`BuildError::Invalid`] for a setting out of
-    /// bounds (above), an empty service id, one over 253 bytes or one with
-    /// control characters.
+    /// bounds (above), an empty service id, one over 253 bytes, one with
+    /// control characters or one that is no URI host (`user-service:8080`,
+    /// `http://user-service`: requests are routed by their URI's host, so
+    /// none could reach it).
     pub fn layer(self) -> Result<LoadBalancerLayer, BuildError> {
         let source = self.source.ok_or(BuildError::NoSource)?;
         let handle = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
@@ -363,6 +365,9 @@ impl Builder {
         #[cfg(feature = "hyper-util")]
         if let Some(active) = &self.active_health {
             active.validate().map_err(invalid)?;
+        }
+        for service in &self.services {
+            validate_service_id(service)?;
         }
         let shared = Arc::new_cyclic(|me| Shared {
             services: ArcSwap::from_pointee(super::services::Services::default()),
@@ -393,24 +398,6 @@ impl Builder {
             unknown_logged: super::log_limit::LogLimit::default(),
         });
         for service in &self.services {
-            if service.trim().is_empty() {
-                return Err(BuildError::invalid("service", "empty service id"));
-            }
-            if service.trim().len() > MAX_SERVICE_ID {
-                // Requests are routed by their host, so a longer id is never
-                // reached; it would only fill every span, log and label.
-                return Err(BuildError::invalid(
-                    "service",
-                    "a service id is at most 253 bytes (a host name's bound)",
-                ));
-            }
-            if service.chars().any(char::is_control) {
-                // Service ids end up in log fields and metric labels.
-                return Err(BuildError::invalid(
-                    "service",
-                    "control characters in a service id",
-                ));
-            }
             shared.add_service(service.trim(), false);
         }
         Ok(LoadBalancerLayer::new(shared))
@@ -426,6 +413,48 @@ impl Builder {
             self.layer()?.shared().clone(),
         ))
     }
+}
+
+/// A declared service id's checks (see [`Builder::layer`]).
+fn validate_service_id(service: &str) -> Result<(), BuildError> {
+    if service.trim().is_empty() {
+        return Err(BuildError::invalid("service", "empty service id"));
+    }
+    if service.trim().len() > MAX_SERVICE_ID {
+        // Requests are routed by their host, so a longer id is never
+        // reached; it would only fill every span, log and label.
+        return Err(BuildError::invalid(
+            "service",
+            "a service id is at most 253 bytes (a host name's bound)",
+        ));
+    }
+    if service.chars().any(char::is_control) {
+        // Service ids end up in log fields and metric labels.
+        return Err(BuildError::invalid(
+            "service",
+            "control characters in a service id",
+        ));
+    }
+    if !is_uri_host(service.trim()) {
+        // Requests are routed by their URI's host: a port, a scheme or
+        // userinfo in the id is never part of it.
+        return Err(BuildError::invalid(
+            "service",
+            format!(
+                "`{}` is not a URI host, so no request can name it (requests are \
+                 routed by their URI's host: `http://user-service/...`)",
+                crate::error::quote(service.trim())
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a request URI can name `id` as its host (`http://{id}/...`):
+/// the whole of `id` is an authority's host, with no port or userinfo.
+fn is_uri_host(id: &str) -> bool {
+    http::uri::Authority::try_from(id)
+        .is_ok_and(|a| a.port().is_none() && a.host().eq_ignore_ascii_case(id))
 }
 
 /// The longest service id, in bytes: a DNS name's bound, as on-demand
