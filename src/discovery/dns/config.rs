@@ -187,7 +187,8 @@ impl DnsConfig {
     }
 
     /// Reads a resolv.conf file with [`DnsConfig::from_resolv_conf`]. Files
-    /// over 64 KiB are refused.
+    /// over 64 KiB are refused; the read stops there, so a FIFO or a device
+    /// (whose metadata gives no size) is bounded too.
     ///
     /// # Errors
     /// [`DnsError::ResolvConf`] if the file cannot be read or is too large;
@@ -198,14 +199,28 @@ impl DnsConfig {
             path: path.display().to_string(),
             source,
         };
-        let len = std::fs::metadata(path).map_err(error)?.len();
-        if len > 64 * 1024 {
-            return Err(error(std::io::Error::new(
+        const MAX_BYTES: usize = 64 * 1024;
+        let too_large = || {
+            error(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 "resolv.conf larger than 64 KiB",
-            )));
+            ))
+        };
+        let file = std::fs::File::open(path).map_err(error)?;
+        // The metadata's length is 0 for a FIFO, a `/proc` file or a
+        // device: the read itself is bounded, one byte past the bound.
+        if file.metadata().map_err(error)?.len() > MAX_BYTES as u64 {
+            return Err(too_large());
         }
-        let text = std::fs::read_to_string(path).map_err(error)?;
+        let mut bytes = Vec::new();
+        let mut bounded = std::io::Read::take(file, MAX_BYTES as u64 + 1);
+        std::io::Read::read_to_end(&mut bounded, &mut bytes).map_err(error)?;
+        if bytes.len() > MAX_BYTES {
+            return Err(too_large());
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            error(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        })?;
         Self::from_resolv_conf(&text)
     }
 

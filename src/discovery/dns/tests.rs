@@ -390,3 +390,43 @@ fn names_in_errors_are_escaped() {
         "invalid DNS name `a\\nb`: only ASCII letters, digits, `-`, `_` and `.` are allowed"
     );
 }
+
+/// The 64 KiB bound of `from_resolv_conf_file` holds for a file whose size
+/// the metadata does not give (a FIFO, a `/proc` file, a character device
+/// such as `/dev/zero`): the read stops past the bound. A FIFO fed 1 MiB
+/// was read whole and accepted; `/dev/zero` would fill memory.
+#[test]
+fn a_resolv_conf_of_unknown_size_is_read_up_to_the_bound() {
+    use std::io::Write;
+    let dir = std::env::temp_dir().join(format!("ribbon-resolv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("resolv.conf");
+    let _ = std::fs::remove_file(&fifo);
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let writer_path = fifo.clone();
+    let writer = std::thread::spawn(move || {
+        let mut file = std::fs::OpenOptions::new().write(true).open(writer_path).unwrap();
+        let mut written = 0usize;
+        let mut text = b"nameserver 127.0.0.1\n".to_vec();
+        text.extend(std::iter::repeat_n(b"# padding line\n".as_slice(), 1 << 16).flatten());
+        // The reader may stop early (a broken pipe then).
+        for chunk in text.chunks(4096) {
+            match file.write_all(chunk) {
+                Ok(()) => written += chunk.len(),
+                Err(_) => break,
+            }
+        }
+        (written, text.len())
+    });
+    assert_eq!(std::fs::metadata(&fifo).unwrap().len(), 0);
+    let result = DnsConfig::from_resolv_conf_file(&fifo);
+    let (written, total) = writer.join().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(total, 21 + 15 * 65_536);
+    let error = result.expect_err("a 983 061-byte resolv.conf is over the 64 KiB bound");
+    assert!(matches!(error, DnsError::ResolvConf { .. }), "{error:?}");
+    assert!(error.to_string().contains("larger than 64 KiB"), "{error}");
+    // At most the bound, one byte and a pipe buffer were taken from the writer.
+    assert!(written < 64 * 1024 + 1 + 4096 + (1 << 20) / 16, "{written}");
+}
