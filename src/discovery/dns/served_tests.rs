@@ -256,3 +256,115 @@ async fn a_long_srv_group_is_looked_up_in_each_clients_order() {
     let want = ["127.0.0.10", "127.0.0.11", "127.0.0.18", "127.0.0.21", "127.0.0.28"];
     assert_eq!(listed, want.map(str::to_owned).into());
 }
+
+/// What [`serve_moving_srv`] serves: the SRV record names
+/// `t{generation}.test.`, at 127.0.0.{generation}; the first lookup of
+/// `t{held}.test.` waits for `release` (a message on `held_tx` says it
+/// does), and those of `t{fail}.test.` are SERVFAIL.
+#[derive(Clone)]
+struct Moving {
+    generation: Arc<std::sync::atomic::AtomicU8>,
+    held: Arc<std::sync::atomic::AtomicU8>,
+    fail: Arc<std::sync::atomic::AtomicU8>,
+    release: Arc<tokio::sync::Notify>,
+    held_tx: tokio::sync::mpsc::UnboundedSender<()>,
+}
+
+async fn serve_moving_srv(script: Moving) -> SocketAddr {
+    use std::sync::atomic::Ordering;
+    let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let server = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let Ok(query) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let Some(q) = query.queries.first().cloned() else {
+                continue;
+            };
+            let qname = q.name().to_ascii().to_ascii_lowercase();
+            let target = |n: u8| format!("t{n}.test.");
+            let now = script.generation.load(Ordering::SeqCst);
+            let (mut hold, mut failing, mut answers) = (false, false, Vec::new());
+            if q.query_type() == RecordType::SRV {
+                let data = SRV::new(0, 1, 8080, name(&target(now)));
+                answers.push(Record::from_rdata(name(&qname), 30, RData::SRV(data)));
+            } else if let Some(n) = (1..=9).find(|n| qname == target(*n)) {
+                let a_query = q.query_type() == RecordType::A;
+                let first = (script.held).compare_exchange(n, 0, Ordering::SeqCst, Ordering::SeqCst);
+                hold = a_query && first.is_ok();
+                failing = n == script.fail.load(Ordering::SeqCst);
+                if a_query && !failing {
+                    answers.push(a(&qname, n));
+                }
+            }
+            let (socket, script) = (Arc::clone(&socket), script.clone());
+            tokio::spawn(async move {
+                if hold {
+                    let released = script.release.notified();
+                    let _ = script.held_tx.send(());
+                    released.await;
+                }
+                let (id, op) = (query.metadata.id, query.metadata.op_code);
+                let code = if failing { ResponseCode::ServFail } else { ResponseCode::NoError };
+                let mut response = Message::error_msg(id, op, code);
+                response.metadata.recursion_desired = query.metadata.recursion_desired;
+                response.metadata.recursion_available = true;
+                response.add_query(q);
+                response.add_answers(answers);
+                let _ = socket.send_to(&response.to_vec().unwrap(), from).await;
+            });
+        }
+    });
+    server
+}
+
+/// Resolutions of one service overlap (two balancers sharing the source,
+/// a `resolve` next to a refresh): one that started earlier and ends later
+/// must not replace what a later one found. The SRV record moved from
+/// target `t1` to `t2` while the first resolution's lookup of `t1` was
+/// held: answered after the second resolution had `t2`, it put `t1`'s
+/// address back in the cache (`["127.0.0.1"]` served to every fetch for
+/// the TTL); answered SERVFAIL, it set a backoff in which every fetch
+/// failed (`Backoff`) though the answer cached was fresh. Overtaken, a
+/// resolution gives the newer answer.
+#[tokio::test]
+async fn an_older_resolution_ending_last_does_not_replace_a_newer_answer() {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    let (held_tx, mut held_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let script = Moving {
+        generation: Arc::new(AtomicU8::new(1)),
+        held: Arc::new(AtomicU8::new(1)),
+        fail: Arc::new(AtomicU8::new(0)),
+        release: Arc::new(tokio::sync::Notify::new()),
+        held_tx,
+    };
+    let server = serve_moving_srv(script.clone()).await;
+    let source = DnsSource::new(config(server).ip_family(IpFamily::V4))
+        .unwrap()
+        .with_service("users", DnsTarget::srv("_http._tcp.users.test."))
+        .unwrap();
+    let fetch = || crate::discovery::InstanceSource::fetch(&source, "users");
+
+    // The first resolution's target lookup is held (then fails, the second
+    // time); a second resolution finds the new target.
+    for (old, failing) in [(1u8, false), (3, true)] {
+        script.generation.store(old, Ordering::SeqCst);
+        script.held.store(old, Ordering::SeqCst);
+        script.fail.store(if failing { old } else { 0 }, Ordering::SeqCst);
+        let first = tokio::spawn({
+            let source = source.clone();
+            async move { source.resolve("users").await }
+        });
+        held_rx.recv().await.unwrap();
+        script.generation.store(old + 1, Ordering::SeqCst);
+        let new = format!("127.0.0.{}", old + 1);
+        assert_eq!(hosts(&source.resolve("users").await.unwrap().unwrap()), [&new]);
+        script.release.notify_one();
+        // Overtaken, it gives the newer answer.
+        assert_eq!(hosts(&first.await.unwrap().unwrap().unwrap()), [&new], "{failing}");
+        assert_eq!(hosts(&source.answer("users").unwrap().instances), [&new]);
+        assert_eq!(hosts(&fetch().await.unwrap()), [&new], "{failing}");
+    }
+}

@@ -231,7 +231,9 @@ impl DnsSource {
     }
 
     /// Resolves `service_id` now, whatever the cached answer, and caches
-    /// the result.
+    /// the result. If a resolution of it that started later has ended
+    /// first, its answer is the newer and is given instead (this one,
+    /// success or failure, is dropped).
     ///
     /// # Errors
     /// [`DnsError`] as for a fetch; `None` inside means the service id is
@@ -324,6 +326,12 @@ impl DnsSource {
         }
         let mut cache = self.lock_cache();
         let cached = cache.entry(key.to_owned()).or_default();
+        // Overtaken: a resolution that started later has ended first. Its
+        // answer is the newer; this one's (success or failure) would
+        // replace it with an older view of DNS.
+        if let Some(newer) = cached.answer.as_ref().filter(|a| a.resolved_at > started) {
+            return Ok(newer.instances.as_ref().clone());
+        }
         match result {
             Ok(resolved) => {
                 let instances = Arc::new(resolved.instances);
