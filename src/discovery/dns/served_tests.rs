@@ -368,3 +368,35 @@ async fn an_older_resolution_ending_last_does_not_replace_a_newer_answer() {
         assert_eq!(hosts(&fetch().await.unwrap()), [&new], "{failing}");
     }
 }
+
+/// A failed `resolve` (SERVFAIL) while the cached answer is still within
+/// its TTL does not hide that answer: fetches (a refresh, a new balancer's
+/// first list) get it. They failed with `Backoff` for the backoff's second.
+#[tokio::test]
+async fn a_failed_resolve_does_not_hide_an_answer_within_its_ttl() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let failing = Arc::new(AtomicBool::new(false));
+    let fails = Arc::clone(&failing);
+    let server = serve(Arc::new(move |qname, qtype| {
+        match (qname, qtype, fails.load(Ordering::SeqCst)) {
+            (_, _, true) => (ResponseCode::ServFail, vec![], vec![]),
+            ("users.test.", RecordType::A, false) => {
+                (ResponseCode::NoError, vec![a(qname, 2)], vec![])
+            }
+            _ => (ResponseCode::NXDomain, vec![], vec![]),
+        }
+    }))
+    .await;
+    let source = DnsSource::new(config(server).ip_family(IpFamily::V4))
+        .unwrap()
+        .with_service("users", DnsTarget::host("users.test.", 8080))
+        .unwrap();
+    assert_eq!(hosts(&source.resolve("users").await.unwrap().unwrap()), ["127.0.0.2"]);
+    failing.store(true, Ordering::SeqCst);
+    assert!(source.resolve("users").await.unwrap().is_err());
+    let answer = source.answer("users").unwrap();
+    assert!(answer.expires_in() > std::time::Duration::from_secs(20));
+    let fetched = crate::discovery::InstanceSource::fetch(&source, "users").await;
+    assert_eq!(hosts(&fetched.unwrap()), ["127.0.0.2"]);
+    assert_eq!(source.resolutions(), 2);
+}

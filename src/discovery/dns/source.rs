@@ -274,17 +274,19 @@ impl DnsSource {
         {
             let cache = self.lock_cache();
             if let Some(cached) = cache.get(&key) {
+                // An answer within its TTL first: a failed `resolve` meanwhile
+                // does not make it wrong.
+                if let Some(answer) = &cached.answer {
+                    if now < answer.resolved_at + answer.valid_for {
+                        return Ok(answer.instances.as_ref().clone());
+                    }
+                }
                 if let Some(retry_at) = cached.retry_at.filter(|at| *at > now) {
                     return Err(DiscoveryError::Other(Box::new(DnsError::Backoff {
                         name: entry.target.name().to_owned(),
                         failures: cached.failures,
                         retry_in: retry_at - now,
                     })));
-                }
-                if let Some(answer) = &cached.answer {
-                    if now < answer.resolved_at + answer.valid_for {
-                        return Ok(answer.instances.as_ref().clone());
-                    }
                 }
             }
         }
