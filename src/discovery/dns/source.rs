@@ -96,7 +96,7 @@ pub(super) struct Inner {
 /// the services and the cached answers.
 #[derive(Clone)]
 pub struct DnsSource {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 impl fmt::Debug for DnsSource {
@@ -274,8 +274,7 @@ impl DnsSource {
         {
             let cache = self.lock_cache();
             if let Some(cached) = cache.get(&key) {
-                // An answer within its TTL first: a failed `resolve` meanwhile
-                // does not make it wrong.
+                // Within its TTL, whatever a `resolve` meanwhile did.
                 if let Some(answer) = &cached.answer {
                     if now < answer.resolved_at + answer.valid_for {
                         return Ok(answer.instances.as_ref().clone());
@@ -328,9 +327,7 @@ impl DnsSource {
         }
         let mut cache = self.lock_cache();
         let cached = cache.entry(key.to_owned()).or_default();
-        // Overtaken: a resolution that started later has ended first. Its
-        // answer is the newer; this one's (success or failure) would
-        // replace it with an older view of DNS.
+        // Overtaken by a resolution that started later: its answer is newer.
         if let Some(newer) = cached.answer.as_ref().filter(|a| a.resolved_at > started) {
             return Ok(newer.instances.as_ref().clone());
         }
@@ -496,10 +493,5 @@ impl DnsSource {
             name: configured.to_owned(),
             records: total,
         })
-    }
-
-    /// The resolver.
-    pub(super) fn resolver(&self) -> &TokioResolver {
-        &self.inner.resolver
     }
 }

@@ -11,6 +11,11 @@ use super::records::{SrvRecord, min_ttl, record_ip};
 use super::source::DnsSource;
 
 impl DnsSource {
+    /// The resolver.
+    pub(super) fn resolver(&self) -> &hickory_resolver::TokioResolver {
+        &self.inner.resolver
+    }
+
     /// A/AAAA of an SRV target (an absolute name); `None` if it has none
     /// (the target is skipped).
     ///
