@@ -848,3 +848,51 @@ fn clients_with_different_timeouts_conflict() {
         Some(Duration::from_millis(700))
     );
 }
+
+/// Plain YAML scalars are read as Spring Boot's parser (SnakeYAML, YAML
+/// 1.1) reads them: `on`/`off`/`yes`/`no` are booleans (Spring's docs ask
+/// for `banner-mode: "off"` in quotes for that reason) and `010`, `0x7d0`,
+/// `0b11`, `5_000`, `1:30` integers (octal, hex, binary, with underscores,
+/// base 60). Before, `OkToRetryOnAllOperations: on` was refused ("not a
+/// boolean") and `MaxAutoRetries: 010` read as 10 where Spring reads 8.
+/// Quoted scalars stay text.
+#[test]
+fn plain_yaml_scalars_are_read_as_spring_boots_yaml_reads_them() {
+    let yaml = "\
+users:
+  ribbon:
+    listOfServers: 127.0.0.1:1
+    OkToRetryOnAllOperations: on
+    EnableZoneAffinity: NO
+    MaxAutoRetries: 010
+    MaxAutoRetriesNextServer: 0b11
+    ReadTimeout: 5_000
+    ConnectTimeout: 0x7d0
+    ServerListRefreshInterval: 1:30
+    zone: 'on'
+";
+    let config = RibbonConfig::from_yaml_str(yaml).unwrap();
+    let users = config.client("users");
+    assert_eq!(users.ok_to_retry_on_all_operations, Some(true));
+    assert_eq!(users.enable_zone_affinity, Some(false));
+    assert_eq!(users.max_auto_retries, Some(8));
+    assert_eq!(users.max_auto_retries_next_server, Some(3));
+    assert_eq!(users.read_timeout, Some(Duration::from_millis(5_000)));
+    assert_eq!(users.connect_timeout, Some(Duration::from_millis(2_000)));
+    assert_eq!(
+        users.server_list_refresh_interval,
+        Some(Duration::from_millis(90))
+    );
+    assert_eq!(users.zone.as_deref(), Some("on"));
+    // Not integers in YAML 1.1: kept as written, and refused as before.
+    for bad in ["0x", "1:60", "0b2", "_1", "0_"] {
+        let err =
+            RibbonConfig::from_yaml_str(&format!("users:\n  ribbon:\n    MaxAutoRetries: {bad}\n"))
+                .unwrap_err();
+        assert_eq!(
+            (err.kind(), err.value()),
+            (ConfigErrorKind::InvalidValue, Some(bad)),
+            "{bad}"
+        );
+    }
+}

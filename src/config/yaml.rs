@@ -119,9 +119,13 @@ impl Tree {
                     Some((tree.push(node)?, open.anchor))
                 }
                 Event::Scalar(value, style, anchor, _) => {
-                    let null = style == TScalarStyle::Plain
-                        && matches!(value.as_str(), "~" | "null" | "Null" | "NULL");
-                    let value = if null { String::new() } else { value };
+                    let plain = style == TScalarStyle::Plain;
+                    let null = plain && matches!(value.as_str(), "~" | "null" | "Null" | "NULL");
+                    let value = match () {
+                        () if null => String::new(),
+                        () if plain => yaml11_plain(value),
+                        () => value,
+                    };
                     Some((tree.push(Node::Scalar(value))?, anchor))
                 }
                 Event::Alias(id) => {
@@ -284,6 +288,76 @@ pub(crate) fn flatten_yaml_str(text: &str) -> Result<Vec<(String, String)>, Conf
         }
     }
     Ok(flat.out)
+}
+
+/// A plain scalar as Spring Boot's parser (SnakeYAML, YAML 1.1 implicit
+/// types) reads it, in the text Spring binds: `on`, `yes` and the other
+/// YAML 1.1 booleans are `true` or `false`; YAML 1.1 integers (`010`
+/// octal, `0x7d0`, `0b11`, `5_000`, `1:30` base 60) in decimal. Anything
+/// else as written.
+fn yaml11_plain(value: String) -> String {
+    const TRUE: [&str; 9] = ["yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"];
+    const FALSE: [&str; 9] = ["no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"];
+    if TRUE.contains(&value.as_str()) {
+        "true".to_owned()
+    } else if FALSE.contains(&value.as_str()) {
+        "false".to_owned()
+    } else {
+        yaml11_int(&value).map_or(value, |n| n.to_string())
+    }
+}
+
+/// SnakeYAML's `int` (its `Resolver.INT` and `ConstructYamlInt`); `None`
+/// for other text and for values past `i128`.
+fn yaml11_int(text: &str) -> Option<i128> {
+    let (negative, body) = match text.as_bytes().first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    // Digits in `radix`, at least one, `_` anywhere among them.
+    let digits = |s: &str, radix: u32| -> Option<i128> {
+        let mut n: Option<i128> = None;
+        for c in s.chars().filter(|c| *c != '_') {
+            let d = i128::from(c.to_digit(radix)?);
+            n = Some(n.unwrap_or(0).checked_mul(i128::from(radix))?.checked_add(d)?);
+        }
+        n
+    };
+    let n = if let Some(bin) = body.strip_prefix("0b") {
+        digits(bin, 2)?
+    } else if let Some(hex) = body.strip_prefix("0x") {
+        digits(hex, 16)?
+    } else if body.contains(':') {
+        // `[1-9][0-9_]*(:[0-5]?[0-9])+`.
+        let mut parts = body.split(':');
+        let first = parts.next()?;
+        if !first.starts_with(|c: char| ('1'..='9').contains(&c)) {
+            return None;
+        }
+        let mut n = digits(first, 10)?;
+        for part in parts {
+            let ok = match part.as_bytes() {
+                [d] => d.is_ascii_digit(),
+                [t, d] => (b'0'..=b'5').contains(t) && d.is_ascii_digit(),
+                _ => false,
+            };
+            if !ok {
+                return None;
+            }
+            n = n.checked_mul(60)?.checked_add(digits(part, 10)?)?;
+        }
+        n
+    } else if body == "0" {
+        0
+    } else if let Some(octal) = body.strip_prefix('0') {
+        digits(octal, 8)?
+    } else if body.starts_with(|c: char| ('1'..='9').contains(&c)) {
+        digits(body, 10)?
+    } else {
+        return None;
+    };
+    Some(if negative { -n } else { n })
 }
 
 #[cfg(test)]
