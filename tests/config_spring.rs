@@ -475,7 +475,7 @@ fn bad_spring_values_are_typed_errors() {
         ("hint-header-name", "X Hint"),
         ("retry.retryable-status-codes", "600"),
         ("health-check.port", "70000"),
-        ("retry.enabled", "yes"),
+        ("retry.enabled", "maybe"),
     ] {
         let e = err(&format!("spring.cloud.loadbalancer.{key}={value}\n"));
         assert!(
@@ -977,4 +977,60 @@ fn retry_keys_go_by_scope_and_retry_enabled_false_turns_its_scope_off() {
     .unwrap();
     let policy = config.client("elsewhere").retry_policy();
     assert_eq!((policy.get_max_same(), policy.get_max_next()), (0, 0));
+}
+
+/// Spring binds a boolean from text with its `StringToBooleanConverter`:
+/// `true`/`on`/`yes`/`1` and `false`/`off`/`no`/`0`, any case. Spring keys
+/// (SCLB's, Spring Cloud's discovery and Eureka client switches) read
+/// them so; before, `retry.enabled=yes` or `health-check.refetch-instances=1`
+/// in a `.properties` file Spring accepts was refused ("not a boolean").
+/// Ribbon's own keys stay `true`/`false`: Ribbon reads them with
+/// `Boolean.valueOf`, to which `on` is false, so the crate refuses them.
+#[test]
+fn spring_keys_take_springs_boolean_words() {
+    let config = RibbonConfig::from_properties_str(
+        "users.ribbon.listOfServers=127.0.0.1:1\n\
+         spring.cloud.loadbalancer.retry.enabled=YES\n\
+         spring.cloud.loadbalancer.retry.retry-on-all-operations=on\n\
+         spring.cloud.loadbalancer.clients.users.health-check.refetch-instances=1\n\
+         spring.cloud.loadbalancer.clients.users.retry.avoid-previous-instance=Off\n\
+         spring.cloud.discovery.client.simple.instances.orders[0].uri=http://127.0.0.1:2\n\
+         spring.cloud.discovery.client.simple.instances.orders[0].secure=no\n\
+         eureka.client.enabled=0\n",
+    )
+    .unwrap();
+    let users = config.client("users");
+    let lb = &users.load_balancer;
+    assert_eq!(lb.retry.enabled, Some(true));
+    assert_eq!(lb.retry.retry_on_all_operations, Some(true));
+    assert_eq!(lb.health_check.refetch_instances, Some(true));
+    assert_eq!(lb.retry.avoid_previous_instance, Some(false));
+    assert_eq!(
+        config
+            .client("orders")
+            .list_of_servers
+            .as_ref()
+            .map(Vec::len),
+        Some(1)
+    );
+    assert!(
+        config
+            .warnings()
+            .iter()
+            .all(|w| !w.contains("eureka.client.enabled")),
+        "{:?}",
+        config.warnings()
+    );
+    // Not Spring's words, and Ribbon's keys: refused, naming the key.
+    for (key, value) in [
+        ("spring.cloud.loadbalancer.retry.enabled", "maybe"),
+        ("spring.cloud.loadbalancer.retry.enabled", "2"),
+        ("users.ribbon.OkToRetryOnAllOperations", "on"),
+    ] {
+        let e = RibbonConfig::from_properties_str(&format!("{key}={value}\n")).unwrap_err();
+        assert_eq!(
+            (e.kind(), e.key(), e.value()),
+            (ConfigErrorKind::InvalidValue, Some(key), Some(value))
+        );
+    }
 }

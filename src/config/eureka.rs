@@ -94,7 +94,7 @@ impl EurekaSettings {
             name @ ("eureka.client.enabled" | "eureka.client.fetchregistry") => {
                 // A file read whole may hold `${EUREKA_ENABLED:true}`, which
                 // only Spring resolves: warn and keep Eureka on, no error.
-                let Ok(on) = value::boolean(&kv) else {
+                let Ok(on) = value::spring_boolean(&kv) else {
                     let (key, value) = (crate::error::quote(key), crate::error::quote(value));
                     return Ok(Some(format!(
                         "`{key}` = `{value}` is not true or false: ignored"

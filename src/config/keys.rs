@@ -11,7 +11,7 @@ use super::ribbon::{RuleKind, ServerListKind};
 use super::scope::{RibbonScope, SpringScope};
 use super::spring_loadbalancer::{LoadBalancerConfiguration, LoadBalancerSettings};
 use super::value::{
-    DAY_MS, DAY_S, Kv, MAX_RETRIES, boolean, count, duration, fraction, header_name, list, millis,
+    DAY_MS, DAY_S, Kv, MAX_RETRIES, boolean, count, duration, fraction, header_name, list, millis, spring_boolean,
     real, relaxed, secs, servers, status_codes, text, url_path,
 };
 
@@ -124,19 +124,19 @@ pub(crate) const SPRING: &[KeyDef<SpringScope>] = &[
         s.lb.health_check.port = Some(u16::try_from(count(kv, 1..=65_535)?).unwrap_or(u16::MAX));
     }),
     key!("health-check.repeat-health-check", |s, kv| {
-        s.lb.health_check.repeat_health_check = Some(boolean(kv)?);
+        s.lb.health_check.repeat_health_check = Some(spring_boolean(kv)?);
     }),
     key!("health-check.refetch-instances", |s, kv| {
-        s.lb.health_check.refetch_instances = Some(boolean(kv)?);
+        s.lb.health_check.refetch_instances = Some(spring_boolean(kv)?);
     }),
     key!("health-check.refetch-instances-interval", |s, kv| {
         s.lb.health_check.refetch_instances_interval = Some(duration(kv, 1..=DAY_MS)?);
     }),
     key!("health-check.update-results-list", |s, kv| {
-        s.lb.health_check.update_results_list = Some(boolean(kv)?);
+        s.lb.health_check.update_results_list = Some(spring_boolean(kv)?);
     }),
     key!("retry.enabled", |s, kv| s.lb.retry.enabled =
-        Some(boolean(kv)?)),
+        Some(spring_boolean(kv)?)),
     key!("retry.max-retries-on-same-service-instance", |s, kv| {
         s.lb.retry.max_retries_on_same_service_instance = Some(count(kv, 0..=MAX_RETRIES)?);
     }),
@@ -144,10 +144,10 @@ pub(crate) const SPRING: &[KeyDef<SpringScope>] = &[
         s.lb.retry.max_retries_on_next_service_instance = Some(count(kv, 0..=MAX_RETRIES)?);
     }),
     key!("retry.retry-on-all-operations", |s, kv| {
-        s.lb.retry.retry_on_all_operations = Some(boolean(kv)?);
+        s.lb.retry.retry_on_all_operations = Some(spring_boolean(kv)?);
     }),
     key!("retry.retry-on-all-exceptions", |s, kv| {
-        s.lb.retry.retry_on_all_exceptions = Some(boolean(kv)?);
+        s.lb.retry.retry_on_all_exceptions = Some(spring_boolean(kv)?);
     }),
     key!("retry.retryable-status-codes", |s, kv| {
         s.lb.retry.retryable_status_codes = Some(status_codes(kv)?);
@@ -158,14 +158,14 @@ pub(crate) const SPRING: &[KeyDef<SpringScope>] = &[
         .retryable_exceptions =
         Some(list(kv))),
     key!("retry.avoid-previous-instance", |s, kv| {
-        s.lb.retry.avoid_previous_instance = Some(boolean(kv)?);
+        s.lb.retry.avoid_previous_instance = Some(spring_boolean(kv)?);
     }),
     key!("retry.backoff.enabled", |s, kv| s
         .lb
         .retry
         .backoff
         .enabled =
-        Some(boolean(kv)?)),
+        Some(spring_boolean(kv)?)),
     key!("retry.backoff.min-backoff", |s, kv| {
         s.lb.retry.backoff.min_backoff = Some(duration(kv, 0..=DAY_MS)?);
     }),
@@ -178,14 +178,14 @@ pub(crate) const SPRING: &[KeyDef<SpringScope>] = &[
         s.lb.sticky_session.instance_id_cookie_name = Some(header_name(kv)?);
     }),
     key!("sticky-session.add-service-instance-cookie", |s, kv| {
-        s.lb.sticky_session.add_service_instance_cookie = Some(boolean(kv)?);
+        s.lb.sticky_session.add_service_instance_cookie = Some(spring_boolean(kv)?);
     }),
     key!("subset.size", |s, kv| s.lb.subset.size =
         Some(count(kv, 1..=1_000_000)?)),
     key!("subset.instance-id", |s, kv| s.lb.subset.instance_id =
         text(kv)),
     key!("cache.enabled", |s, kv| s.lb.cache.enabled =
-        Some(boolean(kv)?)),
+        Some(spring_boolean(kv)?)),
     key!("cache.ttl", |s, kv| s.lb.cache.ttl =
         Some(duration(kv, 1..=DAY_MS)?)),
     key!("cache.capacity", |s, kv| s.lb.cache.capacity =
@@ -193,19 +193,19 @@ pub(crate) const SPRING: &[KeyDef<SpringScope>] = &[
     key!("cache.caffeine.spec", |s, kv| s.lb.cache.caffeine_spec =
         text(kv)),
     key!("stats.micrometer.enabled", |s, kv| s.lb.micrometer_stats =
-        Some(boolean(kv)?)),
+        Some(spring_boolean(kv)?)),
     key!("stats.include-path", |s, kv| s.lb.stats_include_path =
-        Some(boolean(kv)?)),
+        Some(spring_boolean(kv)?)),
     key!("service-discovery.timeout", |s, kv| {
         s.lb.service_discovery_timeout = Some(duration(kv, 1..=DAY_MS)?);
     }),
-    key!("enabled", |s, kv| s.lb.enabled = Some(boolean(kv)?)),
+    key!("enabled", |s, kv| s.lb.enabled = Some(spring_boolean(kv)?)),
     key!("eager-load.clients", |s, kv| s.eager_load = Some(list(kv))),
     key!("eureka.approximate-zone-from-hostname", |s, kv| {
-        s.lb.approximate_zone_from_hostname = Some(boolean(kv)?);
+        s.lb.approximate_zone_from_hostname = Some(spring_boolean(kv)?);
     }),
     key!("x-forwarded.enabled", |s, kv| s.lb.x_forwarded =
-        Some(boolean(kv)?)),
+        Some(spring_boolean(kv)?)),
 ];
 
 /// A key recognized and read but not (yet) applied: its name, whether a

@@ -52,11 +52,11 @@ use super::client::ClientConfig;
 use super::ribbon::ServerListKind;
 use super::error::ConfigError;
 use super::keys;
-use super::value::{self, Kv, boolean};
+use super::value::{self, Kv};
 use crate::instance::Instance;
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
-    boolean(&Kv { key, value, arg: "" })
+    value::spring_boolean(&Kv { key, value, arg: "" })
 }
 
 /// What one key under `spring.cloud.discovery.` was.

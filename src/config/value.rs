@@ -129,6 +129,24 @@ pub(crate) fn boolean(kv: &Kv<'_>) -> Result<bool, ConfigError> {
     }
 }
 
+/// A boolean as Spring binds one from text (`StringToBooleanConverter`):
+/// `true`, `on`, `yes`, `1` or `false`, `off`, `no`, `0`, any case. For
+/// Spring's keys; Ribbon's read only `true`/`false` ([`boolean`]).
+pub(crate) fn spring_boolean(kv: &Kv<'_>) -> Result<bool, ConfigError> {
+    let is = |words: [&str; 4]| words.iter().any(|w| kv.value.eq_ignore_ascii_case(w));
+    if is(["true", "on", "yes", "1"]) {
+        Ok(true)
+    } else if is(["false", "off", "no", "0"]) {
+        Ok(false)
+    } else {
+        Err(ConfigError::invalid(
+            kv.key,
+            kv.value,
+            "not a boolean (true/false, on/off, yes/no or 1/0)",
+        ))
+    }
+}
+
 /// The value, `None` when empty.
 pub(crate) fn text(kv: &Kv<'_>) -> Option<String> {
     (!kv.value.is_empty()).then(|| kv.value.to_owned())
