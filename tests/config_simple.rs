@@ -312,7 +312,7 @@ fn bad_instances_are_typed_errors() {
             format!("{p}[0].port"),
         ),
         (
-            format!("{p}[0].secure=yes"),
+            format!("{p}[0].secure=maybe"),
             ConfigErrorKind::InvalidValue,
             format!("{p}[0].secure"),
         ),

@@ -49,11 +49,10 @@
 //!   dotted keys, so `user-service: { ribbon: { listOfServers: a:1 } }` is
 //!   `user-service.ribbon.listOfServers=a:1`; a list of scalars is joined
 //!   with commas; a list holding maps flattens with Spring's `[index]`
-//!   suffixes; `null` is an empty value; plain (unquoted) scalars are read
-//!   as Spring Boot's SnakeYAML reads them (YAML 1.1): `on`/`off`/`yes`/`no`
-//!   are `true`/`false`, and `010` (octal), `0x7d0`, `0b11`, `5_000`, `1:30`
-//!   (base 60) are integers. Several documents (`---`) are read in order,
-//!   later values winning.
+//!   suffixes; `null` is an empty value; plain scalars are read as Spring
+//!   Boot's SnakeYAML reads them (YAML 1.1: `on`/`yes` true, `off`/`no`
+//!   false, `010` octal, `0x7d0`, `0b11`, `5_000`, base-60 `1:30`).
+//!   Several documents (`---`) are read in order, later values winning.
 //! - Any other source of pairs: [`RibbonConfig::from_pairs`].
 //!
 //! Values are trimmed. A key given twice keeps the later value. Spring's
