@@ -119,7 +119,12 @@ async fn balancer(script: &Script, list: &str, retry: RetryPolicy) -> LoadBalanc
 }
 
 fn endpoint(lb: &LoadBalancer<Script>, port: u16) -> Endpoint {
-    lb.snapshot("svc")
+    endpoint_in(lb, "svc", port)
+}
+
+/// The endpoint on `port` of `service`'s current list.
+fn endpoint_in(lb: &LoadBalancer<Script>, service: &str, port: u16) -> Endpoint {
+    lb.snapshot(service)
         .unwrap()
         .endpoints()
         .iter()
@@ -139,6 +144,25 @@ async fn one_instance(
     let lb = balancer(&script, "127.0.0.1:1", retry).await;
     let e = endpoint(&lb, 1);
     (script, lb, e)
+}
+
+/// A builder discovering services on demand (idle after 60 s), `late`
+/// listed at `list`, no retries, no read timeout.
+fn on_demand(list: &str) -> tower_ribbon::Builder {
+    let source = StaticSource::new().with_list("late", list).unwrap();
+    LoadBalancer::builder()
+        .source(source)
+        .discover_on_demand(true)
+        .on_demand_idle(Duration::from_secs(60))
+        .retry(RetryPolicy::none())
+        .read_timeout(None)
+}
+
+/// A GET to the on-demand service `late`.
+fn late() -> Request<Full<Bytes>> {
+    Request::get("http://late/x")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
 }
 
 fn get() -> Request<Full<Bytes>> {
@@ -451,22 +475,7 @@ async fn a_balancer_dropped_mid_retry_leaves_nothing_in_flight() {
 #[tokio::test(start_paused = true)]
 async fn an_on_demand_service_is_evicted_only_once_its_request_ends() {
     let script = Script::default();
-    let source = StaticSource::new()
-        .with_list("late", "127.0.0.1:2")
-        .unwrap();
-    let lb = LoadBalancer::builder()
-        .source(source)
-        .discover_on_demand(true)
-        .on_demand_idle(Duration::from_secs(60))
-        .retry(RetryPolicy::none())
-        .read_timeout(None)
-        .build(script.clone())
-        .unwrap();
-    let late = || {
-        Request::get("http://late/x")
-            .body(Full::new(Bytes::new()))
-            .unwrap()
-    };
+    let lb = on_demand("127.0.0.1:2").build(script.clone()).unwrap();
     drop(lb.request(late()).await.unwrap());
     let old = lb.snapshot("late").unwrap().endpoints()[0].clone();
     assert_eq!(old.stats().requests(), 1);
@@ -751,34 +760,14 @@ async fn a_same_instance_retry_moved_elsewhere_avoids_every_tried_instance() {
 #[tokio::test(start_paused = true)]
 async fn an_on_demand_service_with_a_stream_open_is_not_idle() {
     let script = Script::default();
-    let source = StaticSource::new()
-        .with_list("late", "127.0.0.1:2,127.0.0.1:3")
-        .unwrap();
-    let lb = LoadBalancer::builder()
-        .source(source)
-        .discover_on_demand(true)
-        .on_demand_idle(Duration::from_secs(60))
+    let lb = on_demand("127.0.0.1:2,127.0.0.1:3")
         .rule(tower_ribbon::rule::BestAvailable::new)
-        .retry(RetryPolicy::none())
-        .read_timeout(None)
         .build(script.clone())
         .unwrap();
-    let late = || {
-        Request::get("http://late/x")
-            .body(Full::new(Bytes::new()))
-            .unwrap()
-    };
     // A stream: its response held, its body not read to the end.
     let stream = lb.request(late()).await.unwrap();
     let port = script.seen()[0];
-    let open = lb
-        .snapshot("late")
-        .unwrap()
-        .endpoints()
-        .iter()
-        .find(|e| e.instance().port() == port)
-        .unwrap()
-        .clone();
+    let open = endpoint_in(&lb, "late", port);
     assert_eq!(open.stats().in_flight(), 1);
     // Idle 60 s plus the 30 s sweeps, with the stream still open.
     tokio::time::sleep(Duration::from_secs(91)).await;
@@ -789,14 +778,7 @@ async fn an_on_demand_service_with_a_stream_open_is_not_idle() {
     let seen = script.seen();
     let to_open = seen.iter().filter(|&&p| p == port).count();
     assert_eq!((to_open, seen.len()), (0, 20), "{seen:?}");
-    let now = lb
-        .snapshot("late")
-        .unwrap()
-        .endpoints()
-        .iter()
-        .find(|e| e.instance().port() == port)
-        .unwrap()
-        .clone();
+    let now = endpoint_in(&lb, "late", port);
     assert_eq!(now.stats().in_flight(), 1);
     drop(stream);
     assert_eq!(now.stats().in_flight(), 0);

@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use hickory_resolver::proto::op::{Message, ResponseCode};
+use hickory_resolver::proto::op::{Message, Query, ResponseCode};
 use hickory_resolver::proto::rr::rdata::{A, AAAA, SRV};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use tokio::net::UdpSocket;
@@ -22,26 +22,43 @@ async fn serve(answer: Arc<Answer>) -> SocketAddr {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 4096];
         while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-            let Ok(query) = Message::from_vec(&buf[..n]) else {
+            let Some((query, q, name)) = question(&buf[..n]) else {
                 continue;
             };
-            let Some(q) = query.queries.first().cloned() else {
-                continue;
-            };
-            let name = q.name().to_ascii().to_ascii_lowercase();
             let (code, answers, additionals) = answer(&name, q.query_type());
-            let (id, op) = (query.metadata.id, query.metadata.op_code);
-            let mut response = Message::error_msg(id, op, code);
-            response.metadata.recursion_desired = query.metadata.recursion_desired;
-            response.metadata.recursion_available = true;
-            response.metadata.authoritative = true;
-            response.add_query(q);
-            response.add_answers(answers);
-            response.add_additionals(additionals);
-            let _ = socket.send_to(&response.to_vec().unwrap(), from).await;
+            let response = reply(&query, q, code, answers, additionals);
+            let _ = socket.send_to(&response, from).await;
         }
     });
     addr
+}
+
+/// A query's message, its first question and that question's name in
+/// lower case; `None` for bytes that are no query with a question.
+fn question(bytes: &[u8]) -> Option<(Message, Query, String)> {
+    let query = Message::from_vec(bytes).ok()?;
+    let q = query.queries.first().cloned()?;
+    let name = q.name().to_ascii().to_ascii_lowercase();
+    Some((query, q, name))
+}
+
+/// The bytes of an authoritative answer to `query`'s question `q`.
+fn reply(
+    query: &Message,
+    q: Query,
+    code: ResponseCode,
+    answers: Vec<Record>,
+    additionals: Vec<Record>,
+) -> Vec<u8> {
+    let (id, op) = (query.metadata.id, query.metadata.op_code);
+    let mut response = Message::error_msg(id, op, code);
+    response.metadata.recursion_desired = query.metadata.recursion_desired;
+    response.metadata.recursion_available = true;
+    response.metadata.authoritative = true;
+    response.add_query(q);
+    response.add_answers(answers);
+    response.add_additionals(additionals);
+    response.to_vec().unwrap()
 }
 
 fn name(text: &str) -> Name {
@@ -277,13 +294,9 @@ async fn serve_moving_srv(script: Moving) -> SocketAddr {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 4096];
         while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-            let Ok(query) = Message::from_vec(&buf[..n]) else {
+            let Some((query, q, qname)) = question(&buf[..n]) else {
                 continue;
             };
-            let Some(q) = query.queries.first().cloned() else {
-                continue;
-            };
-            let qname = q.name().to_ascii().to_ascii_lowercase();
             let target = |n: u8| format!("t{n}.test.");
             let now = script.generation.load(Ordering::SeqCst);
             let (mut hold, mut failing, mut answers) = (false, false, Vec::new());
@@ -306,14 +319,9 @@ async fn serve_moving_srv(script: Moving) -> SocketAddr {
                     let _ = script.held_tx.send(());
                     released.await;
                 }
-                let (id, op) = (query.metadata.id, query.metadata.op_code);
                 let code = if failing { ResponseCode::ServFail } else { ResponseCode::NoError };
-                let mut response = Message::error_msg(id, op, code);
-                response.metadata.recursion_desired = query.metadata.recursion_desired;
-                response.metadata.recursion_available = true;
-                response.add_query(q);
-                response.add_answers(answers);
-                let _ = socket.send_to(&response.to_vec().unwrap(), from).await;
+                let response = reply(&query, q, code, answers, Vec::new());
+                let _ = socket.send_to(&response, from).await;
             });
         }
     });
