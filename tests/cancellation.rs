@@ -643,13 +643,7 @@ async fn cancels_alone_never_count_as_failures() {
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_retry_that_never_sent_spends_no_budget() {
     let script = Script::default();
-    let lb = budgeted(
-        &script,
-        Duration::from_secs(1),
-        1,
-        Duration::from_millis(100),
-    )
-    .await;
+    let lb = budget_of_one(&script).await;
 
     // Control: a retry that was sent spends the one token, so the next
     // request's retry is refused (the caller gets the 503).
@@ -1030,13 +1024,7 @@ fn concurrent_cancels_give_back_each_unsent_token_once() {
 #[tokio::test(start_paused = true)]
 async fn a_retry_sent_then_cancelled_keeps_its_token_spent() {
     let script = Script::default();
-    let lb = budgeted(
-        &script,
-        Duration::from_secs(1),
-        1,
-        Duration::from_millis(100),
-    )
-    .await;
+    let lb = budget_of_one(&script).await;
     script.push(1, [Act::Status(503), Act::Hang]);
     let mut fut = Box::pin(lb.request(get()));
     assert!(poll_once(&mut fut).is_pending());
@@ -1048,6 +1036,18 @@ async fn a_retry_sent_then_cancelled_keeps_its_token_spent() {
     assert_eq!(lb.request(get()).await.unwrap().status(), 503);
     assert_eq!(script.seen(), [1], "the next request's retry refused");
     untouched(&endpoint(&lb, 1), 3);
+}
+
+/// [`budgeted`] with a budget of one retry (1 a second over 1 s) and a
+/// 100 ms backoff.
+async fn budget_of_one(script: &Script) -> LoadBalancer<Script> {
+    budgeted(
+        script,
+        Duration::from_secs(1),
+        1,
+        Duration::from_millis(100),
+    )
+    .await
 }
 
 /// A balancer on one instance (port 1) of `script` whose policy retries a

@@ -31,62 +31,77 @@ const SVC: &str = "echo";
 
 type Http = Client<HttpConnector, Empty<Bytes>>;
 
+/// Binds 127.0.0.1 and serves each accepted connection with `conn`, on a
+/// task of its own; the address.
+async fn listen<F, Fut>(conn: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            if let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(conn(stream));
+            }
+        }
+    });
+    addr
+}
+
+/// Echoes what the upgraded connection reads until the client closes it.
+fn echo_upgraded(on: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        let Ok(upgraded) = on.await else { return };
+        let mut io = TokioIo::new(upgraded);
+        let mut buf = [0u8; 1024];
+        while let Ok(n @ 1..) = io.read(&mut buf).await {
+            if io.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
 /// A hyper server (with upgrades) named `name`: a WebSocket handshake is
 /// answered 101 and a `CONNECT` 200, and the upgraded connection echoes
 /// what it reads until the client closes it; anything else is a 200.
 /// Every response carries `x-server: name`.
 async fn server(name: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+    listen(move |stream| async move {
+        let svc = service_fn(move |mut req: Request<hyper::body::Incoming>| async move {
+            let websocket = req
+                .headers()
+                .get(header::UPGRADE)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+            let connect = req.method() == Method::CONNECT;
+            // `/body` answers with content (its attempt lasts until
+            // the response is dropped); the rest without.
+            let content = if req.uri().path() == "/body" {
+                Bytes::from_static(b"content")
+            } else {
+                Bytes::new()
             };
-            tokio::spawn(async move {
-                let svc = service_fn(move |mut req: Request<hyper::body::Incoming>| async move {
-                    let websocket = req
-                        .headers()
-                        .get(header::UPGRADE)
-                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
-                    let connect = req.method() == Method::CONNECT;
-                    // `/body` answers with content (its attempt lasts until
-                    // the response is dropped); the rest without.
-                    let content = if req.uri().path() == "/body" {
-                        Bytes::from_static(b"content")
-                    } else {
-                        Bytes::new()
-                    };
-                    let mut response = Response::new(Full::new(content));
-                    response
-                        .headers_mut()
-                        .insert("x-server", header::HeaderValue::from_static(name));
-                    if websocket || connect {
-                        let on = hyper::upgrade::on(&mut req);
-                        tokio::spawn(async move {
-                            let Ok(upgraded) = on.await else { return };
-                            let mut io = TokioIo::new(upgraded);
-                            let mut buf = [0u8; 1024];
-                            while let Ok(n @ 1..) = io.read(&mut buf).await {
-                                if io.write_all(&buf[..n]).await.is_err() {
-                                    return;
-                                }
-                            }
-                        });
-                    }
-                    if websocket {
-                        switching_protocols(&mut response);
-                    }
-                    Ok::<_, Infallible>(response)
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .with_upgrades()
-                    .await;
-            });
-        }
-    });
-    addr
+            let mut response = Response::new(Full::new(content));
+            response
+                .headers_mut()
+                .insert("x-server", header::HeaderValue::from_static(name));
+            if websocket || connect {
+                let on = hyper::upgrade::on(&mut req);
+                echo_upgraded(on);
+            }
+            if websocket {
+                switching_protocols(&mut response);
+            }
+            Ok::<_, Infallible>(response)
+        });
+        let _ = http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades()
+            .await;
+    })
+    .await
 }
 
 /// A balancer over `addrs` with hyper-util's client, no retries, no
@@ -309,64 +324,37 @@ async fn a_dropped_upgrade_response_leaves_the_count() {
 /// A hyper server over h2c with extended CONNECT (RFC 8441): a `CONNECT`
 /// is answered 200 and its stream echoes what it reads.
 async fn h2_server() -> SocketAddr {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let svc = service_fn(move |mut req: Request<hyper::body::Incoming>| async move {
-                    let on = hyper::upgrade::on(&mut req);
-                    tokio::spawn(async move {
-                        let Ok(upgraded) = on.await else { return };
-                        let mut io = TokioIo::new(upgraded);
-                        let mut buf = [0u8; 1024];
-                        while let Ok(n @ 1..) = io.read(&mut buf).await {
-                            if io.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    });
-                    Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .enable_connect_protocol()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+    listen(|stream| async move {
+        let svc = service_fn(move |mut req: Request<hyper::body::Incoming>| async move {
+            let on = hyper::upgrade::on(&mut req);
+            echo_upgraded(on);
+            Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+        });
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .enable_connect_protocol()
+            .serve_connection(TokioIo::new(stream), svc)
+            .await;
+    })
+    .await
 }
 
 /// A server that answers a WebSocket handshake 101 and closes the
 /// upgraded connection at once.
 async fn closing_server() -> SocketAddr {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let svc = service_fn(move |mut req: Request<hyper::body::Incoming>| async move {
-                    let on = hyper::upgrade::on(&mut req);
-                    tokio::spawn(async move { drop(on.await) });
-                    let mut response = Response::new(Empty::<Bytes>::new());
-                    switching_protocols(&mut response);
-                    Ok::<_, Infallible>(response)
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .with_upgrades()
-                    .await;
-            });
-        }
-    });
-    addr
+    listen(|stream| async move {
+        let svc = service_fn(move |mut req: Request<hyper::body::Incoming>| async move {
+            let on = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move { drop(on.await) });
+            let mut response = Response::new(Empty::<Bytes>::new());
+            switching_protocols(&mut response);
+            Ok::<_, Infallible>(response)
+        });
+        let _ = http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades()
+            .await;
+    })
+    .await
 }
 
 /// The hold is counted once whatever the caller does with the response:
