@@ -72,7 +72,14 @@ pub(crate) struct HealthView {
     /// holding the list a refresh replaced may have taken the refresh's
     /// invalidation with a recount of the old list).
     counted_version: AtomicU64,
+    /// The number of the last recount, unique across every view (see
+    /// [`HealthView::epoch`]).
+    epoch: AtomicU64,
 }
+
+/// The next recount's epoch: one counter for every view, so no two
+/// recounts of any services share a number.
+static NEXT_EPOCH: AtomicU64 = AtomicU64::new(1);
 
 impl HealthView {
     pub(crate) fn new(panic_threshold_percent: u32) -> Self {
@@ -84,6 +91,7 @@ impl HealthView {
             recount_at_ms: AtomicU64::new(0),
             recounting: AtomicBool::new(false),
             counted_version: AtomicU64::new(0),
+            epoch: AtomicU64::new(NEXT_EPOCH.fetch_add(1, Ordering::Relaxed)),
         }
     }
 
@@ -115,6 +123,17 @@ impl HealthView {
             self.recounting.store(false, Ordering::Release);
         }
         self.unhealthy.load(Ordering::Relaxed) > 0 && !self.panic.load(Ordering::Relaxed)
+    }
+
+    /// The number of the last recount: the same number means the same
+    /// health, so a picker may keep the unhealthy instances it walked for
+    /// as long as the epoch lasts (round robin under the health filter
+    /// then costs O(log u) per pick instead of two walks of the list). A
+    /// change of health invalidates the view, and the pick that recounts
+    /// starts a new epoch before it picks.
+    #[inline]
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     /// Whether the service is in panic mode (as of the last recount).
@@ -152,6 +171,10 @@ impl HealthView {
         let panic = n > 0 && healthy * 100 < self.panic_threshold_percent as usize * n;
         self.unhealthy.store(unhealthy, Ordering::Relaxed);
         self.panic.store(panic, Ordering::Relaxed);
+        self.epoch.store(
+            NEXT_EPOCH.fetch_add(1, Ordering::Relaxed),
+            Ordering::Release,
+        );
         let at = next.map_or(NO_CHANGE, |t| self.ms(t).clamp(1, RECOUNTING - 1));
         // An invalidation that came during the walk keeps its 0.
         let _ = self.recount_at_ms.compare_exchange(

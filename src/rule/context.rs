@@ -107,6 +107,9 @@ pub struct PickContext<'a> {
     /// rule (0: none): a rotating rule steps the lane this key chooses
     /// (see `Cursor`). Nested wrappers mix their keys.
     lane: u64,
+    /// The balancer's health epoch for this pick (0: none), naming the
+    /// recount the health filter comes from (see `HealthView::epoch`).
+    health_epoch: u64,
 }
 
 impl Default for PickContext<'_> {
@@ -131,6 +134,7 @@ impl<'a> PickContext<'a> {
             tiers: None,
             headers: None,
             lane: 0,
+            health_epoch: 0,
         }
     }
 
@@ -180,6 +184,22 @@ impl<'a> PickContext<'a> {
     pub fn with_health_filter(mut self) -> Self {
         self.health_filter = true;
         self
+    }
+
+    /// The health filter of the balancer's recount `epoch` (a number no
+    /// other recount of any service has): pickers may keep the unhealthy
+    /// instances they find for the rest of that epoch instead of walking
+    /// the list on every pick (see `walk::UnhealthyMemo`).
+    pub(crate) fn with_health_epoch(mut self, epoch: u64) -> Self {
+        self.health_filter = true;
+        self.health_epoch = epoch;
+        self
+    }
+
+    /// The health epoch of [`PickContext::with_health_epoch`] (0: none).
+    #[inline]
+    pub(crate) fn health_epoch(&self) -> u64 {
+        self.health_epoch
     }
 
     /// Gives the pick the request's headers, for rules that route by a
@@ -297,6 +317,7 @@ impl<'a> PickContext<'a> {
             tiers: Some(link),
             headers: self.headers,
             lane: self.lane,
+            health_epoch: self.health_epoch,
         }
     }
 

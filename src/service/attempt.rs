@@ -365,7 +365,7 @@ fn pick(
         ctx = ctx.with_hash_key(key);
     }
     if state.health().filter(picker.snapshot(), ctx.now()) {
-        ctx = ctx.with_health_filter();
+        ctx = ctx.with_health_epoch(state.health().epoch());
     }
     if !tried.is_empty() {
         if let Some(e) = picker.pick(&ctx.with_excluded(tried)) {
