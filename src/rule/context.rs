@@ -26,6 +26,15 @@ pub(crate) type Member<'m> = &'m dyn Fn(usize, &Endpoint) -> bool;
 /// Where a tier's members can be: ascending indices into the snapshot's
 /// endpoints, a superset of the tier's members (for example one zone's
 /// endpoints). `None`: anywhere in the list.
+///
+/// A picker may keep data per domain for the picks to come (weighted round
+/// robin keeps the prefix sums of weights of a domain of more than 8
+/// positions), knowing a domain by its slice's address, length and first,
+/// middle and last entries. A wrapper should therefore hand the same slice
+/// for the same domain while its picker lives, as the built-in wrappers
+/// do (theirs belong to their picker), rather than a slice built per pick:
+/// another domain at the same address with the same length and those
+/// entries would be picked with the first one's weights.
 pub type Domain<'a> = Option<&'a [u32]>;
 
 /// The tiers one wrapping picker adds, in order of preference, chained to

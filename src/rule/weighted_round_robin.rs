@@ -29,12 +29,17 @@
 //! one instance (a sticky or same-instance preference) is its instance in
 //! O(1), and a tier with a [`Domain`](super::Domain) of several positions
 //! (a hint group, a subset, a zone) is a weighted rotation over that
-//! domain's members, O(|domain|) per pick: over their total weight in
-//! picks each gets exactly its weight, its turns spread by a stride
-//! coprime to the total rather than NGINX's interleaving (see
-//! `weighted_in`). The walk over the whole list's cycle cost 30 001
-//! membership tests per sticky pick at 10 000 instances, and 9 908 per
-//! pick for a hint group of two.
+//! domain: over its total weight in picks each member gets exactly its
+//! weight, its turns spread by a stride coprime to the total rather than
+//! NGINX's interleaving (see `weighted_in`). For a domain of more than 8
+//! positions the picker keeps its prefix sums of weights (per domain, up
+//! to 64 domains), so a pick whose candidate is a member is a binary
+//! search, O(log |domain|), and a filtered member's turn is handed on by
+//! weight in two walks of the domain (see `domain`); a smaller domain is
+//! walked twice per pick. Walking the domain on every pick cost 1.5 ms
+//! per pick for a preferred zone of 33 000 instances; walking the whole
+//! list's cycle cost 30 001 membership tests per sticky pick at 10 000
+//! instances, and 9 908 per pick for a hint group of two.
 //!
 //! Build cost: after step `t` the current weight of instance `i` is
 //! `(t + 1)·w(i) − T·c(i)` (`T` the total, `c(i)` its picks so far), so
@@ -53,6 +58,8 @@
 //! when nothing is eligible.
 //!
 //! [`Instance::weight`]: crate::instance::Instance::weight
+
+mod domain;
 
 use super::cursor::Cursor;
 use std::fmt;
@@ -253,6 +260,7 @@ impl Rule for WeightedRoundRobin {
             weights: weights.into(),
             sequence: sequence.into(),
             counts_at: counts_at.into(),
+            domains: domain::DomainSums::default(),
         })
     }
 
@@ -275,6 +283,8 @@ struct WeightedRoundRobinPicker {
     /// About `T + n` counts; they count the filtered entries before a
     /// position in O(n) for the hand-off.
     counts_at: Box<[u32]>,
+    /// The prefix sums of the large domains picks brought (see `domain`).
+    domains: domain::DomainSums,
 }
 
 /// Per instance, its entries of `sequence` before each position that is a
@@ -325,8 +335,16 @@ impl Picker for WeightedRoundRobinPicker {
                 // A tier of one position (a sticky or same-instance
                 // preference): its member whatever the weights, in O(1).
                 Some(&[i]) => return is_member(i as usize).then(|| &endpoints[i as usize]),
-                // A tier of several positions (a hint group, a subset, a
-                // zone): a weighted rotation over them, O(|domain|).
+                // A tier of many positions (a zone, a subset, a hint
+                // group): its candidate by binary search over its prefix
+                // sums, kept per domain (see `domain`).
+                Some(d) if d.len() > domain::WALKED => {
+                    return self
+                        .domains
+                        .pick(endpoints, &self.weights, &is_member, d, k as u64)
+                        .or_else(|| step_in(endpoints, member, domain, k));
+                }
+                // A tier of a few positions: walked, O(|domain|).
                 Some(d) => {
                     return weighted_in(
                         endpoints,
