@@ -33,7 +33,8 @@
 //! Requests without a hash key go by round robin (a cursor the rule shares
 //! with its pickers, with the lanes of `rule::cursor`, so picks a preference
 //! wrapper confines to a sticky instance or a hint group do not split the
-//! rotation of the others). If the key's instance is excluded (or outside the
+//! rotation of the others; under the balancer's health filter, in O(log u)
+//! as [`RoundRobin`](super::RoundRobin)). If the key's instance is excluded (or outside the
 //! wrapper's tier), the key probes further slots with a stride of its own
 //! (double hashing: slot `first + j·stride mod M`, at most `M` of them)
 //! until one holds an eligible instance, so an excluded instance's keys
@@ -83,7 +84,7 @@ use std::sync::Arc;
 
 use super::context::{Domain, Member};
 use super::cursor::Cursor;
-use super::walk::{rotate, step_in};
+use super::walk::{UnhealthyMemo, rotate, step_in};
 use super::{PickContext, Picker, Rule};
 use crate::hash::{fnv1a64, mix64};
 use crate::instance::{Endpoint, Instance};
@@ -223,6 +224,7 @@ impl Rule for ConsistentHash {
             hashes,
             snapshot: Arc::clone(snapshot),
             cursor: Arc::clone(&self.cursor),
+            unhealthy: UnhealthyMemo::default(),
         })
     }
 
@@ -239,6 +241,8 @@ struct ConsistentHashPicker {
     slots: Box<[u32]>,
     /// The identity hash of each endpoint, by index.
     hashes: Box<[u64]>,
+    /// The unhealthy positions of the keyless round robin's health epoch.
+    unhealthy: UnhealthyMemo,
 }
 
 impl fmt::Debug for ConsistentHashPicker {
@@ -319,7 +323,10 @@ impl Picker for ConsistentHashPicker {
         let m = self.slots.len();
         let Some(key) = ctx.hash_key().filter(|_| m > 0) else {
             let k = self.cursor.step(ctx, endpoints);
-            return rotate(endpoints, ctx, k);
+            if ctx.has_tiers() {
+                return rotate(endpoints, ctx, k);
+            }
+            return self.unhealthy.nth_eligible(endpoints, ctx, k);
         };
         let first = (mix64(key) % m as u64) as usize;
         if ctx.all_eligible() && !ctx.has_tiers() {

@@ -334,6 +334,33 @@ mod tests {
         assert!(counts.iter().all(|&c| c == 0 || c == 20), "{counts:?}");
     }
 
+    /// Consistent hashing's keyless picks (round robin) under a health
+    /// epoch walk the list once per epoch too (two walks per pick
+    /// before: 330 µs per pick over 10 000 instances).
+    #[tokio::test(start_paused = true)]
+    async fn keyless_consistent_hash_under_a_health_epoch_walks_once() {
+        use crate::rule::{ConsistentHash, Rule};
+        let s = crate::rule::test_support::snapshot(40);
+        let now = tokio::time::Instant::now();
+        let times = crate::stats::EjectionTimes {
+            base: std::time::Duration::from_secs(30),
+            max: std::time::Duration::from_secs(300),
+            interval: std::time::Duration::from_secs(10),
+        };
+        s.endpoints()[9].stats().eject(now, times).unwrap();
+        let ch = ConsistentHash::new().build(&s);
+        let ctx = PickContext::at(now).with_health_epoch(3);
+        WALKS.with(|w| w.set(0));
+        let mut counts = [0usize; 40];
+        for _ in 0..39 * 10 {
+            counts[usize::from(ch.pick(&ctx).unwrap().instance().port() - 1000)] += 1;
+        }
+        assert_eq!(WALKS.with(|w| w.get()), 1);
+        for (i, &c) in counts.iter().enumerate() {
+            assert_eq!(c, if i == 9 { 0 } else { 10 }, "{counts:?}");
+        }
+    }
+
     /// Random under the health filter or a retry's exclusions draws until
     /// one is eligible instead of walking the list twice per pick, and
     /// stays uniform over the eligible ones.
