@@ -25,10 +25,12 @@
 //! draw is over the eligible instances' (the tier's) weights only: first
 //! up to 8 draws over the whole list until one is eligible (rejection
 //! sampling: the same distribution, O(log n) each; for a tier with a
-//! domain, only when the domain holds at least a quarter of the list),
-//! then, if all missed, one walk of the members (O(n), or O(domain)). The
-//! walk alone took 5 ms per pick over 100 000 instances with the health
-//! filter on. The picker falls back to round robin over the eligible
+//! domain of more than 8 positions, draws over the domain from its prefix
+//! sums of weights, which the picker keeps per domain until the weights
+//! are recomputed, see `domain`), then, if all missed, one walk of the
+//! members (O(n), or O(domain)). The walk alone took 5 ms per pick over
+//! 100 000 instances with the health filter on, and 18 µs for a hint group
+//! of 1 000. The picker falls back to round robin over the eligible
 //! instances while their weights total less than 0.001 ms (no stats yet,
 //! or a single instance).
 
@@ -176,6 +178,7 @@ impl Rule for WeightedResponseTime {
             shared: Arc::clone(&self.shared),
             interval: self.interval,
             cumulative,
+            domains: domain::DomainSums::default(),
         };
         picker.fill();
         let now = self.shared.ms_since_epoch(Instant::now());
@@ -198,6 +201,8 @@ struct WeightedResponseTimePicker {
     interval: Duration,
     /// `cumulative[i] = W(0) + … + W(i)` in ms, as `f64` bits.
     cumulative: Box<[AtomicU64]>,
+    /// The prefix sums of the large domains picks brought (see `domain`).
+    domains: domain::DomainSums,
 }
 
 impl fmt::Debug for WeightedResponseTimePicker {
@@ -211,6 +216,13 @@ impl fmt::Debug for WeightedResponseTimePicker {
 impl WeightedResponseTimePicker {
     /// Recomputes the weights in place from the current stats.
     fn fill(&self) {
+        // Odd while rewriting: domain sums read meanwhile are not kept.
+        self.domains.generation.fetch_add(1, Ordering::AcqRel);
+        self.fill_weights();
+        self.domains.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn fill_weights(&self) {
         let endpoints = self.snapshot.endpoints();
         let total: f64 = endpoints.iter().map(mean_ms).sum();
         let mut acc = 0.0;
@@ -218,6 +230,15 @@ impl WeightedResponseTimePicker {
             acc += (total - mean_ms(e)).max(0.0);
             c.store(acc.to_bits(), Ordering::Relaxed);
         }
+    }
+
+    /// Endpoint `i`'s weight: its step of the cumulative sums.
+    fn weight(&self, i: usize) -> f64 {
+        if i >= self.cumulative.len() {
+            return 0.0;
+        }
+        let before = i.checked_sub(1).map_or(0.0, |p| self.cum(p));
+        (self.cum(i) - before).max(0.0)
     }
 
     fn cum(&self, i: usize) -> f64 {
@@ -266,10 +287,13 @@ impl WeightedResponseTimePicker {
         if !usable(self.cum_total()) {
             return step_in(endpoints, member, domain, k());
         }
-        if domain.is_none_or(|d| d.len().saturating_mul(4) >= endpoints.len()) {
-            if let Some(e) = self.draw_rejecting(endpoints, member) {
-                return Some(e);
-            }
+        let drawn = match domain {
+            Some(d) if d.len() > domain::WALKED => self.domains.draw(self, endpoints, member, d),
+            Some(_) => None,
+            None => self.draw_rejecting(endpoints, member),
+        };
+        if drawn.is_some() {
+            return drawn;
         }
         match domain {
             Some(d) => self.draw_in(endpoints, member, d.iter().map(|&i| i as usize)),
@@ -317,11 +341,7 @@ impl WeightedResponseTimePicker {
     ) -> Option<Option<&'s Endpoint>> {
         super::walk::count_walk();
         let n = self.cumulative.len();
-        // Endpoint i's weight: its step of the cumulative sums.
-        let weight = |i: usize| {
-            let before = i.checked_sub(1).map_or(0.0, |p| self.cum(p));
-            (self.cum(i) - before).max(0.0)
-        };
+        let weight = |i: usize| self.weight(i);
         let members = at
             .filter(|&i| i < n)
             .filter_map(|i| Some((i, endpoints.get(i)?)))
@@ -381,6 +401,8 @@ impl Picker for WeightedResponseTimePicker {
         &self.snapshot
     }
 }
+
+mod domain;
 
 #[cfg(test)]
 mod tests;

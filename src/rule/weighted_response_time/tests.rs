@@ -50,6 +50,66 @@ async fn a_small_tier_walks_its_domain_only() {
     );
 }
 
+/// A tier with a large domain (a hint group of 1 000 among 3 000) draws
+/// by binary search over the domain's kept prefix sums until a member
+/// comes (two walks of the domain per pick before: 2 000 membership
+/// tests, 18 µs), with the shares of the walk; a recomputation of the
+/// weights sums the domain again.
+#[tokio::test(start_paused = true)]
+async fn a_large_domain_draws_from_kept_sums() {
+    use crate::rule::walk::WALKS;
+    let eps = endpoints(3_000);
+    for (i, e) in eps.iter().enumerate() {
+        feed(e, if i % 6 == 1 { 10 } else { 40 }, 5);
+    }
+    tokio::time::advance(Duration::from_millis(100)).await;
+    let s = Arc::new(Snapshot::new("s", eps, 1));
+    let rule = WeightedResponseTime::with_seed(11);
+    let p = rule.build(&s);
+    let domain: Vec<u32> = (0..3_000u32).filter(|i| i % 3 == 1).collect();
+    let calls = std::cell::Cell::new(0usize);
+    // One domain member in ten is not in the tier (filtered).
+    let member = |i: usize, _: &Endpoint| {
+        calls.set(calls.get() + 1);
+        i % 3 == 1 && i % 10 != 1
+    };
+    let any = |_: usize, _: &Endpoint| true;
+    let tiers: [crate::rule::Tier<'_>; 2] = [&member, &any];
+    let domains = [Some(&domain[..]), None];
+    let mut link = None;
+    let base = PickContext::new();
+    let ctx = base.with_tiers_in(&mut link, &tiers, &domains);
+    let (mut fast, mut slow, mut out) = (0u64, 0u64, 0u64);
+    WALKS.with(|w| w.set(0));
+    let mut most = 0;
+    for _ in 0..60_000 {
+        calls.set(0);
+        let i = index(p.pick(&ctx).unwrap());
+        most = most.max(calls.get());
+        match (i % 3 == 1 && i % 10 != 1, i % 6 == 1) {
+            (false, _) => out += 1,
+            (true, true) => fast += 1,
+            (true, false) => slow += 1,
+        }
+    }
+    assert_eq!(WALKS.with(|w| w.get()), 0);
+    assert!(most <= 8, "{most}");
+    assert_eq!(out, 0);
+    // Means: 500 instances at 10 ms, 2 500 at 40 ms: total 105 000 ms,
+    // weights 104 990 and 104 960; the tier holds 400 fast ones (i ≡ 1
+    // mod 6, not ≡ 1 mod 10) and 500 slow ones (i ≡ 4 mod 6).
+    let want = 400.0 * 104_990.0 / (400.0 * 104_990.0 + 500.0 * 104_960.0);
+    let got = fast as f64 / (fast + slow) as f64;
+    assert!((got - want).abs() < 0.01, "{got} vs {want}");
+    // A recomputation sums the domain again, once.
+    rule.recompute();
+    WALKS.with(|w| w.set(0));
+    for _ in 0..1_000 {
+        p.pick(&ctx).unwrap();
+    }
+    assert_eq!(WALKS.with(|w| w.get()), 0);
+}
+
 /// Under the health filter or a retry's exclusions, a pick draws over
 /// the whole list until one is eligible instead of walking the members
 /// (two walks per pick before: 5 ms per pick over 100 000 instances),
