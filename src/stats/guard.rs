@@ -102,13 +102,20 @@ impl EndpointStats {
         // sample: see `EndpointStats::has_latency_sample`, by which P2C
         // prices such a peak at no less than its default RTT); the peak and
         // the mean (which weighted response time reads as 0 when empty)
-        // take the bound.
+        // take the bound. Each is compared as it is read: the peak decayed
+        // to `now`, the EWMA and the mean as stored (compared decayed, a
+        // bound below them passed and pulled them down).
         for (average, tau, peak, from_empty) in [
             (&self.ewma_us, tau, false, false),
             (&self.peak_ewma_us, tau, true, true),
             (&self.mean_us, mean_tau, false, true),
         ] {
-            let raise = match average.get_decayed(now_ms, tau) {
+            let read = if peak {
+                average.get_decayed(now_ms, tau)
+            } else {
+                average.get()
+            };
+            let raise = match read {
                 Some(v) => us > v,
                 None => from_empty,
             };

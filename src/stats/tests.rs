@@ -283,3 +283,31 @@ async fn failures_while_the_breaker_is_open_are_no_new_trips() {
         BreakerTransition::Tripped
     );
 }
+
+/// A cancelled wait below the EWMA and the mean leaves them as they are
+/// after idle time too: they are read as stored, not decayed, so the bound
+/// is compared with that. Compared with their values decayed toward zero,
+/// a 50 ms wait 30 s after a 100 ms response passed as a raise and pulled
+/// the EWMA to 52.5 ms and the mean to 68.4 ms.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_wait_below_the_averages_leaves_them_after_idle_time() {
+    let s = EndpointStats::new();
+    let t0 = Instant::now();
+    s.start_at(t0)
+        .finish_at(Outcome::Success, t0 + Duration::from_millis(100));
+    let t1 = t0 + Duration::from_secs(30);
+    let short = s.start_detached(t1);
+    s.cancel_unanswered(short, t1 + Duration::from_millis(50));
+    assert_eq!(s.ewma(), Some(Duration::from_millis(100)));
+    assert_eq!(s.mean_response_time(), Some(Duration::from_millis(100)));
+    // A wait above them still raises both, from 100 ms at 0.1 s: 400 ms
+    // at 60.4 s weighs 1 - exp(-60.3 / 10) in the EWMA (399.278 ms) and
+    // 1 - exp(-60.3 / 30) in the mean (359.803 ms).
+    let t2 = t1 + Duration::from_secs(30);
+    let long = s.start_detached(t2);
+    s.cancel_unanswered(long, t2 + Duration::from_millis(400));
+    let (ewma, mean) = (s.ewma().unwrap(), s.mean_response_time().unwrap());
+    assert!(ewma.as_micros().abs_diff(399_278) <= 5, "{ewma:?}");
+    assert!(mean.as_micros().abs_diff(359_803) <= 5, "{mean:?}");
+    assert_eq!((s.in_flight(), s.requests(), s.failures()), (0, 3, 0));
+}
