@@ -60,3 +60,112 @@ async fn a_post_hyper_never_sent_goes_to_the_next_instance() {
     // failure, Ribbon's threshold of 3).
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
 }
+
+/// A TCP stream whose replies are lost: once a request was written, a read
+/// that brings bytes fails with `HostUnreachable`, as Linux reports an
+/// established connection whose peer became unreachable (the ICMP error
+/// kept as the socket's soft error, returned when the retransmissions give
+/// up).
+struct LostReplies {
+    stream: tokio::net::TcpStream,
+    wrote: bool,
+}
+
+impl tokio::io::AsyncRead for LostReplies {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let wrote = self.wrote;
+        let polled = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf);
+        match polled {
+            std::task::Poll::Ready(Ok(())) if wrote && buf.filled().len() > before => {
+                std::task::Poll::Ready(Err(std::io::ErrorKind::HostUnreachable.into()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for LostReplies {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.stream).poll_write(cx, data);
+        if matches!(polled, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.wrote = true;
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+impl hyper_util::client::legacy::connect::Connection for LostReplies {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        hyper_util::client::legacy::connect::Connected::new()
+    }
+}
+
+/// A POST whose reply is lost on an established connection with
+/// `HostUnreachable` (the server answered it) is not retried: that error
+/// kind names a connect failure only while connecting. Before, any
+/// `HostUnreachable` in the error's chain was a connect failure, so the
+/// POST went to the second instance too: both servers handled it (2);
+/// now 1, and the one attempt is an `OtherError`.
+#[tokio::test]
+async fn a_post_whose_reply_is_lost_as_unreachable_is_not_sent_again() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tower_ribbon::discovery::StaticSource;
+    use tower_ribbon::instance::Instance;
+    use tower_ribbon::rule::RoundRobin;
+
+    let (first, served_first) = ok_server(false).await;
+    let (second, served_second) = ok_server(false).await;
+    let connector = tower::service_fn(|uri: http::Uri| {
+        Box::pin(async move {
+            let authority = uri.authority().unwrap().as_str().to_owned();
+            let stream = tokio::net::TcpStream::connect(authority).await?;
+            Ok::<_, std::io::Error>(TokioIo::new(LostReplies {
+                stream,
+                wrote: false,
+            }))
+        })
+    });
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build::<_, http_body_util::Full<bytes::Bytes>>(connector);
+    let svc = never_reached::SVC;
+    let lb = tower_ribbon::LoadBalancer::builder()
+        .source(StaticSource::new().with_instances(
+            svc,
+            vec![
+                Instance::new(svc, "127.0.0.1", first).unwrap(),
+                Instance::new(svc, "127.0.0.1", second).unwrap(),
+            ],
+        ))
+        .service(svc)
+        .rule(|| RoundRobin::with_start(0))
+        .build(client)
+        .unwrap();
+    assert!(lb.ready_service(svc).await);
+    let err = lb.oneshot(post()).await.unwrap_err();
+    let outcomes: Vec<Outcome> = err.attempts().iter().map(|a| a.outcome).collect();
+    let served = served_first.load(Ordering::SeqCst) + served_second.load(Ordering::SeqCst);
+    assert_eq!((served, outcomes), (1, vec![Outcome::OtherError]), "{err}");
+}

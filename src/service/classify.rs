@@ -85,13 +85,22 @@ impl FailureStatuses {
 /// connect failure), an HTTP/2 stream the server did not process
 /// (refused with `REFUSED_STREAM`, or failed by its `GOAWAY`: a connect
 /// failure), reqwest's connect / timeout errors, `std::io::Error`
-/// kinds and tower's / tokio's `Elapsed` (a read timeout).
+/// kinds (refused or unreachable: a connect failure, unless hyper had the
+/// request on a connection) and tower's / tokio's `Elapsed` (a read
+/// timeout).
 pub fn classify_error(error: &BoxError) -> Outcome {
     #[cfg_attr(
         not(any(feature = "hyper-util", feature = "reqwest")),
         allow(unused_mut)
     )]
     let mut connecting = false;
+    // A hyper error in the chain: the request was on a connection
+    // (hyper-util's connect errors wrap the connector's, not hyper's).
+    #[cfg_attr(
+        not(any(feature = "hyper-util", feature = "reqwest")),
+        allow(unused_mut)
+    )]
+    let mut on_connection = false;
     let mut current: Option<&(dyn StdError + 'static)> = Some(error.as_ref());
     while let Some(e) = current {
         #[cfg(feature = "hyper-util")]
@@ -106,6 +115,7 @@ pub fn classify_error(error: &BoxError) -> Outcome {
             if h.is_user() && h.source().is_some() {
                 return Outcome::RequestError;
             }
+            on_connection = true;
         }
         #[cfg(any(feature = "tls", feature = "grpc"))]
         if let Some(h) = e.downcast_ref::<h2::Error>() {
@@ -161,7 +171,13 @@ pub fn classify_error(error: &BoxError) -> Outcome {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;
             match io.kind() {
-                ConnectionRefused | AddrNotAvailable | HostUnreachable | NetworkUnreachable => {
+                // On an established connection (the server may have the
+                // request) these are transport errors: Linux returns an
+                // ICMP unreachable as a connection's error once its
+                // retransmissions give up, after the request was sent.
+                ConnectionRefused | AddrNotAvailable | HostUnreachable | NetworkUnreachable
+                    if connecting || !on_connection =>
+                {
                     return Outcome::ConnectFailure;
                 }
                 TimedOut if connecting => return Outcome::ConnectTimeout,
