@@ -244,3 +244,112 @@ mod streaming_probe {
         );
     }
 }
+
+mod stream_ending_late {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use http_body::{Body, Frame};
+    use http_body_util::BodyExt;
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    /// A body that ends when its sender says so (a download, an SSE stream).
+    struct Gate(Option<oneshot::Receiver<()>>);
+
+    impl Body for Gate {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            match self.0.as_mut() {
+                Some(rx) => match Pin::new(rx).poll(cx) {
+                    Poll::Ready(_) => {
+                        self.0 = None;
+                        Poll::Ready(None)
+                    }
+                    Poll::Pending => Poll::Pending,
+                },
+                None => Poll::Ready(None),
+            }
+        }
+        fn is_end_stream(&self) -> bool {
+            self.0.is_none()
+        }
+    }
+
+    use std::future::Future;
+
+    /// A stream A answered (headers at 0 s) ends well after A's connects
+    /// began failing and tripped its breaker (at 1, 2 and 3 s): the breaker
+    /// stays open. The stream's response reset the breaker at its headers,
+    /// before those failures; its end is no newer response. Before, the
+    /// end of the stream recorded a response again, which closed the
+    /// breaker (`Recovered`) and zeroed its count: an instance draining its
+    /// streams while refusing connects (a graceful shutdown) was picked
+    /// again as each stream ended.
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_ending_after_failures_does_not_close_the_breaker() {
+        let (tx, rx) = oneshot::channel();
+        let gate = Arc::new(Mutex::new(Some(rx)));
+        let inner = tower::service_fn(move |req: Request<String>| {
+            let gate = Arc::clone(&gate);
+            async move {
+                if req.uri().port_u16() != Some(A) {
+                    return Ok(Response::new(Gate(None)));
+                }
+                match gate.lock().unwrap().take() {
+                    Some(rx) => Ok(Response::new(Gate(Some(rx)))),
+                    None => Err::<Response<Gate>, BoxError>(Box::new(std::io::Error::from(
+                        std::io::ErrorKind::ConnectionRefused,
+                    ))),
+                }
+            }
+        });
+        let lb = LoadBalancer::builder()
+            .source(
+                StaticSource::new()
+                    .with_list("svc", "127.0.0.1:1000")
+                    .unwrap(),
+            )
+            .service("svc")
+            .rule(|| RoundRobin::with_start(0))
+            .retry(RetryPolicy::none())
+            .read_timeout(None)
+            .outlier_detection(OutlierDetection::disabled())
+            .build(inner)
+            .unwrap();
+        assert!(lb.ready_service("svc").await);
+        let a = lb.snapshot("svc").unwrap().endpoints()[0].clone();
+        let get = || Request::get("http://svc/").body(String::new()).unwrap();
+        let stream = lb.clone().oneshot(get()).await.unwrap();
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert!(lb.clone().oneshot(get()).await.is_err());
+        }
+        let open = BreakerState::Open {
+            remaining: Duration::from_secs(10),
+        };
+        assert_eq!(a.stats().breaker_state(), open);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tx.send(()).unwrap();
+        stream.into_body().collect().await.unwrap();
+        assert_eq!(a.stats().in_flight(), 0);
+        assert_eq!(
+            (
+                a.stats().breaker_state(),
+                a.stats().successive_connection_failures()
+            ),
+            (
+                BreakerState::Open {
+                    remaining: Duration::from_secs(9)
+                },
+                3
+            )
+        );
+    }
+}

@@ -36,6 +36,9 @@ pub struct InFlightGuard<'a> {
 pub(crate) struct Detached {
     pub(super) started: Instant,
     pub(super) probe: bool,
+    /// Its response's headers arrived and reset the breaker then
+    /// ([`EndpointStats::record_response_detached`]).
+    pub(super) responded: bool,
 }
 
 impl Detached {
@@ -60,6 +63,7 @@ impl EndpointStats {
         Detached {
             started: now,
             probe,
+            responded: false,
         }
     }
 
@@ -131,7 +135,12 @@ impl EndpointStats {
     /// for its metrics too) and frees its
     /// half-open probe, but keeps it in flight: a failed response whose
     /// body still streams is load until
-    /// [`EndpointStats::cancel_detached`] ends it.
+    /// [`EndpointStats::cancel_detached`] ends it. An attempt whose
+    /// response was recorded at its headers
+    /// ([`EndpointStats::record_response_detached`]) does not reset the
+    /// breaker again: that response is older than any failure recorded
+    /// since (a stream ending after connects began failing closed the
+    /// breaker they tripped).
     pub(crate) fn record_detached(
         &self,
         attempt: &mut Detached,
@@ -139,7 +148,7 @@ impl EndpointStats {
         now: Instant,
         latency: Duration,
     ) -> BreakerTransition {
-        let transition = self.record(outcome, latency, now);
+        let transition = self.record(outcome, latency, now, attempt.responded);
         if std::mem::take(&mut attempt.probe) {
             self.breaker.release_probe();
         }
@@ -156,6 +165,7 @@ impl EndpointStats {
     /// has something to reset or the attempt is the probe. The attempt's
     /// result is recorded later, as before.
     pub(crate) fn record_response_detached(&self, attempt: &mut Detached) -> BreakerTransition {
+        attempt.responded = true;
         if !attempt.probe && !self.breaker.needs_reset() {
             return BreakerTransition::None;
         }
@@ -183,7 +193,7 @@ impl InFlightGuard<'_> {
     pub fn finish_at(mut self, outcome: Outcome, now: Instant) -> BreakerTransition {
         let latency = now.saturating_duration_since(self.started);
         self.done = true;
-        let transition = self.stats.record(outcome, latency, now);
+        let transition = self.stats.record(outcome, latency, now, false);
         if self.probe {
             self.stats.breaker.release_probe();
         }

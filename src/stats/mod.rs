@@ -419,12 +419,13 @@ impl EndpointStats {
         self.breaker.until_ms() != 0 && self.breaker.try_probe(self.ms_at(now))
     }
 
-    /// Records a finished attempt (called by [`InFlightGuard::finish`]).
+    /// Records a finished attempt (`responded`: its headers reset the breaker).
     pub(super) fn record(
         &self,
         outcome: Outcome,
         latency: Duration,
         now: Instant,
+        responded: bool,
     ) -> BreakerTransition {
         // The caller's fault, not the instance's: nothing to record.
         if outcome == Outcome::RequestError {
@@ -462,7 +463,8 @@ impl EndpointStats {
         let counted = !(server_error || gateway_error) || !self.ejection.is_ejected(now_ms);
         self.ejection
             .record(server_error && counted, gateway_error && counted, stale);
-        self.breaker.record(&self.config, outcome, now_ms, stale)
+        self.breaker
+            .record(&self.config, outcome, now_ms, stale || responded)
     }
 }
 
