@@ -157,7 +157,8 @@ impl Error {
     }
 
     pub(crate) fn no_service_in_uri(uri: &http::Uri) -> Self {
-        Self::new(Kind::NoServiceInUri, quote(&uri.to_string()))
+        // Without its userinfo: a password the caller put there.
+        Self::new(Kind::NoServiceInUri, quote(&redact(&uri.to_string())))
     }
 
     pub(crate) fn discovery(service: &str, source: Arc<DiscoveryError>) -> Self {

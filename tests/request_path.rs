@@ -716,6 +716,31 @@ mod on_demand {
         assert!(lb.services().is_empty(), "{:?}", lb.services());
     }
 
+    /// A URI without a host whose userinfo holds a password
+    /// (`http://me:S3cret@:8080/`) is refused without the password in the
+    /// error's text or `Debug`: it read `request URI
+    /// `http://me:S3cret@:8080/` has no host naming a service`; now
+    /// `http://***@:8080/`, as every URL the crate's errors quote.
+    #[tokio::test(start_paused = true)]
+    async fn a_uri_without_host_keeps_its_userinfo_out_of_the_error() {
+        let lb = LoadBalancer::builder()
+            .source(StaticSource::new())
+            .discover_on_demand(true)
+            .build(echo())
+            .unwrap();
+        let err = lb
+            .clone()
+            .oneshot(get("me:S3cret@:8080"))
+            .await
+            .unwrap_err();
+        assert!(err.is_no_service_in_uri(), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "request URI `http://***@:8080/` has no host naming a service"
+        );
+        assert!(!format!("{err:?}").contains("S3cret"), "{err:?}");
+    }
+
     /// A 20 MiB host name is refused at once with a short error and starts
     /// no discovery. Memory: the one request; time: paused.
     #[tokio::test(start_paused = true)]
