@@ -48,7 +48,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::discovery::{Snapshot, TaskGuard};
-use crate::error::quote;
+use crate::error::{quote, redact};
 use crate::instance::{Instance, InstanceKey};
 use crate::stats::{InvalidConfig, check};
 
@@ -215,7 +215,7 @@ impl ActiveHealthCheck {
                             warning,
                         };
                     }
-                    Err(why) => warnings.push(format!("healthCheckUrl \"{}\" ignored: {why}", quote(raw))),
+                    Err(why) => warnings.push(format!("healthCheckUrl \"{}\" ignored: {why}", quote(&redact(raw)))),
                 }
             }
         }

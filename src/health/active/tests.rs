@@ -150,3 +150,22 @@ async fn a_tls_handshake_that_never_answers_fails_the_probe_at_the_timeout() {
     assert_eq!(start.elapsed(), Duration::from_secs(3));
     server.abort();
 }
+
+/// A registry health URL that is ignored is named in the warning without
+/// its userinfo: `healthCheckUrl "http://admin:S3cret@10.0.0.6:8080/health"
+/// ignored: another host` put the password in the log line; now
+/// `http://***@10.0.0.6:8080/health`.
+#[test]
+fn an_ignored_health_url_is_logged_without_its_password() {
+    let c = ActiveHealthCheck::new("health");
+    for raw in [
+        "http://admin:S3cret@10.0.0.6:8080/health",
+        "ftp://admin:S3cret@10.0.0.5:8080/health",
+    ] {
+        let t = c.target_of(&instance().with_health_check_url(raw));
+        assert_eq!(t.url.unwrap(), "http://10.0.0.5:8080/health");
+        let warning = t.warning.unwrap();
+        assert!(!warning.contains("S3cret"), "{warning}");
+        assert!(warning.contains("***@10.0.0."), "{warning}");
+    }
+}
