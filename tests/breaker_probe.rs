@@ -284,24 +284,24 @@ mod stream_ending_late {
 
     use std::future::Future;
 
-    /// A stream A answered (headers at 0 s) ends well after A's connects
-    /// began failing and tripped its breaker (at 1, 2 and 3 s): the breaker
-    /// stays open. The stream's response reset the breaker at its headers,
-    /// before those failures; its end is no newer response. Before, the
-    /// end of the stream recorded a response again, which closed the
-    /// breaker (`Recovered`) and zeroed its count: an instance draining its
-    /// streams while refusing connects (a graceful shutdown) was picked
-    /// again as each stream ended.
-    #[tokio::test(start_paused = true)]
-    async fn a_stream_ending_after_failures_does_not_close_the_breaker() {
+    /// A's inner service: the first call is answered with a stream that
+    /// ends when `tx` is sent (headers at once), every later call is
+    /// refused; and a balancer over A alone (no retries, outlier ejection
+    /// on).
+    fn stream_then_refused(
+        outliers: OutlierDetection,
+    ) -> (
+        oneshot::Sender<()>,
+        LoadBalancer<
+            impl tower_ribbon::InnerService<String, Response = Response<Gate>, Error = BoxError>,
+        >,
+    ) {
         let (tx, rx) = oneshot::channel();
         let gate = Arc::new(Mutex::new(Some(rx)));
         let inner = tower::service_fn(move |req: Request<String>| {
             let gate = Arc::clone(&gate);
             async move {
-                if req.uri().port_u16() != Some(A) {
-                    return Ok(Response::new(Gate(None)));
-                }
+                assert_eq!(req.uri().port_u16(), Some(A));
                 match gate.lock().unwrap().take() {
                     Some(rx) => Ok(Response::new(Gate(Some(rx)))),
                     None => Err::<Response<Gate>, BoxError>(Box::new(std::io::Error::from(
@@ -320,9 +320,47 @@ mod stream_ending_late {
             .rule(|| RoundRobin::with_start(0))
             .retry(RetryPolicy::none())
             .read_timeout(None)
-            .outlier_detection(OutlierDetection::disabled())
+            .outlier_detection(outliers)
             .build(inner)
             .unwrap();
+        (tx, lb)
+    }
+
+    /// As below, for outlier ejection: the stream's end does not zero the
+    /// consecutive errors recorded after its headers, so two more refused
+    /// connects eject A (5 in a row). Before, the end of the stream reset
+    /// the count to 0 and A was not ejected.
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_ending_after_failures_does_not_reset_the_ejection_count() {
+        let (tx, lb) = stream_then_refused(OutlierDetection::default());
+        assert!(lb.ready_service("svc").await);
+        let a = lb.snapshot("svc").unwrap().endpoints()[0].clone();
+        let get = || Request::get("http://svc/").body(String::new()).unwrap();
+        let stream = lb.clone().oneshot(get()).await.unwrap();
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert!(lb.clone().oneshot(get()).await.is_err());
+        }
+        tx.send(()).unwrap();
+        stream.into_body().collect().await.unwrap();
+        assert_eq!(a.stats().consecutive_server_errors(), 3);
+        for _ in 0..2 {
+            assert!(lb.clone().oneshot(get()).await.is_err());
+        }
+        assert_eq!((a.stats().times_ejected(), a.stats().in_flight()), (1, 0));
+    }
+
+    /// A stream A answered (headers at 0 s) ends well after A's connects
+    /// began failing and tripped its breaker (at 1, 2 and 3 s): the breaker
+    /// stays open. The stream's response reset the breaker at its headers,
+    /// before those failures; its end is no newer response. Before, the
+    /// end of the stream recorded a response again, which closed the
+    /// breaker (`Recovered`) and zeroed its count: an instance draining its
+    /// streams while refusing connects (a graceful shutdown) was picked
+    /// again as each stream ended.
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_ending_after_failures_does_not_close_the_breaker() {
+        let (tx, lb) = stream_then_refused(OutlierDetection::disabled());
         assert!(lb.ready_service("svc").await);
         let a = lb.snapshot("svc").unwrap().endpoints()[0].clone();
         let get = || Request::get("http://svc/").body(String::new()).unwrap();

@@ -68,6 +68,17 @@ pub(crate) fn weight(now_ms: u64, at_ms: u64, tau_ms: f64) -> f64 {
     (-(now_ms.saturating_sub(at_ms) as f64) / tau_ms).exp()
 }
 
+/// `us` microseconds; beyond `Duration::MAX` saturates (it read as zero,
+/// the fastest latency), a NaN or negative value is zero.
+pub(crate) fn us_to_duration(us: f64) -> std::time::Duration {
+    use std::time::Duration;
+    Duration::try_from_secs_f64(us / 1e6).unwrap_or(if us > 0.0 {
+        Duration::MAX
+    } else {
+        Duration::ZERO
+    })
+}
+
 /// A decaying average packed in one `AtomicU64`, updated with a CAS loop.
 pub(crate) struct Decaying(AtomicU64);
 

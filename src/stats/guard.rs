@@ -39,6 +39,10 @@ pub(crate) struct Detached {
     /// Its response's headers arrived and reset the breaker then
     /// ([`EndpointStats::record_response_detached`]).
     pub(super) responded: bool,
+    /// The stats' failure count then (cut to 32 bits): a failure recorded
+    /// since makes the response older than it, so its result, recorded
+    /// when the body ends, resets no failure counter.
+    pub(super) failures_seen: u32,
 }
 
 impl Detached {
@@ -64,6 +68,7 @@ impl EndpointStats {
             started: now,
             probe,
             responded: false,
+            failures_seen: 0,
         }
     }
 
@@ -138,9 +143,9 @@ impl EndpointStats {
     /// [`EndpointStats::cancel_detached`] ends it. An attempt whose
     /// response was recorded at its headers
     /// ([`EndpointStats::record_response_detached`]) does not reset the
-    /// breaker again: that response is older than any failure recorded
-    /// since (a stream ending after connects began failing closed the
-    /// breaker they tripped).
+    /// breaker again, nor the outlier counters if a failure was recorded
+    /// since: that response is older than the failure (a stream ending
+    /// after connects began failing closed the breaker they tripped).
     pub(crate) fn record_detached(
         &self,
         attempt: &mut Detached,
@@ -148,7 +153,12 @@ impl EndpointStats {
         now: Instant,
         latency: Duration,
     ) -> BreakerTransition {
-        let transition = self.record(outcome, latency, now, attempt.responded);
+        let transition = self.record(
+            outcome,
+            latency,
+            now,
+            attempt.responded.then_some(attempt.failures_seen),
+        );
         if std::mem::take(&mut attempt.probe) {
             self.breaker.release_probe();
         }
@@ -166,6 +176,7 @@ impl EndpointStats {
     /// result is recorded later, as before.
     pub(crate) fn record_response_detached(&self, attempt: &mut Detached) -> BreakerTransition {
         attempt.responded = true;
+        attempt.failures_seen = self.failures() as u32;
         if !attempt.probe && !self.breaker.needs_reset() {
             return BreakerTransition::None;
         }
@@ -193,7 +204,7 @@ impl InFlightGuard<'_> {
     pub fn finish_at(mut self, outcome: Outcome, now: Instant) -> BreakerTransition {
         let latency = now.saturating_duration_since(self.started);
         self.done = true;
-        let transition = self.stats.record(outcome, latency, now, false);
+        let transition = self.stats.record(outcome, latency, now, None);
         if self.probe {
             self.stats.breaker.release_probe();
         }

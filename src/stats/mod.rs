@@ -69,7 +69,7 @@ use guard::StatsRef;
 pub use outcome::Outcome;
 
 use breaker::Breaker;
-use decaying::Decaying;
+use decaying::{Decaying, us_to_duration};
 use ejection::{ActiveChecks, Ejection};
 
 /// Live statistics of one endpoint identity. All methods are lock-free.
@@ -419,18 +419,21 @@ impl EndpointStats {
         self.breaker.until_ms() != 0 && self.breaker.try_probe(self.ms_at(now))
     }
 
-    /// Records a finished attempt (`responded`: its headers reset the breaker).
+    /// Records a finished attempt; `responded`: the failure count when its
+    /// headers reset the breaker (see [`guard::Detached`]).
     pub(super) fn record(
         &self,
         outcome: Outcome,
         latency: Duration,
         now: Instant,
-        responded: bool,
+        responded: Option<u32>,
     ) -> BreakerTransition {
         // The caller's fault, not the instance's: nothing to record.
         if outcome == Outcome::RequestError {
             return BreakerTransition::None;
         }
+        // Its response is older than a failure recorded since its headers.
+        let older = responded.is_some_and(|seen| self.failures() as u32 != seen);
         let now_ms = self.ms_at(now);
         // Most records fall in a millisecond already stored: no write then.
         if now_ms > self.latest_ms.load(Ordering::Acquire) {
@@ -461,21 +464,14 @@ impl EndpointStats {
         // start again when a host returns.
         let (server_error, gateway_error) = outcome.outlier_errors();
         let counted = !(server_error || gateway_error) || !self.ejection.is_ejected(now_ms);
-        self.ejection
-            .record(server_error && counted, gateway_error && counted, stale);
+        self.ejection.record(
+            server_error && counted,
+            gateway_error && counted,
+            stale || older,
+        );
         self.breaker
-            .record(&self.config, outcome, now_ms, stale || responded)
+            .record(&self.config, outcome, now_ms, stale || responded.is_some())
     }
-}
-
-/// `us` microseconds; beyond `Duration::MAX` saturates (it read as zero,
-/// the fastest latency), a NaN or negative value is zero.
-fn us_to_duration(us: f64) -> Duration {
-    Duration::try_from_secs_f64(us / 1e6).unwrap_or(if us > 0.0 {
-        Duration::MAX
-    } else {
-        Duration::ZERO
-    })
 }
 
 impl fmt::Debug for EndpointStats {
