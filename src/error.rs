@@ -56,7 +56,6 @@ pub use discovery::DiscoveryError;
 pub use input::{BuildError, InstanceError, InstanceErrorKind, InvalidSetting};
 use text::attempts_suffix;
 pub(crate) use text::quote;
-#[cfg(any(feature = "config", feature = "eureka"))]
 pub(crate) use text::redact;
 pub(crate) use timeout::TimedOut;
 pub use timeout::TimeoutKind;
