@@ -107,3 +107,101 @@ async fn a_reset_from_the_server_stays_the_instances_failure() {
     let outcomes: Vec<Outcome> = err.attempts().iter().map(|a| a.outcome).collect();
     assert_eq!(outcomes, [Outcome::OtherError], "{err:?}");
 }
+
+/// Sends one chunk, waits for `go`, then fails: the caller's half of a
+/// bidirectional stream breaking after the response headers arrived.
+struct LateBreak {
+    sent: bool,
+    go: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl http_body::Body for LateBreak {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        use std::future::Future;
+        if !self.sent {
+            self.sent = true;
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
+                b"part",
+            )))));
+        }
+        if let Some(go) = self.go.as_mut() {
+            if std::pin::Pin::new(go).poll(cx).is_pending() {
+                return std::task::Poll::Pending;
+            }
+            self.go = None;
+        }
+        std::task::Poll::Ready(Some(Err(std::io::Error::other(
+            "the caller's stream broke",
+        ))))
+    }
+}
+
+impl tower_ribbon::retry::TryCloneBody for LateBreak {
+    fn try_clone_body(&self) -> Option<Self> {
+        None
+    }
+}
+
+/// An h2c server echoing each request body as its response body (headers
+/// at once, then the data as it comes): a bidirectional stream.
+async fn h2c_echo_server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(req.into_body()))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+/// The caller's half of a bidirectional h2 stream breaking after the
+/// response headers came (hyper resets the stream with INTERNAL_ERROR, and
+/// the response body fails) is the caller's error too: the instance counts
+/// no failure and no 5xx, so five such streams do not eject a healthy
+/// instance (before: failures 1 and consecutive 5xx 1 per stream).
+#[tokio::test]
+async fn a_callers_stream_breaking_after_the_headers_is_not_its_instances_failure() {
+    let instances = vec![Instance::new(SVC, "127.0.0.1", h2c_echo_server().await).unwrap()];
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<LateBreak>();
+    let lb = LoadBalancer::builder()
+        .source(StaticSource::new().with_instances(SVC, instances))
+        .service(SVC)
+        .outlier_detection(OutlierDetection::default())
+        .build(client)
+        .unwrap();
+    assert!(lb.ready_service(SVC).await);
+    for i in 0..6 {
+        let (go, rx) = tokio::sync::oneshot::channel();
+        let req = Request::post("http://svc/chat")
+            .body(LateBreak {
+                sent: false,
+                go: Some(rx),
+            })
+            .unwrap();
+        let response = lb.clone().oneshot(req).await.expect("headers");
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        let first = body.frame().await.expect("a frame").expect("echoed");
+        assert_eq!(first.into_data().unwrap(), Bytes::from_static(b"part"));
+        go.send(()).unwrap();
+        let rest = body.collect().await;
+        assert!(rest.is_err(), "stream {i}: the reset fails the body");
+    }
+    expect_untouched(&lb.snapshot(SVC).unwrap());
+}

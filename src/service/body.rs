@@ -175,6 +175,15 @@ impl Completion {
         }
     }
 
+    /// The caller's request stream failed while the response was read:
+    /// the attempt ends as the caller's error (counted in no stats),
+    /// unless a failure is recorded already.
+    pub(super) fn request_failed(&mut self) {
+        if self.outcome.is_success() {
+            self.outcome = Outcome::RequestError;
+        }
+    }
+
     /// The response's trailers arrived: a gRPC status in them (a call
     /// that failed after response messages) classifies the attempt as a
     /// trailers-only response's would be (UNAVAILABLE a 503, ...), if the
@@ -371,7 +380,10 @@ impl<B> TrackedBody<B> {
     }
 }
 
-impl<B: Body> Body for TrackedBody<B> {
+impl<B: Body> Body for TrackedBody<B>
+where
+    B::Error: 'static,
+{
     type Data = B::Data;
     type Error = B::Error;
 
@@ -383,11 +395,18 @@ impl<B: Body> Body for TrackedBody<B> {
         let polled = this.inner.as_mut().poll_frame(cx);
         let ended = match &polled {
             Poll::Ready(None) => true,
-            Poll::Ready(Some(Err(_))) => {
+            Poll::Ready(Some(Err(e))) => {
                 // A body cut off (a reset, a truncated message) is a failed
-                // attempt, whatever its headers said.
+                // attempt, whatever its headers said; unless the reset is
+                // the one hyper sent for the caller's own request stream
+                // (a bidirectional stream), which is no fault of the
+                // instance (before, five such streams ejected it).
                 if let Some(done) = this.done.as_mut() {
-                    done.body_failed();
+                    if super::classify::is_callers_body_error(e) {
+                        done.request_failed();
+                    } else {
+                        done.body_failed();
+                    }
                 }
                 true
             }

@@ -89,6 +89,48 @@ impl FailureStatuses {
 /// request on a connection) and tower's / tokio's `Elapsed` (a read
 /// timeout).
 pub fn classify_error(error: &BoxError) -> Outcome {
+    classify_chain(error.as_ref())
+}
+
+/// Whether a response body's error is the caller's own request stream
+/// failing (see [`Outcome::RequestError`]): over HTTP/2 hyper resets the
+/// stream with INTERNAL_ERROR when the caller's body fails, also after
+/// the response headers came (a bidirectional stream), and the response
+/// body then fails with that reset. Reads hyper's and reqwest's errors and
+/// a boxed error's chain; any other error type is the instance's.
+pub(crate) fn is_callers_body_error(error: &(dyn std::any::Any + 'static)) -> bool {
+    let chain: Option<&(dyn StdError + 'static)> = if let Some(e) = error.downcast_ref::<BoxError>()
+    {
+        Some(e.as_ref())
+    } else {
+        hyper_or_reqwest(error)
+    };
+    chain.is_some_and(|e| classify_chain(e) == Outcome::RequestError)
+}
+
+#[cfg(any(feature = "hyper-util", feature = "reqwest"))]
+fn hyper_or_reqwest<'a>(
+    error: &'a (dyn std::any::Any + 'static),
+) -> Option<&'a (dyn StdError + 'static)> {
+    if let Some(e) = error.downcast_ref::<hyper::Error>() {
+        return Some(e);
+    }
+    #[cfg(feature = "reqwest")]
+    if let Some(e) = error.downcast_ref::<reqwest::Error>() {
+        return Some(e);
+    }
+    None
+}
+
+#[cfg(not(any(feature = "hyper-util", feature = "reqwest")))]
+fn hyper_or_reqwest<'a>(
+    _: &'a (dyn std::any::Any + 'static),
+) -> Option<&'a (dyn StdError + 'static)> {
+    None
+}
+
+/// [`classify_error`] over an error chain.
+fn classify_chain(error: &(dyn StdError + 'static)) -> Outcome {
     #[cfg_attr(
         not(any(feature = "hyper-util", feature = "reqwest")),
         allow(unused_mut)
@@ -101,7 +143,7 @@ pub fn classify_error(error: &BoxError) -> Outcome {
         allow(unused_mut)
     )]
     let mut on_connection = false;
-    let mut current: Option<&(dyn StdError + 'static)> = Some(error.as_ref());
+    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
     while let Some(e) = current {
         #[cfg(feature = "hyper-util")]
         if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
