@@ -6,6 +6,9 @@
 //!   `refresh_status` reported 0 failures and a last success 44.8 ms ago.
 //!   Now the service's refresh fails with `RegistryStale` and keeps its
 //!   last list. A service first read during the outage gets the copy.
+//! - A delta applied before the full fetch its hash mismatch calls for
+//!   fails is served: the service saw `[a, b]` (b drained by the delta)
+//!   for as long as full fetches failed; now `[a]`.
 //! - Eureka stores `über-service` as `ÜBER-SERVICE` (Java's Unicode
 //!   `toUpperCase`); the registry upper-cased ASCII only and found nothing.
 #![cfg(feature = "eureka")]
@@ -191,4 +194,55 @@ async fn a_service_first_used_during_an_outage_gets_the_copy() {
     let status = lb.refresh_status("good");
     println!("ok {ok} of 10; last error: {last}; status {status:?}");
     assert_eq!(ok, 10, "copy has the instance; last error: {last}");
+}
+
+/// A delta applied before the full fetch it calls for fails is served.
+/// The delta marks `b` OUT_OF_SERVICE (draining) and its hash does not
+/// match the copy (the registry also holds a record the copy missed), so
+/// the registry fetches the full registry to reconcile, which answers 500.
+/// The copy holds the delta, as the Java client's does (its
+/// `reconcileAndLogDifference` logs the failed full fetch and keeps the
+/// updated copy); but the read failed as stale, so the service kept its
+/// list with `b` UP for as long as full fetches failed: `[a, b]` before,
+/// `[a]` now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_applied_before_a_failed_full_fetch_is_served() {
+    let stub = Stub::start().await;
+    let a = record("GOOD", "a", 1001, "UP", "ADDED", "{}");
+    let b = record("GOOD", "b", 1002, "UP", "ADDED", "{}");
+    stub.set(
+        "/eureka/apps",
+        vec![Answer::ok(apps("UP_2_", "GOOD", &[a, b]))],
+    );
+    let registry = EurekaRegistry::builder()
+        .server_urls(&stub.url())
+        .fetch_interval(Duration::from_secs(3600))
+        .build()
+        .expect("build");
+    registry.ready().await.expect("first fetch");
+    let up = |list: Vec<tower_ribbon::Instance>| {
+        list.iter()
+            .filter(|i| i.status().is_up())
+            .map(|i| i.id().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(up(registry.fetch("good").await.expect("list")), ["a", "b"]);
+
+    let drained = record("GOOD", "b", 1002, "OUT_OF_SERVICE", "MODIFIED", "{}");
+    stub.set(
+        "/eureka/apps/delta",
+        vec![Answer::ok(apps(
+            "OUT_OF_SERVICE_1_UP_2_",
+            "GOOD",
+            &[drained],
+        ))],
+    );
+    stub.set("/eureka/apps", vec![Answer::status(500)]);
+    let reconciled = registry.refresh_now().await;
+    let stats = registry.stats();
+    println!("refresh_now: {reconciled:?}; {stats:?}");
+    assert_eq!((stats.delta_fetches, stats.hash_mismatches), (1, 1));
+    assert_eq!(registry.local_hash(), "OUT_OF_SERVICE_1_UP_1_");
+    let listed = registry.fetch("good").await.map(up);
+    assert_eq!(listed.expect("the copy with the delta"), ["a"]);
 }

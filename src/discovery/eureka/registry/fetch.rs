@@ -16,6 +16,26 @@ use crate::discovery::eureka::client::Fetched;
 use crate::discovery::eureka::wire::Applications;
 use crate::error::DiscoveryError;
 
+/// A failed fetch, and whether the copy took part of it: a delta applied
+/// before the full fetch its hash mismatch called for failed.
+#[derive(Debug)]
+pub(super) struct Failed {
+    pub(super) error: DiscoveryError,
+    /// The copy holds the delta: it is newer than before the fetch, so
+    /// services read it (as the Java client's `reconcileAndLogDifference`
+    /// keeps its updated copy when the full fetch fails).
+    pub(super) applied: bool,
+}
+
+impl From<DiscoveryError> for Failed {
+    fn from(error: DiscoveryError) -> Self {
+        Self {
+            error,
+            applied: false,
+        }
+    }
+}
+
 pub(super) async fn run(weak: Weak<Inner>, interval: Duration) {
     let mut have_full = false;
     // Failed fetches before the first success: until one succeeds the
@@ -28,17 +48,19 @@ pub(super) async fn run(weak: Weak<Inner>, interval: Duration) {
         let result = if have_full {
             inner.delta().await
         } else {
-            inner.full().await
+            inner.full().await.map_err(Failed::from)
         };
+        let mut applied = false;
         match &result {
             Ok(()) => have_full = true,
-            Err(e) => {
+            Err(f) => {
                 inner.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "Eureka registry fetch failed; keeping the local copy");
+                applied = f.applied;
+                tracing::warn!(error = %f.error, "Eureka registry fetch failed; keeping the local copy");
             }
         }
-        let result = result.map_err(Arc::new);
-        inner.note(result.as_ref().err().cloned());
+        let result = result.map_err(|f| Arc::new(f.error));
+        inner.note(result.as_ref().err().filter(|_| !applied).cloned());
         if inner.first.borrow().is_none() {
             inner.first.send_replace(Some(result));
         } else if result.is_ok() {
@@ -176,7 +198,7 @@ impl Inner {
         Ok(())
     }
 
-    pub(super) async fn delta(&self) -> Result<(), DiscoveryError> {
+    pub(super) async fn delta(&self) -> Result<(), Failed> {
         let started = self.generation.load(Ordering::Acquire);
         let delta = match self.get("apps/delta").await {
             Ok(delta) => delta,
@@ -185,7 +207,7 @@ impl Inner {
                 // `disableDelta`, a failure) means a full fetch.
                 tracing::info!(error = %e, "Eureka delta fetch failed; fetching the full registry");
                 self.failures.fetch_add(1, Ordering::Relaxed);
-                return self.full().await;
+                return Ok(self.full().await?);
             }
         };
         let matches = {
@@ -196,14 +218,16 @@ impl Inner {
                 return Err(DiscoveryError::RegistryFull {
                     limit,
                     would_hold: after.records,
-                });
+                }
+                .into());
             }
             let limit = self.options.max_metadata_entries;
             if after.metadata > limit {
                 return Err(DiscoveryError::RegistryMetadataFull {
                     limit,
                     would_hold: after.metadata,
-                });
+                }
+                .into());
             }
             self.check_text_bytes(&after)?;
             // Another fetch applied since this one started: its answer is
@@ -230,6 +254,12 @@ impl Inner {
             expected = %delta.apps_hashcode.as_deref().map_or_else(|| "none".to_owned(), crate::error::quote),
             "Eureka delta hash mismatch; fetching the full registry"
         );
-        self.full().await
+        // The delta stays applied whatever the full fetch does: the copy is
+        // newer than before it (a draining instance it marks is no longer
+        // served UP while full fetches fail).
+        self.full().await.map_err(|error| Failed {
+            error,
+            applied: true,
+        })
     }
 }

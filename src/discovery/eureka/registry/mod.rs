@@ -34,7 +34,11 @@
 //!   a bound) keeps the local copy; the next tick tries again (a delta if a
 //!   full fetch ever succeeded, else a full fetch). Until a first fetch
 //!   succeeds the copy is empty, so the next try comes sooner: 1 s, 2 s,
-//!   4 s, ... up to the fetch interval.
+//!   4 s, ... up to the fetch interval. A delta applied before the full
+//!   fetch its hash mismatch calls for fails stays applied, and services
+//!   read the copy with it (the Java client keeps its updated copy too):
+//!   a draining instance the delta marks is not served UP while the full
+//!   fetches fail. The failure is counted and logged.
 //! - While the registry's fetches fail, a service's read fails too, with a
 //!   [`RegistryStale`] (inside [`DiscoveryError::Other`]) naming the
 //!   registry's last error: the service's refresh keeps its last good list,
@@ -254,14 +258,24 @@ impl EurekaRegistry {
     /// registry [`ready`](Self::ready), also after a failed first fetch.
     ///
     /// # Errors
-    /// The fetch's [`DiscoveryError`]; the local copy is kept.
+    /// The fetch's [`DiscoveryError`]; the local copy is kept (with the
+    /// delta applied, when only the full fetch after a hash mismatch
+    /// failed).
     pub async fn refresh_now(&self) -> Result<(), DiscoveryError> {
         let result = if self.inner.full_fetches.load(Ordering::Relaxed) > 0 {
             self.inner.delta().await
         } else {
-            self.inner.full().await
+            self.inner.full().await.map_err(fetch::Failed::from)
         };
+        let applied = result.as_ref().is_err_and(|f| f.applied);
+        let result = result.map_err(|f| f.error);
         match &result {
+            // A delta applied before its reconciling full fetch failed:
+            // the copy is newer, and services read it.
+            Err(_) if applied => {
+                self.inner.failures.fetch_add(1, Ordering::Relaxed);
+                self.inner.note(None);
+            }
             Ok(()) => {
                 self.inner.note(None);
                 // A failed first fetch no longer holds readers back: the
