@@ -1190,6 +1190,40 @@ async fn failover_to_the_second_server_after_a_500() {
     assert_eq!(second.seen().len(), 1);
 }
 
+/// A first server that hangs is waited on once: later fetches start at
+/// the server that answered (as Java's `RetryableEurekaHttpClient` keeps
+/// the endpoint that worked), and move on again when it fails. Every fetch
+/// tried the hung server first and waited its timeout (a server that drops
+/// packets costs the 5 s connect timeout, which a new service's first
+/// requests, waiting 5 s for its first list, did not survive): 5 of 5
+/// fetches went to it, now 1.
+#[tokio::test]
+async fn fetches_start_at_the_server_that_answered_last() {
+    let hang = Stub::start(Mode::Hang).await;
+    let good = Stub::start(Mode::Good).await;
+    let source = source(&[hang.url(), good.url()]);
+    for _ in 0..5 {
+        let app = source
+            .fetch_application("user-service")
+            .await
+            .expect("the second server answers");
+        check_good(&app);
+    }
+    assert_eq!((hang.seen().len(), good.seen().len()), (1, 5));
+
+    // The server that answered fails: the next one is tried, and kept.
+    good.set(Mode::Status500);
+    hang.set(Mode::Good);
+    for _ in 0..3 {
+        let app = source
+            .fetch_application("user-service")
+            .await
+            .expect("the first server answers again");
+        check_good(&app);
+    }
+    assert_eq!((hang.seen().len(), good.seen().len()), (4, 6));
+}
+
 #[tokio::test]
 async fn failover_past_a_closed_port() {
     let closed = closed_port_url().await;

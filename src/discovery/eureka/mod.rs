@@ -13,7 +13,10 @@
 //!
 //! # What a fetch does
 //!
-//! 1. `GET` on the first server URL, `Accept: application/json`,
+//! 1. `GET` on the server URL whose answer the last fetch took (the first
+//!    URL at first, so one that hangs costs a timeout once, not at every
+//!    fetch, as the Java client keeps the endpoint that worked),
+//!    `Accept: application/json`,
 //!    `Accept-Encoding: gzip`, basic auth from the URL's userinfo. A
 //!    transport error, a timeout, any status but 2xx (a 404 too: a peer
 //!    that restarted empty may not know an app its peers list) or a body

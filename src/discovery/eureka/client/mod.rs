@@ -5,6 +5,8 @@
 
 use std::fmt;
 use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http::header::{ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
@@ -81,6 +83,10 @@ pub(crate) struct EurekaHttp {
     servers: Vec<Server>,
     client: Transport,
     settings: HttpSettings,
+    /// The index of the server whose answer the last fetch took; fetches
+    /// start there (shared by clones, so a registry and its VIP source
+    /// agree).
+    preferred: Arc<AtomicUsize>,
 }
 
 impl fmt::Debug for EurekaHttp {
@@ -104,11 +110,16 @@ impl EurekaHttp {
             servers,
             client,
             settings,
+            preferred: Arc::new(AtomicUsize::new(0)),
         }
     }
 
-    /// `GET {base}/{path}` on each server in order until one answers 200
-    /// with a body that `decode` accepts. Every failure (transport,
+    /// `GET {base}/{path}` on each server in order, starting at the one
+    /// whose answer the last fetch took (the first at first), until one
+    /// answers 200 with a body that `decode` accepts. Starting there, as
+    /// Java's `RetryableEurekaHttpClient` keeps the endpoint that worked,
+    /// a server that hangs or drops packets costs one timeout, not one per
+    /// fetch. Every failure (transport,
     /// timeout, status, gzip, decode) and every 404 moves on to the next
     /// server: a peer that does not know the app (restarted with an empty
     /// registry, or not yet replicated to) must not hide the peers that
@@ -133,7 +144,10 @@ impl EurekaHttp {
     {
         let mut errors = Vec::new();
         let mut not_found = false;
-        for server in &self.servers {
+        let n = self.servers.len();
+        let first = self.preferred.load(Ordering::Relaxed).checked_rem(n);
+        let order = self.servers.iter().enumerate().cycle();
+        for (index, server) in order.skip(first.unwrap_or(0)).take(n) {
             let mut result = self.get_one(server, path, decode.clone()).await;
             if result.as_ref().is_err_and(stale_connection) {
                 result = self.get_one(server, path, decode.clone()).await;
@@ -147,7 +161,10 @@ impl EurekaHttp {
                         status: 404,
                     });
                 }
-                Ok(found) => return Ok(found),
+                Ok(found) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok(found);
+                }
                 Err(e) => {
                     tracing::debug!(server = %server.base, error = %e, "Eureka server failed; trying the next");
                     errors.push(e);
