@@ -29,7 +29,7 @@ use std::sync::PoisonError;
 use super::records::Resolved;
 use std::sync::RwLock;
 use super::target::TargetKind;
-use super::records::additional_addrs;
+use super::records::Additionals;
 use super::records::build;
 use std::fmt;
 use super::records::min_ttl;
@@ -446,12 +446,13 @@ impl DnsSource {
         // All records (one message, ≤ 3 449); lookups ≤ 2 · max_records; weights all 0: 1 each.
         let PriorityGroups { groups, .. } = priority_groups(srv_records, usize::MAX);
         let mut lookups_left = config.max_records.saturating_mul(2);
+        let additionals = Additionals::new(lookup.additionals(), config);
         for mut group in groups {
             super::records::lookup_order(&mut group, config.subset_seed);
             let all_zero = group.iter().all(|r| r.weight == 0);
             let (mut candidates, mut ttl, mut visited) = (Vec::new(), srv_ttl, 0);
             for record in &group {
-                let found = match additional_addrs(lookup.additionals(), &record.target, config) {
+                let found = match additionals.get(&record.target) {
                     Some(found) => Some(found),
                     None if lookups_left == 0 => break,
                     None => {
