@@ -637,13 +637,18 @@ fn policy_keys_take_effect() {
         distinct(ids(&*orders.make_rule(), &seven(), &[], 50)),
         ["i1", "i5"]
     );
-    // fleet: Spring's default instance id, `spring.application.name:server.port`.
+    // fleet: Spring's default instance id,
+    // `spring.cloud.client.hostname:spring.application.name:server.port`,
+    // the host name the machine's as Spring fills it (before: `edge:9090`
+    // on every replica, so every replica chose the same subset).
     let fleet = config.client("fleet");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let id = format!("{}:edge:9090", host.trim());
     assert_eq!(
         fleet.load_balancer.subset.instance_id.as_deref(),
-        Some("edge:9090")
+        Some(&*id)
     );
-    let want: Vec<String> = tower_ribbon::rule::subset::subset_indices("edge:9090", 7, 2)
+    let want: Vec<String> = tower_ribbon::rule::subset::subset_indices(&id, 7, 2)
         .iter()
         .map(|i| format!("i{i}"))
         .collect();

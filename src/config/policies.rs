@@ -252,12 +252,36 @@ fn process_id() -> &'static str {
     ID.get_or_init(|| format!("{:016x}", rand::random::<u64>()))
 }
 
+/// The machine's host name, what Spring Cloud puts in
+/// `spring.cloud.client.hostname` when the configuration does not
+/// (`HostInfoEnvironmentPostProcessor`, from `InetUtils`): the kernel's
+/// host name (`/proc/sys/kernel/hostname`, read up to 256 bytes), else the
+/// `HOSTNAME` or `COMPUTERNAME` variable; `None` unless one holds 1 to 253
+/// visible ASCII characters.
+pub(crate) fn machine_hostname() -> Option<String> {
+    use std::io::Read;
+    let valid = |h: String| {
+        let h = h.trim().to_owned();
+        (!h.is_empty() && h.len() <= 253 && h.bytes().all(|b| b.is_ascii_graphic())).then_some(h)
+    };
+    let mut kernel = String::new();
+    let read = std::fs::File::open("/proc/sys/kernel/hostname")
+        .and_then(|f| f.take(256).read_to_string(&mut kernel));
+    read.ok()
+        .and_then(|_| valid(kernel))
+        .or_else(|| std::env::var("HOSTNAME").ok().and_then(valid))
+        .or_else(|| std::env::var("COMPUTERNAME").ok().and_then(valid))
+}
+
 /// Spring's default instance id (`IdUtils.getDefaultInstanceId`):
 /// `vcap.application.instance_id` if set, else
 /// `[spring.cloud.client.hostname:]spring.application.name[:index]` with
 /// `index` = `spring.application.instance_id`, else `server.port`; `None`
 /// when none of them is set. Spring fills `spring.cloud.client.hostname`
-/// with the machine's host name, which a file rarely holds: set
+/// with the machine's host name, which a file rarely holds, so
+/// [`AppIdentity::fill_hostname`] does the same: without it every replica
+/// of a service configured from one file had the id `name:port`, and so
+/// the same subset (the fleet's traffic on `size` instances). Set
 /// `subset.instance-id` for a Rust and a Java client to agree.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AppIdentity {
@@ -321,6 +345,18 @@ impl AppIdentity {
     }
 
     /// The default instance id, if any part is set.
+    /// Fills `spring.cloud.client.hostname`, when the configuration sets
+    /// an identity key but not it, with `machine` (the machine's host
+    /// name, as Spring does), or this process's random id when the host
+    /// name is unknown: an id of only `name:port` is the same on every
+    /// replica.
+    pub(crate) fn fill_hostname(&mut self, machine: Option<String>) {
+        let named = self.name.is_some() || self.instance_id.is_some() || self.port.is_some();
+        if self.hostname.is_none() && self.vcap_instance_id.is_none() && named {
+            self.hostname = Some(machine.unwrap_or_else(|| process_id().to_owned()));
+        }
+    }
+
     pub(crate) fn default_id(&self) -> Option<String> {
         if let Some(vcap) = &self.vcap_instance_id {
             return Some(vcap.clone());
@@ -337,6 +373,35 @@ impl AppIdentity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Replicas configured from one file (same name and port, no host
+    /// name) get different subset ids: the machine's host name, or a
+    /// random id when it is unknown, comes first, as in Spring. Before,
+    /// each had `edge:9090`, so all of them chose the same subset.
+    #[test]
+    fn replicas_of_one_file_get_their_own_ids() {
+        let mut one = AppIdentity::default();
+        one.read("spring.application.name", "edge");
+        one.read("server.port", "9090");
+        let mut other = one.clone();
+        one.fill_hostname(Some("pod-a".to_owned()));
+        other.fill_hostname(Some("pod-b".to_owned()));
+        assert_eq!(one.default_id().as_deref(), Some("pod-a:edge:9090"));
+        assert_eq!(other.default_id().as_deref(), Some("pod-b:edge:9090"));
+        let mut unknown = AppIdentity::default();
+        unknown.read("server.port", "9090");
+        unknown.fill_hostname(None);
+        assert_eq!(unknown.default_id(), Some(format!("{}:9090", process_id())));
+        // Set in the file, or no identity key at all: unchanged.
+        let mut set = AppIdentity::default();
+        set.read("spring.cloud.client.hostname", "host-1");
+        set.read("server.port", "9090");
+        set.fill_hostname(Some("pod-a".to_owned()));
+        assert_eq!(set.default_id().as_deref(), Some("host-1:9090"));
+        let mut none = AppIdentity::default();
+        none.fill_hostname(Some("pod-a".to_owned()));
+        assert_eq!(none.default_id(), None);
+    }
 
     #[test]
     fn default_instance_id_as_spring_builds_it() {

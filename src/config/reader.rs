@@ -194,6 +194,7 @@ impl Reader {
 
     pub(crate) fn finish(mut self) -> Result<RibbonConfig, ConfigError> {
         self.eureka.discovery_disabled = self.simple.is_disabled();
+        self.app.fill_hostname(super::policies::machine_hostname());
         self.spring.default_instance_id = self.app.default_id();
         self.spring.identity = self.app.clone();
         let zone = self.eureka.zone.as_deref();

@@ -240,7 +240,9 @@ fn each_client_keeps_its_hint_header_in_a_shared_balancer() {
 #[test]
 fn a_blank_subset_instance_id_is_spring_s_default_id() {
     // SCLB's `StringUtils.hasText(instanceId)`: blank falls back to
-    // `IdUtils.getDefaultInstanceId` (`spring.application.name:server.port`).
+    // `IdUtils.getDefaultInstanceId`
+    // (`spring.cloud.client.hostname:spring.application.name:server.port`,
+    // the host name the machine's).
     let config = RibbonConfig::from_yaml_str(
         "spring:\n  application: { name: gateway }\n  cloud:\n    loadbalancer:\n      \
          configurations: subset\n      subset: { instance-id: \"\\u2003 \\t\" }\n\
@@ -249,5 +251,6 @@ fn a_blank_subset_instance_id_is_spring_s_default_id() {
     )
     .unwrap();
     let id = config.client("a").load_balancer.subset.instance_id.clone();
-    assert_eq!(id.as_deref(), Some("gateway:8080"));
+    let host = super::policies::machine_hostname().unwrap();
+    assert_eq!(id, Some(format!("{host}:gateway:8080")));
 }
