@@ -91,9 +91,9 @@ impl EurekaRegistrationBuilder {
 
     /// How long the server keeps the lease without a renewal. Spring key
     /// `eureka.instance.lease-expiration-duration-in-seconds`; whole
-    /// seconds, at least 1. Default 90 s.
+    /// seconds (rounded down, as it is sent), at least 1. Default 90 s.
     pub fn lease_duration(mut self, duration: Duration) -> Self {
-        self.lease_duration = duration.max(Duration::from_secs(1));
+        self.lease_duration = Duration::from_secs(duration.as_secs().max(1));
         self
     }
 
@@ -275,6 +275,19 @@ mod tests {
         assert!(build("user-api", |b| b.instance_id("i".repeat(8 * 1024))).is_ok());
         assert!(build("user-api", |b| b.instance_id("i".repeat(8 * 1024 + 1))).is_err());
         assert!(build("user-api", |b| b.lease_duration(Duration::from_secs(30))).is_err());
+        // The lease is sent in whole seconds: 1.9 s is a lease of 1 s,
+        // shorter than renewals every 1.5 s (it built before, and the
+        // server let the lease lapse between renewals).
+        let short = |b: EurekaRegistrationBuilder| {
+            b.lease_duration(Duration::from_millis(1_900))
+                .renew_interval(Duration::from_millis(1_500))
+        };
+        assert!(build("user-api", short).is_err());
+        let whole = |b: EurekaRegistrationBuilder| {
+            b.lease_duration(Duration::from_millis(2_900))
+                .renew_interval(Duration::from_millis(1_500))
+        };
+        assert!(build("user-api", whole).is_ok());
         let ok = build("user-api", |b| b.health_path("health")).unwrap();
         let body = ok.shared.body_with(InstanceStatus::Up).expect("body");
         let body = String::from_utf8_lossy(&body).into_owned();
