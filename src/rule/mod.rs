@@ -42,7 +42,17 @@
 //! every rule (see each module); a pick is O(1) for round robin, random,
 //! smooth weighted round robin and consistent hashing while nothing is
 //! excluded, O(log n) for weighted response time, O(n) for best available
-//! and for any pick that must count the eligible endpoints.
+//! and for any pick that must count the eligible endpoints. Under the
+//! balancer's health filter, round robin (and consistent hashing's keyless
+//! picks) stay O(log u) for `u` unhealthy instances, from the unhealthy
+//! positions kept per health epoch; random and weighted response time
+//! draw until one is eligible (rejection sampling) before they count. A
+//! wrapper's tier costs the wrapped rule O(1) while its candidate is in
+//! the tier; a candidate outside it is handed on with a walk of the tier's
+//! domain (of the list when the tier has none), so the cost of a pick
+//! grows with the share of filtered candidates (with a third of 10 000
+//! instances tripped, availability filtering over round robin averaged
+//! 59 µs per pick in one measurement).
 //!
 //! ```
 //! use std::sync::Arc;
