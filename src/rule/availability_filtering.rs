@@ -13,7 +13,8 @@
 //! Ribbon's fallback to all servers) every eligible endpoint. The inner
 //! picker steps its rotation once and takes from the first non-empty tier,
 //! so with a round-robin inner rule and `m` unfiltered endpoints, `N · m`
-//! picks give each of them `N` up to 2, and when every endpoint is filtered
+//! picks give each of them `N` up to 2 (on average over more than 512
+//! endpoints), and when every endpoint is filtered
 //! the fail-open picks spread evenly over all of them (Ribbon asked the
 //! inner rule up to 10 times per pick, which piled a filtered endpoint's
 //! turns, or all of them, onto one neighbour). With

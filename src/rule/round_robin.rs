@@ -24,7 +24,9 @@
 //! [`ZoneAvoidance`](super::ZoneAvoidance), the picker steps the cursor
 //! once per pick and takes from the wrapper's first non-empty tier, handing
 //! a filtered endpoint's turn on evenly (see [`Tiers`](super::Tiers)): with
-//! `m` endpoints left, `N · m` picks give each `N` up to 2.
+//! `m` endpoints left, `N · m` picks give each `N` up to 2 (over a list or
+//! tier domain of more than 512, on average: a hand-off there probes
+//! random positions rather than walking the list).
 //!
 //! The cursor wraps on overflow and lives in the rule, not the list, so a
 //! refresh that brings the same list does not reset the rotation. Picks a
