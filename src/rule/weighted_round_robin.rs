@@ -365,6 +365,11 @@ impl Picker for WeightedRoundRobinPicker {
                     return endpoints.get(i as usize);
                 }
             }
+            // Over a long list, probes of random cycle entries first (each
+            // a member with its weight's odds; see `domain::probe`).
+            if let Some(e) = domain::probe(endpoints, seq, &is_member, k) {
+                return Some(e);
+            }
             // Its turn handed on, in O(n): at most three walks of the list.
             // (Walking the cycle, as round robin walks its list, cost O(T):
             // 65 663 membership tests for one pick over 200 instances

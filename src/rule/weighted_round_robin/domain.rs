@@ -28,6 +28,41 @@ use arc_swap::ArcSwap;
 
 use super::{stride, weighted_at};
 use crate::instance::Endpoint;
+use crate::rule::walk::EXACT_HAND_OFF;
+
+/// Probes of a long hand-off before it counts.
+const PROBES: u64 = 64;
+const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// A filtered cycle entry's turn over a list of more than
+/// [`EXACT_HAND_OFF`] instances: up to 64 cycle entries drawn
+/// pseudo-randomly from the step `k`; the first that is a member takes the
+/// turn. An entry is a member with its weight's odds, so the turns go out
+/// by weight on average (rather than in exact turns), in about `W / M`
+/// probes (`M` of the weight `W` left). `None` when the list is short or
+/// all probes missed: the exact hand-off then counts. The count walked
+/// the list three times per hand-off: with a third of 10 000 instances
+/// tripped, 286 µs per pick in a hint group's fallback.
+pub(super) fn probe<'s>(
+    endpoints: &'s [Endpoint],
+    cycle: &[u32],
+    is_member: &dyn Fn(usize) -> bool,
+    k: usize,
+) -> Option<&'s Endpoint> {
+    if endpoints.len() <= EXACT_HAND_OFF || cycle.is_empty() {
+        return None;
+    }
+    let seed = crate::hash::mix64((k as u64).rotate_left(31) ^ 0x2545_f491);
+    for j in 0..PROBES {
+        let r = crate::hash::mix64(seed.wrapping_add(j.wrapping_mul(GOLDEN)));
+        let pos = ((u128::from(r) * cycle.len() as u128) >> 64) as usize;
+        let i = *cycle.get(pos)? as usize;
+        if is_member(i) {
+            return endpoints.get(i);
+        }
+    }
+    None
+}
 
 /// Domains of at most this many positions are walked (cheap enough, and
 /// sticky or same-instance tiers come as one-position arrays on the
@@ -127,6 +162,21 @@ impl DomainSums {
         let candidate = *domain.get(pos)? as usize;
         if is_member(candidate) {
             return endpoints.get(candidate);
+        }
+        // Handed on: over a long domain, probes of random targets first
+        // (each a member with its weight's odds), then the count.
+        if domain.len() > EXACT_HAND_OFF {
+            let seed = crate::hash::mix64(k.rotate_left(31) ^ 0x5bd1_e995);
+            for j in 0..PROBES {
+                let r = crate::hash::mix64(seed.wrapping_add(j.wrapping_mul(GOLDEN)));
+                let t = ((u128::from(r) * u128::from(total)) >> 64) as u64;
+                let pos = sums.prefix.partition_point(|&c| c <= t);
+                if let Some(&i) = domain.get(pos) {
+                    if is_member(i as usize) {
+                        return endpoints.get(i as usize);
+                    }
+                }
+            }
         }
         // Handed on: count the filtered targets before step `r`.
         let (mut members, mut filtered, mut before) = (0u64, 0u64, 0u64);
