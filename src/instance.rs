@@ -465,6 +465,11 @@ impl Endpoint {
     pub fn same_identity(&self, other: &Endpoint) -> bool {
         Arc::ptr_eq(&self.inner.stats, &other.inner.stats)
     }
+
+    /// The identity [`Endpoint::same_identity`] compares, as a number.
+    pub(crate) fn identity(&self) -> usize {
+        Arc::as_ptr(&self.inner.stats) as usize
+    }
 }
 
 impl fmt::Debug for Endpoint {

@@ -326,7 +326,7 @@ impl Picker for ConsistentHashPicker {
             if ctx.has_tiers() {
                 return rotate(endpoints, ctx, k);
             }
-            return self.unhealthy.nth_eligible(endpoints, ctx, k);
+            return self.unhealthy.nth_eligible(&self.snapshot, ctx, k);
         };
         let first = (mix64(key) % m as u64) as usize;
         if ctx.all_eligible() && !ctx.has_tiers() {

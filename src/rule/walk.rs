@@ -4,7 +4,8 @@
 //!
 //! Everything here runs on the pick path: no lock, and every walk is
 //! bounded by a small multiple of the list length. The one allocation is
-//! [`UnhealthyMemo`]'s, once per list and health epoch.
+//! [`UnhealthyMemo`]'s, once per list and health epoch (and the list's
+//! index by identity, once per list, at its first retry).
 
 use std::sync::Arc;
 
@@ -13,13 +14,17 @@ use arc_swap::ArcSwapOption;
 use super::PickContext;
 use super::context::Domain;
 use crate::instance::Endpoint;
+use crate::snapshot::Snapshot;
 
 /// The unhealthy positions of one list as of one health epoch (see
 /// [`PickContext::with_health_epoch`]), kept by a picker so that the
 /// `k`-th eligible endpoint under the health filter costs O(log u) for
 /// `u` unhealthy instances instead of two walks of the list: with one
 /// instance ejected among 100 000, round robin took 2 ms per pick, every
-/// pick, until the ejection ended.
+/// pick, until the ejection ended. A retry's exclusions are skipped by
+/// their positions in the list's index (`Snapshot::position`): two walks
+/// per pick before, 17 µs over 10 000 instances, 350 µs under the health
+/// filter.
 #[derive(Default)]
 pub(crate) struct UnhealthyMemo {
     memo: ArcSwapOption<Memo>,
@@ -33,55 +38,98 @@ struct Memo {
 
 impl UnhealthyMemo {
     /// [`nth_eligible`], from the memo when the pick has a health epoch
-    /// and no exclusions: the `k`-th of the positions outside the memo, if
-    /// that endpoint is eligible now. An endpoint that turned unhealthy
-    /// since the walk (its change starts a new epoch at the next pick) or
-    /// anything else falls back to the walks, so the answer is always
-    /// [`nth_eligible`]'s while the memo holds.
+    /// (or no health filter) and at most [`SKIPPED`] exclusions: the
+    /// `k`-th of the positions outside the memo and the excluded ones
+    /// (found in the snapshot's index by identity), if that endpoint is
+    /// eligible now. An endpoint that turned unhealthy since the walk (its
+    /// change starts a new epoch at the next pick) or anything else falls
+    /// back to the walks, so the answer is always [`nth_eligible`]'s while
+    /// the memo holds.
     #[inline]
     pub(crate) fn nth_eligible<'s>(
         &self,
-        endpoints: &'s [Endpoint],
+        snapshot: &'s Snapshot,
         ctx: &PickContext<'_>,
         k: usize,
     ) -> Option<&'s Endpoint> {
+        let endpoints = snapshot.endpoints();
         let epoch = ctx.health_epoch();
-        if epoch != 0 && ctx.excluded().is_empty() && !ctx.all_eligible() {
-            if let Some(e) = self.nth_outside(endpoints, ctx, epoch, k) {
+        if !ctx.all_eligible()
+            && (epoch != 0 || !ctx.health_filter())
+            && ctx.excluded().len() <= SKIPPED
+        {
+            if let Some(e) = self.nth_outside(snapshot, ctx, epoch, k) {
                 return Some(e);
             }
         }
         nth_eligible(endpoints, ctx, k)
     }
 
+    /// The unhealthy positions of `epoch`, walked once per epoch.
+    fn memo(&self, endpoints: &[Endpoint], ctx: &PickContext<'_>, epoch: u64) -> Arc<Memo> {
+        if let Some(m) = self.memo.load_full().filter(|m| m.epoch == epoch) {
+            return m;
+        }
+        count_walk();
+        let now = ctx.now();
+        let at = endpoints
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !e.stats().is_healthy_at(now))
+            .filter_map(|(i, _)| u32::try_from(i).ok())
+            .collect();
+        let fresh = Arc::new(Memo { epoch, at });
+        self.memo.store(Some(Arc::clone(&fresh)));
+        fresh
+    }
+
     fn nth_outside<'s>(
         &self,
-        endpoints: &'s [Endpoint],
+        snapshot: &'s Snapshot,
         ctx: &PickContext<'_>,
         epoch: u64,
         k: usize,
     ) -> Option<&'s Endpoint> {
-        let guard = self.memo.load();
-        let fresh;
-        let memo = match &*guard {
-            Some(m) if m.epoch == epoch => m,
-            _ => {
-                count_walk();
-                let now = ctx.now();
-                let at = endpoints
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, e)| !e.stats().is_healthy_at(now))
-                    .filter_map(|(i, _)| u32::try_from(i).ok())
-                    .collect();
-                fresh = Arc::new(Memo { epoch, at });
-                self.memo.store(Some(Arc::clone(&fresh)));
-                &fresh
+        let endpoints = snapshot.endpoints();
+        let memo = ctx
+            .health_filter()
+            .then(|| self.memo(endpoints, ctx, epoch));
+        let at: &[u32] = memo.as_ref().map_or(&[], |m| &m.at);
+        // The excluded positions outside the memo, as numbers among the
+        // positions outside it (`b` minus the memo's positions before it),
+        // ascending and once each.
+        let mut skipped = [0usize; SKIPPED];
+        let mut len = 0;
+        for e in ctx.excluded() {
+            let Some(b) = snapshot.position(e)? else {
+                continue;
+            };
+            let before = at.partition_point(|&a| (a as usize) < b);
+            if at.get(before).is_some_and(|&a| a as usize == b) {
+                continue;
             }
-        };
-        let at = &*memo.at;
-        let m = endpoints.len().checked_sub(at.len()).filter(|&m| m > 0)?;
-        let r = k % m;
+            let t = b - before;
+            if !skipped[..len].contains(&t) {
+                *skipped.get_mut(len)? = t;
+                len += 1;
+            }
+        }
+        let skipped = &mut skipped[..len];
+        skipped.sort_unstable();
+        let m = endpoints
+            .len()
+            .checked_sub(at.len() + len)
+            .filter(|&m| m > 0)?;
+        // The `r`-th number outside `skipped`, then that number's position
+        // outside the memo.
+        let mut r = k % m;
+        for &t in &*skipped {
+            if t <= r {
+                r += 1;
+            } else {
+                break;
+            }
+        }
         // `at[j] - j` healthy positions lie before the j-th unhealthy one
         // (non-decreasing in j): the answer is `r` plus the unhealthy
         // positions with at most `r` healthy ones before them.
@@ -97,6 +145,10 @@ impl UnhealthyMemo {
         endpoints.get(r + lo).filter(|e| ctx.is_eligible(e))
     }
 }
+
+/// Most exclusions (a retry's tried instances) [`UnhealthyMemo`] skips by
+/// position; more are walked.
+const SKIPPED: usize = 16;
 
 /// The `k`-th (0-based, modulo their count) endpoint that `member` accepts,
 /// walking the list at most twice. `None` if none is accepted.

@@ -279,3 +279,79 @@ fn hand_offs_spread_evenly() {
         }
     }
 }
+
+/// A retry's round robin (exclusions, with or without the health epoch)
+/// finds the excluded positions in the list's index instead of walking
+/// the list twice per pick, with the walk's exact turns. (Before: two
+/// walks per pick, 17 µs over 10 000 instances, 350 µs under the health
+/// filter.)
+#[tokio::test(start_paused = true)]
+async fn round_robin_with_exclusions_does_not_walk() {
+    use crate::rule::{ConsistentHash, RoundRobin, Rule};
+    let s = crate::rule::test_support::snapshot(50);
+    let now = tokio::time::Instant::now();
+    let times = crate::stats::EjectionTimes {
+        base: std::time::Duration::from_secs(30),
+        max: std::time::Duration::from_secs(300),
+        interval: std::time::Duration::from_secs(10),
+    };
+    for i in [0, 7, 8, 49] {
+        s.endpoints()[i].stats().eject(now, times).unwrap();
+    }
+    // Excluded: healthy ones (first, inside and next to unhealthy runs),
+    // an unhealthy one, one twice, and one from another list.
+    let other = endpoints(1);
+    let excluded: Vec<Endpoint> = [1usize, 6, 9, 7, 30, 9]
+        .iter()
+        .map(|&i| s.endpoints()[i].clone())
+        .chain(other)
+        .collect();
+    let out = [0usize, 1, 6, 7, 8, 9, 30, 49];
+    // Round robin against a twin that walks (a health filter set by hand);
+    // consistent hashing's keyless picks (random start) by their counts.
+    type Twins = (Box<dyn Rule>, Option<Box<dyn Rule>>);
+    let rules: [Twins; 2] = [
+        (
+            Box::new(RoundRobin::with_start(0)),
+            Some(Box::new(RoundRobin::with_start(0))),
+        ),
+        (Box::new(ConsistentHash::new()), None),
+    ];
+    for (rule, walked_rule) in &rules {
+        let p = rule.build(&s);
+        let by_walk = walked_rule.as_ref().map(|r| r.build(&s));
+        for (epoch, out) in [(0, &[1usize, 6, 7, 9, 30][..]), (9, &out[..])] {
+            let base = PickContext::at(now);
+            let ctx = if epoch == 0 {
+                base
+            } else {
+                base.with_health_epoch(epoch)
+            };
+            let ctx = ctx.with_excluded(&excluded);
+            let walked = if epoch == 0 {
+                base
+            } else {
+                base.with_health_filter()
+            };
+            let walked = walked.with_excluded(&excluded);
+            let m = 50 - out.len();
+            WALKS.with(|w| w.set(0));
+            let mut counts = [0usize; 50];
+            for _ in 0..m * 10 {
+                let e = p.pick(&ctx).unwrap();
+                let walks = WALKS.with(|w| w.get());
+                if let Some(by_walk) = &by_walk {
+                    let w = by_walk.pick(&walked).unwrap();
+                    assert!(std::ptr::eq(e, w), "{e} {w}");
+                }
+                WALKS.with(|w| w.set(walks));
+                counts[usize::from(e.instance().port() - 1000)] += 1;
+            }
+            assert_eq!(WALKS.with(|w| w.get()), usize::from(epoch != 0));
+            for (i, &c) in counts.iter().enumerate() {
+                let want = if out.contains(&i) { 0 } else { 10 };
+                assert_eq!(c, want, "{i}: {counts:?}");
+            }
+        }
+    }
+}
