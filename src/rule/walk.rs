@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
+use tokio::time::Instant;
 
 use super::PickContext;
 use super::context::Domain;
@@ -71,7 +72,11 @@ impl UnhealthyMemo {
             return m;
         }
         count_walk();
-        let now = ctx.now();
+        // The health of the epoch, not of this pick's clock: a pick that
+        // read the time before an ejection ended, then took the epoch of
+        // the recount that counted the instance back, kept it out for the
+        // rest of the epoch. The clock now is at least the recount's.
+        let now = ctx.now().max(Instant::now());
         let at = endpoints
             .iter()
             .enumerate()

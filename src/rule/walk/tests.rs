@@ -355,3 +355,37 @@ async fn round_robin_with_exclusions_does_not_walk() {
         }
     }
 }
+
+/// The unhealthy positions of a health epoch are those of the epoch, not
+/// of the clock the first pick read before it: a pick that read the time
+/// before an ejection ended, then took the epoch of the recount that
+/// counted the instance back, kept it out for the rest of the epoch
+/// (every pick until the next change of health).
+#[tokio::test(start_paused = true)]
+async fn a_pick_with_an_earlier_clock_does_not_keep_a_recovered_instance_out() {
+    use crate::rule::{RoundRobin, Rule};
+    let s = crate::rule::test_support::snapshot(10);
+    let before = tokio::time::Instant::now();
+    let times = |secs: u64| crate::stats::EjectionTimes {
+        base: std::time::Duration::from_secs(secs),
+        max: std::time::Duration::from_secs(3000),
+        interval: std::time::Duration::from_secs(10),
+    };
+    s.endpoints()[2].stats().eject(before, times(30)).unwrap();
+    s.endpoints()[5].stats().eject(before, times(300)).unwrap();
+    tokio::time::advance(std::time::Duration::from_secs(31)).await;
+    let now = tokio::time::Instant::now();
+    assert!(s.endpoints()[2].stats().is_healthy_at(now));
+    let rr = RoundRobin::with_start(0).build(&s);
+    // The clock read before the ejection ended, the epoch after it.
+    let early = PickContext::at(before).with_health_epoch(11);
+    assert!(early.is_eligible(rr.pick(&early).unwrap()));
+    let ctx = PickContext::at(now).with_health_epoch(11);
+    let mut counts = [0usize; 10];
+    for _ in 0..9 * 10 {
+        counts[usize::from(rr.pick(&ctx).unwrap().instance().port() - 1000)] += 1;
+    }
+    for (i, &c) in counts.iter().enumerate() {
+        assert_eq!(c, if i == 5 { 0 } else { 10 }, "{counts:?}");
+    }
+}
