@@ -389,3 +389,31 @@ async fn a_pick_with_an_earlier_clock_does_not_keep_a_recovered_instance_out() {
         assert_eq!(c, if i == 5 { 0 } else { 10 }, "{counts:?}");
     }
 }
+
+/// A list that holds one instance twice (same identity) has no index by
+/// identity: a retry excluding it skips both positions (by the walk).
+#[test]
+fn a_retry_excludes_every_position_of_a_twice_listed_instance() {
+    use crate::rule::{RoundRobin, Rule};
+    let mut list = endpoints(4);
+    list.push(list[1].clone());
+    let s = std::sync::Arc::new(crate::snapshot::Snapshot::new("s", list, 1));
+    assert_eq!(s.position(&s.endpoints()[1]), None);
+    let excluded = [s.endpoints()[1].clone()];
+    let ctx = PickContext::new().with_excluded(&excluded);
+    let rr = RoundRobin::with_start(0).build(&s);
+    let mut counts = [0usize; 5];
+    for _ in 0..30 {
+        let e = rr.pick(&ctx).unwrap();
+        let i = s
+            .endpoints()
+            .iter()
+            .position(|x| std::ptr::eq(x, e))
+            .unwrap();
+        counts[i] += 1;
+    }
+    assert_eq!(counts, [10, 0, 10, 10, 0]);
+    let single = crate::rule::test_support::snapshot(3);
+    assert_eq!(single.position(&single.endpoints()[2]), Some(Some(2)));
+    assert_eq!(single.position(&endpoints(1)[0]), Some(None));
+}
