@@ -46,10 +46,15 @@
 //!
 //! Cost: a pick costs what the wrapped picker costs with the tiers. A tier
 //! of one zone (the preferred zone, or a single good zone) tells the
-//! wrapped picker its zone's endpoints ([`Domain`]), so a
-//! round-robin picker steps over that zone only: O(1) while its candidate
-//! is available and eligible, else one or two walks of the zone (of the
-//! list for a tier of several zones). Build and recount: O(n).
+//! wrapped picker its zone's endpoints ([`Domain`]), and a tier of several
+//! zones (the good ones when some are avoided) their endpoints, kept per
+//! set of zones from its first pick (up to 8 sets, 4 bytes per endpoint
+//! each), so a round-robin picker steps over those zones only: O(1) while
+//! its candidate is available and eligible, else one or two walks of the
+//! zones. (Without a domain, a third of the picks walked the whole list
+//! twice when one zone of three was avoided: 43 µs per pick over 10 000
+//! instances for round robin, 72 µs for weighted round robin.) A tier of
+//! every zone has none (the whole list). Build and recount: O(n).
 //!
 //! Differences from Ribbon: Ribbon drops only the single worst zone per
 //! pick (and one at random among equals); here every overloaded zone is

@@ -395,3 +395,35 @@ async fn ejected_instances_do_not_dilute_their_zones_load_under_the_health_filte
     let panic = count(PickContext::at(now), 600);
     assert_eq!(panic, [100, 100, 100, 100, 100, 100, 0, 0, 0, 0, 0]);
 }
+
+/// With one zone of three avoided, the tier of the other two has their
+/// endpoints as its domain: round robin over it takes exact turns, and
+/// its candidate is always in the tier instead of a third of the picks
+/// walking the whole list twice (43 µs per pick over 10 000 instances).
+#[tokio::test(start_paused = true)]
+async fn an_avoided_zone_leaves_the_others_a_domain() {
+    let names: Vec<&str> = (0..30).map(|i| ["a", "b", "c"][i % 3]).collect();
+    let s = zoned(&names, 1);
+    let now = Instant::now();
+    for e in s.endpoints().iter().step_by(3) {
+        trip(e, now);
+    }
+    for rule in [
+        Box::new(ZoneAvoidance::new(RoundRobin::with_start(0))) as Box<dyn Rule>,
+        Box::new(ZoneAvoidance::new(
+            crate::rule::WeightedRoundRobin::with_start(0),
+        )),
+    ] {
+        let p = rule.build(&s);
+        let ctx = PickContext::at(now);
+        crate::rule::walk::WALKS.with(|w| w.set(0));
+        let mut counts = [0u32; 30];
+        for _ in 0..20 * 10 {
+            counts[index(&s, p.pick(&ctx).unwrap())] += 1;
+        }
+        assert_eq!(crate::rule::walk::WALKS.with(|w| w.get()), 0);
+        for (i, &c) in counts.iter().enumerate() {
+            assert_eq!(c, if i % 3 == 0 { 0 } else { 10 }, "{counts:?}");
+        }
+    }
+}
