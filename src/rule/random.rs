@@ -9,9 +9,12 @@
 //! retry's exclusions, the health filter) up to 8 draws over the whole
 //! list until one is eligible (rejection sampling: still uniform over the
 //! eligible ones, and under 2 draws on average while at least half are
-//! eligible), then, if all 8 missed, one count and one walk (O(n)). Wrapped, a draw is one step of the tiered rotation (see
+//! eligible), then, if all 8 missed, one count and one walk (O(n)).
+//! Wrapped, up to 8 draws over the first tier's domain until one is in
+//! that tier, then one step of the tiered rotation (see
 //! [`Tiers`](super::Tiers)), so a filtered endpoint's share spreads
-//! uniformly too.
+//! uniformly too, and a draw of a filtered endpoint costs another draw
+//! rather than a walk.
 
 use std::fmt;
 use std::sync::Arc;
@@ -93,6 +96,25 @@ impl Picker for RandomPicker {
             return None;
         }
         if ctx.has_tiers() {
+            // Draws over the first tier's domain until one is in that tier
+            // (rejection sampling: uniform over its members, as the
+            // rotation's hand-off is), before the rotation, whose hand-off
+            // walks the domain twice: a wrapper's filtered instance (a
+            // tripped one under availability filtering, an excluded or
+            // unhealthy one) cost a walk of the list for each pick that
+            // drew it, 0.2 ms over 10 000 instances.
+            let first = ctx.first_domain();
+            let len = first.map_or(endpoints.len(), <[u32]>::len);
+            // (A small domain, a sticky instance's, is cheap to walk.)
+            if len > REJECTION_DRAWS {
+                for _ in 0..REJECTION_DRAWS {
+                    let pos = self.rng.below(len);
+                    let i = first.map_or(pos, |d| d[pos] as usize);
+                    if let Some(e) = endpoints.get(i).filter(|e| ctx.in_first_tier(i, e)) {
+                        return Some(e);
+                    }
+                }
+            }
             return rotate(endpoints, ctx, self.rng.next_u64() as usize);
         }
         let k = if ctx.all_eligible() {
@@ -128,6 +150,34 @@ impl Picker for RandomPicker {
 mod tests {
     use super::*;
     use crate::rule::test_support::{index, snapshot};
+
+    /// Wrapped, a draw of a filtered instance draws again instead of
+    /// walking the list (a walk for every such draw before: 0.2 ms per
+    /// pick over 10 000 instances), uniform over the others.
+    #[tokio::test(start_paused = true)]
+    async fn wrapped_draws_of_filtered_instances_draw_again() {
+        let s = snapshot(50);
+        let now = tokio::time::Instant::now();
+        for i in [3, 4, 40] {
+            crate::rule::test_support::trip(&s.endpoints()[i], now);
+        }
+        let p = crate::rule::AvailabilityFiltering::new(Random::with_seed(3)).build(&s);
+        let ctx = PickContext::at(now);
+        crate::rule::walk::WALKS.with(|w| w.set(0));
+        let mut counts = [0u32; 50];
+        for _ in 0..47 * 400 {
+            counts[index(p.pick(&ctx).unwrap())] += 1;
+        }
+        assert_eq!(crate::rule::walk::WALKS.with(|w| w.get()), 0);
+        for (i, &c) in counts.iter().enumerate() {
+            if [3, 4, 40].contains(&i) {
+                assert_eq!(c, 0);
+            } else {
+                // 400 expected, σ about 20.
+                assert!((320..=480).contains(&c), "{i}: {counts:?}");
+            }
+        }
+    }
 
     #[test]
     fn seeded_spread_is_even_and_repeatable() {
