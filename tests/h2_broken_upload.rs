@@ -108,21 +108,27 @@ async fn a_reset_from_the_server_stays_the_instances_failure() {
     assert_eq!(outcomes, [Outcome::OtherError], "{err:?}");
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Sends one chunk, waits for `go`, then fails: the caller's half of a
-/// bidirectional stream breaking after the response headers arrived.
+/// bidirectional stream breaking after the response headers arrived. With
+/// `reason` its error is that HTTP/2 reason (a gateway forwarding a
+/// downstream client's stream, which the client reset), which hyper sends
+/// in its reset instead of INTERNAL_ERROR.
 struct LateBreak {
     sent: bool,
     go: Option<tokio::sync::oneshot::Receiver<()>>,
+    reason: Option<h2::Reason>,
 }
 
 impl http_body::Body for LateBreak {
     type Data = Bytes;
-    type Error = std::io::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
         use std::future::Future;
         if !self.sent {
             self.sent = true;
@@ -136,9 +142,11 @@ impl http_body::Body for LateBreak {
             }
             self.go = None;
         }
-        std::task::Poll::Ready(Some(Err(std::io::Error::other(
-            "the caller's stream broke",
-        ))))
+        let err: BoxError = match self.reason {
+            Some(reason) => Box::new(h2::Error::from(reason)),
+            None => Box::new(std::io::Error::other("the caller's stream broke")),
+        };
+        std::task::Poll::Ready(Some(Err(err)))
     }
 }
 
@@ -175,6 +183,21 @@ async fn h2c_echo_server() -> u16 {
 /// instance (before: failures 1 and consecutive 5xx 1 per stream).
 #[tokio::test]
 async fn a_callers_stream_breaking_after_the_headers_is_not_its_instances_failure() {
+    late_breaks(None).await;
+}
+
+/// Six bidirectional streams whose caller's half fails with an HTTP/2
+/// reason (CANCEL: a gateway forwarding a downstream client's stream that
+/// the client cancelled; hyper resets the upstream stream with the reason
+/// the error carries) after the response headers: the caller's error, as
+/// with INTERNAL_ERROR (before: failures 1 and consecutive 5xx 1 per
+/// stream, and the healthy instance ejected at the fifth).
+#[tokio::test]
+async fn a_callers_stream_reset_with_its_own_reason_is_not_its_instances_failure() {
+    late_breaks(Some(h2::Reason::CANCEL)).await;
+}
+
+async fn late_breaks(reason: Option<h2::Reason>) {
     let instances = vec![Instance::new(SVC, "127.0.0.1", h2c_echo_server().await).unwrap()];
     let client = Client::builder(TokioExecutor::new())
         .http2_only(true)
@@ -192,6 +215,7 @@ async fn a_callers_stream_breaking_after_the_headers_is_not_its_instances_failur
             .body(LateBreak {
                 sent: false,
                 go: Some(rx),
+                reason,
             })
             .unwrap();
         let response = lb.clone().oneshot(req).await.expect("headers");

@@ -94,7 +94,8 @@ pub fn classify_error(error: &BoxError) -> Outcome {
 
 /// Whether a response body's error is the caller's own request stream
 /// failing (see [`Outcome::RequestError`]): over HTTP/2 hyper resets the
-/// stream with INTERNAL_ERROR when the caller's body fails, also after
+/// stream (INTERNAL_ERROR, or the HTTP/2 reason the body's error carries)
+/// when the caller's body fails, also after
 /// the response headers came (a bidirectional stream), and the response
 /// body then fails with that reset. Reads hyper's and reqwest's errors and
 /// a boxed error's chain; any other error type is the instance's.
@@ -175,12 +176,12 @@ fn classify_chain(error: &(dyn StdError + 'static)) -> Outcome {
             }
             // Over HTTP/2 hyper reports the caller's body failing as the
             // reset it sent for it: a stream reset by this side (not the
-            // server, not h2 itself) with INTERNAL_ERROR.
-            if h.is_reset()
-                && !h.is_remote()
-                && !h.is_library()
-                && h.reason() == Some(h2::Reason::INTERNAL_ERROR)
-            {
+            // server, not h2 itself), with INTERNAL_ERROR or the HTTP/2
+            // reason the body's error carries (a gateway's downstream
+            // client that cancelled). hyper's only other reset of a
+            // client stream is for a response future dropped, whose error
+            // no one reads.
+            if h.is_reset() && !h.is_remote() && !h.is_library() {
                 return Outcome::RequestError;
             }
         }
