@@ -290,6 +290,10 @@ pub(crate) struct AppIdentity {
     pub(crate) name: Option<String>,
     pub(crate) instance_id: Option<String>,
     pub(crate) port: Option<String>,
+    /// The machine's host name (else this process's random id), which
+    /// `${spring.cloud.client.hostname}` reads when the file does not set
+    /// the key, whatever else it sets (Spring fills the key always).
+    pub(crate) machine: Option<String>,
 }
 
 impl AppIdentity {
@@ -310,7 +314,7 @@ impl AppIdentity {
     fn get(&self, key: &str) -> Option<&str> {
         match key.trim() {
             "vcap.application.instance_id" => self.vcap_instance_id.as_deref(),
-            "spring.cloud.client.hostname" => self.hostname.as_deref(),
+            "spring.cloud.client.hostname" => self.hostname.as_deref().or(self.machine.as_deref()),
             "spring.application.name" => self.name.as_deref(),
             "spring.application.instance_id" => self.instance_id.as_deref(),
             "server.port" => self.port.as_deref(),
@@ -344,19 +348,23 @@ impl AppIdentity {
         out
     }
 
-    /// The default instance id, if any part is set.
     /// Fills `spring.cloud.client.hostname`, when the configuration sets
     /// an identity key but not it, with `machine` (the machine's host
     /// name, as Spring does), or this process's random id when the host
     /// name is unknown: an id of only `name:port` is the same on every
-    /// replica.
+    /// replica. Its placeholder reads that value also when no other key
+    /// is set (before, it stayed the literal placeholder there, the same
+    /// id on every replica).
     pub(crate) fn fill_hostname(&mut self, machine: Option<String>) {
+        let machine = machine.unwrap_or_else(|| process_id().to_owned());
         let named = self.name.is_some() || self.instance_id.is_some() || self.port.is_some();
         if self.hostname.is_none() && self.vcap_instance_id.is_none() && named {
-            self.hostname = Some(machine.unwrap_or_else(|| process_id().to_owned()));
+            self.hostname = Some(machine.clone());
         }
+        self.machine = Some(machine);
     }
 
+    /// The default instance id, if any part is set.
     pub(crate) fn default_id(&self) -> Option<String> {
         if let Some(vcap) = &self.vcap_instance_id {
             return Some(vcap.clone());

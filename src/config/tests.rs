@@ -254,3 +254,24 @@ fn a_blank_subset_instance_id_is_spring_s_default_id() {
     let host = super::policies::machine_hostname().unwrap();
     assert_eq!(id, Some(format!("{host}:gateway:8080")));
 }
+
+/// `${spring.cloud.client.hostname}` in `subset.instance-id` is the
+/// machine's host name also when the file sets no other identity key (or
+/// only `vcap.application.instance_id`), as Spring fills the key whatever
+/// else is set. Before, it stayed the literal placeholder there: every
+/// replica had the id `${spring.cloud.client.hostname}-edge` and chose the
+/// same subset.
+#[test]
+fn a_host_name_placeholder_resolves_without_other_identity_keys() {
+    let host = super::policies::machine_hostname().unwrap();
+    for vcap in ["", "vcap: { application: { instance_id: v-1 } }\n"] {
+        let config = RibbonConfig::from_yaml_str(&format!(
+            "spring:\n  cloud:\n    loadbalancer:\n      configurations: subset\n      \
+             subset: {{ instance-id: \"${{spring.cloud.client.hostname}}-edge\" }}\n\
+             {vcap}a: {{ ribbon: {{ listOfServers: \"127.0.0.1:1\" }} }}\n",
+        ))
+        .unwrap();
+        let id = config.client("a").load_balancer.subset.instance_id.clone();
+        assert_eq!(id, Some(format!("{host}-edge")), "{vcap}");
+    }
+}
