@@ -256,21 +256,35 @@ fn process_id() -> &'static str {
 /// `spring.cloud.client.hostname` when the configuration does not
 /// (`HostInfoEnvironmentPostProcessor`, from `InetUtils`): the kernel's
 /// host name (`/proc/sys/kernel/hostname`, read up to 256 bytes), else the
-/// `HOSTNAME` or `COMPUTERNAME` variable; `None` unless one holds 1 to 253
-/// visible ASCII characters.
+/// `HOSTNAME` or `COMPUTERNAME` variable (see `pick_hostname`).
 pub(crate) fn machine_hostname() -> Option<String> {
     use std::io::Read;
-    let valid = |h: String| {
-        let h = h.trim().to_owned();
-        (!h.is_empty() && h.len() <= 253 && h.bytes().all(|b| b.is_ascii_graphic())).then_some(h)
-    };
     let mut kernel = String::new();
     let read = std::fs::File::open("/proc/sys/kernel/hostname")
         .and_then(|f| f.take(256).read_to_string(&mut kernel));
-    read.ok()
-        .and_then(|_| valid(kernel))
-        .or_else(|| std::env::var("HOSTNAME").ok().and_then(valid))
-        .or_else(|| std::env::var("COMPUTERNAME").ok().and_then(valid))
+    pick_hostname([
+        read.ok().map(|_| kernel),
+        std::env::var("HOSTNAME").ok(),
+        std::env::var("COMPUTERNAME").ok(),
+    ])
+}
+
+/// The first of `candidates` that names this machine: 1 to 253 visible
+/// ASCII characters (trimmed), and not a name that every unnamed machine
+/// has: the kernel's `(none)` (no host name set) or `localhost`
+/// (`localhost.localdomain`, ...), which would give every replica the
+/// same subset id; Spring's `InetUtils` does not take them either (it
+/// names the machine by a non-loopback address).
+fn pick_hostname(candidates: [Option<String>; 3]) -> Option<String> {
+    let valid = |h: String| {
+        let h = h.trim().to_owned();
+        let shared = h == "(none)"
+            || (h.get(..9).is_some_and(|p| p.eq_ignore_ascii_case("localhost"))
+                && matches!(h.as_bytes().get(9), None | Some(b'.')));
+        (!h.is_empty() && !shared && h.len() <= 253 && h.bytes().all(|b| b.is_ascii_graphic()))
+            .then_some(h)
+    };
+    candidates.into_iter().flatten().find_map(valid)
 }
 
 /// Spring's default instance id (`IdUtils.getDefaultInstanceId`):
@@ -409,6 +423,27 @@ mod tests {
         let mut none = AppIdentity::default();
         none.fill_hostname(Some("pod-a".to_owned()));
         assert_eq!(none.default_id(), None);
+    }
+
+    /// A host name every unnamed machine has is no name: the kernel's
+    /// `(none)` and `localhost` (`localhost.localdomain`) give way to the
+    /// next source, else to the random id. Before, a fleet of machines
+    /// left `localhost.localdomain` had one subset id, `(none)` too.
+    #[test]
+    fn a_placeholder_host_name_names_no_machine() {
+        let some = |s: &str| Some(s.to_owned());
+        for shared in ["(none)", "localhost", "LocalHost.localdomain\n", "localhost."] {
+            assert_eq!(pick_hostname([some(shared), None, None]), None, "{shared}");
+            let next = pick_hostname([some(shared), some("pod-a"), None]);
+            assert_eq!(next.as_deref(), Some("pod-a"), "{shared}");
+        }
+        for named in ["localhost-7", "localhosts", "web-1.localdomain", "pod-a"] {
+            let got = pick_hostname([some(named), some("other"), None]);
+            assert_eq!(got.as_deref(), Some(named));
+        }
+        assert_eq!(pick_hostname([some(" \n"), None, some("WIN-1")]).as_deref(), Some("WIN-1"));
+        assert_eq!(pick_hostname([some(&"h".repeat(254)), None, None]), None);
+        assert_eq!(pick_hostname([some("a b"), None, None]), None);
     }
 
     #[test]
