@@ -427,3 +427,24 @@ async fn an_avoided_zone_leaves_the_others_a_domain() {
         }
     }
 }
+
+/// A tier of several zones finds its kept endpoints with a load: only
+/// the pick that claims the union's slot writes it. Every pick made a
+/// compare-and-swap on the slot before (400 for 400 picks here, a write
+/// to a cache line every core's picks share; 1 now).
+#[tokio::test(start_paused = true)]
+async fn a_kept_union_of_zones_is_read_without_a_write() {
+    let s = zoned(&["a", "b", "c", "a", "b", "c"], 1);
+    let now = Instant::now();
+    trip(&s.endpoints()[0], now);
+    trip(&s.endpoints()[3], now);
+    let p = ZoneAvoidance::new(RoundRobin::with_start(0)).build(&s);
+    let ctx = PickContext::at(now);
+    zones::CLAIMS.with(|c| c.set(0));
+    let mut counts = [0u32; 6];
+    for _ in 0..400 {
+        counts[index(&s, p.pick(&ctx).unwrap())] += 1;
+    }
+    assert_eq!(counts, [0, 100, 100, 0, 100, 100]);
+    assert_eq!(zones::CLAIMS.with(|c| c.get()), 1);
+}

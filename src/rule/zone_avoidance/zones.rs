@@ -17,6 +17,19 @@ const DEFAULT_ZONE: &str = "default";
 /// [`ZoneTable::domain`]); a tier of another union has no domain.
 const UNIONS: usize = 8;
 
+#[cfg(test)]
+thread_local! {
+    /// Compare-and-swaps this thread made on union slots (tests only).
+    pub(super) static CLAIMS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts one compare-and-swap on a union slot (tests only).
+#[inline]
+fn count_claim() {
+    #[cfg(test)]
+    CLAIMS.with(|c| c.set(c.get() + 1));
+}
+
 /// The zone of `e`: its instance's zone, or `default`.
 pub(super) fn zone_name(e: &Endpoint) -> &str {
     e.instance().zone().unwrap_or(DEFAULT_ZONE)
@@ -101,15 +114,24 @@ impl ZoneTable {
             return None;
         }
         for u in &self.unions {
-            let claimed =
-                match u
-                    .mask
-                    .compare_exchange(0, mask, Ordering::AcqRel, Ordering::Acquire)
-                {
-                    Ok(_) => true,
-                    Err(m) if m == mask => false,
-                    Err(_) => continue,
-                };
+            // A load first: the slot is claimed once, and read by every
+            // pick after (a compare-and-swap per pick wrote the slot's
+            // cache line, which every core's picks then fought over).
+            let claimed = match u.mask.load(Ordering::Acquire) {
+                m if m == mask => false,
+                0 => {
+                    count_claim();
+                    match u
+                        .mask
+                        .compare_exchange(0, mask, Ordering::AcqRel, Ordering::Acquire)
+                    {
+                        Ok(_) => true,
+                        Err(m) if m == mask => false,
+                        Err(_) => continue,
+                    }
+                }
+                _ => continue,
+            };
             if !claimed {
                 return u.members.get().map(|m| &**m);
             }
