@@ -85,7 +85,11 @@ impl DomainSums {
             });
             let settled =
                 generation % 2 == 0 && self.generation.load(Ordering::Acquire) == generation;
-            if settled {
+            // Full of this generation's sums: nothing to evict, nothing to
+            // store (each pick of a domain beyond them cloned the kept
+            // list and stored the copy, a write every reader then saw).
+            let room = kept.len() < KEPT || kept.iter().any(|s| s.generation != generation);
+            if settled && room {
                 self.kept.rcu(|v| {
                     let mut v: Vec<Arc<Sums>> = v
                         .iter()
@@ -114,5 +118,57 @@ impl DomainSums {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::rule::WeightedResponseTime;
+    use crate::rule::test_support::{feed, snapshot};
+
+    /// Domains beyond the 64 kept are summed per pick without touching
+    /// the kept list: each such pick cloned it (64 reference counts) and
+    /// stored the copy before (70 domains picked twice each: 76 stores of
+    /// the kept list, 64 now, those of the first round's kept domains).
+    #[tokio::test(start_paused = true)]
+    async fn domains_beyond_the_kept_ones_leave_the_kept_list_alone() {
+        let s = snapshot(200);
+        for (i, e) in s.endpoints().iter().enumerate() {
+            feed(e, 1 + (i % 7) as u64, 3);
+        }
+        let rule = WeightedResponseTime::with_seed(1).with_recompute_interval(Duration::MAX);
+        let picker = WeightedResponseTimePicker {
+            snapshot: Arc::clone(&s),
+            shared: Arc::clone(&rule.shared),
+            interval: rule.interval,
+            cumulative: s.endpoints().iter().map(|_| AtomicU64::new(0)).collect(),
+            domains: DomainSums::default(),
+        };
+        picker.fill();
+        let domains: Vec<Vec<u32>> = (0..70u32)
+            .map(|d| (0..10).map(|j| (d + j * 17) % 200).collect())
+            .collect();
+        let any = |_: usize, _: &Endpoint| true;
+        let mut stores = 0;
+        for round in 0..2 {
+            for d in &domains {
+                let before = picker.domains.kept.load_full();
+                assert!(
+                    picker
+                        .domains
+                        .draw(&picker, s.endpoints(), &any, d)
+                        .is_some()
+                );
+                if !Arc::ptr_eq(&before, &picker.domains.kept.load_full()) {
+                    stores += 1;
+                }
+            }
+            assert_eq!(picker.domains.kept.load().len(), KEPT, "round {round}");
+        }
+        assert_eq!(stores, KEPT);
     }
 }
