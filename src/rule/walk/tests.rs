@@ -417,3 +417,33 @@ fn a_retry_excludes_every_position_of_a_twice_listed_instance() {
     assert_eq!(single.position(&single.endpoints()[2]), Some(Some(2)));
     assert_eq!(single.position(&endpoints(1)[0]), Some(None));
 }
+
+/// A pick under a health epoch reads the kept memo through a guard: only
+/// the pick that walks the list takes an owned reference (the memo it
+/// stores). Every pick took one before (`load_full`: a reference count up
+/// and down, a write to the memo's count that every core's picks share),
+/// 100 for 100 picks; the memo then cost more per pick than the two walks
+/// it replaced on a short list when two threads picked.
+#[tokio::test(start_paused = true)]
+async fn a_kept_memo_is_read_without_taking_a_reference() {
+    use crate::rule::{RoundRobin, Rule};
+    let s = crate::rule::test_support::snapshot(3);
+    let now = tokio::time::Instant::now();
+    let times = crate::stats::EjectionTimes {
+        base: std::time::Duration::from_secs(30),
+        max: std::time::Duration::from_secs(300),
+        interval: std::time::Duration::from_secs(10),
+    };
+    s.endpoints()[1].stats().eject(now, times).unwrap();
+    let rr = RoundRobin::with_start(0).build(&s);
+    let ctx = PickContext::at(now).with_health_epoch(4);
+    MEMO_REFS.with(|r| r.set(0));
+    WALKS.with(|w| w.set(0));
+    let mut counts = [0usize; 3];
+    for _ in 0..100 {
+        counts[usize::from(rr.pick(&ctx).unwrap().instance().port() - 1000)] += 1;
+    }
+    assert_eq!(counts, [50, 0, 50]);
+    assert_eq!(WALKS.with(|w| w.get()), 1);
+    assert_eq!(MEMO_REFS.with(|r| r.get()), 1);
+}
