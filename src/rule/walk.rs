@@ -192,14 +192,14 @@ thread_local! {
 
 #[cfg(test)]
 thread_local! {
-    /// Owned references to an [`UnhealthyMemo`]'s memo this thread's
-    /// picks took (tests only).
+    /// Owned references this thread's picks took to state a picker keeps
+    /// (an [`UnhealthyMemo`]'s memo, a domain's prefix sums; tests only).
     pub(crate) static MEMO_REFS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Counts one owned reference a pick took to a memo (tests only).
+/// Counts one owned reference a pick took to kept state (tests only).
 #[inline]
-fn count_memo_ref() {
+pub(crate) fn count_memo_ref() {
     #[cfg(test)]
     MEMO_REFS.with(|w| w.set(w.get() + 1));
 }

@@ -65,46 +65,52 @@ impl DomainSums {
         let key = key(domain);
         let generation = self.generation.load(Ordering::Acquire);
         let kept = self.kept.load();
+        // Read through the guard, without a reference count per pick (a
+        // write to the sums' count that every core's picks share).
         let found = kept
             .iter()
-            .find(|s| s.key == key && s.generation == generation)
-            .cloned();
-        let sums = found.unwrap_or_else(|| {
-            let mut acc = 0.0;
-            let prefix = domain
-                .iter()
-                .map(|&i| {
-                    acc += picker.weight(i as usize);
-                    acc
-                })
-                .collect();
-            let sums = Arc::new(Sums {
-                key,
-                generation,
-                prefix,
-            });
-            let settled =
-                generation % 2 == 0 && self.generation.load(Ordering::Acquire) == generation;
-            // Full of this generation's sums: nothing to evict, nothing to
-            // store (each pick of a domain beyond them cloned the kept
-            // list and stored the copy, a write every reader then saw).
-            let room = kept.len() < KEPT || kept.iter().any(|s| s.generation != generation);
-            if settled && room {
-                self.kept.rcu(|v| {
-                    let mut v: Vec<Arc<Sums>> = v
-                        .iter()
-                        .filter(|s| s.key != key && s.generation == generation)
-                        .cloned()
-                        .collect();
-                    if v.len() < KEPT {
-                        v.push(Arc::clone(&sums));
-                    }
-                    v
+            .find(|s| s.key == key && s.generation == generation);
+        let fresh;
+        let sums: &Sums = match found {
+            Some(s) => s,
+            None => {
+                let mut acc = 0.0;
+                let prefix = domain
+                    .iter()
+                    .map(|&i| {
+                        acc += picker.weight(i as usize);
+                        acc
+                    })
+                    .collect();
+                let sums = Arc::new(Sums {
+                    key,
+                    generation,
+                    prefix,
                 });
+                let settled =
+                    generation % 2 == 0 && self.generation.load(Ordering::Acquire) == generation;
+                // Full of this generation's sums: nothing to evict, nothing to
+                // store (each pick of a domain beyond them cloned the kept
+                // list and stored the copy, a write every reader then saw).
+                let room = kept.len() < KEPT || kept.iter().any(|s| s.generation != generation);
+                if settled && room {
+                    self.kept.rcu(|v| {
+                        let mut v: Vec<Arc<Sums>> = v
+                            .iter()
+                            .filter(|s| s.key != key && s.generation == generation)
+                            .cloned()
+                            .collect();
+                        if v.len() < KEPT {
+                            v.push(Arc::clone(&sums));
+                        }
+                        v
+                    });
+                }
+                crate::rule::walk::count_memo_ref();
+                fresh = sums;
+                &fresh
             }
-            sums
-        });
-        drop(kept);
+        };
         let total = sums.prefix.last().copied().unwrap_or(0.0);
         if !usable(total) || sums.prefix.len() != domain.len() {
             return None;
@@ -129,6 +135,42 @@ mod tests {
     use super::*;
     use crate::rule::WeightedResponseTime;
     use crate::rule::test_support::{feed, snapshot};
+
+    /// A domain's kept sums are read through the guard: only the pick
+    /// that sums the domain holds them (its fresh sums). Every pick took a
+    /// reference before (a count up and down, a write every core's picks
+    /// share): 100 for 100 picks in a preferred zone of 10, 1 now.
+    #[tokio::test(start_paused = true)]
+    async fn kept_sums_are_read_without_taking_a_reference() {
+        use crate::instance::Endpoint;
+        use crate::rule::test_support::{BASE_PORT, instance};
+        use crate::rule::{PickContext, Rule, ZoneAvoidance};
+        use crate::snapshot::Snapshot;
+        let eps: Vec<Endpoint> = (0..30u16)
+            .map(|i| {
+                Endpoint::new(
+                    instance("127.0.0.1", BASE_PORT + i)
+                        .with_zone(["a", "b", "c"][usize::from(i % 3)]),
+                )
+            })
+            .collect();
+        for (i, e) in eps.iter().enumerate() {
+            feed(e, 1 + (i % 5) as u64, 3);
+        }
+        let s = Arc::new(Snapshot::new("s", eps, 1));
+        let p = ZoneAvoidance::new(WeightedResponseTime::with_seed(2))
+            .preferred_zone(Some("b"))
+            .build(&s);
+        let ctx = PickContext::new();
+        crate::rule::walk::MEMO_REFS.with(|r| r.set(0));
+        crate::rule::walk::WALKS.with(|w| w.set(0));
+        for _ in 0..100 {
+            let e = p.pick(&ctx).unwrap();
+            assert_eq!(crate::rule::test_support::index(e) % 3, 1);
+        }
+        assert_eq!(crate::rule::walk::WALKS.with(|w| w.get()), 0);
+        assert_eq!(crate::rule::walk::MEMO_REFS.with(|r| r.get()), 1);
+    }
 
     /// Domains beyond the 64 kept are summed per pick without touching
     /// the kept list: each such pick cloned it (64 reference counts) and

@@ -135,22 +135,28 @@ impl DomainSums {
         k: u64,
     ) -> Option<&'s Endpoint> {
         let key = Sums::key(domain);
+        // Read through the guard, without a reference count per pick (a
+        // write to the sums' count that every core's picks share).
         let kept = self.kept.load();
-        let found = kept.iter().find(|s| s.key == key).cloned();
-        let sums = found.unwrap_or_else(|| {
-            let sums = Arc::new(Sums::new(domain, weights));
-            if kept.len() < KEPT {
-                self.kept.rcu(|v| {
-                    let mut v = Vec::clone(v);
-                    if v.len() < KEPT && !v.iter().any(|s| s.key == key) {
-                        v.push(Arc::clone(&sums));
-                    }
-                    v
-                });
+        let fresh;
+        let sums: &Sums = match kept.iter().find(|s| s.key == key) {
+            Some(s) => s,
+            None => {
+                let sums = Arc::new(Sums::new(domain, weights));
+                if kept.len() < KEPT {
+                    self.kept.rcu(|v| {
+                        let mut v = Vec::clone(v);
+                        if v.len() < KEPT && !v.iter().any(|s| s.key == key) {
+                            v.push(Arc::clone(&sums));
+                        }
+                        v
+                    });
+                }
+                crate::rule::walk::count_memo_ref();
+                fresh = sums;
+                &fresh
             }
-            sums
-        });
-        drop(kept);
+        };
         let total = sums.total();
         if total == 0 || sums.prefix.len() != domain.len() {
             return None;
@@ -242,6 +248,44 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// A domain's kept sums are read through the guard: only the pick
+    /// that sums the domain holds them (its fresh sums). Every pick took a
+    /// reference before (a count up and down, a write every core's picks
+    /// share): 90 for 90 picks in a preferred zone of 10, 1 now.
+    #[tokio::test(start_paused = true)]
+    async fn kept_sums_are_read_without_taking_a_reference() {
+        use crate::rule::test_support::{BASE_PORT, index, instance};
+        use crate::rule::{PickContext, Rule, WeightedRoundRobin, ZoneAvoidance};
+        use crate::snapshot::Snapshot;
+        let eps = (0..30u16)
+            .map(|i| {
+                let i_ = instance("127.0.0.1", BASE_PORT + i)
+                    .with_zone(["a", "b", "c"][usize::from(i % 3)])
+                    .with_weight(1 + u32::from(i % 2));
+                Endpoint::new(i_)
+            })
+            .collect();
+        let s = Arc::new(Snapshot::new("s", eps, 1));
+        let p = ZoneAvoidance::new(WeightedRoundRobin::with_start(0))
+            .preferred_zone(Some("b"))
+            .build(&s);
+        let ctx = PickContext::new();
+        crate::rule::walk::MEMO_REFS.with(|r| r.set(0));
+        let mut counts = [0u32; 30];
+        for _ in 0..15 * 6 {
+            counts[index(p.pick(&ctx).unwrap())] += 1;
+        }
+        for (i, &c) in counts.iter().enumerate() {
+            let want = match (i % 3, i % 2) {
+                (1, 0) => 6,
+                (1, _) => 12,
+                _ => 0,
+            };
+            assert_eq!(c, want, "{counts:?}");
+        }
+        assert_eq!(crate::rule::walk::MEMO_REFS.with(|r| r.get()), 1);
+    }
 
     proptest! {
         #[test]
