@@ -37,6 +37,20 @@ pub(crate) type Member<'m> = &'m dyn Fn(usize, &Endpoint) -> bool;
 /// entries would be picked with the first one's weights.
 pub type Domain<'a> = Option<&'a [u32]>;
 
+/// How a picker knows a domain it keeps data for (see [`Domain`]): the
+/// slice's address and length and its first, middle and last entries.
+pub(crate) fn domain_key(domain: &[u32]) -> [usize; 5] {
+    let at = |p: usize| domain.get(p).map_or(usize::MAX, |&v| v as usize);
+    let n = domain.len();
+    [
+        domain.as_ptr() as usize,
+        n,
+        at(0),
+        at(n / 2),
+        at(n.wrapping_sub(1)),
+    ]
+}
+
 /// The tiers one wrapping picker adds, in order of preference, chained to
 /// the tiers of the pickers wrapping it.
 ///

@@ -363,16 +363,21 @@ fn probe_hand_off<'s>(
     p0: usize,
     k: usize,
 ) -> Option<&'s Endpoint> {
-    let seed = crate::hash::mix64(((k / l) as u64).rotate_left(29) ^ p0 as u64);
-    for j in 0..HAND_OFF_PROBES {
+    let seed = ((k / l) as u64).rotate_left(29) ^ p0 as u64;
+    probes(seed, l as u64).find_map(|pos| {
+        let i = at(pos as usize);
+        endpoints.get(i).filter(|e| member(i, e))
+    })
+}
+
+/// The positions a long hand-off probes: up to 64 pseudo-random numbers
+/// below `bound` (each uniform), fixed by `seed`.
+pub(crate) fn probes(seed: u64, bound: u64) -> impl Iterator<Item = u64> {
+    let seed = crate::hash::mix64(seed);
+    (0..HAND_OFF_PROBES).map(move |j| {
         let r = crate::hash::mix64(seed.wrapping_add(j.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
-        let pos = ((u128::from(r) * l as u128) >> 64) as usize;
-        let i = at(pos);
-        if let Some(e) = endpoints.get(i).filter(|e| member(i, e)) {
-            return Some(e);
-        }
-    }
-    None
+        ((u128::from(r) * u128::from(bound)) >> 64) as u64
+    })
 }
 
 #[cfg(test)]

@@ -3,6 +3,19 @@ use std::cell::Cell;
 use super::*;
 use crate::rule::Tier;
 use crate::rule::test_support::endpoints;
+use crate::stats::EjectionTimes;
+
+/// Ejections of 30 s (at most 300 s, forgiven after 10 s healthy).
+const TIMES: EjectionTimes = EjectionTimes {
+    base: std::time::Duration::from_secs(30),
+    max: std::time::Duration::from_secs(300),
+    interval: std::time::Duration::from_secs(10),
+};
+
+/// The index of a pick in `test_support`'s lists (port − 1000).
+fn index_of(e: Option<&Endpoint>) -> usize {
+    e.map_or(usize::MAX, |e| usize::from(e.instance().port() - 1000))
+}
 
 #[test]
 fn a_member_candidate_of_a_fallback_tier_costs_no_walk() {
@@ -39,11 +52,7 @@ async fn round_robin_under_a_health_epoch_walks_once_per_epoch() {
     use crate::rule::{RoundRobin, Rule};
     let s = crate::rule::test_support::snapshot(50);
     let now = tokio::time::Instant::now();
-    let times = crate::stats::EjectionTimes {
-        base: std::time::Duration::from_secs(30),
-        max: std::time::Duration::from_secs(300),
-        interval: std::time::Duration::from_secs(10),
-    };
+    let times = TIMES;
     let eject = |i: usize| s.endpoints()[i].stats().eject(now, times).unwrap();
     for i in [0, 7, 8, 49] {
         eject(i);
@@ -96,11 +105,7 @@ async fn envoy_12284_picks_stay_cheap_with_many_unhealthy_instances() {
     use crate::rule::{Random, RoundRobin, Rule};
     let s = crate::rule::test_support::snapshot(1000);
     let now = tokio::time::Instant::now();
-    let times = crate::stats::EjectionTimes {
-        base: std::time::Duration::from_secs(30),
-        max: std::time::Duration::from_secs(300),
-        interval: std::time::Duration::from_secs(10),
-    };
+    let times = TIMES;
     let unhealthy = |i: usize| i % 5 < 2;
     for (i, e) in s.endpoints().iter().enumerate() {
         if unhealthy(i) {
@@ -114,7 +119,7 @@ async fn envoy_12284_picks_stay_cheap_with_many_unhealthy_instances() {
         WALKS.with(|w| w.set(0));
         let mut counts = vec![0usize; 1000];
         for _ in 0..600 * 5 {
-            counts[usize::from(picker.pick(&ctx).unwrap().instance().port() - 1000)] += 1;
+            counts[index_of(picker.pick(&ctx))] += 1;
         }
         let walks = WALKS.with(|w| w.get());
         assert!(
@@ -146,18 +151,14 @@ async fn keyless_consistent_hash_under_a_health_epoch_walks_once() {
     use crate::rule::{ConsistentHash, Rule};
     let s = crate::rule::test_support::snapshot(40);
     let now = tokio::time::Instant::now();
-    let times = crate::stats::EjectionTimes {
-        base: std::time::Duration::from_secs(30),
-        max: std::time::Duration::from_secs(300),
-        interval: std::time::Duration::from_secs(10),
-    };
+    let times = TIMES;
     s.endpoints()[9].stats().eject(now, times).unwrap();
     let ch = ConsistentHash::new().build(&s);
     let ctx = PickContext::at(now).with_health_epoch(3);
     WALKS.with(|w| w.set(0));
     let mut counts = [0usize; 40];
     for _ in 0..39 * 10 {
-        counts[usize::from(ch.pick(&ctx).unwrap().instance().port() - 1000)] += 1;
+        counts[index_of(ch.pick(&ctx))] += 1;
     }
     assert_eq!(WALKS.with(|w| w.get()), 1);
     for (i, &c) in counts.iter().enumerate() {
@@ -173,11 +174,7 @@ async fn random_with_ineligible_endpoints_draws_instead_of_walking() {
     use crate::rule::{Random, Rule};
     let s = crate::rule::test_support::snapshot(50);
     let now = tokio::time::Instant::now();
-    let times = crate::stats::EjectionTimes {
-        base: std::time::Duration::from_secs(30),
-        max: std::time::Duration::from_secs(300),
-        interval: std::time::Duration::from_secs(10),
-    };
+    let times = TIMES;
     s.endpoints()[3].stats().eject(now, times).unwrap();
     let excluded = [s.endpoints()[10].clone(), s.endpoints()[11].clone()];
     let random = Random::with_seed(5).build(&s);
@@ -188,7 +185,7 @@ async fn random_with_ineligible_endpoints_draws_instead_of_walking() {
         WALKS.with(|w| w.set(0));
         let mut counts = [0usize; 50];
         for _ in 0..49 * 400 {
-            counts[usize::from(random.pick(&ctx).unwrap().instance().port() - 1000)] += 1;
+            counts[index_of(random.pick(&ctx))] += 1;
         }
         assert_eq!(WALKS.with(|w| w.get()), 0);
         let out: &[usize] = if ctx.health_filter() { &[3] } else { &[10, 11] };
@@ -290,11 +287,7 @@ async fn round_robin_with_exclusions_does_not_walk() {
     use crate::rule::{ConsistentHash, RoundRobin, Rule};
     let s = crate::rule::test_support::snapshot(50);
     let now = tokio::time::Instant::now();
-    let times = crate::stats::EjectionTimes {
-        base: std::time::Duration::from_secs(30),
-        max: std::time::Duration::from_secs(300),
-        interval: std::time::Duration::from_secs(10),
-    };
+    let times = TIMES;
     for i in [0, 7, 8, 49] {
         s.endpoints()[i].stats().eject(now, times).unwrap();
     }
@@ -383,7 +376,7 @@ async fn a_pick_with_an_earlier_clock_does_not_keep_a_recovered_instance_out() {
     let ctx = PickContext::at(now).with_health_epoch(11);
     let mut counts = [0usize; 10];
     for _ in 0..9 * 10 {
-        counts[usize::from(rr.pick(&ctx).unwrap().instance().port() - 1000)] += 1;
+        counts[index_of(rr.pick(&ctx))] += 1;
     }
     for (i, &c) in counts.iter().enumerate() {
         assert_eq!(c, if i == 5 { 0 } else { 10 }, "{counts:?}");
@@ -429,11 +422,7 @@ async fn a_kept_memo_is_read_without_taking_a_reference() {
     use crate::rule::{RoundRobin, Rule};
     let s = crate::rule::test_support::snapshot(3);
     let now = tokio::time::Instant::now();
-    let times = crate::stats::EjectionTimes {
-        base: std::time::Duration::from_secs(30),
-        max: std::time::Duration::from_secs(300),
-        interval: std::time::Duration::from_secs(10),
-    };
+    let times = TIMES;
     s.endpoints()[1].stats().eject(now, times).unwrap();
     let rr = RoundRobin::with_start(0).build(&s);
     let ctx = PickContext::at(now).with_health_epoch(4);
@@ -441,7 +430,7 @@ async fn a_kept_memo_is_read_without_taking_a_reference() {
     WALKS.with(|w| w.set(0));
     let mut counts = [0usize; 3];
     for _ in 0..100 {
-        counts[usize::from(rr.pick(&ctx).unwrap().instance().port() - 1000)] += 1;
+        counts[index_of(rr.pick(&ctx))] += 1;
     }
     assert_eq!(counts, [50, 0, 50]);
     assert_eq!(WALKS.with(|w| w.get()), 1);

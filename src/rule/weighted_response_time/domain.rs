@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 
 use super::{REJECTION_DRAWS, WeightedResponseTimePicker, usable};
 use crate::instance::Endpoint;
+use crate::rule::context::domain_key;
 
 /// Domains of at most this many positions are walked.
 pub(super) const WALKED: usize = 8;
@@ -29,18 +30,6 @@ struct Sums {
     generation: u64,
     /// `prefix[p]`: the weights of positions `0..=p`, in ms.
     prefix: Box<[f64]>,
-}
-
-fn key(domain: &[u32]) -> [usize; 5] {
-    let at = |p: usize| domain.get(p).map_or(usize::MAX, |&v| v as usize);
-    let n = domain.len();
-    [
-        domain.as_ptr() as usize,
-        n,
-        at(0),
-        at(n / 2),
-        at(n.wrapping_sub(1)),
-    ]
 }
 
 /// The sums a picker keeps, and the generation of its weights: odd while
@@ -62,7 +51,7 @@ impl DomainSums {
         member: &dyn Fn(usize, &Endpoint) -> bool,
         domain: &[u32],
     ) -> Option<&'s Endpoint> {
-        let key = key(domain);
+        let key = domain_key(domain);
         let generation = self.generation.load(Ordering::Acquire);
         let kept = self.kept.load();
         // Read through the guard, without a reference count per pick (a

@@ -28,11 +28,8 @@ use arc_swap::ArcSwap;
 
 use super::{stride, weighted_at};
 use crate::instance::Endpoint;
-use crate::rule::walk::EXACT_HAND_OFF;
-
-/// Probes of a long hand-off before it counts.
-const PROBES: u64 = 64;
-const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+use crate::rule::context::domain_key;
+use crate::rule::walk::{EXACT_HAND_OFF, probes};
 
 /// A filtered cycle entry's turn over a list of more than
 /// [`EXACT_HAND_OFF`] instances: up to 64 cycle entries drawn
@@ -52,16 +49,11 @@ pub(super) fn probe<'s>(
     if endpoints.len() <= EXACT_HAND_OFF || cycle.is_empty() {
         return None;
     }
-    let seed = crate::hash::mix64((k as u64).rotate_left(31) ^ 0x2545_f491);
-    for j in 0..PROBES {
-        let r = crate::hash::mix64(seed.wrapping_add(j.wrapping_mul(GOLDEN)));
-        let pos = ((u128::from(r) * cycle.len() as u128) >> 64) as usize;
-        let i = *cycle.get(pos)? as usize;
-        if is_member(i) {
-            return endpoints.get(i);
-        }
-    }
-    None
+    let seed = (k as u64).rotate_left(31) ^ 0x2545_f491;
+    probes(seed, cycle.len() as u64).find_map(|pos| {
+        let i = *cycle.get(pos as usize)? as usize;
+        is_member(i).then(|| endpoints.get(i)).flatten()
+    })
 }
 
 /// Domains of at most this many positions are walked (cheap enough, and
@@ -84,18 +76,6 @@ struct Sums {
 }
 
 impl Sums {
-    fn key(domain: &[u32]) -> [usize; 5] {
-        let at = |p: usize| domain.get(p).map_or(usize::MAX, |&v| v as usize);
-        let n = domain.len();
-        [
-            domain.as_ptr() as usize,
-            n,
-            at(0),
-            at(n / 2),
-            at(n.wrapping_sub(1)),
-        ]
-    }
-
     fn new(domain: &[u32], weights: &[u64]) -> Self {
         let mut acc = 0u64;
         let prefix = domain
@@ -106,7 +86,7 @@ impl Sums {
             })
             .collect();
         Self {
-            key: Self::key(domain),
+            key: domain_key(domain),
             prefix,
         }
     }
@@ -134,7 +114,7 @@ impl DomainSums {
         domain: &[u32],
         k: u64,
     ) -> Option<&'s Endpoint> {
-        let key = Sums::key(domain);
+        let key = domain_key(domain);
         // Read through the guard, without a reference count per pick (a
         // write to the sums' count that every core's picks share).
         let kept = self.kept.load();
@@ -172,16 +152,12 @@ impl DomainSums {
         // Handed on: over a long domain, probes of random targets first
         // (each a member with its weight's odds), then the count.
         if domain.len() > EXACT_HAND_OFF {
-            let seed = crate::hash::mix64(k.rotate_left(31) ^ 0x5bd1_e995);
-            for j in 0..PROBES {
-                let r = crate::hash::mix64(seed.wrapping_add(j.wrapping_mul(GOLDEN)));
-                let t = ((u128::from(r) * u128::from(total)) >> 64) as u64;
-                let pos = sums.prefix.partition_point(|&c| c <= t);
-                if let Some(&i) = domain.get(pos) {
-                    if is_member(i as usize) {
-                        return endpoints.get(i as usize);
-                    }
-                }
+            let drawn = probes(k.rotate_left(31) ^ 0x5bd1_e995, total).find_map(|t| {
+                let i = *domain.get(sums.prefix.partition_point(|&c| c <= t))? as usize;
+                is_member(i).then(|| endpoints.get(i)).flatten()
+            });
+            if drawn.is_some() {
+                return drawn;
             }
         }
         // Handed on: count the filtered targets before step `r`.
