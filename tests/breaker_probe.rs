@@ -255,6 +255,7 @@ mod stream_ending_late {
     use tokio::sync::oneshot;
 
     use super::*;
+    use tower_ribbon::instance::Endpoint;
 
     /// A body that ends when its sender says so (a download, an SSE stream).
     struct Gate(Option<oneshot::Receiver<()>>);
@@ -326,13 +327,20 @@ mod stream_ending_late {
         (tx, lb)
     }
 
-    /// As below, for outlier ejection: the stream's end does not zero the
-    /// consecutive errors recorded after its headers, so two more refused
-    /// connects eject A (5 in a row). Before, the end of the stream reset
-    /// the count to 0 and A was not ejected.
-    #[tokio::test(start_paused = true)]
-    async fn a_stream_ending_after_failures_does_not_reset_the_ejection_count() {
-        let (tx, lb) = stream_then_refused(OutlierDetection::default());
+    /// [`stream_then_refused`], then the stream's headers at 0 s and a
+    /// refused connect at 1, 2 and 3 s: the gate, the balancer, A and the
+    /// open stream.
+    async fn stream_then_three_refused(
+        outliers: OutlierDetection,
+    ) -> (
+        oneshot::Sender<()>,
+        LoadBalancer<
+            impl tower_ribbon::InnerService<String, Response = Response<Gate>, Error = BoxError>,
+        >,
+        Endpoint,
+        Response<tower_ribbon::service::TrackedBody<Gate>>,
+    ) {
+        let (tx, lb) = stream_then_refused(outliers);
         assert!(lb.ready_service("svc").await);
         let a = lb.snapshot("svc").unwrap().endpoints()[0].clone();
         let get = || Request::get("http://svc/").body(String::new()).unwrap();
@@ -341,6 +349,17 @@ mod stream_ending_late {
             tokio::time::sleep(Duration::from_secs(1)).await;
             assert!(lb.clone().oneshot(get()).await.is_err());
         }
+        (tx, lb, a, stream)
+    }
+
+    /// As below, for outlier ejection: the stream's end does not zero the
+    /// consecutive errors recorded after its headers, so two more refused
+    /// connects eject A (5 in a row). Before, the end of the stream reset
+    /// the count to 0 and A was not ejected.
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_ending_after_failures_does_not_reset_the_ejection_count() {
+        let (tx, lb, a, stream) = stream_then_three_refused(OutlierDetection::default()).await;
+        let get = || Request::get("http://svc/").body(String::new()).unwrap();
         tx.send(()).unwrap();
         stream.into_body().collect().await.unwrap();
         assert_eq!(a.stats().consecutive_server_errors(), 3);
@@ -360,15 +379,7 @@ mod stream_ending_late {
     /// again as each stream ended.
     #[tokio::test(start_paused = true)]
     async fn a_stream_ending_after_failures_does_not_close_the_breaker() {
-        let (tx, lb) = stream_then_refused(OutlierDetection::disabled());
-        assert!(lb.ready_service("svc").await);
-        let a = lb.snapshot("svc").unwrap().endpoints()[0].clone();
-        let get = || Request::get("http://svc/").body(String::new()).unwrap();
-        let stream = lb.clone().oneshot(get()).await.unwrap();
-        for _ in 0..3 {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            assert!(lb.clone().oneshot(get()).await.is_err());
-        }
+        let (tx, _lb, a, stream) = stream_then_three_refused(OutlierDetection::disabled()).await;
         let open = BreakerState::Open {
             remaining: Duration::from_secs(10),
         };
