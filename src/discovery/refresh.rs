@@ -68,7 +68,11 @@ struct Counters {
 /// Makes the endpoint of a newly listed instance (the service layer passes
 /// one that gives it stats with the configured
 /// [`StatsConfig`](crate::stats::StatsConfig)).
-pub(crate) type NewEndpoint = Arc<dyn Fn(Instance) -> Endpoint + Send + Sync>;
+/// Makes the endpoint of an instance new to the list; with the stats it
+/// had when it left with requests in flight, it keeps them (those requests
+/// still count on it) but joins as a new instance otherwise.
+pub(crate) type NewEndpoint =
+    Arc<dyn Fn(Instance, Option<Arc<EndpointStats>>) -> Endpoint + Send + Sync>;
 
 /// The refresh record of one service: the last published list, the
 /// configuration and the counters. Publishes lists through the callback
@@ -279,10 +283,8 @@ impl Refresh {
                 }
                 None => {
                     added += 1;
-                    match departed.remove(&instance.key()) {
-                        Some(stats) => Endpoint::with_stats(instance, stats),
-                        None => (self.new_endpoint)(instance),
-                    }
+                    let stats = departed.remove(&instance.key());
+                    (self.new_endpoint)(instance, stats)
                 }
             })
             .collect();

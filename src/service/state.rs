@@ -63,15 +63,24 @@ impl ServiceState {
     ) -> Self {
         let new_wait_for_probe = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let wait_for_probe = Arc::clone(&new_wait_for_probe);
-        let new_endpoint: NewEndpoint = Arc::new(move |instance| {
-            let stats = EndpointStats::with_config(stats.clone());
+        // An instance listed again while requests it had when it left are
+        // in flight keeps their stats, but joins as any new instance: in
+        // slow start again, and waiting for its first probe.
+        let new_endpoint: NewEndpoint = Arc::new(move |instance, departed| {
+            let stats = match departed {
+                Some(kept) => {
+                    kept.restart_slow_start(tokio::time::Instant::now());
+                    kept
+                }
+                None => Arc::new(EndpointStats::with_config(stats.clone())),
+            };
             #[cfg(feature = "hyper-util")]
             if wait_for_probe.load(std::sync::atomic::Ordering::Acquire) {
                 stats.start_active_pending();
             }
             #[cfg(not(feature = "hyper-util"))]
             let _ = &wait_for_probe;
-            Endpoint::with_stats(instance, Arc::new(stats))
+            Endpoint::with_stats(instance, stats)
         });
         let refresh = Refresh::new(service_id, config, new_endpoint);
         let picker = rule.build(&refresh.current());
@@ -356,5 +365,55 @@ mod tests {
                 "{err:?}"
             );
         }
+    }
+
+    /// An instance that left with a request in flight and is listed again
+    /// keeps its stats (the request still counts on it) but joins as a new
+    /// instance: in slow start again, and waiting for its first probe.
+    #[tokio::test(start_paused = true)]
+    async fn an_instance_listed_again_during_its_request_ramps_and_waits_for_a_probe() {
+        use crate::rule::{SlowStart, SlowStartConfig};
+        let both = StaticSource::new()
+            .with_list("svc", "127.0.0.1:8081,127.0.0.1:8082")
+            .unwrap();
+        let one = StaticSource::new()
+            .with_list("svc", "127.0.0.1:8081")
+            .unwrap();
+        let rule = SlowStart::new(
+            RoundRobin::with_start(0),
+            SlowStartConfig::new(Duration::from_secs(10)),
+        );
+        let state = ServiceState::new(
+            "svc",
+            Arc::new(rule),
+            RefreshConfig::default(),
+            StatsConfig::default(),
+            50,
+        );
+        let publish = |s| state.publish(s);
+        assert!(state.refresh().refresh_once(&both, &publish).await);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let leaving = Arc::clone(state.snapshot().endpoints()[1].stats_handle());
+        let _stream = leaving.start_owned_at(tokio::time::Instant::now());
+        assert!(state.refresh().refresh_once(&one, &publish).await);
+        state
+            .new_wait_for_probe
+            .store(true, std::sync::atomic::Ordering::Release);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(state.refresh().refresh_once(&both, &publish).await);
+        let back = state.snapshot().endpoints()[1].clone();
+        assert!(Arc::ptr_eq(back.stats_handle(), &leaving));
+        assert_eq!(back.stats().in_flight(), 1);
+        let relisted = tokio::time::Instant::now();
+        assert_eq!(back.stats().slow_start_since(), relisted);
+        #[cfg(feature = "hyper-util")]
+        assert!(back.stats().is_active_pending());
+        // At half its window its factor is 0.5: a third of the picks.
+        let ctx = PickContext::at(relisted + Duration::from_secs(5));
+        let picker = state.picker();
+        let hits = (0..3000)
+            .filter(|_| picker.pick(&ctx).unwrap().instance().port() == 8082)
+            .count();
+        assert_eq!(hits, 1000);
     }
 }

@@ -315,11 +315,15 @@ impl EndpointStats {
     pub(crate) fn record_active_check(&self, passed: bool, healthy: u32, unhealthy: u32) -> bool {
         let changed = self.active.record(passed, healthy, unhealthy);
         if changed && passed {
-            // Back in service: slow start begins again (0 means never).
-            let ms = self.ms_at(Instant::now()).max(1);
-            self.returned_ms.store(ms, Ordering::Release);
+            self.restart_slow_start(Instant::now());
         }
         changed
+    }
+
+    /// Slow start begins again at `now` (back in service, or listed again).
+    pub(crate) fn restart_slow_start(&self, now: Instant) {
+        self.returned_ms
+            .store(self.ms_at(now).max(1), Ordering::Release);
     }
 
     /// Holds this endpoint unhealthy until its first active probe (it
