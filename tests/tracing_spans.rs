@@ -268,3 +268,55 @@ async fn an_unknown_service_is_an_event_and_a_counter() {
     assert_eq!(events[0].fields["service"], "nowhere");
     assert_eq!(events[0].fields["message"], "request to an unknown service");
 }
+
+#[tokio::test]
+async fn an_extension_method_is_other_in_spans() {
+    log_capture::init();
+    let ok = Backend::start("ok").await.unwrap();
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::registry().with(capture.clone());
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let source = StaticSource::new()
+        .with_list("user-service", &ok.addr().to_string())
+        .unwrap();
+    let lb = LoadBalancer::builder()
+        .source(source)
+        .service("user-service")
+        .build(support::http_client())
+        .unwrap();
+    assert!(lb.ready_service("user-service").await);
+
+    // A method the caller made up (here 4 KiB long): neither a span name
+    // nor an attribute value may carry it.
+    let made_up = format!("MADE-UP-{}", "X".repeat(4096));
+    let request = http::Request::builder()
+        .method(made_up.as_str())
+        .uri("http://user-service/x")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let response = lb.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(ok.hits(), 1);
+
+    let spans = capture.spans.lock().unwrap().clone();
+    let of = |name: &str| -> Vec<Fields> {
+        spans
+            .values()
+            .filter(|s| s.name == name)
+            .map(|s| s.fields.clone())
+            .collect()
+    };
+    let requests = of("ribbon.request");
+    let attempts = of("ribbon.attempt");
+    assert_eq!((requests.len(), attempts.len()), (1, 1));
+    assert_eq!(requests[0]["http.request.method"], "_OTHER");
+    assert_eq!(attempts[0]["http.request.method"], "_OTHER");
+    assert_eq!(attempts[0]["otel.name"], "HTTP");
+    for fields in requests.iter().chain(&attempts) {
+        assert!(
+            fields.values().all(|v| !v.contains("MADE-UP")),
+            "{fields:?}"
+        );
+    }
+}

@@ -43,7 +43,8 @@
 //! `server.port`, `http.response.status_code`, `error.type`,
 //! `http.request.resend_count`) plus `peer.service` (the service id) and
 //! `ribbon.instance.id`; retries, ejections and list changes are events.
-//! Without a subscriber they cost a few nanoseconds per request.
+//! A method outside RFC 9110's and PATCH is `_OTHER` (the attempt's span
+//! name `HTTP`), so made-up methods add no span names. Without a subscriber they cost a few nanoseconds per request.
 //!
 //! `LoadBalancer` is always ready: it routes each request to a different
 //! instance, so readiness of the inner service is awaited per request on a

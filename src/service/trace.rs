@@ -40,7 +40,7 @@ pub(super) fn request(method: &http::Method, service: &str) -> Span {
     tracing::info_span!(
         "ribbon.request",
         otel.kind = "client",
-        http.request.method = method.as_str(),
+        http.request.method = method_label(method),
         peer.service = service,
         ribbon.instance.id = Empty,
         ribbon.attempts = Empty,
@@ -51,6 +51,27 @@ pub(super) fn request(method: &http::Method, service: &str) -> Span {
 
 /// The span of one attempt, a child of `parent`; `resends` is how many
 /// attempts came before it.
+/// The `http.request.method` of a span: a method RFC 9110 (or RFC 5789's
+/// PATCH) defines, else `_OTHER`, as OpenTelemetry's HTTP conventions ask.
+/// An extension method comes from the caller, so as a span name or
+/// attribute it would let anyone add names (or 1 MiB of text) to traces.
+fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::TRACE => "TRACE",
+        http::Method::PATCH => "PATCH",
+        _ => OTHER_METHOD,
+    }
+}
+
+const OTHER_METHOD: &str = "_OTHER";
+
 pub(super) fn attempt(
     parent: &Span,
     method: Option<&http::Method>,
@@ -60,12 +81,17 @@ pub(super) fn attempt(
     if parent.is_disabled() {
         return Span::none();
     }
-    let method = method.map_or("", http::Method::as_str);
+    let method = method.map_or("", method_label);
+    let name = if method == OTHER_METHOD {
+        "HTTP"
+    } else {
+        method
+    };
     let span = tracing::info_span!(
         parent: parent,
         "ribbon.attempt",
         otel.kind = "client",
-        otel.name = method,
+        otel.name = name,
         http.request.method = method,
         peer.service = service,
         server.address = Empty,
