@@ -384,3 +384,22 @@ async fn bad_policies_are_refused_at_build_naming_the_setting() {
         assert!(err.to_string().contains(key), "{err}");
     }
 }
+
+/// A method the caller made up (a gateway forwards its clients' methods)
+/// is quoted cut in the "not retried" reason, as other input in errors:
+/// a 4 KiB method was in the message twice (8 KiB).
+#[tokio::test(start_paused = true)]
+async fn a_made_up_method_is_cut_in_the_error() {
+    let (lb, log) = balancer(&[Act::Reset, Act::Ok], quick());
+    assert!(lb.ready_service("svc").await);
+    let made_up = format!("MADE-UP-{}", "X".repeat(4096));
+    let method = Method::from_bytes(made_up.as_bytes()).unwrap();
+    let err = lb.clone().oneshot(req(method)).await.unwrap_err();
+    assert_eq!(err.attempts().len(), 1);
+    assert_eq!(ports(&log), [1]);
+    let text = err.to_string();
+    let cut = format!("{}…", &made_up[..128]);
+    assert!(text.contains(&format!("{cut} not retried")), "{text}");
+    assert!(!text.contains(&made_up[..129]), "{text}");
+    assert!(text.len() < 1024, "{} bytes", text.len());
+}

@@ -290,6 +290,7 @@ pub(super) fn refused<R>(
     match (reason, why) {
         (Some(reason), Some(why)) => {
             tracing::debug!(service, reason = reason.label(), why, "not retrying");
+            let method = crate::error::quote(method.as_str());
             Some(format!("{method} not retried: {why}"))
         }
         (None, _)
@@ -298,6 +299,9 @@ pub(super) fn refused<R>(
                     .retry_reason(done.outcome, done.status, true)
                     .is_some() =>
         {
+            // The method comes from the caller (a gateway forwards its
+            // clients' methods): quoted, as other input in errors.
+            let method = crate::error::quote(method.as_str());
             Some(format!(
                 "{method} not retried: the request may have reached the server and {method} is not \
                  idempotent (opt in with `RetryNonIdempotent` or `retry_on_all_operations`)"
