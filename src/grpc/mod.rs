@@ -206,17 +206,18 @@ mod tests {
             effective_status(ok, &headers(Some("99"), "application/grpc")),
             500
         );
-        // Not gRPC, no status, garbage, or already an HTTP failure.
+        // Garbage is UNKNOWN, as tonic tells the caller.
+        assert_eq!(
+            effective_status(ok, &headers(Some("x"), "application/grpc")),
+            500
+        );
+        // Not gRPC, no status, or already an HTTP failure.
         assert_eq!(
             effective_status(ok, &headers(Some("14"), "text/plain")),
             200
         );
         assert_eq!(
             effective_status(ok, &headers(None, "application/grpc")),
-            200
-        );
-        assert_eq!(
-            effective_status(ok, &headers(Some("x"), "application/grpc")),
             200
         );
         let bad = StatusCode::BAD_GATEWAY;

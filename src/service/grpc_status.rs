@@ -5,13 +5,22 @@
 
 use http::{HeaderMap, StatusCode};
 
-/// The gRPC status code in `headers` (`grpc-status`), if present and a
-/// number.
+/// The gRPC status code in `headers` (`grpc-status`), if present, read as
+/// tonic reads it (`Code::from_bytes`): one or two ASCII digits naming a
+/// code 0 to 16, anything else UNKNOWN (2), so the balancer counts what
+/// the caller is told. A looser parse read `-0` as OK and `" 14"` or
+/// `014` as UNAVAILABLE, where the caller got UNKNOWN: a server answering
+/// `-0` to every call failed them all and counted only successes.
 pub fn grpc_status(headers: &HeaderMap) -> Option<i32> {
-    headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<i32>().ok())
+    let value = headers.get("grpc-status")?.as_bytes();
+    let code = match value {
+        [d] if d.is_ascii_digit() => i32::from(d - b'0'),
+        [a, b] if a.is_ascii_digit() && b.is_ascii_digit() => {
+            i32::from(a - b'0') * 10 + i32::from(b - b'0')
+        }
+        _ => 2,
+    };
+    Some(if code <= 16 { code } else { 2 })
 }
 
 /// Whether `headers` carry a gRPC content type (`application/grpc`,
@@ -64,4 +73,38 @@ pub fn effective_status(status: StatusCode, headers: &HeaderMap) -> u16 {
         }
     }
     status.as_u16()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `grpc-status` tonic does not read as a code is UNKNOWN, as the
+    /// caller is told (before, `-0` counted as OK and ` 14`, `014`, `+14`
+    /// as UNAVAILABLE).
+    #[test]
+    fn grpc_status_is_read_as_tonic_reads_it() {
+        let read = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("grpc-status", http::HeaderValue::from_static(v));
+            grpc_status(&h)
+        };
+        for (value, code) in [
+            ("0", 0),
+            ("14", 14),
+            ("16", 16),
+            ("07", 7),
+            ("-0", 2),
+            (" 14", 2),
+            ("014", 2),
+            ("+14", 2),
+            ("17", 2),
+            ("99", 2),
+            ("", 2),
+            ("ok", 2),
+        ] {
+            assert_eq!(read(value), Some(code), "{value:?}");
+        }
+        assert_eq!(grpc_status(&HeaderMap::new()), None);
+    }
 }
