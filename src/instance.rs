@@ -463,6 +463,8 @@ impl Endpoint {
 
     /// Whether `other` has the same identity (shares its stats).
     pub fn same_identity(&self, other: &Endpoint) -> bool {
+        #[cfg(test)]
+        IDENTITY_TESTS.with(|n| n.set(n.get() + 1));
         Arc::ptr_eq(&self.inner.stats, &other.inner.stats)
     }
 
@@ -470,6 +472,12 @@ impl Endpoint {
     pub(crate) fn identity(&self) -> usize {
         Arc::as_ptr(&self.inner.stats) as usize
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// [`Endpoint::same_identity`] calls on this thread (tests only).
+    pub(crate) static IDENTITY_TESTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 impl fmt::Debug for Endpoint {

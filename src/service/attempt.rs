@@ -334,15 +334,10 @@ impl<R> Attempted<R> {
 }
 
 /// `endpoint` as the current list holds it (same identity, so the same
-/// stats), if it is still listed.
+/// stats), if it is still listed: O(log n) by the list's index of
+/// identities (a walk only when an identity is listed twice).
 fn listed(state: &ServiceState, endpoint: &Endpoint) -> Option<Endpoint> {
-    state
-        .picker()
-        .snapshot()
-        .endpoints()
-        .iter()
-        .find(|e| e.same_identity(endpoint))
-        .cloned()
+    state.picker().snapshot().find(endpoint).cloned()
 }
 
 /// `endpoint` for a same-instance retry: still listed and healthy at `now`
@@ -424,4 +419,62 @@ fn rewrite<B>(req: &mut Request<B>, endpoint: &Endpoint) -> Result<(), http::uri
     }
     *req.uri_mut() = Uri::from_parts(parts)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::StaticSource;
+    use crate::discovery::{RefreshConfig, Refreshed};
+    use crate::instance::IDENTITY_TESTS;
+    use crate::rule::RoundRobin;
+    use crate::stats::StatsConfig;
+
+    /// A same-instance retry (and the last-instance fallback) finds the
+    /// instance in the current list by its index of identities, not by
+    /// comparing it with every listed endpoint: over 2 000 instances, the
+    /// last one took 2 000 identity tests per retry before (about 10 µs per
+    /// retry at 10 000 instances), none now.
+    #[tokio::test(start_paused = true)]
+    async fn a_same_instance_retry_finds_its_instance_without_a_walk() {
+        let list = (0..2_000)
+            .map(|i| format!("127.0.0.{}:{}", 1 + i / 1_000, 10_000 + i % 1_000))
+            .collect::<Vec<_>>()
+            .join(",");
+        let source = StaticSource::new().with_list("svc", &list).unwrap();
+        let state = ServiceState::new(
+            "svc",
+            Arc::new(RoundRobin::with_start(0)),
+            RefreshConfig::default(),
+            StatsConfig::default(),
+            50,
+        );
+        let publish = |s| state.publish(s);
+        assert!(state.refresh().refresh_once(&source, &publish).await);
+        let snapshot = state.snapshot();
+        let last = snapshot.endpoints()[1_999].clone();
+        let now = Instant::now();
+        IDENTITY_TESTS.with(|n| n.set(0));
+        for _ in 0..10 {
+            let found = still_usable(&state, &last, now).expect("listed and healthy");
+            assert!(found.same_identity(&last));
+            assert!(listed(&state, &last).is_some());
+        }
+        // The two checks above are the only identity tests.
+        assert_eq!(IDENTITY_TESTS.with(|n| n.get()), 10);
+        // An instance no longer listed is found absent, also without a walk.
+        let other = ServiceState::new(
+            "svc",
+            Arc::new(RoundRobin::with_start(0)),
+            RefreshConfig::default(),
+            StatsConfig::default(),
+            50,
+        );
+        let publish = |s| other.publish(s);
+        assert!(other.refresh().refresh_once(&source, &publish).await);
+        let stranger = other.snapshot().endpoints()[0].clone();
+        IDENTITY_TESTS.with(|n| n.set(0));
+        assert!(listed(&state, &stranger).is_none());
+        assert_eq!(IDENTITY_TESTS.with(|n| n.get()), 0);
+    }
 }
