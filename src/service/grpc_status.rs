@@ -23,13 +23,29 @@ pub fn grpc_status(headers: &HeaderMap) -> Option<i32> {
     Some(if code <= 16 { code } else { 2 })
 }
 
-/// Whether `headers` carry a gRPC content type (`application/grpc`,
-/// `application/grpc+proto`, ...).
+/// Whether `headers` carry a gRPC content type: `application/grpc` alone
+/// or followed by `+` (a codec: `application/grpc+proto`), `;` (a
+/// parameter) or `-web` (gRPC-Web, whose trailers-only responses carry
+/// `grpc-status` in the headers too), compared case-insensitively as HTTP
+/// compares media types (RFC 9110 §8.3.1; as grpc-dotnet's
+/// `CommonGrpcProtocolHelpers.IsContentType` and YARP). `application/grpcx`
+/// and `text/plain` are not gRPC.
 pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"))
+    const GRPC: &[u8] = b"application/grpc";
+    let Some(value) = headers.get(http::header::CONTENT_TYPE) else {
+        return false;
+    };
+    let value = value.as_bytes();
+    let Some((head, rest)) = value.split_at_checked(GRPC.len()) else {
+        return false;
+    };
+    head.eq_ignore_ascii_case(GRPC)
+        && match rest {
+            [] | [b'+' | b';', ..] => true,
+            _ => rest
+                .get(..4)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"-web")),
+        }
 }
 
 /// The HTTP status a gRPC status code stands for, as Envoy's
@@ -106,5 +122,45 @@ mod tests {
             assert_eq!(read(value), Some(code), "{value:?}");
         }
         assert_eq!(grpc_status(&HeaderMap::new()), None);
+    }
+
+    /// A gRPC content type is told from others as HTTP compares media
+    /// types: case-insensitively, and only `application/grpc` itself or with
+    /// a codec, a parameter or gRPC-Web's suffix. Before, `Application/GRPC`
+    /// was not gRPC (a trailers-only UNAVAILABLE counted as a success) and
+    /// `application/grpcfoo` was.
+    #[test]
+    fn a_grpc_content_type_is_compared_as_a_media_type() {
+        let grpc = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(v),
+            );
+            h.insert("grpc-status", http::HeaderValue::from_static("14"));
+            (is_grpc(&h), effective_status(StatusCode::OK, &h))
+        };
+        for v in [
+            "application/grpc",
+            "application/grpc+proto",
+            "application/grpc;charset=utf-8",
+            "Application/GRPC",
+            "APPLICATION/GRPC+PROTO",
+            "application/grpc-web",
+            "application/grpc-web-text+proto",
+            "application/GRPC-Web+proto",
+        ] {
+            assert_eq!(grpc(v), (true, 503), "{v}");
+        }
+        for v in [
+            "application/grpcfoo",
+            "application/grpc_web",
+            "application/grp",
+            "text/plain",
+            "",
+        ] {
+            assert_eq!(grpc(v), (false, 200), "{v}");
+        }
+        assert!(!is_grpc(&HeaderMap::new()));
     }
 }
