@@ -15,7 +15,11 @@
 //!   balancer's health view counts the instance unhealthy from the moment
 //!   the probe is taken until its result (every rule, round robin
 //!   included, then skips it), and looks again every [`PROBE_RECHECK`] in
-//!   case the probe's request is dropped without a result.
+//!   case the probe's request is dropped without a result. A probe holds
+//!   the turn of its own blackout only: if another request's response
+//!   closes the breaker and it trips again, the old probe (still hanging)
+//!   neither keeps the instance out after the new blackout nor frees the
+//!   new blackout's probe when it ends.
 //!
 //! **Time.** Times are milliseconds since the stats were created. The end
 //! of a blackout only moves forward (`fetch_max`): a failure recorded out
@@ -23,7 +27,7 @@
 //! the latest recorded failure is stale: it neither resets the count nor
 //! closes the breaker, because in time order it came before that failure.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::Outcome;
@@ -63,7 +67,11 @@ pub(crate) struct Breaker {
     successive: AtomicU32,
     /// End of the blackout in ms; 0 when closed.
     until_ms: AtomicU64,
-    probing: AtomicBool,
+    /// The blackout end (`until_ms`) whose half-open probe is in flight; 0
+    /// for none. A probe holds only its own blackout's turn: once the
+    /// breaker closes or trips again, it no longer keeps the instance out,
+    /// and its end frees no later probe.
+    probing: AtomicU64,
 }
 
 /// How often the health view looks again at an instance whose half-open
@@ -74,6 +82,13 @@ pub const PROBE_RECHECK: Duration = Duration::from_secs(1);
 
 pub(crate) const PROBE_RECHECK_MS: u64 = PROBE_RECHECK.as_millis() as u64;
 
+/// A probe's token: its blackout's end cut to 32 bits, never 0 (so a
+/// guard holds 4 bytes for it: the request future stays in the
+/// allocator's thread cache).
+fn token(until_ms: u64) -> u32 {
+    (until_ms as u32).max(1)
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -83,7 +98,7 @@ impl Breaker {
         Self {
             successive: AtomicU32::new(0),
             until_ms: AtomicU64::new(0),
-            probing: AtomicBool::new(false),
+            probing: AtomicU64::new(0),
         }
     }
 
@@ -107,7 +122,7 @@ impl Breaker {
             }
         } else {
             BreakerState::HalfOpen {
-                probing: self.probing.load(Ordering::Acquire),
+                probing: self.probing.load(Ordering::Acquire) == until,
             }
         }
     }
@@ -116,19 +131,25 @@ impl Breaker {
     #[inline]
     pub(crate) fn is_available(&self, now_ms: u64) -> bool {
         let until = self.until_ms.load(Ordering::Relaxed);
-        until == 0 || (now_ms >= until && !self.probing.load(Ordering::Relaxed))
+        until == 0 || (now_ms >= until && self.probing.load(Ordering::Relaxed) != until)
     }
 
-    /// Takes the half-open probe if the blackout is over and no probe is
-    /// in flight; `true` if this attempt is the probe.
-    pub(crate) fn try_probe(&self, now_ms: u64) -> bool {
+    /// Takes the half-open probe if the blackout is over and no probe of
+    /// this blackout is in flight: the probe's token (its blackout's end
+    /// cut to 32 bits, never 0) if this attempt is the probe, else 0.
+    pub(crate) fn try_probe(&self, now_ms: u64) -> u32 {
         let until = self.until_ms();
-        until != 0
-            && now_ms >= until
-            && self
-                .probing
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
+        if until == 0 || now_ms < until {
+            return 0;
+        }
+        let held = self.probing.load(Ordering::Acquire);
+        if held == until {
+            return 0;
+        }
+        match (self.probing).compare_exchange(held, until, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => token(until),
+            Err(_) => 0,
+        }
     }
 
     /// Whether a response has anything to reset: successive failures
@@ -138,8 +159,15 @@ impl Breaker {
         self.successive.load(Ordering::Relaxed) != 0 || self.until_ms.load(Ordering::Relaxed) != 0
     }
 
-    pub(crate) fn release_probe(&self) {
-        self.probing.store(false, Ordering::Release);
+    /// Frees the probe of `token` (as [`Breaker::try_probe`] returned it)
+    /// if its blackout's probe is still the one in flight. (Two blackouts
+    /// share a token only if their ends lie a multiple of 2³² ms, 49.7
+    /// days, apart.)
+    pub(crate) fn release_probe(&self, token: u32) {
+        let held = self.probing.load(Ordering::Acquire);
+        if held != 0 && self::token(held) == token {
+            let _ = (self.probing).compare_exchange(held, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
     }
 
     /// Records an outcome at `now_ms`; `stale` when `now_ms` is older than

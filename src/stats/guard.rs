@@ -9,6 +9,9 @@ use tokio::time::Instant;
 
 use super::{BreakerTransition, EndpointStats, Outcome};
 
+/// The mark of a [`Detached`] attempt whose response headers arrived.
+pub(super) const RESPONDED: u32 = 1 << 31;
+
 /// Keeps one attempt counted as in flight; finishing or dropping it ends
 /// the attempt.
 ///
@@ -21,7 +24,8 @@ use super::{BreakerTransition, EndpointStats, Outcome};
 pub struct InFlightGuard<'a> {
     pub(super) stats: StatsRef<'a>,
     pub(super) started: Instant,
-    pub(super) probe: bool,
+    /// The blackout whose half-open probe this attempt holds (0: none).
+    pub(super) probe: u32,
     pub(super) done: bool,
 }
 
@@ -35,14 +39,14 @@ pub struct InFlightGuard<'a> {
 #[derive(Debug)]
 pub(crate) struct Detached {
     pub(super) started: Instant,
-    pub(super) probe: bool,
-    /// Its response's headers arrived and reset the breaker then
-    /// ([`EndpointStats::record_response_detached`]).
-    pub(super) responded: bool,
-    /// The stats' failure count then (cut to 32 bits): a failure recorded
-    /// since makes the response older than it, so its result, recorded
-    /// when the body ends, resets no failure counter.
-    pub(super) failures_seen: u32,
+    /// The blackout whose half-open probe this attempt holds (0: none).
+    pub(super) probe: u32,
+    /// 0 until its response's headers arrived and reset the breaker
+    /// ([`EndpointStats::record_response_detached`]); then the stats'
+    /// failure count (cut to 31 bits) with [`RESPONDED`] set: a failure
+    /// recorded since makes the response older than it, so its result,
+    /// recorded when the body ends, resets no failure counter.
+    pub(super) seen: u32,
 }
 
 impl Detached {
@@ -53,7 +57,7 @@ impl Detached {
 
     /// Whether the attempt holds its instance's half-open probe.
     pub(crate) fn is_probe(&self) -> bool {
-        self.probe
+        self.probe != 0
     }
 }
 
@@ -67,8 +71,7 @@ impl EndpointStats {
         Detached {
             started: now,
             probe,
-            responded: false,
-            failures_seen: 0,
+            seen: 0,
         }
     }
 
@@ -77,8 +80,8 @@ impl EndpointStats {
     /// recorded already, or [`EndpointStats::cancel_unanswered`] notes a
     /// cancelled attempt's wait.
     pub(crate) fn cancel_detached(&self, attempt: Detached) {
-        if attempt.probe {
-            self.breaker.release_probe();
+        if attempt.probe != 0 {
+            self.breaker.release_probe(attempt.probe);
         }
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
@@ -157,10 +160,11 @@ impl EndpointStats {
             outcome,
             latency,
             now,
-            attempt.responded.then_some(attempt.failures_seen),
+            (attempt.seen != 0).then_some(attempt.seen),
         );
-        if std::mem::take(&mut attempt.probe) {
-            self.breaker.release_probe();
+        let probe = std::mem::take(&mut attempt.probe);
+        if probe != 0 {
+            self.breaker.release_probe(probe);
         }
         transition
     }
@@ -175,9 +179,8 @@ impl EndpointStats {
     /// has something to reset or the attempt is the probe. The attempt's
     /// result is recorded later, as before.
     pub(crate) fn record_response_detached(&self, attempt: &mut Detached) -> BreakerTransition {
-        attempt.responded = true;
-        attempt.failures_seen = self.failures() as u32;
-        if !attempt.probe && !self.breaker.needs_reset() {
+        attempt.seen = self.failures() as u32 | RESPONDED;
+        if attempt.probe == 0 && !self.breaker.needs_reset() {
             return BreakerTransition::None;
         }
         let now_ms = self.ms_at(Instant::now());
@@ -185,8 +188,9 @@ impl EndpointStats {
         let transition = self
             .breaker
             .record(&self.config, Outcome::Success, now_ms, stale);
-        if std::mem::take(&mut attempt.probe) {
-            self.breaker.release_probe();
+        let probe = std::mem::take(&mut attempt.probe);
+        if probe != 0 {
+            self.breaker.release_probe(probe);
         }
         transition
     }
@@ -205,8 +209,8 @@ impl InFlightGuard<'_> {
         let latency = now.saturating_duration_since(self.started);
         self.done = true;
         let transition = self.stats.record(outcome, latency, now, None);
-        if self.probe {
-            self.stats.breaker.release_probe();
+        if self.probe != 0 {
+            self.stats.breaker.release_probe(self.probe);
         }
         transition
     }
@@ -228,7 +232,7 @@ impl InFlightGuard<'_> {
 
     /// Whether this attempt is the breaker's half-open probe.
     pub fn is_probe(&self) -> bool {
-        self.probe
+        self.probe != 0
     }
 }
 
@@ -255,8 +259,8 @@ impl Drop for InFlightGuard<'_> {
         if self.done {
             return;
         }
-        if self.probe {
-            self.stats.breaker.release_probe();
+        if self.probe != 0 {
+            self.stats.breaker.release_probe(self.probe);
         }
         // Dropped without a result, as the balancer's cancelled attempts:
         // the wait so far is a lower bound of the latency.
@@ -267,7 +271,7 @@ impl Drop for InFlightGuard<'_> {
 impl fmt::Debug for InFlightGuard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InFlightGuard")
-            .field("probe", &self.probe)
+            .field("probe", &self.is_probe())
             .finish_non_exhaustive()
     }
 }

@@ -413,14 +413,14 @@ impl EndpointStats {
         }
     }
 
-    /// Counts an attempt starting at `now`; whether it is the half-open
-    /// probe.
-    pub(super) fn begin(&self, now: Instant) -> bool {
+    /// Counts an attempt at `now`; the blackout whose probe it takes, else 0.
+    pub(super) fn begin(&self, now: Instant) -> u32 {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        // A closed breaker (no blackout set) has no probe to take: no clock
-        // conversion then.
-        self.breaker.until_ms() != 0 && self.breaker.try_probe(self.ms_at(now))
+        match self.breaker.until_ms() {
+            0 => 0,
+            _ => self.breaker.try_probe(self.ms_at(now)),
+        }
     }
 
     /// Records a finished attempt; `responded`: the failure count when its
@@ -437,7 +437,7 @@ impl EndpointStats {
             return BreakerTransition::None;
         }
         // Its response is older than a failure recorded since its headers.
-        let older = responded.is_some_and(|seen| self.failures() as u32 != seen);
+        let older = responded.is_some_and(|seen| self.failures() as u32 | guard::RESPONDED != seen);
         let now_ms = self.ms_at(now);
         // Most records fall in a millisecond already stored: no write then.
         if now_ms > self.latest_ms.load(Ordering::Acquire) {

@@ -311,3 +311,45 @@ async fn a_cancelled_wait_below_the_averages_leaves_them_after_idle_time() {
     assert!(mean.as_micros().abs_diff(359_803) <= 5, "{mean:?}");
     assert_eq!((s.in_flight(), s.requests(), s.failures()), (0, 3, 0));
 }
+
+/// A half-open probe that outlives its blackout episode (the breaker
+/// closed by another request's response, then tripped again) does not
+/// hold the next episode's probe: after the new blackout the instance is
+/// available and one new probe may go. Before, the old probe's flag
+/// stayed set, so the instance stayed unavailable (half-open, "probing")
+/// for as long as that hung request lasted, and its end freed the new
+/// episode's probe, letting a second one out.
+#[tokio::test(start_paused = true)]
+async fn a_probe_of_an_earlier_blackout_does_not_hold_the_next_one() {
+    let s = EndpointStats::new();
+    let t0 = Instant::now();
+    let early = s.start_at(t0);
+    for _ in 0..3 {
+        s.start_at(t0).finish_at(Outcome::ConnectFailure, t0);
+    }
+    let t1 = t0 + Duration::from_secs(11);
+    let hung = s.start_at(t1);
+    assert!(hung.is_probe());
+    // Another request's response closes the breaker.
+    early.finish_at(Outcome::Success, t1);
+    assert_eq!(s.breaker_state_at(t1), BreakerState::Closed);
+    // Tripped again; its 10 s blackout passes while the old probe hangs.
+    let t2 = t1 + Duration::from_secs(1);
+    for _ in 0..3 {
+        s.start_at(t2).finish_at(Outcome::ConnectFailure, t2);
+    }
+    let t3 = t2 + Duration::from_secs(11);
+    assert_eq!(
+        s.breaker_state_at(t3),
+        BreakerState::HalfOpen { probing: false }
+    );
+    assert!(s.is_available_at(t3));
+    let probe = s.start_at(t3);
+    assert!(probe.is_probe());
+    // The old probe ends: the new one is still out, no second probe.
+    drop(hung);
+    assert!(!s.is_available_at(t3));
+    assert!(!s.start_at(t3).is_probe());
+    drop(probe);
+    assert!(s.is_available_at(t3));
+}
