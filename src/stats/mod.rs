@@ -320,10 +320,10 @@ impl EndpointStats {
         changed
     }
 
-    /// Slow start begins again at `now` (back in service, or listed again).
+    /// Slow start begins again at `now` (back or relisted), never earlier.
     pub(crate) fn restart_slow_start(&self, now: Instant) {
         self.returned_ms
-            .store(self.ms_at(now).max(1), Ordering::Release);
+            .fetch_max(self.ms_at(now).max(1), Ordering::AcqRel);
     }
 
     /// Holds this endpoint unhealthy until its first active probe (it

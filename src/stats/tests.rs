@@ -353,3 +353,17 @@ async fn a_probe_of_an_earlier_blackout_does_not_hold_the_next_one() {
     drop(probe);
     assert!(s.is_available_at(t3));
 }
+
+/// Slow start's restart time only moves forward: a restart carrying a
+/// time older than the stored one (a relisting that read the clock
+/// before an active check's return was stored) keeps the later start.
+/// Before, the older time replaced it and the ramp ran 5 s ahead.
+#[tokio::test(start_paused = true)]
+async fn a_late_slow_start_restart_keeps_the_later_start() {
+    let s = EndpointStats::new();
+    let t0 = Instant::now();
+    let (t1, t2) = (t0 + Duration::from_secs(5), t0 + Duration::from_secs(10));
+    s.restart_slow_start(t2);
+    s.restart_slow_start(t1);
+    assert_eq!(s.slow_start_since(), t2);
+}
