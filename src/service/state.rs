@@ -49,6 +49,9 @@ pub(crate) struct ServiceState {
     /// Retries are logged at INFO at most once a second per service (while
     /// an instance fails, every request may retry).
     retries_logged: super::log_limit::LogLimit,
+    /// Picker rebuilds asked for by changed verdicts: a publish that sees
+    /// this move during its build rebuilds after its store.
+    verdicts: std::sync::atomic::AtomicU64,
 }
 
 impl ServiceState {
@@ -97,6 +100,7 @@ impl ServiceState {
             new_wait_for_probe,
             published: Arc::new(tokio::sync::Notify::new()),
             retries_logged: super::log_limit::LogLimit::default(),
+            verdicts: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -252,13 +256,23 @@ impl ServiceState {
     /// view recount: an active-check verdict changed, and the rule may read
     /// it at build time (an instance back from failing checks is in slow
     /// start again). A refresh publishing meanwhile wins: the new picker is
-    /// swapped in only if the one it replaces is still current.
+    /// swapped in only if the one it replaces is still current, and that
+    /// refresh, seeing [`Self::verdicts`] move, rebuilds after its store
+    /// (its picker may have been built before the change).
     #[cfg_attr(not(feature = "hyper-util"), allow(dead_code))]
     pub(crate) fn rebuild_picker(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.verdicts.fetch_add(1, SeqCst);
+        self.rebuild_current();
+        self.health.invalidate();
+    }
+
+    /// Builds the rule's picker for the current list and swaps it in if
+    /// that picker is still current.
+    fn rebuild_current(&self) {
         let current = self.picker.load_full();
         let picker = self.rule.build(current.snapshot());
         let _previous = self.picker.compare_and_swap(&current, Arc::new(picker));
-        self.health.invalidate();
     }
 }
 
@@ -270,150 +284,17 @@ impl Refreshed for ServiceState {
     /// Builds the rule's picker for `snapshot`, swaps it in and makes the
     /// health view recount.
     fn publish(&self, snapshot: Arc<Snapshot>) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let verdicts = self.verdicts.load(SeqCst);
         let picker = self.rule.build(&snapshot);
         self.picker.store(Arc::new(picker));
+        if self.verdicts.load(SeqCst) != verdicts {
+            self.rebuild_current();
+        }
         self.health.invalidate();
         self.published.notify_one();
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::discovery::StaticSource;
-    use crate::rule::{PickContext, RoundRobin};
-
-    #[tokio::test(start_paused = true)]
-    async fn endpoints_of_a_refresh_use_the_stats_config() {
-        let source = StaticSource::new()
-            .with_list("svc", "127.0.0.1:8081,127.0.0.1:8082")
-            .unwrap();
-        let stats = StatsConfig {
-            breaker_threshold: 7,
-            ..StatsConfig::default()
-        };
-        let state = ServiceState::new(
-            "svc",
-            Arc::new(RoundRobin::with_start(0)),
-            RefreshConfig::default(),
-            stats,
-            50,
-        );
-        assert!(state.picker().pick(&PickContext::new()).is_none());
-        let publish = |s| state.publish(s);
-        assert!(state.refresh().refresh_once(&source, &publish).await);
-        let snapshot = state.snapshot();
-        assert_eq!(snapshot.len(), 2);
-        for e in snapshot.endpoints() {
-            assert_eq!(e.stats().config().breaker_threshold, 7);
-        }
-        // The picker was built for the published list.
-        let picker = state.picker();
-        assert!(Arc::ptr_eq(picker.snapshot(), &snapshot));
-        assert_eq!(
-            picker.pick(&PickContext::new()).unwrap().instance().port(),
-            8081
-        );
-        assert_eq!(state.status().instances, 2);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn builder_stats_reach_the_endpoints_and_refresh_is_validated() {
-        let source = || {
-            StaticSource::new()
-                .with_list("svc", "127.0.0.1:8081")
-                .unwrap()
-        };
-        let stats = StatsConfig {
-            breaker_threshold: 9,
-            breaker_base: Duration::from_secs(2),
-            ..StatsConfig::default()
-        };
-        let lb = crate::LoadBalancer::builder()
-            .source(source())
-            .service("svc")
-            .stats(stats)
-            .build(())
-            .unwrap();
-        assert!(lb.ready_service("svc").await);
-        let snapshot = lb.snapshot("svc").unwrap();
-        let config = snapshot.endpoints()[0].stats().config();
-        assert_eq!(config.breaker_threshold, 9);
-        assert_eq!(config.breaker_base, Duration::from_secs(2));
-
-        for (field, set) in [
-            (
-                "refresh.interval",
-                (|c: &mut RefreshConfig| c.interval = Duration::ZERO) as fn(&mut RefreshConfig),
-            ),
-            ("refresh.jitter", |c| c.jitter = f64::NAN),
-            ("refresh.jitter", |c| c.jitter = 0.6),
-            ("refresh.fetch_timeout", |c| {
-                c.fetch_timeout = Duration::ZERO
-            }),
-        ] {
-            let mut refresh = RefreshConfig::default();
-            set(&mut refresh);
-            let err = crate::LoadBalancer::builder()
-                .source(source())
-                .service("svc")
-                .refresh(refresh)
-                .build(())
-                .unwrap_err();
-            assert!(
-                matches!(&err, crate::error::BuildError::Invalid(setting) if setting.key() == field),
-                "{err:?}"
-            );
-        }
-    }
-
-    /// An instance that left with a request in flight and is listed again
-    /// keeps its stats (the request still counts on it) but joins as a new
-    /// instance: in slow start again, and waiting for its first probe.
-    #[tokio::test(start_paused = true)]
-    async fn an_instance_listed_again_during_its_request_ramps_and_waits_for_a_probe() {
-        use crate::rule::{SlowStart, SlowStartConfig};
-        let both = StaticSource::new()
-            .with_list("svc", "127.0.0.1:8081,127.0.0.1:8082")
-            .unwrap();
-        let one = StaticSource::new()
-            .with_list("svc", "127.0.0.1:8081")
-            .unwrap();
-        let rule = SlowStart::new(
-            RoundRobin::with_start(0),
-            SlowStartConfig::new(Duration::from_secs(10)),
-        );
-        let state = ServiceState::new(
-            "svc",
-            Arc::new(rule),
-            RefreshConfig::default(),
-            StatsConfig::default(),
-            50,
-        );
-        let publish = |s| state.publish(s);
-        assert!(state.refresh().refresh_once(&both, &publish).await);
-        tokio::time::advance(Duration::from_secs(30)).await;
-        let leaving = Arc::clone(state.snapshot().endpoints()[1].stats_handle());
-        let _stream = leaving.start_owned_at(tokio::time::Instant::now());
-        assert!(state.refresh().refresh_once(&one, &publish).await);
-        state
-            .new_wait_for_probe
-            .store(true, std::sync::atomic::Ordering::Release);
-        tokio::time::advance(Duration::from_secs(5)).await;
-        assert!(state.refresh().refresh_once(&both, &publish).await);
-        let back = state.snapshot().endpoints()[1].clone();
-        assert!(Arc::ptr_eq(back.stats_handle(), &leaving));
-        assert_eq!(back.stats().in_flight(), 1);
-        let relisted = tokio::time::Instant::now();
-        assert_eq!(back.stats().slow_start_since(), relisted);
-        #[cfg(feature = "hyper-util")]
-        assert!(back.stats().is_active_pending());
-        // At half its window its factor is 0.5: a third of the picks.
-        let ctx = PickContext::at(relisted + Duration::from_secs(5));
-        let picker = state.picker();
-        let hits = (0..3000)
-            .filter(|_| picker.pick(&ctx).unwrap().instance().port() == 8082)
-            .count();
-        assert_eq!(hits, 1000);
-    }
-}
+mod tests;

@@ -1,0 +1,206 @@
+//! Tests of [`ServiceState`](super::ServiceState).
+
+use super::*;
+use crate::discovery::StaticSource;
+use crate::rule::{PickContext, RoundRobin};
+
+#[tokio::test(start_paused = true)]
+async fn endpoints_of_a_refresh_use_the_stats_config() {
+    let source = StaticSource::new()
+        .with_list("svc", "127.0.0.1:8081,127.0.0.1:8082")
+        .unwrap();
+    let stats = StatsConfig {
+        breaker_threshold: 7,
+        ..StatsConfig::default()
+    };
+    let state = ServiceState::new(
+        "svc",
+        Arc::new(RoundRobin::with_start(0)),
+        RefreshConfig::default(),
+        stats,
+        50,
+    );
+    assert!(state.picker().pick(&PickContext::new()).is_none());
+    let publish = |s| state.publish(s);
+    assert!(state.refresh().refresh_once(&source, &publish).await);
+    let snapshot = state.snapshot();
+    assert_eq!(snapshot.len(), 2);
+    for e in snapshot.endpoints() {
+        assert_eq!(e.stats().config().breaker_threshold, 7);
+    }
+    // The picker was built for the published list.
+    let picker = state.picker();
+    assert!(Arc::ptr_eq(picker.snapshot(), &snapshot));
+    assert_eq!(
+        picker.pick(&PickContext::new()).unwrap().instance().port(),
+        8081
+    );
+    assert_eq!(state.status().instances, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn builder_stats_reach_the_endpoints_and_refresh_is_validated() {
+    let source = || {
+        StaticSource::new()
+            .with_list("svc", "127.0.0.1:8081")
+            .unwrap()
+    };
+    let stats = StatsConfig {
+        breaker_threshold: 9,
+        breaker_base: Duration::from_secs(2),
+        ..StatsConfig::default()
+    };
+    let lb = crate::LoadBalancer::builder()
+        .source(source())
+        .service("svc")
+        .stats(stats)
+        .build(())
+        .unwrap();
+    assert!(lb.ready_service("svc").await);
+    let snapshot = lb.snapshot("svc").unwrap();
+    let config = snapshot.endpoints()[0].stats().config();
+    assert_eq!(config.breaker_threshold, 9);
+    assert_eq!(config.breaker_base, Duration::from_secs(2));
+
+    for (field, set) in [
+        (
+            "refresh.interval",
+            (|c: &mut RefreshConfig| c.interval = Duration::ZERO) as fn(&mut RefreshConfig),
+        ),
+        ("refresh.jitter", |c| c.jitter = f64::NAN),
+        ("refresh.jitter", |c| c.jitter = 0.6),
+        ("refresh.fetch_timeout", |c| {
+            c.fetch_timeout = Duration::ZERO
+        }),
+    ] {
+        let mut refresh = RefreshConfig::default();
+        set(&mut refresh);
+        let err = crate::LoadBalancer::builder()
+            .source(source())
+            .service("svc")
+            .refresh(refresh)
+            .build(())
+            .unwrap_err();
+        assert!(
+            matches!(&err, crate::error::BuildError::Invalid(setting) if setting.key() == field),
+            "{err:?}"
+        );
+    }
+}
+
+/// An instance that left with a request in flight and is listed again
+/// keeps its stats (the request still counts on it) but joins as a new
+/// instance: in slow start again, and waiting for its first probe.
+#[tokio::test(start_paused = true)]
+async fn an_instance_listed_again_during_its_request_ramps_and_waits_for_a_probe() {
+    use crate::rule::{SlowStart, SlowStartConfig};
+    let both = StaticSource::new()
+        .with_list("svc", "127.0.0.1:8081,127.0.0.1:8082")
+        .unwrap();
+    let one = StaticSource::new()
+        .with_list("svc", "127.0.0.1:8081")
+        .unwrap();
+    let rule = SlowStart::new(
+        RoundRobin::with_start(0),
+        SlowStartConfig::new(Duration::from_secs(10)),
+    );
+    let state = ServiceState::new(
+        "svc",
+        Arc::new(rule),
+        RefreshConfig::default(),
+        StatsConfig::default(),
+        50,
+    );
+    let publish = |s| state.publish(s);
+    assert!(state.refresh().refresh_once(&both, &publish).await);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let leaving = Arc::clone(state.snapshot().endpoints()[1].stats_handle());
+    let _stream = leaving.start_owned_at(tokio::time::Instant::now());
+    assert!(state.refresh().refresh_once(&one, &publish).await);
+    state
+        .new_wait_for_probe
+        .store(true, std::sync::atomic::Ordering::Release);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert!(state.refresh().refresh_once(&both, &publish).await);
+    let back = state.snapshot().endpoints()[1].clone();
+    assert!(Arc::ptr_eq(back.stats_handle(), &leaving));
+    assert_eq!(back.stats().in_flight(), 1);
+    let relisted = tokio::time::Instant::now();
+    assert_eq!(back.stats().slow_start_since(), relisted);
+    #[cfg(feature = "hyper-util")]
+    assert!(back.stats().is_active_pending());
+    // At half its window its factor is 0.5: a third of the picks.
+    let ctx = PickContext::at(relisted + Duration::from_secs(5));
+    let picker = state.picker();
+    let hits = (0..3000)
+        .filter(|_| picker.pick(&ctx).unwrap().instance().port() == 8082)
+        .count();
+    assert_eq!(hits, 1000);
+}
+
+/// A picker of [`Gated`]: the verdict its build read.
+#[derive(Debug)]
+struct Built(Arc<Snapshot>, #[allow(dead_code)] u64); // read through Debug
+
+impl Picker for Built {
+    fn pick(&self, _: &PickContext<'_>) -> Option<&Endpoint> {
+        None
+    }
+    fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.0
+    }
+}
+
+/// A rule whose build reads `verdict` (as slow start reads an
+/// instance's return) and, for the list of version 2, then waits for
+/// `go` after telling `read` (while `read` is open).
+#[derive(Debug)]
+struct Gated {
+    verdict: Arc<std::sync::atomic::AtomicU64>,
+    read: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
+    go: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Rule for Gated {
+    fn build(&self, snapshot: &Arc<Snapshot>) -> Arc<dyn Picker> {
+        let seen = self.verdict.load(std::sync::atomic::Ordering::SeqCst);
+        if snapshot.version() == 2 && self.read.lock().unwrap().send(()).is_ok() {
+            let _ = self.go.lock().unwrap().recv();
+        }
+        Arc::new(Built(Arc::clone(snapshot), seen))
+    }
+    fn name(&self) -> &'static str {
+        "gated"
+    }
+}
+
+/// A verdict that changes while a refresh builds its picker is not
+/// lost: the verdict's rebuild swapped its picker in first, then the
+/// refresh stored one built before the change. Before, the current
+/// picker had read verdict 0 (an instance back from failing checks
+/// took its full share at once, out of slow start); now 1.
+#[tokio::test(start_paused = true)]
+async fn a_verdict_changed_during_a_publish_is_not_lost() {
+    let verdict = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (read_tx, read_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel();
+    let rule = Gated {
+        verdict: Arc::clone(&verdict),
+        read: std::sync::Mutex::new(read_tx),
+        go: std::sync::Mutex::new(go_rx),
+    };
+    let config = RefreshConfig::default();
+    let state = ServiceState::new("svc", Arc::new(rule), config, StatsConfig::default(), 50);
+    std::thread::scope(|scope| {
+        let refresh = scope.spawn(|| state.publish(Arc::new(Snapshot::new("svc", vec![], 2))));
+        read_rx.recv().unwrap();
+        verdict.store(1, std::sync::atomic::Ordering::SeqCst);
+        state.rebuild_picker();
+        drop(read_rx);
+        go_tx.send(()).unwrap();
+        refresh.join().unwrap();
+    });
+    let picker = format!("{:?}", state.picker());
+    assert!(picker.contains("version: 2"), "{picker}");
+    assert!(picker.ends_with(", 1)"), "{picker}");
+}
