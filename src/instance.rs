@@ -131,8 +131,10 @@ impl Instance {
     /// 6874). Without brackets `%25` is read literally as part of the zone.
     ///
     /// # Errors
-    /// [`InstanceError`] ([`is_invalid_host`](InstanceError::is_invalid_host)) if `host` is empty, longer than 253 bytes or cannot be part of
-    /// a URI authority; [`InstanceError`] ([`is_invalid_port`](InstanceError::is_invalid_port)) for port 0.
+    /// [`InstanceError`] ([`is_invalid_host`](InstanceError::is_invalid_host)) if `host` is empty, longer than 253 bytes (a trailing dot
+    /// not counted), a name with an empty label (`a..b`, `.a`, `.` alone)
+    /// or a label over 63 bytes (which no resolver looks up), or cannot be
+    /// part of a URI authority; [`InstanceError`] ([`is_invalid_port`](InstanceError::is_invalid_port)) for port 0.
     pub fn new(
         service_id: impl Into<String>,
         host: impl Into<String>,

@@ -343,3 +343,28 @@ fn registration_refuses_secure_port_zero() {
     }
     assert!(build(8443).is_ok());
 }
+
+/// Host names no resolver takes (an empty label, the root alone, a label
+/// of 64 bytes) are skipped as bad hosts, as a space or a scheme is: they
+/// were listed, and every pick of one was a failed attempt.
+#[test]
+fn host_names_no_resolver_takes_are_skipped() {
+    use tower_ribbon::discovery::eureka::wire::parse_application;
+    let long_label = format!("{}.example", "a".repeat(64));
+    for host in ["a..b", ".", ".a", long_label.as_str()] {
+        let body = format!(
+            r#"{{"application": {{"name": "A", "instance": [
+                {{"instanceId": "bad", "hostName": "{host}", "status": "UP", "port": 8080}},
+                {{"instanceId": "good", "hostName": "10.0.0.1", "status": "UP", "port": 8080}}]}}}}"#
+        );
+        let app = parse_application(body.as_bytes()).expect(host);
+        let ids: Vec<&str> = app.instances.iter().map(|i| i.instance.id()).collect();
+        assert_eq!(ids, ["good"], "{host}");
+        let rejected: Vec<_> = app
+            .rejected
+            .iter()
+            .map(|r| (r.id.as_deref(), r.reason))
+            .collect();
+        assert_eq!(rejected, [(Some("bad"), RecordError::BadHost)], "{host}");
+    }
+}

@@ -250,6 +250,8 @@ mod tests {
             "[::1",
             "a b:1",
             "http://",
+            "a..b:1",
+            "http://.:80",
         ] {
             let err = parse_list_of_servers("svc", bad).unwrap_err();
             assert!(err.is_invalid_entry(), "{bad}: {err:?}");

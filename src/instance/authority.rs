@@ -56,7 +56,8 @@ pub(super) fn build_authority(
     if bare.is_empty() {
         return Err(invalid("empty host"));
     }
-    if bare.len() > MAX_HOST_LEN {
+    // A fully qualified name's trailing dot is not counted, as DNS has it.
+    if bare.strip_suffix('.').unwrap_or(bare).len() > MAX_HOST_LEN {
         return Err(invalid("longer than 253 bytes (RFC 1035)"));
     }
     if bracketed.is_some() && !bare.contains(':') {
@@ -107,7 +108,32 @@ pub(super) fn build_authority(
             "a host name may hold only letters, digits, '-', '.' and '_'",
         ));
     }
+    check_labels(bare).map_err(invalid)?;
     Ok((Cow::Borrowed(bare), None))
+}
+
+/// Longest label of a DNS name, in bytes (RFC 1035 §2.3.4).
+const MAX_LABEL_LEN: usize = 63;
+
+/// Checks the labels of a DNS name (one trailing dot allowed): none empty
+/// (`a..b`, `.a`, the root `.` alone) and none over [`MAX_LABEL_LEN`]
+/// bytes. The resolver refuses such names before asking any server, so an
+/// instance with one could never be reached: every pick of it would cost
+/// a failed attempt.
+fn check_labels(name: &str) -> Result<(), &'static str> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() {
+        return Err("the DNS root `.` names no host");
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err("empty label in host name (`..`, or a leading `.`)");
+        }
+        if label.len() > MAX_LABEL_LEN {
+            return Err("a label of the host name is longer than 63 bytes (RFC 1035)");
+        }
+    }
+    Ok(())
 }
 
 /// `host:port` for a host [`build_authority`] accepted as a name or an

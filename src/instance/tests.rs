@@ -105,3 +105,23 @@ fn host_names_are_bounded_at_253_bytes() {
     assert!(err.is_invalid_host(), "{err}");
     assert!(err.to_string().contains("253"), "{err}");
 }
+
+#[test]
+fn host_names_no_resolver_takes_are_refused() {
+    // Empty labels, the root alone and labels over 63 bytes: the resolver
+    // refuses them without asking a server, so they could never be reached.
+    let long_label = format!("{}.com", "a".repeat(64));
+    for bad in [".", "..", "a..b", ".a", "a..", long_label.as_str()] {
+        let err = Instance::new("svc", bad, 80).unwrap_err();
+        assert!(err.is_invalid_host(), "{bad:?}: {err}");
+    }
+    let ok_label = format!("{}.com", "a".repeat(63));
+    for good in ["a.", "a.b", "_srv._tcp.a", ok_label.as_str()] {
+        assert!(Instance::new("svc", good, 80).is_ok(), "{good:?}");
+    }
+    // The 253-byte bound leaves a fully qualified name's trailing dot out.
+    let label = "a".repeat(63);
+    let name = [label.as_str(); 4].join(".")[..253].to_owned();
+    assert!(Instance::new("svc", format!("{name}."), 80).is_ok());
+    assert!(Instance::new("svc", format!("{name}b."), 80).is_err());
+}
