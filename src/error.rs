@@ -56,7 +56,10 @@ pub use discovery::DiscoveryError;
 pub use input::{BuildError, InstanceError, InstanceErrorKind, InvalidSetting};
 use text::attempts_suffix;
 pub(crate) use text::quote;
+// Used by the config, eureka and health modules, which features turn off.
+#[allow(unused_imports)]
 pub(crate) use text::redact;
+pub(crate) use text::redact_uri;
 pub(crate) use timeout::TimedOut;
 pub use timeout::TimeoutKind;
 
@@ -156,8 +159,9 @@ impl Error {
     }
 
     pub(crate) fn no_service_in_uri(uri: &http::Uri) -> Self {
-        // Without its userinfo: a password the caller put there.
-        Self::new(Kind::NoServiceInUri, quote(&redact(&uri.to_string())))
+        // Without its userinfo and query: a password or token the caller
+        // put there.
+        Self::new(Kind::NoServiceInUri, quote(&redact_uri(&uri.to_string())))
     }
 
     pub(crate) fn discovery(service: &str, source: Arc<DiscoveryError>) -> Self {

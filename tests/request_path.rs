@@ -741,6 +741,37 @@ mod on_demand {
         assert!(!format!("{err:?}").contains("S3cret"), "{err:?}");
     }
 
+    /// A URI without a host whose query or fragment carries a token
+    /// (`/api?access_token=S3cret`, a gateway forwarding its client's
+    /// request line) is refused without the token in the error's text or
+    /// `Debug`: it read `request URI `/api?access_token=S3cret` has no host
+    /// naming a service`; now `/api?***`.
+    #[tokio::test(start_paused = true)]
+    async fn a_uri_without_host_keeps_its_query_out_of_the_error() {
+        let lb = LoadBalancer::builder()
+            .source(StaticSource::new())
+            .discover_on_demand(true)
+            .build(echo())
+            .unwrap();
+        for (uri, shown) in [
+            ("/api?access_token=S3cret", "/api?***"),
+            (
+                "http://:8080/api?access_token=S3cret",
+                "http://:8080/api?***",
+            ),
+        ] {
+            let req = Request::get(uri).body(String::new()).unwrap();
+            let err = lb.clone().oneshot(req).await.unwrap_err();
+            assert!(err.is_no_service_in_uri(), "{err}");
+            assert_eq!(
+                err.to_string(),
+                format!("request URI `{shown}` has no host naming a service")
+            );
+            assert!(!format!("{err:?}").contains("S3cret"), "{err:?}");
+        }
+        assert!(lb.services().is_empty(), "{:?}", lb.services());
+    }
+
     /// A 20 MiB host name is refused at once with a short error and starts
     /// no discovery. Memory: the one request; time: paused.
     #[tokio::test(start_paused = true)]

@@ -103,6 +103,14 @@ fn eureka_url_is_validated_and_redacted() {
     let text = err.to_string();
     assert!(text.contains("defaultZone"), "{text}");
     assert!(!text.contains("secret"), "{text}");
+    // A query or fragment (a token) is hidden too, in the text and `Debug`.
+    for url in ["http://h/eureka?token=secret", "http://h/eureka#secret"] {
+        let err = RibbonConfig::from_pairs([("eureka.client.service-url.defaultZone", url)])
+            .unwrap_err();
+        let text = format!("{err} {err:?}");
+        assert!(text.contains("defaultZone"), "{text}");
+        assert!(!text.contains("secret"), "{text}");
+    }
 }
 
 #[test]

@@ -34,6 +34,49 @@ pub(crate) fn quote(text: &str) -> String {
 /// `@` is returned as it is. Errors and `Debug` output use this for every
 /// URL or address that may hold userinfo.
 pub(crate) fn redact(text: &str) -> String {
+    let out = redact_userinfo(text);
+    if out.contains("://") {
+        hide_queries(&out)
+    } else {
+        out
+    }
+}
+
+/// A URI (absolute or a request's path and query) as errors and logs quote
+/// it: [`redact`], and its query and fragment hidden even without a
+/// scheme (`/api?token=S3cret` as `/api?***`).
+pub(crate) fn redact_uri(text: &str) -> String {
+    hide_queries(&redact_userinfo(text))
+}
+
+/// The query and fragment of each URL in `text` become `***`
+/// (`http://h/x?token=S3cret` as `http://h/x?***`): a query may carry a
+/// token, and a URL quoted in an error or a log line is refused or shown,
+/// never used. A hidden part ends at a blank, `,`, a quote or a backtick
+/// (a list of URLs, or the URL inside a message), and a `:` before a
+/// blank is kept.
+fn hide_queries(text: &str) -> String {
+    let ends = |c: char| c.is_whitespace() || matches!(c, ',' | '`' | '"' | '\'');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(['?', '#']) {
+        out.push_str(&rest[..=at]);
+        let after = &rest[at + 1..];
+        let mut len = after.find(ends).unwrap_or(after.len());
+        if after[..len].ends_with(':') {
+            len -= 1;
+        }
+        if len > 0 {
+            out.push_str("***");
+        }
+        rest = &after[len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// [`redact`]'s userinfo part.
+fn redact_userinfo(text: &str) -> String {
     let Some(at) = text.rfind('@') else {
         // `scheme://user:pass` cut before its `@` (a password holding
         // `,x://`): hide everything after the scheme up to the first `/`
@@ -89,6 +132,28 @@ mod tests {
         assert!(err.to_string().len() < 200, "{}", err.to_string().len());
         assert_eq!(quote("a\r\nb"), "a\\r\\nb");
         assert_eq!(quote("é".repeat(100).as_str()).chars().count(), 65);
+    }
+
+    #[test]
+    fn queries_and_fragments_of_urls_are_hidden() {
+        assert_eq!(
+            redact("http://h/eureka?token=S3cret"),
+            "http://h/eureka?***"
+        );
+        assert_eq!(redact("http://u:p@h/e#S3cret"), "http://***@h/e#***");
+        assert_eq!(
+            redact("http://h/e?t=S3cret: a server URL holds no query"),
+            "http://h/e?***: a server URL holds no query"
+        );
+        assert_eq!(
+            redact("http://h/e?a=1,http://h2/e#f"),
+            "http://h/e?***,http://h2/e#***"
+        );
+        // Idempotent, and text that is no URL keeps its `?`.
+        assert_eq!(redact("http://h/e?***"), "http://h/e?***");
+        assert_eq!(redact("did you mean `x`?"), "did you mean `x`?");
+        assert_eq!(redact_uri("/api?token=S3cret"), "/api?***");
+        assert_eq!(redact_uri("/api?"), "/api?");
     }
 
     #[test]

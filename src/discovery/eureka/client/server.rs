@@ -266,6 +266,24 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_query_or_fragment_is_not_quoted() {
+        for (bad, shown) in [
+            ("http://h/eureka?token=S3cret", "http://h/eureka?***"),
+            ("http://u:S3cret@h/eureka#S3cret", "http://***@h/eureka#***"),
+        ] {
+            let err = Server::parse(bad).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "invalid setting `eureka server URL`: {shown}: \
+                     a server URL holds no query or fragment"
+                )
+            );
+            assert!(!format!("{err:?}").contains("S3cret"), "{err:?}");
+        }
+    }
+
+    #[test]
     fn bad_server_urls_are_typed_and_redacted() {
         for bad in [
             "",
