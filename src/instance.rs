@@ -133,8 +133,10 @@ impl Instance {
     /// # Errors
     /// [`InstanceError`] ([`is_invalid_host`](InstanceError::is_invalid_host)) if `host` is empty, longer than 253 bytes (a trailing dot
     /// not counted), a name with an empty label (`a..b`, `.a`, `.` alone)
-    /// or a label over 63 bytes (which no resolver looks up), or cannot be
-    /// part of a URI authority; [`InstanceError`] ([`is_invalid_port`](InstanceError::is_invalid_port)) for port 0.
+    /// or a label over 63 bytes (which no resolver looks up), a name
+    /// ending in a number (`010.0.0.1`, `127.1`: resolvers read it as an
+    /// IPv4 address, `010.0.0.1` as 8.0.0.1), or cannot be part of a URI
+    /// authority; [`InstanceError`] ([`is_invalid_port`](InstanceError::is_invalid_port)) for port 0.
     pub fn new(
         service_id: impl Into<String>,
         host: impl Into<String>,

@@ -346,12 +346,14 @@ fn registration_refuses_secure_port_zero() {
 
 /// Host names no resolver takes (an empty label, the root alone, a label
 /// of 64 bytes) are skipped as bad hosts, as a space or a scheme is: they
-/// were listed, and every pick of one was a failed attempt.
+/// were listed, and every pick of one was a failed attempt. So is a name
+/// ending in a number, which resolvers read as another IPv4 address than
+/// it shows (`010.0.0.1` is 8.0.0.1).
 #[test]
 fn host_names_no_resolver_takes_are_skipped() {
     use tower_ribbon::discovery::eureka::wire::parse_application;
     let long_label = format!("{}.example", "a".repeat(64));
-    for host in ["a..b", ".", ".a", long_label.as_str()] {
+    for host in ["a..b", ".", ".a", long_label.as_str(), "010.0.0.1", "127.1"] {
         let body = format!(
             r#"{{"application": {{"name": "A", "instance": [
                 {{"instanceId": "bad", "hostName": "{host}", "status": "UP", "port": 8080}},

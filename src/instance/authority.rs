@@ -112,6 +112,21 @@ pub(super) fn build_authority(
     Ok((Cow::Borrowed(bare), None))
 }
 
+/// Whether the last label of `name` is a number (all digits, or `0x`
+/// and hex digits), which makes the whole name an IPv4 address to
+/// `inet_aton` (the system resolver) and to URL parsers (WHATWG's "ends
+/// in a number"), in forms Rust's parser refuses: `010.0.0.1` (octal,
+/// 8.0.0.1), `127.1`, `0x7f.1`, `2130706433`; or no address at all
+/// (`256.1.1.1`, `1.2.3.4.5`), which reqwest refuses.
+fn ends_in_a_number(name: &str) -> bool {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    let hex = last
+        .strip_prefix("0x")
+        .or_else(|| last.strip_prefix("0X"))
+        .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+    hex.is_some() || (!last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Longest label of a DNS name, in bytes (RFC 1035 §2.3.4).
 const MAX_LABEL_LEN: usize = 63;
 
@@ -124,6 +139,13 @@ fn check_labels(name: &str) -> Result<(), &'static str> {
     let name = name.strip_suffix('.').unwrap_or(name);
     if name.is_empty() {
         return Err("the DNS root `.` names no host");
+    }
+    if ends_in_a_number(name) {
+        return Err(
+            "a name ending in a number is an IPv4 address to resolvers and URL \
+             parsers (`010.0.0.1` is 8.0.0.1, `127.1` is 127.0.0.1): write it as a \
+             dotted quad without leading zeros",
+        );
     }
     for label in name.split('.') {
         if label.is_empty() {

@@ -125,3 +125,26 @@ fn host_names_no_resolver_takes_are_refused() {
     assert!(Instance::new("svc", format!("{name}."), 80).is_ok());
     assert!(Instance::new("svc", format!("{name}b."), 80).is_err());
 }
+
+#[test]
+fn names_ending_in_a_number_are_refused() {
+    // `inet_aton` and URL parsers read them as IPv4 addresses Rust's
+    // parser refuses (`010.0.0.1` is 8.0.0.1), or as none at all.
+    for bad in [
+        "010.0.0.1",
+        "127.1",
+        "0x7f.1",
+        "2130706433",
+        "256.1.1.1",
+        "1.2.3.4.5",
+        "10.0.0.1.",
+        "a.0X1f",
+    ] {
+        let err = Instance::new("svc", bad, 80).unwrap_err();
+        assert!(err.is_invalid_host(), "{bad:?}: {err}");
+        assert!(err.to_string().contains("dotted quad"), "{err}");
+    }
+    for good in ["10.0.0.1", "a1", "1a.b", "host-1.ns2", "0xg.a", "x.0xg"] {
+        assert!(Instance::new("svc", good, 80).is_ok(), "{good:?}");
+    }
+}
