@@ -51,6 +51,8 @@ impl EurekaRegistrationBuilder {
     }
 
     /// The IP address registered as `ipAddr`. Default: the host name.
+    /// Checked at [`build`](Self::build) as the host name is (readers
+    /// with `preferIpAddress` connect to it).
     pub fn ip_addr(mut self, ip: impl Into<String>) -> Self {
         self.ip_addr = Some(ip.into());
         self
@@ -108,7 +110,8 @@ impl EurekaRegistrationBuilder {
     ///
     /// # Errors
     /// [`BuildError::Invalid`] for missing or bad URLs, an empty app name,
-    /// host, port 0 or secure port 0 (registered as an enabled
+    /// a bad host or `ip_addr` (one [`Instance::new`](crate::Instance::new)
+    /// refuses), port 0 or secure port 0 (registered as an enabled
     /// `securePort` of 0, nothing a client can connect to), or an instance
     /// id longer than 8 KiB (no heartbeat could carry it).
     pub fn build(self) -> Result<EurekaRegistration, BuildError> {
@@ -122,6 +125,11 @@ impl EurekaRegistrationBuilder {
         }
         let host = self.host_name.trim().to_owned();
         crate::instance::Instance::new(&app, &host, self.port.max(1))?;
+        // Readers that prefer the IP address (`preferIpAddress`) take it as
+        // the host: one they would skip must not be registered either.
+        if let Some(ip) = &self.ip_addr {
+            crate::instance::Instance::new(&app, ip.trim(), self.port.max(1))?;
+        }
         if self.port == 0 {
             return Err(invalid("port", "port 0"));
         }
@@ -165,7 +173,7 @@ impl EurekaRegistrationBuilder {
                 format!("/{p}")
             }
         };
-        let ip = self.ip_addr.clone().unwrap_or_else(|| host.to_owned());
+        let ip = self.ip_addr.as_deref().map_or(host, str::trim).to_owned();
         let base = format!("http://{}:{}", authority_host(host), self.port);
         serde_json::json!({
             "instanceId": id,
@@ -299,6 +307,14 @@ mod tests {
                 .build()
                 .is_err()
         );
+        // `ipAddr` is a host to readers that prefer it: checked the same.
+        for ip in ["a b", "10.0.0.1\r\nX", "010.0.0.1", "a..b", ""] {
+            assert!(build("user-api", |b| b.ip_addr(ip)).is_err(), "{ip:?}");
+        }
+        let ok = build("user-api", |b| b.ip_addr(" 10.0.0.2 ")).unwrap();
+        let body = ok.shared.body_with(InstanceStatus::Up).expect("body");
+        let body = String::from_utf8_lossy(&body).into_owned();
+        assert!(body.contains(r#""ipAddr":"10.0.0.2""#), "{body}");
         assert!(
             EurekaRegistration::builder("x", "a b", 1)
                 .server_urls("http://h/e")
