@@ -468,7 +468,7 @@ impl Endpoint {
     /// Whether `other` has the same identity (shares its stats).
     pub fn same_identity(&self, other: &Endpoint) -> bool {
         #[cfg(test)]
-        IDENTITY_TESTS.with(|n| n.set(n.get() + 1));
+        tests::IDENTITY_TESTS.with(|n| n.set(n.get() + 1));
         Arc::ptr_eq(&self.inner.stats, &other.inner.stats)
     }
 
@@ -476,12 +476,6 @@ impl Endpoint {
     pub(crate) fn identity(&self) -> usize {
         Arc::as_ptr(&self.inner.stats) as usize
     }
-}
-
-#[cfg(test)]
-thread_local! {
-    /// [`Endpoint::same_identity`] calls on this thread (tests only).
-    pub(crate) static IDENTITY_TESTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 impl fmt::Debug for Endpoint {
@@ -500,4 +494,4 @@ impl fmt::Display for Endpoint {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -148,3 +148,8 @@ fn names_ending_in_a_number_are_refused() {
         assert!(Instance::new("svc", good, 80).is_ok(), "{good:?}");
     }
 }
+
+thread_local! {
+    /// [`Endpoint::same_identity`] calls on this thread.
+    pub(crate) static IDENTITY_TESTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}

@@ -426,7 +426,7 @@ mod tests {
     use super::*;
     use crate::discovery::StaticSource;
     use crate::discovery::{RefreshConfig, Refreshed};
-    use crate::instance::IDENTITY_TESTS;
+    use crate::instance::tests::IDENTITY_TESTS;
     use crate::rule::RoundRobin;
     use crate::stats::StatsConfig;
 
