@@ -138,10 +138,11 @@ async fn started(one: &Stub, two: &Stub) -> RegistrationHandle {
     registration(one, two).start().await.expect("registered")
 }
 
-/// Server one rate-limits heartbeats (429): every renewal goes on to
-/// server two and succeeds. Then server one forgets the instance (404):
-/// that is its answer, so the renewal registers again there, with no
-/// heartbeat sent to server two.
+/// Server one rate-limits heartbeats (429): the renewal goes on to server
+/// two and succeeds, and the next ones start there (lease calls stay at
+/// the server that answered the last one). Then server two forgets the
+/// instance (404): that is its answer, so the renewal registers again
+/// there, with no heartbeat sent to server one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_heartbeat_refused_with_429_is_sent_to_the_next_server_and_404_registers_again() {
     let (one, two) = healthy_pair().await;
@@ -159,18 +160,21 @@ async fn a_heartbeat_refused_with_429_is_sent_to_the_next_server_and_404_registe
         "every heartbeat refused by server one reached server two"
     );
     assert_eq!(handle.stats().renewals, 3);
+    // Lease calls stay at the server that answered the last one.
+    assert_eq!(one.count_path("PUT", "/s1"), 1, "heartbeats at server one");
 
-    one.answer(&format!("PUT {INSTANCE}"), 404);
-    let posts_before = one.count("POST");
+    // Server two, where heartbeats now go, forgets the instance.
+    two.answer(&format!("PUT {INSTANCE}"), 404);
+    let posts_before = two.count("POST");
     handle.renew_now().await.expect("registered again");
     assert_eq!(
-        one.count("POST"),
+        two.count("POST"),
         posts_before + 1,
         "a heartbeat's 404 registers again"
     );
     assert_eq!(
-        two.count_path("PUT", "/s1"),
-        3,
+        one.count_path("PUT", "/s1"),
+        1,
         "a heartbeat's 404 is no failover"
     );
     assert_eq!(handle.stats().registrations, 2);

@@ -196,15 +196,31 @@ async fn shutdown_cancels_at_the_server_that_holds_the_instance() {
 async fn a_renewal_failing_over_to_a_server_that_missed_a_status_change_resends_it() {
     let app = "dirty-keeper";
     let id = "127.0.0.1:dirty-keeper:19702".to_owned();
-    // Registered at server two while server one is down, then at server
-    // one once it is back (its renewal's 404): UP at both.
-    let Some((mut one, two, handle)) = registered_at_two_while_one_was_down(app, 19_702).await
-    else {
+    // Lease calls stick to the server that answered the last one, so a
+    // peer is made to miss calls by pausing it (a hung peer keeps its
+    // registry), not by a restart.
+    let Some(one) = EurekaFixture::start() else {
         return;
     };
-    one.restart();
-    handle.renew_now().await.expect("registered at server one");
+    let Some(two) = EurekaFixture::start() else {
+        return;
+    };
+    let handle = EurekaRegistration::builder(app, "127.0.0.1", 19_702)
+        .server_urls(&format!("{},{}", one.url(), two.url()))
+        .request_timeout(Duration::from_secs(3))
+        .build()
+        .expect("registration")
+        .start()
+        .await
+        .expect("registered at server one");
     wait_for(&one, app, &[(id.clone(), "UP")]).await;
+    // Server one hangs: the renewal fails over to server two, whose 404
+    // registers the instance there. UP at both.
+    one.pause();
+    handle.renew_now().await.expect("registered at server two");
+    one.resume();
+    wait_for(&two, app, &[(id.clone(), "UP")]).await;
+    assert_eq!(one.statuses(app).await, [(id.clone(), "UP".to_owned())]);
     assert_eq!(handle.stats().registrations, 2);
     // The same status again is no change: the next heartbeat is no 404.
     handle
@@ -213,41 +229,116 @@ async fn a_renewal_failing_over_to_a_server_that_missed_a_status_change_resends_
         .expect("UP again");
     handle.renew_now().await.expect("renewed");
     assert_eq!(handle.stats().registrations, 2);
-    // The status change reaches server one only.
+    // The status change reaches server two only (lease calls stay there).
     handle
         .set_status(InstanceStatus::OutOfService)
         .await
         .expect("OUT_OF_SERVICE");
-    wait_for(&one, app, &[(id.clone(), "OUT_OF_SERVICE")]).await;
-    assert_eq!(two.statuses(app).await, [(id.clone(), "UP".to_owned())]);
+    wait_for(&two, app, &[(id.clone(), "OUT_OF_SERVICE")]).await;
+    assert_eq!(one.statuses(app).await, [(id.clone(), "UP".to_owned())]);
 
-    // Server one goes away: the renewal fails over to server two.
-    one.stop();
-    handle.renew_now().await.expect("renewed at server two");
+    // Server two hangs: the renewal fails over to server one.
+    two.pause();
+    handle.renew_now().await.expect("renewed at server one");
     assert_eq!(
-        two.statuses(app).await,
+        one.statuses(app).await,
         [(id.clone(), "OUT_OF_SERVICE".to_owned())],
-        "server two serves the draining instance UP"
+        "server one serves the draining instance UP"
     );
+    two.resume();
 
-    // The other way: UP again, taken by server one only (back, empty); server
-    // two keeps its OUT_OF_SERVICE override. A renewal failing over to it
-    // registers again with UP, which the override turns OUT_OF_SERVICE:
-    // the UP is sent again after that registration too.
-    one.restart();
-    handle.renew_now().await.expect("registered at server one");
+    // The other way: UP again, taken by server one only; server two keeps
+    // its OUT_OF_SERVICE override. A renewal failing over to it registers
+    // again with UP, which the override turns OUT_OF_SERVICE: the UP is
+    // sent again after that registration too.
     handle.set_status(InstanceStatus::Up).await.expect("UP");
     wait_for(&one, app, &[(id.clone(), "UP")]).await;
     assert_eq!(
         two.statuses(app).await,
         [(id.clone(), "OUT_OF_SERVICE".to_owned())]
     );
-    one.stop();
+    one.pause();
     handle.renew_now().await.expect("renewed at server two");
     assert_eq!(
         two.statuses(app).await,
         [(id.clone(), "UP".to_owned())],
         "server two keeps the instance out of service"
     );
+    one.resume();
     handle.shutdown().await.expect("cancelled");
+}
+
+/// A first server that hangs (accepts, never answers) cost every lease
+/// call the request timeout before the second server answered: lease
+/// calls started at the first configured server each time, though fetches
+/// kept the server that answered last. A drain to OUT_OF_SERVICE was late
+/// by a timeout. Now lease calls start at the server that answered the
+/// last one, as Java's registration client keeps its delegate: the hung
+/// server sees the registration's request only.
+#[tokio::test]
+async fn lease_calls_stay_at_the_server_that_answered_past_a_hung_one() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt;
+
+    let app = "hung-first";
+    let id = "127.0.0.1:hung-first:19703".to_owned();
+    let Some(two) = EurekaFixture::start() else {
+        return;
+    };
+    // The hung peer: counts the HTTP requests it reads, answers none.
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hung_url = format!("http://{}/eureka", hung.local_addr().expect("addr"));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counted = requests.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut socket, _)) = hung.accept().await {
+            let counted = counted.clone();
+            held.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut seen = Vec::new();
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    let lines = seen.windows(11).filter(|w| w == b" HTTP/1.1\r\n").count();
+                    counted.fetch_add(lines, Ordering::SeqCst);
+                    let keep = seen.len().saturating_sub(10);
+                    seen.drain(..keep);
+                }
+                // Held open (not answered) until the peer closes it.
+                drop(socket);
+            }));
+        }
+    });
+    let handle = EurekaRegistration::builder(app, "127.0.0.1", 19_703)
+        .server_urls(&format!("{hung_url},{}", two.url()))
+        .request_timeout(Duration::from_secs(3))
+        .build()
+        .expect("registration")
+        .start()
+        .await
+        .expect("registered at server two");
+    wait_for(&two, app, &[(id.clone(), "UP")]).await;
+    for _ in 0..3 {
+        handle.renew_now().await.expect("renewed at server two");
+    }
+    handle
+        .set_status(InstanceStatus::OutOfService)
+        .await
+        .expect("OUT_OF_SERVICE");
+    wait_for(&two, app, &[(id.clone(), "OUT_OF_SERVICE")]).await;
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        1,
+        "requests reaching the hung server (one per lease call before)"
+    );
+    assert_eq!(handle.stats().registrations, 1);
+    assert_eq!(handle.stats().renewals, 3);
+    handle.shutdown().await.expect("cancelled");
+    wait_for(&two, app, &[]).await;
 }

@@ -125,12 +125,40 @@ impl EurekaFixture {
     /// Stops the server (its registry is lost, as with a real restart).
     pub fn stop(&mut self) {
         if self.running {
+            // A paused server would not see the stop.
+            self.signal("-CONT");
             let _ = Command::new(script())
                 .arg("stop")
                 .arg(self.port.to_string())
                 .output();
             self.running = false;
         }
+    }
+
+    /// Freezes the server's process (SIGSTOP): a hung peer. Connections
+    /// are still accepted by the kernel, but nothing answers; the registry
+    /// is kept. [`resume`](Self::resume) lets it go on.
+    pub fn pause(&self) {
+        assert!(self.signal("-STOP"), "cannot pause the server");
+    }
+
+    /// Lets a [`pause`](Self::pause)d server go on (SIGCONT).
+    pub fn resume(&self) {
+        assert!(self.signal("-CONT"), "cannot resume the server");
+    }
+
+    /// Sends `signal` to the server's process; whether it was sent.
+    fn signal(&self, signal: &str) -> bool {
+        let pid_file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("target/eureka-server/eureka-{}.pid", self.port));
+        let Ok(pid) = std::fs::read_to_string(&pid_file) else {
+            return false;
+        };
+        Command::new("kill")
+            .arg(signal)
+            .arg(pid.trim())
+            .status()
+            .is_ok_and(|s| s.success())
     }
 
     /// Starts the server again on the same port.

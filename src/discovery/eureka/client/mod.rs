@@ -87,6 +87,10 @@ pub(crate) struct EurekaHttp {
     /// start there (shared by clones, so a registry and its VIP source
     /// agree).
     preferred: Arc<AtomicUsize>,
+    /// The index of the server that answered the last lease call; lease
+    /// calls start there (shared by clones). Apart from `preferred`, as
+    /// Java's registration client is its own `RetryableEurekaHttpClient`.
+    lease_preferred: Arc<AtomicUsize>,
 }
 
 impl fmt::Debug for EurekaHttp {
@@ -111,6 +115,7 @@ impl EurekaHttp {
             client,
             settings,
             preferred: Arc::new(AtomicUsize::new(0)),
+            lease_preferred: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -287,9 +292,13 @@ impl EurekaHttp {
     }
 
     /// Sends `call`'s request to `{base}/{path}` (with a JSON `body`, if
-    /// any) on each server in order until one answers with a status that
-    /// [`LeaseCall::accepts`]; returns that status and the base URL of the
-    /// server that gave it. Every other answer (transport error, timeout,
+    /// any) on each server in order, starting at the one that answered the
+    /// last lease call (the first at first), until one answers with a
+    /// status that [`LeaseCall::accepts`]; returns that status and the
+    /// base URL of the server that gave it. Starting there, as Java's
+    /// registration `RetryableEurekaHttpClient` keeps its delegate, a hung
+    /// server costs one timeout, not one per heartbeat or status change
+    /// (a drain to DOWN is not late by a timeout). Every other answer (transport error, timeout,
     /// 3xx, 4xx, 5xx) moves on to the next server, as the Java client's
     /// `RetryableEurekaHttpClient` does with its legacy
     /// `ServerStatusEvaluator`: a peer that rate-limits (429), refuses
@@ -303,7 +312,10 @@ impl EurekaHttp {
         body: Option<Bytes>,
     ) -> Result<(StatusCode, String), DiscoveryError> {
         let mut errors = Vec::new();
-        for server in &self.servers {
+        let n = self.servers.len();
+        let first = self.lease_preferred.load(Ordering::Relaxed).checked_rem(n);
+        let order = self.servers.iter().enumerate().cycle();
+        for (index, server) in order.skip(first.unwrap_or(0)).take(n) {
             let timeout = self.settings.request_timeout;
             let mut result = Err(DiscoveryError::AllServersFailed(Vec::new()));
             for _ in 0..2 {
@@ -321,6 +333,7 @@ impl EurekaHttp {
             }
             match result {
                 Ok(status) if call.accepts(status) => {
+                    self.lease_preferred.store(index, Ordering::Relaxed);
                     return Ok((status, server.base.clone()));
                 }
                 Ok(status) => {

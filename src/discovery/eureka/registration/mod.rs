@@ -20,7 +20,8 @@
 //!   the registration it made, so a draining instance is never left UP;
 //! - `DELETE /apps/{APP}/{id}` on graceful shutdown.
 //!
-//! Each call tries the configured servers in order until one answers it,
+//! Each call tries the configured servers in order, starting at the one
+//! that answered the last lease call, until one answers it,
 //! as the Java client does: a 2xx, or a 404 to a registration or
 //! heartbeat. Any other answer (transport error, timeout, 3xx, 4xx such as
 //! a 429, 5xx) moves on to the next server, so one peer that rate-limits
