@@ -107,10 +107,10 @@ fn parse_args() -> Result<Option<Args>, String> {
 
 /// The four setups, in the order they run.
 const SETUPS: [&str; 4] = [
-    "round robin, no retries",
+    "round robin, no retries, no ejection",
     "round robin + retries + outlier ejection",
     "peak-EWMA P2C + retries + outlier ejection",
-    "zone avoidance (caller in east) + retries",
+    "zone avoidance (caller in east) + retries + outlier ejection",
 ];
 
 fn balancer(
@@ -296,11 +296,15 @@ async fn one_request(lb: LoadBalancer<HttpClient>, start: Instant) -> Record {
     }
 }
 
-/// The first line of an error, without the list of attempts.
+/// The first line of an error, without the list of attempts, cut at 120
+/// characters (on a character boundary, marked with `…`).
 fn short_error(e: &tower_ribbon::Error) -> String {
     let text = e.to_string();
-    let cut = text.find(" (attempts").unwrap_or(text.len()).min(120);
-    text[..cut].to_owned()
+    let text = &text[..text.find(" (attempts").unwrap_or(text.len())];
+    match text.char_indices().nth(120) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
 }
 
 #[tokio::main]

@@ -294,27 +294,34 @@ pub fn print_summary(results: &[SetupResult]) {
     }
     for r in results {
         if let (Some((slow_at, slow)), Some((died_at, _))) = (r.slowed(), r.died()) {
-            let window_share = {
-                let during: Vec<&String> = r
-                    .records
+            let during: Vec<&String> = r
+                .records
+                .iter()
+                .filter(|x| x.sent_at >= slow_at && x.sent_at < died_at)
+                .filter_map(|x| x.outcome.as_ref().ok())
+                .collect();
+            let window_share = percent(
+                during
                     .iter()
-                    .filter(|x| x.sent_at >= slow_at && x.sent_at < died_at)
-                    .filter_map(|x| x.outcome.as_ref().ok())
-                    .collect();
-                percent(
-                    during
-                        .iter()
-                        .filter(|n| n.as_str() == slow.instance())
-                        .count(),
-                    during.len(),
-                )
-            };
+                    .filter(|n| n.as_str() == slow.instance())
+                    .count(),
+                during.len(),
+            );
+            // The fair share among the instances this setup picks from
+            // (zone avoidance keeps the caller's zone: 3 of the 5).
+            let mut picked: Vec<&str> = during.iter().map(|n| n.as_str()).collect();
+            picked.push(slow.instance());
+            picked.sort_unstable();
+            picked.dedup();
             println!(
                 "- {}: the slowed {} took {:.1} % of requests while 5 instances were listed \
-                 (fair share 20 %); p99 after the slow-down {:.1} ms.",
+                 (fair share {:.0} % among the {} it picked from); p99 after the slow-down \
+                 {:.1} ms.",
                 r.name,
                 slow.instance(),
                 window_share,
+                100.0 / picked.len() as f64,
+                picked.len(),
                 ms(r.p99_after(slow_at))
             );
         }
@@ -351,7 +358,8 @@ pub fn print_summary(results: &[SetupResult]) {
         })
         .collect();
     println!(
-        "- The new instance's share once listed: {} (4 live instances listed then: fair share 25 %).",
+        "- The new instance's share once listed: {} (4 live instances listed then: fair share 25 %; \
+         33 % among the 3 live in the caller's zone under zone avoidance).",
         joined.join("; ")
     );
     if let Some(zoned) = results.iter().find(|r| r.name.starts_with("zone")) {
