@@ -25,7 +25,8 @@
 //! buffer inside it) is waited for before the pick under a per-try timeout
 //! of its own, so an attempt that waited can take up to twice the per-try
 //! timeout; [`RetryPolicy::deadline`] bounds both waits together.
-//! a POST is not retried after a read timeout (it may have reached the
+//!
+//! A POST is not retried after a read timeout (it may have reached the
 //! server), so it fails after 5 s. Set [`RetryPolicy::deadline`] to bound
 //! the wait for the headers of the whole request.
 //!
