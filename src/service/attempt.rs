@@ -442,15 +442,19 @@ mod tests {
             .collect::<Vec<_>>()
             .join(",");
         let source = StaticSource::new().with_list("svc", &list).unwrap();
-        let state = ServiceState::new(
-            "svc",
-            Arc::new(RoundRobin::with_start(0)),
-            RefreshConfig::default(),
-            StatsConfig::default(),
-            50,
-        );
-        let publish = |s| state.publish(s);
-        assert!(state.refresh().refresh_once(&source, &publish).await);
+        let listed_state = || async {
+            let state = ServiceState::new(
+                "svc",
+                Arc::new(RoundRobin::with_start(0)),
+                RefreshConfig::default(),
+                StatsConfig::default(),
+                50,
+            );
+            let publish = |s| state.publish(s);
+            assert!(state.refresh().refresh_once(&source, &publish).await);
+            state
+        };
+        let state = listed_state().await;
         let snapshot = state.snapshot();
         let last = snapshot.endpoints()[1_999].clone();
         let now = Instant::now();
@@ -463,15 +467,7 @@ mod tests {
         // The two checks above are the only identity tests.
         assert_eq!(IDENTITY_TESTS.with(|n| n.get()), 10);
         // An instance no longer listed is found absent, also without a walk.
-        let other = ServiceState::new(
-            "svc",
-            Arc::new(RoundRobin::with_start(0)),
-            RefreshConfig::default(),
-            StatsConfig::default(),
-            50,
-        );
-        let publish = |s| other.publish(s);
-        assert!(other.refresh().refresh_once(&source, &publish).await);
+        let other = listed_state().await;
         let stranger = other.snapshot().endpoints()[0].clone();
         IDENTITY_TESTS.with(|n| n.set(0));
         assert!(listed(&state, &stranger).is_none());
