@@ -155,9 +155,10 @@ impl HealthView {
         let mut next: Option<Instant> = None;
         for e in snapshot.endpoints() {
             let stats = e.stats();
-            if stats.end_expired_ejection(now) {
+            let returns = stats.end_expired_ejections(now);
+            if returns > 0 {
                 metrics::counter!(crate::metrics::EJECTION_RETURNS, "service" => snapshot.service_id().to_owned())
-                    .increment(1);
+                    .increment(u64::from(returns));
             }
             if !stats.is_healthy_at(now) {
                 unhealthy += 1;

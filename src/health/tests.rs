@@ -33,7 +33,7 @@ async fn five_5xx_eject_for_base_times_count() {
     assert!(!e.stats().is_ejected_at(t0 + Duration::from_secs(30)));
     // The second ejection lasts 60 s.
     let t1 = t0 + Duration::from_secs(30);
-    assert!(e.stats().end_expired_ejection(t1));
+    assert_eq!(e.stats().end_expired_ejections(t1), 1);
     for _ in 0..5 {
         fail(e, t1, Outcome::ConnectFailure);
     }

@@ -39,8 +39,9 @@ pub(crate) struct Ejection {
     consecutive_gateway: AtomicU32,
     /// End of the last ejection in ms; 0 if never ejected.
     until_ms: AtomicU64,
-    /// An ejection whose end no recount has reported yet.
-    pending_return: AtomicBool,
+    /// Ejections whose end no recount has reported yet (more than one
+    /// when an instance is ejected again before a recount saw it back).
+    pending_returns: AtomicU32,
     multiplier: AtomicU32,
     times: AtomicU32,
 }
@@ -51,7 +52,7 @@ impl Ejection {
             consecutive_5xx: AtomicU32::new(0),
             consecutive_gateway: AtomicU32::new(0),
             until_ms: AtomicU64::new(0),
-            pending_return: AtomicBool::new(false),
+            pending_returns: AtomicU32::new(0),
             multiplier: AtomicU32::new(0),
             times: AtomicU32::new(0),
         }
@@ -130,20 +131,20 @@ impl Ejection {
             .ok()?;
         self.multiplier.store(m, Ordering::Release);
         self.times.fetch_add(1, Ordering::AcqRel);
-        self.pending_return.store(true, Ordering::Release);
+        self.pending_returns.fetch_add(1, Ordering::AcqRel);
         self.consecutive_5xx.store(0, Ordering::Release);
         self.consecutive_gateway.store(0, Ordering::Release);
         Some(time)
     }
 
-    /// `true` once per ejection, the first time it is seen over at `now_ms`.
-    pub(crate) fn take_return(&self, now_ms: u64) -> bool {
-        !self.is_ejected(now_ms)
-            && self.pending_return.load(Ordering::Acquire)
-            && self
-                .pending_return
-                .compare_exchange(true, false, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
+    /// The ejections seen over at `now_ms` and not reported before: each
+    /// ejection is counted once, also one that ended unseen before the
+    /// next (a bare flag counted two such ejections as one return).
+    pub(crate) fn take_returns(&self, now_ms: u64) -> u32 {
+        if self.is_ejected(now_ms) || self.pending_returns.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
+        self.pending_returns.swap(0, Ordering::AcqRel)
     }
 }
 
@@ -266,6 +267,23 @@ mod tests {
         c.start_pending();
         assert!(c.clear_pending());
         assert!(!c.is_unhealthy() && !c.clear_pending());
+    }
+
+    /// An instance ejected again before a recount saw its first ejection
+    /// end returns twice: a bare flag reported one return for the two
+    /// (`ribbon_ejection_returns_total` one short per such pair).
+    #[test]
+    fn every_ejection_returns_once_also_when_a_recount_missed_one() {
+        let e = Ejection::new();
+        assert_eq!(e.eject(0, 0, T), Some(Duration::from_secs(30)));
+        assert_eq!(e.take_returns(29_999), 0, "still ejected");
+        // Back at 30 s, unseen; ejected again at 31 s for 60 s.
+        assert_eq!(e.eject(31_000, 31_000, T), Some(Duration::from_secs(60)));
+        assert_eq!(e.take_returns(90_999), 0, "still ejected");
+        assert_eq!(e.take_returns(91_000), 2);
+        assert_eq!(e.take_returns(91_000), 0, "each once");
+        assert_eq!(e.eject(100_000, 100_000, T), Some(Duration::from_secs(90)));
+        assert_eq!(e.take_returns(190_000), 1);
     }
 
     #[test]

@@ -304,9 +304,9 @@ impl EndpointStats {
         self.ejection.eject(now_ms, clock, times)
     }
 
-    /// `true` once per ejection, the first time it is seen over at `now`.
-    pub(crate) fn end_expired_ejection(&self, now: Instant) -> bool {
-        self.ejection.take_return(self.ms_at(now))
+    /// The ejections seen over at `now` and not reported before (each once).
+    pub(crate) fn end_expired_ejections(&self, now: Instant) -> u32 {
+        self.ejection.take_returns(self.ms_at(now))
     }
 
     /// Records one active probe; `true` if the verdict changed (see
