@@ -342,3 +342,63 @@ async fn lease_calls_stay_at_the_server_that_answered_past_a_hung_one() {
     handle.shutdown().await.expect("cancelled");
     wait_for(&two, app, &[]).await;
 }
+
+/// A hung peer that wakes undid a drain. In a replicating cluster, peer one
+/// hangs (SIGSTOP) holding the instance's UP: the UP times out there and
+/// fails over to peer two, and the drain to DOWN goes to two. Peer one
+/// wakes, applies the old UP (Eureka applies a status update whatever its
+/// `lastDirtyTimestamp`) and replicates it to two. Heartbeats carry the
+/// stored `lastDirtyTimestamp`, so they got 200 and two served the
+/// draining instance UP for good (still UP after 3 renewals). Now a status
+/// call that got no answer arms read-backs for the next 10 renewals: the
+/// first renewal after the late UP landed reads UP at two and sends DOWN
+/// again.
+#[tokio::test]
+async fn a_late_status_update_from_a_hung_peer_does_not_undo_a_drain() {
+    let app = "late-writer";
+    let id = "127.0.0.1:late-writer:19704".to_owned();
+    let Some([one, two]) = EurekaFixture::start_cluster() else {
+        return;
+    };
+    let handle = EurekaRegistration::builder(app, "127.0.0.1", 19_704)
+        .server_urls(&format!("{},{}", one.url(), two.url()))
+        .request_timeout(Duration::from_secs(2))
+        // Renewals by `renew_now` only.
+        .renew_interval(Duration::from_secs(600))
+        .lease_duration(Duration::from_secs(1800))
+        .initial_status(InstanceStatus::Starting)
+        .build()
+        .expect("registration")
+        .start()
+        .await
+        .expect("registered at peer one");
+    wait_for(&two, app, &[(id.clone(), "STARTING")]).await;
+
+    one.pause();
+    handle
+        .set_status(InstanceStatus::Up)
+        .await
+        .expect("UP, taken by peer two after peer one timed out");
+    handle
+        .set_status(InstanceStatus::Down)
+        .await
+        .expect("DOWN, at peer two");
+    wait_for(&two, app, &[(id.clone(), "DOWN")]).await;
+    one.resume();
+    // Peer one applies the UP it held and replicates it to two.
+    wait_for(&two, app, &[(id.clone(), "UP")]).await;
+
+    handle.renew_now().await.expect("renewed at peer two");
+    wait_for(&two, app, &[(id.clone(), "DOWN")]).await;
+    wait_for(&one, app, &[(id.clone(), "DOWN")]).await;
+    for _ in 0..2 {
+        handle.renew_now().await.expect("renewed at peer two");
+    }
+    assert_eq!(two.statuses(app).await, [(id.clone(), "DOWN".to_owned())]);
+    let stats = handle.stats();
+    assert_eq!(
+        (stats.registrations, stats.renewals, stats.failures),
+        (1, 3, 0)
+    );
+    handle.shutdown().await.expect("cancelled");
+}

@@ -4,7 +4,6 @@
 //! pool.
 
 use std::fmt;
-use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -16,12 +15,14 @@ use http_body_util::{BodyExt, Full, Limited};
 use super::wire::WireError;
 use crate::error::{BoxError, DiscoveryError};
 
+mod gzip;
 mod server;
 mod transport;
 
 pub(crate) use server::{Connection, HttpSettings, Server};
 #[cfg(feature = "tls")]
 pub use transport::EurekaTlsError;
+use gzip::gunzip;
 use transport::{Transport, classify};
 #[cfg(feature = "config")]
 pub(crate) use server::split_urls;
@@ -75,6 +76,18 @@ impl LeaseCall {
         status.is_success()
             || (status == StatusCode::NOT_FOUND && matches!(self, Self::Register | Self::Renew))
     }
+}
+
+/// A lease call's answer.
+#[derive(Debug)]
+pub(crate) struct LeaseAnswer {
+    /// The status of the server that answered.
+    pub(crate) status: StatusCode,
+    /// That server's base URL.
+    pub(crate) server: String,
+    /// Whether a server tried before it failed without an answer (see
+    /// [`maybe_delivered`]): it may apply the request late.
+    pub(crate) unanswered: bool,
 }
 
 /// A hyper-util client bound to an ordered list of Eureka servers.
@@ -182,6 +195,24 @@ impl EurekaHttp {
         match errors.len() {
             1 => Err(errors.remove(0)),
             _ => Err(DiscoveryError::AllServersFailed(errors)),
+        }
+    }
+
+    /// `GET {base}/{path}` at the configured server whose base URL is
+    /// `base` only (no failover), as [`get`](Self::get) does at one server.
+    pub(crate) async fn get_at<T, F>(
+        &self,
+        base: &str,
+        path: &str,
+        decode: F,
+    ) -> Result<Fetched<T>, DiscoveryError>
+    where
+        T: Send + 'static,
+        F: Fn(&[u8], std::time::Instant) -> Result<T, WireError> + Send + 'static,
+    {
+        match self.servers.iter().find(|s| s.base == base) {
+            Some(server) => self.get_one(server, path, decode).await,
+            None => Err(DiscoveryError::AllServersFailed(Vec::new())),
         }
     }
 
@@ -294,8 +325,9 @@ impl EurekaHttp {
     /// Sends `call`'s request to `{base}/{path}` (with a JSON `body`, if
     /// any) on each server in order, starting at the one that answered the
     /// last lease call (the first at first), until one answers with a
-    /// status that [`LeaseCall::accepts`]; returns that status and the
-    /// base URL of the server that gave it. Starting there, as Java's
+    /// status that [`LeaseCall::accepts`]; returns that status, the
+    /// base URL of the server that gave it, and whether a server before it
+    /// may have taken the request without answering. Starting there, as Java's
     /// registration `RetryableEurekaHttpClient` keeps its delegate, a hung
     /// server costs one timeout, not one per heartbeat or status change
     /// (a drain to DOWN is not late by a timeout). Every other answer (transport error, timeout,
@@ -310,7 +342,7 @@ impl EurekaHttp {
         call: LeaseCall,
         path: &str,
         body: Option<Bytes>,
-    ) -> Result<(StatusCode, String), DiscoveryError> {
+    ) -> Result<LeaseAnswer, DiscoveryError> {
         let mut errors = Vec::new();
         let n = self.servers.len();
         let first = self.lease_preferred.load(Ordering::Relaxed).checked_rem(n);
@@ -334,7 +366,11 @@ impl EurekaHttp {
             match result {
                 Ok(status) if call.accepts(status) => {
                     self.lease_preferred.store(index, Ordering::Relaxed);
-                    return Ok((status, server.base.clone()));
+                    return Ok(LeaseAnswer {
+                        status,
+                        server: server.base.clone(),
+                        unanswered: errors.iter().any(maybe_delivered),
+                    });
                 }
                 Ok(status) => {
                     tracing::debug!(server = %server.base, status = status.as_u16(), ?call, "Eureka server refused a lease call; trying the next");
@@ -396,6 +432,22 @@ impl EurekaHttp {
     }
 }
 
+/// Whether a failed request may still reach the server's registry: it
+/// timed out, or failed in transport after connecting (a server that
+/// hangs, as a paused JVM, reads the request when it wakes and applies
+/// it). A failed connect never sent it; an answer (`Status`) is no late
+/// write. Over every server's error for `AllServersFailed`.
+pub(crate) fn maybe_delivered(e: &DiscoveryError) -> bool {
+    match e {
+        DiscoveryError::Timeout { .. } => true,
+        DiscoveryError::Transport { source, .. } => !source
+            .downcast_ref::<hyper_util::client::legacy::Error>()
+            .is_some_and(hyper_util::client::legacy::Error::is_connect),
+        DiscoveryError::AllServersFailed(all) => all.iter().any(maybe_delivered),
+        _ => false,
+    }
+}
+
 /// A pooled connection the server closed before answering (it restarted,
 /// or dropped an idle keep-alive): worth one more try on the same server
 /// over a fresh connection, as every lease call is idempotent.
@@ -421,48 +473,22 @@ fn header_text(v: Option<&HeaderValue>) -> String {
         .unwrap_or_else(|| "none".to_owned())
 }
 
-/// Decompresses a gzip body, refusing output beyond `limit` bytes (the
-/// inflated size is bounded as it is produced, not after).
-///
-/// The output buffer is sized once from the gzip trailer's size field,
-/// trusted only up to `limit` and to deflate's largest ratio (1032:1), so
-/// it is not grown by doubling (which would hold 1.5 × the body at peak).
-pub(crate) fn gunzip(body: &[u8], limit: usize) -> Result<Bytes, WireError> {
-    let hint = body
-        .len()
-        .checked_sub(4)
-        .and_then(|at| body.get(at..))
-        .and_then(|tail| <[u8; 4]>::try_from(tail).ok())
-        .map_or(0, |tail| u32::from_le_bytes(tail) as usize)
-        .min(limit)
-        .min(body.len().saturating_mul(1032));
-    let mut out = Vec::with_capacity(hint.saturating_add(1));
-    let mut decoder = flate2::read::GzDecoder::new(body).take((limit as u64).saturating_add(1));
-    decoder
-        .read_to_end(&mut out)
-        .map_err(|source| WireError::Gzip { source })?;
-    if out.len() > limit {
-        return Err(WireError::TooLarge { limit });
-    }
-    Ok(Bytes::from(out))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn gunzip_limits() {
-        use std::io::Write;
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        enc.write_all(&[b'a'; 1000]).unwrap();
-        let gz = enc.finish().unwrap();
-        assert_eq!(gunzip(&gz, 1000).unwrap().len(), 1000);
-        assert!(matches!(
-            gunzip(&gz, 999),
-            Err(WireError::TooLarge { limit: 999 })
-        ));
-        assert!(gunzip(&gz[..gz.len() / 2], 1000).is_err());
-        assert!(gunzip(&[0x1f, 0x8b, 0, 0], 1000).is_err());
+    fn a_time_out_may_deliver_an_answer_does_not() {
+        let server = "http://a/eureka".to_owned();
+        let timeout = DiscoveryError::Timeout {
+            server: server.clone(),
+            after: std::time::Duration::from_secs(1),
+        };
+        let status = DiscoveryError::Status { server, status: 503 };
+        assert!(maybe_delivered(&timeout));
+        assert!(!maybe_delivered(&status));
+        assert!(!maybe_delivered(&DiscoveryError::AllServersFailed(vec![
+            status
+        ])));
     }
 }

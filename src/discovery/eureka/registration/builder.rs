@@ -2,7 +2,7 @@
 //! the registration body (Eureka's `InstanceInfo` JSON) built from it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -156,6 +156,7 @@ impl EurekaRegistrationBuilder {
                 dirty: AtomicU64::new(super::now_ms()),
                 op: tokio::sync::Mutex::new(()),
                 shut_down: AtomicBool::new(false),
+                late_checks: AtomicU32::new(0),
                 registrations: AtomicU64::new(0),
                 renewals: AtomicU64::new(0),
                 failures: AtomicU64::new(0),

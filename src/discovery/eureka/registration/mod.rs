@@ -30,6 +30,13 @@
 //! an instance its peers still serve); 404 from every server is "already
 //! gone".
 //!
+//! A register or status call that timed out (or failed after connecting)
+//! at a server may still land there later: a hung server (a paused JVM)
+//! applies it when it wakes, and replicates it. For the next 10 renewals
+//! the registration then reads the instance back from the server that took
+//! the heartbeat, and sends the wanted status again when that server
+//! serves another (see `late.rs`).
+//!
 //! Renewals go on through a Eureka outage (each failure is logged and
 //! counted), and the instance is registered again when the server is back.
 //!
@@ -50,9 +57,10 @@
 //! ```
 
 mod builder;
+mod late;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -61,7 +69,7 @@ use http::StatusCode;
 
 pub use builder::EurekaRegistrationBuilder;
 
-use super::client::{Connection, EurekaHttp, LeaseCall};
+use super::client::{Connection, EurekaHttp, LeaseAnswer, LeaseCall};
 use crate::discovery::TaskGuard;
 use crate::error::DiscoveryError;
 use crate::instance::InstanceStatus;
@@ -99,6 +107,10 @@ struct Shared {
     /// started twice (from clones) shares its instance, and the other
     /// handle's renewals must not register it again after the cancel.
     shut_down: AtomicBool,
+    /// Renewals left that read the instance back, for a late write: set to
+    /// `late::LATE_WRITE_CHECKS` (10) by a register or status call some
+    /// server may have taken without answering.
+    late_checks: AtomicU32,
     registrations: AtomicU64,
     renewals: AtomicU64,
     failures: AtomicU64,
@@ -161,8 +173,9 @@ impl Shared {
         let answer = self
             .http
             .send(LeaseCall::Register, &self.app_path(), Some(body))
-            .await?;
-        expect(answer, &[StatusCode::NO_CONTENT, StatusCode::OK])?;
+            .await;
+        let answer = self.note_late_write(answer)?;
+        expect(&answer, &[StatusCode::NO_CONTENT, StatusCode::OK])?;
         self.registrations.fetch_add(1, Ordering::Relaxed);
         if wanted == InstanceStatus::Up && !self.status_changed.load(Ordering::Acquire) {
             // Never changed: served UP. After a change, the server may
@@ -185,8 +198,9 @@ impl Shared {
             status.as_str(),
             self.dirty()
         );
-        let answer = self.http.send(LeaseCall::Status, &path, None).await?;
-        expect(answer, &[StatusCode::OK])?;
+        let answer = self.http.send(LeaseCall::Status, &path, None).await;
+        let answer = self.note_late_write(answer)?;
+        expect(&answer, &[StatusCode::OK])?;
         if self.status() == status {
             self.status_unsent.store(false, Ordering::Release);
         }
@@ -230,7 +244,7 @@ impl Shared {
             self.dirty()
         );
         let answer = self.http.send(LeaseCall::Renew, &path, None).await?;
-        if answer.0 == StatusCode::NOT_FOUND {
+        if answer.status == StatusCode::NOT_FOUND {
             tracing::info!(app = %self.app, id = %self.id, "Eureka lost the registration or holds an older copy; registering again");
             let registered = self.register_locked().await?;
             if registered.is_err() && self.status() != InstanceStatus::Up {
@@ -244,13 +258,13 @@ impl Shared {
             }
             return registered;
         }
-        expect(answer, &[StatusCode::OK])?;
+        expect(&answer, &[StatusCode::OK])?;
         self.renewals.fetch_add(1, Ordering::Relaxed);
         if self.status_unsent.load(Ordering::Acquire) {
             tracing::info!(app = %self.app, id = %self.id, status = self.status().as_str(), "sending the instance status again");
             self.send_status_locked().await?;
         }
-        Ok(())
+        self.check_late_write_locked(&answer.server).await
     }
 
     /// Cancels the registration (`DELETE`) at the first server that holds
@@ -283,13 +297,13 @@ fn all_not_found(e: &DiscoveryError) -> bool {
 
 /// `Ok` if the answer's status is one of `ok`, else a `Status` error naming
 /// the server that answered.
-fn expect((code, server): (StatusCode, String), ok: &[StatusCode]) -> Result<(), DiscoveryError> {
-    if ok.contains(&code) {
+fn expect(answer: &LeaseAnswer, ok: &[StatusCode]) -> Result<(), DiscoveryError> {
+    if ok.contains(&answer.status) {
         Ok(())
     } else {
         Err(DiscoveryError::Status {
-            server,
-            status: code.as_u16(),
+            server: answer.server.clone(),
+            status: answer.status.as_u16(),
         })
     }
 }
@@ -419,7 +433,10 @@ impl RegistrationHandle {
     /// # Errors
     /// [`DiscoveryError`] if no server accepted it; the wanted status is
     /// still kept, and sent again with every renewal (and re-registration)
-    /// until the server takes it.
+    /// until the server takes it. A server that timed out may apply the
+    /// call later, over a newer status: then each of the next 10 renewals
+    /// also reads the instance back (one `GET`) and sends the status again
+    /// if the server that took the heartbeat serves another.
     pub async fn set_status(&self, status: InstanceStatus) -> Result<(), DiscoveryError> {
         self.shared.set_status(status).await
     }

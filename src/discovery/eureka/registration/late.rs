@@ -1,0 +1,139 @@
+//! A lease write that lands late.
+//!
+//! A register or status call that timed out at a server (or failed after
+//! connecting) may still reach that server's registry: a server that hangs
+//! (a paused JVM, a stop-the-world pause) reads the request when it wakes
+//! and applies it, after later calls went to the next server. Eureka
+//! applies a status update whatever its `lastDirtyTimestamp`
+//! (`AbstractInstanceRegistry.statusUpdate` sets the status with
+//! `setStatusWithoutDirty`, and only raises the stored timestamp), and a
+//! replicating server passes it on to its peers. So an UP that timed out at
+//! a hung server, then a drain to DOWN taken by the next one, ends with the
+//! draining instance served UP once the hung server wakes; heartbeats carry
+//! the same `lastDirtyTimestamp` as the stored copy, so they get 200
+//! (`InstanceResource.validateDirtyTimestamp`) and nothing corrects it.
+//! Java's client has the same gap: its `RetryableEurekaHttpClient` moves
+//! on from a time-out, and neither `DiscoveryClient` nor Spring Cloud's
+//! `EurekaServiceRegistry` reads the instance back (Netflix/eureka,
+//! `eureka-core/.../registry/AbstractInstanceRegistry.java`,
+//! `eureka-core/.../resources/InstanceResource.java`,
+//! `eureka-client/.../shared/transport/decorator/RetryableEurekaHttpClient.java`).
+//!
+//! Here such a call arms [`LATE_WRITE_CHECKS`] read-backs: each of the next
+//! 10 successful renewals also reads the instance (`GET
+//! {base}/apps/{APP}/{id}`, JSON) from the server that took the heartbeat,
+//! and, when that server serves a status other than the one wanted, raises
+//! the dirty timestamp and sends the status again (a status update, which
+//! the server applies over the late one and replicates; a registration
+//! would not do: over an existing lease Eureka keeps the stored copy when
+//! its timestamp is not older, and its `LeaseExistsRule` keeps UP). A
+//! late write landing after these renewals (5 minutes at the default 30 s
+//! interval) is not corrected. Cost: one GET per renewal while armed only;
+//! none otherwise. A status an operator set in between on that server is
+//! overridden by the wanted one while armed.
+
+use std::sync::atomic::Ordering;
+
+use serde::Deserialize;
+
+use super::super::client::{Fetched, LeaseAnswer};
+use super::Shared;
+use super::super::wire::WireError;
+use crate::error::DiscoveryError;
+use crate::instance::InstanceStatus;
+
+/// How many renewals after a register or status call that some server may
+/// have taken without answering also read the instance back (10: five
+/// minutes at the default 30 s renew interval).
+pub(super) const LATE_WRITE_CHECKS: u32 = 10;
+
+impl Shared {
+    /// Arms the read-backs when a register or status call may have reached
+    /// a server that did not answer (a time-out, a transport error after
+    /// connecting), whether another server answered or none did.
+    pub(super) fn note_late_write(
+        &self,
+        answer: Result<LeaseAnswer, DiscoveryError>,
+    ) -> Result<LeaseAnswer, DiscoveryError> {
+        let late = match &answer {
+            Ok(answer) => answer.unanswered,
+            Err(e) => super::super::client::maybe_delivered(e),
+        };
+        if late {
+            self.late_checks.store(LATE_WRITE_CHECKS, Ordering::Release);
+        }
+        answer
+    }
+
+    /// While read-backs are armed, reads the instance from `server` (the
+    /// one that took the heartbeat) and sends the wanted status again if it
+    /// serves another. A failed read is logged and left (the next renewal
+    /// reads again while armed). Call with `op` held.
+    pub(super) async fn check_late_write_locked(&self, server: &str) -> Result<(), DiscoveryError> {
+        let armed = self
+            .late_checks
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok();
+        if !armed {
+            return Ok(());
+        }
+        let served = match self.http.get_at(server, &self.path(), decode_status).await {
+            Ok(Fetched::Found(status)) => status,
+            Ok(Fetched::NotFound) => return Ok(()),
+            Err(e) => {
+                tracing::debug!(app = %self.app, id = %self.id, error = %e, "could not read the instance back");
+                return Ok(());
+            }
+        };
+        let wanted = self.status();
+        if served == wanted {
+            return Ok(());
+        }
+        tracing::warn!(app = %self.app, id = %self.id, served = served.as_str(), wanted = wanted.as_str(), %server, "Eureka serves another status than the one wanted (a write that timed out landed late); sending it again");
+        self.mark_dirty();
+        self.status_unsent.store(true, Ordering::Release);
+        self.send_status_locked().await
+    }
+}
+
+/// The `status` of a `GET /apps/{APP}/{id}` JSON answer
+/// (`{"instance":{"status":"UP",…}}`); a status this crate does not know is
+/// `Unknown`.
+fn decode_status(body: &[u8], _deadline: std::time::Instant) -> Result<InstanceStatus, WireError> {
+    #[derive(Deserialize)]
+    struct Envelope {
+        instance: Record,
+    }
+    #[derive(Deserialize)]
+    struct Record {
+        status: String,
+    }
+    serde_json::from_slice::<Envelope>(body)
+        .map(|e| InstanceStatus::parse(&e.instance.status))
+        .map_err(|source| WireError::Malformed {
+            line: source.line(),
+            column: source.column(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_is_read_from_an_instance_answer() {
+        let at = std::time::Instant::now();
+        let body = br#"{"instance":{"instanceId":"a:b:1","status":"OUT_OF_SERVICE","port":{"$":1}}}"#;
+        assert_eq!(
+            decode_status(body, at).unwrap(),
+            InstanceStatus::OutOfService
+        );
+        let odd = br#"{"instance":{"status":"PAUSED"}}"#;
+        assert_eq!(decode_status(odd, at).unwrap(), InstanceStatus::Unknown);
+        assert!(decode_status(b"<instance/>", at).is_err());
+        assert!(decode_status(br#"{"application":{}}"#, at).is_err());
+    }
+}
