@@ -593,10 +593,15 @@ async fn b_chaos_post_never_sends_a_post_twice() {
             results
         });
     }
-    // b0 dies at 3 s; b1 hangs after reading each request from 4 s and
-    // dies at 5 s (so at most two of five are ever unhealthy: no panic).
+    // b0 goes away gracefully at 3 s (its listener closes, each connection
+    // finishes the POST it serves and closes), so every later pick of it
+    // is a refused connect until it is ejected: at least one refused POST,
+    // whatever the timing (a hard stop cut tens of POSTs in flight, which
+    // could eject it before any new connect). b1 hangs after reading each
+    // request from 4 s and dies at 5 s (so at most two of five are ever
+    // unhealthy: no panic).
     tokio::time::sleep_until(start + Duration::from_secs(3)).await;
-    backends[0].stop();
+    backends[0].drain();
     tokio::time::sleep_until(start + Duration::from_secs(4)).await;
     backends[1].set_behavior(Behavior::HangAfterRead);
     tokio::time::sleep_until(start + Duration::from_secs(5)).await;

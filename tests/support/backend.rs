@@ -25,7 +25,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// The header whose value a backend records with each request.
@@ -81,6 +81,7 @@ pub struct Backend {
     addr: SocketAddr,
     state: Arc<State>,
     stop: Option<oneshot::Sender<()>>,
+    drain: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -107,6 +108,7 @@ impl Backend {
             addr,
             state,
             stop: None,
+            drain: watch::channel(false).0,
             task: None,
         };
         backend.spawn(listener);
@@ -116,10 +118,13 @@ impl Backend {
     fn spawn(&mut self, listener: TcpListener) {
         let (stop, stopped) = oneshot::channel();
         self.stop = Some(stop);
+        let (drain, draining) = watch::channel(false);
+        self.drain = drain;
         self.task = Some(tokio::spawn(serve(
             listener,
             Arc::clone(&self.state),
             stopped,
+            draining,
         )));
     }
 
@@ -198,6 +203,13 @@ impl Backend {
         }
     }
 
+    /// Goes away gracefully: the listener closes at once (new connects are
+    /// refused) and each connection finishes the request it is serving,
+    /// then closes, as a server draining for a shutdown does.
+    pub fn drain(&self) {
+        self.drain.send_replace(true);
+    }
+
     /// Stops and waits until the listener and every connection are closed:
     /// from then on connects to [`Backend::addr`] are refused.
     pub async fn shutdown(&mut self) {
@@ -229,11 +241,17 @@ impl Drop for Backend {
 
 /// Accepts until told to stop, then closes the listener and every
 /// connection (and waits for them).
-async fn serve(listener: TcpListener, state: Arc<State>, stopped: oneshot::Receiver<()>) {
+async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    stopped: oneshot::Receiver<()>,
+    draining: watch::Receiver<bool>,
+) {
     let counter = Arc::clone(&state);
-    serve::serve(
+    serve::serve_draining(
         listener,
         stopped,
+        draining,
         move |_| {
             counter.connections.fetch_add(1, Ordering::SeqCst);
         },

@@ -13,7 +13,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
 /// Serves every connection of `listener` with `handler` until `stopped`
@@ -22,7 +22,25 @@ use tokio::task::JoinSet;
 /// first.
 pub async fn serve<H, Fut>(
     listener: TcpListener,
+    stopped: oneshot::Receiver<()>,
+    on_accept: impl Fn(&TcpStream),
+    handler: H,
+) where
+    H: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
+{
+    let (_never, drain) = watch::channel(false);
+    serve_draining(listener, stopped, drain, on_accept, handler).await;
+}
+
+/// [`serve`], and once `drain` turns true a graceful stop: the listener
+/// closes (new connects are refused), each connection finishes the request
+/// it is serving and closes (hyper's `graceful_shutdown`; idle ones at
+/// once). `stopped` then closes what is left.
+pub async fn serve_draining<H, Fut>(
+    listener: TcpListener,
     mut stopped: oneshot::Receiver<()>,
+    mut drain: watch::Receiver<bool>,
     on_accept: impl Fn(&TcpStream),
     handler: H,
 ) where
@@ -30,19 +48,45 @@ pub async fn serve<H, Fut>(
     Fut: Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
 {
     let mut connections = JoinSet::new();
+    let mut listener = Some(listener);
     loop {
+        let accept = async {
+            match &listener {
+                Some(l) => l.accept().await,
+                None => std::future::pending().await,
+            }
+        };
+        let draining = async {
+            let drained = listener.is_some() && drain.wait_for(|d| *d).await.is_ok();
+            if !drained {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
             _ = &mut stopped => break,
-            accepted = listener.accept() => {
+            () = draining => listener = None,
+            accepted = accept => {
                 let Ok((stream, _)) = accepted else {
                     continue;
                 };
                 on_accept(&stream);
                 let handler = handler.clone();
+                let mut drain = drain.clone();
                 connections.spawn(async move {
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service_fn(handler))
-                        .await;
+                    let conn = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service_fn(handler));
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => return,
+                        drained = async { drain.wait_for(|d| *d).await.is_ok() } => {
+                            if !drained {
+                                let _ = conn.await;
+                                return;
+                            }
+                        }
+                    }
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
