@@ -28,7 +28,11 @@
 //! exactly Envoy's weight scaling (`w·f / (w·f + Σ others)`) for round
 //! robin, smooth weighted round robin and random, and for P2C the same
 //! scaling applied to what P2C would give it, for any number of new and
-//! old instances.
+//! old instances. A build carries each instance's credit over from the
+//! last picker the rule built, found by identity, so a rebuild (a new
+//! list, a changed active-check verdict) keeps the offers it gathered:
+//! started from 0 at every build, an instance at factor 0.1 got nothing
+//! while rebuilds came every 5 picks, where Envoy gives it 1/11.
 //!
 //! A pick gives up after `REJECTIONS_PER_ENDPOINT · min(n, 64) +
 //! MAX_REJECTIONS + 1` rejections in a row (`4n + 9` for `n ≤ 64`
@@ -59,7 +63,8 @@
 //! circuit breaker is not (Envoy's docs name active checks only).
 //!
 //! Cost: [`Rule::build`] is O(n) (and returns the wrapped picker itself
-//! when no instance is in slow start); a pick of an instance out of slow
+//! when no instance is in slow start), plus O(n log n) once per list to
+//! find the carried credits in the last list by identity; a pick of an instance out of slow
 //! start costs one table lookup more, one in slow start a `powf` (none
 //! for aggression 1) and a compare-and-swap.
 //!
@@ -82,6 +87,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use tokio::time::Instant;
 
 use super::prefer::index_of;
@@ -180,6 +186,29 @@ pub struct SlowStart<R> {
     /// When the first list was built: instances first seen by then are not
     /// in slow start.
     origin: Arc<OnceLock<Instant>>,
+    /// The credits of the last picker built, which the next build carries
+    /// over by identity (see [`Credits`]).
+    last: ArcSwapOption<Credits>,
+}
+
+/// The acceptance credits of one picker's list, per endpoint (in units of
+/// [`ONE`]), and the list they belong to. A build carries each instance's
+/// credit over from the last picker's, found by identity: a rebuild (a
+/// new list, a changed active-check verdict) that started every credit
+/// from 0 threw away the offers an instance had gathered, so when
+/// rebuilds came more often than `1 / rate` offers, an instance in slow
+/// start got none of its share.
+struct Credits {
+    snapshot: Arc<Snapshot>,
+    credits: Box<[AtomicU64]>,
+}
+
+impl Credits {
+    /// The credit `e` (by identity) holds here, if it is listed.
+    fn of(&self, e: &Endpoint) -> Option<u64> {
+        let at = self.snapshot.position(e)??;
+        Some(self.credits.get(at)?.load(Ordering::Relaxed))
+    }
 }
 
 impl<R: Rule> SlowStart<R> {
@@ -189,6 +218,7 @@ impl<R: Rule> SlowStart<R> {
             inner,
             config,
             origin: Arc::new(OnceLock::new()),
+            last: ArcSwapOption::empty(),
         }
     }
 
@@ -233,11 +263,29 @@ impl<R: Rule> Rule for SlowStart<R> {
             })
             .collect();
         if since.iter().all(Option::is_none) {
+            self.last.store(None);
             return inner;
         }
         let all_new = since.iter().all(Option::is_some);
         let earliest = since.iter().flatten().min().copied();
-        let credits = since.iter().map(|_| AtomicU64::new(0)).collect();
+        let last = self.last.load_full();
+        let credits = snapshot
+            .endpoints()
+            .iter()
+            .zip(&since)
+            .map(|(e, since)| {
+                let carried = since
+                    .and(last.as_deref())
+                    .and_then(|last| last.of(e))
+                    .unwrap_or(0);
+                AtomicU64::new(carried)
+            })
+            .collect();
+        let credits = Arc::new(Credits {
+            snapshot: Arc::clone(snapshot),
+            credits,
+        });
+        self.last.store(Some(Arc::clone(&credits)));
         Arc::new(SlowStartPicker {
             inner,
             config: self.config,
@@ -258,8 +306,9 @@ struct SlowStartPicker {
     config: SlowStartConfig,
     /// Per endpoint, when its slow start began if it is in slow start.
     since: Box<[Option<Instant>]>,
-    /// Per endpoint, its acceptance credit (in units of [`ONE`]).
-    credits: Box<[AtomicU64]>,
+    /// Per endpoint, its acceptance credit (in units of [`ONE`]), shared
+    /// with the rule for the next build to carry over.
+    credits: Arc<Credits>,
     /// When every instance is in slow start: the oldest first-seen time,
     /// whose factor is `f_max`.
     oldest: Option<Instant>,
@@ -278,7 +327,8 @@ impl SlowStartPicker {
     /// Whether the pick of endpoint `i` at `now` is accepted (spending its
     /// credit).
     fn accept(&self, i: usize, now: Instant, f_max: f64) -> bool {
-        let (Some(Some(since)), Some(credit)) = (self.since.get(i), self.credits.get(i)) else {
+        let (Some(Some(since)), Some(credit)) = (self.since.get(i), self.credits.credits.get(i))
+        else {
             return true;
         };
         let rate = self.config.factor(now.saturating_duration_since(*since)) / f_max;

@@ -147,3 +147,41 @@ async fn an_instance_back_from_failing_active_checks_ramps_again() {
     let later = rule.build(&snapshot);
     assert!(format!("{later:?}").starts_with("RoundRobinPicker"));
 }
+
+/// A rebuild (a new list, a changed active-check verdict) carries each
+/// instance's acceptance credit over, by identity: started from 0 at every
+/// build, an instance at factor 0.1 needed 10 offers within one picker,
+/// so with a rebuild every 5 picks it got none of its share (0 of 1 100
+/// picks where Envoy's weights give 100), also when the list's order
+/// changed.
+#[tokio::test(start_paused = true)]
+async fn credits_carry_over_rebuilds_by_identity() {
+    let a = Endpoint::new(instance("127.0.0.1", 1000));
+    let rule = SlowStart::new(
+        RoundRobin::with_start(0),
+        SlowStartConfig::new(Duration::from_secs(100)),
+    );
+    let _ = rule.build(&Arc::new(Snapshot::new("s", vec![a.clone()], 1)));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let b = Endpoint::new(instance("127.0.0.1", 1001));
+    // 1 s into a 100 s window: b's factor is its floor, 0.1; its share
+    // 0.1 / 1.1 = 1/11.
+    let at = b.stats().first_seen() + Duration::from_secs(1);
+    let s = Arc::new(Snapshot::new("s", vec![a.clone(), b.clone()], 2));
+    assert_eq!(hits(&*rule.build(&s), at, 1001, 1100), 100);
+    // The same list rebuilt every 5 picks.
+    let total: usize = (0..220).map(|_| hits(&*rule.build(&s), at, 1001, 5)).sum();
+    assert_eq!(total, 100);
+    // The list's order changing at every rebuild: b's credit follows it
+    // by identity, not by position.
+    let swapped = Arc::new(Snapshot::new("s", vec![b.clone(), a.clone()], 3));
+    let total: usize = (0..220)
+        .map(|k| {
+            let list = if k % 2 == 0 { &swapped } else { &s };
+            hits(&*rule.build(list), at, 1001, 5)
+        })
+        .sum();
+    // Round robin offers b a little less often when its position flips
+    // at every rebuild (88 here); 0 when credits restarted.
+    assert!((80..=100).contains(&total), "{total}");
+}
