@@ -836,3 +836,58 @@ async fn an_instance_back_in_the_list_keeps_its_open_streams_in_flight() {
     drop(stream);
     assert_eq!(endpoint(&lb, 2).stats().in_flight(), 0);
 }
+
+/// An on-demand service whose only open stream is on an instance that left
+/// its list is still in use: that instance may come back with its stats.
+/// Before, the sweeper counted only the listed instances' requests, evicted
+/// the service, the next request discovered it again with fresh stats, and
+/// best available sent 10 of 20 requests to the instance with the open
+/// stream once it was listed again (0 now).
+#[tokio::test(start_paused = true)]
+async fn an_on_demand_service_with_a_stream_on_a_departed_instance_is_not_idle() {
+    use tower_ribbon::discovery::RefreshConfig;
+    let script = Script::default();
+    let source = StaticSource::new()
+        .with_list("late", "127.0.0.1:2,127.0.0.1:3")
+        .unwrap();
+    let lb = LoadBalancer::builder()
+        .source(source.clone())
+        .discover_on_demand(true)
+        .on_demand_idle(Duration::from_secs(60))
+        .refresh({
+            let mut refresh = RefreshConfig::default();
+            refresh.interval = Duration::from_secs(1);
+            refresh.jitter = 0.0;
+            refresh
+        })
+        .rule(tower_ribbon::rule::BestAvailable::new)
+        .retry(RetryPolicy::none())
+        .read_timeout(None)
+        .build(script.clone())
+        .unwrap();
+    // A stream on port 2: its response held, its body not read.
+    let stream = loop {
+        let response = lb.request(late()).await.unwrap();
+        if script.seen() == [2] {
+            break response;
+        }
+    };
+    // Port 2 leaves the list; idle 60 s plus the 30 s sweeps.
+    source.set_list("late", "127.0.0.1:3").unwrap();
+    tokio::time::sleep(Duration::from_secs(91)).await;
+    assert_eq!(lb.services(), ["late"]);
+    assert_eq!(lb.snapshot("late").unwrap().len(), 1);
+    // Port 2 is back, its stream still open.
+    source.set_list("late", "127.0.0.1:2,127.0.0.1:3").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(lb.snapshot("late").unwrap().len(), 2);
+    for _ in 0..20 {
+        drop(lb.request(late()).await.unwrap());
+    }
+    let seen = script.seen();
+    let to_open = seen.iter().filter(|&&p| p == 2).count();
+    assert_eq!((to_open, seen.len()), (0, 20), "{seen:?}");
+    assert_eq!(endpoint_in(&lb, "late", 2).stats().in_flight(), 1);
+    drop(stream);
+    assert_eq!(endpoint_in(&lb, "late", 2).stats().in_flight(), 0);
+}

@@ -88,9 +88,9 @@ pub(crate) struct Refresh {
     /// Whether metrics carry this service's label: an on-demand name (the
     /// caller's) gets it once a fetch lists an instance.
     labelled: AtomicBool,
-    /// The stats of instances that left the list with requests still in
-    /// flight on them (streams, WebSockets), by identity, kept only while
-    /// such a request lasts: an instance listed again meanwhile gets them
+    /// The stats of instances that left the list, by identity: kept until
+    /// the next refresh, then only while a request of theirs is in flight
+    /// (streams, WebSockets): an instance listed again meanwhile gets them
     /// back, so those requests still count on it.
     departed: Mutex<HashMap<InstanceKey, Arc<EndpointStats>>>,
 }
@@ -171,6 +171,13 @@ impl Refresh {
         } else {
             None
         }
+    }
+
+    /// Whether a request is in flight on an instance that left the list
+    /// (its stats are kept for its return, see `departed`).
+    pub(crate) fn departed_in_flight(&self) -> bool {
+        let departed = self.departed.lock().unwrap_or_else(|e| e.into_inner());
+        departed.values().any(|stats| stats.in_flight() > 0)
     }
 
     fn lock_counters(&self) -> std::sync::MutexGuard<'_, Counters> {
@@ -268,7 +275,8 @@ impl Refresh {
         let (mut kept, mut added) = (0usize, 0usize);
         let mut departed = self.departed.lock().unwrap_or_else(|e| e.into_inner());
         // Only while a request of theirs lasts (the map stays as small as
-        // the requests in flight on instances that left).
+        // the requests in flight on instances that left, plus the
+        // instances the last refresh removed).
         departed.retain(|_, stats| stats.in_flight() > 0);
         let endpoints: Vec<Endpoint> = eligible
             .into_iter()
@@ -288,9 +296,13 @@ impl Refresh {
                 }
             })
             .collect();
+        // Every instance that leaves, whatever its count now: a request
+        // picked from the list this one replaces may start on it after
+        // this count (a pick and its start are not one step), and the
+        // next refresh keeps it only if such a request is in flight then.
         let listed: HashSet<InstanceKey> = endpoints.iter().map(|e| e.instance().key()).collect();
         for old in current.endpoints() {
-            if old.stats().in_flight() > 0 && !listed.contains(&old.instance().key()) {
+            if !listed.contains(&old.instance().key()) {
                 departed.insert(old.instance().key(), Arc::clone(old.stats_handle()));
             }
         }

@@ -205,14 +205,16 @@ impl ServiceState {
         self.refresh.wait_first_fetch().await
     }
 
-    /// Whether a request is in flight on an instance of the current list
-    /// (a response whose body is still open counts): such a service is in
+    /// Whether a request is in flight on an instance of the current list,
+    /// or on one that left it and may come back with its stats (a
+    /// response whose body is still open counts): such a service is in
     /// use, however long ago its last request started.
     pub(crate) fn has_in_flight(&self) -> bool {
         self.snapshot()
             .endpoints()
             .iter()
             .any(|e| e.stats().in_flight() > 0)
+            || self.refresh.departed_in_flight()
     }
 
     /// Whether the first fetch has finished (success or failure).

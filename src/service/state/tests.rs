@@ -204,3 +204,48 @@ async fn a_verdict_changed_during_a_publish_is_not_lost() {
     assert!(picker.contains("version: 2"), "{picker}");
     assert!(picker.ends_with(", 1)"), "{picker}");
 }
+
+/// A request picked from a list just before a refresh removes its
+/// instance, and started just after (a pick and its start are not one
+/// step), still counts on the instance when it comes back. The refresh
+/// kept the stats of a leaving instance only if a request was in flight on
+/// it at that moment, so it came back with fresh stats (in flight 0, 1
+/// now); one that left with no request at all still comes back fresh.
+#[tokio::test(start_paused = true)]
+async fn a_request_started_just_after_its_instance_left_counts_when_it_returns() {
+    let all = StaticSource::new()
+        .with_list("svc", "127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083")
+        .unwrap();
+    let one = StaticSource::new()
+        .with_list("svc", "127.0.0.1:8081")
+        .unwrap();
+    let state = ServiceState::new(
+        "svc",
+        Arc::new(RoundRobin::with_start(0)),
+        RefreshConfig::default(),
+        StatsConfig::default(),
+        50,
+    );
+    let publish = |s| state.publish(s);
+    assert!(state.refresh().refresh_once(&all, &publish).await);
+    let before = state.snapshot();
+    // Picked from the list, not started yet.
+    let picked = before.endpoints()[1].clone();
+    assert!(state.refresh().refresh_once(&one, &publish).await);
+    let _request = picked
+        .stats_handle()
+        .start_owned_at(tokio::time::Instant::now());
+    // In use, though no listed instance has a request (an on-demand
+    // service is not idle).
+    assert!(state.has_in_flight());
+    assert!(state.refresh().refresh_once(&all, &publish).await);
+    let after = state.snapshot();
+    let back = &after.endpoints()[1];
+    assert!(Arc::ptr_eq(back.stats_handle(), picked.stats_handle()));
+    assert_eq!(back.stats().in_flight(), 1);
+    // 8083 left with nothing in flight: fresh stats.
+    assert!(!Arc::ptr_eq(
+        after.endpoints()[2].stats_handle(),
+        before.endpoints()[2].stats_handle()
+    ));
+}
