@@ -187,7 +187,17 @@ impl Cursor {
             match k.load(Ordering::Relaxed) {
                 held if held == key => return step(s),
                 0 => match k.compare_exchange(0, key, Ordering::Relaxed, Ordering::Relaxed) {
-                    Ok(_) => return step(s),
+                    Ok(_) => {
+                        // A new lane starts at a position mixed from its
+                        // key, not at the cursor's start: the keys of a
+                        // tier change with its positions, so at the start
+                        // every list change's first pick in the tier went
+                        // to the same member.
+                        if let Some(l) = t.lanes.get(s) {
+                            l.fetch_add(mix(key ^ self.start as u64) as usize, Ordering::Relaxed);
+                        }
+                        return step(s);
+                    }
                     Err(held) if held == key => return step(s),
                     Err(_) => {}
                 },
@@ -245,6 +255,12 @@ mod tests {
         PickContext::new().preferring(key)
     }
 
+    /// The first step of a lane `key` claims free on a cursor started at
+    /// `start`.
+    fn claimed(key: u64, start: usize) -> usize {
+        start.wrapping_add(mix(key ^ start as u64) as usize)
+    }
+
     #[test]
     fn keys_with_one_home_slot_each_get_a_lane_of_their_own() {
         let c = Cursor::new(0);
@@ -252,7 +268,11 @@ mod tests {
         let keys: Vec<u64> = (0..PROBES as u64).map(|i| 5 + 63 * i).collect();
         for round in 0..3 {
             for &k in &keys {
-                assert_eq!(c.step(&ctx(k), &[]), round, "key {k}");
+                assert_eq!(
+                    c.step(&ctx(k), &[]),
+                    claimed(k, 0).wrapping_add(round),
+                    "key {k}"
+                );
             }
         }
         // Without a preference and for retries: lanes of their own too.
@@ -273,7 +293,7 @@ mod tests {
         let c = Cursor::new(0);
         let keys = same_home(PROBES + 2);
         for &k in &keys[..PROBES] {
-            assert_eq!(c.step(&ctx(k), &[]), 0);
+            assert_eq!(c.step(&ctx(k), &[]), claimed(k, 0));
         }
         let t = c.preferred.get().unwrap();
         let held = |s: usize| t.keys[s].load(Ordering::Relaxed);
@@ -282,12 +302,16 @@ mod tests {
         let x = keys[PROBES];
         let first = c.step(&ctx(x), &[]);
         assert_eq!(held(7), x);
-        assert_eq!(first, mix(x ^ 1) as usize);
+        let count = claimed(keys[0], 0).wrapping_add(1) as u64;
+        assert_eq!(first, mix(x ^ count) as usize);
         assert_eq!(c.step(&ctx(x), &[]), first.wrapping_add(1));
         // x and keys[2] are picked again (their bits set); a new key y
         // passes slot 7 (x's) and evicts the first slot not picked since
         // the sweep, slot 8 (keys[1]'s), not slot 9 (keys[2]'s).
-        assert_eq!(c.step(&ctx(keys[2]), &[]), 1);
+        assert_eq!(
+            c.step(&ctx(keys[2]), &[]),
+            claimed(keys[2], 0).wrapping_add(1)
+        );
         let y = keys[PROBES + 1];
         let _ = c.step(&ctx(y), &[]);
         assert_eq!(held(8), y);
@@ -302,7 +326,7 @@ mod tests {
         assert_eq!(c.step(&PickContext::new(), &[]), 3);
         assert_eq!(c.step(&PickContext::new().retrying(), &[]), 3);
         assert!(c.preferred.get().is_none());
-        assert_eq!(c.step(&ctx(42), &[]), 3);
+        assert_eq!(c.step(&ctx(42), &[]), claimed(42, 3));
         assert!(c.preferred.get().is_some());
         assert_eq!(c.peek(), 4);
     }
@@ -316,7 +340,11 @@ mod tests {
             .collect();
         for round in 0..4 {
             for &k in &keys {
-                assert_eq!(c.step(&ctx(k), &[]), round, "key {k:#x}");
+                assert_eq!(
+                    c.step(&ctx(k), &[]),
+                    claimed(k, 0).wrapping_add(round),
+                    "key {k:#x}"
+                );
             }
         }
     }
@@ -352,8 +380,8 @@ mod tests {
         let away = retry
             .with_tiers_in(&mut link, &tiers, &domains)
             .preferring(5);
-        assert_eq!(c.step(&away, &eps), 7);
-        assert_eq!(c.step(&away, &eps), 8);
+        assert_eq!(c.step(&away, &eps), claimed(away.lane(), 7));
+        assert_eq!(c.step(&away, &eps), claimed(away.lane(), 7).wrapping_add(1));
         // A domain of one whose position is outside the list: a lane too.
         let outside = [9u32];
         let domains = [Some(&outside[..]), None];
@@ -361,8 +389,63 @@ mod tests {
         let stale = base
             .with_tiers_in(&mut link, &tiers, &domains)
             .preferring(6);
-        assert_eq!(c.step(&stale, &eps), 7);
+        assert_eq!(c.step(&stale, &eps), claimed(stale.lane(), 7));
         // Without a preference, the plain lane steps as before.
         assert_eq!(c.step(&PickContext::new(), &eps), 7);
+    }
+}
+
+#[cfg(test)]
+mod relayout_tests {
+    use std::sync::Arc;
+
+    use http::HeaderMap;
+
+    use crate::instance::Endpoint;
+    use crate::rule::test_support::instance;
+    use crate::rule::{HintBased, PickContext, RoundRobin, Rule};
+    use crate::snapshot::Snapshot;
+
+    /// A hint group whose positions change with each list (instances
+    /// added, removed and moved around by a rolling deploy) is a new tier
+    /// to the cursor at each layout. Its lane started at the cursor's
+    /// start, so the first pick after each change went to the group's
+    /// first member: the two members of a group, `:9001` always listed
+    /// before `:9002`, over lists of 12 with every pair of positions (66
+    /// layouts), one hinted request per list, got 66 and 0; a new lane now
+    /// starts at a position mixed from its key.
+    #[test]
+    fn a_tier_laid_out_anew_by_each_list_does_not_restart_at_one_member() {
+        let rule = HintBased::new(RoundRobin::with_start(0));
+        let mut h = HeaderMap::new();
+        h.insert("x-sc-lb-hint", "h".parse().unwrap());
+        let ctx = PickContext::new().with_headers(&h);
+        let (mut first, mut second, mut layouts) = (0, 0, 0);
+        let n = 12u16;
+        for a in 0..n {
+            for b in a + 1..n {
+                let endpoints = (0..n)
+                    .map(|i| {
+                        let e = if i == a {
+                            instance("127.0.0.1", 9001).with_metadata("hint", "h")
+                        } else if i == b {
+                            instance("127.0.0.1", 9002).with_metadata("hint", "h")
+                        } else {
+                            instance("127.0.0.1", 1000 + i)
+                        };
+                        Endpoint::new(e)
+                    })
+                    .collect();
+                let picker = rule.build(&Arc::new(Snapshot::new("s", endpoints, 1)));
+                match picker.pick(&ctx).map(|e| e.instance().port()) {
+                    Some(9001) => first += 1,
+                    Some(9002) => second += 1,
+                    other => panic!("picked {other:?} outside the group"),
+                }
+                layouts += 1;
+            }
+        }
+        assert_eq!(layouts, 66);
+        assert_eq!((first, second), (33, 33));
     }
 }

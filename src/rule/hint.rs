@@ -318,7 +318,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-sc-lb-hint", "b".parse().unwrap());
         let ctx = PickContext::new().with_headers(&h);
-        assert_eq!(picks(&*p, &ctx, 4), [1, 3, 1, 3]);
+        assert_eq!(picks(&*p, &ctx, 4), [3, 1, 3, 1]);
         // Configured hint without a header.
         assert_eq!(picks(&*p, &PickContext::new(), 2), [0, 0]);
         // A header hint nobody has: every instance (not the configured hint).
