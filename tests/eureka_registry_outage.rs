@@ -9,6 +9,9 @@
 //! - A delta applied before the full fetch its hash mismatch calls for
 //!   fails is served: the service saw `[a, b]` (b drained by the delta)
 //!   for as long as full fetches failed; now `[a]`.
+//! - A service whose last read came before a fetch the copy applied (a
+//!   delta deleting `b`) gets the copy when it reads during an outage that
+//!   began since: `[a, b]` kept as stale before, `[a]` now.
 //! - Eureka stores `über-service` as `ÜBER-SERVICE` (Java's Unicode
 //!   `toUpperCase`); the registry upper-cased ASCII only and found nothing.
 #![cfg(feature = "eureka")]
@@ -245,4 +248,52 @@ async fn a_delta_applied_before_a_failed_full_fetch_is_served() {
     assert_eq!(registry.local_hash(), "OUT_OF_SERVICE_1_UP_1_");
     let listed = registry.fetch("good").await.map(up);
     assert_eq!(listed.expect("the copy with the delta"), ["a"]);
+}
+
+/// A service whose last read came before a fetch the copy applied gets
+/// that copy when it reads during an outage that began after it: the
+/// registry deleted `b` (a delta, applied), then every registry call
+/// answered 500 before the service read again. The read failed as stale,
+/// so the service kept its list with the deleted `b` for as long as the
+/// outage lasted: `[a, b]` before (a `RegistryStale` error), `[a]` now;
+/// the read after it, with nothing newer in the copy, is stale again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_newer_than_a_services_last_read_is_served_during_an_outage() {
+    let stub = Stub::start().await;
+    let a = record("GOOD", "a", 1001, "UP", "ADDED", "{}");
+    let b = record("GOOD", "b", 1002, "UP", "ADDED", "{}");
+    stub.set(
+        "/eureka/apps",
+        vec![Answer::ok(apps("UP_2_", "GOOD", &[a, b]))],
+    );
+    let registry = EurekaRegistry::builder()
+        .server_urls(&stub.url())
+        .fetch_interval(Duration::from_secs(3600))
+        .build()
+        .expect("build");
+    registry.ready().await.expect("first fetch");
+    let ids = |list: Vec<tower_ribbon::Instance>| {
+        list.iter().map(|i| i.id().to_owned()).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(registry.fetch("good").await.expect("list")), ["a", "b"]);
+
+    // The registry deletes `b`; the copy applies the delta (hash matches).
+    let deleted = record("GOOD", "b", 1002, "UP", "DELETED", "{}");
+    stub.set(
+        "/eureka/apps/delta",
+        vec![Answer::ok(apps("UP_1_", "GOOD", &[deleted]))],
+    );
+    registry.refresh_now().await.expect("delta applied");
+    assert_eq!(registry.local_hash(), "UP_1_");
+
+    // Then an outage, before the service reads again.
+    stub.set("/eureka/apps", vec![Answer::status(500)]);
+    stub.set("/eureka/apps/delta", vec![Answer::status(500)]);
+    registry.refresh_now().await.expect_err("outage");
+    let read = registry.fetch("good").await.map(ids);
+    println!("read during the outage: {read:?}");
+    assert_eq!(read.expect("the copy, newer than the last read"), ["a"]);
+    // Nothing newer since: the outage shows.
+    let again = registry.fetch("good").await.expect_err("stale");
+    assert!(again.to_string().contains("may be stale"), "{again}");
 }

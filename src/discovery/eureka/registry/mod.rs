@@ -44,7 +44,11 @@
 //!   registry's last error: the service's refresh keeps its last good list,
 //!   and its `refresh_status` (failures, consecutive failures, time since
 //!   the last success) and staleness gauge show the outage. The first
-//!   success clears it.
+//!   success clears it. A read whose service last read the copy before
+//!   its last successful fetch gets the copy instead, once: that fetch may
+//!   have deleted or drained an instance the service's list still holds.
+//!   So a change the registry shows reaches a service within the fetch
+//!   interval plus the service's refresh interval, outage or not.
 //! - App names are matched upper-cased with Unicode rules, as Eureka (Java's
 //!   `toUpperCase(Locale.ROOT)`) stores them: service id `über-service`
 //!   finds app `ÜBER-SERVICE`.
@@ -142,10 +146,13 @@ struct Inner {
     /// Failures since the last successful fetch, and the last error.
     failing: Mutex<Failing>,
     /// Apps (keys) read successfully through [`InstanceSource::fetch`]
-    /// (at most [`stale::MAX_SERVED`]): during an outage these get
-    /// [`RegistryStale`] and keep their last list, while an app first
-    /// read then gets the copy.
-    served: Mutex<std::collections::HashSet<String>>,
+    /// (at most [`stale::MAX_SERVED`]), with the `generation` of the copy
+    /// they last got: during an outage an app whose last read came after
+    /// the copy's last applied fetch gets [`RegistryStale`] and keeps its
+    /// last list, while an app first read then, or last read before that
+    /// fetch (whose list may hold instances the copy no longer has), gets
+    /// the copy.
+    served: Mutex<HashMap<String, u64>>,
 }
 
 /// A shared, cached view of a whole Eureka registry. Cloning is cheap; the
@@ -217,7 +224,7 @@ impl EurekaRegistryBuilder {
             first: watch::Sender::new(None),
             last_success: Mutex::new(None),
             failing: Mutex::new(Failing::default()),
-            served: Mutex::new(std::collections::HashSet::new()),
+            served: Mutex::new(HashMap::new()),
         });
         let interval = self.interval.unwrap_or(Duration::from_secs(30));
         let weak = Arc::downgrade(&inner);
@@ -351,21 +358,31 @@ impl InstanceSource for EurekaRegistry {
     /// instances. While the registry's fetches fail, an app read before
     /// fails with a [`RegistryStale`] (inside [`DiscoveryError::Other`]),
     /// so its refresh keeps its last list and counts the failure; an app
-    /// first read during the outage gets the copy, the last good data
-    /// there is (as the Java client serves its cache), and the stale error
-    /// from its next read on.
+    /// first read during the outage, or last read before the copy's last
+    /// successful fetch (its list may hold an instance that fetch deleted
+    /// or drained), gets the copy, the last good data there is (as the
+    /// Java client serves its cache), and the stale error from its next
+    /// read on.
     fn fetch<'a>(&'a self, service_id: &'a str) -> FetchFuture<'a> {
         Box::pin(async move {
             self.ready()
                 .await
                 .map_err(|e| DiscoveryError::Other(Box::new(SharedError(e))))?;
             let key = app_key(service_id);
-            let first_read = {
+            // Read before the copy: a fetch applied after this load makes
+            // the app's next read take the copy once more (harmless).
+            let generation = self.inner.generation.load(Ordering::Acquire);
+            let behind = {
                 let mut served = self.inner.served.lock().unwrap_or_else(|e| e.into_inner());
-                // Past the bound every app counts as read before.
-                served.len() < stale::MAX_SERVED && served.insert(key)
+                let room = served.len() < stale::MAX_SERVED;
+                match served.get_mut(&key) {
+                    Some(last) => std::mem::replace(last, generation) != generation,
+                    None if room => served.insert(key, generation).is_none(),
+                    // Past the bound every app counts as read before.
+                    None => false,
+                }
             };
-            if !first_read {
+            if !behind {
                 if let Some(stale) = self.inner.stale() {
                     return Err(DiscoveryError::Other(Box::new(stale)));
                 }
