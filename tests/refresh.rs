@@ -592,3 +592,61 @@ async fn a_hash_key_header_makes_routing_sticky() {
     // 40 users spread over all four instances.
     assert_eq!(seen.len(), 4);
 }
+
+/// A service the source stops having (`StaticSource::remove_service`: its
+/// fetches fail with `UnknownService`) is no longer routed to its last
+/// instances: the refresh took the failure as an outage and kept the list,
+/// so 10 requests over 10 intervals after the removal all went to the
+/// removed instance; now its list empties at the next refresh and they
+/// fail with "no instances". With `keep_last_on_empty` the list is kept,
+/// as for any fetch that lists nothing.
+#[tokio::test(start_paused = true)]
+async fn a_service_removed_from_the_source_loses_its_instances() {
+    for keep_last_on_empty in [false, true] {
+        let source = StaticSource::new()
+            .with_list("user-service", "127.0.0.1:9000")
+            .unwrap();
+        let mut refresh = config();
+        refresh.keep_last_on_empty = keep_last_on_empty;
+        let lb = LoadBalancer::builder()
+            .source(source.clone())
+            .service("user-service")
+            .refresh(refresh)
+            .build(echo())
+            .unwrap();
+        assert_eq!(
+            get(&lb, "http://user-service/").await.unwrap(),
+            "http://127.0.0.1:9000/"
+        );
+        source.remove_service("user-service");
+        // Half an interval off the refresh ticks, so each request comes
+        // after a refresh, whatever order the tasks wake in.
+        tokio::time::sleep(INTERVAL / 2).await;
+        let mut routed = 0;
+        for _ in 0..10 {
+            tokio::time::sleep(INTERVAL).await;
+            routed += usize::from(get(&lb, "http://user-service/").await.is_ok());
+        }
+        let status = lb.refresh_status("user-service").unwrap();
+        println!("keep_last_on_empty {keep_last_on_empty}: {routed} of 10 routed; {status:?}");
+        let expected = if keep_last_on_empty {
+            (10, vec![9000])
+        } else {
+            (0, vec![])
+        };
+        assert_eq!((routed, ports_of(&lb)), expected);
+        // The removal shows as the source's error either way.
+        assert_eq!(status.consecutive_failures, 10, "{status:?}");
+        assert!(
+            matches!(
+                status.last_error.as_deref(),
+                Some(DiscoveryError::UnknownService { .. })
+            ),
+            "{status:?}"
+        );
+        if !keep_last_on_empty {
+            let err = get(&lb, "http://user-service/").await.unwrap_err();
+            assert!(err.is_no_instances(), "{err}");
+        }
+    }
+}

@@ -61,13 +61,17 @@ pub type FetchFuture<'a> =
 ///
 /// A source returns every instance it knows, with its status; the refresh
 /// keeps only `UP` ones. It is called from the background refresh task, never
-/// on the request path. An error leaves the last good list in place.
+/// on the request path. An error leaves the last good list in place, except
+/// [`DiscoveryError::UnknownService`]: the source no longer has the service,
+/// and its list empties (unless
+/// [`RefreshConfig::keep_last_on_empty`] is on).
 pub trait InstanceSource: Send + Sync + 'static {
     /// Fetches the instances of `service_id` (as written in request URIs,
     /// e.g. `user-service`; sources decide case rules, Eureka upper-cases).
     ///
     /// # Errors
-    /// Any [`DiscoveryError`]; the refresh counts it and keeps the last list.
+    /// Any [`DiscoveryError`]; the refresh counts it and keeps the last list
+    /// ([`DiscoveryError::UnknownService`] empties it).
     fn fetch<'a>(&'a self, service_id: &'a str) -> FetchFuture<'a>;
 
     /// What kind of source this is, for errors ("not in the registry",

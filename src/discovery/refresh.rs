@@ -10,7 +10,10 @@
 //! [`Snapshot`] through a callback (the service layer builds the rule's
 //! picker for it); the refresh knows nothing of rules or health. A failed
 //! fetch keeps the last good list, counts the failure and leaves the time
-//! since the last success readable through [`RefreshStatus`]. The task ends
+//! since the last success readable through [`RefreshStatus`]; except
+//! [`DiscoveryError::UnknownService`], the source saying it no longer has
+//! the service: counted as failed too, it empties the list as a fetch
+//! listing nothing does (kept with `keep_last_on_empty`). The task ends
 //! when the balancer that owns it is dropped.
 
 use std::collections::{HashMap, HashSet};
@@ -221,7 +224,22 @@ impl Refresh {
             }),
         };
         let kind = source.kind();
-        let result = fetched.and_then(|instances| self.apply(instances, kind, publish));
+        let result = match fetched {
+            Ok(instances) => self.apply(instances, kind, publish),
+            // The source no longer has the service (a `StaticSource`'s
+            // `remove_service`): it lists nothing, so the list empties as
+            // for a fetch that lists nothing (`keep_last_on_empty` keeps
+            // it), and the fetch still counts as failed with this error.
+            // Keeping the list as through an outage routed to instances
+            // the source had dropped for as long as it lacked the service.
+            Err(e @ DiscoveryError::UnknownService { .. }) => {
+                if !self.current.load().is_empty() {
+                    let _kept = self.apply(Vec::new(), kind, publish);
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
+        };
         let ok = result.is_ok();
         self.record(result);
         if !self.first_done.swap(true, Ordering::AcqRel) {

@@ -75,7 +75,11 @@ impl StaticSource {
         });
     }
 
-    /// Removes `service_id`; later fetches of it fail with `UnknownService`.
+    /// Removes `service_id`; later fetches of it fail with `UnknownService`,
+    /// and a balancer's next refresh of it empties its list (requests then
+    /// fail with "no instances"; with
+    /// [`RefreshConfig::keep_last_on_empty`](super::RefreshConfig::keep_last_on_empty)
+    /// the last list is kept).
     pub fn remove_service(&self, service_id: &str) {
         let key = service_id.to_ascii_lowercase();
         self.services.rcu(|map| {
