@@ -12,6 +12,10 @@
 //! - A service whose last read came before a fetch the copy applied (a
 //!   delta deleting `b`) gets the copy when it reads during an outage that
 //!   began since: `[a, b]` kept as stale before, `[a]` now.
+//! - A fetch after an outage longer than the server's delta queue is a
+//!   full one: `b` replaced by `c` (both UP) early in the outage left
+//!   `[a, b]` for good (the delta had neither change, its hash matched);
+//!   now `[a, c]`.
 //! - Eureka stores `über-service` as `ÜBER-SERVICE` (Java's Unicode
 //!   `toUpperCase`); the registry upper-cased ASCII only and found nothing.
 #![cfg(feature = "eureka")]
@@ -296,4 +300,119 @@ async fn a_copy_newer_than_a_services_last_read_is_served_during_an_outage() {
     // Nothing newer since: the outage shows.
     let again = registry.fetch("good").await.expect_err("stale");
     assert!(again.to_string().contains("may be stale"), "{again}");
+}
+
+/// After the registry was unreachable for longer than Eureka keeps changes
+/// in its delta queue (`retention-time-in-m-s-in-delta-queue`, 3 min by
+/// default; 300 ms here through `delta_retention`), the next fetch is a
+/// full one: a delta then lacks the changes of the outage's start. Here a
+/// rolling replacement (`b` cancelled, `c` registered, both UP) happened
+/// early in the outage, so the delta after it carries neither, and its
+/// hash (`UP_2_`) still matches a copy holding the dead `b`: the copy kept
+/// `b` and never listed `c`, for good (every later delta matches too).
+/// Before: `[a, b]` after the outage; now `[a, c]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_after_an_outage_longer_than_the_delta_queue_is_full() {
+    let stub = Stub::start().await;
+    let a = || record("GOOD", "a", 1001, "UP", "ADDED", "{}");
+    let b = record("GOOD", "b", 1002, "UP", "ADDED", "{}");
+    let c = record("GOOD", "c", 1003, "UP", "ADDED", "{}");
+    stub.set(
+        "/eureka/apps",
+        vec![Answer::ok(apps("UP_2_", "GOOD", &[a(), b]))],
+    );
+    let registry = EurekaRegistry::builder()
+        .server_urls(&stub.url())
+        .fetch_interval(Duration::from_secs(3600))
+        .delta_retention(Duration::from_millis(300))
+        .build()
+        .expect("build");
+    registry.ready().await.expect("first fetch");
+    let ids = |list: Vec<tower_ribbon::Instance>| {
+        list.iter().map(|i| i.id().to_owned()).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(registry.fetch("good").await.expect("list")), ["a", "b"]);
+
+    stub.set("/eureka/apps", vec![Answer::status(500)]);
+    stub.set("/eureka/apps/delta", vec![Answer::status(500)]);
+    registry.refresh_now().await.expect_err("outage");
+    // Longer than the delta queue keeps a change.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    // Back: `b` was replaced by `c` at the outage's start, so the delta
+    // queue no longer holds either change.
+    stub.set(
+        "/eureka/apps",
+        vec![Answer::ok(apps("UP_2_", "GOOD", &[a(), c]))],
+    );
+    stub.set(
+        "/eureka/apps/delta",
+        vec![Answer::ok(apps("UP_2_", "GOOD", &[]))],
+    );
+    registry.refresh_now().await.expect("back");
+    let listed = ids(registry.fetch("good").await.expect("list"));
+    println!("after the outage: {listed:?}; {:?}", registry.stats());
+    assert_eq!(listed, ["a", "c"]);
+    assert_eq!(registry.stats().full_fetches, 2);
+    // Right after a fetch, the next one is a delta again.
+    registry.refresh_now().await.expect("delta");
+    let stats = registry.stats();
+    assert_eq!((stats.full_fetches, stats.delta_fetches), (2, 1));
+}
+
+/// When the full fetch that an outage longer than the delta queue calls
+/// for fails (a full registry over a bound, a `/apps` that times out),
+/// the delta is still applied: a drain it carries reaches the copy, and
+/// services read it. Without it, every fetch from then on would be a
+/// failing full one, and `b` would stay UP for as long as `/apps` failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_is_still_applied_while_the_full_fetch_after_an_outage_fails() {
+    let stub = Stub::start().await;
+    let a = record("GOOD", "a", 1001, "UP", "ADDED", "{}");
+    let b = record("GOOD", "b", 1002, "UP", "ADDED", "{}");
+    stub.set(
+        "/eureka/apps",
+        vec![Answer::ok(apps("UP_2_", "GOOD", &[a, b]))],
+    );
+    let registry = EurekaRegistry::builder()
+        .server_urls(&stub.url())
+        .fetch_interval(Duration::from_secs(3600))
+        .delta_retention(Duration::from_millis(300))
+        .build()
+        .expect("build");
+    registry.ready().await.expect("first fetch");
+    let up = |list: Vec<tower_ribbon::Instance>| {
+        list.iter()
+            .filter(|i| i.status().is_up())
+            .map(|i| i.id().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(up(registry.fetch("good").await.expect("list")), ["a", "b"]);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    stub.set("/eureka/apps", vec![Answer::status(500)]);
+    let drained = record("GOOD", "b", 1002, "OUT_OF_SERVICE", "MODIFIED", "{}");
+    stub.set(
+        "/eureka/apps/delta",
+        vec![Answer::ok(apps(
+            "OUT_OF_SERVICE_1_UP_1_",
+            "GOOD",
+            &[drained],
+        ))],
+    );
+    for _ in 0..2 {
+        let result = registry.refresh_now().await;
+        println!("refresh_now: {result:?}; {:?}", registry.stats());
+        assert!(result.is_err(), "the full fetch fails");
+        assert_eq!(registry.local_hash(), "OUT_OF_SERVICE_1_UP_1_");
+        let listed = registry.fetch("good").await.map(up);
+        assert_eq!(listed.expect("the copy with the delta"), ["a"]);
+    }
+    // One full fetch tried per refresh, not two.
+    let full_tries = stub
+        .log()
+        .iter()
+        .filter(|(_, path, _)| path.ends_with("/apps"))
+        .count();
+    assert_eq!(full_tries, 1 + 2);
 }

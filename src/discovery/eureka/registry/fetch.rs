@@ -172,7 +172,22 @@ impl Inner {
         Ok(())
     }
 
+    /// Marks the copy complete as of `sent`, when the fetch that made it
+    /// so was sent.
+    fn mark_complete(&self, sent: Instant) {
+        *self.complete_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(sent);
+    }
+
+    /// Whether a delta can still carry every change since the copy was
+    /// last complete: the server keeps a change in its delta queue for
+    /// `delta_retention` only.
+    fn delta_covers(&self, now: Instant) -> bool {
+        let complete_at = *self.complete_at.lock().unwrap_or_else(|e| e.into_inner());
+        complete_at.is_some_and(|at| now.saturating_duration_since(at) < self.delta_retention)
+    }
+
     pub(super) async fn full(&self) -> Result<(), DiscoveryError> {
+        let sent = Instant::now();
         let started = self.generation.load(Ordering::Acquire);
         let apps = self.get("apps").await?;
         // The decoder bounds the payload's metadata already; what the copy
@@ -193,16 +208,45 @@ impl Inner {
             }
             apply(&mut registry, &apps, true);
         }
+        self.mark_complete(sent);
         self.full_fetches.fetch_add(1, Ordering::Relaxed);
         *self.last_success.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         Ok(())
     }
 
+    /// A delta fetch, reconciled by hash; a full fetch instead when the
+    /// copy is older than the server's delta queue (the delta is still
+    /// applied if that full fetch fails).
     pub(super) async fn delta(&self) -> Result<(), Failed> {
+        let sent = Instant::now();
+        let mut full_failed = None;
+        if !self.delta_covers(sent) {
+            // The copy was last complete longer ago than the server keeps
+            // changes (an outage): a delta would lack the first ones, and
+            // its hash can still match (an instance replaced by another of
+            // the same status), which would keep the gone one for good.
+            tracing::info!("Eureka copy older than the server's delta queue; fetching the full registry");
+            match self.full().await {
+                Ok(()) => return Ok(()),
+                // A delta is still better than nothing: a drain it carries
+                // reaches the copy while full fetches fail.
+                Err(e) => {
+                    tracing::info!(error = %e, "Eureka full fetch failed; applying a delta meanwhile");
+                    full_failed = Some(e);
+                }
+            }
+        }
         let started = self.generation.load(Ordering::Acquire);
         let delta = match self.get("apps/delta").await {
             Ok(delta) => delta,
             Err(e) => {
+                if let Some(error) = full_failed {
+                    // Both failed: the delta counted here, the full fetch
+                    // by the caller.
+                    tracing::info!(error = %e, "Eureka delta fetch failed too");
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                    return Err(error.into());
+                }
                 // Like the Java client: no usable delta (refused with
                 // `disableDelta`, a failure) means a full fetch.
                 tracing::info!(error = %e, "Eureka delta fetch failed; fetching the full registry");
@@ -210,41 +254,20 @@ impl Inner {
                 return Ok(self.full().await?);
             }
         };
-        let matches = {
-            let mut registry = self.lock();
-            let after = copy::footprint_after(&registry, &delta);
-            let limit = self.options.max_instances;
-            if after.records > limit {
-                return Err(DiscoveryError::RegistryFull {
-                    limit,
-                    would_hold: after.records,
-                }
-                .into());
-            }
-            let limit = self.options.max_metadata_entries;
-            if after.metadata > limit {
-                return Err(DiscoveryError::RegistryMetadataFull {
-                    limit,
-                    would_hold: after.metadata,
-                }
-                .into());
-            }
-            self.check_text_bytes(&after)?;
-            // Another fetch applied since this one started: its answer is
-            // newer than this delta, which is dropped.
-            if !self.take_turn(started) {
-                return Ok(());
-            }
-            apply(&mut registry, &delta, false);
-            // A delta without a hash cannot be checked: it is not taken as
-            // consistent (the Java client's reconcile needs the hash too).
-            delta
-                .apps_hashcode
-                .as_deref()
-                .is_some_and(|expected| hash_of(&registry) == expected)
+        let Some(matches) = self.apply_delta(started, &delta)? else {
+            return Ok(());
         };
         self.delta_fetches.fetch_add(1, Ordering::Relaxed);
+        if let Some(error) = full_failed {
+            // Applied, but a delta cannot make this copy complete: the full
+            // fetch's failure stands, and the next fetch tries it again.
+            return Err(Failed {
+                error,
+                applied: true,
+            });
+        }
         if matches {
+            self.mark_complete(sent);
             *self.last_success.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
             return Ok(());
         }
@@ -261,5 +284,43 @@ impl Inner {
             error,
             applied: true,
         })
+    }
+
+    /// Applies `delta` if the copy stays within its bounds and no fetch was
+    /// applied since this one `started`: `Some(whether the copy's hash
+    /// matches the delta's)`, `None` if a newer answer was applied first
+    /// (this one is dropped).
+    fn apply_delta(&self, started: u64, delta: &Applications) -> Result<Option<bool>, DiscoveryError> {
+        let mut registry = self.lock();
+        let after = copy::footprint_after(&registry, delta);
+        let limit = self.options.max_instances;
+        if after.records > limit {
+            return Err(DiscoveryError::RegistryFull {
+                limit,
+                would_hold: after.records,
+            });
+        }
+        let limit = self.options.max_metadata_entries;
+        if after.metadata > limit {
+            return Err(DiscoveryError::RegistryMetadataFull {
+                limit,
+                would_hold: after.metadata,
+            });
+        }
+        self.check_text_bytes(&after)?;
+        // Another fetch applied since this one started: its answer is
+        // newer than this delta, which is dropped.
+        if !self.take_turn(started) {
+            return Ok(None);
+        }
+        apply(&mut registry, delta, false);
+        // A delta without a hash cannot be checked: it is not taken as
+        // consistent (the Java client's reconcile needs the hash too).
+        Ok(Some(
+            delta
+                .apps_hashcode
+                .as_deref()
+                .is_some_and(|expected| hash_of(&registry) == expected),
+        ))
     }
 }

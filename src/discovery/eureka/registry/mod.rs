@@ -10,6 +10,15 @@
 //!   sorted) is compared with the delta's `apps__hashcode`; on mismatch, or
 //!   when the delta carries no hash at all, a full fetch replaces the local
 //!   copy.
+//! - A fetch due longer than `delta_retention` (default 3 min, the Eureka
+//!   server's `retention-time-in-m-s-in-delta-queue`) after the copy was
+//!   last complete (after an outage) is a full fetch: the server's delta no
+//!   longer holds the outage's first changes, and the hash alone can miss
+//!   them (an instance replaced by another of the same status keeps the
+//!   counts), which would keep the gone instance in the copy for good.
+//!   If that full fetch fails, the delta is still applied (and served, a
+//!   drain it carries included), and the next fetch tries the full one
+//!   again.
 //! - The copy is bounded in records and in metadata, across deltas as in
 //!   one payload. A full payload with more than `max_instances` elements,
 //!   or whose records keep more than `max_metadata_entries` metadata
@@ -102,6 +111,9 @@ use crate::discovery::{FetchFuture, InstanceSource, TaskGuard};
 use crate::error::{BuildError, DiscoveryError};
 use crate::instance::Instance;
 
+/// Eureka's default `retention-time-in-m-s-in-delta-queue`: 3 min.
+const DELTA_RETENTION: Duration = Duration::from_secs(180);
+
 /// Counts of what the registry client has done.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -143,6 +155,12 @@ struct Inner {
     /// `None` until the first fetch finishes; then its error, if any.
     first: watch::Sender<Option<Result<(), Arc<DiscoveryError>>>>,
     last_success: Mutex<Option<Instant>>,
+    /// When the fetch that last made the copy complete (a full fetch, or a
+    /// delta whose hash matched) was sent.
+    complete_at: Mutex<Option<Instant>>,
+    /// How long the server keeps a change in its delta queue: a fetch
+    /// later than that after `complete_at` is a full one.
+    delta_retention: Duration,
     /// Failures since the last successful fetch, and the last error.
     failing: Mutex<Failing>,
     /// Apps (keys) read successfully through [`InstanceSource::fetch`]
@@ -179,6 +197,7 @@ pub struct EurekaRegistryBuilder {
     connection: Connection,
     options: ParseOptions,
     interval: Option<Duration>,
+    delta_retention: Option<Duration>,
 }
 
 impl std::fmt::Debug for EurekaRegistryBuilder {
@@ -196,9 +215,25 @@ impl EurekaRegistryBuilder {
 
     /// Time between two delta fetches. Spring key
     /// `eureka.client.registry-fetch-interval-seconds`. Values under 10 ms
-    /// are raised to 10 ms. Default 30 s.
+    /// are raised to 10 ms. Default 30 s. An interval as long as
+    /// [`delta_retention`](Self::delta_retention) (3 min) or longer makes
+    /// every fetch a full one, since a delta would miss changes.
     pub fn fetch_interval(mut self, interval: Duration) -> Self {
         self.interval = Some(interval.max(Duration::from_millis(10)));
+        self
+    }
+
+    /// How long the Eureka server keeps a change in its delta queue
+    /// (server key `eureka.server.retention-time-in-m-s-in-delta-queue`):
+    /// a fetch that comes longer than this after the copy was last
+    /// complete (a full fetch, or a delta whose hash matched, counted from
+    /// when it was sent) is a full fetch, since a delta would lack the
+    /// changes made since then and its hash can still match (an instance
+    /// replaced by another of the same status); if that full fetch fails,
+    /// a delta is still applied meanwhile. Default 3 min, Eureka's
+    /// default. Zero makes every fetch a full one.
+    pub fn delta_retention(mut self, retention: Duration) -> Self {
+        self.delta_retention = Some(retention);
         self
     }
 
@@ -223,6 +258,8 @@ impl EurekaRegistryBuilder {
             generation: AtomicU64::new(0),
             first: watch::Sender::new(None),
             last_success: Mutex::new(None),
+            complete_at: Mutex::new(None),
+            delta_retention: self.delta_retention.unwrap_or(DELTA_RETENTION),
             failing: Mutex::new(Failing::default()),
             served: Mutex::new(HashMap::new()),
         });
@@ -261,7 +298,9 @@ impl EurekaRegistry {
     }
 
     /// Fetches now, outside the schedule: a delta (reconciled by hash) once
-    /// a full fetch has succeeded, else a full fetch. A success makes the
+    /// a full fetch has succeeded, else a full fetch (also when the copy
+    /// was last complete longer than
+    /// [`delta_retention`](EurekaRegistryBuilder::delta_retention) ago). A success makes the
     /// registry [`ready`](Self::ready), also after a failed first fetch.
     ///
     /// # Errors
