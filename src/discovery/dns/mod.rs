@@ -62,7 +62,9 @@
 //! address records), keeps the addresses the last answer had for it, and
 //! the answer is asked again at the TTL floor: one failed lookup neither
 //! moves a service onto its other targets nor hands it to a backup
-//! priority.
+//! priority. Kept addresses last until the TTL ceiling after they were
+//! last resolved: a lookup that keeps failing then drops them, so it
+//! cannot keep a removed address longer than an answer could.
 //!
 //! # TTL handling
 //!
@@ -116,7 +118,8 @@
 //!
 //! With [`IpFamily::Both`], a family whose lookup fails while the other
 //! answers keeps the addresses the last answer had for it (TTL 0, asked
-//! again at the floor); a family answered with no records is gone.
+//! again at the floor), up to the TTL ceiling after they were last
+//! resolved; a family answered with no records is gone.
 //!
 //! A name that stops existing (NXDOMAIN) or loses every record is an error
 //! ([`DnsError::NoRecords`]), not an empty list: the last good list stays,

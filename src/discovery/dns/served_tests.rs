@@ -408,3 +408,69 @@ async fn a_failed_resolve_does_not_hide_an_answer_within_its_ttl() {
     assert_eq!(hosts(&fetched.unwrap()), ["127.0.0.2"]);
     assert_eq!(source.resolutions(), 2);
 }
+
+/// Addresses kept through failed lookups (a family's, an SRV target's) are
+/// kept only until the TTL ceiling after they were last resolved: a lookup
+/// that keeps failing cannot keep a removed address for ever, as the
+/// ceiling promises for answers. Before, every resolution kept them
+/// again, whatever their age: `["127.0.0.2", "::1"]` and
+/// `["127.0.0.2", "127.0.0.3"]` after the ceiling; now `["127.0.0.2"]`
+/// and `["127.0.0.3"]`.
+#[tokio::test]
+async fn kept_addresses_expire_at_the_ttl_ceiling() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    let failing = Arc::new(AtomicBool::new(false));
+    let fails = Arc::clone(&failing);
+    let server = serve(Arc::new(move |qname, qtype| {
+        let down = fails.load(Ordering::SeqCst);
+        let record = |target: &str| {
+            let data = SRV::new(0, 1, 8080, name(target));
+            Record::from_rdata(name("_http._tcp.users.test."), 30, RData::SRV(data))
+        };
+        match (qname, qtype) {
+            ("dual.test.", RecordType::A) => (ResponseCode::NoError, vec![a(qname, 2)], vec![]),
+            ("dual.test.", RecordType::AAAA) if down => (ResponseCode::ServFail, vec![], vec![]),
+            ("dual.test.", RecordType::AAAA) => (ResponseCode::NoError, vec![aaaa(qname)], vec![]),
+            ("_http._tcp.users.test.", RecordType::SRV) => (
+                ResponseCode::NoError,
+                vec![record("a.test."), record("b.test.")],
+                vec![],
+            ),
+            ("a.test.", _) if down => (ResponseCode::ServFail, vec![], vec![]),
+            ("a.test.", RecordType::A) => (ResponseCode::NoError, vec![a(qname, 2)], vec![]),
+            ("b.test.", RecordType::A) => (ResponseCode::NoError, vec![a(qname, 3)], vec![]),
+            _ => (ResponseCode::NoError, vec![], vec![]),
+        }
+    }))
+    .await;
+    let ceiling = Duration::from_millis(300);
+    let dual = DnsSource::new(config(server).ttl_ceiling(ceiling))
+        .unwrap()
+        .with_service("dual", DnsTarget::host("dual.test.", 8080))
+        .unwrap();
+    let users = DnsSource::new(config(server).ip_family(IpFamily::V4).ttl_ceiling(ceiling))
+        .unwrap()
+        .with_service("users", DnsTarget::srv("_http._tcp.users.test."))
+        .unwrap();
+    let both = ["127.0.0.2", "::1"];
+    let targets = ["127.0.0.2", "127.0.0.3"];
+    assert_eq!(hosts(&dual.resolve("dual").await.unwrap().unwrap()), both);
+    assert_eq!(hosts(&users.resolve("users").await.unwrap().unwrap()), targets);
+    failing.store(true, Ordering::SeqCst);
+    // Within the ceiling: kept.
+    assert_eq!(hosts(&dual.resolve("dual").await.unwrap().unwrap()), both);
+    assert_eq!(hosts(&users.resolve("users").await.unwrap().unwrap()), targets);
+    tokio::time::sleep(ceiling + Duration::from_millis(100)).await;
+    // Past it: dropped, however often they were kept since.
+    let dual_after = dual.resolve("dual").await.unwrap().unwrap();
+    let users_after = users.resolve("users").await.unwrap().unwrap();
+    println!("after the ceiling: {:?} {:?}", hosts(&dual_after), hosts(&users_after));
+    assert_eq!(hosts(&dual_after), ["127.0.0.2"]);
+    assert_eq!(hosts(&users_after), ["127.0.0.3"]);
+    // Resolved again: back, and kept again from then on.
+    failing.store(false, Ordering::SeqCst);
+    assert_eq!(hosts(&dual.resolve("dual").await.unwrap().unwrap()), both);
+    failing.store(true, Ordering::SeqCst);
+    assert_eq!(hosts(&dual.resolve("dual").await.unwrap().unwrap()), both);
+}

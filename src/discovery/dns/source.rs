@@ -32,14 +32,8 @@ use super::target::TargetKind;
 use super::records::Additionals;
 use super::records::build;
 use std::fmt;
-use super::records::min_ttl;
-use super::records::net_error;
-use super::records::parse_name;
-use super::records::parse_srv;
-use super::records::PriorityGroups;
-use super::records::only_root;
-use super::records::priority_groups;
-use super::records::record_ip;
+use super::records::{PriorityGroups, min_ttl, net_error, only_root};
+use super::records::{parse_name, parse_srv, priority_groups, record_ip};
 use tokio::time::Instant;
 
 /// The last successful answer for one service id.
@@ -78,6 +72,9 @@ pub(super) struct CacheEntry {
     pub(super) answer: Option<DnsAnswer>,
     pub(super) failures: u32,
     pub(super) retry_at: Option<Instant>,
+    /// Addresses kept through failed lookups, by slot (a family, an SRV
+    /// target): when they were last resolved (kept up to the TTL ceiling).
+    pub(super) kept_since: HashMap<String, Instant>,
 }
 
 pub(super) struct Inner {

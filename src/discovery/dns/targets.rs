@@ -4,6 +4,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use hickory_resolver::proto::rr::{Name, RecordType};
 
 use super::IpFamily;
@@ -23,7 +25,8 @@ impl DnsSource {
     /// gone from DNS: the addresses the service's last answer had for this
     /// target and port are kept, with TTL 0 (asked again at the floor), so
     /// one failed lookup neither moves the service onto the other targets
-    /// nor hands it to a backup priority.
+    /// nor hands it to a backup priority. Up to the TTL ceiling after they
+    /// were last resolved: then the target is skipped.
     pub(super) async fn target_addrs(
         &self,
         service_id: &str,
@@ -41,9 +44,14 @@ impl DnsSource {
                     error = %e,
                     "SRV target lookup failed; its last addresses are kept"
                 );
+                let slot = format!("{}:{}", record.target, record.port);
+                if !self.may_keep(service_id, &slot) {
+                    return None;
+                }
                 return self.last_addrs(service_id, record);
             }
         };
+        self.resolved(service_id, &format!("{}:{}", record.target, record.port));
         let answers = lookup.as_lookup().answers();
         let mut addrs: Vec<IpAddr> = answers.iter().filter_map(record_ip).collect();
         let mut ttl = Duration::from_secs(u64::from(min_ttl(answers).unwrap_or(0)));
@@ -97,7 +105,9 @@ impl DnsSource {
             target.is_none_or(|t| listed == Some(t))
         };
         for (v4, record_type) in [(true, RecordType::A), (false, RecordType::AAAA)] {
+            let slot = format!("{}:{port}/{record_type}", target.unwrap_or(""));
             if addrs.iter().any(|ip| ip.is_ipv4() == v4) {
+                self.resolved(service_id, &slot);
                 continue;
             }
             let kept: Vec<IpAddr> = (answer.instances.iter())
@@ -110,11 +120,13 @@ impl DnsSource {
             }
             match self.resolver().lookup(name.clone(), record_type).await {
                 Ok(lookup) => {
+                    self.resolved(service_id, &slot);
                     addrs.extend(lookup.answers().iter().filter_map(record_ip));
                     let secs = min_ttl(lookup.answers()).unwrap_or(0);
                     *ttl = (*ttl).min(Duration::from_secs(u64::from(secs)));
                 }
-                Err(e) if e.is_no_records_found() => {}
+                Err(e) if e.is_no_records_found() => self.resolved(service_id, &slot),
+                Err(_) if !self.may_keep(service_id, &slot) => {}
                 Err(e) => {
                     tracing::debug!(
                         service = service_id,
@@ -126,6 +138,31 @@ impl DnsSource {
                     *ttl = Duration::ZERO;
                 }
             }
+        }
+    }
+    /// Whether the addresses `slot` (an address family, or an SRV target
+    /// and port) had in the last answer may be kept through a failed
+    /// lookup: only until the TTL ceiling after they were last resolved,
+    /// so a lookup that keeps failing cannot keep a removed address longer
+    /// than an answer could be used.
+    fn may_keep(&self, service_id: &str, slot: &str) -> bool {
+        let ceiling = self.config().ttl_ceiling;
+        let mut cache = self.lock_cache();
+        let Some(entry) = cache.get_mut(&service_id.to_ascii_lowercase()) else {
+            return false;
+        };
+        let Some(resolved_at) = entry.answer.as_ref().map(|a| a.resolved_at) else {
+            return false;
+        };
+        // Not kept yet: the last answer resolved them.
+        let since = *entry.kept_since.entry(slot.to_owned()).or_insert(resolved_at);
+        Instant::now().saturating_duration_since(since) < ceiling
+    }
+
+    /// `slot` was answered: nothing of it is kept any more.
+    fn resolved(&self, service_id: &str, slot: &str) {
+        if let Some(entry) = self.lock_cache().get_mut(&service_id.to_ascii_lowercase()) {
+            entry.kept_since.remove(slot);
         }
     }
 }
