@@ -139,6 +139,12 @@ impl Error {
         self
     }
 
+    /// Lists the attempts made before the request failed.
+    pub(crate) fn with_attempts(mut self, attempts: Vec<Attempt>) -> Self {
+        self.inner.attempts = attempts;
+        self
+    }
+
     fn with_source(mut self, source: impl Into<BoxError>) -> Self {
         self.inner.source = Some(source.into());
         self

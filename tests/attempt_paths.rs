@@ -691,6 +691,41 @@ async fn a_next_instance_retry_never_goes_to_an_instance_that_left() {
     assert_eq!(script.seen(), [1], "nothing went to the instance that left");
 }
 
+/// A next-instance retry goes only where a first attempt could go: when
+/// the rule and the health view refuse every instance (a panic threshold
+/// of 0, Envoy's "never send to unhealthy hosts"), it fails as a first
+/// attempt would, with "no instances", instead of falling back to the
+/// last instance, unhealthy as it is. One instance failing every request,
+/// nine next-instance retries: ejected at its 5th 500 in a row (Envoy's
+/// `consecutive_5xx`), or its breaker tripped at the 3rd refused connect
+/// (Ribbon's threshold). Before, every retry went back to it: 10 attempts
+/// of 10 in both cases, the last 5 and 7 to an instance a fresh request
+/// could not reach; now 5 and 3.
+#[tokio::test]
+async fn a_next_instance_retry_never_falls_back_to_an_unhealthy_instance() {
+    for (act, healthy_attempts) in [(Act::Status(500), 5), (Act::Refused, 3)] {
+        let script = Script::default();
+        script.push(1, std::iter::repeat_n(act, 10));
+        let source = StaticSource::new().with_list("svc", "127.0.0.1:1").unwrap();
+        let mut outliers = OutlierDetection::default();
+        outliers.panic_threshold_percent = 0;
+        let retry = RetryPolicy::default().max_same(0).max_next(9);
+        let lb = balancer_over(&script, &source, retry, outliers).await;
+        let err = tower::ServiceExt::oneshot(lb.clone(), get())
+            .await
+            .unwrap_err();
+        assert_eq!(script.seen(), vec![1; healthy_attempts], "{err}");
+        assert!(err.is_no_instances(), "{err}");
+        assert_eq!(err.attempts().len(), healthy_attempts, "{err}");
+        // A fresh request cannot reach the instance either.
+        let fresh = tower::ServiceExt::oneshot(lb.clone(), get())
+            .await
+            .unwrap_err();
+        assert!(fresh.is_no_instances(), "{fresh}");
+        assert!(script.seen().is_empty());
+    }
+}
+
 /// A same-instance retry whose instance became unusable (its breaker
 /// tripped by that attempt) is picked elsewhere, and that pick avoids every
 /// instance the request already tried, not only the unusable one. Over 3

@@ -40,11 +40,10 @@ pub(super) enum Target<'a> {
         endpoint: &'a Endpoint,
         tried: &'a [Endpoint],
     },
-    /// A fresh pick avoiding `tried`; `last` if nothing can be picked.
-    Pick {
-        tried: &'a [Endpoint],
-        last: Option<&'a Endpoint>,
-    },
+    /// A fresh pick avoiding `tried` (any instance the rule takes when
+    /// every one was tried); nothing when the rule and the health view
+    /// take none, as for a first attempt.
+    Pick { tried: &'a [Endpoint] },
 }
 
 /// Who holds a finished attempt's instance.
@@ -207,11 +206,11 @@ where
             None => pick(state, tried, call.hash_key, sent, request.headers())
                 .ok_or(NotSent::NoEndpoint)?,
         },
-        Target::Pick { tried, last } => {
-            { pick(state, tried, call.hash_key, sent, request.headers()) }
-                // Nothing to pick: the last instance, only if still listed.
-                .or_else(|| last.and_then(|last| listed(state, last)))
-                .ok_or(NotSent::NoEndpoint)?
+        // Nothing to pick: no fallback to the last instance, which the
+        // rule or the health view refuses now (ejected, tripped, past an
+        // availability limit) as it would refuse a first attempt.
+        Target::Pick { tried } => {
+            pick(state, tried, call.hash_key, sent, request.headers()).ok_or(NotSent::NoEndpoint)?
         }
     };
     super::trace::picked(span, &endpoint);
@@ -430,7 +429,7 @@ mod tests {
     use crate::rule::RoundRobin;
     use crate::stats::StatsConfig;
 
-    /// A same-instance retry (and the last-instance fallback) finds the
+    /// A same-instance retry finds the
     /// instance in the current list by its index of identities, not by
     /// comparing it with every listed endpoint: over 2 000 instances, the
     /// last one took 2 000 identity tests per retry before (about 10 µs per

@@ -54,7 +54,8 @@ pub(super) fn not_sent(
                 metrics::counter!(crate::metrics::NO_INSTANCES, "service" => service.to_owned())
                     .increment(1);
             }
-            match state.error_before_first_success() {
+            // A retry that found no instance lists the attempts before it.
+            let err = match state.error_before_first_success() {
                 Some(source) => Error::discovery(service, source),
                 None => match state.snapshot() {
                     // What the source listed, by status (issue 12 item 8).
@@ -68,7 +69,8 @@ pub(super) fn not_sent(
                         s.len()
                     )),
                 },
-            }
+            };
+            err.with_attempts(attempts)
         }
         NotSent::Rewrite(endpoint, e) => Error::invalid_request(service, endpoint.to_string(), e),
     }

@@ -36,8 +36,9 @@ pub(super) fn try_clone_request<B: TryCloneBody>(req: &Request<B>) -> Option<Req
 /// tried yet (`MaxAutoRetriesNextServer`). A same-instance retry goes
 /// elsewhere (a pick) if its instance has left the list, been ejected,
 /// tripped its breaker or failed active checks since; a next-instance
-/// retry with nothing to pick goes back to the last instance only if it is
-/// still listed.
+/// retry goes back to a tried instance only when every one was tried, and
+/// never to one the rule or the health view refuses (it fails with "no
+/// instances" then, as a first attempt would).
 pub(super) struct Walk {
     /// Every instance an attempt went to, once each (a same-instance
     /// retry's too, so one moved elsewhere avoids them all); allocated only
@@ -74,10 +75,7 @@ impl Walk {
                 endpoint,
                 tried: &self.tried,
             },
-            _ => Target::Pick {
-                tried: &self.tried,
-                last: self.last.as_ref(),
-            },
+            _ => Target::Pick { tried: &self.tried },
         }
     }
 
