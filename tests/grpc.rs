@@ -382,22 +382,46 @@ async fn grpc_over_tls_to_secure_instances() {
     assert_eq!(connections, vec![1, 1, 1]);
 }
 
-/// An opted-in call whose request is larger than `max_buffer` fails with
-/// RESOURCE_EXHAUSTED naming the limit, as gRPC reports a message over its
-/// size limit, and reaches no backend (it was UNKNOWN).
+/// An opted-in call whose request is larger than `max_buffer` is sent
+/// once, unbuffered, as a call not opted in (gRPC's retry buffer and
+/// Envoy's commit such a call and send it without retries): opting a
+/// method in never fails a call that would succeed without. Before, the
+/// call failed with RESOURCE_EXHAUSTED and reached no backend (0 of 3
+/// calls served); now 3 of 3. Past the bound it is not retried on
+/// UNAVAILABLE (1 check for one call), within it it is (2).
 #[tokio::test]
-async fn a_request_over_max_buffer_is_resource_exhausted() {
+async fn a_request_over_max_buffer_is_sent_once_unbuffered() {
     let backends = three().await;
-    let client = client(
+    // Every request is longer than 4 bytes (its 5-byte gRPC frame header).
+    let small = client(
         &backends,
         GrpcRetryLayer::new().method(CHECK).max_buffer(4),
-        OutlierDetection::default(),
+        OutlierDetection::disabled(),
     );
-    let (code, message) = check(&client).await.expect_err("over max_buffer");
-    assert_eq!(code, Code::ResourceExhausted, "{message}");
-    assert!(message.contains("max_buffer (4 bytes)"), "{message}");
+    for _ in 0..3 {
+        let served = check(&small).await;
+        assert!(served.is_ok(), "{served:?}");
+    }
     let checks: Vec<usize> = backends.iter().map(GrpcBackend::checks).collect();
-    assert_eq!(checks, vec![0, 0, 0]);
+    assert_eq!(checks.iter().sum::<usize>(), 3, "{checks:?}");
+    // Every backend UNAVAILABLE: the call past the bound is not retried,
+    // one within it is (the default policy: one more instance).
+    for b in &backends {
+        b.set_unavailable(true);
+    }
+    let (code, message) = check(&small).await.expect_err("unavailable");
+    assert_eq!(code, Code::Unavailable, "{message}");
+    let after: usize = backends.iter().map(GrpcBackend::checks).sum();
+    assert_eq!(after, 4);
+    let within = client(
+        &backends,
+        GrpcRetryLayer::new().method(CHECK),
+        OutlierDetection::disabled(),
+    );
+    let (code, message) = check(&within).await.expect_err("unavailable");
+    assert_eq!(code, Code::Unavailable, "{message}");
+    let after: usize = backends.iter().map(GrpcBackend::checks).sum();
+    assert_eq!(after, 6);
 }
 
 /// A `Check` call whose request stream fails with the caller's own status

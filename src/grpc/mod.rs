@@ -41,7 +41,9 @@
 //!   [`max_buffer`](GrpcRetryLayer::max_buffer)) and marked
 //!   [`RetryNonIdempotent`](crate::retry::RetryNonIdempotent), so UNAVAILABLE, a reset connection or a
 //!   timeout is retried on another instance as the
-//!   [`RetryPolicy`](crate::retry::RetryPolicy) allows.
+//!   [`RetryPolicy`](crate::retry::RetryPolicy) allows. A body past
+//!   `max_buffer` is sent once, unbuffered, as a call not opted in (as
+//!   gRPC's and Envoy's retry buffers do): opting in never fails a call.
 //!
 //! Feature `grpc` adds the tonic transport ([`balance`], [`h2c_client`],
 //! [`GrpcRetryLayer`]); the classification ([`classify`],

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -19,7 +17,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::GrpcStatus;
 use crate::error::{BoxError, BuildError};
-use crate::retry::{ReplayBody, RetryNonIdempotent};
+use crate::retry::{BufferError, ReplayBody, RetryNonIdempotent};
 use crate::stats::Outcome;
 use crate::{Builder, LoadBalancer};
 
@@ -158,7 +156,9 @@ impl GrpcRetryLayer {
     }
 
     /// Largest request body buffered for an opted-in call; a larger one
-    /// fails with an error naming the limit. Default 4 MiB.
+    /// is sent once, unbuffered, and retried only as a call not opted in
+    /// (when it never left: a refused connection, before its body
+    /// started). Default 4 MiB.
     pub fn max_buffer(mut self, bytes: usize) -> Self {
         self.max_buffer = bytes;
         self
@@ -229,13 +229,16 @@ where
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
             let body = if retryable {
-                let bytes: Bytes = Limited::new(body, max_buffer)
-                    .collect()
+                // A body past `max_buffer` is sent once, as a call not
+                // opted in (gRPC's and Envoy's retry buffers commit the
+                // call then): opting in never fails a call.
+                let body = ReplayBody::buffer_or_stream(body, max_buffer)
                     .await
-                    .map_err(|e| buffer_status(e, max_buffer))?
-                    .to_bytes();
-                parts.extensions.insert(RetryNonIdempotent);
-                ReplayBody::from_bytes(bytes)
+                    .map_err(buffer_status)?;
+                if body.is_buffered() {
+                    parts.extensions.insert(RetryNonIdempotent);
+                }
+                body
             } else {
                 ReplayBody::streaming(body)
             };
@@ -247,17 +250,15 @@ where
     }
 }
 
-/// The `tonic::Status` of a request body that could not be buffered for
-/// retries: RESOURCE_EXHAUSTED over `max_buffer` (as gRPC reports a
-/// message over its size limit), the body's own `Status` if it failed with
+/// The `tonic::Status` of a request body that failed while it was read
+/// to be buffered for retries: the body's own `Status` if it failed with
 /// one, else INTERNAL. Nothing was sent. (A plain error here reached the
 /// caller as UNKNOWN.)
-fn buffer_status(error: BoxError, max_buffer: usize) -> BoxError {
-    if error.is::<http_body_util::LengthLimitError>() {
-        return Box::new(tonic::Status::resource_exhausted(format!(
-            "gRPC request body exceeds max_buffer ({max_buffer} bytes), the most buffered for retries"
-        )));
-    }
+fn buffer_status(error: BufferError) -> BoxError {
+    let error: BoxError = match error {
+        BufferError::Read(source) => source,
+        other => Box::new(other),
+    };
     match error.downcast::<tonic::Status>() {
         Ok(status) => status,
         Err(error) => Box::new(tonic::Status::internal(format!(

@@ -141,10 +141,16 @@ enum Inner<B> {
     Buffered(Option<Bytes>),
     Streaming {
         /// The stream until some attempt starts sending it.
-        slot: Arc<Mutex<Option<B>>>,
+        slot: Arc<Mutex<Option<Stream<B>>>>,
         /// The stream once this attempt started it.
-        taken: Option<Pin<Box<B>>>,
+        taken: Option<Stream<B>>,
     },
+}
+
+/// A stream, after the bytes already read from it (sent first).
+struct Stream<B> {
+    head: Option<Bytes>,
+    body: Pin<Box<B>>,
 }
 
 impl<B> ReplayBody<B> {
@@ -162,6 +168,9 @@ impl<B> ReplayBody<B> {
     /// frame of memory. Frames without data (empty ones, trailers) are
     /// counted apart, at most `max_bytes` of them (at least 1024), so a body
     /// yielding empty frames forever ends too.
+    ///
+    /// The body is gone when it is too long; to send such a body once
+    /// instead, use [`buffer_or_stream`](Self::buffer_or_stream).
     ///
     /// # Errors
     /// [`BufferError::TooLong`] when the body (by its size hint or as read)
@@ -208,12 +217,71 @@ impl<B> ReplayBody<B> {
     /// sending it (for example after a refused connection); never replayed
     /// once its first frame was asked for.
     pub fn streaming(body: B) -> Self {
+        Self::stream(None, Box::pin(body))
+    }
+
+    /// `body` after `head`, the bytes already read from it.
+    fn stream(head: Option<Bytes>, body: Pin<Box<B>>) -> Self {
         Self {
             inner: Inner::Streaming {
-                slot: Arc::new(Mutex::new(Some(body))),
+                slot: Arc::new(Mutex::new(Some(Stream { head, body }))),
                 taken: None,
             },
         }
+    }
+
+    /// Whether the body is held in memory, so that every retry can send it
+    /// again (`from_bytes`, or `buffer_or_stream` within its bound); `false`
+    /// for a stream, replayed only until an attempt starts it.
+    pub fn is_buffered(&self) -> bool {
+        matches!(self.inner, Inner::Buffered(_))
+    }
+}
+
+impl<B> ReplayBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    /// As [`buffer`](Self::buffer), but a body past the bound is not lost:
+    /// it comes back as a stream (the bytes read so far, then the rest of
+    /// `body`), sent once and replayed only while no attempt has started
+    /// it, as [`streaming`](Self::streaming). Use it where a body too long
+    /// to buffer must still be sent, without retries; tell the two apart
+    /// with [`is_buffered`](Self::is_buffered). Reading stops at the first
+    /// frame past the bound (kept, so at most `max_bytes` plus one frame
+    /// of memory), or past `max_bytes` frames without data (at least 1024:
+    /// they carry nothing, and trailers come last). Trailers of a body
+    /// that fits are dropped, as `buffer` drops them.
+    ///
+    /// # Errors
+    /// [`BufferError::Read`] when reading fails (the body is gone then).
+    pub async fn buffer_or_stream(body: B, max_bytes: usize) -> Result<Self, BufferError> {
+        let mut body = Box::pin(body);
+        if body.size_hint().lower() > max_bytes as u64 {
+            return Ok(Self::stream(None, body));
+        }
+        let mut buf = bytes::BytesMut::new();
+        let max_frames = max_bytes.max(MIN_EMPTY_FRAMES);
+        let mut empty_frames = 0usize;
+        while let Some(frame) = body.as_mut().frame().await {
+            let frame = frame.map_err(|e| BufferError::Read(e.into()))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if data.is_empty() {
+                empty_frames += 1;
+                if empty_frames > max_frames {
+                    return Ok(Self::stream(Some(buf.freeze()), body));
+                }
+                continue;
+            }
+            buf.extend_from_slice(&data);
+            if buf.len() > max_bytes {
+                return Ok(Self::stream(Some(buf.freeze()), body));
+            }
+        }
+        Ok(Self::from_bytes(buf.freeze()))
     }
 }
 
@@ -265,9 +333,9 @@ where
             Inner::Buffered(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Inner::Streaming { slot, taken } => {
                 if taken.is_none() {
-                    let body = slot.lock().ok().and_then(|mut s| s.take());
-                    match body {
-                        Some(body) => *taken = Some(Box::pin(body)),
+                    let stream = slot.lock().ok().and_then(|mut s| s.take());
+                    match stream {
+                        Some(stream) => *taken = Some(stream),
                         None => {
                             return Poll::Ready(Some(Err(
                                 "streaming body was already sent by another attempt".into(),
@@ -276,7 +344,11 @@ where
                     }
                 }
                 match taken {
-                    Some(body) => body.as_mut().poll_frame(cx).map_err(Into::into),
+                    Some(Stream {
+                        head: head @ Some(_),
+                        ..
+                    }) => Poll::Ready(head.take().map(|b| Ok(Frame::data(b)))),
+                    Some(Stream { body, .. }) => body.as_mut().poll_frame(cx).map_err(Into::into),
                     None => Poll::Ready(None),
                 }
             }
@@ -286,7 +358,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Buffered(bytes) => bytes.is_none(),
-            Inner::Streaming { taken: Some(b), .. } => b.is_end_stream(),
+            Inner::Streaming { taken: Some(s), .. } => s.head.is_none() && s.body.is_end_stream(),
             Inner::Streaming { .. } => false,
         }
     }
@@ -295,7 +367,16 @@ where
         match &self.inner {
             Inner::Buffered(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Buffered(None) => SizeHint::with_exact(0),
-            Inner::Streaming { taken: Some(b), .. } => b.size_hint(),
+            Inner::Streaming { taken: Some(s), .. } => {
+                let rest = s.body.size_hint();
+                let head = s.head.as_ref().map_or(0, |h| h.len() as u64);
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower().saturating_add(head));
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper.saturating_add(head));
+                }
+                hint
+            }
             Inner::Streaming { .. } => SizeHint::default(),
         }
     }
@@ -317,105 +398,4 @@ impl<B> fmt::Debug for ReplayBody<B> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use http_body_util::BodyExt;
-
-    #[tokio::test]
-    async fn buffered_bodies_replay() {
-        let body: ReplayBody<Empty<Bytes>> = ReplayBody::from_bytes("abc");
-        let copy = body.try_clone_body().unwrap();
-        assert_eq!(body.collect().await.unwrap().to_bytes(), "abc");
-        assert_eq!(copy.collect().await.unwrap().to_bytes(), "abc");
-    }
-
-    #[tokio::test]
-    async fn a_stream_replays_only_until_it_starts() {
-        let body = ReplayBody::streaming(Full::new(Bytes::from_static(b"stream")));
-        let spare = body.try_clone_body().expect("not started yet");
-        // The first attempt starts the stream: no further copies, and the
-        // spare made before the start knows it.
-        assert!(spare.is_replayable());
-        let mut first = body;
-        let frame = first.frame().await.unwrap().unwrap();
-        assert_eq!(frame.into_data().unwrap(), "stream");
-        assert!(first.try_clone_body().is_none());
-        assert!(spare.try_clone_body().is_none());
-        assert!(!spare.is_replayable());
-        // The spare made before the start cannot send it a second time.
-        let err = spare.collect().await.unwrap_err();
-        assert!(err.to_string().contains("already sent"));
-    }
-
-    #[tokio::test]
-    async fn boxed_bodies_copy_only_when_empty() {
-        let empty: BoxBody<Bytes, BoxError> = Empty::new().map_err(|n| match n {}).boxed();
-        let copy = empty
-            .try_clone_body()
-            .expect("an empty boxed body is copied");
-        assert!(copy.is_end_stream());
-        let full: UnsyncBoxBody<Bytes, BoxError> = Full::new(Bytes::from_static(b"x"))
-            .map_err(|n| match n {})
-            .boxed_unsync();
-        assert!(full.try_clone_body().is_none());
-    }
-
-    /// A body yielding empty data frames forever (always ready): `buffer`
-    /// looped without end and without yielding before the bound on them.
-    #[tokio::test]
-    async fn buffer_ends_a_body_of_endless_empty_frames() {
-        let endless = http_body_util::StreamBody::new(endless_empty_frames());
-        let err = ReplayBody::<Empty<Bytes>>::buffer(endless, 10)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, BufferError::TooManyFrames { max_frames: 1024 }),
-            "{err}"
-        );
-        let endless = http_body_util::StreamBody::new(endless_empty_frames());
-        let err = ReplayBody::<Empty<Bytes>>::buffer(endless, 5000)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, BufferError::TooManyFrames { max_frames: 5000 }),
-            "{err}"
-        );
-        // Up to the bound, empty frames are fine.
-        let some = http_body_util::StreamBody::new(tokio_stream::iter(
-            (0..1024).map(|_| Ok::<_, BoxError>(Frame::data(Bytes::new()))),
-        ));
-        let body: ReplayBody<Empty<Bytes>> = ReplayBody::buffer(some, 0).await.unwrap();
-        assert_eq!(body.collect().await.unwrap().to_bytes(), "");
-    }
-
-    /// An endless, always-ready stream of empty data frames.
-    fn endless_empty_frames() -> impl tokio_stream::Stream<Item = Result<Frame<Bytes>, BoxError>> {
-        tokio_stream::iter(std::iter::repeat_with(|| Ok(Frame::data(Bytes::new()))))
-    }
-
-    #[tokio::test]
-    async fn buffer_reads_up_to_the_bound() {
-        let boxed: BoxBody<Bytes, BoxError> = Full::new(Bytes::from_static(b"order #42"))
-            .map_err(|n| match n {})
-            .boxed();
-        let body: ReplayBody<Empty<Bytes>> = ReplayBody::buffer(boxed, 9).await.unwrap();
-        let copy = body.try_clone_body().unwrap();
-        assert_eq!(copy.collect().await.unwrap().to_bytes(), "order #42");
-        let long = Full::new(Bytes::from_static(b"order #42"));
-        let err = ReplayBody::<Empty<Bytes>>::buffer(long, 8)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, BufferError::TooLong { max_bytes: 8 }),
-            "{err}"
-        );
-    }
-
-    #[tokio::test]
-    async fn an_unstarted_stream_moves_to_the_retry() {
-        let body = ReplayBody::streaming(Full::new(Bytes::from_static(b"once")));
-        let retry = body.try_clone_body().unwrap();
-        drop(body); // the first attempt failed to connect and was dropped
-        assert_eq!(retry.collect().await.unwrap().to_bytes(), "once");
-    }
-}
+mod tests;
