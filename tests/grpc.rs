@@ -552,3 +552,94 @@ async fn a_stream_failing_midway_counts_against_its_server() {
     let watches: Vec<usize> = backends.iter().map(GrpcBackend::watches).collect();
     assert_eq!((failed, watches), (5, vec![5, 15]));
 }
+
+/// An h2c server that takes every stream and never answers, recording
+/// each one's `grpc-timeout`.
+async fn hanging_grpc_server() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let log = std::sync::Arc::clone(&log);
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                let mut held = Vec::new();
+                while let Some(Ok((req, respond))) = conn.accept().await {
+                    let timeout = req.headers().get("grpc-timeout");
+                    let timeout = timeout.and_then(|v| v.to_str().ok()).unwrap_or("none");
+                    log.lock().unwrap().push(timeout.to_owned());
+                    held.push((req, respond));
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A call's deadline (`grpc-timeout`, from `tonic::Request::set_timeout`)
+/// bounds the whole call, retries included, as tonic's `Channel` bounds
+/// it (gRFC A6: the deadline covers every attempt), and each attempt
+/// tells the server the time left. Two instances that never answer, an
+/// opted-in method, a 1 s per-try timeout and a call deadline of 1.5 s:
+/// before, the deadline was not enforced (the call ended after both 1 s
+/// attempts, with the per-try timeout's DEADLINE_EXCEEDED) and both
+/// attempts carried the whole 1.5 s; now the call ends at its deadline
+/// and the second attempt carries what was left (under 0.5 s).
+#[tokio::test]
+async fn a_calls_deadline_bounds_its_retries_and_each_attempt_sends_the_time_left() {
+    let (first, seen_first) = hanging_grpc_server().await;
+    let (second, seen_second) = hanging_grpc_server().await;
+    let source = StaticSource::new()
+        .with_list("my-grpc-service", &format!("{first},{second}"))
+        .expect("list");
+    let builder = LoadBalancer::builder()
+        .source(source)
+        .service("my-grpc-service")
+        .rule(|| tower_ribbon::rule::RoundRobin::with_start(0))
+        .retry(
+            RetryPolicy::default()
+                .per_try_timeout(std::time::Duration::from_secs(1))
+                .budget(RetryBudgetConfig::unlimited()),
+        );
+    let channel = grpc::balance(
+        builder,
+        grpc::h2c_client(),
+        GrpcRetryLayer::new().method(CHECK),
+    )
+    .expect("balancer");
+    let client =
+        HealthClient::with_origin(channel, http::Uri::from_static("http://my-grpc-service"));
+    let mut call = tonic::Request::new(request());
+    call.set_timeout(std::time::Duration::from_millis(1_500));
+    let status = client.clone().check(call).await.expect_err("no answer");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("grpc-timeout"), "{status:?}");
+    let first = seen_first.lock().unwrap().clone();
+    let second = seen_second.lock().unwrap().clone();
+    // The first attempt: the whole 1.5 s (as written, or a hair less).
+    assert_eq!(first.len(), 1, "{first:?}");
+    let micros = |v: &str| -> u64 {
+        let (n, unit) = v.split_at(v.len() - 1);
+        let n: u64 = n.parse().unwrap();
+        match unit {
+            "u" => n,
+            "m" => n * 1_000,
+            "n" => n / 1_000,
+            other => panic!("unit {other}"),
+        }
+    };
+    assert!(
+        micros(&first[0]) <= 1_500_000 && micros(&first[0]) > 1_000_000,
+        "{first:?}"
+    );
+    // The retry, after the 1 s per-try timeout: at most the 0.5 s left.
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert!(micros(&second[0]) <= 500_000, "{second:?}");
+}

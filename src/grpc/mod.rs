@@ -44,6 +44,11 @@
 //!   [`RetryPolicy`](crate::retry::RetryPolicy) allows. A body past
 //!   `max_buffer` is sent once, unbuffered, as a call not opted in (as
 //!   gRPC's and Envoy's retry buffers do): opting in never fails a call.
+//! - **Deadlines**: a call's `grpc-timeout` (`tonic::Request::set_timeout`)
+//!   bounds the whole call under [`GrpcRetry`], every retry included
+//!   (gRFC A6), as tonic's `Channel` bounds its one attempt: past it the
+//!   call ends with DEADLINE_EXCEEDED, and each attempt's `grpc-timeout`
+//!   tells its server the time left.
 //!
 //! Feature `grpc` adds the tonic transport ([`balance`], [`h2c_client`],
 //! [`GrpcRetryLayer`]); the classification ([`classify`],
@@ -60,6 +65,7 @@ use tower::{Layer, Service};
 use crate::service::FailureStatuses;
 use crate::stats::Outcome;
 
+mod deadline;
 #[cfg(feature = "grpc")]
 mod transport;
 
@@ -95,6 +101,8 @@ pub struct TrailersOnlyStatus(pub i32);
 /// failure's HTTP status 200 to [`http_status_for`] its code, so the
 /// balancer classifies it, and records the code as a
 /// [`TrailersOnlyStatus`] extension. Other responses pass unchanged.
+/// Under [`GrpcRetry`] (feature `grpc`), it also sets each attempt's
+/// `grpc-timeout` to the time its call has left.
 #[derive(Debug, Clone)]
 pub struct GrpcStatus<S> {
     inner: S,
@@ -151,7 +159,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // Each attempt tells the server the time its call has left.
+        deadline::send_time_left(&mut req);
         let future = self.inner.call(req);
         Box::pin(async move { future.await.map(rewrite_status) })
     }

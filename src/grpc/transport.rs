@@ -191,7 +191,9 @@ impl<S> Layer<S> for GrpcRetryLayer {
 /// Takes tonic's requests (`http::Request<tonic::body::Body>`) and sends
 /// them to the balancer as [`GrpcBody`]: opted-in calls buffered and
 /// marked [`RetryNonIdempotent`], others streamed (retried only when the
-/// connection failed). Made by [`GrpcRetryLayer`].
+/// connection failed). A call's `grpc-timeout` bounds it, retries
+/// included: past it the call ends with DEADLINE_EXCEEDED. Made by
+/// [`GrpcRetryLayer`].
 #[derive(Clone, Debug)]
 pub struct GrpcRetry<S> {
     inner: S,
@@ -226,8 +228,16 @@ where
         let inner = std::mem::replace(&mut self.inner, clone);
         let retryable = self.config.is_retryable(req.uri().path());
         let max_buffer = self.config.max_buffer;
-        Box::pin(async move {
+        // The caller's deadline (`grpc-timeout`, `tonic::Request::set_timeout`)
+        // bounds the whole call, every retry included, as tonic's
+        // `Channel` bounds its one attempt.
+        let timeout = super::deadline::parse_grpc_timeout(req.headers());
+        let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
+        let call = async move {
             let (mut parts, body) = req.into_parts();
+            if let Some(at) = deadline {
+                parts.extensions.insert(super::deadline::CallDeadline(at));
+            }
             let body = if retryable {
                 // A body past `max_buffer` is sent once, as a call not
                 // opted in (gRPC's and Envoy's retry buffers commit the
@@ -246,8 +256,25 @@ where
                 .oneshot(Request::from_parts(parts, body))
                 .await
                 .map_err(|e| to_status(e.into()))
+        };
+        Box::pin(async move {
+            match (deadline, timeout) {
+                (Some(at), Some(timeout)) => tokio::time::timeout_at(at, call)
+                    .await
+                    .unwrap_or_else(|_| Err(deadline_exceeded(timeout))),
+                _ => call.await,
+            }
         })
     }
+}
+
+/// The status of a call cut off at the deadline its `grpc-timeout` set
+/// (DEADLINE_EXCEEDED, as gRPC's protocol names it; tonic's `Channel` says
+/// CANCELLED "Timeout expired").
+fn deadline_exceeded(timeout: Duration) -> BoxError {
+    Box::new(tonic::Status::deadline_exceeded(format!(
+        "the call's deadline (grpc-timeout {timeout:?}) passed before its response, retries included"
+    )))
 }
 
 /// The `tonic::Status` of a request body that failed while it was read
