@@ -31,6 +31,42 @@ use tower_ribbon::LoadBalancer;
 use tower_ribbon::discovery::eureka::EurekaRegistry;
 use tower_ribbon::discovery::{InstanceSource, RefreshConfig};
 
+/// The ids of `list`, in order.
+fn ids(list: Vec<tower_ribbon::Instance>) -> Vec<String> {
+    list.iter().map(|i| i.id().to_owned()).collect()
+}
+
+/// The ids of `list`'s UP instances, in order.
+fn up(list: Vec<tower_ribbon::Instance>) -> Vec<String> {
+    list.iter()
+        .filter(|i| i.status().is_up())
+        .map(|i| i.id().to_owned())
+        .collect()
+}
+
+/// A stub registry listing GOOD's `a` and `b` (UP), and a registry over it
+/// (fetched on demand only, `delta_retention` when given) that has its
+/// first copy, read back as `[a, b]`.
+async fn a_and_b_registry(delta_retention: Option<Duration>) -> (Stub, EurekaRegistry) {
+    let stub = Stub::start().await;
+    let a = record("GOOD", "a", 1001, "UP", "ADDED", "{}");
+    let b = record("GOOD", "b", 1002, "UP", "ADDED", "{}");
+    stub.set(
+        "/eureka/apps",
+        vec![Answer::ok(apps("UP_2_", "GOOD", &[a, b]))],
+    );
+    let mut builder = EurekaRegistry::builder()
+        .server_urls(&stub.url())
+        .fetch_interval(Duration::from_secs(3600));
+    if let Some(retention) = delta_retention {
+        builder = builder.delta_retention(retention);
+    }
+    let registry = builder.build().expect("build");
+    registry.ready().await.expect("first fetch");
+    assert_eq!(ids(registry.fetch("good").await.expect("list")), ["a", "b"]);
+    (stub, registry)
+}
+
 /// A stub registry listing GOOD's instance `a` (fetched every 100 ms),
 /// and a registry over it that has its first copy.
 async fn good_registry() -> (Stub, EurekaRegistry) {
@@ -214,26 +250,7 @@ async fn a_service_first_used_during_an_outage_gets_the_copy() {
 /// `[a]` now.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delta_applied_before_a_failed_full_fetch_is_served() {
-    let stub = Stub::start().await;
-    let a = record("GOOD", "a", 1001, "UP", "ADDED", "{}");
-    let b = record("GOOD", "b", 1002, "UP", "ADDED", "{}");
-    stub.set(
-        "/eureka/apps",
-        vec![Answer::ok(apps("UP_2_", "GOOD", &[a, b]))],
-    );
-    let registry = EurekaRegistry::builder()
-        .server_urls(&stub.url())
-        .fetch_interval(Duration::from_secs(3600))
-        .build()
-        .expect("build");
-    registry.ready().await.expect("first fetch");
-    let up = |list: Vec<tower_ribbon::Instance>| {
-        list.iter()
-            .filter(|i| i.status().is_up())
-            .map(|i| i.id().to_owned())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(up(registry.fetch("good").await.expect("list")), ["a", "b"]);
+    let (stub, registry) = a_and_b_registry(None).await;
 
     let drained = record("GOOD", "b", 1002, "OUT_OF_SERVICE", "MODIFIED", "{}");
     stub.set(
@@ -263,23 +280,7 @@ async fn a_delta_applied_before_a_failed_full_fetch_is_served() {
 /// the read after it, with nothing newer in the copy, is stale again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_newer_than_a_services_last_read_is_served_during_an_outage() {
-    let stub = Stub::start().await;
-    let a = record("GOOD", "a", 1001, "UP", "ADDED", "{}");
-    let b = record("GOOD", "b", 1002, "UP", "ADDED", "{}");
-    stub.set(
-        "/eureka/apps",
-        vec![Answer::ok(apps("UP_2_", "GOOD", &[a, b]))],
-    );
-    let registry = EurekaRegistry::builder()
-        .server_urls(&stub.url())
-        .fetch_interval(Duration::from_secs(3600))
-        .build()
-        .expect("build");
-    registry.ready().await.expect("first fetch");
-    let ids = |list: Vec<tower_ribbon::Instance>| {
-        list.iter().map(|i| i.id().to_owned()).collect::<Vec<_>>()
-    };
-    assert_eq!(ids(registry.fetch("good").await.expect("list")), ["a", "b"]);
+    let (stub, registry) = a_and_b_registry(None).await;
 
     // The registry deletes `b`; the copy applies the delta (hash matches).
     let deleted = record("GOOD", "b", 1002, "UP", "DELETED", "{}");
@@ -304,8 +305,9 @@ async fn a_copy_newer_than_a_services_last_read_is_served_during_an_outage() {
 
 /// After the registry was unreachable for longer than Eureka keeps changes
 /// in its delta queue (`retention-time-in-m-s-in-delta-queue`, 3 min by
-/// default; 300 ms here through `delta_retention`), the next fetch is a
-/// full one: a delta then lacks the changes of the outage's start. Here a
+/// default; 1 s here through `delta_retention`, so that the check that the
+/// fetch right after it is a delta again has room on a loaded host), the
+/// next fetch is a full one: a delta then lacks the changes of the outage's start. Here a
 /// rolling replacement (`b` cancelled, `c` registered, both UP) happened
 /// early in the outage, so the delta after it carries neither, and its
 /// hash (`UP_2_`) still matches a copy holding the dead `b`: the copy kept
@@ -313,37 +315,21 @@ async fn a_copy_newer_than_a_services_last_read_is_served_during_an_outage() {
 /// Before: `[a, b]` after the outage; now `[a, c]`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetch_after_an_outage_longer_than_the_delta_queue_is_full() {
-    let stub = Stub::start().await;
-    let a = || record("GOOD", "a", 1001, "UP", "ADDED", "{}");
-    let b = record("GOOD", "b", 1002, "UP", "ADDED", "{}");
+    let (stub, registry) = a_and_b_registry(Some(Duration::from_secs(1))).await;
+    let a = record("GOOD", "a", 1001, "UP", "ADDED", "{}");
     let c = record("GOOD", "c", 1003, "UP", "ADDED", "{}");
-    stub.set(
-        "/eureka/apps",
-        vec![Answer::ok(apps("UP_2_", "GOOD", &[a(), b]))],
-    );
-    let registry = EurekaRegistry::builder()
-        .server_urls(&stub.url())
-        .fetch_interval(Duration::from_secs(3600))
-        .delta_retention(Duration::from_millis(300))
-        .build()
-        .expect("build");
-    registry.ready().await.expect("first fetch");
-    let ids = |list: Vec<tower_ribbon::Instance>| {
-        list.iter().map(|i| i.id().to_owned()).collect::<Vec<_>>()
-    };
-    assert_eq!(ids(registry.fetch("good").await.expect("list")), ["a", "b"]);
 
     stub.set("/eureka/apps", vec![Answer::status(500)]);
     stub.set("/eureka/apps/delta", vec![Answer::status(500)]);
     registry.refresh_now().await.expect_err("outage");
     // Longer than the delta queue keeps a change.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
 
     // Back: `b` was replaced by `c` at the outage's start, so the delta
     // queue no longer holds either change.
     stub.set(
         "/eureka/apps",
-        vec![Answer::ok(apps("UP_2_", "GOOD", &[a(), c]))],
+        vec![Answer::ok(apps("UP_2_", "GOOD", &[a, c]))],
     );
     stub.set(
         "/eureka/apps/delta",
@@ -367,27 +353,7 @@ async fn a_fetch_after_an_outage_longer_than_the_delta_queue_is_full() {
 /// failing full one, and `b` would stay UP for as long as `/apps` failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delta_is_still_applied_while_the_full_fetch_after_an_outage_fails() {
-    let stub = Stub::start().await;
-    let a = record("GOOD", "a", 1001, "UP", "ADDED", "{}");
-    let b = record("GOOD", "b", 1002, "UP", "ADDED", "{}");
-    stub.set(
-        "/eureka/apps",
-        vec![Answer::ok(apps("UP_2_", "GOOD", &[a, b]))],
-    );
-    let registry = EurekaRegistry::builder()
-        .server_urls(&stub.url())
-        .fetch_interval(Duration::from_secs(3600))
-        .delta_retention(Duration::from_millis(300))
-        .build()
-        .expect("build");
-    registry.ready().await.expect("first fetch");
-    let up = |list: Vec<tower_ribbon::Instance>| {
-        list.iter()
-            .filter(|i| i.status().is_up())
-            .map(|i| i.id().to_owned())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(up(registry.fetch("good").await.expect("list")), ["a", "b"]);
+    let (stub, registry) = a_and_b_registry(Some(Duration::from_millis(300))).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
 
     stub.set("/eureka/apps", vec![Answer::status(500)]);
