@@ -158,6 +158,14 @@ fn on_demand(list: &str) -> tower_ribbon::Builder {
         .read_timeout(None)
 }
 
+/// A refresh every second, without jitter.
+fn every_second() -> tower_ribbon::discovery::RefreshConfig {
+    let mut refresh = tower_ribbon::discovery::RefreshConfig::default();
+    refresh.interval = Duration::from_secs(1);
+    refresh.jitter = 0.0;
+    refresh
+}
+
 /// A GET to the on-demand service `late`.
 fn late() -> Request<Full<Bytes>> {
     Request::get("http://late/x")
@@ -826,7 +834,6 @@ async fn an_on_demand_service_with_a_stream_open_is_not_idle() {
 /// the open stream (0 now).
 #[tokio::test(start_paused = true)]
 async fn an_instance_back_in_the_list_keeps_its_open_streams_in_flight() {
-    use tower_ribbon::discovery::RefreshConfig;
     let script = Script::default();
     let source = StaticSource::new()
         .with_list("svc", "127.0.0.1:2,127.0.0.1:3")
@@ -834,12 +841,7 @@ async fn an_instance_back_in_the_list_keeps_its_open_streams_in_flight() {
     let lb = LoadBalancer::builder()
         .source(source.clone())
         .service("svc")
-        .refresh({
-            let mut refresh = RefreshConfig::default();
-            refresh.interval = Duration::from_secs(1);
-            refresh.jitter = 0.0;
-            refresh
-        })
+        .refresh(every_second())
         .rule(tower_ribbon::rule::BestAvailable::new)
         .retry(RetryPolicy::none())
         .read_timeout(None)
@@ -880,7 +882,6 @@ async fn an_instance_back_in_the_list_keeps_its_open_streams_in_flight() {
 /// stream once it was listed again (0 now).
 #[tokio::test(start_paused = true)]
 async fn an_on_demand_service_with_a_stream_on_a_departed_instance_is_not_idle() {
-    use tower_ribbon::discovery::RefreshConfig;
     let script = Script::default();
     let source = StaticSource::new()
         .with_list("late", "127.0.0.1:2,127.0.0.1:3")
@@ -889,12 +890,7 @@ async fn an_on_demand_service_with_a_stream_on_a_departed_instance_is_not_idle()
         .source(source.clone())
         .discover_on_demand(true)
         .on_demand_idle(Duration::from_secs(60))
-        .refresh({
-            let mut refresh = RefreshConfig::default();
-            refresh.interval = Duration::from_secs(1);
-            refresh.jitter = 0.0;
-            refresh
-        })
+        .refresh(every_second())
         .rule(tower_ribbon::rule::BestAvailable::new)
         .retry(RetryPolicy::none())
         .read_timeout(None)
