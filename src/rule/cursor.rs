@@ -175,9 +175,18 @@ impl Cursor {
                     u.store(true, Ordering::Relaxed);
                 }
             }
+            // Each key's steps are offset by a position mixed from the key,
+            // so a new lane does not start at the cursor's start: the keys
+            // of a tier change with its positions, so from the start every
+            // list change's first pick in the tier went to the same
+            // member. Added to every step of the key, not stored once at
+            // the claim, where a racing picker could step before the store
+            // and shift the rotation by it.
+            let offset = mix(key ^ self.start as u64) as usize;
             t.lanes
                 .get(s)
                 .map_or(0, |l| l.fetch_add(1, Ordering::Relaxed))
+                .wrapping_add(offset)
         };
         for i in 0..PROBES {
             let s = slot(i);
@@ -187,17 +196,7 @@ impl Cursor {
             match k.load(Ordering::Relaxed) {
                 held if held == key => return step(s),
                 0 => match k.compare_exchange(0, key, Ordering::Relaxed, Ordering::Relaxed) {
-                    Ok(_) => {
-                        // A new lane starts at a position mixed from its
-                        // key, not at the cursor's start: the keys of a
-                        // tier change with its positions, so at the start
-                        // every list change's first pick in the tier went
-                        // to the same member.
-                        if let Some(l) = t.lanes.get(s) {
-                            l.fetch_add(mix(key ^ self.start as u64) as usize, Ordering::Relaxed);
-                        }
-                        return step(s);
-                    }
+                    Ok(_) => return step(s),
                     Err(held) if held == key => return step(s),
                     Err(_) => {}
                 },
@@ -302,8 +301,8 @@ mod tests {
         let x = keys[PROBES];
         let first = c.step(&ctx(x), &[]);
         assert_eq!(held(7), x);
-        let count = claimed(keys[0], 0).wrapping_add(1) as u64;
-        assert_eq!(first, mix(x ^ count) as usize);
+        // The lane's count: keys[0]'s one step from the start, 0.
+        assert_eq!(first, (mix(x ^ 1) as usize).wrapping_add(claimed(x, 0)));
         assert_eq!(c.step(&ctx(x), &[]), first.wrapping_add(1));
         // x and keys[2] are picked again (their bits set); a new key y
         // passes slot 7 (x's) and evicts the first slot not picked since
