@@ -1219,11 +1219,12 @@ async fn envoy_6130_least_request_counts_an_open_stream_until_it_ends() {
     let cluster = Cluster::default();
     cluster.set(1, Reply::Stream);
     let lb = builder(&[1, 2])
-        .rule(BestAvailable::new)
+        .rule(|| BestAvailable::with_start(0))
         .build(cluster.clone())
         .unwrap();
     ready(&lb).await;
-    // Ties rotate from the first instance: the first request opens the stream.
+    // Ties rotate from the first instance (`with_start(0)`): the first
+    // request opens the stream.
     let stream = lb.clone().oneshot(get()).await.unwrap();
     assert_eq!(stream.headers()["x-port"], "1");
     assert_eq!(endpoint(&lb, 1).stats().in_flight(), 1);

@@ -6,7 +6,10 @@
 //! endpoints share it; a rotating counter picks which of them goes, so
 //! endpoints with equal load take turns (each its own, not the turns of
 //! filtered neighbours) instead of the first one in the list taking every
-//! request.
+//! request. The counter starts at a random tie (as round robin's cursor
+//! at a random offset; [`BestAvailable::with_start`] fixes it), so a fleet
+//! of clients started together does not send every first request to the
+//! first instance, as Ribbon's rule does.
 //! Endpoints tripped at the pick time
 //! ([`EndpointStats::is_tripped_at`](crate::stats::EndpointStats::is_tripped_at))
 //! are skipped; when every eligible endpoint is tripped, the least loaded
@@ -31,16 +34,34 @@ use crate::instance::Endpoint;
 use crate::snapshot::Snapshot;
 
 /// Least in-flight requests among non-tripped eligible endpoints; ties
-/// take turns by a rotating counter.
-#[derive(Debug, Default)]
+/// take turns by a rotating counter, which starts at a random tie.
+#[derive(Debug)]
 pub struct BestAvailable {
     next: Arc<super::cursor::Cursor>,
 }
 
 impl BestAvailable {
-    /// A rule whose tie-breaking rotation starts at the first endpoint.
+    /// A rule whose tie-breaking rotation starts at a random tie, as round
+    /// robin's cursor does, so clients started together do not all send
+    /// their first requests (every instance idle, all tied) to the first
+    /// instance of the list. (It started at the first tie: 64 clients
+    /// each sent their first request to instance 0 of 8.)
     pub fn new() -> Self {
-        Self::default()
+        Self::with_start(rand::random::<u64>() as usize)
+    }
+
+    /// A rule whose first pick among `m` tied endpoints is the
+    /// `start`-th (mod `m`), for repeatable tests.
+    pub fn with_start(start: usize) -> Self {
+        Self {
+            next: Arc::new(super::cursor::Cursor::new(start)),
+        }
+    }
+}
+
+impl Default for BestAvailable {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -180,9 +201,27 @@ impl Picker for BestAvailablePicker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rule::test_support::{port, snapshot, trip};
+    use crate::rule::test_support::{index, port, snapshot, trip};
     use proptest::prelude::*;
     use tokio::time::Instant;
+
+    /// Clients started together (each with its own rule, every instance
+    /// idle, so all tied) do not all send their first request to one
+    /// instance: the tie counter started at the first tie in every
+    /// process, 64 of 64 first picks on instance 0 of 8.
+    #[test]
+    fn fresh_rules_start_their_ties_at_different_instances() {
+        let s = snapshot(8);
+        let mut counts = [0u32; 8];
+        for _ in 0..64 {
+            let rule = BestAvailable::new().build(&s);
+            counts[index(rule.pick(&PickContext::new()).unwrap())] += 1;
+        }
+        // 8 expected per instance (binomial, sd 2.6); 25 or more has odds
+        // under 1e-7.
+        assert!(counts.iter().all(|&c| c <= 24), "{counts:?}");
+        assert_eq!(counts.iter().sum::<u32>(), 64);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn least_in_flight_wins_and_ties_rotate() {
