@@ -174,6 +174,8 @@ const MAX_NAME_SERVERS: usize = 3;
 /// from them never overflow.
 const MAX_SETTING: Duration = Duration::from_secs(24 * 3600);
 
+#[cfg(test)]
+mod kept_tests;
 mod config;
 mod error;
 mod records;

@@ -16,7 +16,7 @@ use super::{DnsConfig, DnsSource, DnsTarget, IpFamily};
 type Answer = dyn Fn(&str, RecordType) -> (ResponseCode, Vec<Record>, Vec<Record>) + Send + Sync;
 
 /// Serves `answer` over UDP until the runtime ends.
-async fn serve(answer: Arc<Answer>) -> SocketAddr {
+pub(super) async fn serve(answer: Arc<Answer>) -> SocketAddr {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
     tokio::spawn(async move {
@@ -61,16 +61,16 @@ fn reply(
     response.to_vec().unwrap()
 }
 
-fn name(text: &str) -> Name {
+pub(super) fn name(text: &str) -> Name {
     Name::from_ascii(text).unwrap()
 }
 
-fn a(owner: &str, last: u8) -> Record {
+pub(super) fn a(owner: &str, last: u8) -> Record {
     let ip = Ipv4Addr::new(127, 0, 0, last);
     Record::from_rdata(name(owner), 30, RData::A(A(ip)))
 }
 
-fn aaaa(owner: &str) -> Record {
+pub(super) fn aaaa(owner: &str) -> Record {
     Record::from_rdata(name(owner), 30, RData::AAAA(AAAA(Ipv6Addr::LOCALHOST)))
 }
 
@@ -82,14 +82,14 @@ fn srv(target: &str) -> Record {
 /// Generous timeouts: every answer is immediate, and none of these tests
 /// waits for one to fire (a loaded machine must not turn a slow answer
 /// into a failed lookup).
-fn config(server: SocketAddr) -> DnsConfig {
+pub(super) fn config(server: SocketAddr) -> DnsConfig {
     DnsConfig::new([server])
         .attempts(1)
         .timeout(std::time::Duration::from_secs(20))
         .resolve_timeout(std::time::Duration::from_secs(60))
 }
 
-fn hosts(list: &[crate::Instance]) -> Vec<&str> {
+pub(super) fn hosts(list: &[crate::Instance]) -> Vec<&str> {
     list.iter().map(crate::Instance::host).collect()
 }
 

@@ -1,7 +1,5 @@
 //! The source itself: the resolver, the cached answers and the fetch.
 
-
-
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::ConnectionConfig;
 use hickory_resolver::config::LookupIpStrategy;
@@ -67,14 +65,17 @@ pub(super) struct ServiceEntry {
     pub(super) name: Name,
 }
 
+/// An address of an answer: SRV target (`None`: the host target), port, IP.
+pub(super) type KeptAddr = (Option<String>, u16, IpAddr);
+
 #[derive(Default)]
 pub(super) struct CacheEntry {
     pub(super) answer: Option<DnsAnswer>,
     pub(super) failures: u32,
     pub(super) retry_at: Option<Instant>,
-    /// Addresses kept through failed lookups, by slot (a family, an SRV
-    /// target): when they were last resolved (kept up to the TTL ceiling).
-    pub(super) kept_since: HashMap<String, Instant>,
+    /// Addresses kept through failed lookups: when each was last resolved
+    /// (kept up to the TTL ceiling). Only addresses of the last answer.
+    pub(super) kept_since: HashMap<KeptAddr, Instant>,
 }
 
 pub(super) struct Inner {
@@ -331,6 +332,7 @@ impl DnsSource {
         match result {
             Ok(resolved) => {
                 let instances = Arc::new(resolved.instances);
+                super::targets::forget_unlisted(cached, &instances);
                 cached.answer = Some(DnsAnswer {
                     instances: Arc::clone(&instances),
                     ttl: resolved.ttl,

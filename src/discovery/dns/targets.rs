@@ -1,6 +1,7 @@
 //! The addresses of one SRV target, or of one address family: looked up,
 //! or kept from the last answer when the lookup fails.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use hickory_resolver::proto::rr::{Name, RecordType};
 
 use super::IpFamily;
 use super::records::{SrvRecord, min_ttl, record_ip};
-use super::source::DnsSource;
+use super::source::{CacheEntry, DnsSource, KeptAddr};
 
 impl DnsSource {
     /// The resolver.
@@ -44,14 +45,11 @@ impl DnsSource {
                     error = %e,
                     "SRV target lookup failed; its last addresses are kept"
                 );
-                let slot = format!("{}:{}", record.target, record.port);
-                if !self.may_keep(service_id, &slot) {
-                    return None;
-                }
-                return self.last_addrs(service_id, record);
+                let last = self.last_addrs(service_id, record);
+                let kept = self.keep(service_id, Some(&record.target), record.port, last);
+                return (!kept.is_empty()).then_some((kept, 0));
             }
         };
-        self.resolved(service_id, &format!("{}:{}", record.target, record.port));
         let answers = lookup.as_lookup().answers();
         let mut addrs: Vec<IpAddr> = answers.iter().filter_map(record_ip).collect();
         let mut ttl = Duration::from_secs(u64::from(min_ttl(answers).unwrap_or(0)));
@@ -65,9 +63,11 @@ impl DnsSource {
     }
 
     /// The addresses of `record`'s target and port in the last answer.
-    fn last_addrs(&self, service_id: &str, record: &SrvRecord) -> Option<(Vec<IpAddr>, u32)> {
-        let answer = self.answer(service_id)?;
-        let addrs: Vec<IpAddr> = answer
+    fn last_addrs(&self, service_id: &str, record: &SrvRecord) -> Vec<IpAddr> {
+        let Some(answer) = self.answer(service_id) else {
+            return Vec::new();
+        };
+        answer
             .instances
             .iter()
             .filter(|i| {
@@ -75,8 +75,7 @@ impl DnsSource {
                     && i.metadata().get("dns.target") == Some(&record.target)
             })
             .filter_map(|i| i.host().parse().ok())
-            .collect();
-        (!addrs.is_empty()).then_some((addrs, 0))
+            .collect()
     }
 
     /// With [`IpFamily::Both`], hickory drops a family whose lookup failed
@@ -94,6 +93,7 @@ impl DnsSource {
         addrs: &mut Vec<IpAddr>,
         ttl: &mut Duration,
     ) {
+        self.fresh(service_id, target, port, addrs);
         if self.config().ip_family != IpFamily::Both {
             return;
         }
@@ -105,9 +105,7 @@ impl DnsSource {
             target.is_none_or(|t| listed == Some(t))
         };
         for (v4, record_type) in [(true, RecordType::A), (false, RecordType::AAAA)] {
-            let slot = format!("{}:{port}/{record_type}", target.unwrap_or(""));
             if addrs.iter().any(|ip| ip.is_ipv4() == v4) {
-                self.resolved(service_id, &slot);
                 continue;
             }
             let kept: Vec<IpAddr> = (answer.instances.iter())
@@ -120,14 +118,20 @@ impl DnsSource {
             }
             match self.resolver().lookup(name.clone(), record_type).await {
                 Ok(lookup) => {
-                    self.resolved(service_id, &slot);
-                    addrs.extend(lookup.answers().iter().filter_map(record_ip));
+                    let found: Vec<IpAddr> =
+                        lookup.answers().iter().filter_map(record_ip).collect();
+                    self.fresh(service_id, target, port, &found);
+                    addrs.extend(found);
                     let secs = min_ttl(lookup.answers()).unwrap_or(0);
                     *ttl = (*ttl).min(Duration::from_secs(u64::from(secs)));
                 }
-                Err(e) if e.is_no_records_found() => self.resolved(service_id, &slot),
-                Err(_) if !self.may_keep(service_id, &slot) => {}
+                // Gone from DNS: not in the new answer, forgotten with it.
+                Err(e) if e.is_no_records_found() => {}
                 Err(e) => {
+                    let kept = self.keep(service_id, target, port, kept);
+                    if kept.is_empty() {
+                        continue;
+                    }
                     tracing::debug!(
                         service = service_id,
                         %record_type,
@@ -140,29 +144,70 @@ impl DnsSource {
             }
         }
     }
-    /// Whether the addresses `slot` (an address family, or an SRV target
-    /// and port) had in the last answer may be kept through a failed
-    /// lookup: only until the TTL ceiling after they were last resolved,
-    /// so a lookup that keeps failing cannot keep a removed address longer
-    /// than an answer could be used.
-    fn may_keep(&self, service_id: &str, slot: &str) -> bool {
+    /// Which of `addrs`, the addresses of one SRV target (`None`: the
+    /// host target) and `port` in the last answer, may be kept through a
+    /// failed lookup: each only until the TTL ceiling after it was last
+    /// resolved, so a lookup that keeps failing cannot keep a removed
+    /// address longer than an answer could be used. Counted per address,
+    /// whichever lookup (the target's, one family's) failed: counted per
+    /// failing lookup, an address kept by one was kept again by the other
+    /// from the answer that had kept it, up to twice the ceiling.
+    fn keep(
+        &self,
+        service_id: &str,
+        target: Option<&str>,
+        port: u16,
+        mut addrs: Vec<IpAddr>,
+    ) -> Vec<IpAddr> {
         let ceiling = self.config().ttl_ceiling;
+        let now = Instant::now();
         let mut cache = self.lock_cache();
         let Some(entry) = cache.get_mut(&service_id.to_ascii_lowercase()) else {
-            return false;
+            return Vec::new();
         };
         let Some(resolved_at) = entry.answer.as_ref().map(|a| a.resolved_at) else {
-            return false;
+            return Vec::new();
         };
-        // Not kept yet: the last answer resolved them.
-        let since = *entry.kept_since.entry(slot.to_owned()).or_insert(resolved_at);
-        Instant::now().saturating_duration_since(since) < ceiling
+        addrs.retain(|ip| {
+            let key = (target.map(str::to_owned), port, *ip);
+            // Not kept yet: the last answer resolved it.
+            let since = *entry.kept_since.entry(key).or_insert(resolved_at);
+            now.saturating_duration_since(since) < ceiling
+        });
+        addrs
     }
 
-    /// `slot` was answered: nothing of it is kept any more.
-    fn resolved(&self, service_id: &str, slot: &str) {
-        if let Some(entry) = self.lock_cache().get_mut(&service_id.to_ascii_lowercase()) {
-            entry.kept_since.remove(slot);
+    /// `addrs` of `target` and `port` were resolved now: none of them is
+    /// kept any more.
+    fn fresh(&self, service_id: &str, target: Option<&str>, port: u16, addrs: &[IpAddr]) {
+        let mut cache = self.lock_cache();
+        let Some(entry) = cache.get_mut(&service_id.to_ascii_lowercase()) else {
+            return;
+        };
+        for ip in addrs {
+            if entry.kept_since.is_empty() {
+                return;
+            }
+            entry.kept_since.remove(&(target.map(str::to_owned), port, *ip));
         }
     }
+}
+
+/// Forgets the kept addresses `answer` does not list: they are gone from
+/// DNS (or expired), and a failed lookup keeps only addresses of the last
+/// answer. Without it, every address ever kept stayed in the map, one
+/// entry per SRV target name that failed a lookup once, for the life of
+/// the source.
+pub(super) fn forget_unlisted(entry: &mut CacheEntry, answer: &[crate::Instance]) {
+    if entry.kept_since.is_empty() {
+        return;
+    }
+    let listed: HashSet<KeptAddr> = answer
+        .iter()
+        .filter_map(|i| {
+            let target = i.metadata().get("dns.target").cloned();
+            Some((target, i.port(), i.host().parse().ok()?))
+        })
+        .collect();
+    entry.kept_since.retain(|key, _| listed.contains(key));
 }

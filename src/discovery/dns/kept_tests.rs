@@ -1,0 +1,113 @@
+//! Addresses kept through failed lookups, on the scripted server of
+//! `served_tests`: how long each is kept, and what the source remembers
+//! about them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::rdata::SRV;
+use hickory_resolver::proto::rr::{RData, Record, RecordType};
+
+use super::served_tests::{a, aaaa, config, hosts, name, serve};
+use super::{DnsSource, DnsTarget};
+
+/// An address is kept until the TTL ceiling after it was last *resolved*,
+/// whichever way its lookups fail. An IPv6 address of an SRV target kept
+/// through a failed lookup of the whole target (SERVFAIL on A and AAAA, at
+/// 0.75 of the ceiling) was kept again when the target answered its A
+/// records but not its AAAA ones (at 1.25 of the ceiling): that family's
+/// keep counted from the answer that had kept it, not from when it was
+/// resolved, so an address gone from DNS could stay for up to twice the
+/// ceiling. Before: `["127.0.0.2", "::1"]` at 1.25 ceilings; now
+/// `["127.0.0.2"]`. Virtual time (paused, advanced, resumed) moves the
+/// clock; the scripted server answers at once.
+#[tokio::test]
+async fn an_address_is_kept_until_the_ceiling_after_it_was_resolved() {
+    // 0: both families answer; 1: every lookup of the target fails;
+    // 2: A answers, AAAA fails.
+    let mode = Arc::new(AtomicU8::new(0));
+    let m = Arc::clone(&mode);
+    let server = serve(Arc::new(move |qname, qtype| {
+        let srv = SRV::new(0, 1, 8080, name("dual.test."));
+        match (qname, qtype, m.load(Ordering::SeqCst)) {
+            ("_http._tcp.users.test.", RecordType::SRV, _) => (
+                ResponseCode::NoError,
+                vec![Record::from_rdata(name(qname), 30, RData::SRV(srv))],
+                vec![],
+            ),
+            ("dual.test.", _, 1) | ("dual.test.", RecordType::AAAA, 2) => {
+                (ResponseCode::ServFail, vec![], vec![])
+            }
+            ("dual.test.", RecordType::A, _) => (ResponseCode::NoError, vec![a(qname, 2)], vec![]),
+            ("dual.test.", RecordType::AAAA, _) => {
+                (ResponseCode::NoError, vec![aaaa(qname)], vec![])
+            }
+            _ => (ResponseCode::NXDomain, vec![], vec![]),
+        }
+    }))
+    .await;
+    let ceiling = Duration::from_secs(40);
+    let source = DnsSource::new(config(server).ttl_ceiling(ceiling))
+        .unwrap()
+        .with_service("users", DnsTarget::srv("_http._tcp.users.test."))
+        .unwrap();
+    let later = |by: Duration| async move {
+        tokio::time::pause();
+        tokio::time::advance(by).await;
+        tokio::time::resume();
+    };
+    let both = ["127.0.0.2", "::1"];
+    assert_eq!(hosts(&source.resolve("users").await.unwrap().unwrap()), both);
+    mode.store(1, Ordering::SeqCst);
+    later(ceiling * 3 / 4).await;
+    assert_eq!(hosts(&source.resolve("users").await.unwrap().unwrap()), both);
+    mode.store(2, Ordering::SeqCst);
+    later(ceiling / 2).await;
+    let after = source.resolve("users").await.unwrap().unwrap();
+    println!("1.25 ceilings after ::1 was resolved: {:?}", hosts(&after));
+    assert_eq!(hosts(&after), ["127.0.0.2"]);
+}
+
+/// What the source remembers of kept addresses stays bounded by its last
+/// answer. An SRV record moving through 50 target names (pods replaced),
+/// each failing one lookup (kept) before the next took its place, left one
+/// entry per name for the life of the source: 50 before, 1 now (the kept
+/// address of the current target).
+#[tokio::test]
+async fn kept_addresses_of_gone_targets_are_forgotten() {
+    // The SRV record's target is `t{n}.test.`; bit 7 set: its lookups fail.
+    let state = Arc::new(AtomicU8::new(1));
+    let s = Arc::clone(&state);
+    let server = serve(Arc::new(move |qname, qtype| {
+        let now = s.load(Ordering::SeqCst);
+        let (n, failing) = (now & 0x7f, now & 0x80 != 0);
+        let target = format!("t{n}.test.");
+        if qtype == RecordType::SRV && qname == "_http._tcp.users.test." {
+            let srv = SRV::new(0, 1, 8080, name(&target));
+            let record = Record::from_rdata(name(qname), 30, RData::SRV(srv));
+            return (ResponseCode::NoError, vec![record], vec![]);
+        }
+        match (qname == target, failing, qtype) {
+            (true, true, _) => (ResponseCode::ServFail, vec![], vec![]),
+            (true, false, RecordType::A) => (ResponseCode::NoError, vec![a(qname, n)], vec![]),
+            _ => (ResponseCode::NoError, vec![], vec![]),
+        }
+    }))
+    .await;
+    let source = DnsSource::new(config(server).ip_family(super::IpFamily::V4))
+        .unwrap()
+        .with_service("users", DnsTarget::srv("_http._tcp.users.test."))
+        .unwrap();
+    for n in 1..=50u8 {
+        state.store(n, Ordering::SeqCst);
+        let ip = format!("127.0.0.{n}");
+        assert_eq!(hosts(&source.resolve("users").await.unwrap().unwrap()), [&ip]);
+        state.store(n | 0x80, Ordering::SeqCst);
+        assert_eq!(hosts(&source.resolve("users").await.unwrap().unwrap()), [&ip]);
+    }
+    let remembered = source.lock_cache()["users"].kept_since.len();
+    println!("kept entries after 50 targets: {remembered}");
+    assert_eq!(remembered, 1);
+}
