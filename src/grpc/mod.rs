@@ -44,6 +44,10 @@
 //!   [`RetryPolicy`](crate::retry::RetryPolicy) allows. A body past
 //!   `max_buffer` is sent once, unbuffered, as a call not opted in (as
 //!   gRPC's and Envoy's retry buffers do): opting in never fails a call.
+//!   A server's pushback (`grpc-retry-pushback-ms`, gRFC A6) is the wait
+//!   before the retry, bounded by
+//!   [`max_retry_after`](crate::retry::RetryPolicy::max_retry_after); a
+//!   negative or unparsable one means no retry.
 //! - **Deadlines**: a call's `grpc-timeout` (`tonic::Request::set_timeout`)
 //!   bounds the whole call under [`GrpcRetry`], every retry included
 //!   (gRFC A6), as tonic's `Channel` bounds its one attempt: past it the

@@ -25,8 +25,9 @@
 //!   ([`ReplayBody`]); a streaming body is never replayed once it started.
 //! - **When**: jittered exponential backoff ("full jitter":
 //!   `uniform(0, min(cap, base × 2^n))`), a `Retry-After` on 429/503 honoured
-//!   when it fits before the deadline, an optional per-try timeout and an
-//!   optional overall deadline.
+//!   when it fits before the deadline, gRPC's `grpc-retry-pushback-ms` in
+//!   place of the backoff (negative or unparsable: no retry, gRFC A6), an
+//!   optional per-try timeout and an optional overall deadline.
 //! - **How much**: a retry budget (Finagle's `RetryBudget`, with the
 //!   windows of tower's [`TpsBudget`](tower::retry::budget::TpsBudget),
 //!   lock-free deposits and exact ratios): retries may add at most
@@ -172,7 +173,9 @@ impl RetryPolicy {
     }
 
     /// Longest `Retry-After` honoured: a 429 or 503 asking to wait longer
-    /// is returned to the caller instead of retried. Default 10 s.
+    /// is returned to the caller instead of retried. Bounds gRPC's
+    /// `grpc-retry-pushback-ms` too (a negative or unparsable pushback is
+    /// never retried, as gRFC A6 says). Default 10 s.
     pub fn max_retry_after(mut self, max: Duration) -> Self {
         self.max_retry_after = max;
         self

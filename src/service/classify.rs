@@ -18,6 +18,13 @@ pub trait ResponseStatus {
     fn retry_after(&self) -> Option<&http::HeaderValue> {
         None
     }
+
+    /// gRPC's `grpc-retry-pushback-ms` (gRFC A6), if any: how long to wait
+    /// before a retry, or (negative, unparsable) not to retry. Default:
+    /// none.
+    fn retry_pushback(&self) -> Option<&http::HeaderValue> {
+        None
+    }
 }
 
 impl<B> ResponseStatus for http::Response<B> {
@@ -36,6 +43,12 @@ impl<B> ResponseStatus for http::Response<B> {
 
     fn retry_after(&self) -> Option<&http::HeaderValue> {
         self.headers().get(http::header::RETRY_AFTER)
+    }
+
+    /// In the headers: a retryable gRPC failure is a trailers-only
+    /// response, whose trailers are its headers.
+    fn retry_pushback(&self) -> Option<&http::HeaderValue> {
+        self.headers().get("grpc-retry-pushback-ms")
     }
 }
 

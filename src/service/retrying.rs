@@ -189,7 +189,18 @@ pub(super) fn decide<R: ResponseStatus>(
     }
     let mut wait = config.retry.backoff_for(retries, &config.rng);
     if let Ok(response) = &done.result {
-        if matches!(done.status, Some(429 | 503)) {
+        // gRPC's server pushback (gRFC A6) decides in place of the backoff:
+        // negative or unparsable, "do not retry"; else the wait, bounded as
+        // a `Retry-After` is.
+        if let Some(value) = response.retry_pushback() {
+            let Some(after) = parse_pushback(value) else {
+                return Decision::Stop(Some("the server's grpc-retry-pushback-ms asks for none"));
+            };
+            if after > config.retry.get_max_retry_after() {
+                return Decision::Stop(Some("grpc-retry-pushback-ms beyond max_retry_after"));
+            }
+            wait = after;
+        } else if matches!(done.status, Some(429 | 503)) {
             if let Some(after) = response
                 .retry_after()
                 .and_then(|v| parse_retry_after(v, SystemTime::now()))
@@ -210,6 +221,14 @@ pub(super) fn decide<R: ResponseStatus>(
         }
     }
     Decision::Retry(wait)
+}
+
+/// gRPC's `grpc-retry-pushback-ms` (gRFC A6: a signed 32-bit count of
+/// milliseconds): the wait it asks for, or `None` when it asks for no
+/// retry (negative or unparsable).
+fn parse_pushback(value: &http::HeaderValue) -> Option<Duration> {
+    let ms: i32 = value.to_str().ok()?.parse().ok()?;
+    u64::try_from(ms).ok().map(Duration::from_millis)
 }
 
 impl Decision {
