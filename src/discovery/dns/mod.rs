@@ -55,7 +55,8 @@
 //!
 //! Target addresses are taken from the answer's additional section when the
 //! server sends them, otherwise looked up (A and AAAA of the target as an
-//! absolute name). Each address of a target becomes one instance with the
+//! absolute name), 16 targets at a time, at most `2 · max_records` lookups
+//! per resolution. Each address of a target becomes one instance with the
 //! target's port and full weight. Only additional records of the
 //! configured [`IpFamily`] count. A target whose lookup fails (SERVFAIL,
 //! REFUSED, a timeout), as opposed to one gone from DNS (NXDOMAIN, no
@@ -176,6 +177,8 @@ const MAX_SETTING: Duration = Duration::from_secs(24 * 3600);
 
 #[cfg(test)]
 mod kept_tests;
+#[cfg(test)]
+mod lookup_tests;
 mod config;
 mod error;
 mod records;

@@ -13,7 +13,6 @@ use crate::DiscoveryError;
 use crate::Instance;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use super::records::Candidate;
 use super::config::DnsConfig;
 use super::error::DnsError;
 use super::target::DnsTarget;
@@ -24,7 +23,7 @@ use super::config::IpFamily;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::sync::PoisonError;
-use super::records::Resolved;
+use super::records::{Candidate, Resolved};
 use std::sync::RwLock;
 use super::target::TargetKind;
 use super::records::Additionals;
@@ -448,33 +447,9 @@ impl DnsSource {
         let additionals = Additionals::new(lookup.additionals(), config);
         for mut group in groups {
             super::records::lookup_order(&mut group, config.subset_seed);
-            let all_zero = group.iter().all(|r| r.weight == 0);
-            let (mut candidates, mut ttl, mut visited) = (Vec::new(), srv_ttl, 0);
-            for record in &group {
-                let found = match additionals.get(&record.target) {
-                    Some(found) => Some(found),
-                    None if lookups_left == 0 => break,
-                    None => {
-                        lookups_left -= 1;
-                        self.target_addrs(service_id, record).await
-                    }
-                };
-                visited += 1;
-                let Some((addrs, addr_ttl)) = found else {
-                    continue;
-                };
-                ttl = ttl.min(addr_ttl);
-                let weight = u32::from(record.weight).max(u32::from(all_zero));
-                candidates.extend(addrs.into_iter().map(|ip| Candidate {
-                    ip,
-                    port: record.port,
-                    weight,
-                    target: Some((record.target.clone(), record.priority)),
-                }));
-                if candidates.len() >= config.max_records.saturating_mul(2) {
-                    break;
-                }
-            }
+            let (candidates, ttl, visited) = self
+                .group_candidates(service_id, &group, &additionals, &mut lookups_left, srv_ttl)
+                .await;
             if !candidates.is_empty() {
                 let mut resolved = build(
                     service_id,

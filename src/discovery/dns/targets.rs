@@ -2,7 +2,10 @@
 //! or kept from the last answer when the lookup fails.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -10,10 +13,115 @@ use tokio::time::Instant;
 use hickory_resolver::proto::rr::{Name, RecordType};
 
 use super::IpFamily;
-use super::records::{SrvRecord, min_ttl, record_ip};
+use super::records::{Additionals, Candidate, SrvRecord, min_ttl, record_ip};
 use super::source::{CacheEntry, DnsSource, KeptAddr};
 
+/// SRV targets looked up at once (those without addresses in the
+/// answer's additional section). One after the other, a resolution took
+/// one round trip per target: 512 lookups (`2 · max_records`) at 40 ms
+/// each overran the default `resolve_timeout` (10 s) at every resolution.
+pub(super) const LOOKUPS_AT_ONCE: usize = 16;
+
+/// A target's addresses and their lowest TTL; `None`: the target is
+/// skipped.
+type Addrs = Option<(Vec<IpAddr>, u32)>;
+
+/// The addresses of one SRV record: found in the additional section, or
+/// being looked up.
+enum Found<'a> {
+    Ready(Addrs),
+    Lookup(Pin<Box<dyn Future<Output = Addrs> + Send + 'a>>),
+}
+
 impl DnsSource {
+    /// The candidates of one priority group (in lookup order), their
+    /// lowest TTL (starting from `srv_ttl`) and how many records were
+    /// visited: records are taken in order until `2 · max_records`
+    /// candidates or `lookups_left` run out, their targets looked up
+    /// [`LOOKUPS_AT_ONCE`] at a time.
+    pub(super) async fn group_candidates(
+        &self,
+        service_id: &str,
+        group: &[SrvRecord],
+        additionals: &Additionals,
+        lookups_left: &mut usize,
+        srv_ttl: u32,
+    ) -> (Vec<Candidate>, u32, usize) {
+        let max = self.config().max_records.saturating_mul(2);
+        let all_zero = group.iter().all(|r| r.weight == 0);
+        let (mut candidates, mut ttl, mut visited) = (Vec::new(), srv_ttl, 0);
+        for chunk in group.chunks(LOOKUPS_AT_ONCE) {
+            let found = self
+                .chunk_addrs(service_id, chunk, additionals, lookups_left)
+                .await;
+            let ran_out = found.len() < chunk.len();
+            for (record, found) in chunk.iter().zip(found) {
+                visited += 1;
+                let Some((addrs, addr_ttl)) = found else {
+                    continue;
+                };
+                ttl = ttl.min(addr_ttl);
+                let weight = u32::from(record.weight).max(u32::from(all_zero));
+                candidates.extend(addrs.into_iter().map(|ip| Candidate {
+                    ip,
+                    port: record.port,
+                    weight,
+                    target: Some((record.target.clone(), record.priority)),
+                }));
+                if candidates.len() >= max {
+                    return (candidates, ttl, visited);
+                }
+            }
+            if ran_out {
+                break;
+            }
+        }
+        (candidates, ttl, visited)
+    }
+
+    /// The addresses of `records`, in order: from the additional section,
+    /// else looked up (all at once), while `lookups_left` lasts. Shorter
+    /// than `records` when the lookups ran out.
+    async fn chunk_addrs(
+        &self,
+        service_id: &str,
+        records: &[SrvRecord],
+        additionals: &Additionals,
+        lookups_left: &mut usize,
+    ) -> Vec<Addrs> {
+        let mut found: Vec<Found<'_>> = Vec::with_capacity(records.len());
+        for record in records {
+            found.push(match additionals.get(&record.target) {
+                Some(addrs) => Found::Ready(Some(addrs)),
+                None if *lookups_left == 0 => break,
+                None => {
+                    *lookups_left -= 1;
+                    Found::Lookup(Box::pin(self.target_addrs(service_id, record)))
+                }
+            });
+        }
+        std::future::poll_fn(|cx| {
+            let mut pending = false;
+            for slot in &mut found {
+                if let Found::Lookup(lookup) = slot {
+                    match lookup.as_mut().poll(cx) {
+                        Poll::Ready(addrs) => *slot = Found::Ready(addrs),
+                        Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending { Poll::Pending } else { Poll::Ready(()) }
+        })
+        .await;
+        found
+            .into_iter()
+            .map(|slot| match slot {
+                Found::Ready(addrs) => addrs,
+                Found::Lookup(_) => None,
+            })
+            .collect()
+    }
+
     /// The resolver.
     pub(super) fn resolver(&self) -> &hickory_resolver::TokioResolver {
         &self.inner.resolver
