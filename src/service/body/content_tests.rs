@@ -1,0 +1,42 @@
+//! Which responses have content (`has_content`).
+
+use super::has_content;
+
+fn with_length(length: &str) -> http::Response<()> {
+    http::Response::builder()
+        .header(http::header::CONTENT_LENGTH, length)
+        .body(())
+        .unwrap()
+}
+
+/// A response whose `Content-Length` is zero, written `0`, `00` or
+/// `000`, has no content, so its attempt ends at the headers; `00`
+/// kept it in flight while the caller held the response. Other values
+/// (and none) have content until the body says it ended.
+#[test]
+fn a_zero_length_however_written_has_no_content() {
+    for zero in ["0", "00", "000"] {
+        assert!(!has_content(&with_length(zero)), "{zero}");
+    }
+    for some in ["1", "10", "01", "x", ""] {
+        assert!(has_content(&with_length(some)), "{some:?}");
+    }
+    let no_length = http::Response::new(());
+    assert!(has_content(&no_length));
+    let mut no_content = http::Response::new(());
+    *no_content.status_mut() = http::StatusCode::NO_CONTENT;
+    assert!(!has_content(&no_content));
+}
+
+/// A `Content-Length` of equal zeros in a list (`0, 0`, `0,0`, `00 , 0`:
+/// duplicate fields a proxy merged, RFC 9110 §8.6) has no content, as
+/// hyper reads it (`content_length_parse_all_values`: the body is empty):
+/// its attempt ends at the headers. It stayed in flight on its instance
+/// while the caller held the response unread: **3 list forms of zero:
+/// 0 recognised → 3**.
+#[test]
+fn a_list_of_zero_lengths_has_no_content() {
+    for zero in ["0, 0", "0,0", "00 , 0"] {
+        assert!(!has_content(&with_length(zero)), "{zero}");
+    }
+}
