@@ -193,6 +193,11 @@ impl Picker for BestAvailablePicker {
         ctx.find_tier_in(&mut |member, domain| Self::best_in(endpoints, now, start, member, domain))
     }
 
+    /// The least loaded endpoint wins again while loads stay as they are.
+    fn repeats_choice(&self) -> bool {
+        true
+    }
+
     fn snapshot(&self) -> &Arc<Snapshot> {
         &self.snapshot
     }

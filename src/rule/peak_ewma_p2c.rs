@@ -272,6 +272,12 @@ impl Picker for P2cPicker {
         ctx.find_tier_in(&mut |member, domain| self.choose_in(endpoints, ctx, &member, domain))
     }
 
+    /// Over two endpoints both are drawn on every pick, so the cheaper
+    /// one wins again while costs stay as they are.
+    fn repeats_choice(&self) -> bool {
+        self.snapshot.len() <= 2
+    }
+
     fn snapshot(&self) -> &Arc<Snapshot> {
         &self.snapshot
     }

@@ -185,3 +185,47 @@ async fn credits_carry_over_rebuilds_by_identity() {
     // at every rebuild (88 here); 0 when credits restarted.
     assert!((80..=100).contains(&total), "{total}");
 }
+
+/// `old` instances each holding 4 requests, then one new instance (in
+/// slow start at factor 0.1, 1 ms into a 10 s window) and 20 picks, each
+/// held: the picks each instance got (the new one last).
+async fn held_picks_with_a_newcomer(inner: Box<dyn Rule>, old: u16) -> Vec<usize> {
+    let first = endpoints(old);
+    let rule = SlowStart::new(inner, SlowStartConfig::new(Duration::from_secs(10)));
+    let _ = rule.build(&Arc::new(Snapshot::new("s", first.clone(), 1)));
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let mut list = first;
+    list.push(Endpoint::new(instance("127.0.0.1", 1000 + old)));
+    let p = rule.build(&Arc::new(Snapshot::new("s", list, 2)));
+    let now = Instant::now();
+    let mut held: Vec<_> = p.snapshot().endpoints()[..usize::from(old)]
+        .iter()
+        .flat_map(|e| (0..4).map(|_| Arc::clone(e.stats_handle()).start_owned_at(now)))
+        .collect();
+    let mut counts = vec![0; usize::from(old) + 1];
+    let ctx = PickContext::new();
+    for _ in 0..20 {
+        let e = p.pick(&ctx).unwrap();
+        counts[index(e)] += 1;
+        held.push(Arc::clone(e.stats_handle()).start_owned_at(now));
+    }
+    counts
+}
+
+/// A new instance is the least loaded one (it has nothing in flight), so
+/// a least-loaded rule chose it again at every pick slow start refused,
+/// until its credit let it through: slow start did nothing. Best
+/// available over 3 old instances holding 4 requests each sent 8 of 20
+/// held picks to the new one at factor 0.1 (as without slow start), P2C
+/// over one old instance 12 of 20; now the new one is passed over for the
+/// rest of a refused pick, 2 of 20 and 2 of 20 (one offer per pick, every
+/// tenth accepted).
+#[tokio::test(start_paused = true)]
+async fn a_least_loaded_newcomer_is_passed_over_when_refused() {
+    use crate::rule::{BestAvailable, PeakEwmaP2c};
+    let best = held_picks_with_a_newcomer(Box::new(BestAvailable::with_start(0)), 3).await;
+    assert_eq!(best[3], 2, "{best:?}");
+    assert_eq!(best.iter().sum::<usize>(), 20);
+    let p2c = held_picks_with_a_newcomer(Box::new(PeakEwmaP2c::with_seed(3)), 1).await;
+    assert_eq!(p2c, [18, 2]);
+}
