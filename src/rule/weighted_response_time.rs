@@ -9,8 +9,12 @@
 //! A pick draws `u` uniformly from `[0, Σ W)` and takes the instance whose
 //! half-open interval `[W(0) + … + W(i-1), W(0) + … + W(i))` holds it: with
 //! means of 10, 30 and 60 ms the weights are 90, 70 and 40 ms and the shares
-//! 45 %, 35 % and 20 %. An instance without stats counts as 0 ms, as in
-//! Ribbon, so a new instance gets the largest share until it has responses.
+//! 45 %, 35 % and 20 %. An instance without responses yet counts as the
+//! mean of the instances with some, so it starts at an average share.
+//! (Ribbon counts it as 0 ms, which gives it the whole sum as weight, and
+//! an instance with responses beside only such ones a weight of 0: a
+//! restarted instance beside one warm one took every pick, and the warm
+//! one none, until the next recomputation, up to 30 s later.)
 //!
 //! Weights are computed off the pick path: by [`Rule::build`] for each new
 //! list (O(n)), and at most once per recompute interval (default 30 s,
@@ -97,10 +101,18 @@ fn usable(total: f64) -> bool {
     total.is_finite() && total >= MIN_TOTAL_MS
 }
 
+/// The mean in ms, 0 before the first response (for the tests).
+#[cfg(test)]
 fn mean_ms(e: &Endpoint) -> f64 {
+    sampled_ms(e).unwrap_or(0.0)
+}
+
+/// The endpoint's mean response time in ms, `None` before its first
+/// response.
+fn sampled_ms(e: &Endpoint) -> Option<f64> {
     e.stats()
         .mean_response_time()
-        .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+        .map(|d| d.as_secs_f64() * 1e3)
 }
 
 impl WeightedResponseTime {
@@ -224,10 +236,25 @@ impl WeightedResponseTimePicker {
 
     fn fill_weights(&self) {
         let endpoints = self.snapshot.endpoints();
-        let total: f64 = endpoints.iter().map(mean_ms).sum();
+        // An endpoint without responses counts as the mean of those with
+        // some (0 when none has): counted as 0 ms, as Ribbon does, it
+        // weighed the whole sum and an endpoint with responses beside only
+        // unsampled ones weighed nothing, so a restarted instance beside
+        // one warm one took every pick until the next recomputation.
+        let (sum, sampled) = endpoints
+            .iter()
+            .filter_map(sampled_ms)
+            .fold((0.0, 0u32), |(s, n), m| (s + m, n + 1));
+        let unsampled = if sampled == 0 {
+            0.0
+        } else {
+            sum / f64::from(sampled)
+        };
+        let mean = |e: &Endpoint| sampled_ms(e).unwrap_or(unsampled);
+        let total: f64 = endpoints.iter().map(mean).sum();
         let mut acc = 0.0;
         for (e, c) in endpoints.iter().zip(&*self.cumulative) {
-            acc += (total - mean_ms(e)).max(0.0);
+            acc += (total - mean(e)).max(0.0);
             c.store(acc.to_bits(), Ordering::Relaxed);
         }
     }
