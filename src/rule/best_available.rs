@@ -194,7 +194,7 @@ impl Picker for BestAvailablePicker {
     }
 
     /// The least loaded endpoint wins again while loads stay as they are.
-    fn repeats_choice(&self) -> bool {
+    fn repeats_choice(&self, _: &PickContext<'_>) -> bool {
         true
     }
 

@@ -143,15 +143,16 @@ pub trait Picker: Send + Sync + fmt::Debug + 'static {
     /// The list this picker was built for.
     fn snapshot(&self) -> &Arc<Snapshot>;
 
-    /// Whether picking again in the same state chooses the same endpoint
-    /// (a choice by load, as least in flight, rather than a draw or a
-    /// rotation). [`SlowStart`], which thins an instance's share by
+    /// Whether picking again for `ctx` in the same state chooses the same
+    /// endpoint (a choice by load, as least in flight, rather than a draw
+    /// or a rotation). [`SlowStart`], which thins an instance's share by
     /// refusing some of its picks and picking again, then passes over the
     /// refused instance for the rest of the pick: re-asked, such a picker
     /// only offered it again until its credit let it through, so an
     /// instance in slow start that was the least loaded got every pick.
     /// Default `false`.
-    fn repeats_choice(&self) -> bool {
+    fn repeats_choice(&self, ctx: &PickContext<'_>) -> bool {
+        let _ = ctx;
         false
     }
 }

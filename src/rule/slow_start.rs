@@ -35,7 +35,8 @@
 //! while rebuilds came every 5 picks, where Envoy gives it 1/11.
 //!
 //! A wrapped picker that chooses the same instance again while the state
-//! stays (least loaded: best available, and P2C over two instances; see
+//! stays (least loaded: best available, and P2C over two instances, or a
+//! tier of two; see
 //! [`Picker::repeats_choice`]) is asked again past the instances this
 //! pick refused, among the healthy others first, so an instance in slow
 //! start that is the least loaded is offered once per pick and gets
@@ -385,7 +386,7 @@ impl Picker for SlowStartPicker {
         // every pick whatever its factor. A refused one it still offers
         // (a wrapper's tier confines the pick to it, or no healthy other
         // is eligible) gathers credit as before.
-        let repeats = self.inner.repeats_choice();
+        let repeats = self.inner.repeats_choice(ctx);
         let mut passed = [usize::MAX; PASSED];
         let mut n_passed = 0;
         for _ in 0..=bound {

@@ -229,3 +229,36 @@ async fn a_least_loaded_newcomer_is_passed_over_when_refused() {
     let p2c = held_picks_with_a_newcomer(Box::new(PeakEwmaP2c::with_seed(3)), 1).await;
     assert_eq!(p2c, [18, 2]);
 }
+
+/// The same with P2C in a preferred zone of two (one old instance holding
+/// 4 requests and the new one) among three instances: both are drawn at
+/// every pick, so the cheaper new one won every re-pick, 12 of 20; now 2.
+#[tokio::test(start_paused = true)]
+async fn a_least_loaded_newcomer_in_a_tier_of_two_is_passed_over() {
+    use crate::rule::{PeakEwmaP2c, ZoneAvoidance};
+    let zone = |i: u16| {
+        let z = if i == 0 || i == 3 { "a" } else { "b" };
+        instance("127.0.0.1", 1000 + i).with_zone(z)
+    };
+    let first: Vec<Endpoint> = (0..3).map(|i| Endpoint::new(zone(i))).collect();
+    let config = SlowStartConfig::new(Duration::from_secs(10));
+    let rule = ZoneAvoidance::new(SlowStart::new(PeakEwmaP2c::with_seed(3), config))
+        .preferred_zone(Some("a"));
+    let _ = rule.build(&Arc::new(Snapshot::new("s", first.clone(), 1)));
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let mut list = first;
+    list.push(Endpoint::new(zone(3)));
+    let p = rule.build(&Arc::new(Snapshot::new("s", list, 2)));
+    let now = Instant::now();
+    let old = p.snapshot().endpoints()[0].stats_handle();
+    let mut held: Vec<_> = (0..4)
+        .map(|_| Arc::clone(old).start_owned_at(now))
+        .collect();
+    let mut counts = [0; 4];
+    for _ in 0..20 {
+        let e = p.pick(&PickContext::new()).unwrap();
+        counts[index(e)] += 1;
+        held.push(Arc::clone(e.stats_handle()).start_owned_at(now));
+    }
+    assert_eq!(counts, [18, 0, 0, 2]);
+}
