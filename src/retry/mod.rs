@@ -151,6 +151,11 @@ impl RetryPolicy {
     /// [`Builder::read_timeout`](crate::Builder::read_timeout) applies (5 s,
     /// Ribbon's); set here, this one takes precedence.
     ///
+    /// It runs from the send until the response headers, the request
+    /// body's upload included (see
+    /// [`Builder::read_timeout`](crate::Builder::read_timeout)): keep it
+    /// above the longest upload.
+    ///
     /// Keep it above the client's connect timeout: the balancer cannot see
     /// whether a connection was made when this timeout fires, so a connect
     /// it cuts off counts as a read timeout, and a non-idempotent request
