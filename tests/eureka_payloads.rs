@@ -566,6 +566,9 @@ enum Mode {
     GzipWithHeader,
     /// The good payload gzipped, without `Content-Encoding` (unasked gzip).
     GzipUnasked,
+    /// The good payload gzipped in three members (cut at a third and two
+    /// thirds), with `Content-Encoding: gzip`.
+    GzipMembers,
     /// 200, `application/json`, the first half of the good payload.
     Truncated,
     /// 200, `text/html`, an error page.
@@ -767,6 +770,12 @@ async fn respond(mode: Mode, raw_path: &str) -> Response<Full<Bytes>> {
         Mode::Good => reply(200, JSON, false, good_body()),
         Mode::GzipWithHeader => reply(200, JSON, true, gzip(&good_body())),
         Mode::GzipUnasked => reply(200, JSON, false, gzip(&good_body())),
+        Mode::GzipMembers => {
+            let body = good_body();
+            let (a, b) = (body.len() / 3, body.len() * 2 / 3);
+            let members = [&body[..a], &body[a..b], &body[b..]].map(gzip).concat();
+            reply(200, JSON, true, members)
+        }
         Mode::Garbage => reply(
             200,
             JSON,
@@ -903,6 +912,22 @@ async fn plain_and_gzip_bodies_parse_to_the_same_instances() {
         assert_eq!(s.accept_encoding.as_deref(), Some("gzip"));
         assert_eq!(s.authorization, None);
     }
+}
+
+/// A gzip body of several members (RFC 1952; a proxy that compresses each
+/// flush sends one) is the concatenation of all of them, as Java's
+/// `GZIPInputStream` reads it. Before, only the first member was inflated:
+/// a `Truncated` decode error at every fetch, the list never updated.
+#[tokio::test]
+async fn a_gzip_body_of_several_members_parses_whole() {
+    let stub = Stub::start(Mode::GzipMembers).await;
+    let source = source(&[stub.url()]);
+    let app = source
+        .fetch_application("user-service")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    check_good(&app);
+    assert_eq!(stub.seen().len(), 1);
 }
 
 /// Fetches once from a stub in `mode` and returns the error.

@@ -9,9 +9,16 @@ use super::super::wire::WireError;
 /// Decompresses a gzip body, refusing output beyond `limit` bytes (the
 /// inflated size is bounded as it is produced, not after).
 ///
+/// Every member is inflated, as RFC 1952 (a gzip file is a series of
+/// members) and Java's `GZIPInputStream` read it: a body compressed in
+/// pieces (a proxy that gzips each flush) is the concatenation of its
+/// members' texts. Bytes after the last member that do not start another
+/// member are a [`WireError::Gzip`], not ignored.
+///
 /// The output buffer is sized once from the gzip trailer's size field,
 /// trusted only up to `limit` and to deflate's largest ratio (1032:1), so
-/// it is not grown by doubling (which would hold 1.5 × the body at peak).
+/// it is not grown by doubling (which would hold 1.5 × the body at peak)
+/// for a body of one member.
 pub(crate) fn gunzip(body: &[u8], limit: usize) -> Result<Bytes, WireError> {
     let hint = body
         .len()
@@ -22,7 +29,7 @@ pub(crate) fn gunzip(body: &[u8], limit: usize) -> Result<Bytes, WireError> {
         .min(limit)
         .min(body.len().saturating_mul(1032));
     let mut out = Vec::with_capacity(hint.saturating_add(1));
-    let mut decoder = flate2::read::GzDecoder::new(body).take((limit as u64).saturating_add(1));
+    let mut decoder = flate2::read::MultiGzDecoder::new(body).take((limit as u64).saturating_add(1));
     decoder
         .read_to_end(&mut out)
         .map_err(|source| WireError::Gzip { source })?;
@@ -49,5 +56,29 @@ mod tests {
         ));
         assert!(gunzip(&gz[..gz.len() / 2], 1000).is_err());
         assert!(gunzip(&[0x1f, 0x8b, 0, 0], 1000).is_err());
+    }
+
+    fn gzip(text: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(text).unwrap();
+        enc.finish().unwrap()
+    }
+
+    /// Before: `{"a":` (the first member only, 5 of 9 bytes), and the body
+    /// with junk after its member passed as `{"a":1}`.
+    #[test]
+    fn every_member_is_inflated_and_junk_after_them_refused() {
+        let mut two = gzip(br#"{"a":"#);
+        two.extend(gzip(b"1}"));
+        two.extend(gzip(b""));
+        assert_eq!(gunzip(&two, 1000).unwrap(), &br#"{"a":1}"#[..]);
+        assert!(matches!(
+            gunzip(&two, 6),
+            Err(WireError::TooLarge { limit: 6 })
+        ));
+        let mut junk = gzip(br#"{"a":1}"#);
+        junk.extend(b"junk");
+        assert!(matches!(gunzip(&junk, 1000), Err(WireError::Gzip { .. })));
     }
 }
