@@ -248,3 +248,44 @@ async fn a_cancel_refused_with_429_is_sent_to_the_next_server() {
     let result = started(&one, &two).await.shutdown().await;
     assert!(result.is_err(), "{result:?}");
 }
+
+/// A lease call's retry of a connection closed before an answer stays
+/// within the server's `request_timeout`, as a fetch's does: a server that
+/// closes every connection 700 ms after the request fails a registration
+/// after the 1 s timeout, not after 1.4 s (before: the retry had a timeout
+/// of its own, a transport error after 1.4 s).
+#[tokio::test(start_paused = true)]
+async fn a_lease_calls_retry_of_a_closed_connection_is_within_the_request_timeout() {
+    use tokio::io::AsyncReadExt;
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let url = format!("http://{}/eureka", listener.local_addr().unwrap());
+    let accepted = Arc::new(Mutex::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            *count.lock().unwrap() += 1;
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                tokio::time::sleep(Duration::from_millis(700)).await;
+            });
+        }
+    });
+    let timeout = Duration::from_secs(1);
+    let registration = EurekaRegistration::builder("svc", "127.0.0.1", 9000)
+        .server_urls(&url)
+        .instance_id("s1")
+        .request_timeout(timeout)
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let err = registration.start().await.expect_err("no answer");
+    let took = started.elapsed();
+    println!("took {took:?}: {err}");
+    assert!(err.to_string().contains("no answer within 1s"), "{err}");
+    assert!(
+        took >= timeout && took <= timeout + Duration::from_millis(5),
+        "{took:?}"
+    );
+    assert_eq!(*accepted.lock().unwrap(), 2, "the first try and its retry");
+}

@@ -1437,3 +1437,53 @@ async fn unparsable_body_fails_over_like_bad_gzip() {
         .expect("the second server answers");
     check_good(&app);
 }
+
+/// A server that reads each request, waits `close_after` and closes the
+/// connection without answering; counts the connections it accepted.
+async fn closing_server(close_after: Duration) -> (String, Arc<Mutex<usize>>) {
+    use tokio::io::AsyncReadExt;
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
+    let url = format!("http://{}/eureka", listener.local_addr().expect("addr"));
+    let accepted = Arc::new(Mutex::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            *count.lock().unwrap() += 1;
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                tokio::time::sleep(close_after).await;
+            });
+        }
+    });
+    (url, accepted)
+}
+
+/// `request_timeout` bounds a server's whole exchange, the one retry of a
+/// connection closed before an answer included: a server that closes
+/// every connection 700 ms after the request costs 1 s (the retry gets the
+/// 300 ms left), not 1.4 s. Before, the retry had a timeout of its own:
+/// a `Transport` error after 1.4 s, 1.4 × the timeout (up to 2 ×).
+#[tokio::test(start_paused = true)]
+async fn the_retry_of_a_closed_connection_is_within_the_request_timeout() {
+    let timeout = Duration::from_secs(1);
+    let (url, accepted) = closing_server(Duration::from_millis(700)).await;
+    let source = EurekaSource::builder()
+        .server_url(url)
+        .request_timeout(timeout)
+        .build()
+        .expect("source");
+    let started = tokio::time::Instant::now();
+    let err = source
+        .fetch_application("USER-SERVICE")
+        .await
+        .expect_err("no answer");
+    let took = started.elapsed();
+    println!("took {took:?}: {err}");
+    assert!(err.is_timeout(), "{err}");
+    assert!(
+        took >= timeout && took <= timeout + Duration::from_millis(5),
+        "{took:?}"
+    );
+    assert_eq!(*accepted.lock().unwrap(), 2, "the first try and its retry");
+}

@@ -147,7 +147,8 @@ impl EurekaHttp {
     /// the registry does not know), else the errors.
     ///
     /// The request timeout bounds each server's whole exchange: connect,
-    /// headers, body, gzip inflation and decoding. Inflation and decoding
+    /// headers, body, gzip inflation and decoding, and the one retry of a
+    /// connection the server closed before answering. Inflation and decoding
     /// run on Tokio's blocking pool, never on an async worker, and
     /// `decode` is handed the deadline so it stops when the timeout fires.
     pub(crate) async fn get<T, F>(
@@ -166,9 +167,12 @@ impl EurekaHttp {
         let first = self.preferred.load(Ordering::Relaxed).checked_rem(n);
         let order = self.servers.iter().enumerate().cycle();
         for (index, server) in order.skip(first.unwrap_or(0)).take(n) {
-            let mut result = self.get_one(server, path, decode.clone()).await;
+            // One deadline over the server's tries: the retry of a closed
+            // connection gets what is left of the timeout, not a new one.
+            let deadline = self.deadline();
+            let mut result = self.get_one(server, path, deadline, decode.clone()).await;
             if result.as_ref().is_err_and(stale_connection) {
-                result = self.get_one(server, path, decode.clone()).await;
+                result = self.get_one(server, path, deadline, decode.clone()).await;
             }
             match result {
                 Ok(Fetched::NotFound) => {
@@ -211,34 +215,43 @@ impl EurekaHttp {
         F: Fn(&[u8], std::time::Instant) -> Result<T, WireError> + Send + 'static,
     {
         match self.servers.iter().find(|s| s.base == base) {
-            Some(server) => self.get_one(server, path, decode).await,
+            Some(server) => self.get_one(server, path, self.deadline(), decode).await,
             None => Err(DiscoveryError::AllServersFailed(Vec::new())),
         }
     }
 
+    /// The end of one server's `request_timeout` from now. A timeout too
+    /// long to add to now (`Duration::MAX`) means no deadline in practice:
+    /// a year.
+    fn deadline(&self) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        now.checked_add(self.settings.request_timeout)
+            .or_else(|| now.checked_add(std::time::Duration::from_secs(365 * 86_400)))
+            .unwrap_or(now)
+    }
+
+    /// One `GET` at `server`, ended at `deadline` (see [`Self::deadline`]).
     async fn get_one<T, F>(
         &self,
         server: &Server,
         path: &str,
+        deadline: tokio::time::Instant,
         decode: F,
     ) -> Result<Fetched<T>, DiscoveryError>
     where
         T: Send + 'static,
         F: Fn(&[u8], std::time::Instant) -> Result<T, WireError> + Send + 'static,
     {
-        let timeout = self.settings.request_timeout;
-        // A timeout too long to add to now (`Duration::MAX`) means no
-        // deadline in practice: a year.
+        // The decoder's clock is the standard one: the time left, from now.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let now = std::time::Instant::now();
-        let deadline = now
-            .checked_add(timeout)
-            .or_else(|| now.checked_add(std::time::Duration::from_secs(365 * 86_400)))
-            .unwrap_or(now);
-        match tokio::time::timeout(timeout, self.exchange(server, path, deadline, decode)).await {
+        let decode_by = now.checked_add(left).unwrap_or(now);
+        let exchange = self.exchange(server, path, decode_by, decode);
+        match tokio::time::timeout_at(deadline, exchange).await {
             Ok(result) => result,
             Err(_) => Err(DiscoveryError::Timeout {
                 server: server.base.clone(),
-                after: timeout,
+                after: self.settings.request_timeout,
             }),
         }
     }
@@ -349,10 +362,12 @@ impl EurekaHttp {
         let order = self.servers.iter().enumerate().cycle();
         for (index, server) in order.skip(first.unwrap_or(0)).take(n) {
             let timeout = self.settings.request_timeout;
+            // One deadline over both tries, as in `get`.
+            let deadline = self.deadline();
             let mut result = Err(DiscoveryError::AllServersFailed(Vec::new()));
             for _ in 0..2 {
                 let once = self.send_one(server, call.method(), path, body.clone());
-                result = match tokio::time::timeout(timeout, once).await {
+                result = match tokio::time::timeout_at(deadline, once).await {
                     Ok(result) => result,
                     Err(_) => Err(DiscoveryError::Timeout {
                         server: server.base.clone(),
@@ -474,21 +489,4 @@ fn header_text(v: Option<&HeaderValue>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_time_out_may_deliver_an_answer_does_not() {
-        let server = "http://a/eureka".to_owned();
-        let timeout = DiscoveryError::Timeout {
-            server: server.clone(),
-            after: std::time::Duration::from_secs(1),
-        };
-        let status = DiscoveryError::Status { server, status: 503 };
-        assert!(maybe_delivered(&timeout));
-        assert!(!maybe_delivered(&status));
-        assert!(!maybe_delivered(&DiscoveryError::AllServersFailed(vec![
-            status
-        ])));
-    }
-}
+mod tests;
