@@ -29,13 +29,19 @@
 //! is malformed (three records all with port `"9001x"`, and no other), or
 //! when it exceeds a bound. An application that really has no instances
 //! (`{"application":{"name":"A","instance":[]}}`) is a valid empty list.
+//! A value the JSON grammar allows but Rust cannot hold costs that value
+//! only: a number beyond `f64` (`1e400`) reads as `null` (a port so is no
+//! port, a metadata value so is absent), a lone surrogate escape
+//! (`"\ud800"`) as U+FFFD; the payload is then read a second time, from a
+//! repaired copy of the body.
 //!
 //! # Bounds
 //!
 //! The decoder streams the JSON straight into typed records, borrowing
 //! strings from the body (no intermediate `serde_json::Value` tree), and
 //! turns each record into an [`Instance`] as it is read. Its time is linear
-//! in the body. Its memory, beside the body, is the result: the instances
+//! in the body (twice, for a body with a value to repair, which also
+//! takes a copy of the body). Its memory, beside the body, is the result: the instances
 //! and, per skipped object record, one [`Rejected`] entry. Both are
 //! bounded by
 //! [`ParseOptions::max_instances`] (default [`DEFAULT_MAX_INSTANCES`],
@@ -76,6 +82,7 @@ use crate::instance::Instance;
 mod convert;
 mod decode;
 mod keys;
+mod lenient;
 mod raw;
 
 pub use crate::error::wire::{RecordError, WireError};
@@ -318,10 +325,11 @@ pub(crate) fn decode_application(
     options: ParseOptions,
     deadline: Option<Instant>,
 ) -> Result<Application, WireError> {
-    let ctx = decode::Ctx::new(options, deadline);
-    let result = ctx.decode(body, "application", decode::AppSeed { ctx: &ctx });
-    warn_skipped(&ctx);
-    result
+    with_repair(body, |body: &[u8]| {
+        let ctx = decode::Ctx::new(options, deadline);
+        let result = ctx.decode(body, "application", decode::AppSeed { ctx: &ctx });
+        (result, ctx)
+    })
 }
 
 /// [`parse_applications_with`], giving up with [`WireError::Deadline`]
@@ -331,8 +339,32 @@ pub(crate) fn decode_applications(
     options: ParseOptions,
     deadline: Option<Instant>,
 ) -> Result<Applications, WireError> {
-    let ctx = decode::Ctx::new(options, deadline);
-    let result = ctx.decode(body, "applications", decode::AppsSeed { ctx: &ctx });
+    with_repair(body, |body: &[u8]| {
+        let ctx = decode::Ctx::new(options, deadline);
+        let result = ctx.decode(body, "applications", decode::AppsSeed { ctx: &ctx });
+        (result, ctx)
+    })
+}
+
+/// Runs `decode` on `body`, and once more on its repaired copy (see
+/// [`lenient::repair`]) when `serde_json` refused it with a syntax error
+/// and the body holds a number beyond `f64` or a lone surrogate escape;
+/// the repaired reading is kept if it decodes, else the first error. Logs
+/// the skipped records of the reading kept.
+fn with_repair<T>(
+    body: &[u8],
+    decode: impl Fn(&[u8]) -> (Result<T, WireError>, decode::Ctx),
+) -> Result<T, WireError> {
+    let (result, ctx) = decode(body);
+    if matches!(result, Err(WireError::Syntax { .. })) {
+        if let Some(repaired) = lenient::repair(body) {
+            let (again, again_ctx) = decode(&repaired);
+            if again.is_ok() {
+                warn_skipped(&again_ctx);
+                return again;
+            }
+        }
+    }
     warn_skipped(&ctx);
     result
 }

@@ -195,3 +195,68 @@ fn escaped_strings_and_name_after_instances() {
         .collect();
     assert_eq!(meta, [("k\"ey", "v\n"), ("n", "5")]);
 }
+
+/// A number beyond `f64` or a lone surrogate escape in one record (valid
+/// JSON grammar, refused by `serde_json`) costs that value, not the
+/// payload: before, each of these `/apps` payloads was refused whole
+/// (`Syntax`), so no application's update was taken.
+#[test]
+fn a_value_serde_json_cannot_hold_costs_that_value_not_the_payload() {
+    let record = |id: &str, port: &str, meta: &str| {
+        format!(
+            r#"{{"instanceId":"{id}","hostName":"10.0.0.1","app":"A","status":"UP","port":{port},"metadata":{meta}}}"#
+        )
+    };
+    let payload = |bad: String| {
+        format!(
+            r#"{{"applications":{{"application":[{{"name":"A","instance":[{bad},{}]}},{{"name":"B","instance":{}}}]}}}}"#,
+            record("a2", "8081", "{}"),
+            record("b1", "8080", "{}").replace(r#""A""#, r#""B""#)
+        )
+    };
+    let cases = [
+        // A port out of range reads as `null`: the record is skipped as
+        // one with port 70000 (or with no port) is.
+        (record("a1", r#"{"$":1e400,"@enabled":"true"}"#, "{}"), Err(RecordError::BadPort)),
+        (record("a1", "-1e400", "{}"), Err(RecordError::NoEnabledPort)),
+        (record("a1", "8080", r#"{"weight":1e400,"k":"v"}"#), Ok(vec![("k", "v")])),
+        (record("a1", "8080", r#"{"hint":"x\ud800","\udc00":"v"}"#), Ok(vec![("hint", "x\u{fffd}"), ("\u{fffd}", "v")])),
+    ];
+    for (bad, metadata) in cases {
+        let apps = parse_applications(payload(bad.clone()).as_bytes())
+            .unwrap_or_else(|e| panic!("{bad}: {e}"));
+        let ids = |app: &Application| -> Vec<String> {
+            app.instances.iter().map(|i| i.instance.id().to_owned()).collect()
+        };
+        assert_eq!(ids(&apps.applications[1]), ["b1"], "{bad}");
+        match metadata {
+            Err(reason) => {
+                assert_eq!(ids(&apps.applications[0]), ["a2"], "{bad}");
+                assert_eq!(apps.applications[0].rejected[0].reason, reason);
+            }
+            Ok(want) => {
+                assert_eq!(ids(&apps.applications[0]), ["a1", "a2"], "{bad}");
+                let got: Vec<(&str, &str)> = (apps.applications[0].instances[0].instance.metadata().iter())
+                    .map(|(k, v)| (k, v.as_str()))
+                    .collect();
+                let mut want = want;
+                want.sort();
+                assert_eq!(got, want, "{bad}");
+            }
+        }
+    }
+    // The single-application path too (`GET /apps/{APP}`).
+    let app = format!(
+        r#"{{"application":{{"name":"A","instance":[{},{}]}}}}"#,
+        record("a1", "1e400", "{}"),
+        record("a2", "8081", r#"{"k":"\udbff"}"#)
+    );
+    let app = parse_application(app.as_bytes()).expect("one usable record");
+    assert_eq!(app.instances.len(), 1);
+    assert_eq!(app.instances[0].instance.metadata()["k"], "\u{fffd}");
+    // Still refused: a body that is not JSON, with or without such values.
+    assert!(matches!(
+        parse_applications(br#"{"applications": 1e400 x}"#),
+        Err(WireError::Syntax { .. })
+    ));
+}
