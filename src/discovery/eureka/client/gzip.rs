@@ -16,10 +16,17 @@ use super::super::wire::WireError;
 /// member are a [`WireError::Gzip`], not ignored.
 ///
 /// The output buffer is sized once from the gzip trailer's size field,
-/// trusted only up to `limit` and to deflate's largest ratio (1032:1), so
-/// it is not grown by doubling (which would hold 1.5 × the body at peak)
-/// for a body of one member.
+/// trusted only up to `limit` and to deflate's largest ratio (1032:1), and
+/// never grown by doubling (which held the old buffer and one twice its
+/// size at each copy: 1.5 × the body at peak, 2 × `limit` of capacity for a
+/// body just under it). When the trailer understates the text
+/// (a body of several members, whose last trailer counts its own member
+/// only, or a forged one), the rest is inflated once more to count it,
+/// then the whole into a buffer of exactly its size: twice the inflation
+/// time, and at most `limit` bytes of output held.
 pub(crate) fn gunzip(body: &[u8], limit: usize) -> Result<Bytes, WireError> {
+    let gzip = |source| WireError::Gzip { source };
+    let bound = (limit as u64).saturating_add(1);
     let hint = body
         .len()
         .checked_sub(4)
@@ -28,13 +35,27 @@ pub(crate) fn gunzip(body: &[u8], limit: usize) -> Result<Bytes, WireError> {
         .map_or(0, |tail| u32::from_le_bytes(tail) as usize)
         .min(limit)
         .min(body.len().saturating_mul(1032));
-    let mut out = Vec::with_capacity(hint.saturating_add(1));
-    let mut decoder = flate2::read::MultiGzDecoder::new(body).take((limit as u64).saturating_add(1));
-    decoder
+    let mut out = Vec::with_capacity(hint);
+    let mut decoder = flate2::read::MultiGzDecoder::new(body).take(bound);
+    // Fill the buffer, not past its capacity.
+    let room = (out.capacity() - out.len()) as u64;
+    (&mut decoder)
+        .take(room)
         .read_to_end(&mut out)
-        .map_err(|source| WireError::Gzip { source })?;
-    if out.len() > limit {
+        .map_err(gzip)?;
+    let rest = std::io::copy(&mut decoder, &mut std::io::sink()).map_err(gzip)?;
+    let total = (out.len() as u64).saturating_add(rest);
+    if total > limit as u64 {
         return Err(WireError::TooLarge { limit });
+    }
+    if rest > 0 {
+        drop(out);
+        let mut whole = Vec::with_capacity(usize::try_from(total).unwrap_or(limit));
+        flate2::read::MultiGzDecoder::new(body)
+            .take(total)
+            .read_to_end(&mut whole)
+            .map_err(gzip)?;
+        return Ok(Bytes::from(whole));
     }
     Ok(Bytes::from(out))
 }
