@@ -10,6 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
 use http_body_util::{BodyExt, Empty, Full};
 
+use super::Upload;
 use crate::error::BoxError;
 
 /// A request body that may be copied for another attempt.
@@ -47,6 +48,15 @@ pub trait TryCloneBody: Sized {
     /// streaming body it shares has started. Default: `true`.
     fn is_replayable(&self) -> bool {
         true
+    }
+
+    /// The end of this body's upload, for a body whose sending takes time
+    /// (a stream): the per-try timeout of an attempt sending it then starts
+    /// when the upload ends, not at the send (see [`Upload`]). Default:
+    /// `None`, the per-try timeout runs from the send (right for bodies in
+    /// memory). [`ReplayBody::streaming`] reports its upload.
+    fn upload(&self) -> Option<Upload> {
+        None
     }
 }
 
@@ -144,6 +154,9 @@ enum Inner<B> {
         slot: Arc<Mutex<Option<Stream<B>>>>,
         /// The stream once this attempt started it.
         taken: Option<Stream<B>>,
+        /// The end of the stream's upload (one stream, so shared by the
+        /// copies as the slot is).
+        upload: Upload,
     },
 }
 
@@ -226,6 +239,7 @@ impl<B> ReplayBody<B> {
             inner: Inner::Streaming {
                 slot: Arc::new(Mutex::new(Some(Stream { head, body }))),
                 taken: None,
+                upload: Upload::new(),
             },
         }
     }
@@ -289,9 +303,9 @@ impl<B> TryCloneBody for ReplayBody<B> {
     fn is_replayable(&self) -> bool {
         match &self.inner {
             Inner::Buffered(_) => true,
-            Inner::Streaming { slot, taken: None } => {
-                slot.lock().map(|s| s.is_some()).unwrap_or(false)
-            }
+            Inner::Streaming {
+                slot, taken: None, ..
+            } => slot.lock().map(|s| s.is_some()).unwrap_or(false),
             Inner::Streaming { taken: Some(_), .. } => false,
         }
     }
@@ -301,16 +315,30 @@ impl<B> TryCloneBody for ReplayBody<B> {
             Inner::Buffered(bytes) => Some(Self {
                 inner: Inner::Buffered(bytes.clone()),
             }),
-            Inner::Streaming { slot, taken: None } => {
+            Inner::Streaming {
+                slot,
+                taken: None,
+                upload,
+            } => {
                 let unstarted = slot.lock().map(|s| s.is_some()).unwrap_or(false);
                 unstarted.then(|| Self {
                     inner: Inner::Streaming {
                         slot: Arc::clone(slot),
                         taken: None,
+                        upload: upload.clone(),
                     },
                 })
             }
             Inner::Streaming { taken: Some(_), .. } => None,
+        }
+    }
+
+    /// A stream's upload; `None` for a buffered body (in memory, sent at
+    /// once).
+    fn upload(&self) -> Option<Upload> {
+        match &self.inner {
+            Inner::Buffered(_) => None,
+            Inner::Streaming { upload, .. } => Some(upload.clone()),
         }
     }
 }
@@ -331,7 +359,11 @@ where
         let this = self.get_mut();
         match &mut this.inner {
             Inner::Buffered(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Streaming { slot, taken } => {
+            Inner::Streaming {
+                slot,
+                taken,
+                upload,
+            } => {
                 if taken.is_none() {
                     let stream = slot.lock().ok().and_then(|mut s| s.take());
                     match stream {
@@ -343,14 +375,26 @@ where
                         }
                     }
                 }
-                match taken {
+                let polled = match taken {
                     Some(Stream {
                         head: head @ Some(_),
                         ..
                     }) => Poll::Ready(head.take().map(|b| Ok(Frame::data(b)))),
                     Some(Stream { body, .. }) => body.as_mut().poll_frame(cx).map_err(Into::into),
                     None => Poll::Ready(None),
+                };
+                // The upload is over at the last frame, an error or the end.
+                let ended = match &polled {
+                    Poll::Ready(Some(Ok(_))) => taken
+                        .as_ref()
+                        .is_some_and(|s| s.head.is_none() && s.body.is_end_stream()),
+                    Poll::Ready(_) => true,
+                    Poll::Pending => false,
+                };
+                if ended {
+                    upload.end();
                 }
+                polled
             }
         }
     }
@@ -358,7 +402,17 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Buffered(bytes) => bytes.is_none(),
-            Inner::Streaming { taken: Some(s), .. } => s.head.is_none() && s.body.is_end_stream(),
+            Inner::Streaming {
+                taken: Some(s),
+                upload,
+                ..
+            } => {
+                let ended = s.head.is_none() && s.body.is_end_stream();
+                if ended {
+                    upload.end();
+                }
+                ended
+            }
             Inner::Streaming { .. } => false,
         }
     }

@@ -58,12 +58,14 @@ use crate::stats::Outcome;
 mod body;
 mod budget;
 mod tps;
+mod upload;
 
 /// Moved to [`crate::error::Attempt`]; kept here so old paths compile.
 pub use crate::error::Attempt;
 pub use body::{BufferError, ReplayBody, TryCloneBody};
 pub use budget::RetryBudgetConfig;
 pub(crate) use tps::{TpsBudget, Withdrawal};
+pub use upload::Upload;
 
 /// Marks one request as safe to retry even though its method is not
 /// idempotent (insert it into the request's extensions).
@@ -151,10 +153,8 @@ impl RetryPolicy {
     /// [`Builder::read_timeout`](crate::Builder::read_timeout) applies (5 s,
     /// Ribbon's); set here, this one takes precedence.
     ///
-    /// It runs from the send until the response headers, the request
-    /// body's upload included (see
-    /// [`Builder::read_timeout`](crate::Builder::read_timeout)): keep it
-    /// above the longest upload.
+    /// It runs from the send until the response headers; for a streamed
+    /// body that reports its upload ([`Upload`]), from the upload's end.
     ///
     /// Keep it above the client's connect timeout: the balancer cannot see
     /// whether a connection was made when this timeout fires, so a connect

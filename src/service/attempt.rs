@@ -17,7 +17,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Uri};
@@ -26,9 +25,11 @@ use tower::Service;
 
 use super::ServiceState;
 use super::body::{Completion, InFlight};
+use super::sending::Sending;
 use super::{RequestConfig, ResponseStatus, classify_error};
 use crate::error::BoxError;
 use crate::instance::Endpoint;
+use crate::retry::TryCloneBody;
 use crate::rule::PickContext;
 use crate::stats::Outcome;
 
@@ -150,36 +151,6 @@ where
     })
 }
 
-pin_project_lite::pin_project! {
-    /// The inner service's future, under the per-try timeout cut to the
-    /// deadline if there is one (expiry is tokio's `Elapsed`, a read
-    /// timeout), in the attempt's span.
-    #[project = SendingProj]
-    pub(super) enum Sending<F> {
-        Bounded { #[pin] fut: tokio::time::Timeout<tracing::instrument::Instrumented<F>> },
-        Unbounded { #[pin] fut: tracing::instrument::Instrumented<F> },
-    }
-}
-
-impl<F, T, E> Future for Sending<F>
-where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<T, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            SendingProj::Bounded { fut } => match fut.poll(cx) {
-                Poll::Ready(Ok(result)) => Poll::Ready(result.map_err(Into::into)),
-                Poll::Ready(Err(elapsed)) => Poll::Ready(Err(Box::new(elapsed))),
-                Poll::Pending => Poll::Pending,
-            },
-            SendingProj::Unbounded { fut } => fut.poll(cx).map_err(Into::into),
-        }
-    }
-}
-
 /// Starts one attempt, the inner service being ready: picks an instance
 /// (see the [module docs](self)), rewrites the URI to it, counts it in
 /// flight and calls the inner service.
@@ -192,6 +163,7 @@ pub(super) fn start<S, B>(
 ) -> Result<(Sending<S::Future>, InFlight), NotSent>
 where
     S: Service<Request<B>>,
+    B: TryCloneBody,
 {
     let state = call.state;
     // One clock read for the pick and the send.
@@ -226,15 +198,16 @@ where
         // counts it unhealthy from the next pick.
         state.health().invalidate();
     }
+    // A stream still to be uploaded: the per-try timeout starts at its end.
+    let upload = call
+        .config
+        .per_try
+        .and_then(|per_try| Some((per_try, request.body().upload()?)))
+        .filter(|(_, upload)| upload.ended_at().is_none());
     // The inner client's own spans are children of the attempt's.
     let fut = tracing::Instrument::instrument(inner.call(request), span.clone());
-    let sending = match until(sent, call.config.per_try, call.deadline) {
-        Some(at) => Sending::Bounded {
-            fut: tokio::time::timeout_at(at, fut),
-        },
-        None => Sending::Unbounded { fut },
-    };
-    Ok((sending, in_flight))
+    let until = until(sent, call.config.per_try, call.deadline);
+    Ok((Sending::new(fut, until, upload, call.deadline), in_flight))
 }
 
 /// Ends an attempt with its result: classifies it, and records a failure

@@ -247,13 +247,11 @@ impl Builder {
     /// no per-try bound. [`RetryPolicy::per_try_timeout`], when set, takes
     /// precedence. Default [`DEFAULT_READ_TIMEOUT`] (5 s, Ribbon's).
     ///
-    /// Unlike Ribbon's socket read timeout (and Envoy's timeouts, which
-    /// start once the request is sent), it also runs while the request
-    /// body is still being sent: the balancer hands the body to the inner
-    /// client as it is and cannot see its end. An upload that takes longer
-    /// (a large or slowly produced body, a gRPC client stream) is cut off
-    /// as a read timeout; set this above the longest upload, or `None`,
-    /// for such services.
+    /// For a streamed body that reports its upload
+    /// ([`ReplayBody::streaming`](crate::retry::ReplayBody::streaming), the
+    /// gRPC bodies; see [`Upload`](crate::retry::Upload)) it starts when the
+    /// upload ends, as Envoy's timeouts start once the request is sent;
+    /// for other bodies it also runs while the body is sent.
     pub fn read_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.read_timeout = timeout;
         self

@@ -109,6 +109,7 @@ cfg_feature! {
 }
 mod retrying;
 mod send;
+mod sending;
 mod services;
 pub(crate) mod state;
 pub mod timeouts;

@@ -30,6 +30,13 @@
 //! server), so it fails after 5 s. Set [`RetryPolicy::deadline`] to bound
 //! the wait for the headers of the whole request.
 //!
+//! **Uploads.** For a streamed request body that reports its upload
+//! ([`ReplayBody::streaming`](crate::retry::ReplayBody::streaming), the
+//! gRPC bodies, any body with [`Upload`](crate::retry::Upload)) the
+//! per-try timer starts when the upload ends, so an upload longer than 5 s
+//! is not cut off; the deadline still bounds it. For a body in memory it
+//! starts at the send.
+//!
 //! **The response body is not bounded.** Both timers stop at the response
 //! headers: a backend that sends its headers and then stalls the body keeps
 //! the caller's body read waiting (Ribbon's `ReadTimeout`, a socket read

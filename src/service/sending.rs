@@ -1,0 +1,133 @@
+//! The inner service's future under the attempt's timers: the per-try
+//! timeout cut to the request deadline, started at the send, or, for a
+//! request body that reports its upload ([`Upload`]), at the upload's
+//! end.
+
+use std::future::{Future, Pending};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Timeout};
+use tracing::instrument::Instrumented;
+
+use crate::error::BoxError;
+use crate::retry::Upload;
+
+pin_project_lite::pin_project! {
+    /// The inner service's future, under the per-try timeout cut to the
+    /// deadline if there is one (expiry is tokio's `Elapsed`, a read
+    /// timeout), in the attempt's span.
+    #[project = SendingProj]
+    pub(super) enum Sending<F> {
+        Bounded { #[pin] fut: Timeout<Instrumented<F>> },
+        Unbounded { #[pin] fut: Instrumented<F> },
+        // A body still uploading: the timer fires at the per-try timeout
+        // after the send, then after the upload's end (re-armed while it
+        // lasts), and at the deadline. Boxed: only streams come here, and
+        // every request's future carries the largest variant.
+        Uploading {
+            #[pin] fut: Instrumented<F>,
+            watch: Pin<Box<Watch>>,
+        },
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An uploading attempt's timer and what it needs to re-arm.
+    pub(super) struct Watch {
+        #[pin]
+        timer: Timeout<Pending<()>>,
+        upload: Upload,
+        per_try: Duration,
+        deadline: Option<Instant>,
+    }
+}
+
+/// When an uploading attempt times out, seen at `now`: the per-try
+/// timeout after the upload's end, or after `now` while it lasts, cut to
+/// the deadline; `None` without a bound (a per-try timeout too large to
+/// add, and no deadline).
+fn next(
+    upload: &Upload,
+    per_try: Duration,
+    deadline: Option<Instant>,
+    now: Instant,
+) -> Option<Instant> {
+    let from = upload.ended_at().unwrap_or(now);
+    match (from.checked_add(per_try), deadline) {
+        (Some(t), Some(d)) => Some(t.min(d)),
+        (t, d) => t.or(d),
+    }
+}
+
+impl<F: Future> Sending<F> {
+    /// `fut` bounded at `until` (the per-try timeout after the send, cut to
+    /// the deadline); with `upload` (the per-try timeout and a body's
+    /// upload not yet ended), the per-try part moves to the upload's end.
+    pub(super) fn new(
+        fut: Instrumented<F>,
+        until: Option<Instant>,
+        upload: Option<(Duration, Upload)>,
+        deadline: Option<Instant>,
+    ) -> Self {
+        match (until, upload) {
+            (Some(at), Some((per_try, upload))) => Sending::Uploading {
+                fut,
+                watch: Box::pin(Watch {
+                    timer: tokio::time::timeout_at(at, std::future::pending()),
+                    upload,
+                    per_try,
+                    deadline,
+                }),
+            },
+            (Some(at), None) => Sending::Bounded {
+                fut: tokio::time::timeout_at(at, fut),
+            },
+            (None, _) => Sending::Unbounded { fut },
+        }
+    }
+}
+
+impl<F, T, E> Future for Sending<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            SendingProj::Bounded { fut } => match fut.poll(cx) {
+                Poll::Ready(Ok(result)) => Poll::Ready(result.map_err(Into::into)),
+                Poll::Ready(Err(elapsed)) => Poll::Ready(Err(Box::new(elapsed))),
+                Poll::Pending => Poll::Pending,
+            },
+            SendingProj::Unbounded { fut } => fut.poll(cx).map_err(Into::into),
+            SendingProj::Uploading { fut, watch } => {
+                if let Poll::Ready(result) = fut.poll(cx) {
+                    return Poll::Ready(result.map_err(Into::into));
+                }
+                let mut watch = watch.as_mut().project();
+                loop {
+                    let elapsed = match watch.timer.as_mut().poll(cx) {
+                        Poll::Ready(Err(elapsed)) => elapsed,
+                        // `Pending<()>` never ends; the timer waits.
+                        Poll::Ready(Ok(())) | Poll::Pending => return Poll::Pending,
+                    };
+                    let now = Instant::now();
+                    match next(watch.upload, *watch.per_try, *watch.deadline, now) {
+                        // The upload lasts, or ended less than the per-try
+                        // timeout ago: wait on.
+                        Some(at) if at > now => {
+                            let timer = tokio::time::timeout_at(at, std::future::pending());
+                            watch.timer.set(timer);
+                        }
+                        Some(_) => return Poll::Ready(Err(Box::new(elapsed))),
+                        None => return Poll::Pending,
+                    }
+                }
+            }
+        }
+    }
+}
