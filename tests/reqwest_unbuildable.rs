@@ -67,3 +67,39 @@ async fn an_instance_reqwest_cannot_address_is_its_own_failure() {
         (3, 3)
     );
 }
+
+/// A request through `ReqwestService` that fails (here: its instance
+/// refuses the connection) keeps the query of its URI, which may carry a
+/// token (`?access_token=S3cret`), out of the balancer's error text and
+/// `Debug`, as the balancer's own errors do (`/api?***`): reqwest's error
+/// names the whole URL (`error sending request for url
+/// (http://127.0.0.1:P/api?access_token=S3cret)`), and the balancer's
+/// error shows its source. Before: the token in both; now `?***`.
+#[tokio::test]
+async fn a_failed_request_keeps_its_query_out_of_the_error() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let lb = LoadBalancer::builder()
+        .source(
+            StaticSource::new()
+                .with_instances(SVC, vec![Instance::new(SVC, "127.0.0.1", port).unwrap()]),
+        )
+        .service(SVC)
+        .build(ReqwestService::new(reqwest::Client::new()))
+        .unwrap();
+    assert!(lb.ready_service(SVC).await);
+    let req = Request::get("http://svc/api?access_token=S3cret#frag")
+        .body(String::new())
+        .unwrap();
+    let err = lb.clone().oneshot(req).await.unwrap_err();
+    let (text, debug) = (err.to_string(), format!("{err:?}"));
+    assert!(
+        !text.contains("S3cret") && !debug.contains("S3cret"),
+        "{text}\n{debug}"
+    );
+    let url = format!("http://127.0.0.1:{port}/api?***");
+    assert!(text.contains(&format!("for url ({url})")), "{text}");
+    assert!(debug.contains(&url), "{debug}");
+}

@@ -17,6 +17,10 @@ use tower::Service;
 /// crate, which does not accept IPv6 zone ids; use the hyper-util client
 /// for link-local instances.
 ///
+/// Its errors name the request's URL with the query and fragment shown as
+/// `***` (`for url (http://10.0.0.7:8080/api?***)`), as the balancer's
+/// own errors do: a query may carry a token.
+///
 /// ```
 /// use tower_ribbon::ReqwestService;
 ///
@@ -63,8 +67,30 @@ where
         let client = self.client.clone();
         let request = reqwest::Request::try_from(req);
         Box::pin(async move {
-            let response = client.execute(request?).await?;
+            let response = client
+                .execute(request.map_err(hide_secrets)?)
+                .await
+                .map_err(hide_secrets)?;
             Ok(http::Response::from(response))
         })
     }
+}
+
+/// `e` with the query and fragment of its URL shown as `***` and its
+/// userinfo removed: reqwest's error text and `Debug` name the whole URL
+/// (`error sending request for url (http://h/api?access_token=S3cret)`),
+/// and the balancer's error shows it as its source, where its own text
+/// hides a query (`/api?***`) since it may carry a token.
+fn hide_secrets(mut e: reqwest::Error) -> reqwest::Error {
+    if let Some(url) = e.url_mut() {
+        let _ = url.set_password(None);
+        let _ = url.set_username("");
+        if url.query().is_some() {
+            url.set_query(Some("***"));
+        }
+        if url.fragment().is_some() {
+            url.set_fragment(Some("***"));
+        }
+    }
+    e
 }
