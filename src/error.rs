@@ -56,6 +56,8 @@ pub use discovery::DiscoveryError;
 pub use input::{BuildError, InstanceError, InstanceErrorKind, InvalidSetting};
 use text::attempts_suffix;
 pub(crate) use text::quote;
+#[cfg(all(feature = "eureka", feature = "tls"))]
+pub(crate) use text::{MAX_QUOTED_MESSAGE, quote_within};
 // Used by the config, eureka and health modules, which features turn off.
 #[allow(unused_imports)]
 pub(crate) use text::redact;

@@ -6,11 +6,22 @@
 /// gives an error of a few hundred bytes.
 const MAX_QUOTED: usize = 128;
 
+/// Longest message of another library quoted in an error's text, in
+/// bytes: such a message can carry what a peer sent (rustls lists the
+/// names of a server's certificate), and is longer than one input.
+#[cfg(all(feature = "eureka", feature = "tls"))]
+pub(crate) const MAX_QUOTED_MESSAGE: usize = 512;
+
 /// `text` cut to [`MAX_QUOTED`] bytes (at a char boundary, then `…`) with
 /// control characters escaped, so input quoted in errors and logs is short
 /// and cannot forge lines.
 pub(crate) fn quote(text: &str) -> String {
-    let mut end = text.len().min(MAX_QUOTED);
+    quote_within(text, MAX_QUOTED)
+}
+
+/// [`quote`] with a bound of `max` bytes (before escaping).
+pub(crate) fn quote_within(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;
     }

@@ -99,12 +99,31 @@ impl Transport {
 /// ```
 ///
 /// Feature `tls`.
+///
+/// Its text quotes rustls' message escaped and cut to 512 bytes: that
+/// message lists the names of the server's certificate as the
+/// certificate writes them (control characters, thousands of names), and
+/// a registry's text is never written raw to a log. For the same reason
+/// rustls' error is not its `source()`: read it with
+/// [`rustls_error`](Self::rustls_error).
 #[cfg(feature = "tls")]
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("TLS with the registry failed: {source}")]
+#[derive(Clone, thiserror::Error)]
+#[error("TLS with the registry failed: {}", self.quoted())]
 pub struct EurekaTlsError {
-    #[source]
-    source: rustls::Error,
+    rustls: rustls::Error,
+}
+
+#[cfg(feature = "tls")]
+impl std::fmt::Debug for EurekaTlsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let source = crate::error::quote_within(
+            &format!("{:?}", self.rustls),
+            crate::error::MAX_QUOTED_MESSAGE,
+        );
+        f.debug_struct("EurekaTlsError")
+            .field("source", &format_args!("{source}"))
+            .finish()
+    }
 }
 
 #[cfg(feature = "tls")]
@@ -113,7 +132,12 @@ impl EurekaTlsError {
     /// `InvalidCertificate(CertificateError::UnknownIssuer)`; for a
     /// client certificate the server refused, an `AlertReceived`.
     pub fn rustls_error(&self) -> &rustls::Error {
-        &self.source
+        &self.rustls
+    }
+
+    /// rustls' message, escaped and cut.
+    fn quoted(&self) -> String {
+        crate::error::quote_within(&self.rustls.to_string(), crate::error::MAX_QUOTED_MESSAGE)
     }
 }
 
@@ -124,7 +148,7 @@ impl EurekaTlsError {
 pub(crate) fn classify(error: BoxError) -> BoxError {
     #[cfg(feature = "tls")]
     if let Some(source) = find_rustls(error.as_ref()) {
-        return Box::new(EurekaTlsError { source });
+        return Box::new(EurekaTlsError { rustls: source });
     }
     error
 }
