@@ -54,6 +54,7 @@ cfg_feature! {
 pub use attempt::Attempt;
 pub use discovery::DiscoveryError;
 pub use input::{BuildError, InstanceError, InstanceErrorKind, InvalidSetting};
+pub(crate) use text::DebugCut;
 use text::attempts_suffix;
 pub(crate) use text::quote;
 #[cfg(all(feature = "eureka", feature = "tls"))]

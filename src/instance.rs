@@ -341,29 +341,20 @@ impl PartialEq for LazyAuthority {
 
 impl Eq for LazyAuthority {}
 
+/// Registry text cut to 128 bytes each ([`crate::error::DebugCut`]);
+/// metadata keys only, values hidden ([`Metadata`]'s `Debug`).
 impl fmt::Debug for Instance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::error::DebugCut;
         f.debug_struct("Instance")
-            .field("id", &self.id())
-            .field("service_id", &self.service_id)
+            .field("id", &DebugCut(self.id()))
+            .field("service_id", &DebugCut(&self.service_id))
             .field("authority", &self.authority().as_str())
             .field("secure", &self.secure)
-            .field("zone", &self.zone)
+            .field("zone", &self.zone().map(DebugCut))
             .field("status", &self.status)
             .field("weight", &self.weight)
-            .field("metadata", &RedactedMetadata(&self.metadata))
-            .finish()
-    }
-}
-
-/// Metadata keys with values hidden: registries carry secrets there in
-/// some setups (tokens, passwords of management endpoints).
-struct RedactedMetadata<'a>(&'a Metadata);
-
-impl fmt::Debug for RedactedMetadata<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(self.0.keys().map(|k| (k, format_args!("<redacted>"))))
+            .field("metadata", &self.metadata)
             .finish()
     }
 }

@@ -19,6 +19,25 @@ pub(crate) fn quote(text: &str) -> String {
     quote_within(text, MAX_QUOTED)
 }
 
+/// A string as `Debug` writes it (quoted, escaped) but cut to
+/// [`MAX_QUOTED`] bytes, then `…`: registry text in the `Debug` output of
+/// public types (an 8 KiB instance id, a 1 MiB metadata key or zone).
+pub(crate) struct DebugCut<'a>(pub(crate) &'a str);
+
+impl std::fmt::Debug for DebugCut<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut end = self.0.len().min(MAX_QUOTED);
+        while !self.0.is_char_boundary(end) {
+            end -= 1;
+        }
+        std::fmt::Debug::fmt(&self.0[..end], f)?;
+        if end < self.0.len() {
+            f.write_str("…")?;
+        }
+        Ok(())
+    }
+}
+
 /// [`quote`] with a bound of `max` bytes (before escaping).
 pub(crate) fn quote_within(text: &str, max: usize) -> String {
     let mut end = text.len().min(max);

@@ -123,9 +123,18 @@ impl<K: Into<Arc<str>>, V: Into<String>> FromIterator<(K, V)> for Metadata {
     }
 }
 
+/// Keys (each cut to 128 bytes) with values hidden as `<redacted>`:
+/// registries carry secrets in metadata in some setups (tokens, passwords
+/// of management endpoints), and a `Debug` line ends up in logs. Read a
+/// value with [`Metadata::get`].
 impl fmt::Debug for Metadata {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.iter()).finish()
+        f.debug_map()
+            .entries(
+                self.keys()
+                    .map(|k| (crate::error::DebugCut(k), format_args!("<redacted>"))),
+            )
+            .finish()
     }
 }
 
@@ -149,6 +158,33 @@ mod tests {
         assert_eq!(m2.insert("zone", "c"), Some("a".into()));
         assert_eq!(m, m2);
         assert!(m2.contains_key("b") && !m2.contains_key("c"));
-        assert_eq!(format!("{m:?}"), r#"{"b": "1", "zone": "c"}"#);
+        assert_eq!(format!("{m:?}"), r#"{"b": <redacted>, "zone": <redacted>}"#);
+    }
+
+    /// `Debug` of a registry's metadata and of an instance shows no
+    /// metadata value and stays short whatever the registry sent. Before,
+    /// `format!("{:?}", instance.metadata())` showed every value (a
+    /// `management.password`) and was 1 048 618 bytes with a 1 MiB key;
+    /// an instance with a 1 MiB metadata key, zone (escaped to 3.5 MiB)
+    /// and service id and an 8 KiB id gave 5 777 572 bytes of `Debug`.
+    /// Now 182 and 1 093.
+    #[test]
+    fn debug_hides_values_and_cuts_registry_text() {
+        let long = "k".repeat(1 << 20);
+        let m: Metadata = [("management.password", "S3cret"), (long.as_str(), "v")]
+            .into_iter()
+            .collect();
+        let text = format!("{m:?}");
+        assert!(!text.contains("S3cret"), "{text}");
+        assert_eq!(text.len(), 182, "{}", &text[..200.min(text.len())]);
+        let instance = crate::Instance::new("s".repeat(1 << 20), "10.0.0.1", 80)
+            .unwrap()
+            .with_id("i\r\n".repeat(2048))
+            .with_zone("z\u{1b}".repeat(1 << 19))
+            .with_metadata(long.as_str(), "S3cret")
+            .with_metadata("token", "S3cret");
+        let debug = format!("{instance:?}");
+        assert!(!debug.contains("S3cret") && !debug.chars().any(char::is_control));
+        assert_eq!(debug.len(), 1093, "{}", &debug[..300]);
     }
 }
