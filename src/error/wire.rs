@@ -32,7 +32,8 @@ pub enum WireError {
         line: usize,
         /// Column of the error, from 1.
         column: usize,
-        /// The JSON decoder's own description.
+        /// The JSON decoder's own description, escaped and cut to 512
+        /// bytes (its message quotes the unexpected text).
         #[source]
         source: serde_json::Error,
     },
@@ -105,10 +106,16 @@ impl WireError {
         match e.classify() {
             serde_json::error::Category::Eof => Self::Truncated { line, column },
             serde_json::error::Category::Syntax => Self::Syntax { line, column },
+            // The decoder's message quotes an unexpected string whole
+            // (`invalid type: string "…"`, megabytes of registry text):
+            // kept escaped and cut, as other registry text in errors.
             _ => Self::Malformed {
                 line,
                 column,
-                source: e,
+                source: serde::de::Error::custom(super::text::quote_within(
+                    &e.to_string(),
+                    super::text::MAX_QUOTED_MESSAGE,
+                )),
             },
         }
     }
