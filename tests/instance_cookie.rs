@@ -159,6 +159,36 @@ async fn a_hostile_instance_id_gets_no_cookie_and_one_warning() {
     );
 }
 
+/// A refused id as long as a registry keeps (8 KiB: Eureka's bound) is
+/// cut in the warning, as other registry text in log lines: the warning
+/// quoted it whole, escaped (`\r\n` four bytes per pair), a line of
+/// 16 610 bytes; now 485 (a five-digit port).
+#[tokio::test]
+async fn a_long_refused_id_is_cut_in_the_warning() {
+    let (_guard, captured) = log_capture::capture(tracing::Level::WARN);
+    let a = Backend::start("a").await.unwrap();
+    let id = format!("a-1;{}", "\r\n".repeat(4094));
+    let lb = balancer(&[&a], &[id.as_str()], Some(COOKIE)).await;
+    let (status, _, _) = get(&lb, &[]).await;
+    assert_eq!(status, 200);
+    let log = captured.text();
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1);
+    let line = warnings[0];
+    assert!(
+        line.contains(r#"id="a-1;\r\n\r\n"#),
+        "{}",
+        &line[..line.len().min(400)]
+    );
+    // The port's digits vary the length by a few bytes.
+    assert!(
+        line.len() <= 500,
+        "{}: {}",
+        line.len(),
+        &line[..line.len().min(400)]
+    );
+}
+
 #[tokio::test]
 async fn off_by_default_and_per_service() {
     log_capture::init();

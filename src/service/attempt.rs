@@ -359,7 +359,7 @@ fn instance_cookie(
         tracing::warn!(
             service = state.service_id(),
             instance = %endpoint,
-            id = ?instance.id(),
+            id = ?crate::error::DebugCut(instance.id()),
             cookie = name,
             "instance id is not a cookie value: no instance cookie added (warned once per service)"
         );
