@@ -46,7 +46,7 @@ pub(crate) fn quote_within(text: &str, max: usize) -> String {
     }
     let mut out = String::with_capacity(end + 4);
     for c in text[..end].chars() {
-        if c.is_control() {
+        if c.is_control() || reorders_or_breaks(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -56,6 +56,18 @@ pub(crate) fn quote_within(text: &str, max: usize) -> String {
         out.push('…');
     }
     out
+}
+
+/// Characters that are not controls (`char::is_control` is Unicode's Cc
+/// only) but break a line or reorder text where a log is shown: the line
+/// and paragraph separators (a line break to JSON and JavaScript viewers)
+/// and the bidirectional marks, embeddings, overrides and isolates (which
+/// display `evil.com/x` as `x/moc.live`, "Trojan Source").
+fn reorders_or_breaks(c: char) -> bool {
+    matches!(
+        c,
+        '\u{2028}' | '\u{2029}' | '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+    )
 }
 
 /// `text` with anything that may be credentials hidden: everything before
@@ -162,6 +174,21 @@ mod tests {
         assert!(err.to_string().len() < 200, "{}", err.to_string().len());
         assert_eq!(quote("a\r\nb"), "a\\r\\nb");
         assert_eq!(quote("é".repeat(100).as_str()).chars().count(), 65);
+    }
+
+    /// Line and paragraph separators and bidirectional controls are
+    /// escaped as control characters are: before, `quote` passed them
+    /// through (5 of the 5 below raw), so a registry name could break a
+    /// line in a JSON log viewer or show reversed; now 0.
+    #[test]
+    fn separators_and_bidi_controls_are_escaped() {
+        let hostile = "a\u{2028}b\u{2029}c\u{202e}d\u{2066}e\u{200f}f";
+        assert_eq!(
+            quote(hostile),
+            "a\\u{2028}b\\u{2029}c\\u{202e}d\\u{2066}e\\u{200f}f"
+        );
+        // Other non-ASCII text is kept as it is.
+        assert_eq!(quote("zürich-é\u{301}"), "zürich-é\u{301}");
     }
 
     #[test]
