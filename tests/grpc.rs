@@ -643,3 +643,117 @@ async fn a_calls_deadline_bounds_its_retries_and_each_attempt_sends_the_time_lef
     assert_eq!(second.len(), 1, "{second:?}");
     assert!(micros(&second[0]) <= 500_000, "{second:?}");
 }
+
+/// An h2c server that answers every stream with HTTP 200, the headers
+/// `headers` and the body `body` (no trailers), counting the streams.
+async fn raw_grpc_server(
+    headers: &'static [(&'static str, &'static str)],
+    body: &'static [u8],
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::Ordering;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let streams = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = std::sync::Arc::clone(&streams);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let seen = std::sync::Arc::clone(&seen);
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    let mut response = http::Response::builder().status(200);
+                    for (name, value) in headers {
+                        response = response.header(*name, *value);
+                    }
+                    let response = response.body(()).unwrap();
+                    let end = body.is_empty();
+                    if let Ok(mut send) = respond.send_response(response, end) {
+                        if !end {
+                            let _ = send.send_data(bytes::Bytes::from_static(body), true);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, streams)
+}
+
+/// 20 calls over an instance answering every call with something tonic
+/// fails for the caller and a real tonic server, under outlier detection's
+/// defaults: the first instance is ejected at its 5th failure, as one
+/// answering a trailers-only UNAVAILABLE is. Returns the callers' failures
+/// and the calls each instance saw.
+async fn calls_over_a_failing_answer(
+    headers: &'static [(&'static str, &'static str)],
+    body: &'static [u8],
+) -> (Vec<(Code, String)>, [usize; 2]) {
+    use std::sync::atomic::Ordering;
+    let (bad, bad_streams) = raw_grpc_server(headers, body).await;
+    let good = GrpcBackend::start("b").await.expect("b");
+    let source = StaticSource::new()
+        .with_list("my-grpc-service", &format!("{bad},{}", good.addr))
+        .expect("list");
+    let builder = LoadBalancer::builder()
+        .source(source)
+        .service("my-grpc-service")
+        .rule(|| tower_ribbon::rule::RoundRobin::with_start(0))
+        .outlier_detection(OutlierDetection::default());
+    let channel = grpc::balance(builder, grpc::h2c_client(), GrpcRetryLayer::new()).unwrap();
+    let client =
+        HealthClient::with_origin(channel, http::Uri::from_static("http://my-grpc-service"));
+    let mut failed = Vec::new();
+    for _ in 0..20 {
+        if let Err(e) = check(&client).await {
+            failed.push(e);
+        }
+    }
+    (failed, [bad_streams.load(Ordering::SeqCst), good.checks()])
+}
+
+/// A 200 with a non-gRPC content type (an HTTP server, not a gRPC one, at
+/// the instance's address: a page of HTML) fails every call for the
+/// caller, and counts against the instance: gRPC's HTTP-to-gRPC status
+/// mapping makes a 200 without a gRPC content type UNKNOWN (a 500 to the
+/// balancer). Before, each such call counted as a success: the instance
+/// was never ejected, 10 of 20 calls failed (`[10, 10]` calls seen); now
+/// 5 (`[5, 15]`).
+#[tokio::test]
+async fn a_200_without_a_grpc_content_type_counts_against_its_instance() {
+    let html = &[("content-type", "text/html")];
+    let (failed, seen) = calls_over_a_failing_answer(html, b"<html>not gRPC</html>").await;
+    assert_eq!((failed.len(), seen), (5, [5, 15]), "{failed:?}");
+    assert!(
+        failed.iter().all(|(code, _)| *code == Code::Internal),
+        "{failed:?}"
+    );
+    // No content type, no body: tonic's "Missing response message".
+    let (failed, seen) = calls_over_a_failing_answer(&[], b"").await;
+    assert_eq!((failed.len(), seen), (5, [5, 15]), "{failed:?}");
+}
+
+/// A `grpc-status` in the headers of a 200 is the call's status to tonic
+/// whatever the content type (tonic reads it first): UNAVAILABLE without a
+/// content type, or under `text/plain`, counts as the trailers-only
+/// UNAVAILABLE it is to the caller. Before, it counted as a success: 10
+/// of 20 calls failed, the instance never ejected; now 5.
+#[tokio::test]
+async fn a_grpc_status_in_the_headers_counts_whatever_the_content_type() {
+    for headers in [
+        &[("grpc-status", "14")][..],
+        &[("content-type", "text/plain"), ("grpc-status", "14")][..],
+    ] {
+        let (failed, seen) = calls_over_a_failing_answer(headers, b"").await;
+        assert_eq!((failed.len(), seen), (5, [5, 15]), "{headers:?} {failed:?}");
+        assert!(
+            failed.iter().all(|(code, _)| *code == Code::Unavailable),
+            "{failed:?}"
+        );
+    }
+}

@@ -28,7 +28,12 @@
 //!   (stats, breaker), outlier detection (5xx) and retryable statuses (502,
 //!   503, 504) see them. The `grpc-status` and `grpc-message` headers stay,
 //!   and tonic reads them before the HTTP status, so the caller still gets
-//!   the server's own `Status`. A status sent in trailers after response
+//!   the server's own `Status`. As tonic reads a `grpc-status` in the
+//!   headers of a 200 whatever its content type, so does [`GrpcStatus`];
+//!   a 200 with neither a gRPC content type nor a `grpc-status` (an HTTP
+//!   server, not a gRPC one, at the instance's address) fails the call and
+//!   counts as gRPC's UNKNOWN (a 500), as gRPC's HTTP-to-gRPC status
+//!   mapping reads it. A status sent in trailers after response
 //!   messages (a stream that fails midway) arrives while the attempt is
 //!   still in flight (it ends with the response body), and classifies it
 //!   the same way for stats, the breaker and outlier ejection (as Envoy
@@ -102,9 +107,12 @@ pub fn classify<B>(response: &Response<B>, statuses: &FailureStatuses) -> Outcom
 pub struct TrailersOnlyStatus(pub i32);
 
 /// Wraps the balancer's inner client: rewrites a trailers-only gRPC
-/// failure's HTTP status 200 to [`http_status_for`] its code, so the
-/// balancer classifies it, and records the code as a
-/// [`TrailersOnlyStatus`] extension. Other responses pass unchanged.
+/// failure's HTTP status 200 to [`http_status_for`] its code (a
+/// `grpc-status` in a 200's headers, whatever the content type, as tonic
+/// reads it), so the balancer classifies it, and records the code as a
+/// [`TrailersOnlyStatus`] extension; a 200 with neither a gRPC content
+/// type nor a `grpc-status` is classified as UNKNOWN (500) and passed
+/// unchanged to the caller. Other responses pass unchanged.
 /// Under [`GrpcRetry`] (feature `grpc`), it also sets each attempt's
 /// `grpc-timeout` to the time its call has left.
 #[derive(Debug, Clone)]
@@ -136,16 +144,48 @@ impl<S> Layer<S> for GrpcStatusLayer {
     }
 }
 
+/// A 200 to a gRPC call that is not a gRPC answer: no gRPC content type
+/// and no `grpc-status` in its headers (an HTTP server, not a gRPC one,
+/// at the instance's address). gRPC's HTTP-to-gRPC status mapping makes
+/// it UNKNOWN, so the balancer classifies it as
+/// [`http_status_for`]`(2)` (500), while the caller's client still reads
+/// the response as it came. A response extension set by [`GrpcStatus`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NotGrpcAnswer;
+
+/// The HTTP status the balancer classifies `response` by, as
+/// [`effective_status`], except for a 200 marked [`NotGrpcAnswer`]: 500.
+pub(crate) fn classified_status<B>(response: &Response<B>) -> u16 {
+    if response.extensions().get::<NotGrpcAnswer>().is_some() {
+        return http_status_for(2);
+    }
+    effective_status(response.status(), response.headers())
+}
+
+/// The response to a gRPC call, as the balancer should classify it: a
+/// 200 carrying `grpc-status` in its headers is a trailers-only response
+/// whatever its content type (tonic reads the status from the headers
+/// first, so it is what the caller is told): its HTTP status becomes the
+/// code's; a 200 with neither a gRPC content type nor a `grpc-status` is
+/// marked [`NotGrpcAnswer`]. Before, both counted as successes whatever
+/// the caller got, and an instance answering so was never ejected.
 fn rewrite_status<B>(mut response: Response<B>) -> Response<B> {
-    let effective = effective_status(response.status(), response.headers());
-    if effective != response.status().as_u16() {
-        if let (Ok(status), Some(code)) = (
-            StatusCode::from_u16(effective),
-            grpc_status(response.headers()),
-        ) {
-            *response.status_mut() = status;
-            response.extensions_mut().insert(TrailersOnlyStatus(code));
+    if response.status() != StatusCode::OK {
+        return response;
+    }
+    match grpc_status(response.headers()) {
+        Some(code) => {
+            if let Ok(status) = StatusCode::from_u16(http_status_for(code)) {
+                if status != StatusCode::OK {
+                    *response.status_mut() = status;
+                    response.extensions_mut().insert(TrailersOnlyStatus(code));
+                }
+            }
         }
+        None if !is_grpc(response.headers()) => {
+            response.extensions_mut().insert(NotGrpcAnswer);
+        }
+        None => {}
     }
     response
 }
@@ -280,5 +320,19 @@ mod tests {
         let ok = rewrite_status(ok);
         assert_eq!(ok.status(), StatusCode::OK);
         assert_eq!(ok.extensions().get::<TrailersOnlyStatus>(), None);
+        assert_eq!(classified_status(&ok), 200);
+        // tonic reads a grpc-status in the headers whatever the content type.
+        let mut plain = Response::new(());
+        *plain.headers_mut() = headers(Some("14"), "text/plain");
+        let plain = rewrite_status(plain);
+        assert_eq!(plain.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(classified_status(&plain), 503);
+        // Neither a gRPC content type nor a status: UNKNOWN, status kept.
+        let mut html = Response::new(());
+        *html.headers_mut() = headers(None, "text/html");
+        let html = rewrite_status(html);
+        assert_eq!(html.status(), StatusCode::OK);
+        assert_eq!(classified_status(&html), 500);
+        assert_eq!(classified_status(&rewrite_status(Response::new(()))), 500);
     }
 }

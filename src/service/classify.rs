@@ -34,11 +34,12 @@ impl<B> ResponseStatus for http::Response<B> {
     /// [`grpc::effective_status`](super::grpc_status::effective_status)), so
     /// stats, the breaker, outlier ejection and retries see gRPC failures
     /// through any client.
+    ///
+    /// A 200 that [`GrpcStatus`](crate::grpc::GrpcStatus) found to be no
+    /// gRPC answer to a gRPC call (neither a gRPC content type nor a
+    /// `grpc-status`) is 500, gRPC's UNKNOWN.
     fn status_code(&self) -> Option<u16> {
-        Some(super::grpc_status::effective_status(
-            self.status(),
-            self.headers(),
-        ))
+        Some(crate::grpc::classified_status(self))
     }
 
     fn retry_after(&self) -> Option<&http::HeaderValue> {
