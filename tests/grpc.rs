@@ -757,3 +757,85 @@ async fn a_grpc_status_in_the_headers_counts_whatever_the_content_type() {
         );
     }
 }
+
+/// An h2c server that resets every stream with `reason` at its HEADERS,
+/// counting the streams.
+async fn resetting_grpc_server(
+    reason: h2::Reason,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let streams = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = std::sync::Arc::clone(&streams);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let seen = std::sync::Arc::clone(&seen);
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    respond.send_reset(reason);
+                }
+            });
+        }
+    });
+    (addr, streams)
+}
+
+/// A call not opted in is streamed to its instance, not buffered; one
+/// whose stream the server refuses with REFUSED_STREAM (RFC 9113 §8.7:
+/// not processed) is sent again to the next instance from what the
+/// refused attempt read (gRFC A6's transparent retry), also for a
+/// server-streaming call. Before, hyper had read the streamed body when
+/// the refusal came: "body cannot be replayed", UNAVAILABLE for 2 of 4
+/// checks and 1 of 4 watches; now every call succeeds. Round robin sends
+/// every other first attempt to the refusing instance until its third
+/// refusal in a row (a connect failure) trips its breaker: 3 streams
+/// there, 4 checks and 4 watches on the other.
+#[tokio::test]
+async fn a_refused_stream_of_a_call_not_opted_in_goes_to_the_next_instance() {
+    use std::sync::atomic::Ordering;
+    let (bad, bad_streams) = resetting_grpc_server(h2::Reason::REFUSED_STREAM).await;
+    let good = GrpcBackend::start("b").await.expect("b");
+    let source = StaticSource::new()
+        .with_list("my-grpc-service", &format!("{bad},{}", good.addr))
+        .expect("list");
+    let builder = LoadBalancer::builder()
+        .source(source)
+        .service("my-grpc-service")
+        .rule(|| tower_ribbon::rule::RoundRobin::with_start(0))
+        .outlier_detection(OutlierDetection::disabled());
+    let channel = grpc::balance(builder, grpc::h2c_client(), GrpcRetryLayer::new()).unwrap();
+    let client =
+        HealthClient::with_origin(channel, http::Uri::from_static("http://my-grpc-service"));
+    let mut results = Vec::new();
+    for _ in 0..4 {
+        results.push(check(&client).await);
+    }
+    assert_eq!(counts(&results), split(&[("b", 4)]));
+    let mut watched = 0;
+    for _ in 0..4 {
+        let mut stream = client
+            .clone()
+            .watch(request())
+            .await
+            .expect("watch")
+            .into_inner();
+        while stream.message().await.expect("message").is_some() {}
+        watched += 1;
+    }
+    assert_eq!(watched, 4);
+    assert_eq!(
+        [
+            bad_streams.load(Ordering::SeqCst),
+            good.checks(),
+            good.watches()
+        ],
+        [3, 4, 4]
+    );
+}

@@ -161,3 +161,50 @@ async fn a_post_at_the_goaway_last_stream_id_is_not_retried() {
     assert_eq!(got.load(Ordering::SeqCst), 1);
     assert_eq!(served.load(Ordering::SeqCst), 0);
 }
+
+/// A POST whose body is a stream (`ReplayBody::streaming`), refused with
+/// REFUSED_STREAM or failed by a GOAWAY below it after hyper read the
+/// body: sent again to the next instance from what the refused attempt
+/// read. Before, "body cannot be replayed": `[ConnectFailure]`, 0 of 1
+/// reached the second instance, for both.
+#[tokio::test]
+async fn a_streamed_post_refused_unprocessed_goes_to_the_next_instance() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use tower_ribbon::retry::ReplayBody;
+    type Streamed = ReplayBody<Full<Bytes>>;
+
+    for refusing in [
+        resetting_server(h2::Reason::REFUSED_STREAM).await,
+        going_away_server(0, false).await,
+    ] {
+        let (refusing, refused) = refusing;
+        let (healthy, served) = ok_server(true).await;
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(true)
+                .build_http::<Streamed>();
+        let lb = tower_ribbon::LoadBalancer::builder()
+            .source(
+                tower_ribbon::discovery::StaticSource::new()
+                    .with_list(
+                        never_reached::SVC,
+                        &format!("127.0.0.1:{refusing},127.0.0.1:{healthy}"),
+                    )
+                    .unwrap(),
+            )
+            .service(never_reached::SVC)
+            .rule(|| tower_ribbon::rule::RoundRobin::with_start(0))
+            .build(client)
+            .unwrap();
+        assert!(lb.ready_service(never_reached::SVC).await);
+        let body = ReplayBody::streaming(Full::new(Bytes::from_static(b"one order")));
+        let post = http::Request::post("http://svc/orders").body(body).unwrap();
+        let response = lb.oneshot(post).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(response.status(), 200);
+        let answer = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(answer, "ok");
+        assert_eq!(refused.load(Ordering::SeqCst), 1);
+        assert_eq!(served.load(Ordering::SeqCst), 1);
+    }
+}

@@ -40,7 +40,8 @@
 //!   reads it for outlier detection); the call is not retried, since its
 //!   messages reached the caller.
 //! - **Retries**: gRPC calls are POSTs, so the balancer treats them as not
-//!   idempotent: only a connect failure (the call never left) is retried.
+//!   idempotent: only a connect failure (the call never left, or its
+//!   stream was refused unprocessed) is retried.
 //!   [`GrpcRetryLayer::method`] / [`GrpcRetryLayer::service`] opt methods
 //!   in: their request body is buffered (bounded by
 //!   [`max_buffer`](GrpcRetryLayer::max_buffer)) and marked

@@ -191,7 +191,9 @@ impl<S> Layer<S> for GrpcRetryLayer {
 /// Takes tonic's requests (`http::Request<tonic::body::Body>`) and sends
 /// them to the balancer as [`GrpcBody`]: opted-in calls buffered and
 /// marked [`RetryNonIdempotent`], others streamed (retried only when the
-/// connection failed). A call's `grpc-timeout` bounds it, retries
+/// call never reached a server: a failed connection, or a stream refused
+/// unprocessed, sent again from what the refused attempt read, up to
+/// [`UNSENT_REPLAY_MAX`](crate::retry::UNSENT_REPLAY_MAX)). A call's `grpc-timeout` bounds it, retries
 /// included: past it the call ends with DEADLINE_EXCEEDED. Made by
 /// [`GrpcRetryLayer`].
 #[derive(Clone, Debug)]

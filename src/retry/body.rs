@@ -3,10 +3,9 @@
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
 use http_body_util::{BodyExt, Empty, Full};
 
@@ -58,7 +57,35 @@ pub trait TryCloneBody: Sized {
     fn upload(&self) -> Option<Upload> {
         None
     }
+
+    /// A copy for a retry after an attempt that provably never reached a
+    /// server (a connect failure: a stream the server refused with
+    /// `REFUSED_STREAM`, or failed by its `GOAWAY`, after the client had
+    /// read the body). Default: [`try_clone_body`](Self::try_clone_body).
+    /// [`ReplayBody::streaming`] overrides it: a stream that attempt read
+    /// to its end within [`UNSENT_REPLAY_MAX`] bytes is sent again from
+    /// what it read.
+    fn try_clone_unsent(&self) -> Option<Self> {
+        self.try_clone_body()
+    }
+
+    /// Whether [`try_clone_unsent`](Self::try_clone_unsent) would give a
+    /// copy. Default: [`is_replayable`](Self::is_replayable).
+    fn is_replayable_unsent(&self) -> bool {
+        self.is_replayable()
+    }
 }
+
+/// The most data bytes of a [`ReplayBody::streaming`] body that an
+/// attempt keeps (64 KiB, in the frames it read, shared not copied) so
+/// that a retry after that attempt never reached a server can send the
+/// body again; a longer body, or one with trailers, is sent once, as
+/// before.
+pub const UNSENT_REPLAY_MAX: usize = 64 * 1024;
+
+/// The most frames an attempt keeps of a streaming body (see
+/// [`UNSENT_REPLAY_MAX`]).
+const UNSENT_REPLAY_FRAMES: usize = 1024;
 
 macro_rules! clone_body {
     ($($t:ty),*) => {$(
@@ -150,14 +177,26 @@ pub struct ReplayBody<B> {
 enum Inner<B> {
     Buffered(Option<Bytes>),
     Streaming {
-        /// The stream until some attempt starts sending it.
-        slot: Arc<Mutex<Option<Stream<B>>>>,
+        /// What the copies share.
+        slot: Arc<Mutex<Shared<B>>>,
         /// The stream once this attempt started it.
         taken: Option<Stream<B>>,
         /// The end of the stream's upload (one stream, so shared by the
         /// copies as the slot is).
         upload: Upload,
+        /// What this attempt read of it.
+        record: Record,
     },
+}
+
+/// What the copies of a streaming body share.
+struct Shared<B> {
+    /// The stream until some attempt starts sending it.
+    stream: Option<Stream<B>>,
+    /// The whole body as the attempt that started it read it (data only,
+    /// within [`UNSENT_REPLAY_MAX`]): sent again only after that attempt
+    /// never reached a server.
+    read: Option<Bytes>,
 }
 
 /// A stream, after the bytes already read from it (sent first).
@@ -227,8 +266,12 @@ impl<B> ReplayBody<B> {
     }
 
     /// A streaming body: replayable only while no attempt has started
-    /// sending it (for example after a refused connection); never replayed
-    /// once its first frame was asked for.
+    /// sending it (for example after a refused connection); once its
+    /// first frame was asked for, sent again only after an attempt that
+    /// never reached a server (a stream refused with `REFUSED_STREAM` or
+    /// failed by the server's `GOAWAY`) and read it to its end within
+    /// [`UNSENT_REPLAY_MAX`] bytes, from what that attempt read
+    /// ([`TryCloneBody::try_clone_unsent`]).
     pub fn streaming(body: B) -> Self {
         Self::stream(None, Box::pin(body))
     }
@@ -237,9 +280,13 @@ impl<B> ReplayBody<B> {
     fn stream(head: Option<Bytes>, body: Pin<Box<B>>) -> Self {
         Self {
             inner: Inner::Streaming {
-                slot: Arc::new(Mutex::new(Some(Stream { head, body }))),
+                slot: Arc::new(Mutex::new(Shared {
+                    stream: Some(Stream { head, body }),
+                    read: None,
+                })),
                 taken: None,
                 upload: Upload::new(),
+                record: Record::default(),
             },
         }
     }
@@ -305,7 +352,7 @@ impl<B> TryCloneBody for ReplayBody<B> {
             Inner::Buffered(_) => true,
             Inner::Streaming {
                 slot, taken: None, ..
-            } => slot.lock().map(|s| s.is_some()).unwrap_or(false),
+            } => slot.lock().map(|s| s.stream.is_some()).unwrap_or(false),
             Inner::Streaming { taken: Some(_), .. } => false,
         }
     }
@@ -319,13 +366,15 @@ impl<B> TryCloneBody for ReplayBody<B> {
                 slot,
                 taken: None,
                 upload,
+                ..
             } => {
-                let unstarted = slot.lock().map(|s| s.is_some()).unwrap_or(false);
+                let unstarted = slot.lock().map(|s| s.stream.is_some()).unwrap_or(false);
                 unstarted.then(|| Self {
                     inner: Inner::Streaming {
                         slot: Arc::clone(slot),
                         taken: None,
                         upload: upload.clone(),
+                        record: Record::default(),
                     },
                 })
             }
@@ -341,98 +390,28 @@ impl<B> TryCloneBody for ReplayBody<B> {
             Inner::Streaming { upload, .. } => Some(upload.clone()),
         }
     }
-}
 
-impl<B> Body for ReplayBody<B>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        // `ReplayBody` is `Unpin`: the stream is pinned in its own box.
-        let this = self.get_mut();
-        match &mut this.inner {
-            Inner::Buffered(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Streaming {
-                slot,
-                taken,
-                upload,
-            } => {
-                if taken.is_none() {
-                    let stream = slot.lock().ok().and_then(|mut s| s.take());
-                    match stream {
-                        Some(stream) => *taken = Some(stream),
-                        None => {
-                            return Poll::Ready(Some(Err(
-                                "streaming body was already sent by another attempt".into(),
-                            )));
-                        }
-                    }
-                }
-                let polled = match taken {
-                    Some(Stream {
-                        head: head @ Some(_),
-                        ..
-                    }) => Poll::Ready(head.take().map(|b| Ok(Frame::data(b)))),
-                    Some(Stream { body, .. }) => body.as_mut().poll_frame(cx).map_err(Into::into),
-                    None => Poll::Ready(None),
-                };
-                // The upload is over at the last frame, an error or the end.
-                let ended = match &polled {
-                    Poll::Ready(Some(Ok(_))) => taken
-                        .as_ref()
-                        .is_some_and(|s| s.head.is_none() && s.body.is_end_stream()),
-                    Poll::Ready(_) => true,
-                    Poll::Pending => false,
-                };
-                if ended {
-                    upload.end();
-                }
-                polled
-            }
+    /// Also a stream that an attempt which never reached a server read to
+    /// its end (within [`UNSENT_REPLAY_MAX`] bytes): a buffered copy of
+    /// what it read.
+    fn try_clone_unsent(&self) -> Option<Self> {
+        if let Some(copy) = self.try_clone_body() {
+            return Some(copy);
         }
+        let Inner::Streaming {
+            slot, taken: None, ..
+        } = &self.inner
+        else {
+            return None;
+        };
+        let read = slot.lock().ok()?.read.clone()?;
+        Some(Self::from_bytes(read))
     }
 
-    fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            Inner::Buffered(bytes) => bytes.is_none(),
-            Inner::Streaming {
-                taken: Some(s),
-                upload,
-                ..
-            } => {
-                let ended = s.head.is_none() && s.body.is_end_stream();
-                if ended {
-                    upload.end();
-                }
-                ended
-            }
-            Inner::Streaming { .. } => false,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            Inner::Buffered(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            Inner::Buffered(None) => SizeHint::with_exact(0),
-            Inner::Streaming { taken: Some(s), .. } => {
-                let rest = s.body.size_hint();
-                let head = s.head.as_ref().map_or(0, |h| h.len() as u64);
-                let mut hint = SizeHint::new();
-                hint.set_lower(rest.lower().saturating_add(head));
-                if let Some(upper) = rest.upper() {
-                    hint.set_upper(upper.saturating_add(head));
-                }
-                hint
-            }
-            Inner::Streaming { .. } => SizeHint::default(),
-        }
+    fn is_replayable_unsent(&self) -> bool {
+        self.is_replayable()
+            || matches!(&self.inner, Inner::Streaming { slot, taken: None, .. }
+                if slot.lock().is_ok_and(|s| s.read.is_some()))
     }
 }
 
@@ -451,5 +430,9 @@ impl<B> fmt::Debug for ReplayBody<B> {
     }
 }
 
+mod frames;
+mod record;
 #[cfg(test)]
 mod tests;
+
+use record::Record;

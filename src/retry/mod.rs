@@ -62,7 +62,7 @@ mod upload;
 
 /// Moved to [`crate::error::Attempt`]; kept here so old paths compile.
 pub use crate::error::Attempt;
-pub use body::{BufferError, ReplayBody, TryCloneBody};
+pub use body::{BufferError, ReplayBody, TryCloneBody, UNSENT_REPLAY_MAX};
 pub use budget::RetryBudgetConfig;
 pub(crate) use tps::{TpsBudget, Withdrawal};
 pub use upload::Upload;

@@ -20,8 +20,17 @@ use crate::retry::{RetryReason, TryCloneBody, Withdrawal, parse_retry_after};
 pub(super) const MAX_LISTED_ATTEMPTS: usize = 64;
 
 /// A copy of `req` for another attempt, if its body can be replayed.
-pub(super) fn try_clone_request<B: TryCloneBody>(req: &Request<B>) -> Option<Request<B>> {
-    let body = req.body().try_clone_body()?;
+/// With `never_reached` (the last attempt never reached a server), a
+/// stream that attempt read whole is copied too.
+pub(super) fn try_clone_request<B: TryCloneBody>(
+    req: &Request<B>,
+    never_reached: bool,
+) -> Option<Request<B>> {
+    let body = if never_reached {
+        req.body().try_clone_unsent()?
+    } else {
+        req.body().try_clone_body()?
+    };
     let mut copy = Request::new(body);
     *copy.method_mut() = req.method().clone();
     *copy.uri_mut() = req.uri().clone();
@@ -50,6 +59,8 @@ pub(super) struct Walk {
     next_left: u32,
     /// Retries so far.
     pub(super) retries: u32,
+    /// The last attempt provably never reached a server.
+    never_reached: bool,
 }
 
 impl Walk {
@@ -61,6 +72,7 @@ impl Walk {
             same_left: policy.get_max_same(),
             next_left: policy.get_max_next(),
             retries: 0,
+            never_reached: false,
         }
     }
 
@@ -86,13 +98,38 @@ impl Walk {
         &self,
         slot: &mut Option<Request<B>>,
     ) -> Option<Request<B>> {
-        if self.same_left > 0 || self.next_left > 0 {
+        // After an attempt that never reached a server, the request itself
+        // may hold a stream that attempt started: its copy holds what the
+        // attempt read.
+        if self.same_left > 0 || self.next_left > 0 || self.never_reached {
             slot.as_ref()
-                .and_then(try_clone_request)
+                .and_then(|r| try_clone_request(r, self.never_reached))
                 .or_else(|| slot.take())
         } else {
             slot.take()
         }
+    }
+
+    /// Whether `request` can be sent again after an attempt that ended
+    /// with `outcome`: a request sharing a stream that the attempt started
+    /// cannot, unless the attempt provably never reached a server (a
+    /// connect failure or timeout: a refused stream) and read the stream
+    /// whole ([`TryCloneBody::try_clone_unsent`]). Remembers which, for
+    /// the next [`request`](Self::request).
+    pub(super) fn replayable<B: TryCloneBody>(
+        &mut self,
+        request: Option<&Request<B>>,
+        outcome: crate::stats::Outcome,
+    ) -> bool {
+        use crate::stats::Outcome::{ConnectFailure, ConnectTimeout};
+        self.never_reached = matches!(outcome, ConnectFailure | ConnectTimeout);
+        request.is_some_and(|r| {
+            if self.never_reached {
+                r.body().is_replayable_unsent()
+            } else {
+                r.body().is_replayable()
+            }
+        })
     }
 
     /// Steps past an attempt on `endpoint` that will be retried.

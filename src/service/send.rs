@@ -123,8 +123,8 @@ where
                 trace::ended(&try_span, done.outcome, done.status, done.timed_out());
 
                 // A request sharing a stream that this attempt started
-                // cannot be sent again.
-                let replayable = slot.as_ref().is_some_and(|r| r.body().is_replayable());
+                // cannot be sent again (unless it never reached a server).
+                let replayable = walk.replayable(slot.as_ref(), done.outcome);
                 let call = facts.call(config, &state);
                 let next = next(&call, &facts, done, replayable, &walk, &mut attempts, &span);
                 match next {

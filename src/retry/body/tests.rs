@@ -152,3 +152,47 @@ async fn a_body_past_the_bound_is_streamed_whole() {
     let body = ReplayBody::buffer_or_stream(endless, 10).await.unwrap();
     assert!(!body.is_buffered());
 }
+
+/// A stream an attempt read to its end is copied for a retry after that
+/// attempt never reached a server (`try_clone_unsent`), with the bytes it
+/// read; not by `try_clone_body` (a server may have it). Read in part,
+/// past `UNSENT_REPLAY_MAX`, or with trailers: no copy.
+#[tokio::test]
+async fn a_stream_read_whole_is_copied_only_for_an_unsent_retry() {
+    let chunks =
+        |n: usize, size: usize| {
+            http_body_util::StreamBody::new(tokio_stream::iter((0..n).map(move |i| {
+                Ok::<_, BoxError>(Frame::data(Bytes::from(vec![b'a' + i as u8; size])))
+            })))
+        };
+    let body = ReplayBody::streaming(chunks(3, 2));
+    let spare = body.try_clone_body().expect("not started");
+    assert!(spare.try_clone_unsent().is_some());
+    let mut first = body;
+    let _ = first.frame().await.unwrap().unwrap();
+    // Read in part: nothing to send again.
+    assert!(!spare.is_replayable_unsent());
+    assert!(spare.try_clone_unsent().is_none());
+    assert_eq!(first.collect().await.unwrap().to_bytes(), "bbcc");
+    assert!(spare.is_replayable_unsent());
+    assert!(!spare.is_replayable());
+    assert!(spare.try_clone_body().is_none());
+    let copy = spare.try_clone_unsent().expect("read whole");
+    assert_eq!(copy.collect().await.unwrap().to_bytes(), "aabbcc");
+
+    // Past the bound: sent once.
+    let body = ReplayBody::streaming(chunks(2, UNSENT_REPLAY_MAX / 2 + 1));
+    let spare = body.try_clone_body().expect("not started");
+    let _ = body.collect().await.unwrap();
+    assert!(spare.try_clone_unsent().is_none());
+
+    // Trailers: sent once.
+    let with_trailers = http_body_util::StreamBody::new(tokio_stream::iter([
+        Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"x"))),
+        Ok(Frame::trailers(http::HeaderMap::new())),
+    ]));
+    let body = ReplayBody::streaming(with_trailers);
+    let spare = body.try_clone_body().expect("not started");
+    let _ = body.collect().await.unwrap();
+    assert!(spare.try_clone_unsent().is_none());
+}
