@@ -208,3 +208,114 @@ async fn a_streamed_post_refused_unprocessed_goes_to_the_next_instance() {
         assert_eq!(served.load(Ordering::SeqCst), 1);
     }
 }
+
+/// The fault matrix before the response headers: every RST_STREAM reason
+/// a server may send at a request's HEADERS, for a POST and a GET. Only
+/// REFUSED_STREAM proves the request unprocessed: the POST goes to the
+/// next instance and the refusal counts as a connect failure (the
+/// breaker's count); any other reason may follow processing: the POST
+/// fails after one attempt, the GET is retried, and the reset counts as
+/// one failure of the instance, not a connect failure. Each request's
+/// result is counted once: one request and one failure on the resetting
+/// instance.
+#[tokio::test]
+async fn every_reset_reason_before_the_headers_is_classified_once() {
+    let reasons = [
+        (h2::Reason::REFUSED_STREAM, true),
+        (h2::Reason::CANCEL, false),
+        (h2::Reason::INTERNAL_ERROR, false),
+        (h2::Reason::ENHANCE_YOUR_CALM, false),
+        (h2::Reason::PROTOCOL_ERROR, false),
+    ];
+    for (reason, unprocessed) in reasons {
+        for method in [http::Method::POST, http::Method::GET] {
+            let (resetting, reset) = resetting_server(reason).await;
+            let (healthy, served) = ok_server(true).await;
+            let lb = balancer(resetting, healthy, true).await;
+            let mut request = post();
+            *request.method_mut() = method.clone();
+            let result = lb.clone().oneshot(request).await;
+            let retried = unprocessed || method == http::Method::GET;
+            let case = format!("{reason:?} {method}");
+            match &result {
+                Ok(response) => assert!(retried && response.status() == 200, "{case}"),
+                Err(err) => {
+                    assert!(!retried, "{case}: {err}");
+                    let outcomes: Vec<Outcome> = err.attempts().iter().map(|a| a.outcome).collect();
+                    assert_eq!(outcomes, [Outcome::OtherError], "{case}");
+                }
+            }
+            let seen = [reset.load(Ordering::SeqCst), served.load(Ordering::SeqCst)];
+            assert_eq!(seen, [1, usize::from(retried)], "{case}");
+            let snapshot = lb.snapshot(never_reached::SVC).unwrap();
+            let stats = snapshot.endpoints()[0].stats();
+            let counted = [
+                stats.requests(),
+                stats.failures(),
+                u64::from(stats.successive_connection_failures()),
+                stats.in_flight() as u64,
+            ];
+            assert_eq!(counted, [1, 1, u64::from(unprocessed), 0], "{case}");
+        }
+    }
+}
+
+/// After the response headers, a reset (even REFUSED_STREAM) cuts a
+/// response the caller already holds: nothing is retried, the caller's
+/// body read fails, and the instance counts one failure, not a connect
+/// failure. The server resets only once the caller holds the headers.
+#[tokio::test]
+async fn a_reset_after_the_headers_fails_the_body_once() {
+    use http_body_util::BodyExt;
+    for reason in [
+        h2::Reason::REFUSED_STREAM,
+        h2::Reason::CANCEL,
+        h2::Reason::INTERNAL_ERROR,
+    ] {
+        for method in [http::Method::POST, http::Method::GET] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let go = Arc::new(tokio::sync::Notify::new());
+            let signal = Arc::clone(&go);
+            tokio::spawn(async move {
+                let Ok((socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let Ok(mut conn) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                if let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    let mut send = respond
+                        .send_response(http::Response::new(()), false)
+                        .unwrap();
+                    send.send_data(bytes::Bytes::from_static(b"part"), false)
+                        .unwrap();
+                    tokio::spawn(async move {
+                        signal.notified().await;
+                        send.send_reset(reason);
+                    });
+                }
+                while let Some(Ok(_)) = conn.accept().await {}
+            });
+            let (healthy, served) = ok_server(true).await;
+            let lb = balancer(port, healthy, true).await;
+            let mut request = post();
+            *request.method_mut() = method.clone();
+            let response = lb.clone().oneshot(request).await.expect("headers");
+            assert_eq!(response.status(), 200);
+            go.notify_one();
+            let case = format!("{reason:?} {method}");
+            assert!(response.into_body().collect().await.is_err(), "{case}");
+            assert_eq!(served.load(Ordering::SeqCst), 0, "{case}");
+            let snapshot = lb.snapshot(never_reached::SVC).unwrap();
+            let stats = snapshot.endpoints()[0].stats();
+            let counted = [
+                stats.requests(),
+                stats.failures(),
+                u64::from(stats.successive_connection_failures()),
+                stats.in_flight() as u64,
+            ];
+            assert_eq!(counted, [1, 1, 0, 0], "{case}");
+        }
+    }
+}
