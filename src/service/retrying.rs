@@ -121,8 +121,7 @@ impl Walk {
         request: Option<&Request<B>>,
         outcome: crate::stats::Outcome,
     ) -> bool {
-        use crate::stats::Outcome::{ConnectFailure, ConnectTimeout};
-        self.never_reached = matches!(outcome, ConnectFailure | ConnectTimeout);
+        self.never_reached = outcome.never_reached_server();
         request.is_some_and(|r| {
             if self.never_reached {
                 r.body().is_replayable_unsent()
