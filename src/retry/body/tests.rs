@@ -1,6 +1,7 @@
 //! Tests of request bodies and replays.
 
 use super::*;
+use http_body::Frame;
 use http_body_util::BodyExt;
 
 #[tokio::test]
