@@ -85,6 +85,9 @@ pub use transport::{
     h2c_client_with,
 };
 
+use crate::service::grpc_status::NotGrpcAnswer;
+#[cfg(test)]
+use crate::service::grpc_status::classified_status;
 pub use crate::service::grpc_status::{effective_status, grpc_status, http_status_for, is_grpc};
 
 /// The [`Outcome`] of a gRPC response for stats and the breaker: a
@@ -143,24 +146,6 @@ impl<S> Layer<S> for GrpcStatusLayer {
     fn layer(&self, inner: S) -> GrpcStatus<S> {
         GrpcStatus::new(inner)
     }
-}
-
-/// A 200 to a gRPC call that is not a gRPC answer: no gRPC content type
-/// and no `grpc-status` in its headers (an HTTP server, not a gRPC one,
-/// at the instance's address). gRPC's HTTP-to-gRPC status mapping makes
-/// it UNKNOWN, so the balancer classifies it as
-/// [`http_status_for`]`(2)` (500), while the caller's client still reads
-/// the response as it came. A response extension set by [`GrpcStatus`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct NotGrpcAnswer;
-
-/// The HTTP status the balancer classifies `response` by, as
-/// [`effective_status`], except for a 200 marked [`NotGrpcAnswer`]: 500.
-pub(crate) fn classified_status<B>(response: &Response<B>) -> u16 {
-    if response.extensions().get::<NotGrpcAnswer>().is_some() {
-        return http_status_for(2);
-    }
-    effective_status(response.status(), response.headers())
 }
 
 /// The response to a gRPC call, as the balancer should classify it: a

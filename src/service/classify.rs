@@ -39,7 +39,7 @@ impl<B> ResponseStatus for http::Response<B> {
     /// gRPC answer to a gRPC call (neither a gRPC content type nor a
     /// `grpc-status`) is 500, gRPC's UNKNOWN.
     fn status_code(&self) -> Option<u16> {
-        Some(crate::grpc::classified_status(self))
+        Some(super::grpc_status::classified_status(self))
     }
 
     fn retry_after(&self) -> Option<&http::HeaderValue> {

@@ -3,7 +3,7 @@
 //! retries) sees trailers-only gRPC failures through any inner client.
 //! Public as [`crate::grpc`]'s functions.
 
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 
 /// The gRPC status code in `headers` (`grpc-status`), if present, read as
 /// tonic reads it (`Code::from_bytes`): a code 0 to 16 written as gRPC
@@ -87,6 +87,25 @@ pub fn effective_status(status: StatusCode, headers: &HeaderMap) -> u16 {
         }
     }
     status.as_u16()
+}
+
+/// A 200 to a gRPC call that is not a gRPC answer: no gRPC content type
+/// and no `grpc-status` in its headers (an HTTP server, not a gRPC one,
+/// at the instance's address). gRPC's HTTP-to-gRPC status mapping makes
+/// it UNKNOWN, so the balancer classifies it as
+/// [`http_status_for`]`(2)` (500), while the caller's client still reads
+/// the response as it came. A response extension set by
+/// `grpc::GrpcStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NotGrpcAnswer;
+
+/// The HTTP status the balancer classifies `response` by, as
+/// [`effective_status`], except for a 200 marked [`NotGrpcAnswer`]: 500.
+pub(crate) fn classified_status<B>(response: &Response<B>) -> u16 {
+    if response.extensions().get::<NotGrpcAnswer>().is_some() {
+        return http_status_for(2);
+    }
+    effective_status(response.status(), response.headers())
 }
 
 #[cfg(test)]

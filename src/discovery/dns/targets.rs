@@ -1,7 +1,6 @@
 //! The addresses of one SRV target, or of one address family: looked up,
 //! or kept from the last answer when the lookup fails.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -14,7 +13,7 @@ use hickory_resolver::proto::rr::{Name, RecordType};
 
 use super::IpFamily;
 use super::records::{Additionals, Candidate, SrvRecord, min_ttl, record_ip};
-use super::source::{CacheEntry, DnsSource, KeptAddr};
+use super::source::DnsSource;
 
 /// SRV targets looked up at once (those without addresses in the
 /// answer's additional section). One after the other, a resolution took
@@ -299,23 +298,4 @@ impl DnsSource {
             entry.kept_since.remove(&(target.map(str::to_owned), port, *ip));
         }
     }
-}
-
-/// Forgets the kept addresses `answer` does not list: they are gone from
-/// DNS (or expired), and a failed lookup keeps only addresses of the last
-/// answer. Without it, every address ever kept stayed in the map, one
-/// entry per SRV target name that failed a lookup once, for the life of
-/// the source.
-pub(super) fn forget_unlisted(entry: &mut CacheEntry, answer: &[crate::Instance]) {
-    if entry.kept_since.is_empty() {
-        return;
-    }
-    let listed: HashSet<KeptAddr> = answer
-        .iter()
-        .filter_map(|i| {
-            let target = i.metadata().get("dns.target").cloned();
-            Some((target, i.port(), i.host().parse().ok()?))
-        })
-        .collect();
-    entry.kept_since.retain(|key, _| listed.contains(key));
 }
