@@ -341,7 +341,7 @@ impl PartialEq for LazyAuthority {
 
 impl Eq for LazyAuthority {}
 
-/// Registry text cut to 128 bytes each ([`crate::error::DebugCut`]);
+/// Registry text (id, service id, zone, metadata keys) cut to 128 bytes each;
 /// metadata keys only, values hidden ([`Metadata`]'s `Debug`).
 impl fmt::Debug for Instance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
