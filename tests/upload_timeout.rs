@@ -36,6 +36,8 @@ const PER_TRY: Duration = Duration::from_millis(300);
 struct SlowBody {
     left: u32,
     sleep: Pin<Box<Sleep>>,
+    /// After the last chunk, never end (a body that stops producing).
+    stall: bool,
 }
 
 impl SlowBody {
@@ -43,6 +45,7 @@ impl SlowBody {
         Self {
             left: chunks,
             sleep: Box::pin(tokio::time::sleep(GAP)),
+            stall: false,
         }
     }
 }
@@ -56,7 +59,11 @@ impl Body for SlowBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         if self.left == 0 {
-            return Poll::Ready(None);
+            return if self.stall {
+                Poll::Pending
+            } else {
+                Poll::Ready(None)
+            };
         }
         if self.sleep.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
@@ -67,7 +74,7 @@ impl Body for SlowBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.left == 0
+        self.left == 0 && !self.stall
     }
 }
 
@@ -172,4 +179,26 @@ async fn a_buffered_body_times_out_from_the_send() {
     let err = lb.oneshot(request).await.unwrap_err();
     assert_eq!(start.elapsed(), PER_TRY);
     assert_eq!(err.timeout(), Some(TimeoutKind::PerTry(PER_TRY)), "{err}");
+}
+
+/// While the upload lasts, the per-try timeout bounds the time since the
+/// body's last frame: an upload that stalls (here the body stops after 2
+/// chunks; a server that stops reading stalls it the same way) is cut off
+/// one per-try timeout after its last frame, not kept waiting without
+/// bound (no deadline is set).
+#[tokio::test(start_paused = true)]
+async fn an_upload_that_stalls_times_out_one_per_try_after_its_last_frame() {
+    let (addr, _stop) = server(false).await;
+    let lb = balancer(addr, RetryPolicy::default());
+    let start = Instant::now();
+    let mut body = SlowBody::new(2);
+    body.stall = true;
+    let request = Request::post("http://svc/upload")
+        .body(ReplayBody::streaming(body))
+        .unwrap();
+    let sent = tokio::time::timeout(Duration::from_secs(60), lb.oneshot(request)).await;
+    let err = sent.expect("bounded").unwrap_err();
+    assert_eq!(start.elapsed(), 2 * GAP + PER_TRY);
+    assert_eq!(err.timeout(), Some(TimeoutKind::PerTry(PER_TRY)), "{err}");
+    assert_eq!(err.attempts().len(), 1, "{err}");
 }

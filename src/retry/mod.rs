@@ -154,7 +154,8 @@ impl RetryPolicy {
     /// Ribbon's); set here, this one takes precedence.
     ///
     /// It runs from the send until the response headers; for a streamed
-    /// body that reports its upload ([`Upload`]), from the upload's end.
+    /// body that reports its upload ([`Upload`]), from the upload's end,
+    /// bounding the time since its last frame while it lasts.
     ///
     /// Keep it above the client's connect timeout: the balancer cannot see
     /// whether a connection was made when this timeout fires, so a connect

@@ -207,7 +207,10 @@ where
     // The inner client's own spans are children of the attempt's.
     let fut = tracing::Instrument::instrument(inner.call(request), span.clone());
     let until = until(sent, call.config.per_try, call.deadline);
-    Ok((Sending::new(fut, until, upload, call.deadline), in_flight))
+    Ok((
+        Sending::new(fut, until, upload, call.deadline, sent),
+        in_flight,
+    ))
 }
 
 /// Ends an attempt with its result: classifies it, and records a failure

@@ -250,8 +250,9 @@ impl Builder {
     /// For a streamed body that reports its upload
     /// ([`ReplayBody::streaming`](crate::retry::ReplayBody::streaming), the
     /// gRPC bodies; see [`Upload`](crate::retry::Upload)) it starts when the
-    /// upload ends, as Envoy's timeouts start once the request is sent;
-    /// for other bodies it also runs while the body is sent.
+    /// upload ends, as Envoy's timeouts start once the request is sent, and
+    /// bounds the time since its last frame while it lasts; for other
+    /// bodies it also runs while the body is sent.
     pub fn read_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.read_timeout = timeout;
         self

@@ -41,20 +41,25 @@ pin_project_lite::pin_project! {
         upload: Upload,
         per_try: Duration,
         deadline: Option<Instant>,
+        sent: Instant,
     }
 }
 
 /// When an uploading attempt times out, seen at `now`: the per-try
-/// timeout after the upload's end, or after `now` while it lasts, cut to
-/// the deadline; `None` without a bound (a per-try timeout too large to
-/// add, and no deadline).
+/// timeout after the upload's end; while it lasts, after the body's last
+/// frame (or the send): an upload that stalls is cut off as a socket
+/// timeout cuts an idle connection; all cut to the deadline. `None`
+/// without a bound (a per-try timeout too large to add, and no deadline).
 fn next(
     upload: &Upload,
     per_try: Duration,
     deadline: Option<Instant>,
-    now: Instant,
+    sent: Instant,
 ) -> Option<Instant> {
-    let from = upload.ended_at().unwrap_or(now);
+    let from = match upload.ended_at() {
+        Some(end) => end,
+        None => upload.last_frame_at().map_or(sent, |f| f.max(sent)),
+    };
     match (from.checked_add(per_try), deadline) {
         (Some(t), Some(d)) => Some(t.min(d)),
         (t, d) => t.or(d),
@@ -70,6 +75,7 @@ impl<F: Future> Sending<F> {
         until: Option<Instant>,
         upload: Option<(Duration, Upload)>,
         deadline: Option<Instant>,
+        sent: Instant,
     ) -> Self {
         match (until, upload) {
             (Some(at), Some((per_try, upload))) => Sending::Uploading {
@@ -79,6 +85,7 @@ impl<F: Future> Sending<F> {
                     upload,
                     per_try,
                     deadline,
+                    sent,
                 }),
             },
             (Some(at), None) => Sending::Bounded {
@@ -116,9 +123,9 @@ where
                         Poll::Ready(Ok(())) | Poll::Pending => return Poll::Pending,
                     };
                     let now = Instant::now();
-                    match next(watch.upload, *watch.per_try, *watch.deadline, now) {
-                        // The upload lasts, or ended less than the per-try
-                        // timeout ago: wait on.
+                    match next(watch.upload, *watch.per_try, *watch.deadline, *watch.sent) {
+                        // The upload goes on, or ended less than the
+                        // per-try timeout ago: wait on.
                         Some(at) if at > now => {
                             let timer = tokio::time::timeout_at(at, std::future::pending());
                             watch.timer.set(timer);

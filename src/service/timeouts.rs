@@ -34,7 +34,9 @@
 //! ([`ReplayBody::streaming`](crate::retry::ReplayBody::streaming), the
 //! gRPC bodies, any body with [`Upload`](crate::retry::Upload)) the
 //! per-try timer starts when the upload ends, so an upload longer than 5 s
-//! is not cut off; the deadline still bounds it. For a body in memory it
+//! is not cut off; while the upload lasts it bounds the time since the
+//! body's last frame, so an upload that stalls still is; the deadline
+//! bounds it all. For a body in memory it
 //! starts at the send.
 //!
 //! **The response body is not bounded.** Both timers stop at the response

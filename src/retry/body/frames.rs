@@ -59,6 +59,9 @@ where
                     Poll::Ready(_) => true,
                     Poll::Pending => false,
                 };
+                if matches!(polled, Poll::Ready(Some(Ok(_)))) {
+                    upload.frame();
+                }
                 if ended {
                     upload.end();
                 }
