@@ -933,3 +933,36 @@ mod messages {
         );
     }
 }
+
+/// An inner service whose error type is `BoxError` (tower's `Timeout`,
+/// `Buffer`, `BoxService`, a `service_fn` returning `BoxError`): a request
+/// awaited inside a spawned task (`tokio::spawn`, an axum handler: futures
+/// that must be `Send`) compiles and answers through `lb.request(req)` and
+/// `lb.clone().send(req)`. (Through `lb.oneshot(req)` it does not compile:
+/// tower's `Oneshot` carries its `Service` bound into the auto-trait
+/// check, where rustc cannot prove `BoxError: From<Box<dyn Error + '0>>`
+/// for every lifetime, rust-lang/rust#64552, as apollographql/router#1570
+/// met with tower's `BoxCloneService`; the docs of `request` say so.)
+#[tokio::test]
+async fn a_spawned_request_over_a_box_error_inner_is_send() {
+    let source = StaticSource::new().with_list("svc", "127.0.0.1:1").unwrap();
+    let inner = tower::ServiceBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .service(tower::service_fn(|_: Request<String>| async {
+            Ok::<_, BoxError>(Response::new(String::from("ok")))
+        }));
+    let lb = LoadBalancer::builder()
+        .source(source)
+        .service("svc")
+        .build(inner)
+        .unwrap();
+    let request = || Request::get("http://svc/x").body(String::new()).unwrap();
+    let by_ref = lb.clone();
+    let req = request();
+    let answered = tokio::spawn(async move { by_ref.request(req).await.map(|r| r.status()) });
+    assert_eq!(answered.await.unwrap().unwrap(), http::StatusCode::OK);
+    let owned = lb.clone();
+    let req = request();
+    let answered = tokio::spawn(async move { owned.send(req).await.map(|r| r.status()) });
+    assert_eq!(answered.await.unwrap().unwrap(), http::StatusCode::OK);
+}

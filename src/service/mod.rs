@@ -353,6 +353,18 @@ impl<S> LoadBalancer<S> {
     /// }
     /// ```
     ///
+    /// In a future that must be `Send` (a task given to `tokio::spawn`,
+    /// an axum handler) over an inner service whose error type is
+    /// [`BoxError`](crate::BoxError) (tower's `Timeout`, `Buffer` or
+    /// `BoxService`, a `service_fn` returning `BoxError`), await
+    /// `lb.request(req)` or `lb.clone().send(req)` rather than
+    /// `lb.clone().oneshot(req)`: tower's `Oneshot` carries its `Service`
+    /// bound into rustc's `Send` check of the enclosing `async` block,
+    /// where rustc cannot prove `BoxError: From<Box<dyn Error + '_>>` for
+    /// every lifetime and reports "implementation of `From` is not general
+    /// enough" (rust-lang/rust#64552; tower's own services over such an
+    /// inner meet it too). This method's future carries no such bound.
+    ///
     /// # Errors
     /// As [`Service::call`]: an [`Error`] naming the service
     /// and the cause.
