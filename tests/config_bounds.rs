@@ -3,36 +3,16 @@
 //! parsers. Memory is measured with a counting allocator (this binary's
 //! global allocator), time with the wall clock.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use tower_ribbon::config::{ConfigErrorKind, RibbonConfig};
 
-/// Counts live heap bytes and their peak.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(live, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
+#[path = "common/peak_alloc.rs"]
+mod peak_alloc;
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static GLOBAL: peak_alloc::Peak = peak_alloc::Peak;
 
 /// Serializes the measured tests (the counters are process-wide).
 static MEASURE: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -41,12 +21,12 @@ static MEASURE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// in bytes over what was live before.
 fn measured<T>(f: impl FnOnce() -> T) -> (T, Duration, usize) {
     let _guard = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
-    let base = LIVE.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
+    let base = peak_alloc::live();
+    peak_alloc::set_peak(base);
     let start = Instant::now();
     let out = f();
     let elapsed = start.elapsed();
-    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
+    let peak = peak_alloc::peak().saturating_sub(base);
     (out, elapsed, peak)
 }
 

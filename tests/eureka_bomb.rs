@@ -12,7 +12,6 @@
 //! current-thread runtime ticking.
 #![cfg(feature = "eureka")]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
 use std::io::Write;
 use std::sync::Arc;
@@ -31,32 +30,15 @@ use tower_ribbon::discovery::InstanceSource;
 use tower_ribbon::discovery::eureka::wire::WireError;
 use tower_ribbon::discovery::eureka::{EurekaRegistry, EurekaSource};
 
-/// Counts live heap bytes and their peak.
-struct Counting;
+#[path = "common/peak_alloc.rs"]
+mod peak_alloc;
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
 /// The allocation counters are process-wide: the tests of this file run one
 /// at a time so one test's allocations never count against another's bound.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(live, Ordering::Relaxed);
-        }
-        ptr
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: peak_alloc::Peak = peak_alloc::Peak;
 
 /// Zeros in the `instance` array (8 MB inflated, about 8 KB gzipped).
 const ZEROS: usize = 4_000_000;
@@ -154,12 +136,12 @@ async fn measure<T>(work: impl std::future::Future<Output = T>) -> (Duration, T,
         })
     };
     tokio::task::yield_now().await;
-    let base = LIVE.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
+    let base = peak_alloc::live();
+    peak_alloc::set_peak(base);
     let started = Instant::now();
     let out = work.await;
     let took = started.elapsed();
-    let grew = PEAK.load(Ordering::Relaxed).saturating_sub(base);
+    let grew = peak_alloc::peak().saturating_sub(base);
     stop.store(true, Ordering::Relaxed);
     ticker.await.expect("ticker");
     let gap = Duration::from_micros(max_gap.load(Ordering::Relaxed) as u64);
@@ -324,11 +306,11 @@ fn metadata_payload(records: usize, entries: usize, distinct: bool) -> String {
 
 /// Heap growth (bytes kept, peak) while `work` runs.
 fn heap<T>(work: impl FnOnce() -> T) -> (T, usize, usize) {
-    let before = LIVE.load(Ordering::Relaxed);
-    PEAK.store(before, Ordering::Relaxed);
+    let before = peak_alloc::live();
+    peak_alloc::set_peak(before);
     let out = work();
-    let kept = LIVE.load(Ordering::Relaxed).saturating_sub(before);
-    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+    let kept = peak_alloc::live().saturating_sub(before);
+    let peak = peak_alloc::peak().saturating_sub(before);
     (out, kept, peak)
 }
 

@@ -9,8 +9,6 @@
 //!   skipped (issue 11: the old decoder logged one warning per element).
 #![cfg(feature = "eureka")]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,28 +17,11 @@ use tower_ribbon::discovery::eureka::wire;
 #[path = "common/log_capture.rs"]
 mod log_capture;
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(live, Ordering::Relaxed);
-        }
-        ptr
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
+#[path = "common/peak_alloc.rs"]
+mod peak_alloc;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: peak_alloc::Peak = peak_alloc::Peak;
 
 /// One instance record in the real server's format.
 fn instance(app: usize, n: usize) -> String {
@@ -80,12 +61,12 @@ fn decode_timing() {
         let mut times = Vec::new();
         let mut peak = 0;
         for _ in 0..7 {
-            let base = LIVE.load(Ordering::Relaxed);
-            PEAK.store(base, Ordering::Relaxed);
+            let base = peak_alloc::live();
+            peak_alloc::set_peak(base);
             let started = Instant::now();
             let apps = wire::parse_applications(&body).expect("decodes");
             times.push(started.elapsed());
-            peak = peak.max(PEAK.load(Ordering::Relaxed) - base);
+            peak = peak.max(peak_alloc::peak() - base);
             let n: usize = apps.applications.iter().map(|a| a.instances.len()).sum();
             assert_eq!(n, instances);
         }

@@ -13,33 +13,17 @@
 //! 1 MiB (counting allocator).
 #![cfg(feature = "eureka")]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use tower_ribbon::discovery::eureka::wire::{self, ParseOptions, PortPreference};
 
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(live, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
+#[path = "common/peak_alloc.rs"]
+mod peak_alloc;
+
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static GLOBAL: peak_alloc::Peak = peak_alloc::Peak;
 
 fn junk() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -235,8 +219,7 @@ proptest! {
         let options = ParseOptions::default()
             .with_prefer_ip_address(prefer_ip)
             .with_port_preference(if secure { PortPreference::Secure } else { PortPreference::Plain });
-        let base = LIVE.load(Ordering::Relaxed);
-        PEAK.store(base, Ordering::Relaxed);
+        let base = peak_alloc::start();
         let start = Instant::now();
         if one_app {
             if let Ok(app) = wire::parse_application_with(&text, options) {
@@ -247,7 +230,7 @@ proptest! {
         }
         let _ = wire::parse_applications(&text);
         let _ = wire::parse_application(&text);
-        let grown = PEAK.load(Ordering::Relaxed).saturating_sub(base);
+        let grown = peak_alloc::grown(base);
         prop_assert!(start.elapsed() < Duration::from_secs(2));
         prop_assert!(grown <= 64 * text.len() + (1 << 20), "grew {} for {} bytes", grown, text.len());
     }

@@ -142,6 +142,16 @@ fn assert_nothing_in_flight<S>(lb: &LoadBalancer<S>) {
     }
 }
 
+/// A round-robin balancer for `svc` over `inner`.
+fn round_robin<S>(source: StaticSource, inner: S) -> LoadBalancer<S> {
+    LoadBalancer::builder()
+        .source(source)
+        .service("svc")
+        .rule(RoundRobin::new)
+        .build(inner)
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inner_concurrency_limit_holds_across_instances() {
     let (a, b, source, most) = two_servers().await;
@@ -149,12 +159,7 @@ async fn an_inner_concurrency_limit_holds_across_instances() {
         .concurrency_limit(2)
         .timeout(Duration::from_secs(10))
         .service(client());
-    let lb = LoadBalancer::builder()
-        .source(source)
-        .service("svc")
-        .rule(RoundRobin::new)
-        .build(inner)
-        .unwrap();
+    let lb = round_robin(source, inner);
     let ports = spawn_requests(&lb, 12).await;
     assert_spread(&ports, &a, &b, 12);
     let most = most.load(Ordering::SeqCst);
@@ -175,12 +180,7 @@ async fn a_buffered_inner_with_a_limit_of_one_answers_every_request() {
         .concurrency_limit(1)
         .timeout(Duration::from_secs(10))
         .service(client());
-    let lb = LoadBalancer::builder()
-        .source(source)
-        .service("svc")
-        .rule(RoundRobin::new)
-        .build(inner)
-        .unwrap();
+    let lb = round_robin(source, inner);
     let ports = spawn_requests(&lb, 6).await;
     assert_spread(&ports, &a, &b, 6);
     assert_eq!(most.load(Ordering::SeqCst), 1);
