@@ -402,3 +402,54 @@ async fn a_late_status_update_from_a_hung_peer_does_not_undo_a_drain() {
     );
     handle.shutdown().await.expect("cancelled");
 }
+
+/// Eureka keeps a lease as `durationInSecs * 1000` computed in a Java
+/// `int` (`Lease`'s constructor), so a lease longer than 2 147 483 s
+/// (24.8 days) overflows: 30 days became a negative duration and the
+/// server evicted the instance at its next eviction run (every second
+/// here), then again after each re-registration. Such a lease is now
+/// refused at build; the longest one accepted stays registered.
+#[tokio::test]
+async fn a_lease_past_javas_int_milliseconds_is_refused_at_build() {
+    let builder = |lease: u64, url: &str| {
+        EurekaRegistration::builder("long-lease", "127.0.0.1", 19_705)
+            .server_url(url)
+            .renew_interval(Duration::from_secs(600))
+            .lease_duration(Duration::from_secs(lease))
+    };
+    for lease in [2_147_484, 30 * 86_400, u64::from(u32::MAX), u64::MAX] {
+        let err = builder(lease, "http://127.0.0.1:1/eureka")
+            .build()
+            .expect_err("refused");
+        assert_eq!(err.key(), Some("lease duration"), "{lease}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "invalid setting `lease duration`: {lease} s is longer than 2147483 s \
+                 (Eureka keeps a lease in milliseconds in a Java int, which a longer one overflows: \
+                 the server evicts the instance at once)"
+            )
+        );
+    }
+    let Some(eureka) = EurekaFixture::start() else {
+        return;
+    };
+    let app = "long-lease";
+    let id = "127.0.0.1:long-lease:19705".to_owned();
+    let handle = builder(2_147_483, &eureka.url())
+        .build()
+        .expect("the longest lease")
+        .start()
+        .await
+        .expect("registered");
+    wait_for(&eureka, app, &[(id.clone(), "UP")]).await;
+    // Evictions run every second: three of them leave it registered.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(eureka.statuses(app).await, [(id, "UP".to_owned())]);
+    handle
+        .renew_now()
+        .await
+        .expect("renewed, not registered again");
+    assert_eq!(handle.stats().registrations, 1);
+    handle.shutdown().await.expect("cancelled");
+}

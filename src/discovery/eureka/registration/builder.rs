@@ -11,6 +11,13 @@ use super::{EurekaRegistration, Shared};
 use crate::error::BuildError;
 use crate::instance::InstanceStatus;
 
+/// The longest lease duration Eureka can hold, in seconds: `i32::MAX /
+/// 1000`. The server keeps a lease as `durationInSecs * 1000` computed in
+/// a Java `int` (`com.netflix.eureka.lease.Lease`), so a longer one wraps
+/// (30 days to a negative duration) and the server evicts the instance at
+/// its next eviction run, again after every re-registration.
+const MAX_LEASE_SECS: u64 = 2_147_483;
+
 /// Configures an [`EurekaRegistration`].
 #[must_use]
 pub struct EurekaRegistrationBuilder {
@@ -93,7 +100,9 @@ impl EurekaRegistrationBuilder {
 
     /// How long the server keeps the lease without a renewal. Spring key
     /// `eureka.instance.lease-expiration-duration-in-seconds`; whole
-    /// seconds (rounded down, as it is sent), at least 1. Default 90 s.
+    /// seconds (rounded down, as it is sent), at least 1 and at most
+    /// 2 147 483 s (24.8 days: Eureka keeps it in milliseconds in a Java
+    /// `int`; longer is refused at [`build`](Self::build)). Default 90 s.
     pub fn lease_duration(mut self, duration: Duration) -> Self {
         self.lease_duration = Duration::from_secs(duration.as_secs().max(1));
         self
@@ -113,10 +122,23 @@ impl EurekaRegistrationBuilder {
     /// a bad host or `ip_addr` (one [`Instance::new`](crate::Instance::new)
     /// refuses), port 0 or secure port 0 (registered as an enabled
     /// `securePort` of 0, nothing a client can connect to), or an instance
-    /// id longer than 8 KiB (no heartbeat could carry it).
+    /// id longer than 8 KiB (no heartbeat could carry it), a lease
+    /// duration longer than 2 147 483 s or not longer than the
+    /// renew interval.
     pub fn build(self) -> Result<EurekaRegistration, BuildError> {
         let app = self.app.trim().to_ascii_uppercase();
         check_app(&app)?;
+        let lease = self.lease_duration.as_secs();
+        if lease > MAX_LEASE_SECS {
+            return Err(invalid(
+                "lease duration",
+                &format!(
+                    "{lease} s is longer than {MAX_LEASE_SECS} s (Eureka keeps a lease in \
+                     milliseconds in a Java int, which a longer one overflows: the server \
+                     evicts the instance at once)"
+                ),
+            ));
+        }
         if self.lease_duration <= self.renew_interval {
             return Err(invalid(
                 "lease duration",
