@@ -19,7 +19,10 @@
 //!   OUT_OF_SERVICE re-registration must show;
 //! - <https://github.com/Netflix/eureka/issues/1110>: a deleted instance
 //!   came back with its next heartbeat; after `shutdown` no renewal may
-//!   register it again.
+//!   register it again;
+//! - <https://github.com/Netflix/eureka/issues/955>: after an operator
+//!   cleared an override, the instance stayed UNKNOWN: its re-registration
+//!   carried an older `lastDirtyTimestamp` than the server's copy.
 
 mod support;
 
@@ -451,5 +454,73 @@ async fn a_lease_past_javas_int_milliseconds_is_refused_at_build() {
         .await
         .expect("renewed, not registered again");
     assert_eq!(handle.stats().registrations, 1);
+    handle.shutdown().await.expect("cancelled");
+}
+
+/// Netflix/eureka#955: an operator sets OUT_OF_SERVICE, then deletes the
+/// override (`DELETE …/status`), both stamped with the operator's clock
+/// (`lastDirtyTimestamp`, newer than the instance's). The server serves
+/// the instance UNKNOWN and answers its heartbeats 404 ("re-register
+/// required"). The re-registration carried the instance's old
+/// `lastDirtyTimestamp`, so the server kept its newer UNKNOWN copy: after
+/// 3 renewals the instance was still UNKNOWN (never routed to again),
+/// registered 3 more times, renewed 0 times. Java's client stamps a
+/// re-registration with the time (`setIsDirtyWithTime`); the crate now
+/// does too: the first renewal registers it UP again, the next renews.
+#[tokio::test]
+async fn a_reregistration_is_newer_than_an_operators_cleared_override() {
+    let Some(eureka) = EurekaFixture::start() else {
+        return;
+    };
+    let app = "override-cleared";
+    let id = "127.0.0.1:override-cleared:19707".to_owned();
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).expect("ms"))
+            .expect("clock")
+    };
+    let built_at = now_ms();
+    let handle = EurekaRegistration::builder(app, "127.0.0.1", 19_707)
+        .server_url(eureka.url())
+        // Renewals by `renew_now` only.
+        .renew_interval(Duration::from_secs(600))
+        .lease_duration(Duration::from_secs(1800))
+        .build()
+        .expect("registration")
+        .start()
+        .await
+        .expect("registered");
+    wait_for(&eureka, app, &[(id.clone(), "UP")]).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let operator_at = now_ms();
+    assert!(operator_at > built_at);
+    let client = reqwest::Client::new();
+    let status = format!("{}/apps/OVERRIDE-CLEARED/{id}/status", eureka.url());
+    let put = client
+        .put(format!(
+            "{status}?value=OUT_OF_SERVICE&lastDirtyTimestamp={operator_at}"
+        ))
+        .send()
+        .await
+        .expect("override");
+    assert_eq!(put.status().as_u16(), 200);
+    let delete = client
+        .delete(format!("{status}?lastDirtyTimestamp={operator_at}"))
+        .send()
+        .await
+        .expect("override deleted");
+    assert_eq!(delete.status().as_u16(), 200);
+    wait_for(&eureka, app, &[(id.clone(), "UNKNOWN")]).await;
+
+    handle.renew_now().await.expect("404, registered again");
+    assert_eq!(eureka.statuses(app).await, [(id.clone(), "UP".to_owned())]);
+    handle.renew_now().await.expect("renewed");
+    let stats = handle.stats();
+    assert_eq!(
+        (stats.registrations, stats.renewals, stats.failures),
+        (2, 1, 0)
+    );
+    assert_eq!(eureka.statuses(app).await, [(id, "UP".to_owned())]);
     handle.shutdown().await.expect("cancelled");
 }

@@ -7,7 +7,9 @@
 //!   interval (default 30 s); a 404 means the server forgot the instance (a
 //!   restart, an eviction) or holds a copy older than the instance's last
 //!   change (it missed a status change its peer took), so it is registered
-//!   again at once, with the status wanted now;
+//!   again at once, with the status wanted now and a `lastDirtyTimestamp`
+//!   raised to the time (as Java's client does), so the server takes it
+//!   over a copy it holds;
 //! - `PUT /apps/{APP}/{id}/status?value=OUT_OF_SERVICE` to change the
 //!   status (kept, and sent again after a re-registration). Eureka does
 //!   not always serve the status a registration carries (over an existing
@@ -93,7 +95,8 @@ struct Shared {
     /// sends UP as a status update too, over any override the server kept.
     status_changed: AtomicBool,
     /// The instance's `lastDirtyTimestamp` (ms since the epoch): set at
-    /// build, raised by every status change, and sent with every
+    /// build, raised by every status change and every (re-)registration,
+    /// and sent with every
     /// registration, status update and heartbeat, as the Java client does.
     /// A server whose copy is older (it missed a status change: a peer took
     /// it and went down before replicating it) answers the heartbeat 404,
@@ -168,6 +171,12 @@ impl Shared {
     /// took the registration but not the status (it then serves the
     /// instance UP; the status stays unsent). Call with `op` held.
     async fn register_locked(&self) -> Result<Result<(), DiscoveryError>, DiscoveryError> {
+        // Stamped with the time, as Java's client does before it registers
+        // again (`setIsDirtyWithTime`): over an existing lease Eureka keeps
+        // its copy when that is newer, and an operator's status call
+        // stamped with their clock (a cleared override leaves the instance
+        // UNKNOWN, its heartbeats 404) would otherwise win every time.
+        self.mark_dirty();
         let wanted = self.status();
         let body = self.body_with(wanted)?;
         let answer = self
