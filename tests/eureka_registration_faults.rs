@@ -255,3 +255,39 @@ async fn a_shut_down_instance_is_not_registered_again_by_another_handle() {
     assert_eq!(served(&reg), None, "{renewed:?}");
     assert_eq!(second.stats().registrations, 2);
 }
+
+/// `UNKNOWN` is no status to register: Eureka answers every heartbeat of
+/// an instance it serves as `UNKNOWN` with 404 (it reads it as a cleared
+/// operator override), so the instance registered again at every renewal
+/// and never took traffic. Refused at build as the initial status, and by
+/// `set_status` before anything is sent (status kept, no call made).
+#[tokio::test]
+async fn unknown_is_refused_as_a_registrant_status() {
+    let err = EurekaRegistration::builder("APP", "127.0.0.1", 9001)
+        .server_url("http://127.0.0.1:1/eureka")
+        .initial_status(InstanceStatus::Unknown)
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("UNKNOWN is not a status to register"),
+        "{err}"
+    );
+    let reg = Arc::new(Mutex::new(Registry::default()));
+    let url = stub(reg.clone()).await;
+    let handle = started(&url).await;
+    let refused = handle
+        .set_status(InstanceStatus::Unknown)
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("use DOWN, OUT_OF_SERVICE or STARTING"),
+        "{refused}"
+    );
+    assert_eq!(handle.status(), InstanceStatus::Up);
+    assert_eq!(reg.lock().unwrap().status_puts, 0);
+    handle.renew_now().await.unwrap();
+    assert_eq!(served(&reg).as_deref(), Some("UP"));
+}

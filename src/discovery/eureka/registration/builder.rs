@@ -108,7 +108,8 @@ impl EurekaRegistrationBuilder {
         self
     }
 
-    /// The status registered first. Default `UP`.
+    /// The status registered first. Default `UP`. `UNKNOWN` is refused at
+    /// [`build`](Self::build) (see [`RegistrationHandle::set_status`](super::RegistrationHandle::set_status)).
     pub fn initial_status(mut self, status: InstanceStatus) -> Self {
         self.initial_status = status;
         self
@@ -124,7 +125,7 @@ impl EurekaRegistrationBuilder {
     /// `securePort` of 0, nothing a client can connect to), or an instance
     /// id longer than 8 KiB (no heartbeat could carry it), a lease
     /// duration longer than 2 147 483 s or not longer than the
-    /// renew interval.
+    /// renew interval, or an initial status of `UNKNOWN`.
     pub fn build(self) -> Result<EurekaRegistration, BuildError> {
         let app = self.app.trim().to_ascii_uppercase();
         check_app(&app)?;
@@ -138,6 +139,9 @@ impl EurekaRegistrationBuilder {
                      evicts the instance at once)"
                 ),
             ));
+        }
+        if self.initial_status == InstanceStatus::Unknown {
+            return Err(invalid("initial status", UNKNOWN_REFUSED));
         }
         if self.lease_duration <= self.renew_interval {
             return Err(invalid(
@@ -225,6 +229,11 @@ impl EurekaRegistrationBuilder {
         })
     }
 }
+
+/// Why `UNKNOWN` is refused as a registrant's status.
+pub(super) const UNKNOWN_REFUSED: &str = "UNKNOWN is not a status to register: Eureka answers \
+     every heartbeat of an instance it serves as UNKNOWN with 404 (a cleared override), so it \
+     would register again at every renewal; use DOWN, OUT_OF_SERVICE or STARTING";
 
 fn invalid(key: &'static str, reason: &str) -> BuildError {
     BuildError::invalid(key, reason.to_owned())

@@ -446,7 +446,13 @@ impl RegistrationHandle {
     /// call later, over a newer status: then each of the next 10 renewals
     /// also reads the instance back (one `GET`) and sends the status again
     /// if the server that took the heartbeat serves another.
+    /// [`DiscoveryError::Other`] at once for `UNKNOWN` (nothing changes):
+    /// Eureka 404s every heartbeat of an `UNKNOWN` instance, so it would
+    /// register again at every renewal (`AbstractInstanceRegistry.renew`).
     pub async fn set_status(&self, status: InstanceStatus) -> Result<(), DiscoveryError> {
+        if status == InstanceStatus::Unknown {
+            return Err(DiscoveryError::Other(builder::UNKNOWN_REFUSED.into()));
+        }
         self.shared.set_status(status).await
     }
 
