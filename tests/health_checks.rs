@@ -11,6 +11,8 @@
 //!   `management.context-path` are honoured;
 //! - slow start: an instance back from failing checks ramps its share
 //!   again, as in Envoy (real time: its requests cross loopback).
+//! - discovery wins: an instance marked DOWN or removed gets no traffic
+//!   and no probe, however well it passes its checks (Envoy #11527).
 
 #[path = "support/serve.rs"]
 mod serve;
@@ -547,4 +549,84 @@ async fn an_interval_past_the_clock_end_keeps_checking_joining_instances() {
     let traffic = |s: &ProbeServer| s.paths().iter().filter(|p| *p == "/work").count();
     assert_eq!((traffic(&a), traffic(&passing)), (10, 10));
     assert_eq!(passing.paths()[0], "/actuator/health");
+}
+
+/// [envoy#440](https://github.com/envoyproxy/envoy/issues/440),
+/// [envoy#11527](https://github.com/envoyproxy/envoy/issues/11527) and
+/// [envoy PR #6714](https://github.com/envoyproxy/envoy/pull/6714): with
+/// active health checks on, Envoy kept a host that discovery removed (or
+/// marked failed) for as long as it passed its checks ("eventually
+/// consistent" removal), minutes of traffic to an instance the registry had
+/// dropped. Here discovery wins over passing checks: an instance marked
+/// DOWN (draining) and then one removed, both still answering every probe
+/// with 200, get no request after the refresh that carries the change, and
+/// no more probes either.
+#[tokio::test(start_paused = true)]
+async fn envoy_11527_a_removed_or_down_instance_passing_its_checks_gets_no_traffic() {
+    let a = ProbeServer::start("127.0.0.1", answering(200)).await;
+    let draining = ProbeServer::start("127.0.0.1", answering(200)).await;
+    let removed = ProbeServer::start("127.0.0.1", answering(200)).await;
+    let all = |draining_status| {
+        vec![
+            instance(a.addr),
+            instance(draining.addr).with_status(draining_status),
+            instance(removed.addr),
+        ]
+    };
+    let source = StaticSource::new().with_instances("svc", all(tower_ribbon::InstanceStatus::Up));
+    let mut refresh = tower_ribbon::discovery::RefreshConfig::default();
+    refresh.interval = Duration::from_secs(1);
+    refresh.jitter = 0.0;
+    let lb = LoadBalancer::builder()
+        .source(source.clone())
+        .service("svc")
+        .refresh(refresh)
+        .active_health_check(check(200, 0, 0))
+        .build(Client::builder(TokioExecutor::new()).build_http())
+        .expect("balancer");
+    assert!(lb.ready_service("svc").await);
+    let send = |n: usize| {
+        let lb = lb.clone();
+        async move {
+            for _ in 0..n {
+                let req = http::Request::get("http://svc/work")
+                    .body(Empty::new())
+                    .unwrap();
+                let _ = tower::ServiceExt::oneshot(lb.clone(), req).await;
+            }
+        }
+    };
+    let traffic = |s: &ProbeServer| s.paths().iter().filter(|p| *p == "/work").count();
+    let probes = |s: &ProbeServer| s.paths().len() - traffic(s);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    send(30).await;
+    assert_eq!(
+        (traffic(&a), traffic(&draining), traffic(&removed)),
+        (10, 10, 10)
+    );
+
+    // Marked DOWN at the registry, still passing its checks.
+    source.set_instances("svc", all(tower_ribbon::InstanceStatus::Down));
+    tokio::time::sleep(Duration::from_millis(1_001)).await;
+    assert_eq!(lb.snapshot("svc").expect("svc").endpoints().len(), 2);
+    let probed = probes(&draining);
+    send(30).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        (traffic(&a), traffic(&draining), traffic(&removed)),
+        (25, 10, 25)
+    );
+    assert_eq!(probes(&draining), probed, "a DOWN instance is not probed");
+
+    // Removed from the source, still passing its checks.
+    source.set_instances("svc", vec![instance(a.addr)]);
+    tokio::time::sleep(Duration::from_millis(1_001)).await;
+    let probed = probes(&removed);
+    send(30).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        (traffic(&a), traffic(&draining), traffic(&removed)),
+        (55, 10, 25)
+    );
+    assert_eq!(probes(&removed), probed, "a removed instance is not probed");
 }
