@@ -1150,6 +1150,121 @@ async fn ribbon_312_a_list_refresh_does_not_revive_an_instance_marked_down() {
     assert_eq!(counts, BTreeMap::from([(2, 5), (3, 5)]));
 }
 
+/// <https://github.com/Netflix/ribbon/issues/312>, the same class through
+/// a list that drops the instance for one refresh: Ribbon keeps a
+/// server's stats (and so its tripped breaker) for 30 minutes after its
+/// last use, whether it is listed or not (`LoadBalancerStats`'
+/// `serverStatsCache`), so a server that leaves the list and comes back
+/// is still marked down. An instance whose registry status flaps (DOWN
+/// then UP again: a Spring Boot health indicator propagated to Eureka),
+/// or whose lease expires and is registered again on its next heartbeat,
+/// is such a sick instance. Here its breaker trips, one refresh drops it
+/// (removed, or listed DOWN) and the next brings it back UP within the
+/// blackout: it must still get nothing, and the other instance all 10
+/// requests. Before, the refresh that brought it back gave it fresh
+/// stats: 3 of 10 requests went to it (refused) until the breaker tripped
+/// again.
+#[tokio::test(start_paused = true)]
+async fn ribbon_312_an_instance_dropped_for_one_refresh_comes_back_still_marked_down() {
+    for drop_by_status in [false, true] {
+        let cluster = Cluster::default();
+        cluster.set(1, Reply::Refused);
+        let up = |ports: &[u16]| -> Vec<Instance> {
+            ports
+                .iter()
+                .map(|p| Instance::new(SVC, "127.0.0.1", *p).unwrap())
+                .collect()
+        };
+        let source = StaticSource::new().with_instances(SVC, up(&[1, 2]));
+        let lb = LoadBalancer::builder()
+            .source(source.clone())
+            .service(SVC)
+            .rule(|| RoundRobin::with_start(0))
+            .refresh({
+                let mut c = RefreshConfig::default();
+                c.interval = Duration::from_secs(1);
+                c.jitter = 0.0;
+                c
+            })
+            .retry(RetryPolicy::none())
+            .outlier_detection(OutlierDetection::disabled())
+            .build(cluster.clone())
+            .unwrap();
+        ready(&lb).await;
+        assert_eq!(ports_of(&lb, 6).await, [0, 2, 0, 2, 0, 2]);
+        assert!(endpoint(&lb, 1).stats().is_tripped_at(Instant::now()));
+
+        // One refresh without it (removed, or DOWN at the registry) ...
+        let dropped = if drop_by_status {
+            let mut list = up(&[1, 2]);
+            list[0] = list[0]
+                .clone()
+                .with_status(tower_ribbon::InstanceStatus::Down);
+            list
+        } else {
+            up(&[2])
+        };
+        source.set_instances(SVC, dropped);
+        tokio::time::sleep(Duration::from_millis(1_001)).await;
+        assert_eq!(lb.snapshot(SVC).unwrap().len(), 1);
+        // ... and back UP at the next one, within the 10 s blackout.
+        source.set_instances(SVC, up(&[1, 2]));
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        assert_eq!(lb.snapshot(SVC).unwrap().len(), 2);
+
+        let counts = count(&ports_of(&lb, 10).await);
+        println!("dropped by status {drop_by_status}: {counts:?}");
+        assert_eq!(
+            counts,
+            BTreeMap::from([(2, 10)]),
+            "by status: {drop_by_status}"
+        );
+        assert!(endpoint(&lb, 1).stats().is_tripped_at(Instant::now()));
+    }
+}
+
+/// The same through outlier ejection: an instance ejected after five 503s
+/// that one refresh drops and the next brings back within its 30 s
+/// ejection gets none of the next 10 requests. Before, it came back with
+/// fresh stats and took 5 of them (all 503) until it was ejected again,
+/// with its ejection multiplier back at 1.
+#[tokio::test(start_paused = true)]
+async fn ribbon_312_an_ejected_instance_dropped_for_one_refresh_comes_back_ejected() {
+    let cluster = Cluster::default();
+    cluster.set(1, Reply::Status(503));
+    let source = StaticSource::new().with_list(SVC, &list(&[1, 2])).unwrap();
+    let lb = LoadBalancer::builder()
+        .source(source.clone())
+        .service(SVC)
+        .rule(|| RoundRobin::with_start(0))
+        .refresh({
+            let mut c = RefreshConfig::default();
+            c.interval = Duration::from_secs(1);
+            c.jitter = 0.0;
+            c
+        })
+        .retry(RetryPolicy::none())
+        .outlier_detection(OutlierDetection::default())
+        .build(cluster.clone())
+        .unwrap();
+    ready(&lb).await;
+    assert_eq!(
+        count(&ports_of(&lb, 12).await),
+        BTreeMap::from([(1, 5), (2, 7)])
+    );
+    assert!(endpoint(&lb, 1).stats().is_ejected_at(Instant::now()));
+    source.set_list(SVC, &list(&[2])).unwrap();
+    tokio::time::sleep(Duration::from_millis(1_001)).await;
+    assert_eq!(lb.snapshot(SVC).unwrap().len(), 1);
+    source.set_list(SVC, &list(&[1, 2])).unwrap();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(lb.snapshot(SVC).unwrap().len(), 2);
+
+    let counts = count(&ports_of(&lb, 10).await);
+    assert_eq!(counts, BTreeMap::from([(2, 10)]));
+    assert_eq!(endpoint(&lb, 1).stats().times_ejected(), 1);
+}
+
 /// <https://github.com/spring-cloud/spring-cloud-commons/issues/1005>.
 /// Spring Cloud LoadBalancer's health-check supplier drops every instance
 /// whose probe fails, so when no instance can be probed (the report: no

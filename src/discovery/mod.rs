@@ -49,6 +49,8 @@ mod refresh;
 mod static_list;
 
 pub use crate::snapshot::{Listing, Snapshot, SourceKind};
+#[cfg(test)]
+pub(crate) use refresh::MAX_DEPARTED;
 pub(crate) use refresh::{NewEndpoint, Refresh, Refreshed, TaskGuard, spawn_refresher};
 pub use refresh::{RefreshConfig, RefreshStatus};
 pub use static_list::{StaticSource, parse_list_of_servers};

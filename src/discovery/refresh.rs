@@ -6,7 +6,9 @@
 //! step). A successful fetch keeps the `UP` instances, reuses the stats of
 //! every instance whose identity it already knew (or that left the list
 //! with requests still in flight on it, a stream, while they last, so
-//! least-loaded rules still see them when it comes back), and publishes the new
+//! least-loaded rules still see them when it comes back, or marked down by
+//! its breaker or outlier ejection, while that lasts, so it comes back
+//! still marked down), and publishes the new
 //! [`Snapshot`] through a callback (the service layer builds the rule's
 //! picker for it); the refresh knows nothing of rules or health. A failed
 //! fetch keeps the last good list, counts the failure and leaves the time
@@ -68,12 +70,19 @@ struct Counters {
     last_error: Option<Arc<DiscoveryError>>,
 }
 
+/// The most departed instances whose stats are kept for their health
+/// alone (a tripped breaker, an ejection; each for at most the breaker's
+/// or the ejection's longest time): past it, only those with requests in
+/// flight are kept.
+pub(crate) const MAX_DEPARTED: usize = 4_096;
+
 /// Makes the endpoint of a newly listed instance (the service layer passes
 /// one that gives it stats with the configured
 /// [`StatsConfig`](crate::stats::StatsConfig)).
 /// Makes the endpoint of an instance new to the list; with the stats it
-/// had when it left with requests in flight, it keeps them (those requests
-/// still count on it) but joins as a new instance otherwise.
+/// had when it left with requests in flight or marked down, it keeps them
+/// (those requests still count on it; it stays marked down) but joins as a
+/// new instance otherwise.
 pub(crate) type NewEndpoint =
     Arc<dyn Fn(Instance, Option<Arc<EndpointStats>>) -> Endpoint + Send + Sync>;
 
@@ -93,8 +102,12 @@ pub(crate) struct Refresh {
     labelled: AtomicBool,
     /// The stats of instances that left the list, by identity: kept until
     /// the next refresh, then only while a request of theirs is in flight
-    /// (streams, WebSockets): an instance listed again meanwhile gets them
-    /// back, so those requests still count on it.
+    /// (streams, WebSockets) or while their breaker is tripped or outlier
+    /// ejection holds them (at most [`MAX_DEPARTED`] entries): an instance
+    /// listed again meanwhile gets them back, so those requests still
+    /// count on it, and a sick instance whose registry status flapped
+    /// (DOWN, then UP) is still marked down, as Ribbon's stats cache keeps
+    /// it.
     departed: Mutex<HashMap<InstanceKey, Arc<EndpointStats>>>,
 }
 
@@ -292,10 +305,21 @@ impl Refresh {
             .collect();
         let (mut kept, mut added) = (0usize, 0usize);
         let mut departed = self.departed.lock().unwrap_or_else(|e| e.into_inner());
-        // Only while a request of theirs lasts (the map stays as small as
+        // Only while a request of theirs lasts, or while their breaker or
+        // an ejection marks them down: an instance dropped for one refresh
+        // (DOWN then UP again, a lease expired and registered again) came
+        // back with fresh stats, and took its share of requests until it
+        // failed enough to be marked down again. The map stays as small as
         // the requests in flight on instances that left, plus the
-        // instances the last refresh removed).
-        departed.retain(|_, stats| stats.in_flight() > 0);
+        // instances the last refresh removed, plus (up to `MAX_DEPARTED`)
+        // departed instances marked down.
+        let now = Instant::now();
+        departed.retain(|_, stats| {
+            stats.in_flight() > 0 || stats.is_tripped_at(now) || stats.is_ejected_at(now)
+        });
+        if departed.len() > MAX_DEPARTED {
+            departed.retain(|_, stats| stats.in_flight() > 0);
+        }
         let endpoints: Vec<Endpoint> = eligible
             .into_iter()
             .map(|instance| match known.get(&instance.key()) {

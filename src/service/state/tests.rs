@@ -249,3 +249,91 @@ async fn a_request_started_just_after_its_instance_left_counts_when_it_returns()
         before.endpoints()[2].stats_handle()
     ));
 }
+
+/// An instance that leaves the list marked down (ejected here) comes back
+/// still marked down while the mark lasts, and with fresh stats after it
+/// ended; past `MAX_DEPARTED` such instances, only those with requests in
+/// flight are kept. Before, every departed instance without a request in
+/// flight was forgotten at the next refresh: an ejected one listed again
+/// one refresh later was healthy at once.
+#[tokio::test(start_paused = true)]
+async fn a_departed_instance_is_remembered_while_marked_down_within_a_bound() {
+    use crate::discovery::MAX_DEPARTED;
+    use crate::stats::EjectionTimes;
+    use tokio::time::Instant;
+    let times = EjectionTimes {
+        base: Duration::from_secs(30),
+        max: Duration::from_secs(300),
+        interval: Duration::from_secs(10),
+    };
+    let listed = |n: usize| {
+        let list: Vec<String> = (0..n)
+            .map(|i| format!("127.0.{}.{}:80", i / 250, 1 + i % 250))
+            .collect();
+        StaticSource::new()
+            .with_list("svc", &list.join(","))
+            .unwrap()
+    };
+    let state = ServiceState::new(
+        "svc",
+        Arc::new(RoundRobin::with_start(0)),
+        RefreshConfig::default(),
+        StatsConfig::default(),
+        50,
+    );
+    let publish = |s| state.publish(s);
+    let refresh = |source: StaticSource| {
+        let publish = &publish;
+        let state = &state;
+        async move { assert!(state.refresh().refresh_once(&source, publish).await) }
+    };
+    refresh(listed(3)).await;
+    let before = state.snapshot();
+    assert!(
+        before.endpoints()[1]
+            .stats()
+            .eject(Instant::now(), times)
+            .is_some()
+    );
+    refresh(listed(1)).await;
+    refresh(listed(1)).await;
+    refresh(listed(3)).await;
+    let back = state.snapshot();
+    assert!(Arc::ptr_eq(
+        back.endpoints()[1].stats_handle(),
+        before.endpoints()[1].stats_handle()
+    ));
+    assert!(!back.endpoints()[1].stats().is_healthy_at(Instant::now()));
+    // The third left healthy: fresh stats.
+    assert!(!Arc::ptr_eq(
+        back.endpoints()[2].stats_handle(),
+        before.endpoints()[2].stats_handle()
+    ));
+    // Gone past its ejection: forgotten.
+    refresh(listed(1)).await;
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    refresh(listed(1)).await;
+    refresh(listed(3)).await;
+    let later = state.snapshot();
+    assert!(!Arc::ptr_eq(
+        later.endpoints()[1].stats_handle(),
+        before.endpoints()[1].stats_handle()
+    ));
+
+    // More ejected departures than the bound: none kept.
+    let many = MAX_DEPARTED + 2;
+    refresh(listed(many)).await;
+    let full = state.snapshot();
+    for e in &full.endpoints()[1..] {
+        assert!(e.stats().eject(Instant::now(), times).is_some());
+    }
+    refresh(listed(1)).await;
+    refresh(listed(1)).await;
+    refresh(listed(many)).await;
+    let again = state.snapshot();
+    let kept = (again.endpoints().iter().zip(full.endpoints()))
+        .skip(1)
+        .filter(|(a, b)| Arc::ptr_eq(a.stats_handle(), b.stats_handle()))
+        .count();
+    assert_eq!(kept, 0);
+}
