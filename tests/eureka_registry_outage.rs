@@ -16,6 +16,9 @@
 //!   full one: `b` replaced by `c` (both UP) early in the outage left
 //!   `[a, b]` for good (the delta had neither change, its hash matched);
 //!   now `[a, c]`.
+//! - Every instance of a service leaving Eureka (the app gone from
+//!   `/apps`) empties its list: requests fail with "no instances" instead
+//!   of going to the last ones (spring-cloud-gateway#3688).
 //! - Eureka stores `über-service` as `ÜBER-SERVICE` (Java's Unicode
 //!   `toUpperCase`); the registry upper-cased ASCII only and found nothing.
 #![cfg(feature = "eureka")]
@@ -381,4 +384,47 @@ async fn a_delta_is_still_applied_while_the_full_fetch_after_an_outage_fails() {
         .filter(|(_, path, _)| path.ends_with("/apps"))
         .count();
     assert_eq!(full_tries, 1 + 2);
+}
+
+/// [spring-cloud-gateway#3688](https://github.com/spring-cloud/spring-cloud-gateway/issues/3688):
+/// a gateway kept routing to a service's instances after every one of
+/// them left Eureka (the app gone from `/apps`). Here the registry's delta
+/// deletes the service's only instance and the app disappears from the
+/// full registry too: within the fetch and refresh intervals the list is
+/// empty and requests fail with "no instances" instead of going to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scg_3688_a_service_whose_instances_all_left_eureka_gets_no_request() {
+    let (stub, registry) = good_registry().await;
+    let lb = balancer_over(&registry);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let req = || http::Request::get("http://good/x").body(()).unwrap();
+    assert!(lb.clone().oneshot(req()).await.is_ok());
+
+    let a = record("GOOD", "a", 1001, "UP", "DELETED", "{}");
+    stub.set(
+        "/eureka/apps/delta",
+        vec![Answer::ok(apps("", "GOOD", &[a]))],
+    );
+    stub.set(
+        "/eureka/apps",
+        vec![Answer::ok(
+            r#"{"applications":{"versions__delta":"1","apps__hashcode":"","application":[]}}"#,
+        )],
+    );
+    // A fetch and a refresh (100 ms each); waited for up to 10 s on a
+    // busy machine.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !lb.snapshot("good").expect("service").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "still listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(registry.instances("good").is_empty());
+    for _ in 0..5 {
+        let err = lb
+            .clone()
+            .oneshot(req())
+            .await
+            .expect_err("no instance left");
+        assert!(err.is_no_instances(), "{err}");
+    }
 }

@@ -13,6 +13,8 @@
 //!   again, as in Envoy (real time: its requests cross loopback).
 //! - discovery wins: an instance marked DOWN or removed gets no traffic
 //!   and no probe, however well it passes its checks (Envoy #11527).
+//! - an instance that moves to another port is probed and served there,
+//!   the old port forgotten (spring-cloud-commons#842).
 
 #[path = "support/serve.rs"]
 mod serve;
@@ -629,4 +631,54 @@ async fn envoy_11527_a_removed_or_down_instance_passing_its_checks_gets_no_traff
         (55, 10, 25)
     );
     assert_eq!(probes(&removed), probed, "a removed instance is not probed");
+}
+
+/// [spring-cloud-commons#842](https://github.com/spring-cloud/spring-cloud-commons/issues/842):
+/// Spring Cloud LoadBalancer's health-check supplier kept checking (and
+/// serving) the instance as first listed after it restarted on another
+/// port, so every call failed with 503 until the gateway restarted. Here
+/// an instance keeps its id and moves to a new port: after the refresh
+/// that lists the new port, all requests go there (after its first probe,
+/// sent at once) and the old port gets neither requests nor probes.
+#[tokio::test(start_paused = true)]
+async fn sclb_842_an_instance_restarted_on_another_port_is_checked_and_served_there() {
+    let old = ProbeServer::start("127.0.0.1", answering(200)).await;
+    let new = ProbeServer::start("127.0.0.1", answering(200)).await;
+    let with_id = |addr: SocketAddr| instance(addr).with_id("svc-1");
+    let source = StaticSource::new().with_instances("svc", vec![with_id(old.addr)]);
+    let mut refresh = tower_ribbon::discovery::RefreshConfig::default();
+    refresh.interval = Duration::from_secs(1);
+    refresh.jitter = 0.0;
+    let lb = LoadBalancer::builder()
+        .source(source.clone())
+        .service("svc")
+        .refresh(refresh)
+        .active_health_check(check(200, 0, 0))
+        .build(Client::builder(TokioExecutor::new()).build_http())
+        .expect("balancer");
+    assert!(lb.ready_service("svc").await);
+    let send = |n: usize| {
+        let lb = lb.clone();
+        async move {
+            for _ in 0..n {
+                let req = http::Request::get("http://svc/work")
+                    .body(Empty::new())
+                    .unwrap();
+                let _ = tower::ServiceExt::oneshot(lb.clone(), req).await;
+            }
+        }
+    };
+    let traffic = |s: &ProbeServer| s.paths().iter().filter(|p| *p == "/work").count();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    send(5).await;
+    assert_eq!((traffic(&old), traffic(&new)), (5, 0));
+
+    source.set_instances("svc", vec![with_id(new.addr)]);
+    tokio::time::sleep(Duration::from_millis(1_001)).await;
+    let old_probes = old.paths().len() - traffic(&old);
+    send(10).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!((traffic(&old), traffic(&new)), (5, 10));
+    assert_eq!(old.paths().len() - traffic(&old), old_probes);
+    assert_eq!(new.paths()[0], "/actuator/health");
 }
