@@ -451,32 +451,11 @@ async fn an_instance_joining_later_waits_for_its_first_probe() {
     let failing = ProbeServer::start("127.0.0.1", answering(503)).await;
     let passing = ProbeServer::start("127.0.0.1", answering(200)).await;
     let source = StaticSource::new().with_instances("svc", vec![instance(a.addr)]);
-    let mut refresh = tower_ribbon::discovery::RefreshConfig::default();
-    refresh.interval = Duration::from_secs(1);
-    refresh.jitter = 0.0;
-    let lb = LoadBalancer::builder()
-        .source(source.clone())
-        .service("svc")
-        .refresh(refresh)
-        .active_health_check(check(60_000, 0, 0))
-        .build(Client::builder(TokioExecutor::new()).build_http())
-        .expect("balancer");
-    assert!(lb.ready_service("svc").await);
+    let lb = refreshed_and_checked(&source, check(60_000, 0, 0)).await;
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(a.paths(), ["/actuator/health"], "the first round");
 
-    let send = |n: usize| {
-        let lb = lb.clone();
-        async move {
-            for _ in 0..n {
-                let req = http::Request::get("http://svc/work")
-                    .body(Empty::new())
-                    .unwrap();
-                let _ = tower::ServiceExt::oneshot(lb.clone(), req).await;
-            }
-        }
-    };
-    let traffic = |s: &ProbeServer| s.paths().iter().filter(|p| *p == "/work").count();
+    let send = |n: usize| send_work(&lb, n);
 
     source.set_instances("svc", vec![instance(a.addr), instance(failing.addr)]);
     tokio::time::sleep(Duration::from_millis(1_001)).await;
@@ -553,6 +532,41 @@ async fn an_interval_past_the_clock_end_keeps_checking_joining_instances() {
     assert_eq!(passing.paths()[0], "/actuator/health");
 }
 
+/// A balancer over `source`'s `svc`, refreshed every second (no jitter)
+/// and checked by `check`, with its first list.
+async fn refreshed_and_checked(
+    source: &StaticSource,
+    check: ActiveHealthCheck,
+) -> LoadBalancer<HttpClient> {
+    let mut refresh = tower_ribbon::discovery::RefreshConfig::default();
+    refresh.interval = Duration::from_secs(1);
+    refresh.jitter = 0.0;
+    let lb = LoadBalancer::builder()
+        .source(source.clone())
+        .service("svc")
+        .refresh(refresh)
+        .active_health_check(check)
+        .build(Client::builder(TokioExecutor::new()).build_http())
+        .expect("balancer");
+    assert!(lb.ready_service("svc").await);
+    lb
+}
+
+/// Sends `n` GETs of `/work` one after another, answers ignored.
+async fn send_work(lb: &LoadBalancer<HttpClient>, n: usize) {
+    for _ in 0..n {
+        let req = http::Request::get("http://svc/work")
+            .body(Empty::new())
+            .unwrap();
+        let _ = lb.request(req).await;
+    }
+}
+
+/// The requests (not probes) `server` received.
+fn traffic(server: &ProbeServer) -> usize {
+    server.paths().iter().filter(|p| *p == "/work").count()
+}
+
 /// [envoy#440](https://github.com/envoyproxy/envoy/issues/440),
 /// [envoy#11527](https://github.com/envoyproxy/envoy/issues/11527) and
 /// [envoy PR #6714](https://github.com/envoyproxy/envoy/pull/6714): with
@@ -576,29 +590,8 @@ async fn envoy_11527_a_removed_or_down_instance_passing_its_checks_gets_no_traff
         ]
     };
     let source = StaticSource::new().with_instances("svc", all(tower_ribbon::InstanceStatus::Up));
-    let mut refresh = tower_ribbon::discovery::RefreshConfig::default();
-    refresh.interval = Duration::from_secs(1);
-    refresh.jitter = 0.0;
-    let lb = LoadBalancer::builder()
-        .source(source.clone())
-        .service("svc")
-        .refresh(refresh)
-        .active_health_check(check(200, 0, 0))
-        .build(Client::builder(TokioExecutor::new()).build_http())
-        .expect("balancer");
-    assert!(lb.ready_service("svc").await);
-    let send = |n: usize| {
-        let lb = lb.clone();
-        async move {
-            for _ in 0..n {
-                let req = http::Request::get("http://svc/work")
-                    .body(Empty::new())
-                    .unwrap();
-                let _ = tower::ServiceExt::oneshot(lb.clone(), req).await;
-            }
-        }
-    };
-    let traffic = |s: &ProbeServer| s.paths().iter().filter(|p| *p == "/work").count();
+    let lb = refreshed_and_checked(&source, check(200, 0, 0)).await;
+    let send = |n: usize| send_work(&lb, n);
     let probes = |s: &ProbeServer| s.paths().len() - traffic(s);
     tokio::time::sleep(Duration::from_millis(10)).await;
     send(30).await;
@@ -646,29 +639,8 @@ async fn sclb_842_an_instance_restarted_on_another_port_is_checked_and_served_th
     let new = ProbeServer::start("127.0.0.1", answering(200)).await;
     let with_id = |addr: SocketAddr| instance(addr).with_id("svc-1");
     let source = StaticSource::new().with_instances("svc", vec![with_id(old.addr)]);
-    let mut refresh = tower_ribbon::discovery::RefreshConfig::default();
-    refresh.interval = Duration::from_secs(1);
-    refresh.jitter = 0.0;
-    let lb = LoadBalancer::builder()
-        .source(source.clone())
-        .service("svc")
-        .refresh(refresh)
-        .active_health_check(check(200, 0, 0))
-        .build(Client::builder(TokioExecutor::new()).build_http())
-        .expect("balancer");
-    assert!(lb.ready_service("svc").await);
-    let send = |n: usize| {
-        let lb = lb.clone();
-        async move {
-            for _ in 0..n {
-                let req = http::Request::get("http://svc/work")
-                    .body(Empty::new())
-                    .unwrap();
-                let _ = tower::ServiceExt::oneshot(lb.clone(), req).await;
-            }
-        }
-    };
-    let traffic = |s: &ProbeServer| s.paths().iter().filter(|p| *p == "/work").count();
+    let lb = refreshed_and_checked(&source, check(200, 0, 0)).await;
+    let send = |n: usize| send_work(&lb, n);
     tokio::time::sleep(Duration::from_millis(10)).await;
     send(5).await;
     assert_eq!((traffic(&old), traffic(&new)), (5, 0));

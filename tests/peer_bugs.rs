@@ -204,6 +204,27 @@ fn retries(next: u32) -> RetryPolicy {
         .budget(RetryBudgetConfig::unlimited())
 }
 
+/// Round robin from the first instance over `cluster`, no retries, the
+/// list refreshed from `source` every second (no jitter).
+fn refreshed_round_robin(
+    source: &StaticSource,
+    cluster: &Cluster,
+    outliers: OutlierDetection,
+) -> LoadBalancer<Cluster> {
+    let mut refresh = RefreshConfig::default();
+    refresh.interval = Duration::from_secs(1);
+    refresh.jitter = 0.0;
+    LoadBalancer::builder()
+        .source(source.clone())
+        .service(SVC)
+        .rule(|| RoundRobin::with_start(0))
+        .refresh(refresh)
+        .retry(RetryPolicy::none())
+        .outlier_detection(outliers)
+        .build(cluster.clone())
+        .unwrap()
+}
+
 async fn ready(lb: &LoadBalancer<Cluster>) {
     assert!(lb.ready_service(SVC).await);
 }
@@ -1124,20 +1145,7 @@ async fn ribbon_312_a_list_refresh_does_not_revive_an_instance_marked_down() {
     let cluster = Cluster::default();
     cluster.set(1, Reply::Refused);
     let source = StaticSource::new().with_list(SVC, &list(&[1, 2])).unwrap();
-    let lb = LoadBalancer::builder()
-        .source(source.clone())
-        .service(SVC)
-        .rule(|| RoundRobin::with_start(0))
-        .refresh({
-            let mut c = RefreshConfig::default();
-            c.interval = Duration::from_secs(1);
-            c.jitter = 0.0;
-            c
-        })
-        .retry(RetryPolicy::none())
-        .outlier_detection(OutlierDetection::disabled())
-        .build(cluster.clone())
-        .unwrap();
+    let lb = refreshed_round_robin(&source, &cluster, OutlierDetection::disabled());
     ready(&lb).await;
     assert_eq!(ports_of(&lb, 6).await, [0, 2, 0, 2, 0, 2]);
     cluster.set(1, Reply::Status(200));
@@ -1176,20 +1184,7 @@ async fn ribbon_312_an_instance_dropped_for_one_refresh_comes_back_still_marked_
                 .collect()
         };
         let source = StaticSource::new().with_instances(SVC, up(&[1, 2]));
-        let lb = LoadBalancer::builder()
-            .source(source.clone())
-            .service(SVC)
-            .rule(|| RoundRobin::with_start(0))
-            .refresh({
-                let mut c = RefreshConfig::default();
-                c.interval = Duration::from_secs(1);
-                c.jitter = 0.0;
-                c
-            })
-            .retry(RetryPolicy::none())
-            .outlier_detection(OutlierDetection::disabled())
-            .build(cluster.clone())
-            .unwrap();
+        let lb = refreshed_round_robin(&source, &cluster, OutlierDetection::disabled());
         ready(&lb).await;
         assert_eq!(ports_of(&lb, 6).await, [0, 2, 0, 2, 0, 2]);
         assert!(endpoint(&lb, 1).stats().is_tripped_at(Instant::now()));
@@ -1233,20 +1228,7 @@ async fn ribbon_312_an_ejected_instance_dropped_for_one_refresh_comes_back_eject
     let cluster = Cluster::default();
     cluster.set(1, Reply::Status(503));
     let source = StaticSource::new().with_list(SVC, &list(&[1, 2])).unwrap();
-    let lb = LoadBalancer::builder()
-        .source(source.clone())
-        .service(SVC)
-        .rule(|| RoundRobin::with_start(0))
-        .refresh({
-            let mut c = RefreshConfig::default();
-            c.interval = Duration::from_secs(1);
-            c.jitter = 0.0;
-            c
-        })
-        .retry(RetryPolicy::none())
-        .outlier_detection(OutlierDetection::default())
-        .build(cluster.clone())
-        .unwrap();
+    let lb = refreshed_round_robin(&source, &cluster, OutlierDetection::default());
     ready(&lb).await;
     assert_eq!(
         count(&ports_of(&lb, 12).await),

@@ -219,13 +219,7 @@ async fn a_request_started_just_after_its_instance_left_counts_when_it_returns()
     let one = StaticSource::new()
         .with_list("svc", "127.0.0.1:8081")
         .unwrap();
-    let state = ServiceState::new(
-        "svc",
-        Arc::new(RoundRobin::with_start(0)),
-        RefreshConfig::default(),
-        StatsConfig::default(),
-        50,
-    );
+    let state = round_robin_state();
     let publish = |s| state.publish(s);
     assert!(state.refresh().refresh_once(&all, &publish).await);
     let before = state.snapshot();
@@ -274,13 +268,7 @@ async fn a_departed_instance_is_remembered_while_marked_down_within_a_bound() {
             .with_list("svc", &list.join(","))
             .unwrap()
     };
-    let state = ServiceState::new(
-        "svc",
-        Arc::new(RoundRobin::with_start(0)),
-        RefreshConfig::default(),
-        StatsConfig::default(),
-        50,
-    );
+    let state = round_robin_state();
     let publish = |s| state.publish(s);
     let refresh = |source: StaticSource| {
         let publish = &publish;
@@ -336,4 +324,16 @@ async fn a_departed_instance_is_remembered_while_marked_down_within_a_bound() {
         .filter(|(a, b)| Arc::ptr_eq(a.stats_handle(), b.stats_handle()))
         .count();
     assert_eq!(kept, 0);
+}
+
+/// A service `svc` under round robin from the first instance, default
+/// refresh and stats.
+fn round_robin_state() -> ServiceState {
+    ServiceState::new(
+        "svc",
+        Arc::new(RoundRobin::with_start(0)),
+        RefreshConfig::default(),
+        StatsConfig::default(),
+        50,
+    )
 }
