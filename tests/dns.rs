@@ -323,6 +323,98 @@ async fn srv_priority_weight_and_reweight_end_to_end() {
     println!("SRV: fallback to priority 20 after {failed_over:?}");
 }
 
+/// A headless service scaled to zero: its name leaves DNS (NXDOMAIN on
+/// every search name). That is an answer, not an outage, so the list
+/// empties within one TTL and requests fail "no instances" at once; the
+/// removed pods' addresses, which Kubernetes hands to other pods, get no
+/// request. Before, the answer was an error and the last list stayed until
+/// the name came back: both addresses were still listed one TTL later.
+/// `RefreshConfig::keep_last_on_empty` keeps the list instead, and counts
+/// the fetch as failed. Scaling up again is seen within one TTL.
+/// Envoy's `STRICT_DNS` empties its cluster the same way (c-ares'
+/// `ARES_ENOTFOUND` and `ARES_ENODATA` are resolutions with no records).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_scaled_to_zero_gets_no_traffic() {
+    let backends = IpBackend::start_same_port(&[ip(11), ip(12)])
+        .await
+        .expect("backends");
+    let port = backends[0].port();
+    let Some(server) = Dnsmasq::start(2, &as_refs(&hosts(&[11, 12], USERS)), &[]) else {
+        return;
+    };
+    let source = || {
+        DnsSource::new(pod_config(&server))
+            .unwrap()
+            .with_service("users", DnsTarget::host("users", port))
+            .unwrap()
+    };
+    let lb = balancer(source(), || RoundRobin::with_start(0));
+    let guarded = LoadBalancer::builder()
+        .source(source())
+        .service("users")
+        .rule(|| RoundRobin::with_start(0))
+        .refresh({
+            let mut c = refresh();
+            c.keep_last_on_empty = true;
+            c
+        })
+        .build(http_client())
+        .expect("balancer");
+    let both = support::counts(&[("b11", 2), ("b12", 2)]);
+    assert_eq!(tally(&lb, "http://users/", 4).await, both);
+    assert_eq!(tally(&guarded, "http://users/", 4).await, both);
+    let all = authorities(&[&backends[0], &backends[1]]);
+
+    let t0 = Instant::now();
+    server.set_hosts(&[]);
+    let emptied = wait_until("scaled to zero", t0, WITHIN, || listed(&lb).is_empty()).await;
+    let hits = (backends[0].hits(), backends[1].hits());
+    let request = || {
+        http::Request::get("http://users/")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    for _ in 0..4 {
+        let error = lb
+            .request(request())
+            .await
+            .expect_err("no instance is left");
+        assert!(error.is_no_instances(), "{error}");
+    }
+    assert_eq!((backends[0].hits(), backends[1].hits()), hits);
+    let status = lb.refresh_status("users").unwrap();
+    assert_eq!(
+        status.failures, 0,
+        "an empty answer is no failure: {status:?}"
+    );
+    // The guarded balancer keeps its list and says the fetch failed.
+    wait_until("the guard's failed fetch", t0, WITHIN, || {
+        guarded
+            .refresh_status("users")
+            .unwrap()
+            .consecutive_failures
+            > 0
+    })
+    .await;
+    assert_eq!(listed(&guarded), all);
+    assert_eq!(
+        tally(&guarded, "http://users/", 2).await,
+        support::counts(&[("b11", 1), ("b12", 1)])
+    );
+
+    let t0 = Instant::now();
+    server.set_hosts(&as_refs(&hosts(&[12], USERS)));
+    let want = authorities(&[&backends[1]]);
+    let back = wait_until("scaled up", t0, WITHIN, || listed(&lb) == want).await;
+    assert_eq!(
+        tally(&lb, "http://users/", 2).await,
+        support::counts(&[("b12", 2)])
+    );
+    println!(
+        "scaled to zero: list empty after {emptied:?}; one pod back after {back:?} (TTL {TTL:?})"
+    );
+}
+
 /// grpc/grpc-java#6530 (a resolver stuck after a bad result): dnsmasq is
 /// killed; for three TTLs the balancer keeps the last list and keeps
 /// serving, with the failures counted and typed; after a restart with a
@@ -510,40 +602,19 @@ async fn search_list_errors_and_bounds() {
     assert_eq!(users[0].metadata()["dns.name"], "users");
     // `orders.shop` has one dot < ndots 5: searched, found under svc.cluster.local.
     assert_eq!(source.fetch("orders").await.unwrap()[0].host(), "127.0.0.9");
-    // A final dot disables the search list: `users.` does not exist.
-    let dns_error = |e: DiscoveryError| match e {
-        DiscoveryError::Other(inner) => *inner.downcast::<DnsError>().expect("DnsError"),
-        other => panic!("{other:?}"),
-    };
-    let e = dns_error(source.fetch("absolute").await.unwrap_err());
-    assert!(
-        matches!(
-            e,
-            DnsError::NoRecords {
-                nxdomain: true,
-                record_type: "A/AAAA",
-                ..
-            }
-        ),
-        "{e:?}"
-    );
-    let e = dns_error(source.fetch("missing").await.unwrap_err());
-    assert!(matches!(e, DnsError::NoRecords { .. }), "{e:?}");
-    // Within the backoff the source does not ask again.
-    let e = dns_error(source.fetch("missing").await.unwrap_err());
-    assert!(matches!(e, DnsError::Backoff { failures: 1, .. }), "{e:?}");
-    // No SRV records.
-    let e = dns_error(source.fetch("nosrv").await.unwrap_err());
-    assert!(
-        matches!(
-            e,
-            DnsError::NoRecords {
-                record_type: "SRV",
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    // A final dot disables the search list: `users.` does not exist. A name
+    // gone from DNS (NXDOMAIN on every search name) is an answer, not a
+    // failure: no instance (an error before, so the last list stayed).
+    assert!(source.fetch("absolute").await.unwrap().is_empty());
+    assert!(source.fetch("missing").await.unwrap().is_empty());
+    // The empty answer is cached like any other: within its TTL the source
+    // does not ask again.
+    let asked = source.resolutions();
+    assert!(source.fetch("missing").await.unwrap().is_empty());
+    assert_eq!(source.resolutions(), asked);
+    assert_eq!(source.answer("missing").unwrap().instances.len(), 0);
+    // No SRV records: no instance either.
+    assert!(source.fetch("nosrv").await.unwrap().is_empty());
     // 40 addresses, max_records 8: 8 of them in address order, flagged;
     // which 8 depends on the client's subset seed, so clients differ (the
     // 8 lowest for every client before).

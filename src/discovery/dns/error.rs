@@ -44,8 +44,12 @@ pub enum DnsError {
         #[source]
         source: std::io::Error,
     },
-    /// The name exists nowhere on the search list (NXDOMAIN), or has no
-    /// record of the asked type. The last good list is kept.
+    /// No usable record, and no answer that the name is gone: a referral
+    /// (an empty NOERROR with NS records and no SOA), an answer without
+    /// addresses (only a CNAME), or SRV records that are all unusable (port
+    /// 0, targets too long). The last good list is kept. A name gone from
+    /// DNS (NXDOMAIN, or NODATA) is no error: the fetch gives an empty
+    /// list (see the [module docs](super)).
     #[error("no {record_type} records for `{name}`{}", if *.nxdomain { " (NXDOMAIN)" } else { "" })]
     NoRecords {
         /// The name as configured.

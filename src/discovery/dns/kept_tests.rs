@@ -111,3 +111,114 @@ async fn kept_addresses_of_gone_targets_are_forgotten() {
     println!("kept entries after 50 targets: {remembered}");
     assert_eq!(remembered, 1);
 }
+
+/// An answer that the name is gone from DNS is an empty list; a failure is
+/// an error (the refresh then keeps the last list). Gone: NXDOMAIN, with or
+/// without the zone's SOA, and NOERROR without records (NODATA). Failed:
+/// SERVFAIL, and an empty NOERROR whose authority section holds only NS
+/// records (a referral, not an answer). Before, every "no records" answer
+/// was an error, so a service whose name left DNS kept its last addresses
+/// for good (none of the 4 gone answers emptied the list).
+#[tokio::test]
+async fn a_name_gone_from_dns_is_an_empty_list_and_a_failure_is_not() {
+    use hickory_resolver::proto::rr::rdata::{NS, SOA};
+    // 0: answers; 1: SERVFAIL; 2: referral; 3: NXDOMAIN with SOA (negative
+    // TTL 7 s); 4: NODATA with SOA; 5: NXDOMAIN alone; 6: NODATA alone.
+    let mode = Arc::new(AtomicU8::new(0));
+    let m = Arc::clone(&mode);
+    let server = serve(Arc::new(move |qname, qtype| {
+        let soa = SOA::new(name("ns.test."), name("admin.test."), 1, 60, 60, 600, 7);
+        let soa = Record::from_rdata(name("test."), 30, RData::SOA(soa));
+        let ns = Record::from_rdata(name("test."), 30, RData::NS(NS(name("ns.other."))));
+        let answer = match qtype {
+            RecordType::SRV => {
+                let srv = SRV::new(0, 1, 8080, name("users.test."));
+                Record::from_rdata(name(qname), 30, RData::SRV(srv))
+            }
+            RecordType::AAAA => super::served_tests::aaaa(qname),
+            _ => a(qname, 2),
+        };
+        let none = vec![];
+        match (qname, m.load(Ordering::SeqCst)) {
+            (_, 0) => (ResponseCode::NoError, vec![answer], none),
+            (_, 1) => (ResponseCode::ServFail, none.clone(), none),
+            (_, 2) => (ResponseCode::NoError, none, vec![ns]),
+            (_, 3) => (ResponseCode::NXDomain, none, vec![soa]),
+            (_, 4) => (ResponseCode::NoError, none, vec![soa]),
+            (_, 5) => (ResponseCode::NXDomain, none.clone(), none),
+            _ => (ResponseCode::NoError, none.clone(), none),
+        }
+    }))
+    .await;
+    let source = DnsSource::new(config(server).ip_family(super::IpFamily::V4))
+        .unwrap()
+        .with_service("users", DnsTarget::host("users.test.", 8080))
+        .unwrap()
+        .with_service("srv", DnsTarget::srv("_http._tcp.users.test."))
+        .unwrap();
+    for service in ["users", "srv"] {
+        let resolve = |m: u8| {
+            mode.store(m, Ordering::SeqCst);
+            source.resolve(service)
+        };
+        assert_eq!(hosts(&resolve(0).await.unwrap().unwrap()), ["127.0.0.2"]);
+        for failed in [1, 2] {
+            let error = resolve(failed).await.unwrap().unwrap_err();
+            let typed = match error {
+                super::DnsError::Resolve { .. } => failed == 1,
+                super::DnsError::NoRecords { nxdomain, .. } => failed == 2 && !nxdomain,
+                _ => false,
+            };
+            assert!(typed, "mode {failed}: {error:?}");
+            assert_eq!(source.answer(service).unwrap().instances.len(), 1);
+        }
+        for (gone, ttl) in [(3, 7), (4, 7), (5, 0), (6, 0)] {
+            assert_eq!(hosts(&resolve(0).await.unwrap().unwrap()), ["127.0.0.2"]);
+            let list = resolve(gone).await.unwrap().unwrap();
+            assert!(list.is_empty(), "mode {gone}: {list:?}");
+            let answer = source.answer(service).unwrap();
+            assert_eq!(answer.instances.len(), 0, "mode {gone}");
+            assert_eq!(answer.ttl, Duration::from_secs(ttl), "mode {gone}");
+        }
+    }
+
+}
+
+/// An SRV target's family, and one family of two, answered with a referral
+/// keep their addresses; answered NODATA they are gone. The SRV record and
+/// the A records answer throughout. Before, the referral dropped the
+/// family (`["127.0.0.2"]` at mode 2).
+#[tokio::test]
+async fn a_family_answered_with_a_referral_keeps_its_addresses() {
+    use hickory_resolver::proto::rr::rdata::NS;
+    let family = Arc::new(AtomicU8::new(0));
+    let f = Arc::clone(&family);
+    let split = serve(Arc::new(move |qname, qtype| {
+        let ns = Record::from_rdata(name("test."), 30, RData::NS(NS(name("ns.other."))));
+        match (qtype, f.load(Ordering::SeqCst)) {
+            (RecordType::SRV, _) => {
+                let srv = SRV::new(0, 1, 8080, name("users.test."));
+                let record = Record::from_rdata(name(qname), 30, RData::SRV(srv));
+                (ResponseCode::NoError, vec![record], vec![])
+            }
+            (RecordType::A, _) => (ResponseCode::NoError, vec![a(qname, 2)], vec![]),
+            (_, 0) => (ResponseCode::NoError, vec![super::served_tests::aaaa(qname)], vec![]),
+            (_, 2) => (ResponseCode::NoError, vec![], vec![ns]),
+            _ => (ResponseCode::NoError, vec![], vec![]),
+        }
+    }))
+    .await;
+    let both = DnsSource::new(config(split))
+        .unwrap()
+        .with_service("srv", DnsTarget::srv("_http._tcp.users.test."))
+        .unwrap()
+        .with_service("users", DnsTarget::host("users.test.", 8080))
+        .unwrap();
+    for service in ["srv", "users"] {
+        for (m, want) in [(0, &["127.0.0.2", "::1"][..]), (2, &["127.0.0.2", "::1"]), (6, &["127.0.0.2"])] {
+            family.store(m, Ordering::SeqCst);
+            let list = both.resolve(service).await.unwrap().unwrap();
+            assert_eq!(hosts(&list), want, "{service}, mode {m}");
+        }
+    }
+}

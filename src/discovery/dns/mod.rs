@@ -122,12 +122,21 @@
 //! again at the floor), up to the TTL ceiling after they were last
 //! resolved; a family answered with no records is gone.
 //!
-//! A name that stops existing (NXDOMAIN) or loses every record is an error
-//! ([`DnsError::NoRecords`]), not an empty list: the last good list stays,
-//! so a DNS glitch cannot empty a service. The flip side: a headless
-//! service scaled to zero keeps its last addresses until they fail their
-//! requests (outlier detection and health checks then take them out). Only
-//! an SRV answer of a single `.` target empties the list on purpose.
+//! A name gone from DNS is an answer, not a failure: NXDOMAIN (on every
+//! name of the search list) or NOERROR without records (NODATA) gives an
+//! empty list, cached for the SOA's negative TTL within `[floor, ceiling]`,
+//! so a headless service scaled to zero gets no more requests within one
+//! TTL, and the addresses of its removed pods, which Kubernetes hands to
+//! other pods, get none either. Envoy's `STRICT_DNS` cluster empties the
+//! same way (its c-ares resolver reads `ARES_ENOTFOUND` and `ARES_ENODATA`
+//! as a resolution with no records). A failure keeps the last good list:
+//! SERVFAIL, REFUSED, a timeout, and an empty NOERROR whose authority
+//! section holds NS records and no SOA (a referral, not an answer). To keep
+//! the last list through an empty answer too (a DNS server that briefly
+//! forgets names), set
+//! [`RefreshConfig::keep_last_on_empty`](super::RefreshConfig::keep_last_on_empty):
+//! the fetch then counts as failed. An SRV answer of a single `.` target
+//! is empty on purpose (RFC 2782).
 //!
 //! # Counterparts
 //!
@@ -136,7 +145,7 @@
 //! | Spring Cloud Kubernetes `DiscoveryClient` | asks the API server for the service's Endpoints/EndpointSlices (not DNS), configured by `spring.cloud.kubernetes.discovery.*`; SCLB caches the list (35 s) |
 //! | gRPC `dns:///` resolver | A/AAAA (SRV only for grpclb), re-resolves on connection failure or GOAWAY, at most every 30 s; ignores TTLs |
 //! | Envoy `STRICT_DNS` cluster | every address of the name is a host; re-resolves every `dns_refresh_rate` (5 s), or at the record TTL with `respect_dns_ttl`; `dns_failure_refresh_rate` (base and max interval) after failures; hosts kept until a successful resolution drops them |
-//! | this source | A/AAAA and SRV with priority and weight; re-resolves by TTL, clamped to `[floor, ceiling]`; last good list on failure |
+//! | this source | A/AAAA and SRV with priority and weight; re-resolves by TTL, clamped to `[floor, ceiling]`; last good list on failure; a name gone from DNS empties the list |
 //!
 //! # Example
 //!

@@ -37,6 +37,15 @@ pub(super) struct Resolved {
     pub(super) truncated: bool,
 }
 
+impl Resolved {
+    /// No instance: the name is gone from DNS ([`gone_from_dns`]) or
+    /// decidedly not available (an SRV `.` target).
+    pub(super) fn none(ttl: Duration) -> Self {
+        let instances = Vec::new();
+        Self { instances, ttl, truncated: false }
+    }
+}
+
 /// The SRV records of an answer, in answer order, targets longer than
 /// `max_name_len` dropped.
 ///
@@ -266,6 +275,33 @@ pub(super) fn build(
         ttl,
         truncated,
     }
+}
+
+/// The negative TTL of an answer saying the name is gone from DNS, or
+/// `None` when the error is no such answer.
+///
+/// Gone means NXDOMAIN (the name does not exist), or NOERROR without
+/// records (NODATA: the name has no record of the asked type), as Envoy's
+/// c-ares resolver reads `ARES_ENOTFOUND` and `ARES_ENODATA`: a resolution
+/// with no records, which empties a `STRICT_DNS` cluster
+/// (`DnsResolverImpl::AddrInfoPendingResolution::isResponseWithNoRecords`).
+/// An empty NOERROR whose authority section holds NS records and no SOA
+/// looks like a referral (RFC 2308 §2.2, type 4 and referrals), not an
+/// answer, and every other failure (SERVFAIL, REFUSED, a timeout) is no
+/// such answer either: the last addresses stay. The TTL is the SOA's
+/// negative TTL, 0 without one (the source clamps it to its floor).
+pub(super) fn gone_from_dns(error: &NetError) -> Option<Duration> {
+    use hickory_resolver::net::DnsError as Dns;
+    use hickory_resolver::proto::op::ResponseCode;
+    let NetError::Dns(Dns::NoRecordsFound(none)) = error else {
+        return None;
+    };
+    let gone = match none.response_code {
+        ResponseCode::NXDomain => true,
+        ResponseCode::NoError => none.soa.is_some() || none.ns.is_none(),
+        _ => false,
+    };
+    gone.then(|| Duration::from_secs(u64::from(none.negative_ttl.unwrap_or(0))))
 }
 
 pub(super) fn net_error(name: &str, record_type: &'static str, error: NetError) -> DnsError {

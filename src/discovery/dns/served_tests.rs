@@ -57,6 +57,10 @@ fn reply(
     response.metadata.authoritative = true;
     response.add_query(q);
     response.add_answers(answers);
+    // SOA and NS records given as additionals go to the authority section.
+    let (authorities, additionals): (Vec<Record>, Vec<Record>) = (additionals.into_iter())
+        .partition(|r| matches!(r.record_type(), RecordType::SOA | RecordType::NS));
+    response.add_authorities(authorities);
     response.add_additionals(additionals);
     response.to_vec().unwrap()
 }

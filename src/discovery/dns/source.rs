@@ -29,7 +29,7 @@ use super::target::TargetKind;
 use super::records::Additionals;
 use super::records::build;
 use std::fmt;
-use super::records::{PriorityGroups, min_ttl, net_error, only_root};
+use super::records::{PriorityGroups, gone_from_dns, min_ttl, net_error, only_root};
 use super::records::{parse_name, parse_srv, priority_groups, record_ip};
 use tokio::time::Instant;
 
@@ -382,25 +382,34 @@ impl DnsSource {
         let configured = entry.target.name();
         match &entry.target.kind {
             TargetKind::Host { port, .. } => {
-                let lookup = self
-                    .inner
-                    .resolver
-                    .lookup_ip(entry.name.clone())
-                    .await
-                    .map_err(|e| net_error(configured, "A/AAAA", e))?;
-                let answers = lookup.as_lookup().answers();
-                let mut ttl = min_ttl(answers).map_or_else(
-                    || {
-                        lookup
-                            .valid_until()
-                            .saturating_duration_since(std::time::Instant::now())
-                    },
-                    |secs| Duration::from_secs(u64::from(secs)),
-                );
-                let mut addrs: Vec<IpAddr> = answers.iter().filter_map(record_ip).collect();
+                let (mut addrs, mut ttl, gone) =
+                    match self.inner.resolver.lookup_ip(entry.name.clone()).await {
+                        Ok(lookup) => {
+                            let answers = lookup.as_lookup().answers();
+                            let ttl = min_ttl(answers).map_or_else(
+                                || {
+                                    (lookup.valid_until())
+                                        .saturating_duration_since(std::time::Instant::now())
+                                },
+                                |secs| Duration::from_secs(u64::from(secs)),
+                            );
+                            let addrs: Vec<IpAddr> =
+                                answers.iter().filter_map(record_ip).collect();
+                            (addrs, ttl, false)
+                        }
+                        Err(e) => match gone_from_dns(&e) {
+                            Some(ttl) => (Vec::new(), ttl, true),
+                            None => return Err(net_error(configured, "A/AAAA", e)),
+                        },
+                    };
+                // With both families, the one that failed keeps its last
+                // addresses (asked again on its own).
                 let last = (service_id, *port, None);
                 self.keep_failed_family(last, &entry.name, &mut addrs, &mut ttl)
                     .await;
+                if addrs.is_empty() && gone {
+                    return Ok(Resolved::none(ttl));
+                }
                 if addrs.is_empty() {
                     return Err(DnsError::NoRecords {
                         name: configured.to_owned(),
@@ -438,12 +447,13 @@ impl DnsSource {
     ) -> Result<Resolved, DnsError> {
         let config = &self.inner.config;
         let configured = entry.target.name();
-        let lookup = self
-            .inner
-            .resolver
-            .srv_lookup(entry.name.clone())
-            .await
-            .map_err(|e| net_error(configured, "SRV", e))?;
+        let lookup = match self.inner.resolver.srv_lookup(entry.name.clone()).await {
+            Ok(lookup) => lookup,
+            Err(e) => match gone_from_dns(&e) {
+                Some(ttl) => return Ok(Resolved::none(ttl)),
+                None => return Err(net_error(configured, "SRV", e)),
+            },
+        };
         let srv_records = parse_srv(lookup.answers(), config.max_name_len);
         if srv_records.is_empty() {
             return Err(DnsError::NoRecords {
@@ -455,11 +465,7 @@ impl DnsSource {
         let srv_ttl = min_ttl(lookup.answers()).unwrap_or(0);
         if only_root(&srv_records) {
             // RFC 2782: "." alone means the service is decidedly not here.
-            return Ok(Resolved {
-                instances: Vec::new(),
-                ttl: Duration::from_secs(u64::from(srv_ttl)),
-                truncated: false,
-            });
+            return Ok(Resolved::none(Duration::from_secs(u64::from(srv_ttl))));
         }
         let total = srv_records.len();
         // All records (one message, ≤ 3 449); lookups ≤ 2 · max_records; weights all 0: 1 each.

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use hickory_resolver::proto::rr::{Name, RecordType};
 
 use super::IpFamily;
-use super::records::{Additionals, Candidate, SrvRecord, min_ttl, record_ip};
+use super::records::{Additionals, Candidate, SrvRecord, gone_from_dns, min_ttl, record_ip};
 use super::source::DnsSource;
 
 /// SRV targets looked up at once (those without addresses in the
@@ -144,7 +144,7 @@ impl DnsSource {
         name.set_fqdn(true);
         let lookup = match self.resolver().lookup_ip(name.clone()).await {
             Ok(lookup) => lookup,
-            Err(e) if e.is_no_records_found() => return None,
+            Err(e) if gone_from_dns(&e).is_some() => return None,
             Err(e) => {
                 tracing::debug!(
                     service = service_id,
@@ -233,7 +233,7 @@ impl DnsSource {
                     *ttl = (*ttl).min(Duration::from_secs(u64::from(secs)));
                 }
                 // Gone from DNS: not in the new answer, forgotten with it.
-                Err(e) if e.is_no_records_found() => {}
+                Err(e) if gone_from_dns(&e).is_some() => {}
                 Err(e) => {
                     let kept = self.keep(service_id, target, port, kept);
                     if kept.is_empty() {
