@@ -31,8 +31,11 @@ use proptest::prelude::*;
 use tower::ServiceExt;
 use tower_ribbon::discovery::StaticSource;
 use tower_ribbon::retry::{ReplayBody, RetryPolicy};
-use tower_ribbon::rule::*;
 use tower_ribbon::{BoxError, Instance, LoadBalancer};
+
+#[path = "common/rules.rs"]
+mod rules;
+use rules::build_rule;
 
 static PANICS: AtomicUsize = AtomicUsize::new(0);
 static AUTH: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -215,36 +218,6 @@ fn case() -> impl Strategy<Value = Case> {
                 streaming,
             },
         )
-}
-
-fn build_rule(kind: u8) -> Box<dyn Fn() -> Box<dyn Rule> + Send + Sync> {
-    match kind {
-        0 => Box::new(|| Box::new(RoundRobin::new()) as Box<dyn Rule>),
-        1 => Box::new(|| Box::new(Random::with_seed(7)) as Box<dyn Rule>),
-        2 => Box::new(|| Box::new(WeightedRoundRobin::new()) as Box<dyn Rule>),
-        3 => Box::new(|| Box::new(WeightedResponseTime::with_seed(7)) as Box<dyn Rule>),
-        4 => Box::new(|| Box::new(BestAvailable::new()) as Box<dyn Rule>),
-        5 => Box::new(|| Box::new(PeakEwmaP2c::with_seed(7)) as Box<dyn Rule>),
-        6 => Box::new(|| Box::new(ConsistentHash::new()) as Box<dyn Rule>),
-        7 => Box::new(|| Box::new(ZoneAvoidance::new(RoundRobin::new())) as Box<dyn Rule>),
-        8 => {
-            Box::new(|| Box::new(AvailabilityFiltering::new(BestAvailable::new())) as Box<dyn Rule>)
-        }
-        9 => Box::new(|| {
-            Box::new(SlowStart::new(
-                PeakEwmaP2c::with_seed(3),
-                SlowStartConfig::new(Duration::from_secs(10)),
-            )) as Box<dyn Rule>
-        }),
-        10 => Box::new(|| Box::new(StickySession::new(RoundRobin::new())) as Box<dyn Rule>),
-        11 => Box::new(|| {
-            Box::new(SameInstancePreference::new(WeightedRoundRobin::new())) as Box<dyn Rule>
-        }),
-        12 => Box::new(|| Box::new(Subset::new(RoundRobin::new(), "me")) as Box<dyn Rule>),
-        _ => Box::new(|| {
-            Box::new(HintBased::new(ZoneAvoidance::new(Random::with_seed(1)))) as Box<dyn Rule>
-        }),
-    }
 }
 
 fn run(c: Case) {
