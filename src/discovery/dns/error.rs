@@ -60,7 +60,10 @@ pub enum DnsError {
         nxdomain: bool,
     },
     /// SRV records were found, but no target of any priority had an
-    /// address.
+    /// address, and not because each is gone from DNS: a target's lookup
+    /// failed (with no last addresses to keep), or the lookups ran out.
+    /// The last good list is kept. Every target gone from DNS is no
+    /// error: the fetch gives an empty list.
     #[error("SRV `{name}`: {records} records, no target with an address")]
     NoAddresses {
         /// The SRV name.

@@ -222,3 +222,53 @@ async fn a_family_answered_with_a_referral_keeps_its_addresses() {
         }
     }
 }
+
+/// An SRV record whose every target is gone from DNS leaves the service no
+/// address: an empty list (before, `NoAddresses`, so the refresh kept the
+/// gone targets' addresses for good). A target whose lookup fails keeps
+/// its last addresses, and one that fails with none to keep is still an
+/// error, so the last list stays.
+#[tokio::test]
+async fn an_srv_answer_whose_targets_are_all_gone_is_an_empty_list() {
+    // 0: both targets answer; 1: both gone (NXDOMAIN); 2: a gone, b
+    // SERVFAIL.
+    let mode = Arc::new(AtomicU8::new(0));
+    let m = Arc::clone(&mode);
+    let server = serve(Arc::new(move |qname, qtype| {
+        let record = |target: &str| {
+            let srv = SRV::new(0, 1, 8080, name(target));
+            Record::from_rdata(name("_http._tcp.users.test."), 30, RData::SRV(srv))
+        };
+        match (qname, qtype, m.load(Ordering::SeqCst)) {
+            ("_http._tcp.users.test.", RecordType::SRV, _) => {
+                (ResponseCode::NoError, vec![record("a.test."), record("b.test.")], vec![])
+            }
+            ("b.test.", _, 2) => (ResponseCode::ServFail, vec![], vec![]),
+            ("a.test.", RecordType::A, 0) => (ResponseCode::NoError, vec![a(qname, 2)], vec![]),
+            ("b.test.", RecordType::A, 0) => (ResponseCode::NoError, vec![a(qname, 3)], vec![]),
+            (_, _, 0) => (ResponseCode::NoError, vec![], vec![]),
+            _ => (ResponseCode::NXDomain, vec![], vec![]),
+        }
+    }))
+    .await;
+    let source = || {
+        DnsSource::new(config(server).ip_family(super::IpFamily::V4))
+            .unwrap()
+            .with_service("users", DnsTarget::srv("_http._tcp.users.test."))
+            .unwrap()
+    };
+    let users = source();
+    let resolve = |m: u8| {
+        mode.store(m, Ordering::SeqCst);
+        users.resolve("users")
+    };
+    assert_eq!(hosts(&resolve(0).await.unwrap().unwrap()), ["127.0.0.2", "127.0.0.3"]);
+    assert_eq!(hosts(&resolve(2).await.unwrap().unwrap()), ["127.0.0.3"]);
+    assert!(resolve(1).await.unwrap().unwrap().is_empty());
+    assert_eq!(users.answer("users").unwrap().ttl, Duration::from_secs(30));
+    // b fails with no last address to keep: an error, not an empty list.
+    let fresh = source();
+    mode.store(2, Ordering::SeqCst);
+    let error = fresh.resolve("users").await.unwrap().unwrap_err();
+    assert!(matches!(error, super::DnsError::NoAddresses { records: 2, .. }), "{error:?}");
+}

@@ -127,7 +127,10 @@
 //! empty list, cached for the SOA's negative TTL within `[floor, ceiling]`,
 //! so a headless service scaled to zero gets no more requests within one
 //! TTL, and the addresses of its removed pods, which Kubernetes hands to
-//! other pods, get none either. Envoy's `STRICT_DNS` cluster empties the
+//! other pods, get none either. So does an SRV answer whose every target
+//! is gone from DNS (a target whose lookup fails keeps its addresses, as
+//! above; one that fails with none to keep makes the resolution fail).
+//! Envoy's `STRICT_DNS` cluster empties the
 //! same way (its c-ares resolver reads `ARES_ENOTFOUND` and `ARES_ENODATA`
 //! as a resolution with no records). A failure keeps the last good list:
 //! SERVFAIL, REFUSED, a timeout, and an empty NOERROR whose authority

@@ -31,6 +31,7 @@ use super::records::build;
 use std::fmt;
 use super::records::{PriorityGroups, gone_from_dns, min_ttl, net_error, only_root};
 use super::records::{parse_name, parse_srv, priority_groups, record_ip};
+use super::targets::TargetWalk;
 use tokio::time::Instant;
 
 /// The last successful answer for one service id.
@@ -470,12 +471,12 @@ impl DnsSource {
         let total = srv_records.len();
         // All records (one message, ≤ 3 449); lookups ≤ 2 · max_records; weights all 0: 1 each.
         let PriorityGroups { groups, .. } = priority_groups(srv_records, usize::MAX);
-        let mut lookups_left = config.max_records.saturating_mul(2);
+        let mut walk = TargetWalk::new(config.max_records.saturating_mul(2));
         let additionals = Additionals::new(lookup.additionals(), config);
         for mut group in groups {
             super::records::lookup_order(&mut group, config.subset_seed);
             let (candidates, ttl, visited) = self
-                .group_candidates(service_id, &group, &additionals, &mut lookups_left, srv_ttl)
+                .group_candidates(service_id, &group, &additionals, &mut walk, srv_ttl)
                 .await;
             if !candidates.is_empty() {
                 let mut resolved = build(
@@ -491,9 +492,6 @@ impl DnsSource {
                 return Ok(resolved);
             }
         }
-        Err(DnsError::NoAddresses {
-            name: configured.to_owned(),
-            records: total,
-        })
+        walk.no_address(configured, total, srv_ttl)
     }
 }

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -12,7 +13,8 @@ use tokio::time::Instant;
 use hickory_resolver::proto::rr::{Name, RecordType};
 
 use super::IpFamily;
-use super::records::{Additionals, Candidate, SrvRecord, gone_from_dns, min_ttl, record_ip};
+use super::error::DnsError;
+use super::records::{Additionals, Candidate, Resolved, SrvRecord, gone_from_dns, min_ttl, record_ip};
 use super::source::DnsSource;
 
 /// SRV targets looked up at once (those without addresses in the
@@ -20,6 +22,43 @@ use super::source::DnsSource;
 /// one round trip per target: 512 lookups (`2 · max_records`) at 40 ms
 /// each overran the default `resolve_timeout` (10 s) at every resolution.
 pub(super) const LOOKUPS_AT_ONCE: usize = 16;
+
+/// What one resolution's SRV target lookups have left and met.
+pub(super) struct TargetWalk {
+    /// Lookups still allowed (`2 · max_records` at the start).
+    pub(super) lookups_left: usize,
+    /// A target's lookup failed (SERVFAIL, a timeout; not "gone from
+    /// DNS"), whether or not its last addresses were kept.
+    pub(super) failed: AtomicBool,
+    /// A record was left unvisited: the lookups ran out.
+    pub(super) cut: bool,
+}
+
+impl TargetWalk {
+    pub(super) fn new(lookups: usize) -> Self {
+        let failed = AtomicBool::new(false);
+        Self { lookups_left: lookups, failed, cut: false }
+    }
+
+    /// The result when no target of the SRV answer `name` (`records`
+    /// records, TTL `srv_ttl` s) had an address. Every target asked and
+    /// each gone from DNS: the service has no address, an answer and not a
+    /// failure (an empty list; before, the last list stayed for good). A
+    /// lookup failed or cut short: [`DnsError::NoAddresses`] (the last
+    /// list stays).
+    pub(super) fn no_address(
+        &self,
+        name: &str,
+        records: usize,
+        srv_ttl: u32,
+    ) -> Result<Resolved, DnsError> {
+        if !self.cut && !self.failed.load(Ordering::Relaxed) {
+            return Ok(Resolved::none(Duration::from_secs(u64::from(srv_ttl))));
+        }
+        let name = name.to_owned();
+        Err(DnsError::NoAddresses { name, records })
+    }
+}
 
 /// A target's addresses and their lowest TTL; `None`: the target is
 /// skipped.
@@ -43,7 +82,7 @@ impl DnsSource {
         service_id: &str,
         group: &[SrvRecord],
         additionals: &Additionals,
-        lookups_left: &mut usize,
+        walk: &mut TargetWalk,
         srv_ttl: u32,
     ) -> (Vec<Candidate>, u32, usize) {
         let max = self.config().max_records.saturating_mul(2);
@@ -51,7 +90,7 @@ impl DnsSource {
         let (mut candidates, mut ttl, mut visited) = (Vec::new(), srv_ttl, 0);
         for chunk in group.chunks(LOOKUPS_AT_ONCE) {
             let found = self
-                .chunk_addrs(service_id, chunk, additionals, lookups_left)
+                .chunk_addrs(service_id, chunk, additionals, walk)
                 .await;
             let ran_out = found.len() < chunk.len();
             for (record, found) in chunk.iter().zip(found) {
@@ -72,6 +111,7 @@ impl DnsSource {
                 }
             }
             if ran_out {
+                walk.cut = true;
                 break;
             }
         }
@@ -86,8 +126,9 @@ impl DnsSource {
         service_id: &str,
         records: &[SrvRecord],
         additionals: &Additionals,
-        lookups_left: &mut usize,
+        walk: &mut TargetWalk,
     ) -> Vec<Addrs> {
+        let (lookups_left, failed) = (&mut walk.lookups_left, &walk.failed);
         let mut found: Vec<Found<'_>> = Vec::with_capacity(records.len());
         for record in records {
             found.push(match additionals.get(&record.target) {
@@ -95,7 +136,7 @@ impl DnsSource {
                 None if *lookups_left == 0 => break,
                 None => {
                     *lookups_left -= 1;
-                    Found::Lookup(Box::pin(self.target_addrs(service_id, record)))
+                    Found::Lookup(Box::pin(self.target_addrs(service_id, record, failed)))
                 }
             });
         }
@@ -139,6 +180,7 @@ impl DnsSource {
         &self,
         service_id: &str,
         record: &SrvRecord,
+        failed: &AtomicBool,
     ) -> Option<(Vec<IpAddr>, u32)> {
         let mut name = Name::from_ascii(&record.target).ok()?;
         name.set_fqdn(true);
@@ -146,6 +188,7 @@ impl DnsSource {
             Ok(lookup) => lookup,
             Err(e) if gone_from_dns(&e).is_some() => return None,
             Err(e) => {
+                failed.store(true, Ordering::Relaxed);
                 tracing::debug!(
                     service = service_id,
                     target = %record.target,
