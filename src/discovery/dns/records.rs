@@ -12,6 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 use super::error::DnsError;
 use std::time::Duration;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// One SRV record, validated: `target` is lower-case ASCII without the
 /// final dot, empty for the root (`.`).
@@ -43,6 +44,43 @@ impl Resolved {
     pub(super) fn none(ttl: Duration) -> Self {
         let instances = Vec::new();
         Self { instances, ttl, truncated: false }
+    }
+}
+
+/// What one resolution's SRV target lookups have left and met.
+pub(super) struct TargetWalk {
+    /// Lookups still allowed (`2 · max_records` at the start).
+    pub(super) lookups_left: usize,
+    /// A target's lookup failed (SERVFAIL, a timeout; not "gone from
+    /// DNS"), whether or not its last addresses were kept.
+    pub(super) failed: AtomicBool,
+    /// A record was left unvisited: the lookups ran out.
+    pub(super) cut: bool,
+}
+
+impl TargetWalk {
+    pub(super) fn new(lookups: usize) -> Self {
+        let failed = AtomicBool::new(false);
+        Self { lookups_left: lookups, failed, cut: false }
+    }
+
+    /// The result when no target of the SRV answer `name` (`records`
+    /// records, TTL `srv_ttl` s) had an address. Every target asked and
+    /// each gone from DNS: the service has no address, an answer and not a
+    /// failure (an empty list; before, the last list stayed for good). A
+    /// lookup failed or cut short: [`DnsError::NoAddresses`] (the last
+    /// list stays).
+    pub(super) fn no_address(
+        &self,
+        name: &str,
+        records: usize,
+        srv_ttl: u32,
+    ) -> Result<Resolved, DnsError> {
+        if !self.cut && !self.failed.load(Ordering::Relaxed) {
+            return Ok(Resolved::none(Duration::from_secs(u64::from(srv_ttl))));
+        }
+        let name = name.to_owned();
+        Err(DnsError::NoAddresses { name, records })
     }
 }
 

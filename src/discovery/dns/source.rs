@@ -30,8 +30,7 @@ use super::records::Additionals;
 use super::records::build;
 use std::fmt;
 use super::records::{PriorityGroups, gone_from_dns, min_ttl, net_error, only_root};
-use super::records::{parse_name, parse_srv, priority_groups, record_ip};
-use super::targets::TargetWalk;
+use super::records::{TargetWalk, parse_name, parse_srv, priority_groups, record_ip};
 use tokio::time::Instant;
 
 /// The last successful answer for one service id.

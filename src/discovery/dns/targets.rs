@@ -13,8 +13,7 @@ use tokio::time::Instant;
 use hickory_resolver::proto::rr::{Name, RecordType};
 
 use super::IpFamily;
-use super::error::DnsError;
-use super::records::{Additionals, Candidate, Resolved, SrvRecord, gone_from_dns, min_ttl, record_ip};
+use super::records::{Additionals, Candidate, SrvRecord, TargetWalk, gone_from_dns, min_ttl, record_ip};
 use super::source::DnsSource;
 
 /// SRV targets looked up at once (those without addresses in the
@@ -22,43 +21,6 @@ use super::source::DnsSource;
 /// one round trip per target: 512 lookups (`2 · max_records`) at 40 ms
 /// each overran the default `resolve_timeout` (10 s) at every resolution.
 pub(super) const LOOKUPS_AT_ONCE: usize = 16;
-
-/// What one resolution's SRV target lookups have left and met.
-pub(super) struct TargetWalk {
-    /// Lookups still allowed (`2 · max_records` at the start).
-    pub(super) lookups_left: usize,
-    /// A target's lookup failed (SERVFAIL, a timeout; not "gone from
-    /// DNS"), whether or not its last addresses were kept.
-    pub(super) failed: AtomicBool,
-    /// A record was left unvisited: the lookups ran out.
-    pub(super) cut: bool,
-}
-
-impl TargetWalk {
-    pub(super) fn new(lookups: usize) -> Self {
-        let failed = AtomicBool::new(false);
-        Self { lookups_left: lookups, failed, cut: false }
-    }
-
-    /// The result when no target of the SRV answer `name` (`records`
-    /// records, TTL `srv_ttl` s) had an address. Every target asked and
-    /// each gone from DNS: the service has no address, an answer and not a
-    /// failure (an empty list; before, the last list stayed for good). A
-    /// lookup failed or cut short: [`DnsError::NoAddresses`] (the last
-    /// list stays).
-    pub(super) fn no_address(
-        &self,
-        name: &str,
-        records: usize,
-        srv_ttl: u32,
-    ) -> Result<Resolved, DnsError> {
-        if !self.cut && !self.failed.load(Ordering::Relaxed) {
-            return Ok(Resolved::none(Duration::from_secs(u64::from(srv_ttl))));
-        }
-        let name = name.to_owned();
-        Err(DnsError::NoAddresses { name, records })
-    }
-}
 
 /// A target's addresses and their lowest TTL; `None`: the target is
 /// skipped.
