@@ -16,6 +16,10 @@
 //!   full one: `b` replaced by `c` (both UP) early in the outage left
 //!   `[a, b]` for good (the delta had neither change, its hash matched);
 //!   now `[a, c]`.
+//! - A delta no server could answer (503, 429) fails the refresh and keeps
+//!   the copy, as Java's client does: it was followed by a full fetch from
+//!   the same servers (2 GETs, 2 request timeouts on a hung server; now 1).
+//!   A refused delta (403) still brings the full fetch.
 //! - Every instance of a service leaving Eureka (the app gone from
 //!   `/apps`) empties its list: requests fail with "no instances" instead
 //!   of going to the last ones (spring-cloud-gateway#3688).
@@ -427,4 +431,46 @@ async fn scg_3688_a_service_whose_instances_all_left_eureka_gets_no_request() {
             .expect_err("no instance left");
         assert!(err.is_no_instances(), "{err}");
     }
+}
+
+/// The paths of the GETs `stub` served, in order.
+fn gets(stub: &Stub) -> Vec<String> {
+    stub.log()
+        .into_iter()
+        .filter(|(method, _, _)| method == "GET")
+        .map(|(_, path, _)| path)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_no_server_answers_fails_the_refresh_without_a_full_fetch() {
+    let (stub, registry) = a_and_b_registry(None).await;
+    let before = gets(&stub).len();
+    let failures = registry.stats().failures;
+    // 503 and 429: the server cannot answer. Asking it for the full
+    // registry at once cost a second request (and a second request
+    // timeout on a hung server) on every refresh.
+    for status in [503, 429] {
+        stub.set("/eureka/apps/delta", vec![Answer::status(status)]);
+        let error = registry.refresh_now().await.expect_err("refresh fails");
+        assert!(
+            error.to_string().contains(&status.to_string()),
+            "{status}: {error}"
+        );
+    }
+    assert_eq!(
+        gets(&stub)[before..],
+        ["/eureka/apps/delta", "/eureka/apps/delta"]
+    );
+    assert_eq!(ids(registry.instances("good")), ["a", "b"]);
+    // One failure per failed refresh.
+    assert_eq!(registry.stats().failures, failures + 2);
+    // A refused delta (`disableDelta`'s 403) still means a full fetch.
+    stub.set("/eureka/apps/delta", vec![Answer::status(403)]);
+    registry.refresh_now().await.expect("full fetch");
+    assert_eq!(
+        gets(&stub)[before + 2..],
+        ["/eureka/apps/delta", "/eureka/apps"]
+    );
+    assert_eq!(registry.stats().failures, failures + 3);
 }

@@ -247,10 +247,20 @@ impl Inner {
                     self.failures.fetch_add(1, Ordering::Relaxed);
                     return Err(error.into());
                 }
-                // Like the Java client: no usable delta (refused with
-                // `disableDelta`, a failure) means a full fetch.
-                tracing::info!(error = %e, "Eureka delta fetch failed; fetching the full registry");
+                // Like the Java client: no server able to answer (timeout,
+                // transport error, 5xx, 429 from each) fails the refresh,
+                // without asking the same servers for the full registry,
+                // the heaviest answer, at once: that would cost a second
+                // request timeout per server on every refresh.
+                if unavailable(&e) {
+                    // Counted by the caller, as every failed fetch.
+                    tracing::info!(error = %e, "Eureka delta fetch failed; no server answered");
+                    return Err(e.into());
+                }
                 self.failures.fetch_add(1, Ordering::Relaxed);
+                // A refused or unusable delta (`disableDelta`'s 403, a body
+                // that does not decode) means a full fetch.
+                tracing::info!(error = %e, "Eureka delta fetch failed; fetching the full registry");
                 return Ok(self.full().await?);
             }
         };
@@ -322,5 +332,18 @@ impl Inner {
                 .as_deref()
                 .is_some_and(|expected| hash_of(&registry) == expected),
         ))
+    }
+}
+
+/// Whether `e` says no server was able to answer: a timeout, a transport
+/// error, a 5xx or a 429 (from every server tried).
+fn unavailable(e: &DiscoveryError) -> bool {
+    match e {
+        DiscoveryError::Timeout { .. } | DiscoveryError::Transport { .. } => true,
+        DiscoveryError::Status { status, .. } => *status >= 500 || *status == 429,
+        DiscoveryError::AllServersFailed(errors) => {
+            !errors.is_empty() && errors.iter().all(unavailable)
+        }
+        _ => false,
     }
 }

@@ -9,7 +9,11 @@
 //! - After applying, the local status-count hash (`DOWN_1_UP_3_`, statuses
 //!   sorted) is compared with the delta's `apps__hashcode`; on mismatch, or
 //!   when the delta carries no hash at all, a full fetch replaces the local
-//!   copy.
+//!   copy. A delta refused or unusable (`disableDelta`'s 403, a body that
+//!   does not decode) is replaced by a full fetch; one that no server could
+//!   answer (a timeout, a transport error, a 5xx or a 429 from each) fails
+//!   the fetch and keeps the copy, as Java's client does: a hung server
+//!   costs one request timeout per fetch, not two.
 //! - A fetch due longer than `delta_retention` (default 3 min, the Eureka
 //!   server's `retention-time-in-m-s-in-delta-queue`) after the copy was
 //!   last complete (after an outage) is a full fetch: the server's delta no
