@@ -23,6 +23,10 @@
 //!   after a cache hit (or a failure) the resolver never resolved again and
 //!   stayed stuck with a bad result. -> [`outage_keeps_the_last_list_and_recovery_is_seen`],
 //!   [`ttl_floor_and_ceiling_bound_the_requery_interval`]
+//! - kubernetes/dns#234 (<https://github.com/kubernetes/dns/issues/234>):
+//!   a headless service scaled to zero answers NXDOMAIN; a client reading
+//!   that as a failure keeps its removed pods' addresses.
+//!   -> [`a_service_scaled_to_zero_gets_no_traffic`]
 //! - SRV semantics all traffic to one address / weights ignored
 //!   (RFC 2782 priority groups). -> [`srv_priority_weight_and_reweight_end_to_end`]
 
@@ -333,6 +337,11 @@ async fn srv_priority_weight_and_reweight_end_to_end() {
 /// the fetch as failed. Scaling up again is seen within one TTL.
 /// Envoy's `STRICT_DNS` empties its cluster the same way (c-ares'
 /// `ARES_ENOTFOUND` and `ARES_ENODATA` are resolutions with no records).
+/// kubernetes/dns#234 (<https://github.com/kubernetes/dns/issues/234>,
+/// PR #245): a headless service with no ready endpoints answers NXDOMAIN,
+/// by the Kubernetes DNS spec. coredns/coredns#1365
+/// (<https://github.com/coredns/coredns/issues/1365>) is the flip side, an
+/// NXDOMAIN answered by mistake for minutes: the guard's case.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_scaled_to_zero_gets_no_traffic() {
     let backends = IpBackend::start_same_port(&[ip(11), ip(12)])
