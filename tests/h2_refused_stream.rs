@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tower::ServiceExt;
 use tower_ribbon::stats::Outcome;
 
+#[path = "common/goaway_server.rs"]
+mod goaway_server;
 #[path = "common/never_reached.rs"]
 mod never_reached;
 use never_reached::{balancer, ok_server, post};
@@ -36,60 +38,9 @@ async fn resetting_server(reason: h2::Reason) -> (u16, Arc<AtomicUsize>) {
     (port, streams)
 }
 
-/// A bare HTTP/2 server that answers a request's HEADERS with GOAWAY
-/// (NO_ERROR) naming `last` as the last stream id (0: nothing was
-/// processed), then keeps the connection open until the client closes
-/// it, or with `close` closes it at once. Counts the HEADERS frames it
-/// gets.
+/// `goaway_server` with NO_ERROR.
 async fn going_away_server(last: u8, close: bool) -> (u16, Arc<AtomicUsize>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let streams = Arc::new(AtomicUsize::new(0));
-    let seen = Arc::clone(&streams);
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let seen = Arc::clone(&seen);
-            tokio::spawn(async move {
-                let mut preface = [0u8; 24];
-                if socket.read_exact(&mut preface).await.is_err() {
-                    return;
-                }
-                // SETTINGS (empty).
-                let _ = socket.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await;
-                loop {
-                    let mut head = [0u8; 9];
-                    if socket.read_exact(&mut head).await.is_err() {
-                        return;
-                    }
-                    let len = usize::from(head[0]) << 16
-                        | usize::from(head[1]) << 8
-                        | usize::from(head[2]);
-                    let mut payload = vec![0u8; len];
-                    if socket.read_exact(&mut payload).await.is_err() {
-                        return;
-                    }
-                    match (head[3], head[4]) {
-                        // SETTINGS: acknowledge.
-                        (4, flags) if flags & 1 == 0 => {
-                            let _ = socket.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await;
-                        }
-                        // HEADERS: GOAWAY, last stream id `last`, NO_ERROR.
-                        (1, _) => {
-                            seen.fetch_add(1, Ordering::SeqCst);
-                            let goaway = [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, last, 0, 0, 0, 0];
-                            let _ = socket.write_all(&goaway).await;
-                            if close {
-                                return;
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            });
-        }
-    });
-    (port, streams)
+    goaway_server::goaway_server(last, 0, close).await
 }
 
 /// Ten POSTs, the first instance refusing every stream: each goes on to

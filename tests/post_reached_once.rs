@@ -19,6 +19,8 @@ use tower_ribbon::instance::Instance;
 use tower_ribbon::rule::RoundRobin;
 use tower_ribbon::stats::Outcome;
 
+#[path = "common/goaway_server.rs"]
+mod goaway_server;
 #[path = "common/never_reached.rs"]
 mod never_reached;
 use never_reached::{SVC, ok_server, post};
@@ -158,53 +160,10 @@ async fn a_post_read_whole_then_dropped_is_never_sent_again() {
     }
 }
 
-/// An HTTP/2 server that, at each request's HEADERS, sends GOAWAY naming
-/// that stream (1) as the last it processed, with the error `reason`, and
-/// closes the connection; counts the HEADERS frames.
+/// A GOAWAY naming stream 1, the POST's, as the last processed, with the
+/// error `reason`, then the connection closed.
 async fn failing_away_server(reason: u8) -> (u16, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let streams = Arc::new(AtomicUsize::new(0));
-    let seen = Arc::clone(&streams);
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let seen = Arc::clone(&seen);
-            tokio::spawn(async move {
-                let mut preface = [0u8; 24];
-                if socket.read_exact(&mut preface).await.is_err() {
-                    return;
-                }
-                // SETTINGS (empty).
-                let _ = socket.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await;
-                loop {
-                    let mut head = [0u8; 9];
-                    if socket.read_exact(&mut head).await.is_err() {
-                        return;
-                    }
-                    let len = usize::from(head[0]) << 16
-                        | usize::from(head[1]) << 8
-                        | usize::from(head[2]);
-                    let mut payload = vec![0u8; len];
-                    if socket.read_exact(&mut payload).await.is_err() {
-                        return;
-                    }
-                    match (head[3], head[4]) {
-                        (4, flags) if flags & 1 == 0 => {
-                            let _ = socket.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await;
-                        }
-                        (1, _) => {
-                            seen.fetch_add(1, Ordering::SeqCst);
-                            let goaway = [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, reason];
-                            let _ = socket.write_all(&goaway).await;
-                            return;
-                        }
-                        _ => {}
-                    }
-                }
-            });
-        }
-    });
-    (port, streams)
+    goaway_server::goaway_server(1, reason, true).await
 }
 
 /// A POST at the last stream id of a GOAWAY carrying an error (PROTOCOL,
