@@ -272,3 +272,50 @@ async fn an_srv_answer_whose_targets_are_all_gone_is_an_empty_list() {
     let error = fresh.resolve("users").await.unwrap().unwrap_err();
     assert!(matches!(error, super::DnsError::NoAddresses { records: 2, .. }), "{error:?}");
 }
+
+/// A search name that fails does not let a later one's NXDOMAIN empty the
+/// list. hickory tries the search names in turn and returns the last
+/// one's result, so with `search ns.svc.test svc.test` and ndots 5, a
+/// SERVFAIL on `users.ns.svc.test.` (the service's real name) followed by
+/// NXDOMAIN on `users.svc.test.` and `users.` read as "gone from DNS".
+/// Before: an empty list (A, SRV and both families); now the failure, and
+/// the last list stays (`["127.0.0.2"]`).
+#[tokio::test]
+async fn a_failed_search_name_before_an_nxdomain_one_is_a_failure() {
+    // 0: the real name answers; 1: it fails (SERVFAIL); 2: it is gone.
+    let mode = Arc::new(AtomicU8::new(0));
+    let m = Arc::clone(&mode);
+    let server = serve(Arc::new(move |qname, qtype| {
+        let real = qname.starts_with("users.ns.svc.test.") || qname.ends_with(".ns.svc.test.");
+        match (real, qtype, m.load(Ordering::SeqCst)) {
+            (false, _, _) | (true, _, 2) => (ResponseCode::NXDomain, vec![], vec![]),
+            (true, _, 1) => (ResponseCode::ServFail, vec![], vec![]),
+            (true, RecordType::SRV, _) => {
+                let srv = SRV::new(0, 1, 8080, name("users.ns.svc.test."));
+                (ResponseCode::NoError, vec![Record::from_rdata(name(qname), 30, RData::SRV(srv))], vec![])
+            }
+            (true, RecordType::A, _) => (ResponseCode::NoError, vec![a(qname, 2)], vec![]),
+            (true, _, _) => (ResponseCode::NoError, vec![], vec![]),
+        }
+    }))
+    .await;
+    for family in [super::IpFamily::V4, super::IpFamily::Both] {
+        let source = DnsSource::new(config(server).ip_family(family).search(["ns.svc.test", "svc.test"]).ndots(5))
+            .unwrap()
+            .with_service("users", DnsTarget::host("users", 8080))
+            .unwrap()
+            .with_service("srv", DnsTarget::srv("_http._tcp.users"))
+            .unwrap();
+        for service in ["users", "srv"] {
+            let resolve = |m: u8| {
+                mode.store(m, Ordering::SeqCst);
+                source.resolve(service)
+            };
+            assert_eq!(hosts(&resolve(0).await.unwrap().unwrap()), ["127.0.0.2"]);
+            let failed = resolve(1).await.unwrap();
+            assert!(failed.is_err(), "{family:?} {service}: {failed:?}");
+            assert_eq!(hosts(&source.answer(service).unwrap().instances), ["127.0.0.2"]);
+            assert!(resolve(2).await.unwrap().unwrap().is_empty(), "{family:?} {service}");
+        }
+    }
+}

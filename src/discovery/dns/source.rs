@@ -29,7 +29,7 @@ use super::target::TargetKind;
 use super::records::Additionals;
 use super::records::build;
 use std::fmt;
-use super::records::{PriorityGroups, gone_from_dns, min_ttl, net_error, only_root};
+use super::records::{PriorityGroups, min_ttl, net_error, only_root};
 use super::records::{TargetWalk, parse_name, parse_srv, priority_groups, record_ip};
 use tokio::time::Instant;
 
@@ -397,9 +397,9 @@ impl DnsSource {
                                 answers.iter().filter_map(record_ip).collect();
                             (addrs, ttl, false)
                         }
-                        Err(e) => match gone_from_dns(&e) {
-                            Some(ttl) => (Vec::new(), ttl, true),
-                            None => return Err(net_error(configured, "A/AAAA", e)),
+                        Err(e) => match self.gone_everywhere(&entry.name, e, None).await {
+                            Ok(ttl) => (Vec::new(), ttl, true),
+                            Err(e) => return Err(net_error(configured, "A/AAAA", e)),
                         },
                     };
                 // With both families, the one that failed keeps its last
@@ -446,12 +446,12 @@ impl DnsSource {
         entry: &ServiceEntry,
     ) -> Result<Resolved, DnsError> {
         let config = &self.inner.config;
-        let configured = entry.target.name();
+        let (configured, srv) = (entry.target.name(), hickory_resolver::proto::rr::RecordType::SRV);
         let lookup = match self.inner.resolver.srv_lookup(entry.name.clone()).await {
             Ok(lookup) => lookup,
-            Err(e) => match gone_from_dns(&e) {
-                Some(ttl) => return Ok(Resolved::none(ttl)),
-                None => return Err(net_error(configured, "SRV", e)),
+            Err(e) => match self.gone_everywhere(&entry.name, e, Some(srv)).await {
+                Ok(ttl) => return Ok(Resolved::none(ttl)),
+                Err(e) => return Err(net_error(configured, "SRV", e)),
             },
         };
         let srv_records = parse_srv(lookup.answers(), config.max_name_len);

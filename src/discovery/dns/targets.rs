@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::{Name, RecordType};
 
 use super::IpFamily;
@@ -237,9 +238,10 @@ impl DnsSource {
                     let secs = min_ttl(lookup.answers()).unwrap_or(0);
                     *ttl = (*ttl).min(Duration::from_secs(u64::from(secs)));
                 }
-                // Gone from DNS: not in the new answer, forgotten with it.
-                Err(e) if gone_from_dns(&e).is_some() => {}
-                Err(e) => {
+                Err(e) => match self.gone_everywhere(name, e, Some(record_type)).await {
+                    // Gone from DNS: not in the new answer, forgotten with it.
+                    Ok(_) => {}
+                    Err(e) => {
                     let kept = self.keep(service_id, target, port, kept);
                     if kept.is_empty() {
                         continue;
@@ -252,9 +254,55 @@ impl DnsSource {
                     );
                     addrs.extend(kept);
                     *ttl = Duration::ZERO;
-                }
+                    }
+                },
             }
         }
+    }
+
+    /// `error`'s negative TTL ([`gone_from_dns`]) if the configured `name`
+    /// is gone on every name of its search list; otherwise an error (the
+    /// last list stays). hickory tries the search names in turn and returns
+    /// the last one's result, dropping the failures before it: a SERVFAIL
+    /// or timeout on the service's real name followed by NXDOMAIN on the
+    /// other search names read as gone, and emptied the list. So a gone
+    /// answer for a name with a search list is checked name by name (at
+    /// most one more lookup per search name, only on this path); a failure
+    /// or an answer with records on any of them is a failure.
+    /// `record_type`: `None` for the configured address families.
+    pub(super) async fn gone_everywhere(
+        &self,
+        name: &Name,
+        error: NetError,
+        record_type: Option<RecordType>,
+    ) -> Result<Duration, NetError> {
+        let Some(ttl) = gone_from_dns(&error) else {
+            return Err(error);
+        };
+        let search = &self.config().search;
+        if name.is_fqdn() || search.is_empty() {
+            return Ok(ttl);
+        }
+        let mut names = vec![name.clone()];
+        for domain in search {
+            let appended = Name::from_ascii(domain).and_then(|d| name.clone().append_domain(&d));
+            names.extend(appended.ok());
+        }
+        for mut each in names {
+            each.set_fqdn(true);
+            let empty = match record_type {
+                None => (self.resolver().lookup_ip(each).await)
+                    .map(|found| found.as_lookup().answers().is_empty()),
+                Some(record_type) => (self.resolver().lookup(each, record_type).await)
+                    .map(|found| found.answers().is_empty()),
+            };
+            match empty {
+                Err(e) if gone_from_dns(&e).is_none() => return Err(e),
+                Ok(false) => return Err(NetError::Message("a search name answered on a second ask")),
+                _ => {}
+            }
+        }
+        Ok(ttl)
     }
     /// Which of `addrs`, the addresses of one SRV target (`None`: the
     /// host target) and `port` in the last answer, may be kept through a
