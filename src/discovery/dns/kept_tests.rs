@@ -319,3 +319,43 @@ async fn a_failed_search_name_before_an_nxdomain_one_is_a_failure() {
         }
     }
 }
+
+/// An IPv6-only SRV target keeps its addresses through a failed AAAA
+/// lookup with both families. hickory asks A and AAAA at once and, both
+/// failing, returns the A error: NODATA (the target has no IPv4 address),
+/// "gone from DNS", so the target was skipped without its AAAA failure
+/// being looked at, and an SRV answer of IPv6-only targets became an
+/// empty list on one AAAA SERVFAIL. A host target asks the failed family
+/// alone and keeps it. Before: `[]` for the SRV service; now `["::1"]`
+/// (as the host service).
+#[tokio::test]
+async fn an_ipv6_only_srv_target_keeps_its_addresses_through_a_failed_aaaa() {
+    // 0: AAAA answers; 1: AAAA SERVFAIL; 2: AAAA NODATA. A: NODATA always.
+    let mode = Arc::new(AtomicU8::new(0));
+    let m = Arc::clone(&mode);
+    let server = serve(Arc::new(move |qname, qtype| match (qtype, m.load(Ordering::SeqCst)) {
+        (RecordType::SRV, _) => {
+            let srv = SRV::new(0, 1, 8080, name("users.test."));
+            (ResponseCode::NoError, vec![Record::from_rdata(name(qname), 30, RData::SRV(srv))], vec![])
+        }
+        (RecordType::AAAA, 0) => (ResponseCode::NoError, vec![aaaa(qname)], vec![]),
+        (RecordType::AAAA, 1) => (ResponseCode::ServFail, vec![], vec![]),
+        _ => (ResponseCode::NoError, vec![], vec![]),
+    }))
+    .await;
+    let source = DnsSource::new(config(server))
+        .unwrap()
+        .with_service("srv", DnsTarget::srv("_http._tcp.users.test."))
+        .unwrap()
+        .with_service("users", DnsTarget::host("users.test.", 8080))
+        .unwrap();
+    for service in ["srv", "users"] {
+        let resolve = |m: u8| {
+            mode.store(m, Ordering::SeqCst);
+            source.resolve(service)
+        };
+        assert_eq!(hosts(&resolve(0).await.unwrap().unwrap()), ["::1"], "{service}");
+        assert_eq!(hosts(&resolve(1).await.unwrap().unwrap()), ["::1"], "{service}");
+        assert!(resolve(2).await.unwrap().unwrap().is_empty(), "{service}");
+    }
+}

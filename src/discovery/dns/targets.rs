@@ -148,8 +148,10 @@ impl DnsSource {
         let mut name = Name::from_ascii(&record.target).ok()?;
         name.set_fqdn(true);
         let lookup = match self.resolver().lookup_ip(name.clone()).await {
-            Ok(lookup) => lookup,
-            Err(e) if gone_from_dns(&e).is_some() => return None,
+            Ok(lookup) => Some(lookup),
+            // Both families failed and hickory returned the first's error:
+            // a family that failed is asked alone below, as for a host.
+            Err(e) if gone_from_dns(&e).is_some() => None,
             Err(e) => {
                 failed.store(true, Ordering::Relaxed);
                 tracing::debug!(
@@ -163,9 +165,10 @@ impl DnsSource {
                 return (!kept.is_empty()).then_some((kept, 0));
             }
         };
-        let answers = lookup.as_lookup().answers();
+        let answers = lookup.as_ref().map_or(&[][..], |lookup| lookup.as_lookup().answers());
         let mut addrs: Vec<IpAddr> = answers.iter().filter_map(record_ip).collect();
-        let mut ttl = Duration::from_secs(u64::from(min_ttl(answers).unwrap_or(0)));
+        let secs = min_ttl(answers).unwrap_or(if lookup.is_some() { 0 } else { u32::MAX });
+        let mut ttl = Duration::from_secs(u64::from(secs));
         let last = (service_id, record.port, Some(record.target.as_str()));
         self.keep_failed_family(last, &name, &mut addrs, &mut ttl)
             .await;
