@@ -132,7 +132,12 @@
 //! above; one that fails with none to keep makes the resolution fail).
 //! Envoy's `STRICT_DNS` cluster empties the
 //! same way (its c-ares resolver reads `ARES_ENOTFOUND` and `ARES_ENODATA`
-//! as a resolution with no records). A failure keeps the last good list:
+//! as a resolution with no records). A name looked up through the search
+//! list is gone only if every search name is: hickory returns the last
+//! name's result and drops the failures before it, so on that path each
+//! search name is asked again (at most one more lookup per search name),
+//! and any failure or answer there fails the resolution. A failure keeps
+//! the last good list:
 //! SERVFAIL, REFUSED, a timeout, and an empty NOERROR whose authority
 //! section holds NS records and no SOA (a referral, not an answer). To keep
 //! the last list through an empty answer too (a DNS server that briefly
