@@ -150,12 +150,7 @@ async fn a_name_gone_from_dns_is_an_empty_list_and_a_failure_is_not() {
         }
     }))
     .await;
-    let source = DnsSource::new(config(server).ip_family(super::IpFamily::V4))
-        .unwrap()
-        .with_service("users", DnsTarget::host("users.test.", 8080))
-        .unwrap()
-        .with_service("srv", DnsTarget::srv("_http._tcp.users.test."))
-        .unwrap();
+    let source = with_users_and_srv(config(server).ip_family(super::IpFamily::V4), DnsTarget::host("users.test.", 8080), DnsTarget::srv("_http._tcp.users.test."));
     for service in ["users", "srv"] {
         let resolve = |m: u8| {
             mode.store(m, Ordering::SeqCst);
@@ -208,12 +203,7 @@ async fn a_family_answered_with_a_referral_keeps_its_addresses() {
         }
     }))
     .await;
-    let both = DnsSource::new(config(split))
-        .unwrap()
-        .with_service("srv", DnsTarget::srv("_http._tcp.users.test."))
-        .unwrap()
-        .with_service("users", DnsTarget::host("users.test.", 8080))
-        .unwrap();
+    let both = with_users_and_srv(config(split), DnsTarget::host("users.test.", 8080), DnsTarget::srv("_http._tcp.users.test."));
     for service in ["srv", "users"] {
         for (m, want) in [(0, &["127.0.0.2", "::1"][..]), (2, &["127.0.0.2", "::1"]), (6, &["127.0.0.2"])] {
             family.store(m, Ordering::SeqCst);
@@ -300,12 +290,7 @@ async fn a_failed_search_name_before_an_nxdomain_one_is_a_failure() {
     }))
     .await;
     for family in [super::IpFamily::V4, super::IpFamily::Both] {
-        let source = DnsSource::new(config(server).ip_family(family).search(["ns.svc.test", "svc.test"]).ndots(5))
-            .unwrap()
-            .with_service("users", DnsTarget::host("users", 8080))
-            .unwrap()
-            .with_service("srv", DnsTarget::srv("_http._tcp.users"))
-            .unwrap();
+        let source = with_users_and_srv(config(server).ip_family(family).search(["ns.svc.test", "svc.test"]).ndots(5), DnsTarget::host("users", 8080), DnsTarget::srv("_http._tcp.users"));
         for service in ["users", "srv"] {
             let resolve = |m: u8| {
                 mode.store(m, Ordering::SeqCst);
@@ -343,12 +328,7 @@ async fn an_ipv6_only_srv_target_keeps_its_addresses_through_a_failed_aaaa() {
         _ => (ResponseCode::NoError, vec![], vec![]),
     }))
     .await;
-    let source = DnsSource::new(config(server))
-        .unwrap()
-        .with_service("srv", DnsTarget::srv("_http._tcp.users.test."))
-        .unwrap()
-        .with_service("users", DnsTarget::host("users.test.", 8080))
-        .unwrap();
+    let source = with_users_and_srv(config(server), DnsTarget::host("users.test.", 8080), DnsTarget::srv("_http._tcp.users.test."));
     for service in ["srv", "users"] {
         let resolve = |m: u8| {
             mode.store(m, Ordering::SeqCst);
@@ -358,4 +338,14 @@ async fn an_ipv6_only_srv_target_keeps_its_addresses_through_a_failed_aaaa() {
         assert_eq!(hosts(&resolve(1).await.unwrap().unwrap()), ["::1"], "{service}");
         assert!(resolve(2).await.unwrap().unwrap().is_empty(), "{service}");
     }
+}
+
+/// A source with a host service `users` and an SRV service `srv`.
+fn with_users_and_srv(config: super::DnsConfig, users: DnsTarget, srv: DnsTarget) -> DnsSource {
+    DnsSource::new(config)
+        .unwrap()
+        .with_service("users", users)
+        .unwrap()
+        .with_service("srv", srv)
+        .unwrap()
 }
