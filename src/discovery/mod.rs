@@ -66,7 +66,10 @@ pub type FetchFuture<'a> =
 /// on the request path. An error leaves the last good list in place, except
 /// [`DiscoveryError::UnknownService`]: the source no longer has the service,
 /// and its list empties (unless
-/// [`RefreshConfig::keep_last_on_empty`] is on).
+/// [`RefreshConfig::keep_last_on_empty`] is on). A panic in `fetch` or in
+/// its future is caught and counts as a failed fetch
+/// ([`DiscoveryError::Panicked`]): the last list stays and the refresh goes
+/// on.
 pub trait InstanceSource: Send + Sync + 'static {
     /// Fetches the instances of `service_id` (as written in request URIs,
     /// e.g. `user-service`; sources decide case rules, Eureka upper-cases).

@@ -37,6 +37,7 @@ use crate::snapshot::{Listing, Snapshot, SourceKind};
 use crate::stats::EndpointStats;
 
 mod config;
+mod guard;
 pub use config::RefreshConfig;
 
 /// What the refresh of one service has done so far.
@@ -229,7 +230,9 @@ impl Refresh {
         publish: &(dyn Fn(Arc<Snapshot>) + Sync),
     ) -> bool {
         let timeout = self.config.fetch_timeout;
-        let fetched = match tokio::time::timeout(timeout, source.fetch(&self.service_id)).await {
+        // A panic in the source is a failed fetch, not the task's end.
+        let fetch = guard::fetch_guarded("the instance source", || source.fetch(&self.service_id));
+        let fetched = match tokio::time::timeout(timeout, fetch).await {
             Ok(result) => result,
             Err(_) => Err(DiscoveryError::Timeout {
                 server: "instance source".to_owned(),
@@ -238,7 +241,11 @@ impl Refresh {
         };
         let kind = source.kind();
         let result = match fetched {
-            Ok(instances) => self.apply(instances, kind, publish),
+            // A panic in the rule's build (`publish`) comes before the
+            // new list is stored: list and picker stay the last ones.
+            Ok(instances) => {
+                guard::run_guarded("the rule", || self.apply(instances, kind, publish))
+            }
             // The source no longer has the service (a `StaticSource`'s
             // `remove_service`): it lists nothing, so the list empties as
             // for a fetch that lists nothing (`keep_last_on_empty` keeps

@@ -124,6 +124,22 @@ pub enum DiscoveryError {
     /// A custom source's own error.
     #[error(transparent)]
     Other(BoxError),
+    /// Code the refresh runs for the user panicked: an
+    /// [`InstanceSource`](crate::discovery::InstanceSource)'s `fetch` (while
+    /// making its future or while it ran) or a
+    /// [`Rule`](crate::rule::Rule)'s `build` of the fetched list's picker.
+    /// The panic was caught: the fetch counts as failed, the last list and
+    /// its picker stay, and the refresh goes on at its failure backoff, as
+    /// Ribbon's `PollingServerListUpdater` goes on after a failed update
+    /// cycle. Before, one panic ended the refresh for good.
+    #[error("{during} panicked: {message}; keeping the last list")]
+    Panicked {
+        /// What panicked: `the instance source` or `the rule`.
+        during: &'static str,
+        /// The panic's message (cut to 128 bytes and escaped), or a note
+        /// that it had none.
+        message: String,
+    },
 }
 
 impl DiscoveryError {

@@ -123,7 +123,11 @@ pub use zone_avoidance::ZoneAvoidance;
 pub trait Rule: Send + Sync + fmt::Debug + 'static {
     /// Builds the picker of `snapshot`: called off the request path, once
     /// per published list. May sort, hash and allocate; must not panic on
-    /// any list (empty included). Cost: O(n log n) or less.
+    /// any list (empty included). Cost: O(n log n) or less. A panic here
+    /// anyway, during a refresh, fails that refresh
+    /// ([`DiscoveryError::Panicked`](crate::DiscoveryError::Panicked)) and
+    /// keeps the last list and its picker; during a rebuild after an active
+    /// check's verdict, it keeps the current picker.
     fn build(&self, snapshot: &Arc<Snapshot>) -> Arc<dyn Picker>;
 
     /// A short name for logs and tables (`round_robin`, `random`, ...).

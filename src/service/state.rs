@@ -271,10 +271,23 @@ impl ServiceState {
 
     /// Builds the rule's picker for the current list and swaps it in if
     /// that picker is still current.
+    ///
+    /// A panic in the rule's build (run here by the active-check task, or
+    /// by a refresh) keeps the current picker and is logged: it ended the
+    /// active-check task for good before, so no verdict changed after it.
     fn rebuild_current(&self) {
+        use std::panic::{AssertUnwindSafe, catch_unwind};
         let current = self.picker.load_full();
-        let picker = self.rule.build(current.snapshot());
-        let _previous = self.picker.compare_and_swap(&current, Arc::new(picker));
+        match catch_unwind(AssertUnwindSafe(|| self.rule.build(current.snapshot()))) {
+            Ok(picker) => {
+                let _previous = self.picker.compare_and_swap(&current, Arc::new(picker));
+            }
+            Err(_) => tracing::warn!(
+                service = self.service_id(),
+                rule = self.rule.name(),
+                "the rule panicked building a picker; keeping the current one"
+            ),
+        }
     }
 }
 

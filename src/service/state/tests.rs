@@ -337,3 +337,48 @@ fn round_robin_state() -> ServiceState {
         50,
     )
 }
+
+/// A rule panicking in a rebuild run by the active-check task (a verdict
+/// changed) keeps the current picker, and the caller goes on: before, the
+/// panic ended the active-check task, so no verdict changed after it.
+#[tokio::test(start_paused = true)]
+async fn a_rule_panicking_in_a_rebuild_keeps_the_current_picker() {
+    #[derive(Debug)]
+    struct PanicsAfterFirst(std::sync::atomic::AtomicUsize);
+    impl Rule for PanicsAfterFirst {
+        fn build(&self, snapshot: &Arc<Snapshot>) -> Arc<dyn Picker> {
+            // The build at construction (empty list) and the publish pass.
+            if self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 2 {
+                panic!("rule bug");
+            }
+            RoundRobin::with_start(0).build(snapshot)
+        }
+        fn name(&self) -> &'static str {
+            "panics_after_first"
+        }
+    }
+    let source = StaticSource::new()
+        .with_list("svc", "127.0.0.1:8081,127.0.0.1:8082")
+        .unwrap();
+    let state = ServiceState::new(
+        "svc",
+        Arc::new(PanicsAfterFirst(std::sync::atomic::AtomicUsize::new(0))),
+        RefreshConfig::default(),
+        StatsConfig::default(),
+        50,
+    );
+    let publish = |s| state.publish(s);
+    assert!(state.refresh().refresh_once(&source, &publish).await);
+    let before = state.picker();
+    state.rebuild_picker();
+    assert!(Arc::ptr_eq(&before, &state.picker()));
+    assert_eq!(
+        state
+            .picker()
+            .pick(&PickContext::new())
+            .unwrap()
+            .instance()
+            .port(),
+        8081
+    );
+}
