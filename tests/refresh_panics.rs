@@ -84,12 +84,10 @@ impl InstanceSource for Scripted {
 struct PanickyRule {
     panic_on: usize,
     times: AtomicUsize,
-    builds: AtomicUsize,
 }
 
 impl Rule for PanickyRule {
     fn build(&self, snapshot: &Arc<Snapshot>) -> Arc<dyn Picker> {
-        self.builds.fetch_add(1, Ordering::SeqCst);
         if snapshot.len() == self.panic_on
             && self
                 .times
@@ -146,6 +144,33 @@ fn counts(lb: &LoadBalancer<Echo>) -> (u64, u64, u64, String) {
     (s.successes, s.failures, s.consecutive_failures, error)
 }
 
+/// A balancer of `user-service` over `source` with `rule`: its first list
+/// is `[1, 2]`, its second refresh fails with `error` and keeps that list
+/// (2 requests go to 1 then 2).
+async fn first_refresh_fails<R: Rule>(
+    source: &Scripted,
+    rule: impl Fn() -> R + Send + Sync + 'static,
+    error: &str,
+) -> LoadBalancer<Echo> {
+    let lb = LoadBalancer::builder()
+        .source(source.clone())
+        .service("user-service")
+        .rule(rule)
+        .refresh(config())
+        .build(echo())
+        .unwrap();
+    assert!(lb.ready_service("user-service").await);
+    assert_eq!(ports(&lb), [1, 2]);
+    tokio::time::sleep(INTERVAL + Duration::from_millis(1)).await;
+    assert_eq!(counts(&lb), (1, 1, 1, error.to_owned()));
+    assert_eq!(ports(&lb), [1, 2]);
+    assert_eq!(
+        sent_to(&lb, 2).await,
+        ["http://127.0.0.1:1/x", "http://127.0.0.1:2/x"]
+    );
+    lb
+}
+
 /// A source panicking inside its future, then in `fetch` itself: two
 /// failed refreshes that keep the list, then the next list is applied on
 /// schedule. Before, the first panic ended the task: the list stayed
@@ -158,31 +183,12 @@ async fn a_panicking_source_is_a_failed_refresh_and_the_refresh_goes_on() {
         Step::PanicWhileMaking,
         Step::List(vec![3, 4]),
     ]);
-    let lb = LoadBalancer::builder()
-        .source(source.clone())
-        .service("user-service")
-        .rule(|| RoundRobin::with_start(0))
-        .refresh(config())
-        .build(echo())
-        .unwrap();
-    assert!(lb.ready_service("user-service").await);
-    assert_eq!(ports(&lb), [1, 2]);
-
-    tokio::time::sleep(INTERVAL + Duration::from_millis(1)).await;
-    assert_eq!(
-        counts(&lb),
-        (
-            1,
-            1,
-            1,
-            "the instance source panicked: registry client bug: index out of bounds; keeping the last list".to_owned()
-        )
-    );
-    assert_eq!(ports(&lb), [1, 2]);
-    assert_eq!(
-        sent_to(&lb, 2).await,
-        ["http://127.0.0.1:1/x", "http://127.0.0.1:2/x"]
-    );
+    let lb = first_refresh_fails(
+        &source,
+        || RoundRobin::with_start(0),
+        "the instance source panicked: registry client bug: index out of bounds; keeping the last list",
+    )
+    .await;
     let status = lb.refresh_status("user-service").unwrap();
     assert!(matches!(
         status.last_error.as_deref(),
@@ -227,35 +233,15 @@ async fn a_panicking_source_is_a_failed_refresh_and_the_refresh_goes_on() {
 #[tokio::test(start_paused = true)]
 async fn a_rule_panicking_on_a_new_list_keeps_the_last_list_and_its_picker() {
     let source = Scripted::new(vec![Step::List(vec![1, 2]), Step::List(vec![3, 4, 5])]);
-    let lb = LoadBalancer::builder()
-        .source(source.clone())
-        .service("user-service")
-        .rule(|| PanickyRule {
+    let lb = first_refresh_fails(
+        &source,
+        || PanickyRule {
             panic_on: 3,
             times: AtomicUsize::new(1),
-            builds: AtomicUsize::new(0),
-        })
-        .refresh(config())
-        .build(echo())
-        .unwrap();
-    assert!(lb.ready_service("user-service").await);
-    assert_eq!(ports(&lb), [1, 2]);
-
-    tokio::time::sleep(INTERVAL + Duration::from_millis(1)).await;
-    assert_eq!(
-        counts(&lb),
-        (
-            1,
-            1,
-            1,
-            "the rule panicked: rule bug on 3 instances; keeping the last list".to_owned()
-        )
-    );
-    assert_eq!(ports(&lb), [1, 2]);
-    assert_eq!(
-        sent_to(&lb, 2).await,
-        ["http://127.0.0.1:1/x", "http://127.0.0.1:2/x"]
-    );
+        },
+        "the rule panicked: rule bug on 3 instances; keeping the last list",
+    )
+    .await;
 
     tokio::time::sleep(INTERVAL).await;
     assert_eq!(counts(&lb), (2, 1, 0, String::new()));
