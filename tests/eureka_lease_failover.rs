@@ -199,9 +199,15 @@ async fn a_registration_refused_with_429_is_sent_to_the_next_server() {
 async fn a_status_update_refused_with_404_or_403_is_sent_to_the_next_server() {
     let (one, two) = healthy_pair().await;
     let handle = started(&one, &two).await;
-    for (refusal, reached) in [(404, 1), (403, 2)] {
+    // A different status each time: the status wanted already, once
+    // taken, is not sent again.
+    let rounds = [
+        (404, 1, InstanceStatus::OutOfService),
+        (403, 2, InstanceStatus::Down),
+    ];
+    for (refusal, reached, status) in rounds {
         one.answer(&format!("PUT {STATUS}"), refusal);
-        let result = handle.set_status(InstanceStatus::OutOfService).await;
+        let result = handle.set_status(status).await;
         println!("status update with server one answering {refusal}: {result:?}");
         assert!(result.is_ok(), "{refusal}: {result:?}");
         assert_eq!(two.count_path("PUT", "/status"), reached, "{refusal}");

@@ -2,7 +2,7 @@
 //! the registration body (Eureka's `InstanceInfo` JSON) built from it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -178,7 +178,7 @@ impl EurekaRegistrationBuilder {
                 renew_interval: self.renew_interval,
                 status: Mutex::new(self.initial_status),
                 status_unsent: AtomicBool::new(false),
-                status_changed: AtomicBool::new(false),
+                sent: AtomicU8::new(0),
                 dirty: AtomicU64::new(super::now_ms()),
                 op: tokio::sync::Mutex::new(()),
                 shut_down: AtomicBool::new(false),

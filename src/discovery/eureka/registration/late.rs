@@ -29,8 +29,8 @@
 //! its timestamp is not older, and its `LeaseExistsRule` keeps UP). A
 //! late write landing after these renewals (5 minutes at the default 30 s
 //! interval) is not corrected. Cost: one GET per renewal while armed only;
-//! none otherwise. A status an operator set in between on that server is
-//! overridden by the wanted one while armed.
+//! none otherwise. A served status this registration never sent is no
+//! late write of its own (an operator's override): it is kept.
 
 use std::sync::atomic::Ordering;
 
@@ -91,6 +91,12 @@ impl Shared {
         if served == wanted {
             return Ok(());
         }
+        if !self.was_sent(served) {
+            // Not a write of this registration landing late: an override
+            // someone else set (an operator's), kept (see `status.rs`).
+            tracing::info!(app = %self.app, id = %self.id, served = served.as_str(), %server, "Eureka serves a status this registration never sent (an operator's override); left as it is");
+            return Ok(());
+        }
         tracing::warn!(app = %self.app, id = %self.id, served = served.as_str(), wanted = wanted.as_str(), %server, "Eureka serves another status than the one wanted (a write that timed out landed late); sending it again");
         self.mark_dirty();
         self.status_unsent.store(true, Ordering::Release);
@@ -101,7 +107,7 @@ impl Shared {
 /// The `status` of a `GET /apps/{APP}/{id}` JSON answer
 /// (`{"instance":{"status":"UP",…}}`); a status this crate does not know is
 /// `Unknown`.
-fn decode_status(body: &[u8], _deadline: std::time::Instant) -> Result<InstanceStatus, WireError> {
+pub(super) fn decode_status(body: &[u8], _deadline: std::time::Instant) -> Result<InstanceStatus, WireError> {
     #[derive(Deserialize)]
     struct Envelope {
         instance: Record,

@@ -15,11 +15,14 @@
 //!   not always serve the status a registration carries (over an existing
 //!   UP lease, its `LeaseExistsRule` keeps UP; an override it kept wins),
 //!   so a status other than UP lives in the server only once this call
-//!   succeeds (and, once the status was ever changed, UP too): until one
-//!   does, every renewal
-//!   sends it again, and a [`start`](EurekaRegistration::start) or a
-//!   re-registration whose status (other than UP) cannot be set cancels
-//!   the registration it made, so a draining instance is never left UP;
+//!   succeeds: until one does, every renewal sends it again, and a
+//!   [`start`](EurekaRegistration::start) or a re-registration whose
+//!   status (other than UP) cannot be set cancels the registration it
+//!   made, so a draining instance is never left UP. A registration with
+//!   UP sends UP too only over an override the registration itself left
+//!   at that server; an operator's override (a status this registration
+//!   never sent) is never undone by a heartbeat or a re-registration, nor
+//!   by a repeated `set_status` of the wanted status (see `status.rs`);
 //! - `DELETE /apps/{APP}/{id}` on graceful shutdown.
 //!
 //! Each call tries the configured servers in order, starting at the one
@@ -60,9 +63,10 @@
 
 mod builder;
 mod late;
+mod status;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -91,9 +95,10 @@ struct Shared {
     /// call has not succeeded. Every renewal sends the status until one
     /// does (Eureka would serve the instance UP meanwhile).
     status_unsent: AtomicBool,
-    /// Whether `set_status` was ever called: then a registration with UP
-    /// sends UP as a status update too, over any override the server kept.
-    status_changed: AtomicBool,
+    /// The statuses this registration ever sent (a bit each, see
+    /// `status.rs`): an override a server keeps is undone only if it is
+    /// one of them.
+    sent: AtomicU8,
     /// The instance's `lastDirtyTimestamp` (ms since the epoch): set at
     /// build, raised by every status change and every (re-)registration,
     /// and sent with every
@@ -179,6 +184,7 @@ impl Shared {
         self.mark_dirty();
         let wanted = self.status();
         let body = self.body_with(wanted)?;
+        self.note_sent(wanted);
         let answer = self
             .http
             .send(LeaseCall::Register, &self.app_path(), Some(body))
@@ -186,54 +192,13 @@ impl Shared {
         let answer = self.note_late_write(answer)?;
         expect(&answer, &[StatusCode::NO_CONTENT, StatusCode::OK])?;
         self.registrations.fetch_add(1, Ordering::Relaxed);
-        if wanted == InstanceStatus::Up && !self.status_changed.load(Ordering::Acquire) {
-            // Never changed: served UP. After a change, the server may
-            // keep an override (OUT_OF_SERVICE from a status it took or
-            // a peer replicated, before it missed the UP), which turns
-            // this UP registration OUT_OF_SERVICE: the UP is sent too.
-            return Ok(Ok(()));
+        if wanted == InstanceStatus::Up {
+            // Served UP, unless the server keeps an override (see
+            // `status.rs`): one this registration left is undone.
+            return Ok(self.undo_own_override_locked(&answer.server).await);
         }
         self.status_unsent.store(true, Ordering::Release);
         Ok(self.send_status_locked().await)
-    }
-
-    /// Sends the wanted status, and marks it sent if the server took it
-    /// and it is still the one wanted. Call with `op` held.
-    async fn send_status_locked(&self) -> Result<(), DiscoveryError> {
-        let status = self.status();
-        let path = format!(
-            "{}/status?value={}&lastDirtyTimestamp={}",
-            self.path(),
-            status.as_str(),
-            self.dirty()
-        );
-        let answer = self.http.send(LeaseCall::Status, &path, None).await;
-        let answer = self.note_late_write(answer)?;
-        expect(&answer, &[StatusCode::OK])?;
-        if self.status() == status {
-            self.status_unsent.store(false, Ordering::Release);
-        }
-        Ok(())
-    }
-
-    /// Records `status` as wanted and sends it.
-    async fn set_status(&self, status: InstanceStatus) -> Result<(), DiscoveryError> {
-        let was = std::mem::replace(
-            &mut *self.status.lock().unwrap_or_else(|e| e.into_inner()),
-            status,
-        );
-        self.status_changed.store(true, Ordering::Release);
-        // The same status again changes nothing: a server that holds it
-        // takes the update as a no-op and keeps its timestamp, so a raised
-        // one would cost a registration at the next heartbeat.
-        if was != status {
-            self.mark_dirty();
-        }
-        self.status_unsent.store(true, Ordering::Release);
-        let _op = self.op.lock().await;
-        // The status wanted when the lock is ours: of two racing changes,
-        // the last one asked for is the last one sent.
-        self.send_status_locked().await
     }
 
     /// Renews; registers again on 404 (the server forgot the instance, or
@@ -437,7 +402,10 @@ impl std::fmt::Debug for RegistrationHandle {
 
 impl RegistrationHandle {
     /// Changes the registered status (`UP`, `OUT_OF_SERVICE`, `DOWN`, ...);
-    /// kept for re-registrations.
+    /// kept for re-registrations. The status wanted already, once a
+    /// server took it, sends nothing (as Java's
+    /// `ApplicationInfoManager.setInstanceStatus`): an override an
+    /// operator set since is kept.
     ///
     /// # Errors
     /// [`DiscoveryError`] if no server accepted it; the wanted status is

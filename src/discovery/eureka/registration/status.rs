@@ -1,0 +1,125 @@
+//! The registrant's status calls (`PUT …/status?value=…`), and which
+//! statuses this registration ever sent.
+//!
+//! Eureka keeps the status of a status call as the instance's override,
+//! whoever sent it: the registrant, or an operator
+//! (`PUT /eureka/apps/APP/ID/status?value=OUT_OF_SERVICE`, Spring Boot
+//! Admin, the Eureka dashboard's tooling), and serves it over the status a
+//! registration carries (`OverrideExistsRule`). The registrant undoes an
+//! override only when it is one of its own: a status it sent itself that
+//! a server kept after missing a later change. An operator's override
+//! stays until the registrant's own status changes: a repeated
+//! `set_status` of the wanted status sends nothing (as Java's
+//! `ApplicationInfoManager.setInstanceStatus` fires no change), a
+//! re-registration with UP sends UP again only when the server that took
+//! it serves a status this registration sent, and so do the late-write
+//! read-backs (`late.rs`).
+
+use std::sync::atomic::Ordering;
+
+use http::StatusCode;
+
+use super::super::client::{Fetched, LeaseCall};
+use super::{Shared, expect};
+use crate::error::DiscoveryError;
+use crate::instance::InstanceStatus;
+
+/// `status`'s bit in [`Shared::sent`].
+fn bit(status: InstanceStatus) -> u8 {
+    match status {
+        InstanceStatus::Up => 1,
+        InstanceStatus::Down => 2,
+        InstanceStatus::Starting => 4,
+        InstanceStatus::OutOfService => 8,
+        InstanceStatus::Unknown => 16,
+    }
+}
+
+impl Shared {
+    /// Records that `status` was sent (in a registration's body or a
+    /// status call), whether or not a server answered.
+    pub(super) fn note_sent(&self, status: InstanceStatus) {
+        self.sent.fetch_or(bit(status), Ordering::AcqRel);
+    }
+
+    /// Whether this registration ever sent `status`.
+    pub(super) fn was_sent(&self, status: InstanceStatus) -> bool {
+        self.sent.load(Ordering::Acquire) & bit(status) != 0
+    }
+
+    /// Sends the wanted status, and marks it sent if the server took it
+    /// and it is still the one wanted. Call with `op` held.
+    pub(super) async fn send_status_locked(&self) -> Result<(), DiscoveryError> {
+        let status = self.status();
+        let path = format!(
+            "{}/status?value={}&lastDirtyTimestamp={}",
+            self.path(),
+            status.as_str(),
+            self.dirty()
+        );
+        self.note_sent(status);
+        let answer = self.http.send(LeaseCall::Status, &path, None).await;
+        let answer = self.note_late_write(answer)?;
+        expect(&answer, &[StatusCode::OK])?;
+        if self.status() == status {
+            self.status_unsent.store(false, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Records `status` as wanted and sends it; nothing when it is the
+    /// status wanted already and the server took it.
+    pub(super) async fn set_status(&self, status: InstanceStatus) -> Result<(), DiscoveryError> {
+        let was = std::mem::replace(
+            &mut *self.status.lock().unwrap_or_else(|e| e.into_inner()),
+            status,
+        );
+        if was == status {
+            // No change: the server holds it, or an override someone set
+            // since (an operator's OUT_OF_SERVICE), which a call would
+            // undo. Unless a call for it has not succeeded yet.
+            if !self.status_unsent.load(Ordering::Acquire) {
+                return Ok(());
+            }
+        } else {
+            // Only a change raises the timestamp: a server that holds the
+            // status takes the update as a no-op and keeps its timestamp,
+            // so a raised one would cost a registration at the next
+            // heartbeat.
+            self.mark_dirty();
+        }
+        self.status_unsent.store(true, Ordering::Release);
+        let _op = self.op.lock().await;
+        // The status wanted when the lock is ours: of two racing changes,
+        // the last one asked for is the last one sent.
+        self.send_status_locked().await
+    }
+
+    /// After a registration with UP that `server` took: sends UP as a
+    /// status call too when `server` serves an override this registration
+    /// left (a status it sent that the server kept after missing a later
+    /// UP: `OverrideExistsRule` turns the UP registration into it). An
+    /// override it never sent (an operator's) is kept; when nothing else
+    /// than UP was ever sent, no override of its own can exist and
+    /// nothing is read. A failed read sends UP. Call with `op` held.
+    pub(super) async fn undo_own_override_locked(&self, server: &str) -> Result<(), DiscoveryError> {
+        let own = self.sent.load(Ordering::Acquire) & !bit(InstanceStatus::Up);
+        if own == 0 {
+            return Ok(());
+        }
+        let read = self
+            .http
+            .get_at(server, &self.path(), super::late::decode_status)
+            .await;
+        match read {
+            Ok(Fetched::Found(InstanceStatus::Up)) => return Ok(()),
+            Ok(Fetched::Found(served)) if !self.was_sent(served) => {
+                tracing::info!(app = %self.app, id = %self.id, served = served.as_str(), %server, "Eureka keeps an override this registration never sent (an operator's); left as it is");
+                return Ok(());
+            }
+            Ok(_) | Err(_) => {}
+        }
+        self.status_unsent.store(true, Ordering::Release);
+        self.send_status_locked().await
+    }
+}

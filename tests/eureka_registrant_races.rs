@@ -1,0 +1,376 @@
+//! `EurekaRegistration` racing itself, an operator and the real Spring
+//! Cloud Netflix Eureka server (single and two-peer replicating cluster):
+//! status changes racing a re-registration, a shutdown racing renewals,
+//! and an operator's status override (`PUT …/status?value=…`).
+//!
+//! Public bug reports these tests turn into tests:
+//! - <https://github.com/Netflix/eureka/issues/1110> and
+//!   <https://github.com/spring-cloud/spring-cloud-netflix/issues/2863>
+//!   (an instance deleted or shut down came back with its next heartbeat);
+//! - <https://github.com/Netflix/eureka/issues/1116> (a re-registration
+//!   with a status other than the one an operator set);
+//! - <https://github.com/spring-cloud/spring-cloud-netflix/issues/2145>
+//!   (an OUT_OF_SERVICE override lost: the instance came back UP).
+#![cfg(feature = "eureka")]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use support::eureka::EurekaFixture;
+use tower_ribbon::InstanceStatus;
+use tower_ribbon::discovery::eureka::{EurekaRegistration, RegistrationHandle};
+
+const STATUSES: [InstanceStatus; 4] = [
+    InstanceStatus::Up,
+    InstanceStatus::OutOfService,
+    InstanceStatus::Down,
+    InstanceStatus::Starting,
+];
+
+/// Renewals by `renew_now` only.
+fn manual(app: &str, port: u16, urls: &str) -> EurekaRegistration {
+    EurekaRegistration::builder(app, "127.0.0.1", port)
+        .server_urls(urls)
+        .request_timeout(Duration::from_secs(5))
+        .renew_interval(Duration::from_secs(600))
+        .lease_duration(Duration::from_secs(1800))
+        .build()
+        .expect("registration")
+}
+
+fn listed(id: &str, status: InstanceStatus) -> Vec<(String, String)> {
+    vec![(id.to_owned(), status.as_str().to_owned())]
+}
+
+/// 60 seeded rounds: an operator deletes the instance (7 rounds in 10), so
+/// the next heartbeat gets 404 and registers again, while two
+/// `set_status` calls (UP, OUT_OF_SERVICE, DOWN, STARTING at random) land
+/// 0–40 ms into that renewal, racing it and each other. The server ends
+/// with the status asked for last (the handle's `status()`), right away and after two more renewals, every round. Guards the
+/// class of "a draining instance re-registering as UP" (the status read
+/// for the body before a change, the change sent before the registration
+/// that overwrote it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_status_asked_for_wins_over_a_racing_reregistration() {
+    let Some(eureka) = EurekaFixture::start() else {
+        return;
+    };
+    let app = "race-status";
+    let id = "127.0.0.1:race-status:19801".to_owned();
+    let handle = Arc::new(
+        manual(app, 19_801, &eureka.url())
+            .start()
+            .await
+            .expect("registered"),
+    );
+    let mut wrong = Vec::new();
+    let mut deleted = 0;
+    for seed in 0..60u64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let first = STATUSES[rng.random_range(0..4)];
+        handle.set_status(first).await.expect("first status");
+        if rng.random_bool(0.7) {
+            eureka.delete(app, &id).await;
+            deleted += 1;
+        }
+        let (s1, s2) = (
+            STATUSES[rng.random_range(0..4)],
+            STATUSES[rng.random_range(0..4)],
+        );
+        let (d1, d2) = (rng.random_range(0..20u64), rng.random_range(1..20u64));
+        let renew = tokio::spawn({
+            let h = handle.clone();
+            async move { h.renew_now().await }
+        });
+        let one = tokio::spawn({
+            let h = handle.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(d1)).await;
+                h.set_status(s1).await
+            }
+        });
+        let two = tokio::spawn({
+            let h = handle.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(d1 + d2)).await;
+                h.set_status(s2).await
+            }
+        });
+        renew
+            .await
+            .expect("task")
+            .expect("renewed or registered again");
+        one.await.expect("task").expect("status");
+        two.await.expect("task").expect("status");
+        // The last asked for: the calls race each other too, so which one
+        // recorded its status last is the handle's wanted status.
+        let last = handle.status();
+        assert!(last == s1 || last == s2, "seed {seed}");
+        let now = eureka.statuses(app).await;
+        handle.renew_now().await.expect("renewed");
+        handle.renew_now().await.expect("renewed");
+        let later = eureka.statuses(app).await;
+        if now != listed(&id, last) || later != listed(&id, last) {
+            wrong.push((seed, last, now, later));
+        }
+    }
+    assert_eq!(wrong, Vec::new(), "rounds whose last status was not served");
+    let stats = handle.stats();
+    assert!(deleted > 30, "{deleted}");
+    assert_eq!(stats.failures, 0);
+    assert!(
+        stats.registrations > deleted,
+        "every delete was registered again: {stats:?}, {deleted} deletes"
+    );
+    Arc::into_inner(handle)
+        .expect("one owner")
+        .shutdown()
+        .await
+        .expect("cancelled");
+    assert_eq!(eureka.statuses(app).await, Vec::new());
+}
+
+/// 20 seeded rounds of a shutdown racing renewals every 100 ms and a
+/// re-registration: an operator deletes the instance at a random moment
+/// (the next heartbeat 404s and registers again), a second handle of the
+/// same registration (started from a clone) renews at a random moment,
+/// and `shutdown` lands 0–250 ms in. After it returns, the server lists
+/// nothing, also after 5 more renew intervals and the other handle's
+/// renewal (Netflix/eureka#1110: a deleted instance came back with its
+/// next heartbeat).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shut_down_instance_never_comes_back() {
+    let Some(eureka) = EurekaFixture::start() else {
+        return;
+    };
+    let app = "race-shutdown";
+    let mut back = Vec::new();
+    for seed in 0..20u64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let port = 19_810 + u16::try_from(seed).expect("port");
+        let id = format!("127.0.0.1:race-shutdown:{port}");
+        let registration = EurekaRegistration::builder(app, "127.0.0.1", port)
+            .server_url(eureka.url())
+            .request_timeout(Duration::from_secs(5))
+            .renew_interval(Duration::from_millis(100))
+            .initial_status(STATUSES[rng.random_range(0..4)])
+            .build()
+            .expect("registration");
+        let other = registration.clone().start().await.expect("registered");
+        let handle = registration.start().await.expect("registered again");
+        let delete_at = rng.random_range(0..200u64);
+        let renew_at = rng.random_range(0..300u64);
+        let shutdown_at = rng.random_range(0..250u64);
+        let operator = tokio::spawn({
+            let url = eureka.port();
+            let id = id.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(delete_at)).await;
+                let _ = reqwest::Client::new()
+                    .delete(format!(
+                        "http://127.0.0.1:{url}/eureka/apps/RACE-SHUTDOWN/{id}"
+                    ))
+                    .send()
+                    .await;
+            }
+        });
+        let other = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(renew_at)).await;
+            let _ = other.renew_now().await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = other.renew_now().await;
+            other
+        });
+        tokio::time::sleep(Duration::from_millis(shutdown_at)).await;
+        handle.shutdown().await.expect("cancelled");
+        operator.await.expect("operator");
+        let other = other.await.expect("other handle");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let left: Vec<_> = eureka
+            .statuses(app)
+            .await
+            .into_iter()
+            .filter(|(listed, _)| *listed == id)
+            .collect();
+        if !left.is_empty() {
+            back.push((seed, left));
+        }
+        drop(other);
+    }
+    assert_eq!(back, Vec::new(), "rounds whose instance came back");
+}
+
+/// An operator takes the instance out of traffic at the server
+/// (`PUT …/status?value=OUT_OF_SERVICE`). Heartbeats keep it (Eureka's
+/// `OverrideExistsRule`), but the application's own `set_status(UP)`, a
+/// repeat of the status it already had (as a health check ticking UP
+/// does), sent a status call that replaced the override: the instance was
+/// UP again at once. Java's `ApplicationInfoManager.setInstanceStatus`
+/// fires nothing for the same status. Now nothing is sent, and the
+/// operator's OUT_OF_SERVICE stays through renewals; a real change (DOWN)
+/// is still sent.
+#[tokio::test]
+async fn a_repeated_status_does_not_undo_an_operators_override() {
+    let Some(eureka) = EurekaFixture::start() else {
+        return;
+    };
+    let app = "operator-override";
+    let id = "127.0.0.1:operator-override:19802".to_owned();
+    let handle = EurekaRegistration::builder(app, "127.0.0.1", 19_802)
+        .server_url(eureka.url())
+        .renew_interval(Duration::from_secs(600))
+        .lease_duration(Duration::from_secs(1800))
+        .initial_status(InstanceStatus::Starting)
+        .build()
+        .expect("registration")
+        .start()
+        .await
+        .expect("registered");
+    handle.set_status(InstanceStatus::Up).await.expect("UP");
+    assert_eq!(eureka.statuses(app).await, listed(&id, InstanceStatus::Up));
+    eureka.set_status(app, &id, "OUT_OF_SERVICE").await;
+    for _ in 0..2 {
+        handle.renew_now().await.expect("renewed");
+        handle
+            .set_status(InstanceStatus::Up)
+            .await
+            .expect("UP again");
+        assert_eq!(
+            eureka.statuses(app).await,
+            listed(&id, InstanceStatus::OutOfService),
+            "the operator's override"
+        );
+    }
+    handle.set_status(InstanceStatus::Down).await.expect("DOWN");
+    assert_eq!(
+        eureka.statuses(app).await,
+        listed(&id, InstanceStatus::Down)
+    );
+    let stats = handle.stats();
+    assert_eq!(
+        (stats.registrations, stats.renewals, stats.failures),
+        (1, 2, 0)
+    );
+    handle.shutdown().await.expect("cancelled");
+}
+
+/// Polls `server` every 100 ms for `bound`: every status it listed for
+/// `app` (in order, repeats dropped).
+async fn seen(server: &EurekaFixture, app: &str, bound: Duration) -> Vec<Vec<(String, String)>> {
+    let mut out: Vec<Vec<(String, String)>> = Vec::new();
+    let start = std::time::Instant::now();
+    while start.elapsed() < bound {
+        let now = server.statuses(app).await;
+        if out.last() != Some(&now) {
+            out.push(now);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    out
+}
+
+/// A two-peer replicating cluster; peer one restarts (its registry lost,
+/// and, as Spring Cloud's `registry-sync-retries` is 0, not synced from
+/// peer two). Three registrants talk to peer one:
+/// - one that went STARTING → UP and that an operator took OUT_OF_SERVICE
+///   at peer two (replicated to one). Its renewal after the restart got 404
+///   and registered again with UP, then sent UP as a status call (to undo
+///   an override of its own, which it never set), which peer one
+///   replicated: the operator's OUT_OF_SERVICE was undone at both peers
+///   (Netflix/eureka#1116, spring-cloud-netflix#2145). Now it sends the
+///   status only over an override it sent itself: peer two keeps
+///   OUT_OF_SERVICE. (Peer one serves the bare registration UP, as with
+///   Java's client: it never learnt the override.)
+/// - two draining ones (OUT_OF_SERVICE, DOWN) set by the registrant: they
+///   come back with their status at both peers, never UP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_restart_keeps_draining_and_operator_statuses() {
+    let Some([mut one, two]) = EurekaFixture::start_cluster() else {
+        return;
+    };
+    let urls = format!("{},{}", one.url(), two.url());
+    let start = |app: &'static str, port: u16, status: InstanceStatus| {
+        let urls = urls.clone();
+        async move {
+            let registration = EurekaRegistration::builder(app, "127.0.0.1", port)
+                .server_urls(&urls)
+                .request_timeout(Duration::from_secs(3))
+                .renew_interval(Duration::from_secs(600))
+                .lease_duration(Duration::from_secs(1800))
+                .initial_status(InstanceStatus::Starting)
+                .build()
+                .expect("registration");
+            let handle: RegistrationHandle = registration.start().await.expect("registered");
+            handle.set_status(status).await.expect("status");
+            (format!("127.0.0.1:{}:{port}", app), handle)
+        }
+    };
+    let (operated_id, operated) = start("operated", 19_831, InstanceStatus::Up).await;
+    let (oos_id, oos) = start("drain-oos", 19_832, InstanceStatus::OutOfService).await;
+    let (down_id, down) = start("drain-down", 19_833, InstanceStatus::Down).await;
+    let want = [
+        ("operated", &operated_id, InstanceStatus::Up),
+        ("drain-oos", &oos_id, InstanceStatus::OutOfService),
+        ("drain-down", &down_id, InstanceStatus::Down),
+    ];
+    for (app, id, status) in want {
+        for peer in [&one, &two] {
+            let mut n = 0;
+            while peer.statuses(app).await != listed(id, status) && n < 100 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                n += 1;
+            }
+            assert_eq!(peer.statuses(app).await, listed(id, status), "{app}");
+        }
+    }
+    two.set_status("operated", &operated_id, "OUT_OF_SERVICE")
+        .await;
+    let mut n = 0;
+    while one.statuses("operated").await != listed(&operated_id, InstanceStatus::OutOfService)
+        && n < 100
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        n += 1;
+    }
+
+    one.restart();
+    assert_eq!(
+        one.statuses("operated").await,
+        Vec::new(),
+        "restarted empty"
+    );
+    for handle in [&operated, &oos, &down] {
+        handle
+            .renew_now()
+            .await
+            .expect("404, registered again at one");
+        assert_eq!(handle.stats().registrations, 2);
+    }
+    // Replication to peer two is asynchronous (batched every 500 ms):
+    // what each peer lists over the next 4 s.
+    let operated_at_two = seen(&two, "operated", Duration::from_secs(4)).await;
+    assert_eq!(
+        operated_at_two,
+        [listed(&operated_id, InstanceStatus::OutOfService)],
+        "the operator's override at peer two"
+    );
+    for (app, id, status) in &want[1..] {
+        for peer in [&one, &two] {
+            assert_eq!(peer.statuses(app).await, listed(id, *status), "{app}");
+        }
+    }
+    for handle in [&operated, &oos, &down] {
+        handle.renew_now().await.expect("renewed");
+    }
+    assert_eq!(
+        two.statuses("operated").await,
+        listed(&operated_id, InstanceStatus::OutOfService)
+    );
+    for handle in [operated, oos, down] {
+        handle.shutdown().await.expect("cancelled");
+    }
+}
