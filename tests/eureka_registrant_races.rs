@@ -374,3 +374,57 @@ async fn a_peer_restart_keeps_draining_and_operator_statuses() {
         handle.shutdown().await.expect("cancelled");
     }
 }
+
+/// Status changes while the server hangs (SIGSTOP: it keeps its registry
+/// and the requests it was sent). Four seeded rounds of 2–4 `set_status`
+/// calls, each timing out; the server wakes and applies the calls it
+/// held, in whatever order its threads take them. The next renewal sends
+/// the status asked for last (the calls were never answered), and it is
+/// what the server serves from then on (Netflix/eureka#1398: a status
+/// change lost, the instance kept its old status). No renewal fails once
+/// the server is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_changes_while_the_server_hangs_end_with_the_last_one() {
+    let Some(eureka) = EurekaFixture::start() else {
+        return;
+    };
+    let app = "hung-changes";
+    let id = "127.0.0.1:hung-changes:19841".to_owned();
+    let handle = EurekaRegistration::builder(app, "127.0.0.1", 19_841)
+        .server_url(eureka.url())
+        .request_timeout(Duration::from_secs(1))
+        .renew_interval(Duration::from_secs(600))
+        .lease_duration(Duration::from_secs(1800))
+        .build()
+        .expect("registration")
+        .start()
+        .await
+        .expect("registered");
+    for seed in 0..4u64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        eureka.pause();
+        let calls = rng.random_range(2..5);
+        let mut last = handle.status();
+        for _ in 0..calls {
+            last = STATUSES[rng.random_range(0..4)];
+            // Timed out (or nothing to send: the status wanted already).
+            let _ = handle.set_status(last).await;
+        }
+        eureka.resume();
+        assert_eq!(handle.status(), last);
+        handle.renew_now().await.expect("renewed");
+        for _ in 0..3 {
+            assert_eq!(eureka.statuses(app).await, listed(&id, last), "seed {seed}");
+            handle.renew_now().await.expect("renewed");
+        }
+    }
+    let stats = handle.stats();
+    // A renewal whose heartbeat carried a newer `lastDirtyTimestamp` than
+    // the server kept (its last applied late call was a no-op: Eureka
+    // raises the timestamp only when the status changes) registers again,
+    // at most once a round; every renewal renewed or registered.
+    assert_eq!(stats.failures, 0);
+    assert!(stats.registrations <= 5, "{stats:?}");
+    assert_eq!(stats.renewals + stats.registrations - 1, 16, "{stats:?}");
+    handle.shutdown().await.expect("cancelled");
+}
