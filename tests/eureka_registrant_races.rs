@@ -428,3 +428,52 @@ async fn status_changes_while_the_server_hangs_end_with_the_last_one() {
     assert_eq!(stats.renewals + stats.registrations - 1, 16, "{stats:?}");
     handle.shutdown().await.expect("cancelled");
 }
+
+/// A change to UP that failed (the server was down: refused, never
+/// delivered) is pending; the server comes back empty and the next
+/// renewal registers again with UP, which delivers it. An operator then
+/// takes the instance OUT_OF_SERVICE: the following renewals must not send
+/// the pending UP over the override (the registration took it; with the
+/// status still marked unsent, every renewal would undo the operator).
+#[tokio::test]
+async fn an_up_delivered_by_a_reregistration_is_not_sent_again_over_an_operator() {
+    let Some(mut eureka) = EurekaFixture::start() else {
+        return;
+    };
+    let app = "pending-up";
+    let id = "127.0.0.1:pending-up:19851".to_owned();
+    let handle = EurekaRegistration::builder(app, "127.0.0.1", 19_851)
+        .server_url(eureka.url())
+        .request_timeout(Duration::from_secs(5))
+        .renew_interval(Duration::from_secs(600))
+        .lease_duration(Duration::from_secs(1800))
+        .initial_status(InstanceStatus::Starting)
+        .build()
+        .expect("registration")
+        .start()
+        .await
+        .expect("registered");
+    eureka.stop();
+    handle
+        .set_status(InstanceStatus::Up)
+        .await
+        .expect_err("refused: the server is down");
+    eureka.restart();
+    handle.renew_now().await.expect("404, registered again");
+    assert_eq!(eureka.statuses(app).await, listed(&id, InstanceStatus::Up));
+    eureka.set_status(app, &id, "OUT_OF_SERVICE").await;
+    for _ in 0..2 {
+        handle.renew_now().await.expect("renewed");
+        assert_eq!(
+            eureka.statuses(app).await,
+            listed(&id, InstanceStatus::OutOfService),
+            "the operator's override"
+        );
+    }
+    let stats = handle.stats();
+    assert_eq!(
+        (stats.registrations, stats.renewals, stats.failures),
+        (2, 2, 0)
+    );
+    handle.shutdown().await.expect("cancelled");
+}

@@ -104,20 +104,30 @@ impl Shared {
     /// nothing is read. A failed read sends UP. Call with `op` held.
     pub(super) async fn undo_own_override_locked(&self, server: &str) -> Result<(), DiscoveryError> {
         let own = self.sent.load(Ordering::Acquire) & !bit(InstanceStatus::Up);
-        if own == 0 {
-            return Ok(());
-        }
-        let read = self
-            .http
-            .get_at(server, &self.path(), super::late::decode_status)
-            .await;
-        match read {
-            Ok(Fetched::Found(InstanceStatus::Up)) => return Ok(()),
-            Ok(Fetched::Found(served)) if !self.was_sent(served) => {
-                tracing::info!(app = %self.app, id = %self.id, served = served.as_str(), %server, "Eureka keeps an override this registration never sent (an operator's); left as it is");
-                return Ok(());
+        let kept = if own == 0 {
+            true
+        } else {
+            let read = self
+                .http
+                .get_at(server, &self.path(), super::late::decode_status)
+                .await;
+            match read {
+                Ok(Fetched::Found(InstanceStatus::Up)) => true,
+                Ok(Fetched::Found(served)) if !self.was_sent(served) => {
+                    tracing::info!(app = %self.app, id = %self.id, served = served.as_str(), %server, "Eureka keeps an override this registration never sent (an operator's); left as it is");
+                    true
+                }
+                Ok(_) | Err(_) => false,
             }
-            Ok(_) | Err(_) => {}
+        };
+        if kept {
+            // The registration delivered the UP (a pending UP from a failed
+            // call included): the renewals must not send it over the
+            // override either. Unless a change raced in.
+            if self.status() == InstanceStatus::Up {
+                self.status_unsent.store(false, Ordering::Release);
+            }
+            return Ok(());
         }
         self.status_unsent.store(true, Ordering::Release);
         self.send_status_locked().await
