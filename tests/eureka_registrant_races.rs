@@ -4,13 +4,16 @@
 //! and an operator's status override (`PUT …/status?value=…`).
 //!
 //! Public bug reports these tests turn into tests:
-//! - <https://github.com/Netflix/eureka/issues/1110> and
-//!   <https://github.com/spring-cloud/spring-cloud-netflix/issues/2863>
-//!   (an instance deleted or shut down came back with its next heartbeat);
+//! - <https://github.com/Netflix/eureka/issues/1110> (an instance deleted
+//!   through the REST API came back with its next heartbeat);
 //! - <https://github.com/Netflix/eureka/issues/1116> (a re-registration
 //!   with a status other than the one an operator set);
-//! - <https://github.com/spring-cloud/spring-cloud-netflix/issues/2145>
-//!   (an OUT_OF_SERVICE override lost: the instance came back UP).
+//! - <https://github.com/Netflix/eureka/issues/717> and
+//!   <https://github.com/Netflix/eureka/issues/389> (an operator's
+//!   `PUT …/status` override is meant to win over the instance's own
+//!   status until it is deleted);
+//! - <https://github.com/Netflix/eureka/issues/1260> (an instance set
+//!   OUT_OF_SERVICE that still got traffic).
 #![cfg(feature = "eureka")]
 
 mod support;
@@ -281,7 +284,7 @@ async fn seen(server: &EurekaFixture, app: &str, bound: Duration) -> Vec<Vec<(St
 ///   and registered again with UP, then sent UP as a status call (to undo
 ///   an override of its own, which it never set), which peer one
 ///   replicated: the operator's OUT_OF_SERVICE was undone at both peers
-///   (Netflix/eureka#1116, spring-cloud-netflix#2145). Now it sends the
+///   (Netflix/eureka#1116, #717). Now it sends the
 ///   status only over an override it sent itself: peer two keeps
 ///   OUT_OF_SERVICE. (Peer one serves the bare registration UP, as with
 ///   Java's client: it never learnt the override.)
