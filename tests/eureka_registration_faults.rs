@@ -178,6 +178,46 @@ async fn a_failed_status_call_after_a_restart_cancels_until_the_next_renewal() {
     assert_eq!(handle.status(), InstanceStatus::OutOfService);
 }
 
+/// An operator's override (OUT_OF_SERVICE) over an instance that only
+/// ever sent STARTING and UP; the registry forgets the instance but keeps
+/// the override (as a restarted peer that got it replicated); the
+/// re-registration's read-back fails (this stub answers no `GET`). Before,
+/// a failed read sent UP and undid the operator's override (2 → 3 status
+/// calls, served UP): what made `a_peer_restart_keeps_draining_and_operator_statuses`
+/// (`tests/eureka_registrant_races.rs`) fail under load, when the read at a
+/// peer just restarted timed out. Now the override is kept and no status
+/// call is sent, then or at the renewals that read again.
+#[tokio::test]
+async fn a_failed_read_back_after_a_reregistration_keeps_an_operators_override() {
+    let reg = Arc::new(Mutex::new(Registry::default()));
+    let url = stub(reg.clone()).await;
+    let handle = EurekaRegistration::builder("APP", "127.0.0.1", 9001)
+        .instance_id("i1")
+        .server_url(&url)
+        .initial_status(InstanceStatus::Starting)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    handle.set_status(InstanceStatus::Up).await.unwrap();
+    assert_eq!(served(&reg).as_deref(), Some("UP"));
+    assert_eq!(reg.lock().unwrap().status_puts, 2);
+    {
+        let mut r = reg.lock().unwrap();
+        r.overrides.insert("i1".into(), "OUT_OF_SERVICE".into());
+        r.status.remove("i1");
+    }
+    handle.renew_now().await.unwrap();
+    assert_eq!(served(&reg).as_deref(), Some("OUT_OF_SERVICE"));
+    for _ in 0..3 {
+        handle.renew_now().await.unwrap();
+    }
+    assert_eq!(served(&reg).as_deref(), Some("OUT_OF_SERVICE"));
+    assert_eq!(reg.lock().unwrap().status_puts, 2);
+    assert_eq!(handle.stats().registrations, 2);
+}
+
 /// `set_status` whose call fails (no restart): the status is kept and the
 /// next renewal sends it, instead of the instance staying UP while the
 /// handle says OUT_OF_SERVICE.

@@ -101,7 +101,11 @@ impl Shared {
     /// UP: `OverrideExistsRule` turns the UP registration into it). An
     /// override it never sent (an operator's) is kept; when nothing else
     /// than UP was ever sent, no override of its own can exist and
-    /// nothing is read. A failed read sends UP. Call with `op` held.
+    /// nothing is read. A failed read sends nothing: it arms the late-write
+    /// read-backs (`late.rs`), so the next renewals read the instance
+    /// again and undo an override of its own then. (It sent UP before: a
+    /// read timing out at a peer just restarted, under load, undid an
+    /// operator's OUT_OF_SERVICE at both peers.) Call with `op` held.
     pub(super) async fn undo_own_override_locked(&self, server: &str) -> Result<(), DiscoveryError> {
         let own = self.sent.load(Ordering::Acquire) & !bit(InstanceStatus::Up);
         let kept = if own == 0 {
@@ -117,7 +121,13 @@ impl Shared {
                     tracing::info!(app = %self.app, id = %self.id, served = served.as_str(), %server, "Eureka keeps an override this registration never sent (an operator's); left as it is");
                     true
                 }
-                Ok(_) | Err(_) => false,
+                Ok(Fetched::Found(_)) => false,
+                Ok(Fetched::NotFound) | Err(_) => {
+                    tracing::debug!(app = %self.app, id = %self.id, %server, "could not read the instance back after registering; the next renewals read it");
+                    self.late_checks
+                        .store(super::late::LATE_WRITE_CHECKS, Ordering::Release);
+                    true
+                }
             }
         };
         if kept {
