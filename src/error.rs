@@ -57,7 +57,7 @@ pub use input::{BuildError, InstanceError, InstanceErrorKind, InvalidSetting};
 pub(crate) use text::DebugCut;
 use text::attempts_suffix;
 pub(crate) use text::quote;
-#[cfg(any(feature = "grpc", all(feature = "eureka", feature = "tls")))]
+#[cfg(any(feature = "grpc", feature = "tls"))]
 pub(crate) use text::{MAX_QUOTED_MESSAGE, quote_within};
 // Used by the config, eureka and health modules, which features turn off.
 #[allow(unused_imports)]

@@ -9,7 +9,7 @@ const MAX_QUOTED: usize = 128;
 /// Longest message of another library quoted in an error's text, in
 /// bytes: such a message can carry what a peer sent (rustls lists the
 /// names of a server's certificate), and is longer than one input.
-#[cfg(any(feature = "eureka", feature = "grpc"))]
+#[cfg(any(feature = "eureka", feature = "grpc", feature = "tls"))]
 pub(crate) const MAX_QUOTED_MESSAGE: usize = 512;
 
 /// `text` cut to [`MAX_QUOTED`] bytes (at a char boundary, then `…`) with

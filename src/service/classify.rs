@@ -95,7 +95,9 @@ impl FailureStatuses {
 
 /// Classifies an inner service's error by walking its source chain:
 /// hyper-util's connect errors (a connect error caused by an I/O timeout is
-/// a connect timeout) and requests it reports handed back unsent (a
+/// a connect timeout, as is the HTTPS client's
+/// [`ConnectError`](crate::tls::ConnectError) timeout over the TCP connect
+/// and the TLS handshake) and requests it reports handed back unsent (a
 /// connect failure), an HTTP/2 stream the server did not process
 /// (refused with `REFUSED_STREAM`, or failed by its `GOAWAY`: a connect
 /// failure), reqwest's connect / timeout errors, `std::io::Error`
@@ -163,6 +165,10 @@ fn classify_chain(error: &(dyn StdError + 'static)) -> Outcome {
         #[cfg(feature = "hyper-util")]
         if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
             connecting |= h.is_connect() || handed_back_unsent(h);
+        }
+        #[cfg(feature = "tls")]
+        if let Some(outcome) = https_connect(e) {
+            return outcome;
         }
         // The caller's request body failed (hyper's user body error, the
         // only user error that carries a cause); reqwest sends through
@@ -249,6 +255,21 @@ fn classify_chain(error: &(dyn StdError + 'static)) -> Outcome {
     } else {
         Outcome::OtherError
     }
+}
+
+/// The outcome of the HTTPS client's connector error
+/// ([`ConnectError`](crate::tls::ConnectError)): the TCP connect and the
+/// TLS handshake did not finish within the connect timeout (a server that
+/// accepts and never answers the handshake), or the handshake failed.
+/// Nothing was written either way.
+#[cfg(feature = "tls")]
+fn https_connect(error: &(dyn StdError + 'static)) -> Option<Outcome> {
+    let connect = error.downcast_ref::<crate::tls::ConnectError>()?;
+    Some(if connect.is_timeout() {
+        Outcome::ConnectTimeout
+    } else {
+        Outcome::ConnectFailure
+    })
 }
 
 /// Whether hyper-util reports `error` as its `Canceled` kind: hyper

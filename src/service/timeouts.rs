@@ -3,7 +3,7 @@
 //!
 //! | setting | default | Ribbon key | applied by |
 //! |---|---|---|---|
-//! | connect timeout | [`DEFAULT_CONNECT_TIMEOUT`] (2 s) | `ConnectTimeout` | the HTTP client's connector ([`http_client`], [`Builder::build_http`], `tls::HttpsClient`, `grpc::h2c_client_with`; `grpc::h2c_client` has Ribbon's 2 s whatever the key says) |
+//! | connect timeout | [`DEFAULT_CONNECT_TIMEOUT`] (2 s) | `ConnectTimeout` | the HTTP client's connector ([`http_client`], [`Builder::build_http`], `tls::HttpsClient` (TCP connect and TLS handshake together), `grpc::h2c_client_with`; `grpc::h2c_client` has Ribbon's 2 s whatever the key says) |
 //! | per-try (read) timeout | [`DEFAULT_READ_TIMEOUT`] (5 s) | `ReadTimeout` | the balancer, around each attempt |
 //! | overall deadline | none | — | the balancer ([`RetryPolicy::deadline`]) |
 //!
@@ -59,6 +59,16 @@
 //! (`HttpConnector::set_connect_timeout`, `reqwest::ClientBuilder::connect_timeout`),
 //! e.g. from [`Builder::get_connect_timeout`]. A client without one waits
 //! for the operating system (minutes), cut to the per-try timeout.
+//!
+//! **TLS.** For an `https` instance the connect is the TCP connect and the
+//! TLS handshake: `tls::HttpsClient`'s connect timeout bounds both
+//! together, as reqwest's does, so a server that accepts the connection
+//! and never answers the handshake fails the attempt as a connect timeout
+//! (never sent: even a POST goes to another instance, and the instance's
+//! breaker counts it). `HttpConnector::set_connect_timeout` under a
+//! hyper-rustls `HttpsConnector` of your own bounds the TCP connect only:
+//! the handshake then waits for the per-try timeout (a read timeout, a
+//! POST not retried) or, without one, for ever.
 //!
 //! [`Builder::build_http`]: super::Builder::build_http
 //! [`Builder::get_connect_timeout`]: super::Builder::get_connect_timeout

@@ -3,7 +3,9 @@
 //! instances (feature `tls`).
 //!
 //! It is hyper-util's legacy [`Client`] over hyper-rustls'
-//! [`HttpsConnector`]: HTTP/1.1 and HTTP/2 are offered by ALPN on TLS
+//! [`HttpsConnector`](hyper_rustls::HttpsConnector) ([`HttpsConnect`],
+//! which bounds the TCP connect and the TLS handshake together by the
+//! connect timeout): HTTP/1.1 and HTTP/2 are offered by ALPN on TLS
 //! connections (`h2`, `http/1.1`); plain `http` instances get HTTP/1.1, or
 //! HTTP/2 with prior knowledge (h2c) under
 //! [`http2_only`](HttpsClientBuilder::http2_only). An instance registered
@@ -37,6 +39,8 @@
 //! # let _ = response; Ok(()) }
 //! ```
 
+mod connect;
+
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -44,7 +48,6 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::TokioExecutor;
@@ -52,6 +55,10 @@ use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tower::Service;
+
+pub use connect::{ConnectError, HttpsConnect};
+#[cfg(feature = "eureka")]
+pub(crate) use connect::find_rustls;
 
 /// Why an [`HttpsClient`] could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -98,9 +105,10 @@ pub enum TlsError {
 
 /// Builds an [`HttpsClient`]. Defaults: webpki roots on, native roots off,
 /// no custom roots, no client certificate, HTTP/1.1 and HTTP/2 by ALPN,
-/// plain `http` allowed, connect timeout 2 s (Spring Cloud's
-/// `spring.cloud.loadbalancer` clients and Ribbon's `ConnectTimeout` use
-/// 1 to 2 s), hyper-util's pool defaults (idle connections kept 90 s).
+/// plain `http` allowed, connect timeout 2 s over the TCP connect and the
+/// TLS handshake together (Spring Cloud's `spring.cloud.loadbalancer`
+/// clients and Ribbon's `ConnectTimeout` use 1 to 2 s), hyper-util's pool
+/// defaults (idle connections kept 90 s).
 #[must_use]
 pub struct HttpsClientBuilder {
     webpki_roots: bool,
@@ -237,8 +245,16 @@ impl HttpsClientBuilder {
         self
     }
 
-    /// TCP connect timeout; `None` waits for the operating system's.
-    /// Default: 2 s.
+    /// Bound on one whole connect: the TCP connect and, for `https`, the
+    /// TLS handshake together. A server that accepts the connection and
+    /// never completes the handshake fails the attempt after this long as
+    /// a connect timeout (a [`ConnectError`] whose
+    /// [`is_timeout`](ConnectError::is_timeout) holds): the request was
+    /// never sent, so even a POST goes to another instance. Keep it at or
+    /// below the balancer's per-try timeout, which would otherwise fire
+    /// first and report a read timeout. `None` bounds neither: the TCP
+    /// connect waits for the operating system, the handshake for ever (or
+    /// the per-try timeout). Default: 2 s.
     pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.connect_timeout = timeout;
         self
@@ -335,7 +351,7 @@ impl HttpsClientBuilder {
         };
         let client = Client::builder(TokioExecutor::new())
             .http2_only(self.http2_only)
-            .build(connector);
+            .build(HttpsConnect::new(connector, self.connect_timeout));
         Ok(HttpsClient { inner: client })
     }
 }
@@ -347,9 +363,11 @@ impl HttpsClientBuilder {
 /// As a `tower::Service<http::Request<B>>` it answers
 /// `http::Response<hyper::body::Incoming>`; errors are hyper-util's
 /// [`Error`](hyper_util::client::legacy::Error), which the balancer
-/// classifies (connect failures, timeouts).
+/// classifies (connect failures, timeouts). A failed TLS handshake or a
+/// connect past the connect timeout is a connect error whose source is a
+/// [`ConnectError`].
 pub struct HttpsClient<B = http_body_util::Full<bytes::Bytes>> {
-    inner: Client<HttpsConnector<HttpConnector>, B>,
+    inner: Client<HttpsConnect, B>,
 }
 
 impl HttpsClient {
@@ -361,7 +379,7 @@ impl HttpsClient {
 
 impl<B> HttpsClient<B> {
     /// The hyper-util client inside.
-    pub fn inner(&self) -> &Client<HttpsConnector<HttpConnector>, B> {
+    pub fn inner(&self) -> &Client<HttpsConnect, B> {
         &self.inner
     }
 }

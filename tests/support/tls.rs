@@ -28,8 +28,9 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// A CA, a server certificate for `localhost` and `127.0.0.1`, and a
-/// client certificate, all made now (ECDSA P-256).
+/// A CA, a server certificate for `localhost` and `127.0.0.1` (or the
+/// names given to [`pki_for`]), and a client certificate, all made now
+/// (ECDSA P-256).
 pub struct Pki {
     pub ca_pem: String,
     pub server_cert_pem: String,
@@ -39,6 +40,11 @@ pub struct Pki {
 }
 
 pub fn pki() -> Pki {
+    pki_for(&["localhost", "127.0.0.1"])
+}
+
+/// A [`Pki`] whose server certificate names `names` only.
+pub fn pki_for(names: &[&str]) -> Pki {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
@@ -53,11 +59,11 @@ pub fn pki() -> Pki {
         .expect("ca cert");
 
     let server_key = KeyPair::generate().expect("server key");
-    let mut server = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .expect("server params");
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let mut server = CertificateParams::new(names.clone()).expect("server params");
     server
         .distinguished_name
-        .push(DnType::CommonName, "localhost");
+        .push(DnType::CommonName, names.first().map_or("", String::as_str));
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let server_cert = server.signed_by(&server_key, &ca).expect("server cert");
 

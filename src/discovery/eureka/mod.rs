@@ -131,7 +131,10 @@ macro_rules! connection_setters {
             self
         }
 
-        /// TCP connect timeout per server. Spring key
+        /// Connect timeout per server: the TCP connect and, for an `https`
+        /// server, the TLS handshake together (a server that never
+        /// answers the handshake is a connect error: nothing was sent,
+        /// and the next server is tried). Spring key
         /// `eureka.client.eureka-server-connect-timeout-seconds`. Default 5 s;
         /// zero is refused at `build`.
         pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {

@@ -25,7 +25,7 @@ pub(crate) enum Transport {
     Plain(Client<HttpConnector, Full<Bytes>>),
     /// At least one `https` server URL: `https` by rustls, `http` plain.
     #[cfg(feature = "tls")]
-    Tls(Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>),
+    Tls(Client<crate::tls::HttpsConnect, Full<Bytes>>),
 }
 
 fn tcp(connect_timeout: Duration) -> HttpConnector {
@@ -47,7 +47,11 @@ impl Transport {
 
     /// A client for `https` (and `http`) server URLs, trusting what
     /// `tls` describes and presenting its client certificate, if any.
-    /// HTTP/1.1 only, as Eureka servers speak it.
+    /// HTTP/1.1 only, as Eureka servers speak it. `connect_timeout`
+    /// bounds the TCP connect and the TLS handshake together, so a server
+    /// that never answers the handshake is a connect error (the request
+    /// was never sent, the next server is tried) rather than a whole
+    /// request timeout, as [`crate::tls::HttpsClient`] does.
     #[cfg(feature = "tls")]
     pub(crate) fn tls(connect_timeout: Duration, tls: rustls::ClientConfig) -> Self {
         let mut http = tcp(connect_timeout);
@@ -60,7 +64,10 @@ impl Transport {
         Transport::Tls(
             Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(POOL_IDLE)
-                .build(connector),
+                .build(crate::tls::HttpsConnect::new(
+                    connector,
+                    Some(connect_timeout),
+                )),
         )
     }
 
@@ -142,35 +149,16 @@ impl EurekaTlsError {
 }
 
 /// The transport error as the source of a `DiscoveryError::Transport`: a
-/// rustls error anywhere in its chain (hyper-rustls and tokio-rustls
-/// carry it inside an `io::Error`, whose `source()` skips it) becomes an
-/// [`EurekaTlsError`]; anything else is kept as it is.
+/// rustls error anywhere in its chain (a [`crate::tls::ConnectError`]'s,
+/// or one hyper-rustls and tokio-rustls carry inside an `io::Error`,
+/// whose `source()` skips it) becomes an [`EurekaTlsError`]; anything
+/// else is kept as it is.
 pub(crate) fn classify(error: BoxError) -> BoxError {
     #[cfg(feature = "tls")]
-    if let Some(source) = find_rustls(error.as_ref()) {
+    if let Some(source) = crate::tls::find_rustls(error.as_ref()) {
         return Box::new(EurekaTlsError { rustls: source });
     }
     error
-}
-
-#[cfg(feature = "tls")]
-fn find_rustls(error: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> {
-    let mut next = Some(error);
-    // Bounded: error chains are short, and a cyclic one must not hang.
-    for _ in 0..32 {
-        let err = next?;
-        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return Some(tls.clone());
-        }
-        next = match err.downcast_ref::<std::io::Error>() {
-            Some(io) => match io.get_ref() {
-                Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-                None => None,
-            },
-            None => err.source(),
-        };
-    }
-    None
 }
 
 #[cfg(all(test, feature = "tls"))]
