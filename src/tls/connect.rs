@@ -28,8 +28,9 @@ use tower::Service;
 use crate::error::BoxError;
 
 /// The connector of [`HttpsClient`](super::HttpsClient): hyper-rustls'
-/// [`HttpsConnector`] over hyper-util's `HttpConnector`, with the TCP
-/// connect and the TLS handshake together bounded by the connect timeout
+/// [`HttpsConnector`] over hyper-util's `HttpConnector`, with the whole
+/// connect (a host name's resolution, the TCP connect, the TLS handshake)
+/// bounded by the connect timeout
 /// ([`HttpsClientBuilder::connect_timeout`](super::HttpsClientBuilder::connect_timeout)).
 /// Its errors are hyper-rustls' (a TCP error as `HttpConnector` gives it),
 /// or a [`ConnectError`] for a failed TLS handshake or the timeout.

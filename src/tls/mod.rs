@@ -245,8 +245,11 @@ impl HttpsClientBuilder {
         self
     }
 
-    /// Bound on one whole connect: the TCP connect and, for `https`, the
-    /// TLS handshake together. A server that accepts the connection and
+    /// Bound on one whole connect: the name resolution of a host name
+    /// instance, the TCP connect (also alone, per address, as
+    /// `HttpConnector` splits it over the addresses) and, for `https`,
+    /// the TLS handshake together, as reqwest's `connect_timeout` bounds
+    /// its whole connector. A server that accepts the connection and
     /// never completes the handshake fails the attempt after this long as
     /// a connect timeout (a [`ConnectError`] whose
     /// [`is_timeout`](ConnectError::is_timeout) holds): the request was
