@@ -1,7 +1,8 @@
 //! A real backend killed under steady traffic and restarted on the same
 //! port: three hyper servers on 127.0.0.1 (HTTP/1 with keep-alive, or
-//! HTTP/2 with prior knowledge), eight callers sending GETs and POSTs in
-//! turn through hyper-util's pooled client, round robin. One server is
+//! HTTP/2; plain, h2c by prior knowledge, or TLS with ALPN), eight callers
+//! sending GETs and POSTs in turn through hyper-util's pooled client
+//! (`tls::HttpsClient`, which is that client over rustls), round robin. One server is
 //! killed mid-traffic (listener dropped, every open connection reset or
 //! closed with a FIN) and started again on its port a while later.
 //!
@@ -37,6 +38,10 @@
 //! 3 s blackouts the instance is back after 1.8 s and the restart bound
 //! fails.
 
+#[path = "support/tls.rs"]
+mod tls_support;
+
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,7 +50,6 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -56,6 +60,7 @@ use tower_ribbon::health::OutlierDetection;
 use tower_ribbon::instance::Instance;
 use tower_ribbon::rule::RoundRobin;
 use tower_ribbon::stats::{BreakerState, Outcome, StatsConfig};
+use tower_ribbon::tls::HttpsClient;
 
 const SVC: &str = "svc";
 const CALLERS: usize = 8;
@@ -65,12 +70,25 @@ const EJECTION_BASE: Duration = Duration::from_millis(300);
 const EJECTION_MAX: Duration = Duration::from_millis(600);
 const OUTAGE: Duration = Duration::from_millis(1200);
 
+/// The certificates of the TLS servers (for 127.0.0.1), made once.
+static PKI: LazyLock<tls_support::Pki> = LazyLock::new(tls_support::pki);
+
+/// How the servers speak.
+#[derive(Clone, Copy, Debug)]
+struct Wire {
+    /// HTTP/2 (h2c by prior knowledge, or ALPN `h2` over TLS).
+    h2: bool,
+    /// TLS.
+    tls: bool,
+    /// A kill resets the connections (else a FIN closes them).
+    reset: bool,
+}
+
 /// A backend that can be killed and started again on its port; counts
 /// the GETs and POSTs it read whole.
 struct Backend {
     port: u16,
-    h2: bool,
-    reset: bool,
+    wire: Wire,
     gets: Arc<AtomicUsize>,
     posts: Arc<AtomicUsize>,
     /// The accept loop and, inside it, every connection's task.
@@ -78,12 +96,11 @@ struct Backend {
 }
 
 impl Backend {
-    async fn start(h2: bool, reset: bool) -> Self {
+    async fn start(wire: Wire) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let backend = Self {
             port: listener.local_addr().unwrap().port(),
-            h2,
-            reset,
+            wire,
             gets: Arc::default(),
             posts: Arc::default(),
             running: Mutex::new(None),
@@ -94,16 +111,25 @@ impl Backend {
 
     fn serve(&self, listener: tokio::net::TcpListener) {
         let (gets, posts) = (Arc::clone(&self.gets), Arc::clone(&self.posts));
-        let (h2, reset) = (self.h2, self.reset);
+        let wire = self.wire;
+        let alpn = if wire.h2 {
+            tls_support::alpn_both()
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_support::server_config(
+            &PKI, alpn, false,
+        )));
         let mut running = JoinSet::new();
         running.spawn(async move {
             // Dropped with the accept loop: every connection ends with it.
             let mut connections = JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
-                if reset {
+                if wire.reset {
                     stream.set_zero_linger().unwrap();
                 }
                 let (gets, posts) = (Arc::clone(&gets), Arc::clone(&posts));
+                let acceptor = acceptor.clone();
                 connections.spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let (gets, posts) = (Arc::clone(&gets), Arc::clone(&posts));
@@ -119,16 +145,16 @@ impl Backend {
                             Ok::<_, std::io::Error>(http::Response::new(ok))
                         }
                     });
-                    let io = TokioIo::new(stream);
-                    let _ = if h2 {
-                        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                            .serve_connection(io, svc)
-                            .await
+                    // HTTP/1 or HTTP/2, as the client speaks.
+                    let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    if wire.tls {
+                        let Ok(stream) = acceptor.accept(stream).await else {
+                            return;
+                        };
+                        let _ = server.serve_connection(TokioIo::new(stream), svc).await;
                     } else {
-                        hyper::server::conn::http1::Builder::new()
-                            .serve_connection(io, svc)
-                            .await
-                    };
+                        let _ = server.serve_connection(TokioIo::new(stream), svc).await;
+                    }
                 });
             }
         });
@@ -165,16 +191,23 @@ struct Seen {
     failed: Vec<Failure>,
 }
 
-async fn kill_and_restart(h2: bool, reset: bool) {
-    let case = format!("h2 {h2}, reset {reset}");
+async fn kill_and_restart(wire: Wire) {
+    let case = format!("{wire:?}");
     let backends = [
-        Backend::start(h2, reset).await,
-        Backend::start(h2, reset).await,
-        Backend::start(h2, reset).await,
+        Backend::start(wire).await,
+        Backend::start(wire).await,
+        Backend::start(wire).await,
     ];
-    let client = Client::builder(TokioExecutor::new())
-        .http2_only(h2)
-        .build_http::<Full<Bytes>>();
+    // Plain: HTTP/1, or h2c by prior knowledge; TLS: ALPN offers h2 or
+    // http/1.1 alone.
+    let client = HttpsClient::builder()
+        .webpki_roots(false)
+        .add_root_pem(PKI.ca_pem.as_bytes())
+        .unwrap()
+        .http2(wire.h2)
+        .http2_only(wire.h2 && !wire.tls)
+        .build::<Full<Bytes>>()
+        .unwrap();
     let mut stats = StatsConfig::default();
     stats.breaker_base = BREAKER_BASE;
     stats.breaker_max = BREAKER_MAX;
@@ -188,7 +221,11 @@ async fn kill_and_restart(h2: bool, reset: bool) {
                 SVC,
                 backends
                     .iter()
-                    .map(|b| Instance::new(SVC, "127.0.0.1", b.port).unwrap())
+                    .map(|b| {
+                        Instance::new(SVC, "127.0.0.1", b.port)
+                            .unwrap()
+                            .with_secure(wire.tls)
+                    })
                     .collect(),
             ),
         )
@@ -280,7 +317,8 @@ async fn kill_and_restart(h2: bool, reset: bool) {
         "{case}: {outage_attempts} attempts to the dead instance during the outage ({outage_requests} served elsewhere), {} POSTs failed, back after {back_after:?}, then {mine} of {all}",
         seen.failed.len()
     );
-    let victim_uri = format!("http://127.0.0.1:{}", victim.port);
+    let scheme = if wire.tls { "https" } else { "http" };
+    let victim_uri = format!("{scheme}://127.0.0.1:{}", victim.port);
     // The dead instance: the attempts in flight at the kill, the 3 that
     // trip its breaker, one probe per blackout (at least 200 ms each).
     let probes = (OUTAGE.as_millis() / BREAKER_BASE.as_millis()) as u64;
@@ -344,20 +382,60 @@ async fn kill_and_restart(h2: bool, reset: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_killed_with_resets_and_restarted() {
-    kill_and_restart(false, true).await;
+    kill_and_restart(Wire {
+        h2: false,
+        tls: false,
+        reset: true,
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_killed_with_fins_and_restarted() {
-    kill_and_restart(false, false).await;
+    kill_and_restart(Wire {
+        h2: false,
+        tls: false,
+        reset: false,
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2_killed_with_resets_and_restarted() {
-    kill_and_restart(true, true).await;
+async fn h2c_killed_with_resets_and_restarted() {
+    kill_and_restart(Wire {
+        h2: true,
+        tls: false,
+        reset: true,
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2_killed_with_fins_and_restarted() {
-    kill_and_restart(true, false).await;
+async fn h2c_killed_with_fins_and_restarted() {
+    kill_and_restart(Wire {
+        h2: true,
+        tls: false,
+        reset: false,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https1_killed_with_resets_and_restarted() {
+    kill_and_restart(Wire {
+        h2: false,
+        tls: true,
+        reset: true,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https2_killed_with_fins_and_restarted() {
+    kill_and_restart(Wire {
+        h2: true,
+        tls: true,
+        reset: false,
+    })
+    .await;
 }
