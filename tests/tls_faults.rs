@@ -23,10 +23,11 @@
 //! (hyper-rustls#356 and tokio-rustls#178 proposed one; the rustls
 //! maintainers left it to the caller, who wraps the connect in a timeout,
 //! as `tls::HttpsConnect` does: <https://github.com/rustls/hyper-rustls/pull/356>,
-//! <https://github.com/rustls/tokio-rustls/pull/178>); tonic's TLS
-//! connector had the same gap (<https://github.com/grpc/grpc-rust/pull/2073>,
-//! "the client could hang indefinitely"); Envoy's upstream
-//! `connect_timeout` covers the TLS handshake (envoyproxy/envoy#15011: a
+//! <https://github.com/rustls/tokio-rustls/pull/178>, motivated by
+//! <https://github.com/DataDog/saluki/issues/178>); Apache HttpClient
+//! made its connect timeout bound the TLS handshake too
+//! (<https://github.com/apache/httpcomponents-client/pull/118>), as
+//! Envoy's upstream `connect_timeout` does (envoyproxy/envoy#15011: a
 //! connect timeout firing after the TCP connect, during the handshake).
 //!
 //! reqwest is not run here: its TLS needs a reqwest feature that, turned
