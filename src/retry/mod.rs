@@ -13,7 +13,10 @@
 //! - **What**: a connect failure (refused, connect timeout, a request
 //!   hyper-util handed back unsent, an HTTP/2 stream refused with
 //!   `REFUSED_STREAM` or above a `GOAWAY`'s last stream id) is always
-//!   retryable, since the request provably never reached a server. Other
+//!   retryable, since the request provably never reached a server (not a
+//!   request hyper's HTTP/2 client queued at the server's stream limit
+//!   when the connection ended: hyper's error for it does not say it was
+//!   unsent, so it is another transport error). Other
 //!   transport errors, read timeouts (including the per-try timeout) and the
 //!   [retryable statuses](RetryPolicy::retryable_statuses) (default 502, 503,
 //!   504) are retried only for idempotent methods (GET, HEAD, OPTIONS, TRACE,

@@ -170,12 +170,11 @@ fn classify_chain(error: &(dyn StdError + 'static)) -> Outcome {
         if let Some(outcome) = https_connect(e) {
             return outcome;
         }
-        // The caller's request body failed (hyper's user body error, the
-        // only user error that carries a cause); reqwest sends through
-        // hyper too.
+        // The caller's request body failed (hyper's user body error);
+        // reqwest sends through hyper too.
         #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
         if let Some(h) = e.downcast_ref::<hyper::Error>() {
-            if h.is_user() && h.source().is_some() {
+            if is_user_body_error(h) {
                 return Outcome::RequestError;
             }
             on_connection = true;
@@ -277,11 +276,35 @@ fn https_connect(error: &(dyn StdError + 'static)) -> Option<Outcome> {
 /// sent, which hyper-util retries itself only on a reused connection), or
 /// the pool gave up on the connection before any request. Either way the
 /// request never reached a server. hyper-util has no public test for the
-/// kind; its `Display` names it (`client error (Canceled)`), compared here
-/// without allocating. Should that text change, such errors fall back to
-/// `OtherError` (not retried for a POST), as before.
+/// kind; its `Display` names it (`client error (Canceled)`). Should that
+/// text change, such errors fall back to `OtherError` (not retried for a
+/// POST), as before.
 #[cfg(feature = "hyper-util")]
 fn handed_back_unsent(error: &hyper_util::client::legacy::Error) -> bool {
+    displays_as(error, "client error (Canceled)")
+}
+
+/// Whether `error` is hyper's error for the caller's request body failing
+/// (its `User(Body)` kind, whose cause is the body's error). hyper has no
+/// public test for the kind; its `Display` names it. Not any user error
+/// with a cause: hyper's `User(DispatchGone)` carries one too ("runtime
+/// dropped the dispatch task"), and hyper's HTTP/2 client fails with it
+/// the request it queued at the server's stream limit
+/// (`SETTINGS_MAX_CONCURRENT_STREAMS`) when the connection ends under it,
+/// a `GOAWAY` among others: read as the caller's error, that failure of
+/// the instance counted in no stats and was retried for no method
+/// (tonic reported INTERNAL). Should the text change, a failed request
+/// body falls back to `OtherError`: counted against the instance, and
+/// retried only for an idempotent method with a body that replays.
+#[cfg(any(feature = "hyper-util", feature = "reqwest"))]
+fn is_user_body_error(error: &hyper::Error) -> bool {
+    error.is_user() && displays_as(error, "error from user's Body stream")
+}
+
+/// Whether `error` displays exactly as `text`, compared as it is written
+/// (no allocation), stopping at the first difference.
+#[cfg(any(feature = "hyper-util", feature = "reqwest"))]
+fn displays_as(error: &dyn std::fmt::Display, text: &str) -> bool {
     use std::fmt::Write;
 
     /// Matches written text against `rest`, stopping at the first
@@ -297,9 +320,7 @@ fn handed_back_unsent(error: &hyper_util::client::legacy::Error) -> bool {
         }
     }
 
-    let mut matches = Matches {
-        rest: "client error (Canceled)",
-    };
+    let mut matches = Matches { rest: text };
     write!(matches, "{error}").is_ok() && matches.rest.is_empty()
 }
 

@@ -54,6 +54,14 @@
 //! timeout at or below the per-try timeout (the defaults are 2 s and 5 s;
 //! at equal values the client's connect timer fires first).
 //!
+//! **Queued at an HTTP/2 stream limit.** A request that hyper's HTTP/2
+//! client holds back because the server's `SETTINGS_MAX_CONCURRENT_STREAMS`
+//! is reached waits inside the per-try timeout, counts in flight on its
+//! instance (least-loaded rules see the queue) and has that wait in its
+//! latency. One the timer cuts off while it waits is a read timeout, and a
+//! POST is not retried: hyper still opens its stream, and sends it, once
+//! the server allows one (`tests/h2_stream_limit.rs`).
+//!
 //! **Your own client.** The balancer cannot reach into a client it is
 //! given: set the connect timeout on it yourself
 //! (`HttpConnector::set_connect_timeout`, `reqwest::ClientBuilder::connect_timeout`),
