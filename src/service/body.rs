@@ -279,7 +279,7 @@ pub trait TrackCompletion: ResponseStatus + Sized {
     fn track(self, done: Option<Completion>) -> Self::Tracked;
 }
 
-impl<B> TrackCompletion for http::Response<B> {
+impl<B: 'static> TrackCompletion for http::Response<B> {
     type Tracked = http::Response<TrackedBody<B>>;
 
     fn track(self, done: Option<Completion>) -> Self::Tracked {
@@ -288,12 +288,39 @@ impl<B> TrackCompletion for http::Response<B> {
         let (response, done) = hold_upgrade(self, done);
         #[cfg(not(any(feature = "hyper-util", feature = "reqwest")))]
         let response = self;
-        // A response without content has ended with its headers: its
-        // attempt ends now, not when the caller drops the response (a held
-        // 204 kept its instance busy and its latency running).
-        let done = done.filter(|_| has_content(&response));
+        // A response without content, or whose body has ended already, has
+        // ended with its headers: its attempt ends now, not when the caller
+        // drops the response (a held 204 kept its instance busy and its
+        // latency running).
+        let done = done.filter(|_| has_content(&response) && !body_ended(response.body()));
         response.map(|inner| TrackedBody { inner, done })
     }
+}
+
+/// Whether `body` says it has ended before any read, for the bodies that
+/// know it from the message's framing: hyper's (an HTTP/2 HEADERS frame
+/// that ended the stream, an HTTP/1 body of length 0) and reqwest's
+/// (hyper's, passed through). A response whose headers do not say it has
+/// no content may still have ended with them: an HTTP/2 server need not
+/// send `Content-Length` (a gRPC trailers-only response, an empty 200 or
+/// 503 from a server that omits it); such a response held unread stayed
+/// in flight on its instance, its latency running, until dropped. Any
+/// other body is read by its headers alone ([`has_content`]).
+fn body_ended<B: 'static>(body: &B) -> bool {
+    #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
+    {
+        let body: &dyn std::any::Any = body;
+        if let Some(body) = body.downcast_ref::<hyper::body::Incoming>() {
+            return body.is_end_stream();
+        }
+        #[cfg(feature = "reqwest")]
+        if let Some(body) = body.downcast_ref::<reqwest::Body>() {
+            return body.is_end_stream();
+        }
+    }
+    #[cfg(not(any(feature = "hyper-util", feature = "reqwest")))]
+    let _ = body;
+    false
 }
 
 /// Whether `response` may carry content: not a 204 or 304 (RFC 9110

@@ -18,7 +18,8 @@
 //! then counts as in flight on its instance from the send until, for a
 //! successful response, its body ends, fails or is dropped (a response
 //! without content, a 204, 304, `Content-Length: 0` or a HEAD's, has ended
-//! with its headers; the response body is wrapped in a [`TrackedBody`], as tower's
+//! with its headers, as has one whose hyper or reqwest body ended with them,
+//! such as an HTTP/2 response whose HEADERS end the stream); the response body is wrapped in a [`TrackedBody`], as tower's
 //! `PeakEwma` tracks completion through the body); its latency covers the
 //! same span, so a long stream reads as both busy and slow. A failed attempt (an error, a
 //! failure status) is recorded when its result arrives, with the latency

@@ -40,3 +40,18 @@ fn a_list_of_zero_lengths_has_no_content() {
         assert!(!has_content(&with_length(zero)), "{zero}");
     }
 }
+
+/// Only bodies that know their end from the framing say they ended before
+/// a read: reqwest's (an empty one is its end); any other type, even one
+/// empty, is read by its headers (`has_content`).
+#[test]
+fn only_framing_bodies_end_before_a_read() {
+    use super::body_ended;
+    #[cfg(feature = "reqwest")]
+    {
+        assert!(body_ended(&reqwest::Body::from(bytes::Bytes::new())));
+        assert!(!body_ended(&reqwest::Body::from("x")));
+    }
+    assert!(!body_ended(&http_body_util::Empty::<bytes::Bytes>::new()));
+    assert!(!body_ended(&()));
+}
