@@ -1,0 +1,49 @@
+//! Whether a response has ended with its headers: by its headers
+//! ([`has_content`]), or by its body's own framing ([`body_ended`]).
+
+/// Whether `body` says it has ended before any read, for the bodies that
+/// know it from the message's framing: hyper's (an HTTP/2 HEADERS frame
+/// that ended the stream, an HTTP/1 body of length 0) and reqwest's
+/// (hyper's, passed through). A response whose headers do not say it has
+/// no content may still have ended with them: an HTTP/2 server need not
+/// send `Content-Length` (a gRPC trailers-only response, an empty 200 or
+/// 503 from a server that omits it); such a response held unread stayed
+/// in flight on its instance, its latency running, until dropped. Any
+/// other body is read by its headers alone ([`has_content`]).
+pub(super) fn body_ended<B: 'static>(body: &B) -> bool {
+    #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
+    {
+        let body: &dyn std::any::Any = body;
+        if let Some(body) = body.downcast_ref::<hyper::body::Incoming>() {
+            return http_body::Body::is_end_stream(body);
+        }
+        #[cfg(feature = "reqwest")]
+        if let Some(body) = body.downcast_ref::<reqwest::Body>() {
+            return http_body::Body::is_end_stream(body);
+        }
+    }
+    #[cfg(not(any(feature = "hyper-util", feature = "reqwest")))]
+    let _ = body;
+    false
+}
+
+/// Whether `response` may carry content: not a 204 or 304 (RFC 9110
+/// sections 15.3.5 and 15.4.5), nor one whose `Content-Length` is 0.
+pub(super) fn has_content<B>(response: &http::Response<B>) -> bool {
+    let status = response.status();
+    if status == http::StatusCode::NO_CONTENT || status == http::StatusCode::NOT_MODIFIED {
+        return false;
+    }
+    // Zero however written: `Content-Length` is `1*DIGIT` (RFC 9110
+    // §8.6), so `00` is zero too, and a list of equal values is that value
+    // (`0, 0`: duplicates a proxy merged, which hyper reads as 0).
+    response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .is_none_or(|length| {
+            !length.as_bytes().split(|&b| b == b',').all(|value| {
+                let digits = value.trim_ascii();
+                !digits.is_empty() && digits.iter().all(|&b| b == b'0')
+            })
+        })
+}
