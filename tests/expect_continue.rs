@@ -5,8 +5,9 @@
 //! whole and resets the connection.
 //!
 //! hyper (under both clients) does not wait for the 100: it sends the body
-//! with the head, so a final status that comes first does not prove the
-//! body unsent, and the retry decision is the usual one: a POST answered
+//! with the head ([hyper#3833](https://github.com/hyperium/hyper/issues/3833),
+//! [hyper PR #3472](https://github.com/hyperium/hyper/pull/3472)), so a
+//! final status that comes first does not prove the body unsent, and the retry decision is the usual one: a POST answered
 //! is never sent again, whatever the status; a PUT answered 503 goes to
 //! the other instance with its whole body. The per-try timeout runs from
 //! the send (a body in memory), so a server that answers 100 then hangs
@@ -263,7 +264,10 @@ async fn a_put_answered_503_before_its_body_is_read_is_sent_whole_elsewhere() {
     }
 }
 
-/// 100 Continue then nothing: the balancer's per-try timeout fires (not
+/// 100 Continue then nothing (Envoy took a forwarded 100 for the response
+/// started and then neither reported nor counted the timeout,
+/// [envoy#12131](https://github.com/envoyproxy/envoy/issues/12131)): the
+/// balancer's per-try timeout fires (not
 /// before a per-try timeout after the send), the POST is not sent again (its body went out after
 /// the 100), the instance is charged one read timeout.
 #[tokio::test]

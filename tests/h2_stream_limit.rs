@@ -124,6 +124,13 @@ async fn held_stream(
 /// say the request was unsent, and the same error also ends requests that
 /// were sent when hyper's connection task is dropped). The held stream
 /// completes on the going-away connection.
+///
+/// The peers' reports of this case: gRPC Java fails such a call with
+/// "UNAVAILABLE: GOAWAY closed buffered stream" and retries it, never
+/// sent ([grpc-java#8208](https://github.com/grpc/grpc-java/issues/8208),
+/// [grpc-java#10533](https://github.com/grpc/grpc-java/issues/10533));
+/// hyper dropping requests at a GOAWAY:
+/// [hyper#2500](https://github.com/hyperium/hyper/issues/2500).
 #[tokio::test]
 async fn a_request_queued_at_the_stream_limit_when_the_server_goes_away() {
     for method in [http::Method::GET, http::Method::POST] {
@@ -177,9 +184,11 @@ async fn a_request_queued_at_the_stream_limit_when_the_server_goes_away() {
 
 /// The same through tonic (`grpc::balance` over `grpc::h2c_client`): a
 /// unary call queued behind an open server stream when the server goes
-/// away is UNAVAILABLE, as gRPC reports a transport failure; it was
-/// INTERNAL (the status of the caller's own request body failing, which
-/// gRPC clients do not retry).
+/// away is UNAVAILABLE, as gRPC reports a transport failure (gRPC Java's
+/// "GOAWAY closed buffered stream",
+/// [grpc-java#8208](https://github.com/grpc/grpc-java/issues/8208)); it
+/// was INTERNAL (the status of the caller's own request body failing,
+/// which gRPC clients do not retry).
 #[cfg(feature = "grpc")]
 #[tokio::test]
 async fn a_grpc_call_queued_at_the_stream_limit_when_the_server_goes_away_is_unavailable() {
