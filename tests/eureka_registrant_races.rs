@@ -25,7 +25,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use support::eureka::EurekaFixture;
 use tower_ribbon::InstanceStatus;
-use tower_ribbon::discovery::eureka::{EurekaRegistration, RegistrationHandle};
+use tower_ribbon::discovery::eureka::{
+    EurekaRegistration, EurekaRegistrationBuilder, RegistrationHandle,
+};
 
 const STATUSES: [InstanceStatus; 4] = [
     InstanceStatus::Up,
@@ -34,13 +36,18 @@ const STATUSES: [InstanceStatus; 4] = [
     InstanceStatus::Starting,
 ];
 
-/// Renewals by `renew_now` only.
-fn manual(app: &str, port: u16, urls: &str) -> EurekaRegistration {
+/// Renewals by `renew_now` only, each request cut at `timeout`.
+fn manual_with(app: &str, port: u16, urls: &str, timeout: Duration) -> EurekaRegistrationBuilder {
     EurekaRegistration::builder(app, "127.0.0.1", port)
         .server_urls(urls)
-        .request_timeout(Duration::from_secs(5))
+        .request_timeout(timeout)
         .renew_interval(Duration::from_secs(600))
         .lease_duration(Duration::from_secs(1800))
+}
+
+/// Renewals by `renew_now` only.
+fn manual(app: &str, port: u16, urls: &str) -> EurekaRegistration {
+    manual_with(app, port, urls, Duration::from_secs(5))
         .build()
         .expect("registration")
 }
@@ -223,10 +230,7 @@ async fn a_repeated_status_does_not_undo_an_operators_override() {
     };
     let app = "operator-override";
     let id = "127.0.0.1:operator-override:19802".to_owned();
-    let handle = EurekaRegistration::builder(app, "127.0.0.1", 19_802)
-        .server_url(eureka.url())
-        .renew_interval(Duration::from_secs(600))
-        .lease_duration(Duration::from_secs(1800))
+    let handle = manual_with(app, 19_802, &eureka.url(), Duration::from_secs(5))
         .initial_status(InstanceStatus::Starting)
         .build()
         .expect("registration")
@@ -299,11 +303,7 @@ async fn a_peer_restart_keeps_draining_and_operator_statuses() {
     let start = |app: &'static str, port: u16, status: InstanceStatus| {
         let urls = urls.clone();
         async move {
-            let registration = EurekaRegistration::builder(app, "127.0.0.1", port)
-                .server_urls(&urls)
-                .request_timeout(Duration::from_secs(3))
-                .renew_interval(Duration::from_secs(600))
-                .lease_duration(Duration::from_secs(1800))
+            let registration = manual_with(app, port, &urls, Duration::from_secs(3))
                 .initial_status(InstanceStatus::Starting)
                 .build()
                 .expect("registration");
@@ -393,11 +393,7 @@ async fn status_changes_while_the_server_hangs_end_with_the_last_one() {
     };
     let app = "hung-changes";
     let id = "127.0.0.1:hung-changes:19841".to_owned();
-    let handle = EurekaRegistration::builder(app, "127.0.0.1", 19_841)
-        .server_url(eureka.url())
-        .request_timeout(Duration::from_secs(1))
-        .renew_interval(Duration::from_secs(600))
-        .lease_duration(Duration::from_secs(1800))
+    let handle = manual_with(app, 19_841, &eureka.url(), Duration::from_secs(1))
         .build()
         .expect("registration")
         .start()
@@ -445,11 +441,7 @@ async fn an_up_delivered_by_a_reregistration_is_not_sent_again_over_an_operator(
     };
     let app = "pending-up";
     let id = "127.0.0.1:pending-up:19851".to_owned();
-    let handle = EurekaRegistration::builder(app, "127.0.0.1", 19_851)
-        .server_url(eureka.url())
-        .request_timeout(Duration::from_secs(5))
-        .renew_interval(Duration::from_secs(600))
-        .lease_duration(Duration::from_secs(1800))
+    let handle = manual_with(app, 19_851, &eureka.url(), Duration::from_secs(5))
         .initial_status(InstanceStatus::Starting)
         .build()
         .expect("registration")
