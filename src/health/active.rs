@@ -110,6 +110,13 @@ pub struct ActiveHealthCheck {
     /// Whether a registry health URL may point at another host or port
     /// (registry data then decides where probes go). Default `false`.
     pub allow_other_hosts: bool,
+    /// The most probes of one round in flight at once (tasks and sockets),
+    /// at least one. A round over more instances starts each further probe
+    /// as one ends, so a list of n instances costs at most this many
+    /// sockets at once instead of n, and a round takes at least
+    /// `ceil(n / max_concurrent_probes)` probe times (Envoy spreads its
+    /// checks too, each host on its own timer). Default 64.
+    pub max_concurrent_probes: usize,
     /// The client of `https` probes, set by `https_client` (feature `tls`).
     #[cfg(feature = "tls")]
     pub(crate) https: Option<https::TlsProbe>,
@@ -127,6 +134,7 @@ impl Default for ActiveHealthCheck {
             unhealthy_threshold: 3,
             use_registry_url: true,
             allow_other_hosts: false,
+            max_concurrent_probes: 64,
             #[cfg(feature = "tls")]
             https: None,
         }
@@ -187,6 +195,11 @@ impl ActiveHealthCheck {
         check(
             self.unhealthy_threshold >= 1,
             "ActiveHealthCheck::unhealthy_threshold",
+            "must be at least 1",
+        )?;
+        check(
+            self.max_concurrent_probes >= 1,
+            "ActiveHealthCheck::max_concurrent_probes",
             "must be at least 1",
         )
     }
@@ -364,6 +377,10 @@ async fn round(
             .collect();
         warned.retain(|k| current.contains(k));
     }
+    // At most `max_concurrent_probes` probes in flight: a round spawned
+    // one per instance at once, and a list larger than the process's
+    // descriptor limit failed every healthy instance (EMFILE).
+    let limit = config.max_concurrent_probes.max(1);
     let mut checks = tokio::task::JoinSet::new();
     let mut changed = false;
     for endpoint in snapshot.endpoints().iter().cloned() {
@@ -382,24 +399,46 @@ async fn round(
             changed |= endpoint.stats().clear_active_pending();
             continue;
         };
+        while checks.len() >= limit {
+            match checks.join_next().await {
+                Some(joined) => changed |= record(joined, service, config),
+                None => break,
+            }
+        }
         let (client, timeout) = (client.clone(), config.timeout);
         checks.spawn(async move {
             let passed = probe(&client, &url, timeout).await;
             (endpoint, passed)
         });
     }
-    while let Some(Ok((endpoint, passed))) = checks.join_next().await {
-        let result = if passed { "healthy" } else { "unhealthy" };
-        metrics::counter!(crate::metrics::HEALTH_CHECKS, "service" => service.to_owned(), "result" => result)
-            .increment(1);
-        let stats = endpoint.stats();
-        if stats.record_active_check(passed, config.healthy_threshold, config.unhealthy_threshold) {
-            let healthy = !stats.is_active_unhealthy();
-            tracing::info!(service = %service, instance = %endpoint, healthy, "active health check changed");
-            changed = true;
-        }
+    while let Some(joined) = checks.join_next().await {
+        changed |= record(joined, service, config);
     }
     Some(changed)
+}
+
+/// Records one probe's verdict; `true` if it changed. A probe task that
+/// panicked or was cancelled gives no verdict, and the round goes on
+/// collecting the others (it stopped at the first before).
+fn record(
+    joined: Result<(crate::instance::Endpoint, bool), tokio::task::JoinError>,
+    service: &str,
+    config: &ActiveHealthCheck,
+) -> bool {
+    let Ok((endpoint, passed)) = joined else {
+        tracing::warn!(service = %service, "health-check probe task ended without a verdict");
+        return false;
+    };
+    let result = if passed { "healthy" } else { "unhealthy" };
+    metrics::counter!(crate::metrics::HEALTH_CHECKS, "service" => service.to_owned(), "result" => result)
+        .increment(1);
+    let stats = endpoint.stats();
+    if stats.record_active_check(passed, config.healthy_threshold, config.unhealthy_threshold) {
+        let healthy = !stats.is_active_unhealthy();
+        tracing::info!(service = %service, instance = %endpoint, healthy, "active health check changed");
+        return true;
+    }
+    false
 }
 
 /// Starts the checking task of one service; it ends once

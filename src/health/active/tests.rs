@@ -113,6 +113,14 @@ fn validate_names_the_field() {
         "ActiveHealthCheck::unhealthy_threshold"
     );
     c = ActiveHealthCheck {
+        max_concurrent_probes: 0,
+        ..ActiveHealthCheck::default()
+    };
+    assert_eq!(
+        c.validate().unwrap_err().field(),
+        "ActiveHealthCheck::max_concurrent_probes"
+    );
+    c = ActiveHealthCheck {
         interval: Duration::from_millis(9),
         ..ActiveHealthCheck::default()
     };
