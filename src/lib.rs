@@ -19,7 +19,7 @@
 //! let lb = LoadBalancer::builder()
 //!     .source(eureka)
 //!     .service("user-service")
-//!     .build(ReqwestService::new(reqwest::Client::new()))?;
+//!     .build(ReqwestService::default())?; // reqwest, redirects off
 //! let request = http::Request::get("http://user-service/api/x").body(String::new())?;
 //! let response = lb.oneshot(request).await?;
 //! assert!(response.status().is_success());

@@ -17,6 +17,19 @@ use tower::Service;
 /// crate, which does not accept IPv6 zone ids; use the hyper-util client
 /// for link-local instances.
 ///
+/// **Redirects.** [`ReqwestService::default`] follows none, as Ribbon
+/// (`FollowRedirects` false) and the hyper-util and tonic clients: a 3xx
+/// reaches the caller as it came, counted against the instance that sent
+/// it. A client passed to [`ReqwestService::new`] keeps its own policy,
+/// and `reqwest::Client::new()` follows up to 10: a `307` or `308` then
+/// sends the request (a POST with its body) again to wherever `Location`
+/// points, another instance or another host, outside the balancer's
+/// accounting (that server's answer, latency and errors are charged to
+/// the instance picked, and no rule, breaker or retry budget sees the
+/// second server). Build the client with
+/// `.redirect(reqwest::redirect::Policy::none())` to keep every request
+/// to the instance the balancer picked.
+///
 /// Its errors name the request's URL with the query and fragment shown as
 /// `***` (`for url (http://10.0.0.7:8080/api?***)`), as the balancer's
 /// own errors do: a query may carry a token.
@@ -27,7 +40,7 @@ use tower::Service;
 /// let svc = ReqwestService::new(reqwest::Client::new());
 /// # let _ = svc;
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ReqwestService {
     client: reqwest::Client,
 }
@@ -41,6 +54,18 @@ impl ReqwestService {
     /// The wrapped client.
     pub fn client(&self) -> &reqwest::Client {
         &self.client
+    }
+}
+
+impl Default for ReqwestService {
+    /// A `reqwest::Client` with reqwest's defaults but redirects off
+    /// (`redirect::Policy::none()`; see the type's docs).
+    fn default() -> Self {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        Self { client }
     }
 }
 

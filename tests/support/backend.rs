@@ -11,7 +11,7 @@
 #![allow(dead_code)]
 
 #[path = "serve.rs"]
-mod serve;
+pub mod serve;
 
 use std::convert::Infallible;
 use std::io;
