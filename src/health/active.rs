@@ -19,7 +19,10 @@
 //! - **Schedule**: the first round after `initial_delay`, then one round
 //!   `interval` after the previous round ended; every wait is lengthened
 //!   by a uniform random share of `interval_jitter`, so many clients do not
-//!   probe in step.
+//!   probe in step. A round keeps at most
+//!   [`max_concurrent_probes`](ActiveHealthCheck::max_concurrent_probes)
+//!   probes in flight (per service), so a long list costs that many
+//!   sockets at once, not one per instance.
 //! - **Target**: the instance's own host, never another one unless
 //!   `allow_other_hosts` is set. In order:
 //!   1. the registry's health URL (Eureka `healthCheckUrl`, when
