@@ -79,37 +79,65 @@ impl EurekaFixture {
     /// to the other and syncing from it at start. `None` (test skipped)
     /// only outside CI, as [`start`](Self::start).
     pub fn start_cluster() -> Option<[EurekaFixture; 2]> {
-        let free = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-        };
-        let ports = match (free(), free()) {
-            (Ok(a), Ok(b)) if a != b => [a, b],
-            other => panic!("no free ports: {other:?}"),
-        };
-        let url = |port: u16| format!("http://127.0.0.1:{port}/eureka/");
-        let mut peers = Vec::new();
-        for (i, port) in ports.iter().enumerate() {
-            let others = vec![url(ports[1 - i])];
-            match run_start_with(Some(*port), &others) {
-                Ok(_) => peers.push(EurekaFixture {
-                    port: *port,
-                    running: true,
-                    peers: others,
-                }),
-                Err(e) if in_ci() => {
-                    panic!("Eureka cluster fixture is required under CI=true: {e}")
-                }
-                Err(e) => {
-                    eprintln!("SKIPPED: Eureka cluster fixture unavailable: {e}");
-                    return None;
+        // Each peer must know the other's URL before it starts, so the two
+        // ports are picked first: both listeners are held until both ports
+        // are known, so they differ. Another process may still take one
+        // before its peer binds it; the whole cluster is then tried again
+        // on new ports.
+        let mut last = String::new();
+        for _ in 0..5 {
+            let listeners = (
+                std::net::TcpListener::bind("127.0.0.1:0"),
+                std::net::TcpListener::bind("127.0.0.1:0"),
+            );
+            let ports = match &listeners {
+                (Ok(a), Ok(b)) => match (a.local_addr(), b.local_addr()) {
+                    (Ok(a), Ok(b)) => [a.port(), b.port()],
+                    other => panic!("no free ports: {other:?}"),
+                },
+                other => panic!("no free ports: {other:?}"),
+            };
+            drop(listeners);
+            let url = |port: u16| format!("http://127.0.0.1:{port}/eureka/");
+            let mut peers = Vec::new();
+            let mut taken = false;
+            for (i, port) in ports.iter().enumerate() {
+                let others = vec![url(ports[1 - i])];
+                match run_start_with(Some(*port), &others) {
+                    Ok(_) => peers.push(EurekaFixture {
+                        port: *port,
+                        running: true,
+                        peers: others,
+                    }),
+                    Err(e) if e.contains("already in use") || e.contains("was taken") => {
+                        // (the started peer is stopped as it is dropped)
+                        last = e;
+                        taken = true;
+                        break;
+                    }
+                    Err(e) if in_ci() => {
+                        panic!("Eureka cluster fixture is required under CI=true: {e}")
+                    }
+                    Err(e) => {
+                        eprintln!("SKIPPED: Eureka cluster fixture unavailable: {e}");
+                        return None;
+                    }
                 }
             }
+            if taken {
+                continue;
+            }
+            let second = peers.pop()?;
+            let first = peers.pop()?;
+            return Some([first, second]);
         }
-        let second = peers.pop()?;
-        let first = peers.pop()?;
-        Some([first, second])
+        if in_ci() {
+            panic!(
+                "Eureka cluster fixture is required under CI=true: no free ports in 5 tries: {last}"
+            );
+        }
+        eprintln!("SKIPPED: Eureka cluster fixture unavailable: {last}");
+        None
     }
 
     /// `http://127.0.0.1:PORT/eureka`

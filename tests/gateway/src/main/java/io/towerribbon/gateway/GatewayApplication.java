@@ -5,6 +5,7 @@ import java.util.List;
 
 import org.springframework.boot.SpringApplication;
 import org.springframework.boot.autoconfigure.SpringBootApplication;
+import org.springframework.context.ConfigurableApplicationContext;
 import org.springframework.cloud.loadbalancer.annotation.LoadBalancerClients;
 
 @SpringBootApplication
@@ -36,6 +37,7 @@ public class GatewayApplication {
             SpringApplication.run(GatewayApplication.class, args);
             return;
         }
+        List<ConfigurableApplicationContext> started = new ArrayList<>();
         for (String spec : instances.split(",")) {
             String[] portLocation = spec.split(":", 2);
             if (portLocation.length != 2) {
@@ -44,7 +46,18 @@ public class GatewayApplication {
             List<String> own = new ArrayList<>(common);
             own.add("--server.port=" + portLocation[0]);
             own.add("--spring.config.location=" + portLocation[1]);
-            SpringApplication.run(GatewayApplication.class, own.toArray(new String[0]));
+            try {
+                started.add(SpringApplication.run(GatewayApplication.class, own.toArray(new String[0])));
+            } catch (RuntimeException e) {
+                // One context failed (its port taken meanwhile, say; Spring has logged why).
+                // The contexts already started would keep this JVM alive, and its start script
+                // waiting, so they are closed and the JVM ends: the script then retries on
+                // other ports.
+                for (ConfigurableApplicationContext context : started) {
+                    context.close();
+                }
+                System.exit(1);
+            }
         }
     }
 }

@@ -6,6 +6,7 @@ import java.util.List;
 import org.springframework.beans.factory.annotation.Value;
 import org.springframework.boot.SpringApplication;
 import org.springframework.boot.autoconfigure.SpringBootApplication;
+import org.springframework.context.ConfigurableApplicationContext;
 import org.springframework.http.MediaType;
 import org.springframework.web.bind.annotation.GetMapping;
 import org.springframework.web.bind.annotation.RestController;
@@ -43,6 +44,7 @@ public class UserApiApplication {
             SpringApplication.run(UserApiApplication.class, args);
             return;
         }
+        List<ConfigurableApplicationContext> started = new ArrayList<>();
         for (String spec : instances.split(",")) {
             String[] portHint = spec.split(":", 2);
             if (portHint.length != 2) {
@@ -51,7 +53,18 @@ public class UserApiApplication {
             List<String> own = new ArrayList<>(common);
             own.add("--server.port=" + portHint[0]);
             own.add("--eureka.instance.metadata-map.hint=" + portHint[1]);
-            SpringApplication.run(UserApiApplication.class, own.toArray(new String[0]));
+            try {
+                started.add(SpringApplication.run(UserApiApplication.class, own.toArray(new String[0])));
+            } catch (RuntimeException e) {
+                // One context failed (its port taken meanwhile, say; Spring has logged why).
+                // The contexts already started would keep this JVM alive, and its start script
+                // waiting, so they are closed and the JVM ends: the script then retries on
+                // other ports.
+                for (ConfigurableApplicationContext context : started) {
+                    context.close();
+                }
+                System.exit(1);
+            }
         }
     }
 
