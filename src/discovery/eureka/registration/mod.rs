@@ -42,6 +42,12 @@
 //! the heartbeat, and sends the wanted status again when that server
 //! serves another (see `late.rs`).
 //!
+//! Over an existing lease Eureka keeps its copy when that copy is stamped
+//! later than the registration (by a clock ahead of this host's: a
+//! previous run's, an operator's). Every registration reads the instance
+//! back from the server that took it and, over such a copy, registers once
+//! more stamped past it (see `kept.rs`).
+//!
 //! Renewals go on through a Eureka outage (each failure is logged and
 //! counted), and the instance is registered again when the server is back.
 //!
@@ -62,6 +68,7 @@
 //! ```
 
 mod builder;
+mod kept;
 mod late;
 mod status;
 
@@ -183,15 +190,25 @@ impl Shared {
         // UNKNOWN, its heartbeats 404) would otherwise win every time.
         self.mark_dirty();
         let wanted = self.status();
-        let body = self.body_with(wanted)?;
-        self.note_sent(wanted);
-        let answer = self
-            .http
-            .send(LeaseCall::Register, &self.app_path(), Some(body))
-            .await;
-        let answer = self.note_late_write(answer)?;
-        expect(&answer, &[StatusCode::NO_CONTENT, StatusCode::OK])?;
-        self.registrations.fetch_add(1, Ordering::Relaxed);
+        let mut again = true;
+        let answer = loop {
+            let sent = self.dirty();
+            let body = self.body_with(wanted)?;
+            self.note_sent(wanted);
+            let answer = self
+                .http
+                .send(LeaseCall::Register, &self.app_path(), Some(body))
+                .await;
+            let answer = self.note_late_write(answer)?;
+            expect(&answer, &[StatusCode::NO_CONTENT, StatusCode::OK])?;
+            self.registrations.fetch_add(1, Ordering::Relaxed);
+            // A copy stamped by a clock ahead of this host's is kept over
+            // the registration (see `kept.rs`): once more, stamped past it.
+            if !(again && self.kept_newer_copy_locked(&answer.server, sent).await) {
+                break answer;
+            }
+            again = false;
+        };
         if wanted == InstanceStatus::Up {
             // Served UP, unless the server keeps an override (see
             // `status.rs`): one this registration left is undone.
@@ -374,7 +391,8 @@ impl EurekaRegistration {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RegistrationStats {
-    /// Successful registrations (the first, and every re-registration).
+    /// Successful registrations (the first, every re-registration, and
+    /// each one sent again over a copy stamped later; see the module docs).
     pub registrations: u64,
     /// Successful renewals.
     pub renewals: u64,

@@ -1,0 +1,142 @@
+//! A registration the server ignored: its copy was stamped by a clock
+//! ahead of this host's.
+//!
+//! Over an existing lease, Eureka keeps its own copy when that copy's
+//! `lastDirtyTimestamp` is later than the registration's, and answers 204
+//! all the same (`AbstractInstanceRegistry.register`; Netflix/eureka#802).
+//! Heartbeats stamped earlier than the copy get 200
+//! (`InstanceResource.validateDirtyTimestamp`), so nothing corrects it.
+//! Timestamps are wall-clock milliseconds of whoever wrote them, and
+//! another clock can be ahead of this host's: a previous run of the
+//! instance on a host whose clock was ahead (or this host's clock stepped
+//! back by NTP since) left a copy with its old metadata and address,
+//! served for as long as this run renewed the lease; an operator whose
+//! clock is ahead cleared an override (the server then serves UNKNOWN and
+//! 404s heartbeats, Netflix/eureka#955), and every re-registration was
+//! ignored until this host's clock passed the operator's. Java's client
+//! has the same gap (its `InstanceInfo` is stamped with its own clock
+//! only).
+//!
+//! Here every registration reads the instance back (`GET
+//! {base}/apps/{APP}/{id}`, JSON) from the server that took it: a copy
+//! stamped later than the registration raises the instance's timestamp
+//! past the copy's, and the instance registers once more. A copy stamped
+//! at or past `i64::MAX` (Java's `Long`, which no later stamp fits) is
+//! left, with a warning. A failed read is logged at DEBUG and the
+//! registration stands. Cost: one GET per registration (the first, and
+//! each one after a heartbeat's 404).
+
+use std::sync::atomic::Ordering;
+
+use serde::Deserialize;
+
+use super::super::client::Fetched;
+use super::super::wire::WireError;
+use super::Shared;
+
+/// The latest `lastDirtyTimestamp` a stamp can carry: Eureka parses it as
+/// a Java `long`.
+const MAX_STAMP: u64 = i64::MAX as u64;
+
+impl Shared {
+    /// Reads the instance back from `server` after a registration stamped
+    /// `sent`: `true` if the server kept a copy stamped later, and the
+    /// instance's timestamp now passes it (register again). Call with `op`
+    /// held.
+    pub(super) async fn kept_newer_copy_locked(&self, server: &str, sent: u64) -> bool {
+        let theirs = match self.http.get_at(server, &self.path(), decode_dirty).await {
+            Ok(Fetched::Found(Some(theirs))) => theirs,
+            Ok(Fetched::Found(None) | Fetched::NotFound) => return false,
+            Err(e) => {
+                tracing::debug!(app = %self.app, id = %self.id, error = %e, "could not read the registration back");
+                return false;
+            }
+        };
+        if theirs <= sent {
+            return false;
+        }
+        if theirs >= MAX_STAMP {
+            tracing::warn!(app = %self.app, id = %self.id, %server, theirs, "Eureka keeps a copy of the instance stamped at the latest time a timestamp can carry; it cannot be replaced");
+            return false;
+        }
+        tracing::warn!(app = %self.app, id = %self.id, %server, theirs, sent, "Eureka kept its copy of the instance, stamped later than this host's clock; registering again stamped past it");
+        self.raise_dirty_past(theirs);
+        true
+    }
+
+    /// Raises the dirty timestamp past `stamp`.
+    fn raise_dirty_past(&self, stamp: u64) {
+        let _ = self
+            .dirty
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |was| {
+                Some(was.max(stamp.saturating_add(1)).min(MAX_STAMP))
+            });
+    }
+}
+
+/// The `lastDirtyTimestamp` of a `GET /apps/{APP}/{id}` JSON answer
+/// (`{"instance":{"lastDirtyTimestamp":"1764400000100",…}}`, a string in
+/// Eureka's codec, a number accepted too); `None` when absent or not a
+/// count of milliseconds.
+pub(super) fn decode_dirty(
+    body: &[u8],
+    _deadline: std::time::Instant,
+) -> Result<Option<u64>, WireError> {
+    #[derive(Deserialize)]
+    struct Envelope {
+        instance: Record,
+    }
+    #[derive(Deserialize)]
+    struct Record {
+        #[serde(rename = "lastDirtyTimestamp", default)]
+        last_dirty: Option<Stamp>,
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stamp {
+        Number(u64),
+        Text(String),
+        Other(serde::de::IgnoredAny),
+    }
+    let record = serde_json::from_slice::<Envelope>(body)
+        .map_err(|source| WireError::Malformed {
+            line: source.line(),
+            column: source.column(),
+            source,
+        })?
+        .instance;
+    Ok(match record.last_dirty {
+        Some(Stamp::Number(n)) => Some(n),
+        Some(Stamp::Text(s)) => s.trim().parse().ok(),
+        Some(Stamp::Other(_)) | None => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stamp_is_read_from_an_instance_answer() {
+        let at = std::time::Instant::now();
+        let dirty = |body: &str| decode_dirty(body.as_bytes(), at);
+        let text = r#"{"instance":{"status":"UP","lastDirtyTimestamp":"1796444945560"}}"#;
+        assert_eq!(dirty(text).unwrap(), Some(1_796_444_945_560));
+        let number = r#"{"instance":{"lastDirtyTimestamp":1796444945560}}"#;
+        assert_eq!(dirty(number).unwrap(), Some(1_796_444_945_560));
+        for odd in [
+            r#"{"instance":{}}"#,
+            r#"{"instance":{"lastDirtyTimestamp":"-5"}}"#,
+            r#"{"instance":{"lastDirtyTimestamp":"soon"}}"#,
+            r#"{"instance":{"lastDirtyTimestamp":-5}}"#,
+            r#"{"instance":{"lastDirtyTimestamp":null}}"#,
+            r#"{"instance":{"lastDirtyTimestamp":{"$":1}}}"#,
+        ] {
+            assert_eq!(dirty(odd).unwrap(), None, "{odd}");
+        }
+        // Out of a double's range: serde_json refuses the whole answer.
+        assert!(dirty(r#"{"instance":{"lastDirtyTimestamp":1e400}}"#).is_err());
+        assert!(dirty("<instance/>").is_err());
+        assert!(dirty(r#"{"application":{}}"#).is_err());
+    }
+}
