@@ -9,7 +9,14 @@
 //!    current [`Snapshot`]) is loaded (one atomic load, no lock);
 //! 3. the picker chooses an endpoint;
 //! 4. scheme and authority are rewritten to the endpoint
-//!    (`http://127.0.0.1:8081/api/x`); path and query are kept;
+//!    (`http://127.0.0.1:8081/api/x`, `http://[::1]:8081/api/x`); path and
+//!    query are kept. The caller's userinfo and port go with the rest of
+//!    the authority: no instance receives `http://user:secret@svc/`'s
+//!    credentials (reqwest would send them as basic auth; HTTP/2's
+//!    `:authority` must not carry them); send an `Authorization` header
+//!    instead. A `Host` header the caller set is kept, as Envoy keeps it
+//!    without `auto_host_rewrite`; without one the client derives it from
+//!    the endpoint;
 //! 5. the inner service (hyper-util's client, [`ReqwestService`], ...) sends
 //!    it, and the endpoint's stats record the attempt.
 //!
