@@ -654,3 +654,82 @@ async fn sclb_842_an_instance_restarted_on_another_port_is_checked_and_served_th
     assert_eq!(old.paths().len() - traffic(&old), old_probes);
     assert_eq!(new.paths()[0], "/actuator/health");
 }
+
+/// A loopback listener that accepts connections and never answers: a hung
+/// instance. Its connections are held until it is dropped.
+struct Hung {
+    addr: SocketAddr,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Hung {
+    async fn start() -> Hung {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+        Hung {
+            addr,
+            accepted,
+            _task: task,
+        }
+    }
+
+    /// Connections accepted so far.
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// An instance that joins while a full round waits on hung instances is
+/// probed when its list is published, not once the round ends. Here the
+/// round holds 3 hung instances at 1 probe in flight and a 30 s timeout,
+/// so it lasts 90 s. Before, the joining instance's first probe waited for
+/// the round's end, 90 s, held unhealthy (no traffic) meanwhile; now it is
+/// probed when its list is published, 1 s into the round, and serves,
+/// while the round's first hung probe still runs.
+#[tokio::test(start_paused = true)]
+async fn an_instance_joining_during_a_round_held_by_hung_instances_is_probed_at_once() {
+    let a = ProbeServer::start("127.0.0.1", answering(200)).await;
+    let passing = ProbeServer::start("127.0.0.1", answering(200)).await;
+    let hung = [
+        Hung::start().await,
+        Hung::start().await,
+        Hung::start().await,
+    ];
+    let mut listed = vec![instance(a.addr)];
+    listed.extend(hung.iter().map(|h| instance(h.addr)));
+    let source = StaticSource::new().with_instances("svc", listed.clone());
+    let mut health = check(600_000, 0, 0);
+    health.timeout = Duration::from_secs(30);
+    health.max_concurrent_probes = 1;
+    let lb = refreshed_and_checked(&source, health).await;
+    let began = Instant::now();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(a.paths(), ["/actuator/health"], "the round's first probe");
+
+    listed.push(instance(passing.addr));
+    source.set_instances("svc", listed);
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert_eq!(lb.snapshot("svc").expect("svc").endpoints().len(), 5);
+    let probed = passing.times();
+    assert_eq!(probed.len(), 1, "the joining instance's first probe");
+    assert!(
+        probed[0] - began < Duration::from_secs(2),
+        "probed {:?} after the round began",
+        probed[0] - began
+    );
+    assert!(!unhealthy(&lb, 4), "the joining instance, probed, serves");
+    assert!(
+        hung.iter().all(|h| h.accepted() <= 1),
+        "the round still runs"
+    );
+}

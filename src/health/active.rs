@@ -22,7 +22,10 @@
 //!   probe in step. A round keeps at most
 //!   [`max_concurrent_probes`](ActiveHealthCheck::max_concurrent_probes)
 //!   probes in flight (per service), so a long list costs that many
-//!   sockets at once, not one per instance.
+//!   sockets at once, not one per instance. The first probes of instances
+//!   that join run beside a scheduled round (at most as many again), so a
+//!   round held by hung instances (`ceil(n / max_concurrent_probes)`
+//!   timeouts for `n` of them) does not hold a new instance unhealthy.
 //! - **Target**: the instance's own host, never another one unless
 //!   `allow_other_hosts` is set. In order:
 //!   1. the registry's health URL (Eureka `healthCheckUrl`, when
@@ -46,13 +49,12 @@
 //!   Without the `tls` feature `https` instances are not probed (one
 //!   warning per instance) and keep their passive health only.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::discovery::{Snapshot, TaskGuard};
+use crate::discovery::Snapshot;
 use crate::error::{quote, redact};
-use crate::instance::{Instance, InstanceKey};
+use crate::instance::Instance;
 use crate::stats::{InvalidConfig, check};
 
 cfg_feature! {
@@ -60,7 +62,8 @@ cfg_feature! {
     mod https;
 }
 mod probe;
-use probe::{ProbeClient, probe};
+mod rounds;
+pub(crate) use rounds::spawn_health_checks;
 
 /// Metadata key of Spring Boot's management (actuator) port.
 pub const MANAGEMENT_PORT: &str = "management.port";
@@ -118,7 +121,9 @@ pub struct ActiveHealthCheck {
     /// as one ends, so a list of n instances costs at most this many
     /// sockets at once instead of n, and a round takes at least
     /// `ceil(n / max_concurrent_probes)` probe times (Envoy spreads its
-    /// checks too, each host on its own timer). Default 64.
+    /// checks too, each host on its own timer). The first probes of
+    /// instances that join during a round have a budget of their own, so a
+    /// service has at most twice this many in flight. Default 64.
     pub max_concurrent_probes: usize,
     /// The client of `https` probes, set by `https_client` (feature `tls`).
     #[cfg(feature = "tls")]
@@ -357,140 +362,6 @@ pub(crate) struct CheckHooks {
     pub(crate) wait_for_probe: Arc<std::sync::atomic::AtomicBool>,
     /// Woken when the service publishes a new list.
     pub(crate) published: Arc<tokio::sync::Notify>,
-}
-
-/// One round over the current list (with `only_pending`, over the
-/// endpoints waiting for their first probe); `true` if a verdict changed,
-/// `None` once the service is gone.
-async fn round(
-    hooks: &CheckHooks,
-    config: &ActiveHealthCheck,
-    client: &ProbeClient,
-    warned: &mut HashSet<InstanceKey>,
-    only_pending: bool,
-) -> Option<bool> {
-    let snapshot = (hooks.snapshot)()?;
-    let service = hooks.service.as_str();
-    if !warned.is_empty() {
-        // Forget instances that left, so the set stays bounded by the list.
-        let current: HashSet<InstanceKey> = snapshot
-            .endpoints()
-            .iter()
-            .map(|e| e.instance().key())
-            .collect();
-        warned.retain(|k| current.contains(k));
-    }
-    // At most `max_concurrent_probes` probes in flight: a round spawned
-    // one per instance at once, and a list larger than the process's
-    // descriptor limit failed every healthy instance (EMFILE).
-    let limit = config.max_concurrent_probes.max(1);
-    let mut checks = tokio::task::JoinSet::new();
-    let mut changed = false;
-    for endpoint in snapshot.endpoints().iter().cloned() {
-        if only_pending && !endpoint.stats().is_active_pending() {
-            continue;
-        }
-        let target = config.target_of(endpoint.instance());
-        if let Some(warning) = target.warning {
-            if warned.insert(endpoint.instance().key()) {
-                tracing::warn!(service = %service, instance = %endpoint, %warning, "health-check target");
-            }
-        }
-        let Some(url) = target.url.filter(|u| client.can_probe(u)) else {
-            // Never probed: it keeps its passive health only, and does not
-            // wait for a first probe.
-            changed |= endpoint.stats().clear_active_pending();
-            continue;
-        };
-        while checks.len() >= limit {
-            match checks.join_next().await {
-                Some(joined) => changed |= record(joined, service, config),
-                None => break,
-            }
-        }
-        let (client, timeout) = (client.clone(), config.timeout);
-        checks.spawn(async move {
-            let passed = probe(&client, &url, timeout).await;
-            (endpoint, passed)
-        });
-    }
-    while let Some(joined) = checks.join_next().await {
-        changed |= record(joined, service, config);
-    }
-    Some(changed)
-}
-
-/// Records one probe's verdict; `true` if it changed. A probe task that
-/// panicked or was cancelled gives no verdict, and the round goes on
-/// collecting the others (it stopped at the first before).
-fn record(
-    joined: Result<(crate::instance::Endpoint, bool), tokio::task::JoinError>,
-    service: &str,
-    config: &ActiveHealthCheck,
-) -> bool {
-    let Ok((endpoint, passed)) = joined else {
-        tracing::warn!(service = %service, "health-check probe task ended without a verdict");
-        return false;
-    };
-    let result = if passed { "healthy" } else { "unhealthy" };
-    metrics::counter!(crate::metrics::HEALTH_CHECKS, "service" => service.to_owned(), "result" => result)
-        .increment(1);
-    let stats = endpoint.stats();
-    if stats.record_active_check(passed, config.healthy_threshold, config.unhealthy_threshold) {
-        let healthy = !stats.is_active_unhealthy();
-        tracing::info!(service = %service, instance = %endpoint, healthy, "active health check changed");
-        return true;
-    }
-    false
-}
-
-/// Starts the checking task of one service; it ends once
-/// `hooks.snapshot` returns `None`.
-pub(crate) fn spawn_health_checks(
-    hooks: CheckHooks,
-    config: ActiveHealthCheck,
-    handle: &tokio::runtime::Handle,
-) -> TaskGuard {
-    TaskGuard::new(handle.spawn(async move {
-        let client = ProbeClient::new(&config);
-        let rng = crate::rng::AtomicRng::from_entropy();
-        let mut warned = HashSet::new();
-        let first = jittered(config.initial_delay, config.interval_jitter, &rng);
-        let next_round = tokio::time::sleep(first);
-        tokio::pin!(next_round);
-        let mut began = false;
-        loop {
-            // A round on schedule, or, once rounds began, the endpoints of
-            // a new list that wait for their first probe, at once (Envoy
-            // checks a host as it is added).
-            let full = tokio::select! {
-                biased;
-                () = &mut next_round => true,
-                () = hooks.published.notified(), if began => false,
-            };
-            if full && !began {
-                began = true;
-                hooks
-                    .wait_for_probe
-                    .store(true, std::sync::atomic::Ordering::Release);
-            }
-            let Some(changed) = round(&hooks, &config, &client, &mut warned, !full).await else {
-                return;
-            };
-            if changed {
-                (hooks.changed)();
-            }
-            if full {
-                // A wait past the clock's range (an interval of
-                // `Duration::MAX`: no more full rounds) is the farthest
-                // time tokio's own `sleep` takes: `Instant + Duration`
-                // panicked there, ending the task, and instances joining
-                // later waited for a first probe that never came.
-                let wait = jittered(config.interval, config.interval_jitter, &rng);
-                next_round.as_mut().reset(after(wait));
-            }
-        }
-    }))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Unit tests of health-check targets and settings.
 
 use super::*;
+use super::probe::{ProbeClient, probe};
 
 fn instance() -> Instance {
     Instance::new("s", "10.0.0.5", 8080).unwrap()

@@ -1,0 +1,184 @@
+//! The checking task of one service: scheduled rounds over the whole
+//! list, and, beside them, a first probe for each instance that joins.
+//!
+//! The two run side by side in one task. Before, they took turns: an
+//! instance that joined while a scheduled round waited on hung instances
+//! (a round of `n` of them takes `ceil(n / max_concurrent_probes)`
+//! timeouts) stayed unhealthy, with no traffic, until that round ended.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+
+use super::probe::{ProbeClient, probe};
+use super::{ActiveHealthCheck, CheckHooks, after, jittered};
+use crate::discovery::TaskGuard;
+use crate::instance::{Endpoint, InstanceKey};
+
+/// Instances already warned about (one warning per instance), shared by
+/// both loops; locked only between awaits.
+type Warned = Mutex<HashSet<InstanceKey>>;
+
+/// Starts the checking task of one service; it ends once
+/// `hooks.snapshot` returns `None`.
+pub(crate) fn spawn_health_checks(
+    hooks: CheckHooks,
+    config: ActiveHealthCheck,
+    handle: &tokio::runtime::Handle,
+) -> TaskGuard {
+    TaskGuard::new(handle.spawn(async move {
+        let client = ProbeClient::new(&config);
+        let warned = Mutex::new(HashSet::new());
+        // Whichever loop sees the service gone ends the task.
+        tokio::select! {
+            () = scheduled(&hooks, &config, &client, &warned) => {}
+            () = joining(&hooks, &config, &client, &warned) => {}
+        }
+    }))
+}
+
+/// Full rounds: the first after `initial_delay`, then each `interval`
+/// (plus jitter) after the previous one ended.
+async fn scheduled(
+    hooks: &CheckHooks,
+    config: &ActiveHealthCheck,
+    client: &ProbeClient,
+    warned: &Warned,
+) {
+    let rng = crate::rng::AtomicRng::from_entropy();
+    let first = jittered(config.initial_delay, config.interval_jitter, &rng);
+    tokio::time::sleep_until(after(first)).await;
+    // From now on, endpoints new to a list wait unhealthy for their first
+    // probe (see `joining`).
+    hooks.wait_for_probe.store(true, Ordering::Release);
+    loop {
+        let Some(changed) = round(hooks, config, client, warned, false).await else {
+            return;
+        };
+        if changed {
+            (hooks.changed)();
+        }
+        // A wait past the clock's range (an interval of `Duration::MAX`:
+        // no more full rounds) is the farthest time tokio's own `sleep`
+        // takes (see `after`).
+        let wait = jittered(config.interval, config.interval_jitter, &rng);
+        tokio::time::sleep_until(after(wait)).await;
+    }
+}
+
+/// First probes: once rounds began, each published list's endpoints that
+/// wait for their first probe are probed at once (Envoy checks a host as
+/// it is added), whether or not a scheduled round is running.
+async fn joining(
+    hooks: &CheckHooks,
+    config: &ActiveHealthCheck,
+    client: &ProbeClient,
+    warned: &Warned,
+) {
+    loop {
+        hooks.published.notified().await;
+        if !hooks.wait_for_probe.load(Ordering::Acquire) {
+            // No endpoint waits before the first round.
+            continue;
+        }
+        let Some(changed) = round(hooks, config, client, warned, true).await else {
+            return;
+        };
+        if changed {
+            (hooks.changed)();
+        }
+    }
+}
+
+/// One round over the current list (with `only_pending`, over the
+/// endpoints waiting for their first probe); `true` if a verdict changed,
+/// `None` once the service is gone.
+async fn round(
+    hooks: &CheckHooks,
+    config: &ActiveHealthCheck,
+    client: &ProbeClient,
+    warned: &Warned,
+    only_pending: bool,
+) -> Option<bool> {
+    let snapshot = (hooks.snapshot)()?;
+    let service = hooks.service.as_str();
+    {
+        let mut warned = warned.lock().unwrap_or_else(|e| e.into_inner());
+        if !warned.is_empty() {
+            // Forget instances that left, so the set stays bounded by the
+            // list.
+            let current: HashSet<InstanceKey> = snapshot
+                .endpoints()
+                .iter()
+                .map(|e| e.instance().key())
+                .collect();
+            warned.retain(|k| current.contains(k));
+        }
+    }
+    // At most `max_concurrent_probes` probes in flight per round: a round
+    // spawned one per instance at once, and a list larger than the
+    // process's descriptor limit failed every healthy instance (EMFILE).
+    let limit = config.max_concurrent_probes.max(1);
+    let mut checks = tokio::task::JoinSet::new();
+    let mut changed = false;
+    for endpoint in snapshot.endpoints().iter().cloned() {
+        if only_pending && !endpoint.stats().is_active_pending() {
+            continue;
+        }
+        let target = config.target_of(endpoint.instance());
+        if let Some(warning) = target.warning {
+            let first = warned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(endpoint.instance().key());
+            if first {
+                tracing::warn!(service = %service, instance = %endpoint, %warning, "health-check target");
+            }
+        }
+        let Some(url) = target.url.filter(|u| client.can_probe(u)) else {
+            // Never probed: it keeps its passive health only, and does not
+            // wait for a first probe.
+            changed |= endpoint.stats().clear_active_pending();
+            continue;
+        };
+        while checks.len() >= limit {
+            match checks.join_next().await {
+                Some(joined) => changed |= record(joined, service, config),
+                None => break,
+            }
+        }
+        let (client, timeout) = (client.clone(), config.timeout);
+        checks.spawn(async move {
+            let passed = probe(&client, &url, timeout).await;
+            (endpoint, passed)
+        });
+    }
+    while let Some(joined) = checks.join_next().await {
+        changed |= record(joined, service, config);
+    }
+    Some(changed)
+}
+
+/// Records one probe's verdict; `true` if it changed. A probe task that
+/// panicked or was cancelled gives no verdict, and the round goes on
+/// collecting the others (it stopped at the first before).
+fn record(
+    joined: Result<(Endpoint, bool), tokio::task::JoinError>,
+    service: &str,
+    config: &ActiveHealthCheck,
+) -> bool {
+    let Ok((endpoint, passed)) = joined else {
+        tracing::warn!(service = %service, "health-check probe task ended without a verdict");
+        return false;
+    };
+    let result = if passed { "healthy" } else { "unhealthy" };
+    metrics::counter!(crate::metrics::HEALTH_CHECKS, "service" => service.to_owned(), "result" => result)
+        .increment(1);
+    let stats = endpoint.stats();
+    if stats.record_active_check(passed, config.healthy_threshold, config.unhealthy_threshold) {
+        let healthy = !stats.is_active_unhealthy();
+        tracing::info!(service = %service, instance = %endpoint, healthy, "active health check changed");
+        return true;
+    }
+    false
+}
