@@ -695,7 +695,10 @@ impl Hung {
 /// so it lasts 90 s. Before, the joining instance's first probe waited for
 /// the round's end, 90 s, held unhealthy (no traffic) meanwhile; now it is
 /// probed when its list is published, 1 s into the round, and serves,
-/// while the round's first hung probe still runs.
+/// while the round's first hung probe still runs. A scale-up is when this
+/// counts: new instances wait for their first check
+/// ([envoy#12331](https://github.com/envoyproxy/envoy/issues/12331)), and
+/// an old instance may hang at the same time.
 #[tokio::test(start_paused = true)]
 async fn an_instance_joining_during_a_round_held_by_hung_instances_is_probed_at_once() {
     let a = ProbeServer::start("127.0.0.1", answering(200)).await;
