@@ -41,6 +41,9 @@ const INSTANCES: usize = 800;
 /// The descriptor limit of this test process.
 const FD_LIMIT: u64 = 400;
 
+/// The tests of this binary share its descriptor limit: one at a time.
+static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Lowers this process's soft descriptor limit to [`FD_LIMIT`].
 fn lower_fd_limit() {
     let mut limit = libc::rlimit {
@@ -67,6 +70,11 @@ struct CountingServer {
 
 impl CountingServer {
     async fn start() -> Self {
+        Self::start_slow(Duration::ZERO).await
+    }
+
+    /// [`start`](Self::start), each answer `delay` late.
+    async fn start_slow(delay: Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let requests = Arc::new(AtomicUsize::new(0));
@@ -90,7 +98,10 @@ impl CountingServer {
                 tokio::spawn(async move {
                     let service = service_fn(move |_req| {
                         seen.fetch_add(1, Ordering::SeqCst);
-                        async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::new()))) }
+                        async move {
+                            tokio::time::sleep(delay).await;
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+                        }
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -109,7 +120,12 @@ impl CountingServer {
 
 /// 800 instances on unused ports whose probes all go to `server`'s port.
 fn instances(server: &CountingServer) -> Vec<Instance> {
-    (0..INSTANCES)
+    instances_from(server, 0)
+}
+
+/// [`instances`], on ports from `30_000 + first`.
+fn instances_from(server: &CountingServer, first: usize) -> Vec<Instance> {
+    (first..first + INSTANCES)
         .map(|i| {
             let port = u16::try_from(30_000 + i).expect("port");
             Instance::new("svc", "127.0.0.1", port)
@@ -137,6 +153,7 @@ fn unhealthy_count(lb: &LoadBalancer<HttpClient>) -> usize {
 /// healthy instances failed their probes.
 #[tokio::test]
 async fn a_round_over_many_instances_keeps_its_probes_in_flight_bounded() {
+    let _alone = ALONE.lock().await;
     lower_fd_limit();
     let server = CountingServer::start().await;
     let mut check = ActiveHealthCheck::new("/health");
@@ -174,5 +191,72 @@ async fn a_round_over_many_instances_keeps_its_probes_in_flight_bounded() {
         (true, 0, most_open),
         "{answered} probes answered in 30 s, {most_unhealthy} instances unhealthy at once, \
          {most_open} connections at once"
+    );
+}
+
+/// 800 instances join while a scheduled round over 800 others runs (each
+/// probe answered 50 ms late, so the round lasts about 13 × 50 ms): their
+/// first probes run beside the round, each side with its own budget of
+/// `max_concurrent_probes`, so the server holds more than 64 connections
+/// at once (the two run together) and never more than 128 (the bound the
+/// docs state), and no instance turns unhealthy under the 400-descriptor
+/// limit.
+#[tokio::test]
+async fn first_probes_beside_a_round_stay_within_twice_the_bound() {
+    let _alone = ALONE.lock().await;
+    lower_fd_limit();
+    let server = CountingServer::start_slow(Duration::from_millis(50)).await;
+    let mut check = ActiveHealthCheck::new("/health");
+    check.interval = Duration::from_secs(600);
+    check.interval_jitter = Duration::ZERO;
+    check.timeout = Duration::from_secs(5);
+    let source = StaticSource::new().with_instances("svc", instances(&server));
+    let mut refresh = tower_ribbon::discovery::RefreshConfig::default();
+    refresh.interval = Duration::from_millis(50);
+    refresh.jitter = 0.0;
+    let lb = LoadBalancer::builder()
+        .source(source.clone())
+        .service("svc")
+        .refresh(refresh)
+        .active_health_check(check)
+        .build(Client::builder(TokioExecutor::new()).build_http())
+        .expect("balancer");
+    assert!(lb.ready_service("svc").await);
+    // The round has begun (its first probes answered or under way).
+    while server.requests.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut both = instances(&server);
+    both.extend(instances_from(&server, INSTANCES));
+    source.set_instances("svc", both);
+    // Both sets probed once (bounded: 30 s).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut most_unhealthy = 0;
+    while (server.requests.load(Ordering::SeqCst) < 2 * INSTANCES || unhealthy_count(&lb) > 0)
+        && tokio::time::Instant::now() < deadline
+    {
+        let listed = lb.snapshot("svc").expect("svc").endpoints().len();
+        if listed == 2 * INSTANCES {
+            most_unhealthy = most_unhealthy.max(unhealthy_count(&lb));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let answered = server.requests.load(Ordering::SeqCst);
+    let most_open = server.most_open.load(Ordering::SeqCst);
+    eprintln!("{answered} probes answered, {most_open} connections at once");
+    assert!(
+        answered >= 2 * INSTANCES,
+        "{answered} probes answered in 30 s"
+    );
+    assert!(
+        (65..=128).contains(&most_open),
+        "{most_open} connections at once"
+    );
+    // Joined instances wait unhealthy for their first probe (800 at
+    // most); none is unhealthy once its probe is answered.
+    assert_eq!(
+        unhealthy_count(&lb),
+        0,
+        "{most_unhealthy} unhealthy at most"
     );
 }
