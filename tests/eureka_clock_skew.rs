@@ -29,7 +29,7 @@ mod support;
 use std::time::Duration;
 
 use support::eureka::EurekaFixture;
-use tower_ribbon::discovery::eureka::EurekaRegistration;
+use tower_ribbon::discovery::eureka::{EurekaRegistration, RegistrationHandle};
 
 /// This host's clock, in ms since the epoch.
 fn now_ms() -> u64 {
@@ -68,6 +68,29 @@ fn dirty(instance: &serde_json::Value) -> u64 {
     }
 }
 
+/// This host's registration of `app` at 127.0.0.1:`port` in `eureka`
+/// (metadata `version` when given), renewed by `renew_now` only.
+async fn registered(
+    eureka: &EurekaFixture,
+    app: &str,
+    port: u16,
+    version: Option<&str>,
+) -> RegistrationHandle {
+    let mut builder = EurekaRegistration::builder(app, "127.0.0.1", port)
+        .server_url(eureka.url())
+        .renew_interval(Duration::from_secs(600))
+        .lease_duration(Duration::from_secs(1800));
+    if let Some(version) = version {
+        builder = builder.metadata("version", version);
+    }
+    builder
+        .build()
+        .expect("registration")
+        .start()
+        .await
+        .expect("registered")
+}
+
 /// A previous run of the instance registered from a host whose clock was
 /// an hour ahead (metadata `version: 1`, `lastDirtyTimestamp` an hour from
 /// now) and was not cancelled. This run (`version: 2`) registers: the
@@ -83,51 +106,13 @@ async fn a_registration_replaces_a_copy_stamped_by_a_clock_ahead() {
     let (app, port) = ("clock-ahead", 19_801);
     let id = format!("127.0.0.1:{app}:{port}");
     let ahead = now_ms() + AHEAD_MS;
-    let body = serde_json::json!({
-        "instance": {
-            "instanceId": id,
-            "hostName": "127.0.0.1",
-            "app": app.to_ascii_uppercase(),
-            "ipAddr": "127.0.0.1",
-            "vipAddress": app,
-            "secureVipAddress": app,
-            "status": "UP",
-            "port": {"$": port, "@enabled": "true"},
-            "securePort": {"$": 443, "@enabled": "false"},
-            "dataCenterInfo": {
-                "@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo",
-                "name": "MyOwn"
-            },
-            "leaseInfo": {"renewalIntervalInSecs": 30, "durationInSecs": 90},
-            "metadata": {"version": "1"},
-            "lastDirtyTimestamp": ahead.to_string(),
-        }
-    });
-    let resp = reqwest::Client::new()
-        .post(format!(
-            "{}/apps/{}",
-            eureka.url(),
-            app.to_ascii_uppercase()
-        ))
-        .header("Content-Type", "application/json")
-        .body(serde_json::to_vec(&body).expect("json"))
-        .send()
-        .await
-        .expect("old run's registration");
-    assert_eq!(resp.status().as_u16(), 204);
+    let old_run = eureka
+        .register_stamped(app, port, serde_json::json!({"version": "1"}), Some(ahead))
+        .await;
+    assert_eq!(old_run, id);
     assert_eq!(dirty(&served(&eureka, app, &id).await), ahead);
 
-    let handle = EurekaRegistration::builder(app, "127.0.0.1", port)
-        .server_url(eureka.url())
-        .metadata("version", "2")
-        // Renewals by `renew_now` only.
-        .renew_interval(Duration::from_secs(600))
-        .lease_duration(Duration::from_secs(1800))
-        .build()
-        .expect("registration")
-        .start()
-        .await
-        .expect("registered");
+    let handle = registered(&eureka, app, port, Some("2")).await;
     let copy = served(&eureka, app, &id).await;
     assert_eq!(copy["metadata"]["version"], "2", "served {copy}");
     assert!(dirty(&copy) > ahead, "served {copy}");
@@ -157,15 +142,7 @@ async fn a_reregistration_wins_over_an_operator_whose_clock_is_ahead() {
     };
     let (app, port) = ("operator-ahead", 19_802);
     let id = format!("127.0.0.1:{app}:{port}");
-    let handle = EurekaRegistration::builder(app, "127.0.0.1", port)
-        .server_url(eureka.url())
-        .renew_interval(Duration::from_secs(600))
-        .lease_duration(Duration::from_secs(1800))
-        .build()
-        .expect("registration")
-        .start()
-        .await
-        .expect("registered");
+    let handle = registered(&eureka, app, port, None).await;
     assert_eq!(eureka.statuses(app).await, [(id.clone(), "UP".to_owned())]);
     let operator_at = now_ms() + AHEAD_MS;
     let client = reqwest::Client::new();

@@ -88,6 +88,35 @@ fn expected(port: u16) -> Vec<String> {
     ]
 }
 
+/// Sends each of [`CALLS`] through `lb` (a request body made by `body`),
+/// one after another, and returns what the instance answered it saw.
+async fn seen_through<L, B, R>(lb: L, body: fn() -> B) -> Vec<String>
+where
+    L: tower::Service<Request<B>, Response = http::Response<R>> + Clone,
+    L::Error: std::fmt::Debug,
+    R: http_body::Body,
+    R::Error: std::fmt::Debug,
+{
+    let mut seen = Vec::new();
+    for (uri, host) in CALLS {
+        let mut request = Request::get(uri);
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        let request = request.body(body()).expect("request");
+        let response = lb.clone().oneshot(request).await.expect("answered");
+        assert_eq!(response.status(), 200);
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        seen.push(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    seen
+}
+
 fn instance(port: u16) -> Instance {
     Instance::new(SVC, "::1", port).expect("an IPv6 instance")
 }
@@ -106,27 +135,7 @@ async fn through_hyper_util_the_instance_sees_its_own_authority() {
         .build(client)
         .expect("balancer");
     assert!(lb.ready_service(SVC).await);
-    let mut seen = Vec::new();
-    for (uri, host) in CALLS {
-        let mut request = Request::get(uri);
-        if let Some(host) = host {
-            request = request.header("host", host);
-        }
-        let response = lb
-            .clone()
-            .oneshot(request.body(Empty::new()).expect("request"))
-            .await
-            .expect("answered");
-        assert_eq!(response.status(), 200);
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        seen.push(String::from_utf8_lossy(&body).into_owned());
-    }
-    assert_eq!(seen, expected(port));
+    assert_eq!(seen_through(lb, Empty::new).await, expected(port));
 }
 
 #[tokio::test]
@@ -140,25 +149,6 @@ async fn through_reqwest_the_instance_sees_its_own_authority() {
         .build(ReqwestService::default())
         .expect("balancer");
     assert!(lb.ready_service(SVC).await);
-    let mut seen = Vec::new();
-    for (uri, host) in CALLS {
-        let mut request = Request::get(uri);
-        if let Some(host) = host {
-            request = request.header("host", host);
-        }
-        let response = lb
-            .clone()
-            .oneshot(request.body(reqwest::Body::from("")).expect("request"))
-            .await
-            .expect("answered");
-        assert_eq!(response.status(), 200);
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        seen.push(String::from_utf8_lossy(&body).into_owned());
-    }
-    assert_eq!(seen, expected(port));
+    let empty = || reqwest::Body::from("");
+    assert_eq!(seen_through(lb, empty).await, expected(port));
 }

@@ -213,6 +213,19 @@ impl EurekaFixture {
 
     /// As [`register`](Self::register), with extra metadata.
     pub async fn register_with(&self, app: &str, port: u16, metadata: serde_json::Value) -> String {
+        self.register_stamped(app, port, metadata, None).await
+    }
+
+    /// As [`register_with`](Self::register_with), with `lastDirtyTimestamp`
+    /// (ms since the epoch) set to `last_dirty` when given (else the
+    /// server's clock stamps it).
+    pub async fn register_stamped(
+        &self,
+        app: &str,
+        port: u16,
+        metadata: serde_json::Value,
+        last_dirty: Option<u64>,
+    ) -> String {
         let app_upper = app.to_ascii_uppercase();
         let vip = app.to_ascii_lowercase();
         let id = format!("127.0.0.1:{vip}:{port}");
@@ -238,6 +251,10 @@ impl EurekaFixture {
                 "metadata": metadata,
             }
         });
+        let mut body = body;
+        if let Some(stamp) = last_dirty {
+            body["instance"]["lastDirtyTimestamp"] = stamp.to_string().into();
+        }
         let resp = Self::client()
             .post(format!("{}/apps/{app_upper}", self.url()))
             .header("Content-Type", "application/json")
