@@ -69,7 +69,9 @@ impl Snapshot {
         &self.service_id
     }
 
-    /// The endpoints, in the order the source listed them.
+    /// The endpoints, in list order: for a list the balancer refreshed,
+    /// the source's order at the first list, then the instances already
+    /// listed keep their places and new ones follow in the source's order.
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.endpoints
     }

@@ -11,7 +11,11 @@
 //!   re-fetches every interval (Ribbon's `ServerListUpdater`), keeps the last
 //!   good list when a fetch fails, and says how stale it is. It publishes
 //!   each new list through a callback and knows nothing of rules or health
-//!   (this module imports only `instance`, `snapshot` and `error`).
+//!   (this module imports only `instance`, `snapshot` and `error`). A
+//!   refreshed list keeps the instances it already held in their places
+//!   and adds new ones after them, so a source that answers in another
+//!   order each time does not move round robin's rotation (the same
+//!   instances in another order are no change at all).
 //!
 //! Writing a source of your own:
 //!

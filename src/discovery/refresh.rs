@@ -8,7 +8,8 @@
 //! with requests still in flight on it, a stream, while they last, so
 //! least-loaded rules still see them when it comes back, or marked down by
 //! its breaker or outlier ejection, while that lasts, so it comes back
-//! still marked down), and publishes the new
+//! still marked down), keeps the instances it held in their places (new
+//! ones after them; see `order.rs`), and publishes the new
 //! [`Snapshot`] through a callback (the service layer builds the rule's
 //! picker for it); the refresh knows nothing of rules or health. A failed
 //! fetch keeps the last good list, counts the failure and leaves the time
@@ -38,6 +39,7 @@ use crate::stats::EndpointStats;
 
 mod config;
 mod guard;
+mod order;
 pub use config::RefreshConfig;
 
 /// What the refresh of one service has done so far.
@@ -380,6 +382,7 @@ impl Refresh {
             })
             .filter(|i| seen.insert(i.key()))
             .collect();
+        let eligible = order::in_current_order(&current, eligible);
 
         // Only a listing of nothing is a registry that forgot: instances
         // listed but none UP are drained, and are applied as such.
