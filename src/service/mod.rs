@@ -14,9 +14,19 @@
 //!    the authority: no instance receives `http://user:secret@svc/`'s
 //!    credentials (reqwest would send them as basic auth; HTTP/2's
 //!    `:authority` must not carry them); send an `Authorization` header
-//!    instead. A `Host` header the caller set is kept, as Envoy keeps it
-//!    without `auto_host_rewrite`; without one the client derives it from
-//!    the endpoint;
+//!    instead. A `Host` header the caller set is kept over HTTP/1.1, as
+//!    Envoy keeps it without `auto_host_rewrite`; without one the client
+//!    derives it from the endpoint. Over HTTP/2 the authority travels as
+//!    `:authority` (the endpoint's), and a `Host` differing from it makes
+//!    a malformed request (RFC 9113 §8.3.1; Go's and Vert.x's servers
+//!    reject it), so it is dropped where the protocol is known beforehand:
+//!    a request whose version is `HTTP/2` (tonic's are; set
+//!    `Version::HTTP_2` on yours, which hyper-util then sends only over
+//!    HTTP/2) and every request through an HTTP/2-only
+//!    `tls::HttpsClient`. A client offering both by ALPN learns the
+//!    protocol only at the connect, after the balancer has handed the
+//!    request on: there a `Host` the caller set reaches an HTTP/2
+//!    instance as a plain field, so leave it unset or set the version;
 //! 5. the inner service (hyper-util's client, [`ReqwestService`], ...) sends
 //!    it, and the endpoint's stats record the attempt.
 //!
@@ -127,6 +137,7 @@ cfg_feature! {
     pub mod upgrade;
 }
 
+pub(crate) use attempt::drop_host_differing_from;
 pub use body::{Completion, TrackCompletion, TrackedBody};
 pub use builder::Builder;
 use builder::MakeRule;

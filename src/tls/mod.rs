@@ -233,6 +233,12 @@ impl HttpsClientBuilder {
     /// Speak only HTTP/2: `h2` alone by ALPN over TLS, and HTTP/2 with
     /// prior knowledge (h2c, RFC 9113 §3.3) on plain `http` connections,
     /// as gRPC servers expect. Default: off.
+    ///
+    /// A request's `Host` field that differs from its URI's authority is
+    /// then dropped (here, and with [`http1`](Self::http1) off for `https`
+    /// URIs): over HTTP/2 the authority is sent as `:authority`, and a
+    /// `Host` disagreeing with it makes a malformed request (RFC 9113
+    /// §8.3.1), which Go's and Vert.x's servers reject.
     pub fn http2_only(mut self, on: bool) -> Self {
         self.http2_only = on;
         self
@@ -355,7 +361,11 @@ impl HttpsClientBuilder {
         let client = Client::builder(TokioExecutor::new())
             .http2_only(self.http2_only)
             .build(HttpsConnect::new(connector, self.connect_timeout));
-        Ok(HttpsClient { inner: client })
+        Ok(HttpsClient {
+            inner: client,
+            http2_only: self.http2_only,
+            tls_http2_only: !http1,
+        })
     }
 }
 
@@ -371,6 +381,10 @@ impl HttpsClientBuilder {
 /// [`ConnectError`].
 pub struct HttpsClient<B = http_body_util::Full<bytes::Bytes>> {
     inner: Client<HttpsConnect, B>,
+    /// Every connection speaks HTTP/2 (`http2_only`).
+    http2_only: bool,
+    /// Every TLS connection does (ALPN offers `h2` alone).
+    tls_http2_only: bool,
 }
 
 impl HttpsClient {
@@ -391,6 +405,8 @@ impl<B> Clone for HttpsClient<B> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            http2_only: self.http2_only,
+            tls_http2_only: self.tls_http2_only,
         }
     }
 }
@@ -415,7 +431,16 @@ where
         Service::<Request<B>>::poll_ready(&mut self.inner, cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // Every request goes over HTTP/2, where a `Host` differing from
+        // `:authority` (the URI's) makes a malformed request (RFC 9113
+        // §8.3.1); hyper would send it as a plain field.
+        let tls = req.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
+        if self.http2_only || (tls && self.tls_http2_only) {
+            if let Some(authority) = req.uri().authority().cloned() {
+                crate::service::drop_host_differing_from(req.headers_mut(), authority.as_str());
+            }
+        }
         self.inner.request(req)
     }
 }
