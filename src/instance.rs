@@ -35,6 +35,7 @@ mod metadata;
 mod names;
 
 use authority::build_authority;
+pub(crate) use authority::drop_host_differing_from;
 pub use metadata::Metadata;
 use names::Names;
 

@@ -372,10 +372,10 @@ fn instance_cookie(
 /// Rewrites `req`'s URI to `endpoint`, keeping path and query. A `Host`
 /// the caller set stays, except on a request that says it goes over
 /// HTTP/2 or HTTP/3, where it is dropped when it differs from the new
-/// authority (see [`drop_host_differing_from`]).
+/// authority (see `instance::authority::drop_host_differing_from`).
 fn rewrite<B>(req: &mut Request<B>, endpoint: &Endpoint) -> Result<(), http::uri::InvalidUriParts> {
     if matches!(req.version(), http::Version::HTTP_2 | http::Version::HTTP_3) {
-        drop_host_differing_from(req.headers_mut(), endpoint.authority().as_str());
+        crate::instance::drop_host_differing_from(req.headers_mut(), endpoint.authority().as_str());
     }
     let connect = req.method() == http::Method::CONNECT;
     let mut parts = std::mem::take(req.uri_mut()).into_parts();
@@ -402,63 +402,9 @@ fn rewrite<B>(req: &mut Request<B>, endpoint: &Endpoint) -> Result<(), http::uri
     Ok(())
 }
 
-/// Removes every `Host` field of `headers` unless there is one and it
-/// names `authority` (ASCII case aside).
-///
-/// Over HTTP/2 (and HTTP/3) the authority travels as `:authority`, and
-/// RFC 9113 §8.3.1 says "Clients MUST NOT generate a request with a Host
-/// header field that differs from the `:authority` pseudo-header field";
-/// servers reject such requests as malformed (Go's `net/http`,
-/// golang/go#80065; Vert.x, eclipse-vertx/vert.x#4776; python-hyper's h2,
-/// python-hyper/h2#246). The balancer moves a request's authority to the
-/// picked instance, so a `Host` the caller set for the service (a gateway
-/// forwarding its incoming headers) would now disagree with it.
-pub(crate) fn drop_host_differing_from(headers: &mut http::HeaderMap, authority: &str) {
-    let mut hosts = headers.get_all(http::header::HOST).iter();
-    let agrees = match (hosts.next(), hosts.next()) {
-        (None, _) => return,
-        (Some(host), None) => host.as_bytes().eq_ignore_ascii_case(authority.as_bytes()),
-        (Some(_), Some(_)) => false,
-    };
-    if !agrees {
-        headers.remove(http::header::HOST);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// One `Host` naming the authority (any ASCII case) stays; one naming
-    /// anything else, or several, are all removed.
-    #[test]
-    fn only_a_single_host_naming_the_authority_stays() {
-        let hosts = |values: &[&str]| {
-            let mut headers = http::HeaderMap::new();
-            for v in values {
-                headers.append(http::header::HOST, http::HeaderValue::from_str(v).unwrap());
-            }
-            drop_host_differing_from(&mut headers, "10.0.0.1:8080");
-            let left: Vec<_> = headers
-                .get_all(http::header::HOST)
-                .iter()
-                .cloned()
-                .collect();
-            left
-        };
-        assert_eq!(hosts(&[]), Vec::<http::HeaderValue>::new());
-        assert_eq!(hosts(&["10.0.0.1:8080"]), ["10.0.0.1:8080"]);
-        assert_eq!(hosts(&["EXAMPLE:1"]), Vec::<http::HeaderValue>::new());
-        assert_eq!(hosts(&["10.0.0.1"]), Vec::<http::HeaderValue>::new());
-        assert_eq!(
-            hosts(&["10.0.0.1:8080", "10.0.0.1:8080"]),
-            Vec::<http::HeaderValue>::new()
-        );
-        assert_eq!(
-            hosts(&["10.0.0.1:8080", "svc"]),
-            Vec::<http::HeaderValue>::new()
-        );
-    }
     use crate::discovery::StaticSource;
     use crate::discovery::{RefreshConfig, Refreshed};
     use crate::instance::tests::IDENTITY_TESTS;

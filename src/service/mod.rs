@@ -137,7 +137,6 @@ cfg_feature! {
     pub mod upgrade;
 }
 
-pub(crate) use attempt::drop_host_differing_from;
 pub use body::{Completion, TrackCompletion, TrackedBody};
 pub use builder::Builder;
 use builder::MakeRule;

@@ -438,7 +438,7 @@ where
         let tls = req.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
         if self.http2_only || (tls && self.tls_http2_only) {
             if let Some(authority) = req.uri().authority().cloned() {
-                crate::service::drop_host_differing_from(req.headers_mut(), authority.as_str());
+                crate::instance::drop_host_differing_from(req.headers_mut(), authority.as_str());
             }
         }
         self.inner.request(req)
@@ -446,64 +446,4 @@ where
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bad_pem_is_typed() {
-        let no_cert = HttpsClient::builder().add_root_pem(b"hello");
-        assert!(matches!(
-            no_cert,
-            Err(TlsError::Missing {
-                what: "certificate"
-            })
-        ));
-        let broken = b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
-        let err = HttpsClient::builder().add_root_pem(broken).err();
-        assert!(
-            matches!(
-                err,
-                Some(TlsError::Pem {
-                    what: "root certificates",
-                    ..
-                })
-            ),
-            "{err:?}"
-        );
-        let not_der = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
-        let built = HttpsClient::builder()
-            .add_root_pem(not_der)
-            .and_then(|b| b.client_config());
-        assert!(
-            matches!(
-                built,
-                Err(TlsError::Rustls {
-                    what: "root certificate",
-                    ..
-                })
-            ),
-            "{built:?}"
-        );
-        let no_key = HttpsClient::builder().client_auth_pem(not_der, b"nothing");
-        assert!(matches!(
-            no_key,
-            Err(TlsError::Missing {
-                what: "private key"
-            })
-        ));
-    }
-
-    #[test]
-    fn no_roots() {
-        let built = HttpsClient::builder().webpki_roots(false).client_config();
-        assert!(matches!(built, Err(TlsError::NoRoots)), "{built:?}");
-        let message = TlsError::NoRoots.to_string();
-        assert!(message.contains("add_root_pem"), "{message}");
-    }
-
-    #[tokio::test]
-    async fn builds_with_webpki_roots() {
-        let client = HttpsClient::builder().build::<http_body_util::Empty<bytes::Bytes>>();
-        assert!(client.is_ok());
-    }
-}
+mod tests;
