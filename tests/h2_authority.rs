@@ -47,9 +47,12 @@ use tower_ribbon::tls::HttpsClient;
 
 const SVC: &str = "svc";
 
-/// Answers `version authority=<:authority> host=<Host fields>`, or 400
-/// when a `Host` field differs from `:authority`.
-async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// Answers `version authority=<:authority> host=<Host fields>` with
+/// `status`, or with 400 when a `Host` field differs from `:authority`.
+async fn echo(
+    req: Request<Incoming>,
+    status: http::StatusCode,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let authority = req.uri().authority().map(|a| a.as_str().to_owned());
     let hosts: Vec<String> = req
         .headers()
@@ -66,15 +69,25 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
         .iter()
         .any(|h| Some(h.to_ascii_lowercase()) != authority.as_deref().map(str::to_ascii_lowercase));
     let mut response = Response::new(Full::new(Bytes::from(text)));
-    if mismatch {
-        *response.status_mut() = http::StatusCode::BAD_REQUEST;
-    }
+    *response.status_mut() = if mismatch {
+        http::StatusCode::BAD_REQUEST
+    } else {
+        status
+    };
     Ok(response)
 }
 
-/// An HTTP/2 server on 127.0.0.1: h2c with prior knowledge, or TLS with
-/// ALPN `h2` when `tls` is given.
+/// An HTTP/2 server on 127.0.0.1 answering [`echo`] with 200: h2c with
+/// prior knowledge, or TLS with ALPN `h2` when `tls` is given.
 async fn server(tls: Option<TlsAcceptor>) -> (u16, JoinHandle<()>) {
+    server_answering(tls, http::StatusCode::OK).await
+}
+
+/// [`server`], answering with `status` where the `Host` agrees.
+async fn server_answering(
+    tls: Option<TlsAcceptor>,
+    status: http::StatusCode,
+) -> (u16, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let task = tokio::spawn(async move {
@@ -89,13 +102,19 @@ async fn server(tls: Option<TlsAcceptor>) -> (u16, JoinHandle<()>) {
                     Some(acceptor) => {
                         if let Ok(stream) = acceptor.accept(tcp).await {
                             let _ = builder
-                                .serve_connection(TokioIo::new(stream), service_fn(echo))
+                                .serve_connection(
+                                    TokioIo::new(stream),
+                                    service_fn(move |req| echo(req, status)),
+                                )
                                 .await;
                         }
                     }
                     None => {
                         let _ = builder
-                            .serve_connection(TokioIo::new(tcp), service_fn(echo))
+                            .serve_connection(
+                                TokioIo::new(tcp),
+                                service_fn(move |req| echo(req, status)),
+                            )
                             .await;
                     }
                 }
@@ -219,4 +238,37 @@ async fn an_http2_only_tls_client_sends_no_host_differing_from_the_authority() {
         );
     }
     task.abort();
+}
+
+/// A retry onto another instance compares the caller's `Host` with that
+/// instance's authority, not the first one's: a `Host` naming the first
+/// instance agrees there and stays (its 503 sends the GET on), and is
+/// dropped on the second, which would otherwise answer 400.
+#[tokio::test]
+async fn a_retry_drops_a_host_naming_the_instance_it_left() {
+    let (first, first_task) = server_answering(None, http::StatusCode::SERVICE_UNAVAILABLE).await;
+    let (second, second_task) = server(None).await;
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Empty<Bytes>>();
+    let instances = vec![
+        Instance::new(SVC, "127.0.0.1", first).expect("first"),
+        Instance::new(SVC, "127.0.0.1", second).expect("second"),
+    ];
+    let lb = LoadBalancer::builder()
+        .source(StaticSource::new().with_instances(SVC, instances))
+        .service(SVC)
+        .rule(|| tower_ribbon::rule::RoundRobin::with_start(0))
+        .build(client)
+        .expect("balancer");
+    let host = format!("127.0.0.1:{first}");
+    assert_eq!(
+        send(&lb, "http://svc/a", Version::HTTP_2, Some(&host)).await,
+        (
+            200,
+            format!("HTTP/2.0 authority=127.0.0.1:{second} host=[]")
+        )
+    );
+    first_task.abort();
+    second_task.abort();
 }
