@@ -10,7 +10,8 @@
 //! dropped wherever the balancer or the client knows the request goes
 //! over HTTP/2: a request whose version is `HTTP/2` (tonic's, or a
 //! caller's that sets it) and any request through an HTTP/2-only
-//! `tls::HttpsClient`. What an ALPN-negotiated connection of a client
+//! `tls::HttpsClient` or a `ReqwestService` told `http2_only` (reqwest's
+//! `http2_prior_knowledge()`). What an ALPN-negotiated connection of a client
 //! offering both protocols does is said in the service module docs.
 //!
 //! Servers that reject the mismatch, so that the request failed on every
@@ -134,9 +135,10 @@ fn balancer<S>(instance: Instance, inner: S) -> LoadBalancer<S> {
 
 /// Sends `GET {uri}` with `version` and an optional `Host` through `lb`;
 /// returns the status and what the instance saw.
-async fn send<L, B>(lb: &L, uri: &str, version: Version, host: Option<&str>) -> (u16, String)
+async fn send<L, Q, B>(lb: &L, uri: &str, version: Version, host: Option<&str>) -> (u16, String)
 where
-    L: tower::Service<Request<Empty<Bytes>>, Response = http::Response<B>> + Clone,
+    L: tower::Service<Request<Q>, Response = http::Response<B>> + Clone,
+    Q: Default,
     L::Error: std::fmt::Debug,
     B: http_body::Body,
     B::Error: std::fmt::Debug,
@@ -145,7 +147,7 @@ where
     if let Some(host) = host {
         request = request.header(http::header::HOST, host);
     }
-    let request = request.body(Empty::new()).expect("request");
+    let request = request.body(Q::default()).expect("request");
     let response = lb.clone().oneshot(request).await.expect("answered");
     let status = response.status().as_u16();
     let body = response
@@ -271,4 +273,44 @@ async fn a_retry_drops_a_host_naming_the_instance_it_left() {
     );
     first_task.abort();
     second_task.abort();
+}
+
+/// reqwest with `http2_prior_knowledge()` sends every request over h2c,
+/// whatever version the request says; the balancer cannot know, so the
+/// adapter is told (`ReqwestService::http2_only`). Without it the caller's
+/// `Host` reaches the instance beside `:authority` and the request is
+/// refused (400), which is what the first assertion pins.
+#[tokio::test]
+async fn reqwest_with_prior_knowledge_told_http2_only_drops_a_differing_host() {
+    let (port, task) = server(None).await;
+    let own = format!("127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let instance = || Instance::new(SVC, "127.0.0.1", port).expect("instance");
+    let plain = balancer(
+        instance(),
+        tower_ribbon::ReqwestService::new(client.clone()),
+    );
+    let told = balancer(
+        instance(),
+        tower_ribbon::ReqwestService::new(client).http2_only(true),
+    );
+    let host = Some("api.example.com");
+    let (status, _) = send::<_, String, _>(&plain, "http://svc/a", Version::HTTP_11, host).await;
+    assert_eq!(status, 400, "the adapter not told: the Host goes through");
+    for _ in 0..2 {
+        assert_eq!(
+            send::<_, String, _>(&told, "http://svc/a", Version::HTTP_11, host).await,
+            (200, format!("HTTP/2.0 authority={own} host=[]"))
+        );
+    }
+    // A Host naming the instance agrees with `:authority` and stays.
+    assert_eq!(
+        send::<_, String, _>(&told, "http://svc/a", Version::HTTP_11, Some(&own)).await,
+        (200, format!("HTTP/2.0 authority={own} host=[{own:?}]"))
+    );
+    task.abort();
 }

@@ -22,8 +22,9 @@
 //!    reject it), so it is dropped where the protocol is known beforehand:
 //!    a request whose version is `HTTP/2` (tonic's are; set
 //!    `Version::HTTP_2` on yours, which hyper-util then sends only over
-//!    HTTP/2) and every request through an HTTP/2-only
-//!    `tls::HttpsClient`. A client offering both by ALPN learns the
+//!    HTTP/2), every request through an HTTP/2-only `tls::HttpsClient`,
+//!    and every request through a [`ReqwestService`] told
+//!    [`http2_only`](ReqwestService::http2_only). A client offering both by ALPN learns the
 //!    protocol only at the connect, after the balancer has handed the
 //!    request on: there a `Host` the caller set reaches an HTTP/2
 //!    instance as a plain field, so leave it unset or set the version;

@@ -30,6 +30,18 @@ use tower::Service;
 /// `.redirect(reqwest::redirect::Policy::none())` to keep every request
 /// to the instance the balancer picked.
 ///
+/// **HTTP/2.** A `Host` the caller set is kept on a request that says
+/// HTTP/1.1 (see the service module docs, step 4); over HTTP/2 a `Host`
+/// that differs from `:authority` makes a request malformed (RFC 9113
+/// §8.3.1), and servers such as Go's `net/http` answer it with 400. The
+/// balancer drops it on requests whose version is HTTP/2, but a client
+/// built with `http2_prior_knowledge()` sends every request over HTTP/2
+/// whatever its version says: tell the adapter so with
+/// [`http2_only`](ReqwestService::http2_only), and it drops such a `Host`
+/// from every request. A client that negotiates HTTP/2 by ALPN is not
+/// covered (the protocol is known only once connected); set the request's
+/// version to HTTP/2, or set no `Host`, when its instances speak HTTP/2.
+///
 /// Its errors name the request's URL with the query and fragment shown as
 /// `***` (`for url (http://10.0.0.7:8080/api?***)`), as the balancer's
 /// own errors do: a query may carry a token.
@@ -43,12 +55,45 @@ use tower::Service;
 #[derive(Clone)]
 pub struct ReqwestService {
     client: reqwest::Client,
+    http2_only: bool,
 }
 
 impl ReqwestService {
     /// Wraps `client` (its pool, timeouts and TLS settings are kept).
     pub fn new(client: reqwest::Client) -> Self {
-        Self { client }
+        Self {
+            client,
+            http2_only: false,
+        }
+    }
+
+    /// Says whether the wrapped client speaks only HTTP/2 (built with
+    /// reqwest's `http2_prior_knowledge()`, feature `http2` of reqwest).
+    /// When `true`, a `Host` field that differs from the request URI's
+    /// authority (the picked instance's) is removed before the request is
+    /// sent, as the balancer does for requests whose version is HTTP/2 and
+    /// `tls::HttpsClient` does when it speaks only HTTP/2; a `Host` naming
+    /// the instance itself stays. Default `false`: the caller's `Host` is
+    /// kept, as HTTP/1.1 wants.
+    ///
+    /// ```
+    /// use tower_ribbon::ReqwestService;
+    ///
+    /// // With reqwest's `http2` feature: `reqwest::Client::builder()
+    /// //     .http2_prior_knowledge()`; any client works for the flag.
+    /// let svc = ReqwestService::new(reqwest::Client::new()).http2_only(true);
+    /// assert!(svc.is_http2_only());
+    /// ```
+    #[must_use]
+    pub fn http2_only(mut self, on: bool) -> Self {
+        self.http2_only = on;
+        self
+    }
+
+    /// What [`http2_only`](ReqwestService::http2_only) said (default
+    /// `false`).
+    pub fn is_http2_only(&self) -> bool {
+        self.http2_only
     }
 
     /// The wrapped client.
@@ -65,13 +110,15 @@ impl Default for ReqwestService {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
-        Self { client }
+        Self::new(client)
     }
 }
 
 impl fmt::Debug for ReqwestService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReqwestService").finish_non_exhaustive()
+        f.debug_struct("ReqwestService")
+            .field("http2_only", &self.http2_only)
+            .finish_non_exhaustive()
     }
 }
 
@@ -88,7 +135,12 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        if self.http2_only {
+            if let Some(authority) = req.uri().authority().cloned() {
+                crate::instance::drop_host_differing_from(req.headers_mut(), authority.as_str());
+            }
+        }
         let client = self.client.clone();
         let request = reqwest::Request::try_from(req);
         Box::pin(async move {
