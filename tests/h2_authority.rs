@@ -19,7 +19,13 @@
 //! ([golang/go#80065](https://github.com/golang/go/issues/80065)), Vert.x
 //! ([eclipse-vertx/vert.x#4776](https://github.com/eclipse-vertx/vert.x/issues/4776)),
 //! python-hyper's h2
-//! ([python-hyper/h2#246](https://github.com/python-hyper/h2/issues/246)).
+//! ([python-hyper/h2#246](https://github.com/python-hyper/h2/issues/246));
+//! HTTP/3 servers do the same (quic-go,
+//! [quic-go/quic-go#5828](https://github.com/quic-go/quic-go/pull/5828)),
+//! which is why a request whose version is HTTP/3 is checked too. The
+//! client-side twin of this defect: nghttp's `-H host:` appended a `Host`
+//! beside the `:authority` built from the URL
+//! ([nghttp2/nghttp2#2896](https://github.com/nghttp2/nghttp2/issues/2896)).
 //! The servers here are real hyper HTTP/2 servers (h2c with prior
 //! knowledge, and TLS with ALPN `h2`) that answer what they received and,
 //! as those servers do, 400 for a `Host` differing from `:authority`.
