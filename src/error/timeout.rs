@@ -52,7 +52,7 @@ impl fmt::Display for TimeoutKind {
 }
 
 /// The balancer's own timer fired: the error an attempt ends with, naming
-/// the timeout; its source is the timer's `Elapsed` (so classification and
+/// the timeout; its source is the timer's `Fired` (so classification and
 /// gRPC status mapping still see a timeout).
 #[derive(Debug)]
 pub(crate) struct TimedOut {

@@ -285,7 +285,7 @@ impl<R> Attempted<R> {
         self.result
             .as_ref()
             .err()
-            .is_some_and(|e| e.is::<tokio::time::error::Elapsed>())
+            .is_some_and(|e| e.is::<super::try_timer::Fired>())
     }
 
     /// The instance, ending a successful attempt now (a success that is

@@ -223,6 +223,7 @@ fn classify_chain(error: &(dyn StdError + 'static)) -> Outcome {
         }
         if e.downcast_ref::<tower::timeout::error::Elapsed>().is_some()
             || e.downcast_ref::<tokio::time::error::Elapsed>().is_some()
+            || e.downcast_ref::<super::try_timer::Fired>().is_some()
         {
             return if connecting {
                 Outcome::ConnectTimeout

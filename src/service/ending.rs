@@ -93,7 +93,7 @@ pub(super) fn timeout_kind(
     per_try: Option<Duration>,
 ) -> Option<TimeoutKind> {
     use crate::stats::Outcome;
-    if source.is::<tokio::time::error::Elapsed>() {
+    if source.is::<super::try_timer::Fired>() {
         // Our own timer: the deadline if it has passed, else the per-try.
         let past_deadline = deadline.is_some_and(|d| Instant::now() >= d);
         return Some(
@@ -111,7 +111,7 @@ pub(super) fn timeout_kind(
     }
 }
 
-/// `source` with the timeout named: our own timer's `Elapsed` becomes a
+/// `source` with the timeout named: our own timer's `Fired` becomes a
 /// [`TimedOut`] saying which timeout fired; a client's timeout keeps its
 /// error and gets a note.
 pub(super) fn name_timeout(
@@ -119,7 +119,7 @@ pub(super) fn name_timeout(
     timeout: Option<TimeoutKind>,
 ) -> (BoxError, Vec<String>) {
     match timeout {
-        Some(kind) if source.is::<tokio::time::error::Elapsed>() => {
+        Some(kind) if source.is::<super::try_timer::Fired>() => {
             (Box::new(TimedOut { kind, source }), Vec::new())
         }
         Some(kind) => (source, vec![kind.to_string()]),

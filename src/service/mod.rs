@@ -133,6 +133,7 @@ mod services;
 pub(crate) mod state;
 pub mod timeouts;
 mod trace;
+mod try_timer;
 cfg_feature! {
     #![any(feature = "hyper-util", feature = "reqwest")]
     pub mod upgrade;

@@ -14,13 +14,15 @@ use tracing::instrument::Instrumented;
 use crate::error::BoxError;
 use crate::retry::Upload;
 
+use super::try_timer::{Fired, TryTimer};
+
 pin_project_lite::pin_project! {
     /// The inner service's future, under the per-try timeout cut to the
-    /// deadline if there is one (expiry is tokio's `Elapsed`, a read
-    /// timeout), in the attempt's span.
+    /// deadline if there is one (expiry is [`Fired`], a read timeout), in
+    /// the attempt's span.
     #[project = SendingProj]
     pub(super) enum Sending<F> {
-        Bounded { #[pin] fut: Timeout<Instrumented<F>> },
+        Bounded { #[pin] fut: Instrumented<F>, timer: TryTimer },
         Unbounded { #[pin] fut: Instrumented<F> },
         // A body still uploading: the timer fires at the per-try timeout
         // after the send, then after the upload's end (re-armed while it
@@ -89,7 +91,8 @@ impl<F: Future> Sending<F> {
                 }),
             },
             (Some(at), None) => Sending::Bounded {
-                fut: tokio::time::timeout_at(at, fut),
+                fut,
+                timer: TryTimer::new(at),
             },
             (None, _) => Sending::Unbounded { fut },
         }
@@ -105,10 +108,13 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            SendingProj::Bounded { fut } => match fut.poll(cx) {
-                Poll::Ready(Ok(result)) => Poll::Ready(result.map_err(Into::into)),
-                Poll::Ready(Err(elapsed)) => Poll::Ready(Err(Box::new(elapsed))),
-                Poll::Pending => Poll::Pending,
+            // The inner future first, as tokio's `Timeout` does: one that
+            // answers at once arms no timer.
+            SendingProj::Bounded { fut, timer } => match fut.poll(cx) {
+                Poll::Ready(result) => Poll::Ready(result.map_err(Into::into)),
+                Poll::Pending => timer
+                    .poll_fired(cx)
+                    .map(|()| Err(Box::new(Fired) as BoxError)),
             },
             SendingProj::Unbounded { fut } => fut.poll(cx).map_err(Into::into),
             SendingProj::Uploading { fut, watch } => {
@@ -117,11 +123,11 @@ where
                 }
                 let mut watch = watch.as_mut().project();
                 loop {
-                    let elapsed = match watch.timer.as_mut().poll(cx) {
-                        Poll::Ready(Err(elapsed)) => elapsed,
+                    match watch.timer.as_mut().poll(cx) {
+                        Poll::Ready(Err(_elapsed)) => {}
                         // `Pending<()>` never ends; the timer waits.
                         Poll::Ready(Ok(())) | Poll::Pending => return Poll::Pending,
-                    };
+                    }
                     let now = Instant::now();
                     match next(watch.upload, *watch.per_try, *watch.deadline, *watch.sent) {
                         // The upload goes on, or ended less than the
@@ -130,7 +136,7 @@ where
                             let timer = tokio::time::timeout_at(at, std::future::pending());
                             watch.timer.set(timer);
                         }
-                        Some(_) => return Poll::Ready(Err(Box::new(elapsed))),
+                        Some(_) => return Poll::Ready(Err(Box::new(Fired))),
                         None => return Poll::Pending,
                     }
                 }

@@ -80,19 +80,24 @@
 //!
 //! **Cost.** The per-try timer is one tokio timer per attempt, armed only
 //! if the attempt's first poll finds it waiting (an inner service that
-//! answers at once arms none). Arming and cancelling it each take the
-//! runtime's timer lock, which tokio 1.x shares across all worker threads:
-//! about 600 instructions per request (`scripts/path-instructions`, after
-//! one poll against at once), and on a host whose cores are saturated, lock
-//! traffic between cores on top. In `scenarios overhead` (2 cores, 32 in
-//! flight), round robin with `RetryPolicy::none()` added +2.36 and +1.26 µs
-//! of CPU per request with the default 5 s timer and +0.75 and +0.27 µs
-//! with `read_timeout(None)` in two runs of one sitting; +1.50 and +2.48 µs
-//! against +1.04 and +2.99 µs in an earlier one. On a quiet host the timer
-//! was the largest single part of the balancer's cost; on a busy one the
-//! host's noise was as large. A client that already times each request
-//! (reqwest with `ClientBuilder::timeout`, which also bounds the response
-//! body) arms a timer of its own, so the balancer's is a second one:
+//! answers at once arms none). Registering a tokio timer and cancelling it
+//! each take the runtime's timer lock, which tokio 1.x shares across all
+//! worker threads; on saturated cores that lock was the largest single
+//! part of the balancer's cost (round robin with `RetryPolicy::none()` in
+//! `scenarios overhead`, 2 cores, 32 in flight: +2.36 and +1.26 µs of CPU
+//! per request with a timer registered per attempt, +0.75 and +0.27 µs with
+//! none). So on a multi-thread runtime a finished attempt hands its timer,
+//! still registered, to the next attempt on its thread, which moves it to
+//! its own deadline: tokio moves a timer later without the lock. The
+//! deadline is exact either way. A thread keeps at most 256 idle timers; a
+//! current-thread runtime (where time can be paused) pools none. Measured
+//! after the change, in two runs of one sitting: `none()` +2.54 and
+//! +1.57 µs with its timer, +3.95 and +1.99 µs with none: no longer apart
+//! within the host's noise.
+//!
+//! A client that already times each request (reqwest with
+//! `ClientBuilder::timeout`, which also bounds the response body) arms a
+//! timer of its own, so the balancer's is a second one:
 //! `read_timeout(None)` (with no [`RetryPolicy::per_try_timeout`]) drops
 //! it, and the client's timeout reaches the balancer as a read timeout
 //! (reqwest's `is_timeout`, tower's and tokio's `Elapsed` are read as one),

@@ -1,0 +1,285 @@
+//! The per-try timer, re-armed instead of registered anew.
+//!
+//! A tokio `Sleep` registered and cancelled once per request takes the
+//! time driver's lock twice, and tokio 1.x shares that lock across every
+//! worker thread: on saturated cores it was the largest part of the
+//! balancer's cost (see [`timeouts`](super::timeouts), "Cost"). But tokio
+//! moves a registered timer's deadline *later* without the lock (`Sleep::
+//! reset` stores the new tick; the driver finds it when the old tick comes
+//! and files the timer again, once per timer, not per request). So a
+//! finished attempt hands its `Sleep` back, still registered, to a small
+//! pool of its thread, and the next attempt there moves it to its own
+//! deadline. The deadline is exact either way: only the bookkeeping moves.
+//!
+//! Pooled only on a multi-thread runtime. Its timers run on real time
+//! (tokio pauses time only on a current-thread runtime), its worker threads
+//! serve no other runtime, and a runtime's shutdown fires every timer it
+//! holds, so a pooled `Sleep` of a runtime that has gone reads as elapsed
+//! and is dropped instead of used. On a current-thread runtime (and so in
+//! every test with paused time) each attempt arms a fresh `Sleep`, as
+//! before.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::time::{Instant, Sleep};
+
+/// The most idle timers a thread keeps: enough for the attempts one worker
+/// has in flight at once in most services; beyond it, a finished attempt's
+/// timer is cancelled as before.
+const POOL_MAX: usize = 256;
+
+thread_local! {
+    static POOL: RefCell<Vec<Pin<Box<Sleep>>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The balancer's own timer fired: the per-try timeout or the request
+/// deadline cut the attempt off (read as a read timeout, and named by
+/// [`TimedOut`](crate::error::TimedOut)).
+#[derive(Debug)]
+pub(crate) struct Fired;
+
+impl fmt::Display for Fired {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the balancer's timer fired")
+    }
+}
+
+impl std::error::Error for Fired {}
+
+/// One attempt's timer, firing at `at`: armed at its first poll (an inner
+/// service that answers at once arms none), from the thread's pool when it
+/// has one.
+pub(super) struct TryTimer {
+    at: Instant,
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// Whether the `Sleep` goes back to the pool when the attempt ends.
+    pooled: bool,
+}
+
+impl TryTimer {
+    pub(super) fn new(at: Instant) -> Self {
+        TryTimer {
+            at,
+            sleep: None,
+            pooled: false,
+        }
+    }
+
+    /// `Ready` once the deadline has passed; else the task is woken then.
+    pub(super) fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let sleep = match &mut self.sleep {
+            Some(sleep) => sleep,
+            None => {
+                let (sleep, pooled) = arm(self.at);
+                self.pooled = pooled;
+                self.sleep.insert(sleep)
+            }
+        };
+        // A pooled timer of a runtime shut down meanwhile has fired; tokio
+        // refuses to poll it, and its deadline no longer counts.
+        if sleep.is_elapsed() {
+            return Poll::Ready(());
+        }
+        // The inner future spends the task's budget; the timer must still
+        // register (as tokio's `Timeout` polls its delay).
+        let mut fut = tokio::task::unconstrained(sleep.as_mut());
+        Pin::new(&mut fut).poll(cx)
+    }
+}
+
+/// A `Sleep` until `at` and whether it may be pooled: a pooled one moved to
+/// `at`, or a new one.
+fn arm(at: Instant) -> (Pin<Box<Sleep>>, bool) {
+    // `try_with`: a thread tearing down its locals takes no pooled timer.
+    let taken = POOL.try_with(|pool| pool.borrow_mut().pop()).ok().flatten();
+    if let Some(mut sleep) = taken {
+        if !sleep.is_elapsed() {
+            sleep.as_mut().reset(at);
+            return (sleep, true);
+        }
+    }
+    let pooled =
+        Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+    (Box::pin(tokio::time::sleep_until(at)), pooled)
+}
+
+impl Drop for TryTimer {
+    fn drop(&mut self) {
+        let Some(mut sleep) = self.sleep.take() else {
+            return;
+        };
+        if !self.pooled || sleep.is_elapsed() {
+            return;
+        }
+        // Forget this task's waker, so that an idle timer holds no task.
+        let mut noop = Context::from_waker(Waker::noop());
+        let mut fut = tokio::task::unconstrained(sleep.as_mut());
+        if Pin::new(&mut fut).poll(&mut noop).is_ready() {
+            return;
+        }
+        let _ = POOL.try_with(|pool| {
+            if let Ok(mut pool) = pool.try_borrow_mut() {
+                if pool.len() < POOL_MAX {
+                    pool.push(sleep);
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn pooled() -> usize {
+        POOL.with(|p| p.borrow().len())
+    }
+
+    fn empty_pool() {
+        POOL.with(|p| p.borrow_mut().clear());
+    }
+
+    /// Polls `timer` once with `waker`.
+    fn poll_once(timer: &mut TryTimer, waker: &Waker) -> Poll<()> {
+        timer.poll_fired(&mut Context::from_waker(waker))
+    }
+
+    async fn fired(mut timer: TryTimer) -> Duration {
+        let start = std::time::Instant::now();
+        std::future::poll_fn(|cx| timer.poll_fired(cx)).await;
+        start.elapsed()
+    }
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn multi_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// A timer handed on to a later deadline (tokio's lock-free move)
+    /// fires at the later one, not at the one it was filed under.
+    #[test]
+    fn a_timer_moved_later_fires_at_its_new_deadline() {
+        multi_thread().block_on(async {
+            empty_pool();
+            let mut first = TryTimer::new(Instant::now() + Duration::from_millis(20));
+            assert!(poll_once(&mut first, Waker::noop()).is_pending());
+            drop(first);
+            assert_eq!(pooled(), 1);
+            let waited = fired(TryTimer::new(Instant::now() + Duration::from_millis(150))).await;
+            assert_eq!(pooled(), 0, "the pooled timer was taken");
+            assert!(
+                waited >= Duration::from_millis(150),
+                "fired after {waited:?}"
+            );
+        });
+    }
+
+    /// A timer moved earlier (tokio files it again) fires at the earlier
+    /// deadline; a fired timer is not pooled.
+    #[test]
+    fn a_timer_moved_earlier_fires_at_its_new_deadline() {
+        multi_thread().block_on(async {
+            empty_pool();
+            let mut first = TryTimer::new(Instant::now() + Duration::from_secs(3600));
+            assert!(poll_once(&mut first, Waker::noop()).is_pending());
+            drop(first);
+            assert_eq!(pooled(), 1);
+            let tokio_start = Instant::now();
+            let waited = fired(TryTimer::new(tokio_start + Duration::from_millis(30))).await;
+            assert!(
+                waited >= Duration::from_millis(30),
+                "fired after {waited:?}"
+            );
+            assert!(waited < Duration::from_secs(60), "fired after {waited:?}");
+            assert_eq!(pooled(), 0, "a fired timer is dropped, not pooled");
+        });
+    }
+
+    /// An idle pooled timer holds no task: the waker of the attempt that
+    /// last polled it is replaced, and is not woken when the timer's old
+    /// deadline passes in the pool.
+    #[test]
+    fn an_idle_pooled_timer_wakes_no_task() {
+        multi_thread().block_on(async {
+            empty_pool();
+            let count = Arc::new(Count(AtomicUsize::new(0)));
+            let waker = Waker::from(Arc::clone(&count));
+            let mut first = TryTimer::new(Instant::now() + Duration::from_millis(10));
+            assert!(poll_once(&mut first, &waker).is_pending());
+            drop(first);
+            assert_eq!(Arc::strong_count(&count), 2, "the pool dropped the waker");
+            drop(waker);
+            assert_eq!(Arc::strong_count(&count), 1);
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        });
+    }
+
+    /// On a current-thread runtime (paused time) every attempt arms its
+    /// own timer: none is pooled.
+    #[tokio::test(start_paused = true)]
+    async fn a_current_thread_runtime_pools_nothing() {
+        empty_pool();
+        let mut timer = TryTimer::new(Instant::now() + Duration::from_secs(5));
+        assert!(poll_once(&mut timer, Waker::noop()).is_pending());
+        drop(timer);
+        assert_eq!(pooled(), 0);
+        let start = Instant::now();
+        let mut timer = TryTimer::new(start + Duration::from_secs(5));
+        std::future::poll_fn(|cx| timer.poll_fired(cx)).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+    }
+
+    /// A pooled timer of a runtime shut down since is not used: the next
+    /// runtime on the thread arms its own, which fires on time.
+    #[test]
+    fn a_timer_of_a_runtime_gone_is_not_reused() {
+        empty_pool();
+        let first = multi_thread();
+        first.block_on(async {
+            let mut timer = TryTimer::new(Instant::now() + Duration::from_secs(3600));
+            assert!(poll_once(&mut timer, Waker::noop()).is_pending());
+        });
+        assert_eq!(pooled(), 1);
+        drop(first);
+        multi_thread().block_on(async {
+            let waited = fired(TryTimer::new(Instant::now() + Duration::from_millis(40))).await;
+            assert!(
+                waited >= Duration::from_millis(40),
+                "fired after {waited:?}"
+            );
+            assert!(waited < Duration::from_secs(60), "fired after {waited:?}");
+        });
+    }
+
+    /// An attempt that answers at once never arms a timer.
+    #[test]
+    fn no_timer_until_polled() {
+        multi_thread().block_on(async {
+            empty_pool();
+            drop(TryTimer::new(Instant::now() + Duration::from_secs(5)));
+            assert_eq!(pooled(), 0);
+        });
+    }
+}
