@@ -10,6 +10,11 @@
 //! finished attempt hands its `Sleep` back, still registered, to a small
 //! pool of its thread, and the next attempt there moves it to its own
 //! deadline. The deadline is exact either way: only the bookkeeping moves.
+//! tokio's own account of the lock: tokio-rs/tokio#6504 ("contention on
+//! the mutex in the timer driver", open) and #7384 ("resetting a timer
+//! doesn't acquire the Mutex as it just updates an `AtomicU64`"). Should a
+//! later tokio take the lock on a reset too, this stays correct, only no
+//! cheaper.
 //!
 //! Pooled only on a multi-thread runtime. Its timers run on real time
 //! (tokio pauses time only on a current-thread runtime), its worker threads
