@@ -107,6 +107,15 @@ fn arm(at: Instant) -> (Pin<Box<Sleep>>, bool) {
             sleep.as_mut().reset(at);
             return (sleep, true);
         }
+        // Fired idle, or by its runtime's shutdown, which fires them all:
+        // drop every fired one, so that none keeps a runtime gone (its
+        // handle, its poller's descriptors) at the bottom of the pool.
+        drop(sleep);
+        let _ = POOL.try_with(|pool| {
+            if let Ok(mut pool) = pool.try_borrow_mut() {
+                pool.retain(|sleep| !sleep.is_elapsed());
+            }
+        });
     }
     let pooled =
         Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
@@ -257,24 +266,31 @@ mod tests {
     }
 
     /// A pooled timer of a runtime shut down since is not used: the next
-    /// runtime on the thread arms its own, which fires on time.
+    /// runtime on the thread arms its own, which fires on time, and every
+    /// timer of the runtime gone leaves the pool at the first take.
     #[test]
     fn a_timer_of_a_runtime_gone_is_not_reused() {
         empty_pool();
         let first = multi_thread();
         first.block_on(async {
-            let mut timer = TryTimer::new(Instant::now() + Duration::from_secs(3600));
-            assert!(poll_once(&mut timer, Waker::noop()).is_pending());
+            let mut timers: Vec<TryTimer> = (0..3)
+                .map(|_| TryTimer::new(Instant::now() + Duration::from_secs(3600)))
+                .collect();
+            for timer in &mut timers {
+                assert!(poll_once(timer, Waker::noop()).is_pending());
+            }
         });
-        assert_eq!(pooled(), 1);
+        assert_eq!(pooled(), 3);
         drop(first);
         multi_thread().block_on(async {
-            let waited = fired(TryTimer::new(Instant::now() + Duration::from_millis(40))).await;
+            let timer = TryTimer::new(Instant::now() + Duration::from_millis(40));
+            let waited = fired(timer).await;
             assert!(
                 waited >= Duration::from_millis(40),
                 "fired after {waited:?}"
             );
             assert!(waited < Duration::from_secs(60), "fired after {waited:?}");
+            assert_eq!(pooled(), 0, "the runtime gone left timers behind");
         });
     }
 
