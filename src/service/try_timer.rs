@@ -101,7 +101,12 @@ impl TryTimer {
 /// `at`, or a new one.
 fn arm(at: Instant) -> (Pin<Box<Sleep>>, bool) {
     // `try_with`: a thread tearing down its locals takes no pooled timer.
-    let taken = POOL.try_with(|pool| pool.borrow_mut().pop()).ok().flatten();
+    // `try_borrow_mut`: nothing here re-enters the pool, but a refusal
+    // only costs a fresh timer, never a panic.
+    let taken = POOL
+        .try_with(|pool| pool.try_borrow_mut().ok().and_then(|mut pool| pool.pop()))
+        .ok()
+        .flatten();
     if let Some(mut sleep) = taken {
         if !sleep.is_elapsed() {
             sleep.as_mut().reset(at);
