@@ -22,7 +22,15 @@
 //! holds, so a pooled `Sleep` of a runtime that has gone reads as elapsed
 //! and is dropped instead of used. On a current-thread runtime (and so in
 //! every test with paused time) each attempt arms a fresh `Sleep`, as
-//! before.
+//! before. One case is left: a thread that blocks on a multi-thread
+//! runtime and then, that runtime still alive, on a current-thread one
+//! with paused time takes the first runtime's pooled timers there, which
+//! fire in real time (asking which runtime is current would cost a shared
+//! reference count per request).
+//!
+//! An idle pooled timer keeps the waker of the last task that polled it
+//! until the next attempt's poll replaces it or its deadline passes; then
+//! tokio wakes that task once, spuriously, and lets it go.
 
 use std::cell::RefCell;
 use std::fmt;
