@@ -3,12 +3,12 @@
 //! request body that reports its upload ([`Upload`]), at the upload's
 //! end.
 
-use std::future::{Future, Pending};
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::time::{Instant, Timeout};
+use tokio::time::Instant;
 use tracing::instrument::Instrumented;
 
 use crate::error::BoxError;
@@ -30,21 +30,18 @@ pin_project_lite::pin_project! {
         // every request's future carries the largest variant.
         Uploading {
             #[pin] fut: Instrumented<F>,
-            watch: Pin<Box<Watch>>,
+            watch: Box<Watch>,
         },
     }
 }
 
-pin_project_lite::pin_project! {
-    /// An uploading attempt's timer and what it needs to re-arm.
-    pub(super) struct Watch {
-        #[pin]
-        timer: Timeout<Pending<()>>,
-        upload: Upload,
-        per_try: Duration,
-        deadline: Option<Instant>,
-        sent: Instant,
-    }
+/// An uploading attempt's timer and what it needs to re-arm.
+pub(super) struct Watch {
+    timer: TryTimer,
+    upload: Upload,
+    per_try: Duration,
+    deadline: Option<Instant>,
+    sent: Instant,
 }
 
 /// When an uploading attempt times out, seen at `now`: the per-try
@@ -82,8 +79,8 @@ impl<F: Future> Sending<F> {
         match (until, upload) {
             (Some(at), Some((per_try, upload))) => Sending::Uploading {
                 fut,
-                watch: Box::pin(Watch {
-                    timer: tokio::time::timeout_at(at, std::future::pending()),
+                watch: Box::new(Watch {
+                    timer: TryTimer::new(at),
                     upload,
                     per_try,
                     deadline,
@@ -121,21 +118,15 @@ where
                 if let Poll::Ready(result) = fut.poll(cx) {
                     return Poll::Ready(result.map_err(Into::into));
                 }
-                let mut watch = watch.as_mut().project();
                 loop {
-                    match watch.timer.as_mut().poll(cx) {
-                        Poll::Ready(Err(_elapsed)) => {}
-                        // `Pending<()>` never ends; the timer waits.
-                        Poll::Ready(Ok(())) | Poll::Pending => return Poll::Pending,
+                    if watch.timer.poll_fired(cx).is_pending() {
+                        return Poll::Pending;
                     }
                     let now = Instant::now();
-                    match next(watch.upload, *watch.per_try, *watch.deadline, *watch.sent) {
+                    match next(&watch.upload, watch.per_try, watch.deadline, watch.sent) {
                         // The upload goes on, or ended less than the
                         // per-try timeout ago: wait on.
-                        Some(at) if at > now => {
-                            let timer = tokio::time::timeout_at(at, std::future::pending());
-                            watch.timer.set(timer);
-                        }
+                        Some(at) if at > now => watch.timer.rearm(at),
                         Some(_) => return Poll::Ready(Err(Box::new(Fired))),
                         None => return Poll::Pending,
                     }

@@ -83,6 +83,20 @@ impl TryTimer {
         }
     }
 
+    /// Moves the deadline to `at` (a streamed upload's timer, re-armed at
+    /// its end): the armed `Sleep` is moved, one that has fired is let go
+    /// and the next poll arms another.
+    pub(super) fn rearm(&mut self, at: Instant) {
+        self.at = at;
+        if let Some(sleep) = &mut self.sleep {
+            if sleep.is_elapsed() {
+                self.sleep = None;
+            } else {
+                sleep.as_mut().reset(at);
+            }
+        }
+    }
+
     /// `Ready` once the deadline has passed; else the task is woken then.
     pub(super) fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let sleep = match &mut self.sleep {
@@ -307,6 +321,37 @@ mod tests {
             );
             assert!(waited < Duration::from_secs(60), "fired after {waited:?}");
             assert_eq!(pooled(), 0, "the runtime gone left timers behind");
+        });
+    }
+
+    /// A streamed upload's timer re-armed: after it fired, it fires again
+    /// at the new deadline, no sooner; re-armed before firing, it fires at
+    /// the later deadline, not the first.
+    #[test]
+    fn a_rearmed_timer_fires_at_its_new_deadline() {
+        multi_thread().block_on(async {
+            empty_pool();
+            let mut timer = TryTimer::new(Instant::now() + Duration::from_millis(20));
+            std::future::poll_fn(|cx| timer.poll_fired(cx)).await;
+            let start = std::time::Instant::now();
+            timer.rearm(Instant::now() + Duration::from_millis(80));
+            std::future::poll_fn(|cx| timer.poll_fired(cx)).await;
+            let waited = start.elapsed();
+            assert!(
+                waited >= Duration::from_millis(80),
+                "fired after {waited:?}"
+            );
+            assert!(waited < Duration::from_secs(60), "fired after {waited:?}");
+            let start = std::time::Instant::now();
+            let mut timer = TryTimer::new(Instant::now() + Duration::from_millis(20));
+            assert!(poll_once(&mut timer, Waker::noop()).is_pending());
+            timer.rearm(Instant::now() + Duration::from_millis(120));
+            std::future::poll_fn(|cx| timer.poll_fired(cx)).await;
+            let waited = start.elapsed();
+            assert!(
+                waited >= Duration::from_millis(120),
+                "fired after {waited:?}"
+            );
         });
     }
 
