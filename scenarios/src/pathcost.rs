@@ -65,14 +65,18 @@ fn request() -> Req {
         .expect("request")
 }
 
+/// A balancer over the instant inner service; `read_timeout` is the
+/// builder's per-try timeout (`None` for none; the builder's default is 5 s).
 async fn lb(
     policy: RetryPolicy,
+    read_timeout: Option<Duration>,
 ) -> Result<impl Service<Req, Error = tower_ribbon::Error> + Clone, BoxError> {
     let source = StaticSource::new().with_list("svc", "127.0.0.1:8081")?;
     let lb = LoadBalancer::builder()
         .source(source)
         .service("svc")
         .retry(policy)
+        .read_timeout(read_timeout)
         .build(instant())?;
     lb.ready_service("svc").await;
     Ok(lb)
@@ -226,12 +230,16 @@ pub async fn run(report: &mut Report) -> Result<(), BoxError> {
     eprintln!("pathcost: measuring ...");
     const N: u32 = 200_000;
     const ROUNDS: usize = 5;
-    let rr = lb(RetryPolicy::default()).await?;
-    let rr_none = lb(RetryPolicy::none()).await?;
+    let per_try = Some(tower_ribbon::service::DEFAULT_READ_TIMEOUT);
+    let rr = lb(RetryPolicy::default(), per_try).await?;
+    let rr_none = lb(RetryPolicy::none(), per_try).await?;
     let mut balance = p2c();
-    // Diagnostics: PATHCOST_ONLY=inner|rr|rr_none|p2c sends PATHCOST_N (1 000 000)
-    // requests in that mode alone and reports nothing (for instruction
-    // counts with `perf stat`, which the host's load does not move).
+    // Diagnostics: PATHCOST_ONLY=inner|rr|rr_none|rr_none_no_timer|p2c sends
+    // PATHCOST_N (1 000 000) requests in that mode alone and reports nothing
+    // (for instruction counts with `scripts/path-instructions`, which the
+    // host's load does not move). `rr_none_no_timer` is `rr_none` without a
+    // per-try timeout: with `PATHCOST_PENDING=1`, the difference is what the
+    // per-try timer costs an attempt that waits.
     if let Ok(only) = std::env::var("PATHCOST_ONLY") {
         PENDING_ONCE.store(
             std::env::var("PATHCOST_PENDING").is_ok_and(|v| v == "1"),
@@ -245,6 +253,7 @@ pub async fn run(report: &mut Report) -> Result<(), BoxError> {
             "inner" => direct_round(n).await,
             "rr" => lb_round(&rr, n).await,
             "rr_none" => lb_round(&rr_none, n).await,
+            "rr_none_no_timer" => lb_round(&lb(RetryPolicy::none(), None).await?, n).await,
             "p2c" => p2c_round(&mut balance, n).await,
             other => return Err(format!("PATHCOST_ONLY: unknown mode {other:?}").into()),
         };
