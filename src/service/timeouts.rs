@@ -87,19 +87,23 @@
 //! `scenarios overhead`, 2 cores, 32 in flight: +2.36 and +1.26 µs of CPU
 //! per request with a timer registered per attempt, +0.75 and +0.27 µs with
 //! none). So on a multi-thread runtime a finished attempt hands its timer,
-//! still registered, to the next attempt on its thread, which moves it to
-//! its own deadline: tokio moves a timer later without the lock. The
-//! deadline is exact either way. A thread keeps at most 256 idle timers; a
-//! current-thread runtime (where time can be paused) pools none. Measured
-//! after the change, in two runs of one sitting: `none()` +2.54 and
-//! +1.57 µs with its timer, +3.95 and +1.99 µs with none; in a later
-//! sitting +1.47 and +0.94 µs against +0.79 and +0.23 µs, so the pooled
-//! timer may still cost about 0.7 µs there, within a noise of about 1 µs.
-//! Counted (`scripts/path-instructions`), it is 447 instructions per
-//! waiting attempt of round robin's 4 397 over the inner service. tokio
-//! 1.54's `Sleep::reset` also clones the runtime's handle, a reference
-//! count every worker shares, on each reset, which counts do not show
-//! (tokio-rs/tokio#7473 would clone it only to register a timer).
+//! still registered, to the next attempt on its thread, which keeps it if
+//! it is due no later than its own deadline, and lets it go for one at its
+//! own deadline only if it fires while the attempt still waits (see
+//! `try_timer`): most attempts neither register nor move a timer. An
+//! attempt is never cut before its deadline. A thread keeps at most 256
+//! idle timers; a current-thread runtime (where time can be paused) pools
+//! none. Counted (`scripts/path-instructions`), the timer of a waiting
+//! attempt is 288 instructions of round robin's +4 238 with `none()` over
+//! the inner service (447 when the pooled timer was moved to each
+//! attempt's deadline, which in tokio 1.54 also takes and gives back a
+//! count on the runtime's shared handle: tokio-rs/tokio#7473). In
+//! `scenarios overhead` the host's noise, about 1 µs between runs, is as
+//! large as what is left: `none()` +1.47 and +0.94 µs with a timer moved
+//! per attempt against +0.79 and +0.23 µs with none in one sitting, and
+//! no order at all in another; runs alternated before and after the
+//! change gave `none()` +1.46 and +1.95 µs before, +1.05 and +1.23 µs
+//! after.
 //!
 //! A client that already times each request (reqwest with
 //! `ClientBuilder::timeout`, which also bounds the response body) arms a

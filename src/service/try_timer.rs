@@ -3,18 +3,24 @@
 //! A tokio `Sleep` registered and cancelled once per request takes the
 //! time driver's lock twice, and tokio 1.x shares that lock across every
 //! worker thread: on saturated cores it was the largest part of the
-//! balancer's cost (see [`timeouts`](super::timeouts), "Cost"). But tokio
-//! moves a registered timer's deadline *later* without the lock (`Sleep::
-//! reset` stores the new tick; the driver finds it when the old tick comes
-//! and files the timer again, once per timer, not per request). So a
+//! balancer's cost (see [`timeouts`](super::timeouts), "Cost"). So a
 //! finished attempt hands its `Sleep` back, still registered, to a small
-//! pool of its thread, and the next attempt there moves it to its own
-//! deadline. The deadline is exact either way: only the bookkeeping moves.
-//! tokio's own account of the lock: tokio-rs/tokio#6504 ("contention on
-//! the mutex in the timer driver", open) and #7384 ("resetting a timer
-//! doesn't acquire the Mutex as it just updates an `AtomicU64`"). Should a
-//! later tokio take the lock on a reset too, this stays correct, only no
-//! cheaper.
+//! pool of its thread, and the next attempt there takes it:
+//! - a pooled timer due *after* the attempt's deadline is moved earlier
+//!   (`Sleep::reset`; tokio files it again under the lock);
+//! - one due *at or before* it is left as it is: it fires at its own
+//!   deadline, and only if the attempt is still waiting then is it let go
+//!   and a timer armed at the attempt's deadline. Most attempts end first,
+//!   so a pooled timer is filed once in its life, at most the read timeout
+//!   long, and the hot path calls no `Sleep::reset`, which in tokio 1.54
+//!   also takes and gives back a count on the runtime's shared handle
+//!   (tokio-rs/tokio#7473 would take it only to register a timer).
+//!
+//! An attempt is never cut before its deadline (a timer that fired at an
+//! earlier, inherited deadline is not taken as this attempt's) and no
+//! later than tokio's tick after it, as with a fresh `Sleep`. tokio's own
+//! account of the lock: tokio-rs/tokio#6504 ("contention on the mutex in
+//! the timer driver", open).
 //!
 //! Pooled only on a multi-thread runtime. Its timers run on real time
 //! (tokio pauses time only on a current-thread runtime), its worker threads
@@ -84,14 +90,15 @@ impl TryTimer {
     }
 
     /// Moves the deadline to `at` (a streamed upload's timer, re-armed at
-    /// its end): the armed `Sleep` is moved, one that has fired is let go
-    /// and the next poll arms another.
+    /// its end): an armed `Sleep` due later is moved to `at`, one due
+    /// earlier is kept (when it fires, the next poll arms one at `at`), one
+    /// that has fired is let go and the next poll arms another.
     pub(super) fn rearm(&mut self, at: Instant) {
         self.at = at;
         if let Some(sleep) = &mut self.sleep {
             if sleep.is_elapsed() {
                 self.sleep = None;
-            } else {
+            } else if sleep.deadline() > at {
                 sleep.as_mut().reset(at);
             }
         }
@@ -99,28 +106,39 @@ impl TryTimer {
 
     /// `Ready` once the deadline has passed; else the task is woken then.
     pub(super) fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let sleep = match &mut self.sleep {
-            Some(sleep) => sleep,
-            None => {
-                let (sleep, pooled) = arm(self.at);
-                self.pooled = pooled;
-                self.sleep.insert(sleep)
+        // At most one turn per timer that fired before `at`: each is let go,
+        // and a fresh timer never fires before its deadline.
+        loop {
+            let sleep = match &mut self.sleep {
+                Some(sleep) => sleep,
+                None => {
+                    let (sleep, pooled) = arm(self.at);
+                    self.pooled = pooled;
+                    self.sleep.insert(sleep)
+                }
+            };
+            // A pooled timer of a runtime shut down meanwhile has fired;
+            // tokio refuses to poll it.
+            if !sleep.is_elapsed() {
+                // The inner future spends the task's budget; the timer must
+                // still register (as tokio's `Timeout` polls its delay).
+                let mut fut = tokio::task::unconstrained(sleep.as_mut());
+                if Pin::new(&mut fut).poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
             }
-        };
-        // A pooled timer of a runtime shut down meanwhile has fired; tokio
-        // refuses to poll it, and its deadline no longer counts.
-        if sleep.is_elapsed() {
-            return Poll::Ready(());
+            if sleep.deadline() >= self.at {
+                return Poll::Ready(());
+            }
+            // Fired at the earlier deadline a pooled timer came with (or
+            // at its runtime's shutdown): not this attempt's.
+            self.sleep = None;
         }
-        // The inner future spends the task's budget; the timer must still
-        // register (as tokio's `Timeout` polls its delay).
-        let mut fut = tokio::task::unconstrained(sleep.as_mut());
-        Pin::new(&mut fut).poll(cx)
     }
 }
 
-/// A `Sleep` until `at` and whether it may be pooled: a pooled one moved to
-/// `at`, or a new one.
+/// A `Sleep` due no later than `at` and whether it may be pooled: a pooled
+/// one (moved to `at` if it was due later), or a new one.
 fn arm(at: Instant) -> (Pin<Box<Sleep>>, bool) {
     // `try_with`: a thread tearing down its locals takes no pooled timer.
     // `try_borrow_mut`: nothing here re-enters the pool, but a refusal
@@ -131,7 +149,10 @@ fn arm(at: Instant) -> (Pin<Box<Sleep>>, bool) {
         .flatten();
     if let Some(mut sleep) = taken {
         if !sleep.is_elapsed() {
-            sleep.as_mut().reset(at);
+            // Due at or before `at`: kept, no reset (see the module docs).
+            if sleep.deadline() > at {
+                sleep.as_mut().reset(at);
+            }
             return (sleep, true);
         }
         // Fired idle, or by its runtime's shutdown, which fires them all:
@@ -216,8 +237,8 @@ mod tests {
             .unwrap()
     }
 
-    /// A timer handed on to a later deadline (tokio's lock-free move)
-    /// fires at the later one, not at the one it was filed under.
+    /// A timer handed on to a later deadline fires at the later one, not
+    /// at the one it was filed under.
     #[test]
     fn a_timer_moved_later_fires_at_its_new_deadline() {
         multi_thread().block_on(async {
@@ -232,6 +253,33 @@ mod tests {
                 waited >= Duration::from_millis(150),
                 "fired after {waited:?}"
             );
+        });
+    }
+
+    /// A pooled timer due before the attempt's deadline is taken as it is
+    /// (no reset): when it fires there, the attempt is not cut off, and a
+    /// timer at the attempt's deadline takes over.
+    #[test]
+    fn a_pooled_timer_due_earlier_is_kept_and_not_taken_as_the_attempts() {
+        multi_thread().block_on(async {
+            empty_pool();
+            let inherited = Instant::now() + Duration::from_millis(30);
+            let mut first = TryTimer::new(inherited);
+            assert!(poll_once(&mut first, Waker::noop()).is_pending());
+            drop(first);
+            let start = std::time::Instant::now();
+            let mut timer = TryTimer::new(Instant::now() + Duration::from_millis(120));
+            assert!(poll_once(&mut timer, Waker::noop()).is_pending());
+            assert_eq!(pooled(), 0, "the pooled timer was taken");
+            let kept = timer.sleep.as_ref().map(|s| s.deadline());
+            assert_eq!(kept, Some(inherited), "taken without a reset");
+            std::future::poll_fn(|cx| timer.poll_fired(cx)).await;
+            let waited = start.elapsed();
+            assert!(
+                waited >= Duration::from_millis(120),
+                "fired after {waited:?}"
+            );
+            assert!(waited < Duration::from_secs(60), "fired after {waited:?}");
         });
     }
 
