@@ -20,6 +20,9 @@
 //!   the password was encoded twice (raw `!` and `%21` must both work).
 #![cfg(feature = "eureka")]
 
+#[path = "common/closed_port.rs"]
+mod closed_port;
+
 use std::convert::Infallible;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -34,6 +37,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tower_ribbon::discovery::InstanceSource;
 use tower_ribbon::discovery::eureka::{EurekaRegistry, EurekaSource};
+
+use closed_port::ClosedPort;
 
 const USER: &str = "svc-user";
 const PASSWORD: &str = "p,a@s:s%w!";
@@ -83,12 +88,6 @@ async fn stub() -> String {
     addr.to_string()
 }
 
-/// A port with nothing listening.
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
 
@@ -120,7 +119,9 @@ async fn passwords_with_any_character_work_and_never_show() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let good = stub().await;
-    let dead = closed_port();
+    // Nothing listens there, and the port stays reserved for the test.
+    let closed = ClosedPort::new().expect("reserve a port");
+    let dead = closed.port();
     // Raw `,`, `@`, `:` and an encoded `%`, in a comma-separated list whose
     // first server is down (its error is listed), then fully encoded.
     let raw = format!(

@@ -13,6 +13,9 @@
 //! No fixed sleep decides a result: waits poll a condition with a bound.
 #![cfg(feature = "eureka")]
 
+#[path = "common/closed_port.rs"]
+mod closed_port;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::io::Write;
@@ -33,6 +36,8 @@ use tower_ribbon::discovery::eureka::EurekaSource;
 use tower_ribbon::discovery::eureka::wire::{self, ActionType, Application};
 use tower_ribbon::discovery::{FetchFuture, InstanceSource, RefreshConfig, RefreshStatus};
 use tower_ribbon::{DiscoveryError, Instance, InstanceStatus, LoadBalancer};
+
+use closed_port::ClosedPort;
 
 // ---------------------------------------------------------------------------
 // Part 1: the fixtures
@@ -677,14 +682,12 @@ impl Drop for Stub {
     }
 }
 
-/// A port on 127.0.0.1 that nothing listens on (bound, then released).
-async fn closed_port_url() -> String {
-    let listener = TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .expect("bind 127.0.0.1");
-    let port = listener.local_addr().expect("local addr").port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}/eureka")
+/// A Eureka URL on a port of 127.0.0.1 that refuses connections, and the
+/// reservation that keeps it so: hold it for the whole test.
+fn closed_port_url() -> (ClosedPort, String) {
+    let closed = ClosedPort::new().expect("reserve a port");
+    let url = format!("http://127.0.0.1:{}/eureka", closed.port());
+    (closed, url)
 }
 
 const GOOD_PORTS: [u16; 3] = [18081, 18082, 18083];
@@ -1251,7 +1254,7 @@ async fn fetches_start_at_the_server_that_answered_last() {
 
 #[tokio::test]
 async fn failover_past_a_closed_port() {
-    let closed = closed_port_url().await;
+    let (_reserved, closed) = closed_port_url();
     let second = Stub::start(Mode::GzipWithHeader).await;
     let app = source(&[closed, second.url()])
         .fetch_application("user-service")
@@ -1264,7 +1267,7 @@ async fn failover_past_a_closed_port() {
 #[tokio::test]
 async fn all_servers_failed_lists_each_error_in_order() {
     let first = Stub::start(Mode::Status500).await;
-    let closed = closed_port_url().await;
+    let (_reserved, closed) = closed_port_url();
     let err = source(&[first.url(), closed.clone()])
         .fetch_application("user-service")
         .await
@@ -1365,7 +1368,7 @@ async fn basic_auth_is_sent_and_never_shown() {
                 .expect_err("bad answer"),
         );
     }
-    let closed = closed_port_url().await;
+    let (_reserved, closed) = closed_port_url();
     let two = self::source(&[with_auth(&closed), with_auth(&stub.url())]);
     stub.set(Mode::Status500);
     errors.push(

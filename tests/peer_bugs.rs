@@ -14,7 +14,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -675,6 +675,10 @@ async fn spring_cloud_netflix_1283_a_post_that_timed_out_is_not_sent_again() {
             .unwrap(),
     ];
     let ports: Vec<u16> = backends.iter().map(Backend::port).collect();
+    // A stopped backend keeps its port reserved, so the next one cannot be
+    // given it (before that, two of the three shared a port in one CI run).
+    let distinct: BTreeSet<u16> = ports.iter().copied().collect();
+    assert_eq!(distinct.len(), 3, "{ports:?}");
     let source = StaticSource::new().with_list(SVC, &list(&ports)).unwrap();
     let lb = LoadBalancer::builder()
         .source(source)
@@ -823,6 +827,10 @@ async fn grpc_java_6650_with_every_instance_down_requests_fail_fast() {
         backends.push(b);
     }
     let ports: Vec<u16> = backends.iter().map(Backend::port).collect();
+    // A stopped backend keeps its port reserved, so the next one cannot be
+    // given it (before that, two of the three shared a port in one CI run).
+    let distinct: BTreeSet<u16> = ports.iter().copied().collect();
+    assert_eq!(distinct.len(), 3, "{ports:?}");
     let source = StaticSource::new().with_list(SVC, &list(&ports)).unwrap();
     let lb = LoadBalancer::builder()
         .source(source)

@@ -5,13 +5,17 @@
 //! A backend's [`Behavior`] can be switched while it runs (to answer a
 //! status, to answer slowly, or to read a request and never answer), it
 //! records the `x-request-id` of every request it receives, and it can be
-//! stopped (new connects are refused) and restarted on the same port.
+//! stopped (new connects are refused; the port stays reserved, so no other
+//! server of the test process takes it) and restarted on the same port.
 //! [`Blackhole`] is an address whose connects get no answer at all, for
 //! connect timeouts.
 #![allow(dead_code)]
 
 #[path = "serve.rs"]
 pub mod serve;
+
+#[path = "../common/closed_port.rs"]
+pub mod closed_port;
 
 use std::convert::Infallible;
 use std::io;
@@ -83,6 +87,9 @@ pub struct Backend {
     stop: Option<oneshot::Sender<()>>,
     drain: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    /// Holds the port while the backend is shut down (see
+    /// [`Backend::shutdown`]).
+    reserved: Option<closed_port::ClosedPort>,
 }
 
 impl Backend {
@@ -110,6 +117,7 @@ impl Backend {
             stop: None,
             drain: watch::channel(false).0,
             task: None,
+            reserved: None,
         };
         backend.spawn(listener);
         Ok(backend)
@@ -212,10 +220,20 @@ impl Backend {
 
     /// Stops and waits until the listener and every connection are closed:
     /// from then on connects to [`Backend::addr`] are refused.
+    ///
+    /// The port stays bound, never listening (a [`closed_port::ClosedPort`]),
+    /// until [`Backend::restart`] or drop: a port released here could be
+    /// given to the next server any test starts, and then requests meant to
+    /// be refused would be answered, or two backends stopped and started in
+    /// turn would share one port (grpc_java_6650 in `tests/peer_bugs.rs`
+    /// failed so in CI).
     pub async fn shutdown(&mut self) {
         self.stop();
         if let Some(task) = self.task.take() {
             let _ = task.await;
+        }
+        if self.reserved.is_none() {
+            self.reserved = closed_port::ClosedPort::at(self.addr).ok();
         }
     }
 
@@ -224,6 +242,7 @@ impl Backend {
     /// meanwhile.
     pub async fn restart(&mut self) -> io::Result<()> {
         self.shutdown().await;
+        self.reserved = None;
         let listener = TcpListener::bind(self.addr).await?;
         self.spawn(listener);
         Ok(())
