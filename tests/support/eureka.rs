@@ -6,9 +6,12 @@
 //! fails the test; elsewhere the test is skipped with a message.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
+
+use super::backend::closed_port::ClosedPort;
 
 /// A running Eureka server on 127.0.0.1.
 pub struct EurekaFixture {
@@ -16,6 +19,12 @@ pub struct EurekaFixture {
     running: bool,
     /// Base URLs of the other peers of its cluster (empty: standalone).
     peers: Vec<String>,
+    /// Holds the port, bound and never listening, from the first
+    /// [`stop`](EurekaFixture::stop) on: while the server is down, connects
+    /// are refused and no server another test starts is given the port. The
+    /// JVM binds through it on [`restart`](EurekaFixture::restart) (both
+    /// sockets set `SO_REUSEADDR` and this one never listens).
+    reserved: Option<ClosedPort>,
 }
 
 fn script() -> PathBuf {
@@ -64,6 +73,7 @@ impl EurekaFixture {
                 port,
                 running: true,
                 peers: Vec::new(),
+                reserved: None,
             }),
             Err(e) if in_ci() => panic!("Eureka server fixture is required under CI=true: {e}"),
             Err(e) => {
@@ -80,24 +90,17 @@ impl EurekaFixture {
     /// only outside CI, as [`start`](Self::start).
     pub fn start_cluster() -> Option<[EurekaFixture; 2]> {
         // Each peer must know the other's URL before it starts, so the two
-        // ports are picked first: both listeners are held until both ports
-        // are known, so they differ. Another process may still take one
-        // before its peer binds it; the whole cluster is then tried again
-        // on new ports.
+        // ports are picked first and held (bound, never listening: each JVM
+        // binds through its reservation) until both peers run, so no other
+        // server takes one meanwhile. Should a peer still find its port
+        // taken, the whole cluster is tried again on new ports.
         let mut last = String::new();
         for _ in 0..5 {
-            let listeners = (
-                std::net::TcpListener::bind("127.0.0.1:0"),
-                std::net::TcpListener::bind("127.0.0.1:0"),
-            );
-            let ports = match &listeners {
-                (Ok(a), Ok(b)) => match (a.local_addr(), b.local_addr()) {
-                    (Ok(a), Ok(b)) => [a.port(), b.port()],
-                    other => panic!("no free ports: {other:?}"),
-                },
-                other => panic!("no free ports: {other:?}"),
+            let reserved = match (ClosedPort::new(), ClosedPort::new()) {
+                (Ok(a), Ok(b)) => [a, b],
+                other => panic!("no free ports: {:?}", (other.0.err(), other.1.err())),
             };
-            drop(listeners);
+            let ports = [reserved[0].port(), reserved[1].port()];
             let url = |port: u16| format!("http://127.0.0.1:{port}/eureka/");
             let mut peers = Vec::new();
             let mut taken = false;
@@ -108,6 +111,7 @@ impl EurekaFixture {
                         port: *port,
                         running: true,
                         peers: others,
+                        reserved: None,
                     }),
                     Err(e) if e.contains("already in use") || e.contains("was taken") => {
                         // (the started peer is stopped as it is dropped)
@@ -127,8 +131,11 @@ impl EurekaFixture {
             if taken {
                 continue;
             }
-            let second = peers.pop()?;
-            let first = peers.pop()?;
+            let [first_port, second_port] = reserved;
+            let mut second = peers.pop()?;
+            let mut first = peers.pop()?;
+            first.reserved = Some(first_port);
+            second.reserved = Some(second_port);
             return Some([first, second]);
         }
         if in_ci() {
@@ -151,7 +158,17 @@ impl EurekaFixture {
     }
 
     /// Stops the server (its registry is lost, as with a real restart).
+    /// Its port stays reserved: connects to it are refused, and no server
+    /// another test starts meanwhile is given it.
     pub fn stop(&mut self) {
+        self.stop_process();
+        if self.reserved.is_none() {
+            self.reserved = ClosedPort::at(SocketAddr::from(([127, 0, 0, 1], self.port))).ok();
+        }
+    }
+
+    /// Stops the server's process (the script waits until it exited).
+    fn stop_process(&mut self) {
         if self.running {
             // A paused server would not see the stop.
             self.signal("-CONT");
@@ -330,7 +347,7 @@ impl EurekaFixture {
 
 impl Drop for EurekaFixture {
     fn drop(&mut self) {
-        self.stop();
+        self.stop_process();
     }
 }
 
