@@ -14,8 +14,7 @@
 #[path = "serve.rs"]
 pub mod serve;
 
-#[path = "../common/closed_port.rs"]
-pub mod closed_port;
+pub use serve::closed_port;
 
 use std::convert::Infallible;
 use std::io;
@@ -86,7 +85,8 @@ pub struct Backend {
     state: Arc<State>,
     stop: Option<oneshot::Sender<()>>,
     drain: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
+    /// The server; its output holds the port once the listener closed.
+    task: Option<JoinHandle<Option<closed_port::ClosedPort>>>,
     /// Holds the port while the backend is shut down (see
     /// [`Backend::shutdown`]).
     reserved: Option<closed_port::ClosedPort>,
@@ -212,8 +212,9 @@ impl Backend {
     }
 
     /// Goes away gracefully: the listener closes at once (new connects are
-    /// refused) and each connection finishes the request it is serving,
-    /// then closes, as a server draining for a shutdown does.
+    /// refused; the port stays reserved, as after [`Backend::shutdown`])
+    /// and each connection finishes the request it is serving, then
+    /// closes, as a server draining for a shutdown does.
     pub fn drain(&self) {
         self.drain.send_replace(true);
     }
@@ -221,16 +222,19 @@ impl Backend {
     /// Stops and waits until the listener and every connection are closed:
     /// from then on connects to [`Backend::addr`] are refused.
     ///
-    /// The port stays bound, never listening (a [`closed_port::ClosedPort`]),
-    /// until [`Backend::restart`] or drop: a port released here could be
-    /// given to the next server any test starts, and then requests meant to
-    /// be refused would be answered, or two backends stopped and started in
-    /// turn would share one port (grpc_java_6650 in `tests/peer_bugs.rs`
-    /// failed so in CI).
+    /// The port stays bound, never listening (a [`closed_port::ClosedPort`]
+    /// taken by the server task as its listener closes, so also after
+    /// [`Backend::stop`] and [`Backend::drain`]), until [`Backend::restart`]
+    /// or drop: a port released here could be given to the next server any
+    /// test starts, and then requests meant to be refused would be
+    /// answered, or two backends stopped and started in turn would share
+    /// one port (grpc_java_6650 in `tests/peer_bugs.rs` failed so in CI).
     pub async fn shutdown(&mut self) {
         self.stop();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
+        if let Some(task) = self.task.take()
+            && let Ok(reserved) = task.await
+        {
+            self.reserved = self.reserved.take().or(reserved);
         }
         if self.reserved.is_none() {
             self.reserved = closed_port::ClosedPort::at(self.addr).ok();
@@ -259,13 +263,13 @@ impl Drop for Backend {
 }
 
 /// Accepts until told to stop, then closes the listener and every
-/// connection (and waits for them).
+/// connection (and waits for them); returns the port's reservation.
 async fn serve(
     listener: TcpListener,
     state: Arc<State>,
     stopped: oneshot::Receiver<()>,
     draining: watch::Receiver<bool>,
-) {
+) -> Option<closed_port::ClosedPort> {
     let counter = Arc::clone(&state);
     serve::serve_draining(
         listener,
@@ -276,7 +280,7 @@ async fn serve(
         },
         move |req| answer(Arc::clone(&state), req),
     )
-    .await;
+    .await
 }
 
 async fn answer(

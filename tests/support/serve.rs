@@ -3,8 +3,12 @@
 //! (`scenarios/src/backend.rs`, the scenario runner).
 #![allow(dead_code, unreachable_pub)]
 
+#[path = "../common/closed_port.rs"]
+pub mod closed_port;
+
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -16,10 +20,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
+use closed_port::ClosedPort;
+
 /// Serves every connection of `listener` with `handler` until `stopped`
 /// fires (or its sender is dropped), then closes the listener and every
 /// connection and waits for them. `on_accept` sees each new connection
-/// first.
+/// first. The port is released when it returns (see [`serve_draining`] to
+/// keep it).
 pub async fn serve<H, Fut>(
     listener: TcpListener,
     stopped: oneshot::Receiver<()>,
@@ -37,16 +44,25 @@ pub async fn serve<H, Fut>(
 /// closes (new connects are refused), each connection finishes the request
 /// it is serving and closes (hyper's `graceful_shutdown`; idle ones at
 /// once). `stopped` then closes what is left.
+///
+/// From the moment the listener closes, its port is held by a
+/// [`ClosedPort`] (bound, never listening), which is returned: connects
+/// are refused, and no server another test starts meanwhile is given the
+/// port, for as long as the caller keeps it (a backend keeps it in its
+/// task's output until it is shut down, restarted or dropped).
 pub async fn serve_draining<H, Fut>(
     listener: TcpListener,
     mut stopped: oneshot::Receiver<()>,
     mut drain: watch::Receiver<bool>,
     on_accept: impl Fn(&TcpStream),
     handler: H,
-) where
+) -> Option<ClosedPort>
+where
     H: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
 {
+    let addr = listener.local_addr().ok();
+    let mut reserved = None;
     let mut connections = JoinSet::new();
     let mut listener = Some(listener);
     loop {
@@ -64,7 +80,10 @@ pub async fn serve_draining<H, Fut>(
         };
         tokio::select! {
             _ = &mut stopped => break,
-            () = draining => listener = None,
+            () = draining => {
+                listener = None;
+                reserved = reserve(addr);
+            }
             accepted = accept => {
                 let Ok((stream, _)) = accepted else {
                     continue;
@@ -92,6 +111,14 @@ pub async fn serve_draining<H, Fut>(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
-    drop(listener);
+    if listener.take().is_some() {
+        reserved = reserve(addr);
+    }
     connections.shutdown().await;
+    reserved
+}
+
+/// Holds `addr` once its listener is closed (see [`ClosedPort`]).
+fn reserve(addr: Option<SocketAddr>) -> Option<ClosedPort> {
+    ClosedPort::at(addr?).ok()
 }
