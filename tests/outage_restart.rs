@@ -41,6 +41,9 @@
 #[path = "support/tls.rs"]
 mod tls_support;
 
+#[path = "common/closed_port.rs"]
+mod closed_port;
+
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -61,6 +64,8 @@ use tower_ribbon::instance::Instance;
 use tower_ribbon::rule::RoundRobin;
 use tower_ribbon::stats::{BreakerState, Outcome, StatsConfig};
 use tower_ribbon::tls::HttpsClient;
+
+use closed_port::ClosedPort;
 
 const SVC: &str = "svc";
 const CALLERS: usize = 8;
@@ -93,6 +98,8 @@ struct Backend {
     posts: Arc<AtomicUsize>,
     /// The accept loop and, inside it, every connection's task.
     running: Mutex<Option<JoinSet<()>>>,
+    /// Holds the port while the server is down (see `Backend::kill`).
+    reserved: Mutex<Option<ClosedPort>>,
 }
 
 impl Backend {
@@ -104,6 +111,7 @@ impl Backend {
             gets: Arc::default(),
             posts: Arc::default(),
             running: Mutex::new(None),
+            reserved: Mutex::new(None),
         };
         backend.serve(listener);
         backend
@@ -161,13 +169,23 @@ impl Backend {
         *self.running.lock().unwrap() = Some(running);
     }
 
-    /// Drops the listener and every connection, as a killed process.
-    fn kill(&self) {
-        drop(self.running.lock().unwrap().take());
+    /// Drops the listener and every connection, as a killed process, and
+    /// holds the port (bound, never listening) until the restart: connects
+    /// are refused, and no server of a parallel test is given the port
+    /// meanwhile (the restart would then fail, or that server would take
+    /// this one's traffic).
+    async fn kill(&self) {
+        let running = self.running.lock().unwrap().take();
+        if let Some(mut running) = running {
+            running.shutdown().await;
+        }
+        let port = ClosedPort::at(std::net::SocketAddr::from(([127, 0, 0, 1], self.port)));
+        *self.reserved.lock().unwrap() = port.ok();
     }
 
     /// Listens on its port again.
     async fn restart(&self) {
+        drop(self.reserved.lock().unwrap().take());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
             .await
             .unwrap();
@@ -285,7 +303,7 @@ async fn kill_and_restart(wire: Wire) {
     assert!(victim.served() > 0, "{case}");
     let attempts_at_kill = dead.stats().requests();
     let served_elsewhere = backends[0].served() + backends[2].served();
-    victim.kill();
+    victim.kill().await;
     tokio::time::sleep(OUTAGE).await;
     let outage_attempts = dead.stats().requests() - attempts_at_kill;
     let outage_requests = backends[0].served() + backends[2].served() - served_elsewhere;

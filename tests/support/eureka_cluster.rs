@@ -12,11 +12,19 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::backend::closed_port::ClosedPort;
+
 /// A running two-peer cluster.
 pub struct EurekaCluster {
     id: String,
     urls: [String; 2],
     started_in: Duration,
+    /// Holds a stopped or killed peer's address (bound, never listening)
+    /// until the fixture is dropped: connects are refused, and no server of
+    /// a parallel test is given the port. The JVM binds through it when the
+    /// peer starts again (both sockets set `SO_REUSEADDR`; this one never
+    /// listens).
+    reserved: [Option<ClosedPort>; 2],
 }
 
 fn script() -> PathBuf {
@@ -81,6 +89,7 @@ impl EurekaCluster {
                 id,
                 urls,
                 started_in: begin.elapsed(),
+                reserved: [None, None],
             }),
             Err(e) if in_ci() => panic!("Eureka cluster fixture is required under CI=true: {e}"),
             Err(e) => {
@@ -140,6 +149,13 @@ impl EurekaCluster {
         .await
         .expect("stop-peer task");
         result.unwrap_or_else(|e| panic!("{e}"));
+        let addr = self.urls[n - 1]
+            .strip_prefix("http://")
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|authority| authority.parse().ok());
+        if let (Some(addr), None) = (addr, &self.reserved[n - 1]) {
+            self.reserved[n - 1] = ClosedPort::at(addr).ok();
+        }
     }
 
     /// Starts peer `n` again on its address and port, and waits until it

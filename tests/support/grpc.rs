@@ -6,6 +6,9 @@
 //! dropped at once, as when a process dies).
 #![allow(dead_code, unreachable_pub)]
 
+#[path = "../common/closed_port.rs"]
+mod closed_port;
+
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -99,6 +102,8 @@ pub struct GrpcBackend {
     counters: Counters,
     connections: Arc<AtomicUsize>,
     task: Option<JoinHandle<()>>,
+    /// Holds the port once killed (see [`GrpcBackend::kill`]).
+    reserved: Option<closed_port::ClosedPort>,
 }
 
 impl GrpcBackend {
@@ -168,6 +173,7 @@ impl GrpcBackend {
             counters,
             connections,
             task: Some(task),
+            reserved: None,
         })
     }
 
@@ -201,11 +207,16 @@ impl GrpcBackend {
         self.counters.fail_midway.store(on, Ordering::SeqCst);
     }
 
-    /// Dies: the listener and every open connection close at once.
+    /// Dies: the listener and every open connection close at once. The
+    /// port stays bound, never listening, while this value lives: connects
+    /// are refused, and no server of a parallel test is given the port.
     pub async fn kill(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
             let _ = task.await;
+        }
+        if self.reserved.is_none() {
+            self.reserved = closed_port::ClosedPort::at(self.addr).ok();
         }
     }
 }
