@@ -1,4 +1,4 @@
-//! A port on 127.0.0.1 that refuses connections and stays reserved.
+//! A loopback port that refuses connections and stays reserved.
 //!
 //! A port bound and then released ("nothing listens there now") is free for
 //! the next `bind(port 0)` of any test running in parallel in the same
@@ -14,8 +14,9 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpSocket;
 
-/// A TCP socket bound to a port of 127.0.0.1 that never listens. Drop it to
-/// release the port.
+/// A TCP socket bound to a loopback port (127.0.0.1 unless [`ClosedPort::at`]
+/// names another 127.0.0.0/8 address) that never listens. Drop it to release
+/// the port.
 pub struct ClosedPort {
     _socket: TcpSocket,
     addr: SocketAddr,
