@@ -304,6 +304,13 @@ impl Builder {
     /// ([`http_client`](super::http_client)) with this builder's connect
     /// timeout on its connector.
     ///
+    /// The balancer clones its inner service once per request, and a
+    /// clone of hyper-util's `Client` takes several reference counts
+    /// (about 90 ns per clone and drop on one thread, 500 ns when two
+    /// threads clone one client at once). `tls::HttpsClient` (feature
+    /// `tls`, which also serves `http` instances) shares its client behind
+    /// one count (15 and 55 to 70 ns), as `ReqwestService` does.
+    ///
     /// # Errors
     /// As [`Builder::layer`].
     #[cfg(feature = "hyper-util")]

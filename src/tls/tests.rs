@@ -59,3 +59,16 @@ async fn builds_with_webpki_roots() {
     let client = HttpsClient::builder().build::<http_body_util::Empty<bytes::Bytes>>();
     assert!(client.is_ok());
 }
+
+/// The balancer clones its inner service per request: a clone shares the
+/// one hyper-util client (one reference count) instead of cloning it
+/// (several: executor, pool, connector, TLS configuration).
+#[tokio::test]
+async fn clones_share_one_client() {
+    let client: HttpsClient = HttpsClient::builder().build().expect("webpki roots");
+    let clone = client.clone();
+    assert!(std::ptr::eq(client.inner(), clone.inner()));
+    assert_eq!(Arc::strong_count(&client.inner), 2);
+    drop(clone);
+    assert_eq!(Arc::strong_count(&client.inner), 1);
+}
