@@ -302,19 +302,7 @@ impl Builder {
 
     /// Builds a [`LoadBalancer`] around hyper-util's client
     /// ([`http_client`](super::http_client)) with this builder's connect
-    /// timeout on its connector.
-    ///
-    /// The balancer clones its inner service once per request, and a
-    /// clone of hyper-util's `Client` takes several reference counts
-    /// (about 90 ns per clone and drop on one thread, 500 ns when two
-    /// threads clone one client at once). `tls::HttpsClient` (feature
-    /// `tls`, which also serves `http` instances) shares its client behind
-    /// one count (15 and 55 to 70 ns), as `ReqwestService` does. Next to a
-    /// whole exchange this is small: in `scenarios overhead` (32 requests
-    /// in flight on two cores) a balancer over hyper-util's client in an
-    /// `Arc` measured no cheaper than one over the client itself (+2.34
-    /// and +1.99 µs against +2.07 and +1.56 µs of CPU per request over
-    /// the direct client, two runs side by side: within the runs' noise).
+    /// timeout on its connector (cloned per request: [`InnerService`](super::InnerService)).
     ///
     /// # Errors
     /// As [`Builder::layer`].

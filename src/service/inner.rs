@@ -24,6 +24,18 @@ use crate::retry::TryCloneBody;
 /// - a hyper-util `Client<C, B1>` sends only `Request<B1>`: build it for the
 ///   body type of your requests (`build_http::<B>()`), or convert the bodies.
 ///
+/// The balancer clones the inner service once per request (the request's
+/// future owns its clone, to wait for readiness and send retries). A clone
+/// of hyper-util's `Client` takes several reference counts, about 90 ns
+/// per clone and drop on one thread and 500 ns when two threads clone one
+/// client at once; `tls::HttpsClient` and `ReqwestService` share theirs
+/// behind one count (15 ns; 55 to 70 ns with two threads). Next to a whole
+/// exchange this is small: in `scenarios overhead` (32 requests in flight
+/// on two cores) a balancer over hyper-util's client in an `Arc` measured
+/// no cheaper than one over the client itself (+2.34 and +1.99 µs against
+/// +2.07 and +1.56 µs of CPU per request over the direct client, two runs
+/// side by side: within the runs' noise).
+///
 /// Where the message appears: at [`LoadBalancer::send`] (an inherent
 /// method whose bounds are this trait and [`TryCloneBody`]). Through
 /// tower's `ServiceExt` (`lb.ready()`, `ServiceExt::oneshot`) rustc checks

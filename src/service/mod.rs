@@ -357,7 +357,7 @@ impl<S> LoadBalancer<S> {
     /// `Client::request` does: no clone of the balancer per request (the
     /// call clones only the inner service, which the request's future must
     /// own; what that clone costs depends on the inner service, see
-    /// [`Builder::build_http`](crate::service::Builder::build_http)).
+    /// [`InnerService`]).
     /// `lb.clone().oneshot(req)` does the same plus a clone and drop of
     /// the whole balancer (its inner client and shared state), which on
     /// two cores costs about 0.1-0.2 µs of reference-count traffic per
