@@ -15,7 +15,6 @@
 //! - [`BuildError`]: a configuration that cannot become a balancer or source.
 //!
 //! ```
-//! use tower::ServiceExt;
 //! use tower_ribbon::LoadBalancer;
 //! use tower_ribbon::discovery::StaticSource;
 //!
@@ -27,7 +26,7 @@
 //! });
 //! let lb = LoadBalancer::builder().source(source).service("user-service").build(inner).unwrap();
 //! let request = http::Request::get("http://user-service/").body(String::new()).unwrap();
-//! let err = lb.oneshot(request).await.unwrap_err();
+//! let err = lb.request(request).await.unwrap_err();
 //! assert!(err.is_no_instances());
 //! assert_eq!(err.service_id(), "user-service");
 //! assert!(err.instance().is_none());

@@ -10,7 +10,6 @@
 //! (hyper-util's client, or `reqwest` through `ReqwestService`).
 //!
 //! ```no_run
-//! use tower::ServiceExt;
 //! use tower_ribbon::discovery::eureka::EurekaSource;
 //! use tower_ribbon::{LoadBalancer, ReqwestService};
 //!
@@ -21,10 +20,16 @@
 //!     .service("user-service")
 //!     .build(ReqwestService::default())?; // reqwest, redirects off
 //! let request = http::Request::get("http://user-service/api/x").body(String::new())?;
-//! let response = lb.oneshot(request).await?;
+//! let response = lb.request(request).await?;
 //! assert!(response.status().is_success());
 //! # Ok(()) }
 //! ```
+//!
+//! The balancer is also a tower `Service` (and [`LoadBalancerLayer`] a
+//! `Layer`): `ServiceExt::oneshot`, `ServiceBuilder` and tower's middleware
+//! work with it. [`LoadBalancer::request`] sends the same way through a
+//! shared reference, with clearer compiler messages when the inner service
+//! or the body does not fit.
 //!
 //! ## The request path
 //!

@@ -296,12 +296,12 @@ async fn one_request(lb: LoadBalancer<HttpClient>, start: Instant) -> Record {
     }
 }
 
-/// The first line of an error, without the list of attempts, cut at 120
+/// The first line of an error, without the list of attempts, cut at 200
 /// characters (on a character boundary, marked with `…`).
 fn short_error(e: &tower_ribbon::Error) -> String {
     let text = e.to_string();
     let text = &text[..text.find(" (attempts").unwrap_or(text.len())];
-    match text.char_indices().nth(120) {
+    match text.char_indices().nth(200) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_owned(),
     }

@@ -74,7 +74,6 @@
 //! use http_body_util::Empty;
 //! use hyper_util::client::legacy::Client;
 //! use hyper_util::rt::TokioExecutor;
-//! use tower::ServiceExt;
 //! use tower_ribbon::discovery::StaticSource;
 //! use tower_ribbon::LoadBalancer;
 //!
@@ -84,7 +83,7 @@
 //! let lb = LoadBalancer::builder().source(source).service("user-service").build(client)?;
 //!
 //! let request = http::Request::get("http://user-service/whoami").body(Empty::new())?;
-//! let response = lb.oneshot(request).await?;
+//! let response = lb.request(request).await?;
 //! println!("{}", response.status());
 //! # Ok(()) }
 //! ```

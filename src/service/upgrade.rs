@@ -32,7 +32,6 @@
 //! use http_body_util::Empty;
 //! use hyper_util::rt::TokioIo;
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
-//! use tower::ServiceExt;
 //! # async fn run(lb: tower_ribbon::LoadBalancer<tower_ribbon::service::HttpClient<Empty<Bytes>>>)
 //! # -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! let request = http::Request::get("http://chat-service/ws")
@@ -41,7 +40,7 @@
 //!     .header("sec-websocket-version", "13")
 //!     .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
 //!     .body(Empty::new())?;
-//! let mut response = lb.oneshot(request).await?;
+//! let mut response = lb.request(request).await?;
 //! // In flight on its instance until `io` is dropped.
 //! let upgraded = tower_ribbon::service::upgrade::on(&mut response).await?;
 //! let mut io = TokioIo::new(upgraded);

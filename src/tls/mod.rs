@@ -23,7 +23,6 @@
 //! ```no_run
 //! use bytes::Bytes;
 //! use http_body_util::Empty;
-//! use tower::ServiceExt;
 //! use tower_ribbon::discovery::StaticSource;
 //! use tower_ribbon::tls::HttpsClient;
 //! use tower_ribbon::{Instance, LoadBalancer};
@@ -35,7 +34,7 @@
 //! let source = StaticSource::new().with_instances("user-service", vec![instance]);
 //! let lb = LoadBalancer::builder().source(source).service("user-service").build(client)?;
 //! let request = http::Request::get("http://user-service/whoami").body(Empty::new())?;
-//! let response = lb.oneshot(request).await?; // sent to https://127.0.0.1:8443/whoami
+//! let response = lb.request(request).await?; // sent to https://127.0.0.1:8443/whoami
 //! # let _ = response; Ok(()) }
 //! ```
 
