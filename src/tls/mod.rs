@@ -382,7 +382,10 @@ impl HttpsClientBuilder {
 /// `CHANGELOG.md`). hyper-util's `Client` keeps no state of its own per
 /// clone, so sharing one changes nothing else.
 ///
-/// As a `tower::Service<http::Request<B>>` it answers
+/// As a `tower::Service<http::Request<B>>` (for a body `B` that is
+/// `Unpin + Send + 'static` with an error convertible to a boxed error, as
+/// hyper-util's client requires; [`HttpsClientBuilder::build`] does not
+/// check it) it answers
 /// `http::Response<hyper::body::Incoming>`; errors are hyper-util's
 /// [`Error`](hyper_util::client::legacy::Error), which the balancer
 /// classifies (connect failures, timeouts). A failed TLS handshake or a
