@@ -163,15 +163,14 @@ fn classify_chain(error: &(dyn StdError + 'static)) -> Outcome {
     let mut current: Option<&(dyn StdError + 'static)> = Some(error);
     while let Some(e) = current {
         #[cfg(feature = "hyper-util")]
-        if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
-            connecting |= h.is_connect() || handed_back_unsent(h);
+        if let Some(outcome) = hyper_util_client(e, &mut connecting) {
+            return outcome;
         }
         #[cfg(feature = "tls")]
         if let Some(outcome) = https_connect(e) {
             return outcome;
         }
-        // The caller's request body failed (hyper's user body error);
-        // reqwest sends through hyper too.
+        // The caller's body failed (hyper's user body error; reqwest's too).
         #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
         if let Some(h) = e.downcast_ref::<hyper::Error>() {
             if is_user_body_error(h) {
@@ -257,6 +256,55 @@ fn classify_chain(error: &(dyn StdError + 'static)) -> Outcome {
     }
 }
 
+/// Reads hyper-util's client error (`connecting` once it is a connect
+/// error or a request handed back unsent) and, inside a connect error, its
+/// plain connector refusing the scheme (the caller's error).
+#[cfg(feature = "hyper-util")]
+fn hyper_util_client(e: &(dyn StdError + 'static), connecting: &mut bool) -> Option<Outcome> {
+    if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+        *connecting |= h.is_connect() || handed_back_unsent(h);
+        None
+    } else if *connecting && is_plain_connector_scheme_refusal(e) {
+        Some(Outcome::RequestError)
+    } else {
+        None
+    }
+}
+
+/// Whether `e` is hyper-util's `HttpConnector` refusing a URI whose scheme
+/// is not `http` (its `ConnectError`, whose text is this constant), before
+/// any I/O: an `https` URI, the caller's scheme or a secure instance's.
+/// No instance is at fault, and every instance of that scheme would refuse
+/// the same: the caller's [`Outcome::RequestError`]. The error type is
+/// private to hyper-util, so its text is compared.
+#[cfg(feature = "hyper-util")]
+fn is_plain_connector_scheme_refusal(e: &(dyn StdError + 'static)) -> bool {
+    use std::fmt::Write as _;
+    const NOT_HTTP: &str = "invalid URL, scheme is not http";
+    // Compared without allocating: the text is written into a buffer as
+    // long as the constant, and anything longer is not it.
+    struct Exact {
+        buf: [u8; NOT_HTTP.len()],
+        len: usize,
+    }
+    impl std::fmt::Write for Exact {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let end = self.len.checked_add(s.len()).ok_or(std::fmt::Error)?;
+            let slot = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+            slot.copy_from_slice(s.as_bytes());
+            self.len = end;
+            Ok(())
+        }
+    }
+    let mut text = Exact {
+        buf: [0; NOT_HTTP.len()],
+        len: 0,
+    };
+    e.source().is_none()
+        && write!(text, "{e}").is_ok()
+        && text.buf.get(..text.len) == Some(NOT_HTTP.as_bytes())
+}
+
 /// The outcome of the HTTPS client's connector error
 /// ([`ConnectError`](crate::tls::ConnectError)): the TCP connect and the
 /// TLS handshake did not finish within the connect timeout (a server that
@@ -328,6 +376,41 @@ fn displays_as(error: &dyn std::fmt::Display, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only hyper-util's exact text, with no source, is the refusal; a
+    /// longer or shorter text, or one with a cause, is not (and is read no
+    /// further than the constant's length).
+    #[cfg(feature = "hyper-util")]
+    #[test]
+    fn the_plain_connectors_scheme_refusal_is_its_exact_text() {
+        let exact: BoxError = "invalid URL, scheme is not http".into();
+        assert!(is_plain_connector_scheme_refusal(exact.as_ref()));
+        for other in [
+            "invalid URL, scheme is not https",
+            "invalid URL, scheme is not htt",
+            "invalid URL, scheme is missing",
+            "",
+        ] {
+            let e: BoxError = other.into();
+            assert!(!is_plain_connector_scheme_refusal(e.as_ref()), "{other}");
+        }
+        let long: BoxError = "x".repeat(1 << 20).into();
+        assert!(!is_plain_connector_scheme_refusal(long.as_ref()));
+        #[derive(Debug)]
+        struct Caused(std::io::Error);
+        impl std::fmt::Display for Caused {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("invalid URL, scheme is not http")
+            }
+        }
+        impl StdError for Caused {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let caused = Caused(std::io::Error::other("refused"));
+        assert!(!is_plain_connector_scheme_refusal(&caused));
+    }
 
     #[test]
     fn statuses() {

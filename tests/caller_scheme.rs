@@ -1,0 +1,80 @@
+//! A request hyper-util's plain client cannot dial is no instance's fault:
+//! `https://svc/x` through `HttpConnector` (which refuses every scheme but
+//! `http` before any I/O) fails at once as [`Outcome::RequestError`],
+//! with hyper-util's reason in its source chain, is not retried, and leaves the
+//! instances' stats, breakers and ejection untouched; the same balancer
+//! then serves `http://svc/x`. Before, each such request was a connect
+//! failure on every instance it was retried on, and five of them opened
+//! the breaker of both healthy instances for 30 s (found by this crate's
+//! adversarial review, stop 43). An instance registered with its secure
+//! port enabled, behind the same client, meets the same refusal (the
+//! README says which client to use).
+
+mod support;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Empty;
+use support::backend::Backend;
+use tower_ribbon::LoadBalancer;
+use tower_ribbon::discovery::StaticSource;
+use tower_ribbon::instance::Instance;
+use tower_ribbon::rule::RoundRobin;
+use tower_ribbon::stats::{BreakerState, Outcome};
+
+const SVC: &str = "svc";
+
+#[path = "common/broken_upload.rs"]
+mod broken_upload;
+use broken_upload::expect_untouched;
+
+#[tokio::test]
+async fn an_https_request_through_a_plain_client_is_the_callers_error() {
+    let a = Backend::start("a").await.unwrap();
+    let b = Backend::start("b").await.unwrap();
+    let lb = LoadBalancer::builder()
+        .source(StaticSource::new().with_instances(
+            SVC,
+            vec![
+                Instance::new(SVC, "127.0.0.1", a.port()).unwrap(),
+                Instance::new(SVC, "127.0.0.1", b.port()).unwrap(),
+            ],
+        ))
+        .service(SVC)
+        .rule(|| RoundRobin::with_start(0))
+        .build_http::<Empty<Bytes>>()
+        .unwrap();
+    assert!(lb.ready_service(SVC).await);
+
+    for i in 0..6 {
+        let request = Request::get("https://svc/x").body(Empty::new()).unwrap();
+        let err = lb.request(request).await.expect_err("no https here");
+        let outcomes: Vec<Outcome> = err.attempts().iter().map(|a| a.outcome).collect();
+        assert_eq!(outcomes, [Outcome::RequestError], "request {i}: {err:?}");
+        // hyper-util's reason is in the error's source chain.
+        let mut chain = Vec::new();
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+        while let Some(e) = source {
+            chain.push(e.to_string());
+            source = e.source();
+        }
+        assert!(
+            chain.iter().any(|t| t == "invalid URL, scheme is not http"),
+            "{chain:?}"
+        );
+    }
+    assert_eq!((a.connections(), b.connections()), (0, 0));
+    let snapshot = lb.snapshot(SVC).unwrap();
+    expect_untouched(&snapshot);
+    for e in snapshot.endpoints() {
+        assert_eq!(e.stats().successive_connection_failures(), 0, "{e}");
+        assert_eq!(e.stats().breaker_state(), BreakerState::Closed, "{e}");
+    }
+
+    for _ in 0..2 {
+        let request = Request::get("http://svc/x").body(Empty::new()).unwrap();
+        let response = lb.request(request).await.expect("http is served");
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!((a.hits(), b.hits()), (1, 1));
+}
