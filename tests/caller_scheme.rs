@@ -7,8 +7,10 @@
 //! failure on every instance it was retried on, and five of them opened
 //! the breaker of both healthy instances for 30 s (found by this crate's
 //! adversarial review, stop 43). An instance registered with its secure
-//! port enabled, behind the same client, meets the same refusal (the
-//! README says which client to use).
+//! port enabled meets the same refusal for its own `https`: that one is
+//! the instance's (a connect failure, as reqwest's builder error and
+//! `HttpsClient::https_only` are), so a GET goes to a plain instance and
+//! the secure one's breaker opens (the README says which client to use).
 
 mod support;
 
@@ -77,4 +79,51 @@ async fn an_https_request_through_a_plain_client_is_the_callers_error() {
         assert_eq!(response.status(), 200);
     }
     assert_eq!((a.hits(), b.hits()), (1, 1));
+}
+
+/// The refusal of an instance's own `https` is the instance's: a GET goes
+/// to the plain instance, and the secure one's breaker opens after three
+/// (Ribbon's default), so later requests go straight to the plain one.
+#[tokio::test]
+async fn a_secure_instance_behind_a_plain_client_is_the_instances_failure() {
+    let secure = Backend::start("secure").await.unwrap();
+    let plain = Backend::start("plain").await.unwrap();
+    let lb = LoadBalancer::builder()
+        .source(StaticSource::new().with_instances(
+            SVC,
+            vec![
+                Instance::new(SVC, "127.0.0.1", secure.port())
+                    .unwrap()
+                    .with_secure(true),
+                Instance::new(SVC, "127.0.0.1", plain.port()).unwrap(),
+            ],
+        ))
+        .service(SVC)
+        .rule(|| RoundRobin::with_start(0))
+        .build_http::<Empty<Bytes>>()
+        .unwrap();
+    assert!(lb.ready_service(SVC).await);
+
+    for i in 0..8 {
+        let request = Request::get("http://svc/x").body(Empty::new()).unwrap();
+        let response = lb.request(request).await.expect("the plain one serves");
+        assert_eq!(response.status(), 200, "request {i}");
+    }
+    assert_eq!((secure.connections(), plain.hits()), (0, 8));
+    let snapshot = lb.snapshot(SVC).unwrap();
+    let stats = |port: u16| {
+        let e = snapshot
+            .endpoints()
+            .iter()
+            .find(|e| e.authority().port_u16() == Some(port))
+            .expect("listed");
+        e.stats()
+    };
+    let secure_stats = stats(secure.port());
+    assert_eq!(secure_stats.successive_connection_failures(), 3);
+    assert!(matches!(
+        secure_stats.breaker_state(),
+        BreakerState::Open { .. }
+    ));
+    assert_eq!(stats(plain.port()).failures(), 0);
 }

@@ -42,3 +42,33 @@ async fn a_callers_broken_upload_through_reqwest_is_a_request_error() {
     .await;
     expect_untouched(&lb.snapshot(SVC).unwrap());
 }
+
+/// An `https://` request through a reqwest client without TLS (this
+/// crate's `reqwest` dependency has none) meets hyper-util's plain
+/// connector refusing the scheme before any I/O: the caller's error, with
+/// the `reqwest` feature alone too (`tests/caller_scheme.rs` has the
+/// hyper-util client's). Six requests: each one `[RequestError]` attempt,
+/// no connection made, nothing counted (before: `[ConnectFailure,
+/// ConnectFailure]`, which opened both instances' breakers).
+#[tokio::test]
+async fn an_https_request_through_reqwest_without_tls_is_a_request_error() {
+    let a = Backend::start("a").await.expect("backend");
+    let b = Backend::start("b").await.expect("backend");
+    let instances = vec![
+        Instance::new(SVC, "127.0.0.1", a.port()).unwrap(),
+        Instance::new(SVC, "127.0.0.1", b.port()).unwrap(),
+    ];
+    let lb = LoadBalancer::builder()
+        .source(StaticSource::new().with_instances(SVC, instances))
+        .service(SVC)
+        .build(ReqwestService::default())
+        .unwrap();
+    assert!(lb.ready_service(SVC).await);
+    expect_request_errors(6, || {
+        let req = Request::get("https://svc/x").body(String::new()).unwrap();
+        lb.request(req)
+    })
+    .await;
+    assert_eq!((a.connections(), b.connections()), (0, 0));
+    expect_untouched(&lb.snapshot(SVC).unwrap());
+}

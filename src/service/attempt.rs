@@ -227,7 +227,7 @@ pub(super) fn end<R: ResponseStatus>(
     let status = result.as_ref().ok().and_then(ResponseStatus::status_code);
     let outcome = match &result {
         Ok(_) => config.failure_statuses.classify_status(status),
-        Err(e) => classify_error(e),
+        Err(e) => instance_scheme(classify_error(e), e, in_flight.endpoint()),
     };
     let mut failed_after = None;
     let held = if result.is_ok() && outcome.is_success() {
@@ -367,6 +367,27 @@ fn instance_cookie(
             "instance id is not a cookie value: no instance cookie added (warned once per service)"
         );
     }
+}
+
+/// A plain client's refusal of `https` is the caller's
+/// ([`Outcome::RequestError`](crate::stats::Outcome::RequestError)) when the
+/// caller asked for `https`, and the instance's (a connect failure: this
+/// client cannot reach it, another instance is tried) when the instance is
+/// registered as secure.
+fn instance_scheme(
+    outcome: crate::stats::Outcome,
+    error: &crate::error::BoxError,
+    endpoint: &Endpoint,
+) -> crate::stats::Outcome {
+    #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
+    if outcome == crate::stats::Outcome::RequestError
+        && endpoint.scheme() == &http::uri::Scheme::HTTPS
+        && super::classify::refused_scheme(error)
+    {
+        return crate::stats::Outcome::ConnectFailure;
+    }
+    let _ = (error, endpoint);
+    outcome
 }
 
 /// Rewrites `req`'s URI to `endpoint`, keeping path and query. A `Host`

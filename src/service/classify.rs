@@ -162,7 +162,7 @@ fn classify_chain(error: &(dyn StdError + 'static)) -> Outcome {
     let mut on_connection = false;
     let mut current: Option<&(dyn StdError + 'static)> = Some(error);
     while let Some(e) = current {
-        #[cfg(feature = "hyper-util")]
+        #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
         if let Some(outcome) = hyper_util_client(e, &mut connecting) {
             return outcome;
         }
@@ -259,50 +259,45 @@ fn classify_chain(error: &(dyn StdError + 'static)) -> Outcome {
 /// Reads hyper-util's client error (`connecting` once it is a connect
 /// error or a request handed back unsent) and, inside a connect error, its
 /// plain connector refusing the scheme (the caller's error).
-#[cfg(feature = "hyper-util")]
+/// (reqwest sends through hyper-util's connector too: with the `reqwest`
+/// feature alone its connect error sets `connecting`.)
+#[cfg(any(feature = "hyper-util", feature = "reqwest"))]
 fn hyper_util_client(e: &(dyn StdError + 'static), connecting: &mut bool) -> Option<Outcome> {
+    #[cfg(feature = "hyper-util")]
     if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
         *connecting |= h.is_connect() || handed_back_unsent(h);
-        None
-    } else if *connecting && is_plain_connector_scheme_refusal(e) {
-        Some(Outcome::RequestError)
-    } else {
-        None
+        return None;
     }
+    (*connecting && is_plain_connector_scheme_refusal(e)).then_some(Outcome::RequestError)
 }
 
 /// Whether `e` is hyper-util's `HttpConnector` refusing a URI whose scheme
 /// is not `http` (its `ConnectError`, whose text is this constant), before
-/// any I/O: an `https` URI, the caller's scheme or a secure instance's.
-/// No instance is at fault, and every instance of that scheme would refuse
-/// the same: the caller's [`Outcome::RequestError`]. The error type is
-/// private to hyper-util, so its text is compared.
-#[cfg(feature = "hyper-util")]
+/// any I/O. For the caller's `https` no instance is at fault and every
+/// instance would refuse the same: the caller's [`Outcome::RequestError`]
+/// (an instance registered as secure is the instance's, see
+/// [`refused_scheme`]). The error type is private to hyper-util, so its
+/// text is compared.
+#[cfg(any(feature = "hyper-util", feature = "reqwest"))]
 fn is_plain_connector_scheme_refusal(e: &(dyn StdError + 'static)) -> bool {
-    use std::fmt::Write as _;
-    const NOT_HTTP: &str = "invalid URL, scheme is not http";
-    // Compared without allocating: the text is written into a buffer as
-    // long as the constant, and anything longer is not it.
-    struct Exact {
-        buf: [u8; NOT_HTTP.len()],
-        len: usize,
-    }
-    impl std::fmt::Write for Exact {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            let end = self.len.checked_add(s.len()).ok_or(std::fmt::Error)?;
-            let slot = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
-            slot.copy_from_slice(s.as_bytes());
-            self.len = end;
-            Ok(())
+    e.source().is_none() && displays_as(e, "invalid URL, scheme is not http")
+}
+
+/// Whether hyper-util's plain connector refused `error`'s URI for its
+/// scheme (anywhere in the chain): an attempt on an instance registered as
+/// secure then failed for the instance's `https`, not the caller's, and is
+/// a connect failure (this client cannot reach that instance, so another
+/// one is tried, as for reqwest's builder error or `https_only`).
+#[cfg(any(feature = "hyper-util", feature = "reqwest"))]
+pub(super) fn refused_scheme(error: &BoxError) -> bool {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(error.as_ref());
+    while let Some(e) = current {
+        if is_plain_connector_scheme_refusal(e) {
+            return true;
         }
+        current = e.source();
     }
-    let mut text = Exact {
-        buf: [0; NOT_HTTP.len()],
-        len: 0,
-    };
-    e.source().is_none()
-        && write!(text, "{e}").is_ok()
-        && text.buf.get(..text.len) == Some(NOT_HTTP.as_bytes())
+    false
 }
 
 /// The outcome of the HTTPS client's connector error
@@ -380,7 +375,7 @@ mod tests {
     /// Only hyper-util's exact text, with no source, is the refusal; a
     /// longer or shorter text, or one with a cause, is not (and is read no
     /// further than the constant's length).
-    #[cfg(feature = "hyper-util")]
+    #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
     #[test]
     fn the_plain_connectors_scheme_refusal_is_its_exact_text() {
         let exact: BoxError = "invalid URL, scheme is not http".into();

@@ -25,9 +25,10 @@ pub enum Outcome {
     OtherError,
     /// The request could not be sent as the caller gave it: the caller's
     /// request body failed while being sent (hyper's user body error), or
-    /// hyper-util's plain `HttpConnector` refused its `https` URI before
-    /// any I/O (the caller's scheme, or an instance registered as secure,
-    /// through a client that speaks only `http`).
+    /// hyper-util's plain `HttpConnector` refused, before any I/O, the
+    /// `https` the caller asked for (on an instance registered as secure
+    /// the refusal is a [`Outcome::ConnectFailure`]: this client cannot
+    /// reach that instance).
     /// (reqwest's builder error is a [`Outcome::ConnectFailure`]: the
     /// balancer put the instance's address in the URI reqwest refused.)
     /// Not the instance's fault: it counts in no stats, circuit breaker or
