@@ -30,23 +30,30 @@ const SVC: &str = "svc";
 mod broken_upload;
 use broken_upload::expect_untouched;
 
-#[tokio::test]
-async fn an_https_request_through_a_plain_client_is_the_callers_error() {
-    let a = Backend::start("a").await.unwrap();
-    let b = Backend::start("b").await.unwrap();
+/// Round robin from the first of `instances` through hyper-util's plain
+/// client (`build_http`), ready.
+async fn balancer(
+    instances: Vec<Instance>,
+) -> LoadBalancer<tower_ribbon::service::HttpClient<Empty<Bytes>>> {
     let lb = LoadBalancer::builder()
-        .source(StaticSource::new().with_instances(
-            SVC,
-            vec![
-                Instance::new(SVC, "127.0.0.1", a.port()).unwrap(),
-                Instance::new(SVC, "127.0.0.1", b.port()).unwrap(),
-            ],
-        ))
+        .source(StaticSource::new().with_instances(SVC, instances))
         .service(SVC)
         .rule(|| RoundRobin::with_start(0))
         .build_http::<Empty<Bytes>>()
         .unwrap();
     assert!(lb.ready_service(SVC).await);
+    lb
+}
+
+#[tokio::test]
+async fn an_https_request_through_a_plain_client_is_the_callers_error() {
+    let a = Backend::start("a").await.unwrap();
+    let b = Backend::start("b").await.unwrap();
+    let lb = balancer(vec![
+        Instance::new(SVC, "127.0.0.1", a.port()).unwrap(),
+        Instance::new(SVC, "127.0.0.1", b.port()).unwrap(),
+    ])
+    .await;
 
     for i in 0..6 {
         let request = Request::get("https://svc/x").body(Empty::new()).unwrap();
@@ -88,21 +95,13 @@ async fn an_https_request_through_a_plain_client_is_the_callers_error() {
 async fn a_secure_instance_behind_a_plain_client_is_the_instances_failure() {
     let secure = Backend::start("secure").await.unwrap();
     let plain = Backend::start("plain").await.unwrap();
-    let lb = LoadBalancer::builder()
-        .source(StaticSource::new().with_instances(
-            SVC,
-            vec![
-                Instance::new(SVC, "127.0.0.1", secure.port())
-                    .unwrap()
-                    .with_secure(true),
-                Instance::new(SVC, "127.0.0.1", plain.port()).unwrap(),
-            ],
-        ))
-        .service(SVC)
-        .rule(|| RoundRobin::with_start(0))
-        .build_http::<Empty<Bytes>>()
-        .unwrap();
-    assert!(lb.ready_service(SVC).await);
+    let lb = balancer(vec![
+        Instance::new(SVC, "127.0.0.1", secure.port())
+            .unwrap()
+            .with_secure(true),
+        Instance::new(SVC, "127.0.0.1", plain.port()).unwrap(),
+    ])
+    .await;
 
     for i in 0..8 {
         let request = Request::get("http://svc/x").body(Empty::new()).unwrap();
