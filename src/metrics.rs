@@ -8,7 +8,7 @@
 //!
 //! | name | kind | labels | meaning |
 //! |---|---|---|---|
-//! | `ribbon_requests_total` | counter | `service`, `instance`, `outcome` | finished attempts; `outcome` is `success`, `failure_status`, `connect_failure`, `connect_timeout`, `read_timeout`, `error` or `request_error` (the caller's request could not be sent; not counted against the instance) |
+//! | `ribbon_requests_total` | counter | `service`, `instance`, `outcome` | finished attempts; `outcome` is `success`, `failure_status`, `connect_failure`, `connect_timeout`, `read_timeout`, `error`, `request_error` (the caller's request could not be sent) or `declined` (the server's HTTP/2 `GOAWAY` with `ENHANCE_YOUR_CALM` left it unprocessed); the last two are not counted against the instance |
 //! | `ribbon_request_duration_seconds` | histogram | `service`, `instance` | attempt latency in seconds, every outcome |
 //! | `ribbon_breaker_trips_total` | counter | `service`, `instance` | circuit breaker trips (and re-trips after a failed probe) |
 //! | `ribbon_breaker_recoveries_total` | counter | `service`, `instance` | tripped breakers closed by a response |
@@ -105,18 +105,19 @@ pub fn outcome_label(outcome: Outcome) -> &'static str {
         Outcome::ReadTimeout => "read_timeout",
         Outcome::OtherError => "error",
         Outcome::RequestError => "request_error",
+        Outcome::Declined => "declined",
     }
 }
 
 /// Registered handles of one endpoint.
 pub(crate) struct EndpointMetrics {
-    outcomes: [Counter; 7],
+    outcomes: [Counter; 8],
     duration: Histogram,
     trips: Counter,
     recoveries: Counter,
 }
 
-const OUTCOMES: [Outcome; 7] = [
+const OUTCOMES: [Outcome; 8] = [
     Outcome::Success,
     Outcome::FailureStatus(0),
     Outcome::ConnectFailure,
@@ -124,6 +125,7 @@ const OUTCOMES: [Outcome; 7] = [
     Outcome::ReadTimeout,
     Outcome::OtherError,
     Outcome::RequestError,
+    Outcome::Declined,
 ];
 
 fn outcome_index(outcome: Outcome) -> usize {
@@ -135,6 +137,7 @@ fn outcome_index(outcome: Outcome) -> usize {
         Outcome::ReadTimeout => 4,
         Outcome::OtherError => 5,
         Outcome::RequestError => 6,
+        Outcome::Declined => 7,
     }
 }
 

@@ -251,7 +251,7 @@ impl RetryPolicy {
     ) -> Option<RetryReason> {
         match (outcome, status) {
             // A connect timeout also never reached a server.
-            (Outcome::ConnectFailure | Outcome::ConnectTimeout, _) => {
+            (Outcome::ConnectFailure | Outcome::ConnectTimeout | Outcome::Declined, _) => {
                 Some(RetryReason::ConnectFailure)
             }
             (Outcome::ReadTimeout, _) if idempotent => Some(RetryReason::Timeout),
@@ -328,9 +328,10 @@ impl RetryPolicy {
 #[non_exhaustive]
 pub enum RetryReason {
     /// The request provably never reached a server
-    /// ([`Outcome::ConnectFailure`] or [`Outcome::ConnectTimeout`]: the
-    /// connection could not be made, the client handed the request back
-    /// unsent, or the server did not process its HTTP/2 stream).
+    /// ([`Outcome::ConnectFailure`], [`Outcome::ConnectTimeout`] or
+    /// [`Outcome::Declined`]: the connection could not be made, the client
+    /// handed the request back unsent, or the server did not process its
+    /// HTTP/2 stream).
     ConnectFailure,
     /// Read or per-try timeout (idempotent requests only).
     Timeout,

@@ -252,7 +252,7 @@ pub(super) fn end<R: ResponseStatus>(
         // Only a failure can eject (a success resets the counts), and not
         // the caller's own: an instance held at its trigger by the cap is
         // not ejected by the caller's broken request.
-        if outcome != crate::stats::Outcome::RequestError {
+        if outcome.counts_against_instance() {
             super::body::observe(config, state, in_flight.endpoint(), now);
         }
         Held::Failed(in_flight)

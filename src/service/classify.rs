@@ -100,7 +100,8 @@ impl FailureStatuses {
 /// and the TLS handshake) and requests it reports handed back unsent (a
 /// connect failure), an HTTP/2 stream the server did not process
 /// (refused with `REFUSED_STREAM`, or failed by its `GOAWAY`: a connect
-/// failure), reqwest's connect / timeout errors, `std::io::Error`
+/// failure; by a `GOAWAY` with `ENHANCE_YOUR_CALM`:
+/// [`Outcome::Declined`]), reqwest's connect / timeout errors, `std::io::Error`
 /// kinds (refused or unreachable: a connect failure, unless hyper had the
 /// request on a connection) and tower's / tokio's `Elapsed` (a read
 /// timeout).
@@ -179,29 +180,8 @@ fn classify_chain(error: &(dyn StdError + 'static)) -> Outcome {
             on_connection = true;
         }
         #[cfg(any(feature = "tls", feature = "grpc"))]
-        if let Some(h) = e.downcast_ref::<h2::Error>() {
-            // A stream the server refused with REFUSED_STREAM was not
-            // processed (RFC 9113, section 8.7), nor was one the server's
-            // GOAWAY failed: h2 fails with the remote GOAWAY only the
-            // streams above its last stream id (section 6.8) and those
-            // opened after it (never sent); streams at or below it end with
-            // the connection's own error. Like a refused connection, it
-            // never reached the application, and even a POST may go
-            // elsewhere.
-            let refused = h.is_reset() && h.reason() == Some(h2::Reason::REFUSED_STREAM);
-            if h.is_remote() && (refused || h.is_go_away()) {
-                return Outcome::ConnectFailure;
-            }
-            // Over HTTP/2 hyper reports the caller's body failing as the
-            // reset it sent for it: a stream reset by this side (not the
-            // server, not h2 itself), with INTERNAL_ERROR or the HTTP/2
-            // reason the body's error carries (a gateway's downstream
-            // client that cancelled). hyper's only other reset of a
-            // client stream is for a response future dropped, whose error
-            // no one reads.
-            if h.is_reset() && !h.is_remote() && !h.is_library() {
-                return Outcome::RequestError;
-            }
+        if let Some(outcome) = e.downcast_ref::<h2::Error>().and_then(h2_stream) {
+            return outcome;
         }
         #[cfg(feature = "reqwest")]
         if let Some(r) = e.downcast_ref::<reqwest::Error>() {
@@ -254,6 +234,36 @@ fn classify_chain(error: &(dyn StdError + 'static)) -> Outcome {
     } else {
         Outcome::OtherError
     }
+}
+
+/// Reads h2's error of one stream: unprocessed by the server (a connect
+/// failure, or [`Outcome::Declined`]), or reset for the caller's body.
+#[cfg(any(feature = "tls", feature = "grpc"))]
+fn h2_stream(h: &h2::Error) -> Option<Outcome> {
+    // A stream the server refused with REFUSED_STREAM was not processed
+    // (RFC 9113, section 8.7), nor was one the server's GOAWAY failed: h2
+    // fails with the remote GOAWAY only the streams above its last stream
+    // id (section 6.8) and those opened after it (never sent); streams at
+    // or below it end with the connection's own error. Like a refused
+    // connection, it never reached the application, and even a POST may
+    // go elsewhere.
+    let refused = h.is_reset() && h.reason() == Some(h2::Reason::REFUSED_STREAM);
+    if h.is_remote() && h.is_go_away() && h.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) {
+        // The server's complaint about this client's traffic (one caller's
+        // oversized header list fails every stream above the last id):
+        // unprocessed, and not the instance's failure.
+        return Some(Outcome::Declined);
+    }
+    if h.is_remote() && (refused || h.is_go_away()) {
+        return Some(Outcome::ConnectFailure);
+    }
+    // Over HTTP/2 hyper reports the caller's body failing as the reset it
+    // sent for it: a stream reset by this side (not the server, not h2
+    // itself), with INTERNAL_ERROR or the HTTP/2 reason the body's error
+    // carries (a gateway's downstream client that cancelled). hyper's only
+    // other reset of a client stream is for a response future dropped,
+    // whose error no one reads.
+    (h.is_reset() && !h.is_remote() && !h.is_library()).then_some(Outcome::RequestError)
 }
 
 /// Reads hyper-util's client error (`connecting` once it is a connect

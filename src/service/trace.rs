@@ -16,7 +16,8 @@
 //! `error.type` is the status code as text for a 4xx/5xx response (as OTel
 //! asks), else a low-cardinality class: `connect_failure`,
 //! `connect_timeout`, `timeout` (per-try or read), `deadline`,
-//! `no_instances`, `discovery`, `not_ready`, `invalid_request` or `_OTHER`.
+//! `no_instances`, `discovery`, `not_ready`, `invalid_request`,
+//! `request_error`, `declined` or `_OTHER`.
 //!
 //! Events whose rate others choose are limited to one INFO line a second,
 //! the others written at DEBUG and counted in the next INFO line's
@@ -141,6 +142,7 @@ pub(super) fn ended(span: &Span, outcome: Outcome, status: Option<u16>, timeout:
         Outcome::OtherError if timeout => "timeout",
         Outcome::OtherError => "_OTHER",
         Outcome::RequestError => "request_error",
+        Outcome::Declined => "declined",
     };
     span.record("error.type", class);
 }

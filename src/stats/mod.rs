@@ -432,8 +432,9 @@ impl EndpointStats {
         now: Instant,
         responded: Option<u32>,
     ) -> BreakerTransition {
-        // The caller's fault, not the instance's: nothing to record.
-        if outcome == Outcome::RequestError {
+        // The caller's fault, or the server's complaint about this
+        // client's traffic, not the instance's: nothing to record.
+        if !outcome.counts_against_instance() {
             return BreakerTransition::None;
         }
         // Its response is older than a failure recorded since its headers.

@@ -36,6 +36,20 @@ pub enum Outcome {
     /// every instance). Envoy likewise leaves downstream resets out of
     /// outlier detection.
     RequestError,
+    /// The server closed the HTTP/2 connection before processing the
+    /// request's stream, telling this client to calm down: a `GOAWAY` with
+    /// `ENHANCE_YOUR_CALM` (RFC 9113, section 7) whose last stream id is
+    /// below the stream's. The request never reached the application, so
+    /// it is retried like a connect failure, even a POST. But the
+    /// complaint is about this client's traffic, not the instance's health:
+    /// h2's server sends it for one caller's header list over four times
+    /// its limit, a flood of resets or pings, and every other request
+    /// open on that connection fails with it too, so it counts in no
+    /// stats, circuit breaker or outlier ejection (before, five requests
+    /// with an oversized header opened the breakers of two healthy
+    /// instances). A stream reset (`RST_STREAM`) with the same code may
+    /// follow processing and stays an [`Outcome::OtherError`].
+    Declined,
 }
 
 impl Outcome {
@@ -53,10 +67,22 @@ impl Outcome {
         )
     }
 
-    /// The request provably never reached a server (connect failure or
-    /// connect timeout), so even a non-idempotent request may be retried.
+    /// The request provably never reached a server (connect failure,
+    /// connect timeout, or declined), so even a non-idempotent request
+    /// may be retried.
     pub fn never_reached_server(self) -> bool {
-        matches!(self, Outcome::ConnectFailure | Outcome::ConnectTimeout)
+        matches!(
+            self,
+            Outcome::ConnectFailure | Outcome::ConnectTimeout | Outcome::Declined
+        )
+    }
+
+    /// Whether the outcome is the instance's to count (in stats, the
+    /// circuit breaker and outlier ejection): every outcome but the
+    /// caller's [`Outcome::RequestError`] and the server's complaint about
+    /// this client's traffic, [`Outcome::Declined`].
+    pub fn counts_against_instance(self) -> bool {
+        !matches!(self, Outcome::RequestError | Outcome::Declined)
     }
 
     /// A response arrived (success or failure status): what resets the
@@ -73,7 +99,7 @@ impl Outcome {
         match self {
             Outcome::Success => (false, false),
             Outcome::FailureStatus(code) => ((500..600).contains(&code), matches!(code, 502..=504)),
-            Outcome::RequestError => (false, false),
+            Outcome::RequestError | Outcome::Declined => (false, false),
             _ => (true, true),
         }
     }
@@ -97,5 +123,13 @@ mod tests {
         assert_eq!(Outcome::RequestError.outlier_errors(), (false, false));
         assert!(!Outcome::RequestError.is_connection_failure());
         assert!(!Outcome::RequestError.never_reached_server());
+        assert!(!Outcome::RequestError.counts_against_instance());
+        assert!(Outcome::Declined.never_reached_server());
+        assert!(!Outcome::Declined.is_connection_failure());
+        assert!(!Outcome::Declined.is_response());
+        assert!(!Outcome::Declined.counts_against_instance());
+        assert_eq!(Outcome::Declined.outlier_errors(), (false, false));
+        assert!(Outcome::ConnectFailure.counts_against_instance());
+        assert!(Outcome::OtherError.counts_against_instance());
     }
 }
