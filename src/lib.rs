@@ -71,8 +71,8 @@
 //! | feature | default | turns on | compiles in |
 //! |---|---|---|---|
 //! | `eureka` | yes | `discovery::eureka`: `EurekaSource`, `EurekaRegistry`, `EurekaRegistration`; turns on `hyper-util` | serde, serde_json, flate2, url, base64 |
-//! | `reqwest` | yes | `ReqwestService` (a `reqwest::Client` 0.13 as inner service) and the `reqwest` re-export | reqwest 0.13 (no default features) |
-//! | `hyper-util` | yes | `health::ActiveHealthCheck` and `Builder::active_health_check`; hyper-util's connect errors classified as connect failures (stats, safe retries); `service::upgrade` (also with `reqwest`): HTTP/1.1 upgrades counted in flight until the upgraded connection drops: turn it on when your inner client is hyper-util's | hyper, hyper-util |
+//! | `reqwest` | yes | `ReqwestService` (a `reqwest::Client` 0.13 as inner service) and the `reqwest` re-export | reqwest 0.13 (no default features), h2 (no features) |
+//! | `hyper-util` | yes | `health::ActiveHealthCheck` and `Builder::active_health_check`; hyper-util's connect errors classified as connect failures (stats, safe retries), and HTTP/2 streams the server did not process (`REFUSED_STREAM`, above a `GOAWAY`) for any hyper-util or reqwest client speaking HTTP/2; `service::upgrade` (also with `reqwest`): HTTP/1.1 upgrades counted in flight until the upgraded connection drops: turn it on when your inner client is hyper-util's | hyper, hyper-util, h2 (no features) |
 //! | `config` | no | `config`: a balancer from Ribbon / Spring Cloud keys in `.properties` or YAML; turns on `hyper-util` (`HealthCheckPath`) | java-properties, yaml-rust2, encoding_rs |
 //! | `dns` | no | `discovery::dns::DnsSource`: A/AAAA (Kubernetes headless services) and SRV with priority and weight, TTL-bounded refresh | hickory-resolver |
 //! | `tls` | no | `tls::HttpsClient`: hyper-util's client over rustls (ring), http1 and h2 by ALPN, custom roots, client certificates; `https` Eureka server URLs (registry fetch and registration, basic auth, mutual TLS); turns on `hyper-util` | hyper-rustls, rustls, webpki-roots, rustls-native-certs |

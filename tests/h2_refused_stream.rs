@@ -13,30 +13,8 @@ use tower_ribbon::stats::Outcome;
 mod goaway_server;
 #[path = "common/never_reached.rs"]
 mod never_reached;
+use goaway_server::resetting_server;
 use never_reached::{balancer, ok_server, post};
-
-/// An h2c server that resets every stream with `reason`, counting them.
-async fn resetting_server(reason: h2::Reason) -> (u16, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let streams = Arc::new(AtomicUsize::new(0));
-    let seen = Arc::clone(&streams);
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let seen = Arc::clone(&seen);
-            tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::handshake(socket).await else {
-                    return;
-                };
-                while let Some(Ok((_req, mut respond))) = conn.accept().await {
-                    seen.fetch_add(1, Ordering::SeqCst);
-                    respond.send_reset(reason);
-                }
-            });
-        }
-    });
-    (port, streams)
-}
 
 /// `goaway_server` with NO_ERROR.
 async fn going_away_server(last: u8, close: bool) -> (u16, Arc<AtomicUsize>) {

@@ -179,7 +179,7 @@ fn classify_chain(error: &(dyn StdError + 'static)) -> Outcome {
             }
             on_connection = true;
         }
-        #[cfg(any(feature = "tls", feature = "grpc"))]
+        #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
         if let Some(outcome) = e.downcast_ref::<h2::Error>().and_then(h2_stream) {
             return outcome;
         }
@@ -238,7 +238,7 @@ fn classify_chain(error: &(dyn StdError + 'static)) -> Outcome {
 
 /// Reads h2's error of one stream: unprocessed by the server (a connect
 /// failure, or [`Outcome::Declined`]), or reset for the caller's body.
-#[cfg(any(feature = "tls", feature = "grpc"))]
+#[cfg(any(feature = "hyper-util", feature = "reqwest"))]
 fn h2_stream(h: &h2::Error) -> Option<Outcome> {
     // A stream the server refused with REFUSED_STREAM was not processed
     // (RFC 9113, section 8.7), nor was one the server's GOAWAY failed: h2

@@ -65,3 +65,28 @@ pub async fn goaway_server(last: u8, reason: u8, close: bool) -> (u16, Arc<Atomi
     });
     (port, streams)
 }
+
+/// An HTTP/2 (h2c) server on 127.0.0.1, h2's own, that resets every
+/// stream with `reason` at its HEADERS; its port and a count of streams.
+#[allow(dead_code)]
+pub async fn resetting_server(reason: h2::Reason) -> (u16, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let streams = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&streams);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    respond.send_reset(reason);
+                }
+            });
+        }
+    });
+    (port, streams)
+}

@@ -1,0 +1,160 @@
+//! HTTP/2 streams through a caller's reqwest client that speaks h2c
+//! (`http2_prior_knowledge`), with the `reqwest` feature alone: a stream
+//! the server refused (`REFUSED_STREAM`) or left above its `GOAWAY` is
+//! read as never processed, and the caller's broken upload as the
+//! caller's. Before, h2's errors were read only with `tls` or `grpc` on,
+//! so in this build (and with the default features, over hyper-util's
+//! client) a refused POST failed unsent as `[OtherError]`, a
+//! `GOAWAY(ENHANCE_YOUR_CALM)` counted against the instance, and the
+//! caller's broken upload counted as the instance's failure. Run with
+//! `cargo test --no-default-features --features reqwest --test reqwest_h2`
+//! (as `scripts/test` does).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tower_ribbon::discovery::StaticSource;
+use tower_ribbon::instance::Instance;
+use tower_ribbon::rule::RoundRobin;
+use tower_ribbon::{LoadBalancer, ReqwestService};
+
+#[path = "common/broken_upload.rs"]
+mod broken_upload;
+#[path = "common/goaway_server.rs"]
+mod goaway_server;
+use broken_upload::{BrokenUpload, expect_request_errors};
+
+const SVC: &str = "svc";
+
+/// hyper's HTTP/2 server (h2c) on 127.0.0.1 answering `ok` after reading
+/// the body; its port and the requests it answered.
+async fn ok_h2_server() -> (u16, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&requests);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let seen = Arc::clone(&seen);
+                    async move {
+                        let _ = req.into_body().collect().await;
+                        seen.fetch_add(1, Ordering::SeqCst);
+                        let ok = Full::new(Bytes::from_static(b"ok"));
+                        Ok::<_, std::io::Error>(http::Response::new(ok))
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (port, requests)
+}
+
+/// Round robin from `first` over `first` and `second` through an h2c
+/// reqwest client, ready. reqwest's own retries are off: by default it
+/// sends a refused stream again twice on its own before the balancer sees
+/// it (its retry of protocol NACKs).
+async fn balancer(first: u16, second: u16) -> LoadBalancer<ReqwestService> {
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .retry(reqwest::retry::never())
+        .build()
+        .unwrap();
+    let lb = LoadBalancer::builder()
+        .source(StaticSource::new().with_instances(
+            SVC,
+            vec![
+                Instance::new(SVC, "127.0.0.1", first).unwrap(),
+                Instance::new(SVC, "127.0.0.1", second).unwrap(),
+            ],
+        ))
+        .service(SVC)
+        .rule(|| RoundRobin::with_start(0))
+        .build(ReqwestService::new(client).http2_only(true))
+        .unwrap();
+    assert!(lb.ready_service(SVC).await);
+    lb
+}
+
+fn post() -> Request<reqwest::Body> {
+    Request::post("http://svc/orders")
+        .body(reqwest::Body::from("one order"))
+        .unwrap()
+}
+
+/// A POST whose stream the first instance refuses, or leaves above a
+/// `GOAWAY` with `ENHANCE_YOUR_CALM` or `NO_ERROR`: each goes on to the
+/// second instance and is answered there once; the refusal and the
+/// graceful `GOAWAY` count as a connect failure of the first instance,
+/// `ENHANCE_YOUR_CALM` as nothing (`Declined`). Before, in this build:
+/// the POST failed `[OtherError]`, unsent elsewhere.
+#[tokio::test]
+async fn an_unprocessed_post_goes_to_the_next_instance() {
+    for case in [
+        "REFUSED_STREAM",
+        "GOAWAY(ENHANCE_YOUR_CALM)",
+        "GOAWAY(NO_ERROR)",
+    ] {
+        let (first, got, counted) = match case {
+            "REFUSED_STREAM" => {
+                let (port, got) = goaway_server::resetting_server(h2::Reason::REFUSED_STREAM).await;
+                (port, got, 1)
+            }
+            "GOAWAY(ENHANCE_YOUR_CALM)" => {
+                let (port, got) = goaway_server::goaway_server(0, 11, true).await;
+                (port, got, 0)
+            }
+            _ => {
+                let (port, got) = goaway_server::goaway_server(0, 0, true).await;
+                (port, got, 1)
+            }
+        };
+        let (second, served) = ok_h2_server().await;
+        let lb = balancer(first, second).await;
+        let response = lb.request(post()).await.expect(case);
+        assert_eq!(response.status(), 200, "{case}");
+        assert_eq!(
+            (got.load(Ordering::SeqCst), served.load(Ordering::SeqCst)),
+            (1, 1),
+            "{case}"
+        );
+        let snapshot = lb.snapshot(SVC).unwrap();
+        let stats = snapshot.endpoints()[0].stats();
+        assert_eq!(
+            (stats.failures(), stats.successive_connection_failures()),
+            (counted, counted as u32),
+            "{case}"
+        );
+    }
+}
+
+/// The caller's upload breaking over h2c: the reset this side sends for
+/// it makes each request `[RequestError]`, counted on no instance
+/// (before, in this build: `[OtherError]`, a failure of the instance).
+#[tokio::test]
+async fn a_callers_broken_upload_over_h2c_is_a_request_error() {
+    let (first, _) = ok_h2_server().await;
+    let (second, _) = ok_h2_server().await;
+    let lb = balancer(first, second).await;
+    expect_request_errors(4, || {
+        let req = Request::post("http://svc/upload")
+            .body(reqwest::Body::wrap(BrokenUpload(0)))
+            .unwrap();
+        lb.request(req)
+    })
+    .await;
+    let snapshot = lb.snapshot(SVC).unwrap();
+    for e in snapshot.endpoints() {
+        assert_eq!((e.stats().failures(), e.stats().in_flight()), (0, 0), "{e}");
+    }
+}
