@@ -54,10 +54,11 @@ pub use attempt::Attempt;
 pub use discovery::DiscoveryError;
 pub use input::{BuildError, InstanceError, InstanceErrorKind, InvalidSetting};
 pub(crate) use text::DebugCut;
+#[cfg(any(feature = "grpc", feature = "tls"))]
+pub(crate) use text::MAX_QUOTED_MESSAGE;
 use text::attempts_suffix;
 pub(crate) use text::quote;
-#[cfg(any(feature = "grpc", feature = "tls"))]
-pub(crate) use text::{MAX_QUOTED_MESSAGE, quote_within};
+pub(crate) use text::quote_within;
 // Used by the config, eureka and health modules, which features turn off.
 #[allow(unused_imports)]
 pub(crate) use text::redact;
@@ -190,6 +191,11 @@ impl Error {
         err
     }
 
+    /// The caller's request contradicts itself; found before any attempt.
+    pub(crate) fn malformed_request(service: &str, source: impl Into<BoxError>) -> Self {
+        Self::new(Kind::InvalidRequest, service).with_source(source)
+    }
+
     pub(crate) fn inner(
         service: &str,
         instance: String,
@@ -250,7 +256,12 @@ impl Error {
         matches!(self.inner.kind, Kind::Discovery | Kind::DiscoveryTimeout(_))
     }
 
-    /// The rewritten request could not be built for the chosen instance.
+    /// The request cannot be sent: the rewritten request could not be
+    /// built for the chosen instance ([`Error::instance`] names it), or the
+    /// caller's request contradicts itself (a `Content-Length` its body
+    /// does not have, checked before any attempt: no instance, no
+    /// attempt, nothing counted; see
+    /// [`TryCloneBody::exact_len`](crate::retry::TryCloneBody::exact_len)).
     pub fn is_invalid_request(&self) -> bool {
         self.inner.kind == Kind::InvalidRequest
     }
@@ -343,6 +354,9 @@ impl fmt::Display for Error {
                 f,
                 "service `{service}`: no instance list within {waited:?} of the first request"
             )?,
+            Kind::InvalidRequest if self.inner.instance.is_none() => {
+                write!(f, "service `{service}`")?
+            }
             Kind::InvalidRequest => {
                 write!(f, "service `{service}`: cannot address instance {instance}")?
             }

@@ -69,6 +69,21 @@ pub trait TryCloneBody: Sized {
         self.try_clone_body()
     }
 
+    /// The body's length in bytes when it is known before sending (a body
+    /// in memory), else `None`. The balancer refuses, before any attempt,
+    /// a request whose `Content-Length` header contradicts it (see
+    /// [`Error::is_invalid_request`](crate::Error::is_invalid_request)):
+    /// sent, such a request makes an HTTP/1 server wait for bytes that
+    /// never come (a read timeout, the breaker's count) or read the rest
+    /// as the next request, and an HTTP/2 server reset the stream
+    /// (`PROTOCOL_ERROR`), each counted against a healthy instance.
+    /// Default: `None` (no check). Every body this crate accepts as it is
+    /// reports its length, [`ReplayBody`] when buffered, `reqwest::Body`
+    /// when it holds bytes, a boxed body when its size hint is exact.
+    fn exact_len(&self) -> Option<u64> {
+        None
+    }
+
     /// Whether [`try_clone_unsent`](Self::try_clone_unsent) would give a
     /// copy. Default: [`is_replayable`](Self::is_replayable).
     fn is_replayable_unsent(&self) -> bool {
@@ -88,23 +103,28 @@ pub const UNSENT_REPLAY_MAX: usize = 64 * 1024;
 const UNSENT_REPLAY_FRAMES: usize = 1024;
 
 macro_rules! clone_body {
-    ($($t:ty),*) => {$(
+    ($($t:ty => $len:expr),*) => {$(
         impl TryCloneBody for $t {
             fn try_clone_body(&self) -> Option<Self> {
                 Some(self.clone())
+            }
+
+            fn exact_len(&self) -> Option<u64> {
+                let len: fn(&$t) -> Option<u64> = $len;
+                len(self)
             }
         }
     )*};
 }
 
 clone_body!(
-    (),
-    String,
-    Vec<u8>,
-    Bytes,
-    &'static str,
-    Full<Bytes>,
-    Empty<Bytes>
+    () => |_| Some(0),
+    String => |s| Some(s.len() as u64),
+    Vec<u8> => |v| Some(v.len() as u64),
+    Bytes => |b| Some(b.len() as u64),
+    &'static str => |s| Some(s.len() as u64),
+    Full<Bytes> => |b| b.size_hint().exact(),
+    Empty<Bytes> => |_| Some(0)
 );
 
 #[cfg(feature = "reqwest")]
@@ -112,6 +132,10 @@ impl TryCloneBody for reqwest::Body {
     fn try_clone_body(&self) -> Option<Self> {
         self.as_bytes()
             .map(|b| reqwest::Body::from(Bytes::copy_from_slice(b)))
+    }
+
+    fn exact_len(&self) -> Option<u64> {
+        self.as_bytes().map(|b| b.len() as u64)
     }
 }
 
@@ -123,6 +147,10 @@ impl<E: 'static> TryCloneBody for BoxBody<Bytes, E> {
         self.is_end_stream()
             .then(|| Empty::new().map_err(|never| match never {}).boxed())
     }
+
+    fn exact_len(&self) -> Option<u64> {
+        self.size_hint().exact()
+    }
 }
 
 /// As for [`BoxBody`]: copied only when known to be empty.
@@ -130,6 +158,10 @@ impl<E: 'static> TryCloneBody for UnsyncBoxBody<Bytes, E> {
     fn try_clone_body(&self) -> Option<Self> {
         self.is_end_stream()
             .then(|| Empty::new().map_err(|never| match never {}).boxed_unsync())
+    }
+
+    fn exact_len(&self) -> Option<u64> {
+        self.size_hint().exact()
     }
 }
 
@@ -347,6 +379,13 @@ where
 }
 
 impl<B> TryCloneBody for ReplayBody<B> {
+    fn exact_len(&self) -> Option<u64> {
+        match &self.inner {
+            Inner::Buffered(bytes) => Some(bytes.as_ref().map_or(0, Bytes::len) as u64),
+            Inner::Streaming { .. } => None,
+        }
+    }
+
     fn is_replayable(&self) -> bool {
         match &self.inner {
             Inner::Buffered(_) => true,

@@ -114,6 +114,7 @@ mod builder;
 mod classify;
 mod cookie;
 mod ending;
+mod framing;
 mod future;
 pub(crate) mod grpc_status;
 mod hash_key;
@@ -423,6 +424,9 @@ impl<S> LoadBalancer<S> {
         let Some(state) = state else {
             return ResponseFuture::ready(Err(self.shared.unknown_service(host)));
         };
+        if let Err(e) = framing::check(req.headers(), req.body().exact_len()) {
+            return ResponseFuture::ready(Err(Error::malformed_request(state.service_id(), e)));
+        }
         let inner = self.inner.clone();
         let span = trace::request(req.method(), state.service_id());
         // The request span is not entered around the whole future (that

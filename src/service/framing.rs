@@ -1,0 +1,145 @@
+//! The caller's `Content-Length` against its body, checked once before
+//! any attempt: a request whose header contradicts a body of known length
+//! is the caller's error, never sent. Sent, an HTTP/1 server waits for the
+//! bytes that never come (a read timeout: the breaker's count) or reads
+//! the extra bytes as the next request on the connection, and an HTTP/2
+//! server resets the stream (`PROTOCOL_ERROR`, RFC 9113 section 8.1.1),
+//! each counted against a healthy instance (three such POSTs counted
+//! three failures over two healthy instances before this check).
+
+use std::fmt;
+
+use http::HeaderMap;
+use http::header::CONTENT_LENGTH;
+
+/// A `Content-Length` the body contradicts (or that is no length).
+#[derive(Debug)]
+pub(crate) struct ContentLengthMismatch {
+    /// The header's value as sent, escaped and cut for the message.
+    declared: String,
+    /// The body's length in bytes.
+    body: u64,
+}
+
+impl fmt::Display for ContentLengthMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the request's content-length `{}` does not match its body of {} bytes; \
+             not sent (a server would wait for bytes that never come, or reset the stream)",
+            self.declared, self.body
+        )
+    }
+}
+
+impl std::error::Error for ContentLengthMismatch {}
+
+/// Longest header text quoted in the message.
+const MAX_QUOTED: usize = 64;
+
+/// Checks every `Content-Length` of `headers` against `body`, the body's
+/// exact length when known: each must be a decimal length (RFC 9110,
+/// section 8.6: `1*DIGIT`) equal to it. `Ok` without a body length, or
+/// without the header (the client then frames the body itself).
+pub(crate) fn check(headers: &HeaderMap, body: Option<u64>) -> Result<(), ContentLengthMismatch> {
+    let Some(body) = body else {
+        return Ok(());
+    };
+    // Most requests carry few headers and no Content-Length of their own:
+    // one lookup, none for a request without headers.
+    if headers.is_empty() {
+        return Ok(());
+    }
+    for value in headers.get_all(CONTENT_LENGTH) {
+        if parse(value.as_bytes()) != Some(body) {
+            let text = String::from_utf8_lossy(value.as_bytes());
+            return Err(ContentLengthMismatch {
+                declared: crate::error::quote_within(&text, MAX_QUOTED),
+                body,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A decimal length of 1 to 20 digits up to `u64::MAX` (no sign, no
+/// spaces, no list),
+/// else `None`.
+fn parse(text: &[u8]) -> Option<u64> {
+    if text.is_empty() || text.len() > 20 || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    text.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn headers(values: &[&[u8]]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(CONTENT_LENGTH, http::HeaderValue::from_bytes(v).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn a_length_the_body_contradicts_is_refused() {
+        assert!(check(&headers(&[b"10"]), Some(10)).is_ok());
+        assert!(check(&headers(&[b"10", b"10"]), Some(10)).is_ok());
+        assert!(check(&headers(&[b"0"]), Some(0)).is_ok());
+        // No header, or a body of unknown length: not checked.
+        assert!(check(&HeaderMap::new(), Some(10)).is_ok());
+        assert!(check(&headers(&[b"abc"]), None).is_ok());
+        for (values, body) in [
+            (&[&b"100"[..]][..], 10),
+            (&[b"3"], 10),
+            (&[b"10", b"11"], 10),
+            (&[b"abc"], 1),
+            (&[b""], 0),
+            (&[b"+10"], 10),
+            (&[b" 10"], 10),
+            (&[b"10, 10"], 10),
+            (&[b"99999999999999999999"], 10),
+        ] {
+            let err = check(&headers(values), Some(body)).unwrap_err();
+            assert_eq!(err.body, body, "{values:?}");
+        }
+        let err = check(&headers(&[b"100"]), Some(10)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the request's content-length `100` does not match its body of 10 bytes; not \
+             sent (a server would wait for bytes that never come, or reset the stream)"
+        );
+    }
+
+    #[test]
+    fn the_quoted_value_is_escaped_and_cut() {
+        let long = vec![b'7'; 4096];
+        let err = check(&headers(&[&long]), Some(1)).unwrap_err();
+        assert!(
+            err.declared.len() <= 2 * MAX_QUOTED,
+            "{}",
+            err.declared.len()
+        );
+        let err = check(&headers(&[b"1\t2"]), Some(1)).unwrap_err();
+        assert_eq!(err.declared, "1\\t2");
+        let err = check(&headers(&["1\u{202e}2".as_bytes()]), Some(1)).unwrap_err();
+        assert_eq!(err.declared, "1\\u{202e}2");
+    }
+
+    proptest! {
+        /// Every decimal length up to u64::MAX parses to itself; anything
+        /// with a non-digit does not parse.
+        #[test]
+        fn parse_agrees_with_u64(n in any::<u64>(), junk in "[^0-9]{1,3}") {
+            prop_assert_eq!(parse(n.to_string().as_bytes()), Some(n));
+            let with_junk = format!("{n}{junk}");
+            prop_assert_eq!(parse(with_junk.as_bytes()), None);
+        }
+    }
+}
