@@ -118,6 +118,11 @@ async fn a_callers_oversized_header_opens_no_breaker() {
             [Outcome::Declined, Outcome::Declined],
             "request {i}: {err:?}"
         );
+        let text = err.to_string();
+        assert!(
+            text.contains("(GOAWAY ENHANCE_YOUR_CALM: it refuses this client's traffic, often one request's header list over its limit; not counted against the instance)"),
+            "{text}"
+        );
     }
     assert_eq!(served(), [1, 1]);
     let snapshot = lb.snapshot(SVC).unwrap();

@@ -143,6 +143,12 @@ pub(super) fn track<T: TrackCompletion>(
     })
 }
 
+/// What a [`Declined`](crate::stats::Outcome::Declined) attempt means, for
+/// people reading the error.
+const DECLINED: &str = "the server closed the HTTP/2 connection before processing the request \
+     (GOAWAY ENHANCE_YOUR_CALM: it refuses this client's traffic, often one request's \
+     header list over its limit; not counted against the instance)";
+
 /// The result of the last attempt, as the caller sees it.
 pub(super) fn finish<T>(
     config: &RequestConfig,
@@ -163,6 +169,9 @@ pub(super) fn finish<T>(
     attempts.push(Attempt::new(instance.clone(), outcome, elapsed));
     let timeout = timeout_kind(config, outcome, &source, why.deadline, why.per_try);
     let (source, mut notes) = name_timeout(source, timeout);
+    if outcome == crate::stats::Outcome::Declined {
+        notes.push(DECLINED.to_owned());
+    }
     if let Some(refused) = &why.refused {
         notes.push(refused.clone());
     }
