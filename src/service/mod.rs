@@ -424,7 +424,7 @@ impl<S> LoadBalancer<S> {
         let Some(state) = state else {
             return ResponseFuture::ready(Err(self.shared.unknown_service(host)));
         };
-        if let Err(e) = framing::check(req.headers(), req.body().exact_len()) {
+        if let Err(e) = framing::check(req.headers(), || req.body().exact_len()) {
             return ResponseFuture::ready(Err(Error::malformed_request(state.service_id(), e)));
         }
         let inner = self.inner.clone();
