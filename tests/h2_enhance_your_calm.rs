@@ -5,11 +5,18 @@
 //! and every stream above its last stream id fails with it, the caller's
 //! and any other caller's sharing the connection. Such a stream was not
 //! processed, so it is retried (even a POST), as
-//! [`Outcome::Declined`], and it counts in no stats, circuit breaker or
-//! outlier ejection. Before, it was a connect failure: five requests with
+//! [`Outcome::Declined`], and it counts against the instance at most once
+//! a second (`stats::breaker::DECLINED_COUNTED_EVERY`), as a connect
+//! failure: a burst (one connection's streams, one caller's run of
+//! oversized requests) counts once, while a server that declines
+//! everything still trips its breaker after three seconds without a
+//! response. Before, every one was a connect failure: five requests with
 //! one oversized header opened the breakers of two healthy instances for
 //! 30 s (found by this crate's adversarial review, stop 43). A `GOAWAY`
 //! with any other code on an unprocessed stream stays a connect failure.
+//! The tests set that window (`StatsConfig::declined_counted_every`) to an
+//! hour, so that a burst is one window whatever the machine's speed, or
+//! to 50 ms with sleeps of that long between requests.
 //!
 //! gRPC clients read the code the same way, as the server throttling this
 //! client: grpc-java's `NettyClientHandler` doubles its keepalive time on
@@ -20,22 +27,78 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tower_ribbon::stats::{BreakerState, Outcome};
+use tower_ribbon::LoadBalancer;
+use tower_ribbon::discovery::StaticSource;
+use tower_ribbon::instance::Instance;
+use tower_ribbon::retry::RetryPolicy;
+use tower_ribbon::rule::RoundRobin;
+use tower_ribbon::stats::{BreakerState, Outcome, StatsConfig};
 
-#[path = "common/broken_upload.rs"]
-mod broken_upload;
 #[path = "common/goaway_server.rs"]
 mod goaway_server;
+// Its `balancer` has the default stats configuration.
+#[allow(dead_code)]
 #[path = "common/never_reached.rs"]
 mod never_reached;
-use broken_upload::expect_untouched;
-use never_reached::{SVC, balancer, ok_server, post};
+use never_reached::{SVC, ok_server, post};
+
+type Lb = LoadBalancer<tower_ribbon::service::HttpClient<Full<Bytes>>>;
+
+/// A declined attempt counts once an hour: a burst is one window.
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Round robin from the first of `ports` (on 127.0.0.1) through
+/// hyper-util's h2c client, with `policy` and a declined attempt counted
+/// once per `every`; ready.
+async fn balancer_with(ports: &[u16], policy: RetryPolicy, every: Duration) -> Lb {
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let instances = ports
+        .iter()
+        .map(|&port| Instance::new(SVC, "127.0.0.1", port).unwrap())
+        .collect();
+    let mut stats = StatsConfig::default();
+    stats.declined_counted_every = every;
+    let lb = LoadBalancer::builder()
+        .source(StaticSource::new().with_instances(SVC, instances))
+        .service(SVC)
+        .rule(|| RoundRobin::with_start(0))
+        .retry(policy)
+        .stats(stats)
+        .build(client)
+        .unwrap();
+    assert!(lb.ready_service(SVC).await);
+    lb
+}
+
+/// [`balancer_with`] the default retry policy, declines counted hourly.
+async fn balancer(ports: &[u16]) -> Lb {
+    balancer_with(ports, RetryPolicy::default(), HOUR).await
+}
+
+/// Each instance's failures and successive connection failures, in list
+/// order.
+fn counted(lb: &Lb) -> Vec<(u64, u32)> {
+    let snapshot = lb.snapshot(SVC).unwrap();
+    snapshot
+        .endpoints()
+        .iter()
+        .map(|e| {
+            (
+                e.stats().failures(),
+                e.stats().successive_connection_failures(),
+            )
+        })
+        .collect()
+}
 
 /// hyper's HTTP/2 server (h2c) on 127.0.0.1 with
 /// `SETTINGS_MAX_HEADER_LIST_SIZE` = `limit`, answering `ok`: h2 answers a
@@ -85,16 +148,18 @@ fn get() -> Request<Full<Bytes>> {
 /// Against two real h2 servers with a 4 KiB header list limit: a caller's
 /// 20 000-byte header (over the 16 KiB abuse limit) makes each server
 /// close its connection with `ENHANCE_YOUR_CALM`; six GETs and six POSTs
-/// each fail after two attempts, both `Declined` (the POST too: the stream
-/// was never processed), no server runs one, and both instances keep a
-/// closed breaker and no failure, so the next four GETs are served two
-/// and two. A 10 000-byte header (over the limit, under the abuse limit)
-/// gets the server's 431, which is the caller's to read.
+/// in one burst each fail after two attempts (the POST too: the stream
+/// was never processed), no server runs one. The first request's two
+/// attempts count once on each instance (connect failures), the other
+/// eleven's are `Declined`: each instance keeps a closed breaker and one
+/// failure, and the next four GETs are served two and two. A 10 000-byte
+/// header (over the limit, under the abuse limit) gets the server's 431,
+/// which is the caller's to read.
 #[tokio::test]
 async fn a_callers_oversized_header_opens_no_breaker() {
     let (first, served_first) = strict_server(4096).await;
     let (second, served_second) = strict_server(4096).await;
-    let lb = balancer(first, second, true).await;
+    let lb = balancer(&[first, second]).await;
     for _ in 0..2 {
         assert_eq!(lb.request(get()).await.unwrap().status(), 200);
     }
@@ -113,24 +178,26 @@ async fn a_callers_oversized_header_opens_no_breaker() {
             .await
             .expect_err("every server declines it");
         let outcomes: Vec<Outcome> = err.attempts().iter().map(|a| a.outcome).collect();
-        assert_eq!(
-            outcomes,
-            [Outcome::Declined, Outcome::Declined],
-            "request {i}: {err:?}"
-        );
+        let expected = if i == 0 {
+            Outcome::ConnectFailure
+        } else {
+            Outcome::Declined
+        };
+        assert_eq!(outcomes, [expected, expected], "request {i}: {err:?}");
+        if i == 0 {
+            continue;
+        }
         let text = err.to_string();
         assert!(
-            text.contains("(GOAWAY ENHANCE_YOUR_CALM: it refuses this client's traffic, often one request's header list over its limit; not counted against the instance)"),
+            text.contains("(GOAWAY ENHANCE_YOUR_CALM: it refuses this client's traffic, often one request's header list over its limit; counted against the instance at most once a second)"),
             "{text}"
         );
     }
     assert_eq!(served(), [1, 1]);
-    let snapshot = lb.snapshot(SVC).unwrap();
-    expect_untouched(&snapshot);
-    for e in snapshot.endpoints() {
-        let stats = e.stats();
-        assert_eq!(stats.successive_connection_failures(), 0, "{e}");
-        assert_eq!(stats.breaker_state(), BreakerState::Closed, "{e}");
+    assert_eq!(counted(&lb), [(1, 1), (1, 1)]);
+    for e in lb.snapshot(SVC).unwrap().endpoints() {
+        assert_eq!(e.stats().breaker_state(), BreakerState::Closed, "{e}");
+        assert_eq!(e.stats().in_flight(), 0, "{e}");
     }
 
     let response = lb.request(with_big_header(get(), 10_000)).await.unwrap();
@@ -139,9 +206,9 @@ async fn a_callers_oversized_header_opens_no_breaker() {
         assert_eq!(lb.request(get()).await.unwrap().status(), 200);
     }
     // The 431 went to the first instance (round robin), so the four GETs
-    // started at the second.
+    // started at the second; the responses reset the successive counts.
     assert_eq!(served(), [3, 3]);
-    expect_untouched(&lb.snapshot(SVC).unwrap());
+    assert_eq!(counted(&lb), [(1, 0), (1, 0)]);
 }
 
 /// A POST whose stream a scripted server leaves above the last stream id
@@ -158,21 +225,54 @@ async fn only_enhance_your_calm_is_not_the_instances() {
     ] {
         let (declining, got) = goaway_server::goaway_server(0, reason, true).await;
         let (healthy, served) = ok_server(true).await;
-        let lb = balancer(declining, healthy, true).await;
-        let response = lb.request(post()).await.unwrap();
-        assert_eq!(response.status(), 200, "reason {reason}");
+        let lb = balancer(&[declining, healthy]).await;
+        // The first declined attempt of an instance counts: a GET is
+        // declined first (and served by the other), so that the POST's is
+        // the second in the same second. Round robin then sends the next
+        // POST to the healthy instance, the one after to the declining.
+        let declines = usize::from(reason == 11);
+        if declines == 1 {
+            assert_eq!(lb.request(get()).await.unwrap().status(), 200);
+            assert_eq!(counted(&lb), [(1, 1), (0, 0)]);
+        }
+        for _ in 0..=declines {
+            let response = lb.request(post()).await.unwrap();
+            assert_eq!(response.status(), 200, "reason {reason}");
+        }
         assert_eq!(
             (got.load(Ordering::SeqCst), served.load(Ordering::SeqCst)),
-            (1, 1),
+            (1 + declines, 1 + 2 * declines),
             "reason {reason}"
         );
-        let snapshot = lb.snapshot(SVC).unwrap();
-        let stats = snapshot.endpoints()[0].stats();
-        let counted = outcome.counts_against_instance();
+        let once = u64::from(outcome.counts_against_instance()) + declines as u64;
         assert_eq!(
-            (stats.failures(), stats.successive_connection_failures()),
-            (u64::from(counted), u32::from(counted)),
+            counted(&lb),
+            [(once, once as u32), (0, 0)],
             "reason {reason}"
         );
     }
+}
+
+/// A server that declines every stream (a `GOAWAY(ENHANCE_YOUR_CALM)`
+/// naming no stream processed): its first declined attempt in each window
+/// (50 ms here, 1 s by default) counts, so three windows of it with no
+/// response between open its breaker.
+/// Before this bound, `Declined` never counting would have kept such a
+/// server in rotation for ever, each request to it costing a retry.
+#[tokio::test]
+async fn a_server_declining_everything_still_trips_its_breaker() {
+    let (declining, got) = goaway_server::goaway_server(0, 11, true).await;
+    let every = Duration::from_millis(50);
+    let lb = balancer_with(&[declining], RetryPolicy::none(), every).await;
+    for window in 1..=3u32 {
+        let err = lb.request(get()).await.unwrap_err();
+        let outcomes: Vec<Outcome> = err.attempts().iter().map(|a| a.outcome).collect();
+        assert_eq!(outcomes, [Outcome::ConnectFailure], "window {window}");
+        assert_eq!(counted(&lb), [(u64::from(window), window)]);
+        tokio::time::sleep(every).await;
+    }
+    assert_eq!(got.load(Ordering::SeqCst), 3);
+    let snapshot = lb.snapshot(SVC).unwrap();
+    let state = snapshot.endpoints()[0].stats().breaker_state();
+    assert!(matches!(state, BreakerState::Open { .. }), "{state:?}");
 }

@@ -225,7 +225,7 @@ pub(super) fn end<R: ResponseStatus>(
     let mut in_flight = in_flight;
     let sent = in_flight.sent();
     let status = result.as_ref().ok().and_then(ResponseStatus::status_code);
-    let outcome = match &result {
+    let mut outcome = match &result {
         Ok(_) => config.failure_statuses.classify_status(status),
         Err(e) => instance_scheme(classify_error(e), e, in_flight.endpoint()),
     };
@@ -243,6 +243,13 @@ pub(super) fn end<R: ResponseStatus>(
         // One clock read ends the attempt for stats, metrics and ejection.
         let now = Instant::now();
         failed_after = Some(now.saturating_duration_since(sent));
+        // A declined attempt counts once a second per instance, as a
+        // connect failure (a burst of them is one connection's GOAWAY).
+        if outcome == crate::stats::Outcome::Declined
+            && in_flight.endpoint().stats_handle().count_declined(now)
+        {
+            outcome = crate::stats::Outcome::ConnectFailure;
+        }
         // Recorded now; still in flight while the `Held` lives (a response
         // handed to the caller keeps it until its body ends).
         let transition = in_flight.record(outcome, now, config.per_instance_metrics);

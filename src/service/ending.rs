@@ -147,7 +147,7 @@ pub(super) fn track<T: TrackCompletion>(
 /// people reading the error.
 const DECLINED: &str = "the server closed the HTTP/2 connection before processing the request \
      (GOAWAY ENHANCE_YOUR_CALM: it refuses this client's traffic, often one request's \
-     header list over its limit; not counted against the instance)";
+     header list over its limit; counted against the instance at most once a second)";
 
 /// The result of the last attempt, as the caller sees it.
 pub(super) fn finish<T>(

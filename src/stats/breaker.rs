@@ -72,9 +72,21 @@ pub(crate) struct Breaker {
     /// breaker closes or trips again, it no longer keeps the instance out,
     /// and its end frees no later probe.
     probing: AtomicU64,
+    /// When a declined attempt last counted (ms + 1; 0: never), see
+    /// [`StatsConfig::declined_counted_every`].
+    declined_ms: AtomicU64,
 }
 
-/// How often the health view looks again at an instance whose half-open
+/// The default of [`StatsConfig::declined_counted_every`]: how often at
+/// most a [`Declined`](super::Outcome::Declined) attempt of one instance
+/// counts, as a connect failure. One connection's `GOAWAY`
+/// fails every stream above its last id at once, and a caller's burst of
+/// oversized requests is one burst, so either counts once; a server that
+/// declines everything still trips its breaker (three in a row, no
+/// response between) within a few seconds instead of never.
+pub const DECLINED_COUNTED_EVERY: Duration = Duration::from_secs(1);
+
+/// How often the health view the health view looks again at an instance whose half-open
 /// probe is in flight: the probe's result is reported at once, so this
 /// only bounds the wait when the probe's request is dropped (its instance
 /// is then half-open and free to probe again).
@@ -99,7 +111,22 @@ impl Breaker {
             successive: AtomicU32::new(0),
             until_ms: AtomicU64::new(0),
             probing: AtomicU64::new(0),
+            declined_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Whether a declined attempt at `now_ms` counts (the first one in
+    /// each `every_ms`; of racing ones, exactly one).
+    pub(crate) fn count_declined(&self, now_ms: u64, every_ms: u64) -> bool {
+        let now = now_ms.saturating_add(1);
+        let last = self.declined_ms.load(Ordering::Acquire);
+        let every = every_ms;
+        if last != 0 && now < last.saturating_add(every) {
+            return false;
+        }
+        self.declined_ms
+            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     pub(crate) fn successive(&self) -> u32 {
@@ -214,9 +241,50 @@ impl Breaker {
     }
 }
 
+impl super::EndpointStats {
+    /// Whether a [`Declined`](super::Outcome::Declined) attempt at `now`
+    /// counts against this endpoint, as a connect failure: the first in
+    /// each [`StatsConfig::declined_counted_every`], exactly one of racing
+    /// ones.
+    pub(crate) fn count_declined(&self, now: tokio::time::Instant) -> bool {
+        let every = self.config.declined_counted_every.as_millis();
+        self.breaker
+            .count_declined(self.ms_at(now), u64::try_from(every).unwrap_or(u64::MAX))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_declined_attempt_counts_once_a_second() {
+        let b = Breaker::new();
+        let counted: Vec<u64> = [0, 1, 500, 999, 1_000, 1_001, 1_999, 2_000, 5_000, 4_000]
+            .into_iter()
+            .filter(|&t| b.count_declined(t, 1_000))
+            .collect();
+        // An out-of-order 4 000 after 5 000 does not count (the window
+        // only moves forward).
+        assert_eq!(counted, [0, 1_000, 2_000, 5_000]);
+    }
+
+    #[test]
+    fn of_racing_declined_attempts_exactly_one_counts() {
+        for round in 0..50u64 {
+            let b = std::sync::Arc::new(Breaker::new());
+            let counted: usize = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| {
+                        let b = std::sync::Arc::clone(&b);
+                        s.spawn(move || usize::from(b.count_declined(round * 7, 1_000)))
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).sum()
+            });
+            assert_eq!(counted, 1, "round {round}");
+        }
+    }
 
     #[test]
     fn a_stale_failure_never_shortens_and_a_stale_response_never_closes() {

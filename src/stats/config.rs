@@ -89,6 +89,11 @@ pub struct StatsConfig {
     /// Longest blackout; at least `breaker_base`. Ribbon key
     /// `circuitTripMaxTimeoutSeconds`. Default 30 s.
     pub breaker_max: Duration,
+    /// How often at most a [`Declined`](super::Outcome::Declined) attempt
+    /// of one instance counts, as a connect failure (see
+    /// [`DECLINED_COUNTED_EVERY`](super::breaker::DECLINED_COUNTED_EVERY));
+    /// at least 1 ms. Default 1 s.
+    pub declined_counted_every: Duration,
 }
 
 impl Default for StatsConfig {
@@ -100,6 +105,7 @@ impl Default for StatsConfig {
             breaker_threshold: 3,
             breaker_base: Duration::from_secs(10),
             breaker_max: Duration::from_secs(30),
+            declined_counted_every: super::breaker::DECLINED_COUNTED_EVERY,
         }
     }
 }
@@ -108,8 +114,9 @@ impl StatsConfig {
     /// Checks every field.
     ///
     /// # Errors
-    /// [`InvalidConfig`] naming the first field out of range: a decay under
-    /// 1 ms, a breaker threshold of 0, or `breaker_max < breaker_base`.
+    /// [`InvalidConfig`] naming the first field out of range: a decay or
+    /// `declined_counted_every` under 1 ms, a breaker threshold of 0, or
+    /// `breaker_max < breaker_base`.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         let ms = Duration::from_millis(1);
         check(
@@ -120,6 +127,11 @@ impl StatsConfig {
         check(
             self.mean_decay >= ms,
             "StatsConfig::mean_decay",
+            "must be at least 1 ms",
+        )?;
+        check(
+            self.declined_counted_every >= ms,
+            "StatsConfig::declined_counted_every",
             "must be at least 1 ms",
         )?;
         check(

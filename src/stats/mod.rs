@@ -432,8 +432,7 @@ impl EndpointStats {
         now: Instant,
         responded: Option<u32>,
     ) -> BreakerTransition {
-        // The caller's fault, or the server's complaint about this
-        // client's traffic, not the instance's: nothing to record.
+        // The caller's fault, or the server's complaint about us: no record.
         if !outcome.counts_against_instance() {
             return BreakerTransition::None;
         }

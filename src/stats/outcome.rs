@@ -44,11 +44,17 @@ pub enum Outcome {
     /// complaint is about this client's traffic, not the instance's health:
     /// h2's server sends it for one caller's header list over four times
     /// its limit, a flood of resets or pings, and every other request
-    /// open on that connection fails with it too, so it counts in no
-    /// stats, circuit breaker or outlier ejection (before, five requests
-    /// with an oversized header opened the breakers of two healthy
-    /// instances). A stream reset (`RST_STREAM`) with the same code may
-    /// follow processing and stays an [`Outcome::OtherError`].
+    /// open on that connection fails with it too. So a declined attempt
+    /// counts in no stats, circuit breaker or outlier ejection, except the
+    /// first of each instance in every
+    /// [`StatsConfig::declined_counted_every`](super::StatsConfig::declined_counted_every)
+    /// (default 1 s), which the balancer records as a
+    /// [`Outcome::ConnectFailure`]: a burst counts once, and a server that
+    /// declines everything still trips its breaker (before, every one was
+    /// a connect failure, and five requests with one oversized header
+    /// opened the breakers of two healthy instances). A stream reset
+    /// (`RST_STREAM`) with the same code may follow processing and stays
+    /// an [`Outcome::OtherError`].
     Declined,
 }
 
@@ -80,7 +86,8 @@ impl Outcome {
     /// Whether the outcome is the instance's to count (in stats, the
     /// circuit breaker and outlier ejection): every outcome but the
     /// caller's [`Outcome::RequestError`] and the server's complaint about
-    /// this client's traffic, [`Outcome::Declined`].
+    /// this client's traffic, [`Outcome::Declined`] (the balancer counts
+    /// the first of those a second as a connect failure instead).
     pub fn counts_against_instance(self) -> bool {
         !matches!(self, Outcome::RequestError | Outcome::Declined)
     }
