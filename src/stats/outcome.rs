@@ -44,7 +44,11 @@ pub enum Outcome {
     /// complaint is about this client's traffic, not the instance's health:
     /// h2's server sends it for one caller's header list over four times
     /// its limit, a flood of resets or pings, and every other request
-    /// open on that connection fails with it too. So a declined attempt
+    /// above its last stream id on that connection fails with it too (the
+    /// streams at or below it, which the server had taken, end with the
+    /// connection's own error when it closes: those may have been
+    /// processed, and they count as the instance's failures, a known
+    /// limit). So a declined attempt
     /// counts in no stats, circuit breaker or outlier ejection, except the
     /// first of each instance in every
     /// [`StatsConfig::declined_counted_every`](super::StatsConfig::declined_counted_every)
