@@ -6,7 +6,7 @@
 //! and any other caller's sharing the connection. Such a stream was not
 //! processed, so it is retried (even a POST), as
 //! [`Outcome::Declined`], and it counts against the instance at most once
-//! a second (`stats::breaker::DECLINED_COUNTED_EVERY`), as a connect
+//! a second (`StatsConfig::declined_counted_every`), as a connect
 //! failure: a burst (one connection's streams, one caller's run of
 //! oversized requests) counts once, while a server that declines
 //! everything still trips its breaker after three seconds without a

@@ -77,15 +77,6 @@ pub(crate) struct Breaker {
     declined_ms: AtomicU64,
 }
 
-/// The default of [`StatsConfig::declined_counted_every`]: how often at
-/// most a [`Declined`](super::Outcome::Declined) attempt of one instance
-/// counts, as a connect failure. One connection's `GOAWAY`
-/// fails every stream above its last id at once, and a caller's burst of
-/// oversized requests is one burst, so either counts once; a server that
-/// declines everything still trips its breaker (three in a row, no
-/// response between) within a few seconds instead of never.
-pub const DECLINED_COUNTED_EVERY: Duration = Duration::from_secs(1);
-
 /// How often the health view the health view looks again at an instance whose half-open
 /// probe is in flight: the probe's result is reported at once, so this
 /// only bounds the wait when the probe's request is dropped (its instance

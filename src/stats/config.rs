@@ -90,9 +90,12 @@ pub struct StatsConfig {
     /// `circuitTripMaxTimeoutSeconds`. Default 30 s.
     pub breaker_max: Duration,
     /// How often at most a [`Declined`](super::Outcome::Declined) attempt
-    /// of one instance counts, as a connect failure (see
-    /// [`DECLINED_COUNTED_EVERY`](super::breaker::DECLINED_COUNTED_EVERY));
-    /// at least 1 ms. Default 1 s.
+    /// of one instance counts, as a connect failure; at least 1 ms.
+    /// Default 1 s. One connection's `GOAWAY` fails every stream above its
+    /// last id at once, and a caller's burst of oversized requests is one
+    /// burst, so either counts once; a server that declines everything
+    /// still trips its breaker (three in a row, no response between)
+    /// within a few seconds instead of never.
     pub declined_counted_every: Duration,
 }
 
@@ -105,7 +108,7 @@ impl Default for StatsConfig {
             breaker_threshold: 3,
             breaker_base: Duration::from_secs(10),
             breaker_max: Duration::from_secs(30),
-            declined_counted_every: super::breaker::DECLINED_COUNTED_EVERY,
+            declined_counted_every: Duration::from_secs(1),
         }
     }
 }
