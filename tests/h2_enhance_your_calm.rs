@@ -25,20 +25,15 @@
 //! [dragonflyoss/client#670](https://github.com/dragonflyoss/client/pull/670)
 //! (an h2 client) are reports of it under concurrent calls.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http_body_util::Full;
+use hyper_util::rt::TokioExecutor;
 use tower_ribbon::LoadBalancer;
-use tower_ribbon::discovery::StaticSource;
-use tower_ribbon::instance::Instance;
 use tower_ribbon::retry::RetryPolicy;
-use tower_ribbon::rule::RoundRobin;
 use tower_ribbon::stats::{BreakerState, Outcome, StatsConfig};
 
 #[path = "common/goaway_server.rs"]
@@ -47,7 +42,7 @@ mod goaway_server;
 #[allow(dead_code)]
 #[path = "common/never_reached.rs"]
 mod never_reached;
-use never_reached::{SVC, ok_server, post};
+use never_reached::{SVC, ok_server, ok_server_with, post, round_robin};
 
 type Lb = LoadBalancer<tower_ribbon::service::HttpClient<Full<Bytes>>>;
 
@@ -61,22 +56,9 @@ async fn balancer_with(ports: &[u16], policy: RetryPolicy, every: Duration) -> L
     let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<Bytes>>();
-    let instances = ports
-        .iter()
-        .map(|&port| Instance::new(SVC, "127.0.0.1", port).unwrap())
-        .collect();
     let mut stats = StatsConfig::default();
     stats.declined_counted_every = every;
-    let lb = LoadBalancer::builder()
-        .source(StaticSource::new().with_instances(SVC, instances))
-        .service(SVC)
-        .rule(|| RoundRobin::with_start(0))
-        .retry(policy)
-        .stats(stats)
-        .build(client)
-        .unwrap();
-    assert!(lb.ready_service(SVC).await);
-    lb
+    round_robin(ports, client, |b| b.retry(policy).stats(stats)).await
 }
 
 /// [`balancer_with`] the default retry policy, declines counted hourly.
@@ -98,38 +80,6 @@ fn counted(lb: &Lb) -> Vec<(u64, u32)> {
             )
         })
         .collect()
-}
-
-/// hyper's HTTP/2 server (h2c) on 127.0.0.1 with
-/// `SETTINGS_MAX_HEADER_LIST_SIZE` = `limit`, answering `ok`: h2 answers a
-/// header list over `limit` with 431 and one over 4 × `limit` with
-/// `GOAWAY(ENHANCE_YOUR_CALM)`. Its port and the requests it answered.
-async fn strict_server(limit: u32) -> (u16, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let requests = Arc::new(AtomicUsize::new(0));
-    let seen = Arc::clone(&requests);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let seen = Arc::clone(&seen);
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let seen = Arc::clone(&seen);
-                    async move {
-                        let _ = req.into_body().collect().await;
-                        seen.fetch_add(1, Ordering::SeqCst);
-                        let ok = Full::new(Bytes::from_static(b"ok"));
-                        Ok::<_, std::io::Error>(http::Response::new(ok))
-                    }
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .max_header_list_size(limit)
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (port, requests)
 }
 
 /// `request` with a header `x-big` of `len` bytes.
@@ -157,8 +107,8 @@ fn get() -> Request<Full<Bytes>> {
 /// which is the caller's to read.
 #[tokio::test]
 async fn a_callers_oversized_header_opens_no_breaker() {
-    let (first, served_first) = strict_server(4096).await;
-    let (second, served_second) = strict_server(4096).await;
+    let (first, served_first) = ok_server_with(true, Some(4096)).await;
+    let (second, served_second) = ok_server_with(true, Some(4096)).await;
     let lb = balancer(&[first, second]).await;
     for _ in 0..2 {
         assert_eq!(lb.request(get()).await.unwrap().status(), 200);

@@ -16,9 +16,7 @@ use http_body_util::{BodyExt, Full};
 use tower::ServiceExt;
 use tower_ribbon::LoadBalancer;
 use tower_ribbon::discovery::StaticSource;
-use tower_ribbon::instance::Instance;
 use tower_ribbon::retry::RetryPolicy;
-use tower_ribbon::rule::RoundRobin;
 use tower_ribbon::stats::Outcome;
 
 // Its `balancer` is for two instances with the default policy.
@@ -27,7 +25,7 @@ use tower_ribbon::stats::Outcome;
 mod never_reached;
 #[path = "common/raw_h2.rs"]
 mod raw_h2;
-use never_reached::{SVC, ok_server, post};
+use never_reached::{SVC, ok_server, post, round_robin};
 use raw_h2::{Conn, Event, data, goaway, headers, reset, response_head};
 
 type Lb = LoadBalancer<tower_ribbon::service::HttpClient<Full<Bytes>>>;
@@ -38,19 +36,7 @@ async fn balancer(ports: &[u16], policy: RetryPolicy) -> Lb {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<Bytes>>();
-    let instances = ports
-        .iter()
-        .map(|&port| Instance::new(SVC, "127.0.0.1", port).unwrap())
-        .collect();
-    let lb = LoadBalancer::builder()
-        .source(StaticSource::new().with_instances(SVC, instances))
-        .service(SVC)
-        .rule(|| RoundRobin::with_start(0))
-        .retry(policy)
-        .build(client)
-        .unwrap();
-    assert!(lb.ready_service(SVC).await);
-    lb
+    round_robin(ports, client, |b| b.retry(policy)).await
 }
 
 fn get() -> http::Request<Full<Bytes>> {

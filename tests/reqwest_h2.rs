@@ -10,55 +10,19 @@
 //! `cargo test --no-default-features --features reqwest --test reqwest_h2`
 //! (as `scripts/test` does).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tower_ribbon::discovery::StaticSource;
-use tower_ribbon::instance::Instance;
-use tower_ribbon::rule::RoundRobin;
 use tower_ribbon::{LoadBalancer, ReqwestService};
 
 #[path = "common/broken_upload.rs"]
 mod broken_upload;
 #[path = "common/goaway_server.rs"]
 mod goaway_server;
+#[path = "common/ok_server.rs"]
+mod ok_server;
 use broken_upload::{BrokenUpload, expect_request_errors};
-
-const SVC: &str = "svc";
-
-/// hyper's HTTP/2 server (h2c) on 127.0.0.1 answering `ok` after reading
-/// the body; its port and the requests it answered.
-async fn ok_h2_server() -> (u16, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let requests = Arc::new(AtomicUsize::new(0));
-    let seen = Arc::clone(&requests);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let seen = Arc::clone(&seen);
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let seen = Arc::clone(&seen);
-                    async move {
-                        let _ = req.into_body().collect().await;
-                        seen.fetch_add(1, Ordering::SeqCst);
-                        let ok = Full::new(Bytes::from_static(b"ok"));
-                        Ok::<_, std::io::Error>(http::Response::new(ok))
-                    }
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (port, requests)
-}
+use ok_server::{SVC, ok_server, round_robin};
 
 /// Round robin from `first` over `first` and `second` through an h2c
 /// reqwest client, ready. reqwest's own retries are off: by default it
@@ -70,20 +34,12 @@ async fn balancer(first: u16, second: u16) -> LoadBalancer<ReqwestService> {
         .retry(reqwest::retry::never())
         .build()
         .unwrap();
-    let lb = LoadBalancer::builder()
-        .source(StaticSource::new().with_instances(
-            SVC,
-            vec![
-                Instance::new(SVC, "127.0.0.1", first).unwrap(),
-                Instance::new(SVC, "127.0.0.1", second).unwrap(),
-            ],
-        ))
-        .service(SVC)
-        .rule(|| RoundRobin::with_start(0))
-        .build(ReqwestService::new(client).http2_only(true))
-        .unwrap();
-    assert!(lb.ready_service(SVC).await);
-    lb
+    round_robin(
+        &[first, second],
+        ReqwestService::new(client).http2_only(true),
+        |b| b,
+    )
+    .await
 }
 
 fn post() -> Request<reqwest::Body> {
@@ -120,7 +76,7 @@ async fn an_unprocessed_post_goes_to_the_next_instance() {
                 (port, got, 1)
             }
         };
-        let (second, served) = ok_h2_server().await;
+        let (second, served) = ok_server(true).await;
         let lb = balancer(first, second).await;
         let response = lb.request(post()).await.expect(case);
         assert_eq!(response.status(), 200, "{case}");
@@ -144,8 +100,8 @@ async fn an_unprocessed_post_goes_to_the_next_instance() {
 /// (before, in this build: `[OtherError]`, a failure of the instance).
 #[tokio::test]
 async fn a_callers_broken_upload_over_h2c_is_a_request_error() {
-    let (first, _) = ok_h2_server().await;
-    let (second, _) = ok_h2_server().await;
+    let (first, _) = ok_server(true).await;
+    let (second, _) = ok_server(true).await;
     let lb = balancer(first, second).await;
     expect_request_errors(4, || {
         let req = Request::post("http://svc/upload")
