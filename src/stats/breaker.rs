@@ -77,7 +77,7 @@ pub(crate) struct Breaker {
     declined_ms: AtomicU64,
 }
 
-/// How often the health view the health view looks again at an instance whose half-open
+/// How often the health view looks again at an instance whose half-open
 /// probe is in flight: the probe's result is reported at once, so this
 /// only bounds the wait when the probe's request is dropped (its instance
 /// is then half-open and free to probe again).
@@ -111,8 +111,7 @@ impl Breaker {
     pub(crate) fn count_declined(&self, now_ms: u64, every_ms: u64) -> bool {
         let now = now_ms.saturating_add(1);
         let last = self.declined_ms.load(Ordering::Acquire);
-        let every = every_ms;
-        if last != 0 && now < last.saturating_add(every) {
+        if last != 0 && now < last.saturating_add(every_ms) {
             return false;
         }
         self.declined_ms
