@@ -36,19 +36,62 @@ const APP: &str = "status-keeper";
 
 /// Polls the server until `app` lists exactly `want`, for at most 10 s.
 async fn wait_for(eureka: &EurekaFixture, app: &str, want: &[(String, &str)]) {
+    if let Err(last) = poll_until(eureka, app, want, Duration::from_secs(10)).await {
+        panic!(
+            "{app}: want {want:?}, server lists {last:?}\n{}",
+            eureka.warnings(8)
+        );
+    }
+}
+
+/// Polls `to` until `app` lists exactly `want`, a change `from` replicates
+/// to it, for at most 30 s. Eureka sends a replication batch again when it
+/// timed out at the peer (`ReplicationTaskProcessor`: congestion, retried
+/// after `serverUnavailableSleepTimeMs`, 1 s) until the task expires
+/// (`PeerEurekaNode`: `maxTimeForReplication`, 30 s), so on a loaded host a
+/// change reaches the other peer within 30 s or never (the project's CI
+/// once saw a peer just resumed from SIGSTOP take over 10 s).
+async fn wait_for_replication(
+    to: &EurekaFixture,
+    from: &EurekaFixture,
+    app: &str,
+    want: &[(String, &str)],
+) {
+    if let Err(last) = poll_until(to, app, want, Duration::from_secs(30)).await {
+        panic!(
+            "{app}: want {want:?} replicated, server {} lists {last:?}, server {} lists {:?}\n{}\n{}",
+            to.port(),
+            from.port(),
+            from.statuses(app).await,
+            to.warnings(8),
+            from.warnings(8)
+        );
+    }
+}
+
+/// Polls every 100 ms until `app` lists exactly `want`, for at most
+/// `bound`; the last listing if it never did.
+async fn poll_until(
+    eureka: &EurekaFixture,
+    app: &str,
+    want: &[(String, &str)],
+    bound: Duration,
+) -> Result<(), Vec<(String, String)>> {
     let want: Vec<(String, String)> = want
         .iter()
         .map(|(id, s)| (id.clone(), (*s).to_owned()))
         .collect();
-    let mut last = Vec::new();
-    for _ in 0..100 {
-        last = eureka.statuses(app).await;
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        let last = eureka.statuses(app).await;
         if last == want {
-            return;
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(last);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("{app}: want {want:?}, server lists {last:?}");
 }
 
 /// STARTING, then UP: a restart keeps UP. Then OUT_OF_SERVICE: a restart
@@ -387,7 +430,7 @@ async fn a_late_status_update_from_a_hung_peer_does_not_undo_a_drain() {
         .start()
         .await
         .expect("registered at peer one");
-    wait_for(&two, app, &[(id.clone(), "STARTING")]).await;
+    wait_for_replication(&two, &one, app, &[(id.clone(), "STARTING")]).await;
 
     one.pause();
     handle
@@ -401,11 +444,11 @@ async fn a_late_status_update_from_a_hung_peer_does_not_undo_a_drain() {
     wait_for(&two, app, &[(id.clone(), "DOWN")]).await;
     one.resume();
     // Peer one applies the UP it held and replicates it to two.
-    wait_for(&two, app, &[(id.clone(), "UP")]).await;
+    wait_for_replication(&two, &one, app, &[(id.clone(), "UP")]).await;
 
     handle.renew_now().await.expect("renewed at peer two");
     wait_for(&two, app, &[(id.clone(), "DOWN")]).await;
-    wait_for(&one, app, &[(id.clone(), "DOWN")]).await;
+    wait_for_replication(&one, &two, app, &[(id.clone(), "DOWN")]).await;
     for _ in 0..2 {
         handle.renew_now().await.expect("renewed at peer two");
     }

@@ -311,6 +311,29 @@ impl EurekaFixture {
         assert_eq!(resp.status().as_u16(), 200, "delete {id}");
     }
 
+    /// The server's last `max` WARN and ERROR log lines (each cut to 300
+    /// bytes), for a failing test's message: a replication that timed out
+    /// or was dropped says so there (`ReplicationTaskProcessor`).
+    pub fn warnings(&self, max: usize) -> String {
+        let log = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("target/eureka-server/eureka-{}.log", self.port));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .collect();
+        let mut out = format!("server {} ({}):", self.port, log.display());
+        for line in &lines[lines.len().saturating_sub(max)..] {
+            let mut end = line.len().min(300);
+            while !line.is_char_boundary(end) {
+                end -= 1;
+            }
+            out.push_str("\n  ");
+            out.push_str(&line[..end]);
+        }
+        out
+    }
+
     /// `(instance id, status)` of every instance of `app` the server lists,
     /// sorted; empty if the server does not know the app (404).
     pub async fn statuses(&self, app: &str) -> Vec<(String, String)> {
