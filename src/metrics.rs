@@ -8,7 +8,7 @@
 //!
 //! | name | kind | labels | meaning |
 //! |---|---|---|---|
-//! | `ribbon_requests_total` | counter | `service`, `instance`, `outcome` | finished attempts; `outcome` is `success`, `failure_status`, `connect_failure`, `connect_timeout`, `read_timeout`, `error`, `request_error` (the caller's request could not be sent) or `declined` (the server's HTTP/2 `GOAWAY` with `ENHANCE_YOUR_CALM` left it unprocessed; the first of an instance each second is `connect_failure`); the last two are not counted against the instance |
+//! | `ribbon_requests_total` | counter | `service`, `instance`, `outcome` | finished attempts; `outcome` is `success`, `failure_status`, `connect_failure`, `connect_timeout`, `read_timeout`, `error`, `request_error` (the caller's request could not be sent) `declined` (the server's HTTP/2 `GOAWAY` with `ENHANCE_YOUR_CALM` left it unprocessed; the first of an instance each second is `connect_failure`) or `connection_lost` (the server closed the HTTP/2 connection with the stream open; the first of an instance each second, shared with `declined`, is `error`); the last three are not counted against the instance |
 //! | `ribbon_request_duration_seconds` | histogram | `service`, `instance` | attempt latency in seconds, every outcome |
 //! | `ribbon_breaker_trips_total` | counter | `service`, `instance` | circuit breaker trips (and re-trips after a failed probe) |
 //! | `ribbon_breaker_recoveries_total` | counter | `service`, `instance` | tripped breakers closed by a response |
@@ -106,18 +106,19 @@ pub fn outcome_label(outcome: Outcome) -> &'static str {
         Outcome::OtherError => "error",
         Outcome::RequestError => "request_error",
         Outcome::Declined => "declined",
+        Outcome::ConnectionLost => "connection_lost",
     }
 }
 
 /// Registered handles of one endpoint.
 pub(crate) struct EndpointMetrics {
-    outcomes: [Counter; 8],
+    outcomes: [Counter; 9],
     duration: Histogram,
     trips: Counter,
     recoveries: Counter,
 }
 
-const OUTCOMES: [Outcome; 8] = [
+const OUTCOMES: [Outcome; 9] = [
     Outcome::Success,
     Outcome::FailureStatus(0),
     Outcome::ConnectFailure,
@@ -126,6 +127,7 @@ const OUTCOMES: [Outcome; 8] = [
     Outcome::OtherError,
     Outcome::RequestError,
     Outcome::Declined,
+    Outcome::ConnectionLost,
 ];
 
 fn outcome_index(outcome: Outcome) -> usize {
@@ -138,6 +140,7 @@ fn outcome_index(outcome: Outcome) -> usize {
         Outcome::OtherError => 5,
         Outcome::RequestError => 6,
         Outcome::Declined => 7,
+        Outcome::ConnectionLost => 8,
     }
 }
 

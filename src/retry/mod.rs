@@ -255,7 +255,9 @@ impl RetryPolicy {
                 Some(RetryReason::ConnectFailure)
             }
             (Outcome::ReadTimeout, _) if idempotent => Some(RetryReason::Timeout),
-            (Outcome::OtherError, _) if idempotent => Some(RetryReason::Transport),
+            (Outcome::OtherError | Outcome::ConnectionLost, _) if idempotent => {
+                Some(RetryReason::Transport)
+            }
             (_, Some(code)) if idempotent && self.retryable_statuses.contains(&code) => {
                 Some(RetryReason::Status(code))
             }
@@ -335,7 +337,8 @@ pub enum RetryReason {
     ConnectFailure,
     /// Read or per-try timeout (idempotent requests only).
     Timeout,
-    /// Another transport error (idempotent requests only).
+    /// Another transport error, or [`Outcome::ConnectionLost`]
+    /// (idempotent requests only).
     Transport,
     /// A retryable status (idempotent requests only).
     Status(u16),
@@ -388,6 +391,12 @@ mod tests {
             Some(RetryReason::Timeout)
         );
         assert_eq!(p.retry_reason(OtherError, None, false), None);
+        // The server may have processed a stream its connection's end took.
+        assert_eq!(p.retry_reason(ConnectionLost, None, false), None);
+        assert_eq!(
+            p.retry_reason(ConnectionLost, None, true),
+            Some(RetryReason::Transport)
+        );
         assert_eq!(
             p.retry_reason(OtherError, None, true),
             Some(RetryReason::Transport)

@@ -243,12 +243,16 @@ pub(super) fn end<R: ResponseStatus>(
         // One clock read ends the attempt for stats, metrics and ejection.
         let now = Instant::now();
         failed_after = Some(now.saturating_duration_since(sent));
-        // A declined attempt counts once a second per instance, as a
-        // connect failure (a burst of them is one connection's GOAWAY).
-        if outcome == crate::stats::Outcome::Declined
-            && in_flight.endpoint().stats_handle().count_declined(now)
-        {
-            outcome = crate::stats::Outcome::ConnectFailure;
+        // A declined attempt, or one whose HTTP/2 connection the server
+        // closed, counts once a second per instance, as a connect failure
+        // or an other error (a burst of them is one connection's end).
+        let counted = match outcome {
+            Outcome::Declined => Outcome::ConnectFailure,
+            Outcome::ConnectionLost => Outcome::OtherError,
+            _ => outcome,
+        };
+        if counted != outcome && in_flight.endpoint().stats_handle().count_declined(now) {
+            outcome = counted;
         }
         // Recorded now; still in flight while the `Held` lives (a response
         // handed to the caller keeps it until its body ends).

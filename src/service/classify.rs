@@ -212,6 +212,10 @@ fn classify_chain(error: &(dyn StdError + 'static)) -> Outcome {
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;
+            #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
+            if on_connection && io.kind() == BrokenPipe && is_h2_connection_end(io) {
+                return Outcome::ConnectionLost;
+            }
             match io.kind() {
                 // On an established connection (the server may have the
                 // request) these are transport errors: Linux returns an
@@ -264,6 +268,19 @@ fn h2_stream(h: &h2::Error) -> Option<Outcome> {
     // other reset of a client stream is for a response future dropped,
     // whose error no one reads.
     (h.is_reset() && !h.is_remote() && !h.is_library()).then_some(Outcome::RequestError)
+}
+
+/// Whether `io` is h2's error for a stream whose connection the server
+/// closed (end of stream on the TCP connection) while the stream was open,
+/// or as it was opened (h2 0.4, `State::recv_eof` and `Streams::recv_eof`,
+/// texts since hyperium/h2#615; hyper passes h2's I/O errors on as its
+/// own). Over HTTP/1 hyper reports
+/// a closed connection otherwise ("connection closed before message
+/// completed"), so these texts name HTTP/2 only.
+#[cfg(any(feature = "hyper-util", feature = "reqwest"))]
+fn is_h2_connection_end(io: &std::io::Error) -> bool {
+    displays_as(io, "stream closed because of a broken pipe")
+        || displays_as(io, "connection closed because of a broken pipe")
 }
 
 /// Reads hyper-util's client error (`connecting` once it is a connect

@@ -149,6 +149,12 @@ const DECLINED: &str = "the server closed the HTTP/2 connection before processin
      (GOAWAY ENHANCE_YOUR_CALM: it refuses this client's traffic, often one request's \
      header list over its limit; counted against the instance at most once a second)";
 
+/// What a [`ConnectionLost`](crate::stats::Outcome::ConnectionLost)
+/// attempt means, for people reading the error.
+const CONNECTION_LOST: &str = "the server closed the HTTP/2 connection with the request's stream \
+     open (it may have processed the request; often after a GOAWAY that another request drew; \
+     counted against the instance at most once a second)";
+
 /// The result of the last attempt, as the caller sees it.
 pub(super) fn finish<T>(
     config: &RequestConfig,
@@ -169,8 +175,10 @@ pub(super) fn finish<T>(
     attempts.push(Attempt::new(instance.clone(), outcome, elapsed));
     let timeout = timeout_kind(config, outcome, &source, why.deadline, why.per_try);
     let (source, mut notes) = name_timeout(source, timeout);
-    if outcome == crate::stats::Outcome::Declined {
-        notes.push(DECLINED.to_owned());
+    match outcome {
+        crate::stats::Outcome::Declined => notes.push(DECLINED.to_owned()),
+        crate::stats::Outcome::ConnectionLost => notes.push(CONNECTION_LOST.to_owned()),
+        _ => {}
     }
     if let Some(refused) = &why.refused {
         notes.push(refused.clone());

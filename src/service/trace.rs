@@ -143,6 +143,7 @@ pub(super) fn ended(span: &Span, outcome: Outcome, status: Option<u16>, timeout:
         Outcome::OtherError => "_OTHER",
         Outcome::RequestError => "request_error",
         Outcome::Declined => "declined",
+        Outcome::ConnectionLost => "connection_lost",
     };
     span.record("error.type", class);
 }

@@ -46,9 +46,8 @@ pub enum Outcome {
     /// its limit, a flood of resets or pings, and every other request
     /// above its last stream id on that connection fails with it too (the
     /// streams at or below it, which the server had taken, end with the
-    /// connection's own error when it closes: those may have been
-    /// processed, and they count as the instance's failures, a known
-    /// limit). So a declined attempt
+    /// connection's own error when it closes: [`Outcome::ConnectionLost`]).
+    /// So a declined attempt
     /// counts in no stats, circuit breaker or outlier ejection, except the
     /// first of each instance in every
     /// [`StatsConfig::declined_counted_every`](super::StatsConfig::declined_counted_every)
@@ -60,6 +59,29 @@ pub enum Outcome {
     /// (`RST_STREAM`) with the same code may follow processing and stays
     /// an [`Outcome::OtherError`].
     Declined,
+    /// The server closed the HTTP/2 connection (end of stream on its TCP
+    /// connection) while the request's stream was open: h2's "stream
+    /// closed because of a broken pipe", or "connection closed because of
+    /// a broken pipe" for a stream opened as it closed. The server may
+    /// have processed the request, so it is retried only as an
+    /// [`Outcome::OtherError`] is (an idempotent request). But one closed
+    /// connection fails every stream open on it at once: after a `GOAWAY`
+    /// (a connection error: RFC 9113, section 5.4.1, such as the
+    /// `ENHANCE_YOUR_CALM` that one caller's oversized header list draws),
+    /// the streams the server had taken end this way. Counted per stream,
+    /// one caller's request made 186 of 199 concurrent requests over two
+    /// healthy instances fail and ejected one of them. So, like
+    /// [`Outcome::Declined`], it counts in no stats, circuit breaker or
+    /// outlier ejection, except the first of each instance in every
+    /// [`StatsConfig::declined_counted_every`](super::StatsConfig::declined_counted_every)
+    /// (the same window as `Declined`'s: one connection's end is one
+    /// event), which the balancer records as an [`Outcome::OtherError`].
+    /// A server that closes every connection still trips its breaker and
+    /// is ejected, one count a window; one whose process is gone refuses
+    /// the next connection, a [`Outcome::ConnectFailure`] counted at once.
+    /// Over HTTP/1 a connection carries one request, and its loss stays an
+    /// [`Outcome::OtherError`].
+    ConnectionLost,
 }
 
 impl Outcome {
@@ -90,10 +112,15 @@ impl Outcome {
     /// Whether the outcome is the instance's to count (in stats, the
     /// circuit breaker and outlier ejection): every outcome but the
     /// caller's [`Outcome::RequestError`] and the server's complaint about
-    /// this client's traffic, [`Outcome::Declined`] (the balancer counts
-    /// the first of those a second as a connect failure instead).
+    /// this client's traffic, [`Outcome::Declined`], and a stream its
+    /// connection's end took, [`Outcome::ConnectionLost`] (the balancer
+    /// counts the first of those a second per instance instead, as a
+    /// connect failure and an other error).
     pub fn counts_against_instance(self) -> bool {
-        !matches!(self, Outcome::RequestError | Outcome::Declined)
+        !matches!(
+            self,
+            Outcome::RequestError | Outcome::Declined | Outcome::ConnectionLost
+        )
     }
 
     /// A response arrived (success or failure status): what resets the
@@ -110,7 +137,7 @@ impl Outcome {
         match self {
             Outcome::Success => (false, false),
             Outcome::FailureStatus(code) => ((500..600).contains(&code), matches!(code, 502..=504)),
-            Outcome::RequestError | Outcome::Declined => (false, false),
+            Outcome::RequestError | Outcome::Declined | Outcome::ConnectionLost => (false, false),
             _ => (true, true),
         }
     }
@@ -140,6 +167,11 @@ mod tests {
         assert!(!Outcome::Declined.is_response());
         assert!(!Outcome::Declined.counts_against_instance());
         assert_eq!(Outcome::Declined.outlier_errors(), (false, false));
+        assert!(!Outcome::ConnectionLost.never_reached_server());
+        assert!(!Outcome::ConnectionLost.is_connection_failure());
+        assert!(!Outcome::ConnectionLost.is_response());
+        assert!(!Outcome::ConnectionLost.counts_against_instance());
+        assert_eq!(Outcome::ConnectionLost.outlier_errors(), (false, false));
         assert!(Outcome::ConnectFailure.counts_against_instance());
         assert!(Outcome::OtherError.counts_against_instance());
     }
