@@ -10,11 +10,18 @@
 //! taken fail with it. Counted per stream, one caller's oversized header
 //! among 200 concurrent POSTs over two healthy instances failed 186 of
 //! the other 199, put about 90 failures on each instance and ejected one
-//! of them (found by this crate's adversarial review, stop 44). Now such
-//! failures count against an instance once per
-//! `StatsConfig::declined_counted_every` (the window `Declined` attempts
-//! share), as an [`Outcome::OtherError`]; a server that closes every
-//! connection is still ejected, one count a window.
+//! of them (found by this crate's adversarial review, stop 44). Now a
+//! connection's end counts once: a lost stream counts (as an
+//! [`Outcome::OtherError`]) only when it was sent after the instance's
+//! last counted one ended, and not within
+//! `StatsConfig::declined_counted_every` after the instance declined a
+//! request (its `GOAWAY(ENHANCE_YOUR_CALM)`). A server that closes every
+//! connection is ejected as soon as before: each request on a new
+//! connection counts. (A first version counted lost streams once per
+//! window like declined ones; an adversarial review measured a broken
+//! server, or a TCP proxy whose upstream is down, keeping half the
+//! traffic under round robin for about 4 s: 2 478 of 6 023 POSTs failed
+//! where 10 had.)
 //!
 //! Peers' reports of the same class:
 //! [envoyproxy/envoy#22720](https://github.com/envoyproxy/envoy/issues/22720)
@@ -92,11 +99,11 @@ async fn slow_server() -> (u16, Arc<AtomicUsize>) {
     (port, started)
 }
 
-/// A real h2c server that, 20 ms after a request starts, closes its
-/// connection without answering (hyper's connection dropped: the TCP
-/// connection ends with the stream open); its port and the requests it
-/// got.
-async fn closing_server() -> (u16, Arc<AtomicUsize>) {
+/// A real h2c server that, once `after` requests have started on a
+/// connection, closes it 20 ms later without answering (hyper's connection
+/// dropped: the TCP connection ends with the streams open); its port and
+/// the requests it got.
+async fn closing_server(after: usize) -> (u16, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let got = Arc::new(AtomicUsize::new(0));
@@ -107,9 +114,12 @@ async fn closing_server() -> (u16, Arc<AtomicUsize>) {
             tokio::spawn(async move {
                 let started = Arc::new(tokio::sync::Notify::new());
                 let notify = Arc::clone(&started);
+                let on_this = Arc::new(AtomicUsize::new(0));
                 let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
                     seen.fetch_add(1, Ordering::SeqCst);
-                    notify.notify_one();
+                    if on_this.fetch_add(1, Ordering::SeqCst) + 1 == after {
+                        notify.notify_one();
+                    }
                     std::future::pending::<Result<http::Response<Full<Bytes>>, Infallible>>()
                 });
                 let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -153,7 +163,8 @@ fn counted(lb: &Lb) -> Vec<(u64, bool, BreakerState)> {
 /// with a 20 000-byte header: each server closes its connection with
 /// `GOAWAY(ENHANCE_YOUR_CALM)` (the GET is declined at both), and the
 /// POSTs they had taken fail with it, not retried (the servers had them).
-/// Each instance counts one failure, keeps a closed breaker and is not
+/// Each instance counts the decline and at most one lost stream (when one
+/// ended before the decline did), keeps a closed breaker and is not
 /// ejected, and both serve the next GETs. Before: each POST counted, ten
 /// failures per instance, one instance ejected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,7 +214,7 @@ async fn one_callers_oversized_header_ejects_no_instance() {
                 lost += 1;
                 let text = err.to_string();
                 assert!(
-                    text.contains("; the server closed the HTTP/2 connection with the request's stream open (it may have processed the request; often after a GOAWAY that another request drew; counted against the instance at most once a second)"),
+                    text.contains("; the server closed the HTTP/2 connection with the request's stream open (it may have processed the request; the connection's end is counted against the instance once, and not after a GOAWAY ENHANCE_YOUR_CALM that another request drew)"),
                     "{text}"
                 );
             }
@@ -212,22 +223,28 @@ async fn one_callers_oversized_header_ejects_no_instance() {
             _ => panic!("a POST the server had is not retried: {err:?}"),
         }
     }
-    // Of the 22 failed attempts, one per instance counted: a POST's, or
-    // the GET's (then a connect failure).
-    let declined_counted = err
-        .attempts()
-        .iter()
-        .filter(|a| a.outcome == Outcome::ConnectFailure)
-        .count();
-    assert_eq!(lost, 18 + declined_counted, "POSTs not counted");
-    assert_eq!(started(), [10, 10], "no POST sent twice");
+    // The GET's two attempts are each instance's first decline of the
+    // window, counted as connect failures. A POST's lost stream counts
+    // only when it ended before its instance's decline did (the two race:
+    // one connection's GOAWAY and close), and then once for the
+    // connection: at most one per instance.
     assert_eq!(
-        counted(&lb),
-        [
-            (1, false, BreakerState::Closed),
-            (1, false, BreakerState::Closed)
-        ]
+        err.attempts().iter().map(|a| a.outcome).collect::<Vec<_>>(),
+        [Outcome::ConnectFailure, Outcome::ConnectFailure],
+        "{err:?}"
     );
+    let state = counted(&lb);
+    let per_instance: Vec<u64> = state.iter().map(|s| s.0).collect();
+    assert!(
+        per_instance.iter().all(|f| (1..=2).contains(f)),
+        "{per_instance:?}"
+    );
+    let posts_counted = per_instance.iter().sum::<u64>() - 2;
+    assert_eq!(lost as u64, 20 - posts_counted, "POSTs not counted");
+    assert_eq!(started(), [10, 10], "no POST sent twice");
+    for (failures, ejected, breaker) in state {
+        assert!(!ejected && breaker == BreakerState::Closed, "{failures}");
+    }
     for _ in 0..4 {
         assert_eq!(lb.request(get()).await.unwrap().status(), 200);
     }
@@ -235,48 +252,62 @@ async fn one_callers_oversized_header_ejects_no_instance() {
 }
 
 /// A server that closes every connection with the request open, next to a
-/// healthy one, with no retries: counted once per window, it is still
-/// ejected after five windows (Envoy's `consecutive_5xx`, default 5), and
-/// its failures are `OtherError`s (each the first of its window); the
-/// error says what happened. Within one window (an hour) the same six
-/// attempts count once: a burst of lost streams is one event.
+/// healthy one, with no retries: each request to it is its own
+/// connection's end, so each counts (an `OtherError`), and it is ejected at
+/// the fifth (Envoy's `consecutive_5xx`, default 5), as before this
+/// outcome existed; the window `Declined` attempts share plays no part.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_closing_every_connection_is_still_ejected() {
-    for (every, counted_failures, ejected) in
-        [(Duration::from_millis(50), 5, true), (HOUR, 1, false)]
-    {
-        let (closing, got) = closing_server().await;
-        let (healthy, _) = never_reached::ok_server(true).await;
+    for every in [Duration::from_millis(50), HOUR] {
+        let (closing, got) = closing_server(1).await;
+        let (healthy, served) = never_reached::ok_server(true).await;
         let lb = balancer(&[closing, healthy], RetryPolicy::none(), every).await;
-        let mut seen = Vec::new();
+        let mut failed = Vec::new();
         for _ in 0..12 {
             match lb.request(get()).await {
                 Ok(response) => assert_eq!(response.status(), 200),
                 Err(err) => {
                     let outcomes: Vec<Outcome> = err.attempts().iter().map(|a| a.outcome).collect();
-                    assert_eq!(outcomes.len(), 1, "{err:?}");
-                    seen.push(outcomes[0]);
+                    failed.extend(outcomes);
                 }
             }
-            // Over one window of 50 ms between two attempts at `closing`.
-            tokio::time::sleep(Duration::from_millis(60)).await;
         }
-        let attempts = got.load(Ordering::SeqCst);
-        assert_eq!(seen.len(), attempts, "{every:?}");
-        let counted_as_errors = seen.iter().filter(|o| **o == Outcome::OtherError).count();
-        assert_eq!(counted_as_errors, counted_failures, "{every:?}: {seen:?}");
-        assert_eq!(
-            seen.len() - counted_as_errors,
-            seen.iter()
-                .filter(|o| **o == Outcome::ConnectionLost)
-                .count(),
-            "{seen:?}"
-        );
-        // Ejected at its fifth counted failure, then skipped.
-        assert_eq!(attempts, if ejected { 5 } else { 6 }, "{every:?}");
+        // Ejected at its fifth failure, then skipped.
+        assert_eq!(failed, [Outcome::OtherError; 5], "{every:?}");
+        assert_eq!(got.load(Ordering::SeqCst), 5, "{every:?}");
+        assert_eq!(served.load(Ordering::SeqCst), 7, "{every:?}");
         let state = counted(&lb);
-        assert_eq!(state[0].0, counted_failures as u64, "{every:?}");
-        assert_eq!(state[0].1, ejected, "{every:?}");
+        assert_eq!(state[0].0, 5, "{every:?}");
+        assert!(state[0].1, "{every:?}: ejected");
         assert_eq!(state[1], (0, false, BreakerState::Closed), "{every:?}");
+    }
+}
+
+/// Ten GETs open on one connection that the server closes: one
+/// connection's end, counted once (the first stream to end, an
+/// `OtherError`; the other nine `ConnectionLost`), whatever the window;
+/// the next ten, on a new connection the server closes too, count again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_streams_of_one_closed_connection_count_once() {
+    let (closing, got) = closing_server(10).await;
+    let lb = Arc::new(balancer(&[closing], RetryPolicy::none(), Duration::from_millis(1)).await);
+    for round in 1..=2 {
+        let gets: Vec<_> = (0..10)
+            .map(|_| {
+                let lb = Arc::clone(&lb);
+                tokio::spawn(async move { lb.request(get()).await })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for get in gets {
+            let err = get.await.unwrap().expect_err("its connection closed");
+            outcomes.extend(err.attempts().iter().map(|a| a.outcome));
+        }
+        assert_eq!(got.load(Ordering::SeqCst), 10 * round, "all on the server");
+        outcomes.sort_by_key(|o| *o == Outcome::ConnectionLost);
+        let mut want = vec![Outcome::ConnectionLost; 10];
+        want[0] = Outcome::OtherError;
+        assert_eq!(outcomes, want, "round {round}");
+        assert_eq!(counted(&lb)[0].0, round as u64);
     }
 }

@@ -243,16 +243,15 @@ pub(super) fn end<R: ResponseStatus>(
         // One clock read ends the attempt for stats, metrics and ejection.
         let now = Instant::now();
         failed_after = Some(now.saturating_duration_since(sent));
-        // A declined attempt, or one whose HTTP/2 connection the server
-        // closed, counts once a second per instance, as a connect failure
-        // or an other error (a burst of them is one connection's end).
-        let counted = match outcome {
-            Outcome::Declined => Outcome::ConnectFailure,
-            Outcome::ConnectionLost => Outcome::OtherError,
-            _ => outcome,
-        };
-        if counted != outcome && in_flight.endpoint().stats_handle().count_declined(now) {
-            outcome = counted;
+        // A declined attempt counts once a second per instance, as a
+        // connect failure (a burst of them is one connection's GOAWAY); one
+        // whose HTTP/2 connection the server closed, once per connection's
+        // end and not after a decline, as an other error.
+        let stats = in_flight.endpoint().stats_handle();
+        match outcome {
+            Outcome::Declined if stats.count_declined(now) => outcome = Outcome::ConnectFailure,
+            Outcome::ConnectionLost if stats.count_lost(sent, now) => outcome = Outcome::OtherError,
+            _ => {}
         }
         // Recorded now; still in flight while the `Held` lives (a response
         // handed to the caller keeps it until its body ends).

@@ -75,6 +75,14 @@ pub(crate) struct Breaker {
     /// When a declined attempt last counted (ms + 1; 0: never), see
     /// [`StatsConfig::declined_counted_every`].
     declined_ms: AtomicU64,
+    /// When the last declined attempt ended, counted or not (ms + 1; 0:
+    /// never): a connection the server closes right after its
+    /// `GOAWAY(ENHANCE_YOUR_CALM)` was closed for this client's traffic.
+    declined_seen_ms: AtomicU64,
+    /// When the last counted [`ConnectionLost`](super::Outcome::ConnectionLost)
+    /// attempt ended (µs; 0: never): a stream sent before it was on a
+    /// connection whose end has been counted.
+    lost_us: AtomicU64,
 }
 
 /// How often the health view looks again at an instance whose half-open
@@ -103,6 +111,8 @@ impl Breaker {
             until_ms: AtomicU64::new(0),
             probing: AtomicU64::new(0),
             declined_ms: AtomicU64::new(0),
+            declined_seen_ms: AtomicU64::new(0),
+            lost_us: AtomicU64::new(0),
         }
     }
 
@@ -116,6 +126,30 @@ impl Breaker {
         }
         self.declined_ms
             .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Notes a declined attempt at `now_ms`, counted or not.
+    pub(crate) fn saw_declined(&self, now_ms: u64) {
+        self.declined_seen_ms
+            .fetch_max(now_ms.saturating_add(1), Ordering::AcqRel);
+    }
+
+    /// Whether a lost stream (sent at `sent_us`, failed at `now_us`, µs)
+    /// counts: not when a declined attempt ended within `every_ms` before
+    /// `now_ms` (the server closed the connection for this client's
+    /// traffic), nor when it was sent no later than the last counted lost
+    /// stream ended (the same connection's end, counted already); of
+    /// racing ones from one connection, exactly one.
+    pub(crate) fn count_lost(&self, sent_us: u64, now_us: u64, now_ms: u64, every_ms: u64) -> bool {
+        let seen = self.declined_seen_ms.load(Ordering::Acquire);
+        if seen != 0 && now_ms.saturating_add(1) < seen.saturating_add(every_ms) {
+            return false;
+        }
+        self.lost_us
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
+                (sent_us > last).then_some(last.max(now_us))
+            })
             .is_ok()
     }
 
@@ -238,8 +272,31 @@ impl super::EndpointStats {
     /// ones.
     pub(crate) fn count_declined(&self, now: tokio::time::Instant) -> bool {
         let every = self.config.declined_counted_every.as_millis();
+        let now_ms = self.ms_at(now);
+        self.breaker.saw_declined(now_ms);
         self.breaker
-            .count_declined(self.ms_at(now), u64::try_from(every).unwrap_or(u64::MAX))
+            .count_declined(now_ms, u64::try_from(every).unwrap_or(u64::MAX))
+    }
+
+    /// Whether a [`ConnectionLost`](super::Outcome::ConnectionLost) attempt
+    /// sent at `sent` and failed at `now` counts against this endpoint, as
+    /// an other error: once per connection's end (a stream sent after the
+    /// last counted one ended), and not within
+    /// [`StatsConfig::declined_counted_every`] of a declined attempt (its
+    /// `GOAWAY(ENHANCE_YOUR_CALM)` closed the connection for this client's
+    /// traffic).
+    pub(crate) fn count_lost(&self, sent: tokio::time::Instant, now: tokio::time::Instant) -> bool {
+        let us = |at: tokio::time::Instant| {
+            u64::try_from(at.saturating_duration_since(self.created).as_micros())
+                .unwrap_or(u64::MAX)
+        };
+        let every = self.config.declined_counted_every.as_millis();
+        self.breaker.count_lost(
+            us(sent),
+            us(now),
+            self.ms_at(now),
+            u64::try_from(every).unwrap_or(u64::MAX),
+        )
     }
 }
 
@@ -257,6 +314,52 @@ mod tests {
         // An out-of-order 4 000 after 5 000 does not count (the window
         // only moves forward).
         assert_eq!(counted, [0, 1_000, 2_000, 5_000]);
+    }
+
+    #[test]
+    fn a_lost_stream_counts_once_per_connection_end() {
+        let b = Breaker::new();
+        // (sent µs, failed µs): three streams of one connection that ended
+        // at 5 000 µs, in any order; then one sent after that, on the next
+        // connection; then one sent before the last counted end.
+        let counted: Vec<bool> = [
+            (1_000, 5_100),
+            (900, 5_000),
+            (4_000, 5_200),
+            (5_300, 9_000),
+            (5_200, 9_100),
+        ]
+        .into_iter()
+        .map(|(sent, failed)| b.count_lost(sent, failed, failed / 1_000, 1_000))
+        .collect();
+        assert_eq!(counted, [true, false, false, true, false]);
+        // A declined attempt at 10 ms explains the connection ends of the
+        // next second; one at 1 010 ms counts again.
+        b.saw_declined(10);
+        assert!(!b.count_lost(20_000, 30_000, 30, 1_000));
+        assert!(!b.count_lost(20_000, 1_009_000, 1_009, 1_000));
+        assert!(b.count_lost(20_000, 1_010_000, 1_010, 1_000));
+    }
+
+    #[test]
+    fn of_racing_lost_streams_of_one_connection_exactly_one_counts() {
+        for round in 0..50u64 {
+            let b = std::sync::Arc::new(Breaker::new());
+            let counted: usize = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8u64)
+                    .map(|i| {
+                        let b = std::sync::Arc::clone(&b);
+                        // Sent before the connection ended at 10 000 µs;
+                        // each fails a little later.
+                        s.spawn(move || {
+                            usize::from(b.count_lost(round * 10 + i, 10_000 + i, 10, 1_000))
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).sum()
+            });
+            assert_eq!(counted, 1, "round {round}");
+        }
     }
 
     #[test]

@@ -89,17 +89,16 @@ pub struct StatsConfig {
     /// Longest blackout; at least `breaker_base`. Ribbon key
     /// `circuitTripMaxTimeoutSeconds`. Default 30 s.
     pub breaker_max: Duration,
-    /// How often at most a [`Declined`](super::Outcome::Declined) or
-    /// [`ConnectionLost`](super::Outcome::ConnectionLost) attempt of one
-    /// instance counts (one window for both), as a connect failure or an
-    /// other error; at least 1 ms. Default 1 s. One connection's `GOAWAY`
-    /// fails every stream above its last id at once, its close every
-    /// stream still open, and a caller's burst of oversized requests is
-    /// one burst, so each counts once; a server that declines everything
-    /// still trips its breaker (three in a row, no response between)
-    /// within a few seconds instead of never, and one that closes every
-    /// connection is still ejected (five windows at Envoy's default
-    /// `consecutive_5xx`).
+    /// How often at most a [`Declined`](super::Outcome::Declined) attempt
+    /// of one instance counts, as a connect failure, and how long after
+    /// one a [`ConnectionLost`](super::Outcome::ConnectionLost) attempt of
+    /// that instance counts not at all (its `GOAWAY` closed the connection
+    /// for this client's traffic); at least 1 ms. Default 1 s. One
+    /// connection's `GOAWAY` fails every stream above its last id at once,
+    /// and a caller's burst of oversized requests is one burst, so either
+    /// counts once; a server that declines everything still trips its
+    /// breaker (three in a row, no response between) within a few seconds
+    /// instead of never.
     pub declined_counted_every: Duration,
 }
 

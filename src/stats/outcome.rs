@@ -65,21 +65,25 @@ pub enum Outcome {
     /// a broken pipe" for a stream opened as it closed. The server may
     /// have processed the request, so it is retried only as an
     /// [`Outcome::OtherError`] is (an idempotent request). But one closed
-    /// connection fails every stream open on it at once: after a `GOAWAY`
-    /// (a connection error: RFC 9113, section 5.4.1, such as the
+    /// connection fails every stream open on it at once, and a server
+    /// closes one for a single stream's fault: after a `GOAWAY` (a
+    /// connection error: RFC 9113, section 5.4.1, such as the
     /// `ENHANCE_YOUR_CALM` that one caller's oversized header list draws),
     /// the streams the server had taken end this way. Counted per stream,
     /// one caller's request made 186 of 199 concurrent requests over two
-    /// healthy instances fail and ejected one of them. So, like
-    /// [`Outcome::Declined`], it counts in no stats, circuit breaker or
-    /// outlier ejection, except the first of each instance in every
+    /// healthy instances fail and ejected one of them. So a connection's
+    /// end counts once: the balancer records as an [`Outcome::OtherError`]
+    /// only a lost stream sent after the instance's last counted one ended
+    /// (the others were on a connection whose end is counted already), and
+    /// none within
     /// [`StatsConfig::declined_counted_every`](super::StatsConfig::declined_counted_every)
-    /// (the same window as `Declined`'s: one connection's end is one
-    /// event), which the balancer records as an [`Outcome::OtherError`].
-    /// A server that closes every connection still trips its breaker and
-    /// is ejected, one count a window; one whose process is gone refuses
-    /// the next connection, a [`Outcome::ConnectFailure`] counted at once.
-    /// Over HTTP/1 a connection carries one request, and its loss stays an
+    /// after one of the instance's attempts was [`Outcome::Declined`] (its
+    /// `GOAWAY` closed the connection for this client's traffic; a lost
+    /// stream that ends before the decline does may still count, once).
+    /// Uncounted, it is in no stats, circuit breaker or outlier ejection.
+    /// A server that closes every connection is still ejected as soon as
+    /// before (each request on a new connection counts). Over HTTP/1 a
+    /// connection carries one request, and its loss stays an
     /// [`Outcome::OtherError`].
     ConnectionLost,
 }
