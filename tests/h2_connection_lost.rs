@@ -39,17 +39,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tower_ribbon::LoadBalancer;
 use tower_ribbon::retry::RetryPolicy;
-use tower_ribbon::stats::{BreakerState, Outcome, StatsConfig};
+use tower_ribbon::stats::{BreakerState, Outcome};
 
 #[allow(dead_code)]
 #[path = "common/never_reached.rs"]
 mod never_reached;
-use never_reached::{SVC, post, round_robin};
+use never_reached::{SVC, post};
 
 type Lb = LoadBalancer<tower_ribbon::service::HttpClient<Full<Bytes>>>;
 
@@ -57,46 +57,16 @@ type Lb = LoadBalancer<tower_ribbon::service::HttpClient<Full<Bytes>>>;
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// Round robin from the first of `ports` through hyper-util's h2c client,
-/// with `policy` and a declined or lost attempt counted once per `every`.
+/// with `policy` and a declined attempt counted once per `every`.
 async fn balancer(ports: &[u16], policy: RetryPolicy, every: Duration) -> Lb {
-    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<Full<Bytes>>();
-    let mut stats = StatsConfig::default();
-    stats.declined_counted_every = every;
-    round_robin(ports, client, |b| b.retry(policy).stats(stats)).await
+    never_reached::h2_round_robin(ports, policy, every).await
 }
 
 /// A real h2c server with a 4 KiB header list limit that counts each
 /// request as it starts, then answers `ok` after 300 ms (so that requests
 /// are open on its connection for a while); its port and the count.
 async fn slow_server() -> (u16, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let started = Arc::new(AtomicUsize::new(0));
-    let seen = Arc::clone(&started);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let seen = Arc::clone(&seen);
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let seen = Arc::clone(&seen);
-                    async move {
-                        let _ = req.into_body().collect().await;
-                        seen.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(300)).await;
-                        let ok = Full::new(Bytes::from_static(b"ok"));
-                        Ok::<_, Infallible>(http::Response::new(ok))
-                    }
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .max_header_list_size(4096)
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (port, started)
+    never_reached::slow_ok_server(true, Some(4096), Duration::from_millis(300)).await
 }
 
 /// A real h2c server that, once `after` requests have started on a

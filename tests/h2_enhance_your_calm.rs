@@ -31,10 +31,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use hyper_util::rt::TokioExecutor;
 use tower_ribbon::LoadBalancer;
 use tower_ribbon::retry::RetryPolicy;
-use tower_ribbon::stats::{BreakerState, Outcome, StatsConfig};
+use tower_ribbon::stats::{BreakerState, Outcome};
 
 #[path = "common/goaway_server.rs"]
 mod goaway_server;
@@ -42,23 +41,17 @@ mod goaway_server;
 #[allow(dead_code)]
 #[path = "common/never_reached.rs"]
 mod never_reached;
-use never_reached::{SVC, ok_server, ok_server_with, post, round_robin};
+use never_reached::{SVC, ok_server, ok_server_with, post};
 
 type Lb = LoadBalancer<tower_ribbon::service::HttpClient<Full<Bytes>>>;
 
 /// A declined attempt counts once an hour: a burst is one window.
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// Round robin from the first of `ports` (on 127.0.0.1) through
-/// hyper-util's h2c client, with `policy` and a declined attempt counted
-/// once per `every`; ready.
+/// Round robin from the first of `ports`, with `policy` and a declined
+/// attempt counted once per `every`; ready.
 async fn balancer_with(ports: &[u16], policy: RetryPolicy, every: Duration) -> Lb {
-    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<Full<Bytes>>();
-    let mut stats = StatsConfig::default();
-    stats.declined_counted_every = every;
-    round_robin(ports, client, |b| b.retry(policy).stats(stats)).await
+    never_reached::h2_round_robin(ports, policy, every).await
 }
 
 /// [`balancer_with`] the default retry policy, declines counted hourly.

@@ -54,6 +54,16 @@ pub async fn ok_server(h2: bool) -> (u16, Arc<AtomicUsize>) {
 /// `SETTINGS_MAX_HEADER_LIST_SIZE` when given (h2 answers a header list
 /// over it with 431, over four times it with `GOAWAY(ENHANCE_YOUR_CALM)`).
 pub async fn ok_server_with(h2: bool, max_header_list: Option<u32>) -> (u16, Arc<AtomicUsize>) {
+    slow_ok_server(h2, max_header_list, std::time::Duration::ZERO).await
+}
+
+/// [`ok_server_with`], answering each request `delay` after counting it
+/// (so that requests stay open on its connection that long).
+pub async fn slow_ok_server(
+    h2: bool,
+    max_header_list: Option<u32>,
+    delay: std::time::Duration,
+) -> (u16, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let requests = Arc::new(AtomicUsize::new(0));
@@ -67,6 +77,9 @@ pub async fn ok_server_with(h2: bool, max_header_list: Option<u32>) -> (u16, Arc
                     async move {
                         let _ = req.into_body().collect().await;
                         seen.fetch_add(1, Ordering::SeqCst);
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
                         let ok = Full::new(Bytes::from_static(b"ok"));
                         Ok::<_, std::io::Error>(http::Response::new(ok))
                     }
