@@ -80,7 +80,7 @@ pub(crate) struct Breaker {
     /// `GOAWAY(ENHANCE_YOUR_CALM)` was closed for this client's traffic.
     declined_seen_ms: AtomicU64,
     /// When the last counted [`ConnectionLost`](super::Outcome::ConnectionLost)
-    /// attempt ended (µs; 0: never): a stream sent before it was on a
+    /// attempt ended (µs + 1; 0: never): a stream sent before it was on a
     /// connection whose end has been counted.
     lost_us: AtomicU64,
 }
@@ -286,9 +286,12 @@ impl super::EndpointStats {
     /// `GOAWAY(ENHANCE_YOUR_CALM)` closed the connection for this client's
     /// traffic).
     pub(crate) fn count_lost(&self, sent: tokio::time::Instant, now: tokio::time::Instant) -> bool {
+        // µs + 1, so that a stream sent at (or, out of order, before) the
+        // endpoint's creation is still after "never" (0).
         let us = |at: tokio::time::Instant| {
             u64::try_from(at.saturating_duration_since(self.created).as_micros())
                 .unwrap_or(u64::MAX)
+                .saturating_add(1)
         };
         let every = self.config.declined_counted_every.as_millis();
         self.breaker.count_lost(
@@ -339,6 +342,21 @@ mod tests {
         assert!(!b.count_lost(20_000, 30_000, 30, 1_000));
         assert!(!b.count_lost(20_000, 1_009_000, 1_009, 1_000));
         assert!(b.count_lost(20_000, 1_010_000, 1_010, 1_000));
+    }
+
+    #[test]
+    fn a_lost_stream_sent_at_or_before_the_endpoints_creation_counts() {
+        // Its own clock: a stream sent at the very instant the endpoint's
+        // stats were created (or, out of order, before) is no "never".
+        let created = tokio::time::Instant::now();
+        let stats = super::super::EndpointStats::new();
+        let before = created
+            .checked_sub(std::time::Duration::from_millis(5))
+            .unwrap_or(created);
+        let failed = created + std::time::Duration::from_millis(3);
+        assert!(stats.count_lost(before, failed));
+        // The same connection's other streams do not count again.
+        assert!(!stats.count_lost(before, failed + std::time::Duration::from_millis(1)));
     }
 
     #[test]
