@@ -259,9 +259,12 @@ impl Error {
     /// The request cannot be sent: the rewritten request could not be
     /// built for the chosen instance ([`Error::instance`] names it), or the
     /// caller's request contradicts itself (a `Content-Length` its body
-    /// does not have, checked before any attempt: no instance, no
-    /// attempt, nothing counted; see
+    /// does not have, or that is not one length, checked before any
+    /// attempt: no instance, no attempt, nothing counted; see
     /// [`TryCloneBody::exact_len`](crate::retry::TryCloneBody::exact_len)).
+    /// A stream contradicting its length is found only as it is sent: its
+    /// attempt's outcome is then `Outcome::RequestError` (see
+    /// [`TryCloneBody::check_len`](crate::retry::TryCloneBody::check_len)).
     pub fn is_invalid_request(&self) -> bool {
         self.inner.kind == Kind::InvalidRequest
     }

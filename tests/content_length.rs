@@ -150,3 +150,173 @@ async fn through_reqwest_too() {
     assert_eq!(served.load(Ordering::SeqCst), 0);
     expect_untouched(&lb.snapshot(SVC).unwrap());
 }
+
+/// A stream of `frames` (its length unknown until it ends), not
+/// replayable.
+struct Chunks(std::collections::VecDeque<&'static str>);
+
+impl Chunks {
+    fn new(frames: &[&'static str]) -> Self {
+        Self(frames.iter().copied().collect())
+    }
+}
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        std::task::Poll::Ready(
+            self.0
+                .pop_front()
+                .map(|s| Ok(http_body::Frame::data(Bytes::from_static(s.as_bytes())))),
+        )
+    }
+}
+
+impl tower_ribbon::retry::TryCloneBody for Chunks {
+    fn try_clone_body(&self) -> Option<Self> {
+        None
+    }
+}
+
+/// A POST of `body` declaring `length`.
+fn streamed<B>(length: &str, body: B) -> Request<B> {
+    Request::post("http://svc/orders")
+        .header(http::header::CONTENT_LENGTH, length)
+        .body(body)
+        .unwrap()
+}
+
+/// Round robin over `a` and `b` through hyper-util's client for bodies `B`.
+async fn stream_balancer<B>(
+    a: u16,
+    b: u16,
+    h2: bool,
+) -> tower_ribbon::LoadBalancer<tower_ribbon::service::HttpClient<B>>
+where
+    B: http_body::Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(h2)
+        .build_http::<B>();
+    never_reached::round_robin(&[a, b], client, |b| b).await
+}
+
+/// A `ReplayBody::streaming` body checks the declared length as it is
+/// sent: short of it, past it, over HTTP/1 and h2c, the request fails as
+/// the caller's (`RequestError`), once, counted against no instance.
+/// Before: over HTTP/1 a short stream was an `OtherError` of the instance
+/// (the server waited for the rest) and a long one was cut at the length
+/// and answered 200 (the server read a truncated upload as whole); over
+/// h2c the server reset both (`PROTOCOL_ERROR`), an `OtherError` each.
+/// Also a stream declaring no one length is refused before any attempt.
+#[tokio::test]
+async fn a_stream_contradicting_its_length_is_the_callers_error() {
+    type Body = ReplayBody<Chunks>;
+    for h2 in [false, true] {
+        let (a, _) = ok_server(h2).await;
+        let (b, _) = ok_server(h2).await;
+        let lb = stream_balancer::<Body>(a, b, h2).await;
+        for (length, frames) in [
+            ("10", &["01234"][..]),
+            ("10", &["01234", "5678"]),
+            ("10", &["01234", "56789", "a"]),
+            ("5", &["01", "23456789"]),
+            ("0", &["x"]),
+        ] {
+            if !h2 && (frames.len() == 3 || length == "0") {
+                // hyper's HTTP/1 client stops reading a body at its
+                // length: the frame past it is never polled, and the
+                // server reads the declared bytes, whole (as for any
+                // body: hyper cuts it there).
+                let response = lb
+                    .request(streamed(length, ReplayBody::streaming(Chunks::new(frames))))
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+                continue;
+            }
+            broken_upload::expect_request_errors(1, || {
+                lb.request(streamed(length, ReplayBody::streaming(Chunks::new(frames))))
+            })
+            .await;
+            let err = lb
+                .request(streamed(length, ReplayBody::streaming(Chunks::new(frames))))
+                .await
+                .expect_err("refused");
+            let mut chain = String::new();
+            let mut next = std::error::Error::source(&err);
+            while let Some(e) = next {
+                chain.push_str(&format!("{e}: "));
+                next = e.source();
+            }
+            // hyper's HTTP/2 client resets the stream (INTERNAL_ERROR)
+            // and keeps no body error, as for any failing upload.
+            assert!(
+                chain.contains("content-length") != h2,
+                "h2 {h2} {length} {frames:?}: {chain}"
+            );
+        }
+        expect_untouched(&lb.snapshot(SVC).unwrap());
+        for length in ["abc", "-1", ""] {
+            let err = lb
+                .request(streamed(length, ReplayBody::streaming(Chunks::new(&["x"]))))
+                .await
+                .expect_err("refused");
+            assert!(err.is_invalid_request(), "h2 {h2} {length:?}: {err}");
+            assert_eq!(err.attempts().len(), 0);
+        }
+        let mut twice = streamed("1", ReplayBody::streaming(Chunks::new(&["x"])));
+        twice
+            .headers_mut()
+            .append(http::header::CONTENT_LENGTH, "2".parse().unwrap());
+        assert!(lb.request(twice).await.unwrap_err().is_invalid_request());
+        // The length the stream has, in one frame or several, and a
+        // stream declaring none.
+        for (length, frames) in [("10", &["0123456789"][..]), ("10", &["01234", "", "56789"])] {
+            let response = lb
+                .request(streamed(length, ReplayBody::streaming(Chunks::new(frames))))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "h2 {h2} {frames:?}");
+        }
+        let response = lb
+            .request(
+                Request::post("http://svc/orders")
+                    .body(ReplayBody::streaming(Chunks::new(&["01234"])))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        drop(response);
+        expect_untouched(&lb.snapshot(SVC).unwrap());
+    }
+}
+
+/// Any other stream over HTTP/1: hyper's client fails a body ending short
+/// of its `Content-Length` (`BodyWriteAborted`), read as the caller's
+/// error. Before: an `OtherError` of the instance each (a failure and a
+/// consecutive error of a healthy instance).
+#[tokio::test]
+async fn any_stream_short_of_its_length_over_http1_is_the_callers_error() {
+    let (a, _) = ok_server(false).await;
+    let (b, _) = ok_server(false).await;
+    let lb = stream_balancer::<Chunks>(a, b, false).await;
+    broken_upload::expect_request_errors(6, || {
+        lb.request(streamed("10", Chunks::new(&["01", "234"])))
+    })
+    .await;
+    expect_untouched(&lb.snapshot(SVC).unwrap());
+    let response = lb
+        .request(streamed("5", Chunks::new(&["01", "234"])))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}

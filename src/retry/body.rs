@@ -89,6 +89,24 @@ pub trait TryCloneBody: Sized {
     fn is_replayable_unsent(&self) -> bool {
         self.is_replayable()
     }
+
+    /// Told, before the first attempt, the length in bytes the request's
+    /// `Content-Length` declares for a body whose
+    /// [`exact_len`](Self::exact_len) is `None` (a stream). A body that
+    /// can check itself as it is sent fails with an error at the first
+    /// frame that would pass that length, or at an end short of it, and
+    /// does not report its end before: the client then fails the request
+    /// as the caller's (`Outcome::RequestError`: not retried, counted
+    /// against no instance). Sent unchecked, a short stream makes an
+    /// HTTP/1 server wait for the rest and an HTTP/2 server reset the
+    /// stream (`PROTOCOL_ERROR`), and hyper's HTTP/1 client cuts a long
+    /// one at the length. Default: does nothing. [`ReplayBody::streaming`]
+    /// checks; for other streams, hyper's HTTP/1 client reports a body
+    /// ending short of its length itself (also read as the caller's
+    /// error), HTTP/2 does not.
+    fn check_len(&mut self, declared: u64) {
+        let _ = declared;
+    }
 }
 
 /// The most data bytes of a [`ReplayBody::streaming`] body that an
@@ -218,6 +236,9 @@ enum Inner<B> {
         upload: Upload,
         /// What this attempt read of it.
         record: Record,
+        /// The request's `Content-Length`, checked as the stream is sent
+        /// ([`TryCloneBody::check_len`]).
+        length: Option<LengthCheck>,
     },
 }
 
@@ -319,6 +340,7 @@ impl<B> ReplayBody<B> {
                 taken: None,
                 upload: Upload::new(),
                 record: Record::default(),
+                length: None,
             },
         }
     }
@@ -378,82 +400,6 @@ where
     }
 }
 
-impl<B> TryCloneBody for ReplayBody<B> {
-    fn exact_len(&self) -> Option<u64> {
-        match &self.inner {
-            Inner::Buffered(bytes) => Some(bytes.as_ref().map_or(0, Bytes::len) as u64),
-            Inner::Streaming { .. } => None,
-        }
-    }
-
-    fn is_replayable(&self) -> bool {
-        match &self.inner {
-            Inner::Buffered(_) => true,
-            Inner::Streaming {
-                slot, taken: None, ..
-            } => slot.lock().map(|s| s.stream.is_some()).unwrap_or(false),
-            Inner::Streaming { taken: Some(_), .. } => false,
-        }
-    }
-
-    fn try_clone_body(&self) -> Option<Self> {
-        match &self.inner {
-            Inner::Buffered(bytes) => Some(Self {
-                inner: Inner::Buffered(bytes.clone()),
-            }),
-            Inner::Streaming {
-                slot,
-                taken: None,
-                upload,
-                ..
-            } => {
-                let unstarted = slot.lock().map(|s| s.stream.is_some()).unwrap_or(false);
-                unstarted.then(|| Self {
-                    inner: Inner::Streaming {
-                        slot: Arc::clone(slot),
-                        taken: None,
-                        upload: upload.clone(),
-                        record: Record::default(),
-                    },
-                })
-            }
-            Inner::Streaming { taken: Some(_), .. } => None,
-        }
-    }
-
-    /// A stream's upload; `None` for a buffered body (in memory, sent at
-    /// once).
-    fn upload(&self) -> Option<Upload> {
-        match &self.inner {
-            Inner::Buffered(_) => None,
-            Inner::Streaming { upload, .. } => Some(upload.clone()),
-        }
-    }
-
-    /// Also a stream that an attempt which never reached a server read to
-    /// its end (within [`UNSENT_REPLAY_MAX`] bytes): a buffered copy of
-    /// what it read.
-    fn try_clone_unsent(&self) -> Option<Self> {
-        if let Some(copy) = self.try_clone_body() {
-            return Some(copy);
-        }
-        let Inner::Streaming {
-            slot, taken: None, ..
-        } = &self.inner
-        else {
-            return None;
-        };
-        let read = slot.lock().ok()?.read.clone()?;
-        Some(Self::from_bytes(read))
-    }
-
-    fn is_replayable_unsent(&self) -> bool {
-        self.is_replayable()
-            || matches!(&self.inner, Inner::Streaming { slot, taken: None, .. }
-                if slot.lock().is_ok_and(|s| s.read.is_some()))
-    }
-}
-
 impl<B> fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.inner {
@@ -470,8 +416,11 @@ impl<B> fmt::Debug for ReplayBody<B> {
 }
 
 mod frames;
+mod length;
 mod record;
+mod replay;
 #[cfg(test)]
 mod tests;
 
+use length::LengthCheck;
 use record::Record;

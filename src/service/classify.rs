@@ -369,7 +369,12 @@ fn handed_back_unsent(error: &hyper_util::client::legacy::Error) -> bool {
 /// retried only for an idempotent method with a body that replays.
 #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
 fn is_user_body_error(error: &hyper::Error) -> bool {
-    error.is_user() && displays_as(error, "error from user's Body stream")
+    // hyper's HTTP/1 client fails a request whose body ended short of its
+    // `Content-Length` with `BodyWriteAborted` (its only use in the
+    // client): the caller's body, not the instance (the server waits for
+    // the rest of a request it never processes).
+    error.is_body_write_aborted()
+        || (error.is_user() && displays_as(error, "error from user's Body stream"))
 }
 
 /// Whether `error` displays exactly as `text`, compared as it is written

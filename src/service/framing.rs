@@ -17,18 +17,26 @@ use http::header::CONTENT_LENGTH;
 pub(crate) struct ContentLengthMismatch {
     /// The header's value as sent, escaped and cut for the message.
     declared: String,
-    /// The body's length in bytes.
-    body: u64,
+    /// The body's length in bytes, when known before sending.
+    body: Option<u64>,
 }
 
 impl fmt::Display for ContentLengthMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the request's content-length `{}` does not match its body of {} bytes; \
-             not sent (a server would wait for bytes that never come, or reset the stream)",
-            self.declared, self.body
-        )
+        match self.body {
+            Some(body) => write!(
+                f,
+                "the request's content-length `{}` does not match its body of {body} bytes; \
+                 not sent (a server would wait for bytes that never come, or reset the stream)",
+                self.declared
+            ),
+            None => write!(
+                f,
+                "the request's content-length `{}` is not one length in decimal digits; \
+                 not sent (an HTTP/2 server would reset the stream)",
+                self.declared
+            ),
+        }
     }
 }
 
@@ -39,33 +47,45 @@ const MAX_QUOTED: usize = 64;
 
 /// Checks every `Content-Length` of `headers` against `body()`, the
 /// body's exact length when known: each must be a decimal length (RFC
-/// 9110, section 8.6: `1*DIGIT`) equal to it. `Ok` without a body length,
-/// or without the header (the client then frames the body itself).
+/// 9110, section 8.6: `1*DIGIT`) equal to it. Without a body length, the
+/// fields must still be one length, given once or repeated, which is
+/// returned for the body to check as it is sent
+/// (`TryCloneBody::check_len`). `Ok(None)` without the header (the
+/// client then frames the body itself) or when the body's length matched.
 pub(crate) fn check(
     headers: &HeaderMap,
     body: impl FnOnce() -> Option<u64>,
-) -> Result<(), ContentLengthMismatch> {
+) -> Result<Option<u64>, ContentLengthMismatch> {
     // Most requests carry no Content-Length of their own: no work for a
     // request without headers, one lookup for the others.
     if headers.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    let Some(body) = body() else {
-        return Ok(());
+    let mut values = headers.get_all(CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
     };
-    for value in headers.get_all(CONTENT_LENGTH) {
-        if parse(value.as_bytes()) != Some(body) {
-            // Cut before decoding: a 1 MiB value of bytes that are no
-            // UTF-8 would otherwise decode to 3 MiB first.
-            let bytes = value.as_bytes();
-            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_QUOTED + 4)]);
-            return Err(ContentLengthMismatch {
-                declared: crate::error::quote_within(&text, MAX_QUOTED),
-                body,
-            });
+    let body = body();
+    let declared = parse(first.as_bytes());
+    let refuse = |value: &http::HeaderValue| {
+        // Cut before decoding: a 1 MiB value of bytes that are no UTF-8
+        // would otherwise decode to 3 MiB first.
+        let bytes = value.as_bytes();
+        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_QUOTED + 4)]);
+        ContentLengthMismatch {
+            declared: crate::error::quote_within(&text, MAX_QUOTED),
+            body,
+        }
+    };
+    let Some(declared) = declared.filter(|&d| body.is_none_or(|b| b == d)) else {
+        return Err(refuse(first));
+    };
+    for value in values {
+        if parse(value.as_bytes()) != Some(declared) {
+            return Err(refuse(value));
         }
     }
-    Ok(())
+    Ok(body.is_none().then_some(declared))
 }
 
 /// A decimal length of 1 to 20 digits up to `u64::MAX` (no sign, no
@@ -95,12 +115,30 @@ mod tests {
 
     #[test]
     fn a_length_the_body_contradicts_is_refused() {
-        assert!(check(&headers(&[b"10"]), || Some(10)).is_ok());
-        assert!(check(&headers(&[b"10", b"10"]), || Some(10)).is_ok());
-        assert!(check(&headers(&[b"0"]), || Some(0)).is_ok());
-        // No header, or a body of unknown length: not checked.
-        assert!(check(&HeaderMap::new(), || Some(10)).is_ok());
-        assert!(check(&headers(&[b"abc"]), || None).is_ok());
+        assert_eq!(check(&headers(&[b"10"]), || Some(10)).unwrap(), None);
+        assert_eq!(check(&headers(&[b"10", b"10"]), || Some(10)).unwrap(), None);
+        assert_eq!(check(&headers(&[b"0"]), || Some(0)).unwrap(), None);
+        // No header: nothing to check.
+        assert_eq!(check(&HeaderMap::new(), || Some(10)).unwrap(), None);
+        assert_eq!(check(&HeaderMap::new(), || None).unwrap(), None);
+        let mut other = HeaderMap::new();
+        other.insert(http::header::HOST, http::HeaderValue::from_static("a"));
+        assert_eq!(check(&other, || None).unwrap(), None);
+        // A body of unknown length: the length it must have, once the
+        // fields agree on one.
+        assert_eq!(check(&headers(&[b"10"]), || None).unwrap(), Some(10));
+        assert_eq!(check(&headers(&[b"10", b"10"]), || None).unwrap(), Some(10));
+        for values in [&[&b"abc"[..]][..], &[b"10", b"11"], &[b"10, 10"], &[b""]] {
+            let err = check(&headers(values), || None).unwrap_err();
+            assert_eq!(err.body, None, "{values:?}");
+        }
+        assert_eq!(
+            check(&headers(&[b"10", b"x"]), || None)
+                .unwrap_err()
+                .to_string(),
+            "the request's content-length `x` is not one length in decimal digits; not \
+             sent (an HTTP/2 server would reset the stream)"
+        );
         for (values, body) in [
             (&[&b"100"[..]][..], 10),
             (&[b"3"], 10),
@@ -113,7 +151,7 @@ mod tests {
             (&[b"99999999999999999999"], 10),
         ] {
             let err = check(&headers(values), || Some(body)).unwrap_err();
-            assert_eq!(err.body, body, "{values:?}");
+            assert_eq!(err.body, Some(body), "{values:?}");
         }
         let err = check(&headers(&[b"100"]), || Some(10)).unwrap_err();
         assert_eq!(

@@ -402,7 +402,10 @@ impl<S> LoadBalancer<S> {
     }
 
     /// The shared start of [`Service::call`] and [`LoadBalancer::request`].
-    fn start<B>(&self, req: Request<B>) -> ResponseFuture<<S::Response as TrackCompletion>::Tracked>
+    fn start<B>(
+        &self,
+        mut req: Request<B>,
+    ) -> ResponseFuture<<S::Response as TrackCompletion>::Tracked>
     where
         S: InnerService<B>,
         B: TryCloneBody + Send + 'static,
@@ -424,8 +427,13 @@ impl<S> LoadBalancer<S> {
         let Some(state) = state else {
             return ResponseFuture::ready(Err(self.shared.unknown_service(host)));
         };
-        if let Err(e) = framing::check(req.headers(), || req.body().exact_len()) {
-            return ResponseFuture::ready(Err(Error::malformed_request(state.service_id(), e)));
+        match framing::check(req.headers(), || req.body().exact_len()) {
+            Err(e) => {
+                return ResponseFuture::ready(Err(Error::malformed_request(state.service_id(), e)));
+            }
+            // A stream: it checks the length as it is sent.
+            Ok(Some(declared)) => req.body_mut().check_len(declared),
+            Ok(None) => {}
         }
         let inner = self.inner.clone();
         let span = trace::request(req.method(), state.service_id());

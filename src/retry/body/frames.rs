@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use super::{Inner, ReplayBody, Stream};
+use super::{Inner, LengthCheck, ReplayBody, Stream};
 use crate::error::BoxError;
 
 impl<B> Body for ReplayBody<B>
@@ -31,6 +31,7 @@ where
                 taken,
                 upload,
                 record,
+                length,
             } => {
                 if taken.is_none() {
                     let stream = slot.lock().ok().and_then(|mut s| s.stream.take());
@@ -51,11 +52,26 @@ where
                     Some(Stream { body, .. }) => body.as_mut().poll_frame(cx).map_err(Into::into),
                     None => Poll::Ready(None),
                 };
+                // A length the request declared: a frame passing it, or an
+                // end short of it, is the body's error (`length.rs`).
+                let polled = match (polled, length.as_mut()) {
+                    (Poll::Ready(Some(Ok(frame))), Some(check)) => Poll::Ready(Some(
+                        check.frame(&frame).map(|()| frame).map_err(Into::into),
+                    )),
+                    (Poll::Ready(None), Some(check)) => check
+                        .end()
+                        .map_or_else(|e| Poll::Ready(Some(Err(e.into()))), |()| Poll::Ready(None)),
+                    (polled, _) => polled,
+                };
+                let complete = length.as_ref().is_none_or(LengthCheck::is_complete);
                 // The upload is over at the last frame, an error or the end.
                 let ended = match &polled {
-                    Poll::Ready(Some(Ok(_))) => taken
-                        .as_ref()
-                        .is_some_and(|s| s.head.is_none() && s.body.is_end_stream()),
+                    Poll::Ready(Some(Ok(_))) => {
+                        complete
+                            && taken
+                                .as_ref()
+                                .is_some_and(|s| s.head.is_none() && s.body.is_end_stream())
+                    }
                     Poll::Ready(_) => true,
                     Poll::Pending => false,
                 };
@@ -89,9 +105,14 @@ where
             Inner::Streaming {
                 taken: Some(s),
                 upload,
+                length,
                 ..
             } => {
-                let ended = s.head.is_none() && s.body.is_end_stream();
+                // Not before a declared length is reached: polled again,
+                // the body fails there (`length.rs`).
+                let ended = s.head.is_none()
+                    && s.body.is_end_stream()
+                    && length.as_ref().is_none_or(LengthCheck::is_complete);
                 if ended {
                     upload.end();
                 }

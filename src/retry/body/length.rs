@@ -1,0 +1,134 @@
+//! A streamed body checked against its request's `Content-Length` as it
+//! is sent: the length is unknown until the stream ends, so the balancer
+//! cannot refuse a contradicting request before the send as it does a
+//! body in memory (`service::framing`). Sent as it is, a stream short of
+//! its declared length made an HTTP/1 server wait for the rest and an
+//! HTTP/2 server reset the stream (`PROTOCOL_ERROR`, RFC 9113 section
+//! 8.1.1), and a longer one was cut at the length by hyper's HTTP/1
+//! client (the server read a truncated body as whole) or reset by the
+//! HTTP/2 server: failures of a healthy instance, or a corrupted upload.
+//! Failing the body instead makes the client fail the request as the
+//! caller's (`Outcome::RequestError`), counted against no instance.
+
+use bytes::Bytes;
+use http_body::Frame;
+
+/// The declared length and what was sent of it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct LengthCheck {
+    declared: u64,
+    sent: u64,
+}
+
+impl LengthCheck {
+    pub(super) fn new(declared: u64) -> Self {
+        Self { declared, sent: 0 }
+    }
+
+    /// The same check for a copy that has sent nothing.
+    pub(super) fn restart(&self) -> Self {
+        Self::new(self.declared)
+    }
+
+    /// Counts `frame`'s data; the error when it passes the declared
+    /// length (the frame is not sent).
+    pub(super) fn frame(&mut self, frame: &Frame<Bytes>) -> Result<(), LengthMismatch> {
+        let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+        let sent = self.sent.saturating_add(len);
+        if sent > self.declared {
+            return Err(LengthMismatch {
+                declared: self.declared,
+                sent,
+                ended: false,
+            });
+        }
+        self.sent = sent;
+        Ok(())
+    }
+
+    /// Whether the stream may end here.
+    pub(super) fn is_complete(&self) -> bool {
+        self.sent == self.declared
+    }
+
+    /// The error of a stream ending here, short of its length.
+    pub(super) fn end(&self) -> Result<(), LengthMismatch> {
+        if self.is_complete() {
+            return Ok(());
+        }
+        Err(LengthMismatch {
+            declared: self.declared,
+            sent: self.sent,
+            ended: true,
+        })
+    }
+}
+
+/// A streamed request body contradicting its request's `Content-Length`:
+/// the caller's error, never the instance's.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct LengthMismatch {
+    /// The length the request declared, in bytes.
+    declared: u64,
+    /// The data bytes the body had given with its last frame.
+    sent: u64,
+    /// Whether the body ended (short of the length), else it passed it.
+    ended: bool,
+}
+
+impl std::fmt::Display for LengthMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (declared, sent) = (self.declared, self.sent);
+        if self.ended {
+            write!(
+                f,
+                "the request body ended after {sent} bytes, short of its content-length {declared}"
+            )
+        } else {
+            write!(
+                f,
+                "the request body passed its content-length {declared} (at {sent} bytes)"
+            )
+        }
+    }
+}
+
+impl std::error::Error for LengthMismatch {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize) -> Frame<Bytes> {
+        Frame::data(Bytes::from(vec![b'x'; n]))
+    }
+
+    #[test]
+    fn a_stream_must_give_exactly_its_declared_length() {
+        let mut check = LengthCheck::new(10);
+        assert_eq!(check.frame(&data(4)), Ok(()));
+        assert!(!check.is_complete());
+        assert_eq!(
+            check.end().unwrap_err().to_string(),
+            "the request body ended after 4 bytes, short of its content-length 10"
+        );
+        assert_eq!(check.frame(&Frame::trailers(Default::default())), Ok(()));
+        assert_eq!(check.frame(&data(6)), Ok(()));
+        assert!(check.is_complete());
+        assert_eq!(check.end(), Ok(()));
+        let err = check.frame(&data(1)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the request body passed its content-length 10 (at 11 bytes)"
+        );
+        // The refused frame is not counted as sent.
+        assert_eq!(check.end(), Ok(()));
+        let mut zero = LengthCheck::new(0);
+        assert_eq!(zero.frame(&data(0)), Ok(()));
+        assert_eq!(zero.end(), Ok(()));
+        assert!(zero.frame(&data(1)).is_err());
+        let mut huge = LengthCheck::new(u64::MAX);
+        assert_eq!(huge.frame(&data(3)), Ok(()));
+        assert!(huge.end().is_err());
+    }
+}
