@@ -37,7 +37,14 @@
 //! is not cut off; while the upload lasts it bounds the time since the
 //! body's last frame, so an upload that stalls still is; the deadline
 //! bounds it all. For a body in memory it
-//! starts at the send.
+//! starts at the send, and so it does for a stream that reports no
+//! upload (a [`BoxBody`](http_body_util::combinators::BoxBody) a gateway
+//! received, a body type of your own without `Upload`): the balancer
+//! hands the body to the client as it is and cannot see it being sent, so
+//! such an upload longer than the per-try timeout is cut off as a read
+//! timeout and counted against the instance. Wrap such a stream in
+//! `ReplayBody::streaming` (its upload is then seen; it is replayed only
+//! until it starts).
 //!
 //! **The response body is not bounded.** Both timers stop at the response
 //! headers: a backend that sends its headers and then stalls the body keeps
