@@ -389,3 +389,89 @@ fn errors_naming_a_client_escape_it() {
     assert!(text.contains("FAKE LOG LINE"), "{text}");
     assert!(!text.contains(['\r', '\n']), "{text}");
 }
+
+/// A list of servers is bounded by its entries, not only by its text: each
+/// entry becomes an instance of a few hundred bytes. Found by an attack
+/// (helper 109): an 18 KB YAML file whose aliases expand one
+/// `listOfServers` to 8 MiB of `h:1,` (2 048 000 entries, under every text
+/// bound) cost a 1.2 GB heap peak and 12 s to build a balancer of one
+/// endpoint, kept 336 MiB and used 289 MiB more at each refresh; 1 MiB of
+/// properties made 262 144 instances (117 MiB). Now refused before any
+/// entry is parsed (`MAX_LIST_ENTRIES`, 4 096 per list).
+#[test]
+fn a_list_of_servers_of_millions_of_entries_is_refused() {
+    let anchor = "h:1,".repeat(4096);
+    let yaml = format!(
+        "anchor: &a \"{anchor}\"\nsvc:\n  ribbon:\n    listOfServers: [{}]\n",
+        vec!["*a"; 500].join(", ")
+    );
+    assert_eq!(yaml.len(), 18_433);
+    let properties = format!("svc.ribbon.listOfServers={}", "h:1,".repeat(250_000));
+    let limit = tower_ribbon::discovery::MAX_LIST_ENTRIES as u64;
+    assert_eq!(limit, 4096);
+    for (name, result) in [
+        ("yaml", measured(|| RibbonConfig::from_yaml_str(&yaml))),
+        (
+            "properties",
+            measured(|| RibbonConfig::from_properties_str(&properties)),
+        ),
+    ] {
+        let (result, elapsed, peak) = result;
+        let err = result.expect_err("too many servers");
+        assert_eq!(err.kind(), ConfigErrorKind::TooLarge, "{name}: {err}");
+        assert_eq!(err.limit(), Some(limit), "{name}: {err}");
+        assert!(
+            err.to_string()
+                .contains("`svc.ribbon.listOfServers`: more than 4096 entries"),
+            "{name}: {err}"
+        );
+        assert!(err.to_string().len() < 300, "{name}: {err}");
+        eprintln!("{name}: refused in {elapsed:?}, peak heap growth {peak} bytes");
+        assert!(elapsed < TIME_LIMIT, "{name}: {elapsed:?}");
+        assert!(peak < MEMORY_LIMIT, "{name}: {peak} bytes");
+    }
+    // `StaticSource::with_list` takes the same bound.
+    let err = tower_ribbon::discovery::StaticSource::new()
+        .with_list("svc", &"h:1,".repeat(4097))
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        tower_ribbon::error::InstanceErrorKind::TooManyEntries
+    );
+    assert!(err.to_string().len() < 400, "{err}");
+    let source = tower_ribbon::discovery::StaticSource::new()
+        .with_list("svc", &"h:1,".repeat(4096))
+        .unwrap();
+    assert_eq!(source.instances("svc").unwrap().len(), 4096);
+}
+
+/// A global `ribbon.listOfServers` is copied into every client: 4 096
+/// entries and 1 024 clients made 4 million instances from 40 KB of
+/// properties. All clients' lists together hold at most 65 536 entries.
+#[test]
+fn a_global_list_copied_into_every_client_is_bounded() {
+    let config = |clients: usize| {
+        let mut text = format!("ribbon.listOfServers={}\n", "h:1,".repeat(4096));
+        for i in 0..clients {
+            text.push_str(&format!("c{i}.ribbon.ReadTimeout=1000\n"));
+        }
+        text
+    };
+    let over = config(17);
+    let (result, elapsed, peak) = measured(|| RibbonConfig::from_properties_str(&over));
+    let err = result.expect_err("17 × 4 096 entries");
+    assert_eq!(err.kind(), ConfigErrorKind::TooLarge, "{err}");
+    assert_eq!(err.limit(), Some(65_536), "{err}");
+    assert!(err.to_string().contains("over all clients"), "{err}");
+    eprintln!("17 clients: refused in {elapsed:?}, peak heap growth {peak} bytes");
+    assert!(elapsed < TIME_LIMIT, "{elapsed:?}");
+    assert!(peak < MEMORY_LIMIT, "{peak} bytes");
+    let at = config(16);
+    let (result, elapsed, peak) = measured(|| RibbonConfig::from_properties_str(&at));
+    let config = result.expect("16 × 4 096 entries");
+    assert_eq!(config.clients().len(), 16);
+    assert_eq!(config.client("c15").list_of_servers.unwrap().len(), 4096);
+    eprintln!("16 clients: read in {elapsed:?}, peak heap growth {peak} bytes");
+    assert!(elapsed < TIME_LIMIT, "{elapsed:?}");
+    assert!(peak < 2 * MEMORY_LIMIT, "{peak} bytes");
+}

@@ -152,7 +152,13 @@
 //! 8 MiB of flattened keys and values, so an alias bomb fails in
 //! milliseconds with bounded memory (see the `yaml` module source). At
 //! most 1 024 clients are read, and at most 100 unknown keys are reported
-//! one by one (the rest are counted in one warning).
+//! one by one (the rest are counted in one warning). Each `listOfServers`
+//! entry becomes an instance of a few hundred bytes, so entries are bounded
+//! too, before any is parsed: at most
+//! [`MAX_LIST_ENTRIES`](crate::discovery::MAX_LIST_ENTRIES) (4 096) in one
+//! list and 65 536 over all clients (a global `ribbon.listOfServers` counts
+//! once for each client it applies to), each a
+//! [`TooLarge`](ConfigErrorKind::TooLarge) error.
 //!
 //! # Choices where Ribbon and this crate differ
 //!

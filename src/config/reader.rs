@@ -197,6 +197,7 @@ impl Reader {
         self.app.fill_hostname(super::policies::machine_hostname());
         self.spring.default_instance_id = self.app.default_id();
         self.spring.identity = self.app.clone();
+        check_server_total(&self.defaults, &self.clients)?;
         let zone = self.eureka.zone.as_deref();
         let mut clients: Vec<ClientConfig> = (self.clients.iter())
             .map(|c| {
@@ -226,6 +227,37 @@ impl Reader {
             warnings,
         })
     }
+}
+
+/// The most `listOfServers` entries one configuration turns into
+/// instances, over all its clients (a global `ribbon.listOfServers` counts
+/// once for each client it applies to): 65 536, a few tens of MiB of
+/// instances. One list is bounded by
+/// [`MAX_LIST_ENTRIES`](crate::discovery::MAX_LIST_ENTRIES), but a global
+/// list is copied into each of up to 1 024 clients.
+pub(crate) const MAX_CONFIG_SERVERS: usize = 65_536;
+
+/// Refuses a configuration whose clients' lists hold more than
+/// [`MAX_CONFIG_SERVERS`] entries together, counted before any is parsed.
+fn check_server_total(defaults: &RibbonScope, clients: &[ClientScopes]) -> Result<(), ConfigError> {
+    let count = |text: &str| {
+        crate::discovery::count_list_entries(text, MAX_CONFIG_SERVERS)
+    };
+    // The global list is counted once, and its count reused.
+    let global = defaults.servers.as_deref().map_or(0, count);
+    let total = clients.iter().fold(0usize, |total, c| {
+        total.saturating_add(c.ribbon.servers.as_deref().map_or(global, count))
+    });
+    if total > MAX_CONFIG_SERVERS {
+        return Err(ConfigError::too_large(
+            MAX_CONFIG_SERVERS as u64,
+            format!(
+                "more than {MAX_CONFIG_SERVERS} listOfServers entries over all clients \
+                 (a global ribbon.listOfServers counts once for each client)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn unknown_ribbon(key: &str, name: &str) -> String {

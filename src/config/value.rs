@@ -241,8 +241,15 @@ pub(crate) fn fraction(kv: &Kv<'_>) -> Result<f64, ConfigError> {
 }
 
 pub(crate) fn servers(kv: &Kv<'_>) -> Result<String, ConfigError> {
-    parse_list_of_servers("validate", kv.value)
-        .map_err(|e| ConfigError::invalid(kv.key, kv.value, e.to_string()))?;
+    parse_list_of_servers("validate", kv.value).map_err(|e| {
+        if e.kind() == crate::error::InstanceErrorKind::TooManyEntries {
+            let key = crate::error::quote(kv.key);
+            let max = crate::discovery::MAX_LIST_ENTRIES;
+            ConfigError::too_large(max as u64, format!("`{key}`: more than {max} entries"))
+        } else {
+            ConfigError::invalid(kv.key, kv.value, e.to_string())
+        }
+    })?;
     Ok(kv.value.to_owned())
 }
 

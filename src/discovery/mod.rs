@@ -57,7 +57,8 @@ pub use crate::snapshot::{Listing, Snapshot, SourceKind};
 pub(crate) use refresh::MAX_DEPARTED;
 pub(crate) use refresh::{NewEndpoint, Refresh, Refreshed, TaskGuard, spawn_refresher};
 pub use refresh::{RefreshConfig, RefreshStatus};
-pub use static_list::{StaticSource, parse_list_of_servers};
+pub(crate) use static_list::count_list_entries;
+pub use static_list::{MAX_LIST_ENTRIES, StaticSource, parse_list_of_servers};
 
 /// The future an [`InstanceSource`] returns.
 pub type FetchFuture<'a> =

@@ -27,6 +27,9 @@ pub enum InstanceErrorKind {
     InvalidPort,
     /// A `listOfServers` entry cannot be parsed.
     InvalidEntry,
+    /// A `listOfServers` has more entries than
+    /// [`MAX_LIST_ENTRIES`](crate::discovery::MAX_LIST_ENTRIES).
+    TooManyEntries,
 }
 
 impl InstanceError {
@@ -79,6 +82,7 @@ impl fmt::Display for InstanceError {
             InstanceErrorKind::InvalidHost => "host",
             InstanceErrorKind::InvalidPort => "port",
             InstanceErrorKind::InvalidEntry => "server entry",
+            InstanceErrorKind::TooManyEntries => "list of servers",
         };
         write!(f, "invalid {what} `{}`: {}", self.input, self.reason)
     }
