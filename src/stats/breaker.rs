@@ -83,6 +83,11 @@ pub(crate) struct Breaker {
     /// attempt ended (µs + 1; 0: never): a stream sent before it was on a
     /// connection whose end has been counted.
     lost_us: AtomicU64,
+    /// The latest time a response was recorded (ms): a connection failure
+    /// stamped before it, recorded late (its thread descheduled between
+    /// reading the clock and recording), happened before that response and
+    /// does not count toward tripping, as it would not have in order.
+    responded_ms: AtomicU64,
 }
 
 /// How often the health view looks again at an instance whose half-open
@@ -113,6 +118,17 @@ impl Breaker {
             declined_ms: AtomicU64::new(0),
             declined_seen_ms: AtomicU64::new(0),
             lost_us: AtomicU64::new(0),
+            responded_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// A response was recorded at `now_ms` (see `responded_ms`). Written
+    /// at most once per millisecond: a response in a millisecond already
+    /// stored only reads the line.
+    #[inline]
+    pub(crate) fn responded(&self, now_ms: u64) {
+        if now_ms > self.responded_ms.load(Ordering::Relaxed) {
+            self.responded_ms.fetch_max(now_ms, Ordering::AcqRel);
         }
     }
 
@@ -222,7 +238,9 @@ impl Breaker {
     }
 
     /// Records an outcome at `now_ms`; `stale` when `now_ms` is older than
-    /// the latest failure recorded before this one.
+    /// the latest failure recorded before this one. A connection failure
+    /// older than the latest recorded response is not counted (that
+    /// response reset the count after it).
     pub(crate) fn record(
         &self,
         config: &StatsConfig,
@@ -230,7 +248,14 @@ impl Breaker {
         now_ms: u64,
         stale: bool,
     ) -> BreakerTransition {
+        if outcome.is_response() {
+            // Also a stale one: a failure older still came before it.
+            self.responded(now_ms);
+        }
         if outcome.is_connection_failure() {
+            if now_ms < self.responded_ms.load(Ordering::Acquire) {
+                return BreakerTransition::None;
+            }
             let n = self
                 .successive
                 .fetch_add(1, Ordering::AcqRel)

@@ -26,13 +26,13 @@
 //!   health-check verdict ([`ejection`]; the policies are in
 //!   [`crate::health`]).
 //!
-//! **Time.** Read from [`tokio::time::Instant`], so tests can pause it, and
-//! kept as milliseconds since the stats were created. Under concurrency a
-//! record or a pick often carries a timestamp a little older than the last
-//! stored one. Every elapsed time saturates at zero for such a timestamp,
-//! stored times and deadlines only move forward, and a response older than
-//! the latest recorded failure does not reset failure counters. So no stat
-//! jumps for an out-of-order record: its value lies between the values
+//! **Time.** [`tokio::time::Instant`] (tests pause it), kept as ms since
+//! the stats' creation. Under concurrency a record or a pick often carries
+//! a timestamp a little older than the last stored one. Elapsed times
+//! saturate at zero, stored times only move forward, a response older than
+//! the latest failure resets no counter, and a connection failure older
+//! than the latest response counts toward no trip. So no stat jumps for an
+//! out-of-order record: its value lies between the values
 //! without the record and with the record taken as in order.
 //!
 //! ```

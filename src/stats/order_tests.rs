@@ -226,3 +226,60 @@ async fn a_failure_2_ms_late_moves_nothing() {
     let rate = s.success_rate().unwrap();
     assert!((rate - 1.0).abs() < 1e-12, "{rate}");
 }
+
+/// Several late connection failures behind one newer response (found by
+/// helper 110): stamped at 97, 98 and 99 ms, recorded after a success at
+/// 100 ms. In order, the success reset their count (breaker closed); late,
+/// they counted 3 and opened the breaker for 10 s. Now a connection
+/// failure older than the latest recorded response counts as a failure
+/// but not toward a trip; newer ones still trip it. The property above
+/// checks one late record; this is three behind one response.
+#[tokio::test(start_paused = true)]
+async fn late_connection_failures_behind_a_newer_response_do_not_trip() {
+    let t0 = Instant::now();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    let read = |s: &EndpointStats| {
+        (
+            s.breaker_state_at(ms(101)),
+            s.successive_connection_failures(),
+            s.failures(),
+        )
+    };
+    let failures = |s: &EndpointStats, from: u64| {
+        for n in from..from + 3 {
+            s.start_at(ms(n - 1))
+                .finish_at(Outcome::ConnectFailure, ms(n));
+        }
+    };
+    let in_order = EndpointStats::new();
+    failures(&in_order, 97);
+    in_order
+        .start_at(ms(90))
+        .finish_at(Outcome::Success, ms(100));
+    let late = EndpointStats::new();
+    late.start_at(ms(90)).finish_at(Outcome::Success, ms(100));
+    failures(&late, 97);
+    assert_eq!(read(&in_order), (super::BreakerState::Closed, 0, 3));
+    assert_eq!(read(&late), read(&in_order));
+    // Failures after the response trip it, as before.
+    failures(&late, 101);
+    assert!(
+        matches!(
+            late.breaker_state_at(ms(103)),
+            super::BreakerState::Open { .. }
+        ),
+        "{:?}",
+        late.breaker_state_at(ms(103))
+    );
+    assert_eq!(late.successive_connection_failures(), 3);
+    // A response older than a failure (stale: it resets nothing) still
+    // marks what came before it: a failure older than that response is
+    // not counted, as in order.
+    let s = EndpointStats::new();
+    s.start_at(ms(97))
+        .finish_at(Outcome::ConnectFailure, ms(98));
+    s.start_at(ms(90)).finish_at(Outcome::Success, ms(95));
+    s.start_at(ms(80))
+        .finish_at(Outcome::ConnectFailure, ms(90));
+    assert_eq!(s.successive_connection_failures(), 1);
+}
