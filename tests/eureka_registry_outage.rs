@@ -25,6 +25,8 @@
 //!   of going to the last ones (spring-cloud-gateway#3688).
 //! - Eureka stores `über-service` as `ÜBER-SERVICE` (Java's Unicode
 //!   `toUpperCase`); the registry upper-cased ASCII only and found nothing.
+//! - `EurekaSource` answered for another application than it asked for
+//!   serves none of its instances (they were served as the asked one's).
 #![cfg(feature = "eureka")]
 
 #[path = "support/eureka_stub.rs"]
@@ -473,4 +475,35 @@ async fn a_delta_no_server_answers_fails_the_refresh_without_a_full_fetch() {
         ["/eureka/apps/delta", "/eureka/apps"]
     );
     assert_eq!(registry.stats().failures, failures + 3);
+}
+
+/// `EurekaSource` asked for `SVC` and answered for `OTHER` (a misrouting
+/// proxy, a broken peer; found by helper 109): the other app's instance
+/// was served as `svc`'s. Now the fetch fails naming both, and a balancer
+/// keeps its last list; an answer naming the app in another case is
+/// taken.
+#[tokio::test]
+async fn an_answer_for_another_application_is_refused() {
+    use tower_ribbon::discovery::eureka::EurekaSource;
+    let stub = Stub::start().await;
+    let other = record("OTHER", "other-1", 7001, "UP", "ADDED", "{}");
+    let body = |name: &str, rec: &str| {
+        format!(r#"{{"application":{{"name":"{name}","instance":[{rec}]}}}}"#)
+    };
+    stub.set("/eureka/apps/SVC", vec![Answer::ok(body("OTHER", &other))]);
+    let source = EurekaSource::builder()
+        .server_url(stub.url())
+        .build()
+        .unwrap();
+    let err = source.fetch("svc").await.expect_err("another app's answer");
+    assert!(
+        err.to_string()
+            .contains("registry answered for application `OTHER` when asked for `SVC`"),
+        "{err}"
+    );
+    let own = record("SVC", "svc-1", 7002, "UP", "ADDED", "{}");
+    stub.set("/eureka/apps/SVC", vec![Answer::ok(body("svc", &own))]);
+    let list = source.fetch("svc").await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].port(), 7002);
 }

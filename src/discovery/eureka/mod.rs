@@ -304,7 +304,9 @@ impl EurekaSource {
     /// Fetches one application: `GET {base}/apps/{APP}` (app name upper-cased).
     ///
     /// # Errors
-    /// [`DiscoveryError`] if every server fails or the body is not Eureka JSON.
+    /// [`DiscoveryError`] if every server fails or the body is not Eureka
+    /// JSON; [`DiscoveryError::Other`] if the answer names another
+    /// application (compared upper-cased).
     pub async fn fetch_application(&self, app: &str) -> Result<wire::Application, DiscoveryError> {
         // Unicode upper case, as Eureka's `toUpperCase(Locale.ROOT)`.
         let app = app.trim().to_uppercase();
@@ -327,7 +329,20 @@ impl EurekaSource {
                 name: app,
                 ..Default::default()
             }),
-            Fetched::Found(app) => Ok(app),
+            // An answer for another application (a misrouting proxy, a
+            // broken peer) is no list of this one: its instances would
+            // take this service's traffic. The last list is kept.
+            Fetched::Found(found) if !found.name.is_empty() && found.name.to_uppercase() != app => {
+                Err(DiscoveryError::Other(
+                    format!(
+                        "registry answered for application `{}` when asked for `{}`",
+                        crate::error::quote_within(&found.name, 128),
+                        crate::error::quote_within(&app, 128),
+                    )
+                    .into(),
+                ))
+            }
+            Fetched::Found(found) => Ok(found),
         }
     }
 }
