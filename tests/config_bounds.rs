@@ -475,3 +475,84 @@ fn a_global_list_copied_into_every_client_is_bounded() {
     assert!(elapsed < TIME_LIMIT, "{elapsed:?}");
     assert!(peak < 2 * MEMORY_LIMIT, "{peak} bytes");
 }
+
+/// Every client gets its own copy of each global value, so a global value
+/// costs once per client. Found reading helper 109's finding for its
+/// siblings: a 900 KB `ribbon.zone` and 1 000 clients in a 929 KB
+/// properties file made 862 MiB of copies in 1.2 s; a global
+/// `DeploymentContextBasedVipAddresses` of 450 000 elements had the test
+/// killed for memory. Now global values may cost at most 32 MiB copied
+/// into every client, refused before any copy.
+#[test]
+fn a_global_value_copied_into_every_client_is_bounded() {
+    let clients: String = (0..1000)
+        .map(|i| format!("c{i}.ribbon.ReadTimeout=1000\n"))
+        .collect();
+    for (key, value) in [
+        ("ribbon.zone", "z".repeat(900_000)),
+        (
+            "spring.cloud.loadbalancer.retry.retryable-exceptions",
+            vec!["java.io.IOException"; 1000].join(","),
+        ),
+        (
+            "ribbon.DeploymentContextBasedVipAddresses",
+            vec!["vip-address-of-some-service"; 1000].join(","),
+        ),
+    ] {
+        let text = format!("{key}={value}\n{clients}");
+        let (result, elapsed, peak) = measured(|| RibbonConfig::from_properties_str(&text));
+        let err = result.expect_err("copies over the bound");
+        assert_eq!(err.kind(), ConfigErrorKind::TooLarge, "{key}: {err}");
+        assert_eq!(err.limit(), Some(32 << 20), "{key}: {err}");
+        assert!(
+            err.to_string().contains("copied into each of 1000 clients"),
+            "{err}"
+        );
+        eprintln!("{key}: refused in {elapsed:?}, peak heap growth {peak} bytes");
+        assert!(elapsed < TIME_LIMIT, "{key}: {elapsed:?}");
+        assert!(peak < MEMORY_LIMIT, "{key}: {peak} bytes");
+    }
+    // Ordinary global values and 1 000 clients are read.
+    let text = format!(
+        "ribbon.zone=eu-west-1a\nribbon.DeploymentContextBasedVipAddresses=a,b,c\n\
+         spring.cloud.loadbalancer.retry.retryable-exceptions=java.io.IOException\n{clients}"
+    );
+    // Measured too: the counters are process-wide.
+    let (config, _, _) = measured(|| RibbonConfig::from_properties_str(&text));
+    let config = config.unwrap();
+    assert_eq!(config.clients().len(), 1000);
+    assert_eq!(config.client("c999").zone.as_deref(), Some("eu-west-1a"));
+}
+
+/// Each element of a list value is stored apart: 8 MiB of `a,` made 4
+/// million strings. Every list value holds at most 1 024 elements,
+/// refused before any is copied.
+#[test]
+fn a_list_value_of_many_elements_is_refused() {
+    for (key, element) in [
+        ("ribbon.DeploymentContextBasedVipAddresses", "a,"),
+        ("svc.ribbon.retryableStatusCodes", "500,"),
+        ("spring.cloud.loadbalancer.eager-load.clients", "a,"),
+        ("spring.cloud.loadbalancer.retry.retryable-exceptions", "a,"),
+        ("eureka.client.serviceUrl.defaultZone", "http://h/,"),
+    ] {
+        let text = format!("{key}={}", element.repeat(1025));
+        let (result, elapsed, peak) = measured(|| RibbonConfig::from_properties_str(&text));
+        let err = result.expect_err("1 025 elements");
+        assert_eq!(err.kind(), ConfigErrorKind::TooLarge, "{key}: {err}");
+        assert_eq!(err.limit(), Some(1024), "{key}: {err}");
+        assert!(err.to_string().contains("more than 1024 elements"), "{err}");
+        let big = format!("{key}={}", element.repeat(1 << 20 >> 4));
+        let (result, elapsed_big, peak_big) = measured(|| RibbonConfig::from_properties_str(&big));
+        assert_eq!(result.unwrap_err().limit(), Some(1024), "{key}");
+        eprintln!(
+            "{key}: refused in {elapsed:?} / {elapsed_big:?}, peak {peak} / {peak_big} bytes"
+        );
+        assert!(elapsed_big < TIME_LIMIT, "{key}: {elapsed_big:?}");
+        assert!(peak_big < MEMORY_LIMIT, "{key}: {peak_big} bytes");
+        // 1 024 are read.
+        let text = format!("{key}={}", element.repeat(1024));
+        let (result, _, _) = measured(|| RibbonConfig::from_properties_str(&text));
+        assert!(result.is_ok(), "{key}");
+    }
+}

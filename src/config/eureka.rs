@@ -67,7 +67,7 @@ impl EurekaSettings {
         };
         match value::relaxed(key).as_str() {
             "eureka.client.serviceurl.defaultzone" => {
-                let urls = split_urls(value, &kv);
+                let urls = split_urls(value, &kv)?;
                 #[cfg(feature = "eureka")]
                 if !urls.is_empty() {
                     crate::discovery::eureka::EurekaSource::builder()
@@ -223,11 +223,13 @@ pub(crate) fn redact_urls(urls: &str) -> String {
 
 /// The `defaultZone` list, split outside credentials when the `eureka`
 /// feature is on (Spring's own split cuts a password at its commas).
-fn split_urls(value: &str, kv: &Kv<'_>) -> Vec<String> {
+/// At most [`value::MAX_LIST_ELEMENTS`] comma-separated parts (commas
+/// inside credentials count too), counted before any is copied.
+fn split_urls(value: &str, kv: &Kv<'_>) -> Result<Vec<String>, ConfigError> {
     #[cfg(feature = "eureka")]
     {
-        let _ = kv;
-        crate::discovery::eureka::split_server_urls(value)
+        value::check_list_len(kv)?;
+        Ok(crate::discovery::eureka::split_server_urls(value))
     }
     #[cfg(not(feature = "eureka"))]
     {

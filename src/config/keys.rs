@@ -72,7 +72,7 @@ pub(crate) const RIBBON: &[KeyDef<RibbonScope>] = &[
     key!("DeploymentContextBasedVipAddresses", |s, kv| s
         .c
         .vip_addresses =
-        Some(list(kv))),
+        Some(list(kv)?)),
     key!("NIWSServerListClassName", |s, kv| s.c.server_list =
         Some(server_list(kv)?)),
     key!("eureka.enabled", |s, kv| s.c.eureka_enabled =
@@ -156,7 +156,7 @@ pub(crate) const SPRING: &[KeyDef<SpringScope>] = &[
         .lb
         .retry
         .retryable_exceptions =
-        Some(list(kv))),
+        Some(list(kv)?)),
     key!("retry.avoid-previous-instance", |s, kv| {
         s.lb.retry.avoid_previous_instance = Some(spring_boolean(kv)?);
     }),
@@ -200,7 +200,7 @@ pub(crate) const SPRING: &[KeyDef<SpringScope>] = &[
         s.lb.service_discovery_timeout = Some(duration(kv, 1..=DAY_MS)?);
     }),
     key!("enabled", |s, kv| s.lb.enabled = Some(spring_boolean(kv)?)),
-    key!("eager-load.clients", |s, kv| s.eager_load = Some(list(kv))),
+    key!("eager-load.clients", |s, kv| s.eager_load = Some(list(kv)?)),
     key!("eureka.approximate-zone-from-hostname", |s, kv| {
         s.lb.approximate_zone_from_hostname = Some(spring_boolean(kv)?);
     }),

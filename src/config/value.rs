@@ -152,18 +152,37 @@ pub(crate) fn text(kv: &Kv<'_>) -> Option<String> {
     (!kv.value.is_empty()).then(|| kv.value.to_owned())
 }
 
-/// A comma-separated list, blanks dropped.
-pub(crate) fn list(kv: &Kv<'_>) -> Vec<String> {
-    kv.value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+/// The most elements of one comma-separated value ([`list`]): each is
+/// stored apart (a `String` of a few tens of bytes for an element of two),
+/// so 8 MiB of `a,` would otherwise make 4 million of them.
+pub(crate) const MAX_LIST_ELEMENTS: usize = 1024;
+
+/// A comma-separated list, blanks dropped, at most [`MAX_LIST_ELEMENTS`]
+/// elements (a `TooLarge` error past them, before any is copied).
+pub(crate) fn list(kv: &Kv<'_>) -> Result<Vec<String>, ConfigError> {
+    check_list_len(kv)?;
+    Ok(list_elements(kv.value).map(str::to_owned).collect())
+}
+
+fn list_elements(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// A `TooLarge` error for a value of more than [`MAX_LIST_ELEMENTS`]
+/// comma-separated elements (counted without copying).
+pub(crate) fn check_list_len(kv: &Kv<'_>) -> Result<(), ConfigError> {
+    if list_elements(kv.value).nth(MAX_LIST_ELEMENTS).is_none() {
+        return Ok(());
+    }
+    let key = crate::error::quote(kv.key);
+    Err(ConfigError::too_large(
+        MAX_LIST_ELEMENTS as u64,
+        format!("`{key}`: more than {MAX_LIST_ELEMENTS} elements"),
+    ))
 }
 
 pub(crate) fn status_codes(kv: &Kv<'_>) -> Result<Vec<u16>, ConfigError> {
-    list(kv)
+    list(kv)?
         .iter()
         .map(|c| match c.parse::<u16>() {
             Ok(code) if (100..=599).contains(&code) => Ok(code),

@@ -39,10 +39,13 @@ impl StaticSource {
         Self::default()
     }
 
-    /// Adds `service_id` with the instances of a `listOfServers` string.
+    /// Adds `service_id` with the instances of a `listOfServers` string
+    /// (at most [`MAX_LIST_ENTRIES`] entries; a longer list goes through
+    /// [`with_instances`](Self::with_instances)).
     ///
     /// # Errors
-    /// [`InstanceError`] naming the first entry that cannot be parsed.
+    /// [`InstanceError`] naming the first entry that cannot be parsed, or
+    /// for more than [`MAX_LIST_ENTRIES`] entries.
     pub fn with_list(self, service_id: &str, list: &str) -> Result<Self, InstanceError> {
         self.set_list(service_id, list)?;
         Ok(self)

@@ -260,13 +260,15 @@ async fn a_departed_instance_is_remembered_while_marked_down_within_a_bound() {
         max: Duration::from_secs(300),
         interval: Duration::from_secs(10),
     };
+    // More than a text list takes (`MAX_LIST_ENTRIES`): instances.
     let listed = |n: usize| {
-        let list: Vec<String> = (0..n)
-            .map(|i| format!("127.0.{}.{}:80", i / 250, 1 + i % 250))
+        let list = (0..n)
+            .map(|i| {
+                let host = format!("127.0.{}.{}", i / 250, 1 + i % 250);
+                crate::instance::Instance::new("svc", &host, 80).unwrap()
+            })
             .collect();
-        StaticSource::new()
-            .with_list("svc", &list.join(","))
-            .unwrap()
+        StaticSource::new().with_instances("svc", list)
     };
     let state = round_robin_state();
     let publish = |s| state.publish(s);
