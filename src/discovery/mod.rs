@@ -57,6 +57,7 @@ pub use crate::snapshot::{Listing, Snapshot, SourceKind};
 pub(crate) use refresh::MAX_DEPARTED;
 pub(crate) use refresh::{NewEndpoint, Refresh, Refreshed, TaskGuard, spawn_refresher};
 pub use refresh::{RefreshConfig, RefreshStatus};
+#[cfg(feature = "config")]
 pub(crate) use static_list::count_list_entries;
 pub use static_list::{MAX_LIST_ENTRIES, StaticSource, parse_list_of_servers};
 
