@@ -152,12 +152,18 @@ async fn through_reqwest_too() {
 }
 
 /// A stream of `frames` (its length unknown until it ends), not
-/// replayable.
-struct Chunks(std::collections::VecDeque<&'static str>);
+/// replayable; with `reports_end`, `is_end_stream` is true once the last
+/// frame is out (as most bodies do: hyper then sends that frame as the
+/// last, short or not).
+struct Chunks(std::collections::VecDeque<&'static str>, bool);
 
 impl Chunks {
     fn new(frames: &[&'static str]) -> Self {
-        Self(frames.iter().copied().collect())
+        Self(frames.iter().copied().collect(), false)
+    }
+
+    fn reporting_end(frames: &[&'static str]) -> Self {
+        Self(frames.iter().copied().collect(), true)
     }
 }
 
@@ -174,6 +180,10 @@ impl http_body::Body for Chunks {
                 .pop_front()
                 .map(|s| Ok(http_body::Frame::data(Bytes::from_static(s.as_bytes())))),
         )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.1 && self.0.is_empty()
     }
 }
 
@@ -319,4 +329,48 @@ async fn any_stream_short_of_its_length_over_http1_is_the_callers_error() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+}
+
+/// A boxed stream reporting its end with its last frame, short of its
+/// `Content-Length`, over HTTP/1 (found by helper 111): hyper sent it short
+/// as the whole body and the server waited for the rest, so each request
+/// was a read timeout of a healthy instance (5 s each here, counted).
+/// Boxed again so that it does not report its end early, it now fails as
+/// the caller's error at once. Also a `ReplayBody` of such a stream.
+#[tokio::test]
+async fn a_boxed_stream_reporting_its_end_short_of_its_length_is_the_callers_error() {
+    use http_body_util::BodyExt;
+    type Boxed = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+    let (a, _) = ok_server(false).await;
+    let (b, _) = ok_server(false).await;
+    let lb = stream_balancer::<Boxed>(a, b, false).await;
+    let started = std::time::Instant::now();
+    broken_upload::expect_request_errors(4, || {
+        lb.request(streamed(
+            "10",
+            Chunks::reporting_end(&["01", "234"]).boxed(),
+        ))
+    })
+    .await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    expect_untouched(&lb.snapshot(SVC).unwrap());
+    // The length it has, reporting its end with the last frame.
+    for frames in [&["01", "234"][..], &["01234"]] {
+        let response = lb
+            .request(streamed("5", Chunks::reporting_end(frames).boxed()))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{frames:?}");
+    }
+    let (c, _) = ok_server(false).await;
+    let (d, _) = ok_server(false).await;
+    let lb = stream_balancer::<ReplayBody<Chunks>>(c, d, false).await;
+    broken_upload::expect_request_errors(2, || {
+        lb.request(streamed(
+            "10",
+            ReplayBody::streaming(Chunks::reporting_end(&["01", "234"])),
+        ))
+    })
+    .await;
+    expect_untouched(&lb.snapshot(SVC).unwrap());
 }

@@ -101,9 +101,15 @@ pub trait TryCloneBody: Sized {
     /// HTTP/1 server wait for the rest and an HTTP/2 server reset the
     /// stream (`PROTOCOL_ERROR`), and hyper's HTTP/1 client cuts a long
     /// one at the length. Default: does nothing. [`ReplayBody::streaming`]
-    /// checks; for other streams, hyper's HTTP/1 client reports a body
-    /// ending short of its length itself (also read as the caller's
-    /// error), HTTP/2 does not.
+    /// checks, over HTTP/1 and HTTP/2. A boxed body ([`BoxBody`],
+    /// [`UnsyncBoxBody`]) is boxed again so that it does not report its
+    /// end before the length: hyper's HTTP/1 client then finds a short end
+    /// itself (read as the caller's error); over HTTP/2 a short or long
+    /// boxed stream is sent and the server's reset counts against the
+    /// instance. A body type of your own that reports its end with a last
+    /// frame short of the length is sent short over HTTP/1 and the server
+    /// waits for the rest (a read timeout of the instance): implement this
+    /// method, or wrap the body in [`ReplayBody::streaming`].
     fn check_len(&mut self, declared: u64) {
         let _ = declared;
     }
@@ -169,6 +175,14 @@ impl<E: 'static> TryCloneBody for BoxBody<Bytes, E> {
     fn exact_len(&self) -> Option<u64> {
         self.size_hint().exact()
     }
+
+    /// Boxed again so that it does not report its end before the length
+    /// (one allocation, only for a stream with a `Content-Length`).
+    fn check_len(&mut self, declared: u64) {
+        let empty = Empty::new().map_err(|never| match never {}).boxed();
+        let body = std::mem::replace(self, empty);
+        *self = length::EndAtLength::new(body, declared).boxed();
+    }
 }
 
 /// As for [`BoxBody`]: copied only when known to be empty.
@@ -180,6 +194,13 @@ impl<E: 'static> TryCloneBody for UnsyncBoxBody<Bytes, E> {
 
     fn exact_len(&self) -> Option<u64> {
         self.size_hint().exact()
+    }
+
+    /// As for [`BoxBody`].
+    fn check_len(&mut self, declared: u64) {
+        let empty = Empty::new().map_err(|never| match never {}).boxed_unsync();
+        let body = std::mem::replace(self, empty);
+        *self = length::EndAtLength::new(body, declared).boxed_unsync();
     }
 }
 

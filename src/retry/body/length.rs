@@ -64,6 +64,63 @@ impl LengthCheck {
     }
 }
 
+/// A boxed stream with a declared length (see
+/// [`TryCloneBody::check_len`](crate::retry::TryCloneBody::check_len) for
+/// boxed bodies): it does not report its end before its data reached the
+/// length, so hyper's HTTP/1 client, asking for the next frame, finds the
+/// end itself and fails the request (`BodyWriteAborted`, the caller's
+/// error). A body reporting its end with a last frame short of the length
+/// made hyper send it short and the server wait for the rest: a read
+/// timeout of a healthy instance. (It cannot fail with an error of its
+/// own: a boxed body's error type is the caller's.)
+pub(crate) struct EndAtLength<B> {
+    inner: B,
+    check: LengthCheck,
+}
+
+impl<B> EndAtLength<B> {
+    pub(crate) fn new(inner: B, declared: u64) -> Self {
+        Self {
+            inner,
+            check: LengthCheck::new(declared),
+        }
+    }
+}
+
+impl<B> http_body::Body for EndAtLength<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            // Past the length: counted as all of it (the client stops
+            // there on HTTP/1); only the end short of it matters here.
+            if self.check.frame(frame).is_err() {
+                self.check = LengthCheck {
+                    declared: self.check.declared,
+                    sent: self.check.declared,
+                };
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream() && self.check.is_complete()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A streamed request body contradicting its request's `Content-Length`:
 /// the caller's error, never the instance's.
 #[derive(Debug, PartialEq, Eq)]
