@@ -90,6 +90,12 @@ pub(crate) struct Breaker {
     responded_ms: AtomicU64,
 }
 
+/// How much older than the latest response a connection failure may be
+/// stamped and still be taken as recorded late (its thread descheduled
+/// between reading the clock and recording), so not counted toward a
+/// trip: 1 s, far above a scheduling delay.
+const LATE_MAX_MS: u64 = 1_000;
+
 /// How often the health view looks again at an instance whose half-open
 /// probe is in flight: the probe's result is reported at once, so this
 /// only bounds the wait when the probe's request is dropped (its instance
@@ -253,7 +259,11 @@ impl Breaker {
             self.responded(now_ms);
         }
         if outcome.is_connection_failure() {
-            if now_ms < self.responded_ms.load(Ordering::Acquire) {
+            // Late by a scheduling delay, not by more than `LATE_MAX_MS`:
+            // a response stamped far ahead (`finish_at` with a future
+            // instant) hides no later failures beyond that.
+            let responded = self.responded_ms.load(Ordering::Acquire);
+            if now_ms < responded && responded - now_ms <= LATE_MAX_MS {
                 return BreakerTransition::None;
             }
             let n = self

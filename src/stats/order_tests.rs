@@ -282,4 +282,15 @@ async fn late_connection_failures_behind_a_newer_response_do_not_trip() {
     s.start_at(ms(80))
         .finish_at(Outcome::ConnectFailure, ms(90));
     assert_eq!(s.successive_connection_failures(), 1);
+    // A response stamped an hour ahead (through `finish_at`; found by
+    // helper 111) hides failures at most 1 s older than it: failures one
+    // per second from the start trip the breaker at the third, as before.
+    let s = EndpointStats::new();
+    s.start_at(ms(0)).finish_at(Outcome::Success, ms(3_600_000));
+    for n in 1..=3u64 {
+        s.start_at(ms(n * 1000 - 1))
+            .finish_at(Outcome::ConnectFailure, ms(n * 1000));
+    }
+    assert_eq!(s.successive_connection_failures(), 3);
+    assert!(!s.is_available_at(ms(3001)));
 }
