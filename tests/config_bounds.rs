@@ -522,6 +522,23 @@ fn a_global_value_copied_into_every_client_is_bounded() {
     let config = config.unwrap();
     assert_eq!(config.clients().len(), 1000);
     assert_eq!(config.client("c999").zone.as_deref(), Some("eu-west-1a"));
+    // Per-service maps are not copied whole into each client (each takes
+    // its own entry): 1 000 services with their own health path and hint
+    // are read (refused by the first version of the bound; helper 111).
+    let text: String = (0..1000)
+        .map(|i| {
+            format!(
+                "spring.cloud.loadbalancer.health-check.path.svc-{i}=/actuator/health\n\
+                 spring.cloud.loadbalancer.hint.svc-{i}=zone-{i}\n\
+                 spring.cloud.loadbalancer.clients.svc-{i}.configurations=health-check\n"
+            )
+        })
+        .collect();
+    let (config, elapsed, peak) = measured(|| RibbonConfig::from_properties_str(&text));
+    let config = config.unwrap();
+    assert_eq!(config.clients().len(), 1000);
+    eprintln!("1 000 per-service paths and hints: read in {elapsed:?}, peak {peak} bytes");
+    assert!(peak < MEMORY_LIMIT, "{peak} bytes");
 }
 
 /// Each element of a list value is stored apart: 8 MiB of `a,` made 4

@@ -157,7 +157,11 @@ impl Reader {
                 name,
             ),
             _ => {
-                self.global_bytes = self.global_bytes.saturating_add(copy_cost(value));
+                // Each client takes only its own entry of a per-service map
+                // (`hint.*`, `health-check.path.*`): not copied whole.
+                if keys::spring_key(rest).is_none_or(|(def, _)| !def.name.ends_with(".*")) {
+                    self.global_bytes = self.global_bytes.saturating_add(copy_cost(value));
+                }
                 (&mut self.spring, rest)
             }
         };
