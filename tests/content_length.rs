@@ -226,6 +226,12 @@ where
 /// and answered 200 (the server read a truncated upload as whole); over
 /// h2c the server reset both (`PROTOCOL_ERROR`), an `OtherError` each.
 /// Also a stream declaring no one length is refused before any attempt.
+/// Peers: [hyperium/hyper#2263](https://github.com/hyperium/hyper/issues/2263)
+/// (a streamed request with a `Content-Length` whose body ends early hung
+/// until the server closed the connection; hyper now fails it with
+/// `BodyWriteAborted`), [jetty/jetty.project#553](https://github.com/jetty/jetty.project/issues/553)
+/// (abort the exchange when more or less than the declared length is
+/// written, rather than send a truncated body as whole).
 #[tokio::test]
 async fn a_stream_contradicting_its_length_is_the_callers_error() {
     type Body = ReplayBody<Chunks>;
