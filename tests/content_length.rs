@@ -380,3 +380,68 @@ async fn a_boxed_stream_reporting_its_end_short_of_its_length_is_the_callers_err
     .await;
     expect_untouched(&lb.snapshot(SVC).unwrap());
 }
+
+/// A streamed `reqwest::Body` through `ReqwestService`, over HTTP/1 and
+/// h2c (found by helper 112): short of its length and reporting its end,
+/// past it, or crossing it in one frame. Before: over HTTP/1 a 5 s read
+/// timeout of a healthy instance each (the body sent short as whole);
+/// over h2c the server's reset, an `OtherError` each (ten ejected one of
+/// two healthy instances). Now wrapped again, it fails as the caller's.
+#[cfg(feature = "reqwest")]
+#[tokio::test]
+async fn a_streamed_reqwest_body_contradicting_its_length_is_the_callers_error() {
+    use tower_ribbon::ReqwestService;
+    for h2 in [false, true] {
+        let (a, _) = ok_server(h2).await;
+        let (b, _) = ok_server(h2).await;
+        let service = if h2 {
+            let client = reqwest::Client::builder()
+                .http2_prior_knowledge()
+                .retry(reqwest::retry::never())
+                .build()
+                .unwrap();
+            ReqwestService::new(client).http2_only(true)
+        } else {
+            ReqwestService::default()
+        };
+        let lb = never_reached::round_robin(&[a, b], service, |b| b).await;
+        let started = std::time::Instant::now();
+        for (length, body) in [
+            ("10", Chunks::reporting_end(&["01", "234"])),
+            ("10", Chunks::new(&["01", "234"])),
+            ("5", Chunks::new(&["01", "23456789"])),
+        ] {
+            let frames: Vec<_> = body.0.iter().copied().collect();
+            let cell = std::sync::Mutex::new(Some(body));
+            broken_upload::expect_request_errors(1, || {
+                let body = cell.lock().unwrap().take().expect("sent once");
+                lb.request(streamed(length, reqwest::Body::wrap(body)))
+            })
+            .await;
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(4),
+                "h2 {h2} {length} {frames:?}"
+            );
+        }
+        if h2 {
+            // Past the length in a later frame: hyper's HTTP/1 client stops
+            // at the length and never asks for it; over h2c it fails.
+            broken_upload::expect_request_errors(1, || {
+                lb.request(streamed(
+                    "10",
+                    reqwest::Body::wrap(Chunks::new(&["01234", "56789", "a"])),
+                ))
+            })
+            .await;
+        }
+        expect_untouched(&lb.snapshot(SVC).unwrap());
+        let response = lb
+            .request(streamed(
+                "5",
+                reqwest::Body::wrap(Chunks::reporting_end(&["01", "234"])),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "h2 {h2}");
+    }
+}

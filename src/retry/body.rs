@@ -106,7 +106,9 @@ pub trait TryCloneBody: Sized {
     /// end before the length: hyper's HTTP/1 client then finds a short end
     /// itself (read as the caller's error); over HTTP/2 a short or long
     /// boxed stream is sent and the server's reset counts against the
-    /// instance. A body type of your own that reports its end with a last
+    /// instance. A streamed `reqwest::Body` is wrapped again and fails like
+    /// `ReplayBody`, over HTTP/1 and HTTP/2. A body type of your own that
+    /// reports its end with a last
     /// frame short of the length is sent short over HTTP/1 and the server
     /// waits for the rest (a read timeout of the instance): implement this
     /// method, or wrap the body in [`ReplayBody::streaming`].
@@ -160,6 +162,18 @@ impl TryCloneBody for reqwest::Body {
 
     fn exact_len(&self) -> Option<u64> {
         self.as_bytes().map(|b| b.len() as u64)
+    }
+
+    /// A stream is wrapped again (`reqwest::Body::wrap`) so that it fails
+    /// at the first frame past the length or at a short end, over HTTP/1
+    /// and HTTP/2 (one allocation, only for a stream with a
+    /// `Content-Length`).
+    fn check_len(&mut self, declared: u64) {
+        if self.as_bytes().is_some() {
+            return;
+        }
+        let body = std::mem::replace(self, reqwest::Body::from(Bytes::new()));
+        *self = reqwest::Body::wrap(length::Checked::new(body, declared));
     }
 }
 

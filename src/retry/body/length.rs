@@ -121,6 +121,64 @@ where
     }
 }
 
+/// A stream failing with [`LengthMismatch`] at the first frame past its
+/// declared length or at an end short of it, and reporting no end before
+/// the length: for a body whose error type the crate can choose
+/// (`reqwest::Body` wraps any; [`ReplayBody`](super::ReplayBody) checks in
+/// place). The client then fails the request as the caller's, over HTTP/1
+/// and HTTP/2.
+#[cfg(feature = "reqwest")]
+pub(crate) struct Checked<B> {
+    inner: B,
+    check: LengthCheck,
+}
+
+#[cfg(feature = "reqwest")]
+impl<B> Checked<B> {
+    pub(crate) fn new(inner: B, declared: u64) -> Self {
+        Self {
+            inner,
+            check: LengthCheck::new(declared),
+        }
+    }
+}
+
+#[cfg(feature = "reqwest")]
+impl<B> http_body::Body for Checked<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<crate::error::BoxError>,
+{
+    type Data = Bytes;
+    type Error = crate::error::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(
+                self.check.frame(&frame).map(|()| frame).map_err(Into::into),
+            )),
+            Poll::Ready(None) => match self.check.end() {
+                Ok(()) => Poll::Ready(None),
+                Err(e) => Poll::Ready(Some(Err(e.into()))),
+            },
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream() && self.check.is_complete()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A streamed request body contradicting its request's `Content-Length`:
 /// the caller's error, never the instance's.
 #[derive(Debug, PartialEq, Eq)]
