@@ -503,6 +503,13 @@ fn a_global_value_copied_into_every_client_is_bounded() {
             "ribbon.DeploymentContextBasedVipAddresses",
             vec!["vip-address-of-some-service"; 1000].join(","),
         ),
+        // A per-service map's `default` entry goes to every client
+        // without its own (helper 113: 64 KiB and 1 000 clients, 65 MiB).
+        ("spring.cloud.loadbalancer.hint.default", "h".repeat(40_000)),
+        (
+            "spring.cloud.loadbalancer.health-check.path.DEFAULT",
+            format!("/{}", "p".repeat(40_000)),
+        ),
     ] {
         let text = format!("{key}={value}\n{clients}");
         let (result, elapsed, peak) = measured(|| RibbonConfig::from_properties_str(&text));
