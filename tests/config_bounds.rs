@@ -585,3 +585,68 @@ fn a_list_value_of_many_elements_is_refused() {
         assert!(result.is_ok(), "{key}");
     }
 }
+
+/// Values copied into every client from outside `ribbon.*` and
+/// `spring.cloud.loadbalancer.*` (found by helper 114): Spring's identity
+/// keys, from which each client builds its own subset instance id (a
+/// 256 KiB `vcap.application.instance_id` and 200 clients held 51 MiB; a
+/// 70 KiB `spring.application.name` in 16 `subset.instance-id`
+/// placeholders and 64 clients, 70 MiB), and Eureka's zone, every
+/// client's zone (256 KiB and 200 clients, 50 MiB). An identity value
+/// over 253 bytes is now ignored with a warning, and Eureka's zone counts
+/// toward the 32 MiB of copies.
+#[test]
+fn identity_keys_and_the_eureka_zone_are_bounded_in_every_client() {
+    let clients = |n: usize| -> String {
+        (0..n)
+            .map(|i| format!("c{i}.ribbon.listOfServers=h:{}\n", i + 1))
+            .collect()
+    };
+    let big = "i".repeat(256 << 10);
+    for key in ["vcap.application.instance_id", "spring.application.name"] {
+        let placeholders = "${spring.application.name}".repeat(16);
+        let text = format!(
+            "{key}={big}\nspring.cloud.loadbalancer.subset.instance-id={placeholders}\n{}",
+            clients(200)
+        );
+        let (config, elapsed, peak) = measured(|| RibbonConfig::from_properties_str(&text));
+        let config = config.unwrap();
+        assert!(
+            config.warnings().iter().any(|w| w.contains(&format!(
+                "`{key}` of 262144 bytes ignored: an instance id part holds at most 253 bytes"
+            ))),
+            "{:?}",
+            config.warnings()
+        );
+        let id = config.client("c199").load_balancer.subset.instance_id;
+        assert!(
+            id.as_ref().is_none_or(|id| id.len() < 1000),
+            "{key}: {id:?}"
+        );
+        eprintln!("{key}: read in {elapsed:?}, peak {peak} bytes");
+        assert!(peak < MEMORY_LIMIT, "{key}: {peak} bytes");
+    }
+    let text = format!("eureka.instance.metadata-map.zone={big}\n{}", clients(200));
+    let (result, elapsed, peak) = measured(|| RibbonConfig::from_properties_str(&text));
+    let err = result.expect_err("the zone in 200 clients");
+    assert_eq!(err.kind(), ConfigErrorKind::TooLarge, "{err}");
+    assert_eq!(err.limit(), Some(32 << 20), "{err}");
+    eprintln!("eureka zone: refused in {elapsed:?}, peak {peak} bytes");
+    assert!(peak < MEMORY_LIMIT, "{peak} bytes");
+    // Ordinary identities and zones are read.
+    let text = format!(
+        "spring.application.name=gateway\nserver.port=8080\n\
+         eureka.instance.metadata-map.zone=eu-west-1a\n{}",
+        clients(200)
+    );
+    let (config, _, _) = measured(|| RibbonConfig::from_properties_str(&text));
+    let config = config.unwrap();
+    assert_eq!(config.client("c7").zone.as_deref(), Some("eu-west-1a"));
+    let id = config
+        .client("c7")
+        .load_balancer
+        .subset
+        .instance_id
+        .unwrap();
+    assert!(id.ends_with(":gateway:8080"), "{id}");
+}

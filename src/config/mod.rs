@@ -163,8 +163,11 @@
 //! URLs) holds at most 1 024 elements. Every client gets its own copy of
 //! each global value (`ribbon.*`, `spring.cloud.loadbalancer.*` outside
 //! `clients`), so the global values may take at most 32 MiB once copied
-//! into every client (counted high: their bytes plus 32 per list element);
-//! a 900 KB global value and 1 000 clients made 862 MiB of copies.
+//! into every client (counted high: their bytes plus 32 per list element;
+//! Eureka's zone counts too); a 900 KB global value and 1 000 clients made
+//! 862 MiB of copies. Spring's identity keys, from which every client
+//! builds its subset instance id, are ignored (with a warning) over 253
+//! bytes.
 //!
 //! # Choices where Ribbon and this crate differ
 //!
@@ -202,6 +205,7 @@
 //!   those keys and fails with a [`Conflicting`](ConfigErrorKind::Conflicting) error naming the key
 //!   otherwise; [`RibbonConfig::builder_for`] builds one client's balancer.
 
+mod bounds;
 mod client;
 mod error;
 mod eureka;
@@ -217,9 +221,7 @@ pub mod spring_loadbalancer;
 mod value;
 mod yaml;
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
 pub use client::ClientConfig;
 pub use error::{ConfigError, ConfigErrorKind};
@@ -228,13 +230,11 @@ pub use reader::RibbonConfig;
 pub use ribbon::{RuleKind, ServerListKind};
 pub use spring_loadbalancer::{LoadBalancerConfiguration, LoadBalancerSettings};
 
-use crate::discovery::InstanceSource;
 use crate::service::{Builder, LoadBalancer};
 #[cfg(doc)]
 use crate::{discovery::{RefreshConfig, StaticSource, parse_list_of_servers}, health::ActiveHealthCheck};
 #[cfg(doc)]
 use crate::{retry::RetryPolicy, rule::{SlowStart, ZoneAvoidance}, stats::StatsConfig};
-use eureka::PerServiceSource;
 use reader::{Reader, read_bounded, static_source};
 use scope::{RibbonScope, SpringScope};
 
@@ -476,26 +476,7 @@ impl RibbonConfig {
                 ServerListKind::Eureka => eurekas.push(client.name.clone()),
             }
         }
-        let builder = LoadBalancer::builder();
-        let builder = match (statics.is_empty(), eurekas.first()) {
-            (_, None) => builder.source(static_source(&statics)),
-            (true, Some(_)) => builder.source(self.eureka.source(&first.name)?),
-            (false, Some(eureka)) => {
-                let statics_source: Arc<dyn InstanceSource> = Arc::new(static_source(&statics));
-                let eureka_source = self.eureka.source(eureka)?;
-                let mut routes = HashMap::new();
-                for client in &statics {
-                    routes.insert(
-                        client.name.to_ascii_lowercase(),
-                        Arc::clone(&statics_source),
-                    );
-                }
-                for name in &eurekas {
-                    routes.insert(name.to_ascii_lowercase(), Arc::clone(&eureka_source));
-                }
-                builder.source(PerServiceSource { routes })
-            }
-        };
+        let builder = self.sources(LoadBalancer::builder(), &statics, &eurekas, &first.name)?;
         let names = self.clients.iter().map(|c| c.name.clone());
         let builder = first.configure(builder.services(names), true);
         let global = SpringScope::resolve(None, &self.spring, "");

@@ -297,6 +297,13 @@ fn pick_hostname(candidates: [Option<String>; 3]) -> Option<String> {
 /// of a service configured from one file had the id `name:port`, and so
 /// the same subset (the fleet's traffic on `size` instances). Set
 /// `subset.instance-id` for a Rust and a Java client to agree.
+/// The longest identity value read (a host name's 253 bytes): each
+/// client gets its own instance id built from these, up to 16 of them
+/// through `subset.instance-id` placeholders, so a long one was copied
+/// into every client (a 70 KiB name, 16 placeholders and 64 clients held
+/// 70 MiB).
+pub(crate) const MAX_IDENTITY_BYTES: usize = 253;
+
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AppIdentity {
     pub(crate) vcap_instance_id: Option<String>,
@@ -311,17 +318,26 @@ pub(crate) struct AppIdentity {
 }
 
 impl AppIdentity {
-    /// Records `key` if it is one of the identity keys.
-    pub(crate) fn read(&mut self, key: &str, value: &str) {
+    /// Records `key` if it is one of the identity keys; a warning for a
+    /// value over [`MAX_IDENTITY_BYTES`], which is ignored.
+    pub(crate) fn read(&mut self, key: &str, value: &str) -> Option<String> {
         let slot = match key {
             "vcap.application.instance_id" => &mut self.vcap_instance_id,
             "spring.cloud.client.hostname" => &mut self.hostname,
             "spring.application.name" => &mut self.name,
             "spring.application.instance_id" => &mut self.instance_id,
             "server.port" => &mut self.port,
-            _ => return,
+            _ => return None,
         };
+        if value.len() > MAX_IDENTITY_BYTES {
+            return Some(format!(
+                "`{key}` of {} bytes ignored: an instance id part holds at most \
+                 {MAX_IDENTITY_BYTES} bytes",
+                value.len()
+            ));
+        }
         *slot = Some(value.to_owned()).filter(|v| !v.trim().is_empty());
+        None
     }
 
     /// The value of an identity key, if set.

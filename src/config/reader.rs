@@ -13,6 +13,7 @@ use super::eureka::{EurekaOff, EurekaSettings, redact_url};
 use super::keys;
 use super::policies::AppIdentity;
 use super::properties;
+use super::bounds::{MAX_COPIED_BYTES, check_server_total, copy_cost};
 use super::ribbon::ServerListKind;
 use super::scope::{RibbonScope, SpringScope};
 use super::simple_discovery::{self, SimpleDiscovery};
@@ -129,7 +130,9 @@ impl Reader {
             } else if let Some(warning) = near_miss(key) {
                 self.unknown(|| warning);
             }
-            self.app.read(key, value);
+            if let Some(warning) = self.app.read(key, value) {
+                self.warnings.push(warning);
+            }
             return Ok(());
         };
         if !keys::set_ribbon(scope, name, key, value)? {
@@ -212,8 +215,10 @@ impl Reader {
         self.app.fill_hostname(super::policies::machine_hostname());
         self.spring.default_instance_id = self.app.default_id();
         self.spring.identity = self.app.clone();
-        check_server_total(&self.defaults, &self.clients)?;
-        let copied = self.global_bytes.saturating_mul(self.clients.len());
+        check_server_total(&self.defaults, self.clients.iter().map(|c| &c.ribbon))?;
+        // Eureka's zone is every client's zone too.
+        let zone = self.eureka.zone.as_deref().map_or(0, copy_cost);
+        let copied = (self.global_bytes.saturating_add(zone)).saturating_mul(self.clients.len());
         if copied > MAX_COPIED_BYTES {
             return Err(ConfigError::too_large(
                 MAX_COPIED_BYTES as u64,
@@ -254,52 +259,6 @@ impl Reader {
             warnings,
         })
     }
-}
-
-/// The most bytes the global values (`ribbon.*`,
-/// `spring.cloud.loadbalancer.*` outside `clients`) may take once copied
-/// into every client (each client gets its own copy of each): 32 MiB. A
-/// global value of 900 KB and 1 000 clients made 862 MiB of copies from
-/// a 1 MB properties file; real configurations are far under it.
-pub(crate) const MAX_COPIED_BYTES: usize = 32 << 20;
-
-/// What a value costs each client it is copied into, counted high: its
-/// bytes plus 32 for each comma-separated element (a `String` each when
-/// the key holds a list).
-fn copy_cost(value: &str) -> usize {
-    let elements = value.bytes().filter(|&b| b == b',').count() + 1;
-    value.len().saturating_add(elements.saturating_mul(32))
-}
-
-/// The most `listOfServers` entries one configuration turns into
-/// instances, over all its clients (a global `ribbon.listOfServers` counts
-/// once for each client it applies to): 65 536, a few tens of MiB of
-/// instances. One list is bounded by
-/// [`MAX_LIST_ENTRIES`](crate::discovery::MAX_LIST_ENTRIES), but a global
-/// list is copied into each of up to 1 024 clients.
-pub(crate) const MAX_CONFIG_SERVERS: usize = 65_536;
-
-/// Refuses a configuration whose clients' lists hold more than
-/// [`MAX_CONFIG_SERVERS`] entries together, counted before any is parsed.
-fn check_server_total(defaults: &RibbonScope, clients: &[ClientScopes]) -> Result<(), ConfigError> {
-    let count = |text: &str| {
-        crate::discovery::count_list_entries(text, MAX_CONFIG_SERVERS)
-    };
-    // The global list is counted once, and its count reused.
-    let global = defaults.servers.as_deref().map_or(0, count);
-    let total = clients.iter().fold(0usize, |total, c| {
-        total.saturating_add(c.ribbon.servers.as_deref().map_or(global, count))
-    });
-    if total > MAX_CONFIG_SERVERS {
-        return Err(ConfigError::too_large(
-            MAX_CONFIG_SERVERS as u64,
-            format!(
-                "more than {MAX_CONFIG_SERVERS} listOfServers entries over all clients \
-                 (a global ribbon.listOfServers counts once for each client)"
-            ),
-        ));
-    }
-    Ok(())
 }
 
 fn unknown_ribbon(key: &str, name: &str) -> String {

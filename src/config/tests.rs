@@ -6,6 +6,8 @@ use crate::discovery::InstanceSource;
 use crate::error::DiscoveryError;
 use eureka::PerServiceSource;
 use eureka::{redact_url, redact_urls};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[test]
