@@ -1,51 +1,9 @@
 //! Bounds on what a configuration turns into, beyond its text: the
 //! instances of `listOfServers` entries and the copies of global values
-//! that every client gets (see the module docs' "Bounds"); and the one
-//! source of a balancer over clients of both kinds.
+//! that every client gets (see the module docs' "Bounds").
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use super::client::ClientConfig;
 use super::error::ConfigError;
-use super::eureka::PerServiceSource;
-use super::reader::{RibbonConfig, static_source};
 use super::scope::RibbonScope;
-use crate::discovery::InstanceSource;
-use crate::service::Builder;
-
-impl RibbonConfig {
-    /// `builder` with the source of `statics` (one `StaticSource`) and of
-    /// `eurekas` (one Eureka source, named after `first` when alone),
-    /// routed per service id when both kinds are present.
-    pub(super) fn sources(
-        &self,
-        builder: Builder,
-        statics: &[ClientConfig],
-        eurekas: &[String],
-        first: &str,
-    ) -> Result<Builder, ConfigError> {
-        Ok(match (statics.is_empty(), eurekas.first()) {
-            (_, None) => builder.source(static_source(statics)),
-            (true, Some(_)) => builder.source(self.eureka.source(first)?),
-            (false, Some(eureka)) => {
-                let statics_source: Arc<dyn InstanceSource> = Arc::new(static_source(statics));
-                let eureka_source = self.eureka.source(eureka)?;
-                let mut routes = HashMap::new();
-                for client in statics {
-                    routes.insert(
-                        client.name.to_ascii_lowercase(),
-                        Arc::clone(&statics_source),
-                    );
-                }
-                for name in eurekas {
-                    routes.insert(name.to_ascii_lowercase(), Arc::clone(&eureka_source));
-                }
-                builder.source(PerServiceSource { routes })
-            }
-        })
-    }
-}
 
 /// The most bytes the global values (`ribbon.*`,
 /// `spring.cloud.loadbalancer.*` outside `clients`) may take once copied

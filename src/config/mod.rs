@@ -215,6 +215,7 @@ pub mod placeholders;
 mod properties;
 mod reader;
 mod ribbon;
+mod routing;
 mod scope;
 pub mod simple_discovery;
 pub mod spring_loadbalancer;
