@@ -13,6 +13,7 @@
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
+use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use tower_ribbon::retry::ReplayBody;
 
@@ -167,14 +168,14 @@ impl Chunks {
     }
 }
 
+/// What a [`Chunks`] frame poll gives: never an error.
+type Polled = std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>>;
+
 impl http_body::Body for Chunks {
     type Data = Bytes;
-    type Error = std::io::Error;
+    type Error = Infallible;
 
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+    fn poll_frame(mut self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> Polled {
         std::task::Poll::Ready(
             self.0
                 .pop_front()
@@ -346,7 +347,7 @@ async fn any_stream_short_of_its_length_over_http1_is_the_callers_error() {
 #[tokio::test]
 async fn a_boxed_stream_reporting_its_end_short_of_its_length_is_the_callers_error() {
     use http_body_util::BodyExt;
-    type Boxed = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+    type Boxed = http_body_util::combinators::BoxBody<Bytes, Infallible>;
     let (a, _) = ok_server(false).await;
     let (b, _) = ok_server(false).await;
     let lb = stream_balancer::<Boxed>(a, b, false).await;
