@@ -94,7 +94,7 @@ pub(crate) struct Breaker {
 /// stamped and still be taken as recorded late (its thread descheduled
 /// between reading the clock and recording), so not counted toward a
 /// trip: 1 s, far above a scheduling delay.
-const LATE_MAX_MS: u64 = 1_000;
+pub(crate) const LATE_MAX_MS: u64 = 1_000;
 
 /// How often the health view looks again at an instance whose half-open
 /// probe is in flight: the probe's result is reported at once, so this

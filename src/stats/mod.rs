@@ -464,14 +464,14 @@ impl EndpointStats {
         self.success_rate.observe(ok, now_ms, tau, false);
         // Errors while ejected do not count toward the next ejection (in
         // panic mode an ejected instance still takes traffic): a returning
-        // instance gets its `consecutive_5xx` afresh, as Envoy's counters
-        // start again when a host returns.
+        // instance's counters start afresh, as Envoy's do.
         let (server_error, gateway_error) = outcome.outlier_errors();
         let counted = !(server_error || gateway_error) || !self.ejection.is_ejected(now_ms);
         self.ejection.record(
             server_error && counted,
             gateway_error && counted,
             stale || older,
+            now_ms,
         );
         self.breaker
             .record(&self.config, outcome, now_ms, stale || responded.is_some())

@@ -294,3 +294,56 @@ async fn late_connection_failures_behind_a_newer_response_do_not_trip() {
     assert_eq!(s.successive_connection_failures(), 3);
     assert!(!s.is_available_at(ms(3001)));
 }
+
+/// Late outlier errors behind a newer response (found by helper 115): a
+/// success at 100 ms, then errors stamped 96 to 99 ms recorded after it,
+/// counted 4 consecutive errors where in order (and without them) the
+/// count is 0; through the outlier check, late errors and one fresh one
+/// ejected an instance that in order was not. Now an error at most 1 s
+/// older than the latest record resetting its counter is not counted.
+#[tokio::test(start_paused = true)]
+async fn late_errors_behind_a_newer_response_count_toward_no_ejection() {
+    let t0 = Instant::now();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    for outcome in [
+        Outcome::FailureStatus(500),
+        Outcome::FailureStatus(503),
+        Outcome::ConnectFailure,
+        Outcome::ReadTimeout,
+    ] {
+        let s = EndpointStats::new();
+        s.start_at(ms(90)).finish_at(Outcome::Success, ms(100));
+        for n in 96..100 {
+            s.start_at(ms(n - 1)).finish_at(outcome, ms(n));
+        }
+        let counts = |s: &EndpointStats| {
+            (
+                s.consecutive_server_errors(),
+                s.consecutive_gateway_errors(),
+            )
+        };
+        assert_eq!(counts(&s), (0, 0), "{outcome:?}");
+        assert_eq!(s.failures(), 4, "{outcome:?}");
+        // A fresh one counts, as in order.
+        s.start_at(ms(100)).finish_at(outcome, ms(101));
+        let (server, gateway) = outcome.outlier_errors();
+        assert_eq!(
+            counts(&s),
+            (u32::from(server), u32::from(gateway)),
+            "{outcome:?}"
+        );
+    }
+    // Through the outlier check (3 consecutive 5xx eject): two late 503s
+    // behind a success and one fresh 503 no longer eject.
+    let run = Run::new(t0);
+    run.attempt(Outcome::Success, 5, 100);
+    run.attempt(Outcome::FailureStatus(503), 5, 98);
+    run.attempt(Outcome::FailureStatus(503), 5, 99);
+    run.attempt(Outcome::FailureStatus(503), 5, 101);
+    assert_eq!(run.stats().consecutive_server_errors(), 1);
+    assert!(!run.stats().is_ejected_at(ms(102)));
+    // In order, three 503s after the success eject it, as before.
+    run.attempt(Outcome::FailureStatus(503), 5, 102);
+    run.attempt(Outcome::FailureStatus(503), 5, 103);
+    assert!(run.stats().is_ejected_at(ms(104)));
+}
