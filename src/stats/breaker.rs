@@ -83,11 +83,41 @@ pub(crate) struct Breaker {
     /// attempt ended (µs + 1; 0: never): a stream sent before it was on a
     /// connection whose end has been counted.
     lost_us: AtomicU64,
-    /// The latest time a response was recorded (ms): a connection failure
+    /// The latest time a response was recorded: a connection failure
     /// stamped before it, recorded late (its thread descheduled between
     /// reading the clock and recording), happened before that response and
     /// does not count toward tripping, as it would not have in order.
-    responded_ms: AtomicU64,
+    responded_ms: LatestReset,
+}
+
+/// The latest time (ms) a record reset a failure count, shared by the
+/// breaker and the ejection counters: an error stamped before it and
+/// recorded after it came before that reset, so it does not count (if at
+/// most [`LATE_MAX_MS`] older: late by a scheduling delay).
+pub(crate) struct LatestReset(AtomicU64);
+
+impl LatestReset {
+    pub(crate) const fn new() -> Self {
+        Self(AtomicU64::new(0))
+    }
+
+    /// A reset at `now_ms`. Written at most once per millisecond: a reset
+    /// in a millisecond already stored only reads the line.
+    #[inline]
+    pub(crate) fn mark(&self, now_ms: u64) {
+        if now_ms > self.0.load(Ordering::Relaxed) {
+            self.0.fetch_max(now_ms, Ordering::AcqRel);
+        }
+    }
+
+    /// Whether an error stamped at `now_ms` came before the latest reset
+    /// (and is late by at most [`LATE_MAX_MS`]: a record stamped far ahead,
+    /// through `finish_at` with a future instant, hides nothing beyond).
+    #[inline]
+    pub(crate) fn came_before(&self, now_ms: u64) -> bool {
+        let reset = self.0.load(Ordering::Acquire);
+        now_ms < reset && reset - now_ms <= LATE_MAX_MS
+    }
 }
 
 /// How much older than the latest response a connection failure may be
@@ -124,17 +154,7 @@ impl Breaker {
             declined_ms: AtomicU64::new(0),
             declined_seen_ms: AtomicU64::new(0),
             lost_us: AtomicU64::new(0),
-            responded_ms: AtomicU64::new(0),
-        }
-    }
-
-    /// A response was recorded at `now_ms` (see `responded_ms`). Written
-    /// at most once per millisecond: a response in a millisecond already
-    /// stored only reads the line.
-    #[inline]
-    pub(crate) fn responded(&self, now_ms: u64) {
-        if now_ms > self.responded_ms.load(Ordering::Relaxed) {
-            self.responded_ms.fetch_max(now_ms, Ordering::AcqRel);
+            responded_ms: LatestReset::new(),
         }
     }
 
@@ -256,14 +276,10 @@ impl Breaker {
     ) -> BreakerTransition {
         if outcome.is_response() {
             // Also a stale one: a failure older still came before it.
-            self.responded(now_ms);
+            self.responded_ms.mark(now_ms);
         }
         if outcome.is_connection_failure() {
-            // Late by a scheduling delay, not by more than `LATE_MAX_MS`:
-            // a response stamped far ahead (`finish_at` with a future
-            // instant) hides no later failures beyond that.
-            let responded = self.responded_ms.load(Ordering::Acquire);
-            if now_ms < responded && responded - now_ms <= LATE_MAX_MS {
+            if self.responded_ms.came_before(now_ms) {
                 return BreakerTransition::None;
             }
             let n = self

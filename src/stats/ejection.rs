@@ -15,7 +15,7 @@
 //! attempted with a time older than the current ejection's end does
 //! nothing.
 
-use super::breaker::LATE_MAX_MS;
+use super::breaker::LatestReset;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -38,11 +38,10 @@ fn millis(d: Duration) -> u64 {
 pub(crate) struct Ejection {
     consecutive_5xx: AtomicU32,
     /// The latest time a record reset (or, stale, would have reset) each
-    /// counter (ms): an error stamped before it, recorded late, came
-    /// before that record and does not count (see
-    /// [`Breaker`](super::breaker::Breaker)'s `responded_ms`).
-    reset_5xx_ms: AtomicU64,
-    reset_gateway_ms: AtomicU64,
+    /// counter: an error stamped before it, recorded late, came before
+    /// that record and does not count.
+    reset_5xx_ms: LatestReset,
+    reset_gateway_ms: LatestReset,
     consecutive_gateway: AtomicU32,
     /// End of the last ejection in ms; 0 if never ejected.
     until_ms: AtomicU64,
@@ -57,8 +56,8 @@ impl Ejection {
     pub(crate) const fn new() -> Self {
         Self {
             consecutive_5xx: AtomicU32::new(0),
-            reset_5xx_ms: AtomicU64::new(0),
-            reset_gateway_ms: AtomicU64::new(0),
+            reset_5xx_ms: LatestReset::new(),
+            reset_gateway_ms: LatestReset::new(),
             consecutive_gateway: AtomicU32::new(0),
             until_ms: AtomicU64::new(0),
             pending_returns: AtomicU32::new(0),
@@ -69,8 +68,8 @@ impl Ejection {
 
     /// Counts an outcome's outlier errors at `now_ms`; a non-error resets
     /// a counter unless `stale` (older than the latest recorded failure).
-    /// An error at most [`LATE_MAX_MS`] older than the latest record that
-    /// reset its counter is not counted: in order, that record reset it.
+    /// An error older than the latest record that reset its counter is not
+    /// counted: in order, that record reset it ([`LatestReset`]).
     pub(crate) fn record(&self, server_error: bool, gateway_error: bool, stale: bool, now_ms: u64) {
         for (counter, reset_ms, hit) in [
             (&self.consecutive_5xx, &self.reset_5xx_ms, server_error),
@@ -80,18 +79,14 @@ impl Ejection {
                 gateway_error,
             ),
         ] {
-            let reset = reset_ms.load(Ordering::Acquire);
             if hit {
-                if !(now_ms < reset && reset - now_ms <= LATE_MAX_MS) {
+                if !reset_ms.came_before(now_ms) {
                     counter.fetch_add(1, Ordering::AcqRel);
                 }
                 continue;
             }
-            // At most once per ms; also a stale record: an error older
-            // still came before it.
-            if now_ms > reset {
-                reset_ms.fetch_max(now_ms, Ordering::AcqRel);
-            }
+            // Also a stale record: an error older still came before it.
+            reset_ms.mark(now_ms);
             if !stale && counter.load(Ordering::Acquire) != 0 {
                 // Written only when there is something to reset: a success
                 // leaves the line shared between cores (see `Breaker`).
