@@ -6,7 +6,10 @@
 //! endpoints share it; a rotating counter picks which of them goes, so
 //! endpoints with equal load take turns (each its own, not the turns of
 //! filtered neighbours) instead of the first one in the list taking every
-//! request. The counter starts at a random tie (as round robin's cursor
+//! request. Each round of turns starts one position further on, so a tied
+//! set that moves with the picks (every request still in flight at the
+//! next pick: all but the last instance picked tie) does not skip the same
+//! instance in every round. The counter starts at a random tie (as round robin's cursor
 //! at a random offset; [`BestAvailable::with_start`] fixes it), so a fleet
 //! of clients started together does not send every first request to the
 //! first instance, as Ribbon's rule does.
@@ -93,13 +96,19 @@ impl fmt::Debug for BestAvailablePicker {
 }
 
 impl BestAvailablePicker {
-    /// The least loaded member, non-tripped first; of equally loaded ones
-    /// the `start`-th (modulo their count), so ties take turns over the
-    /// members alone and no member inherits the turns of filtered or
-    /// tripped neighbours (a rotation that kept the first least loaded
-    /// after `start` gave the member after a run of filtered ones that
-    /// whole run's turns). One pass counts the ties, a second finds the
-    /// chosen one when there are several.
+    /// The least loaded member, non-tripped first; of `m` equally loaded
+    /// ones the `start % m`-th, counted in the walk's order turned by
+    /// `start / m` positions (the ties in turn). While the tied set holds,
+    /// each tie goes once in each round of `m` picks, over the members alone: no
+    /// member inherits the turns of filtered or tripped neighbours (a
+    /// rotation that kept the first least loaded after `start` gave the
+    /// member after a run of filtered ones that whole run's turns). The
+    /// turned order keeps a tied set that moves with the picks from
+    /// starving one member: counted in list order alone, ties that were
+    /// "all but the last pick" (each request still in flight at the next
+    /// pick) skipped the same instance in every round, 450, 0 and 450
+    /// requests over three instances. One pass counts the ties, a second
+    /// finds the chosen one when there are several.
     /// Only the positions of `domain` (a wrapper's tier: the sticky
     /// instance, a hint group, a subset, a zone) are considered when it is
     /// given: a sticky pick tested all 10 000 endpoints of a list.
@@ -157,10 +166,17 @@ impl BestAvailablePicker {
         if least.ties == 1 {
             return Some(least.first);
         }
-        // Every endpoint tied (an idle, unfiltered list): the tie number
-        // `start` is the endpoint there, no second pass.
+        // The tie number `turn` in the walk's order turned by `shift`
+        // positions (see above).
+        let (turn, len) = (
+            start % least.ties,
+            domain.map_or(endpoints.len(), <[u32]>::len),
+        );
+        let shift = (start / least.ties) % len.max(1);
+        // Every endpoint tied (an idle, unfiltered list): the tie is the
+        // endpoint there, no second pass.
         if domain.is_none() && least.ties == endpoints.len() {
-            return endpoints.get(start % least.ties).or(Some(least.first));
+            return endpoints.get((shift + turn) % len).or(Some(least.first));
         }
         let tie = |i: usize, e: &Endpoint| {
             let stats = e.stats();
@@ -171,9 +187,11 @@ impl BestAvailablePicker {
         // Loads move under concurrent requests: if no endpoint is tied any
         // more, the first one seen is as good.
         positions()
+            .skip(shift)
+            .chain(positions().take(shift))
             .filter_map(at)
             .filter(|(i, e)| tie(*i, e))
-            .nth(start % least.ties)
+            .nth(turn)
             .map(|(_, e)| e)
             .or(Some(least.first))
     }
@@ -238,7 +256,10 @@ mod tests {
         for _ in 0..300 {
             counts[(port(rule.pick(&ctx)) - 1000) as usize] += 1;
         }
-        assert_eq!(counts, [100, 100, 100]);
+        // Each round of three turns gives each one; the rounds cut by a
+        // random start at both ends give one at most each.
+        assert!(counts.iter().all(|c| (99..=101).contains(c)), "{counts:?}");
+        assert_eq!(counts.iter().sum::<u32>(), 300);
         let _a = s.endpoints()[0].stats().start_at(now);
         let _b = s.endpoints()[2].stats().start_at(now);
         assert!((0..10).all(|_| port(rule.pick(&ctx)) == 1001));
@@ -257,6 +278,39 @@ mod tests {
             "{loads:?}"
         );
         drop(held);
+    }
+
+    /// Each request still in flight at the next `held` picks (a request
+    /// every 9 ms, each taking 10 ms): the ties are all instances but the
+    /// last ones picked. Counted in list order, those ties skipped the
+    /// same instance in every round: 450, 0 and 450 of 900 over three
+    /// instances (helper 119); now each takes its share, whatever the
+    /// start.
+    #[tokio::test(start_paused = true)]
+    async fn ties_moving_with_the_picks_starve_no_instance() {
+        let now = Instant::now();
+        for (n, held) in [(3u16, 1), (5, 1), (5, 2), (8, 3), (7, 5)] {
+            let s = snapshot(n);
+            let n = usize::from(n);
+            for start in [0, 1, 2, 7, usize::MAX] {
+                let rule = BestAvailable::with_start(start).build(&s);
+                let mut counts = vec![0u32; n];
+                let mut open = std::collections::VecDeque::new();
+                for _ in 0..60 * n {
+                    let e = rule.pick(&PickContext::at(now)).unwrap();
+                    counts[index(e)] += 1;
+                    open.push_back(e.stats().start_at(now));
+                    if open.len() > held {
+                        open.pop_front();
+                    }
+                }
+                // 60 each; a shifted round's ends give or take one.
+                assert!(
+                    counts.iter().all(|&c| (58..=62).contains(&c)),
+                    "{n} instances, {held} held, start {start}: {counts:?}"
+                );
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]
