@@ -24,8 +24,10 @@
 //! **Time.** Times are milliseconds since the stats were created. The end
 //! of a blackout only moves forward (`fetch_max`): a failure recorded out
 //! of order never shortens a blackout. A response whose time is older than
-//! the latest recorded failure is stale: it neither resets the count nor
-//! closes the breaker, because in time order it came before that failure.
+//! the latest recorded failure, by at most 1 s, is stale: it
+//! neither resets the count nor closes the breaker, because in time order
+//! it came before that failure. (Older still, the failure's time is taken
+//! as wrong, stamped far ahead: the response counts in order.)
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -115,9 +117,20 @@ impl LatestReset {
     /// through `finish_at` with a future instant, hides nothing beyond).
     #[inline]
     pub(crate) fn came_before(&self, now_ms: u64) -> bool {
-        let reset = self.0.load(Ordering::Acquire);
-        now_ms < reset && reset - now_ms <= LATE_MAX_MS
+        is_late(now_ms, self.0.load(Ordering::Acquire))
     }
+}
+
+/// Whether a record stamped at `now_ms` is late behind one stamped at
+/// `latest_ms`: older, by at most [`LATE_MAX_MS`]. A record further
+/// behind is taken in order: the newer one was stamped far ahead (through
+/// `finish_at` with a future instant), and left alone it would hide every
+/// record for as long (one failure stamped an hour ahead kept every
+/// response of that hour from resetting the breaker's and the ejection
+/// counters' counts).
+#[inline]
+pub(crate) fn is_late(now_ms: u64, latest_ms: u64) -> bool {
+    now_ms < latest_ms && latest_ms - now_ms <= LATE_MAX_MS
 }
 
 /// How much older than the latest response a connection failure may be

@@ -184,7 +184,7 @@ impl EndpointStats {
             return BreakerTransition::None;
         }
         let now_ms = self.ms_at(Instant::now());
-        let stale = now_ms < self.last_failure_ms.load(Ordering::Acquire);
+        let stale = super::breaker::is_late(now_ms, self.last_failure_ms.load(Ordering::Acquire));
         let transition = self
             .breaker
             .record(&self.config, Outcome::Success, now_ms, stale);

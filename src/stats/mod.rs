@@ -300,7 +300,13 @@ impl EndpointStats {
     /// in-order one.
     pub(crate) fn eject(&self, now: Instant, times: EjectionTimes) -> Option<Duration> {
         let now_ms = self.ms_at(now);
-        let clock = now_ms.max(self.latest_ms.load(Ordering::Acquire));
+        // A latest record far ahead (see `breaker::is_late`) decays nothing.
+        let latest = self.latest_ms.load(Ordering::Acquire);
+        let clock = if breaker::is_late(now_ms, latest) {
+            latest
+        } else {
+            now_ms
+        };
         self.ejection.eject(now_ms, clock, times)
     }
 
@@ -445,10 +451,12 @@ impl EndpointStats {
         }
         let mut latency_us = latency.as_secs_f64() * 1e6;
         let stale = if outcome.is_success() {
-            now_ms < self.last_failure_ms.load(Ordering::Acquire)
+            breaker::is_late(now_ms, self.last_failure_ms.load(Ordering::Acquire))
         } else {
             self.failures.fetch_add(1, Ordering::Relaxed);
             latency_us = latency_us.max(self.config.failure_penalty.as_secs_f64() * 1e6);
+            // A failure behind a newer one resets no other count, however
+            // late: in order it came before that failure.
             now_ms < self.last_failure_ms.fetch_max(now_ms, Ordering::AcqRel)
         };
         let tau = Self::tau_ms(self.config.ewma_decay);

@@ -347,3 +347,46 @@ async fn late_errors_behind_a_newer_response_count_toward_no_ejection() {
     run.attempt(Outcome::FailureStatus(503), 5, 103);
     assert!(run.stats().is_ejected_at(ms(104)));
 }
+
+/// The mirror of the response stamped an hour ahead (found by helper 119):
+/// one failure stamped an hour ahead made every response of that hour
+/// stale, so none reset the breaker's count or the outlier counters. After
+/// 1 000 successes the breaker stayed half-open with 3 failures counted,
+/// and 10 rounds of 100 successes and one 503 counted 11 consecutive 5xx
+/// (5 eject a healthy instance). A response older than the latest failure
+/// by more than 1 s now counts in order.
+#[tokio::test(start_paused = true)]
+async fn a_failure_stamped_far_ahead_keeps_no_response_from_resetting() {
+    let t0 = Instant::now();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    let s = EndpointStats::new();
+    s.start_at(ms(0))
+        .finish_at(Outcome::FailureStatus(503), ms(3_600_000));
+    for round in 0..10u64 {
+        for n in 0..100 {
+            let at = 1 + round * 1_000 + n;
+            s.start_at(ms(at - 1)).finish_at(Outcome::Success, ms(at));
+        }
+        let at = 500 + round * 1_000;
+        s.start_at(ms(at - 1))
+            .finish_at(Outcome::FailureStatus(503), ms(at));
+    }
+    assert_eq!(s.consecutive_server_errors(), 1);
+    assert_eq!(s.consecutive_gateway_errors(), 1);
+    // Connection failures trip the breaker; later responses close it.
+    for n in 20_000..20_003u64 {
+        s.start_at(ms(n - 1))
+            .finish_at(Outcome::ConnectFailure, ms(n));
+    }
+    assert!(!s.is_available_at(ms(20_003)));
+    s.start_at(ms(40_000))
+        .finish_at(Outcome::Success, ms(40_001));
+    assert_eq!(s.successive_connection_failures(), 0);
+    assert_eq!(s.breaker_state_at(ms(40_002)), super::BreakerState::Closed);
+    // Within 1 s of the failure a response is late and resets nothing.
+    let s = EndpointStats::new();
+    s.start_at(ms(0))
+        .finish_at(Outcome::FailureStatus(503), ms(5_000));
+    s.start_at(ms(0)).finish_at(Outcome::Success, ms(4_000));
+    assert_eq!(s.consecutive_server_errors(), 1);
+}
