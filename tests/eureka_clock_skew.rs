@@ -182,3 +182,38 @@ async fn a_reregistration_wins_over_an_operator_whose_clock_is_ahead() {
     );
     handle.shutdown().await.expect("cancelled");
 }
+
+/// A copy stamped at the latest time a Java `long` holds (found by helper
+/// 118): the registration stamps itself there (it cannot pass it), and
+/// every later change added one more, past `Long.MAX_VALUE`. Eureka then
+/// answered each status call and each renewal with 500: the drain never
+/// reached the server (still served UP) and the lease would run out. Now
+/// the stamp stays at the latest one: the drain is served, renewals pass.
+#[tokio::test]
+async fn a_copy_stamped_at_the_latest_time_leaves_later_calls_working() {
+    use tower_ribbon::InstanceStatus;
+    let Some(eureka) = EurekaFixture::start() else {
+        return;
+    };
+    let (app, port) = ("stamp-at-max", 19_802);
+    let id = format!("127.0.0.1:{app}:{port}");
+    let latest = i64::MAX as u64 - 1;
+    let old_run = eureka
+        .register_stamped(app, port, serde_json::json!({}), Some(latest))
+        .await;
+    assert_eq!(old_run, id);
+    let handle = registered(&eureka, app, port, None).await;
+    handle
+        .set_status(InstanceStatus::OutOfService)
+        .await
+        .expect("status call taken");
+    for _ in 0..3 {
+        handle.renew_now().await.expect("renewed");
+    }
+    assert_eq!(
+        eureka.statuses(app).await,
+        vec![(id.clone(), "OUT_OF_SERVICE".to_owned())]
+    );
+    assert_eq!(handle.stats().failures, 0);
+    handle.shutdown().await.expect("cancelled");
+}

@@ -36,7 +36,7 @@ use super::Shared;
 
 /// The latest `lastDirtyTimestamp` a stamp can carry: Eureka parses it as
 /// a Java `long`.
-const MAX_STAMP: u64 = i64::MAX as u64;
+pub(super) const MAX_STAMP: u64 = i64::MAX as u64;
 
 impl Shared {
     /// Reads the instance back from `server` after a registration stamped

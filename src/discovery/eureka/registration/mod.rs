@@ -155,12 +155,16 @@ impl Shared {
         self.dirty.load(Ordering::Acquire)
     }
 
-    /// Raises the dirty timestamp to now, and at least by one.
+    /// Raises the dirty timestamp to now, and at least by one, but never
+    /// past the latest stamp Eureka parses (a Java `long`): after a
+    /// re-registration over a copy stamped there, one more past it made
+    /// every status call and renewal an error 500 (the drain never
+    /// reached the server, and the lease ran out).
     fn mark_dirty(&self) {
         let _ = self
             .dirty
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |was| {
-                Some(now_ms().max(was.saturating_add(1)))
+                Some(now_ms().max(was.saturating_add(1)).min(kept::MAX_STAMP))
             });
     }
 
