@@ -19,7 +19,12 @@
 
 mod support;
 
+#[path = "common/closed_port.rs"]
+mod closed_port;
+
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http::Request;
@@ -37,18 +42,31 @@ const SVC: &str = "svc";
 
 /// A loopback server answering every request `307` to `location`.
 async fn redirecting(location: String) -> (u16, oneshot::Sender<()>) {
+    let (port, stop, _) = redirecting_with(307, location).await;
+    (port, stop)
+}
+
+/// A loopback server answering every request `status` to `location`, and
+/// the count of requests it answered.
+async fn redirecting_with(
+    status: u16,
+    location: String,
+) -> (u16, oneshot::Sender<()>, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let (stop, stopped) = oneshot::channel();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&answered);
     tokio::spawn(support::backend::serve::serve(
         listener,
         stopped,
         |_| {},
         move |_req| {
             let location = location.clone();
+            count.fetch_add(1, Ordering::SeqCst);
             async move {
                 let response = Response::builder()
-                    .status(307)
+                    .status(status)
                     .header("location", location)
                     .body(Full::new(Bytes::new()))
                     .expect("response");
@@ -56,7 +74,7 @@ async fn redirecting(location: String) -> (u16, oneshot::Sender<()>) {
             }
         },
     ));
-    (port, stop)
+    (port, stop, answered)
 }
 
 /// One POST through a balancer over the redirecting instance: the status
@@ -97,4 +115,99 @@ async fn a_callers_client_keeps_its_own_redirect_policy() {
         .expect("client");
     let status = post_once(ReqwestService::new(none), port).await;
     assert_eq!((status, elsewhere.hits()), (307, 1));
+}
+
+/// A caller's client following redirects, and a `Location` reqwest
+/// cannot follow (found by helper 117): its builder error names that URL.
+/// The instance had processed the POST and answered; read as its connect
+/// failure, the POST went to the next instance too (A read 1, B read 1,
+/// for 302, 303 and 307) and the redirecting instance's breaker opened
+/// after three. Now the caller's error: sent once, counted against no
+/// instance. A target refusing the connection is not told apart (the
+/// error names the instance's URL); the last case pins that it is still
+/// read as the instance's connect failure.
+#[tokio::test]
+async fn a_post_whose_redirect_cannot_be_followed_goes_to_no_other_instance() {
+    use tower_ribbon::rule::RoundRobin;
+    use tower_ribbon::stats::Outcome;
+    let locations = [
+        "com.example.app://cb?code=1".to_owned(),
+        "ftp://files.example/x".to_owned(),
+    ];
+    for status in [302, 303, 307] {
+        for location in &locations {
+            let other = Backend::start("other").await.expect("backend");
+            let (port, _stop, answered) = redirecting_with(status, location.clone()).await;
+            let instances = vec![
+                Instance::new(SVC, "127.0.0.1", port).expect("instance"),
+                Instance::new(SVC, "127.0.0.1", other.port()).expect("instance"),
+            ];
+            let lb = LoadBalancer::builder()
+                .source(StaticSource::new().with_instances(SVC, instances))
+                .service(SVC)
+                .rule(|| RoundRobin::with_start(0))
+                .build(ReqwestService::new(reqwest::Client::new()))
+                .expect("balancer");
+            assert!(lb.ready_service(SVC).await);
+            for round in 0..4 {
+                let request = Request::post("http://svc/orders")
+                    .body(reqwest::Body::from("order #1"))
+                    .expect("request");
+                let result = lb.clone().oneshot(request).await;
+                if round % 2 == 1 {
+                    // Round robin's turn of the other instance.
+                    assert_eq!(result.expect("answered").status(), 200);
+                    continue;
+                }
+                let error = result.expect_err("the redirect cannot be followed");
+                let outcomes: Vec<Outcome> = error.attempts().iter().map(|a| a.outcome).collect();
+                assert_eq!(
+                    outcomes,
+                    [Outcome::RequestError],
+                    "{status} to {location}: {error}"
+                );
+            }
+            // Each POST reached one server once; the redirecting
+            // instance stays in rotation (its breaker never opened).
+            assert_eq!(
+                (answered.load(Ordering::SeqCst), other.hits()),
+                (2, 2),
+                "{status} to {location}"
+            );
+            let snapshot = lb.snapshot(SVC).expect("listed");
+            let redirecting = snapshot
+                .endpoints()
+                .iter()
+                .find(|e| e.instance().port() == port)
+                .expect("the redirecting instance");
+            assert_eq!(redirecting.stats().successive_connection_failures(), 0);
+        }
+    }
+}
+
+/// The case `failed_past_redirect` does not tell apart: a redirect target
+/// refusing the connection. reqwest's connect error names the instance's
+/// URL, so the attempt reads as the instance's connect failure (the POST
+/// it had processed is sent to the next instance): pinned, so a reqwest
+/// that names the hop's URL shows up here.
+#[tokio::test]
+async fn a_redirect_to_a_refusing_port_still_reads_as_a_connect_failure() {
+    use tower_ribbon::stats::Outcome;
+    let refusing = closed_port::ClosedPort::new().expect("reserved port");
+    let location = format!("http://127.0.0.1:{}/orders", refusing.port());
+    let (port, _stop, answered) = redirecting_with(307, location).await;
+    let instances = vec![Instance::new(SVC, "127.0.0.1", port).expect("instance")];
+    let lb = LoadBalancer::builder()
+        .source(StaticSource::new().with_instances(SVC, instances))
+        .service(SVC)
+        .build(ReqwestService::new(reqwest::Client::new()))
+        .expect("balancer");
+    assert!(lb.ready_service(SVC).await);
+    let request = Request::post("http://svc/orders")
+        .body(reqwest::Body::from("order #1"))
+        .expect("request");
+    let error = lb.oneshot(request).await.expect_err("refused");
+    let first = error.attempts().first().map(|a| a.outcome);
+    assert_eq!(first, Some(Outcome::ConnectFailure), "{error}");
+    assert!(answered.load(Ordering::SeqCst) >= 1);
 }

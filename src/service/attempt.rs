@@ -396,6 +396,13 @@ fn instance_scheme(
     {
         return crate::stats::Outcome::ConnectFailure;
     }
+    // A redirect's hop elsewhere failed: the instance had answered.
+    #[cfg(feature = "reqwest")]
+    if outcome != crate::stats::Outcome::RequestError
+        && super::classify::failed_past_redirect(error, endpoint)
+    {
+        return crate::stats::Outcome::RequestError;
+    }
     let _ = (error, endpoint);
     outcome
 }

@@ -26,9 +26,14 @@ use tower::Service;
 /// points, another instance or another host, outside the balancer's
 /// accounting (that server's answer, latency and errors are charged to
 /// the instance picked, and no rule, breaker or retry budget sees the
-/// second server). Build the client with
-/// `.redirect(reqwest::redirect::Policy::none())` to keep every request
-/// to the instance the balancer picked.
+/// second server). A `Location` reqwest cannot follow (another scheme:
+/// an app link, `ftp:`) fails the request as the caller's error (the
+/// instance had answered: not retried, counted against no instance); a
+/// redirect target refusing the connection fails with an error naming
+/// the instance's URL, read as the instance's connect failure, so the
+/// request, a POST included, is sent again to another instance. Build the
+/// client with `.redirect(reqwest::redirect::Policy::none())` to keep
+/// every request to the instance the balancer picked.
 ///
 /// **HTTP/2.** A `Host` the caller set is kept on a request that says
 /// HTTP/1.1 (see the service module docs, step 4); over HTTP/2 a `Host`
