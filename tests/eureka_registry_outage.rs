@@ -164,7 +164,11 @@ async fn a_registry_outage_shows_in_refresh_status_and_keeps_the_list() {
     assert!(err.to_string().contains("500"), "{err}");
     // The registry's read names the failure (a `RegistryStale` inside
     // `DiscoveryError::Other`; matched by text so this file also builds
-    // against the old API, where the read succeeded).
+    // against the old API, where the read succeeded). This handle is a
+    // reader of its own, which last read before the copy's last fetch:
+    // its first read gets the copy, the next the failure.
+    let first = registry.fetch("good").await.map(ids);
+    assert_eq!(first.expect("the copy"), ["a"]);
     let err = registry.fetch("good").await.expect_err("stale");
     assert!(err.to_string().contains("may be stale"), "{err}");
     assert!(err.to_string().contains("500"), "{err}");
@@ -310,6 +314,44 @@ async fn a_copy_newer_than_a_services_last_read_is_served_during_an_outage() {
     // Nothing newer since: the outage shows.
     let again = registry.fetch("good").await.expect_err("stale");
     assert!(again.to_string().contains("may be stale"), "{again}");
+}
+
+/// Two readers of one registry (each balancer over its own clone; found
+/// by helper 118): the copy drops `b`, one reader reads it, then the
+/// registry fails. The registry remembered "read since the last fetch"
+/// per app, not per reader, so the other reader got the stale error and
+/// kept `b` for the whole outage (369 of 738 requests in 5 s went to the
+/// drained instance), and a balancer built during the outage got no list
+/// at all. Now each clone is a reader of its own: each gets the copy
+/// once, then the stale error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_clone_of_a_registry_reads_the_copy_once_during_an_outage() {
+    let (stub, fast) = a_and_b_registry(None).await;
+    let slow = fast.clone();
+    assert_eq!(ids(slow.fetch("good").await.expect("list")), ["a", "b"]);
+    let deleted = record("GOOD", "b", 1002, "UP", "DELETED", "{}");
+    stub.set(
+        "/eureka/apps/delta",
+        vec![Answer::ok(apps("UP_1_", "GOOD", &[deleted]))],
+    );
+    fast.refresh_now().await.expect("delta applied");
+    assert_eq!(ids(fast.fetch("good").await.expect("list")), ["a"]);
+    stub.set("/eureka/apps", vec![Answer::status(500)]);
+    stub.set("/eureka/apps/delta", vec![Answer::status(500)]);
+    fast.refresh_now().await.expect_err("outage");
+    let stale =
+        |r: Result<Vec<tower_ribbon::Instance>, tower_ribbon::error::DiscoveryError>| match r {
+            Ok(list) => panic!("the copy again: {:?}", ids(list)),
+            Err(e) => assert!(e.to_string().contains("may be stale"), "{e}"),
+        };
+    stale(fast.fetch("good").await);
+    // Before: stale for the slow reader, which kept `b`.
+    assert_eq!(ids(slow.fetch("good").await.expect("the copy")), ["a"]);
+    stale(slow.fetch("good").await);
+    // A balancer built during the outage: its clone reads the copy.
+    let new = fast.clone();
+    assert_eq!(ids(new.fetch("good").await.expect("the copy")), ["a"]);
+    stale(new.fetch("good").await);
 }
 
 /// After the registry was unreachable for longer than Eureka keeps changes

@@ -167,22 +167,42 @@ struct Inner {
     delta_retention: Duration,
     /// Failures since the last successful fetch, and the last error.
     failing: Mutex<Failing>,
-    /// Apps (keys) read successfully through [`InstanceSource::fetch`]
-    /// (at most [`stale::MAX_SERVED`]), with the `generation` of the copy
-    /// they last got: during an outage an app whose last read came after
-    /// the copy's last applied fetch gets [`RegistryStale`] and keeps its
-    /// last list, while an app first read then, or last read before that
-    /// fetch (whose list may hold instances the copy no longer has), gets
-    /// the copy.
-    served: Mutex<HashMap<String, u64>>,
+    /// Apps (keys) each reader (a clone of the registry: its `reader`)
+    /// read successfully through [`InstanceSource::fetch`] (at most
+    /// [`stale::MAX_SERVED`] pairs), with the `generation` of the copy it
+    /// last got: during an outage an app whose last read by that reader
+    /// came after the copy's last applied fetch gets [`RegistryStale`] and
+    /// keeps its last list, while an app the reader first reads then, or
+    /// last read before that fetch (whose list may hold instances the
+    /// copy no longer has), gets the copy. Keyed by app alone, one
+    /// balancer's read stood for every balancer's: a second balancer
+    /// sharing the registry kept a drained instance for the whole outage
+    /// (369 of 738 requests to it in 5 s), and one built during the
+    /// outage got no list at all.
+    served: Mutex<HashMap<(u64, String), u64>>,
+    /// The next clone's reader number.
+    readers: AtomicU64,
 }
 
 /// A shared, cached view of a whole Eureka registry. Cloning is cheap; the
-/// background fetching stops when the last clone is dropped.
-#[derive(Clone)]
+/// background fetching stops when the last clone is dropped. Each clone
+/// is a reader of its own for the outage rule of
+/// [`fetch`](InstanceSource::fetch): give each balancer its own clone.
 pub struct EurekaRegistry {
     inner: Arc<Inner>,
     _task: Arc<TaskGuard>,
+    /// This clone's number among the readers of `inner`.
+    reader: u64,
+}
+
+impl Clone for EurekaRegistry {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            _task: Arc::clone(&self._task),
+            reader: self.inner.readers.fetch_add(1, Ordering::Relaxed),
+        }
+    }
 }
 
 impl std::fmt::Debug for EurekaRegistry {
@@ -266,6 +286,7 @@ impl EurekaRegistryBuilder {
             delta_retention: self.delta_retention.unwrap_or(DELTA_RETENTION),
             failing: Mutex::new(Failing::default()),
             served: Mutex::new(HashMap::new()),
+            readers: AtomicU64::new(1),
         });
         let interval = self.interval.unwrap_or(Duration::from_secs(30));
         let weak = Arc::downgrade(&inner);
@@ -273,6 +294,7 @@ impl EurekaRegistryBuilder {
         Ok(EurekaRegistry {
             inner,
             _task: Arc::new(task),
+            reader: 0,
         })
     }
 }
@@ -398,20 +420,24 @@ impl EurekaRegistry {
 impl InstanceSource for EurekaRegistry {
     /// Reads `service_id`'s instances from the local copy, after waiting
     /// for the first fetch. An app the registry does not list has no
-    /// instances. While the registry's fetches fail, an app read before
-    /// fails with a [`RegistryStale`] (inside [`DiscoveryError::Other`]),
-    /// so its refresh keeps its last list and counts the failure; an app
-    /// first read during the outage, or last read before the copy's last
-    /// successful fetch (its list may hold an instance that fetch deleted
-    /// or drained), gets the copy, the last good data there is (as the
-    /// Java client serves its cache), and the stale error from its next
-    /// read on.
+    /// instances. While the registry's fetches fail, an app this clone
+    /// read before fails with a [`RegistryStale`] (inside
+    /// [`DiscoveryError::Other`]), so its refresh keeps its last list and
+    /// counts the failure; an app this clone first reads during the
+    /// outage, or last read before the copy's last successful fetch (its
+    /// list may hold an instance that fetch deleted or drained), gets the
+    /// copy, the last good data there is (as the Java client serves its
+    /// cache), and the stale error from its next read on. Each clone
+    /// counts as its own reader: two balancers over clones of one
+    /// registry each get the copy once. (Within one clone, a service
+    /// added again during an outage, after its on-demand eviction, gets
+    /// the stale error and no list until the registry fetches again.)
     fn fetch<'a>(&'a self, service_id: &'a str) -> FetchFuture<'a> {
         Box::pin(async move {
             self.ready()
                 .await
                 .map_err(|e| DiscoveryError::Other(Box::new(SharedError(e))))?;
-            let key = app_key(service_id);
+            let key = (self.reader, app_key(service_id));
             // Read before the copy: a fetch applied after this load makes
             // the app's next read take the copy once more (harmless).
             let generation = self.inner.generation.load(Ordering::Acquire);
