@@ -511,3 +511,50 @@ async fn an_up_delivered_by_a_reregistration_is_not_sent_again_over_an_operator(
     );
     handle.shutdown().await.expect("cancelled");
 }
+
+/// An operator's OUT_OF_SERVICE after the registration had once drained
+/// itself (found by helper 118): a call that timed out armed the
+/// late-write read-backs, which undid any served status the registration
+/// had ever sent. Its own OUT_OF_SERVICE, long answered, counted as one,
+/// so the next heartbeat's read-back sent UP over the operator's override
+/// (served UP, UP, UP; without the earlier drain it stayed). Now only the
+/// statuses of calls no server answered (here DOWN) may be undone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_write_check_keeps_an_operators_status_the_registration_once_sent() {
+    let Some(eureka) = EurekaFixture::start() else {
+        return;
+    };
+    let app = "operator-after-drain";
+    let id = "127.0.0.1:operator-after-drain:19861".to_owned();
+    let handle = manual_with(app, 19_861, &eureka.url(), Duration::from_secs(1))
+        .build()
+        .expect("registration")
+        .start()
+        .await
+        .expect("registered");
+    // A DOWN the hung server never answers: the read-backs are armed.
+    eureka.pause();
+    let _ = handle.set_status(InstanceStatus::Down).await;
+    eureka.resume();
+    handle.renew_now().await.expect("renewed");
+    assert_eq!(
+        eureka.statuses(app).await,
+        listed(&id, InstanceStatus::Down)
+    );
+    // A drain and a return, both answered.
+    for status in [InstanceStatus::OutOfService, InstanceStatus::Up] {
+        handle.set_status(status).await.expect("taken");
+        assert_eq!(eureka.statuses(app).await, listed(&id, status));
+    }
+    eureka.set_status(app, &id, "OUT_OF_SERVICE").await;
+    for _ in 0..3 {
+        handle.renew_now().await.expect("renewed");
+        assert_eq!(
+            eureka.statuses(app).await,
+            listed(&id, InstanceStatus::OutOfService),
+            "the operator's override"
+        );
+    }
+    assert_eq!(handle.stats().failures, 0);
+    handle.shutdown().await.expect("cancelled");
+}

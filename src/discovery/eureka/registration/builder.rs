@@ -183,6 +183,7 @@ impl EurekaRegistrationBuilder {
                 op: tokio::sync::Mutex::new(()),
                 shut_down: AtomicBool::new(false),
                 late_checks: AtomicU32::new(0),
+                undoable: AtomicU8::new(0),
                 registrations: AtomicU64::new(0),
                 renewals: AtomicU64::new(0),
                 failures: AtomicU64::new(0),

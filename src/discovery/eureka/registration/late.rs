@@ -29,8 +29,10 @@
 //! its timestamp is not older, and its `LeaseExistsRule` keeps UP). A
 //! late write landing after these renewals (5 minutes at the default 30 s
 //! interval) is not corrected. Cost: one GET per renewal while armed only;
-//! none otherwise. A served status this registration never sent is no
-//! late write of its own (an operator's override): it is kept.
+//! none otherwise. A served status that no unanswered call of this
+//! registration carried is no late write of its own (an operator's
+//! override, even of a status this registration once sent in a call a
+//! server answered): it is kept.
 
 use std::sync::atomic::Ordering;
 
@@ -48,11 +50,14 @@ use crate::instance::InstanceStatus;
 pub(super) const LATE_WRITE_CHECKS: u32 = 10;
 
 impl Shared {
-    /// Arms the read-backs when a register or status call may have reached
-    /// a server that did not answer (a time-out, a transport error after
-    /// connecting), whether another server answered or none did.
+    /// Arms the read-backs when a register or status call carrying
+    /// `status` may have reached a server that did not answer (a time-out,
+    /// a transport error after connecting), whether another server
+    /// answered or none did: `status` may land late, and the read-backs
+    /// may undo it.
     pub(super) fn note_late_write(
         &self,
+        status: InstanceStatus,
         answer: Result<LeaseAnswer, DiscoveryError>,
     ) -> Result<LeaseAnswer, DiscoveryError> {
         let late = match &answer {
@@ -60,9 +65,16 @@ impl Shared {
             Err(e) => super::super::client::maybe_delivered(e),
         };
         if late {
-            self.late_checks.store(LATE_WRITE_CHECKS, Ordering::Release);
+            self.arm_late_checks(super::status::bit(status));
         }
         answer
+    }
+
+    /// Arms the read-backs, which may undo a served status of `undoable`
+    /// (bits, see `status.rs`) besides those armed before.
+    pub(super) fn arm_late_checks(&self, undoable: u8) {
+        self.undoable.fetch_or(undoable, Ordering::AcqRel);
+        self.late_checks.store(LATE_WRITE_CHECKS, Ordering::Release);
     }
 
     /// While read-backs are armed, reads the instance from `server` (the
@@ -70,15 +82,20 @@ impl Shared {
     /// serves another. A failed read is logged and left (the next renewal
     /// reads again while armed). Call with `op` held.
     pub(super) async fn check_late_write_locked(&self, server: &str) -> Result<(), DiscoveryError> {
-        let armed = self
+        let Ok(left) = self
             .late_checks
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
                 left.checked_sub(1)
             })
-            .is_ok();
-        if !armed {
+        else {
             return Ok(());
-        }
+        };
+        let undoable = if left == 1 {
+            // The last read-back: nothing stays armed after it.
+            self.undoable.swap(0, Ordering::AcqRel)
+        } else {
+            self.undoable.load(Ordering::Acquire)
+        };
         let served = match self.http.get_at(server, &self.path(), decode_status).await {
             Ok(Fetched::Found(status)) => status,
             Ok(Fetched::NotFound) => return Ok(()),
@@ -91,10 +108,14 @@ impl Shared {
         if served == wanted {
             return Ok(());
         }
-        if !self.was_sent(served) {
+        if undoable & super::status::bit(served) == 0 {
             // Not a write of this registration landing late: an override
             // someone else set (an operator's), kept (see `status.rs`).
-            tracing::info!(app = %self.app, id = %self.id, served = served.as_str(), %server, "Eureka serves a status this registration never sent (an operator's override); left as it is");
+            // Also when this registration once sent that status in a call
+            // a server answered: such a call lands no later (before, an
+            // operator's OUT_OF_SERVICE was undone at the next heartbeat
+            // when the registration had once drained itself).
+            tracing::info!(app = %self.app, id = %self.id, served = served.as_str(), %server, "Eureka serves a status no unanswered call of this registration carried (an operator's override); left as it is");
             return Ok(());
         }
         tracing::warn!(app = %self.app, id = %self.id, served = served.as_str(), wanted = wanted.as_str(), %server, "Eureka serves another status than the one wanted (a write that timed out landed late); sending it again");

@@ -126,6 +126,11 @@ struct Shared {
     /// `late::LATE_WRITE_CHECKS` (10) by a register or status call some
     /// server may have taken without answering.
     late_checks: AtomicU32,
+    /// The statuses (bits, see `status.rs`) the armed read-backs may undo
+    /// when a server serves one: those of calls no server answered, and
+    /// after a re-registration whose read-back failed, the overrides this
+    /// registration left. Cleared with the last read-back.
+    undoable: AtomicU8,
     registrations: AtomicU64,
     renewals: AtomicU64,
     failures: AtomicU64,
@@ -203,7 +208,7 @@ impl Shared {
                 .http
                 .send(LeaseCall::Register, &self.app_path(), Some(body))
                 .await;
-            let answer = self.note_late_write(answer)?;
+            let answer = self.note_late_write(wanted, answer)?;
             expect(&answer, &[StatusCode::NO_CONTENT, StatusCode::OK])?;
             self.registrations.fetch_add(1, Ordering::Relaxed);
             // A copy stamped by a clock ahead of this host's is kept over

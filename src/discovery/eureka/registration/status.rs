@@ -24,8 +24,8 @@ use super::{Shared, expect};
 use crate::error::DiscoveryError;
 use crate::instance::InstanceStatus;
 
-/// `status`'s bit in [`Shared::sent`].
-fn bit(status: InstanceStatus) -> u8 {
+/// `status`'s bit in [`Shared::sent`] and `Shared::undoable`.
+pub(super) fn bit(status: InstanceStatus) -> u8 {
     match status {
         InstanceStatus::Up => 1,
         InstanceStatus::Down => 2,
@@ -59,7 +59,7 @@ impl Shared {
         );
         self.note_sent(status);
         let answer = self.http.send(LeaseCall::Status, &path, None).await;
-        let answer = self.note_late_write(answer)?;
+        let answer = self.note_late_write(status, answer)?;
         expect(&answer, &[StatusCode::OK])?;
         if self.status() == status {
             self.status_unsent.store(false, Ordering::Release);
@@ -124,8 +124,8 @@ impl Shared {
                 Ok(Fetched::Found(_)) => false,
                 Ok(Fetched::NotFound) | Err(_) => {
                     tracing::debug!(app = %self.app, id = %self.id, %server, "could not read the instance back after registering; the next renewals read it");
-                    self.late_checks
-                        .store(super::late::LATE_WRITE_CHECKS, Ordering::Release);
+                    // The read-backs may undo an override of its own.
+                    self.arm_late_checks(own);
                     true
                 }
             }
