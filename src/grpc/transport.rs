@@ -341,10 +341,49 @@ fn to_status(error: BoxError) -> BoxError {
     let mut status = match crate::service::classify_error(&error) {
         Outcome::ReadTimeout => tonic::Status::deadline_exceeded(message),
         Outcome::RequestError => tonic::Status::internal(message),
-        _ => tonic::Status::unavailable(message),
+        // Never processed (refused, above a `GOAWAY`, not connected).
+        Outcome::ConnectFailure | Outcome::ConnectTimeout | Outcome::Declined => {
+            tonic::Status::unavailable(message)
+        }
+        _ => match h2_reset_code(&error) {
+            Some(code) => tonic::Status::new(code, message),
+            None => tonic::Status::unavailable(message),
+        },
     };
     status.set_source(Arc::from(error));
     Box::new(status)
+}
+
+/// The gRPC code of an HTTP/2 stream the server reset (`RST_STREAM`, or
+/// a `GOAWAY`'s error code), as gRPC's PROTOCOL-HTTP2.md maps it and
+/// tonic's own channel reports it: `CANCEL` is CANCELLED and
+/// `INTERNAL_ERROR` INTERNAL, not the UNAVAILABLE that gRPC retry
+/// policies (gRFC A6) and callers' retry layers take as "never processed"
+/// and send again. Through the balancer both were UNAVAILABLE, so a call
+/// the server had read could be sent twice one level up (helper 117).
+/// `REFUSED_STREAM` stays UNAVAILABLE (no processing occurred).
+fn h2_reset_code(error: &BoxError) -> Option<tonic::Code> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+    while let Some(e) = current {
+        if let Some(reason) = e.downcast_ref::<h2::Error>().and_then(h2::Error::reason) {
+            return Some(match reason {
+                h2::Reason::REFUSED_STREAM => tonic::Code::Unavailable,
+                h2::Reason::CANCEL => tonic::Code::Cancelled,
+                h2::Reason::ENHANCE_YOUR_CALM => tonic::Code::ResourceExhausted,
+                h2::Reason::INADEQUATE_SECURITY => tonic::Code::PermissionDenied,
+                h2::Reason::NO_ERROR
+                | h2::Reason::PROTOCOL_ERROR
+                | h2::Reason::INTERNAL_ERROR
+                | h2::Reason::FLOW_CONTROL_ERROR
+                | h2::Reason::SETTINGS_TIMEOUT
+                | h2::Reason::COMPRESSION_ERROR
+                | h2::Reason::CONNECT_ERROR => tonic::Code::Internal,
+                _ => tonic::Code::Unknown,
+            });
+        }
+        current = e.source();
+    }
+    None
 }
 
 #[cfg(test)]
