@@ -68,6 +68,16 @@ pub(crate) fn weight(now_ms: u64, at_ms: u64, tau_ms: f64) -> f64 {
     (-(now_ms.saturating_sub(at_ms) as f64) / tau_ms).exp()
 }
 
+impl super::EndpointStats {
+    /// `us` decayed toward zero for the time since these stats were
+    /// created (τ = `ewma_decay`): a starting estimate for an endpoint
+    /// with no sample, which tower's `PeakEwma` decays from its creation.
+    #[inline]
+    pub(crate) fn decayed_since_seen(&self, us: f64, now: tokio::time::Instant) -> f64 {
+        us * weight(self.ms_at(now), 0, Self::tau_ms(self.config.ewma_decay))
+    }
+}
+
 /// `us` microseconds; beyond `Duration::MAX` saturates (it read as zero,
 /// the fastest latency), a NaN or negative value is zero.
 pub(crate) fn us_to_duration(us: f64) -> std::time::Duration {

@@ -189,6 +189,10 @@ fn a_small_tier_is_drawn_from_its_domain_uniformly() {
     // from the domain, each gets about a tenth (a walk from a random
     // offset gave the one after the gap about 90 %), and no pick
     // tests more than a few endpoints.
+    // Picks at a time before the endpoints were made: their starting
+    // estimates are not decayed, so all cost the same (made over a few
+    // ms, the later ones cost more and lost every draw).
+    let before = tokio::time::Instant::now();
     let s = snapshot(10_000);
     let p = PeakEwmaP2c::with_seed(7).build(&s);
     let domain: Vec<u32> = (0..9).chain([9_000]).collect();
@@ -200,7 +204,7 @@ fn a_small_tier_is_drawn_from_its_domain_uniformly() {
     let tiers: [crate::rule::Tier<'_>; 1] = [&member];
     let domains = [Some(&domain[..])];
     let mut link = None;
-    let base = PickContext::new();
+    let base = PickContext::at(before);
     let ctx = base.with_tiers_in(&mut link, &tiers, &domains);
     let mut counts = std::collections::HashMap::new();
     for _ in 0..10_000 {
@@ -212,4 +216,46 @@ fn a_small_tier_is_drawn_from_its_domain_uniformly() {
     for (port, c) in &counts {
         assert!((850..=1150).contains(c), "{port}: {counts:?}");
     }
+}
+
+/// A newcomer beside three warm instances answering in 10 ms, one request
+/// at a time (found by helper 119): with a constant 30 ms starting
+/// estimate it lost every draw, 0 of 3 000 picks over 60 s. Decayed from
+/// when it was first seen, as tower's `PeakEwma` does, it is tried once
+/// its estimate falls under the others' (τ = 10 s: after about 11 s),
+/// then takes its share.
+#[tokio::test(start_paused = true)]
+async fn an_idle_newcomer_is_tried_beside_fast_instances() {
+    use crate::stats::Outcome;
+    use std::time::Duration;
+    let s = snapshot(4);
+    let p = PeakEwmaP2c::with_seed(3).build(&s);
+    let t0 = tokio::time::Instant::now();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    for e in &s.endpoints()[..3] {
+        e.stats()
+            .start_at(ms(0))
+            .finish_at(Outcome::Success, ms(10));
+    }
+    let mut counts = [0u32; 4];
+    let mut first = None;
+    for step in 0..3_000u64 {
+        let at = 20 + step * 20;
+        let e = p.pick(&PickContext::at(ms(at))).unwrap();
+        let i = (port(Some(e)) - 1000) as usize;
+        counts[i] += 1;
+        if i == 3 && first.is_none() {
+            first = Some(at);
+        }
+        e.stats()
+            .start_at(ms(at))
+            .finish_at(Outcome::Success, ms(at + 10));
+    }
+    let first = first.expect("the newcomer was never picked");
+    assert!(
+        (10_000..=13_000).contains(&first),
+        "first picked at {first} ms: {counts:?}"
+    );
+    // From then on a share like the others' (two draws of four).
+    assert!(counts[3] >= 450, "{counts:?}");
 }
