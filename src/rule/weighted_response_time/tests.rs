@@ -230,6 +230,35 @@ async fn round_robin_until_stats_then_lazy_recompute() {
     assert!(got[0] < got[1], "{got:?}");
 }
 
+/// One pick stamped an hour ahead (through `PickContext::at`; found by
+/// helper 119) stored its time as the last recomputation's, and no pick
+/// of that hour was due: an instance turned 1 s slow kept its weight (538
+/// of 1 000 picks a minute later against 20 without that pick). A last
+/// recomputation more than an interval ahead is now due.
+#[tokio::test(start_paused = true)]
+async fn a_pick_stamped_far_ahead_does_not_freeze_the_weights() {
+    let s = Arc::new(Snapshot::new("s", endpoints(3), 1));
+    for e in s.endpoints() {
+        feed(e, 10, 5);
+    }
+    let [plain, ahead] = [5, 5].map(|seed| WeightedResponseTime::with_seed(seed).build(&s));
+    let _ = plain.pick(&PickContext::new());
+    let _ = ahead.pick(&PickContext::new());
+    let _ = ahead.pick(&PickContext::at(
+        Instant::now() + Duration::from_secs(3_600),
+    ));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    for _ in 0..20 {
+        feed(&s.endpoints()[0], 1_000, 1);
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let want = shares(&*plain, &PickContext::new(), 20_000);
+    let got = shares(&*ahead, &PickContext::new(), 20_000);
+    assert!(want[0] < 0.1, "{want:?}");
+    assert!((got[0] - want[0]).abs() < 0.02, "{got:?} against {want:?}");
+}
+
 #[test]
 fn one_instance_empty_and_replaced_lists_are_safe() {
     let rule = WeightedResponseTime::with_seed(1);

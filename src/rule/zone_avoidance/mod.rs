@@ -242,12 +242,16 @@ impl ZonePicker {
     }
 
     /// Recounts if the interval has passed and this caller wins the
-    /// compare-and-swap on the time of the last count.
+    /// compare-and-swap on the time of the last count; also when the last
+    /// count is more than an interval ahead of `now` (a pick stamped far
+    /// ahead would otherwise hold the counts for as long).
     #[inline]
     fn maybe_recount(&self, now: Instant) {
         let now_ms = self.ms_since_base(now);
         let last = self.counted_ms.load(Ordering::Acquire);
-        if now_ms.saturating_sub(last) < self.interval_ms {
+        if now_ms.saturating_sub(last) < self.interval_ms
+            && last.saturating_sub(now_ms) <= self.interval_ms
+        {
             return;
         }
         if self
