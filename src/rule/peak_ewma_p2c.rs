@@ -13,10 +13,11 @@
 //! - `peak_ewma_us`: the peak EWMA of the latency in µs
 //!   ([`EndpointStats::peak_ewma_us_at`](crate::stats::EndpointStats::peak_ewma_us_at)),
 //!   or [`default_rtt`](PeakEwmaP2c::default_rtt) (30 ms) before the first
-//!   sample, decayed from when the endpoint was first seen, as tower's
-//!   `PeakEwma` starts a new endpoint (a constant let three warm 10 ms
-//!   instances win every draw against a fourth that joined: 0 of 3 000
-//!   picks over 60 s at half a request in flight). It jumps up at once on a slower response, decays toward faster
+//!   sample, decayed from when the endpoint was first seen against a draw
+//!   that has a sample, as tower's `PeakEwma` starts a new endpoint (a
+//!   constant let three warm 10 ms instances win every draw against a
+//!   fourth that joined: 0 of 3 000 picks over 60 s at half a request in
+//!   flight); two draws without a sample cost the same. It jumps up at once on a slower response, decays toward faster
 //!   ones with τ = [`StatsConfig::ewma_decay`](crate::stats::StatsConfig::ewma_decay)
 //!   (10 s), decays toward zero while the endpoint is idle (so it is tried
 //!   again), and prices a failure as at least the failure penalty (1 s).
@@ -209,18 +210,27 @@ impl P2cPicker {
     }
 
     /// `peak_ewma_us × (in_flight + 1) / max(success_rate, 0.05)` at the
-    /// pick time (see the module documentation).
+    /// pick time (see the module documentation). Without a sample, the
+    /// default RTT, decayed since the endpoint was first seen when
+    /// `decay` (the other draw has a sample; two endpoints without one
+    /// compare at the same default, or the one seen first would win every
+    /// draw between them).
     #[inline]
-    fn cost(&self, e: &Endpoint, ctx: &PickContext<'_>) -> f64 {
+    fn cost(&self, e: &Endpoint, ctx: &PickContext<'_>, decay: bool) -> f64 {
         let stats = e.stats();
         let now = ctx.now();
+        let default = || {
+            if decay {
+                stats.decayed_since_seen(self.default_rtt_us, now)
+            } else {
+                self.default_rtt_us
+            }
+        };
         let rtt = match stats.peak_ewma_us_at(now) {
             // Only lower bounds (dropped requests' waits): at least the default.
-            Some(peak) if !stats.has_latency_sample() => {
-                peak.max(stats.decayed_since_seen(self.default_rtt_us, now))
-            }
+            Some(peak) if !stats.has_latency_sample() => peak.max(default()),
             Some(peak) => peak,
-            None => stats.decayed_since_seen(self.default_rtt_us, now),
+            None => default(),
         };
         let success = stats
             .success_rate_at(now)
@@ -254,7 +264,8 @@ impl P2cPicker {
         let Some(b) = second.and_then(|q| endpoints.get(at(domain, q))) else {
             return Some(a);
         };
-        if self.cost(a, ctx) <= self.cost(b, ctx) {
+        let decay = a.stats().has_latency_sample() || b.stats().has_latency_sample();
+        if self.cost(a, ctx, decay) <= self.cost(b, ctx, decay) {
             Some(a)
         } else {
             Some(b)

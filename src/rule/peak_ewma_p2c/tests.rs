@@ -80,7 +80,7 @@ async fn success_rate_prices_failures_and_drifts_back_while_idle() {
         rng: Arc::new(AtomicRng::with_seed(5)),
         default_rtt_us: 30_000.0,
     };
-    assert_eq!(p2c.cost(failing, &ctx), peak / MIN_SUCCESS_RATE);
+    assert_eq!(p2c.cost(failing, &ctx, true), peak / MIN_SUCCESS_RATE);
     // 50 ms × (29 + 1) = 1.5 s is more than the failing one's 1 s × 1,
     // but less than its 20 s.
     let _held: Vec<_> = (0..29).map(|_| healthy.stats().start_at(t1)).collect();
@@ -189,10 +189,6 @@ fn a_small_tier_is_drawn_from_its_domain_uniformly() {
     // from the domain, each gets about a tenth (a walk from a random
     // offset gave the one after the gap about 90 %), and no pick
     // tests more than a few endpoints.
-    // Picks at a time before the endpoints were made: their starting
-    // estimates are not decayed, so all cost the same (made over a few
-    // ms, the later ones cost more and lost every draw).
-    let before = tokio::time::Instant::now();
     let s = snapshot(10_000);
     let p = PeakEwmaP2c::with_seed(7).build(&s);
     let domain: Vec<u32> = (0..9).chain([9_000]).collect();
@@ -204,7 +200,7 @@ fn a_small_tier_is_drawn_from_its_domain_uniformly() {
     let tiers: [crate::rule::Tier<'_>; 1] = [&member];
     let domains = [Some(&domain[..])];
     let mut link = None;
-    let base = PickContext::at(before);
+    let base = PickContext::new();
     let ctx = base.with_tiers_in(&mut link, &tiers, &domains);
     let mut counts = std::collections::HashMap::new();
     for _ in 0..10_000 {
