@@ -72,7 +72,7 @@
 //! | `NFLoadBalancerRuleClassName` | Ribbon class name, short name, or ours | round robin | the rule, see [`RuleKind`] |
 //! | `MaxAutoRetries` | count | 0 | [`RetryPolicy::max_same`] |
 //! | `MaxAutoRetriesNextServer` | count | 1 | [`RetryPolicy::max_next`] |
-//! | `OkToRetryOnAllOperations` | `true` / `false` | `false` | [`RetryPolicy::retry_on_all_operations`] |
+//! | `OkToRetryOnAllOperations` | `true` / `false` | `false` | [`RetryPolicy::retry_on_all_operations`]; `false` still retries PUT and DELETE (RFC 9110's idempotent methods) where Spring retries GET alone |
 //! | `retryableStatusCodes` | comma-separated codes | 502, 503, 504 | [`RetryPolicy::retryable_statuses`] |
 //! | `ReadTimeout` | milliseconds, 0 = none | 5000 (Ribbon's) | [`Builder::read_timeout`], [`RetryPolicy::per_try_timeout`] |
 //! | `ConnectTimeout` | milliseconds, 0 = none | 2000 (Ribbon's) | [`Builder::connect_timeout`]: the connector of [`Builder::build_http`]'s client; yours from [`Builder::get_connect_timeout`] |

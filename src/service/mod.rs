@@ -39,7 +39,17 @@
 //! with its headers, as has one whose hyper or reqwest body ended with them,
 //! such as an HTTP/2 response whose HEADERS end the stream); the response body is wrapped in a [`TrackedBody`], as tower's
 //! `PeakEwma` tracks completion through the body); its latency covers the
-//! same span, so a long stream reads as both busy and slow. A failed attempt (an error, a
+//! same span, so a long stream reads as both busy and slow: after a 60 s
+//! stream ends, its instance's peak EWMA holds that 60 s sample and
+//! decays from it (τ = `StatsConfig::ewma_decay`, 10 s), so
+//! [`PeakEwmaP2c`](crate::rule::PeakEwmaP2c) avoids the instance for a
+//! minute or two while others answer fast (10 ms requests every 5 ms over
+//! three instances: none to it in the 60 s after its stream ended, 148 in
+//! the 30 s after that; Linkerd times a stream to its first data frame
+//! instead). Put long streams and
+//! short calls to one service behind balancers of their own, or use a
+//! rule that weighs load alone ([`BestAvailable`](crate::rule::BestAvailable)).
+//! A failed attempt (an error, a
 //! failure status) is recorded when its result arrives, with the latency
 //! to then; a failure status handed to the caller (no retry follows)
 //! still counts in flight until its body ends, fails or is dropped, since

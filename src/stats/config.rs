@@ -84,7 +84,12 @@ pub struct StatsConfig {
     /// least 1. Ribbon key `connectionFailureCountThreshold`. Default 3.
     pub breaker_threshold: u32,
     /// Blackout after the threshold is reached, doubled per further
-    /// failure. Ribbon key `circuitTripTimeoutFactorSeconds`. Default 10 s.
+    /// failure. Ribbon key `circuitTripTimeoutFactorSeconds` (which takes
+    /// 1 to 86 400 s). Default 10 s. Zero is taken (from code only): no
+    /// blackout, but a tripped instance is half-open at once, so it takes
+    /// one request at a time until a response closes the breaker; it does
+    /// not turn the breaker off as a zero factor does in Ribbon (raise
+    /// `breaker_threshold` for that).
     pub breaker_base: Duration,
     /// Longest blackout; at least `breaker_base`. Ribbon key
     /// `circuitTripMaxTimeoutSeconds`. Default 30 s.
