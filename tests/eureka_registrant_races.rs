@@ -558,3 +558,47 @@ async fn a_late_write_check_keeps_an_operators_status_the_registration_once_sent
     assert_eq!(handle.stats().failures, 0);
     handle.shutdown().await.expect("cancelled");
 }
+
+/// A run that went DOWN (or STARTING) and died without cancelling (a
+/// crash, a kill by a liveness probe), then a new run of the same
+/// instance id registering UP before the old lease expired (found by
+/// helper 118). The old run's status went out as a status call, which
+/// Eureka keeps as an override, so the new run's UP registration was
+/// turned into it (`OverrideExistsRule`): served DOWN at the start and
+/// after three renewals, and a repeated `set_status(Up)` sent nothing.
+/// Java's client sends DOWN and STARTING in the registration body (no
+/// override), so its new run is UP; here the new run's first UP
+/// registration reads the instance back and sends UP over them.
+#[tokio::test]
+async fn a_new_run_is_not_held_down_by_a_crashed_runs_status() {
+    let Some(eureka) = EurekaFixture::start() else {
+        return;
+    };
+    for (round, old_status) in [(0u16, InstanceStatus::Down), (1, InstanceStatus::Starting)] {
+        let app = format!("crashed-run-{round}");
+        let port = 19_871 + round;
+        let id = format!("127.0.0.1:{app}:{port}");
+        let old_run = manual_with(&app, port, &eureka.url(), Duration::from_secs(5))
+            .build()
+            .expect("registration")
+            .start()
+            .await
+            .expect("registered");
+        old_run.set_status(old_status).await.expect("taken");
+        assert_eq!(eureka.statuses(&app).await, listed(&id, old_status));
+        drop(old_run);
+        let new_run = manual_with(&app, port, &eureka.url(), Duration::from_secs(5))
+            .build()
+            .expect("registration")
+            .start()
+            .await
+            .expect("registered");
+        assert_eq!(eureka.statuses(&app).await, listed(&id, InstanceStatus::Up));
+        for _ in 0..3 {
+            new_run.renew_now().await.expect("renewed");
+            assert_eq!(eureka.statuses(&app).await, listed(&id, InstanceStatus::Up));
+        }
+        assert_eq!(new_run.stats().failures, 0);
+        new_run.shutdown().await.expect("cancelled");
+    }
+}

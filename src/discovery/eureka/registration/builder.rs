@@ -184,6 +184,7 @@ impl EurekaRegistrationBuilder {
                 shut_down: AtomicBool::new(false),
                 late_checks: AtomicU32::new(0),
                 undoable: AtomicU8::new(0),
+                first_up_read: AtomicBool::new(false),
                 registrations: AtomicU64::new(0),
                 renewals: AtomicU64::new(0),
                 failures: AtomicU64::new(0),

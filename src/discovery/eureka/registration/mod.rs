@@ -131,6 +131,9 @@ struct Shared {
     /// after a re-registration whose read-back failed, the overrides this
     /// registration left. Cleared with the last read-back.
     undoable: AtomicU8,
+    /// Set at the first registration with UP, which reads the instance
+    /// back for a previous run's DOWN or STARTING (see `status.rs`).
+    first_up_read: AtomicBool,
     registrations: AtomicU64,
     renewals: AtomicU64,
     failures: AtomicU64,

@@ -106,9 +106,20 @@ impl Shared {
     /// again and undo an override of its own then. (It sent UP before: a
     /// read timing out at a peer just restarted, under load, undid an
     /// operator's OUT_OF_SERVICE at both peers.) Call with `op` held.
+    ///
+    /// At this registration's first UP, a served DOWN or STARTING it never
+    /// sent is a previous run's (a run of the same instance id that went
+    /// DOWN and died without cancelling): Eureka's rules take those two as
+    /// the instance's own report (`DownOrStartingRule`), never an
+    /// operator's override, and Java's client sends them in the
+    /// registration body, leaving no override. It is undone: a new run was
+    /// served DOWN (or STARTING) with every heartbeat until the old lease
+    /// expired, and a repeated `set_status(Up)` sent nothing. This is the
+    /// one read a start costs when nothing else was sent.
     pub(super) async fn undo_own_override_locked(&self, server: &str) -> Result<(), DiscoveryError> {
         let own = self.sent.load(Ordering::Acquire) & !bit(InstanceStatus::Up);
-        let kept = if own == 0 {
+        let first_up = !self.first_up_read.swap(true, Ordering::AcqRel);
+        let kept = if own == 0 && !first_up {
             true
         } else {
             let read = self
@@ -117,6 +128,10 @@ impl Shared {
                 .await;
             match read {
                 Ok(Fetched::Found(InstanceStatus::Up)) => true,
+                Ok(Fetched::Found(InstanceStatus::Down | InstanceStatus::Starting)) if first_up => {
+                    tracing::info!(app = %self.app, id = %self.id, %server, "Eureka serves a previous run's DOWN or STARTING; sending UP");
+                    false
+                }
                 Ok(Fetched::Found(served)) if !self.was_sent(served) => {
                     tracing::info!(app = %self.app, id = %self.id, served = served.as_str(), %server, "Eureka keeps an override this registration never sent (an operator's); left as it is");
                     true
