@@ -19,9 +19,6 @@
 
 mod support;
 
-#[path = "common/closed_port.rs"]
-mod closed_port;
-
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -193,7 +190,7 @@ async fn a_post_whose_redirect_cannot_be_followed_goes_to_no_other_instance() {
 #[tokio::test]
 async fn a_redirect_to_a_refusing_port_still_reads_as_a_connect_failure() {
     use tower_ribbon::stats::Outcome;
-    let refusing = closed_port::ClosedPort::new().expect("reserved port");
+    let refusing = support::backend::closed_port::ClosedPort::new().expect("reserved port");
     let location = format!("http://127.0.0.1:{}/orders", refusing.port());
     let (port, _stop, answered) = redirecting_with(307, location).await;
     let instances = vec![Instance::new(SVC, "127.0.0.1", port).expect("instance")];
