@@ -167,40 +167,39 @@ struct Inner {
     delta_retention: Duration,
     /// Failures since the last successful fetch, and the last error.
     failing: Mutex<Failing>,
-    /// Apps (keys) each reader (a clone of the registry: its `reader`)
-    /// read successfully through [`InstanceSource::fetch`] (at most
-    /// [`stale::MAX_SERVED`] pairs), with the `generation` of the copy it
-    /// last got: during an outage an app whose last read by that reader
-    /// came after the copy's last applied fetch gets [`RegistryStale`] and
-    /// keeps its last list, while an app the reader first reads then, or
-    /// last read before that fetch (whose list may hold instances the
-    /// copy no longer has), gets the copy. Keyed by app alone, one
-    /// balancer's read stood for every balancer's: a second balancer
-    /// sharing the registry kept a drained instance for the whole outage
-    /// (369 of 738 requests to it in 5 s), and one built during the
-    /// outage got no list at all.
-    served: Mutex<HashMap<(u64, String), u64>>,
-    /// The next clone's reader number.
-    readers: AtomicU64,
 }
 
 /// A shared, cached view of a whole Eureka registry. Cloning is cheap; the
 /// background fetching stops when the last clone is dropped. Each clone
 /// is a reader of its own for the outage rule of
-/// [`fetch`](InstanceSource::fetch): give each balancer its own clone.
+/// [`fetch`](InstanceSource::fetch): give each balancer its own clone
+/// (two balancers over one clone shared through an `Arc` are one reader,
+/// and the second to read during an outage keeps its last list).
 pub struct EurekaRegistry {
     inner: Arc<Inner>,
     _task: Arc<TaskGuard>,
-    /// This clone's number among the readers of `inner`.
-    reader: u64,
+    /// Apps (keys) this clone read successfully through
+    /// [`InstanceSource::fetch`] (at most [`stale::MAX_SERVED`]), with the
+    /// `generation` of the copy each last got: during an outage an app
+    /// whose last read came after the copy's last applied fetch gets
+    /// [`RegistryStale`] and keeps its last list, while an app this clone
+    /// first reads then, or last read before that fetch (whose list may
+    /// hold instances the copy no longer has), gets the copy. Kept by the
+    /// registry for all its clones, one balancer's read stood for every
+    /// balancer's: a second balancer sharing it kept a drained instance for
+    /// the whole outage (369 of 738 requests in 5 s), and one built during
+    /// the outage got no list at all. Each clone's own, it goes with it.
+    served: Mutex<HashMap<String, u64>>,
 }
 
 impl Clone for EurekaRegistry {
+    /// Shares the copy and its fetching; the clone is a reader of its own
+    /// (see [`InstanceSource::fetch`]).
     fn clone(&self) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
             _task: Arc::clone(&self._task),
-            reader: self.inner.readers.fetch_add(1, Ordering::Relaxed),
+            served: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -285,8 +284,6 @@ impl EurekaRegistryBuilder {
             complete_at: Mutex::new(None),
             delta_retention: self.delta_retention.unwrap_or(DELTA_RETENTION),
             failing: Mutex::new(Failing::default()),
-            served: Mutex::new(HashMap::new()),
-            readers: AtomicU64::new(1),
         });
         let interval = self.interval.unwrap_or(Duration::from_secs(30));
         let weak = Arc::downgrade(&inner);
@@ -294,7 +291,7 @@ impl EurekaRegistryBuilder {
         Ok(EurekaRegistry {
             inner,
             _task: Arc::new(task),
-            reader: 0,
+            served: Mutex::new(HashMap::new()),
         })
     }
 }
@@ -437,12 +434,12 @@ impl InstanceSource for EurekaRegistry {
             self.ready()
                 .await
                 .map_err(|e| DiscoveryError::Other(Box::new(SharedError(e))))?;
-            let key = (self.reader, app_key(service_id));
+            let key = app_key(service_id);
             // Read before the copy: a fetch applied after this load makes
             // the app's next read take the copy once more (harmless).
             let generation = self.inner.generation.load(Ordering::Acquire);
             let behind = {
-                let mut served = self.inner.served.lock().unwrap_or_else(|e| e.into_inner());
+                let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
                 let room = served.len() < stale::MAX_SERVED;
                 match served.get_mut(&key) {
                     Some(last) => std::mem::replace(last, generation) != generation,
