@@ -7,6 +7,11 @@ use std::error::Error as StdError;
 use crate::error::BoxError;
 use crate::stats::Outcome;
 
+#[cfg(feature = "reqwest")]
+mod redirect;
+#[cfg(feature = "reqwest")]
+pub(super) use redirect::failed_past_redirect;
+
 /// A response whose status can be classified. Implemented for
 /// `http::Response<B>`; implement it for your own response type to use
 /// `LoadBalancer` over a non-`http` inner service.
@@ -321,42 +326,6 @@ pub(super) fn refused_scheme(error: &BoxError) -> bool {
     while let Some(e) = current {
         if is_plain_connector_scheme_refusal(e) {
             return true;
-        }
-        current = e.source();
-    }
-    false
-}
-
-/// Whether `error` is reqwest's failure on a redirect it followed away
-/// from `endpoint` (a client that follows redirects, such as
-/// `reqwest::Client::new()`): reqwest names a `Location` it cannot follow
-/// (`com.example.app://cb`, `ftp:`) in a builder error, another host or
-/// port than the instance's. The instance had answered (its 3xx), so the
-/// request was not "never sent"; read as the instance's connect failure
-/// (a builder error on the instance's own URL is one), a POST the instance
-/// had processed went to another instance too, and the redirecting
-/// instance's breaker opened (helper 117). Not told apart: a redirect
-/// target refusing the connection (reqwest's connect error then names the
-/// instance's URL, the target's address only in hyper-util's private
-/// error) and a redirect to another path of the same host and port;
-/// [`ReqwestService`](crate::ReqwestService)'s docs say to follow no
-/// redirects.
-#[cfg(feature = "reqwest")]
-pub(super) fn failed_past_redirect(error: &BoxError, endpoint: &crate::instance::Endpoint) -> bool {
-    let mut current: Option<&(dyn StdError + 'static)> = Some(error.as_ref());
-    while let Some(e) = current {
-        if let Some(url) = e
-            .downcast_ref::<reqwest::Error>()
-            .and_then(reqwest::Error::url)
-        {
-            let authority = endpoint.authority();
-            let same_host = url
-                .host_str()
-                .is_some_and(|h| h.eq_ignore_ascii_case(authority.host()));
-            let same_port = authority
-                .port_u16()
-                .is_none_or(|p| url.port_or_known_default() == Some(p));
-            return !(same_host && same_port);
         }
         current = e.source();
     }
