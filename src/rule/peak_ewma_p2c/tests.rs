@@ -255,3 +255,37 @@ async fn an_idle_newcomer_is_tried_beside_fast_instances() {
     // From then on a share like the others' (two draws of four).
     assert!(counts[3] >= 450, "{counts:?}");
 }
+
+/// An endpoint listed long before it took traffic (waiting for its first
+/// active probe, say) and slow to answer at first (found by helper 120):
+/// its starting estimate, decayed to about zero, times its requests in
+/// flight stayed about zero, so it took 659 of the next 2 000 picks, all
+/// waiting on its 2 s answers. Once it has a request in flight it costs
+/// the default RTT again.
+#[tokio::test(start_paused = true)]
+async fn a_long_listed_newcomer_takes_no_herd() {
+    use crate::stats::Outcome;
+    use std::time::Duration;
+    let s = snapshot(4);
+    let p = PeakEwmaP2c::with_seed(9).build(&s);
+    let t0 = tokio::time::Instant::now() + Duration::from_secs(60);
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    for e in &s.endpoints()[..3] {
+        e.stats()
+            .start_at(ms(0))
+            .finish_at(Outcome::Success, ms(10));
+    }
+    let mut waiting = Vec::new();
+    for step in 0..2_000u64 {
+        let at = 20 + step;
+        let e = p.pick(&PickContext::at(ms(at))).unwrap();
+        let guard = e.stats().start_at(ms(at));
+        if port(Some(e)) == 1003 {
+            // Its first answers take 2 s: still in flight here.
+            waiting.push(guard);
+        } else {
+            guard.finish_at(Outcome::Success, ms(at + 10));
+        }
+    }
+    assert!((1..=3).contains(&waiting.len()), "{}", waiting.len());
+}
