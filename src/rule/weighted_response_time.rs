@@ -83,22 +83,25 @@ impl Shared {
 
     /// Whether this caller should recompute now: the interval has passed
     /// (or a recomputation was asked for) and it won the compare-and-swap.
-    /// A last recomputation more than an interval ahead of `now` (a pick
-    /// stamped far ahead through `PickContext::at`) is due too: it froze
-    /// the weights for as long (one pick an hour ahead: an instance 1 s
-    /// slow kept 538 of 1 000 picks a minute later, 20 without it).
+    /// The time stored is the pick's, but never later than the clock's
+    /// (read only when a pick finds the interval passed): a pick stamped
+    /// an hour ahead through `PickContext::at` stored its time, and no pick
+    /// of that hour was due (an instance 1 s slow kept 538 of 1 000 picks a
+    /// minute later, 20 without it). A pick stamped ahead is due only
+    /// once the clock is.
     fn due(&self, now: Instant, interval: Duration) -> bool {
         let now_ms = self.ms_since_epoch(now);
         let last = self.last_ms.load(Ordering::Relaxed);
         let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
-        if last != DUE
-            && now_ms.saturating_sub(last) < interval_ms
-            && last.saturating_sub(now_ms) <= interval_ms
-        {
+        if last != DUE && now_ms.saturating_sub(last) < interval_ms {
+            return false;
+        }
+        let at = now_ms.min(self.ms_since_epoch(Instant::now()));
+        if last != DUE && at.saturating_sub(last) < interval_ms {
             return false;
         }
         self.last_ms
-            .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Relaxed)
+            .compare_exchange(last, at, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
     }
 }

@@ -259,6 +259,47 @@ async fn a_pick_stamped_far_ahead_does_not_freeze_the_weights() {
     assert!((got[0] - want[0]).abs() < 0.02, "{got:?} against {want:?}");
 }
 
+/// Picks stamped late or far ahead, interleaved with current ones
+/// (found by helper 120): a first fix for the far-ahead stamp made every
+/// pick more than an interval from the stored time due, so alternating
+/// late and current picks recomputed on every pick (about 2 ms each over
+/// 20 000 instances). Now the stored time follows the clock: 200 such
+/// picks over 10 s of clock recompute once.
+#[tokio::test(start_paused = true)]
+async fn late_and_far_ahead_picks_recompute_no_more_often() {
+    let s = Arc::new(Snapshot::new("s", endpoints(3), 1));
+    for e in s.endpoints() {
+        feed(e, 10, 5);
+    }
+    let rule = WeightedResponseTime::with_seed(5);
+    let picker = rule.build(&s);
+    let _ = picker.pick(&PickContext::new());
+    let mut recomputed = 0;
+    let mut last = rule.shared.last_ms.load(Ordering::Relaxed);
+    for i in 0..200u64 {
+        tokio::time::advance(Duration::from_millis(50)).await;
+        let now = Instant::now();
+        let at = match i % 3 {
+            0 => now - Duration::from_secs(31),
+            1 => now + Duration::from_secs(3_600),
+            _ => now,
+        };
+        let _ = picker.pick(&PickContext::at(at));
+        let stored = rule.shared.last_ms.load(Ordering::Relaxed);
+        if stored != last {
+            recomputed += 1;
+            last = stored;
+        }
+    }
+    assert_eq!(recomputed, 0, "10 s of clock, a 30 s interval");
+    tokio::time::advance(Duration::from_secs(25)).await;
+    let _ = picker.pick(&PickContext::at(
+        Instant::now() + Duration::from_secs(3_600),
+    ));
+    let stored = rule.shared.last_ms.load(Ordering::Relaxed);
+    assert_eq!(stored, rule.shared.ms_since_epoch(Instant::now()));
+}
+
 #[test]
 fn one_instance_empty_and_replaced_lists_are_safe() {
     let rule = WeightedResponseTime::with_seed(1);

@@ -242,21 +242,24 @@ impl ZonePicker {
     }
 
     /// Recounts if the interval has passed and this caller wins the
-    /// compare-and-swap on the time of the last count; also when the last
-    /// count is more than an interval ahead of `now` (a pick stamped far
-    /// ahead would otherwise hold the counts for as long).
+    /// compare-and-swap on the time of the last count. The time stored is
+    /// never later than the clock's (read only when the interval passed
+    /// by the pick's time): a pick stamped far ahead would otherwise hold
+    /// the counts for as long.
     #[inline]
     fn maybe_recount(&self, now: Instant) {
         let now_ms = self.ms_since_base(now);
         let last = self.counted_ms.load(Ordering::Acquire);
-        if now_ms.saturating_sub(last) < self.interval_ms
-            && last.saturating_sub(now_ms) <= self.interval_ms
-        {
+        if now_ms.saturating_sub(last) < self.interval_ms {
+            return;
+        }
+        let at = now_ms.min(self.ms_since_base(Instant::now()));
+        if at.saturating_sub(last) < self.interval_ms {
             return;
         }
         if self
             .counted_ms
-            .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Relaxed)
+            .compare_exchange(last, at, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
             self.recount(now);
