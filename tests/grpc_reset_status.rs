@@ -73,6 +73,8 @@ async fn a_call_reset_after_it_was_read_keeps_the_reset_code() {
     assert_eq!(reset_with(0x8).await, (Code::Cancelled, 1));
     assert_eq!(reset_with(0x2).await, (Code::Internal, 1));
     assert_eq!(reset_with(0xb).await, (Code::ResourceExhausted, 1));
+    // FRAME_SIZE_ERROR (0x6): INTERNAL by the document (helper 121).
+    assert_eq!(reset_with(0x6).await, (Code::Internal, 1));
     // REFUSED_STREAM (0x7): never processed, UNAVAILABLE (retried by the
     // balancer as a connect failure on its only instance).
     let (code, read) = reset_with(0x7).await;

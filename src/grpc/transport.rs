@@ -361,7 +361,10 @@ fn to_status(error: BoxError) -> BoxError {
 /// policies (gRFC A6) and callers' retry layers take as "never processed"
 /// and send again. Through the balancer both were UNAVAILABLE, so a call
 /// the server had read could be sent twice one level up (helper 117).
-/// `REFUSED_STREAM` stays UNAVAILABLE (no processing occurred).
+/// `REFUSED_STREAM` stays UNAVAILABLE (no processing occurred);
+/// `FRAME_SIZE_ERROR` and `HTTP_1_1_REQUIRED` are INTERNAL, as the
+/// document says (tonic's own table leaves them UNKNOWN); a code it does
+/// not map (`STREAM_CLOSED`, an unknown one) is UNKNOWN.
 fn h2_reset_code(error: &BoxError) -> Option<tonic::Code> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
     while let Some(e) = current {
@@ -376,8 +379,10 @@ fn h2_reset_code(error: &BoxError) -> Option<tonic::Code> {
                 | h2::Reason::INTERNAL_ERROR
                 | h2::Reason::FLOW_CONTROL_ERROR
                 | h2::Reason::SETTINGS_TIMEOUT
+                | h2::Reason::FRAME_SIZE_ERROR
                 | h2::Reason::COMPRESSION_ERROR
-                | h2::Reason::CONNECT_ERROR => tonic::Code::Internal,
+                | h2::Reason::CONNECT_ERROR
+                | h2::Reason::HTTP_1_1_REQUIRED => tonic::Code::Internal,
                 _ => tonic::Code::Unknown,
             });
         }
