@@ -602,3 +602,113 @@ async fn a_new_run_is_not_held_down_by_a_crashed_runs_status() {
         new_run.shutdown().await.expect("cancelled");
     }
 }
+
+/// A reverse proxy in front of `upstream` (as nginx): passes every request
+/// on, but answers a status call setting UP with 504 at once (its read
+/// timeout) while that call goes on and reaches the server 2 s later.
+async fn gateway_timing_out_up(upstream: String) -> u16 {
+    use http_body_util::{BodyExt, Full};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::mem::forget(stop);
+    let client = reqwest::Client::new();
+    tokio::spawn(support::backend::serve::serve(
+        listener,
+        stopped,
+        |_| {},
+        move |req: http::Request<hyper::body::Incoming>| {
+            let client = client.clone();
+            let base = upstream.trim_end_matches("/eureka").to_owned();
+            async move {
+                let method = req.method().clone();
+                let path = req.uri().path_and_query().map(|p| p.as_str().to_owned());
+                let path = path.unwrap_or_default();
+                let headers = req.headers().clone();
+                let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                let mut call = client
+                    .request(method, format!("{base}{path}"))
+                    .body(body.unwrap_or_default());
+                for (name, value) in headers.iter().filter(|(n, _)| *n != http::header::HOST) {
+                    call = call.header(name, value);
+                }
+                let empty = |code: u16| {
+                    http::Response::builder()
+                        .status(code)
+                        .body(Full::new(bytes::Bytes::new()))
+                        .expect("response")
+                };
+                if path.contains("/status?value=UP") {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        let _ = call.send().await;
+                    });
+                    return Ok::<_, std::convert::Infallible>(empty(504));
+                }
+                Ok(match call.send().await {
+                    Ok(answer) => {
+                        let code = answer.status().as_u16();
+                        let mut response = http::Response::builder().status(code);
+                        for (name, value) in answer.headers() {
+                            response = response.header(name, value);
+                        }
+                        let bytes = answer.bytes().await.unwrap_or_default();
+                        response.body(Full::new(bytes)).expect("response")
+                    }
+                    Err(_) => empty(502),
+                })
+            }
+        },
+    ));
+    port
+}
+
+/// Eureka behind a gateway answering 504 while the server still gets the
+/// call later (found by helper 121): an UP answered 504 by the gateway and
+/// taken by the next server, then a drain to DOWN; the UP reached the
+/// server through the gateway 2 s after the drain, and no read-back was
+/// armed (an answered status was no late write): served UP after four
+/// renewals while the registration wanted DOWN. A gateway's 502 or 504
+/// now arms the read-backs, as a time-out does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateways_504_arms_the_late_write_checks() {
+    let Some(eureka) = EurekaFixture::start() else {
+        return;
+    };
+    let gateway = gateway_timing_out_up(eureka.url()).await;
+    let urls = format!("http://127.0.0.1:{gateway}/eureka,{}", eureka.url());
+    let app = "behind-a-gateway";
+    let id = "127.0.0.1:behind-a-gateway:19881".to_owned();
+    let handle = EurekaRegistration::builder(app, "127.0.0.1", 19_881)
+        .server_urls(&urls)
+        .initial_status(InstanceStatus::Starting)
+        .request_timeout(Duration::from_secs(3))
+        .renew_interval(Duration::from_secs(600))
+        .lease_duration(Duration::from_secs(1800))
+        .build()
+        .expect("registration")
+        .start()
+        .await
+        .expect("registered");
+    handle
+        .set_status(InstanceStatus::Up)
+        .await
+        .expect("taken by the next server");
+    handle
+        .set_status(InstanceStatus::Down)
+        .await
+        .expect("drain taken");
+    // The gateway's UP lands after the drain.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(eureka.statuses(app).await, listed(&id, InstanceStatus::Up));
+    for _ in 0..3 {
+        handle.renew_now().await.expect("renewed");
+    }
+    assert_eq!(
+        eureka.statuses(app).await,
+        listed(&id, InstanceStatus::Down)
+    );
+    handle.shutdown().await.expect("cancelled");
+}

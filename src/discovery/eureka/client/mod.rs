@@ -450,11 +450,16 @@ impl EurekaHttp {
 /// Whether a failed request may still reach the server's registry: it
 /// timed out, or failed in transport after connecting (a server that
 /// hangs, as a paused JVM, reads the request when it wakes and applies
-/// it). A failed connect never sent it; an answer (`Status`) is no late
-/// write. Over every server's error for `AllServersFailed`.
+/// it), or a gateway in front of Eureka answered 502 or 504 (it may have
+/// passed the request on, and the server behind it may apply it later:
+/// RFC 9110 §15.6.3 and §15.6.5; helper 121 saw a drained instance served
+/// UP for good after an UP a gateway timed out landed behind the DOWN).
+/// A failed connect never sent it; another answer is no late write.
+/// Over every server's error for `AllServersFailed`.
 pub(crate) fn maybe_delivered(e: &DiscoveryError) -> bool {
     match e {
         DiscoveryError::Timeout { .. } => true,
+        DiscoveryError::Status { status, .. } => matches!(status, 502 | 504),
         DiscoveryError::Transport { source, .. } => !source
             .downcast_ref::<hyper_util::client::legacy::Error>()
             .is_some_and(hyper_util::client::legacy::Error::is_connect),

@@ -15,4 +15,15 @@ fn a_time_out_may_deliver_an_answer_does_not() {
     assert!(!maybe_delivered(&DiscoveryError::AllServersFailed(vec![
         status
     ])));
+    // A gateway's 502 or 504: it may have passed the call on.
+    for code in [502, 504] {
+        let gateway = DiscoveryError::Status {
+            server: "http://gw/eureka".to_owned(),
+            status: code,
+        };
+        assert!(maybe_delivered(&gateway), "{code}");
+        assert!(maybe_delivered(&DiscoveryError::AllServersFailed(vec![
+            gateway
+        ])));
+    }
 }
