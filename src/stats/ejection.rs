@@ -255,6 +255,33 @@ impl ActiveChecks {
     }
 }
 
+impl super::EndpointStats {
+    /// Ejects from `now` (see [the module docs](self)); `None` if already ejected.
+    /// The multiplier decays up to the latest record's time, so an
+    /// ejection triggered by a late record is never longer than an
+    /// in-order one.
+    pub(crate) fn eject(
+        &self,
+        now: tokio::time::Instant,
+        times: EjectionTimes,
+    ) -> Option<Duration> {
+        let now_ms = self.ms_at(now);
+        // A latest record far ahead (see `super::breaker::is_late`) decays nothing.
+        let latest = self.latest_ms.load(Ordering::Acquire);
+        let clock = if super::breaker::is_late(now_ms, latest) {
+            latest
+        } else {
+            now_ms
+        };
+        self.ejection.eject(now_ms, clock, times)
+    }
+
+    /// The ejections seen over at `now` and not reported before (each once).
+    pub(crate) fn end_expired_ejections(&self, now: tokio::time::Instant) -> u32 {
+        self.ejection.take_returns(self.ms_at(now))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

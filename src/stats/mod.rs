@@ -294,27 +294,6 @@ impl EndpointStats {
         self.ejection.multiplier(self.ms_at(now), interval)
     }
 
-    /// Ejects from `now` (see [`ejection`]); `None` if already ejected.
-    /// The multiplier decays up to the latest record's time, so an
-    /// ejection triggered by a late record is never longer than an
-    /// in-order one.
-    pub(crate) fn eject(&self, now: Instant, times: EjectionTimes) -> Option<Duration> {
-        let now_ms = self.ms_at(now);
-        // A latest record far ahead (see `breaker::is_late`) decays nothing.
-        let latest = self.latest_ms.load(Ordering::Acquire);
-        let clock = if breaker::is_late(now_ms, latest) {
-            latest
-        } else {
-            now_ms
-        };
-        self.ejection.eject(now_ms, clock, times)
-    }
-
-    /// The ejections seen over at `now` and not reported before (each once).
-    pub(crate) fn end_expired_ejections(&self, now: Instant) -> u32 {
-        self.ejection.take_returns(self.ms_at(now))
-    }
-
     /// Records one active probe; `true` if the verdict changed (see
     /// [`ejection::ActiveChecks`]).
     #[cfg(feature = "hyper-util")]
@@ -450,14 +429,17 @@ impl EndpointStats {
             self.latest_ms.fetch_max(now_ms, Ordering::AcqRel);
         }
         let mut latency_us = latency.as_secs_f64() * 1e6;
-        let stale = if outcome.is_success() {
-            breaker::is_late(now_ms, self.last_failure_ms.load(Ordering::Acquire))
+        // `stale`: older than the latest failure, by at most 1 s for the
+        // breaker (`breaker::is_late`); for the outlier counters a failure
+        // behind a newer one resets no other count, however late.
+        let (stale, stale_ejection) = if outcome.is_success() {
+            let stale = breaker::is_late(now_ms, self.last_failure_ms.load(Ordering::Acquire));
+            (stale, stale)
         } else {
             self.failures.fetch_add(1, Ordering::Relaxed);
             latency_us = latency_us.max(self.config.failure_penalty.as_secs_f64() * 1e6);
-            // A failure behind a newer one resets no other count, however
-            // late: in order it came before that failure.
-            now_ms < self.last_failure_ms.fetch_max(now_ms, Ordering::AcqRel)
+            let latest = self.last_failure_ms.fetch_max(now_ms, Ordering::AcqRel);
+            (breaker::is_late(now_ms, latest), now_ms < latest)
         };
         let tau = Self::tau_ms(self.config.ewma_decay);
         self.ewma_us.observe(latency_us, now_ms, tau, false);
@@ -478,7 +460,7 @@ impl EndpointStats {
         self.ejection.record(
             server_error && counted,
             gateway_error && counted,
-            stale || older,
+            stale_ejection || older,
             now_ms,
         );
         self.breaker

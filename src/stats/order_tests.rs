@@ -383,6 +383,27 @@ async fn a_failure_stamped_far_ahead_keeps_no_response_from_resetting() {
         .finish_at(Outcome::Success, ms(40_001));
     assert_eq!(s.successive_connection_failures(), 0);
     assert_eq!(s.breaker_state_at(ms(40_002)), super::BreakerState::Closed);
+    // A failure response (503) resets the breaker's count too (helper
+    // 120): behind a 503 stamped an hour ahead, connection failures with
+    // 503s between them counted 3 and tripped; in order, 1.
+    let s = EndpointStats::new();
+    s.start_at(ms(0))
+        .finish_at(Outcome::FailureStatus(503), ms(3_600_000));
+    for (n, outcome) in [
+        Outcome::ConnectFailure,
+        Outcome::FailureStatus(503),
+        Outcome::ConnectFailure,
+        Outcome::FailureStatus(503),
+        Outcome::ConnectFailure,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let at = 100 + n as u64;
+        s.start_at(ms(at - 1)).finish_at(outcome, ms(at));
+    }
+    assert_eq!(s.successive_connection_failures(), 1);
+    assert!(s.is_available_at(ms(105)));
     // Within 1 s of the failure a response is late and resets nothing.
     let s = EndpointStats::new();
     s.start_at(ms(0))
