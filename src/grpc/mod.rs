@@ -76,6 +76,7 @@ use crate::service::FailureStatuses;
 use crate::stats::Outcome;
 
 mod deadline;
+mod reset;
 #[cfg(feature = "grpc")]
 mod transport;
 

@@ -65,7 +65,7 @@ impl Shared {
             Err(e) => super::super::client::maybe_delivered(e),
         };
         if late {
-            self.arm_late_checks(super::status::bit(status));
+            self.arm_late_checks(super::bit(status));
         }
         answer
     }
@@ -108,7 +108,7 @@ impl Shared {
         if served == wanted {
             return Ok(());
         }
-        if undoable & super::status::bit(served) == 0 {
+        if undoable & super::bit(served) == 0 {
             // Not a write of this registration landing late: an override
             // someone else set (an operator's), kept (see `status.rs`).
             // Also when this registration once sent that status in a call

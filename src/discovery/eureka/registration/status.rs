@@ -20,20 +20,9 @@ use std::sync::atomic::Ordering;
 use http::StatusCode;
 
 use super::super::client::{Fetched, LeaseCall};
-use super::{Shared, expect};
+use super::{Shared, bit, expect};
 use crate::error::DiscoveryError;
 use crate::instance::InstanceStatus;
-
-/// `status`'s bit in [`Shared::sent`] and `Shared::undoable`.
-pub(super) fn bit(status: InstanceStatus) -> u8 {
-    match status {
-        InstanceStatus::Up => 1,
-        InstanceStatus::Down => 2,
-        InstanceStatus::Starting => 4,
-        InstanceStatus::OutOfService => 8,
-        InstanceStatus::Unknown => 16,
-    }
-}
 
 impl Shared {
     /// Records that `status` was sent (in a registration's body or a
