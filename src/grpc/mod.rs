@@ -76,6 +76,7 @@ use crate::service::FailureStatuses;
 use crate::stats::Outcome;
 
 mod deadline;
+#[cfg(feature = "grpc")]
 mod reset;
 #[cfg(feature = "grpc")]
 mod transport;
