@@ -3,31 +3,23 @@
 //! request" without the random sampling).
 //!
 //! One pass over the list finds the smallest in-flight count and how many
-//! endpoints share it. Of several, the first at or after a kept position
-//! goes, and the position moves to just after it (a round robin that
-//! jumps to each pick), so endpoints with equal load take turns instead
-//! of the first one in the list taking every request. Each takes its own
-//! turn: a tie after a run of filtered or tripped neighbours does not
-//! inherit their turns, since the position jumps past the tie picked. And
-//! a tied set that moves with the picks (every request still in flight at
-//! the next pick: all but the last instance picked tie) does not skip the
-//! same instance every round. Two earlier forms did: counted in list
-//! order, ties gave 450, 0 and 450 of 900 requests over three instances;
-//! rounds turned by list positions gave 394, 112 and 394 over the three
-//! untripped instances of eight (helpers 119 and 120). The position starts
-//! at a random one (as round robin's cursor; [`BestAvailable::with_start`]
-//! fixes it), so a fleet of clients started together does not send every
-//! first request to the first instance, as Ribbon's rule does. Picks
-//! without a preference, retries and each preferred tier (a hint group, a
-//! subset) keep positions of their own (the lanes of round robin's
-//! cursor).
+//! endpoints share it; a rotating counter picks which of them goes, so
+//! endpoints with equal load take turns (each its own, not the turns of
+//! filtered neighbours) instead of the first one in the list taking every
+//! request. Each round of turns starts one position further on, so a tied
+//! set that moves with the picks (every request still in flight at the
+//! next pick: all but the last instance picked tie) does not skip the same
+//! instance in every round. The counter starts at a random tie (as round robin's cursor
+//! at a random offset; [`BestAvailable::with_start`] fixes it), so a fleet
+//! of clients started together does not send every first request to the
+//! first instance, as Ribbon's rule does.
 //! Endpoints tripped at the pick time
 //! ([`EndpointStats::is_tripped_at`](crate::stats::EndpointStats::is_tripped_at))
 //! are skipped; when every eligible endpoint is tripped, the least loaded
 //! of them is returned (Ribbon falls back to round robin over all).
 //! Wrapped, the same choice runs inside the wrapper's first non-empty tier.
 //!
-//! Build: O(1); the positions are shared by every picker of the rule.
+//! Build: O(1); the rotating counter is shared by every picker of the rule.
 //! Pick: one walk of the list, O(n), and part of a second when several
 //! endpoints tie; inside a wrapper's tier with a domain (a sticky instance,
 //! a hint group, a subset, one zone), a walk of that domain only.
@@ -39,21 +31,20 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use super::{Domain, PickContext, Picker, Rule};
 use crate::instance::Endpoint;
 use crate::snapshot::Snapshot;
 
 /// Least in-flight requests among non-tripped eligible endpoints; ties
-/// take turns from a kept position, which starts at a random one.
+/// take turns by a rotating counter, which starts at a random tie.
 #[derive(Debug)]
 pub struct BestAvailable {
     next: Arc<super::cursor::Cursor>,
 }
 
 impl BestAvailable {
-    /// A rule whose tie-breaking position starts at a random one, as round
+    /// A rule whose tie-breaking rotation starts at a random tie, as round
     /// robin's cursor does, so clients started together do not all send
     /// their first requests (every instance idle, all tied) to the first
     /// instance of the list. (It started at the first tie: 64 clients
@@ -62,9 +53,8 @@ impl BestAvailable {
         Self::with_start(rand::random::<u64>() as usize)
     }
 
-    /// A rule whose first pick among tied endpoints is the first at or
-    /// after position `start` (mod the list's length), for repeatable
-    /// tests.
+    /// A rule whose first pick among `m` tied endpoints is the
+    /// `start`-th (mod `m`), for repeatable tests.
     pub fn with_start(start: usize) -> Self {
         Self {
             next: Arc::new(super::cursor::Cursor::new(start)),
@@ -106,13 +96,19 @@ impl fmt::Debug for BestAvailablePicker {
 }
 
 impl BestAvailablePicker {
-    /// The least loaded member, non-tripped first, and its position in the
-    /// walk (the list's order, or `domain`'s); of equally loaded ones the
-    /// first at or after position `from` (mod the walk's length), taken
-    /// round from the start when none is. The caller keeps the position
-    /// after the one chosen as the next `from` (see the module docs). One
-    /// pass counts the ties, part of a second finds the one chosen when
-    /// there are several.
+    /// The least loaded member, non-tripped first; of `m` equally loaded
+    /// ones the `start % m`-th, counted in the walk's order turned by
+    /// `start / m` positions (the ties in turn). While the tied set holds,
+    /// each tie goes once in each round of `m` picks, over the members alone: no
+    /// member inherits the turns of filtered or tripped neighbours (a
+    /// rotation that kept the first least loaded after `start` gave the
+    /// member after a run of filtered ones that whole run's turns). The
+    /// turned order keeps a tied set that moves with the picks from
+    /// starving one member: counted in list order alone, ties that were
+    /// "all but the last pick" (each request still in flight at the next
+    /// pick) skipped the same instance in every round, 450, 0 and 450
+    /// requests over three instances. One pass counts the ties, a second
+    /// finds the chosen one when there are several.
     /// Only the positions of `domain` (a wrapper's tier: the sticky
     /// instance, a hint group, a subset, a zone) are considered when it is
     /// given: a sticky pick tested all 10 000 endpoints of a list.
@@ -120,27 +116,26 @@ impl BestAvailablePicker {
     fn best_in<'e>(
         endpoints: &'e [Endpoint],
         now: tokio::time::Instant,
-        from: usize,
+        start: usize,
         member: impl Fn(usize, &Endpoint) -> bool,
         domain: Domain<'_>,
-    ) -> Option<(usize, &'e Endpoint)> {
+    ) -> Option<&'e Endpoint> {
         let positions = || {
             let all = domain.is_none().then_some(0..endpoints.len());
             let listed = domain.unwrap_or_default().iter().map(|&i| i as usize);
             all.into_iter().flatten().chain(listed)
         };
-        let at = |(p, i): (usize, usize)| endpoints.get(i).map(|e| (p, i, e));
-        /// The least load seen, its first endpoint (and walk position) and
-        /// how many share it.
+        let at = |i: usize| endpoints.get(i).map(|e| (i, e));
+        /// The least load seen, its first endpoint and how many share it.
         #[derive(Clone, Copy)]
         struct Least<'e> {
-            first: (usize, &'e Endpoint),
+            first: &'e Endpoint,
             load: usize,
             ties: usize,
         }
         let mut best: Option<Least<'_>> = None;
         let mut tripped: Option<Least<'_>> = None;
-        for (p, i, e) in positions().enumerate().filter_map(at) {
+        for (i, e) in positions().filter_map(at) {
             if !member(i, e) {
                 continue;
             }
@@ -156,7 +151,7 @@ impl BestAvailablePicker {
                 Some(least) if load > least.load => {}
                 _ => {
                     *slot = Some(Least {
-                        first: (p, e),
+                        first: e,
                         load,
                         ties: 1,
                     });
@@ -171,12 +166,17 @@ impl BestAvailablePicker {
         if least.ties == 1 {
             return Some(least.first);
         }
-        let len = domain.map_or(endpoints.len(), <[u32]>::len);
-        let from = from % len.max(1);
-        // Every endpoint tied (an idle, unfiltered list): the one at
-        // `from`, no second pass.
+        // The tie number `turn` in the walk's order turned by `shift`
+        // positions (see above).
+        let (turn, len) = (
+            start % least.ties,
+            domain.map_or(endpoints.len(), <[u32]>::len),
+        );
+        let shift = (start / least.ties) % len.max(1);
+        // Every endpoint tied (an idle, unfiltered list): the tie is the
+        // endpoint there, no second pass.
         if domain.is_none() && least.ties == endpoints.len() {
-            return endpoints.get(from).map(|e| (from, e)).or(Some(least.first));
+            return endpoints.get((shift + turn) % len).or(Some(least.first));
         }
         let tie = |i: usize, e: &Endpoint| {
             let stats = e.stats();
@@ -184,15 +184,15 @@ impl BestAvailablePicker {
                 && stats.in_flight() == least.load
                 && stats.is_tripped_at(now) == want_tripped
         };
-        // None at or after `from`: the first tie of the walk. Loads move
-        // under concurrent requests: if no endpoint is tied any more, the
-        // first one seen is as good.
+        // Loads move under concurrent requests: if no endpoint is tied any
+        // more, the first one seen is as good.
         positions()
-            .enumerate()
-            .skip(from)
+            .skip(shift)
+            .chain(positions().take(shift))
             .filter_map(at)
-            .find(|&(_, i, e)| tie(i, e))
-            .map(|(p, _, e)| (p, e))
+            .filter(|(i, e)| tie(*i, e))
+            .nth(turn)
+            .map(|(_, e)| e)
             .or(Some(least.first))
     }
 }
@@ -204,25 +204,11 @@ impl Picker for BestAvailablePicker {
             return None;
         }
         let now = ctx.now();
-        let lane = self.next.lane(ctx, endpoints);
-        let from = lane.map_or(0, |l| l.load(Ordering::Relaxed));
-        let chosen = if ctx.has_tiers() {
-            let at = std::cell::Cell::new(0);
-            let e = ctx.find_tier_in(&mut |member, domain| {
-                let (p, e) = Self::best_in(endpoints, now, from, member, domain)?;
-                at.set(p);
-                Some(e)
-            });
-            e.map(|e| (at.get(), e))
-        } else {
-            Self::best_in(endpoints, now, from, |_, e| ctx.is_eligible(e), None)
-        };
-        let (p, e) = chosen?;
-        // Read and written apart: two picks racing may take one position.
-        if let Some(lane) = lane {
-            lane.store(p.wrapping_add(1), Ordering::Relaxed);
+        let start = self.next.step(ctx, endpoints);
+        if !ctx.has_tiers() {
+            return Self::best_in(endpoints, now, start, |_, e| ctx.is_eligible(e), None);
         }
-        Some(e)
+        ctx.find_tier_in(&mut |member, domain| Self::best_in(endpoints, now, start, member, domain))
     }
 
     /// The least loaded endpoint wins again while loads stay as they are.
@@ -270,7 +256,10 @@ mod tests {
         for _ in 0..300 {
             counts[(port(rule.pick(&ctx)) - 1000) as usize] += 1;
         }
-        assert_eq!(counts, [100, 100, 100]);
+        // Each round of three turns gives each one; the rounds cut by a
+        // random start at both ends give one at most each.
+        assert!(counts.iter().all(|c| (99..=101).contains(c)), "{counts:?}");
+        assert_eq!(counts.iter().sum::<u32>(), 300);
         let _a = s.endpoints()[0].stats().start_at(now);
         let _b = s.endpoints()[2].stats().start_at(now);
         assert!((0..10).all(|_| port(rule.pick(&ctx)) == 1001));
@@ -295,26 +284,19 @@ mod tests {
     /// every 9 ms, each taking 10 ms): the ties are all instances but the
     /// last ones picked. Counted in list order, those ties skipped the
     /// same instance in every round: 450, 0 and 450 of 900 over three
-    /// instances (helper 119). Rounds turned by list positions still gave
-    /// 394, 112 and 394 over the three untripped instances of eight, the
-    /// first five tripped (helper 120). Now each takes its share, whatever
-    /// the start and the tripped run before the ties.
+    /// instances (helper 119); now each takes its share, whatever the
+    /// start.
     #[tokio::test(start_paused = true)]
     async fn ties_moving_with_the_picks_starve_no_instance() {
         let now = Instant::now();
-        let cases = [(3u16, 1, 0), (5, 1, 0), (5, 2, 0), (8, 3, 0), (7, 5, 0)];
-        let tripped_runs = [(8, 1, 5), (10, 1, 7), (19, 1, 16), (12, 2, 6)];
-        for (n, held, run) in cases.into_iter().chain(tripped_runs) {
+        for (n, held) in [(3u16, 1), (5, 1), (5, 2), (8, 3), (7, 5)] {
             let s = snapshot(n);
-            for e in &s.endpoints()[..run] {
-                trip(e, now);
-            }
-            let live = usize::from(n) - run;
+            let n = usize::from(n);
             for start in [0, 1, 2, 7, usize::MAX] {
                 let rule = BestAvailable::with_start(start).build(&s);
-                let mut counts = vec![0u32; usize::from(n)];
+                let mut counts = vec![0u32; n];
                 let mut open = std::collections::VecDeque::new();
-                for _ in 0..60 * live {
+                for _ in 0..60 * n {
                     let e = rule.pick(&PickContext::at(now)).unwrap();
                     counts[index(e)] += 1;
                     open.push_back(e.stats().start_at(now));
@@ -322,9 +304,10 @@ mod tests {
                         open.pop_front();
                     }
                 }
+                // 60 each; a shifted round's ends give or take one.
                 assert!(
-                    counts[run..].iter().all(|&c| (58..=62).contains(&c)),
-                    "{n} instances, {run} tripped, {held} held, start {start}: {counts:?}"
+                    counts.iter().all(|&c| (58..=62).contains(&c)),
+                    "{n} instances, {held} held, start {start}: {counts:?}"
                 );
             }
         }

@@ -155,29 +155,6 @@ impl Cursor {
         }
     }
 
-    /// The lane of a pick in `ctx` over `endpoints`, for a rule that keeps
-    /// a position in it rather than a count ([`BestAvailable`]'s next
-    /// position): the lanes [`step`](Self::step) moves, claimed the same
-    /// way. `None` for a preferred tier of one instance in the pick's
-    /// first tier (every pick there is that instance).
-    ///
-    /// [`BestAvailable`]: super::BestAvailable
-    pub(crate) fn lane(
-        &self,
-        ctx: &PickContext<'_>,
-        endpoints: &[Endpoint],
-    ) -> Option<&AtomicUsize> {
-        match ctx.lane() {
-            0 => Some(&self.plain),
-            RETRY_LANE => Some(&self.retry),
-            _ if sole_first(ctx, endpoints) => None,
-            key => {
-                let slot = self.claim(key);
-                self.preferred.get()?.lanes.get(slot)
-            }
-        }
-    }
-
     /// The step of the preferred lane `key` holds, claimed on its first
     /// pick: the first of [`PROBES`] slots from its home slot that holds
     /// `key` or is free. When none is, a second-chance sweep over those
@@ -189,40 +166,27 @@ impl Cursor {
     /// preference, the common case, do not carry it.
     #[inline(never)]
     fn step_preferred(&self, key: u64) -> usize {
-        let s = self.claim(key);
-        let Some(t) = self.preferred.get() else {
-            return 0;
-        };
-        // Each key's steps are offset by a position mixed from the key,
-        // so a new lane does not start at the cursor's start: the keys
-        // of a tier change with its positions, so from the start every
-        // list change's first pick in the tier went to the same
-        // member. Added to every step of the key, not stored once at
-        // the claim, where a racing picker could step before the store
-        // and shift the rotation by it.
-        let offset = mix(key ^ self.start as u64) as usize;
-        t.lanes
-            .get(s)
-            .map_or(0, |l| l.fetch_add(1, Ordering::Relaxed))
-            .wrapping_add(offset)
-    }
-
-    /// The slot of the preferred lane `key` holds (marked picked), claimed
-    /// on its first pick: the first of [`PROBES`] slots from its home slot
-    /// that holds `key` or is free, else one taken over by a second-chance
-    /// sweep (see [`Self::step_preferred`]).
-    #[inline(never)]
-    fn claim(&self, key: u64) -> usize {
         let t = self.preferred.get_or_init(|| Table::new(self.start));
         let home = (key % PREFERRED_LANES as u64) as usize;
         let slot = |i: usize| (home + i) % PREFERRED_LANES;
-        let mark = |s: usize| {
+        let step = |s: usize| {
             if let Some(u) = t.used.get(s) {
                 if !u.load(Ordering::Relaxed) {
                     u.store(true, Ordering::Relaxed);
                 }
             }
-            s
+            // Each key's steps are offset by a position mixed from the key,
+            // so a new lane does not start at the cursor's start: the keys
+            // of a tier change with its positions, so from the start every
+            // list change's first pick in the tier went to the same
+            // member. Added to every step of the key, not stored once at
+            // the claim, where a racing picker could step before the store
+            // and shift the rotation by it.
+            let offset = mix(key ^ self.start as u64) as usize;
+            t.lanes
+                .get(s)
+                .map_or(0, |l| l.fetch_add(1, Ordering::Relaxed))
+                .wrapping_add(offset)
         };
         for i in 0..PROBES {
             let s = slot(i);
@@ -230,10 +194,10 @@ impl Cursor {
                 break;
             };
             match k.load(Ordering::Relaxed) {
-                held if held == key => return mark(s),
+                held if held == key => return step(s),
                 0 => match k.compare_exchange(0, key, Ordering::Relaxed, Ordering::Relaxed) {
-                    Ok(_) => return mark(s),
-                    Err(held) if held == key => return mark(s),
+                    Ok(_) => return step(s),
+                    Err(held) if held == key => return step(s),
                     Err(_) => {}
                 },
                 _ => {}
@@ -252,7 +216,7 @@ impl Cursor {
             let count = l.load(Ordering::Relaxed) as u64;
             l.store(mix(key ^ count) as usize, Ordering::Relaxed);
         }
-        mark(victim)
+        step(victim)
     }
 
     /// The next step of the lane without a preference (for `Debug`).
