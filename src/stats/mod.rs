@@ -429,17 +429,16 @@ impl EndpointStats {
             self.latest_ms.fetch_max(now_ms, Ordering::AcqRel);
         }
         let mut latency_us = latency.as_secs_f64() * 1e6;
-        // `stale`: older than the latest failure, by at most 1 s for the
-        // breaker (`breaker::is_late`); for the outlier counters a failure
-        // behind a newer one resets no other count, however late.
-        let (stale, stale_ejection) = if outcome.is_success() {
-            let stale = breaker::is_late(now_ms, self.last_failure_ms.load(Ordering::Acquire));
-            (stale, stale)
+        // `stale`: older than the latest failure by at most 1 s (further
+        // behind, the failure's stamp is taken as wrong: see
+        // `breaker::is_late`).
+        let stale = if outcome.is_success() {
+            breaker::is_late(now_ms, self.last_failure_ms.load(Ordering::Acquire))
         } else {
             self.failures.fetch_add(1, Ordering::Relaxed);
             latency_us = latency_us.max(self.config.failure_penalty.as_secs_f64() * 1e6);
             let latest = self.last_failure_ms.fetch_max(now_ms, Ordering::AcqRel);
-            (breaker::is_late(now_ms, latest), now_ms < latest)
+            breaker::is_late(now_ms, latest)
         };
         let tau = Self::tau_ms(self.config.ewma_decay);
         self.ewma_us.observe(latency_us, now_ms, tau, false);
@@ -460,7 +459,7 @@ impl EndpointStats {
         self.ejection.record(
             server_error && counted,
             gateway_error && counted,
-            stale_ejection || older,
+            stale || older,
             now_ms,
         );
         self.breaker
