@@ -13,9 +13,9 @@
 //! - `peak_ewma_us`: the peak EWMA of the latency in µs
 //!   ([`EndpointStats::peak_ewma_us_at`](crate::stats::EndpointStats::peak_ewma_us_at)),
 //!   or [`default_rtt`](PeakEwmaP2c::default_rtt) (30 ms) before the first
-//!   sample; for an endpoint never tried (nothing in flight, no dropped
-//!   wait) against a draw that has a sample, decayed from when it was
-//!   first seen, as tower's `PeakEwma` starts a new endpoint (a constant
+//!   sample; for an endpoint with no sample and nothing in flight against
+//!   a draw that has a sample, decayed from when it was first seen (or
+//!   from its last dropped request), as tower's `PeakEwma` starts a new endpoint (a constant
 //!   let three warm 10 ms instances win every draw against a fourth that
 //!   joined: 0 of 3 000 picks over 60 s at half a request in flight); two
 //!   draws without a sample cost the same. It jumps up at once on a slower response, decays toward faster
@@ -215,8 +215,8 @@ impl P2cPicker {
     /// default RTT; decayed since the endpoint was first seen when `decay`
     /// (the other draw has a sample; two endpoints without one compare at
     /// the same default, or the one seen first would win every draw
-    /// between them) and the endpoint was never tried (nothing in flight,
-    /// no dropped wait): a decayed estimate times the requests in flight
+    /// between them) and the endpoint has nothing in flight (decayed from
+    /// its last dropped wait, if any): a decayed estimate times the requests in flight
     /// stays near zero, so an endpoint listed long before it became
     /// eligible took 659 of the next 2 000 picks, all waiting on its 2 s
     /// first answers, and one whose requests were only ever dropped 44 %
@@ -226,11 +226,20 @@ impl P2cPicker {
         let stats = e.stats();
         let now = ctx.now();
         let in_flight = stats.in_flight();
+        let idle = decay && in_flight == 0;
         let rtt = match stats.peak_ewma_us_at(now) {
-            // Only lower bounds (dropped requests' waits): at least the default.
-            Some(peak) if !stats.has_latency_sample() => peak.max(self.default_rtt_us),
+            // Only lower bounds (dropped requests' waits): at least the
+            // default, decayed from the last drop when idle (a constant
+            // floor kept a newcomer whose one attempt was dropped out for
+            // good beside warm 1 ms instances: 0 of 1 200 picks in 120 s;
+            // helper 122).
+            Some(peak) if !stats.has_latency_sample() => peak.max(if idle {
+                stats.decayed_since_peak(self.default_rtt_us, now)
+            } else {
+                self.default_rtt_us
+            }),
             Some(peak) => peak,
-            None if decay && in_flight == 0 => stats.decayed_since_seen(self.default_rtt_us, now),
+            None if idle => stats.decayed_since_seen(self.default_rtt_us, now),
             None => self.default_rtt_us,
         };
         let success = stats

@@ -76,6 +76,15 @@ impl super::EndpointStats {
     pub(crate) fn decayed_since_seen(&self, us: f64, now: tokio::time::Instant) -> f64 {
         us * weight(self.ms_at(now), 0, Self::tau_ms(self.config.ewma_decay))
     }
+
+    /// `us` decayed toward zero for the time since the peak EWMA's last
+    /// observation (a dropped request's wait, for an endpoint with no
+    /// sample), or since creation before any.
+    #[inline]
+    pub(crate) fn decayed_since_peak(&self, us: f64, now: tokio::time::Instant) -> f64 {
+        let at = self.peak_ewma_us.load().map_or(0, |(_, at)| at);
+        us * weight(self.ms_at(now), at, Self::tau_ms(self.config.ewma_decay))
+    }
 }
 
 /// `us` microseconds; beyond `Duration::MAX` saturates (it read as zero,

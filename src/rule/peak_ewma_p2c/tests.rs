@@ -289,3 +289,48 @@ async fn a_long_listed_newcomer_takes_no_herd() {
     }
     assert!((1..=3).contains(&waiting.len()), "{}", waiting.len());
 }
+
+/// A newcomer whose one attempt was dropped (found by helper 122): its
+/// dropped wait made the undecayed default its floor for good, so beside
+/// three warm 1 ms instances it got 0 of 1 200 picks in 120 s. The floor
+/// now decays from the drop (tried again after about 34 s with τ = 10 s);
+/// one whose every request is dropped after 2 ms is tried about once per
+/// such wait, not more.
+#[tokio::test(start_paused = true)]
+async fn a_newcomer_dropped_once_is_tried_again() {
+    use crate::stats::Outcome;
+    use std::time::Duration;
+    for black_hole in [false, true] {
+        let s = snapshot(4);
+        let p = PeakEwmaP2c::with_seed(4).build(&s);
+        for e in &s.endpoints()[..3] {
+            let guard = e.stats().start();
+            tokio::time::advance(Duration::from_millis(1)).await;
+            guard.finish(Outcome::Success);
+        }
+        let dropped = s.endpoints()[3].stats().start();
+        tokio::time::advance(Duration::from_millis(2)).await;
+        drop(dropped);
+        let mut newcomer = 0;
+        for _ in 0..1_200 {
+            tokio::time::advance(Duration::from_millis(97)).await;
+            let e = p.pick(&PickContext::new()).unwrap();
+            let guard = e.stats().start();
+            let is_newcomer = port(Some(e)) == 1003;
+            newcomer += usize::from(is_newcomer);
+            if is_newcomer && black_hole {
+                tokio::time::advance(Duration::from_millis(2)).await;
+                drop(guard);
+                tokio::time::advance(Duration::from_millis(1)).await;
+                continue;
+            }
+            tokio::time::advance(Duration::from_millis(3)).await;
+            guard.finish(Outcome::Success);
+        }
+        if black_hole {
+            assert!((1..=5).contains(&newcomer), "black hole: {newcomer}");
+        } else {
+            assert!(newcomer >= 200, "{newcomer}");
+        }
+    }
+}
