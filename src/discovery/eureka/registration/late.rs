@@ -49,6 +49,17 @@ use crate::instance::InstanceStatus;
 /// minutes at the default 30 s renew interval).
 pub(super) const LATE_WRITE_CHECKS: u32 = 10;
 
+/// `status`'s bit in `Shared::sent` and `Shared::undoable`.
+pub(super) fn bit(status: InstanceStatus) -> u8 {
+    match status {
+        InstanceStatus::Up => 1,
+        InstanceStatus::Down => 2,
+        InstanceStatus::Starting => 4,
+        InstanceStatus::OutOfService => 8,
+        InstanceStatus::Unknown => 16,
+    }
+}
+
 impl Shared {
     /// Arms the read-backs when a register or status call carrying
     /// `status` may have reached a server that did not answer (a time-out,
@@ -65,7 +76,7 @@ impl Shared {
             Err(e) => super::super::client::maybe_delivered(e),
         };
         if late {
-            self.arm_late_checks(super::bit(status));
+            self.arm_late_checks(bit(status));
         }
         answer
     }
@@ -108,7 +119,7 @@ impl Shared {
         if served == wanted {
             return Ok(());
         }
-        if undoable & super::bit(served) == 0 {
+        if undoable & bit(served) == 0 {
             // Not a write of this registration landing late: an override
             // someone else set (an operator's), kept (see `status.rs`).
             // Also when this registration once sent that status in a call

@@ -139,17 +139,6 @@ struct Shared {
     failures: AtomicU64,
 }
 
-/// `status`'s bit in `Shared::sent` and `Shared::undoable`.
-pub(super) fn bit(status: InstanceStatus) -> u8 {
-    match status {
-        InstanceStatus::Up => 1,
-        InstanceStatus::Down => 2,
-        InstanceStatus::Starting => 4,
-        InstanceStatus::OutOfService => 8,
-        InstanceStatus::Unknown => 16,
-    }
-}
-
 impl Shared {
     fn app_path(&self) -> String {
         format!(

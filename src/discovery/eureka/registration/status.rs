@@ -20,7 +20,8 @@ use std::sync::atomic::Ordering;
 use http::StatusCode;
 
 use super::super::client::{Fetched, LeaseCall};
-use super::{Shared, bit, expect};
+use super::late::bit;
+use super::{Shared, expect};
 use crate::error::DiscoveryError;
 use crate::instance::InstanceStatus;
 
