@@ -252,6 +252,70 @@ async fn a_service_first_used_during_an_outage_gets_the_copy() {
     assert_eq!(ok, 10, "copy has the instance; last error: {last}");
 }
 
+/// An on-demand service evicted while idle during an outage, and routed
+/// again before the outage ends, takes the copy. Its balancer's one
+/// registry clone had read the app during the outage, so the re-added
+/// service's first read got the stale error and, having no last list to
+/// keep, failed every request until the registry fetched again: 0 of 5
+/// answered before, 5 of 5 now, and its refresh still counts the failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_demand_service_added_again_during_an_outage_gets_the_copy() {
+    let (stub, registry) = good_registry().await;
+    let mut refresh = RefreshConfig::default();
+    refresh.interval = Duration::from_millis(100);
+    refresh.jitter = 0.0;
+    let lb = LoadBalancer::builder()
+        .source(registry.clone())
+        .discover_on_demand(true)
+        .on_demand_idle(Duration::from_millis(1000))
+        .refresh(refresh)
+        .build(tower::service_fn(|_req: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(()))
+        }))
+        .expect("balancer");
+    let get = || {
+        http::Request::builder()
+            .uri("http://good/x")
+            .body(())
+            .expect("request")
+    };
+    lb.clone().oneshot(get()).await.expect("first request");
+    stub.set("/eureka/apps", vec![Answer::status(500)]);
+    stub.set("/eureka/apps/delta", vec![Answer::status(500)]);
+    // The service's refresh reads the failing registry (stale) until the
+    // service is dropped, idle past `on_demand_idle`.
+    let stale_then_evicted = async {
+        let mut stale_seen = false;
+        while let Some(status) = lb.refresh_status("good") {
+            stale_seen |= status
+                .last_error
+                .is_some_and(|e| e.to_string().contains("may be stale"));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stale_seen
+    };
+    let stale_seen = tokio::time::timeout(Duration::from_secs(10), stale_then_evicted)
+        .await
+        .expect("evicted within 10 s");
+    assert!(stale_seen, "the service read the failing registry");
+    assert!(registry.stats().consecutive_failures > 0);
+    let mut answered = 0;
+    let mut last = String::new();
+    for _ in 0..5 {
+        match lb.clone().oneshot(get()).await {
+            Ok(_) => answered += 1,
+            Err(e) => last = e.to_string(),
+        }
+    }
+    let status = lb.refresh_status("good").expect("routed again");
+    println!("{answered} of 5; last error: {last}; {status:?}");
+    assert_eq!(answered, 5, "the copy lists `a`; last error: {last}");
+    assert_eq!(status.instances, 1, "{status:?}");
+    assert!(status.failures >= 1 && status.successes == 0, "{status:?}");
+    let err = status.last_error.expect("the stale error is kept");
+    assert!(err.to_string().contains("may be stale"), "{err}");
+}
+
 /// A delta applied before the full fetch it calls for fails is served.
 /// The delta marks `b` OUT_OF_SERVICE (draining) and its hash does not
 /// match the copy (the registry also holds a record the copy missed), so

@@ -113,6 +113,7 @@ impl Inner {
             consecutive_failures: failing.consecutive,
             since_last_success,
             last_error,
+            copy: None,
         })
     }
 

@@ -103,6 +103,7 @@ mod vip;
 
 pub use copy::status_hash;
 pub use stale::RegistryStale;
+pub(crate) use stale::take_copy;
 pub use vip::VipSource;
 
 use copy::{Registry, app_key, hash_of};
@@ -174,7 +175,8 @@ struct Inner {
 /// is a reader of its own for the outage rule of
 /// [`fetch`](InstanceSource::fetch): give each balancer its own clone
 /// (two balancers over one clone shared through an `Arc` are one reader,
-/// and the second to read during an outage keeps its last list).
+/// and the second to read during an outage keeps its last list; built
+/// during the outage, it takes the copy).
 pub struct EurekaRegistry {
     inner: Arc<Inner>,
     _task: Arc<TaskGuard>,
@@ -426,9 +428,11 @@ impl InstanceSource for EurekaRegistry {
     /// copy, the last good data there is (as the Java client serves its
     /// cache), and the stale error from its next read on. Each clone
     /// counts as its own reader: two balancers over clones of one
-    /// registry each get the copy once. (Within one clone, a service
-    /// added again during an outage, after its on-demand eviction, gets
-    /// the stale error and no list until the registry fetches again.)
+    /// registry each get the copy once. A service whose refresh never
+    /// succeeded takes the copy that comes with the stale error (one added
+    /// again during an outage after its on-demand eviction, which this
+    /// clone read before: it got no list until the registry fetched again)
+    /// and its refresh counts the failure.
     fn fetch<'a>(&'a self, service_id: &'a str) -> FetchFuture<'a> {
         Box::pin(async move {
             self.ready()
@@ -449,7 +453,11 @@ impl InstanceSource for EurekaRegistry {
                 }
             };
             if !behind {
-                if let Some(stale) = self.inner.stale() {
+                if let Some(mut stale) = self.inner.stale() {
+                    // For a service of this clone with no list yet (added
+                    // again after its on-demand eviction): its refresh
+                    // takes the copy from the error.
+                    stale.copy = Some(self.instances(service_id));
                     return Err(DiscoveryError::Other(Box::new(stale)));
                 }
             }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::DiscoveryError;
+use crate::instance::Instance;
 
 /// Why a service's refresh over an
 /// [`EurekaRegistry`](super::EurekaRegistry) failed: the registry's last
@@ -13,11 +14,42 @@ use crate::error::DiscoveryError;
 /// staleness gauge) and keeps its last good list, as it does for any
 /// other source that cannot reach its registry. Returned inside
 /// [`DiscoveryError::Other`]; downcast to read it.
-#[derive(Debug, Clone)]
+///
+/// A service whose refresh has not succeeded yet (one built, or added
+/// again after its on-demand eviction, during the outage) takes the app's
+/// list from the copy that comes with this error, the last good data
+/// there is, as the Java client serves its cache; its refresh still
+/// counts the failure. The refresh takes the copy out of the error before
+/// keeping the error as its last.
+#[derive(Clone)]
 pub struct RegistryStale {
     pub(super) consecutive_failures: u64,
     pub(super) since_last_success: Option<Duration>,
     pub(super) last_error: Arc<DiscoveryError>,
+    /// The app's instances in the copy, for a service with no list yet.
+    pub(super) copy: Option<Vec<Instance>>,
+}
+
+impl fmt::Debug for RegistryStale {
+    // The copy's length, not its instances (a list of thousands in a log
+    // line).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryStale")
+            .field("consecutive_failures", &self.consecutive_failures)
+            .field("since_last_success", &self.since_last_success)
+            .field("last_error", &self.last_error)
+            .field("copy", &self.copy.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+/// Takes the copy out of `err` when it is a [`RegistryStale`]: the list a
+/// service with none yet takes during an outage (see [`RegistryStale`]).
+pub(crate) fn take_copy(err: &mut DiscoveryError) -> Option<Vec<Instance>> {
+    match err {
+        DiscoveryError::Other(inner) => inner.downcast_mut::<RegistryStale>()?.copy.take(),
+        _ => None,
+    }
 }
 
 impl RegistryStale {
