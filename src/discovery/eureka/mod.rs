@@ -352,13 +352,40 @@ impl InstanceSource for EurekaSource {
     fn fetch<'a>(&'a self, service_id: &'a str) -> FetchFuture<'a> {
         Box::pin(async move {
             let app = self.fetch_application(service_id).await?;
-            Ok(app
-                .instances
-                .into_iter()
-                .map(|i| i.instance)
-                .collect::<Vec<Instance>>())
+            Ok(last_per_id(app))
         })
     }
+}
+
+/// `app`'s instances, one per instance id: the last record of an id, as
+/// Java's `Application.addInstance` keeps (a map by id) and the registry
+/// copy does. An id that also has a record that could not be read is left
+/// out (which came last is not known; that one may say DOWN). Before, a
+/// payload listing `dup` UP then DOWN served `dup` through `EurekaSource`
+/// while the registry and Java's client took it as DOWN (helper 125).
+pub(crate) fn last_per_id(app: wire::Application) -> Vec<Instance> {
+    let keep: Vec<bool> = {
+        let unreadable: std::collections::HashSet<&str> =
+            app.rejected.iter().filter_map(|r| r.id.as_deref()).collect();
+        let mut last = std::collections::HashMap::with_capacity(app.instances.len());
+        for (i, record) in app.instances.iter().enumerate() {
+            last.insert(record.instance.id(), i);
+        }
+        app.instances
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let id = r.instance.id();
+                last.get(id) == Some(&i) && !unreadable.contains(id)
+            })
+            .collect()
+    };
+    let instances = app.instances;
+    instances
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(r, keep)| keep.then_some(r.instance))
+        .collect()
 }
 
 /// Configures an [`EurekaSource`]. Its `Debug` output hides credentials.

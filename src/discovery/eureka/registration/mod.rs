@@ -206,12 +206,12 @@ impl Shared {
         let answer = loop {
             let sent = self.dirty();
             let body = self.body_with(wanted)?;
-            self.note_sent(wanted);
+            let call = self.sending(wanted);
             let answer = self
                 .http
                 .send(LeaseCall::Register, &self.app_path(), Some(body))
                 .await;
-            let answer = self.note_late_write(wanted, answer)?;
+            let answer = call.answered(answer)?;
             expect(&answer, &[StatusCode::NO_CONTENT, StatusCode::OK])?;
             self.registrations.fetch_add(1, Ordering::Relaxed);
             // A copy stamped by a clock ahead of this host's is kept over

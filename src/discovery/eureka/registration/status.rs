@@ -47,9 +47,8 @@ impl Shared {
             status.as_str(),
             self.dirty()
         );
-        self.note_sent(status);
-        let answer = self.http.send(LeaseCall::Status, &path, None).await;
-        let answer = self.note_late_write(status, answer)?;
+        let call = self.sending(status);
+        let answer = call.answered(self.http.send(LeaseCall::Status, &path, None).await)?;
         expect(&answer, &[StatusCode::OK])?;
         if self.status() == status {
             self.status_unsent.store(false, Ordering::Release);

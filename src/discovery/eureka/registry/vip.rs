@@ -41,7 +41,7 @@ impl InstanceSource for VipSource {
             Ok(apps
                 .applications
                 .into_iter()
-                .flat_map(|a| a.instances.into_iter().map(|i| i.instance))
+                .flat_map(super::super::last_per_id)
                 .collect())
         })
     }
