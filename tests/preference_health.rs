@@ -100,11 +100,15 @@ async fn preference_wrappers_skip_a_tripped_preferred_instance() {
 }
 
 /// The same through a balancer: 3 of 4 instances refuse connections and
-/// trip, the service enters panic mode (health filter off); a request whose
-/// sticky cookie names a tripped instance goes where one without a cookie
-/// goes, the one healthy instance.
+/// trip, the service enters panic mode (health ignored, the breakers
+/// availability filtering reads included); a request whose sticky cookie
+/// names a tripped instance goes where one without a cookie goes: spread
+/// over all four, the named one taking no more than its turns. (Until
+/// stop 48 availability filtering skipped tripped instances in panic mode,
+/// so every request went to the one healthy instance while round robin
+/// alone spread over all: 400 of 400 against 100 each, helper 124.)
 #[tokio::test]
-async fn in_panic_mode_a_sticky_cookie_naming_a_tripped_instance_goes_to_a_healthy_one() {
+async fn in_panic_mode_a_sticky_cookie_naming_a_tripped_instance_goes_where_others_go() {
     use bytes::Bytes;
     use http::Request;
     use http_body_util::Full;
@@ -178,12 +182,20 @@ async fn in_panic_mode_a_sticky_cookie_naming_a_tripped_instance_goes_to_a_healt
         }
     }
     let sticky: Vec<u16> = std::mem::take(&mut *hits.lock().unwrap());
-    assert_eq!((plain, failed), (vec![9003; 10], 0));
-    assert_eq!(
-        (sticky, sticky_failed),
-        (vec![9003; 10], 0),
-        "sticky requests naming the tripped {id} go to the healthy instance"
-    );
+    let count = |v: &[u16], port: u16| v.iter().filter(|&&p| p == port).count();
+    for port in 9000..=9003 {
+        assert!(
+            (2..=3).contains(&count(&plain, port)),
+            "panic mode spreads over all four: {plain:?}"
+        );
+        assert!(
+            (2..=3).contains(&count(&sticky, port)),
+            "sticky requests naming the tripped {id} go where others go: {sticky:?}"
+        );
+    }
+    // No retries: the tripped instances refuse.
+    assert_eq!(failed, 10 - count(&plain, 9003));
+    assert_eq!(sticky_failed, 10 - count(&sticky, 9003));
 }
 
 /// A healthy preferred instance still takes every preferred request.

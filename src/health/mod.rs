@@ -9,7 +9,10 @@
 //! of the instances are healthy: then health is ignored and traffic spreads
 //! over all of them (Envoy's `healthy_panic_threshold`, default 50 %),
 //! because a health signal that condemns most of a fleet is more likely
-//! wrong than the fleet.
+//! wrong than the fleet. Rules that skip tripped instances themselves
+//! (availability filtering, best available, zone avoidance, PeakEwmaP2c)
+//! skip none then either ([`PickContext::with_panic_mode`](crate::rule::PickContext::with_panic_mode)).
+//! Set the threshold to 0 to keep every filter at any health.
 //!
 //! Per-service state is one counter recounted only when
 //! something changed, a blackout / ejection ends or a pick brings a newer

@@ -6,6 +6,17 @@
 //! time ([`EndpointStats::is_tripped_at`](crate::stats::EndpointStats::is_tripped_at):
 //! open, or half-open with its probe taken) or when it already has
 //! [`max_in_flight`](AvailabilityFiltering::max_in_flight) requests in flight.
+//! In the balancer's panic mode ([`PickContext::with_panic_mode`]: fewer
+//! than the panic threshold of the instances healthy, health ignored) a
+//! tripped breaker filters nothing, so the picks spread over every
+//! instance as they do without this wrapper; the in-flight limit still
+//! applies. (Before, three tripped instances of four left every pick to
+//! the fourth while round robin alone spread over all.) The limit is
+//! checked at the pick: concurrent picks may each see room for one more
+//! and pass together, as Ribbon's `ActiveConnectionsLimit` check does, so
+//! under concurrency an instance can briefly hold more than the limit
+//! (2 at a limit of 1 with 16 callers on 4 threads). For a hard cap per
+//! instance, put a concurrency limit in the inner service.
 //!
 //! The rule wraps the inner rule's picker (built for the same list) and
 //! asks it exactly once per pick, passing two [`Tiers`](super::Tiers):
@@ -65,8 +76,9 @@ struct Filter {
 impl Filter {
     #[inline]
     fn passes(&self, e: &Endpoint, ctx: &PickContext<'_>) -> bool {
-        let stats = e.stats();
-        !stats.is_tripped_at(ctx.now()) && self.max_in_flight.is_none_or(|m| stats.in_flight() < m)
+        // Tripped instances pass in panic mode (health is ignored), the
+        // in-flight limit still holds.
+        ctx.is_available(e) && self.max_in_flight.is_none_or(|m| e.stats().in_flight() < m)
     }
 }
 

@@ -15,7 +15,9 @@
 //! first instance, as Ribbon's rule does.
 //! Endpoints tripped at the pick time
 //! ([`EndpointStats::is_tripped_at`](crate::stats::EndpointStats::is_tripped_at))
-//! are skipped; when every eligible endpoint is tripped, the least loaded
+//! are skipped, except in the balancer's panic mode
+//! ([`PickContext::with_panic_mode`]: health ignored, breakers included);
+//! when every eligible endpoint is tripped, the least loaded
 //! of them is returned (Ribbon falls back to round robin over all).
 //! Wrapped, the same choice runs inside the wrapper's first non-empty tier.
 //!
@@ -115,7 +117,7 @@ impl BestAvailablePicker {
     #[inline]
     fn best_in<'e>(
         endpoints: &'e [Endpoint],
-        now: tokio::time::Instant,
+        ctx: &PickContext<'_>,
         start: usize,
         member: impl Fn(usize, &Endpoint) -> bool,
         domain: Domain<'_>,
@@ -143,7 +145,8 @@ impl BestAvailablePicker {
             }
             let stats = e.stats();
             let load = stats.in_flight();
-            let is_tripped = stats.is_tripped_at(now);
+            // None in panic mode (health ignored, breakers included).
+            let is_tripped = !ctx.is_available(e);
             counts[usize::from(is_tripped)] += 1;
             let slot = if is_tripped { &mut tripped } else { &mut best };
             match slot {
@@ -188,9 +191,7 @@ impl BestAvailablePicker {
         }
         let tie = |i: usize, e: &Endpoint| {
             let stats = e.stats();
-            member(i, e)
-                && stats.in_flight() == least.load
-                && stats.is_tripped_at(now) == want_tripped
+            member(i, e) && stats.in_flight() == least.load && ctx.is_available(e) != want_tripped
         };
         // Loads move under concurrent requests: if no endpoint is tied any
         // more, the first one seen is as good.
@@ -211,12 +212,11 @@ impl Picker for BestAvailablePicker {
         if endpoints.is_empty() {
             return None;
         }
-        let now = ctx.now();
         let start = self.next.step(ctx, endpoints);
         if !ctx.has_tiers() {
-            return Self::best_in(endpoints, now, start, |_, e| ctx.is_eligible(e), None);
+            return Self::best_in(endpoints, ctx, start, |_, e| ctx.is_eligible(e), None);
         }
-        ctx.find_tier_in(&mut |member, domain| Self::best_in(endpoints, now, start, member, domain))
+        ctx.find_tier_in(&mut |member, domain| Self::best_in(endpoints, ctx, start, member, domain))
     }
 
     /// The least loaded endpoint wins again while loads stay as they are.

@@ -124,6 +124,8 @@ pub struct PickContext<'a> {
     hash_key: Option<u64>,
     now: Instant,
     health_filter: bool,
+    /// The balancer's panic mode: health is ignored, breakers included.
+    panic: bool,
     tiers: Option<&'a Tiers<'a>>,
     headers: Option<&'a HeaderMap>,
     /// Set by preference wrappers on the pick they hand to the wrapped
@@ -154,6 +156,7 @@ impl<'a> PickContext<'a> {
             hash_key: None,
             now,
             health_filter: false,
+            panic: false,
             tiers: None,
             headers: None,
             lane: 0,
@@ -217,6 +220,40 @@ impl<'a> PickContext<'a> {
         self.health_filter = true;
         self.health_epoch = epoch;
         self
+    }
+
+    /// Marks the pick as made in panic mode: fewer than the panic
+    /// threshold of the service's instances are healthy, so health is
+    /// ignored (Envoy's `healthy_panic_threshold`; see
+    /// [`crate::health`]). Rules that skip tripped instances themselves
+    /// ([`AvailabilityFiltering`](super::AvailabilityFiltering),
+    /// [`BestAvailable`](super::BestAvailable),
+    /// [`PeakEwmaP2c`](super::PeakEwmaP2c),
+    /// [`ZoneAvoidance`](super::ZoneAvoidance)) then skip none, through
+    /// [`PickContext::is_available`]: they sent every pick to the last
+    /// untripped instance while round robin spread over all (400 of 400
+    /// against 100 each over four, three tripped). The balancer sets it;
+    /// it clears the health filter. Default: off.
+    pub fn with_panic_mode(mut self) -> Self {
+        self.panic = true;
+        self.health_filter = false;
+        self
+    }
+
+    /// Whether the pick is made in panic mode
+    /// ([`PickContext::with_panic_mode`]).
+    #[inline]
+    pub fn panic_mode(&self) -> bool {
+        self.panic
+    }
+
+    /// Whether a rule that skips tripped instances may take `endpoint` now:
+    /// its breaker is available at [`now`](Self::now)
+    /// ([`EndpointStats::is_available_at`](crate::stats::EndpointStats::is_available_at)),
+    /// or the pick is made in panic mode.
+    #[inline]
+    pub fn is_available(&self, endpoint: &Endpoint) -> bool {
+        self.panic || endpoint.stats().is_available_at(self.now)
     }
 
     /// The health epoch of [`PickContext::with_health_epoch`] (0: none).
@@ -337,6 +374,7 @@ impl<'a> PickContext<'a> {
             hash_key: self.hash_key,
             now: self.now,
             health_filter: self.health_filter,
+            panic: self.panic,
             tiers: Some(link),
             headers: self.headers,
             lane: self.lane,

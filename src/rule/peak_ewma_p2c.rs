@@ -54,7 +54,8 @@
 //! [`AvailabilityFiltering`](super::AvailabilityFiltering) or an outlier
 //! ejection in front.
 //!
-//! Draws skip endpoints that are excluded or whose breaker is tripped; a
+//! Draws skip endpoints that are excluded or whose breaker is tripped (no
+//! breaker in the balancer's panic mode, [`PickContext::with_panic_mode`]); a
 //! draw is retried a few times and then replaced by a walk from a random
 //! offset, so every pick is bounded by the list length. When every eligible
 //! endpoint is tripped the same choice runs over the tripped ones (fail
@@ -259,8 +260,7 @@ impl P2cPicker {
         member: &impl Fn(usize, &Endpoint) -> bool,
         domain: Domain<'_>,
     ) -> Option<&'s Endpoint> {
-        let now = ctx.now();
-        let available = |i: usize, e: &Endpoint| member(i, e) && e.stats().is_available_at(now);
+        let available = |i: usize, e: &Endpoint| member(i, e) && ctx.is_available(e);
         let (p, first_available) = match self.draw(endpoints, &available, None, domain) {
             Some(p) => (p, true),
             None => (self.draw(endpoints, member, None, domain)?, false),

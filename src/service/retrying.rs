@@ -87,7 +87,10 @@ impl Walk {
                 endpoint,
                 tried: &self.tried,
             },
-            _ => Target::Pick { tried: &self.tried },
+            (last, _) => Target::Pick {
+                tried: &self.tried,
+                last: last.as_ref(),
+            },
         }
     }
 

@@ -35,7 +35,10 @@
 //! preference wrappers treat their instances); the good zones; every
 //! zone that is not blacked out; all zones; each tier holding only the
 //! endpoints of its zones that are available at the pick time; and last
-//! (fail open) every eligible endpoint, tripped ones included. The wrapped
+//! (fail open) every eligible endpoint, tripped ones included. In the
+//! balancer's panic mode ([`PickContext::with_panic_mode`]) no tier skips a
+//! tripped instance but the preferred zone's (health is ignored; the zone
+//! classes stay as counted). The wrapped
 //! rule's picker chooses, asked once per pick with these tiers (see
 //! [`Tiers`](super::Tiers)): it steps its rotation once and takes from the
 //! first tier that has an eligible endpoint for this request. So when a
@@ -276,7 +279,7 @@ impl Picker for ZonePicker {
             return None;
         }
         if zones > MAX_ZONES {
-            let available = |_: usize, e: &Endpoint| e.stats().is_available_at(now);
+            let available = |_: usize, e: &Endpoint| ctx.is_available(e);
             let tiers: [Tier<'_>; 2] = [&available, &any];
             let mut link = None;
             return self.inner.pick(&ctx.with_tiers(&mut link, &tiers));
@@ -295,12 +298,12 @@ impl Picker for ZonePicker {
         // instances took every pick from the healthy ones elsewhere.
         let in_zones = |mask: u32, healthy: bool| {
             move |i: usize, e: &Endpoint| {
-                let stats = e.stats();
                 ids.get(i).is_some_and(|&z| mask & (1 << z) != 0)
                     && if healthy {
-                        stats.is_healthy_at(now)
+                        e.stats().is_healthy_at(now)
                     } else {
-                        stats.is_available_at(now)
+                        // Every instance in panic mode.
+                        ctx.is_available(e)
                     }
             }
         };
