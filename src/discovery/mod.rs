@@ -48,6 +48,7 @@ cfg_feature! {
 cfg_feature! {
     #![feature = "eureka"]
     pub mod eureka;
+    mod stale;
 }
 mod refresh;
 mod static_list;

@@ -40,6 +40,7 @@ use crate::stats::EndpointStats;
 mod config;
 mod guard;
 mod order;
+mod stale_copy;
 pub use config::RefreshConfig;
 
 /// What the refresh of one service has done so far.
@@ -268,29 +269,6 @@ impl Refresh {
             self.first_done_tx.send_replace(true);
         }
         ok
-    }
-
-    /// A failed fetch's error, with the list a service whose refresh never
-    /// succeeded takes from a stale registry copy that comes with it
-    /// ([`RegistryStale`](crate::discovery::eureka::RegistryStale): a
-    /// service added again during an outage after its on-demand eviction
-    /// got no list until the registry fetched again). The fetch still
-    /// counts as failed; the copy is taken out of the error either way, so
-    /// the kept last error holds no list.
-    #[cfg_attr(not(feature = "eureka"), allow(clippy::unused_self, unused_variables))]
-    fn first_from_stale_copy(
-        &self,
-        #[allow(unused_mut)] mut err: DiscoveryError,
-        kind: SourceKind,
-        publish: &(dyn Fn(Arc<Snapshot>) + Sync),
-    ) -> Result<(), DiscoveryError> {
-        #[cfg(feature = "eureka")]
-        if let Some(copy) = crate::discovery::eureka::take_stale_copy(&mut err) {
-            if self.lock_counters().successes == 0 {
-                let _taken = guard::run_guarded("the rule", || self.apply(copy, kind, publish));
-            }
-        }
-        Err(err)
     }
 
     /// Counts the outcome of one fetch and updates the refresh metrics.

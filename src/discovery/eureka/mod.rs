@@ -251,7 +251,6 @@ pub use registration::{
 pub use client::EurekaTlsError;
 #[cfg(feature = "config")]
 pub(crate) use client::split_urls as split_server_urls;
-pub(crate) use registry::take_copy as take_stale_copy;
 pub use registry::{
     EurekaRegistry, EurekaRegistryBuilder, RegistryStale, RegistryStats, VipSource, status_hash,
 };

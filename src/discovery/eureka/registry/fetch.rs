@@ -10,7 +10,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::copy::{self, Registry, apply, hash_of};
-use super::stale::{Failing, RegistryStale};
+use super::RegistryStale;
+use super::stale::Failing;
 use super::{Inner, wire};
 use crate::discovery::eureka::client::Fetched;
 use crate::discovery::eureka::wire::Applications;

@@ -102,8 +102,7 @@ mod stale;
 mod vip;
 
 pub use copy::status_hash;
-pub use stale::RegistryStale;
-pub(crate) use stale::take_copy;
+pub use crate::discovery::stale::RegistryStale;
 pub use vip::VipSource;
 
 use copy::{Registry, app_key, hash_of};
