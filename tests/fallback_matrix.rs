@@ -447,7 +447,6 @@ async fn panic_mode_spreads_first_attempts_over_all() {
         ("best", 2),
         ("af_rr", 3),
         ("za_rr", 4),
-        ("p2c", 5),
     ] {
         let policy = RetryPolicy::none();
         let acts = [Act::Ok, Act::Refuse, Act::Refuse, Act::Refuse];
@@ -456,8 +455,7 @@ async fn panic_mode_spreads_first_attempts_over_all() {
             1 => || Box::new(WeightedRoundRobin::with_start(0)),
             2 => || Box::new(BestAvailable::with_start(0)),
             3 => || Box::new(AvailabilityFiltering::new(RoundRobin::with_start(0))),
-            4 => || Box::new(ZoneAvoidance::new(RoundRobin::with_start(0))),
-            _ => || Box::new(PeakEwmaP2c::with_seed(11)),
+            _ => || Box::new(ZoneAvoidance::new(RoundRobin::with_start(0))),
         };
         let (lb, log) = scripted(
             acts.to_vec(),
@@ -475,9 +473,7 @@ async fn panic_mode_spreads_first_attempts_over_all() {
         }
         let counts = per_port(&log, from);
         println!("panic/{name}: {counts:?}");
-        // P2C draws at random (seeded): within a quarter of an even share.
-        let even = if kind == 5 { 75..=125 } else { 98..=102 };
-        if !(counts.len() == 4 && counts.values().all(|c| even.contains(c))) {
+        if !(counts.len() == 4 && counts.values().all(|c| (98..=102).contains(c))) {
             bad.push(format!("{name}: {counts:?}"));
         }
     }
@@ -933,16 +929,50 @@ fn af_fallback_spreads_under_concurrent_pickers() {
                     }
                 });
                 let counts = merged.into_inner().unwrap();
-                check(
-                    &format!("mt/af/{name}/n={n}/all={all}"),
-                    &counts,
-                    &expected,
-                    per,
-                    exact,
-                    &mut failures,
-                );
+                // Best available's least recent tie is claimed by a
+                // compare-and-swap; a pick that loses it four times in a row
+                // to concurrent picks takes it anyway: within 5 % here.
+                let label = format!("mt/af/{name}/n={n}/all={all}");
+                if name == "best" {
+                    let (min, max) = (
+                        counts.values().min().copied().unwrap_or(0),
+                        counts.values().max().copied().unwrap_or(0),
+                    );
+                    if counts.len() != expected.len() || min < 190 || max > 210 {
+                        failures.push(format!("{label}: {counts:?}"));
+                    }
+                } else {
+                    check(&label, &counts, &expected, per, exact, &mut failures);
+                }
             }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// PeakEwmaP2c's draws in panic mode take tripped instances too (through
+/// the balancer its latency cost keeps failing instances from tripping in
+/// the first place, so this is checked on the picker): three of four
+/// tripped, 4 000 picks: each tripped one about a sixth, against 4 000 of
+/// 4 000 on the untripped one outside panic mode.
+#[test]
+fn p2c_in_panic_mode_draws_tripped_instances_too() {
+    let now = Instant::now();
+    let eps = endpoints(4);
+    for e in &eps[1..] {
+        trip(e, now);
+    }
+    let snap = Arc::new(Snapshot::new("svc", eps, 1));
+    let picker = PeakEwmaP2c::with_seed(11).build(&snap);
+    let plain = run(&picker, 4_000, &PickContext::at(now));
+    assert_eq!(plain.get(&0), Some(&4_000), "{plain:?}");
+    // Still priced by cost: the tripped ones' failures lower their success
+    // rate, so the untripped one wins every draw it is in (half of them).
+    let panic = run(&picker, 4_000, &PickContext::at(now).with_panic_mode());
+    assert_eq!(panic.len(), 4, "{panic:?}");
+    assert!((1_800..=2_200).contains(&panic[&0]), "{panic:?}");
+    assert!(
+        (1..4).all(|i| (500..=850).contains(&panic[&i])),
+        "{panic:?}"
+    );
 }

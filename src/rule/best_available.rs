@@ -2,17 +2,18 @@
 //! tripped (Ribbon `BestAvailableRule`; Envoy's and SCLB's "least
 //! request" without the random sampling).
 //!
-//! One pass over the list finds the smallest in-flight count and how many
-//! endpoints share it; a rotating counter picks which of them goes, so
-//! endpoints with equal load take turns (each its own, not the turns of
-//! filtered neighbours) instead of the first one in the list taking every
-//! request. Each round of turns starts one position further on, so a tied
-//! set that moves with the picks (every request still in flight at the
-//! next pick: all but the last instance picked tie) does not skip the same
-//! instance in every round. The counter starts at a random tie (as round robin's cursor
-//! at a random offset; [`BestAvailable::with_start`] fixes it), so a fleet
+//! One pass over the list finds the smallest in-flight count; of the
+//! endpoints that share it, the one a first pick took least recently goes
+//! (each picker keeps a pick stamp per position), so endpoints with equal
+//! load take turns, each its own, whatever pattern of loads moves the tied
+//! set (a rotating counter by position skipped one instance in every round
+//! under some: 450, 0 and 450 of 900, or 600, 0 and 1 200). Of endpoints
+//! never picked on this list, the first from a rotating start goes; the
+//! start is random (as round robin's cursor at a random offset;
+//! [`BestAvailable::with_start`] fixes it), so a fleet
 //! of clients started together does not send every first request to the
-//! first instance, as Ribbon's rule does.
+//! first instance, as Ribbon's rule does. Retries do not stamp (a retry
+//! away from a failing instance would send it the next first pick).
 //! Endpoints tripped at the pick time
 //! ([`EndpointStats::is_tripped_at`](crate::stats::EndpointStats::is_tripped_at))
 //! are skipped, except in the balancer's panic mode
@@ -21,9 +22,9 @@
 //! of them is returned (Ribbon falls back to round robin over all).
 //! Wrapped, the same choice runs inside the wrapper's first non-empty tier.
 //!
-//! Build: O(1); the rotating counter is shared by every picker of the rule.
-//! Pick: one walk of the list, O(n), and part of a second when several
-//! endpoints tie; inside a wrapper's tier with a domain (a sticky instance,
+//! Build: O(n) (a zeroed stamp per position); the rotating counter is
+//! shared by every picker of the rule. Pick: one walk of the list, O(n),
+//! and one compare-and-swap on the chosen stamp; inside a wrapper's tier with a domain (a sticky instance,
 //! a hint group, a subset, one zone), a walk of that domain only.
 //!
 //! The rule sees only in-flight counts, not latency: an instance that fails
@@ -33,13 +34,16 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::context::RETRY_LANE;
 use super::{Domain, PickContext, Picker, Rule};
 use crate::instance::Endpoint;
 use crate::snapshot::Snapshot;
 
-/// Least in-flight requests among non-tripped eligible endpoints; ties
-/// take turns by a rotating counter, which starts at a random tie.
+/// Least in-flight requests among non-tripped eligible endpoints; of
+/// ties, the least recently picked, and on a fresh list the first from a
+/// random start.
 #[derive(Debug)]
 pub struct BestAvailable {
     next: Arc<super::cursor::Cursor>,
@@ -75,6 +79,8 @@ impl Rule for BestAvailable {
         Arc::new(BestAvailablePicker {
             snapshot: Arc::clone(snapshot),
             next: Arc::clone(&self.next),
+            stamps: (0..snapshot.len()).map(|_| AtomicU64::new(0)).collect(),
+            seq: AtomicU64::new(1),
         })
     }
 
@@ -83,10 +89,19 @@ impl Rule for BestAvailable {
     }
 }
 
+/// Looks for a least recent tie a first pick may claim, at most: a claim
+/// lost to a concurrent pick looks again.
+const CLAIMS: usize = 4;
+
 /// The picker of [`BestAvailable`] for one list.
 struct BestAvailablePicker {
     snapshot: Arc<Snapshot>,
     next: Arc<super::cursor::Cursor>,
+    /// Per position, the sequence number of the last first pick that took
+    /// it (0: none since this list).
+    stamps: Box<[AtomicU64]>,
+    /// The next sequence number (from 1).
+    seq: AtomicU64,
 }
 
 impl fmt::Debug for BestAvailablePicker {
@@ -98,111 +113,113 @@ impl fmt::Debug for BestAvailablePicker {
 }
 
 impl BestAvailablePicker {
-    /// The least loaded member, non-tripped first; of `m` equally loaded
-    /// ones the `start % m`-th, counted in the walk's order turned by
-    /// `start / m` positions (the ties in turn). While the tied set holds,
-    /// each tie goes once in each round of `m` picks, over the members alone: no
-    /// member inherits the turns of filtered or tripped neighbours (a
-    /// rotation that kept the first least loaded after `start` gave the
-    /// member after a run of filtered ones that whole run's turns). The
-    /// turned order keeps a tied set that moves with the picks from
-    /// starving one member: counted in list order alone, ties that were
-    /// "all but the last pick" (each request still in flight at the next
-    /// pick) skipped the same instance in every round, 450, 0 and 450
-    /// requests over three instances. One pass counts the ties, a second
-    /// finds the chosen one when there are several.
+    /// The least loaded member, non-tripped first; of equally loaded ones
+    /// the one a first pick took least recently (its stamp, 0 for never),
+    /// and of those the first in the walk's order turned by `start`
+    /// positions (a fresh list's first round, in list order from the
+    /// rotation's start). One pass.
+    ///
+    /// Least recently picked, so no pattern of loads starves a member that
+    /// ties: a member tied at a pick goes before every tied member picked
+    /// since it last went. Counted by position instead (the `start % m`-th
+    /// tie), ties that moved with the picks skipped one instance in every
+    /// round: 450, 0 and 450 requests over three instances when each
+    /// request was still in flight at the next pick (helper 119), and with
+    /// the turn shifted each round, periodic loads still lined up with it:
+    /// 600, 0 and 1 200 for "stream, call, close, call" (helper 123).
+    ///
+    /// The chosen member's stamp is claimed with a compare-and-swap: of two
+    /// concurrent picks that saw the same least recent member, the second
+    /// looks again (up to [`CLAIMS`] looks), so concurrent first picks of
+    /// an idle list go to different members. A retry's pick (with
+    /// exclusions, or in the retry lane) stamps nothing and takes the
+    /// `start % m`-th of the `m` least loaded in list order (its lane's
+    /// turns): stamping, a retry away from a failing instance made that
+    /// instance the least recent and sent it the next first pick (every
+    /// first pick to the failing one of two); by stamps alone, a retry
+    /// skipping an excluded instance sent the one after it twice its turns.
+    ///
     /// Only the positions of `domain` (a wrapper's tier: the sticky
     /// instance, a hint group, a subset, a zone) are considered when it is
     /// given: a sticky pick tested all 10 000 endpoints of a list.
     #[inline]
     fn best_in<'e>(
+        &self,
         endpoints: &'e [Endpoint],
         ctx: &PickContext<'_>,
         start: usize,
         member: impl Fn(usize, &Endpoint) -> bool,
         domain: Domain<'_>,
     ) -> Option<&'e Endpoint> {
+        let len = domain.map_or(endpoints.len(), <[u32]>::len);
+        if len == 0 {
+            return None;
+        }
+        let shift = start % len;
         let positions = || {
             let all = domain.is_none().then_some(0..endpoints.len());
             let listed = domain.unwrap_or_default().iter().map(|&i| i as usize);
             all.into_iter().flatten().chain(listed)
         };
-        let at = |i: usize| endpoints.get(i).map(|e| (i, e));
-        /// The least load seen, its first endpoint and how many share it.
-        #[derive(Clone, Copy)]
-        struct Least<'e> {
-            first: &'e Endpoint,
-            load: usize,
-            ties: usize,
+        let members = || {
+            positions()
+                .filter_map(|i| endpoints.get(i).map(|e| (i, e)))
+                .filter(|(i, e)| member(*i, e))
+        };
+        // None tripped in panic mode (health ignored).
+        let class = |e: &Endpoint| (!ctx.is_available(e), e.stats().in_flight());
+        if !(ctx.excluded().is_empty() && ctx.lane() != RETRY_LANE) {
+            // A retry's pick: the `start % m`-th of the `m` least loaded in
+            // list order (its own lane's turns; it stamps nothing).
+            let least = members().map(|(_, e)| class(e)).min()?;
+            let ties = members().filter(|(_, e)| class(e) == least).count();
+            return members()
+                .filter(|(_, e)| class(e) == least)
+                .nth(start % ties.max(1))
+                .map(|(_, e)| e);
         }
-        let mut best: Option<Least<'_>> = None;
-        let mut tripped: Option<Least<'_>> = None;
-        // Members not tripped and tripped.
-        let mut counts = [0usize; 2];
-        for (i, e) in positions().filter_map(at) {
-            if !member(i, e) {
-                continue;
-            }
-            let stats = e.stats();
-            let load = stats.in_flight();
-            // None in panic mode (health ignored, breakers included).
-            let is_tripped = !ctx.is_available(e);
-            counts[usize::from(is_tripped)] += 1;
-            let slot = if is_tripped { &mut tripped } else { &mut best };
-            match slot {
-                Some(least) if load == least.load => least.ties += 1,
-                Some(least) if load > least.load => {}
-                _ => {
-                    *slot = Some(Least {
-                        first: e,
-                        load,
-                        ties: 1,
-                    });
+        let stamp = |i: usize| self.stamps.get(i).map_or(0, |s| s.load(Ordering::Acquire));
+        for attempt in 0..CLAIMS {
+            // (tripped, load, stamp) of the best so far, with its position.
+            let mut best: Option<((bool, usize, u64), usize, &'e Endpoint)> = None;
+            // Members of the best (tripped, load) class seen.
+            let mut ties = 0usize;
+            for i in positions().skip(shift).chain(positions().take(shift)) {
+                let Some(e) = endpoints.get(i) else { continue };
+                if !member(i, e) {
+                    continue;
+                }
+                let (tripped, load) = class(e);
+                let key = (tripped, load, stamp(i));
+                match best {
+                    Some((k, _, _)) if (k.0, k.1) == (tripped, load) => ties += 1,
+                    Some((k, _, _)) if (k.0, k.1) < (tripped, load) => continue,
+                    _ => ties = 1,
+                }
+                if best.is_none_or(|(k, _, _)| key < k) {
+                    best = Some((key, i, e));
                 }
             }
+            let ((_, _, seen), i, e) = best?;
+            // Only a choice among ties stamps: a forced one (a sticky
+            // tier of one, a sole least loaded member) would order the
+            // ties of other picks by its own traffic (sticky picks on each
+            // member of a hint group in list order made the group's first
+            // member the older at every hinted pick: 200 and 0).
+            let Some(slot) = self.stamps.get(i).filter(|_| ties > 1) else {
+                return Some(e);
+            };
+            let now = self.seq.fetch_add(1, Ordering::Relaxed);
+            if slot
+                .compare_exchange(seen, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+                || attempt + 1 == CLAIMS
+            {
+                slot.fetch_max(now, Ordering::AcqRel);
+                return Some(e);
+            }
         }
-        let (least, want_tripped) = match (best, tripped) {
-            (Some(least), _) => (least, false),
-            (None, Some(least)) => (least, true),
-            (None, None) => return None,
-        };
-        if least.ties == 1 {
-            return Some(least.first);
-        }
-        // The tie number `turn` in the walk's order turned by `shift`
-        // positions (see above).
-        let (turn, len) = (
-            start % least.ties,
-            domain.map_or(endpoints.len(), <[u32]>::len),
-        );
-        // Only ties among members of unequal loads turn (the set can move
-        // with the picks); when all of them tie, every round takes the
-        // list's order, so ties take exact turns over any window.
-        let all_tie = least.ties == counts[usize::from(want_tripped)];
-        let shift = if all_tie {
-            0
-        } else {
-            (start / least.ties) % len.max(1)
-        };
-        // Every endpoint tied (an idle, unfiltered list): the tie is the
-        // endpoint there, no second pass.
-        if domain.is_none() && least.ties == endpoints.len() {
-            return endpoints.get((shift + turn) % len).or(Some(least.first));
-        }
-        let tie = |i: usize, e: &Endpoint| {
-            let stats = e.stats();
-            member(i, e) && stats.in_flight() == least.load && ctx.is_available(e) != want_tripped
-        };
-        // Loads move under concurrent requests: if no endpoint is tied any
-        // more, the first one seen is as good.
-        positions()
-            .skip(shift)
-            .chain(positions().take(shift))
-            .filter_map(at)
-            .filter(|(i, e)| tie(*i, e))
-            .nth(turn)
-            .map(|(_, e)| e)
-            .or(Some(least.first))
+        None
     }
 }
 
@@ -214,9 +231,9 @@ impl Picker for BestAvailablePicker {
         }
         let start = self.next.step(ctx, endpoints);
         if !ctx.has_tiers() {
-            return Self::best_in(endpoints, ctx, start, |_, e| ctx.is_eligible(e), None);
+            return self.best_in(endpoints, ctx, start, |_, e| ctx.is_eligible(e), None);
         }
-        ctx.find_tier_in(&mut |member, domain| Self::best_in(endpoints, ctx, start, member, domain))
+        ctx.find_tier_in(&mut |member, domain| self.best_in(endpoints, ctx, start, member, domain))
     }
 
     /// The least loaded endpoint wins again while loads stay as they are.

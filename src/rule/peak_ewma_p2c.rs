@@ -243,6 +243,19 @@ impl P2cPicker {
             None if idle => stats.decayed_since_seen(self.default_rtt_us, now),
             None => self.default_rtt_us,
         };
+        // Requests in flight and no observation since the estimate decayed:
+        // at least the time since the last one, up to the default RTT. A
+        // decayed estimate times the requests in flight stays near zero
+        // while those requests (streams) give no sample: after one old
+        // 10 ms call an instance took 39 of 40 streams, and one whose only
+        // sample was a closed stream's 40 of 40 (helper 123). Capped, so an
+        // instance holding a long stream with no recent sample still gets
+        // short calls (which sample it again).
+        let rtt = if in_flight > 0 {
+            rtt.max(stats.since_peak_us(now).min(self.default_rtt_us))
+        } else {
+            rtt
+        };
         let success = stats
             .success_rate_at(now)
             .unwrap_or(1.0)

@@ -77,6 +77,14 @@ impl super::EndpointStats {
         us * weight(self.ms_at(now), 0, Self::tau_ms(self.config.ewma_decay))
     }
 
+    /// µs since the peak EWMA's last observation (a completed attempt or a
+    /// dropped one's wait), or since creation before any.
+    #[inline]
+    pub(crate) fn since_peak_us(&self, now: tokio::time::Instant) -> f64 {
+        let at = self.peak_ewma_us.load().map_or(0, |(_, at)| at);
+        self.ms_at(now).saturating_sub(at) as f64 * 1000.0
+    }
+
     /// `us` decayed toward zero for the time since the peak EWMA's last
     /// observation (a dropped request's wait, for an endpoint with no
     /// sample), or since creation before any.
