@@ -126,6 +126,8 @@ pub struct PickContext<'a> {
     health_filter: bool,
     /// The balancer's panic mode: health is ignored, breakers included.
     panic: bool,
+    /// A retry's pick (see [`PickContext::retrying`]), whatever its lane.
+    retry: bool,
     tiers: Option<&'a Tiers<'a>>,
     headers: Option<&'a HeaderMap>,
     /// Set by preference wrappers on the pick they hand to the wrapped
@@ -157,6 +159,7 @@ impl<'a> PickContext<'a> {
             now,
             health_filter: false,
             panic: false,
+            retry: false,
             tiers: None,
             headers: None,
             lane: 0,
@@ -193,6 +196,7 @@ impl<'a> PickContext<'a> {
     /// no preferred tier shares; a retry inside a preferred tier steps a
     /// lane chosen by that tier and the retry mark together.
     pub fn retrying(mut self) -> Self {
+        self.retry = true;
         if self.lane == 0 {
             self.lane = RETRY_LANE;
         }
@@ -323,6 +327,14 @@ impl<'a> PickContext<'a> {
         self
     }
 
+    /// Whether the pick is a retry's ([`PickContext::retrying`]), also
+    /// inside a preferred tier, whose lane mixes the retry mark with the
+    /// tier's key.
+    #[inline]
+    pub(crate) fn is_retry(&self) -> bool {
+        self.retry
+    }
+
     /// The rotation lane key of this pick: 0 without a preference.
     #[inline]
     pub(crate) fn lane(&self) -> u64 {
@@ -375,6 +387,7 @@ impl<'a> PickContext<'a> {
             now: self.now,
             health_filter: self.health_filter,
             panic: self.panic,
+            retry: self.retry,
             tiers: Some(link),
             headers: self.headers,
             lane: self.lane,

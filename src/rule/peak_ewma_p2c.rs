@@ -21,7 +21,10 @@
 //!   draws without a sample cost the same. It jumps up at once on a slower response, decays toward faster
 //!   ones with τ = [`StatsConfig::ewma_decay`](crate::stats::StatsConfig::ewma_decay)
 //!   (10 s), decays toward zero while the endpoint is idle (so it is tried
-//!   again), and prices a failure as at least the failure penalty (1 s).
+//!   again) and toward the default RTT while requests are in flight (a
+//!   stream gives no sample until it ends, so an old sample fades into
+//!   the prior, not into "instant"), and prices a failure as at least the
+//!   failure penalty (1 s).
 //! - `in_flight`: requests started on the endpoint and not yet finished.
 //! - `success_rate`: the decaying share of successes in `0..=1`
 //!   ([`EndpointStats::success_rate_at`](crate::stats::EndpointStats::success_rate_at),
@@ -239,22 +242,21 @@ impl P2cPicker {
             } else {
                 self.default_rtt_us
             }),
+            // Requests in flight: decayed toward the default, not toward
+            // zero (streams give no sample until they end). Toward zero, an
+            // estimate decayed since an old sample times the streams in
+            // flight stayed near zero: after one old 10 ms call an instance
+            // took 39 of 40 streams, and one whose only sample was a closed
+            // stream 40 of 40 (helper 123). A floor of the time since the
+            // last sample, capped at the default, starved a fast instance
+            // holding a WebSocket beside a slow idle one (0 of 300 calls;
+            // helper 126); a fresh sample barely moves now.
+            Some(peak) if in_flight > 0 => stats
+                .peak_toward_us(self.default_rtt_us, now)
+                .unwrap_or(peak),
             Some(peak) => peak,
             None if idle => stats.decayed_since_seen(self.default_rtt_us, now),
             None => self.default_rtt_us,
-        };
-        // Requests in flight and no observation since the estimate decayed:
-        // at least the time since the last one, up to the default RTT. A
-        // decayed estimate times the requests in flight stays near zero
-        // while those requests (streams) give no sample: after one old
-        // 10 ms call an instance took 39 of 40 streams, and one whose only
-        // sample was a closed stream's 40 of 40 (helper 123). Capped, so an
-        // instance holding a long stream with no recent sample still gets
-        // short calls (which sample it again).
-        let rtt = if in_flight > 0 {
-            rtt.max(stats.since_peak_us(now).min(self.default_rtt_us))
-        } else {
-            rtt
         };
         let success = stats
             .success_rate_at(now)

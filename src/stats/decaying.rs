@@ -77,12 +77,16 @@ impl super::EndpointStats {
         us * weight(self.ms_at(now), 0, Self::tau_ms(self.config.ewma_decay))
     }
 
-    /// µs since the peak EWMA's last observation (a completed attempt or a
-    /// dropped one's wait), or since creation before any.
+    /// The peak EWMA in µs as of `now`, decayed toward `us` (not toward
+    /// zero) for the time since its last observation: for an endpoint with
+    /// requests in flight, whose streams give no sample until they end, so
+    /// an old sample fades into the default rather than into "instant".
+    /// `None` before any observation.
     #[inline]
-    pub(crate) fn since_peak_us(&self, now: tokio::time::Instant) -> f64 {
-        let at = self.peak_ewma_us.load().map_or(0, |(_, at)| at);
-        self.ms_at(now).saturating_sub(at) as f64 * 1000.0
+    pub(crate) fn peak_toward_us(&self, us: f64, now: tokio::time::Instant) -> Option<f64> {
+        let (value, at) = self.peak_ewma_us.load()?;
+        let w = weight(self.ms_at(now), at, Self::tau_ms(self.config.ewma_decay));
+        Some(value * w + us * (1.0 - w))
     }
 
     /// `us` decayed toward zero for the time since the peak EWMA's last

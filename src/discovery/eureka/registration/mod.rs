@@ -10,19 +10,16 @@
 //!   again at once, with the status wanted now and a `lastDirtyTimestamp`
 //!   raised to the time (as Java's client does), so the server takes it
 //!   over a copy it holds;
-//! - `PUT /apps/{APP}/{id}/status?value=OUT_OF_SERVICE` to change the
-//!   status (kept, and sent again after a re-registration). Eureka does
-//!   not always serve the status a registration carries (over an existing
-//!   UP lease, its `LeaseExistsRule` keeps UP; an override it kept wins),
-//!   so a status other than UP lives in the server only once this call
-//!   succeeds: until one does, every renewal sends it again, and a
-//!   [`start`](EurekaRegistration::start) or a re-registration whose
-//!   status (other than UP) cannot be set cancels the registration it
-//!   made, so a draining instance is never left UP. A registration with
-//!   UP sends UP too only over an override the registration itself left
-//!   at that server; an operator's override (a status this registration
-//!   never sent) is never undone by a heartbeat or a re-registration, nor
-//!   by a repeated `set_status` of the wanted status (see `status.rs`);
+//! - `PUT /apps/{APP}/{id}/status?value=OUT_OF_SERVICE` to change the   status (kept, and sent
+//!   again after a re-registration). Eureka does   not always serve the status a registration
+//!   carries (over an existing   UP lease, its `LeaseExistsRule` keeps UP; an override it kept
+//!   wins),   so a status other than UP lives in the server only once this call   succeeds:
+//!   until one does, every renewal sends it again, and a   [`start`](EurekaRegistration::start)
+//!   or a re-registration whose   status (other than UP) cannot be set cancels the registration
+//!   it   made, so a draining instance is never left UP. A registration with   UP sends UP too
+//!   only over an override the registration itself left   at that server; an operator's
+//!   override (a status this registration   never sent) is never undone by a heartbeat or a
+//!   re-registration, nor   by a repeated `set_status` of the wanted status (see `status.rs`);
 //! - `DELETE /apps/{APP}/{id}` on graceful shutdown.
 //!
 //! Each call tries the configured servers in order, starting at the one
@@ -202,11 +199,15 @@ impl Shared {
         // UNKNOWN, its heartbeats 404) would otherwise win every time.
         self.mark_dirty();
         let wanted = self.status();
+        // The status call after it is due from now: a registration dropped
+        // or timed out first leaves it for the next renewal (helper 127).
+        self.status_unsent
+            .fetch_or(wanted != InstanceStatus::Up, Ordering::AcqRel);
         let mut again = true;
         let answer = loop {
             let sent = self.dirty();
             let body = self.body_with(wanted)?;
-            let call = self.sending(wanted);
+            let call = self.registering(wanted);
             let answer = self
                 .http
                 .send(LeaseCall::Register, &self.app_path(), Some(body))
