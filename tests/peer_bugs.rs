@@ -1328,10 +1328,17 @@ async fn envoy_6130_least_request_counts_an_open_stream_until_it_ends() {
         .build(cluster.clone())
         .unwrap();
     ready(&lb).await;
-    // Ties rotate from the first instance (`with_start(0)`): the first
-    // request opens the stream.
-    let stream = lb.clone().oneshot(get()).await.unwrap();
-    assert_eq!(stream.headers()["x-port"], "1");
+    // The first request ties (both idle) and takes either: instance 1's
+    // answer is the stream; sent there until it takes one.
+    let mut other = Vec::new();
+    let stream = loop {
+        let r = lb.clone().oneshot(get()).await.unwrap();
+        if r.headers()["x-port"] == "1" {
+            break r;
+        }
+        other.push(r);
+    };
+    drop(other);
     assert_eq!(endpoint(&lb, 1).stats().in_flight(), 1);
     let next = count(&ports_of(&lb, 10).await);
     assert_eq!(next, BTreeMap::from([(2, 10)]));

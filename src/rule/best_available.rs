@@ -3,18 +3,18 @@
 //! request" without the random sampling).
 //!
 //! One pass over the list finds the smallest in-flight count. Of the
-//! endpoints that share it: when every endpoint ties (an idle list), the
-//! one such a pick took least recently (a stamp per position), so idle
-//! endpoints take exact turns, and of endpoints never picked on this list
-//! the first from a rotating start (random, as round robin's cursor at a
-//! random offset; [`BestAvailable::with_start`] fixes it), so a fleet of
-//! clients started together does not send every first request to the
-//! first instance, as Ribbon's rule does; when some endpoints carry more
-//! load, a tie at random (seeded per picker), since every deterministic
-//! choice lines up with some pattern of loads and starves an instance
-//! (by position 600, 0 and 1 200 of 1 800; least recent first, every
-//! stream pinned to one instance). A retry takes its lane's turn by
-//! position and stamps nothing.
+//! endpoints that share it: when every endpoint ties (an idle list),
+//! each takes one turn per round, in an order drawn at random each round,
+//! so over `k · m` idle picks each of `m` takes exactly `k` and no pattern
+//! of picks lines up with the order; when some endpoints carry more load,
+//! a tie drawn at random. Draws come from the rule's generator, seeded at
+//! random ([`BestAvailable::with_start`] fixes it), so a fleet of clients
+//! started together does not send every first request to the first
+//! instance, as Ribbon's rule does. (Every deterministic order tried lined
+//! up with some loop of streams and calls and starved an instance, or
+//! pinned every stream to one: 600, 0 and 1 200 of 1 800 by position,
+//! 600, 0, 0 streams least recent first.) A retry takes its lane's turn
+//! by position.
 //! Endpoints tripped at the pick time
 //! ([`EndpointStats::is_tripped_at`](crate::stats::EndpointStats::is_tripped_at))
 //! are skipped, except in the balancer's panic mode
@@ -25,8 +25,8 @@
 //!
 //! Build: O(n) (a zeroed stamp per position); the rotating counter is
 //! shared by every picker of the rule. Pick: one walk of the list, O(n),
-//! then a compare-and-swap on the chosen stamp (all tied) or part of a
-//! second walk (a drawn tie, a retry's turn); inside a wrapper's tier with a domain (a sticky instance,
+//! then one or two more walks to find the drawn tie and a compare-and-swap
+//! on its turn; inside a wrapper's tier with a domain (a sticky instance,
 //! a hint group, a subset, one zone), a walk of that domain only.
 //!
 //! The rule sees only in-flight counts, not latency: an instance that fails
@@ -44,12 +44,14 @@ use crate::rng::AtomicRng;
 use crate::snapshot::Snapshot;
 
 /// Least in-flight requests among non-tripped eligible endpoints; ties
-/// take turns while all tie, else one is drawn at random.
+/// take turns in rounds of random order while all tie, else one is drawn
+/// at random.
 #[derive(Debug)]
 pub struct BestAvailable {
     next: Arc<super::cursor::Cursor>,
-    /// Seeds each picker's tie draws (with the list's version).
-    seed: u64,
+    /// Draws ties for every picker of the rule (so a rebuilt picker does
+    /// not repeat the last one's draws).
+    rng: Arc<AtomicRng>,
 }
 
 impl BestAvailable {
@@ -62,12 +64,12 @@ impl BestAvailable {
         Self::with_start(rand::random::<u64>() as usize)
     }
 
-    /// A rule whose first pick among `m` tied endpoints is the
-    /// `start`-th (mod `m`), for repeatable tests.
+    /// A rule whose tie draws are seeded with `start` (and whose retries
+    /// start their turns at the `start`-th tie), for repeatable tests.
     pub fn with_start(start: usize) -> Self {
         Self {
             next: Arc::new(super::cursor::Cursor::new(start)),
-            seed: start as u64,
+            rng: Arc::new(AtomicRng::with_seed(start as u64)),
         }
     }
 }
@@ -84,8 +86,8 @@ impl Rule for BestAvailable {
             snapshot: Arc::clone(snapshot),
             next: Arc::clone(&self.next),
             stamps: (0..snapshot.len()).map(|_| AtomicU64::new(0)).collect(),
-            seq: AtomicU64::new(1),
-            rng: AtomicRng::with_seed(self.seed ^ snapshot.version()),
+            round: AtomicU64::new(1),
+            rng: Arc::clone(&self.rng),
         })
     }
 
@@ -102,13 +104,14 @@ const CLAIMS: usize = 4;
 struct BestAvailablePicker {
     snapshot: Arc<Snapshot>,
     next: Arc<super::cursor::Cursor>,
-    /// Per position, the sequence number of the last first pick that took
-    /// it (0: none since this list).
+    /// Per position, the round in which an idle pick last took it (0:
+    /// none since this list).
     stamps: Box<[AtomicU64]>,
-    /// The next sequence number (from 1).
-    seq: AtomicU64,
-    /// Draws a tie when some members carry more load.
-    rng: AtomicRng,
+    /// The current round of idle picks (from 1): each tied member once per
+    /// round, in a random order.
+    round: AtomicU64,
+    /// The rule's tie draws.
+    rng: Arc<AtomicRng>,
 }
 
 impl fmt::Debug for BestAvailablePicker {
@@ -123,28 +126,27 @@ impl BestAvailablePicker {
     /// The least loaded member, non-tripped first. Of `m > 1` equally
     /// loaded ones:
     /// - every member of its class tied (an idle list, or all equally
-    ///   busy): the one such a pick took least recently (its stamp, 0 for
-    ///   never), and of those the first in the walk's order turned by
-    ///   `start` positions, so ties take exact turns over any window;
+    ///   busy): in rounds, each tied member once per round, the order
+    ///   within a round drawn at random (each picker keeps the round a
+    ///   position was last taken in); so over `k · m` such picks each takes
+    ///   exactly `k`, and no pattern of picks lines up with the order;
     /// - some members of its class carry more load: one of the ties at
-    ///   random (the picker's seeded generator), stamping nothing;
+    ///   random;
     /// - a retry's pick: the `start % m`-th in list order (its lane's
-    ///   turns), stamping nothing.
+    ///   turns), taking no turn of a round.
     ///
-    /// Why not one rule for all: with some members loaded, every
-    /// deterministic choice has a pattern of loads it lines up with. By
+    /// Draws come from the rule's seeded generator, shared by its pickers.
+    /// Every deterministic order lined up with some pattern of loads: by
     /// position (the `start % m`-th tie), "stream, call, close, call" over
     /// three instances gave 600, 0 and 1 200 of 1 800 (helper 123); least
-    /// recent first, a member skipped while loaded came back as the least
-    /// recent, so "open a stream, make three calls, close it" pinned every
-    /// stream to one instance and every call to the others (600, 0, 0
-    /// streams; 0, 900, 900 calls; helper 126). A random tie has no such
-    /// pattern. A stamp claimed by compare-and-swap lets concurrent picks
-    /// of an idle list take different members (a loser looks again, up to
-    /// [`CLAIMS`] times). Retries do not stamp: a retry away from a failing
-    /// instance would make it the least recent and send it the next first
-    /// pick. A sole least loaded member (a sticky tier of one) is no choice
-    /// and stamps nothing.
+    /// recent first, "open a stream, make three calls, close it" pinned
+    /// every stream to one instance (helper 126), and so did a loop whose
+    /// idle picks per cycle were a multiple of the list's length, or the
+    /// same loop with the holder filtered by an in-flight limit (helper
+    /// 128). A position's turn is claimed by compare-and-swap, so
+    /// concurrent picks take different members (a loser looks again, up
+    /// to [`CLAIMS`] times). A sole least loaded member (a sticky tier of
+    /// one) is no choice and takes no turn.
     ///
     /// Only the positions of `domain` (a wrapper's tier: the sticky
     /// instance, a hint group, a subset, a zone) are considered when it is
@@ -158,83 +160,97 @@ impl BestAvailablePicker {
         member: impl Fn(usize, &Endpoint) -> bool,
         domain: Domain<'_>,
     ) -> Option<&'e Endpoint> {
-        let len = domain.map_or(endpoints.len(), <[u32]>::len);
-        if len == 0 {
-            return None;
-        }
-        let shift = start % len;
         let positions = || {
             let all = domain.is_none().then_some(0..endpoints.len());
             let listed = domain.unwrap_or_default().iter().map(|&i| i as usize);
             all.into_iter().flatten().chain(listed)
         };
-        let walk = || {
+        let members = || {
             positions()
-                .skip(shift)
-                .chain(positions().take(shift))
                 .filter_map(|i| endpoints.get(i).map(|e| (i, e)))
                 .filter(|(i, e)| member(*i, e))
         };
         // None tripped in panic mode (health ignored).
         let class = |e: &Endpoint| (!ctx.is_available(e), e.stats().in_flight());
-        let stamp = |i: usize| self.stamps.get(i).map_or(0, |s| s.load(Ordering::Acquire));
+        let turn = |i: usize| {
+            self.stamps
+                .get(i)
+                .map_or(u64::MAX, |s| s.load(Ordering::Acquire))
+        };
         let retry = ctx.is_retry();
         for attempt in 0..CLAIMS {
-            // The best (class, stamp) seen and its position; how many of
-            // its class tie, and how many members its tripped class has.
-            let mut best: Option<((bool, usize), u64, usize, &'e Endpoint)> = None;
-            let (mut ties, mut in_class) = (0usize, [0usize; 2]);
-            for (i, e) in walk() {
+            let round = self.round.load(Ordering::Acquire);
+            // One walk: the least class and its first member, how many tie
+            // in it and how many of those have not taken this round's turn,
+            // and how many members each tripped class has.
+            let mut best: Option<((bool, usize), &'e Endpoint)> = None;
+            let (mut ties, mut open, mut in_class) = (0usize, 0usize, [0usize; 2]);
+            for (i, e) in members() {
                 let c = class(e);
                 in_class[usize::from(c.0)] += 1;
-                let s = if retry { 0 } else { stamp(i) };
                 match best {
-                    Some((b, ..)) if b == c => ties += 1,
-                    Some((b, ..)) if b < c => continue,
-                    _ => ties = 1,
+                    Some((b, _)) if b < c => continue,
+                    Some((b, _)) if b == c => ties += 1,
+                    _ => {
+                        best = Some((c, e));
+                        (ties, open) = (1, 0);
+                    }
                 }
-                if best.is_none_or(|(b, bs, ..)| (c, s) < (b, bs)) {
-                    best = Some((c, s, i, e));
+                if !retry && turn(i) < round {
+                    open += 1;
                 }
             }
-            let (least, seen, i, e) = best?;
+            let (least, first) = best?;
+            let tied = || members().filter(move |(_, e)| class(e) == least);
+            // Loads move under concurrent requests: if the chosen tie is
+            // gone, the first one seen is as good.
             if ties == 1 {
-                return Some(e);
+                return Some(first);
             }
             if retry {
-                // List order, not the walk's turned order.
-                let turn = start % ties;
-                return positions()
-                    .filter_map(|i| endpoints.get(i).map(|e| (i, e)))
-                    .filter(|(i, e)| member(*i, e) && class(e) == least)
-                    .nth(turn)
-                    .map(|(_, e)| e)
-                    .or(Some(e));
+                return tied().nth(start % ties).map(|(_, e)| e).or(Some(first));
             }
             if ties < in_class[usize::from(least.0)] {
-                // Loads move under concurrent requests: if the drawn tie
-                // is gone, the first one seen is as good.
-                let turn = self.rng.below(ties);
-                return walk()
-                    .filter(|(_, e)| class(e) == least)
-                    .nth(turn)
-                    .map(|(_, e)| e)
-                    .or(Some(e));
+                match tied().nth(self.rng.below(ties)) {
+                    Some((_, e)) => return Some(e),
+                    // The ties changed since the walk: look again.
+                    None if attempt + 1 < CLAIMS => continue,
+                    None => return Some(first),
+                }
             }
+            let round = if open == 0 {
+                // Every tied member took its turn in this round: the next
+                // one begins (all are open in it).
+                let _ = self.round.compare_exchange(
+                    round,
+                    round + 1,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+                open = ties;
+                round + 1
+            } else {
+                round
+            };
+            let Some((i, e)) = tied()
+                .filter(|(i, _)| turn(*i) < round)
+                .nth(self.rng.below(open))
+            else {
+                continue;
+            };
             let Some(slot) = self.stamps.get(i) else {
                 return Some(e);
             };
-            let now = self.seq.fetch_add(1, Ordering::Relaxed);
-            if slot
-                .compare_exchange(seen, now, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-                || attempt + 1 == CLAIMS
-            {
-                slot.fetch_max(now, Ordering::AcqRel);
+            // The member's turn in this round, unless a concurrent pick took
+            // it first (then look again; the last look takes it anyway).
+            if slot.fetch_max(round, Ordering::AcqRel) < round || attempt + 1 == CLAIMS {
                 return Some(e);
             }
         }
-        None
+        members()
+            .find(|(_, e)| ctx.is_available(e))
+            .or_else(|| members().next())
+            .map(|(_, e)| e)
     }
 }
 

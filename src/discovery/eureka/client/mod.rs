@@ -223,7 +223,7 @@ impl EurekaHttp {
     /// The end of one server's `request_timeout` from now. A timeout too
     /// long to add to now (`Duration::MAX`) means no deadline in practice:
     /// a year.
-    fn deadline(&self) -> tokio::time::Instant {
+    pub(crate) fn deadline(&self) -> tokio::time::Instant {
         let now = tokio::time::Instant::now();
         now.checked_add(self.settings.request_timeout)
             .or_else(|| now.checked_add(std::time::Duration::from_secs(365 * 86_400)))

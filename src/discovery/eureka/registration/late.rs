@@ -109,15 +109,23 @@ impl Shared {
     }
 
     /// As [`Shared::sending`], for a registration carrying `status`: one
-    /// that lands late over a lease the server still holds is served with
-    /// that lease's status (Eureka's `LeaseExistsRule`: UP), not `status`,
-    /// so UP is undoable too. (A re-registration carrying OUT_OF_SERVICE
-    /// after a 404, dropped or timed out at a peer holding the UP lease,
-    /// landed there later and the draining instance was served UP for good:
-    /// 12 of 12 reads, 100 of 100 requests; helper 127.)
+    /// that lands late over an UP lease this registration left at a server
+    /// is served UP (Eureka's `LeaseExistsRule` keeps the lease's status),
+    /// not `status`, so UP is undoable too once this registration sent UP.
+    /// (A re-registration carrying OUT_OF_SERVICE after a 404, dropped or
+    /// timed out at a peer holding the UP lease, landed there later and the
+    /// draining instance was served UP for good: 12 of 12 reads, 100 of 100
+    /// requests; helper 127.) A registration that never sent UP leaves an
+    /// UP someone else set alone: made undoable for every registration, a
+    /// start dropped before its answer undid an operator's enable of an
+    /// instance registered OUT_OF_SERVICE (0 of 12 renewals served UP, a
+    /// Spinnaker-style rollout; helper 129).
     pub(super) fn registering(&self, status: InstanceStatus) -> Sending<'_> {
+        let up_sent = self.was_sent(InstanceStatus::Up);
         let mut call = self.sending(status);
-        call.undoable |= bit(InstanceStatus::Up);
+        if up_sent {
+            call.undoable |= bit(InstanceStatus::Up);
+        }
         call
     }
 
@@ -139,6 +147,24 @@ impl Shared {
             self.arm_late_checks(undoable);
         }
         answer
+    }
+
+    /// After the shutdown's cancel (`cancelled`): when a call went unanswered
+    /// (read-backs armed), it may still land, so one request timeout later
+    /// the registration is cancelled again (404 then is success). A
+    /// registration that timed out and landed after the cancel served the
+    /// shut-down instance UP for its whole lease (21 of 32 reads over 10 s;
+    /// helper 129). One held longer than that still lands and expires with
+    /// its lease. Call with `op` held.
+    pub(super) async fn cancel_again_if_late_locked(
+        &self,
+        cancelled: Result<(), DiscoveryError>,
+    ) -> Result<(), DiscoveryError> {
+        if self.late_checks.load(Ordering::Acquire) == 0 {
+            return cancelled;
+        }
+        tokio::time::sleep_until(self.http.deadline()).await;
+        cancelled.and(self.cancel_locked().await)
     }
 
     /// Arms the read-backs, which may undo a served status of `undoable`

@@ -477,11 +477,10 @@ impl RegistrationHandle {
         }
     }
 
-    /// Stops renewing and cancels the registration (`DELETE`), so callers
-    /// stop routing here at their next fetch. Handles of the same
-    /// registration started from clones stop renewing it too (their
-    /// renewals would register it again), until one of them is started
-    /// again.
+    /// Stops renewing and cancels the registration (`DELETE`), so callers stop routing here at
+    /// their next fetch; after a call that went unanswered (which may land late), once more a
+    /// request timeout later. Handles of the same registration started from clones stop renewing it
+    /// too (their renewals would register it again), until one of them is started again.
     ///
     /// # Errors
     /// [`DiscoveryError`] if no server accepted the cancel (the lease then
@@ -494,6 +493,7 @@ impl RegistrationHandle {
         let _op = self.shared.op.lock().await;
         self.task.take();
         self.shared.shut_down.store(true, Ordering::Release);
-        self.shared.cancel_locked().await
+        let cancelled = self.shared.cancel_locked().await;
+        self.shared.cancel_again_if_late_locked(cancelled).await
     }
 }
