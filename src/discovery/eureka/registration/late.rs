@@ -49,6 +49,10 @@ use crate::instance::InstanceStatus;
 /// minutes at the default 30 s renew interval).
 pub(super) const LATE_WRITE_CHECKS: u32 = 10;
 
+/// In `Shared::undoable`: an unanswered call was a registration, which a
+/// server may still apply after the shutdown's cancel (no status's bit).
+pub(super) const REGISTRATION: u8 = 32;
+
 /// `status`'s bit in `Shared::sent` and `Shared::undoable`.
 pub(super) fn bit(status: InstanceStatus) -> u8 {
     match status {
@@ -123,6 +127,7 @@ impl Shared {
     pub(super) fn registering(&self, status: InstanceStatus) -> Sending<'_> {
         let up_sent = self.was_sent(InstanceStatus::Up);
         let mut call = self.sending(status);
+        call.undoable |= REGISTRATION;
         if up_sent {
             call.undoable |= bit(InstanceStatus::Up);
         }
@@ -149,9 +154,9 @@ impl Shared {
         answer
     }
 
-    /// After the shutdown's cancel (`cancelled`): when a call went unanswered
-    /// (read-backs armed), it may still land, so one request timeout later
-    /// the registration is cancelled again (404 then is success). A
+    /// After the shutdown's cancel (`cancelled`): when a registration went
+    /// unanswered (read-backs armed), it may still land, so one request
+    /// timeout later the registration is cancelled again (404 is success). A
     /// registration that timed out and landed after the cancel served the
     /// shut-down instance UP for its whole lease (21 of 32 reads over 10 s;
     /// helper 129). One held longer than that still lands and expires with
@@ -160,11 +165,17 @@ impl Shared {
         &self,
         cancelled: Result<(), DiscoveryError>,
     ) -> Result<(), DiscoveryError> {
-        if self.late_checks.load(Ordering::Acquire) == 0 {
+        let armed = self.late_checks.load(Ordering::Acquire) > 0;
+        if !armed || self.undoable.load(Ordering::Acquire) & REGISTRATION == 0 {
             return cancelled;
         }
         tokio::time::sleep_until(self.http.deadline()).await;
-        cancelled.and(self.cancel_locked().await)
+        // Best effort: the first cancel's result stands (a server still
+        // hung then fails this one too).
+        if let Err(e) = self.cancel_locked().await {
+            tracing::debug!(app = %self.app, id = %self.id, error = %e, "the second cancel after an unanswered registration failed");
+        }
+        cancelled
     }
 
     /// Arms the read-backs, which may undo a served status of `undoable`

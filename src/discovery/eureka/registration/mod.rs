@@ -478,7 +478,7 @@ impl RegistrationHandle {
     }
 
     /// Stops renewing and cancels the registration (`DELETE`), so callers stop routing here at
-    /// their next fetch; after a call that went unanswered (which may land late), once more a
+    /// their next fetch; after a registration that went unanswered (it may land late), again a
     /// request timeout later. Handles of the same registration started from clones stop renewing it
     /// too (their renewals would register it again), until one of them is started again.
     ///
