@@ -146,17 +146,16 @@ fn hinted_requests_to_a_group_of_two_take_turns_and_leave_the_others_even() {
         let (pins, frees) = alternate(&*rule, &hint(), 4, &[1, 2]);
         if name == "best_available" {
             // Idle ties take one turn each per round, in an order drawn
-            // from the rule's seeded generator; the rounds are the
-            // picker's, over whichever members tie, so not per lane: the
-            // hinted picks share the group, and the others lean to the two
-            // instances the group leaves (seed 7: 38, 14, 10 and 38 of 100;
-            // totals 38, 62, 62, 38). With a random seed the others' share
-            // of a group member ran from 1 to 14, and ci116 failed a bound
-            // of 5 on it; the seed is fixed.
-            let mut total = frees.clone();
-            for (port, n) in &pins {
-                *total.entry(*port).or_insert(0) += n;
-            }
+            // from the rule's seeded generator. The hinted picks share
+            // the group in rounds of their own; a pick over the whole list
+            // begins a new round rather than finish one the group began
+            // (stop 49), so the others draw from all four (seed 7: 30, 18,
+            // 18 and 34 of 100). Before, they leaned to the two instances
+            // the group leaves (38, 14, 10, 38), and through an in-flight
+            // limit that lean pinned every stream to one instance
+            // (tests/tie_rounds.rs). With a random seed the others' share
+            // of a group member ran from 1 to 14 then, and ci116 failed a
+            // bound of 5 on it; the seed is fixed.
             assert!(
                 pins.len() == 2
                     && pins.keys().all(|p| [1001, 1002].contains(p))
@@ -164,12 +163,8 @@ fn hinted_requests_to_a_group_of_two_take_turns_and_leave_the_others_even() {
                 "{name}: {pins:?}"
             );
             assert!(
-                frees.len() == 4 && frees.values().all(|&c| c >= 5),
+                frees.len() == 4 && frees.values().all(|&c| c.abs_diff(25) <= 12),
                 "{name}: {frees:?}"
-            );
-            assert!(
-                total.len() == 4 && total.values().all(|c| c.abs_diff(50) <= 15),
-                "{name}: {total:?}"
             );
             continue;
         }

@@ -9,11 +9,13 @@
 //!   in rounds of random order, drawn from the rule's generator: spread.
 //! - What held: a slow instance holding a stream never draws more calls
 //!   than idle.
-//! - Left (in the closing note): through availability filtering's
-//!   in-flight limit the holder is filtered out of the tier and owed its
-//!   turns (streams [0, 0, 600] for four calls per stream over three); a
-//!   fast instance holding a WebSocket beside a slow idle one at a call
-//!   every 2 s or more.
+//! - Through availability filtering's in-flight limit the holder was
+//!   filtered out of the calls' tier and owed its turns (streams
+//!   [0, 0, 600] for four calls per stream over three; stop 48's residual,
+//!   fixed in stop 49: a pick over the whole list begins a new round
+//!   rather than finish one a narrower tier began).
+//! - Left (in the closing note): a fast instance holding a WebSocket
+//!   beside a slow idle one at a call every 2 s or more.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -253,4 +255,46 @@ async fn p2c_slow_instance_holding_streams_draws_no_more_calls() {
         }
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+// ---------------------------------------------------------------------
+// A5. Through availability filtering's in-flight limit (1), the stream's
+// holder is filtered out of the calls' tier. The calls used up the other
+// members' turns and began the next round among them, so the holder was
+// the only member owed a turn at the next stream: every stream on one
+// instance ([0, 0, 600] for four calls per stream over three; stop 48's
+// residual; [0, 0, 0, 600] over four). A pick over the whole list now
+// begins a new round rather than finish one the calls' tier began: about
+// 200 each (150 each over four).
+// ---------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn best_available_through_an_in_flight_limit_spreads_streams() {
+    let mut bad = Vec::new();
+    for (n, during, after) in [
+        (3usize, 4usize, 0usize),
+        (3, 2, 0),
+        (3, 3, 1),
+        (2, 2, 0),
+        (4, 6, 0),
+        (5, 8, 2),
+    ] {
+        for start in [0usize, 1, 2, 7, usize::MAX] {
+            let eps = endpoints(n);
+            let cycles = 600;
+            let rule =
+                AvailabilityFiltering::new(BestAvailable::with_start(start)).max_in_flight(1);
+            let (streams, calls) = stream_cycle(&rule, &eps, during, after, cycles, false);
+            println!(
+                "n={n} during={during} after={after} start={start}: streams {streams:?} calls {calls:?}"
+            );
+            let total_calls = cycles * (during + after);
+            if skewed(&streams, cycles) || skewed(&calls, total_calls) {
+                bad.push(format!(
+                    "n={n} during={during} after={after} start={start}: streams {streams:?} calls {calls:?}"
+                ));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{} skewed:\n{}", bad.len(), bad.join("\n"));
 }

@@ -13,8 +13,10 @@
 //! instance, as Ribbon's rule does. (Every deterministic order tried lined
 //! up with some loop of streams and calls and starved an instance, or
 //! pinned every stream to one: 600, 0 and 1 200 of 1 800 by position,
-//! 600, 0, 0 streams least recent first.) A retry takes its lane's turn
-//! by position.
+//! 600, 0, 0 streams least recent first.) A pick over the whole list
+//! does not finish a round that a narrower tier (a wrapper's filter, a
+//! domain) began, whose left-out members would be the only ones owed a
+//! turn: it begins a new one. A retry takes its lane's turn by position.
 //! Endpoints tripped at the pick time
 //! ([`EndpointStats::is_tripped_at`](crate::stats::EndpointStats::is_tripped_at))
 //! are skipped, except in the balancer's panic mode
@@ -36,7 +38,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::{Domain, PickContext, Picker, Rule};
 use crate::instance::Endpoint;
@@ -88,6 +90,7 @@ impl Rule for BestAvailable {
             stamps: (0..snapshot.len()).map(|_| AtomicU64::new(0)).collect(),
             round: AtomicU64::new(1),
             rng: Arc::clone(&self.rng),
+            narrow: AtomicBool::new(false),
         })
     }
 
@@ -112,6 +115,8 @@ struct BestAvailablePicker {
     round: AtomicU64,
     /// The rule's tie draws.
     rng: Arc<AtomicRng>,
+    /// Whether a tier narrower than the list began the current round.
+    narrow: AtomicBool,
 }
 
 impl fmt::Debug for BestAvailablePicker {
@@ -123,6 +128,20 @@ impl fmt::Debug for BestAvailablePicker {
 }
 
 impl BestAvailablePicker {
+    /// Begins the round after `round` (every tied member open in it),
+    /// unless a concurrent pick did, noting whether a tier narrower than
+    /// the list began it. Returns the new round.
+    fn begin_round(&self, round: u64, whole: bool) -> u64 {
+        if self
+            .round
+            .compare_exchange(round, round + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.narrow.store(!whole, Ordering::Release);
+        }
+        round + 1
+    }
+
     /// The least loaded member, non-tripped first. Of `m > 1` equally
     /// loaded ones:
     /// - every member of its class tied (an idle list, or all equally
@@ -218,17 +237,16 @@ impl BestAvailablePicker {
                     None => return Some(first),
                 }
             }
-            let round = if open == 0 {
-                // Every tied member took its turn in this round: the next
-                // one begins (all are open in it).
-                let _ = self.round.compare_exchange(
-                    round,
-                    round + 1,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                );
+            // A pick over the whole list does not finish a round that a
+            // narrower tier began (a wrapper's filter, an exclusion, a
+            // domain): the members that tier left out would be the only
+            // ones owed a turn. Calls whose tier filtered out a stream's
+            // holder began the rounds, and every stream went back to it
+            // (streams 0, 0 and 600 of 600 through an in-flight limit).
+            let whole = domain.is_none() && in_class[0] + in_class[1] == endpoints.len();
+            let round = if open == 0 || (whole && self.narrow.load(Ordering::Acquire)) {
                 open = ties;
-                round + 1
+                self.begin_round(round, whole)
             } else {
                 round
             };
