@@ -1,7 +1,7 @@
 //! The local copy of the registry: records by app and instance id, deltas
 //! applied by `actionType`, the status-count hash, and the size bound.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::super::wire::{ActionType, Application, Applications};
 use crate::instance::Instance;
@@ -142,7 +142,9 @@ impl Footprint {
 /// delta's records hold in a copy of their own; a skipped record's app's).
 /// Each was a field of the payload, so a copy no full payload could carry
 /// is over the body bound (a service name is counted per record: an upper
-/// bound of what the copies of it take).
+/// bound of what the copies of it take). The key of each app the copy
+/// holds counts once more, in [`footprint`], [`footprint_of`] and
+/// [`footprint_after`].
 fn weight_of(app: &str, id: &str, instance: Option<&Instance>, raw_status: &str) -> Weight {
     let (entries, bytes) = instance.map_or((0, 0), |i| {
         let bytes = (i.metadata().iter())
@@ -165,13 +167,19 @@ fn weight_of_record(app: &str, id: &str, record: &Record) -> Weight {
     weight_of(app, id, record.instance.as_ref(), &record.raw_status)
 }
 
-/// What `registry` holds.
+/// What `registry` holds: its records, and the key of each app once (an
+/// app's name upper-cased, which can be three times the bytes the payload
+/// carried: `ΐ` is two bytes, `Ϊ́` six). The keys were not counted: a
+/// record saying `"app":"A"` under an app named with 1 MiB let each delta
+/// add 1 MiB (24 MiB held under a 4 MiB body bound), and a 3.5 MiB payload
+/// leave a 10.5 MiB key (helper 132).
 pub(super) fn footprint(registry: &Registry) -> Footprint {
     let mut held = Footprint::default();
     for (app, records) in registry {
         for (id, record) in records {
             held.add(weight_of_record(app, id, record));
         }
+        held.text_bytes = held.text_bytes.saturating_add(app.len());
     }
     held
 }
@@ -195,8 +203,12 @@ pub(super) fn footprint_of(apps: &Applications) -> Footprint {
         }
     }
     let mut held = Footprint::default();
-    for m in last.into_values() {
+    let mut keys: HashSet<&str> = HashSet::new();
+    for ((name, _), m) in last {
         held.add(m);
+        if keys.insert(name) {
+            held.text_bytes = held.text_bytes.saturating_add(name.len());
+        }
     }
     held
 }
@@ -220,12 +232,29 @@ pub(super) fn footprint_after(registry: &Registry, delta: &Applications) -> Foot
             last.insert((name.as_str(), id), after);
         }
     }
+    // Per app the delta names, how many records it holds after it.
+    let mut counts: HashMap<&str, usize> = HashMap::new();
     for ((name, id), after) in last {
-        if let Some(before) = registry.get(name).and_then(|records| records.get(id)) {
+        let count = counts
+            .entry(name)
+            .or_insert_with(|| registry.get(name).map_or(0, BTreeMap::len));
+        let before = registry.get(name).and_then(|records| records.get(id));
+        if let Some(before) = before {
             held.remove(weight_of_record(name, id, before));
+            *count -= 1;
         }
         if let Some(weight) = after {
             held.add(weight);
+            *count += 1;
+        }
+    }
+    // An app's key is held while it has a record (`apply` drops an empty
+    // app).
+    for (name, count) in counts {
+        match (registry.contains_key(name), count > 0) {
+            (false, true) => held.text_bytes = held.text_bytes.saturating_add(name.len()),
+            (true, false) => held.text_bytes = held.text_bytes.saturating_sub(name.len()),
+            _ => {}
         }
     }
     held
@@ -365,12 +394,13 @@ mod tests {
             &[with_metadata("a", "ADDED", 3), with_metadata("a", "ADDED", 5), with_metadata("b", "ADDED", 2)],
         );
         // Each entry `k<n>: v` is 3 bytes of text; each record adds its id
-        // (1 byte), status (`UP`) and service name (`A`).
+        // (1 byte), status (`UP`) and service name (`A`); the app's key
+        // (`A`) counts once.
         let expected = Footprint {
             records: 2,
             metadata: 7,
             metadata_bytes: 21,
-            text_bytes: 29,
+            text_bytes: 30,
         };
         assert_eq!(footprint_of(&full), expected);
         apply(&mut registry, &full, true);
@@ -395,9 +425,29 @@ mod tests {
             records: 3,
             metadata: 11,
             metadata_bytes: 33,
-            text_bytes: 45,
+            text_bytes: 46,
         };
         assert_eq!(after, expected);
+        // Every record of the app deleted, and a new app added: the key of
+        // the one leaves the copy, the other's joins it.
+        let mut delta = apps(
+            "",
+            &["a", "b", "c"].map(|id| with_metadata(id, "DELETED", 0)),
+        );
+        delta.applications.extend(
+            apps("", &[with_metadata("n", "ADDED", 0)])
+                .applications
+                .into_iter()
+                .map(|mut app| {
+                    app.name = "longer-name".to_owned();
+                    app
+                }),
+        );
+        let after = footprint_after(&registry, &delta);
+        apply(&mut registry, &delta, false);
+        assert_eq!(after, footprint(&registry));
+        // `n`, `UP`, `A` and `LONGER-NAME`.
+        assert_eq!((after.records, after.text_bytes), (1, 15));
     }
 
     #[test]
