@@ -87,6 +87,7 @@ impl Rule for BestAvailable {
         Arc::new(BestAvailablePicker {
             snapshot: Arc::clone(snapshot),
             next: Arc::clone(&self.next),
+            offset: self.next.anchor(snapshot.endpoints(), snapshot.len()),
             stamps: (0..snapshot.len()).map(|_| AtomicU64::new(0)).collect(),
             round: AtomicU64::new(1),
             rng: Arc::clone(&self.rng),
@@ -107,6 +108,8 @@ const CLAIMS: usize = 4;
 struct BestAvailablePicker {
     snapshot: Arc<Snapshot>,
     next: Arc<super::cursor::Cursor>,
+    /// Added to every retry's step (see `Cursor::anchor`).
+    offset: usize,
     /// Per position, the round in which an idle pick last took it (0:
     /// none since this list).
     stamps: Box<[AtomicU64]>,
@@ -278,7 +281,7 @@ impl Picker for BestAvailablePicker {
         if endpoints.is_empty() {
             return None;
         }
-        let start = self.next.step(ctx, endpoints);
+        let start = self.next.step(ctx, endpoints).wrapping_add(self.offset);
         if !ctx.has_tiers() {
             return self.best_in(endpoints, ctx, start, |_, e| ctx.is_eligible(e), None);
         }

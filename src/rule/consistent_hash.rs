@@ -106,7 +106,7 @@ pub struct ConsistentHash {
 }
 
 /// The stable hash of an instance's identity (id, host, port).
-fn identity_hash(i: &Instance) -> u64 {
+pub(super) fn identity_hash(i: &Instance) -> u64 {
     // 0xff never occurs in UTF-8, so the fields cannot run into each other.
     let bytes = i.id().bytes().chain([0xff]).chain(i.host().bytes());
     fnv1a64(bytes.chain([0xff]).chain(i.port().to_be_bytes()))
@@ -224,6 +224,7 @@ impl Rule for ConsistentHash {
             hashes,
             snapshot: Arc::clone(snapshot),
             cursor: Arc::clone(&self.cursor),
+            offset: self.cursor.anchor(snapshot.endpoints(), snapshot.len()),
             unhealthy: UnhealthyMemo::default(),
         })
     }
@@ -237,6 +238,8 @@ impl Rule for ConsistentHash {
 struct ConsistentHashPicker {
     snapshot: Arc<Snapshot>,
     cursor: Arc<Cursor>,
+    /// Added to every keyless step (see `Cursor::anchor`).
+    offset: usize,
     /// Slot → index into the snapshot's endpoints.
     slots: Box<[u32]>,
     /// The identity hash of each endpoint, by index.
@@ -311,7 +314,7 @@ impl ConsistentHashPicker {
             .find(|&i| is_member(i))
             .and_then(|i| endpoints.get(i))
             .or_else(|| {
-                let k = self.cursor.step(ctx, endpoints);
+                let k = self.cursor.step(ctx, endpoints).wrapping_add(self.offset);
                 step_in(endpoints, member, domain, k)
             })
     }
@@ -322,7 +325,7 @@ impl Picker for ConsistentHashPicker {
         let endpoints = self.snapshot.endpoints();
         let m = self.slots.len();
         let Some(key) = ctx.hash_key().filter(|_| m > 0) else {
-            let k = self.cursor.step(ctx, endpoints);
+            let k = self.cursor.step(ctx, endpoints).wrapping_add(self.offset);
             if ctx.has_tiers() {
                 return rotate(endpoints, ctx, k);
             }

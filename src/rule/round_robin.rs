@@ -88,6 +88,7 @@ impl Rule for RoundRobin {
         Arc::new(RoundRobinPicker {
             snapshot: Arc::clone(snapshot),
             cursor: Arc::clone(&self.cursor),
+            offset: self.cursor.anchor(snapshot.endpoints(), snapshot.len()),
             unhealthy: UnhealthyMemo::default(),
         })
     }
@@ -101,6 +102,8 @@ impl Rule for RoundRobin {
 struct RoundRobinPicker {
     snapshot: Arc<Snapshot>,
     cursor: Arc<Cursor>,
+    /// Added to every step (see `Cursor::anchor`).
+    offset: usize,
     unhealthy: UnhealthyMemo,
 }
 
@@ -120,7 +123,7 @@ impl Picker for RoundRobinPicker {
         if endpoints.is_empty() {
             return None;
         }
-        let k = self.cursor.step(ctx, endpoints);
+        let k = self.cursor.step(ctx, endpoints).wrapping_add(self.offset);
         if ctx.has_tiers() {
             return rotate(endpoints, ctx, k);
         }

@@ -198,6 +198,7 @@ impl Rule for WeightedResponseTime {
         let picker = WeightedResponseTimePicker {
             snapshot: Arc::clone(snapshot),
             shared: Arc::clone(&self.shared),
+            offset: (self.shared.cursor).anchor(snapshot.endpoints(), snapshot.len()),
             interval: self.interval,
             cumulative,
             domains: domain::DomainSums::default(),
@@ -220,6 +221,8 @@ const REJECTION_DRAWS: usize = 8;
 struct WeightedResponseTimePicker {
     snapshot: Arc<Snapshot>,
     shared: Arc<Shared>,
+    /// Added to every step of the fallback rotation (see `Cursor::anchor`).
+    offset: usize,
     interval: Duration,
     /// `cumulative[i] = W(0) + … + W(i)` in ms, as `f64` bits.
     cumulative: Box<[AtomicU64]>,
@@ -310,7 +313,12 @@ impl WeightedResponseTimePicker {
         member: &dyn Fn(usize, &Endpoint) -> bool,
         domain: Domain<'_>,
     ) -> Option<&'s Endpoint> {
-        let k = || self.shared.cursor.step(ctx, endpoints);
+        let k = || {
+            self.shared
+                .cursor
+                .step(ctx, endpoints)
+                .wrapping_add(self.offset)
+        };
         // Most tiers hold most of the list (the health filter, a retry's
         // exclusions, availability filtering, a zone): draws over the
         // whole list until one is a member (rejection sampling, the same
@@ -428,7 +436,11 @@ impl Picker for WeightedResponseTimePicker {
                     return endpoints.get(i);
                 }
             }
-            let k = self.shared.cursor.step(ctx, endpoints);
+            let k = self
+                .shared
+                .cursor
+                .step(ctx, endpoints)
+                .wrapping_add(self.offset);
             return rotate(endpoints, ctx, k);
         }
         ctx.find_tier_in(&mut |member, domain| self.draw_members(ctx, endpoints, member, domain))

@@ -254,9 +254,11 @@ impl Rule for WeightedRoundRobin {
             .collect();
         let (weights, sequence) = smooth_cycle(&raw, Self::MAX_CYCLE as u64);
         let counts_at = checkpoints(&sequence, weights.len());
+        let offset = (self.cursor).anchor(snapshot.endpoints(), sequence.len().max(snapshot.len()));
         Arc::new(WeightedRoundRobinPicker {
             snapshot: Arc::clone(snapshot),
             cursor: Arc::clone(&self.cursor),
+            offset,
             weights: weights.into(),
             sequence: sequence.into(),
             counts_at: counts_at.into(),
@@ -273,6 +275,8 @@ impl Rule for WeightedRoundRobin {
 struct WeightedRoundRobinPicker {
     snapshot: Arc<Snapshot>,
     cursor: Arc<Cursor>,
+    /// Added to every step (see `Cursor::anchor`).
+    offset: usize,
     /// Effective (reduced, scaled) weight per endpoint.
     weights: Box<[u64]>,
     /// Indices into the snapshot's endpoints, one cycle long; empty if all
@@ -321,7 +325,7 @@ impl Picker for WeightedRoundRobinPicker {
         if endpoints.is_empty() {
             return None;
         }
-        let k = self.cursor.step(ctx, endpoints);
+        let k = self.cursor.step(ctx, endpoints).wrapping_add(self.offset);
         let seq = &*self.sequence;
         if seq.is_empty() {
             return rotate(endpoints, ctx, k);

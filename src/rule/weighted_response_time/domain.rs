@@ -175,6 +175,7 @@ mod tests {
         let picker = WeightedResponseTimePicker {
             snapshot: Arc::clone(&s),
             shared: Arc::clone(&rule.shared),
+            offset: 0,
             interval: rule.interval,
             cumulative: s.endpoints().iter().map(|_| AtomicU64::new(0)).collect(),
             domains: DomainSums::default(),
