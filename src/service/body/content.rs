@@ -28,11 +28,22 @@ pub(super) fn body_ended<B: 'static>(body: &B) -> bool {
 }
 
 /// Whether `response` may carry content: not a 204 or 304 (RFC 9110
-/// sections 15.3.5 and 15.4.5), nor one whose `Content-Length` is 0.
+/// sections 15.3.5 and 15.4.5), nor one whose `Content-Length` is 0
+/// without a `Transfer-Encoding`. A `Transfer-Encoding` overrides a
+/// `Content-Length` (RFC 9112 §6.3: hyper reads such a body as chunked):
+/// a stream sent chunked under `Content-Length: 0` was read to its end
+/// while it counted as ended with its headers, invisible to the rules
+/// that read load (helper 130).
 pub(super) fn has_content<B>(response: &http::Response<B>) -> bool {
     let status = response.status();
     if status == http::StatusCode::NO_CONTENT || status == http::StatusCode::NOT_MODIFIED {
         return false;
+    }
+    if response
+        .headers()
+        .contains_key(http::header::TRANSFER_ENCODING)
+    {
+        return true;
     }
     // Zero however written: `Content-Length` is `1*DIGIT` (RFC 9110
     // §8.6), so `00` is zero too, and a list of equal values is that value

@@ -55,3 +55,20 @@ fn only_framing_bodies_end_before_a_read() {
     assert!(!body_ended(&http_body_util::Empty::<bytes::Bytes>::new()));
     assert!(!body_ended(&()));
 }
+
+/// A `Transfer-Encoding` beside a `Content-Length` of 0 has content: the
+/// encoding overrides the length (RFC 9112 §6.3), and hyper reads the
+/// body as chunked. It counted as ended with its headers, so a stream
+/// sent so was out of the in-flight count while read (helper 130).
+#[test]
+fn a_transfer_encoding_overrides_a_zero_length() {
+    let response = http::Response::builder()
+        .header(http::header::CONTENT_LENGTH, "0")
+        .header(http::header::TRANSFER_ENCODING, "chunked")
+        .body(())
+        .unwrap();
+    assert!(has_content(&response));
+    let mut no_content = response;
+    *no_content.status_mut() = http::StatusCode::NO_CONTENT;
+    assert!(!has_content(&no_content));
+}
