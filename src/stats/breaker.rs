@@ -29,11 +29,12 @@
 //! it came before that failure. (Older still, the failure's time is taken
 //! as wrong, stamped far ahead: the response counts in order.)
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::Outcome;
 use super::StatsConfig;
+use super::streak::Streak;
 
 /// What one finished attempt did to the circuit breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,9 +67,13 @@ pub enum BreakerState {
 
 /// The breaker's atomics (part of [`super::EndpointStats`]).
 pub(crate) struct Breaker {
-    successive: AtomicU32,
+    successive: Streak,
     /// End of the blackout in ms; 0 when closed.
     until_ms: AtomicU64,
+    /// The blackout end (`until_ms`) a reader (a pick) last saw over: a
+    /// failure extending that blackout re-trips the breaker (see
+    /// [`Breaker::record`]).
+    over_seen: AtomicU64,
     /// The blackout end (`until_ms`) whose half-open probe is in flight; 0
     /// for none. A probe holds only its own blackout's turn: once the
     /// breaker closes or trips again, it no longer keeps the instance out,
@@ -92,52 +97,7 @@ pub(crate) struct Breaker {
     responded_ms: LatestReset,
 }
 
-/// The latest time (ms) a record reset a failure count, shared by the
-/// breaker and the ejection counters: an error stamped before it and
-/// recorded after it came before that reset, so it does not count (if at
-/// most [`LATE_MAX_MS`] older: late by a scheduling delay).
-pub(crate) struct LatestReset(AtomicU64);
-
-impl LatestReset {
-    pub(crate) const fn new() -> Self {
-        Self(AtomicU64::new(0))
-    }
-
-    /// A reset at `now_ms`. Written at most once per millisecond: a reset
-    /// in a millisecond already stored only reads the line.
-    #[inline]
-    pub(crate) fn mark(&self, now_ms: u64) {
-        if now_ms > self.0.load(Ordering::Relaxed) {
-            self.0.fetch_max(now_ms, Ordering::AcqRel);
-        }
-    }
-
-    /// Whether an error stamped at `now_ms` came before the latest reset
-    /// (and is late by at most [`LATE_MAX_MS`]: a record stamped far ahead,
-    /// through `finish_at` with a future instant, hides nothing beyond).
-    #[inline]
-    pub(crate) fn came_before(&self, now_ms: u64) -> bool {
-        is_late(now_ms, self.0.load(Ordering::Acquire))
-    }
-}
-
-/// Whether a record stamped at `now_ms` is late behind one stamped at
-/// `latest_ms`: older, by at most [`LATE_MAX_MS`]. A record further
-/// behind is taken in order: the newer one was stamped far ahead (through
-/// `finish_at` with a future instant), and left alone it would hide every
-/// record for as long (one failure stamped an hour ahead kept every
-/// response of that hour from resetting the breaker's and the ejection
-/// counters' counts).
-#[inline]
-pub(crate) fn is_late(now_ms: u64, latest_ms: u64) -> bool {
-    now_ms < latest_ms && latest_ms - now_ms <= LATE_MAX_MS
-}
-
-/// How much older than the latest response a connection failure may be
-/// stamped and still be taken as recorded late (its thread descheduled
-/// between reading the clock and recording), so not counted toward a
-/// trip: 1 s, far above a scheduling delay.
-pub(crate) const LATE_MAX_MS: u64 = 1_000;
+pub(crate) use super::streak::{LatestReset, is_late};
 
 /// How often the health view looks again at an instance whose half-open
 /// probe is in flight: the probe's result is reported at once, so this
@@ -161,8 +121,9 @@ fn millis(d: Duration) -> u64 {
 impl Breaker {
     pub(crate) const fn new() -> Self {
         Self {
-            successive: AtomicU32::new(0),
+            successive: Streak::new(),
             until_ms: AtomicU64::new(0),
+            over_seen: AtomicU64::new(0),
             probing: AtomicU64::new(0),
             declined_ms: AtomicU64::new(0),
             declined_seen_ms: AtomicU64::new(0),
@@ -209,7 +170,7 @@ impl Breaker {
     }
 
     pub(crate) fn successive(&self) -> u32 {
-        self.successive.load(Ordering::Relaxed)
+        self.successive.get()
     }
 
     /// End of the blackout in ms (0: closed).
@@ -237,7 +198,19 @@ impl Breaker {
     #[inline]
     pub(crate) fn is_available(&self, now_ms: u64) -> bool {
         let until = self.until_ms.load(Ordering::Relaxed);
-        until == 0 || (now_ms >= until && self.probing.load(Ordering::Relaxed) != until)
+        until == 0
+            || (self.seen_over(until, now_ms) && self.probing.load(Ordering::Relaxed) != until)
+    }
+
+    /// Whether the blackout ending at `until` is over at `now_ms`, noting
+    /// it when it is (written once per blackout).
+    #[inline]
+    fn seen_over(&self, until: u64, now_ms: u64) -> bool {
+        let over = now_ms >= until;
+        if over && self.over_seen.load(Ordering::Relaxed) != until {
+            self.over_seen.store(until, Ordering::Relaxed);
+        }
+        over
     }
 
     /// Takes the half-open probe if the blackout is over and no probe of
@@ -245,7 +218,7 @@ impl Breaker {
     /// cut to 32 bits, never 0) if this attempt is the probe, else 0.
     pub(crate) fn try_probe(&self, now_ms: u64) -> u32 {
         let until = self.until_ms();
-        if until == 0 || now_ms < until {
+        if until == 0 || !self.seen_over(until, now_ms) {
             return 0;
         }
         let held = self.probing.load(Ordering::Acquire);
@@ -262,7 +235,7 @@ impl Breaker {
     /// counted, or a blackout (over or not) not cleared yet.
     #[inline]
     pub(crate) fn needs_reset(&self) -> bool {
-        self.successive.load(Ordering::Relaxed) != 0 || self.until_ms.load(Ordering::Relaxed) != 0
+        self.successive.get() != 0 || self.until_ms.load(Ordering::Relaxed) != 0
     }
 
     /// Frees the probe of `token` (as [`Breaker::try_probe`] returned it)
@@ -279,13 +252,19 @@ impl Breaker {
     /// Records an outcome at `now_ms`; `stale` when `now_ms` is older than
     /// the latest failure recorded before this one. A connection failure
     /// older than the latest recorded response is not counted (that
-    /// response reset the count after it).
+    /// response reset the count after it). `late`: a stale response
+    /// stamped `now_ms` shortens the streak of failures by those it came
+    /// after ([`Streak::trim`]). `latest_ms`: the latest stamp recorded,
+    /// the clock pickers have seen: a failure that extends a blackout
+    /// already over by that clock re-trips the breaker.
     pub(crate) fn record(
         &self,
         config: &StatsConfig,
         outcome: Outcome,
         now_ms: u64,
         stale: bool,
+        late: bool,
+        latest_ms: u64,
     ) -> BreakerTransition {
         if outcome.is_response() {
             // Also a stale one: a failure older still came before it.
@@ -295,10 +274,7 @@ impl Breaker {
             if self.responded_ms.came_before(now_ms) {
                 return BreakerTransition::None;
             }
-            let n = self
-                .successive
-                .fetch_add(1, Ordering::AcqRel)
-                .saturating_add(1);
+            let n = self.successive.add(now_ms);
             if let Some(blackout) = config.blackout(n) {
                 let until = now_ms.saturating_add(millis(blackout)).max(1);
                 let was = self.until_ms.fetch_max(until, Ordering::AcqRel);
@@ -307,18 +283,31 @@ impl Breaker {
                 // blackout, as Ribbon's count goes on. (Every failure past
                 // the threshold reported a trip: the requests in flight when
                 // an instance dies, failing together, each counted one.)
-                if was == 0 || was <= now_ms {
+                // Half-open by the latest stamp is half-open: a failure
+                // stamped just before the blackout's end, recorded after a
+                // pick saw it over, reopened it silently, and the balancer's
+                // health view kept routing to it (helper 130).
+                let seen = self.over_seen.load(Ordering::Relaxed);
+                if was == 0 || was <= now_ms.max(latest_ms) || seen == was {
                     return BreakerTransition::Tripped;
                 }
             }
-        } else if outcome.is_response() && !stale {
+        } else if outcome.is_response() && stale {
+            if late
+                && self.successive.trim(now_ms) == 0
+                && self.until_ms.load(Ordering::Acquire) != 0
+                && self.until_ms.swap(0, Ordering::AcqRel) != 0
+            {
+                // Every failure of the streak came before this response:
+                // in time order it closed the breaker they tripped.
+                return BreakerTransition::Recovered;
+            }
+        } else if outcome.is_response() {
             // Read before writing: on the common path (nothing to reset)
             // the cache line stays shared between cores instead of being
             // taken for a write by every response. A reset racing with a
             // failure is ordered before it, as it could have been anyway.
-            if self.successive.load(Ordering::Acquire) != 0 {
-                self.successive.store(0, Ordering::Release);
-            }
+            self.successive.reset();
             if self.until_ms.load(Ordering::Acquire) != 0
                 && self.until_ms.swap(0, Ordering::AcqRel) != 0
             {
@@ -466,30 +455,30 @@ mod tests {
         let c = StatsConfig::default();
         let b = Breaker::new();
         for t in [1_000, 1_001] {
-            b.record(&c, Outcome::ConnectFailure, t, false);
+            b.record(&c, Outcome::ConnectFailure, t, false, false, 0);
         }
         assert_eq!(
-            b.record(&c, Outcome::ConnectFailure, 1_002, false),
+            b.record(&c, Outcome::ConnectFailure, 1_002, false, false, 0),
             BreakerTransition::Tripped
         );
         assert_eq!(b.until_ms(), 11_002);
         // A fourth failure stamped 0 (out of order) blacks out 20 s from 0.
-        b.record(&c, Outcome::ReadTimeout, 0, true);
+        b.record(&c, Outcome::ReadTimeout, 0, true, false, 0);
         assert_eq!(b.until_ms(), 20_000);
-        b.record(&c, Outcome::ConnectFailure, 1_002, false);
+        b.record(&c, Outcome::ConnectFailure, 1_002, false, false, 0);
         assert_eq!(b.until_ms(), 31_002);
         // An older failure whose blackout would end sooner moves nothing.
-        b.record(&c, Outcome::ConnectFailure, 0, true);
+        b.record(&c, Outcome::ConnectFailure, 0, true, false, 0);
         assert_eq!(b.until_ms(), 31_002);
         // A success from before the last failure is stale.
         assert_eq!(
-            b.record(&c, Outcome::Success, 900, true),
+            b.record(&c, Outcome::Success, 900, true, false, 0),
             BreakerTransition::None
         );
         assert_eq!(b.successive(), 6);
         assert!(matches!(b.state(1_500), BreakerState::Open { .. }));
         assert_eq!(
-            b.record(&c, Outcome::FailureStatus(500), 1_500, false),
+            b.record(&c, Outcome::FailureStatus(500), 1_500, false, false, 0),
             BreakerTransition::Recovered
         );
         assert_eq!(b.state(1_500), BreakerState::Closed);

@@ -16,6 +16,7 @@
 //! nothing.
 
 use super::breaker::LatestReset;
+use super::streak::Streak;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -36,13 +37,13 @@ fn millis(d: Duration) -> u64 {
 
 /// Outlier-ejection atomics (part of [`super::EndpointStats`]).
 pub(crate) struct Ejection {
-    consecutive_5xx: AtomicU32,
+    consecutive_5xx: Streak,
     /// The latest time a record reset (or, stale, would have reset) each
     /// counter: an error stamped before it, recorded late, came before
     /// that record and does not count.
     reset_5xx_ms: LatestReset,
     reset_gateway_ms: LatestReset,
-    consecutive_gateway: AtomicU32,
+    consecutive_gateway: Streak,
     /// End of the last ejection in ms; 0 if never ejected.
     until_ms: AtomicU64,
     /// Ejections whose end no recount has reported yet (more than one
@@ -55,10 +56,10 @@ pub(crate) struct Ejection {
 impl Ejection {
     pub(crate) const fn new() -> Self {
         Self {
-            consecutive_5xx: AtomicU32::new(0),
+            consecutive_5xx: Streak::new(),
             reset_5xx_ms: LatestReset::new(),
             reset_gateway_ms: LatestReset::new(),
-            consecutive_gateway: AtomicU32::new(0),
+            consecutive_gateway: Streak::new(),
             until_ms: AtomicU64::new(0),
             pending_returns: AtomicU32::new(0),
             multiplier: AtomicU32::new(0),
@@ -67,10 +68,19 @@ impl Ejection {
     }
 
     /// Counts an outcome's outlier errors at `now_ms`; a non-error resets
-    /// a counter unless `stale` (older than the latest recorded failure).
+    /// a counter unless `stale` (older than the latest recorded failure),
+    /// and, stale and `late` (not answered before a failure recorded since
+    /// its headers), shortens it by the errors it came after
+    /// ([`Streak::trim`]).
     /// An error older than the latest record that reset its counter is not
     /// counted: in order, that record reset it ([`LatestReset`]).
-    pub(crate) fn record(&self, server_error: bool, gateway_error: bool, stale: bool, now_ms: u64) {
+    pub(crate) fn record(
+        &self,
+        server_error: bool,
+        gateway_error: bool,
+        (stale, late): (bool, bool),
+        now_ms: u64,
+    ) {
         for (counter, reset_ms, hit) in [
             (&self.consecutive_5xx, &self.reset_5xx_ms, server_error),
             (
@@ -81,26 +91,28 @@ impl Ejection {
         ] {
             if hit {
                 if !reset_ms.came_before(now_ms) {
-                    counter.fetch_add(1, Ordering::AcqRel);
+                    counter.add(now_ms);
                 }
                 continue;
             }
             // Also a stale record: an error older still came before it.
             reset_ms.mark(now_ms);
-            if !stale && counter.load(Ordering::Acquire) != 0 {
+            if !stale {
                 // Written only when there is something to reset: a success
                 // leaves the line shared between cores (see `Breaker`).
-                counter.store(0, Ordering::Release);
+                counter.reset();
+            } else if late {
+                counter.trim(now_ms);
             }
         }
     }
 
     pub(crate) fn consecutive_5xx(&self) -> u32 {
-        self.consecutive_5xx.load(Ordering::Relaxed)
+        self.consecutive_5xx.get()
     }
 
     pub(crate) fn consecutive_gateway(&self) -> u32 {
-        self.consecutive_gateway.load(Ordering::Relaxed)
+        self.consecutive_gateway.get()
     }
 
     pub(crate) fn times(&self) -> u32 {
@@ -152,8 +164,8 @@ impl Ejection {
         self.multiplier.store(m, Ordering::Release);
         self.times.fetch_add(1, Ordering::AcqRel);
         self.pending_returns.fetch_add(1, Ordering::AcqRel);
-        self.consecutive_5xx.store(0, Ordering::Release);
-        self.consecutive_gateway.store(0, Ordering::Release);
+        self.consecutive_5xx.reset();
+        self.consecutive_gateway.reset();
         Some(time)
     }
 

@@ -185,9 +185,15 @@ impl EndpointStats {
         }
         let now_ms = self.ms_at(Instant::now());
         let stale = super::breaker::is_late(now_ms, self.last_failure_ms.load(Ordering::Acquire));
-        let transition = self
-            .breaker
-            .record(&self.config, Outcome::Success, now_ms, stale);
+        let latest_ms = self.latest_ms.load(Ordering::Acquire);
+        let transition = (self.breaker).record(
+            &self.config,
+            Outcome::Success,
+            now_ms,
+            stale,
+            stale,
+            latest_ms,
+        );
         let probe = std::mem::take(&mut attempt.probe);
         if probe != 0 {
             self.breaker.release_probe(probe);

@@ -58,6 +58,7 @@ pub mod decaying;
 pub mod ejection;
 mod guard;
 mod outcome;
+mod streak;
 
 pub use breaker::{BreakerState, BreakerTransition};
 pub(crate) use config::check;
@@ -459,11 +460,17 @@ impl EndpointStats {
         self.ejection.record(
             server_error && counted,
             gateway_error && counted,
-            stale || older,
+            (stale || older, stale && !older),
             now_ms,
         );
-        self.breaker
-            .record(&self.config, outcome, now_ms, stale || responded.is_some())
+        self.breaker.record(
+            &self.config,
+            outcome,
+            now_ms,
+            stale || responded.is_some(),
+            stale && responded.is_none(),
+            self.latest_ms.load(Ordering::Acquire),
+        )
     }
 }
 

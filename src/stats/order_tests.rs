@@ -163,7 +163,7 @@ fn step() -> impl Strategy<Value = Step> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, rng_seed: proptest::test_runner::RngSeed::Fixed(10), ..ProptestConfig::default() })]
 
-    /// Late by at most 1 s (`breaker::LATE_MAX_MS`): a record further
+    /// Late by at most 1 s (`streak::LATE_MAX_MS`): a record further
     /// behind the latest failure is taken at its own time, in order, since
     /// the failure's stamp may be the wrong one (stamped far ahead through
     /// `finish_at`, which froze every reset for as long;
@@ -172,7 +172,7 @@ proptest! {
     fn no_stat_jumps_for_an_out_of_order_record(
         history in prop::collection::vec(step(), 1..40),
         late in step(),
-        delta_ms in 1u64..=super::breaker::LATE_MAX_MS,
+        delta_ms in 1u64..=super::streak::LATE_MAX_MS,
     ) {
         check(&history, late, delta_ms, &[0, 1, 250, 1_000, 20_000])?;
     }
