@@ -11,10 +11,17 @@
 //! What is kept, per endpoint:
 //! - in-flight count, attempts, failures (this module);
 //! - latency EWMA and **peak EWMA** (Finagle / Linkerd: a slower observation
-//!   replaces the estimate at once, faster ones pull it down with weight
-//!   `exp(-Δt/τ)`, τ = 10 s by default); failures are priced as at least
+//!   replaces the stored estimate at once, faster ones pull the stored
+//!   estimate down, which keeps `exp(-Δt/τ)` of its weight, τ = 10 s by
+//!   default); failures are priced as at least
 //!   [`StatsConfig::failure_penalty`] (1 s) so a fast-failing instance never
-//!   looks fast;
+//!   looks fast. Rules read the peak decayed toward zero (or toward the
+//!   default for a busy endpoint) since its last observation, so an idle
+//!   instance is tried again; an observation weighs against the stored
+//!   value, as tower's and Finagle's (without a read between) do, so after
+//!   an idle spell any answer reads higher than the decayed read before
+//!   it (a 10 ms answer took a read of 11.1 ms, decayed from a failure's
+//!   1 s over 45 s, to 21 ms);
 //! - a decaying mean response time (τ = 30 s) for weighted response time;
 //! - a decaying success rate (τ = 10 s);
 //!   (all three in one packed atomic each: [`decaying`]);
