@@ -316,6 +316,14 @@ impl Instance {
             .get_or_init(|| authority::name_authority(self.host(), self.port))
     }
 
+    /// The stable hash (FNV-1a) of this instance's identity (id, host,
+    /// port): consistent hashing's ring position, and a list's membership.
+    pub(crate) fn identity_hash(&self) -> u64 {
+        // 0xff never occurs in UTF-8, so the fields cannot run into each other.
+        let bytes = self.id().bytes().chain([0xff]).chain(self.host().bytes());
+        crate::hash::fnv1a64(bytes.chain([0xff]).chain(self.port().to_be_bytes()))
+    }
+
     /// The identity that per-instance state is kept under across refreshes:
     /// instance id, host, port and scheme. A changed port is a new identity.
     pub fn key(&self) -> InstanceKey {

@@ -86,8 +86,8 @@ use super::context::{Domain, Member};
 use super::cursor::Cursor;
 use super::walk::{UnhealthyMemo, rotate, step_in};
 use super::{PickContext, Picker, Rule};
-use crate::hash::{fnv1a64, mix64};
-use crate::instance::{Endpoint, Instance};
+use crate::hash::mix64;
+use crate::instance::Endpoint;
 use crate::snapshot::Snapshot;
 
 const EMPTY: u32 = u32::MAX;
@@ -103,13 +103,6 @@ const RENDEZVOUS_MAX: usize = 256;
 pub struct ConsistentHash {
     table_size: usize,
     cursor: Arc<Cursor>,
-}
-
-/// The stable hash of an instance's identity (id, host, port).
-pub(super) fn identity_hash(i: &Instance) -> u64 {
-    // 0xff never occurs in UTF-8, so the fields cannot run into each other.
-    let bytes = i.id().bytes().chain([0xff]).chain(i.host().bytes());
-    fnv1a64(bytes.chain([0xff]).chain(i.port().to_be_bytes()))
 }
 
 fn next_prime(n: usize) -> usize {
@@ -217,7 +210,7 @@ impl Rule for ConsistentHash {
         let endpoints = snapshot.endpoints();
         let hashes: Box<[u64]> = endpoints
             .iter()
-            .map(|e| identity_hash(e.instance()))
+            .map(|e| e.instance().identity_hash())
             .collect();
         Arc::new(ConsistentHashPicker {
             slots: fill_table(endpoints, &hashes, self.table_size).into(),

@@ -241,17 +241,11 @@ impl fmt::Debug for WeightedRoundRobin {
 
 impl Rule for WeightedRoundRobin {
     fn build(&self, snapshot: &Arc<Snapshot>) -> Arc<dyn Picker> {
-        let raw: Vec<u32> = snapshot
-            .endpoints()
-            .iter()
-            .map(|e| {
-                if self.spring {
-                    spring_weight(e.instance())
-                } else {
-                    e.instance().weight()
-                }
-            })
-            .collect();
+        let weight = |e: &Endpoint| match self.spring {
+            true => spring_weight(e.instance()),
+            false => e.instance().weight(),
+        };
+        let raw: Vec<u32> = snapshot.endpoints().iter().map(weight).collect();
         let (weights, sequence) = smooth_cycle(&raw, Self::MAX_CYCLE as u64);
         let counts_at = checkpoints(&sequence, weights.len());
         let offset = (self.cursor).anchor(snapshot.endpoints(), sequence.len().max(snapshot.len()));

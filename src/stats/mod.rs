@@ -15,13 +15,11 @@
 //!   estimate down, which keeps `exp(-Δt/τ)` of its weight, τ = 10 s by
 //!   default); failures are priced as at least
 //!   [`StatsConfig::failure_penalty`] (1 s) so a fast-failing instance never
-//!   looks fast. Rules read the peak decayed toward zero (or toward the
-//!   default for a busy endpoint) since its last observation, so an idle
-//!   instance is tried again; an observation weighs against the stored
-//!   value, as tower's and Finagle's (without a read between) do, so after
-//!   an idle spell any answer reads higher than the decayed read before
-//!   it (a 10 ms answer took a read of 11.1 ms, decayed from a failure's
-//!   1 s over 45 s, to 21 ms);
+//!   looks fast. Rules read the peak decayed toward zero since its last
+//!   observation (an idle instance is tried again); an observation weighs
+//!   against the stored value, as tower's does, so after an idle spell any
+//!   answer reads higher than the decayed read before it (11.1 ms, 1 s
+//!   decayed over 45 s, to 21 ms after a 10 ms answer);
 //! - a decaying mean response time (τ = 30 s) for weighted response time;
 //! - a decaying success rate (τ = 10 s);
 //!   (all three in one packed atomic each: [`decaying`]);
@@ -470,14 +468,12 @@ impl EndpointStats {
             (stale || older, stale && !older),
             now_ms,
         );
-        self.breaker.record(
-            &self.config,
-            outcome,
-            now_ms,
-            stale || responded.is_some(),
+        let (late, latest_ms) = (
             stale && responded.is_none(),
             self.latest_ms.load(Ordering::Acquire),
-        )
+        );
+        let stale = stale || responded.is_some();
+        (self.breaker).record(&self.config, outcome, now_ms, stale, late, latest_ms)
     }
 }
 
