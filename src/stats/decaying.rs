@@ -155,12 +155,12 @@ impl Decaying {
                     return;
                 } else {
                     let w = weight(now_ms, at, tau_ms);
-                    // The time mixed on its own: XORed into the old word,
-                    // whose time is the last millisecond, it cancelled
-                    // (`(t − 1) ^ t` takes few values) and the same draw
-                    // came back at every record.
-                    let mixed = crate::hash::mix64(now_ms ^ x.to_bits().rotate_left(23));
-                    let noise = crate::hash::mix64(old ^ mixed);
+                    // The time spread over the word first: XORed as it is
+                    // into the old word, whose time is the last
+                    // millisecond, it cancelled (`(t − 1) ^ t` takes few
+                    // values) and the same draw came back at every record.
+                    let spread = now_ms.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                    let noise = crate::hash::mix64(old ^ spread ^ x.to_bits().rotate_left(23));
                     pack_dithered(v * w + x * (1.0 - w), now_ms, noise)
                 }
             };
