@@ -287,19 +287,27 @@ impl Breaker {
                 // stamped just before the blackout's end, recorded after a
                 // pick saw it over, reopened it silently, and the balancer's
                 // health view kept routing to it (helper 130).
+                // A latest stamp more than 1 s ahead is taken as wrong (a
+                // record through `finish_at` with a future instant), as
+                // `is_late` takes it: with it, every failure reported a trip.
+                let clock = match latest_ms.saturating_sub(now_ms) {
+                    ahead if ahead <= super::streak::LATE_MAX_MS => now_ms + ahead,
+                    _ => now_ms,
+                };
                 let seen = self.over_seen.load(Ordering::Relaxed);
-                if was == 0 || was <= now_ms.max(latest_ms) || seen == was {
+                if was == 0 || was <= clock || seen == was {
                     return BreakerTransition::Tripped;
                 }
             }
         } else if outcome.is_response() && stale {
+            // In time order this response closed the breaker, and the
+            // failures after it (those the streak keeps) trip it again only
+            // if they reach the threshold.
             if late
-                && self.successive.trim(now_ms) == 0
+                && config.blackout(self.successive.trim(now_ms)).is_none()
                 && self.until_ms.load(Ordering::Acquire) != 0
                 && self.until_ms.swap(0, Ordering::AcqRel) != 0
             {
-                // Every failure of the streak came before this response:
-                // in time order it closed the breaker they tripped.
                 return BreakerTransition::Recovered;
             }
         } else if outcome.is_response() {

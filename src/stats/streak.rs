@@ -10,29 +10,35 @@
 //! recorded just after the next failure: the count reached 10 and the
 //! breaker tripped on an instance that never failed twice in a row, and
 //! the consecutive 5xx count reached twice Envoy's ejection trigger
-//! (helper 130). A streak keeps the times of its first and latest
-//! failure: a late response at or after the latest ends the streak (every
-//! failure in it came before), one between them leaves one failure (the
-//! latest; how many others came after it is not kept, so the count errs
-//! low, by at most the failures of the last second: a late record is at
-//! most [`LATE_MAX_MS`] behind).
+//! (helper 130). A streak keeps the times of its latest [`KEPT`]
+//! failures: a late response counts those after it (a failure in the
+//! response's own millisecond counts as after it, as
+//! [`LatestReset::came_before`] takes it), exactly while the streak is at
+//! most [`KEPT`] long; a longer streak whose kept failures all came after
+//! the response keeps its count. (A first version kept only the first and
+//! latest time and left one failure: six 503s in a row after each late
+//! success read 4, below Envoy's trigger of 5, so a failing instance was
+//! never ejected; helper 134.)
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-/// A consecutive-failure count and the times (ms) of its first and latest
-/// failure.
+/// Failure times a streak keeps: past every default trigger (the
+/// breaker's 3, Envoy's 5).
+pub(crate) const KEPT: usize = 8;
+
+/// A consecutive-failure count and the times (ms) of its latest [`KEPT`]
+/// failures.
 pub(crate) struct Streak {
     count: AtomicU32,
-    first_ms: AtomicU64,
-    last_ms: AtomicU64,
+    /// Failure `n` (from 1) of the streak at `(n - 1) % KEPT`.
+    times: [AtomicU64; KEPT],
 }
 
 impl Streak {
     pub(crate) const fn new() -> Self {
         Self {
             count: AtomicU32::new(0),
-            first_ms: AtomicU64::new(0),
-            last_ms: AtomicU64::new(0),
+            times: [const { AtomicU64::new(0) }; KEPT],
         }
     }
 
@@ -45,12 +51,9 @@ impl Streak {
     /// Counts a failure at `now_ms`; returns the new count.
     pub(crate) fn add(&self, now_ms: u64) -> u32 {
         let n = self.count.fetch_add(1, Ordering::AcqRel).saturating_add(1);
-        if n == 1 {
-            self.first_ms.store(now_ms, Ordering::Release);
-        } else {
-            self.first_ms.fetch_min(now_ms, Ordering::AcqRel);
+        if let Some(slot) = self.times.get((n as usize - 1) % KEPT) {
+            slot.store(now_ms, Ordering::Release);
         }
-        self.last_ms.fetch_max(now_ms, Ordering::AcqRel);
         n
     }
 
@@ -63,26 +66,39 @@ impl Streak {
         }
     }
 
-    /// A response stamped `at_ms`, recorded after a newer failure: ends
-    /// the streak if every failure in it came before (at or before
-    /// `at_ms`), else leaves the latest one only if some came before.
-    /// Returns the count after.
+    /// A response stamped `at_ms`, recorded after a newer failure: the
+    /// streak keeps the failures stamped at or after `at_ms` (its own
+    /// millisecond counts as after, as `LatestReset::came_before` takes
+    /// it). Returns the count after.
     pub(crate) fn trim(&self, at_ms: u64) -> u32 {
         let n = self.count.load(Ordering::Acquire);
         if n == 0 {
             return 0;
         }
-        if at_ms >= self.last_ms.load(Ordering::Acquire) {
-            self.count.store(0, Ordering::Release);
-            return 0;
+        let kept = (n as usize).min(KEPT);
+        let after = (self.times.iter().take(kept))
+            .filter(|t| t.load(Ordering::Acquire) >= at_ms)
+            .count();
+        if after == kept && (n as usize) > KEPT {
+            // Every kept failure came after: the older ones may too.
+            return n;
         }
-        if n > 1 && at_ms >= self.first_ms.load(Ordering::Acquire) {
-            let last = self.last_ms.load(Ordering::Acquire);
-            self.first_ms.store(last, Ordering::Release);
-            self.count.store(1, Ordering::Release);
-            return 1;
+        // The kept failures after `at_ms`, renumbered from the first slot
+        // in their order.
+        let mut times = [0u64; KEPT];
+        let mut left = 0;
+        for k in 0..kept {
+            let t = self.times[(n as usize - kept + k) % KEPT].load(Ordering::Acquire);
+            if t >= at_ms {
+                times[left] = t;
+                left += 1;
+            }
         }
-        n
+        for (slot, t) in self.times.iter().zip(&times[..left]) {
+            slot.store(*t, Ordering::Release);
+        }
+        self.count.store(left as u32, Ordering::Release);
+        left as u32
     }
 }
 
@@ -143,17 +159,36 @@ mod tests {
         assert_eq!((s.add(10), s.add(12), s.add(14)), (1, 2, 3));
         // Before the whole streak: every failure came after it.
         assert_eq!(s.trim(9), 3);
-        // Inside it: the latest failure stays.
-        assert_eq!(s.trim(11), 1);
-        assert_eq!(s.add(16), 2);
-        // At or after the latest: the streak is over.
-        assert_eq!(s.trim(16), 0);
+        // Inside it: the failures after it stay.
+        assert_eq!(s.trim(11), 2);
+        assert_eq!(s.add(16), 3);
+        // Its own millisecond counts as after it.
+        assert_eq!(s.trim(16), 1);
+        assert_eq!(s.trim(17), 0);
         assert_eq!(s.get(), 0);
-        // A failure recorded out of order moves the first time back.
+        // Failures recorded out of order among themselves.
         assert_eq!((s.add(30), s.add(20)), (1, 2));
         assert_eq!(s.trim(19), 2);
         assert_eq!(s.trim(25), 1);
+        assert_eq!(s.add(40), 2);
+        assert_eq!(s.trim(35), 1);
         s.reset();
         assert_eq!(s.get(), 0);
+    }
+
+    /// Longer than the times it keeps: exact when some kept failure came
+    /// before the response, unchanged when all came after.
+    #[test]
+    fn a_streak_longer_than_it_keeps() {
+        let s = Streak::new();
+        for t in 1..=20u64 {
+            s.add(t * 10);
+        }
+        // Kept: 130..=200. All after 125: the count stays.
+        assert_eq!(s.trim(125), 20);
+        // 175: 180, 190, 200 after it.
+        assert_eq!(s.trim(175), 3);
+        assert_eq!(s.add(210), 4);
+        assert_eq!(s.trim(195), 2);
     }
 }
