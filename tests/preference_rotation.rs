@@ -146,20 +146,19 @@ fn hinted_requests_to_a_group_of_two_take_turns_and_leave_the_others_even() {
         let (pins, frees) = alternate(&*rule, &hint(), 4, &[1, 2]);
         if name == "best_available" {
             // Idle ties take one turn each per round, in an order drawn
-            // from the rule's seeded generator. The hinted picks share
-            // the group in rounds of their own; a pick over the whole list
-            // begins a new round rather than finish one the group began
-            // (stop 49), so the others draw from all four (seed 7: 30, 18,
-            // 18 and 34 of 100). Before, they leaned to the two instances
-            // the group leaves (38, 14, 10, 38), and through an in-flight
-            // limit that lean pinned every stream to one instance
-            // (tests/tie_rounds.rs). With a random seed the others' share
-            // of a group member ran from 1 to 14 then, and ci116 failed a
-            // bound of 5 on it; the seed is fixed.
+            // from the rule's seeded generator. A pick whose ties are more
+            // or fewer than those that began the round begins a new one
+            // (stop 49), so with hinted and plain picks in turn each draws
+            // at random: the group about even (seed 7: 42 and 58), the
+            // others over all four. Before, the plain picks leaned to the
+            // two instances the group leaves (38, 14, 10, 38), and through
+            // an in-flight limit that lean pinned every stream to one
+            // instance (tests/tie_rounds.rs). The seed is fixed: with a
+            // random one ci116 failed a bound of 5 on a share then.
             assert!(
                 pins.len() == 2
                     && pins.keys().all(|p| [1001, 1002].contains(p))
-                    && pins.values().all(|c| c.abs_diff(50) <= 5),
+                    && pins.values().all(|c| c.abs_diff(50) <= 12),
                 "{name}: {pins:?}"
             );
             assert!(

@@ -12,8 +12,8 @@
 //! - Through availability filtering's in-flight limit the holder was
 //!   filtered out of the calls' tier and owed its turns (streams
 //!   [0, 0, 600] for four calls per stream over three; stop 48's residual,
-//!   fixed in stop 49: a pick over the whole list begins a new round
-//!   rather than finish one a narrower tier began).
+//!   fixed in stop 49: a pick whose ties are more or fewer than those
+//!   that began the round begins a new one).
 //! - Left (in the closing note): a fast instance holding a WebSocket
 //!   beside a slow idle one at a call every 2 s or more.
 
@@ -263,9 +263,9 @@ async fn p2c_slow_instance_holding_streams_draws_no_more_calls() {
 // members' turns and began the next round among them, so the holder was
 // the only member owed a turn at the next stream: every stream on one
 // instance ([0, 0, 600] for four calls per stream over three; stop 48's
-// residual; [0, 0, 0, 600] over four). A pick over the whole list now
-// begins a new round rather than finish one the calls' tier began: about
-// 200 each (150 each over four).
+// residual; [0, 0, 0, 600] over four). A pick whose ties are more or
+// fewer than those that began the round now begins a new one: about 200
+// each (150 each over four).
 // ---------------------------------------------------------------------
 
 #[tokio::test(start_paused = true)]

@@ -13,10 +13,11 @@
 //! instance, as Ribbon's rule does. (Every deterministic order tried lined
 //! up with some loop of streams and calls and starved an instance, or
 //! pinned every stream to one: 600, 0 and 1 200 of 1 800 by position,
-//! 600, 0, 0 streams least recent first.) A pick over the whole list
-//! does not finish a round that a narrower tier (a wrapper's filter, a
-//! domain) began, whose left-out members would be the only ones owed a
-//! turn: it begins a new one. A retry takes its lane's turn by position.
+//! 600, 0, 0 streams least recent first.) A pick whose ties are more or
+//! fewer than those that began the round (a wrapper's filter, a domain,
+//! a stream's holder left out) does not finish that round, whose
+//! left-out members would be the only ones owed a turn: it begins a new
+//! one. A retry takes its lane's turn by position.
 //! Endpoints tripped at the pick time
 //! ([`EndpointStats::is_tripped_at`](crate::stats::EndpointStats::is_tripped_at))
 //! are skipped, except in the balancer's panic mode
@@ -38,7 +39,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::{Domain, PickContext, Picker, Rule};
 use crate::instance::Endpoint;
@@ -91,7 +92,7 @@ impl Rule for BestAvailable {
             stamps: (0..snapshot.len()).map(|_| AtomicU64::new(0)).collect(),
             round: AtomicU64::new(1),
             rng: Arc::clone(&self.rng),
-            narrow: AtomicBool::new(false),
+            round_ties: AtomicUsize::new(0),
         })
     }
 
@@ -118,8 +119,9 @@ struct BestAvailablePicker {
     round: AtomicU64,
     /// The rule's tie draws.
     rng: Arc<AtomicRng>,
-    /// Whether a tier narrower than the list began the current round.
-    narrow: AtomicBool,
+    /// How many members tied in the pick that began the current round
+    /// (0: none yet).
+    round_ties: AtomicUsize,
 }
 
 impl fmt::Debug for BestAvailablePicker {
@@ -132,15 +134,15 @@ impl fmt::Debug for BestAvailablePicker {
 
 impl BestAvailablePicker {
     /// Begins the round after `round` (every tied member open in it),
-    /// unless a concurrent pick did, noting whether a tier narrower than
-    /// the list began it. Returns the new round.
-    fn begin_round(&self, round: u64, whole: bool) -> u64 {
+    /// unless a concurrent pick did, noting that `ties` members began it.
+    /// Returns the new round.
+    fn begin_round(&self, round: u64, ties: usize) -> u64 {
         if self
             .round
             .compare_exchange(round, round + 1, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            self.narrow.store(!whole, Ordering::Release);
+            self.round_ties.store(ties, Ordering::Release);
         }
         round + 1
     }
@@ -240,16 +242,19 @@ impl BestAvailablePicker {
                     None => return Some(first),
                 }
             }
-            // A pick over the whole list does not finish a round that a
-            // narrower tier began (a wrapper's filter, an exclusion, a
-            // domain): the members that tier left out would be the only
-            // ones owed a turn. Calls whose tier filtered out a stream's
-            // holder began the rounds, and every stream went back to it
-            // (streams 0, 0 and 600 of 600 through an in-flight limit).
-            let whole = domain.is_none() && in_class[0] + in_class[1] == endpoints.len();
-            let round = if open == 0 || (whole && self.narrow.load(Ordering::Acquire)) {
+            // A pick whose ties are more or fewer than those that began
+            // the round does not finish it: the members the other tier
+            // left out would be the only ones owed a turn. Calls whose
+            // tier filtered out a stream's holder began the rounds, and
+            // every stream went back to it (0, 0, 600 of 600 through an
+            // in-flight limit; also with a fourth instance tripped, or
+            // inside a hint group or subset: helper 133); plain picks
+            // after hinted ones in a round a plain pick began leaned 2 to
+            // 1 away from the group.
+            let same = self.round_ties.load(Ordering::Acquire) == ties;
+            let round = if open == 0 || !same {
                 open = ties;
-                self.begin_round(round, whole)
+                self.begin_round(round, ties)
             } else {
                 round
             };

@@ -164,21 +164,20 @@ impl Cursor {
     /// ({0, 1, 2} and {0, 1} in turn, one pick each) left 400 of 600 to
     /// instance 1 and 100 to each other one under round robin, 0 to the
     /// rejoining one under weighted round robin (helper 131). Now about
-    /// 250, 250 and 100. Members are compared as a set of identities (id,
-    /// host and port), so a list laid out anew keeps the offset. O(n):
-    /// one pass over the list's identities.
+    /// 250, 250 and 100. Members are compared with their order (id, host
+    /// and port in list order; a refresh keeps the order of the instances
+    /// it keeps). O(n): one pass over the list's identities.
     pub(crate) fn anchor(&self, endpoints: &[Endpoint], modulus: usize) -> usize {
         if endpoints.is_empty() {
             return self.offset.load(Ordering::Relaxed);
         }
-        // The set of instance identities (id, host and port), whatever
-        // their order: a list laid out anew with the same members is not a
-        // change.
-        let members = endpoints
-            .iter()
-            .map(|e| mix(e.instance().identity_hash()))
-            .fold(mix(endpoints.len() as u64), u64::wrapping_add)
-            | 1;
+        // The instance identities (id, host and port) in their order: a
+        // list laid out anew is a change too (compared as a set, the same
+        // members in a rotating layout kept the offset in step with the
+        // layout and every pick on one instance; helper 133).
+        let members = endpoints.iter().fold(mix(endpoints.len() as u64), |h, e| {
+            mix(h ^ e.instance().identity_hash())
+        }) | 1;
         match self.membership.swap(members, Ordering::AcqRel) {
             same if same == members => self.offset.load(Ordering::Relaxed),
             // The first list: the rule's start.
