@@ -314,8 +314,8 @@ impl Breaker {
             // Read before writing: on the common path (nothing to reset)
             // the cache line stays shared between cores instead of being
             // taken for a write by every response. A reset racing with a
-            // failure is ordered before it, as it could have been anyway.
-            self.successive.reset();
+            // failure stamped after it keeps that failure.
+            self.successive.reset_at(now_ms);
             if self.until_ms.load(Ordering::Acquire) != 0
                 && self.until_ms.swap(0, Ordering::AcqRel) != 0
             {

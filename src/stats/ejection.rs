@@ -100,7 +100,7 @@ impl Ejection {
             if !stale {
                 // Written only when there is something to reset: a success
                 // leaves the line shared between cores (see `Breaker`).
-                counter.reset();
+                counter.reset_at(now_ms);
             } else if late {
                 counter.trim(now_ms);
             }

@@ -48,21 +48,49 @@ impl Streak {
         self.count.load(Ordering::Relaxed)
     }
 
-    /// Counts a failure at `now_ms`; returns the new count.
+    /// Counts a failure at `now_ms`; returns the new count. The time is
+    /// in its slot before the count includes it, so a trim never reads a
+    /// counted failure's slot unwritten (it took the failure as older than
+    /// the response and dropped it). Two failures racing for one slot both
+    /// count; the slot keeps one of their times.
     pub(crate) fn add(&self, now_ms: u64) -> u32 {
-        let n = self.count.fetch_add(1, Ordering::AcqRel).saturating_add(1);
-        if let Some(slot) = self.times.get((n as usize - 1) % KEPT) {
-            slot.store(now_ms, Ordering::Release);
+        let mut n = self.count.load(Ordering::Acquire);
+        loop {
+            if let Some(slot) = self.times.get(n as usize % KEPT) {
+                slot.store(now_ms, Ordering::Release);
+            }
+            let next = n.saturating_add(1);
+            match self
+                .count
+                .compare_exchange_weak(n, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return next,
+                Err(now) => n = now,
+            }
         }
-        n
     }
 
-    /// Ends the streak (a response in order). Written only when there is
-    /// something to reset: a success leaves the line shared between cores.
+    /// Ends the streak (an ejection starting over). Written only when there
+    /// is something to reset: a success leaves the line shared between
+    /// cores.
     #[inline]
     pub(crate) fn reset(&self) {
         if self.count.load(Ordering::Acquire) != 0 {
             self.count.store(0, Ordering::Release);
+        }
+    }
+
+    /// A response stamped `at_ms`, in order: ends the streak, except for
+    /// failures stamped after it and counted while it was recorded (another
+    /// thread's newer failure; a plain reset erased it, so a streak read one
+    /// less than in time order). Only reads the count when there is nothing
+    /// to reset. A failure stamped more than [`LATE_MAX_MS`] after the
+    /// response is taken in order, as [`is_late`] takes it (a stamp far
+    /// ahead through `finish_at`), and ended.
+    #[inline]
+    pub(crate) fn reset_at(&self, at_ms: u64) {
+        if self.count.load(Ordering::Acquire) != 0 {
+            self.keep_between(at_ms.saturating_add(1), at_ms.saturating_add(LATE_MAX_MS));
         }
     }
 
@@ -71,34 +99,52 @@ impl Streak {
     /// millisecond counts as after, as `LatestReset::came_before` takes
     /// it). Returns the count after.
     pub(crate) fn trim(&self, at_ms: u64) -> u32 {
-        let n = self.count.load(Ordering::Acquire);
-        if n == 0 {
-            return 0;
-        }
-        let kept = (n as usize).min(KEPT);
-        let after = (self.times.iter().take(kept))
-            .filter(|t| t.load(Ordering::Acquire) >= at_ms)
-            .count();
-        if after == kept && (n as usize) > KEPT {
-            // Every kept failure came after: the older ones may too.
-            return n;
-        }
-        // The kept failures after `at_ms`, renumbered from the first slot
-        // in their order.
-        let mut times = [0u64; KEPT];
-        let mut left = 0;
-        for k in 0..kept {
-            let t = self.times[(n as usize - kept + k) % KEPT].load(Ordering::Acquire);
-            if t >= at_ms {
-                times[left] = t;
-                left += 1;
+        self.keep_between(at_ms, u64::MAX)
+    }
+
+    /// Keeps the failures stamped in `from_ms..=to_ms`; returns the count
+    /// after.
+    fn keep_between(&self, from_ms: u64, to_ms: u64) -> u32 {
+        // A failure counted while this runs is not lost: the count is
+        // replaced only if no failure came in between (else read again);
+        // a version that stored the trimmed count blindly dropped a
+        // concurrent failure. (Lock-free: a retry follows only another
+        // failure's count.)
+        loop {
+            let n = self.count.load(Ordering::Acquire);
+            if n == 0 {
+                return 0;
+            }
+            let kept = (n as usize).min(KEPT);
+            // The kept failures in the window, renumbered from the first
+            // slot in their order.
+            let mut times = [0u64; KEPT];
+            let mut left = 0;
+            for k in 0..kept {
+                let t = self.times[(n as usize - kept + k) % KEPT].load(Ordering::Acquire);
+                if (from_ms..=to_ms).contains(&t) {
+                    times[left] = t;
+                    left += 1;
+                }
+            }
+            if left == kept {
+                // Every kept failure is in the window (and for a streak
+                // longer than it keeps, the older ones may be too): nothing
+                // to trim.
+                return n;
+            }
+            if self
+                .count
+                .compare_exchange(n, left as u32, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                // A failure counted from here on takes slot `left` or later.
+                for (slot, t) in self.times.iter().zip(&times[..left]) {
+                    slot.store(*t, Ordering::Release);
+                }
+                return left as u32;
             }
         }
-        for (slot, t) in self.times.iter().zip(&times[..left]) {
-            slot.store(*t, Ordering::Release);
-        }
-        self.count.store(left as u32, Ordering::Release);
-        left as u32
     }
 }
 
@@ -190,5 +236,70 @@ mod tests {
         assert_eq!(s.trim(175), 3);
         assert_eq!(s.add(210), 4);
         assert_eq!(s.trim(195), 2);
+    }
+
+    /// Failures counted while late responses trim: none is lost. Before,
+    /// a trim stored the count it had computed, dropping a failure counted
+    /// in between (the streak read less than the failures after the
+    /// responses, so a trigger could stay unfired).
+    #[test]
+    fn failures_counted_during_a_trim_are_kept() {
+        for round in 0..400 {
+            let s = std::sync::Arc::new(Streak::new());
+            // Two failures before the late responses' time, then seven
+            // after it, counted while the responses trim.
+            s.add(10);
+            s.add(20);
+            let adder = {
+                let s = std::sync::Arc::clone(&s);
+                std::thread::spawn(move || {
+                    for i in 0..7 {
+                        s.add(100 + i);
+                        std::hint::spin_loop();
+                    }
+                })
+            };
+            let mut trims = 0;
+            while !adder.is_finished() || trims < 2 {
+                s.trim(30);
+                s.trim(5);
+                trims += 1;
+            }
+            adder.join().unwrap();
+            s.trim(30);
+            assert_eq!(s.get(), 7, "round {round}");
+        }
+    }
+
+    /// The same for responses in order racing with newer failures: the
+    /// failures stamped after the response stay.
+    #[test]
+    fn newer_failures_counted_during_a_reset_are_kept() {
+        for round in 0..400 {
+            let s = std::sync::Arc::new(Streak::new());
+            s.add(10);
+            let adder = {
+                let s = std::sync::Arc::clone(&s);
+                std::thread::spawn(move || {
+                    for i in 0..5 {
+                        s.add(100 + i);
+                        std::hint::spin_loop();
+                    }
+                })
+            };
+            let mut resets = 0;
+            while !adder.is_finished() || resets < 2 {
+                s.reset_at(50);
+                resets += 1;
+            }
+            adder.join().unwrap();
+            assert_eq!(s.get(), 5, "round {round}");
+            // Its own millisecond and before: ended; far ahead (more than
+            // `LATE_MAX_MS`) too.
+            s.add(60);
+            s.add(60 + LATE_MAX_MS + 1);
+            s.reset_at(60);
+            assert_eq!(s.get(), 5, "round {round}");
+        }
     }
 }
