@@ -306,19 +306,15 @@ impl WeightedResponseTimePicker {
     /// [`fill`](Self::fill) (a torn array only skews one draw). Walks the
     /// tier's domain (the sticky instance, the hint group, the subset) when
     /// it has one, so a small tier costs O(its size) instead of O(n).
+    /// `k`: the pick's rotation position (stepped once per pick, however
+    /// many tiers are tried).
     fn draw_members<'s>(
         &self,
-        ctx: &PickContext<'_>,
         endpoints: &'s [Endpoint],
         member: &dyn Fn(usize, &Endpoint) -> bool,
         domain: Domain<'_>,
+        k: &dyn Fn() -> usize,
     ) -> Option<&'s Endpoint> {
-        let k = || {
-            self.shared
-                .cursor
-                .step(ctx, endpoints)
-                .wrapping_add(self.offset)
-        };
         // Most tiers hold most of the list (the health filter, a retry's
         // exclusions, availability filtering, a zone): draws over the
         // whole list until one is a member (rejection sampling, the same
@@ -345,6 +341,14 @@ impl WeightedResponseTimePicker {
             None => self.draw_in(endpoints, member, 0..endpoints.len()),
         }
         .unwrap_or_else(|| step_in(endpoints, member, domain, k()))
+    }
+
+    /// Steps the rotation: the position of a pick by round robin.
+    fn step(&self, ctx: &PickContext<'_>, endpoints: &[Endpoint]) -> usize {
+        self.shared
+            .cursor
+            .step(ctx, endpoints)
+            .wrapping_add(self.offset)
     }
 
     /// The weights' total over the whole list (0 for an empty one).
@@ -436,14 +440,26 @@ impl Picker for WeightedResponseTimePicker {
                     return endpoints.get(i);
                 }
             }
-            let k = self
-                .shared
-                .cursor
-                .step(ctx, endpoints)
-                .wrapping_add(self.offset);
-            return rotate(endpoints, ctx, k);
+            return rotate(endpoints, ctx, self.step(ctx, endpoints));
         }
-        ctx.find_tier_in(&mut |member, domain| self.draw_members(ctx, endpoints, member, domain))
+        // The rotation position is stepped once per pick, however many
+        // tiers are tried. Stepped once per tier, a wrapper's fallback
+        // without weights yet (no samples: round robin) moved it two or
+        // three places per pick (availability filtering's fail-open, a
+        // sticky or hinted instance excluded by a retry, a zone or subset
+        // down): with two instances availability filtering's fail-open
+        // sent 100 of 100 picks to one, over 64 a sticky retry skipped
+        // every other one (helper 136).
+        let step = std::cell::Cell::new(None);
+        let k = || match step.get() {
+            Some(k) => k,
+            None => {
+                let k = self.step(ctx, endpoints);
+                step.set(Some(k));
+                k
+            }
+        };
+        ctx.find_tier_in(&mut |member, domain| self.draw_members(endpoints, member, domain, &k))
     }
 
     fn snapshot(&self) -> &Arc<Snapshot> {

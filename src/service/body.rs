@@ -2,6 +2,14 @@
 //! completion through the body: a streaming response keeps its instance's
 //! in-flight count up until the body ends, fails or is dropped, and a
 //! successful attempt's latency runs from the send to that moment.
+//!
+//! A response ends at its body's end of stream or its trailers frame; a
+//! hyper or reqwest body's own framing says whether it ended with the
+//! headers (an HTTP/2 204 may still carry DATA), any other body's headers
+//! say so (a 204, a 304, `Content-Length: 0`). The count follows the
+//! response only: a request body still uploading after the response ended
+//! (a server answering before it read the whole upload) no longer counts,
+//! as in tower's `PeakEwma` and `CompleteOnResponse`.
 
 use std::fmt;
 use std::pin::Pin;
@@ -291,8 +299,11 @@ impl<B: 'static> TrackCompletion for http::Response<B> {
         // A response without content, or whose body has ended already, has
         // ended with its headers: its attempt ends now, not when the caller
         // drops the response (a held 204 kept its instance busy and its
-        // latency running).
-        let done = done.filter(|_| has_content(&response) && !body_ended(response.body()));
+        // latency running). A body that knows its framing says which; any
+        // other is read by its headers.
+        let ended =
+            content::body_framing(response.body()).unwrap_or_else(|| !has_content(&response));
+        let done = done.filter(|_| !ended);
         response.map(|inner| TrackedBody { inner, done })
     }
 }
@@ -399,10 +410,19 @@ where
                 true
             }
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(trailers), Some(done)) = (frame.trailers_ref(), this.done.as_mut()) {
-                    done.trailers(trailers);
+                // Trailers are a message's last frame: an HTTP/1 chunked
+                // body read to its trailers says it has ended only at the
+                // next poll, which a caller stopping there (as tonic's
+                // `Streaming` does) never makes, so its instance stayed
+                // loaded while the body was held (helper 135).
+                match (frame.trailers_ref(), this.done.as_mut()) {
+                    (Some(trailers), Some(done)) => {
+                        done.trailers(trailers);
+                        true
+                    }
+                    (Some(_), None) => true,
+                    (None, _) => this.inner.is_end_stream(),
                 }
-                this.inner.is_end_stream()
             }
             Poll::Pending => false,
         };
@@ -455,4 +475,4 @@ mod content;
 #[cfg(test)]
 mod content_tests;
 
-use content::{body_ended, has_content};
+use content::has_content;

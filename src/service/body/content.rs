@@ -1,30 +1,38 @@
 //! Whether a response has ended with its headers: by its headers
-//! ([`has_content`]), or by its body's own framing ([`body_ended`]).
+//! ([`has_content`]), or by its body's own framing ([`body_framing`]).
 
-/// Whether `body` says it has ended before any read, for the bodies that
-/// know it from the message's framing: hyper's (an HTTP/2 HEADERS frame
-/// that ended the stream, an HTTP/1 body of length 0) and reqwest's
-/// (hyper's, passed through). A response whose headers do not say it has
-/// no content may still have ended with them: an HTTP/2 server need not
-/// send `Content-Length` (a gRPC trailers-only response, an empty 200 or
-/// 503 from a server that omits it); such a response held unread stayed
-/// in flight on its instance, its latency running, until dropped. Any
-/// other body is read by its headers alone ([`has_content`]).
-pub(super) fn body_ended<B: 'static>(body: &B) -> bool {
+/// Whether `body` has ended before any read, for the bodies that know it
+/// from the message's framing: hyper's (an HTTP/2 HEADERS frame that ended
+/// the stream, an HTTP/1 body of length 0 or one the status or a HEAD
+/// request leaves empty) and reqwest's (hyper's, passed through); `None`
+/// for any other body, read by its headers alone ([`has_content`]).
+///
+/// For those bodies the framing decides alone. A response whose headers
+/// do not say it has no content may still have ended with them: an HTTP/2
+/// server need not send `Content-Length` (a gRPC trailers-only response, an
+/// empty 200 or 503 from a server that omits it); such a response held
+/// unread stayed in flight on its instance, its latency running, until
+/// dropped. And one whose headers say it has none may still stream: over
+/// HTTP/2, h2 checks DATA only against a declared `Content-Length` and a
+/// HEAD request, so a 204 or 304 whose stream stays open hands its DATA to
+/// the caller, and a `content-length: 0` stream stays open until its
+/// trailers; both counted as ended at their headers, so best available
+/// sent 39 of 40 streams to the instance answering so (helper 135).
+pub(super) fn body_framing<B: 'static>(body: &B) -> Option<bool> {
     #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
     {
         let body: &dyn std::any::Any = body;
         if let Some(body) = body.downcast_ref::<hyper::body::Incoming>() {
-            return http_body::Body::is_end_stream(body);
+            return Some(http_body::Body::is_end_stream(body));
         }
         #[cfg(feature = "reqwest")]
         if let Some(body) = body.downcast_ref::<reqwest::Body>() {
-            return http_body::Body::is_end_stream(body);
+            return Some(http_body::Body::is_end_stream(body));
         }
     }
     #[cfg(not(any(feature = "hyper-util", feature = "reqwest")))]
     let _ = body;
-    false
+    None
 }
 
 /// Whether `response` may carry content: not a 204 or 304 (RFC 9110
