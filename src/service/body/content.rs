@@ -4,7 +4,8 @@
 /// Whether `body` has ended before any read, for the bodies that know it
 /// from the message's framing: hyper's (an HTTP/2 HEADERS frame that ended
 /// the stream, an HTTP/1 body of length 0 or one the status or a HEAD
-/// request leaves empty) and reqwest's (hyper's, passed through); `None`
+/// request leaves empty) and reqwest's (hyper's, passed through), also
+/// inside a stacked balancer's [`TrackedBody`](super::TrackedBody); `None`
 /// for any other body, read by its headers alone ([`has_content`]).
 ///
 /// For those bodies the framing decides alone. A response whose headers
@@ -25,8 +26,17 @@ pub(super) fn body_framing<B: 'static>(body: &B) -> Option<bool> {
         if let Some(body) = body.downcast_ref::<hyper::body::Incoming>() {
             return Some(http_body::Body::is_end_stream(body));
         }
+        // A balancer stacked on another: the inner one's tracked body
+        // passes its body's end of stream through.
+        if let Some(body) = body.downcast_ref::<super::TrackedBody<hyper::body::Incoming>>() {
+            return Some(http_body::Body::is_end_stream(body));
+        }
         #[cfg(feature = "reqwest")]
         if let Some(body) = body.downcast_ref::<reqwest::Body>() {
+            return Some(http_body::Body::is_end_stream(body));
+        }
+        #[cfg(feature = "reqwest")]
+        if let Some(body) = body.downcast_ref::<super::TrackedBody<reqwest::Body>>() {
             return Some(http_body::Body::is_end_stream(body));
         }
     }

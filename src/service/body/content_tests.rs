@@ -54,6 +54,12 @@ fn only_framing_bodies_end_before_a_read() {
             Some(true)
         );
         assert_eq!(body_framing(&reqwest::Body::from("x")), Some(false));
+        // Inside a stacked balancer's tracked body too.
+        use super::TrackCompletion;
+        let stacked = http::Response::new(reqwest::Body::from("x")).track(None);
+        assert_eq!(body_framing(stacked.body()), Some(false));
+        let stacked = http::Response::new(reqwest::Body::from(bytes::Bytes::new())).track(None);
+        assert_eq!(body_framing(stacked.body()), Some(true));
     }
     assert_eq!(
         body_framing(&http_body_util::Empty::<bytes::Bytes>::new()),
