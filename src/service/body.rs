@@ -301,10 +301,15 @@ impl<B: 'static> TrackCompletion for http::Response<B> {
         // drops the response (a held 204 kept its instance busy and its
         // latency running). A body that knows its framing says which; any
         // other is read by its headers.
-        let ended =
-            content::body_framing(response.body()).unwrap_or_else(|| !has_content(&response));
-        let done = done.filter(|_| !ended);
-        response.map(|inner| TrackedBody { inner, done })
+        let mut response = response;
+        let framing = content::ended_with_headers(&mut response);
+        let done = done.filter(|_| !framing.ended);
+        response.map(|inner| TrackedBody {
+            inner,
+            done,
+            peeked: framing.peeked,
+            trailers_end: framing.known,
+        })
     }
 }
 
@@ -364,11 +369,18 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         done: Option<Completion>,
+        // A frame read ahead to tell whether the response had ended (see
+        // `content::ended_with_headers`), handed out first.
+        peeked: Option<content::Peeked>,
+        // Whether a trailers frame ends the body (its framing is known).
+        trailers_end: bool,
     }
 }
 
 impl<B> TrackedBody<B> {
-    /// The body, ending the attempt now.
+    /// The body, ending the attempt now. (A frame read ahead of the
+    /// caller, which only a 204, 304 or `Content-Length: 0` response still
+    /// open over HTTP/2 has, stays here.)
     pub fn into_inner(self) -> B {
         self.inner
     }
@@ -381,6 +393,7 @@ impl<B> TrackedBody<B> {
 
 impl<B: Body> Body for TrackedBody<B>
 where
+    B::Data: 'static,
     B::Error: 'static,
 {
     type Data = B::Data;
@@ -391,7 +404,12 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
-        let polled = this.inner.as_mut().poll_frame(cx);
+        let peeked = this.peeked.take().and_then(|p| {
+            p.downcast::<Result<Frame<B::Data>, B::Error>>()
+                .ok()
+                .map(|frame| Poll::Ready(Some(*frame)))
+        });
+        let polled = peeked.unwrap_or_else(|| this.inner.as_mut().poll_frame(cx));
         let ended = match &polled {
             Poll::Ready(None) => true,
             Poll::Ready(Some(Err(e))) => {
@@ -410,19 +428,17 @@ where
                 true
             }
             Poll::Ready(Some(Ok(frame))) => {
-                // Trailers are a message's last frame: an HTTP/1 chunked
-                // body read to its trailers says it has ended only at the
-                // next poll, which a caller stopping there (as tonic's
-                // `Streaming` does) never makes, so its instance stayed
-                // loaded while the body was held (helper 135).
-                match (frame.trailers_ref(), this.done.as_mut()) {
-                    (Some(trailers), Some(done)) => {
-                        done.trailers(trailers);
-                        true
-                    }
-                    (Some(_), None) => true,
-                    (None, _) => this.inner.is_end_stream(),
+                // Trailers are an HTTP message's last frame: an HTTP/1
+                // chunked body read to its trailers says it has ended only
+                // at the next poll, which a caller stopping there (as
+                // tonic's `Streaming` does) never makes, so its instance
+                // stayed loaded while the body was held (helper 135). A
+                // body of unknown framing ends at its own end of stream.
+                let trailers = frame.trailers_ref();
+                if let (Some(trailers), Some(done)) = (trailers, this.done.as_mut()) {
+                    done.trailers(trailers);
                 }
+                (trailers.is_some() && *this.trailers_end) || this.inner.is_end_stream()
             }
             Poll::Pending => false,
         };
@@ -433,7 +449,7 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.peeked.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -474,5 +490,3 @@ pub(super) fn observe(
 mod content;
 #[cfg(test)]
 mod content_tests;
-
-use content::has_content;

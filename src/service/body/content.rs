@@ -1,48 +1,145 @@
 //! Whether a response has ended with its headers: by its headers
-//! ([`has_content`]), or by its body's own framing ([`body_framing`]).
+//! ([`has_content`]), or by its body's own framing
+//! ([`ended_with_headers`]).
 
-/// Whether `body` has ended before any read, for the bodies that know it
-/// from the message's framing: hyper's (an HTTP/2 HEADERS frame that ended
-/// the stream, an HTTP/1 body of length 0 or one the status or a HEAD
-/// request leaves empty) and reqwest's (hyper's, passed through), also
-/// inside a stacked balancer's [`TrackedBody`](super::TrackedBody); `None`
-/// for any other body, read by its headers alone ([`has_content`]).
+/// A frame read ahead of the caller (see [`ended_with_headers`]), kept
+/// for its first read: a `Result<Frame<Bytes>, E>` of the body's error type.
+pub(super) type Peeked = Box<dyn std::any::Any + Send + Sync>;
+
+/// A verdict on a response's end by its body's framing, carried in the
+/// response's extensions to a balancer stacked on this one, whose body
+/// (this one's [`TrackedBody`](super::TrackedBody)) it cannot read by type
+/// at every depth. Inserted only where it differs from the headers' reading.
+#[derive(Clone, Copy)]
+struct FramingVerdict {
+    ended: bool,
+}
+
+/// Whether `response` ended with its headers, and a frame read ahead to
+/// tell (kept for the caller's first read).
 ///
-/// For those bodies the framing decides alone. A response whose headers
-/// do not say it has no content may still have ended with them: an HTTP/2
-/// server need not send `Content-Length` (a gRPC trailers-only response, an
-/// empty 200 or 503 from a server that omits it); such a response held
-/// unread stayed in flight on its instance, its latency running, until
-/// dropped. And one whose headers say it has none may still stream: over
-/// HTTP/2, h2 checks DATA only against a declared `Content-Length` and a
-/// HEAD request, so a 204 or 304 whose stream stays open hands its DATA to
-/// the caller, and a `content-length: 0` stream stays open until its
-/// trailers; both counted as ended at their headers, so best available
-/// sent 39 of 40 streams to the instance answering so (helper 135).
-pub(super) fn body_framing<B: 'static>(body: &B) -> Option<bool> {
+/// Bodies that know their end from the message's framing decide alone:
+/// hyper's (an HTTP/2 stream ended, an HTTP/1 body of length 0 or one the
+/// status or a HEAD request leaves empty) and reqwest's (hyper's, passed
+/// through), also inside a stacked balancer's
+/// [`TrackedBody`](super::TrackedBody) or, deeper, by the verdict it left.
+/// Any other body is read by its headers ([`has_content`]).
+///
+/// A response whose headers do not say it has no content may have ended
+/// with them: an HTTP/2 server need not send `Content-Length` (a gRPC
+/// trailers-only response, an empty 200 or 503); held unread it stayed in
+/// flight, its latency running, until dropped. And one whose headers say it
+/// has none may still stream: over HTTP/2, h2 checks DATA only against a
+/// declared `Content-Length` and a HEAD request, so a 204 or 304 whose
+/// stream stays open hands its DATA to the caller, and a `content-length:
+/// 0` stream may stay open until its trailers; both counted as ended at
+/// their headers, so best available sent 39 of 40 held streams to the
+/// instance answering so (helper 135). Such a response (no content by its
+/// headers, open by its framing) is read once ahead, without a waker:
+/// hyper's HTTP/2 server ends a stream whose body was not finished when
+/// the headers went out with an empty DATA frame, so a complete 204 held
+/// unread would otherwise count until dropped (39 of 40 picks went to the
+/// other instance; helper 137). An empty data frame is dropped; anything
+/// else is kept for the caller.
+pub(super) fn ended_with_headers<B: 'static>(response: &mut http::Response<B>) -> Framing {
+    let by_headers = !has_content(response);
+    let Some(open) = open_by_framing(response.body_mut(), by_headers) else {
+        // Unknown framing: a stacked balancer's verdict, else the headers.
+        let verdict = response.extensions().get::<FramingVerdict>();
+        return Framing {
+            ended: verdict.map_or(by_headers, |v| v.ended),
+            peeked: None,
+            known: verdict.is_some(),
+        };
+    };
+    let (ended, peeked) = match open {
+        None => (true, None),
+        Some(peeked) => (false, peeked),
+    };
+    if ended != by_headers {
+        response.extensions_mut().insert(FramingVerdict { ended });
+    }
+    Framing {
+        ended,
+        peeked,
+        known: true,
+    }
+}
+
+/// What [`ended_with_headers`] tells of a response.
+pub(super) struct Framing {
+    /// Whether it ended with its headers.
+    pub(super) ended: bool,
+    /// A frame read ahead, for the caller's first read.
+    pub(super) peeked: Option<Peeked>,
+    /// Whether its body knows its framing (hyper's, reqwest's): a trailers
+    /// frame is then its last (an HTTP/1 chunked body says it has ended
+    /// only at the next read after its trailers); any other body ends at
+    /// its own end of stream.
+    pub(super) known: bool,
+}
+
+/// For a body that knows its framing: `Some(None)` if it has ended,
+/// `Some(Some(peeked))` if it is open (with the frame read ahead, if any);
+/// `None` for any other body. Reads ahead only if `read_ahead`.
+#[allow(clippy::option_option)]
+fn open_by_framing<B: 'static>(body: &mut B, read_ahead: bool) -> Option<Option<Option<Peeked>>> {
     #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
     {
-        let body: &dyn std::any::Any = body;
-        if let Some(body) = body.downcast_ref::<hyper::body::Incoming>() {
-            return Some(http_body::Body::is_end_stream(body));
+        let body: &mut dyn std::any::Any = body;
+        if let Some(body) = body.downcast_mut::<hyper::body::Incoming>() {
+            return Some(read_end(body, read_ahead));
         }
         // A balancer stacked on another: the inner one's tracked body
         // passes its body's end of stream through.
-        if let Some(body) = body.downcast_ref::<super::TrackedBody<hyper::body::Incoming>>() {
-            return Some(http_body::Body::is_end_stream(body));
+        if let Some(body) = body.downcast_mut::<super::TrackedBody<hyper::body::Incoming>>() {
+            return Some((!http_body::Body::is_end_stream(body)).then_some(None));
         }
         #[cfg(feature = "reqwest")]
-        if let Some(body) = body.downcast_ref::<reqwest::Body>() {
-            return Some(http_body::Body::is_end_stream(body));
+        if let Some(body) = body.downcast_mut::<reqwest::Body>() {
+            return Some(read_end(body, read_ahead));
         }
         #[cfg(feature = "reqwest")]
-        if let Some(body) = body.downcast_ref::<super::TrackedBody<reqwest::Body>>() {
-            return Some(http_body::Body::is_end_stream(body));
+        if let Some(body) = body.downcast_mut::<super::TrackedBody<reqwest::Body>>() {
+            return Some((!http_body::Body::is_end_stream(body)).then_some(None));
         }
     }
     #[cfg(not(any(feature = "hyper-util", feature = "reqwest")))]
-    let _ = body;
+    let _ = (body, read_ahead);
     None
+}
+
+/// `None` if `body` has ended (after reading ahead, if `read_ahead`, the
+/// frames already received: an empty data frame is dropped), else
+/// `Some` of the frame read ahead, if any.
+#[cfg(any(feature = "hyper-util", feature = "reqwest"))]
+fn read_end<B>(body: &mut B, read_ahead: bool) -> Option<Option<Peeked>>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: Send + Sync + 'static,
+{
+    use std::task::{Context, Poll, Waker};
+    if http_body::Body::is_end_stream(body) {
+        return None;
+    }
+    if !read_ahead {
+        return Some(None);
+    }
+    let mut cx = Context::from_waker(Waker::noop());
+    // At most two reads: an empty data frame, then the end.
+    for _ in 0..2 {
+        match http_body::Body::poll_frame(std::pin::Pin::new(&mut *body), &mut cx) {
+            Poll::Ready(None) => return None,
+            Poll::Ready(Some(Ok(frame))) if frame.data_ref().is_some_and(|d| d.is_empty()) => {
+                if http_body::Body::is_end_stream(body) {
+                    return None;
+                }
+            }
+            Poll::Ready(Some(frame)) => return Some(Some(Box::new(frame))),
+            Poll::Pending => return Some(None),
+        }
+    }
+    Some(None)
 }
 
 /// Whether `response` may carry content: not a 204 or 304 (RFC 9110

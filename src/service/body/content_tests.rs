@@ -1,6 +1,6 @@
 //! Which responses have content (`has_content`).
 
-use super::has_content;
+use super::content::has_content;
 
 fn with_length(length: &str) -> http::Response<()> {
     http::Response::builder()
@@ -41,31 +41,69 @@ fn a_list_of_zero_lengths_has_no_content() {
     }
 }
 
-/// Only bodies that know their end from the framing say they ended before
-/// a read: reqwest's (an empty one is its end); any other type, even one
-/// empty, is read by its headers (`has_content`).
+/// Only bodies that know their end from the framing decide by it: reqwest's
+/// (an empty one is its end; one with bytes under a 204 is open, its first
+/// frame read ahead and kept for the caller), also under stacked
+/// balancers at any depth; any other type, even one empty, is read by its
+/// headers (`has_content`).
 #[test]
-fn only_framing_bodies_end_before_a_read() {
-    use super::content::body_framing;
+fn only_framing_bodies_decide_by_their_framing() {
+    use super::content::ended_with_headers;
+    fn with_status<B>(body: B, status: u16) -> http::Response<B> {
+        let mut response = http::Response::new(body);
+        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        response
+    }
     #[cfg(feature = "reqwest")]
     {
-        assert_eq!(
-            body_framing(&reqwest::Body::from(bytes::Bytes::new())),
-            Some(true)
-        );
-        assert_eq!(body_framing(&reqwest::Body::from("x")), Some(false));
-        // Inside a stacked balancer's tracked body too.
         use super::TrackCompletion;
-        let stacked = http::Response::new(reqwest::Body::from("x")).track(None);
-        assert_eq!(body_framing(stacked.body()), Some(false));
-        let stacked = http::Response::new(reqwest::Body::from(bytes::Bytes::new())).track(None);
-        assert_eq!(body_framing(stacked.body()), Some(true));
+        use http_body_util::BodyExt;
+        let mut empty = with_status(reqwest::Body::from(bytes::Bytes::new()), 200);
+        assert!(ended_with_headers(&mut empty).ended);
+        let mut x = with_status(reqwest::Body::from("x"), 200);
+        let framing = ended_with_headers(&mut x);
+        assert!(!framing.ended && framing.peeked.is_none() && framing.known);
+        // A 204 whose body still has bytes: open, its frame read ahead.
+        let mut x = with_status(reqwest::Body::from("x"), 204);
+        let framing = ended_with_headers(&mut x);
+        assert!(!framing.ended && framing.peeked.is_some());
+        // Three balancers stacked: each sees it open, and the caller reads
+        // the frame the first one read ahead.
+        let stacked = with_status(reqwest::Body::from("x"), 204)
+            .track(None)
+            .track(None)
+            .track(None);
+        let mut again = stacked;
+        assert!(!ended_with_headers(&mut again).ended);
+        let read = ready_now(again.into_body().collect());
+        assert_eq!(
+            read.ok().map(|c| c.to_bytes()),
+            Some(bytes::Bytes::from("x"))
+        );
+        let mut stacked = with_status(reqwest::Body::from(bytes::Bytes::new()), 200)
+            .track(None)
+            .track(None);
+        assert!(ended_with_headers(&mut stacked).ended);
     }
-    assert_eq!(
-        body_framing(&http_body_util::Empty::<bytes::Bytes>::new()),
-        None
-    );
-    assert_eq!(body_framing(&()), None);
+    let mut empty = with_status(http_body_util::Empty::<bytes::Bytes>::new(), 200);
+    assert!(!ended_with_headers(&mut empty).ended);
+    let mut empty = with_status(http_body_util::Empty::<bytes::Bytes>::new(), 204);
+    assert!(ended_with_headers(&mut empty).ended);
+    assert!(ended_with_headers(&mut with_status((), 304)).ended);
+    assert!(!ended_with_headers(&mut with_status((), 200)).ended);
+}
+
+/// Polls a future that needs no waker until it is ready.
+#[cfg(feature = "reqwest")]
+fn ready_now<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    for _ in 0..1_000 {
+        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+    }
+    panic!("not ready after 1 000 polls");
 }
 
 /// A `Transfer-Encoding` beside a `Content-Length` of 0 has content: the
