@@ -271,10 +271,9 @@ impl Breaker {
             self.responded_ms.mark(now_ms);
         }
         if outcome.is_connection_failure() {
-            if self.responded_ms.came_before(now_ms) {
+            let Some(n) = self.successive.add_unless_reset(now_ms, &self.responded_ms) else {
                 return BreakerTransition::None;
-            }
-            let n = self.successive.add(now_ms);
+            };
             if let Some(blackout) = config.blackout(n) {
                 let until = now_ms.saturating_add(millis(blackout)).max(1);
                 let was = self.until_ms.fetch_max(until, Ordering::AcqRel);

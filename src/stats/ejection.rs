@@ -90,9 +90,7 @@ impl Ejection {
             ),
         ] {
             if hit {
-                if !reset_ms.came_before(now_ms) {
-                    counter.add(now_ms);
-                }
+                counter.add_unless_reset(now_ms, reset_ms);
                 continue;
             }
             // Also a stale record: an error older still came before it.

@@ -21,6 +21,7 @@
 //! never ejected; helper 134.)
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Failure times a streak keeps: past every default trigger (the
 /// breaker's 3, Envoy's 5).
@@ -28,17 +29,27 @@ pub(crate) const KEPT: usize = 8;
 
 /// A consecutive-failure count and the times (ms) of its latest [`KEPT`]
 /// failures.
+///
+/// Every change (a failure, a trim, a reset) holds a lock, so a count is
+/// never seen beside the slots of another: lock-free, a trim that had
+/// replaced the count but not yet its slots let a second trim read the new
+/// count with the old times and drop failures after both responses (a
+/// breaker closed with three newer failures; helper 138), and a failure
+/// checked against the latest reset before a concurrent response reset the
+/// streak was counted after it (five consecutive 5xx where time order has
+/// four). Reading the count takes no lock, and neither does a response
+/// while there is nothing to reset (the common path).
 pub(crate) struct Streak {
     count: AtomicU32,
     /// Failure `n` (from 1) of the streak at `(n - 1) % KEPT`.
-    times: [AtomicU64; KEPT],
+    times: Mutex<[u64; KEPT]>,
 }
 
 impl Streak {
     pub(crate) const fn new() -> Self {
         Self {
             count: AtomicU32::new(0),
-            times: [const { AtomicU64::new(0) }; KEPT],
+            times: Mutex::new([0; KEPT]),
         }
     }
 
@@ -48,34 +59,57 @@ impl Streak {
         self.count.load(Ordering::Relaxed)
     }
 
-    /// Counts a failure at `now_ms`; returns the new count. The time is
-    /// in its slot before the count includes it, so a trim never reads a
-    /// counted failure's slot unwritten (it took the failure as older than
-    /// the response and dropped it). Two failures racing for one slot both
-    /// count; the slot keeps one of their times.
-    pub(crate) fn add(&self, now_ms: u64) -> u32 {
-        let mut n = self.count.load(Ordering::Acquire);
-        loop {
-            if let Some(slot) = self.times.get(n as usize % KEPT) {
-                slot.store(now_ms, Ordering::Release);
-            }
-            let next = n.saturating_add(1);
-            match self
-                .count
-                .compare_exchange_weak(n, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return next,
-                Err(now) => n = now,
-            }
-        }
+    /// The slots, for a change. Nothing panics while holding them, so a
+    /// poisoned lock holds whole slots.
+    fn change(&self) -> MutexGuard<'_, [u64; KEPT]> {
+        self.times.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Ends the streak (an ejection starting over). Written only when there
-    /// is something to reset: a success leaves the line shared between
-    /// cores.
+    /// Counts a failure at `now_ms`; returns the new count.
+    #[cfg(test)]
+    pub(crate) fn add(&self, now_ms: u64) -> u32 {
+        let mut times = self.change();
+        self.push(&mut times, now_ms)
+    }
+
+    /// Counts a failure at `now_ms` unless `reset` says a record that
+    /// reset the streak came after it ([`LatestReset::came_before`]), read
+    /// under the lock: a reset is marked before it takes the lock, so a
+    /// failure either sees its mark or is counted before the reset trims
+    /// it. Returns the new count, `None` if not counted.
+    pub(crate) fn add_unless_reset(&self, now_ms: u64, reset: &LatestReset) -> Option<u32> {
+        let mut times = self.change();
+        if reset.came_before(now_ms) {
+            return None;
+        }
+        let next = self.push(&mut times, now_ms);
+        // A response that marked its reset after the check above may have
+        // read the count before this failure was in it, and skipped the
+        // lock (nothing to reset): one of the two sees the other (both
+        // sides store, then load, sequentially consistent), so this
+        // failure takes itself back out when it sees the mark.
+        if reset.came_before_seq(now_ms) {
+            self.count.store(next - 1, Ordering::SeqCst);
+            return None;
+        }
+        Some(next)
+    }
+
+    fn push(&self, times: &mut [u64; KEPT], now_ms: u64) -> u32 {
+        let n = self.count.load(Ordering::Relaxed);
+        if let Some(slot) = times.get_mut(n as usize % KEPT) {
+            *slot = now_ms;
+        }
+        let next = n.saturating_add(1);
+        self.count.store(next, Ordering::SeqCst);
+        next
+    }
+
+    /// Ends the streak (an ejection starting over).
     #[inline]
     pub(crate) fn reset(&self) {
         if self.count.load(Ordering::Acquire) != 0 {
+            let _times = self.change();
             self.count.store(0, Ordering::Release);
         }
     }
@@ -89,7 +123,9 @@ impl Streak {
     /// ahead through `finish_at`), and ended.
     #[inline]
     pub(crate) fn reset_at(&self, at_ms: u64) {
-        if self.count.load(Ordering::Acquire) != 0 {
+        // Sequentially consistent, after the caller's `LatestReset::mark`:
+        // see `add_unless_reset`.
+        if self.count.load(Ordering::SeqCst) != 0 {
             self.keep_between(at_ms.saturating_add(1), at_ms.saturating_add(LATE_MAX_MS));
         }
     }
@@ -105,46 +141,31 @@ impl Streak {
     /// Keeps the failures stamped in `from_ms..=to_ms`; returns the count
     /// after.
     fn keep_between(&self, from_ms: u64, to_ms: u64) -> u32 {
-        // A failure counted while this runs is not lost: the count is
-        // replaced only if no failure came in between (else read again);
-        // a version that stored the trimmed count blindly dropped a
-        // concurrent failure. (Lock-free: a retry follows only another
-        // failure's count.)
-        loop {
-            let n = self.count.load(Ordering::Acquire);
-            if n == 0 {
-                return 0;
-            }
-            let kept = (n as usize).min(KEPT);
-            // The kept failures in the window, renumbered from the first
-            // slot in their order.
-            let mut times = [0u64; KEPT];
-            let mut left = 0;
-            for k in 0..kept {
-                let t = self.times[(n as usize - kept + k) % KEPT].load(Ordering::Acquire);
-                if (from_ms..=to_ms).contains(&t) {
-                    times[left] = t;
-                    left += 1;
-                }
-            }
-            if left == kept {
-                // Every kept failure is in the window (and for a streak
-                // longer than it keeps, the older ones may be too): nothing
-                // to trim.
-                return n;
-            }
-            if self
-                .count
-                .compare_exchange(n, left as u32, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                // A failure counted from here on takes slot `left` or later.
-                for (slot, t) in self.times.iter().zip(&times[..left]) {
-                    slot.store(*t, Ordering::Release);
-                }
-                return left as u32;
+        let mut times = self.change();
+        let n = self.count.load(Ordering::Relaxed);
+        if n == 0 {
+            return 0;
+        }
+        let kept = (n as usize).min(KEPT);
+        // The kept failures in the window, renumbered from the first slot
+        // in their order.
+        let mut left = [0u64; KEPT];
+        let mut m = 0;
+        for k in 0..kept {
+            let t = times[(n as usize - kept + k) % KEPT];
+            if (from_ms..=to_ms).contains(&t) {
+                left[m] = t;
+                m += 1;
             }
         }
+        if m == kept {
+            // Every kept failure is in the window (and for a streak longer
+            // than it keeps, the older ones may be too): nothing to trim.
+            return n;
+        }
+        times[..m].copy_from_slice(&left[..m]);
+        self.count.store(m as u32, Ordering::Release);
+        m as u32
     }
 }
 
@@ -164,7 +185,8 @@ impl LatestReset {
     #[inline]
     pub(crate) fn mark(&self, now_ms: u64) {
         if now_ms > self.0.load(Ordering::Relaxed) {
-            self.0.fetch_max(now_ms, Ordering::AcqRel);
+            // Sequentially consistent: see `Streak::add_unless_reset`.
+            self.0.fetch_max(now_ms, Ordering::SeqCst);
         }
     }
 
@@ -174,6 +196,12 @@ impl LatestReset {
     #[inline]
     pub(crate) fn came_before(&self, now_ms: u64) -> bool {
         is_late(now_ms, self.0.load(Ordering::Acquire))
+    }
+
+    /// [`came_before`](Self::came_before), read sequentially consistent.
+    #[inline]
+    fn came_before_seq(&self, now_ms: u64) -> bool {
+        is_late(now_ms, self.0.load(Ordering::SeqCst))
     }
 }
 
