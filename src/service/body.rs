@@ -303,6 +303,16 @@ impl<B: 'static> TrackCompletion for http::Response<B> {
         // other is read by its headers.
         let mut response = response;
         let framing = content::ended_with_headers(&mut response);
+        let mut done = done;
+        // A stream already failed (an error read ahead): a failed attempt,
+        // recorded now (the caller still gets the error at its first read).
+        if let (Some(callers), Some(done)) = (framing.failed, done.as_mut()) {
+            if callers {
+                done.request_failed();
+            } else {
+                done.body_failed();
+            }
+        }
         let done = done.filter(|_| !framing.ended);
         response.map(|inner| TrackedBody {
             inner,
@@ -311,50 +321,6 @@ impl<B: 'static> TrackCompletion for http::Response<B> {
             trailers_end: framing.known,
         })
     }
-}
-
-/// The attempt of an upgrade response, in its extensions: dropped with
-/// the last clone (the response's, or the connection's from
-/// `upgrade::on`), it leaves the in-flight count. Its result is recorded
-/// already. A balancer stacked on another holds the inner balancer's hold
-/// too, so both attempts last as long as the connection.
-#[cfg(any(feature = "hyper-util", feature = "reqwest"))]
-#[derive(Clone)]
-pub(super) struct UpgradeHold {
-    _attempt: Arc<Completion>,
-    _inner: Option<Arc<UpgradeHold>>,
-}
-
-/// Moves an upgrade response's completion into its extensions, with its
-/// result recorded now; any other response gets its completion back.
-#[cfg(any(feature = "hyper-util", feature = "reqwest"))]
-fn hold_upgrade<B>(
-    mut response: http::Response<B>,
-    done: Option<Completion>,
-) -> (http::Response<B>, Option<Completion>) {
-    let Some(mut done) = done else {
-        return (response, None);
-    };
-    if response
-        .extensions()
-        .get::<hyper::upgrade::OnUpgrade>()
-        .is_none()
-    {
-        return (response, Some(done));
-    }
-    done.record_now();
-    // A balancer under this one put its hold here already: keep it (a
-    // plain insert dropped it, and the inner instance left the in-flight
-    // count with the 101).
-    let inner = response
-        .extensions_mut()
-        .remove::<UpgradeHold>()
-        .map(Arc::new);
-    response.extensions_mut().insert(UpgradeHold {
-        _attempt: Arc::new(done),
-        _inner: inner,
-    });
-    (response, None)
 }
 
 pin_project_lite::pin_project! {
@@ -378,9 +344,10 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> TrackedBody<B> {
-    /// The body, ending the attempt now. (A frame read ahead of the
-    /// caller, which only a 204, 304 or `Content-Length: 0` response still
-    /// open over HTTP/2 has, stays here.)
+    /// The body, ending the attempt now. A frame read ahead of the caller
+    /// (only a 204, 304 or `Content-Length: 0` response that still streams
+    /// over HTTP/2 has one) is dropped: [`into_parts`](Self::into_parts)
+    /// keeps it.
     pub fn into_inner(self) -> B {
         self.inner
     }
@@ -388,6 +355,20 @@ impl<B> TrackedBody<B> {
     /// The body.
     pub fn get_ref(&self) -> &B {
         &self.inner
+    }
+}
+
+impl<B: Body> TrackedBody<B>
+where
+    B::Data: 'static,
+    B::Error: 'static,
+{
+    /// The frame read ahead of the caller, if any (to be read first), and
+    /// the body, ending the attempt now. (The frame's type is the one
+    /// `Body::poll_frame` yields.)
+    #[allow(clippy::type_complexity)]
+    pub fn into_parts(self) -> (Option<Result<Frame<B::Data>, B::Error>>, B) {
+        (content::take::<B>(self.peeked), self.inner)
     }
 }
 
@@ -404,12 +385,10 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
-        let peeked = this.peeked.take().and_then(|p| {
-            p.downcast::<Result<Frame<B::Data>, B::Error>>()
-                .ok()
-                .map(|frame| Poll::Ready(Some(*frame)))
-        });
-        let polled = peeked.unwrap_or_else(|| this.inner.as_mut().poll_frame(cx));
+        let polled = match content::take::<B>(this.peeked.take()) {
+            Some(frame) => Poll::Ready(Some(frame)),
+            None => this.inner.as_mut().poll_frame(cx),
+        };
         let ended = match &polled {
             Poll::Ready(None) => true,
             Poll::Ready(Some(Err(e))) => {
@@ -453,7 +432,7 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        content::size_with::<B>(self.inner.size_hint(), self.peeked.as_ref())
     }
 }
 
@@ -490,3 +469,9 @@ pub(super) fn observe(
 mod content;
 #[cfg(test)]
 mod content_tests;
+#[cfg(any(feature = "hyper-util", feature = "reqwest"))]
+mod upgrade_hold;
+#[cfg(any(feature = "hyper-util", feature = "reqwest"))]
+pub(super) use upgrade_hold::UpgradeHold;
+#[cfg(any(feature = "hyper-util", feature = "reqwest"))]
+use upgrade_hold::hold_upgrade;

@@ -6,6 +6,44 @@
 /// for its first read: a `Result<Frame<Bytes>, E>` of the body's error type.
 pub(super) type Peeked = Box<dyn std::any::Any + Send + Sync>;
 
+/// The frame read ahead of a `B`, taken.
+pub(super) fn take<B: http_body::Body>(
+    peeked: Option<Peeked>,
+) -> Option<Result<http_body::Frame<B::Data>, B::Error>>
+where
+    B::Data: 'static,
+    B::Error: 'static,
+{
+    let frame = peeked?.downcast::<Result<http_body::Frame<B::Data>, B::Error>>();
+    frame.ok().map(|frame| *frame)
+}
+
+/// `hint` with the bytes of a data frame read ahead added: the body's own
+/// hint no longer counts them (a proxy sizing its message by the hint would
+/// send fewer bytes than it forwards; helper 139).
+pub(super) fn size_with<B: http_body::Body>(
+    hint: http_body::SizeHint,
+    peeked: Option<&Peeked>,
+) -> http_body::SizeHint
+where
+    B::Data: 'static,
+    B::Error: 'static,
+{
+    let held = peeked
+        .and_then(|p| p.downcast_ref::<Result<http_body::Frame<B::Data>, B::Error>>())
+        .and_then(|frame| frame.as_ref().ok()?.data_ref())
+        .map_or(0, |data| bytes::Buf::remaining(data) as u64);
+    if held == 0 {
+        return hint;
+    }
+    let mut out = http_body::SizeHint::new();
+    out.set_lower(hint.lower().saturating_add(held));
+    if let Some(upper) = hint.upper() {
+        out.set_upper(upper.saturating_add(held));
+    }
+    out
+}
+
 /// A verdict on a response's end by its body's framing, carried in the
 /// response's extensions to a balancer stacked on this one, whose body
 /// (this one's [`TrackedBody`](super::TrackedBody)) it cannot read by type
@@ -43,35 +81,46 @@ struct FramingVerdict {
 /// else is kept for the caller.
 pub(super) fn ended_with_headers<B: 'static>(response: &mut http::Response<B>) -> Framing {
     let by_headers = !has_content(response);
-    let Some(open) = open_by_framing(response.body_mut(), by_headers) else {
+    let Some(read) = read_by_framing(response.body_mut(), by_headers) else {
         // Unknown framing: a stacked balancer's verdict, else the headers.
         let verdict = response.extensions().get::<FramingVerdict>();
         return Framing {
             ended: verdict.map_or(by_headers, |v| v.ended),
             peeked: None,
+            failed: None,
             known: verdict.is_some(),
         };
     };
-    let (ended, peeked) = match open {
-        None => (true, None),
-        Some(peeked) => (false, peeked),
+    // Left for a balancer stacked on this one where its reading differs
+    // from the headers' or a frame was read ahead, and always once stacked (a third balancer cannot
+    // tell this one's body by type; without it, it took an HTTP/1 chunked
+    // body as of unknown framing and waited past its trailers; helper 139).
+    // A stacked balancer's body holding a frame read ahead says it has not
+    // ended, though the inner balancer's attempt has: its verdict decides.
+    let ended = match response.extensions().get::<FramingVerdict>() {
+        Some(verdict) if read.stacked => verdict.ended,
+        _ => read.ended,
     };
-    if ended != by_headers {
+    if ended != by_headers || read.stacked || read.peeked.is_some() {
         response.extensions_mut().insert(FramingVerdict { ended });
     }
     Framing {
         ended,
-        peeked,
+        peeked: read.peeked,
+        failed: read.failed,
         known: true,
     }
 }
 
 /// What [`ended_with_headers`] tells of a response.
 pub(super) struct Framing {
-    /// Whether it ended with its headers.
+    /// Whether it ended with its headers (or with the frames read ahead).
     pub(super) ended: bool,
     /// A frame read ahead, for the caller's first read.
     pub(super) peeked: Option<Peeked>,
+    /// The frame read ahead is an error: `Some(true)` if of the caller's
+    /// own request body, else `Some(false)` (the instance's stream failed).
+    pub(super) failed: Option<bool>,
     /// Whether its body knows its framing (hyper's, reqwest's): a trailers
     /// frame is then its last (an HTTP/1 chunked body says it has ended
     /// only at the next read after its trailers); any other body ends at
@@ -79,13 +128,26 @@ pub(super) struct Framing {
     pub(super) known: bool,
 }
 
-/// For a body that knows its framing: `Some(None)` if it has ended,
-/// `Some(Some(peeked))` if it is open (with the frame read ahead, if any);
-/// `None` for any other body. Reads ahead only if `read_ahead`.
-#[allow(clippy::option_option)]
-fn open_by_framing<B: 'static>(body: &mut B, read_ahead: bool) -> Option<Option<Option<Peeked>>> {
+/// A known body's reading: ended, the frame read ahead, an error among
+/// them, and whether the body is a stacked balancer's.
+struct Read {
+    ended: bool,
+    peeked: Option<Peeked>,
+    failed: Option<bool>,
+    stacked: bool,
+}
+
+/// For a body that knows its framing, its [`Read`] (reading ahead only if
+/// `read_ahead`); `None` for any other body.
+fn read_by_framing<B: 'static>(body: &mut B, read_ahead: bool) -> Option<Read> {
     #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
     {
+        let stacked = |ended: bool| Read {
+            ended,
+            peeked: None,
+            failed: None,
+            stacked: true,
+        };
         let body: &mut dyn std::any::Any = body;
         if let Some(body) = body.downcast_mut::<hyper::body::Incoming>() {
             return Some(read_end(body, read_ahead));
@@ -93,7 +155,7 @@ fn open_by_framing<B: 'static>(body: &mut B, read_ahead: bool) -> Option<Option<
         // A balancer stacked on another: the inner one's tracked body
         // passes its body's end of stream through.
         if let Some(body) = body.downcast_mut::<super::TrackedBody<hyper::body::Incoming>>() {
-            return Some((!http_body::Body::is_end_stream(body)).then_some(None));
+            return Some(stacked(http_body::Body::is_end_stream(body)));
         }
         #[cfg(feature = "reqwest")]
         if let Some(body) = body.downcast_mut::<reqwest::Body>() {
@@ -101,7 +163,7 @@ fn open_by_framing<B: 'static>(body: &mut B, read_ahead: bool) -> Option<Option<
         }
         #[cfg(feature = "reqwest")]
         if let Some(body) = body.downcast_mut::<super::TrackedBody<reqwest::Body>>() {
-            return Some((!http_body::Body::is_end_stream(body)).then_some(None));
+            return Some(stacked(http_body::Body::is_end_stream(body)));
         }
     }
     #[cfg(not(any(feature = "hyper-util", feature = "reqwest")))]
@@ -109,37 +171,56 @@ fn open_by_framing<B: 'static>(body: &mut B, read_ahead: bool) -> Option<Option<
     None
 }
 
-/// `None` if `body` has ended (after reading ahead, if `read_ahead`, the
-/// frames already received: an empty data frame is dropped), else
-/// `Some` of the frame read ahead, if any.
+/// Reads `body` ahead (if `read_ahead`) for the frames already received:
+/// an empty data frame is dropped; another frame, or an error, is kept.
+/// Ended if the body says so after that, or if the frame kept is trailers
+/// (the last frame) or an error (the stream is dead: the attempt ends a
+/// failure now, even if the caller never reads the body; helper 139).
 #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
-fn read_end<B>(body: &mut B, read_ahead: bool) -> Option<Option<Peeked>>
+fn read_end<B>(body: &mut B, read_ahead: bool) -> Read
 where
-    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B: http_body::Body<Data = bytes::Bytes> + Unpin + 'static,
     B::Error: Send + Sync + 'static,
 {
     use std::task::{Context, Poll, Waker};
-    if http_body::Body::is_end_stream(body) {
-        return None;
-    }
-    if !read_ahead {
-        return Some(None);
+    let mut read = Read {
+        ended: http_body::Body::is_end_stream(body),
+        peeked: None,
+        failed: None,
+        stacked: false,
+    };
+    if read.ended || !read_ahead {
+        return read;
     }
     let mut cx = Context::from_waker(Waker::noop());
     // At most two reads: an empty data frame, then the end.
     for _ in 0..2 {
         match http_body::Body::poll_frame(std::pin::Pin::new(&mut *body), &mut cx) {
-            Poll::Ready(None) => return None,
+            Poll::Ready(None) => {
+                read.ended = true;
+                return read;
+            }
             Poll::Ready(Some(Ok(frame))) if frame.data_ref().is_some_and(|d| d.is_empty()) => {
                 if http_body::Body::is_end_stream(body) {
-                    return None;
+                    read.ended = true;
+                    return read;
                 }
             }
-            Poll::Ready(Some(frame)) => return Some(Some(Box::new(frame))),
-            Poll::Pending => return Some(None),
+            Poll::Ready(Some(frame)) => {
+                read.ended = match &frame {
+                    Ok(frame) => frame.is_trailers() || http_body::Body::is_end_stream(body),
+                    Err(e) => {
+                        read.failed = Some(super::super::classify::is_callers_body_error(e));
+                        true
+                    }
+                };
+                read.peeked = Some(Box::new(frame));
+                return read;
+            }
+            Poll::Pending => return read,
         }
     }
-    Some(None)
+    read
 }
 
 /// Whether `response` may carry content: not a 204 or 304 (RFC 9110

@@ -63,18 +63,19 @@ fn only_framing_bodies_decide_by_their_framing() {
         let mut x = with_status(reqwest::Body::from("x"), 200);
         let framing = ended_with_headers(&mut x);
         assert!(!framing.ended && framing.peeked.is_none() && framing.known);
-        // A 204 whose body still has bytes: open, its frame read ahead.
+        // A 204 whose body still has bytes, all received: read ahead, the
+        // frame kept, and ended (nothing follows it).
         let mut x = with_status(reqwest::Body::from("x"), 204);
         let framing = ended_with_headers(&mut x);
-        assert!(!framing.ended && framing.peeked.is_some());
-        // Three balancers stacked: each sees it open, and the caller reads
-        // the frame the first one read ahead.
+        assert!(framing.ended && framing.peeked.is_some());
+        // Three balancers stacked: each takes the first one's verdict, and
+        // the caller reads the frame the first one read ahead.
         let stacked = with_status(reqwest::Body::from("x"), 204)
             .track(None)
             .track(None)
             .track(None);
         let mut again = stacked;
-        assert!(!ended_with_headers(&mut again).ended);
+        assert!(ended_with_headers(&mut again).ended);
         let read = ready_now(again.into_body().collect());
         assert_eq!(
             read.ok().map(|c| c.to_bytes()),
