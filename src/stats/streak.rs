@@ -41,15 +41,25 @@ pub(crate) const KEPT: usize = 8;
 /// while there is nothing to reset (the common path).
 pub(crate) struct Streak {
     count: AtomicU32,
-    /// Failure `n` (from 1) of the streak at `(n - 1) % KEPT`.
-    times: Mutex<[u64; KEPT]>,
+    /// The latest [`KEPT`] failure stamps, in `times[..min(count, KEPT)]`.
+    times: Mutex<Kept>,
+}
+
+/// A streak's kept stamps, and the latest stamp of those it no longer
+/// keeps (0 for none).
+struct Kept {
+    times: [u64; KEPT],
+    dropped_max: u64,
 }
 
 impl Streak {
     pub(crate) const fn new() -> Self {
         Self {
             count: AtomicU32::new(0),
-            times: Mutex::new([0; KEPT]),
+            times: Mutex::new(Kept {
+                times: [0; KEPT],
+                dropped_max: 0,
+            }),
         }
     }
 
@@ -61,7 +71,7 @@ impl Streak {
 
     /// The slots, for a change. Nothing panics while holding them, so a
     /// poisoned lock holds whole slots.
-    fn change(&self) -> MutexGuard<'_, [u64; KEPT]> {
+    fn change(&self) -> MutexGuard<'_, Kept> {
         self.times.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -69,7 +79,7 @@ impl Streak {
     #[cfg(test)]
     pub(crate) fn add(&self, now_ms: u64) -> u32 {
         let mut times = self.change();
-        self.push(&mut times, now_ms)
+        self.push(&mut times, now_ms).0
     }
 
     /// Counts a failure at `now_ms` unless `reset` says a record that
@@ -78,38 +88,76 @@ impl Streak {
     /// failure either sees its mark or is counted before the reset trims
     /// it. Returns the new count, `None` if not counted.
     pub(crate) fn add_unless_reset(&self, now_ms: u64, reset: &LatestReset) -> Option<u32> {
+        self.add_unless_reset_then(now_ms, reset, |n| n)
+    }
+
+    /// [`add_unless_reset`](Self::add_unless_reset), then `then` with the
+    /// new count, still under the lock (the breaker opens there, so a
+    /// response resetting the streak never runs between the count and the
+    /// blackout it sets; helper 140).
+    pub(crate) fn add_unless_reset_then<R>(
+        &self,
+        now_ms: u64,
+        reset: &LatestReset,
+        then: impl FnOnce(u32) -> R,
+    ) -> Option<R> {
         let mut times = self.change();
         if reset.came_before(now_ms) {
             return None;
         }
-        let next = self.push(&mut times, now_ms);
+        let dropped_max = times.dropped_max;
+        let (next, replaced) = self.push(&mut times, now_ms);
         // A response that marked its reset after the check above may have
         // read the count before this failure was in it, and skipped the
         // lock (nothing to reset): one of the two sees the other (both
         // sides store, then load, sequentially consistent), so this
         // failure takes itself back out when it sees the mark.
         if reset.came_before_seq(now_ms) {
+            if let Some((slot, was)) = replaced {
+                times.times[slot] = was;
+            }
+            times.dropped_max = dropped_max;
             self.count.store(next - 1, Ordering::SeqCst);
             return None;
         }
-        Some(next)
+        Some(then(next))
     }
 
-    fn push(&self, times: &mut [u64; KEPT], now_ms: u64) -> u32 {
+    /// Counts a failure: the slots hold the latest [`KEPT`] stamps (by
+    /// stamp, not by record: a failure stamped before every kept one
+    /// counts but keeps no slot; a ring by record order kept late older
+    /// failures and dropped newer ones, so a late response trimmed a streak
+    /// of three newer failures to two and closed the breaker; helper 140).
+    /// Returns the new count and the slot replaced with its old stamp.
+    fn push(&self, kept: &mut Kept, now_ms: u64) -> (u32, Option<(usize, u64)>) {
         let n = self.count.load(Ordering::Relaxed);
-        if let Some(slot) = times.get_mut(n as usize % KEPT) {
-            *slot = now_ms;
-        }
+        let replaced = if (n as usize) < KEPT {
+            let slot = n as usize;
+            let was = kept.times[slot];
+            kept.times[slot] = now_ms;
+            Some((slot, was))
+        } else {
+            // The oldest kept stamp, if older than this one.
+            let (slot, &oldest) = (kept.times.iter().enumerate())
+                .min_by_key(|&(_, t)| *t)
+                .unwrap_or((0, &0));
+            kept.dropped_max = kept.dropped_max.max(oldest.min(now_ms));
+            (oldest < now_ms).then(|| {
+                kept.times[slot] = now_ms;
+                (slot, oldest)
+            })
+        };
         let next = n.saturating_add(1);
         self.count.store(next, Ordering::SeqCst);
-        next
+        (next, replaced)
     }
 
     /// Ends the streak (an ejection starting over).
     #[inline]
     pub(crate) fn reset(&self) {
         if self.count.load(Ordering::Acquire) != 0 {
-            let _times = self.change();
+            let mut kept = self.change();
+            kept.dropped_max = 0;
             self.count.store(0, Ordering::Release);
         }
     }
@@ -123,11 +171,25 @@ impl Streak {
     /// ahead through `finish_at`), and ended.
     #[inline]
     pub(crate) fn reset_at(&self, at_ms: u64) {
+        self.reset_at_then(at_ms, |_| ());
+    }
+
+    /// [`reset_at`](Self::reset_at), then `then` with the count after,
+    /// under the lock when there was something to reset.
+    #[inline]
+    pub(crate) fn reset_at_then<R>(&self, at_ms: u64, then: impl FnOnce(u32) -> R) -> R {
         // Sequentially consistent, after the caller's `LatestReset::mark`:
-        // see `add_unless_reset`.
-        if self.count.load(Ordering::SeqCst) != 0 {
-            self.keep_between(at_ms.saturating_add(1), at_ms.saturating_add(LATE_MAX_MS));
+        // see `add_unless_reset_then`.
+        if self.count.load(Ordering::SeqCst) == 0 {
+            return then(0);
         }
+        let mut times = self.change();
+        let left = self.keep_between(
+            &mut times,
+            at_ms.saturating_add(1),
+            at_ms.saturating_add(LATE_MAX_MS),
+        );
+        then(left)
     }
 
     /// A response stamped `at_ms`, recorded after a newer failure: the
@@ -135,35 +197,43 @@ impl Streak {
     /// millisecond counts as after, as `LatestReset::came_before` takes
     /// it). Returns the count after.
     pub(crate) fn trim(&self, at_ms: u64) -> u32 {
-        self.keep_between(at_ms, u64::MAX)
+        self.trim_then(at_ms, |left| left)
+    }
+
+    /// [`trim`](Self::trim), then `then` with the count after, still
+    /// under the lock (the breaker closes there, so no failure counted
+    /// after the trim runs between it and the close; helper 140).
+    pub(crate) fn trim_then<R>(&self, at_ms: u64, then: impl FnOnce(u32) -> R) -> R {
+        let mut times = self.change();
+        let left = self.keep_between(&mut times, at_ms, u64::MAX);
+        then(left)
     }
 
     /// Keeps the failures stamped in `from_ms..=to_ms`; returns the count
-    /// after.
-    fn keep_between(&self, from_ms: u64, to_ms: u64) -> u32 {
-        let mut times = self.change();
+    /// after. The failures a streak longer than [`KEPT`] no longer keeps
+    /// are all older than its kept ones: dropped too when the latest of them
+    /// is before the window, else (all kept ones in the window) the count
+    /// stays.
+    fn keep_between(&self, kept: &mut Kept, from_ms: u64, to_ms: u64) -> u32 {
         let n = self.count.load(Ordering::Relaxed);
-        if n == 0 {
-            return 0;
-        }
-        let kept = (n as usize).min(KEPT);
-        // The kept failures in the window, renumbered from the first slot
-        // in their order.
+        let held = (n as usize).min(KEPT);
         let mut left = [0u64; KEPT];
         let mut m = 0;
-        for k in 0..kept {
-            let t = times[(n as usize - kept + k) % KEPT];
+        for &t in &kept.times[..held] {
             if (from_ms..=to_ms).contains(&t) {
                 left[m] = t;
                 m += 1;
             }
         }
-        if m == kept {
-            // Every kept failure is in the window (and for a streak longer
-            // than it keeps, the older ones may be too): nothing to trim.
+        let older_out = n as usize == held || kept.dropped_max < from_ms;
+        if m == held && !older_out {
             return n;
         }
-        times[..m].copy_from_slice(&left[..m]);
+        if m == n as usize {
+            return n;
+        }
+        kept.times[..m].copy_from_slice(&left[..m]);
+        kept.dropped_max = 0;
         self.count.store(m as u32, Ordering::Release);
         m as u32
     }
@@ -184,9 +254,22 @@ impl LatestReset {
     /// in a millisecond already stored only reads the line.
     #[inline]
     pub(crate) fn mark(&self, now_ms: u64) {
-        if now_ms > self.0.load(Ordering::Relaxed) {
-            // Sequentially consistent: see `Streak::add_unless_reset`.
+        let stored = self.0.load(Ordering::Relaxed);
+        if now_ms > stored {
+            // Sequentially consistent: see `Streak::add_unless_reset_then`.
             self.0.fetch_max(now_ms, Ordering::SeqCst);
+        } else if stored - now_ms > LATE_MAX_MS {
+            // A mark more than 1 s ahead is taken as wrong (a record stamped
+            // far ahead through `finish_at`), as `is_late` takes it: this
+            // reset replaces it, in record order. Kept, it ruled out no
+            // late failure (a response 1.5 s ahead, then one at 400 ms, then
+            // failures at 100 to 300 ms recorded late opened the breaker;
+            // helper 140).
+            let _ = self
+                .0
+                .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |stored| {
+                    (stored > now_ms && stored - now_ms > LATE_MAX_MS).then_some(now_ms)
+                });
         }
     }
 
@@ -250,16 +333,20 @@ mod tests {
         assert_eq!(s.get(), 0);
     }
 
-    /// Longer than the times it keeps: exact when some kept failure came
-    /// before the response, unchanged when all came after.
+    /// Longer than the times it keeps: exact when some kept failure, or
+    /// the latest dropped one, came before the response; unchanged when
+    /// the latest dropped one may have come after.
     #[test]
     fn a_streak_longer_than_it_keeps() {
         let s = Streak::new();
         for t in 1..=20u64 {
             s.add(t * 10);
         }
-        // Kept: 130..=200. All after 125: the count stays.
-        assert_eq!(s.trim(125), 20);
+        // Kept: 130..=200; dropped 10..=120. The latest dropped is after
+        // 115: the count stays.
+        assert_eq!(s.trim(115), 20);
+        // All dropped ones before 125: the kept ones stay.
+        assert_eq!(s.trim(125), 8);
         // 175: 180, 190, 200 after it.
         assert_eq!(s.trim(175), 3);
         assert_eq!(s.add(210), 4);
