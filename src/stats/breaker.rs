@@ -291,8 +291,8 @@ impl Breaker {
         // reset) the cache line stays shared between cores instead of
         // being taken for a write by every response.
         let close = |left: u32| {
-            if config.blackout(left).is_none()
-                && self.until_ms.load(Ordering::Acquire) != 0
+            if self.until_ms.load(Ordering::Acquire) != 0
+                && config.blackout(left).is_none()
                 && self.until_ms.swap(0, Ordering::AcqRel) != 0
             {
                 BreakerTransition::Recovered

@@ -18,6 +18,7 @@ pub(in crate::service) struct UpgradeHold {
 
 /// Moves an upgrade response's completion into its extensions, with its
 /// result recorded now; any other response gets its completion back.
+#[inline]
 pub(super) fn hold_upgrade<B>(
     mut response: http::Response<B>,
     done: Option<Completion>,
