@@ -212,8 +212,8 @@ impl Streak {
     /// Keeps the failures stamped in `from_ms..=to_ms`; returns the count
     /// after. The failures a streak longer than [`KEPT`] no longer keeps
     /// are all older than its kept ones: dropped too when the latest of them
-    /// is before the window, else (all kept ones in the window) the count
-    /// stays.
+    /// is before the window, else counted as in it (the count errs high by
+    /// those of them before it).
     fn keep_between(&self, kept: &mut Kept, from_ms: u64, to_ms: u64) -> u32 {
         let n = self.count.load(Ordering::Relaxed);
         let held = (n as usize).min(KEPT);
@@ -225,17 +225,28 @@ impl Streak {
                 m += 1;
             }
         }
-        let older_out = n as usize == held || kept.dropped_max < from_ms;
-        if m == held && !older_out {
-            return n;
-        }
         if m == n as usize {
             return n;
         }
+        let older_out = n as usize == held || kept.dropped_max < from_ms;
+        // The dropped ones may be in the window (the kept ones are the
+        // latest stamps, and some of them are past it: stamps far ahead, for
+        // a response in order): only the kept ones out of it go. Dropping
+        // them all took a streak of 9 failures after a response to 2 and
+        // closed the breaker (helper 141).
+        let count = if older_out {
+            kept.dropped_max = 0;
+            m as u32
+        } else {
+            n - (held - m) as u32
+        };
         kept.times[..m].copy_from_slice(&left[..m]);
-        kept.dropped_max = 0;
-        self.count.store(m as u32, Ordering::Release);
-        m as u32
+        // Slots past the survivors go to dropped failures, stamped with
+        // the latest dropped stamp (at or after theirs).
+        let filled = (count as usize).min(KEPT);
+        kept.times[m..filled].fill(kept.dropped_max);
+        self.count.store(count, Ordering::Release);
+        count
     }
 }
 
