@@ -15,6 +15,10 @@
 //! auto builder). Left as documented: an upload still flowing after the
 //! response ended leaves the count with the response (see
 //! `service::body`).
+//!
+//! h2o's HTTP/2 client refuses content on a 204 or 304
+//! (<https://github.com/h2o/h2o/pull/2971>); hyper's h2 passes it on, so
+//! the balancer counts such a stream while it is read.
 
 use std::net::SocketAddr;
 use std::time::Duration;

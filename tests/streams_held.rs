@@ -21,6 +21,10 @@
 //! headers decide); an HTTP/2 200 without `Content-Length` ended by an empty
 //! DATA frame counts while held (reading every open body ahead would cost
 //! each response an extra read).
+//!
+//! Real servers do send the empty DATA frame: h2o did for every 204
+//! (<https://github.com/h2o/h2o/issues/3218>), and h2o's own client was
+//! changed to accept it (<https://github.com/h2o/h2o/pull/2980>).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
