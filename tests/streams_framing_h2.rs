@@ -20,30 +20,28 @@
 //! (<https://github.com/h2o/h2o/pull/2971>); hyper's h2 passes it on, so
 //! the balancer counts such a stream while it is read.
 
+#[path = "common/stream_rig.rs"]
+mod rig;
+use rig::ReqBody;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::Frame;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tower_ribbon::discovery::StaticSource;
-use tower_ribbon::health::OutlierDetection;
-use tower_ribbon::retry::RetryPolicy;
 use tower_ribbon::rule::BestAvailable;
 use tower_ribbon::{BoxError, LoadBalancer};
 
 const SVC: &str = "streams";
 
 type SBody = StreamBody<ReceiverStream<Result<Frame<Bytes>, BoxError>>>;
-type ReqBody = BoxBody<Bytes, BoxError>;
 
 fn status_of(query: Option<&str>) -> StatusCode {
     query
@@ -137,53 +135,6 @@ async fn serve(fixed: Option<StatusCode>) -> SocketAddr {
     addr
 }
 
-fn builder(addrs: &[SocketAddr]) -> tower_ribbon::Builder {
-    let list = addrs
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-    let source = StaticSource::new().with_list(SVC, &list).unwrap();
-    LoadBalancer::builder()
-        .source(source)
-        .service(SVC)
-        .retry(RetryPolicy::none())
-        .read_timeout(Some(Duration::from_secs(10)))
-        .outlier_detection(OutlierDetection::disabled())
-}
-
-/// In-flight count per instance, in list order (by port).
-fn loads<S>(lb: &LoadBalancer<S>) -> Vec<usize> {
-    let snap = lb.snapshot(SVC).unwrap();
-    let mut v: Vec<(u16, usize)> = snap
-        .endpoints()
-        .iter()
-        .map(|e| (e.instance().port(), e.stats().in_flight()))
-        .collect();
-    v.sort();
-    v.into_iter().map(|(_, n)| n).collect()
-}
-
-fn empty() -> ReqBody {
-    Empty::<Bytes>::new().map_err(|e| match e {}).boxed()
-}
-
-fn h2c() -> Client<hyper_util::client::legacy::connect::HttpConnector, ReqBody> {
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<ReqBody>()
-}
-
-fn h1() -> Client<hyper_util::client::legacy::connect::HttpConnector, ReqBody> {
-    Client::builder(TokioExecutor::new()).build_http::<ReqBody>()
-}
-
-fn get(path: &str) -> Request<ReqBody> {
-    Request::get(format!("http://{SVC}{path}"))
-        .body(empty())
-        .unwrap()
-}
-
 // ---------------------------------------------------------------------------
 // 1. An HTTP/2 204 / 304 whose stream carries DATA frames: hyper's h2 client
 //    hands them to the caller (h2 checks no status, only Content-Length), but
@@ -200,20 +151,12 @@ where
 {
     for status in [204u16, 304] {
         let mut r = lb
-            .request(get(&format!("/drip?status={status}")))
+            .request(rig::get(SVC, &format!("/drip?status={status}")))
             .await
             .expect("drip");
         assert_eq!(r.status().as_u16(), status);
-        let mut bytes = 0;
-        for _ in 0..5 {
-            let f = tokio::time::timeout(Duration::from_secs(2), r.body_mut().frame())
-                .await
-                .expect("a frame within 2 s")
-                .expect("a frame")
-                .expect("data");
-            bytes += f.data_ref().map_or(0, |d| d.len());
-        }
-        let held = loads(&lb).iter().sum::<usize>();
+        let bytes = rig::read_frames(&mut r, 5).await;
+        let held = rig::loads(&lb, SVC).iter().sum::<usize>();
         if held != 1 {
             rows.push(format!(
                 "{label} {status}: the caller read {bytes} bytes of the stream and it is still open; \
@@ -228,7 +171,7 @@ where
 async fn h2_204_and_304_streams_count_in_flight_while_read() {
     let addr = server().await;
     let mut rows = Vec::new();
-    let lb = builder(&[addr]).build(h2c()).unwrap();
+    let lb = rig::builder(SVC, &[addr]).build(rig::h2c()).unwrap();
     h2_no_content_stream_counts(lb, "hyper-util h2c", &mut rows).await;
     assert!(rows.is_empty(), "{rows:#?}");
 }
@@ -236,7 +179,7 @@ async fn h2_204_and_304_streams_count_in_flight_while_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_204_and_304_streams_through_reqwest_count_in_flight_while_read() {
     let addr = server().await;
-    let lb = builder(&[addr])
+    let lb = rig::builder(SVC, &[addr])
         .build(tower_ribbon::ReqwestService::new(
             reqwest::Client::builder()
                 .http2_prior_knowledge()
@@ -251,16 +194,8 @@ async fn h2_204_and_304_streams_through_reqwest_count_in_flight_while_read() {
             .unwrap();
         let mut r = lb.request(req).await.expect("drip");
         assert_eq!(r.status().as_u16(), status);
-        let mut bytes = 0;
-        for _ in 0..5 {
-            let f = tokio::time::timeout(Duration::from_secs(2), r.body_mut().frame())
-                .await
-                .expect("a frame within 2 s")
-                .expect("a frame")
-                .expect("data");
-            bytes += f.data_ref().map_or(0, |d| d.len());
-        }
-        let held = loads(&lb).iter().sum::<usize>();
+        let bytes = rig::read_frames(&mut r, 5).await;
+        let held = rig::loads(&lb, SVC).iter().sum::<usize>();
         if held != 1 {
             rows.push(format!(
                 "reqwest h2c {status}: the caller read {bytes} bytes of the stream and it is still \
@@ -279,14 +214,14 @@ async fn h2_204_and_304_streams_through_reqwest_count_in_flight_while_read() {
 async fn best_available_piles_streams_on_the_instance_whose_204_streams_are_invisible() {
     let a = server_with(Some(StatusCode::OK)).await;
     let b = server_with(Some(StatusCode::NO_CONTENT)).await;
-    let lb = builder(&[a, b])
+    let lb = rig::builder(SVC, &[a, b])
         .rule(BestAvailable::new)
-        .build(h2c())
+        .build(rig::h2c())
         .unwrap();
     let mut held = Vec::new();
     let (mut on_a, mut on_b) = (0, 0);
     for _ in 0..40 {
-        let mut r = lb.request(get("/drip")).await.expect("drip");
+        let mut r = lb.request(rig::get(SVC, "/drip")).await.expect("drip");
         // Each stream is read a little (it is live) and held.
         r.body_mut().frame().await.expect("a frame").expect("data");
         if r.status() == StatusCode::OK {
@@ -296,7 +231,7 @@ async fn best_available_piles_streams_on_the_instance_whose_204_streams_are_invi
         }
         held.push(r);
     }
-    let counts = loads(&lb);
+    let counts = rig::loads(&lb, SVC);
     assert!(
         on_a.max(on_b) <= 21,
         "40 streams held open through best available: {on_a} on instance A (200), {on_b} on \
@@ -310,10 +245,10 @@ async fn an_h1_body_read_to_its_trailers_leaves_the_count() {
     let addr = server().await;
     let mut rows = Vec::new();
     // hyper-util's client.
-    let lb = builder(&[addr]).build(h1()).unwrap();
+    let lb = rig::builder(SVC, &[addr]).build(rig::h1()).unwrap();
     let req = Request::get(format!("http://{SVC}/trailers"))
         .header("te", "trailers")
-        .body(empty())
+        .body(rig::empty())
         .unwrap();
     let mut r = lb.request(req).await.expect("trailers");
     let mut data = 0;
@@ -328,7 +263,7 @@ async fn an_h1_body_read_to_its_trailers_leaves_the_count() {
     }
     assert!(trailers, "trailers after {data} bytes");
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let held = loads(&lb).iter().sum::<usize>();
+    let held = rig::loads(&lb, SVC).iter().sum::<usize>();
     if held != 0 {
         rows.push(format!(
             "hyper-util h1: body read to its trailers ({data} bytes then the trailers frame, the \
@@ -337,7 +272,7 @@ async fn an_h1_body_read_to_its_trailers_leaves_the_count() {
     }
     drop(r);
     // reqwest's.
-    let lb = builder(&[addr])
+    let lb = rig::builder(SVC, &[addr])
         .build(tower_ribbon::ReqwestService::default())
         .unwrap();
     let req = Request::get(format!("http://{SVC}/trailers"))
@@ -356,7 +291,7 @@ async fn an_h1_body_read_to_its_trailers_leaves_the_count() {
     }
     assert!(trailers, "trailers after {data} bytes");
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let held = loads(&lb).iter().sum::<usize>();
+    let held = rig::loads(&lb, SVC).iter().sum::<usize>();
     if held != 0 {
         rows.push(format!(
             "reqwest h1: body read to its trailers ({data} bytes then the trailers frame, the \
@@ -372,9 +307,12 @@ async fn an_h1_body_read_to_its_trailers_leaves_the_count() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_content_length_0_stream_open_until_its_trailers_counts_in_flight() {
     let addr = server().await;
-    let lb = builder(&[addr]).build(h2c()).unwrap();
-    let mut r = lb.request(get("/cl0trailers")).await.expect("cl0");
-    let open = loads(&lb).iter().sum::<usize>();
+    let lb = rig::builder(SVC, &[addr]).build(rig::h2c()).unwrap();
+    let mut r = lb
+        .request(rig::get(SVC, "/cl0trailers"))
+        .await
+        .expect("cl0");
+    let open = rig::loads(&lb, SVC).iter().sum::<usize>();
     let started = std::time::Instant::now();
     let f = r.body_mut().frame().await.expect("a frame").expect("ok");
     let waited = started.elapsed();

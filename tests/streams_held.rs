@@ -26,6 +26,10 @@
 //! (<https://github.com/h2o/h2o/issues/3218>), and h2o's own client was
 //! changed to accept it (<https://github.com/h2o/h2o/pull/2980>).
 
+#[path = "common/stream_rig.rs"]
+mod rig;
+use rig::ReqBody;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -36,22 +40,17 @@ use http_body::Frame;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tower::ServiceExt;
-use tower_ribbon::discovery::StaticSource;
-use tower_ribbon::health::OutlierDetection;
-use tower_ribbon::retry::RetryPolicy;
 use tower_ribbon::rule::BestAvailable;
 use tower_ribbon::{BoxError, LoadBalancer};
 
 const SVC: &str = "held";
 
 type SBody = StreamBody<ReceiverStream<Result<Frame<Bytes>, BoxError>>>;
-type ReqBody = BoxBody<Bytes, BoxError>;
 
 fn query_u16(query: Option<&str>, key: &str) -> Option<u16> {
     query?
@@ -159,80 +158,6 @@ async fn server_mode(mode: Option<&'static str>) -> SocketAddr {
     addr
 }
 
-fn builder(addrs: &[SocketAddr]) -> tower_ribbon::Builder {
-    let list = addrs
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-    let source = StaticSource::new().with_list(SVC, &list).unwrap();
-    LoadBalancer::builder()
-        .source(source)
-        .service(SVC)
-        .retry(RetryPolicy::none())
-        .read_timeout(Some(Duration::from_secs(10)))
-        .outlier_detection(OutlierDetection::disabled())
-}
-
-fn loads<S>(lb: &LoadBalancer<S>) -> Vec<usize> {
-    let snap = lb.snapshot(SVC).unwrap();
-    let mut v: Vec<(u16, usize)> = snap
-        .endpoints()
-        .iter()
-        .map(|e| (e.instance().port(), e.stats().in_flight()))
-        .collect();
-    v.sort();
-    v.into_iter().map(|(_, n)| n).collect()
-}
-
-fn ewma<S>(lb: &LoadBalancer<S>) -> Vec<Option<Duration>> {
-    let snap = lb.snapshot(SVC).unwrap();
-    let mut v: Vec<(u16, Option<Duration>)> = snap
-        .endpoints()
-        .iter()
-        .map(|e| (e.instance().port(), e.stats().ewma()))
-        .collect();
-    v.sort();
-    v.into_iter().map(|(_, n)| n).collect()
-}
-
-fn empty() -> ReqBody {
-    Empty::<Bytes>::new().map_err(|e| match e {}).boxed()
-}
-
-fn h2c() -> Client<hyper_util::client::legacy::connect::HttpConnector, ReqBody> {
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<ReqBody>()
-}
-
-fn h1() -> Client<hyper_util::client::legacy::connect::HttpConnector, ReqBody> {
-    Client::builder(TokioExecutor::new()).build_http::<ReqBody>()
-}
-
-fn get(path: &str) -> Request<ReqBody> {
-    Request::get(format!("http://{SVC}{path}"))
-        .body(empty())
-        .unwrap()
-}
-
-async fn read_frames<B>(r: &mut Response<B>, n: usize) -> usize
-where
-    B: http_body::Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Debug,
-{
-    let mut bytes = 0;
-    for _ in 0..n {
-        let f = tokio::time::timeout(Duration::from_secs(2), r.body_mut().frame())
-            .await
-            .expect("a frame within 2 s")
-            .expect("a frame")
-            .expect("ok");
-        bytes += f.data_ref().map_or(0, |d| d.len());
-    }
-    bytes
-}
-
 fn in_flight_of<S>(lb: &LoadBalancer<S>, service: &str) -> usize {
     lb.snapshot(service).unwrap().endpoints()[0]
         .stats()
@@ -258,14 +183,14 @@ async fn complete_h2_no_content_responses_ended_by_an_empty_data_frame_leave_the
         "/empty?status=200&cl0=1",
     ];
     let mut rows = Vec::new();
-    let lb = builder(&[addr]).build(h2c()).unwrap();
-    let h1lb = builder(&[addr]).build(h1()).unwrap();
+    let lb = rig::builder(SVC, &[addr]).build(rig::h2c()).unwrap();
+    let h1lb = rig::builder(SVC, &[addr]).build(rig::h1()).unwrap();
     for path in paths {
-        let r = lb.request(get(path)).await.unwrap();
-        let r1 = h1lb.request(get(path)).await.unwrap();
+        let r = lb.request(rig::get(SVC, path)).await.unwrap();
+        let r1 = h1lb.request(rig::get(SVC, path)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let held = loads(&lb)[0];
-        let held1 = loads(&h1lb)[0];
+        let held = rig::loads(&lb, SVC)[0];
+        let held1 = rig::loads(&h1lb, SVC)[0];
         if held != 0 {
             rows.push(format!(
                 "hyper-util h2c GET {path} -> {} (stream complete: HEADERS + empty DATA \
@@ -276,7 +201,7 @@ async fn complete_h2_no_content_responses_ended_by_an_empty_data_frame_leave_the
         }
         drop((r, r1));
     }
-    let rq = builder(&[addr])
+    let rq = rig::builder(SVC, &[addr])
         .build(tower_ribbon::ReqwestService::new(
             reqwest::Client::builder()
                 .http2_prior_knowledge()
@@ -294,7 +219,7 @@ async fn complete_h2_no_content_responses_ended_by_an_empty_data_frame_leave_the
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let held = loads(&rq)[0];
+        let held = rig::loads(&rq, SVC)[0];
         if held != 0 {
             rows.push(format!(
                 "reqwest h2 GET {path} -> {} (stream complete), held unread 200 ms: in_flight \
@@ -313,16 +238,19 @@ async fn complete_h2_no_content_responses_ended_by_an_empty_data_frame_leave_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_complete_h2_204_held_1s_records_milliseconds() {
     let addr = server().await;
-    let lb = builder(&[addr]).build(h2c()).unwrap();
-    let r = lb.request(get("/eos?status=204")).await.unwrap();
+    let lb = rig::builder(SVC, &[addr]).build(rig::h2c()).unwrap();
+    let r = lb.request(rig::get(SVC, "/eos?status=204")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     drop(r);
-    let eos = ewma(&lb)[0].unwrap();
-    let lb = builder(&[addr]).build(h2c()).unwrap();
-    let r = lb.request(get("/empty?status=204")).await.unwrap();
+    let eos = rig::ewma(&lb, SVC)[0].unwrap();
+    let lb = rig::builder(SVC, &[addr]).build(rig::h2c()).unwrap();
+    let r = lb
+        .request(rig::get(SVC, "/empty?status=204"))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     drop(r);
-    let empty = ewma(&lb)[0].unwrap();
+    let empty = rig::ewma(&lb, SVC)[0].unwrap();
     assert!(
         empty < Duration::from_millis(500),
         "h2 204, stream complete (HEADERS + empty DATA END_STREAM), held 1 s unread then \
@@ -341,13 +269,13 @@ async fn a_complete_h2_204_held_1s_records_milliseconds() {
 async fn best_available_is_not_skewed_by_complete_204s_ended_by_an_empty_data_frame() {
     let a = server_mode(Some("/eos")).await;
     let b = server_mode(Some("/empty")).await;
-    let lb = builder(&[a, b])
+    let lb = rig::builder(SVC, &[a, b])
         .rule(BestAvailable::new)
-        .build(h2c())
+        .build(rig::h2c())
         .unwrap();
     let mut held = Vec::new();
     for _ in 0..40 {
-        let r = lb.request(get("/x?status=204")).await.unwrap();
+        let r = lb.request(rig::get(SVC, "/x?status=204")).await.unwrap();
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
         held.push(r);
     }
@@ -380,40 +308,24 @@ async fn best_available_is_not_skewed_by_complete_204s_ended_by_an_empty_data_fr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_stacked_balancers_read_the_innermost_framing() {
     let addr = server().await;
-    let inner = builder(&[addr]).build(h2c()).unwrap();
-    let mid = LoadBalancer::builder()
-        .source(
-            StaticSource::new()
-                .with_list("mid", &format!("{SVC}:80"))
-                .unwrap(),
-        )
-        .service("mid")
-        .retry(RetryPolicy::none())
-        .outlier_detection(OutlierDetection::disabled())
-        .build(inner.clone())
-        .unwrap();
-    let outer = LoadBalancer::builder()
-        .source(StaticSource::new().with_list("edge", "mid:80").unwrap())
-        .service("edge")
-        .retry(RetryPolicy::none())
-        .outlier_detection(OutlierDetection::disabled())
-        .build(mid.clone())
-        .unwrap();
+    let inner = rig::builder(SVC, &[addr]).build(rig::h2c()).unwrap();
+    let mid = rig::over("mid", SVC).build(inner.clone()).unwrap();
+    let outer = rig::over("edge", "mid").build(mid.clone()).unwrap();
     let mut rows = Vec::new();
     let mut r = outer
         .clone()
         .oneshot(
             Request::get("http://edge/drip?status=204")
-                .body(empty())
+                .body(rig::empty())
                 .unwrap(),
         )
         .await
         .unwrap();
-    let bytes = read_frames(&mut r, 5).await;
+    let bytes = rig::read_frames(&mut r, 5).await;
     let (o, m, i) = (
         in_flight_of(&outer, "edge"),
         in_flight_of(&mid, "mid"),
-        loads(&inner)[0],
+        rig::loads(&inner, SVC)[0],
     );
     if (o, m, i) != (1, 1, 1) {
         rows.push(format!(
@@ -426,7 +338,7 @@ async fn three_stacked_balancers_read_the_innermost_framing() {
         .clone()
         .oneshot(
             Request::get("http://edge/eos?status=200")
-                .body(empty())
+                .body(rig::empty())
                 .unwrap(),
         )
         .await
@@ -435,7 +347,7 @@ async fn three_stacked_balancers_read_the_innermost_framing() {
     let (o, m, i) = (
         in_flight_of(&outer, "edge"),
         in_flight_of(&mid, "mid"),
-        loads(&inner)[0],
+        rig::loads(&inner, SVC)[0],
     );
     if (o, m, i) != (0, 0, 0) {
         rows.push(format!(
@@ -477,12 +389,12 @@ async fn a_body_of_unknown_framing_streaming_after_trailers_stays_counted() {
             StreamBody::new(ReceiverStream::new(rx)) as SBody
         ))
     });
-    let lb = builder(&[addr]).build(svc).unwrap();
-    let mut r = lb.request(get("/x")).await.unwrap();
+    let lb = rig::builder(SVC, &[addr]).build(svc).unwrap();
+    let mut r = lb.request(rig::get(SVC, "/x")).await.unwrap();
     let first = r.body_mut().frame().await.unwrap().unwrap();
     assert!(first.is_trailers());
-    let bytes = read_frames(&mut r, 5).await;
-    let n = loads(&lb)[0];
+    let bytes = rig::read_frames(&mut r, 5).await;
+    let n = rig::loads(&lb, SVC)[0];
     assert_eq!(
         n,
         1,

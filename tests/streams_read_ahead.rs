@@ -23,6 +23,10 @@
 #[path = "common/raw_h2.rs"]
 mod raw_h2;
 
+#[path = "common/stream_rig.rs"]
+mod rig;
+use rig::ReqBody;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,20 +34,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body::Body as _;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
-use tower_ribbon::discovery::StaticSource;
-use tower_ribbon::health::OutlierDetection;
-use tower_ribbon::retry::RetryPolicy;
-use tower_ribbon::{BoxError, LoadBalancer};
+use tower_ribbon::LoadBalancer;
 
 const SVC: &str = "ahead";
-
-type ReqBody = BoxBody<Bytes, BoxError>;
 
 /// Frames to write for a request on `stream`: (delay before, bytes). Frames
 /// with delay 0 go out in the same write as the previous one.
@@ -87,49 +83,21 @@ async fn raw_server(script: Script) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-fn builder(addrs: &[SocketAddr]) -> tower_ribbon::Builder {
-    let list = addrs
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-    LoadBalancer::builder()
-        .source(StaticSource::new().with_list(SVC, &list).unwrap())
-        .service(SVC)
-        .retry(RetryPolicy::none())
-        .read_timeout(Some(Duration::from_secs(10)))
-        .outlier_detection(OutlierDetection::disabled())
-}
-
 fn stats<S>(lb: &LoadBalancer<S>, svc: &str) -> (usize, u64, u64, Option<Duration>) {
     let snap = lb.snapshot(svc).unwrap();
     let s = snap.endpoints()[0].stats();
     (s.in_flight(), s.requests(), s.failures(), s.ewma())
 }
 
-fn empty() -> ReqBody {
-    Empty::<Bytes>::new().map_err(|e| match e {}).boxed()
-}
-
-fn h2c() -> Client<hyper_util::client::legacy::connect::HttpConnector, ReqBody> {
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<ReqBody>()
-}
-
-fn h1() -> Client<hyper_util::client::legacy::connect::HttpConnector, ReqBody> {
-    Client::builder(TokioExecutor::new()).build_http::<ReqBody>()
-}
-
 fn get(host: &str, path: &str) -> Request<ReqBody> {
     Request::get(format!("http://{host}{path}"))
         .header("te", "trailers")
-        .body(empty())
+        .body(rig::empty())
         .unwrap()
 }
 
 fn reqwest_lb(addr: SocketAddr) -> LoadBalancer<tower_ribbon::ReqwestService> {
-    builder(&[addr])
+    rig::builder(SVC, &[addr])
         .build(tower_ribbon::ReqwestService::new(
             reqwest::Client::builder()
                 .http2_prior_knowledge()
@@ -217,25 +185,9 @@ async fn h1_trailers_server() -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_stacked_balancers_over_http1_end_at_the_trailers_frame() {
     let addr = h1_trailers_server().await;
-    let inner = builder(&[addr]).build(h1()).unwrap();
-    let mid = LoadBalancer::builder()
-        .source(
-            StaticSource::new()
-                .with_list("mid", &format!("{SVC}:80"))
-                .unwrap(),
-        )
-        .service("mid")
-        .retry(RetryPolicy::none())
-        .outlier_detection(OutlierDetection::disabled())
-        .build(inner.clone())
-        .unwrap();
-    let outer = LoadBalancer::builder()
-        .source(StaticSource::new().with_list("edge", "mid:80").unwrap())
-        .service("edge")
-        .retry(RetryPolicy::none())
-        .outlier_detection(OutlierDetection::disabled())
-        .build(mid.clone())
-        .unwrap();
+    let inner = rig::builder(SVC, &[addr]).build(rig::h1()).unwrap();
+    let mid = rig::over("mid", SVC).build(inner.clone()).unwrap();
+    let outer = rig::over("edge", "mid").build(mid.clone()).unwrap();
 
     // Control: one balancer ends at the trailers frame.
     let mut one = inner.clone().oneshot(get(SVC, "/t")).await.unwrap();
@@ -309,7 +261,7 @@ async fn into_parts_after_a_read_ahead_keeps_every_byte() {
     let addr = raw_server(open_204_script()).await;
     let mut rows = Vec::new();
     // Control: reading the tracked body gives every byte.
-    let lb = builder(&[addr]).build(h2c()).unwrap();
+    let lb = rig::builder(SVC, &[addr]).build(rig::h2c()).unwrap();
     let mut r = lb.request(get(SVC, "/x")).await.unwrap();
     let (tracked, _, err) = drain(r.body_mut()).await;
     if tracked != b"hello world" || err.is_some() {
@@ -375,10 +327,13 @@ async fn size_hint_after_a_read_ahead_counts_the_frame_held() {
     }))
     .await;
     // Without the balancer: hyper's own body says exactly 5.
-    let plain = h2c().request(get(&addr.to_string(), "/x")).await.unwrap();
+    let plain = rig::h2c()
+        .request(get(&addr.to_string(), "/x"))
+        .await
+        .unwrap();
     let ph = plain.body().size_hint();
     let (pbytes, ..) = drain(&mut plain.into_body()).await;
-    let lb = builder(&[addr]).build(h2c()).unwrap();
+    let lb = rig::builder(SVC, &[addr]).build(rig::h2c()).unwrap();
     let mut r = lb.request(get(SVC, "/x")).await.unwrap();
     let h = r.body().size_hint();
     let end = r.body().is_end_stream();
@@ -412,7 +367,7 @@ async fn a_reset_read_ahead_is_a_failure_even_if_the_204_is_dropped_unread() {
     .await;
     let mut rows = Vec::new();
     // Control: a caller reading it gets the error and the failure counts.
-    let lb = builder(&[addr]).build(h2c()).unwrap();
+    let lb = rig::builder(SVC, &[addr]).build(rig::h2c()).unwrap();
     let mut r = lb.request(get(SVC, "/x")).await.unwrap();
     let (bytes, _, err) = drain(r.body_mut()).await;
     drop(r);
@@ -424,7 +379,7 @@ async fn a_reset_read_ahead_is_a_failure_even_if_the_204_is_dropped_unread() {
             bytes.len()
         ));
     }
-    let lb = builder(&[addr]).build(h2c()).unwrap();
+    let lb = rig::builder(SVC, &[addr]).build(rig::h2c()).unwrap();
     let r = lb.request(get(SVC, "/x")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (held_inflight, ..) = stats(&lb, SVC);
@@ -487,7 +442,7 @@ async fn complete_responses_whose_last_frame_was_read_ahead_leave_the_count() {
     ];
     for (name, script) in cases {
         let addr = raw_server(script).await;
-        let lb = builder(&[addr]).build(h2c()).unwrap();
+        let lb = rig::builder(SVC, &[addr]).build(rig::h2c()).unwrap();
         let r = lb.request(get(SVC, "/x")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         let (held, ..) = stats(&lb, SVC);
@@ -554,25 +509,9 @@ async fn frames_through_read_ahead_arrive_in_order_and_wake_the_caller() {
     ];
     for (name, script, want, want_trailers) in scripts {
         let addr = raw_server(script).await;
-        let inner = builder(&[addr]).build(h2c()).unwrap();
-        let mid = LoadBalancer::builder()
-            .source(
-                StaticSource::new()
-                    .with_list("mid", &format!("{SVC}:80"))
-                    .unwrap(),
-            )
-            .service("mid")
-            .retry(RetryPolicy::none())
-            .outlier_detection(OutlierDetection::disabled())
-            .build(inner.clone())
-            .unwrap();
-        let outer = LoadBalancer::builder()
-            .source(StaticSource::new().with_list("edge", "mid:80").unwrap())
-            .service("edge")
-            .retry(RetryPolicy::none())
-            .outlier_detection(OutlierDetection::disabled())
-            .build(mid.clone())
-            .unwrap();
+        let inner = rig::builder(SVC, &[addr]).build(rig::h2c()).unwrap();
+        let mid = rig::over("mid", SVC).build(inner.clone()).unwrap();
+        let outer = rig::over("edge", "mid").build(mid.clone()).unwrap();
         let mut a = inner.clone().oneshot(get(SVC, "/x")).await.unwrap();
         let got = drain(a.body_mut()).await;
         let mut b = mid.clone().oneshot(get("mid", "/x")).await.unwrap();
