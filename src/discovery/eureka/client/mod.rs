@@ -10,12 +10,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use http::header::{ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 
 use super::wire::WireError;
 use crate::error::{BoxError, DiscoveryError};
 
 mod gzip;
+mod read;
 mod server;
 mod transport;
 
@@ -23,6 +24,7 @@ pub(crate) use server::{Connection, HttpSettings, Server};
 #[cfg(feature = "tls")]
 pub use transport::EurekaTlsError;
 use gzip::gunzip;
+use read::{ReadError, drain_within, read_within};
 use transport::{Transport, classify};
 #[cfg(feature = "config")]
 pub(crate) use server::split_urls;
@@ -310,12 +312,10 @@ impl EurekaHttp {
             content_type: content_type.clone(),
             source,
         };
-        let body = match Limited::new(response.into_body(), limit).collect().await {
-            Ok(body) => body.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(decode_error(WireError::TooLarge { limit }));
-            }
-            Err(e) => return Err(transport(classify(e))),
+        let body = match read_within(response.into_body(), limit).await {
+            Ok(body) => body,
+            Err(ReadError::TooLarge) => return Err(decode_error(WireError::TooLarge { limit })),
+            Err(ReadError::Read(e)) => return Err(transport(classify(e))),
         };
         // Servers gzip even when not asked; trust the magic bytes too.
         let gzip = gzip_header || body.starts_with(&[0x1f, 0x8b]);
@@ -435,9 +435,7 @@ impl EurekaHttp {
             .map_err(|e| transport(classify(Box::new(e))))?;
         let status = response.status();
         // Drain the body so the connection can be reused.
-        let _ = Limited::new(response.into_body(), 64 * 1024)
-            .collect()
-            .await;
+        drain_within(response.into_body(), 64 * 1024).await;
         Ok(status)
     }
 
