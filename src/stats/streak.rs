@@ -86,23 +86,46 @@ impl Streak {
     /// reset the streak came after it ([`LatestReset::came_before`]), read
     /// under the lock: a reset is marked before it takes the lock, so a
     /// failure either sees its mark or is counted before the reset trims
-    /// it. Returns the new count, `None` if not counted.
-    pub(crate) fn add_unless_reset(&self, now_ms: u64, reset: &LatestReset) -> Option<u32> {
-        self.add_unless_reset_then(now_ms, reset, |n| n)
-    }
-
-    /// [`add_unless_reset`](Self::add_unless_reset), then `then` with the
-    /// new count, still under the lock (the breaker opens there, so a
-    /// response resetting the streak never runs between the count and the
-    /// blackout it sets; helper 140).
+    /// it. Then `then` with the new count (`None` if not counted), still
+    /// under the lock (the breaker opens there, so a response resetting
+    /// the streak never runs between the count and the blackout it sets;
+    /// helper 140).
     pub(crate) fn add_unless_reset_then<R>(
         &self,
         now_ms: u64,
         reset: &LatestReset,
         then: impl FnOnce(u32) -> R,
     ) -> Option<R> {
+        self.add_checked(now_ms, reset, || false, then)
+    }
+
+    /// Counts a failure as [`add_unless_reset_then`] does, and not if
+    /// `skip` holds, read under the lock: [`reset`](Self::reset) takes the
+    /// lock, so a failure either sees the state its caller changed before
+    /// that reset (an ejection's end, stored first) or is counted before
+    /// the reset ends it (a 5xx racing an ejection carried over it, so the
+    /// instance returned with a streak of 1; helper 142). Returns the new
+    /// count, `None` if not counted.
+    ///
+    /// [`add_unless_reset_then`]: Self::add_unless_reset_then
+    pub(crate) fn add_unless(
+        &self,
+        now_ms: u64,
+        reset: &LatestReset,
+        skip: impl FnOnce() -> bool,
+    ) -> Option<u32> {
+        self.add_checked(now_ms, reset, skip, |n| n)
+    }
+
+    fn add_checked<R>(
+        &self,
+        now_ms: u64,
+        reset: &LatestReset,
+        skip: impl FnOnce() -> bool,
+        then: impl FnOnce(u32) -> R,
+    ) -> Option<R> {
         let mut times = self.change();
-        if reset.came_before(now_ms) {
+        if reset.came_before(now_ms) || skip() {
             return None;
         }
         let dropped_max = times.dropped_max;
@@ -152,14 +175,14 @@ impl Streak {
         (next, replaced)
     }
 
-    /// Ends the streak (an ejection starting over).
-    #[inline]
+    /// Ends the streak (an ejection starting over). Always under the lock,
+    /// even at a count of 0: a failure checking its caller's state under
+    /// the lock ([`add_unless`](Self::add_unless)) is then either counted
+    /// before this or sees what the caller stored before calling it.
     pub(crate) fn reset(&self) {
-        if self.count.load(Ordering::Acquire) != 0 {
-            let mut kept = self.change();
-            kept.dropped_max = 0;
-            self.count.store(0, Ordering::Release);
-        }
+        let mut kept = self.change();
+        kept.dropped_max = 0;
+        self.count.store(0, Ordering::Release);
     }
 
     /// A response stamped `at_ms`, in order: ends the streak, except for
