@@ -109,3 +109,44 @@ fn a_recount_racing_a_reejection_does_not_report_it_back() {
         "{early} of {rounds} rounds: the ongoing ejection reported back"
     );
 }
+
+/// Envoy resets the consecutive counters when it ejects
+/// (<https://github.com/envoyproxy/envoy/issues/1491>, fixed in PR #1493)
+/// and its users expect a returning host to be ejected again after exactly
+/// the configured count (<https://github.com/envoyproxy/envoy/issues/40697>:
+/// 5 or 6 504s where 3 were configured). Here: errors while ejected (panic
+/// mode still sends traffic) do not count, and a returning instance reaches
+/// 5 at its fifth 5xx, not its fourth or sixth.
+#[test]
+fn envoy_1491_a_returning_instance_counts_its_5xx_from_zero() {
+    let s = EndpointStats::new();
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    for ms in 0..5 {
+        s.record(Outcome::FailureStatus(500), Duration::ZERO, at(ms), None);
+    }
+    assert_eq!(s.consecutive_server_errors(), 5);
+    assert_eq!(s.eject(at(5), T), Some(Duration::from_secs(30)));
+    assert_eq!(s.consecutive_server_errors(), 0, "reset by the ejection");
+    for ms in [6, 10_000, 29_999] {
+        s.record(Outcome::FailureStatus(503), Duration::ZERO, at(ms), None);
+    }
+    assert_eq!(
+        s.consecutive_server_errors(),
+        0,
+        "not counted while ejected"
+    );
+    let back = 30_005;
+    let counts: Vec<u32> = (0..6)
+        .map(|i| {
+            s.record(
+                Outcome::FailureStatus(500),
+                Duration::ZERO,
+                at(back + i),
+                None,
+            );
+            s.consecutive_server_errors()
+        })
+        .collect();
+    assert_eq!(counts, [1, 2, 3, 4, 5, 6]);
+}
