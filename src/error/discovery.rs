@@ -105,9 +105,9 @@ pub enum DiscoveryError {
         would_hold: usize,
     },
     /// A fetch would have grown the text the registry copy keeps per
-    /// record (metadata, instance ids, health check URLs and statuses, in
-    /// bytes) past the response body bound (`max_body_bytes`): a copy no
-    /// full payload could carry, piled up by deltas.
+    /// record (metadata, instance ids, hosts, health check URLs, zones,
+    /// statuses and service names, in bytes) past the response body bound
+    /// (`max_body_bytes`): text piled up by deltas each within the bound.
     #[error(
         "registry copy would hold {would_hold} bytes of record text, over its bound of {limit}; keeping the last copy"
     )]

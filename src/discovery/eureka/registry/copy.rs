@@ -136,13 +136,13 @@ impl Footprint {
 }
 
 /// A record's weight: its instance's metadata entries and their bytes
-/// (keys and values), and those bytes plus the id (the copy's key, the
-/// one text a skipped record keeps besides its status), the health check
-/// URL, the raw status and its service name (the instance's, which each
-/// delta's records hold in a copy of their own; a skipped record's app's).
-/// Each was a field of the payload, so a copy no full payload could carry
-/// is over the body bound (a service name is counted per record: an upper
-/// bound of what the copies of it take). The key of each app the copy
+/// (keys and values), and the text it holds: those bytes plus the id (the
+/// copy's key, the one text a skipped record keeps besides its status),
+/// the instance's id, host, health check URL and zone, the raw status and
+/// its service name (the instance's, which each delta's records hold in a
+/// copy of their own; a skipped record's app's). So a copy holding more
+/// text than the body bound is refused (a service name and a zone are
+/// counted per record: an upper bound of what the copies of them take). The key of each app the copy
 /// holds counts once more, in [`footprint`], [`footprint_of`] and
 /// [`footprint_after`].
 fn weight_of(app: &str, id: &str, instance: Option<&Instance>, raw_status: &str) -> Weight {
@@ -152,11 +152,22 @@ fn weight_of(app: &str, id: &str, instance: Option<&Instance>, raw_status: &str)
             .fold(0usize, usize::saturating_add);
         (i.metadata().len(), bytes)
     });
-    let url = instance
-        .and_then(Instance::health_check_url)
-        .map_or(0, str::len);
+    // The instance's own names (its id again, its host, its health check
+    // URL) and its zone: a zone from `dataCenterInfo` was counted nowhere,
+    // so deltas of ~90 KiB zones each within a 1 MiB body bound held 7 MiB
+    // (helper 144), and one from `metadata.zone` is a copy of its own.
+    let own = instance.map_or(0, |i| {
+        [
+            i.id().len(),
+            i.host().len(),
+            i.health_check_url().map_or(0, str::len),
+            i.zone().map_or(0, str::len),
+        ]
+        .into_iter()
+        .fold(0, usize::saturating_add)
+    });
     let service = instance.map_or(app.len(), |i| i.service_id().len());
-    let text = [id.len(), url, raw_status.len(), service]
+    let text = [id.len(), own, raw_status.len(), service]
         .into_iter()
         .fold(bytes, usize::saturating_add);
     (entries, bytes, text)
@@ -394,13 +405,14 @@ mod tests {
             &[with_metadata("a", "ADDED", 3), with_metadata("a", "ADDED", 5), with_metadata("b", "ADDED", 2)],
         );
         // Each entry `k<n>: v` is 3 bytes of text; each record adds its id
-        // (1 byte), status (`UP`) and service name (`A`); the app's key
-        // (`A`) counts once.
+        // (1 byte) as the copy's key and as the instance's, its host
+        // (`127.0.0.1`, 9), status (`UP`) and service name (`A`): 15; the
+        // app's key (`A`) counts once.
         let expected = Footprint {
             records: 2,
             metadata: 7,
             metadata_bytes: 21,
-            text_bytes: 30,
+            text_bytes: 50,
         };
         assert_eq!(footprint_of(&full), expected);
         apply(&mut registry, &full, true);
@@ -425,7 +437,7 @@ mod tests {
             records: 3,
             metadata: 11,
             metadata_bytes: 33,
-            text_bytes: 46,
+            text_bytes: 76,
         };
         assert_eq!(after, expected);
         // Every record of the app deleted, and a new app added: the key of
@@ -446,8 +458,8 @@ mod tests {
         let after = footprint_after(&registry, &delta);
         apply(&mut registry, &delta, false);
         assert_eq!(after, footprint(&registry));
-        // `n`, `UP`, `A` and `LONGER-NAME`.
-        assert_eq!((after.records, after.text_bytes), (1, 15));
+        // `n` twice, `127.0.0.1`, `UP`, `A` and `LONGER-NAME`.
+        assert_eq!((after.records, after.text_bytes), (1, 25));
     }
 
     #[test]

@@ -155,8 +155,8 @@ impl Inner {
     /// The copy's text is bounded by the response body bound: a copy no
     /// full payload could carry is refused (deltas each within the body
     /// bound could otherwise pile up long values without bound): its
-    /// metadata text alone, then all its text (metadata, ids, health check
-    /// URLs, statuses).
+    /// metadata text alone, then all its text (metadata, ids, hosts,
+    /// health check URLs, zones, statuses, service names).
     fn check_text_bytes(&self, held: &copy::Footprint) -> Result<(), DiscoveryError> {
         let limit = self.http.max_body_bytes();
         if held.metadata_bytes > limit {
