@@ -24,7 +24,7 @@ pub(crate) use server::{Connection, HttpSettings, Server};
 #[cfg(feature = "tls")]
 pub use transport::EurekaTlsError;
 use gzip::gunzip;
-use read::{ReadError, drain_within, read_within};
+use read::{ReadError, drain_beside, read_within};
 use transport::{Transport, classify};
 #[cfg(feature = "config")]
 pub(crate) use server::split_urls;
@@ -434,8 +434,7 @@ impl EurekaHttp {
             .await
             .map_err(|e| transport(classify(Box::new(e))))?;
         let status = response.status();
-        // Drain the body so the connection can be reused.
-        drain_within(response.into_body(), 64 * 1024).await;
+        drain_beside(response.into_body(), self.deadline());
         Ok(status)
     }
 
