@@ -53,6 +53,23 @@ pub(super) const LATE_WRITE_CHECKS: u32 = 10;
 /// server may still apply after the shutdown's cancel (no status's bit).
 pub(super) const REGISTRATION: u8 = 32;
 
+/// How long after a late write's deadline the second cancel waits for
+/// Eureka's peers to pass it on: a peer batches replication tasks for up to
+/// 500 ms (`PeerEurekaNode`'s `maxBatchingDelay`), and a late heartbeat's
+/// 404 at the other peer queues a registration, a second batch. At one
+/// request timeout alone the second cancel came before that registration
+/// (the shut-down instance served UP by the other peer for its lease).
+const PEER_REPLICATION_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// In `Shared::undoable`: an unanswered call was a heartbeat. One landing
+/// at a peer after the shutdown's cancel reached the other peer brings the
+/// instance back there: the late peer replicates the heartbeat, its
+/// partner answers 404, and Eureka's `PeerEurekaNode.heartbeat` failure
+/// handler registers the late peer's copy, UP (a two-peer cluster served
+/// the shut-down instance UP in 19 of 23 reads over 6 s, and for its whole
+/// lease; helper 145). No status's bit: a heartbeat sets no status.
+pub(super) const HEARTBEAT: u8 = 64;
+
 /// `status`'s bit in `Shared::sent` and `Shared::undoable`.
 pub(super) fn bit(status: InstanceStatus) -> u8 {
     match status {
@@ -154,22 +171,25 @@ impl Shared {
         answer
     }
 
-    /// After the shutdown's cancel (`cancelled`): when a registration went
-    /// unanswered (read-backs armed), it may still land, so one request
-    /// timeout later the registration is cancelled again (404 is success). A
-    /// registration that timed out and landed after the cancel served the
-    /// shut-down instance UP for its whole lease (21 of 32 reads over 10 s;
-    /// helper 129). One held longer than that still lands and expires with
-    /// its lease. Call with `op` held.
+    /// After the shutdown's cancel (`cancelled`): when a registration or a
+    /// heartbeat went unanswered (read-backs armed), it may still land, so
+    /// one request timeout later the registration is cancelled again (404
+    /// is success), after [`PEER_REPLICATION_SETTLE`] more for the peers to
+    /// pass the late write on. A registration that timed out and landed
+    /// after the cancel served the shut-down instance UP for its whole lease
+    /// (21 of 32 reads over 10 s; helper 129), and a heartbeat so in a
+    /// cluster (see [`HEARTBEAT`]). One held longer than that still lands
+    /// and expires with its lease. Call with `op` held.
     pub(super) async fn cancel_again_if_late_locked(
         &self,
         cancelled: Result<(), DiscoveryError>,
     ) -> Result<(), DiscoveryError> {
         let armed = self.late_checks.load(Ordering::Acquire) > 0;
-        if !armed || self.undoable.load(Ordering::Acquire) & REGISTRATION == 0 {
+        if !armed || self.undoable.load(Ordering::Acquire) & (REGISTRATION | HEARTBEAT) == 0 {
             return cancelled;
         }
-        tokio::time::sleep_until(self.http.deadline()).await;
+        let settled = self.http.deadline().checked_add(PEER_REPLICATION_SETTLE);
+        tokio::time::sleep_until(settled.unwrap_or_else(|| self.http.deadline())).await;
         // Best effort: the first cancel's result stands (a server still
         // hung then fails this one too).
         if let Err(e) = self.cancel_locked().await {

@@ -247,7 +247,8 @@ impl Shared {
             self.status().as_str(),
             self.dirty()
         );
-        let answer = self.http.send(LeaseCall::Renew, &path, None).await?;
+        let answer = self.http.send(LeaseCall::Renew, &path, None).await;
+        let answer = self.note_late_write(late::HEARTBEAT, answer)?;
         if answer.status == StatusCode::NOT_FOUND {
             tracing::info!(app = %self.app, id = %self.id, "Eureka lost the registration or holds an older copy; registering again");
             let registered = self.register_locked().await?;
@@ -478,9 +479,9 @@ impl RegistrationHandle {
     }
 
     /// Stops renewing and cancels the registration (`DELETE`), so callers stop routing here at
-    /// their next fetch; after a registration that went unanswered (it may land late), again a
-    /// request timeout later. Handles of the same registration started from clones stop renewing it
-    /// too (their renewals would register it again), until one of them is started again.
+    /// their next fetch; after a registration or heartbeat that went unanswered (it may land late;
+    /// a late heartbeat in a cluster registers it again), again a request timeout and 2 s later.
+    /// Handles of it started from clones stop renewing too (they would register it), until restarted.
     ///
     /// # Errors
     /// [`DiscoveryError`] if no server accepted the cancel (the lease then
