@@ -139,13 +139,20 @@ impl Ejection {
     }
 
     /// Ejects from `now_ms` unless already ejected at `clock_ms` (or a
-    /// racing caller won): multiplier `m` = multiplier decayed until `clock_ms` (the
-    /// latest time seen, at least `now_ms`) + 1, at most `⌈max / base⌉`;
-    /// ejection time `min(base × m, max)`. Resets the error counters.
+    /// racing caller won), `now_ms` is before the current ejection's end, or
+    /// the ejection would be over by `clock_ms`: multiplier `m` = multiplier
+    /// decayed until `clock_ms` (the latest time seen, at least `now_ms`)
+    /// + 1, at most `⌈max / base⌉`; ejection time `min(base × m, max)`.
+    /// Resets the error counters.
     pub(crate) fn eject(&self, now_ms: u64, clock_ms: u64, t: EjectionTimes) -> Option<Duration> {
         let prev = self.until_ms();
         let clock_ms = clock_ms.max(now_ms);
-        if clock_ms < prev {
+        // A trigger stamped before the current ejection's end (a late
+        // record, counted by a thread that raced the ejection) ejects no
+        // more: before, its ejection ended within the previous one, so the
+        // instance was never ejected at or after the clock, yet the count
+        // and the multiplier rose (helper 144).
+        if clock_ms < prev || now_ms < prev {
             return None;
         }
         let base = millis(t.base).max(1);
@@ -155,8 +162,12 @@ impl Ejection {
             .saturating_add(1)
             .min(u32::try_from(cap).unwrap_or(u32::MAX));
         let time = t.base.saturating_mul(m).min(t.max);
-        // Never earlier than the end of the previous ejection.
-        let until = now_ms.saturating_add(millis(time)).max(prev).max(1);
+        let until = now_ms.saturating_add(millis(time)).max(1);
+        if until <= clock_ms {
+            // Over before the clock: a trigger stamped more than the
+            // ejection time ago does nothing either.
+            return None;
+        }
         self.until_ms
             .compare_exchange(prev, until, Ordering::AcqRel, Ordering::Relaxed)
             .ok()?;

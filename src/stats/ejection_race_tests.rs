@@ -16,7 +16,7 @@
 //!
 //! Each test failed in every run on the code before the fix.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
@@ -149,4 +149,100 @@ fn envoy_1491_a_returning_instance_counts_its_5xx_from_zero() {
         })
         .collect();
     assert_eq!(counts, [1, 2, 3, 4, 5, 6]);
+}
+
+/// Ejections of 10 ms exactly (helper 144's recount race).
+const T10: EjectionTimes = EjectionTimes {
+    base: Duration::from_millis(10),
+    max: Duration::from_millis(10),
+    interval: Duration::from_secs(10),
+};
+
+/// Helper 144 (held): two recounters (one at the published time, one up to 15 ms ahead or
+/// behind) and an ejector: no return double-reported or lost, and no
+/// report of ejection k at a `now` before its end.
+#[test]
+fn concurrent_recounts_report_each_return_once_and_never_early() {
+    let rounds = 200;
+    let mut bad = Vec::new();
+    for round in 0..rounds {
+        let e = Arc::new(Ejection::new());
+        let cur = Arc::new(AtomicU64::new(1));
+        let done = Arc::new(AtomicBool::new(false));
+        let go = Arc::new(Barrier::new(3));
+        let ends = Arc::new(std::sync::Mutex::new(vec![0u64]));
+        let recounters: Vec<_> = (0..2i64)
+            .map(|k| {
+                let (e, cur, done, go) = (e.clone(), cur.clone(), done.clone(), go.clone());
+                std::thread::spawn(move || {
+                    go.wait();
+                    let mut log = Vec::new();
+                    let mut i = 0i64;
+                    while !done.load(Ordering::Acquire) {
+                        i += 1;
+                        let now = cur.load(Ordering::Acquire) as i64
+                            + if k == 0 { 0 } else { (i % 31) - 15 };
+                        let now = now.max(0) as u64;
+                        let n = e.take_returns(now);
+                        if n > 0 {
+                            log.push((now, n));
+                        }
+                    }
+                    log
+                })
+            })
+            .collect();
+        go.wait();
+        let mut t = 1u64;
+        for _ in 0..100 {
+            cur.store(t, Ordering::Release);
+            let got = e.eject(t, t, T10).expect("ejected");
+            ends.lock().unwrap().push(t + got.as_millis() as u64);
+            t += got.as_millis() as u64 + (t % 3);
+        }
+        cur.store(t, Ordering::Release);
+        done.store(true, Ordering::Release);
+        let logs: Vec<Vec<(u64, u32)>> =
+            recounters.into_iter().map(|r| r.join().unwrap()).collect();
+        let last = e.take_returns(u64::MAX / 2);
+        let total: u32 = logs.iter().flatten().map(|&(_, n)| n).sum::<u32>() + last;
+        if total != e.times() {
+            bad.push(format!(
+                "round {round}: reported {total}, ejections {}",
+                e.times()
+            ));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} of {rounds}: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+}
+
+/// Helper 144. Module doc (ejection.rs): "an ejection attempted with a time older than
+/// the current ejection's end does nothing". A late trigger (now 500,
+/// clock 1 400, previous ejection 900..1 000, base 100 ms) is stamped
+/// before that end, yet `eject` CASes `until_ms` from 1 000 to 1 000,
+/// counts an ejection, raises the multiplier and returns `Some(200 ms)`
+/// while the instance is never ejected at or after the clock.
+#[test]
+fn a_late_ejection_that_ends_before_the_clock_is_no_ejection() {
+    const S: EjectionTimes = EjectionTimes {
+        base: Duration::from_millis(100),
+        max: Duration::from_secs(10),
+        interval: Duration::from_secs(10),
+    };
+    let e = Ejection::new();
+    assert_eq!(e.eject(900, 900, S), Some(Duration::from_millis(100)));
+    let got = e.eject(500, 1_400, S);
+    let ejected_after = (1_400..1_500).filter(|&t| e.is_ejected(t)).count();
+    assert_eq!(
+        (got, e.times(), e.multiplier(1_400, S.interval)),
+        (None, 1, 1),
+        "observed eject -> {got:?}, times {}, multiplier {}, ejected at {ejected_after} of the 100 ms after the clock",
+        e.times(),
+        e.multiplier(1_400, S.interval)
+    );
 }
