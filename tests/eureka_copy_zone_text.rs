@@ -6,8 +6,10 @@
 //! `dataCenterInfo.metadata["availability-zone"]` (AWS instances' usual
 //! place): 8 deltas of ten ~90 KiB zones under a 1 MiB bound were all
 //! taken and the copy held 7 373 200 bytes of zone text. A zone from
-//! `metadata.zone` is held twice (in the metadata and as the instance's
-//! zone) and was counted once: 1 843 340 bytes held under 1 MiB.
+//! `metadata.zone` counts once, as the payload carried it (the copy holds
+//! it twice, in the metadata and as the instance's zone: at most twice the
+//! bound), so a full payload within the bound is always taken (helper 146:
+//! counting the copies refused one).
 //!
 //! A stub Eureka (`support/eureka_stub.rs`): a real server takes no
 //! registration whose zone is 90 KiB long to serve back in a delta.
@@ -98,7 +100,7 @@ async fn availability_zones_from_data_center_info_count_toward_the_text_bound() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_metadata_zone_counts_as_held_twice() {
+async fn a_metadata_zone_counts_once_as_the_payload_carried_it() {
     let (refused, instances, zones, metadata) = pile_up(|d, i| {
         let meta = format!(r#"{{"zone":"{}"}}"#, zone(d, i));
         record("BIG", &format!("d{d}-{i}"), 2000, "UP", "ADDED", &meta)
@@ -107,11 +109,49 @@ async fn a_metadata_zone_counts_as_held_twice() {
     println!(
         "{instances} instances, {refused} deltas refused, zone {zones} + metadata {metadata} B"
     );
+    // Counted as the payload carried it (in the metadata), held twice.
     assert!(
-        zones + metadata <= LIMIT,
-        "held {} B; bound {LIMIT}",
-        zones + metadata
+        metadata <= LIMIT,
+        "metadata {metadata} B held; bound {LIMIT}"
     );
-    // Each delta holds about 1.8 MiB (each zone twice): none is taken.
-    assert_eq!((refused, instances), (ROUNDS, 1));
+    assert!(zones + metadata <= 2 * LIMIT, "held {} B", zones + metadata);
+    assert_eq!((refused, instances), (ROUNDS - 1, 1 + PER_DELTA));
+}
+
+/// A full payload within `max_body_bytes` is taken, whatever the copy
+/// then holds twice (helper 146: 200 compact records with 200-byte k8s
+/// host names, `host:app:port` ids and a `metadata.zone`, 127 314 bytes
+/// at a bound of exactly that, were refused when ids and metadata zones
+/// counted twice: "would hold 174 606 bytes").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compact_full_payload_within_the_bound_is_taken() {
+    let host = format!(
+        "{}svc.cluster.local",
+        "pod-abcdef0123456789-abcdef0123456789.".repeat(5)
+    );
+    let records: Vec<String> = (0..200)
+        .map(|i| {
+            format!(
+                r#"{{"instanceId":"{host}:orders-service:{p}","hostName":"{host}","app":"ORDERS","status":"UP","port":{{"$":{p}}},"metadata":{{"zone":"{z}"}}}}"#,
+                p = 8000 + i,
+                z = "zone-".repeat(20),
+            )
+        })
+        .collect();
+    let body = format!(
+        r#"{{"applications":{{"versions__delta":"1","apps__hashcode":"UP_200_","application":[{{"name":"ORDERS","instance":[{}]}}]}}}}"#,
+        records.join(",")
+    );
+    let stub = Stub::start().await;
+    let size = body.len();
+    stub.set("/eureka/apps", vec![Answer::ok(body)]);
+    let registry = EurekaRegistry::builder()
+        .server_urls(&stub.url())
+        .fetch_interval(Duration::from_secs(3600))
+        .request_timeout(Duration::from_secs(10))
+        .max_body_bytes(size)
+        .build()
+        .expect("build");
+    registry.ready().await.expect("a payload within the bound");
+    assert_eq!(registry.instances("ORDERS").len(), 200);
 }

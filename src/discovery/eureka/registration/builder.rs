@@ -183,6 +183,7 @@ impl EurekaRegistrationBuilder {
                 op: tokio::sync::Mutex::new(()),
                 shut_down: AtomicBool::new(false),
                 late_checks: AtomicU32::new(0),
+                late_beats: AtomicU32::new(0),
                 undoable: AtomicU8::new(0),
                 first_up_read: AtomicBool::new(false),
                 registrations: AtomicU64::new(0),

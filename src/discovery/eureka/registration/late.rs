@@ -61,15 +61,6 @@ pub(super) const REGISTRATION: u8 = 32;
 /// (the shut-down instance served UP by the other peer for its lease).
 const PEER_REPLICATION_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// In `Shared::undoable`: an unanswered call was a heartbeat. One landing
-/// at a peer after the shutdown's cancel reached the other peer brings the
-/// instance back there: the late peer replicates the heartbeat, its
-/// partner answers 404, and Eureka's `PeerEurekaNode.heartbeat` failure
-/// handler registers the late peer's copy, UP (a two-peer cluster served
-/// the shut-down instance UP in 19 of 23 reads over 6 s, and for its whole
-/// lease; helper 145). No status's bit: a heartbeat sets no status.
-pub(super) const HEARTBEAT: u8 = 64;
-
 /// `status`'s bit in `Shared::sent` and `Shared::undoable`.
 pub(super) fn bit(status: InstanceStatus) -> u8 {
     match status {
@@ -178,14 +169,15 @@ impl Shared {
     /// pass the late write on. A registration that timed out and landed
     /// after the cancel served the shut-down instance UP for its whole lease
     /// (21 of 32 reads over 10 s; helper 129), and a heartbeat so in a
-    /// cluster (see [`HEARTBEAT`]). One held longer than that still lands
-    /// and expires with its lease. Call with `op` held.
+    /// cluster (see [`Shared::note_late_heartbeat`]). One held longer than
+    /// that still lands and expires with its lease. Call with `op` held.
     pub(super) async fn cancel_again_if_late_locked(
         &self,
         cancelled: Result<(), DiscoveryError>,
     ) -> Result<(), DiscoveryError> {
-        let armed = self.late_checks.load(Ordering::Acquire) > 0;
-        if !armed || self.undoable.load(Ordering::Acquire) & (REGISTRATION | HEARTBEAT) == 0 {
+        let armed = self.late_checks.load(Ordering::Acquire) > 0
+            && self.undoable.load(Ordering::Acquire) & REGISTRATION != 0;
+        if !armed && self.late_beats.load(Ordering::Acquire) == 0 {
             return cancelled;
         }
         let settled = self.http.deadline().checked_add(PEER_REPLICATION_SETTLE);
@@ -193,9 +185,42 @@ impl Shared {
         // Best effort: the first cancel's result stands (a server still
         // hung then fails this one too).
         if let Err(e) = self.cancel_locked().await {
-            tracing::debug!(app = %self.app, id = %self.id, error = %e, "the second cancel after an unanswered registration failed");
+            tracing::debug!(app = %self.app, id = %self.id, error = %e, "the second cancel after an unanswered registration or heartbeat failed");
         }
         cancelled
+    }
+
+    /// A heartbeat's answer: one some server may have taken without
+    /// answering (`Shared::late_beats`) arms the shutdown's second cancel
+    /// for the next [`LATE_WRITE_CHECKS`] renewals; each answered renewal
+    /// counts one down.
+    ///
+    /// Such a heartbeat landing at a peer after the shutdown's cancel
+    /// reached the other peer brings the instance back there: the late
+    /// peer replicates the heartbeat, its partner answers 404, and
+    /// Eureka's `PeerEurekaNode.heartbeat` failure handler registers the
+    /// late peer's copy, UP (a two-peer cluster served the shut-down
+    /// instance UP in 19 of 23 reads over 6 s, and for its whole lease;
+    /// helper 145). It arms nothing else: a heartbeat sets no status, and
+    /// re-arming the read-backs kept the statuses of an old drain
+    /// undoable, so an operator's OUT_OF_SERVICE was undone at the next
+    /// renewal however long after that drain (helper 146).
+    pub(super) fn note_late_heartbeat(
+        &self,
+        answer: Result<LeaseAnswer, DiscoveryError>,
+    ) -> Result<LeaseAnswer, DiscoveryError> {
+        let late = match &answer {
+            Ok(answer) => answer.unanswered,
+            Err(e) => super::super::client::maybe_delivered(e),
+        };
+        if late {
+            self.late_beats.store(LATE_WRITE_CHECKS, Ordering::Release);
+        } else if answer.is_ok() {
+            let _ = (self.late_beats).fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                n.checked_sub(1)
+            });
+        }
+        answer
     }
 
     /// Arms the read-backs, which may undo a served status of `undoable`

@@ -103,13 +103,11 @@ struct Shared {
     /// `status.rs`): an override a server keeps is undone only if it is
     /// one of them.
     sent: AtomicU8,
-    /// The instance's `lastDirtyTimestamp` (ms since the epoch): set at
-    /// build, raised by every status change and every (re-)registration,
-    /// and sent with every
-    /// registration, status update and heartbeat, as the Java client does.
-    /// A server whose copy is older (it missed a status change: a peer took
-    /// it and went down before replicating it) answers the heartbeat 404,
-    /// so the instance registers there again with the status wanted now.
+    /// The instance's `lastDirtyTimestamp` (ms since the epoch): set at build, raised by every
+    /// status change and (re-)registration, sent with every registration, status update and
+    /// heartbeat, as the Java client does. A server whose copy is older (it missed a status change:
+    /// a peer took it and went down before replicating it) answers the heartbeat 404, so the
+    /// instance registers there again with the status wanted now.
     dirty: AtomicU64,
     /// Held for the whole of every exchange with the server (register,
     /// renew, status, cancel), so they never overlap: a cancel waits for a
@@ -123,6 +121,8 @@ struct Shared {
     /// `late::LATE_WRITE_CHECKS` (10) by a register or status call some
     /// server may have taken without answering.
     late_checks: AtomicU32,
+    /// Renewals left after a heartbeat no server answered (`note_late_heartbeat`).
+    late_beats: AtomicU32,
     /// The statuses (bits, see `status.rs`) the armed read-backs may undo
     /// when a server serves one: those of calls no server answered, and
     /// after a re-registration whose read-back failed, the overrides this
@@ -248,7 +248,7 @@ impl Shared {
             self.dirty()
         );
         let answer = self.http.send(LeaseCall::Renew, &path, None).await;
-        let answer = self.note_late_write(late::HEARTBEAT, answer)?;
+        let answer = self.note_late_heartbeat(answer)?;
         if answer.status == StatusCode::NOT_FOUND {
             tracing::info!(app = %self.app, id = %self.id, "Eureka lost the registration or holds an older copy; registering again");
             let registered = self.register_locked().await?;

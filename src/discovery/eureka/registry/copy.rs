@@ -136,13 +136,16 @@ impl Footprint {
 }
 
 /// A record's weight: its instance's metadata entries and their bytes
-/// (keys and values), and the text it holds: those bytes plus the id (the
-/// copy's key, the one text a skipped record keeps besides its status),
-/// the instance's id, host, health check URL and zone, the raw status and
-/// its service name (the instance's, which each delta's records hold in a
-/// copy of their own; a skipped record's app's). So a copy holding more
-/// text than the body bound is refused (a service name and a zone are
-/// counted per record: an upper bound of what the copies of them take). The key of each app the copy
+/// (keys and values), and its text: those bytes plus the id (the copy's
+/// key, the one text a skipped record keeps besides its status), the
+/// instance's host, health check URL and zone, the raw status and its
+/// service name (the instance's, which each delta's records hold in a copy
+/// of their own; a skipped record's app's). Each as a field of the payload
+/// carried it, so a copy no full payload could carry is over the body
+/// bound, and none a payload within it carries is (a service name is
+/// counted per record: an upper bound of what the copies of it take). The
+/// copy holds the id and a `metadata.zone` twice: at most twice the text
+/// counted. The key of each app the copy
 /// holds counts once more, in [`footprint`], [`footprint_of`] and
 /// [`footprint_after`].
 fn weight_of(app: &str, id: &str, instance: Option<&Instance>, raw_status: &str) -> Weight {
@@ -152,16 +155,18 @@ fn weight_of(app: &str, id: &str, instance: Option<&Instance>, raw_status: &str)
             .fold(0usize, usize::saturating_add);
         (i.metadata().len(), bytes)
     });
-    // The instance's own names (its id again, its host, its health check
-    // URL) and its zone: a zone from `dataCenterInfo` was counted nowhere,
-    // so deltas of ~90 KiB zones each within a 1 MiB body bound held 7 MiB
-    // (helper 144), and one from `metadata.zone` is a copy of its own.
+    // The instance's host, health check URL and zone, each as the payload
+    // carried it: a zone from `dataCenterInfo` was counted nowhere, so
+    // deltas of ~90 KiB zones each within a 1 MiB body bound held 7 MiB
+    // (helper 144); one from `metadata.zone` is in `bytes` already.
+    // Counting the copies of the id and the zone the copy also keeps
+    // refused full payloads within the bound (helper 146).
     let own = instance.map_or(0, |i| {
+        let zone = i.zone().filter(|z| i.metadata().get("zone").is_none_or(|m| m != z));
         [
-            i.id().len(),
             i.host().len(),
             i.health_check_url().map_or(0, str::len),
-            i.zone().map_or(0, str::len),
+            zone.map_or(0, str::len),
         ]
         .into_iter()
         .fold(0, usize::saturating_add)
@@ -405,14 +410,13 @@ mod tests {
             &[with_metadata("a", "ADDED", 3), with_metadata("a", "ADDED", 5), with_metadata("b", "ADDED", 2)],
         );
         // Each entry `k<n>: v` is 3 bytes of text; each record adds its id
-        // (1 byte) as the copy's key and as the instance's, its host
-        // (`127.0.0.1`, 9), status (`UP`) and service name (`A`): 15; the
-        // app's key (`A`) counts once.
+        // (1 byte), its host (`127.0.0.1`, 9), status (`UP`) and service
+        // name (`A`): 14; the app's key (`A`) counts once.
         let expected = Footprint {
             records: 2,
             metadata: 7,
             metadata_bytes: 21,
-            text_bytes: 50,
+            text_bytes: 48,
         };
         assert_eq!(footprint_of(&full), expected);
         apply(&mut registry, &full, true);
@@ -437,7 +441,7 @@ mod tests {
             records: 3,
             metadata: 11,
             metadata_bytes: 33,
-            text_bytes: 76,
+            text_bytes: 73,
         };
         assert_eq!(after, expected);
         // Every record of the app deleted, and a new app added: the key of
@@ -458,8 +462,8 @@ mod tests {
         let after = footprint_after(&registry, &delta);
         apply(&mut registry, &delta, false);
         assert_eq!(after, footprint(&registry));
-        // `n` twice, `127.0.0.1`, `UP`, `A` and `LONGER-NAME`.
-        assert_eq!((after.records, after.text_bytes), (1, 25));
+        // `n`, `127.0.0.1`, `UP`, `A` and `LONGER-NAME`.
+        assert_eq!((after.records, after.text_bytes), (1, 24));
     }
 
     #[test]
