@@ -140,10 +140,10 @@ impl Ejection {
 
     /// Ejects from `now_ms` unless already ejected at `clock_ms` (or a
     /// racing caller won), `now_ms` is before the current ejection's end, or
-    /// the ejection would be over by `clock_ms`: multiplier `m` = multiplier
-    /// decayed until `clock_ms` (the latest time seen, at least `now_ms`)
-    /// + 1, at most `⌈max / base⌉`; ejection time `min(base × m, max)`.
-    /// Resets the error counters.
+    /// the ejection would be over by `clock_ms`: multiplier `m` = 1 + the
+    /// multiplier decayed until `clock_ms` (the latest time seen, at least
+    /// `now_ms`), at most `⌈max / base⌉`; ejection time
+    /// `min(base × m, max)`. Resets the error counters.
     pub(crate) fn eject(&self, now_ms: u64, clock_ms: u64, t: EjectionTimes) -> Option<Duration> {
         let prev = self.until_ms();
         let clock_ms = clock_ms.max(now_ms);
