@@ -445,9 +445,15 @@ fn a_list_of_servers_of_millions_of_entries_is_refused() {
     );
     assert!(err.to_string().len() < 400, "{err}");
     let source = tower_ribbon::discovery::StaticSource::new()
-        .with_list("svc", &"h:1,".repeat(4096))
+        .with_list("svc", &servers(4096))
         .unwrap();
     assert_eq!(source.instances("svc").unwrap().len(), 4096);
+}
+
+/// `n` distinct servers, `h:1,h:2,...` (one server listed twice is listed
+/// once).
+fn servers(n: usize) -> String {
+    (1..=n).map(|port| format!("h:{port},")).collect()
 }
 
 /// A global `ribbon.listOfServers` is copied into every client: 4 096
@@ -456,7 +462,7 @@ fn a_list_of_servers_of_millions_of_entries_is_refused() {
 #[test]
 fn a_global_list_copied_into_every_client_is_bounded() {
     let config = |clients: usize| {
-        let mut text = format!("ribbon.listOfServers={}\n", "h:1,".repeat(4096));
+        let mut text = format!("ribbon.listOfServers={}\n", servers(4096));
         for i in 0..clients {
             text.push_str(&format!("c{i}.ribbon.ReadTimeout=1000\n"));
         }

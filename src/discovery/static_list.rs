@@ -140,7 +140,9 @@ pub const MAX_LIST_ENTRIES: usize = 4096;
 
 /// Parses Ribbon's `listOfServers`: comma-separated `host:port`,
 /// `http://host:port` or `https://host:port` entries; blanks around entries
-/// and empty entries are ignored. A missing port is 80 for `http` and 443 for
+/// and empty entries are ignored, and so is an entry naming a server an
+/// earlier one named (the same name in another case or with a final dot,
+/// the same address written another way): the first spelling is kept. A missing port is 80 for `http` and 443 for
 /// `https`. IPv6 addresses go in brackets (`[::1]:8080`). At most
 /// [`MAX_LIST_ENTRIES`] entries, counted before any is parsed.
 ///
@@ -164,10 +166,31 @@ pub fn parse_list_of_servers(service_id: &str, list: &str) -> Result<Vec<Instanc
         ));
     }
     let mut instances = Vec::with_capacity(entries);
+    let mut seen = std::collections::HashSet::with_capacity(entries);
     for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        instances.push(parse_entry(service_id, entry)?);
+        let instance = parse_entry(service_id, entry)?;
+        if seen.insert(server_of(&instance)) {
+            instances.push(instance);
+        }
     }
     Ok(instances)
+}
+
+/// The server an entry names: its host without a final dot, in lower case
+/// (a DNS name's case and final dot do not change the name: RFC 4343,
+/// RFC 1034; addresses are already in one form), its port and scheme. Two
+/// entries naming one server (`a.test:1`, `A.test:1`, `a.test.:1`) were
+/// two instances: that server took two shares of the traffic (20 of 30
+/// requests beside one other server) and its stats were split between them
+/// (helper 148).
+fn server_of(instance: &Instance) -> (String, u16, bool) {
+    let host = instance.host();
+    let name = host.strip_suffix('.').unwrap_or(host);
+    (
+        name.to_ascii_lowercase(),
+        instance.port(),
+        instance.is_secure(),
+    )
 }
 
 /// The entries of a `listOfServers` text, counted up to `max + 1` (no
