@@ -34,6 +34,7 @@
 //! override, even of a status this registration once sent in a call a
 //! server answered): it is kept.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use serde::Deserialize;
@@ -107,6 +108,58 @@ impl Drop for Sending<'_> {
     }
 }
 
+/// A heartbeat on its way (see [`Shared::beating`]).
+pub(super) struct Beat<'a> {
+    shared: &'a Shared,
+    answered: bool,
+}
+
+impl Beat<'_> {
+    /// The heartbeat's answer (see [`Shared::note_late_heartbeat`]).
+    pub(super) fn answered(
+        mut self,
+        answer: Result<LeaseAnswer, DiscoveryError>,
+    ) -> Result<LeaseAnswer, DiscoveryError> {
+        self.answered = true;
+        self.shared.note_late_heartbeat(answer)
+    }
+}
+
+impl Drop for Beat<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.shared.late_beats.store(LATE_WRITE_CHECKS, Ordering::Release);
+        }
+    }
+}
+
+/// A second cancel waited for; dropped while `due`, it is sent at `at` by
+/// a task of its own (within a runtime), unless a `start` ran since.
+struct PendingCancel {
+    shared: Arc<Shared>,
+    at: tokio::time::Instant,
+    due: bool,
+}
+
+impl Drop for PendingCancel {
+    fn drop(&mut self) {
+        if !self.due {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (shared, at) = (Arc::clone(&self.shared), self.at);
+        runtime.spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let _op = shared.op.lock().await;
+            if shared.shut_down.load(Ordering::Acquire) {
+                shared.cancel_again_locked().await;
+            }
+        });
+    }
+}
+
 impl Shared {
     /// Marks `status` sent (see `status.rs`) for a register or status call
     /// about to go out; give the call's answer to
@@ -171,23 +224,61 @@ impl Shared {
     /// (21 of 32 reads over 10 s; helper 129), and a heartbeat so in a
     /// cluster (see [`Shared::note_late_heartbeat`]). One held longer than
     /// that still lands and expires with its lease. Call with `op` held.
+    ///
+    /// Dropped during the wait (a caller bounding `shutdown` by less than
+    /// the wait), the second cancel is sent at its time by a task of its
+    /// own, unless a `start` ran since: before, it was lost (helper 147).
     pub(super) async fn cancel_again_if_late_locked(
-        &self,
+        this: &Arc<Self>,
         cancelled: Result<(), DiscoveryError>,
     ) -> Result<(), DiscoveryError> {
-        let armed = self.late_checks.load(Ordering::Acquire) > 0
-            && self.undoable.load(Ordering::Acquire) & REGISTRATION != 0;
-        if !armed && self.late_beats.load(Ordering::Acquire) == 0 {
+        let armed = this.late_checks.load(Ordering::Acquire) > 0
+            && this.undoable.load(Ordering::Acquire) & REGISTRATION != 0;
+        if !armed && this.late_beats.load(Ordering::Acquire) == 0 {
             return cancelled;
         }
-        let settled = self.http.deadline().checked_add(PEER_REPLICATION_SETTLE);
-        tokio::time::sleep_until(settled.unwrap_or_else(|| self.http.deadline())).await;
-        // Best effort: the first cancel's result stands (a server still
-        // hung then fails this one too).
+        let at = (this.http.deadline().checked_add(PEER_REPLICATION_SETTLE))
+            .unwrap_or_else(|| this.http.deadline());
+        let mut pending = PendingCancel {
+            shared: Arc::clone(this),
+            at,
+            due: true,
+        };
+        tokio::time::sleep_until(at).await;
+        pending.due = false;
+        this.cancel_again_locked().await;
+        cancelled
+    }
+
+    /// The second cancel. Best effort: the first cancel's result stands (a
+    /// server still hung then fails this one too).
+    async fn cancel_again_locked(&self) {
         if let Err(e) = self.cancel_locked().await {
             tracing::debug!(app = %self.app, id = %self.id, error = %e, "the second cancel after an unanswered registration or heartbeat failed");
         }
-        cancelled
+    }
+
+    /// A new run (`start`, under `op`): what an earlier run armed is its
+    /// own. Inherited, a restarted registration cancelled twice after
+    /// renewals all answered (2.5 s longer), and an old run's unanswered
+    /// OUT_OF_SERVICE let a read-back undo an operator's OUT_OF_SERVICE in
+    /// the new one (helper 147).
+    pub(super) fn begin_run(&self) {
+        self.shut_down.store(false, Ordering::Release);
+        self.late_beats.store(0, Ordering::Release);
+        self.late_checks.store(0, Ordering::Release);
+        self.undoable.store(0, Ordering::Release);
+    }
+
+    /// A heartbeat about to go out; give its answer to [`Beat::answered`].
+    /// Dropped before its answer (a `tokio::time::timeout` around
+    /// `renew_now`), it may still land, and arms the second cancel as an
+    /// unanswered one does (helper 147).
+    pub(super) fn beating(&self) -> Beat<'_> {
+        Beat {
+            shared: self,
+            answered: false,
+        }
     }
 
     /// A heartbeat's answer: one some server may have taken without

@@ -247,8 +247,8 @@ impl Shared {
             self.status().as_str(),
             self.dirty()
         );
-        let answer = self.http.send(LeaseCall::Renew, &path, None).await;
-        let answer = self.note_late_heartbeat(answer)?;
+        let beat = self.beating();
+        let answer = beat.answered(self.http.send(LeaseCall::Renew, &path, None).await)?;
         if answer.status == StatusCode::NOT_FOUND {
             tracing::info!(app = %self.app, id = %self.id, "Eureka lost the registration or holds an older copy; registering again");
             let registered = self.register_locked().await?;
@@ -374,7 +374,7 @@ impl EurekaRegistration {
     pub async fn start(self) -> Result<RegistrationHandle, DiscoveryError> {
         {
             let _op = self.shared.op.lock().await;
-            self.shared.shut_down.store(false, Ordering::Release);
+            self.shared.begin_run();
             if let Err(e) = self.shared.register_locked().await? {
                 if let Err(cancel) = self.shared.cancel_locked().await {
                     tracing::warn!(app = %self.shared.app, id = %self.shared.id, error = %cancel, "could not cancel a registration whose status was not set; Eureka serves it UP until its lease expires");
@@ -495,6 +495,6 @@ impl RegistrationHandle {
         self.task.take();
         self.shared.shut_down.store(true, Ordering::Release);
         let cancelled = self.shared.cancel_locked().await;
-        self.shared.cancel_again_if_late_locked(cancelled).await
+        Shared::cancel_again_if_late_locked(&self.shared, cancelled).await
     }
 }
