@@ -48,8 +48,7 @@ async fn shares(list: &str) -> BTreeMap<String, usize> {
         let req = Request::get("http://svc/").body(String::new()).unwrap();
         lb.request(req).await.unwrap();
     }
-    let out = log.lock().unwrap().clone();
-    out
+    log.lock().unwrap().clone()
 }
 
 #[tokio::test]
