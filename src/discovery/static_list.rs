@@ -141,8 +141,8 @@ pub const MAX_LIST_ENTRIES: usize = 4096;
 /// Parses Ribbon's `listOfServers`: comma-separated `host:port`,
 /// `http://host:port` or `https://host:port` entries; blanks around entries
 /// and empty entries are ignored, and so is an entry naming a server an
-/// earlier one named (the same name in another case or with a final dot,
-/// the same address written another way): the first spelling is kept. A missing port is 80 for `http` and 443 for
+/// earlier one named (the same name in another case, the same address
+/// written another way): the first spelling is kept. A missing port is 80 for `http` and 443 for
 /// `https`. IPv6 addresses go in brackets (`[::1]:8080`). At most
 /// [`MAX_LIST_ENTRIES`] entries, counted before any is parsed.
 ///
@@ -176,21 +176,23 @@ pub fn parse_list_of_servers(service_id: &str, list: &str) -> Result<Vec<Instanc
     Ok(instances)
 }
 
-/// The server an entry names: its host without a final dot, in lower case
-/// (a DNS name's case and final dot do not change the name: RFC 4343,
-/// RFC 1034; addresses are already in one form), its port and scheme. Two
-/// entries naming one server (`a.test:1`, `A.test:1`, `a.test.:1`) were
+/// The server an entry names: its host, a DNS name in lower case (a
+/// name's case does not change it: RFC 4343; addresses are already in one
+/// form, and an IPv6 zone id, an interface name, keeps its case), its port
+/// and scheme. Two entries naming one server (`a.test:1`, `A.test:1`) were
 /// two instances: that server took two shares of the traffic (20 of 30
 /// requests beside one other server) and its stats were split between them
-/// (helper 148).
+/// (helper 148). A final dot is kept apart: `a.test.` is absolute and skips
+/// the resolver's search list, so it may not resolve where `a.test` does
+/// (helper 149: `localhost.` failed here while `localhost` resolved).
 fn server_of(instance: &Instance) -> (String, u16, bool) {
     let host = instance.host();
-    let name = host.strip_suffix('.').unwrap_or(host);
-    (
-        name.to_ascii_lowercase(),
-        instance.port(),
-        instance.is_secure(),
-    )
+    let host = if host.contains(':') {
+        host.to_owned()
+    } else {
+        host.to_ascii_lowercase()
+    };
+    (host, instance.port(), instance.is_secure())
 }
 
 /// The entries of a `listOfServers` text, counted up to `max + 1` (no
