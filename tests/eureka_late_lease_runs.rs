@@ -13,6 +13,15 @@
 //!   OUT_OF_SERVICE let a read-back undo an operator's OUT_OF_SERVICE in
 //!   the new run (one `PUT .../status?value=UP`, 3 of 3 runs).
 //!
+//! - (helper 149) A clone started beside a running handle keeps that
+//!   handle's armed state (its second cancel, its read-backs); a failed
+//!   restart keeps a second cancel still due; a `shutdown` dropped during
+//!   its first cancel still cancels at the server holding the lease (before:
+//!   1 DELETE where 2 were due, 0 status corrections where 1 was, 1 DELETE,
+//!   0 DELETEs).
+//! - Left: a process that exits right after dropping `shutdown` (its
+//!   runtime gone) loses a cancel still due.
+//!
 //! Two stub Eureka servers (`support/eureka_stub.rs`), to hold one call at
 //! a chosen server.
 #![cfg(feature = "eureka")]
@@ -248,5 +257,161 @@ async fn a_restarted_registration_keeps_the_operators_oos() {
     assert_eq!(
         undone, 0,
         "UP status calls over an operator's OOS in run 2 (all of run 2's OOS calls answered)"
+    );
+}
+
+// Helper 149, against the second version (a start cleared every run's
+// armed state, a failed start dropped a second cancel still due, and the
+// first cancel had no guard).
+
+/// (b) Handle 1 runs; its heartbeat timed out at hung A (B answered), so
+/// its shutdown owes a second cancel. A second handle started from a clone
+/// meanwhile (documented: "a registration started twice (from clones)
+/// shares its instance") clears handle 1's armed `late_beats`.
+async fn deletes_at_b(start_clone: bool) -> usize {
+    let (a, b) = (Stub::start().await, Stub::start().await);
+    script(&a);
+    script(&b);
+    let reg = registration(&format!("{},{}", a.url(), b.url()));
+    let h1 = reg.clone().start().await.unwrap();
+    a.set(&format!("PUT {}", ip()), vec![slow(2000)]);
+    h1.renew_now().await.expect("renew at B");
+    let h2 = if start_clone {
+        Some(reg.clone().start().await.unwrap())
+    } else {
+        None
+    };
+    h1.shutdown().await.expect("shutdown");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(h2);
+    count(&b, "DELETE", &ip())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_heartbeat_cancels_twice_without_a_clone() {
+    assert_eq!(deletes_at_b(false).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_started_beside_a_running_handle_keeps_its_second_cancel() {
+    let n = deletes_at_b(true).await;
+    assert_eq!(
+        n, 2,
+        "DELETEs at B: handle 1's heartbeat went unanswered at A, then a clone started; expected 2 (as without the clone)"
+    );
+}
+
+/// (b) Handle 1: UP timed out at hung A (B answered; read-backs armed with
+/// UP undoable), then a drain to OUT_OF_SERVICE taken by B. A clone starts
+/// (same instance, wanted OOS). A's late UP then lands and is served by B:
+/// the next renewal should read it back and send OOS again.
+async fn oos_corrections(start_clone: bool) -> usize {
+    let (a, b) = (Stub::start().await, Stub::start().await);
+    script(&a);
+    script(&b);
+    let reg = registration(&format!("{},{}", a.url(), b.url()));
+    let h1 = reg.clone().start().await.unwrap();
+    h1.set_status(InstanceStatus::OutOfService)
+        .await
+        .expect("oos at A");
+    a.set(&format!("PUT {}/status", ip()), vec![slow(2000)]);
+    a.set(&format!("PUT {}", ip()), vec![slow(2000)]);
+    h1.set_status(InstanceStatus::Up)
+        .await
+        .expect("up: timed out at A, taken by B");
+    h1.set_status(InstanceStatus::OutOfService)
+        .await
+        .expect("drain at B");
+    let h2 = if start_clone {
+        Some(reg.clone().start().await.unwrap())
+    } else {
+        None
+    };
+    // A wakes: its late UP is served (replicated to B).
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    b.set(&format!("GET {}", ip()), vec![inst("UP")]);
+    let before = count(&b, "PUT", "/status?value=OUT_OF_SERVICE");
+    h1.renew_now().await.expect("renew at B");
+    let fixed = count(&b, "PUT", "/status?value=OUT_OF_SERVICE") - before;
+    drop(h2);
+    drop(h1);
+    fixed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_up_is_corrected_without_a_clone() {
+    assert_eq!(oos_corrections(false).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_started_beside_a_running_handle_keeps_its_read_backs() {
+    let n = oos_corrections(true).await;
+    assert_eq!(
+        n, 1,
+        "OOS status calls after B served handle 1's late UP (a clone started after the drain); expected 1 (as without the clone)"
+    );
+}
+
+/// (a) A shutdown dropped during its wait; then a start that fails (the
+/// registry refuses the registration) clears `shut_down`, so the pending
+/// task skips the second cancel, though no run holds the registration.
+async fn deletes_after_failed_restart(restart: bool) -> usize {
+    let (a, b) = (Stub::start().await, Stub::start().await);
+    script(&a);
+    script(&b);
+    let reg = registration(&format!("{},{}", a.url(), b.url()));
+    let h = reg.clone().start().await.unwrap();
+    a.set(&format!("PUT {}", ip()), vec![slow(2000)]);
+    h.renew_now().await.expect("renew at B");
+    let r = tokio::time::timeout(Duration::from_millis(1000), h.shutdown()).await;
+    assert!(r.is_err());
+    if restart {
+        for s in [&a, &b] {
+            s.set(
+                &format!("POST /eureka/apps/{APP}"),
+                vec![Answer::status(500)],
+            );
+        }
+        assert!(reg.clone().start().await.is_err(), "start refused");
+    }
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    count(&a, "DELETE", &ip()) + count(&b, "DELETE", &ip())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_shutdown_cancels_twice_without_a_restart() {
+    assert_eq!(deletes_after_failed_restart(false).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_restart_does_not_drop_the_pending_second_cancel() {
+    let n = deletes_after_failed_restart(true).await;
+    assert_eq!(
+        n, 2,
+        "DELETEs 4 s after a bounded shutdown (second cancel due ~2.5 s) when a restart attempt failed (nothing registered) at ~1 s; expected 2"
+    );
+}
+
+/// (e) A shutdown bounded below the request timeout, while hung server A
+/// holds the first cancel: B (which holds the lease) never gets a DELETE,
+/// though the second cancel of the same dropped shutdown would be sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_dropped_during_its_first_cancel_still_cancels() {
+    let (a, b) = (Stub::start().await, Stub::start().await);
+    script(&a);
+    script(&b);
+    let h = registration(&format!("{},{}", a.url(), b.url()))
+        .start()
+        .await
+        .unwrap();
+    a.set(&format!("DELETE {}", ip()), vec![slow(5000)]);
+    let r = tokio::time::timeout(Duration::from_millis(300), h.shutdown()).await;
+    assert!(r.is_err());
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert!(count(&a, "DELETE", &ip()) >= 1, "the cancel reached A");
+    assert_eq!(
+        count(&b, "DELETE", &ip()),
+        1,
+        "DELETEs at B 3 s after a shutdown bounded at 0.3 s while A held the cancel"
     );
 }

@@ -133,28 +133,42 @@ impl Drop for Beat<'_> {
     }
 }
 
-/// A second cancel waited for; dropped while `due`, it is sent at `at` by
-/// a task of its own (within a runtime), unless a `start` ran since.
+/// The shutdown's cancels still due: the first until it is sent, then the
+/// second (when `armed`) from `second_at`. Dropped with one due, a task of
+/// its own (within a runtime) sends it at its time, unless a `start` ran
+/// since.
 struct PendingCancel {
     shared: Arc<Shared>,
-    at: tokio::time::Instant,
-    due: bool,
+    first: bool,
+    armed: bool,
+    second_at: Option<tokio::time::Instant>,
 }
 
 impl Drop for PendingCancel {
     fn drop(&mut self) {
-        if !self.due {
+        if !self.first && self.second_at.is_none() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (shared, at) = (Arc::clone(&self.shared), self.at);
+        let (shared, first, armed) = (Arc::clone(&self.shared), self.first, self.armed);
+        let mut second_at = self.second_at;
         runtime.spawn(async move {
-            tokio::time::sleep_until(at).await;
-            let _op = shared.op.lock().await;
-            if shared.shut_down.load(Ordering::Acquire) {
+            if first {
+                let _op = shared.op.lock().await;
+                if !shared.shut_down.load(Ordering::Acquire) {
+                    return;
+                }
                 shared.cancel_again_locked().await;
+                second_at = armed.then(|| shared.second_cancel_at());
+            }
+            if let Some(at) = second_at {
+                tokio::time::sleep_until(at).await;
+                let _op = shared.op.lock().await;
+                if shared.shut_down.load(Ordering::Acquire) {
+                    shared.cancel_again_locked().await;
+                }
             }
         });
     }
@@ -215,39 +229,54 @@ impl Shared {
         answer
     }
 
-    /// After the shutdown's cancel (`cancelled`): when a registration or a
-    /// heartbeat went unanswered (read-backs armed), it may still land, so
-    /// one request timeout later the registration is cancelled again (404
-    /// is success), after [`PEER_REPLICATION_SETTLE`] more for the peers to
-    /// pass the late write on. A registration that timed out and landed
-    /// after the cancel served the shut-down instance UP for its whole lease
-    /// (21 of 32 reads over 10 s; helper 129), and a heartbeat so in a
-    /// cluster (see [`Shared::note_late_heartbeat`]). One held longer than
-    /// that still lands and expires with its lease. Call with `op` held.
+    /// The shutdown's cancels (`shutdown_locked`'s, with `op` held and
+    /// `shut_down` set): the cancel, and when a registration or a heartbeat
+    /// went unanswered (it may still land), a second one a request timeout
+    /// and [`PEER_REPLICATION_SETTLE`] later (404 is success). A
+    /// registration that timed out and landed after the cancel served the
+    /// shut-down instance UP for its whole lease (21 of 32 reads over 10 s;
+    /// helper 129), and a heartbeat so in a cluster (see
+    /// [`Shared::note_late_heartbeat`]). One held longer than that still
+    /// lands and expires with its lease. Returns the first cancel's result.
     ///
-    /// Dropped during the wait (a caller bounding `shutdown` by less than
-    /// the wait), the second cancel is sent at its time by a task of its
-    /// own, unless a `start` ran since: before, it was lost (helper 147).
-    pub(super) async fn cancel_again_if_late_locked(
+    /// Dropped before a cancel is sent (a caller bounding `shutdown` by less
+    /// than it takes), that cancel is sent at its time by a task of its own
+    /// unless a `start` ran since: before, a shutdown dropped during its
+    /// first cancel left the instance registered for its lease, and one
+    /// dropped during the wait lost the second (helpers 147, 149). The task
+    /// needs the runtime to go on: a process that exits at once after
+    /// dropping `shutdown` loses what was still due.
+    pub(super) async fn cancel_twice_if_late_locked(
         this: &Arc<Self>,
-        cancelled: Result<(), DiscoveryError>,
     ) -> Result<(), DiscoveryError> {
-        let armed = this.late_checks.load(Ordering::Acquire) > 0
-            && this.undoable.load(Ordering::Acquire) & REGISTRATION != 0;
-        if !armed && this.late_beats.load(Ordering::Acquire) == 0 {
-            return cancelled;
-        }
-        let at = (this.http.deadline().checked_add(PEER_REPLICATION_SETTLE))
-            .unwrap_or_else(|| this.http.deadline());
+        let armed = this.late_beats.load(Ordering::Acquire) > 0
+            || (this.late_checks.load(Ordering::Acquire) > 0
+                && this.undoable.load(Ordering::Acquire) & REGISTRATION != 0);
         let mut pending = PendingCancel {
             shared: Arc::clone(this),
-            at,
-            due: true,
+            first: true,
+            armed,
+            second_at: None,
         };
+        let cancelled = this.cancel_locked().await;
+        pending.first = false;
+        if !armed {
+            return cancelled;
+        }
+        let at = this.second_cancel_at();
+        pending.second_at = Some(at);
         tokio::time::sleep_until(at).await;
-        pending.due = false;
+        pending.second_at = None;
         this.cancel_again_locked().await;
         cancelled
+    }
+
+    /// When the second cancel is due, from now (after the first).
+    fn second_cancel_at(&self) -> tokio::time::Instant {
+        let deadline = self.http.deadline();
+        deadline
+            .checked_add(PEER_REPLICATION_SETTLE)
+            .unwrap_or(deadline)
     }
 
     /// The second cancel. Best effort: the first cancel's result stands (a
@@ -258,16 +287,35 @@ impl Shared {
         }
     }
 
-    /// A new run (`start`, under `op`): what an earlier run armed is its
-    /// own. Inherited, a restarted registration cancelled twice after
-    /// renewals all answered (2.5 s longer), and an old run's unanswered
-    /// OUT_OF_SERVICE let a read-back undo an operator's OUT_OF_SERVICE in
-    /// the new one (helper 147).
-    pub(super) fn begin_run(&self) {
-        self.shut_down.store(false, Ordering::Release);
-        self.late_beats.store(0, Ordering::Release);
-        self.late_checks.store(0, Ordering::Release);
-        self.undoable.store(0, Ordering::Release);
+    /// Starts a run (`start`, with `op` held): registers, and with an
+    /// initial status other than UP whose call failed, cancels what the
+    /// server took (it would serve it UP). A registration that was shut
+    /// down starts with nothing armed: what an earlier run armed is its own
+    /// (inherited, a restarted registration cancelled twice after renewals
+    /// all answered, and an old run's unanswered OUT_OF_SERVICE let a
+    /// read-back undo an operator's OUT_OF_SERVICE in the new one; helper
+    /// 147). One started beside a running handle of it (a clone) keeps
+    /// that handle's (helper 149). A failed start leaves it shut down as it
+    /// was, so a second cancel still due is sent (helper 149).
+    pub(super) async fn start_locked(&self) -> Result<(), DiscoveryError> {
+        let was_shut_down = self.shut_down.swap(false, Ordering::AcqRel);
+        if was_shut_down {
+            self.late_beats.store(0, Ordering::Release);
+            self.late_checks.store(0, Ordering::Release);
+            self.undoable.store(0, Ordering::Release);
+        }
+        let failed = match self.register_locked().await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => {
+                if let Err(cancel) = self.cancel_locked().await {
+                    tracing::warn!(app = %self.app, id = %self.id, error = %cancel, "could not cancel a registration whose status was not set; Eureka serves it UP until its lease expires");
+                }
+                e
+            }
+            Err(e) => e,
+        };
+        self.shut_down.fetch_or(was_shut_down, Ordering::AcqRel);
+        Err(failed)
     }
 
     /// A heartbeat about to go out; give its answer to [`Beat::answered`].

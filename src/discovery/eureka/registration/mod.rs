@@ -191,7 +191,7 @@ impl Shared {
     /// server's override, as `set_status` does. `Ok(false)` if the server
     /// took the registration but not the status (it then serves the
     /// instance UP; the status stays unsent). Call with `op` held.
-    async fn register_locked(&self) -> Result<Result<(), DiscoveryError>, DiscoveryError> {
+    pub(super) async fn register_locked(&self) -> Result<Result<(), DiscoveryError>, DiscoveryError> {
         // Stamped with the time, as Java's client does before it registers
         // again (`setIsDirtyWithTime`): over an existing lease Eureka keeps
         // its copy when that is newer, and an operator's status call
@@ -275,7 +275,7 @@ impl Shared {
     /// Cancels the registration (`DELETE`) at the first server that holds
     /// it; 404 from every server (already gone) is success. Call with `op`
     /// held.
-    async fn cancel_locked(&self) -> Result<(), DiscoveryError> {
+    pub(super) async fn cancel_locked(&self) -> Result<(), DiscoveryError> {
         match self.http.send(LeaseCall::Cancel, &self.path(), None).await {
             Ok(_) => Ok(()),
             Err(e) if all_not_found(&e) => Ok(()),
@@ -374,13 +374,7 @@ impl EurekaRegistration {
     pub async fn start(self) -> Result<RegistrationHandle, DiscoveryError> {
         {
             let _op = self.shared.op.lock().await;
-            self.shared.begin_run();
-            if let Err(e) = self.shared.register_locked().await? {
-                if let Err(cancel) = self.shared.cancel_locked().await {
-                    tracing::warn!(app = %self.shared.app, id = %self.shared.id, error = %cancel, "could not cancel a registration whose status was not set; Eureka serves it UP until its lease expires");
-                }
-                return Err(e);
-            }
+            self.shared.start_locked().await?;
         }
         let weak = Arc::downgrade(&self.shared);
         let interval = self.shared.renew_interval;
@@ -482,6 +476,9 @@ impl RegistrationHandle {
     /// their next fetch; after a registration or heartbeat that went unanswered (it may land late;
     /// a late heartbeat in a cluster registers it again), again a request timeout and 2 s later.
     /// Handles of it started from clones stop renewing too (they would register it), until restarted.
+    /// Dropped before it returns (a caller's time limit), the cancels still due are sent at their time
+    /// by a task of its own, unless the registration is started again; that needs the runtime to run
+    /// on, so give `shutdown` its time before the process exits.
     ///
     /// # Errors
     /// [`DiscoveryError`] if no server accepted the cancel (the lease then
@@ -494,7 +491,6 @@ impl RegistrationHandle {
         let _op = self.shared.op.lock().await;
         self.task.take();
         self.shared.shut_down.store(true, Ordering::Release);
-        let cancelled = self.shared.cancel_locked().await;
-        Shared::cancel_again_if_late_locked(&self.shared, cancelled).await
+        Shared::cancel_twice_if_late_locked(&self.shared).await
     }
 }
