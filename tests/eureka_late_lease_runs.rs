@@ -19,8 +19,14 @@
 //!   its first cancel still cancels at the server holding the lease (before:
 //!   1 DELETE where 2 were due, 0 status corrections where 1 was, 1 DELETE,
 //!   0 DELETEs).
+//! - (helper 150) A `shutdown` dropped while a renewal holds the lock still
+//!   cancels (before: 0 DELETEs); a failed start whose registration went
+//!   unanswered cancels twice, as a shutdown does (before: once, and the
+//!   registration landed after it); a start after a failed one keeps what
+//!   that start armed (before: cleared, one cancel at the next shutdown).
 //! - Left: a process that exits right after dropping `shutdown` (its
-//!   runtime gone) loses a cancel still due.
+//!   runtime gone) loses a cancel still due; a write held by a server
+//!   longer than a request timeout and 2 s lands after the second cancel.
 //!
 //! Two stub Eureka servers (`support/eureka_stub.rs`), to hold one call at
 //! a chosen server.
@@ -79,15 +85,17 @@ fn deletes(s: &[&Stub]) -> usize {
     s.iter().map(|s| count(s, "DELETE", &ip())).sum()
 }
 
-fn registration(urls: &str) -> EurekaRegistration {
+fn builder(urls: &str) -> tower_ribbon::discovery::eureka::EurekaRegistrationBuilder {
     EurekaRegistration::builder(APP, "127.0.0.1", 8080)
         .instance_id(ID)
         .server_urls(urls)
         .renew_interval(Duration::from_secs(3600))
         .lease_duration(Duration::from_secs(7200))
         .request_timeout(Duration::from_millis(500))
-        .build()
-        .unwrap()
+}
+
+fn registration(urls: &str) -> EurekaRegistration {
+    builder(urls).build().unwrap()
 }
 
 /// Baseline: a heartbeat that times out at A (B answers) makes shutdown
@@ -413,5 +421,129 @@ async fn a_shutdown_dropped_during_its_first_cancel_still_cancels() {
         count(&b, "DELETE", &ip()),
         1,
         "DELETEs at B 3 s after a shutdown bounded at 0.3 s while A held the cancel"
+    );
+}
+
+// Helper 150, against the third version (the guard made after the lock,
+// a failed start cancelling once, a start after a failed one clearing what
+// it armed).
+/// A `shutdown()` bounded by the caller and dropped while it still waits for
+/// `op` (a scheduled renewal is held by hung server A) sends no cancel at
+/// all: the PendingCancel guard is only made after the lock is taken, but
+/// the handle (and its renewal task) is gone. Documented: "Dropped before it
+/// returns (a caller's time limit), the cancels still due are sent at their
+/// time by a task of its own".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_dropped_while_a_renewal_holds_the_lock_still_cancels() {
+    let (a, b) = (Stub::start().await, Stub::start().await);
+    script(&a);
+    script(&b);
+    let reg = builder(&format!("{},{}", a.url(), b.url()))
+        .renew_interval(Duration::from_millis(1000))
+        .request_timeout(Duration::from_millis(3000))
+        .build()
+        .unwrap();
+    let h = reg.start().await.unwrap();
+    // A hangs on heartbeats from now on (held 2.5 s, inside the 3 s timeout).
+    a.set(&format!("PUT {}", ip()), vec![slow(2500)]);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(count(&a, "PUT", &ip()), 1, "the scheduled renewal is at A");
+    let t = Instant::now();
+    let r = tokio::time::timeout(Duration::from_millis(500), h.shutdown()).await;
+    assert!(r.is_err(), "shutdown still waiting after {:?}", t.elapsed());
+    // Give anything due (the cancel, a second one after the unanswered
+    // heartbeat: 3 s + 2 s) its time.
+    tokio::time::sleep(Duration::from_millis(6000)).await;
+    let n = deletes(&[&a, &b]);
+    assert!(
+        n >= 1,
+        "DELETEs 6 s after a shutdown bounded at 0.5 s while a renewal held the lock: {n}; expected >= 1"
+    );
+}
+
+/// (d) A start after a clean shutdown, initial status OUT_OF_SERVICE: the
+/// registration times out at hung A (B takes it), the status call is refused
+/// everywhere, so start cancels once and fails. A's registration lands at
+/// ~2 s, after that single cancel; shutdown cancels again after such an
+/// unanswered registration, a failed start does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_with_an_unanswered_registration_cancels_twice() {
+    let (a, b) = (Stub::start().await, Stub::start().await);
+    script(&a);
+    script(&b);
+    let reg = builder(&format!("{},{}", a.url(), b.url()))
+        .initial_status(InstanceStatus::OutOfService)
+        .build()
+        .unwrap();
+    let h = reg.clone().start().await.unwrap();
+    h.shutdown().await.unwrap();
+    let d0 = deletes(&[&a, &b]);
+    let posts_a0 = count(&a, "POST", "/eureka/apps/");
+    a.set(&format!("POST /eureka/apps/{APP}"), vec![slow(2000)]);
+    for s in [&a, &b] {
+        s.set(&format!("PUT {}/status", ip()), vec![Answer::status(500)]);
+    }
+    // Start from A: the preferred server is the last that answered (A).
+    let t = Instant::now();
+    assert!(reg.clone().start().await.is_err(), "status refused");
+    assert_eq!(
+        count(&a, "POST", "/eureka/apps/") - posts_a0,
+        1,
+        "POST reached A"
+    );
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let d = deletes(&[&a, &b]) - d0;
+    assert!(
+        d >= 2,
+        "DELETEs after a failed start whose registration timed out at A (lands at ~2 s; {:?} since start): {d}; expected 2 (as shutdown does)",
+        t.elapsed()
+    );
+}
+
+/// (c) A start whose registration timed out at hung A (B refused it) fails
+/// with the registration armed (it may land). The next start succeeds and is
+/// shut down before A applies the held registration. Without a run before
+/// the failed start, that shutdown cancels twice; after a run and a clean
+/// shutdown, `start_locked` (was_shut_down: the failed start put
+/// `shut_down` back) clears the failed start's armed registration and the
+/// shutdown cancels once: A's registration lands after it.
+async fn deletes_of_run_after_failed_start(prior_run: bool) -> (usize, Duration) {
+    let (a, b) = (Stub::start().await, Stub::start().await);
+    script(&a);
+    script(&b);
+    let reg = builder(&format!("{},{}", a.url(), b.url()))
+        .build()
+        .unwrap();
+    if prior_run {
+        let h = reg.clone().start().await.unwrap();
+        h.shutdown().await.unwrap();
+    }
+    let post = format!("POST /eureka/apps/{APP}");
+    a.set(&post, vec![slow(4000)]);
+    b.set(&post, vec![Answer::status(500)]);
+    assert!(reg.clone().start().await.is_err(), "start refused");
+    a.set(&post, vec![Answer::status(204)]);
+    b.set(&post, vec![Answer::status(204)]);
+    let h = reg.clone().start().await.expect("start");
+    let d0 = deletes(&[&a, &b]);
+    let t = Instant::now();
+    h.shutdown().await.unwrap();
+    let took = t.elapsed();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    (deletes(&[&a, &b]) - d0, took)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_first_start_keeps_its_unanswered_registration_armed() {
+    let (n, took) = deletes_of_run_after_failed_start(false).await;
+    assert_eq!(n, 2, "DELETEs (shutdown took {took:?})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_restart_keeps_its_unanswered_registration_armed() {
+    let (n, took) = deletes_of_run_after_failed_start(true).await;
+    assert_eq!(
+        n, 2,
+        "DELETEs of the run after a failed restart whose registration is still held at A (lands ~4 s after it; shutdown took {took:?}); expected 2 as without the earlier run"
     );
 }

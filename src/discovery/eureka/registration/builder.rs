@@ -184,6 +184,8 @@ impl EurekaRegistrationBuilder {
                 shut_down: AtomicBool::new(false),
                 late_checks: AtomicU32::new(0),
                 late_beats: AtomicU32::new(0),
+                runs: AtomicU64::new(0),
+                ended: AtomicBool::new(false),
                 undoable: AtomicU8::new(0),
                 first_up_read: AtomicBool::new(false),
                 registrations: AtomicU64::new(0),

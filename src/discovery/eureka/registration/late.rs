@@ -133,40 +133,44 @@ impl Drop for Beat<'_> {
     }
 }
 
-/// The shutdown's cancels still due: the first until it is sent, then the
-/// second (when `armed`) from `second_at`. Dropped with one due, a task of
-/// its own (within a runtime) sends it at its time, unless a `start` ran
-/// since.
-struct PendingCancel {
+/// The cancels a shutdown (or a failed start) still owes: all of them
+/// until the first is answered (`second_at` none), then the second from
+/// `second_at`. Dropped with one due, a task of its own (within a runtime)
+/// sends what is due at its time, unless a start succeeded since (`runs`):
+/// it takes `op`, marks the registration shut down, cancels, and when a
+/// late write is armed then, cancels again [`Shared::second_cancel_at`].
+pub(super) struct PendingCancel {
     shared: Arc<Shared>,
-    first: bool,
-    armed: bool,
+    runs_at: u64,
     second_at: Option<tokio::time::Instant>,
+    done: bool,
 }
 
 impl Drop for PendingCancel {
     fn drop(&mut self) {
-        if !self.first && self.second_at.is_none() {
+        if self.done {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (shared, first, armed) = (Arc::clone(&self.shared), self.first, self.armed);
-        let mut second_at = self.second_at;
+        let (shared, runs_at, mut second_at) =
+            (Arc::clone(&self.shared), self.runs_at, self.second_at);
+        let current = move |shared: &Shared| shared.runs.load(Ordering::Acquire) == runs_at;
         runtime.spawn(async move {
-            if first {
+            if second_at.is_none() {
                 let _op = shared.op.lock().await;
-                if !shared.shut_down.load(Ordering::Acquire) {
+                if !current(&shared) {
                     return;
                 }
+                shared.shut_down.store(true, Ordering::Release);
                 shared.cancel_again_locked().await;
-                second_at = armed.then(|| shared.second_cancel_at());
+                second_at = shared.late_armed().then(|| shared.second_cancel_at());
             }
             if let Some(at) = second_at {
                 tokio::time::sleep_until(at).await;
                 let _op = shared.op.lock().await;
-                if shared.shut_down.load(Ordering::Acquire) {
+                if current(&shared) {
                     shared.cancel_again_locked().await;
                 }
             }
@@ -248,27 +252,49 @@ impl Shared {
     /// dropping `shutdown` loses what was still due.
     pub(super) async fn cancel_twice_if_late_locked(
         this: &Arc<Self>,
+        mut pending: PendingCancel,
     ) -> Result<(), DiscoveryError> {
-        let armed = this.late_beats.load(Ordering::Acquire) > 0
-            || (this.late_checks.load(Ordering::Acquire) > 0
-                && this.undoable.load(Ordering::Acquire) & REGISTRATION != 0);
-        let mut pending = PendingCancel {
-            shared: Arc::clone(this),
-            first: true,
-            armed,
-            second_at: None,
-        };
         let cancelled = this.cancel_locked().await;
-        pending.first = false;
-        if !armed {
+        if !this.late_armed() {
+            pending.done = true;
             return cancelled;
         }
         let at = this.second_cancel_at();
         pending.second_at = Some(at);
         tokio::time::sleep_until(at).await;
-        pending.second_at = None;
+        pending.done = true;
         this.cancel_again_locked().await;
         cancelled
+    }
+
+    /// A shutdown ends the run (with `op` held): renewals of every handle
+    /// stop, and the next start begins with nothing armed.
+    pub(super) fn end_run(&self) {
+        self.shut_down.store(true, Ordering::Release);
+        self.ended.store(true, Ordering::Release);
+    }
+
+    /// The cancels a shutdown of the current run owes, until
+    /// [`Shared::cancel_twice_if_late_locked`] sends them: made before the
+    /// shutdown waits for `op`, so one dropped while a renewal holds it
+    /// still cancels (helper 150: 0 DELETEs, the instance registered for
+    /// its lease with no handle).
+    pub(super) fn pending_cancel(this: &Arc<Self>) -> PendingCancel {
+        PendingCancel {
+            shared: Arc::clone(this),
+            runs_at: this.runs.load(Ordering::Acquire),
+            second_at: None,
+            done: false,
+        }
+    }
+
+    /// Whether a write some server may have taken without answering can
+    /// still land: a heartbeat in the last [`LATE_WRITE_CHECKS`] renewals,
+    /// or a registration with read-backs armed.
+    fn late_armed(&self) -> bool {
+        self.late_beats.load(Ordering::Acquire) > 0
+            || (self.late_checks.load(Ordering::Acquire) > 0
+                && self.undoable.load(Ordering::Acquire) & REGISTRATION != 0)
     }
 
     /// When the second cancel is due, from now (after the first).
@@ -295,26 +321,34 @@ impl Shared {
     /// all answered, and an old run's unanswered OUT_OF_SERVICE let a
     /// read-back undo an operator's OUT_OF_SERVICE in the new one; helper
     /// 147). One started beside a running handle of it (a clone) keeps
-    /// that handle's (helper 149). A failed start leaves it shut down as it
-    /// was, so a second cancel still due is sent (helper 149).
-    pub(super) async fn start_locked(&self) -> Result<(), DiscoveryError> {
-        let was_shut_down = self.shut_down.swap(false, Ordering::AcqRel);
-        if was_shut_down {
-            self.late_beats.store(0, Ordering::Release);
-            self.late_checks.store(0, Ordering::Release);
-            self.undoable.store(0, Ordering::Release);
+    /// that handle's (helper 149), and one after a failed start keeps what
+    /// that start armed (its registration may still land; helper 150). A
+    /// failed start leaves it shut down as it was, and cancels what the
+    /// servers may hold as a shutdown does, twice when its registration
+    /// went unanswered: before, a registration taken late by a hung server
+    /// after a failed start stayed for its lease (helper 150).
+    pub(super) async fn start_locked(this: &Arc<Self>) -> Result<(), DiscoveryError> {
+        let was_shut_down = this.shut_down.swap(false, Ordering::AcqRel);
+        if this.ended.swap(false, Ordering::AcqRel) {
+            this.late_beats.store(0, Ordering::Release);
+            this.late_checks.store(0, Ordering::Release);
+            this.undoable.store(0, Ordering::Release);
         }
-        let failed = match self.register_locked().await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => {
-                if let Err(cancel) = self.cancel_locked().await {
-                    tracing::warn!(app = %self.app, id = %self.id, error = %cancel, "could not cancel a registration whose status was not set; Eureka serves it UP until its lease expires");
-                }
-                e
+        let (failed, taken) = match this.register_locked().await {
+            Ok(Ok(())) => {
+                this.runs.fetch_add(1, Ordering::AcqRel);
+                return Ok(());
             }
-            Err(e) => e,
+            Ok(Err(e)) => (e, true),
+            Err(e) => (e, false),
         };
-        self.shut_down.fetch_or(was_shut_down, Ordering::AcqRel);
+        if taken || this.late_armed() {
+            let pending = Self::pending_cancel(this);
+            if let Err(cancel) = Self::cancel_twice_if_late_locked(this, pending).await {
+                tracing::warn!(app = %this.app, id = %this.id, error = %cancel, "could not cancel a registration that failed to start; Eureka serves it until its lease expires");
+            }
+        }
+        this.shut_down.fetch_or(was_shut_down, Ordering::AcqRel);
         Err(failed)
     }
 

@@ -123,6 +123,10 @@ struct Shared {
     late_checks: AtomicU32,
     /// Renewals left after a heartbeat no server answered (`note_late_heartbeat`).
     late_beats: AtomicU32,
+    /// Starts that registered: a cancel a dropped shutdown owes is for its run only.
+    runs: AtomicU64,
+    /// Set by a shutdown, cleared by a start, which then drops what was armed.
+    ended: AtomicBool,
     /// The statuses (bits, see `status.rs`) the armed read-backs may undo
     /// when a server serves one: those of calls no server answered, and
     /// after a re-registration whose read-back failed, the overrides this
@@ -374,7 +378,7 @@ impl EurekaRegistration {
     pub async fn start(self) -> Result<RegistrationHandle, DiscoveryError> {
         {
             let _op = self.shared.op.lock().await;
-            self.shared.start_locked().await?;
+            Shared::start_locked(&self.shared).await?;
         }
         let weak = Arc::downgrade(&self.shared);
         let interval = self.shared.renew_interval;
@@ -485,12 +489,12 @@ impl RegistrationHandle {
     /// expires by itself). A 404 moves on to the next server, which may
     /// hold the instance; 404 from every server (already gone) is success.
     pub async fn shutdown(mut self) -> Result<(), DiscoveryError> {
-        // Wait for an exchange in flight (a renewal that re-registers) to
-        // finish, then stop the renewals while holding the lock, so no
-        // registration can land after the cancel.
+        // Wait for an exchange in flight (a renewal that re-registers) to finish, then stop the
+        // renewals while holding the lock, so no registration can land after the cancel.
+        let pending = Shared::pending_cancel(&self.shared);
         let _op = self.shared.op.lock().await;
         self.task.take();
-        self.shared.shut_down.store(true, Ordering::Release);
-        Shared::cancel_twice_if_late_locked(&self.shared).await
+        self.shared.end_run();
+        Shared::cancel_twice_if_late_locked(&self.shared, pending).await
     }
 }
