@@ -34,69 +34,15 @@
 
 #[path = "support/eureka_stub.rs"]
 mod eureka_stub;
+#[path = "common/lease_rig.rs"]
+mod lease_rig;
 
 use std::time::{Duration, Instant};
 
 use eureka_stub::{Answer, Stub};
+use lease_rig::*;
 use tower_ribbon::InstanceStatus;
 use tower_ribbon::discovery::eureka::EurekaRegistration;
-
-const APP: &str = "LATE";
-const ID: &str = "lateid1";
-
-fn inst(status: &str) -> Answer {
-    Answer::ok(format!(
-        r#"{{"instance":{{"instanceId":"{ID}","status":"{status}"}}}}"#
-    ))
-}
-
-fn slow(ms: u64) -> Answer {
-    Answer {
-        status: 200,
-        body: Vec::new(),
-        delay_ms: ms,
-    }
-}
-
-fn ip() -> String {
-    format!("/eureka/apps/{APP}/{ID}")
-}
-
-fn script(s: &Stub) {
-    let p = ip();
-    s.set(
-        &format!("POST /eureka/apps/{APP}"),
-        vec![Answer::status(204)],
-    );
-    s.set(&format!("GET {p}"), vec![inst("UP")]);
-    s.set(&format!("PUT {p}"), vec![Answer::status(200)]);
-    s.set(&format!("PUT {p}/status"), vec![Answer::status(200)]);
-    s.set(&format!("DELETE {p}"), vec![Answer::status(200)]);
-}
-
-fn count(s: &Stub, method: &str, needle: &str) -> usize {
-    s.log()
-        .iter()
-        .filter(|(m, p, _)| m == method && p.contains(needle))
-        .count()
-}
-
-fn deletes(s: &[&Stub]) -> usize {
-    s.iter().map(|s| count(s, "DELETE", &ip())).sum()
-}
-
-fn builder(urls: &str) -> tower_ribbon::discovery::eureka::EurekaRegistrationBuilder {
-    EurekaRegistration::builder(APP, "127.0.0.1", 8080)
-        .instance_id(ID)
-        .server_urls(urls)
-        .renew_interval(Duration::from_secs(3600))
-        .lease_duration(Duration::from_secs(7200))
-        .request_timeout(Duration::from_millis(500))
-}
-
-fn registration(urls: &str) -> EurekaRegistration {
-    builder(urls).build().unwrap()
-}
 
 /// Baseline: a heartbeat that times out at A (B answers) makes shutdown
 /// cancel twice.

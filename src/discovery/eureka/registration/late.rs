@@ -34,7 +34,6 @@
 //! override, even of a status this registration once sent in a call a
 //! server answered): it is kept.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use serde::Deserialize;
@@ -53,14 +52,6 @@ pub(super) const LATE_WRITE_CHECKS: u32 = 10;
 /// In `Shared::undoable`: an unanswered call was a registration, which a
 /// server may still apply after the shutdown's cancel (no status's bit).
 pub(super) const REGISTRATION: u8 = 32;
-
-/// How long after a late write's deadline the second cancel waits for
-/// Eureka's peers to pass it on: a peer batches replication tasks for up to
-/// 500 ms (`PeerEurekaNode`'s `maxBatchingDelay`), and a late heartbeat's
-/// 404 at the other peer queues a registration, a second batch. At one
-/// request timeout alone the second cancel came before that registration
-/// (the shut-down instance served UP by the other peer for its lease).
-const PEER_REPLICATION_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `status`'s bit in `Shared::sent` and `Shared::undoable`.
 pub(super) fn bit(status: InstanceStatus) -> u8 {
@@ -133,51 +124,6 @@ impl Drop for Beat<'_> {
     }
 }
 
-/// The cancels a shutdown (or a failed start) still owes: all of them
-/// until the first is answered (`second_at` none), then the second from
-/// `second_at`. Dropped with one due, a task of its own (within a runtime)
-/// sends what is due at its time, unless a start succeeded since (`runs`):
-/// it takes `op`, marks the registration shut down, cancels, and when a
-/// late write is armed then, cancels again [`Shared::second_cancel_at`].
-pub(super) struct PendingCancel {
-    shared: Arc<Shared>,
-    runs_at: u64,
-    second_at: Option<tokio::time::Instant>,
-    done: bool,
-}
-
-impl Drop for PendingCancel {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let (shared, runs_at, mut second_at) =
-            (Arc::clone(&self.shared), self.runs_at, self.second_at);
-        let current = move |shared: &Shared| shared.runs.load(Ordering::Acquire) == runs_at;
-        runtime.spawn(async move {
-            if second_at.is_none() {
-                let _op = shared.op.lock().await;
-                if !current(&shared) {
-                    return;
-                }
-                shared.shut_down.store(true, Ordering::Release);
-                shared.cancel_again_locked().await;
-                second_at = shared.late_armed().then(|| shared.second_cancel_at());
-            }
-            if let Some(at) = second_at {
-                tokio::time::sleep_until(at).await;
-                let _op = shared.op.lock().await;
-                if current(&shared) {
-                    shared.cancel_again_locked().await;
-                }
-            }
-        });
-    }
-}
-
 impl Shared {
     /// Marks `status` sent (see `status.rs`) for a register or status call
     /// about to go out; give the call's answer to
@@ -231,125 +177,6 @@ impl Shared {
             self.arm_late_checks(undoable);
         }
         answer
-    }
-
-    /// The shutdown's cancels (`shutdown_locked`'s, with `op` held and
-    /// `shut_down` set): the cancel, and when a registration or a heartbeat
-    /// went unanswered (it may still land), a second one a request timeout
-    /// and [`PEER_REPLICATION_SETTLE`] later (404 is success). A
-    /// registration that timed out and landed after the cancel served the
-    /// shut-down instance UP for its whole lease (21 of 32 reads over 10 s;
-    /// helper 129), and a heartbeat so in a cluster (see
-    /// [`Shared::note_late_heartbeat`]). One held longer than that still
-    /// lands and expires with its lease. Returns the first cancel's result.
-    ///
-    /// Dropped before a cancel is sent (a caller bounding `shutdown` by less
-    /// than it takes), that cancel is sent at its time by a task of its own
-    /// unless a `start` ran since: before, a shutdown dropped during its
-    /// first cancel left the instance registered for its lease, and one
-    /// dropped during the wait lost the second (helpers 147, 149). The task
-    /// needs the runtime to go on: a process that exits at once after
-    /// dropping `shutdown` loses what was still due.
-    pub(super) async fn cancel_twice_if_late_locked(
-        this: &Arc<Self>,
-        mut pending: PendingCancel,
-    ) -> Result<(), DiscoveryError> {
-        let cancelled = this.cancel_locked().await;
-        if !this.late_armed() {
-            pending.done = true;
-            return cancelled;
-        }
-        let at = this.second_cancel_at();
-        pending.second_at = Some(at);
-        tokio::time::sleep_until(at).await;
-        pending.done = true;
-        this.cancel_again_locked().await;
-        cancelled
-    }
-
-    /// A shutdown ends the run (with `op` held): renewals of every handle
-    /// stop, and the next start begins with nothing armed.
-    pub(super) fn end_run(&self) {
-        self.shut_down.store(true, Ordering::Release);
-        self.ended.store(true, Ordering::Release);
-    }
-
-    /// The cancels a shutdown of the current run owes, until
-    /// [`Shared::cancel_twice_if_late_locked`] sends them: made before the
-    /// shutdown waits for `op`, so one dropped while a renewal holds it
-    /// still cancels (helper 150: 0 DELETEs, the instance registered for
-    /// its lease with no handle).
-    pub(super) fn pending_cancel(this: &Arc<Self>) -> PendingCancel {
-        PendingCancel {
-            shared: Arc::clone(this),
-            runs_at: this.runs.load(Ordering::Acquire),
-            second_at: None,
-            done: false,
-        }
-    }
-
-    /// Whether a write some server may have taken without answering can
-    /// still land: a heartbeat in the last [`LATE_WRITE_CHECKS`] renewals,
-    /// or a registration with read-backs armed.
-    fn late_armed(&self) -> bool {
-        self.late_beats.load(Ordering::Acquire) > 0
-            || (self.late_checks.load(Ordering::Acquire) > 0
-                && self.undoable.load(Ordering::Acquire) & REGISTRATION != 0)
-    }
-
-    /// When the second cancel is due, from now (after the first).
-    fn second_cancel_at(&self) -> tokio::time::Instant {
-        let deadline = self.http.deadline();
-        deadline
-            .checked_add(PEER_REPLICATION_SETTLE)
-            .unwrap_or(deadline)
-    }
-
-    /// The second cancel. Best effort: the first cancel's result stands (a
-    /// server still hung then fails this one too).
-    async fn cancel_again_locked(&self) {
-        if let Err(e) = self.cancel_locked().await {
-            tracing::debug!(app = %self.app, id = %self.id, error = %e, "the second cancel after an unanswered registration or heartbeat failed");
-        }
-    }
-
-    /// Starts a run (`start`, with `op` held): registers, and with an
-    /// initial status other than UP whose call failed, cancels what the
-    /// server took (it would serve it UP). A registration that was shut
-    /// down starts with nothing armed: what an earlier run armed is its own
-    /// (inherited, a restarted registration cancelled twice after renewals
-    /// all answered, and an old run's unanswered OUT_OF_SERVICE let a
-    /// read-back undo an operator's OUT_OF_SERVICE in the new one; helper
-    /// 147). One started beside a running handle of it (a clone) keeps
-    /// that handle's (helper 149), and one after a failed start keeps what
-    /// that start armed (its registration may still land; helper 150). A
-    /// failed start leaves it shut down as it was, and cancels what the
-    /// servers may hold as a shutdown does, twice when its registration
-    /// went unanswered: before, a registration taken late by a hung server
-    /// after a failed start stayed for its lease (helper 150).
-    pub(super) async fn start_locked(this: &Arc<Self>) -> Result<(), DiscoveryError> {
-        let was_shut_down = this.shut_down.swap(false, Ordering::AcqRel);
-        if this.ended.swap(false, Ordering::AcqRel) {
-            this.late_beats.store(0, Ordering::Release);
-            this.late_checks.store(0, Ordering::Release);
-            this.undoable.store(0, Ordering::Release);
-        }
-        let (failed, taken) = match this.register_locked().await {
-            Ok(Ok(())) => {
-                this.runs.fetch_add(1, Ordering::AcqRel);
-                return Ok(());
-            }
-            Ok(Err(e)) => (e, true),
-            Err(e) => (e, false),
-        };
-        if taken || this.late_armed() {
-            let pending = Self::pending_cancel(this);
-            if let Err(cancel) = Self::cancel_twice_if_late_locked(this, pending).await {
-                tracing::warn!(app = %this.app, id = %this.id, error = %cancel, "could not cancel a registration that failed to start; Eureka serves it until its lease expires");
-            }
-        }
-        this.shut_down.fetch_or(was_shut_down, Ordering::AcqRel);
-        Err(failed)
     }
 
     /// A heartbeat about to go out; give its answer to [`Beat::answered`].

@@ -67,6 +67,7 @@
 mod builder;
 mod kept;
 mod late;
+mod runs;
 mod status;
 
 use std::collections::BTreeMap;
@@ -485,13 +486,12 @@ impl RegistrationHandle {
     /// on, so give `shutdown` its time before the process exits.
     ///
     /// # Errors
-    /// [`DiscoveryError`] if no server accepted the cancel (the lease then
-    /// expires by itself). A 404 moves on to the next server, which may
-    /// hold the instance; 404 from every server (already gone) is success.
+    /// [`DiscoveryError`] if no server accepted the cancel (the lease then expires by itself). A
+    /// 404 moves on to the next server, which may hold the instance; 404 from every one is success.
     pub async fn shutdown(mut self) -> Result<(), DiscoveryError> {
         // Wait for an exchange in flight (a renewal that re-registers) to finish, then stop the
         // renewals while holding the lock, so no registration can land after the cancel.
-        let pending = Shared::pending_cancel(&self.shared);
+        let pending = Shared::pending_cancel(&self.shared, true);
         let _op = self.shared.op.lock().await;
         self.task.take();
         self.shared.end_run();
