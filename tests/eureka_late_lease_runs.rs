@@ -48,13 +48,8 @@ use tower_ribbon::discovery::eureka::EurekaRegistration;
 /// cancel twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_heartbeat_cancels_twice() {
-    let (a, b) = (Stub::start().await, Stub::start().await);
-    script(&a);
-    script(&b);
-    let handle = registration(&format!("{},{}", a.url(), b.url()))
-        .start()
-        .await
-        .unwrap();
+    let (a, b, urls) = two_stubs().await;
+    let handle = registration(&urls).start().await.unwrap();
     a.set(&format!("PUT {}", ip()), vec![slow(2000)]);
     a.set(&format!("DELETE {}", ip()), vec![slow(2000)]);
     handle.renew_now().await.expect("renew at B");
@@ -69,13 +64,8 @@ async fn a_timed_out_heartbeat_cancels_twice() {
 /// `Sending`'s Drop; heartbeats have no such guard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_heartbeat_arms_the_second_cancel() {
-    let (a, b) = (Stub::start().await, Stub::start().await);
-    script(&a);
-    script(&b);
-    let handle = registration(&format!("{},{}", a.url(), b.url()))
-        .start()
-        .await
-        .unwrap();
+    let (a, b, urls) = two_stubs().await;
+    let handle = registration(&urls).start().await.unwrap();
     // A hangs (every lease call held 2 s).
     a.set(&format!("PUT {}", ip()), vec![slow(2000)]);
     a.set(&format!("DELETE {}", ip()), vec![slow(2000)]);
@@ -100,13 +90,8 @@ async fn a_dropped_heartbeat_arms_the_second_cancel() {
 /// unanswered heartbeat: the first cancel is done, the second follows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bounded_shutdown_still_sends_the_second_cancel() {
-    let (a, b) = (Stub::start().await, Stub::start().await);
-    script(&a);
-    script(&b);
-    let handle = registration(&format!("{},{}", a.url(), b.url()))
-        .start()
-        .await
-        .unwrap();
+    let (a, b, urls) = two_stubs().await;
+    let handle = registration(&urls).start().await.unwrap();
     a.set(&format!("PUT {}", ip()), vec![slow(2000)]);
     handle.renew_now().await.expect("renew at B");
     let t = Instant::now();
@@ -125,10 +110,8 @@ async fn a_bounded_shutdown_still_sends_the_second_cancel() {
 /// cancels once, without the armed wait (a request timeout + 2 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_registration_starts_with_nothing_armed() {
-    let (a, b) = (Stub::start().await, Stub::start().await);
-    script(&a);
-    script(&b);
-    let reg = registration(&format!("{},{}", a.url(), b.url()));
+    let (a, b, urls) = two_stubs().await;
+    let reg = registration(&urls);
     let handle = reg.clone().start().await.unwrap();
     a.set(&format!("PUT {}", ip()), vec![slow(2000)]);
     handle.renew_now().await.expect("renew at B");
@@ -200,16 +183,14 @@ async fn operator_oos_undone(after_run_1: bool) -> usize {
     undone
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fresh_registration_keeps_the_operators_oos() {
-    assert_eq!(operator_oos_undone(false).await, 0);
-}
-
+/// Beside its control (the same steps without the difference), run at
+/// once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_registration_keeps_the_operators_oos() {
-    let undone = operator_oos_undone(true).await;
+    let (control, case) = tokio::join!(operator_oos_undone(false), operator_oos_undone(true));
+    assert_eq!(control, 0, "control");
     assert_eq!(
-        undone, 0,
+        case, 0,
         "UP status calls over an operator's OOS in run 2 (all of run 2's OOS calls answered)"
     );
 }
@@ -223,10 +204,8 @@ async fn a_restarted_registration_keeps_the_operators_oos() {
 /// meanwhile (documented: "a registration started twice (from clones)
 /// shares its instance") clears handle 1's armed `late_beats`.
 async fn deletes_at_b(start_clone: bool) -> usize {
-    let (a, b) = (Stub::start().await, Stub::start().await);
-    script(&a);
-    script(&b);
-    let reg = registration(&format!("{},{}", a.url(), b.url()));
+    let (a, b, urls) = two_stubs().await;
+    let reg = registration(&urls);
     let h1 = reg.clone().start().await.unwrap();
     a.set(&format!("PUT {}", ip()), vec![slow(2000)]);
     h1.renew_now().await.expect("renew at B");
@@ -241,17 +220,15 @@ async fn deletes_at_b(start_clone: bool) -> usize {
     count(&b, "DELETE", &ip())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_heartbeat_cancels_twice_without_a_clone() {
-    assert_eq!(deletes_at_b(false).await, 2);
-}
-
+/// Beside its control (the same steps without the difference), run at
+/// once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clone_started_beside_a_running_handle_keeps_its_second_cancel() {
-    let n = deletes_at_b(true).await;
+    let (control, case) = tokio::join!(deletes_at_b(false), deletes_at_b(true));
+    assert_eq!(control, 2, "control");
     assert_eq!(
-        n, 2,
-        "DELETEs at B: handle 1's heartbeat went unanswered at A, then a clone started; expected 2 (as without the clone)"
+        case, 2,
+        "DELETEs at B: handle 1's heartbeat went unanswered at A, then a clone started"
     );
 }
 
@@ -260,10 +237,8 @@ async fn a_clone_started_beside_a_running_handle_keeps_its_second_cancel() {
 /// (same instance, wanted OOS). A's late UP then lands and is served by B:
 /// the next renewal should read it back and send OOS again.
 async fn oos_corrections(start_clone: bool) -> usize {
-    let (a, b) = (Stub::start().await, Stub::start().await);
-    script(&a);
-    script(&b);
-    let reg = registration(&format!("{},{}", a.url(), b.url()));
+    let (a, b, urls) = two_stubs().await;
+    let reg = registration(&urls);
     let h1 = reg.clone().start().await.unwrap();
     h1.set_status(InstanceStatus::OutOfService)
         .await
@@ -292,17 +267,15 @@ async fn oos_corrections(start_clone: bool) -> usize {
     fixed
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_up_is_corrected_without_a_clone() {
-    assert_eq!(oos_corrections(false).await, 1);
-}
-
+/// Beside its control (the same steps without the difference), run at
+/// once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clone_started_beside_a_running_handle_keeps_its_read_backs() {
-    let n = oos_corrections(true).await;
+    let (control, case) = tokio::join!(oos_corrections(false), oos_corrections(true));
+    assert_eq!(control, 1, "control");
     assert_eq!(
-        n, 1,
-        "OOS status calls after B served handle 1's late UP (a clone started after the drain); expected 1 (as without the clone)"
+        case, 1,
+        "OOS status calls after B served handle 1's late UP (a clone started after the drain)"
     );
 }
 
@@ -310,10 +283,8 @@ async fn a_clone_started_beside_a_running_handle_keeps_its_read_backs() {
 /// registry refuses the registration) clears `shut_down`, so the pending
 /// task skips the second cancel, though no run holds the registration.
 async fn deletes_after_failed_restart(restart: bool) -> usize {
-    let (a, b) = (Stub::start().await, Stub::start().await);
-    script(&a);
-    script(&b);
-    let reg = registration(&format!("{},{}", a.url(), b.url()));
+    let (a, b, urls) = two_stubs().await;
+    let reg = registration(&urls);
     let h = reg.clone().start().await.unwrap();
     a.set(&format!("PUT {}", ip()), vec![slow(2000)]);
     h.renew_now().await.expect("renew at B");
@@ -332,17 +303,18 @@ async fn deletes_after_failed_restart(restart: bool) -> usize {
     count(&a, "DELETE", &ip()) + count(&b, "DELETE", &ip())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bounded_shutdown_cancels_twice_without_a_restart() {
-    assert_eq!(deletes_after_failed_restart(false).await, 2);
-}
-
+/// Beside its control (the same steps without the difference), run at
+/// once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_restart_does_not_drop_the_pending_second_cancel() {
-    let n = deletes_after_failed_restart(true).await;
+    let (control, case) = tokio::join!(
+        deletes_after_failed_restart(false),
+        deletes_after_failed_restart(true)
+    );
+    assert_eq!(control, 2, "control");
     assert_eq!(
-        n, 2,
-        "DELETEs 4 s after a bounded shutdown (second cancel due ~2.5 s) when a restart attempt failed (nothing registered) at ~1 s; expected 2"
+        case, 2,
+        "DELETEs 4 s after a bounded shutdown (second cancel due ~2.5 s) when a restart attempt failed at ~1 s"
     );
 }
 
@@ -351,13 +323,8 @@ async fn a_failed_restart_does_not_drop_the_pending_second_cancel() {
 /// though the second cancel of the same dropped shutdown would be sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_dropped_during_its_first_cancel_still_cancels() {
-    let (a, b) = (Stub::start().await, Stub::start().await);
-    script(&a);
-    script(&b);
-    let h = registration(&format!("{},{}", a.url(), b.url()))
-        .start()
-        .await
-        .unwrap();
+    let (a, b, urls) = two_stubs().await;
+    let h = registration(&urls).start().await.unwrap();
     a.set(&format!("DELETE {}", ip()), vec![slow(5000)]);
     let r = tokio::time::timeout(Duration::from_millis(300), h.shutdown()).await;
     assert!(r.is_err());
@@ -381,10 +348,8 @@ async fn a_shutdown_dropped_during_its_first_cancel_still_cancels() {
 /// time by a task of its own".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_dropped_while_a_renewal_holds_the_lock_still_cancels() {
-    let (a, b) = (Stub::start().await, Stub::start().await);
-    script(&a);
-    script(&b);
-    let reg = builder(&format!("{},{}", a.url(), b.url()))
+    let (a, b, urls) = two_stubs().await;
+    let reg = builder(&urls)
         .renew_interval(Duration::from_millis(1000))
         .request_timeout(Duration::from_millis(3000))
         .build()
@@ -414,10 +379,8 @@ async fn a_shutdown_dropped_while_a_renewal_holds_the_lock_still_cancels() {
 /// unanswered registration, a failed start does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_start_with_an_unanswered_registration_cancels_twice() {
-    let (a, b) = (Stub::start().await, Stub::start().await);
-    script(&a);
-    script(&b);
-    let reg = builder(&format!("{},{}", a.url(), b.url()))
+    let (a, b, urls) = two_stubs().await;
+    let reg = builder(&urls)
         .initial_status(InstanceStatus::OutOfService)
         .build()
         .unwrap();
@@ -454,12 +417,8 @@ async fn a_failed_start_with_an_unanswered_registration_cancels_twice() {
 /// `shut_down` back) clears the failed start's armed registration and the
 /// shutdown cancels once: A's registration lands after it.
 async fn deletes_of_run_after_failed_start(prior_run: bool) -> (usize, Duration) {
-    let (a, b) = (Stub::start().await, Stub::start().await);
-    script(&a);
-    script(&b);
-    let reg = builder(&format!("{},{}", a.url(), b.url()))
-        .build()
-        .unwrap();
+    let (a, b, urls) = two_stubs().await;
+    let reg = builder(&urls).build().unwrap();
     if prior_run {
         let h = reg.clone().start().await.unwrap();
         h.shutdown().await.unwrap();
@@ -479,17 +438,16 @@ async fn deletes_of_run_after_failed_start(prior_run: bool) -> (usize, Duration)
     (deletes(&[&a, &b]) - d0, took)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_first_start_keeps_its_unanswered_registration_armed() {
-    let (n, took) = deletes_of_run_after_failed_start(false).await;
-    assert_eq!(n, 2, "DELETEs (shutdown took {took:?})");
-}
-
+/// Beside its control (a failed first start), run at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_restart_keeps_its_unanswered_registration_armed() {
-    let (n, took) = deletes_of_run_after_failed_start(true).await;
+    let ((control, _), (n, took)) = tokio::join!(
+        deletes_of_run_after_failed_start(false),
+        deletes_of_run_after_failed_start(true)
+    );
+    assert_eq!(control, 2, "control");
     assert_eq!(
         n, 2,
-        "DELETEs of the run after a failed restart whose registration is still held at A (lands ~4 s after it; shutdown took {took:?}); expected 2 as without the earlier run"
+        "DELETEs of the run after a failed restart whose registration is still held at A (lands ~4 s after it; shutdown took {took:?})"
     );
 }

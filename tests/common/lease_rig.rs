@@ -88,3 +88,13 @@ pub fn builder(urls: &str) -> EurekaRegistrationBuilder {
 pub fn registration(urls: &str) -> EurekaRegistration {
     builder(urls).build().unwrap()
 }
+
+/// Two stubs, A and B, each answering every lease call at once, and the
+/// registration's server list `A,B` (A first).
+pub async fn two_stubs() -> (Stub, Stub, String) {
+    let (a, b) = (Stub::start().await, Stub::start().await);
+    script(&a);
+    script(&b);
+    let urls = format!("{},{}", a.url(), b.url());
+    (a, b, urls)
+}

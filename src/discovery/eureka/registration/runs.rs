@@ -178,9 +178,10 @@ impl Shared {
     /// that handle's (helper 149), and one after a failed start keeps what
     /// that start armed (its registration may still land; helper 150). A
     /// failed start leaves it shut down as it was, and cancels what the
-    /// servers may hold as a shutdown does, twice when its registration
-    /// went unanswered: before, a registration taken late by a hung server
-    /// after a failed start stayed for its lease (helper 150).
+    /// servers may hold: at once when its status call failed, and when its
+    /// registration went unanswered, also twice as a shutdown does, from a
+    /// task of its own (before, a registration taken late by a hung server
+    /// after a failed start stayed for its lease; helper 150).
     pub(super) async fn start_locked(this: &Arc<Self>) -> Result<(), DiscoveryError> {
         // Failed or dropped (helper 151: a start dropped mid-registration
         // let a clone stopped by the shutdown renew and register again), a
@@ -203,11 +204,17 @@ impl Shared {
             Ok(Err(e)) => (e, true),
             Err(e) => (e, false),
         };
-        if taken || this.late_armed() {
-            let pending = Self::pending_cancel(this, false);
-            if let Err(cancel) = Self::cancel_twice_if_late_locked(this, pending).await {
-                tracing::warn!(app = %this.app, id = %this.id, error = %cancel, "could not cancel a registration that failed to start; Eureka serves it until its lease expires");
+        if taken {
+            if let Err(cancel) = this.cancel_locked().await {
+                tracing::warn!(app = %this.app, id = %this.id, error = %cancel, "could not cancel a registration whose status was not set; Eureka serves it UP until its lease expires");
             }
+        }
+        if this.late_armed() {
+            // Its registration may still land: cancelled now and again
+            // later by a task of its own, so the start fails at once (in
+            // line, a start against a hung server took a cancel, a wait
+            // and a cancel more to fail).
+            drop(Self::pending_cancel(this, false));
         }
         Err(failed)
     }
