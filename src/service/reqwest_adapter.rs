@@ -47,6 +47,13 @@ use tower::Service;
 /// covered (the protocol is known only once connected); set the request's
 /// version to HTTP/2, or set no `Host`, when its instances speak HTTP/2.
 ///
+/// **Upgrades.** A WebSocket or other upgraded connection counts in flight
+/// on its instance only when taken with
+/// [`service::upgrade::on`](crate::service::upgrade::on) from the
+/// `http::Response` the balancer returns; reqwest's own
+/// `Response::upgrade` drops the hold with the response, so an open
+/// connection taken that way is not load for the least-loaded rules.
+///
 /// Its errors name the request's URL with the query and fragment shown as
 /// `***` (`for url (http://10.0.0.7:8080/api?***)`), as the balancer's
 /// own errors do: a query may carry a token.

@@ -25,7 +25,13 @@
 //! is dropped. A caller that uses `hyper::upgrade::on` still gets a
 //! working connection, but the attempt leaves the in-flight count when the
 //! response is dropped (the hold travels in the response's extensions),
-//! so an open connection it took that way is not counted.
+//! so an open connection it took that way is not counted. The same holds
+//! for reqwest's `Response::upgrade` (0.12, 0.13), which calls
+//! `hyper::upgrade::on` on the response it wraps: with
+//! [`ReqwestService`](crate::ReqwestService), take the connection with
+//! [`on`] from the `http::Response` the balancer returns, before any
+//! conversion to a `reqwest::Response` (four WebSockets taken through
+//! reqwest's `upgrade()` were counted 0 in flight; helper 152).
 //!
 //! ```no_run
 //! use bytes::Bytes;
