@@ -422,4 +422,6 @@ fn millis_ceil(d: Duration) -> u64 {
 }
 
 #[cfg(test)]
+mod live_tests;
+#[cfg(test)]
 mod tests;
