@@ -92,8 +92,8 @@ async fn closed_loop(p: &Arc<dyn Picker>, callers: usize, steps: usize) -> Vec<u
 /// pick; round robin stepping over their endpoints (the tier's domain) in
 /// step with those changes took the same instances each time: three zones
 /// of one instance and two callers gave 1 484, 34 and 1 484 of 3 000
-/// picks, four zones 992, 26, 991, 993 (helper 154). The good tier of split
-/// classes over at most 64 endpoints has no domain.
+/// picks, four zones 992, 26, 991, 993 (helper 154). While split, the good
+/// tier's endpoints start at one of four places: within 10 %.
 #[tokio::test(start_paused = true)]
 async fn live_split_classes_do_not_lock_a_rotation_out_of_a_zone() {
     for (zones, picks) in [
@@ -104,16 +104,18 @@ async fn live_split_classes_do_not_lock_a_rotation_out_of_a_zone() {
         let p = ZoneAvoidance::new(RoundRobin::with_start(0)).build(&s);
         let c = closed_loop(&p, 2, 3_000 - 2).await;
         assert!(
-            c.iter().all(|&n| n.abs_diff(picks) <= 2),
+            c.iter().all(|&n| n.abs_diff(picks) <= picks / 10),
             "{zones:?}: {c:?}"
         );
     }
 }
 
-/// Split classes over more than 64 endpoints are counted again every
-/// `n / 8`-th pick (amortized 8 endpoints read per pick; every pick was
-/// 15 to 23 µs over 1 000 instances, helper 154), and never while a
-/// preferred zone has an available instance (its tier answers first).
+/// Split classes are counted again once the good zones took their split
+/// budget of picks: `load_threshold` × their instances (here 0.2 × 997:
+/// 200, so 5 counts in 1 000 picks), at least `n / 64`; counting at every
+/// split pick cost 15 to 23 µs per pick over 1 000 instances (helper 154).
+/// A preferred zone does not stop the counts: its tier may be excluded or
+/// unhealthy for a pick, which then followed stale classes (helper 155).
 #[tokio::test(start_paused = true)]
 async fn split_classes_are_counted_at_an_amortized_cost() {
     let live = || super::LIVE_COUNTS.with(std::cell::Cell::get);
@@ -121,7 +123,7 @@ async fn split_classes_are_counted_at_an_amortized_cost() {
     names.extend(std::iter::repeat_n("b", 997));
     let s = zoned(&names, 1);
     let _load = s.endpoints()[0].stats().start();
-    for (preferred, want) in [(None, 8), (Some("b"), 0)] {
+    for preferred in [None, Some("b")] {
         let p = ZoneAvoidance::new(RoundRobin::with_start(0))
             .preferred_zone(preferred)
             .build(&s);
@@ -130,9 +132,9 @@ async fn split_classes_are_counted_at_an_amortized_cost() {
             let e = p.pick(&PickContext::new()).unwrap();
             assert_ne!(zone_name(e), "a");
         }
-        assert_eq!(live() - before, want, "preferred {preferred:?}");
+        assert_eq!(live() - before, 5, "preferred {preferred:?}");
     }
-    // Over at most 64 endpoints: every pick.
+    // A good zone of three: a budget of 1 (0.6 rounded up), every pick.
     let small = zoned(&["a", "a", "a", "b", "b", "b"], 2);
     let _small_load = small.endpoints()[0].stats().start();
     let p = ZoneAvoidance::new(RoundRobin::with_start(0)).build(&small);

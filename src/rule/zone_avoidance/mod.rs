@@ -24,17 +24,22 @@
 //! from [`PickContext::now`], so paused-time tests drive it) recounts at
 //! most once per [`stats_interval`](ZoneAvoidance::stats_interval) (default
 //! 100 ms), in O(n) and without allocating; a new list is counted when its
-//! picker is built. While the classes split the zones into good and
-//! overloaded ones, picks count again, as Ribbon's `ZoneAvoidancePredicate`
+//! picker is built. Classes that split the zones into good and overloaded
+//! ones are counted again sooner, once the good zones took as many picks
+//! as would bring them to the threshold (`load_threshold` × their
+//! instances, at least 1 and at least `n / 64`: counts read at most 64
+//! endpoints per pick, amortized), as Ribbon's `ZoneAvoidancePredicate`
 //! takes a fresh zone snapshot (live active requests) for every server it
-//! checks: every pick over up to 64 endpoints, every `n / 8`-th pick over
-//! more (amortized, 8 endpoints read per pick), and none while a
-//! preferred zone has an available instance (its tier answers first).
-//! Classes held for an interval sent every concurrent request to the good
-//! zones until the next count, which then found them loaded and the
-//! avoided zone drained, and flipped all traffic the other way, interval
-//! after interval. Classes that avoid no zone for load (every zone good,
-//! or every zone overloaded) are held for the interval.
+//! checks; and while they are split, the good tier's endpoints are given
+//! to the wrapped rule from one of four evenly spaced places, drawn at each
+//! pick (a rotation's turns then do not follow the classes). Split classes held for an interval sent
+//! every concurrent request to the good zones until the next count, which
+//! then found them loaded and the avoided zone drained, and flipped all
+//! traffic the other way, interval after interval; counted again at every
+//! pick, they changed with the callers' own requests and a rotation in
+//! step with them locked instances out. Classes that avoid no zone for
+//! load (every zone good, or every zone overloaded) are held for the
+//! interval.
 //!
 //! The allowed zones form tiers, first non-empty wins: the
 //! [preferred zone](ZoneAvoidance::preferred_zone)'s healthy instances
@@ -59,7 +64,7 @@
 //! of one zone (the preferred zone, or a single good zone) tells the
 //! wrapped picker its zone's endpoints ([`Domain`]), and a tier of several
 //! zones (the good ones when some are avoided) their endpoints, kept per
-//! set of zones from its first pick (up to 8 sets, 4 bytes per endpoint
+//! set of zones from its first pick (up to 8 sets, 8 bytes per endpoint
 //! each), so a round-robin picker steps over those zones only: O(1) while
 //! its candidate is available and eligible, else one or two walks of the
 //! zones. (Without a domain, a third of the picks walked the whole list
@@ -90,9 +95,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use self::zones::{MAX_ZONES, ZoneTable, classify, count};
+use self::zones::{MAX_ZONES, STARTS, ZoneTable, classify, count, instances_in};
 use super::{Domain, PickContext, Picker, RoundRobin, Rule, Tier};
 use crate::instance::Endpoint;
+use crate::rng::AtomicRng;
 use crate::snapshot::Snapshot;
 
 /// Avoids blacked-out and overloaded zones and prefers one zone; the
@@ -146,10 +152,10 @@ impl<R: Rule> ZoneAvoidance<R> {
     /// pick recounts them at most once per `interval` (in whole
     /// milliseconds, rounded up); a new list is counted when its picker is
     /// built. Classes that split the zones into good and overloaded ones
-    /// are counted again at every pick until they no longer do, as
-    /// Ribbon reads live zone loads. Default 100 ms. A breaker tripped
-    /// since the last count is still skipped at pick time (the pick widens to the next tier of zones); a zone's load
-    /// and recovery are seen with this delay. `Duration::ZERO` recounts on
+    /// are counted again sooner (see the module docs). Default 100 ms. A
+    /// breaker tripped since the last count is still skipped at pick time
+    /// (the pick widens to the next tier of zones); a zone's load and
+    /// recovery are seen with this delay. `Duration::ZERO` recounts on
     /// every pick (O(n); for tests); `Duration::MAX` counts only at build.
     pub fn stats_interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
@@ -192,6 +198,8 @@ impl<R: Rule> Rule for ZoneAvoidance<R> {
             classes: AtomicU64::new(0),
             counted_ms: AtomicU64::new(0),
             split_picks: AtomicU64::new(0),
+            budgets: AtomicU64::new(0),
+            rng: AtomicRng::with_seed(snapshot.version() ^ snapshot.len() as u64),
         };
         picker.recount(Instant::now());
         Arc::new(picker)
@@ -217,8 +225,15 @@ struct ZonePicker {
     classes: AtomicU64,
     /// Time of the last count in ms since `base`.
     counted_ms: AtomicU64,
-    /// Picks made while the classes split the zones (see `masks_at`).
+    /// Picks made since the last count while the classes split the zones
+    /// (see `masks_at`).
     split_picks: AtomicU64,
+    /// The split budgets of the last count, 32 bits each from the low end:
+    /// over all available instances, and over the healthy ones.
+    budgets: AtomicU64,
+    /// Offsets of the good tier's domain while the classes split the zones.
+    /// Seeded from the list's version and length (repeatable).
+    rng: AtomicRng,
 }
 
 impl fmt::Debug for ZonePicker {
@@ -245,56 +260,84 @@ impl ZonePicker {
         (packed as u32 & 0xFFFF, (packed >> 16) as u32 & 0xFFFF)
     }
 
-    /// Counts the zones at `now` and publishes their classes.
+    /// Counts the zones at `now` and publishes their classes and split
+    /// budgets.
     fn recount(&self, now: Instant) {
-        self.classes.store(self.counted(now), Ordering::Release);
+        let (classes, budgets) = self.counted(now);
+        self.publish(classes, budgets);
     }
 
-    /// The zones' classes at `now`, packed as in `classes`.
-    fn counted(&self, now: Instant) -> u64 {
+    /// Stores what changed (a store per pick would make every core's picks
+    /// fight over the cache line).
+    fn publish(&self, classes: u64, budgets: u64) {
+        if self.budgets.load(Ordering::Relaxed) != budgets {
+            self.budgets.store(budgets, Ordering::Relaxed);
+        }
+        if self.classes.load(Ordering::Relaxed) != classes {
+            self.classes.store(classes, Ordering::Release);
+        }
+    }
+
+    /// The zones' classes at `now`, packed as in `classes`, and the split
+    /// budgets, packed as in `budgets`.
+    fn counted(&self, now: Instant) -> (u64, u64) {
         let counts = count(&self.table, self.inner.snapshot().endpoints(), now);
+        let n = u64::try_from(self.table.ids.len()).unwrap_or(u64::MAX);
+        let budget = |good: u32, healthy: bool| -> u64 {
+            // Picks the good zones take before they could reach the
+            // threshold (each pick one more request in flight); at least
+            // `n / 64`, so a count reads 64 endpoints per pick at most.
+            let capacity = self.load_threshold * instances_in(&counts, good, healthy) as f64;
+            let capacity = if capacity >= 1.0 {
+                capacity.ceil().min(f64::from(u32::MAX)) as u64
+            } else {
+                1
+            };
+            capacity.max(n / 64).min(u64::from(u32::MAX))
+        };
         // Four 16-bit masks (at most `MAX_ZONES` = 16 zones get here).
         let (available, good) = classify(&counts, self.load_threshold, false);
         let (healthy, healthy_good) = classify(&counts, self.load_threshold, true);
-        u64::from(available)
+        let classes = u64::from(available)
             | u64::from(good) << 16
             | u64::from(healthy) << 32
-            | u64::from(healthy_good) << 48
+            | u64::from(healthy_good) << 48;
+        (
+            classes,
+            budget(good, false) | budget(healthy_good, true) << 32,
+        )
     }
 
     /// The zones with an available instance and the good ones for a pick
     /// at `now`, and whether they split the zones into good and overloaded
-    /// ones. Split classes are counted again (O(n)) at every pick over up
-    /// to [`LIVE_SPLIT_ENDPOINTS`] endpoints, and every `n / 8`-th pick over
-    /// more (amortized 8 endpoints read per pick), and published when they
-    /// changed; not when a preferred zone has an available instance (its
-    /// tier answers first whatever the load). Held split classes send
-    /// every pick to the good zones until the next count, which then finds
-    /// them loaded and the avoided zone drained, and avoids them instead:
-    /// with two callers over two zones of three instances, 55 of 78
-    /// windows of 25 ms had 95 % or more of their requests in one zone,
-    /// flipping every 100 ms. Ribbon's `ZoneAvoidancePredicate.apply`
-    /// takes a fresh `ZoneAvoidanceRule.createSnapshot` (live active
-    /// requests) for every server it checks.
-    fn masks_at(&self, now: Instant, healthy: bool, preferred: bool) -> (u32, u32, bool) {
+    /// ones. Split classes are counted again once the good zones took as
+    /// many picks as would bring them to the threshold (the split budget:
+    /// `load_threshold` × their instances, rounded up, at least 1 and at
+    /// least `n / 64`), so between counts the good zones take about
+    /// `load_threshold` more requests per instance, and counts read at
+    /// most 64 endpoints per pick, amortized. Held split classes sent every
+    /// pick to the good zones until the next count, which then found them
+    /// loaded and the avoided zone drained, and avoided them instead: with
+    /// two callers over two zones of three instances, 55 of 78 windows of
+    /// 25 ms had 95 % or more of their requests in one zone, flipping every
+    /// 100 ms (helper 153). Ribbon's `ZoneAvoidancePredicate.apply` takes a
+    /// fresh `ZoneAvoidanceRule.createSnapshot` (live active requests) for
+    /// every server it checks.
+    fn masks_at(&self, now: Instant, healthy: bool) -> (u32, u32, bool) {
         let (available, good) = self.masks(healthy);
-        let split = good != 0 && good != available;
-        if !split || preferred {
-            return (available, good, split);
+        if good == 0 || good == available {
+            return (available, good, false);
         }
-        let n = self.table.ids.len() as u64;
-        if n > LIVE_SPLIT_ENDPOINTS as u64 {
-            let every = n / 8;
-            if self.split_picks.fetch_add(1, Ordering::Relaxed) % every != 0 {
-                return (available, good, split);
-            }
+        let shift = if healthy { 32 } else { 0 };
+        let every = (self.budgets.load(Ordering::Relaxed) >> shift) & 0xFFFF_FFFF;
+        if self.split_picks.fetch_add(1, Ordering::Relaxed) + 1 < every {
+            return (available, good, true);
         }
+        self.split_picks.store(0, Ordering::Relaxed);
         count_live();
-        let fresh = self.counted(now);
-        if self.classes.load(Ordering::Relaxed) != fresh {
-            self.classes.store(fresh, Ordering::Release);
-        }
-        let packed = fresh >> if healthy { 32 } else { 0 };
+        let (classes, budgets) = self.counted(now);
+        self.publish(classes, budgets);
+        let packed = classes >> shift;
         let (available, good) = (packed as u32 & 0xFFFF, (packed >> 16) as u32 & 0xFFFF);
         (available, good, good != 0 && good != available)
     }
@@ -343,9 +386,8 @@ impl Picker for ZonePicker {
         // Under the health filter the zones' loads are those of their
         // healthy instances: ejected ones, counted, made a loaded zone
         // look idle and took every pick onto its few healthy instances.
-        let held = self.masks(ctx.health_filter()).0;
-        let preferred = self.table.preferred.map_or(0, |p| 1 << p) & held;
-        let (available, good, split) = self.masks_at(now, ctx.health_filter(), preferred != 0);
+        let (available, good, split) = self.masks_at(now, ctx.health_filter());
+        let preferred = self.table.preferred.map_or(0, |p| 1 << p) & available;
         let all = u32::MAX >> (32 - zones);
         let ids = &*self.table.ids;
         // The preferred zone's tier takes its healthy instances only (not
@@ -373,17 +415,20 @@ impl Picker for ZonePicker {
             // tier of the same zones.
             if *mask != 0 && !masks[1..j.max(1)].contains(mask) {
                 tiers[len] = filter;
-                // Split classes counted at every pick change the good
-                // zones from pick to pick; a rotation stepping over their
-                // endpoints in step with those changes took the same
+                // Split classes change the good zones from count to count,
+                // with the callers' requests: a rotation stepping over the
+                // good zones' endpoints from one place took the same few
                 // instances each time (three zones of one instance, two
-                // callers: 1 484, 34 and 1 484 of 3 000 picks; helper 154).
-                // Over the whole list its candidates do not follow them.
-                domains[len] = if j == 1 && split && self.table.ids.len() <= LIVE_SPLIT_ENDPOINTS {
-                    None
+                // callers: 1 484, 34 and 1 484 of 3 000 picks; four zones of
+                // four: 4 instances 781 picks each, 12 instances 6 or 7;
+                // helpers 154 and 155). While split, the good tier's domain
+                // starts at one of four places, drawn at each pick.
+                let start = if j == 1 && split {
+                    self.rng.below(STARTS)
                 } else {
-                    self.table.domain(*mask)
+                    0
                 };
+                domains[len] = self.table.domain(*mask, start);
                 len += 1;
             }
         }
@@ -398,10 +443,6 @@ impl Picker for ZonePicker {
         self.inner.snapshot()
     }
 }
-
-/// Most endpoints whose split zone classes are counted at every pick
-/// (see `ZonePicker::masks_at`); the good tier then has no domain.
-const LIVE_SPLIT_ENDPOINTS: usize = 64;
 
 #[cfg(test)]
 thread_local! {

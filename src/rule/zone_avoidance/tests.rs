@@ -114,10 +114,13 @@ async fn preferred_zone_then_good_zones_then_not_blacked_out() {
     trip(&s.endpoints()[1], now);
     assert_eq!(drive(&*picker, 90), [0, 0, 30, 30, 30]);
     // zone-b overloaded (1 in flight on 1 instance): the others take it
-    // once the zone loads are recounted.
+    // once the zone loads are recounted (split classes: from a random
+    // place in the good zones' endpoints).
     let _b = s.endpoints()[2].stats().start();
     tokio::time::advance(STATS_INTERVAL).await;
-    assert_eq!(drive(&*picker, 10), [0, 0, 0, 5, 5]);
+    let split = drive(&*picker, 10);
+    assert_eq!(split[..3], [0, 0, 0], "{split:?}");
+    assert!(split[3] >= 2 && split[4] >= 2, "{split:?}");
     // Every zone overloaded or blacked out: all but the blacked-out one.
     let _c = s.endpoints()[3].stats().start();
     let _d = s.endpoints()[4].stats().start();
@@ -392,10 +395,10 @@ async fn ejected_instances_do_not_dilute_their_zones_load_under_the_health_filte
             .all(|&i| (99..=101).contains(&filtered[i])),
         "{filtered:?}"
     );
-    // (Zone b split from a: round robin steps over the whole list.)
+    // (Zone b split from a: the good tier from a random place.)
     let panic = count(PickContext::at(now), 600);
     assert!(
-        panic[..6].iter().all(|c| (99..=101).contains(c)),
+        panic[..6].iter().all(|c| (80..=120).contains(c)),
         "{panic:?}"
     );
     assert_eq!(panic[6..], [0; 5], "{panic:?}");

@@ -44,9 +44,11 @@ pub(super) struct ZoneTable {
     pub(super) names: Box<[Box<str>]>,
     /// The preferred zone's id, if it is in the list.
     pub(super) preferred: Option<u16>,
-    /// The endpoint indices of each zone, ascending, by zone id.
-    pub(super) members: Box<[Box<[u32]>]>,
-    /// The endpoint indices of unions of zones, ascending, each claimed by
+    /// The endpoint indices of each zone, ascending, by zone id, written
+    /// twice in a row (see [`window`]).
+    members: Box<[Box<[u32]>]>,
+    /// The endpoint indices of unions of zones, ascending and written
+    /// twice in a row, each claimed by
     /// its mask at its first pick and kept while the table lives.
     unions: [Union; UNIONS],
 }
@@ -85,7 +87,7 @@ impl ZoneTable {
             ids,
             names: names.into(),
             preferred,
-            members: members.into_iter().map(Vec::into_boxed_slice).collect(),
+            members: members.into_iter().map(|m| twice(&m)).collect(),
             unions: Default::default(),
         }
     }
@@ -93,18 +95,24 @@ impl ZoneTable {
     /// The endpoints a tier of the zones in `mask` can hold: one zone's
     /// indices when `mask` names a single zone; for several zones (the
     /// good ones when one is avoided), their indices kept per mask (up to
-    /// [`UNIONS`] masks, each walked once, 4 bytes per endpoint); `None`
+    /// [`UNIONS`] masks, each walked once, 8 bytes per endpoint); `None`
     /// (anywhere) for every zone, and for a union while its first pick
     /// builds it or when no slot is left. Without a domain, a rotating
     /// rule's candidate outside the tier (a third of the picks when one
     /// zone of three is avoided) walked the whole list twice: 43 µs per
     /// pick over 10 000 instances.
-    pub(super) fn domain(&self, mask: u32) -> Option<&[u32]> {
+    ///
+    /// The domain starts at the `start`-th of [`STARTS`] evenly spaced
+    /// places (modulo) and wraps: the same endpoints in the same cyclic
+    /// order. Rules that keep something per domain (weighted round robin's
+    /// prefix sums) keep one per start: a start at any position made a new
+    /// domain at each pick.
+    pub(super) fn domain(&self, mask: u32, start: usize) -> Option<&[u32]> {
         if mask.count_ones() == 1 {
             return self
                 .members
                 .get(mask.trailing_zeros() as usize)
-                .map(|m| &**m);
+                .map(|m| window(m, start));
         }
         let zones = u32::try_from(self.zones()).unwrap_or(u32::MAX);
         let every = u32::MAX
@@ -133,17 +141,19 @@ impl ZoneTable {
                 _ => continue,
             };
             if !claimed {
-                return u.members.get().map(|m| &**m);
+                return u.members.get().map(|m| window(m, start));
             }
             let members = u.members.get_or_init(|| {
-                self.ids
+                let once: Vec<u32> = self
+                    .ids
                     .iter()
                     .enumerate()
                     .filter(|&(_, &z)| u32::from(z) < 32 && mask & (1 << z) != 0)
                     .filter_map(|(i, _)| u32::try_from(i).ok())
-                    .collect()
+                    .collect();
+                twice(&once)
             });
-            return Some(members);
+            return Some(window(members, start));
         }
         None
     }
@@ -152,6 +162,22 @@ impl ZoneTable {
     pub(super) fn zones(&self) -> usize {
         self.names.len()
     }
+}
+
+/// `list` written twice in a row.
+fn twice(list: &[u32]) -> Box<[u32]> {
+    list.iter().chain(list).copied().collect()
+}
+
+/// Places a domain may start at (see [`ZoneTable::domain`]).
+pub(super) const STARTS: usize = 4;
+
+/// The list that `doubled` (a list written twice) holds, starting at the
+/// `start`-th of [`STARTS`] evenly spaced places and wrapping.
+fn window(doubled: &[u32], start: usize) -> &[u32] {
+    let len = doubled.len() / 2;
+    let at = len * (start % STARTS) / STARTS;
+    doubled.get(at..at + len).unwrap_or_default()
 }
 
 /// Per-zone counts of one recount.
@@ -197,6 +223,16 @@ pub(super) fn count(
         }
     }
     counts
+}
+
+/// Instances counted in the zones of `mask` (healthy ones with `healthy`).
+pub(super) fn instances_in(counts: &[ZoneCount], mask: u32, healthy: bool) -> usize {
+    counts
+        .iter()
+        .enumerate()
+        .filter(|&(z, _)| z < 32 && mask & (1 << z) != 0)
+        .map(|(_, c)| if healthy { c.healthy } else { c.available })
+        .sum()
 }
 
 /// The zones with an available instance and, among them, the good ones
