@@ -23,8 +23,10 @@ pub type Tier<'a> = &'a (dyn Fn(usize, &Endpoint) -> bool + 'a);
 /// in every wrapper's tier at its level (index, endpoint as in [`Tier`]).
 pub(crate) type Member<'m> = &'m dyn Fn(usize, &Endpoint) -> bool;
 
-/// Where a tier's members can be: ascending indices into the snapshot's
-/// endpoints, a superset of the tier's members (for example one zone's
+/// Where a tier's members can be: indices into the snapshot's endpoints,
+/// ascending or a rotation of an ascending list (zone avoidance hands its
+/// good zones' endpoints from one of two places while its classes split
+/// the zones), a superset of the tier's members (for example one zone's
 /// endpoints). `None`: anywhere in the list.
 ///
 /// A picker may keep data per domain for the picks to come (weighted round

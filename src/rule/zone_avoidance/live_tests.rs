@@ -93,7 +93,7 @@ async fn closed_loop(p: &Arc<dyn Picker>, callers: usize, steps: usize) -> Vec<u
 /// step with those changes took the same instances each time: three zones
 /// of one instance and two callers gave 1 484, 34 and 1 484 of 3 000
 /// picks, four zones 992, 26, 991, 993 (helper 154). While split, the good
-/// tier's endpoints start at one of four places: within 10 %.
+/// tier's endpoints start at one of two places: within 20 %.
 #[tokio::test(start_paused = true)]
 async fn live_split_classes_do_not_lock_a_rotation_out_of_a_zone() {
     for (zones, picks) in [
@@ -104,7 +104,7 @@ async fn live_split_classes_do_not_lock_a_rotation_out_of_a_zone() {
         let p = ZoneAvoidance::new(RoundRobin::with_start(0)).build(&s);
         let c = closed_loop(&p, 2, 3_000 - 2).await;
         assert!(
-            c.iter().all(|&n| n.abs_diff(picks) <= picks / 10),
+            c.iter().all(|&n| n.abs_diff(picks) <= picks / 5),
             "{zones:?}: {c:?}"
         );
     }

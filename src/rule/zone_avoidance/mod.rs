@@ -31,8 +31,10 @@
 //! endpoints per pick, amortized), as Ribbon's `ZoneAvoidancePredicate`
 //! takes a fresh zone snapshot (live active requests) for every server it
 //! checks; and while they are split, the good tier's endpoints are given
-//! to the wrapped rule from one of four evenly spaced places, drawn at each
-//! pick (a rotation's turns then do not follow the classes). Split classes held for an interval sent
+//! to the wrapped rule from one of two places (the start and the middle of
+//! their list), drawn at each pick, so a rotation's turns do not follow the
+//! classes (rules that keep data per domain keep two per set of zones:
+//! four places overflowed weighted round robin's 64 with 9 to 16 zones). Split classes held for an interval sent
 //! every concurrent request to the good zones until the next count, which
 //! then found them loaded and the avoided zone drained, and flipped all
 //! traffic the other way, interval after interval; counted again at every
@@ -422,7 +424,7 @@ impl Picker for ZonePicker {
                 // callers: 1 484, 34 and 1 484 of 3 000 picks; four zones of
                 // four: 4 instances 781 picks each, 12 instances 6 or 7;
                 // helpers 154 and 155). While split, the good tier's domain
-                // starts at one of four places, drawn at each pick.
+                // starts at one of two places, drawn at each pick.
                 let start = if j == 1 && split {
                     self.rng.below(STARTS)
                 } else {

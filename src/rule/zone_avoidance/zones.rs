@@ -170,7 +170,7 @@ fn twice(list: &[u32]) -> Box<[u32]> {
 }
 
 /// Places a domain may start at (see [`ZoneTable::domain`]).
-pub(super) const STARTS: usize = 4;
+pub(super) const STARTS: usize = 2;
 
 /// The list that `doubled` (a list written twice) holds, starting at the
 /// `start`-th of [`STARTS`] evenly spaced places and wrapping.
