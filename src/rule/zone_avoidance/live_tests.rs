@@ -5,29 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::tests::{STATS_INTERVAL, index, zoned};
 use super::zones::zone_name;
 use super::*;
-use crate::rule::test_support::{BASE_PORT, instance};
 use crate::stats::Outcome;
 use tokio::time::Instant;
-
-const STATS_INTERVAL: Duration = ZoneAvoidance::<RoundRobin>::DEFAULT_STATS_INTERVAL;
-
-fn zoned(zones: &[&str], version: u64) -> Arc<Snapshot> {
-    let eps = zones
-        .iter()
-        .zip(BASE_PORT..)
-        .map(|(z, p)| Endpoint::new(instance("127.0.0.1", p).with_zone(*z)))
-        .collect();
-    Arc::new(Snapshot::new("s", eps, version))
-}
-
-fn index(s: &Snapshot, e: &Endpoint) -> usize {
-    s.endpoints()
-        .iter()
-        .position(|x| std::ptr::eq(x, e))
-        .unwrap()
-}
 
 /// Requests held by concurrent callers, each started right after its pick:
 /// classes held for an interval that avoid a loaded zone sent every pick

@@ -11,9 +11,9 @@ use crate::stats::Outcome;
 use proptest::prelude::*;
 use tokio::time::Instant;
 
-const STATS_INTERVAL: Duration = ZoneAvoidance::<RoundRobin>::DEFAULT_STATS_INTERVAL;
+pub(super) const STATS_INTERVAL: Duration = ZoneAvoidance::<RoundRobin>::DEFAULT_STATS_INTERVAL;
 
-fn zoned(zones: &[&str], version: u64) -> Arc<Snapshot> {
+pub(super) fn zoned(zones: &[&str], version: u64) -> Arc<Snapshot> {
     let eps = zones
         .iter()
         .zip(BASE_PORT..)
@@ -22,7 +22,7 @@ fn zoned(zones: &[&str], version: u64) -> Arc<Snapshot> {
     Arc::new(Snapshot::new("s", eps, version))
 }
 
-fn index(s: &Snapshot, e: &Endpoint) -> usize {
+pub(super) fn index(s: &Snapshot, e: &Endpoint) -> usize {
     s.endpoints()
         .iter()
         .position(|x| std::ptr::eq(x, e))
