@@ -123,7 +123,10 @@ pub struct ActiveHealthCheck {
     /// `ceil(n / max_concurrent_probes)` probe times (Envoy spreads its
     /// checks too, each host on its own timer). The first probes of
     /// instances that join during a round have a budget of their own, so a
-    /// service has at most twice this many in flight. Default 64.
+    /// service has at most twice this many in flight. Probe connections
+    /// are not kept idle (each probe connects and closes; hyper-util's pool
+    /// kept one per probed instance for 90 s, so a round every 10 s held n
+    /// sockets for good). Default 64.
     pub max_concurrent_probes: usize,
     /// The client of `https` probes, set by `https_client` (feature `tls`).
     #[cfg(feature = "tls")]

@@ -107,7 +107,7 @@ pub enum TlsError {
 /// plain `http` allowed, connect timeout 2 s over the TCP connect and the
 /// TLS handshake together (Spring Cloud's `spring.cloud.loadbalancer`
 /// clients and Ribbon's `ConnectTimeout` use 1 to 2 s), hyper-util's pool
-/// defaults (idle connections kept 90 s).
+/// defaults (idle connections kept 90 s, no limit per host).
 #[must_use]
 pub struct HttpsClientBuilder {
     webpki_roots: bool,
@@ -119,6 +119,7 @@ pub struct HttpsClientBuilder {
     http2_only: bool,
     https_only: bool,
     connect_timeout: Option<Duration>,
+    pool_max_idle_per_host: usize,
 }
 
 impl fmt::Debug for HttpsClientBuilder {
@@ -133,6 +134,7 @@ impl fmt::Debug for HttpsClientBuilder {
             .field("http2_only", &self.http2_only)
             .field("https_only", &self.https_only)
             .field("connect_timeout", &self.connect_timeout)
+            .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
             .finish()
     }
 }
@@ -149,6 +151,7 @@ impl Default for HttpsClientBuilder {
             http2_only: false,
             https_only: false,
             connect_timeout: Some(Duration::from_secs(2)),
+            pool_max_idle_per_host: usize::MAX,
         }
     }
 }
@@ -268,6 +271,16 @@ impl HttpsClientBuilder {
         self
     }
 
+    /// The most idle connections kept per host (hyper-util's
+    /// `pool_max_idle_per_host`); 0 closes every connection once its
+    /// response is read. Default: no limit (hyper-util's). The default
+    /// client of `https` health probes uses 0, so a round over n instances
+    /// does not leave n sockets open.
+    pub fn pool_max_idle_per_host(mut self, max: usize) -> Self {
+        self.pool_max_idle_per_host = max;
+        self
+    }
+
     /// The rustls configuration this builder describes (roots, client
     /// certificate; ALPN is set by the connector).
     ///
@@ -359,6 +372,7 @@ impl HttpsClientBuilder {
         };
         let client = Client::builder(TokioExecutor::new())
             .http2_only(self.http2_only)
+            .pool_max_idle_per_host(self.pool_max_idle_per_host)
             .build(HttpsConnect::new(connector, self.connect_timeout));
         Ok(HttpsClient {
             inner: Arc::new(client),

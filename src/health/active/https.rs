@@ -38,7 +38,11 @@ impl ActiveHealthCheck {
     /// `HttpsClient::builder().webpki_roots(false).add_root_pem(ca)?.build()?`.
     /// Without it, `https` instances are probed through
     /// `HttpsClient::builder()` (webpki roots) with [`timeout`](Self::timeout)
-    /// as its connect timeout.
+    /// as its connect timeout and no idle connection kept. A client given
+    /// here keeps its own pool: build it with
+    /// [`pool_max_idle_per_host(0)`](crate::tls::HttpsClientBuilder::pool_max_idle_per_host)
+    /// so a round over many instances does not leave one idle socket per
+    /// instance open (see [`max_concurrent_probes`](Self::max_concurrent_probes)).
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn https_client(mut self, client: HttpsClient<Empty<Bytes>>) -> Self {
         self.https = Some(TlsProbe(Arc::new(client)));
@@ -52,6 +56,7 @@ impl ActiveHealthCheck {
         }
         match HttpsClient::builder()
             .connect_timeout(Some(self.timeout))
+            .pool_max_idle_per_host(0)
             .build()
         {
             Ok(client) => Some(client),

@@ -28,7 +28,14 @@ impl ProbeClient {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.timeout));
         Self {
-            http: Client::builder(TokioExecutor::new()).build(connector),
+            // No idle connection is kept: a probe's socket closes with its
+            // answer, so a round over n instances holds at most
+            // `max_concurrent_probes` sockets, not one per instance for
+            // hyper-util's 90 s idle timeout (probes every 10 s would keep
+            // them all for good).
+            http: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build(connector),
             #[cfg(feature = "tls")]
             https: config.probe_client_https(),
         }
@@ -51,7 +58,18 @@ impl ProbeClient {
             };
             return Ok(client.inner().get(uri).await?.status());
         }
-        Ok(self.http.get(uri).await?.status())
+        // HTTP/1 only: `Connection: close` lets the instance close its end
+        // as it answers (as Kubernetes' HTTP prober does, by turning
+        // keep-alive off), so a probe's socket is gone on both ends with
+        // its answer. (Over HTTP/2 the header is illegal; `https` probes
+        // keep no idle connection either.)
+        let mut request = http::Request::new(Empty::new());
+        *request.uri_mut() = uri;
+        request.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        Ok(self.http.request(request).await?.status())
     }
 }
 
