@@ -17,16 +17,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
-use support::backend::Backend;
+use support::backend::{Backend, closed_port};
 use support::{HttpClient, http_client};
 use tower::ServiceExt;
 use tower_ribbon::discovery::{RefreshConfig, StaticSource};
 use tower_ribbon::health::OutlierDetection;
 use tower_ribbon::stats::StatsConfig;
 use tower_ribbon::{Instance, LoadBalancer};
-
-#[path = "common/closed_port.rs"]
-mod closed_port;
 
 async fn send(lb: &LoadBalancer<HttpClient>, n: usize) {
     for _ in 0..n {
