@@ -35,7 +35,7 @@ use crate::error::DiscoveryError;
 use crate::instance::{Endpoint, Instance, InstanceKey};
 use crate::rng::AtomicRng;
 use crate::snapshot::{Listing, Snapshot, SourceKind};
-use crate::stats::{BreakerState, EndpointStats};
+use crate::stats::EndpointStats;
 
 mod config;
 mod guard;
@@ -107,8 +107,8 @@ pub(crate) struct Refresh {
     /// The stats of instances that left the list, by identity: kept until
     /// the next refresh, then only while a request of theirs is in flight
     /// (streams, WebSockets) or while their breaker is open or half-open
-    /// (no response closed it since it tripped) or outlier ejection holds
-    /// them (at most [`MAX_DEPARTED`] entries): an instance
+    /// (no response closed it since it tripped; for at most `breaker_max`
+    /// after the blackout) or outlier ejection holds them (at most [`MAX_DEPARTED`] entries): an instance
     /// listed again meanwhile gets them back, so those requests still
     /// count on it, and a sick instance whose registry status flapped
     /// (DOWN, then UP) is still marked down, as Ribbon's stats cache keeps
@@ -324,16 +324,16 @@ impl Refresh {
         // the requests in flight on instances that left, plus the
         // instances the last refresh removed, plus (up to `MAX_DEPARTED`)
         // departed instances marked down.
-        // Marked down includes a breaker half-open after its blackout: no
-        // response has closed it, so the instance comes back one failure
-        // from a longer blackout, not with three fresh ones to spend
-        // (helper 158: a dead instance removed after its blackout and
-        // listed again took 3 attempts where one probe was due).
+        // Marked down includes a breaker half-open after its blackout, for
+        // `breaker_max` more: no response has closed it, so the instance
+        // comes back one failure from a longer blackout, not with three
+        // fresh ones to spend (helper 158: a dead instance removed after
+        // its blackout and listed again took 3 attempts where one probe
+        // was due); kept until a response, the map filled under churn and
+        // its overflow purge dropped open breakers too (helper 159).
         let now = Instant::now();
         departed.retain(|_, stats| {
-            stats.in_flight() > 0
-                || stats.breaker_state_at(now) != BreakerState::Closed
-                || stats.is_ejected_at(now)
+            stats.in_flight() > 0 || stats.breaker_holds_at(now) || stats.is_ejected_at(now)
         });
         if departed.len() > MAX_DEPARTED {
             departed.retain(|_, stats| stats.in_flight() > 0);

@@ -339,6 +339,17 @@ impl Breaker {
 }
 
 impl super::EndpointStats {
+    /// Whether the breaker still marks the instance down at `now`: open,
+    /// or half-open (no response closed it since it tripped) for at most
+    /// [`StatsConfig::breaker_max`] after its blackout ended. The refresh
+    /// keeps a departed instance's stats this long, so one listed again
+    /// meanwhile comes back one failure from a longer blackout, and a
+    /// host and port reused much later start afresh.
+    pub(crate) fn breaker_holds_at(&self, now: tokio::time::Instant) -> bool {
+        let until = self.breaker.until_ms();
+        until != 0 && self.ms_at(now) < until.saturating_add(millis(self.config.breaker_max))
+    }
+
     /// Whether a [`Declined`](super::Outcome::Declined) attempt at `now`
     /// counts against this endpoint, as a connect failure: the first in
     /// each [`StatsConfig::declined_counted_every`], exactly one of racing
