@@ -149,12 +149,10 @@ fn state_of(lb: &LoadBalancer<HttpClient>, id: &str) -> Option<BreakerState> {
         .map(|e| e.stats().breaker_state())
 }
 
-/// `churned`: how many dead instances tripped and left over the service's
-/// past (each long half-open). Returns the flapping instance's breaker once
-/// listed again 1 s after it left (its 10 s blackout not over).
-async fn flapper_after(churned: usize) -> BreakerState {
-    let good = inst("good", 20_000);
-    let source = StaticSource::new().with_instances("svc", vec![good.clone()]);
+/// Round robin over `list` (refreshed every 50 ms, no ejection), for the
+/// paused-time tests: no request is sent.
+async fn paused_balancer(list: Vec<Instance>) -> (StaticSource, LoadBalancer<HttpClient>) {
+    let source = StaticSource::new().with_instances("svc", list);
     let mut refresh = RefreshConfig::default();
     refresh.interval = Duration::from_millis(50);
     refresh.jitter = 0.0;
@@ -167,6 +165,15 @@ async fn flapper_after(churned: usize) -> BreakerState {
         .build(http_client())
         .unwrap();
     assert!(lb.ready_service("svc").await);
+    (source, lb)
+}
+
+/// `churned`: how many dead instances tripped and left over the service's
+/// past (each long half-open). Returns the flapping instance's breaker once
+/// listed again 1 s after it left (its 10 s blackout not over).
+async fn flapper_after(churned: usize) -> BreakerState {
+    let good = inst("good", 20_000);
+    let (source, lb) = paused_balancer(vec![good.clone()]).await;
     let settle = || tokio::time::sleep(Duration::from_millis(200));
 
     // The past: dead instances, in batches of 512, trip and leave (days of
@@ -242,19 +249,7 @@ async fn a_flapping_sick_instance_stays_marked_down_after_churn() {
 async fn departed_stats_are_not_kept_past_the_breakers_longest_time() {
     let good = inst("good", 20_000);
     let dead = inst("dead", 20_001);
-    let source = StaticSource::new().with_instances("svc", vec![good.clone(), dead.clone()]);
-    let mut refresh = RefreshConfig::default();
-    refresh.interval = Duration::from_millis(50);
-    refresh.jitter = 0.0;
-    let lb: LoadBalancer<HttpClient> = LoadBalancer::builder()
-        .source(source.clone())
-        .service("svc")
-        .rule(tower_ribbon::rule::RoundRobin::new)
-        .refresh(refresh)
-        .outlier_detection(OutlierDetection::disabled())
-        .build(http_client())
-        .unwrap();
-    assert!(lb.ready_service("svc").await);
+    let (source, lb) = paused_balancer(vec![good.clone(), dead.clone()]).await;
     trip(&lb, "dead");
     source.set_instances("svc", vec![good.clone()]);
     tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
