@@ -1,0 +1,90 @@
+//! Weighted response time and dropped attempts: a dropped attempt's wait is
+//! a lower bound of the instance's latency, not a sampled mean. Read as a
+//! mean, an instance that never answered, whose only attempt was dropped
+//! after 1 ms, got 902 of 1 000 picks beside one of 10 ms (helper 161);
+//! now it counts as the average of the sampled instances (498), or as the
+//! bound when that is longer (a wait of 200 ms: about 48). Paused time, the
+//! picker alone.
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower_ribbon::instance::{Endpoint, Instance};
+use tower_ribbon::rule::{PickContext, Rule, WeightedResponseTime};
+use tower_ribbon::snapshot::Snapshot;
+use tower_ribbon::stats::Outcome;
+
+fn ep(port: u16) -> Endpoint {
+    Endpoint::new(Instance::new("svc", "127.0.0.1", port).unwrap())
+}
+
+async fn share_of_b(b_history: u8) -> (usize, Option<Duration>) {
+    let (a, b) = (ep(9001), ep(9002));
+    // A: 100 responses of 10 ms.
+    for _ in 0..100 {
+        let g = a.stats().start_at(Instant::now());
+        tokio::time::advance(Duration::from_millis(10)).await;
+        g.finish(Outcome::Success);
+    }
+    match b_history {
+        // One attempt dropped by its caller after 1 ms (no answer yet).
+        1 => {
+            let g = b.stats().start_at(Instant::now());
+            tokio::time::advance(Duration::from_millis(1)).await;
+            drop(g);
+        }
+        // One attempt dropped by its caller after 200 ms.
+        3 => {
+            let g = b.stats().start_at(Instant::now());
+            tokio::time::advance(Duration::from_millis(200)).await;
+            drop(g);
+        }
+        // One attempt timed out after 200 ms.
+        2 => {
+            let g = b.stats().start_at(Instant::now());
+            tokio::time::advance(Duration::from_millis(200)).await;
+            g.finish(Outcome::ReadTimeout);
+        }
+        _ => {}
+    }
+    let snap = Arc::new(Snapshot::new("svc", vec![a, b.clone()], 1));
+    let picker = WeightedResponseTime::with_seed(9).build(&snap);
+    let now = Instant::now();
+    let to_b = (0..1000)
+        .filter(|_| {
+            picker
+                .pick(&PickContext::at(now))
+                .unwrap()
+                .instance()
+                .port()
+                == 9002
+        })
+        .count();
+    (to_b, b.stats().mean_response_time())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_attempt_gives_an_unanswered_instance_more_than_an_average_share() {
+    let fresh = share_of_b(0).await;
+    let dropped = share_of_b(1).await;
+    let timed_out = share_of_b(2).await;
+    let dropped_late = share_of_b(3).await;
+    println!(
+        "B never tried: {fresh:?}; one attempt dropped after 1 ms: {dropped:?}; one timed out: {timed_out:?}"
+    );
+    // Documented: "An instance without responses yet counts as the mean of
+    // the instances with some, so it starts at an average share"; and a
+    // dropped attempt's wait only "raises the latency averages it exceeds".
+    assert!((400..=600).contains(&fresh.0), "{fresh:?}");
+    assert!(
+        dropped.0 <= 600,
+        "B, which never answered (one attempt dropped after 1 ms), got {} of 1000 picks (mean read {:?}); never tried: {}",
+        dropped.0,
+        dropped.1,
+        fresh.0
+    );
+    // A wait longer than the others' mean is a bound that holds: 200 ms
+    // against A's 10 ms weighs 10 against 200 (about 48 of 1 000).
+    assert!((20..=80).contains(&dropped_late.0), "{dropped_late:?}");
+    assert!(timed_out.0 <= 20, "{timed_out:?}");
+}
