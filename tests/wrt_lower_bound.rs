@@ -88,3 +88,58 @@ async fn a_dropped_attempt_gives_an_unanswered_instance_more_than_an_average_sha
     assert!((20..=80).contains(&dropped_late.0), "{dropped_late:?}");
     assert!(timed_out.0 <= 20, "{timed_out:?}");
 }
+
+fn share_of_b_now(a: &Endpoint, b: &Endpoint) -> usize {
+    let snap = Arc::new(Snapshot::new("svc", vec![a.clone(), b.clone()], 1));
+    let picker = WeightedResponseTime::with_seed(9).build(&snap);
+    let now = Instant::now();
+    (0..1000)
+        .filter(|_| {
+            picker
+                .pick(&PickContext::at(now))
+                .unwrap()
+                .instance()
+                .port()
+                == 9002
+        })
+        .count()
+}
+
+/// A: 100 answers of 10 ms. B: one attempt dropped by its caller after
+/// 1 ms (the fix: B gets an average share, ~500), then one answer of
+/// 100 ms. Docs: B's mean is its decaying mean of response times, and a
+/// dropped wait "raises the latency averages it exceeds"; B's only answer
+/// took 100 ms, ten times A's, so about 10/110 ≈ 91 of 1 000 picks.
+/// Before, the 1 ms wait had seeded the mean and the answer moved it by
+/// 1 − e^(−Δt/30 s): mean 1.66 ms and 853 picks, its slow answer raised
+/// its share from 498 (helper 163, against my first version). Now the
+/// first answer replaces the waits.
+#[tokio::test(start_paused = true)]
+async fn a_slow_first_answer_after_a_short_drop_counts_as_it_is() {
+    let (a, b) = (ep(9001), ep(9002));
+    for _ in 0..100 {
+        let g = a.stats().start_at(Instant::now());
+        tokio::time::advance(Duration::from_millis(10)).await;
+        g.finish(Outcome::Success);
+    }
+    let g = b.stats().start_at(Instant::now());
+    tokio::time::advance(Duration::from_millis(1)).await;
+    drop(g);
+    let unanswered = share_of_b_now(&a, &b);
+    tokio::time::advance(Duration::from_millis(100)).await;
+    let g = b.stats().start_at(Instant::now());
+    tokio::time::advance(Duration::from_millis(100)).await;
+    g.finish(Outcome::Success);
+    let answered = share_of_b_now(&a, &b);
+    println!(
+        "B unanswered (1 ms drop): {unanswered}; after one 100 ms answer: {answered}, mean {:?}, ewma {:?}",
+        b.stats().mean_response_time(),
+        b.stats().ewma()
+    );
+    assert!((400..=600).contains(&unanswered));
+    assert!(
+        answered <= 200,
+        "B, whose only answer took 100 ms (A: 10 ms), got {answered} of 1000 picks (mean read {:?}; {unanswered} before that answer)",
+        b.stats().mean_response_time()
+    );
+}

@@ -22,11 +22,7 @@
 //! **Time runs forward only.** The elapsed time of an observation or a
 //! read is `now − last`, saturating at zero: a timestamp older than the
 //! stored one (a record or a pick that raced with a newer one) counts as
-//! no time elapsed, and the stored time never moves backwards, except
-//! past a stored time more than 1 s ahead of an observation
-//! (`LATE_MAX_MS`, as the breaker's rules): that stamp is taken as wrong
-//! (a future instant given to `finish_at`) and the observation stamps the
-//! average at its own time. This is
+//! no time elapsed, and the stored time never moves backwards. This is
 //! Finagle's `PeakEwma` rule (`td = max(now − stamp, 0)`); without it an
 //! observation 2 ms out of order read as 49 days and threw the history
 //! away.
@@ -38,8 +34,6 @@
 //! EWMA unchanged, except that a peak still rises.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use super::streak::LATE_MAX_MS;
 
 /// Bits of the time field.
 const TIME_BITS: u32 = 40;
@@ -153,18 +147,7 @@ impl Decaying {
                 pack(x, now_ms)
             } else {
                 let (v, at) = unpack(old);
-                if at > now_ms.saturating_add(LATE_MAX_MS) {
-                    // A stored time more than 1 s ahead is taken as wrong
-                    // (a record through `finish_at` with a future instant),
-                    // as the breaker, the streaks and ejection take it:
-                    // this observation stamps the average back at its own
-                    // time, no time elapsed (a peak still rises). Kept, it
-                    // froze the average for as long: after a success
-                    // stamped an hour ahead, 2 000 failures left a success
-                    // rate of 1.0, and a 300 ms peak kept its recovered
-                    // instance out of P2C (helper 161).
-                    pack(if peak && x > v { x } else { v }, now_ms)
-                } else if peak && x > v {
+                if peak && x > v {
                     pack(x, at.max(now_ms))
                 } else if now_ms <= at {
                     // No time elapsed: weight 1 keeps the value (and the
@@ -192,6 +175,29 @@ impl Decaying {
                 Err(seen) => old = seen,
             }
         }
+    }
+
+    /// [`observe`](Self::observe) (not in peak mode) with `tau_ms`, or with
+    /// `first` [`replace`](Self::replace): a first completed attempt over a
+    /// mean that held only dropped attempts' waits (lower bounds).
+    pub(crate) fn observe_mean(&self, x: f64, now_ms: u64, (tau_ms, first): (f64, bool)) {
+        if first {
+            self.replace(x, now_ms);
+        } else {
+            self.observe(x, now_ms, tau_ms, false);
+        }
+    }
+
+    /// Replaces the value with `x` at `now_ms` (the stored time does not
+    /// move back).
+    pub(crate) fn replace(&self, x: f64, now_ms: u64) {
+        let now_ms = now_ms.min(MAX_MS);
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                let at = if old == EMPTY { now_ms } else { unpack(old).1 };
+                Some(pack(x, at.max(now_ms)))
+            });
     }
 
     /// The value and the time of the last observation, or `None` before

@@ -210,7 +210,13 @@ impl InFlightGuard<'_> {
     }
 
     /// Ends the attempt at `now` with `outcome` (latency zero for a `now`
-    /// before the start).
+    /// before the start). Pass instants of the clock the balancer and the
+    /// rules read (tokio's): a `now` far ahead of it holds the decaying
+    /// averages (EWMA, peak, mean, success rate) still until the clock
+    /// passes it, since a later record can be late and counts as no time
+    /// elapsed. (The breaker's and the outlier counters take a stamp more
+    /// than 1 s ahead as wrong; an average cannot tell it from a record
+    /// late by as much without moving its clock back.)
     pub fn finish_at(mut self, outcome: Outcome, now: Instant) -> BreakerTransition {
         let latency = now.saturating_duration_since(self.started);
         self.done = true;

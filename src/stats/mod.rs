@@ -447,14 +447,15 @@ impl EndpointStats {
             breaker::is_late(now_ms, latest)
         };
         let tau = Self::tau_ms(self.config.ewma_decay);
+        // A first completed attempt replaces dropped attempts' waits in the
+        // mean (a 1 ms wait swamped a first 100 ms answer; helper 163).
+        let mean = (
+            Self::tau_ms(self.config.mean_decay),
+            !self.has_latency_sample(),
+        );
         self.ewma_us.observe(latency_us, now_ms, tau, false);
         self.peak_ewma_us.observe(latency_us, now_ms, tau, true);
-        self.mean_us.observe(
-            latency_us,
-            now_ms,
-            Self::tau_ms(self.config.mean_decay),
-            false,
-        );
+        self.mean_us.observe_mean(latency_us, now_ms, mean);
         let ok = if outcome.is_success() { 1.0 } else { 0.0 };
         self.success_rate.observe(ok, now_ms, tau, false);
         // Errors while ejected do not count toward the next ejection (in
