@@ -10,6 +10,15 @@
 //! one pool, and missed it). Now a probe's connection closes with its
 //! answer. Real time, real HTTP/1 servers on 127.0.0.1 (plain and TLS)
 //! counting the connections open at once.
+//!
+//! Peers: Kubernetes' prober turned keep-alive off for the same reasons
+//! (kubernetes/kubernetes#15643, "Liveness checks against a pod that
+//! supports keep-alive are broken", <https://github.com/kubernetes/kubernetes/issues/15643>,
+//! fixed by PR #15733, <https://github.com/kubernetes/kubernetes/pull/15733>:
+//! "kubelet checks many pods with different addresses and ports"), and
+//! later cut the probes' TIME-WAIT (PR #115143,
+//! <https://github.com/kubernetes/kubernetes/pull/115143>); with
+//! `Connection: close` the instance closes first and holds the TIME-WAIT.
 
 #[path = "support/tls.rs"]
 mod tls_support;

@@ -5,6 +5,13 @@
 //! now it counts as the average of the sampled instances (498), or as the
 //! bound when that is longer (a wait of 200 ms: about 48). Paused time, the
 //! picker alone.
+//!
+//! Peer: Netflix/ribbon#39 (<https://github.com/Netflix/ribbon/issues/39>),
+//! fixed by PR #41 (<https://github.com/Netflix/ribbon/pull/41>): with no
+//! response times yet the rule's weights were unusable; Ribbon falls back
+//! to round robin until it has statistics, and counts a server without
+//! any as 0 ms (the whole sum as its weight), which this rule replaced
+//! with the average; a dropped attempt's wait is not a statistic either.
 use std::sync::Arc;
 use std::time::Duration;
 
