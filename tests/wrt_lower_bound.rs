@@ -3,8 +3,11 @@
 //! mean, an instance that never answered, whose only attempt was dropped
 //! after 1 ms, got 902 of 1 000 picks beside one of 10 ms (helper 161);
 //! now it counts as the average of the sampled instances (498), or as the
-//! bound when that is longer (a wait of 200 ms: about 48). Paused time, the
-//! picker alone.
+//! bound when that is longer (a wait of 200 ms: about 48). Helper 164's
+//! cases against my first two versions follow: with no instance sampled,
+//! all count alike; the bound is the longest wait (the peak), not their
+//! mean; a first answer raises the waits in the mean, never lowers them.
+//! Paused time, the picker alone.
 //!
 //! Peer: Netflix/ribbon#39 (<https://github.com/Netflix/ribbon/issues/39>),
 //! fixed by PR #41 (<https://github.com/Netflix/ribbon/pull/41>): with no
@@ -148,5 +151,174 @@ async fn a_slow_first_answer_after_a_short_drop_counts_as_it_is() {
         answered <= 200,
         "B, whose only answer took 100 ms (A: 10 ms), got {answered} of 1000 picks (mean read {:?}; {unanswered} before that answer)",
         b.stats().mean_response_time()
+    );
+}
+
+async fn drop_after(e: &Endpoint, ms: u64) {
+    let g = e.stats().start_at(Instant::now());
+    tokio::time::advance(Duration::from_millis(ms)).await;
+    drop(g);
+}
+
+fn counts(eps: &[Endpoint]) -> Vec<usize> {
+    let snap = Arc::new(Snapshot::new("svc", eps.to_vec(), 1));
+    let picker = WeightedResponseTime::with_seed(9).build(&snap);
+    let now = Instant::now();
+    let mut c = vec![0; eps.len()];
+    for _ in 0..1000 {
+        let p = picker
+            .pick(&PickContext::at(now))
+            .unwrap()
+            .instance()
+            .port();
+        c[(p - 9001) as usize] += 1;
+    }
+    c
+}
+
+/// A's only attempt was dropped by its caller after 1 ms; B was never
+/// tried. Neither has a completed attempt, and A's wait is only a lower
+/// bound. Docs: "An instance without responses yet counts as the mean of
+/// the instances with some, so it starts at an average share (or as the
+/// wait of its dropped attempts ... when that is longer)"; the Ribbon note
+/// names "an instance ... beside only such ones a weight of 0" as the
+/// defect this avoids. With my first fix, A got 0 of 1 000 picks until the
+/// next recomputation (30 s) (helper 164); now, none sampled, all alike.
+#[tokio::test(start_paused = true)]
+async fn a_bound_only_instance_beside_an_untried_one_gets_its_share() {
+    let (a, b) = (ep(9001), ep(9002));
+    drop_after(&a, 1).await;
+    let c = counts(&[a.clone(), b]);
+    println!(
+        "A (1 ms drop), B (never tried): {c:?}; A mean {:?}",
+        a.stats().mean_response_time()
+    );
+    assert!(
+        c[0] >= 100,
+        "A, one attempt dropped after 1 ms, got {} of 1000 picks",
+        c[0]
+    );
+}
+
+/// Three instances: A dropped after 1 ms, B and C never tried (my first
+/// fix: A 0 picks).
+#[tokio::test(start_paused = true)]
+async fn three_instances_one_bound_only() {
+    let (a, b, c) = (ep(9001), ep(9002), ep(9003));
+    drop_after(&a, 1).await;
+    let n = counts(&[a, b, c]);
+    println!("{n:?}");
+    assert!(n[0] >= 100, "{n:?}");
+}
+
+/// Both bound-only (waits 1 ms and 10 ms, no answer from either): the
+/// waits are not read as means (before: A about 900 of 1 000).
+#[tokio::test(start_paused = true)]
+async fn two_bound_only_instances_are_not_read_as_means() {
+    let (a, b) = (ep(9001), ep(9002));
+    drop_after(&a, 1).await;
+    drop_after(&b, 10).await;
+    let n = counts(&[a, b]);
+    println!("{n:?}");
+    assert!(
+        n[0] <= 600,
+        "A (1 ms wait, never answered) got {} of 1000 beside B (10 ms wait)",
+        n[0]
+    );
+}
+
+async fn warm_a() -> Endpoint {
+    let a = ep(9001);
+    for _ in 0..100 {
+        let g = a.stats().start_at(Instant::now());
+        tokio::time::advance(Duration::from_millis(10)).await;
+        g.finish(Outcome::Success);
+    }
+    a
+}
+
+/// A: 100 answers of 10 ms. B never answered; two requests to it started
+/// together, one dropped by its caller after 1 ms, the other after 200 ms.
+/// B's latency is at least 200 ms. Docs (module): an instance without
+/// responses counts "as the wait of its dropped attempts, a lower bound of
+/// its latency, when that is longer" -> 200 ms vs 10 ms: ~48 of 1 000,
+/// as for the 200 ms drop alone. With my first fix (the mean of the
+/// waits as the bound): B's mean 2.31 ms, counted as A's 10 ms, about 500
+/// of 1 000 (helper 164); now the bound is the peak, the longest wait.
+#[tokio::test(start_paused = true)]
+async fn a_longer_wait_after_a_short_one_is_the_bound() {
+    let a = warm_a().await;
+    let b = ep(9002);
+    let short = b.stats().start_at(Instant::now());
+    let long = b.stats().start_at(Instant::now());
+    tokio::time::advance(Duration::from_millis(1)).await;
+    drop(short);
+    tokio::time::advance(Duration::from_millis(199)).await;
+    drop(long);
+    let both = share_of_b_now(&a, &b);
+    println!(
+        "B: drops after 1 ms and 200 ms -> {both} picks, mean {:?}",
+        b.stats().mean_response_time()
+    );
+
+    let a2 = warm_a().await;
+    let b2 = ep(9002);
+    let long = b2.stats().start_at(Instant::now());
+    tokio::time::advance(Duration::from_millis(200)).await;
+    drop(long);
+    let only_long = share_of_b_now(&a2, &b2);
+    println!(
+        "B: one drop after 200 ms -> {only_long} picks, mean {:?}",
+        b2.stats().mean_response_time()
+    );
+    assert!((20..=80).contains(&only_long));
+    assert!(
+        both <= 80,
+        "B waited on for 200 ms got {both} of 1000 picks (mean read {:?}); the 200 ms drop alone: {only_long}",
+        b.stats().mean_response_time()
+    );
+}
+
+/// B's callers gave up after 2 s on 20 requests in a row (it hangs), then
+/// one request got a 10 ms answer. With my second fix the first completed
+/// attempt replaced the mean, discarding waits 200 times longer than it:
+/// B's mean read 10 ms and B took about 500 of 1 000 picks beside A (10
+/// ms; helper 164); now it only raises the mean. The same
+/// attempts in the other order (the answer first, then the 20 drops) leave
+/// a mean of ~1.47 s (~7 picks). Docs: `InFlightGuard` — a dropped wait
+/// "raises the EWMA, peak EWMA and mean it exceeds"; `mean_response_time` —
+/// "raised by a dropped request's wait it exceeds".
+#[tokio::test(start_paused = true)]
+async fn a_fast_first_answer_keeps_longer_waits() {
+    let a = warm_a().await;
+    let b = ep(9002);
+    for _ in 0..20 {
+        let g = b.stats().start_at(Instant::now());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        drop(g);
+    }
+    let before = b.stats().mean_response_time();
+    let g = b.stats().start_at(Instant::now());
+    tokio::time::advance(Duration::from_millis(10)).await;
+    g.finish(Outcome::Success);
+    let drops_then_answer = (share_of_b_now(&a, &b), b.stats().mean_response_time());
+
+    let a2 = warm_a().await;
+    let b2 = ep(9002);
+    let g = b2.stats().start_at(Instant::now());
+    tokio::time::advance(Duration::from_millis(10)).await;
+    g.finish(Outcome::Success);
+    for _ in 0..20 {
+        let g = b2.stats().start_at(Instant::now());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        drop(g);
+    }
+    let answer_then_drops = (share_of_b_now(&a2, &b2), b2.stats().mean_response_time());
+    println!(
+        "mean after 20 drops of 2 s: {before:?}; then one 10 ms answer: {drops_then_answer:?}; answer first: {answer_then_drops:?}"
+    );
+    assert!(
+        drops_then_answer.0 <= 100,
+        "B, 20 requests dropped after 2 s then one 10 ms answer, got {drops_then_answer:?} (answer first: {answer_then_drops:?})"
     );
 }

@@ -11,8 +11,9 @@
 //! means of 10, 30 and 60 ms the weights are 90, 70 and 40 ms and the shares
 //! 45 %, 35 % and 20 %. An instance without responses yet counts as the
 //! mean of the instances with some, so it starts at an average share (or
-//! as the wait of its dropped attempts, a lower bound of its latency, when
-//! that is longer).
+//! as the longest wait of its dropped attempts, a lower bound of its
+//! latency decayed as the peak EWMA is, when that is longer); while no
+//! instance has a response, all count alike.
 //! (Ribbon counts it as 0 ms, which gives it the whole sum as weight, and
 //! an instance with responses beside only such ones a weight of 0: a
 //! restarted instance beside one warm one took every pick, and the warm
@@ -132,13 +133,14 @@ fn sampled_ms(e: &Endpoint) -> Option<f64> {
 }
 
 /// The lower bound in ms that dropped attempts' waits put on an
-/// unsampled endpoint's latency (0 without one). Read as a mean, a wait
-/// of 1 ms made an instance that never answered the fastest: 902 of 1 000
-/// picks beside one of 10 ms (helper 161).
-fn bound_ms(e: &Endpoint) -> f64 {
-    e.stats()
-        .mean_response_time()
-        .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+/// unsampled endpoint's latency at `now`: the longest of them, decayed
+/// (its peak EWMA, which holds only waits before a completed attempt; 0
+/// without one). Read as a mean, a wait of 1 ms made an instance that
+/// never answered the fastest: 902 of 1 000 picks beside one of 10 ms
+/// (helper 161); the mean of the waits blended a 200 ms wait after a 1 ms
+/// one to 2.3 ms (helper 164).
+fn bound_ms(e: &Endpoint, now: Instant) -> f64 {
+    e.stats().peak_ewma_us_at(now).map_or(0.0, |us| us / 1e3)
 }
 
 impl WeightedResponseTime {
@@ -219,8 +221,9 @@ impl Rule for WeightedResponseTime {
             cumulative,
             domains: domain::DomainSums::default(),
         };
-        picker.fill();
-        let now = self.shared.ms_since_epoch(Instant::now());
+        let at = Instant::now();
+        picker.fill(at);
+        let now = self.shared.ms_since_epoch(at);
         self.shared.last_ms.store(now, Ordering::Relaxed);
         Arc::new(picker)
     }
@@ -255,15 +258,15 @@ impl fmt::Debug for WeightedResponseTimePicker {
 }
 
 impl WeightedResponseTimePicker {
-    /// Recomputes the weights in place from the current stats.
-    fn fill(&self) {
+    /// Recomputes the weights in place from the stats at `now`.
+    fn fill(&self, now: Instant) {
         // Odd while rewriting: domain sums read meanwhile are not kept.
         self.domains.generation.fetch_add(1, Ordering::AcqRel);
-        self.fill_weights();
+        self.fill_weights(now);
         self.domains.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn fill_weights(&self) {
+    fn fill_weights(&self, now: Instant) {
         let endpoints = self.snapshot.endpoints();
         // An endpoint without responses counts as the mean of those with
         // some (0 when none has): counted as 0 ms, as Ribbon does, it
@@ -274,12 +277,15 @@ impl WeightedResponseTimePicker {
             .iter()
             .filter_map(sampled_ms)
             .fold((0.0, 0u32), |(s, n), m| (s + m, n + 1));
-        let unsampled = if sampled == 0 {
-            0.0
-        } else {
-            sum / f64::from(sampled)
+        // Unsampled, an endpoint counts as the average or as its bound when
+        // that is longer; with none sampled, all alike (round robin), not
+        // by their bounds (a 1 ms wait beside an instance never tried
+        // took every pick; helper 164).
+        let unsampled = |e: &Endpoint| match sampled {
+            0 => 0.0,
+            n => (sum / f64::from(n)).max(bound_ms(e, now)),
         };
-        let mean = |e: &Endpoint| sampled_ms(e).unwrap_or_else(|| unsampled.max(bound_ms(e)));
+        let mean = |e: &Endpoint| sampled_ms(e).unwrap_or_else(|| unsampled(e));
         let total: f64 = endpoints.iter().map(mean).sum();
         let mut acc = 0.0;
         for (e, c) in endpoints.iter().zip(&*self.cumulative) {
@@ -448,7 +454,7 @@ impl Picker for WeightedResponseTimePicker {
             return None;
         }
         if self.shared.due(ctx.now(), self.interval) {
-            self.fill();
+            self.fill(ctx.now());
         }
         if endpoints.len() < 2 || (ctx.all_eligible() && !ctx.has_tiers()) {
             if endpoints.len() >= 2 {

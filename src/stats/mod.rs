@@ -447,8 +447,8 @@ impl EndpointStats {
             breaker::is_late(now_ms, latest)
         };
         let tau = Self::tau_ms(self.config.ewma_decay);
-        // A first completed attempt replaces dropped attempts' waits in the
-        // mean (a 1 ms wait swamped a first 100 ms answer; helper 163).
+        // A first completed attempt raises dropped attempts' waits in the
+        // mean to itself (a 1 ms wait swamped a first 100 ms answer; 163).
         let mean = (
             Self::tau_ms(self.config.mean_decay),
             !self.has_latency_sample(),

@@ -180,7 +180,7 @@ mod tests {
             cumulative: s.endpoints().iter().map(|_| AtomicU64::new(0)).collect(),
             domains: DomainSums::default(),
         };
-        picker.fill();
+        picker.fill(tokio::time::Instant::now());
         let domains: Vec<Vec<u32>> = (0..70u32)
             .map(|d| (0..10).map(|j| (d + j * 17) % 200).collect())
             .collect();
