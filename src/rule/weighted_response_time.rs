@@ -137,8 +137,9 @@ fn sampled_ms(e: &Endpoint) -> Option<f64> {
 /// (its peak EWMA, which holds only waits before a completed attempt; 0
 /// without one). Read as a mean, a wait of 1 ms made an instance that
 /// never answered the fastest: 902 of 1 000 picks beside one of 10 ms
-/// (helper 161); the mean of the waits blended a 200 ms wait after a 1 ms
-/// one to 2.3 ms (helper 164).
+/// (helper 161); a mean of the waits blended a 200 ms wait after a 1 ms
+/// one to 2.3 ms (helper 164). The mean takes no wait before a completed
+/// attempt.
 fn bound_ms(e: &Endpoint, now: Instant) -> f64 {
     e.stats().peak_ewma_us_at(now).map_or(0.0, |us| us / 1e3)
 }
@@ -454,7 +455,10 @@ impl Picker for WeightedResponseTimePicker {
             return None;
         }
         if self.shared.due(ctx.now(), self.interval) {
-            self.fill(ctx.now());
+            // Bounds read at the clock at the latest, as `due` stores it: a
+            // pick stamped an hour ahead decayed a 20 s wait to nothing
+            // and gave its instance half the picks (helper 166).
+            self.fill(ctx.now().min(Instant::now()));
         }
         if endpoints.len() < 2 || (ctx.all_eligible() && !ctx.has_tiers()) {
             if endpoints.len() >= 2 {

@@ -177,36 +177,6 @@ impl Decaying {
         }
     }
 
-    /// [`observe`](Self::observe) (not in peak mode) with `tau_ms`, or with
-    /// `first` [`raise`](Self::raise): a first completed attempt over a
-    /// mean that held only dropped attempts' waits (lower bounds).
-    pub(crate) fn observe_mean(&self, x: f64, now_ms: u64, (tau_ms, first): (f64, bool)) {
-        if first {
-            self.raise(x, now_ms);
-        } else {
-            self.observe(x, now_ms, tau_ms, false);
-        }
-    }
-
-    /// Sets the value to `x` if it is larger or there is none, at `now_ms`
-    /// (the stored time does not move back): waits shorter than a first
-    /// answer give way to it (a 1 ms wait blended a first 100 ms answer to
-    /// 1.7 ms), longer ones stay, as they would have raised the mean taken
-    /// after it (helper 164).
-    pub(crate) fn raise(&self, x: f64, now_ms: u64) {
-        let now_ms = now_ms.min(MAX_MS);
-        let _ = self
-            .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                let (v, at) = if old == EMPTY {
-                    (x, now_ms)
-                } else {
-                    unpack(old)
-                };
-                Some(pack(x.max(v), at.max(now_ms)))
-            });
-    }
-
     /// The value and the time of the last observation, or `None` before
     /// the first observation.
     #[inline]

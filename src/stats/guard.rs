@@ -110,17 +110,20 @@ impl EndpointStats {
         let (us, now_ms) = (waited.as_secs_f64() * 1e6, self.ms_at(now));
         let tau = Self::tau_ms(self.config.ewma_decay);
         let mean_tau = Self::tau_ms(self.config.mean_decay);
-        // Without a completed attempt the EWMA stays empty (a bound is no
-        // sample: see `EndpointStats::has_latency_sample`, by which P2C
-        // prices such a peak at no less than its default RTT); the peak and
-        // the mean (which weighted response time reads as 0 when empty)
-        // take the bound. Each is compared as it is read: the peak decayed
+        // Without a completed attempt the EWMA and the mean stay empty (a
+        // bound is no sample: see `EndpointStats::has_latency_sample`, by
+        // which P2C prices such a peak at no less than its default RTT, and
+        // weighted response time takes it as a bound); the peak takes it.
+        // (Seeded by waits, the mean took a first answer at a weight of
+        // 1 − e^(−Δt/30 s): a 100 ms answer after a 1 ms wait read 1.7 ms,
+        // and swapping a wait and a first answer 1 ms apart moved it 200
+        // times; helpers 163, 166.) Each is compared as it is read: the peak decayed
         // to `now`, the EWMA and the mean as stored (compared decayed, a
         // bound below them passed and pulled them down).
         for (average, tau, peak, from_empty) in [
             (&self.ewma_us, tau, false, false),
             (&self.peak_ewma_us, tau, true, true),
-            (&self.mean_us, mean_tau, false, true),
+            (&self.mean_us, mean_tau, false, false),
         ] {
             let read = if peak {
                 average.get_decayed(now_ms, tau)

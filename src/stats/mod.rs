@@ -223,7 +223,8 @@ impl EndpointStats {
     /// Decaying mean response time (τ = [`StatsConfig::mean_decay`]), with
     /// failures counted at least at the failure penalty; raised by a
     /// dropped request's wait it exceeds (see [`InFlightGuard`]), and `None`
-    /// before the first completed or dropped attempt.
+    /// before the first completed attempt (waits before it are kept by the
+    /// peak EWMA only).
     pub fn mean_response_time(&self) -> Option<Duration> {
         self.mean_us.get().map(us_to_duration)
     }
@@ -447,15 +448,14 @@ impl EndpointStats {
             breaker::is_late(now_ms, latest)
         };
         let tau = Self::tau_ms(self.config.ewma_decay);
-        // A first completed attempt raises dropped attempts' waits in the
-        // mean to itself (a 1 ms wait swamped a first 100 ms answer; 163).
-        let mean = (
-            Self::tau_ms(self.config.mean_decay),
-            !self.has_latency_sample(),
-        );
         self.ewma_us.observe(latency_us, now_ms, tau, false);
         self.peak_ewma_us.observe(latency_us, now_ms, tau, true);
-        self.mean_us.observe_mean(latency_us, now_ms, mean);
+        self.mean_us.observe(
+            latency_us,
+            now_ms,
+            Self::tau_ms(self.config.mean_decay),
+            false,
+        );
         let ok = if outcome.is_success() { 1.0 } else { 0.0 };
         self.success_rate.observe(ok, now_ms, tau, false);
         // Errors while ejected do not count toward the next ejection (in
