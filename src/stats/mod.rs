@@ -92,6 +92,7 @@ pub struct EndpointStats {
     ewma_us: Decaying,
     peak_ewma_us: Decaying,
     mean_us: Decaying,
+    waits_us: Decaying,
     success_rate: Decaying,
     breaker: Breaker,
     ejection: Ejection,
@@ -126,6 +127,7 @@ impl EndpointStats {
             ewma_us: Decaying::new(),
             peak_ewma_us: Decaying::new(),
             mean_us: Decaying::new(),
+            waits_us: Decaying::new(),
             success_rate: Decaying::new(),
             breaker: Breaker::new(),
             ejection: Ejection::new(),
@@ -207,8 +209,7 @@ impl EndpointStats {
         self.peak_ewma_us_at(now).map(us_to_duration)
     }
 
-    /// Whether an attempt completed (the EWMA has a sample): a peak without
-    /// one holds only dropped requests' waits, lower bounds of the latency.
+    /// Whether an attempt completed (the EWMA has a sample; waits do not).
     pub(crate) fn has_latency_sample(&self) -> bool {
         self.ewma_us.load().is_some()
     }
@@ -221,10 +222,9 @@ impl EndpointStats {
     }
 
     /// Decaying mean response time (τ = [`StatsConfig::mean_decay`]), with
-    /// failures counted at least at the failure penalty; raised by a
-    /// dropped request's wait it exceeds (see [`InFlightGuard`]), and `None`
-    /// before the first completed attempt (waits before it are kept by the
-    /// peak EWMA only).
+    /// failures counted at least at the failure penalty; raised by a later
+    /// dropped request's wait it exceeds ([`InFlightGuard`]); `None` before
+    /// the first completed attempt.
     pub fn mean_response_time(&self) -> Option<Duration> {
         self.mean_us.get().map(us_to_duration)
     }
