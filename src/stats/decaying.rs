@@ -177,6 +177,29 @@ impl Decaying {
         }
     }
 
+    /// [`observe`](Self::observe) (not in peak mode) with `tau_ms`, or,
+    /// for a first answer over waits (`first`: the longest recent wait,
+    /// see `EndpointStats::first_answer_bound`), sets the value to the
+    /// longer of the answer and that wait.
+    pub(crate) fn observe_mean(&self, x: f64, now_ms: u64, (tau_ms, first): (f64, Option<f64>)) {
+        match first {
+            Some(bound) => self.set(x.max(bound), now_ms),
+            None => self.observe(x, now_ms, tau_ms, false),
+        }
+    }
+
+    /// Sets the value to `x` at `now_ms` (the stored time does not move
+    /// back).
+    fn set(&self, x: f64, now_ms: u64) {
+        let now_ms = now_ms.min(MAX_MS);
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                let at = if old == EMPTY { now_ms } else { unpack(old).1 };
+                Some(pack(x, at.max(now_ms)))
+            });
+    }
+
     /// The value and the time of the last observation, or `None` before
     /// the first observation.
     #[inline]

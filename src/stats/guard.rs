@@ -102,15 +102,20 @@ impl EndpointStats {
         self.note_lower_bound(started, now);
     }
 
-    /// The longest recent unanswered wait in µs at `now` (dropped
-    /// attempts' waits in peak mode, decayed with τ = `ewma_decay`; `None`
-    /// before the first): a lower bound of the latency that weighted
-    /// response time sets beside the mean of answers. An instance whose
-    /// callers gave up on 20 requests after 2 s each and that then answered
-    /// one in 1 ms read 1 ms to it, 902 of 1 000 picks (helper 167).
-    pub(crate) fn wait_bound_us_at(&self, now: Instant) -> Option<f64> {
+    /// Before an instance's first completed attempt (recorded at `now_ms`),
+    /// the longest recent wait of its dropped ones (µs; the peak EWMA then
+    /// holds only waits, decayed with τ = `ewma_decay`; 0 without one);
+    /// `None` once it has answered. That first answer sets the mean to the
+    /// longer of itself and this wait: observed, a 1 ms wait blended a
+    /// first 100 ms answer to 1.7 ms (helper 163); left out, 20 waits of
+    /// 2 s just before a 1 ms answer read 1 ms (helper 167); and one 2 s
+    /// wait 10 minutes before a 10 ms answer counts as nothing (helper 166).
+    pub(super) fn first_answer_bound(&self, now_ms: u64) -> Option<f64> {
+        if self.has_latency_sample() {
+            return None;
+        }
         let tau = Self::tau_ms(self.config.ewma_decay);
-        self.waits_us.get_decayed(self.ms_at(now), tau)
+        Some(self.peak_ewma_us.get_decayed(now_ms, tau).unwrap_or(0.0))
     }
 
     /// An attempt started at `started` had no result by `now`: its wait
@@ -121,23 +126,18 @@ impl EndpointStats {
         let (us, now_ms) = (waited.as_secs_f64() * 1e6, self.ms_at(now));
         let tau = Self::tau_ms(self.config.ewma_decay);
         let mean_tau = Self::tau_ms(self.config.mean_decay);
-        // Without a completed attempt the EWMA and the mean stay empty (a
-        // bound is no sample: see `EndpointStats::has_latency_sample`, by
-        // which P2C prices such a peak at no less than its default RTT, and
-        // weighted response time takes it as a bound); the peak takes it.
-        // (Seeded by waits, the mean took a first answer at a weight of
-        // 1 − e^(−Δt/30 s): a 100 ms answer after a 1 ms wait read 1.7 ms,
-        // and swapping a wait and a first answer 1 ms apart moved it 200
-        // times; helpers 163, 166.) The waits' own peak keeps them apart
-        // from answers, for weighted response time. Each is compared as it
-        // is read: the peaks decayed to `now`, the EWMA and the mean as
-        // stored (compared decayed, a bound below them passed and pulled
-        // them down).
+        // Without a completed attempt the EWMA stays empty (a bound is no
+        // sample: see `EndpointStats::has_latency_sample`, by which P2C
+        // prices such a peak at no less than its default RTT, and weighted
+        // response time reads it as a bound); the peak and the mean take
+        // the bound (a first answer then sets the mean: see
+        // `first_answer_bound`). Each is compared as it is read: the peak
+        // decayed to `now`, the EWMA and the mean as stored (compared
+        // decayed, a bound below them passed and pulled them down).
         for (average, tau, peak, from_empty) in [
-            (&self.waits_us, tau, true, true),
             (&self.ewma_us, tau, false, false),
             (&self.peak_ewma_us, tau, true, true),
-            (&self.mean_us, mean_tau, false, false),
+            (&self.mean_us, mean_tau, false, true),
         ] {
             let read = if peak {
                 average.get_decayed(now_ms, tau)

@@ -92,7 +92,6 @@ pub struct EndpointStats {
     ewma_us: Decaying,
     peak_ewma_us: Decaying,
     mean_us: Decaying,
-    waits_us: Decaying,
     success_rate: Decaying,
     breaker: Breaker,
     ejection: Ejection,
@@ -127,7 +126,6 @@ impl EndpointStats {
             ewma_us: Decaying::new(),
             peak_ewma_us: Decaying::new(),
             mean_us: Decaying::new(),
-            waits_us: Decaying::new(),
             success_rate: Decaying::new(),
             breaker: Breaker::new(),
             ejection: Ejection::new(),
@@ -222,9 +220,9 @@ impl EndpointStats {
     }
 
     /// Decaying mean response time (τ = [`StatsConfig::mean_decay`]), with
-    /// failures counted at least at the failure penalty; raised by a later
-    /// dropped request's wait it exceeds ([`InFlightGuard`]); `None` before
-    /// the first completed attempt.
+    /// failures counted at least at the failure penalty; raised by a
+    /// dropped request's wait it exceeds (see [`InFlightGuard`]), and `None`
+    /// before the first completed or dropped attempt.
     pub fn mean_response_time(&self) -> Option<Duration> {
         self.mean_us.get().map(us_to_duration)
     }
@@ -448,14 +446,13 @@ impl EndpointStats {
             breaker::is_late(now_ms, latest)
         };
         let tau = Self::tau_ms(self.config.ewma_decay);
+        let mean = (
+            Self::tau_ms(self.config.mean_decay),
+            self.first_answer_bound(now_ms),
+        );
         self.ewma_us.observe(latency_us, now_ms, tau, false);
         self.peak_ewma_us.observe(latency_us, now_ms, tau, true);
-        self.mean_us.observe(
-            latency_us,
-            now_ms,
-            Self::tau_ms(self.config.mean_decay),
-            false,
-        );
+        self.mean_us.observe_mean(latency_us, now_ms, mean);
         let ok = if outcome.is_success() { 1.0 } else { 0.0 };
         self.success_rate.observe(ok, now_ms, tau, false);
         // Errors while ejected do not count toward the next ejection (in
