@@ -57,20 +57,7 @@ async fn share_of_b(b_history: u8) -> (usize, Option<Duration>) {
         }
         _ => {}
     }
-    let snap = Arc::new(Snapshot::new("svc", vec![a, b.clone()], 1));
-    let picker = WeightedResponseTime::with_seed(9).build(&snap);
-    let now = Instant::now();
-    let to_b = (0..1000)
-        .filter(|_| {
-            picker
-                .pick(&PickContext::at(now))
-                .unwrap()
-                .instance()
-                .port()
-                == 9002
-        })
-        .count();
-    (to_b, b.stats().mean_response_time())
+    (share_of_b_now(&a, &b), b.stats().mean_response_time())
 }
 
 #[tokio::test(start_paused = true)]
