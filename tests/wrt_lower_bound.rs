@@ -540,3 +540,29 @@ async fn one_60_s_cancel_on_a_busy_instance_weighs_as_a_timeout_does() {
         );
     }
 }
+
+/// A 2 s wait, then a 1 ms first answer 60 s later, reads as a 2 s answer
+/// would then (the mean's τ, 30 s: 272 ms). Helper 169, against my sixth
+/// version: the wait decayed with the peak's τ (10 s) and read 5 ms, 55
+/// times lower, though a wait is a lower bound of the latency.
+#[tokio::test(start_paused = true)]
+async fn a_wait_60_s_before_a_first_answer_decays_as_an_answer_would() {
+    async fn mean_after(first_is_wait: bool) -> Duration {
+        let e = ep(9002);
+        let g = e.stats().start_at(Instant::now());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        if first_is_wait {
+            drop(g);
+        } else {
+            g.finish(Outcome::Success);
+        }
+        tokio::time::advance(Duration::from_secs(60)).await;
+        answer(&e, 1).await;
+        e.stats().mean_response_time().unwrap()
+    }
+    let (answered, waited) = (mean_after(false).await, mean_after(true).await);
+    assert!(
+        waited.abs_diff(answered) < Duration::from_millis(20),
+        "2 s answer then 1 ms: {answered:?}; 2 s wait then 1 ms: {waited:?}"
+    );
+}

@@ -104,7 +104,7 @@ impl EndpointStats {
 
     /// Before an instance's first completed attempt (recorded at `now_ms`),
     /// the longest recent wait of its dropped ones (µs; the peak EWMA then
-    /// holds only waits, decayed with τ = `ewma_decay`; 0 without one);
+    /// holds only waits, decayed with the mean's τ; 0 without one);
     /// `None` once it has answered. That first answer sets the mean to the
     /// longer of itself and this wait: observed, a 1 ms wait blended a
     /// first 100 ms answer to 1.7 ms (helper 163); left out, 20 waits of
@@ -114,7 +114,10 @@ impl EndpointStats {
         if self.has_latency_sample() {
             return None;
         }
-        let tau = Self::tau_ms(self.config.ewma_decay);
+        // Decayed with the mean's τ: with the peak's (10 s), a 2 s wait 60 s
+        // before a 1 ms answer read 5 ms where a 2 s answer reads 272 ms
+        // (helper 169).
+        let tau = Self::tau_ms(self.config.mean_decay);
         Some(self.peak_ewma_us.get_decayed(now_ms, tau).unwrap_or(0.0))
     }
 
