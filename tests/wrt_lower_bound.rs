@@ -566,3 +566,23 @@ async fn a_wait_60_s_before_a_first_answer_decays_as_an_answer_would() {
         "2 s answer then 1 ms: {answered:?}; 2 s wait then 1 ms: {waited:?}"
     );
 }
+
+/// A 2 s wait 60 s old counts the same before the instance's first answer
+/// and right after a 1 ms one: decayed with the mean's τ both ways (271
+/// ms beside A's 10 ms: about 36 of 1 000). Helper 170: the bound before
+/// the answer decayed with the peak's τ (5 ms, so B counted as A: 498)
+/// and the answer then set 271 ms, a jump at the first answer.
+#[tokio::test(start_paused = true)]
+async fn an_old_wait_counts_the_same_before_and_after_the_first_answer() {
+    let a = warm_a().await;
+    let b = ep(9002);
+    drop_after(&b, 2_000).await;
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let before = share_of_b_now(&a, &b);
+    answer(&b, 1).await;
+    let after = share_of_b_now(&a, &b);
+    assert!(
+        (15..=70).contains(&before) && before.abs_diff(after) <= 15,
+        "before the answer {before}, after {after}"
+    );
+}

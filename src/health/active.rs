@@ -22,7 +22,8 @@
 //!   probe in step. A round keeps at most
 //!   [`max_concurrent_probes`](ActiveHealthCheck::max_concurrent_probes)
 //!   probes in flight (per service), so a long list costs that many
-//!   sockets at once, not one per instance. The first probes of instances
+//!   sockets at once, not one per instance (with the default clients; see
+//!   `https_client`). The first probes of instances
 //!   that join run beside a scheduled round (at most as many again), so a
 //!   round held by hung instances (`ceil(n / max_concurrent_probes)`
 //!   timeouts for `n` of them) does not hold a new instance unhealthy.
@@ -126,7 +127,9 @@ pub struct ActiveHealthCheck {
     /// service has at most twice this many in flight. Probe connections
     /// are not kept idle (each probe connects and closes; hyper-util's pool
     /// kept one per probed instance for 90 s, so a round every 10 s held n
-    /// sockets for good). Default 64.
+    /// sockets for good), unless a client given to
+    /// [`https_client`](Self::https_client) keeps them (build it with
+    /// `pool_max_idle_per_host(0)`). Default 64.
     pub max_concurrent_probes: usize,
     /// The client of `https` probes, set by `https_client` (feature `tls`).
     #[cfg(feature = "tls")]

@@ -11,11 +11,11 @@
 //! means of 10, 30 and 60 ms the weights are 90, 70 and 40 ms and the shares
 //! 45 %, 35 % and 20 %. An instance without responses yet counts as the
 //! mean of the instances with some, so it starts at an average share (or
-//! as the longest wait of its dropped attempts, a lower bound of its
-//! latency decayed as the peak EWMA is, when that is longer); while no
-//! instance has a response, all count alike. Waits raise a mean as
-//! answers that long would (by their time weight), and a first answer
-//! takes the longer of itself and the waits before it.
+//! as the longest recent wait of its dropped attempts, a lower bound of
+//! its latency decayed with the mean's τ, when that is longer); while no
+//! instance has a response, all count alike. Its first answer sets its
+//! mean to the longer of itself and that same decayed wait; later waits
+//! raise the mean as answers that long would (by their time weight).
 //! (Ribbon counts it as 0 ms, which gives it the whole sum as weight, and
 //! an instance with responses beside only such ones a weight of 0: a
 //! restarted instance beside one warm one took every pick, and the warm
@@ -136,13 +136,13 @@ fn sampled_ms(e: &Endpoint) -> Option<f64> {
 
 /// The lower bound in ms that dropped attempts' waits put on an
 /// unsampled endpoint's latency at `now`: the longest of them, decayed
-/// (its peak EWMA, which holds only waits before a completed attempt; 0
-/// without one). Read as a mean, a wait of 1 ms made an instance that
+/// with the mean's τ (its peak EWMA, which holds only waits before a
+/// completed attempt; 0 without one), as its first answer will read it. Read as a mean, a wait of 1 ms made an instance that
 /// never answered the fastest: 902 of 1 000 picks beside one of 10 ms
 /// (helper 161); a mean of the waits blended a 200 ms wait after a 1 ms
 /// one to 2.3 ms (helper 164).
 fn bound_ms(e: &Endpoint, now: Instant) -> f64 {
-    e.stats().peak_ewma_us_at(now).map_or(0.0, |us| us / 1e3)
+    e.stats().wait_bound_us_at(now).map_or(0.0, |us| us / 1e3)
 }
 
 impl WeightedResponseTime {

@@ -110,6 +110,15 @@ impl EndpointStats {
     /// first 100 ms answer to 1.7 ms (helper 163); left out, 20 waits of
     /// 2 s just before a 1 ms answer read 1 ms (helper 167); and one 2 s
     /// wait 10 minutes before a 10 ms answer counts as nothing (helper 166).
+    /// [`first_answer_bound`](Self::first_answer_bound) at `now`: what
+    /// weighted response time reads for an instance that has not answered
+    /// yet, so its bound and the mean its first answer sets agree (read
+    /// with the peak's τ, a 2 s wait 60 s old read 5 ms before the answer
+    /// and 271 ms after it; helper 170).
+    pub(crate) fn wait_bound_us_at(&self, now: Instant) -> Option<f64> {
+        self.first_answer_bound(self.ms_at(now))
+    }
+
     pub(super) fn first_answer_bound(&self, now_ms: u64) -> Option<f64> {
         if self.has_latency_sample() {
             return None;
