@@ -103,8 +103,8 @@ impl EndpointStats {
     }
 
     /// Before an instance's first completed attempt (recorded at `now_ms`),
-    /// the longest recent wait of its dropped ones (µs; the peak EWMA then
-    /// holds only waits, decayed with the mean's τ; 0 without one);
+    /// the longest recent wait of its dropped ones (µs, a peak of waits
+    /// kept and read with the mean's τ; 0 without one);
     /// `None` once it has answered. That first answer sets the mean to the
     /// longer of itself and this wait: observed, a 1 ms wait blended a
     /// first 100 ms answer to 1.7 ms (helper 163); left out, 20 waits of
@@ -114,7 +114,10 @@ impl EndpointStats {
     /// weighted response time reads for an instance that has not answered
     /// yet, so its bound and the mean its first answer sets agree (read
     /// with the peak's τ, a 2 s wait 60 s old read 5 ms before the answer
-    /// and 271 ms after it; helper 170).
+    /// and 271 ms after it; helper 170). Written with the τ it is read
+    /// with, a later, shorter wait never lowers it (kept in the peak EWMA,
+    /// written with the peak's 10 s, a 6 ms wait 60 s after a 2 s one took
+    /// the bound from 271 ms to 11 ms; helper 171).
     pub(crate) fn wait_bound_us_at(&self, now: Instant) -> Option<f64> {
         self.first_answer_bound(self.ms_at(now))
     }
@@ -127,7 +130,7 @@ impl EndpointStats {
         // before a 1 ms answer read 5 ms where a 2 s answer reads 272 ms
         // (helper 169).
         let tau = Self::tau_ms(self.config.mean_decay);
-        Some(self.peak_ewma_us.get_decayed(now_ms, tau).unwrap_or(0.0))
+        Some(self.wait_bound_us.get_decayed(now_ms, tau).unwrap_or(0.0))
     }
 
     /// An attempt started at `started` had no result by `now`: its wait
@@ -141,8 +144,8 @@ impl EndpointStats {
         // Without a completed attempt the EWMA stays empty (a bound is no
         // sample: see `EndpointStats::has_latency_sample`, by which P2C
         // prices such a peak at no less than its default RTT, and weighted
-        // response time reads it as a bound); the peak and the mean take
-        // the bound (a first answer then sets the mean: see
+        // response time reads it as a bound); the peak, the mean and the
+        // wait bound take the bound (a first answer then sets the mean: see
         // `first_answer_bound`). Each is compared as it is read: the peak
         // decayed to `now`, the EWMA and the mean as stored (compared
         // decayed, a bound below them passed and pulled them down).
@@ -150,6 +153,7 @@ impl EndpointStats {
             (&self.ewma_us, tau, false, false),
             (&self.peak_ewma_us, tau, true, true),
             (&self.mean_us, mean_tau, false, true),
+            (&self.wait_bound_us, mean_tau, true, true),
         ] {
             let read = if peak {
                 average.get_decayed(now_ms, tau)

@@ -92,6 +92,8 @@ pub struct EndpointStats {
     ewma_us: Decaying,
     peak_ewma_us: Decaying,
     mean_us: Decaying,
+    /// Longest recent wait, τ of the mean (`guard::first_answer_bound`).
+    wait_bound_us: Decaying,
     success_rate: Decaying,
     breaker: Breaker,
     ejection: Ejection,
@@ -126,6 +128,7 @@ impl EndpointStats {
             ewma_us: Decaying::new(),
             peak_ewma_us: Decaying::new(),
             mean_us: Decaying::new(),
+            wait_bound_us: Decaying::new(),
             success_rate: Decaying::new(),
             breaker: Breaker::new(),
             ejection: Ejection::new(),
