@@ -263,3 +263,52 @@ async fn departed_stats_are_not_kept_past_the_breakers_longest_time() {
         "stats of an instance departed 2 h ago (breaker_max 30 s) still held: {s:?}"
     );
 }
+
+/// A mass outage past `MAX_DEPARTED`: an instance tripped 5 ms before
+/// 4 196 others, then those, then a flapper 5 ms after them, all leave the
+/// list together; one other list change follows, and the first and the
+/// flapper are listed again 0.4 s after they tripped. The map keeps the
+/// 4 096 marks that end latest: the flapper comes back open, the first
+/// (its mark ending soonest) with fresh stats. Before, the overflow purge
+/// dropped every mark without a request in flight: past 4 096 tripped
+/// departures the flapper came back `Closed` (helper 171: 4 001 came back
+/// open, 4 201 closed).
+#[tokio::test(start_paused = true)]
+async fn a_mass_outage_past_the_bound_keeps_the_marks_ending_latest() {
+    let good = inst("good", 20_000);
+    let (first, flapper) = (inst("first", 20_001), inst("flapper", 20_002));
+    let dead: Vec<Instance> = (0..CHURNED + 100)
+        .map(|i| inst(&format!("dead-{i}"), 30_000 + i as u16))
+        .collect();
+    let mut all = vec![good.clone(), first.clone(), flapper.clone()];
+    all.extend(dead.iter().cloned());
+    let (source, lb) = paused_balancer(all).await;
+    let snap = lb.snapshot("svc").unwrap();
+    let trip_where = |keep: &dyn Fn(&str) -> bool| {
+        for e in snap.endpoints().iter().filter(|e| keep(e.instance().id())) {
+            for _ in 0..3 {
+                e.stats().start().finish(Outcome::ConnectFailure);
+            }
+        }
+    };
+    trip_where(&|id| id == "first");
+    tokio::time::advance(Duration::from_millis(5)).await;
+    trip_where(&|id| id.starts_with("dead-"));
+    tokio::time::advance(Duration::from_millis(5)).await;
+    trip_where(&|id| id == "flapper");
+    let settle = || tokio::time::sleep(Duration::from_millis(200));
+    source.set_instances("svc", vec![good.clone()]);
+    settle().await;
+    source.set_instances("svc", vec![good.clone(), inst("new", 20_003)]);
+    settle().await;
+    let back = vec![good.clone(), inst("new", 20_003), first, flapper];
+    source.set_instances("svc", back);
+    settle().await;
+    let (first, flapper) = (state_of(&lb, "first"), state_of(&lb, "flapper"));
+    println!("listed again: first {first:?}, flapper {flapper:?}");
+    assert!(
+        matches!(flapper, Some(BreakerState::Open { .. })),
+        "{flapper:?}"
+    );
+    assert_eq!(first, Some(BreakerState::Closed));
+}

@@ -38,6 +38,7 @@ use crate::snapshot::{Listing, Snapshot, SourceKind};
 use crate::stats::EndpointStats;
 
 mod config;
+mod departed;
 mod guard;
 mod order;
 mod stale_copy;
@@ -76,8 +77,8 @@ struct Counters {
 
 /// The most departed instances whose stats are kept for their health
 /// alone (a tripped breaker, an ejection; each for at most the breaker's
-/// or the ejection's longest time): past it, only those with requests in
-/// flight are kept.
+/// or the ejection's longest time): past it, those whose marks end soonest
+/// go (requests in flight keep theirs).
 pub(crate) const MAX_DEPARTED: usize = 4_096;
 
 /// Makes the endpoint of a newly listed instance (the service layer passes
@@ -316,28 +317,7 @@ impl Refresh {
             .collect();
         let (mut kept, mut added) = (0usize, 0usize);
         let mut departed = self.departed.lock().unwrap_or_else(|e| e.into_inner());
-        // Only while a request of theirs lasts, or while their breaker or
-        // an ejection marks them down: an instance dropped for one refresh
-        // (DOWN then UP again, a lease expired and registered again) came
-        // back with fresh stats, and took its share of requests until it
-        // failed enough to be marked down again. The map stays as small as
-        // the requests in flight on instances that left, plus the
-        // instances the last refresh removed, plus (up to `MAX_DEPARTED`)
-        // departed instances marked down.
-        // Marked down includes a breaker half-open after its blackout, for
-        // `breaker_max` more: no response has closed it, so the instance
-        // comes back one failure from a longer blackout, not with three
-        // fresh ones to spend (helper 158: a dead instance removed after
-        // its blackout and listed again took 3 attempts where one probe
-        // was due); kept until a response, the map filled under churn and
-        // its overflow purge dropped open breakers too (helper 159).
-        let now = Instant::now();
-        departed.retain(|_, stats| {
-            stats.in_flight() > 0 || stats.breaker_holds_at(now) || stats.is_ejected_at(now)
-        });
-        if departed.len() > MAX_DEPARTED {
-            departed.retain(|_, stats| stats.in_flight() > 0);
-        }
+        departed::retain(&mut departed, Instant::now());
         let endpoints: Vec<Endpoint> = eligible
             .into_iter()
             .map(|instance| match known.get(&instance.key()) {

@@ -350,6 +350,20 @@ impl super::EndpointStats {
         until != 0 && self.ms_at(now) < until.saturating_add(millis(self.config.breaker_max))
     }
 
+    /// How much longer (ms after `now`) the breaker
+    /// ([`breaker_holds_at`](Self::breaker_holds_at)) or an ejection marks
+    /// the instance down; 0 when neither does. The refresh's departed map
+    /// drops the marks ending soonest first when it overflows.
+    pub(crate) fn marked_down_for_ms(&self, now: tokio::time::Instant) -> u64 {
+        let until = self.breaker.until_ms();
+        let breaker = match until {
+            0 => 0,
+            _ => until.saturating_add(millis(self.config.breaker_max)),
+        };
+        let end = breaker.max(self.ejection.until_ms());
+        end.saturating_sub(self.ms_at(now))
+    }
+
     /// Whether a [`Declined`](super::Outcome::Declined) attempt at `now`
     /// counts against this endpoint, as a connect failure: the first in
     /// each [`StatsConfig::declined_counted_every`], exactly one of racing
