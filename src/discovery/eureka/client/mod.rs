@@ -321,7 +321,7 @@ impl EurekaHttp {
         let gzip = gzip_header || body.starts_with(&[0x1f, 0x8b]);
         let work = move || {
             let body = if gzip {
-                let inflated = gunzip(&body, limit)?;
+                let inflated = gunzip(&body, limit, deadline)?;
                 drop(body);
                 inflated
             } else {
