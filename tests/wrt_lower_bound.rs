@@ -18,15 +18,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+#[path = "common/wrt_history.rs"]
+mod wrt_history;
+
 use tokio::time::Instant;
-use tower_ribbon::instance::{Endpoint, Instance};
+use tower_ribbon::instance::Endpoint;
 use tower_ribbon::rule::{PickContext, Picker, Rule, WeightedResponseTime};
 use tower_ribbon::snapshot::Snapshot;
 use tower_ribbon::stats::Outcome;
-
-fn ep(port: u16) -> Endpoint {
-    Endpoint::new(Instance::new("svc", "127.0.0.1", port).unwrap())
-}
+use wrt_history::{answer, drop_after, ep, share_of_b_now, warm_a};
 
 async fn share_of_b(b_history: u8) -> (usize, Option<Duration>) {
     let (a, b) = (ep(9001), ep(9002));
@@ -86,22 +86,6 @@ async fn a_dropped_attempt_gives_an_unanswered_instance_more_than_an_average_sha
     assert!(timed_out.0 <= 20, "{timed_out:?}");
 }
 
-fn share_of_b_now(a: &Endpoint, b: &Endpoint) -> usize {
-    let snap = Arc::new(Snapshot::new("svc", vec![a.clone(), b.clone()], 1));
-    let picker = WeightedResponseTime::with_seed(9).build(&snap);
-    let now = Instant::now();
-    (0..1000)
-        .filter(|_| {
-            picker
-                .pick(&PickContext::at(now))
-                .unwrap()
-                .instance()
-                .port()
-                == 9002
-        })
-        .count()
-}
-
 /// A: 100 answers of 10 ms. B: one attempt dropped by its caller after
 /// 1 ms (the fix: B gets an average share, ~500), then one answer of
 /// 100 ms. Docs: B's mean is its decaying mean of response times, and a
@@ -139,12 +123,6 @@ async fn a_slow_first_answer_after_a_short_drop_counts_as_it_is() {
         "B, whose only answer took 100 ms (A: 10 ms), got {answered} of 1000 picks (mean read {:?}; {unanswered} before that answer)",
         b.stats().mean_response_time()
     );
-}
-
-async fn drop_after(e: &Endpoint, ms: u64) {
-    let g = e.stats().start_at(Instant::now());
-    tokio::time::advance(Duration::from_millis(ms)).await;
-    drop(g);
 }
 
 fn counts(eps: &[Endpoint]) -> Vec<usize> {
@@ -212,16 +190,6 @@ async fn two_bound_only_instances_are_not_read_as_means() {
         "A (1 ms wait, never answered) got {} of 1000 beside B (10 ms wait)",
         n[0]
     );
-}
-
-async fn warm_a() -> Endpoint {
-    let a = ep(9001);
-    for _ in 0..100 {
-        let g = a.stats().start_at(Instant::now());
-        tokio::time::advance(Duration::from_millis(10)).await;
-        g.finish(Outcome::Success);
-    }
-    a
 }
 
 /// A: 100 answers of 10 ms. B never answered; two requests to it started
@@ -320,12 +288,6 @@ async fn a_warm(a: &Endpoint) {
         tokio::time::advance(Duration::from_millis(10)).await;
         g.finish(Outcome::Success);
     }
-}
-
-async fn answer(e: &Endpoint, ms: u64) {
-    let g = e.stats().start_at(Instant::now());
-    tokio::time::advance(Duration::from_millis(ms)).await;
-    g.finish(Outcome::Success);
 }
 
 fn picks_of(picker: &Arc<dyn Picker>, port: u16, at: Instant) -> usize {

@@ -10,56 +10,14 @@
 //! Ribbon's `WeightedResponseTimeRule` reads the mean of answers only
 //! ([ribbon#39](https://github.com/Netflix/ribbon/issues/39)); the waits
 //! are this crate's (see `wrt_lower_bound.rs`).
-use std::sync::Arc;
+#[path = "common/wrt_history.rs"]
+mod wrt_history;
+
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tower_ribbon::instance::{Endpoint, Instance};
-use tower_ribbon::rule::{PickContext, Rule, WeightedResponseTime};
-use tower_ribbon::snapshot::Snapshot;
 use tower_ribbon::stats::Outcome;
-
-fn ep(port: u16) -> Endpoint {
-    Endpoint::new(Instance::new("svc", "127.0.0.1", port).unwrap())
-}
-
-async fn warm_a() -> Endpoint {
-    let a = ep(9001);
-    for _ in 0..100 {
-        let g = a.stats().start_at(Instant::now());
-        tokio::time::advance(Duration::from_millis(10)).await;
-        g.finish(Outcome::Success);
-    }
-    a
-}
-
-async fn drop_after(e: &Endpoint, ms: u64) {
-    let g = e.stats().start_at(Instant::now());
-    tokio::time::advance(Duration::from_millis(ms)).await;
-    drop(g);
-}
-
-async fn answer(e: &Endpoint, ms: u64) {
-    let g = e.stats().start_at(Instant::now());
-    tokio::time::advance(Duration::from_millis(ms)).await;
-    g.finish(Outcome::Success);
-}
-
-fn share_of_b_now(a: &Endpoint, b: &Endpoint) -> usize {
-    let snap = Arc::new(Snapshot::new("svc", vec![a.clone(), b.clone()], 1));
-    let picker = WeightedResponseTime::with_seed(9).build(&snap);
-    let now = Instant::now();
-    (0..1000)
-        .filter(|_| {
-            picker
-                .pick(&PickContext::at(now))
-                .unwrap()
-                .instance()
-                .port()
-                == 9002
-        })
-        .count()
-}
+use wrt_history::{answer, drop_after, ep, share_of_b_now, warm_a};
 
 /// B: one 2 s wait, 60 s of nothing (bound 2 s·e^(−2) = 271 ms, ~36 of
 /// 1 000 picks beside A at 10 ms, as `wrt_lower_bound` pins), then one
