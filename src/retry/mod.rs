@@ -12,7 +12,7 @@
 //!   tried while an untried eligible one exists (Envoy's `previous_hosts`).
 //! - **What**: a connect failure (refused, connect timeout, a request
 //!   hyper-util handed back unsent, an HTTP/2 stream refused with
-//!   `REFUSED_STREAM` or above a `GOAWAY`'s last stream id) is always
+//!   `REFUSED_STREAM` or above an abrupt `GOAWAY`'s last stream id) is always
 //!   retryable, since the request provably never reached a server (not a
 //!   request hyper's HTTP/2 client queued at the server's stream limit
 //!   when the connection ended: hyper's error for it does not say it was

@@ -47,6 +47,19 @@ use tower::Service;
 /// covered (the protocol is known only once connected); set the request's
 /// version to HTTP/2, or set no `Host`, when its instances speak HTTP/2.
 ///
+/// **reqwest's own retries.** reqwest re-sends on a new connection, to the
+/// same instance, a request whose HTTP/2 stream failed with a graceful
+/// `GOAWAY` (`NO_ERROR`) or `REFUSED_STREAM` (its retry of protocol NACKs,
+/// on by default). hyper's client gives a graceful `GOAWAY`'s error to a
+/// stream it had just sent, which a draining server runs (see
+/// [`Outcome::ConnectionLost`](crate::stats::Outcome::ConnectionLost)):
+/// the re-send runs a POST twice at that instance, or, its listener
+/// closed, fails to connect and reads as never sent, so the balancer sends
+/// it to another. [`ReqwestService::default`] turns reqwest's retries off
+/// (`reqwest::retry::never()`), as it does redirects, and leaves retries
+/// to the balancer's policy; build a client given to
+/// [`ReqwestService::new`] the same way.
+///
 /// **Upgrades.** A WebSocket or other upgraded connection counts in flight
 /// on its instance only when taken with
 /// [`service::upgrade::on`](crate::service::upgrade::on) from the
@@ -115,11 +128,13 @@ impl ReqwestService {
 }
 
 impl Default for ReqwestService {
-    /// A `reqwest::Client` with reqwest's defaults but redirects off
-    /// (`redirect::Policy::none()`; see the type's docs).
+    /// A `reqwest::Client` with reqwest's defaults but redirects and
+    /// reqwest's own retries off (`redirect::Policy::none()`,
+    /// `retry::never()`; see the type's docs).
     fn default() -> Self {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .retry(reqwest::retry::never())
             .build()
             .unwrap_or_default();
         Self::new(client)
