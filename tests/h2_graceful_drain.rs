@@ -23,6 +23,15 @@
 //! off. With hyper patched to pipe the opened stream (so its own response
 //! decides), the same runs gave 0 and 0.
 //!
+//! Peers: [hyperium/hyper#2500](https://github.com/hyperium/hyper/issues/2500)
+//! (a GOAWAY fails requests in flight on hyper's HTTP/2 client),
+//! [hyperium/hyper PR #4052](https://github.com/hyperium/hyper/pull/4052)
+//! (exposing the GOAWAY's reason so tonic can retry `NO_ERROR` streams
+//! transparently: the retry this race makes unsafe), and
+//! [kolmafia PR #725](https://github.com/kolmafia/kolmafia/pull/725)
+//! ("only retry if it's safe, even on GOAWAY": a request retried after a
+//! GOAWAY ran twice).
+//!
 //! A race: each drain under load gives it a small chance, so each test
 //! runs `ROUNDS` drains (default 100: about 15 s each; before the fix
 //! about 1.2 duplicates expected per 100 through hyper-util). A pass is
