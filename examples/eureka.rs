@@ -145,6 +145,8 @@ async fn main() -> Result<(), Error> {
         .build(ReqwestService::new(
             reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::none())
+                .retry(reqwest::retry::never())
                 .build()?,
         ))?;
     let want = args.instances.max(1);

@@ -158,12 +158,12 @@ async fn a_callers_oversized_header_opens_no_breaker() {
 /// of its `GOAWAY`: with `ENHANCE_YOUR_CALM` it goes on to the healthy
 /// instance and counts nothing on the declining one; with
 /// `INTERNAL_ERROR` it also goes on, but as a connect failure of the
-/// instance (the breaker's count). (With `NO_ERROR`, a graceful GOAWAY,
-/// a POST is not sent again: `h2_refused_stream.rs`.)
+/// instance (the breaker's count). (`NO_ERROR`, a graceful GOAWAY, is a
+/// connection's end, not a connect failure: `h2_refused_stream.rs`.)
 #[tokio::test]
 async fn only_enhance_your_calm_is_not_the_instances() {
-    // NO_ERROR, a graceful GOAWAY, is a connection's end and not retried
-    // for a POST (`h2_refused_stream.rs`).
+    // NO_ERROR, a graceful GOAWAY, is a connection's end, counted as no
+    // connect failure (`h2_refused_stream.rs`).
     for (reason, outcome) in [(11, Outcome::Declined), (2, Outcome::ConnectFailure)] {
         let (declining, got) = goaway_server::goaway_server(0, reason, true).await;
         let (healthy, served) = ok_server(true).await;

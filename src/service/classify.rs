@@ -260,7 +260,8 @@ fn h2_stream(h: &h2::Error) -> Option<Outcome> {
     // GOAWAY (NO_ERROR, last id 2^31 − 1) leaves such a stream processed:
     // under 500 drains of a hyper server, 4 to 8 POSTs ran at both
     // instances (helper 173). So a graceful GOAWAY is a connection's end
-    // (retried when idempotent, not counted against the instance), and
+    // (retried when idempotent, not counted against the instance; a
+    // request with a body still goes on, see `send::unsent_body`), and
     // only an abrupt one (an error code: its last id is real, and a
     // stream opened as it came is above it) stays unprocessed.
     let refused = h.is_reset() && h.reason() == Some(h2::Reason::REFUSED_STREAM);

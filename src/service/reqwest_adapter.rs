@@ -51,9 +51,10 @@ use tower::Service;
 /// same instance, a request whose HTTP/2 stream failed with a graceful
 /// `GOAWAY` (`NO_ERROR`) or `REFUSED_STREAM` (its retry of protocol NACKs,
 /// on by default). hyper's client gives a graceful `GOAWAY`'s error to a
-/// stream it had just sent, which a draining server runs (see
+/// stream it had just sent, which a draining server runs when the request
+/// has no body (see
 /// [`Outcome::ConnectionLost`](crate::stats::Outcome::ConnectionLost)):
-/// the re-send runs a POST twice at that instance, or, its listener
+/// the re-send runs such a POST twice at that instance, or, its listener
 /// closed, fails to connect and reads as never sent, so the balancer sends
 /// it to another. [`ReqwestService::default`] turns reqwest's retries off
 /// (`reqwest::retry::never()`), as it does redirects, and leaves retries
@@ -74,7 +75,13 @@ use tower::Service;
 /// ```
 /// use tower_ribbon::ReqwestService;
 ///
-/// let svc = ReqwestService::new(reqwest::Client::new());
+/// // Redirects and reqwest's own retries off (see above).
+/// let client = reqwest::Client::builder()
+///     .redirect(reqwest::redirect::Policy::none())
+///     .retry(reqwest::retry::never())
+///     .build()
+///     .expect("a client");
+/// let svc = ReqwestService::new(client);
 /// # let _ = svc;
 /// ```
 #[derive(Clone)]

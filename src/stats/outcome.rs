@@ -94,9 +94,14 @@ pub enum Outcome {
     /// `poll_ready` (`proto::h2::client::ClientTask::poll`, hyper 1.x),
     /// and a drain's first `GOAWAY` (last id 2^31 − 1) leaves that stream
     /// to be processed: read as unprocessed, 4 to 8 POSTs in 500 drains of
-    /// a hyper server ran at two instances. An abrupt `GOAWAY` (an error
-    /// code: its last id is real, so a stream opened as it came is above
-    /// it) stays a [`Outcome::ConnectFailure`], even for a POST.
+    /// a hyper server ran at two instances. Such a stream went out with
+    /// its headers alone (hyper had not piped the body), so a request with
+    /// a body never reached the application whole: the balancer still
+    /// sends it on, even a POST, as after a connect failure (recorded as
+    /// this outcome); one without a body is retried only when idempotent.
+    /// An abrupt `GOAWAY` (an error code: its last id is real, so a stream
+    /// opened as it came is above it) stays a [`Outcome::ConnectFailure`],
+    /// even for a POST.
     ConnectionLost,
 }
 

@@ -80,11 +80,10 @@
 //!     .server_urls("http://127.0.0.1:8761/eureka")
 //!     .fetch_interval(Duration::from_secs(30))
 //!     .build()?;
-//! let client = reqwest::Client::new();
 //! let lb = LoadBalancer::builder()
 //!     .source(registry.clone())
 //!     .services(["user-service", "auth-service"])
-//!     .build(tower_ribbon::ReqwestService::new(client))?;
+//!     .build(tower_ribbon::ReqwestService::default())?;
 //! # let _ = lb; Ok(()) }
 //! ```
 
