@@ -27,38 +27,6 @@ use tokio::sync::watch;
 use tower_ribbon::InstanceStatus;
 use tower_ribbon::discovery::eureka::EurekaRegistration;
 
-/// The instances of `app` at the server `url` as (id, status), sorted.
-async fn statuses(url: &str, app: &str) -> Vec<(String, String)> {
-    let resp = reqwest::Client::new()
-        .get(format!("{url}/apps/{}", app.to_ascii_uppercase()))
-        .header("Accept", "application/json")
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .expect("app request");
-    if resp.status().as_u16() == 404 {
-        return Vec::new();
-    }
-    let body: serde_json::Value =
-        serde_json::from_slice(&resp.bytes().await.expect("body")).expect("json");
-    let instances = match &body["application"]["instance"] {
-        serde_json::Value::Array(list) => list.clone(),
-        one @ serde_json::Value::Object(_) => vec![one.clone()],
-        _ => Vec::new(),
-    };
-    let mut out: Vec<(String, String)> = instances
-        .iter()
-        .map(|i| {
-            (
-                i["instanceId"].as_str().unwrap_or_default().to_owned(),
-                i["status"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 /// A TCP proxy to `target`; while `cut` is true, it accepts and swallows
 /// everything (nothing reaches the target, nothing is answered); every
 /// change of `cut` drops the connections it holds.
@@ -123,12 +91,11 @@ async fn run(app: &'static str, port: u16) -> Option<Vec<Vec<(String, String)>>>
         .start()
         .await
         .expect("registered");
-    let (one_url, two_url) = (one.url(), two.url());
     let settle = |want: Vec<(String, String)>| {
-        let (one, two) = (&one_url, &two_url);
+        let (one, two) = (&one, &two);
         async move {
             for _ in 0..300 {
-                if statuses(one, app).await == want && statuses(two, app).await == want {
+                if one.statuses(app).await == want && two.statuses(app).await == want {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -155,16 +122,16 @@ async fn run(app: &'static str, port: u16) -> Option<Vec<Vec<(String, String)>>>
         .set_status(InstanceStatus::OutOfService)
         .await
         .expect("drain at one");
-    assert_eq!(statuses(&one_url, app).await, listed(&id, "OUT_OF_SERVICE"));
+    assert_eq!(one.statuses(app).await, listed(&id, "OUT_OF_SERVICE"));
     tokio::time::sleep(Duration::from_secs(2)).await;
     // Peer one restarts (its registry lost) during the partition.
     one.restart();
-    assert_eq!(statuses(&one_url, app).await, Vec::new(), "restarted empty");
+    assert_eq!(one.statuses(app).await, Vec::new(), "restarted empty");
     handle
         .renew_now()
         .await
         .expect("404, registered again at one");
-    assert_eq!(statuses(&one_url, app).await, listed(&id, "OUT_OF_SERVICE"));
+    assert_eq!(one.statuses(app).await, listed(&id, "OUT_OF_SERVICE"));
     // The partition lasts past Eureka's replication task expiry (30 s,
     // `maxTimeForReplication`), renewals going on at one meanwhile.
     for _ in 0..9 {
@@ -183,8 +150,8 @@ async fn run(app: &'static str, port: u16) -> Option<Vec<Vec<(String, String)>>>
     }
     let mut seen = Vec::new();
     for _ in 0..20 {
-        for peer in [&one_url, &two_url] {
-            let s = statuses(peer, app).await;
+        for peer in [&one, &two] {
+            let s = peer.statuses(app).await;
             if !seen.contains(&s) {
                 seen.push(s);
             }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tower_ribbon::stats::Outcome;
-use wrt_history::{answer, drop_after, ep, share_of_b_now, warm_a};
+use wrt_history::{Rng, answer, drop_after, ep, share_of_b_now, warm_a};
 
 /// B: one 2 s wait, 60 s of nothing (bound 2 s·e^(−2) = 271 ms, ~36 of
 /// 1 000 picks beside A at 10 ms, as `wrt_lower_bound` pins), then one
@@ -82,23 +82,6 @@ async fn waits_read_no_faster_than_answers_of_the_same_length() {
 /// what is known.
 #[tokio::test(start_paused = true)]
 async fn one_more_wait_never_lowers_the_first_answer_bound() {
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-        /// Log-uniform in [1, max] ms.
-        fn log_ms(&mut self, max: u64) -> u64 {
-            let f = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-            ((max as f64).powf(f)).round().max(1.0) as u64
-        }
-    }
     // (gap before, wait length) in ms.
     async fn bound_after(history: &[(u64, u64)]) -> Duration {
         let e = ep(9002);
@@ -215,22 +198,6 @@ async fn a_wait_just_below_the_decayed_bound_reads_no_faster_than_the_same_answe
 /// (1 % slack).
 #[tokio::test(start_paused = true)]
 async fn waits_read_no_faster_than_answers_over_seeded_histories() {
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-        fn log_ms(&mut self, max: u64) -> u64 {
-            let f = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-            ((max as f64).powf(f)).round().max(1.0) as u64
-        }
-    }
     let mut rng = Rng(0x5eed_054b);
     let (mut violations, mut worst) = (0, (1.0f64, Vec::new()));
     for _ in 0..500 {

@@ -54,3 +54,29 @@ pub fn share_of_b_now(a: &Endpoint, b: &Endpoint) -> usize {
         })
         .count()
 }
+
+/// A seeded xorshift generator for the histories of property tests.
+#[allow(dead_code)]
+pub struct Rng(pub u64);
+
+#[allow(dead_code)]
+impl Rng {
+    /// The next 64 bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// Log-uniform in [1, max] ms.
+    pub fn log_ms(&mut self, max: u64) -> u64 {
+        let f = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        ((max as f64).powf(f)).round().max(1.0) as u64
+    }
+}
