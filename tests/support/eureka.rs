@@ -89,14 +89,6 @@ impl EurekaFixture {
     /// to the other and syncing from it at start. `None` (test skipped)
     /// only outside CI, as [`start`](Self::start).
     pub fn start_cluster() -> Option<[EurekaFixture; 2]> {
-        Self::start_cluster_with(|i, ports| format!("http://127.0.0.1:{}/eureka/", ports[1 - i]))
-    }
-
-    /// [`start_cluster`](Self::start_cluster) with peer `i` replicating to
-    /// `peer_url(i, ports)` (a proxy to the other peer, say).
-    pub fn start_cluster_with(
-        peer_url: impl Fn(usize, [u16; 2]) -> String,
-    ) -> Option<[EurekaFixture; 2]> {
         // Each peer must know the other's URL before it starts, so the two
         // ports are picked first and held (bound, never listening: each JVM
         // binds through its reservation) until both peers run, so no other
@@ -109,10 +101,11 @@ impl EurekaFixture {
                 other => panic!("no free ports: {:?}", (other.0.err(), other.1.err())),
             };
             let ports = [reserved[0].port(), reserved[1].port()];
+            let url = |port: u16| format!("http://127.0.0.1:{port}/eureka/");
             let mut peers = Vec::new();
             let mut taken = false;
             for (i, port) in ports.iter().enumerate() {
-                let others = vec![peer_url(i, ports)];
+                let others = vec![url(ports[1 - i])];
                 match run_start_with(Some(*port), &others) {
                     Ok(_) => peers.push(EurekaFixture {
                         port: *port,

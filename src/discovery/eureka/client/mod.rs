@@ -50,8 +50,6 @@ pub(crate) enum LeaseCall {
     Status,
     /// `DELETE /apps/{APP}/{id}`.
     Cancel,
-    /// `DELETE /apps/{APP}/{id}/status?value=…` (an override removed).
-    ClearOverride,
 }
 
 impl LeaseCall {
@@ -59,7 +57,7 @@ impl LeaseCall {
         match self {
             Self::Register => Method::POST,
             Self::Renew | Self::Status => Method::PUT,
-            Self::Cancel | Self::ClearOverride => Method::DELETE,
+            Self::Cancel => Method::DELETE,
         }
     }
 

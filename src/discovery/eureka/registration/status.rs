@@ -53,36 +53,7 @@ impl Shared {
         if self.status() == status {
             self.status_unsent.store(false, Ordering::Release);
         }
-        if status == InstanceStatus::Up {
-            self.clear_up_override_locked().await;
-        }
         Ok(())
-    }
-
-    /// After a status call that took UP: removes the UP override it left
-    /// (`DELETE …/status?value=UP`, as Spring Cloud's `CANCEL_OVERRIDE`),
-    /// so the status is the registration's own again at every peer the
-    /// removal reaches. Left, a peer cut off during a later drain kept it
-    /// over the drained status it then took from a replicated
-    /// registration, and served the drained instance UP for good (a real
-    /// two-peer cluster, a 45 s partition, the other peer restarted empty:
-    /// 40 of 40 reads UP; helper 176). The removal alone would not do for
-    /// the UP itself: Eureka sets the status it names only where an
-    /// override existed. A failed removal leaves the override, as before.
-    /// The removal sets UP where it lands, so one unanswered arms the
-    /// late-write read-backs as an UP call does: landing after a later
-    /// drain, it would serve the draining instance UP.
-    async fn clear_up_override_locked(&self) {
-        let path = format!(
-            "{}/status?value=UP&lastDirtyTimestamp={}",
-            self.path(),
-            self.dirty()
-        );
-        let call = self.sending(InstanceStatus::Up);
-        let sent = self.http.send(LeaseCall::ClearOverride, &path, None).await;
-        if let Err(e) = call.answered(sent) {
-            tracing::debug!(error = %e, "the UP override was not removed");
-        }
     }
 
     /// Records `status` as wanted and sends it; nothing when it is the
