@@ -26,6 +26,9 @@
 
 mod support;
 
+#[path = "eureka_registration/drain_partition.rs"]
+mod drain_partition;
+
 use std::time::Duration;
 
 use support::eureka::EurekaFixture;
@@ -410,7 +413,10 @@ async fn lease_calls_stay_at_the_server_that_answered_past_a_hung_one() {
 /// draining instance UP for good (still UP after 3 renewals). Now a status
 /// call that got no answer arms read-backs for the next 10 renewals: the
 /// first renewal after the late UP landed reads UP at two and sends DOWN
-/// again.
+/// again. The UP is an override's removal first (`DELETE …/status`,
+/// see `status.rs`), which sets UP only where an override exists: the
+/// instance is drained (OUT_OF_SERVICE, an override at both peers) before
+/// peer one hangs, so the late removal sets UP there and replicates.
 #[tokio::test]
 async fn a_late_status_update_from_a_hung_peer_does_not_undo_a_drain() {
     let app = "late-writer";
@@ -431,6 +437,11 @@ async fn a_late_status_update_from_a_hung_peer_does_not_undo_a_drain() {
         .await
         .expect("registered at peer one");
     wait_for_replication(&two, &one, app, &[(id.clone(), "STARTING")]).await;
+    handle
+        .set_status(InstanceStatus::OutOfService)
+        .await
+        .expect("drained at peer one");
+    wait_for_replication(&two, &one, app, &[(id.clone(), "OUT_OF_SERVICE")]).await;
 
     one.pause();
     handle

@@ -19,6 +19,9 @@ pub struct EurekaFixture {
     running: bool,
     /// Base URLs of the other peers of its cluster (empty: standalone).
     peers: Vec<String>,
+    /// Environment variables its JVM starts with (Spring settings such as
+    /// `EUREKA_SERVER_MAXTIMEFORREPLICATION`), kept for a restart.
+    env: Vec<(String, String)>,
     /// Holds the port, bound and never listening, from the first
     /// [`stop`](EurekaFixture::stop) on: while the server is down, connects
     /// are refused and no server another test starts is given the port. The
@@ -36,11 +39,16 @@ pub fn in_ci() -> bool {
 }
 
 fn run_start(port: Option<u16>) -> Result<u16, String> {
-    run_start_with(port, &[])
+    run_start_with(port, &[], &[])
 }
 
-fn run_start_with(port: Option<u16>, peers: &[String]) -> Result<u16, String> {
+fn run_start_with(
+    port: Option<u16>,
+    peers: &[String],
+    env: &[(String, String)],
+) -> Result<u16, String> {
     let mut cmd = Command::new(script());
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     cmd.arg("start");
     if let Some(port) = port {
         cmd.arg(port.to_string());
@@ -73,6 +81,7 @@ impl EurekaFixture {
                 port,
                 running: true,
                 peers: Vec::new(),
+                env: Vec::new(),
                 reserved: None,
             }),
             Err(e) if in_ci() => panic!("Eureka server fixture is required under CI=true: {e}"),
@@ -89,6 +98,23 @@ impl EurekaFixture {
     /// to the other and syncing from it at start. `None` (test skipped)
     /// only outside CI, as [`start`](Self::start).
     pub fn start_cluster() -> Option<[EurekaFixture; 2]> {
+        Self::start_cluster_with(
+            |i, ports| format!("http://127.0.0.1:{}/eureka/", ports[1 - i]),
+            &[],
+        )
+    }
+
+    /// [`start_cluster`](Self::start_cluster) with peer `i` replicating to
+    /// `peer_url(i, ports)` (a proxy to the other peer, say), each JVM
+    /// started with the environment variables `env`.
+    pub fn start_cluster_with(
+        peer_url: impl Fn(usize, [u16; 2]) -> String,
+        env: &[(&str, &str)],
+    ) -> Option<[EurekaFixture; 2]> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         // Each peer must know the other's URL before it starts, so the two
         // ports are picked first and held (bound, never listening: each JVM
         // binds through its reservation) until both peers run, so no other
@@ -101,16 +127,16 @@ impl EurekaFixture {
                 other => panic!("no free ports: {:?}", (other.0.err(), other.1.err())),
             };
             let ports = [reserved[0].port(), reserved[1].port()];
-            let url = |port: u16| format!("http://127.0.0.1:{port}/eureka/");
             let mut peers = Vec::new();
             let mut taken = false;
             for (i, port) in ports.iter().enumerate() {
-                let others = vec![url(ports[1 - i])];
-                match run_start_with(Some(*port), &others) {
+                let others = vec![peer_url(i, ports)];
+                match run_start_with(Some(*port), &others, &env) {
                     Ok(_) => peers.push(EurekaFixture {
                         port: *port,
                         running: true,
                         peers: others,
+                        env: env.clone(),
                         reserved: None,
                     }),
                     Err(e) if e.contains("already in use") || e.contains("was taken") => {
@@ -209,7 +235,7 @@ impl EurekaFixture {
     /// Starts the server again on the same port.
     pub fn restart(&mut self) {
         self.stop();
-        let port = run_start_with(Some(self.port), &self.peers)
+        let port = run_start_with(Some(self.port), &self.peers, &self.env)
             .unwrap_or_else(|e| panic!("restart failed: {e}"));
         assert_eq!(port, self.port);
         self.running = true;

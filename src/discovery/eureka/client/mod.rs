@@ -50,6 +50,8 @@ pub(crate) enum LeaseCall {
     Status,
     /// `DELETE /apps/{APP}/{id}`.
     Cancel,
+    /// `DELETE /apps/{APP}/{id}/status?value=…` (an override removed).
+    ClearOverride,
 }
 
 impl LeaseCall {
@@ -57,7 +59,7 @@ impl LeaseCall {
         match self {
             Self::Register => Method::POST,
             Self::Renew | Self::Status => Method::PUT,
-            Self::Cancel => Method::DELETE,
+            Self::Cancel | Self::ClearOverride => Method::DELETE,
         }
     }
 

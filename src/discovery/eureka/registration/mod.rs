@@ -10,16 +10,23 @@
 //!   again at once, with the status wanted now and a `lastDirtyTimestamp`
 //!   raised to the time (as Java's client does), so the server takes it
 //!   over a copy it holds;
-//! - `PUT /apps/{APP}/{id}/status?value=OUT_OF_SERVICE` to change the   status (kept, and sent
-//!   again after a re-registration). Eureka does   not always serve the status a registration
-//!   carries (over an existing   UP lease, its `LeaseExistsRule` keeps UP; an override it kept
-//!   wins),   so a status other than UP lives in the server only once this call   succeeds:
-//!   until one does, every renewal sends it again, and a   [`start`](EurekaRegistration::start)
-//!   or a re-registration whose   status (other than UP) cannot be set cancels the registration
-//!   it   made, so a draining instance is never left UP. A registration with   UP sends UP too
-//!   only over an override the registration itself left   at that server; an operator's
-//!   override (a status this registration   never sent) is never undone by a heartbeat or a
-//!   re-registration, nor   by a repeated `set_status` of the wanted status (see `status.rs`);
+//! - `PUT /apps/{APP}/{id}/status?value=OUT_OF_SERVICE` to change the
+//!   status (kept, and sent again after a re-registration). Eureka does
+//!   not always serve the status a registration carries (over an existing
+//!   UP lease, its `LeaseExistsRule` keeps UP; an override it kept wins),
+//!   so a status other than UP lives in the server only once this call
+//!   succeeds: until one does, every renewal sends it again, and a
+//!   [`start`](EurekaRegistration::start) or a re-registration whose
+//!   status (other than UP) cannot be set cancels the registration it
+//!   made, so a draining instance is never left UP. A call to UP first
+//!   removes the override (`DELETE /apps/{APP}/{id}/status?value=UP`, as
+//!   Spring Cloud's `CANCEL_OVERRIDE`), so an undrain leaves none that a
+//!   peer cut off during a later drain would serve over it. A
+//!   registration with UP sends UP too only over an override the
+//!   registration itself left at that server; an operator's override (a
+//!   status this registration never sent) is never undone by a heartbeat
+//!   or a re-registration, nor by a repeated `set_status` of the wanted
+//!   status (see `status.rs`);
 //! - `DELETE /apps/{APP}/{id}` on graceful shutdown.
 //!
 //! Each call tries the configured servers in order, starting at the one
@@ -75,7 +82,6 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::StatusCode;
 
 pub use builder::EurekaRegistrationBuilder;
@@ -178,24 +184,13 @@ impl Shared {
             });
     }
 
-    /// The registration body with `status`.
-    fn body_with(&self, status: InstanceStatus) -> Result<Bytes, DiscoveryError> {
-        let mut instance = self.body.clone();
-        if let Some(fields) = instance.as_object_mut() {
-            fields.insert("status".to_owned(), status.as_str().into());
-            fields.insert("lastDirtyTimestamp".to_owned(), self.dirty().to_string().into());
-        }
-        serde_json::to_vec(&serde_json::json!({ "instance": instance }))
-            .map(Bytes::from)
-            .map_err(|e| DiscoveryError::Other(Box::new(e)))
-    }
-
     /// Registers with the status wanted now, so a re-registration after a
     /// registry restart keeps it (UP stays UP, OUT_OF_SERVICE stays
-    /// OUT_OF_SERVICE); a status other than UP is also set as the
-    /// server's override, as `set_status` does. `Ok(false)` if the server
-    /// took the registration but not the status (it then serves the
-    /// instance UP; the status stays unsent). Call with `op` held.
+    /// OUT_OF_SERVICE); a status other than UP is also sent as a status
+    /// call, as `set_status` does (over a server's older override).
+    /// `Ok(false)` if the server took the registration but not the status
+    /// (it then serves the instance UP; the status stays unsent). Call
+    /// with `op` held.
     pub(super) async fn register_locked(&self) -> Result<Result<(), DiscoveryError>, DiscoveryError> {
         // Stamped with the time, as Java's client does before it registers
         // again (`setIsDirtyWithTime`): over an existing lease Eureka keeps

@@ -1,5 +1,6 @@
-//! The registrant's status calls (`PUT …/status?value=…`), and which
-//! statuses this registration ever sent.
+//! The registrant's status calls (`PUT …/status?value=…`, after
+//! `DELETE …/status?value=UP` for UP: an undrain leaves no override), and
+//! which statuses this registration ever sent.
 //!
 //! Eureka keeps the status of a status call as the instance's override,
 //! whoever sent it: the registrant, or an operator
@@ -17,6 +18,7 @@
 
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
 use http::StatusCode;
 
 use super::super::client::{Fetched, LeaseCall};
@@ -26,6 +28,28 @@ use crate::error::DiscoveryError;
 use crate::instance::InstanceStatus;
 
 impl Shared {
+    /// The registration body with `status`; OUT_OF_SERVICE is its
+    /// `overriddenStatus` too. Eureka takes a registration's override where
+    /// it holds none (`AbstractInstanceRegistry.register`) and a status
+    /// call only when the status changes (`statusUpdate`), so a server
+    /// that took a drained registration fresh (a restarted peer) kept no
+    /// override: heartbeats replicated none, and an undrain's override
+    /// removal (`status.rs`) found none to remove, leaving UP as an
+    /// override. DOWN and STARTING need none (`DownOrStartingRule`).
+    pub(super) fn body_with(&self, status: InstanceStatus) -> Result<Bytes, DiscoveryError> {
+        let mut instance = self.body.clone();
+        if let Some(fields) = instance.as_object_mut() {
+            fields.insert("status".to_owned(), status.as_str().into());
+            if status == InstanceStatus::OutOfService {
+                fields.insert("overriddenStatus".to_owned(), status.as_str().into());
+            }
+            fields.insert("lastDirtyTimestamp".to_owned(), self.dirty().to_string().into());
+        }
+        serde_json::to_vec(&serde_json::json!({ "instance": instance }))
+            .map(Bytes::from)
+            .map_err(|e| DiscoveryError::Other(Box::new(e)))
+    }
+
     /// Records that `status` was sent (in a registration's body or a
     /// status call), whether or not a server answered.
     pub(super) fn note_sent(&self, status: InstanceStatus) {
@@ -41,6 +65,9 @@ impl Shared {
     /// and it is still the one wanted. Call with `op` held.
     pub(super) async fn send_status_locked(&self) -> Result<(), DiscoveryError> {
         let status = self.status();
+        if status == InstanceStatus::Up {
+            self.clear_override_locked().await;
+        }
         let path = format!(
             "{}/status?value={}&lastDirtyTimestamp={}",
             self.path(),
@@ -54,6 +81,35 @@ impl Shared {
             self.status_unsent.store(false, Ordering::Release);
         }
         Ok(())
+    }
+
+    /// Before a status call to UP: removes the server's override
+    /// (`DELETE …/status?value=UP`, as Spring Cloud's `CANCEL_OVERRIDE`),
+    /// which sets UP where an override existed and leaves none; the status
+    /// call after it is then a no-op there (Eureka's `statusUpdate` keeps
+    /// an override only when the status changes), and sets UP, as an
+    /// override, only where none was removed (a drain that came in a
+    /// registration's body). Without the removal an undrain left an UP
+    /// override at every peer, and a peer cut off during a later drain
+    /// kept it over the drained registration it then took from its peer,
+    /// serving the drained instance UP for good (a real two-peer cluster,
+    /// a 45 s partition, one peer restarted: 40 of 40 reads UP; helper
+    /// 176, `tests/eureka_drain_partition.rs`). An override an operator
+    /// set before the undrain goes, as the UP call alone replaced it. A
+    /// failed removal leaves the status call to do what it did before;
+    /// one unanswered arms the late-write read-backs as an UP call does
+    /// (landing after a later drain, it serves the instance UP).
+    async fn clear_override_locked(&self) {
+        let path = format!(
+            "{}/status?value=UP&lastDirtyTimestamp={}",
+            self.path(),
+            self.dirty()
+        );
+        let call = self.sending(InstanceStatus::Up);
+        let sent = self.http.send(LeaseCall::ClearOverride, &path, None).await;
+        if let Err(e) = call.answered(sent) {
+            tracing::debug!(app = %self.app, id = %self.id, error = %e, "could not remove the status override before sending UP");
+        }
     }
 
     /// Records `status` as wanted and sends it; nothing when it is the

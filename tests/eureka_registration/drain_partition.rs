@@ -1,0 +1,178 @@
+//! A drained instance served UP for good by a Eureka peer that held the
+//! registrant's own UP override from an earlier undrain: a real two-peer
+//! cluster whose peers replicate through proxies the test can cut (a
+//! partition). A drain and an undrain (both taken by both peers), then a
+//! partition; the app drains at peer one, which restarts (its registry
+//! lost) and takes the re-registration with OUT_OF_SERVICE in its body.
+//! Past the expiry of a status update's replication (Eureka's
+//! `maxTimeForReplication`, 30 s by default, 5 s here) the
+//! partition heals: peer two took peer one's replicated registration but
+//! kept its UP override (a registration's override is taken only where
+//! none exists), so Eureka's `OverrideExistsRule` served the instance UP
+//! there, 40 of 40 reads, for good; the crate's read-backs go to the
+//! server that took the heartbeat only (helper 176, 3 of 3 runs; without
+//! the earlier undrain both peers ended drained). Now the undrain removes
+//! the override (`DELETE …/status?value=UP`, Spring Cloud's
+//! `CANCEL_OVERRIDE`) before its status call, which is then a no-op, so
+//! no UP override outlives it. About 60 s, most of it
+//! starting three JVMs. Run in `eureka_registration`'s binary, beside its
+//! other cluster tests.
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::support::eureka::EurekaFixture;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tower_ribbon::InstanceStatus;
+use tower_ribbon::discovery::eureka::EurekaRegistration;
+
+/// A TCP proxy to `target`; while `cut` is true, it accepts and swallows
+/// everything (nothing reaches the target, nothing is answered); every
+/// change of `cut` drops the connections it holds.
+async fn proxy(listener: TcpListener, target: u16, cut: watch::Receiver<bool>) {
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else {
+            return;
+        };
+        let mut cut = cut.clone();
+        tokio::spawn(async move {
+            let now_cut = *cut.borrow_and_update();
+            if now_cut {
+                let mut sink = [0u8; 4096];
+                loop {
+                    tokio::select! {
+                        n = inbound.read(&mut sink) => if matches!(n, Ok(0) | Err(_)) { return },
+                        _ = cut.changed() => return,
+                    }
+                }
+            }
+            let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target)).await else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                _ = cut.changed() => {}
+            }
+        });
+    }
+}
+
+fn listed(id: &str, status: &str) -> Vec<(String, String)> {
+    vec![(id.to_owned(), status.to_owned())]
+}
+
+async fn run(app: &'static str, port: u16) -> Option<Vec<Vec<(String, String)>>> {
+    // Proxies first: each peer replicates to the other through one.
+    let to = [
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    ];
+    let to_ports = [
+        to[0].local_addr().unwrap().port(),
+        to[1].local_addr().unwrap().port(),
+    ];
+    // A status update's replication expires after 5 s, not Eureka's
+    // default 30 s (`maxTimeForReplication`), so the partition that
+    // outlasts it takes 8 s.
+    let [mut one, two] = EurekaFixture::start_cluster_with(
+        |i, _| format!("http://127.0.0.1:{}/eureka/", to_ports[1 - i]),
+        &[("EUREKA_SERVER_MAXTIMEFORREPLICATION", "5000")],
+    )?;
+    let (cut_tx, cut_rx) = watch::channel(false);
+    let cut_tx = Arc::new(cut_tx);
+    let [to_one, to_two] = to;
+    tokio::spawn(proxy(to_one, one.port(), cut_rx.clone()));
+    tokio::spawn(proxy(to_two, two.port(), cut_rx));
+    let id = format!("127.0.0.1:{app}:{port}");
+    let handle = EurekaRegistration::builder(app, "127.0.0.1", port)
+        .server_urls(&format!("{},{}", one.url(), two.url()))
+        .request_timeout(Duration::from_secs(2))
+        .renew_interval(Duration::from_secs(600))
+        .lease_duration(Duration::from_secs(1800))
+        .build()
+        .expect("registration")
+        .start()
+        .await
+        .expect("registered");
+    let settle = |want: Vec<(String, String)>| {
+        let (one, two) = (&one, &two);
+        async move {
+            for _ in 0..300 {
+                if one.statuses(app).await == want && two.statuses(app).await == want {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("never settled at {want:?}");
+        }
+    };
+    settle(listed(&id, "UP")).await;
+    // A rolling deploy's drain and undrain, both taken by both peers.
+    handle
+        .set_status(InstanceStatus::OutOfService)
+        .await
+        .expect("drain");
+    settle(listed(&id, "OUT_OF_SERVICE")).await;
+    handle
+        .set_status(InstanceStatus::Up)
+        .await
+        .expect("undrain");
+    settle(listed(&id, "UP")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The peers lose each other; the app drains (taken by peer one).
+    cut_tx.send_replace(true);
+    handle
+        .set_status(InstanceStatus::OutOfService)
+        .await
+        .expect("drain at one");
+    assert_eq!(one.statuses(app).await, listed(&id, "OUT_OF_SERVICE"));
+    // Peer one restarts (its registry lost) during the partition.
+    one.restart();
+    assert_eq!(one.statuses(app).await, Vec::new(), "restarted empty");
+    handle
+        .renew_now()
+        .await
+        .expect("404, registered again at one");
+    assert_eq!(one.statuses(app).await, listed(&id, "OUT_OF_SERVICE"));
+    // The partition lasts past the replication task expiry, renewals
+    // going on at one meanwhile.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        handle
+            .renew_now()
+            .await
+            .expect("renewed during the partition");
+    }
+    // The partition heals.
+    cut_tx.send_replace(false);
+    // Renewals (each replicated to two) over 8 s.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        handle.renew_now().await.expect("renewed");
+    }
+    let mut seen = Vec::new();
+    for _ in 0..12 {
+        for peer in [&one, &two] {
+            let s = peer.statuses(app).await;
+            if !seen.contains(&s) {
+                seen.push(s);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("seen: {seen:?}; stats {:?}", handle.stats());
+    assert_eq!(handle.status(), InstanceStatus::OutOfService);
+    handle.shutdown().await.expect("cancelled");
+    Some(seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_undrain_leaves_no_up_override_to_serve_a_drain_up() {
+    let Some(seen) = run("drain-partition", 47_811).await else {
+        return;
+    };
+    let id = "127.0.0.1:drain-partition:47811";
+    println!("statuses read at the two peers: {seen:?}");
+    assert_eq!(seen, vec![listed(id, "OUT_OF_SERVICE")]);
+}
