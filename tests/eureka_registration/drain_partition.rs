@@ -62,7 +62,15 @@ fn listed(id: &str, status: &str) -> Vec<(String, String)> {
     vec![(id.to_owned(), status.to_owned())]
 }
 
-async fn run(app: &'static str, port: u16) -> Option<Vec<Vec<(String, String)>>> {
+/// The history before the partition: a drain and an undrain, or a start
+/// as STARTING and then UP.
+#[derive(Clone, Copy, PartialEq)]
+enum Before {
+    Undrain,
+    Started,
+}
+
+async fn run(app: &'static str, port: u16, before: Before) -> Option<Vec<Vec<(String, String)>>> {
     // Proxies first: each peer replicates to the other through one.
     let to = [
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -90,6 +98,11 @@ async fn run(app: &'static str, port: u16) -> Option<Vec<Vec<(String, String)>>>
         .request_timeout(Duration::from_secs(2))
         .renew_interval(Duration::from_secs(600))
         .lease_duration(Duration::from_secs(1800))
+        .initial_status(if before == Before::Started {
+            InstanceStatus::Starting
+        } else {
+            InstanceStatus::Up
+        })
         .build()
         .expect("registration")
         .start()
@@ -107,18 +120,24 @@ async fn run(app: &'static str, port: u16) -> Option<Vec<Vec<(String, String)>>>
             panic!("never settled at {want:?}");
         }
     };
-    settle(listed(&id, "UP")).await;
-    // A rolling deploy's drain and undrain, both taken by both peers.
-    handle
-        .set_status(InstanceStatus::OutOfService)
-        .await
-        .expect("drain");
-    settle(listed(&id, "OUT_OF_SERVICE")).await;
-    handle
-        .set_status(InstanceStatus::Up)
-        .await
-        .expect("undrain");
-    settle(listed(&id, "UP")).await;
+    if before == Before::Started {
+        settle(listed(&id, "STARTING")).await;
+        handle.set_status(InstanceStatus::Up).await.expect("up");
+        settle(listed(&id, "UP")).await;
+    } else {
+        settle(listed(&id, "UP")).await;
+        // A rolling deploy's drain and undrain, both taken by both peers.
+        handle
+            .set_status(InstanceStatus::OutOfService)
+            .await
+            .expect("drain");
+        settle(listed(&id, "OUT_OF_SERVICE")).await;
+        handle
+            .set_status(InstanceStatus::Up)
+            .await
+            .expect("undrain");
+        settle(listed(&id, "UP")).await;
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     // The peers lose each other; the app drains (taken by peer one).
     cut_tx.send_replace(true);
@@ -169,10 +188,23 @@ async fn run(app: &'static str, port: u16) -> Option<Vec<Vec<(String, String)>>>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_earlier_undrain_leaves_no_up_override_to_serve_a_drain_up() {
-    let Some(seen) = run("drain-partition", 47_811).await else {
+    let Some(seen) = run("drain-partition", 47_811, Before::Undrain).await else {
         return;
     };
     let id = "127.0.0.1:drain-partition:47811";
+    println!("statuses read at the two peers: {seen:?}");
+    assert_eq!(seen, vec![listed(id, "OUT_OF_SERVICE")]);
+}
+
+/// As above, after a start as STARTING and then UP: the STARTING
+/// registration left no override, so the UP call left one (helper 178's
+/// class: every start through STARTING).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_through_starting_leaves_no_up_override_to_serve_a_drain_up() {
+    let Some(seen) = run("start-partition", 47_812, Before::Started).await else {
+        return;
+    };
+    let id = "127.0.0.1:start-partition:47812";
     println!("statuses read at the two peers: {seen:?}");
     assert_eq!(seen, vec![listed(id, "OUT_OF_SERVICE")]);
 }

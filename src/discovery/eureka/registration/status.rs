@@ -28,19 +28,22 @@ use crate::error::DiscoveryError;
 use crate::instance::InstanceStatus;
 
 impl Shared {
-    /// The registration body with `status`; OUT_OF_SERVICE is its
-    /// `overriddenStatus` too. Eureka takes a registration's override where
-    /// it holds none (`AbstractInstanceRegistry.register`) and a status
-    /// call only when the status changes (`statusUpdate`), so a server
-    /// that took a drained registration fresh (a restarted peer) kept no
-    /// override: heartbeats replicated none, and an undrain's override
-    /// removal (`status.rs`) found none to remove, leaving UP as an
-    /// override. DOWN and STARTING need none (`DownOrStartingRule`).
+    /// The registration body with `status`, which is its
+    /// `overriddenStatus` too unless UP. Eureka takes a registration's
+    /// override where it holds none (`AbstractInstanceRegistry.register`)
+    /// and a status call only when the status changes (`statusUpdate`),
+    /// so a server that took a STARTING or drained registration kept no
+    /// override: an undrain's (or a start's) override removal before its
+    /// UP call (`clear_override_locked`) found none to remove, and the UP
+    /// call left UP as an override, which a peer cut off during a later
+    /// drain served over it (`tests/eureka_registration/drain_partition.rs`).
+    /// DOWN and STARTING are served over any override anyway
+    /// (`DownOrStartingRule`).
     pub(super) fn body_with(&self, status: InstanceStatus) -> Result<Bytes, DiscoveryError> {
         let mut instance = self.body.clone();
         if let Some(fields) = instance.as_object_mut() {
             fields.insert("status".to_owned(), status.as_str().into());
-            if status == InstanceStatus::OutOfService {
+            if status != InstanceStatus::Up {
                 fields.insert("overriddenStatus".to_owned(), status.as_str().into());
             }
             fields.insert("lastDirtyTimestamp".to_owned(), self.dirty().to_string().into());
