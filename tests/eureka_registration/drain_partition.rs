@@ -14,9 +14,18 @@
 //! the earlier undrain both peers ended drained). Now the undrain removes
 //! the override (`DELETE …/status?value=UP`, Spring Cloud's
 //! `CANCEL_OVERRIDE`) before its status call, which is then a no-op, so
-//! no UP override outlives it. About 60 s, most of it
-//! starting three JVMs. Run in `eureka_registration`'s binary, beside its
-//! other cluster tests.
+//! no UP override outlives it. The second test starts as STARTING, then
+//! UP (the usual start): the STARTING registration left no override, so the
+//! UP call stored one, with the same end; now a registration's body
+//! carries a status other than UP as its `overriddenStatus` (helper 178).
+//! Peers' reports: an UP set by a status call hides the instance's own
+//! later status until the override is deleted
+//! (<https://github.com/Netflix/eureka/issues/717>; the `DELETE` came with
+//! <https://github.com/Netflix/eureka/issues/389>); an override missing at
+//! one peer (<https://github.com/Netflix/eureka/issues/908>). About 60 s
+//! each, most of it starting three JVMs; run in `eureka_registration`'s
+//! binary, beside its other cluster tests.
+
 use std::sync::Arc;
 use std::time::Duration;
 
