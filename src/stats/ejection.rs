@@ -210,6 +210,9 @@ pub(crate) struct ActiveChecks {
     /// until its first probe, which alone decides (Envoy's
     /// `PENDING_ACTIVE_HC`).
     pending: AtomicBool,
+    /// Taken by a round of probes that listed it (see
+    /// [`EndpointStats::claim_active_probe`]).
+    claimed: AtomicBool,
     passes: AtomicU32,
     fails: AtomicU32,
 }
@@ -220,6 +223,7 @@ impl ActiveChecks {
         Self {
             unhealthy: AtomicBool::new(false),
             pending: AtomicBool::new(false),
+            claimed: AtomicBool::new(false),
             passes: AtomicU32::new(0),
             fails: AtomicU32::new(0),
         }
@@ -233,6 +237,11 @@ impl ActiveChecks {
 
     pub(crate) fn is_pending(&self) -> bool {
         self.pending.load(Ordering::Acquire)
+    }
+
+    /// Marks it listed by a round; `true` if no round had.
+    pub(crate) fn claim(&self) -> bool {
+        !self.claimed.swap(true, Ordering::AcqRel)
     }
 
     /// Ends the wait for a first probe that will not come (the endpoint
@@ -312,6 +321,26 @@ impl super::EndpointStats {
     /// The ejections seen over at `now` and not reported before (each once).
     pub(crate) fn end_expired_ejections(&self, now: tokio::time::Instant) -> u32 {
         self.ejection.take_returns(self.ms_at(now))
+    }
+
+    /// Whether a round of active probes probes this endpoint, which it
+    /// lists (marked listed from then on): a scheduled round probes every
+    /// endpoint; a round of first probes (`first_only`, run at each
+    /// published list) one waiting for its first probe, or one no round
+    /// listed yet. That last one was made before the checks began, so it
+    /// waits for no probe, and published after the first round took its
+    /// list: it went unprobed until the next round, an `interval` later
+    /// (`health::active::tests`).
+    #[cfg(feature = "hyper-util")]
+    pub(crate) fn claim_active_probe(&self, first_only: bool) -> bool {
+        let unlisted = self.active.claim();
+        !first_only || unlisted || self.active.is_pending()
+    }
+
+    /// Whether this endpoint waits for its first active probe.
+    #[cfg(all(test, feature = "hyper-util"))]
+    pub(crate) fn is_active_pending(&self) -> bool {
+        self.active.is_pending()
     }
 }
 

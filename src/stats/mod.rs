@@ -326,12 +326,6 @@ impl EndpointStats {
         self.active.start_pending();
     }
 
-    /// Whether this endpoint waits for its first active probe.
-    #[cfg(feature = "hyper-util")]
-    pub(crate) fn is_active_pending(&self) -> bool {
-        self.active.is_pending()
-    }
-
     /// Ends the wait for a first probe that will not come; `true` if it
     /// was waiting.
     #[cfg(feature = "hyper-util")]

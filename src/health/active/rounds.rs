@@ -91,7 +91,8 @@ async fn joining(
 }
 
 /// One round over the current list (with `only_pending`, over the
-/// endpoints waiting for their first probe); `true` if a verdict changed,
+/// endpoints waiting for their first probe and those no round listed yet;
+/// see `EndpointStats::claim_active_probe`); `true` if a verdict changed,
 /// `None` once the service is gone.
 async fn round(
     hooks: &CheckHooks,
@@ -119,10 +120,19 @@ async fn round(
     // spawned one per instance at once, and a list larger than the
     // process's descriptor limit failed every healthy instance (EMFILE).
     let limit = config.max_concurrent_probes.max(1);
+    if !only_pending {
+        // Listed at once: a round of first probes beside this one leaves
+        // them to it, rather than probing those it has not reached yet
+        // (hung instances ahead of a joining one delayed its first probe
+        // by their timeouts; `tests/health_checks.rs`).
+        for endpoint in snapshot.endpoints() {
+            endpoint.stats().claim_active_probe(false);
+        }
+    }
     let mut checks = tokio::task::JoinSet::new();
     let mut changed = false;
     for endpoint in snapshot.endpoints().iter().cloned() {
-        if only_pending && !endpoint.stats().is_active_pending() {
+        if !endpoint.stats().claim_active_probe(only_pending) {
             continue;
         }
         let target = config.target_of(endpoint.instance());

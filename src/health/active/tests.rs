@@ -178,3 +178,83 @@ fn an_ignored_health_url_is_logged_without_its_password() {
         assert!(warning.contains("***@10.0.0."), "{warning}");
     }
 }
+
+/// The first round raced the first list: the refresher made the endpoints
+/// before the checks began (so they wait for no probe), the first
+/// scheduled round took the list before it was published (empty), and the
+/// round of first probes at its publication skipped them (none pending):
+/// no probe until the next round, an `interval` later (here 600 s; the
+/// project's CI saw 0 of 100 instances probed in 20 s once,
+/// `tests/health_probe_sockets.rs`). Now that round also probes an
+/// endpoint no round listed, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_published_after_the_first_round_took_its_list_are_probed_at_once() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use crate::instance::Endpoint;
+
+    let requests = Arc::new(AtomicUsize::new(0));
+    let mut endpoints = Vec::new();
+    for _ in 0..3 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::clone(&requests);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let requests = Arc::clone(&requests);
+                let service = hyper::service::service_fn(move |_req| {
+                    requests.fetch_add(1, Ordering::SeqCst);
+                    async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Empty::<bytes::Bytes>::new(),
+                        ))
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        endpoints.push(Endpoint::new(Instance::new("s", "127.0.0.1", port).unwrap()));
+    }
+    let current = Arc::new(Mutex::new(Arc::new(Snapshot::new("s", Vec::new(), 1))));
+    let lists_taken = Arc::new(AtomicUsize::new(0));
+    let published = Arc::new(tokio::sync::Notify::new());
+    let hooks = CheckHooks {
+        service: "s".into(),
+        snapshot: Box::new({
+            let (current, taken) = (Arc::clone(&current), Arc::clone(&lists_taken));
+            move || {
+                taken.fetch_add(1, Ordering::SeqCst);
+                Some(Arc::clone(&current.lock().unwrap()))
+            }
+        }),
+        changed: Box::new(|| {}),
+        wait_for_probe: Arc::new(AtomicBool::new(false)),
+        published: Arc::clone(&published),
+    };
+    let check = ActiveHealthCheck {
+        interval: Duration::from_secs(600),
+        interval_jitter: Duration::ZERO,
+        ..ActiveHealthCheck::new("/health")
+    };
+    let _task = spawn_health_checks(hooks, check, &tokio::runtime::Handle::current());
+    // The first round took the empty list.
+    while lists_taken.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    *current.lock().unwrap() = Arc::new(Snapshot::new("s", endpoints, 2));
+    published.notify_one();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while requests.load(Ordering::SeqCst) < 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(requests.load(Ordering::SeqCst), 3, "each endpoint probed once");
+    // Listed now: a later list does not probe them again.
+    published.notify_one();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(requests.load(Ordering::SeqCst), 3);
+}
