@@ -14,19 +14,18 @@
 //! the earlier undrain both peers ended drained). Now the undrain removes
 //! the override (`DELETE …/status?value=UP`, Spring Cloud's
 //! `CANCEL_OVERRIDE`) before its status call, which is then a no-op, so
-//! no UP override outlives it. The second test starts as STARTING, then
-//! UP (the usual start): the STARTING registration left no override, so the
+//! no UP override outlives it. A second registration starts as STARTING,
+//! then UP (the usual start): the STARTING registration left no override, so the
 //! UP call stored one, with the same end; now a registration's body
 //! carries a status other than UP as its `overriddenStatus` (helper 178).
 //! Peers' reports: an UP set by a status call hides the instance's own
 //! later status until the override is deleted
 //! (<https://github.com/Netflix/eureka/issues/717>; the `DELETE` came with
 //! <https://github.com/Netflix/eureka/issues/389>); an override missing at
-//! one peer (<https://github.com/Netflix/eureka/issues/908>). About 60 s
-//! each, most of it starting three JVMs; run in `eureka_registration`'s
+//! one peer (<https://github.com/Netflix/eureka/issues/908>). About 60 s,
+//! most of it starting three JVMs; run in `eureka_registration`'s
 //! binary, beside its other cluster tests.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::eureka::EurekaFixture;
@@ -79,7 +78,10 @@ enum Before {
     Started,
 }
 
-async fn run(app: &'static str, port: u16, before: Before) -> Option<Vec<Vec<(String, String)>>> {
+/// Two registrations (one per history) on one two-peer cluster, drained
+/// during one partition across one restart of peer one; the statuses read
+/// at both peers after the heal, per registration.
+async fn run(apps: [(&'static str, u16, Before); 2]) -> Option<Vec<Vec<Vec<(String, String)>>>> {
     // Proxies first: each peer replicates to the other through one.
     let to = [
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -91,33 +93,16 @@ async fn run(app: &'static str, port: u16, before: Before) -> Option<Vec<Vec<(St
     ];
     // A status update's replication expires after 5 s, not Eureka's
     // default 30 s (`maxTimeForReplication`), so the partition that
-    // outlasts it takes 8 s.
+    // outlasts it is short.
     let [mut one, two] = EurekaFixture::start_cluster_with(
         |i, _| format!("http://127.0.0.1:{}/eureka/", to_ports[1 - i]),
         &[("EUREKA_SERVER_MAXTIMEFORREPLICATION", "5000")],
     )?;
     let (cut_tx, cut_rx) = watch::channel(false);
-    let cut_tx = Arc::new(cut_tx);
     let [to_one, to_two] = to;
     tokio::spawn(proxy(to_one, one.port(), cut_rx.clone()));
     tokio::spawn(proxy(to_two, two.port(), cut_rx));
-    let id = format!("127.0.0.1:{app}:{port}");
-    let handle = EurekaRegistration::builder(app, "127.0.0.1", port)
-        .server_urls(&format!("{},{}", one.url(), two.url()))
-        .request_timeout(Duration::from_secs(2))
-        .renew_interval(Duration::from_secs(600))
-        .lease_duration(Duration::from_secs(1800))
-        .initial_status(if before == Before::Started {
-            InstanceStatus::Starting
-        } else {
-            InstanceStatus::Up
-        })
-        .build()
-        .expect("registration")
-        .start()
-        .await
-        .expect("registered");
-    let settle = |want: Vec<(String, String)>| {
+    let settle = |app: &'static str, want: Vec<(String, String)>| {
         let (one, two) = (&one, &two);
         async move {
             for _ in 0..300 {
@@ -126,94 +111,125 @@ async fn run(app: &'static str, port: u16, before: Before) -> Option<Vec<Vec<(St
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            panic!("never settled at {want:?}");
+            panic!("{app} never settled at {want:?}");
         }
     };
-    if before == Before::Started {
-        settle(listed(&id, "STARTING")).await;
-        handle.set_status(InstanceStatus::Up).await.expect("up");
-        settle(listed(&id, "UP")).await;
-    } else {
-        settle(listed(&id, "UP")).await;
-        // A rolling deploy's drain and undrain, both taken by both peers.
+    let mut handles = Vec::new();
+    for (app, port, before) in apps {
+        let id = format!("127.0.0.1:{app}:{port}");
+        let handle = EurekaRegistration::builder(app, "127.0.0.1", port)
+            .server_urls(&format!("{},{}", one.url(), two.url()))
+            .request_timeout(Duration::from_secs(2))
+            .renew_interval(Duration::from_secs(600))
+            .lease_duration(Duration::from_secs(1800))
+            .initial_status(if before == Before::Started {
+                InstanceStatus::Starting
+            } else {
+                InstanceStatus::Up
+            })
+            .build()
+            .expect("registration")
+            .start()
+            .await
+            .expect("registered");
+        if before == Before::Started {
+            settle(app, listed(&id, "STARTING")).await;
+            handle.set_status(InstanceStatus::Up).await.expect("up");
+        } else {
+            settle(app, listed(&id, "UP")).await;
+            // A rolling deploy's drain and undrain, both taken by both peers.
+            handle
+                .set_status(InstanceStatus::OutOfService)
+                .await
+                .expect("drain");
+            settle(app, listed(&id, "OUT_OF_SERVICE")).await;
+            handle
+                .set_status(InstanceStatus::Up)
+                .await
+                .expect("undrain");
+        }
+        settle(app, listed(&id, "UP")).await;
+        handles.push((app, id, handle));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The peers lose each other; the apps drain (taken by peer one).
+    cut_tx.send_replace(true);
+    for (app, id, handle) in &handles {
         handle
             .set_status(InstanceStatus::OutOfService)
             .await
-            .expect("drain");
-        settle(listed(&id, "OUT_OF_SERVICE")).await;
-        handle
-            .set_status(InstanceStatus::Up)
-            .await
-            .expect("undrain");
-        settle(listed(&id, "UP")).await;
+            .expect("drain at one");
+        assert_eq!(one.statuses(app).await, listed(id, "OUT_OF_SERVICE"));
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    // The peers lose each other; the app drains (taken by peer one).
-    cut_tx.send_replace(true);
-    handle
-        .set_status(InstanceStatus::OutOfService)
-        .await
-        .expect("drain at one");
-    assert_eq!(one.statuses(app).await, listed(&id, "OUT_OF_SERVICE"));
     // Peer one restarts (its registry lost) during the partition.
     one.restart();
-    assert_eq!(one.statuses(app).await, Vec::new(), "restarted empty");
-    handle
-        .renew_now()
-        .await
-        .expect("404, registered again at one");
-    assert_eq!(one.statuses(app).await, listed(&id, "OUT_OF_SERVICE"));
+    for (app, id, handle) in &handles {
+        assert_eq!(one.statuses(app).await, Vec::new(), "restarted empty");
+        handle
+            .renew_now()
+            .await
+            .expect("404, registered again at one");
+        assert_eq!(one.statuses(app).await, listed(id, "OUT_OF_SERVICE"));
+    }
     // The partition lasts past the replication task expiry, renewals
     // going on at one meanwhile.
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        handle
-            .renew_now()
-            .await
-            .expect("renewed during the partition");
+        for (_, _, handle) in &handles {
+            handle
+                .renew_now()
+                .await
+                .expect("renewed during the partition");
+        }
     }
     // The partition heals.
     cut_tx.send_replace(false);
     // Renewals (each replicated to two) over 8 s.
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        handle.renew_now().await.expect("renewed");
+        for (_, _, handle) in &handles {
+            handle.renew_now().await.expect("renewed");
+        }
     }
-    let mut seen = Vec::new();
+    let mut seen = vec![Vec::new(), Vec::new()];
     for _ in 0..12 {
-        for peer in [&one, &two] {
-            let s = peer.statuses(app).await;
-            if !seen.contains(&s) {
-                seen.push(s);
+        for ((app, _, _), seen) in handles.iter().zip(&mut seen) {
+            for peer in [&one, &two] {
+                let s = peer.statuses(app).await;
+                if !seen.contains(&s) {
+                    seen.push(s);
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    eprintln!("seen: {seen:?}; stats {:?}", handle.stats());
-    assert_eq!(handle.status(), InstanceStatus::OutOfService);
-    handle.shutdown().await.expect("cancelled");
+    for (app, _, handle) in handles {
+        eprintln!("{app}: stats {:?}", handle.stats());
+        assert_eq!(handle.status(), InstanceStatus::OutOfService);
+        handle.shutdown().await.expect("cancelled");
+    }
     Some(seen)
 }
 
+/// The first registration was drained and undrained before the partition
+/// (helper 176); the second started as STARTING, then UP: the STARTING
+/// registration left no override, so the UP call stored one (helper 178).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_earlier_undrain_leaves_no_up_override_to_serve_a_drain_up() {
-    let Some(seen) = run("drain-partition", 47_811, Before::Undrain).await else {
+async fn an_earlier_undrain_or_start_leaves_no_up_override_to_serve_a_drain_up() {
+    let Some(seen) = run([
+        ("drain-partition", 47_811, Before::Undrain),
+        ("start-partition", 47_812, Before::Started),
+    ])
+    .await
+    else {
         return;
     };
-    let id = "127.0.0.1:drain-partition:47811";
     println!("statuses read at the two peers: {seen:?}");
-    assert_eq!(seen, vec![listed(id, "OUT_OF_SERVICE")]);
-}
-
-/// As above, after a start as STARTING and then UP: the STARTING
-/// registration left no override, so the UP call left one (helper 178's
-/// class: every start through STARTING).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_start_through_starting_leaves_no_up_override_to_serve_a_drain_up() {
-    let Some(seen) = run("start-partition", 47_812, Before::Started).await else {
-        return;
-    };
-    let id = "127.0.0.1:start-partition:47812";
-    println!("statuses read at the two peers: {seen:?}");
-    assert_eq!(seen, vec![listed(id, "OUT_OF_SERVICE")]);
+    assert_eq!(
+        seen,
+        [
+            vec![listed("127.0.0.1:drain-partition:47811", "OUT_OF_SERVICE")],
+            vec![listed("127.0.0.1:start-partition:47812", "OUT_OF_SERVICE")],
+        ]
+    );
 }
