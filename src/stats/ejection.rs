@@ -210,8 +210,8 @@ pub(crate) struct ActiveChecks {
     /// until its first probe, which alone decides (Envoy's
     /// `PENDING_ACTIVE_HC`).
     pending: AtomicBool,
-    /// Taken by a round of probes that listed it (see
-    /// [`EndpointStats::claim_active_probe`]).
+    /// Listed by a full round of probes (see
+    /// [`EndpointStats::is_active_unlisted`]).
     claimed: AtomicBool,
     passes: AtomicU32,
     fails: AtomicU32,
@@ -239,9 +239,14 @@ impl ActiveChecks {
         self.pending.load(Ordering::Acquire)
     }
 
-    /// Marks it listed by a round; `true` if no round had.
-    pub(crate) fn claim(&self) -> bool {
-        !self.claimed.swap(true, Ordering::AcqRel)
+    /// Marks it listed by a full round.
+    pub(crate) fn claim(&self) {
+        self.claimed.store(true, Ordering::Release);
+    }
+
+    /// Whether no full round listed it yet.
+    pub(crate) fn is_unclaimed(&self) -> bool {
+        !self.claimed.load(Ordering::Acquire)
     }
 
     /// Ends the wait for a first probe that will not come (the endpoint
@@ -323,22 +328,21 @@ impl super::EndpointStats {
         self.ejection.take_returns(self.ms_at(now))
     }
 
-    /// Whether a round of active probes probes this endpoint, which it
-    /// lists (marked listed from then on): a scheduled round probes every
-    /// endpoint; a round of first probes (`first_only`, run at each
-    /// published list) one waiting for its first probe, or one no round
-    /// listed yet. That last one was made before the checks began, so it
-    /// waits for no probe, and published after the first round took its
-    /// list: it went unprobed until the next round, an `interval` later
-    /// (`health::active::tests`).
+    /// Marks this endpoint listed by a round of active probes.
     #[cfg(feature = "hyper-util")]
-    pub(crate) fn claim_active_probe(&self, first_only: bool) -> bool {
-        let unlisted = self.active.claim();
-        !first_only || unlisted || self.active.is_pending()
+    pub(crate) fn list_for_active_checks(&self) {
+        self.active.claim();
+    }
+
+    /// Whether no round of active probes listed this endpoint yet and it
+    /// waits for no first probe (see `health::active::rounds::joining`).
+    #[cfg(feature = "hyper-util")]
+    pub(crate) fn is_active_unlisted(&self) -> bool {
+        self.active.is_unclaimed() && !self.active.is_pending()
     }
 
     /// Whether this endpoint waits for its first active probe.
-    #[cfg(all(test, feature = "hyper-util"))]
+    #[cfg(feature = "hyper-util")]
     pub(crate) fn is_active_pending(&self) -> bool {
         self.active.is_pending()
     }

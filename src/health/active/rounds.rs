@@ -10,6 +10,8 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
+use tokio::sync::Notify;
+
 use super::probe::{ProbeClient, probe};
 use super::{ActiveHealthCheck, CheckHooks, after, jittered};
 use crate::discovery::TaskGuard;
@@ -29,21 +31,24 @@ pub(crate) fn spawn_health_checks(
     TaskGuard::new(handle.spawn(async move {
         let client = ProbeClient::new(&config);
         let warned = Mutex::new(HashSet::new());
+        let early = Notify::new();
         // Whichever loop sees the service gone ends the task.
         tokio::select! {
-            () = scheduled(&hooks, &config, &client, &warned) => {}
-            () = joining(&hooks, &config, &client, &warned) => {}
+            () = scheduled(&hooks, &config, &client, &warned, &early) => {}
+            () = joining(&hooks, &config, &client, &warned, &early) => {}
         }
     }))
 }
 
 /// Full rounds: the first after `initial_delay`, then each `interval`
-/// (plus jitter) after the previous one ended.
+/// (plus jitter) after the previous one ended, or at once when `early` is
+/// notified (see `joining`).
 async fn scheduled(
     hooks: &CheckHooks,
     config: &ActiveHealthCheck,
     client: &ProbeClient,
     warned: &Warned,
+    early: &Notify,
 ) {
     let rng = crate::rng::AtomicRng::from_entropy();
     let first = jittered(config.initial_delay, config.interval_jitter, &rng);
@@ -62,24 +67,44 @@ async fn scheduled(
         // no more full rounds) is the farthest time tokio's own `sleep`
         // takes (see `after`).
         let wait = jittered(config.interval, config.interval_jitter, &rng);
-        tokio::time::sleep_until(after(wait)).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(after(wait)) => {}
+            () = early.notified() => {}
+        }
     }
 }
 
 /// First probes: once rounds began, each published list's endpoints that
 /// wait for their first probe are probed at once (Envoy checks a host as
 /// it is added), whether or not a scheduled round is running.
+///
+/// A list may also hold endpoints no round listed: made before the checks
+/// began (so they wait for no probe) and published after the first round
+/// took its list. They went unprobed until the next round, an `interval`
+/// later (`health::active::tests`); now they bring the next full round
+/// forward (`early`). Probed here instead, in this loop's round, hung ones
+/// among them held up the first probe of an instance joining after them
+/// (about `ceil(hung / max_concurrent_probes) × timeout`; helper 179).
 async fn joining(
     hooks: &CheckHooks,
     config: &ActiveHealthCheck,
     client: &ProbeClient,
     warned: &Warned,
+    early: &Notify,
 ) {
     loop {
         hooks.published.notified().await;
         if !hooks.wait_for_probe.load(Ordering::Acquire) {
             // No endpoint waits before the first round.
             continue;
+        }
+        let unlisted = (hooks.snapshot)().is_some_and(|list| {
+            list.endpoints()
+                .iter()
+                .any(|e| e.stats().is_active_unlisted())
+        });
+        if unlisted {
+            early.notify_one();
         }
         let Some(changed) = round(hooks, config, client, warned, true).await else {
             return;
@@ -91,8 +116,7 @@ async fn joining(
 }
 
 /// One round over the current list (with `only_pending`, over the
-/// endpoints waiting for their first probe and those no round listed yet;
-/// see `EndpointStats::claim_active_probe`); `true` if a verdict changed,
+/// endpoints waiting for their first probe); `true` if a verdict changed,
 /// `None` once the service is gone.
 async fn round(
     hooks: &CheckHooks,
@@ -121,19 +145,20 @@ async fn round(
     // process's descriptor limit failed every healthy instance (EMFILE).
     let limit = config.max_concurrent_probes.max(1);
     if !only_pending {
-        // Listed at once: a round of first probes beside this one leaves
-        // them to it, rather than probing those it has not reached yet
-        // (hung instances ahead of a joining one delayed its first probe
-        // by their timeouts; `tests/health_checks.rs`).
+        // Listed at once, so a round of first probes beside this one does
+        // not bring another round forward for those not reached yet.
         for endpoint in snapshot.endpoints() {
-            endpoint.stats().claim_active_probe(false);
+            endpoint.stats().list_for_active_checks();
         }
     }
     let mut checks = tokio::task::JoinSet::new();
     let mut changed = false;
     for endpoint in snapshot.endpoints().iter().cloned() {
-        if !endpoint.stats().claim_active_probe(only_pending) {
-            continue;
+        if only_pending {
+            if !endpoint.stats().is_active_pending() {
+                continue;
+            }
+            endpoint.stats().list_for_active_checks();
         }
         let target = config.target_of(endpoint.instance());
         if let Some(warning) = target.warning {
