@@ -74,10 +74,15 @@
 //! change of one member on either side).
 //!
 //! Build cost: a sort of the identities, O(n log n), then the fill; the
-//! walkers step in lockstep until every slot is taken, about `M · ln M`
-//! steps when `n < M` (the coupon collector's bound) and `n` steps plus a
-//! few rounds when `n ≥ M`. Memory: 4 bytes per slot and 8 per instance
-//! (its identity hash).
+//! walkers (one per identity hash: copies of one identity never take a
+//! slot from the first) step in lockstep until every slot is taken, about
+//! `M · ln M` steps when `n < M` (the coupon collector's bound) and `n`
+//! steps plus a few rounds when `n ≥ M`. The fill stops after
+//! `4 · M · (ln M + 1)` steps (plus the round under way) whatever the
+//! identities: hashes crafted so that walkers follow each other would
+//! otherwise take `M` rounds; slots still empty then go to the walkers in
+//! rank order. Memory: 4 bytes per slot and 8 per instance (its identity
+//! hash).
 
 use std::fmt;
 use std::sync::Arc;
@@ -115,10 +120,9 @@ fn next_prime(n: usize) -> usize {
 }
 
 /// The filled lookup table of `endpoints` (whose identity hashes are
-/// `hashes`): slot → index into `endpoints`.
-fn fill_table(endpoints: &[Endpoint], hashes: &[u64], size: usize) -> Vec<u32> {
+/// `hashes`): slot → index into `endpoints`; and the fill's steps.
+fn fill_table(endpoints: &[Endpoint], hashes: &[u64], size: usize) -> (Vec<u32>, u64) {
     let m = if endpoints.is_empty() { 0 } else { size };
-    let mut slots = vec![EMPTY; m];
     // A fixed, set-independent rank: identity hash, then identity.
     let mut order: Vec<(u64, usize)> = hashes
         .iter()
@@ -132,9 +136,14 @@ fn fill_table(endpoints: &[Endpoint], hashes: &[u64], size: usize) -> Vec<u32> {
         ha.cmp(&hb)
             .then_with(|| (a.id(), a.host(), a.port()).cmp(&(b.id(), b.host(), b.port())))
     });
+    // Endpoints with one identity hash (one identity listed twice, or its
+    // http and https entries) walk one preference order in lockstep, and
+    // the first of them in rank reaches each slot first: the others never
+    // take one. Walking them anyway made the fill take all `M` rounds over
+    // every copy (64 000 copies of one instance: 5 s).
+    order.dedup_by_key(|&mut (h, _)| h);
     let m64 = m as u64;
-    // (position in the permutation, skip, endpoint index)
-    let mut walkers: Vec<(u64, u64, u32)> = order
+    let walkers = order
         .iter()
         .map(|&(h, i)| {
             let offset = mix64(h) % m64;
@@ -142,7 +151,32 @@ fn fill_table(endpoints: &[Endpoint], hashes: &[u64], size: usize) -> Vec<u32> {
             (offset, skip, i as u32)
         })
         .collect();
+    fill(walkers, m)
+}
+
+/// Most steps [`fill`] takes before the slots still empty are dealt out by
+/// rank: four times the coupon collector's `M · (ln M + 1)`. Walkers whose
+/// preference orders are independent fill the table in about `M · ln M`
+/// steps and leave a slot empty past this bound with a probability of
+/// about `M^-3`; walkers crafted to share a skip and follow each other
+/// through it (identity hashes chosen for that) would otherwise step
+/// about `M` rounds of `n` steps.
+fn step_budget(m: usize) -> u64 {
+    let m = m as f64;
+    (4.0 * m * (m.max(1.0).ln() + 1.0)) as u64
+}
+
+/// Fills `m` slots with `walkers` ((position, skip, endpoint index), in
+/// rank order) stepping in lockstep; returns the slots and the steps taken.
+/// Past [`step_budget`] (checked after each round), each slot still empty
+/// goes to the walker at its index modulo the walkers' count: a choice
+/// that depends only on the set, like the walk's.
+fn fill(mut walkers: Vec<(u64, u64, u32)>, m: usize) -> (Vec<u32>, u64) {
+    let mut slots = vec![EMPTY; m];
+    let m64 = m as u64;
+    let budget = step_budget(m);
     let mut filled = 0;
+    let mut steps = 0u64;
     // M is prime and 0 < skip < M: every walker visits all M slots in M steps.
     for _ in 0..m {
         for (pos, skip, index) in &mut walkers {
@@ -156,11 +190,19 @@ fn fill_table(endpoints: &[Endpoint], hashes: &[u64], size: usize) -> Vec<u32> {
                 *pos -= m64;
             }
         }
-        if filled == m {
+        steps += walkers.len() as u64;
+        if filled == m || steps >= budget {
             break;
         }
     }
-    slots
+    if filled < m && !walkers.is_empty() {
+        for (at, slot) in slots.iter_mut().enumerate() {
+            if *slot == EMPTY {
+                *slot = walkers[at % walkers.len()].2;
+            }
+        }
+    }
+    (slots, steps)
 }
 
 impl ConsistentHash {
@@ -213,7 +255,7 @@ impl Rule for ConsistentHash {
             .map(|e| e.instance().identity_hash())
             .collect();
         Arc::new(ConsistentHashPicker {
-            slots: fill_table(endpoints, &hashes, self.table_size).into(),
+            slots: fill_table(endpoints, &hashes, self.table_size).0.into(),
             hashes,
             snapshot: Arc::clone(snapshot),
             cursor: Arc::clone(&self.cursor),

@@ -29,6 +29,98 @@ fn map(picker: &dyn Picker, keys: u64) -> Vec<u8> {
         .collect()
 }
 
+/// Copies of one identity (one instance listed many times, as a
+/// [`Snapshot`] allows) walk one preference order in lockstep, and only the
+/// first ever takes a slot: the fill walks one of them. Before, 64 000
+/// copies took all 65 537 rounds over each copy, 5 s (helper 181; 4.2
+/// billion steps where one copy and two others take under 800 000), and a
+/// wrapper or caller building the rule over such a list paid it per build.
+#[test]
+fn copies_of_one_identity_cost_what_one_costs() {
+    let m = ConsistentHash::DEFAULT_TABLE_SIZE;
+    let mut list = endpoints(3);
+    let once = list.clone();
+    list.extend((0..10_000).map(|_| Endpoint::new(instance("10.0.0.1", 8080))));
+    let hashes =
+        |l: &[Endpoint]| -> Vec<u64> { l.iter().map(|e| e.instance().identity_hash()).collect() };
+    let (slots, steps) = fill_table(&list, &hashes(&list), m);
+    let (single, single_steps) = fill_table(&once, &hashes(&once), m);
+    assert_eq!(steps, single_steps);
+    assert!(steps <= step_budget(m), "{steps}");
+    // The same table: each slot's instance is the one-copy list's.
+    assert_eq!(slots, single);
+}
+
+/// Walkers crafted to share a skip and stand on consecutive positions of
+/// its order (what chosen identity hashes can give) follow each other: the
+/// walk fills one slot a round for `M - k` rounds. The fill stops at its
+/// budget and deals the rest out by rank; every slot is taken, the slots
+/// filled by the walk keep their owners, and the result depends only on
+/// the walkers.
+#[test]
+fn walkers_following_each_other_stop_at_the_budget() {
+    let m = 65_537usize;
+    let k = 1_000u32;
+    let walkers: Vec<(u64, u64, u32)> = (0..k).map(|i| (u64::from(i), 1, i)).collect();
+    let (slots, steps) = fill(walkers.clone(), m);
+    assert!(
+        steps <= step_budget(m) + u64::from(k),
+        "{steps} steps, budget {}",
+        step_budget(m)
+    );
+    assert!(slots.iter().all(|&s| s < k));
+    // Slot j < k is walker j's first position: taken in the first round.
+    for (j, &owner) in slots.iter().enumerate().take(k as usize) {
+        assert_eq!(owner, j as u32);
+    }
+    // The walk reached slots k .. k + rounds - 1 through walker k - 1.
+    let rounds = (steps / u64::from(k)) as usize;
+    for &owner in &slots[k as usize..k as usize + rounds - 1] {
+        assert_eq!(owner, k - 1);
+    }
+    assert_eq!(fill(walkers, m), (slots, steps));
+}
+
+/// The lockstep walk without a budget: every slot goes to the first
+/// walker to reach it (the table before the budget existed).
+fn unbounded(mut walkers: Vec<(u64, u64, u32)>, m: usize) -> Vec<u32> {
+    let mut slots = vec![EMPTY; m];
+    while slots.contains(&EMPTY) {
+        for (pos, skip, index) in &mut walkers {
+            if slots[*pos as usize] == EMPTY {
+                slots[*pos as usize] = *index;
+            }
+            *pos = (*pos + *skip) % m as u64;
+        }
+    }
+    slots
+}
+
+/// Independent walkers never reach the budget: for 1 to 2 000 instances
+/// and tables of 7 to 65 537 slots, the table is the unbounded walk's.
+#[test]
+fn ordinary_lists_fill_as_without_a_budget() {
+    for n in [1u16, 2, 3, 10, 100, 2_000] {
+        let list = crate::rule::test_support::endpoints(n);
+        let hashes: Vec<u64> = list.iter().map(|e| e.instance().identity_hash()).collect();
+        for m in [7, 1_009, ConsistentHash::DEFAULT_TABLE_SIZE] {
+            let (slots, steps) = fill_table(&list, &hashes, m);
+            assert!(steps <= step_budget(m) + u64::from(n), "n {n}, m {m}");
+            let mut order: Vec<(u64, u32)> = hashes.iter().zip(0..).map(|(&h, i)| (h, i)).collect();
+            order.sort_unstable();
+            let walkers = order
+                .iter()
+                .map(|&(h, i)| {
+                    let offset = mix64(h) % m as u64;
+                    let skip = mix64(h ^ 0x9e37_79b9_7f4a_7c15) % (m as u64 - 1) + 1;
+                    (offset, skip, i)
+                })
+                .collect();
+            assert_eq!(slots, unbounded(walkers, m), "n {n}, m {m}");
+        }
+    }
+}
+
 #[test]
 fn removal_moves_only_the_removed_instances_keys() {
     let all = endpoints(5);
