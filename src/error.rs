@@ -56,6 +56,7 @@ pub use input::{BuildError, InstanceError, InstanceErrorKind, InvalidSetting};
 pub(crate) use text::DebugCut;
 #[cfg(any(feature = "grpc", feature = "tls"))]
 pub(crate) use text::MAX_QUOTED_MESSAGE;
+pub(crate) use text::Quoted;
 use text::attempts_suffix;
 pub(crate) use text::quote;
 pub(crate) use text::quote_within;

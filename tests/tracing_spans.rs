@@ -320,3 +320,49 @@ async fn an_extension_method_is_other_in_spans() {
         );
     }
 }
+
+/// An instance's id is registry text (Eureka serves ids up to 8 KiB, with
+/// whatever characters a registrant sent): span fields carry it as the
+/// crate's log events quote it, cut to 128 bytes and with line breaks and
+/// bidirectional marks escaped. Before, the spans recorded it as it was,
+/// which a JSON or OpenTelemetry exporter passes on (helper 181).
+#[tokio::test]
+async fn an_instance_id_is_cut_and_escaped_in_span_fields() {
+    log_capture::init();
+    let ok = Backend::start("ok").await.unwrap();
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::registry().with(capture.clone());
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let prefix = "evil\r\nINFO forged\u{2028}\u{202e}";
+    let id = format!("{prefix}{}", "x".repeat(300));
+    let instance = tower_ribbon::Instance::new("user-service", "127.0.0.1", ok.port())
+        .unwrap()
+        .with_id(id.as_str());
+    let source = StaticSource::new().with_instances("user-service", vec![instance]);
+    let lb = LoadBalancer::builder()
+        .source(source)
+        .service("user-service")
+        .build(support::http_client())
+        .unwrap();
+    assert!(lb.ready_service("user-service").await);
+    let request = http::Request::get("http://user-service/x")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let response = lb.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    let want = format!(
+        "evil\\r\\nINFO forged\\u{{2028}}\\u{{202e}}{}…",
+        "x".repeat(128 - prefix.len())
+    );
+    let spans = capture.spans.lock().unwrap().clone();
+    let ids: Vec<(&str, &str)> = spans
+        .values()
+        .map(|s| (s.name, s.fields["ribbon.instance.id"].as_str()))
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    for (name, recorded) in ids {
+        assert_eq!(recorded, want, "{name}");
+    }
+}

@@ -40,22 +40,51 @@ impl std::fmt::Debug for DebugCut<'_> {
 
 /// [`quote`] with a bound of `max` bytes (before escaping).
 pub(crate) fn quote_within(text: &str, max: usize) -> String {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
+    Quoted::within(text, max).to_string()
+}
+
+/// Text from outside as [`quote`] writes it (cut to [`MAX_QUOTED`] bytes,
+/// then `…`; control, line-breaking and reordering characters escaped),
+/// written by `Display` without allocating: a log or span field's value.
+pub(crate) struct Quoted<'a> {
+    text: &'a str,
+    max: usize,
+}
+
+impl<'a> Quoted<'a> {
+    /// `text` cut to [`MAX_QUOTED`] bytes.
+    pub(crate) fn new(text: &'a str) -> Self {
+        Self::within(text, MAX_QUOTED)
     }
-    let mut out = String::with_capacity(end + 4);
-    for c in text[..end].chars() {
-        if c.is_control() || reorders_or_breaks(c) {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
+
+    /// `text` cut to `max` bytes.
+    pub(crate) fn within(text: &'a str, max: usize) -> Self {
+        Self { text, max }
+    }
+}
+
+impl std::fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        let text = self.text;
+        let mut end = text.len().min(self.max);
+        while !text.is_char_boundary(end) {
+            end -= 1;
         }
+        for c in text[..end].chars() {
+            if c.is_control() || reorders_or_breaks(c) {
+                for e in c.escape_default() {
+                    f.write_char(e)?;
+                }
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        if end < text.len() {
+            f.write_char('…')?;
+        }
+        Ok(())
     }
-    if end < text.len() {
-        out.push('…');
-    }
-    out
 }
 
 /// Characters that are not controls (`char::is_control` is Unicode's Cc

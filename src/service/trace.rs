@@ -9,7 +9,8 @@
 //!   is one per physical request): `otel.kind`, `otel.name` (the method, as
 //!   OTel names client spans), `http.request.method`, `peer.service`,
 //!   `server.address` and `server.port` of the chosen instance,
-//!   `ribbon.instance.id`, `http.request.resend_count` (set on retries
+//!   `ribbon.instance.id` (cut to 128 bytes and escaped as the crate's log
+//!   events quote registry text), `http.request.resend_count` (set on retries
 //!   only, 1 for the first retry, as OTel asks), then
 //!   `http.response.status_code` or `error.type`.
 //!
@@ -108,6 +109,14 @@ pub(super) fn attempt(
     span
 }
 
+/// An instance's id as span fields carry it: registry text, cut to 128
+/// bytes and escaped as the crate's log events quote it (an id can be 8 KiB
+/// and hold line breaks or bidirectional marks, which a JSON or
+/// OpenTelemetry exporter passes on as they are).
+fn instance_id(endpoint: &Endpoint) -> tracing::field::DisplayValue<crate::error::Quoted<'_>> {
+    tracing::field::display(crate::error::Quoted::new(endpoint.instance().id()))
+}
+
 /// Records the chosen instance on an attempt span.
 pub(super) fn picked(span: &Span, endpoint: &Endpoint) {
     if span.is_disabled() {
@@ -118,7 +127,7 @@ pub(super) fn picked(span: &Span, endpoint: &Endpoint) {
     if let Some(port) = authority.port_u16() {
         span.record("server.port", port);
     }
-    span.record("ribbon.instance.id", endpoint.instance().id());
+    span.record("ribbon.instance.id", instance_id(endpoint));
 }
 
 /// Records how an attempt (or the whole call) ended.
@@ -160,6 +169,6 @@ pub(super) fn finished(span: &Span, endpoint: &Endpoint, attempts: usize) {
     if span.is_disabled() {
         return;
     }
-    span.record("ribbon.instance.id", endpoint.instance().id());
+    span.record("ribbon.instance.id", instance_id(endpoint));
     span.record("ribbon.attempts", attempts);
 }
