@@ -78,7 +78,9 @@
 //! | `tls` | no | `tls::HttpsClient`: hyper-util's client over rustls (ring), http1 and h2 by ALPN, custom roots, client certificates; `https` Eureka server URLs (registry fetch and registration, basic auth, mutual TLS); turns on `hyper-util` | hyper-rustls, rustls, webpki-roots, rustls-native-certs |
 //! | `grpc` | no | `grpc::balance` and `grpc::h2c_client`: tonic calls through the balancer with opt-in retries (`grpc::effective_status` and the classification are always compiled); turns on `hyper-util` | tonic |
 //!
-//! Items that need a feature say so in their docs on docs.rs.
+//! Items that need a feature say so in their docs (built with
+//! `--all-features` and `--cfg docsrs`, as `[package.metadata.docs.rs]`
+//! asks).
 //!
 //! [tower]: https://docs.rs/tower
 
