@@ -9,6 +9,7 @@ mod support;
 use std::time::Duration;
 
 use support::backend::Backend;
+use support::backend::closed_port::ClosedPort;
 use support::eureka::EurekaFixture;
 use support::{HttpClient, counts, http_client, tally};
 use tower_ribbon::LoadBalancer;
@@ -167,6 +168,8 @@ async fn keeps_serving_through_a_eureka_outage_and_follows_after_restart() {
 /// failing) although the next server listed the app. Java's
 /// `RetryableEurekaHttpClient` moves on from such a 404; so does the
 /// crate now, and a 404 is an empty list only when no server lists the app.
+/// The VIP query's 200 with no application moves on too (it ended the
+/// fetch with an empty list until helper 182's finding, stop 56).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_does_not_know_the_app_does_not_hide_the_next_one() {
     let Some(empty) = EurekaFixture::start() else {
@@ -189,6 +192,21 @@ async fn a_server_that_does_not_know_the_app_does_not_hide_the_next_one() {
         .expect("fetch");
     let ids: Vec<&str> = app.instances.iter().map(|i| i.instance.id()).collect();
     assert_eq!(ids, [id.as_str()], "the second server's instance");
+    // A VIP query: the first server answers 200 with no application (how
+    // it answers a VIP it does not know), which used to end the fetch with
+    // an empty list; it moves on as a 404 does.
+    let registry = tower_ribbon::discovery::eureka::EurekaRegistry::builder()
+        .server_urls(&urls)
+        .fetch_interval(Duration::from_secs(3600))
+        .request_timeout(Duration::from_secs(5))
+        .build()
+        .expect("registry");
+    let vip =
+        tower_ribbon::discovery::InstanceSource::fetch(&registry.vip_source(), "user-service")
+            .await
+            .expect("vip fetch");
+    let ids: Vec<&str> = vip.iter().map(|i| i.id()).collect();
+    assert_eq!(ids, [id.as_str()], "the second server's instance, by VIP");
     // Requests reach the instance only the second server lists.
     let lb = LoadBalancer::builder()
         .source(source)
@@ -208,6 +226,83 @@ async fn a_server_that_does_not_know_the_app_does_not_hide_the_next_one() {
         .await
         .expect("404 everywhere");
     assert_eq!(app.instances.len(), 0);
+}
+
+/// One server's 404 beside a server that could not be asked is a failed
+/// fetch, not an app without instances: a peer restarted empty answers 404
+/// for every app until the instances renew, and the other may list them.
+/// Before, a 404 won over the other server's failure: the service got an
+/// empty list and every request failed (helper 182, against the real
+/// server: 47 requests failed in a row with the second server refusing
+/// connections; in a rolling restart of a two-peer cluster, 187). Java's
+/// `RetryableEurekaHttpClient` never takes a 404 to an application query as
+/// an answer. A 404 from every server is still an empty list (above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_404_beside_a_server_that_failed_keeps_the_last_list() {
+    let Some(eureka) = EurekaFixture::start() else {
+        return;
+    };
+    let refused = ClosedPort::new().expect("closed port");
+    let backend = Backend::start("b1").await.expect("backend");
+    let id = eureka.register("user-service", backend.port()).await;
+    let urls = format!(
+        "{},http://127.0.0.1:{}/eureka",
+        eureka.url(),
+        refused.port()
+    );
+    let source = || {
+        EurekaSource::builder()
+            .server_urls(&urls)
+            .request_timeout(Duration::from_secs(2))
+            .build()
+            .expect("source")
+    };
+    let lb = LoadBalancer::builder()
+        .source(source())
+        .service("user-service")
+        .refresh({
+            let mut refresh = RefreshConfig::default();
+            refresh.interval = Duration::from_millis(200);
+            refresh.jitter = 0.0;
+            refresh
+        })
+        .build(http_client())
+        .expect("balancer");
+    wait_for_instances(&lb, 1).await;
+    assert_eq!(tally(&lb, URI, 3).await, counts(&[("b1", 3)]));
+
+    // The first server forgets the app (as after a restart); the second
+    // refuses connections.
+    eureka.delete("user-service", &id).await;
+    match source().fetch_application("user-service").await {
+        Err(tower_ribbon::DiscoveryError::AllServersFailed(errors)) => {
+            assert_eq!(errors.len(), 2, "{errors:?}");
+            assert!(
+                matches!(
+                    errors[0],
+                    tower_ribbon::DiscoveryError::Status { status: 404, .. }
+                ),
+                "{errors:?}"
+            );
+        }
+        other => panic!("expected a failed fetch, got {other:?}"),
+    }
+    let fetches = |lb: &LoadBalancer<HttpClient>| {
+        let s = lb.refresh_status("user-service").expect("status");
+        s.successes + s.failures
+    };
+    let before = fetches(&lb);
+    for _ in 0..100 {
+        if fetches(&lb) >= before + 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(fetches(&lb) >= before + 3, "no refresh after the delete");
+    assert_eq!(lb.snapshot("user-service").map(|s| s.len()), Some(1));
+    assert_eq!(tally(&lb, URI, 3).await, counts(&[("b1", 3)]));
+    let status = lb.refresh_status("user-service").expect("status");
+    assert!(status.consecutive_failures >= 3, "{status:?}");
 }
 
 /// `keep_last_on_empty` guards against a registry that forgets: a fetch

@@ -21,9 +21,13 @@
 //!    transport error, a timeout, any status but 2xx (a 404 too: a peer
 //!    that restarted empty may not know an app its peers list) or a body
 //!    that does not decode moves on to the next URL (like the Java
-//!    client's `defaultZone` list); an app or VIP fetch that no server
-//!    answers with 200 but one with 404 is an empty list (the registry
-//!    does not know it); a pooled connection the server had
+//!    client's `defaultZone` list); an app or VIP answer that lists no
+//!    instance (a 200 with none, as a server that does not know a VIP
+//!    answers) moves on as a 404 does. An app or VIP fetch that every
+//!    server answers so is an empty list (the registry does not know it),
+//!    while one such answer beside a server that failed is a failed
+//!    fetch, and the refresh keeps its last list (a peer restarted empty
+//!    knows no app until the instances renew); a pooled connection the server had
 //!    closed is retried once first. Registration calls fail over the same
 //!    way, on every answer but their own (see [`EurekaRegistration`]).
 //! 2. The body is read up to `max_body_bytes` (default 128 MiB, room for
@@ -267,6 +271,13 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANU
 /// Whether `name` cannot be one path segment: empty, or a dot segment,
 /// which servers resolve before routing (RFC 3986 §5.2.4: `apps/.` is
 /// `apps/`, the whole registry).
+/// An application answer with no instance (none usable, none skipped):
+/// a server that lists nothing for the app, as one that answers 404, so
+/// the next server is asked (see `EurekaHttp::get`).
+fn lists_no_instance(app: &wire::Application) -> bool {
+    app.instances.is_empty() && app.rejected.is_empty()
+}
+
 fn not_a_segment(name: &str) -> bool {
     matches!(name, "" | "." | "..")
 }
@@ -320,7 +331,7 @@ impl EurekaSource {
         let options = self.options;
         match self
             .http
-            .get(&path, true, move |body, deadline| {
+            .get(&path, true, lists_no_instance, move |body, deadline| {
                 wire::decode_application(body, options, Some(deadline))
             })
             .await?

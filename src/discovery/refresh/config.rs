@@ -53,6 +53,16 @@ pub struct RefreshConfig {
     /// (all OUT_OF_SERVICE, DOWN or STARTING), is applied either way: the
     /// registry has not forgotten them, they are being drained, and a
     /// draining instance never gets traffic. Default is `false`.
+    ///
+    /// With Eureka, consider `true`: a server restarted on its own (or a
+    /// cluster whose peers all restarted before syncing) lists nothing
+    /// until the instances renew and register again, up to one renewal
+    /// interval (30 s with Spring's defaults) plus this refresh's
+    /// interval, and every request fails meanwhile although every instance
+    /// is alive. The Eureka sources ask every server before they take an
+    /// answer that lists nothing, and fail the fetch (keeping the list)
+    /// when one of the servers could not be asked; this flag covers the
+    /// case where every server answers so.
     pub keep_last_on_empty: bool,
     /// Seeds the jitter, for repeatable tests. Default `None`: seeded from
     /// entropy.

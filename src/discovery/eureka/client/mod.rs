@@ -147,8 +147,16 @@ impl EurekaHttp {
     /// registry, or not yet replicated to) must not hide the peers that
     /// list it, as Java's `RetryableEurekaHttpClient` moves on from a 404
     /// to an application or VIP query. When no server answers 200,
-    /// `NotFound` if one answered 404 and `accept_not_found` (an app or VIP
-    /// the registry does not know), else the errors.
+    /// `NotFound` if every server answered 404 and `accept_not_found` (an
+    /// app or VIP the registry does not know), else the errors: a server
+    /// that could not be asked may list what a restarted peer does not
+    /// know, so one 404 beside a failure is a failed fetch (the refresh
+    /// keeps its last list), not an app without instances. Java's client
+    /// never takes a 404 to an application query as an answer at all.
+    /// An answer for which `lists_nothing` holds (a VIP query's 200 with
+    /// no application, which is how a server that does not know the VIP
+    /// answers) counts as that server's 404: the next server is asked, and
+    /// it is the answer only when no server lists anything and none failed.
     ///
     /// The request timeout bounds each server's whole exchange: connect,
     /// headers, body, gzip inflation and decoding, and the one retry of a
@@ -159,6 +167,7 @@ impl EurekaHttp {
         &self,
         path: &str,
         accept_not_found: bool,
+        lists_nothing: fn(&T) -> bool,
         decode: F,
     ) -> Result<Fetched<T>, DiscoveryError>
     where
@@ -166,7 +175,9 @@ impl EurekaHttp {
         F: Fn(&[u8], std::time::Instant) -> Result<T, WireError> + Clone + Send + 'static,
     {
         let mut errors = Vec::new();
-        let mut not_found = false;
+        // The first answer that lists nothing (a 404 where accepted).
+        let mut absent: Option<Fetched<T>> = None;
+        let mut failed = false;
         let n = self.servers.len();
         let first = self.preferred.load(Ordering::Relaxed).checked_rem(n);
         let order = self.servers.iter().enumerate().cycle();
@@ -181,11 +192,21 @@ impl EurekaHttp {
             match result {
                 Ok(Fetched::NotFound) => {
                     tracing::debug!(server = %server.base, "Eureka server does not know the path; trying the next");
-                    not_found = true;
+                    if accept_not_found {
+                        absent.get_or_insert(Fetched::NotFound);
+                    } else {
+                        failed = true;
+                    }
                     errors.push(DiscoveryError::Status {
                         server: server.base.clone(),
                         status: 404,
                     });
+                }
+                Ok(Fetched::Found(found)) if lists_nothing(&found) => {
+                    tracing::debug!(server = %server.base, "Eureka server lists nothing there; trying the next");
+                    if !matches!(absent, Some(Fetched::Found(_))) {
+                        absent = Some(Fetched::Found(found));
+                    }
                 }
                 Ok(found) => {
                     self.preferred.store(index, Ordering::Relaxed);
@@ -193,12 +214,13 @@ impl EurekaHttp {
                 }
                 Err(e) => {
                     tracing::debug!(server = %server.base, error = %e, "Eureka server failed; trying the next");
+                    failed = true;
                     errors.push(e);
                 }
             }
         }
-        if not_found && accept_not_found {
-            return Ok(Fetched::NotFound);
+        if let Some(absent) = absent.filter(|_| !failed) {
+            return Ok(absent);
         }
         match errors.len() {
             1 => Err(errors.remove(0)),

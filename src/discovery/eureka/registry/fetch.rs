@@ -124,7 +124,7 @@ impl Inner {
         // empty registry (that is a 200 with no application).
         match self
             .http
-            .get(path, false, move |body, deadline| {
+            .get(path, false, |_| false, move |body, deadline| {
                 wire::decode_applications(body, options, Some(deadline))
             })
             .await?
