@@ -623,3 +623,40 @@ async fn an_answer_for_another_application_is_refused() {
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].port(), 7002);
 }
+
+/// A server serving an empty registry (a peer restarted on its own, before
+/// the instances renew) does not hide the next one, which lists the app:
+/// the full fetch asks on, as an app's fetch does past a 404. Before, the
+/// registry took the first 200 and the app's list emptied (helper 183:
+/// 402 ms after the preferred server turned empty, 3 of 3 requests failed
+/// with the other server still listing the app).
+#[tokio::test]
+async fn an_empty_registry_at_one_server_does_not_hide_the_next() {
+    let empty = Stub::start().await;
+    empty.set(
+        "/eureka/apps",
+        vec![Answer::ok(
+            r#"{"applications":{"versions__delta":"1","apps__hashcode":"","application":[]}}"#,
+        )],
+    );
+    let listing = Stub::start().await;
+    let a = record("GOOD", "a", 1001, "UP", "ADDED", "{}");
+    listing.set(
+        "/eureka/apps",
+        vec![Answer::ok(apps("UP_1_", "GOOD", &[a]))],
+    );
+    let registry = EurekaRegistry::builder()
+        .server_urls(&format!("{},{}", empty.url(), listing.url()))
+        .fetch_interval(Duration::from_secs(3600))
+        .build()
+        .expect("build");
+    registry.ready().await.expect("first fetch");
+    assert_eq!(ids(registry.fetch("good").await.expect("list")), ["a"]);
+    let asked = |stub: &Stub| {
+        stub.log()
+            .iter()
+            .filter(|(_, p, _)| p == "/eureka/apps")
+            .count()
+    };
+    assert_eq!((asked(&empty), asked(&listing)), (1, 1));
+}

@@ -121,6 +121,30 @@ pub enum DiscoveryError {
     /// order tried.
     #[error("all {} registry servers failed; last: {}", .0.len(), last_error(.0))]
     AllServersFailed(Vec<DiscoveryError>),
+    /// A server that answered lists nothing at the path (an app or VIP
+    /// it does not know, or an empty registry) while another server could
+    /// not be asked, which may list it: a peer restarted empty knows nothing
+    /// until the instances renew. After an answer that listed instances,
+    /// the fetch counts as failed and the refresh keeps its last list,
+    /// until the servers that answer have listed nothing for `hold` (the
+    /// Eureka builders' `absence_hold`, default 90 s); then their answer
+    /// is taken.
+    #[cfg(feature = "eureka")]
+    #[error(
+        "registry {server} lists nothing at `{path}` and another server could not be asked \
+         ({failed}); keeping the last list until the servers that answer have listed nothing \
+         for {hold:?}"
+    )]
+    AbsenceUnconfirmed {
+        /// The first server that listed nothing, without credentials.
+        server: String,
+        /// The path asked (`apps/USER-SERVICE`, `vips/user-service`, `apps/`).
+        path: String,
+        /// The failure of the last server that could not be asked.
+        failed: Box<DiscoveryError>,
+        /// How long an absence is held before it is taken.
+        hold: Duration,
+    },
     /// A custom source's own error.
     #[error(transparent)]
     Other(BoxError),
@@ -148,6 +172,8 @@ impl DiscoveryError {
         match self {
             DiscoveryError::Timeout { .. } => true,
             DiscoveryError::AllServersFailed(all) => all.iter().any(Self::is_timeout),
+            #[cfg(feature = "eureka")]
+            DiscoveryError::AbsenceUnconfirmed { failed, .. } => failed.is_timeout(),
             _ => false,
         }
     }

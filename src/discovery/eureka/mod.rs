@@ -25,9 +25,13 @@
 //!    instance (a 200 with none, as a server that does not know a VIP
 //!    answers) moves on as a 404 does. An app or VIP fetch that every
 //!    server answers so is an empty list (the registry does not know it),
-//!    while one such answer beside a server that failed is a failed
-//!    fetch, and the refresh keeps its last list (a peer restarted empty
-//!    knows no app until the instances renew); a pooled connection the server had
+//!    while one such answer beside a server that failed is a failed fetch
+//!    ([`DiscoveryError::AbsenceUnconfirmed`]) and the refresh keeps its
+//!    last list (a peer restarted empty knows no app until the instances
+//!    renew), until such answers have lasted the builder's `absence_hold`
+//!    (default 90 s) after the last answer that listed instances; the
+//!    registry's full fetch treats an empty registry the same way; a
+//!    pooled connection the server had
 //!    closed is retried once first. Registration calls fail over the same
 //!    way, on every answer but their own (see [`EurekaRegistration`]).
 //! 2. The body is read up to `max_body_bytes` (default 128 MiB, room for
@@ -115,6 +119,31 @@
 //! // Credentials are sent as basic auth and never shown.
 //! assert!(!format!("{source:?}").contains("secret"));
 //! ```
+
+/// The absence hold's setter of the fetching builders (source and
+/// registry; each has a `connection: client::Connection` field).
+macro_rules! absence_setter {
+    () => {
+        /// How long the servers that answer may list nothing for an app or
+        /// VIP (a 404, or an answer with no instance; for the registry, an
+        /// empty registry) while another server of the list cannot be
+        /// asked, before their answer is taken. Meanwhile the fetch fails
+        /// with [`DiscoveryError::AbsenceUnconfirmed`](crate::DiscoveryError::AbsenceUnconfirmed)
+        /// and the refresh keeps its last list: a peer restarted on its own
+        /// lists nothing until the instances renew, while the other peer
+        /// may list them. When every server answers, or when the last
+        /// answer listed nothing either (a first fetch), their answer is
+        /// taken at once. Default 90 s (Eureka's lease duration: a peer restarted
+        /// empty lists the instances again within one renewal interval,
+        /// 30 s); zero takes such an answer at once. The time an app that
+        /// was really removed keeps its last list while a server of the
+        /// list is down.
+        pub fn absence_hold(mut self, hold: std::time::Duration) -> Self {
+            self.connection.settings.absence_hold = hold;
+            self
+        }
+    };
+}
 
 /// The server-URL and timeout setters of every Eureka builder (each has a
 /// `connection: client::Connection` field).
@@ -419,6 +448,7 @@ impl std::fmt::Debug for EurekaSourceBuilder {
 impl EurekaSourceBuilder {
     connection_setters!();
     parse_setters!();
+    absence_setter!();
 
     /// Builds the source.
     ///

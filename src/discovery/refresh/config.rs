@@ -61,8 +61,9 @@ pub struct RefreshConfig {
     /// interval, and every request fails meanwhile although every instance
     /// is alive. The Eureka sources ask every server before they take an
     /// answer that lists nothing, and fail the fetch (keeping the list)
-    /// when one of the servers could not be asked; this flag covers the
-    /// case where every server answers so.
+    /// while one of the servers cannot be asked, for up to their
+    /// `absence_hold` (90 s); this flag covers the case where every server
+    /// answers so.
     pub keep_last_on_empty: bool,
     /// Seeds the jitter, for repeatable tests. Default `None`: seeded from
     /// entropy.

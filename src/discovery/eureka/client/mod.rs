@@ -15,6 +15,7 @@ use http_body_util::Full;
 use super::wire::WireError;
 use crate::error::{BoxError, DiscoveryError};
 
+mod absence;
 mod gzip;
 mod read;
 mod server;
@@ -23,6 +24,7 @@ mod transport;
 pub(crate) use server::{Connection, HttpSettings, Server};
 #[cfg(feature = "tls")]
 pub use transport::EurekaTlsError;
+use absence::Absences;
 use gzip::gunzip;
 use read::{ReadError, drain_beside, read_within};
 use transport::{Transport, classify};
@@ -108,6 +110,9 @@ pub(crate) struct EurekaHttp {
     /// calls start there (shared by clones). Apart from `preferred`, as
     /// Java's registration client is its own `RetryableEurekaHttpClient`.
     lease_preferred: Arc<AtomicUsize>,
+    /// Since when fetches at each path found nothing beside a failure
+    /// (shared by clones).
+    absences: Absences,
 }
 
 impl fmt::Debug for EurekaHttp {
@@ -133,6 +138,7 @@ impl EurekaHttp {
             settings,
             preferred: Arc::new(AtomicUsize::new(0)),
             lease_preferred: Arc::new(AtomicUsize::new(0)),
+            absences: Absences::default(),
         }
     }
 
@@ -175,9 +181,12 @@ impl EurekaHttp {
         F: Fn(&[u8], std::time::Instant) -> Result<T, WireError> + Clone + Send + 'static,
     {
         let mut errors = Vec::new();
-        // The first answer that lists nothing (a 404 where accepted).
-        let mut absent: Option<Fetched<T>> = None;
-        let mut failed = false;
+        // The first answer that lists nothing (a 404 where accepted), and
+        // the server that gave it.
+        let mut absent: Option<(Fetched<T>, &str)> = None;
+        // The index in `errors` of the last server that failed (a 404
+        // where not accepted counts).
+        let mut failed: Option<usize> = None;
         let n = self.servers.len();
         let first = self.preferred.load(Ordering::Relaxed).checked_rem(n);
         let order = self.servers.iter().enumerate().cycle();
@@ -193,9 +202,9 @@ impl EurekaHttp {
                 Ok(Fetched::NotFound) => {
                     tracing::debug!(server = %server.base, "Eureka server does not know the path; trying the next");
                     if accept_not_found {
-                        absent.get_or_insert(Fetched::NotFound);
+                        absent.get_or_insert((Fetched::NotFound, &server.base));
                     } else {
-                        failed = true;
+                        failed = Some(errors.len());
                     }
                     errors.push(DiscoveryError::Status {
                         server: server.base.clone(),
@@ -204,23 +213,40 @@ impl EurekaHttp {
                 }
                 Ok(Fetched::Found(found)) if lists_nothing(&found) => {
                     tracing::debug!(server = %server.base, "Eureka server lists nothing there; trying the next");
-                    if !matches!(absent, Some(Fetched::Found(_))) {
-                        absent = Some(Fetched::Found(found));
+                    if !matches!(absent, Some((Fetched::Found(_), _))) {
+                        absent = Some((Fetched::Found(found), &server.base));
                     }
                 }
                 Ok(found) => {
                     self.preferred.store(index, Ordering::Relaxed);
+                    self.absences.listed(path, tokio::time::Instant::now());
                     return Ok(found);
                 }
                 Err(e) => {
                     tracing::debug!(server = %server.base, error = %e, "Eureka server failed; trying the next");
-                    failed = true;
+                    failed = Some(errors.len());
                     errors.push(e);
                 }
             }
         }
-        if let Some(absent) = absent.filter(|_| !failed) {
-            return Ok(absent);
+        if let Some((answer, server)) = absent {
+            let hold = self.settings.absence_hold;
+            let Some(at) = failed else {
+                self.absences.settled(path);
+                return Ok(answer);
+            };
+            if self.absences.held_past(path, tokio::time::Instant::now(), hold) {
+                tracing::debug!(path, ?hold, "Eureka servers that answer list nothing there and listed nothing before, or have for the absence hold; taking their answer");
+                self.absences.settled(path);
+                return Ok(answer);
+            }
+            let failed = errors.swap_remove(at);
+            return Err(DiscoveryError::AbsenceUnconfirmed {
+                server: server.to_owned(),
+                path: path.to_owned(),
+                failed: Box::new(failed),
+                hold,
+            });
         }
         match errors.len() {
             1 => Err(errors.remove(0)),

@@ -141,7 +141,16 @@ pub(crate) struct HttpSettings {
     pub(crate) connect_timeout: Duration,
     pub(crate) request_timeout: Duration,
     pub(crate) max_body_bytes: usize,
+    /// How long an answer that lists nothing, beside a server that could
+    /// not be asked, is held as a failed fetch (see `EurekaHttp::get`).
+    pub(crate) absence_hold: Duration,
 }
+
+/// Default of `absence_hold`: Eureka's lease duration (90 s), the time
+/// after which a Eureka server takes an instance that stopped renewing for
+/// gone; a peer restarted empty lists the instances again within one
+/// renewal interval (30 s).
+pub(crate) const DEFAULT_ABSENCE_HOLD: Duration = Duration::from_secs(90);
 
 impl Default for HttpSettings {
     fn default() -> Self {
@@ -149,6 +158,7 @@ impl Default for HttpSettings {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(8),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            absence_hold: DEFAULT_ABSENCE_HOLD,
         }
     }
 }

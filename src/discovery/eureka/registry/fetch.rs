@@ -118,13 +118,27 @@ impl Inner {
         })
     }
 
+    /// `GET {path}` (`apps` or `apps/delta`). For the full registry, an
+    /// answer with no instance at all asks the next server (see
+    /// `EurekaHttp::get`): a peer restarted on its own serves an empty
+    /// registry until the instances renew. An empty delta is the usual
+    /// "nothing changed".
     async fn get(&self, path: &str) -> Result<Applications, DiscoveryError> {
         let options = self.options;
+        let lists_nothing: fn(&Applications) -> bool = if path == "apps" {
+            |apps| {
+                apps.applications
+                    .iter()
+                    .all(|app| app.instances.is_empty() && app.rejected.is_empty())
+            }
+        } else {
+            |_| false
+        };
         // A 404 here is a wrong base path or a disabled endpoint, never an
         // empty registry (that is a 200 with no application).
         match self
             .http
-            .get(path, false, |_| false, move |body, deadline| {
+            .get(path, false, lists_nothing, move |body, deadline| {
                 wire::decode_applications(body, options, Some(deadline))
             })
             .await?

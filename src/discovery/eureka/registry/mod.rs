@@ -235,6 +235,7 @@ impl std::fmt::Debug for EurekaRegistryBuilder {
 impl EurekaRegistryBuilder {
     connection_setters!();
     parse_setters!();
+    absence_setter!();
 
     /// Time between two delta fetches. Spring key
     /// `eureka.client.registry-fetch-interval-seconds`. Values under 10 ms
