@@ -241,6 +241,13 @@ async fn a_server_that_does_not_know_the_app_does_not_hide_the_next_one() {
 /// so a removed app is not kept for as long as the other server stays
 /// down (helper 183: kept for good, 10 of 10 requests reaching the
 /// deregistered instance, on the first version of the fix).
+///
+/// Peers' reports: [eureka#1490](https://github.com/Netflix/eureka/issues/1490)
+/// (clients get only part of the instances while a cluster peer restarts),
+/// [spring-cloud-netflix#3385](https://github.com/spring-cloud/spring-cloud-netflix/issues/3385)
+/// (every instance briefly gone from Eureka: Ribbon fails on an empty
+/// pool), [spring-cloud-netflix#1685](https://github.com/spring-cloud/spring-cloud-netflix/issues/1685)
+/// (whether a client's cache is wiped when the registry is).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_404_beside_a_server_that_failed_keeps_the_last_list_for_the_hold() {
     let Some(eureka) = EurekaFixture::start() else {
