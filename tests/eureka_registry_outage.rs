@@ -660,3 +660,57 @@ async fn an_empty_registry_at_one_server_does_not_hide_the_next() {
     };
     assert_eq!((asked(&empty), asked(&listing)), (1, 1));
 }
+
+/// The registry holds an empty registry beside a failed server by its
+/// copy, not by its last full answer: a copy that deltas filled after an
+/// empty first fetch (a registry started before its services) was emptied
+/// at once when the preferred server restarted empty and the other failed
+/// (helper 185: 1 instance → 0, no error, on the first version of the
+/// absence hold); a copy a full fetch filled was kept. Both are kept now.
+#[tokio::test]
+async fn a_copy_filled_by_deltas_is_kept_beside_a_failed_server() {
+    const EMPTY: &str =
+        r#"{"applications":{"versions__delta":"1","apps__hashcode":"","application":[]}}"#;
+    for first_full_lists in [false, true] {
+        let a = Stub::start().await;
+        let b = Stub::start().await;
+        let x = record("GOOD", "x", 1001, "UP", "ADDED", "{}");
+        let first = if first_full_lists {
+            apps("UP_1_", "GOOD", std::slice::from_ref(&x))
+        } else {
+            EMPTY.to_owned()
+        };
+        a.set("/eureka/apps", vec![Answer::ok(first.clone())]);
+        b.set("/eureka/apps", vec![Answer::ok(first)]);
+        a.set(
+            "/eureka/apps/delta",
+            vec![Answer::ok(apps("UP_1_", "GOOD", std::slice::from_ref(&x)))],
+        );
+        let registry = EurekaRegistry::builder()
+            .server_urls(&format!("{},{}", a.url(), b.url()))
+            .fetch_interval(Duration::from_secs(3600))
+            .build()
+            .expect("build");
+        registry.ready().await.expect("first");
+        registry.refresh_now().await.expect("delta");
+        assert_eq!(ids(registry.fetch("good").await.expect("list")), ["x"]);
+        // `a` restarted on its own (empty registry and delta); `b` fails.
+        a.set("/eureka/apps", vec![Answer::ok(EMPTY)]);
+        a.set("/eureka/apps/delta", vec![Answer::ok(EMPTY)]);
+        b.set("/eureka/apps", vec![Answer::status(503)]);
+        b.set("/eureka/apps/delta", vec![Answer::status(503)]);
+        let result = registry.refresh_now().await;
+        assert!(
+            matches!(
+                &result,
+                Err(tower_ribbon::DiscoveryError::AbsenceUnconfirmed { path, .. }) if path == "apps"
+            ),
+            "first full fetch listed: {first_full_lists}; {result:?}"
+        );
+        assert_eq!(
+            registry.stats().instances,
+            1,
+            "first full fetch listed: {first_full_lists}"
+        );
+    }
+}

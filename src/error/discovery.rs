@@ -138,7 +138,8 @@ pub enum DiscoveryError {
     AbsenceUnconfirmed {
         /// The first server that listed nothing, without credentials.
         server: String,
-        /// The path asked (`apps/USER-SERVICE`, `vips/user-service`, `apps/`).
+        /// The path asked (`apps/USER-SERVICE`, `vips/user-service`, or `apps`
+        /// for the registry's full fetch).
         path: String,
         /// The failure of the last server that could not be asked.
         failed: Box<DiscoveryError>,

@@ -30,8 +30,9 @@
 //!    last list (a peer restarted empty knows no app until the instances
 //!    renew), until such answers have lasted the builder's `absence_hold`
 //!    (default 90 s) after the last answer that listed instances; the
-//!    registry's full fetch treats an empty registry the same way; a
-//!    pooled connection the server had
+//!    registry's full fetch treats an empty registry the same way while
+//!    its copy (as deltas left it) holds instances; a pooled connection
+//!    the server had
 //!    closed is retried once first. Registration calls fail over the same
 //!    way, on every answer but their own (see [`EurekaRegistration`]).
 //! 2. The body is read up to `max_body_bytes` (default 128 MiB, room for

@@ -76,6 +76,19 @@ impl Absences {
         seen.insert(path.to_owned(), Seen::Listed(now));
     }
 
+    /// A copy the caller keeps at `path` (the registry's, which deltas
+    /// change too) holds instances: marks the path listed, unless an
+    /// absence is already being held there (it keeps running).
+    pub(crate) fn copy_listed(&self, path: &str, now: Instant) {
+        let held = {
+            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            matches!(seen.get(path), Some(Seen::AbsentSince(_)))
+        };
+        if !held {
+            self.listed(path, now);
+        }
+    }
+
     /// Every server listed nothing at `path` (or the absence was taken):
     /// the path is absent, with no list to keep.
     pub(crate) fn settled(&self, path: &str) {
@@ -102,6 +115,9 @@ mod tests {
         // Another path has its own state.
         a.listed("apps/B", t0);
         assert!(!a.held_past("apps/B", t0 + Duration::from_secs(91), hold));
+        // A copy that holds instances keeps a held absence running.
+        a.copy_listed("apps/B", t0 + Duration::from_secs(92));
+        assert!(a.held_past("apps/B", t0 + Duration::from_secs(182), hold));
         // Taken (settled): the next absence is taken at once; listed again,
         // the next one is held again.
         a.settled("apps/A");

@@ -254,6 +254,18 @@ impl EurekaHttp {
         }
     }
 
+    /// What a copy the caller keeps of `path` holds (the registry's copy,
+    /// which deltas change between its full fetches): with instances, an
+    /// answer listing nothing there beside a failed server is held for
+    /// `absence_hold`; without, it is taken at once.
+    pub(crate) fn note_copy(&self, path: &str, holds_instances: bool) {
+        if holds_instances {
+            self.absences.copy_listed(path, tokio::time::Instant::now());
+        } else {
+            self.absences.settled(path);
+        }
+    }
+
     /// `GET {base}/{path}` at the configured server whose base URL is
     /// `base` only (no failover), as [`get`](Self::get) does at one server.
     pub(crate) async fn get_at<T, F>(

@@ -205,6 +205,10 @@ impl Inner {
     pub(super) async fn full(&self) -> Result<(), DiscoveryError> {
         let sent = Instant::now();
         let started = self.generation.load(Ordering::Acquire);
+        // Whether an empty registry beside a failed server is held: by the
+        // copy as deltas left it, not by the last full fetch's answer.
+        let holds = self.lock().values().any(|records| !records.is_empty());
+        self.http.note_copy("apps", holds);
         let apps = self.get("apps").await?;
         // The decoder bounds the payload's metadata already; what the copy
         // would keep is checked too, so the bound holds however it counts.
