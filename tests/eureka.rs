@@ -160,6 +160,23 @@ async fn keeps_serving_through_a_eureka_outage_and_follows_after_restart() {
     assert_eq!(backends[1].hits(), 40);
 }
 
+/// Waits up to 5 s for `n` refreshes of `user-service` to run from now
+/// (successful or not); whether they did.
+async fn more_fetches(lb: &LoadBalancer<HttpClient>, n: u64) -> bool {
+    let fetches = || {
+        let s = lb.refresh_status("user-service").expect("status");
+        s.successes + s.failures
+    };
+    let before = fetches();
+    for _ in 0..100 {
+        if fetches() >= before + n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// A Eureka server that does not know the app (restarted with an empty
 /// registry and not synced yet, or not yet replicated to) answers 404 for
 /// `GET /apps/{APP}` (for `/vips/{vip}` it answers 200 with no
@@ -311,18 +328,7 @@ async fn a_404_beside_a_server_that_failed_keeps_the_last_list_for_the_hold() {
         }
         other => panic!("expected an unconfirmed absence, got {other:?}"),
     }
-    let fetches = |lb: &LoadBalancer<HttpClient>| {
-        let s = lb.refresh_status("user-service").expect("status");
-        s.successes + s.failures
-    };
-    let before = fetches(&lb);
-    for _ in 0..100 {
-        if fetches(&lb) >= before + 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(fetches(&lb) >= before + 3, "no refresh after the delete");
+    assert!(more_fetches(&lb, 3).await, "no refresh after the delete");
     assert_eq!(lb.snapshot("user-service").map(|s| s.len()), Some(1));
     assert_eq!(tally(&lb, URI, 3).await, counts(&[("b1", 3)]));
     let status = lb.refresh_status("user-service").expect("status");
@@ -408,18 +414,7 @@ async fn keep_last_on_empty_does_not_keep_drained_instances() {
             .set_status("user-service", id, "OUT_OF_SERVICE")
             .await;
     }
-    let fetches = |lb: &LoadBalancer<HttpClient>| {
-        let s = lb.refresh_status("user-service").expect("status");
-        s.successes + s.failures
-    };
-    let before = fetches(&lb);
-    for _ in 0..100 {
-        if fetches(&lb) >= before + 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(fetches(&lb) >= before + 2, "no refresh after the drain");
+    assert!(more_fetches(&lb, 2).await, "no refresh after the drain");
     let got = tally(&lb, URI, 10).await;
     let reached: usize = ["b1", "b2"].iter().filter_map(|b| got.get(*b)).sum();
     assert_eq!(reached, 0, "requests reached drained instances: {got:?}");
@@ -434,13 +429,7 @@ async fn keep_last_on_empty_does_not_keep_drained_instances() {
     for id in &ids {
         eureka.delete("user-service", id).await;
     }
-    let before = fetches(&lb);
-    for _ in 0..100 {
-        if fetches(&lb) >= before + 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    more_fetches(&lb, 2).await;
     assert_eq!(lb.snapshot("user-service").map(|s| s.len()), Some(2));
     let status = lb.refresh_status("user-service").expect("status");
     assert!(

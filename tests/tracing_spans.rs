@@ -269,13 +269,20 @@ async fn an_unknown_service_is_an_event_and_a_counter() {
     assert_eq!(events[0].fields["message"], "request to an unknown service");
 }
 
-#[tokio::test]
-async fn an_extension_method_is_other_in_spans() {
+/// One backend answering 200, and a capture of spans and events set as
+/// this thread's subscriber while the guard lives.
+async fn backend_and_capture() -> (Backend, Capture, tracing::subscriber::DefaultGuard) {
     log_capture::init();
     let ok = Backend::start("ok").await.unwrap();
     let capture = Capture::default();
     let subscriber = tracing_subscriber::registry().with(capture.clone());
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let guard = tracing::subscriber::set_default(subscriber);
+    (ok, capture, guard)
+}
+
+#[tokio::test]
+async fn an_extension_method_is_other_in_spans() {
+    let (ok, capture, _guard) = backend_and_capture().await;
 
     let source = StaticSource::new()
         .with_list("user-service", &ok.addr().to_string())
@@ -328,11 +335,7 @@ async fn an_extension_method_is_other_in_spans() {
 /// which a JSON or OpenTelemetry exporter passes on (helper 181).
 #[tokio::test]
 async fn an_instance_id_is_cut_and_escaped_in_span_fields() {
-    log_capture::init();
-    let ok = Backend::start("ok").await.unwrap();
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::registry().with(capture.clone());
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (ok, capture, _guard) = backend_and_capture().await;
 
     let prefix = "evil\r\nINFO forged\u{2028}\u{202e}";
     let id = format!("{prefix}{}", "x".repeat(300));
