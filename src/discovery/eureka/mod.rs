@@ -301,13 +301,6 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANU
 /// Whether `name` cannot be one path segment: empty, or a dot segment,
 /// which servers resolve before routing (RFC 3986 §5.2.4: `apps/.` is
 /// `apps/`, the whole registry).
-/// An application answer with no instance (none usable, none skipped):
-/// a server that lists nothing for the app, as one that answers 404, so
-/// the next server is asked (see `EurekaHttp::get`).
-fn lists_no_instance(app: &wire::Application) -> bool {
-    app.instances.is_empty() && app.rejected.is_empty()
-}
-
 fn not_a_segment(name: &str) -> bool {
     matches!(name, "" | "." | "..")
 }
@@ -361,7 +354,7 @@ impl EurekaSource {
         let options = self.options;
         match self
             .http
-            .get(&path, true, lists_no_instance, move |body, deadline| {
+            .get(&path, true, wire::Application::lists_nothing, move |body, deadline| {
                 wire::decode_application(body, options, Some(deadline))
             })
             .await?

@@ -56,8 +56,8 @@ pub(crate) struct EurekaHttp {
     /// calls start there (shared by clones). Apart from `preferred`, as
     /// Java's registration client is its own `RetryableEurekaHttpClient`.
     lease_preferred: Arc<AtomicUsize>,
-    /// Since when fetches at each path found nothing beside a failure
-    /// (shared by clones).
+    /// What each path's last fetch found, for holding an answer that
+    /// lists nothing beside a failed server (shared by clones).
     absences: Absences,
 }
 

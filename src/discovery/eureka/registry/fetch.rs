@@ -126,11 +126,7 @@ impl Inner {
     async fn get(&self, path: &str) -> Result<Applications, DiscoveryError> {
         let options = self.options;
         let lists_nothing: fn(&Applications) -> bool = if path == "apps" {
-            |apps| {
-                apps.applications
-                    .iter()
-                    .all(|app| app.instances.is_empty() && app.rejected.is_empty())
-            }
+            Applications::lists_nothing
         } else {
             |_| false
         };

@@ -14,15 +14,6 @@ pub struct VipSource {
     pub(super) options: ParseOptions,
 }
 
-/// A VIP answer with no instance in any application: how a server that
-/// does not know the VIP (restarted empty, not yet replicated to) answers,
-/// so the next server is asked (see `EurekaHttp::get`).
-fn lists_nothing(apps: &Applications) -> bool {
-    apps.applications
-        .iter()
-        .all(|app| app.instances.is_empty() && app.rejected.is_empty())
-}
-
 impl InstanceSource for VipSource {
     fn fetch<'a>(&'a self, service_id: &'a str) -> FetchFuture<'a> {
         Box::pin(async move {
@@ -39,7 +30,7 @@ impl InstanceSource for VipSource {
             let options = self.options;
             let apps = match self
                 .http
-                .get(&path, true, lists_nothing, move |body, deadline| {
+                .get(&path, true, Applications::lists_nothing, move |body, deadline| {
                     wire::decode_applications(body, options, Some(deadline))
                 })
                 .await?

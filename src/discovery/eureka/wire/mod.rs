@@ -196,6 +196,22 @@ pub struct Applications {
     pub applications: Vec<Application>,
 }
 
+impl Application {
+    /// No record at all, usable or skipped: how a server that does not
+    /// know the app answers (see `EurekaHttp::get`).
+    pub(crate) fn lists_nothing(&self) -> bool {
+        self.instances.is_empty() && self.rejected.is_empty()
+    }
+}
+
+impl Applications {
+    /// No application with a record: how a server that does not know a
+    /// VIP answers, and a registry restarted empty.
+    pub(crate) fn lists_nothing(&self) -> bool {
+        self.applications.iter().all(Application::lists_nothing)
+    }
+}
+
 /// Which port an instance with both ports enabled is reached on.
 ///
 /// - [`PortPreference::Secure`] (the default): https on `securePort`, as
