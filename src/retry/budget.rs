@@ -35,6 +35,11 @@ impl RetryBudgetConfig {
     }
 
     /// Window over which requests are counted, 1 s to 60 s. Default 10 s.
+    ///
+    /// A request counts once its first attempt is sent to an instance: one
+    /// that reached none (its inner service not ready or failing its
+    /// readiness, no instance to pick, the caller dropping it while it
+    /// waited) put no load on the service, so it allows no retry.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self

@@ -1,7 +1,7 @@
 //! [`TpsBudget`]: tower's `TpsBudget` (Finagle's `RetryBudget`) with the
 //! same windows, but a deposit takes no lock while the current window
 //! lasts. tower's locks a mutex and reads the clock on every deposit, and
-//! the balancer deposits once per request, so two cores sending at once
+//! the balancer deposits once per request sent, so two cores sending at once
 //! queued on that lock.
 //!
 //! Two departures from tower's accounting, both so that retries never
@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// A retry budget: each request deposits, each retry withdraws; deposits
+/// A retry budget: each request sent deposits, each retry withdraws; deposits
 /// expire after `ttl` (in 10 windows); a reserve allows `min_per_sec`
 /// retries per second. Amounts as in tower 0.5's `TpsBudget`.
 #[derive(Debug)]

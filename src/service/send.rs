@@ -69,9 +69,6 @@ where
         let Some(facts) = Facts::of(config, slot.as_ref(), deadline) else {
             return Err(Error::no_instances(state.service_id()));
         };
-        if let Some(budget) = state.retry_budget() {
-            budget.deposit();
-        }
         let mut walk = Walk::new(&config.retry);
         let mut attempts: Vec<Attempt> = Vec::new();
         let mut unsent = Unsent::default();
@@ -116,8 +113,7 @@ where
                         }
                     }
                 };
-                // A retry's budget token is spent once its attempt is sent.
-                unsent.sent();
+                unsent.sent(&state, walk.retries);
                 let result = sending.await;
                 let mut done = attempt::end(&facts.call(config, &state), in_flight, result);
                 done.outcome = unsent_body(&done, slot.as_ref());
