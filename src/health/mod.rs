@@ -9,7 +9,9 @@
 //! of the instances are healthy: then health is ignored and traffic spreads
 //! over all of them (Envoy's `healthy_panic_threshold`, default 50 %),
 //! because a health signal that condemns most of a fleet is more likely
-//! wrong than the fleet. Rules that skip tripped instances themselves
+//! wrong than the fleet. Instances waiting for their first active probe
+//! count on neither side (Envoy's `ignore_new_hosts_until_first_hc`): a
+//! scale-up whose first probes are slow leaves the service as it was. Rules that skip tripped instances themselves
 //! (availability filtering, best available, zone avoidance, PeakEwmaP2c)
 //! skip none then either ([`PickContext::with_panic_mode`](crate::rule::PickContext::with_panic_mode)).
 //! Set the threshold to 0 to keep every filter at any health.
@@ -155,6 +157,7 @@ impl HealthView {
         self.counted_version
             .store(snapshot.version(), Ordering::Release);
         let mut unhealthy = 0usize;
+        let mut pending = 0usize;
         let mut next: Option<Instant> = None;
         for e in snapshot.endpoints() {
             let stats = e.stats();
@@ -165,14 +168,27 @@ impl HealthView {
             }
             if !stats.is_healthy_at(now) {
                 unhealthy += 1;
+                pending += usize::from(stats.is_active_pending());
                 if let Some(at) = stats.healthy_again_at(now) {
                     next = Some(next.map_or(at, |n| n.min(at)));
                 }
             }
         }
-        let n = snapshot.len();
-        let healthy = n - unhealthy;
-        let panic = n > 0 && healthy * 100 < self.panic_threshold_percent as usize * n;
+        let healthy = snapshot.len() - unhealthy;
+        // Instances waiting for their first probe (joined after the active
+        // checks began) are left out of the panic threshold's count, as
+        // Envoy's `ignore_new_hosts_until_first_hc` leaves them out: counted
+        // as unhealthy, three unprobed instances beside two healthy ones
+        // put the service in panic for as long as their first probes took,
+        // and panic mode sent traffic to an instance that fails its checks
+        // (20 of 120 requests; helper 187). When only unprobed instances
+        // and failing ones are listed, panic mode still spreads over all.
+        let n = snapshot.len() - pending;
+        let panic = if n == 0 {
+            pending > 0 && self.panic_threshold_percent > 0
+        } else {
+            healthy * 100 < self.panic_threshold_percent as usize * n
+        };
         self.unhealthy.store(unhealthy, Ordering::Relaxed);
         self.panic.store(panic, Ordering::Relaxed);
         self.epoch.store(

@@ -64,7 +64,11 @@ pub struct OutlierDetection {
     pub max_ejection_percent: u32,
     /// Below this share of healthy instances, in percent, `0..=100`,
     /// health is ignored; 0 disables panic mode. Envoy
-    /// `healthy_panic_threshold`. Default 50.
+    /// `healthy_panic_threshold`. Default 50. Instances waiting for their
+    /// first active probe are out of the share (as Envoy's
+    /// `ignore_new_hosts_until_first_hc`), so a scale-up does not put the
+    /// service in panic; when only they and unhealthy ones are listed,
+    /// panic mode spreads over all.
     pub panic_threshold_percent: u32,
 }
 

@@ -339,3 +339,72 @@ async fn a_recount_of_a_replaced_list_does_not_stand_for_the_new_one() {
     assert!(view.filter(&new, t0));
     assert!(!view.in_panic());
 }
+
+/// Instances waiting for their first active probe are out of the panic
+/// threshold's count (Envoy's `ignore_new_hosts_until_first_hc`): counted
+/// as unhealthy, three of them beside two healthy instances put the
+/// service in panic until their first probes answered, and panic mode
+/// sent requests to an instance failing its checks (helper 187).
+#[cfg(feature = "hyper-util")]
+#[tokio::test(start_paused = true)]
+async fn instances_waiting_for_a_first_probe_do_not_count_towards_panic() {
+    let t0 = Instant::now();
+    // 0, 1 healthy; 2 failing its checks; 3, 4, 5 waiting for a first probe.
+    let s = snapshot(6);
+    let e = s.endpoints();
+    assert!(e[2].stats().record_active_check(false, 1, 1));
+    for joined in &e[3..] {
+        joined.stats().start_active_pending();
+    }
+    let view = HealthView::new(50);
+    assert!(view.filter(&s, t0), "2 of 3 probed are healthy: filtered");
+    assert!(!view.in_panic());
+    let ctx = crate::rule::PickContext::at(t0).with_health_filter();
+    let eligible: Vec<u16> = e
+        .iter()
+        .filter(|x| ctx.is_eligible(x))
+        .map(|x| x.instance().port())
+        .collect();
+    assert_eq!(
+        eligible,
+        [1000, 1001],
+        "neither the failing nor the unprobed"
+    );
+
+    // Only unprobed and failing instances: panic spreads over all.
+    let s = Snapshot::new("s", e[2..].to_vec(), 2);
+    let view = HealthView::new(50);
+    assert!(!view.filter(&s, t0));
+    assert!(view.in_panic());
+    // Only unprobed ones: panic too, unless panic mode is off.
+    let s = Snapshot::new("s", e[3..].to_vec(), 3);
+    let view = HealthView::new(50);
+    assert!(!view.filter(&s, t0));
+    assert!(view.in_panic());
+    let view = HealthView::new(0);
+    assert!(view.filter(&s, t0));
+    assert!(!view.in_panic());
+
+    // The first probes pass: 5 of 6 healthy, no panic, the failing one out.
+    for joined in &e[3..] {
+        assert!(joined.stats().record_active_check(true, 1, 1));
+    }
+    let s = snapshot_of(e, 4);
+    let view = HealthView::new(50);
+    assert!(view.filter(&s, t0));
+    assert!(!view.in_panic());
+    // Then they fail: 3 of 6 healthy is not below 50 %, 2 of 6 is.
+    assert!(e[4].stats().record_active_check(false, 1, 1));
+    assert!(e[5].stats().record_active_check(false, 1, 1));
+    let view = HealthView::new(50);
+    assert!(view.filter(&s, t0));
+    assert!(!view.in_panic());
+    assert!(e[3].stats().record_active_check(false, 1, 1));
+    let view = HealthView::new(50);
+    assert!(!view.filter(&s, t0), "2 of 6 healthy: panic");
+    assert!(view.in_panic());
+}
+
+fn snapshot_of(endpoints: &[Endpoint], version: u64) -> Snapshot {
+    Snapshot::new("s", endpoints.to_vec(), version)
+}

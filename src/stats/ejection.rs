@@ -342,7 +342,6 @@ impl super::EndpointStats {
     }
 
     /// Whether this endpoint waits for its first active probe.
-    #[cfg(feature = "hyper-util")]
     pub(crate) fn is_active_pending(&self) -> bool {
         self.active.is_pending()
     }
