@@ -82,7 +82,11 @@ pub const RETRIES: &str = "ribbon_retries_total";
 pub const RETRY_BUDGET_EXHAUSTED: &str = "ribbon_retry_budget_exhausted_total";
 /// Counter: outlier ejections. Labels: `service`, `instance`.
 pub const EJECTIONS: &str = "ribbon_ejections_total";
-/// Counter: ejections that ended. Label: `service`.
+/// Counter: ejections that ended. Label: `service`. An ejection of an
+/// instance the balancer forgets (it left the list and its stats are
+/// dropped, or its on-demand service is evicted) counts as ended then, so
+/// `ribbon_ejections_total − ribbon_ejection_returns_total` reads the
+/// instances ejected now.
 pub const EJECTION_RETURNS: &str = "ribbon_ejection_returns_total";
 /// Counter: active health checks. Labels: `service`, `result`.
 pub const HEALTH_CHECKS: &str = "ribbon_health_checks_total";
@@ -184,6 +188,14 @@ impl EndpointMetrics {
             BreakerTransition::Recovered => self.recoveries.increment(1),
             BreakerTransition::None => {}
         }
+    }
+}
+
+/// Counts `returns` ejections of `service` over (none: nothing recorded).
+pub(crate) fn record_ejection_returns(service: &str, returns: u32) {
+    if returns > 0 {
+        metrics::counter!(EJECTION_RETURNS, "service" => service.to_owned())
+            .increment(u64::from(returns));
     }
 }
 

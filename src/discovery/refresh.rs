@@ -316,8 +316,7 @@ impl Refresh {
             .map(|e| (e.instance().key(), e))
             .collect();
         let (mut kept, mut added) = (0usize, 0usize);
-        let mut departed = self.departed.lock().unwrap_or_else(|e| e.into_inner());
-        departed::retain(&mut departed, Instant::now());
+        let mut departed = self.retained_departed();
         let endpoints: Vec<Endpoint> = eligible
             .into_iter()
             .map(|instance| match known.get(&instance.key()) {
@@ -391,6 +390,9 @@ impl Refresh {
                 .all(|(new, old)| new == old.instance())
             && listing == *current.listing();
         if unchanged && current.version() > 0 {
+            // The departed stats are kept only as long as needed, and their
+            // ejections' ends counted, between list changes too.
+            drop(self.retained_departed());
             return Ok(());
         }
 

@@ -161,11 +161,10 @@ impl HealthView {
         let mut next: Option<Instant> = None;
         for e in snapshot.endpoints() {
             let stats = e.stats();
-            let returns = stats.end_expired_ejections(now);
-            if returns > 0 {
-                metrics::counter!(crate::metrics::EJECTION_RETURNS, "service" => snapshot.service_id().to_owned())
-                    .increment(u64::from(returns));
-            }
+            crate::metrics::record_ejection_returns(
+                snapshot.service_id(),
+                stats.end_expired_ejections(now),
+            );
             if !stats.is_healthy_at(now) {
                 unhealthy += 1;
                 pending += usize::from(stats.is_active_pending());

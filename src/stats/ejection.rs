@@ -328,6 +328,15 @@ impl super::EndpointStats {
         self.ejection.take_returns(self.ms_at(now))
     }
 
+    /// The ejections not reported over yet, reported now because the
+    /// balancer forgets these stats (their instance left the list for
+    /// good, or their on-demand service was evicted): an ejection still on
+    /// ends for the balancer with them, so `ribbon_ejections_total` minus
+    /// `ribbon_ejection_returns_total` reads the instances ejected now.
+    pub(crate) fn forget_ejections(&self) -> u32 {
+        self.ejection.take_returns(u64::MAX)
+    }
+
     /// Marks this endpoint listed by a round of active probes.
     #[cfg(feature = "hyper-util")]
     pub(crate) fn list_for_active_checks(&self) {

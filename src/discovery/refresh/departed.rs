@@ -10,6 +10,34 @@ use super::MAX_DEPARTED;
 use crate::instance::InstanceKey;
 use crate::stats::EndpointStats;
 
+impl super::Refresh {
+    /// The departed stats, those no longer needed dropped (see
+    /// [`retain`]; the ejection returns it finds recorded).
+    pub(super) fn retained_departed(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<InstanceKey, Arc<EndpointStats>>> {
+        let mut departed = self.departed.lock().unwrap_or_else(|e| e.into_inner());
+        let returns = retain(&mut departed, Instant::now());
+        crate::metrics::record_ejection_returns(&self.service_id, returns);
+        departed
+    }
+
+    /// Reports every ejection not reported over yet, of the listed
+    /// instances and the departed ones kept: the service is evicted and
+    /// its stats forgotten (see `EndpointStats::forget_ejections`).
+    pub(crate) fn forget_ejections(&self) {
+        let departed = self.departed.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.current.load();
+        let returns = (current
+            .endpoints()
+            .iter()
+            .map(crate::instance::Endpoint::stats))
+        .chain(departed.values().map(AsRef::as_ref))
+        .fold(0u32, |n, stats| n.saturating_add(stats.forget_ejections()));
+        crate::metrics::record_ejection_returns(&self.service_id, returns);
+    }
+}
+
 /// Keeps the departed stats still needed at `now`: only while a request of
 /// theirs lasts, or while their breaker or an ejection marks them down. An
 /// instance dropped for one refresh (DOWN then UP again, a lease expired
@@ -31,12 +59,27 @@ use crate::stats::EndpointStats;
 /// requests in flight always stay. Dropping every mark instead forgot a
 /// mass outage's open breakers: past 4 096 tripped departures, a flapper
 /// listed again 0.4 s later came back closed (helper 171).
-pub(super) fn retain(departed: &mut HashMap<InstanceKey, Arc<EndpointStats>>, now: Instant) {
+///
+/// Returns the departed instances' ejections over at `now` and not
+/// reported before, and those of the stats it drops (see
+/// [`EndpointStats::forget_ejections`]): the service's recount walks only
+/// the listed instances, so an ejection that ended while its instance was
+/// away was never counted in `ribbon_ejection_returns_total` (helper 188:
+/// ejections 1, returns 0 for good).
+pub(super) fn retain(departed: &mut HashMap<InstanceKey, Arc<EndpointStats>>, now: Instant) -> u32 {
+    let mut returns = 0u32;
     departed.retain(|_, stats| {
-        stats.in_flight() > 0 || stats.breaker_holds_at(now) || stats.is_ejected_at(now)
+        let keep = stats.in_flight() > 0 || stats.breaker_holds_at(now) || stats.is_ejected_at(now);
+        let over = if keep {
+            stats.end_expired_ejections(now)
+        } else {
+            stats.forget_ejections()
+        };
+        returns = returns.saturating_add(over);
+        keep
     });
     if departed.len() <= MAX_DEPARTED {
-        return;
+        return returns;
     }
     let mut ending: Vec<(u64, InstanceKey)> = (departed.iter())
         .filter(|(_, stats)| stats.in_flight() == 0)
@@ -44,10 +87,13 @@ pub(super) fn retain(departed: &mut HashMap<InstanceKey, Arc<EndpointStats>>, no
         .collect();
     let excess = (departed.len() - MAX_DEPARTED).min(ending.len());
     if excess == 0 {
-        return;
+        return returns;
     }
     ending.select_nth_unstable_by_key(excess - 1, |(ms, _)| *ms);
     for (_, key) in &ending[..excess] {
-        departed.remove(key);
+        if let Some(stats) = departed.remove(key) {
+            returns = returns.saturating_add(stats.forget_ejections());
+        }
     }
+    returns
 }
