@@ -8,8 +8,8 @@
 //!
 //! | name | kind | labels | meaning |
 //! |---|---|---|---|
-//! | `ribbon_requests_total` | counter | `service`, `instance`, `outcome` | finished attempts; `outcome` is `success`, `failure_status`, `connect_failure`, `connect_timeout`, `read_timeout`, `error`, `request_error` (the caller's request could not be sent) `declined` (the server's HTTP/2 `GOAWAY` with `ENHANCE_YOUR_CALM` left it unprocessed; the first of an instance each second is `connect_failure`) or `connection_lost` (the server closed the HTTP/2 connection with the stream open; the first stream of each closed connection is `error`, unless the instance declined a request within the last second); the last three are not counted against the instance |
-//! | `ribbon_request_duration_seconds` | histogram | `service`, `instance` | attempt latency in seconds, every outcome |
+//! | `ribbon_requests_total` | counter | `service`, `instance`, `outcome` | attempts by how they ended; `outcome` is `success`, `failure_status`, `connect_failure`, `connect_timeout`, `read_timeout`, `error`, `request_error` (the caller's request could not be sent) `declined` (the server's HTTP/2 `GOAWAY` with `ENHANCE_YOUR_CALM` left it unprocessed; the first of an instance each second is `connect_failure`) or `connection_lost` (the server closed the HTTP/2 connection with the stream open; the first stream of each closed connection is `error`, unless the instance declined a request within the last second); the last three are not counted against the instance; or `cancelled` ([`CANCELLED`]: dropped before its result, by the caller's own timeout or a dropped request) |
+//! | `ribbon_request_duration_seconds` | histogram | `service`, `instance` | attempt latency in seconds, every outcome but `cancelled` |
 //! | `ribbon_breaker_trips_total` | counter | `service`, `instance` | circuit breaker trips (and re-trips after a failed probe) |
 //! | `ribbon_breaker_recoveries_total` | counter | `service`, `instance` | tripped breakers closed by a response |
 //! | `ribbon_no_instances_total` | counter | `service` | requests that found no eligible instance |
@@ -63,8 +63,15 @@ use metrics::{Counter, Histogram};
 
 use crate::stats::{BreakerTransition, Outcome};
 
-/// Counter: finished attempts. Labels: `service`, `instance`, `outcome`.
+/// Counter: attempts by how they ended. Labels: `service`, `instance`,
+/// `outcome`: an [`Outcome`]'s [`outcome_label`], or
+/// [`CANCELLED`] for an attempt dropped before its result (the caller's
+/// own timeout, a dropped request; not in the duration histogram, whose
+/// latency it does not know).
 pub const REQUESTS: &str = "ribbon_requests_total";
+/// The `outcome` label of [`REQUESTS`] for an attempt dropped before its
+/// result.
+pub const CANCELLED: &str = "cancelled";
 /// Histogram: attempt latency in seconds. Labels: `service`, `instance`.
 pub const REQUEST_DURATION: &str = "ribbon_request_duration_seconds";
 /// Counter: breaker trips. Labels: `service`, `instance`.
@@ -117,6 +124,7 @@ pub fn outcome_label(outcome: Outcome) -> &'static str {
 /// Registered handles of one endpoint.
 pub(crate) struct EndpointMetrics {
     outcomes: [Counter; 9],
+    cancelled: Counter,
     duration: Histogram,
     trips: Counter,
     recoveries: Counter,
@@ -158,6 +166,7 @@ impl EndpointMetrics {
                 outcomes: OUTCOMES.map(|o| {
                     metrics::counter!(REQUESTS, "service" => s.clone(), "outcome" => outcome_label(o))
                 }),
+                cancelled: metrics::counter!(REQUESTS, "service" => s.clone(), "outcome" => CANCELLED),
                 duration: metrics::histogram!(REQUEST_DURATION, "service" => s.clone()),
                 trips: metrics::counter!(BREAKER_TRIPS, "service" => s.clone()),
                 recoveries: metrics::counter!(BREAKER_RECOVERIES, "service" => s),
@@ -168,6 +177,7 @@ impl EndpointMetrics {
             outcomes: OUTCOMES.map(|o| {
                 metrics::counter!(REQUESTS, "service" => s.clone(), "instance" => i.clone(), "outcome" => outcome_label(o))
             }),
+            cancelled: metrics::counter!(REQUESTS, "service" => s.clone(), "instance" => i.clone(), "outcome" => CANCELLED),
             duration: metrics::histogram!(REQUEST_DURATION, "service" => s.clone(), "instance" => i.clone()),
             trips: metrics::counter!(BREAKER_TRIPS, "service" => s.clone(), "instance" => i.clone()),
             recoveries: metrics::counter!(BREAKER_RECOVERIES, "service" => s, "instance" => i),
@@ -179,6 +189,11 @@ impl EndpointMetrics {
         self.outcomes[outcome_index(outcome)].increment(1);
         self.duration.record(seconds);
         self.transition(transition);
+    }
+
+    /// Counts one attempt dropped before its result.
+    pub(crate) fn cancelled(&self) {
+        self.cancelled.increment(1);
     }
 
     /// Counts a move of the circuit breaker.

@@ -400,3 +400,58 @@ fn an_evicted_services_ejections_are_counted_returned() {
         );
     });
 }
+
+/// Attempts the caller drops before their result (its own timeout here)
+/// count as `cancelled`: before, they were in the instance's stats but in
+/// no `ribbon_requests_total` outcome (helper 188). A per-try timeout is a
+/// `read_timeout`, not a cancellation.
+#[test]
+fn attempts_dropped_before_their_result_count_as_cancelled() {
+    on_paused_recorder(|snapshotter| async move {
+        let inner = tower::service_fn(|req: Request<()>| async move {
+            if req.uri().path() == "/hangs" {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, tower_ribbon::BoxError>(http::Response::new(()))
+        });
+        let lb = LoadBalancer::builder()
+            .source(StaticSource::new().with_list("svc", "127.0.0.1:1").unwrap())
+            .service("svc")
+            .retry(tower_ribbon::retry::RetryPolicy::none())
+            .read_timeout(Some(Duration::from_secs(1)))
+            .build(inner)
+            .unwrap();
+        assert!(lb.ready_service("svc").await);
+        for _ in 0..10 {
+            let request = Request::get("http://svc/hangs").body(()).unwrap();
+            let cut = tokio::time::timeout(Duration::from_millis(50), lb.request(request)).await;
+            assert!(cut.is_err());
+        }
+        let request = Request::get("http://svc/hangs").body(()).unwrap();
+        assert!(lb.request(request).await.unwrap_err().is_timeout());
+        lb.request(Request::get("http://svc/").body(()).unwrap())
+            .await
+            .unwrap();
+        let all = read(&snapshotter);
+        let outcome = |o: &str| {
+            counter(
+                &all,
+                &format!("ribbon_requests_total{{outcome={o},service=svc}}"),
+            )
+        };
+        assert_eq!(
+            (
+                outcome("cancelled"),
+                outcome("read_timeout"),
+                outcome("success")
+            ),
+            (10, 1, 1)
+        );
+        match all.get("ribbon_request_duration_seconds{service=svc}") {
+            Some(DebugValue::Histogram(samples)) => assert_eq!(samples.len(), 2),
+            other => panic!("{other:?}"),
+        }
+        let e = lb.snapshot("svc").unwrap().endpoints()[0].clone();
+        assert_eq!((e.stats().requests(), e.stats().in_flight()), (12, 0));
+    });
+}

@@ -208,7 +208,7 @@ where
     if let Some(name) = state.instance_cookie() {
         instance_cookie(request.headers_mut(), name, state, &endpoint);
     }
-    let in_flight = InFlight::start(endpoint, sent);
+    let in_flight = InFlight::start(endpoint, sent, call.config.per_instance_metrics);
     if in_flight.is_probe() {
         // The instance is out until the probe's result: the health view
         // counts it unhealthy from the next pick.

@@ -38,17 +38,20 @@ pub(super) struct InFlight {
     /// Whether the result is in the stats already (a failure is recorded
     /// at once, and stays in flight while its response body streams).
     recorded: bool,
+    /// Whether the metrics carry an `instance` label (for a cancellation).
+    per_instance: bool,
 }
 
 impl InFlight {
     /// Counts an attempt on `endpoint` in flight from `now`.
-    pub(super) fn start(endpoint: Endpoint, now: Instant) -> Self {
+    pub(super) fn start(endpoint: Endpoint, now: Instant, per_instance: bool) -> Self {
         let attempt = endpoint.stats_handle().start_detached(now);
         Self {
             endpoint,
             attempt: Some(attempt),
             sent: now,
             recorded: false,
+            per_instance,
         }
     }
 
@@ -137,8 +140,11 @@ impl Drop for InFlight {
             stats.cancel_detached(attempt);
         } else {
             // Dropped before its result: the wait so far is a lower bound
-            // of the instance's latency.
+            // of the instance's latency, and the attempt counts as
+            // `cancelled` in `ribbon_requests_total` (before, attempts the
+            // caller's own timeout cut showed in no metric; helper 188).
             stats.cancel_unanswered(attempt, Instant::now());
+            self.endpoint.metrics(self.per_instance).cancelled();
         }
     }
 }
@@ -330,7 +336,14 @@ pin_project_lite::pin_project! {
     /// ([`Outcome::OtherError`](crate::stats::Outcome::OtherError)), and
     /// so do trailers whose `grpc-status` maps to a failure status
     /// ([`Outcome::FailureStatus`](crate::stats::Outcome::FailureStatus)
-    /// of [`http_status_for`](crate::grpc::http_status_for) the code).
+    /// of [`http_status_for`](crate::grpc::http_status_for) the code), and
+    /// a body that panics while it is polled.
+    ///
+    /// The attempt ends only through this body: one leaked
+    /// ([`std::mem::forget`], a reference cycle) keeps its instance's
+    /// in-flight count up for good, so least-loaded rules avoid the
+    /// instance, as with tower's `PeakEwma` and `PendingRequests`. Drop
+    /// bodies you do not read.
     pub struct TrackedBody<B> {
         #[pin]
         inner: B,
@@ -387,7 +400,16 @@ where
         let mut this = self.project();
         let polled = match content::take::<B>(this.peeked.take()) {
             Some(frame) => Poll::Ready(Some(frame)),
-            None => this.inner.as_mut().poll_frame(cx),
+            None => {
+                // A body that panics while polled fails its attempt as a
+                // body error does (its stats recorded a success before,
+                // helper 188); a panic of the caller's own code while it
+                // holds the body is no fault of the instance.
+                let guard = PanicFails(this.done);
+                let polled = this.inner.as_mut().poll_frame(cx);
+                std::mem::forget(guard);
+                polled
+            }
         };
         let ended = match &polled {
             Poll::Ready(None) => true,
@@ -433,6 +455,20 @@ where
 
     fn size_hint(&self) -> SizeHint {
         content::size_with::<B>(self.inner.size_hint(), self.peeked.as_ref())
+    }
+}
+
+/// Marks the attempt failed if dropped while a panic unwinds (forgotten
+/// when the poll returns).
+struct PanicFails<'a>(&'a mut Option<Completion>);
+
+impl Drop for PanicFails<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(done) = self.0.as_mut() {
+                done.body_failed();
+            }
+        }
     }
 }
 
