@@ -193,3 +193,76 @@ async fn a_scale_up_waiting_for_its_first_probes_sends_nothing_to_a_failing_inst
         "each new instance about a fifth of 100: {new:?}"
     );
 }
+
+/// Joining instances whose first probes fail count as unhealthy from
+/// then on: the failed first probes make the service recount, and 2
+/// healthy of 6 probed is panic. Before, a failed first probe left the
+/// verdict as it was (unhealthy while it waited) and nothing recounted:
+/// the service stayed out of panic with 2 of 6 healthy until an unrelated
+/// change, 120 requests going `[60, 60, 0, 0, 0, 0]` (helper 189).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_instances_failing_their_first_probes_count_at_once() {
+    let (_open, open_now) = watch::channel(true);
+    let (open_new, closed) = watch::channel(false);
+    let a = Server::start(200, open_now.clone()).await;
+    let b = Server::start(200, open_now.clone()).await;
+    let failing = Server::start(503, open_now).await;
+    let joining = [
+        Server::start(503, closed.clone()).await,
+        Server::start(503, closed.clone()).await,
+        Server::start(503, closed).await,
+    ];
+    let source = StaticSource::new().with_instances(
+        "svc",
+        vec![a.instance(), b.instance(), failing.instance()],
+    );
+    let mut check = ActiveHealthCheck::new("/actuator/health");
+    check.interval = Duration::from_secs(600);
+    check.interval_jitter = Duration::ZERO;
+    check.timeout = Duration::from_secs(600);
+    check.unhealthy_threshold = 1;
+    check.healthy_threshold = 1;
+    let mut refresh = RefreshConfig::default();
+    refresh.interval = Duration::from_millis(20);
+    refresh.jitter = 0.0;
+    let lb = LoadBalancer::builder()
+        .source(source.clone())
+        .service("svc")
+        .refresh(refresh)
+        .active_health_check(check)
+        .build(Client::builder(TokioExecutor::new()).build_http())
+        .expect("balancer");
+    assert!(lb.ready_service("svc").await);
+    until("the first round holds the failing instance unhealthy", || {
+        unhealthy(&lb) == [false, false, true]
+    })
+    .await;
+    let mut listed = vec![a.instance(), b.instance(), failing.instance()];
+    listed.extend(joining.iter().map(Server::instance));
+    source.set_instances("svc", listed);
+    until("the scale-up is listed", || {
+        lb.snapshot("svc").expect("svc").endpoints().len() == 6
+    })
+    .await;
+    send(&lb, 6).await;
+    assert_eq!(lb.in_panic("svc"), Some(false), "waiting: 2 of 3 probed");
+
+    // The first probes fail; no list change follows.
+    open_new.send_replace(true);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while lb.in_panic("svc") != Some(true) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never in panic with 2 of 6 healthy"
+        );
+        send(&lb, 1).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let before: Vec<usize> = joining.iter().map(Server::traffic).collect();
+    send(&lb, 120).await;
+    let after: Vec<usize> = joining.iter().map(Server::traffic).collect();
+    assert!(
+        before.iter().zip(&after).all(|(b, a)| a - b == 20),
+        "panic spreads over all six: {before:?} → {after:?}"
+    );
+}

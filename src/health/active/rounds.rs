@@ -194,7 +194,8 @@ async fn round(
     Some(changed)
 }
 
-/// Records one probe's verdict; `true` if it changed. A probe task that
+/// Records one probe's verdict; `true` if it changed, or if it was an
+/// instance's first probe (see below). A probe task that
 /// panicked or was cancelled gives no verdict, and the round goes on
 /// collecting the others (it stopped at the first before).
 fn record(
@@ -210,10 +211,17 @@ fn record(
     metrics::counter!(crate::metrics::HEALTH_CHECKS, "service" => service.to_owned(), "result" => result)
         .increment(1);
     let stats = endpoint.stats();
+    // A first probe that fails leaves the verdict (unhealthy while it
+    // waited) but moves the instance into the panic threshold's count
+    // (`HealthView::recount` leaves waiting instances out), so the view
+    // must recount: before, three joining instances failing their first
+    // probes left the service out of panic with 2 of 6 healthy until an
+    // unrelated change (helper 189).
+    let was_pending = stats.is_active_pending();
     if stats.record_active_check(passed, config.healthy_threshold, config.unhealthy_threshold) {
         let healthy = !stats.is_active_unhealthy();
         tracing::info!(service = %service, instance = %endpoint, healthy, "active health check changed");
         return true;
     }
-    false
+    was_pending
 }
