@@ -8,7 +8,7 @@
 //!
 //! | name | kind | labels | meaning |
 //! |---|---|---|---|
-//! | `ribbon_requests_total` | counter | `service`, `instance`, `outcome` | attempts by how they ended; `outcome` is `success`, `failure_status`, `connect_failure`, `connect_timeout`, `read_timeout`, `error`, `request_error` (the caller's request could not be sent) `declined` (the server's HTTP/2 `GOAWAY` with `ENHANCE_YOUR_CALM` left it unprocessed; the first of an instance each second is `connect_failure`) or `connection_lost` (the server closed the HTTP/2 connection with the stream open; the first stream of each closed connection is `error`, unless the instance declined a request within the last second); the last three are not counted against the instance; or `cancelled` ([`CANCELLED`]: dropped before its result, by the caller's own timeout or a dropped request) |
+//! | `ribbon_requests_total` | counter | `service`, `instance`, `outcome` | attempts by how they ended; `outcome` is `success`, `failure_status`, `connect_failure`, `connect_timeout`, `read_timeout`, `error`, `request_error` (the caller's request could not be sent) `declined` (the server's HTTP/2 `GOAWAY` with `ENHANCE_YOUR_CALM` left it unprocessed; the first of an instance each second is `connect_failure`) or `connection_lost` (the server closed the HTTP/2 connection with the stream open; the first stream of each closed connection is `error`, unless the instance declined a request within the last second); the last three are not counted against the instance; or `cancelled` ([`CANCELLED`]: dropped before its result, by the caller's own timeout or a dropped request, or by a panic unwinding through the request, as of a panicking inner service's future; not counted against the instance either) |
 //! | `ribbon_request_duration_seconds` | histogram | `service`, `instance` | attempt latency in seconds, every outcome but `cancelled` |
 //! | `ribbon_breaker_trips_total` | counter | `service`, `instance` | circuit breaker trips (and re-trips after a failed probe) |
 //! | `ribbon_breaker_recoveries_total` | counter | `service`, `instance` | tripped breakers closed by a response |
@@ -66,8 +66,9 @@ use crate::stats::{BreakerTransition, Outcome};
 /// Counter: attempts by how they ended. Labels: `service`, `instance`,
 /// `outcome`: an [`Outcome`]'s [`outcome_label`], or
 /// [`CANCELLED`] for an attempt dropped before its result (the caller's
-/// own timeout, a dropped request; not in the duration histogram, whose
-/// latency it does not know).
+/// own timeout, a dropped request, a panic unwinding through the request
+/// such as a panicking inner service's future, whose fault it may not be;
+/// not in the duration histogram, whose latency it does not know).
 pub const REQUESTS: &str = "ribbon_requests_total";
 /// The `outcome` label of [`REQUESTS`] for an attempt dropped before its
 /// result.

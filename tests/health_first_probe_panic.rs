@@ -212,10 +212,8 @@ async fn joining_instances_failing_their_first_probes_count_at_once() {
         Server::start(503, closed.clone()).await,
         Server::start(503, closed).await,
     ];
-    let source = StaticSource::new().with_instances(
-        "svc",
-        vec![a.instance(), b.instance(), failing.instance()],
-    );
+    let source = StaticSource::new()
+        .with_instances("svc", vec![a.instance(), b.instance(), failing.instance()]);
     let mut check = ActiveHealthCheck::new("/actuator/health");
     check.interval = Duration::from_secs(600);
     check.interval_jitter = Duration::ZERO;
@@ -233,9 +231,10 @@ async fn joining_instances_failing_their_first_probes_count_at_once() {
         .build(Client::builder(TokioExecutor::new()).build_http())
         .expect("balancer");
     assert!(lb.ready_service("svc").await);
-    until("the first round holds the failing instance unhealthy", || {
-        unhealthy(&lb) == [false, false, true]
-    })
+    until(
+        "the first round holds the failing instance unhealthy",
+        || unhealthy(&lb) == [false, false, true],
+    )
     .await;
     let mut listed = vec![a.instance(), b.instance(), failing.instance()];
     listed.extend(joining.iter().map(Server::instance));

@@ -455,3 +455,128 @@ fn attempts_dropped_before_their_result_count_as_cancelled() {
         assert_eq!((e.stats().requests(), e.stats().in_flight()), (12, 0));
     });
 }
+
+/// A balancer dropped while one of its instances is ejected (a config
+/// reload that builds a new one) ends that ejection for the metric, and
+/// so does an ejection a request makes after its on-demand service was
+/// evicted: both are counted when the service's state goes (helper 189:
+/// ejections 1 and 2, returns 0 and 1 before).
+#[test]
+fn ejections_end_when_the_services_state_goes() {
+    on_paused_recorder(|snapshotter| async move {
+        let lb = LoadBalancer::builder()
+            .source(
+                StaticSource::new()
+                    .with_list("svc", "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3")
+                    .unwrap(),
+            )
+            .service("svc")
+            .rule(|| tower_ribbon::rule::RoundRobin::with_start(0))
+            .outlier_detection(quick_ejection(300))
+            .retry(tower_ribbon::retry::RetryPolicy::none())
+            .build(port_1_fails())
+            .unwrap();
+        assert!(lb.ready_service("svc").await);
+        for _ in 0..9 {
+            let _ = lb
+                .clone()
+                .oneshot(Request::get("http://svc/").body(()).unwrap())
+                .await;
+        }
+        let all = read(&snapshotter);
+        assert_eq!(counter(&all, "ribbon_ejections_total{service=svc}"), 1);
+        drop(lb);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let all = read(&snapshotter);
+        assert_eq!(
+            counter(&all, "ribbon_ejection_returns_total{service=svc}"),
+            1
+        );
+    });
+}
+
+/// Answers 500 once `open`; until then not ready (polled again every
+/// 500 ms of paused time).
+#[derive(Clone)]
+struct Gated {
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl tower::Service<Request<()>> for Gated {
+    type Response = http::Response<()>;
+    type Error = tower_ribbon::BoxError;
+    type Future = std::future::Ready<Result<http::Response<()>, tower_ribbon::BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        if self.open.load(std::sync::atomic::Ordering::SeqCst) {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        let waker = cx.waker().clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            waker.wake();
+        });
+        std::task::Poll::Pending
+    }
+
+    fn call(&mut self, _req: Request<()>) -> Self::Future {
+        let mut response = http::Response::new(());
+        *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+        std::future::ready(Ok(response))
+    }
+}
+
+/// A request routed to an on-demand service before its eviction, waiting
+/// for its inner service across it, ejects an instance afterwards: that
+/// ejection ends with the service's state, when the request lets it go
+/// (helper 189: ejections 2, returns 1 before).
+#[test]
+fn an_ejection_by_a_request_outliving_its_services_eviction_ends_too() {
+    on_paused_recorder(|snapshotter| async move {
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let mut detection = quick_ejection(30);
+        detection.consecutive_5xx = 1;
+        let lb = LoadBalancer::builder()
+            .source(
+                StaticSource::new()
+                    .with_list("svc", "127.0.0.1:1,127.0.0.1:2")
+                    .unwrap(),
+            )
+            .discover_on_demand(true)
+            .on_demand_idle(Duration::from_secs(60))
+            .outlier_detection(detection)
+            .retry(tower_ribbon::retry::RetryPolicy::none())
+            .read_timeout(None)
+            .build(Gated {
+                open: std::sync::Arc::clone(&open),
+            })
+            .unwrap();
+        let _ = lb
+            .clone()
+            .oneshot(Request::get("http://svc/").body(()).unwrap())
+            .await;
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        open.store(false, std::sync::atomic::Ordering::SeqCst);
+        let waiting = tokio::spawn(
+            lb.clone()
+                .oneshot(Request::get("http://svc/").body(()).unwrap()),
+        );
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        assert!(
+            lb.snapshot("svc").is_none(),
+            "evicted while the request waits"
+        );
+        open.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = waiting.await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let all = read(&snapshotter);
+        assert_eq!(counter(&all, "ribbon_ejections_total{service=svc}"), 2);
+        assert_eq!(
+            counter(&all, "ribbon_ejection_returns_total{service=svc}"),
+            2
+        );
+    });
+}

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::ServiceState;
 use super::Shared;
-use crate::discovery::{Refreshed, TaskGuard, spawn_refresher};
+use crate::discovery::{TaskGuard, spawn_refresher};
 
 /// One known service and its background tasks (aborted when the entry is
 /// dropped, that is when it leaves the map).
@@ -253,22 +253,11 @@ impl Shared {
         if !self.services.load().values().any(|e| expired(e)) {
             return;
         }
-        let before = self.services.rcu(|map| {
+        self.services.rcu(|map| {
             let mut map = HashMap::clone(map);
             map.retain(|_, e| !expired(e));
             map
         });
-        // The evicted services' ejections end with them (see
-        // `ribbon_ejection_returns_total`).
-        let after = self.services.load();
-        for (name, entry) in before.iter() {
-            if after
-                .get(name)
-                .is_none_or(|now| !Arc::ptr_eq(&now.state, &entry.state))
-            {
-                entry.state.refresh().forget_ejections();
-            }
-        }
     }
 }
 

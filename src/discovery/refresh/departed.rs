@@ -10,6 +10,16 @@ use super::MAX_DEPARTED;
 use crate::instance::InstanceKey;
 use crate::stats::EndpointStats;
 
+/// The service's stats are forgotten with it: their ejections end for
+/// `ribbon_ejection_returns_total`. Run when the last reference to the
+/// service's state goes, so an ejection made by a request still running
+/// at an eviction counts too (helper 189).
+impl Drop for super::Refresh {
+    fn drop(&mut self) {
+        self.forget_ejections();
+    }
+}
+
 impl super::Refresh {
     /// The departed stats, those no longer needed dropped (see
     /// [`retain`]; the ejection returns it finds recorded).
@@ -23,9 +33,11 @@ impl super::Refresh {
     }
 
     /// Reports every ejection not reported over yet, of the listed
-    /// instances and the departed ones kept: the service is evicted and
-    /// its stats forgotten (see `EndpointStats::forget_ejections`).
-    pub(crate) fn forget_ejections(&self) {
+    /// instances and the departed ones kept: the service's state is
+    /// dropped (its on-demand service evicted, or the balancer dropped,
+    /// once the last request holding it ended) and its stats forgotten
+    /// (see `EndpointStats::forget_ejections`).
+    fn forget_ejections(&self) {
         let departed = self.departed.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.current.load();
         let returns = (current
