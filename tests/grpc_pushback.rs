@@ -23,6 +23,12 @@ type Log = Arc<Mutex<Vec<u16>>>;
 /// `RetryNonIdempotent`, as `GrpcRetryLayer` marks them), one retry on the
 /// next instance, a 10 ms backoff.
 async fn call(pushback: Option<&'static str>) -> (Response<String>, Vec<u16>, Duration) {
+    call_with(pushback.as_slice()).await
+}
+
+/// As [`call`], instance 1's answer carrying each of `pushbacks`.
+async fn call_with(pushbacks: &[&'static str]) -> (Response<String>, Vec<u16>, Duration) {
+    let pushbacks = pushbacks.to_vec();
     let source = StaticSource::new()
         .with_list("svc", "127.0.0.1:1,127.0.0.1:2")
         .unwrap();
@@ -36,8 +42,10 @@ async fn call(pushback: Option<&'static str>) -> (Response<String>, Vec<u16>, Du
         headers.insert("content-type", HeaderValue::from_static("application/grpc"));
         let status = if port == 1 { "14" } else { "0" };
         headers.insert("grpc-status", HeaderValue::from_static(status));
-        if let (1, Some(value)) = (port, pushback) {
-            headers.insert("grpc-retry-pushback-ms", HeaderValue::from_static(value));
+        if port == 1 {
+            for value in &pushbacks {
+                headers.append("grpc-retry-pushback-ms", HeaderValue::from_static(value));
+            }
         }
         async move { Ok::<_, BoxError>(response) }
     });
@@ -106,4 +114,18 @@ async fn a_pushback_in_milliseconds_is_the_wait_before_the_retry() {
     let (response, ports, elapsed) = call(None).await;
     assert_eq!((ports, response.into_body()), (vec![1, 2], "2".to_owned()));
     assert!(elapsed <= Duration::from_millis(10), "{elapsed:?}");
+}
+
+/// Several pushback values ask for no retry, as grpc-go's client reads
+/// them ("Server retry pushback specified multiple values; not
+/// retrying"). Before, the first alone decided: `100` then `-1` retried
+/// after 100 ms (helper 190).
+#[tokio::test(start_paused = true)]
+async fn several_pushback_values_ask_for_no_retry() {
+    for values in [["100", "-1"], ["100", "200"], ["0", "0"], ["-1", "100"]] {
+        let (response, ports, elapsed) = call_with(&values).await;
+        assert_eq!(ports, [1], "{values:?}");
+        assert_eq!(response.headers()["grpc-status"], "14", "{values:?}");
+        assert_eq!(elapsed, Duration::ZERO, "{values:?}");
+    }
 }

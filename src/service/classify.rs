@@ -52,9 +52,16 @@ impl<B> ResponseStatus for http::Response<B> {
     }
 
     /// In the headers: a retryable gRPC failure is a trailers-only
-    /// response, whose trailers are its headers.
+    /// response, whose trailers are its headers. Several values ask for
+    /// no retry (an unparsable value stands for them), as grpc-go's
+    /// client reads them ("Server retry pushback specified multiple
+    /// values"); the first alone retried after it (helper 190: `100` and
+    /// `-1` retried after 100 ms).
     fn retry_pushback(&self) -> Option<&http::HeaderValue> {
-        self.headers().get("grpc-retry-pushback-ms")
+        static SEVERAL: http::HeaderValue = http::HeaderValue::from_static("several values");
+        let mut values = self.headers().get_all("grpc-retry-pushback-ms").iter();
+        let first = values.next()?;
+        Some(if values.next().is_some() { &SEVERAL } else { first })
     }
 }
 
