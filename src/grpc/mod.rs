@@ -58,7 +58,14 @@
 //!   bounds the whole call under [`GrpcRetry`], every retry included
 //!   (gRFC A6), as tonic's `Channel` bounds its one attempt: past it the
 //!   call ends with DEADLINE_EXCEEDED, and each attempt's `grpc-timeout`
-//!   tells its server the time left.
+//!   tells its server the time left. A retry that would not be sent
+//!   before the deadline (a backoff or pushback past it) is not made: the
+//!   caller gets the last answer at once. A server's DEADLINE_EXCEEDED,
+//!   trailers-only or in trailers after messages, for a call that told it
+//!   a deadline is the caller's deadline running out there, as it running
+//!   out at the client is: not the instance's failure and not retried
+//!   (trailers-only, its HTTP status becomes 408); without a deadline
+//!   sent, it is the server's own 504.
 //!
 //! Feature `grpc` adds the tonic transport ([`balance`], [`h2c_client`],
 //! [`GrpcRetryLayer`]); the classification ([`classify`],
@@ -76,6 +83,7 @@ use crate::service::FailureStatuses;
 use crate::stats::Outcome;
 
 mod deadline;
+pub(crate) use deadline::CallDeadline;
 #[cfg(feature = "grpc")]
 mod reset;
 #[cfg(feature = "grpc")]
@@ -106,6 +114,9 @@ pub fn classify<B>(response: &Response<B>, statuses: &FailureStatuses) -> Outcom
         response.headers(),
     )))
 }
+
+/// gRPC's DEADLINE_EXCEEDED.
+const DEADLINE_EXCEEDED: i32 = 4;
 
 /// The gRPC status code of a trailers-only response whose HTTP status
 /// [`GrpcStatus`] rewrote (a response extension).
@@ -157,11 +168,25 @@ impl<S> Layer<S> for GrpcStatusLayer {
 /// code's; a 200 with neither a gRPC content type nor a `grpc-status` is
 /// marked [`NotGrpcAnswer`]. Before, both counted as successes whatever
 /// the caller got, and an instance answering so was never ejected.
-fn rewrite_status<B>(mut response: Response<B>) -> Response<B> {
+///
+/// A DEADLINE_EXCEEDED answering a call that told its server a deadline
+/// (`grpc-timeout`) is the caller's deadline running out, at the server
+/// (or at a call the server passed the deadline on to), not the
+/// instance's failure: it becomes 408, which no default failure status
+/// or retryable status counts, as the balancer counts the caller's
+/// deadline running out at the client. Before, it counted as a 504:
+/// every instance of a service whose downstream was slow was ejected,
+/// and each such call was retried with a few milliseconds left (helper
+/// 190).
+fn rewrite_status<B>(mut response: Response<B>, deadline_sent: bool) -> Response<B> {
     if response.status() != StatusCode::OK {
         return response;
     }
     match grpc_status(response.headers()) {
+        Some(DEADLINE_EXCEEDED) if deadline_sent => {
+            *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
+            (response.extensions_mut()).insert(TrailersOnlyStatus(DEADLINE_EXCEEDED));
+        }
         Some(code) => {
             if let Ok(status) = StatusCode::from_u16(http_status_for(code)) {
                 if status != StatusCode::OK {
@@ -194,8 +219,13 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         // Each attempt tells the server the time its call has left.
         deadline::send_time_left(&mut req);
+        let deadline_sent = req.headers().contains_key(deadline::GRPC_TIMEOUT);
         let future = self.inner.call(req);
-        Box::pin(async move { future.await.map(rewrite_status) })
+        Box::pin(async move {
+            future
+                .await
+                .map(|response| rewrite_status(response, deadline_sent))
+        })
     }
 }
 
@@ -299,28 +329,58 @@ mod tests {
     fn rewrite_keeps_grpc_headers() {
         let mut r = Response::new(());
         *r.headers_mut() = headers(Some("14"), "application/grpc");
-        let r = rewrite_status(r);
+        let r = rewrite_status(r, false);
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(grpc_status(r.headers()), Some(14));
         assert_eq!(r.extensions().get(), Some(&TrailersOnlyStatus(14)));
         let mut ok = Response::new(());
         *ok.headers_mut() = headers(None, "application/grpc");
-        let ok = rewrite_status(ok);
+        let ok = rewrite_status(ok, false);
         assert_eq!(ok.status(), StatusCode::OK);
         assert_eq!(ok.extensions().get::<TrailersOnlyStatus>(), None);
         assert_eq!(classified_status(&ok), 200);
         // tonic reads a grpc-status in the headers whatever the content type.
         let mut plain = Response::new(());
         *plain.headers_mut() = headers(Some("14"), "text/plain");
-        let plain = rewrite_status(plain);
+        let plain = rewrite_status(plain, false);
         assert_eq!(plain.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(classified_status(&plain), 503);
         // Neither a gRPC content type nor a status: UNKNOWN, status kept.
         let mut html = Response::new(());
         *html.headers_mut() = headers(None, "text/html");
-        let html = rewrite_status(html);
+        let html = rewrite_status(html, false);
         assert_eq!(html.status(), StatusCode::OK);
         assert_eq!(classified_status(&html), 500);
-        assert_eq!(classified_status(&rewrite_status(Response::new(()))), 500);
+        assert_eq!(
+            classified_status(&rewrite_status(Response::new(()), false)),
+            500
+        );
+    }
+
+    /// DEADLINE_EXCEEDED answering a call that sent `grpc-timeout` is the
+    /// caller's deadline (408: neither a failure nor retried by default);
+    /// without one, the server's own failure (504).
+    #[test]
+    fn a_deadline_exceeded_is_the_callers_when_the_call_sent_a_deadline() {
+        let answer = || {
+            let mut r = Response::new(());
+            *r.headers_mut() = headers(Some("4"), "application/grpc");
+            r
+        };
+        let callers = rewrite_status(answer(), true);
+        assert_eq!(callers.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(callers.extensions().get(), Some(&TrailersOnlyStatus(4)));
+        let d = FailureStatuses::default();
+        assert_eq!(classify(&callers, &d), Outcome::Success);
+        let servers = rewrite_status(answer(), false);
+        assert_eq!(servers.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(classify(&servers, &d), Outcome::FailureStatus(504));
+        // Other codes are the server's whether or not a deadline was sent.
+        let mut r = Response::new(());
+        *r.headers_mut() = headers(Some("14"), "application/grpc");
+        assert_eq!(
+            rewrite_status(r, true).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

@@ -131,6 +131,9 @@ pub(super) struct Call<'a> {
     pub(super) state: &'a Arc<ServiceState>,
     pub(super) hash_key: Option<u64>,
     pub(super) deadline: Option<Instant>,
+    /// Whether the call told its servers a deadline (see
+    /// `Completion::callers_deadline`).
+    pub(super) callers_deadline: bool,
 }
 
 /// Waits, under the per-try timeout cut to the deadline, until `inner` is
@@ -254,7 +257,9 @@ pub(super) fn end<R: ResponseStatus>(
         if in_flight.response_arrived(per_instance) != crate::stats::BreakerTransition::None {
             state.health().invalidate();
         }
-        Held::Completion(Completion::new(in_flight, outcome, per_instance))
+        let mut done = Completion::new(in_flight, outcome, per_instance);
+        done.callers_deadline = call.callers_deadline;
+        Held::Completion(done)
     } else {
         // One clock read ends the attempt for stats, metrics and ejection.
         let now = Instant::now();

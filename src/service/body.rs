@@ -159,11 +159,16 @@ pub struct Completion {
     state: Option<Arc<ServiceState>>,
     outcome: Outcome,
     per_instance: bool,
+    /// The call told its server a deadline (`grpc-timeout`): a
+    /// DEADLINE_EXCEEDED in its trailers is that deadline running out,
+    /// not the instance's failure (see `grpc::GrpcStatus`).
+    pub(super) callers_deadline: bool,
 }
 
 impl Completion {
     pub(super) fn new(in_flight: InFlight, outcome: Outcome, per_instance: bool) -> Self {
         Self {
+            callers_deadline: false,
             in_flight,
             state: None,
             outcome,
@@ -212,6 +217,11 @@ impl Completion {
         else {
             return;
         };
+        // The caller's deadline, at the server: a server stream that ran
+        // until it counted against its instance (helper 190).
+        if code == 4 && self.callers_deadline {
+            return;
+        }
         let status = super::grpc_status::http_status_for(code);
         if state.request_config().failure_statuses.is_failure(status) {
             self.outcome = Outcome::FailureStatus(status);

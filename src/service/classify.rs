@@ -61,7 +61,11 @@ impl<B> ResponseStatus for http::Response<B> {
         static SEVERAL: http::HeaderValue = http::HeaderValue::from_static("several values");
         let mut values = self.headers().get_all("grpc-retry-pushback-ms").iter();
         let first = values.next()?;
-        Some(if values.next().is_some() { &SEVERAL } else { first })
+        Some(if values.next().is_some() {
+            &SEVERAL
+        } else {
+            first
+        })
     }
 }
 

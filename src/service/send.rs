@@ -184,6 +184,17 @@ struct Facts {
     hash_key: Option<u64>,
     /// The policy's overall deadline, from now.
     deadline: Option<Instant>,
+    /// The last instant a retry may be sent: the policy's deadline, or a
+    /// gRPC call's (`grpc-timeout` under `GrpcRetry`) if sooner. Only
+    /// retries are decided by the call's deadline: `GrpcRetry` ends the
+    /// call at it, and a retry past it only held the server's status back
+    /// (helper 190: a 2 s pushback under a 300 ms `grpc-timeout` ended in
+    /// DEADLINE_EXCEEDED after 300 ms, where the UNAVAILABLE was known at
+    /// once).
+    retry_until: Option<Instant>,
+    /// Whether the call told its servers a deadline (a gRPC call's
+    /// `grpc-timeout` under `GrpcRetry`).
+    callers_deadline: bool,
 }
 
 impl Facts {
@@ -198,6 +209,7 @@ impl Facts {
             state,
             hash_key: self.hash_key,
             deadline: self.deadline,
+            callers_deadline: self.callers_deadline,
         }
     }
 
@@ -210,6 +222,16 @@ impl Facts {
     ) -> Option<Self> {
         let req = req?;
         let policy = &config.retry;
+        let deadline = deadline.unwrap_or_else(|| {
+            policy
+                .get_deadline()
+                .and_then(|d| Instant::now().checked_add(d))
+        });
+        let call = req.extensions().get::<crate::grpc::CallDeadline>();
+        let retry_until = match (deadline, call) {
+            (Some(at), Some(call)) => Some(at.min(call.0)),
+            (at, call) => at.or(call.map(|c| c.0)),
+        };
         Some(Self {
             method: req.method().clone(),
             idempotent: policy.is_idempotent(req.method())
@@ -218,11 +240,9 @@ impl Facts {
                 .hash_key
                 .as_ref()
                 .and_then(|key| key.extract(req.uri(), req.headers())),
-            deadline: deadline.unwrap_or_else(|| {
-                policy
-                    .get_deadline()
-                    .and_then(|d| Instant::now().checked_add(d))
-            }),
+            deadline,
+            retry_until,
+            callers_deadline: call.is_some(),
         })
     }
 }
@@ -259,7 +279,7 @@ fn next<T: ResponseStatus>(
         replayable,
         left,
         walk.retries,
-        facts.deadline,
+        facts.retry_until,
         &done,
     );
     let (decision, token) = decision.spend(state.retry_budget());
