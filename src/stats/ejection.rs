@@ -279,8 +279,18 @@ impl ActiveChecks {
             // The first probe of a new endpoint decides alone, as Envoy's
             // first check does: a pass makes it healthy, a failure leaves
             // it unhealthy with a failure streak of one.
-            let streak = if passed { &self.passes } else { &self.fails };
+            // The other streak too: a relisted instance keeps its stats,
+            // and its old streak made one probe after the first change the
+            // verdict (helper 191: two failures, relisted, a passing first
+            // probe, then one failure turned it unhealthy at a threshold
+            // of 3).
+            let (streak, other) = if passed {
+                (&self.passes, &self.fails)
+            } else {
+                (&self.fails, &self.passes)
+            };
             streak.store(1, Ordering::Release);
+            other.store(0, Ordering::Release);
             if passed {
                 self.unhealthy.store(false, Ordering::Release);
             }
@@ -392,6 +402,33 @@ mod tests {
         c.start_pending();
         assert!(c.clear_pending());
         assert!(!c.is_unhealthy() && !c.clear_pending());
+    }
+
+    /// A relisted instance keeps its stats, streaks included: its first
+    /// probe decides alone and starts both streaks afresh, as a new
+    /// instance's does. Before, the other streak stayed, and one probe
+    /// after the first changed the verdict (helper 191).
+    #[test]
+    fn a_relisted_instances_first_probe_forgets_its_old_streaks() {
+        // Healthy with two failures (threshold 3); relisted; passes.
+        let a = ActiveChecks::new();
+        assert!(!a.record(false, 2, 3));
+        assert!(!a.record(false, 2, 3));
+        a.start_pending();
+        assert!(a.record(true, 2, 3));
+        assert!(!a.record(false, 2, 3), "one failure of three");
+        assert!(!a.is_unhealthy());
+        // Unhealthy with one pass (threshold 2); relisted; fails.
+        let b = ActiveChecks::new();
+        for _ in 0..3 {
+            b.record(false, 2, 3);
+        }
+        assert!(b.is_unhealthy());
+        assert!(!b.record(true, 2, 3));
+        b.start_pending();
+        assert!(!b.record(false, 2, 3));
+        assert!(!b.record(true, 2, 3), "one pass of two");
+        assert!(b.is_unhealthy());
     }
 
     /// An instance ejected again before a recount saw its first ejection
