@@ -62,6 +62,20 @@ pub(crate) fn grpc_timeout_value(left: Duration) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("0n"))
 }
 
+/// Whether a DEADLINE_EXCEEDED from a server, answering at `now` an
+/// attempt sent at `sent` under the call's deadline `at`, is that
+/// deadline running out: it came in the last fifth of the time the
+/// attempt was given, or its last 100 ms. A server passing the deadline on
+/// to its own calls answers so about when it ends; one answering so well
+/// before fails calls of its own accord, and counts as failing (helper
+/// 191: an instance answering DEADLINE_EXCEEDED at once to every call
+/// with a deadline was never ejected).
+pub(crate) fn deadline_reached(sent: Instant, at: Instant, now: Instant) -> bool {
+    let given = at.saturating_duration_since(sent);
+    let slack = (given / 5).max(Duration::from_millis(100));
+    now.checked_add(slack).is_none_or(|t| t >= at)
+}
+
 /// Sets an attempt's `grpc-timeout` to the time left before its call's
 /// deadline, if the call has one.
 pub(crate) fn send_time_left<B>(request: &mut http::Request<B>) {
@@ -81,6 +95,23 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(GRPC_TIMEOUT, HeaderValue::from_static(value));
         parse_grpc_timeout(&headers)
+    }
+
+    /// The caller's deadline when answered in the last fifth of the time
+    /// given, or its last 100 ms; well before, the server's own failure.
+    #[test]
+    fn a_deadline_is_reached_in_the_last_fifth_or_100_ms() {
+        let sent = Instant::now();
+        let ms = Duration::from_millis;
+        let at = sent + ms(30_000);
+        assert!(!deadline_reached(sent, at, sent + ms(1)));
+        assert!(!deadline_reached(sent, at, sent + ms(23_999)));
+        assert!(deadline_reached(sent, at, sent + ms(24_000)));
+        assert!(deadline_reached(sent, at, sent + ms(31_000)), "past it");
+        let at = sent + ms(150);
+        assert!(!deadline_reached(sent, at, sent + ms(49)));
+        assert!(deadline_reached(sent, at, sent + ms(50)));
+        assert!(deadline_reached(sent, sent, sent), "no time given");
     }
 
     #[test]

@@ -61,11 +61,13 @@
 //!   tells its server the time left. A retry that would not be sent
 //!   before the deadline (a backoff or pushback past it) is not made: the
 //!   caller gets the last answer at once. A server's DEADLINE_EXCEEDED,
-//!   trailers-only or in trailers after messages, for a call that told it
-//!   a deadline is the caller's deadline running out there, as it running
-//!   out at the client is: not the instance's failure and not retried
-//!   (trailers-only, its HTTP status becomes 408); without a deadline
-//!   sent, it is the server's own 504.
+//!   trailers-only or in trailers after messages, about when the deadline
+//!   its call sent runs out (in the last fifth of the time the attempt was
+//!   given, or its last 100 ms) is the caller's deadline running out
+//!   there, as its running out at the client is: not the instance's
+//!   failure and not retried (trailers-only, its HTTP status becomes 408,
+//!   whatever `FailureStatuses` says of 504). Well before the deadline, or
+//!   without one sent, it is the server's own 504.
 //!
 //! Feature `grpc` adds the tonic transport ([`balance`], [`h2c_client`],
 //! [`GrpcRetryLayer`]); the classification ([`classify`],
@@ -83,7 +85,7 @@ use crate::service::FailureStatuses;
 use crate::stats::Outcome;
 
 mod deadline;
-pub(crate) use deadline::CallDeadline;
+pub(crate) use deadline::{CallDeadline, deadline_reached};
 #[cfg(feature = "grpc")]
 mod reset;
 #[cfg(feature = "grpc")]
@@ -169,21 +171,24 @@ impl<S> Layer<S> for GrpcStatusLayer {
 /// marked [`NotGrpcAnswer`]. Before, both counted as successes whatever
 /// the caller got, and an instance answering so was never ejected.
 ///
-/// A DEADLINE_EXCEEDED answering a call that told its server a deadline
-/// (`grpc-timeout`) is the caller's deadline running out, at the server
+/// A DEADLINE_EXCEEDED answering, about when it ends, a call that told
+/// its server a deadline (`grpc-timeout` under [`GrpcRetry`];
+/// `deadline_reached`: in the last fifth of the time the attempt was given,
+/// or its last 100 ms) is the caller's deadline running out, at the server
 /// (or at a call the server passed the deadline on to), not the
 /// instance's failure: it becomes 408, which no default failure status
 /// or retryable status counts, as the balancer counts the caller's
 /// deadline running out at the client. Before, it counted as a 504:
 /// every instance of a service whose downstream was slow was ejected,
 /// and each such call was retried with a few milliseconds left (helper
-/// 190).
-fn rewrite_status<B>(mut response: Response<B>, deadline_sent: bool) -> Response<B> {
+/// 190). One answered well before the deadline is the server's own
+/// failure (504).
+fn rewrite_status<B>(mut response: Response<B>, deadline_reached: bool) -> Response<B> {
     if response.status() != StatusCode::OK {
         return response;
     }
     match grpc_status(response.headers()) {
-        Some(DEADLINE_EXCEEDED) if deadline_sent => {
+        Some(DEADLINE_EXCEEDED) if deadline_reached => {
             *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
             (response.extensions_mut()).insert(TrailersOnlyStatus(DEADLINE_EXCEEDED));
         }
@@ -219,12 +224,14 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         // Each attempt tells the server the time its call has left.
         deadline::send_time_left(&mut req);
-        let deadline_sent = req.headers().contains_key(deadline::GRPC_TIMEOUT);
+        let deadline = req.extensions().get::<CallDeadline>().map(|d| d.0);
+        let sent = tokio::time::Instant::now();
         let future = self.inner.call(req);
         Box::pin(async move {
-            future
-                .await
-                .map(|response| rewrite_status(response, deadline_sent))
+            let response = future.await?;
+            let reached =
+                deadline.is_some_and(|at| deadline_reached(sent, at, tokio::time::Instant::now()));
+            Ok(rewrite_status(response, reached))
         })
     }
 }

@@ -131,9 +131,9 @@ pub(super) struct Call<'a> {
     pub(super) state: &'a Arc<ServiceState>,
     pub(super) hash_key: Option<u64>,
     pub(super) deadline: Option<Instant>,
-    /// Whether the call told its servers a deadline (see
+    /// The deadline the call told its servers (see
     /// `Completion::callers_deadline`).
-    pub(super) callers_deadline: bool,
+    pub(super) callers_deadline: Option<Instant>,
 }
 
 /// Waits, under the per-try timeout cut to the deadline, until `inner` is

@@ -159,16 +159,17 @@ pub struct Completion {
     state: Option<Arc<ServiceState>>,
     outcome: Outcome,
     per_instance: bool,
-    /// The call told its server a deadline (`grpc-timeout`): a
-    /// DEADLINE_EXCEEDED in its trailers is that deadline running out,
-    /// not the instance's failure (see `grpc::GrpcStatus`).
-    pub(super) callers_deadline: bool,
+    /// The deadline the call told its server (`grpc-timeout`): a
+    /// DEADLINE_EXCEEDED in its trailers about when it ends is that
+    /// deadline running out, not the instance's failure (see
+    /// `grpc::GrpcStatus`).
+    pub(super) callers_deadline: Option<Instant>,
 }
 
 impl Completion {
     pub(super) fn new(in_flight: InFlight, outcome: Outcome, per_instance: bool) -> Self {
         Self {
-            callers_deadline: false,
+            callers_deadline: None,
             in_flight,
             state: None,
             outcome,
@@ -219,7 +220,11 @@ impl Completion {
         };
         // The caller's deadline, at the server: a server stream that ran
         // until it counted against its instance (helper 190).
-        if code == 4 && self.callers_deadline {
+        let sent = self.in_flight.sent();
+        if code == 4
+            && (self.callers_deadline)
+                .is_some_and(|at| crate::grpc::deadline_reached(sent, at, Instant::now()))
+        {
             return;
         }
         let status = super::grpc_status::http_status_for(code);

@@ -192,9 +192,9 @@ struct Facts {
     /// DEADLINE_EXCEEDED after 300 ms, where the UNAVAILABLE was known at
     /// once).
     retry_until: Option<Instant>,
-    /// Whether the call told its servers a deadline (a gRPC call's
+    /// The deadline the call told its servers (a gRPC call's
     /// `grpc-timeout` under `GrpcRetry`).
-    callers_deadline: bool,
+    callers_deadline: Option<Instant>,
 }
 
 impl Facts {
@@ -242,7 +242,7 @@ impl Facts {
                 .and_then(|key| key.extract(req.uri(), req.headers())),
             deadline,
             retry_until,
-            callers_deadline: call.is_some(),
+            callers_deadline: call.map(|c| c.0),
         })
     }
 }
