@@ -46,8 +46,9 @@ pub enum DnsError {
     },
     /// No usable record, and no answer that the name is gone: a referral
     /// (an empty NOERROR with NS records and no SOA), an answer without
-    /// addresses (only a CNAME), or SRV records that are all unusable (port
-    /// 0, targets too long). The last good list is kept. A name gone from
+    /// addresses (only a CNAME; a CNAME chain that loops or runs past the
+    /// resolver's 8 hops), or SRV records that are all unusable (port 0 on
+    /// a target, targets too long). The last good list is kept. A name gone from
     /// DNS (NXDOMAIN, or NODATA) is no error: the fetch gives an empty
     /// list (see the [module docs](super)).
     #[error("no {record_type} records for `{name}`{}", if *.nxdomain { " (NXDOMAIN)" } else { "" })]

@@ -138,8 +138,13 @@
 //! search name is asked again (at most one more lookup per search name),
 //! and any failure or answer there fails the resolution. A failure keeps
 //! the last good list:
-//! SERVFAIL, REFUSED, a timeout, and an empty NOERROR whose authority
-//! section holds NS records and no SOA (a referral, not an answer). To keep
+//! SERVFAIL, REFUSED, a timeout, an empty NOERROR whose authority
+//! section holds NS records and no SOA (a referral, not an answer), and an
+//! empty NOERROR without an SOA for a later name of a CNAME chain (how the
+//! resolver gives up on a chain that loops or runs past 8 hops). Only the
+//! records of an answer section that answer the question count: those
+//! owned by the name asked or by a name its CNAMEs there lead to, of the
+//! family configured (a server may add records of other names). To keep
 //! the last list through an empty answer too (a DNS server that briefly
 //! forgets names), set
 //! [`RefreshConfig::keep_last_on_empty`](super::RefreshConfig::keep_last_on_empty):
@@ -192,6 +197,8 @@ const MAX_NAME_SERVERS: usize = 3;
 /// from them never overflow.
 const MAX_SETTING: Duration = Duration::from_secs(24 * 3600);
 
+#[cfg(test)]
+mod answer_tests;
 #[cfg(test)]
 mod kept_tests;
 #[cfg(test)]

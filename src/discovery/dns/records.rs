@@ -85,7 +85,7 @@ impl TargetWalk {
 }
 
 /// The SRV records of an answer, in answer order, targets longer than
-/// `max_name_len` dropped.
+/// `max_name_len` and port 0 on a target other than `.` dropped.
 ///
 /// Not cut to `max_records` here: the cut must come after the sort by
 /// priority ([`priority_groups`]), or a primary target listed after its
@@ -94,9 +94,12 @@ impl TargetWalk {
 /// and an SRV record takes at least 19 of them (a compressed owner name,
 /// the fixed fields, a one-byte target), so at most 3 449 records are
 /// copied (each target at most `max_name_len` bytes) and sorted.
-pub(super) fn parse_srv(records: &[Record], max_name_len: usize) -> Vec<SrvRecord> {
+pub(super) fn parse_srv<'a>(
+    records: impl IntoIterator<Item = &'a Record>,
+    max_name_len: usize,
+) -> Vec<SrvRecord> {
     records
-        .iter()
+        .into_iter()
         .filter_map(|r| match &r.data {
             RData::SRV(srv) => {
                 let target = srv
@@ -104,7 +107,12 @@ pub(super) fn parse_srv(records: &[Record], max_name_len: usize) -> Vec<SrvRecor
                     .to_ascii()
                     .trim_end_matches('.')
                     .to_ascii_lowercase();
-                (target.len() <= max_name_len).then_some(SrvRecord {
+                // Port 0 on a real target names no service (RFC 2782's
+                // "." records carry it, and stay for `only_root`): an answer
+                // of nothing else emptied the list where other unusable
+                // answers kept it (helper 192).
+                let unusable = srv.port == 0 && !target.is_empty();
+                (target.len() <= max_name_len && !unusable).then_some(SrvRecord {
                     priority: srv.priority,
                     weight: srv.weight,
                     port: srv.port,
@@ -213,6 +221,42 @@ impl Additionals {
     }
 }
 
+/// Most CNAME hops followed within one answer section.
+const MAX_CNAME_HOPS: usize = 16;
+
+/// The records of `answers` that answer a question for `asked`: owned by
+/// it, or by a name its CNAME chain in `answers` leads to. A server may
+/// put records of other names in its answer section, and hickory hands
+/// the section on as sent when it followed no CNAME: they answer another
+/// question (helper 192: `A unrelated.example. 127.0.0.72` beside
+/// `A users.test.` became an instance and got 5 of 10 requests, and an SRV
+/// of another owner added its target). The resolver keeps a chain's
+/// CNAMEs in the answers it assembles (`preserve_intermediates`).
+pub(super) fn answering<'a>(answers: &'a [Record], asked: &Name) -> Vec<&'a Record> {
+    let mut start = asked.clone();
+    start.set_fqdn(true);
+    let mut names = vec![start];
+    for _ in 0..MAX_CNAME_HOPS {
+        let next = answers.iter().find_map(|r| match &r.data {
+            RData::CNAME(cname) if names.contains(&r.name) && !names.contains(&cname.0) => {
+                Some(cname.0.clone())
+            }
+            _ => None,
+        });
+        let Some(next) = next else { break };
+        names.push(next);
+    }
+    answers.iter().filter(|r| names.contains(&r.name)).collect()
+}
+
+/// The addresses of `records` that `family` admits.
+pub(super) fn addresses(records: &[&Record], family: super::IpFamily) -> Vec<IpAddr> {
+    (records.iter())
+        .filter_map(|r| record_ip(r))
+        .filter(|ip| family.admits(*ip))
+        .collect()
+}
+
 pub(super) fn record_ip(record: &Record) -> Option<IpAddr> {
     match &record.data {
         RData::A(a) => Some(IpAddr::V4(a.0)),
@@ -221,9 +265,9 @@ pub(super) fn record_ip(record: &Record) -> Option<IpAddr> {
     }
 }
 
-pub(super) fn min_ttl(records: &[Record]) -> Option<u32> {
+pub(super) fn min_ttl<'a>(records: impl IntoIterator<Item = &'a Record>) -> Option<u32> {
     records
-        .iter()
+        .into_iter()
         .filter(|r| {
             matches!(
                 r.record_type(),
@@ -328,7 +372,13 @@ pub(super) fn build(
 /// answer, and every other failure (SERVFAIL, REFUSED, a timeout) is no
 /// such answer either: the last addresses stay. The TTL is the SOA's
 /// negative TTL, 0 without one (the source clamps it to its floor).
-pub(super) fn gone_from_dns(error: &NetError) -> Option<Duration> {
+///
+/// An empty NOERROR without an SOA counts only as the answer for `asked`
+/// itself (or `asked` under a search domain): one for a later name of a
+/// CNAME chain is also how hickory gives up on a chain that loops or runs
+/// past its 8 hops, which emptied the list as a success (helper 192); the
+/// last addresses stay then.
+pub(super) fn gone_from_dns(error: &NetError, asked: &Name) -> Option<Duration> {
     use hickory_resolver::net::DnsError as Dns;
     use hickory_resolver::proto::op::ResponseCode;
     let NetError::Dns(Dns::NoRecordsFound(none)) = error else {
@@ -336,10 +386,23 @@ pub(super) fn gone_from_dns(error: &NetError) -> Option<Duration> {
     };
     let gone = match none.response_code {
         ResponseCode::NXDomain => true,
-        ResponseCode::NoError => none.soa.is_some() || none.ns.is_none(),
+        ResponseCode::NoError => {
+            none.soa.is_some() || (none.ns.is_none() && asks_for(none.query.name(), asked))
+        }
         _ => false,
     };
     gone.then(|| Duration::from_secs(u64::from(none.negative_ttl.unwrap_or(0))))
+}
+
+/// Whether `queried` is `asked`, or (`asked` not absolute) `asked` under
+/// a search domain; labels compared ASCII-case-insensitively.
+fn asks_for(queried: &Name, asked: &Name) -> bool {
+    let (q, a) = (queried.num_labels(), asked.num_labels());
+    (q == a || (!asked.is_fqdn() && q > a))
+        && queried
+            .iter()
+            .zip(asked.iter())
+            .all(|(x, y)| x.eq_ignore_ascii_case(y))
 }
 
 pub(super) fn net_error(name: &str, record_type: &'static str, error: NetError) -> DnsError {

@@ -30,7 +30,7 @@ use super::records::Additionals;
 use super::records::build;
 use std::fmt;
 use super::records::{PriorityGroups, min_ttl, net_error, only_root};
-use super::records::{TargetWalk, parse_name, parse_srv, priority_groups, record_ip};
+use super::records::{TargetWalk, addresses, answering, parse_name, parse_srv, priority_groups};
 use tokio::time::Instant;
 
 /// The last successful answer for one service id.
@@ -176,6 +176,10 @@ impl DnsSource {
         // cache's TTL bounds would rewrite them), so it only serves the
         // lookups of one resolution (search names, SRV targets).
         options.cache_size = 64;
+        // A CNAME chain's records stay in the answers it assembles, so the
+        // addresses are told apart from records of other names
+        // (`records::answering`).
+        options.preserve_intermediates = true;
         let resolver =
             TokioResolver::builder_with_config(resolver_config, TokioRuntimeProvider::default())
                 .with_options(options)
@@ -385,17 +389,16 @@ impl DnsSource {
                 let (mut addrs, mut ttl, gone) =
                     match self.inner.resolver.lookup_ip(entry.name.clone()).await {
                         Ok(lookup) => {
-                            let answers = lookup.as_lookup().answers();
-                            let ttl = min_ttl(answers).map_or_else(
+                            let found = lookup.as_lookup();
+                            let answers = answering(found.answers(), found.query().name());
+                            let ttl = min_ttl(answers.iter().copied()).map_or_else(
                                 || {
                                     (lookup.valid_until())
                                         .saturating_duration_since(std::time::Instant::now())
                                 },
                                 |secs| Duration::from_secs(u64::from(secs)),
                             );
-                            let addrs: Vec<IpAddr> =
-                                answers.iter().filter_map(record_ip).collect();
-                            (addrs, ttl, false)
+                            (addresses(&answers, config.ip_family), ttl, false)
                         }
                         Err(e) => match self.gone_everywhere(&entry.name, e, None).await {
                             Ok(ttl) => (Vec::new(), ttl, true),
@@ -454,7 +457,8 @@ impl DnsSource {
                 Err(e) => return Err(net_error(configured, "SRV", e)),
             },
         };
-        let srv_records = parse_srv(lookup.answers(), config.max_name_len);
+        let answers = answering(lookup.answers(), lookup.query().name());
+        let srv_records = parse_srv(answers.iter().copied(), config.max_name_len);
         if srv_records.is_empty() {
             return Err(DnsError::NoRecords {
                 name: configured.to_owned(),
@@ -462,7 +466,7 @@ impl DnsSource {
                 nxdomain: false,
             });
         }
-        let srv_ttl = min_ttl(lookup.answers()).unwrap_or(0);
+        let srv_ttl = min_ttl(answers.iter().copied()).unwrap_or(0);
         if only_root(&srv_records) {
             // RFC 2782: "." alone means the service is decidedly not here.
             return Ok(Resolved::none(Duration::from_secs(u64::from(srv_ttl))));

@@ -14,7 +14,10 @@ use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::{Name, RecordType};
 
 use super::IpFamily;
-use super::records::{Additionals, Candidate, SrvRecord, TargetWalk, gone_from_dns, min_ttl, record_ip};
+use super::records::{
+    Additionals, Candidate, SrvRecord, TargetWalk, addresses, answering, gone_from_dns, min_ttl,
+    record_ip,
+};
 use super::source::DnsSource;
 
 /// SRV targets looked up at once (those without addresses in the
@@ -151,7 +154,7 @@ impl DnsSource {
             Ok(lookup) => Some(lookup),
             // Both families failed and hickory returned the first's error:
             // a family that failed is asked alone below, as for a host.
-            Err(e) if gone_from_dns(&e).is_some() => None,
+            Err(e) if gone_from_dns(&e, &name).is_some() => None,
             Err(e) => {
                 failed.store(true, Ordering::Relaxed);
                 tracing::debug!(
@@ -165,9 +168,12 @@ impl DnsSource {
                 return (!kept.is_empty()).then_some((kept, 0));
             }
         };
-        let answers = lookup.as_ref().map_or(&[][..], |lookup| lookup.as_lookup().answers());
-        let mut addrs: Vec<IpAddr> = answers.iter().filter_map(record_ip).collect();
-        let secs = min_ttl(answers).unwrap_or(if lookup.is_some() { 0 } else { u32::MAX });
+        let answers = lookup.as_ref().map_or_else(Vec::new, |lookup| {
+            let found = lookup.as_lookup();
+            answering(found.answers(), found.query().name())
+        });
+        let mut addrs = addresses(&answers, self.config().ip_family);
+        let secs = min_ttl(answers.iter().copied()).unwrap_or(if lookup.is_some() { 0 } else { u32::MAX });
         let mut ttl = Duration::from_secs(u64::from(secs));
         let last = (service_id, record.port, Some(record.target.as_str()));
         self.keep_failed_family(last, &name, &mut addrs, &mut ttl)
@@ -234,11 +240,14 @@ impl DnsSource {
             }
             match self.resolver().lookup(name.clone(), record_type).await {
                 Ok(lookup) => {
-                    let found: Vec<IpAddr> =
-                        lookup.answers().iter().filter_map(record_ip).collect();
+                    let answers = answering(lookup.answers(), lookup.query().name());
+                    let found: Vec<IpAddr> = (answers.iter())
+                        .filter_map(|r| record_ip(r))
+                        .filter(|ip| ip.is_ipv4() == v4)
+                        .collect();
                     self.fresh(service_id, target, port, &found);
                     addrs.extend(found);
-                    let secs = min_ttl(lookup.answers()).unwrap_or(0);
+                    let secs = min_ttl(answers.iter().copied()).unwrap_or(0);
                     *ttl = (*ttl).min(Duration::from_secs(u64::from(secs)));
                 }
                 Err(e) => match self.gone_everywhere(name, e, Some(record_type)).await {
@@ -279,7 +288,7 @@ impl DnsSource {
         error: NetError,
         record_type: Option<RecordType>,
     ) -> Result<Duration, NetError> {
-        let Some(ttl) = gone_from_dns(&error) else {
+        let Some(ttl) = gone_from_dns(&error, name) else {
             return Err(error);
         };
         let search = &self.config().search;
@@ -294,13 +303,13 @@ impl DnsSource {
         for mut each in names {
             each.set_fqdn(true);
             let empty = match record_type {
-                None => (self.resolver().lookup_ip(each).await)
+                None => (self.resolver().lookup_ip(each.clone()).await)
                     .map(|found| found.as_lookup().answers().is_empty()),
-                Some(record_type) => (self.resolver().lookup(each, record_type).await)
+                Some(record_type) => (self.resolver().lookup(each.clone(), record_type).await)
                     .map(|found| found.answers().is_empty()),
             };
             match empty {
-                Err(e) if gone_from_dns(&e).is_none() => return Err(e),
+                Err(e) if gone_from_dns(&e, &each).is_none() => return Err(e),
                 Ok(false) => return Err(NetError::Message("a search name answered on a second ask")),
                 _ => {}
             }
