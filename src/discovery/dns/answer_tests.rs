@@ -164,3 +164,49 @@ async fn an_srv_answer_of_port_zero_records_only_is_no_answer() {
     );
     assert_eq!(source.resolve("b").await.unwrap().unwrap(), []);
 }
+
+/// An answer keeping an address through a failed lookup (TTL 0, used for
+/// a whole floor) is used no longer than the oldest kept address may
+/// stay: the TTL ceiling after it was last resolved. Before, the floor
+/// ran from the failed lookup, so with a 2 s floor and a 3 s ceiling the
+/// address was served until about 4 s after it was last resolved (helper
+/// 192: dropped after 4.07 s).
+#[tokio::test]
+async fn an_answer_keeping_an_address_expires_with_it() {
+    use std::time::Duration;
+    let failing = Arc::new(AtomicBool::new(false));
+    let fails = Arc::clone(&failing);
+    let server = serve(Arc::new(move |qname, qtype| {
+        match (qname, qtype, fails.load(Ordering::SeqCst)) {
+            ("dual.test.", RecordType::A, _) => (ResponseCode::NoError, vec![a(qname, 2)], vec![]),
+            ("dual.test.", RecordType::AAAA, true) => (ResponseCode::ServFail, vec![], vec![]),
+            ("dual.test.", RecordType::AAAA, false) => {
+                (ResponseCode::NoError, vec![super::served_tests::aaaa(qname)], vec![])
+            }
+            _ => (ResponseCode::NXDomain, vec![], vec![]),
+        }
+    }))
+    .await;
+    let ceiling = Duration::from_secs(3);
+    let source = DnsSource::new(
+        config(server)
+            .ttl_floor(Duration::from_secs(2))
+            .ttl_ceiling(ceiling),
+    )
+    .unwrap()
+    .with_service("dual", DnsTarget::host("dual.test.", 8080))
+    .unwrap();
+    let both = ["127.0.0.2", "::1"];
+    assert_eq!(hosts(&source.resolve("dual").await.unwrap().unwrap()), both);
+    // Later than the first answer (which resolved `::1`) began.
+    let resolved = tokio::time::Instant::now();
+    failing.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(hosts(&source.resolve("dual").await.unwrap().unwrap()), both, "kept");
+    let left = ceiling.saturating_sub(resolved.elapsed());
+    let expires_in = source.answer("dual").unwrap().expires_in();
+    assert!(
+        expires_in <= left,
+        "used {expires_in:?} more, the kept address may stay {left:?}"
+    );
+}

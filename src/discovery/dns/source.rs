@@ -77,27 +77,6 @@ pub(super) struct CacheEntry {
     pub(super) kept_since: HashMap<KeptAddr, Instant>,
 }
 
-impl CacheEntry {
-    /// Forgets the kept addresses `answer` does not list: they are gone from
-    /// DNS (or expired), and a failed lookup keeps only addresses of the last
-    /// answer. Without it, every address ever kept stayed in the map, one
-    /// entry per SRV target name that failed a lookup once, for the life of
-    /// the source.
-    pub(super) fn forget_unlisted(&mut self, answer: &[crate::Instance]) {
-        if self.kept_since.is_empty() {
-            return;
-        }
-        let listed: std::collections::HashSet<KeptAddr> = answer
-            .iter()
-            .filter_map(|i| {
-                let target = i.metadata().get("dns.target").cloned();
-                Some((target, i.port(), i.host().parse().ok()?))
-            })
-            .collect();
-        self.kept_since.retain(|key, _| listed.contains(key));
-    }
-}
-
 pub(super) struct Inner {
     pub(super) resolver: TokioResolver,
     pub(super) config: DnsConfig,
@@ -360,7 +339,7 @@ impl DnsSource {
                 cached.answer = Some(DnsAnswer {
                     instances: Arc::clone(&instances),
                     ttl: resolved.ttl,
-                    valid_for: config.answer_lifetime(resolved.ttl),
+                    valid_for: cached.lifetime(config, resolved.ttl, started),
                     resolved_at: started,
                     truncated: resolved.truncated,
                 });

@@ -18,7 +18,7 @@ use super::records::{
     Additionals, Candidate, SrvRecord, TargetWalk, addresses, answering, gone_from_dns, min_ttl,
     record_ip,
 };
-use super::source::DnsSource;
+use super::source::{CacheEntry, DnsSource, KeptAddr};
 
 /// SRV targets looked up at once (those without addresses in the
 /// answer's additional section). One after the other, a resolution took
@@ -361,6 +361,48 @@ impl DnsSource {
                 return;
             }
             entry.kept_since.remove(&(target.map(str::to_owned), port, *ip));
+        }
+    }
+}
+
+impl CacheEntry {
+    /// Forgets the kept addresses `answer` does not list: they are gone from
+    /// DNS (or expired), and a failed lookup keeps only addresses of the last
+    /// answer. Without it, every address ever kept stayed in the map, one
+    /// entry per SRV target name that failed a lookup once, for the life of
+    /// the source.
+    pub(super) fn forget_unlisted(&mut self, answer: &[crate::Instance]) {
+        if self.kept_since.is_empty() {
+            return;
+        }
+        let listed: std::collections::HashSet<KeptAddr> = answer
+            .iter()
+            .filter_map(|i| {
+                let target = i.metadata().get("dns.target").cloned();
+                Some((target, i.port(), i.host().parse().ok()?))
+            })
+            .collect();
+        self.kept_since.retain(|key, _| listed.contains(key));
+    }
+
+    /// How long an answer resolved at `started` with `ttl` is used: its
+    /// [`answer_lifetime`](super::DnsConfig::answer_lifetime), but no
+    /// longer than the oldest kept address may stay (the TTL ceiling
+    /// after it was last resolved). An answer keeping an address has TTL
+    /// 0, used for a whole floor, so such an address outlived the ceiling
+    /// by up to a floor (helper 192: 4.07 s for a 3 s ceiling).
+    pub(super) fn lifetime(
+        &self,
+        config: &super::DnsConfig,
+        ttl: Duration,
+        started: Instant,
+    ) -> Duration {
+        let lifetime = config.answer_lifetime(ttl);
+        match self.kept_since.values().min() {
+            Some(since) => (*since + config.ttl_ceiling)
+                .saturating_duration_since(started)
+                .min(lifetime),
+            None => lifetime,
         }
     }
 }
