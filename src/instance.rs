@@ -136,8 +136,11 @@ impl Instance {
     /// not counted), a name with an empty label (`a..b`, `.a`, `.` alone)
     /// or a label over 63 bytes (which no resolver looks up), a name
     /// ending in a number (`010.0.0.1`, `127.1`: resolvers read it as an
-    /// IPv4 address, `010.0.0.1` as 8.0.0.1), or cannot be part of a URI
-    /// authority; [`InstanceError`] ([`is_invalid_port`](InstanceError::is_invalid_port)) for port 0.
+    /// IPv4 address, `010.0.0.1` as 8.0.0.1), an address of no one host
+    /// (unspecified `0.0.0.0` or `::`, multicast, broadcast, or one of
+    /// these IPv4-mapped: a connection to `0.0.0.0` reaches the caller's
+    /// own host), or cannot be part of a URI authority; [`InstanceError`]
+    /// ([`is_invalid_port`](InstanceError::is_invalid_port)) for port 0.
     pub fn new(
         service_id: impl Into<String>,
         host: impl Into<String>,

@@ -37,6 +37,16 @@ const NAME_BYTES: [bool; 256] = {
     }
 };
 
+/// Why an unspecified, multicast or broadcast address is refused: it
+/// names no one host to send a request to (a connection to `0.0.0.0` or
+/// `::` reaches the caller's own host on Linux; helper 192 found a DNS
+/// answer of `0.0.0.0` listed as an instance).
+const NOT_ONE_HOST: &str = "an unspecified, multicast or broadcast address names no one host";
+
+fn no_one_host(ip: Ipv4Addr) -> bool {
+    ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast()
+}
+
 /// Normalises and checks `host`. Gives the normalised host and, for IPv6,
 /// the `[host]:port` authority; for a name or an IPv4 address the authority
 /// is left to [`name_authority`] (the checks here are stricter than
@@ -75,6 +85,10 @@ pub(super) fn build_authority(
             None => (bare, None),
         };
         let ip = Ipv6Addr::from_str(addr).map_err(|_| invalid("not a valid IPv6 address"))?;
+        if ip.is_unspecified() || ip.is_multicast() || ip.to_ipv4_mapped().is_some_and(no_one_host)
+        {
+            return Err(invalid(NOT_ONE_HOST));
+        }
         let (stored, text) = match zone {
             Some("") => return Err(invalid("empty IPv6 zone id")),
             // `host()` and the default id keep the zone as written: a
@@ -98,7 +112,10 @@ pub(super) fn build_authority(
 
     // IPv4 (the IPv6 forms all hold a ':'): Rust's parser takes only the
     // canonical dotted quad, so the text is already normal.
-    if bare.parse::<Ipv4Addr>().is_ok() {
+    if let Ok(ip) = bare.parse::<Ipv4Addr>() {
+        if no_one_host(ip) {
+            return Err(invalid(NOT_ONE_HOST));
+        }
         return Ok((Cow::Borrowed(bare), None));
     }
 

@@ -25,6 +25,33 @@ fn authorities_for_ipv6() {
     assert_eq!(i.host(), "::1");
 }
 
+/// Unspecified, multicast and broadcast addresses name no one host: a
+/// connection to `0.0.0.0` or `::` reaches the caller's own host (helper
+/// 192 found a DNS answer of `0.0.0.0` listed). Their neighbours pass.
+#[test]
+fn addresses_of_no_one_host_are_refused() {
+    for host in [
+        "0.0.0.0",
+        "255.255.255.255",
+        "224.0.0.1",
+        "239.255.255.250",
+        "::",
+        "[::]",
+        "ff02::1",
+        "::ffff:0.0.0.0",
+    ] {
+        let refused = Instance::new("svc", host, 80).unwrap_err();
+        assert_eq!(refused.kind(), InstanceErrorKind::InvalidHost, "{host}");
+        assert!(
+            refused.to_string().contains("names no one host"),
+            "{refused}"
+        );
+    }
+    for host in ["0.0.0.1", "223.255.255.255", "240.0.0.1", "::2", "fe80::1"] {
+        assert!(Instance::new("svc", host, 80).is_ok(), "{host}");
+    }
+}
+
 #[test]
 fn ipv6_zone_ids_are_percent_encoded() {
     assert_eq!(auth("fe80::1%eth0", 8080), "[fe80::1%25eth0]:8080");

@@ -210,3 +210,39 @@ async fn an_answer_keeping_an_address_expires_with_it() {
         "used {expires_in:?} more, the kept address may stay {left:?}"
     );
 }
+
+/// An IPv4-mapped AAAA beside its A record is one instance (before: two,
+/// a double share), and an unspecified, multicast or broadcast address
+/// none (before: `0.0.0.0` was listed, and a connection to it reaches the
+/// caller's own host).
+#[tokio::test]
+async fn mapped_duplicates_and_addresses_of_no_one_host_are_dropped() {
+    use hickory_resolver::proto::rr::rdata::{A, AAAA};
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let server = serve(Arc::new(|qname, qtype| {
+        let v4 = |ip: [u8; 4]| Record::from_rdata(name(qname), 30, RData::A(A(Ipv4Addr::from(ip))));
+        let v6 = |ip: Ipv6Addr| Record::from_rdata(name(qname), 30, RData::AAAA(AAAA(ip)));
+        match (qname, qtype) {
+            ("users.test.", RecordType::A) => (
+                ResponseCode::NoError,
+                vec![v4([127, 0, 0, 2]), v4([0, 0, 0, 0]), v4([255, 255, 255, 255]), v4([224, 0, 0, 1])],
+                vec![],
+            ),
+            ("users.test.", RecordType::AAAA) => (
+                ResponseCode::NoError,
+                vec![
+                    v6(Ipv4Addr::new(127, 0, 0, 2).to_ipv6_mapped()),
+                    v6(Ipv6Addr::UNSPECIFIED),
+                ],
+                vec![],
+            ),
+            _ => (ResponseCode::NXDomain, vec![], vec![]),
+        }
+    }))
+    .await;
+    let source = DnsSource::new(config(server))
+        .unwrap()
+        .with_service("users", DnsTarget::host("users.test.", 80))
+        .unwrap();
+    assert_eq!(hosts(&source.resolve("users").await.unwrap().unwrap()), ["127.0.0.2"]);
+}

@@ -257,10 +257,14 @@ pub(super) fn addresses(records: &[&Record], family: super::IpFamily) -> Vec<IpA
         .collect()
 }
 
+/// An address record's address; an IPv4-mapped IPv6 address
+/// (`::ffff:a.b.c.d`) as the IPv4 address it is, so an answer listing it
+/// beside its A record lists one instance, not two with a double share
+/// (helper 192).
 pub(super) fn record_ip(record: &Record) -> Option<IpAddr> {
     match &record.data {
         RData::A(a) => Some(IpAddr::V4(a.0)),
-        RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
+        RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0).to_canonical()),
         _ => None,
     }
 }
