@@ -246,3 +246,170 @@ async fn mapped_duplicates_and_addresses_of_no_one_host_are_dropped() {
         .unwrap();
     assert_eq!(hosts(&source.resolve("users").await.unwrap().unwrap()), ["127.0.0.2"]);
 }
+
+fn cname_ttl(owner: &str, target: &str, ttl: u32) -> Record {
+    Record::from_rdata(name(owner), ttl, RData::CNAME(CNAME(name(target))))
+}
+
+/// Helper 194 against the first version of the fixes above: a CNAME
+/// answered alone (the chain followed query by query) still bounds the
+/// answer's TTL (before: the target's 300 s where the CNAME said 5 s); a
+/// chain of 20 CNAMEs in one message resolves (before: refused past 16);
+/// a loop back to the name asked (`self CNAME self`, or a loop answered
+/// whole in one message) keeps the last list (before: emptied it).
+#[tokio::test]
+async fn cname_chains_of_any_shape_and_loops_back_to_the_name_asked() {
+    let looping = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&looping);
+    let server = serve(Arc::new(move |qname, qtype| {
+        let looping = flag.load(Ordering::SeqCst);
+        let ok = |records| (ResponseCode::NoError, records, vec![]);
+        match (qname, qtype) {
+            ("n.test.", RecordType::A) => ok(vec![cname_ttl("n.test.", "t.test.", 5)]),
+            ("t.test.", RecordType::A) => ok(vec![Record::from_rdata(
+                name("t.test."),
+                300,
+                RData::A(hickory_resolver::proto::rr::rdata::A::new(127, 0, 0, 9)),
+            )]),
+            ("long.test.", RecordType::A) => {
+                let mut chain: Vec<Record> = (0..20)
+                    .map(|i| cname(&format!("c{i}.long.test."), &format!("c{}.long.test.", i + 1)))
+                    .collect();
+                chain.insert(0, cname("long.test.", "c0.long.test."));
+                chain.push(a("c20.long.test.", 9));
+                ok(chain)
+            }
+            ("self.test.", RecordType::A | RecordType::CNAME) if looping => {
+                ok(vec![cname("self.test.", "self.test.")])
+            }
+            ("two.test.", RecordType::A | RecordType::CNAME) if looping => ok(vec![
+                cname("two.test.", "other.test."),
+                cname("other.test.", "two.test."),
+            ]),
+            ("self.test." | "two.test.", RecordType::A) => ok(vec![a(qname, 5)]),
+            _ => (ResponseCode::NXDomain, vec![], vec![]),
+        }
+    }))
+    .await;
+    let source = DnsSource::new(config(server).ip_family(IpFamily::V4))
+        .unwrap()
+        .with_service("n", DnsTarget::host("n.test.", 80))
+        .unwrap()
+        .with_service("long", DnsTarget::host("long.test.", 80))
+        .unwrap()
+        .with_service("self", DnsTarget::host("self.test.", 80))
+        .unwrap()
+        .with_service("two", DnsTarget::host("two.test.", 80))
+        .unwrap();
+    assert_eq!(hosts(&source.resolve("n").await.unwrap().unwrap()), ["127.0.0.9"]);
+    assert_eq!(
+        source.answer("n").unwrap().ttl,
+        std::time::Duration::from_secs(5)
+    );
+    assert_eq!(hosts(&source.resolve("long").await.unwrap().unwrap()), ["127.0.0.9"]);
+    for service in ["self", "two"] {
+        assert_eq!(hosts(&source.resolve(service).await.unwrap().unwrap()), ["127.0.0.5"]);
+    }
+    looping.store(true, Ordering::SeqCst);
+    for service in ["self", "two"] {
+        let result = source.resolve(service).await.unwrap();
+        assert!(
+            matches!(result, Err(DnsError::NoRecords { .. })),
+            "{service}: {result:?}"
+        );
+        assert_eq!(hosts(&source.answer(service).unwrap().instances), ["127.0.0.5"]);
+    }
+}
+
+/// With both families, an IPv4-mapped AAAA does not hide a failed A
+/// lookup: the last A addresses are kept (before the mapping moved to
+/// the answer's build, `::ffff:127.0.0.2` read as an A answer and
+/// `127.0.0.3` was dropped at one SERVFAIL; helper 194).
+#[tokio::test]
+async fn a_mapped_aaaa_does_not_hide_a_failed_a_lookup() {
+    use hickory_resolver::proto::rr::rdata::AAAA;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let failing = Arc::new(AtomicBool::new(false));
+    let fails = Arc::clone(&failing);
+    let server = serve(Arc::new(move |qname, qtype| {
+        let v6 = |ip: Ipv6Addr| Record::from_rdata(name(qname), 30, RData::AAAA(AAAA(ip)));
+        match (qname, qtype) {
+            ("dual.test.", RecordType::A) if fails.load(Ordering::SeqCst) => {
+                (ResponseCode::ServFail, vec![], vec![])
+            }
+            ("dual.test.", RecordType::A) => (
+                ResponseCode::NoError,
+                vec![a(qname, 2), a(qname, 3)],
+                vec![],
+            ),
+            ("dual.test.", RecordType::AAAA) => (
+                ResponseCode::NoError,
+                vec![
+                    v6(Ipv4Addr::new(127, 0, 0, 2).to_ipv6_mapped()),
+                    v6(Ipv6Addr::LOCALHOST),
+                ],
+                vec![],
+            ),
+            _ => (ResponseCode::NXDomain, vec![], vec![]),
+        }
+    }))
+    .await;
+    let source = DnsSource::new(config(server))
+        .unwrap()
+        .with_service("dual", DnsTarget::host("dual.test.", 80))
+        .unwrap();
+    let all = ["127.0.0.2", "127.0.0.3", "::1"];
+    assert_eq!(hosts(&source.resolve("dual").await.unwrap().unwrap()), all);
+    failing.store(true, Ordering::SeqCst);
+    assert_eq!(hosts(&source.resolve("dual").await.unwrap().unwrap()), all);
+}
+
+/// An address kept through a failed lookup and then found again in an
+/// SRV answer's additional section is resolved, not kept: the answer's
+/// lifetime is its TTL's again. Before, its keeping time ran on, and past
+/// the ceiling every fetch resolved again (lifetime 0: 50 fetches, 50
+/// resolutions; helper 194).
+#[tokio::test]
+async fn an_address_found_again_in_the_additionals_is_no_longer_kept() {
+    use std::time::Duration;
+    let mode = Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let now = Arc::clone(&mode);
+    let server = serve(Arc::new(move |qname, qtype| {
+        // 0: a.test's address in the additionals; 1: not, and a.test fails.
+        let failing = now.load(Ordering::SeqCst) == 1;
+        match (qname, qtype) {
+            (SRV_NAME, RecordType::SRV) => (
+                ResponseCode::NoError,
+                vec![srv(SRV_NAME, 8080, "a.test."), srv(SRV_NAME, 8080, "b.test.")],
+                if failing { vec![] } else { vec![a("a.test.", 2)] },
+            ),
+            ("a.test.", _) if failing => (ResponseCode::ServFail, vec![], vec![]),
+            ("a.test.", RecordType::A) => (ResponseCode::NoError, vec![a("a.test.", 2)], vec![]),
+            ("b.test.", RecordType::A) => (ResponseCode::NoError, vec![a("b.test.", 3)], vec![]),
+            _ => (ResponseCode::NoError, vec![], vec![]),
+        }
+    }))
+    .await;
+    let ceiling = Duration::from_secs(2);
+    let source = DnsSource::new(
+        config(server)
+            .ip_family(IpFamily::V4)
+            .ttl_floor(Duration::from_secs(1))
+            .ttl_ceiling(ceiling),
+    )
+    .unwrap()
+    .with_service("users", DnsTarget::srv(SRV_NAME))
+    .unwrap();
+    let both = ["127.0.0.2", "127.0.0.3"];
+    assert_eq!(hosts(&source.resolve("users").await.unwrap().unwrap()), both);
+    mode.store(1, Ordering::SeqCst);
+    assert_eq!(hosts(&source.resolve("users").await.unwrap().unwrap()), both, "kept");
+    mode.store(0, Ordering::SeqCst);
+    assert_eq!(hosts(&source.resolve("users").await.unwrap().unwrap()), both);
+    tokio::time::sleep(ceiling + Duration::from_millis(100)).await;
+    assert_eq!(hosts(&source.resolve("users").await.unwrap().unwrap()), both);
+    assert_eq!(source.answer("users").unwrap().valid_for, ceiling);
+    // Failing again now: kept, as resolved an instant ago.
+    mode.store(1, Ordering::SeqCst);
+    assert_eq!(hosts(&source.resolve("users").await.unwrap().unwrap()), both, "kept again");
+}

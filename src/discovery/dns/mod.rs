@@ -203,6 +203,7 @@ mod answer_tests;
 mod kept_tests;
 #[cfg(test)]
 mod lookup_tests;
+mod answers;
 mod config;
 mod error;
 mod records;

@@ -221,50 +221,10 @@ impl Additionals {
     }
 }
 
-/// Most CNAME hops followed within one answer section.
-const MAX_CNAME_HOPS: usize = 16;
-
-/// The records of `answers` that answer a question for `asked`: owned by
-/// it, or by a name its CNAME chain in `answers` leads to. A server may
-/// put records of other names in its answer section, and hickory hands
-/// the section on as sent when it followed no CNAME: they answer another
-/// question (helper 192: `A unrelated.example. 127.0.0.72` beside
-/// `A users.test.` became an instance and got 5 of 10 requests, and an SRV
-/// of another owner added its target). The resolver keeps a chain's
-/// CNAMEs in the answers it assembles (`preserve_intermediates`).
-pub(super) fn answering<'a>(answers: &'a [Record], asked: &Name) -> Vec<&'a Record> {
-    let mut start = asked.clone();
-    start.set_fqdn(true);
-    let mut names = vec![start];
-    for _ in 0..MAX_CNAME_HOPS {
-        let next = answers.iter().find_map(|r| match &r.data {
-            RData::CNAME(cname) if names.contains(&r.name) && !names.contains(&cname.0) => {
-                Some(cname.0.clone())
-            }
-            _ => None,
-        });
-        let Some(next) = next else { break };
-        names.push(next);
-    }
-    answers.iter().filter(|r| names.contains(&r.name)).collect()
-}
-
-/// The addresses of `records` that `family` admits.
-pub(super) fn addresses(records: &[&Record], family: super::IpFamily) -> Vec<IpAddr> {
-    (records.iter())
-        .filter_map(|r| record_ip(r))
-        .filter(|ip| family.admits(*ip))
-        .collect()
-}
-
-/// An address record's address; an IPv4-mapped IPv6 address
-/// (`::ffff:a.b.c.d`) as the IPv4 address it is, so an answer listing it
-/// beside its A record lists one instance, not two with a double share
-/// (helper 192).
 pub(super) fn record_ip(record: &Record) -> Option<IpAddr> {
     match &record.data {
         RData::A(a) => Some(IpAddr::V4(a.0)),
-        RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0).to_canonical()),
+        RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
         _ => None,
     }
 }
@@ -320,6 +280,14 @@ pub(super) fn build(
     max: usize,
     seed: u64,
 ) -> Resolved {
+    // An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, an AAAA record) is
+    // the IPv4 address it maps: one beside its A record is one instance,
+    // not two with a double share (helper 192). Mapped here, after the
+    // lookups: read by record, a mapped AAAA hid a failed A lookup from
+    // `keep_failed_family` (helper 194).
+    for c in &mut candidates {
+        c.ip = c.ip.to_canonical();
+    }
     candidates.sort_by_key(|c| (c.ip, c.port));
     let mut seen = BTreeSet::new();
     candidates.retain(|c| seen.insert((c.ip, c.port)));
@@ -396,6 +364,24 @@ pub(super) fn gone_from_dns(error: &NetError, asked: &Name) -> Option<Duration> 
         _ => false,
     };
     gone.then(|| Duration::from_secs(u64::from(none.negative_ttl.unwrap_or(0))))
+}
+
+/// The name an empty NOERROR without an SOA or NS records answered, if
+/// `error` is one (a NODATA that cannot be told from a CNAME chain the
+/// resolver gave up on; see `DnsSource::gone`).
+pub(super) fn nodata_without_soa(error: &NetError) -> Option<Name> {
+    use hickory_resolver::net::DnsError as Dns;
+    use hickory_resolver::proto::op::ResponseCode;
+    match error {
+        NetError::Dns(Dns::NoRecordsFound(none))
+            if none.response_code == ResponseCode::NoError
+                && none.soa.is_none()
+                && none.ns.is_none() =>
+        {
+            Some(none.query.name().clone())
+        }
+        _ => None,
+    }
 }
 
 /// Whether `queried` is `asked`, or (`asked` not absolute) `asked` under

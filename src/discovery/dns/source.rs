@@ -30,7 +30,9 @@ use super::records::Additionals;
 use super::records::build;
 use std::fmt;
 use super::records::{PriorityGroups, min_ttl, net_error, only_root};
-use super::records::{TargetWalk, addresses, answering, parse_name, parse_srv, priority_groups};
+use super::answers::{addresses, answering_lookup, asked_names};
+use super::records::{TargetWalk, parse_name};
+use super::records::{parse_srv, priority_groups};
 use tokio::time::Instant;
 
 /// The last successful answer for one service id.
@@ -42,7 +44,9 @@ pub struct DnsAnswer {
     /// The smallest TTL of the records used.
     pub ttl: Duration,
     /// How long the answer is used: the TTL clamped to `[floor, ceiling]`,
-    /// less [`DnsConfig::refresh_ahead`].
+    /// less [`DnsConfig::refresh_ahead`], and no longer than an address it
+    /// keeps through a failed lookup may stay (the ceiling after that
+    /// address was last resolved).
     pub valid_for: Duration,
     /// When it was resolved.
     pub resolved_at: Instant,
@@ -368,8 +372,8 @@ impl DnsSource {
                 let (mut addrs, mut ttl, gone) =
                     match self.inner.resolver.lookup_ip(entry.name.clone()).await {
                         Ok(lookup) => {
-                            let found = lookup.as_lookup();
-                            let answers = answering(found.answers(), found.query().name());
+                            let asked = asked_names(&entry.name, &config.search);
+                            let answers = answering_lookup(lookup.as_lookup(), &asked);
                             let ttl = min_ttl(answers.iter().copied()).map_or_else(
                                 || {
                                     (lookup.valid_until())
@@ -436,7 +440,7 @@ impl DnsSource {
                 Err(e) => return Err(net_error(configured, "SRV", e)),
             },
         };
-        let answers = answering(lookup.answers(), lookup.query().name());
+        let answers = answering_lookup(&lookup, &asked_names(&entry.name, &config.search));
         let srv_records = parse_srv(answers.iter().copied(), config.max_name_len);
         if srv_records.is_empty() {
             return Err(DnsError::NoRecords {

@@ -15,9 +15,10 @@ use hickory_resolver::proto::rr::{Name, RecordType};
 
 use super::IpFamily;
 use super::records::{
-    Additionals, Candidate, SrvRecord, TargetWalk, addresses, answering, gone_from_dns, min_ttl,
+    Additionals, Candidate, SrvRecord, TargetWalk, gone_from_dns, min_ttl, nodata_without_soa,
     record_ip,
 };
+use super::answers::{addresses, answering_lookup, asked_names};
 use super::source::{CacheEntry, DnsSource, KeptAddr};
 
 /// SRV targets looked up at once (those without addresses in the
@@ -98,7 +99,13 @@ impl DnsSource {
         let mut found: Vec<Found<'_>> = Vec::with_capacity(records.len());
         for record in records {
             found.push(match additionals.get(&record.target) {
-                Some(addrs) => Found::Ready(Some(addrs)),
+                // Resolved now: no longer kept (else its keeping time ran
+                // on, and the answer's lifetime, capped by it, stayed 0:
+                // a resolution per fetch; helper 194).
+                Some(addrs) => {
+                    self.fresh(service_id, Some(&record.target), record.port, &addrs.0);
+                    Found::Ready(Some(addrs))
+                }
                 None if *lookups_left == 0 => break,
                 None => {
                     *lookups_left -= 1;
@@ -154,7 +161,7 @@ impl DnsSource {
             Ok(lookup) => Some(lookup),
             // Both families failed and hickory returned the first's error:
             // a family that failed is asked alone below, as for a host.
-            Err(e) if gone_from_dns(&e, &name).is_some() => None,
+            Err(e) if self.gone(&e, &name).await.is_some() => None,
             Err(e) => {
                 failed.store(true, Ordering::Relaxed);
                 tracing::debug!(
@@ -168,9 +175,9 @@ impl DnsSource {
                 return (!kept.is_empty()).then_some((kept, 0));
             }
         };
+        let asked = [name.clone()];
         let answers = lookup.as_ref().map_or_else(Vec::new, |lookup| {
-            let found = lookup.as_lookup();
-            answering(found.answers(), found.query().name())
+            answering_lookup(lookup.as_lookup(), &asked)
         });
         let mut addrs = addresses(&answers, self.config().ip_family);
         let secs = min_ttl(answers.iter().copied()).unwrap_or(if lookup.is_some() { 0 } else { u32::MAX });
@@ -240,7 +247,8 @@ impl DnsSource {
             }
             match self.resolver().lookup(name.clone(), record_type).await {
                 Ok(lookup) => {
-                    let answers = answering(lookup.answers(), lookup.query().name());
+                    let asked = asked_names(name, &self.config().search);
+                    let answers = answering_lookup(&lookup, &asked);
                     let found: Vec<IpAddr> = (answers.iter())
                         .filter_map(|r| record_ip(r))
                         .filter(|ip| ip.is_ipv4() == v4)
@@ -272,6 +280,24 @@ impl DnsSource {
         }
     }
 
+    /// [`gone_from_dns`], unless `error` is an empty NOERROR without an
+    /// SOA for a name that holds a CNAME (asked once more, for CNAME
+    /// records only): that is how hickory gives up on a chain that loops
+    /// back to the name it last asked (`a CNAME a`, or a loop answered
+    /// whole in one message), not a name without records; before, such a
+    /// loop emptied the list as a success (helper 194).
+    pub(super) async fn gone(&self, error: &NetError, asked: &Name) -> Option<Duration> {
+        let ttl = gone_from_dns(error, asked)?;
+        let Some(queried) = nodata_without_soa(error) else {
+            return Some(ttl);
+        };
+        let alias = self.resolver().lookup(queried, RecordType::CNAME).await;
+        let holds_cname = alias.is_ok_and(|found| {
+            (found.answers().iter()).any(|r| r.record_type() == RecordType::CNAME)
+        });
+        (!holds_cname).then_some(ttl)
+    }
+
     /// `error`'s negative TTL ([`gone_from_dns`]) if the configured `name`
     /// is gone on every name of its search list; otherwise an error (the
     /// last list stays). hickory tries the search names in turn and returns
@@ -288,19 +314,14 @@ impl DnsSource {
         error: NetError,
         record_type: Option<RecordType>,
     ) -> Result<Duration, NetError> {
-        let Some(ttl) = gone_from_dns(&error, name) else {
+        let Some(ttl) = self.gone(&error, name).await else {
             return Err(error);
         };
         let search = &self.config().search;
         if name.is_fqdn() || search.is_empty() {
             return Ok(ttl);
         }
-        let mut names = vec![name.clone()];
-        for domain in search {
-            let appended = Name::from_ascii(domain).and_then(|d| name.clone().append_domain(&d));
-            names.extend(appended.ok());
-        }
-        for mut each in names {
+        for mut each in asked_names(name, search) {
             each.set_fqdn(true);
             let empty = match record_type {
                 None => (self.resolver().lookup_ip(each.clone()).await)
@@ -309,7 +330,7 @@ impl DnsSource {
                     .map(|found| found.answers().is_empty()),
             };
             match empty {
-                Err(e) if gone_from_dns(&e, &each).is_none() => return Err(e),
+                Err(e) if self.gone(&e, &each).await.is_none() => return Err(e),
                 Ok(false) => return Err(NetError::Message("a search name answered on a second ask")),
                 _ => {}
             }
