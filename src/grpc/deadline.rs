@@ -9,14 +9,10 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderValue};
 use tokio::time::Instant;
 
+pub(crate) use crate::service::grpc_status::{CallDeadline, deadline_reached};
+
 /// The `grpc-timeout` header.
 pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
-
-/// When a call must end (a request extension set by
-/// [`GrpcRetry`](super::GrpcRetry) from its `grpc-timeout`), read by
-/// [`GrpcStatus`](super::GrpcStatus) to send each attempt the time left.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct CallDeadline(pub(crate) Instant);
 
 /// The timeout a `grpc-timeout` value names (`1*8DIGIT` and a unit of
 /// `H`, `M`, `S`, `m`, `u`, `n`), read as tonic reads it; `None` when
@@ -60,20 +56,6 @@ pub(crate) fn grpc_timeout_value(left: Duration) -> HeaderValue {
     // Digits and a unit letter: always a valid header value.
     HeaderValue::try_from(format!("{value}{unit}"))
         .unwrap_or_else(|_| HeaderValue::from_static("0n"))
-}
-
-/// Whether a DEADLINE_EXCEEDED from a server, answering at `now` an
-/// attempt sent at `sent` under the call's deadline `at`, is that
-/// deadline running out: it came in the last fifth of the time the
-/// attempt was given, or its last 100 ms. A server passing the deadline on
-/// to its own calls answers so about when it ends; one answering so well
-/// before fails calls of its own accord, and counts as failing (helper
-/// 191: an instance answering DEADLINE_EXCEEDED at once to every call
-/// with a deadline was never ejected).
-pub(crate) fn deadline_reached(sent: Instant, at: Instant, now: Instant) -> bool {
-    let given = at.saturating_duration_since(sent);
-    let slack = (given / 5).max(Duration::from_millis(100));
-    now.checked_add(slack).is_none_or(|t| t >= at)
 }
 
 /// Sets an attempt's `grpc-timeout` to the time left before its call's

@@ -223,7 +223,7 @@ impl Completion {
         let sent = self.in_flight.sent();
         if code == 4
             && (self.callers_deadline)
-                .is_some_and(|at| crate::grpc::deadline_reached(sent, at, Instant::now()))
+                .is_some_and(|at| super::grpc_status::deadline_reached(sent, at, Instant::now()))
         {
             return;
         }

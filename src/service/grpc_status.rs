@@ -3,7 +3,10 @@
 //! retries) sees trailers-only gRPC failures through any inner client.
 //! Public as [`crate::grpc`]'s functions.
 
+use std::time::Duration;
+
 use http::{HeaderMap, Response, StatusCode};
+use tokio::time::Instant;
 
 /// The gRPC status code in `headers` (`grpc-status`), if present, read as
 /// tonic reads it (`Code::from_bytes`): a code 0 to 16 written as gRPC
@@ -106,6 +109,26 @@ pub(crate) fn classified_status<B>(response: &Response<B>) -> u16 {
         return http_status_for(2);
     }
     effective_status(response.status(), response.headers())
+}
+
+/// When a call must end (a request extension set by
+/// `grpc::GrpcRetry` from its `grpc-timeout`), read by
+/// `grpc::GrpcStatus` to send each attempt the time left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CallDeadline(pub(crate) Instant);
+
+/// Whether a DEADLINE_EXCEEDED from a server, answering at `now` an
+/// attempt sent at `sent` under the call's deadline `at`, is that
+/// deadline running out: it came in the last fifth of the time the
+/// attempt was given, or its last 100 ms. A server passing the deadline on
+/// to its own calls answers so about when it ends; one answering so well
+/// before fails calls of its own accord, and counts as failing (helper
+/// 191: an instance answering DEADLINE_EXCEEDED at once to every call
+/// with a deadline was never ejected).
+pub(crate) fn deadline_reached(sent: Instant, at: Instant, now: Instant) -> bool {
+    let given = at.saturating_duration_since(sent);
+    let slack = (given / 5).max(Duration::from_millis(100));
+    now.checked_add(slack).is_none_or(|t| t >= at)
 }
 
 #[cfg(test)]

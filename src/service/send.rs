@@ -227,7 +227,7 @@ impl Facts {
                 .get_deadline()
                 .and_then(|d| Instant::now().checked_add(d))
         });
-        let call = req.extensions().get::<crate::grpc::CallDeadline>();
+        let call = req.extensions().get::<super::grpc_status::CallDeadline>();
         let retry_until = match (deadline, call) {
             (Some(at), Some(call)) => Some(at.min(call.0)),
             (at, call) => at.or(call.map(|c| c.0)),
