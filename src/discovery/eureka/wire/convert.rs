@@ -153,12 +153,12 @@ pub(super) fn convert(
 ) -> Result<EurekaInstance, RecordError> {
     let host_name = field(&raw.host_name)?;
     let ip_addr = field(&raw.ip_addr)?;
-    let host = if options.prefer_ip_address {
-        ip_addr.or(host_name)
+    let (preferred, other) = if options.prefer_ip_address {
+        (ip_addr, host_name)
     } else {
-        host_name.or(ip_addr)
-    }
-    .ok_or(RecordError::NoHost)?;
+        (host_name, ip_addr)
+    };
+    let host = preferred.or(other).ok_or(RecordError::NoHost)?;
     let raw_status = field(&raw.status)?;
     let service_id = match field(&raw.app)? {
         Some(app) if app != &**app_name => strings.get(app),
@@ -182,8 +182,16 @@ pub(super) fn convert(
     } else {
         plain_health
     };
-    let mut instance =
-        Instance::with_identity(service_id, Some(id), host, port, health)
+    // The other field when the preferred one names no usable host (an
+    // `ipAddr` of `0.0.0.0` from a container that misread its address,
+    // beside a good `hostName`; helper 194): the record's other way to
+    // reach the same instance.
+    let built = Instance::with_identity(Arc::clone(&service_id), Some(id), host, port, health)
+        .or_else(|refused| match other.filter(|o| *o != host) {
+            Some(other) => Instance::with_identity(service_id, Some(id), other, port, health),
+            None => Err(refused),
+        });
+    let mut instance = built
             .map_err(|_| RecordError::BadHost)?
             .with_secure(is_secure)
             .with_status(raw_status.map_or(InstanceStatus::Unknown, InstanceStatus::parse));

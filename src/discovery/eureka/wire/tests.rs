@@ -70,6 +70,34 @@ fn bad_records_are_rejected_not_fatal() {
     assert_eq!(app.rejected[0].raw_status.as_deref(), Some("UP"));
 }
 
+/// A record whose preferred host field names no usable host (`ipAddr`
+/// `0.0.0.0` under `prefer_ip_address`, a bad `hostName` otherwise) uses
+/// its other field; with neither usable it is refused (helper 194: refused
+/// though its `hostName` was good).
+#[test]
+fn an_unusable_preferred_host_falls_back_to_the_other_field() {
+    let body = br#"{"application": {"name": "A", "instance": [
+        {"instanceId": "zero-ip", "hostName": "good.host", "ipAddr": "0.0.0.0", "status": "UP", "port": {"$": 1}},
+        {"instanceId": "bad-name", "hostName": "a b", "ipAddr": "10.0.0.7", "status": "UP", "port": {"$": 1}},
+        {"instanceId": "neither", "hostName": "a b", "ipAddr": "0.0.0.0", "status": "UP", "port": {"$": 1}}
+    ]}}"#;
+    for prefer_ip_address in [true, false] {
+        let options = ParseOptions {
+            prefer_ip_address,
+            ..ParseOptions::default()
+        };
+        let app = parse_application_with(body, options).unwrap();
+        let hosts: Vec<&str> = app.instances.iter().map(|i| i.instance.host()).collect();
+        assert_eq!(
+            hosts,
+            ["good.host", "10.0.0.7"],
+            "prefer_ip_address {prefer_ip_address}"
+        );
+        let rejected: Vec<_> = app.rejected.iter().map(|r| (r.id.as_deref(), r.reason)).collect();
+        assert_eq!(rejected, [(Some("neither"), RecordError::BadHost)]);
+    }
+}
+
 #[test]
 fn structural_errors() {
     assert!(matches!(
