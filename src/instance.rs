@@ -31,6 +31,7 @@ use crate::error::{InstanceError, InstanceErrorKind};
 use crate::stats::EndpointStats;
 
 mod authority;
+pub(crate) use authority::names_no_one_host;
 mod metadata;
 mod names;
 

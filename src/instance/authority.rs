@@ -47,6 +47,21 @@ fn no_one_host(ip: Ipv4Addr) -> bool {
     ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast()
 }
 
+/// Whether `host` is an IP address that names no one host (unspecified,
+/// multicast, broadcast, or one of these IPv4-mapped), which
+/// [`build_authority`] refuses.
+pub(crate) fn names_no_one_host(host: &str) -> bool {
+    let bare = host.trim().trim_start_matches('[').trim_end_matches(']');
+    let bare = bare.split_once('%').map_or(bare, |(addr, _)| addr);
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => no_one_host(ip),
+        Ok(std::net::IpAddr::V6(ip)) => {
+            ip.is_unspecified() || ip.is_multicast() || ip.to_ipv4_mapped().is_some_and(no_one_host)
+        }
+        Err(_) => false,
+    }
+}
+
 /// Normalises and checks `host`. Gives the normalised host and, for IPv6,
 /// the `[host]:port` authority; for a name or an IPv4 address the authority
 /// is left to [`name_authority`] (the checks here are stricter than

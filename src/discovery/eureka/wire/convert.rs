@@ -182,15 +182,16 @@ pub(super) fn convert(
     } else {
         plain_health
     };
-    // The other field when the preferred one names no usable host (an
-    // `ipAddr` of `0.0.0.0` from a container that misread its address,
-    // beside a good `hostName`; helper 194): the record's other way to
-    // reach the same instance.
-    let built = Instance::with_identity(Arc::clone(&service_id), Some(id), host, port, health)
-        .or_else(|refused| match other.filter(|o| *o != host) {
-            Some(other) => Instance::with_identity(service_id, Some(id), other, port, health),
-            None => Err(refused),
-        });
+    // The other field when the preferred one is an address of no one
+    // host (an `ipAddr` of `0.0.0.0` from a container that misread its
+    // address, beside a good `hostName`; helper 194): the record's other
+    // way to reach the same instance. A malformed field still refuses the
+    // record, as before.
+    let fallback = other.filter(|o| *o != host && crate::instance::names_no_one_host(host));
+    let built = match fallback {
+        Some(other) => Instance::with_identity(service_id, Some(id), other, port, health),
+        None => Instance::with_identity(service_id, Some(id), host, port, health),
+    };
     let mut instance = built
             .map_err(|_| RecordError::BadHost)?
             .with_secure(is_secure)

@@ -70,31 +70,32 @@ fn bad_records_are_rejected_not_fatal() {
     assert_eq!(app.rejected[0].raw_status.as_deref(), Some("UP"));
 }
 
-/// A record whose preferred host field names no usable host (`ipAddr`
-/// `0.0.0.0` under `prefer_ip_address`, a bad `hostName` otherwise) uses
-/// its other field; with neither usable it is refused (helper 194: refused
-/// though its `hostName` was good).
+/// A record whose preferred host field is an address of no one host
+/// (`0.0.0.0`, `::`, multicast) uses its other field (helper 194: an
+/// `ipAddr` of `0.0.0.0` beside a good `hostName` was refused under
+/// `prefer_ip_address`); a malformed field still refuses the record.
 #[test]
-fn an_unusable_preferred_host_falls_back_to_the_other_field() {
+fn a_preferred_address_of_no_one_host_falls_back_to_the_other_field() {
     let body = br#"{"application": {"name": "A", "instance": [
         {"instanceId": "zero-ip", "hostName": "good.host", "ipAddr": "0.0.0.0", "status": "UP", "port": {"$": 1}},
-        {"instanceId": "bad-name", "hostName": "a b", "ipAddr": "10.0.0.7", "status": "UP", "port": {"$": 1}},
-        {"instanceId": "neither", "hostName": "a b", "ipAddr": "0.0.0.0", "status": "UP", "port": {"$": 1}}
+        {"instanceId": "zero-name", "hostName": "::", "ipAddr": "10.0.0.7", "status": "UP", "port": {"$": 1}},
+        {"instanceId": "bad-name", "hostName": "a b", "ipAddr": "10.0.0.8", "status": "UP", "port": {"$": 1}},
+        {"instanceId": "neither", "hostName": "224.0.0.1", "ipAddr": "0.0.0.0", "status": "UP", "port": {"$": 1}}
     ]}}"#;
-    for prefer_ip_address in [true, false] {
+    for (prefer_ip_address, hosts, rejected) in [
+        (true, vec!["good.host", "10.0.0.7", "10.0.0.8"], vec!["neither"]),
+        (false, vec!["good.host", "10.0.0.7"], vec!["bad-name", "neither"]),
+    ] {
         let options = ParseOptions {
             prefer_ip_address,
             ..ParseOptions::default()
         };
         let app = parse_application_with(body, options).unwrap();
-        let hosts: Vec<&str> = app.instances.iter().map(|i| i.instance.host()).collect();
-        assert_eq!(
-            hosts,
-            ["good.host", "10.0.0.7"],
-            "prefer_ip_address {prefer_ip_address}"
-        );
-        let rejected: Vec<_> = app.rejected.iter().map(|r| (r.id.as_deref(), r.reason)).collect();
-        assert_eq!(rejected, [(Some("neither"), RecordError::BadHost)]);
+        let got: Vec<&str> = app.instances.iter().map(|i| i.instance.host()).collect();
+        assert_eq!(got, hosts, "prefer_ip_address {prefer_ip_address}");
+        let refused: Vec<&str> = app.rejected.iter().filter_map(|r| r.id.as_deref()).collect();
+        assert_eq!(refused, rejected, "prefer_ip_address {prefer_ip_address}");
+        assert!(app.rejected.iter().all(|r| r.reason == RecordError::BadHost));
     }
 }
 
