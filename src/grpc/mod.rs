@@ -63,7 +63,8 @@
 //!   caller gets the last answer at once. A server's DEADLINE_EXCEEDED,
 //!   trailers-only or in trailers after messages, about when the deadline
 //!   its call sent runs out (in the last fifth of the time the attempt was
-//!   given, or its last 100 ms) is the caller's deadline running out
+//!   given, or its last 100 ms, at most its last half) is the caller's
+//!   deadline running out
 //!   there, as its running out at the client is: not the instance's
 //!   failure and not retried (trailers-only, its HTTP status becomes 408,
 //!   whatever `FailureStatuses` says of 504). Well before the deadline, or
@@ -173,9 +174,10 @@ impl<S> Layer<S> for GrpcStatusLayer {
 ///
 /// A DEADLINE_EXCEEDED answering, about when it ends, a call that told
 /// its server a deadline (`grpc-timeout` under [`GrpcRetry`];
-/// `deadline_reached`: in the last fifth of the time the attempt was given,
-/// or its last 100 ms) is the caller's deadline running out, at the server
-/// (or at a call the server passed the deadline on to), not the
+/// `deadline_reached`: in the last fifth of the time the attempt was
+/// given, or its last 100 ms, at most its last half) is the caller's
+/// deadline running out, at the server (or at a call the server passed
+/// the deadline on to), not the
 /// instance's failure: it becomes 408, which no default failure status
 /// or retryable status counts, as the balancer counts the caller's
 /// deadline running out at the client. Before, it counted as a 504:

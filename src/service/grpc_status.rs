@@ -120,14 +120,16 @@ pub(crate) struct CallDeadline(pub(crate) Instant);
 /// Whether a DEADLINE_EXCEEDED from a server, answering at `now` an
 /// attempt sent at `sent` under the call's deadline `at`, is that
 /// deadline running out: it came in the last fifth of the time the
-/// attempt was given, or its last 100 ms. A server passing the deadline on
-/// to its own calls answers so about when it ends; one answering so well
-/// before fails calls of its own accord, and counts as failing (helper
-/// 191: an instance answering DEADLINE_EXCEEDED at once to every call
-/// with a deadline was never ejected).
+/// attempt was given, or its last 100 ms, but at most its last half. A
+/// server passing the deadline on to its own calls answers so about when
+/// it ends; one answering so well before fails calls of its own accord,
+/// and counts as failing (helper 191: an instance answering
+/// DEADLINE_EXCEEDED at once to every call with a deadline was never
+/// ejected; helper 195: without the half, any answer to a call given
+/// 100 ms or less was excused).
 pub(crate) fn deadline_reached(sent: Instant, at: Instant, now: Instant) -> bool {
     let given = at.saturating_duration_since(sent);
-    let slack = (given / 5).max(Duration::from_millis(100));
+    let slack = (given / 5).max(Duration::from_millis(100)).min(given / 2);
     now.checked_add(slack).is_none_or(|t| t >= at)
 }
 
