@@ -31,6 +31,9 @@ use crate::error::{InstanceError, InstanceErrorKind};
 use crate::stats::EndpointStats;
 
 mod authority;
+#[cfg(feature = "dns")]
+pub(crate) use authority::ip_names_no_one_host;
+#[cfg(feature = "eureka")]
 pub(crate) use authority::names_no_one_host;
 mod metadata;
 mod names;

@@ -50,15 +50,29 @@ fn no_one_host(ip: Ipv4Addr) -> bool {
 /// Whether `host` is an IP address that names no one host (unspecified,
 /// multicast, broadcast, or one of these IPv4-mapped), which
 /// [`build_authority`] refuses.
+#[cfg(feature = "eureka")]
 pub(crate) fn names_no_one_host(host: &str) -> bool {
-    let bare = host.trim().trim_start_matches('[').trim_end_matches(']');
+    let trimmed = host.trim();
+    if !trimmed.contains(':') {
+        // IPv4: the bare dotted quad only (`[0.0.0.0]`, `0.0.0.0%eth0` are
+        // malformed, refused as such).
+        return trimmed.parse().is_ok_and(no_one_host);
+    }
+    let bare = (trimmed.strip_prefix('[').and_then(|h| h.strip_suffix(']'))).unwrap_or(trimmed);
     let bare = bare.split_once('%').map_or(bare, |(addr, _)| addr);
-    match bare.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(ip)) => no_one_host(ip),
-        Ok(std::net::IpAddr::V6(ip)) => {
+    bare.parse()
+        .is_ok_and(|ip| ip_names_no_one_host(std::net::IpAddr::V6(ip)))
+}
+
+/// Whether `ip` names no one host: unspecified, multicast, broadcast, or
+/// one of these IPv4-mapped.
+#[cfg(any(feature = "eureka", feature = "dns"))]
+pub(crate) fn ip_names_no_one_host(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(ip) => no_one_host(ip),
+        std::net::IpAddr::V6(ip) => {
             ip.is_unspecified() || ip.is_multicast() || ip.to_ipv4_mapped().is_some_and(no_one_host)
         }
-        Err(_) => false,
     }
 }
 

@@ -413,3 +413,115 @@ async fn an_address_found_again_in_the_additionals_is_no_longer_kept() {
     mode.store(1, Ordering::SeqCst);
     assert_eq!(hosts(&source.resolve("users").await.unwrap().unwrap()), both, "kept again");
 }
+
+/// Addresses of no one host are dropped with the records (helper 195):
+/// an answer of nothing else is no answer (the last list stays; before,
+/// `Ok([])`), a priority group of nothing else hands over to the backup
+/// group (before, `Ok([])`), and none takes a `max_records` slot (before,
+/// 12 of 20 clients got an empty list at `max_records(2)`).
+#[tokio::test]
+async fn addresses_of_no_one_host_are_no_answer_and_take_no_slot() {
+    use hickory_resolver::proto::rr::rdata::{A, SRV};
+    use std::net::Ipv4Addr;
+    let blocked = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&blocked);
+    let server = serve(Arc::new(move |qname, qtype| {
+        let v4 = |ip: [u8; 4]| Record::from_rdata(name(qname), 30, RData::A(A(Ipv4Addr::from(ip))));
+        let ok = |records| (ResponseCode::NoError, records, vec![]);
+        match (qname, qtype) {
+            ("host.test.", RecordType::A) if flag.load(Ordering::SeqCst) => ok(vec![v4([0, 0, 0, 0])]),
+            ("host.test.", RecordType::A) => ok(vec![v4([127, 0, 0, 2])]),
+            ("many.test.", RecordType::A) => ok(vec![
+                v4([0, 0, 0, 0]),
+                v4([224, 0, 0, 1]),
+                v4([255, 255, 255, 255]),
+                v4([239, 0, 0, 9]),
+                v4([127, 0, 0, 3]),
+                v4([127, 0, 0, 4]),
+            ]),
+            ("_g._tcp.users.test.", RecordType::SRV) => ok(vec![
+                Record::from_rdata(name(qname), 30, RData::SRV(SRV::new(0, 1, 8080, name("zero.test.")))),
+                Record::from_rdata(name(qname), 30, RData::SRV(SRV::new(1, 1, 8080, name("good.test.")))),
+            ]),
+            ("zero.test.", RecordType::A) => ok(vec![v4([0, 0, 0, 0])]),
+            ("good.test.", RecordType::A) => ok(vec![v4([127, 0, 0, 7])]),
+            (_, RecordType::A | RecordType::AAAA) => ok(vec![]),
+            _ => (ResponseCode::NXDomain, vec![], vec![]),
+        }
+    }))
+    .await;
+    let source = DnsSource::new(config(server).ip_family(IpFamily::V4))
+        .unwrap()
+        .with_service("host", DnsTarget::host("host.test.", 80))
+        .unwrap()
+        .with_service("group", DnsTarget::srv("_g._tcp.users.test."))
+        .unwrap();
+    assert_eq!(hosts(&source.resolve("host").await.unwrap().unwrap()), ["127.0.0.2"]);
+    blocked.store(true, Ordering::SeqCst);
+    let result = source.resolve("host").await.unwrap();
+    assert!(matches!(result, Err(DnsError::NoRecords { .. })), "{result:?}");
+    assert_eq!(hosts(&source.answer("host").unwrap().instances), ["127.0.0.2"]);
+    assert_eq!(hosts(&source.resolve("group").await.unwrap().unwrap()), ["127.0.0.7"]);
+    for seed in 0..20 {
+        let cut = DnsSource::new(
+            config(server)
+                .ip_family(IpFamily::V4)
+                .max_records(2)
+                .subset_seed(seed),
+        )
+        .unwrap()
+        .with_service("many", DnsTarget::host("many.test.", 80))
+        .unwrap();
+        assert_eq!(
+            hosts(&cut.resolve("many").await.unwrap().unwrap()),
+            ["127.0.0.3", "127.0.0.4"],
+            "seed {seed}"
+        );
+    }
+}
+
+/// An address kept through failed lookups of one family that the other
+/// family's answer lists again as IPv4-mapped is resolved, not kept: the
+/// answer's lifetime stays its TTL's. Before, the mapped form never
+/// cleared the address's keeping time, and past the ceiling every fetch
+/// resolved again (helper 195: 20 of 20).
+#[tokio::test]
+async fn a_mapped_address_answered_again_is_no_longer_kept() {
+    use hickory_resolver::proto::rr::rdata::AAAA;
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+    let failing = Arc::new(AtomicBool::new(false));
+    let fails = Arc::clone(&failing);
+    let server = serve(Arc::new(move |qname, qtype| match (qname, qtype) {
+        ("dual.test.", RecordType::A) if fails.load(Ordering::SeqCst) => {
+            (ResponseCode::ServFail, vec![], vec![])
+        }
+        ("dual.test.", RecordType::A) => (ResponseCode::NoError, vec![a(qname, 2)], vec![]),
+        ("dual.test.", RecordType::AAAA) => (
+            ResponseCode::NoError,
+            vec![Record::from_rdata(
+                name(qname),
+                30,
+                RData::AAAA(AAAA(Ipv4Addr::new(127, 0, 0, 2).to_ipv6_mapped())),
+            )],
+            vec![],
+        ),
+        _ => (ResponseCode::NXDomain, vec![], vec![]),
+    }))
+    .await;
+    let ceiling = Duration::from_secs(2);
+    let source = DnsSource::new(
+        config(server)
+            .ttl_floor(Duration::from_secs(1))
+            .ttl_ceiling(ceiling),
+    )
+    .unwrap()
+    .with_service("dual", DnsTarget::host("dual.test.", 80))
+    .unwrap();
+    assert_eq!(hosts(&source.resolve("dual").await.unwrap().unwrap()), ["127.0.0.2"]);
+    failing.store(true, Ordering::SeqCst);
+    assert_eq!(hosts(&source.resolve("dual").await.unwrap().unwrap()), ["127.0.0.2"]);
+    tokio::time::sleep(ceiling + Duration::from_millis(100)).await;
+    assert_eq!(hosts(&source.resolve("dual").await.unwrap().unwrap()), ["127.0.0.2"]);
+    assert_eq!(source.answer("dual").unwrap().valid_for, ceiling);
+}

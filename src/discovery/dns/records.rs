@@ -190,7 +190,9 @@ impl Additionals {
     pub(super) fn new(additionals: &[Record], config: &super::DnsConfig) -> Self {
         let mut by_name: HashMap<String, (Vec<IpAddr>, u32)> = HashMap::new();
         for r in additionals {
-            let Some(ip) = record_ip(r).filter(|ip| config.ip_family.admits(*ip)) else {
+            let Some(ip) =
+                super::answers::usable_ip(r).filter(|ip| config.ip_family.admits(*ip))
+            else {
                 continue;
             };
             let name = r.name.to_ascii();
@@ -218,14 +220,6 @@ impl Additionals {
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.by_name.len()
-    }
-}
-
-pub(super) fn record_ip(record: &Record) -> Option<IpAddr> {
-    match &record.data {
-        RData::A(a) => Some(IpAddr::V4(a.0)),
-        RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
-        _ => None,
     }
 }
 

@@ -16,9 +16,8 @@ use hickory_resolver::proto::rr::{Name, RecordType};
 use super::IpFamily;
 use super::records::{
     Additionals, Candidate, SrvRecord, TargetWalk, gone_from_dns, min_ttl, nodata_without_soa,
-    record_ip,
 };
-use super::answers::{addresses, answering_lookup, asked_names};
+use super::answers::{addresses, answering_lookup, asked_names, usable_ip};
 use super::source::{CacheEntry, DnsSource, KeptAddr};
 
 /// SRV targets looked up at once (those without addresses in the
@@ -237,10 +236,15 @@ impl DnsSource {
             if addrs.iter().any(|ip| ip.is_ipv4() == v4) {
                 continue;
             }
+            // Not those the other family's answer gives (IPv4-mapped):
+            // resolved, not kept (kept, their keeping time ran on while the
+            // other family kept listing them, and past the ceiling every
+            // fetch resolved again; helper 195).
             let kept: Vec<IpAddr> = (answer.instances.iter())
                 .filter(|i| i.port() == port && same_target(i))
                 .filter_map(|i| i.host().parse::<IpAddr>().ok())
                 .filter(|ip| ip.is_ipv4() == v4)
+                .filter(|ip| !addrs.iter().any(|found| found.to_canonical() == *ip))
                 .collect();
             if kept.is_empty() {
                 continue;
@@ -250,7 +254,7 @@ impl DnsSource {
                     let asked = asked_names(name, &self.config().search);
                     let answers = answering_lookup(&lookup, &asked);
                     let found: Vec<IpAddr> = (answers.iter())
-                        .filter_map(|r| record_ip(r))
+                        .filter_map(|r| usable_ip(r))
                         .filter(|ip| ip.is_ipv4() == v4)
                         .collect();
                     self.fresh(service_id, target, port, &found);
@@ -364,8 +368,14 @@ impl DnsSource {
         addrs.retain(|ip| {
             let key = (target.map(str::to_owned), port, *ip);
             // Not kept yet: the last answer resolved it.
-            let since = *entry.kept_since.entry(key).or_insert(resolved_at);
-            now.saturating_duration_since(since) < ceiling
+            let since = *entry.kept_since.entry(key.clone()).or_insert(resolved_at);
+            let keep = now.saturating_duration_since(since) < ceiling;
+            if !keep {
+                // Dropped: no keeping time left behind to cap the answer's
+                // lifetime should another lookup list it again.
+                entry.kept_since.remove(&key);
+            }
+            keep
         });
         addrs
     }
@@ -381,7 +391,12 @@ impl DnsSource {
             if entry.kept_since.is_empty() {
                 return;
             }
-            entry.kept_since.remove(&(target.map(str::to_owned), port, *ip));
+            // As the answer lists it: an IPv4-mapped address as its IPv4
+            // address (`records::build`). Removed by its raw form, a mapped
+            // address stayed "kept" for good, and past the ceiling every
+            // fetch resolved again (helper 195: 20 of 20).
+            let listed = ip.to_canonical();
+            entry.kept_since.remove(&(target.map(str::to_owned), port, listed));
         }
     }
 }

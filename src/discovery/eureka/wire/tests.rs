@@ -80,11 +80,23 @@ fn a_preferred_address_of_no_one_host_falls_back_to_the_other_field() {
         {"instanceId": "zero-ip", "hostName": "good.host", "ipAddr": "0.0.0.0", "status": "UP", "port": {"$": 1}},
         {"instanceId": "zero-name", "hostName": "::", "ipAddr": "10.0.0.7", "status": "UP", "port": {"$": 1}},
         {"instanceId": "bad-name", "hostName": "a b", "ipAddr": "10.0.0.8", "status": "UP", "port": {"$": 1}},
-        {"instanceId": "neither", "hostName": "224.0.0.1", "ipAddr": "0.0.0.0", "status": "UP", "port": {"$": 1}}
+        {"instanceId": "neither", "hostName": "224.0.0.1", "ipAddr": "0.0.0.0", "status": "UP", "port": {"$": 1}},
+        {"instanceId": "bracket-v4", "hostName": "good.host", "ipAddr": "[0.0.0.0]", "status": "UP", "port": {"$": 1}},
+        {"instanceId": "zone-v4", "hostName": "good.host", "ipAddr": "0.0.0.0%eth0", "status": "UP", "port": {"$": 1}}
     ]}}"#;
+    // `[0.0.0.0]` and `0.0.0.0%eth0` are malformed, not addresses of no
+    // one host: no fallback (helper 195).
     for (prefer_ip_address, hosts, rejected) in [
-        (true, vec!["good.host", "10.0.0.7", "10.0.0.8"], vec!["neither"]),
-        (false, vec!["good.host", "10.0.0.7"], vec!["bad-name", "neither"]),
+        (
+            true,
+            vec!["good.host", "10.0.0.7", "10.0.0.8"],
+            vec!["neither", "bracket-v4", "zone-v4"],
+        ),
+        (
+            false,
+            vec!["good.host", "10.0.0.7", "good.host", "good.host"],
+            vec!["bad-name", "neither"],
+        ),
     ] {
         let options = ParseOptions {
             prefer_ip_address,
