@@ -30,11 +30,7 @@ use http::uri::{Authority, Scheme};
 use crate::error::{InstanceError, InstanceErrorKind};
 use crate::stats::EndpointStats;
 
-mod authority;
-#[cfg(feature = "dns")]
-pub(crate) use authority::ip_names_no_one_host;
-#[cfg(feature = "eureka")]
-pub(crate) use authority::names_no_one_host;
+pub(crate) mod authority;
 mod metadata;
 mod names;
 
@@ -141,9 +137,8 @@ impl Instance {
     /// or a label over 63 bytes (which no resolver looks up), a name
     /// ending in a number (`010.0.0.1`, `127.1`: resolvers read it as an
     /// IPv4 address, `010.0.0.1` as 8.0.0.1), an address of no one host
-    /// (unspecified `0.0.0.0` or `::`, multicast, broadcast, or one of
-    /// these IPv4-mapped: a connection to `0.0.0.0` reaches the caller's
-    /// own host), or cannot be part of a URI authority; [`InstanceError`]
+    /// (`0.0.0.0`, `::`, multicast, broadcast, IPv4-mapped or not), or
+    /// cannot be part of a URI authority; [`InstanceError`]
     /// ([`is_invalid_port`](InstanceError::is_invalid_port)) for port 0.
     pub fn new(
         service_id: impl Into<String>,

@@ -204,35 +204,6 @@ impl Completion {
         }
     }
 
-    /// The response's trailers arrived: a gRPC status in them (a call
-    /// that failed after response messages) classifies the attempt as a
-    /// trailers-only response's would be (UNAVAILABLE a 503, ...), if the
-    /// service's failure statuses count it, unless its result is
-    /// recorded already. Envoy reads grpc-status from trailers for
-    /// outlier detection the same way.
-    fn trailers(&mut self, trailers: &http::HeaderMap) {
-        if !self.outcome.is_success() {
-            return;
-        }
-        let (Some(state), Some(code)) = (&self.state, super::grpc_status::grpc_status(trailers))
-        else {
-            return;
-        };
-        // The caller's deadline, at the server: a server stream that ran
-        // until it counted against its instance (helper 190).
-        let sent = self.in_flight.sent();
-        if code == 4
-            && (self.callers_deadline)
-                .is_some_and(|at| super::grpc_status::deadline_reached(sent, at, Instant::now()))
-        {
-            return;
-        }
-        let status = super::grpc_status::http_status_for(code);
-        if state.request_config().failure_statuses.is_failure(status) {
-            self.outcome = Outcome::FailureStatus(status);
-        }
-    }
-
     /// Attaches the service's state.
     pub(super) fn with_state(mut self, state: Arc<ServiceState>) -> Self {
         self.state = Some(state);
@@ -420,7 +391,7 @@ where
                 // body error does (its stats recorded a success before,
                 // helper 188); a panic of the caller's own code while it
                 // holds the body is no fault of the instance.
-                let guard = PanicFails(this.done);
+                let guard = ends::PanicFails(this.done);
                 let polled = this.inner.as_mut().poll_frame(cx);
                 std::mem::forget(guard);
                 polled
@@ -473,20 +444,6 @@ where
     }
 }
 
-/// Marks the attempt failed if dropped while a panic unwinds (forgotten
-/// when the poll returns).
-struct PanicFails<'a>(&'a mut Option<Completion>);
-
-impl Drop for PanicFails<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            if let Some(done) = self.0.as_mut() {
-                done.body_failed();
-            }
-        }
-    }
-}
-
 impl<B: fmt::Debug> fmt::Debug for TrackedBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TrackedBody")
@@ -520,6 +477,7 @@ pub(super) fn observe(
 mod content;
 #[cfg(test)]
 mod content_tests;
+mod ends;
 #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
 mod upgrade_hold;
 #[cfg(any(feature = "hyper-util", feature = "reqwest"))]

@@ -51,12 +51,9 @@ impl<B> ResponseStatus for http::Response<B> {
         self.headers().get(http::header::RETRY_AFTER)
     }
 
-    /// In the headers: a retryable gRPC failure is a trailers-only
-    /// response, whose trailers are its headers. Several values ask for
-    /// no retry (an unparsable value stands for them), as grpc-go's
-    /// client reads them ("Server retry pushback specified multiple
-    /// values"); the first alone retried after it (helper 190: `100` and
-    /// `-1` retried after 100 ms).
+    /// In the headers (a retryable gRPC failure is trailers-only).
+    /// Several values ask for no retry, as grpc-go reads them; the first
+    /// alone decided before (helper 190: `100`, `-1` retried at 100 ms).
     fn retry_pushback(&self) -> Option<&http::HeaderValue> {
         static SEVERAL: http::HeaderValue = http::HeaderValue::from_static("several values");
         let mut values = self.headers().get_all("grpc-retry-pushback-ms").iter();

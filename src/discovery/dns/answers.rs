@@ -78,7 +78,7 @@ pub(super) fn addresses(records: &[&Record], family: super::IpFamily) -> Vec<IpA
 /// group, and left 12 of 20 clients with an empty list at `max_records(2)`
 /// (helper 195).
 pub(super) fn usable_ip(record: &Record) -> Option<IpAddr> {
-    record_ip(record).filter(|ip| !crate::instance::ip_names_no_one_host(*ip))
+    record_ip(record).filter(|ip| !crate::instance::authority::ip_names_no_one_host(*ip))
 }
 
 /// An address record's address.

@@ -187,7 +187,7 @@ pub(super) fn convert(
     // address, beside a good `hostName`; helper 194): the record's other
     // way to reach the same instance. A malformed field still refuses the
     // record, as before.
-    let fallback = other.filter(|o| *o != host && crate::instance::names_no_one_host(host));
+    let fallback = other.filter(|o| *o != host && crate::instance::authority::names_no_one_host(host));
     let built = match fallback {
         Some(other) => Instance::with_identity(service_id, Some(id), other, port, health),
         None => Instance::with_identity(service_id, Some(id), host, port, health),

@@ -1,0 +1,55 @@
+//! How a response body's attempt ends in the unusual cases: trailers that
+//! carry a gRPC status, and a body that panics while it is polled.
+
+use tokio::time::Instant;
+
+use super::Completion;
+use crate::stats::Outcome;
+
+impl Completion {
+    /// The response's trailers arrived: a gRPC status in them (a call
+    /// that failed after response messages) classifies the attempt as a
+    /// trailers-only response's would be (UNAVAILABLE a 503, ...), if the
+    /// service's failure statuses count it, unless its result is
+    /// recorded already. Envoy reads grpc-status from trailers for
+    /// outlier detection the same way.
+    pub(super) fn trailers(&mut self, trailers: &http::HeaderMap) {
+        if !self.outcome.is_success() {
+            return;
+        }
+        let (Some(state), Some(code)) = (
+            &self.state,
+            crate::service::grpc_status::grpc_status(trailers),
+        ) else {
+            return;
+        };
+        // The caller's deadline, at the server: a server stream that ran
+        // until it counted against its instance (helper 190).
+        let sent = self.in_flight.sent();
+        if code == 4
+            && (self.callers_deadline).is_some_and(|at| {
+                crate::service::grpc_status::deadline_reached(sent, at, Instant::now())
+            })
+        {
+            return;
+        }
+        let status = crate::service::grpc_status::http_status_for(code);
+        if state.request_config().failure_statuses.is_failure(status) {
+            self.outcome = Outcome::FailureStatus(status);
+        }
+    }
+}
+
+/// Marks the attempt failed if dropped while a panic unwinds (forgotten
+/// when the poll returns).
+pub(super) struct PanicFails<'a>(pub(super) &'a mut Option<Completion>);
+
+impl Drop for PanicFails<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(done) = self.0.as_mut() {
+                done.body_failed();
+            }
+        }
+    }
+}
