@@ -525,3 +525,77 @@ async fn a_mapped_address_answered_again_is_no_longer_kept() {
     assert_eq!(hosts(&source.resolve("dual").await.unwrap().unwrap()), ["127.0.0.2"]);
     assert_eq!(source.answer("dual").unwrap().valid_for, ceiling);
 }
+
+/// Helper 196 against b959f6b: an SRV target answering only addresses of
+/// no one host is a failed lookup, not a target gone (its last addresses
+/// are kept; an SRV name whose every target is blocked keeps its list,
+/// before `Ok([])`), and so is a family answering only `::` beside a
+/// working one; and a failing target listed in two priority groups is
+/// dropped at the TTL ceiling (the first version's removal of an expired
+/// address let the second record keep it again, for good).
+#[tokio::test]
+async fn blocked_targets_are_failures_and_a_duplicate_target_expires() {
+    use hickory_resolver::proto::rr::rdata::{A, AAAA, SRV};
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::time::Duration;
+    let down = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&down);
+    let server = serve(Arc::new(move |qname, qtype| {
+        let down = flag.load(Ordering::SeqCst);
+        let v4 = |ip: [u8; 4]| Record::from_rdata(name(qname), 30, RData::A(A(Ipv4Addr::from(ip))));
+        let v6 = |ip: Ipv6Addr| Record::from_rdata(name(qname), 30, RData::AAAA(AAAA(ip)));
+        let srv = |priority, target: &str| {
+            Record::from_rdata(name(qname), 30, RData::SRV(SRV::new(priority, 1, 8080, name(target))))
+        };
+        let ok = |records| (ResponseCode::NoError, records, vec![]);
+        match (qname, qtype) {
+            ("_one._tcp.test.", RecordType::SRV) => ok(vec![srv(0, "a.test.")]),
+            ("_prio._tcp.test.", RecordType::SRV) => {
+                ok(vec![srv(0, "d.test."), srv(1, "d.test."), srv(1, "b.test.")])
+            }
+            ("a.test.", RecordType::A) if down => ok(vec![v4([0, 0, 0, 0])]),
+            ("a.test.", RecordType::A) => ok(vec![v4([127, 0, 0, 2])]),
+            ("d.test.", RecordType::A) if down => (ResponseCode::ServFail, vec![], vec![]),
+            ("d.test.", RecordType::A) => ok(vec![v4([127, 0, 0, 4])]),
+            ("b.test.", RecordType::A) => ok(vec![v4([127, 0, 0, 3])]),
+            ("dual.test.", RecordType::A) => ok(vec![v4([127, 0, 0, 5])]),
+            ("dual.test.", RecordType::AAAA) if down => ok(vec![v6(Ipv6Addr::UNSPECIFIED)]),
+            ("dual.test.", RecordType::AAAA) => ok(vec![v6(Ipv6Addr::LOCALHOST)]),
+            (_, RecordType::A | RecordType::AAAA) => ok(vec![]),
+            _ => (ResponseCode::NXDomain, vec![], vec![]),
+        }
+    }))
+    .await;
+    let ceiling = Duration::from_millis(300);
+    let v4 = DnsSource::new(config(server).ip_family(IpFamily::V4).ttl_ceiling(ceiling))
+        .unwrap()
+        .with_service("one", DnsTarget::srv("_one._tcp.test."))
+        .unwrap()
+        .with_service("prio", DnsTarget::srv("_prio._tcp.test."))
+        .unwrap();
+    let both = DnsSource::new(config(server))
+        .unwrap()
+        .with_service("dual", DnsTarget::host("dual.test.", 80))
+        .unwrap();
+    assert_eq!(hosts(&v4.resolve("one").await.unwrap().unwrap()), ["127.0.0.2"]);
+    assert_eq!(hosts(&v4.resolve("prio").await.unwrap().unwrap()), ["127.0.0.4"]);
+    assert_eq!(hosts(&both.resolve("dual").await.unwrap().unwrap()), ["127.0.0.5", "::1"]);
+    down.store(true, Ordering::SeqCst);
+    let downed = tokio::time::Instant::now();
+    assert_eq!(hosts(&v4.resolve("one").await.unwrap().unwrap()), ["127.0.0.2"], "kept");
+    assert_eq!(hosts(&both.resolve("dual").await.unwrap().unwrap()), ["127.0.0.5", "::1"], "kept");
+    // Resolved every 100 ms, as a kept answer is (TTL 0): the failing
+    // target's address expires at the ceiling whichever record asks.
+    let mut last = Vec::new();
+    while downed.elapsed() < ceiling * 3 {
+        last = hosts(&v4.resolve("prio").await.unwrap().unwrap())
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last, ["127.0.0.3"], "three ceilings after the target failed");
+    let result = v4.resolve("one").await.unwrap();
+    assert!(matches!(result, Err(DnsError::NoAddresses { .. })), "{result:?}");
+    assert_eq!(hosts(&v4.answer("one").unwrap().instances), ["127.0.0.2"], "the last list");
+}

@@ -179,6 +179,16 @@ impl DnsSource {
             answering_lookup(lookup.as_lookup(), &asked)
         });
         let mut addrs = addresses(&answers, self.config().ip_family);
+        if addrs.is_empty() && blocked_only(&answers) {
+            // Only addresses of no one host (a filtering resolver's
+            // "blocked"): no answer, as for a host target, so the target's
+            // last addresses are kept; taken as gone, an SRV name whose
+            // every target was blocked emptied the list (helper 196).
+            failed.store(true, Ordering::Relaxed);
+            let last = self.last_addrs(service_id, record);
+            let kept = self.keep(service_id, Some(&record.target), record.port, last);
+            return (!kept.is_empty()).then_some((kept, 0));
+        }
         let secs = min_ttl(answers.iter().copied()).unwrap_or(if lookup.is_some() { 0 } else { u32::MAX });
         let mut ttl = Duration::from_secs(u64::from(secs));
         let last = (service_id, record.port, Some(record.target.as_str()));
@@ -249,7 +259,7 @@ impl DnsSource {
             if kept.is_empty() {
                 continue;
             }
-            match self.resolver().lookup(name.clone(), record_type).await {
+            let failure = match self.resolver().lookup(name.clone(), record_type).await {
                 Ok(lookup) => {
                     let asked = asked_names(name, &self.config().search);
                     let answers = answering_lookup(&lookup, &asked);
@@ -257,30 +267,35 @@ impl DnsSource {
                         .filter_map(|r| usable_ip(r))
                         .filter(|ip| ip.is_ipv4() == v4)
                         .collect();
-                    self.fresh(service_id, target, port, &found);
-                    addrs.extend(found);
-                    let secs = min_ttl(answers.iter().copied()).unwrap_or(0);
-                    *ttl = (*ttl).min(Duration::from_secs(u64::from(secs)));
+                    if found.is_empty() && blocked_only(&answers) {
+                        Some(BLOCKED.to_owned())
+                    } else {
+                        self.fresh(service_id, target, port, &found);
+                        addrs.extend(found);
+                        let secs = min_ttl(answers.iter().copied()).unwrap_or(0);
+                        *ttl = (*ttl).min(Duration::from_secs(u64::from(secs)));
+                        None
+                    }
                 }
                 Err(e) => match self.gone_everywhere(name, e, Some(record_type)).await {
                     // Gone from DNS: not in the new answer, forgotten with it.
-                    Ok(_) => {}
-                    Err(e) => {
-                    let kept = self.keep(service_id, target, port, kept);
-                    if kept.is_empty() {
-                        continue;
-                    }
-                    tracing::debug!(
-                        service = service_id,
-                        %record_type,
-                        error = %e,
-                        "lookup of one address family failed; its last addresses are kept"
-                    );
-                    addrs.extend(kept);
-                    *ttl = Duration::ZERO;
-                    }
+                    Ok(_) => None,
+                    Err(e) => Some(e.to_string()),
                 },
+            };
+            let Some(error) = failure else { continue };
+            let kept = self.keep(service_id, target, port, kept);
+            if kept.is_empty() {
+                continue;
             }
+            tracing::debug!(
+                service = service_id,
+                %record_type,
+                %error,
+                "lookup of one address family failed; its last addresses are kept"
+            );
+            addrs.extend(kept);
+            *ttl = Duration::ZERO;
         }
     }
 
@@ -368,14 +383,12 @@ impl DnsSource {
         addrs.retain(|ip| {
             let key = (target.map(str::to_owned), port, *ip);
             // Not kept yet: the last answer resolved it.
-            let since = *entry.kept_since.entry(key.clone()).or_insert(resolved_at);
-            let keep = now.saturating_duration_since(since) < ceiling;
-            if !keep {
-                // Dropped: no keeping time left behind to cap the answer's
-                // lifetime should another lookup list it again.
-                entry.kept_since.remove(&key);
-            }
-            keep
+            // An expired entry stays (until an answer no longer lists the
+            // address): removed, a second record of the same target in a
+            // backup group kept the address again from the last answer's
+            // time, for good (helper 196).
+            let since = *entry.kept_since.entry(key).or_insert(resolved_at);
+            now.saturating_duration_since(since) < ceiling
         });
         addrs
     }
@@ -441,4 +454,14 @@ impl CacheEntry {
             None => lifetime,
         }
     }
+}
+
+/// The message of a lookup that answered only addresses of no one host.
+const BLOCKED: &str = "answered only addresses of no one host (0.0.0.0, ::, multicast, broadcast)";
+
+/// Whether `answers` hold address records, none usable: every one names
+/// no one host.
+fn blocked_only(answers: &[&hickory_resolver::proto::rr::Record]) -> bool {
+    answers.iter().any(|r| super::answers::record_ip(r).is_some())
+        && answers.iter().all(|r| super::answers::usable_ip(r).is_none())
 }
