@@ -121,20 +121,10 @@ fn unhealthy(lb: &LoadBalancer<HttpClient>) -> Vec<bool> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scale_up_waiting_for_its_first_probes_sends_nothing_to_a_failing_instance() {
-    let (_open, open_now) = watch::channel(true);
-    let (open_new, closed) = watch::channel(false);
-    let a = Server::start(200, open_now.clone()).await;
-    let b = Server::start(200, open_now.clone()).await;
-    let failing = Server::start(503, open_now).await;
-    let joining = [
-        Server::start(200, closed.clone()).await,
-        Server::start(200, closed.clone()).await,
-        Server::start(200, closed).await,
-    ];
-    let source = StaticSource::new()
-        .with_instances("svc", vec![a.instance(), b.instance(), failing.instance()]);
+/// A balancer over `source`'s `svc` (refreshed every 20 ms), checked every
+/// 600 s with thresholds of 1 and probes that may take 600 s, once its
+/// first round holds the third instance (failing its checks) unhealthy.
+async fn checked(source: &StaticSource) -> LoadBalancer<HttpClient> {
     let mut check = ActiveHealthCheck::new("/actuator/health");
     check.interval = Duration::from_secs(600);
     check.interval_jitter = Duration::ZERO;
@@ -157,6 +147,24 @@ async fn a_scale_up_waiting_for_its_first_probes_sends_nothing_to_a_failing_inst
         || unhealthy(&lb) == [false, false, true],
     )
     .await;
+    lb
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scale_up_waiting_for_its_first_probes_sends_nothing_to_a_failing_instance() {
+    let (_open, open_now) = watch::channel(true);
+    let (open_new, closed) = watch::channel(false);
+    let a = Server::start(200, open_now.clone()).await;
+    let b = Server::start(200, open_now.clone()).await;
+    let failing = Server::start(503, open_now).await;
+    let joining = [
+        Server::start(200, closed.clone()).await,
+        Server::start(200, closed.clone()).await,
+        Server::start(200, closed).await,
+    ];
+    let source = StaticSource::new()
+        .with_instances("svc", vec![a.instance(), b.instance(), failing.instance()]);
+    let lb = checked(&source).await;
     send(&lb, 60).await;
     assert_eq!((a.traffic(), b.traffic(), failing.traffic()), (30, 30, 0));
 
@@ -214,28 +222,7 @@ async fn joining_instances_failing_their_first_probes_count_at_once() {
     ];
     let source = StaticSource::new()
         .with_instances("svc", vec![a.instance(), b.instance(), failing.instance()]);
-    let mut check = ActiveHealthCheck::new("/actuator/health");
-    check.interval = Duration::from_secs(600);
-    check.interval_jitter = Duration::ZERO;
-    check.timeout = Duration::from_secs(600);
-    check.unhealthy_threshold = 1;
-    check.healthy_threshold = 1;
-    let mut refresh = RefreshConfig::default();
-    refresh.interval = Duration::from_millis(20);
-    refresh.jitter = 0.0;
-    let lb = LoadBalancer::builder()
-        .source(source.clone())
-        .service("svc")
-        .refresh(refresh)
-        .active_health_check(check)
-        .build(Client::builder(TokioExecutor::new()).build_http())
-        .expect("balancer");
-    assert!(lb.ready_service("svc").await);
-    until(
-        "the first round holds the failing instance unhealthy",
-        || unhealthy(&lb) == [false, false, true],
-    )
-    .await;
+    let lb = checked(&source).await;
     let mut listed = vec![a.instance(), b.instance(), failing.instance()];
     listed.extend(joining.iter().map(Server::instance));
     source.set_instances("svc", listed);
