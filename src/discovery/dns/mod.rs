@@ -200,6 +200,8 @@ const MAX_SETTING: Duration = Duration::from_secs(24 * 3600);
 #[cfg(test)]
 mod answer_tests;
 #[cfg(test)]
+mod kept_answer_tests;
+#[cfg(test)]
 mod kept_tests;
 #[cfg(test)]
 mod lookup_tests;
