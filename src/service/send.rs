@@ -184,20 +184,26 @@ struct Facts {
     hash_key: Option<u64>,
     /// The policy's overall deadline, from now.
     deadline: Option<Instant>,
-    /// The last instant a retry may be sent: the policy's deadline, or a
-    /// gRPC call's (`grpc-timeout` under `GrpcRetry`) if sooner. Only
-    /// retries are decided by the call's deadline: `GrpcRetry` ends the
-    /// call at it, and a retry past it only held the server's status back
-    /// (helper 190: a 2 s pushback under a 300 ms `grpc-timeout` ended in
-    /// DEADLINE_EXCEEDED after 300 ms, where the UNAVAILABLE was known at
-    /// once).
-    retry_until: Option<Instant>,
     /// The deadline the call told its servers (a gRPC call's
     /// `grpc-timeout` under `GrpcRetry`).
     callers_deadline: Option<Instant>,
 }
 
 impl Facts {
+    /// The last instant a retry may be sent: the policy's deadline, or the
+    /// call's (a gRPC `grpc-timeout` under `GrpcRetry`) if sooner. Only
+    /// retries are decided by the call's deadline: `GrpcRetry` ends the
+    /// call at it, and a retry past it only held the server's status back
+    /// (helper 190: a 2 s pushback under a 300 ms `grpc-timeout` ended in
+    /// DEADLINE_EXCEEDED after 300 ms, where the UNAVAILABLE was known at
+    /// once).
+    fn retry_until(&self) -> Option<Instant> {
+        match (self.deadline, self.callers_deadline) {
+            (Some(at), Some(call)) => Some(at.min(call)),
+            (at, call) => at.or(call),
+        }
+    }
+
     /// What the attempts of this call share.
     fn call<'a>(
         &self,
@@ -228,10 +234,6 @@ impl Facts {
                 .and_then(|d| Instant::now().checked_add(d))
         });
         let call = req.extensions().get::<super::grpc_status::CallDeadline>();
-        let retry_until = match (deadline, call) {
-            (Some(at), Some(call)) => Some(at.min(call.0)),
-            (at, call) => at.or(call.map(|c| c.0)),
-        };
         Some(Self {
             method: req.method().clone(),
             idempotent: policy.is_idempotent(req.method())
@@ -241,7 +243,6 @@ impl Facts {
                 .as_ref()
                 .and_then(|key| key.extract(req.uri(), req.headers())),
             deadline,
-            retry_until,
             callers_deadline: call.map(|c| c.0),
         })
     }
@@ -279,7 +280,7 @@ fn next<T: ResponseStatus>(
         replayable,
         left,
         walk.retries,
-        facts.retry_until,
+        facts.retry_until(),
         &done,
     );
     let (decision, token) = decision.spend(state.retry_budget());
