@@ -11,8 +11,10 @@
 //! usual, as SCLB returns all instances when none matches.
 //!
 //! The cookie is read with bounds, from bytes, without allocating: at most
-//! [`MAX_COOKIE_FIELDS`] `Cookie` header fields and [`MAX_COOKIE_PAIRS`]
-//! pairs in each (RFC 6265 §4.2.1 `name=value` pairs separated by `;`,
+//! [`MAX_COOKIE_PAIRS`] pairs over all `Cookie` header fields, however
+//! they are split (an HTTP/2 client sends one field per cookie, RFC 9113
+//! §8.2.3, and hyper does not join them; RFC 6265 §4.2.1 `name=value`
+//! pairs separated by `;`,
 //! whitespace around them ignored, a value in double quotes unquoted); the
 //! first pair with the name counts, as Spring's `cookies.getFirst`. A pair
 //! without `=` or a value that is not an instance id is ignored; no header
@@ -41,10 +43,10 @@ use super::{PickContext, Picker, Rule};
 use crate::instance::{Endpoint, Instance};
 use crate::snapshot::Snapshot;
 
-/// At most this many `Cookie` header fields are read.
-pub const MAX_COOKIE_FIELDS: usize = 32;
-/// At most this many `name=value` pairs are read per field.
-pub const MAX_COOKIE_PAIRS: usize = 256;
+/// At most this many `name=value` pairs are read, over all `Cookie` header
+/// fields: one field of 8 192 pairs or 8 192 fields of one pair (HTTP/2
+/// "cookie crumbs") read alike.
+pub const MAX_COOKIE_PAIRS: usize = 8192;
 
 /// Prefers the instance a request's cookie names. See the
 /// [module docs](self).
@@ -148,20 +150,15 @@ impl Picker for StickyPicker {
 
 /// The value of the first cookie `name` in `headers`' `Cookie` fields,
 /// unquoted; `None` if there is none within the bounds
-/// ([`MAX_COOKIE_FIELDS`], [`MAX_COOKIE_PAIRS`]). Never panics, allocates
+/// ([`MAX_COOKIE_PAIRS`] over all fields). Never panics, allocates
 /// nothing.
 pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
     let name = name.as_bytes();
     headers
         .get_all(http::header::COOKIE)
         .iter()
-        .take(MAX_COOKIE_FIELDS)
-        .flat_map(|field| {
-            field
-                .as_bytes()
-                .split(|b| *b == b';')
-                .take(MAX_COOKIE_PAIRS)
-        })
+        .flat_map(|field| field.as_bytes().split(|b| *b == b';'))
+        .take(MAX_COOKIE_PAIRS)
         .find_map(|pair| {
             let eq = pair.iter().position(|b| *b == b'=')?;
             let (n, v) = pair.split_at(eq);
@@ -226,6 +223,21 @@ mod tests {
         // Past the pair bound: not read.
         let many = format!("{}k=v", "a=1;".repeat(MAX_COOKIE_PAIRS));
         assert_eq!(cookie_value(&headers(&[many.as_bytes()]), "k"), None);
+        let within = format!("{}k=v", "a=1;".repeat(MAX_COOKIE_PAIRS - 1));
+        assert_eq!(
+            cookie_value(&headers(&[within.as_bytes()]), "k"),
+            Some(&b"v"[..])
+        );
+        // HTTP/2 cookie crumbs, one field per cookie, read as one field:
+        // the 33rd was not read before (a bound of 32 fields).
+        let crumbs: Vec<String> = (0..40).map(|i| format!("c{i}=v{i}")).collect();
+        let crumbs: Vec<&[u8]> = crumbs.iter().map(|c| c.as_bytes()).collect();
+        assert_eq!(cookie_value(&headers(&crumbs), "c39"), Some(&b"v39"[..]));
+        let many: Vec<&[u8]> = (0..MAX_COOKIE_PAIRS)
+            .map(|_| &b"a=1"[..])
+            .chain([&b"k=v"[..]])
+            .collect();
+        assert_eq!(cookie_value(&headers(&many), "k"), None);
     }
 
     #[test]
