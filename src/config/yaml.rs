@@ -230,37 +230,88 @@ impl Flat<'_> {
     }
 
     fn walk_map(&mut self, items: &[usize], prefix: &str, depth: usize) -> Result<(), ConfigError> {
-        // Merge keys first, so the map's own keys (later pairs) win.
-        let pairs: Vec<(usize, usize)> = items
-            .chunks(2)
-            .filter_map(|c| Some((c[0], *c.get(1)?)))
-            .collect();
-        let tree = self.tree;
-        let is_merge = |k: usize| tree.scalar(k) == Some("<<");
-        for &(_, value) in pairs.iter().filter(|(k, _)| is_merge(*k)) {
-            match tree.nodes.get(value) {
-                Some(Node::Seq(maps)) => {
-                    for &map in maps {
-                        self.walk(map, prefix, depth + 1)?;
-                    }
+        let mut pairs = Vec::new();
+        self.map_pairs(items, prefix, depth, &mut pairs)?;
+        for (key, value) in pairs {
+            match key {
+                Some(key) => {
+                    let full = if prefix.is_empty() {
+                        key.to_owned()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    self.walk(value, &full, depth + 1)?;
                 }
-                _ => self.walk(value, prefix, depth + 1)?,
+                // A merge key's value that is not a map, read in place.
+                None => self.walk(value, prefix, depth + 1)?,
             }
         }
-        for &(key, value) in pairs.iter().filter(|(k, _)| !is_merge(*k)) {
-            let key = tree
-                .scalar(key)
-                .ok_or_else(|| {
-                    let prefix = crate::error::quote(prefix);
-                    syntax(format!("under `{prefix}`: a key must be a scalar"))
-                })?;
-            let full = if prefix.is_empty() {
-                key.to_owned()
-            } else {
-                format!("{prefix}.{key}")
-            };
-            self.walk(value, &full, depth + 1)?;
+        Ok(())
+    }
+
+}
+
+impl<'t> Flat<'t> {
+    /// The pairs of a map with its merge keys (`<<`) applied as YAML's
+    /// merge key type and SnakeYAML (Spring's reader) apply them: shallow,
+    /// a key of the map itself beats a merged one as a whole (a nested map
+    /// is not merged into), and of several merged maps the first that has
+    /// a key gives it. Merged pairs come first; a merged value that is not
+    /// a map is read in place (key `None`). Each pair counts as a visit,
+    /// so merges of merges stay within [`MAX_NODES`].
+    fn map_pairs(
+        &mut self,
+        items: &[usize],
+        prefix: &str,
+        depth: usize,
+        out: &mut Vec<(Option<&'t str>, usize)>,
+    ) -> Result<(), ConfigError> {
+        if depth > 2 * MAX_DEPTH {
+            return Err(ConfigError::too_large(
+                (2 * MAX_DEPTH) as u64,
+                format!("nested deeper than {} levels through aliases", 2 * MAX_DEPTH),
+            ));
         }
+        self.visits = self.visits.saturating_add(items.len() / 2);
+        if self.visits > MAX_NODES {
+            return Err(too_many_nodes());
+        }
+        let tree = self.tree;
+        let pairs = items.chunks(2).filter_map(|c| Some((c[0], *c.get(1)?)));
+        let mut own = Vec::new();
+        let mut merged = Vec::new();
+        for (key, value) in pairs {
+            let key = tree.scalar(key).ok_or_else(|| {
+                let prefix = crate::error::quote(prefix);
+                syntax(format!("under `{prefix}`: a key must be a scalar"))
+            })?;
+            if key == "<<" {
+                match tree.nodes.get(value) {
+                    Some(Node::Seq(maps)) => merged.extend(maps.iter().copied()),
+                    _ => merged.push(value),
+                }
+            } else {
+                own.push((Some(key), value));
+            }
+        }
+        let mut taken: std::collections::HashSet<&str> =
+            own.iter().filter_map(|(k, _)| *k).collect();
+        for map in merged {
+            match tree.nodes.get(map) {
+                Some(Node::Map(inner)) => {
+                    let mut pairs = Vec::new();
+                    self.map_pairs(inner, prefix, depth + 1, &mut pairs)?;
+                    for (key, value) in pairs {
+                        // `None` (a non-map value merged in) has no key to take.
+                        if key.is_none_or(|k| taken.insert(k)) {
+                            out.push((key, value));
+                        }
+                    }
+                }
+                _ => out.push((None, map)),
+            }
+        }
+        out.extend(own);
         Ok(())
     }
 }
@@ -403,8 +454,9 @@ mod tests {
             [
                 ("defaults.retry", "1"),
                 ("defaults.zone", "z1"),
+                // The map's own `zone` beats the merged one, which is
+                // left out (SnakeYAML's merge).
                 ("svc.retry", "1"),
-                ("svc.zone", "z1"),
                 ("svc.zone", "z2"),
                 ("other.retry", "1"),
                 ("other.zone", "z1"),
