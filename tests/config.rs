@@ -228,8 +228,11 @@ other.ribbon.NIWSServerListClassName=com.netflix.niws.loadbalancer.DiscoveryEnab
     let retry = svc.retry_policy();
     assert_eq!(retry.get_max_same(), 2);
     assert_eq!(retry.get_max_next(), 3);
+    // `ReadTimeout` bounds each try through the builder, so a policy's own
+    // per-try timeout (set in code) wins over it.
+    assert_eq!(retry.get_per_try_timeout(), None);
     assert_eq!(
-        retry.get_per_try_timeout(),
+        config.builder_for("svc").unwrap().get_read_timeout(),
         Some(Duration::from_millis(2500))
     );
     assert!(retry.is_idempotent(&http::Method::POST));
@@ -241,6 +244,8 @@ other.ribbon.NIWSServerListClassName=com.netflix.niws.loadbalancer.DiscoveryEnab
         Some({
             let mut check = tower_ribbon::health::ActiveHealthCheck::new("/actuator/health");
             check.interval = Duration::from_secs(7);
+            // A tenth of the interval, at most 1 s.
+            check.interval_jitter = Duration::from_millis(700);
             check
         })
     );

@@ -239,6 +239,7 @@ fn per_client_keys_override_global_ones() {
     let mut expected = ActiveHealthCheck::new("/health/ready");
     expected.interval = Duration::from_secs(2);
     expected.timeout = Duration::from_secs(2);
+    expected.interval_jitter = Duration::from_millis(200);
     assert_eq!(inv.health_check(), Some(expected));
     // catalog-service: weighted by instance metadata `weight`, read as
     // SCLB reads it (0 or a bad value is 1).
@@ -548,7 +549,9 @@ fn the_spring_users_page_migration_reads_as_documented() {
     let retry = user.retry_policy();
     assert_eq!((retry.get_max_same(), retry.get_max_next()), (0, 2));
     assert!(retry.is_retryable_status(503) && !retry.is_retryable_status(500));
-    assert_eq!(retry.get_per_try_timeout(), Some(Duration::from_secs(3)));
+    // `ReadTimeout` is the builder's per-try bound, not the policy's.
+    assert_eq!(retry.get_per_try_timeout(), None);
+    assert_eq!(user.read_timeout, Some(Duration::from_secs(3)));
     let stats = user.stats_config();
     assert_eq!(stats.breaker_threshold, 5);
     assert_eq!(stats.breaker_base, Duration::from_secs(5));

@@ -115,7 +115,6 @@ struct RetryValues {
     next: u32,
     all_operations: bool,
     codes: Option<Vec<u16>>,
-    per_try: Option<Duration>,
     backoff: Option<(Duration, Duration)>,
 }
 
@@ -135,9 +134,9 @@ impl ClientConfig {
             || self.enable_zone_exclusivity == Some(true)
             || (self.rule == Some(RuleKind::ZoneAvoidance)
                 && self.enable_zone_affinity != Some(false))
-            || (self.rule.is_none()
-                && self.enable_zone_affinity != Some(false)
-                && self.load_balancer.prefers_zone());
+            // Spring's zone preference is a list filter: it keeps to the
+            // zone whatever rule picks, a Ribbon rule key's too.
+            || (self.enable_zone_affinity != Some(false) && self.load_balancer.prefers_zone());
         affinity.then_some(zone)
     }
 
@@ -175,15 +174,18 @@ impl ClientConfig {
                 .unwrap_or(false),
             codes: (self.retryable_status_codes.clone())
                 .or_else(|| lb.retryable_status_codes.clone()),
-            per_try: self.read_timeout.filter(|t| !t.is_zero()),
             backoff,
         }
     }
 
     /// The retry policy: [`RetryPolicy::default`] with `MaxAutoRetries`,
-    /// `MaxAutoRetriesNextServer`, `OkToRetryOnAllOperations`,
-    /// `retryableStatusCodes` and `ReadTimeout` applied, each falling back
-    /// to its `spring.cloud.loadbalancer.retry.*` counterpart.
+    /// `MaxAutoRetriesNextServer`, `OkToRetryOnAllOperations` and
+    /// `retryableStatusCodes` applied, each falling back to its
+    /// `spring.cloud.loadbalancer.retry.*` counterpart. `ReadTimeout` is
+    /// not in it: it sets [`Builder::read_timeout`](crate::Builder::read_timeout), the per-try bound of
+    /// a policy without its own [`RetryPolicy::per_try_timeout`], so a
+    /// per-try timeout set in code wins, and a file setting only
+    /// `ReadTimeout` leaves the builder's retry policy as it was.
     pub fn retry_policy(&self) -> RetryPolicy {
         let v = self.retry_values();
         // Merge note: one line per setting of `RetryPolicy`.
@@ -193,9 +195,6 @@ impl ClientConfig {
             .retry_on_all_operations(v.all_operations);
         if let Some(codes) = v.codes {
             policy = policy.retryable_statuses(codes);
-        }
-        if let Some(timeout) = v.per_try {
-            policy = policy.per_try_timeout(timeout);
         }
         if let Some((base, cap)) = v.backoff {
             policy = policy.backoff(base, cap);
@@ -222,7 +221,8 @@ impl ClientConfig {
     }
 
     /// The active health check: `HealthCheckPath` every
-    /// `NFLoadBalancerPingInterval` seconds (default 30) when the path is
+    /// `NFLoadBalancerPingInterval` seconds (default 30; each wait
+    /// lengthened by up to a tenth of it, at most 1 s) when the path is
     /// set, else Spring Cloud LoadBalancer's `health-check` configuration
     /// (see [`LoadBalancerSettings::health_check`]); `None` when off.
     pub fn health_check(&self) -> Option<ActiveHealthCheck> {
@@ -234,6 +234,7 @@ impl ClientConfig {
             .unwrap_or(Duration::from_secs(DEFAULT_PING_INTERVAL_SECS));
         Some(ActiveHealthCheck {
             interval,
+            interval_jitter: crate::health::active::jitter_for(interval),
             ..ActiveHealthCheck::new(path)
         })
     }
@@ -365,7 +366,6 @@ impl ClientConfig {
             || self.max_auto_retries_next_server.is_some()
             || self.ok_to_retry_on_all_operations.is_some()
             || self.retryable_status_codes.is_some()
-            || self.read_timeout.is_some()
             || *lb != RetrySettings::default()
     }
 

@@ -74,7 +74,7 @@
 //! | `MaxAutoRetriesNextServer` | count | 1 | [`RetryPolicy::max_next`] |
 //! | `OkToRetryOnAllOperations` | `true` / `false` | `false` | [`RetryPolicy::retry_on_all_operations`]; `false` still retries PUT and DELETE (RFC 9110's idempotent methods) where Spring retries GET alone |
 //! | `retryableStatusCodes` | comma-separated codes | 502, 503, 504 | [`RetryPolicy::retryable_statuses`] |
-//! | `ReadTimeout` | milliseconds, 0 = none | 5000 (Ribbon's) | [`Builder::read_timeout`], [`RetryPolicy::per_try_timeout`] |
+//! | `ReadTimeout` | milliseconds, 0 = none | 5000 (Ribbon's) | [`Builder::read_timeout`]: the per-try bound (a [`RetryPolicy::per_try_timeout`] set in code wins) |
 //! | `ConnectTimeout` | milliseconds, 0 = none | 2000 (Ribbon's) | [`Builder::connect_timeout`]: the connector of [`Builder::build_http`]'s client; yours from [`Builder::get_connect_timeout`] |
 //! | `ServerListRefreshInterval` | milliseconds | 30000 | [`RefreshConfig::interval`] |
 //! | `HealthCheckPath` (ours) | URL path | off | [`ActiveHealthCheck::new`]: turns active checks on |
@@ -189,9 +189,10 @@
 //!   already do. Custom rule classes cannot be loaded and are an error.
 //! - **Zones.** The preferred zone is set when the client's zone is known
 //!   and `EnableZoneAffinity` or `EnableZoneExclusivity` is `true`, or the
-//!   rule is `ZoneAvoidanceRule` and `EnableZoneAffinity` is not `false`
-//!   (Spring Cloud's `ZonePreferenceServerListFilter`); any other rule is
-//!   then wrapped in [`ZoneAvoidance`]. Exclusivity is not strict here: when
+//!   rule is `ZoneAvoidanceRule` or `configurations` is `zone-preference`
+//!   (with any rule, as Spring's list filter) and `EnableZoneAffinity` is
+//!   not `false` (Spring Cloud's `ZonePreferenceServerListFilter`); any
+//!   other rule is then wrapped in [`ZoneAvoidance`]. Exclusivity is not strict here: when
 //!   the own zone has no available instance, other zones are used (a
 //!   warning says so).
 //! - **Timeouts.** `ReadTimeout` bounds each whole attempt. `ConnectTimeout`

@@ -93,7 +93,9 @@ pub(crate) fn instance_cookie(lb: &LoadBalancerSettings) -> Option<&str> {
 /// `builder` with the instance cookie of each `(client name, settings)`
 /// (their own or inherited `add-service-instance-cookie`), and, when
 /// `global` is given, the global setting for services no client names
-/// (discovered on demand).
+/// (discovered on demand). Without `global` (`RibbonConfig::apply` on a
+/// caller's builder) a client that does not set the key, own or
+/// inherited, leaves the builder's cookie as it was.
 pub(crate) fn with_instance_cookies<'a>(
     mut builder: crate::service::Builder,
     clients: impl IntoIterator<Item = (&'a str, &'a LoadBalancerSettings)>,
@@ -103,7 +105,10 @@ pub(crate) fn with_instance_cookies<'a>(
         builder = builder.instance_cookie(instance_cookie(global));
     }
     for (client, lb) in clients {
-        builder = builder.service_instance_cookie(client, instance_cookie(lb));
+        let set = lb.sticky_session.add_service_instance_cookie.is_some();
+        if set || global.is_some() {
+            builder = builder.service_instance_cookie(client, instance_cookie(lb));
+        }
     }
     builder
 }

@@ -31,7 +31,10 @@ impl RibbonScope {
     /// says (its `retry.enabled=false` turns its retries off; else its
     /// Ribbon key, else its Spring key) beats the global scope (in the same
     /// order), so a client's `retry.enabled=false` or its Spring retry
-    /// counts are not overridden by a global `ribbon.MaxAutoRetries`. The
+    /// counts are not overridden by a global `ribbon.MaxAutoRetries`; a
+    /// client's own `retry.enabled=true` undoes a global
+    /// `retry.enabled=false` (its counts not set are the defaults, as in
+    /// Spring, which binds a client's keys over the global ones). The
     /// value in effect is shown under the Ribbon name.
     pub(crate) fn resolve(
         &self,
@@ -47,16 +50,24 @@ impl RibbonScope {
         let own_retry = own_retry.unwrap_or(&empty);
         let (mine, global) = (&self.c, &defaults.c);
         let scopes = [(mine, own_retry), (global, global_retry)];
-        // The first scope with a say; `retry.enabled=false` there is `off`.
+        // The first scope with a say; `retry.enabled=false` there is `off`,
+        // unless a scope within it said `retry.enabled=true`: Spring binds a
+        // client's keys over the global ones, so a client's `true` turns
+        // the global `false` off and the counts not set fall to their
+        // defaults, not to zero.
         fn first<T: Clone>(
             scopes: &[(&ClientConfig, &RetrySettings); 2],
             ribbon: impl Fn(&ClientConfig) -> Option<T>,
             spring: impl Fn(&RetrySettings) -> Option<T>,
             off: Option<T>,
         ) -> Option<T> {
-            scopes.iter().find_map(|(r, s)| match (s.enabled, &off) {
-                (Some(false), Some(off)) => Some(off.clone()),
-                _ => ribbon(r).or_else(|| spring(s)),
+            let mut enabled = None;
+            scopes.iter().find_map(|(r, s)| {
+                enabled = enabled.or(s.enabled);
+                match (enabled, &off) {
+                    (Some(false), Some(off)) => Some(off.clone()),
+                    _ => ribbon(r).or_else(|| spring(s)),
+                }
             })
         }
         c.max_auto_retries = first(

@@ -286,7 +286,8 @@ impl LoadBalancerSettings {
 
     /// The active health check of `configurations: health-check`: the path
     /// (default `/actuator/health`; empty means none) every `interval`
-    /// (default 25 s), which is also the per-check timeout as in Spring.
+    /// (default 25 s), which is also the per-check timeout as in Spring;
+    /// each wait lengthened by up to a tenth of it (at most 1 s).
     pub fn active_health_check(&self) -> Option<ActiveHealthCheck> {
         if self.configuration != Some(LoadBalancerConfiguration::HealthCheck) {
             return None;
@@ -302,6 +303,7 @@ impl LoadBalancerSettings {
             .unwrap_or(DEFAULT_HEALTH_INTERVAL);
         (!path.is_empty()).then(|| ActiveHealthCheck {
             interval,
+            interval_jitter: crate::health::active::jitter_for(interval),
             timeout: interval,
             ..ActiveHealthCheck::new(path)
         })

@@ -51,8 +51,11 @@ fn global_defaults_and_client_overrides() {
     assert_eq!(a.max_auto_retries, Some(0));
     assert_eq!(a.read_timeout, Some(Duration::from_millis(500)));
     assert_eq!(a.connect_timeout, Some(Duration::ZERO));
+    // `ReadTimeout` is the builder's per-try bound, not the policy's, so a
+    // per-try timeout set in code wins over it.
+    assert_eq!(a.retry_policy().get_per_try_timeout(), None);
     assert_eq!(
-        a.retry_policy().get_per_try_timeout(),
+        config.builder_for("a").unwrap().get_read_timeout(),
         Some(Duration::from_millis(500))
     );
     let other = config.client("other");

@@ -136,6 +136,13 @@ pub struct ActiveHealthCheck {
     pub(crate) https: Option<https::TlsProbe>,
 }
 
+/// The jitter of a check built from configuration keys that set only the
+/// interval: a tenth of it, at most the default 1 s, so a short interval
+/// (`health-check.interval=50ms`) is not lengthened twentyfold.
+pub(crate) fn jitter_for(interval: Duration) -> Duration {
+    (interval / 10).min(Duration::from_secs(1))
+}
+
 impl Default for ActiveHealthCheck {
     fn default() -> Self {
         Self {

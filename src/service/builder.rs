@@ -258,6 +258,13 @@ impl Builder {
         self
     }
 
+    /// The per-try (read) timeout set (or defaulted) on this builder; the
+    /// retry policy's [`RetryPolicy::per_try_timeout`], when set, wins
+    /// over it.
+    pub fn get_read_timeout(&self) -> Option<Duration> {
+        self.read_timeout
+    }
+
     /// Adds the cookie `name=<chosen instance id>` to every request this
     /// balancer sends, for every service (Spring Cloud LoadBalancer's
     /// `sticky-session.add-service-instance-cookie: true` with
