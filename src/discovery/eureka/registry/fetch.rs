@@ -147,19 +147,23 @@ impl Inner {
         }
     }
 
-    /// Takes the next generation if `started` (read before the fetch) is
-    /// still current; `false` if another fetch was applied meanwhile (this
-    /// one's answer is older). Call with the registry lock held, so answers
-    /// are applied in generation order.
-    fn take_turn(&self, started: u64) -> bool {
-        let newer = self
-            .generation
-            .compare_exchange(started, started.wrapping_add(1), Ordering::AcqRel, Ordering::Acquire)
-            .is_err();
-        if newer {
+    /// A ticket for a fetch about to be sent (see `Inner::applied_ticket`).
+    fn ticket(&self) -> u64 {
+        self.tickets.fetch_add(1, Ordering::AcqRel).wrapping_add(1)
+    }
+
+    /// Whether the answer of the fetch holding `ticket` is to be applied:
+    /// `true` (and the copy's generation bumped) if it was sent after the
+    /// last one applied, `false` if a newer answer was applied first. Call
+    /// with the registry lock held, so answers are applied in send order.
+    fn take_turn(&self, ticket: u64) -> bool {
+        if ticket <= self.applied_ticket.load(Ordering::Acquire) {
             tracing::info!("an older Eureka answer arrived after a newer one was applied; dropped");
+            return false;
         }
-        !newer
+        self.applied_ticket.store(ticket, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        true
     }
 
     /// The copy's text is bounded by the response body bound: a copy no
@@ -200,7 +204,7 @@ impl Inner {
 
     pub(super) async fn full(&self) -> Result<(), DiscoveryError> {
         let sent = Instant::now();
-        let started = self.generation.load(Ordering::Acquire);
+        let started = self.ticket();
         // Whether an empty registry beside a failed server is held: by the
         // copy as deltas left it, not by the last full fetch's answer.
         let holds = self.lock().values().any(|records| !records.is_empty());
@@ -252,7 +256,7 @@ impl Inner {
                 }
             }
         }
-        let started = self.generation.load(Ordering::Acquire);
+        let started = self.ticket();
         let delta = match self.get("apps/delta").await {
             Ok(delta) => delta,
             Err(e) => {
@@ -312,10 +316,10 @@ impl Inner {
         })
     }
 
-    /// Applies `delta` if the copy stays within its bounds and no fetch was
-    /// applied since this one `started`: `Some(whether the copy's hash
-    /// matches the delta's)`, `None` if a newer answer was applied first
-    /// (this one is dropped).
+    /// Applies `delta` if the copy stays within its bounds and no fetch sent
+    /// after this one (its ticket `started`) was applied: `Some(whether the
+    /// copy's hash matches the delta's)`, `None` if a newer answer was
+    /// applied first (this one is dropped).
     fn apply_delta(&self, started: u64, delta: &Applications) -> Result<Option<bool>, DiscoveryError> {
         let mut registry = self.lock();
         let after = copy::footprint_after(&registry, delta);
@@ -334,8 +338,8 @@ impl Inner {
             });
         }
         self.check_text_bytes(&after)?;
-        // Another fetch applied since this one started: its answer is
-        // newer than this delta, which is dropped.
+        // A fetch sent after this one was applied: its answer is newer
+        // than this delta, which is dropped.
         if !self.take_turn(started) {
             return Ok(None);
         }

@@ -150,11 +150,22 @@ struct Inner {
     delta_fetches: AtomicU64,
     hash_mismatches: AtomicU64,
     failures: AtomicU64,
-    /// Bumped by every fetch applied: a fetch applies its answer only if
-    /// none was applied since it started, so an older answer arriving late
-    /// (a slow background fetch racing `refresh_now`) never overwrites a
-    /// newer one. The Java client's `fetchRegistryGeneration`.
+    /// Bumped by every fetch applied (what a reader last got; see
+    /// `EurekaRegistry::fetch`).
     generation: AtomicU64,
+    /// The last ticket handed out: each fetch takes one as it is sent, in
+    /// send order.
+    tickets: AtomicU64,
+    /// The ticket of the last fetch applied (changed under the registry
+    /// lock): an answer is applied only if it was sent after that one, so
+    /// an older answer arriving late (a slow background fetch racing
+    /// `refresh_now`) never overwrites a newer one, and a newer answer
+    /// arriving after an older one is applied. (The Java client's
+    /// `fetchRegistryGeneration` drops any answer when another was applied
+    /// since it started: there a newer `refresh_now` answer was dropped
+    /// after an older background one, and a drain it carried waited a
+    /// whole interval; helper 200.)
+    applied_ticket: AtomicU64,
     /// `None` until the first fetch finishes; then its error, if any.
     first: watch::Sender<Option<Result<(), Arc<DiscoveryError>>>>,
     last_success: Mutex<Option<Instant>>,
@@ -280,6 +291,8 @@ impl EurekaRegistryBuilder {
             hash_mismatches: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            tickets: AtomicU64::new(0),
+            applied_ticket: AtomicU64::new(0),
             first: watch::Sender::new(None),
             last_success: Mutex::new(None),
             complete_at: Mutex::new(None),
