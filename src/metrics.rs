@@ -90,11 +90,12 @@ pub const RETRIES: &str = "ribbon_retries_total";
 pub const RETRY_BUDGET_EXHAUSTED: &str = "ribbon_retry_budget_exhausted_total";
 /// Counter: outlier ejections. Labels: `service`, `instance`.
 pub const EJECTIONS: &str = "ribbon_ejections_total";
-/// Counter: ejections that ended. Label: `service`. An ejection of an
-/// instance the balancer forgets (it left the list and its stats are
-/// dropped, or its on-demand service is evicted) counts as ended then, so
-/// `ribbon_ejections_total − ribbon_ejection_returns_total` reads the
-/// instances ejected now.
+/// Counter: ejections that ended. Label: `service`. Counted at the first
+/// pick or refresh after the end (on an idle service, at most a refresh
+/// interval late). An ejection of an instance the balancer forgets (it
+/// left the list and its stats are dropped, or its on-demand service is
+/// evicted) counts as ended then, so `ribbon_ejections_total −
+/// ribbon_ejection_returns_total` reads the instances ejected now.
 pub const EJECTION_RETURNS: &str = "ribbon_ejection_returns_total";
 /// Counter: active health checks. Labels: `service`, `result`.
 pub const HEALTH_CHECKS: &str = "ribbon_health_checks_total";

@@ -366,6 +366,56 @@ fn an_ejection_ending_while_its_instance_is_away_is_counted_returned() {
     });
 }
 
+/// An ejection that ends on a service gone idle is counted returned at the
+/// next refresh (helper 199): only a pick's health recount counted the
+/// ends of listed instances' ejections, so 60 s after a 1 s ejection with
+/// no request the metrics read 1 instance ejected (returns 0). With no
+/// refresh since the end, it is not counted yet.
+#[test]
+fn an_ejection_ending_on_an_idle_service_is_counted_returned() {
+    on_paused_recorder(|snapshotter| async move {
+        let source = StaticSource::new()
+            .with_list("svc", "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3")
+            .unwrap();
+        let mut refresh = RefreshConfig::default();
+        refresh.interval = Duration::from_secs(10);
+        refresh.jitter = 0.0;
+        let lb = LoadBalancer::builder()
+            .source(source.clone())
+            .service("svc")
+            .rule(|| tower_ribbon::rule::RoundRobin::with_start(0))
+            .refresh(refresh)
+            .outlier_detection(quick_ejection(1))
+            .retry(tower_ribbon::retry::RetryPolicy::none())
+            .build(port_1_fails())
+            .unwrap();
+        assert!(lb.ready_service("svc").await);
+        for _ in 0..9 {
+            let _ = lb
+                .clone()
+                .oneshot(Request::get("http://svc/").body(()).unwrap())
+                .await;
+        }
+        // Counted since the last read; none yet is no series.
+        let returns = |all: &BTreeMap<String, DebugValue>| {
+            let key = "ribbon_ejection_returns_total{service=svc}";
+            all.contains_key(key)
+                .then(|| counter(all, key))
+                .unwrap_or(0)
+        };
+        let all = read(&snapshotter);
+        assert_eq!(counter(&all, "ribbon_ejections_total{service=svc}"), 1);
+        // Ended 1 s after the ejection, before the next refresh: not yet.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(returns(&read(&snapshotter)), 0);
+        // The refresh at 10 s counts it, once.
+        tokio::time::sleep(Duration::from_secs(55)).await;
+        assert_eq!(returns(&read(&snapshotter)), 1);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(returns(&read(&snapshotter)), 0);
+    });
+}
+
 /// An on-demand service evicted while one of its instances is ejected:
 /// the ejection ends with the service (helper 188: never counted before).
 #[test]
