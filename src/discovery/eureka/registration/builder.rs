@@ -188,6 +188,7 @@ impl EurekaRegistrationBuilder {
                 ended: AtomicBool::new(false),
                 undoable: AtomicU8::new(0),
                 first_up_read: AtomicBool::new(false),
+                override_before_run: AtomicBool::new(false),
                 registrations: AtomicU64::new(0),
                 renewals: AtomicU64::new(0),
                 failures: AtomicU64::new(0),

@@ -11,7 +11,9 @@
 //! a server kept after missing a later change. An operator's override
 //! stays until the registrant's own status changes: a repeated
 //! `set_status` of the wanted status sends nothing (as Java's
-//! `ApplicationInfoManager.setInstanceStatus` fires no change), a
+//! `ApplicationInfoManager.setInstanceStatus` fires no change; except an
+//! override the server held before this registration's first UP, which an
+//! explicit `set_status(Up)` removes), a
 //! re-registration with UP sends UP again only when the server that took
 //! it serves a status this registration sent, and so do the late-write
 //! read-backs (`late.rs`).
@@ -125,11 +127,17 @@ impl Shared {
         if was == status {
             // No change: the server holds it, or an override someone set
             // since (an operator's OUT_OF_SERVICE), which a call would
-            // undo. Unless a call for it has not succeeded yet.
-            if !self.status_unsent.load(Ordering::Acquire) {
+            // undo. Unless a call for it has not succeeded yet, or it is UP
+            // over an override the server held before this run.
+            let stale = status == InstanceStatus::Up
+                && self.override_before_run.swap(false, Ordering::AcqRel);
+            if !stale && !self.status_unsent.load(Ordering::Acquire) {
                 return Ok(());
             }
         } else {
+            // The app's own change: an override found at the start is
+            // replaced by it.
+            self.override_before_run.store(false, Ordering::Release);
             // Only a change raises the timestamp: a server that holds the
             // status takes the update as a no-op and keeps its timestamp,
             // so a raised one would cost a registration at the next
@@ -181,14 +189,28 @@ impl Shared {
                     false
                 }
                 Ok(Fetched::Found(served)) if !self.was_sent(served) => {
-                    tracing::info!(app = %self.app, id = %self.id, served = served.as_str(), %server, "Eureka keeps an override this registration never sent (an operator's); left as it is");
+                    if first_up {
+                        self.override_before_run.store(true, Ordering::Release);
+                        tracing::warn!(app = %self.app, id = %self.id, served = served.as_str(), %server, "Eureka serves an override from before this run (an operator's, or a previous run's drain); left as it is: `set_status(Up)` removes it");
+                    } else {
+                        tracing::info!(app = %self.app, id = %self.id, served = served.as_str(), %server, "Eureka keeps an override this registration never sent (an operator's); left as it is");
+                    }
                     true
                 }
                 Ok(Fetched::Found(_)) => false,
                 Ok(Fetched::NotFound) | Err(_) => {
                     tracing::debug!(app = %self.app, id = %self.id, %server, "could not read the instance back after registering; the next renewals read it");
-                    // The read-backs may undo an override of its own.
-                    self.arm_late_checks(own);
+                    // The read-backs may undo an override of its own, and,
+                    // when this was the first UP's read, a previous run's
+                    // DOWN or STARTING as this read would have (before, a
+                    // failed read left such a DOWN served for good; helper
+                    // 200).
+                    let previous_run = if first_up {
+                        bit(InstanceStatus::Down) | bit(InstanceStatus::Starting)
+                    } else {
+                        0
+                    };
+                    self.arm_late_checks(own | previous_run);
                     true
                 }
             }
