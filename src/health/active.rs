@@ -370,6 +370,9 @@ pub(crate) struct CheckHooks {
     pub(crate) snapshot: Box<dyn Fn() -> Option<Arc<Snapshot>> + Send + Sync>,
     /// A verdict changed: health must be recounted.
     pub(crate) changed: Box<dyn Fn() + Send + Sync>,
+    /// A passing probe ends the instance's ejection
+    /// ([`OutlierDetection::successful_active_health_check_uneject_host`](crate::health::OutlierDetection::successful_active_health_check_uneject_host)).
+    pub(crate) uneject_on_pass: bool,
     /// Set when the first round begins: endpoints new from then on wait
     /// unhealthy for their first probe.
     pub(crate) wait_for_probe: Arc<std::sync::atomic::AtomicBool>,

@@ -70,6 +70,13 @@ pub struct OutlierDetection {
     /// service in panic; when only they and unhealthy ones are listed,
     /// panic mode spreads over all.
     pub panic_threshold_percent: u32,
+    /// Whether a passing active health probe ends the instance's ejection
+    /// at once (the ejection multiplier is kept, so a relapse is ejected
+    /// for longer). Envoy `successful_active_health_check_uneject_host`.
+    /// Default `true`, as Envoy's: an instance ejected for a 3 s burst of
+    /// 5xx that passed 58 probes meanwhile stayed out for the whole 3 s.
+    /// Without active checks it does nothing.
+    pub successful_active_health_check_uneject_host: bool,
 }
 
 impl Default for OutlierDetection {
@@ -83,6 +90,7 @@ impl Default for OutlierDetection {
             max_ejection_time: Duration::from_secs(300),
             max_ejection_percent: 50,
             panic_threshold_percent: 50,
+            successful_active_health_check_uneject_host: true,
         }
     }
 }

@@ -151,6 +151,11 @@ impl Shared {
                 snapshot: Box::new(move || list.upgrade().map(|s| s.snapshot())),
                 // The rule may read verdicts at build time (slow start
                 // after a recovery): rebuild, which also recounts health.
+                uneject_on_pass: self.request.outliers.enabled
+                    && self
+                        .request
+                        .outliers
+                        .successful_active_health_check_uneject_host,
                 changed: Box::new(move || {
                     view.upgrade().into_iter().for_each(|s| s.rebuild_picker())
                 }),

@@ -179,6 +179,24 @@ impl Ejection {
         Some(time)
     }
 
+    /// Ends an ejection still on at `now_ms` (a passing active probe);
+    /// `true` if one was. The multiplier stays, decaying from `now_ms`.
+    pub(crate) fn end_early(&self, now_ms: u64) -> bool {
+        let mut prev = self.until_ms();
+        while now_ms < prev {
+            match self.until_ms.compare_exchange(
+                prev,
+                now_ms.max(1),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(current) => prev = current,
+            }
+        }
+        false
+    }
+
     /// The ejections seen over at `now_ms` and not reported before: each
     /// ejection is counted once, also one that ended unseen before the
     /// next (a bare flag counted two such ejections as one return).

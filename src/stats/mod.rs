@@ -313,6 +313,12 @@ impl EndpointStats {
         changed
     }
 
+    /// Ends an outlier ejection still on at `now`; `true` if one was.
+    #[cfg(feature = "hyper-util")]
+    pub(crate) fn end_ejection(&self, now: Instant) -> bool {
+        self.ejection.end_early(self.ms_at(now))
+    }
+
     /// Slow start begins again at `now` (back or relisted), never earlier.
     pub(crate) fn restart_slow_start(&self, now: Instant) {
         self.returned_ms

@@ -226,7 +226,7 @@ async fn round(
         };
         while checks.len() >= limit {
             match changes.join_next(&mut checks).await {
-                Some(joined) => changes.note(record(joined, service, config)),
+                Some(joined) => changes.note(record(joined, hooks, config)),
                 None => break,
             }
         }
@@ -237,7 +237,7 @@ async fn round(
         });
     }
     while let Some(joined) = changes.join_next(&mut checks).await {
-        changes.note(record(joined, service, config));
+        changes.note(record(joined, hooks, config));
     }
     changes.apply();
     Some(())
@@ -249,9 +249,10 @@ async fn round(
 /// collecting the others (it stopped at the first before).
 fn record(
     joined: Result<(Endpoint, bool), tokio::task::JoinError>,
-    service: &str,
+    hooks: &CheckHooks,
     config: &ActiveHealthCheck,
 ) -> bool {
+    let service = hooks.service.as_str();
     let Ok((endpoint, passed)) = joined else {
         tracing::warn!(service = %service, "health-check probe task ended without a verdict");
         return false;
@@ -267,10 +268,16 @@ fn record(
     // probes left the service out of panic with 2 of 6 healthy until an
     // unrelated change (helper 189).
     let was_pending = stats.is_active_pending();
+    // Envoy's `successful_active_health_check_uneject_host`: a passing
+    // probe ends an outlier ejection (helper 199).
+    let unejected = passed && hooks.uneject_on_pass && stats.end_ejection(tokio::time::Instant::now());
+    if unejected {
+        tracing::info!(service = %service, instance = %endpoint, "passed an active health check; ejection ended");
+    }
     if stats.record_active_check(passed, config.healthy_threshold, config.unhealthy_threshold) {
         let healthy = !stats.is_active_unhealthy();
         tracing::info!(service = %service, instance = %endpoint, healthy, "active health check changed");
         return true;
     }
-    was_pending
+    was_pending || unejected
 }

@@ -252,6 +252,7 @@ impl Race {
                 }
             }),
             changed: Box::new(|| {}),
+            uneject_on_pass: true,
             wait_for_probe: Arc::new(AtomicBool::new(false)),
             published: Arc::clone(&published),
         };
