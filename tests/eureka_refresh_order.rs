@@ -59,7 +59,7 @@ async fn a_newer_answer_arriving_after_an_older_one_is_applied() {
     );
     let interval = Duration::from_secs(5);
     let registry = EurekaRegistry::builder()
-        .server_url(&stub.url())
+        .server_url(stub.url())
         .fetch_interval(interval)
         .build()
         .unwrap();

@@ -399,9 +399,11 @@ fn an_ejection_ending_on_an_idle_service_is_counted_returned() {
         // Counted since the last read; none yet is no series.
         let returns = |all: &BTreeMap<String, DebugValue>| {
             let key = "ribbon_ejection_returns_total{service=svc}";
-            all.contains_key(key)
-                .then(|| counter(all, key))
-                .unwrap_or(0)
+            if all.contains_key(key) {
+                counter(all, key)
+            } else {
+                0
+            }
         };
         let all = read(&snapshotter);
         assert_eq!(counter(&all, "ribbon_ejections_total{service=svc}"), 1);

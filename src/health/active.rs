@@ -139,6 +139,7 @@ pub struct ActiveHealthCheck {
 /// The jitter of a check built from configuration keys that set only the
 /// interval: a tenth of it, at most the default 1 s, so a short interval
 /// (`health-check.interval=50ms`) is not lengthened twentyfold.
+#[cfg(feature = "config")]
 pub(crate) fn jitter_for(interval: Duration) -> Duration {
     (interval / 10).min(Duration::from_secs(1))
 }

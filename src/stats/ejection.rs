@@ -181,6 +181,7 @@ impl Ejection {
 
     /// Ends an ejection still on at `now_ms` (a passing active probe);
     /// `true` if one was. The multiplier stays, decaying from `now_ms`.
+    #[cfg(feature = "hyper-util")]
     pub(crate) fn end_early(&self, now_ms: u64) -> bool {
         let mut prev = self.until_ms();
         while now_ms < prev {
