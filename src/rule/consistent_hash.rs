@@ -384,6 +384,11 @@ impl Picker for ConsistentHashPicker {
         })
     }
 
+    /// A keyed pick chooses the key's instance every time.
+    fn repeats_choice(&self, ctx: &PickContext<'_>) -> bool {
+        ctx.hash_key().is_some()
+    }
+
     fn snapshot(&self) -> &Arc<Snapshot> {
         &self.snapshot
     }

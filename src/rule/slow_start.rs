@@ -46,6 +46,15 @@
 //! over 3 old instances holding 4 requests each: 8 of 20 held picks at
 //! factor 0.1, as without slow start; 2 now).
 //!
+//! A keyed pick of [`ConsistentHash`](super::ConsistentHash) (alone or
+//! under a wrapper) offers the key's instance every time: it is thinned by
+//! key, not by credit. A key stays on an instance in slow start when a
+//! draw of the key and the instance's id falls below `factor / f_max`,
+//! and goes to its next instance on the ring otherwise, so a key keeps its
+//! instance while the factor holds and the new instance's keys only grow
+//! (by credit it took its whole share of keys at once: 0.25 of keyed picks
+//! where 0.032 was due).
+//!
 //! A pick gives up after `REJECTIONS_PER_ENDPOINT · min(n, 64) +
 //! MAX_REJECTIONS + 1` rejections in a row (`4n + 9` for `n ≤ 64`
 //! instances, 265 above) and goes to an eligible instance accepted at
@@ -366,6 +375,28 @@ impl SlowStartPicker {
     }
 }
 
+impl SlowStartPicker {
+    /// Whether the keyed pick of endpoint `e` (index `i`) at `now` is
+    /// accepted: by a draw of the key and the instance's id, not by
+    /// credit, so a key keeps its instance while the factor holds and the
+    /// keys an instance in slow start takes grow with its factor (a
+    /// consistent hash offers a key's instance again and again: by credit
+    /// it got every key of its share at once, 0.25 where 0.032 was due;
+    /// helper 199).
+    fn accept_key(&self, i: usize, e: &Endpoint, key: u64, now: Instant, f_max: f64) -> bool {
+        let Some(Some(since)) = self.since.get(i) else {
+            return true;
+        };
+        let rate = self.config.factor(now.saturating_duration_since(*since)) / f_max;
+        if rate >= 1.0 || rate.is_nan() {
+            return true;
+        }
+        let id = crate::hash::fnv1a64(e.instance().id().bytes());
+        let draw = crate::hash::mix64(key ^ id) >> 11;
+        (draw as f64) < rate * (1u64 << 53) as f64
+    }
+}
+
 impl Picker for SlowStartPicker {
     fn pick(&self, ctx: &PickContext<'_>) -> Option<&Endpoint> {
         let now = ctx.now();
@@ -387,6 +418,8 @@ impl Picker for SlowStartPicker {
         // (a wrapper's tier confines the pick to it, or no healthy other
         // is eligible) gathers credit as before.
         let repeats = self.inner.repeats_choice(ctx);
+        // A keyed choice (consistent hashing) is thinned by key.
+        let key = ctx.hash_key().filter(|_| repeats);
         let mut passed = [usize::MAX; PASSED];
         let mut n_passed = 0;
         for _ in 0..=bound {
@@ -402,7 +435,11 @@ impl Picker for SlowStartPicker {
                 self.inner.pick(&ctx.with_tiers(&mut link, &tiers))?
             };
             let i = index_of(endpoints, e);
-            if i.is_none_or(|i| self.accept(i, now, f_max)) {
+            let accepted = i.is_none_or(|i| match key {
+                Some(key) => self.accept_key(i, e, key, now, f_max),
+                None => self.accept(i, now, f_max),
+            });
+            if accepted {
                 return Some(e);
             }
             last = Some(e);
