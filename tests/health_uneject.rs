@@ -31,11 +31,12 @@ use tower_ribbon::{Instance, LoadBalancer};
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
-/// Answers `/health` with 200 (counted) and `/work` with 500 while
-/// `failing`, else 200 (counted).
+/// Answers `/health` with 200 (503 while `sick`; counted) and `/work`
+/// with 500 while `failing`, else 200 (counted).
 struct Server {
     addr: SocketAddr,
     failing: Arc<AtomicBool>,
+    sick: Arc<AtomicBool>,
     traffic: Arc<AtomicUsize>,
     probes: Arc<AtomicUsize>,
     _stop: oneshot::Sender<()>,
@@ -46,7 +47,11 @@ impl Server {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel();
-        let failing = Arc::new(AtomicBool::new(false));
+        let (failing, sick) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let k = Arc::clone(&sick);
         let (traffic, probes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let (f, t, p) = (
             Arc::clone(&failing),
@@ -59,10 +64,14 @@ impl Server {
             |_| {},
             move |req| {
                 let (f, t, p) = (Arc::clone(&f), Arc::clone(&t), Arc::clone(&p));
+                let k = Arc::clone(&k);
                 async move {
                     let mut response = Response::new(Full::new(Bytes::new()));
                     if req.uri().path() == "/health" {
                         p.fetch_add(1, Ordering::SeqCst);
+                        if k.load(Ordering::SeqCst) {
+                            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                        }
                     } else if f.load(Ordering::SeqCst) {
                         *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
                     } else {
@@ -75,6 +84,7 @@ impl Server {
         Server {
             addr,
             failing,
+            sick,
             traffic,
             probes,
             _stop: stop,
@@ -102,8 +112,12 @@ fn ejected(lb: &LoadBalancer<HttpClient>) -> bool {
         .is_ejected_at(tokio::time::Instant::now())
 }
 
-/// A is ejected by three 500s (for 600 s), then passes its probes.
-async fn ejected_then_probed(uneject: bool) -> (LoadBalancer<HttpClient>, Server, Server) {
+/// A is ejected by three 500s (for 600 s), then passes its probes (fails
+/// them when `sick`).
+async fn ejected_then_probed(
+    uneject: bool,
+    sick: bool,
+) -> (LoadBalancer<HttpClient>, Server, Server) {
     let (a, b) = (Server::start().await, Server::start().await);
     let mut check = ActiveHealthCheck::new("/health");
     check.interval = Duration::from_millis(20);
@@ -124,6 +138,7 @@ async fn ejected_then_probed(uneject: bool) -> (LoadBalancer<HttpClient>, Server
         .expect("balancer");
     assert!(lb.ready_service("svc").await);
     a.failing.store(true, Ordering::SeqCst);
+    a.sick.store(sick, Ordering::SeqCst);
     send(&lb, 6).await;
     assert!(ejected(&lb) || !uneject, "ejected by three 500s");
     a.failing.store(false, Ordering::SeqCst);
@@ -132,7 +147,7 @@ async fn ejected_then_probed(uneject: bool) -> (LoadBalancer<HttpClient>, Server
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passing_probe_ends_an_ejection() {
-    let (lb, a, _b) = ejected_then_probed(true).await;
+    let (lb, a, _b) = ejected_then_probed(true, false).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while ejected(&lb) {
         assert!(std::time::Instant::now() < deadline, "still ejected");
@@ -146,7 +161,29 @@ async fn a_passing_probe_ends_an_ejection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_option_off_an_ejection_outlasts_passing_probes() {
-    let (lb, a, _b) = ejected_then_probed(false).await;
+    let (lb, a, _b) = ejected_then_probed(false, false).await;
+    assert!(ejected(&lb));
+    let probes = a.probes.load(Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while a.probes.load(Ordering::SeqCst) < probes + 5 {
+        assert!(std::time::Instant::now() < deadline, "no probes");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(ejected(&lb));
+    let before = a.traffic.load(Ordering::SeqCst);
+    send(&lb, 20).await;
+    assert_eq!(a.traffic.load(Ordering::SeqCst) - before, 0);
+}
+
+/// A failing probe ends no ejection: Envoy unejected on any check before
+/// its unhealthy threshold was reached, whatever its result
+/// ([envoy#32442](https://github.com/envoyproxy/envoy/issues/32442),
+/// [envoy#28303](https://github.com/envoyproxy/envoy/issues/28303); fixed
+/// by passing the check's result to the detector,
+/// [envoy PR #32977](https://github.com/envoyproxy/envoy/pull/32977)).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_probe_ends_no_ejection() {
+    let (lb, a, _b) = ejected_then_probed(true, true).await;
     assert!(ejected(&lb));
     let probes = a.probes.load(Ordering::SeqCst);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
