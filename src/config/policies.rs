@@ -93,9 +93,8 @@ pub(crate) fn instance_cookie(lb: &LoadBalancerSettings) -> Option<&str> {
 /// `builder` with the instance cookie of each `(client name, settings)`
 /// (their own or inherited `add-service-instance-cookie`), and, when
 /// `global` is given, the global setting for services no client names
-/// (discovered on demand). Without `global` (`RibbonConfig::apply` on a
-/// caller's builder) a client that does not set the key, own or
-/// inherited, leaves the builder's cookie as it was.
+/// (discovered on demand); without it (`RibbonConfig::apply`), a client
+/// not setting the key leaves the builder's cookie as it was.
 pub(crate) fn with_instance_cookies<'a>(
     mut builder: crate::service::Builder,
     clients: impl IntoIterator<Item = (&'a str, &'a LoadBalancerSettings)>,

@@ -157,8 +157,7 @@ impl Picker for AvailabilityPicker {
         self.inner.pick(&ctx.with_tiers(&mut link, used))
     }
 
-    /// A keyed pick of a keyed inner picker (consistent hashing) repeats
-    /// its choice; other picks are taken as draws here.
+    /// Keyed picks of a keyed inner picker (consistent hashing) repeat.
     fn repeats_choice(&self, ctx: &PickContext<'_>) -> bool {
         ctx.hash_key().is_some() && self.inner.repeats_choice(ctx)
     }

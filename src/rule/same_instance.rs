@@ -135,8 +135,7 @@ impl Picker for SamePicker {
         Some(e)
     }
 
-    /// A keyed pick of a keyed inner picker (consistent hashing) repeats
-    /// its choice; other picks are taken as draws here.
+    /// Keyed picks of a keyed inner picker (consistent hashing) repeat.
     fn repeats_choice(&self, ctx: &PickContext<'_>) -> bool {
         ctx.hash_key().is_some() && self.inner.repeats_choice(ctx)
     }

@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
-
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -57,7 +56,7 @@ impl Default for Builder {
             refresh: RefreshConfig::default(),
             discover_on_demand: false,
             max_services: 1024,
-            on_demand_idle: std::time::Duration::from_secs(600),
+            on_demand_idle: Duration::from_secs(600),
             per_instance_metrics: false,
             failure_statuses: FailureStatuses::default(),
             hash_key: None,
@@ -90,8 +89,8 @@ impl Builder {
         self
     }
 
-    /// Declares a service id (as written in request URIs, e.g.
-    /// `user-service`). Its refresh starts when the balancer is built.
+    /// Declares a service id (as in request URIs: `user-service`); its
+    /// refresh starts when the balancer is built.
     pub fn service(mut self, service_id: impl Into<String>) -> Self {
         self.services.push(service_id.into());
         self
@@ -109,8 +108,8 @@ impl Builder {
     }
 
     /// How to make the rule of each service: called once per service, so
-    /// each service has its own rule state. Ribbon key
-    /// `NFLoadBalancerRuleClassName`. Default is [`RoundRobin::new`].
+    /// each service has its own rule state. Ribbon's
+    /// `NFLoadBalancerRuleClassName`; default [`RoundRobin::new`].
     pub fn rule<R, F>(mut self, make: F) -> Self
     where
         R: Rule,
@@ -120,8 +119,7 @@ impl Builder {
         self
     }
 
-    /// How instance lists are refreshed. Default is
-    /// [`RefreshConfig::default`] (every 30 s, ±10 % jitter).
+    /// How instance lists are refreshed; default [`RefreshConfig::default`].
     pub fn refresh(mut self, config: RefreshConfig) -> Self {
         self.refresh = config;
         self
@@ -167,20 +165,18 @@ impl Builder {
         self
     }
 
-    /// Where the key of key-routing rules ([`ConsistentHash`]) comes from:
+    /// Where the key of key-routing rules
+    /// ([`ConsistentHash`](crate::rule::ConsistentHash)) comes from:
     /// [`HashKey::header`] or [`HashKey::from_fn`]. Without one, or when the
     /// request has no key, such rules fall back to round robin. Default:
     /// none.
-    ///
-    /// [`ConsistentHash`]: crate::rule::ConsistentHash
     pub fn hash_key(mut self, key: HashKey) -> Self {
         self.hash_key = Some(key);
         self
     }
 
     /// When requests are retried on the same or other instances. Default:
-    /// [`RetryPolicy::default`] (one retry on another instance, budget
-    /// 20 % + 10/s).
+    /// [`RetryPolicy::default`] (one retry elsewhere, budget 20 % + 10/s).
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
         self
@@ -188,8 +184,7 @@ impl Builder {
 
     /// Outlier ejection and the panic threshold. Default:
     /// [`OutlierDetection::default`] (5 consecutive 5xx or gateway errors
-    /// eject for 30 s × times ejected; at most 50 % ejected; panic below
-    /// 50 % healthy).
+    /// eject for 30 s × times ejected; 50 % at most; panic below 50 %).
     pub fn outlier_detection(mut self, detection: OutlierDetection) -> Self {
         self.outliers = detection;
         self
@@ -243,9 +238,10 @@ impl Builder {
 
     /// The per-try (read) timeout: each attempt, from waiting for the inner
     /// service to be ready until its response headers, is cut off after it
-    /// (Ribbon key `ReadTimeout`, which Ribbon applies per attempt). `None`:
-    /// no per-try bound. [`RetryPolicy::per_try_timeout`], when set, takes
-    /// precedence. Default [`DEFAULT_READ_TIMEOUT`] (5 s, Ribbon's).
+    /// (Ribbon's `ReadTimeout`, per attempt). `None`: no per-try bound.
+    /// [`RetryPolicy::per_try_timeout`], when set, wins. Default
+    /// [`DEFAULT_READ_TIMEOUT`] (5 s, Ribbon's); read back with
+    /// [`get_read_timeout`](Self::get_read_timeout).
     ///
     /// For a streamed body that reports its upload
     /// ([`ReplayBody::streaming`](crate::retry::ReplayBody::streaming), the
@@ -258,9 +254,7 @@ impl Builder {
         self
     }
 
-    /// The per-try (read) timeout set (or defaulted) on this builder; the
-    /// retry policy's [`RetryPolicy::per_try_timeout`], when set, wins
-    /// over it.
+    /// The per-try (read) timeout set (or defaulted) on this builder.
     pub fn get_read_timeout(&self) -> Option<Duration> {
         self.read_timeout
     }

@@ -142,10 +142,8 @@ struct Shared {
     /// Set at the first registration with UP, which reads the instance
     /// back for a previous run's DOWN or STARTING (see `status.rs`).
     first_up_read: AtomicBool,
-    /// That read found an override this registration never sent (an
-    /// operator's, or a previous run's drain: a run that set
-    /// OUT_OF_SERVICE and died without cancelling). Kept, but an explicit
-    /// `set_status(Up)` then removes it, as a start through STARTING does.
+    /// That read found an override this registration never sent (see
+    /// `RegistrationHandle::set_status`).
     override_before_run: AtomicBool,
     registrations: AtomicU64,
     renewals: AtomicU64,
@@ -434,15 +432,11 @@ impl std::fmt::Debug for RegistrationHandle {
 impl RegistrationHandle {
     /// Changes the registered status (`UP`, `OUT_OF_SERVICE`, `DOWN`, ...);
     /// kept for re-registrations. The status wanted already, once a
-    /// server took it, sends nothing (as Java's
-    /// `ApplicationInfoManager.setInstanceStatus`): an override an
-    /// operator set since is kept. One exception: an override the server
-    /// already held when this registration first registered with UP (a
-    /// previous run's drain that died without cancelling, or an
-    /// operator's from before the start; kept by that registration, as
-    /// Java's client keeps it) is removed by an explicit `set_status(Up)`,
-    /// as a start through STARTING removes it (before, such a run was
-    /// served OUT_OF_SERVICE for good and `set_status(Up)` sent nothing).
+    /// server took it, sends nothing (as Java's `setInstanceStatus`): an
+    /// operator's override set since is kept; one held before this
+    /// registration's first UP (a previous run's drain, or an operator's),
+    /// kept at the start as Java's client keeps it, is removed by
+    /// `set_status(Up)`, as a start through STARTING removes it.
     ///
     /// # Errors
     /// [`DiscoveryError`] if no server accepted it; the wanted status is
