@@ -389,6 +389,10 @@ impl Picker for ConsistentHashPicker {
         ctx.hash_key().is_some()
     }
 
+    fn keyed_choice(&self, ctx: &PickContext<'_>) -> bool {
+        ctx.hash_key().is_some()
+    }
+
     fn snapshot(&self) -> &Arc<Snapshot> {
         &self.snapshot
     }

@@ -1,5 +1,4 @@
-//! Hint-based routing (Spring Cloud LoadBalancer's
-//! `HintBasedServiceInstanceListSupplier`) in front of any other rule.
+//! Hint-based routing (SCLB's `HintBasedServiceInstanceListSupplier`) before any rule.
 //!
 //! The hint of a request is the first value of the header
 //! [`header_name`](HintBased::header_name) (default `X-SC-LB-Hint`) when it
@@ -9,13 +8,12 @@
 //! ([`hint`](HintBased::hint), Spring's `hint.default`), else the literal
 //! `default` (as Spring's `LoadBalancerClient` fills its
 //! `HintRequestContext`). A configured hint without text (empty, or only
-//! Java's whitespace) is no hint: every instance, as SCLB's
-//! `StringUtils.hasText` check gives. Instances whose metadata `hint` equals the hint
-//! (byte for byte, case-sensitive, as Java's `String.equals`) are
+//! Java's whitespace) is no hint: every instance, as SCLB's `hasText` gives.
+//! Instances whose metadata `hint` equals it (byte for byte, as `equals`) are
 //! preferred; when none of them is eligible, the wrapped rule picks among
-//! all instances, as SCLB returns every instance when none matches. A
-//! header hint that matches no instance also means all instances (SCLB
-//! does not fall back from the header to the configured hint).
+//! all instances, as SCLB returns every instance when none matches; so
+//! does a header hint that matches no instance (SCLB does not fall back
+//! from the header to the configured hint).
 //!
 //! Difference from SCLB: the preference is over the *eligible* instances
 //! (a retry's exclusions, the health filter), so a hinted instance that is
@@ -278,9 +276,11 @@ impl Picker for HintPicker {
         pick_preferring(&*self.inner, ctx, &|i, _| ids.get(i) == Some(&g), domain)
     }
 
-    /// Keyed picks of a keyed inner picker (consistent hashing) repeat.
     fn repeats_choice(&self, ctx: &PickContext<'_>) -> bool {
-        ctx.hash_key().is_some() && self.inner.repeats_choice(ctx)
+        self.inner.repeats_choice(ctx)
+    }
+    fn keyed_choice(&self, ctx: &PickContext<'_>) -> bool {
+        self.inner.keyed_choice(ctx)
     }
 
     fn snapshot(&self) -> &Arc<Snapshot> {

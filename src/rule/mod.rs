@@ -159,6 +159,15 @@ pub trait Picker: Send + Sync + fmt::Debug + 'static {
         let _ = ctx;
         false
     }
+
+    /// Whether the choice for `ctx` is the key's (a keyed
+    /// [`ConsistentHash`] pick): an instance is offered only the keys it
+    /// owns, about `1/n` of picks, so [`SlowStart`] accepts them at a rate
+    /// that gives Envoy's share (see its docs). Default `false`.
+    fn keyed_choice(&self, ctx: &PickContext<'_>) -> bool {
+        let _ = ctx;
+        false
+    }
 }
 
 /// Implements [`Rule`] for a smart pointer to a rule by forwarding every

@@ -47,13 +47,15 @@
 //! factor 0.1, as without slow start; 2 now).
 //!
 //! A keyed pick of [`ConsistentHash`](super::ConsistentHash) (alone or
-//! under a wrapper) offers the key's instance every time: it is thinned by
-//! key, not by credit. A key stays on an instance in slow start when a
-//! draw of the key and the instance's id falls below `factor / f_max`,
-//! and goes to its next instance on the ring otherwise, so a key keeps its
-//! instance while the factor holds and the new instance's keys only grow
-//! (by credit it took its whole share of keys at once: 0.25 of keyed picks
-//! where 0.032 was due).
+//! under a wrapper) offers the key's instance every time, so it is passed
+//! over in the same way: a refused key goes to its next instance on the
+//! ring. An instance is offered only the keys it owns, so its keyed picks
+//! are accepted at a rate raised to give Envoy's share of them (see
+//! `SlowStartPicker::accept`; re-asked plainly, a new instance took its
+//! whole share of keys at once: 0.25 of keyed picks where 0.032 was due).
+//! During the window a key's requests are split between its instance and
+//! the next one, as slow start's credit decides (Envoy has no slow start
+//! for ring hash at all).
 //!
 //! A pick gives up after `REJECTIONS_PER_ENDPOINT · min(n, 64) +
 //! MAX_REJECTIONS + 1` rejections in a row (`4n + 9` for `n ≤ 64`
@@ -352,12 +354,24 @@ impl fmt::Debug for SlowStartPicker {
 impl SlowStartPicker {
     /// Whether the pick of endpoint `i` at `now` is accepted (spending its
     /// credit).
-    fn accept(&self, i: usize, now: Instant, f_max: f64) -> bool {
+    ///
+    /// `keyed_of` (`n`, a keyed choice over `n` instances): an instance is
+    /// offered only the keys it owns, about `1/n` of picks, not every pick
+    /// a rotation or a draw could give it, so `r = factor / f_max` is
+    /// raised to `n·r / (r + n − 1)`, which gives it Envoy's share
+    /// `r / (r + n − 1)` of keyed picks (accepted at `r`, a new instance of
+    /// two took 0.050 of keyed picks at factor 0.1 where 0.090 is due;
+    /// helper 202).
+    fn accept(&self, i: usize, now: Instant, f_max: f64, keyed_of: Option<usize>) -> bool {
         let (Some(Some(since)), Some(credit)) = (self.since.get(i), self.credits.credits.get(i))
         else {
             return true;
         };
-        let rate = self.config.factor(now.saturating_duration_since(*since)) / f_max;
+        let mut rate = self.config.factor(now.saturating_duration_since(*since)) / f_max;
+        if let Some(n) = keyed_of.filter(|n| *n > 1) {
+            let n = n as f64;
+            rate = n * rate / (rate + n - 1.0);
+        }
         if rate >= 1.0 || rate.is_nan() {
             return true;
         }
@@ -372,28 +386,6 @@ impl SlowStartPicker {
             Some(if accepted { c - ONE } else { c })
         });
         accepted
-    }
-}
-
-impl SlowStartPicker {
-    /// Whether the keyed pick of endpoint `e` (index `i`) at `now` is
-    /// accepted: by a draw of the key and the instance's id, not by
-    /// credit, so a key keeps its instance while the factor holds and the
-    /// keys an instance in slow start takes grow with its factor (a
-    /// consistent hash offers a key's instance again and again: by credit
-    /// it got every key of its share at once, 0.25 where 0.032 was due;
-    /// helper 199).
-    fn accept_key(&self, i: usize, e: &Endpoint, key: u64, now: Instant, f_max: f64) -> bool {
-        let Some(Some(since)) = self.since.get(i) else {
-            return true;
-        };
-        let rate = self.config.factor(now.saturating_duration_since(*since)) / f_max;
-        if rate >= 1.0 || rate.is_nan() {
-            return true;
-        }
-        let id = crate::hash::fnv1a64(e.instance().id().bytes());
-        let draw = crate::hash::mix64(key ^ id) >> 11;
-        (draw as f64) < rate * (1u64 << 53) as f64
     }
 }
 
@@ -418,8 +410,7 @@ impl Picker for SlowStartPicker {
         // (a wrapper's tier confines the pick to it, or no healthy other
         // is eligible) gathers credit as before.
         let repeats = self.inner.repeats_choice(ctx);
-        // A keyed choice (consistent hashing) is thinned by key.
-        let key = ctx.hash_key().filter(|_| repeats);
+        let keyed_of = self.inner.keyed_choice(ctx).then_some(endpoints.len());
         let mut passed = [usize::MAX; PASSED];
         let mut n_passed = 0;
         for _ in 0..=bound {
@@ -435,11 +426,7 @@ impl Picker for SlowStartPicker {
                 self.inner.pick(&ctx.with_tiers(&mut link, &tiers))?
             };
             let i = index_of(endpoints, e);
-            let accepted = i.is_none_or(|i| match key {
-                Some(key) => self.accept_key(i, e, key, now, f_max),
-                None => self.accept(i, now, f_max),
-            });
-            if accepted {
+            if i.is_none_or(|i| self.accept(i, now, f_max, keyed_of)) {
                 return Some(e);
             }
             last = Some(e);

@@ -167,9 +167,11 @@ impl Picker for SubsetPicker {
         )
     }
 
-    /// Keyed picks of a keyed inner picker (consistent hashing) repeat.
     fn repeats_choice(&self, ctx: &PickContext<'_>) -> bool {
-        ctx.hash_key().is_some() && self.inner.repeats_choice(ctx)
+        self.inner.repeats_choice(ctx)
+    }
+    fn keyed_choice(&self, ctx: &PickContext<'_>) -> bool {
+        self.inner.keyed_choice(ctx)
     }
 
     fn snapshot(&self) -> &Arc<Snapshot> {
