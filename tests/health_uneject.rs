@@ -23,7 +23,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tower_ribbon::discovery::StaticSource;
 use tower_ribbon::health::{ActiveHealthCheck, OutlierDetection};
 use tower_ribbon::retry::RetryPolicy;
@@ -31,12 +31,14 @@ use tower_ribbon::{Instance, LoadBalancer};
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
-/// Answers `/health` with 200 (503 while `sick`; counted) and `/work`
-/// with 500 while `failing`, else 200 (counted).
+/// Answers `/health` with 200 (503 while `sick`; counted; the n-th probe
+/// only once `answered` exceeds n) and `/work` with 500 while `failing`,
+/// else 200 (counted).
 struct Server {
     addr: SocketAddr,
     failing: Arc<AtomicBool>,
     sick: Arc<AtomicBool>,
+    answered: watch::Sender<usize>,
     traffic: Arc<AtomicUsize>,
     probes: Arc<AtomicUsize>,
     _stop: oneshot::Sender<()>,
@@ -52,6 +54,7 @@ impl Server {
             Arc::new(AtomicBool::new(false)),
         );
         let k = Arc::clone(&sick);
+        let (answered, gate) = watch::channel(usize::MAX);
         let (traffic, probes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let (f, t, p) = (
             Arc::clone(&failing),
@@ -64,11 +67,12 @@ impl Server {
             |_| {},
             move |req| {
                 let (f, t, p) = (Arc::clone(&f), Arc::clone(&t), Arc::clone(&p));
-                let k = Arc::clone(&k);
+                let (k, mut gate) = (Arc::clone(&k), gate.clone());
                 async move {
                     let mut response = Response::new(Full::new(Bytes::new()));
                     if req.uri().path() == "/health" {
-                        p.fetch_add(1, Ordering::SeqCst);
+                        let n = p.fetch_add(1, Ordering::SeqCst);
+                        let _ = gate.wait_for(|answered| *answered > n).await;
                         if k.load(Ordering::SeqCst) {
                             *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
                         }
@@ -85,6 +89,7 @@ impl Server {
             addr,
             failing,
             sick,
+            answered,
             traffic,
             probes,
             _stop: stop,
@@ -195,4 +200,57 @@ async fn a_failing_probe_ends_no_ejection() {
     let before = a.traffic.load(Ordering::SeqCst);
     send(&lb, 20).await;
     assert_eq!(a.traffic.load(Ordering::SeqCst) - before, 0);
+}
+
+/// A passing probe sent before the ejection began ends nothing: it is
+/// older news than the 5xx that ejected (helper 202: with a 300 ms health
+/// endpoint every ejection ended within 170 ms, by the probe in flight);
+/// the next probe, sent after, does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_sent_before_the_ejection_ends_nothing() {
+    let (a, b) = (Server::start().await, Server::start().await);
+    a.answered.send_replace(0);
+    let mut check = ActiveHealthCheck::new("/health");
+    check.interval = Duration::from_millis(20);
+    check.interval_jitter = Duration::ZERO;
+    let mut detection = OutlierDetection::default();
+    detection.consecutive_5xx = 3;
+    detection.base_ejection_time = Duration::from_secs(600);
+    detection.max_ejection_time = Duration::from_secs(600);
+    let lb = LoadBalancer::builder()
+        .source(StaticSource::new().with_instances("svc", vec![a.instance(), b.instance()]))
+        .service("svc")
+        .rule(|| tower_ribbon::rule::RoundRobin::with_start(0))
+        .active_health_check(check)
+        .outlier_detection(detection)
+        .retry(RetryPolicy::none())
+        .build(Client::builder(TokioExecutor::new()).build_http())
+        .expect("balancer");
+    assert!(lb.ready_service("svc").await);
+    let probed = &a.probes;
+    let probes = |n: usize| move || probed.load(Ordering::SeqCst) >= n;
+    wait("A's first probe held", probes(1)).await;
+    a.failing.store(true, Ordering::SeqCst);
+    send(&lb, 6).await;
+    assert!(ejected(&lb), "ejected by three 500s");
+    a.failing.store(false, Ordering::SeqCst);
+    // The probe sent before the ejection passes; its round ends, and the
+    // next round's probe of A (held) shows it was recorded.
+    a.answered.send_replace(1);
+    wait("the next round's probe of A", probes(2)).await;
+    assert!(ejected(&lb), "ended by a probe sent before the ejection");
+    a.answered.send_replace(2);
+    wait("the ejection ended by the probe sent after it", || {
+        !ejected(&lb)
+    })
+    .await;
+}
+
+/// Waits (real time, at most 10 s) until `done` holds.
+async fn wait(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

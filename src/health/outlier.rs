@@ -70,11 +70,13 @@ pub struct OutlierDetection {
     /// service in panic; when only they and unhealthy ones are listed,
     /// panic mode spreads over all.
     pub panic_threshold_percent: u32,
-    /// Whether a passing active health probe ends the instance's ejection
-    /// at once (the ejection multiplier is kept, so a relapse is ejected
-    /// for longer). Envoy `successful_active_health_check_uneject_host`.
-    /// Default `true`, as Envoy's: an instance ejected for a 3 s burst of
-    /// 5xx that passed 58 probes meanwhile stayed out for the whole 3 s.
+    /// Whether a passing active health probe sent after an ejection began
+    /// ends it at once (the multiplier is kept). Envoy
+    /// `successful_active_health_check_uneject_host`. Default `true`, as
+    /// Envoy's: an instance ejected for a burst of 5xx that passed 58
+    /// probes meanwhile stayed out for its whole 3 s. With a health
+    /// endpoint that passes while requests fail (a shallow `/health`),
+    /// each ejection lasts only until the next probe: turn this off then.
     /// Without active checks it does nothing.
     pub successful_active_health_check_uneject_host: bool,
 }

@@ -46,6 +46,9 @@ pub(crate) struct Ejection {
     consecutive_gateway: Streak,
     /// End of the last ejection in ms; 0 if never ejected.
     until_ms: AtomicU64,
+    /// Start of the last ejection in ms (stored before its end).
+    #[cfg_attr(not(feature = "hyper-util"), allow(dead_code))]
+    since_ms: AtomicU64,
     /// Ejections whose end a recount has reported ([`Self::take_returns`]).
     returns_reported: AtomicU32,
     multiplier: AtomicU32,
@@ -60,6 +63,7 @@ impl Ejection {
             reset_gateway_ms: LatestReset::new(),
             consecutive_gateway: Streak::new(),
             until_ms: AtomicU64::new(0),
+            since_ms: AtomicU64::new(0),
             returns_reported: AtomicU32::new(0),
             multiplier: AtomicU32::new(0),
             times: AtomicU32::new(0),
@@ -168,6 +172,10 @@ impl Ejection {
             // ejection time ago does nothing either.
             return None;
         }
+        // Before the end, so a probe's check never reads a later ejection's
+        // end with an earlier one's start (a lost race leaves a later start:
+        // a probe then ends nothing, the safe side).
+        self.since_ms.fetch_max(now_ms, Ordering::AcqRel);
         self.until_ms
             .compare_exchange(prev, until, Ordering::AcqRel, Ordering::Relaxed)
             .ok()?;
@@ -179,11 +187,15 @@ impl Ejection {
         Some(time)
     }
 
-    /// Ends an ejection still on at `now_ms` (a passing active probe);
-    /// `true` if one was. The multiplier stays, decaying from `now_ms`.
+    /// Ends an ejection still on at `now_ms` that began no later than
+    /// `sent_ms` (a passing active probe sent then); `true` if one was. The
+    /// multiplier stays, decaying from `now_ms`.
     #[cfg(feature = "hyper-util")]
-    pub(crate) fn end_early(&self, now_ms: u64) -> bool {
+    pub(crate) fn end_early(&self, sent_ms: u64, now_ms: u64) -> bool {
         let mut prev = self.until_ms();
+        if sent_ms < self.since_ms.load(Ordering::Acquire) {
+            return false;
+        }
         while now_ms < prev {
             match self.until_ms.compare_exchange(
                 prev,

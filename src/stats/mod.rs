@@ -313,10 +313,10 @@ impl EndpointStats {
         changed
     }
 
-    /// Ends an outlier ejection still on at `now`; `true` if one was.
+    /// Ends an ejection on at `now` begun by `sent` (a probe's); `true` if so.
     #[cfg(feature = "hyper-util")]
-    pub(crate) fn end_ejection(&self, now: Instant) -> bool {
-        self.ejection.end_early(self.ms_at(now))
+    pub(crate) fn end_ejection(&self, sent: Instant, now: Instant) -> bool {
+        self.ejection.end_early(self.ms_at(sent), self.ms_at(now))
     }
 
     /// Slow start begins again at `now` (back or relisted), never earlier.

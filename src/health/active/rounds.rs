@@ -109,6 +109,9 @@ async fn joining(
     }
 }
 
+/// A probe's endpoint, whether it passed, and when it was sent.
+type Probed = (Endpoint, bool, tokio::time::Instant);
+
 /// At most one rebuild per this long while verdicts keep changing within
 /// a round (a list of 10 000 instances flipping at once would rebuild the
 /// picker 10 000 times).
@@ -146,8 +149,8 @@ impl Changes<'_> {
     /// passed meanwhile.
     async fn join_next(
         &mut self,
-        checks: &mut tokio::task::JoinSet<(Endpoint, bool)>,
-    ) -> Option<Result<(Endpoint, bool), tokio::task::JoinError>> {
+        checks: &mut tokio::task::JoinSet<Probed>,
+    ) -> Option<Result<Probed, tokio::task::JoinError>> {
         loop {
             let due = self.last.map(|t| t + REBUILD_GAP);
             tokio::select! {
@@ -232,8 +235,9 @@ async fn round(
         }
         let (client, timeout) = (client.clone(), config.timeout);
         checks.spawn(async move {
+            let sent = tokio::time::Instant::now();
             let passed = probe(&client, &url, timeout).await;
-            (endpoint, passed)
+            (endpoint, passed, sent)
         });
     }
     while let Some(joined) = changes.join_next(&mut checks).await {
@@ -248,12 +252,12 @@ async fn round(
 /// panicked or was cancelled gives no verdict, and the round goes on
 /// collecting the others (it stopped at the first before).
 fn record(
-    joined: Result<(Endpoint, bool), tokio::task::JoinError>,
+    joined: Result<Probed, tokio::task::JoinError>,
     hooks: &CheckHooks,
     config: &ActiveHealthCheck,
 ) -> bool {
     let service = hooks.service.as_str();
-    let Ok((endpoint, passed)) = joined else {
+    let Ok((endpoint, passed, sent)) = joined else {
         tracing::warn!(service = %service, "health-check probe task ended without a verdict");
         return false;
     };
@@ -269,8 +273,11 @@ fn record(
     // unrelated change (helper 189).
     let was_pending = stats.is_active_pending();
     // Envoy's `successful_active_health_check_uneject_host`: a passing
-    // probe ends an outlier ejection (helper 199).
-    let unejected = passed && hooks.uneject_on_pass && stats.end_ejection(tokio::time::Instant::now());
+    // probe sent after the ejection began ends it (helper 199; one sent
+    // before it is older news than the failures that ejected: with a
+    // 300 ms health endpoint every ejection ended within 170 ms, helper
+    // 202).
+    let unejected = passed && hooks.uneject_on_pass && stats.end_ejection(sent, tokio::time::Instant::now());
     if unejected {
         tracing::info!(service = %service, instance = %endpoint, "passed an active health check; ejection ended");
     }
