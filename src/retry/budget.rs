@@ -45,7 +45,11 @@ impl RetryBudgetConfig {
         self
     }
 
-    /// Retries allowed per second regardless of traffic. Default 10.
+    /// Retries allowed per second regardless of traffic, on average: a
+    /// reserve of `min_per_sec × ttl` retries (tower's and Finagle's
+    /// `TpsBudget` accounting), each spent retry coming back `ttl` later,
+    /// so the whole reserve may go in one burst (100 retries at once with
+    /// the defaults, on a service with no traffic; helper 204). Default 10.
     pub fn min_per_sec(mut self, n: u32) -> Self {
         self.min_per_sec = n;
         self

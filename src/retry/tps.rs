@@ -69,10 +69,13 @@ impl TpsBudget {
         let deposit_amount =
             (f64::from(retry_percent.clamp(0.0, 1000.0)) * UNIT as f64).round() as i64;
         let withdraw_amount = UNIT;
-        // At most i32::MAX × 60 × 1e6 < 1.3e17.
+        // At most i32::MAX × 60 000 ms × 1e3 < 1.3e17; the ttl's
+        // milliseconds count (its whole seconds alone gave a 1.9 s ttl the
+        // reserve of 1 s).
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
         let reserve = i64::from(min_per_sec)
-            .saturating_mul(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
-            .saturating_mul(withdraw_amount);
+            .saturating_mul(ttl_ms)
+            .saturating_mul(withdraw_amount / 1000);
         let start = Instant::now();
         let window = ttl / WINDOWS;
         Self {
@@ -246,6 +249,13 @@ mod tests {
     async fn reserve() {
         let b = TpsBudget::new(Duration::from_secs(1), 5, 1.0);
         for _ in 0..5 {
+            assert!(b.withdraw());
+        }
+        assert!(!b.withdraw());
+        // The ttl's fraction counts: 4 per second over 2.5 s is 10 (its
+        // whole seconds alone gave 8; helper 204).
+        let b = TpsBudget::new(Duration::from_millis(2500), 4, 0.0);
+        for _ in 0..10 {
             assert!(b.withdraw());
         }
         assert!(!b.withdraw());
