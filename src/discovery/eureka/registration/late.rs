@@ -42,6 +42,7 @@ use super::super::client::{Fetched, LeaseAnswer};
 use super::Shared;
 use super::super::wire::WireError;
 use crate::error::DiscoveryError;
+use super::first_up::bit;
 use crate::instance::InstanceStatus;
 
 /// How many renewals after a register or status call that some server may
@@ -52,17 +53,6 @@ pub(super) const LATE_WRITE_CHECKS: u32 = 10;
 /// In `Shared::undoable`: an unanswered call was a registration, which a
 /// server may still apply after the shutdown's cancel (no status's bit).
 pub(super) const REGISTRATION: u8 = 32;
-
-/// `status`'s bit in `Shared::sent` and `Shared::undoable`.
-pub(super) fn bit(status: InstanceStatus) -> u8 {
-    match status {
-        InstanceStatus::Up => 1,
-        InstanceStatus::Down => 2,
-        InstanceStatus::Starting => 4,
-        InstanceStatus::OutOfService => 8,
-        InstanceStatus::Unknown => 16,
-    }
-}
 
 /// A register or status call on its way: dropped before its answer (the
 /// caller's future dropped mid-call, as a `tokio::time::timeout` around
@@ -249,19 +239,30 @@ impl Shared {
         } else {
             self.undoable.load(Ordering::Acquire)
         };
-        let served = match self.http.get_at(server, &self.path(), decode_status).await {
-            Ok(Fetched::Found(status)) => status,
+        let (served, updated) = match self.http.get_at(server, &self.path(), decode_served).await {
+            Ok(Fetched::Found(served)) => served,
             Ok(Fetched::NotFound) => return Ok(()),
             Err(e) => {
                 tracing::debug!(app = %self.app, id = %self.id, error = %e, "could not read the instance back");
                 return Ok(());
             }
         };
+        self.first_up.seen(served, updated);
+        // After a failed first-UP read, the first read that succeeds
+        // applies the first UP's rules (see `first_up.rs`).
+        let first_up = self.first_up.take_pending();
         let wanted = self.status();
         if served == wanted {
             return Ok(());
         }
-        if undoable & bit(served) == 0 {
+        let previous_run = first_up
+            && wanted == InstanceStatus::Up
+            && !self.was_sent(served)
+            && matches!(
+                self.first_up_found(served, updated, server),
+                super::first_up::Found::PreviousRun
+            );
+        if !previous_run && undoable & bit(served) == 0 {
             // Not a write of this registration landing late: an override
             // someone else set (an operator's), kept (see `status.rs`).
             // Also when this registration once sent that status in a call
@@ -281,7 +282,20 @@ impl Shared {
 /// The `status` of a `GET /apps/{APP}/{id}` JSON answer
 /// (`{"instance":{"status":"UP",…}}`); a status this crate does not know is
 /// `Unknown`.
-pub(super) fn decode_status(body: &[u8], _deadline: std::time::Instant) -> Result<InstanceStatus, WireError> {
+#[cfg(test)]
+pub(super) fn decode_status(body: &[u8], at: std::time::Instant) -> Result<InstanceStatus, WireError> {
+    decode_served(body, at).map(|(status, _)| status)
+}
+
+/// The `status` and `lastUpdatedTimestamp` (ms, a number or a string of
+/// digits; `None` when absent or otherwise) of a `GET /apps/{APP}/{id}`
+/// JSON answer. The server sets the timestamp at every status change,
+/// an operator's included, so an override served at two reads with the
+/// same timestamp is the same override.
+pub(super) fn decode_served(
+    body: &[u8],
+    _deadline: std::time::Instant,
+) -> Result<(InstanceStatus, Option<u64>), WireError> {
     #[derive(Deserialize)]
     struct Envelope {
         instance: Record,
@@ -289,9 +303,18 @@ pub(super) fn decode_status(body: &[u8], _deadline: std::time::Instant) -> Resul
     #[derive(Deserialize)]
     struct Record {
         status: String,
+        #[serde(rename = "lastUpdatedTimestamp", default)]
+        updated: Option<serde_json::Value>,
     }
     serde_json::from_slice::<Envelope>(body)
-        .map(|e| InstanceStatus::parse(&e.instance.status))
+        .map(|e| {
+            let updated = e.instance.updated.and_then(|v| match v {
+                serde_json::Value::Number(n) => n.as_u64(),
+                serde_json::Value::String(s) => s.parse().ok(),
+                _ => None,
+            });
+            (InstanceStatus::parse(&e.instance.status), updated)
+        })
         .map_err(|source| WireError::Malformed {
             line: source.line(),
             column: source.column(),
@@ -315,5 +338,9 @@ mod tests {
         assert_eq!(decode_status(odd, at).unwrap(), InstanceStatus::Unknown);
         assert!(decode_status(b"<instance/>", at).is_err());
         assert!(decode_status(br#"{"application":{}}"#, at).is_err());
+        for (updated, read) in [("1700000000123", Some(1_700_000_000_123)), ("\"17\"", Some(17)), ("null", None), ("-1", None)] {
+            let body = format!(r#"{{"instance":{{"status":"UP","lastUpdatedTimestamp":{updated}}}}}"#);
+            assert_eq!(decode_served(body.as_bytes(), at).unwrap(), (InstanceStatus::Up, read));
+        }
     }
 }

@@ -72,6 +72,7 @@
 //! ```
 
 mod builder;
+mod first_up;
 mod kept;
 mod late;
 mod runs;
@@ -139,12 +140,8 @@ struct Shared {
     /// after a re-registration whose read-back failed, the overrides this
     /// registration left. Cleared with the last read-back.
     undoable: AtomicU8,
-    /// Set at the first registration with UP, which reads the instance
-    /// back for a previous run's DOWN or STARTING (see `status.rs`).
-    first_up_read: AtomicBool,
-    /// That read found an override this registration never sent (see
-    /// `RegistrationHandle::set_status`).
-    override_before_run: AtomicBool,
+    /// The run's first registration with UP (see `first_up.rs`).
+    first_up: first_up::FirstUp,
     registrations: AtomicU64,
     renewals: AtomicU64,
     failures: AtomicU64,

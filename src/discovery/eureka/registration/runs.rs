@@ -194,6 +194,8 @@ impl Shared {
             this.late_beats.store(0, Ordering::Release);
             this.late_checks.store(0, Ordering::Release);
             this.undoable.store(0, Ordering::Release);
+            // A new run: its own first UP decides (helper 203).
+            this.first_up.reset();
         }
         let (failed, taken) = match this.register_locked().await {
             Ok(Ok(())) => {

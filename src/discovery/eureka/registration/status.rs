@@ -24,7 +24,8 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use super::super::client::{Fetched, LeaseCall};
-use super::late::bit;
+use super::first_up::Found;
+use super::first_up::bit;
 use super::{Shared, expect};
 use crate::error::DiscoveryError;
 use crate::instance::InstanceStatus;
@@ -128,16 +129,16 @@ impl Shared {
             // No change: the server holds it, or an override someone set
             // since (an operator's OUT_OF_SERVICE), which a call would
             // undo. Unless a call for it has not succeeded yet, or it is UP
-            // over an override the server held before this run.
-            let stale = status == InstanceStatus::Up
-                && self.override_before_run.swap(false, Ordering::AcqRel);
+            // over an override the server held before this run, still
+            // served.
+            let stale = status == InstanceStatus::Up && self.override_from_before_run().await;
             if !stale && !self.status_unsent.load(Ordering::Acquire) {
                 return Ok(());
             }
         } else {
             // The app's own change: an override found at the start is
             // replaced by it.
-            self.override_before_run.store(false, Ordering::Release);
+            self.first_up.forget();
             // Only a change raises the timestamp: a server that holds the
             // status takes the update as a no-op and keeps its timestamp,
             // so a raised one would cost a registration at the next
@@ -174,43 +175,42 @@ impl Shared {
     /// one read a start costs when nothing else was sent.
     pub(super) async fn undo_own_override_locked(&self, server: &str) -> Result<(), DiscoveryError> {
         let own = self.sent.load(Ordering::Acquire) & !bit(InstanceStatus::Up);
-        let first_up = !self.first_up_read.swap(true, Ordering::AcqRel);
+        // A run's first UP, or the first read since its read failed.
+        let first_up = self.first_up.take() | self.first_up.take_pending();
         let kept = if own == 0 && !first_up {
             true
         } else {
             let read = self
                 .http
-                .get_at(server, &self.path(), super::late::decode_status)
+                .get_at(server, &self.path(), super::late::decode_served)
                 .await;
-            match read {
-                Ok(Fetched::Found(InstanceStatus::Up)) => true,
-                Ok(Fetched::Found(InstanceStatus::Down | InstanceStatus::Starting)) if first_up => {
-                    tracing::info!(app = %self.app, id = %self.id, %server, "Eureka serves a previous run's DOWN or STARTING; sending UP");
-                    false
+            let read = read.map(|fetched| match fetched {
+                Fetched::Found((served, updated)) => {
+                    self.first_up.seen(served, updated);
+                    Fetched::Found((served, updated))
                 }
-                Ok(Fetched::Found(served)) if !self.was_sent(served) => {
-                    if first_up {
-                        self.override_before_run.store(true, Ordering::Release);
-                        tracing::warn!(app = %self.app, id = %self.id, served = served.as_str(), %server, "Eureka serves an override from before this run (an operator's, or a previous run's drain); left as it is: `set_status(Up)` removes it");
-                    } else {
-                        tracing::info!(app = %self.app, id = %self.id, served = served.as_str(), %server, "Eureka keeps an override this registration never sent (an operator's); left as it is");
-                    }
+                Fetched::NotFound => Fetched::NotFound,
+            });
+            match read {
+                Ok(Fetched::Found((InstanceStatus::Up, _))) => true,
+                Ok(Fetched::Found((served, updated))) if first_up && !self.was_sent(served) => {
+                    matches!(self.first_up_found(served, updated, server), Found::Kept)
+                }
+                Ok(Fetched::Found((served, _))) if !self.was_sent(served) => {
+                    tracing::info!(app = %self.app, id = %self.id, served = served.as_str(), %server, "Eureka keeps an override this registration never sent (an operator's); left as it is");
                     true
                 }
                 Ok(Fetched::Found(_)) => false,
                 Ok(Fetched::NotFound) | Err(_) => {
                     tracing::debug!(app = %self.app, id = %self.id, %server, "could not read the instance back after registering; the next renewals read it");
-                    // The read-backs may undo an override of its own, and,
-                    // when this was the first UP's read, a previous run's
-                    // DOWN or STARTING as this read would have (before, a
-                    // failed read left such a DOWN served for good; helper
-                    // 200).
-                    let previous_run = if first_up {
-                        bit(InstanceStatus::Down) | bit(InstanceStatus::Starting)
-                    } else {
-                        0
-                    };
-                    self.arm_late_checks(own | previous_run);
+                    // The read-backs may undo an override of its own, and
+                    // the first that succeeds applies the first UP's rules
+                    // (before, a failed read left a previous run's DOWN
+                    // served for good; helper 200).
+                    if first_up {
+                        self.first_up.read_failed();
+                    }
+                    self.arm_late_checks(own);
                     true
                 }
             }
@@ -226,5 +226,36 @@ impl Shared {
         }
         self.status_unsent.store(true, Ordering::Release);
         self.send_status_locked().await
+    }
+
+    /// Whether `set_status(Up)` of the status wanted already is to send
+    /// UP over an override from before this run: one noted at the run's
+    /// first UP and still served as then (same status, same
+    /// `lastUpdatedTimestamp`: an operator's set since, even of the same
+    /// status, is kept; helper 203), or, when the first UP's read failed,
+    /// any status this registration never sent served at this first read
+    /// that succeeds. No server answering sends nothing (it may be an
+    /// operator's).
+    async fn override_from_before_run(&self) -> bool {
+        let pending = self.first_up.take_pending();
+        if self.first_up.found() == 0 && !pending {
+            return false;
+        }
+        let read = (self.http)
+            .get(&self.path(), true, |_| false, super::late::decode_served)
+            .await;
+        match read {
+            Ok(Fetched::Found((served, _))) if pending => {
+                served != InstanceStatus::Up && !self.was_sent(served)
+            }
+            Ok(Fetched::Found((served, updated))) => self.first_up.still_served(served, updated),
+            Ok(Fetched::NotFound) => false,
+            Err(_) => {
+                if pending {
+                    self.first_up.read_failed();
+                }
+                false
+            }
+        }
     }
 }
