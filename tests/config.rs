@@ -816,12 +816,12 @@ fn clients_with_different_timeouts_conflict() {
         (
             "a.ribbon.ConnectTimeout=100\n",
             "ConnectTimeout",
-            ("100 ms", "2000 ms (default)"),
+            ("100 ms", "2000 ms"),
         ),
         (
             "b.ribbon.ReadTimeout=0\n",
             "ReadTimeout",
-            ("5000 ms (default)", "none (0)"),
+            ("5000 ms", "none (0)"),
         ),
     ];
     for (keys, key, (first, second)) in cases {

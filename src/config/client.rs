@@ -1,6 +1,7 @@
 //! [`ClientConfig`]: the merged settings of one client, and how they become
 //! the builder's rule, retry policy, refresh, breaker and health check.
 
+mod apply;
 mod warnings;
 
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use super::error::ConfigError;
 use super::policies::{Policies, RuleSpec, SlowStartSettings};
 use super::ribbon::{DEFAULT_PING_INTERVAL_SECS, RuleKind, ServerListKind};
-use super::spring_loadbalancer::{DEFAULT_MIN_BACKOFF, LoadBalancerSettings, RetrySettings};
+use super::spring_loadbalancer::{DEFAULT_MIN_BACKOFF, LoadBalancerSettings};
 use super::value::{DAY_MS, DAY_S, MAX_RETRIES};
 use crate::discovery::RefreshConfig;
 use crate::health::ActiveHealthCheck;
@@ -17,7 +18,6 @@ use crate::retry::RetryPolicy;
 use crate::rule::Rule;
 #[cfg(doc)]
 use crate::rule::ZoneAvoidance;
-use crate::service::Builder;
 use crate::stats::StatsConfig;
 
 /// The settings of one client, with the global `ribbon.<Key>` defaults and
@@ -210,7 +210,11 @@ impl ClientConfig {
     /// `ServerListRefreshInterval` (else `cache.ttl`) and
     /// `service-discovery.timeout` applied.
     pub fn refresh_config(&self) -> RefreshConfig {
-        let mut config = RefreshConfig::default();
+        self.refresh_over(RefreshConfig::default())
+    }
+
+    /// `config` with the keys that are set applied.
+    pub(crate) fn refresh_over(&self, mut config: RefreshConfig) -> RefreshConfig {
         if let Some(interval) = self.refresh_interval() {
             config.interval = interval;
         }
@@ -243,8 +247,11 @@ impl ClientConfig {
     /// `connectionFailureCountThreshold`, `circuitTripTimeoutFactorSeconds`
     /// and `circuitTripMaxTimeoutSeconds` applied.
     pub fn stats_config(&self) -> StatsConfig {
-        // Merge note: plain public fields of `StatsConfig`.
-        let mut stats = StatsConfig::default();
+        self.stats_over(StatsConfig::default())
+    }
+
+    /// `stats` with the keys that are set applied.
+    pub(crate) fn stats_over(&self, mut stats: StatsConfig) -> StatsConfig {
         if let Some(n) = self.connection_failure_count_threshold {
             stats.breaker_threshold = n;
         }
@@ -366,114 +373,13 @@ impl ClientConfig {
             || self.max_auto_retries_next_server.is_some()
             || self.ok_to_retry_on_all_operations.is_some()
             || self.retryable_status_codes.is_some()
-            || *lb != RetrySettings::default()
+            || lb.sets_applied()
     }
 
     fn sets_stats(&self) -> bool {
         self.connection_failure_count_threshold.is_some()
             || self.circuit_trip_timeout_factor.is_some()
             || self.circuit_trip_max_timeout.is_some()
-    }
-
-    /// The balancer-wide settings in effect, one per Ribbon key (a Spring
-    /// Cloud LoadBalancer counterpart shows under the Ribbon name), as
-    /// shown in a conflict.
-    pub(crate) fn balancer_settings(&self) -> [(&'static str, String); 14] {
-        let v = self.retry_values();
-        let codes = v.codes.as_ref().map_or_else(
-            || "502,503,504".to_owned(),
-            |c| c.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
-        );
-        let stats = self.stats_config();
-        let refresh = self.refresh_config();
-        [
-            (
-                "NFLoadBalancerRuleClassName",
-                self.rule_spec().kind.name().to_owned(),
-            ),
-            (
-                "spring.cloud.loadbalancer.configurations",
-                self.rule_spec().policies.balancer_wide(),
-            ),
-            (
-                "zone",
-                self.preferred_zone()
-                    .unwrap_or("no preferred zone")
-                    .to_owned(),
-            ),
-            ("MaxAutoRetries", v.same.to_string()),
-            ("MaxAutoRetriesNextServer", v.next.to_string()),
-            ("OkToRetryOnAllOperations", v.all_operations.to_string()),
-            ("retryableStatusCodes", codes),
-            // As `configure` applies them: unset keeps the default, zero
-            // means no bound.
-            (
-                "ReadTimeout",
-                timeout_setting(self.read_timeout, crate::service::DEFAULT_READ_TIMEOUT),
-            ),
-            (
-                "ConnectTimeout",
-                timeout_setting(
-                    self.connect_timeout,
-                    crate::service::DEFAULT_CONNECT_TIMEOUT,
-                ),
-            ),
-            ("retry.backoff", format!("{:?}", v.backoff)),
-            ("ServerListRefreshInterval", format!("{refresh:?}")),
-            ("HealthCheckPath", format!("{:?}", self.health_check())),
-            (
-                "connectionFailureCountThreshold",
-                stats.breaker_threshold.to_string(),
-            ),
-            (
-                "circuitTripTimeoutFactorSeconds",
-                format!("{:?}/{:?}", stats.breaker_base, stats.breaker_max),
-            ),
-        ]
-    }
-
-    /// Sets the builder's rule, retry, refresh, breaker and health check
-    /// from the keys that are set (`all`: from every key, defaults
-    /// included).
-    pub(crate) fn configure(&self, mut builder: Builder, all: bool) -> Builder {
-        if all || self.sets_rule() {
-            let spec = self.rule_spec();
-            builder = builder.rule(move || spec.make());
-        }
-        if all || self.sets_retry() {
-            builder = builder.retry(self.retry_policy());
-        }
-        if all
-            || self.refresh_interval().is_some()
-            || self.load_balancer.service_discovery_timeout.is_some()
-        {
-            builder = builder.refresh(self.refresh_config());
-        }
-        if all || self.sets_stats() {
-            builder = builder.stats(self.stats_config());
-        }
-        if let Some(check) = self.health_check() {
-            builder = builder.active_health_check(check);
-        }
-        // Zero means none, as in Ribbon; unset keeps the builder's default.
-        let timeout = |t: Duration| (!t.is_zero()).then_some(t);
-        if let Some(t) = self.read_timeout {
-            builder = builder.read_timeout(timeout(t));
-        }
-        if let Some(t) = self.connect_timeout {
-            builder = builder.connect_timeout(timeout(t));
-        }
-        builder
-    }
-}
-
-/// A timeout key as the balancer applies it: unset is the default, zero no
-/// bound.
-fn timeout_setting(set: Option<Duration>, default: Duration) -> String {
-    match set {
-        None => format!("{} ms (default)", default.as_millis()),
-        Some(t) if t.is_zero() => "none (0)".to_owned(),
-        Some(t) => format!("{} ms", t.as_millis()),
     }
 }
 

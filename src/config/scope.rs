@@ -27,15 +27,15 @@ impl RibbonScope {
     /// Eureka's metadata) with the Spring settings `lb` (merged) and
     /// `own_retry` (the client's own `retry.*` Spring keys, unmerged).
     ///
-    /// The retry keys go by scope first: whatever the client's own scope
-    /// says (its `retry.enabled=false` turns its retries off; else its
-    /// Ribbon key, else its Spring key) beats the global scope (in the same
-    /// order), so a client's `retry.enabled=false` or its Spring retry
-    /// counts are not overridden by a global `ribbon.MaxAutoRetries`; a
-    /// client's own `retry.enabled=true` undoes a global
-    /// `retry.enabled=false` (its counts not set are the defaults, as in
-    /// Spring, which binds a client's keys over the global ones). The
-    /// value in effect is shown under the Ribbon name.
+    /// Each retry key goes by scope: the client's Ribbon key, else its
+    /// Spring key, beats the global scope's (in the same order), so a
+    /// client's Spring retry counts are not overridden by a global
+    /// `ribbon.MaxAutoRetries`; counts no scope sets are the defaults.
+    /// `retry.enabled` in effect is the client's own, else the global one
+    /// (as Spring binds a client's keys over the global ones): `false`
+    /// turns every Spring count and the global Ribbon keys off; a client's
+    /// own `false` its own Ribbon keys too. The value in effect is shown
+    /// under the Ribbon name.
     pub(crate) fn resolve(
         &self,
         defaults: &RibbonScope,
@@ -50,46 +50,61 @@ impl RibbonScope {
         let own_retry = own_retry.unwrap_or(&empty);
         let (mine, global) = (&self.c, &defaults.c);
         let scopes = [(mine, own_retry), (global, global_retry)];
-        // The first scope with a say; `retry.enabled=false` there is `off`,
-        // unless a scope within it said `retry.enabled=true`: Spring binds a
-        // client's keys over the global ones, so a client's `true` turns
-        // the global `false` off and the counts not set fall to their
-        // defaults, not to zero.
-        fn first<T: Clone>(
-            scopes: &[(&ClientConfig, &RetrySettings); 2],
+        // Spring binds a client's `retry.*` keys over a copy of the global
+        // ones, so its `retry.enabled` in effect is the client's own, else
+        // the global one: off, no Spring count of either scope retries (a
+        // client's count under a global `false` retried before; helper
+        // 201), and a client's `true` undoes the global `false` (its counts
+        // not set are the defaults). A client's own Ribbon key is Ribbon's
+        // setting, not Spring's: it beats the global switch, not its own.
+        let spring_on = own_retry.enabled.or(global_retry.enabled) != Some(false);
+        fn first<T>(
+            (mine, own): (&ClientConfig, &RetrySettings),
+            (global, global_spring): (&ClientConfig, &RetrySettings),
+            spring_on: bool,
             ribbon: impl Fn(&ClientConfig) -> Option<T>,
             spring: impl Fn(&RetrySettings) -> Option<T>,
             off: Option<T>,
         ) -> Option<T> {
-            let mut enabled = None;
-            scopes.iter().find_map(|(r, s)| {
-                enabled = enabled.or(s.enabled);
-                match (enabled, &off) {
-                    (Some(false), Some(off)) => Some(off.clone()),
-                    _ => ribbon(r).or_else(|| spring(s)),
-                }
-            })
+            let off_here = |value: Option<T>, on: bool| if on { value } else { None };
+            match (own.enabled, off) {
+                (Some(false), Some(off)) => Some(off),
+                (_, off) => ribbon(mine)
+                    .or_else(|| off_here(spring(own), spring_on))
+                    .or_else(|| match (spring_on, off) {
+                        (false, Some(off)) => Some(off),
+                        _ => ribbon(global).or_else(|| spring(global_spring)),
+                    }),
+            }
         }
         c.max_auto_retries = first(
-            &scopes,
+            scopes[0],
+            scopes[1],
+            spring_on,
             |r| r.max_auto_retries,
             |s| s.max_retries_on_same_service_instance,
             Some(0),
         );
         c.max_auto_retries_next_server = first(
-            &scopes,
+            scopes[0],
+            scopes[1],
+            spring_on,
             |r| r.max_auto_retries_next_server,
             |s| s.max_retries_on_next_service_instance,
             Some(0),
         );
         c.ok_to_retry_on_all_operations = first(
-            &scopes,
+            scopes[0],
+            scopes[1],
+            spring_on,
             |r| r.ok_to_retry_on_all_operations,
             |s| s.retry_on_all_operations,
             Some(false),
         );
         c.retryable_status_codes = first(
-            &scopes,
+            scopes[0],
+            scopes[1],
+            spring_on,
             |r| r.retryable_status_codes.clone(),
             |s| s.retryable_status_codes.clone(),
             None,

@@ -191,6 +191,24 @@ pub struct RetrySettings {
     pub backoff: BackoffSettings,
 }
 
+impl RetrySettings {
+    /// Whether a key this crate applies is set: a file setting only keys
+    /// read but not applied (`retry-on-all-exceptions`,
+    /// `retryable-exceptions`, `avoid-previous-instance`, `backoff.jitter`)
+    /// leaves a retry policy set in code as it was (helper 201).
+    pub(crate) fn sets_applied(&self) -> bool {
+        let b = &self.backoff;
+        self.enabled.is_some()
+            || self.max_retries_on_same_service_instance.is_some()
+            || self.max_retries_on_next_service_instance.is_some()
+            || self.retry_on_all_operations.is_some()
+            || self.retryable_status_codes.is_some()
+            || b.enabled.is_some()
+            || b.min_backoff.is_some()
+            || b.max_backoff.is_some()
+    }
+}
+
 /// `sticky-session.*`: request-based sticky sessions (with
 /// `configurations: request-based-sticky-session`).
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -16,6 +16,8 @@ use crate::health::OutlierDetection;
 use crate::retry::RetryPolicy;
 use crate::rule::{RoundRobin, Rule};
 
+mod getters;
+
 pub(super) type MakeRule = Arc<dyn Fn() -> Arc<dyn Rule> + Send + Sync>;
 
 /// Configures a [`LoadBalancer`] or [`LoadBalancerLayer`].
@@ -231,11 +233,6 @@ impl Builder {
         self
     }
 
-    /// The connect timeout set (or defaulted) on this builder.
-    pub fn get_connect_timeout(&self) -> Option<Duration> {
-        self.connect_timeout
-    }
-
     /// The per-try (read) timeout: each attempt, from waiting for the inner
     /// service to be ready until its response headers, is cut off after it
     /// (Ribbon's `ReadTimeout`, per attempt). `None`: no per-try bound.
@@ -252,11 +249,6 @@ impl Builder {
     pub fn read_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.read_timeout = timeout;
         self
-    }
-
-    /// The per-try (read) timeout set (or defaulted) on this builder.
-    pub fn get_read_timeout(&self) -> Option<Duration> {
-        self.read_timeout
     }
 
     /// Adds the cookie `name=<chosen instance id>` to every request this
