@@ -1,7 +1,6 @@
 //! Ribbon-style configuration: read `<client>.ribbon.<Key>` settings from a
-//! `.properties` or YAML file and turn them into a [`Builder`] (Ribbon's
-//! `IClientConfig` / Archaius properties, Spring Cloud Netflix's
-//! `application.yml`).
+//! `.properties` or YAML file (Ribbon's `IClientConfig` / Archaius
+//! properties, a Spring `application.yml`) and make a [`Builder`] of them.
 //!
 //! ```
 //! use tower_ribbon::config::{RibbonConfig, RuleKind};
@@ -121,9 +120,9 @@
 //! read too: [`spring_loadbalancer`] lists each key and what it becomes.
 //! Where a Ribbon key and its Spring counterpart are both set in one scope,
 //! the Ribbon key wins; a client's own keys, Ribbon or Spring, win over
-//! the global ones. For the retry keys, `retry.enabled=false` turns its
-//! scope's retries off: a client's beats every global retry key, the
-//! global one beats the global Ribbon keys but not a client's own.
+//! the global ones. `retry.enabled` (the client's, else the global one)
+//! `false` turns retries off but for a client's own Ribbon keys under a
+//! global `false`. A YAML profile's document applies if the file says.
 //!
 //! Spring Cloud's `SimpleDiscoveryClient` keys,
 //! `spring.cloud.discovery.client.simple.instances.<serviceId>[i].*`, give
@@ -139,9 +138,9 @@
 //! `spring.cloud.loadbalancer` or `spring.cloud.discovery.client.simple` is
 //! ignored with a warning naming the key and the nearest known key (by edit
 //! distance): [`tracing::warn!`] and an entry in [`RibbonConfig::warnings`].
-//! Spring keys that are read but whose policy this crate does not apply yet
-//! (`api-version`, some health-check and
-//! retry keys) warn the same way, as "recognized, not yet applied". A value that cannot be read is a
+//! Spring keys read but not applied yet (`api-version`, some health-check
+//! and retry keys) warn the same way, as "recognized, not yet applied"
+//! (and change nothing set in code). A value that cannot be read is a
 //! [`ConfigError`] naming the key and the value.
 //!
 //! # Bounds
@@ -213,6 +212,7 @@ mod eureka;
 mod keys;
 mod policies;
 pub mod placeholders;
+mod profiles;
 mod properties;
 mod reader;
 mod ribbon;
@@ -257,7 +257,8 @@ impl RibbonConfig {
     }
 
     /// Reads YAML text; nested maps flatten to dotted keys (see the
-    /// [module docs](self)).
+    /// [module docs](self)); a profile-specific document applies only when
+    /// the file's `spring.profiles.active` names its profile.
     ///
     /// # Errors
     /// [`Yaml`](ConfigErrorKind::Yaml) for text that is not YAML or not a
@@ -265,7 +266,11 @@ impl RibbonConfig {
     /// [Bounds](self#bounds)); the value errors of
     /// [`RibbonConfig::from_properties_str`].
     pub fn from_yaml_str(text: &str) -> Result<Self, ConfigError> {
-        Self::from_pairs(yaml::flatten_yaml_str(text)?)
+        let (pairs, skipped) = profiles::select(yaml::flatten_yaml_documents(text)?);
+        let mut config = Self::from_pairs(pairs)?;
+        skipped.iter().for_each(|warning| tracing::warn!(%warning, "configuration"));
+        config.warnings.splice(0..0, skipped);
+        Ok(config)
     }
 
     /// Reads a file by its extension: `.properties` (UTF-8, or ISO-8859-1

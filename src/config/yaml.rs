@@ -35,6 +35,9 @@ pub(crate) const MAX_OUTPUT_BYTES: usize = 8 << 20;
 
 enum Node {
     Scalar(String),
+    /// A plain `<<` (a quoted one is a key like any other, as SnakeYAML
+    /// reads it).
+    MergeKey,
     Seq(Vec<usize>),
     /// Keys and values alternating.
     Map(Vec<usize>),
@@ -67,6 +70,7 @@ impl Tree {
     fn scalar(&self, index: usize) -> Option<&str> {
         match self.nodes.get(index)? {
             Node::Scalar(s) => Some(s),
+            Node::MergeKey => Some("<<"),
             _ => None,
         }
     }
@@ -120,6 +124,9 @@ impl Tree {
                 }
                 Event::Scalar(value, style, anchor, _) => {
                     let plain = style == TScalarStyle::Plain;
+                    if plain && value == "<<" {
+                        Some((tree.push(Node::MergeKey)?, anchor))
+                    } else {
                     let null = plain && matches!(value.as_str(), "~" | "null" | "Null" | "NULL");
                     let value = match () {
                         () if null => String::new(),
@@ -127,6 +134,12 @@ impl Tree {
                         () => value,
                     };
                     Some((tree.push(Node::Scalar(value))?, anchor))
+                    }
+                }
+                // An alias names an anchor of its own document only.
+                Event::DocumentStart => {
+                    anchors.clear();
+                    None
                 }
                 Event::Alias(id) => {
                     let target = anchors.get(&id).copied().ok_or_else(|| {
@@ -198,6 +211,11 @@ impl Flat<'_> {
                 self.out.push((prefix.to_owned(), s.clone()));
                 Ok(())
             }
+            // A plain `<<` as a value is the text `<<`.
+            Some(Node::MergeKey) => {
+                self.out.push((prefix.to_owned(), "<<".to_owned()));
+                Ok(())
+            }
             Some(Node::Seq(items)) => self.walk_seq(items, prefix, depth),
             Some(Node::Map(items)) => self.walk_map(items, prefix, depth),
             None => Err(syntax("dangling node")),
@@ -233,18 +251,12 @@ impl Flat<'_> {
         let mut pairs = Vec::new();
         self.map_pairs(items, prefix, depth, &mut pairs)?;
         for (key, value) in pairs {
-            match key {
-                Some(key) => {
-                    let full = if prefix.is_empty() {
-                        key.to_owned()
-                    } else {
-                        format!("{prefix}.{key}")
-                    };
-                    self.walk(value, &full, depth + 1)?;
-                }
-                // A merge key's value that is not a map, read in place.
-                None => self.walk(value, prefix, depth + 1)?,
-            }
+            let full = if prefix.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            self.walk(value, &full, depth + 1)?;
         }
         Ok(())
     }
@@ -257,14 +269,14 @@ impl<'t> Flat<'t> {
     /// a key of the map itself beats a merged one as a whole (a nested map
     /// is not merged into), and of several merged maps the first that has
     /// a key gives it. Merged pairs come first; a merged value that is not
-    /// a map is read in place (key `None`). Each pair counts as a visit,
-    /// so merges of merges stay within [`MAX_NODES`].
+    /// a map is an error, as in SnakeYAML. Each pair counts as a visit, so
+    /// merges of merges stay within [`MAX_NODES`].
     fn map_pairs(
         &mut self,
         items: &[usize],
         prefix: &str,
         depth: usize,
-        out: &mut Vec<(Option<&'t str>, usize)>,
+        out: &mut Vec<(&'t str, usize)>,
     ) -> Result<(), ConfigError> {
         if depth > 2 * MAX_DEPTH {
             return Err(ConfigError::too_large(
@@ -281,46 +293,42 @@ impl<'t> Flat<'t> {
         let mut own = Vec::new();
         let mut merged = Vec::new();
         for (key, value) in pairs {
-            let key = tree.scalar(key).ok_or_else(|| {
-                let prefix = crate::error::quote(prefix);
-                syntax(format!("under `{prefix}`: a key must be a scalar"))
-            })?;
-            if key == "<<" {
+            if matches!(tree.nodes.get(key), Some(Node::MergeKey)) {
                 match tree.nodes.get(value) {
                     Some(Node::Seq(maps)) => merged.extend(maps.iter().copied()),
                     _ => merged.push(value),
                 }
-            } else {
-                own.push((Some(key), value));
+                continue;
             }
+            let key = tree.scalar(key).ok_or_else(|| {
+                let prefix = crate::error::quote(prefix);
+                syntax(format!("under `{prefix}`: a key must be a scalar"))
+            })?;
+            own.push((key, value));
         }
-        let mut taken: std::collections::HashSet<&str> =
-            own.iter().filter_map(|(k, _)| *k).collect();
+        let mut taken: std::collections::HashSet<&str> = own.iter().map(|(k, _)| *k).collect();
         for map in merged {
-            match tree.nodes.get(map) {
-                Some(Node::Map(inner)) => {
-                    let mut pairs = Vec::new();
-                    self.map_pairs(inner, prefix, depth + 1, &mut pairs)?;
-                    for (key, value) in pairs {
-                        // `None` (a non-map value merged in) has no key to take.
-                        if key.is_none_or(|k| taken.insert(k)) {
-                            out.push((key, value));
-                        }
-                    }
-                }
-                _ => out.push((None, map)),
-            }
+            let Some(Node::Map(inner)) = tree.nodes.get(map) else {
+                // SnakeYAML: "expected a mapping or list of mappings for
+                // merging".
+                let prefix = crate::error::quote(prefix);
+                return Err(syntax(format!(
+                    "under `{prefix}`: a merge key `<<` takes a map or a list of maps"
+                )));
+            };
+            let mut pairs = Vec::new();
+            self.map_pairs(inner, prefix, depth + 1, &mut pairs)?;
+            out.extend(pairs.into_iter().filter(|(key, _)| taken.insert(key)));
         }
         out.extend(own);
         Ok(())
     }
 }
 
-/// The dotted key/value pairs of YAML text, in order: nested maps join
-/// with `.`, a list of scalars joins with `,`, other lists get Spring's
-/// `[index]` suffixes, `null` is an empty value; several documents are
-/// read in order.
-pub(crate) fn flatten_yaml_str(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+/// The dotted key/value pairs of each document of YAML text, in order:
+/// nested maps join with `.`, a list of scalars joins with `,`, other
+/// lists get Spring's `[index]` suffixes, `null` is an empty value.
+pub(crate) fn flatten_yaml_documents(text: &str) -> Result<Vec<Vec<(String, String)>>, ConfigError> {
     check_size(text.len())?;
     // A UTF-8 byte order mark is not part of the first key.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -331,14 +339,22 @@ pub(crate) fn flatten_yaml_str(text: &str) -> Result<Vec<(String, String)>, Conf
         visits: 0,
         bytes: 0,
     };
+    let mut documents = Vec::new();
     for &root in &tree.roots {
         match tree.nodes.get(root) {
             Some(Node::Map(_)) => flat.walk(root, "", 0)?,
             Some(Node::Scalar(s)) if s.is_empty() => {}
             _ => return Err(syntax("a document must be a map of settings")),
         }
+        documents.push(std::mem::take(&mut flat.out));
     }
-    Ok(flat.out)
+    Ok(documents)
+}
+
+/// All documents' pairs, in order.
+#[cfg(test)]
+pub(crate) fn flatten_yaml_str(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    Ok(flatten_yaml_documents(text)?.concat())
 }
 
 /// A plain scalar as Spring Boot's parser (SnakeYAML, YAML 1.1 implicit
@@ -412,83 +428,5 @@ fn yaml11_int(text: &str) -> Option<i128> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn yaml_flattens_to_dotted_keys() {
-        let pairs = flatten_yaml_str(
-            "a:\n  b:\n    c: 1\n  list: [x, 2, true]\n  empty:\n  objs:\n    - k: v\n---\nd.e: 1.5\n",
-        )
-        .unwrap();
-        assert_eq!(
-            pairs,
-            [
-                ("a.b.c".to_owned(), "1".to_owned()),
-                ("a.list".to_owned(), "x,2,true".to_owned()),
-                ("a.empty".to_owned(), String::new()),
-                ("a.objs[0].k".to_owned(), "v".to_owned()),
-                ("d.e".to_owned(), "1.5".to_owned()),
-            ]
-        );
-        for bad in ["- a\n- b\n", "a: [b\n", "a: *nowhere\n", "{[a]: b}\n"] {
-            let err = flatten_yaml_str(bad).unwrap_err();
-            assert_eq!(err.kind(), ConfigErrorKind::Yaml, "{bad}: {err}");
-        }
-        assert!(flatten_yaml_str("").unwrap().is_empty());
-        assert!(flatten_yaml_str("---\n...\n").unwrap().is_empty());
-    }
-
-    #[test]
-    fn anchors_aliases_and_merge_keys() {
-        let pairs = flatten_yaml_str(
-            "defaults: &d\n  retry: 1\n  zone: z1\nsvc:\n  <<: *d\n  zone: z2\nother: *d\n",
-        )
-        .unwrap();
-        let got: Vec<(&str, &str)> = pairs
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                ("defaults.retry", "1"),
-                ("defaults.zone", "z1"),
-                // The map's own `zone` beats the merged one, which is
-                // left out (SnakeYAML's merge).
-                ("svc.retry", "1"),
-                ("svc.zone", "z2"),
-                ("other.retry", "1"),
-                ("other.zone", "z1"),
-            ]
-        );
-    }
-
-    #[test]
-    fn depth_is_bounded() {
-        let deep: String = (0..300)
-            .map(|i| format!("{}k{i}:\n", " ".repeat(i * 2)))
-            .collect();
-        let err = flatten_yaml_str(&deep).unwrap_err();
-        assert_eq!(
-            (err.kind(), err.limit()),
-            (ConfigErrorKind::TooLarge, Some(MAX_DEPTH as u64))
-        );
-        let flow = format!("a: {}{}\n", "[".repeat(200), "]".repeat(200));
-        assert_eq!(
-            flatten_yaml_str(&flow).unwrap_err().kind(),
-            ConfigErrorKind::TooLarge
-        );
-        // The scanner's own flow limit (255) answers first here.
-        let flow = format!("a: {}{}\n", "[".repeat(10_000), "]".repeat(10_000));
-        let kind = flatten_yaml_str(&flow).unwrap_err().kind();
-        assert!(
-            matches!(kind, ConfigErrorKind::Yaml | ConfigErrorKind::TooLarge),
-            "{kind:?}"
-        );
-        let ok: String = (0..MAX_DEPTH)
-            .map(|i| format!("{}k{i}:\n", " ".repeat(i * 2)))
-            .collect();
-        assert_eq!(flatten_yaml_str(&ok).unwrap().len(), 1);
-    }
-}
+#[path = "yaml_tests.rs"]
+mod tests;
