@@ -3,10 +3,11 @@
 //! A document of a multi-document `application.yml` that carries
 //! `spring.config.activate.on-profile` (or the older `spring.profiles`)
 //! applies only while one of the profiles it names is active. The active
-//! profiles are those `spring.profiles.active` names in the documents
-//! without such a condition (the last one that sets it), as Spring Boot
-//! reads them from the file; nothing else activates one here (no
-//! environment variable, no command line). Before, every document was read:
+//! profiles are those the environment variable `SPRING_PROFILES_ACTIVE`
+//! names (as the placeholders read the environment; Spring's environment
+//! beats the file), else those `spring.profiles.active` names in the
+//! documents without such a condition (the last one that sets it). Before,
+//! every document was read:
 //! a `chaos` document retrying POSTs on five more instances applied with no
 //! profile active (a POST answered 503 reached 6 servers; helper 201).
 //!
@@ -54,12 +55,17 @@ pub(crate) fn select(documents: Vec<Vec<(String, String)>>) -> (Vec<(String, Str
             .find(|(k, _)| is_condition(k))
             .map(|(_, v)| v.clone())
     };
-    let active_value = documents
-        .iter()
-        .filter(|doc| condition_of(doc).is_none())
-        .flat_map(|doc| doc.iter().filter(|(k, _)| is_active_key(k)))
-        .next_back()
-        .map(|(_, v)| v.clone())
+    let from_file = || {
+        documents
+            .iter()
+            .filter(|doc| condition_of(doc).is_none())
+            .flat_map(|doc| doc.iter().filter(|(k, _)| is_active_key(k)))
+            .next_back()
+            .map(|(_, v)| v.clone())
+    };
+    let active_value = std::env::var("SPRING_PROFILES_ACTIVE")
+        .ok()
+        .or_else(from_file)
         .unwrap_or_default();
     let active: Vec<&str> = (active_value.split(','))
         .map(str::trim)
