@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use support::backend::closed_port::ClosedPort;
 use support::backend::{Backend, Behavior};
-use support::{HttpClient, http_client, tally};
+use support::{HttpClient, http_client, simple_discovery, tally};
 use tower::ServiceExt;
 use tower_ribbon::LoadBalancer;
 use tower_ribbon::config::RibbonConfig;
@@ -141,20 +141,6 @@ async fn a_not_applied_retry_key_keeps_the_code_policy() {
     assert!(got.iter().all(|(_, h)| *h == 1), "{got:?}");
 }
 
-fn simple(bs: &[(&Backend, &str)]) -> String {
-    let mut s = String::new();
-    for (i, (b, zone)) in bs.iter().enumerate() {
-        s.push_str(&format!(
-            "spring.cloud.discovery.client.simple.instances.svc[{i}].uri=http://127.0.0.1:{}\n\
-             spring.cloud.discovery.client.simple.instances.svc[{i}].instance-id={}\n\
-             spring.cloud.discovery.client.simple.instances.svc[{i}].metadata.zone={zone}\n",
-            b.port(),
-            b.name()
-        ));
-    }
-    s
-}
-
 /// The code's rule prefers zone z1 (12 of 12 to `a`); the file sets no
 /// rule key, only a hint header name / a slow start window / a sticky
 /// cookie configuration. Now: the code's rule still picks (wrapped).
@@ -172,7 +158,7 @@ async fn policy_keys_alone_keep_the_code_rule() {
         "svc.ribbon.SlowStartWindow=1\n",
         "spring.cloud.loadbalancer.configurations=request-based-sticky-session\n",
     ] {
-        let props = simple(&[(&a, "z1"), (&b, "z2"), (&c, "z3")]) + key;
+        let props = simple_discovery("svc", &[(&a, "z1"), (&b, "z2"), (&c, "z3")]) + key;
         let config = RibbonConfig::from_properties_str(&props).unwrap();
         let builder = LoadBalancer::builder()
             .rule(|| ZoneAvoidance::new(RoundRobin::new()).preferred_zone(Some("z1")));

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use support::backend::{Backend, Behavior};
-use support::{HttpClient, http_client, tally};
+use support::{HttpClient, http_client, simple_discovery, tally};
 use tower::ServiceExt;
 use tower_ribbon::LoadBalancer;
 use tower_ribbon::config::RibbonConfig;
@@ -266,20 +266,6 @@ fn merges_of_merges_are_bounded() {
     );
 }
 
-fn simple(bs: &[(&Backend, &str)]) -> String {
-    let mut s = String::new();
-    for (i, (b, zone)) in bs.iter().enumerate() {
-        s.push_str(&format!(
-            "spring.cloud.discovery.client.simple.instances.svc[{i}].uri=http://127.0.0.1:{}\n\
-             spring.cloud.discovery.client.simple.instances.svc[{i}].instance-id={}\n\
-             spring.cloud.discovery.client.simple.instances.svc[{i}].metadata.zone={zone}\n",
-            b.port(),
-            b.name()
-        ));
-    }
-    s
-}
-
 /// `configurations: zone-preference` keeps requests in the zone beside a
 /// Ribbon rule key too (Spring's zone preference is a list filter, under
 /// any rule): 12 of 12 to the z1 instance, as without the rule key
@@ -295,7 +281,7 @@ async fn zone_preference_holds_beside_a_ribbon_rule_key() {
         "",
         "ribbon.NFLoadBalancerRuleClassName=com.netflix.loadbalancer.RoundRobinRule\n",
     ] {
-        let props = simple(&[(&a, "z1"), (&b, "z2"), (&c, "z3")])
+        let props = simple_discovery("svc", &[(&a, "z1"), (&b, "z2"), (&c, "z3")])
             + rule
             + "spring.cloud.loadbalancer.configurations=zone-preference\n\
                spring.cloud.loadbalancer.zone=z1\n";

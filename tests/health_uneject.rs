@@ -117,13 +117,9 @@ fn ejected(lb: &LoadBalancer<HttpClient>) -> bool {
         .is_ejected_at(tokio::time::Instant::now())
 }
 
-/// A is ejected by three 500s (for 600 s), then passes its probes (fails
-/// them when `sick`).
-async fn ejected_then_probed(
-    uneject: bool,
-    sick: bool,
-) -> (LoadBalancer<HttpClient>, Server, Server) {
-    let (a, b) = (Server::start().await, Server::start().await);
+/// Round robin over A and B, probed every 20 ms; three 5xx eject for
+/// 600 s, so only a probe can end an ejection within a test.
+async fn balancer(a: &Server, b: &Server, uneject: bool) -> LoadBalancer<HttpClient> {
     let mut check = ActiveHealthCheck::new("/health");
     check.interval = Duration::from_millis(20);
     check.interval_jitter = Duration::ZERO;
@@ -142,6 +138,17 @@ async fn ejected_then_probed(
         .build(Client::builder(TokioExecutor::new()).build_http())
         .expect("balancer");
     assert!(lb.ready_service("svc").await);
+    lb
+}
+
+/// A is ejected by three 500s (for 600 s), then passes its probes (fails
+/// them when `sick`).
+async fn ejected_then_probed(
+    uneject: bool,
+    sick: bool,
+) -> (LoadBalancer<HttpClient>, Server, Server) {
+    let (a, b) = (Server::start().await, Server::start().await);
+    let lb = balancer(&a, &b, uneject).await;
     a.failing.store(true, Ordering::SeqCst);
     a.sick.store(sick, Ordering::SeqCst);
     send(&lb, 6).await;
@@ -210,23 +217,7 @@ async fn a_failing_probe_ends_no_ejection() {
 async fn a_probe_sent_before_the_ejection_ends_nothing() {
     let (a, b) = (Server::start().await, Server::start().await);
     a.answered.send_replace(0);
-    let mut check = ActiveHealthCheck::new("/health");
-    check.interval = Duration::from_millis(20);
-    check.interval_jitter = Duration::ZERO;
-    let mut detection = OutlierDetection::default();
-    detection.consecutive_5xx = 3;
-    detection.base_ejection_time = Duration::from_secs(600);
-    detection.max_ejection_time = Duration::from_secs(600);
-    let lb = LoadBalancer::builder()
-        .source(StaticSource::new().with_instances("svc", vec![a.instance(), b.instance()]))
-        .service("svc")
-        .rule(|| tower_ribbon::rule::RoundRobin::with_start(0))
-        .active_health_check(check)
-        .outlier_detection(detection)
-        .retry(RetryPolicy::none())
-        .build(Client::builder(TokioExecutor::new()).build_http())
-        .expect("balancer");
-    assert!(lb.ready_service("svc").await);
+    let lb = balancer(&a, &b, true).await;
     let probed = &a.probes;
     let probes = |n: usize| move || probed.load(Ordering::SeqCst) >= n;
     wait("A's first probe held", probes(1)).await;

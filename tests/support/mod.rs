@@ -47,3 +47,19 @@ pub async fn tally(lb: &LoadBalancer<HttpClient>, uri: &str, n: usize) -> BTreeM
 pub fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
 }
+
+/// Spring Cloud's `SimpleDiscoveryClient` keys listing `backends` as
+/// instances of `service`, each with its instance id (the backend's name)
+/// and `metadata.zone`.
+pub fn simple_discovery(service: &str, backends: &[(&backend::Backend, &str)]) -> String {
+    let key = format!("spring.cloud.discovery.client.simple.instances.{service}");
+    let mut s = String::new();
+    for (i, (b, zone)) in backends.iter().enumerate() {
+        s.push_str(&format!(
+            "{key}[{i}].uri=http://127.0.0.1:{}\n{key}[{i}].instance-id={}\n{key}[{i}].metadata.zone={zone}\n",
+            b.port(),
+            b.name()
+        ));
+    }
+    s
+}
