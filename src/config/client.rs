@@ -169,11 +169,13 @@ impl ClientConfig {
             next: (self.max_auto_retries_next_server)
                 .or(spring(lb.max_retries_on_next_service_instance))
                 .unwrap_or(1),
+            // Off, the Spring keys are off (helper 205: the global
+            // `retryable-status-codes` still applied).
             all_operations: (self.ok_to_retry_on_all_operations)
-                .or(lb.retry_on_all_operations)
+                .or(lb.retry_on_all_operations.filter(|_| !off))
                 .unwrap_or(false),
             codes: (self.retryable_status_codes.clone())
-                .or_else(|| lb.retryable_status_codes.clone()),
+                .or_else(|| lb.retryable_status_codes.clone().filter(|_| !off)),
             backoff,
         }
     }

@@ -1,32 +1,50 @@
-//! Spring Boot's profile-specific YAML documents.
+//! Spring Boot's conditional YAML documents.
 //!
 //! A document of a multi-document `application.yml` that carries
 //! `spring.config.activate.on-profile` (or the older `spring.profiles`)
-//! applies only while one of the profiles it names is active. The active
-//! profiles are those the environment variable `SPRING_PROFILES_ACTIVE`
-//! names (as the placeholders read the environment; Spring's environment
-//! beats the file), else those `spring.profiles.active` names in the
-//! documents without such a condition (the last one that sets it). Before,
-//! every document was read:
-//! a `chaos` document retrying POSTs on five more instances applied with no
-//! profile active (a POST answered 503 reached 6 servers; helper 201).
+//! applies only while one of the profiles it names is active; one that
+//! carries `spring.config.activate.on-cloud-platform` only on that
+//! platform. Before, every document was read: a `chaos` document retrying
+//! POSTs on five more instances applied with no profile active (a POST
+//! answered 503 reached 6 servers; helper 201).
 //!
-//! A condition is a comma-separated list of profile names, each possibly
-//! negated (`!prod`), met when any of them is; an expression with `&`, `|`
-//! or parentheses is not read (the document is skipped, with a warning).
-//! Each skipped document is named in [`RibbonConfig::warnings`](super::RibbonConfig::warnings).
+//! The active profiles, as Spring Boot's `Profiles` takes them: those the
+//! environment variable `SPRING_PROFILES_ACTIVE` names (whitespace
+//! removed; the environment beats the file, as the placeholders read it),
+//! else those `spring.profiles.active` names in the documents without a
+//! condition (the last one that sets it; placeholders resolved); with none,
+//! the default profiles: `SPRING_PROFILES_DEFAULT`, else
+//! `spring.profiles.default`, else `default` (so `on-profile: default`
+//! applies and `!default` does not when nothing is active; helper 205).
+//!
+//! A profile condition is a comma-separated list of profile names, each
+//! possibly negated (`!prod`), met when any of them is; an empty one is
+//! always met; an expression with `&`, `|` or parentheses is not read (the
+//! document is skipped, with a warning). A cloud platform is `kubernetes`
+//! (`KUBERNETES_SERVICE_HOST` and `_PORT` set), `cloud_foundry`
+//! (`VCAP_APPLICATION` or `VCAP_SERVICES`), `heroku` (`DYNO`), `sap`
+//! (`HC_LANDSCAPE`) or `none` (none of these); others are skipped with a
+//! warning. Skipped documents are named in
+//! [`RibbonConfig::warnings`](super::RibbonConfig::warnings), at most
+//! [`MAX_UNKNOWN_WARNINGS`] of them and a count of the rest.
 
-/// A document's profile condition key, in Spring's relaxed forms.
-fn is_condition(key: &str) -> bool {
-    let key: String = (key.chars())
+use super::reader::MAX_UNKNOWN_WARNINGS;
+
+/// `key` in Spring's relaxed form: lower case, no `-` or `_`.
+fn relaxed(key: &str) -> String {
+    (key.chars())
         .filter(|c| !matches!(c, '-' | '_'))
         .map(|c| c.to_ascii_lowercase())
-        .collect();
+        .collect()
+}
+
+fn is_profile_condition(key: &str) -> bool {
+    let key = relaxed(key);
     key == "spring.config.activate.onprofile" || key == "spring.profiles"
 }
 
-fn is_active_key(key: &str) -> bool {
-    key.eq_ignore_ascii_case("spring.profiles.active")
+fn is_platform_condition(key: &str) -> bool {
+    relaxed(key) == "spring.config.activate.oncloudplatform"
 }
 
 /// Whether `condition` is met with `active` profiles; `None` when it is an
@@ -35,101 +53,115 @@ fn met(condition: &str, active: &[&str]) -> Option<bool> {
     if condition.contains(['&', '|', '(', ')']) {
         return None;
     }
-    let terms = condition.split(',').map(str::trim).filter(|t| !t.is_empty());
-    let mut any = false;
-    for term in terms {
-        any |= match term.strip_prefix('!') {
-            Some(name) => !active.contains(&name.trim()),
-            None => active.contains(&term),
-        };
+    let mut terms = condition.split(',').map(str::trim).filter(|t| !t.is_empty()).peekable();
+    if terms.peek().is_none() {
+        return Some(true);
     }
-    Some(any)
+    Some(terms.any(|term| match term.strip_prefix('!') {
+        Some(name) => !active.contains(&name.trim()),
+        None => active.contains(&term),
+    }))
+}
+
+/// The cloud platform this process runs on, as Spring Boot's
+/// `CloudPlatform` detects the ones read here.
+fn platform() -> &'static str {
+    let set = |name: &str| std::env::var_os(name).is_some();
+    if set("KUBERNETES_SERVICE_HOST") && set("KUBERNETES_SERVICE_PORT") {
+        "kubernetes"
+    } else if set("VCAP_APPLICATION") || set("VCAP_SERVICES") {
+        "cloud_foundry"
+    } else if set("DYNO") {
+        "heroku"
+    } else if set("HC_LANDSCAPE") {
+        "sap"
+    } else {
+        "none"
+    }
+}
+
+/// Whether the platform condition is met; `None` for a platform not read.
+fn on_platform(condition: &str) -> Option<bool> {
+    let wanted = relaxed(condition.trim());
+    let known = ["kubernetes", "cloudfoundry", "heroku", "sap", "none"];
+    known
+        .contains(&wanted.as_str())
+        .then(|| wanted == relaxed(platform()))
+}
+
+/// The value of the last pair whose key `is` in `pairs`, placeholders
+/// resolved.
+fn last_value(pairs: &[(String, String)], is: impl Fn(&str) -> bool) -> Option<String> {
+    let (resolved, _) = super::placeholders::resolve_in(pairs.iter().map(|(k, v)| (k, v)));
+    resolved.into_iter().rev().find(|(k, _)| is(k)).map(|(_, v)| v)
 }
 
 /// The pairs of the documents that apply, in order, and a warning for
 /// each one skipped.
 pub(crate) fn select(documents: Vec<Vec<(String, String)>>) -> (Vec<(String, String)>, Vec<String>) {
-    let condition_of = |doc: &[(String, String)]| {
-        doc.iter()
-            .rev()
-            .find(|(k, _)| is_condition(k))
-            .map(|(_, v)| v.clone())
+    let condition = |doc: &[(String, String)], is: fn(&str) -> bool| {
+        doc.iter().rev().find(|(k, _)| is(k)).map(|(_, v)| v.clone())
     };
-    let from_file = || {
-        documents
-            .iter()
-            .filter(|doc| condition_of(doc).is_none())
-            .flat_map(|doc| doc.iter().filter(|(k, _)| is_active_key(k)))
-            .next_back()
-            .map(|(_, v)| v.clone())
+    let conditional = |doc: &[(String, String)]| {
+        doc.iter().any(|(k, _)| is_profile_condition(k) || is_platform_condition(k))
     };
-    let active_value = std::env::var("SPRING_PROFILES_ACTIVE")
-        .ok()
-        .or_else(from_file)
-        .unwrap_or_default();
+    let plain: Vec<(String, String)> = (documents.iter())
+        .filter(|doc| !conditional(doc))
+        .flatten()
+        .cloned()
+        .collect();
+    let env = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .map(|v| v.chars().filter(|c| !c.is_whitespace()).collect::<String>())
+    };
+    let listed = |key: &'static str| move |k: &str| k.eq_ignore_ascii_case(key);
+    let active_value = env("SPRING_PROFILES_ACTIVE")
+        .or_else(|| last_value(&plain, listed("spring.profiles.active")))
+        .filter(|v| !v.trim().is_empty())
+        .or_else(|| env("SPRING_PROFILES_DEFAULT"))
+        .or_else(|| last_value(&plain, listed("spring.profiles.default")))
+        .unwrap_or_else(|| "default".to_owned());
     let active: Vec<&str> = (active_value.split(','))
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .collect();
-    let (mut pairs, mut warnings) = (Vec::new(), Vec::new());
+    let (mut pairs, mut warnings, mut skipped) = (Vec::new(), Vec::new(), 0usize);
     for (n, doc) in documents.iter().enumerate() {
-        let Some(condition) = condition_of(doc) else {
+        let profile = condition(doc, is_profile_condition);
+        let cloud = condition(doc, is_platform_condition);
+        let profile_met = profile.as_deref().map_or(Some(true), |c| met(c, &active));
+        let cloud_met = cloud.as_deref().map_or(Some(true), on_platform);
+        if profile_met == Some(true) && cloud_met == Some(true) {
             pairs.extend(doc.iter().cloned());
             continue;
-        };
-        let quoted = crate::error::quote(&condition);
-        match met(&condition, &active) {
-            Some(true) => pairs.extend(doc.iter().cloned()),
-            Some(false) => warnings.push(format!(
-                "YAML document {} (profile `{quoted}`) skipped: no active profile matches \
-                 (`spring.profiles.active`: `{}`)",
-                n + 1,
-                crate::error::quote(&active_value)
-            )),
-            None => warnings.push(format!(
-                "YAML document {} (profile `{quoted}`) skipped: profile expressions are not read",
-                n + 1
-            )),
         }
+        skipped += 1;
+        if skipped > MAX_UNKNOWN_WARNINGS {
+            continue;
+        }
+        let why = match (profile_met, cloud_met) {
+            (None, _) => "its profile expression is not read".to_owned(),
+            (_, None) => "its cloud platform is not one this reader detects".to_owned(),
+            (Some(false), _) => format!(
+                "no active profile matches (active: `{}`)",
+                crate::error::quote(&active_value)
+            ),
+            _ => format!("this is not that cloud platform (detected: `{}`)", platform()),
+        };
+        let what = (profile.iter().map(|p| format!("profile `{}`", crate::error::quote(p))))
+            .chain(cloud.iter().map(|c| format!("cloud platform `{}`", crate::error::quote(c))))
+            .collect::<Vec<_>>()
+            .join(", ");
+        warnings.push(format!("YAML document {} ({what}) skipped: {why}", n + 1));
+    }
+    if skipped > MAX_UNKNOWN_WARNINGS {
+        let more = skipped - MAX_UNKNOWN_WARNINGS;
+        warnings.push(format!("{more} more conditional YAML documents skipped"));
     }
     (pairs, warnings)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn doc(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
-    }
-
-    #[test]
-    fn documents_apply_by_the_active_profiles() {
-        let docs = || {
-            vec![
-                doc(&[("a", "1"), ("spring.profiles.active", "dev, eu")]),
-                doc(&[("spring.config.activate.on-profile", "dev"), ("a", "2")]),
-                doc(&[("spring.config.activate.on-profile", "prod"), ("a", "3")]),
-                doc(&[("spring.profiles", "!prod"), ("b", "4")]),
-                doc(&[("Spring.Config.Activate.OnProfile", "x,eu"), ("c", "5")]),
-                doc(&[("spring.config.activate.on-profile", "dev & eu"), ("d", "6")]),
-            ]
-        };
-        let (pairs, warnings) = select(docs());
-        let keys: Vec<(&str, &str)> = pairs
-            .iter()
-            .filter(|(k, _)| !is_condition(k) && !is_active_key(k))
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        assert_eq!(keys, [("a", "1"), ("a", "2"), ("b", "4"), ("c", "5")]);
-        assert_eq!(warnings.len(), 2, "{warnings:?}");
-        assert!(warnings[0].starts_with("YAML document 3 (profile `prod`) skipped"));
-        assert!(warnings[1].contains("expressions are not read"));
-        // No active profile: only the unconditioned documents and `!prod`.
-        let mut none = docs();
-        none[0].pop();
-        let (pairs, _) = select(none);
-        assert!(pairs.iter().all(|(k, v)| k != "a" || v == "1"));
-        assert!(pairs.iter().any(|(k, _)| k == "b"));
-    }
-}
+#[path = "profiles_tests.rs"]
+mod tests;

@@ -66,15 +66,17 @@ impl RibbonScope {
             spring: impl Fn(&RetrySettings) -> Option<T>,
             off: Option<T>,
         ) -> Option<T> {
-            let off_here = |value: Option<T>, on: bool| if on { value } else { None };
             match (own.enabled, off) {
                 (Some(false), Some(off)) => Some(off),
-                (_, off) => ribbon(mine)
-                    .or_else(|| off_here(spring(own), spring_on))
-                    .or_else(|| match (spring_on, off) {
-                        (false, Some(off)) => Some(off),
-                        _ => ribbon(global).or_else(|| spring(global_spring)),
-                    }),
+                // Off, the global scope's keys are off too: the status
+                // codes fall to the defaults (helper 205: a global
+                // `ribbon.retryableStatusCodes=500` still applied).
+                (_, off) => ribbon(mine).or_else(|| match spring_on {
+                    true => spring(own)
+                        .or_else(|| ribbon(global))
+                        .or_else(|| spring(global_spring)),
+                    false => off,
+                }),
             }
         }
         c.max_auto_retries = first(

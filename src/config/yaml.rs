@@ -306,7 +306,13 @@ impl<'t> Flat<'t> {
             })?;
             own.push((key, value));
         }
-        let mut taken: std::collections::HashSet<&str> = own.iter().map(|(k, _)| *k).collect();
+        let mut taken = std::collections::HashSet::new();
+        if let Some((key, _)) = own.iter().find(|(k, _)| !taken.insert(*k)) {
+            // Spring Boot's loader refuses duplicate keys (SnakeYAML's
+            // `allowDuplicateKeys(false)`); the last one won before.
+            let key = crate::error::quote(key);
+            return Err(syntax(format!("duplicate key `{key}`")));
+        }
         for map in merged {
             let Some(Node::Map(inner)) = tree.nodes.get(map) else {
                 // SnakeYAML: "expected a mapping or list of mappings for

@@ -32,6 +32,8 @@ pub struct Builder {
     source: Option<Arc<dyn InstanceSource>>,
     services: Vec<String>,
     make_rule: MakeRule,
+    /// The rule before a configuration file's wrapper keys wrapped it.
+    rule_before_config: Option<MakeRule>,
     refresh: RefreshConfig,
     discover_on_demand: bool,
     max_services: usize,
@@ -55,6 +57,7 @@ impl Default for Builder {
             source: None,
             services: Vec::new(),
             make_rule: Arc::new(|| Arc::new(RoundRobin::new())),
+            rule_before_config: None,
             refresh: RefreshConfig::default(),
             discover_on_demand: false,
             max_services: 1024,
@@ -118,6 +121,7 @@ impl Builder {
         F: Fn() -> R + Send + Sync + 'static,
     {
         self.make_rule = Arc::new(move || Arc::new(make()) as Arc<dyn Rule>);
+        self.rule_before_config = None;
         self
     }
 

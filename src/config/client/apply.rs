@@ -12,9 +12,13 @@ impl ClientConfig {
     /// shown in a conflict.
     pub(crate) fn balancer_settings(&self) -> [(&'static str, String); 14] {
         let v = self.retry_values();
+        // As a set: `503,502` and `502,503` agree (helper 205).
         let codes = v.codes.as_ref().map_or_else(
             || "502,503,504".to_owned(),
-            |c| c.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
+            |c| {
+                let set: std::collections::BTreeSet<u16> = c.iter().copied().collect();
+                set.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+            },
         );
         let stats = self.stats_config();
         let refresh = self.refresh_config();
@@ -86,7 +90,8 @@ impl ClientConfig {
                 // robin (before, they replaced a rule set in code; helper
                 // 201).
                 let base = builder.rule_factory();
-                builder = builder.rule(move || spec.wrap(Box::new(base())));
+                let make = std::sync::Arc::clone(&base);
+                builder = builder.rule_over_base(base, move || spec.wrap(Box::new(make())));
             }
         }
         if all || self.sets_retry() {
@@ -103,8 +108,21 @@ impl ClientConfig {
             let base = if all { Default::default() } else { builder.stats_set().clone() };
             builder = builder.stats(self.stats_over(base));
         }
-        if let Some(check) = self.health_check() {
-            builder = builder.active_health_check(check);
+        match builder.get_active_health_check().filter(|_| !all) {
+            // A check set in code: the file's keys change its path and
+            // interval only (before, a path key reset the interval to
+            // Ribbon's 30 s, an interval key alone did nothing, and
+            // `configurations: health-check` replaced the path; helper
+            // 205).
+            Some(code) => {
+                let check = self.health_over(code.clone());
+                builder = builder.active_health_check(check);
+            }
+            None => {
+                if let Some(check) = self.health_check() {
+                    builder = builder.active_health_check(check);
+                }
+            }
         }
         // Zero means none, as in Ribbon; unset keeps the builder's default.
         let timeout = |t: Duration| (!t.is_zero()).then_some(t);
@@ -130,3 +148,26 @@ fn timeout_setting(set: Option<Duration>, default: Duration) -> String {
     }
 }
 
+impl ClientConfig {
+    /// `check` with the health keys that are set: `HealthCheckPath` or
+    /// `health-check.path` (an empty one leaves the path), and
+    /// `NFLoadBalancerPingInterval` or `health-check.interval` (its jitter
+    /// to scale; Spring's interval is its probe timeout too).
+    fn health_over(&self, mut check: crate::health::ActiveHealthCheck) -> crate::health::ActiveHealthCheck {
+        let spring = &self.load_balancer.health_check;
+        let path = (self.health_check_path.as_deref())
+            .or(spring.path.as_deref())
+            .filter(|p| !p.is_empty());
+        if let Some(path) = path {
+            check.path = crate::health::ActiveHealthCheck::new(path).path;
+        }
+        if let Some(interval) = self.ping_interval.or(spring.interval) {
+            check.interval = interval;
+            check.interval_jitter = crate::health::active::jitter_for(interval);
+            if self.ping_interval.is_none() {
+                check.timeout = interval;
+            }
+        }
+        check
+    }
+}

@@ -22,16 +22,37 @@ impl Builder {
         &self.refresh
     }
 
+    /// The rule factory before any configuration file wrapped it (the one
+    /// set in code, or the default), so a second file's wrapper keys wrap
+    /// that, not the first file's wrappers again (helper 205: slow start
+    /// applied twice gave a new instance factor 0.01 for 0.1).
     #[cfg(feature = "config")]
-    /// A new rule as the builder makes one now (its `rule` factory).
-    pub(crate) fn rule_factory(
-        &self,
-    ) -> std::sync::Arc<dyn Fn() -> std::sync::Arc<dyn crate::rule::Rule> + Send + Sync> {
-        std::sync::Arc::clone(&self.make_rule)
+    pub(crate) fn rule_factory(&self) -> super::MakeRule {
+        std::sync::Arc::clone(self.rule_before_config.as_ref().unwrap_or(&self.make_rule))
+    }
+
+    /// `make` as the rule, wrapping `base` (from [`Self::rule_factory`]).
+    #[cfg(feature = "config")]
+    pub(crate) fn rule_over_base<R, F>(mut self, base: super::MakeRule, make: F) -> Self
+    where
+        R: crate::rule::Rule,
+        F: Fn() -> R + Send + Sync + 'static,
+    {
+        self = self.rule(make);
+        self.rule_before_config = Some(base);
+        self
     }
 
     #[cfg(feature = "config")]
+    /// The active health check set on this builder, if any.
+    #[cfg(feature = "hyper-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "hyper-util")))]
+    pub fn get_active_health_check(&self) -> Option<&crate::health::ActiveHealthCheck> {
+        self.active_health.as_ref()
+    }
+
     /// The stats and breaker settings set (or defaulted), likewise.
+    #[cfg(feature = "config")]
     pub(crate) fn stats_set(&self) -> &crate::stats::StatsConfig {
         &self.stats
     }
