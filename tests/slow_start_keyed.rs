@@ -7,11 +7,11 @@
 //! (0.25 of 20 000 keyed picks where Envoy's formula gives 0.1 / 3.1 =
 //! 0.032). A refused key now goes to its next instance on the ring, and
 //! keyed offers are accepted at a rate that gives Envoy's share (an
-//! instance is offered only the keys it owns). Wrappers pass on whether
-//! their inner picker repeats its choice, so a least-loaded newcomer under
-//! availability filtering, zone avoidance or hint routing gets 2 of 20
-//! held picks, as alone (8 before, as without slow start), and a hash key
-//! on a rule that is not keyed thins by credit, not by key.
+//! instance is offered only the keys it owns); a hash key on a rule that
+//! is not keyed thins by credit, not by key. A wrapper's group (a hint
+//! group of one new instance) keeps every pick: wrappers do not pass on
+//! that their inner picker repeats its choice, since slow start's pass-over
+//! then left the group (helper 206).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +19,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower_ribbon::instance::{Endpoint, Instance};
 use tower_ribbon::rule::{
-    AvailabilityFiltering, BestAvailable, ConsistentHash, HintBased, PickContext, Picker, Random,
-    RoundRobin, Rule, SlowStart, SlowStartConfig, WeightedResponseTime, ZoneAvoidance,
+    BestAvailable, ConsistentHash, HintBased, PickContext, Picker, Random, RoundRobin, Rule,
+    SlowStart, SlowStartConfig, WeightedResponseTime,
 };
 use tower_ribbon::snapshot::Snapshot;
 
@@ -82,14 +82,6 @@ async fn keyed_consistent_hash_picks_ramp_like_the_others() {
         (
             "consistent hash, keyed",
             share_at_start(ConsistentHash::new(), true).await,
-        ),
-        (
-            "zone avoidance over consistent hash, keyed",
-            share_at_start(ZoneAvoidance::new(ConsistentHash::new()), true).await,
-        ),
-        (
-            "availability filtering over consistent hash, keyed",
-            share_at_start(AvailabilityFiltering::new(ConsistentHash::new()), true).await,
         ),
         (
             "consistent hash, no key",
@@ -197,25 +189,69 @@ async fn held(rule: Box<dyn Rule>, old: u16) -> usize {
     got
 }
 
-/// Best available alone: 2 of 20. Wrapped in availability filtering,
-/// zone avoidance or hint-based routing, slow start offered the newcomer
-/// until its credit let it through: 8 of 20, as without slow start.
+/// Best available alone: 2 of 20 (slow start passes over a refused
+/// least-loaded newcomer). A hint group whose only member is new keeps
+/// every hinted pick, under every inner rule: a first fix passed
+/// `repeats_choice` through the wrappers, and slow start's pass-over then
+/// sent 1 742 of 2 000 keyed hinted picks (1 800 of best available's) out
+/// of the group (helper 206). Wrapped, a least-loaded or keyed inner rule
+/// is not passed over (the newcomer gets its credit's picks, 8 of 20).
 #[tokio::test(start_paused = true)]
-async fn least_loaded_newcomer_under_a_wrapper() {
-    let alone = held(Box::new(BestAvailable::with_start(0)), 3).await;
-    let af = held(
-        Box::new(AvailabilityFiltering::new(BestAvailable::with_start(0))),
-        3,
-    )
-    .await;
-    let za = held(
-        Box::new(ZoneAvoidance::new(BestAvailable::with_start(0))),
-        3,
-    )
-    .await;
-    let hint = held(Box::new(HintBased::new(BestAvailable::with_start(0))), 3).await;
-    assert_eq!(alone, 2);
-    assert_eq!((af, za, hint), (2, 2, 2));
+async fn a_refused_newcomer_is_passed_over_but_never_out_of_a_wrappers_group() {
+    assert_eq!(held(Box::new(BestAvailable::with_start(0)), 3).await, 2);
+    let mut hint = http::HeaderMap::new();
+    hint.insert("x-sc-lb-hint", http::HeaderValue::from_static("canary"));
+    for (name, rule, keyed) in [
+        (
+            "consistent hash",
+            Box::new(HintBased::new(ConsistentHash::new())) as Box<dyn Rule>,
+            true,
+        ),
+        (
+            "round robin",
+            Box::new(HintBased::new(RoundRobin::with_start(0))),
+            false,
+        ),
+        (
+            "best available",
+            Box::new(HintBased::new(BestAvailable::with_start(0))),
+            false,
+        ),
+        (
+            "sticky over consistent hash",
+            Box::new(tower_ribbon::rule::StickySession::new(HintBased::new(
+                ConsistentHash::new(),
+            ))),
+            true,
+        ),
+    ] {
+        let rule = SlowStart::new(rule, SlowStartConfig::new(Duration::from_secs(20)));
+        let old: Vec<Endpoint> = (0..3).map(ep).collect();
+        let _ = rule.build(&Arc::new(Snapshot::new("svc", old.clone(), 1)));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let canary = Endpoint::new(
+            Instance::new("svc", "127.0.0.1", 1003)
+                .unwrap()
+                .with_id("canary")
+                .with_metadata("hint", "canary"),
+        );
+        let mut list = old;
+        list.push(canary.clone());
+        let p = rule.build(&Arc::new(Snapshot::new("svc", list, 2)));
+        let at = canary.stats().first_seen() + Duration::from_millis(1);
+        let inside = (0..2_000u64)
+            .filter(|&k| {
+                let ctx = PickContext::at(at).with_headers(&hint);
+                let ctx = if keyed {
+                    ctx.with_hash_key(key(k))
+                } else {
+                    ctx
+                };
+                p.pick(&ctx).unwrap().same_identity(&canary)
+            })
+            .count();
+        assert_eq!(inside, 2_000, "{name}");
+    }
 }
 
 /// A hash key on a best-available pick (a balancer with `hash_key` set

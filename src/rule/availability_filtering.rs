@@ -157,13 +157,6 @@ impl Picker for AvailabilityPicker {
         self.inner.pick(&ctx.with_tiers(&mut link, used))
     }
 
-    fn repeats_choice(&self, ctx: &PickContext<'_>) -> bool {
-        self.inner.repeats_choice(ctx)
-    }
-    fn keyed_choice(&self, ctx: &PickContext<'_>) -> bool {
-        self.inner.keyed_choice(ctx)
-    }
-
     fn snapshot(&self) -> &Arc<Snapshot> {
         self.inner.snapshot()
     }

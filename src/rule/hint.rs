@@ -276,13 +276,6 @@ impl Picker for HintPicker {
         pick_preferring(&*self.inner, ctx, &|i, _| ids.get(i) == Some(&g), domain)
     }
 
-    fn repeats_choice(&self, ctx: &PickContext<'_>) -> bool {
-        self.inner.repeats_choice(ctx)
-    }
-    fn keyed_choice(&self, ctx: &PickContext<'_>) -> bool {
-        self.inner.keyed_choice(ctx)
-    }
-
     fn snapshot(&self) -> &Arc<Snapshot> {
         self.inner.snapshot()
     }

@@ -135,13 +135,6 @@ impl Picker for SamePicker {
         Some(e)
     }
 
-    fn repeats_choice(&self, ctx: &PickContext<'_>) -> bool {
-        self.inner.repeats_choice(ctx)
-    }
-    fn keyed_choice(&self, ctx: &PickContext<'_>) -> bool {
-        self.inner.keyed_choice(ctx)
-    }
-
     fn snapshot(&self) -> &Arc<Snapshot> {
         self.inner.snapshot()
     }

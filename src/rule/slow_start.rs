@@ -46,8 +46,8 @@
 //! over 3 old instances holding 4 requests each: 8 of 20 held picks at
 //! factor 0.1, as without slow start; 2 now).
 //!
-//! A keyed pick of [`ConsistentHash`](super::ConsistentHash) (alone or
-//! under a wrapper) offers the key's instance every time, so it is passed
+//! A keyed pick of [`ConsistentHash`](super::ConsistentHash) offers the
+//! key's instance every time, so it is passed
 //! over in the same way: a refused key goes to its next instance on the
 //! ring. An instance is offered only the keys it owns, so its keyed picks
 //! are accepted at a rate raised to give Envoy's share of them (see
@@ -55,7 +55,12 @@
 //! whole share of keys at once: 0.25 of keyed picks where 0.032 was due).
 //! During the window a key's requests are split between its instance and
 //! the next one, as slow start's credit decides (Envoy has no slow start
-//! for ring hash at all).
+//! for ring hash at all). The rate is exact for one new instance; several
+//! new at once get less of the keyed picks than Envoy's share (a refused
+//! key may pass to another new instance). Under a wrapper (hint, zone,
+//! sticky, subset, availability filtering) a least-loaded or keyed inner
+//! picker is not passed over: pass-over tiers outside the wrapper's own
+//! sent a hint group's picks out of the group (helper 206).
 //!
 //! A pick gives up after `REJECTIONS_PER_ENDPOINT · min(n, 64) +
 //! MAX_REJECTIONS + 1` rejections in a row (`4n + 9` for `n ≤ 64`

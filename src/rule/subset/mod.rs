@@ -167,13 +167,6 @@ impl Picker for SubsetPicker {
         )
     }
 
-    fn repeats_choice(&self, ctx: &PickContext<'_>) -> bool {
-        self.inner.repeats_choice(ctx)
-    }
-    fn keyed_choice(&self, ctx: &PickContext<'_>) -> bool {
-        self.inner.keyed_choice(ctx)
-    }
-
     fn snapshot(&self) -> &Arc<Snapshot> {
         self.inner.snapshot()
     }

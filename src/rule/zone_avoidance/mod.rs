@@ -441,13 +441,6 @@ impl Picker for ZonePicker {
         self.inner.pick(&inner)
     }
 
-    fn repeats_choice(&self, ctx: &PickContext<'_>) -> bool {
-        self.inner.repeats_choice(ctx)
-    }
-    fn keyed_choice(&self, ctx: &PickContext<'_>) -> bool {
-        self.inner.keyed_choice(ctx)
-    }
-
     fn snapshot(&self) -> &Arc<Snapshot> {
         self.inner.snapshot()
     }
