@@ -42,6 +42,72 @@ pub(super) struct FirstUp {
     found: AtomicU8,
     /// The `lastUpdatedTimestamp` it was served with (0: unknown).
     found_at: AtomicU64,
+    /// When the run's first UP registration was answered (ms since the
+    /// Unix epoch, this host's clock).
+    registered_ms: AtomicU64,
+}
+
+/// How long after the lease's registration (the registry's clock) a status
+/// last changed still counts as the registration's own: Eureka stamps
+/// `lastUpdatedTimestamp` in `register` just after it starts the lease.
+const REGISTRATION_MS: u64 = 1_000;
+
+/// How far the registry's clock may run ahead of this host's, for an
+/// answer without its lease's `registrationTimestamp`.
+const CLOCK_SKEW_MS: u64 = 2_000;
+
+/// When the registry last changed an instance, and when its lease was
+/// registered (`lastUpdatedTimestamp`, `leaseInfo.registrationTimestamp`;
+/// ms since the Unix epoch, the registry's clock; `None` when absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Stamp {
+    pub(super) updated: Option<u64>,
+    pub(super) registered: Option<u64>,
+}
+
+/// The `status` and [`Stamp`] of a `GET /apps/{APP}/{id}` JSON answer
+/// (timestamps as numbers or strings of digits). The registry stamps
+/// every status change, an operator's included, so an override served
+/// twice with the same stamp is the same override.
+pub(super) fn decode_served(
+    body: &[u8],
+    _deadline: std::time::Instant,
+) -> Result<(InstanceStatus, Stamp), super::super::wire::WireError> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        instance: Record,
+    }
+    #[derive(serde::Deserialize)]
+    struct Record {
+        status: String,
+        #[serde(rename = "lastUpdatedTimestamp", default)]
+        updated: Option<serde_json::Value>,
+        #[serde(rename = "leaseInfo", default)]
+        lease: Option<Lease>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Lease {
+        #[serde(rename = "registrationTimestamp", default)]
+        registered: Option<serde_json::Value>,
+    }
+    let ms = |v: Option<serde_json::Value>| match v? {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    };
+    serde_json::from_slice::<Envelope>(body)
+        .map(|e| {
+            let stamp = Stamp {
+                updated: ms(e.instance.updated),
+                registered: ms(e.instance.lease.and_then(|l| l.registered)),
+            };
+            (InstanceStatus::parse(&e.instance.status), stamp)
+        })
+        .map_err(|source| super::super::wire::WireError::Malformed {
+            line: source.line(),
+            column: source.column(),
+            source,
+        })
 }
 
 /// What the first UP's rules make of a served status this registration
@@ -60,12 +126,41 @@ impl FirstUp {
             pending: AtomicBool::new(false),
             found: AtomicU8::new(0),
             found_at: AtomicU64::new(0),
+            registered_ms: AtomicU64::new(0),
         }
     }
 
-    /// `true` once per run: this is the run's first UP.
+    /// `true` once per run: this is the run's first UP (its registration
+    /// was just answered; the time is noted).
     pub(super) fn take(&self) -> bool {
-        !self.read.swap(true, Ordering::AcqRel)
+        let first = !self.read.swap(true, Ordering::AcqRel);
+        if first {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            self.registered_ms.store(now, Ordering::Release);
+        }
+        first
+    }
+
+    /// Whether a status served with `stamp` was there when this run
+    /// registered: last changed within [`REGISTRATION_MS`] of the lease's
+    /// registration (both the registry's clock), else, without the
+    /// registration time, by this host's clock within [`CLOCK_SKEW_MS`].
+    /// One changed later (an operator's DOWN while the first read kept
+    /// failing) is kept, not taken for a previous run's (helper 206).
+    /// Unknown counts as before.
+    pub(super) fn before_run(&self, stamp: Stamp) -> bool {
+        let Some(updated) = stamp.updated else {
+            return true;
+        };
+        match stamp.registered {
+            Some(lease) => updated <= lease.saturating_add(REGISTRATION_MS),
+            None => {
+                let registered = self.registered_ms.load(Ordering::Acquire);
+                updated <= registered.saturating_add(CLOCK_SKEW_MS)
+            }
+        }
     }
 
     /// The first UP's read failed: the next read-back decides.
@@ -73,7 +168,9 @@ impl FirstUp {
         self.pending.store(true, Ordering::Release);
     }
 
-    /// `true` once after a failed first read: this read-back decides.
+    /// `true` once after a failed first read: this read-back decides (it
+    /// lapses with the read-backs; helper 206: it lasted the whole run, so a
+    /// later `set_status(Up)` removed an operator's override).
     pub(super) fn take_pending(&self) -> bool {
         self.pending.swap(false, Ordering::AcqRel)
     }
@@ -81,14 +178,15 @@ impl FirstUp {
     /// A read showed `served`, last updated at `updated`: an override
     /// noted before that is no longer served as then is forgotten (an
     /// operator's later one of the same status is not the one found).
-    pub(super) fn seen(&self, served: InstanceStatus, updated: Option<u64>) {
-        if !self.still_served(served, updated) {
+    pub(super) fn seen(&self, served: InstanceStatus, stamp: Stamp) {
+        if !self.still_served(served, stamp) {
             self.found.store(0, Ordering::Release);
         }
     }
 
     /// Whether the override noted is the one served now.
-    pub(super) fn still_served(&self, served: InstanceStatus, updated: Option<u64>) -> bool {
+    pub(super) fn still_served(&self, served: InstanceStatus, stamp: Stamp) -> bool {
+        let updated = stamp.updated;
         let found = self.found.load(Ordering::Acquire);
         let at = self.found_at.load(Ordering::Acquire);
         found != 0 && found == bit(served) && (at == 0 || updated.is_none_or(|u| u == at))
@@ -118,14 +216,14 @@ impl Shared {
     pub(super) fn first_up_found(
         &self,
         served: InstanceStatus,
-        updated: Option<u64>,
+        stamp: Stamp,
         server: &str,
     ) -> Found {
         if matches!(served, InstanceStatus::Down | InstanceStatus::Starting) {
             tracing::info!(app = %self.app, id = %self.id, served = served.as_str(), %server, "Eureka serves a previous run's DOWN or STARTING; sending the wanted status");
             return Found::PreviousRun;
         }
-        (self.first_up.found_at).store(updated.unwrap_or(0), Ordering::Release);
+        (self.first_up.found_at).store(stamp.updated.unwrap_or(0), Ordering::Release);
         self.first_up.found.store(bit(served), Ordering::Release);
         tracing::warn!(app = %self.app, id = %self.id, served = served.as_str(), %server, "Eureka serves an override from before this run (an operator's, or a previous run's drain); left as it is: `set_status(Up)` removes it");
         Found::Kept

@@ -36,13 +36,10 @@
 
 use std::sync::atomic::Ordering;
 
-use serde::Deserialize;
-
 use super::super::client::{Fetched, LeaseAnswer};
 use super::Shared;
-use super::super::wire::WireError;
 use crate::error::DiscoveryError;
-use super::first_up::bit;
+use super::first_up::{bit, decode_served};
 use crate::instance::InstanceStatus;
 
 /// How many renewals after a register or status call that some server may
@@ -239,7 +236,13 @@ impl Shared {
         } else {
             self.undoable.load(Ordering::Acquire)
         };
-        let (served, updated) = match self.http.get_at(server, &self.path(), decode_served).await {
+        let read = self.http.get_at(server, &self.path(), decode_served).await;
+        if left == 1 && !matches!(read, Ok(Fetched::Found(_))) {
+            // The last read-back failed: a first-UP decision still pending
+            // lapses with it.
+            self.first_up.take_pending();
+        }
+        let (served, stamp) = match read {
             Ok(Fetched::Found(served)) => served,
             Ok(Fetched::NotFound) => return Ok(()),
             Err(e) => {
@@ -247,7 +250,7 @@ impl Shared {
                 return Ok(());
             }
         };
-        self.first_up.seen(served, updated);
+        self.first_up.seen(served, stamp);
         // After a failed first-UP read, the first read that succeeds
         // applies the first UP's rules (see `first_up.rs`).
         let first_up = self.first_up.take_pending();
@@ -258,8 +261,9 @@ impl Shared {
         let previous_run = first_up
             && wanted == InstanceStatus::Up
             && !self.was_sent(served)
+            && self.first_up.before_run(stamp)
             && matches!(
-                self.first_up_found(served, updated, server),
+                self.first_up_found(served, stamp, server),
                 super::first_up::Found::PreviousRun
             );
         if !previous_run && undoable & bit(served) == 0 {
@@ -283,43 +287,11 @@ impl Shared {
 /// (`{"instance":{"status":"UP",…}}`); a status this crate does not know is
 /// `Unknown`.
 #[cfg(test)]
-pub(super) fn decode_status(body: &[u8], at: std::time::Instant) -> Result<InstanceStatus, WireError> {
-    decode_served(body, at).map(|(status, _)| status)
-}
-
-/// The `status` and `lastUpdatedTimestamp` (ms, a number or a string of
-/// digits; `None` when absent or otherwise) of a `GET /apps/{APP}/{id}`
-/// JSON answer. The server sets the timestamp at every status change,
-/// an operator's included, so an override served at two reads with the
-/// same timestamp is the same override.
-pub(super) fn decode_served(
+pub(super) fn decode_status(
     body: &[u8],
-    _deadline: std::time::Instant,
-) -> Result<(InstanceStatus, Option<u64>), WireError> {
-    #[derive(Deserialize)]
-    struct Envelope {
-        instance: Record,
-    }
-    #[derive(Deserialize)]
-    struct Record {
-        status: String,
-        #[serde(rename = "lastUpdatedTimestamp", default)]
-        updated: Option<serde_json::Value>,
-    }
-    serde_json::from_slice::<Envelope>(body)
-        .map(|e| {
-            let updated = e.instance.updated.and_then(|v| match v {
-                serde_json::Value::Number(n) => n.as_u64(),
-                serde_json::Value::String(s) => s.parse().ok(),
-                _ => None,
-            });
-            (InstanceStatus::parse(&e.instance.status), updated)
-        })
-        .map_err(|source| WireError::Malformed {
-            line: source.line(),
-            column: source.column(),
-            source,
-        })
+    at: std::time::Instant,
+) -> Result<InstanceStatus, super::super::wire::WireError> {
+    decode_served(body, at).map(|(status, _)| status)
 }
 
 #[cfg(test)]
@@ -340,7 +312,8 @@ mod tests {
         assert!(decode_status(br#"{"application":{}}"#, at).is_err());
         for (updated, read) in [("1700000000123", Some(1_700_000_000_123)), ("\"17\"", Some(17)), ("null", None), ("-1", None)] {
             let body = format!(r#"{{"instance":{{"status":"UP","lastUpdatedTimestamp":{updated}}}}}"#);
-            assert_eq!(decode_served(body.as_bytes(), at).unwrap(), (InstanceStatus::Up, read));
+            let (status, stamp) = decode_served(body.as_bytes(), at).unwrap();
+            assert_eq!((status, stamp.updated), (InstanceStatus::Up, read));
         }
     }
 }

@@ -182,19 +182,21 @@ impl Shared {
         } else {
             let read = self
                 .http
-                .get_at(server, &self.path(), super::late::decode_served)
+                .get_at(server, &self.path(), super::first_up::decode_served)
                 .await;
             let read = read.map(|fetched| match fetched {
-                Fetched::Found((served, updated)) => {
-                    self.first_up.seen(served, updated);
-                    Fetched::Found((served, updated))
+                Fetched::Found((served, stamp)) => {
+                    self.first_up.seen(served, stamp);
+                    Fetched::Found((served, stamp))
                 }
                 Fetched::NotFound => Fetched::NotFound,
             });
             match read {
                 Ok(Fetched::Found((InstanceStatus::Up, _))) => true,
-                Ok(Fetched::Found((served, updated))) if first_up && !self.was_sent(served) => {
-                    matches!(self.first_up_found(served, updated, server), Found::Kept)
+                Ok(Fetched::Found((served, stamp)))
+                    if first_up && !self.was_sent(served) && self.first_up.before_run(stamp) =>
+                {
+                    matches!(self.first_up_found(served, stamp, server), Found::Kept)
                 }
                 Ok(Fetched::Found((served, _))) if !self.was_sent(served) => {
                     tracing::info!(app = %self.app, id = %self.id, served = served.as_str(), %server, "Eureka keeps an override this registration never sent (an operator's); left as it is");
@@ -242,13 +244,15 @@ impl Shared {
             return false;
         }
         let read = (self.http)
-            .get(&self.path(), true, |_| false, super::late::decode_served)
+            .get(&self.path(), true, |_| false, super::first_up::decode_served)
             .await;
         match read {
-            Ok(Fetched::Found((served, _))) if pending => {
-                served != InstanceStatus::Up && !self.was_sent(served)
+            Ok(Fetched::Found((served, stamp))) if pending => {
+                served != InstanceStatus::Up
+                    && !self.was_sent(served)
+                    && self.first_up.before_run(stamp)
             }
-            Ok(Fetched::Found((served, updated))) => self.first_up.still_served(served, updated),
+            Ok(Fetched::Found((served, stamp))) => self.first_up.still_served(served, stamp),
             Ok(Fetched::NotFound) => false,
             Err(_) => {
                 if pending {
