@@ -174,17 +174,7 @@ async fn a_passing_probe_ends_an_ejection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_option_off_an_ejection_outlasts_passing_probes() {
     let (lb, a, _b) = ejected_then_probed(false, false).await;
-    assert!(ejected(&lb));
-    let probes = a.probes.load(Ordering::SeqCst);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while a.probes.load(Ordering::SeqCst) < probes + 5 {
-        assert!(std::time::Instant::now() < deadline, "no probes");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(ejected(&lb));
-    let before = a.traffic.load(Ordering::SeqCst);
-    send(&lb, 20).await;
-    assert_eq!(a.traffic.load(Ordering::SeqCst) - before, 0);
+    stays_ejected_through_five_probes(&lb, &a).await;
 }
 
 /// A failing probe ends no ejection: Envoy unejected on any check before
@@ -196,17 +186,7 @@ async fn with_the_option_off_an_ejection_outlasts_passing_probes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_probe_ends_no_ejection() {
     let (lb, a, _b) = ejected_then_probed(true, true).await;
-    assert!(ejected(&lb));
-    let probes = a.probes.load(Ordering::SeqCst);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while a.probes.load(Ordering::SeqCst) < probes + 5 {
-        assert!(std::time::Instant::now() < deadline, "no probes");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(ejected(&lb));
-    let before = a.traffic.load(Ordering::SeqCst);
-    send(&lb, 20).await;
-    assert_eq!(a.traffic.load(Ordering::SeqCst) - before, 0);
+    stays_ejected_through_five_probes(&lb, &a).await;
 }
 
 /// A passing probe sent before the ejection began ends nothing: it is
@@ -235,6 +215,22 @@ async fn a_probe_sent_before_the_ejection_ends_nothing() {
         !ejected(&lb)
     })
     .await;
+}
+
+/// A, ejected, stays so through its next five probes and gets none of 20
+/// requests.
+async fn stays_ejected_through_five_probes(lb: &LoadBalancer<HttpClient>, a: &Server) {
+    assert!(ejected(lb));
+    let probes = a.probes.load(Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while a.probes.load(Ordering::SeqCst) < probes + 5 {
+        assert!(std::time::Instant::now() < deadline, "no probes");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(ejected(lb));
+    let before = a.traffic.load(Ordering::SeqCst);
+    send(lb, 20).await;
+    assert_eq!(a.traffic.load(Ordering::SeqCst) - before, 0);
 }
 
 /// Waits (real time, at most 10 s) until `done` holds.
