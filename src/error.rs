@@ -367,13 +367,44 @@ impl fmt::Display for Error {
             Kind::Inner => write!(f, "service `{service}`, instance {instance}")?,
         }
         if let Some(source) = &self.inner.source {
-            write!(f, ": {source}")?;
+            let text = source.to_string();
+            write!(f, ": {text}")?;
+            // The root cause too, when the source's own text leaves it out:
+            // hyper-util's "client error (Connect)" hides "Connection
+            // refused (os error 111)" or "invalid URL, scheme is not http"
+            // two sources down.
+            if self.inner.kind == Kind::Inner {
+                if let Some(root) = root_cause(source.as_ref()) {
+                    let root = root.to_string();
+                    if !root.is_empty() && !text.contains(&root) {
+                        write!(f, ": {}", Quoted::within(&root, ROOT_CAUSE_TEXT))?;
+                    }
+                }
+            }
         }
         if let Some(note) = &self.inner.note {
             write!(f, "; {note}")?;
         }
         write!(f, "{}", attempts_suffix(&self.inner.attempts))
     }
+}
+
+/// Longest root cause quoted after an inner error's own text, in bytes.
+const ROOT_CAUSE_TEXT: usize = 512;
+
+/// The last error of `error`'s source chain, if it has sources (at most
+/// 64 steps down, so a chain that loops ends).
+fn root_cause<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a (dyn std::error::Error + 'static)> {
+    let mut root = error.source()?;
+    for _ in 0..64 {
+        match root.source() {
+            Some(next) => root = next,
+            None => break,
+        }
+    }
+    Some(root)
 }
 
 impl std::error::Error for Error {

@@ -71,6 +71,13 @@ async fn an_https_request_through_a_plain_client_is_the_callers_error() {
             chain.iter().any(|t| t == "invalid URL, scheme is not http"),
             "{chain:?}"
         );
+        // And in the error's own text, not only two sources down: before,
+        // it read "…: client error (Connect)" (new user, stop 59).
+        let text = err.to_string();
+        assert!(
+            text.contains("client error (Connect): invalid URL, scheme is not http"),
+            "{text}"
+        );
     }
     assert_eq!((a.connections(), b.connections()), (0, 0));
     let snapshot = lb.snapshot(SVC).unwrap();
@@ -125,4 +132,26 @@ async fn a_secure_instance_behind_a_plain_client_is_the_instances_failure() {
         BreakerState::Open { .. }
     ));
     assert_eq!(stats(plain.port()).failures(), 0);
+}
+
+/// A refused connection names its cause in the error's text: hyper-util's
+/// top-level "client error (Connect)" said neither what failed nor why
+/// (new user, stop 59); the root cause of the source chain now follows it,
+/// once, cut to 512 bytes.
+#[tokio::test]
+async fn a_refused_connection_names_its_cause_in_the_text() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let lb = balancer(vec![Instance::new(SVC, "127.0.0.1", port).unwrap()]).await;
+    let request = Request::get("http://svc/x").body(Empty::new()).unwrap();
+    let err = lb.request(request).await.expect_err("nothing listens");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "service `svc`, instance http://127.0.0.1:{port}: client error (Connect): "
+        )),
+        "{text}"
+    );
+    assert_eq!(text.matches("Connection refused").count(), 1, "{text}");
 }

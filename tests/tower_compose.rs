@@ -104,8 +104,7 @@ fn get() -> Request<Empty<Bytes>> {
 async fn spawn_requests<S>(lb: &LoadBalancer<S>, n: usize) -> Vec<String>
 where
     S: InnerService<Empty<Bytes>>,
-    <S::Response as tower_ribbon::service::TrackCompletion>::Tracked:
-        Into<Response<tower_ribbon::service::TrackedBody<hyper::body::Incoming>>>,
+    S::Output: Into<Response<tower_ribbon::service::TrackedBody<hyper::body::Incoming>>>,
 {
     let tasks: Vec<_> = (0..n)
         .map(|_| {

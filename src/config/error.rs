@@ -142,7 +142,10 @@ impl ConfigError {
     }
 
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        let mut e = Self::new(ConfigErrorKind::Io, "cannot read the file");
+        // The OS reason's kind in the text ("entity not found"), the whole
+        // `io::Error` as the source.
+        let reason = format!("cannot read the file ({})", source.kind());
+        let mut e = Self::new(ConfigErrorKind::Io, reason);
         e.inner.path = Some(path.to_owned());
         e.inner.source = Some(source);
         e

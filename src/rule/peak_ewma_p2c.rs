@@ -13,12 +13,22 @@
 //! - `peak_ewma_us`: the peak EWMA of the latency in µs
 //!   ([`EndpointStats::peak_ewma_us_at`](crate::stats::EndpointStats::peak_ewma_us_at)),
 //!   or [`default_rtt`](PeakEwmaP2c::default_rtt) (30 ms) before the first
-//!   sample; for an endpoint with no sample and nothing in flight against
-//!   a draw that has a sample, decayed from when it was first seen (or
-//!   from its last dropped request), as tower's `PeakEwma` starts a new endpoint (a constant
-//!   let three warm 10 ms instances win every draw against a fourth that
-//!   joined: 0 of 3 000 picks over 60 s at half a request in flight); two
-//!   draws without a sample cost the same. It jumps up at once on a slower response, decays toward faster
+//!   sample. An endpoint with no sample and nothing in flight, drawn
+//!   against one that has a sample, is priced at the default RTT decayed
+//!   from when it was first seen (or from its last dropped request), as
+//!   tower's `PeakEwma` starts a new endpoint. A constant 30 ms would let
+//!   three warm 10 ms instances win every draw against a fourth that
+//!   joined: 0 of 3 000 picks over 60 s at half a request in flight. Two
+//!   draws without a sample cost the same.
+//!
+//!   So under light, sequential load P2C sends nearly every request to the
+//!   fastest instance (of two idle instances, the one answering first
+//!   keeps winning while the other's unmeasured price, the decaying
+//!   default RTT, stays above its own): that is the rule working, not a
+//!   failure to spread. Use round robin where an even
+//!   spread matters more than latency.
+//!
+//!   The cost jumps up at once on a slower response, decays toward faster
 //!   ones with τ = [`StatsConfig::ewma_decay`](crate::stats::StatsConfig::ewma_decay)
 //!   (10 s), decays toward zero while the endpoint is idle (so it is tried
 //!   again) and toward the default RTT while requests are in flight (a

@@ -37,11 +37,13 @@ impl<T> ResponseFuture<T> {
         }
     }
 
-    pub(crate) fn ready(result: Result<T, Error>) -> Self
+    /// A future failing at once with `error` (it holds no `T`, so `T`
+    /// needs no `Send` bound of its own).
+    pub(crate) fn failed(error: Error) -> Self
     where
-        T: Send + 'static,
+        T: 'static,
     {
-        Self::new(std::future::ready(result))
+        Self::new(async move { Err(error) })
     }
 }
 

@@ -8,9 +8,16 @@
 //! 2. the service's current [`Picker`] (built by its [`Rule`] for the
 //!    current [`Snapshot`]) is loaded (one atomic load, no lock);
 //! 3. the picker chooses an endpoint;
-//! 4. scheme and authority are rewritten to the endpoint
+//! 4. the authority is rewritten to the endpoint's
 //!    (`http://127.0.0.1:8081/api/x`, `http://[::1]:8081/api/x`); path and
-//!    query are kept. The caller's userinfo and port go with the rest of
+//!    query are kept. The scheme becomes the endpoint's (`https` for a
+//!    secure instance), except that an `https` request stays `https`
+//!    whatever the instance, as Spring Cloud's `LoadBalancerUriTools`
+//!    never downgrades one: so `https://user-service/` to a plain
+//!    instance through a plain client such as
+//!    [`Builder::build_http`] fails at the connect ("invalid URL, scheme
+//!    is not http", in the error's text) rather than sending
+//!    in clear text what the caller asked to protect. The caller's userinfo and port go with the rest of
 //!    the authority: no instance receives `http://user:secret@svc/`'s
 //!    credentials (reqwest would send them as basic auth; HTTP/2's
 //!    `:authority` must not carry them); send an `Authorization` header
@@ -358,7 +365,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        self.start(req)
+        self.start(req, std::convert::identity)
     }
 }
 
@@ -400,30 +407,36 @@ impl<S> LoadBalancer<S> {
     /// # Errors
     /// As [`Service::call`]: an [`Error`] naming the service
     /// and the cause.
-    pub fn request<B>(
-        &self,
-        req: Request<B>,
-    ) -> ResponseFuture<<S::Response as TrackCompletion>::Tracked>
+    pub fn request<B, R: 'static>(&self, req: Request<B>) -> ResponseFuture<R>
     where
-        S: InnerService<B>,
+        S: InnerService<B, Output = R>,
         B: TryCloneBody + Send + 'static,
     {
-        self.start(req)
+        // The answer as `InnerService::Output` (the same type: the blanket
+        // impl sets them equal), so that the signature names only
+        // `InnerService` and rustc reports a misfit inner service with its
+        // message here (E0277), not "method exists but its trait bounds
+        // were not satisfied" (E0599) as a return type naming
+        // `S::Response` made it (new user, stop 59).
+        self.start(req, S::output)
     }
 
-    /// The shared start of [`Service::call`] and [`LoadBalancer::request`].
-    fn start<B>(
-        &self,
-        mut req: Request<B>,
-    ) -> ResponseFuture<<S::Response as TrackCompletion>::Tracked>
+    /// The shared start of [`Service::call`] and [`LoadBalancer::request`]:
+    /// `output` turns the tracked response into what the caller gets (the
+    /// identity, typed as [`Service::Response`] or
+    /// [`InnerService::Output`]).
+    fn start<B, R: 'static, F>(&self, mut req: Request<B>, output: F) -> ResponseFuture<R>
     where
         S: InnerService<B>,
         B: TryCloneBody + Send + 'static,
+        // A function item: zero-sized, so the request's future is no
+        // larger for it.
+        F: FnOnce(<S::Response as TrackCompletion>::Tracked) -> R + Send + 'static,
     {
         // An authority without a host (`http://:8080/`), or the DNS root
         // alone, names no service.
         let Some(host) = uri_host(req.uri()).filter(|h| !matches!(*h, "" | ".")) else {
-            return ResponseFuture::ready(Err(Error::no_service_in_uri(req.uri())));
+            return ResponseFuture::failed(Error::no_service_in_uri(req.uri()));
         };
         let state = match self.shared.route(host) {
             Some(state) => Some(state),
@@ -435,11 +448,11 @@ impl<S> LoadBalancer<S> {
             None => None,
         };
         let Some(state) = state else {
-            return ResponseFuture::ready(Err(self.shared.unknown_service(host)));
+            return ResponseFuture::failed(self.shared.unknown_service(host));
         };
         match framing::check(req.headers(), || req.body().exact_len()) {
             Err(e) => {
-                return ResponseFuture::ready(Err(Error::malformed_request(state.service_id(), e)));
+                return ResponseFuture::failed(Error::malformed_request(state.service_id(), e));
             }
             // A stream: it checks the length as it is sent.
             Ok(Some(declared)) => req.body_mut().check_len(declared),
@@ -455,7 +468,7 @@ impl<S> LoadBalancer<S> {
         // `lb.oneshot(req)` drops the balancer right after the call. Later
         // requests need only their service's state.
         let keep_alive = (!state.first_fetch_seen()).then(|| Arc::clone(&self.shared));
-        ResponseFuture::new(send::send(state, inner, req, span, keep_alive))
+        ResponseFuture::new(send::send(state, inner, req, span, keep_alive, output))
     }
 }
 

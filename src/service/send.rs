@@ -32,14 +32,16 @@ use crate::retry::{RetryNonIdempotent, RetryReason, TryCloneBody};
 /// steps before and after the inner call are plain functions
 /// ([`attempt::start`], [`attempt::end`]), so the future holds only what
 /// lives across an await.
-pub(super) fn send<S, B>(
+pub(super) fn send<S, B, R, F>(
     state: Arc<ServiceState>,
     mut inner: S,
     req: Request<B>,
     span: tracing::Span,
     mut keep_alive: Option<Arc<Shared>>,
-) -> impl Future<Output = Result<<S::Response as TrackCompletion>::Tracked, Error>>
+    output: F,
+) -> impl Future<Output = Result<R, Error>>
 where
+    F: FnOnce(<S::Response as TrackCompletion>::Tracked) -> R,
     S: Service<Request<B>> + Send,
     S::Error: Into<BoxError>,
     S::Response: TrackCompletion,
@@ -130,7 +132,7 @@ where
                     // service (no count taken per request).
                     Next::Done(finished) => {
                         let head = facts.method == http::Method::HEAD;
-                        return track(finished, state, head);
+                        return track(finished, state, head).map(output);
                     }
                 }
             };
@@ -381,7 +383,14 @@ mod tests {
         let request = Request::get("http://svc/")
             .body(http_body_util::Empty::new())
             .unwrap();
-        let future = send(state, client, request, tracing::Span::none(), None);
+        let future = send(
+            state,
+            client,
+            request,
+            tracing::Span::none(),
+            None,
+            std::convert::identity,
+        );
         let size = std::mem::size_of_val(&future);
         assert!(
             size <= THREAD_CACHE_MAX,
