@@ -103,6 +103,9 @@ impl EurekaRegistrationBuilder {
     /// seconds (rounded down, as it is sent), at least 1 and at most
     /// 2 147 483 s (24.8 days: Eureka keeps it in milliseconds in a Java
     /// `int`; longer is refused at [`build`](Self::build)). Default 90 s.
+    /// A lease that stops being renewed is kept about twice this long by
+    /// the Eureka server, then evicted at its next eviction run (every
+    /// 60 s by default): see [`RegistrationHandle`](super::RegistrationHandle).
     pub fn lease_duration(mut self, duration: Duration) -> Self {
         self.lease_duration = Duration::from_secs(duration.as_secs().max(1));
         self

@@ -409,8 +409,13 @@ pub struct RegistrationStats {
 }
 
 /// A running registration. [`shutdown`](Self::shutdown) cancels it in
-/// Eureka; dropping the handle only stops renewing (the lease then expires
-/// after its duration, 90 s by default).
+/// Eureka; dropping the handle only stops renewing, and the instance stays
+/// listed until the lease expires. Eureka keeps a renewed lease about
+/// **twice** its duration (`Lease.renew` stores `now + duration` and
+/// `isExpired` adds the duration again; a known quirk Netflix left as is),
+/// and its eviction timer runs every 60 s by default: with the default
+/// 90 s lease, callers can see a dropped instance for up to about 240 s
+/// plus their own fetch and refresh intervals. Call `shutdown`.
 pub struct RegistrationHandle {
     shared: Arc<Shared>,
     task: Option<TaskGuard>,
@@ -483,7 +488,8 @@ impl RegistrationHandle {
     /// on, so give `shutdown` its time before the process exits.
     ///
     /// # Errors
-    /// [`DiscoveryError`] if no server accepted the cancel (the lease then expires by itself). A
+    /// [`DiscoveryError`] if no server accepted the cancel (the lease then expires by itself, after
+    /// about twice its duration: see [`RegistrationHandle`]). A
     /// 404 moves on to the next server, which may hold the instance; 404 from every one is success.
     pub async fn shutdown(mut self) -> Result<(), DiscoveryError> {
         // Wait for an exchange in flight (a renewal that re-registers) to finish, then stop the
