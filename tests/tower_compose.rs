@@ -7,7 +7,10 @@
 //!   `BoxError`. The balancer waits for the inner to be ready before it
 //!   picks (issue 10), so a limit of `n` holds: no server ever holds more
 //!   than `n` requests of this client together, and every request is
-//!   answered.
+//!   answered. (A `Buffer` inside hides its queue's wait from the
+//!   balancer, which then counts it as the instance's latency: it works,
+//!   as shown here, but the docs of `service::attempt` say to put
+//!   queueing layers outside; `tests/local_refusals.rs` shows the cost.)
 //! - Outside (around the balancer, as `ServiceBuilder` layers):
 //!   `Buffer`, `ConcurrencyLimit` and `Timeout` over `LoadBalancerLayer`,
 //!   sent with `oneshot` from spawned tasks.

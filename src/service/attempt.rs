@@ -10,7 +10,19 @@
 //! The pick comes after readiness, so an instance removed or ejected while
 //! the inner service was busy (a concurrency limit, a full buffer) is not
 //! chosen, and the wait is not charged to any instance: an attempt's
-//! latency runs from the send to the end of the inner call. A retry to
+//! latency runs from the send to the end of the inner call. That holds for
+//! waits the inner service shows in `poll_ready`. A queue *inside* the
+//! inner service hides its wait: tower's `Buffer` is ready while its
+//! channel has room, so with `buffer(n).concurrency_limit(k)` as the inner
+//! service a request waits for the limit after its pick, that wait counts
+//! as the instance's latency and a per-try timeout firing in the queue as
+//! its read timeout (helper 211: 18 of 20 such timeouts ejected an
+//! instance that had answered every call in 100 ms). Put queueing layers
+//! outside the balancer (`ServiceBuilder::new().buffer(n).concurrency_limit(k)
+//! .layer(lb_layer)`), or a limit alone inside it. tower's `LoadShed`
+//! inside refuses in `call`; its `Overloaded`, and a closed `Buffer`'s
+//! error, are [`Outcome::RequestError`]s: charged to no instance and not
+//! retried. A retry to
 //! the same instance checks it again against the current list and its
 //! health, so it never follows an instance that left or was ejected.
 

@@ -160,6 +160,17 @@ fn hyper_or_reqwest<'a>(
     None
 }
 
+/// Refused by tower middleware inside the inner service before any
+/// instance saw it: `LoadShed` (always ready, it fails `call` when its own
+/// inner is not) and a `Buffer` whose worker is gone. A local refusal: not
+/// the picked instance's failure, and another instance would meet the same
+/// (helper 211: 41 shed attempts were charged as other errors and ejected
+/// an instance).
+fn is_local_refusal(e: &(dyn StdError + 'static)) -> bool {
+    e.downcast_ref::<tower::load_shed::error::Overloaded>().is_some()
+        || e.downcast_ref::<tower::buffer::error::Closed>().is_some()
+}
+
 /// [`classify_error`] over an error chain.
 fn classify_chain(error: &(dyn StdError + 'static)) -> Outcome {
     #[cfg_attr(
@@ -212,6 +223,9 @@ fn classify_chain(error: &(dyn StdError + 'static)) -> Outcome {
                 (false, true) => return Outcome::ReadTimeout,
                 (false, false) => {}
             }
+        }
+        if is_local_refusal(e) {
+            return Outcome::RequestError;
         }
         if e.downcast_ref::<tower::timeout::error::Elapsed>().is_some()
             || e.downcast_ref::<tokio::time::error::Elapsed>().is_some()

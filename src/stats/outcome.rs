@@ -29,7 +29,9 @@ pub enum Outcome {
     /// hyper-util's plain `HttpConnector` refused, before any I/O, the
     /// `https` the caller asked for (on an instance registered as secure
     /// the refusal is a [`Outcome::ConnectFailure`]: this client cannot
-    /// reach that instance).
+    /// reach that instance), or tower middleware inside the inner service
+    /// refused it before any instance saw it (`LoadShed`'s `Overloaded`, a
+    /// closed `Buffer`).
     /// (reqwest's builder error is a [`Outcome::ConnectFailure`]: the
     /// balancer put the instance's address in the URI reqwest refused.)
     /// Not the instance's fault: it counts in no stats, circuit breaker or
