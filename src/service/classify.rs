@@ -167,7 +167,8 @@ fn hyper_or_reqwest<'a>(
 /// (helper 211: 41 shed attempts were charged as other errors and ejected
 /// an instance).
 fn is_local_refusal(e: &(dyn StdError + 'static)) -> bool {
-    e.downcast_ref::<tower::load_shed::error::Overloaded>().is_some()
+    e.downcast_ref::<tower::load_shed::error::Overloaded>()
+        .is_some()
         || e.downcast_ref::<tower::buffer::error::Closed>().is_some()
 }
 

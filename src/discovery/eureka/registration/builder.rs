@@ -172,9 +172,15 @@ impl EurekaRegistrationBuilder {
             .unwrap_or_else(|| format!("{host}:{vip}:{}", self.port));
         check_id(&id)?;
         let body = self.body(&app, &host, &vip, &id);
+        // The registration reads back one instance record (a few KB): a
+        // body limit of the registry's size would let a 16 KB gzip answer
+        // inflate to 16 MiB and more (helper 208).
+        let mut connection = self.connection;
+        connection.settings.max_body_bytes =
+            (connection.settings.max_body_bytes).min(super::READ_BACK_MAX_BYTES);
         Ok(EurekaRegistration {
             shared: Arc::new(Shared {
-                http: self.connection.build()?,
+                http: connection.build()?,
                 app,
                 id,
                 body,

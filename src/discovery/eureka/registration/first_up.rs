@@ -81,33 +81,78 @@ pub(super) fn decode_served(
     struct Record {
         status: String,
         #[serde(rename = "lastUpdatedTimestamp", default)]
-        updated: Option<serde_json::Value>,
+        updated: Millis,
         #[serde(rename = "leaseInfo", default)]
         lease: Option<Lease>,
     }
     #[derive(serde::Deserialize)]
     struct Lease {
         #[serde(rename = "registrationTimestamp", default)]
-        registered: Option<serde_json::Value>,
+        registered: Millis,
     }
-    let ms = |v: Option<serde_json::Value>| match v? {
-        serde_json::Value::Number(n) => n.as_u64(),
-        serde_json::Value::String(s) => s.parse().ok(),
-        _ => None,
-    };
     serde_json::from_slice::<Envelope>(body)
         .map(|e| {
             let stamp = Stamp {
-                updated: ms(e.instance.updated),
-                registered: ms(e.instance.lease.and_then(|l| l.registered)),
+                updated: e.instance.updated.0,
+                registered: e.instance.lease.and_then(|l| l.registered.0),
             };
             (InstanceStatus::parse(&e.instance.status), stamp)
         })
-        .map_err(|source| super::super::wire::WireError::Malformed {
-            line: source.line(),
-            column: source.column(),
-            source,
-        })
+        .map_err(super::super::wire::WireError::from_json)
+}
+
+/// A timestamp in milliseconds as Eureka writes one: a number, or a string
+/// of digits (its codec's `lastDirtyTimestamp`). Anything else (`null`, a
+/// negative or fractional number, other text, an array, an object) is
+/// `None`, and is skipped without being kept: a `serde_json::Value` or an
+/// untagged enum held a whole array written in its place, 25 times the
+/// body (a 16 KB gzip answer cost 400 MiB; helper 208).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Millis(pub(super) Option<u64>);
+
+impl<'de> serde::Deserialize<'de> for Millis {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Millis;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a timestamp in milliseconds")
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Millis, E> {
+                Ok(Millis(Some(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Millis, E> {
+                Ok(Millis(u64::try_from(v).ok()))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Millis, E> {
+                Ok(Millis(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Millis, E> {
+                Ok(Millis(None))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Millis, E> {
+                Ok(Millis(v.trim().parse().ok()))
+            }
+            fn visit_unit<E>(self) -> Result<Millis, E> {
+                Ok(Millis(None))
+            }
+            fn visit_none<E>(self) -> Result<Millis, E> {
+                Ok(Millis(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Millis, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Millis(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Millis, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Millis(None))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 /// What the first UP's rules make of a served status this registration

@@ -89,27 +89,12 @@ pub(super) fn decode_dirty(
     #[derive(Deserialize)]
     struct Record {
         #[serde(rename = "lastDirtyTimestamp", default)]
-        last_dirty: Option<Stamp>,
-    }
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Stamp {
-        Number(u64),
-        Text(String),
-        Other(serde::de::IgnoredAny),
+        last_dirty: super::first_up::Millis,
     }
     let record = serde_json::from_slice::<Envelope>(body)
-        .map_err(|source| WireError::Malformed {
-            line: source.line(),
-            column: source.column(),
-            source,
-        })?
+        .map_err(WireError::from_json)?
         .instance;
-    Ok(match record.last_dirty {
-        Some(Stamp::Number(n)) => Some(n),
-        Some(Stamp::Text(s)) => s.trim().parse().ok(),
-        Some(Stamp::Other(_)) | None => None,
-    })
+    Ok(record.last_dirty.0)
 }
 
 #[cfg(test)]
@@ -131,6 +116,9 @@ mod tests {
             r#"{"instance":{"lastDirtyTimestamp":-5}}"#,
             r#"{"instance":{"lastDirtyTimestamp":null}}"#,
             r#"{"instance":{"lastDirtyTimestamp":{"$":1}}}"#,
+            r#"{"instance":{"lastDirtyTimestamp":[1796444945560,[0,{"a":[]}]]}}"#,
+            r#"{"instance":{"lastDirtyTimestamp":1.5}}"#,
+            r#"{"instance":{"lastDirtyTimestamp":true}}"#,
         ] {
             assert_eq!(dirty(odd).unwrap(), None, "{odd}");
         }

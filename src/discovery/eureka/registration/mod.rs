@@ -78,6 +78,11 @@ mod late;
 mod runs;
 mod status;
 
+/// The largest body a registration reads back (its own instance record,
+/// a few KB in Eureka's format; gzip inflation stops here too), in bytes:
+/// 1 MiB, or the builder's `max_body_bytes` when smaller.
+pub(crate) const READ_BACK_MAX_BYTES: usize = 1024 * 1024;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
