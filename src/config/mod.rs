@@ -42,7 +42,8 @@
 //! - `.properties` ([`RibbonConfig::from_properties_str`]): Java's
 //!   `java.util.Properties` grammar (`=`, `:` or blank separators, `#` and
 //!   `!` comments, `\` continuations, `\uXXXX` escapes), read with the
-//!   [`java-properties`](https://docs.rs/java-properties) crate.
+//!   [`java-properties`](https://docs.rs/java-properties) crate; a `#---`
+//!   or `!---` line starts a new document, as in Spring Boot 2.4+.
 //! - YAML ([`RibbonConfig::from_yaml_str`]): read with
 //!   [`yaml-rust2`](https://docs.rs/yaml-rust2). Nested maps flatten to
 //!   dotted keys, so `user-service: { ribbon: { listOfServers: a:1 } }` is
@@ -51,7 +52,9 @@
 //!   suffixes; `null` is an empty value; plain scalars are read as Spring
 //!   Boot's SnakeYAML reads them (YAML 1.1: `on`/`yes` true, `off`/`no`
 //!   false, `010` octal, `0x7d0`, `0b11`, `5_000`, base-60 `1:30`).
-//!   Several documents (`---`) are read in order, later values winning.
+//!   Several documents (`---`) are read in order, later values winning;
+//!   profile-specific ones apply as Spring Boot's profiles say (see
+//!   `docs/spring-cloud-users.md`).
 //! - Any other source of pairs: [`RibbonConfig::from_pairs`].
 //!
 //! Values are trimmed. A key given twice keeps the later value. Spring's
@@ -208,6 +211,7 @@
 mod bounds;
 mod client;
 mod error;
+mod file;
 mod eureka;
 mod keys;
 mod policies;
@@ -223,7 +227,6 @@ pub mod spring_loadbalancer;
 mod value;
 mod yaml;
 
-use std::path::Path;
 
 pub use client::ClientConfig;
 pub use error::{ConfigError, ConfigErrorKind};
@@ -237,7 +240,7 @@ use crate::service::{Builder, LoadBalancer};
 use crate::{discovery::{RefreshConfig, StaticSource, parse_list_of_servers}, health::ActiveHealthCheck};
 #[cfg(doc)]
 use crate::{retry::RetryPolicy, rule::{SlowStart, ZoneAvoidance}, stats::StatsConfig};
-use reader::{Reader, read_bounded, static_source};
+use reader::{Reader, static_source};
 use scope::{RibbonScope, SpringScope};
 
 impl RibbonConfig {
@@ -250,10 +253,18 @@ impl RibbonConfig {
     /// [`OutOfRange`](ConfigErrorKind::OutOfRange) for a value that cannot
     /// be used.
     pub fn from_properties_str(text: &str) -> Result<Self, ConfigError> {
-        Self::from_pairs(properties::read_properties(
-            text.as_bytes(),
-            encoding_rs::UTF_8,
-        )?)
+        let documents = properties::read_properties_documents(text.as_bytes(), encoding_rs::UTF_8)?;
+        Self::from_documents(documents, "properties")
+    }
+
+    /// The documents that apply (see [`profiles`]), read as one, with a
+    /// warning for each skipped.
+    pub(super) fn from_documents(documents: Vec<Vec<(String, String)>>, kind: &str) -> Result<Self, ConfigError> {
+        let (pairs, skipped) = profiles::select(documents, kind);
+        let mut config = Self::from_pairs(pairs)?;
+        skipped.iter().for_each(|warning| tracing::warn!(%warning, "configuration"));
+        config.warnings.splice(0..0, skipped);
+        Ok(config)
     }
 
     /// Reads YAML text; nested maps flatten to dotted keys (see the
@@ -266,53 +277,7 @@ impl RibbonConfig {
     /// [Bounds](self#bounds)); the value errors of
     /// [`RibbonConfig::from_properties_str`].
     pub fn from_yaml_str(text: &str) -> Result<Self, ConfigError> {
-        let (pairs, skipped) = profiles::select(yaml::flatten_yaml_documents(text)?);
-        let mut config = Self::from_pairs(pairs)?;
-        skipped.iter().for_each(|warning| tracing::warn!(%warning, "configuration"));
-        config.warnings.splice(0..0, skipped);
-        Ok(config)
-    }
-
-    /// Reads a file by its extension: `.properties` (UTF-8, or ISO-8859-1
-    /// as Java's `Properties.load` reads it when the bytes are not UTF-8),
-    /// `.yml` or `.yaml` (UTF-8). Files over 1 MiB are refused unread.
-    ///
-    /// # Errors
-    /// [`Io`](ConfigErrorKind::Io),
-    /// [`UnsupportedFormat`](ConfigErrorKind::UnsupportedFormat),
-    /// [`TooLarge`](ConfigErrorKind::TooLarge), and the errors of the
-    /// format's reader, each with [the path](ConfigError::path).
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        let path = path.as_ref();
-        let extension = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
-        let format_is_yaml = match extension.as_deref() {
-            Some("properties") => false,
-            Some("yml" | "yaml") => true,
-            _ => {
-                return Err(
-                    ConfigError::new(ConfigErrorKind::UnsupportedFormat, "").with_path(path)
-                );
-            }
-        };
-        let bytes = read_bounded(path)?;
-        let with_path = |e: ConfigError| e.with_path(path);
-        if format_is_yaml {
-            let text = std::str::from_utf8(&bytes).map_err(|e| {
-                ConfigError::new(ConfigErrorKind::Yaml, format!("not UTF-8: {e}")).with_path(path)
-            })?;
-            Self::from_yaml_str(text).map_err(with_path)
-        } else {
-            let encoding = if std::str::from_utf8(&bytes).is_ok() {
-                encoding_rs::UTF_8
-            } else {
-                encoding_rs::WINDOWS_1252
-            };
-            Self::from_pairs(properties::read_properties(&bytes, encoding).map_err(with_path)?)
-                .map_err(with_path)
-        }
+        Self::from_documents(yaml::flatten_yaml_documents(text)?, "YAML")
     }
 
     /// Reads flat `(key, value)` pairs, in order (a later pair for the same

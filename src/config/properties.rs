@@ -18,6 +18,96 @@ pub(crate) fn check_size(len: usize) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The documents of properties text, each its key/value pairs in order.
+///
+/// Since Spring Boot 2.4 a line `#---` or `!---` (at its start, nothing
+/// after it but whitespace) splits a `.properties` file into documents, as
+/// `---` does a YAML file, and `spring.config.activate.on-profile` makes a
+/// document conditional (`OriginTrackedPropertiesLoader`). As there, such
+/// a line right after a comment line is a comment, a separator followed by
+/// a comment before any key is undone (the comment belongs to the
+/// document before), a line inside a value continued by `\\` is not a
+/// separator, and empty documents are dropped. Before, a `.properties`
+/// file was read as one document, so a `chaos` profile's keys applied
+/// with no profile active (a POST sent to 6 servers; helper 210).
+pub(crate) fn read_properties_documents(
+    bytes: &[u8],
+    encoding: &'static encoding_rs::Encoding,
+) -> Result<Vec<Vec<(String, String)>>, ConfigError> {
+    check_size(bytes.len())?;
+    let mut documents = Vec::new();
+    for (start_line, chunk) in split_documents(bytes) {
+        let pairs = read_properties(chunk, encoding).map_err(|e| {
+            let line = e.line().map(|l| l + start_line);
+            e.at(line, None)
+        })?;
+        if !pairs.is_empty() {
+            documents.push(pairs);
+        }
+    }
+    Ok(documents)
+}
+
+/// The byte ranges of the documents of `bytes` that hold a key, each
+/// with the number of lines before it (see [`read_properties_documents`]).
+fn split_documents(bytes: &[u8]) -> Vec<(usize, &[u8])> {
+    // Documents closed so far: (lines before, start, end).
+    let mut out: Vec<(usize, usize, usize)> = Vec::new();
+    // The open document: lines before it, its start, whether it holds a key.
+    let (mut cur_line, mut cur_start, mut cur_key) = (0usize, 0usize, false);
+    // The last line's comment character (`#` or `!`), if it was a
+    // comment; the last line continues into this one.
+    let (mut last_comment, mut continued) = (None::<u8>, false);
+    let (mut at, mut line_no) = (0usize, 0usize);
+    while at < bytes.len() {
+        let end = (bytes[at..].iter().position(|b| matches!(b, b'\n' | b'\r')))
+            .map_or(bytes.len(), |i| at + i);
+        let line = &bytes[at..end];
+        let next = match bytes.get(end) {
+            Some(b'\r') if bytes.get(end + 1) == Some(&b'\n') => end + 2,
+            Some(_) => end + 1,
+            None => end,
+        };
+        let content = line.trim_ascii_start();
+        if continued {
+            // A value's next line: never a separator or a comment.
+            let backslashes = line.iter().rev().take_while(|b| **b == b'\\').count();
+            continued = backslashes % 2 == 1;
+        } else if matches!(line.get(..4), Some(b"#---" | b"!---"))
+            && line[4..].iter().all(u8::is_ascii_whitespace)
+            && last_comment != line.first().copied()
+        {
+            if cur_key {
+                out.push((cur_line, cur_start, at));
+            }
+            (cur_line, cur_start, cur_key) = (line_no + 1, next, false);
+        } else if matches!(content.first(), Some(b'#' | b'!')) {
+            // A comment before any key of a new document: the separator
+            // before it is undone, the document before goes on.
+            if !cur_key {
+                if let Some((line, start, _)) = out.pop() {
+                    (cur_line, cur_start, cur_key) = (line, start, true);
+                }
+            }
+            last_comment = content.first().copied();
+            at = next;
+            line_no += 1;
+            continue;
+        } else if !content.is_empty() {
+            cur_key = true;
+            let backslashes = line.iter().rev().take_while(|b| **b == b'\\').count();
+            continued = backslashes % 2 == 1;
+        }
+        last_comment = None;
+        at = next;
+        line_no += 1;
+    }
+    if cur_key {
+        out.push((cur_line, cur_start, bytes.len()));
+    }
+    out.into_iter().map(|(line, start, end)| (line, &bytes[start..end])).collect()
+}
+
 /// The key/value pairs of properties text, in order.
 pub(crate) fn read_properties(
     bytes: &[u8],
