@@ -237,7 +237,10 @@ impl Completion {
         // A body that failed counts toward outlier ejection as an error
         // before the headers does: an instance whose every body breaks
         // was never ejected, since no attempt of it failed before then.
-        if records_now && !self.outcome.is_success() {
+        // Not the caller's own (a bidirectional stream whose upload broke
+        // after the headers): an instance the cap holds at its trigger was
+        // ejected by it (helper 207), as `attempt::end` already guards.
+        if records_now && !self.outcome.is_success() && self.outcome.counts_against_instance() {
             let config = state.request_config();
             observe(config, state, self.in_flight.endpoint(), now);
         }
