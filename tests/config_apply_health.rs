@@ -67,12 +67,24 @@ fn health_keys_change_only_their_setting_of_the_code_check() {
         "spring.cloud.loadbalancer.configurations=health-check\n\
          spring.cloud.loadbalancer.health-check.interval=100ms\n",
     );
+    // The code's 700 ms probe timeout stays: the interval key names the
+    // interval only (before, it became the timeout too, so a 30 s
+    // interval made each probe of a hung instance wait 30 s; helper 210).
     assert_eq!(
         (c.path.as_str(), c.interval, c.timeout),
         (
             "/code",
             Duration::from_millis(100),
-            Duration::from_millis(100)
+            Duration::from_millis(700)
+        )
+    );
+    let c = applied("spring.cloud.loadbalancer.health-check.interval=30s\n");
+    assert_eq!(
+        (c.interval, c.interval_jitter, c.timeout),
+        (
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+            Duration::from_millis(700)
         )
     );
     // No health key: the code's check as it was.

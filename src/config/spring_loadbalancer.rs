@@ -13,7 +13,7 @@
 //! | `hint.<serviceId>`, `hint.default` | text | hint routing ([`HintBased`]) with this hint for requests without the header (unset: the literal `default`); setting either hint key turns hint routing on (Spring needs `.withHints()` in code; there is no `configurations` value for it) |
 //! | `hint-header-name` | header name | the header [`HintBased`] reads (default `X-SC-LB-Hint`; per client in a balancer serving several, `clients.<name>.hint-header-name`); also turns hint routing on |
 //! | `health-check.path.<serviceId>`, `.default` | URL path, empty = no check | with `configurations: health-check`, the [`ActiveHealthCheck`] path (default `/actuator/health`) |
-//! | `health-check.interval` | Spring duration | its interval and per-check timeout (default 25 s) |
+//! | `health-check.interval` | Spring duration | its interval and per-check timeout (default 25 s); over a check set in code (`apply`), its interval only |
 //! | `health-check.initial-delay`, `.port`, `.repeat-health-check`, `.refetch-instances`, `.refetch-instances-interval`, `.update-results-list` | | recognized, not yet applied |
 //! | `retry.enabled` | bool | `false`: no retries |
 //! | `retry.max-retries-on-same-service-instance` | count | [`RetryPolicy::max_same`](crate::retry::RetryPolicy::max_same) (under `MaxAutoRetries`) |

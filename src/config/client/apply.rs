@@ -152,7 +152,10 @@ impl ClientConfig {
     /// `check` with the health keys that are set: `HealthCheckPath` or
     /// `health-check.path` (an empty one leaves the path), and
     /// `NFLoadBalancerPingInterval` or `health-check.interval` (its jitter
-    /// to scale; Spring's interval is its probe timeout too).
+    /// to scale). The code's probe timeout is kept: Spring's interval is
+    /// also its probe timeout, but only where the file makes the check
+    /// (`health_check`); here it made a 500 ms timeout 30 s, so a hung
+    /// instance took three 30 s probes to be marked down (helper 210).
     fn health_over(&self, mut check: crate::health::ActiveHealthCheck) -> crate::health::ActiveHealthCheck {
         let spring = &self.load_balancer.health_check;
         let path = (self.health_check_path.as_deref())
@@ -164,9 +167,6 @@ impl ClientConfig {
         if let Some(interval) = self.ping_interval.or(spring.interval) {
             check.interval = interval;
             check.interval_jitter = crate::health::active::jitter_for(interval);
-            if self.ping_interval.is_none() {
-                check.timeout = interval;
-            }
         }
         check
     }
