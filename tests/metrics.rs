@@ -581,10 +581,11 @@ impl tower::Service<Request<()>> for Gated {
     }
 }
 
-/// A request routed to an on-demand service before its eviction, waiting
-/// for its inner service across it, ejects an instance afterwards: that
-/// ejection ends with the service's state, when the request lets it go
-/// (helper 189: ejections 2, returns 1 before).
+/// A request of an on-demand service waiting for its inner service past
+/// the idle time keeps the service (helper 211; before, it was evicted
+/// under the request), ejects an instance afterwards, and that ejection
+/// ends, once the service is evicted too (helper 189: ejections 2, returns
+/// 1 before).
 #[test]
 fn an_ejection_by_a_request_outliving_its_services_eviction_ends_too() {
     on_paused_recorder(|snapshotter| async move {
@@ -618,12 +619,13 @@ fn an_ejection_by_a_request_outliving_its_services_eviction_ends_too() {
         );
         tokio::time::sleep(Duration::from_secs(200)).await;
         assert!(
-            lb.snapshot("svc").is_none(),
-            "evicted while the request waits"
+            lb.snapshot("svc").is_some(),
+            "kept while the request waits"
         );
         open.store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = waiting.await.unwrap();
         tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(lb.snapshot("svc").is_none(), "evicted once idle");
         let all = read(&snapshotter);
         assert_eq!(counter(&all, "ribbon_ejections_total{service=svc}"), 2);
         assert_eq!(

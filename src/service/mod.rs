@@ -468,7 +468,15 @@ impl<S> LoadBalancer<S> {
         // `lb.oneshot(req)` drops the balancer right after the call. Later
         // requests need only their service's state.
         let keep_alive = (!state.first_fetch_seen()).then(|| Arc::clone(&self.shared));
-        ResponseFuture::new(send::send(state, inner, req, span, keep_alive, output))
+        let live = state.live_request();
+        ResponseFuture::new(send::send(
+            state,
+            inner,
+            req,
+            span,
+            (keep_alive, live),
+            output,
+        ))
     }
 }
 

@@ -18,6 +18,7 @@ use super::attempt::{self, Attempted, NotSent};
 use super::body::TrackCompletion;
 use super::ending::{Why, error_class, finish, not_sent, track};
 use super::retrying::{Decision, Unsent, Walk, decide, note_retry, refused};
+use super::state::LiveRequest;
 use super::{RequestConfig, ResponseStatus, Shared, trace};
 use crate::error::{Attempt, BoxError, Error};
 use crate::instance::Endpoint;
@@ -37,7 +38,7 @@ pub(super) fn send<S, B, R, F>(
     mut inner: S,
     req: Request<B>,
     span: tracing::Span,
-    mut keep_alive: Option<Arc<Shared>>,
+    (mut keep_alive, live): (Option<Arc<Shared>>, Option<LiveRequest>),
     output: F,
 ) -> impl Future<Output = Result<R, Error>>
 where
@@ -50,6 +51,9 @@ where
     // The request lives here only; an attempt takes it out to send it.
     let mut slot = Some(req);
     async move {
+        // Held for the request's whole life (an on-demand service is not
+        // evicted under it).
+        let _live = live;
         // Read from `state` where used rather than kept in locals: every
         // local that lives across an await takes room in the future.
         let config = state.request_config();
@@ -388,10 +392,11 @@ mod tests {
             client,
             request,
             tracing::Span::none(),
-            None,
+            (None, None),
             std::convert::identity,
         );
         let size = std::mem::size_of_val(&future);
+        eprintln!("request future: {size} bytes");
         assert!(
             size <= THREAD_CACHE_MAX,
             "the request future is {size} bytes, more than {THREAD_CACHE_MAX}"

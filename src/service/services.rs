@@ -244,7 +244,9 @@ impl Shared {
     /// bounds that wait, so made-up names still free their slots.) Nor is
     /// one with a request in flight (a stream, a WebSocket): a service
     /// discovered again gets fresh stats, and its least-loaded rules would
-    /// no longer see those requests on their instances. Call with the
+    /// no longer see those requests on their instances. Nor is one whose
+    /// request is still alive, waiting for readiness or in a backoff (its
+    /// later picks would read a list no longer refreshed). Call with the
     /// insert lock held.
     fn evict(&self) {
         let now = self.ms_now();
@@ -254,6 +256,7 @@ impl Shared {
                 && now.saturating_sub(e.last_used_ms.load(Ordering::Relaxed)) >= idle_ms
                 && e.state.first_fetch_done()
                 && !e.state.has_in_flight()
+                && !e.state.has_live_requests()
         };
         if !self.services.load().values().any(|e| expired(e)) {
             return;

@@ -52,6 +52,23 @@ pub(crate) struct ServiceState {
     /// Picker rebuilds asked for by changed verdicts: a publish that sees
     /// this move during its build rebuilds after its store.
     verdicts: std::sync::atomic::AtomicU64,
+    /// A service discovered on demand: its requests are counted in `live`.
+    on_demand: bool,
+    /// Request futures of an on-demand service alive now (waiting for
+    /// readiness, in a backoff, sending): such a service is not evicted.
+    live: std::sync::atomic::AtomicUsize,
+}
+
+/// A request future's hold on its on-demand service: while one lives, the
+/// service is not evicted (see [`ServiceState::live_request`]).
+pub(crate) struct LiveRequest(Arc<ServiceState>);
+
+impl Drop for LiveRequest {
+    fn drop(&mut self) {
+        self.0
+            .live
+            .fetch_sub(1, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl ServiceState {
@@ -101,6 +118,8 @@ impl ServiceState {
             published: Arc::new(tokio::sync::Notify::new()),
             retries_logged: super::log_limit::LogLimit::default(),
             verdicts: std::sync::atomic::AtomicU64::new(0),
+            on_demand: false,
+            live: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -130,11 +149,30 @@ impl ServiceState {
 
     /// Marks a service started on demand: its metrics carry its name only
     /// once a fetch lists an instance.
-    pub(crate) fn on_demand(self, on: bool) -> Self {
+    pub(crate) fn on_demand(mut self, on: bool) -> Self {
         if on {
             self.refresh.label_once_listed();
         }
+        self.on_demand = on;
         self
+    }
+
+    /// A hold on this service for one request's whole life, if it was
+    /// discovered on demand (`None` for a declared one, which is never
+    /// evicted). Before, a request waiting for a not-ready inner service or
+    /// in a backoff counted as idle: its service was evicted under it and
+    /// the request then went to an instance the source had removed 2 s
+    /// before (helper 211).
+    pub(crate) fn live_request(self: &Arc<Self>) -> Option<LiveRequest> {
+        self.on_demand.then(|| {
+            self.live.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            LiveRequest(Arc::clone(self))
+        })
+    }
+
+    /// Whether a request of this on-demand service is alive.
+    pub(crate) fn has_live_requests(&self) -> bool {
+        self.live.load(std::sync::atomic::Ordering::Acquire) > 0
     }
 
     /// Whether metrics may carry this service's label.
