@@ -618,10 +618,7 @@ fn an_ejection_by_a_request_outliving_its_services_eviction_ends_too() {
                 .oneshot(Request::get("http://svc/").body(()).unwrap()),
         );
         tokio::time::sleep(Duration::from_secs(200)).await;
-        assert!(
-            lb.snapshot("svc").is_some(),
-            "kept while the request waits"
-        );
+        assert!(lb.snapshot("svc").is_some(), "kept while the request waits");
         open.store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = waiting.await.unwrap();
         tokio::time::sleep(Duration::from_secs(60)).await;

@@ -6,6 +6,11 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The largest body a registration reads back (its own instance record,
+/// a few KB in Eureka's format; gzip inflation stops here too), in bytes:
+/// 1 MiB, or the builder's `max_body_bytes` when smaller.
+const READ_BACK_MAX_BYTES: usize = 1024 * 1024;
+
 use super::super::client::Connection;
 use super::{EurekaRegistration, Shared};
 use crate::error::BuildError;
@@ -177,7 +182,7 @@ impl EurekaRegistrationBuilder {
         // inflate to 16 MiB and more (helper 208).
         let mut connection = self.connection;
         connection.settings.max_body_bytes =
-            (connection.settings.max_body_bytes).min(super::READ_BACK_MAX_BYTES);
+            (connection.settings.max_body_bytes).min(READ_BACK_MAX_BYTES);
         Ok(EurekaRegistration {
             shared: Arc::new(Shared {
                 http: connection.build()?,

@@ -78,11 +78,6 @@ mod late;
 mod runs;
 mod status;
 
-/// The largest body a registration reads back (its own instance record,
-/// a few KB in Eureka's format; gzip inflation stops here too), in bytes:
-/// 1 MiB, or the builder's `max_body_bytes` when smaller.
-pub(crate) const READ_BACK_MAX_BYTES: usize = 1024 * 1024;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -414,13 +409,9 @@ pub struct RegistrationStats {
 }
 
 /// A running registration. [`shutdown`](Self::shutdown) cancels it in
-/// Eureka; dropping the handle only stops renewing, and the instance stays
-/// listed until the lease expires. Eureka keeps a renewed lease about
-/// **twice** its duration (`Lease.renew` stores `now + duration` and
-/// `isExpired` adds the duration again; a known quirk Netflix left as is),
-/// and its eviction timer runs every 60 s by default: with the default
-/// 90 s lease, callers can see a dropped instance for up to about 240 s
-/// plus their own fetch and refresh intervals. Call `shutdown`.
+/// Eureka; a dropped handle stops renewing, and Eureka keeps a renewed
+/// lease about **twice** its duration (`Lease.isExpired` adds it again),
+/// then evicts within 60 s: up to about 240 s at the default 90 s lease.
 pub struct RegistrationHandle {
     shared: Arc<Shared>,
     task: Option<TaskGuard>,

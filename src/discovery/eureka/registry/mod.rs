@@ -394,11 +394,8 @@ impl EurekaRegistry {
     /// Waits until the first fetch has finished (successfully or not).
     ///
     /// # Errors
-    /// The first fetch's [`DiscoveryError`] when it failed (every server
-    /// URL refused, timed out or answered something unusable) and no
-    /// fetch has succeeded since; the registry keeps fetching in the
-    /// background, and once a fetch succeeds (background or
-    /// [`refresh_now`](Self::refresh_now)) this returns `Ok`.
+    /// The first fetch's [`DiscoveryError`] while no fetch has succeeded
+    /// since; `Ok` once one has (background or [`refresh_now`](Self::refresh_now)).
     pub async fn ready(&self) -> Result<(), Arc<DiscoveryError>> {
         let mut rx = self.inner.first.subscribe();
         match rx.wait_for(Option::is_some).await {
