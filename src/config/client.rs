@@ -189,12 +189,39 @@ impl ClientConfig {
     /// per-try timeout set in code wins, and a file setting only
     /// `ReadTimeout` leaves the builder's retry policy as it was.
     pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry_over(RetryPolicy::default())
+    }
+
+    /// `policy` with the retry keys that are set applied, each setting
+    /// alone: the counts (a Ribbon key, else its Spring counterpart; with
+    /// `retry.enabled` false the Spring counts are 0), all operations, the
+    /// status codes and the backoff (with `retry.backoff.enabled`). Its
+    /// per-try timeout, deadline and budget are kept. Before,
+    /// [`RibbonConfig::apply`](super::RibbonConfig::apply) started from
+    /// [`RetryPolicy::default`] for any retry key, so a shared file's
+    /// `OkToRetryOnAllOperations=true` or a written-out
+    /// `retry.enabled=true` made a balancer built with
+    /// [`RetryPolicy::none`] send a POST to a second server, and dropped
+    /// its deadline (helper 210).
+    pub(crate) fn retry_over(&self, mut policy: RetryPolicy) -> RetryPolicy {
+        let lb = &self.load_balancer.retry;
+        let off = lb.enabled == Some(false);
+        let spring = |v: Option<u32>| if off { Some(0) } else { v };
+        if let Some(same) = (self.max_auto_retries).or(spring(lb.max_retries_on_same_service_instance)) {
+            policy = policy.max_same(same);
+        }
+        if let Some(next) =
+            (self.max_auto_retries_next_server).or(spring(lb.max_retries_on_next_service_instance))
+        {
+            policy = policy.max_next(next);
+        }
         let v = self.retry_values();
-        // Merge note: one line per setting of `RetryPolicy`.
-        let mut policy = RetryPolicy::default()
-            .max_same(v.same)
-            .max_next(v.next)
-            .retry_on_all_operations(v.all_operations);
+        if (self.ok_to_retry_on_all_operations)
+            .or(lb.retry_on_all_operations.filter(|_| !off))
+            .is_some()
+        {
+            policy = policy.retry_on_all_operations(v.all_operations);
+        }
         if let Some(codes) = v.codes {
             policy = policy.retryable_statuses(codes);
         }

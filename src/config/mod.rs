@@ -378,9 +378,10 @@ impl RibbonConfig {
     /// Configures `builder` for `client`: declares the service, sets the
     /// source (replacing one set before), and sets the rule, retry policy,
     /// refresh, breaker and health check from the keys that are set; keys
-    /// that are not set leave the builder's setting as it was. (A set retry
-    /// key replaces the builder's whole [`RetryPolicy`],
-    /// starting from its defaults.)
+    /// that are not set leave the builder's setting as it was. A retry key
+    /// changes its one setting of the builder's [`RetryPolicy`] (the counts,
+    /// all operations, the status codes, the backoff); the policy's
+    /// per-try timeout, deadline and budget set in code are kept.
     ///
     /// To serve several clients from one balancer use
     /// [`RibbonConfig::builder`].

@@ -95,7 +95,9 @@ impl ClientConfig {
             }
         }
         if all || self.sets_retry() {
-            builder = builder.retry(self.retry_policy());
+            // Each retry key changes its setting of the builder's policy.
+            let base = if all { crate::retry::RetryPolicy::default() } else { builder.get_retry_policy().clone() };
+            builder = builder.retry(self.retry_over(base));
         }
         if all
             || self.refresh_interval().is_some()

@@ -51,6 +51,11 @@ impl Builder {
         self.active_health.as_ref()
     }
 
+    /// The retry policy set (or defaulted) on this builder.
+    pub fn get_retry_policy(&self) -> &crate::retry::RetryPolicy {
+        &self.retry
+    }
+
     /// The stats and breaker settings set (or defaulted), likewise.
     #[cfg(feature = "config")]
     pub(crate) fn stats_set(&self) -> &crate::stats::StatsConfig {
