@@ -42,7 +42,11 @@
 //! turns each record into an [`Instance`] as it is read. Its time is linear
 //! in the body (twice, for a body with a value to repair, which also
 //! takes a copy of the body). Its memory, beside the body, is the result: the instances
-//! and, per skipped object record, one [`Rejected`] entry. Both are
+//! and, per skipped object record, one [`Rejected`] entry; and, for an
+//! application whose records come before its `name` (the real server
+//! writes `name` first), those records held unconverted until the name,
+//! about 500 bytes each (99 990 empty `{}` records in a 300 KB body
+//! peaked at 73 MiB where name-first took 10 MiB; helper 208). All are
 //! bounded by
 //! [`ParseOptions::max_instances`] (default [`DEFAULT_MAX_INSTANCES`],
 //! counting application objects too) and
