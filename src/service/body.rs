@@ -93,6 +93,7 @@ impl InFlight {
     /// half-open probe, keeping it in flight until it is dropped: a failed
     /// response handed to the caller is load until its body ends, as a
     /// successful one is. Returns what it did to the circuit breaker.
+    #[inline]
     pub(super) fn record(
         &mut self,
         outcome: Outcome,

@@ -93,6 +93,7 @@ impl FailureStatuses {
     }
 
     /// Whether `code` counts as a failure.
+    #[inline]
     pub fn is_failure(&self, code: u16) -> bool {
         (self.server_errors && (500..600).contains(&code)) || self.extra.contains(&code)
     }

@@ -24,6 +24,15 @@ use crate::error::{Attempt, BoxError, Error};
 use crate::instance::Endpoint;
 use crate::retry::{RetryNonIdempotent, RetryReason, TryCloneBody};
 
+/// What a request's future holds besides its service: the balancer until
+/// the service's first list (see `start`), and an on-demand service's
+/// [`LiveRequest`] for the request's whole life (the service is not
+/// evicted under it). One value, so the future has one drop of it.
+pub(super) struct Hold {
+    pub(super) shared: Option<Arc<Shared>>,
+    pub(super) _live: Option<LiveRequest>,
+}
+
 /// One request: attempts and retries under the policy.
 ///
 /// A plain function returning an `async` block rather than an `async fn`:
@@ -38,7 +47,7 @@ pub(super) fn send<S, B, R, F>(
     mut inner: S,
     req: Request<B>,
     span: tracing::Span,
-    (mut keep_alive, live): (Option<Arc<Shared>>, Option<LiveRequest>),
+    mut hold: Hold,
     output: F,
 ) -> impl Future<Output = Result<R, Error>>
 where
@@ -51,9 +60,6 @@ where
     // The request lives here only; an attempt takes it out to send it.
     let mut slot = Some(req);
     async move {
-        // Held for the request's whole life (an on-demand service is not
-        // evicted under it).
-        let _live = live;
         // Read from `state` where used rather than kept in locals: every
         // local that lives across an await takes room in the future.
         let config = state.request_config();
@@ -71,7 +77,7 @@ where
             }
         };
         // The list is here: the request needs only its service's state now.
-        drop(keep_alive.take());
+        drop(hold.shared.take());
         let Some(facts) = Facts::of(config, slot.as_ref(), deadline) else {
             return Err(Error::no_instances(state.service_id()));
         };
@@ -266,6 +272,7 @@ enum Next<T> {
 /// Decides what follows the attempt `done`: a retry if the policy, the
 /// budget, the deadline and the body (`replayable`) allow one, else the
 /// call's end.
+#[inline]
 fn next<T: ResponseStatus>(
     call: &attempt::Call<'_>,
     facts: &Facts,
@@ -392,7 +399,10 @@ mod tests {
             client,
             request,
             tracing::Span::none(),
-            (None, None),
+            Hold {
+                shared: None,
+                _live: None,
+            },
             std::convert::identity,
         );
         let size = std::mem::size_of_val(&future);

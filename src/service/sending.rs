@@ -69,6 +69,7 @@ impl<F: Future> Sending<F> {
     /// `fut` bounded at `until` (the per-try timeout after the send, cut to
     /// the deadline); with `upload` (the per-try timeout and a body's
     /// upload not yet ended), the per-try part moves to the upload's end.
+    #[inline]
     pub(super) fn new(
         fut: Instrumented<F>,
         until: Option<Instant>,
@@ -103,6 +104,7 @@ where
 {
     type Output = Result<T, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             // The inner future first, as tokio's `Timeout` does: one that

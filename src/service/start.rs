@@ -121,7 +121,10 @@ impl<S> LoadBalancer<S> {
             inner,
             req,
             span,
-            (keep_alive, live),
+            send::Hold {
+                shared: keep_alive,
+                _live: live,
+            },
             output,
         ))
     }

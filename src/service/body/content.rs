@@ -79,6 +79,7 @@ struct FramingVerdict {
 /// unread would otherwise count until dropped (39 of 40 picks went to the
 /// other instance; helper 137). An empty data frame is dropped; anything
 /// else is kept for the caller.
+#[inline]
 pub(super) fn ended_with_headers<B: 'static>(response: &mut http::Response<B>) -> Framing {
     let by_headers = !has_content(response);
     let Some(read) = read_by_framing(response.body_mut(), by_headers) else {
