@@ -47,7 +47,7 @@ pub(super) fn send<S, B, R, F>(
     mut inner: S,
     req: Request<B>,
     span: tracing::Span,
-    mut hold: Hold,
+    hold: Hold,
     output: F,
 ) -> impl Future<Output = Result<R, Error>>
 where
@@ -60,6 +60,9 @@ where
     // The request lives here only; an attempt takes it out to send it.
     let mut slot = Some(req);
     async move {
+        // Moved in whole: naming only `hold.shared` would capture that
+        // field alone, and the `LiveRequest` would drop when `send` returns.
+        let mut hold = hold;
         // Read from `state` where used rather than kept in locals: every
         // local that lives across an await takes room in the future.
         let config = state.request_config();
