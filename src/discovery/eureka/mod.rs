@@ -188,7 +188,9 @@ macro_rules! connection_setters {
 
         /// Largest body accepted, after gzip inflation (inflation stops at
         /// the limit). Default 128 MiB, room for 50 000 instances; 0 is
-        /// refused at `build`.
+        /// refused at `build`. A registration reads back only its own
+        /// record, with at most twice that record plus 64 KiB (at least
+        /// 1 MiB) of this.
         pub fn max_body_bytes(mut self, bytes: usize) -> Self {
             self.connection.settings.max_body_bytes = bytes;
             self

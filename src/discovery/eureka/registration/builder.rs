@@ -6,10 +6,22 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The largest body a registration reads back (its own instance record,
-/// a few KB in Eureka's format; gzip inflation stops here too), in bytes:
-/// 1 MiB, or the builder's `max_body_bytes` when smaller.
+/// The least body limit of a registration's read-back of its own
+/// instance record, in bytes (1 MiB; see [`read_back_limit`]).
 const READ_BACK_MAX_BYTES: usize = 1024 * 1024;
+
+/// The body limit of a registration's read-back of its own record (gzip
+/// inflation stops there too): twice the record it registers plus 64 KiB
+/// (the server adds its own fields, and serves the metadata as sent), at
+/// least 1 MiB, at most the builder's `max_body_bytes`. With the registry's
+/// 128 MiB a 16 KB gzip answer inflated to 16 MiB and more (helper 208); a
+/// fixed 1 MiB then refused the real answer of an instance registered with
+/// 1.1 MiB of metadata, and every read-back decision was lost (a new run
+/// served DOWN for good; helper 215).
+fn read_back_limit(max_body_bytes: usize, registered: usize) -> usize {
+    let own = registered.saturating_mul(2).saturating_add(64 * 1024);
+    max_body_bytes.min(READ_BACK_MAX_BYTES.max(own))
+}
 
 use super::super::client::Connection;
 use super::{EurekaRegistration, Shared};
@@ -177,12 +189,11 @@ impl EurekaRegistrationBuilder {
             .unwrap_or_else(|| format!("{host}:{vip}:{}", self.port));
         check_id(&id)?;
         let body = self.body(&app, &host, &vip, &id);
-        // The registration reads back one instance record (a few KB): a
-        // body limit of the registry's size would let a 16 KB gzip answer
-        // inflate to 16 MiB and more (helper 208).
+        // The registration reads back only its own record.
+        let registered = serde_json::to_vec(&body).map_or(0, |b| b.len());
         let mut connection = self.connection;
         connection.settings.max_body_bytes =
-            (connection.settings.max_body_bytes).min(READ_BACK_MAX_BYTES);
+            read_back_limit(connection.settings.max_body_bytes, registered);
         Ok(EurekaRegistration {
             shared: Arc::new(Shared {
                 http: connection.build()?,
@@ -314,6 +325,15 @@ fn authority_host(host: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_read_back_limit_follows_the_registered_record() {
+        const MIB: usize = 1024 * 1024;
+        assert_eq!(read_back_limit(128 * MIB, 2_000), MIB);
+        assert_eq!(read_back_limit(128 * MIB, 1_100_000), 2_200_000 + 64 * 1024);
+        assert_eq!(read_back_limit(512 * 1024, 2_000), 512 * 1024);
+        assert_eq!(read_back_limit(3 * MIB, usize::MAX), 3 * MIB);
+    }
 
     fn build(
         app: &str,
