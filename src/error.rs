@@ -392,19 +392,25 @@ impl fmt::Display for Error {
 /// Longest root cause quoted after an inner error's own text, in bytes.
 const ROOT_CAUSE_TEXT: usize = 512;
 
-/// The last error of `error`'s source chain, if it has sources (at most
-/// 64 steps down, so a chain that loops ends).
+/// The most errors of a source chain any walk of this crate reads: a
+/// chain that loops (an error that is its own source) ends there. Before,
+/// the classification walks had no bound, and such an inner error hung its
+/// request at 100 % CPU (helper 214).
+pub(crate) const MAX_CHAIN: usize = 64;
+
+/// `error` and its sources, in order, at most [`MAX_CHAIN`] of them.
+pub(crate) fn chain<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| e.source()).take(MAX_CHAIN)
+}
+
+/// The last error of `error`'s source chain (within [`MAX_CHAIN`]), if it
+/// has sources.
 fn root_cause<'a>(
     error: &'a (dyn std::error::Error + 'static),
 ) -> Option<&'a (dyn std::error::Error + 'static)> {
-    let mut root = error.source()?;
-    for _ in 0..64 {
-        match root.source() {
-            Some(next) => root = next,
-            None => break,
-        }
-    }
-    Some(root)
+    chain(error).skip(1).last()
 }
 
 impl std::error::Error for Error {

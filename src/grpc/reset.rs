@@ -15,8 +15,7 @@ use crate::error::BoxError;
 /// document says (tonic's own table leaves them UNKNOWN); a code it does
 /// not map (`STREAM_CLOSED`, an unknown one) is UNKNOWN.
 pub(super) fn h2_reset_code(error: &BoxError) -> Option<tonic::Code> {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
-    while let Some(e) = current {
+    for e in crate::error::chain(error.as_ref()) {
         if let Some(reason) = e.downcast_ref::<h2::Error>().and_then(h2::Error::reason) {
             return Some(match reason {
                 h2::Reason::REFUSED_STREAM => tonic::Code::Unavailable,
@@ -35,7 +34,6 @@ pub(super) fn h2_reset_code(error: &BoxError) -> Option<tonic::Code> {
                 _ => tonic::Code::Unknown,
             });
         }
-        current = e.source();
     }
     None
 }

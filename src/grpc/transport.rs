@@ -313,26 +313,24 @@ fn to_status(error: BoxError) -> BoxError {
         Ok(status) => return status,
         Err(error) => error,
     };
-    let mut source = error.source();
-    while let Some(s) = source {
-        if let Some(found) = s.downcast_ref::<tonic::Status>() {
-            let mut status = tonic::Status::with_details_and_metadata(
+    let found = (crate::error::chain(error.as_ref()).skip(1))
+        .find_map(|s| s.downcast_ref::<tonic::Status>())
+        .map(|found| {
+            tonic::Status::with_details_and_metadata(
                 found.code(),
                 found.message().to_owned(),
                 found.details().to_vec().into(),
                 found.metadata().clone(),
-            );
-            status.set_source(Arc::from(error));
-            return Box::new(status);
-        }
-        source = s.source();
+            )
+        });
+    if let Some(mut status) = found {
+        status.set_source(Arc::from(error));
+        return Box::new(status);
     }
     let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
+    for s in crate::error::chain(error.as_ref()).skip(1) {
         message.push_str(": ");
         message.push_str(&s.to_string());
-        source = s.source();
     }
     // The sources' text is other libraries' (rustls lists a server
     // certificate's names as written): escaped and cut, as a message

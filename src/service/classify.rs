@@ -187,8 +187,7 @@ fn classify_chain(error: &(dyn StdError + 'static)) -> Outcome {
         allow(unused_mut)
     )]
     let mut on_connection = false;
-    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
-    while let Some(e) = current {
+    for e in crate::error::chain(error) {
         #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
         if let Some(outcome) = hyper_util_client(e, &mut connecting) {
             return outcome;
@@ -260,7 +259,6 @@ fn classify_chain(error: &(dyn StdError + 'static)) -> Outcome {
                 _ => {}
             }
         }
-        current = e.source();
     }
     if connecting {
         Outcome::ConnectFailure
@@ -357,12 +355,10 @@ fn is_plain_connector_scheme_refusal(e: &(dyn StdError + 'static)) -> bool {
 /// one is tried, as for reqwest's builder error or `https_only`).
 #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
 pub(super) fn refused_scheme(error: &BoxError) -> bool {
-    let mut current: Option<&(dyn StdError + 'static)> = Some(error.as_ref());
-    while let Some(e) = current {
+    for e in crate::error::chain(error.as_ref()) {
         if is_plain_connector_scheme_refusal(e) {
             return true;
         }
-        current = e.source();
     }
     false
 }

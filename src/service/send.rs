@@ -450,12 +450,10 @@ fn unsent_body<T, B: TryCloneBody>(
 /// failed.
 #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
 fn graceful_goaway(error: &BoxError) -> bool {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
-    while let Some(e) = current {
+    for e in crate::error::chain(error.as_ref()) {
         if let Some(h) = e.downcast_ref::<h2::Error>() {
             return h.is_remote() && h.is_go_away() && h.reason() == Some(h2::Reason::NO_ERROR);
         }
-        current = e.source();
     }
     false
 }

@@ -1,8 +1,6 @@
 //! A reqwest error on a redirect's hop away from the instance (see
 //! [`failed_past_redirect`]).
 
-use std::error::Error as StdError;
-
 use crate::error::BoxError;
 
 /// Whether `error` is reqwest's failure on a redirect it followed away
@@ -24,8 +22,7 @@ pub(in crate::service) fn failed_past_redirect(
     error: &BoxError,
     endpoint: &crate::instance::Endpoint,
 ) -> bool {
-    let mut current: Option<&(dyn StdError + 'static)> = Some(error.as_ref());
-    while let Some(e) = current {
+    for e in crate::error::chain(error.as_ref()) {
         if let Some(url) = e
             .downcast_ref::<reqwest::Error>()
             .and_then(reqwest::Error::url)
@@ -41,7 +38,6 @@ pub(in crate::service) fn failed_past_redirect(
                 .is_none_or(|p| url.port_or_known_default() == Some(p));
             return !(same_port && same_host(url, authority.host()));
         }
-        current = e.source();
     }
     false
 }

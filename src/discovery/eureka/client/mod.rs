@@ -459,12 +459,10 @@ fn stale_connection(e: &DiscoveryError) -> bool {
     let DiscoveryError::Transport { source, .. } = e else {
         return false;
     };
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
-    while let Some(err) = next {
+    for err in crate::error::chain(source.as_ref()) {
         if let Some(hyper) = err.downcast_ref::<hyper::Error>() {
             return hyper.is_incomplete_message() || hyper.is_canceled() || hyper.is_closed();
         }
-        next = err.source();
     }
     false
 }
