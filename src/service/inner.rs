@@ -66,6 +66,15 @@ pub trait InnerService<B>:
 {
     /// What the balancer hands back for a response of this service (the
     /// response with its body wrapped in a [`TrackedBody`](super::TrackedBody)).
+    ///
+    /// For a concrete inner service this is a concrete type
+    /// (`http::Response<TrackedBody<hyper::body::Incoming>>` for
+    /// hyper-util's client). Generic code over `S: InnerService<B>` sees it
+    /// as an opaque associated type: to read the answer of
+    /// [`LoadBalancer::request`](super::LoadBalancer::request), name it in
+    /// the bound, e.g.
+    /// `S: InnerService<String, Output = http::Response<TrackedBody<String>>>`
+    /// (or `S::Output: Into<http::Response<..>>`).
     type Output: Send + 'static;
 
     /// The identity: the tracked response as [`InnerService::Output`]

@@ -259,21 +259,30 @@ impl Shared {
     fn evict(&self) {
         let now = self.ms_now();
         let idle_ms = u64::try_from(self.on_demand_idle.as_millis()).unwrap_or(u64::MAX);
-        let expired = |e: &Entry| {
+        let idle = |e: &Entry| {
             e.on_demand
                 && now.saturating_sub(e.last_used_ms.load(Ordering::Relaxed)) >= idle_ms
                 && e.state.first_fetch_done()
                 && !e.state.has_in_flight()
-                && !e.state.has_live_requests()
         };
-        if !self.services.load().values().any(|e| expired(e)) {
+        // Claimed one by one: a request holding the service (or taking its
+        // hold first) keeps it; one routed to it after the claim routes
+        // again (see `ServiceState::claim_for_eviction`).
+        let map = self.services.load();
+        let mut claimed = false;
+        for entry in map.values() {
+            if idle(entry) && entry.state.claim_for_eviction() {
+                claimed = true;
+            }
+        }
+        if !claimed {
             return;
         }
         let mut removed = 0;
         self.services.rcu(|map| {
             let mut map = HashMap::clone(map);
             let before = map.len();
-            map.retain(|_, e| !expired(e));
+            map.retain(|_, e| !(e.on_demand && e.state.is_claimed()));
             removed = before - map.len();
             map
         });

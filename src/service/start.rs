@@ -7,6 +7,7 @@ use std::sync::Arc;
 use http::Request;
 
 use super::body::TrackCompletion;
+use super::state::LiveRequest;
 use super::{
     Error, InnerService, LoadBalancer, ResponseFuture, Shared, framing, send, trace, uri_host,
 };
@@ -85,16 +86,7 @@ impl<S> LoadBalancer<S> {
         let Some(host) = uri_host(req.uri()).filter(|h| !matches!(*h, "" | ".")) else {
             return ResponseFuture::failed(Error::no_service_in_uri(req.uri()));
         };
-        let state = match self.shared.route(host) {
-            Some(state) => Some(state),
-            // A host longer than a DNS name (253 bytes, or 254 with the
-            // trailing dot of a fully qualified one) never starts discovery.
-            None if self.shared.discover_on_demand && Shared::name(host).len() <= 253 => {
-                self.shared.add_service(host, true)
-            }
-            None => None,
-        };
-        let Some(state) = state else {
+        let Some((state, live)) = self.routed(host) else {
             return ResponseFuture::failed(self.shared.unknown_service(host));
         };
         match framing::check(req.headers(), || req.body().exact_len()) {
@@ -115,7 +107,6 @@ impl<S> LoadBalancer<S> {
         // `lb.oneshot(req)` drops the balancer right after the call. Later
         // requests need only their service's state.
         let keep_alive = (!state.first_fetch_seen()).then(|| Arc::clone(&self.shared));
-        let live = state.live_request();
         ResponseFuture::new(send::send(
             state,
             inner,
@@ -127,5 +118,32 @@ impl<S> LoadBalancer<S> {
             },
             output,
         ))
+    }
+
+    /// The service `host` names and, for an on-demand one, the request's
+    /// hold on it, taken before any code of the caller's runs (a body's
+    /// `exact_len`, the inner service's `Clone`): between a route and a
+    /// later hold the sweeper evicted the service under the request
+    /// (helper 214). When the sweeper claimed the entry found, the insert
+    /// lock (held by the sweeper until its swap) gives the service's next
+    /// entry.
+    fn routed(&self, host: &str) -> Option<(Arc<super::ServiceState>, Option<LiveRequest>)> {
+        let mut found = self.shared.route(host);
+        for _ in 0..3 {
+            let state = match found.take() {
+                Some(state) => state,
+                // A host longer than a DNS name (253 bytes, or 254 with the
+                // trailing dot of a fully qualified one) never starts
+                // discovery.
+                None if self.shared.discover_on_demand && Shared::name(host).len() <= 253 => {
+                    self.shared.add_service(host, true)?
+                }
+                None => return None,
+            };
+            if let Ok(live) = state.live_request() {
+                return Some((state, live));
+            }
+        }
+        None
     }
 }

@@ -59,6 +59,15 @@ pub(crate) struct ServiceState {
     live: std::sync::atomic::AtomicUsize,
 }
 
+/// The bit of `ServiceState::live` the sweeper sets when it claims a
+/// service for eviction.
+const EVICTED: usize = 1 << (usize::BITS - 1);
+
+/// The service was claimed for eviction (see
+/// [`ServiceState::live_request`]).
+#[derive(Debug)]
+pub(crate) struct Evicted;
+
 /// A request future's hold on its on-demand service: while one lives, the
 /// service is not evicted (see [`ServiceState::live_request`]).
 pub(crate) struct LiveRequest(Arc<ServiceState>);
@@ -158,21 +167,41 @@ impl ServiceState {
     }
 
     /// A hold on this service for one request's whole life, if it was
-    /// discovered on demand (`None` for a declared one, which is never
-    /// evicted). Before, a request waiting for a not-ready inner service or
-    /// in a backoff counted as idle: its service was evicted under it and
-    /// the request then went to an instance the source had removed 2 s
-    /// before (helper 211).
-    pub(crate) fn live_request(self: &Arc<Self>) -> Option<LiveRequest> {
-        self.on_demand.then(|| {
-            self.live.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            LiveRequest(Arc::clone(self))
-        })
+    /// discovered on demand (`Ok(None)` for a declared one, which is never
+    /// evicted); `Err` once the sweeper claimed it for eviction (route the
+    /// request again). Before, a request waiting for a not-ready inner
+    /// service or in a backoff counted as idle: its service was evicted
+    /// under it and the request then went to an instance the source had
+    /// removed 2 s before (helper 211).
+    pub(crate) fn live_request(self: &Arc<Self>) -> Result<Option<LiveRequest>, Evicted> {
+        use std::sync::atomic::Ordering;
+        if !self.on_demand {
+            return Ok(None);
+        }
+        if self.live.fetch_add(1, Ordering::AcqRel) & EVICTED != 0 {
+            self.live.fetch_sub(1, Ordering::Release);
+            return Err(Evicted);
+        }
+        Ok(Some(LiveRequest(Arc::clone(self))))
     }
 
-    /// Whether a request of this on-demand service is alive.
-    pub(crate) fn has_live_requests(&self) -> bool {
-        self.live.load(std::sync::atomic::Ordering::Acquire) > 0
+    /// Claims this on-demand service for eviction if no request holds it:
+    /// from then on [`live_request`](Self::live_request) fails, so a
+    /// request routed to it as it goes takes the service's next entry, not
+    /// this state, whose list no longer refreshes (helper 214: a request
+    /// routed before the claim and held after went to an instance removed
+    /// 150 ms before). Call with the insert lock held.
+    pub(crate) fn claim_for_eviction(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.live
+            .compare_exchange(0, EVICTED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Whether the sweeper claimed this service (see
+    /// [`claim_for_eviction`](Self::claim_for_eviction)).
+    pub(crate) fn is_claimed(&self) -> bool {
+        self.live.load(std::sync::atomic::Ordering::Acquire) & EVICTED != 0
     }
 
     /// Whether metrics may carry this service's label.
