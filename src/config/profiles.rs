@@ -40,13 +40,50 @@ fn relaxed(key: &str) -> String {
         .collect()
 }
 
+#[cfg(test)]
+/// A profile condition's key, also as an indexed item
+/// (`spring.config.activate.on-profile[0]`, a list as `.properties` files
+/// write one; before, such a document was read as unconditional: a chaos
+/// document sent a POST to 6 servers; helper 213).
 fn is_profile_condition(key: &str) -> bool {
-    let key = relaxed(key);
-    key == "spring.config.activate.onprofile" || key == "spring.profiles"
+    is_list_key(key, "spring.config.activate.onprofile") || is_list_key(key, "spring.profiles")
 }
 
+#[cfg(test)]
 fn is_platform_condition(key: &str) -> bool {
-    relaxed(key) == "spring.config.activate.oncloudplatform"
+    is_list_key(key, "spring.config.activate.oncloudplatform")
+}
+
+/// The value of the list key `list` (relaxed) in one document, as Spring's
+/// binder reads it: the last plain value, else the indexed items joined
+/// with commas in index order; `None` when the document has neither.
+fn doc_list(doc: &[(String, String)], list: &str) -> Option<String> {
+    let mut plain = None;
+    let mut items: Vec<(usize, &str)> = Vec::new();
+    for (key, value) in doc {
+        let key = relaxed(key);
+        if key == list {
+            plain = Some(value.clone());
+        } else if let Some(index) = key
+            .strip_prefix(list)
+            .and_then(|rest| rest.strip_prefix('['))
+            .and_then(|rest| rest.strip_suffix(']'))
+        {
+            items.push((index.parse().unwrap_or(usize::MAX), value));
+        }
+    }
+    plain.or_else(|| {
+        (!items.is_empty()).then(|| {
+            items.sort_by_key(|(i, _)| *i);
+            items.iter().map(|(_, v)| *v).collect::<Vec<_>>().join(",")
+        })
+    })
+}
+
+/// A document's profile condition (`on-profile`, else the older
+/// `spring.profiles`), as a comma list.
+fn profile_condition(doc: &[(String, String)]) -> Option<String> {
+    doc_list(doc, "spring.config.activate.onprofile").or_else(|| doc_list(doc, "spring.profiles"))
 }
 
 /// Whether `condition` is met with `active` profiles; `None` when it is an
@@ -150,44 +187,50 @@ fn on_platform(condition: &str) -> Option<bool> {
         .then(|| wanted == relaxed(platform()))
 }
 
-/// The active profiles of the pairs of the documents without a condition
-/// (placeholders resolved), and whether [`MAX_PROFILES`] cut them.
-/// Included profiles (`spring.profiles.include`, from the environment and
-/// those documents) join the active ones, and groups expand both, as in
-/// Spring Boot 2.4+; with none of either, the default profiles apply
-/// (their groups expanded too).
-fn active_profiles(plain: &[(String, String)]) -> (Vec<String>, bool) {
+/// The active profiles given by `docs`, the documents read before
+/// profiles are known (no profile condition; a cloud platform one met),
+/// placeholders resolved over them, and whether [`MAX_PROFILES`] cut them.
+/// As Spring Boot 2.4+ reads them: `spring.profiles.active` and
+/// `spring.profiles.default` are the last document's list (plain or
+/// indexed), included profiles (`spring.profiles.include`, the
+/// environment's and every document's) join the active ones, a group's
+/// members are the last document's list, and groups expand both; with
+/// none of either, the default profiles apply (their groups expanded too).
+fn active_profiles(docs: &[&[(String, String)]]) -> (Vec<String>, bool) {
     let env = |name: &str| {
         std::env::var(name)
             .ok()
             .map(|v| v.chars().filter(|c| !c.is_whitespace()).collect::<String>())
     };
-    let (resolved, _) = super::placeholders::resolve_in(plain.iter().map(|(k, v)| (k, v)));
-    let last = |list: &str| {
-        (resolved.iter().rev())
-            .find(|(k, _)| relaxed(k) == list)
-            .map(|(_, v)| v.clone())
-    };
+    let flat = docs.iter().flat_map(|doc| doc.iter()).map(|(k, v)| (k, v));
+    let (resolved, _) = super::placeholders::resolve_in(flat);
+    let mut at = 0;
+    let resolved: Vec<&[(String, String)]> = (docs.iter())
+        .map(|doc| {
+            let part = resolved.get(at..at + doc.len()).unwrap_or_default();
+            at += doc.len();
+            part
+        })
+        .collect();
+    let last = |list: &str| resolved.iter().rev().find_map(|doc| doc_list(doc, list));
     let mut named: Vec<String> = env("SPRING_PROFILES_INCLUDE").into_iter().collect();
-    named.extend(
-        (resolved.iter())
-            .filter(|(k, _)| is_list_key(k, "spring.profiles.include"))
-            .map(|(_, v)| v.clone()),
-    );
+    named.extend(resolved.iter().filter_map(|doc| doc_list(doc, "spring.profiles.include")));
     let explicit = env("SPRING_PROFILES_ACTIVE")
         .or_else(|| last("spring.profiles.active"))
         .filter(|v| !v.trim().is_empty());
     named.extend(explicit);
-    let mut groups: HashMap<&str, Vec<&str>> = HashMap::new();
-    for (key, value) in &resolved {
-        if let Some(name) = group_name(key) {
-            let members = groups.entry(name).or_default();
-            if !key.ends_with(']') {
-                members.clear();
+    let mut lists: HashMap<String, String> = HashMap::new();
+    for doc in &resolved {
+        let names_here: HashSet<&str> = doc.iter().filter_map(|(k, _)| group_name(k)).collect();
+        for name in names_here {
+            let key = format!("spring.profiles.group.{}", relaxed(name));
+            if let Some(members) = doc_list(doc, &key) {
+                lists.insert(name.to_owned(), members);
             }
-            members.extend(names(value));
         }
     }
+    let groups: HashMap<&str, Vec<&str>> =
+        lists.iter().map(|(name, members)| (name.as_str(), names(members).collect())).collect();
     let defaults = env("SPRING_PROFILES_DEFAULT")
         .or_else(|| last("spring.profiles.default"))
         .unwrap_or_else(|| "default".to_owned());
@@ -203,24 +246,22 @@ pub(crate) fn select(
     documents: Vec<Vec<(String, String)>>,
     kind: &str,
 ) -> (Vec<(String, String)>, Vec<String>) {
-    let condition = |doc: &[(String, String)], is: fn(&str) -> bool| {
-        doc.iter().rev().find(|(k, _)| is(k)).map(|(_, v)| v.clone())
-    };
-    let conditional = |doc: &[(String, String)]| {
-        doc.iter().any(|(k, _)| is_profile_condition(k) || is_platform_condition(k))
-    };
-    let plain: Vec<(String, String)> = (documents.iter())
-        .filter(|doc| !conditional(doc))
-        .flatten()
-        .cloned()
+    let cloud_of = |doc: &[(String, String)]| doc_list(doc, "spring.config.activate.oncloudplatform");
+    // Read before profiles are known: documents without a profile
+    // condition whose platform condition, if any, is met (a platform-only
+    // document's `spring.profiles.active` counts; helper 213).
+    let early: Vec<&[(String, String)]> = (documents.iter())
+        .filter(|doc| profile_condition(doc).is_none())
+        .filter(|doc| cloud_of(doc).is_none_or(|c| on_platform(&c) == Some(true)))
+        .map(Vec::as_slice)
         .collect();
-    let (active, cut) = active_profiles(&plain);
+    let (active, cut) = active_profiles(&early);
     let active_value = active.join(",");
     let active: HashSet<&str> = active.iter().map(String::as_str).collect();
     let (mut pairs, mut warnings, mut skipped) = (Vec::new(), Vec::new(), 0usize);
     for (n, doc) in documents.iter().enumerate() {
-        let profile = condition(doc, is_profile_condition);
-        let cloud = condition(doc, is_platform_condition);
+        let profile = profile_condition(doc);
+        let cloud = cloud_of(doc);
         let profile_met = profile.as_deref().map_or(Some(true), |c| met(c, &active));
         let cloud_met = cloud.as_deref().map_or(Some(true), on_platform);
         if profile_met == Some(true) && cloud_met == Some(true) {
@@ -256,7 +297,7 @@ pub(crate) fn select(
         ));
     }
     let included_in_conditional = (documents.iter())
-        .filter(|doc| conditional(doc))
+        .filter(|doc| profile_condition(doc).is_some())
         .any(|doc| doc.iter().any(|(k, _)| is_list_key(k, "spring.profiles.include")));
     if included_in_conditional {
         warnings.push(

@@ -50,7 +50,7 @@ pub(crate) fn read_properties_documents(
 
 /// The byte ranges of the documents of `bytes` that hold a key, each
 /// with the number of lines before it (see [`read_properties_documents`]).
-fn split_documents(bytes: &[u8]) -> Vec<(usize, &[u8])> {
+fn split_documents<'a>(bytes: &'a [u8]) -> Vec<(usize, &'a [u8])> {
     // Documents closed so far: (lines before, start, end).
     let mut out: Vec<(usize, usize, usize)> = Vec::new();
     // The open document: lines before it, its start, whether it holds a key.
@@ -69,19 +69,34 @@ fn split_documents(bytes: &[u8]) -> Vec<(usize, &[u8])> {
             None => end,
         };
         let content = line.trim_ascii_start();
+        // Spring's reader tests the character after an escape too: `\#---`
+        // is a separator and `\#` a comment (helper 213).
+        let unescaped = |text: &'a [u8]| match text {
+            [b'\\', rest @ ..] if matches!(rest.first(), Some(b'#' | b'!')) => rest,
+            _ => text,
+        };
+        let (head, comment) = (unescaped(line), unescaped(content));
         if continued {
             // A value's next line: never a separator or a comment.
             let backslashes = line.iter().rev().take_while(|b| **b == b'\\').count();
             continued = backslashes % 2 == 1;
-        } else if matches!(line.get(..4), Some(b"#---" | b"!---"))
-            && line[4..].iter().all(u8::is_ascii_whitespace)
-            && last_comment != line.first().copied()
+        } else if content == b"\\" {
+            // A lone `\` joins the next line to its start: that line is
+            // read as if this one were not there.
+            at = next;
+            line_no += 1;
+            continue;
+        } else if matches!(head.get(..4), Some(b"#---" | b"!---"))
+            && head[4..].iter().all(u8::is_ascii_whitespace)
+            && last_comment != head.first().copied()
         {
+            // The last comment's character is kept across a separator, as
+            // Spring's reader keeps it (only a key or blank line resets it).
             if cur_key {
                 out.push((cur_line, cur_start, at));
             }
             (cur_line, cur_start, cur_key) = (line_no + 1, next, false);
-        } else if matches!(content.first(), Some(b'#' | b'!')) {
+        } else if matches!(comment.first(), Some(b'#' | b'!')) {
             // A comment before any key of a new document: the separator
             // before it is undone, the document before goes on.
             if !cur_key {
@@ -89,16 +104,15 @@ fn split_documents(bytes: &[u8]) -> Vec<(usize, &[u8])> {
                     (cur_line, cur_start, cur_key) = (line, start, true);
                 }
             }
-            last_comment = content.first().copied();
-            at = next;
-            line_no += 1;
-            continue;
-        } else if !content.is_empty() {
-            cur_key = true;
+            last_comment = comment.first().copied();
+        } else {
+            // A document holds a key once a line stores one that is not
+            // empty when trimmed (`=junk`, `:`, `\ ` store none).
+            cur_key |= stores_key(content);
             let backslashes = line.iter().rev().take_while(|b| **b == b'\\').count();
-            continued = backslashes % 2 == 1;
+            continued = !content.is_empty() && backslashes % 2 == 1;
+            last_comment = None;
         }
-        last_comment = None;
         at = next;
         line_no += 1;
     }
@@ -106,6 +120,26 @@ fn split_documents(bytes: &[u8]) -> Vec<(usize, &[u8])> {
         out.push((cur_line, cur_start, bytes.len()));
     }
     out.into_iter().map(|(line, start, end)| (line, &bytes[start..end])).collect()
+}
+
+/// Whether a properties line (leading whitespace removed) stores a key
+/// that is not empty once trimmed, as Spring's loader trims it: the key
+/// ends at the first unescaped `=`, `:` or blank; an escaped blank or
+/// control escape (`\ `, `\t`) is blank; a line continued by a last
+/// `\` counts as storing one.
+fn stores_key(content: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&b) = content.get(i) {
+        match b {
+            b'=' | b':' | b' ' | b'\t' | b'\x0c' => return false,
+            b'\\' => match content.get(i + 1) {
+                Some(b' ' | b'\t' | b'\x0c' | b't' | b'r' | b'n' | b'f') => i += 2,
+                _ => return true,
+            },
+            _ => return true,
+        }
+    }
+    false
 }
 
 /// The key/value pairs of properties text, in order.
