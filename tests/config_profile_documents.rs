@@ -61,6 +61,8 @@ fn properties_documents_are_conditional() {
     );
 }
 
+#[path = "common/chaos_post.rs"]
+mod chaos_post;
 mod support;
 
 /// Through a balancer: the `.properties` file's chaos document (profile
@@ -68,40 +70,7 @@ mod support;
 /// with no profile active: 1.
 #[tokio::test]
 async fn properties_chaos_document_retries_a_post() {
-    use http_body_util::{BodyExt, Empty};
-    use tower::ServiceExt;
-    let mut bs = Vec::new();
-    for i in 0..6 {
-        bs.push(
-            support::backend::Backend::start_with(
-                &format!("b{i}"),
-                support::backend::Behavior::Status(503),
-            )
-            .await
-            .unwrap(),
-        );
-    }
-    let list: Vec<String> = bs
-        .iter()
-        .map(|b| format!("127.0.0.1:{}", b.port()))
-        .collect();
-    let props = format!(
-        "svc.ribbon.listOfServers={}\n#---\nspring.config.activate.on-profile=chaos\nsvc.ribbon.MaxAutoRetriesNextServer=5\nsvc.ribbon.OkToRetryOnAllOperations=true\n",
-        list.join(",")
-    );
-    let lb = RibbonConfig::from_properties_str(&props)
-        .unwrap()
-        .builder_for("svc")
-        .unwrap()
-        .build(support::http_client())
-        .unwrap();
-    assert!(lb.ready_service("svc").await);
-    let req = http::Request::post("http://svc/x")
-        .body(Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let r = lb.clone().oneshot(req).await.unwrap();
-    let _ = r.into_body().collect().await;
-    let hits: usize = bs.iter().map(|b| b.hits()).sum();
+    let hits = chaos_post::servers_reached_by_a_post(|list| format!("svc.ribbon.listOfServers={list}\n#---\nspring.config.activate.on-profile=chaos\nsvc.ribbon.MaxAutoRetriesNextServer=5\nsvc.ribbon.OkToRetryOnAllOperations=true\n")).await;
     assert_eq!(hits, 1, "POST sent to {hits} servers");
 }
 

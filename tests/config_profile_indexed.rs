@@ -46,44 +46,13 @@ fn indexed_on_profile_in_yaml_is_a_condition() {
     );
 }
 
+#[path = "common/chaos_post.rs"]
+mod chaos_post;
 mod support;
 
 /// Through a balancer: a POST answered 503 reaches 6 servers (Spring: 1).
 #[tokio::test]
 async fn indexed_on_profile_chaos_retries_a_post() {
-    use http_body_util::{BodyExt, Empty};
-    use tower::ServiceExt;
-    let mut bs = Vec::new();
-    for i in 0..6 {
-        bs.push(
-            support::backend::Backend::start_with(
-                &format!("b{i}"),
-                support::backend::Behavior::Status(503),
-            )
-            .await
-            .unwrap(),
-        );
-    }
-    let list: Vec<String> = bs
-        .iter()
-        .map(|b| format!("127.0.0.1:{}", b.port()))
-        .collect();
-    let props = format!(
-        "svc.ribbon.listOfServers={}\n#---\nspring.config.activate.on-profile[0]=chaos\n{CHAOS}",
-        list.join(",")
-    );
-    let lb = RibbonConfig::from_properties_str(&props)
-        .unwrap()
-        .builder_for("svc")
-        .unwrap()
-        .build(support::http_client())
-        .unwrap();
-    assert!(lb.ready_service("svc").await);
-    let req = http::Request::post("http://svc/x")
-        .body(Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let r = lb.clone().oneshot(req).await.unwrap();
-    let _ = r.into_body().collect().await;
-    let hits: usize = bs.iter().map(|b| b.hits()).sum();
+    let hits = chaos_post::servers_reached_by_a_post(|list| format!("svc.ribbon.listOfServers={list}\n#---\nspring.config.activate.on-profile[0]=chaos\n{CHAOS}")).await;
     assert_eq!(hits, 1, "POST sent to {hits} servers");
 }
