@@ -272,7 +272,14 @@ impl Shared {
         let mut claimed = false;
         for entry in map.values() {
             if idle(entry) && entry.state.claim_for_eviction() {
-                claimed = true;
+                // A request that ended (dropping its hold) between the
+                // check and the claim may have left its body open: keep
+                // the service then (helper 216).
+                if entry.state.has_in_flight() {
+                    entry.state.release_claim();
+                } else {
+                    claimed = true;
+                }
             }
         }
         if !claimed {

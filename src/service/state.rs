@@ -198,6 +198,14 @@ impl ServiceState {
             .is_ok()
     }
 
+    /// Gives back a claim (see
+    /// [`claim_for_eviction`](Self::claim_for_eviction)) the sweeper
+    /// found it should not have made. Call with the insert lock held.
+    pub(crate) fn release_claim(&self) {
+        self.live
+            .fetch_and(!EVICTED, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// Whether the sweeper claimed this service (see
     /// [`claim_for_eviction`](Self::claim_for_eviction)).
     pub(crate) fn is_claimed(&self) -> bool {
