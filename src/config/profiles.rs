@@ -51,7 +51,7 @@ fn is_profile_condition(key: &str) -> bool {
 
 #[cfg(test)]
 fn is_platform_condition(key: &str) -> bool {
-    is_list_key(key, "spring.config.activate.oncloudplatform")
+    relaxed(key) == "spring.config.activate.oncloudplatform"
 }
 
 /// The value of the list key `list` (relaxed) in one document, as Spring's
@@ -75,7 +75,9 @@ fn doc_list(doc: &[(String, String)], list: &str) -> Option<String> {
     plain.or_else(|| {
         (!items.is_empty()).then(|| {
             items.sort_by_key(|(i, _)| *i);
-            items.iter().map(|(_, v)| *v).collect::<Vec<_>>().join(",")
+            let joined = items.iter().map(|(_, v)| *v).collect::<Vec<_>>().join(",");
+            // One blank item joins to nothing: keep it a blank item.
+            if joined.trim().is_empty() { ",".to_owned() } else { joined }
         })
     })
 }
@@ -94,10 +96,17 @@ fn met(condition: &str, active: &HashSet<&str>) -> Option<bool> {
     if condition.contains(['&', '|', '(', ')']) {
         return None;
     }
-    let mut terms = condition.split(',').map(str::trim).filter(|t| !t.is_empty()).peekable();
-    if terms.peek().is_none() {
+    if condition.trim().is_empty() {
         return Some(true);
     }
+    // A blank item (`dev,,prod`, a blank `on-profile[0]`): Spring Boot
+    // refuses the file ("must contain text"); skipped here, with a warning
+    // (before, a blank indexed condition read as none and applied; helper
+    // 217).
+    if condition.split(',').any(|t| t.trim().is_empty()) {
+        return None;
+    }
+    let mut terms = condition.split(',').map(str::trim);
     Some(terms.any(|term| match term.strip_prefix('!') {
         Some(name) => !active.contains(name.trim()),
         None => active.contains(term),
@@ -187,40 +196,45 @@ fn on_platform(condition: &str) -> Option<bool> {
         .then(|| wanted == relaxed(platform()))
 }
 
-/// The active profiles given by `docs`, the documents read before
-/// profiles are known (no profile condition; a cloud platform one met),
-/// placeholders resolved over them, and whether [`MAX_PROFILES`] cut them.
-/// As Spring Boot 2.4+ reads them: `spring.profiles.active` and
-/// `spring.profiles.default` are the last document's list (plain or
-/// indexed), included profiles (`spring.profiles.include`, the
-/// environment's and every document's) join the active ones, a group's
-/// members are the last document's list, and groups expand both; with
-/// none of either, the default profiles apply (their groups expanded too).
-fn active_profiles(docs: &[&[(String, String)]]) -> (Vec<String>, bool) {
+/// The active profiles given by `docs` (each with whether it is read
+/// before profiles are known: no profile condition, a cloud platform one
+/// met), placeholders resolved over them, and whether [`MAX_PROFILES`] cut
+/// them. As Spring Boot 3.5 reads them (helpers 213 and 217 ran the same
+/// files through it): `spring.profiles.active`, `spring.profiles.default`
+/// and a group's members are the last document's list (plain or indexed),
+/// **any** document's, one whose condition is not met included; included
+/// profiles (`spring.profiles.include`, the environment's and the early
+/// documents') join the active ones; groups expand both; with none of
+/// either, the default profiles apply (their groups expanded too).
+fn active_profiles(docs: &[(&[(String, String)], bool)]) -> (Vec<String>, bool) {
     let env = |name: &str| {
         std::env::var(name)
             .ok()
             .map(|v| v.chars().filter(|c| !c.is_whitespace()).collect::<String>())
     };
-    let flat = docs.iter().flat_map(|doc| doc.iter()).map(|(k, v)| (k, v));
+    let flat = docs.iter().flat_map(|(doc, _)| doc.iter()).map(|(k, v)| (k, v));
     let (resolved, _) = super::placeholders::resolve_in(flat);
     let mut at = 0;
-    let resolved: Vec<&[(String, String)]> = (docs.iter())
-        .map(|doc| {
+    let resolved: Vec<(&[(String, String)], bool)> = (docs.iter())
+        .map(|(doc, early)| {
             let part = resolved.get(at..at + doc.len()).unwrap_or_default();
             at += doc.len();
-            part
+            (part, *early)
         })
         .collect();
-    let last = |list: &str| resolved.iter().rev().find_map(|doc| doc_list(doc, list));
+    let last = |list: &str| resolved.iter().rev().find_map(|(doc, _)| doc_list(doc, list));
     let mut named: Vec<String> = env("SPRING_PROFILES_INCLUDE").into_iter().collect();
-    named.extend(resolved.iter().filter_map(|doc| doc_list(doc, "spring.profiles.include")));
+    named.extend(
+        (resolved.iter())
+            .filter(|(_, early)| *early)
+            .filter_map(|(doc, _)| doc_list(doc, "spring.profiles.include")),
+    );
     let explicit = env("SPRING_PROFILES_ACTIVE")
         .or_else(|| last("spring.profiles.active"))
         .filter(|v| !v.trim().is_empty());
     named.extend(explicit);
     let mut lists: HashMap<String, String> = HashMap::new();
-    for doc in &resolved {
+    for (doc, _) in &resolved {
         let names_here: HashSet<&str> = doc.iter().filter_map(|(k, _)| group_name(k)).collect();
         for name in names_here {
             let key = format!("spring.profiles.group.{}", relaxed(name));
@@ -246,7 +260,13 @@ pub(crate) fn select(
     documents: Vec<Vec<(String, String)>>,
     kind: &str,
 ) -> (Vec<(String, String)>, Vec<String>) {
-    let cloud_of = |doc: &[(String, String)]| doc_list(doc, "spring.config.activate.oncloudplatform");
+    // A single value in Spring (an enum): an indexed `[0]` is not bound, so
+    // only the plain key is a condition (helper 217).
+    let cloud_of = |doc: &[(String, String)]| {
+        (doc.iter().rev())
+            .find(|(k, _)| relaxed(k) == "spring.config.activate.oncloudplatform")
+            .map(|(_, v)| v.clone())
+    };
     // Read before profiles are known: documents without a profile
     // condition whose platform condition, if any, is met (a platform-only
     // document's `spring.profiles.active` counts; helper 213).
@@ -255,7 +275,10 @@ pub(crate) fn select(
         .filter(|doc| cloud_of(doc).is_none_or(|c| on_platform(&c) == Some(true)))
         .map(Vec::as_slice)
         .collect();
-    let (active, cut) = active_profiles(&early);
+    let all: Vec<(&[(String, String)], bool)> = (documents.iter())
+        .map(|doc| (doc.as_slice(), early.iter().any(|e| std::ptr::eq(*e, doc.as_slice()))))
+        .collect();
+    let (active, cut) = active_profiles(&all);
     let active_value = active.join(",");
     let active: HashSet<&str> = active.iter().map(String::as_str).collect();
     let (mut pairs, mut warnings, mut skipped) = (Vec::new(), Vec::new(), 0usize);
