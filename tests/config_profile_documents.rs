@@ -70,7 +70,10 @@ mod support;
 /// with no profile active: 1.
 #[tokio::test]
 async fn properties_chaos_document_retries_a_post() {
-    let hits = chaos_post::servers_reached_by_a_post(|list| format!("svc.ribbon.listOfServers={list}\n#---\nspring.config.activate.on-profile=chaos\nsvc.ribbon.MaxAutoRetriesNextServer=5\nsvc.ribbon.OkToRetryOnAllOperations=true\n")).await;
+    let hits = chaos_post::servers_reached_by_a_post(|list| {
+        RibbonConfig::from_properties_str(&format!("svc.ribbon.listOfServers={list}\n#---\nspring.config.activate.on-profile=chaos\nsvc.ribbon.MaxAutoRetriesNextServer=5\nsvc.ribbon.OkToRetryOnAllOperations=true\n")).unwrap()
+    })
+    .await;
     assert_eq!(hits, 1, "POST sent to {hits} servers");
 }
 

@@ -53,6 +53,9 @@ mod support;
 /// Through a balancer: a POST answered 503 reaches 6 servers (Spring: 1).
 #[tokio::test]
 async fn indexed_on_profile_chaos_retries_a_post() {
-    let hits = chaos_post::servers_reached_by_a_post(|list| format!("svc.ribbon.listOfServers={list}\n#---\nspring.config.activate.on-profile[0]=chaos\n{CHAOS}")).await;
+    let hits = chaos_post::servers_reached_by_a_post(|list| {
+        RibbonConfig::from_properties_str(&format!("svc.ribbon.listOfServers={list}\n#---\nspring.config.activate.on-profile[0]=chaos\n{CHAOS}")).unwrap()
+    })
+    .await;
     assert_eq!(hits, 1, "POST sent to {hits} servers");
 }

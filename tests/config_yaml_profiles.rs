@@ -11,6 +11,16 @@ fn cfg(yaml: &str) -> RibbonConfig {
     RibbonConfig::from_yaml_str(yaml).unwrap()
 }
 
+/// `svc`'s next-server retries and all-operations flag: `(Some(0), None)`
+/// when only `BASE` applied.
+fn post_retries(c: &RibbonConfig) -> (Option<u32>, Option<bool>) {
+    let s = c.client("svc");
+    (
+        s.max_auto_retries_next_server,
+        s.ok_to_retry_on_all_operations,
+    )
+}
+
 const BASE: &str =
     "svc:\n  ribbon:\n    listOfServers: 127.0.0.1:1\n    MaxAutoRetriesNextServer: 0\n";
 
@@ -22,7 +32,6 @@ fn p1_on_profile_default_applies_with_no_profile_active() {
     let c = cfg(&format!(
         "{BASE}---\nspring:\n  config:\n    activate:\n      on-profile: default\nsvc:\n  ribbon:\n    MaxAutoRetriesNextServer: 4\n"
     ));
-    println!("warnings {:?}", c.warnings());
     assert_eq!(c.client("svc").max_auto_retries_next_server, Some(4));
 }
 
@@ -32,15 +41,7 @@ fn p2_not_default_is_skipped_with_no_profile_active() {
     let c = cfg(&format!(
         "{BASE}---\nspring:\n  config:\n    activate:\n      on-profile: '!default'\nsvc:\n  ribbon:\n    MaxAutoRetriesNextServer: 5\n    OkToRetryOnAllOperations: true\n"
     ));
-    println!("warnings {:?}", c.warnings());
-    let s = c.client("svc");
-    assert_eq!(
-        (
-            s.max_auto_retries_next_server,
-            s.ok_to_retry_on_all_operations
-        ),
-        (Some(0), None)
-    );
+    assert_eq!(post_retries(&c), (Some(0), None));
 }
 
 /// Spring resolves placeholders in spring.profiles.active.
@@ -49,7 +50,6 @@ fn p3_placeholder_in_active() {
     let c = cfg(&format!(
         "spring:\n  profiles:\n    active: ${{ATTACK58I_UNSET_VAR:prod}}\n{BASE}---\nspring:\n  config:\n    activate:\n      on-profile: prod\nsvc:\n  ribbon:\n    MaxAutoRetriesNextServer: 3\n"
     ));
-    println!("warnings {:?}", c.warnings());
     assert_eq!(c.client("svc").max_auto_retries_next_server, Some(3));
 }
 
@@ -60,15 +60,7 @@ fn p4_on_cloud_platform() {
     let c = cfg(&format!(
         "{BASE}---\nspring:\n  config:\n    activate:\n      on-cloud-platform: kubernetes\nsvc:\n  ribbon:\n    MaxAutoRetriesNextServer: 5\n    OkToRetryOnAllOperations: true\n"
     ));
-    println!("warnings {:?}", c.warnings());
-    let s = c.client("svc");
-    assert_eq!(
-        (
-            s.max_auto_retries_next_server,
-            s.ok_to_retry_on_all_operations
-        ),
-        (Some(0), None)
-    );
+    assert_eq!(post_retries(&c), (Some(0), None));
 }
 
 /// on-profile: '' — Spring's Activate: an empty onProfile matches.
@@ -77,7 +69,6 @@ fn p5_empty_on_profile() {
     let c = cfg(&format!(
         "{BASE}---\nspring:\n  config:\n    activate:\n      on-profile: ''\nsvc:\n  ribbon:\n    MaxAutoRetriesNextServer: 2\n"
     ));
-    println!("warnings {:?}", c.warnings());
     assert_eq!(c.client("svc").max_auto_retries_next_server, Some(2));
 }
 

@@ -144,47 +144,22 @@ fn merge_bombs_fail_fast() {
     assert!(el < Duration::from_secs(1), "{el:?}");
 }
 
+#[path = "common/chaos_post.rs"]
+mod chaos_post;
 mod support;
 
 /// Through a balancer: the `chaos`-profile document (inactive) makes a
 /// POST answered 503 go to 6 servers. Spring without the profile: 1.
 #[tokio::test]
 async fn profile_document_retries_a_post() {
-    use http_body_util::{BodyExt, Empty};
-    use tower::ServiceExt;
-    let mut bs = Vec::new();
-    for i in 0..6 {
-        bs.push(
-            support::backend::Backend::start_with(
-                &format!("b{i}"),
-                support::backend::Behavior::Status(503),
-            )
-            .await
-            .unwrap(),
-        );
-    }
-    let list: Vec<String> = bs
-        .iter()
-        .map(|b| format!("127.0.0.1:{}", b.port()))
-        .collect();
-    let yaml = format!(
-        "svc:\n  ribbon:\n    listOfServers: {}\n\
+    let hits = chaos_post::servers_reached_by_a_post(|list| {
+        let yaml = format!(
+            "svc:\n  ribbon:\n    listOfServers: {list}\n\
 ---\nspring:\n  config:\n    activate:\n      on-profile: chaos\n\
-svc:\n  ribbon:\n    MaxAutoRetriesNextServer: 5\n    OkToRetryOnAllOperations: true\n",
-        list.join(",")
-    );
-    let lb = RibbonConfig::from_yaml_str(&yaml)
-        .unwrap()
-        .builder_for("svc")
-        .unwrap()
-        .build(support::http_client())
-        .unwrap();
-    assert!(lb.ready_service("svc").await);
-    let req = http::Request::post("http://svc/x")
-        .body(Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let r = lb.clone().oneshot(req).await.unwrap();
-    let _ = r.into_body().collect().await;
-    let hits: usize = bs.iter().map(|b| b.hits()).sum();
+svc:\n  ribbon:\n    MaxAutoRetriesNextServer: 5\n    OkToRetryOnAllOperations: true\n"
+        );
+        RibbonConfig::from_yaml_str(&yaml).unwrap()
+    })
+    .await;
     assert_eq!(hits, 1, "POST sent to {hits} servers");
 }

@@ -1,5 +1,5 @@
 //! Servers reached by one POST answered 503 through a balancer built from
-//! a `.properties` text: the shared check of the profile-document tests
+//! a configuration text: the shared check of the profile-document tests
 //! (a chaos document that must not apply sends it to one server).
 
 use http_body_util::{BodyExt, Empty};
@@ -8,9 +8,10 @@ use tower_ribbon::config::RibbonConfig;
 
 use crate::support;
 
-/// Six backends answering 503; `props` is given their `listOfServers`
-/// value and returns the file's text; the servers one POST reached.
-pub async fn servers_reached_by_a_post(props: impl Fn(&str) -> String) -> usize {
+/// Six backends answering 503; `read` is given their `listOfServers`
+/// value and returns the configuration read from a file naming them; the
+/// servers one POST reached.
+pub async fn servers_reached_by_a_post(read: impl Fn(&str) -> RibbonConfig) -> usize {
     let mut bs = Vec::new();
     for i in 0..6 {
         bs.push(
@@ -26,8 +27,7 @@ pub async fn servers_reached_by_a_post(props: impl Fn(&str) -> String) -> usize 
         .iter()
         .map(|b| format!("127.0.0.1:{}", b.port()))
         .collect();
-    let lb = RibbonConfig::from_properties_str(&props(&list.join(",")))
-        .unwrap()
+    let lb = read(&list.join(","))
         .builder_for("svc")
         .unwrap()
         .build(support::http_client())
