@@ -246,6 +246,9 @@ pub(crate) struct ActiveChecks {
     claimed: AtomicBool,
     passes: AtomicU32,
     fails: AtomicU32,
+    /// Times this endpoint (re)joined waiting for a first probe: a probe
+    /// sent before the latest join gives no verdict.
+    joins: AtomicU32,
 }
 
 #[cfg_attr(not(feature = "hyper-util"), allow(dead_code))]
@@ -257,13 +260,20 @@ impl ActiveChecks {
             claimed: AtomicBool::new(false),
             passes: AtomicU32::new(0),
             fails: AtomicU32::new(0),
+            joins: AtomicU32::new(0),
         }
     }
 
     /// Holds a new endpoint unhealthy until its first probe.
     pub(crate) fn start_pending(&self) {
+        self.joins.fetch_add(1, Ordering::AcqRel);
         self.unhealthy.store(true, Ordering::Release);
         self.pending.store(true, Ordering::Release);
+    }
+
+    /// Times this endpoint joined waiting for a first probe.
+    pub(crate) fn joins(&self) -> u32 {
+        self.joins.load(Ordering::Acquire)
     }
 
     pub(crate) fn is_pending(&self) -> bool {
@@ -389,6 +399,13 @@ impl super::EndpointStats {
     #[cfg(feature = "hyper-util")]
     pub(crate) fn is_active_unlisted(&self) -> bool {
         self.active.is_unclaimed() && !self.active.is_pending()
+    }
+
+    /// Times this endpoint joined waiting for a first probe (see
+    /// `ActiveChecks::joins`): a probe carries the count it was sent at.
+    #[cfg(feature = "hyper-util")]
+    pub(crate) fn active_joins(&self) -> u32 {
+        self.active.joins()
     }
 
     /// Whether this endpoint waits for its first active probe.

@@ -110,7 +110,7 @@ async fn joining(
 }
 
 /// A probe's endpoint, whether it passed, and when it was sent.
-type Probed = (Endpoint, bool, tokio::time::Instant);
+type Probed = (Endpoint, bool, tokio::time::Instant, u32);
 
 /// At most one rebuild per this long while verdicts keep changing within
 /// a round (a list of 10 000 instances flipping at once would rebuild the
@@ -236,8 +236,9 @@ async fn round(
         let (client, timeout) = (client.clone(), config.timeout);
         checks.spawn(async move {
             let sent = tokio::time::Instant::now();
+            let joins = endpoint.stats().active_joins();
             let passed = probe(&client, &url, timeout).await;
-            (endpoint, passed, sent)
+            (endpoint, passed, sent, joins)
         });
     }
     while let Some(joined) = changes.join_next(&mut checks).await {
@@ -257,10 +258,18 @@ fn record(
     config: &ActiveHealthCheck,
 ) -> bool {
     let service = hooks.service.as_str();
-    let Ok((endpoint, passed, sent)) = joined else {
+    let Ok((endpoint, passed, sent, joins)) = joined else {
         tracing::warn!(service = %service, "health-check probe task ended without a verdict");
         return false;
     };
+    if endpoint.stats().active_joins() != joins {
+        // Sent before the instance left the list and joined again: news
+        // of the process it was then, not of the one listed now (a late
+        // pass let a failing restart in, 10 of 20 requests answered 503;
+        // a late failure held a healthy one out for a whole interval;
+        // helper 222). Its first verdict waits for a probe of its own.
+        return false;
+    }
     let result = if passed { "healthy" } else { "unhealthy" };
     metrics::counter!(crate::metrics::HEALTH_CHECKS, "service" => service.to_owned(), "result" => result)
         .increment(1);
