@@ -1,10 +1,15 @@
-//! `EurekaRegistry`: an older answer arriving after a newer one was applied
-//! is dropped (the Java client's `fetchRegistryGeneration`). Found by an
-//! attack: a slow background first fetch (instance 9001) landed after a
-//! `refresh_now` full fetch (9002, the registry's state then) and the copy
-//! went back to the gone 9001; deltas whose status-count hash still matched
-//! (`UP_1_`) never repaired it. A stub registry: the real server cannot be
-//! made to answer one fetch slowly.
+//! `EurekaRegistry`: an older answer never overwrites a newer one. Found
+//! by an attack: a slow background first fetch (instance 9001) landed
+//! after a `refresh_now` full fetch (9002, the registry's state then) and
+//! the copy went back to the gone 9001; deltas whose status-count hash
+//! still matched (`UP_1_`) never repaired it. Answers are applied in send
+//! order (the Java client's `fetchRegistryGeneration` drops any answer
+//! when another was applied since it started), and since stop 60 a
+//! `refresh_now` made while a fetch runs waits for it and fetches after
+//! it (`flight`): here the delta sent after the slow full answer carries
+//! the change, so the copy ends at 9002 with one full download, not two.
+//! A stub registry: the real server cannot be made to answer one fetch
+//! slowly.
 #![cfg(feature = "eureka")]
 
 use std::convert::Infallible;
@@ -22,8 +27,12 @@ use tokio::net::TcpListener;
 use tower_ribbon::discovery::eureka::EurekaRegistry;
 
 fn instance(port: u16) -> String {
+    change(port, "ADDED")
+}
+
+fn change(port: u16, action: &str) -> String {
     format!(
-        r#"{{"instanceId":"svc-{port}","hostName":"127.0.0.1","app":"SVC","ipAddr":"127.0.0.1","status":"UP","overriddenStatus":"UNKNOWN","port":{{"$":{port},"@enabled":"true"}},"securePort":{{"$":443,"@enabled":"false"}},"dataCenterInfo":{{"@class":"com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo","name":"MyOwn"}},"vipAddress":"svc","actionType":"ADDED"}}"#
+        r#"{{"instanceId":"svc-{port}","hostName":"127.0.0.1","app":"SVC","ipAddr":"127.0.0.1","status":"UP","overriddenStatus":"UNKNOWN","port":{{"$":{port},"@enabled":"true"}},"securePort":{{"$":443,"@enabled":"false"}},"dataCenterInfo":{{"@class":"com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo","name":"MyOwn"}},"vipAddress":"svc","actionType":"{action}"}}"#
     )
 }
 
@@ -54,8 +63,14 @@ async fn an_older_full_fetch_must_not_overwrite_a_newer_one() {
                     async move {
                         let path = req.uri().path().to_owned();
                         let body = if path.ends_with("/apps/delta") {
-                            // Nothing changed lately; the server holds one UP instance.
-                            apps(&[])
+                            // The change made once the first full answer was
+                            // taken (9001 replaced by 9002; the server holds
+                            // one UP instance), kept in the delta queue.
+                            if calls.load(Ordering::SeqCst) == 0 {
+                                apps(&[])
+                            } else {
+                                apps(&[change(9001, "DELETED"), change(9002, "ADDED")])
+                            }
                         } else if path.ends_with("/apps") || path.ends_with("/apps/") {
                             let n = calls.fetch_add(1, Ordering::SeqCst);
                             if n == 0 {
@@ -90,7 +105,8 @@ async fn an_older_full_fetch_must_not_overwrite_a_newer_one() {
         .fetch_interval(Duration::from_secs(3600))
         .build()
         .unwrap();
-    // The background first fetch is in flight; a caller refreshes now.
+    // The background first fetch is in flight; a caller refreshes now: it
+    // waits for that fetch, then fetches after it.
     tokio::time::sleep(Duration::from_millis(100)).await;
     registry.refresh_now().await.unwrap();
     let ports = |r: &EurekaRegistry| {
@@ -102,8 +118,9 @@ async fn an_older_full_fetch_must_not_overwrite_a_newer_one() {
     assert_eq!(ports(&registry), [9002], "the newer answer is applied");
     // The slow, older answer arrives.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(full_calls.load(Ordering::SeqCst), 2);
-    // Later deltas (nothing changed; the hash UP_1_ matches) never repair it.
+    // One full download: the call joined the slow one.
+    assert_eq!(full_calls.load(Ordering::SeqCst), 1);
+    // Later deltas (the same change again; the hash UP_1_ matches) keep it.
     for _ in 0..3 {
         registry.refresh_now().await.unwrap();
     }
@@ -119,7 +136,7 @@ async fn an_older_full_fetch_must_not_overwrite_a_newer_one() {
             stats.delta_fetches,
             stats.hash_mismatches
         ),
-        (1, 3, 0),
+        (1, 4, 0),
         "{stats:?}"
     );
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::copy::{self, Registry, apply, hash_of};
+use super::partial;
 use super::RegistryStale;
 use super::stale::Failing;
 use super::{Inner, wire};
@@ -46,26 +47,10 @@ pub(super) async fn run(weak: Weak<Inner>, interval: Duration) {
     let mut failures_before_first = 0u32;
     loop {
         let Some(inner) = weak.upgrade() else { return };
-        let result = if have_full {
-            inner.delta().await
-        } else {
-            inner.full().await.map_err(Failed::from)
-        };
-        let mut applied = false;
-        match &result {
-            Ok(()) => have_full = true,
-            Err(f) => {
-                inner.failures.fetch_add(1, Ordering::Relaxed);
-                applied = f.applied;
-                tracing::warn!(error = %f.error, "Eureka registry fetch failed; keeping the local copy");
-            }
-        }
-        let result = result.map_err(|f| Arc::new(f.error));
-        inner.note(result.as_ref().err().filter(|_| !applied).cloned());
-        if inner.first.borrow().is_none() {
-            inner.first.send_replace(Some(result));
-        } else if result.is_ok() {
-            inner.first.send_replace(Some(Ok(())));
+        // Joined with `refresh_now`'s fetches (see `flight`); counted and
+        // noted there.
+        if inner.fetch_joined(false).await.is_ok() {
+            have_full = true;
         }
         drop(inner);
         let delay = if have_full {
@@ -221,14 +206,24 @@ impl Inner {
             });
         }
         self.check_text_bytes(&would)?;
-        {
+        // Apps the copy holds that the answer lacks, and what another
+        // server says of them (see `partial`).
+        let missing = partial::missing(&self.lock(), &apps);
+        let elsewhere = partial::elsewhere(self, &missing).await;
+        let complete = {
             let mut registry = self.lock();
             if !self.take_turn(started) {
                 return Ok(());
             }
+            let held = partial::held(&registry, &missing, &elsewhere, &self.http);
             apply(&mut registry, &apps, true);
+            partial::keep(&mut registry, held, self.options.max_instances)
+        };
+        // A copy holding apps the answer lacked is not the server's: the
+        // next fetch's delta cannot match it, and a full fetch follows.
+        if complete {
+            self.mark_complete(sent);
         }
-        self.mark_complete(sent);
         self.full_fetches.fetch_add(1, Ordering::Relaxed);
         *self.last_success.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         Ok(())

@@ -62,6 +62,11 @@
 //!   have deleted or drained an instance the service's list still holds.
 //!   So a change the registry shows reaches a service within the fetch
 //!   interval plus the service's refresh interval, outage or not.
+//! - A full answer lacking an app the copy holds, from a server asked after
+//!   another failed (a restarted peer, partly refilled), keeps the app for
+//!   `absence_hold` while another server lists it or none answers (see
+//!   `partial`). `refresh_now` calls and the background loop join one
+//!   fetch at a time.
 //! - App names are matched upper-cased with Unicode rules, as Eureka (Java's
 //!   `toUpperCase(Locale.ROOT)`) stores them: service id `über-service`
 //!   finds app `ÜBER-SERVICE`.
@@ -97,6 +102,8 @@ use tokio::time::Instant;
 
 mod copy;
 mod fetch;
+mod partial;
+mod flight;
 mod stale;
 mod vip;
 
@@ -177,6 +184,8 @@ struct Inner {
     delta_retention: Duration,
     /// Failures since the last successful fetch, and the last error.
     failing: Mutex<Failing>,
+    /// One fetch at a time (see `flight`).
+    flight: flight::Flight,
 }
 
 /// A shared, cached view of a whole Eureka registry. Cloning is cheap; the
@@ -298,6 +307,7 @@ impl EurekaRegistryBuilder {
             complete_at: Mutex::new(None),
             delta_retention: self.delta_retention.unwrap_or(DELTA_RETENTION),
             failing: Mutex::new(Failing::default()),
+            flight: flight::Flight::default(),
         });
         let interval = self.interval.unwrap_or(Duration::from_secs(30));
         let weak = Arc::downgrade(&inner);
@@ -340,41 +350,23 @@ impl EurekaRegistry {
     /// [`delta_retention`](EurekaRegistryBuilder::delta_retention) ago). A success makes the
     /// registry [`ready`](Self::ready), also after a failed first fetch.
     ///
+    /// Calls made while a fetch runs (another `refresh_now` or the
+    /// background one) wait for it and send one more fetch after it,
+    /// shared by all of them: a fetch that started before the call asked
+    /// may miss a change made just before, one started after cannot. So
+    /// sixteen concurrent calls cost at most two fetches, not sixteen.
+    ///
     /// # Errors
     /// The fetch's [`DiscoveryError`]; the local copy is kept (with the
     /// delta applied, when only the full fetch after a hash mismatch
-    /// failed).
+    /// failed). A call that shared another's fetch gets its error as
+    /// [`DiscoveryError::Other`], with the same text.
     pub async fn refresh_now(&self) -> Result<(), DiscoveryError> {
-        let result = if self.inner.full_fetches.load(Ordering::Relaxed) > 0 {
-            self.inner.delta().await
-        } else {
-            self.inner.full().await.map_err(fetch::Failed::from)
-        };
-        let applied = result.as_ref().is_err_and(|f| f.applied);
-        let result = result.map_err(|f| f.error);
-        match &result {
-            // A delta applied before its reconciling full fetch failed:
-            // the copy is newer, and services read it.
-            Err(_) if applied => {
-                self.inner.failures.fetch_add(1, Ordering::Relaxed);
-                self.inner.note(None);
-            }
-            Ok(()) => {
-                self.inner.note(None);
-                // A failed first fetch no longer holds readers back: the
-                // copy is fresh (else they wait for the next background
-                // fetch, a whole interval).
-                self.inner.first.send_replace(Some(Ok(())));
-            }
-            Err(e) => {
-                self.inner.failures.fetch_add(1, Ordering::Relaxed);
-                // The error itself goes to the caller; services read from
-                // the copy see its text.
-                let seen = DiscoveryError::Other(e.to_string().into());
-                self.inner.note(Some(Arc::new(seen)));
-            }
-        }
-        result
+        self.inner.fetch_joined(true).await.map_err(|failed| {
+            failed
+                .own
+                .unwrap_or_else(|| DiscoveryError::Other(Box::new(SharedError(failed.shared))))
+        })
     }
 
     /// The local status-count hash (`DOWN_1_UP_3_`).
