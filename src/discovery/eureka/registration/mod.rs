@@ -412,6 +412,7 @@ pub struct RegistrationStats {
 /// Eureka; a dropped handle stops renewing, and Eureka keeps a renewed
 /// lease about **twice** its duration (`Lease.isExpired` adds it again),
 /// then evicts within 60 s: up to about 240 s at the default 90 s lease.
+#[must_use = "a dropped handle stops renewing: keep it while serving, then call `shutdown`"]
 pub struct RegistrationHandle {
     shared: Arc<Shared>,
     task: Option<TaskGuard>,
