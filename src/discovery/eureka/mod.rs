@@ -281,7 +281,8 @@ mod registry;
 pub mod wire;
 
 pub use registration::{
-    EurekaRegistration, EurekaRegistrationBuilder, RegistrationHandle, RegistrationStats,
+    EurekaRegistration, EurekaRegistrationBuilder, MAX_LEASE_PATH_BYTES, RegistrationHandle,
+    RegistrationStats,
 };
 #[cfg(feature = "tls")]
 pub use client::EurekaTlsError;

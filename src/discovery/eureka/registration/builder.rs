@@ -23,6 +23,11 @@ fn read_back_limit(max_body_bytes: usize, registered: usize) -> usize {
     max_body_bytes.min(READ_BACK_MAX_BYTES.max(own))
 }
 
+mod checks;
+
+pub use checks::MAX_LEASE_PATH_BYTES;
+use checks::{check_app, check_id, check_lease_path};
+
 use super::super::client::Connection;
 use super::{EurekaRegistration, Shared};
 use crate::error::BuildError;
@@ -69,6 +74,15 @@ impl EurekaRegistrationBuilder {
 
     /// The instance id. Default `{host_name}:{app lower case}:{port}`
     /// (Spring Cloud's default form).
+    ///
+    /// It is a path segment of every heartbeat, status and cancel call,
+    /// percent-encoded (a byte outside `A-Za-z0-9-._~` takes 3), so
+    /// [`build`](Self::build) refuses an id whose longest lease call would
+    /// pass [`MAX_LEASE_PATH_BYTES`] (7 KiB) against a configured server
+    /// URL: with `http://host:8761/eureka` and app `USER-API`, 7 079 plain
+    /// bytes at most, or 2 358 bytes of two-byte UTF-8 characters. Eureka's
+    /// server refuses a longer request line (8 KiB with the headers) with
+    /// 400, so the instance registered and then vanished.
     pub fn instance_id(mut self, id: impl Into<String>) -> Self {
         self.instance_id = Some(id.into());
         self
@@ -142,10 +156,17 @@ impl EurekaRegistrationBuilder {
     /// [`BuildError::Invalid`] for missing or bad URLs, an empty app name,
     /// a bad host or `ip_addr` (one [`Instance::new`](crate::Instance::new)
     /// refuses), port 0 or secure port 0 (registered as an enabled
-    /// `securePort` of 0, nothing a client can connect to), or an instance
-    /// id longer than 8 KiB (no heartbeat could carry it), a lease
+    /// `securePort` of 0, nothing a client can connect to), a lease
     /// duration longer than 2 147 483 s or not longer than the
-    /// renew interval, or an initial status of `UNKNOWN`.
+    /// renew interval, or an initial status of `UNKNOWN`. Also, naming the
+    /// key (`instance id`, `app name`) and, for lengths, the
+    /// percent-encoded length and the limit: an instance id that is empty,
+    /// `.`, `..` or holds `/`, `%` or a control character; an instance id
+    /// or app name whose longest lease call (`…/apps/{APP}/{id}/status?
+    /// value=OUT_OF_SERVICE&lastDirtyTimestamp=` and 19 digits, after the
+    /// longest server URL path) passes [`MAX_LEASE_PATH_BYTES`] once
+    /// percent-encoded (`app name` when the app leaves no room for an id or
+    /// the id is the default one).
     pub fn build(self) -> Result<EurekaRegistration, BuildError> {
         let app = self.app.trim().to_ascii_uppercase();
         check_app(&app)?;
@@ -188,6 +209,7 @@ impl EurekaRegistrationBuilder {
             .clone()
             .unwrap_or_else(|| format!("{host}:{vip}:{}", self.port));
         check_id(&id)?;
+        check_lease_path(&self.connection.urls, &app, &id, self.instance_id.is_some())?;
         let body = self.body(&app, &host, &vip, &id);
         // The registration reads back only its own record.
         let registered = serde_json::to_vec(&body).map_or(0, |b| b.len());
@@ -269,51 +291,6 @@ fn invalid(key: &'static str, reason: &str) -> BuildError {
     BuildError::invalid(key, reason.to_owned())
 }
 
-/// Letters, digits, `-`, `_` and `.`; not `.` or `..`.
-fn check_app(app: &str) -> Result<(), BuildError> {
-    let ok = !app.is_empty()
-        && app != "."
-        && app != ".."
-        && app
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
-            "app name",
-            &format!("`{app}`: use letters, digits, `-`, `_` and `.`"),
-        ))
-    }
-}
-
-/// Not empty, `.` or `..`; no `/`, `%` or control character (it is a path
-/// segment of every lease call); at most
-/// [`MAX_INSTANCE_ID_BYTES`](crate::discovery::eureka::wire::MAX_INSTANCE_ID_BYTES)
-/// (longer, the server refuses every heartbeat and readers skip the record).
-fn check_id(id: &str) -> Result<(), BuildError> {
-    let max = crate::discovery::eureka::wire::MAX_INSTANCE_ID_BYTES;
-    if id.len() > max {
-        return Err(invalid(
-            "instance id",
-            &format!("{} bytes, longer than {max}", id.len()),
-        ));
-    }
-    if id.trim().is_empty()
-        || id == "."
-        || id == ".."
-        || id.contains('/')
-        || id.contains('%')
-        || id.chars().any(char::is_control)
-    {
-        return Err(invalid(
-            "instance id",
-            &format!("`{id}`: empty, `.`/`..`, or holds `/`, `%` or a control character"),
-        ));
-    }
-    Ok(())
-}
-
 fn authority_host(host: &str) -> String {
     if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]")
@@ -351,8 +328,11 @@ mod tests {
         }
         assert!(build("user-api", |b| b.instance_id("..")).is_err());
         assert!(build("user-api", |b| b.instance_id("a/b")).is_err());
-        assert!(build("user-api", |b| b.instance_id("i".repeat(8 * 1024))).is_ok());
-        assert!(build("user-api", |b| b.instance_id("i".repeat(8 * 1024 + 1))).is_err());
+        // The longest id of the docs' example (`/eureka`, `USER-API`).
+        assert!(build("user-api", |b| b.instance_id("i".repeat(7_079))).is_ok());
+        assert!(build("user-api", |b| b.instance_id("i".repeat(7_080))).is_err());
+        assert!(build("user-api", |b| b.instance_id("é".repeat(1_179))).is_ok());
+        assert!(build("user-api", |b| b.instance_id("é".repeat(1_180))).is_err());
         assert!(build("user-api", |b| b.lease_duration(Duration::from_secs(30))).is_err());
         // The lease is sent in whole seconds: 1.9 s is a lease of 1 s,
         // shorter than renewals every 1.5 s (it built before, and the

@@ -85,7 +85,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-pub use builder::EurekaRegistrationBuilder;
+pub use builder::{EurekaRegistrationBuilder, MAX_LEASE_PATH_BYTES};
 
 use super::client::{Connection, EurekaHttp, LeaseAnswer, LeaseCall};
 use crate::discovery::TaskGuard;

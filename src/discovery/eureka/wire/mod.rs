@@ -110,7 +110,9 @@ pub const MAX_METADATA_ENTRIES: usize = 256;
 /// ([`RecordError::LongId`]). Every lease call carries the id in its
 /// request path, which the Spring Cloud Eureka server (Tomcat: 8 KiB of
 /// request line and headers) refuses with 400 past this size, so no such
-/// instance can renew; and every request to an instance records its id
+/// instance can renew (nor, once percent-encoded, some shorter ones: a
+/// registration bounds its own by [`MAX_LEASE_PATH_BYTES`](super::MAX_LEASE_PATH_BYTES));
+/// and every request to an instance records its id
 /// (in its spans, and in metrics labels and cookies when those are on), so
 /// a 1 MiB id would cost 2 MiB of span text per request.
 pub const MAX_INSTANCE_ID_BYTES: usize = 8 * 1024;
