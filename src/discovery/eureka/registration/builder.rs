@@ -26,7 +26,7 @@ fn read_back_limit(max_body_bytes: usize, registered: usize) -> usize {
 mod checks;
 
 pub use checks::MAX_LEASE_PATH_BYTES;
-use checks::{check_app, check_id, check_lease_path};
+use checks::{check_app, check_id, check_lease_path, check_metadata};
 
 use super::super::client::Connection;
 use super::{EurekaRegistration, Shared};
@@ -116,6 +116,17 @@ impl EurekaRegistrationBuilder {
     }
 
     /// Adds a metadata entry (`zone` is read by zone-aware callers).
+    ///
+    /// Eureka writes each key as an XML element name, and each value as
+    /// its text, in its XML registry (`GET /apps/`, one document for every
+    /// app), so [`build`](Self::build) refuses a key that is not an XML
+    /// name without `:` (a letter or `_` first, then letters, digits, `-`,
+    /// `_` or `.`: `zone`, `management.port`) and a value holding a
+    /// character XML 1.0 forbids (a control character U+0000 to U+001F
+    /// other than tab, LF and CR; U+FFFE, U+FFFF). Before, an empty key
+    /// (`<>`) or a NUL (`&#x0;`) made the whole registry's XML malformed
+    /// for every XML reader, other apps' records included. The error
+    /// names the key, never the value.
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.insert(key.into(), value.into());
         self
@@ -159,14 +170,16 @@ impl EurekaRegistrationBuilder {
     /// `securePort` of 0, nothing a client can connect to), a lease
     /// duration longer than 2 147 483 s or not longer than the
     /// renew interval, or an initial status of `UNKNOWN`. Also, naming the
-    /// key (`instance id`, `app name`) and, for lengths, the
+    /// key (`instance id`, `app name`, `metadata`) and, for lengths, the
     /// percent-encoded length and the limit: an instance id that is empty,
     /// `.`, `..` or holds `/`, `%` or a control character; an instance id
     /// or app name whose longest lease call (`…/apps/{APP}/{id}/status?
     /// value=OUT_OF_SERVICE&lastDirtyTimestamp=` and 19 digits, after the
     /// longest server URL path) passes [`MAX_LEASE_PATH_BYTES`] once
     /// percent-encoded (`app name` when the app leaves no room for an id or
-    /// the id is the default one).
+    /// the id is the default one); a metadata key that is not an XML name
+    /// or a value holding a character XML 1.0 forbids (see
+    /// [`metadata`](Self::metadata)).
     pub fn build(self) -> Result<EurekaRegistration, BuildError> {
         let app = self.app.trim().to_ascii_uppercase();
         check_app(&app)?;
@@ -210,6 +223,7 @@ impl EurekaRegistrationBuilder {
             .unwrap_or_else(|| format!("{host}:{vip}:{}", self.port));
         check_id(&id)?;
         check_lease_path(&self.connection.urls, &app, &id, self.instance_id.is_some())?;
+        check_metadata(&self.metadata)?;
         let body = self.body(&app, &host, &vip, &id);
         // The registration reads back only its own record.
         let registered = serde_json::to_vec(&body).map_or(0, |b| b.len());
@@ -333,6 +347,10 @@ mod tests {
         assert!(build("user-api", |b| b.instance_id("i".repeat(7_080))).is_err());
         assert!(build("user-api", |b| b.instance_id("é".repeat(1_179))).is_ok());
         assert!(build("user-api", |b| b.instance_id("é".repeat(1_180))).is_err());
+        // Metadata Eureka would write into its XML registry malformed.
+        assert!(build("user-api", |b| b.metadata("", "v")).is_err());
+        assert!(build("user-api", |b| b.metadata("zone", "a\u{0}b")).is_err());
+        assert!(build("user-api", |b| b.metadata("management.port", "8081\n")).is_ok());
         assert!(build("user-api", |b| b.lease_duration(Duration::from_secs(30))).is_err());
         // The lease is sent in whole seconds: 1.9 s is a lease of 1 s,
         // shorter than renewals every 1.5 s (it built before, and the

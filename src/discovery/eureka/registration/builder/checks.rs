@@ -1,6 +1,9 @@
 //! What [`EurekaRegistrationBuilder::build`](super::EurekaRegistrationBuilder::build)
-//! refuses in the app name and instance id: text the server would take
-//! but could not serve back (a lease URL over its request limit).
+//! refuses in the app name, instance id and metadata: text the server
+//! would take but could not serve back (a lease URL over its request
+//! limit, metadata that breaks its XML registry).
+
+use std::collections::BTreeMap;
 
 use crate::error::{BuildError, quote};
 
@@ -143,9 +146,100 @@ pub(super) fn check_lease_path(
     ))
 }
 
+/// Eureka writes each metadata key as an XML element name and each value
+/// as its text in the XML registry (`GET /apps/` with `Accept:
+/// application/xml`, one document for every app): an empty key (`<>`), one
+/// that is no XML name (a space, `<`, a leading digit) or a value holding a
+/// character XML 1.0 forbids (`&#x0;`) made the whole document malformed
+/// for every XML reader. Keys must be XML names without `:` (NCName: an
+/// undeclared prefix to namespace-aware readers); values must not hold a
+/// C0 control other than tab, LF and CR, nor U+FFFE or U+FFFF. Errors name
+/// the key (quoted, cut), never the value, which may be a secret.
+pub(super) fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), BuildError> {
+    for (key, value) in metadata {
+        if !is_nc_name(key) {
+            return Err(invalid(
+                "metadata",
+                format!(
+                    "key `{}` is not an XML name (a letter or `_` first, then letters, digits, \
+                     `-`, `_` or `.`; no `:`): Eureka writes metadata keys as XML element \
+                     names, and this one would make its whole XML registry malformed",
+                    quote(key)
+                ),
+            ));
+        }
+        if let Some(c) = value.chars().find(|&c| !is_xml_char(c)) {
+            return Err(invalid(
+                "metadata",
+                format!(
+                    "the value of key `{}` holds U+{:04X}, a character XML 1.0 forbids \
+                     (Eureka writes it into its XML registry, which it would make malformed \
+                     for every reader); the value is not shown",
+                    quote(key),
+                    u32::from(c)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// XML 1.0 `Char`: tab, LF, CR and everything from U+0020 but U+FFFE and
+/// U+FFFF (Rust strings hold no surrogates).
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
+}
+
+/// XML 1.0 (fifth edition) `NameStartChar` without `:`.
+fn is_name_start(c: char) -> bool {
+    matches!(c,
+        'A'..='Z' | '_' | 'a'..='z'
+        | '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{F6}' | '\u{F8}'..='\u{2FF}'
+        | '\u{370}'..='\u{37D}' | '\u{37F}'..='\u{1FFF}' | '\u{200C}'..='\u{200D}'
+        | '\u{2070}'..='\u{218F}' | '\u{2C00}'..='\u{2FEF}' | '\u{3001}'..='\u{D7FF}'
+        | '\u{F900}'..='\u{FDCF}' | '\u{FDF0}'..='\u{FFFD}' | '\u{10000}'..='\u{EFFFF}')
+}
+
+/// An XML `NCName`: a `Name` without `:`.
+fn is_nc_name(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars.next().is_some_and(is_name_start)
+        && chars.all(|c| {
+            is_name_start(c)
+                || matches!(c, '-' | '.' | '0'..='9' | '\u{B7}' | '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}')
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_keys_are_xml_names_and_values_xml_text() {
+        for key in ["zone", "management.port", "_x", "a-b_c.d", "é", "v1", "prometheus.io"] {
+            assert!(is_nc_name(key), "{key:?}");
+        }
+        for key in ["", "1a", "-a", ".a", "a b", "a:b", "<a>", "a\0", "a&b", "@class", "a$b"] {
+            assert!(!is_nc_name(key), "{key:?}");
+        }
+        for ok in ["", "a\tb\r\nc", "\u{7f}", "\u{FFFD}", "😀"] {
+            assert!(ok.chars().all(is_xml_char), "{ok:?}");
+        }
+        for bad in ['\0', '\u{1}', '\u{1b}', '\u{1f}', '\u{FFFE}', '\u{FFFF}'] {
+            assert!(!is_xml_char(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key_quoted_never_the_value() {
+        let meta = |k: &str, v: &str| BTreeMap::from([(k.to_owned(), v.to_owned())]);
+        let e = check_metadata(&meta("zone", "S3cret\u{0}")).unwrap_err().to_string();
+        assert!(e.contains("`zone`") && e.contains("U+0000") && !e.contains("S3cret"), "{e}");
+        let long = format!("a\r\n{}", "k".repeat(1 << 16));
+        let e = check_metadata(&meta(&long, "S3cret")).unwrap_err().to_string();
+        assert!(!e.contains('\n') && !e.contains("S3cret") && e.len() < 600, "{e}");
+        assert!(check_metadata(&meta("zone", "zone-a\n")).is_ok());
+    }
 
     #[test]
     fn the_lease_path_counts_encoded_bytes_and_the_server_path() {
