@@ -184,7 +184,7 @@ async fn one_callers_oversized_header_ejects_no_instance() {
                 lost += 1;
                 let text = err.to_string();
                 assert!(
-                    text.contains("; the server closed the HTTP/2 connection with the request's stream open (it may have processed the request; the connection's end is counted against the instance once, and not after a GOAWAY ENHANCE_YOUR_CALM that another request drew)"),
+                    text.contains("; the server closed the HTTP/2 connection, or began to (a graceful GOAWAY), with the request's stream open (it may have processed the request; the connection's end is counted against the instance once, and not after a GOAWAY ENHANCE_YOUR_CALM that another request drew)"),
                     "{text}"
                 );
             }

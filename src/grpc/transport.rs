@@ -340,9 +340,8 @@ fn to_status(error: BoxError) -> BoxError {
         Outcome::ReadTimeout => tonic::Status::deadline_exceeded(message),
         Outcome::RequestError => tonic::Status::internal(message),
         // Never processed (refused, above an abrupt `GOAWAY`, not connected).
-        // A graceful `GOAWAY`'s stream may have been (`ConnectionLost`,
-        // when the balancer did not send it on): INTERNAL, as NO_ERROR
-        // maps, so no caller's policy sends it again.
+        // A graceful `GOAWAY`'s stream may have been (`ConnectionLost`):
+        // INTERNAL, as NO_ERROR maps, so no caller's policy sends it again.
         Outcome::ConnectFailure | Outcome::ConnectTimeout | Outcome::Declined => {
             tonic::Status::unavailable(message)
         }

@@ -60,7 +60,7 @@ pub trait TryCloneBody: Sized {
 
     /// A copy for a retry after an attempt that provably never reached a
     /// server (a connect failure: a stream the server refused with
-    /// `REFUSED_STREAM`, or failed by its `GOAWAY`, after the client had
+    /// `REFUSED_STREAM`, or failed by its abrupt `GOAWAY`, after the client had
     /// read the body). Default: [`try_clone_body`](Self::try_clone_body).
     /// [`ReplayBody::streaming`] overrides it: a stream that attempt read
     /// to its end within [`UNSENT_REPLAY_MAX`] bytes is sent again from
@@ -357,7 +357,7 @@ impl<B> ReplayBody<B> {
     /// sending it (for example after a refused connection); once its
     /// first frame was asked for, sent again only after an attempt that
     /// never reached a server (a stream refused with `REFUSED_STREAM` or
-    /// failed by the server's `GOAWAY`) and read it to its end within
+    /// failed by the server's abrupt `GOAWAY`) and read it to its end within
     /// [`UNSENT_REPLAY_MAX`] bytes, from what that attempt read
     /// ([`TryCloneBody::try_clone_unsent`]).
     pub fn streaming(body: B) -> Self {

@@ -281,11 +281,12 @@ fn h2_stream(h: &h2::Error) -> Option<Outcome> {
     // `proto::h2::client::ClientTask::poll`), and a graceful drain's first
     // GOAWAY (NO_ERROR, last id 2^31 − 1) leaves such a stream processed:
     // under 500 drains of a hyper server, 4 to 8 POSTs ran at both
-    // instances (helper 173). So a graceful GOAWAY is a connection's end
-    // (retried when idempotent, not counted against the instance; a
-    // request with a body still goes on, see `send::unsent_body`), and
-    // only an abrupt one (an error code: its last id is real, and a
-    // stream opened as it came is above it) stays unprocessed.
+    // instances (helper 173), with or without a body (a hyper server runs
+    // the handler at the HEADERS; found by an attack). So a graceful GOAWAY
+    // is a connection's end (retried when idempotent, not counted against
+    // the instance), whatever the request's body, and only an abrupt one
+    // (an error code: its last id is real, and a stream opened as it came
+    // is above it) stays unprocessed.
     let refused = h.is_reset() && h.reason() == Some(h2::Reason::REFUSED_STREAM);
     if h.is_remote() && h.is_go_away() && h.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) {
         // The server's complaint about this client's traffic (one caller's

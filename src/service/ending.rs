@@ -151,9 +151,10 @@ const DECLINED: &str = "the server closed the HTTP/2 connection before processin
 
 /// What a [`ConnectionLost`](crate::stats::Outcome::ConnectionLost)
 /// attempt means, for people reading the error.
-const CONNECTION_LOST: &str = "the server closed the HTTP/2 connection with the request's stream \
-     open (it may have processed the request; the connection's end is counted against the \
-     instance once, and not after a GOAWAY ENHANCE_YOUR_CALM that another request drew)";
+const CONNECTION_LOST: &str = "the server closed the HTTP/2 connection, or began to (a graceful \
+     GOAWAY), with the request's stream open (it may have processed the request; the \
+     connection's end is counted against the instance once, and not after a GOAWAY \
+     ENHANCE_YOUR_CALM that another request drew)";
 
 /// The result of the last attempt, as the caller sees it.
 pub(super) fn finish<T>(

@@ -51,8 +51,7 @@ use tower::Service;
 /// same instance, a request whose HTTP/2 stream failed with a graceful
 /// `GOAWAY` (`NO_ERROR`) or `REFUSED_STREAM` (its retry of protocol NACKs,
 /// on by default). hyper's client gives a graceful `GOAWAY`'s error to a
-/// stream it had just sent, which a draining server runs when the request
-/// has no body (see
+/// stream it had just sent, which a draining server runs (see
 /// [`Outcome::ConnectionLost`](crate::stats::Outcome::ConnectionLost)):
 /// the re-send runs such a POST twice at that instance, or, its listener
 /// closed, fails to connect and reads as never sent, so the balancer sends

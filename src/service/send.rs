@@ -130,8 +130,7 @@ where
                 };
                 unsent.sent(&state, walk.retries);
                 let result = sending.await;
-                let mut done = attempt::end(&facts.call(config, &state), in_flight, result);
-                done.outcome = unsent_body(&done, slot.as_ref());
+                let done = attempt::end(&facts.call(config, &state), in_flight, result);
                 trace::ended(&try_span, done.outcome, done.status, done.timed_out());
 
                 // A request sharing a stream that this attempt started
@@ -415,50 +414,4 @@ mod tests {
             "the request future is {size} bytes, more than {THREAD_CACHE_MAX}"
         );
     }
-}
-
-/// `done`'s outcome, or a connect failure when it failed with a remote
-/// graceful `GOAWAY` (`NO_ERROR`, an
-/// [`Outcome::ConnectionLost`](crate::stats::Outcome::ConnectionLost) or
-/// the first of those, counted as another error) on a request with a body
-/// (`request`, the copy kept for a retry): such a request never reached
-/// the application whole, so even a POST may go on. Its stream was either
-/// above the `GOAWAY`'s last id (unprocessed: RFC 9113, section 6.8) or
-/// one hyper's client failed right after opening it, before it piped the
-/// body (`proto::h2::client::ClientTask::poll`): the server got its
-/// headers alone, then a reset. A request without a body went out whole
-/// in its HEADERS frame, which a draining server runs (helper 173), so it
-/// stays retried only when idempotent: counted per drain of a real hyper
-/// server, sending every such POST on failed 11 to 47 of about 28 000 in
-/// 100 drains that no server had received (helper 175).
-fn unsent_body<T, B: TryCloneBody>(
-    done: &Attempted<T>,
-    request: Option<&http::Request<B>>,
-) -> crate::stats::Outcome {
-    use crate::stats::Outcome;
-    let unsent = matches!(done.outcome, Outcome::ConnectionLost | Outcome::OtherError)
-        && request.is_some_and(|r| r.body().exact_len() != Some(0))
-        && done.result.as_ref().err().is_some_and(graceful_goaway);
-    if unsent {
-        Outcome::ConnectFailure
-    } else {
-        done.outcome
-    }
-}
-
-/// Whether `error` is h2's for a stream a remote `GOAWAY` with `NO_ERROR`
-/// failed.
-#[cfg(any(feature = "hyper-util", feature = "reqwest"))]
-fn graceful_goaway(error: &BoxError) -> bool {
-    for e in crate::error::chain(error.as_ref()) {
-        if let Some(h) = e.downcast_ref::<h2::Error>() {
-            return h.is_remote() && h.is_go_away() && h.reason() == Some(h2::Reason::NO_ERROR);
-        }
-    }
-    false
-}
-
-#[cfg(not(any(feature = "hyper-util", feature = "reqwest")))]
-fn graceful_goaway(_: &BoxError) -> bool {
-    false
 }

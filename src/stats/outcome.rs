@@ -96,14 +96,17 @@ pub enum Outcome {
     /// `poll_ready` (`proto::h2::client::ClientTask::poll`, hyper 1.x),
     /// and a drain's first `GOAWAY` (last id 2^31 − 1) leaves that stream
     /// to be processed: read as unprocessed, 4 to 8 POSTs in 500 drains of
-    /// a hyper server ran at two instances. Such a stream went out with
-    /// its headers alone (hyper had not piped the body), so a request with
-    /// a body never reached the application whole: the balancer still
-    /// sends it on, even a POST, as after a connect failure (recorded as
-    /// this outcome); one without a body is retried only when idempotent.
-    /// An abrupt `GOAWAY` (an error code: its last id is real, so a stream
-    /// opened as it came is above it) stays a [`Outcome::ConnectFailure`],
-    /// even for a POST.
+    /// a hyper server ran at two instances. The server got that stream's
+    /// HEADERS, and a hyper or axum server runs the handler at the HEADERS
+    /// (one that acts before reading the body, or never reads it, has run),
+    /// so a request with a body may have reached the application too
+    /// (read as unsent, 4 POSTs with a body in 500 drains ran at two
+    /// instances). Nothing in the error tells that stream from one above
+    /// the `GOAWAY`'s last id, so every such request is retried only when
+    /// idempotent: a POST fails with an error saying it may have reached
+    /// the server. An abrupt `GOAWAY` (an error code: its last id is real,
+    /// so a stream opened as it came is above it) stays a
+    /// [`Outcome::ConnectFailure`], even for a POST.
     ConnectionLost,
 }
 
