@@ -71,7 +71,7 @@
 //! | feature | default | turns on | compiles in |
 //! |---|---|---|---|
 //! | `eureka` | yes | `discovery::eureka`: `EurekaSource`, `EurekaRegistry`, `EurekaRegistration`; turns on `hyper-util` | serde, serde_json, flate2, url, base64 |
-//! | `reqwest` | yes | `ReqwestService` (a `reqwest::Client` 0.13 as inner service) and the `reqwest` re-export | reqwest 0.13 (no default features), h2 (no features) |
+//! | `reqwest` | yes | `ReqwestService` (a `reqwest::Client` 0.13 as inner service) and the `reqwest` re-export; reqwest's errors read as hyper-util's (connect failures, a request handed back unsent) and h2's | reqwest 0.13 (no default features), h2 (no features); names hyper and hyper-util, already reqwest's |
 //! | `hyper-util` | yes | `health::ActiveHealthCheck` and `Builder::active_health_check`; hyper-util's connect errors classified as connect failures (stats, safe retries), and HTTP/2 streams the server did not process (`REFUSED_STREAM`, above an abrupt `GOAWAY`) for any hyper-util or reqwest client speaking HTTP/2; `service::upgrade` (also with `reqwest`): HTTP/1.1 upgrades counted in flight until the upgraded connection drops: turn it on when your inner client is hyper-util's | hyper, hyper-util, h2 (no features) |
 //! | `config` | no | `config`: a balancer from Ribbon / Spring Cloud keys in `.properties` or YAML; turns on `hyper-util` (`HealthCheckPath`) | java-properties, yaml-rust2, encoding_rs |
 //! | `dns` | no | `discovery::dns::DnsSource`: A/AAAA (Kubernetes headless services) and SRV with priority and weight, TTL-bounded refresh | hickory-resolver |

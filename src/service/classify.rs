@@ -325,11 +325,12 @@ fn is_h2_connection_end(io: &std::io::Error) -> bool {
 /// Reads hyper-util's client error (`connecting` once it is a connect
 /// error or a request handed back unsent) and, inside a connect error, its
 /// plain connector refusing the scheme (the caller's error).
-/// (reqwest sends through hyper-util's connector too: with the `reqwest`
-/// feature alone its connect error sets `connecting`.)
+/// (reqwest sends through hyper-util's client, whose errors its own
+/// carry: read with the `reqwest` feature alone too, which names
+/// hyper-util for that. Before, that build missed a request hyper handed
+/// back unsent, and a POST that never reached a server was not retried.)
 #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
 fn hyper_util_client(e: &(dyn StdError + 'static), connecting: &mut bool) -> Option<Outcome> {
-    #[cfg(feature = "hyper-util")]
     if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
         *connecting |= h.is_connect() || handed_back_unsent(h);
         return None;
@@ -387,7 +388,7 @@ fn https_connect(error: &(dyn StdError + 'static)) -> Option<Outcome> {
 /// kind; its `Display` names it (`client error (Canceled)`). Should that
 /// text change, such errors fall back to `OtherError` (not retried for a
 /// POST), as before.
-#[cfg(feature = "hyper-util")]
+#[cfg(any(feature = "hyper-util", feature = "reqwest"))]
 fn handed_back_unsent(error: &hyper_util::client::legacy::Error) -> bool {
     displays_as(error, "client error (Canceled)")
 }
