@@ -147,6 +147,7 @@ async fn main() -> Result<(), Error> {
                 .timeout(Duration::from_secs(10))
                 .redirect(reqwest::redirect::Policy::none())
                 .retry(reqwest::retry::never())
+                .no_proxy()
                 .build()?,
         ))?;
     let want = args.instances.max(1);

@@ -351,6 +351,7 @@ async fn reqwest_h2c_graceful_drain_never_runs_a_post_twice() {
         let client = reqwest::Client::builder()
             .http2_prior_knowledge()
             .retry(reqwest::retry::never())
+            .no_proxy()
             .build()
             .unwrap();
         let svc = tower_ribbon::ReqwestService::new(client).http2_only(true);

@@ -20,10 +20,11 @@ use super::{LoadBalancer, Shared};
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let source = StaticSource::new().with_list("user-service", "127.0.0.1:8081")?;
 /// let layer = LoadBalancer::builder().source(source).service("user-service").layer()?;
-/// // Redirects and reqwest's own retries off: see `ReqwestService`.
+/// // Redirects, reqwest's own retries and proxies off: see `ReqwestService`.
 /// let client = reqwest::Client::builder()
 ///     .redirect(reqwest::redirect::Policy::none())
 ///     .retry(reqwest::retry::never())
+///     .no_proxy()
 ///     .build()?;
 /// let svc = ServiceBuilder::new()
 ///     .layer(layer)

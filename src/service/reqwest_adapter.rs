@@ -60,6 +60,18 @@ use tower::Service;
 /// to the balancer's policy; build a client given to
 /// [`ReqwestService::new`] the same way.
 ///
+/// **Proxies.** reqwest sends through the proxy its environment names
+/// (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and their lowercase forms)
+/// unless told otherwise. Every attempt then goes to that forward proxy,
+/// not to the instance the balancer picked: the proxy's answers, latency
+/// and errors are charged to the instance, and an instance refusing
+/// connections answers with the proxy's `502`, so a POST that never
+/// reached it reads as answered by it and is not sent to another one (a
+/// proxy that is down fails every instance's connects, opening every
+/// breaker). [`ReqwestService::default`] builds its client with
+/// `no_proxy()`; build a client given to [`ReqwestService::new`] the same
+/// way.
+///
 /// **Upgrades.** A WebSocket or other upgraded connection counts in flight
 /// on its instance only when taken with
 /// [`service::upgrade::on`](crate::service::upgrade::on) from the
@@ -74,10 +86,11 @@ use tower::Service;
 /// ```
 /// use tower_ribbon::ReqwestService;
 ///
-/// // Redirects and reqwest's own retries off (see above).
+/// // Redirects, reqwest's own retries and proxies off (see above).
 /// let client = reqwest::Client::builder()
 ///     .redirect(reqwest::redirect::Policy::none())
 ///     .retry(reqwest::retry::never())
+///     .no_proxy()
 ///     .build()
 ///     .expect("a client");
 /// let svc = ReqwestService::new(client);
@@ -134,13 +147,14 @@ impl ReqwestService {
 }
 
 impl Default for ReqwestService {
-    /// A `reqwest::Client` with reqwest's defaults but redirects and
-    /// reqwest's own retries off (`redirect::Policy::none()`,
-    /// `retry::never()`; see the type's docs).
+    /// A `reqwest::Client` with reqwest's defaults but redirects,
+    /// reqwest's own retries and proxies off (`redirect::Policy::none()`,
+    /// `retry::never()`, `no_proxy()`; see the type's docs).
     fn default() -> Self {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .retry(reqwest::retry::never())
+            .no_proxy()
             .build()
             .unwrap_or_default();
         Self::new(client)
