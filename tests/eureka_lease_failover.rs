@@ -200,10 +200,12 @@ async fn a_status_update_refused_with_404_or_403_is_sent_to_the_next_server() {
     let (one, two) = healthy_pair().await;
     let handle = started(&one, &two).await;
     // A different status each time: the status wanted already, once
-    // taken, is not sent again.
+    // taken, is not sent again. (DOWN and STARTING go in a registration's
+    // body; UP after the drain is a status call, after the override's
+    // removal.)
     let rounds = [
         (404, 1, InstanceStatus::OutOfService),
-        (403, 2, InstanceStatus::Down),
+        (403, 2, InstanceStatus::Up),
     ];
     for (refusal, reached, status) in rounds {
         one.answer(&format!("PUT {STATUS}"), refusal);

@@ -604,9 +604,10 @@ async fn a_new_run_is_not_held_down_by_a_crashed_runs_status() {
 }
 
 /// A reverse proxy in front of `upstream` (as nginx): passes every request
-/// on, but answers a status call setting UP with 504 at once (its read
+/// on, but answers a status call setting `status` (or removing an override
+/// with it) with 504 at once (its read
 /// timeout) while that call goes on and reaches the server 2 s later.
-async fn gateway_timing_out_up(upstream: String) -> u16 {
+async fn gateway_timing_out(upstream: String, status: &'static str) -> u16 {
     use http_body_util::{BodyExt, Full};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -640,7 +641,7 @@ async fn gateway_timing_out_up(upstream: String) -> u16 {
                         .body(Full::new(bytes::Bytes::new()))
                         .expect("response")
                 };
-                if path.contains("/status?value=UP") {
+                if path.contains(&format!("/status?value={status}")) {
                     tokio::spawn(async move {
                         tokio::time::sleep(Duration::from_secs(2)).await;
                         let _ = call.send().await;
@@ -671,44 +672,66 @@ async fn gateway_timing_out_up(upstream: String) -> u16 {
 /// server through the gateway 2 s after the drain, and no read-back was
 /// armed (an answered status was no late write): served UP after four
 /// renewals while the registration wanted DOWN. A gateway's 502 or 504
-/// now arms the read-backs, as a time-out does.
+/// now arms the read-backs, as a time-out does. UP after STARTING and
+/// DOWN now go in registration bodies (no status call for the gateway to
+/// hold: served DOWN throughout), so the late write here is a drain
+/// (`PUT …/status?value=OUT_OF_SERVICE`) landing after the undrain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateways_504_arms_the_late_write_checks() {
     let Some(eureka) = EurekaFixture::start() else {
         return;
     };
-    let gateway = gateway_timing_out_up(eureka.url()).await;
-    let urls = format!("http://127.0.0.1:{gateway}/eureka,{}", eureka.url());
     let app = "behind-a-gateway";
     let id = "127.0.0.1:behind-a-gateway:19881".to_owned();
-    let handle = EurekaRegistration::builder(app, "127.0.0.1", 19_881)
-        .server_urls(&urls)
-        .initial_status(InstanceStatus::Starting)
-        .request_timeout(Duration::from_secs(3))
-        .renew_interval(Duration::from_secs(600))
-        .lease_duration(Duration::from_secs(1800))
-        .build()
-        .expect("registration")
-        .start()
+    let start = |gateway: u16, initial: InstanceStatus| {
+        let urls = format!("http://127.0.0.1:{gateway}/eureka,{}", eureka.url());
+        EurekaRegistration::builder(app, "127.0.0.1", 19_881)
+            .server_urls(&urls)
+            .initial_status(initial)
+            .request_timeout(Duration::from_secs(3))
+            .renew_interval(Duration::from_secs(600))
+            .lease_duration(Duration::from_secs(1800))
+            .build()
+            .expect("registration")
+            .start()
+    };
+    let gateway = gateway_timing_out(eureka.url(), "UP").await;
+    let handle = start(gateway, InstanceStatus::Starting)
         .await
         .expect("registered");
-    handle
-        .set_status(InstanceStatus::Up)
-        .await
-        .expect("taken by the next server");
+    handle.set_status(InstanceStatus::Up).await.expect("UP");
     handle
         .set_status(InstanceStatus::Down)
         .await
         .expect("drain taken");
-    // The gateway's UP lands after the drain.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(eureka.statuses(app).await, listed(&id, InstanceStatus::Up));
-    for _ in 0..3 {
-        handle.renew_now().await.expect("renewed");
-    }
     assert_eq!(
         eureka.statuses(app).await,
         listed(&id, InstanceStatus::Down)
     );
+    handle.shutdown().await.expect("cancelled");
+
+    let gateway = gateway_timing_out(eureka.url(), "OUT_OF_SERVICE").await;
+    let handle = start(gateway, InstanceStatus::Up)
+        .await
+        .expect("registered");
+    handle
+        .set_status(InstanceStatus::OutOfService)
+        .await
+        .expect("drain taken by the next server");
+    handle
+        .set_status(InstanceStatus::Up)
+        .await
+        .expect("undrain taken");
+    // The gateway's drain lands after the undrain.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        eureka.statuses(app).await,
+        listed(&id, InstanceStatus::OutOfService)
+    );
+    for _ in 0..3 {
+        handle.renew_now().await.expect("renewed");
+    }
+    assert_eq!(eureka.statuses(app).await, listed(&id, InstanceStatus::Up));
     handle.shutdown().await.expect("cancelled");
 }

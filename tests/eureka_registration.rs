@@ -416,7 +416,10 @@ async fn lease_calls_stay_at_the_server_that_answered_past_a_hung_one() {
 /// again. The UP is an override's removal first (`DELETE …/status`,
 /// see `status.rs`), which sets UP only where an override exists: the
 /// instance is drained (OUT_OF_SERVICE, an override at both peers) before
-/// peer one hangs, so the late removal sets UP there and replicates.
+/// peer one hangs, so the late removal sets UP there and replicates. The
+/// drain after the UP is a second OUT_OF_SERVICE: a DOWN now goes in a
+/// registration's body, which leaves peer two no override for the late
+/// removal to replace (served DOWN throughout).
 #[tokio::test]
 async fn a_late_status_update_from_a_hung_peer_does_not_undo_a_drain() {
     let app = "late-writer";
@@ -449,21 +452,24 @@ async fn a_late_status_update_from_a_hung_peer_does_not_undo_a_drain() {
         .await
         .expect("UP, taken by peer two after peer one timed out");
     handle
-        .set_status(InstanceStatus::Down)
+        .set_status(InstanceStatus::OutOfService)
         .await
-        .expect("DOWN, at peer two");
-    wait_for(&two, app, &[(id.clone(), "DOWN")]).await;
+        .expect("drained again, at peer two");
+    wait_for(&two, app, &[(id.clone(), "OUT_OF_SERVICE")]).await;
     one.resume();
     // Peer one applies the UP it held and replicates it to two.
     wait_for_replication(&two, &one, app, &[(id.clone(), "UP")]).await;
 
     handle.renew_now().await.expect("renewed at peer two");
-    wait_for(&two, app, &[(id.clone(), "DOWN")]).await;
-    wait_for_replication(&one, &two, app, &[(id.clone(), "DOWN")]).await;
+    wait_for(&two, app, &[(id.clone(), "OUT_OF_SERVICE")]).await;
+    wait_for_replication(&one, &two, app, &[(id.clone(), "OUT_OF_SERVICE")]).await;
     for _ in 0..2 {
         handle.renew_now().await.expect("renewed at peer two");
     }
-    assert_eq!(two.statuses(app).await, [(id.clone(), "DOWN".to_owned())]);
+    assert_eq!(
+        two.statuses(app).await,
+        [(id.clone(), "OUT_OF_SERVICE".to_owned())]
+    );
     let stats = handle.stats();
     assert_eq!(
         (stats.registrations, stats.renewals, stats.failures),

@@ -240,6 +240,7 @@ impl EurekaRegistrationBuilder {
                 status: Mutex::new(self.initial_status),
                 status_unsent: AtomicBool::new(false),
                 sent: AtomicU8::new(0),
+                held: AtomicU8::new(0),
                 dirty: AtomicU64::new(super::now_ms()),
                 op: tokio::sync::Mutex::new(()),
                 shut_down: AtomicBool::new(false),

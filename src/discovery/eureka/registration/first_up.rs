@@ -6,7 +6,11 @@
 //! cancelling) and is undone; another status it never sent (an
 //! OUT_OF_SERVICE: a previous run's drain, killed before it cancelled, or
 //! an operator's) is kept, as Java's client keeps it, and noted, so an
-//! explicit `set_status(Up)` removes it while the server still serves it.
+//! explicit `set_status(Up)` removes it while the server still serves it
+//! (and no change of the app's own came since). A run started STARTING
+//! has its first UP at its `set_status(Up)`, sent in a registration that
+//! restamps the record: there an OUT_OF_SERVICE it never sent is kept as
+//! an operator's (a deployer's disable while it was STARTING), not noted.
 //!
 //! When that read fails, the decision waits for the first read-back that
 //! succeeds (`late.rs`), which applies the same rules once (helper 203:
@@ -45,6 +49,11 @@ pub(super) struct FirstUp {
     /// When the run's first UP registration was answered (ms since the
     /// Unix epoch, this host's clock).
     registered_ms: AtomicU64,
+    /// The run's first registration was read back (or is being read).
+    start_read: AtomicBool,
+    /// The status bit of the override the server held then
+    /// (`overriddenStatus`; 0: none, or not read).
+    start_override: AtomicU8,
 }
 
 /// How long after the lease's registration (the registry's clock) a status
@@ -172,7 +181,26 @@ impl FirstUp {
             found: AtomicU8::new(0),
             found_at: AtomicU64::new(0),
             registered_ms: AtomicU64::new(0),
+            start_read: AtomicBool::new(false),
+            start_override: AtomicU8::new(0),
         }
+    }
+
+    /// The read-back of a registration (`kept.rs`): at the run's first,
+    /// notes the override the server held (`overriddenStatus`), which a
+    /// start through STARTING cannot tell by its stamp at its first UP.
+    pub(super) fn registered(&self, overridden: Option<InstanceStatus>) {
+        if !self.start_read.swap(true, Ordering::AcqRel) {
+            let found = overridden.filter(|s| *s != InstanceStatus::Up && *s != InstanceStatus::Unknown);
+            self.start_override.store(found.map_or(0, bit), Ordering::Release);
+        }
+    }
+
+    /// Whether the server held `served` as the override when the run
+    /// first registered.
+    pub(super) fn at_start(&self, served: InstanceStatus) -> bool {
+        let at = self.start_override.load(Ordering::Acquire);
+        at != 0 && at == bit(served)
     }
 
     /// `true` once per run: this is the run's first UP (its registration
@@ -242,7 +270,8 @@ impl FirstUp {
         self.found.load(Ordering::Acquire)
     }
 
-    /// The app changed its status: the override found is replaced.
+    /// The app changed its status: the override found is no longer
+    /// removed by a repeated UP.
     pub(super) fn forget(&self) {
         self.found.store(0, Ordering::Release);
     }
@@ -251,6 +280,8 @@ impl FirstUp {
     pub(super) fn reset(&self) {
         self.read.store(false, Ordering::Release);
         self.pending.store(false, Ordering::Release);
+        self.start_read.store(false, Ordering::Release);
+        self.start_override.store(0, Ordering::Release);
         self.forget();
     }
 }

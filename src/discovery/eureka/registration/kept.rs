@@ -33,6 +33,7 @@ use serde::Deserialize;
 use super::super::client::Fetched;
 use super::super::wire::WireError;
 use super::Shared;
+use crate::instance::InstanceStatus;
 
 /// The latest `lastDirtyTimestamp` a stamp can carry: Eureka parses it as
 /// a Java `long`.
@@ -44,9 +45,13 @@ impl Shared {
     /// instance's timestamp now passes it (register again). Call with `op`
     /// held.
     pub(super) async fn kept_newer_copy_locked(&self, server: &str, sent: u64) -> bool {
-        let theirs = match self.http.get_at(server, &self.path(), decode_dirty).await {
-            Ok(Fetched::Found(Some(theirs))) => theirs,
-            Ok(Fetched::Found(None) | Fetched::NotFound) => return false,
+        let read = self.http.get_at(server, &self.path(), decode_dirty).await;
+        if let Ok(Fetched::Found((_, overridden))) = &read {
+            self.first_up.registered(*overridden);
+        }
+        let theirs = match read {
+            Ok(Fetched::Found((Some(theirs), _))) => theirs,
+            Ok(Fetched::Found((None, _)) | Fetched::NotFound) => return false,
             Err(e) => {
                 tracing::debug!(app = %self.app, id = %self.id, error = %e, "could not read the registration back");
                 return false;
@@ -77,11 +82,12 @@ impl Shared {
 /// The `lastDirtyTimestamp` of a `GET /apps/{APP}/{id}` JSON answer
 /// (`{"instance":{"lastDirtyTimestamp":"1764400000100",…}}`, a string in
 /// Eureka's codec, a number accepted too); `None` when absent or not a
-/// count of milliseconds.
+/// count of milliseconds. And its `overriddenStatus` (also spelled
+/// `overriddenstatus`), `None` when absent or not text.
 pub(super) fn decode_dirty(
     body: &[u8],
     _deadline: std::time::Instant,
-) -> Result<Option<u64>, WireError> {
+) -> Result<(Option<u64>, Option<InstanceStatus>), WireError> {
     #[derive(Deserialize)]
     struct Envelope {
         instance: Record,
@@ -90,11 +96,67 @@ pub(super) fn decode_dirty(
     struct Record {
         #[serde(rename = "lastDirtyTimestamp", default)]
         last_dirty: super::first_up::Millis,
+        // Both spellings, each its own field: Eureka's codec may write
+        // both, and an alias would refuse the answer as a duplicate.
+        #[serde(rename = "overriddenStatus", default)]
+        camel: Status,
+        #[serde(rename = "overriddenstatus", default)]
+        lower: Status,
     }
     let record = serde_json::from_slice::<Envelope>(body)
         .map_err(WireError::from_json)?
         .instance;
-    Ok(record.last_dirty.0)
+    Ok((record.last_dirty.0, record.camel.0.or(record.lower.0)))
+}
+
+/// A status written as text; anything else is `None`, skipped without
+/// being kept (as [`super::first_up::Millis`]).
+#[derive(Debug, Default)]
+struct Status(Option<InstanceStatus>);
+
+impl<'de> Deserialize<'de> for Status {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Status;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an instance status")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Status, E> {
+                Ok(Status(Some(InstanceStatus::parse(v))))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Status, E> {
+                Ok(Status(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Status, E> {
+                Ok(Status(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Status, E> {
+                Ok(Status(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Status, E> {
+                Ok(Status(None))
+            }
+            fn visit_unit<E>(self) -> Result<Status, E> {
+                Ok(Status(None))
+            }
+            fn visit_none<E>(self) -> Result<Status, E> {
+                Ok(Status(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Status, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Status(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Status, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Status(None))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 #[cfg(test)]
@@ -104,7 +166,14 @@ mod tests {
     #[test]
     fn the_stamp_is_read_from_an_instance_answer() {
         let at = std::time::Instant::now();
-        let dirty = |body: &str| decode_dirty(body.as_bytes(), at);
+        let dirty = |body: &str| decode_dirty(body.as_bytes(), at).map(|(d, _)| d);
+        let over = |body: &str| decode_dirty(body.as_bytes(), at).map(|(_, o)| o);
+        let both = r#"{"instance":{"overriddenStatus":"OUT_OF_SERVICE","overriddenstatus":"OUT_OF_SERVICE"}}"#;
+        assert_eq!(over(both).unwrap(), Some(InstanceStatus::OutOfService));
+        assert_eq!(over(r#"{"instance":{"overriddenstatus":"DOWN"}}"#).unwrap(), Some(InstanceStatus::Down));
+        for odd in [r#"{"instance":{}}"#, r#"{"instance":{"overriddenStatus":[1,{"a":2}]}}"#, r#"{"instance":{"overriddenStatus":null}}"#] {
+            assert_eq!(over(odd).unwrap(), None, "{odd}");
+        }
         let text = r#"{"instance":{"status":"UP","lastDirtyTimestamp":"1796444945560"}}"#;
         assert_eq!(dirty(text).unwrap(), Some(1_796_444_945_560));
         let number = r#"{"instance":{"lastDirtyTimestamp":1796444945560}}"#;

@@ -136,9 +136,21 @@ impl Shared {
     /// start dropped before its answer undid an operator's enable of an
     /// instance registered OUT_OF_SERVICE (0 of 12 renewals served UP, a
     /// Spinnaker-style rollout; helper 129).
+    ///
+    /// DOWN and STARTING in a registration's body leave no override, so
+    /// they are not noted sent (an override of either served later is not
+    /// this registration's), only undoable while they may land late.
     pub(super) fn registering(&self, status: InstanceStatus) -> Sending<'_> {
         let up_sent = self.was_sent(InstanceStatus::Up);
-        let mut call = self.sending(status);
+        let mut call = if super::register::in_body(status) {
+            Sending {
+                shared: self,
+                undoable: bit(status),
+                answered: false,
+            }
+        } else {
+            self.sending(status)
+        };
         call.undoable |= REGISTRATION;
         if up_sent {
             call.undoable |= bit(InstanceStatus::Up);
@@ -277,6 +289,12 @@ impl Shared {
             return Ok(());
         }
         tracing::warn!(app = %self.app, id = %self.id, served = served.as_str(), wanted = wanted.as_str(), %server, "Eureka serves another status than the one wanted (a write that timed out landed late); sending it again");
+        if wanted == InstanceStatus::Up && (previous_run || !super::register::in_body(served)) {
+            // Its own override (or a previous run's): removed before UP.
+            // A late DOWN or STARTING registration of its own left none:
+            // an UP registration replaces it.
+            self.hold(served);
+        }
         self.mark_dirty();
         self.status_unsent.store(true, Ordering::Release);
         self.send_status_locked().await

@@ -10,23 +10,29 @@
 //!   again at once, with the status wanted now and a `lastDirtyTimestamp`
 //!   raised to the time (as Java's client does), so the server takes it
 //!   over a copy it holds;
-//! - `PUT /apps/{APP}/{id}/status?value=OUT_OF_SERVICE` to change the
-//!   status (kept, and sent again after a re-registration). Eureka does
-//!   not always serve the status a registration carries (over an existing
-//!   UP lease, its `LeaseExistsRule` keeps UP; an override it kept wins),
-//!   so a status other than UP lives in the server only once this call
-//!   succeeds: until one does, every renewal sends it again, and a
+//! - `PUT /apps/{APP}/{id}/status?value=OUT_OF_SERVICE` to drain (kept,
+//!   and sent again after a re-registration). Eureka does not always
+//!   serve the status a registration carries (over an existing UP lease,
+//!   its `LeaseExistsRule` keeps UP; an override it kept wins), so a drain
+//!   lives in the server only once this call succeeds: until one does,
+//!   every renewal sends it again, and a
 //!   [`start`](EurekaRegistration::start) or a re-registration whose
-//!   status (other than UP) cannot be set cancels the registration it
-//!   made, so a draining instance is never left UP. A call to UP first
-//!   removes the override (`DELETE /apps/{APP}/{id}/status?value=UP`, as
-//!   Spring Cloud's `CANCEL_OVERRIDE`), so an undrain leaves none that a
-//!   peer cut off during a later drain would serve over it. A
-//!   registration with UP sends UP too only over an override the
-//!   registration itself left at that server; an operator's override (a
-//!   status this registration never sent) is never undone by a heartbeat
-//!   or a re-registration, nor by a repeated `set_status` of the wanted
-//!   status (see `status.rs`);
+//!   drain cannot be set cancels the registration it made, so a draining
+//!   instance is never left UP. DOWN and STARTING go in a registration's
+//!   body (`POST /apps/{APP}`, as Java's client sends them), which Eureka
+//!   serves over any override and which leaves the override in place, so
+//!   an operator's OUT_OF_SERVICE is served again once the app is UP. UP
+//!   goes in a registration's body too, unless the registration holds an
+//!   override of its own (its drain): that is removed first
+//!   (`DELETE /apps/{APP}/{id}/status?value=UP`, as Spring Cloud's
+//!   `CANCEL_OVERRIDE`, then a status call to UP), so an undrain leaves
+//!   none that a peer cut off during a later drain would serve over it. A
+//!   registration with UP sends UP as a status call too only over an
+//!   override the registration itself left at that server; an operator's
+//!   override (a status this registration never sent, or one set after
+//!   its own undrain) is never undone by a heartbeat, a re-registration,
+//!   the app's own status changes, nor by a repeated `set_status` of the
+//!   wanted status (see `status.rs`);
 //! - `DELETE /apps/{APP}/{id}` on graceful shutdown.
 //!
 //! Each call tries the configured servers in order, starting at the one
@@ -75,6 +81,7 @@ mod builder;
 mod first_up;
 mod kept;
 mod late;
+mod register;
 mod runs;
 mod status;
 
@@ -107,10 +114,17 @@ struct Shared {
     /// call has not succeeded. Every renewal sends the status until one
     /// does (Eureka would serve the instance UP meanwhile).
     status_unsent: AtomicBool,
-    /// The statuses this registration ever sent (a bit each, see
-    /// `status.rs`): an override a server keeps is undone only if it is
-    /// one of them.
+    /// The statuses this registration ever sent as an override (a bit
+    /// each, see `status.rs`; DOWN and STARTING go in a registration's
+    /// body and leave none): an override a server keeps after a
+    /// re-registration is undone only if it is one of them.
     sent: AtomicU8,
+    /// The overrides of this registration's own a server may hold now (an
+    /// OUT_OF_SERVICE it sent, one it found its own and is undoing): its
+    /// own change to UP removes them (`DELETE …/status`) before its UP
+    /// call; with none, UP goes in a registration's body, which an
+    /// operator's override outlives (see `status.rs`).
+    held: AtomicU8,
     /// The instance's `lastDirtyTimestamp` (ms since the epoch): set at build, raised by every
     /// status change and (re-)registration, sent with every registration, status update and
     /// heartbeat, as the Java client does. A server whose copy is older (it missed a status change:
@@ -184,53 +198,6 @@ impl Shared {
             });
     }
 
-    /// Registers with the status wanted now, so a re-registration after a
-    /// registry restart keeps it (UP stays UP, OUT_OF_SERVICE stays
-    /// OUT_OF_SERVICE); a status other than UP is also sent as a status
-    /// call, as `set_status` does (over a server's older override).
-    /// `Ok(false)` if the server took the registration but not the status
-    /// (it then serves the instance UP; the status stays unsent). Call
-    /// with `op` held.
-    pub(super) async fn register_locked(&self) -> Result<Result<(), DiscoveryError>, DiscoveryError> {
-        // Stamped with the time, as Java's client does before it registers
-        // again (`setIsDirtyWithTime`): over an existing lease Eureka keeps
-        // its copy when that is newer, and an operator's status call
-        // stamped with their clock (a cleared override leaves the instance
-        // UNKNOWN, its heartbeats 404) would otherwise win every time.
-        self.mark_dirty();
-        let wanted = self.status();
-        // The status call after it is due from now: a registration dropped
-        // or timed out first leaves it for the next renewal (helper 127).
-        self.status_unsent
-            .fetch_or(wanted != InstanceStatus::Up, Ordering::AcqRel);
-        let mut again = true;
-        let answer = loop {
-            let sent = self.dirty();
-            let body = self.body_with(wanted)?;
-            let call = self.registering(wanted);
-            let answer = self
-                .http
-                .send(LeaseCall::Register, &self.app_path(), Some(body))
-                .await;
-            let answer = call.answered(answer)?;
-            expect(&answer, &[StatusCode::NO_CONTENT, StatusCode::OK])?;
-            self.registrations.fetch_add(1, Ordering::Relaxed);
-            // A copy stamped by a clock ahead of this host's is kept over
-            // the registration (see `kept.rs`): once more, stamped past it.
-            if !(again && self.kept_newer_copy_locked(&answer.server, sent).await) {
-                break answer;
-            }
-            again = false;
-        };
-        if wanted == InstanceStatus::Up {
-            // Served UP, unless the server keeps an override (see
-            // `status.rs`): one this registration left is undone.
-            return Ok(self.undo_own_override_locked(&answer.server).await);
-        }
-        self.status_unsent.store(true, Ordering::Release);
-        Ok(self.send_status_locked().await)
-    }
-
     /// Renews; registers again on 404 (the server forgot the instance, or
     /// its copy is older than the dirty timestamp); sends the wanted
     /// status again if the server may not hold it.
@@ -251,7 +218,7 @@ impl Shared {
         let answer = beat.answered(self.http.send(LeaseCall::Renew, &path, None).await)?;
         if answer.status == StatusCode::NOT_FOUND {
             tracing::info!(app = %self.app, id = %self.id, "Eureka lost the registration or holds an older copy; registering again");
-            let registered = self.register_locked().await?;
+            let registered = self.register_locked(false).await?;
             if registered.is_err() && self.status() != InstanceStatus::Up {
                 // Taken without its status, the registration is served UP:
                 // cancelled, as `start` does, so a draining instance is
@@ -401,6 +368,7 @@ impl EurekaRegistration {
 pub struct RegistrationStats {
     /// Successful registrations (the first, every re-registration, and
     /// each one sent again over a copy stamped later; see the module docs).
+    /// A status change sent in a registration's body is not counted.
     pub registrations: u64,
     /// Successful renewals.
     pub renewals: u64,
@@ -433,9 +401,13 @@ impl RegistrationHandle {
     /// kept for re-registrations. The status wanted already, once a
     /// server took it, sends nothing (as Java's `setInstanceStatus`): an
     /// operator's override set since is kept; one held before this
-    /// registration's first UP (a previous run's drain, or an operator's),
-    /// kept at the start as Java's client keeps it, is removed by
-    /// `set_status(Up)`, as a start through STARTING removes it.
+    /// registration's first UP registration (a previous run's drain, or an
+    /// operator's), kept at the start as Java's client keeps it, is removed
+    /// by `set_status(Up)` until the app's own status changes. A change
+    /// keeps an operator's override too (a DOWN/UP flap is served DOWN,
+    /// then the override again; a start through STARTING disabled
+    /// meanwhile is served OUT_OF_SERVICE once UP): only this
+    /// registration's own drain goes with its change to UP.
     ///
     /// # Errors
     /// [`DiscoveryError`] if no server accepted it; the wanted status is

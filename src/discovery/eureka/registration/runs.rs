@@ -197,7 +197,7 @@ impl Shared {
             // A new run: its own first UP decides (helper 203).
             this.first_up.reset();
         }
-        let (failed, taken) = match this.register_locked().await {
+        let (failed, taken) = match this.register_locked(false).await {
             Ok(Ok(())) => {
                 this.runs.fetch_add(1, Ordering::AcqRel);
                 restore.was = false;

@@ -1,26 +1,37 @@
-//! The registrant's status calls (`PUT …/status?value=…`, after
-//! `DELETE …/status?value=UP` for UP: an undrain leaves no override), and
-//! which statuses this registration ever sent.
+//! The registrant's status calls, and which statuses this registration
+//! ever sent or holds as an override.
 //!
-//! Eureka keeps the status of a status call as the instance's override,
-//! whoever sent it: the registrant, or an operator
-//! (`PUT /eureka/apps/APP/ID/status?value=OUT_OF_SERVICE`, Spring Boot
-//! Admin, the Eureka dashboard's tooling), and serves it over the status a
-//! registration carries (`OverrideExistsRule`). The registrant undoes an
-//! override only when it is one of its own: a status it sent itself that
-//! a server kept after missing a later change. An operator's override
-//! stays until the registrant's own status changes: a repeated
-//! `set_status` of the wanted status sends nothing (as Java's
+//! Eureka keeps the status of a status call (`PUT …/status?value=…`) as
+//! the instance's override, whoever sent it: the registrant, or an
+//! operator (`PUT /eureka/apps/APP/ID/status?value=OUT_OF_SERVICE`,
+//! Spinnaker's or Asgard's "disable", Spring Boot Admin, the Eureka
+//! dashboard's tooling), and serves it over the status a registration
+//! carries (`OverrideExistsRule`), except DOWN and STARTING, served over
+//! any override (`DownOrStartingRule`). So the registrant sends DOWN and
+//! STARTING in a registration's body (as Java's client sends every
+//! status: `register.rs`), OUT_OF_SERVICE (its drain) as a status call,
+//! and UP in a registration's body, unless it holds an override of its
+//! own (`Shared::held`: its drain, or one it found its own), which it
+//! removes first (`DELETE …/status?value=UP`, then `PUT …/status?value=UP`:
+//! an undrain leaves no override).
+//!
+//! An operator's override stays through the registrant's own status
+//! changes, as with Java's client: a health flap (DOWN, then UP) is
+//! served DOWN, then the operator's OUT_OF_SERVICE again; a start through
+//! STARTING disabled by a deployer meanwhile is served OUT_OF_SERVICE once
+//! UP (`tests/eureka_operator_override.rs`). Only the registrant's own
+//! drain goes with its own `set_status(Up)`, and an operator's override set
+//! over that drain (replacing it) goes with it. A repeated `set_status` of
+//! the wanted status sends nothing (as Java's
 //! `ApplicationInfoManager.setInstanceStatus` fires no change; except an
 //! override the server held before this registration's first UP, which an
-//! explicit `set_status(Up)` removes), a
-//! re-registration with UP sends UP again only when the server that took
-//! it serves a status this registration sent, and so do the late-write
-//! read-backs (`late.rs`).
+//! explicit `set_status(Up)` removes), a re-registration with UP sends UP
+//! again only when the server that took it serves a status this
+//! registration sent as an override, and so do the late-write read-backs
+//! (`late.rs`).
 
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
 use http::StatusCode;
 
 use super::super::client::{Fetched, LeaseCall};
@@ -31,35 +42,18 @@ use crate::error::DiscoveryError;
 use crate::instance::InstanceStatus;
 
 impl Shared {
-    /// The registration body with `status`, which is its
-    /// `overriddenStatus` too unless UP. Eureka takes a registration's
-    /// override where it holds none (`AbstractInstanceRegistry.register`)
-    /// and a status call only when the status changes (`statusUpdate`),
-    /// so a server that took a STARTING or drained registration kept no
-    /// override: an undrain's (or a start's) override removal before its
-    /// UP call (`clear_override_locked`) found none to remove, and the UP
-    /// call left UP as an override, which a peer cut off during a later
-    /// drain served over it (`tests/eureka_registration/drain_partition.rs`).
-    /// DOWN and STARTING are served over any override anyway
-    /// (`DownOrStartingRule`).
-    pub(super) fn body_with(&self, status: InstanceStatus) -> Result<Bytes, DiscoveryError> {
-        let mut instance = self.body.clone();
-        if let Some(fields) = instance.as_object_mut() {
-            fields.insert("status".to_owned(), status.as_str().into());
-            if status != InstanceStatus::Up {
-                fields.insert("overriddenStatus".to_owned(), status.as_str().into());
-            }
-            fields.insert("lastDirtyTimestamp".to_owned(), self.dirty().to_string().into());
-        }
-        serde_json::to_vec(&serde_json::json!({ "instance": instance }))
-            .map(Bytes::from)
-            .map_err(|e| DiscoveryError::Other(Box::new(e)))
-    }
-
-    /// Records that `status` was sent (in a registration's body or a
-    /// status call), whether or not a server answered.
+    /// Records that `status` was sent as an override (in a registration's
+    /// body or a status call), whether or not a server answered.
     pub(super) fn note_sent(&self, status: InstanceStatus) {
         self.sent.fetch_or(bit(status), Ordering::AcqRel);
+    }
+
+    /// Notes `status` as an override this registration may hold at a
+    /// server: its own change to UP removes it first.
+    pub(super) fn hold(&self, status: InstanceStatus) {
+        if status != InstanceStatus::Up {
+            self.held.fetch_or(bit(status), Ordering::AcqRel);
+        }
     }
 
     /// Whether this registration ever sent `status`.
@@ -69,10 +63,20 @@ impl Shared {
 
     /// Sends the wanted status, and marks it sent if the server took it
     /// and it is still the one wanted. Call with `op` held.
+    /// DOWN and STARTING, and UP while this registration holds no
+    /// override of its own, go in a registration's body (see the module
+    /// docs); OUT_OF_SERVICE, and UP over its own override, as a status
+    /// call.
     pub(super) async fn send_status_locked(&self) -> Result<(), DiscoveryError> {
         let status = self.status();
+        let held = self.held.load(Ordering::Acquire);
+        if super::register::in_body(status) || (status == InstanceStatus::Up && held == 0) {
+            return Box::pin(self.register_locked(true)).await.and_then(|r| r);
+        }
         if status == InstanceStatus::Up {
             self.clear_override_locked().await;
+        } else {
+            self.hold(status);
         }
         let path = format!(
             "{}/status?value={}&lastDirtyTimestamp={}",
@@ -83,6 +87,12 @@ impl Shared {
         let call = self.sending(status);
         let answer = call.answered(self.http.send(LeaseCall::Status, &path, None).await)?;
         expect(&answer, &[StatusCode::OK])?;
+        if status == InstanceStatus::Up {
+            // Its overrides removed (or replaced by UP) where the call
+            // went. A peer that missed it is the re-registrations' and
+            // read-backs' to correct (`sent`, `undoable`).
+            self.held.fetch_and(!held, Ordering::AcqRel);
+        }
         if self.status() == status {
             self.status_unsent.store(false, Ordering::Release);
         }
@@ -100,8 +110,10 @@ impl Shared {
     /// kept it over the drained registration it then took from its peer,
     /// serving the drained instance UP for good (a real two-peer cluster,
     /// a 45 s partition, one peer restarted: 40 of 40 reads UP; helper
-    /// 176, `tests/eureka_drain_partition.rs`). An override an operator
-    /// set before the undrain goes, as the UP call alone replaced it. A
+    /// 176, `tests/eureka_drain_partition.rs`). Sent only over an override
+    /// this registration holds (`Shared::held`): an operator's override
+    /// set over its drain (replacing it) goes with it; one set while it
+    /// held none stays (UP then goes in a registration's body). A
     /// failed removal leaves the status call to do what it did before;
     /// one unanswered arms the late-write read-backs as an UP call does
     /// (landing after a later drain, it serves the instance UP).
@@ -135,9 +147,13 @@ impl Shared {
             if !stale && !self.status_unsent.load(Ordering::Acquire) {
                 return Ok(());
             }
+            if stale {
+                self.first_up.forget();
+            }
         } else {
-            // The app's own change: an override found at the start is
-            // replaced by it.
+            // The app's own change: an override found at the start is no
+            // longer removed by a repeated UP (replaced by its drain, or
+            // kept through a flap as any operator's override is).
             self.first_up.forget();
             // Only a change raises the timestamp: a server that holds the
             // status takes the update as a no-op and keeps its timestamp,
@@ -173,8 +189,30 @@ impl Shared {
     /// served DOWN (or STARTING) with every heartbeat until the old lease
     /// expired, and a repeated `set_status(Up)` sent nothing. This is the
     /// one read a start costs when nothing else was sent.
-    pub(super) async fn undo_own_override_locked(&self, server: &str) -> Result<(), DiscoveryError> {
-        let own = self.sent.load(Ordering::Acquire) & !bit(InstanceStatus::Up);
+    ///
+    /// After the app's own change to UP (`change`), sent in a registration
+    /// because this registration held no override of its own, only the
+    /// first UP's rules apply: a status it once sent is no override of its
+    /// own then (its undrain removed that), and an operator's set since
+    /// stays (a drain, an undrain, an operator's OUT_OF_SERVICE and a
+    /// DOWN/UP flap keep the operator's). A first UP that is such a change
+    /// (a run started STARTING) cannot tell an override from before the
+    /// run by its stamp (the registration restamped the record): a served
+    /// DOWN or STARTING it never sent is a previous run's as above, any
+    /// override the server already held when the run registered (its
+    /// `overriddenStatus` then: a crashed run's drain) goes, as the app
+    /// asked UP; any other is kept as an operator's (a deployer's disable
+    /// while the instance was STARTING), not noted.
+    pub(super) async fn undo_own_override_locked(
+        &self,
+        server: &str,
+        change: bool,
+    ) -> Result<(), DiscoveryError> {
+        let own = if change {
+            self.held.load(Ordering::Acquire)
+        } else {
+            self.sent.load(Ordering::Acquire) & !bit(InstanceStatus::Up)
+        };
         // A run's first UP, or the first read since its read failed.
         let first_up = self.first_up.take() | self.first_up.take_pending();
         let kept = if own == 0 && !first_up {
@@ -194,15 +232,33 @@ impl Shared {
             match read {
                 Ok(Fetched::Found((InstanceStatus::Up, _))) => true,
                 Ok(Fetched::Found((served, stamp)))
-                    if first_up && !self.was_sent(served) && self.first_up.before_run(stamp) =>
+                    if first_up
+                        && !self.was_sent(served)
+                        && self.first_up.before_run(stamp)
+                        && (!change || super::register::in_body(served)) =>
                 {
-                    matches!(self.first_up_found(served, stamp, server), Found::Kept)
+                    let kept = matches!(self.first_up_found(served, stamp, server), Found::Kept);
+                    if !kept {
+                        self.hold(served);
+                    }
+                    kept
                 }
-                Ok(Fetched::Found((served, _))) if !self.was_sent(served) => {
-                    tracing::info!(app = %self.app, id = %self.id, served = served.as_str(), %server, "Eureka keeps an override this registration never sent (an operator's); left as it is");
+                Ok(Fetched::Found((served, _)))
+                    if first_up && change && self.first_up.at_start(served) =>
+                {
+                    tracing::info!(app = %self.app, id = %self.id, served = served.as_str(), %server, "Eureka serves an override held before this run registered; the app's `set_status(Up)` removes it");
+                    self.hold(served);
+                    false
+                }
+                Ok(Fetched::Found((served, _))) if own & bit(served) == 0 => {
+                    tracing::info!(app = %self.app, id = %self.id, served = served.as_str(), %server, "Eureka keeps an override this registration does not hold (an operator's); left as it is");
                     true
                 }
-                Ok(Fetched::Found(_)) => false,
+                Ok(Fetched::Found((served, _))) => {
+                    // Its own, stale: removed before UP.
+                    self.hold(served);
+                    false
+                }
                 Ok(Fetched::NotFound) | Err(_) => {
                     tracing::debug!(app = %self.app, id = %self.id, %server, "could not read the instance back after registering; the next renewals read it");
                     // The read-backs may undo an override of its own, and
@@ -246,7 +302,7 @@ impl Shared {
         let read = (self.http)
             .get(&self.path(), true, |_| false, super::first_up::decode_served)
             .await;
-        match read {
+        let stale = match read {
             Ok(Fetched::Found((served, stamp))) if pending => {
                 served != InstanceStatus::Up
                     && !self.was_sent(served)
@@ -260,6 +316,11 @@ impl Shared {
                 }
                 false
             }
+        };
+        if let (true, Ok(Fetched::Found((served, _)))) = (stale, read) {
+            // Removed before the UP call.
+            self.hold(served);
         }
+        stale
     }
 }
