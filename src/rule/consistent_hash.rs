@@ -1,61 +1,34 @@
-//! Consistent hashing through a Maglev lookup table (Eisenbud et al.,
+//! Consistent hashing through a Maglev lookup table (Eskildsen et al.,
 //! "Maglev: A Fast and Reliable Software Network Load Balancer", NSDI 2016,
 //! §3.4).
 //!
 //! Each instance hashes its identity (instance id, host and port, with
-//! FNV-1a 64, which is stable across processes and Rust versions) to a key
-//! that picks its preference order of the `M` slots of the table (`M`
-//! prime, default 65 537): a keyed pseudo-random permutation of `0..M`, a
-//! 4-round Feistel network over a grid `a × b ≥ M` (257 × 256 for 65 537)
-//! with the values past `M` skipped (see `order`).
+//! FNV-1a 64, which is stable across processes and Rust versions) to an
+//! `offset` and a `skip` in a table of `M` slots (`M` prime, default
+//! 65 537). Together they give the instance's preference order of the
+//! slots, `(offset + j·skip) mod M` for `j = 0, 1, …`.
 //! [`Rule::build`] fills the table. A pick maps [`PickContext::hash_key`]
 //! to a slot (the key goes through the SplitMix64 finaliser first, so
 //! sequential keys spread) and returns that slot's instance. That is O(1),
 //! with no lock and no allocation.
 //!
-//! Two deliberate differences from the paper. First, the table population.
-//! In the paper, the instances take turns, and each claims its next *free*
-//! slot. That balances the slots to within one entry. It is only nearly
-//! minimally disruptive, though: in a simulation with 5 instances and `M` =
-//! 65 537, removing one instance also moved 51 of the other instances'
-//! 52 430 slots. Here the instances step through their preference orders in
-//! lockstep, and a slot goes to the first instance to reach it (on a tie,
-//! the smaller identity hash wins). So each slot has a fixed ranking of all
-//! possible instances, and its owner is the best-ranked one present. This
-//! gives:
+//! One deliberate difference from the paper's table population. In the
+//! paper, the instances take turns, and each claims its next *free* slot.
+//! That balances the slots to within one entry. It is only nearly minimally
+//! disruptive, though: in a simulation with 5 instances and `M` = 65 537,
+//! removing one instance also moved 51 of the other instances' 52 430 slots.
+//! Here the instances step through their preference orders in lockstep, and
+//! a slot goes to the first instance to reach it (on a tie, the smaller
+//! identity hash wins). So each slot has a fixed ranking of all possible
+//! instances, and its owner is the best-ranked one present. This gives:
 //! - removing an instance moves exactly the keys it held;
 //! - adding one moves only keys onto it;
 //! - the table depends only on the set of identities, not on list order or
 //!   history, so every client sends a key to the same instance.
 //!
-//! Second, the preference orders. The paper's are affine, `(offset +
-//! j·skip) mod M`, and two instances with the same `skip` (or skips in a
-//! small ratio, such as ±2) walk the same slots one behind the other. The
-//! paper's fill absorbs that (the follower claims its next *free* slot),
-//! the first-to-arrive fill does not: the follower reaches almost every
-//! slot after its leader, owns only what it took before catching up, and
-//! inherits most of the leader's slots when the leader goes. Two of `n`
-//! instances share a skip with a chance of about `n²/2M` (0.8 % at 32
-//! instances, 3 % at 64, 12 % at 128). With affine orders, 127.0.0.1 ports
-//! 1 to 32 gave port 5 0.674 of a fair share of the keys, and removing
-//! port 29 sent 2 451 of its 6 656 keys to port 5 (a fair share: 215); of
-//! 100 lists of 32 random hosts, 6 had an instance below 0.9 of its share
-//! (worst 0.378), of 64, 16 (worst 0.619). (Envoy's Maglev, with the
-//! paper's fill, tells operators to watch its `min_entries_per_host` and
-//! `max_entries_per_host` gauges so that no host is under-represented or
-//! missing, envoyproxy/envoy#22460.) Keyed pseudo-random orders are unrelated to
-//! each other, so no instance follows another: each slot's owner is
-//! uniform over the instances present, and the next in its ranking after
-//! a removed one is too (`tests/consistent_hash_shares.rs`: the lowest of
-//! the 32 ports now owns 0.946 of a fair share of 200 000 keys, and at most
-//! 301 of port 29's 6 271 keys go to one port, a fair share being 202).
-//!
-//! The price of the first-to-arrive fill is that slot counts vary rather
-//! than being exact. The relative spread per instance is about √(n/2M)
-//! (each instance claims one slot per round while most are free, fewer
-//! later): 0.5 % for 5 instances, 1.5 % for 32, 2.2 % for 64 (measured
-//! over 300 random lists each), and 7 % at `M` = 100·n, the paper's
-//! smallest recommended table.
+//! The price is that slot counts are binomial rather than exact. The
+//! relative spread per instance is about √(n/M): 0.9 % for 5 instances, and
+//! 10 % at `M` = 100·n, the paper's smallest recommended table.
 //!
 //! Requests without a hash key go by round robin (a cursor the rule shares
 //! with its pickers, with the lanes of `rule::cursor`, so picks a preference
@@ -65,10 +38,10 @@
 //! wrapper's tier), the key probes further slots with a stride of its own
 //! (double hashing: slot `first + j·stride mod M`, at most `M` of them)
 //! until one holds an eligible instance, so an excluded instance's keys
-//! spread over the others in proportion to their slots (with the affine
-//! orders, the next slot in order belonged to an owner the lockstep fill
-//! correlated with the excluded one's: with one of 3 instances excluded
-//! its keys split about 63/37, 32 672 against 27 328 of 60 000 keys);
+//! spread over the others in proportion to their slots (the next slot in
+//! order belongs to an owner the lockstep fill correlates with the
+//! excluded one's: with one of 3 instances excluded its keys split about
+//! 63/37, 32 672 against 27 328 of 60 000 keys in all);
 //! if none does (a table smaller than the list), round robin decides among
 //! the eligible ones.
 //!
@@ -104,20 +77,12 @@
 //! walkers (one per identity hash: copies of one identity never take a
 //! slot from the first) step in lockstep until every slot is taken, about
 //! `M · ln M` steps when `n < M` (the coupon collector's bound) and `n`
-//! steps plus a few rounds when `n ≥ M`. A step evaluates the walker's
-//! Feistel network (4 SplitMix64 finalisers) once, or again for each
-//! value past `M` it skips: `M` steps of one walker at most `a·b` times,
-//! fewer than `M + a + b`.
-//! Every walker visits every slot within `M` steps, so the fill ends
-//! within `M` rounds. It stops earlier, after `4 · M · (ln M + 1)` steps
-//! (plus the round under way, and at least `min(M, 8)` rounds), whatever
-//! the identities: walkers that follow each other (identity hashes crafted
-//! against the orders, as was easy against affine ones) would otherwise
-//! take up to `M` rounds; slots still empty then go to the walkers in rank
-//! order. A build takes about 17 ms for 1 000 instances and 60 ms for
-//! 100 000, mostly the sort (release, on a busy 2-core host; with the
-//! paper's affine orders, whose step is one addition, 1 ms and 46 to 68
-//! ms). Memory: 4 bytes per slot and 8 per instance (its identity
+//! steps plus a few rounds when `n ≥ M`. The fill stops after
+//! `4 · M · (ln M + 1)` steps (plus the round under way, and at least
+//! `min(M, 8)` rounds) whatever the
+//! identities: hashes crafted so that walkers follow each other would
+//! otherwise take `M` rounds; slots still empty then go to the walkers in
+//! rank order. Memory: 4 bytes per slot and 8 per instance (its identity
 //! hash).
 
 use std::fmt;
@@ -130,7 +95,6 @@ use super::{PickContext, Picker, Rule};
 use crate::hash::mix64;
 use crate::instance::Endpoint;
 use crate::snapshot::Snapshot;
-use order::Orders;
 
 const EMPTY: u32 = u32::MAX;
 
@@ -182,12 +146,16 @@ fn fill_table(endpoints: &[Endpoint], hashes: &[u64], size: usize) -> (Vec<u32>,
     // take one. Walking them anyway made the fill take all `M` rounds over
     // every copy (64 000 copies of one instance: 5 s).
     order.dedup_by_key(|&mut (h, _)| h);
-    let orders = Orders::new(m.max(1));
+    let m64 = m as u64;
     let walkers = order
         .iter()
-        .map(|&(h, i)| (orders.walker(h), i as u32))
+        .map(|&(h, i)| {
+            let offset = mix64(h) % m64;
+            let skip = mix64(h ^ 0x9e37_79b9_7f4a_7c15) % (m64 - 1) + 1;
+            (offset, skip, i as u32)
+        })
         .collect();
-    fill(walkers, m, |w| orders.next(w))
+    fill(walkers, m)
 }
 
 /// Most steps [`fill`] takes before the slots still empty are dealt out by
@@ -197,37 +165,37 @@ fn fill_table(endpoints: &[Endpoint], hashes: &[u64], size: usize) -> (Vec<u32>,
 /// 440 at `M` = 2): four times the coupon collector's `M · (ln M + 1)`. Walkers whose
 /// preference orders are independent fill the table in about `M · ln M`
 /// steps and leave a slot empty past this bound with a probability of
-/// about `M^-3`; walkers that follow each other through one order
-/// (identity hashes chosen for that) would otherwise step about `M`
-/// rounds of `n` steps.
+/// about `M^-3`; walkers crafted to share a skip and follow each other
+/// through it (identity hashes chosen for that) would otherwise step
+/// about `M` rounds of `n` steps.
 fn step_budget(m: usize) -> u64 {
     let m = m as f64;
     (4.0 * m * (m.max(1.0).ln() + 1.0)) as u64
 }
 
-/// Fills `m` slots with `walkers` ((walk, endpoint index), in rank order)
-/// stepping in lockstep, `next` giving a walker's next slot; returns the
-/// slots and the steps taken. Past [`step_budget`] (checked after each
-/// round), each slot still empty goes to the walker at its index modulo
-/// the walkers' count: a choice that depends only on the set, like the
-/// walk's.
-fn fill<W>(
-    mut walkers: Vec<(W, u32)>,
-    m: usize,
-    mut next: impl FnMut(&mut W) -> usize,
-) -> (Vec<u32>, u64) {
+/// Fills `m` slots with `walkers` ((position, skip, endpoint index), in
+/// rank order) stepping in lockstep; returns the slots and the steps taken.
+/// Past [`step_budget`] (checked after each round), each slot still empty
+/// goes to the walker at its index modulo the walkers' count: a choice
+/// that depends only on the set, like the walk's.
+fn fill(mut walkers: Vec<(u64, u64, u32)>, m: usize) -> (Vec<u32>, u64) {
     let mut slots = vec![EMPTY; m];
+    let m64 = m as u64;
     let budget = step_budget(m);
     let mut filled = 0;
     let mut steps = 0u64;
-    // Every walker visits all M slots in M steps (a permutation of them).
+    // M is prime and 0 < skip < M: every walker visits all M slots in M steps.
     let min_rounds = m.min(8);
     for round in 1..=m {
-        for (walk, index) in &mut walkers {
-            let slot = &mut slots[next(walk)];
+        for (pos, skip, index) in &mut walkers {
+            let slot = &mut slots[*pos as usize];
             if *slot == EMPTY {
                 *slot = *index;
                 filled += 1;
+            }
+            *pos += *skip;
+            if *pos >= m64 {
+                *pos -= m64;
             }
         }
         steps += walkers.len() as u64;
@@ -238,7 +206,7 @@ fn fill<W>(
     if filled < m && !walkers.is_empty() {
         for (at, slot) in slots.iter_mut().enumerate() {
             if *slot == EMPTY {
-                *slot = walkers[at % walkers.len()].1;
+                *slot = walkers[at % walkers.len()].2;
             }
         }
     }
@@ -372,9 +340,9 @@ impl ConsistentHashPicker {
         // Each key steps by a stride of its own (double hashing), so the
         // keys of a slot whose owner is not a member spread over the
         // members in proportion to their slots. With one stride (the next
-        // slot), they went to whoever owns the slots after that owner's,
-        // which the lockstep fill over affine orders made depend on the
-        // skips: with one of 3 instances excluded its keys split 63/37.
+        // slot), they went to whoever owns the slots after that owner's:
+        // the lockstep fill makes that owner depend on the skips, and with
+        // one of 3 instances excluded its keys split about 63/37.
         // M is prime, so any stride in 1..M visits every slot in M steps.
         let m = self.slots.len();
         let stride =
@@ -430,6 +398,5 @@ impl Picker for ConsistentHashPicker {
     }
 }
 
-mod order;
 #[cfg(test)]
 mod tests;
