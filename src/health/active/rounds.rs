@@ -204,7 +204,14 @@ async fn round(
         pending: false,
         last: None,
     };
-    for endpoint in snapshot.endpoints().iter().cloned() {
+    // Each endpoint's join count as the round found it: a probe spawned
+    // late (behind `max_concurrent_probes`) for an instance that left and
+    // joined again meanwhile probes its old listing's URL, and must not
+    // give the new listing its first verdict (helper 229).
+    let listed: Vec<_> = (snapshot.endpoints().iter())
+        .map(|e| (e.clone(), e.stats().active_joins()))
+        .collect();
+    for (endpoint, joins) in listed {
         if only_pending {
             if !endpoint.stats().is_active_pending() {
                 continue;
@@ -236,7 +243,6 @@ async fn round(
         let (client, timeout) = (client.clone(), config.timeout);
         checks.spawn(async move {
             let sent = tokio::time::Instant::now();
-            let joins = endpoint.stats().active_joins();
             let passed = probe(&client, &url, timeout).await;
             (endpoint, passed, sent, joins)
         });
