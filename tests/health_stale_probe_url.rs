@@ -33,12 +33,15 @@ use tower_ribbon::{Instance, LoadBalancer};
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
+/// Probes seen: when, which server, which port.
+type ProbeLog = Arc<Mutex<Vec<(Instant, &'static str, u16)>>>;
+
 /// A server: `/health` answers `health()` after `delay()` ms; `/work`
 /// answers 200, or hangs when `hang_work`.
 async fn server(
     health: Arc<dyn Fn() -> (u64, u16) + Send + Sync>,
     hang_work: Arc<AtomicBool>,
-    log: Arc<Mutex<Vec<(Instant, &'static str, u16)>>>,
+    log: ProbeLog,
     name: &'static str,
 ) -> (SocketAddr, Arc<AtomicUsize>, oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

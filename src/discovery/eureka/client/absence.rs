@@ -97,55 +97,6 @@ impl Absences {
     }
 }
 
-impl super::EurekaHttp {
-    /// The caller's copy lists instances at `path` and an answer given
-    /// after another server failed lacks them: `true` while that absence
-    /// is to be held (from its first such answer, for `absence_hold`),
-    /// `false` once it has lasted the hold (it is then taken, and settled).
-    pub(crate) fn hold_copy_absence(&self, path: &str) -> bool {
-        let now = Instant::now();
-        self.absences.copy_listed(path, now);
-        if self.absences.held_past(path, now, self.settings.absence_hold) {
-            self.absences.settled(path);
-            return false;
-        }
-        true
-    }
-
-    /// An answer listed `path`, or another server confirmed its absence:
-    /// no absence is held there.
-    pub(crate) fn settle_absence(&self, path: &str) {
-        self.absences.settled(path);
-    }
-
-    /// The servers configured.
-    pub(crate) fn server_count(&self) -> usize {
-        self.servers.len()
-    }
-
-    /// The first answer to `GET {path}` from a server other than the
-    /// preferred one (whose answer the last fetch took), asked in order;
-    /// `None` when none of them answers 200 (down, hung until the request
-    /// timeout, a 404, a body `decode` refuses).
-    pub(crate) async fn other_answer<T, F>(&self, path: &str, decode: F) -> Option<T>
-    where
-        T: Send + 'static,
-        F: Fn(&[u8], std::time::Instant) -> Result<T, super::WireError> + Clone + Send + 'static,
-    {
-        let preferred = self.preferred.load(std::sync::atomic::Ordering::Relaxed);
-        for (index, server) in self.servers.iter().enumerate() {
-            if index == preferred {
-                continue;
-            }
-            let answer = self.get_one(server, path, self.deadline(), decode.clone());
-            if let Ok(super::Fetched::Found(found)) = answer.await {
-                return Some(found);
-            }
-        }
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

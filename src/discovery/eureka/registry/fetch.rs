@@ -10,7 +10,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::copy::{self, Registry, apply, hash_of};
-use super::partial;
 use super::RegistryStale;
 use super::stale::Failing;
 use super::{Inner, wire};
@@ -206,24 +205,14 @@ impl Inner {
             });
         }
         self.check_text_bytes(&would)?;
-        // Apps the copy holds that the answer lacks, and what another
-        // server says of them (see `partial`).
-        let missing = partial::missing(&self.lock(), &apps);
-        let elsewhere = partial::elsewhere(self, &missing).await;
-        let complete = {
+        {
             let mut registry = self.lock();
             if !self.take_turn(started) {
                 return Ok(());
             }
-            let held = partial::held(&registry, &missing, &elsewhere, &self.http);
             apply(&mut registry, &apps, true);
-            partial::keep(&mut registry, held, self.options.max_instances)
-        };
-        // A copy holding apps the answer lacked is not the server's: the
-        // next fetch's delta cannot match it, and a full fetch follows.
-        if complete {
-            self.mark_complete(sent);
         }
+        self.mark_complete(sent);
         self.full_fetches.fetch_add(1, Ordering::Relaxed);
         *self.last_success.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         Ok(())

@@ -51,8 +51,9 @@ impl Inner {
     /// fetch), or takes the result of a fetch that started after this call
     /// asked (see the module docs), and notes the outcome for services and
     /// [`ready`](super::EurekaRegistry::ready): the last error while no
-    /// fetch has succeeded (not the first one only: a 503 followed by
-    /// 401s kept reporting the 503; helper 219), a delta applied before a
+    /// fetch of the background loop has succeeded (not the first one
+    /// only: a 503 followed by 401s kept reporting the 503; helper 219), a
+    /// delta applied before a
     /// failed full fetch counted as a failure but not shown to services
     /// (they read the newer copy).
     ///
@@ -105,14 +106,18 @@ impl Inner {
         // copy is newer, and services read it.
         self.note((!failed.applied).then(|| Arc::clone(&shared)));
         // Until a fetch succeeds, `ready` and the services waiting on it
-        // report the latest failure.
-        self.first.send_if_modified(|first| {
-            if matches!(first, Some(Ok(()))) {
-                return false;
-            }
-            *first = Some(Err(Arc::clone(&shared)));
-            true
-        });
+        // report the background loop's latest failure, typed (a
+        // `refresh_now` failure has only a copy of its text to share, and
+        // its caller has the error itself: helper 227).
+        if !keep_own {
+            self.first.send_if_modified(|first| {
+                if matches!(first, Some(Ok(()))) {
+                    return false;
+                }
+                *first = Some(Err(Arc::clone(&shared)));
+                true
+            });
+        }
         Err(Joined { shared, own })
     }
 }

@@ -62,11 +62,8 @@
 //!   have deleted or drained an instance the service's list still holds.
 //!   So a change the registry shows reaches a service within the fetch
 //!   interval plus the service's refresh interval, outage or not.
-//! - A full answer lacking an app the copy holds, from a server asked after
-//!   another failed (a restarted peer, partly refilled), keeps the app for
-//!   `absence_hold` while another server lists it or none answers (see
-//!   `partial`). `refresh_now` calls and the background loop join one
-//!   fetch at a time.
+//! - `refresh_now` calls and the background loop join one fetch at a time
+//!   (see [`EurekaRegistry::refresh_now`]).
 //! - App names are matched upper-cased with Unicode rules, as Eureka (Java's
 //!   `toUpperCase(Locale.ROOT)`) stores them: service id `über-service`
 //!   finds app `ÜBER-SERVICE`.
@@ -102,7 +99,6 @@ use tokio::time::Instant;
 
 mod copy;
 mod fetch;
-mod partial;
 mod flight;
 mod stale;
 mod vip;
@@ -386,8 +382,8 @@ impl EurekaRegistry {
     /// Waits until the first fetch has finished (successfully or not).
     ///
     /// # Errors
-    /// The first fetch's [`DiscoveryError`] while no fetch has succeeded
-    /// since; `Ok` once one has (background or [`refresh_now`](Self::refresh_now)).
+    /// The background loop's latest failed fetch's [`DiscoveryError`]
+    /// while no fetch has succeeded yet; `Ok` once one has (background or [`refresh_now`](Self::refresh_now)).
     pub async fn ready(&self) -> Result<(), Arc<DiscoveryError>> {
         let mut rx = self.inner.first.subscribe();
         match rx.wait_for(Option::is_some).await {
