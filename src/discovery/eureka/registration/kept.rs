@@ -46,8 +46,15 @@ impl Shared {
     /// held.
     pub(super) async fn kept_newer_copy_locked(&self, server: &str, sent: u64) -> bool {
         let read = self.http.get_at(server, &self.path(), decode_dirty).await;
-        if let Ok(Fetched::Found((_, overridden))) = &read {
-            self.first_up.registered(*overridden);
+        // A failed read still ends the run's first: what the server held
+        // at the start is unknown, so nothing counts as held then. Else the
+        // next read (the first UP's) took a deployer's disable set
+        // meanwhile for a crashed run's leftover and deleted it (helper
+        // 228); a crashed run's drain is then kept, as Java's client keeps
+        // it, until an explicit `set_status(Up)` finds it.
+        match &read {
+            Ok(Fetched::Found((_, overridden))) => self.first_up.registered(*overridden),
+            _ => self.first_up.registered(None),
         }
         let theirs = match read {
             Ok(Fetched::Found((Some(theirs), _))) => theirs,

@@ -194,6 +194,10 @@ impl Shared {
             this.late_beats.store(0, Ordering::Release);
             this.late_checks.store(0, Ordering::Release);
             this.undoable.store(0, Ordering::Release);
+            // Overrides it held were the last run's: its drain held at its
+            // shutdown made the next run's `set_status(Up)` delete a
+            // deployer's disable (helper 228).
+            this.held.store(0, Ordering::Release);
             // A new run: its own first UP decides (helper 203).
             this.first_up.reset();
         }
