@@ -1,9 +1,9 @@
 //! Paths where an operator's OUT_OF_SERVICE was still undone by the
 //! registrant after e36eba7 (helper 228), against the real Eureka server:
-//! a failed first read-back (B below) and a previous run's held drain (D)
-//! deleted a deployer's disable at the app's UP (served UP 5 of 5
-//! renewals). Two more paths are open (an override set before the app's
-//! own drain; a flap's failed UP re-registering over it; see the note).
+//! a failed first read-back (B below), a previous run's held drain (D) and
+//! a flap's failed UP re-registering over it (C) deleted a deployer's or
+//! operator's disable at the app's UP (served UP 5 of 5 renewals). One
+//! more path is open (an override set before the app's own drain).
 //! E and F hold: an operator's DOWN and its DELETE; a hung read-back costs
 //! a status change one request timeout.
 #![cfg(feature = "eureka")]
@@ -188,4 +188,60 @@ async fn f_set_status_down_waits_for_a_hung_read_back() {
         px.log()
     );
     handle.shutdown().await.ok();
+}
+
+/// C: a registration that once sent OUT_OF_SERVICE (it started disabled,
+/// Spinnaker's "deploy disabled", and was enabled by the app) keeps that
+/// bit in `sent` for good. The operator disables it later; the app's
+/// health flaps; the UP registration fails once (one 503). The next
+/// heartbeat is 404 (the server's copy is older), the re-registration
+/// uses `sent` (not `held`) and deletes the operator's override.
+#[tokio::test]
+async fn c_a_flaps_failed_up_reregisters_over_the_operators_disable() {
+    let Some(eureka) = EurekaFixture::start() else {
+        return;
+    };
+    let px = proxy(eureka.port()).await;
+    let app = "atk61b-flap-reregister";
+    let id = "127.0.0.1:atk61b-flap-reregister:19913".to_owned();
+    let handle = EurekaRegistration::builder(app, "127.0.0.1", 19_913)
+        .server_urls(&px.url())
+        .request_timeout(Duration::from_secs(2))
+        .renew_interval(Duration::from_secs(600))
+        .lease_duration(Duration::from_secs(1800))
+        .initial_status(InstanceStatus::OutOfService)
+        .build()
+        .expect("registration")
+        .start()
+        .await
+        .expect("registered");
+    assert_eq!(
+        served(&eureka, app, &id).await.as_deref(),
+        Some("OUT_OF_SERVICE")
+    );
+    handle
+        .set_status(InstanceStatus::Up)
+        .await
+        .expect("enabled");
+    assert_eq!(served(&eureka, app, &id).await.as_deref(), Some("UP"));
+    // Later, the operator disables it.
+    eureka.set_status(app, &id, "OUT_OF_SERVICE").await;
+    handle.set_status(InstanceStatus::Down).await.expect("DOWN");
+    assert_eq!(served(&eureka, app, &id).await.as_deref(), Some("DOWN"));
+    px.fail.store(true, Ordering::SeqCst);
+    let up = handle.set_status(InstanceStatus::Up).await;
+    px.fail.store(false, Ordering::SeqCst);
+    assert!(up.is_err(), "the UP failed once: {up:?}");
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        handle.renew_now().await.expect("renewed");
+        seen.push(served(&eureka, app, &id).await.unwrap_or_default());
+    }
+    eprintln!("proxy log: {:#?}", px.log());
+    handle.shutdown().await.expect("cancelled");
+    assert_eq!(
+        seen,
+        vec!["OUT_OF_SERVICE"; 5],
+        "the operator's disable, after one failed UP"
+    );
 }

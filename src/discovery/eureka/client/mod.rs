@@ -343,6 +343,13 @@ impl EurekaHttp {
         }
     }
 
+    /// The server a lease call tries first (the last that answered one).
+    pub(crate) fn lease_server(&self) -> Option<&str> {
+        let first = self.lease_preferred.load(Ordering::Relaxed);
+        let server = self.servers.get(first.checked_rem(self.servers.len())?)?;
+        Some(&server.base)
+    }
+
     /// Sends `call`'s request to `{base}/{path}` (with a JSON `body`, if
     /// any) on each server in order, starting at the one that answered the
     /// last lease call (the first at first), until one answers with a

@@ -241,6 +241,8 @@ impl EurekaRegistrationBuilder {
                 status_unsent: AtomicBool::new(false),
                 sent: AtomicU8::new(0),
                 held: AtomicU8::new(0),
+                released: AtomicU8::new(0),
+                released_at: AtomicU64::new(0),
                 dirty: AtomicU64::new(super::now_ms()),
                 op: tokio::sync::Mutex::new(()),
                 shut_down: AtomicBool::new(false),

@@ -63,7 +63,7 @@ const REGISTRATION_MS: u64 = 1_000;
 
 /// How far the registry's clock may run ahead of this host's, for an
 /// answer without its lease's `registrationTimestamp`.
-const CLOCK_SKEW_MS: u64 = 2_000;
+pub(super) const CLOCK_SKEW_MS: u64 = 2_000;
 
 /// When the registry last changed an instance, and when its lease was
 /// registered (`lastUpdatedTimestamp`, `leaseInfo.registrationTimestamp`;

@@ -116,8 +116,8 @@ struct Shared {
     status_unsent: AtomicBool,
     /// The statuses this registration ever sent as an override (a bit
     /// each, see `status.rs`; DOWN and STARTING go in a registration's
-    /// body and leave none): an override a server keeps after a
-    /// re-registration is undone only if it is one of them.
+    /// body and leave none): a served status it never sent is no
+    /// previous run's nor late write of its own.
     sent: AtomicU8,
     /// The overrides of this registration's own a server may hold now (an
     /// OUT_OF_SERVICE it sent, one it found its own and is undoing): its
@@ -125,6 +125,12 @@ struct Shared {
     /// call; with none, UP goes in a registration's body, which an
     /// operator's override outlives (see `status.rs`).
     held: AtomicU8,
+    /// The overrides its last undrain removed (`held` then), and when
+    /// that undrain was sent (ms, this host's clock): a re-registration
+    /// undoes one a peer that missed the undrain still serves, if it was
+    /// stamped well before that (see `status.rs`).
+    released: AtomicU8,
+    released_at: AtomicU64,
     /// The instance's `lastDirtyTimestamp` (ms since the epoch): set at build, raised by every
     /// status change and (re-)registration, sent with every registration, status update and
     /// heartbeat, as the Java client does. A server whose copy is older (it missed a status change:

@@ -81,6 +81,11 @@ impl Shared {
         // (helper 127).
         self.status_unsent
             .fetch_or(wanted != InstanceStatus::Up, Ordering::AcqRel);
+        let (stale, read_at) = if change {
+            (0, None)
+        } else {
+            self.missed_undrain_locked().await
+        };
         let mut again = true;
         let answer = loop {
             let sent = self.dirty();
@@ -108,7 +113,13 @@ impl Shared {
         if wanted == InstanceStatus::Up {
             // Served UP, unless the server keeps an override (see
             // `status.rs`): one this registration left is undone.
-            return Ok(self.undo_own_override_locked(&answer.server, change).await);
+            // A peer's missed undrain counts where it was read only.
+            let stale = if read_at.as_deref() == Some(&*answer.server) {
+                stale
+            } else {
+                0
+            };
+            return Ok(self.undo_own_override_locked(&answer.server, change, stale).await);
         }
         if in_body(wanted) {
             // Served as it is (`DownOrStartingRule`). Unless a change

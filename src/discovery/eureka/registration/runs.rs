@@ -198,6 +198,7 @@ impl Shared {
             // shutdown made the next run's `set_status(Up)` delete a
             // deployer's disable (helper 228).
             this.held.store(0, Ordering::Release);
+            this.released.store(0, Ordering::Release);
             // A new run: its own first UP decides (helper 203).
             this.first_up.reset();
         }

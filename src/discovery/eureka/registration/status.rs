@@ -26,9 +26,10 @@
 //! `ApplicationInfoManager.setInstanceStatus` fires no change; except an
 //! override the server held before this registration's first UP, which an
 //! explicit `set_status(Up)` removes), a re-registration with UP sends UP
-//! again only when the server that took it serves a status this
-//! registration sent as an override, and so do the late-write read-backs
-//! (`late.rs`).
+//! again only when the server that took it serves an override this
+//! registration holds or left (one its undrain removed, stamped before
+//! that undrain, at a peer that missed it), and so do the late-write
+//! read-backs for the statuses of calls no server answered (`late.rs`).
 
 use std::sync::atomic::Ordering;
 
@@ -73,6 +74,7 @@ impl Shared {
         if super::register::in_body(status) || (status == InstanceStatus::Up && held == 0) {
             return Box::pin(self.register_locked(true)).await.and_then(|r| r);
         }
+        let undrain_at = super::now_ms();
         if status == InstanceStatus::Up {
             self.clear_override_locked().await;
         } else {
@@ -92,6 +94,8 @@ impl Shared {
             // went. A peer that missed it is the re-registrations' and
             // read-backs' to correct (`sent`, `undoable`).
             self.held.fetch_and(!held, Ordering::AcqRel);
+            self.released.fetch_or(held, Ordering::AcqRel);
+            self.released_at.store(undrain_at, Ordering::Release);
         }
         if self.status() == status {
             self.status_unsent.store(false, Ordering::Release);
@@ -170,11 +174,16 @@ impl Shared {
 
     /// After a registration with UP that `server` took: sends UP as a
     /// status call too when `server` serves an override this registration
-    /// left (a status it sent that the server kept after missing a later
-    /// UP: `OverrideExistsRule` turns the UP registration into it). An
-    /// override it never sent (an operator's) is kept; when nothing else
-    /// than UP was ever sent, no override of its own can exist and
-    /// nothing is read. A failed read sends nothing: it arms the late-write
+    /// left (`OverrideExistsRule` turns the UP registration into it): one
+    /// it holds (`held`), one of a call no server answered (`undoable`),
+    /// or one its last undrain removed that `server` kept after missing
+    /// that undrain (`stale`, read before the registration: see
+    /// [`Shared::missed_undrain_locked`]). Any other is kept: an
+    /// operator's, even of a status this registration once sent (before,
+    /// every status ever sent counted, and a flap's UP that failed once
+    /// re-registered over an operator's OUT_OF_SERVICE set after the app's
+    /// own undrain and deleted it: served UP 5 of 5 renewals; helper 228).
+    /// When it holds none of these, nothing is read. A failed read sends nothing: it arms the late-write
     /// read-backs (`late.rs`), so the next renewals read the instance
     /// again and undo an override of its own then. (It sent UP before: a
     /// read timing out at a peer just restarted, under load, undid an
@@ -207,12 +216,17 @@ impl Shared {
         &self,
         server: &str,
         change: bool,
+        stale: u8,
     ) -> Result<(), DiscoveryError> {
         let own = if change {
             self.held.load(Ordering::Acquire)
         } else {
-            self.sent.load(Ordering::Acquire) & !bit(InstanceStatus::Up)
+            self.held.load(Ordering::Acquire)
+                | (self.undoable.load(Ordering::Acquire) & !bit(InstanceStatus::Up))
         };
+        // An override its undrain removed, still served by `server` (a
+        // peer that missed the undrain) as before it (`missed_undrain`).
+        let own = own | stale;
         // A run's first UP, or the first read since its read failed.
         let first_up = self.first_up.take() | self.first_up.take_pending();
         let kept = if own == 0 && !first_up {
@@ -284,6 +298,37 @@ impl Shared {
         }
         self.status_unsent.store(true, Ordering::Release);
         self.send_status_locked().await
+    }
+
+    /// Before a re-registration with UP: the bit of an override its last
+    /// undrain removed (`released`) that the server the registration goes
+    /// to (the one lease calls try first) still serves, last changed more
+    /// than [`CLOCK_SKEW_MS`] before that undrain was sent: a peer that
+    /// missed the undrain (the registration restamps the record, so its
+    /// read-back cannot tell). One changed since is an operator's, kept. 0
+    /// when nothing was released or the read fails. Call with `op` held.
+    ///
+    /// [`CLOCK_SKEW_MS`]: super::first_up::CLOCK_SKEW_MS
+    pub(super) async fn missed_undrain_locked(&self) -> (u8, Option<String>) {
+        let released = self.released.load(Ordering::Acquire);
+        let server = match self.http.lease_server() {
+            Some(server) if released != 0 && self.status() == InstanceStatus::Up => server.to_owned(),
+            _ => return (0, None),
+        };
+        let path = self.path();
+        let read = self.http.get_at(&server, &path, super::first_up::decode_served);
+        let at = self.released_at.load(Ordering::Acquire);
+        let stale = match read.await {
+            Ok(Fetched::Found((served, stamp)))
+                if stamp
+                    .updated
+                    .is_some_and(|u| u.saturating_add(super::first_up::CLOCK_SKEW_MS) < at) =>
+            {
+                released & bit(served)
+            }
+            _ => 0,
+        };
+        (stale, Some(server))
     }
 
     /// Whether `set_status(Up)` of the status wanted already is to send
