@@ -2,8 +2,9 @@
 //! registrant after e36eba7 (helper 228), against the real Eureka server:
 //! a failed first read-back (B below), a previous run's held drain (D) and
 //! a flap's failed UP re-registering over it (C) deleted a deployer's or
-//! operator's disable at the app's UP (served UP 5 of 5 renewals). One
-//! more path is open (an override set before the app's own drain).
+//! operator's disable at the app's UP (served UP 5 of 5 renewals), and so
+//! did the undrain of the app's own drain over an operator's disable set
+//! before it (A).
 //! E and F hold: an operator's DOWN and its DELETE; a hung read-back costs
 //! a status change one request timeout.
 #![cfg(feature = "eureka")]
@@ -243,5 +244,52 @@ async fn c_a_flaps_failed_up_reregisters_over_the_operators_disable() {
         seen,
         vec!["OUT_OF_SERVICE"; 5],
         "the operator's disable, after one failed UP"
+    );
+}
+
+/// A: the operator disables the instance; later the app drains itself
+/// (a routine drain, a deploy step) and undrains. Eureka took the app's
+/// `PUT …/status?value=OUT_OF_SERVICE` as a no-op (the status did not
+/// change: `statusUpdate`), so the override is still the operator's, but
+/// `held` marks it the app's own, and the undrain deletes it.
+#[tokio::test]
+async fn a_operators_disable_set_before_the_apps_drain_is_deleted_by_the_undrain() {
+    let Some(eureka) = EurekaFixture::start() else {
+        return;
+    };
+    let app = "atk61b-before-drain";
+    let id = "127.0.0.1:atk61b-before-drain:19911".to_owned();
+    let handle = EurekaRegistration::builder(app, "127.0.0.1", 19_911)
+        .server_urls(&eureka.url())
+        .renew_interval(Duration::from_secs(600))
+        .lease_duration(Duration::from_secs(1800))
+        .build()
+        .expect("registration")
+        .start()
+        .await
+        .expect("registered");
+    eureka.set_status(app, &id, "OUT_OF_SERVICE").await;
+    assert_eq!(
+        served(&eureka, app, &id).await.as_deref(),
+        Some("OUT_OF_SERVICE")
+    );
+    handle
+        .set_status(InstanceStatus::OutOfService)
+        .await
+        .expect("drained");
+    handle
+        .set_status(InstanceStatus::Up)
+        .await
+        .expect("undrained");
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        handle.renew_now().await.expect("renewed");
+        seen.push(served(&eureka, app, &id).await.unwrap_or_default());
+    }
+    handle.shutdown().await.expect("cancelled");
+    assert_eq!(
+        seen,
+        vec!["OUT_OF_SERVICE"; 5],
+        "the operator's disable, set before the app's own drain"
     );
 }

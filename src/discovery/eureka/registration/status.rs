@@ -21,7 +21,9 @@
 //! STARTING disabled by a deployer meanwhile is served OUT_OF_SERVICE once
 //! UP (`tests/eureka_operator_override.rs`). Only the registrant's own
 //! drain goes with its own `set_status(Up)`, and an operator's override set
-//! over that drain (replacing it) goes with it. A repeated `set_status` of
+//! over that drain (replacing it) goes with it; a drain over an
+//! OUT_OF_SERVICE the server serves already (an operator's set before it:
+//! the status call is a no-op there) is not held, so that override stays. A repeated `set_status` of
 //! the wanted status sends nothing (as Java's
 //! `ApplicationInfoManager.setInstanceStatus` fires no change; except an
 //! override the server held before this registration's first UP, which an
@@ -75,10 +77,16 @@ impl Shared {
             return Box::pin(self.register_locked(true)).await.and_then(|r| r);
         }
         let undrain_at = super::now_ms();
+        // The server that served `status` already, its override then left
+        // unheld (see `served_already_locked`).
+        let mut unheld_at = None;
         if status == InstanceStatus::Up {
             self.clear_override_locked().await;
-        } else {
-            self.hold(status);
+        } else if self.held.load(Ordering::Acquire) & bit(status) == 0 {
+            unheld_at = self.served_already_locked(status).await;
+            if unheld_at.is_none() {
+                self.hold(status);
+            }
         }
         let path = format!(
             "{}/status?value={}&lastDirtyTimestamp={}",
@@ -88,6 +96,10 @@ impl Shared {
         );
         let call = self.sending(status);
         let answer = call.answered(self.http.send(LeaseCall::Status, &path, None).await)?;
+        if unheld_at.is_some_and(|at| at != answer.server) {
+            // Taken by another server than the one read: its own there.
+            self.hold(status);
+        }
         expect(&answer, &[StatusCode::OK])?;
         if status == InstanceStatus::Up {
             // Its overrides removed (or replaced by UP) where the call
@@ -101,6 +113,29 @@ impl Shared {
             self.status_unsent.store(false, Ordering::Release);
         }
         Ok(())
+    }
+
+    /// Before its drain (a status call to `status`, OUT_OF_SERVICE):
+    /// reads the instance at the server lease calls try first, and returns
+    /// that server if it serves `status` already. Eureka's `statusUpdate`
+    /// is a no-op for an unchanged status, so the override there stays
+    /// whoever's it was (an operator's disable set before the drain), and
+    /// the drain is not held: the undrain then goes in a registration's
+    /// body, which leaves it (before, the undrain deleted an operator's
+    /// OUT_OF_SERVICE set before the app's own drain: served UP 5 of 5
+    /// renewals; helper 228). A failed read holds the drain, as before.
+    /// Cost: one GET per drain. Call with `op` held.
+    async fn served_already_locked(&self, status: InstanceStatus) -> Option<String> {
+        let server = self.http.lease_server()?.to_owned();
+        let path = self.path();
+        let read = self.http.get_at(&server, &path, super::first_up::decode_served);
+        match read.await {
+            Ok(Fetched::Found((served, _))) if served == status => {
+                tracing::info!(app = %self.app, id = %self.id, served = served.as_str(), %server, "Eureka serves the drain's status already (an operator's override); the drain leaves it as it is");
+                Some(server)
+            }
+            _ => None,
+        }
     }
 
     /// Before a status call to UP: removes the server's override
