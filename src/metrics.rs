@@ -36,7 +36,13 @@
 //! A service started by
 //! [`Builder::discover_on_demand`](crate::service::Builder::discover_on_demand)
 //! records series only once a fetch lists an instance of it: its name
-//! comes from the caller's URI, so made-up names add none.
+//! comes from the caller's URI, so made-up names add none. When such a
+//! service is evicted after its idle time, its gauges (`ribbon_instances`,
+//! `ribbon_refresh_staleness_seconds`) keep the last values set: the
+//! `metrics` facade cannot remove a series, and setting them to 0 would
+//! read as a service with no instances. Its `ribbon_refresh_*_total`
+//! counters stop growing, which tells an evicted service from a live one;
+//! an exporter's idle timeout drops its series.
 //!
 //! Reading them back, here with metrics-util's debugging recorder (in a
 //! service, install a Prometheus or other exporter the same way):
