@@ -192,7 +192,7 @@ pub(crate) struct PerServiceSource {
 
 impl InstanceSource for PerServiceSource {
     fn fetch<'a>(&'a self, service_id: &'a str) -> FetchFuture<'a> {
-        match self.routes.get(&service_id.to_ascii_lowercase()) {
+        match self.routes.get(&crate::discovery::service_key(service_id)) {
             Some(source) => source.fetch(service_id),
             None => Box::pin(std::future::ready(Err(DiscoveryError::UnknownService {
                 service: service_id.to_owned(),

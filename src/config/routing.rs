@@ -31,12 +31,12 @@ impl RibbonConfig {
                 let mut routes = HashMap::new();
                 for client in statics {
                     routes.insert(
-                        client.name.to_ascii_lowercase(),
+                        crate::discovery::service_key(&client.name),
                         Arc::clone(&statics_source),
                     );
                 }
                 for name in eurekas {
-                    routes.insert(name.to_ascii_lowercase(), Arc::clone(&eureka_source));
+                    routes.insert(crate::discovery::service_key(name), Arc::clone(&eureka_source));
                 }
                 builder.source(PerServiceSource { routes })
             }

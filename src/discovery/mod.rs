@@ -80,6 +80,10 @@ pub type FetchFuture<'a> =
 pub trait InstanceSource: Send + Sync + 'static {
     /// Fetches the instances of `service_id` (as written in request URIs,
     /// e.g. `user-service`; sources decide case rules, Eureka upper-cases).
+    /// A fully qualified name's final dot is dropped before the balancer
+    /// asks (`svc.` and `svc` are one host, RFC 1034 section 3.1): a
+    /// source keyed by names as users write them should key them by
+    /// [`service_key`], as [`StaticSource`] and `DnsSource` do.
     ///
     /// # Errors
     /// Any [`DiscoveryError`]; the refresh counts it and keeps the last list
@@ -112,4 +116,17 @@ impl<T: InstanceSource + ?Sized> InstanceSource for Box<T> {
     fn kind(&self) -> SourceKind {
         (**self).kind()
     }
+}
+
+/// The key a source files `service_id` under: lower case (host names are
+/// case-insensitive, RFC 4343), and one final dot dropped unless the name
+/// is `.` alone, as the balancer drops it before asking (`svc.` names the
+/// host `svc`). A source keyed by the id as written missed `svc.`, so a
+/// service named `svc.` on both sides never got a list (helper 234).
+pub fn service_key(service_id: &str) -> String {
+    let name = match service_id.strip_suffix('.') {
+        Some(name) if !name.is_empty() => name,
+        _ => service_id,
+    };
+    name.to_ascii_lowercase()
 }

@@ -201,7 +201,7 @@ impl DnsSource {
     pub fn set_service(&self, service_id: &str, target: DnsTarget) -> Result<(), DnsError> {
         target.check_port()?;
         let name = parse_name(target.name(), self.inner.config.max_name_len)?;
-        let key = service_id.to_ascii_lowercase();
+        let key = crate::discovery::service_key(service_id);
         self.lock_cache().remove(&key);
         self.inner
             .services
@@ -219,7 +219,7 @@ impl DnsSource {
     /// The last successful answer for `service_id` (kept through failures).
     pub fn answer(&self, service_id: &str) -> Option<DnsAnswer> {
         self.lock_cache()
-            .get(&service_id.to_ascii_lowercase())
+            .get(&crate::discovery::service_key(service_id))
             .and_then(|e| e.answer.clone())
     }
 
@@ -244,7 +244,7 @@ impl DnsSource {
     /// [`DnsError`] as for a fetch; `None` inside means the service id is
     /// not configured.
     pub async fn resolve(&self, service_id: &str) -> Option<Result<Vec<Instance>, DnsError>> {
-        let key = service_id.to_ascii_lowercase();
+        let key = crate::discovery::service_key(service_id);
         let entry = self.service(&key)?;
         Some(self.resolve_entry(service_id, &key, &entry).await)
     }
@@ -269,7 +269,7 @@ impl DnsSource {
         &self,
         service_id: &str,
     ) -> Result<Vec<Instance>, DiscoveryError> {
-        let key = service_id.to_ascii_lowercase();
+        let key = crate::discovery::service_key(service_id);
         let Some(entry) = self.service(&key) else {
             return Err(DiscoveryError::UnknownService {
                 service: service_id.to_owned(),

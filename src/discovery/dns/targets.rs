@@ -374,7 +374,7 @@ impl DnsSource {
         let ceiling = self.config().ttl_ceiling;
         let now = Instant::now();
         let mut cache = self.lock_cache();
-        let Some(entry) = cache.get_mut(&service_id.to_ascii_lowercase()) else {
+        let Some(entry) = cache.get_mut(&crate::discovery::service_key(service_id)) else {
             return Vec::new();
         };
         let Some(resolved_at) = entry.answer.as_ref().map(|a| a.resolved_at) else {
@@ -397,7 +397,7 @@ impl DnsSource {
     /// kept any more.
     fn fresh(&self, service_id: &str, target: Option<&str>, port: u16, addrs: &[IpAddr]) {
         let mut cache = self.lock_cache();
-        let Some(entry) = cache.get_mut(&service_id.to_ascii_lowercase()) else {
+        let Some(entry) = cache.get_mut(&crate::discovery::service_key(service_id)) else {
             return;
         };
         for ip in addrs {
