@@ -421,6 +421,13 @@ pub(super) fn parse_name(text: &str, max_len: usize) -> Result<Name, DnsError> {
     if bare.is_empty() {
         return Err(invalid("empty name"));
     }
+    // An address is not a name: it went to the DNS server as one (a timeout
+    // or NXDOMAIN, the list empty; helper 234). List it with `StaticSource`.
+    if bare.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Err(invalid(
+            "an IP address, not a name: list addresses with StaticSource",
+        ));
+    }
     if !bare
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))

@@ -33,7 +33,9 @@ impl DnsTarget {
     /// A/AAAA records of `name`, every address at `port` (a Kubernetes
     /// headless service). Port 0 is refused by
     /// [`DnsSource::set_service`](super::DnsSource::set_service) with
-    /// [`DnsError::PortZero`].
+    /// [`DnsError::PortZero`], and an IPv4 or IPv6 address for `name` with
+    /// [`DnsError::InvalidName`] (list addresses with
+    /// [`StaticSource`](crate::discovery::StaticSource)).
     pub fn host(name: impl Into<String>, port: u16) -> Self {
         Self {
             kind: TargetKind::Host {

@@ -125,7 +125,7 @@ fn names_are_validated_and_bounded() {
         parse_name("users", 3),
         Err(DnsError::NameTooLong { .. })
     ));
-    for bad in ["", ".", "a..b", "a b", "ü.local", &"a".repeat(64)] {
+    for bad in ["", ".", "a..b", "a b", "ü.local", &"a".repeat(64), "127.0.0.5", "10.1.2.3."] {
         assert!(
             matches!(parse_name(bad, 253), Err(DnsError::InvalidName { .. })),
             "{bad:?}"
