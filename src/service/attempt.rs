@@ -165,9 +165,12 @@ where
     let bound = bound(per_try, deadline);
     Box::pin(async move {
         let result = match bound {
+            // Our own timer's mark, so the error names the per-try timeout
+            // or the deadline (tokio's `Elapsed` was read as no timeout at
+            // all: `timeout()` None, "deadline has elapsed"; helper 233).
             Some(bound) => tokio::time::timeout(bound, ready)
                 .await
-                .unwrap_or_else(|elapsed| Err(Box::new(elapsed))),
+                .unwrap_or_else(|_| Err(Box::new(super::try_timer::Fired))),
             None => ready.await,
         };
         result.map_err(NotSent::NotReady)
