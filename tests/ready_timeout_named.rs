@@ -1,10 +1,10 @@
 //! The per-try timeout (or the deadline) firing while the inner service is
-//! not ready names which one fired. Before (helper 233): the error was `is_timeout()` but `timeout()` is `None`, its
-//! text is tokio's "deadline has elapsed" (no deadline was set), and the
-//! note "the inner service was not ready in time" never appears: the
-//! `Some(timeout)` branch of `ending::not_sent` is unreachable since the
-//! readiness wait fails with tokio's `Elapsed`, while `timeout_kind` only
-//! recognises the attempt timer's `Fired` (regression of 2c10521).
+//! not ready names which one fired. Before (helper 233): the error was
+//! `is_timeout()` but `timeout()` was `None`, its text was tokio's
+//! "deadline has elapsed" (no deadline was set), and the note "the inner
+//! service was not ready in time" never appeared: the readiness wait failed
+//! with tokio's `Elapsed`, while `timeout_kind` only recognises the
+//! attempt timer's `Fired` (regression of 2c10521).
 
 use std::future::Future;
 use std::pin::Pin;
