@@ -139,6 +139,19 @@ macro_rules! absence_setter {
         /// 30 s); zero takes such an answer at once. The time an app that
         /// was really removed keeps its last list while a server of the
         /// list is down.
+        ///
+        /// For [`EurekaRegistry`](crate::discovery::eureka::EurekaRegistry),
+        /// also the longest an app stays in the copy when a full answer
+        /// given in failover (after the server the copy followed failed in
+        /// the same fetch, until that server answers again) lacks it and
+        /// that server, asked once per such answer within one request
+        /// timeout, does not answer; counted from the first answer that
+        /// lacked it. If that server answers, the app takes its records (or
+        /// leaves, if it lacks the app too) and fetches start there again.
+        /// At most 4 096 apps are held at once (past it, those held longest,
+        /// then by name, leave first). Outside a failover a full answer is
+        /// taken as it is, as the Java client takes it
+        /// ([eureka#1490](https://github.com/Netflix/eureka/issues/1490)).
         pub fn absence_hold(mut self, hold: std::time::Duration) -> Self {
             self.connection.settings.absence_hold = hold;
             self

@@ -16,6 +16,7 @@ use super::wire::WireError;
 use crate::error::{BoxError, DiscoveryError};
 
 mod absence;
+mod answered;
 mod gzip;
 mod lease;
 mod read;
@@ -26,6 +27,7 @@ pub(crate) use server::{Connection, HttpSettings, Server};
 #[cfg(feature = "tls")]
 pub use transport::EurekaTlsError;
 use absence::Absences;
+pub(crate) use answered::Answered;
 pub(crate) use lease::{LeaseAnswer, LeaseCall, maybe_delivered};
 use gzip::gunzip;
 use read::{ReadError, drain_beside, read_within};
@@ -115,13 +117,16 @@ impl EurekaHttp {
     /// connection the server closed before answering. Inflation and decoding
     /// run on Tokio's blocking pool, never on an async worker, and
     /// `decode` is handed the deadline so it stops when the timeout fires.
-    pub(crate) async fn get<T, F>(
+    ///
+    /// Also says which server gave a `Found` answer (see [`Answered`]);
+    /// `None` for an absent answer taken as every server's.
+    pub(crate) async fn get_answered<T, F>(
         &self,
         path: &str,
         accept_not_found: bool,
         lists_nothing: fn(&T) -> bool,
         decode: F,
-    ) -> Result<Fetched<T>, DiscoveryError>
+    ) -> Result<(Fetched<T>, Option<Answered>), DiscoveryError>
     where
         T: Send + 'static,
         F: Fn(&[u8], std::time::Instant) -> Result<T, WireError> + Clone + Send + 'static,
@@ -166,7 +171,8 @@ impl EurekaHttp {
                 Ok(found) => {
                     self.preferred.store(index, Ordering::Relaxed);
                     self.absences.listed(path, tokio::time::Instant::now());
-                    return Ok(found);
+                    let after_failure = failed.is_some();
+                    return Ok((found, Some(Answered { server: index, after_failure })));
                 }
                 Err(e) => {
                     tracing::debug!(server = %server.base, error = %e, "Eureka server failed; trying the next");
@@ -179,12 +185,12 @@ impl EurekaHttp {
             let hold = self.settings.absence_hold;
             let Some(at) = failed else {
                 self.absences.settled(path);
-                return Ok(answer);
+                return Ok((answer, None));
             };
             if self.absences.held_past(path, tokio::time::Instant::now(), hold) {
                 tracing::debug!(path, ?hold, "Eureka servers that answer list nothing there and listed nothing before, or have for the absence hold; taking their answer");
                 self.absences.settled(path);
-                return Ok(answer);
+                return Ok((answer, None));
             }
             let failed = errors.swap_remove(at);
             return Err(DiscoveryError::AbsenceUnconfirmed {

@@ -9,11 +9,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use std::collections::HashSet;
+
 use super::copy::{self, Registry, apply, hash_of};
+use super::failover::{self, Confirmed, Failover, Kept};
 use super::RegistryStale;
 use super::stale::Failing;
 use super::{Inner, wire};
-use crate::discovery::eureka::client::Fetched;
+use crate::discovery::eureka::client::{Answered, Fetched};
 use crate::discovery::eureka::wire::Applications;
 use crate::error::DiscoveryError;
 
@@ -107,7 +110,9 @@ impl Inner {
     /// `EurekaHttp::get`): a peer restarted on its own serves an empty
     /// registry until the instances renew. An empty delta is the usual
     /// "nothing changed".
-    async fn get(&self, path: &str) -> Result<Applications, DiscoveryError> {
+    ///
+    /// Also says which server answered (see `failover`).
+    async fn get(&self, path: &str) -> Result<(Applications, Option<Answered>), DiscoveryError> {
         let options = self.options;
         let lists_nothing: fn(&Applications) -> bool = if path == "apps" {
             Applications::lists_nothing
@@ -118,13 +123,13 @@ impl Inner {
         // empty registry (that is a 200 with no application).
         match self
             .http
-            .get(path, false, lists_nothing, move |body, deadline| {
+            .get_answered(path, false, lists_nothing, move |body, deadline| {
                 wire::decode_applications(body, options, Some(deadline))
             })
             .await?
         {
-            Fetched::Found(apps) => Ok(apps),
-            Fetched::NotFound => Err(DiscoveryError::Status {
+            (Fetched::Found(apps), answered) => Ok((apps, answered)),
+            (Fetched::NotFound, _) => Err(DiscoveryError::Status {
                 server: path.to_owned(),
                 status: 404,
             }),
@@ -172,6 +177,53 @@ impl Inner {
         Ok(())
     }
 
+    pub(super) fn lock_failover(&self) -> std::sync::MutexGuard<'_, Failover> {
+        self.failover.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Home's answer to `GET /apps`, asked to confirm a failover answer's
+    /// absences (see `failover`): within one request timeout, a body
+    /// listing nothing counted as no answer.
+    async fn confirm(&self, home: usize) -> Confirmed {
+        let options = self.options;
+        let answer = self.http.get_from(home, "apps", move |body, deadline| {
+            wire::decode_applications(body, options, Some(deadline))
+        });
+        match answer.await {
+            Ok(Fetched::Found(apps)) if !apps.lists_nothing() => Confirmed::Answered(apps),
+            Ok(_) => Confirmed::Unanswered,
+            Err(e) => {
+                tracing::info!(error = %e, "the Eureka server that failed still does not answer; holding the apps a failover answer lacks");
+                Confirmed::Unanswered
+            }
+        }
+    }
+
+    /// Puts the apps `kept` back into `registry` (a full answer applied)
+    /// if the copy stays within its bounds; else takes the answer as it
+    /// is. `true` when nothing was put back: the copy is the server's.
+    fn put_back(&self, registry: &mut Registry, kept: Kept) -> bool {
+        if kept.is_empty() {
+            return true;
+        }
+        let keys: Vec<String> = kept.iter().map(|(key, _)| key.clone()).collect();
+        registry.extend(kept);
+        let held = copy::footprint(registry);
+        let limit = self.http.max_body_bytes();
+        if held.records > self.options.max_instances
+            || held.metadata > self.options.max_metadata_entries
+            || held.metadata_bytes > limit
+            || held.text_bytes > limit
+        {
+            tracing::warn!(apps = keys.len(), "apps absent from a failover Eureka answer would take the copy past its bounds; taking the answer as it is");
+            for key in &keys {
+                registry.remove(key);
+            }
+            return true;
+        }
+        false
+    }
+
     /// Marks the copy complete as of `sent`, when the fetch that made it
     /// so was sent.
     fn mark_complete(&self, sent: Instant) {
@@ -193,7 +245,7 @@ impl Inner {
         // copy as deltas left it, not by the last full fetch's answer.
         let holds = self.lock().values().any(|records| !records.is_empty());
         self.http.note_copy("apps", holds);
-        let apps = self.get("apps").await?;
+        let (apps, answered) = self.get("apps").await?;
         // The decoder bounds the payload's metadata already; what the copy
         // would keep is checked too, so the bound holds however it counts.
         let limit = self.options.max_metadata_entries;
@@ -205,14 +257,37 @@ impl Inner {
             });
         }
         self.check_text_bytes(&would)?;
-        {
+        // Apps a failover answer lacks: confirmed at home, or held (see
+        // `failover`).
+        let home = self.lock_failover().answered(answered);
+        let missing = match home {
+            Some(_) => failover::missing(&self.lock(), &apps),
+            None => HashSet::new(),
+        };
+        let confirmed = match home {
+            Some(home) if !missing.is_empty() => self.confirm(home).await,
+            _ => Confirmed::Unanswered,
+        };
+        let home = home.filter(|_| matches!(confirmed, Confirmed::Answered(_)));
+        let complete = {
             let mut registry = self.lock();
             if !self.take_turn(started) {
                 return Ok(());
             }
+            let hold = self.http.absence_hold();
+            let kept = (self.lock_failover()).kept(&registry, &missing, confirmed, Instant::now(), hold);
             apply(&mut registry, &apps, true);
+            self.put_back(&mut registry, kept)
+        };
+        if let Some(home) = home {
+            tracing::info!("the Eureka server that failed answers again; fetching from it again");
+            self.lock_failover().ended_at(home);
+            self.http.prefer(home);
         }
-        self.mark_complete(sent);
+        // A copy holding apps the answer lacked is not the server's.
+        if complete {
+            self.mark_complete(sent);
+        }
         self.full_fetches.fetch_add(1, Ordering::Relaxed);
         *self.last_success.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         Ok(())
@@ -242,7 +317,10 @@ impl Inner {
         }
         let started = self.ticket();
         let delta = match self.get("apps/delta").await {
-            Ok(delta) => delta,
+            Ok((delta, answered)) => {
+                self.lock_failover().answered(answered);
+                delta
+            }
             Err(e) => {
                 if let Some(error) = full_failed {
                     // Both failed: the delta counted here, the full fetch
@@ -271,6 +349,7 @@ impl Inner {
         let Some(matches) = self.apply_delta(started, &delta)? else {
             return Ok(());
         };
+        self.lock_failover().named(&delta);
         self.delta_fetches.fetch_add(1, Ordering::Relaxed);
         if let Some(error) = full_failed {
             // Applied, but a delta cannot make this copy complete: the full

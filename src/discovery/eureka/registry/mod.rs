@@ -64,6 +64,11 @@
 //!   interval plus the service's refresh interval, outage or not.
 //! - `refresh_now` calls and the background loop join one fetch at a time
 //!   (see [`EurekaRegistry::refresh_now`]).
+//! - A full answer given in failover (after the server the copy followed
+//!   failed) that lacks an app the copy holds asks that server once: an app
+//!   it lists takes its records, one it lacks leaves; with no answer the
+//!   app is held for `absence_hold` (90 s). Outside a failover a full
+//!   answer is the truth, as in Java's client.
 //! - App names are matched upper-cased with Unicode rules, as Eureka (Java's
 //!   `toUpperCase(Locale.ROOT)`) stores them: service id `über-service`
 //!   finds app `ÜBER-SERVICE`.
@@ -98,6 +103,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 mod copy;
+mod failover;
 mod fetch;
 mod flight;
 mod stale;
@@ -182,6 +188,8 @@ struct Inner {
     failing: Mutex<Failing>,
     /// One fetch at a time (see `flight`).
     flight: flight::Flight,
+    /// Failover answers' servers and held apps (see `failover`).
+    failover: Mutex<failover::Failover>,
 }
 
 /// A shared, cached view of a whole Eureka registry. Cloning is cheap; the
@@ -304,6 +312,7 @@ impl EurekaRegistryBuilder {
             delta_retention: self.delta_retention.unwrap_or(DELTA_RETENTION),
             failing: Mutex::new(Failing::default()),
             flight: flight::Flight::default(),
+            failover: Mutex::new(failover::Failover::default()),
         });
         let interval = self.interval.unwrap_or(Duration::from_secs(30));
         let weak = Arc::downgrade(&inner);

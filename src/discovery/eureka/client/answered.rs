@@ -1,0 +1,73 @@
+//! Which server gave a fetch's answer, and asking one given server: what
+//! the registry needs to tell a failover answer from its preferred
+//! server's (see `registry::failover`).
+
+use std::sync::atomic::Ordering;
+
+use super::{EurekaHttp, Fetched, WireError};
+use crate::error::DiscoveryError;
+
+/// The server whose answer a fetch took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Answered {
+    /// Its index in the configured list.
+    pub(crate) server: usize,
+    /// Whether a server asked before it in the same fetch failed (a
+    /// transport error, a timeout, a status other than 200, a body that
+    /// did not decode, or a 404 where an answer was required). A server
+    /// that answered listing nothing is not a failure.
+    pub(crate) after_failure: bool,
+}
+
+impl EurekaHttp {
+    /// [`get_answered`](Self::get_answered) without saying which server
+    /// answered.
+    pub(crate) async fn get<T, F>(
+        &self,
+        path: &str,
+        accept_not_found: bool,
+        lists_nothing: fn(&T) -> bool,
+        decode: F,
+    ) -> Result<Fetched<T>, DiscoveryError>
+    where
+        T: Send + 'static,
+        F: Fn(&[u8], std::time::Instant) -> Result<T, WireError> + Clone + Send + 'static,
+    {
+        let answer = self.get_answered(path, accept_not_found, lists_nothing, decode);
+        answer.await.map(|(fetched, _)| fetched)
+    }
+
+    /// `GET {base}/{path}` at the configured server of index `server`
+    /// only (no failover, no retry), within one request timeout;
+    /// [`DiscoveryError::AllServersFailed`] (empty) for an index past the
+    /// list.
+    pub(crate) async fn get_from<T, F>(
+        &self,
+        server: usize,
+        path: &str,
+        decode: F,
+    ) -> Result<Fetched<T>, DiscoveryError>
+    where
+        T: Send + 'static,
+        F: Fn(&[u8], std::time::Instant) -> Result<T, WireError> + Send + 'static,
+    {
+        match self.servers.get(server) {
+            Some(at) => self.get_one(at, path, self.deadline(), decode).await,
+            None => Err(DiscoveryError::AllServersFailed(Vec::new())),
+        }
+    }
+
+    /// How long an absence beside a failed server is held (the builders'
+    /// `absence_hold`).
+    pub(crate) fn absence_hold(&self) -> std::time::Duration {
+        self.settings.absence_hold
+    }
+
+    /// Makes fetches start at the server of index `server` again (it
+    /// answered after the one they started at had failed over to it).
+    pub(crate) fn prefer(&self, server: usize) {
+        if server < self.servers.len() {
+            self.preferred.store(server, Ordering::Relaxed);
+        }
+    }
+}

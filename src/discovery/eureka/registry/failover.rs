@@ -1,0 +1,299 @@
+//! Full answers given in failover that lack apps the copy holds.
+//!
+//! A Eureka peer restarted on its own refills as instances renew (up to
+//! one renewal interval, 30 s by default): meanwhile it lists some apps and
+//! not others. When the server the copy followed fails and the fetch fails
+//! over to such a peer, an app the copy holds and the peer lacks may be
+//! alive at the server that failed. The Java `DiscoveryClient` takes a
+//! full answer as the truth whoever gave it
+//! ([eureka#1490](https://github.com/Netflix/eureka/issues/1490)): with
+//! service URLs `[A, B]`, `A` down and `B` restarted, every request to such
+//! an app failed with "not in the registry" (10 of 10, the instance alive)
+//! until it renewed at `B`, up to 30 s.
+//!
+//! So the registry tells failover answers apart:
+//!
+//! - A *failover* starts with an answer (full or delta) given after the
+//!   server the copy followed (its *home*, the server of its last answer)
+//!   failed in the same fetch. It lasts while answers come from other
+//!   servers (the client keeps asking the one that answered first), and
+//!   ends when home answers again: a fetch's answer, or a confirming
+//!   request (below). A failover from the failover server to another one
+//!   makes the failed one home, and keeps the holds (and their clocks).
+//!   An answer the client took as every server's (every server listing
+//!   nothing) ends it too.
+//! - Outside a failover a full answer is the truth, as in Java's client:
+//!   an app removed at a server that answers first leaves the copy at once,
+//!   whatever the other servers do, and no other server is asked.
+//! - A full failover answer lacking apps the copy holds costs one more
+//!   `GET /apps`, at home only, within one request timeout (so at most one
+//!   more request timeout per fetch, inside the fetch that `refresh_now`
+//!   callers share). If home answers (a body listing something), the
+//!   failover ends: each lacking app takes home's records (an instance
+//!   drained or replaced there is served as home lists it), or leaves the
+//!   copy if home lacks it too; fetches start at home again. If it does not,
+//!   each lacking app keeps the copy's records for
+//!   [`absence_hold`](super::EurekaRegistryBuilder::absence_hold) (default
+//!   90 s, Eureka's lease duration) from the first answer that lacked it,
+//!   then leaves the copy.
+//! - A hold ends early when an answer (full or delta) names the app, when
+//!   the app is in a full answer again, when the failover ends, or when the
+//!   held app would take the copy past one of its bounds (records,
+//!   metadata entries, text): then the answer is taken as it is. Hold
+//!   state exists only for apps the copy holds and an answer of this
+//!   failover lacks, so it never carries over to the next failover.
+//! - At most [`MAX_HELD_APPS`] apps are held at once; past it, the apps
+//!   held longest (then by name) leave the copy first, as the answer says.
+//!   An app that left the copy is not held again until an answer lists it,
+//!   so no hold starts over.
+//!
+//! A copy holding apps an answer lacked is not that server's: it is not
+//! marked complete, and the next delta's hash check asks for a full fetch.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::copy::{Record, Registry, app_key};
+use crate::discovery::eureka::client::Answered;
+use crate::discovery::eureka::wire::Applications;
+
+/// Most apps held at once (see the module docs). 4 096 keys and clocks:
+/// under 200 KiB with 32-byte names; the records held are the copy's own,
+/// bounded by its `max_instances`.
+pub(super) const MAX_HELD_APPS: usize = 4_096;
+
+/// An app's records, by instance id, under its key.
+pub(super) type Kept = Vec<(String, BTreeMap<String, Record>)>;
+
+/// Where the copy's answers come from, and the apps held.
+#[derive(Debug, Default)]
+pub(super) struct Failover {
+    /// The server whose answer the copy took last.
+    last: Option<usize>,
+    /// The server the copy followed before the failover; `None` outside
+    /// one.
+    home: Option<usize>,
+    /// Held apps' keys, with the time the first answer lacked each.
+    held: HashMap<String, Instant>,
+}
+
+/// What home said when asked to confirm (see the module docs).
+pub(super) enum Confirmed {
+    /// Home answered, listing something: its apps.
+    Answered(Applications),
+    /// Home did not answer, or listed nothing.
+    Unanswered,
+}
+
+impl Failover {
+    /// Notes the server that gave an answer (`None`: an answer taken as
+    /// every server's); returns home while the answer is a failover one.
+    pub(super) fn answered(&mut self, answered: Option<Answered>) -> Option<usize> {
+        let Some(answered) = answered else {
+            self.end();
+            return None;
+        };
+        match self.last {
+            Some(last) if answered.after_failure && last != answered.server => {
+                self.home = Some(last);
+            }
+            _ if self.home == Some(answered.server) => self.end(),
+            _ => {}
+        }
+        self.last = Some(answered.server);
+        self.home
+    }
+
+    /// Home answered again: the failover and its holds end.
+    pub(super) fn ended_at(&mut self, home: usize) {
+        self.last = Some(home);
+        self.end();
+    }
+
+    fn end(&mut self) {
+        self.home = None;
+        self.held = HashMap::new();
+    }
+
+    /// An answer (full or delta) named these apps: their holds end.
+    pub(super) fn named(&mut self, apps: &Applications) {
+        if self.held.is_empty() {
+            return;
+        }
+        for app in &apps.applications {
+            self.held.remove(&app_key(&app.name));
+        }
+    }
+
+    /// What to put back into the copy after a full failover answer that
+    /// lacked the apps `missing` (keys): with home's answer, its records
+    /// of those apps (the holds end); without, the records `registry`
+    /// holds of each app whose hold, started at `now` or before, has not
+    /// lasted `hold`, at most [`MAX_HELD_APPS`] of them. Holds of apps not
+    /// in `missing` end.
+    pub(super) fn kept(
+        &mut self,
+        registry: &Registry,
+        missing: &HashSet<String>,
+        confirmed: Confirmed,
+        now: Instant,
+        hold: Duration,
+    ) -> Kept {
+        self.held.retain(|key, _| missing.contains(key));
+        let mut home = match confirmed {
+            Confirmed::Answered(home) => home,
+            Confirmed::Unanswered => return self.hold(registry, missing, now, hold),
+        };
+        self.held = HashMap::new();
+        home.applications.retain(|app| missing.contains(&app_key(&app.name)));
+        let mut listed = Registry::new();
+        super::copy::apply(&mut listed, &home, true);
+        listed.into_iter().collect()
+    }
+
+    /// The records `registry` holds of each app of `missing` whose hold
+    /// has not lasted `hold` (see [`kept`](Self::kept)).
+    fn hold(
+        &mut self,
+        registry: &Registry,
+        missing: &HashSet<String>,
+        now: Instant,
+        hold: Duration,
+    ) -> Kept {
+        let mut kept: Vec<(Instant, String)> = Vec::new();
+        for key in missing {
+            let since = *self.held.entry(key.clone()).or_insert(now);
+            if now.saturating_duration_since(since) < hold {
+                kept.push((since, key.clone()));
+            } else {
+                self.held.remove(key);
+            }
+        }
+        // Past the cap the apps held longest go first.
+        kept.sort_unstable();
+        let over = kept.len().saturating_sub(MAX_HELD_APPS);
+        for (_, key) in kept.drain(..over) {
+            self.held.remove(&key);
+        }
+        if over > 0 {
+            tracing::warn!(over, "more apps absent from a failover Eureka answer than can be held; the apps held longest leave the copy");
+        }
+        kept.into_iter()
+            .filter_map(|(_, key)| {
+                let records = registry.get(&key)?.clone();
+                Some((key, records))
+            })
+            .collect()
+    }
+
+    /// The apps held now.
+    #[cfg(test)]
+    pub(super) fn held(&self) -> usize {
+        self.held.len()
+    }
+}
+
+/// The keys of the apps `registry` holds records of and `apps` lists
+/// nothing of.
+pub(super) fn missing(registry: &Registry, apps: &Applications) -> HashSet<String> {
+    let listed: HashSet<String> = apps
+        .applications
+        .iter()
+        .filter(|app| !app.lists_nothing())
+        .map(|app| app_key(&app.name))
+        .collect();
+    registry
+        .iter()
+        .filter(|(key, records)| !records.is_empty() && !listed.contains(*key))
+        .map(|(key, _)| key.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(server: usize, after_failure: bool) -> Option<Answered> {
+        Some(Answered {
+            server,
+            after_failure,
+        })
+    }
+
+    #[test]
+    fn a_failover_lasts_until_home_answers_again() {
+        let mut f = Failover::default();
+        // A first answer after a failure has no copy to protect.
+        assert_eq!(f.answered(at(1, true)), None);
+        assert_eq!(f.answered(at(0, true)), Some(1));
+        // The client keeps asking 0 first: still a failover.
+        assert_eq!(f.answered(at(0, false)), Some(1));
+        // 0 fails in turn, 1 answers: a new failover, home 0.
+        assert_eq!(f.answered(at(1, true)), Some(0));
+        // Home answers without a failure before it: over.
+        assert_eq!(f.answered(at(0, false)), None);
+        assert_eq!(f.answered(at(0, false)), None);
+        // An answer taken as every server's ends one too.
+        assert_eq!(f.answered(at(1, true)), Some(0));
+        assert_eq!(f.answered(None), None);
+        assert_eq!(f.answered(at(1, false)), None);
+    }
+
+    fn app(name: &str, port: u16) -> crate::discovery::eureka::wire::Application {
+        let json = format!(
+            r#"{{"applications":{{"application":[{{"name":"{name}","instance":[{{"instanceId":"{name}-1","hostName":"h","app":"{name}","status":"UP","port":{{"$":{port},"@enabled":"true"}}}}]}}]}}}}"#
+        );
+        let apps = crate::discovery::eureka::wire::decode_applications(json.as_bytes(), Default::default(), None);
+        apps.unwrap().applications.remove(0)
+    }
+
+    fn registry_of(apps: Vec<crate::discovery::eureka::wire::Application>) -> Registry {
+        let mut registry = Registry::new();
+        let apps = Applications {
+            apps_hashcode: None,
+            versions_delta: None,
+            applications: apps,
+        };
+        super::super::copy::apply(&mut registry, &apps, true);
+        registry
+    }
+
+    fn ports(kept: &Kept) -> Vec<(String, Option<u16>)> {
+        let mut out: Vec<_> = (kept.iter())
+            .flat_map(|(k, r)| r.values().map(move |r| (k.clone(), r.instance.as_ref().map(|i| i.port()))))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn holds_last_the_hold_and_home_gives_its_own_records() {
+        let copy = registry_of(vec![app("A", 1), app("B", 2)]);
+        let missing: HashSet<String> = ["A".to_owned(), "B".to_owned()].into();
+        let hold = Duration::from_secs(90);
+        let t0 = Instant::now();
+        let mut f = Failover::default();
+        let kept = f.kept(&copy, &missing, Confirmed::Unanswered, t0, hold);
+        assert_eq!(ports(&kept), [("A".into(), Some(1)), ("B".into(), Some(2))]);
+        // B is listed again; A's clock keeps running from t0.
+        let only_a: HashSet<String> = ["A".to_owned()].into();
+        let later = t0 + Duration::from_secs(89);
+        let kept = f.kept(&copy, &only_a, Confirmed::Unanswered, later, hold);
+        assert_eq!(ports(&kept), [("A".into(), Some(1))]);
+        assert_eq!(f.held(), 1);
+        let kept = f.kept(&copy, &only_a, Confirmed::Unanswered, t0 + hold, hold);
+        assert!(kept.is_empty());
+        assert_eq!(f.held(), 0);
+        // Home lists A on another port, and not B.
+        let home = Applications {
+            apps_hashcode: None,
+            versions_delta: None,
+            applications: vec![app("A", 7)],
+        };
+        let kept = f.kept(&copy, &missing, Confirmed::Answered(home), t0, hold);
+        assert_eq!(ports(&kept), [("A".into(), Some(7))]);
+        assert_eq!(f.held(), 0);
+    }
+}
