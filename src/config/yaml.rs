@@ -213,6 +213,7 @@ impl Flat<'_> {
             }
             // A plain `<<` as a value is the text `<<`.
             Some(Node::MergeKey) => {
+                self.charge(prefix.len().saturating_add(2))?;
                 self.out.push((prefix.to_owned(), "<<".to_owned()));
                 Ok(())
             }
@@ -242,6 +243,11 @@ impl Flat<'_> {
             return Ok(());
         }
         for (i, item) in items.iter().enumerate() {
+            // Every key built is charged, not only those at leaves: keys
+            // that are aliases to a long scalar made 62 nested prefixes of
+            // 512 KiB each, 1.9 GiB alive at once, over empty leaves that
+            // charged nothing (helper 239).
+            self.charge(prefix.len().saturating_add(22))?;
             self.walk(*item, &format!("{prefix}[{i}]"), depth + 1)?;
         }
         Ok(())
@@ -251,6 +257,8 @@ impl Flat<'_> {
         let mut pairs = Vec::new();
         self.map_pairs(items, prefix, depth, &mut pairs)?;
         for (key, value) in pairs {
+            // Charged before it is built (see `walk_seq`).
+            self.charge(prefix.len().saturating_add(key.len()).saturating_add(1))?;
             let full = if prefix.is_empty() {
                 key.to_owned()
             } else {
