@@ -115,7 +115,9 @@ impl FailureStatuses {
 /// connect failure), an HTTP/2 stream the server did not process
 /// (refused with `REFUSED_STREAM`, or failed by its `GOAWAY`: a connect
 /// failure; by a `GOAWAY` with `ENHANCE_YOUR_CALM`:
-/// [`Outcome::Declined`]), reqwest's connect / timeout errors, `std::io::Error`
+/// [`Outcome::Declined`]), a TLS server's fatal handshake-only alert read
+/// after the connect (TLS 1.3's refused client certificate, feature
+/// `tls`: a connect failure), reqwest's connect / timeout errors, `std::io::Error`
 /// kinds (refused or unreachable: a connect failure, unless hyper had the
 /// request on a connection) and tower's / tokio's `Elapsed` (a read
 /// timeout).
@@ -369,9 +371,16 @@ pub(super) fn refused_scheme(error: &BoxError) -> bool {
 /// ([`ConnectError`](crate::tls::ConnectError)): the TCP connect and the
 /// TLS handshake did not finish within the connect timeout (a server that
 /// accepts and never answers the handshake), or the handshake failed.
-/// Nothing was written either way.
+/// Nothing was written either way. Also a server's fatal handshake-only
+/// alert read on the connection after the connect (TLS 1.3: a client
+/// certificate refused once the client's part of the handshake ended),
+/// through any client over rustls: the request was written but never
+/// processed, a connect failure too (see `tls::alert`).
 #[cfg(feature = "tls")]
 fn https_connect(error: &(dyn StdError + 'static)) -> Option<Outcome> {
+    if crate::tls::handshake_refusal(error).is_some() {
+        return Some(Outcome::ConnectFailure);
+    }
     let connect = error.downcast_ref::<crate::tls::ConnectError>()?;
     Some(if connect.is_timeout() {
         Outcome::ConnectTimeout

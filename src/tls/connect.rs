@@ -100,8 +100,14 @@ impl Service<Uri> for HttpsConnect {
 /// Why an [`HttpsConnect`] made no connection, when TLS or the connect
 /// timeout is the cause: the source of hyper-util's connect error
 /// (`is_connect()`), so reached with `std::error::Error::source` from the
-/// balancer's [`Error`](crate::Error). Either way the request was never
-/// sent: the balancer counts the attempt as a connect failure
+/// balancer's [`Error`](crate::Error). Also [`HttpsClient`](super::HttpsClient)'s
+/// error itself when the server refused the handshake after the connect
+/// (TLS 1.3: the client's part of the handshake ends before the server
+/// checks its certificate, so a refused client certificate arrives as a
+/// fatal alert once hyper wrote the request, which the server never
+/// processed; see [`ResponseFuture`](super::ResponseFuture)). Either way
+/// the request was never sent to the server's application: the balancer
+/// counts the attempt as a connect failure
 /// ([`Outcome::ConnectFailure`](crate::stats::Outcome::ConnectFailure)) or
 /// a connect timeout ([`Outcome::ConnectTimeout`](crate::stats::Outcome::ConnectTimeout))
 /// against the instance, and even a POST may go to another instance.
@@ -141,6 +147,13 @@ enum Kind {
 }
 
 impl ConnectError {
+    /// A server's fatal handshake-only alert read after the connect.
+    pub(super) fn refused(alert: rustls::Error) -> Self {
+        Self {
+            kind: Kind::Handshake(alert),
+        }
+    }
+
     /// The connect (TCP and TLS handshake) did not finish within the
     /// connect timeout: a server that accepts connections and never
     /// answers the handshake.
@@ -150,8 +163,10 @@ impl ConnectError {
 
     /// The TLS handshake failed: a certificate not trusted, expired or not
     /// valid for the instance's address, a server that does not speak TLS
-    /// there (`InvalidMessage`), a client certificate refused, no common
-    /// protocol version.
+    /// there (`InvalidMessage`), a client certificate refused (during the
+    /// connect under TLS 1.2, after it under TLS 1.3: rustls'
+    /// `AlertReceived` with `CertificateRequired`, `UnknownCA`,
+    /// `BadCertificate`, `DecryptError`, ...), no common protocol version.
     pub fn is_handshake(&self) -> bool {
         matches!(self.kind, Kind::Handshake(_))
     }
@@ -168,7 +183,8 @@ impl ConnectError {
     /// certificate made for another name,
     /// `InvalidCertificate(CertificateError::NotValidForNameContext { .. })`;
     /// for a server answering something else than TLS, an
-    /// `InvalidMessage`.
+    /// `InvalidMessage`; for a server refusing the client certificate,
+    /// `AlertReceived` with the server's alert.
     pub fn rustls_error(&self) -> Option<&rustls::Error> {
         match &self.kind {
             Kind::Handshake(e) => Some(e),

@@ -38,7 +38,9 @@
 //! # let _ = response; Ok(()) }
 //! ```
 
+mod alert;
 mod connect;
+mod future;
 
 use std::fmt;
 use std::sync::Arc;
@@ -48,14 +50,16 @@ use std::time::Duration;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tower::Service;
 
+pub(crate) use alert::handshake_refusal;
 pub use connect::{ConnectError, HttpsConnect};
+pub use future::ResponseFuture;
 #[cfg(feature = "eureka")]
 pub(crate) use connect::find_rustls;
 
@@ -400,11 +404,13 @@ impl HttpsClientBuilder {
 /// `Unpin + Send + 'static` with an error convertible to a boxed error, as
 /// hyper-util's client requires; [`HttpsClientBuilder::build`] does not
 /// check it) it answers
-/// `http::Response<hyper::body::Incoming>`; errors are hyper-util's
+/// `http::Response<hyper::body::Incoming>`; errors are boxed: hyper-util's
 /// [`Error`](hyper_util::client::legacy::Error), which the balancer
-/// classifies (connect failures, timeouts). A failed TLS handshake or a
-/// connect past the connect timeout is a connect error whose source is a
-/// [`ConnectError`].
+/// classifies (connect failures, timeouts), or a [`ConnectError`]. A
+/// failed TLS handshake or a connect past the connect timeout is a
+/// connect error whose source is a [`ConnectError`]; a handshake the
+/// server refused after the connect (a client certificate refused under
+/// TLS 1.3) is a [`ConnectError`] itself (see [`ResponseFuture`]).
 pub struct HttpsClient<B = http_body_util::Full<bytes::Bytes>> {
     inner: Arc<Client<HttpsConnect, B>>,
     /// Every connection speaks HTTP/2 (`http2_only`).
@@ -450,12 +456,12 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Response = Response<Incoming>;
-    type Error = hyper_util::client::legacy::Error;
+    type Error = crate::error::BoxError;
     type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // hyper-util's `&Client` is a service too (always ready today).
-        Service::<Request<B>>::poll_ready(&mut &*self.inner, cx)
+        Service::<Request<B>>::poll_ready(&mut &*self.inner, cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
@@ -468,7 +474,7 @@ where
                 crate::instance::drop_host_differing_from(req.headers_mut(), authority.as_str());
             }
         }
-        self.inner.request(req)
+        ResponseFuture::new(self.inner.request(req))
     }
 }
 
