@@ -138,9 +138,20 @@ pub fn server_config(
     alpn: Vec<Vec<u8>>,
     require_client_cert: bool,
 ) -> rustls::ServerConfig {
+    server_config_versions(pki, alpn, require_client_cert, rustls::DEFAULT_VERSIONS)
+}
+
+/// As [`server_config`], speaking only the protocol `versions` (e.g.
+/// `&[&rustls::version::TLS12]`).
+pub fn server_config_versions(
+    pki: &Pki,
+    alpn: Vec<Vec<u8>>,
+    require_client_cert: bool,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> rustls::ServerConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .expect("versions");
     let builder = if require_client_cert {
         let mut roots = rustls::RootCertStore::empty();
@@ -164,8 +175,6 @@ pub fn server_config(
 
 /// Starts a backend on 127.0.0.1 (a free port).
 pub async fn start(name: &str, pki: &Pki, mode: Mode) -> Backend {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let acceptor = match mode {
         Mode::Tls {
             alpn,
@@ -177,6 +186,17 @@ pub async fn start(name: &str, pki: &Pki, mode: Mode) -> Backend {
         )))),
         Mode::H2c => None,
     };
+    serve(name, acceptor).await
+}
+
+/// Starts a TLS backend with `config` on 127.0.0.1 (a free port).
+pub async fn start_with_config(name: &str, config: rustls::ServerConfig) -> Backend {
+    serve(name, Some(TlsAcceptor::from(Arc::new(config)))).await
+}
+
+async fn serve(name: &str, acceptor: Option<TlsAcceptor>) -> Backend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
     let connections = Arc::new(AtomicUsize::new(0));
     let hits = Arc::new(AtomicUsize::new(0));
     let handshake_failures = Arc::new(AtomicUsize::new(0));
