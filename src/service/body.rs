@@ -302,12 +302,8 @@ impl<B: 'static> TrackCompletion for http::Response<B> {
         let mut done = done;
         // A stream already failed (an error read ahead): a failed attempt,
         // recorded now (the caller still gets the error at its first read).
-        if let (Some(callers), Some(done)) = (framing.failed, done.as_mut()) {
-            if callers {
-                done.request_failed();
-            } else {
-                done.body_failed();
-            }
+        if let (Some(error), Some(done)) = (framing.failed, done.as_mut()) {
+            done.body_error(error);
         }
         let done = done.filter(|_| !framing.ended);
         response.map(|inner| TrackedBody {
@@ -323,7 +319,10 @@ pin_project_lite::pin_project! {
     /// A response body that ends its attempt (in-flight count, latency,
     /// breaker) when it yields its last frame, fails, or is dropped. A
     /// body that fails ends a successful attempt as a failure
-    /// ([`Outcome::OtherError`](crate::stats::Outcome::OtherError)), and
+    /// ([`Outcome::OtherError`](crate::stats::Outcome::OtherError); cut
+    /// by its HTTP/2 connection's end, counted once per end, as
+    /// [`Outcome::ConnectionLost`](crate::stats::Outcome::ConnectionLost)
+    /// says; the caller's own request stream failing, not at all), and
     /// so do trailers whose `grpc-status` maps to a failure status
     /// ([`Outcome::FailureStatus`](crate::stats::Outcome::FailureStatus)
     /// of [`http_status_for`](crate::grpc::http_status_for) the code), and
@@ -405,16 +404,11 @@ where
             Poll::Ready(None) => true,
             Poll::Ready(Some(Err(e))) => {
                 // A body cut off (a reset, a truncated message) is a failed
-                // attempt, whatever its headers said; unless the reset is
-                // the one hyper sent for the caller's own request stream
-                // (a bidirectional stream), which is no fault of the
-                // instance (before, five such streams ejected it).
+                // attempt, whatever its headers said; unless the caller's
+                // own request stream failed, or the connection's end cut
+                // it (counted once per end): see `Completion::body_error`.
                 if let Some(done) = this.done.as_mut() {
-                    if super::classify::is_callers_body_error(e) {
-                        done.request_failed();
-                    } else {
-                        done.body_failed();
-                    }
+                    done.body_error(super::classify::classify_body_error(e));
                 }
                 true
             }

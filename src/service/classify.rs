@@ -125,21 +125,25 @@ pub fn classify_error(error: &BoxError) -> Outcome {
     classify_chain(error.as_ref())
 }
 
-/// Whether a response body's error is the caller's own request stream
-/// failing (see [`Outcome::RequestError`]): over HTTP/2 hyper resets the
-/// stream (INTERNAL_ERROR, or the HTTP/2 reason the body's error carries)
-/// when the caller's body fails, also after
-/// the response headers came (a bidirectional stream), and the response
-/// body then fails with that reset. Reads hyper's and reqwest's errors and
-/// a boxed error's chain; any other error type is the instance's.
-pub(crate) fn is_callers_body_error(error: &(dyn std::any::Any + 'static)) -> bool {
+/// How a response body's error ends its attempt: its chain read as
+/// [`classify_error`] reads an attempt's, for hyper's and reqwest's errors
+/// and a boxed error's chain; any other error type is
+/// [`Outcome::OtherError`], the instance's. Among what the chain tells:
+/// the caller's own request stream failing ([`Outcome::RequestError`]:
+/// over HTTP/2 hyper resets the stream, INTERNAL_ERROR or the HTTP/2
+/// reason the body's error carries, when the caller's body fails, also
+/// after the response headers came, as in a bidirectional stream, and the
+/// response body then fails with that reset), and the HTTP/2 connection's
+/// end ([`Outcome::ConnectionLost`]: h2's "stream closed because of a
+/// broken pipe" for every stream open on it).
+pub(crate) fn classify_body_error(error: &(dyn std::any::Any + 'static)) -> Outcome {
     let chain: Option<&(dyn StdError + 'static)> = if let Some(e) = error.downcast_ref::<BoxError>()
     {
         Some(e.as_ref())
     } else {
         hyper_or_reqwest(error)
     };
-    chain.is_some_and(|e| classify_chain(e) == Outcome::RequestError)
+    chain.map_or(Outcome::OtherError, classify_chain)
 }
 
 #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
@@ -207,7 +211,7 @@ fn classify_chain(error: &(dyn StdError + 'static)) -> Outcome {
             on_connection = true;
         }
         #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
-        if let Some(outcome) = e.downcast_ref::<h2::Error>().and_then(h2_stream) {
+        if let Some(outcome) = h2_error(e, on_connection) {
             return outcome;
         }
         #[cfg(feature = "reqwest")]
@@ -243,7 +247,7 @@ fn classify_chain(error: &(dyn StdError + 'static)) -> Outcome {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;
             #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
-            if on_connection && io.kind() == BrokenPipe && is_h2_connection_end(io) {
+            if on_connection && is_h2_connection_end(io) {
                 return Outcome::ConnectionLost;
             }
             match io.kind() {
@@ -267,6 +271,19 @@ fn classify_chain(error: &(dyn StdError + 'static)) -> Outcome {
     } else {
         Outcome::OtherError
     }
+}
+
+/// Reads `e` as h2's error ([`h2_stream`]) or, on a connection (`on_connection`),
+/// its I/O error: a response body's error keeps h2's error, whose I/O
+/// error is not its `source` (hyper turns a request's into its own I/O
+/// error), so the connection's end is read here, as in `classify_chain`.
+#[cfg(any(feature = "hyper-util", feature = "reqwest"))]
+fn h2_error(e: &(dyn StdError + 'static), on_connection: bool) -> Option<Outcome> {
+    let h = e.downcast_ref::<h2::Error>()?;
+    h2_stream(h).or_else(|| {
+        (on_connection && h.get_io().is_some_and(is_h2_connection_end))
+            .then_some(Outcome::ConnectionLost)
+    })
 }
 
 /// Reads h2's error of one stream: unprocessed by the server (a connect
@@ -314,14 +331,16 @@ fn h2_stream(h: &h2::Error) -> Option<Outcome> {
 /// Whether `io` is h2's error for a stream whose connection the server
 /// closed (end of stream on the TCP connection) while the stream was open,
 /// or as it was opened (h2 0.4, `State::recv_eof` and `Streams::recv_eof`,
-/// texts since hyperium/h2#615; hyper passes h2's I/O errors on as its
-/// own). Over HTTP/1 hyper reports
+/// texts since hyperium/h2#615, kind `BrokenPipe`; hyper passes h2's I/O
+/// errors on as its own for a request, and keeps h2's error, the I/O error
+/// inside, for a response body). Over HTTP/1 hyper reports
 /// a closed connection otherwise ("connection closed before message
 /// completed"), so these texts name HTTP/2 only.
 #[cfg(any(feature = "hyper-util", feature = "reqwest"))]
 fn is_h2_connection_end(io: &std::io::Error) -> bool {
-    displays_as(io, "stream closed because of a broken pipe")
-        || displays_as(io, "connection closed because of a broken pipe")
+    io.kind() == std::io::ErrorKind::BrokenPipe
+        && (displays_as(io, "stream closed because of a broken pipe")
+            || displays_as(io, "connection closed because of a broken pipe"))
 }
 
 /// Reads hyper-util's client error (`connecting` once it is a connect

@@ -85,7 +85,11 @@ pub enum Outcome {
     /// stream that ends before the decline does may still count, once).
     /// Uncounted, it is in no stats, circuit breaker or outlier ejection.
     /// A server that closes every connection is still ejected as soon as
-    /// before (each request on a new connection counts). Over HTTP/1 a
+    /// before (each request on a new connection counts). A response body
+    /// the connection's end cuts after its headers (a server stream, a
+    /// download) is read and counted the same way (before, each such
+    /// stream was an [`Outcome::OtherError`]: one caller's oversized
+    /// header cutting ten open streams per instance ejected one). Over HTTP/1 a
     /// connection carries one request, and its loss stays an
     /// [`Outcome::OtherError`].
     ///

@@ -2,6 +2,8 @@
 //! ([`has_content`]), or by its body's own framing
 //! ([`ended_with_headers`]).
 
+use crate::stats::Outcome;
+
 /// A frame read ahead of the caller (see [`ended_with_headers`]), kept
 /// for its first read: a `Result<Frame<Bytes>, E>` of the body's error type.
 pub(super) type Peeked = Box<dyn std::any::Any + Send + Sync>;
@@ -119,9 +121,9 @@ pub(super) struct Framing {
     pub(super) ended: bool,
     /// A frame read ahead, for the caller's first read.
     pub(super) peeked: Option<Peeked>,
-    /// The frame read ahead is an error: `Some(true)` if of the caller's
-    /// own request body, else `Some(false)` (the instance's stream failed).
-    pub(super) failed: Option<bool>,
+    /// The frame read ahead is an error, classified by
+    /// `classify::classify_body_error`.
+    pub(super) failed: Option<Outcome>,
     /// Whether its body knows its framing (hyper's, reqwest's): a trailers
     /// frame is then its last (an HTTP/1 chunked body says it has ended
     /// only at the next read after its trailers); any other body ends at
@@ -134,7 +136,7 @@ pub(super) struct Framing {
 struct Read {
     ended: bool,
     peeked: Option<Peeked>,
-    failed: Option<bool>,
+    failed: Option<Outcome>,
     stacked: bool,
 }
 
@@ -211,7 +213,7 @@ where
                 read.ended = match &frame {
                     Ok(frame) => frame.is_trailers() || http_body::Body::is_end_stream(body),
                     Err(e) => {
-                        read.failed = Some(super::super::classify::is_callers_body_error(e));
+                        read.failed = Some(super::super::classify::classify_body_error(e));
                         true
                     }
                 };

@@ -1,5 +1,7 @@
 //! How a response body's attempt ends in the unusual cases: trailers that
-//! carry a gRPC status, and a body that panics while it is polled.
+//! carry a gRPC status, a body error that is not the instance's alone
+//! (the caller's request stream, the connection's end), and a body that
+//! panics while it is polled.
 
 use tokio::time::Instant;
 
@@ -36,6 +38,36 @@ impl Completion {
         let status = crate::service::grpc_status::http_status_for(code);
         if state.request_config().failure_statuses.is_failure(status) {
             self.outcome = Outcome::FailureStatus(status);
+        }
+    }
+}
+
+impl Completion {
+    /// The response body failed with an error read as `error` (by
+    /// `classify::classify_body_error`): the caller's own request stream
+    /// ([`Outcome::RequestError`]) is no fault of the instance (before,
+    /// five bidirectional streams whose uploads broke ejected it); the
+    /// HTTP/2 connection's end ([`Outcome::ConnectionLost`]) counts once
+    /// per end, as for an attempt before its headers (`attempt::end`):
+    /// an [`Outcome::OtherError`] only for a stream sent after the
+    /// instance's last counted lost stream ended, and none within
+    /// `StatsConfig::declined_counted_every` after a declined attempt.
+    /// Before, a server's `GOAWAY(ENHANCE_YOUR_CALM)` for one caller's
+    /// oversized header cut ten open response streams, charged the
+    /// instance eleven failures and ejected it. Anything else (a reset, a
+    /// truncated message) is [`body_failed`](Self::body_failed).
+    pub(super) fn body_error(&mut self, error: Outcome) {
+        match error {
+            Outcome::RequestError => self.request_failed(),
+            Outcome::ConnectionLost if self.outcome.is_success() => {
+                let stats = self.in_flight.endpoint().stats_handle();
+                self.outcome = if stats.count_lost(self.in_flight.sent(), Instant::now()) {
+                    Outcome::OtherError
+                } else {
+                    Outcome::ConnectionLost
+                };
+            }
+            _ => self.body_failed(),
         }
     }
 }
