@@ -328,10 +328,9 @@ impl<R> Attempted<R> {
     /// Whether the balancer's own timer (per-try timeout or deadline) cut
     /// the attempt off.
     pub(super) fn timed_out(&self) -> bool {
-        self.result
-            .as_ref()
-            .err()
-            .is_some_and(|e| e.is::<super::try_timer::Fired>())
+        self.result.as_ref().err().is_some_and(|e| {
+            e.is::<super::try_timer::Fired>() || e.is::<super::sending::BodyStalled>()
+        })
     }
 
     /// The instance, ending a successful attempt now (a success that is
