@@ -51,8 +51,9 @@ fn copies_of_one_identity_cost_what_one_costs() {
     assert_eq!(slots, single);
 }
 
-/// Walkers crafted to share a skip and stand on consecutive positions of
-/// its order (what chosen identity hashes can give) follow each other: the
+/// Walkers crafted to share a skip and a mask and stand on consecutive
+/// positions of their order (what chosen identity hashes can give) follow
+/// each other: the
 /// walk fills one slot a round for `M - k` rounds. The fill stops at its
 /// budget and deals the rest out by rank; every slot is taken, the slots
 /// filled by the walk keep their owners, and the result depends only on
@@ -61,7 +62,14 @@ fn copies_of_one_identity_cost_what_one_costs() {
 fn walkers_following_each_other_stop_at_the_budget() {
     let m = 65_537usize;
     let k = 1_000u32;
-    let walkers: Vec<(u64, u64, u32)> = (0..k).map(|i| (u64::from(i), 1, i)).collect();
+    let walkers: Vec<Walker> = (0..k)
+        .map(|i| Walker {
+            pos: i,
+            skip: 1,
+            mask: 0,
+            index: i,
+        })
+        .collect();
     let (slots, steps) = fill(walkers.clone(), m);
     assert!(
         steps <= step_budget(m) + u64::from(k),
@@ -81,16 +89,59 @@ fn walkers_following_each_other_stop_at_the_budget() {
     assert_eq!(fill(walkers, m), (slots, steps));
 }
 
+/// Each walker's order is a permutation: it looks at every slot once in
+/// `M` steps, then again in the same order, for tables of 2 to 2^24 + 43
+/// slots (primes just past a power of two, where the mask's swap leaves
+/// few slots alone, and just below one, where it leaves nearly half). The
+/// masks are below the largest power of two `≤ M` and differ between
+/// identities.
+#[test]
+fn a_walker_looks_at_every_slot_once() {
+    let tables = [2usize, 3, 5, 7, 13, 1_009, 1_021, 4_099, 65_521, 65_537];
+    for m in tables {
+        let mut masks = std::collections::HashSet::new();
+        for h in [0u64, 1, 0xdead_beef, u64::MAX] {
+            let start = Walker::new(h, m, 0);
+            assert!(start.skip >= 1 && (start.skip as usize) < m.max(2));
+            assert!((start.mask as usize) < m.next_power_of_two() / 2 + usize::from(m == 2));
+            masks.insert(start.mask);
+            let mut w = start;
+            let mut seen = vec![false; m];
+            let first: Vec<usize> = (0..m).map(|_| w.step(m as u32)).collect();
+            for &slot in &first {
+                assert!(!seen[slot], "m {m}, h {h}: slot {slot} twice");
+                seen[slot] = true;
+            }
+            assert_eq!(w, start, "m {m}: back at the start after M steps");
+        }
+        assert!(m < 1_000 || masks.len() == 4, "m {m}: {masks:?}");
+    }
+    // The largest table: every slot's first visit, without keeping all M.
+    let m = next_prime(1 << 24);
+    let start = Walker::new(7, m, 0);
+    let mut w = start;
+    let mut seen = vec![0u64; m.div_ceil(64)];
+    for _ in 0..m {
+        let slot = w.step(m as u32);
+        assert_eq!(seen[slot / 64] >> (slot % 64) & 1, 0);
+        seen[slot / 64] |= 1 << (slot % 64);
+    }
+    assert_eq!(w, start);
+}
+
 /// The lockstep walk without a budget: every slot goes to the first
 /// walker to reach it (the table before the budget existed).
-fn unbounded(mut walkers: Vec<(u64, u64, u32)>, m: usize) -> Vec<u32> {
+fn unbounded(mut walkers: Vec<Walker>, m: usize) -> Vec<u32> {
     let mut slots = vec![EMPTY; m];
     while slots.contains(&EMPTY) {
-        for (pos, skip, index) in &mut walkers {
-            if slots[*pos as usize] == EMPTY {
-                slots[*pos as usize] = *index;
+        for w in &mut walkers {
+            // The order as the module docs define it, step by step.
+            let (pos, mask) = (w.pos as usize, w.mask as usize);
+            let slot = if pos ^ mask < m { pos ^ mask } else { pos };
+            if slots[slot] == EMPTY {
+                slots[slot] = w.index;
             }
-            *pos = (*pos + *skip) % m as u64;
+            w.pos = ((pos + w.skip as usize) % m) as u32;
         }
     }
     slots
@@ -135,14 +186,7 @@ fn ordinary_lists_fill_as_without_a_budget() {
             );
             let mut order: Vec<(u64, u32)> = hashes.iter().zip(0..).map(|(&h, i)| (h, i)).collect();
             order.sort_unstable();
-            let walkers = order
-                .iter()
-                .map(|&(h, i)| {
-                    let offset = mix64(h) % m as u64;
-                    let skip = mix64(h ^ 0x9e37_79b9_7f4a_7c15) % (m as u64 - 1) + 1;
-                    (offset, skip, i)
-                })
-                .collect();
+            let walkers = order.iter().map(|&(h, i)| Walker::new(h, m, i)).collect();
             assert_eq!(slots, unbounded(walkers, m), "n {n}, m {m}");
         }
     }
@@ -191,41 +235,55 @@ fn removal_moves_only_the_removed_instances_keys() {
 }
 
 /// An excluded instance's keys (a retry's exclusion, the health
-/// filter, availability filtering) spread evenly over the others: with
-/// 3 to 6 instances and each one excluded in turn, 60 000 keys give
-/// each remaining instance its even share ± 2 %. Before, the keys went
-/// to the owners of the slots after the excluded one's, which the
-/// lockstep fill correlates: with 3 instances and the first one
-/// excluded, 32 672 and 27 328 keys (30 021 and 29 979 now).
+/// filter, availability filtering) spread over the others in proportion
+/// to their slots: with 3 to 6 instances and each one excluded in turn,
+/// 60 000 keys give each remaining instance its own keys plus their share
+/// of the excluded one's, `own · 60 000 / (60 000 − excluded's own)`,
+/// ± 1.5 %. Before the probe stride, the keys went to the owners of the
+/// slots after the excluded one's, which the lockstep fill correlates:
+/// with 3 instances and the first one excluded, 32 672 and 27 328 keys
+/// (30 021 and 29 979 with the stride). Each count was held to the even
+/// share ± 2 % until the preference orders took a mask: that bound also
+/// held the instances' own shares, which vary by about √(n/M) (an instance
+/// of 6 owning 10 203 of the 60 000 keys took 12 282 with another
+/// excluded, 2.35 % over even and 0.5 % over its proportion).
 #[test]
 fn an_excluded_instances_keys_spread_evenly_over_the_others() {
+    let mut worst = 0.0f64;
     for n in 3u8..=6 {
         let all = endpoints(n);
         let s = Arc::new(Snapshot::new("s", all.clone(), 1));
         let picker = ConsistentHash::new().build(&s);
-        for x in 0..usize::from(n) {
-            let ex = [all[x].clone()];
+        let keys = 60_000u64;
+        let counts = |ex: &[Endpoint]| {
             let mut counts = vec![0usize; usize::from(n)];
-            let keys = 60_000u64;
             for k in 0..keys {
-                let ctx = PickContext::new().with_hash_key(k).with_excluded(&ex);
+                let ctx = PickContext::new().with_hash_key(k).with_excluded(ex);
                 let e = picker.pick(&ctx).unwrap();
-                let i = all.iter().position(|a| a.same_identity(e)).unwrap();
-                counts[i] += 1;
+                counts[all.iter().position(|a| a.same_identity(e)).unwrap()] += 1;
             }
-            let even = keys as f64 / f64::from(n - 1);
+            counts
+        };
+        let own = counts(&[]);
+        for x in 0..usize::from(n) {
+            let counts = counts(&all[x..=x]);
+            let scale = keys as f64 / (keys as f64 - own[x] as f64);
             for (i, &c) in counts.iter().enumerate() {
                 if i == x {
                     assert_eq!(c, 0);
                 } else {
-                    assert!(
-                        (c as f64 - even).abs() <= even * 0.02,
-                        "n {n}, excluded {x}: {counts:?}"
-                    );
+                    let fair = own[i] as f64 * scale;
+                    let off = (c as f64 - fair).abs() / fair;
+                    worst = worst.max(off);
+                    assert!(off <= 0.015, "n {n}, excluded {x}: {counts:?}, own {own:?}");
                 }
             }
         }
     }
+    eprintln!(
+        "excluded keys: at most {:.2} % off proportional",
+        worst * 100.0
+    );
 }
 
 #[test]
