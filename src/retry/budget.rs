@@ -38,8 +38,12 @@ impl RetryBudgetConfig {
     ///
     /// A request counts once its first attempt is sent to an instance: one
     /// that reached none (its inner service not ready or failing its
-    /// readiness, no instance to pick, the caller dropping it while it
-    /// waited) put no load on the service, so it allows no retry.
+    /// readiness, or refusing the call as the caller's
+    /// [`RequestError`](crate::stats::Outcome::RequestError), as tower's
+    /// `LoadShed` inside the balancer does; no instance to pick; the caller
+    /// dropping it while it waited) put no load on the service, so it
+    /// allows no retry. One dropped while its attempt is in flight counts.
+    /// A retry refused so gives its withdrawal back.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self

@@ -333,18 +333,21 @@ impl<R> Attempted<R> {
         })
     }
 
-    /// The instance, ending a successful attempt now (a success that is
-    /// retried: its response is dropped, which ends the attempt and may
+    /// The result and the instance, ending the attempt now (it is
+    /// retried; a success's completion is dropped, which ends it and may
     /// tell `state` that the breaker moved).
-    pub(super) fn into_endpoint(self, state: &Arc<ServiceState>) -> Endpoint {
+    pub(super) fn into_retried(self, state: &Arc<ServiceState>) -> (Result<R, BoxError>, Endpoint) {
+        let endpoint = self.endpoint().clone();
         match self.held {
-            Held::Failed(in_flight) => in_flight.endpoint().clone(),
-            Held::Completion(completion) => {
-                let endpoint = completion.endpoint().clone();
-                drop(completion.with_state(Arc::clone(state)));
-                endpoint
-            }
+            Held::Failed(in_flight) => drop(in_flight),
+            Held::Completion(completion) => drop(completion.with_state(Arc::clone(state))),
         }
+        (self.result, endpoint)
+    }
+
+    /// When the attempt was sent.
+    pub(super) fn sent(&self) -> Instant {
+        self.sent
     }
 
     /// The result, and who holds the instance.

@@ -175,6 +175,72 @@ pub(super) fn finish<T>(
     };
     let instance = held.endpoint().to_string();
     attempts.push(Attempt::new(instance.clone(), outcome, elapsed));
+    Err(failed(
+        config,
+        service,
+        (instance, outcome, source),
+        attempts,
+        why,
+    ))
+}
+
+/// The result of the attempt before a retry, kept from the retry's
+/// decision until the retry is handed to the inner service and taken
+/// (its future pending at its first poll, or answered). A retry that is
+/// not sent (the inner service not ready, or refusing it as the caller's
+/// [`RequestError`](crate::stats::Outcome::RequestError), as tower's
+/// `LoadShed` does) ends the call with it: the response the caller would
+/// have had without retries, or that attempt's error, rather than an
+/// error naming an instance that received nothing. The attempt itself
+/// ended when the retry was decided (its stats, in-flight count and
+/// breaker), so a response returned this way is no longer in flight.
+/// Envoy's router likewise returns the upstream response when the retry
+/// budget refuses a retry. Boxed: only retries keep one.
+pub(super) struct Previous<T> {
+    pub(super) result: Result<T, BoxError>,
+    pub(super) endpoint: crate::instance::Endpoint,
+    pub(super) outcome: crate::stats::Outcome,
+    pub(super) status: Option<u16>,
+    pub(super) elapsed: Duration,
+    /// Whether the retry's decision listed the attempt in the call's
+    /// attempts (the first `MAX_LISTED_ATTEMPTS` are).
+    pub(super) listed: bool,
+}
+
+/// The call's end with the previous attempt's result, its retry not sent
+/// (`not_sent`, for the error's note): the response as it came, or the
+/// error, whose attempts list only those sent.
+pub(super) fn previous<T>(
+    config: &RequestConfig,
+    service: &str,
+    previous: Previous<T>,
+    mut attempts: Vec<Attempt>,
+    why: &Why,
+) -> Result<(T, Option<super::Completion>), Error> {
+    let source = match previous.result {
+        Ok(response) => return Ok((response, None)),
+        Err(source) => source,
+    };
+    let instance = previous.endpoint.to_string();
+    if !previous.listed {
+        attempts.push(Attempt::new(
+            instance.clone(),
+            previous.outcome,
+            previous.elapsed,
+        ));
+    }
+    let failure = (instance, previous.outcome, source);
+    Err(failed(config, service, failure, attempts, why))
+}
+
+/// The call's error after an attempt on `instance` failed with `source`.
+fn failed(
+    config: &RequestConfig,
+    service: &str,
+    (instance, outcome, source): (String, crate::stats::Outcome, BoxError),
+    attempts: Vec<Attempt>,
+    why: &Why,
+) -> Error {
     let timeout = timeout_kind(config, outcome, &source, why.deadline, why.per_try);
     let (source, mut notes) = name_timeout(source, timeout);
     match outcome {
@@ -189,9 +255,39 @@ pub(super) fn finish<T>(
     if let Some(timeout) = timeout {
         err = err.with_timeout(timeout);
     }
-    Err(if notes.is_empty() {
+    if notes.is_empty() {
         err
     } else {
         err.with_note(notes.join("; "))
-    })
+    }
+}
+
+/// The call's end when its retry was not sent (`why`, in the error's
+/// note): the previous attempt's result (see [`Previous`]).
+pub(super) fn kept<T>(
+    call: &super::attempt::Call<'_>,
+    previous: Previous<T>,
+    why: &str,
+    attempts: Vec<Attempt>,
+    span: &tracing::Span,
+) -> Result<(T, Option<super::Completion>), Error> {
+    let (config, service) = (call.config, call.state.service_id());
+    tracing::debug!(
+        parent: span,
+        service,
+        instance = %previous.endpoint,
+        why,
+        "retry not sent: the call ends with the attempt before it"
+    );
+    let timed_out =
+        (previous.result.as_ref().err()).is_some_and(|e| e.is::<super::try_timer::Fired>());
+    let sent = attempts.len() + usize::from(!previous.listed);
+    super::trace::finished(span, &previous.endpoint, sent);
+    super::trace::ended(span, previous.outcome, previous.status, timed_out);
+    let why = Why {
+        refused: Some(format!("a retry was not sent: {why}")),
+        deadline: call.deadline,
+        per_try: config.per_try,
+    };
+    self::previous(config, service, previous, attempts, &why)
 }

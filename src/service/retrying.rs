@@ -15,6 +15,7 @@ use super::attempt::{Attempted, Target};
 use crate::error::Attempt;
 use crate::instance::Endpoint;
 use crate::retry::{RetryReason, TryCloneBody, Withdrawal, parse_retry_after};
+use crate::stats::Outcome;
 
 /// Attempts listed in an error at most (the first ones, then the last).
 pub(super) const MAX_LISTED_ATTEMPTS: usize = 64;
@@ -154,7 +155,8 @@ impl Walk {
     }
 }
 
-/// Counts a retry and lists the attempt it follows. The log line is INFO
+/// Counts a retry and lists the attempt it follows (whether it listed
+/// it: the first [`MAX_LISTED_ATTEMPTS`] are). The log line is INFO
 /// at most once a second per service (with the retries logged at DEBUG
 /// since the last one as `suppressed`), DEBUG otherwise: while an instance
 /// fails, every request may retry, and one INFO line each flooded the logs
@@ -167,7 +169,7 @@ pub(super) fn note_retry<R>(
     done: &Attempted<R>,
     retries: u32,
     wait: Duration,
-) {
+) -> bool {
     let service = state.service_id();
     let label = reason.map(RetryReason::label).unwrap_or("none");
     // One line, at INFO or DEBUG (tracing's levels are per call site).
@@ -191,10 +193,12 @@ pub(super) fn note_retry<R>(
     }
     metrics::counter!(crate::metrics::RETRIES, "service" => service.to_owned(), "reason" => label)
         .increment(1);
-    if attempts.len() < MAX_LISTED_ATTEMPTS {
+    let listed = attempts.len() < MAX_LISTED_ATTEMPTS;
+    if listed {
         let instance = done.endpoint().to_string();
         attempts.push(Attempt::new(instance, done.outcome, done.elapsed()));
     }
+    listed
 }
 
 pub(super) enum Decision {
@@ -293,7 +297,8 @@ impl Decision {
 /// A retry's token, taken from the service's retry budget when the retry
 /// was decided, given back if the retry is never sent: the caller dropped
 /// the request during the backoff or while the inner service was not
-/// ready, or the retry found no instance or a not-ready inner service.
+/// ready, or the retry found no instance or a not-ready inner service (or
+/// the inner service refused it, see [`Spent`]).
 /// The budget bounds the load retries add to instances, and an unsent
 /// retry added none (a caller cancelling during backoffs drained it, and
 /// other requests' retries were refused as "retry budget exhausted").
@@ -315,20 +320,61 @@ impl Unsent {
         Self(token.map(|token| Box::new((std::sync::Arc::clone(state), token))))
     }
 
-    /// The attempt (after `retries` retries) was sent: a retry's token is
-    /// spent, and a first attempt deposits into the budget. A request
-    /// deposits only once it reached an instance: one that never did (its
-    /// inner service not ready or failing its readiness, no instance to
-    /// pick, dropped while it waited) added no load to retry against, and
-    /// 20 such requests let 10 of 10 failing requests retry under a ratio
-    /// of 0.5 (helper 188; `tests/retry_budget_unsent.rs`).
-    pub(super) fn sent(&mut self, state: &super::ServiceState, retries: u32) {
-        self.0 = None;
+    /// The attempt (after `retries` retries) was handed to the inner
+    /// service at `sent`: a retry's token is spent, and a first attempt
+    /// deposits into the budget, until [`Spent::settle`] says otherwise. A
+    /// request deposits only once it reached an instance: one that never
+    /// did (its inner service not ready or failing its readiness, no
+    /// instance to pick, dropped while it waited) added no load to retry
+    /// against, and 20 such requests let 10 of 10 failing requests retry
+    /// under a ratio of 0.5 (helper 188; `tests/retry_budget_unsent.rs`).
+    pub(super) fn sent(
+        &mut self,
+        state: &super::ServiceState,
+        retries: u32,
+        sent: Instant,
+    ) -> Spent {
         if retries == 0 {
             if let Some(budget) = state.retry_budget() {
-                budget.deposit();
+                budget.deposit_at(sent);
             }
         }
+        Spent(self.0.take())
+    }
+}
+
+/// What an attempt in flight put into or took from the retry budget,
+/// settled by its outcome. An attempt the inner service refused as the
+/// caller's [`RequestError`](Outcome::RequestError) (tower's `LoadShed`
+/// inside the balancer, a closed `Buffer`) reached no instance: a first
+/// attempt's deposit is taken back and a retry's token given back, as for
+/// one whose inner service was not ready. Before, 20 requests shed in
+/// `call` let 10 of 10 requests answered 503 retry under a ratio of 0.5,
+/// where the budget allows 5 (attack 62a; `tests/retry_budget_unsent.rs`).
+/// Dropped unsettled (the request cancelled in flight), both stand: the
+/// attempt was handed over and may have reached its instance.
+pub(super) struct Spent(Option<Box<(std::sync::Arc<super::ServiceState>, Withdrawal)>>);
+
+impl Spent {
+    /// Settles the attempt (after `retries` retries, sent at `sent`) that
+    /// ended with `outcome`.
+    pub(super) fn settle(
+        self,
+        state: &super::ServiceState,
+        retries: u32,
+        outcome: Outcome,
+        sent: Instant,
+    ) {
+        if outcome != Outcome::RequestError {
+            return;
+        }
+        if retries == 0 {
+            if let Some(budget) = state.retry_budget() {
+                budget.take_back(sent);
+            }
+        }
+        // The token, given back by `Unsent`'s drop.
+        drop(Unsent(self.0));
     }
 }
 

@@ -16,13 +16,14 @@ use tower::Service;
 use super::ServiceState;
 use super::attempt::{self, Attempted, NotSent};
 use super::body::TrackCompletion;
-use super::ending::{Why, error_class, finish, not_sent, track};
+use super::ending::{self, Previous, Why, error_class, finish, not_sent, track};
 use super::retrying::{Decision, Unsent, Walk, decide, note_retry, refused};
 use super::state::LiveRequest;
 use super::{RequestConfig, ResponseStatus, Shared, trace};
 use crate::error::{Attempt, BoxError, Error};
 use crate::instance::Endpoint;
 use crate::retry::{RetryNonIdempotent, RetryReason, TryCloneBody};
+use crate::stats::Outcome;
 
 /// What a request's future holds besides its service: the balancer until
 /// the service's first list (see `start`), and an on-demand service's
@@ -85,7 +86,7 @@ where
             return Err(Error::no_instances(state.service_id()));
         };
         let mut walk = Walk::new(&config.retry);
-        let mut attempts: Vec<Attempt> = Vec::new();
+        let mut past = Past::default();
         let mut unsent = Unsent::default();
 
         loop {
@@ -124,20 +125,23 @@ where
                         Ok(started) => started,
                         Err(why) => {
                             let call = facts.call(config, &state);
-                            return Err(not_started(&call, why, &mut attempts, &try_span, &span));
+                            let done = not_started(&call, why, &mut past, &try_span, &span);
+                            return track(done, state, facts.method == http::Method::HEAD)
+                                .map(output);
                         }
                     }
                 };
-                unsent.sent(&state, walk.retries);
-                let result = sending.await;
+                let spent = unsent.sent(&state, walk.retries, in_flight.sent());
+                let result = Taken::new(sending, &mut past.previous).await;
                 let done = attempt::end(&facts.call(config, &state), in_flight, result);
+                spent.settle(&state, walk.retries, done.outcome, done.sent());
                 trace::ended(&try_span, done.outcome, done.status, done.timed_out());
 
                 // A request sharing a stream that this attempt started
                 // cannot be sent again (unless it never reached a server).
                 let replayable = walk.replayable(slot.as_ref(), done.outcome);
                 let call = facts.call(config, &state);
-                let next = next(&call, &facts, done, replayable, &walk, &mut attempts, &span);
+                let next = next(&call, &facts, done, replayable, &walk, &mut past, &span);
                 match next {
                     Next::Retry(endpoint, wait, token) => (endpoint, wait, token),
                     // The response takes the request's reference to its
@@ -262,6 +266,22 @@ impl Facts {
     }
 }
 
+/// The attempts listed so far (for an error), and the result before a
+/// retry until the retry is taken (see [`Previous`]).
+struct Past<T> {
+    attempts: Vec<Attempt>,
+    previous: Option<Box<Previous<T>>>,
+}
+
+impl<T> Default for Past<T> {
+    fn default() -> Self {
+        Self {
+            attempts: Vec::new(),
+            previous: None,
+        }
+    }
+}
+
 /// What follows an attempt.
 enum Next<T> {
     /// Another attempt, after the backoff, walking on from this instance,
@@ -281,10 +301,25 @@ fn next<T: ResponseStatus>(
     done: Attempted<T>,
     replayable: bool,
     walk: &Walk,
-    attempts: &mut Vec<Attempt>,
+    past: &mut Past<T>,
     span: &tracing::Span,
 ) -> Next<T> {
     let (config, state) = (call.config, call.state);
+    let attempts = &mut past.attempts;
+    // A retry the inner service refused (as the caller's `RequestError`)
+    // ends with the result before it.
+    let previous = past.previous.take();
+    if let Some(previous) = previous.filter(|_| done.outcome == Outcome::RequestError) {
+        drop(done);
+        let why = "the inner service refused it";
+        return Next::Done(ending::kept(
+            call,
+            *previous,
+            why,
+            std::mem::take(attempts),
+            span,
+        ));
+    }
     let reason = config
         .retry
         .retry_reason(done.outcome, done.status, facts.idempotent);
@@ -301,8 +336,18 @@ fn next<T: ResponseStatus>(
     let (decision, token) = decision.spend(state.retry_budget());
     match decision {
         Decision::Retry(wait) => {
-            note_retry(span, state, reason, attempts, &done, walk.retries, wait);
-            Next::Retry(done.into_endpoint(state), wait, Unsent::taken(state, token))
+            let listed = note_retry(span, state, reason, attempts, &done, walk.retries, wait);
+            let (outcome, status, elapsed) = (done.outcome, done.status, done.elapsed());
+            let (result, endpoint) = done.into_retried(state);
+            past.previous = Some(Box::new(Previous {
+                result,
+                endpoint: endpoint.clone(),
+                outcome,
+                status,
+                elapsed,
+                listed,
+            }));
+            Next::Retry(endpoint, wait, Unsent::taken(state, token))
         }
         Decision::Stop(why) => {
             let attempts = std::mem::take(attempts);
@@ -311,20 +356,25 @@ fn next<T: ResponseStatus>(
     }
 }
 
-/// The call's error when an attempt could not be sent (taking the
-/// attempts made before it).
-fn not_started(
+/// The call's end when an attempt could not be sent: the error (taking
+/// the attempts made before it), or, for a retry whose inner service was
+/// not ready, the result before it (`previous`, see [`Previous`]).
+fn not_started<T>(
     call: &attempt::Call<'_>,
     why: NotSent,
-    attempts: &mut Vec<Attempt>,
+    past: &mut Past<T>,
     try_span: &tracing::Span,
     span: &tracing::Span,
-) -> Error {
-    let attempts = std::mem::take(attempts);
+) -> Result<(T, Option<super::Completion>), Error> {
+    let attempts = std::mem::take(&mut past.attempts);
+    if let (NotSent::NotReady(_), Some(previous)) = (&why, past.previous.take()) {
+        let why = "the inner service was not ready";
+        return ending::kept(call, *previous, why, attempts, span);
+    }
     let err = not_sent(call.config, call.state, why, attempts, call.deadline);
     trace::failed(try_span, error_class(&err));
     trace::failed(span, error_class(&err));
-    err
+    Err(err)
 }
 
 /// The call's end after its last attempt: the response, or the error
@@ -355,6 +405,39 @@ fn stop<T: ResponseStatus>(
     trace::finished(span, done.endpoint(), attempts.len() + 1);
     trace::ended(span, done.outcome, done.status, done.timed_out());
     finish(config, service, done, attempts, &why)
+}
+
+pin_project_lite::pin_project! {
+    /// An attempt's inner call. The result before a retry is kept (see
+    /// [`Previous`]) until the inner service takes the retry, its future
+    /// pending at a poll, and dropped then: a refusal (tower's `LoadShed`,
+    /// a closed `Buffer`) answers at once, and a response kept longer would
+    /// hold its connection through the retry. One await for all attempts
+    /// (one per kind made the request's future 304 bytes larger).
+    struct Taken<'a, F, P> {
+        #[pin]
+        sending: F,
+        previous: &'a mut Option<P>,
+    }
+}
+
+impl<'a, F, P> Taken<'a, F, P> {
+    fn new(sending: F, previous: &'a mut Option<P>) -> Self {
+        Self { sending, previous }
+    }
+}
+
+impl<F: Future, P> Future for Taken<'_, F, P> {
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let polled = this.sending.poll(cx);
+        if polled.is_pending() && this.previous.is_some() {
+            **this.previous = None;
+        }
+        polled
+    }
 }
 
 /// The backoff before a retry. A zero wait still yields, so other tasks
