@@ -187,7 +187,7 @@ async fn without_a_failure_the_answer_is_the_truth_and_no_other_server_is_asked(
 /// Helper 227, way 2: the hold kept the copy's records where the server
 /// that confirmed the app listed others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn home_answering_again_gives_its_records_and_ends_the_failover() {
+async fn home_answering_again_gives_its_records_and_fetches_stay_where_they_are() {
     for (now, expected) in [
         (
             orders("orders-1", 9001, "OUT_OF_SERVICE", "ADDED"),
@@ -195,7 +195,7 @@ async fn home_answering_again_gives_its_records_and_ends_the_failover() {
         ),
         (orders("orders-2", 9003, "UP", "ADDED"), "orders-2:9003:UP"),
     ] {
-        let (s0, s1, registry) = start(SHORT).await;
+        let (s0, s1, registry) = start(LONG).await;
         down(&s0);
         registry.refresh_now().await.unwrap();
         assert_eq!(ids(&registry, "orders"), ["orders-1:9001:UP"], "held");
@@ -207,12 +207,14 @@ async fn home_answering_again_gives_its_records_and_ends_the_failover() {
         s0.set("/eureka/apps/delta", vec![Answer::ok(nothing("UP_2_"))]);
         registry.refresh_now().await.unwrap();
         assert_eq!(ids(&registry, "orders"), [expected]);
-        // Fetches start at s0 again; ORDERS stays past the hold.
-        let at_s1 = s1.log().len();
-        tokio::time::sleep(PAST_SHORT).await;
+        // Fetches stay at s1, which answered (attack 63a, finding 1: 83fe462
+        // moved them to s0, whose partial answer became the truth); each
+        // full answer of s1 lacking ORDERS asks s0 again, whose records stay.
+        let at_s1 = gets(&s1, "/eureka/apps");
+        let at_s0 = gets(&s0, "/eureka/apps");
         registry.refresh_now().await.unwrap();
-        registry.refresh_now().await.unwrap();
-        assert_eq!(s1.log().len(), at_s1, "s1 asked after s0 answered again");
+        assert_eq!(gets(&s1, "/eureka/apps") - at_s1, 1);
+        assert_eq!(gets(&s0, "/eureka/apps") - at_s0, 1);
         assert_eq!(ids(&registry, "orders"), [expected]);
     }
 }
@@ -245,9 +247,11 @@ async fn a_second_failover_holds_the_app_again() {
     tokio::time::sleep(PAST_SHORT).await;
     registry.refresh_now().await.unwrap();
     assert_eq!(gets(&s1, "/eureka/apps"), full_at_s1, "the copy matched s1");
-    // s1 answers partly refilled again, s0 still down.
-    s1.set("/eureka/apps", vec![Answer::ok(users_only())]);
-    s1.set("/eureka/apps/delta", vec![Answer::ok(nothing("UP_1_"))]);
+    // Episode 1 is over (it lasts at most the hold). s1 goes down; s0
+    // answers, partly refilled: episode 2, home s1.
+    down(&s1);
+    s0.set("/eureka/apps", vec![Answer::ok(users_only())]);
+    s0.set("/eureka/apps/delta", vec![Answer::ok(nothing("UP_1_"))]);
     registry.refresh_now().await.unwrap();
     assert_eq!(ids(&registry, "orders"), ["orders-1:9001:UP"], "episode 2");
 }

@@ -147,7 +147,9 @@ macro_rules! absence_setter {
         /// that server, asked once per such answer within one request
         /// timeout, does not answer; counted from the first answer that
         /// lacked it. If that server answers, the app takes its records (or
-        /// leaves, if it lacks the app too) and fetches start there again.
+        /// leaves, if it lacks the app too); fetches stay at the server that
+        /// answered. A failover lasts at most this long from its start:
+        /// then the answering server's full answers are the truth again.
         /// At most 4 096 apps are held at once (past it, those held longest,
         /// then by name, leave first). Outside a failover a full answer is
         /// taken as it is, as the Java client takes it

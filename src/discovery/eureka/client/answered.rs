@@ -2,7 +2,6 @@
 //! the registry needs to tell a failover answer from its preferred
 //! server's (see `registry::failover`).
 
-use std::sync::atomic::Ordering;
 
 use super::{EurekaHttp, Fetched, WireError};
 use crate::error::DiscoveryError;
@@ -61,13 +60,5 @@ impl EurekaHttp {
     /// `absence_hold`).
     pub(crate) fn absence_hold(&self) -> std::time::Duration {
         self.settings.absence_hold
-    }
-
-    /// Makes fetches start at the server of index `server` again (it
-    /// answered after the one they started at had failed over to it).
-    pub(crate) fn prefer(&self, server: usize) {
-        if server < self.servers.len() {
-            self.preferred.store(server, Ordering::Relaxed);
-        }
     }
 }

@@ -16,32 +16,41 @@
 //! - A *failover* starts with an answer (full or delta) given after the
 //!   server the copy followed (its *home*, the server of its last answer)
 //!   failed in the same fetch. It lasts while answers come from other
-//!   servers (the client keeps asking the one that answered first), and
-//!   ends when home answers again: a fetch's answer, or a confirming
-//!   request (below). A failover from the failover server to another one
-//!   makes the failed one home, and keeps the holds (and their clocks).
-//!   An answer the client took as every server's (every server listing
-//!   nothing) ends it too.
+//!   servers (the client keeps asking the one that answered, as Java's
+//!   does), and ends when home gives a fetch's answer again, when an answer
+//!   is taken as every server's (every server listing nothing), or
+//!   [`absence_hold`](super::EurekaRegistryBuilder::absence_hold) after it
+//!   started: a restarted peer refills within one renewal interval (30 s),
+//!   so past the hold the answering server's full answers are the truth
+//!   again and home, if it stays down or hung, is never asked again. A
+//!   failover from the failover server to another one makes the failed one
+//!   home, and keeps the episode's clock and the holds' clocks.
 //! - Outside a failover a full answer is the truth, as in Java's client:
 //!   an app removed at a server that answers first leaves the copy at once,
 //!   whatever the other servers do, and no other server is asked.
 //! - A full failover answer lacking apps the copy holds costs one more
 //!   `GET /apps`, at home only, within one request timeout (so at most one
 //!   more request timeout per fetch, inside the fetch that `refresh_now`
-//!   callers share). If home answers (a body listing something), the
-//!   failover ends: each lacking app takes home's records (an instance
-//!   drained or replaced there is served as home lists it), or leaves the
-//!   copy if home lacks it too; fetches start at home again. If it does not,
-//!   each lacking app keeps the copy's records for
-//!   [`absence_hold`](super::EurekaRegistryBuilder::absence_hold) (default
-//!   90 s, Eureka's lease duration) from the first answer that lacked it,
-//!   then leaves the copy.
-//! - A hold ends early when an answer (full or delta) names the app, when
-//!   the app is in a full answer again, when the failover ends, or when the
-//!   held app would take the copy past one of its bounds (records,
-//!   metadata entries, text): then the answer is taken as it is. Hold
-//!   state exists only for apps the copy holds and an answer of this
-//!   failover lacks, so it never carries over to the next failover.
+//!   callers share). If home answers (a body listing something), each
+//!   lacking app takes home's records (an instance drained or replaced
+//!   there is served as home lists it), or leaves the copy if home lacks it
+//!   too. That confirmation settles only the apps the answer lacked: it
+//!   neither ends the failover nor moves fetches to home (a restarted,
+//!   partly refilled home would otherwise become the truth and drop live
+//!   apps the answering server lists). If home does not answer, each
+//!   lacking app keeps the copy's records (or home's last ones) for
+//!   `absence_hold` (default 90 s, Eureka's lease duration) from the first
+//!   answer of this failover that lacked it, then leaves the copy.
+//! - A hold ends early when a full answer lists the app again, when the
+//!   failover ends, or when the held app would take the copy past one of
+//!   its bounds (records, metadata entries, text): then the answer is
+//!   taken as it is. A delta naming the app does not end it (Eureka keeps a
+//!   change in its delta queue for 3 minutes: a `DELETED` of another
+//!   instance would restart the clock at each full fetch). Hold state
+//!   exists only for apps the copy holds and an answer of this failover
+//!   lacks, so it never carries over to the next failover. So an app stays
+//!   at most `absence_hold` after the first answer that lacked it, and
+//!   never past the failover's own `absence_hold`.
 //! - At most [`MAX_HELD_APPS`] apps are held at once; past it, the apps
 //!   held longest (then by name) leave the copy first, as the answer says.
 //!   An app that left the copy is not held again until an answer lists it,
@@ -75,6 +84,8 @@ pub(super) struct Failover {
     /// The server the copy followed before the failover; `None` outside
     /// one.
     home: Option<usize>,
+    /// When the failover started; `None` outside one.
+    since: Option<Instant>,
     /// Held apps' keys, with the time the first answer lacked each.
     held: HashMap<String, Instant>,
 }
@@ -89,15 +100,24 @@ pub(super) enum Confirmed {
 
 impl Failover {
     /// Notes the server that gave an answer (`None`: an answer taken as
-    /// every server's); returns home while the answer is a failover one.
-    pub(super) fn answered(&mut self, answered: Option<Answered>) -> Option<usize> {
+    /// every server's) at `now`; returns home while the answer is a
+    /// failover one. A failover that started `hold` or longer before `now`
+    /// ends first (see the module docs).
+    pub(super) fn answered(&mut self, answered: Option<Answered>, now: Instant, hold: Duration) -> Option<usize> {
         let Some(answered) = answered else {
             self.end();
             return None;
         };
+        if self.since.is_some_and(|since| now.saturating_duration_since(since) >= hold) {
+            tracing::info!(?hold, "Eureka failover older than the absence hold; the answering server's full answers are the truth again");
+            self.end();
+        }
         match self.last {
             Some(last) if answered.after_failure && last != answered.server => {
                 self.home = Some(last);
+                // A failover from the failover server keeps the episode's
+                // clock.
+                self.since.get_or_insert(now);
             }
             _ if self.home == Some(answered.server) => self.end(),
             _ => {}
@@ -106,33 +126,19 @@ impl Failover {
         self.home
     }
 
-    /// Home answered again: the failover and its holds end.
-    pub(super) fn ended_at(&mut self, home: usize) {
-        self.last = Some(home);
-        self.end();
-    }
-
     fn end(&mut self) {
         self.home = None;
+        self.since = None;
         self.held = HashMap::new();
-    }
-
-    /// An answer (full or delta) named these apps: their holds end.
-    pub(super) fn named(&mut self, apps: &Applications) {
-        if self.held.is_empty() {
-            return;
-        }
-        for app in &apps.applications {
-            self.held.remove(&app_key(&app.name));
-        }
     }
 
     /// What to put back into the copy after a full failover answer that
     /// lacked the apps `missing` (keys): with home's answer, its records
-    /// of those apps (the holds end); without, the records `registry`
-    /// holds of each app whose hold, started at `now` or before, has not
-    /// lasted `hold`, at most [`MAX_HELD_APPS`] of them. Holds of apps not
-    /// in `missing` end.
+    /// of those it lists (their clocks keep running, started at `now` or
+    /// before; the others' holds end, so they leave); without, the records
+    /// `registry` holds of each app whose hold, started at `now` or before,
+    /// has not lasted `hold`, at most [`MAX_HELD_APPS`] of them. Holds of
+    /// apps not in `missing` end. Home's answer never ends the failover.
     pub(super) fn kept(
         &mut self,
         registry: &Registry,
@@ -146,10 +152,19 @@ impl Failover {
             Confirmed::Answered(home) => home,
             Confirmed::Unanswered => return self.hold(registry, missing, now, hold),
         };
-        self.held = HashMap::new();
         home.applications.retain(|app| missing.contains(&app_key(&app.name)));
         let mut listed = Registry::new();
         super::copy::apply(&mut listed, &home, true);
+        listed.retain(|_, records| !records.is_empty());
+        // An app home lists keeps its clock: if home stops answering, its
+        // hold still ends `hold` after the first answer that lacked it.
+        self.held.retain(|key, _| listed.contains_key(key));
+        for key in listed.keys() {
+            if self.held.len() >= MAX_HELD_APPS {
+                break;
+            }
+            self.held.entry(key.clone()).or_insert(now);
+        }
         listed.into_iter().collect()
     }
 
@@ -222,23 +237,47 @@ mod tests {
         })
     }
 
+    const HOLD: Duration = Duration::from_secs(90);
+
     #[test]
     fn a_failover_lasts_until_home_answers_again() {
+        let t = Instant::now();
         let mut f = Failover::default();
         // A first answer after a failure has no copy to protect.
-        assert_eq!(f.answered(at(1, true)), None);
-        assert_eq!(f.answered(at(0, true)), Some(1));
+        assert_eq!(f.answered(at(1, true), t, HOLD), None);
+        assert_eq!(f.answered(at(0, true), t, HOLD), Some(1));
         // The client keeps asking 0 first: still a failover.
-        assert_eq!(f.answered(at(0, false)), Some(1));
+        assert_eq!(f.answered(at(0, false), t, HOLD), Some(1));
         // 0 fails in turn, 1 answers: a new failover, home 0.
-        assert_eq!(f.answered(at(1, true)), Some(0));
+        assert_eq!(f.answered(at(1, true), t, HOLD), Some(0));
         // Home answers without a failure before it: over.
-        assert_eq!(f.answered(at(0, false)), None);
-        assert_eq!(f.answered(at(0, false)), None);
+        assert_eq!(f.answered(at(0, false), t, HOLD), None);
+        assert_eq!(f.answered(at(0, false), t, HOLD), None);
         // An answer taken as every server's ends one too.
-        assert_eq!(f.answered(at(1, true)), Some(0));
-        assert_eq!(f.answered(None), None);
-        assert_eq!(f.answered(at(1, false)), None);
+        assert_eq!(f.answered(at(1, true), t, HOLD), Some(0));
+        assert_eq!(f.answered(None, t, HOLD), None);
+        assert_eq!(f.answered(at(1, false), t, HOLD), None);
+    }
+
+    /// Attack 63a, finding 2: with home unreachable for good the failover
+    /// never ended, so a removal hours later was held.
+    #[test]
+    fn a_failover_ends_the_hold_after_it_started() {
+        let t0 = Instant::now();
+        let mut f = Failover::default();
+        assert_eq!(f.answered(at(0, false), t0, HOLD), None);
+        assert_eq!(f.answered(at(1, true), t0, HOLD), Some(0));
+        let just_before = t0 + HOLD - Duration::from_millis(1);
+        assert_eq!(f.answered(at(1, false), just_before, HOLD), Some(0));
+        // 1 fails, 2 answers: home 1, same episode, same clock.
+        assert_eq!(f.answered(at(2, true), just_before, HOLD), Some(1));
+        assert_eq!(f.answered(at(2, false), t0 + HOLD, HOLD), None);
+        assert_eq!(f.answered(at(2, false), t0 + 10 * HOLD, HOLD), None);
+        // A later failure starts a new episode with its own clock.
+        let t1 = t0 + 20 * HOLD;
+        assert_eq!(f.answered(at(0, true), t1, HOLD), Some(2));
+        assert_eq!(f.answered(at(0, false), t1 + HOLD / 2, HOLD), Some(2));
+        assert_eq!(f.answered(at(0, false), t1 + HOLD, HOLD), None);
     }
 
     fn app(name: &str, port: u16) -> crate::discovery::eureka::wire::Application {
@@ -294,6 +333,33 @@ mod tests {
         };
         let kept = f.kept(&copy, &missing, Confirmed::Answered(home), t0, hold);
         assert_eq!(ports(&kept), [("A".into(), Some(7))]);
+        assert_eq!(f.held(), 1);
+    }
+
+    /// Attack 63a, findings 1 and 3: a hold's clock starts at the first
+    /// answer that lacked the app and never restarts in the failover, home
+    /// confirming it in between or not.
+    #[test]
+    fn a_hold_keeps_its_clock_through_home_answering() {
+        let copy = registry_of(vec![app("A", 1)]);
+        let missing: HashSet<String> = ["A".to_owned()].into();
+        let hold = Duration::from_secs(90);
+        let t0 = Instant::now();
+        let mut f = Failover::default();
+        let kept = f.kept(&copy, &missing, Confirmed::Unanswered, t0, hold);
+        assert_eq!(ports(&kept), [("A".into(), Some(1))]);
+        let home = Applications {
+            apps_hashcode: None,
+            versions_delta: None,
+            applications: vec![app("A", 7)],
+        };
+        let t1 = t0 + Duration::from_secs(60);
+        let kept = f.kept(&copy, &missing, Confirmed::Answered(home), t1, hold);
+        assert_eq!(ports(&kept), [("A".into(), Some(7))]);
+        // Home unreachable again: A's hold still ends at t0 + hold.
+        let before = t0 + hold - Duration::from_millis(1);
+        assert_eq!(f.kept(&copy, &missing, Confirmed::Unanswered, before, hold).len(), 1);
+        assert!(f.kept(&copy, &missing, Confirmed::Unanswered, t0 + hold, hold).is_empty());
         assert_eq!(f.held(), 0);
     }
 }

@@ -259,7 +259,8 @@ impl Inner {
         self.check_text_bytes(&would)?;
         // Apps a failover answer lacks: confirmed at home, or held (see
         // `failover`).
-        let home = self.lock_failover().answered(answered);
+        let hold = self.http.absence_hold();
+        let home = self.lock_failover().answered(answered, Instant::now(), hold);
         let missing = match home {
             Some(_) => failover::missing(&self.lock(), &apps),
             None => HashSet::new(),
@@ -268,22 +269,15 @@ impl Inner {
             Some(home) if !missing.is_empty() => self.confirm(home).await,
             _ => Confirmed::Unanswered,
         };
-        let home = home.filter(|_| matches!(confirmed, Confirmed::Answered(_)));
         let complete = {
             let mut registry = self.lock();
             if !self.take_turn(started) {
                 return Ok(());
             }
-            let hold = self.http.absence_hold();
             let kept = (self.lock_failover()).kept(&registry, &missing, confirmed, Instant::now(), hold);
             apply(&mut registry, &apps, true);
             self.put_back(&mut registry, kept)
         };
-        if let Some(home) = home {
-            tracing::info!("the Eureka server that failed answers again; fetching from it again");
-            self.lock_failover().ended_at(home);
-            self.http.prefer(home);
-        }
         // A copy holding apps the answer lacked is not the server's.
         if complete {
             self.mark_complete(sent);
@@ -318,7 +312,8 @@ impl Inner {
         let started = self.ticket();
         let delta = match self.get("apps/delta").await {
             Ok((delta, answered)) => {
-                self.lock_failover().answered(answered);
+                let hold = self.http.absence_hold();
+                self.lock_failover().answered(answered, Instant::now(), hold);
                 delta
             }
             Err(e) => {
@@ -349,7 +344,6 @@ impl Inner {
         let Some(matches) = self.apply_delta(started, &delta)? else {
             return Ok(());
         };
-        self.lock_failover().named(&delta);
         self.delta_fetches.fetch_add(1, Ordering::Relaxed);
         if let Some(error) = full_failed {
             // Applied, but a delta cannot make this copy complete: the full

@@ -67,8 +67,9 @@
 //! - A full answer given in failover (after the server the copy followed
 //!   failed) that lacks an app the copy holds asks that server once: an app
 //!   it lists takes its records, one it lacks leaves; with no answer the
-//!   app is held for `absence_hold` (90 s). Outside a failover a full
-//!   answer is the truth, as in Java's client.
+//!   app is held for `absence_hold` (90 s). Fetches stay at the server
+//!   that answered; a failover lasts at most `absence_hold`. Outside a
+//!   failover a full answer is the truth, as in Java's client.
 //! - App names are matched upper-cased with Unicode rules, as Eureka (Java's
 //!   `toUpperCase(Locale.ROOT)`) stores them: service id `über-service`
 //!   finds app `ÜBER-SERVICE`.
