@@ -3,7 +3,7 @@
 //! send, and still bound an upload that stalls.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -25,42 +25,19 @@ use tokio::time::Instant;
 /// reading, a body that stops producing) is still cut off. The request
 /// deadline ([`RetryPolicy::deadline`](super::RetryPolicy::deadline))
 /// bounds the whole request, upload included.
-///
-/// **Whose stall.** When the per-try timeout cuts an upload, the body's
-/// last poll says who stalled. A body that last returned `Poll::Pending`
-/// (marked with [`pending`](Self::pending)) was waiting for the caller's
-/// producer while the client waited for it: the caller paused, the server
-/// having read all it was sent, so the attempt is the caller's
-/// ([`Outcome::RequestError`](crate::stats::Outcome::RequestError): in no
-/// stats, breaker or outlier ejection, never retried; the error's source
-/// says the request body stalled). A body not polled since its last frame
-/// was held back by the client, which sends no more until the server reads
-/// (HTTP/2 flow control, a full socket): the server stopped reading, and
-/// the attempt stays the instance's
-/// [`Outcome::ReadTimeout`](crate::stats::Outcome::ReadTimeout). Before,
-/// both were read timeouts: ten calls whose bodies paused 600 ms under a
-/// 300 ms per-try timeout ejected a healthy instance. A stream that pauses
-/// on purpose (a gRPC client stream sending records as they occur) needs a
-/// per-try timeout above its longest pause (`ReadTimeout`,
-/// `Builder::read_timeout`, [`RetryPolicy::per_try_timeout`](super::RetryPolicy::per_try_timeout)),
-/// or it is cut, as the caller's failure.
 /// [`ReplayBody::streaming`](super::ReplayBody::streaming) (and the gRPC
 /// bodies, which are `ReplayBody`s) report their upload; a body of your own
 /// can too: make one `Upload` per body, return a clone from `upload`, call
-/// [`frame`](Self::frame) for each frame it yields,
-/// [`pending`](Self::pending) each time it returns `Poll::Pending`, and
-/// [`end`](Self::end) when it has yielded its last.
+/// [`frame`](Self::frame) for each frame it yields and [`end`](Self::end)
+/// when it has yielded its last.
 ///
 /// ```
 /// use tower_ribbon::retry::Upload;
 ///
 /// let upload = Upload::new();
 /// assert!(upload.ended_at().is_none());
-/// upload.pending(); // the caller's stream had nothing yet
-/// assert!(upload.is_pending());
 /// upload.frame();
 /// assert!(upload.last_frame_at().is_some());
-/// assert!(!upload.is_pending());
 /// upload.end();
 /// let at = upload.ended_at();
 /// upload.end(); // the first end counts
@@ -77,8 +54,6 @@ struct State {
     /// Nanoseconds after `base` plus one when the body last yielded a
     /// frame; 0: none yet.
     last_frame: AtomicU64,
-    /// Whether the body's last poll returned `Poll::Pending`.
-    pending: AtomicBool,
     ended: OnceLock<Instant>,
 }
 
@@ -95,36 +70,19 @@ impl Upload {
             state: Arc::new(State {
                 base: Instant::now(),
                 last_frame: AtomicU64::new(0),
-                pending: AtomicBool::new(false),
                 ended: OnceLock::new(),
             }),
         }
     }
 
     /// Marks that the body yielded a frame now (tokio's clock, so paused
-    /// time applies); its last poll is no longer pending.
+    /// time applies).
     pub fn frame(&self) {
         let since = Instant::now().saturating_duration_since(self.state.base);
         let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX - 1);
         self.state
             .last_frame
             .fetch_max(nanos.saturating_add(1), Ordering::Relaxed);
-        self.state.pending.store(false, Ordering::Release);
-    }
-
-    /// Marks that the body's poll returned `Poll::Pending`: the client
-    /// waits for the caller's producer, not for the server (see "Whose
-    /// stall" above). The next [`frame`](Self::frame) clears it.
-    pub fn pending(&self) {
-        self.state.pending.store(true, Ordering::Release);
-    }
-
-    /// Whether the body's last poll returned `Poll::Pending` (marked by
-    /// [`pending`](Self::pending), cleared by [`frame`](Self::frame)):
-    /// an upload cut now stalled on the caller's side. `false` before the
-    /// first poll.
-    pub fn is_pending(&self) -> bool {
-        self.state.pending.load(Ordering::Acquire)
     }
 
     /// When the body last yielded a frame, if it has.
@@ -149,7 +107,6 @@ impl fmt::Debug for Upload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Upload")
             .field("ended", &self.ended_at().is_some())
-            .field("pending", &self.is_pending())
             .finish()
     }
 }

@@ -328,9 +328,10 @@ impl<R> Attempted<R> {
     /// Whether the balancer's own timer (per-try timeout or deadline) cut
     /// the attempt off.
     pub(super) fn timed_out(&self) -> bool {
-        self.result.as_ref().err().is_some_and(|e| {
-            e.is::<super::try_timer::Fired>() || e.is::<super::sending::BodyStalled>()
-        })
+        self.result
+            .as_ref()
+            .err()
+            .is_some_and(|e| e.is::<super::try_timer::Fired>())
     }
 
     /// The result and the instance, ending the attempt now (it is

@@ -172,14 +172,11 @@ fn hyper_or_reqwest<'a>(
 /// inner is not) and a `Buffer` whose worker is gone. A local refusal: not
 /// the picked instance's failure, and another instance would meet the same
 /// (helper 211: 41 shed attempts were charged as other errors and ejected
-/// an instance). Also the balancer's timer cutting an upload the
-/// caller's body stalled ([`BodyStalled`](super::sending::BodyStalled)):
-/// the caller's, not the instance's.
+/// an instance).
 fn is_local_refusal(e: &(dyn StdError + 'static)) -> bool {
     e.downcast_ref::<tower::load_shed::error::Overloaded>()
         .is_some()
         || e.downcast_ref::<tower::buffer::error::Closed>().is_some()
-        || e.downcast_ref::<super::sending::BodyStalled>().is_some()
 }
 
 /// [`classify_error`] over an error chain.

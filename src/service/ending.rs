@@ -93,8 +93,7 @@ pub(super) fn timeout_kind(
     per_try: Option<Duration>,
 ) -> Option<TimeoutKind> {
     use crate::stats::Outcome;
-    // Our own timer, also when it cut an upload the caller stalled.
-    if source.is::<super::try_timer::Fired>() || source.is::<super::sending::BodyStalled>() {
+    if source.is::<super::try_timer::Fired>() {
         // Our own timer: the deadline if it has passed, else the per-try.
         let past_deadline = deadline.is_some_and(|d| Instant::now() >= d);
         return Some(

@@ -2,16 +2,7 @@
 //! timeout cut to the request deadline, started at the send, or, for a
 //! request body that reports its upload ([`Upload`]), at the upload's
 //! end.
-//!
-//! A timer that cuts an upload while the caller's body is pending (its
-//! last poll returned `Poll::Pending`: the caller paused, the server was
-//! waiting for more) ends the attempt with [`BodyStalled`], the caller's
-//! failure ([`Outcome::RequestError`](crate::stats::Outcome::RequestError));
-//! one that cuts it while the client held the body back (the server
-//! stopped reading) or after its end is [`Fired`], the instance's read
-//! timeout (see [`Upload`]).
 
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -43,26 +34,6 @@ pin_project_lite::pin_project! {
         },
     }
 }
-
-/// The balancer's timer cut an upload while the caller's request body was
-/// pending (see [`Upload`]): the caller's stream stalled, not the server.
-/// Read as [`Outcome::RequestError`](crate::stats::Outcome::RequestError)
-/// (counted against no instance, never retried), and still as the per-try
-/// timeout or the deadline for [`Error::timeout`](crate::Error::timeout).
-#[derive(Debug)]
-pub(crate) struct BodyStalled;
-
-impl fmt::Display for BodyStalled {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "the request body stalled: the caller's stream yielded nothing while the server \
-             waited for it (counted against no instance; raise the per-try timeout for \
-             uploads that pause)",
-        )
-    }
-}
-
-impl std::error::Error for BodyStalled {}
 
 /// An uploading attempt's timer and what it needs to re-arm.
 pub(super) struct Watch {
@@ -158,13 +129,6 @@ where
                         // The upload goes on, or ended less than the
                         // per-try timeout ago: wait on.
                         Some(at) if at > now => watch.timer.rearm(at),
-                        // Cut while the caller's body was pending: its
-                        // stall, not the server's.
-                        Some(_)
-                            if watch.upload.ended_at().is_none() && watch.upload.is_pending() =>
-                        {
-                            return Poll::Ready(Err(Box::new(BodyStalled)));
-                        }
                         Some(_) => return Poll::Ready(Err(Box::new(Fired))),
                         None => return Poll::Pending,
                     }

@@ -36,18 +36,7 @@
 //! per-try timer starts when the upload ends, so an upload longer than 5 s
 //! is not cut off; while the upload lasts it bounds the time since the
 //! body's last frame, so an upload that stalls still is; the deadline
-//! bounds it all. Whose stall it was decides the attempt's outcome (see
-//! [`Upload`](crate::retry::Upload), "Whose stall"): cut while the
-//! caller's body was pending (the caller paused, the server waiting for
-//! more), it is the caller's
-//! [`Outcome::RequestError`](crate::stats::Outcome::RequestError),
-//! counted against no instance and not retried, its error saying the
-//! request body stalled; cut while the client held the body back (the
-//! server stopped reading: HTTP/2 flow control, a full socket), the
-//! instance's read timeout. A client-streaming gRPC call, or any upload
-//! that pauses between records, needs a per-try timeout (`ReadTimeout`,
-//! [`Builder::read_timeout`](super::Builder::read_timeout)) above its
-//! longest pause, or it fails. For a body in memory it
+//! bounds it all. For a body in memory it
 //! starts at the send, and so it does for a stream that reports no
 //! upload (a [`BoxBody`](http_body_util::combinators::BoxBody) a gateway
 //! received, a body type of your own without `Upload`): the balancer

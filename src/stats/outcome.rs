@@ -31,9 +31,7 @@ pub enum Outcome {
     /// the refusal is a [`Outcome::ConnectFailure`]: this client cannot
     /// reach that instance), or tower middleware inside the inner service
     /// refused it before any instance saw it (`LoadShed`'s `Overloaded`, a
-    /// closed `Buffer`), or the per-try timeout or the deadline cut a
-    /// streamed upload while the caller's body was pending (the caller
-    /// paused; see [`Upload`](crate::retry::Upload), "Whose stall").
+    /// closed `Buffer`).
     /// (reqwest's builder error is a [`Outcome::ConnectFailure`]: the
     /// balancer put the instance's address in the URI reqwest refused.)
     /// Not the instance's fault: it counts in no stats, circuit breaker or

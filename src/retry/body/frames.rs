@@ -75,12 +75,8 @@ where
                     Poll::Ready(_) => true,
                     Poll::Pending => false,
                 };
-                // Pending: the caller's stream has nothing yet, so a
-                // stall from here on is the caller's (see `Upload`).
-                match &polled {
-                    Poll::Ready(Some(Ok(_))) => upload.frame(),
-                    Poll::Pending => upload.pending(),
-                    Poll::Ready(_) => {}
+                if matches!(polled, Poll::Ready(Some(Ok(_)))) {
+                    upload.frame();
                 }
                 if ended {
                     upload.end();
