@@ -9,7 +9,9 @@
 //! slots: slot `σ(p_j)` at step `j`, where `p_j = (offset + j·skip) mod M`
 //! is the paper's affine walk and `σ` swaps `p` with `p XOR mask` when both
 //! are below `M` (`mask` is below the largest power of two `≤ M`, so every
-//! `p` below that power moves). `σ` is its own inverse, so the order is
+//! `p` below that power moves, unless `mask` is 0: then the walk is the
+//! paper's, as for half the identities of a 2- or 3-slot table; helper
+//! 245). `σ` is its own inverse, so the order is
 //! still a permutation of the slots.
 //!
 //! [`Rule::build`] fills the table. A pick maps [`PickContext::hash_key`]
