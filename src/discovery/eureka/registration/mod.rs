@@ -137,6 +137,11 @@ struct Shared {
     /// a peer took it and went down before replicating it) answers the heartbeat 404, so the
     /// instance registers there again with the status wanted now.
     dirty: AtomicU64,
+    /// A change to OUT_OF_SERVICE whose timestamp is still to be raised:
+    /// its status call raises it, unless the server serves that override
+    /// already (the call is a no-op there and keeps the old stamp, so a
+    /// raised one cost a 404 and a re-registration; see `status.rs`).
+    drain_dirty: AtomicBool,
     /// Held for the whole of every exchange with the server (register,
     /// renew, status, cancel), so they never overlap: a cancel waits for a
     /// registration in flight instead of racing it.

@@ -22,9 +22,11 @@
 //! UP (`tests/eureka_operator_override.rs`). Only the registrant's own
 //! drain goes with its own `set_status(Up)`, and an operator's override set
 //! over that drain (replacing it) goes with it; a drain over an
-//! OUT_OF_SERVICE the server serves already (an operator's set before it:
-//! the status call is a no-op there) is not held, so that override stays. A repeated `set_status` of
-//! the wanted status sends nothing (as Java's
+//! OUT_OF_SERVICE the server serves or holds as its override already (an
+//! operator's set before it: the status call keeps it) is not held, nor
+//! stamped (a raised stamp the server did not store made the next heartbeat
+//! 404 and re-register, which held it), so that override stays. A
+//! repeated `set_status` of the wanted status sends nothing (as Java's
 //! `ApplicationInfoManager.setInstanceStatus` fires no change; except an
 //! override the server held before this registration's first UP, which an
 //! explicit `set_status(Up)` removes), a re-registration with UP sends UP
@@ -88,6 +90,14 @@ impl Shared {
                 self.hold(status);
             }
         }
+        // A drain's stamp is raised when it is sent, and only where the
+        // call changes the override: over one the server holds already it
+        // is a no-op that keeps the old stamp, and a raised one made the
+        // next heartbeat 404 and re-register, which held the operator's
+        // override as the drain's own (see `set_status`).
+        if self.drain_dirty.swap(false, Ordering::AcqRel) && unheld_at.is_none() {
+            self.mark_dirty();
+        }
         let path = format!(
             "{}/status?value={}&lastDirtyTimestamp={}",
             self.path(),
@@ -117,20 +127,27 @@ impl Shared {
 
     /// Before its drain (a status call to `status`, OUT_OF_SERVICE):
     /// reads the instance at the server lease calls try first, and returns
-    /// that server if it serves `status` already. Eureka's `statusUpdate`
-    /// is a no-op for an unchanged status, so the override there stays
-    /// whoever's it was (an operator's disable set before the drain), and
-    /// the drain is not held: the undrain then goes in a registration's
-    /// body, which leaves it (before, the undrain deleted an operator's
-    /// OUT_OF_SERVICE set before the app's own drain: served UP 5 of 5
-    /// renewals; helper 228). A failed read holds the drain, as before.
+    /// that server if it serves `status` already or holds it as the
+    /// override (`overriddenStatus`: an operator's disable served DOWN
+    /// while the app reports DOWN). Eureka's `statusUpdate` keeps the
+    /// override there whoever's it was (an operator's disable set before
+    /// the drain), and the drain is not held: the undrain then goes in a
+    /// registration's body, which leaves it (before, the undrain deleted an
+    /// operator's OUT_OF_SERVICE set before the app's own drain: served UP
+    /// 5 of 5 renewals; helper 228; and one set before a DOWN the app
+    /// drained from: attack 62e). A failed read holds the drain, as before.
     /// Cost: one GET per drain. Call with `op` held.
     async fn served_already_locked(&self, status: InstanceStatus) -> Option<String> {
         let server = self.http.lease_server()?.to_owned();
         let path = self.path();
-        let read = self.http.get_at(&server, &path, super::first_up::decode_served);
+        let read = self.http.get_at(&server, &path, |body, at| {
+            let (served, _) = super::first_up::decode_served(body, at)?;
+            Ok((served, super::kept::decode_dirty(body, at)?.1))
+        });
         match read.await {
-            Ok(Fetched::Found((served, _))) if served == status => {
+            Ok(Fetched::Found((served, overridden)))
+                if served == status || overridden == Some(status) =>
+            {
                 tracing::info!(app = %self.app, id = %self.id, served = served.as_str(), %server, "Eureka serves the drain's status already (an operator's override); the drain leaves it as it is");
                 Some(server)
             }
@@ -197,8 +214,13 @@ impl Shared {
             // Only a change raises the timestamp: a server that holds the
             // status takes the update as a no-op and keeps its timestamp,
             // so a raised one would cost a registration at the next
-            // heartbeat.
-            self.mark_dirty();
+            // heartbeat. A drain's is raised when it is sent, unless the
+            // server holds that override already (`send_status_locked`).
+            let drain = status == InstanceStatus::OutOfService;
+            self.drain_dirty.store(drain, Ordering::Release);
+            if !drain {
+                self.mark_dirty();
+            }
         }
         self.status_unsent.store(true, Ordering::Release);
         let _op = self.op.lock().await;
