@@ -7,9 +7,6 @@
 //!   operator's override as the drain's own): served UP 5 of 5 renewals.
 //! - B: the same drain from DOWN (served DOWN over the operator's
 //!   override): the drain was held, the undrain deleted the override.
-//! - C: a drain that timed out at a paused server left OUT_OF_SERVICE
-//!   undoable by the late-write read-backs after the app's answered
-//!   undrain, so an operator's disable after it was undone.
 #![cfg(feature = "eureka")]
 
 mod support;
@@ -110,69 +107,4 @@ async fn a_b_an_operators_disable_outlives_the_apps_drain_and_undrain() {
     // and UP 5 of 5).
     assert_eq!(renewed, (disabled.clone(), 1), "A: a renewal between");
     assert_eq!(from_down, (disabled, 1), "B: drained from DOWN");
-}
-
-/// C: the drain times out at the paused server (`paused`) or is answered
-/// (the control); the late drain lands when it wakes, `renew_between`
-/// renewals later the app undrains, and an operator disables it.
-async fn late_drain_then_disable(
-    eureka: &EurekaFixture,
-    app: &str,
-    port: u16,
-    paused: bool,
-    renew_between: bool,
-) -> Vec<String> {
-    let id = format!("127.0.0.1:{app}:{port}");
-    let handle = start(&eureka.url(), app, port).await;
-    if paused {
-        eureka.pause();
-        let drained = handle.set_status(InstanceStatus::OutOfService).await;
-        eureka.resume();
-        assert!(drained.is_err(), "the paused server answers nothing");
-    } else {
-        handle
-            .set_status(InstanceStatus::OutOfService)
-            .await
-            .expect("drained");
-    }
-    // The held PUT lands when the server wakes (it is read right after).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    if renew_between {
-        handle.renew_now().await.expect("renewed");
-    }
-    assert_eq!(
-        served(eureka, app, &id).await.as_deref(),
-        Some("OUT_OF_SERVICE")
-    );
-    handle
-        .set_status(InstanceStatus::Up)
-        .await
-        .expect("undrained");
-    handle.renew_now().await.expect("renewed");
-    assert_eq!(served(eureka, app, &id).await.as_deref(), Some("UP"));
-    eureka.set_status(app, &id, "OUT_OF_SERVICE").await;
-    let seen = five_renewals(eureka, &handle, app, &id).await;
-    handle.shutdown().await.expect("cancelled");
-    seen
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn c_an_operators_disable_after_the_undrain_of_a_timed_out_drain_is_kept() {
-    let Some(eureka) = EurekaFixture::start() else {
-        return;
-    };
-    let control = late_drain_then_disable(&eureka, "late62-control", 19_651, false, true).await;
-    let renewed = late_drain_then_disable(&eureka, "late62-renewed", 19_652, true, true).await;
-    let direct = late_drain_then_disable(&eureka, "late62-direct", 19_653, true, false).await;
-    eprintln!(
-        "control {control:?}; timed out, a renewal between {renewed:?}; none between {direct:?}"
-    );
-    let disabled = vec!["OUT_OF_SERVICE"; 5];
-    assert_eq!(control, disabled, "control: the drain answered");
-    // Before: UP 5 of 5 in both.
-    assert_eq!(
-        renewed, disabled,
-        "a renewal between the late drain and the undrain"
-    );
-    assert_eq!(direct, disabled, "the undrain right after the late drain");
 }

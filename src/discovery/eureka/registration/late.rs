@@ -32,9 +32,7 @@
 //! none otherwise. A served status that no unanswered call of this
 //! registration carried is no late write of its own (an operator's
 //! override, even of a status this registration once sent in a call a
-//! server answered): it is kept. Nor, once a read-back showed the UP
-//! wanted served, is one of an earlier unanswered call of another status
-//! (see [`Shared::superseded_by_up`]).
+//! server answered): it is kept.
 
 use std::sync::atomic::Ordering;
 
@@ -231,27 +229,6 @@ impl Shared {
         self.late_checks.store(LATE_WRITE_CHECKS, Ordering::Release);
     }
 
-    /// A read-back showed the UP wanted served: unanswered writes of
-    /// other statuses before it are no longer undone (an UP's, and a
-    /// registration's for the second cancel, stay armed). The read-backs
-    /// tell a late write from an operator's override by its status alone,
-    /// and once the app's UP is seen served over its earlier drain, a later
-    /// OUT_OF_SERVICE is taken for an operator's: before, a drain that
-    /// timed out at a paused server (and landed when it woke) stayed
-    /// undoable through the app's undrain, and an operator's disable after
-    /// it was undone at the next renewal (served UP 5 of 5 renewals; attack
-    /// 62e). A drain landing late before any read-back shows the undrain
-    /// served (a gateway's 504, passed on later) is still undone. Cost: one
-    /// held until after such a read-back, and applied then, is kept as an
-    /// operator's would be: the instance stays OUT_OF_SERVICE (the harmless
-    /// way) until an operator removes it (the app's own drain over it is
-    /// not held, and its undrain keeps it: `status.rs`). An operator's
-    /// disable before that read-back is still taken for the late drain.
-    fn superseded_by_up(&self) {
-        let keep = bit(InstanceStatus::Up) | REGISTRATION;
-        self.undoable.fetch_and(keep, Ordering::AcqRel);
-    }
-
     /// While read-backs are armed, reads the instance from `server` (the
     /// one that took the heartbeat) and sends the wanted status again if it
     /// serves another. A failed read is logged and left (the next renewal
@@ -291,9 +268,6 @@ impl Shared {
         let first_up = self.first_up.take_pending();
         let wanted = self.status();
         if served == wanted {
-            if served == InstanceStatus::Up {
-                self.superseded_by_up();
-            }
             return Ok(());
         }
         let previous_run = first_up

@@ -426,9 +426,7 @@ impl RegistrationHandle {
     /// until the server takes it. A server that timed out may apply the
     /// call later, over a newer status: then each of the next 10 renewals
     /// also reads the instance back (one `GET`) and sends the status again
-    /// if the server that took the heartbeat serves another (once a
-    /// read-back showed UP served, only for an earlier unanswered UP: an
-    /// earlier drain served after that is kept, as an operator's may be).
+    /// if the server that took the heartbeat serves another.
     /// [`DiscoveryError::Other`] at once for `UNKNOWN` (nothing changes):
     /// Eureka 404s every heartbeat of an `UNKNOWN` instance, so it would
     /// register again at every renewal (`AbstractInstanceRegistry.renew`).
