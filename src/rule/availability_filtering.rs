@@ -157,6 +157,22 @@ impl Picker for AvailabilityPicker {
         self.inner.pick(&ctx.with_tiers(&mut link, used))
     }
 
+    /// The wrapped picker's: [`SlowStart`](super::SlowStart) outside this
+    /// wrapper passes over refused instances within the tiers it adds
+    /// (see `PickContext::passing_over`), so `SlowStart(AvailabilityFiltering(BestAvailable))`
+    /// thins a new instance's share as `SlowStart(BestAvailable)` does
+    /// (2 of 20 held picks at factor 0.1, where 8 of 20, no slow start at
+    /// all, before).
+    fn repeats_choice(&self, ctx: &PickContext<'_>) -> bool {
+        self.inner.repeats_choice(ctx)
+    }
+
+    /// The wrapped picker's: the filter confines no keyed pick to a part
+    /// of the list, so an instance is still offered about `1/n` of keys.
+    fn keyed_choice(&self, ctx: &PickContext<'_>) -> bool {
+        self.inner.keyed_choice(ctx)
+    }
+
     fn snapshot(&self) -> &Arc<Snapshot> {
         self.inner.snapshot()
     }

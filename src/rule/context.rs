@@ -139,6 +139,10 @@ pub struct PickContext<'a> {
     /// The balancer's health epoch for this pick (0: none), naming the
     /// recount the health filter comes from (see `HealthView::epoch`).
     health_epoch: u64,
+    /// Positions [`SlowStart`](super::SlowStart) refused earlier in this
+    /// pick (empty: none): each combined tier offers its other members
+    /// first (see [`PickContext::passing_over`]).
+    passed: &'a [usize],
 }
 
 impl Default for PickContext<'_> {
@@ -166,6 +170,7 @@ impl<'a> PickContext<'a> {
             headers: None,
             lane: 0,
             health_epoch: 0,
+            passed: &[],
         }
     }
 
@@ -343,10 +348,35 @@ impl<'a> PickContext<'a> {
         self.lane
     }
 
-    /// Whether a wrapping picker added tiers.
+    /// Whether a wrapping picker added tiers, or the pick passes over
+    /// refused positions: either way the rule picks through
+    /// [`find_tier_in`](Self::find_tier_in).
     #[inline]
     pub(crate) fn has_tiers(&self) -> bool {
-        self.tiers.is_some()
+        self.tiers.is_some() || !self.passed.is_empty()
+    }
+
+    /// The same context passing over `refused` (positions in the list)
+    /// within each tier: every combined tier offers first its members
+    /// not refused and, outside panic mode, healthy, then its refused
+    /// ones. [`SlowStart`](super::SlowStart) asks a picker that repeats
+    /// its choice ([`Picker::repeats_choice`](super::Picker::repeats_choice))
+    /// so. Applied inside every wrapper's tiers, the pass-over never takes
+    /// a pick out of the tier a wrapper confines it to (a hint group, a
+    /// zone, the instances availability filtering lets through); as tiers
+    /// of its own outside a wrapper's, it sent a hint group's picks out
+    /// of the group (helper 206).
+    #[inline]
+    pub(crate) fn passing_over(mut self, refused: &'a [usize]) -> Self {
+        self.passed = refused;
+        self
+    }
+
+    /// Whether the pass-over lets position `i` be offered in its tier's
+    /// first round (see [`passing_over`](Self::passing_over)).
+    #[inline]
+    fn passes_over(&self, i: usize, e: &Endpoint) -> bool {
+        !self.passed.contains(&i) && (self.panic || e.stats().is_healthy_at(self.now))
     }
 
     /// The same context with `tiers` (from a wrapping picker) chained
@@ -394,19 +424,30 @@ impl<'a> PickContext<'a> {
             headers: self.headers,
             lane: self.lane,
             health_epoch: self.health_epoch,
+            passed: self.passed,
         }
     }
 
     /// Calls `f` with the membership test of each combined tier in order
     /// (eligible for this request and in the tier) and its [`Domain`],
     /// until `f` returns `Some`. Without tiers, one call with plain
-    /// eligibility.
+    /// eligibility. Passing over refused positions
+    /// ([`passing_over`](Self::passing_over)), each tier is offered twice:
+    /// first its members the pass-over lets through, then all of them.
     #[inline]
     pub(crate) fn find_tier_in<R>(
         &self,
         f: &mut dyn FnMut(Member<'_>, Domain<'_>) -> Option<R>,
     ) -> Option<R> {
         Tiers::find(self.tiers, &mut |t: Member<'_>, domain: Domain<'_>| {
+            if !self.passed.is_empty() {
+                let fresh = |i: usize, e: &Endpoint| {
+                    self.is_eligible(e) && t(i, e) && self.passes_over(i, e)
+                };
+                if let Some(found) = f(&fresh, domain) {
+                    return Some(found);
+                }
+            }
             f(&|i, e| self.is_eligible(e) && t(i, e), domain)
         })
     }
@@ -415,7 +456,9 @@ impl<'a> PickContext<'a> {
     /// of a candidate. Without tiers, eligibility.
     #[inline]
     pub(crate) fn in_first_tier(&self, i: usize, e: &Endpoint) -> bool {
-        self.is_eligible(e) && first_tier(self.tiers, i, e)
+        self.is_eligible(e)
+            && first_tier(self.tiers, i, e)
+            && (self.passed.is_empty() || self.passes_over(i, e))
     }
 
     /// The domain of the first combined tier.

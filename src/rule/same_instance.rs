@@ -135,6 +135,13 @@ impl Picker for SamePicker {
         Some(e)
     }
 
+    /// The wrapped picker's: slow start passes over within this wrapper's
+    /// tiers. Not `keyed_choice`: a tier of `k` offers an instance `1/k`
+    /// of keys, not the `1/n` slow start's keyed rate assumes.
+    fn repeats_choice(&self, ctx: &PickContext<'_>) -> bool {
+        self.inner.repeats_choice(ctx)
+    }
+
     fn snapshot(&self) -> &Arc<Snapshot> {
         self.inner.snapshot()
     }
