@@ -13,8 +13,11 @@ pub(crate) struct Answered {
     pub(crate) server: usize,
     /// Whether a server asked before it in the same fetch failed (a
     /// transport error, a timeout, a status other than 200, a body that
-    /// did not decode, or a 404 where an answer was required). A server
-    /// that answered listing nothing is not a failure.
+    /// did not decode, or a 404 where an answer was required) or answered
+    /// listing nothing where the fetch's `lists_nothing` says so (for the
+    /// full registry, an empty one: a peer restarted and not refilled yet,
+    /// which says nothing about the apps the copy holds; attack 64a,
+    /// finding 3). Deltas never list nothing in that sense.
     pub(crate) after_failure: bool,
 }
 

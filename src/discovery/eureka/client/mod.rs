@@ -171,7 +171,9 @@ impl EurekaHttp {
                 Ok(found) => {
                     self.preferred.store(index, Ordering::Relaxed);
                     self.absences.listed(path, tokio::time::Instant::now());
-                    let after_failure = failed.is_some();
+                    // An earlier server's empty answer counts: a home
+                    // restarted empty is no answer about the copy's apps.
+                    let after_failure = failed.is_some() || absent.is_some();
                     return Ok((found, Some(Answered { server: index, after_failure })));
                 }
                 Err(e) => {

@@ -15,10 +15,14 @@
 //!
 //! - A *failover* starts with an answer (full or delta) given after the
 //!   server the copy followed (its *home*, the server of its last answer)
-//!   failed in the same fetch. It lasts while answers come from other
-//!   servers (the client keeps asking the one that answered, as Java's
-//!   does), and ends when home gives a fetch's answer again, when an answer
-//!   is taken as every server's (every server listing nothing), or
+//!   failed in the same fetch, or answered an empty registry there (a home
+//!   restarted between two fetches, which lost its registry: its emptiness
+//!   says nothing of the apps the copy holds; before, the partly refilled
+//!   peer answering next was the truth and dropped a live app, attack 64a
+//!   finding 3). A failover lasts while answers come from other servers
+//!   (the client keeps asking the one that answered, as Java's does), and
+//!   ends when home gives a fetch's answer again, when an answer is taken
+//!   as every server's (every server listing nothing), or
 //!   [`absence_hold`](super::EurekaRegistryBuilder::absence_hold) after it
 //!   started: a restarted peer refills within one renewal interval (30 s),
 //!   so past the hold the answering server's full answers are the truth
