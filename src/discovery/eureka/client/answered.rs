@@ -1,7 +1,10 @@
-//! Which server gave a fetch's answer, and asking one given server: what
-//! the registry needs to tell a failover answer from its preferred
-//! server's (see `registry::failover`).
+//! Which server gave a fetch's answer, asking one given server, and a
+//! client whose fetches start at a server of their own: what the registry
+//! needs to tell a failover answer from its preferred server's (see
+//! `registry::failover`).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{EurekaHttp, Fetched, WireError};
 use crate::error::DiscoveryError;
@@ -56,6 +59,24 @@ impl EurekaHttp {
         match self.servers.get(server) {
             Some(at) => self.get_one(at, path, self.deadline(), decode).await,
             None => Err(DiscoveryError::AllServersFailed(Vec::new())),
+        }
+    }
+
+    /// A clone whose fetches start at a server of their own, the one this
+    /// client's fetches start at now, and move it themselves (clones of the
+    /// clone share it). A registry's VIP source is one: the registry tells
+    /// a failover from a failure inside its own fetch, so another
+    /// consumer's fetch must not move where the registry's start (a VIP
+    /// fetch failing over first made the registry's next fetch start at a
+    /// partly refilled peer with no failure of its own, whose answer was
+    /// then the truth; attack 64a, finding 1). Cost: when a server
+    /// fails, each consumer's next fetch asks it once (up to one request
+    /// timeout) before moving on.
+    pub(crate) fn own_cursor(&self) -> Self {
+        let at = self.preferred.load(Ordering::Relaxed);
+        Self {
+            preferred: Arc::new(AtomicUsize::new(at)),
+            ..self.clone()
         }
     }
 

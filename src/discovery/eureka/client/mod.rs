@@ -51,8 +51,8 @@ pub(crate) struct EurekaHttp {
     client: Transport,
     settings: HttpSettings,
     /// The index of the server whose answer the last fetch took; fetches
-    /// start there (shared by clones, so a registry and its VIP source
-    /// agree).
+    /// start there (shared by clones; a registry's VIP source has its own,
+    /// see [`own_cursor`](Self::own_cursor)).
     preferred: Arc<AtomicUsize>,
     /// The index of the server that answered the last lease call; lease
     /// calls start there (shared by clones). Apart from `preferred`, as

@@ -19,10 +19,16 @@
 //!   restarted between two fetches, which lost its registry: its emptiness
 //!   says nothing of the apps the copy holds; before, the partly refilled
 //!   peer answering next was the truth and dropped a live app, attack 64a
-//!   finding 3). A failover lasts while answers come from other servers
-//!   (the client keeps asking the one that answered, as Java's does), and
-//!   ends when home gives a fetch's answer again, when an answer is taken
-//!   as every server's (every server listing nothing), or
+//!   finding 3). Only the registry's own fetches count: a
+//!   [`VipSource`](super::VipSource) starts at a server of its own, so its
+//!   failover neither starts nor ends the registry's (before, it moved the
+//!   registry's next fetch to the other server with no failure seen, whose
+//!   partial answer was then the truth: ORDERS 0 instances against 1
+//!   without the VIP fetch, attack 64a finding 1). A failover lasts while
+//!   answers come from other servers (the client keeps asking the one that
+//!   answered, as Java's does), and ends when home gives a fetch's
+//!   answer again, when an answer is taken as every server's (every
+//!   server listing nothing), or
 //!   [`absence_hold`](super::EurekaRegistryBuilder::absence_hold) after it
 //!   started: a restarted peer refills within one renewal interval (30 s),
 //!   so past the hold the answering server's full answers are the truth

@@ -421,10 +421,13 @@ impl EurekaRegistry {
 
     /// A source that looks up `/vips/{vip}` (Eureka's VIP address lookup,
     /// Ribbon's `DeploymentContextBasedVipAddresses`) on every fetch: the
-    /// service id of a request is taken as the VIP address.
+    /// service id of a request is taken as the VIP address. It starts at
+    /// the server the registry's fetches start at now, then fails over on
+    /// its own: its fetches never move the registry's (clones of it share
+    /// one starting server).
     pub fn vip_source(&self) -> VipSource {
         VipSource {
-            http: self.inner.http.clone(),
+            http: self.inner.http.own_cursor(),
             options: self.inner.options,
         }
     }
