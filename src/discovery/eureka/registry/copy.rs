@@ -41,7 +41,7 @@ pub fn status_hash(apps: &Applications) -> String {
 
 /// An app's records in the order [`apply`] takes them (usable ones, then
 /// skipped ones that have an id): id, action, instance if usable, status.
-fn records_of(
+pub(super) fn records_of(
     app: &Application,
 ) -> impl Iterator<Item = (&str, ActionType, Option<&Instance>, &str)> {
     app.instances

@@ -56,11 +56,22 @@
 //!   its bounds (records, metadata entries, text): then the answer is
 //!   taken as it is. A delta naming the app does not end it (Eureka keeps a
 //!   change in its delta queue for 3 minutes: a `DELETED` of another
-//!   instance would restart the clock at each full fetch). Hold state
-//!   exists only for apps the copy holds and an answer of this failover
-//!   lacks, so it never carries over to the next failover. So an app stays
-//!   at most `absence_hold` after the first answer that lacked it, and
-//!   never past the failover's own `absence_hold`.
+//!   instance would restart the clock at each full fetch). Hold clocks
+//!   exist only for apps the copy holds and an answer of this failover
+//!   lacks, so they never carry over to the next failover.
+//! - An app still held when a failover ends by age has had its hold (it is
+//!   *spent*): no later failover holds it, nor asks home about it, until an
+//!   answer lists it (a full answer, or a delta entry `ADDED` or
+//!   `MODIFIED`). Peers failing in turn (a rolling restart's next step, or
+//!   flapping) end one failover by age in the fetch that starts the next;
+//!   before, the app, still in the copy, was held again from scratch: a
+//!   gone app was served 1.64 s after the first answer lacking it with a
+//!   hold of 800 ms, 2.94 s with 600 ms under flapping (attack 64a,
+//!   finding 2). Spent marks are forgotten at every full answer for the
+//!   apps it lists or the copy no longer holds (so there are at most as
+//!   many as apps the copy holds), and when home answers again. So an
+//!   app stays at most `absence_hold` after the first answer that lacked
+//!   it, and never past the failover's own `absence_hold`.
 //! - At most [`MAX_HELD_APPS`] apps are held at once; past it, the apps
 //!   held longest (then by name) leave the copy first, as the answer says.
 //!   An app that left the copy is not held again until an answer lists it,
@@ -76,7 +87,7 @@ use tokio::time::Instant;
 
 use super::copy::{Record, Registry, app_key};
 use crate::discovery::eureka::client::Answered;
-use crate::discovery::eureka::wire::Applications;
+use crate::discovery::eureka::wire::{ActionType, Applications};
 
 /// Most apps held at once (see the module docs). 4 096 keys and clocks:
 /// under 200 KiB with 32-byte names; the records held are the copy's own,
@@ -98,6 +109,9 @@ pub(super) struct Failover {
     since: Option<Instant>,
     /// Held apps' keys, with the time the first answer lacked each.
     held: HashMap<String, Instant>,
+    /// Apps still held when a failover ended by age: not held again until
+    /// an answer lists them (see the module docs).
+    spent: HashSet<String>,
 }
 
 /// What home said when asked to confirm (see the module docs).
@@ -115,11 +129,13 @@ impl Failover {
     /// ends first (see the module docs).
     pub(super) fn answered(&mut self, answered: Option<Answered>, now: Instant, hold: Duration) -> Option<usize> {
         let Some(answered) = answered else {
-            self.end();
+            self.settle();
             return None;
         };
         if self.since.is_some_and(|since| now.saturating_duration_since(since) >= hold) {
             tracing::info!(?hold, "Eureka failover older than the absence hold; the answering server's full answers are the truth again");
+            let held = std::mem::take(&mut self.held);
+            self.spent.extend(held.into_keys());
             self.end();
         }
         match self.last {
@@ -129,7 +145,7 @@ impl Failover {
                 // clock.
                 self.since.get_or_insert(now);
             }
-            _ if self.home == Some(answered.server) => self.end(),
+            _ if self.home == Some(answered.server) => self.settle(),
             _ => {}
         }
         self.last = Some(answered.server);
@@ -142,13 +158,44 @@ impl Failover {
         self.held = HashMap::new();
     }
 
-    /// What to put back into the copy after a full failover answer that
-    /// lacked the apps `missing` (keys): with home's answer, its records
-    /// of those it lists (their clocks keep running, started at `now` or
-    /// before; the others' holds end, so they leave); without, the records
-    /// `registry` holds of each app whose hold, started at `now` or before,
-    /// has not lasted `hold`, at most [`MAX_HELD_APPS`] of them. Holds of
-    /// apps not in `missing` end. Home's answer never ends the failover.
+    /// Ends the failover on an answer from home or taken as every
+    /// server's, and forgets spent marks: the copy follows that server
+    /// again, whose answers list an app (the copy matches them) or drop it
+    /// (its next full answer is the truth).
+    fn settle(&mut self) {
+        self.end();
+        self.spent = HashSet::new();
+    }
+
+    /// Whether a full failover answer lacking the apps `missing` (keys)
+    /// lacks one whose hold is not spent: only then is home asked.
+    pub(super) fn holds_any(&self, missing: &HashSet<String>) -> bool {
+        missing.iter().any(|key| !self.spent.contains(key))
+    }
+
+    /// A delta answer: the apps it lists (a record `ADDED` or `MODIFIED`,
+    /// usable or not, as the copy takes them) are no longer spent.
+    pub(super) fn listed_by(&mut self, delta: &Applications) {
+        if self.spent.is_empty() {
+            return;
+        }
+        for app in &delta.applications {
+            let lists = super::copy::records_of(app)
+                .any(|(_, action, ..)| matches!(action, ActionType::Added | ActionType::Modified));
+            if lists {
+                self.spent.remove(&app_key(&app.name));
+            }
+        }
+    }
+
+    /// What to put back into the copy after a full answer that lacked the
+    /// apps `missing` (keys; empty outside a failover): with home's answer,
+    /// its records of those it lists (their clocks keep running, started at
+    /// `now` or before; the others' holds end, so they leave); without, the
+    /// records `registry` holds of each app whose hold, started at `now` or
+    /// before, has not lasted `hold`, at most [`MAX_HELD_APPS`] of them.
+    /// Apps whose hold is spent are not held; spent marks and holds of apps
+    /// not in `missing` end. Home's answer never ends the failover.
     pub(super) fn kept(
         &mut self,
         registry: &Registry,
@@ -157,6 +204,14 @@ impl Failover {
         now: Instant,
         hold: Duration,
     ) -> Kept {
+        self.spent.retain(|key| missing.contains(key));
+        let unspent: HashSet<String>;
+        let missing = if self.spent.is_empty() {
+            missing
+        } else {
+            unspent = missing.difference(&self.spent).cloned().collect();
+            &unspent
+        };
         self.held.retain(|key, _| missing.contains(key));
         let mut home = match confirmed {
             Confirmed::Answered(home) => home,
@@ -217,6 +272,12 @@ impl Failover {
     #[cfg(test)]
     pub(super) fn held(&self) -> usize {
         self.held.len()
+    }
+
+    /// The apps whose hold is spent now.
+    #[cfg(test)]
+    pub(super) fn spent(&self) -> usize {
+        self.spent.len()
     }
 }
 
@@ -298,13 +359,17 @@ mod tests {
         apps.unwrap().applications.remove(0)
     }
 
-    fn registry_of(apps: Vec<crate::discovery::eureka::wire::Application>) -> Registry {
-        let mut registry = Registry::new();
-        let apps = Applications {
+    fn apps_of(applications: Vec<crate::discovery::eureka::wire::Application>) -> Applications {
+        Applications {
             apps_hashcode: None,
             versions_delta: None,
-            applications: apps,
-        };
+            applications,
+        }
+    }
+
+    fn registry_of(apps: Vec<crate::discovery::eureka::wire::Application>) -> Registry {
+        let mut registry = Registry::new();
+        let apps = apps_of(apps);
         super::super::copy::apply(&mut registry, &apps, true);
         registry
     }
@@ -336,11 +401,7 @@ mod tests {
         assert!(kept.is_empty());
         assert_eq!(f.held(), 0);
         // Home lists A on another port, and not B.
-        let home = Applications {
-            apps_hashcode: None,
-            versions_delta: None,
-            applications: vec![app("A", 7)],
-        };
+        let home = apps_of(vec![app("A", 7)]);
         let kept = f.kept(&copy, &missing, Confirmed::Answered(home), t0, hold);
         assert_eq!(ports(&kept), [("A".into(), Some(7))]);
         assert_eq!(f.held(), 1);
@@ -358,11 +419,7 @@ mod tests {
         let mut f = Failover::default();
         let kept = f.kept(&copy, &missing, Confirmed::Unanswered, t0, hold);
         assert_eq!(ports(&kept), [("A".into(), Some(1))]);
-        let home = Applications {
-            apps_hashcode: None,
-            versions_delta: None,
-            applications: vec![app("A", 7)],
-        };
+        let home = apps_of(vec![app("A", 7)]);
         let t1 = t0 + Duration::from_secs(60);
         let kept = f.kept(&copy, &missing, Confirmed::Answered(home), t1, hold);
         assert_eq!(ports(&kept), [("A".into(), Some(7))]);
@@ -371,5 +428,65 @@ mod tests {
         assert_eq!(f.kept(&copy, &missing, Confirmed::Unanswered, before, hold).len(), 1);
         assert!(f.kept(&copy, &missing, Confirmed::Unanswered, t0 + hold, hold).is_empty());
         assert_eq!(f.held(), 0);
+    }
+
+    /// Attack 64a, finding 2: a failover ending by age in the answer that
+    /// starts the next (peers failing in turn) does not hold again an app
+    /// it held; an answer listing the app ends that.
+    #[test]
+    fn a_hold_spent_by_age_does_not_start_over() {
+        let copy = registry_of(vec![app("A", 1), app("B", 2)]);
+        let only_a: HashSet<String> = ["A".to_owned()].into();
+        let t0 = Instant::now();
+        let mut f = Failover::default();
+        assert_eq!(f.answered(at(0, false), t0, HOLD), None);
+        assert_eq!(f.answered(at(1, true), t0, HOLD), Some(0));
+        assert_eq!(ports(&f.kept(&copy, &only_a, Confirmed::Unanswered, t0, HOLD)), [("A".into(), Some(1))]);
+        // One hold later 1 fails and 0 answers: the first failover ends
+        // by age, a second starts in the same answer.
+        let t1 = t0 + HOLD;
+        assert_eq!(f.answered(at(0, true), t1, HOLD), Some(1));
+        assert_eq!((f.held(), f.spent()), (0, 1));
+        assert!(!f.holds_any(&only_a), "home is not asked about A");
+        assert!(f.kept(&copy, &only_a, Confirmed::Unanswered, t1, HOLD).is_empty());
+        // Home's answer listing A does not bring it back either.
+        let home = apps_of(vec![app("A", 7)]);
+        assert!(f.kept(&copy, &only_a, Confirmed::Answered(home), t1, HOLD).is_empty());
+        // A full answer listing A forgets the mark: a later absence holds.
+        assert!(f.kept(&copy, &HashSet::new(), Confirmed::Unanswered, t1, HOLD).is_empty());
+        assert_eq!(f.spent(), 0);
+        assert!(f.holds_any(&only_a));
+        assert_eq!(f.kept(&copy, &only_a, Confirmed::Unanswered, t1, HOLD).len(), 1);
+    }
+
+    /// A delta listing a spent app (`ADDED` or `MODIFIED`) forgets its
+    /// mark; a `DELETED` of one of its instances does not.
+    #[test]
+    fn a_delta_listing_a_spent_app_forgets_its_mark() {
+        let copy = registry_of(vec![app("A", 1)]);
+        let only_a: HashSet<String> = ["A".to_owned()].into();
+        let t0 = Instant::now();
+        let mut f = Failover::default();
+        f.answered(at(0, false), t0, HOLD);
+        f.answered(at(1, true), t0, HOLD);
+        assert_eq!(f.kept(&copy, &only_a, Confirmed::Unanswered, t0, HOLD).len(), 1);
+        f.answered(at(0, true), t0 + HOLD, HOLD);
+        assert_eq!(f.spent(), 1);
+        let delta = |action: ActionType| {
+            let mut a = app("A", 1);
+            a.instances[0].action = action;
+            apps_of(vec![a])
+        };
+        f.listed_by(&delta(ActionType::Deleted));
+        assert_eq!(f.spent(), 1);
+        f.listed_by(&delta(ActionType::Modified));
+        assert_eq!(f.spent(), 0);
+        // Held again, spent again at the next failover (home 0)...
+        assert_eq!(f.kept(&copy, &only_a, Confirmed::Unanswered, t0 + HOLD, HOLD).len(), 1);
+        assert_eq!(f.answered(at(1, true), t0 + 2 * HOLD, HOLD), Some(0));
+        assert_eq!((f.held(), f.spent()), (0, 1));
+        // ...whose home answering again forgets the mark.
+        assert_eq!(f.answered(at(0, false), t0 + 2 * HOLD, HOLD), None);
+        assert_eq!(f.spent(), 0);
     }
 }

@@ -265,8 +265,10 @@ impl Inner {
             Some(_) => failover::missing(&self.lock(), &apps),
             None => HashSet::new(),
         };
+        // Home is not asked about apps whose hold is spent.
+        let ask_home = self.lock_failover().holds_any(&missing);
         let confirmed = match home {
-            Some(home) if !missing.is_empty() => self.confirm(home).await,
+            Some(home) if ask_home => self.confirm(home).await,
             _ => Confirmed::Unanswered,
         };
         let complete = {
@@ -313,7 +315,10 @@ impl Inner {
         let delta = match self.get("apps/delta").await {
             Ok((delta, answered)) => {
                 let hold = self.http.absence_hold();
-                self.lock_failover().answered(answered, Instant::now(), hold);
+                let mut failover = self.lock_failover();
+                failover.answered(answered, Instant::now(), hold);
+                failover.listed_by(&delta);
+                drop(failover);
                 delta
             }
             Err(e) => {
