@@ -243,6 +243,7 @@ impl EurekaRegistrationBuilder {
                 held: AtomicU8::new(0),
                 released: AtomicU8::new(0),
                 released_at: AtomicU64::new(0),
+                replay_at: AtomicU64::new(0),
                 drain_dirty: AtomicBool::new(false),
                 dirty: AtomicU64::new(super::now_ms()),
                 op: tokio::sync::Mutex::new(()),

@@ -82,6 +82,7 @@ mod first_up;
 mod kept;
 mod late;
 mod register;
+mod replay;
 mod runs;
 mod status;
 
@@ -131,6 +132,9 @@ struct Shared {
     /// stamped well before that (see `status.rs`).
     released: AtomicU8,
     released_at: AtomicU64,
+    /// When a change after an undrain is due to be sent again (ms, this
+    /// host's clock; 0: none; see `replay.rs`).
+    replay_at: AtomicU64,
     /// The instance's `lastDirtyTimestamp` (ms since the epoch): set at build, raised by every
     /// status change and (re-)registration, sent with every registration, status update and
     /// heartbeat, as the Java client does. A server whose copy is older (it missed a status change:
@@ -247,6 +251,7 @@ impl Shared {
             tracing::info!(app = %self.app, id = %self.id, status = self.status().as_str(), "sending the instance status again");
             self.send_status_locked().await?;
         }
+        self.replay_locked(now_ms()).await?;
         self.check_late_write_locked(&answer.server).await
     }
 

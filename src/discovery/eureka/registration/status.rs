@@ -216,6 +216,7 @@ impl Shared {
             // so a raised one would cost a registration at the next
             // heartbeat. A drain's is raised when it is sent, unless the
             // server holds that override already (`send_status_locked`).
+            self.note_replayable(status, super::now_ms());
             let drain = status == InstanceStatus::OutOfService;
             self.drain_dirty.store(drain, Ordering::Release);
             if !drain {

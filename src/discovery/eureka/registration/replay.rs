@@ -1,0 +1,80 @@
+//! A status change replicated ahead of the undrain before it.
+//!
+//! An undrain removes the drain's override (`DELETE …/status?value=UP`,
+//! see `status.rs`). A replicating Eureka server queues each change for
+//! its peers keyed by kind and instance (`Register#…`, `StatusUpdate#…`,
+//! `DeleteStatusOverride#…`) and sends them in batches (every 500 ms); a
+//! newer change of a kind already queued replaces the queued one in its
+//! place (`AcceptorExecutor`, Netflix/eureka
+//! `eureka-core/.../cluster/ReplicationTaskProcessor.java` and
+//! `eureka-core/.../util/batcher/AcceptorExecutor.java`). So statuses
+//! changed quickly after an undrain (a health flap DOWN, UP, the drain,
+//! the undrain, a flap DOWN, a drain again) reach the peer as the last
+//! registration, the last status update, and then the undrain's removal,
+//! which sets UP there. Both servers then hold the same
+//! `lastDirtyTimestamp`, so replicated heartbeats get 200, and the
+//! read-backs (`late.rs`) go to the server that took the heartbeat: the
+//! peer served the draining instance UP for good (a real two-peer
+//! cluster: 1 to 4 of 6 apps, 10 of 10 reads UP 20 s later; helper 249).
+//!
+//! Here a change to a status other than UP within [`REPLICATION_WINDOW_MS`] (30 s)
+//! of an undrain is sent once more at the first renewal at least
+//! [`REPLAY_AFTER_MS`] (1 s) later (past the batching delay): a status update,
+//! which the server replicates even when it changes nothing, or a
+//! registration with a raised `lastDirtyTimestamp` for a status that goes
+//! in a registration's body (DOWN, STARTING), which the peer takes over
+//! its copy. The peer then serves the wanted status from that renewal on
+//! (at most one renew interval, 30 s by default, after the change). A
+//! replication outage longer than the renewal still queues the resend
+//! behind the removal; not covered. Cost: one more status call or
+//! registration per such change.
+
+use std::sync::atomic::Ordering;
+
+use super::Shared;
+use crate::error::DiscoveryError;
+use crate::instance::InstanceStatus;
+
+/// How long after an undrain a change may be replicated ahead of it:
+/// Eureka's `maxTimeForReplication` default (30 000 ms), how long a
+/// queued change waits for its batch.
+pub(super) const REPLICATION_WINDOW_MS: u64 = 30_000;
+
+/// How long after such a change its resend waits at least: past
+/// Eureka's 500 ms batching delay (`maxBatchingDelay`), so the resend is
+/// queued after the removal was sent.
+pub(super) const REPLAY_AFTER_MS: u64 = 1_000;
+
+impl Shared {
+    /// The app changed its status to `status` at `now_ms`: one within
+    /// the replication window of the last undrain is to be sent again.
+    pub(super) fn note_replayable(&self, status: InstanceStatus, now_ms: u64) {
+        let undrain = self.released_at.load(Ordering::Acquire);
+        let replay = status != InstanceStatus::Up
+            && undrain != 0
+            && now_ms.saturating_sub(undrain) < REPLICATION_WINDOW_MS;
+        let at = if replay { now_ms.saturating_add(REPLAY_AFTER_MS) } else { 0 };
+        self.replay_at.store(at, Ordering::Release);
+    }
+
+    /// After a renewal the server answered: sends the wanted status again
+    /// when a resend is due (see the module docs). Call with `op` held.
+    pub(super) async fn replay_locked(&self, now_ms: u64) -> Result<(), DiscoveryError> {
+        let at = self.replay_at.load(Ordering::Acquire);
+        if at == 0 || now_ms < at {
+            return Ok(());
+        }
+        self.replay_at.store(0, Ordering::Release);
+        let status = self.status();
+        if status == InstanceStatus::Up {
+            return Ok(());
+        }
+        tracing::info!(app = %self.app, id = %self.id, status = status.as_str(), "sending the status again past the replication of an undrain before it");
+        if super::register::in_body(status) {
+            // A registration the peer takes over its copy only if newer.
+            self.mark_dirty();
+        }
+        self.status_unsent.store(true, Ordering::Release);
+        self.send_status_locked().await
+    }
+}
