@@ -274,6 +274,11 @@ pub(super) fn end<R: ResponseStatus>(
         }
         let mut done = Completion::new(in_flight, outcome, per_instance);
         done.callers_deadline = call.callers_deadline;
+        done.connection = result
+            .as_ref()
+            .ok()
+            .and_then(ResponseStatus::connection_id)
+            .and_then(std::num::NonZeroU64::new);
         Held::Completion(done)
     } else {
         // One clock read ends the attempt for stats, metrics and ejection.
@@ -282,11 +287,14 @@ pub(super) fn end<R: ResponseStatus>(
         // A declined attempt counts once a second per instance, as a
         // connect failure (a burst of them is one connection's GOAWAY); one
         // whose HTTP/2 connection the server closed, once per connection's
-        // end and not after a decline, as an other error.
+        // end (told by time: no response names the connection) and not
+        // after a decline, as an other error.
         let stats = in_flight.endpoint().stats_handle();
         match outcome {
             Outcome::Declined if stats.count_declined(now) => outcome = Outcome::ConnectFailure,
-            Outcome::ConnectionLost if stats.count_lost(sent, now) => outcome = Outcome::OtherError,
+            Outcome::ConnectionLost if stats.count_lost(sent, now, None) => {
+                outcome = Outcome::OtherError
+            }
             _ => {}
         }
         // Recorded now; still in flight while the `Held` lives (a response

@@ -165,12 +165,17 @@ pub struct Completion {
     /// deadline running out, not the instance's failure (see
     /// `grpc::GrpcStatus`).
     pub(super) callers_deadline: Option<Instant>,
+    /// The connection the response came on
+    /// ([`ResponseStatus::connection_id`]), if known: its end, read in the
+    /// body, counts once however late it is read.
+    pub(super) connection: Option<std::num::NonZeroU64>,
 }
 
 impl Completion {
     pub(super) fn new(in_flight: InFlight, outcome: Outcome, per_instance: bool) -> Self {
         Self {
             callers_deadline: None,
+            connection: None,
             in_flight,
             state: None,
             outcome,

@@ -30,6 +30,15 @@ pub trait ResponseStatus {
     fn retry_pushback(&self) -> Option<&http::HeaderValue> {
         None
     }
+
+    /// An identity of the connection the response came on (a hash of its
+    /// local and remote addresses), if known, so that the streams one
+    /// connection's end cuts count once against the instance however late
+    /// their callers read them. Default: none (lost streams are then told
+    /// apart by time).
+    fn connection_id(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl<B> ResponseStatus for http::Response<B> {
@@ -63,6 +72,17 @@ impl<B> ResponseStatus for http::Response<B> {
         } else {
             first
         })
+    }
+
+    /// For an HTTP/2 response (only an HTTP/2 connection's end cuts
+    /// streams it did not fail), hyper-util's `HttpInfo` in the extensions
+    /// (its legacy client over `HttpConnector`, and reqwest, put it in
+    /// every response); none otherwise (tonic's channel keeps none).
+    fn connection_id(&self) -> Option<u64> {
+        if self.version() != http::Version::HTTP_2 {
+            return None;
+        }
+        super::connection::id(self.extensions())
     }
 }
 

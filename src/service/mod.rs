@@ -129,6 +129,7 @@ mod attempt;
 mod body;
 mod builder;
 mod classify;
+mod connection;
 mod cookie;
 mod ending;
 mod framing;

@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use super::Outcome;
 use super::StatsConfig;
+use super::lost::LostStreams;
 use super::streak::Streak;
 
 /// What one finished attempt did to the circuit breaker.
@@ -86,10 +87,9 @@ pub(crate) struct Breaker {
     /// never): a connection the server closes right after its
     /// `GOAWAY(ENHANCE_YOUR_CALM)` was closed for this client's traffic.
     declined_seen_ms: AtomicU64,
-    /// When the last counted [`ConnectionLost`](super::Outcome::ConnectionLost)
-    /// attempt ended (µs + 1; 0: never): a stream sent before it was on a
-    /// connection whose end has been counted.
-    lost_us: AtomicU64,
+    /// The [`ConnectionLost`](super::Outcome::ConnectionLost) attempts
+    /// counted: once per connection's end ([`super::lost`]).
+    lost: LostStreams,
     /// The latest time a response was recorded: a connection failure
     /// stamped before it, recorded late (its thread descheduled between
     /// reading the clock and recording), happened before that response and
@@ -127,7 +127,7 @@ impl Breaker {
             probing: AtomicU64::new(0),
             declined_ms: AtomicU64::new(0),
             declined_seen_ms: AtomicU64::new(0),
-            lost_us: AtomicU64::new(0),
+            lost: LostStreams::new(),
             responded_ms: LatestReset::new(),
         }
     }
@@ -151,22 +151,25 @@ impl Breaker {
             .fetch_max(now_ms.saturating_add(1), Ordering::AcqRel);
     }
 
-    /// Whether a lost stream (sent at `sent_us`, failed at `now_us`, µs)
-    /// counts: not when a declined attempt ended within `every_ms` before
-    /// `now_ms` (the server closed the connection for this client's
-    /// traffic), nor when it was sent no later than the last counted lost
-    /// stream ended (the same connection's end, counted already); of
-    /// racing ones from one connection, exactly one.
-    pub(crate) fn count_lost(&self, sent_us: u64, now_us: u64, now_ms: u64, every_ms: u64) -> bool {
+    /// Whether a lost stream (sent at `sent_us`, failed at `now_us`, µs + 1,
+    /// on `connection` if known) counts: not when a declined attempt ended
+    /// within `every_ms` before `now_ms` (the server closed the connection
+    /// for this client's traffic), nor when its connection's end counted
+    /// already ([`super::lost`]); of racing ones from one connection,
+    /// exactly one.
+    pub(crate) fn count_lost(
+        &self,
+        connection: Option<u64>,
+        sent_us: u64,
+        now_us: u64,
+        now_ms: u64,
+        every_ms: u64,
+    ) -> bool {
         let seen = self.declined_seen_ms.load(Ordering::Acquire);
         if seen != 0 && now_ms.saturating_add(1) < seen.saturating_add(every_ms) {
             return false;
         }
-        self.lost_us
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
-                (sent_us > last).then_some(last.max(now_us))
-            })
-            .is_ok()
+        self.lost.count(connection, sent_us, now_us)
     }
 
     pub(crate) fn successive(&self) -> u32 {
@@ -377,13 +380,21 @@ impl super::EndpointStats {
     }
 
     /// Whether a [`ConnectionLost`](super::Outcome::ConnectionLost) attempt
-    /// sent at `sent` and failed at `now` counts against this endpoint, as
-    /// an other error: once per connection's end (a stream sent after the
-    /// last counted one ended), and not within
+    /// sent at `sent`, failed at `now` (when it was read), on `connection`
+    /// (an identity of it, as [`connection_id`](crate::service::ResponseStatus::connection_id)
+    /// gives; `None` when unknown) counts against this endpoint, as an
+    /// other error: once per connection's end (by its identity, else a
+    /// stream sent after the last counted one ended; see [`super::lost`]),
+    /// and not within
     /// [`StatsConfig::declined_counted_every`] of a declined attempt (its
     /// `GOAWAY(ENHANCE_YOUR_CALM)` closed the connection for this client's
     /// traffic).
-    pub(crate) fn count_lost(&self, sent: tokio::time::Instant, now: tokio::time::Instant) -> bool {
+    pub(crate) fn count_lost(
+        &self,
+        sent: tokio::time::Instant,
+        now: tokio::time::Instant,
+        connection: Option<u64>,
+    ) -> bool {
         // µs + 1, so that a stream sent at (or, out of order, before) the
         // endpoint's creation is still after "never" (0).
         let us = |at: tokio::time::Instant| {
@@ -393,6 +404,7 @@ impl super::EndpointStats {
         };
         let every = self.config.declined_counted_every.as_millis();
         self.breaker.count_lost(
+            connection,
             us(sent),
             us(now),
             self.ms_at(now),

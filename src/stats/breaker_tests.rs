@@ -28,15 +28,15 @@ fn a_lost_stream_counts_once_per_connection_end() {
         (5_200, 9_100),
     ]
     .into_iter()
-    .map(|(sent, failed)| b.count_lost(sent, failed, failed / 1_000, 1_000))
+    .map(|(sent, failed)| b.count_lost(None, sent, failed, failed / 1_000, 1_000))
     .collect();
     assert_eq!(counted, [true, false, false, true, false]);
     // A declined attempt at 10 ms explains the connection ends of the
     // next second; one at 1 010 ms counts again.
     b.saw_declined(10);
-    assert!(!b.count_lost(20_000, 30_000, 30, 1_000));
-    assert!(!b.count_lost(20_000, 1_009_000, 1_009, 1_000));
-    assert!(b.count_lost(20_000, 1_010_000, 1_010, 1_000));
+    assert!(!b.count_lost(None, 20_000, 30_000, 30, 1_000));
+    assert!(!b.count_lost(None, 20_000, 1_009_000, 1_009, 1_000));
+    assert!(b.count_lost(None, 20_000, 1_010_000, 1_010, 1_000));
 }
 
 #[test]
@@ -49,9 +49,9 @@ fn a_lost_stream_sent_at_or_before_the_endpoints_creation_counts() {
         .checked_sub(std::time::Duration::from_millis(5))
         .unwrap_or(created);
     let failed = created + std::time::Duration::from_millis(3);
-    assert!(stats.count_lost(before, failed));
+    assert!(stats.count_lost(before, failed, None));
     // The same connection's other streams do not count again.
-    assert!(!stats.count_lost(before, failed + std::time::Duration::from_millis(1)));
+    assert!(!stats.count_lost(before, failed + std::time::Duration::from_millis(1), None));
 }
 
 #[test]
@@ -65,7 +65,7 @@ fn of_racing_lost_streams_of_one_connection_exactly_one_counts() {
                     // Sent before the connection ended at 10 000 µs;
                     // each fails a little later.
                     s.spawn(move || {
-                        usize::from(b.count_lost(round * 10 + i, 10_000 + i, 10, 1_000))
+                        usize::from(b.count_lost(None, round * 10 + i, 10_000 + i, 10, 1_000))
                     })
                 })
                 .collect();

@@ -62,6 +62,7 @@ mod config;
 pub mod decaying;
 pub mod ejection;
 mod guard;
+mod lost;
 mod outcome;
 mod streak;
 

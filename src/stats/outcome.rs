@@ -76,8 +76,11 @@ pub enum Outcome {
     /// one caller's request made 186 of 199 concurrent requests over two
     /// healthy instances fail and ejected one of them. So a connection's
     /// end counts once: the balancer records as an [`Outcome::OtherError`]
-    /// only a lost stream sent after the instance's last counted one ended
-    /// (the others were on a connection whose end is counted already), and
+    /// the first lost stream of each connection: told by the connection
+    /// its response named ([`ResponseStatus::connection_id`](crate::service::ResponseStatus::connection_id),
+    /// hyper-util's and reqwest's), however late its caller reads it, else
+    /// by time (a stream sent after the instance's last counted one ended;
+    /// the others were on a connection whose end is counted already), and
     /// none within
     /// [`StatsConfig::declined_counted_every`](super::StatsConfig::declined_counted_every)
     /// after one of the instance's attempts was [`Outcome::Declined`] (its

@@ -49,8 +49,10 @@ impl Completion {
     /// five bidirectional streams whose uploads broke ejected it); the
     /// HTTP/2 connection's end ([`Outcome::ConnectionLost`]) counts once
     /// per end, as for an attempt before its headers (`attempt::end`):
-    /// an [`Outcome::OtherError`] only for a stream sent after the
-    /// instance's last counted lost stream ended, and none within
+    /// an [`Outcome::OtherError`] only for the first stream of its
+    /// connection (by the response's connection identity, so however late
+    /// the caller reads it; without one, a stream sent after the
+    /// instance's last counted lost stream ended), and none within
     /// `StatsConfig::declined_counted_every` after a declined attempt.
     /// Before, a server's `GOAWAY(ENHANCE_YOUR_CALM)` for one caller's
     /// oversized header cut ten open response streams, charged the
@@ -61,7 +63,8 @@ impl Completion {
             Outcome::RequestError => self.request_failed(),
             Outcome::ConnectionLost if self.outcome.is_success() => {
                 let stats = self.in_flight.endpoint().stats_handle();
-                self.outcome = if stats.count_lost(self.in_flight.sent(), Instant::now()) {
+                let (sent, connection) = (self.in_flight.sent(), self.connection.map(u64::from));
+                self.outcome = if stats.count_lost(sent, Instant::now(), connection) {
                     Outcome::OtherError
                 } else {
                     Outcome::ConnectionLost
