@@ -12,6 +12,11 @@
 //! at factor 0.1 (1 ms into a 10 s window), 20 held picks: the newcomer
 //! gets 2 of 20 bare and wrapped (8 of 20 wrapped before, 12 of 20 for
 //! P2C, as with no slow start at all).
+//!
+//! Peers' reports of slow start failing under least-request balancing:
+//! <https://github.com/envoyproxy/envoy/issues/19437> (a new endpoint got
+//! no traffic in the window under `LEAST_REQUEST`, its share under round
+//! robin) and <https://github.com/envoyproxy/envoy/issues/29259>.
 
 use std::sync::Arc;
 use std::time::Duration;
