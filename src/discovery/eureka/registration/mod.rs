@@ -423,7 +423,10 @@ impl RegistrationHandle {
     /// keeps an operator's override too (a DOWN/UP flap is served DOWN,
     /// then the override again; a start through STARTING disabled
     /// meanwhile is served OUT_OF_SERVICE once UP): only this
-    /// registration's own drain goes with its change to UP.
+    /// registration's own drain goes with its change to UP. Once a clone's
+    /// handle has shut the registration down, it sends nothing and returns
+    /// `Ok`: the status is kept for the next `start` (sent, it registered
+    /// the cancelled instance again, with nothing to renew or cancel it).
     ///
     /// # Errors
     /// [`DiscoveryError`] if no server accepted it; the wanted status is

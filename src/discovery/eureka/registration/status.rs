@@ -187,7 +187,8 @@ impl Shared {
     }
 
     /// Records `status` as wanted and sends it; nothing when it is the
-    /// status wanted already and the server took it.
+    /// status wanted already and the server took it, or once the
+    /// registration is shut down (by another handle's `shutdown`).
     pub(super) async fn set_status(&self, status: InstanceStatus) -> Result<(), DiscoveryError> {
         let was = std::mem::replace(
             &mut *self.status.lock().unwrap_or_else(|e| e.into_inner()),
@@ -225,6 +226,13 @@ impl Shared {
         }
         self.status_unsent.store(true, Ordering::Release);
         let _op = self.op.lock().await;
+        if self.shut_down.load(Ordering::Acquire) {
+            // Cancelled by another handle's shutdown: kept for the next
+            // start, sent now it would register the instance again, with
+            // nothing left to renew or cancel it (served for its lease,
+            // about 240 s; attack 64c).
+            return Ok(());
+        }
         // The status wanted when the lock is ours: of two racing changes,
         // the last one asked for is the last one sent.
         self.send_status_locked().await
