@@ -26,7 +26,7 @@ fn read_back_limit(max_body_bytes: usize, registered: usize) -> usize {
 mod checks;
 
 pub use checks::MAX_LEASE_PATH_BYTES;
-use checks::{check_app, check_id, check_lease_path, check_metadata};
+use checks::{check_app, check_id, check_lease_path, check_metadata, check_xml_text};
 
 use super::super::client::Connection;
 use super::{EurekaRegistration, Shared};
@@ -103,13 +103,15 @@ impl EurekaRegistrationBuilder {
         self
     }
 
-    /// Path of the health URL (`healthCheckUrl`). Default `/health`.
+    /// Path of the health URL (`healthCheckUrl`). Default `/health`. One
+    /// holding a character XML 1.0 forbids is refused at [`build`](Self::build).
     pub fn health_path(mut self, path: impl Into<String>) -> Self {
         self.health_path = path.into();
         self
     }
 
-    /// Path of the status page URL (`statusPageUrl`). Default `/info`.
+    /// Path of the status page URL (`statusPageUrl`). Default `/info`. One
+    /// holding a character XML 1.0 forbids is refused at [`build`](Self::build).
     pub fn status_path(mut self, path: impl Into<String>) -> Self {
         self.status_path = path.into();
         self
@@ -170,9 +172,13 @@ impl EurekaRegistrationBuilder {
     /// `securePort` of 0, nothing a client can connect to), a lease
     /// duration longer than 2 147 483 s or not longer than the
     /// renew interval, or an initial status of `UNKNOWN`. Also, naming the
-    /// key (`instance id`, `app name`, `metadata`) and, for lengths, the
-    /// percent-encoded length and the limit: an instance id that is empty,
-    /// `.`, `..` or holds `/`, `%` or a control character; an instance id
+    /// key (`instance id`, `app name`, `metadata`, `health path`, `status
+    /// path`) and, for lengths, the percent-encoded length and the limit: an
+    /// instance id that is empty, `.`, `..` or holds `/`, `%`, `\`, a
+    /// control character, U+FFFE or U+FFFF (Eureka's server answers every
+    /// lease call of an id with `\` 400, and writes the id into its XML
+    /// registry); a health or status path holding a character XML 1.0
+    /// forbids (a C0 control but tab, LF and CR; U+FFFE; U+FFFF); an instance id
     /// or app name whose longest lease call (`…/apps/{APP}/{id}/status?
     /// value=OUT_OF_SERVICE&lastDirtyTimestamp=` and 19 digits, after the
     /// longest server URL path) passes [`MAX_LEASE_PATH_BYTES`] once
@@ -224,6 +230,8 @@ impl EurekaRegistrationBuilder {
         check_id(&id)?;
         check_lease_path(&self.connection.urls, &app, &id, self.instance_id.is_some())?;
         check_metadata(&self.metadata)?;
+        check_xml_text("health path", &self.health_path)?;
+        check_xml_text("status path", &self.status_path)?;
         let body = self.body(&app, &host, &vip, &id);
         // The registration reads back only its own record.
         let registered = serde_json::to_vec(&body).map_or(0, |b| b.len());

@@ -1,6 +1,6 @@
 //! What [`EurekaRegistrationBuilder::build`](super::EurekaRegistrationBuilder::build)
-//! refuses in the app name, instance id and metadata: text the server
-//! would take but could not serve back (a lease URL over its request
+//! refuses in the app name, instance id, page paths and metadata: text the
+//! server would take but could not serve back (a lease URL over its request
 //! limit, metadata that breaks its XML registry).
 
 use std::collections::BTreeMap;
@@ -51,26 +51,52 @@ pub(super) fn check_app(app: &str) -> Result<(), BuildError> {
     }
 }
 
-/// Not empty, `.` or `..`; no `/`, `%` or control character (it is a path
-/// segment of every lease call). Its length is bounded with the lease
-/// call's ([`check_lease_path`]).
+/// Not empty, `.` or `..`; no `/`, `%`, `\`, control character or
+/// other character XML 1.0 forbids (it is a path segment of every lease
+/// call, and Eureka writes it into its XML registry). Its length is
+/// bounded with the lease call's ([`check_lease_path`]).
+///
+/// A `\` (sent as `%5C`) registered (204), then Tomcat, which decodes it
+/// and refuses a backslash in a path, answered every heartbeat, status
+/// call, read-back and cancel of the instance 400: its drain never landed,
+/// its shutdown failed, and it was served UP for its lease (attack 64c).
 pub(super) fn check_id(id: &str) -> Result<(), BuildError> {
     if id.trim().is_empty()
         || id == "."
         || id == ".."
-        || id.contains('/')
-        || id.contains('%')
-        || id.chars().any(char::is_control)
+        || id.contains(['/', '%', '\\'])
+        || id.chars().any(|c| c.is_control() || !is_xml_char(c))
     {
         return Err(invalid(
             "instance id",
             format!(
-                "`{}`: empty, `.`/`..`, or holds `/`, `%` or a control character",
+                "`{}`: empty, `.`/`..`, or holds `/`, `%`, `\\`, a control character or \
+                 U+FFFE/U+FFFF (Eureka's server refuses a backslash in a path with 400, and \
+                 writes the id into its XML registry)",
                 quote(id)
             ),
         ));
     }
     Ok(())
+}
+
+/// Registered text Eureka writes into its XML registry (a health or status
+/// page path): no character XML 1.0 forbids. A NUL or U+FFFF in
+/// `healthCheckUrl` registered, and Eureka served `&#x0;` in `GET /apps/`,
+/// malformed for every XML reader (attack 64c).
+pub(super) fn check_xml_text(key: &'static str, text: &str) -> Result<(), BuildError> {
+    match text.chars().find(|&c| !is_xml_char(c)) {
+        None => Ok(()),
+        Some(c) => Err(invalid(
+            key,
+            format!(
+                "`{}` holds U+{:04X}, a character XML 1.0 forbids (Eureka writes it into its \
+                 XML registry, which it would make malformed for every reader)",
+                quote(text),
+                u32::from(c)
+            ),
+        )),
+    }
 }
 
 /// Bytes of `text` percent-encoded as a path segment (the registration's
