@@ -22,9 +22,8 @@
 //! .layer(lb_layer)`), or a limit alone inside it. tower's `LoadShed`
 //! inside refuses in `call`; its `Overloaded`, and a closed `Buffer`'s
 //! error, are [`Outcome::RequestError`]s: charged to no instance and not
-//! retried. A retry to
-//! the same instance checks it again against the current list and its
-//! health, so it never follows an instance that left or was ejected.
+//! retried. A retry to the same instance checks it again against the
+//! current list and its health, so it never follows one that left.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -287,8 +286,7 @@ pub(super) fn end<R: ResponseStatus>(
         // A declined attempt counts once a second per instance, as a
         // connect failure (a burst of them is one connection's GOAWAY); one
         // whose HTTP/2 connection the server closed, once per connection's
-        // end (told by time: no response names the connection) and not
-        // after a decline, as an other error.
+        // end (told by time) and not after a decline, as an other error.
         let stats = in_flight.endpoint().stats_handle();
         match outcome {
             Outcome::Declined if stats.count_declined(now) => outcome = Outcome::ConnectFailure,

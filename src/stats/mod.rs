@@ -20,9 +20,8 @@
 //!   against the stored value, as tower's does, so after an idle spell any
 //!   answer reads higher than the decayed read before it (11.1 ms, 1 s
 //!   decayed over 45 s, to 21 ms after a 10 ms answer);
-//! - a decaying mean response time (τ = 30 s) for weighted response time;
-//! - a decaying success rate (τ = 10 s);
-//!   (all three in one packed atomic each: [`decaying`]);
+//! - a decaying mean response time (τ = 30 s, for weighted response time)
+//!   and success rate (τ = 10 s), all three one packed atomic ([`decaying`]);
 //! - successive connection-class failures and the **circuit breaker**
 //!   (Ribbon's defaults: trip after 3; blackout `min(2^(n-3) × 10 s, 30 s)`
 //!   from the last failure; any response resets), plus a half-open state:
@@ -37,8 +36,8 @@
 //! saturate at zero, stored times only move forward, a response older than
 //! the latest failure resets no counter, and a connection failure older
 //! than the latest response counts toward no trip. So no stat jumps for an
-//! out-of-order record: its value lies between the values
-//! without the record and with the record taken as in order.
+//! out-of-order record: its value lies between the values without the
+//! record and with the record taken as in order.
 //!
 //! ```
 //! use tower_ribbon::stats::{BreakerState, EndpointStats, Outcome};
