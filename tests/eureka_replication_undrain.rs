@@ -14,7 +14,8 @@
 //! batch depends on the calls' speed, so six apps run it (the test cannot
 //! fail on every run of the code before the fix; it failed in each of the
 //! helper's runs). Now a change within 30 s of an undrain is sent again at
-//! the first renewal at least 1 s later: every app drained at both peers.
+//! the first renewals at least 1 s, 5 s and 20 s later: every app as
+//! wanted at both peers.
 //! A sequence ending DOWN (sent in a registration's body) is sent again
 //! with a raised `lastDirtyTimestamp`. The control (OUT_OF_SERVICE, UP,
 //! OUT_OF_SERVICE) ended drained before too. Eureka's own report of
@@ -80,9 +81,9 @@ async fn a_change_right_after_an_undrain_ends_as_wanted_at_both_peers() {
         // The next app's sequence in a batch of its own.
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    // Renewals every 500 ms: the resend is due 1 s after the last change
-    // and replicated within the next batch.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Renewals every 500 ms: resends are due 1 s and 5 s after the last
+    // change, each replicated within the next batch.
+    tokio::time::sleep(Duration::from_secs(8)).await;
     let mut served = Vec::new();
     for (app, handle, _) in &handles {
         let wanted = handle.status().as_str().to_owned();

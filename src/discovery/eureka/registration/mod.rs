@@ -132,9 +132,10 @@ struct Shared {
     /// stamped well before that (see `status.rs`).
     released: AtomicU8,
     released_at: AtomicU64,
-    /// When a change after an undrain is due to be sent again (ms, this
-    /// host's clock; 0: none; see `replay.rs`).
-    replay_at: AtomicU64,
+    /// When a change after an undrain was made, to be sent again (ms,
+    /// this host's clock; 0: none), and the resends done (see `replay.rs`).
+    replay_from: AtomicU64,
+    replays: AtomicU32,
     /// The instance's `lastDirtyTimestamp` (ms since the epoch): set at build, raised by every
     /// status change and (re-)registration, sent with every registration, status update and
     /// heartbeat, as the Java client does. A server whose copy is older (it missed a status change:

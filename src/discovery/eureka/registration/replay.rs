@@ -18,16 +18,19 @@
 //! cluster: 1 to 4 of 6 apps, 10 of 10 reads UP 20 s later; helper 249).
 //!
 //! Here a change to a status other than UP within [`REPLICATION_WINDOW_MS`] (30 s)
-//! of an undrain is sent once more at the first renewal at least
-//! [`REPLAY_AFTER_MS`] (1 s) later (past the batching delay): a status update,
+//! of an undrain is sent again at the first renewals at least
+//! [`REPLAY_AFTER_MS`] (1 s, 5 s and 20 s) later (past the batching delay,
+//! and again should a loaded server have sent its batch late): a status update,
 //! which the server replicates even when it changes nothing, or a
 //! registration with a raised `lastDirtyTimestamp` for a status that goes
 //! in a registration's body (DOWN, STARTING), which the peer takes over
-//! its copy. The peer then serves the wanted status from that renewal on
-//! (at most one renew interval, 30 s by default, after the change). A
-//! replication outage longer than the renewal still queues the resend
-//! behind the removal; not covered. Cost: one more status call or
-//! registration per such change.
+//! its copy. The peer then serves the wanted status from such a renewal on
+//! (at most one renew interval, 30 s by default, after the change; with a
+//! 500 ms interval under load, a resend 1 s after the change was once
+//! queued ahead of the removal still, so there are three). A replication
+//! outage longer than 20 s still queues the resends behind the removal;
+//! not covered. Cost: up to three status calls or registrations per such
+//! change.
 
 use std::sync::atomic::Ordering;
 
@@ -40,10 +43,11 @@ use crate::instance::InstanceStatus;
 /// queued change waits for its batch.
 pub(super) const REPLICATION_WINDOW_MS: u64 = 30_000;
 
-/// How long after such a change its resend waits at least: past
-/// Eureka's 500 ms batching delay (`maxBatchingDelay`), so the resend is
-/// queued after the removal was sent.
-pub(super) const REPLAY_AFTER_MS: u64 = 1_000;
+/// How long after such a change its resends wait at least: past
+/// Eureka's 500 ms batching delay (`maxBatchingDelay`), so a resend is
+/// queued after the removal was sent, and twice more for a server whose
+/// batch went out late.
+pub(super) const REPLAY_AFTER_MS: [u64; 3] = [1_000, 5_000, 20_000];
 
 impl Shared {
     /// The app changed its status to `status` at `now_ms`: one within
@@ -53,18 +57,28 @@ impl Shared {
         let replay = status != InstanceStatus::Up
             && undrain != 0
             && now_ms.saturating_sub(undrain) < REPLICATION_WINDOW_MS;
-        let at = if replay { now_ms.saturating_add(REPLAY_AFTER_MS) } else { 0 };
-        self.replay_at.store(at, Ordering::Release);
+        // The change's time; the resends done so far are `replays`.
+        self.replay_from.store(if replay { now_ms } else { 0 }, Ordering::Release);
+        self.replays.store(0, Ordering::Release);
     }
 
     /// After a renewal the server answered: sends the wanted status again
     /// when a resend is due (see the module docs). Call with `op` held.
     pub(super) async fn replay_locked(&self, now_ms: u64) -> Result<(), DiscoveryError> {
-        let at = self.replay_at.load(Ordering::Acquire);
-        if at == 0 || now_ms < at {
+        let from = self.replay_from.load(Ordering::Acquire);
+        let done = self.replays.load(Ordering::Acquire) as usize;
+        let due = REPLAY_AFTER_MS
+            .get(done)
+            .is_some_and(|after| now_ms >= from.saturating_add(*after));
+        if from == 0 || !due {
             return Ok(());
         }
-        self.replay_at.store(0, Ordering::Release);
+        // Past every offset already passed: one resend per renewal.
+        let passed = REPLAY_AFTER_MS
+            .iter()
+            .filter(|after| now_ms >= from.saturating_add(**after))
+            .count();
+        self.replays.store(passed as u32, Ordering::Release);
         let status = self.status();
         if status == InstanceStatus::Up {
             return Ok(());

@@ -199,7 +199,7 @@ impl Shared {
             // deployer's disable (helper 228).
             this.held.store(0, Ordering::Release);
             this.released.store(0, Ordering::Release);
-            this.replay_at.store(0, Ordering::Release);
+            this.replay_from.store(0, Ordering::Release);
             // A new run: its own first UP decides (helper 203).
             this.first_up.reset();
         }
