@@ -22,6 +22,9 @@ pub(crate) struct Answered {
     /// which says nothing about the apps the copy holds; attack 64a,
     /// finding 3). Deltas never list nothing in that sense.
     pub(crate) after_failure: bool,
+    /// Whether an earlier server listed nothing (restarted empty; only
+    /// for `GET /apps`): its later answers, refilling, prove no absence.
+    pub(crate) after_empty: bool,
 }
 
 impl EurekaHttp {

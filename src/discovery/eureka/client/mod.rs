@@ -174,7 +174,9 @@ impl EurekaHttp {
                     // An earlier server's empty answer counts: a home
                     // restarted empty is no answer about the copy's apps.
                     let after_failure = failed.is_some() || absent.is_some();
-                    return Ok((found, Some(Answered { server: index, after_failure })));
+                    let after_empty = absent.is_some();
+                    let answered = Answered { server: index, after_failure, after_empty };
+                    return Ok((found, Some(answered)));
                 }
                 Err(e) => {
                     tracing::debug!(server = %server.base, error = %e, "Eureka server failed; trying the next");

@@ -21,14 +21,12 @@
 //!   peer answering next was the truth and dropped a live app, attack 64a
 //!   finding 3). Only the registry's own fetches count: a
 //!   [`VipSource`](super::VipSource) starts at a server of its own, so its
-//!   failover neither starts nor ends the registry's (before, it moved the
-//!   registry's next fetch to the other server with no failure seen, whose
-//!   partial answer was then the truth: ORDERS 0 instances against 1
-//!   without the VIP fetch, attack 64a finding 1). A failover lasts while
-//!   answers come from other servers (the client keeps asking the one that
-//!   answered, as Java's does), and ends when home gives a fetch's
-//!   answer again, when an answer is taken as every server's (every
-//!   server listing nothing), or
+//!   failover neither starts nor ends the registry's (before, its failover
+//!   made the partial peer the truth: ORDERS 0 instances against 1, attack
+//!   64a finding 1). A failover lasts while answers come from other
+//!   servers (the client keeps asking the one that answered, as Java's
+//!   does), and ends when home gives a fetch's answer again, when an answer
+//!   is taken as every server's (every server listing nothing), or
 //!   [`absence_hold`](super::EurekaRegistryBuilder::absence_hold) after it
 //!   started: a restarted peer refills within one renewal interval (30 s),
 //!   so past the hold the answering server's full answers are the truth
@@ -47,7 +45,11 @@
 //!   too. That confirmation settles only the apps the answer lacked: it
 //!   neither ends the failover nor moves fetches to home (a restarted,
 //!   partly refilled home would otherwise become the truth and drop live
-//!   apps the answering server lists). If home does not answer, each
+//!   apps the answering server lists). A home that listed nothing when
+//!   the failover started (restarted empty) proves no absence while it
+//!   refills: an app it lacks stays held (before, its first partly
+//!   refilled answer dropped a live app within seconds; attack 65b). If
+//!   home does not answer, each
 //!   lacking app keeps the copy's records (or home's last ones) for
 //!   `absence_hold` (default 90 s, Eureka's lease duration) from the first
 //!   answer of this failover that lacked it, then leaves the copy.
@@ -68,8 +70,8 @@
 //!   gone app was served 1.64 s after the first answer lacking it with a
 //!   hold of 800 ms, 2.94 s with 600 ms under flapping (attack 64a,
 //!   finding 2). Spent marks are forgotten at every full answer for the
-//!   apps it lists or the copy no longer holds (so there are at most as
-//!   many as apps the copy holds), and when home answers again. So an
+//!   apps it lists or the copy no longer holds, and when home answers
+//!   again. So an
 //!   app stays at most `absence_hold` after the first answer that lacked
 //!   it, and never past the failover's own `absence_hold`.
 //! - At most [`MAX_HELD_APPS`] apps are held at once; past it, the apps
@@ -112,6 +114,9 @@ pub(super) struct Failover {
     /// Apps still held when a failover ended by age: not held again until
     /// an answer lists them (see the module docs).
     spent: HashSet<String>,
+    /// Home listed nothing when the failover started: an app its later,
+    /// refilling answers lack stays held.
+    home_refilling: bool,
 }
 
 /// What home said when asked to confirm (see the module docs).
@@ -141,6 +146,7 @@ impl Failover {
         match self.last {
             Some(last) if answered.after_failure && last != answered.server => {
                 self.home = Some(last);
+                self.home_refilling = answered.after_empty;
                 // A failover from the failover server keeps the episode's
                 // clock.
                 self.since.get_or_insert(now);
@@ -154,6 +160,7 @@ impl Failover {
 
     fn end(&mut self) {
         self.home = None;
+        self.home_refilling = false;
         self.since = None;
         self.held = HashMap::new();
     }
@@ -190,12 +197,10 @@ impl Failover {
 
     /// What to put back into the copy after a full answer that lacked the
     /// apps `missing` (keys; empty outside a failover): with home's answer,
-    /// its records of those it lists (their clocks keep running, started at
-    /// `now` or before; the others' holds end, so they leave); without, the
-    /// records `registry` holds of each app whose hold, started at `now` or
-    /// before, has not lasted `hold`, at most [`MAX_HELD_APPS`] of them.
-    /// Apps whose hold is spent are not held; spent marks and holds of apps
-    /// not in `missing` end. Home's answer never ends the failover.
+    /// its records of those it lists (clocks running; the others leave,
+    /// or stay held while home refills); without, the records `registry`
+    /// holds of each app whose hold, started at `now` or before, has not
+    /// lasted `hold`, at most [`MAX_HELD_APPS`]. Spent apps are not held.
     pub(super) fn kept(
         &mut self,
         registry: &Registry,
@@ -221,6 +226,11 @@ impl Failover {
         let mut listed = Registry::new();
         super::copy::apply(&mut listed, &home, true);
         listed.retain(|_, records| !records.is_empty());
+        if self.home_refilling {
+            let lacking = missing.iter().filter(|key| !listed.contains_key(*key));
+            let kept = self.hold(registry, &lacking.cloned().collect(), now, hold);
+            return kept.into_iter().chain(listed).collect();
+        }
         // An app home lists keeps its clock: if home stops answering, its
         // hold still ends `hold` after the first answer that lacked it.
         self.held.retain(|key, _| listed.contains_key(key));
@@ -302,10 +312,8 @@ mod tests {
     use super::*;
 
     fn at(server: usize, after_failure: bool) -> Option<Answered> {
-        Some(Answered {
-            server,
-            after_failure,
-        })
+        let after_empty = false;
+        Some(Answered { server, after_failure, after_empty })
     }
 
     const HOLD: Duration = Duration::from_secs(90);
