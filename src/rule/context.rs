@@ -39,6 +39,16 @@ pub(crate) type Member<'m> = &'m dyn Fn(usize, &Endpoint) -> bool;
 /// entries would be picked with the first one's weights.
 pub type Domain<'a> = Option<&'a [u32]>;
 
+/// Whether a position is passed over (see [`PickContext::passing_over`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Passed<'a>(pub(crate) &'a (dyn Fn(usize) -> bool + Sync));
+
+impl std::fmt::Debug for Passed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Passed")
+    }
+}
+
 /// How a picker knows a domain it keeps data for (see [`Domain`]): the
 /// slice's address and length and its first, middle and last entries.
 pub(crate) fn domain_key(domain: &[u32]) -> [usize; 5] {
@@ -139,10 +149,10 @@ pub struct PickContext<'a> {
     /// The balancer's health epoch for this pick (0: none), naming the
     /// recount the health filter comes from (see `HealthView::epoch`).
     health_epoch: u64,
-    /// Positions [`SlowStart`](super::SlowStart) refused earlier in this
-    /// pick (empty: none): each combined tier offers its other members
+    /// The positions [`SlowStart`](super::SlowStart) passes over in this
+    /// pick (`None`: none): each combined tier offers its other members
     /// first (see [`PickContext::passing_over`]).
-    passed: &'a [usize],
+    passed: Option<Passed<'a>>,
 }
 
 impl Default for PickContext<'_> {
@@ -170,7 +180,7 @@ impl<'a> PickContext<'a> {
             headers: None,
             lane: 0,
             health_epoch: 0,
-            passed: &[],
+            passed: None,
         }
     }
 
@@ -353,13 +363,14 @@ impl<'a> PickContext<'a> {
     /// [`find_tier_in`](Self::find_tier_in).
     #[inline]
     pub(crate) fn has_tiers(&self) -> bool {
-        self.tiers.is_some() || !self.passed.is_empty()
+        self.tiers.is_some() || self.passed.is_some()
     }
 
-    /// The same context passing over `refused` (positions in the list)
+    /// The same context passing over the positions `refused` holds
     /// within each tier: every combined tier offers first its members
     /// not refused and, outside panic mode, healthy, then its refused
-    /// ones. [`SlowStart`](super::SlowStart) asks a picker that repeats
+    /// ones (slow start's refused instances, or, when it gives up, those
+    /// still in slow start). [`SlowStart`](super::SlowStart) asks a picker that repeats
     /// its choice ([`Picker::repeats_choice`](super::Picker::repeats_choice))
     /// so. Applied inside every wrapper's tiers, the pass-over never takes
     /// a pick out of the tier a wrapper confines it to (a hint group, a
@@ -367,8 +378,8 @@ impl<'a> PickContext<'a> {
     /// of its own outside a wrapper's, it sent a hint group's picks out
     /// of the group (helper 206).
     #[inline]
-    pub(crate) fn passing_over(mut self, refused: &'a [usize]) -> Self {
-        self.passed = refused;
+    pub(crate) fn passing_over(mut self, refused: Passed<'a>) -> Self {
+        self.passed = Some(refused);
         self
     }
 
@@ -376,7 +387,8 @@ impl<'a> PickContext<'a> {
     /// first round (see [`passing_over`](Self::passing_over)).
     #[inline]
     fn passes_over(&self, i: usize, e: &Endpoint) -> bool {
-        !self.passed.contains(&i) && (self.panic || e.stats().is_healthy_at(self.now))
+        self.passed.is_none_or(|refused| !(refused.0)(i))
+            && (self.panic || e.stats().is_healthy_at(self.now))
     }
 
     /// The same context with `tiers` (from a wrapping picker) chained
@@ -440,7 +452,7 @@ impl<'a> PickContext<'a> {
         f: &mut dyn FnMut(Member<'_>, Domain<'_>) -> Option<R>,
     ) -> Option<R> {
         Tiers::find(self.tiers, &mut |t: Member<'_>, domain: Domain<'_>| {
-            if !self.passed.is_empty() {
+            if self.passed.is_some() {
                 let fresh = |i: usize, e: &Endpoint| {
                     self.is_eligible(e) && t(i, e) && self.passes_over(i, e)
                 };
@@ -458,7 +470,7 @@ impl<'a> PickContext<'a> {
     pub(crate) fn in_first_tier(&self, i: usize, e: &Endpoint) -> bool {
         self.is_eligible(e)
             && first_tier(self.tiers, i, e)
-            && (self.passed.is_empty() || self.passes_over(i, e))
+            && (self.passed.is_none() || self.passes_over(i, e))
     }
 
     /// The domain of the first combined tier.
