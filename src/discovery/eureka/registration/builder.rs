@@ -253,6 +253,7 @@ impl EurekaRegistrationBuilder {
                 released_at: AtomicU64::new(0),
                 replay_from: AtomicU64::new(0),
                 replays: AtomicU32::new(0),
+                taken_ms: AtomicU64::new(0),
                 drain_dirty: AtomicBool::new(false),
                 dirty: AtomicU64::new(super::now_ms()),
                 op: tokio::sync::Mutex::new(()),

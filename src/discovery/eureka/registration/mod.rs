@@ -136,6 +136,8 @@ struct Shared {
     /// this host's clock; 0: none), and the resends done (see `replay.rs`).
     replay_from: AtomicU64,
     replays: AtomicU32,
+    /// When a server last took the wanted status (ms, this host's clock).
+    taken_ms: AtomicU64,
     /// The instance's `lastDirtyTimestamp` (ms since the epoch): set at build, raised by every
     /// status change and (re-)registration, sent with every registration, status update and
     /// heartbeat, as the Java client does. A server whose copy is older (it missed a status change:
@@ -252,8 +254,8 @@ impl Shared {
             tracing::info!(app = %self.app, id = %self.id, status = self.status().as_str(), "sending the instance status again");
             self.send_status_locked().await?;
         }
-        self.replay_locked(now_ms()).await?;
-        self.check_late_write_locked(&answer.server).await
+        self.check_late_write_locked(&answer.server).await?;
+        self.replay_locked(now_ms()).await
     }
 
     /// Cancels the registration (`DELETE`) at the first server that holds

@@ -125,7 +125,7 @@ impl Shared {
             // Served as it is (`DownOrStartingRule`). Unless a change
             // raced in.
             if self.status() == wanted {
-                self.status_unsent.store(false, Ordering::Release);
+                self.status_taken();
             }
             return Ok(Ok(()));
         }

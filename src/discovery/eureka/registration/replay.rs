@@ -29,7 +29,9 @@
 //! 500 ms interval under load, a resend 1 s after the change was once
 //! queued ahead of the removal still, so there are three). A replication
 //! outage longer than 20 s still queues the resends behind the removal;
-//! not covered. Cost: up to three status calls or registrations per such
+//! not covered. A resend is skipped when a server took the wanted status
+//! again since it was due (a late-write read-back's correction in the same
+//! renewal, which runs first). Cost: up to three status calls or registrations per such
 //! change.
 
 use std::sync::atomic::Ordering;
@@ -50,6 +52,13 @@ pub(super) const REPLICATION_WINDOW_MS: u64 = 30_000;
 pub(super) const REPLAY_AFTER_MS: [u64; 3] = [1_000, 5_000, 20_000];
 
 impl Shared {
+    /// A server took the wanted status (a status call or a registration
+    /// carrying it): sent, and, for a resend due before now, sent again.
+    pub(super) fn status_taken(&self) {
+        self.status_unsent.store(false, Ordering::Release);
+        self.taken_ms.store(super::now_ms(), Ordering::Release);
+    }
+
     /// The app changed its status to `status` at `now_ms`: one within
     /// the replication window of the last undrain is to be sent again.
     pub(super) fn note_replayable(&self, status: InstanceStatus, now_ms: u64) {
@@ -67,10 +76,10 @@ impl Shared {
     pub(super) async fn replay_locked(&self, now_ms: u64) -> Result<(), DiscoveryError> {
         let from = self.replay_from.load(Ordering::Acquire);
         let done = self.replays.load(Ordering::Acquire) as usize;
-        let due = REPLAY_AFTER_MS
-            .get(done)
-            .is_some_and(|after| now_ms >= from.saturating_add(*after));
-        if from == 0 || !due {
+        let Some(due_at) = REPLAY_AFTER_MS.get(done).map(|after| from.saturating_add(*after)) else {
+            return Ok(());
+        };
+        if from == 0 || now_ms < due_at {
             return Ok(());
         }
         // Past every offset already passed: one resend per renewal.
@@ -80,7 +89,10 @@ impl Shared {
             .count();
         self.replays.store(passed as u32, Ordering::Release);
         let status = self.status();
-        if status == InstanceStatus::Up {
+        // Taken again since it was due (the late-write read-back's
+        // correction in this renewal, a change's own call): replicated
+        // after the removal already.
+        if status == InstanceStatus::Up || self.taken_ms.load(Ordering::Acquire) >= due_at {
             return Ok(());
         }
         tracing::info!(app = %self.app, id = %self.id, status = status.as_str(), "sending the status again past the replication of an undrain before it");

@@ -120,7 +120,7 @@ impl Shared {
             self.released_at.store(undrain_at, Ordering::Release);
         }
         if self.status() == status {
-            self.status_unsent.store(false, Ordering::Release);
+            self.status_taken();
         }
         Ok(())
     }
@@ -358,7 +358,7 @@ impl Shared {
             // call included): the renewals must not send it over the
             // override either. Unless a change raced in.
             if self.status() == InstanceStatus::Up {
-                self.status_unsent.store(false, Ordering::Release);
+                self.status_taken();
             }
             return Ok(());
         }
