@@ -17,55 +17,15 @@
 
 #[path = "support/eureka_stub.rs"]
 mod eureka_stub;
+#[path = "support/failover_stub.rs"]
+mod failover_stub;
 
 use std::time::Duration;
 
-use eureka_stub::{Answer, Stub, record};
+use eureka_stub::{Answer, Stub};
+use failover_stub::{app, down, ids, orders, registry_json, serve, users};
 use tower_ribbon::discovery::InstanceSource;
 use tower_ribbon::discovery::eureka::EurekaRegistry;
-
-fn registry_json(hash: &str, apps: &[(&str, Vec<String>)]) -> String {
-    let apps: Vec<String> = apps
-        .iter()
-        .map(|(name, recs)| format!(r#"{{"name":"{name}","instance":[{}]}}"#, recs.join(",")))
-        .collect();
-    format!(
-        r#"{{"applications":{{"versions__delta":"1","apps__hashcode":"{hash}","application":[{}]}}}}"#,
-        apps.join(",")
-    )
-}
-
-fn app(name: &'static str, id: &str, port: u16) -> (&'static str, Vec<String>) {
-    (name, vec![record(name, id, port, "UP", "ADDED", "{}")])
-}
-
-fn orders() -> (&'static str, Vec<String>) {
-    app("ORDERS", "orders-1", 9001)
-}
-
-fn users() -> (&'static str, Vec<String>) {
-    app("USERS", "users-1", 9002)
-}
-
-fn serve(stub: &Stub, hash: &str, apps: &[(&str, Vec<String>)]) {
-    stub.set("/eureka/apps", vec![Answer::ok(registry_json(hash, apps))]);
-    stub.set(
-        "/eureka/apps/delta",
-        vec![Answer::ok(registry_json(hash, &[]))],
-    );
-}
-
-fn down(stub: &Stub) {
-    stub.set("/eureka/apps", vec![Answer::status(503)]);
-    stub.set("/eureka/apps/delta", vec![Answer::status(503)]);
-    stub.set("/eureka/vips/users", vec![Answer::status(503)]);
-}
-
-fn ids(registry: &EurekaRegistry, app: &str) -> Vec<String> {
-    (registry.instances(app).iter())
-        .map(|i| format!("{}:{}", i.id(), i.port()))
-        .collect()
-}
 
 fn build(s0: &Stub, s1: &Stub) -> EurekaRegistry {
     EurekaRegistry::builder()
